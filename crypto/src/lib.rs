@@ -1,0 +1,36 @@
+//! # medledger-crypto
+//!
+//! The cryptographic room of medledger: pure functions and types, no I/O, no clock (time is
+//! always a parameter), no randomness except where a caller passes an RNG.
+//!
+//! It may import nothing of ours. Its main types:
+//! - [`SigningIdentity`] / [`VerifyingKey`]: Ed25519 keys with domain-separated signatures
+//!   ([`SignatureDomain`]), so a signature made for one purpose is never valid for another.
+//! - [`EncryptionKey`] / [`EncryptionPublicKey`]: X25519 keys used to wrap data keys to a person.
+//! - [`Role`], [`Attribute`], [`EnrollmentExtension`]: what an enrollment certificate says about
+//!   its holder, and the DER encoding of that custom X.509 extension.
+//! - [`RootCertificate`], [`validate_enrollment_certificate`], [`parse_csr`]: chain, time,
+//!   revocation and role checks on certificates issued by the membership CA.
+//! - [`derive_pseudonym`]: the patient pseudonym `HMAC-SHA256(K, "pseudonym" ‖ UII)`.
+
+mod certificate;
+mod encryption;
+mod extension;
+mod identity;
+mod pseudonym;
+mod signing;
+
+pub use certificate::{
+    CertificateError, EnrolledIdentity, RevocationSet, RootCertificate, SigningRequest,
+    build_signing_request, certificate_hash, parse_csr, validate_enrollment_certificate,
+};
+pub use encryption::{EncryptionKey, EncryptionPublicKey};
+pub use extension::{ENROLLMENT_EXTENSION_OID, EnrollmentExtension, ExtensionError};
+pub use identity::{
+    Attribute, AttributeWindow, IdentityError, MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_VALUE_LEN,
+    MAX_ATTRIBUTES, MAX_NAME_LEN, Role, validate_name,
+};
+pub use pseudonym::{PSEUDONYM_LEN, PatientKey, Pseudonym, derive_pseudonym};
+pub use signing::{
+    SIGNATURE_LEN, Signature, SignatureDomain, SignatureError, SigningIdentity, VerifyingKey,
+};
