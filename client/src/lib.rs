@@ -1,1 +1,90 @@
+//! # medledger-client
+//!
+//! The medledger SDK and the `medledger` CLI. This room holds what runs on a user's machine:
+//! the wallet (keys created here and stored 0600), enrollment with the membership CA, and the
+//! commands of every role. It imports `medledger-proto` and `medledger-crypto`.
+//!
+//! - [`wallet::Wallet`]: one identity's keys, certificate and CA root.
+//! - [`ca::CaClient`]: the Membership API over TLS 1.3, with readable errors.
+//! - [`enroll`] / [`reenroll`]: create keys locally, send only a CSR and the X25519 public key.
 
+pub mod ca;
+pub mod error;
+pub mod wallet;
+
+use std::path::Path;
+
+use medledger_crypto::{EncryptionKey, SigningIdentity, build_signing_request};
+use medledger_proto::v1;
+
+use crate::ca::{CaClient, TlsIdentity};
+use crate::error::ClientError;
+use crate::wallet::{Wallet, WalletInfo};
+
+/// Enrolls `name` with `secret`: generates the signing and encryption keys here, sends the CA
+/// a CSR and the X25519 public key, and writes the wallet to `wallet_dir`.
+pub async fn enroll(
+    ca_url: &str,
+    root_der: &[u8],
+    name: &str,
+    secret: &str,
+    wallet_dir: &Path,
+) -> Result<Wallet, ClientError> {
+    if wallet_dir.join("signing.key").exists() {
+        return Err(ClientError::wallet(
+            wallet_dir,
+            "already holds an identity; choose another --wallet",
+        ));
+    }
+    let signing = SigningIdentity::generate(&mut rand_core::OsRng);
+    let encryption = EncryptionKey::generate(&mut rand_core::OsRng);
+    let csr = build_signing_request(&signing, name)
+        .map_err(|e| ClientError::Usage(format!("cannot enroll {name:?}: {e}")))?;
+    let mut ca = CaClient::connect(ca_url, root_der, TlsIdentity::Anonymous).await?;
+    let response = ca
+        .enroll(v1::EnrollRequest {
+            name: name.to_string(),
+            secret: secret.trim().to_string(),
+            csr_der: csr,
+            encryption_public_key: encryption.public_key().to_bytes().to_vec(),
+        })
+        .await?;
+    if response.root_certificate_der != root_der {
+        return Err(ClientError::Protocol(
+            "the CA answered with a different root certificate than the one trusted".into(),
+        ));
+    }
+    Wallet::create(
+        wallet_dir,
+        WalletInfo {
+            name: name.to_string(),
+            ca_url: ca_url.to_string(),
+        },
+        signing,
+        encryption,
+        &response.certificate_der,
+        root_der,
+    )
+}
+
+/// Replaces the wallet's keys with new ones and gets a certificate for them.
+pub async fn reenroll(
+    ca_url: &str,
+    wallet: &mut Wallet,
+) -> Result<v1::EnrollResponse, ClientError> {
+    let signing = SigningIdentity::generate(&mut rand_core::OsRng);
+    let encryption = EncryptionKey::generate(&mut rand_core::OsRng);
+    let csr = build_signing_request(&signing, &wallet.info.name)
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
+    let root_der = wallet.root()?.der().to_vec();
+    let response = {
+        let mut ca = CaClient::connect(ca_url, &root_der, TlsIdentity::Wallet(wallet)).await?;
+        ca.reenroll(v1::ReenrollRequest {
+            csr_der: csr,
+            encryption_public_key: encryption.public_key().to_bytes().to_vec(),
+        })
+        .await?
+    };
+    wallet.replace(signing, encryption, &response.certificate_der)?;
+    Ok(response)
+}

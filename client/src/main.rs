@@ -1,1 +1,656 @@
-fn main() {}
+//! `medledger`: the command line for every medledger role. This issue's part: the CA and
+//! identity commands.
+//!
+//! ```text
+//! medledger [--json] [--wallet DIR] [--ca URL] [--ca-root FILE] <command>
+//!   ca-info                      the CA's root fingerprint and settings
+//!   enroll --name N --secret S   create keys here, get a certificate, write the wallet
+//!   reenroll                     new keys and certificate for the wallet's identity
+//!   whoami                       what the wallet's certificate says
+//!   admin register --name N --role R [--attr k=v[@FROM..UNTIL]]... [--max-enrollments K]
+//!   admin revoke (--name N | --serial S) [--reason R]
+//!   admin identities | admin crl [--out FILE] | admin revocations [--since N]
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use medledger_client::ca::{CaClient, TlsIdentity};
+use medledger_client::error::ClientError;
+use medledger_client::wallet::{Wallet, default_wallet_dir, pem_decode, pem_encode, wallets_home};
+use medledger_proto::v1;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+const DEFAULT_CA_URL: &str = "https://localhost:7054";
+
+#[derive(Parser)]
+#[command(
+    name = "medledger",
+    version,
+    about = "medledger: a permissioned ledger for electronic health records"
+)]
+struct Cli {
+    /// Print JSON instead of human text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The wallet (identity) to act as. Default: the only wallet in ~/.medledger, or
+    /// ~/.medledger/<name> for `enroll`.
+    #[arg(long, global = true, env = "MEDLEDGER_WALLET")]
+    wallet: Option<PathBuf>,
+    /// The CA's address. Default: the one the wallet enrolled with, else https://localhost:7054.
+    #[arg(long, global = true, env = "MEDLEDGER_CA")]
+    ca: Option<String>,
+    /// The CA root certificate to trust (needed to enroll; afterwards the wallet has it).
+    #[arg(long, global = true, env = "MEDLEDGER_CA_ROOT")]
+    ca_root: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the CA's root fingerprint and settings.
+    CaInfo,
+    /// Enroll an identity registered by an administrator; writes a new wallet.
+    Enroll {
+        #[arg(long)]
+        name: String,
+        /// The one-time enrollment secret from `medledger admin register`.
+        #[arg(long, env = "MEDLEDGER_ENROLLMENT_SECRET", hide_env_values = true)]
+        secret: String,
+    },
+    /// Replace the wallet's keys and certificate with new ones (before it expires).
+    Reenroll,
+    /// Show who the wallet's certificate says you are.
+    Whoami,
+    /// Administrator commands.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Register an identity and print its one-time enrollment secret.
+    Register(RegisterArgs),
+    /// Revoke every certificate of a name, or one certificate by serial.
+    Revoke {
+        #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
+        name: Option<String>,
+        #[arg(long)]
+        serial: Option<String>,
+        #[arg(long, value_enum, default_value = "unspecified")]
+        reason: Reason,
+    },
+    /// List registered identities and their certificates.
+    Identities,
+    /// Fetch the CA's current CRL (PEM).
+    Crl {
+        /// Write the CRL here instead of printing a summary.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// List signed revocation records after a sequence number.
+    Revocations {
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+}
+
+#[derive(Args)]
+struct RegisterArgs {
+    #[arg(long)]
+    name: String,
+    /// admin, peer, clinician, patient, researcher or auditor.
+    #[arg(long)]
+    role: String,
+    /// key=value, optionally valid only in a window: key=value@FROM..UNTIL with RFC 3339
+    /// times or dates (2026-01-01); either end may be left open. Repeat for several.
+    #[arg(long = "attr")]
+    attributes: Vec<String>,
+    /// How many times the secret may be used to enroll.
+    #[arg(long, default_value_t = 1)]
+    max_enrollments: u32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Reason {
+    Unspecified,
+    KeyCompromise,
+    AffiliationChanged,
+    Superseded,
+    CessationOfOperation,
+    PrivilegeWithdrawn,
+}
+
+impl From<Reason> for v1::RevocationReason {
+    fn from(reason: Reason) -> Self {
+        match reason {
+            Reason::Unspecified => v1::RevocationReason::Unspecified,
+            Reason::KeyCompromise => v1::RevocationReason::KeyCompromise,
+            Reason::AffiliationChanged => v1::RevocationReason::AffiliationChanged,
+            Reason::Superseded => v1::RevocationReason::Superseded,
+            Reason::CessationOfOperation => v1::RevocationReason::CessationOfOperation,
+            Reason::PrivilegeWithdrawn => v1::RevocationReason::PrivilegeWithdrawn,
+        }
+    }
+}
+
+/// What a command prints: JSON with `--json`, text otherwise.
+struct Output {
+    json: Value,
+    text: String,
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(output) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&output.json).unwrap_or_default()
+                );
+            } else {
+                println!("{}", output.text.trim_end());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            if json {
+                let body = json!({"error": {"kind": error.kind(), "message": error.to_string(), "hint": error.hint()}});
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
+            } else {
+                eprintln!("error: {error}");
+                if let Some(hint) = error.hint() {
+                    eprintln!("hint: {hint}");
+                }
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now_unix() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn format_time(unix: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| unix.to_string())
+}
+
+/// The wallet to act as: --wallet, else the only one under ~/.medledger.
+fn wallet_dir(cli: &Cli) -> Result<PathBuf, ClientError> {
+    if let Some(dir) = &cli.wallet {
+        return Ok(dir.clone());
+    }
+    let home = wallets_home()?;
+    let wallets: Vec<PathBuf> = std::fs::read_dir(&home)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("cert.pem").exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    match wallets.as_slice() {
+        [only] => Ok(only.clone()),
+        [] => Err(ClientError::Usage(format!(
+            "no wallet in {}; enroll first (`medledger enroll`) or pass --wallet DIR",
+            home.display()
+        ))),
+        several => Err(ClientError::Usage(format!(
+            "several wallets in {} ({}); choose one with --wallet or MEDLEDGER_WALLET",
+            home.display(),
+            several
+                .iter()
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn open_wallet(cli: &Cli) -> Result<Wallet, ClientError> {
+    Wallet::open(&wallet_dir(cli)?)
+}
+
+fn ca_url(cli: &Cli, wallet: Option<&Wallet>) -> String {
+    cli.ca
+        .clone()
+        .or_else(|| wallet.map(|w| w.info.ca_url.clone()))
+        .unwrap_or_else(|| DEFAULT_CA_URL.to_string())
+}
+
+/// The root to trust: --ca-root, else the wallet's.
+fn trusted_root(cli: &Cli, wallet: Option<&Wallet>) -> Result<Vec<u8>, ClientError> {
+    if let Some(path) = &cli.ca_root {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ClientError::Usage(format!("--ca-root {}: {e}", path.display())))?;
+        return pem_decode(&text, "CERTIFICATE")
+            .map_err(|e| ClientError::Usage(format!("--ca-root {}: {e}", path.display())));
+    }
+    match wallet {
+        Some(wallet) => Ok(wallet.root()?.der().to_vec()),
+        None => Err(ClientError::Usage(
+            "pass --ca-root FILE (the CA's ca-root.pem; compare its fingerprint with the CA operator's)".into(),
+        )),
+    }
+}
+
+async fn admin_client(cli: &Cli) -> Result<(CaClient, Wallet), ClientError> {
+    let wallet = open_wallet(cli)?;
+    let root = trusted_root(cli, Some(&wallet))?;
+    let ca = CaClient::connect(
+        &ca_url(cli, Some(&wallet)),
+        &root,
+        TlsIdentity::Wallet(&wallet),
+    )
+    .await?;
+    Ok((ca, wallet))
+}
+
+async fn run(cli: Cli) -> Result<Output, ClientError> {
+    match &cli.command {
+        Command::CaInfo => {
+            let wallet = cli.wallet.as_ref().map(|d| Wallet::open(d)).transpose()?;
+            let root = trusted_root(&cli, wallet.as_ref())?;
+            let url = ca_url(&cli, wallet.as_ref());
+            let info = CaClient::connect(&url, &root, TlsIdentity::Anonymous)
+                .await?
+                .ca_info()
+                .await?;
+            Ok(Output {
+                text: format!(
+                    "CA {url}\n  version: {}\n  root fingerprint (SHA-256): {}\n  certificate validity: {} s\n  revocations so far: {}",
+                    info.version,
+                    info.root_fingerprint,
+                    info.certificate_validity_seconds,
+                    info.latest_revocation_sequence
+                ),
+                json: json!({
+                    "ca": url,
+                    "version": info.version,
+                    "root_fingerprint": info.root_fingerprint,
+                    "certificate_validity_seconds": info.certificate_validity_seconds,
+                    "latest_revocation_sequence": info.latest_revocation_sequence,
+                }),
+            })
+        }
+        Command::Enroll { name, secret } => {
+            medledger_crypto::validate_name(name).map_err(|e| ClientError::Usage(e.to_string()))?;
+            let dir = match &cli.wallet {
+                Some(dir) => dir.clone(),
+                None => default_wallet_dir(name)?,
+            };
+            let root = trusted_root(&cli, None)?;
+            let url = ca_url(&cli, None);
+            let wallet = medledger_client::enroll(&url, &root, name, secret, &dir).await?;
+            let identity = wallet.identity_at(now_unix())?;
+            Ok(Output {
+                text: format!(
+                    "Enrolled {} as {}. Wallet: {}\n  certificate serial {}, valid until {}",
+                    identity.name,
+                    identity.role,
+                    dir.display(),
+                    identity.serial_hex(),
+                    format_time(identity.not_after)
+                ),
+                json: json!({
+                    "name": identity.name,
+                    "role": identity.role.as_str(),
+                    "wallet": dir,
+                    "serial": identity.serial_hex(),
+                    "not_after": format_time(identity.not_after),
+                }),
+            })
+        }
+        Command::Reenroll => {
+            let mut wallet = open_wallet(&cli)?;
+            let url = ca_url(&cli, Some(&wallet));
+            let response = medledger_client::reenroll(&url, &mut wallet).await?;
+            Ok(Output {
+                text: format!(
+                    "New keys and certificate for {} in {}\n  certificate serial {}, valid until {}",
+                    wallet.info.name,
+                    wallet.dir.display(),
+                    response.serial,
+                    format_time(response.not_after_unix)
+                ),
+                json: json!({
+                    "name": wallet.info.name,
+                    "wallet": wallet.dir,
+                    "serial": response.serial,
+                    "not_after": format_time(response.not_after_unix),
+                }),
+            })
+        }
+        Command::Whoami => {
+            let wallet = open_wallet(&cli)?;
+            let now = now_unix();
+            let identity = wallet.certificate_identity()?;
+            let valid_now = identity.not_before <= now && now <= identity.not_after;
+            let attributes: Vec<Value> = identity
+                .attributes
+                .iter()
+                .map(|a| {
+                    json!({
+                        "key": a.key, "value": a.value,
+                        "not_before": a.window.not_before.map(format_time),
+                        "not_after": a.window.not_after.map(format_time),
+                        "in_force": a.holds_at(now),
+                    })
+                })
+                .collect();
+            let mut text = format!(
+                "{} ({})\n  wallet: {}\n  CA: {}\n  certificate serial {}, valid {} to {}{}\n  signing key (Ed25519): {}\n  encryption key (X25519): {}",
+                identity.name,
+                identity.role,
+                wallet.dir.display(),
+                wallet.info.ca_url,
+                identity.serial_hex(),
+                format_time(identity.not_before),
+                format_time(identity.not_after),
+                if valid_now {
+                    ""
+                } else {
+                    " (NOT VALID NOW: reenroll before expiry, or ask an administrator)"
+                },
+                identity.signing_key,
+                identity.encryption_key
+            );
+            for a in &identity.attributes {
+                text.push_str(&format!("\n  attribute {}={}", a.key, a.value));
+                if a.window != medledger_crypto::AttributeWindow::ALWAYS {
+                    text.push_str(&format!(
+                        " (from {} until {}{})",
+                        a.window
+                            .not_before
+                            .map(format_time)
+                            .unwrap_or_else(|| "-".into()),
+                        a.window
+                            .not_after
+                            .map(format_time)
+                            .unwrap_or_else(|| "-".into()),
+                        if a.holds_at(now) {
+                            ""
+                        } else {
+                            "; not in force now"
+                        }
+                    ));
+                }
+            }
+            Ok(Output {
+                text,
+                json: json!({
+                    "name": identity.name,
+                    "role": identity.role.as_str(),
+                    "wallet": wallet.dir,
+                    "ca": wallet.info.ca_url,
+                    "serial": identity.serial_hex(),
+                    "not_before": format_time(identity.not_before),
+                    "not_after": format_time(identity.not_after),
+                    "valid_now": valid_now,
+                    "signing_key": identity.signing_key.to_string(),
+                    "encryption_key": identity.encryption_key.to_string(),
+                    "certificate_hash": hex::encode(identity.cert_hash),
+                    "attributes": attributes,
+                }),
+            })
+        }
+        Command::Admin(admin) => run_admin(&cli, admin).await,
+    }
+}
+
+async fn run_admin(cli: &Cli, command: &AdminCommand) -> Result<Output, ClientError> {
+    let (mut ca, _wallet) = admin_client(cli).await?;
+    match command {
+        AdminCommand::Register(args) => {
+            let attributes = args
+                .attributes
+                .iter()
+                .map(|a| parse_attribute(a))
+                .collect::<Result<Vec<_>, _>>()?;
+            let response = ca
+                .register(v1::RegisterRequest {
+                    name: args.name.clone(),
+                    role: args.role.clone(),
+                    attributes,
+                    max_enrollments: args.max_enrollments,
+                })
+                .await?;
+            Ok(Output {
+                text: format!(
+                    "Registered {} as {}. One-time enrollment secret (shown once):\n{}\nThe new user runs: medledger enroll --name {} --secret <secret> --ca-root <ca-root.pem>",
+                    response.name, args.role, response.secret, response.name
+                ),
+                json: json!({"name": response.name, "role": args.role, "secret": response.secret}),
+            })
+        }
+        AdminCommand::Revoke {
+            name,
+            serial,
+            reason,
+        } => {
+            let target = match (name, serial) {
+                (Some(name), _) => v1::revoke_request::Target::Name(name.clone()),
+                (None, Some(serial)) => v1::revoke_request::Target::Serial(serial.to_lowercase()),
+                (None, None) => return Err(ClientError::Usage("give --name or --serial".into())),
+            };
+            let reason = v1::RevocationReason::from(*reason);
+            let response = ca
+                .revoke(v1::RevokeRequest {
+                    target: Some(target),
+                    reason: reason as i32,
+                })
+                .await?;
+            let records = response
+                .records
+                .iter()
+                .map(|signed| {
+                    <v1::RevocationRecord as prost::Message>::decode(signed.record.as_slice())
+                        .map_err(|e| ClientError::Protocol(format!("revocation record: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut text = if records.is_empty() {
+                "Nothing to revoke: every matching certificate was already revoked.".to_string()
+            } else {
+                format!("Revoked {} certificate(s):", records.len())
+            };
+            for r in &records {
+                text.push_str(&format!(
+                    "\n  #{} {} serial {} ({})",
+                    r.sequence,
+                    r.name,
+                    hex::encode(&r.serial),
+                    reason.as_str_name()
+                ));
+            }
+            Ok(Output {
+                text,
+                json: json!({"revoked": records.iter().map(|r| json!({
+                    "sequence": r.sequence, "name": r.name, "serial": hex::encode(&r.serial),
+                    "reason": reason.as_str_name(), "revoked_at": format_time(r.revoked_at_unix),
+                })).collect::<Vec<_>>()}),
+            })
+        }
+        AdminCommand::Identities => {
+            let mut identities = Vec::new();
+            let mut after = String::new();
+            loop {
+                let page = ca.identities(after).await?;
+                identities.extend(page.identities);
+                if page.next_after.is_empty() {
+                    break;
+                }
+                after = page.next_after;
+            }
+            let mut text = format!("{} identities", identities.len());
+            for i in &identities {
+                let active = i.certificates.iter().filter(|c| !c.revoked).count();
+                text.push_str(&format!(
+                    "\n  {:<24} {:<10} enrolled {}/{}  certificates: {} active, {} revoked{}",
+                    i.name,
+                    i.role,
+                    i.enrollments_used,
+                    i.max_enrollments,
+                    active,
+                    i.certificates.len() - active,
+                    if i.revoked { "  REVOKED" } else { "" }
+                ));
+            }
+            Ok(Output {
+                text,
+                json: json!({"identities": identities.iter().map(|i| json!({
+                    "name": i.name, "role": i.role, "revoked": i.revoked,
+                    "max_enrollments": i.max_enrollments, "enrollments_used": i.enrollments_used,
+                    "registered_at": format_time(i.registered_at_unix),
+                    "attributes": i.attributes.iter().map(|a| json!({"key": a.key, "value": a.value,
+                        "not_before": a.not_before_unix.map(format_time), "not_after": a.not_after_unix.map(format_time)})).collect::<Vec<_>>(),
+                    "certificates": i.certificates.iter().map(|c| json!({
+                        "serial": c.serial, "not_before": format_time(c.not_before_unix),
+                        "not_after": format_time(c.not_after_unix), "revoked": c.revoked,
+                    })).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>()}),
+            })
+        }
+        AdminCommand::Crl { out } => {
+            let crl = ca.crl().await?;
+            let pem_text = pem_encode("X509 CRL", &crl.crl_der);
+            let mut text = format!("CRL number {}", crl.crl_number);
+            if let Some(path) = out {
+                std::fs::write(path, &pem_text)
+                    .map_err(|e| ClientError::Usage(format!("--out {}: {e}", path.display())))?;
+                text.push_str(&format!(" written to {}", path.display()));
+            } else {
+                text.push('\n');
+                text.push_str(&pem_text);
+            }
+            Ok(Output {
+                text,
+                json: json!({"crl_number": crl.crl_number, "pem": pem_text, "out": out}),
+            })
+        }
+        AdminCommand::Revocations { since } => {
+            let response = ca.revocations(*since).await?;
+            let mut records = Vec::new();
+            for signed in &response.records {
+                let r = <v1::RevocationRecord as prost::Message>::decode(signed.record.as_slice())
+                    .map_err(|e| ClientError::Protocol(format!("revocation record: {e}")))?;
+                records.push(json!({
+                    "sequence": r.sequence, "name": r.name, "serial": hex::encode(&r.serial),
+                    "reason": r.reason().as_str_name(), "revoked_at": format_time(r.revoked_at_unix),
+                    "signature": hex::encode(&signed.signature),
+                }));
+            }
+            let text = format!(
+                "{} revocation record(s) after #{since} (latest #{})\n{}",
+                records.len(),
+                response.latest_sequence,
+                records
+                    .iter()
+                    .map(|r| format!(
+                        "  #{} {} serial {}",
+                        r["sequence"],
+                        r["name"].as_str().unwrap_or(""),
+                        r["serial"].as_str().unwrap_or("")
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            Ok(Output {
+                text,
+                json: json!({"latest_sequence": response.latest_sequence, "records": records}),
+            })
+        }
+    }
+}
+
+/// `key=value` or `key=value@FROM..UNTIL` (either end may be empty).
+fn parse_attribute(text: &str) -> Result<v1::Attribute, ClientError> {
+    let bad = |why: &str| ClientError::Usage(format!("--attr {text:?}: {why}"));
+    let (key, rest) = text
+        .split_once('=')
+        .ok_or_else(|| bad("expected key=value"))?;
+    let (value, window) = match rest.rsplit_once('@') {
+        Some((value, window)) if window.contains("..") => (value, Some(window)),
+        _ => (rest, None),
+    };
+    let (mut not_before, mut not_after) = (None, None);
+    if let Some(window) = window {
+        let (from, until) = window
+            .split_once("..")
+            .ok_or_else(|| bad("expected FROM..UNTIL"))?;
+        not_before = parse_time(from).map_err(|e| bad(&e))?;
+        not_after = parse_time(until).map_err(|e| bad(&e))?;
+    }
+    Ok(v1::Attribute {
+        key: key.to_string(),
+        value: value.to_string(),
+        not_before_unix: not_before,
+        not_after_unix: not_after,
+    })
+}
+
+/// An RFC 3339 time or a date (midnight UTC); empty means unbounded.
+fn parse_time(text: &str) -> Result<Option<i64>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(t) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Ok(Some(t.unix_timestamp()));
+    }
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format)
+        .map(|d| Some(d.midnight().assume_utc().unix_timestamp()))
+        .map_err(|_| format!("{text:?} is neither an RFC 3339 time nor a date like 2026-01-31"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_parse_with_and_without_windows() {
+        let a = parse_attribute("emergency=true").unwrap();
+        assert_eq!((a.key.as_str(), a.value.as_str()), ("emergency", "true"));
+        assert_eq!((a.not_before_unix, a.not_after_unix), (None, None));
+
+        let a = parse_attribute("emergency=true@2026-01-01..2027-01-01T00:00:00Z").unwrap();
+        assert_eq!(a.not_before_unix, Some(1_767_225_600));
+        assert_eq!(a.not_after_unix, Some(1_798_761_600));
+
+        let a = parse_attribute("email=a@b.org@..2027-01-01").unwrap();
+        assert_eq!(a.value, "a@b.org");
+        assert_eq!(
+            (a.not_before_unix, a.not_after_unix),
+            (None, Some(1_798_761_600))
+        );
+
+        let a = parse_attribute("email=a@b.org").unwrap();
+        assert_eq!(a.value, "a@b.org");
+
+        assert!(parse_attribute("novalue").is_err());
+        assert!(parse_attribute("k=v@yesterday..tomorrow").is_err());
+    }
+}

@@ -1,0 +1,84 @@
+//! Client errors, each with what the user can do about it.
+
+use tonic::Code;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("wallet {path}: {why}")]
+    Wallet { path: String, why: String },
+    #[error(
+        "cannot reach the CA at {url}: {why}. Is `medledger-ca serve` running there, and is --ca (MEDLEDGER_CA) right?"
+    )]
+    Unreachable { url: String, why: String },
+    #[error("the CA refused this wallet's certificate at the TLS handshake: {reason}")]
+    CertificateRefused { reason: String },
+    #[error("{message}")]
+    Rejected {
+        code: Code,
+        message: String,
+        hint: &'static str,
+    },
+    #[error("unexpected answer from the CA: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    pub fn wallet(path: &std::path::Path, why: impl ToString) -> Self {
+        ClientError::Wallet {
+            path: path.display().to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    /// A stable, machine-readable name for `--json` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientError::Usage(_) => "usage",
+            ClientError::Wallet { .. } => "wallet",
+            ClientError::Unreachable { .. } => "unreachable",
+            ClientError::CertificateRefused { .. } => "certificate_refused",
+            ClientError::Rejected { code, .. } => match code {
+                Code::Unauthenticated => "unauthenticated",
+                Code::PermissionDenied => "permission_denied",
+                Code::InvalidArgument => "invalid_argument",
+                Code::AlreadyExists => "already_exists",
+                Code::NotFound => "not_found",
+                _ => "rejected",
+            },
+            ClientError::Protocol(_) => "protocol",
+        }
+    }
+
+    /// What to do next, if there is something useful to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ClientError::Rejected { hint, .. } if !hint.is_empty() => Some(hint),
+            ClientError::CertificateRefused { .. } => Some(
+                "a revoked or expired identity cannot be renewed; ask an administrator to register it again and enroll with the new secret",
+            ),
+            _ => None,
+        }
+    }
+
+    pub fn from_status(status: tonic::Status) -> Self {
+        let hint = match status.code() {
+            Code::Unauthenticated => {
+                "check the name and the secret (a secret works only as often as it was registered for), or ask an administrator to register the identity again"
+            }
+            Code::PermissionDenied => {
+                "use the wallet of an administrator (--wallet or MEDLEDGER_WALLET)"
+            }
+            Code::AlreadyExists => "choose another name, or revoke the existing identity first",
+            Code::NotFound => "list identities with `medledger admin identities`",
+            Code::InvalidArgument => "correct the argument named above and try again",
+            _ => "",
+        };
+        ClientError::Rejected {
+            code: status.code(),
+            message: status.message().to_string(),
+            hint,
+        }
+    }
+}

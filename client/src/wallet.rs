@@ -1,0 +1,256 @@
+//! A wallet: one identity's keys and certificate in a directory of its own.
+//!
+//! ```text
+//! DIR/signing.key     Ed25519 private key, PKCS#8 PEM, mode 0600 (also the TLS client key)
+//! DIR/encryption.key  X25519 private key, hex, mode 0600
+//! DIR/cert.pem        the enrollment certificate
+//! DIR/ca-root.pem     the CA root the certificate chains to
+//! DIR/wallet.json     name and CA address
+//! ```
+//!
+//! Keys are created here, on the client, and never sent anywhere. Files are written to
+//! temporary names and renamed into place, so an interrupted write never leaves a wallet
+//! with a key that does not match its certificate.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use medledger_crypto::{
+    EncryptionKey, EnrolledIdentity, RootCertificate, SigningIdentity,
+    validate_enrollment_certificate,
+};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::ClientError;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WalletInfo {
+    pub name: String,
+    pub ca_url: String,
+}
+
+pub struct Wallet {
+    pub dir: PathBuf,
+    pub info: WalletInfo,
+    pub signing: SigningIdentity,
+    pub encryption: EncryptionKey,
+    pub cert_pem: String,
+    pub root_pem: String,
+}
+
+/// The default wallet location for `name`: `~/.medledger/<name>`.
+pub fn default_wallet_dir(name: &str) -> Result<PathBuf, ClientError> {
+    Ok(wallets_home()?.join(name))
+}
+
+pub fn wallets_home() -> Result<PathBuf, ClientError> {
+    let home = std::env::var_os("HOME")
+        .ok_or_else(|| ClientError::Usage("HOME is not set; pass --wallet DIR".into()))?;
+    Ok(PathBuf::from(home).join(".medledger"))
+}
+
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    pem::encode_config(
+        &pem::Pem::new(label, der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
+}
+
+pub fn pem_decode(text: &str, label: &str) -> Result<Vec<u8>, String> {
+    let block = pem::parse(text).map_err(|e| e.to_string())?;
+    if block.tag() != label {
+        return Err(format!(
+            "expected a {label} PEM block, found {}",
+            block.tag()
+        ));
+    }
+    Ok(block.into_contents())
+}
+
+impl Wallet {
+    /// Writes a new wallet. Refuses to overwrite an existing one.
+    pub fn create(
+        dir: &Path,
+        info: WalletInfo,
+        signing: SigningIdentity,
+        encryption: EncryptionKey,
+        cert_der: &[u8],
+        root_der: &[u8],
+    ) -> Result<Wallet, ClientError> {
+        if dir.join("signing.key").exists() {
+            return Err(ClientError::wallet(
+                dir,
+                "already holds an identity; choose another --wallet or use `medledger reenroll`",
+            ));
+        }
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| ClientError::wallet(dir, e))?;
+        let wallet = Wallet {
+            dir: dir.to_path_buf(),
+            info,
+            signing,
+            encryption,
+            cert_pem: pem_encode("CERTIFICATE", cert_der),
+            root_pem: pem_encode("CERTIFICATE", root_der),
+        };
+        wallet.write_all()?;
+        Ok(wallet)
+    }
+
+    /// Replaces keys and certificate (after reenrollment).
+    pub fn replace(
+        &mut self,
+        signing: SigningIdentity,
+        encryption: EncryptionKey,
+        cert_der: &[u8],
+    ) -> Result<(), ClientError> {
+        self.signing = signing;
+        self.encryption = encryption;
+        self.cert_pem = pem_encode("CERTIFICATE", cert_der);
+        self.write_all()
+    }
+
+    fn write_all(&self) -> Result<(), ClientError> {
+        let info =
+            serde_json::to_vec_pretty(&self.info).map_err(|e| ClientError::wallet(&self.dir, e))?;
+        let encryption_hex = Zeroizing::new(hex::encode(*self.encryption.to_bytes()));
+        let signing_pem = self.signing.to_pkcs8_pem();
+        let files: [(&str, &[u8], u32); 5] = [
+            ("signing.key", signing_pem.as_bytes(), 0o600),
+            ("encryption.key", encryption_hex.as_bytes(), 0o600),
+            ("ca-root.pem", self.root_pem.as_bytes(), 0o644),
+            ("wallet.json", &info, 0o644),
+            // The certificate goes last: it is what marks the wallet complete.
+            ("cert.pem", self.cert_pem.as_bytes(), 0o644),
+        ];
+        // Write every file under a temporary name first, then rename them into place.
+        for (name, contents, mode) in &files {
+            write_file(&self.dir.join(format!("{name}.tmp")), contents, *mode)
+                .map_err(|e| ClientError::wallet(&self.dir, e))?;
+        }
+        for (name, _, _) in &files {
+            fs::rename(self.dir.join(format!("{name}.tmp")), self.dir.join(name))
+                .map_err(|e| ClientError::wallet(&self.dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Opens a wallet and checks that its key matches its certificate.
+    pub fn open(dir: &Path) -> Result<Wallet, ClientError> {
+        let read = |name: &str| {
+            fs::read_to_string(dir.join(name)).map_err(|e| {
+                ClientError::wallet(
+                    dir,
+                    format!("{name}: {e} (enroll first with `medledger enroll`, or pass --wallet)"),
+                )
+            })
+        };
+        let read_secret = |name: &str| {
+            let path = dir.join(name);
+            let mode = fs::metadata(&path)
+                .map_err(|e| ClientError::wallet(dir, format!("{name}: {e}")))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(ClientError::wallet(
+                    dir,
+                    format!(
+                        "{name} is readable by others; run `chmod 600 {}`",
+                        path.display()
+                    ),
+                ));
+            }
+            read(name).map(Zeroizing::new)
+        };
+        let info: WalletInfo = serde_json::from_str(&read("wallet.json")?)
+            .map_err(|e| ClientError::wallet(dir, format!("wallet.json: {e}")))?;
+        let signing = SigningIdentity::from_pkcs8_pem(&read_secret("signing.key")?)
+            .map_err(|e| ClientError::wallet(dir, format!("signing.key: {e}")))?;
+        let encryption_hex = read_secret("encryption.key")?;
+        let encryption_bytes: [u8; 32] = hex::decode(encryption_hex.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| ClientError::wallet(dir, "encryption.key is not 32 bytes of hex"))?;
+        let wallet = Wallet {
+            dir: dir.to_path_buf(),
+            info,
+            signing,
+            encryption: EncryptionKey::from_bytes(encryption_bytes),
+            cert_pem: read("cert.pem")?,
+            root_pem: read("ca-root.pem")?,
+        };
+        let identity = wallet.certificate_identity()?;
+        if identity.signing_key != wallet.signing.verifying_key()
+            || identity.encryption_key != wallet.encryption.public_key()
+        {
+            return Err(ClientError::wallet(
+                dir,
+                "the keys do not match the certificate; the wallet is damaged",
+            ));
+        }
+        Ok(wallet)
+    }
+
+    pub fn root(&self) -> Result<RootCertificate, ClientError> {
+        RootCertificate::from_pem(&self.root_pem)
+            .map_err(|e| ClientError::wallet(&self.dir, format!("ca-root.pem: {e}")))
+    }
+
+    pub fn cert_der(&self) -> Result<Vec<u8>, ClientError> {
+        pem_decode(&self.cert_pem, "CERTIFICATE")
+            .map_err(|e| ClientError::wallet(&self.dir, format!("cert.pem: {e}")))
+    }
+
+    /// What the certificate says, checked against the wallet's root at `now`. Revocation is
+    /// the CA's and the ledger's to judge; this is a local check only.
+    pub fn identity_at(&self, now: i64) -> Result<EnrolledIdentity, ClientError> {
+        validate_enrollment_certificate(
+            &self.cert_der()?,
+            &self.root()?,
+            now,
+            &std::collections::HashSet::new(),
+        )
+        .map_err(|e| ClientError::wallet(&self.dir, format!("cert.pem: {e}")))
+    }
+
+    /// What the certificate says, whatever the time (an expired wallet still opens and can
+    /// say it is expired).
+    pub fn certificate_identity(&self) -> Result<EnrolledIdentity, ClientError> {
+        // Parse at the certificate's own start time so an expired wallet still opens (and can
+        // say it is expired): move the check time forward past any "not yet valid".
+        let der = self.cert_der()?;
+        let root = self.root()?;
+        let none = std::collections::HashSet::new();
+        let mut at = 0;
+        loop {
+            match validate_enrollment_certificate(&der, &root, at, &none) {
+                Err(medledger_crypto::CertificateError::NotYetValid { not_before, .. })
+                    if not_before > at =>
+                {
+                    at = not_before
+                }
+                other => {
+                    return other
+                        .map_err(|e| ClientError::wallet(&self.dir, format!("cert.pem: {e}")));
+                }
+            }
+        }
+    }
+}
+
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
+    let _ = fs::remove_file(path);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}

@@ -1,0 +1,1000 @@
+//! The certificate authority's rules, independent of gRPC: who may register, enroll, reenroll
+//! and revoke, how certificates and revocation records are made, and what is stored.
+//! Every operation takes the current time as a parameter.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, RwLock};
+
+use medledger_crypto::{
+    Attribute, AttributeWindow, CertificateError, ENROLLMENT_EXTENSION_OID, EncryptionPublicKey,
+    EnrolledIdentity, EnrollmentExtension, Role, RootCertificate, SignatureDomain, SigningIdentity,
+    VerifyingKey, parse_csr, validate_enrollment_certificate, validate_name,
+};
+use medledger_proto::v1;
+use prost::Message;
+use rand::RngCore;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CustomExtension,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+
+use crate::files::{CaDir, read_private, write_private, write_public};
+use crate::store::{CertificateRecord, Changes, IdentityRecord, Store, StoreError};
+
+/// Name of the identity `init` registers so the first administrator can enroll.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+/// Default lifetime of an enrollment certificate: one year.
+pub const DEFAULT_CERTIFICATE_VALIDITY_SECONDS: i64 = 365 * 24 * 3600;
+/// Certificates start this long before they are issued, so a client whose clock is a little
+/// behind the CA's can use its certificate at once.
+const BACKDATE_SECONDS: i64 = 300;
+const ROOT_VALIDITY_SECONDS: i64 = 20 * 365 * 24 * 3600;
+const TLS_VALIDITY_SECONDS: i64 = 5 * 365 * 24 * 3600;
+const CRL_VALIDITY_SECONDS: i64 = 7 * 24 * 3600;
+/// Longest enrollment secret accepted on the wire (ours are 43 characters).
+const MAX_SECRET_LEN: usize = 128;
+/// Most enrollments one registration may allow.
+pub const MAX_ENROLLMENTS: u32 = 100;
+/// Page limits for list calls.
+pub const MAX_REVOCATIONS_PAGE: usize = 1000;
+pub const MAX_IDENTITIES_PAGE: usize = 500;
+const SECRET_HASH_DOMAIN: &[u8] = b"medledger/v1/enrollment-secret";
+
+/// Why the CA refused or failed a request. Mapped once to gRPC statuses in `service`.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("invalid {field}: {why}")]
+    InvalidArgument { field: &'static str, why: String },
+    #[error("unknown name or wrong enrollment secret")]
+    BadSecret,
+    #[error(
+        "the enrollment secret for {0:?} has been used up; ask an administrator to register a new identity"
+    )]
+    SecretUsedUp(String),
+    #[error("the identity {0:?} has been revoked")]
+    IdentityRevoked(String),
+    #[error("this call needs a client certificate; enroll first")]
+    NoClientCertificate,
+    #[error("the client certificate is not acceptable: {0}")]
+    BadClientCertificate(#[from] CertificateError),
+    #[error("only the role admin may {action}; this certificate has role {role}")]
+    NotAdmin { action: &'static str, role: Role },
+    #[error("an identity named {0:?} is already registered")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the CA directory {0} is already initialized")]
+    AlreadyInitialized(String),
+    #[error("CA storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("CA files: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the CA could not build a certificate or CRL: {0}")]
+    Build(String),
+}
+
+fn invalid(field: &'static str, why: impl ToString) -> CaError {
+    CaError::InvalidArgument {
+        field,
+        why: why.to_string(),
+    }
+}
+
+fn build_error(e: impl ToString) -> CaError {
+    CaError::Build(e.to_string())
+}
+
+/// What an administrator asks to register.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub name: String,
+    pub role: String,
+    pub attributes: Vec<v1::Attribute>,
+    pub max_enrollments: u32,
+}
+
+/// A freshly issued certificate.
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    pub der: Vec<u8>,
+    pub serial: Vec<u8>,
+    pub not_after_unix: i64,
+}
+
+/// What `init` created.
+#[derive(Debug)]
+pub struct InitOutcome {
+    pub root_fingerprint: String,
+    pub admin_secret_path: std::path::PathBuf,
+}
+
+struct CachedCrl {
+    der: Vec<u8>,
+    number: u64,
+    this_update: i64,
+}
+
+pub struct CertificateAuthority {
+    root_key: SigningIdentity,
+    root_params: CertificateParams,
+    root: RootCertificate,
+    store: Store,
+    /// Serialises read-modify-write operations; reads need no lock.
+    write_lock: Mutex<()>,
+    revoked: RwLock<HashSet<Vec<u8>>>,
+    crl: RwLock<CachedCrl>,
+    validity_seconds: i64,
+}
+
+fn datetime(unix: i64) -> Result<OffsetDateTime, CaError> {
+    OffsetDateTime::from_unix_timestamp(unix).map_err(build_error)
+}
+
+/// RFC 7093 method 1: the leftmost 160 bits of the SHA-256 of the public key.
+fn key_id(key: &VerifyingKey) -> KeyIdMethod {
+    KeyIdMethod::PreSpecified(Sha256::digest(key.to_bytes())[..20].to_vec())
+}
+
+/// The root's parameters. Rebuilt identically at every start, so the issuer name and key
+/// identifier in issued certificates always match the root certificate on disk.
+fn root_params(root_key: &VerifyingKey) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "medledger");
+    // The key's identifier in the name tells networks apart, for people and for TLS stacks
+    // (which pick an issuer by name before checking its signature).
+    let tag = hex::encode(&Sha256::digest(root_key.to_bytes())[..4]);
+    dn.push(DnType::CommonName, format!("medledger root CA {tag}"));
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.key_identifier_method = key_id(root_key);
+    params
+}
+
+fn random_serial() -> Vec<u8> {
+    let mut serial = vec![0u8; 16];
+    rand::thread_rng().fill_bytes(&mut serial);
+    // Positive and without a leading zero byte, so the DER integer is exactly these bytes.
+    serial[0] = (serial[0] & 0x7f).max(1);
+    serial
+}
+
+fn new_secret() -> (String, Vec<u8>, Vec<u8>) {
+    use base64::Engine;
+    let mut secret = [0u8; 32];
+    let mut salt = vec![0u8; 16];
+    rand::thread_rng().fill_bytes(&mut secret);
+    rand::thread_rng().fill_bytes(&mut salt);
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let hash = secret_hash(&salt, &secret);
+    (secret, salt, hash)
+}
+
+/// The secrets are 256-bit random strings, so one SHA-256 with a salt is enough: there is
+/// nothing to brute-force.
+fn secret_hash(salt: &[u8], secret: &str) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(SECRET_HASH_DOMAIN);
+    hasher.update(salt);
+    hasher.update(secret.as_bytes());
+    hasher.finalize().to_vec()
+}
+
+pub fn attribute_from_proto(a: &v1::Attribute) -> Result<Attribute, CaError> {
+    Attribute::new(
+        a.key.clone(),
+        a.value.clone(),
+        AttributeWindow {
+            not_before: a.not_before_unix,
+            not_after: a.not_after_unix,
+        },
+    )
+    .map_err(|e| invalid("attribute", e))
+}
+
+pub fn attribute_to_proto(a: &Attribute) -> v1::Attribute {
+    v1::Attribute {
+        key: a.key.clone(),
+        value: a.value.clone(),
+        not_before_unix: a.window.not_before,
+        not_after_unix: a.window.not_after,
+    }
+}
+
+impl CertificateAuthority {
+    /// Creates a new CA in `dir`: root key and certificate, TLS server certificate for
+    /// `localhost`, `127.0.0.1` and each of `hosts`, the database, and the bootstrap admin
+    /// registration whose secret goes to `dir/admin.secret` (0600).
+    pub fn init(dir: &CaDir, hosts: &[String], now: i64) -> Result<InitOutcome, CaError> {
+        if dir.root_certificate().exists() || dir.database().exists() {
+            return Err(CaError::AlreadyInitialized(dir.root.display().to_string()));
+        }
+        std::fs::create_dir_all(dir.root.join("tls"))?;
+
+        let root_key = SigningIdentity::generate(&mut rand_core_rng());
+        let mut params = root_params(&root_key.verifying_key());
+        params.not_before = datetime(now - BACKDATE_SECONDS)?;
+        params.not_after = datetime(now + ROOT_VALIDITY_SECONDS)?;
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        let root_cert = params.self_signed(&root_key).map_err(build_error)?;
+
+        let tls_key = SigningIdentity::generate(&mut rand_core_rng());
+        let mut tls = CertificateParams::default();
+        tls.distinguished_name = DistinguishedName::new();
+        tls.distinguished_name
+            .push(DnType::CommonName, "medledger-ca");
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        names.extend(hosts.iter().cloned());
+        for name in names {
+            let san = match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => {
+                    SanType::DnsName(name.as_str().try_into().map_err(|e| invalid("host", e))?)
+                }
+            };
+            tls.subject_alt_names.push(san);
+        }
+        tls.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        tls.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        tls.use_authority_key_identifier_extension = true;
+        tls.key_identifier_method = key_id(&tls_key.verifying_key());
+        tls.not_before = datetime(now - BACKDATE_SECONDS)?;
+        tls.not_after = datetime(now + TLS_VALIDITY_SECONDS)?;
+        tls.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        let issuer = Issuer::from_params(&params, &root_key);
+        let tls_cert = tls
+            .signed_by(&tls_key.verifying_key(), &issuer)
+            .map_err(build_error)?;
+
+        write_private(&dir.root_key(), root_key.to_pkcs8_pem().as_bytes())?;
+        write_public(&dir.root_certificate(), root_cert.pem().as_bytes())?;
+        write_private(&dir.tls_key(), tls_key.to_pkcs8_pem().as_bytes())?;
+        write_public(&dir.tls_certificate(), tls_cert.pem().as_bytes())?;
+
+        let ca = Self::open(dir, DEFAULT_CERTIFICATE_VALIDITY_SECONDS, now)?;
+        let secret = ca.register_unchecked(
+            Registration {
+                name: BOOTSTRAP_ADMIN.into(),
+                role: Role::Admin.as_str().into(),
+                attributes: vec![],
+                max_enrollments: 1,
+            },
+            "medledger-ca init",
+            now,
+        )?;
+        write_private(&dir.admin_secret(), format!("{secret}\n").as_bytes())?;
+        Ok(InitOutcome {
+            root_fingerprint: hex::encode(ca.root.fingerprint()),
+            admin_secret_path: dir.admin_secret(),
+        })
+    }
+
+    /// Opens an initialized CA directory.
+    pub fn open(dir: &CaDir, validity_seconds: i64, now: i64) -> Result<Self, CaError> {
+        if validity_seconds <= 0 {
+            return Err(invalid("certificate validity", "must be positive"));
+        }
+        let root_key = SigningIdentity::from_pkcs8_pem(&read_private(&dir.root_key())?)
+            .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_key().display())))?;
+        let root_pem = std::fs::read_to_string(dir.root_certificate())?;
+        let root = RootCertificate::from_pem(&root_pem)
+            .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_certificate().display())))?;
+        if root.public_key() != root_key.verifying_key() {
+            return Err(CaError::Build(
+                "ca-root.key does not belong to ca-root.pem".into(),
+            ));
+        }
+        let store = Store::open(&dir.database())?;
+        let mut revoked = HashSet::new();
+        for signed in store.revocations_since(0, usize::MAX)? {
+            revoked.insert(decode_record(&signed)?.serial);
+        }
+        let ca = CertificateAuthority {
+            root_params: root_params(&root_key.verifying_key()),
+            root_key,
+            root,
+            store,
+            write_lock: Mutex::new(()),
+            revoked: RwLock::new(revoked),
+            crl: RwLock::new(CachedCrl {
+                der: vec![],
+                number: 0,
+                this_update: 0,
+            }),
+            validity_seconds,
+        };
+        {
+            let _guard = ca.lock();
+            ca.refresh_crl(now)?;
+        }
+        Ok(ca)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // A panic while holding the lock cannot leave half-written state (writes are one
+        // batch), so a poisoned lock is safe to reuse.
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn root(&self) -> &RootCertificate {
+        &self.root
+    }
+
+    pub fn validity_seconds(&self) -> i64 {
+        self.validity_seconds
+    }
+
+    /// Validates a client certificate presented over TLS, including revocations made after
+    /// the connection was opened.
+    pub fn authenticate(&self, cert_der: &[u8], now: i64) -> Result<EnrolledIdentity, CaError> {
+        let revoked = self.revoked.read().unwrap_or_else(|p| p.into_inner());
+        Ok(validate_enrollment_certificate(
+            cert_der, &self.root, now, &*revoked,
+        )?)
+    }
+
+    fn require_admin(caller: &EnrolledIdentity, action: &'static str) -> Result<(), CaError> {
+        if caller.role != Role::Admin {
+            return Err(CaError::NotAdmin {
+                action,
+                role: caller.role,
+            });
+        }
+        Ok(())
+    }
+
+    /// Registers an identity on behalf of an admin and returns its one-time secret.
+    pub fn register(
+        &self,
+        caller: &EnrolledIdentity,
+        registration: Registration,
+        now: i64,
+    ) -> Result<String, CaError> {
+        Self::require_admin(caller, "register identities")?;
+        self.register_unchecked(registration, &caller.name, now)
+    }
+
+    fn register_unchecked(
+        &self,
+        registration: Registration,
+        registered_by: &str,
+        now: i64,
+    ) -> Result<String, CaError> {
+        validate_name(&registration.name).map_err(|e| invalid("name", e))?;
+        let role: Role = registration.role.parse().map_err(|e| invalid("role", e))?;
+        let attributes = registration
+            .attributes
+            .iter()
+            .map(attribute_from_proto)
+            .collect::<Result<Vec<_>, _>>()?;
+        Attribute::validate_list(&attributes).map_err(|e| invalid("attributes", e))?;
+        let max_enrollments = match registration.max_enrollments {
+            0 => 1,
+            n if n > MAX_ENROLLMENTS => {
+                return Err(invalid(
+                    "max_enrollments",
+                    format!("at most {MAX_ENROLLMENTS}"),
+                ));
+            }
+            n => n,
+        };
+
+        let _guard = self.lock();
+        if self.store.identity(&registration.name)?.is_some() {
+            return Err(CaError::AlreadyExists(registration.name));
+        }
+        let (secret, salt, hash) = new_secret();
+        let mut changes = Changes::default();
+        changes.put_identity(IdentityRecord {
+            name: registration.name,
+            role: role.as_str().into(),
+            attributes: attributes.iter().map(attribute_to_proto).collect(),
+            max_enrollments,
+            enrollments_used: 0,
+            secret_salt: salt,
+            secret_hash: hash,
+            revoked: false,
+            registered_at_unix: now,
+            certificate_serials: vec![],
+            registered_by: registered_by.into(),
+        });
+        self.store.commit(changes)?;
+        Ok(secret)
+    }
+
+    /// Exchanges a one-time secret and a CSR for an enrollment certificate.
+    pub fn enroll(
+        &self,
+        name: &str,
+        secret: &str,
+        csr_der: &[u8],
+        encryption_key: &[u8],
+        now: i64,
+    ) -> Result<IssuedCertificate, CaError> {
+        if name.len() > 256 || secret.len() > MAX_SECRET_LEN {
+            return Err(CaError::BadSecret);
+        }
+        let subject_key = parse_csr(csr_der)
+            .map_err(|e| invalid("csr", e))?
+            .public_key;
+        let encryption_key = EncryptionPublicKey::from_slice(encryption_key)
+            .ok_or_else(|| invalid("encryption_public_key", "must be 32 bytes (X25519)"))?;
+
+        let _guard = self.lock();
+        let mut identity = self.store.identity(name)?.ok_or(CaError::BadSecret)?;
+        let expected = secret_hash(&identity.secret_salt, secret);
+        if !bool::from(expected.ct_eq(&identity.secret_hash)) {
+            return Err(CaError::BadSecret);
+        }
+        if identity.revoked {
+            return Err(CaError::IdentityRevoked(identity.name));
+        }
+        if identity.enrollments_used >= identity.max_enrollments {
+            return Err(CaError::SecretUsedUp(identity.name));
+        }
+        identity.enrollments_used += 1;
+        self.issue_and_store(identity, subject_key, encryption_key, now)
+    }
+
+    /// Issues a certificate for a new key pair to the holder of a valid certificate.
+    pub fn reenroll(
+        &self,
+        caller: &EnrolledIdentity,
+        csr_der: &[u8],
+        encryption_key: &[u8],
+        now: i64,
+    ) -> Result<IssuedCertificate, CaError> {
+        let subject_key = parse_csr(csr_der)
+            .map_err(|e| invalid("csr", e))?
+            .public_key;
+        let encryption_key = EncryptionPublicKey::from_slice(encryption_key)
+            .ok_or_else(|| invalid("encryption_public_key", "must be 32 bytes (X25519)"))?;
+        let _guard = self.lock();
+        let identity = self
+            .store
+            .identity(&caller.name)?
+            .ok_or_else(|| CaError::NotFound(format!("identity {:?}", caller.name)))?;
+        if identity.revoked {
+            return Err(CaError::IdentityRevoked(identity.name));
+        }
+        self.issue_and_store(identity, subject_key, encryption_key, now)
+    }
+
+    fn issue_and_store(
+        &self,
+        mut identity: IdentityRecord,
+        subject_key: VerifyingKey,
+        encryption_key: EncryptionPublicKey,
+        now: i64,
+    ) -> Result<IssuedCertificate, CaError> {
+        let role: Role = identity
+            .role
+            .parse()
+            .map_err(|e| CaError::Build(format!("stored role: {e}")))?;
+        let attributes = identity
+            .attributes
+            .iter()
+            .map(attribute_from_proto)
+            .collect::<Result<Vec<_>, _>>()?;
+        let extension = EnrollmentExtension {
+            role,
+            attributes,
+            encryption_key,
+        }
+        .encode()
+        .map_err(build_error)?;
+
+        let serial = random_serial();
+        let not_before = now - BACKDATE_SECONDS;
+        let not_after = now + self.validity_seconds;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, identity.name.as_str());
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        params.not_before = datetime(not_before)?;
+        params.not_after = datetime(not_after)?;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        if role == Role::Peer {
+            // Peers also serve gRPC to clients and to each other.
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
+        params.use_authority_key_identifier_extension = true;
+        params.key_identifier_method = key_id(&subject_key);
+        let mut custom = CustomExtension::from_oid_content(ENROLLMENT_EXTENSION_OID, extension);
+        custom.set_criticality(false);
+        params.custom_extensions.push(custom);
+        let issuer = Issuer::from_params(&self.root_params, &self.root_key);
+        let der = params
+            .signed_by(&subject_key, &issuer)
+            .map_err(build_error)?
+            .der()
+            .to_vec();
+
+        identity.certificate_serials.push(serial.clone());
+        let mut changes = Changes::default();
+        changes.put_certificate(CertificateRecord {
+            serial: serial.clone(),
+            name: identity.name.clone(),
+            der: der.clone(),
+            not_before_unix: not_before,
+            not_after_unix: not_after,
+            revoked: false,
+            revocation_reason: 0,
+            revoked_at_unix: 0,
+        });
+        changes.put_identity(identity);
+        self.store.commit(changes)?;
+        Ok(IssuedCertificate {
+            der,
+            serial,
+            not_after_unix: not_after,
+        })
+    }
+
+    /// Revokes every certificate of a name (and stops its enrollment), or one certificate by
+    /// serial. Returns one signed record per certificate newly revoked.
+    pub fn revoke(
+        &self,
+        caller: &EnrolledIdentity,
+        target: &v1::revoke_request::Target,
+        reason: v1::RevocationReason,
+        now: i64,
+    ) -> Result<Vec<v1::SignedRevocationRecord>, CaError> {
+        Self::require_admin(caller, "revoke certificates")?;
+        let _guard = self.lock();
+        let mut changes = Changes::default();
+        let mut certificates = Vec::new();
+        match target {
+            v1::revoke_request::Target::Name(name) => {
+                validate_name(name).map_err(|e| invalid("name", e))?;
+                let mut identity = self
+                    .store
+                    .identity(name)?
+                    .ok_or_else(|| CaError::NotFound(format!("identity {name:?}")))?;
+                for serial in &identity.certificate_serials {
+                    let record = self.store.certificate(serial)?.ok_or_else(|| {
+                        CaError::Store(StoreError::Corrupt {
+                            what: "certificate",
+                            why: format!("serial {} of {name:?} is missing", hex::encode(serial)),
+                        })
+                    })?;
+                    certificates.push(record);
+                }
+                identity.revoked = true;
+                changes.put_identity(identity);
+            }
+            v1::revoke_request::Target::Serial(serial_hex) => {
+                let serial = hex::decode(serial_hex)
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.len() <= 20)
+                    .ok_or_else(|| invalid("serial", "must be 1 to 20 bytes of hex"))?;
+                let record = self
+                    .store
+                    .certificate(&serial)?
+                    .ok_or_else(|| CaError::NotFound(format!("certificate {serial_hex}")))?;
+                certificates.push(record);
+            }
+        }
+
+        let mut sequence = self.store.revocation_sequence()?;
+        let mut records = Vec::new();
+        for mut certificate in certificates.into_iter().filter(|c| !c.revoked) {
+            sequence += 1;
+            let record = v1::RevocationRecord {
+                sequence,
+                serial: certificate.serial.clone(),
+                certificate_hash: Sha256::digest(&certificate.der).to_vec(),
+                name: certificate.name.clone(),
+                reason: reason as i32,
+                revoked_at_unix: now,
+            };
+            let bytes = record.encode_to_vec();
+            let signature = self
+                .root_key
+                .sign(SignatureDomain::RevocationRecord, &bytes);
+            let signed = v1::SignedRevocationRecord {
+                record: bytes,
+                signature: signature.to_bytes().to_vec(),
+            };
+            certificate.revoked = true;
+            certificate.revocation_reason = reason as i32;
+            certificate.revoked_at_unix = now;
+            changes.put_certificate(certificate);
+            changes.put_revocation(sequence, signed.clone());
+            records.push(signed);
+        }
+        self.store.commit(changes)?;
+        {
+            let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
+            for signed in &records {
+                revoked.insert(decode_record(signed)?.serial);
+            }
+        }
+        if !records.is_empty() {
+            self.refresh_crl(now)?;
+        }
+        Ok(records)
+    }
+
+    /// The current CRL (DER) and its number. Re-signed when a day old, so it never expires
+    /// in the hands of a relying party that fetches it daily.
+    pub fn crl(&self, now: i64) -> Result<(Vec<u8>, u64), CaError> {
+        {
+            let crl = self.crl.read().unwrap_or_else(|p| p.into_inner());
+            if now - crl.this_update < 24 * 3600 {
+                return Ok((crl.der.clone(), crl.number));
+            }
+        }
+        let _guard = self.lock();
+        self.refresh_crl(now)?;
+        let crl = self.crl.read().unwrap_or_else(|p| p.into_inner());
+        Ok((crl.der.clone(), crl.number))
+    }
+
+    /// Signs a new CRL listing every revoked certificate. Caller holds the write lock.
+    fn refresh_crl(&self, now: i64) -> Result<(), CaError> {
+        let mut revoked_certs = Vec::new();
+        for signed in self.store.revocations_since(0, usize::MAX)? {
+            let record = decode_record(&signed)?;
+            revoked_certs.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&record.serial),
+                revocation_time: datetime(record.revoked_at_unix)?,
+                reason_code: Some(crl_reason(record.reason())),
+                invalidity_date: None,
+            });
+        }
+        let number = self.store.crl_number()? + 1;
+        let params = CertificateRevocationListParams {
+            this_update: datetime(now)?,
+            next_update: datetime(now + CRL_VALIDITY_SECONDS)?,
+            crl_number: SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: key_id(&self.root_key.verifying_key()),
+        };
+        let issuer = Issuer::from_params(&self.root_params, &self.root_key);
+        let der = params
+            .signed_by(&issuer)
+            .map_err(build_error)?
+            .der()
+            .to_vec();
+        let mut changes = Changes::default();
+        changes.set_crl_number(number);
+        self.store.commit(changes)?;
+        *self.crl.write().unwrap_or_else(|p| p.into_inner()) = CachedCrl {
+            der,
+            number,
+            this_update: now,
+        };
+        Ok(())
+    }
+
+    pub fn revocations_since(
+        &self,
+        since: u64,
+        limit: u32,
+    ) -> Result<(Vec<v1::SignedRevocationRecord>, u64), CaError> {
+        let limit = match limit as usize {
+            0 => MAX_REVOCATIONS_PAGE,
+            n => n.min(MAX_REVOCATIONS_PAGE),
+        };
+        let records = self.store.revocations_since(since, limit)?;
+        Ok((records, self.store.revocation_sequence()?))
+    }
+
+    pub fn latest_revocation_sequence(&self) -> Result<u64, CaError> {
+        Ok(self.store.revocation_sequence()?)
+    }
+
+    pub fn identities(
+        &self,
+        caller: &EnrolledIdentity,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<v1::IdentityInfo>, String), CaError> {
+        Self::require_admin(caller, "list identities")?;
+        let limit = match limit as usize {
+            0 => MAX_IDENTITIES_PAGE,
+            n => n.min(MAX_IDENTITIES_PAGE),
+        };
+        if after.len() > 256 {
+            return Err(invalid("after", "longer than 256 bytes"));
+        }
+        let records = self.store.identities_after(after, limit)?;
+        let next_after = if records.len() == limit {
+            records.last().map(|r| r.name.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let mut certificates = Vec::new();
+            for serial in &record.certificate_serials {
+                if let Some(c) = self.store.certificate(serial)? {
+                    certificates.push(v1::CertificateInfo {
+                        serial: hex::encode(&c.serial),
+                        not_before_unix: c.not_before_unix,
+                        not_after_unix: c.not_after_unix,
+                        revoked: c.revoked,
+                        revocation_reason: c.revocation_reason,
+                        certificate_hash: Sha256::digest(&c.der).to_vec(),
+                    });
+                }
+            }
+            out.push(v1::IdentityInfo {
+                name: record.name,
+                role: record.role,
+                attributes: record.attributes,
+                max_enrollments: record.max_enrollments,
+                enrollments_used: record.enrollments_used,
+                revoked: record.revoked,
+                registered_at_unix: record.registered_at_unix,
+                certificates,
+            });
+        }
+        Ok((out, next_after))
+    }
+}
+
+/// Decodes a stored revocation record (our own bytes; corruption is an error, not a panic).
+pub fn decode_record(signed: &v1::SignedRevocationRecord) -> Result<v1::RevocationRecord, CaError> {
+    v1::RevocationRecord::decode(signed.record.as_slice()).map_err(|e| {
+        CaError::Store(StoreError::Corrupt {
+            what: "revocation record",
+            why: e.to_string(),
+        })
+    })
+}
+
+fn crl_reason(reason: v1::RevocationReason) -> rcgen::RevocationReason {
+    use v1::RevocationReason as R;
+    match reason {
+        R::Unspecified => rcgen::RevocationReason::Unspecified,
+        R::KeyCompromise => rcgen::RevocationReason::KeyCompromise,
+        R::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
+        R::Superseded => rcgen::RevocationReason::Superseded,
+        R::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+        R::PrivilegeWithdrawn => rcgen::RevocationReason::PrivilegeWithdrawn,
+    }
+}
+
+/// The OS RNG, through the `rand_core` interface the crypto crate takes.
+fn rand_core_rng() -> rand::rngs::OsRng {
+    rand::rngs::OsRng
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medledger_crypto::{EncryptionKey, build_signing_request};
+    use std::collections::HashSet;
+
+    const NOW: i64 = 1_780_000_000;
+
+    fn new_ca() -> (tempfile::TempDir, CaDir, CertificateAuthority) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CaDir::new(tmp.path().join("ca"));
+        CertificateAuthority::init(&dir, &["ca.hospital.example".into()], NOW).unwrap();
+        let ca =
+            CertificateAuthority::open(&dir, DEFAULT_CERTIFICATE_VALIDITY_SECONDS, NOW).unwrap();
+        (tmp, dir, ca)
+    }
+
+    fn enroll_new(
+        ca: &CertificateAuthority,
+        name: &str,
+        secret: &str,
+    ) -> Result<EnrolledIdentity, CaError> {
+        let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
+        let enc = EncryptionKey::generate(&mut rand::rngs::OsRng);
+        let csr = build_signing_request(&key, name).unwrap();
+        let issued = ca.enroll(name, secret, &csr, &enc.public_key().to_bytes(), NOW)?;
+        let identity = ca.authenticate(&issued.der, NOW).unwrap();
+        assert_eq!(identity.signing_key, key.verifying_key());
+        assert_eq!(identity.encryption_key, enc.public_key());
+        Ok(identity)
+    }
+
+    fn admin(ca: &CertificateAuthority, dir: &CaDir) -> EnrolledIdentity {
+        let secret = std::fs::read_to_string(dir.admin_secret()).unwrap();
+        enroll_new(ca, BOOTSTRAP_ADMIN, secret.trim()).unwrap()
+    }
+
+    fn registration(name: &str, role: &str) -> Registration {
+        Registration {
+            name: name.into(),
+            role: role.into(),
+            attributes: vec![v1::Attribute {
+                key: "department".into(),
+                value: "oncology".into(),
+                not_before_unix: None,
+                not_after_unix: Some(NOW + 10),
+            }],
+            max_enrollments: 0,
+        }
+    }
+
+    #[test]
+    fn issued_certificates_carry_the_registration() {
+        let (_tmp, dir, ca) = new_ca();
+        let admin = admin(&ca, &dir);
+        assert_eq!(admin.role, Role::Admin);
+        let secret = ca
+            .register(&admin, registration("dr.alice", "clinician"), NOW)
+            .unwrap();
+        let alice = enroll_new(&ca, "dr.alice", &secret).unwrap();
+        assert_eq!(alice.name, "dr.alice");
+        assert_eq!(alice.role, Role::Clinician);
+        assert_eq!(alice.attributes[0].window.not_after, Some(NOW + 10));
+        assert_eq!(alice.not_before, NOW - BACKDATE_SECONDS);
+        assert_eq!(alice.not_after, NOW + DEFAULT_CERTIFICATE_VALIDITY_SECONDS);
+        // Default max_enrollments is one.
+        assert!(matches!(
+            enroll_new(&ca, "dr.alice", &secret),
+            Err(CaError::SecretUsedUp(_))
+        ));
+    }
+
+    #[test]
+    fn only_the_secret_hash_is_stored() {
+        let (_tmp, dir, ca) = new_ca();
+        let admin = admin(&ca, &dir);
+        let secret = ca
+            .register(&admin, registration("dr.alice", "clinician"), NOW)
+            .unwrap();
+        let record = ca.store.identity("dr.alice").unwrap().unwrap();
+        assert_eq!(
+            record.secret_hash,
+            secret_hash(&record.secret_salt, &secret)
+        );
+        let bytes = record.encode_to_vec();
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        assert_eq!(record.registered_by, "admin");
+    }
+
+    #[test]
+    fn revocation_is_numbered_signed_durable_and_in_the_crl() {
+        let (_tmp, dir, ca) = new_ca();
+        let admin = admin(&ca, &dir);
+        let secret = ca
+            .register(&admin, registration("dr.alice", "clinician"), NOW)
+            .unwrap();
+        let alice = enroll_new(&ca, "dr.alice", &secret).unwrap();
+        let (_, crl_before) = ca.crl(NOW).unwrap();
+
+        let target = v1::revoke_request::Target::Name("dr.alice".into());
+        let records = ca
+            .revoke(
+                &admin,
+                &target,
+                v1::RevocationReason::KeyCompromise,
+                NOW + 1,
+            )
+            .unwrap();
+        assert_eq!(records.len(), 1);
+        let record = decode_record(&records[0]).unwrap();
+        assert_eq!(record.sequence, 1);
+        assert_eq!(record.serial, alice.serial);
+        assert_eq!(record.certificate_hash, alice.cert_hash.to_vec());
+        let signature = medledger_crypto::Signature::from_slice(&records[0].signature).unwrap();
+        ca.root()
+            .public_key()
+            .verify(
+                SignatureDomain::RevocationRecord,
+                &records[0].record,
+                &signature,
+            )
+            .unwrap();
+        let (crl, number) = ca.crl(NOW + 1).unwrap();
+        assert!(number > crl_before);
+        let (_, parsed) = x509_parser::parse_x509_crl(&crl).unwrap();
+        assert!(
+            parsed
+                .iter_revoked_certificates()
+                .any(|r| r.raw_serial() == alice.serial.as_slice())
+        );
+
+        // The revoked certificate no longer authenticates, and the identity cannot enroll.
+        let cert = ca.store.certificate(&alice.serial).unwrap().unwrap();
+        assert!(matches!(
+            ca.authenticate(&cert.der, NOW + 2),
+            Err(CaError::BadClientCertificate(
+                CertificateError::Revoked { .. }
+            ))
+        ));
+        assert!(matches!(
+            ca.revoke(&alice, &target, v1::RevocationReason::Unspecified, NOW),
+            Err(CaError::NotAdmin { .. })
+        ));
+        drop(ca);
+
+        // After a restart: still revoked, numbering continues.
+        let ca = CertificateAuthority::open(&dir, DEFAULT_CERTIFICATE_VALIDITY_SECONDS, NOW + 3)
+            .unwrap();
+        assert!(ca.authenticate(&cert.der, NOW + 3).is_err());
+        let secret = ca
+            .register(&admin, registration("dr.bob", "clinician"), NOW)
+            .unwrap();
+        enroll_new(&ca, "dr.bob", &secret).unwrap();
+        let bob = v1::revoke_request::Target::Name("dr.bob".into());
+        let records = ca
+            .revoke(&admin, &bob, v1::RevocationReason::Superseded, NOW + 4)
+            .unwrap();
+        assert_eq!(decode_record(&records[0]).unwrap().sequence, 2);
+        let (all, latest) = ca.revocations_since(0, 0).unwrap();
+        assert_eq!((all.len(), latest), (2, 2));
+        let (after_one, _) = ca.revocations_since(1, 0).unwrap();
+        assert_eq!(after_one.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_enrollment_spends_nothing() {
+        let (_tmp, dir, ca) = new_ca();
+        let admin = admin(&ca, &dir);
+        let secret = ca
+            .register(&admin, registration("dr.alice", "clinician"), NOW)
+            .unwrap();
+        let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
+        let csr = build_signing_request(&key, "dr.alice").unwrap();
+        assert!(matches!(
+            ca.enroll("dr.alice", &secret, b"junk", &[0; 32], NOW),
+            Err(CaError::InvalidArgument { field: "csr", .. })
+        ));
+        assert!(matches!(
+            ca.enroll("dr.alice", &secret, &csr, &[0; 16], NOW),
+            Err(CaError::InvalidArgument { .. })
+        ));
+        assert!(matches!(
+            ca.enroll("dr.alice", "wrong", &csr, &[0; 32], NOW),
+            Err(CaError::BadSecret)
+        ));
+        let record = ca.store.identity("dr.alice").unwrap().unwrap();
+        assert_eq!(record.enrollments_used, 0);
+        assert!(record.certificate_serials.is_empty());
+        enroll_new(&ca, "dr.alice", &secret).unwrap();
+    }
+
+    #[test]
+    fn concurrent_enrollments_never_exceed_the_limit() {
+        let (_tmp, dir, ca) = new_ca();
+        let admin = admin(&ca, &dir);
+        let mut reg = registration("peer-0", "peer");
+        reg.max_enrollments = 3;
+        let secret = ca.register(&admin, reg, NOW).unwrap();
+        let successes = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| enroll_new(&ca, "peer-0", &secret).is_ok()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|ok| *ok)
+                .count()
+        });
+        assert_eq!(successes, 3);
+        let serials: HashSet<_> = ca
+            .store
+            .identity("peer-0")
+            .unwrap()
+            .unwrap()
+            .certificate_serials
+            .into_iter()
+            .collect();
+        assert_eq!(serials.len(), 3);
+    }
+}

@@ -1,0 +1,192 @@
+//! The CA's TLS 1.3 endpoint.
+//!
+//! tonic's own TLS settings have no CRL hook, so the CA builds its rustls `ServerConfig` itself
+//! and accepts connections through `tokio_rustls`. Client certificates are optional at the
+//! handshake (Enroll and GetCaInfo come from clients that have none yet) but a certificate that
+//! is presented must chain to the root, be within its validity period and not be on the CRL;
+//! otherwise the handshake fails with the matching TLS alert (`certificate_revoked`,
+//! `certificate_expired`, `unknown_ca`). The verifier is swapped for a new one whenever the
+//! CRL changes, so a revocation takes effect at the next handshake.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::files::{CaDir, read_private};
+
+/// A handshake that takes longer than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most TLS handshakes in progress at once; more connections wait in the kernel's backlog.
+const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+
+/// A client-certificate verifier whose CRL can be replaced while the server runs.
+#[derive(Debug)]
+pub struct ReloadableClientVerifier {
+    current: RwLock<Arc<dyn ClientCertVerifier>>,
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+    hints: Vec<DistinguishedName>,
+}
+
+impl ReloadableClientVerifier {
+    pub fn new(
+        root_der: &[u8],
+        crl_der: &[u8],
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Arc<Self>, rustls::Error> {
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(root_der.to_vec()))?;
+        let roots = Arc::new(roots);
+        let current = Self::build(&roots, &provider, crl_der)?;
+        let hints = current.root_hint_subjects().to_vec();
+        Ok(Arc::new(ReloadableClientVerifier {
+            current: RwLock::new(current),
+            roots,
+            provider,
+            hints,
+        }))
+    }
+
+    /// Installs a new CRL; later handshakes are checked against it.
+    pub fn reload(&self, crl_der: &[u8]) -> Result<(), rustls::Error> {
+        let verifier = Self::build(&self.roots, &self.provider, crl_der)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = verifier;
+        Ok(())
+    }
+
+    fn build(
+        roots: &Arc<RootCertStore>,
+        provider: &Arc<CryptoProvider>,
+        crl_der: &[u8],
+    ) -> Result<Arc<dyn ClientCertVerifier>, rustls::Error> {
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .with_crls([CertificateRevocationListDer::from(crl_der.to_vec())])
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))
+    }
+
+    fn get(&self) -> Arc<dyn ClientCertVerifier> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl ClientCertVerifier for ReloadableClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.get()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.get().supported_verify_schemes()
+    }
+}
+
+/// TLS 1.3 only, ALPN h2, the CA's server certificate, the reloadable client verifier.
+pub fn server_config(
+    dir: &CaDir,
+    verifier: Arc<ReloadableClientVerifier>,
+    provider: Arc<CryptoProvider>,
+) -> anyhow::Result<ServerConfig> {
+    let chain = vec![
+        CertificateDer::from_pem_file(dir.tls_certificate())?,
+        CertificateDer::from_pem_file(dir.root_certificate())?,
+    ];
+    let key = PrivateKeyDer::from_pem_slice(read_private(&dir.tls_key())?.as_bytes())?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Accepts TCP connections, performs TLS handshakes (bounded in number and time) and yields
+/// the established streams. Refused handshakes are logged with their reason and dropped.
+pub fn accept_tls(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> mpsc::Receiver<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%remote, reason = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    rx
+}
