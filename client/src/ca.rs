@@ -102,58 +102,56 @@ impl CaClient {
         ClientError::from_status(status)
     }
 
-    pub async fn ca_info(&mut self) -> Result<v1::GetCaInfoResponse, ClientError> {
-        match self.inner.get_ca_info(v1::GetCaInfoRequest {}).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(self.explain(s).await),
+    async fn finish<R>(
+        &self,
+        result: Result<tonic::Response<R>, tonic::Status>,
+    ) -> Result<R, ClientError> {
+        match result {
+            Ok(response) => Ok(response.into_inner()),
+            Err(status) => Err(self.explain(status).await),
         }
+    }
+
+    pub async fn ca_info(&mut self) -> Result<v1::GetCaInfoResponse, ClientError> {
+        let result = self.inner.get_ca_info(v1::GetCaInfoRequest {}).await;
+        self.finish(result).await
     }
 
     pub async fn register(
         &mut self,
         request: v1::RegisterRequest,
     ) -> Result<v1::RegisterResponse, ClientError> {
-        match self.inner.register(request).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(self.explain(s).await),
-        }
+        let result = self.inner.register(request).await;
+        self.finish(result).await
     }
 
     pub async fn enroll(
         &mut self,
         request: v1::EnrollRequest,
     ) -> Result<v1::EnrollResponse, ClientError> {
-        match self.inner.enroll(request).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(self.explain(s).await),
-        }
+        let result = self.inner.enroll(request).await;
+        self.finish(result).await
     }
 
     pub async fn reenroll(
         &mut self,
         request: v1::ReenrollRequest,
     ) -> Result<v1::EnrollResponse, ClientError> {
-        match self.inner.reenroll(request).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(self.explain(s).await),
-        }
+        let result = self.inner.reenroll(request).await;
+        self.finish(result).await
     }
 
     pub async fn revoke(
         &mut self,
         request: v1::RevokeRequest,
     ) -> Result<v1::RevokeResponse, ClientError> {
-        match self.inner.revoke(request).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(self.explain(s).await),
-        }
+        let result = self.inner.revoke(request).await;
+        self.finish(result).await
     }
 
     pub async fn crl(&mut self) -> Result<v1::GetCrlResponse, ClientError> {
-        match self.inner.get_crl(v1::GetCrlRequest {}).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(self.explain(s).await),
-        }
+        let result = self.inner.get_crl(v1::GetCrlRequest {}).await;
+        self.finish(result).await
     }
 
     pub async fn revocations(
@@ -161,10 +159,8 @@ impl CaClient {
         since: u64,
     ) -> Result<v1::ListRevocationsResponse, ClientError> {
         let request = v1::ListRevocationsRequest { since, limit: 0 };
-        match self.inner.list_revocations(request).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(self.explain(s).await),
-        }
+        let result = self.inner.list_revocations(request).await;
+        self.finish(result).await
     }
 
     pub async fn identities(
@@ -172,10 +168,8 @@ impl CaClient {
         after: String,
     ) -> Result<v1::ListIdentitiesResponse, ClientError> {
         let request = v1::ListIdentitiesRequest { after, limit: 0 };
-        match self.inner.list_identities(request).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(self.explain(s).await),
-        }
+        let result = self.inner.list_identities(request).await;
+        self.finish(result).await
     }
 }
 

@@ -70,7 +70,9 @@ impl ClientError {
             Code::PermissionDenied => {
                 "use the wallet of an administrator (--wallet or MEDLEDGER_WALLET)"
             }
-            Code::AlreadyExists => "choose another name, or revoke the existing identity first",
+            Code::AlreadyExists => {
+                "choose another name: names are never reused, even after revocation"
+            }
             Code::NotFound => "list identities with `medledger admin identities`",
             Code::InvalidArgument => "correct the argument named above and try again",
             _ => "",

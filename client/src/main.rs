@@ -59,7 +59,12 @@ enum Command {
         #[arg(long)]
         name: String,
         /// The one-time enrollment secret from `medledger admin register`.
-        #[arg(long, env = "MEDLEDGER_ENROLLMENT_SECRET", hide_env_values = true)]
+        #[arg(
+            long,
+            env = "MEDLEDGER_ENROLLMENT_SECRET",
+            hide_env_values = true,
+            allow_hyphen_values = true
+        )]
         secret: String,
     },
     /// Replace the wallet's keys and certificate with new ones (before it expires).

@@ -35,7 +35,7 @@ const BACKDATE_SECONDS: i64 = 300;
 const ROOT_VALIDITY_SECONDS: i64 = 20 * 365 * 24 * 3600;
 const TLS_VALIDITY_SECONDS: i64 = 5 * 365 * 24 * 3600;
 const CRL_VALIDITY_SECONDS: i64 = 7 * 24 * 3600;
-/// Longest enrollment secret accepted on the wire (ours are 43 characters).
+/// Longest enrollment secret accepted on the wire (ours are 64 characters).
 const MAX_SECRET_LEN: usize = 128;
 /// Most enrollments one registration may allow.
 pub const MAX_ENROLLMENTS: u32 = 100;
@@ -168,13 +168,14 @@ fn random_serial() -> Vec<u8> {
     serial
 }
 
+/// A fresh one-time secret (256 bits as 64 lowercase hex digits: nothing a shell or an
+/// option parser could misread), its salt, and the salted hash that is all the CA keeps.
 fn new_secret() -> (String, Vec<u8>, Vec<u8>) {
-    use base64::Engine;
     let mut secret = [0u8; 32];
     let mut salt = vec![0u8; 16];
     rand::thread_rng().fill_bytes(&mut secret);
     rand::thread_rng().fill_bytes(&mut salt);
-    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let secret = hex::encode(secret);
     let hash = secret_hash(&salt, &secret);
     (secret, salt, hash)
 }
@@ -423,11 +424,7 @@ impl CertificateAuthority {
         if name.len() > 256 || secret.len() > MAX_SECRET_LEN {
             return Err(CaError::BadSecret);
         }
-        let subject_key = parse_csr(csr_der)
-            .map_err(|e| invalid("csr", e))?
-            .public_key;
-        let encryption_key = EncryptionPublicKey::from_slice(encryption_key)
-            .ok_or_else(|| invalid("encryption_public_key", "must be 32 bytes (X25519)"))?;
+        let (subject_key, encryption_key) = requested_keys(csr_der, encryption_key)?;
 
         let _guard = self.lock();
         let mut identity = self.store.identity(name)?.ok_or(CaError::BadSecret)?;
@@ -453,11 +450,7 @@ impl CertificateAuthority {
         encryption_key: &[u8],
         now: i64,
     ) -> Result<IssuedCertificate, CaError> {
-        let subject_key = parse_csr(csr_der)
-            .map_err(|e| invalid("csr", e))?
-            .public_key;
-        let encryption_key = EncryptionPublicKey::from_slice(encryption_key)
-            .ok_or_else(|| invalid("encryption_public_key", "must be 32 bytes (X25519)"))?;
+        let (subject_key, encryption_key) = requested_keys(csr_der, encryption_key)?;
         let _guard = self.lock();
         let identity = self
             .store
@@ -751,6 +744,20 @@ impl CertificateAuthority {
     }
 }
 
+/// The keys a client asks to have certified: the CSR's (after its proof of possession) and
+/// the X25519 key that goes into the extension.
+fn requested_keys(
+    csr_der: &[u8],
+    encryption_key: &[u8],
+) -> Result<(VerifyingKey, EncryptionPublicKey), CaError> {
+    let subject_key = parse_csr(csr_der)
+        .map_err(|e| invalid("csr", e))?
+        .public_key;
+    let encryption_key = EncryptionPublicKey::from_slice(encryption_key)
+        .ok_or_else(|| invalid("encryption_public_key", "must be 32 bytes (X25519)"))?;
+    Ok((subject_key, encryption_key))
+}
+
 /// Decodes a stored revocation record (our own bytes; corruption is an error, not a panic).
 pub fn decode_record(signed: &v1::SignedRevocationRecord) -> Result<v1::RevocationRecord, CaError> {
     v1::RevocationRecord::decode(signed.record.as_slice()).map_err(|e| {
@@ -848,6 +855,21 @@ mod tests {
             enroll_new(&ca, "dr.alice", &secret),
             Err(CaError::SecretUsedUp(_))
         ));
+    }
+
+    /// Regression: base64url secrets began with '-' one time in 64, and the CLI then read
+    /// `--secret -Jx...` as an option. Secrets are hex now: 256 bits, safe in any shell.
+    #[test]
+    fn secrets_are_hex_and_never_look_like_options() {
+        for _ in 0..2000 {
+            let (secret, _, _) = new_secret();
+            assert_eq!(secret.len(), 64);
+            assert!(
+                secret
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+        }
     }
 
     #[test]

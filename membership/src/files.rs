@@ -45,21 +45,19 @@ impl CaDir {
 
 /// Writes a secret to a new file readable by its owner only (0600). Refuses to overwrite.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
+    write_new(path, contents, 0o600)
 }
 
 /// Writes a public file (certificate). Refuses to overwrite.
 pub fn write_public(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    write_new(path, contents, 0o644)
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .open(path)?;
     file.write_all(contents)?;
     file.sync_all()

@@ -9,7 +9,7 @@ use medledger_proto::v1;
 use medledger_proto::v1::membership_server::Membership;
 use tonic::{Request, Response, Status};
 
-use crate::authority::{CaError, CertificateAuthority, Registration};
+use crate::authority::{CaError, CertificateAuthority, IssuedCertificate, Registration};
 use crate::tls::ReloadableClientVerifier;
 
 pub struct MembershipService {
@@ -27,6 +27,15 @@ impl MembershipService {
         let certs = request.peer_certs().ok_or(CaError::NoClientCertificate)?;
         let leaf = certs.first().ok_or(CaError::NoClientCertificate)?;
         self.ca.authenticate(leaf, now_unix())
+    }
+
+    fn enroll_response(&self, issued: IssuedCertificate) -> v1::EnrollResponse {
+        v1::EnrollResponse {
+            certificate_der: issued.der,
+            root_certificate_der: self.ca.root().der().to_vec(),
+            serial: hex::encode(issued.serial),
+            not_after_unix: issued.not_after_unix,
+        }
     }
 
     /// Runs a CA operation on the blocking pool.
@@ -102,7 +111,6 @@ impl Membership for MembershipService {
         request: Request<v1::EnrollRequest>,
     ) -> Result<Response<v1::EnrollResponse>, Status> {
         let req = request.into_inner();
-        let root = self.ca.root().der().to_vec();
         let issued = self
             .run(move |ca| {
                 ca.enroll(
@@ -115,12 +123,7 @@ impl Membership for MembershipService {
             })
             .await?;
         tracing::info!(serial = %hex::encode(&issued.serial), "issued enrollment certificate");
-        Ok(Response::new(v1::EnrollResponse {
-            certificate_der: issued.der,
-            root_certificate_der: root,
-            serial: hex::encode(issued.serial),
-            not_after_unix: issued.not_after_unix,
-        }))
+        Ok(Response::new(self.enroll_response(issued)))
     }
 
     async fn reenroll(
@@ -129,7 +132,6 @@ impl Membership for MembershipService {
     ) -> Result<Response<v1::EnrollResponse>, Status> {
         let caller = self.caller(&request).map_err(to_status)?;
         let req = request.into_inner();
-        let root = self.ca.root().der().to_vec();
         let issued = self
             .run(move |ca| {
                 ca.reenroll(
@@ -141,12 +143,7 @@ impl Membership for MembershipService {
             })
             .await?;
         tracing::info!(serial = %hex::encode(&issued.serial), "reissued enrollment certificate");
-        Ok(Response::new(v1::EnrollResponse {
-            certificate_der: issued.der,
-            root_certificate_der: root,
-            serial: hex::encode(issued.serial),
-            not_after_unix: issued.not_after_unix,
-        }))
+        Ok(Response::new(self.enroll_response(issued)))
     }
 
     async fn revoke(

@@ -55,23 +55,25 @@ impl Fixture {
     }
 
     fn enroll(&self, name: &str, secret: &str) -> CliResult {
-        let wallet = self.wallet(name);
+        self.enroll_into(name, name, secret)
+    }
+
+    /// Enrolls `name` into the wallet called `wallet` (several wallets may hold one name).
+    fn enroll_into(&self, wallet: &str, name: &str, secret: &str) -> CliResult {
+        let wallet = self.wallet(wallet);
         let root = self.root();
-        medledger(
-            &self.home,
-            &self.ca.url,
-            &[
-                "--wallet",
-                &wallet,
-                "--ca-root",
-                &root,
-                "enroll",
-                "--name",
-                name,
-                "--secret",
-                secret,
-            ],
-        )
+        let args = [
+            "--wallet",
+            &wallet,
+            "--ca-root",
+            &root,
+            "enroll",
+            "--name",
+            name,
+            "--secret",
+            secret,
+        ];
+        medledger(&self.home, &self.ca.url, &args)
     }
 
     fn enroll_admin(&self) {
@@ -236,21 +238,7 @@ fn a_secret_is_single_use_and_a_wrong_one_is_unauthenticated() {
     );
 
     f.enroll("nurse.bob", &secret).ok();
-    let reuse = medledger(
-        &f.home,
-        &f.ca.url,
-        &[
-            "--wallet",
-            &f.wallet("nurse.bob2"),
-            "--ca-root",
-            &f.root(),
-            "enroll",
-            "--name",
-            "nurse.bob",
-            "--secret",
-            &secret,
-        ],
-    );
+    let reuse = f.enroll_into("nurse.bob2", "nurse.bob", &secret);
     assert_eq!(reuse.error_kind(), "unauthenticated");
     assert!(
         reuse.error_message().contains("used up"),
@@ -280,23 +268,8 @@ fn max_enrollments_allows_exactly_that_many() {
                 let f = &f;
                 let secret = secret.clone();
                 s.spawn(move || {
-                    let wallet = f.wallet(&format!("peer-0-{i}"));
-                    medledger(
-                        &f.home,
-                        &f.ca.url,
-                        &[
-                            "--wallet",
-                            &wallet,
-                            "--ca-root",
-                            &f.root(),
-                            "enroll",
-                            "--name",
-                            "peer-0",
-                            "--secret",
-                            &secret,
-                        ],
-                    )
-                    .success
+                    f.enroll_into(&format!("peer-0-{i}"), "peer-0", &secret)
+                        .success
                 })
             })
             .collect();
@@ -639,23 +612,7 @@ fn revoking_one_certificate_by_serial_leaves_the_others() {
         .to_string();
     f.enroll("peer-1", &secret).ok();
     let first = f.as_("peer-1", &["whoami"]).ok();
-    let second_wallet = f.wallet("peer-1b");
-    medledger(
-        &f.home,
-        &f.ca.url,
-        &[
-            "--wallet",
-            &second_wallet,
-            "--ca-root",
-            &f.root(),
-            "enroll",
-            "--name",
-            "peer-1",
-            "--secret",
-            &secret,
-        ],
-    )
-    .ok();
+    f.enroll_into("peer-1b", "peer-1", &secret).ok();
     f.as_(
         "admin",
         &[
