@@ -5,7 +5,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/medledger/v1/membership.proto"];
+    let files = [
+        "proto/medledger/v1/membership.proto",
+        "proto/medledger/v1/chaincode.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -1,0 +1,162 @@
+//! Helpers every function uses: typed reads and writes, loading a patient record, appending
+//! audit entries, and looking up a grantee's permissions.
+
+use medledger_proto::v1::{AuditAction, AuditEntry, Outcome, PatientRecord, Permission};
+use prost::Message;
+
+use crate::error::{AuditContext, ChaincodeError, Denial};
+use crate::keys;
+use crate::limits::{self, MAX_PERMISSIONS_PER_GRANTEE, PSEUDONYM_LEN};
+use crate::stub::{Creator, Stub};
+
+/// The categories every network has from the start (the paper's three).
+pub const DEFAULT_CATEGORIES: [&str; 3] =
+    ["history-and-physical", "lab-results", "radiation-doses"];
+
+pub fn get<M: Message + Default>(stub: &dyn Stub, key: &str) -> Result<Option<M>, ChaincodeError> {
+    stub.get(key)?
+        .map(|bytes| {
+            M::decode(bytes.as_slice()).map_err(|e| ChaincodeError::Corrupt(format!("{key}: {e}")))
+        })
+        .transpose()
+}
+
+pub fn put<M: Message>(stub: &mut dyn Stub, key: &str, message: &M) -> Result<(), ChaincodeError> {
+    Ok(stub.put(key, message.encode_to_vec())?)
+}
+
+pub fn scan<M: Message + Default>(
+    stub: &dyn Stub,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<(String, M)>, ChaincodeError> {
+    stub.scan_prefix(prefix, None, limit)?
+        .into_iter()
+        .map(|(key, bytes)| {
+            M::decode(bytes.as_slice())
+                .map(|m| (key.clone(), m))
+                .map_err(|e| ChaincodeError::Corrupt(format!("{key}: {e}")))
+        })
+        .collect()
+}
+
+/// A patient record that exists and is not erased.
+pub struct Patient {
+    pub hex: String,
+    pub record: PatientRecord,
+}
+
+impl Patient {
+    pub fn is_owner(&self, creator: &Creator) -> bool {
+        self.record.owner == creator.name
+    }
+
+    /// Where a denial concerning this patient is audited.
+    pub fn context(&self, action: AuditAction, category: &str, item: &str) -> AuditContext {
+        AuditContext {
+            pseudonym: self.record.pseudonym.clone(),
+            action,
+            category: category.to_string(),
+            item: item.to_string(),
+            study_id: String::new(),
+        }
+    }
+
+    /// Fails with a denial audited on this record unless the caller owns it.
+    pub fn require_owner(
+        &self,
+        creator: &Creator,
+        action: AuditAction,
+        category: &str,
+    ) -> Result<(), ChaincodeError> {
+        if self.is_owner(creator) {
+            return Ok(());
+        }
+        Err(ChaincodeError::denied(Denial::NotOwner).audited_at(self.context(action, category, "")))
+    }
+
+    /// Appends an audit entry; the caller saves the record afterwards.
+    pub fn audit(
+        &mut self,
+        stub: &mut dyn Stub,
+        mut entry: AuditEntry,
+    ) -> Result<(), ChaincodeError> {
+        entry.seq = self.record.next_audit_seq + 1;
+        entry.time = stub.time();
+        entry.actor = stub.creator().name.clone();
+        entry.actor_role = stub.creator().role.as_str().to_string();
+        entry.tx_id = stub.tx_id().to_vec();
+        self.record.next_audit_seq = entry.seq;
+        put(stub, &keys::audit(&self.hex, entry.seq), &entry)
+    }
+
+    pub fn save(&self, stub: &mut dyn Stub) -> Result<(), ChaincodeError> {
+        put(stub, &keys::patient(&self.hex), &self.record)
+    }
+}
+
+/// An allowed audit entry for `action`.
+pub fn allowed(action: AuditAction, category: &str, item: &str) -> AuditEntry {
+    AuditEntry {
+        action: action as i32,
+        category: category.to_string(),
+        item: item.to_string(),
+        outcome: Outcome::Allowed as i32,
+        ..AuditEntry::default()
+    }
+}
+
+/// Loads the record of `pseudonym`: it must exist and not be erased.
+pub fn load_patient(stub: &dyn Stub, pseudonym: &[u8]) -> Result<Patient, ChaincodeError> {
+    limits::exact_len("pseudonym", pseudonym, PSEUDONYM_LEN)?;
+    let hex = keys::pseudonym_hex(pseudonym);
+    let record: PatientRecord =
+        get(stub, &keys::patient(&hex))?.ok_or(ChaincodeError::UnknownPatient)?;
+    if record.erased {
+        return Err(ChaincodeError::PatientErased);
+    }
+    Ok(Patient { hex, record })
+}
+
+/// Every permission `grantee` holds on the record.
+pub fn permissions_of(
+    stub: &dyn Stub,
+    patient_hex: &str,
+    grantee: &str,
+) -> Result<Vec<Permission>, ChaincodeError> {
+    Ok(scan(
+        stub,
+        &keys::permissions_of(patient_hex, grantee),
+        MAX_PERMISSIONS_PER_GRANTEE,
+    )?
+    .into_iter()
+    .map(|(_, p)| p)
+    .collect())
+}
+
+pub fn category_exists(stub: &dyn Stub, name: &str) -> Result<bool, ChaincodeError> {
+    Ok(DEFAULT_CATEGORIES.contains(&name) || stub.get(&keys::category(name))?.is_some())
+}
+
+/// Records a denied attempt on the patient's audit trail (called after rollback).
+pub fn record_denial(
+    stub: &mut dyn Stub,
+    context: &AuditContext,
+    reason: &Denial,
+) -> Result<(), ChaincodeError> {
+    let mut patient = match load_patient(stub, &context.pseudonym) {
+        Ok(patient) => patient,
+        Err(_) => return Ok(()),
+    };
+    let entry = AuditEntry {
+        action: context.action as i32,
+        category: context.category.clone(),
+        item: context.item.clone(),
+        study_id: context.study_id.clone(),
+        outcome: Outcome::Denied as i32,
+        reason: reason.to_string(),
+        ..AuditEntry::default()
+    };
+    patient.audit(stub, entry)?;
+    patient.save(stub)
+}

@@ -1,0 +1,98 @@
+//! The layout of the chaincode's keys in world state. Pseudonyms appear as lowercase hex.
+//!
+//! ```text
+//! category/{name}                              Category (registered beyond the defaults)
+//! patient/{P}                                  PatientRecord
+//! patient-owner/{owner}                        P (one record per patient identity)
+//! patient/{P}/key/{category}                   CategoryKey (current epoch)
+//! patient/{P}/perm/{grantee}/{id}              Permission
+//! patient/{P}/perm-id/{id}                     grantee (find a permission by id)
+//! patient/{P}/item/{id}                        ClinicalItem
+//! patient/{P}/private                          PrivateData
+//! patient/{P}/audit/{seq, 20 digits}           AuditEntry
+//! grantee/{name}/{P}                           (index: records where name holds a permission)
+//! study/{id}                                   Study
+//! study/{id}/item/{study P}/{item}             StudyItem
+//! researcher/{name}/{study}                    (index: a researcher's studies)
+//! ```
+
+pub fn pseudonym_hex(pseudonym: &[u8]) -> String {
+    hex::encode(pseudonym)
+}
+
+pub fn category(name: &str) -> String {
+    format!("category/{name}")
+}
+pub fn patient(p: &str) -> String {
+    format!("patient/{p}")
+}
+pub fn patient_owner(owner: &str) -> String {
+    format!("patient-owner/{owner}")
+}
+pub fn category_key(p: &str, category: &str) -> String {
+    format!("patient/{p}/key/{category}")
+}
+pub fn category_keys_prefix(p: &str) -> String {
+    format!("patient/{p}/key/")
+}
+pub fn permission(p: &str, grantee: &str, id: &str) -> String {
+    format!("patient/{p}/perm/{grantee}/{id}")
+}
+pub fn permissions_of(p: &str, grantee: &str) -> String {
+    format!("patient/{p}/perm/{grantee}/")
+}
+pub fn permissions_prefix(p: &str) -> String {
+    format!("patient/{p}/perm/")
+}
+pub fn permission_id(p: &str, id: &str) -> String {
+    format!("patient/{p}/perm-id/{id}")
+}
+pub fn item(p: &str, id: &str) -> String {
+    format!("patient/{p}/item/{id}")
+}
+pub fn items_prefix(p: &str) -> String {
+    format!("patient/{p}/item/")
+}
+pub fn private_data(p: &str) -> String {
+    format!("patient/{p}/private")
+}
+pub fn audit(p: &str, seq: u64) -> String {
+    format!("patient/{p}/audit/{seq:020}")
+}
+pub fn audit_prefix(p: &str) -> String {
+    format!("patient/{p}/audit/")
+}
+pub fn grantee_index(name: &str, p: &str) -> String {
+    format!("grantee/{name}/{p}")
+}
+pub fn grantee_prefix(name: &str) -> String {
+    format!("grantee/{name}/")
+}
+pub fn study(id: &str) -> String {
+    format!("study/{id}")
+}
+pub fn study_item(id: &str, study_pseudonym: &str, item: &str) -> String {
+    format!("study/{id}/item/{study_pseudonym}/{item}")
+}
+pub fn study_items_prefix(id: &str) -> String {
+    format!("study/{id}/item/")
+}
+pub fn researcher_study(name: &str, study: &str) -> String {
+    format!("researcher/{name}/{study}")
+}
+pub fn researcher_prefix(name: &str) -> String {
+    format!("researcher/{name}/")
+}
+pub fn studies_prefix() -> &'static str {
+    "study/"
+}
+
+/// Object path of a clinical file: `patients/<P>/<category>/<item_id>`.
+pub fn item_path(p: &str, category: &str, item: &str) -> String {
+    format!("patients/{p}/{category}/{item}")
+}
+
+/// Object path of a study copy: `studies/<study>/<study P>/<item_id>`.
+pub fn study_item_path(study: &str, study_pseudonym: &str, item: &str) -> String {
+    format!("studies/{study}/{study_pseudonym}/{item}")
+}

@@ -1,0 +1,127 @@
+//! # medledger-chaincode
+//!
+//! The EHR contract: who may read, write or share which part of a patient's record, and
+//! when — enforced identically on every peer and visible to the patient. It is deterministic:
+//! no clock, no randomness, no I/O except through the [`Stub`]; time is the block's
+//! consensus time. It imports `medledger-proto` (its data model is protobuf, so records can
+//! evolve) and nothing else of ours.
+//!
+//! - [`invoke`] runs a transaction function; [`query`] a read-only one. Arguments and results
+//!   are encoded `medledger.v1` messages.
+//! - [`stub`]: the [`Stub`] trait the peer implements over RocksDB, and [`MemoryLedger`] for tests.
+//! - [`access::evaluate`]: the one permission rule, `from ≤ t < until` and not revoked.
+//! - Errors are typed ([`ChaincodeError`]); a [`Denial`] is audited on the patient's record.
+
+pub mod access;
+mod context;
+pub mod error;
+pub mod keys;
+pub mod limits;
+mod queries;
+pub mod stub;
+mod transactions;
+
+pub use context::DEFAULT_CATEGORIES;
+pub use error::{AuditContext, ChaincodeError, Denial};
+pub use stub::{Creator, CreatorAttribute, MemoryLedger, MemoryStub, Role, Stub};
+
+use prost::Message;
+
+/// Functions that change the ledger (submitted as transactions).
+pub const TRANSACTIONS: [&str; 12] = [
+    "register_patient",
+    "grant",
+    "revoke",
+    "add_item",
+    "record_access",
+    "share_for_study",
+    "register_study",
+    "emergency_access",
+    "rotate_category_key",
+    "erase_patient",
+    "set_private_data",
+    "register_category",
+];
+
+/// Read-only functions (answered from one peer's state).
+pub const QUERIES: [&str; 9] = [
+    "get_record",
+    "list_permissions",
+    "list_items",
+    "audit_trail",
+    "check_access",
+    "list_patients_for_grantee",
+    "list_studies",
+    "study_items",
+    "list_categories",
+];
+
+/// Largest encoded argument message accepted.
+pub const MAX_ARGS_BYTES: usize = 128 * 1024;
+
+fn decode<M: Message + Default>(args: &[u8]) -> Result<M, ChaincodeError> {
+    if args.len() > MAX_ARGS_BYTES {
+        return Err(ChaincodeError::invalid(
+            "args",
+            format!("larger than {MAX_ARGS_BYTES} bytes"),
+        ));
+    }
+    M::decode(args).map_err(|e| ChaincodeError::invalid("args", e))
+}
+
+/// Runs transaction `function` with encoded `args`. On failure every write is rolled back,
+/// and a denial concerning a patient record is appended to that record's audit trail; the
+/// host commits whatever the stub holds afterwards, success or not.
+pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, ChaincodeError> {
+    use transactions as t;
+    let result = match function {
+        "register_patient" => decode(args).and_then(|a| t::register_patient(stub, a)),
+        "grant" => decode(args).and_then(|a| t::grant(stub, a)),
+        "revoke" => decode(args).and_then(|a| t::revoke(stub, a)),
+        "add_item" => decode(args).and_then(|a| t::add_item(stub, a)),
+        "record_access" => decode(args).and_then(|a| t::record_access(stub, a)),
+        "share_for_study" => decode(args).and_then(|a| t::share_for_study(stub, a)),
+        "register_study" => decode(args).and_then(|a| t::register_study(stub, a)),
+        "emergency_access" => decode(args).and_then(|a| t::emergency_access(stub, a)),
+        "rotate_category_key" => decode(args).and_then(|a| t::rotate_category_key(stub, a)),
+        "erase_patient" => decode(args).and_then(|a| t::erase_patient(stub, a)),
+        "set_private_data" => decode(args).and_then(|a| t::set_private_data(stub, a)),
+        "register_category" => decode(args).and_then(|a| t::register_category(stub, a)),
+        f if QUERIES.contains(&f) => Err(ChaincodeError::NotATransaction(f.to_string())),
+        f => Err(ChaincodeError::UnknownFunction(f.to_string())),
+    };
+    if let Err(error) = &result {
+        stub.rollback();
+        if let ChaincodeError::Denied {
+            reason,
+            audit: Some(context),
+        } = error
+        {
+            context::record_denial(stub, context, reason)?;
+        }
+    }
+    result
+}
+
+/// Runs read-only `function` with encoded `args` on the stub's state.
+pub fn query(stub: &dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, ChaincodeError> {
+    use queries as q;
+    match function {
+        "get_record" => decode(args).and_then(|a| q::get_record(stub, a)),
+        "list_permissions" => decode(args).and_then(|a| q::list_permissions(stub, a)),
+        "list_items" => decode(args).and_then(|a| q::list_items(stub, a)),
+        "audit_trail" => decode(args).and_then(|a| q::audit_trail(stub, a)),
+        "check_access" => decode(args).and_then(|a| q::check_access(stub, a)),
+        "list_patients_for_grantee" => {
+            decode(args).and_then(|a| q::list_patients_for_grantee(stub, a))
+        }
+        "list_studies" => decode(args).and_then(|a| q::list_studies(stub, a)),
+        "study_items" => decode(args).and_then(|a| q::study_items(stub, a)),
+        "list_categories" => decode(args).and_then(|a| q::list_categories(stub, a)),
+        f if TRANSACTIONS.contains(&f) => Err(ChaincodeError::invalid(
+            "function",
+            format!("{f} changes the ledger; submit it as a transaction"),
+        )),
+        f => Err(ChaincodeError::UnknownFunction(f.to_string())),
+    }
+}

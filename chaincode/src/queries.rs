@@ -1,0 +1,242 @@
+//! Read-only functions, evaluated on a peer's local state. They take `&dyn Stub`, so they
+//! cannot write; a refused query is not audited (there is no transaction to carry it).
+
+use medledger_proto::v1::{
+    AuditEntry, AuditTrail, AuditTrailArgs, CategoryKey, CheckAccessArgs, CheckAccessResult,
+    ClinicalItem, Empty, GetRecordResult, ItemList, PatientArgs, PatientList, PatientRecord,
+    Permission, PermissionList, PrivateData, Right, Study, StudyArgs, StudyItem, StudyItemList,
+    StudyList,
+};
+use prost::Message;
+
+use crate::access::{evaluate, is_live};
+use crate::context::{Patient, category_exists, get, load_patient, permissions_of, scan};
+use crate::error::{ChaincodeError, Denial};
+use crate::keys;
+use crate::limits::{self, MAX_AUDIT_PAGE, MAX_LIST};
+use crate::stub::{Role, Stub};
+
+/// The owner or an auditor, else a denial.
+fn owner_or_auditor(stub: &dyn Stub, patient: &Patient) -> Result<(), ChaincodeError> {
+    let creator = stub.creator();
+    if patient.is_owner(creator) || creator.role == Role::Auditor {
+        return Ok(());
+    }
+    Err(ChaincodeError::denied(Denial::NotOwner))
+}
+
+pub fn get_record(stub: &dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let patient = load_patient(stub, &args.pseudonym)?;
+    owner_or_auditor(stub, &patient)?;
+    let category_keys: Vec<CategoryKey> =
+        scan(stub, &keys::category_keys_prefix(&patient.hex), MAX_LIST)?
+            .into_iter()
+            .map(|(_, k)| k)
+            .collect();
+    let private_data: Option<PrivateData> = if patient.is_owner(stub.creator()) {
+        get(stub, &keys::private_data(&patient.hex))?
+    } else {
+        None
+    };
+    Ok(GetRecordResult {
+        record: Some(patient.record),
+        category_keys,
+        private_data,
+    }
+    .encode_to_vec())
+}
+
+pub fn list_permissions(stub: &dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let patient = load_patient(stub, &args.pseudonym)?;
+    owner_or_auditor(stub, &patient)?;
+    let permissions: Vec<Permission> =
+        scan(stub, &keys::permissions_prefix(&patient.hex), MAX_LIST)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+    Ok(PermissionList { permissions }.encode_to_vec())
+}
+
+/// The owner and auditors see every item; a clinician sees the items of the categories they
+/// may read now.
+pub fn list_items(stub: &dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let patient = load_patient(stub, &args.pseudonym)?;
+    let creator = stub.creator();
+    let items: Vec<ClinicalItem> = scan(stub, &keys::items_prefix(&patient.hex), MAX_LIST)?
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect();
+    if patient.is_owner(creator) || creator.role == Role::Auditor {
+        return Ok(ItemList { items }.encode_to_vec());
+    }
+    if creator.role != Role::Clinician {
+        return Err(ChaincodeError::denied(Denial::WrongRole {
+            needed: Role::Clinician.as_str(),
+            actual: creator.role,
+        }));
+    }
+    let permissions = permissions_of(stub, &patient.hex, &creator.name)?;
+    let t = stub.time();
+    let readable: Vec<ClinicalItem> = items
+        .into_iter()
+        .filter(|item| evaluate(&permissions, &item.category, Right::Read, None, t).is_ok())
+        .collect();
+    if readable.is_empty() && !permissions.iter().any(|p| is_live(p, t)) {
+        return Err(ChaincodeError::denied(Denial::NoPermission {
+            right: Right::Read,
+            category: "any category".into(),
+        }));
+    }
+    Ok(ItemList { items: readable }.encode_to_vec())
+}
+
+pub fn audit_trail(stub: &dyn Stub, args: AuditTrailArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let patient = load_patient(stub, &args.pseudonym)?;
+    owner_or_auditor(stub, &patient)?;
+    let limit = match args.limit as usize {
+        0 => 100,
+        n if n <= MAX_AUDIT_PAGE => n,
+        _ => {
+            return Err(ChaincodeError::invalid(
+                "limit",
+                format!("at most {MAX_AUDIT_PAGE}"),
+            ));
+        }
+    };
+    let after = keys::audit(&patient.hex, args.after_seq);
+    let page = stub.scan_prefix(&keys::audit_prefix(&patient.hex), Some(&after), limit)?;
+    let entries = page
+        .into_iter()
+        .map(|(key, bytes)| {
+            AuditEntry::decode(bytes.as_slice())
+                .map_err(|e| ChaincodeError::Corrupt(format!("{key}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_after_seq = if entries.len() == limit {
+        entries.last().map(|e| e.seq).unwrap_or(0)
+    } else {
+        0
+    };
+    Ok(AuditTrail {
+        entries,
+        next_after_seq,
+    }
+    .encode_to_vec())
+}
+
+/// May `grantee` use `right` on `category` now? Asked by the owner, an auditor or the
+/// grantee.
+pub fn check_access(stub: &dyn Stub, args: CheckAccessArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let patient = load_patient(stub, &args.pseudonym)?;
+    limits::name("grantee", &args.grantee)?;
+    limits::identifier("category", &args.category)?;
+    if !category_exists(stub, &args.category)? {
+        return Err(ChaincodeError::not_found("category", &args.category));
+    }
+    let right = Right::try_from(args.right)
+        .ok()
+        .filter(|r| *r != Right::Unspecified)
+        .ok_or_else(|| ChaincodeError::invalid("right", "read, write or share"))?;
+    if stub.creator().name != args.grantee {
+        owner_or_auditor(stub, &patient)?;
+    }
+    let permissions = permissions_of(stub, &patient.hex, &args.grantee)?;
+    let result = match evaluate(&permissions, &args.category, right, None, stub.time()) {
+        Ok(permission) => CheckAccessResult {
+            allowed: true,
+            permission_id: permission.id.clone(),
+            reason: String::new(),
+        },
+        Err(denial) => CheckAccessResult {
+            allowed: false,
+            permission_id: String::new(),
+            reason: denial.to_string(),
+        },
+    };
+    Ok(result.encode_to_vec())
+}
+
+/// The records on which the caller holds a live permission now.
+pub fn list_patients_for_grantee(stub: &dyn Stub, _args: Empty) -> Result<Vec<u8>, ChaincodeError> {
+    let name = stub.creator().name.clone();
+    let t = stub.time();
+    let prefix = keys::grantee_prefix(&name);
+    let mut pseudonyms = Vec::new();
+    for (key, _) in stub.scan_prefix(&prefix, None, MAX_LIST)? {
+        let hex = &key[prefix.len()..];
+        let record: Option<PatientRecord> = get(stub, &keys::patient(hex))?;
+        let Some(record) = record.filter(|r| !r.erased) else {
+            continue;
+        };
+        if permissions_of(stub, hex, &name)?
+            .iter()
+            .any(|p| is_live(p, t))
+        {
+            pseudonyms.push(record.pseudonym);
+        }
+    }
+    Ok(PatientList { pseudonyms }.encode_to_vec())
+}
+
+/// A researcher's own studies; auditors and admins see all.
+pub fn list_studies(stub: &dyn Stub, _args: Empty) -> Result<Vec<u8>, ChaincodeError> {
+    let creator = stub.creator();
+    let studies: Vec<Study> = match creator.role {
+        Role::Researcher => {
+            let prefix = keys::researcher_prefix(&creator.name);
+            let mut studies = Vec::new();
+            for (key, _) in stub.scan_prefix(&prefix, None, MAX_LIST)? {
+                if let Some(study) = get(stub, &keys::study(&key[prefix.len()..]))? {
+                    studies.push(study);
+                }
+            }
+            studies
+        }
+        Role::Auditor | Role::Admin => scan::<Study>(stub, keys::studies_prefix(), MAX_LIST)?
+            .into_iter()
+            .filter(|(key, _)| !key[keys::studies_prefix().len()..].contains('/'))
+            .map(|(_, s)| s)
+            .collect(),
+        actual => {
+            return Err(ChaincodeError::denied(Denial::WrongRole {
+                needed: Role::Researcher.as_str(),
+                actual,
+            }));
+        }
+    };
+    Ok(StudyList { studies }.encode_to_vec())
+}
+
+/// The items shared into a study: its researcher and auditors only.
+pub fn study_items(stub: &dyn Stub, args: StudyArgs) -> Result<Vec<u8>, ChaincodeError> {
+    limits::identifier("study_id", &args.study_id)?;
+    let study: Study = get(stub, &keys::study(&args.study_id))?
+        .ok_or_else(|| ChaincodeError::not_found("study", &args.study_id))?;
+    let creator = stub.creator();
+    if creator.role != Role::Auditor && study.researcher != creator.name {
+        return Err(ChaincodeError::denied(Denial::NotStudyOwner(study.id)));
+    }
+    let items: Vec<StudyItem> = scan(stub, &keys::study_items_prefix(&args.study_id), MAX_LIST)?
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect();
+    Ok(StudyItemList { items }.encode_to_vec())
+}
+
+/// Every data category: the defaults and those registered by admins. Anyone may ask.
+pub fn list_categories(stub: &dyn Stub, _args: Empty) -> Result<Vec<u8>, ChaincodeError> {
+    let mut categories: Vec<medledger_proto::v1::Category> = crate::context::DEFAULT_CATEGORIES
+        .iter()
+        .map(|name| medledger_proto::v1::Category {
+            name: name.to_string(),
+            description: "registered by default".into(),
+            ..Default::default()
+        })
+        .collect();
+    categories.extend(
+        scan(stub, "category/", MAX_LIST)?
+            .into_iter()
+            .map(|(_, c)| c),
+    );
+    Ok(medledger_proto::v1::CategoryList { categories }.encode_to_vec())
+}

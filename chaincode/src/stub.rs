@@ -1,0 +1,406 @@
+//! The chaincode's only window on the world: state, history, the caller, the transaction's
+//! id and consensus time, and events. The peer implements it over RocksDB; [`MemoryLedger`]
+//! implements it in memory for tests.
+//!
+//! Contract with the host: every transaction's writes are committed, whether the call
+//! succeeded or not. The chaincode keeps that safe by rolling back its own writes on failure
+//! ([`Stub::rollback`]) and leaving behind only the audit entry of a denied attempt.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+/// Who submitted the transaction, as the peer validated it from the certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creator {
+    /// Enrollment name: stable across reenrollment, never reused.
+    pub name: String,
+    pub role: Role,
+    pub attributes: Vec<CreatorAttribute>,
+    pub cert_hash: [u8; 32],
+    pub encryption_key: [u8; 32],
+}
+
+impl Creator {
+    /// The value of attribute `key` if it holds at `time`.
+    pub fn attribute_at(&self, key: &str, time: i64) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|a| {
+                a.key == key
+                    && a.not_before.is_none_or(|from| from <= time)
+                    && a.not_after.is_none_or(|until| time < until)
+            })
+            .map(|a| a.value.as_str())
+    }
+}
+
+/// A certificate attribute with its optional window `[not_before, not_after)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatorAttribute {
+    pub key: String,
+    pub value: String,
+    pub not_before: Option<i64>,
+    pub not_after: Option<i64>,
+}
+
+/// Roles, as in the enrollment certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Admin,
+    Peer,
+    Clinician,
+    Patient,
+    Researcher,
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Peer => "peer",
+            Role::Clinician => "clinician",
+            Role::Patient => "patient",
+            Role::Researcher => "researcher",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One past value of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyModification {
+    pub tx_id: Vec<u8>,
+    pub time: i64,
+    /// `None` when the transaction deleted the key.
+    pub value: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StubError {
+    #[error("ledger storage failed: {0}")]
+    Storage(String),
+    #[error("a scan may return at most {max} entries, {asked} asked")]
+    LimitTooLarge { asked: usize, max: usize },
+}
+
+/// Most entries one scan or history call may return.
+pub const MAX_SCAN: usize = 10_000;
+
+pub trait Stub {
+    /// The value of `key`, seeing this transaction's own earlier writes.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StubError>;
+    fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StubError>;
+    fn delete(&mut self, key: &str) -> Result<(), StubError>;
+    /// Keys starting with `prefix` and greater than `start_after`, ascending, at most `limit`
+    /// (≤ [`MAX_SCAN`]).
+    fn scan_prefix(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StubError>;
+    /// Keys in `[start, end)`, ascending, at most `limit` (≤ [`MAX_SCAN`]).
+    fn scan_range(
+        &self,
+        start: &str,
+        end: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StubError>;
+    /// Committed values of `key`, oldest first, at most `limit` (≤ [`MAX_SCAN`]).
+    fn history(&self, key: &str, limit: usize) -> Result<Vec<KeyModification>, StubError>;
+    fn creator(&self) -> &Creator;
+    fn tx_id(&self) -> &[u8];
+    /// Consensus time of the block, Unix seconds.
+    fn time(&self) -> i64;
+    /// Publishes an event with the transaction (several per transaction are fine).
+    fn emit_event(&mut self, name: &str, payload: Vec<u8>) -> Result<(), StubError>;
+    /// Forgets every write and event of this transaction so far.
+    fn rollback(&mut self);
+}
+
+/// An event a committed transaction emitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub tx_id: Vec<u8>,
+    pub name: String,
+    pub payload: Vec<u8>,
+}
+
+/// An in-memory ledger for tests: committed state, key history and events.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryLedger {
+    state: BTreeMap<String, Vec<u8>>,
+    history: BTreeMap<String, Vec<KeyModification>>,
+    events: Vec<Event>,
+    transactions: u64,
+}
+
+impl MemoryLedger {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts a transaction by `creator` at consensus time `time`. Commit it with
+    /// [`MemoryStub::commit`]; dropping it discards it.
+    pub fn transaction(&mut self, creator: Creator, time: i64) -> MemoryStub<'_> {
+        self.transactions += 1;
+        let tx_id = Sha256::digest(self.transactions.to_be_bytes()).to_vec();
+        MemoryStub {
+            ledger: self,
+            writes: BTreeMap::new(),
+            events: Vec::new(),
+            creator,
+            tx_id,
+            time,
+        }
+    }
+
+    pub fn state(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.state
+    }
+
+    pub fn events(&self) -> &[Event] {
+        &self.events
+    }
+
+    /// Every byte the ledger holds: state, history and events.
+    pub fn all_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (key, value) in &self.state {
+            bytes.extend_from_slice(key.as_bytes());
+            bytes.extend_from_slice(value);
+        }
+        for (key, mods) in &self.history {
+            bytes.extend_from_slice(key.as_bytes());
+            for m in mods {
+                bytes.extend_from_slice(m.value.as_deref().unwrap_or_default());
+            }
+        }
+        for event in &self.events {
+            bytes.extend_from_slice(event.name.as_bytes());
+            bytes.extend_from_slice(&event.payload);
+        }
+        bytes
+    }
+}
+
+pub struct MemoryStub<'a> {
+    ledger: &'a mut MemoryLedger,
+    writes: BTreeMap<String, Option<Vec<u8>>>,
+    events: Vec<Event>,
+    creator: Creator,
+    tx_id: Vec<u8>,
+    time: i64,
+}
+
+impl MemoryStub<'_> {
+    pub fn commit(self) {
+        for (key, value) in self.writes {
+            self.ledger
+                .history
+                .entry(key.clone())
+                .or_default()
+                .push(KeyModification {
+                    tx_id: self.tx_id.clone(),
+                    time: self.time,
+                    value: value.clone(),
+                });
+            match value {
+                Some(value) => self.ledger.state.insert(key, value),
+                None => self.ledger.state.remove(&key),
+            };
+        }
+        self.ledger.events.extend(self.events);
+    }
+
+    fn merged(
+        &self,
+        committed: impl Iterator<Item = (String, Vec<u8>)>,
+        overlay: impl Iterator<Item = (String, Option<Vec<u8>>)>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StubError> {
+        if limit > MAX_SCAN {
+            return Err(StubError::LimitTooLarge {
+                asked: limit,
+                max: MAX_SCAN,
+            });
+        }
+        let mut view: BTreeMap<String, Option<Vec<u8>>> =
+            committed.map(|(k, v)| (k, Some(v))).collect();
+        view.extend(overlay);
+        Ok(view
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
+            .collect())
+    }
+}
+
+impl Stub for MemoryStub<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StubError> {
+        match self.writes.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => Ok(self.ledger.state.get(key).cloned()),
+        }
+    }
+
+    fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StubError> {
+        self.writes.insert(key.to_string(), Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), StubError> {
+        self.writes.insert(key.to_string(), None);
+        Ok(())
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StubError> {
+        let keep = |k: &String| k.starts_with(prefix) && start_after.is_none_or(|s| k.as_str() > s);
+        let committed = self
+            .ledger
+            .state
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        let overlay = self
+            .writes
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        self.merged(committed, overlay, limit)
+    }
+
+    fn scan_range(
+        &self,
+        start: &str,
+        end: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StubError> {
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let range = start.to_string()..end.to_string();
+        let committed = self
+            .ledger
+            .state
+            .range(range.clone())
+            .map(|(k, v)| (k.clone(), v.clone()));
+        let overlay = self
+            .writes
+            .range(range)
+            .map(|(k, v)| (k.clone(), v.clone()));
+        self.merged(committed, overlay, limit)
+    }
+
+    fn history(&self, key: &str, limit: usize) -> Result<Vec<KeyModification>, StubError> {
+        if limit > MAX_SCAN {
+            return Err(StubError::LimitTooLarge {
+                asked: limit,
+                max: MAX_SCAN,
+            });
+        }
+        Ok(self
+            .ledger
+            .history
+            .get(key)
+            .map(|mods| mods.iter().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    fn creator(&self) -> &Creator {
+        &self.creator
+    }
+
+    fn tx_id(&self) -> &[u8] {
+        &self.tx_id
+    }
+
+    fn time(&self) -> i64 {
+        self.time
+    }
+
+    fn emit_event(&mut self, name: &str, payload: Vec<u8>) -> Result<(), StubError> {
+        self.events.push(Event {
+            tx_id: self.tx_id.clone(),
+            name: name.to_string(),
+            payload,
+        });
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        self.writes.clear();
+        self.events.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creator() -> Creator {
+        Creator {
+            name: "t".into(),
+            role: Role::Admin,
+            attributes: vec![],
+            cert_hash: [0; 32],
+            encryption_key: [0; 32],
+        }
+    }
+
+    #[test]
+    fn reads_see_own_writes_and_scans_merge() {
+        let mut ledger = MemoryLedger::new();
+        let mut tx = ledger.transaction(creator(), 10);
+        tx.put("a/1", b"x".to_vec()).unwrap();
+        tx.put("a/2", b"y".to_vec()).unwrap();
+        tx.put("b/1", b"z".to_vec()).unwrap();
+        tx.commit();
+        let mut tx = ledger.transaction(creator(), 11);
+        tx.delete("a/1").unwrap();
+        tx.put("a/3", b"w".to_vec()).unwrap();
+        assert_eq!(tx.get("a/1").unwrap(), None);
+        let keys: Vec<_> = tx
+            .scan_prefix("a/", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["a/2", "a/3"]);
+        assert_eq!(tx.scan_prefix("a/", Some("a/2"), 10).unwrap().len(), 1);
+        assert_eq!(tx.scan_range("a/", "a/3", 10).unwrap().len(), 1);
+        assert!(tx.scan_prefix("a/", None, MAX_SCAN + 1).is_err());
+        tx.commit();
+        let tx = ledger.transaction(creator(), 12);
+        let history = tx.history("a/1", 10).unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].value, None);
+        assert_eq!(history[0].time, 10);
+    }
+
+    #[test]
+    fn rollback_forgets_writes_and_events() {
+        let mut ledger = MemoryLedger::new();
+        let mut tx = ledger.transaction(creator(), 1);
+        tx.put("k", b"v".to_vec()).unwrap();
+        tx.emit_event("e", vec![1]).unwrap();
+        tx.rollback();
+        tx.commit();
+        assert!(ledger.state().is_empty());
+        assert!(ledger.events().is_empty());
+    }
+}

@@ -1,0 +1,764 @@
+//! The functions that change the ledger. Each one validates its arguments, then authorizes
+//! the caller at consensus time, then writes: a malformed call changes nothing, and a denied
+//! one leaves only its audit entry (written by the dispatcher after rollback).
+
+use medledger_proto::v1::{
+    AddItemArgs, AuditAction, Category, CategoryKey, ClinicalItem, EmergencyAccessArgs,
+    EmergencyAccessEvent, ErasureResult, GrantArgs, IdResult, PatientArgs, PatientErasedEvent,
+    PatientRecord, Permission, PrivateData, RecordAccessArgs, RecordAccessResult,
+    RegisterCategoryArgs, RegisterPatientArgs, RegisterStudyArgs, RevokeArgs, Right,
+    RotateCategoryKeyArgs, SetPrivateDataArgs, ShareForStudyArgs, Study, StudyItem,
+};
+use prost::Message;
+
+use crate::access::{evaluate, has_right};
+use crate::context::{
+    Patient, allowed, category_exists, get, load_patient, permissions_of, put, scan,
+};
+use crate::error::{ChaincodeError, Denial};
+use crate::keys;
+use crate::limits::{self, *};
+use crate::stub::{Role, Stub};
+
+fn require_role(stub: &dyn Stub, role: Role) -> Result<(), ChaincodeError> {
+    let actual = stub.creator().role;
+    if actual != role {
+        return Err(ChaincodeError::denied(Denial::WrongRole {
+            needed: role.as_str(),
+            actual,
+        }));
+    }
+    Ok(())
+}
+
+fn require_category(stub: &dyn Stub, category: &str) -> Result<(), ChaincodeError> {
+    limits::identifier("category", category)?;
+    if !category_exists(stub, category)? {
+        return Err(ChaincodeError::not_found("category", category));
+    }
+    Ok(())
+}
+
+fn category_key(
+    stub: &dyn Stub,
+    patient: &Patient,
+    category: &str,
+) -> Result<CategoryKey, ChaincodeError> {
+    get(stub, &keys::category_key(&patient.hex, category))?.ok_or_else(|| {
+        ChaincodeError::invalid(
+            "category",
+            format!("the patient has no key for {category}; register one first"),
+        )
+    })
+}
+
+/// Parses a list of rights: non-empty, no duplicates, no unspecified.
+fn parse_rights(rights: &[i32]) -> Result<Vec<Right>, ChaincodeError> {
+    if rights.is_empty() {
+        return Err(ChaincodeError::invalid(
+            "rights",
+            "give at least one of read, write, share",
+        ));
+    }
+    let mut parsed = Vec::new();
+    for &r in rights {
+        let right = Right::try_from(r)
+            .ok()
+            .filter(|r| *r != Right::Unspecified)
+            .ok_or_else(|| ChaincodeError::invalid("rights", format!("unknown right {r}")))?;
+        if parsed.contains(&right) {
+            return Err(ChaincodeError::invalid("rights", "a right appears twice"));
+        }
+        parsed.push(right);
+    }
+    Ok(parsed)
+}
+
+/// Saves a new permission with its indexes.
+fn store_permission(
+    stub: &mut dyn Stub,
+    patient: &mut Patient,
+    mut permission: Permission,
+) -> Result<String, ChaincodeError> {
+    if permissions_of(stub, &patient.hex, &permission.grantee)?.len() >= MAX_PERMISSIONS_PER_GRANTEE
+    {
+        return Err(ChaincodeError::invalid(
+            "grantee",
+            format!(
+                "already holds {MAX_PERMISSIONS_PER_GRANTEE} permissions on this record; revoke some first"
+            ),
+        ));
+    }
+    patient.record.next_permission_seq += 1;
+    permission.id = format!("perm-{}", patient.record.next_permission_seq);
+    let id = permission.id.clone();
+    put(
+        stub,
+        &keys::permission(&patient.hex, &permission.grantee, &id),
+        &permission,
+    )?;
+    stub.put(
+        &keys::permission_id(&patient.hex, &id),
+        permission.grantee.clone().into_bytes(),
+    )?;
+    stub.put(
+        &keys::grantee_index(&permission.grantee, &patient.hex),
+        Vec::new(),
+    )?;
+    Ok(id)
+}
+
+fn find_permission(
+    stub: &dyn Stub,
+    patient: &Patient,
+    id: &str,
+) -> Result<Permission, ChaincodeError> {
+    limits::identifier("permission_id", id)?;
+    let grantee = stub
+        .get(&keys::permission_id(&patient.hex, id))?
+        .ok_or_else(|| ChaincodeError::not_found("permission", id))?;
+    let grantee = String::from_utf8(grantee).map_err(|e| ChaincodeError::Corrupt(e.to_string()))?;
+    get(stub, &keys::permission(&patient.hex, &grantee, id))?
+        .ok_or_else(|| ChaincodeError::Corrupt(format!("permission {id} is indexed but missing")))
+}
+
+pub fn register_patient(
+    stub: &mut dyn Stub,
+    args: RegisterPatientArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    limits::exact_len("pseudonym", &args.pseudonym, PSEUDONYM_LEN)?;
+    if args.category_keys.len() > MAX_CATEGORY_KEYS {
+        return Err(ChaincodeError::invalid(
+            "category_keys",
+            format!("at most {MAX_CATEGORY_KEYS}"),
+        ));
+    }
+    for (i, key) in args.category_keys.iter().enumerate() {
+        require_category(stub, &key.category)?;
+        limits::exact_len("category_keys.public_key", &key.public_key, KEY_LEN)?;
+        if args.category_keys[..i]
+            .iter()
+            .any(|k| k.category == key.category)
+        {
+            return Err(ChaincodeError::invalid(
+                "category_keys",
+                format!("{} appears twice", key.category),
+            ));
+        }
+    }
+    require_role(stub, Role::Patient)?;
+    let hex = keys::pseudonym_hex(&args.pseudonym);
+    if stub.get(&keys::patient(&hex))?.is_some() {
+        return Err(ChaincodeError::AlreadyExists {
+            what: "patient",
+            id: hex,
+        });
+    }
+    let owner = stub.creator().name.clone();
+    if stub.get(&keys::patient_owner(&owner))?.is_some() {
+        return Err(ChaincodeError::AlreadyExists {
+            what: "patient record of",
+            id: owner,
+        });
+    }
+    let t = stub.time();
+    let mut patient = Patient {
+        hex,
+        record: PatientRecord {
+            pseudonym: args.pseudonym.clone(),
+            owner: owner.clone(),
+            registered_at: t,
+            ..PatientRecord::default()
+        },
+    };
+    for key in &args.category_keys {
+        let stored = CategoryKey {
+            category: key.category.clone(),
+            epoch: 1,
+            public_key: key.public_key.clone(),
+            since: t,
+        };
+        put(
+            stub,
+            &keys::category_key(&patient.hex, &key.category),
+            &stored,
+        )?;
+    }
+    stub.put(&keys::patient_owner(&owner), args.pseudonym.clone())?;
+    patient.audit(stub, allowed(AuditAction::Register, "", ""))?;
+    patient.save(stub)?;
+    Ok(Vec::new())
+}
+
+pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    let t = stub.time();
+    limits::name("grantee", &args.grantee)?;
+    require_category(stub, &args.category)?;
+    let key = category_key(stub, &patient, &args.category)?;
+    let rights = parse_rights(&args.rights)?;
+    if args.from >= args.until {
+        return Err(ChaincodeError::invalid(
+            "window",
+            "from must be before until",
+        ));
+    }
+    if args.until - args.from > MAX_WINDOW_SECONDS {
+        return Err(ChaincodeError::invalid("window", "longer than ten years"));
+    }
+    if args.until <= t {
+        return Err(ChaincodeError::invalid("window", "it has already ended"));
+    }
+    let shares = rights.contains(&Right::Share);
+    if shares {
+        limits::identifier("study_id", &args.study_id)?;
+        if stub.get(&keys::study(&args.study_id))?.is_none() {
+            return Err(ChaincodeError::not_found("study", &args.study_id));
+        }
+        limits::exact_len("study_pseudonym", &args.study_pseudonym, PSEUDONYM_LEN)?;
+    } else if !args.study_id.is_empty() || args.anonymize || !args.study_pseudonym.is_empty() {
+        return Err(ChaincodeError::invalid(
+            "study_id",
+            "a study, anonymization and a study pseudonym go with the right share",
+        ));
+    }
+    let needs_key = rights.contains(&Right::Read) || shares;
+    if needs_key && args.key_envelope.is_empty() {
+        return Err(ChaincodeError::invalid(
+            "key_envelope",
+            "read and share need the category key wrapped to the grantee",
+        ));
+    }
+    limits::max_len("key_envelope", &args.key_envelope, MAX_ENVELOPE_LEN)?;
+    patient.require_owner(stub.creator(), AuditAction::Grant, &args.category)?;
+
+    let permission = Permission {
+        id: String::new(),
+        grantee: args.grantee.clone(),
+        category: args.category.clone(),
+        rights: rights.iter().map(|r| *r as i32).collect(),
+        from: args.from,
+        until: args.until,
+        study_id: args.study_id.clone(),
+        anonymize: args.anonymize,
+        study_pseudonym: args.study_pseudonym,
+        granted_at: t,
+        key_envelope: args.key_envelope,
+        key_epoch: key.epoch,
+        ..Permission::default()
+    };
+    let id = store_permission(stub, &mut patient, permission)?;
+    let mut entry = allowed(AuditAction::Grant, &args.category, "");
+    entry.permission_id = id.clone();
+    entry.study_id = args.study_id;
+    patient.audit(stub, entry)?;
+    patient.save(stub)?;
+    Ok(IdResult { id }.encode_to_vec())
+}
+
+pub fn revoke(stub: &mut dyn Stub, args: RevokeArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    let mut permission = find_permission(stub, &patient, &args.permission_id)?;
+    patient.require_owner(stub.creator(), AuditAction::Revoke, &permission.category)?;
+    if permission.revoked {
+        return Err(ChaincodeError::AlreadyRevoked(permission.id));
+    }
+    permission.revoked = true;
+    permission.revoked_at = stub.time();
+    put(
+        stub,
+        &keys::permission(&patient.hex, &permission.grantee, &permission.id),
+        &permission,
+    )?;
+    let mut entry = allowed(AuditAction::Revoke, &permission.category, "");
+    entry.permission_id = permission.id;
+    patient.audit(stub, entry)?;
+    patient.save(stub)?;
+    Ok(Vec::new())
+}
+
+/// The owner, or a clinician with a live permission giving `right` on `category`.
+fn authorize<'a>(
+    stub: &dyn Stub,
+    patient: &Patient,
+    permissions: &'a [Permission],
+    right: Right,
+    category: &str,
+    study: Option<&str>,
+) -> Result<Option<&'a Permission>, Denial> {
+    let creator = stub.creator();
+    if patient.is_owner(creator) && study.is_none() {
+        return Ok(None);
+    }
+    if creator.role != Role::Clinician {
+        return Err(Denial::WrongRole {
+            needed: Role::Clinician.as_str(),
+            actual: creator.role,
+        });
+    }
+    evaluate(permissions, category, right, study, stub.time()).map(Some)
+}
+
+pub fn add_item(stub: &mut dyn Stub, args: AddItemArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    limits::identifier("item_id", &args.item_id)?;
+    require_category(stub, &args.category)?;
+    let key = category_key(stub, &patient, &args.category)?;
+    if args.path != keys::item_path(&patient.hex, &args.category, &args.item_id) {
+        return Err(ChaincodeError::invalid(
+            "path",
+            "must be patients/<pseudonym>/<category>/<item_id>",
+        ));
+    }
+    limits::exact_len("sha256", &args.sha256, HASH_LEN)?;
+    if args.size > MAX_FILE_SIZE {
+        return Err(ChaincodeError::invalid("size", "larger than 64 GiB"));
+    }
+    if args.wrapped_dek.is_empty() {
+        return Err(ChaincodeError::invalid(
+            "wrapped_dek",
+            "the file key wrapped to the category key is required",
+        ));
+    }
+    limits::max_len("wrapped_dek", &args.wrapped_dek, MAX_ENVELOPE_LEN)?;
+    if args.key_epoch != key.epoch {
+        return Err(ChaincodeError::invalid(
+            "key_epoch",
+            format!(
+                "the category key is at epoch {}; wrap the file key to the current key",
+                key.epoch
+            ),
+        ));
+    }
+    if stub
+        .get(&keys::item(&patient.hex, &args.item_id))?
+        .is_some()
+    {
+        return Err(ChaincodeError::AlreadyExists {
+            what: "item",
+            id: args.item_id,
+        });
+    }
+    let permissions = permissions_of(stub, &patient.hex, &stub.creator().name.clone())?;
+    let used = authorize(
+        stub,
+        &patient,
+        &permissions,
+        Right::Write,
+        &args.category,
+        None,
+    )
+    .map_err(|reason| {
+        ChaincodeError::denied(reason).audited_at(patient.context(
+            AuditAction::AddItem,
+            &args.category,
+            &args.item_id,
+        ))
+    })?
+    .map(|p| p.id.clone());
+    let item = ClinicalItem {
+        id: args.item_id.clone(),
+        category: args.category.clone(),
+        uploader: stub.creator().name.clone(),
+        path: args.path,
+        sha256: args.sha256,
+        size: args.size,
+        created_at: stub.time(),
+        wrapped_dek: args.wrapped_dek,
+        key_epoch: args.key_epoch,
+        tombstoned: false,
+    };
+    put(stub, &keys::item(&patient.hex, &args.item_id), &item)?;
+    let mut entry = allowed(AuditAction::AddItem, &args.category, &args.item_id);
+    entry.permission_id = used.unwrap_or_default();
+    patient.audit(stub, entry)?;
+    patient.save(stub)?;
+    Ok(Vec::new())
+}
+
+pub fn record_access(
+    stub: &mut dyn Stub,
+    args: RecordAccessArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    limits::identifier("item_id", &args.item_id)?;
+    let item: ClinicalItem = get(stub, &keys::item(&patient.hex, &args.item_id))?
+        .ok_or_else(|| ChaincodeError::not_found("item", &args.item_id))?;
+    let permissions = permissions_of(stub, &patient.hex, &stub.creator().name.clone())?;
+    let used = authorize(
+        stub,
+        &patient,
+        &permissions,
+        Right::Read,
+        &item.category,
+        None,
+    )
+    .map_err(|reason| {
+        ChaincodeError::denied(reason).audited_at(patient.context(
+            AuditAction::Access,
+            &item.category,
+            &item.id,
+        ))
+    })?
+    .cloned();
+    let mut entry = allowed(AuditAction::Access, &item.category, &item.id);
+    let mut result = RecordAccessResult {
+        item: Some(item),
+        ..RecordAccessResult::default()
+    };
+    if let Some(permission) = used {
+        entry.permission_id = permission.id.clone();
+        entry.emergency = permission.emergency;
+        result.key_envelope = permission.key_envelope;
+        result.permission_id = permission.id;
+        result.emergency = permission.emergency;
+    }
+    patient.audit(stub, entry)?;
+    patient.save(stub)?;
+    Ok(result.encode_to_vec())
+}
+
+pub fn share_for_study(
+    stub: &mut dyn Stub,
+    args: ShareForStudyArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    limits::identifier("source_item_id", &args.source_item_id)?;
+    limits::identifier("study_id", &args.study_id)?;
+    limits::identifier("item_id", &args.item_id)?;
+    let source: ClinicalItem = get(stub, &keys::item(&patient.hex, &args.source_item_id))?
+        .ok_or_else(|| ChaincodeError::not_found("item", &args.source_item_id))?;
+    if stub.get(&keys::study(&args.study_id))?.is_none() {
+        return Err(ChaincodeError::not_found("study", &args.study_id));
+    }
+    limits::exact_len("sha256", &args.sha256, HASH_LEN)?;
+    if args.size > MAX_FILE_SIZE {
+        return Err(ChaincodeError::invalid("size", "larger than 64 GiB"));
+    }
+    if args.wrapped_dek.is_empty() {
+        return Err(ChaincodeError::invalid(
+            "wrapped_dek",
+            "the file key wrapped to the study key is required",
+        ));
+    }
+    limits::max_len("wrapped_dek", &args.wrapped_dek, MAX_ENVELOPE_LEN)?;
+
+    let mut context = patient.context(AuditAction::Share, &source.category, &source.id);
+    context.study_id = args.study_id.clone();
+    let permissions = permissions_of(stub, &patient.hex, &stub.creator().name.clone())?;
+    let permission = match authorize(
+        stub,
+        &patient,
+        &permissions,
+        Right::Share,
+        &source.category,
+        Some(&args.study_id),
+    ) {
+        Ok(Some(p)) => p.clone(),
+        // `authorize` lets only clinicians share into a study.
+        Ok(None) => {
+            let reason = Denial::NoPermission {
+                right: Right::Share,
+                category: source.category.clone(),
+            };
+            return Err(ChaincodeError::denied(reason).audited_at(context));
+        }
+        Err(reason) => return Err(ChaincodeError::denied(reason).audited_at(context)),
+    };
+    if permission.anonymize && !args.anonymized {
+        return Err(ChaincodeError::denied(Denial::AnonymizationRequired).audited_at(context));
+    }
+    let study_pseudonym = keys::pseudonym_hex(&permission.study_pseudonym);
+    if args.path != keys::study_item_path(&args.study_id, &study_pseudonym, &args.item_id) {
+        return Err(ChaincodeError::invalid(
+            "path",
+            "must be studies/<study>/<study pseudonym>/<item_id>",
+        ));
+    }
+    let key = keys::study_item(&args.study_id, &study_pseudonym, &args.item_id);
+    if stub.get(&key)?.is_some() {
+        return Err(ChaincodeError::AlreadyExists {
+            what: "study item",
+            id: args.item_id,
+        });
+    }
+    let item = StudyItem {
+        study_id: args.study_id.clone(),
+        study_pseudonym: permission.study_pseudonym.clone(),
+        item_id: args.item_id,
+        category: source.category.clone(),
+        path: args.path,
+        sha256: args.sha256,
+        size: args.size,
+        wrapped_dek: args.wrapped_dek,
+        shared_by: stub.creator().name.clone(),
+        shared_at: stub.time(),
+        anonymized: args.anonymized,
+    };
+    put(stub, &key, &item)?;
+    let mut entry = allowed(AuditAction::Share, &source.category, &source.id);
+    entry.permission_id = permission.id;
+    entry.study_id = args.study_id;
+    patient.audit(stub, entry)?;
+    patient.save(stub)?;
+    Ok(Vec::new())
+}
+
+pub fn register_study(
+    stub: &mut dyn Stub,
+    args: RegisterStudyArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    limits::identifier("id", &args.id)?;
+    if args.title.trim().is_empty() {
+        return Err(ChaincodeError::invalid("title", "must not be empty"));
+    }
+    limits::text("title", &args.title, MAX_TITLE_LEN)?;
+    limits::exact_len("protocol_hash", &args.protocol_hash, HASH_LEN)?;
+    limits::exact_len("study_key", &args.study_key, KEY_LEN)?;
+    require_role(stub, Role::Researcher)?;
+    if stub.get(&keys::study(&args.id))?.is_some() {
+        return Err(ChaincodeError::AlreadyExists {
+            what: "study",
+            id: args.id,
+        });
+    }
+    let researcher = stub.creator().name.clone();
+    let study = Study {
+        id: args.id.clone(),
+        title: args.title,
+        protocol_hash: args.protocol_hash,
+        researcher: researcher.clone(),
+        study_key: args.study_key,
+        registered_at: stub.time(),
+    };
+    put(stub, &keys::study(&args.id), &study)?;
+    stub.put(&keys::researcher_study(&researcher, &args.id), Vec::new())?;
+    Ok(Vec::new())
+}
+
+pub fn emergency_access(
+    stub: &mut dyn Stub,
+    args: EmergencyAccessArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    require_category(stub, &args.category)?;
+    if args.reason.trim().is_empty() {
+        return Err(ChaincodeError::invalid(
+            "reason",
+            "say why emergency access is needed",
+        ));
+    }
+    limits::text("reason", &args.reason, MAX_REASON_LEN)?;
+    let duration = match args.duration_seconds {
+        0 => MAX_EMERGENCY_SECONDS,
+        d if (1..=MAX_EMERGENCY_SECONDS).contains(&d) => d,
+        _ => {
+            return Err(ChaincodeError::invalid(
+                "duration_seconds",
+                "between 1 second and 24 hours",
+            ));
+        }
+    };
+    let t = stub.time();
+    let creator = stub.creator().clone();
+    let context = patient.context(AuditAction::EmergencyAccess, &args.category, "");
+    if creator.role != Role::Clinician {
+        let reason = Denial::WrongRole {
+            needed: Role::Clinician.as_str(),
+            actual: creator.role,
+        };
+        return Err(ChaincodeError::denied(reason).audited_at(context));
+    }
+    if creator.attribute_at("emergency", t) != Some("true") {
+        return Err(ChaincodeError::denied(Denial::NotEmergencyClinician).audited_at(context));
+    }
+    let until = t + duration;
+    let permission = Permission {
+        grantee: creator.name.clone(),
+        category: args.category.clone(),
+        rights: vec![Right::Read as i32],
+        from: t,
+        until,
+        granted_at: t,
+        emergency: true,
+        reason: args.reason.clone(),
+        ..Permission::default()
+    };
+    let id = store_permission(stub, &mut patient, permission)?;
+    let mut entry = allowed(AuditAction::EmergencyAccess, &args.category, "");
+    entry.emergency = true;
+    entry.permission_id = id.clone();
+    entry.reason = args.reason.clone();
+    patient.audit(stub, entry)?;
+    patient.save(stub)?;
+    let event = EmergencyAccessEvent {
+        pseudonym: patient.record.pseudonym.clone(),
+        clinician: creator.name,
+        category: args.category,
+        until,
+        reason: args.reason,
+    };
+    stub.emit_event("emergency_access", event.encode_to_vec())?;
+    Ok(IdResult { id }.encode_to_vec())
+}
+
+pub fn rotate_category_key(
+    stub: &mut dyn Stub,
+    args: RotateCategoryKeyArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    require_category(stub, &args.category)?;
+    let mut key = category_key(stub, &patient, &args.category)?;
+    limits::exact_len("public_key", &args.public_key, KEY_LEN)?;
+    if args.public_key == key.public_key {
+        return Err(ChaincodeError::invalid(
+            "public_key",
+            "is the current key; rotation needs a new one",
+        ));
+    }
+    if args.envelopes.len() > MAX_ENVELOPE_UPDATES {
+        return Err(ChaincodeError::invalid(
+            "envelopes",
+            format!("at most {MAX_ENVELOPE_UPDATES}"),
+        ));
+    }
+    let mut updated = Vec::new();
+    for update in &args.envelopes {
+        let mut permission = find_permission(stub, &patient, &update.permission_id)?;
+        if permission.category != args.category || permission.revoked {
+            return Err(ChaincodeError::invalid(
+                "envelopes",
+                format!(
+                    "{} is not a standing permission for {}",
+                    permission.id, args.category
+                ),
+            ));
+        }
+        if !(has_right(&permission, Right::Read) || has_right(&permission, Right::Share)) {
+            return Err(ChaincodeError::invalid(
+                "envelopes",
+                format!("{} does not read or share", permission.id),
+            ));
+        }
+        if update.key_envelope.is_empty() {
+            return Err(ChaincodeError::invalid("envelopes", "an envelope is empty"));
+        }
+        limits::max_len(
+            "envelopes.key_envelope",
+            &update.key_envelope,
+            MAX_ENVELOPE_LEN,
+        )?;
+        permission.key_envelope = update.key_envelope.clone();
+        permission.key_epoch = key.epoch + 1;
+        updated.push(permission);
+    }
+    patient.require_owner(stub.creator(), AuditAction::RotateKey, &args.category)?;
+    key.epoch += 1;
+    key.public_key = args.public_key;
+    key.since = stub.time();
+    put(
+        stub,
+        &keys::category_key(&patient.hex, &args.category),
+        &key,
+    )?;
+    for permission in &updated {
+        put(
+            stub,
+            &keys::permission(&patient.hex, &permission.grantee, &permission.id),
+            permission,
+        )?;
+    }
+    patient.audit(stub, allowed(AuditAction::RotateKey, &args.category, ""))?;
+    patient.save(stub)?;
+    Ok(Vec::new())
+}
+
+pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    patient.require_owner(stub.creator(), AuditAction::Erase, "")?;
+    let mut deleted_paths = Vec::new();
+    let prefix = keys::items_prefix(&patient.hex);
+    let mut after: Option<String> = None;
+    loop {
+        let page = stub.scan_prefix(&prefix, after.as_deref(), crate::stub::MAX_SCAN)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (key, bytes) in page {
+            let mut item = ClinicalItem::decode(bytes.as_slice())
+                .map_err(|e| ChaincodeError::Corrupt(format!("{key}: {e}")))?;
+            deleted_paths.push(item.path.clone());
+            item.tombstoned = true;
+            item.wrapped_dek.clear();
+            put(stub, &key, &item)?;
+        }
+    }
+    for (key, mut permission) in scan::<Permission>(
+        stub,
+        &keys::permissions_prefix(&patient.hex),
+        crate::stub::MAX_SCAN,
+    )? {
+        if !permission.key_envelope.is_empty() {
+            permission.key_envelope.clear();
+            put(stub, &key, &permission)?;
+        }
+    }
+    for (key, _) in stub.scan_prefix(
+        &keys::category_keys_prefix(&patient.hex),
+        None,
+        MAX_CATEGORY_KEYS,
+    )? {
+        stub.delete(&key)?;
+    }
+    stub.delete(&keys::private_data(&patient.hex))?;
+    stub.delete(&keys::patient_owner(&patient.record.owner))?;
+    patient.audit(stub, allowed(AuditAction::Erase, "", ""))?;
+    patient.record.erased = true;
+    patient.record.erased_at = stub.time();
+    patient.save(stub)?;
+    let event = PatientErasedEvent {
+        pseudonym: patient.record.pseudonym.clone(),
+        deleted_paths: deleted_paths.clone(),
+    };
+    stub.emit_event("patient_erased", event.encode_to_vec())?;
+    Ok(ErasureResult { deleted_paths }.encode_to_vec())
+}
+
+pub fn set_private_data(
+    stub: &mut dyn Stub,
+    args: SetPrivateDataArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    limits::max_len("ciphertext", &args.ciphertext, MAX_PRIVATE_DATA_LEN)?;
+    patient.require_owner(stub.creator(), AuditAction::SetPrivateData, "")?;
+    let data = PrivateData {
+        ciphertext: args.ciphertext,
+        updated_at: stub.time(),
+    };
+    put(stub, &keys::private_data(&patient.hex), &data)?;
+    patient.audit(stub, allowed(AuditAction::SetPrivateData, "", ""))?;
+    patient.save(stub)?;
+    Ok(Vec::new())
+}
+
+pub fn register_category(
+    stub: &mut dyn Stub,
+    args: RegisterCategoryArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    limits::identifier("name", &args.name)?;
+    limits::text("description", &args.description, MAX_TITLE_LEN)?;
+    require_role(stub, Role::Admin)?;
+    if category_exists(stub, &args.name)? {
+        return Err(ChaincodeError::AlreadyExists {
+            what: "category",
+            id: args.name,
+        });
+    }
+    let category = Category {
+        name: args.name.clone(),
+        description: args.description,
+        registered_by: stub.creator().name.clone(),
+        registered_at: stub.time(),
+    };
+    put(stub, &keys::category(&args.name), &category)?;
+    Ok(Vec::new())
+}
