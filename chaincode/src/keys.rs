@@ -12,7 +12,7 @@
 //! patient/{P}/audit/{seq, 20 digits}           AuditEntry
 //! grantee/{name}/{P}                           (index: records where name holds a permission)
 //! study/{id}                                   Study
-//! study/{id}/item/{study P}/{item}             StudyItem
+//! study-item/{id}/{study P}/{item}            StudyItem
 //! researcher/{name}/{study}                    (index: a researcher's studies)
 //! ```
 
@@ -72,10 +72,10 @@ pub fn study(id: &str) -> String {
     format!("study/{id}")
 }
 pub fn study_item(id: &str, study_pseudonym: &str, item: &str) -> String {
-    format!("study/{id}/item/{study_pseudonym}/{item}")
+    format!("study-item/{id}/{study_pseudonym}/{item}")
 }
 pub fn study_items_prefix(id: &str) -> String {
-    format!("study/{id}/item/")
+    format!("study-item/{id}/")
 }
 pub fn researcher_study(name: &str, study: &str) -> String {
     format!("researcher/{name}/{study}")

@@ -194,7 +194,6 @@ pub fn list_studies(stub: &dyn Stub, _args: Empty) -> Result<Vec<u8>, ChaincodeE
         }
         Role::Auditor | Role::Admin => scan::<Study>(stub, keys::studies_prefix(), MAX_LIST)?
             .into_iter()
-            .filter(|(key, _)| !key[keys::studies_prefix().len()..].contains('/'))
             .map(|(_, s)| s)
             .collect(),
         actual => {

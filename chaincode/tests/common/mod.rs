@@ -1,0 +1,219 @@
+//! A small world for chaincode tests: identities of every role, one in-memory ledger, and
+//! helpers that encode arguments, run a call at a consensus time and commit it.
+#![allow(dead_code)]
+
+use medledger_chaincode::{
+    ChaincodeError, Creator, CreatorAttribute, MemoryLedger, Role, invoke, query,
+};
+use medledger_proto::v1;
+use prost::Message;
+
+pub const T0: i64 = 1_800_000_000;
+pub const HOUR: i64 = 3600;
+pub const DAY: i64 = 24 * HOUR;
+
+pub fn creator(name: &str, role: Role) -> Creator {
+    Creator {
+        name: name.into(),
+        role,
+        attributes: vec![],
+        cert_hash: [1; 32],
+        encryption_key: [2; 32],
+    }
+}
+
+pub fn patient(n: u8) -> Creator {
+    creator(&format!("patient-{n}"), Role::Patient)
+}
+pub fn clinician(name: &str) -> Creator {
+    creator(name, Role::Clinician)
+}
+/// A clinician whose certificate says emergency=true from `from` until `until`.
+pub fn emergency_clinician(name: &str, from: Option<i64>, until: Option<i64>) -> Creator {
+    let mut c = clinician(name);
+    c.attributes.push(CreatorAttribute {
+        key: "emergency".into(),
+        value: "true".into(),
+        not_before: from,
+        not_after: until,
+    });
+    c
+}
+pub fn researcher(name: &str) -> Creator {
+    creator(name, Role::Researcher)
+}
+pub fn auditor() -> Creator {
+    creator("auditor-1", Role::Auditor)
+}
+pub fn admin() -> Creator {
+    creator("admin", Role::Admin)
+}
+
+pub fn pseudonym(n: u8) -> Vec<u8> {
+    vec![n; 32]
+}
+
+pub struct World {
+    pub ledger: MemoryLedger,
+}
+
+impl World {
+    pub fn new() -> Self {
+        World {
+            ledger: MemoryLedger::new(),
+        }
+    }
+
+    /// Runs a transaction and commits it (as a peer does, success or not).
+    pub fn call<M: Message>(
+        &mut self,
+        who: &Creator,
+        t: i64,
+        function: &str,
+        args: &M,
+    ) -> Result<Vec<u8>, ChaincodeError> {
+        let mut stub = self.ledger.transaction(who.clone(), t);
+        let result = invoke(&mut stub, function, &args.encode_to_vec());
+        stub.commit();
+        result
+    }
+
+    pub fn query<M: Message, R: Message + Default>(
+        &mut self,
+        who: &Creator,
+        t: i64,
+        function: &str,
+        args: &M,
+    ) -> Result<R, ChaincodeError> {
+        let stub = self.ledger.transaction(who.clone(), t);
+        let bytes = query(&stub, function, &args.encode_to_vec())?;
+        Ok(R::decode(bytes.as_slice()).expect("query results decode"))
+    }
+
+    /// Registers patient `n` (pseudonym [n; 32]) with keys for the three default categories.
+    pub fn register_patient(&mut self, n: u8, t: i64) {
+        let args = v1::RegisterPatientArgs {
+            pseudonym: pseudonym(n),
+            category_keys: medledger_chaincode::DEFAULT_CATEGORIES
+                .iter()
+                .map(|c| v1::CategoryKey {
+                    category: c.to_string(),
+                    epoch: 0,
+                    public_key: vec![n; 32],
+                    since: 0,
+                })
+                .collect(),
+        };
+        self.call(&patient(n), t, "register_patient", &args)
+            .expect("patient registers");
+    }
+
+    pub fn grant(
+        &mut self,
+        n: u8,
+        grantee: &str,
+        category: &str,
+        rights: &[v1::Right],
+        from: i64,
+        until: i64,
+        t: i64,
+    ) -> Result<String, ChaincodeError> {
+        let args = grant_args(n, grantee, category, rights, from, until);
+        self.call(&patient(n), t, "grant", &args)
+            .map(|bytes| v1::IdResult::decode(bytes.as_slice()).unwrap().id)
+    }
+
+    pub fn add_item(
+        &mut self,
+        who: &Creator,
+        n: u8,
+        item: &str,
+        category: &str,
+        t: i64,
+    ) -> Result<Vec<u8>, ChaincodeError> {
+        self.call(who, t, "add_item", &item_args(n, item, category, 1))
+    }
+
+    pub fn access(
+        &mut self,
+        who: &Creator,
+        n: u8,
+        item: &str,
+        t: i64,
+    ) -> Result<v1::RecordAccessResult, ChaincodeError> {
+        let args = v1::RecordAccessArgs {
+            pseudonym: pseudonym(n),
+            item_id: item.into(),
+        };
+        self.call(who, t, "record_access", &args)
+            .map(|bytes| v1::RecordAccessResult::decode(bytes.as_slice()).unwrap())
+    }
+
+    pub fn audit(&mut self, n: u8, t: i64) -> Vec<v1::AuditEntry> {
+        let args = v1::AuditTrailArgs {
+            pseudonym: pseudonym(n),
+            after_seq: 0,
+            limit: 500,
+        };
+        let trail: v1::AuditTrail = self.query(&patient(n), t, "audit_trail", &args).unwrap();
+        trail.entries
+    }
+
+    pub fn register_study(&mut self, researcher_name: &str, id: &str, t: i64) {
+        let args = v1::RegisterStudyArgs {
+            id: id.into(),
+            title: "Dose response".into(),
+            protocol_hash: vec![9; 32],
+            study_key: vec![8; 32],
+        };
+        self.call(&researcher(researcher_name), t, "register_study", &args)
+            .expect("study registers");
+    }
+}
+
+pub fn grant_args(
+    n: u8,
+    grantee: &str,
+    category: &str,
+    rights: &[v1::Right],
+    from: i64,
+    until: i64,
+) -> v1::GrantArgs {
+    let shares = rights.contains(&v1::Right::Share);
+    v1::GrantArgs {
+        pseudonym: pseudonym(n),
+        grantee: grantee.into(),
+        category: category.into(),
+        rights: rights.iter().map(|r| *r as i32).collect(),
+        from,
+        until,
+        study_id: if shares {
+            "study-1".into()
+        } else {
+            String::new()
+        },
+        anonymize: false,
+        study_pseudonym: if shares { vec![0x5a; 32] } else { Vec::new() },
+        key_envelope: vec![0xee; 80],
+    }
+}
+
+pub fn item_args(n: u8, item: &str, category: &str, epoch: u32) -> v1::AddItemArgs {
+    v1::AddItemArgs {
+        pseudonym: pseudonym(n),
+        item_id: item.into(),
+        category: category.into(),
+        path: format!("patients/{}/{category}/{item}", hex::encode(pseudonym(n))),
+        sha256: vec![7; 32],
+        size: 1024,
+        wrapped_dek: vec![6; 80],
+        key_epoch: epoch,
+    }
+}
+
+pub fn denial(result: Result<impl std::fmt::Debug, ChaincodeError>) -> medledger_chaincode::Denial {
+    match result {
+        Err(ChaincodeError::Denied { reason, .. }) => reason,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}

@@ -1,0 +1,1139 @@
+//! Each chaincode function: what it allows, and each way it says no.
+
+mod common;
+
+use common::*;
+use medledger_chaincode::{ChaincodeError, Denial, Role};
+use medledger_proto::v1::{self, AuditAction, Outcome, Right};
+use prost::Message;
+
+const LAB: &str = "lab-results";
+const HP: &str = "history-and-physical";
+const RAD: &str = "radiation-doses";
+
+fn world() -> World {
+    let mut w = World::new();
+    w.register_patient(1, T0);
+    w
+}
+
+#[test]
+fn register_patient_rules() {
+    let mut w = world();
+    let record: v1::GetRecordResult = w
+        .query(
+            &patient(1),
+            T0,
+            "get_record",
+            &v1::PatientArgs {
+                pseudonym: pseudonym(1),
+            },
+        )
+        .unwrap();
+    assert_eq!(record.record.unwrap().owner, "patient-1");
+    assert_eq!(record.category_keys.len(), 3);
+    assert!(record.category_keys.iter().all(|k| k.epoch == 1));
+
+    let args = |p: Vec<u8>| v1::RegisterPatientArgs {
+        pseudonym: p,
+        category_keys: vec![],
+    };
+    assert!(matches!(
+        denial(w.call(
+            &clinician("dr.a"),
+            T0,
+            "register_patient",
+            &args(pseudonym(9))
+        )),
+        Denial::WrongRole {
+            needed: "patient",
+            actual: Role::Clinician
+        }
+    ));
+    assert!(matches!(
+        w.call(&patient(2), T0, "register_patient", &args(pseudonym(1))),
+        Err(ChaincodeError::AlreadyExists {
+            what: "patient",
+            ..
+        })
+    ));
+    assert!(matches!(
+        w.call(&patient(1), T0, "register_patient", &args(pseudonym(7))),
+        Err(ChaincodeError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        w.call(&patient(2), T0, "register_patient", &args(vec![1; 31])),
+        Err(ChaincodeError::InvalidArgument {
+            field: "pseudonym",
+            ..
+        })
+    ));
+    let unknown = v1::RegisterPatientArgs {
+        pseudonym: pseudonym(2),
+        category_keys: vec![v1::CategoryKey {
+            category: "dental".into(),
+            public_key: vec![0; 32],
+            ..Default::default()
+        }],
+    };
+    assert!(matches!(
+        w.call(&patient(2), T0, "register_patient", &unknown),
+        Err(ChaincodeError::NotFound {
+            what: "category",
+            ..
+        })
+    ));
+    let twice = v1::RegisterPatientArgs {
+        pseudonym: pseudonym(2),
+        category_keys: vec![
+            v1::CategoryKey {
+                category: LAB.into(),
+                public_key: vec![0; 32],
+                ..Default::default()
+            },
+            v1::CategoryKey {
+                category: LAB.into(),
+                public_key: vec![1; 32],
+                ..Default::default()
+            },
+        ],
+    };
+    assert!(matches!(
+        w.call(&patient(2), T0, "register_patient", &twice),
+        Err(ChaincodeError::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn a_grant_opens_exactly_its_window() {
+    let mut w = world();
+    let id = w
+        .grant(1, "dr.a", LAB, &[Right::Read], T0 + HOUR, T0 + 2 * HOUR, T0)
+        .unwrap();
+    assert_eq!(id, "perm-1");
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    let dr = clinician("dr.a");
+    assert_eq!(
+        denial(w.access(&dr, 1, "item-1", T0 + HOUR - 1)),
+        Denial::WindowNotStarted { from: T0 + HOUR }
+    );
+    let ok = w.access(&dr, 1, "item-1", T0 + HOUR).unwrap();
+    assert_eq!(ok.permission_id, "perm-1");
+    assert_eq!(ok.key_envelope, vec![0xee; 80]);
+    w.access(&dr, 1, "item-1", T0 + 2 * HOUR - 1).unwrap();
+    assert_eq!(
+        denial(w.access(&dr, 1, "item-1", T0 + 2 * HOUR)),
+        Denial::WindowExpired {
+            until: T0 + 2 * HOUR
+        }
+    );
+    // Another clinician, or another category, has nothing.
+    assert!(matches!(
+        denial(w.access(&clinician("dr.b"), 1, "item-1", T0 + HOUR)),
+        Denial::NoPermission { .. }
+    ));
+    w.add_item(&patient(1), 1, "item-2", HP, T0).unwrap();
+    assert_eq!(
+        denial(w.access(&dr, 1, "item-2", T0 + HOUR)),
+        Denial::NoPermission {
+            right: Right::Read,
+            category: HP.into()
+        }
+    );
+}
+
+#[test]
+fn write_does_not_imply_read_nor_read_write() {
+    let mut w = world();
+    w.grant(1, "dr.w", LAB, &[Right::Write], T0, T0 + DAY, T0)
+        .unwrap();
+    w.grant(1, "dr.r", LAB, &[Right::Read], T0, T0 + DAY, T0)
+        .unwrap();
+    w.add_item(&clinician("dr.w"), 1, "item-1", LAB, T0 + 1)
+        .unwrap();
+    assert_eq!(
+        denial(w.access(&clinician("dr.w"), 1, "item-1", T0 + 2)),
+        Denial::NoPermission {
+            right: Right::Read,
+            category: LAB.into()
+        }
+    );
+    assert_eq!(
+        denial(w.add_item(&clinician("dr.r"), 1, "item-2", LAB, T0 + 2)),
+        Denial::NoPermission {
+            right: Right::Write,
+            category: LAB.into()
+        }
+    );
+    w.access(&clinician("dr.r"), 1, "item-1", T0 + 3).unwrap();
+}
+
+#[test]
+fn only_the_owner_grants_and_revokes_and_it_is_audited() {
+    let mut w = world();
+    w.register_patient(2, T0);
+    let args = grant_args(1, "dr.a", LAB, &[Right::Read], T0, T0 + DAY);
+    assert_eq!(
+        denial(w.call(&patient(2), T0, "grant", &args)),
+        Denial::NotOwner
+    );
+    assert_eq!(
+        denial(w.call(&clinician("dr.a"), T0, "grant", &args)),
+        Denial::NotOwner
+    );
+    let id = w
+        .grant(1, "dr.a", LAB, &[Right::Read], T0, T0 + DAY, T0)
+        .unwrap();
+    let revoke = v1::RevokeArgs {
+        pseudonym: pseudonym(1),
+        permission_id: id.clone(),
+    };
+    assert_eq!(
+        denial(w.call(&clinician("dr.a"), T0 + 1, "revoke", &revoke)),
+        Denial::NotOwner
+    );
+    w.call(&patient(1), T0 + 2, "revoke", &revoke).unwrap();
+    assert_eq!(
+        w.call(&patient(1), T0 + 3, "revoke", &revoke),
+        Err(ChaincodeError::AlreadyRevoked(id.clone()))
+    );
+    let missing = v1::RevokeArgs {
+        pseudonym: pseudonym(1),
+        permission_id: "perm-99".into(),
+    };
+    assert!(matches!(
+        w.call(&patient(1), T0, "revoke", &missing),
+        Err(ChaincodeError::NotFound {
+            what: "permission",
+            ..
+        })
+    ));
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    assert_eq!(
+        denial(w.access(&clinician("dr.a"), 1, "item-1", T0 + 4)),
+        Denial::Revoked { permission_id: id }
+    );
+
+    let trail = w.audit(1, T0 + 5);
+    let summary: Vec<(i32, i32, &str)> = trail
+        .iter()
+        .map(|e| (e.action, e.outcome, e.actor.as_str()))
+        .collect();
+    use AuditAction as A;
+    use Outcome as O;
+    assert_eq!(
+        summary,
+        [
+            (A::Register as i32, O::Allowed as i32, "patient-1"),
+            (A::Grant as i32, O::Denied as i32, "patient-2"),
+            (A::Grant as i32, O::Denied as i32, "dr.a"),
+            (A::Grant as i32, O::Allowed as i32, "patient-1"),
+            (A::Revoke as i32, O::Denied as i32, "dr.a"),
+            (A::Revoke as i32, O::Allowed as i32, "patient-1"),
+            (A::AddItem as i32, O::Allowed as i32, "patient-1"),
+            (A::Access as i32, O::Denied as i32, "dr.a"),
+        ]
+    );
+    assert!(trail[7].reason.contains("revoked"));
+    assert_eq!(trail[7].item, "item-1");
+}
+
+#[test]
+fn grant_arguments_are_checked() {
+    let mut w = world();
+    let base = grant_args(1, "dr.a", LAB, &[Right::Read], T0, T0 + DAY);
+    let cases: Vec<(&str, v1::GrantArgs)> = vec![
+        (
+            "empty window",
+            v1::GrantArgs {
+                until: T0,
+                ..base.clone()
+            },
+        ),
+        (
+            "ten years",
+            v1::GrantArgs {
+                until: T0 + 11 * 366 * DAY,
+                ..base.clone()
+            },
+        ),
+        (
+            "ended",
+            v1::GrantArgs {
+                from: T0 - 2 * DAY,
+                until: T0 - DAY,
+                ..base.clone()
+            },
+        ),
+        (
+            "no rights",
+            v1::GrantArgs {
+                rights: vec![],
+                ..base.clone()
+            },
+        ),
+        (
+            "twice",
+            v1::GrantArgs {
+                rights: vec![1, 1],
+                ..base.clone()
+            },
+        ),
+        (
+            "unknown right",
+            v1::GrantArgs {
+                rights: vec![7],
+                ..base.clone()
+            },
+        ),
+        (
+            "no envelope",
+            v1::GrantArgs {
+                key_envelope: vec![],
+                ..base.clone()
+            },
+        ),
+        (
+            "huge envelope",
+            v1::GrantArgs {
+                key_envelope: vec![0; 513],
+                ..base.clone()
+            },
+        ),
+        (
+            "bad grantee",
+            v1::GrantArgs {
+                grantee: "dr a".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "study without share",
+            v1::GrantArgs {
+                study_id: "study-1".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "share without study",
+            v1::GrantArgs {
+                rights: vec![Right::Share as i32],
+                ..base.clone()
+            },
+        ),
+    ];
+    for (what, args) in cases {
+        assert!(
+            matches!(
+                w.call(&patient(1), T0, "grant", &args),
+                Err(ChaincodeError::InvalidArgument { .. })
+            ),
+            "{what}"
+        );
+    }
+    let unknown_cat = v1::GrantArgs {
+        category: "dental".into(),
+        ..base.clone()
+    };
+    assert!(matches!(
+        w.call(&patient(1), T0, "grant", &unknown_cat),
+        Err(ChaincodeError::NotFound { .. })
+    ));
+    let unknown_study = grant_args(1, "dr.a", LAB, &[Right::Share], T0, T0 + DAY);
+    assert!(matches!(
+        w.call(&patient(1), T0, "grant", &unknown_study),
+        Err(ChaincodeError::NotFound { what: "study", .. })
+    ));
+    let unknown_patient = v1::GrantArgs {
+        pseudonym: pseudonym(9),
+        ..base.clone()
+    };
+    assert_eq!(
+        w.call(&patient(1), T0, "grant", &unknown_patient),
+        Err(ChaincodeError::UnknownPatient)
+    );
+    // None of it wrote anything but the registration.
+    assert_eq!(w.audit(1, T0).len(), 1);
+    // A write-only grant needs no envelope.
+    let write_only = v1::GrantArgs {
+        rights: vec![Right::Write as i32],
+        key_envelope: vec![],
+        ..base
+    };
+    w.call(&patient(1), T0, "grant", &write_only).unwrap();
+}
+
+#[test]
+fn a_denied_call_leaves_only_its_audit_entry() {
+    let mut w = world();
+    w.grant(1, "dr.a", LAB, &[Right::Write], T0, T0 + DAY, T0)
+        .unwrap();
+    let before = w.ledger.state().clone();
+    let _ = denial(w.add_item(&clinician("dr.a"), 1, "item-x", RAD, T0 + 1));
+    let after = w.ledger.state();
+    let changed: Vec<&String> = after
+        .keys()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    let p = hex::encode(pseudonym(1));
+    assert_eq!(
+        changed,
+        [
+            &format!("patient/{p}"),
+            &format!("patient/{p}/audit/{:020}", 3)
+        ]
+    );
+    assert!(!after.contains_key(&format!("patient/{p}/item/item-x")));
+}
+
+#[test]
+fn add_item_rules() {
+    let mut w = world();
+    w.grant(1, "dr.a", LAB, &[Right::Write], T0, T0 + DAY, T0)
+        .unwrap();
+    let dr = clinician("dr.a");
+    w.add_item(&dr, 1, "item-1", LAB, T0 + 1).unwrap();
+    assert!(matches!(
+        w.add_item(&dr, 1, "item-1", LAB, T0 + 2),
+        Err(ChaincodeError::AlreadyExists { what: "item", .. })
+    ));
+    let mut bad_path = item_args(1, "item-2", LAB, 1);
+    bad_path.path = "patients/elsewhere/lab-results/item-2".into();
+    assert!(matches!(
+        w.call(&dr, T0, "add_item", &bad_path),
+        Err(ChaincodeError::InvalidArgument { field: "path", .. })
+    ));
+    let mut bad_hash = item_args(1, "item-2", LAB, 1);
+    bad_hash.sha256 = vec![1; 31];
+    assert!(matches!(
+        w.call(&dr, T0, "add_item", &bad_hash),
+        Err(ChaincodeError::InvalidArgument {
+            field: "sha256",
+            ..
+        })
+    ));
+    let mut huge = item_args(1, "item-2", LAB, 1);
+    huge.size = (64 << 30) + 1;
+    assert!(matches!(
+        w.call(&dr, T0, "add_item", &huge),
+        Err(ChaincodeError::InvalidArgument { field: "size", .. })
+    ));
+    assert!(matches!(
+        w.call(&dr, T0, "add_item", &item_args(1, "item-2", LAB, 2)),
+        Err(ChaincodeError::InvalidArgument {
+            field: "key_epoch",
+            ..
+        })
+    ));
+    assert!(matches!(
+        w.call(&dr, T0, "add_item", &item_args(1, "../x", LAB, 1)),
+        Err(ChaincodeError::InvalidArgument {
+            field: "item_id",
+            ..
+        })
+    ));
+    assert!(matches!(
+        denial(w.add_item(&researcher("res"), 1, "item-3", LAB, T0 + 1)),
+        Denial::WrongRole {
+            needed: "clinician",
+            ..
+        }
+    ));
+    let items: v1::ItemList = w
+        .query(
+            &patient(1),
+            T0 + 2,
+            "list_items",
+            &v1::PatientArgs {
+                pseudonym: pseudonym(1),
+            },
+        )
+        .unwrap();
+    assert_eq!(items.items.len(), 1);
+    assert_eq!(items.items[0].uploader, "dr.a");
+    assert_eq!(items.items[0].created_at, T0 + 1);
+}
+
+#[test]
+fn reads_are_receipted_on_the_patients_trail() {
+    let mut w = world();
+    w.grant(1, "dr.a", LAB, &[Right::Read], T0, T0 + DAY, T0)
+        .unwrap();
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    w.access(&clinician("dr.a"), 1, "item-1", T0 + 60).unwrap();
+    let receipt = w.audit(1, T0 + 61).pop().unwrap();
+    assert_eq!(receipt.action, AuditAction::Access as i32);
+    assert_eq!(receipt.actor, "dr.a");
+    assert_eq!(receipt.actor_role, "clinician");
+    assert_eq!(receipt.item, "item-1");
+    assert_eq!(receipt.time, T0 + 60);
+    assert_eq!(receipt.permission_id, "perm-1");
+    assert_eq!(receipt.outcome, Outcome::Allowed as i32);
+    assert_eq!(receipt.tx_id.len(), 32);
+    // The owner reads without a permission; unknown items are not found.
+    w.access(&patient(1), 1, "item-1", T0).unwrap();
+    assert!(matches!(
+        w.access(&patient(1), 1, "item-9", T0),
+        Err(ChaincodeError::NotFound { what: "item", .. })
+    ));
+}
+
+#[test]
+fn sharing_for_a_study_follows_the_grant() {
+    let mut w = world();
+    w.register_study("res-1", "study-1", T0);
+    w.register_study("res-2", "study-2", T0);
+    let mut args = grant_args(1, "dr.a", LAB, &[Right::Share], T0, T0 + DAY);
+    args.anonymize = true;
+    w.call(&patient(1), T0, "grant", &args).unwrap();
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    let study_p = hex::encode([0x5a; 32]);
+    let share = |study: &str, anonymized: bool, item: &str| v1::ShareForStudyArgs {
+        pseudonym: pseudonym(1),
+        source_item_id: "item-1".into(),
+        study_id: study.into(),
+        item_id: item.into(),
+        path: format!("studies/{study}/{study_p}/{item}"),
+        sha256: vec![3; 32],
+        size: 10,
+        wrapped_dek: vec![4; 80],
+        anonymized,
+    };
+    let dr = clinician("dr.a");
+    assert_eq!(
+        denial(w.call(
+            &dr,
+            T0 + 1,
+            "share_for_study",
+            &share("study-1", false, "s-1")
+        )),
+        Denial::AnonymizationRequired
+    );
+    assert!(matches!(
+        denial(w.call(
+            &dr,
+            T0 + 1,
+            "share_for_study",
+            &share("study-2", true, "s-1")
+        )),
+        Denial::NoPermission { .. }
+    ));
+    assert!(matches!(
+        denial(w.call(
+            &clinician("dr.b"),
+            T0 + 1,
+            "share_for_study",
+            &share("study-1", true, "s-1")
+        )),
+        Denial::NoPermission { .. }
+    ));
+    let mut wrong_path = share("study-1", true, "s-1");
+    wrong_path.path = format!("studies/study-1/{}/s-1", hex::encode(pseudonym(1)));
+    assert!(matches!(
+        w.call(&dr, T0 + 1, "share_for_study", &wrong_path),
+        Err(ChaincodeError::InvalidArgument { field: "path", .. })
+    ));
+    w.call(
+        &dr,
+        T0 + 1,
+        "share_for_study",
+        &share("study-1", true, "s-1"),
+    )
+    .unwrap();
+    assert!(matches!(
+        denial(w.call(
+            &dr,
+            T0 + DAY,
+            "share_for_study",
+            &share("study-1", true, "s-2")
+        )),
+        Denial::WindowExpired { .. }
+    ));
+
+    let items: v1::StudyItemList = w
+        .query(
+            &researcher("res-1"),
+            T0 + 2,
+            "study_items",
+            &v1::StudyArgs {
+                study_id: "study-1".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(items.items.len(), 1);
+    assert_eq!(items.items[0].study_pseudonym, vec![0x5a; 32]);
+    assert!(items.items[0].anonymized);
+    assert_eq!(
+        w.query::<_, v1::StudyItemList>(
+            &researcher("res-2"),
+            T0 + 2,
+            "study_items",
+            &v1::StudyArgs {
+                study_id: "study-1".into()
+            }
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .denial(),
+        Some(&Denial::NotStudyOwner("study-1".into()))
+    );
+    let own: v1::StudyList = w
+        .query(&researcher("res-2"), T0, "list_studies", &v1::Empty {})
+        .unwrap();
+    assert_eq!(
+        own.studies
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect::<Vec<_>>(),
+        ["study-2"]
+    );
+    let all: v1::StudyList = w
+        .query(&auditor(), T0, "list_studies", &v1::Empty {})
+        .unwrap();
+    assert_eq!(all.studies.len(), 2);
+    assert!(
+        w.query::<_, v1::StudyList>(&clinician("dr.a"), T0, "list_studies", &v1::Empty {})
+            .is_err()
+    );
+    let trail = w.audit(1, T0 + 3);
+    let shared = trail
+        .iter()
+        .find(|e| e.action == AuditAction::Share as i32 && e.outcome == Outcome::Allowed as i32)
+        .unwrap();
+    assert_eq!(shared.study_id, "study-1");
+}
+
+#[test]
+fn study_registration_rules() {
+    let mut w = world();
+    w.register_study("res-1", "study-1", T0);
+    let args = v1::RegisterStudyArgs {
+        id: "study-1".into(),
+        title: "x".into(),
+        protocol_hash: vec![0; 32],
+        study_key: vec![0; 32],
+    };
+    assert!(matches!(
+        w.call(&researcher("res-2"), T0, "register_study", &args),
+        Err(ChaincodeError::AlreadyExists { .. })
+    ));
+    let other = v1::RegisterStudyArgs {
+        id: "study-9".into(),
+        ..args.clone()
+    };
+    assert!(matches!(
+        denial(w.call(&clinician("dr.a"), T0, "register_study", &other)),
+        Denial::WrongRole { .. }
+    ));
+    let bad_key = v1::RegisterStudyArgs {
+        study_key: vec![0; 3],
+        ..other.clone()
+    };
+    assert!(matches!(
+        w.call(&researcher("res-2"), T0, "register_study", &bad_key),
+        Err(ChaincodeError::InvalidArgument { .. })
+    ));
+    let no_title = v1::RegisterStudyArgs {
+        title: " ".into(),
+        ..other
+    };
+    assert!(matches!(
+        w.call(&researcher("res-2"), T0, "register_study", &no_title),
+        Err(ChaincodeError::InvalidArgument { .. })
+    ));
+}
+
+#[test]
+fn emergency_access_is_short_flagged_and_announced() {
+    let mut w = world();
+    w.add_item(&patient(1), 1, "item-1", RAD, T0).unwrap();
+    let er = emergency_clinician("dr.er", Some(T0 - DAY), Some(T0 + 30 * DAY));
+    let args = v1::EmergencyAccessArgs {
+        pseudonym: pseudonym(1),
+        category: RAD.into(),
+        reason: "unconscious on arrival".into(),
+        duration_seconds: 0,
+    };
+    let id = v1::IdResult::decode(
+        w.call(&er, T0, "emergency_access", &args)
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap()
+    .id;
+    let read = w.access(&er, 1, "item-1", T0 + DAY - 1).unwrap();
+    assert!(read.emergency);
+    assert_eq!(read.permission_id, id);
+    assert_eq!(
+        denial(w.access(&er, 1, "item-1", T0 + DAY)),
+        Denial::WindowExpired { until: T0 + DAY }
+    );
+
+    let entry = w
+        .audit(1, T0)
+        .into_iter()
+        .find(|e| e.action == AuditAction::EmergencyAccess as i32)
+        .unwrap();
+    assert!(entry.emergency);
+    assert_eq!(entry.reason, "unconscious on arrival");
+    let event = w
+        .ledger
+        .events()
+        .iter()
+        .find(|e| e.name == "emergency_access")
+        .unwrap();
+    let event = v1::EmergencyAccessEvent::decode(event.payload.as_slice()).unwrap();
+    assert_eq!((event.clinician.as_str(), event.until), ("dr.er", T0 + DAY));
+
+    let too_long = v1::EmergencyAccessArgs {
+        duration_seconds: DAY + 1,
+        ..args.clone()
+    };
+    assert!(matches!(
+        w.call(&er, T0, "emergency_access", &too_long),
+        Err(ChaincodeError::InvalidArgument { .. })
+    ));
+    let no_reason = v1::EmergencyAccessArgs {
+        reason: "".into(),
+        ..args.clone()
+    };
+    assert!(matches!(
+        w.call(&er, T0, "emergency_access", &no_reason),
+        Err(ChaincodeError::InvalidArgument { .. })
+    ));
+    // The attribute must hold now, and only clinicians may ask.
+    assert_eq!(
+        denial(w.call(&er, T0 + 31 * DAY, "emergency_access", &args)),
+        Denial::NotEmergencyClinician
+    );
+    assert_eq!(
+        denial(w.call(&clinician("dr.plain"), T0, "emergency_access", &args)),
+        Denial::NotEmergencyClinician
+    );
+    let not_yet = emergency_clinician("dr.soon", Some(T0 + DAY), None);
+    assert_eq!(
+        denial(w.call(&not_yet, T0, "emergency_access", &args)),
+        Denial::NotEmergencyClinician
+    );
+    let mut researcher_er = researcher("res");
+    researcher_er.attributes = er.attributes.clone();
+    assert!(matches!(
+        denial(w.call(&researcher_er, T0, "emergency_access", &args)),
+        Denial::WrongRole { .. }
+    ));
+    let denied = w
+        .audit(1, T0)
+        .into_iter()
+        .filter(|e| {
+            e.outcome == Outcome::Denied as i32 && e.action == AuditAction::EmergencyAccess as i32
+        })
+        .count();
+    assert_eq!(denied, 4);
+}
+
+#[test]
+fn rotating_a_category_key_moves_readers_forward() {
+    let mut w = world();
+    let keep = w
+        .grant(1, "dr.keep", LAB, &[Right::Read], T0, T0 + DAY, T0)
+        .unwrap();
+    w.grant(1, "dr.drop", LAB, &[Right::Read], T0, T0 + DAY, T0)
+        .unwrap();
+    let args = v1::RotateCategoryKeyArgs {
+        pseudonym: pseudonym(1),
+        category: LAB.into(),
+        public_key: vec![0x77; 32],
+        envelopes: vec![v1::EnvelopeUpdate {
+            permission_id: keep.clone(),
+            key_envelope: vec![0x11; 80],
+        }],
+    };
+    assert_eq!(
+        denial(w.call(&clinician("dr.keep"), T0, "rotate_category_key", &args)),
+        Denial::NotOwner
+    );
+    w.call(&patient(1), T0 + 1, "rotate_category_key", &args)
+        .unwrap();
+    assert!(matches!(
+        w.call(&patient(1), T0 + 2, "rotate_category_key", &args),
+        Err(ChaincodeError::InvalidArgument {
+            field: "public_key",
+            ..
+        })
+    ));
+    // New items must use epoch 2; the kept reader gets the new envelope, the other keeps the old.
+    assert!(w.add_item(&patient(1), 1, "item-1", LAB, T0 + 2).is_err());
+    w.call(
+        &patient(1),
+        T0 + 2,
+        "add_item",
+        &item_args(1, "item-1", LAB, 2),
+    )
+    .unwrap();
+    let kept = w
+        .access(&clinician("dr.keep"), 1, "item-1", T0 + 3)
+        .unwrap();
+    assert_eq!(kept.key_envelope, vec![0x11; 80]);
+    let dropped = w
+        .access(&clinician("dr.drop"), 1, "item-1", T0 + 3)
+        .unwrap();
+    assert_eq!(dropped.key_envelope, vec![0xee; 80]);
+    let bad = v1::RotateCategoryKeyArgs {
+        public_key: vec![0x78; 32],
+        envelopes: vec![v1::EnvelopeUpdate {
+            permission_id: "perm-99".into(),
+            key_envelope: vec![1],
+        }],
+        ..args
+    };
+    assert!(matches!(
+        w.call(&patient(1), T0 + 4, "rotate_category_key", &bad),
+        Err(ChaincodeError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn erasure_shreds_keys_and_closes_the_record() {
+    let mut w = world();
+    w.grant(1, "dr.a", LAB, &[Right::Read], T0, T0 + DAY, T0)
+        .unwrap();
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    w.add_item(&patient(1), 1, "item-2", HP, T0).unwrap();
+    w.call(
+        &patient(1),
+        T0,
+        "set_private_data",
+        &v1::SetPrivateDataArgs {
+            pseudonym: pseudonym(1),
+            ciphertext: vec![5; 100],
+        },
+    )
+    .unwrap();
+    let erase = v1::PatientArgs {
+        pseudonym: pseudonym(1),
+    };
+    assert_eq!(
+        denial(w.call(&clinician("dr.a"), T0 + 1, "erase_patient", &erase)),
+        Denial::NotOwner
+    );
+    let result = v1::ErasureResult::decode(
+        w.call(&patient(1), T0 + 2, "erase_patient", &erase)
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let p = hex::encode(pseudonym(1));
+    assert_eq!(
+        result.deleted_paths,
+        [
+            format!("patients/{p}/lab-results/item-1"),
+            format!("patients/{p}/history-and-physical/item-2")
+        ]
+    );
+
+    let state = w.ledger.state();
+    for (key, value) in state
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("patient/{p}/item/")))
+    {
+        let item = v1::ClinicalItem::decode(value.as_slice()).unwrap();
+        assert!(item.tombstoned && item.wrapped_dek.is_empty(), "{key}");
+    }
+    for (key, value) in state
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("patient/{p}/perm/")))
+    {
+        assert!(
+            v1::Permission::decode(value.as_slice())
+                .unwrap()
+                .key_envelope
+                .is_empty(),
+            "{key}"
+        );
+    }
+    assert!(
+        !state
+            .keys()
+            .any(|k| k.starts_with(&format!("patient/{p}/key/")))
+    );
+    assert!(!state.contains_key(&format!("patient/{p}/private")));
+    let event = w
+        .ledger
+        .events()
+        .iter()
+        .find(|e| e.name == "patient_erased")
+        .unwrap();
+    assert_eq!(
+        v1::PatientErasedEvent::decode(event.payload.as_slice())
+            .unwrap()
+            .deleted_paths
+            .len(),
+        2
+    );
+
+    // Every call on the patient now fails with the same clear error.
+    let t = T0 + 3;
+    assert_eq!(
+        w.grant(1, "dr.a", LAB, &[Right::Read], t, t + DAY, t)
+            .unwrap_err(),
+        ChaincodeError::PatientErased
+    );
+    assert_eq!(
+        w.access(&clinician("dr.a"), 1, "item-1", t).unwrap_err(),
+        ChaincodeError::PatientErased
+    );
+    assert_eq!(
+        w.access(&patient(1), 1, "item-1", t).unwrap_err(),
+        ChaincodeError::PatientErased
+    );
+    assert_eq!(
+        w.add_item(&patient(1), 1, "item-3", LAB, t).unwrap_err(),
+        ChaincodeError::PatientErased
+    );
+    assert_eq!(
+        w.call(&patient(1), t, "erase_patient", &erase).unwrap_err(),
+        ChaincodeError::PatientErased
+    );
+    for function in ["get_record", "list_permissions", "list_items"] {
+        let result = w
+            .query::<_, v1::Empty>(&patient(1), t, function, &erase)
+            .map(|_| ());
+        assert_eq!(
+            result.unwrap_err(),
+            ChaincodeError::PatientErased,
+            "{function}"
+        );
+    }
+    let trail = v1::AuditTrailArgs {
+        pseudonym: pseudonym(1),
+        after_seq: 0,
+        limit: 10,
+    };
+    assert_eq!(
+        w.query::<_, v1::AuditTrail>(&auditor(), t, "audit_trail", &trail)
+            .unwrap_err(),
+        ChaincodeError::PatientErased
+    );
+    // The patient may start again under a new pseudonym.
+    w.register_patient(2, t);
+    let _ = Role::Patient;
+}
+
+#[test]
+fn private_data_is_the_owners_alone() {
+    let mut w = world();
+    let set = v1::SetPrivateDataArgs {
+        pseudonym: pseudonym(1),
+        ciphertext: vec![5; 100],
+    };
+    assert_eq!(
+        denial(w.call(&clinician("dr.a"), T0, "set_private_data", &set)),
+        Denial::NotOwner
+    );
+    w.call(&patient(1), T0, "set_private_data", &set).unwrap();
+    let huge = v1::SetPrivateDataArgs {
+        pseudonym: pseudonym(1),
+        ciphertext: vec![5; 64 * 1024 + 1],
+    };
+    assert!(matches!(
+        w.call(&patient(1), T0, "set_private_data", &huge),
+        Err(ChaincodeError::InvalidArgument { .. })
+    ));
+    let args = v1::PatientArgs {
+        pseudonym: pseudonym(1),
+    };
+    let own: v1::GetRecordResult = w.query(&patient(1), T0, "get_record", &args).unwrap();
+    assert_eq!(own.private_data.unwrap().ciphertext, vec![5; 100]);
+    let audited: v1::GetRecordResult = w.query(&auditor(), T0, "get_record", &args).unwrap();
+    assert!(audited.private_data.is_none());
+    assert!(
+        w.query::<_, v1::GetRecordResult>(&clinician("dr.a"), T0, "get_record", &args)
+            .is_err()
+    );
+}
+
+#[test]
+fn admins_register_categories() {
+    let mut w = world();
+    let args = v1::RegisterCategoryArgs {
+        name: "genomics".into(),
+        description: "Sequencing results".into(),
+    };
+    assert!(matches!(
+        denial(w.call(&clinician("dr.a"), T0, "register_category", &args)),
+        Denial::WrongRole {
+            needed: "admin",
+            ..
+        }
+    ));
+    w.call(&admin(), T0, "register_category", &args).unwrap();
+    assert!(matches!(
+        w.call(&admin(), T0, "register_category", &args),
+        Err(ChaincodeError::AlreadyExists { .. })
+    ));
+    let default = v1::RegisterCategoryArgs {
+        name: LAB.into(),
+        description: String::new(),
+    };
+    assert!(matches!(
+        w.call(&admin(), T0, "register_category", &default),
+        Err(ChaincodeError::AlreadyExists { .. })
+    ));
+    let bad = v1::RegisterCategoryArgs {
+        name: "Gen Omics".into(),
+        description: String::new(),
+    };
+    assert!(matches!(
+        w.call(&admin(), T0, "register_category", &bad),
+        Err(ChaincodeError::InvalidArgument { .. })
+    ));
+    let list: v1::CategoryList = w
+        .query(&clinician("dr.a"), T0, "list_categories", &v1::Empty {})
+        .unwrap();
+    assert_eq!(list.categories.len(), 4);
+    // A new patient can hold a key for it.
+    let reg = v1::RegisterPatientArgs {
+        pseudonym: pseudonym(3),
+        category_keys: vec![v1::CategoryKey {
+            category: "genomics".into(),
+            public_key: vec![1; 32],
+            ..Default::default()
+        }],
+    };
+    w.call(&patient(3), T0, "register_patient", &reg).unwrap();
+}
+
+#[test]
+fn queries_show_each_role_its_part() {
+    let mut w = world();
+    w.register_patient(2, T0);
+    w.grant(1, "dr.a", LAB, &[Right::Read], T0, T0 + DAY, T0)
+        .unwrap();
+    w.grant(2, "dr.a", HP, &[Right::Read], T0 + DAY, T0 + 2 * DAY, T0)
+        .unwrap();
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    w.add_item(&patient(1), 1, "item-2", HP, T0).unwrap();
+    let dr = clinician("dr.a");
+    let args = v1::PatientArgs {
+        pseudonym: pseudonym(1),
+    };
+    let items: v1::ItemList = w.query(&dr, T0 + 1, "list_items", &args).unwrap();
+    assert_eq!(
+        items
+            .items
+            .iter()
+            .map(|i| i.id.as_str())
+            .collect::<Vec<_>>(),
+        ["item-1"]
+    );
+    let patients: v1::PatientList = w
+        .query(&dr, T0 + 1, "list_patients_for_grantee", &v1::Empty {})
+        .unwrap();
+    assert_eq!(patients.pseudonyms, [pseudonym(1)]);
+    let later: v1::PatientList = w
+        .query(
+            &dr,
+            T0 + DAY + 1,
+            "list_patients_for_grantee",
+            &v1::Empty {},
+        )
+        .unwrap();
+    assert_eq!(later.pseudonyms, [pseudonym(2)]);
+
+    let check = |grantee: &str, right: Right| v1::CheckAccessArgs {
+        pseudonym: pseudonym(1),
+        grantee: grantee.into(),
+        category: LAB.into(),
+        right: right as i32,
+    };
+    let yes: v1::CheckAccessResult = w
+        .query(&dr, T0 + 1, "check_access", &check("dr.a", Right::Read))
+        .unwrap();
+    assert!(yes.allowed);
+    let no: v1::CheckAccessResult = w
+        .query(
+            &patient(1),
+            T0 + 1,
+            "check_access",
+            &check("dr.a", Right::Write),
+        )
+        .unwrap();
+    assert!(!no.allowed && no.reason.contains("no permission"));
+    assert!(
+        w.query::<_, v1::CheckAccessResult>(
+            &clinician("dr.b"),
+            T0,
+            "check_access",
+            &check("dr.a", Right::Read)
+        )
+        .is_err()
+    );
+
+    // Auditors read trails; clinicians and researchers do not.
+    let trail = v1::AuditTrailArgs {
+        pseudonym: pseudonym(1),
+        after_seq: 0,
+        limit: 2,
+    };
+    let page: v1::AuditTrail = w.query(&auditor(), T0, "audit_trail", &trail).unwrap();
+    assert_eq!(page.entries.len(), 2);
+    let next = v1::AuditTrailArgs {
+        after_seq: page.next_after_seq,
+        limit: 100,
+        ..trail.clone()
+    };
+    let rest: v1::AuditTrail = w.query(&auditor(), T0, "audit_trail", &next).unwrap();
+    assert_eq!(rest.entries.first().unwrap().seq, 3);
+    assert_eq!(rest.next_after_seq, 0);
+    assert!(
+        w.query::<_, v1::AuditTrail>(&dr, T0, "audit_trail", &trail)
+            .is_err()
+    );
+    assert!(
+        w.query::<_, v1::AuditTrail>(&researcher("res"), T0, "audit_trail", &trail)
+            .is_err()
+    );
+    let too_many = v1::AuditTrailArgs {
+        limit: 501,
+        ..trail
+    };
+    assert!(matches!(
+        w.query::<_, v1::AuditTrail>(&auditor(), T0, "audit_trail", &too_many),
+        Err(ChaincodeError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        w.query::<_, v1::ItemList>(&researcher("res"), T0, "list_items", &args)
+            .unwrap_err()
+            .denial(),
+        Some(Denial::WrongRole { .. })
+    ));
+}
+
+#[test]
+fn malformed_calls_are_refused() {
+    use medledger_chaincode::{invoke, query};
+    let mut w = world();
+    let mut stub = w.ledger.transaction(patient(1), T0);
+    assert_eq!(
+        invoke(&mut stub, "drop_tables", &[]),
+        Err(ChaincodeError::UnknownFunction("drop_tables".into()))
+    );
+    assert!(matches!(
+        invoke(&mut stub, "get_record", &[]),
+        Err(ChaincodeError::NotATransaction(_))
+    ));
+    assert!(matches!(
+        query(&stub, "grant", &[]),
+        Err(ChaincodeError::InvalidArgument { .. })
+    ));
+    assert!(matches!(
+        invoke(&mut stub, "grant", &[0xff, 0xff, 0xff]),
+        Err(ChaincodeError::InvalidArgument { field: "args", .. })
+    ));
+    assert!(matches!(
+        invoke(&mut stub, "grant", &vec![0; 200 * 1024]),
+        Err(ChaincodeError::InvalidArgument { field: "args", .. })
+    ));
+    stub.commit();
+    assert_eq!(w.audit(1, T0).len(), 1);
+}
