@@ -97,3 +97,24 @@ pub fn text(field: &'static str, value: &str, max: usize) -> Result<(), Chaincod
     }
     Ok(())
 }
+
+/// What the ledger records of a stored file: its SHA-256, its size, and its file key wrapped
+/// to the `wrapped_to` key (category or study).
+pub fn stored_object(
+    sha256: &[u8],
+    size: u64,
+    wrapped_dek: &[u8],
+    wrapped_to: &str,
+) -> Result<(), ChaincodeError> {
+    exact_len("sha256", sha256, HASH_LEN)?;
+    if size > MAX_FILE_SIZE {
+        return Err(ChaincodeError::invalid("size", "larger than 64 GiB"));
+    }
+    if wrapped_dek.is_empty() {
+        return Err(ChaincodeError::invalid(
+            "wrapped_dek",
+            format!("the file key wrapped to the {wrapped_to} key is required"),
+        ));
+    }
+    max_len("wrapped_dek", wrapped_dek, MAX_ENVELOPE_LEN)
+}

@@ -310,17 +310,7 @@ pub fn add_item(stub: &mut dyn Stub, args: AddItemArgs) -> Result<Vec<u8>, Chain
             "must be patients/<pseudonym>/<category>/<item_id>",
         ));
     }
-    limits::exact_len("sha256", &args.sha256, HASH_LEN)?;
-    if args.size > MAX_FILE_SIZE {
-        return Err(ChaincodeError::invalid("size", "larger than 64 GiB"));
-    }
-    if args.wrapped_dek.is_empty() {
-        return Err(ChaincodeError::invalid(
-            "wrapped_dek",
-            "the file key wrapped to the category key is required",
-        ));
-    }
-    limits::max_len("wrapped_dek", &args.wrapped_dek, MAX_ENVELOPE_LEN)?;
+    limits::stored_object(&args.sha256, args.size, &args.wrapped_dek, "category")?;
     if args.key_epoch != key.epoch {
         return Err(ChaincodeError::invalid(
             "key_epoch",
@@ -431,17 +421,7 @@ pub fn share_for_study(
     if stub.get(&keys::study(&args.study_id))?.is_none() {
         return Err(ChaincodeError::not_found("study", &args.study_id));
     }
-    limits::exact_len("sha256", &args.sha256, HASH_LEN)?;
-    if args.size > MAX_FILE_SIZE {
-        return Err(ChaincodeError::invalid("size", "larger than 64 GiB"));
-    }
-    if args.wrapped_dek.is_empty() {
-        return Err(ChaincodeError::invalid(
-            "wrapped_dek",
-            "the file key wrapped to the study key is required",
-        ));
-    }
-    limits::max_len("wrapped_dek", &args.wrapped_dek, MAX_ENVELOPE_LEN)?;
+    limits::stored_object(&args.sha256, args.size, &args.wrapped_dek, "study")?;
 
     let mut context = patient.context(AuditAction::Share, &source.category, &source.id);
     context.study_id = args.study_id.clone();

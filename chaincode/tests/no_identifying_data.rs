@@ -1,0 +1,117 @@
+//! The patient's identifying information (UII) never reaches the ledger: only the pseudonym
+//! derived from it on the patient's machine does.
+
+mod common;
+
+use common::*;
+use medledger_crypto::{PatientKey, derive_pseudonym};
+use medledger_proto::v1::{self, Right};
+
+#[test]
+fn the_uii_never_appears_in_any_stored_byte() {
+    let name = "Margaret Hamilton-Okafor";
+    let birth = "1961-08-17";
+    let mrn = "MRN-55512-ONC";
+    let uii = format!("{name}|{birth}|{mrn}");
+    let key = PatientKey::from_bytes([0x42; 32]);
+    let pseudonym = derive_pseudonym(&key, uii.as_bytes()).0.to_vec();
+
+    let mut w = World::new();
+    let owner = patient(1);
+    let register = v1::RegisterPatientArgs {
+        pseudonym: pseudonym.clone(),
+        category_keys: medledger_chaincode::DEFAULT_CATEGORIES
+            .iter()
+            .map(|c| v1::CategoryKey {
+                category: c.to_string(),
+                public_key: vec![3; 32],
+                ..Default::default()
+            })
+            .collect(),
+    };
+    w.call(&owner, T0, "register_patient", &register).unwrap();
+    w.register_study("res-1", "study-1", T0);
+    let mut grant = grant_args(
+        1,
+        "dr.a",
+        "lab-results",
+        &[Right::Read, Right::Write, Right::Share],
+        T0,
+        T0 + DAY,
+    );
+    grant.pseudonym = pseudonym.clone();
+    w.call(&owner, T0, "grant", &grant).unwrap();
+    let p = hex::encode(&pseudonym);
+    let item = v1::AddItemArgs {
+        pseudonym: pseudonym.clone(),
+        item_id: "item-1".into(),
+        category: "lab-results".into(),
+        path: format!("patients/{p}/lab-results/item-1"),
+        sha256: vec![7; 32],
+        size: 2048,
+        wrapped_dek: vec![6; 80],
+        key_epoch: 1,
+    };
+    w.call(&clinician("dr.a"), T0 + 1, "add_item", &item)
+        .unwrap();
+    let access = v1::RecordAccessArgs {
+        pseudonym: pseudonym.clone(),
+        item_id: "item-1".into(),
+    };
+    w.call(&clinician("dr.a"), T0 + 2, "record_access", &access)
+        .unwrap();
+    let _ = w.call(&clinician("dr.b"), T0 + 3, "record_access", &access);
+    let emergency = v1::EmergencyAccessArgs {
+        pseudonym: pseudonym.clone(),
+        category: "lab-results".into(),
+        reason: "code blue".into(),
+        duration_seconds: 3600,
+    };
+    w.call(
+        &emergency_clinician("dr.er", None, None),
+        T0 + 4,
+        "emergency_access",
+        &emergency,
+    )
+    .unwrap();
+    let private = v1::SetPrivateDataArgs {
+        pseudonym: pseudonym.clone(),
+        ciphertext: vec![0xc1; 64],
+    };
+    w.call(&owner, T0 + 5, "set_private_data", &private)
+        .unwrap();
+    w.call(
+        &owner,
+        T0 + 6,
+        "erase_patient",
+        &v1::PatientArgs {
+            pseudonym: pseudonym.clone(),
+        },
+    )
+    .unwrap();
+
+    let bytes = w.ledger.all_bytes();
+    assert!(!bytes.is_empty());
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    for part in [
+        uii.as_str(),
+        name,
+        "Hamilton",
+        "Okafor",
+        "Margaret",
+        birth,
+        "1961",
+        mrn,
+        "55512",
+    ] {
+        assert!(!contains(part.as_bytes()), "{part:?} reached the ledger");
+    }
+    assert!(
+        !contains(key.as_bytes()),
+        "the pseudonym key reached the ledger"
+    );
+    assert!(
+        contains(&pseudonym),
+        "the pseudonym itself is what the ledger keys on"
+    );
+}
