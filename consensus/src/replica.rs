@@ -1,0 +1,1035 @@
+//! The replica: normal case (Castro–Liskov §4.2), checkpoints and garbage collection (§4.3),
+//! state transfer, and the glue to view changes (§4.4, in `view_change.rs`).
+//!
+//! # How a host drives it
+//! Call an input method (`request`, `receive`, `tick`, `executed`, `persisted`); each returns
+//! the [`Action`]s to perform, **in order**:
+//! - `Persist { token }`: write [`Replica::durable_state`] to disk, then call
+//!   `persisted(token)`. The core holds every `Send`/`Broadcast` produced after it until
+//!   then, so a replica never says something a crash could make it forget (and then
+//!   contradict).
+//! - `Send` / `Broadcast`: sign-and-deliver is already done; deliver the message.
+//! - `Execute { seq, batch }`: execute batches in the order given (seq increases by one each
+//!   time), make the block durable, then call `executed(seq, state_root)`.
+//! - `SetTimer { at_ms }`: call `tick(now)` at or after that time.
+//! - `AlreadyCommitted`, `Busy`, `Divergence`: tell the client or the operator.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::config::Config;
+use crate::message::*;
+
+/// What the host must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Persist {
+        token: u64,
+    },
+    Send {
+        to: ReplicaId,
+        message: Message,
+    },
+    Broadcast {
+        message: Message,
+    },
+    Execute {
+        seq: Seq,
+        batch: Batch,
+    },
+    SetTimer {
+        at_ms: u64,
+    },
+    /// The request committed before (at `seq`): send the client its receipt again.
+    AlreadyCommitted {
+        tx_id: TxId,
+        seq: Seq,
+    },
+    /// Too many pending requests: the client should retry later.
+    Busy {
+        tx_id: TxId,
+    },
+    /// 2f+1 replicas agree on a state root at `seq` that differs from ours.
+    Divergence {
+        seq: Seq,
+        ours: Digest,
+        agreed: Digest,
+    },
+}
+
+/// Where a request stands on one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestStatus {
+    Executed(Seq),
+    /// In a pre-prepare of the current log at this sequence number.
+    Ordered(Seq),
+    Pending,
+    Unknown,
+}
+
+/// What must survive a crash (see `Action::Persist`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DurableState {
+    pub view: View,
+    /// The pre-prepare digest accepted for each sequence number, with its view: a restarted
+    /// replica never prepares a different batch for the same (view, seq).
+    pub accepted: BTreeMap<Seq, (View, Digest)>,
+    pub prepared: BTreeMap<Seq, PreparedProof>,
+    pub stable: CheckpointProof,
+    pub committed: BTreeMap<Seq, CommittedBatch>,
+    pub executed_tx: BTreeMap<TxId, Seq>,
+    pub last_timestamp_ms: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub(crate) pre_prepare: Option<Signed<PrePrepare>>,
+    pub(crate) prepares: BTreeMap<(View, ReplicaId), Signed<Vote>>,
+    pub(crate) commits: BTreeMap<(View, ReplicaId), Signed<Vote>>,
+    pub(crate) sent_commit: bool,
+    pub(crate) committed: bool,
+}
+
+pub struct Replica {
+    pub(crate) id: ReplicaId,
+    pub(crate) config: Config,
+    pub(crate) crypto: Box<dyn Crypto>,
+    pub(crate) durable: DurableState,
+    pub(crate) in_view_change: bool,
+    pub(crate) view_change_attempts: u32,
+    pub(crate) slots: BTreeMap<Seq, Slot>,
+    /// Highest sequence number handed to the host for execution.
+    pub(crate) last_dispatched: Seq,
+    pub(crate) last_executed: Seq,
+    pub(crate) own_roots: BTreeMap<Seq, Digest>,
+    pub(crate) checkpoints: BTreeMap<Seq, BTreeMap<ReplicaId, Signed<Checkpoint>>>,
+    pub(crate) diverged: BTreeSet<Seq>,
+    pub(crate) view_changes: BTreeMap<View, BTreeMap<ReplicaId, Signed<ViewChange>>>,
+    /// Requests seen but not yet executed, oldest first.
+    pub(crate) pending: VecDeque<Request>,
+    pub(crate) pending_ids: BTreeSet<TxId>,
+    /// Requests inside a pre-prepare of the current log, by sequence number.
+    pub(crate) in_log: BTreeMap<TxId, Seq>,
+    pub(crate) next_seq: Seq,
+    pub(crate) now_ms: u64,
+    pub(crate) batch_deadline: Option<u64>,
+    pub(crate) progress_deadline: Option<u64>,
+    pub(crate) view_change_deadline: Option<u64>,
+    pub(crate) timer_set: Option<u64>,
+    pub(crate) fetching_up_to: Seq,
+    pub(crate) dirty: bool,
+    /// Normal-case messages for the view being installed, received before its new view.
+    pub(crate) early: Vec<Message>,
+    next_token: u64,
+    held: Option<(u64, Vec<Action>)>,
+    out: Vec<Action>,
+}
+
+impl std::fmt::Display for Replica {
+    /// Compact state for logs: `(r2 view 3 vc, h 16, exec 20/21, pending 4)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "(r{} view {}{}, h {}, exec {}/{}, pending {})",
+            self.id,
+            self.durable.view,
+            if self.in_view_change { " vc" } else { "" },
+            self.low_watermark(),
+            self.last_executed,
+            self.last_dispatched,
+            self.pending.len()
+        )
+    }
+}
+
+impl Replica {
+    /// A fresh replica, or one restarted from `durable` with the host's ledger at
+    /// `executed_up_to`.
+    pub fn new(
+        id: ReplicaId,
+        config: Config,
+        crypto: Box<dyn Crypto>,
+        durable: DurableState,
+        executed_up_to: Seq,
+    ) -> Replica {
+        config.validate();
+        assert!(id < config.n, "replica id out of range");
+        let in_view_change = false;
+        let mut replica = Replica {
+            id,
+            next_seq: executed_up_to.max(durable.stable.seq) + 1,
+            config,
+            crypto,
+            in_view_change,
+            view_change_attempts: 0,
+            slots: BTreeMap::new(),
+            last_dispatched: executed_up_to,
+            last_executed: executed_up_to,
+            own_roots: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
+            diverged: BTreeSet::new(),
+            view_changes: BTreeMap::new(),
+            pending: VecDeque::new(),
+            pending_ids: BTreeSet::new(),
+            in_log: BTreeMap::new(),
+            now_ms: 0,
+            batch_deadline: None,
+            progress_deadline: None,
+            view_change_deadline: None,
+            timer_set: None,
+            fetching_up_to: 0,
+            dirty: false,
+            early: Vec::new(),
+            next_token: 1,
+            held: None,
+            out: Vec::new(),
+            durable,
+        };
+        // Committed batches beyond the ledger (crash between commit and execution) run again.
+        replica.dispatch_committed();
+        replica
+    }
+
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+    pub fn view(&self) -> View {
+        self.durable.view
+    }
+    pub fn is_primary(&self) -> bool {
+        self.config.primary(self.durable.view) == self.id
+    }
+    pub fn in_view_change(&self) -> bool {
+        self.in_view_change
+    }
+    pub fn low_watermark(&self) -> Seq {
+        self.durable.stable.seq
+    }
+    pub fn last_executed(&self) -> Seq {
+        self.last_executed
+    }
+    pub fn durable_state(&self) -> &DurableState {
+        &self.durable
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where a request stands on this replica.
+    pub fn request_status(&self, tx_id: &TxId) -> RequestStatus {
+        if let Some(&seq) = self.durable.executed_tx.get(tx_id) {
+            RequestStatus::Executed(seq)
+        } else if let Some(&seq) = self.in_log.get(tx_id) {
+            RequestStatus::Ordered(seq)
+        } else if self.pending_ids.contains(tx_id) {
+            RequestStatus::Pending
+        } else {
+            RequestStatus::Unknown
+        }
+    }
+
+    // ------------------------------------------------------------------ inputs
+
+    /// A client request, already authenticated by the host.
+    pub fn request(&mut self, request: Request, now_ms: u64) -> Vec<Action> {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.accept_request(request, true);
+        self.finish()
+    }
+
+    /// A message from another replica.
+    pub fn receive(&mut self, message: Message, now_ms: u64) -> Vec<Action> {
+        self.now_ms = self.now_ms.max(now_ms);
+        if self.in_view_change && self.is_early(&message) {
+            // The new primary may start before its new view reaches us: keep these (bounded)
+            // and replay them once the view is installed.
+            if self.early.len() < 4 * self.config.watermark_window as usize * self.config.n as usize
+            {
+                self.early.push(message);
+            }
+            return self.finish();
+        }
+        self.handle(message);
+        self.finish()
+    }
+
+    fn is_early(&self, message: &Message) -> bool {
+        let view = match message {
+            Message::PrePrepare(pp) => pp.message.view,
+            Message::Prepare(v) | Message::Commit(v) => v.message.view,
+            _ => return false,
+        };
+        view == self.durable.view
+    }
+
+    pub(crate) fn handle(&mut self, message: Message) {
+        match message {
+            Message::Forward(request) => self.accept_request(request, false),
+            Message::PrePrepare(pp) => self.on_pre_prepare(pp),
+            Message::Prepare(v) => self.on_prepare(v),
+            Message::Commit(v) => self.on_commit(v),
+            Message::Checkpoint(c) => self.on_checkpoint(c),
+            Message::ViewChange(vc) => self.on_view_change(vc),
+            Message::NewView(nv) => self.on_new_view(nv),
+            Message::Fetch { from, after, up_to } => self.on_fetch(from, after, up_to),
+            Message::FetchReply {
+                batches,
+                checkpoint,
+            } => self.on_fetch_reply(batches, checkpoint),
+        }
+    }
+
+    /// Time passes.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
+        self.now_ms = self.now_ms.max(now_ms);
+        let now = self.now_ms;
+        if self.view_change_deadline.is_some_and(|d| now >= d) {
+            let next = self.durable.view + 1;
+            self.start_view_change(next);
+        } else if !self.in_view_change && self.progress_deadline.is_some_and(|d| now >= d) {
+            let next = self.durable.view + 1;
+            self.start_view_change(next);
+        }
+        if self.batch_deadline.is_some_and(|d| now >= d) {
+            self.batch_deadline = None;
+            self.propose(true);
+        }
+        self.finish()
+    }
+
+    /// The host executed batch `seq` (in order) and its state root is now `state_root`.
+    pub fn executed(&mut self, seq: Seq, state_root: Digest) -> Vec<Action> {
+        assert_eq!(seq, self.last_executed + 1, "batches execute in order");
+        assert!(
+            seq <= self.last_dispatched,
+            "only dispatched batches execute"
+        );
+        self.last_executed = seq;
+        // Progress: restart the suspicion timer for what is still pending.
+        self.progress_deadline = None;
+        self.arm_progress_timer();
+        if seq % self.config.checkpoint_interval == 0 {
+            self.own_roots.insert(seq, state_root);
+            let checkpoint = Checkpoint { seq, state_root };
+            let signed = self.sign(checkpoint, |c| c.signed_bytes(), Domain::Checkpoint);
+            self.broadcast(Message::Checkpoint(signed.clone()));
+            self.on_checkpoint(signed);
+        }
+        self.finish()
+    }
+
+    /// The state saved for `Persist { token }` is on disk.
+    pub fn persisted(&mut self, token: u64) -> Vec<Action> {
+        if let Some((held_token, actions)) = self.held.take() {
+            if token >= held_token {
+                self.out.extend(actions);
+            } else {
+                self.held = Some((held_token, actions));
+            }
+        }
+        self.finish()
+    }
+
+    // ---------------------------------------------------------------- plumbing
+
+    pub(crate) fn sign<M>(
+        &self,
+        message: M,
+        bytes: impl Fn(&M) -> Vec<u8>,
+        domain: Domain,
+    ) -> Signed<M> {
+        let signature = self.crypto.sign(domain, &bytes(&message));
+        Signed {
+            from: self.id,
+            message,
+            signature,
+        }
+    }
+
+    pub(crate) fn verify<M>(&self, signed: &Signed<M>, bytes: Vec<u8>, domain: Domain) -> bool {
+        signed.from < self.config.n
+            && self
+                .crypto
+                .verify(signed.from, domain, &bytes, &signed.signature)
+    }
+
+    pub(crate) fn broadcast(&mut self, message: Message) {
+        self.out.push(Action::Broadcast { message });
+    }
+
+    pub(crate) fn send(&mut self, to: ReplicaId, message: Message) {
+        if to != self.id {
+            self.out.push(Action::Send { to, message });
+        }
+    }
+
+    /// Orders this step's actions: a Persist first if durable state changed, with every
+    /// message held back until it is confirmed; then the timer.
+    fn finish(&mut self) -> Vec<Action> {
+        let produced = std::mem::take(&mut self.out);
+        let mut actions = Vec::new();
+        let (sends, others): (Vec<Action>, Vec<Action>) = produced
+            .into_iter()
+            .partition(|a| matches!(a, Action::Send { .. } | Action::Broadcast { .. }));
+        if self.dirty {
+            self.dirty = false;
+            let token = self.next_token;
+            self.next_token += 1;
+            actions.push(Action::Persist { token });
+            let mut held = self.held.take().map(|(_, a)| a).unwrap_or_default();
+            held.extend(sends);
+            self.held = Some((token, held));
+        } else if let Some((_, held)) = &mut self.held {
+            held.extend(sends);
+        } else {
+            actions.extend(sends);
+        }
+        actions.extend(others);
+        let next = [
+            self.batch_deadline,
+            self.progress_deadline,
+            self.view_change_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if let Some(at_ms) = next
+            && self.timer_set != Some(at_ms)
+        {
+            self.timer_set = Some(at_ms);
+            actions.push(Action::SetTimer { at_ms });
+        }
+        actions
+    }
+
+    pub(crate) fn arm_progress_timer(&mut self) {
+        if self.pending.is_empty() || self.in_view_change {
+            self.progress_deadline = None;
+        } else if self.progress_deadline.is_none() {
+            self.progress_deadline = Some(self.now_ms + self.config.request_timeout_ms);
+        }
+    }
+
+    // ----------------------------------------------------------- normal case
+
+    /// §4.2: a request from a client (`from_client`) or forwarded by a backup.
+    fn accept_request(&mut self, request: Request, from_client: bool) {
+        if let Some(&seq) = self.durable.executed_tx.get(&request.tx_id) {
+            if from_client {
+                self.out.push(Action::AlreadyCommitted {
+                    tx_id: request.tx_id,
+                    seq,
+                });
+            }
+            return;
+        }
+        let known =
+            self.pending_ids.contains(&request.tx_id) || self.in_log.contains_key(&request.tx_id);
+        if !known {
+            if self.pending.len() >= self.config.max_pending_requests {
+                if from_client {
+                    self.out.push(Action::Busy {
+                        tx_id: request.tx_id,
+                    });
+                }
+                return;
+            }
+            if request.payload.len() + 32 > self.config.max_batch_bytes {
+                return;
+            }
+            self.pending_ids.insert(request.tx_id);
+            self.pending.push_back(request.clone());
+            self.arm_progress_timer();
+        }
+        if self.is_primary() && !self.in_view_change {
+            self.propose(false);
+        } else if from_client {
+            // A retransmission may mean the primary never saw it: forward again.
+            let primary = self.config.primary(self.durable.view);
+            self.send(primary, Message::Forward(request));
+        }
+    }
+
+    /// The primary cuts batches from its pending requests while the window allows.
+    pub(crate) fn propose(&mut self, timer_fired: bool) {
+        if !self.is_primary() || self.in_view_change {
+            return;
+        }
+        let mut force = timer_fired;
+        loop {
+            // Drop requests that were ordered meanwhile (e.g. re-proposed by a new view).
+            while let Some(front) = self.pending.front() {
+                if self.in_log.contains_key(&front.tx_id)
+                    || self.durable.executed_tx.contains_key(&front.tx_id)
+                {
+                    let r = self.pending.pop_front().expect("front exists");
+                    self.pending_ids.remove(&r.tx_id);
+                } else {
+                    break;
+                }
+            }
+            if self.pending.is_empty() {
+                self.batch_deadline = None;
+                return;
+            }
+            if self.next_seq > self.low_watermark() + self.config.watermark_window {
+                return;
+            }
+            let bytes: usize = self.pending.iter().map(|r| 32 + r.payload.len()).sum();
+            let full = self.pending.len() >= self.config.max_batch_requests
+                || bytes >= self.config.max_batch_bytes;
+            if !full && !force {
+                if self.batch_deadline.is_none() {
+                    self.batch_deadline = Some(self.now_ms + self.config.batch_timeout_ms);
+                }
+                return;
+            }
+            force = false;
+            let mut batch = Batch {
+                timestamp_ms: 0,
+                requests: Vec::new(),
+            };
+            let mut size = 0;
+            while let Some(r) = self.pending.front() {
+                if batch.requests.len() == self.config.max_batch_requests
+                    || (size + 32 + r.payload.len() > self.config.max_batch_bytes
+                        && !batch.requests.is_empty())
+                {
+                    break;
+                }
+                let stale = self.in_log.contains_key(&r.tx_id)
+                    || self.durable.executed_tx.contains_key(&r.tx_id);
+                let r = self.pending.pop_front().expect("front exists");
+                // `pending` and `pending_ids` always move together: an id left behind would
+                // make every retransmission look known, and a batch lost in a view change
+                // would lose the request for good.
+                self.pending_ids.remove(&r.tx_id);
+                if stale {
+                    continue;
+                }
+                size += 32 + r.payload.len();
+                batch.requests.push(r);
+            }
+            if batch.requests.is_empty() {
+                continue;
+            }
+            batch.timestamp_ms = self.now_ms.max(self.latest_timestamp() + 1);
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let pp = PrePrepare {
+                view: self.durable.view,
+                seq,
+                digest: batch.digest(),
+                batch,
+            };
+            let signed = self.sign(pp, |m| m.signed_bytes(), Domain::PrePrepare);
+            self.record_pre_prepare(signed.clone());
+            self.broadcast(Message::PrePrepare(signed));
+            self.batch_deadline = None;
+        }
+    }
+
+    /// The latest timestamp of any batch accepted or executed (null batches carry none).
+    fn latest_timestamp(&self) -> u64 {
+        self.slots
+            .values()
+            .filter_map(|s| s.pre_prepare.as_ref())
+            .map(|pp| pp.message.batch.timestamp_ms)
+            .max()
+            .unwrap_or(0)
+            .max(self.durable.last_timestamp_ms)
+    }
+
+    /// Logs an accepted pre-prepare.
+    pub(crate) fn record_pre_prepare(&mut self, pp: Signed<PrePrepare>) {
+        let seq = pp.message.seq;
+        for r in &pp.message.batch.requests {
+            self.in_log.insert(r.tx_id, seq);
+        }
+        self.durable
+            .accepted
+            .insert(seq, (pp.message.view, pp.message.digest));
+        self.dirty = true;
+        let slot = self.slots.entry(seq).or_default();
+        slot.pre_prepare = Some(pp);
+        slot.sent_commit = false;
+    }
+
+    /// §4.2, a backup accepts a pre-prepare when:
+    /// - it is signed by the primary of its view, which is our view, and we are not changing views;
+    /// - its sequence number is inside the watermarks (h, h + L];
+    /// - its digest is its batch's, the batch respects the size limits, has no repeated or
+    ///   already ordered request, and its timestamp follows its neighbours' and is within the
+    ///   allowed skew of our clock;
+    /// - we accepted no other digest for this view and sequence number.
+    ///
+    /// A pre-prepare failing the batch, timestamp or equivocation checks makes us suspect the
+    /// primary and start a view change.
+    fn on_pre_prepare(&mut self, pp: Signed<PrePrepare>) {
+        let m = &pp.message;
+        let view = self.durable.view;
+        if m.view != view
+            || self.in_view_change
+            || pp.from != self.config.primary(view)
+            || pp.from == self.id
+        {
+            return;
+        }
+        if !self.verify(&pp, m.signed_bytes(), Domain::PrePrepare) {
+            return;
+        }
+        let seq = m.seq;
+        if seq <= self.low_watermark() || seq > self.low_watermark() + self.config.watermark_window
+        {
+            return;
+        }
+        if let Some((v, digest)) = self.durable.accepted.get(&seq)
+            && *v == view
+        {
+            if *digest != m.digest {
+                // Equivocation: two batches for one (view, seq).
+                self.start_view_change(view + 1);
+            }
+            return;
+        }
+        if !self.batch_is_acceptable(&pp.message) {
+            self.start_view_change(view + 1);
+            return;
+        }
+        self.record_pre_prepare(pp.clone());
+        let vote = Vote {
+            view,
+            seq,
+            digest: pp.message.digest,
+        };
+        let signed = self.sign(vote, |v| PrepareVote(v).signed_bytes(), Domain::Prepare);
+        self.broadcast(Message::Prepare(signed.clone()));
+        self.store_prepare(signed);
+        self.check_prepared(seq);
+    }
+
+    fn batch_is_acceptable(&self, m: &PrePrepare) -> bool {
+        let batch = &m.batch;
+        if batch.digest() != m.digest
+            || batch.is_null()
+            || batch.requests.len() > self.config.max_batch_requests
+            || batch.size_bytes() > self.config.max_batch_bytes
+        {
+            return false;
+        }
+        let mut seen = BTreeSet::new();
+        for r in &batch.requests {
+            if !seen.insert(r.tx_id) || self.durable.executed_tx.contains_key(&r.tx_id) {
+                return false;
+            }
+            if self.in_log.get(&r.tx_id).is_some_and(|&s| s != m.seq) {
+                return false;
+            }
+        }
+        // Consensus time: after every earlier batch, before every later one, near our clock.
+        let ts = batch.timestamp_ms;
+        if ts <= self.durable.last_timestamp_ms {
+            return false;
+        }
+        for (&s, slot) in self.slots.range(..m.seq) {
+            if slot
+                .pre_prepare
+                .as_ref()
+                .is_some_and(|p| p.message.batch.timestamp_ms >= ts && s != m.seq)
+            {
+                return false;
+            }
+        }
+        for slot in self.slots.range(m.seq + 1..).map(|(_, s)| s) {
+            if slot
+                .pre_prepare
+                .as_ref()
+                .is_some_and(|p| !p.message.batch.is_null() && p.message.batch.timestamp_ms <= ts)
+            {
+                return false;
+            }
+        }
+        ts.abs_diff(self.now_ms) <= self.config.max_clock_skew_ms
+    }
+
+    fn store_prepare(&mut self, v: Signed<Vote>) {
+        let seq = v.message.seq;
+        self.slots
+            .entry(seq)
+            .or_default()
+            .prepares
+            .insert((v.message.view, v.from), v);
+    }
+
+    /// §4.2: prepares are accepted from backups of the message's view, signed, inside the
+    /// watermarks; they count once the matching pre-prepare is in.
+    fn on_prepare(&mut self, v: Signed<Vote>) {
+        let m = v.message;
+        if m.view != self.durable.view || v.from == self.config.primary(m.view) {
+            return;
+        }
+        if m.seq <= self.low_watermark()
+            || m.seq > self.low_watermark() + self.config.watermark_window
+        {
+            return;
+        }
+        if !self.verify(&v, PrepareVote(&m).signed_bytes(), Domain::Prepare) {
+            return;
+        }
+        self.store_prepare(v);
+        self.check_prepared(m.seq);
+    }
+
+    /// prepared(m, v, n): the pre-prepare and 2f matching prepares from distinct backups.
+    /// Then we record the proof (for view changes) and multicast a commit.
+    pub(crate) fn check_prepared(&mut self, seq: Seq) {
+        let view = self.durable.view;
+        let primary = self.config.primary(view);
+        let needed = 2 * self.config.f();
+        let Some(slot) = self.slots.get(&seq) else {
+            return;
+        };
+        let Some(pp) = slot.pre_prepare.clone() else {
+            return;
+        };
+        if pp.message.view != view || slot.sent_commit {
+            return;
+        }
+        let digest = pp.message.digest;
+        let prepares: Vec<Signed<Vote>> = slot
+            .prepares
+            .iter()
+            .filter(|((v, from), p)| *v == view && *from != primary && p.message.digest == digest)
+            .map(|(_, p)| p.clone())
+            .collect();
+        if prepares.len() < needed {
+            return;
+        }
+        let proof = PreparedProof {
+            pre_prepare: pp,
+            prepares: prepares.into_iter().take(needed).collect(),
+        };
+        self.durable.prepared.insert(seq, proof);
+        self.dirty = true;
+        let vote = Vote { view, seq, digest };
+        let signed = self.sign(vote, |v| CommitVote(v).signed_bytes(), Domain::Commit);
+        self.slots.get_mut(&seq).expect("slot exists").sent_commit = true;
+        self.broadcast(Message::Commit(signed.clone()));
+        self.store_commit(signed);
+        self.check_committed(seq);
+    }
+
+    fn store_commit(&mut self, v: Signed<Vote>) {
+        let seq = v.message.seq;
+        self.slots
+            .entry(seq)
+            .or_default()
+            .commits
+            .insert((v.message.view, v.from), v);
+    }
+
+    /// §4.2: commits are accepted when signed, of our view and inside the watermarks.
+    fn on_commit(&mut self, v: Signed<Vote>) {
+        let m = v.message;
+        if m.view != self.durable.view {
+            return;
+        }
+        if m.seq <= self.low_watermark()
+            || m.seq > self.low_watermark() + self.config.watermark_window
+        {
+            return;
+        }
+        if !self.verify(&v, CommitVote(&m).signed_bytes(), Domain::Commit) {
+            return;
+        }
+        self.store_commit(v);
+        self.check_committed(m.seq);
+    }
+
+    /// committed-local(m, v, n): prepared, and 2f+1 matching commits (ours included).
+    fn check_committed(&mut self, seq: Seq) {
+        let view = self.durable.view;
+        let quorum = self.config.quorum();
+        let Some(slot) = self.slots.get(&seq) else {
+            return;
+        };
+        if slot.committed || !slot.sent_commit {
+            return;
+        }
+        let Some(pp) = slot.pre_prepare.clone() else {
+            return;
+        };
+        let digest = pp.message.digest;
+        let commits: Vec<Signed<Vote>> = slot
+            .commits
+            .iter()
+            .filter(|((v, _), c)| *v == view && c.message.digest == digest)
+            .map(|(_, c)| c.clone())
+            .collect();
+        if commits.len() < quorum {
+            return;
+        }
+        self.slots.get_mut(&seq).expect("slot exists").committed = true;
+        if seq > self.last_dispatched && !self.durable.committed.contains_key(&seq) {
+            self.durable.committed.insert(
+                seq,
+                CommittedBatch {
+                    seq,
+                    batch: pp.message.batch,
+                    commits: commits.into_iter().take(quorum).collect(),
+                },
+            );
+            self.dirty = true;
+        }
+        self.dispatch_committed();
+    }
+
+    /// Hands the host every committed batch that follows the last dispatched one.
+    pub(crate) fn dispatch_committed(&mut self) {
+        while let Some(committed) = self
+            .durable
+            .committed
+            .get(&(self.last_dispatched + 1))
+            .cloned()
+        {
+            let seq = committed.seq;
+            let mut batch = committed.batch;
+            // A request already executed at a lower sequence number is never executed again.
+            // (At this same one it may be marked already: a restart replays a batch that was
+            // dispatched but not yet executed.)
+            batch.requests.retain(|r| {
+                self.durable
+                    .executed_tx
+                    .get(&r.tx_id)
+                    .is_none_or(|&s| s >= seq)
+            });
+            for r in &batch.requests {
+                self.durable.executed_tx.insert(r.tx_id, seq);
+                if self.pending_ids.remove(&r.tx_id) {
+                    self.pending.retain(|p| p.tx_id != r.tx_id);
+                }
+            }
+            self.durable.last_timestamp_ms = self.durable.last_timestamp_ms.max(batch.timestamp_ms);
+            self.last_dispatched = seq;
+            self.dirty = true;
+            self.out.push(Action::Execute { seq, batch });
+        }
+        // Keep a bounded tail for state transfer.
+        let keep_from = self
+            .last_dispatched
+            .saturating_sub(self.config.retain_committed);
+        self.durable.committed = self.durable.committed.split_off(&keep_from);
+    }
+
+    // ------------------------------------------------------------ checkpoints
+
+    fn valid_checkpoint_proof(&self, proof: &CheckpointProof) -> bool {
+        if proof.seq == 0 {
+            return proof.signatures.is_empty();
+        }
+        if proof.signatures.len() > self.config.n as usize {
+            return false;
+        }
+        let mut signers = BTreeSet::new();
+        let mut items = Vec::new();
+        for s in &proof.signatures {
+            if s.message.seq != proof.seq
+                || s.message.state_root != proof.state_root
+                || !signers.insert(s.from)
+                || s.from >= self.config.n
+            {
+                return false;
+            }
+            items.push((
+                s.from,
+                Domain::Checkpoint,
+                s.message.signed_bytes(),
+                s.signature.as_slice(),
+            ));
+        }
+        signers.len() >= self.config.quorum() && self.crypto.verify_all(&items)
+    }
+
+    pub(crate) fn checkpoint_proof_is_valid(&self, proof: &CheckpointProof) -> bool {
+        self.valid_checkpoint_proof(proof)
+    }
+
+    /// §4.3: a checkpoint becomes stable with 2f+1 matching signed checkpoints. We then
+    /// collect garbage below it, and fetch what we have not executed up to it.
+    pub(crate) fn on_checkpoint(&mut self, c: Signed<Checkpoint>) {
+        let m = c.message;
+        if m.seq <= self.low_watermark() || m.seq % self.config.checkpoint_interval != 0 {
+            return;
+        }
+        if c.from != self.id && !self.verify(&c, m.signed_bytes(), Domain::Checkpoint) {
+            return;
+        }
+        self.checkpoints.entry(m.seq).or_default().insert(c.from, c);
+        // Bound what we keep: the newest few checkpoint sequence numbers.
+        let keep =
+            (2 * self.config.watermark_window / self.config.checkpoint_interval + 4) as usize;
+        while self.checkpoints.len() > keep {
+            self.checkpoints.pop_first();
+        }
+        if !self.checkpoints.contains_key(&m.seq) {
+            return;
+        }
+        let votes = &self.checkpoints[&m.seq];
+        let mut by_root: BTreeMap<Digest, Vec<Signed<Checkpoint>>> = BTreeMap::new();
+        for v in votes.values() {
+            by_root
+                .entry(v.message.state_root)
+                .or_default()
+                .push(v.clone());
+        }
+        let Some((root, signatures)) = by_root
+            .into_iter()
+            .find(|(_, v)| v.len() >= self.config.quorum())
+        else {
+            return;
+        };
+        if let Some(ours) = self.own_roots.get(&m.seq)
+            && *ours != root
+            && self.diverged.insert(m.seq)
+        {
+            self.out.push(Action::Divergence {
+                seq: m.seq,
+                ours: *ours,
+                agreed: root,
+            });
+            return;
+        }
+        let proof = CheckpointProof {
+            seq: m.seq,
+            state_root: root,
+            signatures: signatures.into_iter().take(self.config.quorum()).collect(),
+        };
+        self.make_stable(proof);
+    }
+
+    pub(crate) fn make_stable(&mut self, proof: CheckpointProof) {
+        if proof.seq <= self.low_watermark() {
+            return;
+        }
+        let seq = proof.seq;
+        let signers: Vec<ReplicaId> = proof.signatures.iter().map(|s| s.from).collect();
+        self.durable.stable = proof;
+        self.dirty = true;
+        self.slots = self.slots.split_off(&(seq + 1));
+        self.durable.accepted = self.durable.accepted.split_off(&(seq + 1));
+        self.durable.prepared = self.durable.prepared.split_off(&(seq + 1));
+        self.checkpoints = self.checkpoints.split_off(&(seq + 1));
+        self.own_roots = self.own_roots.split_off(&seq);
+        self.in_log.retain(|_, s| *s > seq);
+        if self.next_seq <= seq {
+            self.next_seq = seq + 1;
+        }
+        if self.last_dispatched < seq {
+            self.fetch(seq, &signers);
+        }
+        self.propose(false);
+    }
+
+    // --------------------------------------------------------- state transfer
+
+    /// Asks the replicas that signed a stable checkpoint for the batches we lack.
+    pub(crate) fn fetch(&mut self, up_to: Seq, from: &[ReplicaId]) {
+        if up_to <= self.fetching_up_to.max(self.last_dispatched) {
+            return;
+        }
+        self.fetching_up_to = up_to;
+        let after = self.last_dispatched;
+        let me = self.id;
+        let targets: Vec<ReplicaId> = from
+            .iter()
+            .copied()
+            .filter(|&r| r != me)
+            .take(self.config.f() + 1)
+            .collect();
+        for r in targets {
+            self.send(
+                r,
+                Message::Fetch {
+                    from: me,
+                    after,
+                    up_to,
+                },
+            );
+        }
+    }
+
+    /// Serves committed batches in (after, up_to], at most one window's worth.
+    fn on_fetch(&mut self, from: ReplicaId, after: Seq, up_to: Seq) {
+        let up_to = up_to
+            .min(after + self.config.watermark_window)
+            .min(self.last_dispatched);
+        if up_to <= after {
+            return;
+        }
+        let batches: Vec<CommittedBatch> = self
+            .durable
+            .committed
+            .range(after + 1..=up_to)
+            .map(|(_, b)| b.clone())
+            .collect();
+        if batches.is_empty() {
+            return;
+        }
+        let reply = Message::FetchReply {
+            batches,
+            checkpoint: self.durable.stable.clone(),
+        };
+        self.send(from, reply);
+    }
+
+    /// Applies fetched batches, each only with a valid commit certificate: 2f+1 commits from
+    /// distinct replicas, one view, signed, for this batch's digest.
+    fn on_fetch_reply(&mut self, batches: Vec<CommittedBatch>, checkpoint: CheckpointProof) {
+        if batches.len() as u64 > self.config.watermark_window {
+            return;
+        }
+        if checkpoint.seq > self.low_watermark() && self.valid_checkpoint_proof(&checkpoint) {
+            self.make_stable(checkpoint);
+        }
+        for committed in batches {
+            if committed.seq != self.last_dispatched + 1 {
+                continue;
+            }
+            if !self.valid_commit_certificate(&committed) {
+                return;
+            }
+            self.durable.committed.insert(committed.seq, committed);
+            self.dirty = true;
+            self.dispatch_committed();
+        }
+        if self.last_dispatched >= self.fetching_up_to {
+            self.fetching_up_to = 0;
+        }
+    }
+
+    fn valid_commit_certificate(&self, c: &CommittedBatch) -> bool {
+        let digest = c.batch.digest();
+        let Some(first) = c.commits.first() else {
+            return false;
+        };
+        let view = first.message.view;
+        let mut signers = BTreeSet::new();
+        let mut items = Vec::new();
+        for v in &c.commits {
+            if v.message.view != view
+                || v.message.seq != c.seq
+                || v.message.digest != digest
+                || v.from >= self.config.n
+                || !signers.insert(v.from)
+            {
+                return false;
+            }
+            items.push((
+                v.from,
+                Domain::Commit,
+                CommitVote(&v.message).signed_bytes(),
+                v.signature.as_slice(),
+            ));
+        }
+        signers.len() >= self.config.quorum() && self.crypto.verify_all(&items)
+    }
+}

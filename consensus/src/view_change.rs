@@ -1,0 +1,325 @@
+//! View changes (Castro–Liskov §4.4, the variant with signed certificates): a replica that
+//! suspects the primary sends a view-change message with its stable checkpoint's proof and a
+//! proof for every batch it prepared; the new primary gathers 2f+1 of them and computes the
+//! batches of the new view (the O set), which every backup recomputes and checks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::message::*;
+use crate::replica::Replica;
+
+impl Replica {
+    /// Moves to `new_view` and asks for it. Timers back off: each further view change in a row
+    /// waits twice as long for its new view.
+    pub(crate) fn start_view_change(&mut self, new_view: View) {
+        if new_view <= self.durable.view && self.in_view_change {
+            return;
+        }
+        if new_view < self.durable.view {
+            return;
+        }
+        self.durable.view = new_view;
+        self.in_view_change = true;
+        self.early.clear();
+        self.dirty = true;
+        self.batch_deadline = None;
+        self.progress_deadline = None;
+        // Exponential backoff, capped so replicas that drifted apart in view meet again soon.
+        let backoff = 1u64 << self.view_change_attempts.min(6);
+        self.view_change_attempts += 1;
+        self.view_change_deadline = Some(self.now_ms + self.config.request_timeout_ms * backoff);
+        let low = self.low_watermark();
+        let vc = ViewChange {
+            new_view,
+            checkpoint: self.durable.stable.clone(),
+            prepared: self
+                .durable
+                .prepared
+                .range(low + 1..)
+                .map(|(_, p)| p.clone())
+                .collect(),
+        };
+        let signed = self.sign(vc, |m| m.signed_bytes(), Domain::ViewChange);
+        self.broadcast(Message::ViewChange(signed.clone()));
+        self.store_view_change(signed);
+        self.try_new_view();
+    }
+
+    fn store_view_change(&mut self, vc: Signed<ViewChange>) {
+        self.view_changes
+            .entry(vc.message.new_view)
+            .or_default()
+            .insert(vc.from, vc);
+        // Keep only views we could still move to.
+        let current = self.durable.view;
+        self.view_changes.retain(|v, _| *v >= current);
+        while self.view_changes.len() > 64 {
+            self.view_changes.pop_last();
+        }
+    }
+
+    /// A view-change message is valid when signed, its checkpoint proof holds, and each
+    /// prepared proof is a pre-prepare from the primary of an earlier view with 2f matching
+    /// prepares from distinct backups of that view, inside the message's watermarks.
+    pub(crate) fn valid_view_change(&self, vc: &Signed<ViewChange>) -> bool {
+        let m = &vc.message;
+        if !self.verify(vc, m.signed_bytes(), Domain::ViewChange) {
+            return false;
+        }
+        if !self.checkpoint_proof_is_valid(&m.checkpoint) {
+            return false;
+        }
+        let low = m.checkpoint.seq;
+        if m.prepared.len() as u64 > self.config.watermark_window {
+            return false;
+        }
+        let mut seqs = BTreeSet::new();
+        for p in &m.prepared {
+            let pp = &p.pre_prepare.message;
+            if pp.view >= m.new_view
+                || pp.seq <= low
+                || pp.seq > low + self.config.watermark_window
+                || !seqs.insert(pp.seq)
+                || p.pre_prepare.from != self.config.primary(pp.view)
+                || pp.batch.digest() != pp.digest
+                || !self.verify(&p.pre_prepare, pp.signed_bytes(), Domain::PrePrepare)
+            {
+                return false;
+            }
+            let mut signers = BTreeSet::new();
+            for v in &p.prepares {
+                if v.message
+                    != (Vote {
+                        view: pp.view,
+                        seq: pp.seq,
+                        digest: pp.digest,
+                    })
+                    || v.from == p.pre_prepare.from
+                    || !signers.insert(v.from)
+                    || !self.verify(v, PrepareVote(&v.message).signed_bytes(), Domain::Prepare)
+                {
+                    return false;
+                }
+            }
+            if signers.len() < 2 * self.config.f() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// §4.5.2: accept a valid view change for a later view; join once f+1 replicas ask for
+    /// views above ours; the new primary answers 2f+1 with a new view.
+    pub(crate) fn on_view_change(&mut self, vc: Signed<ViewChange>) {
+        let view = vc.message.new_view;
+        if view < self.durable.view || (view == self.durable.view && !self.in_view_change) {
+            return;
+        }
+        if !self.valid_view_change(&vc) {
+            return;
+        }
+        self.store_view_change(vc);
+        let current = self.durable.view;
+        let asking: BTreeSet<ReplicaId> = self
+            .view_changes
+            .range(current + u64::from(!self.in_view_change)..)
+            .filter(|(v, _)| **v > current || self.in_view_change)
+            .flat_map(|(_, m)| m.keys().copied())
+            .collect();
+        if asking.len() > self.config.f() {
+            let smallest = self
+                .view_changes
+                .range(current + 1..)
+                .map(|(v, _)| *v)
+                .next();
+            if let Some(v) = smallest {
+                self.start_view_change(v);
+            }
+        }
+        self.try_new_view();
+    }
+
+    /// The new primary, with 2f+1 view changes for its view, sends the new view.
+    fn try_new_view(&mut self) {
+        let view = self.durable.view;
+        if !self.in_view_change || self.config.primary(view) != self.id {
+            return;
+        }
+        let Some(vcs) = self.view_changes.get(&view) else {
+            return;
+        };
+        if vcs.len() < self.config.quorum() {
+            return;
+        }
+        let mut chosen: Vec<Signed<ViewChange>> = Vec::new();
+        if let Some(own) = vcs.get(&self.id) {
+            chosen.push(own.clone());
+        }
+        for (from, vc) in vcs {
+            if chosen.len() == self.config.quorum() {
+                break;
+            }
+            if *from != self.id {
+                chosen.push(vc.clone());
+            }
+        }
+        let (_, pre_prepares) = self.compute_new_view_batches(view, &chosen);
+        let pre_prepares: Vec<Signed<PrePrepare>> = pre_prepares
+            .into_iter()
+            .map(|pp| self.sign(pp, |m| m.signed_bytes(), Domain::PrePrepare))
+            .collect();
+        let nv = NewView {
+            view,
+            view_changes: chosen,
+            pre_prepares,
+        };
+        let signed = self.sign(nv, |m| m.signed_bytes(), Domain::NewView);
+        self.broadcast(Message::NewView(signed.clone()));
+        self.enter_view(signed.message);
+    }
+
+    /// The O set of §4.4: from the highest stable checkpoint among the view changes (min-s)
+    /// to the highest prepared sequence number (max-s), the batch prepared in the latest view
+    /// for each sequence number, or the null batch where none prepared.
+    pub(crate) fn compute_new_view_batches(
+        &self,
+        view: View,
+        vcs: &[Signed<ViewChange>],
+    ) -> (CheckpointProof, Vec<PrePrepare>) {
+        let checkpoint = vcs
+            .iter()
+            .map(|vc| &vc.message.checkpoint)
+            .max_by_key(|c| c.seq)
+            .cloned()
+            .unwrap_or_default();
+        let min_s = checkpoint.seq;
+        let mut best: BTreeMap<Seq, &PrePrepare> = BTreeMap::new();
+        for vc in vcs {
+            for p in &vc.message.prepared {
+                let pp = &p.pre_prepare.message;
+                if pp.seq <= min_s {
+                    continue;
+                }
+                if best.get(&pp.seq).is_none_or(|b| b.view < pp.view) {
+                    best.insert(pp.seq, pp);
+                }
+            }
+        }
+        let max_s = best.keys().next_back().copied().unwrap_or(min_s);
+        let batches = (min_s + 1..=max_s)
+            .map(|seq| {
+                let batch = best
+                    .get(&seq)
+                    .map(|pp| pp.batch.clone())
+                    .unwrap_or_else(Batch::null);
+                PrePrepare {
+                    view,
+                    seq,
+                    digest: batch.digest(),
+                    batch,
+                }
+            })
+            .collect();
+        (checkpoint, batches)
+    }
+
+    /// A backup accepts a new view from the primary of that view when it carries 2f+1 valid
+    /// view changes for it from distinct replicas and exactly the batches they imply, each
+    /// signed by the new primary. Otherwise the new primary is faulty: on to the next view.
+    pub(crate) fn on_new_view(&mut self, nv: Signed<NewView>) {
+        let m = &nv.message;
+        if m.view < self.durable.view || (m.view == self.durable.view && !self.in_view_change) {
+            return;
+        }
+        let primary = self.config.primary(m.view);
+        if nv.from != primary
+            || primary == self.id
+            || !self.verify(&nv, m.signed_bytes(), Domain::NewView)
+        {
+            return;
+        }
+        let mut signers = BTreeSet::new();
+        let valid = m.view_changes.len() <= self.config.n as usize
+            && m.view_changes.iter().all(|vc| {
+                vc.message.new_view == m.view
+                    && signers.insert(vc.from)
+                    && self.valid_view_change(vc)
+            })
+            && signers.len() >= self.config.quorum();
+        if !valid {
+            return;
+        }
+        let (_, expected) = self.compute_new_view_batches(m.view, &m.view_changes);
+        let matches = expected.len() == m.pre_prepares.len()
+            && expected.iter().zip(&m.pre_prepares).all(|(e, pp)| {
+                pp.from == primary
+                    && pp.message == *e
+                    && self.verify(pp, pp.message.signed_bytes(), Domain::PrePrepare)
+            });
+        if !matches {
+            self.start_view_change(m.view + 1);
+            return;
+        }
+        if m.view > self.durable.view {
+            self.durable.view = m.view;
+        }
+        self.enter_view(nv.message);
+    }
+
+    /// Installs a new view: its checkpoint, its batches (prepared anew), and the timers.
+    fn enter_view(&mut self, nv: NewView) {
+        let (checkpoint, _) = self.compute_new_view_batches(nv.view, &nv.view_changes);
+        self.durable.view = nv.view;
+        self.in_view_change = false;
+        self.view_change_attempts = 0;
+        self.view_change_deadline = None;
+        self.dirty = true;
+        if checkpoint.seq > self.low_watermark() {
+            self.make_stable(checkpoint);
+        }
+        // Start the log of the new view from its batches.
+        self.slots.clear();
+        self.in_log.clear();
+        let max_s = nv
+            .pre_prepares
+            .last()
+            .map(|pp| pp.message.seq)
+            .unwrap_or(self.low_watermark());
+        let primary = self.config.primary(nv.view);
+        for pp in nv.pre_prepares {
+            let seq = pp.message.seq;
+            let digest = pp.message.digest;
+            self.record_pre_prepare(pp);
+            if self.id != primary {
+                let vote = Vote {
+                    view: nv.view,
+                    seq,
+                    digest,
+                };
+                let signed = self.sign(vote, |v| PrepareVote(v).signed_bytes(), Domain::Prepare);
+                self.broadcast(Message::Prepare(signed.clone()));
+                self.slots
+                    .entry(seq)
+                    .or_default()
+                    .prepares
+                    .insert((nv.view, self.id), signed);
+            }
+        }
+        self.next_seq = max_s.max(self.last_dispatched).max(self.low_watermark()) + 1;
+        self.view_changes.retain(|v, _| *v > nv.view);
+        self.progress_deadline = None;
+        self.arm_progress_timer();
+        for message in std::mem::take(&mut self.early) {
+            self.handle(message);
+        }
+        if self.id == primary {
+            self.propose(false);
+        } else {
+            // Hand our pending requests to the new primary.
+            let pending: Vec<Request> = self.pending.iter().cloned().collect();
+            for r in pending {
+                self.send(primary, Message::Forward(r));
+            }
+        }
+    }
+}

@@ -1,0 +1,480 @@
+//! A deterministic simulator for the PBFT core, in the spirit of TigerBeetle's VOPR: n
+//! replicas in one thread, a simulated clock and network, crash/restart from the persisted
+//! state, and Byzantine replicas as small named mocks. Everything random comes from one seed.
+
+#![allow(dead_code)]
+
+pub mod mocks;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use medledger_pbft::*;
+use sha2::{Digest as _, Sha256};
+
+pub use mocks::Behavior;
+
+/// SplitMix64.
+#[derive(Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// Signatures for the simulation: SHA-256 of the signer's secret, the domain and the bytes.
+/// Only the signer's own instance can make them (the mocks use their own).
+pub struct SimCrypto {
+    pub id: ReplicaId,
+}
+
+pub fn sim_signature(id: ReplicaId, domain: Domain, bytes: &[u8]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    h.update(b"sim-secret");
+    h.update(id.to_be_bytes());
+    h.update(domain.tag());
+    h.update(bytes);
+    h.finalize().to_vec()
+}
+
+impl Crypto for SimCrypto {
+    fn sign(&self, domain: Domain, bytes: &[u8]) -> Vec<u8> {
+        sim_signature(self.id, domain, bytes)
+    }
+    fn verify(&self, signer: ReplicaId, domain: Domain, bytes: &[u8], signature: &[u8]) -> bool {
+        sim_signature(signer, domain, bytes) == signature
+    }
+}
+
+/// A network fault configuration.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkFaults {
+    pub loss_per_mille: u64,
+    pub duplicate_per_mille: u64,
+    pub min_delay_ms: u64,
+    pub max_delay_ms: u64,
+    /// Directed links that deliver nothing (a one-way partition is one direction only).
+    pub blocked: BTreeSet<(ReplicaId, ReplicaId)>,
+}
+
+/// One simulated node: a replica (absent while crashed), what it persisted, and its host's
+/// ledger, which survives crashes.
+pub struct Node {
+    pub id: ReplicaId,
+    pub behavior: Behavior,
+    pub replica: Option<Replica>,
+    pub durable: DurableState,
+    pub ledger: Vec<(Seq, Digest, Digest)>,
+    pub state_root: Digest,
+    pub timer_at: Option<u64>,
+    pub executed: BTreeSet<TxId>,
+    pub mock: mocks::MockState,
+}
+
+impl Node {
+    pub fn is_correct(&self) -> bool {
+        matches!(self.behavior, Behavior::Honest)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct InFlight {
+    at: u64,
+    order: u64,
+    to: usize,
+    from: ReplicaId,
+}
+
+pub struct Sim {
+    pub seed: u64,
+    pub rng: Rng,
+    pub now: u64,
+    pub config: Config,
+    pub nodes: Vec<Node>,
+    pub faults: NetworkFaults,
+    queue: BinaryHeap<Reverse<InFlight>>,
+    payloads: BTreeMap<u64, Message>,
+    order: u64,
+    pub submitted: BTreeMap<TxId, u64>,
+    next_tx: u64,
+    /// seq → digest of the first correct execution (agreement).
+    pub agreed: BTreeMap<Seq, Digest>,
+    pub violations: Vec<String>,
+    pub trace_hash: Sha256,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub messages: u64,
+    pub executed_batches: u64,
+    pub max_view: View,
+}
+
+impl Sim {
+    /// n replicas; `behaviors[i]` for replica i (twins add a second node with the same id).
+    pub fn new(seed: u64, config: Config, behaviors: &[Behavior]) -> Sim {
+        let mut nodes = Vec::new();
+        for (i, behavior) in behaviors.iter().enumerate() {
+            let id = (i as u32) % config.n;
+            nodes.push(Node {
+                id,
+                behavior: behavior.clone(),
+                replica: Some(Replica::new(
+                    id,
+                    config.clone(),
+                    Box::new(SimCrypto { id }),
+                    DurableState::default(),
+                    0,
+                )),
+                durable: DurableState::default(),
+                ledger: Vec::new(),
+                state_root: [0; 32],
+                timer_at: None,
+                executed: BTreeSet::new(),
+                mock: mocks::MockState::default(),
+            });
+        }
+        Sim {
+            seed,
+            rng: Rng(seed),
+            now: 0,
+            config,
+            nodes,
+            faults: NetworkFaults {
+                min_delay_ms: 1,
+                max_delay_ms: 5,
+                ..Default::default()
+            },
+            queue: BinaryHeap::new(),
+            payloads: BTreeMap::new(),
+            order: 0,
+            submitted: BTreeMap::new(),
+            next_tx: 0,
+            agreed: BTreeMap::new(),
+            violations: Vec::new(),
+            trace_hash: Sha256::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    fn trace(&mut self, event: impl AsRef<[u8]>) {
+        self.trace_hash.update(self.now.to_be_bytes());
+        self.trace_hash.update(event.as_ref());
+    }
+
+    /// A fresh client request, submitted to replica `to` (or to every replica).
+    pub fn submit(&mut self, to: Option<ReplicaId>) -> TxId {
+        self.next_tx += 1;
+        let mut tx_id = [0u8; 32];
+        tx_id[..8].copy_from_slice(&self.next_tx.to_be_bytes());
+        tx_id[8..16].copy_from_slice(&self.seed.to_be_bytes());
+        let request = Request {
+            tx_id,
+            payload: vec![(self.next_tx % 251) as u8; 1 + (self.next_tx % 64) as usize],
+        };
+        self.submitted.insert(tx_id, self.now);
+        self.send_request(request, to);
+        tx_id
+    }
+
+    fn send_request(&mut self, request: Request, to: Option<ReplicaId>) {
+        let targets: Vec<usize> = match to {
+            Some(id) => (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].id == id)
+                .collect(),
+            None => (0..self.nodes.len()).collect(),
+        };
+        for i in targets {
+            let now = self.now;
+            if let Some(replica) = self.nodes[i].replica.as_mut() {
+                let actions = replica.request(request.clone(), now);
+                self.perform(i, actions);
+            }
+        }
+    }
+
+    /// Retransmits every request that has not executed on a quorum of correct replicas yet.
+    pub fn retransmit(&mut self) {
+        let missing: Vec<TxId> = self
+            .submitted
+            .keys()
+            .filter(|tx| {
+                self.correct_executions(tx) < self.config.quorum().min(self.correct_count())
+            })
+            .take(256)
+            .copied()
+            .collect();
+        for tx_id in missing {
+            let n = self.next_tx_payload(&tx_id);
+            self.send_request(Request { tx_id, payload: n }, None);
+        }
+    }
+
+    fn next_tx_payload(&self, tx_id: &TxId) -> Vec<u8> {
+        let n = u64::from_be_bytes(tx_id[..8].try_into().unwrap());
+        vec![(n % 251) as u8; 1 + (n % 64) as usize]
+    }
+
+    pub fn correct_count(&self) -> usize {
+        self.nodes.iter().filter(|n| n.is_correct()).count()
+    }
+
+    pub fn correct_executions(&self, tx: &TxId) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_correct() && n.executed.contains(tx))
+            .count()
+    }
+
+    /// Performs a node's actions as its host would.
+    pub fn perform(&mut self, index: usize, actions: Vec<Action>) {
+        let mut queue: std::collections::VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            let now = self.now;
+            match action {
+                Action::Persist { token } => {
+                    let Some(replica) = self.nodes[index].replica.as_mut() else {
+                        return;
+                    };
+                    self.nodes[index].durable = replica.durable_state().clone();
+                    let more = self.nodes[index].replica.as_mut().unwrap().persisted(token);
+                    queue.extend(more);
+                }
+                Action::Send { to, message } => self.outgoing(index, Some(to), message),
+                Action::Broadcast { message } => self.outgoing(index, None, message),
+                Action::Execute { seq, batch } => {
+                    let root = self.execute(index, seq, &batch);
+                    if let Some(replica) = self.nodes[index].replica.as_mut() {
+                        queue.extend(replica.executed(seq, root));
+                    }
+                }
+                Action::SetTimer { at_ms } => self.nodes[index].timer_at = Some(at_ms),
+                Action::Divergence { seq, .. } => {
+                    if self.nodes[index].is_correct() {
+                        self.violations.push(format!(
+                            "replica {} reported divergence at {seq}",
+                            self.nodes[index].id
+                        ));
+                    }
+                }
+                Action::AlreadyCommitted { .. } | Action::Busy { .. } => {}
+            }
+            let _ = now;
+        }
+    }
+
+    /// The host executes a batch: its ledger grows and its state root chains the batch.
+    fn execute(&mut self, index: usize, seq: Seq, batch: &Batch) -> Digest {
+        let node = &mut self.nodes[index];
+        let digest = batch.digest();
+        let correct = node.is_correct();
+        if correct && seq != node.ledger.len() as u64 + 1 {
+            self.violations.push(format!(
+                "replica {} executed {seq} after {}",
+                node.id,
+                node.ledger.len()
+            ));
+        }
+        let mut h = Sha256::new();
+        h.update(node.state_root);
+        h.update(digest);
+        node.state_root = h.finalize().into();
+        node.ledger.push((seq, digest, node.state_root));
+        let id = node.id;
+        let mut problems = Vec::new();
+        for r in &batch.requests {
+            if !node.executed.insert(r.tx_id) && correct {
+                problems.push(format!("replica {id} executed a request twice (seq {seq})"));
+            }
+        }
+        let root = node.state_root;
+        self.stats.executed_batches += 1;
+        if correct {
+            for r in &batch.requests {
+                if !self.submitted.contains_key(&r.tx_id) {
+                    problems.push(format!(
+                        "replica {id} executed a request nobody submitted (seq {seq})"
+                    ));
+                }
+            }
+            match self.agreed.get(&seq) {
+                Some(d) if *d != digest => problems.push(format!(
+                    "agreement broken at seq {seq}: replica {id} executed another batch"
+                )),
+                Some(_) => {}
+                None => {
+                    self.agreed.insert(seq, digest);
+                }
+            }
+        }
+        self.violations.extend(problems);
+        self.trace(format!("exec {id} {seq}"));
+        root
+    }
+
+    fn outgoing(&mut self, index: usize, to: Option<ReplicaId>, message: Message) {
+        let from = self.nodes[index].id;
+        let messages = mocks::transform(self, index, to, message);
+        for (to, message) in messages {
+            let targets: Vec<ReplicaId> = match to {
+                Some(t) => vec![t],
+                None => (0..self.config.n).filter(|&t| t != from).collect(),
+            };
+            for t in targets {
+                self.enqueue(from, t, message.clone());
+            }
+        }
+    }
+
+    pub fn enqueue_public(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
+        self.enqueue(from, to, message);
+    }
+
+    fn enqueue(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
+        if self.faults.blocked.contains(&(from, to)) || self.rng.chance(self.faults.loss_per_mille)
+        {
+            return;
+        }
+        let copies = if self.rng.chance(self.faults.duplicate_per_mille) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = self.faults.min_delay_ms
+                + self.rng.below(
+                    self.faults
+                        .max_delay_ms
+                        .saturating_sub(self.faults.min_delay_ms)
+                        + 1,
+                );
+            for index in 0..self.nodes.len() {
+                if self.nodes[index].id != to {
+                    continue;
+                }
+                self.order += 1;
+                self.payloads.insert(self.order, message.clone());
+                self.queue.push(Reverse(InFlight {
+                    at: self.now + delay,
+                    order: self.order,
+                    to: index,
+                    from,
+                }));
+                self.stats.messages += 1;
+            }
+        }
+    }
+
+    /// Advances simulated time by one millisecond: deliveries, then timers.
+    pub fn step(&mut self) {
+        self.now += 1;
+        while let Some(Reverse(next)) = self.queue.peek() {
+            if next.at > self.now {
+                break;
+            }
+            let Reverse(flight) = self.queue.pop().unwrap();
+            let message = self.payloads.remove(&flight.order).unwrap();
+            // A link cut after sending still loses what was in flight.
+            if self
+                .faults
+                .blocked
+                .contains(&(flight.from, self.nodes[flight.to].id))
+            {
+                continue;
+            }
+            let now = self.now;
+            let index = flight.to;
+            if mocks::drops_incoming(&self.nodes[index].behavior) {
+                continue;
+            }
+            mocks::observe(self, index, &message);
+            if let Some(replica) = self.nodes[index].replica.as_mut() {
+                let actions = replica.receive(message, now);
+                self.perform(index, actions);
+            }
+        }
+        for index in 0..self.nodes.len() {
+            let due =
+                self.nodes[index].timer_at.is_some_and(|t| t <= self.now) || self.now % 50 == 0;
+            if due && self.nodes[index].replica.is_some() {
+                self.nodes[index].timer_at = None;
+                let now = self.now;
+                let actions = self.nodes[index].replica.as_mut().unwrap().tick(now);
+                self.perform(index, actions);
+            }
+            if let Some(r) = self.nodes[index].replica.as_ref() {
+                self.stats.max_view = self.stats.max_view.max(r.view());
+            }
+        }
+        mocks::act(self);
+    }
+
+    pub fn crash(&mut self, index: usize) {
+        self.nodes[index].replica = None;
+        self.nodes[index].timer_at = None;
+        self.trace(format!("crash {index}"));
+    }
+
+    /// Restarts from what the node persisted and its host's ledger.
+    pub fn restart(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        if node.replica.is_some() {
+            return;
+        }
+        let id = node.id;
+        node.replica = Some(Replica::new(
+            id,
+            self.config.clone(),
+            Box::new(SimCrypto { id }),
+            node.durable.clone(),
+            node.ledger.len() as u64,
+        ));
+        let now = self.now;
+        let actions = self.nodes[index].replica.as_mut().unwrap().tick(now);
+        self.perform(index, actions);
+        self.trace(format!("restart {index}"));
+    }
+
+    pub fn heal(&mut self) {
+        self.faults = NetworkFaults {
+            min_delay_ms: 1,
+            max_delay_ms: 5,
+            ..Default::default()
+        };
+    }
+
+    /// Checkpoint agreement: correct replicas' ledgers agree seq by seq (roots included).
+    pub fn check_ledgers(&mut self) {
+        let correct: Vec<&Node> = self.nodes.iter().filter(|n| n.is_correct()).collect();
+        for a in &correct {
+            for b in &correct {
+                for (x, y) in a.ledger.iter().zip(&b.ledger) {
+                    if x != y {
+                        self.violations.push(format!(
+                            "ledgers of {} and {} differ at seq {}",
+                            a.id, b.id, x.0
+                        ));
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn trace_digest(&self) -> [u8; 32] {
+        self.trace_hash.clone().finalize().into()
+    }
+}

@@ -1,0 +1,363 @@
+//! The PBFT core under a simulator that attacks it. Each seed picks a fault mix — up to f
+//! Byzantine mocks (or a pair of twins), crashes and restarts from persisted state, message
+//! loss, duplication, delay (hence reordering), symmetric and one-way partitions — runs a
+//! fault phase, heals, and then requires every request to commit everywhere within a bound.
+//!
+//! Checked throughout: agreement (no two correct replicas execute different batches at one
+//! sequence number), validity (only submitted requests execute), no request executes twice,
+//! and correct replicas' ledgers and state roots agree.
+//!
+//! `PBFT_SIM_SEEDS` (seeds per size, default 700 at n = 4 and 300 at n = 7), `PBFT_SIM_SEED`
+//! (first seed) and `PBFT_SIM_N` (only this size) widen or narrow a run.
+
+mod sim;
+
+use medledger_pbft::*;
+use sim::*;
+
+const FAULT_PHASE_MS: u64 = 1_500;
+const LIVENESS_BOUND_MS: u64 = 30_000;
+
+fn sim_config(n: u32) -> Config {
+    let mut config = Config::new(n);
+    config.checkpoint_interval = 8;
+    config.watermark_window = 32;
+    config.max_batch_requests = 16;
+    config.batch_timeout_ms = 5;
+    config.request_timeout_ms = 200;
+    config.max_clock_skew_ms = 1_000;
+    config.retain_committed = 100_000;
+    config
+}
+
+/// The fault mix of a seed, and its run. Returns a description of what failed.
+fn run_seed(seed: u64, n: u32) -> Result<Sim, (String, Sim)> {
+    let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ u64::from(n));
+    let config = sim_config(n);
+    let f = config.f();
+    let mut behaviors = vec![Behavior::Honest; n as usize];
+    let byzantine = rng.below(f as u64 + 1) as usize;
+    let mut chosen = Vec::new();
+    while chosen.len() < byzantine {
+        let r = rng.below(u64::from(n)) as usize;
+        if !chosen.contains(&r) {
+            chosen.push(r);
+        }
+    }
+    for &r in &chosen {
+        let b = Behavior::BYZANTINE[rng.below(Behavior::BYZANTINE.len() as u64) as usize].clone();
+        if b == Behavior::Twin {
+            behaviors[r] = Behavior::Twin;
+            // The twin is a second node with the same identity: index n + k maps to id r.
+            while behaviors.len() % n as usize != r {
+                behaviors.push(Behavior::Honest);
+            }
+            behaviors.push(Behavior::Twin);
+        } else {
+            behaviors[r] = b;
+        }
+    }
+    // Extra placeholder nodes past n are only there to align twins; drop honest ones.
+    let mut sim = Sim::new(seed, config, &behaviors);
+    let n_us = n as usize;
+    let extra: Vec<usize> = (n_us..sim.nodes.len())
+        .filter(|&i| sim.nodes[i].behavior == Behavior::Honest)
+        .collect();
+    for i in extra.into_iter().rev() {
+        sim.nodes.remove(i);
+    }
+
+    sim.faults.loss_per_mille = rng.below(120);
+    sim.faults.duplicate_per_mille = rng.below(100);
+    sim.faults.min_delay_ms = 1;
+    sim.faults.max_delay_ms = 1 + rng.below(40);
+    let faulty_budget = f - byzantine;
+    let mut crashed: Vec<(usize, u64)> = Vec::new();
+    let mut partition_until = 0;
+
+    // Fault phase.
+    while sim.now < FAULT_PHASE_MS {
+        if rng.chance(200) {
+            let to = if rng.chance(500) {
+                None
+            } else {
+                Some(rng.below(u64::from(n)) as ReplicaId)
+            };
+            sim.submit(to);
+        }
+        if sim.now % 300 == 0 {
+            sim.retransmit();
+        }
+        if rng.chance(3) && crashed.len() < faulty_budget {
+            let i = rng.below(u64::from(n)) as usize;
+            if sim.nodes[i].is_correct() && sim.nodes[i].replica.is_some() {
+                sim.crash(i);
+                crashed.push((i, sim.now + 100 + rng.below(600)));
+            }
+        }
+        crashed.retain(|&(i, until)| {
+            if sim.now >= until {
+                sim.restart(i);
+                false
+            } else {
+                true
+            }
+        });
+        if partition_until == 0 && rng.chance(2) {
+            let a = rng.below(u64::from(n)) as ReplicaId;
+            let one_way = rng.chance(500);
+            for b in 0..n {
+                if b != a {
+                    sim.faults.blocked.insert((a, b));
+                    if !one_way {
+                        sim.faults.blocked.insert((b, a));
+                    }
+                }
+            }
+            partition_until = sim.now + 50 + rng.below(400);
+        } else if partition_until != 0 && sim.now >= partition_until {
+            sim.faults.blocked.clear();
+            partition_until = 0;
+        }
+        sim.step();
+        if !sim.violations.is_empty() {
+            return Err(("safety violated in the fault phase".into(), sim));
+        }
+    }
+
+    // Liveness phase: heal, restart, keep a trickle of traffic so checkpoints advance.
+    sim.heal();
+    for (i, _) in crashed.drain(..) {
+        sim.restart(i);
+    }
+    let required: Vec<TxId> = sim.submitted.keys().copied().collect();
+    let deadline = sim.now + LIVENESS_BOUND_MS;
+    loop {
+        if sim.now % 20 == 0 {
+            sim.submit(None);
+        }
+        if sim.now % 300 == 0 {
+            sim.retransmit();
+        }
+        sim.step();
+        if !sim.violations.is_empty() {
+            return Err(("safety violated in the liveness phase".into(), sim));
+        }
+        let correct = sim.correct_count();
+        if required
+            .iter()
+            .all(|tx| sim.correct_executions(tx) == correct)
+        {
+            break;
+        }
+        if sim.now > deadline {
+            let missing = required
+                .iter()
+                .filter(|tx| sim.correct_executions(tx) < correct)
+                .count();
+            if std::env::var("PBFT_SIM_DEBUG").is_ok() {
+                for tx in required
+                    .iter()
+                    .filter(|tx| sim.correct_executions(tx) < correct)
+                    .take(3)
+                {
+                    let st: Vec<String> = sim
+                        .nodes
+                        .iter()
+                        .filter_map(|n| {
+                            n.replica
+                                .as_ref()
+                                .map(|r| format!("{:?}", r.request_status(tx)))
+                        })
+                        .collect();
+                    eprintln!(
+                        "missing {:?} submitted at {}: {}",
+                        &tx[..8],
+                        sim.submitted[tx],
+                        st.join(" ")
+                    );
+                }
+            }
+            let states: Vec<String> = sim
+                .nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref().map(|r| format!("{r} {:?}", n.behavior)))
+                .collect();
+            return Err((
+                format!(
+                    "liveness: {missing} of {} requests not executed everywhere after {LIVENESS_BOUND_MS} ms; {}",
+                    required.len(),
+                    states.join(" ")
+                ),
+                sim,
+            ));
+        }
+    }
+    sim.check_ledgers();
+    if !sim.violations.is_empty() {
+        return Err(("ledgers differ".into(), sim));
+    }
+    Ok(sim)
+}
+
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn run_many(n: u32, default_seeds: u64) {
+    if env("PBFT_SIM_N").is_some_and(|only| only != u64::from(n)) {
+        return;
+    }
+    let seeds = env("PBFT_SIM_SEEDS").unwrap_or(default_seeds);
+    let first = env("PBFT_SIM_SEED").unwrap_or(1);
+    for seed in first..first + seeds {
+        if let Err((what, sim)) = run_seed(seed, n) {
+            panic!(
+                "seed {seed} (n = {n}) failed: {what}\n  violations: {:?}\n  replay: PBFT_SIM_SEED={seed} PBFT_SIM_SEEDS=1 PBFT_SIM_N={n} cargo test -p medledger-pbft --release --test simulation simulate",
+                sim.violations.iter().take(5).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+#[test]
+fn simulate_n4() {
+    run_many(4, 700);
+}
+
+#[test]
+fn simulate_n7() {
+    run_many(7, 300);
+}
+
+// ---------------------------------------------------------------- named scenarios
+
+fn honest(n: u32) -> Sim {
+    Sim::new(42, sim_config(n), &vec![Behavior::Honest; n as usize])
+}
+
+fn run_until_executed(sim: &mut Sim, bound_ms: u64) -> bool {
+    let deadline = sim.now + bound_ms;
+    let required: Vec<TxId> = sim.submitted.keys().copied().collect();
+    let mut views: Vec<String> = Vec::new();
+    while sim.now < deadline {
+        if sim.now % 300 == 0 {
+            sim.retransmit();
+        }
+        sim.step();
+        if std::env::var("PBFT_SIM_DEBUG").is_ok() {
+            let now: Vec<String> = sim
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.replica
+                        .as_ref()
+                        .map(|r| r.to_string())
+                        .unwrap_or_default()
+                })
+                .collect();
+            for (i, s) in now.iter().enumerate() {
+                let view_part = |x: &str| x.split(',').next().unwrap_or("").to_string();
+                if views.get(i).map(|v| view_part(v)) != Some(view_part(s)) {
+                    eprintln!("t={} {s}", sim.now);
+                }
+            }
+            views = now;
+        }
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+        let correct = sim.correct_count();
+        if required
+            .iter()
+            .all(|tx| sim.correct_executions(tx) == correct)
+        {
+            return true;
+        }
+    }
+    for node in &sim.nodes {
+        if let Some(r) = node.replica.as_ref() {
+            eprintln!("{r} {:?} ledger {}", node.behavior, node.ledger.len());
+        }
+    }
+    false
+}
+
+#[test]
+fn normal_case_four_replicas_order_everything_identically() {
+    let mut sim = honest(4);
+    for i in 0..200 {
+        sim.submit(Some(i % 4));
+    }
+    assert!(run_until_executed(&mut sim, 5_000));
+    sim.check_ledgers();
+    assert!(sim.violations.is_empty());
+    assert_eq!(sim.stats.max_view, 0, "no view change without faults");
+    let heights: Vec<usize> = sim.nodes.iter().map(|n| n.ledger.len()).collect();
+    assert!(heights.iter().all(|h| *h == heights[0] && *h > 0));
+    // Checkpoints became stable and the log was collected.
+    let r = sim.nodes[0].replica.as_ref().unwrap();
+    assert!(r.low_watermark() >= 8, "{r}");
+}
+
+#[test]
+fn crashed_primary_is_replaced_by_a_view_change() {
+    let mut sim = honest(4);
+    sim.crash(0);
+    for _ in 0..20 {
+        sim.submit(Some(1));
+    }
+    assert!(!run_until_executed(&mut sim, 100) || sim.correct_executions(&[0; 32]) == 0);
+    sim.restart(0);
+    assert!(run_until_executed(&mut sim, 10_000));
+    assert!(sim.stats.max_view >= 1);
+}
+
+#[test]
+fn a_replica_down_for_many_checkpoints_catches_up_by_state_transfer() {
+    let mut sim = honest(4);
+    sim.crash(3);
+    for i in 0..300 {
+        sim.submit(Some(i % 3));
+        sim.step();
+    }
+    assert!(run_until_executed(&mut sim, 10_000) || sim.nodes[3].ledger.is_empty());
+    sim.restart(3);
+    for _ in 0..100 {
+        sim.submit(None);
+        sim.step();
+    }
+    assert!(run_until_executed(&mut sim, 20_000));
+    sim.check_ledgers();
+    assert!(sim.violations.is_empty());
+}
+
+#[test]
+fn an_equivocating_primary_is_replaced() {
+    let mut behaviors = vec![Behavior::Honest; 4];
+    behaviors[0] = Behavior::EquivocatingPrimary;
+    let mut sim = Sim::new(7, sim_config(4), &behaviors);
+    for _ in 0..50 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 20_000));
+    assert!(sim.stats.max_view >= 1);
+}
+
+#[test]
+fn a_primary_with_bad_timestamps_is_replaced() {
+    let mut behaviors = vec![Behavior::Honest; 4];
+    behaviors[0] = Behavior::BadTimestamps;
+    let mut sim = Sim::new(9, sim_config(4), &behaviors);
+    for _ in 0..30 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 20_000));
+    assert!(sim.stats.max_view >= 1);
+}
+
+#[test]
+fn a_run_is_determined_by_its_seed() {
+    let a = run_seed(1234, 4).map_err(|(w, _)| w).unwrap();
+    let b = run_seed(1234, 4).map_err(|(w, _)| w).unwrap();
+    assert_eq!(a.trace_digest(), b.trace_digest());
+    assert_eq!(a.stats.messages, b.stats.messages);
+}
