@@ -10,7 +10,8 @@
 //!   contradict).
 //! - `Send` / `Broadcast`: sign-and-deliver is already done; deliver the message.
 //! - `Execute { seq, batch }`: execute batches in the order given (seq increases by one each
-//!   time), make the block durable, then call `executed(seq, state_root)`.
+//!   time), make the block durable, then call `executed(seq, state_root)`. The batch's
+//!   `timestamp_ms` is its consensus time, strictly increasing from batch to batch.
 //! - `SetTimer { at_ms }`: call `tick(now)` at or after that time.
 //! - `AlreadyCommitted`, `Busy`, `Divergence`: tell the client or the operator.
 
@@ -808,7 +809,13 @@ impl Replica {
                     self.pending.retain(|p| p.tx_id != r.tx_id);
                 }
             }
-            self.durable.last_timestamp_ms = self.durable.last_timestamp_ms.max(batch.timestamp_ms);
+            // Consensus time never runs backwards: after view changes a batch stamped earlier
+            // can be ordered after one stamped later, so a batch's time is its stamp or 1 ms
+            // after the previous batch's, whichever is later. Every replica computes the same.
+            if !batch.is_null() {
+                batch.timestamp_ms = batch.timestamp_ms.max(self.durable.last_timestamp_ms + 1);
+                self.durable.last_timestamp_ms = batch.timestamp_ms;
+            }
             self.last_dispatched = seq;
             self.dirty = true;
             self.out.push(Action::Execute { seq, batch });

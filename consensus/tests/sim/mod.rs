@@ -80,6 +80,7 @@ pub struct Node {
     pub state_root: Digest,
     pub timer_at: Option<u64>,
     pub executed: BTreeSet<TxId>,
+    pub last_timestamp: u64,
     pub mock: mocks::MockState,
 }
 
@@ -144,6 +145,7 @@ impl Sim {
                 state_root: [0; 32],
                 timer_at: None,
                 executed: BTreeSet::new(),
+                last_timestamp: 0,
                 mock: mocks::MockState::default(),
             });
         }
@@ -299,6 +301,22 @@ impl Sim {
             if !node.executed.insert(r.tx_id) && correct {
                 problems.push(format!("replica {id} executed a request twice (seq {seq})"));
             }
+        }
+        // Consensus time: strictly increasing, and never ahead of the clock by more than
+        // the allowed skew (null batches carry no time).
+        if correct && !batch.is_null() {
+            if batch.timestamp_ms <= node.last_timestamp {
+                problems.push(format!(
+                    "replica {id} executed seq {seq} with a timestamp not after the previous batch's ({} after {})",
+                    batch.timestamp_ms, node.last_timestamp
+                ));
+            }
+            if batch.timestamp_ms > self.now + self.config.max_clock_skew_ms {
+                problems.push(format!(
+                    "replica {id} executed seq {seq} stamped in the future"
+                ));
+            }
+            node.last_timestamp = batch.timestamp_ms;
         }
         let root = node.state_root;
         self.stats.executed_batches += 1;
