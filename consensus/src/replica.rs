@@ -11,7 +11,7 @@
 //! - `Send` / `Broadcast`: sign-and-deliver is already done; deliver the message.
 //! - `Execute { seq, batch }`: execute batches in the order given (seq increases by one each
 //!   time), make the block durable, then call `executed(seq, state_root)`. The batch's
-//!   `timestamp_ms` is its consensus time, strictly increasing from batch to batch.
+//!   `timestamp_ms` is its consensus time, never decreasing from batch to batch.
 //! - `SetTimer { at_ms }`: call `tick(now)` at or after that time.
 //! - `AlreadyCommitted`, `Busy`, `Divergence`: tell the client or the operator.
 
@@ -108,6 +108,8 @@ pub struct Replica {
     /// Requests seen but not yet executed, oldest first.
     pub(crate) pending: VecDeque<Request>,
     pub(crate) pending_ids: BTreeSet<TxId>,
+    /// Bytes of the requests in `pending`, kept as they come and go.
+    pub(crate) pending_bytes: usize,
     /// Requests inside a pre-prepare of the current log, by sequence number.
     pub(crate) in_log: BTreeMap<TxId, Seq>,
     pub(crate) next_seq: Seq,
@@ -171,6 +173,7 @@ impl Replica {
             view_changes: BTreeMap::new(),
             pending: VecDeque::new(),
             pending_ids: BTreeSet::new(),
+            pending_bytes: 0,
             in_log: BTreeMap::new(),
             now_ms: 0,
             batch_deadline: None,
@@ -438,6 +441,7 @@ impl Replica {
                 return;
             }
             self.pending_ids.insert(request.tx_id);
+            self.pending_bytes += 32 + request.payload.len();
             self.pending.push_back(request.clone());
             self.arm_progress_timer();
         }
@@ -463,6 +467,7 @@ impl Replica {
                     || self.durable.executed_tx.contains_key(&front.tx_id)
                 {
                     let r = self.pending.pop_front().expect("front exists");
+                    self.pending_bytes -= 32 + r.payload.len();
                     self.pending_ids.remove(&r.tx_id);
                 } else {
                     break;
@@ -475,7 +480,7 @@ impl Replica {
             if self.next_seq > self.low_watermark() + self.config.watermark_window {
                 return;
             }
-            let bytes: usize = self.pending.iter().map(|r| 32 + r.payload.len()).sum();
+            let bytes = self.pending_bytes;
             let full = self.pending.len() >= self.config.max_batch_requests
                 || bytes >= self.config.max_batch_bytes;
             if !full && !force {
@@ -500,6 +505,7 @@ impl Replica {
                 let stale = self.in_log.contains_key(&r.tx_id)
                     || self.durable.executed_tx.contains_key(&r.tx_id);
                 let r = self.pending.pop_front().expect("front exists");
+                self.pending_bytes -= 32 + r.payload.len();
                 // `pending` and `pending_ids` always move together: an id left behind would
                 // make every retransmission look known, and a batch lost in a view change
                 // would lose the request for good.
@@ -513,7 +519,9 @@ impl Replica {
             if batch.requests.is_empty() {
                 continue;
             }
-            batch.timestamp_ms = self.now_ms.max(self.latest_timestamp() + 1);
+            // Non-decreasing: batches cut in the same millisecond share it (a strictly
+            // increasing stamp would run ahead of the clock past 1,000 batches a second).
+            batch.timestamp_ms = self.now_ms.max(self.latest_timestamp());
             let seq = self.next_seq;
             self.next_seq += 1;
             let pp = PrePrepare {
@@ -628,14 +636,14 @@ impl Replica {
         }
         // Consensus time: after every earlier batch, before every later one, near our clock.
         let ts = batch.timestamp_ms;
-        if ts <= self.durable.last_timestamp_ms {
+        if ts < self.durable.last_timestamp_ms {
             return false;
         }
         for (&s, slot) in self.slots.range(..m.seq) {
             if slot
                 .pre_prepare
                 .as_ref()
-                .is_some_and(|p| p.message.batch.timestamp_ms >= ts && s != m.seq)
+                .is_some_and(|p| p.message.batch.timestamp_ms > ts && s != m.seq)
             {
                 return false;
             }
@@ -644,7 +652,7 @@ impl Replica {
             if slot
                 .pre_prepare
                 .as_ref()
-                .is_some_and(|p| !p.message.batch.is_null() && p.message.batch.timestamp_ms <= ts)
+                .is_some_and(|p| !p.message.batch.is_null() && p.message.batch.timestamp_ms < ts)
             {
                 return false;
             }
@@ -806,14 +814,17 @@ impl Replica {
             for r in &batch.requests {
                 self.durable.executed_tx.insert(r.tx_id, seq);
                 if self.pending_ids.remove(&r.tx_id) {
-                    self.pending.retain(|p| p.tx_id != r.tx_id);
+                    if let Some(i) = self.pending.iter().position(|p| p.tx_id == r.tx_id) {
+                        let removed = self.pending.remove(i).expect("position is valid");
+                        self.pending_bytes -= 32 + removed.payload.len();
+                    }
                 }
             }
             // Consensus time never runs backwards: after view changes a batch stamped earlier
-            // can be ordered after one stamped later, so a batch's time is its stamp or 1 ms
-            // after the previous batch's, whichever is later. Every replica computes the same.
+            // can be ordered after one stamped later, so a batch's time is its stamp or the
+            // previous batch's, whichever is later. Every replica computes the same.
             if !batch.is_null() {
-                batch.timestamp_ms = batch.timestamp_ms.max(self.durable.last_timestamp_ms + 1);
+                batch.timestamp_ms = batch.timestamp_ms.max(self.durable.last_timestamp_ms);
                 self.durable.last_timestamp_ms = batch.timestamp_ms;
             }
             self.last_dispatched = seq;
