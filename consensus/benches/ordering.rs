@@ -38,12 +38,12 @@ fn run(batch: usize, requests: u64) -> (f64, f64) {
             sim.submit(Some(0));
             submitted += 1;
         }
-        if sim.now % 300 == 0 {
+        if sim.now.is_multiple_of(300) {
             sim.retransmit();
         }
         sim.step();
         assert!(sim.violations.is_empty(), "{:?}", sim.violations);
-        if std::env::var("BENCH_DEBUG").is_ok() && sim.now % 500 == 0 {
+        if std::env::var("BENCH_DEBUG").is_ok() && sim.now.is_multiple_of(500) {
             let states: Vec<String> = sim
                 .nodes
                 .iter()

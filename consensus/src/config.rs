@@ -27,7 +27,10 @@ pub struct Config {
 
 impl Config {
     pub fn new(n: u32) -> Config {
-        assert!(n >= 4 && (n - 1) % 3 == 0, "n must be 3f + 1 with f ≥ 1");
+        assert!(
+            n >= 4 && (n - 1).is_multiple_of(3),
+            "n must be 3f + 1 with f ≥ 1"
+        );
         Config {
             n,
             checkpoint_interval: 16,
@@ -59,7 +62,10 @@ impl Config {
     pub fn validate(&self) {
         assert!(self.checkpoint_interval > 0);
         assert!(self.watermark_window >= self.checkpoint_interval);
-        assert!(self.watermark_window % self.checkpoint_interval == 0);
+        assert!(
+            self.watermark_window
+                .is_multiple_of(self.checkpoint_interval)
+        );
         assert!(self.max_batch_requests > 0 && self.max_batch_bytes > 0);
         assert!(self.retain_committed >= self.watermark_window);
     }

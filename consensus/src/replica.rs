@@ -286,10 +286,10 @@ impl Replica {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
         self.now_ms = self.now_ms.max(now_ms);
         let now = self.now_ms;
-        if self.view_change_deadline.is_some_and(|d| now >= d) {
-            let next = self.durable.view + 1;
-            self.start_view_change(next);
-        } else if !self.in_view_change && self.progress_deadline.is_some_and(|d| now >= d) {
+        // Suspect the primary: no new view in time, or no progress on a pending request.
+        let view_change_late = self.view_change_deadline.is_some_and(|d| now >= d);
+        let no_progress = !self.in_view_change && self.progress_deadline.is_some_and(|d| now >= d);
+        if view_change_late || no_progress {
             let next = self.durable.view + 1;
             self.start_view_change(next);
         }
@@ -311,7 +311,7 @@ impl Replica {
         // Progress: restart the suspicion timer for what is still pending.
         self.progress_deadline = None;
         self.arm_progress_timer();
-        if seq % self.config.checkpoint_interval == 0 {
+        if seq.is_multiple_of(self.config.checkpoint_interval) {
             self.own_roots.insert(seq, state_root);
             let checkpoint = Checkpoint { seq, state_root };
             let signed = self.sign(checkpoint, |c| c.signed_bytes(), Domain::Checkpoint);
@@ -813,11 +813,11 @@ impl Replica {
             });
             for r in &batch.requests {
                 self.durable.executed_tx.insert(r.tx_id, seq);
-                if self.pending_ids.remove(&r.tx_id) {
-                    if let Some(i) = self.pending.iter().position(|p| p.tx_id == r.tx_id) {
-                        let removed = self.pending.remove(i).expect("position is valid");
-                        self.pending_bytes -= 32 + removed.payload.len();
-                    }
+                if self.pending_ids.remove(&r.tx_id)
+                    && let Some(i) = self.pending.iter().position(|p| p.tx_id == r.tx_id)
+                {
+                    let removed = self.pending.remove(i).expect("position is valid");
+                    self.pending_bytes -= 32 + removed.payload.len();
                 }
             }
             // Consensus time never runs backwards: after view changes a batch stamped earlier
@@ -875,7 +875,7 @@ impl Replica {
     /// collect garbage below it, and fetch what we have not executed up to it.
     pub(crate) fn on_checkpoint(&mut self, c: Signed<Checkpoint>) {
         let m = c.message;
-        if m.seq <= self.low_watermark() || m.seq % self.config.checkpoint_interval != 0 {
+        if m.seq <= self.low_watermark() || !m.seq.is_multiple_of(self.config.checkpoint_interval) {
             return;
         }
         if c.from != self.id && !self.verify(&c, m.signed_bytes(), Domain::Checkpoint) {

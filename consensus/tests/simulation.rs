@@ -31,7 +31,7 @@ fn sim_config(n: u32) -> Config {
 }
 
 /// The fault mix of a seed, and its run. Returns a description of what failed.
-fn run_seed(seed: u64, n: u32) -> Result<Sim, (String, Sim)> {
+fn run_seed(seed: u64, n: u32) -> Result<Box<Sim>, Box<(String, Sim)>> {
     let mut rng = Rng(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ u64::from(n));
     let config = sim_config(n);
     let f = config.f();
@@ -85,7 +85,7 @@ fn run_seed(seed: u64, n: u32) -> Result<Sim, (String, Sim)> {
             };
             sim.submit(to);
         }
-        if sim.now % 300 == 0 {
+        if sim.now.is_multiple_of(300) {
             sim.retransmit();
         }
         if rng.chance(3) && crashed.len() < faulty_budget {
@@ -121,7 +121,7 @@ fn run_seed(seed: u64, n: u32) -> Result<Sim, (String, Sim)> {
         }
         sim.step();
         if !sim.violations.is_empty() {
-            return Err(("safety violated in the fault phase".into(), sim));
+            return Err(Box::new(("safety violated in the fault phase".into(), sim)));
         }
     }
 
@@ -133,15 +133,18 @@ fn run_seed(seed: u64, n: u32) -> Result<Sim, (String, Sim)> {
     let required: Vec<TxId> = sim.submitted.keys().copied().collect();
     let deadline = sim.now + LIVENESS_BOUND_MS;
     loop {
-        if sim.now % 20 == 0 {
+        if sim.now.is_multiple_of(20) {
             sim.submit(None);
         }
-        if sim.now % 300 == 0 {
+        if sim.now.is_multiple_of(300) {
             sim.retransmit();
         }
         sim.step();
         if !sim.violations.is_empty() {
-            return Err(("safety violated in the liveness phase".into(), sim));
+            return Err(Box::new((
+                "safety violated in the liveness phase".into(),
+                sim,
+            )));
         }
         let correct = sim.correct_count();
         if required
@@ -183,21 +186,21 @@ fn run_seed(seed: u64, n: u32) -> Result<Sim, (String, Sim)> {
                 .iter()
                 .filter_map(|n| n.replica.as_ref().map(|r| format!("{r} {:?}", n.behavior)))
                 .collect();
-            return Err((
+            return Err(Box::new((
                 format!(
                     "liveness: {missing} of {} requests not executed everywhere after {LIVENESS_BOUND_MS} ms; {}",
                     required.len(),
                     states.join(" ")
                 ),
                 sim,
-            ));
+            )));
         }
     }
     sim.check_ledgers();
     if !sim.violations.is_empty() {
-        return Err(("ledgers differ".into(), sim));
+        return Err(Box::new(("ledgers differ".into(), sim)));
     }
-    Ok(sim)
+    Ok(Box::new(sim))
 }
 
 fn env(name: &str) -> Option<u64> {
@@ -211,7 +214,8 @@ fn run_many(n: u32, default_seeds: u64) {
     let seeds = env("PBFT_SIM_SEEDS").unwrap_or(default_seeds);
     let first = env("PBFT_SIM_SEED").unwrap_or(1);
     for seed in first..first + seeds {
-        if let Err((what, sim)) = run_seed(seed, n) {
+        if let Err(failure) = run_seed(seed, n) {
+            let (what, sim) = *failure;
             panic!(
                 "seed {seed} (n = {n}) failed: {what}\n  violations: {:?}\n  replay: PBFT_SIM_SEED={seed} PBFT_SIM_SEEDS=1 PBFT_SIM_N={n} cargo test -p medledger-pbft --release --test simulation simulate",
                 sim.violations.iter().take(5).collect::<Vec<_>>()
@@ -241,7 +245,7 @@ fn run_until_executed(sim: &mut Sim, bound_ms: u64) -> bool {
     let required: Vec<TxId> = sim.submitted.keys().copied().collect();
     let mut views: Vec<String> = Vec::new();
     while sim.now < deadline {
-        if sim.now % 300 == 0 {
+        if sim.now.is_multiple_of(300) {
             sim.retransmit();
         }
         sim.step();
@@ -356,8 +360,28 @@ fn a_primary_with_bad_timestamps_is_replaced() {
 
 #[test]
 fn a_run_is_determined_by_its_seed() {
-    let a = run_seed(1234, 4).map_err(|(w, _)| w).unwrap();
-    let b = run_seed(1234, 4).map_err(|(w, _)| w).unwrap();
+    let a = run_seed(1234, 4).map_err(|f| f.0).unwrap();
+    let b = run_seed(1234, 4).map_err(|f| f.0).unwrap();
     assert_eq!(a.trace_digest(), b.trace_digest());
     assert_eq!(a.stats.messages, b.stats.messages);
+}
+
+#[test]
+fn a_replica_whose_state_diverges_reports_it_at_the_next_checkpoint() {
+    let mut sim = honest(4);
+    sim.nodes[3].corrupt_state = true;
+    for _ in 0..3_000 {
+        sim.submit(None);
+        sim.step();
+    }
+    assert!(
+        sim.violations
+            .iter()
+            .any(|v| v == "replica 3 reported divergence at 8"),
+        "{:?}",
+        sim.violations
+    );
+    assert!(!sim.violations.iter().any(|v| v.starts_with("replica 0")
+        || v.starts_with("replica 1")
+        || v.starts_with("replica 2")));
 }

@@ -146,7 +146,7 @@ pub fn observe(sim: &mut Sim, index: usize, message: &Message) {
 
 /// Periodic mischief: replayers resend old messages to random replicas.
 pub fn act(sim: &mut Sim) {
-    if sim.now % 40 != 0 {
+    if !sim.now.is_multiple_of(40) {
         return;
     }
     for index in 0..sim.nodes.len() {

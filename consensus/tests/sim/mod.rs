@@ -93,6 +93,8 @@ pub struct Node {
     pub timer_at: Option<u64>,
     pub executed: BTreeSet<TxId>,
     pub last_timestamp: u64,
+    /// A host whose execution is broken (its state roots are wrong).
+    pub corrupt_state: bool,
     pub mock: mocks::MockState,
 }
 
@@ -177,6 +179,7 @@ impl Sim {
                 timer_at: None,
                 executed: BTreeSet::new(),
                 last_timestamp: 0,
+                corrupt_state: false,
                 mock: mocks::MockState::default(),
             });
         }
@@ -326,6 +329,9 @@ impl Sim {
         let mut h = Sha256::new();
         h.update(node.state_root);
         h.update(digest);
+        if node.corrupt_state {
+            h.update(b"a bug in this host's execution");
+        }
         node.state_root = h.finalize().into();
         node.ledger.push((seq, digest, node.state_root));
         let id = node.id;
@@ -458,8 +464,8 @@ impl Sim {
             }
         }
         for index in 0..self.nodes.len() {
-            let due =
-                self.nodes[index].timer_at.is_some_and(|t| t <= self.now) || self.now % 50 == 0;
+            let due = self.nodes[index].timer_at.is_some_and(|t| t <= self.now)
+                || self.now.is_multiple_of(50);
             if due && self.nodes[index].replica.is_some() {
                 self.nodes[index].timer_at = None;
                 let now = self.now;
