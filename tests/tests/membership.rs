@@ -87,12 +87,18 @@ impl Fixture {
         self.as_("admin", &args)
     }
 
+    /// Registers `name` and returns its one-time secret.
+    fn secret(&self, name: &str, role: &str, extra: &[&str]) -> String {
+        let registered = self.register(name, role, extra).ok();
+        registered["secret"]
+            .as_str()
+            .expect("register prints the secret")
+            .to_string()
+    }
+
     /// Registers and enrolls `name`; returns the wallet's `whoami`.
     fn member(&self, name: &str, role: &str, extra: &[&str]) -> Value {
-        let secret = self.register(name, role, extra).ok()["secret"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let secret = self.secret(name, role, extra);
         self.enroll(name, &secret).ok();
         self.as_(name, &["whoami"]).ok()
     }
@@ -221,10 +227,7 @@ fn register_and_enroll_a_clinician_and_a_patient() {
 fn a_secret_is_single_use_and_a_wrong_one_is_unauthenticated() {
     let f = Fixture::new();
     f.enroll_admin();
-    let secret = f.register("nurse.bob", "clinician", &[]).ok()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let secret = f.secret("nurse.bob", "clinician", &[]);
 
     let wrong = f.enroll("nurse.bob", "not-the-secret");
     assert_eq!(wrong.error_kind(), "unauthenticated", "{:?}", wrong.json);
@@ -256,12 +259,7 @@ fn a_secret_is_single_use_and_a_wrong_one_is_unauthenticated() {
 fn max_enrollments_allows_exactly_that_many() {
     let f = Fixture::new();
     f.enroll_admin();
-    let secret = f
-        .register("peer-0", "peer", &["--max-enrollments", "2"])
-        .ok()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let secret = f.secret("peer-0", "peer", &["--max-enrollments", "2"]);
     let results: Vec<bool> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..5)
             .map(|i| {
@@ -380,10 +378,7 @@ fn malformed_enrollments_are_invalid_arguments_and_spend_no_secret() {
 
     let f = Fixture::new();
     f.enroll_admin();
-    let secret = f.register("dr.alice", "clinician", &[]).ok()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let secret = f.secret("dr.alice", "clinician", &[]);
     let root_pem = std::fs::read_to_string(f.ca_dir.join("ca-root.pem")).unwrap();
     let root = RootCertificate::from_pem(&root_pem).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -604,12 +599,7 @@ fn a_revoked_certificate_is_refused_at_the_handshake_and_listed_in_the_crl() {
 fn revoking_one_certificate_by_serial_leaves_the_others() {
     let f = Fixture::new();
     f.enroll_admin();
-    let secret = f
-        .register("peer-1", "peer", &["--max-enrollments", "2"])
-        .ok()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let secret = f.secret("peer-1", "peer", &["--max-enrollments", "2"]);
     f.enroll("peer-1", &secret).ok();
     let first = f.as_("peer-1", &["whoami"]).ok();
     f.enroll_into("peer-1b", "peer-1", &secret).ok();
@@ -744,10 +734,7 @@ fn a_restarted_ca_keeps_identities_secrets_and_revocations() {
     f.enroll_admin();
     f.member("dr.alice", "clinician", &[]);
     f.member("patient-7", "patient", &[]);
-    let pending = f.register("dr.carol", "clinician", &[]).ok()["secret"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pending = f.secret("dr.carol", "clinician", &[]);
     f.as_("admin", &["admin", "revoke", "--name", "dr.alice"])
         .ok();
 
@@ -781,12 +768,7 @@ fn concurrent_registrations_all_land_with_distinct_secrets() {
         let handles: Vec<_> = (0..12)
             .map(|i| {
                 let f = &f;
-                s.spawn(move || {
-                    f.register(&format!("member-{i:02}"), "patient", &[]).ok()["secret"]
-                        .as_str()
-                        .unwrap()
-                        .to_string()
-                })
+                s.spawn(move || f.secret(&format!("member-{i:02}"), "patient", &[]))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
