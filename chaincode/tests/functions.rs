@@ -487,17 +487,8 @@ fn sharing_for_a_study_follows_the_grant() {
     args.anonymize = true;
     w.call(&patient(1), T0, "grant", &args).unwrap();
     w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
-    let study_p = hex::encode([0x5a; 32]);
-    let share = |study: &str, anonymized: bool, item: &str| v1::ShareForStudyArgs {
-        pseudonym: pseudonym(1),
-        source_item_id: "item-1".into(),
-        study_id: study.into(),
-        item_id: item.into(),
-        path: format!("studies/{study}/{study_p}/{item}"),
-        sha256: vec![3; 32],
-        size: 10,
-        wrapped_dek: vec![4; 80],
-        anonymized,
+    let share = |study: &str, anonymized: bool, item: &str| {
+        share_args(1, "item-1", study, item, anonymized)
     };
     let dr = clinician("dr.a");
     assert_eq!(
@@ -916,7 +907,6 @@ fn erasure_shreds_keys_and_closes_the_record() {
     );
     // The patient may start again under a new pseudonym.
     w.register_patient(2, t);
-    let _ = Role::Patient;
 }
 
 #[test]

@@ -510,18 +510,7 @@ impl System {
     }
 
     fn share(&mut self, who: &Actor, n: u8, item: &str, anonymized: bool, copy: &str) {
-        let study_p = hex::encode([0x5a; 32]);
-        let args = v1::ShareForStudyArgs {
-            pseudonym: pseudonym(n),
-            source_item_id: item.into(),
-            study_id: STUDY.into(),
-            item_id: copy.into(),
-            path: format!("studies/{STUDY}/{study_p}/{copy}"),
-            sha256: vec![3; 32],
-            size: 10,
-            wrapped_dek: vec![4; 80],
-            anonymized,
-        };
+        let args = share_args(n, item, STUDY, copy, anonymized);
         let actual = Kind::of(
             &self
                 .world

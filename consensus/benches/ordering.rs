@@ -43,18 +43,6 @@ fn run(batch: usize, requests: u64) -> (f64, f64) {
         }
         sim.step();
         assert!(sim.violations.is_empty(), "{:?}", sim.violations);
-        if std::env::var("BENCH_DEBUG").is_ok() && sim.now.is_multiple_of(500) {
-            let states: Vec<String> = sim
-                .nodes
-                .iter()
-                .map(|n| format!("{} {}", n.replica.as_ref().unwrap(), n.executed.len()))
-                .collect();
-            eprintln!(
-                "t={} submitted {submitted}: {}",
-                sim.now,
-                states.join(" | ")
-            );
-        }
     }
     let seconds = started.elapsed().as_secs_f64();
     assert_eq!(

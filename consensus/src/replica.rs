@@ -156,13 +156,12 @@ impl Replica {
     ) -> Replica {
         config.validate();
         assert!(id < config.n, "replica id out of range");
-        let in_view_change = false;
         let mut replica = Replica {
             id,
             next_seq: executed_up_to.max(durable.stable.seq) + 1,
             config,
             crypto,
-            in_view_change,
+            in_view_change: false,
             view_change_attempts: 0,
             slots: BTreeMap::new(),
             last_dispatched: executed_up_to,
@@ -840,7 +839,7 @@ impl Replica {
 
     // ------------------------------------------------------------ checkpoints
 
-    fn valid_checkpoint_proof(&self, proof: &CheckpointProof) -> bool {
+    pub(crate) fn valid_checkpoint_proof(&self, proof: &CheckpointProof) -> bool {
         if proof.seq == 0 {
             return proof.signatures.is_empty();
         }
@@ -865,10 +864,6 @@ impl Replica {
             ));
         }
         signers.len() >= self.config.quorum() && self.crypto.verify_all(&items)
-    }
-
-    pub(crate) fn checkpoint_proof_is_valid(&self, proof: &CheckpointProof) -> bool {
-        self.valid_checkpoint_proof(proof)
     }
 
     /// §4.3: a checkpoint becomes stable with 2f+1 matching signed checkpoints. We then

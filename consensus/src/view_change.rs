@@ -66,7 +66,7 @@ impl Replica {
         if !self.verify(vc, m.signed_bytes(), Domain::ViewChange) {
             return false;
         }
-        if !self.checkpoint_proof_is_valid(&m.checkpoint) {
+        if !self.valid_checkpoint_proof(&m.checkpoint) {
             return false;
         }
         let low = m.checkpoint.seq;

@@ -221,14 +221,14 @@ impl CertificateAuthority {
         }
         std::fs::create_dir_all(dir.root.join("tls"))?;
 
-        let root_key = SigningIdentity::generate(&mut rand_core_rng());
+        let root_key = SigningIdentity::generate(&mut rand::rngs::OsRng);
         let mut params = root_params(&root_key.verifying_key());
         params.not_before = datetime(now - BACKDATE_SECONDS)?;
         params.not_after = datetime(now + ROOT_VALIDITY_SECONDS)?;
         params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         let root_cert = params.self_signed(&root_key).map_err(build_error)?;
 
-        let tls_key = SigningIdentity::generate(&mut rand_core_rng());
+        let tls_key = SigningIdentity::generate(&mut rand::rngs::OsRng);
         let mut tls = CertificateParams::default();
         tls.distinguished_name = DistinguishedName::new();
         tls.distinguished_name
@@ -778,11 +778,6 @@ fn crl_reason(reason: v1::RevocationReason) -> rcgen::RevocationReason {
         R::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
         R::PrivilegeWithdrawn => rcgen::RevocationReason::PrivilegeWithdrawn,
     }
-}
-
-/// The OS RNG, through the `rand_core` interface the crypto crate takes.
-fn rand_core_rng() -> rand::rngs::OsRng {
-    rand::rngs::OsRng
 }
 
 #[cfg(test)]

@@ -118,6 +118,22 @@ impl Fixture {
     }
 }
 
+/// The CA refused the caller's certificate at the TLS handshake, and the CLI named `why`.
+#[track_caller]
+fn expect_refused(result: CliResult, why: &str) {
+    assert_eq!(
+        result.error_kind(),
+        "certificate_refused",
+        "{:?}",
+        result.json
+    );
+    assert!(
+        result.error_message().contains(why),
+        "{}",
+        result.error_message()
+    );
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -525,17 +541,7 @@ fn a_revoked_certificate_is_refused_at_the_handshake_and_listed_in_the_crl() {
 
     // Refused at the TLS handshake, and the client says why.
     let refused = f.as_("dr.alice", &["reenroll"]);
-    assert_eq!(
-        refused.error_kind(),
-        "certificate_refused",
-        "{:?}",
-        refused.json
-    );
-    assert!(
-        refused.error_message().contains("revoked"),
-        "{}",
-        refused.error_message()
-    );
+    expect_refused(refused, "revoked");
     // Bob is unaffected.
     assert!(f.as_("dr.bob", &["reenroll"]).success);
 
@@ -674,17 +680,7 @@ fn an_expired_certificate_is_refused_at_the_handshake() {
     f.enroll("admin", secret.trim()).ok();
     std::thread::sleep(std::time::Duration::from_secs(4));
     let result = f.as_("admin", &["admin", "identities"]);
-    assert_eq!(
-        result.error_kind(),
-        "certificate_refused",
-        "{:?}",
-        result.json
-    );
-    assert!(
-        result.error_message().contains("expired"),
-        "{}",
-        result.error_message()
-    );
+    expect_refused(result, "expired");
     let whoami = f.as_("admin", &["whoami"]).ok();
     assert_eq!(whoami["valid_now"], false);
 }
@@ -708,17 +704,7 @@ fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
             "identities",
         ],
     );
-    assert_eq!(
-        result.error_kind(),
-        "certificate_refused",
-        "{:?}",
-        result.json
-    );
-    assert!(
-        result.error_message().contains("not issued by this CA"),
-        "{}",
-        result.error_message()
-    );
+    expect_refused(result, "not issued by this CA");
     // And a client that trusts another root refuses our CA's server certificate.
     let mismatch = medledger(
         &ours.home,

@@ -218,3 +218,26 @@ pub fn denial(result: Result<impl std::fmt::Debug, ChaincodeError>) -> medledger
         other => panic!("expected a denial, got {other:?}"),
     }
 }
+
+/// Sharing item `source` of patient `n` into `study` as `copy`, under the study pseudonym
+/// the grants in these tests carry ([0x5a; 32]).
+pub fn share_args(
+    n: u8,
+    source: &str,
+    study: &str,
+    copy: &str,
+    anonymized: bool,
+) -> v1::ShareForStudyArgs {
+    let study_p = hex::encode([0x5a; 32]);
+    v1::ShareForStudyArgs {
+        pseudonym: pseudonym(n),
+        source_item_id: source.into(),
+        study_id: study.into(),
+        item_id: copy.into(),
+        path: format!("studies/{study}/{study_p}/{copy}"),
+        sha256: vec![3; 32],
+        size: 10,
+        wrapped_dek: vec![4; 80],
+        anonymized,
+    }
+}

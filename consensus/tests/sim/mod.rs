@@ -34,6 +34,12 @@ impl Rng {
     }
 }
 
+/// The payload of the `n`th request: its size and bytes follow from `n`, so a retransmission
+/// carries exactly what the first transmission did.
+fn payload_for(n: u64) -> Vec<u8> {
+    vec![(n % 251) as u8; 1 + (n % 64) as usize]
+}
+
 /// Signatures for the simulation: SHA-256 of the signer's secret, the domain and the bytes.
 /// Only the signer's own instance can make them (the mocks use their own).
 pub struct SimCrypto {
@@ -220,7 +226,7 @@ impl Sim {
         tx_id[8..16].copy_from_slice(&self.seed.to_be_bytes());
         let request = Request {
             tx_id,
-            payload: vec![(self.next_tx % 251) as u8; 1 + (self.next_tx % 64) as usize],
+            payload: payload_for(self.next_tx),
         };
         self.submitted.insert(tx_id, self.now);
         self.send_request(request, to);
@@ -255,14 +261,9 @@ impl Sim {
             .copied()
             .collect();
         for tx_id in missing {
-            let n = self.next_tx_payload(&tx_id);
+            let n = payload_for(u64::from_be_bytes(tx_id[..8].try_into().unwrap()));
             self.send_request(Request { tx_id, payload: n }, None);
         }
-    }
-
-    fn next_tx_payload(&self, tx_id: &TxId) -> Vec<u8> {
-        let n = u64::from_be_bytes(tx_id[..8].try_into().unwrap());
-        vec![(n % 251) as u8; 1 + (n % 64) as usize]
     }
 
     pub fn correct_count(&self) -> usize {
@@ -280,7 +281,6 @@ impl Sim {
     pub fn perform(&mut self, index: usize, actions: Vec<Action>) {
         let mut queue: std::collections::VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
-            let now = self.now;
             match action {
                 Action::Persist { token } => {
                     // The simulated disk is synchronous and every input ends with its Persist,
@@ -310,7 +310,6 @@ impl Sim {
                 }
                 Action::AlreadyCommitted { .. } | Action::Busy { .. } => {}
             }
-            let _ = now;
         }
     }
 
