@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/medledger/v1/membership.proto",
         "proto/medledger/v1/chaincode.proto",
+        "proto/medledger/v1/peer.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

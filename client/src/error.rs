@@ -12,6 +12,10 @@ pub enum ClientError {
         "cannot reach the CA at {url}: {why}. Is `medledger-ca serve` running there, and is --ca (MEDLEDGER_CA) right?"
     )]
     Unreachable { url: String, why: String },
+    #[error(
+        "cannot reach the peer at {address}: {why}. Is the network up (`scripts/devnet status`), and is --peer (MEDLEDGER_PEER) right?"
+    )]
+    PeerUnreachable { address: String, why: String },
     #[error("the CA refused this wallet's certificate at the TLS handshake: {reason}")]
     CertificateRefused { reason: String },
     #[error("{message}")]
@@ -37,7 +41,7 @@ impl ClientError {
         match self {
             ClientError::Usage(_) => "usage",
             ClientError::Wallet { .. } => "wallet",
-            ClientError::Unreachable { .. } => "unreachable",
+            ClientError::Unreachable { .. } | ClientError::PeerUnreachable { .. } => "unreachable",
             ClientError::CertificateRefused { .. } => "certificate_refused",
             ClientError::Rejected { code, .. } => match code {
                 Code::Unauthenticated => "unauthenticated",

@@ -2,14 +2,16 @@
 //!
 //! The medledger SDK and the `medledger` CLI. This room holds what runs on a user's machine:
 //! the wallet (keys created here and stored 0600), enrollment with the membership CA, and the
-//! commands of every role. It imports `medledger-proto` and `medledger-crypto`.
+//! commands of every role. It imports `medledger-proto`, `medledger-crypto` and `medledger-tls`.
 //!
 //! - [`wallet::Wallet`]: one identity's keys, certificate and CA root.
 //! - [`ca::CaClient`]: the Membership API over TLS 1.3, with readable errors.
+//! - [`peer::PeerSet`]: signed transactions to every peer, f+1 matching receipts, queries.
 //! - [`enroll`] / [`reenroll`]: create keys locally, send only a CSR and the X25519 public key.
 
 pub mod ca;
 pub mod error;
+pub mod peer;
 pub mod wallet;
 
 use std::path::Path;

@@ -77,6 +77,9 @@ pub struct DurableState {
     pub prepared: BTreeMap<Seq, PreparedProof>,
     pub stable: CheckpointProof,
     pub committed: BTreeMap<Seq, CommittedBatch>,
+    /// Requests executed in the last `retain_committed` sequence numbers below the stable
+    /// checkpoint, and since. A host need not persist it: losing it costs only duplicate
+    /// ordering, which the host's transaction index catches at execution.
     pub executed_tx: BTreeMap<TxId, Seq>,
     pub last_timestamp_ms: u64,
 }
@@ -933,6 +936,13 @@ impl Replica {
         self.checkpoints = self.checkpoints.split_off(&(seq + 1));
         self.own_roots = self.own_roots.split_off(&seq);
         self.in_log.retain(|_, s| *s > seq);
+        // Remember executed request ids for `retain_committed` sequence numbers below the
+        // checkpoint, no longer: memory stays bounded. The host's ledger (its transaction
+        // index) refuses older duplicates deterministically at execution.
+        let forget_below = seq.saturating_sub(self.config.retain_committed);
+        if forget_below > 0 {
+            self.durable.executed_tx.retain(|_, s| *s >= forget_below);
+        }
         if self.next_seq <= seq {
             self.next_seq = seq + 1;
         }

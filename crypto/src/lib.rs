@@ -16,6 +16,7 @@
 mod certificate;
 mod encryption;
 mod extension;
+mod hashing;
 mod identity;
 mod pseudonym;
 mod signing;
@@ -26,6 +27,7 @@ pub use certificate::{
 };
 pub use encryption::{EncryptionKey, EncryptionPublicKey};
 pub use extension::{ENROLLMENT_EXTENSION_OID, EnrollmentExtension, ExtensionError};
+pub use hashing::{HeaderFields, block_header_hash};
 pub use identity::{
     Attribute, AttributeWindow, IdentityError, MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_VALUE_LEN,
     MAX_ATTRIBUTES, MAX_NAME_LEN, Role, validate_name,

@@ -21,6 +21,9 @@ pub enum SignatureDomain {
     RevocationRecord,
     /// A peer's signed receipt for a committed transaction.
     Receipt,
+    /// A PBFT protocol message between peers. The message bytes carry their own, finer tag
+    /// (pre-prepare, prepare, commit, ...) from the consensus core.
+    Consensus,
 }
 
 impl SignatureDomain {
@@ -31,6 +34,7 @@ impl SignatureDomain {
             SignatureDomain::Transaction => b"medledger/v1/transaction",
             SignatureDomain::RevocationRecord => b"medledger/v1/revocation-record",
             SignatureDomain::Receipt => b"medledger/v1/receipt",
+            SignatureDomain::Consensus => b"medledger/v1/pbft",
         }
     }
 

@@ -58,7 +58,7 @@ pub async fn serve(
 
     let listener = TcpListener::bind(listen).await?;
     on_listening(listener.local_addr()?);
-    let incoming = ReceiverStream::new(tls::accept_tls(listener, config));
+    let incoming = ReceiverStream::new(medledger_tls::accept_tls(listener, config));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health

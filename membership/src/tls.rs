@@ -9,7 +9,6 @@
 //! CRL changes, so a revocation takes effect at the next handshake.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
@@ -20,17 +19,9 @@ use rustls::{
 };
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 use crate::files::{CaDir, read_private};
 
-/// A handshake that takes longer than this is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most TLS handshakes in progress at once; more connections wait in the kernel's backlog.
-const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 
 /// A client-certificate verifier whose CRL can be replaced while the server runs.
 #[derive(Debug)]
@@ -150,43 +141,4 @@ pub fn server_config(
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
-}
-
-/// Accepts TCP connections, performs TLS handshakes (bounded in number and time) and yields
-/// the established streams. Refused handshakes are logged with their reason and dropped.
-pub fn accept_tls(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-) -> mpsc::Receiver<Result<TlsStream<tokio::net::TcpStream>, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
-    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
-    tokio::spawn(async move {
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let (tcp, remote) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => tracing::info!(%remote, reason = %e, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    rx
 }

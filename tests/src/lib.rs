@@ -43,8 +43,18 @@ fn checked_binary(name: &str) -> PathBuf {
     // Only the crates the binary is built from: an edit elsewhere does not make it stale.
     let sources: &[&str] = match name {
         "medledger-ca" => &["proto", "crypto", "membership"],
-        "medledger" => &["proto", "crypto", "client"],
-        _ => &["proto", "crypto", "membership", "client"],
+        "medledger" => &["proto", "crypto", "tls", "client"],
+        "medledger-peer" => &["proto", "crypto", "tls", "consensus", "chaincode", "peer"],
+        _ => &[
+            "proto",
+            "crypto",
+            "tls",
+            "consensus",
+            "chaincode",
+            "membership",
+            "peer",
+            "client",
+        ],
     };
     for source_dir in sources {
         if let Some(newer) = newest_file(&workspace.join(source_dir))
@@ -203,5 +213,257 @@ pub fn medledger(home: &Path, ca_url: &str, args: &[&str]) -> CliResult {
         success: output.status.success(),
         json,
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A free loopback port (bound, read and released: good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `medledger-peer serve`, killed (SIGKILL) when dropped.
+pub struct PeerProcess {
+    child: Option<Child>,
+    pub address: String,
+    pub wallet: PathBuf,
+    pub data_dir: PathBuf,
+    pub genesis: PathBuf,
+    pub log: PathBuf,
+}
+
+impl PeerProcess {
+    pub fn start(wallet: &Path, genesis: &Path, data_dir: &Path, address: &str) -> PeerProcess {
+        let mut peer = PeerProcess {
+            child: None,
+            address: address.to_string(),
+            wallet: wallet.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            genesis: genesis.to_path_buf(),
+            log: data_dir.with_extension("log"),
+        };
+        peer.restart();
+        peer
+    }
+
+    /// Starts the process (again) and waits until it listens.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "the peer is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("peer log file");
+        let mut child = Command::new(binary("medledger-peer"))
+            .arg("serve")
+            .arg("--wallet")
+            .arg(&self.wallet)
+            .arg("--genesis")
+            .arg(&self.genesis)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--listen", &self.address])
+            .env(
+                "RUST_LOG",
+                std::env::var("PEER_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("medledger-peer starts");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the peer's first line");
+        assert!(
+            line.starts_with("medledger-peer listening on "),
+            "medledger-peer did not start: {line:?}; see {}",
+            self.log.display()
+        );
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash or a power cut would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and wait for a graceful exit; returns whether it exited successfully.
+    pub fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `medledger-peer blocks`: one line per block (number, header hash, state root, ...).
+    pub fn blocks(&self) -> Vec<String> {
+        let output = Command::new(binary("medledger-peer"))
+            .arg("blocks")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .output()
+            .expect("medledger-peer blocks runs");
+        assert!(
+            output.status.success(),
+            "medledger-peer blocks failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A whole network on loopback: a CA, an enrolled admin, and `n` peers from one genesis.
+pub struct TestNetwork {
+    pub tmp: tempfile::TempDir,
+    pub home: PathBuf,
+    pub ca: CaProcess,
+    pub peers: Vec<PeerProcess>,
+    pub genesis: PathBuf,
+}
+
+impl TestNetwork {
+    pub fn start(n: usize) -> TestNetwork {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let home = tmp.path().join("home");
+        std::fs::create_dir_all(&home).expect("home");
+        let ca_dir = tmp.path().join("ca");
+        init_ca(&ca_dir);
+        let ca = CaProcess::start(&ca_dir, "365d");
+        let mut network = TestNetwork {
+            genesis: tmp.path().join("genesis.pb"),
+            tmp,
+            home,
+            ca,
+            peers: Vec::new(),
+        };
+        let secret = std::fs::read_to_string(ca_dir.join("admin.secret")).expect("admin secret");
+        network.enroll("admin", secret.trim());
+        let mut specs = Vec::new();
+        let mut addresses = Vec::new();
+        for i in 0..n {
+            let name = format!("peer{i}");
+            network.member(&name, "peer");
+            let address = format!("127.0.0.1:{}", free_port());
+            specs.push(format!(
+                "{name}={}@{address}",
+                network.wallet(&name).join("cert.pem").display()
+            ));
+            addresses.push(address);
+        }
+        let mut genesis = Command::new(binary("medledger-peer"));
+        genesis
+            .arg("genesis")
+            .arg("--ca-root")
+            .arg(ca_dir.join("ca-root.pem"))
+            .args(["--request-timeout-ms", "1500"])
+            .arg("-o")
+            .arg(&network.genesis);
+        for spec in &specs {
+            genesis.args(["--peer", spec]);
+        }
+        let output = genesis.output().expect("medledger-peer genesis runs");
+        assert!(
+            output.status.success(),
+            "genesis failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        for (i, address) in addresses.iter().enumerate() {
+            let wallet = network.wallet(&format!("peer{i}"));
+            let data = network.tmp.path().join(format!("peer{i}"));
+            network.peers.push(PeerProcess::start(
+                &wallet,
+                &network.genesis,
+                &data,
+                address,
+            ));
+        }
+        network
+    }
+
+    pub fn wallet(&self, name: &str) -> PathBuf {
+        self.home.join("wallets").join(name)
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.ca.dir.join("ca-root.pem")
+    }
+
+    /// Runs the CLI as the holder of wallet `name`.
+    pub fn as_(&self, name: &str, args: &[&str]) -> CliResult {
+        let wallet = self.wallet(name).display().to_string();
+        let root = self.root().display().to_string();
+        let mut full = vec!["--wallet", wallet.as_str(), "--ca-root", root.as_str()];
+        full.extend_from_slice(args);
+        medledger(&self.home, &self.ca.url, &full)
+    }
+
+    fn enroll(&self, name: &str, secret: &str) {
+        self.as_(name, &["enroll", "--name", name, "--secret", secret])
+            .ok();
+    }
+
+    /// Registers and enrolls `name` with `role`; returns the wallet directory.
+    pub fn member(&self, name: &str, role: &str) -> PathBuf {
+        let registered = self
+            .as_(
+                "admin",
+                &["admin", "register", "--name", name, "--role", role],
+            )
+            .ok();
+        let secret = registered["secret"].as_str().expect("a secret").to_string();
+        self.enroll(name, &secret);
+        self.wallet(name)
+    }
+
+    /// `host:port` of peer `i`.
+    pub fn address(&self, i: usize) -> String {
+        self.peers[i].address.clone()
+    }
+
+    /// Waits until every running peer has the same height (at least `at_least`), then
+    /// returns the block listings; panics after `timeout`.
+    pub fn converged(&self, at_least: u64, timeout: std::time::Duration) -> Vec<Vec<String>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let listings: Vec<Vec<String>> = self
+                .peers
+                .iter()
+                .filter(|p| p.is_running())
+                .map(|p| p.blocks())
+                .collect();
+            let heights: Vec<usize> = listings.iter().map(Vec::len).collect();
+            let same = heights.windows(2).all(|w| w[0] == w[1]);
+            if same && heights[0] as u64 > at_least {
+                return listings;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "peers did not converge: heights {heights:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 }

@@ -1,0 +1,356 @@
+//! A client of the peers: signed transactions, receipts from f+1 distinct peers, queries.
+//!
+//! The client trusts the CA root in its wallet and nothing else. It learns the network from
+//! any one peer's genesis block, checks that the genesis names the same root, and from then
+//! on talks to every genesis peer with mutual TLS, pinning each peer's genesis key. A
+//! transaction is reported committed only when f+1 peers (so at least one correct one) sent
+//! matching receipts signed by their genesis keys.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use medledger_crypto::{Signature, SignatureDomain, VerifyingKey, certificate_hash};
+use medledger_proto::v1;
+use medledger_proto::v1::ledger_client::LedgerClient;
+use prost::Message;
+use rand_core::RngCore;
+use tonic::transport::Channel;
+
+use crate::error::ClientError;
+use crate::wallet::Wallet;
+
+/// Largest response accepted from a peer.
+const MAX_RESPONSE_BYTES: usize = 32 << 20;
+
+/// A committed transaction, as f+1 peers attest.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub tx_id: [u8; 32],
+    pub block: u64,
+    pub status: v1::TxStatus,
+    pub message: String,
+    pub result: Vec<u8>,
+    /// The peers whose matching signed receipts were checked.
+    pub attested_by: Vec<u32>,
+}
+
+impl Committed {
+    pub fn is_valid(&self) -> bool {
+        self.status == v1::TxStatus::Valid
+    }
+}
+
+pub struct PeerSet {
+    clients: Vec<LedgerClient<Channel>>,
+    keys: Vec<VerifyingKey>,
+    pub network_id: [u8; 32],
+    pub names: Vec<String>,
+    pub addresses: Vec<String>,
+    cert_der: Vec<u8>,
+    cert_hash: [u8; 32],
+    signing: medledger_crypto::SigningIdentity,
+}
+
+fn client_tls(
+    wallet: &Wallet,
+    pins: Option<BTreeSet<[u8; 32]>>,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    let provider = medledger_tls::provider();
+    let verifier = medledger_tls::EnrollmentServerVerifier::new(
+        wallet.root()?,
+        medledger_tls::SharedRevocations::default(),
+        pins,
+        provider.clone(),
+    );
+    let config = medledger_tls::client_config(
+        wallet.cert_der()?,
+        wallet.signing.to_pkcs8_der().to_vec(),
+        verifier,
+        provider,
+    )
+    .map_err(|e| ClientError::wallet(&wallet.dir, e))?;
+    Ok(Arc::new(config))
+}
+
+fn unreachable(address: &str, why: impl ToString) -> ClientError {
+    ClientError::PeerUnreachable {
+        address: address.to_string(),
+        why: why.to_string(),
+    }
+}
+
+impl PeerSet {
+    /// Connects through `bootstrap` (`host:port` of any peer), reads the genesis block, and
+    /// prepares connections to every peer it names.
+    pub async fn connect(wallet: &Wallet, bootstrap: &str) -> Result<PeerSet, ClientError> {
+        let channel = medledger_tls::connect(bootstrap, client_tls(wallet, None)?)
+            .await
+            .map_err(|e| unreachable(bootstrap, e))?;
+        let mut first = LedgerClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let genesis = first
+            .get_block(v1::GetBlockRequest { number: 0 })
+            .await
+            .map_err(ClientError::from_status)?
+            .into_inner();
+        let config = genesis
+            .genesis
+            .as_ref()
+            .ok_or_else(|| ClientError::Protocol("block 0 is not a genesis block".into()))?;
+        if config.ca_root != wallet.root()?.der() {
+            return Err(ClientError::Protocol(
+                "this network's genesis names another CA root than the wallet's".into(),
+            ));
+        }
+        let header = genesis
+            .header
+            .as_ref()
+            .ok_or_else(|| ClientError::Protocol("genesis without header".into()))?;
+        let network_id = genesis_network_id(header);
+        let mut keys = Vec::new();
+        let mut clients = Vec::new();
+        let root = wallet.root()?;
+        for peer in &config.peers {
+            let identity = medledger_crypto::validate_enrollment_certificate(
+                &peer.certificate,
+                &root,
+                config.created_at_ms / 1000,
+                &BTreeSet::<Vec<u8>>::new(),
+            )
+            .map_err(|e| ClientError::Protocol(format!("genesis peer {}: {e}", peer.name)))?;
+            keys.push(identity.signing_key);
+            let pins = BTreeSet::from([identity.signing_key.to_bytes()]);
+            let channel =
+                medledger_tls::connect_lazy(&peer.address, client_tls(wallet, Some(pins))?)
+                    .map_err(|e| unreachable(&peer.address, e))?;
+            clients.push(
+                LedgerClient::new(channel)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            );
+        }
+        let cert_der = wallet.cert_der()?;
+        Ok(PeerSet {
+            clients,
+            keys,
+            network_id,
+            names: config.peers.iter().map(|p| p.name.clone()).collect(),
+            addresses: config.peers.iter().map(|p| p.address.clone()).collect(),
+            cert_hash: certificate_hash(&cert_der),
+            cert_der,
+            signing: medledger_crypto::SigningIdentity::from_pkcs8_der(
+                &wallet.signing.to_pkcs8_der(),
+            )
+            .map_err(|e| ClientError::wallet(&wallet.dir, e))?,
+        })
+    }
+
+    pub fn n(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// f + 1: matching receipts needed before a result is believed.
+    pub fn receipts_needed(&self) -> usize {
+        (self.n() - 1) / 3 + 1
+    }
+
+    /// A signed transaction calling `function` with encoded `args`.
+    pub fn transaction(&self, function: &str, args: Vec<u8>) -> ([u8; 32], v1::Envelope) {
+        let mut nonce = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut nonce);
+        let transaction = v1::Transaction {
+            function: function.to_string(),
+            args,
+            creator_cert_hash: self.cert_hash.to_vec(),
+            creator_certificate: self.cert_der.clone(),
+            nonce: nonce.to_vec(),
+            client_time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            network_id: self.network_id.to_vec(),
+        }
+        .encode_to_vec();
+        let signature = self
+            .signing
+            .sign(SignatureDomain::Transaction, &transaction);
+        let tx_id = sha2_256(&[&nonce[..], &self.cert_hash[..]]);
+        let envelope = v1::Envelope {
+            kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
+                transaction,
+                signature: signature.to_bytes().to_vec(),
+            })),
+        };
+        (tx_id, envelope)
+    }
+
+    /// Signs and submits a transaction; returns once f+1 peers attest the same outcome.
+    pub async fn submit(&self, function: &str, args: Vec<u8>) -> Result<Committed, ClientError> {
+        let (_, envelope) = self.transaction(function, args);
+        self.submit_envelope(envelope).await
+    }
+
+    /// Submits an envelope to every peer at once; returns when f+1 matching, correctly
+    /// signed receipts arrived, or fails when that can no longer happen.
+    pub async fn submit_envelope(&self, envelope: v1::Envelope) -> Result<Committed, ClientError> {
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let mut client = client.clone();
+            let request = v1::SubmitRequest {
+                envelope: Some(envelope.clone()),
+            };
+            calls.spawn(async move {
+                let mut request = tonic::Request::new(request);
+                request.set_timeout(Duration::from_secs(60));
+                (i, client.submit(request).await)
+            });
+        }
+        let needed = self.receipts_needed();
+        let mut groups: HashMap<Vec<u8>, (v1::Receipt, Vec<u32>)> = HashMap::new();
+        let mut errors: Vec<(usize, tonic::Status)> = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((i, outcome)) = joined else { continue };
+            let receipt = match outcome {
+                Ok(response) => match self.check_receipt(i, response.into_inner()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        errors.push((i, tonic::Status::data_loss(e)));
+                        continue;
+                    }
+                },
+                Err(status) => {
+                    errors.push((i, status));
+                    if errors.len() > self.n() - needed {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let mut key = receipt.clone();
+            key.replica = 0;
+            let entry = groups
+                .entry(key.encode_to_vec())
+                .or_insert_with(|| (receipt.clone(), Vec::new()));
+            entry.1.push(i as u32);
+            if entry.1.len() >= needed {
+                let (r, by) = entry.clone();
+                calls.abort_all();
+                return Ok(Committed {
+                    tx_id: r.tx_id.as_slice().try_into().unwrap_or([0; 32]),
+                    block: r.block,
+                    status: v1::TxStatus::try_from(r.status).unwrap_or(v1::TxStatus::Unspecified),
+                    message: r.message,
+                    result: r.result,
+                    attested_by: by,
+                });
+            }
+        }
+        // No quorum: report the refusal most peers gave (they agree on invalid input).
+        if let Some((_, status)) = most_common(&errors) {
+            if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
+                let (i, s) = &errors[0];
+                return Err(unreachable(&self.addresses[*i], s.message()));
+            }
+            return Err(ClientError::from_status(status));
+        }
+        Err(ClientError::Protocol(
+            "the peers' receipts disagree; no f+1 of them attest one outcome".into(),
+        ))
+    }
+
+    fn check_receipt(
+        &self,
+        peer: usize,
+        signed: v1::SubmitResponse,
+    ) -> Result<v1::Receipt, String> {
+        let signed = signed.receipt.ok_or("no receipt")?;
+        let receipt = v1::Receipt::decode(signed.receipt.as_slice()).map_err(|e| e.to_string())?;
+        if receipt.replica as usize != peer {
+            return Err(format!(
+                "peer {peer} sent a receipt of replica {}",
+                receipt.replica
+            ));
+        }
+        if receipt.network_id != self.network_id {
+            return Err("a receipt from another network".into());
+        }
+        let signature = Signature::from_slice(&signed.signature).map_err(|e| e.to_string())?;
+        self.keys[peer]
+            .verify(SignatureDomain::Receipt, &signed.receipt, &signature)
+            .map_err(|_| format!("peer {peer}'s receipt signature does not verify"))?;
+        Ok(receipt)
+    }
+
+    /// A read-only chaincode function, answered by the first peer that can.
+    pub async fn query(
+        &self,
+        function: &str,
+        args: Vec<u8>,
+    ) -> Result<v1::QueryResponse, ClientError> {
+        let mut last = None;
+        for (i, client) in self.clients.iter().enumerate() {
+            let mut client = client.clone();
+            match client
+                .query(v1::QueryRequest {
+                    function: function.to_string(),
+                    args: args.clone(),
+                })
+                .await
+            {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable
+                            | tonic::Code::Unknown
+                            | tonic::Code::DeadlineExceeded
+                    ) =>
+                {
+                    last = Some(unreachable(&self.addresses[i], s.message()));
+                }
+                Err(s) => return Err(ClientError::from_status(s)),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Protocol("no peers".into())))
+    }
+
+    /// The client for peer `i`, for calls the SDK does not wrap.
+    pub fn peer(&self, i: usize) -> LedgerClient<Channel> {
+        self.clients[i].clone()
+    }
+}
+
+fn most_common(errors: &[(usize, tonic::Status)]) -> Option<(usize, tonic::Status)> {
+    let mut counts: HashMap<(i32, String), (usize, usize)> = HashMap::new();
+    for (idx, (_, s)) in errors.iter().enumerate() {
+        let e = counts
+            .entry((s.code() as i32, s.message().to_string()))
+            .or_insert((0, idx));
+        e.0 += 1;
+    }
+    counts
+        .values()
+        .max_by_key(|(count, _)| *count)
+        .map(|(count, idx)| (*count, errors[*idx].1.clone()))
+}
+
+fn sha2_256(parts: &[&[u8]]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// The network's identity: the genesis header's hash.
+fn genesis_network_id(h: &v1::BlockHeader) -> [u8; 32] {
+    medledger_crypto::block_header_hash(&medledger_crypto::HeaderFields {
+        number: h.number,
+        prev_hash: &h.prev_hash,
+        tx_root: &h.tx_root,
+        state_root: &h.state_root,
+        time_ms: h.time_ms,
+        view: h.view,
+    })
+}

@@ -1,0 +1,482 @@
+//! The driver: one thread that owns the PBFT replica and the ledger's write side. It feeds
+//! the replica client requests, replica messages and clock ticks, and performs the actions it
+//! returns, in order (the contract at the top of `medledger-pbft`'s replica.rs):
+//!
+//! 1. Inputs are taken in bursts (up to [`BURST`]); every action of the burst is performed as
+//!    it comes, except `Persist`, whose tokens are collected.
+//! 2. After the burst, the durable PBFT state is written once, synced (group commit), and
+//!    `persisted(token)` releases the messages the core held back until then.
+//! 3. `Execute` executes the batch into a block and commits the block with all its changes in
+//!    one synced write *before* `executed` is called and before any client hears of it.
+//!
+//! Replica-to-replica `Fetch` requests are answered here from the ledger's blocks (which keep
+//! every commit certificate), so a peer that was down for any length of time can catch up.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use tokio::sync::{oneshot, watch};
+
+use crate::execute::{CertifiedBatch, RevocationState, execute_block};
+use crate::ledger::Ledger;
+use crate::network::Network;
+use crate::pbft_store::{PbftStore, committed_key};
+use crate::validate::Validator;
+
+/// Most inputs handled before the durable state is written.
+pub const BURST: usize = 1024;
+/// Largest state-transfer reply, in bytes of envelopes.
+const MAX_FETCH_REPLY_BYTES: usize = 24 << 20;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What a client's submission came to on this peer.
+#[derive(Debug)]
+pub enum Outcome {
+    Committed {
+        block: u64,
+        result: v1::TxResult,
+    },
+    /// Too many requests are pending; retry later.
+    Busy,
+}
+
+pub enum Input {
+    Submit {
+        request: pbft::Request,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Message {
+        from: pbft::ReplicaId,
+        message: pbft::Message,
+    },
+    Shutdown,
+}
+
+/// What the rest of the peer may read about the replica.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub view: u64,
+    pub primary: u32,
+    pub in_view_change: bool,
+    pub pending_requests: u64,
+    pub last_executed: u64,
+}
+
+/// State shared between the driver and the services.
+pub struct Shared {
+    pub status: Mutex<Status>,
+    pub height: watch::Sender<u64>,
+    pub revocations: Mutex<RevocationState>,
+    pub tls_revocations: medledger_tls::SharedRevocations,
+}
+
+struct Waiter {
+    reply: oneshot::Sender<Outcome>,
+    since: Instant,
+}
+
+pub struct Driver {
+    replica: pbft::Replica,
+    ledger: Arc<Ledger>,
+    validator: Arc<Validator>,
+    network: Arc<Network>,
+    shared: Arc<Shared>,
+    store: PbftStore,
+    waiters: HashMap<pbft::TxId, Vec<Waiter>>,
+    timer_at_ms: Option<u64>,
+    pending_token: Option<u64>,
+    /// A state transfer in progress: (replica asked, up to, what we had when we asked).
+    catching_up: Option<(pbft::ReplicaId, pbft::Seq, pbft::Seq)>,
+    revocations: RevocationState,
+    last_progress: Instant,
+    next_probe: u32,
+}
+
+/// With no block executed for this long, ask a peer whether we are behind.
+const SYNC_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Driver {
+    pub fn new(
+        replica: pbft::Replica,
+        store: PbftStore,
+        ledger: Arc<Ledger>,
+        validator: Arc<Validator>,
+        network: Arc<Network>,
+        shared: Arc<Shared>,
+    ) -> Driver {
+        let revocations = shared
+            .revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Driver {
+            replica,
+            ledger,
+            validator,
+            network,
+            shared,
+            store,
+            waiters: HashMap::new(),
+            timer_at_ms: None,
+            pending_token: None,
+            catching_up: None,
+            revocations,
+            last_progress: Instant::now(),
+            next_probe: 0,
+        }
+    }
+
+    /// Runs until `Input::Shutdown` or until every sender is gone. A storage failure stops
+    /// the peer: continuing could acknowledge what is not on disk.
+    pub fn run(mut self, inputs: Receiver<Input>, initial: Vec<pbft::Action>) {
+        self.perform(initial);
+        self.flush();
+        loop {
+            let wait = self
+                .timer_at_ms
+                .map(|at| at.saturating_sub(now_ms()))
+                .unwrap_or(200)
+                .clamp(0, 200);
+            let mut stop = false;
+            match inputs.recv_timeout(Duration::from_millis(wait)) {
+                Ok(input) => stop |= self.handle(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            for _ in 0..BURST {
+                match inputs.try_recv() {
+                    Ok(input) => stop |= self.handle(input),
+                    Err(_) => break,
+                }
+            }
+            if self.timer_at_ms.is_some_and(|at| now_ms() >= at) {
+                self.timer_at_ms = None;
+                let actions = self.replica.tick(now_ms());
+                self.perform(actions);
+            }
+            self.probe_if_idle();
+            self.flush();
+            self.publish_status();
+            if stop {
+                tracing::info!("consensus driver stopped");
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) -> bool {
+        match input {
+            Input::Submit { request, reply } => {
+                self.waiters.entry(request.tx_id).or_default().push(Waiter {
+                    reply,
+                    since: Instant::now(),
+                });
+                let actions = self.replica.request(request, now_ms());
+                self.perform(actions);
+            }
+            Input::Message {
+                from,
+                message: pbft::Message::Fetch { after, up_to, .. },
+            } => self.serve_fetch(from, after, up_to),
+            Input::Message { from, message } => {
+                let reply_from =
+                    matches!(message, pbft::Message::FetchReply { .. }).then_some(from);
+                let actions = self.replica.receive(message, now_ms());
+                self.perform(actions);
+                if let Some(from) = reply_from {
+                    self.continue_catch_up(from);
+                }
+            }
+            Input::Shutdown => return true,
+        }
+        false
+    }
+
+    /// Writes the durable state if the core asked, then releases what it held back.
+    fn flush(&mut self) {
+        while let Some(token) = self.pending_token.take() {
+            if let Err(e) = self.store.save(&self.ledger, self.replica.durable_state()) {
+                fatal(&format!("cannot persist the PBFT state: {e}"));
+            }
+            let actions = self.replica.persisted(token);
+            self.perform(actions);
+        }
+    }
+
+    fn perform(&mut self, actions: Vec<pbft::Action>) {
+        let mut queue: std::collections::VecDeque<pbft::Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
+            match action {
+                pbft::Action::Persist { token } => {
+                    self.pending_token = Some(self.pending_token.map_or(token, |t| t.max(token)));
+                }
+                pbft::Action::Send { to, message } => {
+                    if let pbft::Message::Fetch { up_to, after, .. } = &message {
+                        self.catching_up = Some((to, *up_to, *after));
+                    }
+                    self.network.send(to, &message);
+                }
+                pbft::Action::Broadcast { message } => self.network.broadcast(&message),
+                pbft::Action::Execute { seq, .. } => {
+                    let state_root = self.execute(seq);
+                    queue.extend(self.replica.executed(seq, state_root));
+                }
+                pbft::Action::SetTimer { at_ms } => self.timer_at_ms = Some(at_ms),
+                pbft::Action::AlreadyCommitted { tx_id, .. } => self.answer_from_ledger(&tx_id),
+                pbft::Action::Busy { tx_id } => {
+                    for w in self.waiters.remove(&tx_id).unwrap_or_default() {
+                        let _ = w.reply.send(Outcome::Busy);
+                    }
+                }
+                pbft::Action::Divergence { seq, ours, agreed } => {
+                    metrics::counter!("medledger_divergences_total").increment(1);
+                    tracing::error!(
+                        seq,
+                        ours = %hex::encode(ours),
+                        agreed = %hex::encode(agreed),
+                        "this peer's state differs from the one 2f+1 peers agree on; stop it \
+                         and restore its ledger from a healthy peer"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Executes committed batch `seq` into block `seq` and commits it; returns its state root.
+    fn execute(&mut self, seq: pbft::Seq) -> pbft::Digest {
+        let committed = self
+            .replica
+            .durable_state()
+            .committed
+            .get(&seq)
+            .cloned()
+            .unwrap_or_else(|| fatal(&format!("batch {seq} was dispatched without its commits")));
+        let height = self.ledger.height();
+        if seq <= height {
+            // Already on disk (a restart replays batches committed but not yet marked
+            // executed in the PBFT state): report the stored root.
+            let header = self
+                .ledger
+                .header(seq)
+                .unwrap_or_else(|e| fatal(&e.to_string()));
+            return header.state_root.as_slice().try_into().unwrap_or([0; 32]);
+        }
+        assert_eq!(seq, height + 1, "blocks execute in order");
+        let certified = CertifiedBatch {
+            seq,
+            batch: &committed.batch,
+            commits: &committed.commits,
+        };
+        let (mut commit, revocations) =
+            execute_block(&self.ledger, &self.validator, &self.revocations, &certified)
+                .unwrap_or_else(|e| fatal(&format!("cannot execute block {seq}: {e}")));
+        commit.pbft_deletes.push(committed_key(seq));
+        let block = commit.block.clone();
+        let new_serials: Vec<Vec<u8>> = commit.revocations.iter().map(|(s, _)| s.clone()).collect();
+        self.ledger
+            .commit_block(commit)
+            .unwrap_or_else(|e| fatal(&format!("cannot commit block {seq}: {e}")));
+        // The block is on disk: now the world may hear of it.
+        for serial in new_serials {
+            self.shared.tls_revocations.insert(serial);
+        }
+        self.revocations = revocations.clone();
+        *self
+            .shared
+            .revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = revocations;
+        let transactions = block.results.len();
+        metrics::counter!("medledger_committed_transactions_total").increment(transactions as u64);
+        metrics::histogram!("medledger_batch_size").record(transactions as f64);
+        metrics::gauge!("medledger_height").set(seq as f64);
+        for (request, result) in committed.batch.requests.iter().zip(&block.results) {
+            for w in self.waiters.remove(&request.tx_id).unwrap_or_default() {
+                metrics::histogram!("medledger_commit_latency_seconds")
+                    .record(w.since.elapsed().as_secs_f64());
+                let _ = w.reply.send(Outcome::Committed {
+                    block: seq,
+                    result: result.clone(),
+                });
+            }
+        }
+        self.last_progress = Instant::now();
+        let header = block.header.expect("executed blocks have headers");
+        tracing::debug!(block = seq, transactions, "block committed");
+        self.shared.height.send_replace(seq);
+        header
+            .state_root
+            .as_slice()
+            .try_into()
+            .expect("32-byte root")
+    }
+
+    fn answer_from_ledger(&mut self, tx_id: &pbft::TxId) {
+        let Some(waiters) = self.waiters.remove(tx_id) else {
+            return;
+        };
+        match self.ledger.tx_result(tx_id) {
+            Ok(Some((block, result))) => {
+                for w in waiters {
+                    let _ = w.reply.send(Outcome::Committed {
+                        block,
+                        result: result.clone(),
+                    });
+                }
+            }
+            // Ordered under this id but refused before it was indexed: the client learns the
+            // outcome when it asks again with a valid transaction.
+            _ => {
+                for w in waiters {
+                    let _ = w.reply.send(Outcome::Busy);
+                }
+            }
+        }
+    }
+
+    /// State transfer from the ledger: blocks `(after, up_to]` with their certificates,
+    /// bounded in count and bytes.
+    fn serve_fetch(&mut self, from: pbft::ReplicaId, after: pbft::Seq, up_to: pbft::Seq) {
+        let window = self.replica.config().watermark_window;
+        let up_to = up_to.min(after + window).min(self.ledger.height());
+        let mut batches = Vec::new();
+        let mut bytes = 0;
+        for number in after + 1..=up_to {
+            let Ok(Some(block)) = self.ledger.block(number) else {
+                break;
+            };
+            let Some(batch) = certified_batch(&block) else {
+                break;
+            };
+            bytes += batch.batch.size_bytes();
+            if bytes > MAX_FETCH_REPLY_BYTES && !batches.is_empty() {
+                break;
+            }
+            batches.push(batch);
+        }
+        if batches.is_empty() {
+            return;
+        }
+        let reply = pbft::Message::FetchReply {
+            batches,
+            checkpoint: self.replica.durable_state().stable.clone(),
+        };
+        self.network.send(from, &reply);
+    }
+
+    /// A restarted or partitioned peer learns it is behind only from checkpoints, which an
+    /// idle network does not produce. So when nothing executed for a while, ask one other
+    /// replica (in turn) for blocks after ours; it answers only if it has some.
+    fn probe_if_idle(&mut self) {
+        if self.last_progress.elapsed() < SYNC_PROBE_INTERVAL {
+            return;
+        }
+        self.last_progress = Instant::now();
+        let n = self.replica.config().n;
+        let me = self.replica.id();
+        self.next_probe = (self.next_probe + 1) % n;
+        if self.next_probe == me {
+            self.next_probe = (self.next_probe + 1) % n;
+        }
+        let to = self.next_probe;
+        let after = self.replica.last_executed();
+        self.catching_up = Some((to, u64::MAX, after));
+        self.network.send(
+            to,
+            &pbft::Message::Fetch {
+                from: me,
+                after,
+                up_to: after + self.replica.config().watermark_window,
+            },
+        );
+    }
+
+    /// After a state-transfer reply: ask the same replica for the rest, if any.
+    fn continue_catch_up(&mut self, from: pbft::ReplicaId) {
+        let Some((asked, up_to, had)) = self.catching_up else {
+            return;
+        };
+        let done = self.replica.last_executed();
+        if done >= up_to || done <= had {
+            // Finished, or the reply did not help: checkpoints and probes take over.
+            self.catching_up = None;
+        } else if asked == from {
+            self.catching_up = Some((asked, up_to, done));
+            self.network.send(
+                from,
+                &pbft::Message::Fetch {
+                    from: self.replica.id(),
+                    after: done,
+                    up_to,
+                },
+            );
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = Status {
+            view: self.replica.view(),
+            primary: self.replica.config().primary(self.replica.view()),
+            in_view_change: self.replica.in_view_change(),
+            pending_requests: self.waiters.len() as u64,
+            last_executed: self.replica.last_executed(),
+        };
+        metrics::gauge!("medledger_view").set(status.view as f64);
+        *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+}
+
+/// The committed batch a block was made from, with its commit certificate.
+pub fn certified_batch(block: &v1::Block) -> Option<pbft::CommittedBatch> {
+    let header = block.header.as_ref()?;
+    let certificate = block.certificate.as_ref()?;
+    if block.request_ids.len() != block.envelopes.len() {
+        return None;
+    }
+    let mut requests = Vec::with_capacity(block.envelopes.len());
+    for (id, payload) in block.request_ids.iter().zip(&block.envelopes) {
+        requests.push(pbft::Request {
+            tx_id: id.as_slice().try_into().ok()?,
+            payload: payload.clone(),
+        });
+    }
+    let batch = pbft::Batch {
+        timestamp_ms: block.batch_time_ms,
+        requests,
+    };
+    let digest = batch.digest();
+    let commits = certificate
+        .commits
+        .iter()
+        .map(|c| pbft::Signed {
+            from: c.replica,
+            message: pbft::Vote {
+                view: certificate.view,
+                seq: header.number,
+                digest,
+            },
+            signature: c.signature.clone(),
+        })
+        .collect();
+    Some(pbft::CommittedBatch {
+        seq: header.number,
+        batch,
+        commits,
+    })
+}
+
+fn fatal(why: &str) -> ! {
+    tracing::error!("{why}; stopping the peer");
+    eprintln!("medledger-peer: fatal: {why}");
+    std::process::exit(70);
+}

@@ -1,0 +1,264 @@
+//! Executing a committed batch into a block: every envelope is validated at the block's
+//! consensus time and against the revocations in force, valid transactions run in the
+//! chaincode, invalid ones are recorded with their status (never dropped), and the block with
+//! its write set, key history, transaction index and commit certificate is handed to the
+//! ledger to commit in one synced write.
+//!
+//! Execution depends only on the ledger and the certified batch, so every correct peer
+//! produces the same block, byte for byte.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use medledger_chaincode as chaincode;
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use v1::TxStatus;
+
+use crate::block::{WriteSet, header_hash, next_state_root, tx_root};
+use crate::ledger::{BlockCommit, HistoryEntry, Ledger, LedgerError, StateView, TxLocation};
+use crate::stub::LedgerStub;
+use crate::validate::{Checked, LedgerFacts, Refusal, Validator, creator};
+
+/// What execution needs to carry from block to block.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationState {
+    pub revoked: BTreeSet<Vec<u8>>,
+    pub sequence: u64,
+}
+
+impl RevocationState {
+    pub fn load(ledger: &Ledger) -> Result<RevocationState, LedgerError> {
+        Ok(RevocationState {
+            revoked: ledger.revoked_serials()?,
+            sequence: ledger.revocation_sequence()?,
+        })
+    }
+}
+
+/// The ledger plus the block so far, as validation sees it.
+struct BlockFacts<'a> {
+    ledger: &'a Ledger,
+    certificates: HashMap<[u8; 32], Vec<u8>>,
+    used: HashSet<[u8; 32]>,
+    revocations: RevocationState,
+}
+
+impl LedgerFacts for BlockFacts<'_> {
+    fn certificate(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        self.certificates
+            .get(hash)
+            .cloned()
+            .or_else(|| self.ledger.certificate(hash).ok().flatten())
+    }
+    fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool {
+        // A storage error counts as used: refusing is the safe side, and the next read of a
+        // failing disk stops the peer anyway.
+        self.used.contains(tx_id) || self.ledger.tx_location(tx_id).map_or(true, |l| l.is_some())
+    }
+    fn revoked(&self) -> &BTreeSet<Vec<u8>> {
+        &self.revocations.revoked
+    }
+    fn revocation_sequence(&self) -> u64 {
+        self.revocations.sequence
+    }
+}
+
+/// The facts of the committed ledger alone (for checks at submission).
+pub struct CommittedFacts<'a> {
+    pub ledger: &'a Ledger,
+    pub revocations: &'a RevocationState,
+}
+
+impl LedgerFacts for CommittedFacts<'_> {
+    fn certificate(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        self.ledger.certificate(hash).ok().flatten()
+    }
+    fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool {
+        self.ledger.tx_location(tx_id).map_or(true, |l| l.is_some())
+    }
+    fn revoked(&self) -> &BTreeSet<Vec<u8>> {
+        &self.revocations.revoked
+    }
+    fn revocation_sequence(&self) -> u64 {
+        self.revocations.sequence
+    }
+}
+
+/// A batch as PBFT committed it, with its certificate.
+pub struct CertifiedBatch<'a> {
+    pub seq: pbft::Seq,
+    pub batch: &'a pbft::Batch,
+    pub commits: &'a [pbft::Signed<pbft::Vote>],
+}
+
+pub fn certificate_to_proto(c: &CertifiedBatch<'_>) -> v1::CommitCertificate {
+    v1::CommitCertificate {
+        view: c.commits.first().map_or(0, |v| v.message.view),
+        batch_digest: c.batch.digest().to_vec(),
+        commits: c
+            .commits
+            .iter()
+            .map(|v| v1::ReplicaSignature {
+                replica: v.from,
+                signature: v.signature.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn refused(r: Refusal) -> v1::TxResult {
+    v1::TxResult {
+        tx_id: r.tx_id.map(|t| t.to_vec()).unwrap_or_default(),
+        status: r.status as i32,
+        message: r.message,
+        ..Default::default()
+    }
+}
+
+/// Executes `certified` as block `certified.seq` on top of the ledger. Returns what to
+/// commit and the revocation state after the block.
+pub fn execute_block(
+    ledger: &Ledger,
+    validator: &Validator,
+    revocations: &RevocationState,
+    certified: &CertifiedBatch<'_>,
+) -> Result<(BlockCommit, RevocationState), LedgerError> {
+    let number = certified.seq;
+    let previous = ledger.header(number - 1)?;
+    // Consensus time never runs backwards; a null batch keeps the previous time.
+    let time_ms = if certified.batch.is_null() {
+        previous.time_ms
+    } else {
+        (certified.batch.timestamp_ms as i64).max(previous.time_ms)
+    };
+    let time_s = time_ms.div_euclid(1000);
+    let view = StateView::new(ledger);
+    let mut facts = BlockFacts {
+        ledger,
+        certificates: HashMap::new(),
+        used: HashSet::new(),
+        revocations: revocations.clone(),
+    };
+    let mut commit = BlockCommit::default();
+    let mut block_writes = WriteSet::new();
+    let mut last_writer: HashMap<String, TxLocation> = HashMap::new();
+    let mut history: Vec<HistoryEntry> = Vec::new();
+    let mut results = Vec::with_capacity(certified.batch.requests.len());
+    let mut envelopes = Vec::with_capacity(certified.batch.requests.len());
+
+    for (index, request) in certified.batch.requests.iter().enumerate() {
+        let location = TxLocation {
+            block: number,
+            index: index as u32,
+        };
+        envelopes.push(request.payload.clone());
+        let checked = match validator.check(&request.payload, time_s, &facts) {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                results.push(refused(refusal));
+                continue;
+            }
+        };
+        let tx_id = checked.tx_id();
+        facts.used.insert(tx_id);
+        commit.tx_index.push((tx_id, location));
+        match checked {
+            Checked::Revocation { record, .. } => {
+                facts.revocations.revoked.insert(record.serial.clone());
+                facts.revocations.sequence = record.sequence;
+                commit
+                    .revocations
+                    .push((record.serial.clone(), record.sequence));
+                results.push(v1::TxResult {
+                    tx_id: tx_id.to_vec(),
+                    status: TxStatus::Valid as i32,
+                    function: "revoke_certificate".into(),
+                    ..Default::default()
+                });
+            }
+            Checked::Transaction(valid) => {
+                if let Some((hash, der)) = valid.certificate.clone() {
+                    facts.certificates.insert(hash, der.clone());
+                    commit.certificates.push((hash, der));
+                }
+                let mut stub = LedgerStub::new(
+                    &view,
+                    &block_writes,
+                    &history,
+                    creator(&valid.identity),
+                    tx_id,
+                    time_s,
+                );
+                let outcome = chaincode::invoke(
+                    &mut stub,
+                    &valid.transaction.function,
+                    &valid.transaction.args,
+                );
+                let writes = std::mem::take(&mut stub.writes);
+                let events = std::mem::take(&mut stub.events);
+                drop(stub);
+                let (status, message, result) = match outcome {
+                    Ok(result) => (TxStatus::Valid, String::new(), result),
+                    Err(e) => (TxStatus::ChaincodeError, e.to_string(), Vec::new()),
+                };
+                for (key, value) in writes {
+                    history.push(HistoryEntry {
+                        key: key.clone(),
+                        location,
+                        tx_id,
+                        time_s,
+                        value: value.clone(),
+                    });
+                    last_writer.insert(key.clone(), location);
+                    block_writes.insert(key, value);
+                }
+                results.push(v1::TxResult {
+                    tx_id: tx_id.to_vec(),
+                    status: status as i32,
+                    message,
+                    result,
+                    events: events
+                        .into_iter()
+                        .map(|(name, payload)| v1::ChaincodeEvent { name, payload })
+                        .collect(),
+                    creator: valid.identity.name.clone(),
+                    function: valid.transaction.function.clone(),
+                });
+            }
+        }
+    }
+    drop(view);
+
+    let state_root = next_state_root(&previous.state_root, &block_writes);
+    let header = v1::BlockHeader {
+        number,
+        prev_hash: header_hash(&previous).to_vec(),
+        tx_root: tx_root(&envelopes).to_vec(),
+        state_root: state_root.to_vec(),
+        time_ms,
+        view: certified.commits.first().map_or(0, |v| v.message.view),
+    };
+    commit.state = block_writes
+        .into_iter()
+        .map(|(k, v)| {
+            let location = last_writer[&k];
+            (k, v, location)
+        })
+        .collect();
+    commit.history = history;
+    commit.block = v1::Block {
+        header: Some(header),
+        envelopes,
+        results,
+        certificate: Some(certificate_to_proto(certified)),
+        batch_time_ms: certified.batch.timestamp_ms,
+        genesis: None,
+        request_ids: certified
+            .batch
+            .requests
+            .iter()
+            .map(|r| r.tx_id.to_vec())
+            .collect(),
+    };
+    Ok((commit, facts.revocations))
+}

@@ -1,0 +1,249 @@
+//! The genesis block: the network's peer set (each peer's enrollment certificate and
+//! address), the CA root every peer trusts, and the consensus parameters. Every peer starts
+//! from the same one and refuses to run against a ledger that began with another.
+
+use std::path::Path;
+
+use medledger_crypto::{Role, RootCertificate, VerifyingKey, validate_enrollment_certificate};
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::block::header_hash;
+
+/// Largest genesis file accepted.
+pub const MAX_GENESIS_BYTES: usize = 1 << 20;
+/// Largest encoded envelope (one transaction) by default.
+pub const DEFAULT_MAX_ENVELOPE_BYTES: u32 = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    #[error("cannot read the genesis block {path}: {why}")]
+    Read { path: String, why: String },
+    #[error("the genesis block is malformed: {0}")]
+    Malformed(String),
+    #[error("genesis peer {replica} ({name}): {why}")]
+    BadPeer {
+        replica: u32,
+        name: String,
+        why: String,
+    },
+}
+
+/// A validated genesis block, with what peers need from it at hand.
+#[derive(Debug, Clone)]
+pub struct Genesis {
+    pub block: v1::Block,
+    pub config: v1::GenesisConfig,
+    pub root: RootCertificate,
+    /// The replicas' signing keys, by replica id.
+    pub peer_keys: Vec<VerifyingKey>,
+    /// SHA-256 of the genesis header: the network's identity.
+    pub network_id: [u8; 32],
+}
+
+pub struct GenesisPeerSpec {
+    pub name: String,
+    pub certificate_der: Vec<u8>,
+    pub address: String,
+}
+
+/// Defaults tuned for a LAN of 4 to 10 peers.
+pub fn default_parameters() -> v1::ConsensusParameters {
+    let c = pbft::Config::new(4);
+    v1::ConsensusParameters {
+        checkpoint_interval: c.checkpoint_interval,
+        watermark_window: c.watermark_window,
+        max_batch_requests: 256,
+        max_batch_bytes: 4 << 20,
+        batch_timeout_ms: c.batch_timeout_ms,
+        request_timeout_ms: 2_000,
+        max_clock_skew_ms: c.max_clock_skew_ms,
+        max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
+    }
+}
+
+/// Builds the genesis block for `peers` (replica ids in the given order).
+pub fn build(
+    network_name: &str,
+    root_der: &[u8],
+    peers: Vec<GenesisPeerSpec>,
+    parameters: v1::ConsensusParameters,
+    created_at_ms: i64,
+) -> Result<Genesis, GenesisError> {
+    let config = v1::GenesisConfig {
+        network_name: network_name.to_string(),
+        ca_root: root_der.to_vec(),
+        peers: peers
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| v1::GenesisPeer {
+                replica: i as u32,
+                name: p.name,
+                certificate: p.certificate_der,
+                address: p.address,
+            })
+            .collect(),
+        consensus: Some(parameters),
+        created_at_ms,
+    };
+    let header = v1::BlockHeader {
+        number: 0,
+        prev_hash: vec![0; 32],
+        tx_root: Sha256::digest(config.encode_to_vec()).to_vec(),
+        state_root: vec![0; 32],
+        time_ms: created_at_ms,
+        view: 0,
+    };
+    let block = v1::Block {
+        header: Some(header),
+        genesis: Some(config),
+        ..Default::default()
+    };
+    Genesis::from_block(block)
+}
+
+impl Genesis {
+    pub fn from_block(block: v1::Block) -> Result<Genesis, GenesisError> {
+        let malformed = |why: &str| GenesisError::Malformed(why.to_string());
+        let header = block
+            .header
+            .as_ref()
+            .ok_or_else(|| malformed("no header"))?;
+        let config = block
+            .genesis
+            .clone()
+            .ok_or_else(|| malformed("no genesis configuration"))?;
+        if header.number != 0 || header.prev_hash != [0; 32] {
+            return Err(malformed("a genesis block is number 0 with no predecessor"));
+        }
+        if header.tx_root != Sha256::digest(config.encode_to_vec()).as_slice() {
+            return Err(malformed("the header does not match the configuration"));
+        }
+        let root = RootCertificate::from_der(&config.ca_root)
+            .map_err(|e| GenesisError::Malformed(format!("CA root: {e}")))?;
+        let n = config.peers.len();
+        if n < 4 || (n - 1) % 3 != 0 {
+            return Err(GenesisError::Malformed(format!(
+                "{n} peers: PBFT needs 3f + 1 peers (4, 7, 10, ...)"
+            )));
+        }
+        let parameters = config
+            .consensus
+            .ok_or_else(|| malformed("no consensus parameters"))?;
+        let mut peer_keys = Vec::with_capacity(n);
+        for (i, peer) in config.peers.iter().enumerate() {
+            let bad = |why: String| GenesisError::BadPeer {
+                replica: i as u32,
+                name: peer.name.clone(),
+                why,
+            };
+            if peer.replica != i as u32 {
+                return Err(bad("replica ids must be 0, 1, 2, ... in order".into()));
+            }
+            // Checked at the genesis time: a peer certificate may expire later and be renewed.
+            let identity = validate_enrollment_certificate(
+                &peer.certificate,
+                &root,
+                config.created_at_ms / 1000,
+                &std::collections::BTreeSet::new(),
+            )
+            .map_err(|e| bad(e.to_string()))?;
+            if identity.role != Role::Peer {
+                return Err(bad(format!("role is {}, not peer", identity.role)));
+            }
+            if peer_keys.contains(&identity.signing_key) {
+                return Err(bad("the same key appears twice".into()));
+            }
+            if peer.address.is_empty() {
+                return Err(bad("no address".into()));
+            }
+            peer_keys.push(identity.signing_key);
+        }
+        let genesis = Genesis {
+            network_id: header_hash(header),
+            block,
+            root,
+            peer_keys,
+            config,
+        };
+        genesis.pbft_config_checked(&parameters)?;
+        Ok(genesis)
+    }
+
+    pub fn read(path: &Path) -> Result<Genesis, GenesisError> {
+        let read_err = |why: String| GenesisError::Read {
+            path: path.display().to_string(),
+            why,
+        };
+        let bytes = std::fs::read(path).map_err(|e| read_err(e.to_string()))?;
+        if bytes.len() > MAX_GENESIS_BYTES {
+            return Err(read_err("larger than 1 MiB".into()));
+        }
+        let block = v1::Block::decode(bytes.as_slice())
+            .map_err(|e| GenesisError::Malformed(e.to_string()))?;
+        Genesis::from_block(block)
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        self.block.encode_to_vec()
+    }
+
+    pub fn n(&self) -> u32 {
+        self.config.peers.len() as u32
+    }
+
+    pub fn parameters(&self) -> &v1::ConsensusParameters {
+        self.config
+            .consensus
+            .as_ref()
+            .expect("validated in from_block")
+    }
+
+    pub fn max_envelope_bytes(&self) -> usize {
+        self.parameters().max_envelope_bytes as usize
+    }
+
+    fn pbft_config_checked(
+        &self,
+        p: &v1::ConsensusParameters,
+    ) -> Result<pbft::Config, GenesisError> {
+        let mut c = pbft::Config::new(self.n());
+        c.checkpoint_interval = p.checkpoint_interval;
+        c.watermark_window = p.watermark_window;
+        c.max_batch_requests = p.max_batch_requests as usize;
+        c.max_batch_bytes = p.max_batch_bytes as usize;
+        c.batch_timeout_ms = p.batch_timeout_ms;
+        c.request_timeout_ms = p.request_timeout_ms;
+        c.max_clock_skew_ms = p.max_clock_skew_ms;
+        c.retain_committed = c.watermark_window.max(1024);
+        let sane = c.checkpoint_interval > 0
+            && c.watermark_window >= c.checkpoint_interval
+            && c.watermark_window.is_multiple_of(c.checkpoint_interval)
+            && c.max_batch_requests > 0
+            && c.max_batch_bytes >= p.max_envelope_bytes as usize
+            && p.max_envelope_bytes >= 1024
+            && c.request_timeout_ms > c.batch_timeout_ms;
+        if !sane {
+            return Err(GenesisError::Malformed(format!(
+                "inconsistent consensus parameters: {p:?}"
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The PBFT core's configuration.
+    pub fn pbft_config(&self) -> pbft::Config {
+        self.pbft_config_checked(self.parameters())
+            .expect("validated in from_block")
+    }
+
+    /// The replica whose key is `key`, if any.
+    pub fn replica_of(&self, key: &VerifyingKey) -> Option<pbft::ReplicaId> {
+        self.peer_keys
+            .iter()
+            .position(|k| k == key)
+            .map(|i| i as pbft::ReplicaId)
+    }
+}

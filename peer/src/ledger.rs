@@ -1,0 +1,508 @@
+//! The ledger on disk, in RocksDB (ARCHITECTURE §3).
+//!
+//! Column families:
+//! - `blocks`: number (u64 BE) → encoded `Block` (envelopes, results, commit certificate)
+//! - `state`: key → block (u64 BE) ‖ tx (u32 BE) ‖ value — the world state with versions
+//! - `history`: key ‖ 0x00 ‖ block ‖ tx → tx_id ‖ time (i64 BE) ‖ present (u8) ‖ value
+//! - `tx_index`: tx_id → block ‖ tx: every transaction id ever ordered, valid or not
+//! - `certificates`: SHA-256 → DER of every creator certificate the ledger has seen
+//! - `revocations`: serial → block ‖ CA sequence
+//! - `pbft`: the replica's durable protocol state (see [`PbftStore`])
+//! - `meta`: `network_id`, `height`, `revocation_sequence`
+//!
+//! A block and everything it changes commit in one synced `WriteBatch`: after a crash the
+//! ledger holds whole blocks only, and nothing is acknowledged before it is on disk.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use medledger_proto::v1;
+use prost::Message;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions,
+    Snapshot, WriteBatch, WriteOptions,
+};
+
+use crate::block::{WriteSet, header_hash};
+use crate::genesis::Genesis;
+
+pub const CF_BLOCKS: &str = "blocks";
+pub const CF_STATE: &str = "state";
+pub const CF_HISTORY: &str = "history";
+pub const CF_TX_INDEX: &str = "tx_index";
+pub const CF_CERTIFICATES: &str = "certificates";
+pub const CF_REVOCATIONS: &str = "revocations";
+pub const CF_PBFT: &str = "pbft";
+pub const CF_META: &str = "meta";
+const ALL_CFS: [&str; 8] = [
+    CF_BLOCKS,
+    CF_STATE,
+    CF_HISTORY,
+    CF_TX_INDEX,
+    CF_CERTIFICATES,
+    CF_REVOCATIONS,
+    CF_PBFT,
+    CF_META,
+];
+
+const META_NETWORK_ID: &[u8] = b"network_id";
+const META_HEIGHT: &[u8] = b"height";
+const META_REVOCATION_SEQUENCE: &[u8] = b"revocation_sequence";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("RocksDB: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("the ledger is corrupt ({what}): {why}")]
+    Corrupt { what: &'static str, why: String },
+    #[error(
+        "this data directory belongs to network {found}, but the genesis block given is network \
+         {expected}; point the peer at its own data directory or at the genesis it started with"
+    )]
+    WrongGenesis { expected: String, found: String },
+}
+
+pub type Result<T> = std::result::Result<T, LedgerError>;
+
+fn corrupt(what: &'static str, why: impl ToString) -> LedgerError {
+    LedgerError::Corrupt {
+        what,
+        why: why.to_string(),
+    }
+}
+
+pub fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+fn be_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
+}
+
+/// Where a transaction is on the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxLocation {
+    pub block: u64,
+    pub index: u32,
+}
+
+impl TxLocation {
+    fn encode(self) -> [u8; 12] {
+        let mut out = [0; 12];
+        out[..8].copy_from_slice(&self.block.to_be_bytes());
+        out[8..].copy_from_slice(&self.index.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<TxLocation> {
+        Some(TxLocation {
+            block: be_u64(bytes)?,
+            index: be_u32(bytes.get(8..)?)?,
+        })
+    }
+}
+
+/// One past value of a key, as written by transaction `tx_id` of block `block`.
+pub struct HistoryEntry {
+    pub key: String,
+    pub location: TxLocation,
+    pub tx_id: [u8; 32],
+    pub time_s: i64,
+    pub value: Option<Vec<u8>>,
+}
+
+pub fn history_key(key: &str, location: TxLocation) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 13);
+    k.extend_from_slice(key.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&location.encode());
+    k
+}
+
+/// Everything one block changes, written at once.
+#[derive(Default)]
+pub struct BlockCommit {
+    pub block: v1::Block,
+    /// Final value of each key the block wrote, with the transaction that wrote it last.
+    pub state: Vec<(String, Option<Vec<u8>>, TxLocation)>,
+    pub history: Vec<HistoryEntry>,
+    pub tx_index: Vec<([u8; 32], TxLocation)>,
+    pub certificates: Vec<([u8; 32], Vec<u8>)>,
+    /// (serial, CA sequence) of revocations that take effect with this block.
+    pub revocations: Vec<(Vec<u8>, u64)>,
+    /// PBFT state the block makes obsolete (its committed batch).
+    pub pbft_deletes: Vec<Vec<u8>>,
+}
+
+pub struct Ledger {
+    db: DB,
+    height: AtomicU64,
+    network_id: [u8; 32],
+}
+
+impl Ledger {
+    /// Opens (or creates, from `genesis`) the ledger under `dir`. A ledger that began with a
+    /// different genesis block is refused.
+    pub fn open(dir: &Path, genesis: &Genesis) -> Result<Ledger> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        options.create_missing_column_families(true);
+        options.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        options.set_max_open_files(512);
+        let cfs = ALL_CFS
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, options.clone()));
+        let db = DB::open_cf_descriptors(&options, dir, cfs)?;
+        let ledger = Ledger {
+            db,
+            height: AtomicU64::new(0),
+            network_id: genesis.network_id,
+        };
+        match ledger.db.get_cf(ledger.cf(CF_META), META_NETWORK_ID)? {
+            Some(found) if found.as_slice() == genesis.network_id.as_slice() => {}
+            Some(found) => {
+                return Err(LedgerError::WrongGenesis {
+                    expected: hex::encode(genesis.network_id),
+                    found: hex::encode(found),
+                });
+            }
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(ledger.cf(CF_BLOCKS), 0u64.to_be_bytes(), genesis.encode());
+                batch.put_cf(ledger.cf(CF_META), META_HEIGHT, 0u64.to_be_bytes());
+                batch.put_cf(ledger.cf(CF_META), META_NETWORK_ID, genesis.network_id);
+                ledger.write_synced(batch)?;
+            }
+        }
+        let height = ledger
+            .db
+            .get_cf(ledger.cf(CF_META), META_HEIGHT)?
+            .and_then(|b| be_u64(&b))
+            .ok_or_else(|| corrupt("meta", "no height"))?;
+        ledger.height.store(height, Ordering::SeqCst);
+        Ok(ledger)
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("every column family is created at open")
+    }
+
+    fn write_synced(&self, batch: WriteBatch) -> Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    pub fn network_id(&self) -> [u8; 32] {
+        self.network_id
+    }
+
+    /// Number of the last committed block (0: only genesis).
+    pub fn height(&self) -> u64 {
+        self.height.load(Ordering::SeqCst)
+    }
+
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        self.db.snapshot()
+    }
+
+    pub fn block(&self, number: u64) -> Result<Option<v1::Block>> {
+        self.db
+            .get_cf(self.cf(CF_BLOCKS), number.to_be_bytes())?
+            .map(|b| v1::Block::decode(b.as_slice()).map_err(|e| corrupt("blocks", e)))
+            .transpose()
+    }
+
+    pub fn header(&self, number: u64) -> Result<v1::BlockHeader> {
+        self.block(number)?
+            .and_then(|b| b.header)
+            .ok_or_else(|| corrupt("blocks", format!("block {number} is missing")))
+    }
+
+    pub fn last_hash(&self) -> Result<[u8; 32]> {
+        Ok(header_hash(&self.header(self.height())?))
+    }
+
+    pub fn tx_location(&self, tx_id: &[u8]) -> Result<Option<TxLocation>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_TX_INDEX), tx_id)?
+            .and_then(|b| TxLocation::decode(&b)))
+    }
+
+    /// The committed result of a transaction, with its block number.
+    pub fn tx_result(&self, tx_id: &[u8]) -> Result<Option<(u64, v1::TxResult)>> {
+        let Some(location) = self.tx_location(tx_id)? else {
+            return Ok(None);
+        };
+        let block = self
+            .block(location.block)?
+            .ok_or_else(|| corrupt("tx_index", "points at a missing block"))?;
+        let result = block
+            .results
+            .get(location.index as usize)
+            .cloned()
+            .ok_or_else(|| corrupt("tx_index", "points past a block's results"))?;
+        Ok(Some((location.block, result)))
+    }
+
+    pub fn certificate(&self, hash: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_CERTIFICATES), hash)?)
+    }
+
+    /// Serial numbers revoked on the ledger so far.
+    pub fn revoked_serials(&self) -> Result<BTreeSet<Vec<u8>>> {
+        let mut out = BTreeSet::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_REVOCATIONS), IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            out.insert(k.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// The CA sequence number of the last revocation on the ledger.
+    pub fn revocation_sequence(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), META_REVOCATION_SEQUENCE)?
+            .and_then(|b| be_u64(&b))
+            .unwrap_or(0))
+    }
+
+    /// Writes block `commit.block` and all it changes in one synced batch.
+    pub fn commit_block(&self, commit: BlockCommit) -> Result<()> {
+        let number = commit
+            .block
+            .header
+            .as_ref()
+            .map(|h| h.number)
+            .ok_or_else(|| corrupt("commit", "block without header"))?;
+        assert_eq!(number, self.height() + 1, "blocks commit in order");
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            self.cf(CF_BLOCKS),
+            number.to_be_bytes(),
+            commit.block.encode_to_vec(),
+        );
+        for (key, value, location) in &commit.state {
+            match value {
+                Some(v) => {
+                    let mut stored = Vec::with_capacity(12 + v.len());
+                    stored.extend_from_slice(&location.encode());
+                    stored.extend_from_slice(v);
+                    batch.put_cf(self.cf(CF_STATE), key.as_bytes(), stored);
+                }
+                None => batch.delete_cf(self.cf(CF_STATE), key.as_bytes()),
+            }
+        }
+        for h in &commit.history {
+            let mut stored = Vec::with_capacity(41 + h.value.as_ref().map_or(0, Vec::len));
+            stored.extend_from_slice(&h.tx_id);
+            stored.extend_from_slice(&h.time_s.to_be_bytes());
+            match &h.value {
+                Some(v) => {
+                    stored.push(1);
+                    stored.extend_from_slice(v);
+                }
+                None => stored.push(0),
+            }
+            batch.put_cf(self.cf(CF_HISTORY), history_key(&h.key, h.location), stored);
+        }
+        for (tx_id, location) in &commit.tx_index {
+            batch.put_cf(self.cf(CF_TX_INDEX), tx_id, location.encode());
+        }
+        for (hash, der) in &commit.certificates {
+            batch.put_cf(self.cf(CF_CERTIFICATES), hash, der);
+        }
+        let mut last_sequence = None;
+        for (serial, sequence) in &commit.revocations {
+            let mut v = number.to_be_bytes().to_vec();
+            v.extend_from_slice(&sequence.to_be_bytes());
+            batch.put_cf(self.cf(CF_REVOCATIONS), serial, v);
+            last_sequence = Some(*sequence);
+        }
+        if let Some(sequence) = last_sequence {
+            batch.put_cf(
+                self.cf(CF_META),
+                META_REVOCATION_SEQUENCE,
+                sequence.to_be_bytes(),
+            );
+        }
+        for key in &commit.pbft_deletes {
+            batch.delete_cf(self.cf(CF_PBFT), key);
+        }
+        batch.put_cf(self.cf(CF_META), META_HEIGHT, number.to_be_bytes());
+        self.write_synced(batch)?;
+        self.height.store(number, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Writes PBFT protocol state (puts and deletes) in one synced batch.
+    pub fn write_pbft(&self, puts: Vec<(Vec<u8>, Vec<u8>)>, deletes: Vec<Vec<u8>>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (k, v) in puts {
+            batch.put_cf(self.cf(CF_PBFT), k, v);
+        }
+        for k in deletes {
+            batch.delete_cf(self.cf(CF_PBFT), k);
+        }
+        self.write_synced(batch)
+    }
+
+    /// Every (key, value) of the PBFT column family.
+    pub fn read_pbft(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_PBFT), IteratorMode::Start) {
+            let (k, v) = item?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// Reads of the world state and key history through a snapshot: one consistent block.
+pub struct StateView<'a> {
+    ledger: &'a Ledger,
+    snapshot: Snapshot<'a>,
+}
+
+impl<'a> StateView<'a> {
+    pub fn new(ledger: &'a Ledger) -> StateView<'a> {
+        StateView {
+            ledger,
+            snapshot: ledger.snapshot(),
+        }
+    }
+
+    /// The height this view reflects.
+    pub fn height(&self) -> Result<u64> {
+        self.snapshot
+            .get_cf(self.ledger.cf(CF_META), META_HEIGHT)?
+            .and_then(|b| be_u64(&b))
+            .ok_or_else(|| corrupt("meta", "no height"))
+    }
+
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self
+            .snapshot
+            .get_cf(self.ledger.cf(CF_STATE), key.as_bytes())?
+        {
+            Some(stored) if stored.len() >= 12 => Ok(Some(stored[12..].to_vec())),
+            Some(_) => Err(corrupt("state", format!("short value under {key:?}"))),
+            None => Ok(None),
+        }
+    }
+
+    /// Keys ≥ `start` (and < `end` if given) that start with `prefix`, ascending, at most
+    /// `limit`.
+    pub fn scan(
+        &self,
+        prefix: &str,
+        start: &str,
+        end: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let mut options = ReadOptions::default();
+        if let Some(end) = end {
+            options.set_iterate_upper_bound(end.as_bytes().to_vec());
+        }
+        let iter = self.snapshot.iterator_cf_opt(
+            self.ledger.cf(CF_STATE),
+            options,
+            IteratorMode::From(start.as_bytes(), Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            let key = String::from_utf8(k.to_vec()).map_err(|e| corrupt("state", e))?;
+            if v.len() < 12 {
+                return Err(corrupt("state", format!("short value under {key:?}")));
+            }
+            out.push((key, v[12..].to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Committed modifications of `key`, oldest first, at most `limit`.
+    pub fn history(&self, key: &str, limit: usize) -> Result<Vec<HistoryEntry>> {
+        let mut prefix = key.as_bytes().to_vec();
+        prefix.push(0);
+        let iter = self.snapshot.iterator_cf(
+            self.ledger.cf(CF_HISTORY),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        let mut out = Vec::new();
+        for item in iter {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let location = TxLocation::decode(&k[prefix.len()..])
+                .ok_or_else(|| corrupt("history", "bad key"))?;
+            if v.len() < 41 {
+                return Err(corrupt("history", "short value"));
+            }
+            let tx_id: [u8; 32] = v[..32].try_into().expect("length checked");
+            let time_s = i64::from_be_bytes(v[32..40].try_into().expect("length checked"));
+            let value = (v[40] == 1).then(|| v[41..].to_vec());
+            out.push(HistoryEntry {
+                key: key.to_string(),
+                location,
+                tx_id,
+                time_s,
+                value,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Writes applied to a block so far, for [`WriteSet`] bookkeeping.
+pub fn merge_writes(into: &mut WriteSet, from: &WriteSet) {
+    for (k, v) in from {
+        into.insert(k.clone(), v.clone());
+    }
+}
+
+impl Ledger {
+    /// Opens a ledger for reading only; works while its peer runs.
+    pub fn open_read_only(dir: &Path) -> Result<Ledger> {
+        let options = Options::default();
+        let db = DB::open_cf_for_read_only(&options, dir, ALL_CFS, false)?;
+        let network_id: [u8; 32] = db
+            .get_cf(
+                db.cf_handle(CF_META).expect("column family"),
+                META_NETWORK_ID,
+            )?
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt("meta", "no network id"))?;
+        let ledger = Ledger {
+            db,
+            height: AtomicU64::new(0),
+            network_id,
+        };
+        let height = ledger
+            .db
+            .get_cf(ledger.cf(CF_META), META_HEIGHT)?
+            .and_then(|b| be_u64(&b))
+            .ok_or_else(|| corrupt("meta", "no height"))?;
+        ledger.height.store(height, Ordering::SeqCst);
+        Ok(ledger)
+    }
+}

@@ -1,0 +1,212 @@
+//! `medledger-peer`: a medledger node. `genesis` writes the network's genesis block; `serve`
+//! runs a peer; `blocks` lists a (stopped or running) peer's blocks from its data directory.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use medledger_peer::config::{FileConfig, PeerConfig};
+use medledger_peer::genesis::{self, GenesisPeerSpec};
+use medledger_peer::ledger::Ledger;
+use medledger_peer::{block, node};
+
+#[derive(Parser)]
+#[command(
+    name = "medledger-peer",
+    version,
+    about = "A medledger peer: PBFT, the EHR chaincode and the ledger"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes a genesis block: the CA root, the peers (in replica order) and consensus
+    /// parameters. Give every peer the same file.
+    Genesis {
+        /// The membership CA's root certificate (PEM).
+        #[arg(long)]
+        ca_root: PathBuf,
+        /// A peer as NAME=CERT.pem@HOST:PORT (its enrollment certificate, role peer, and
+        /// where it listens). Repeat for each peer: 4, 7, 10, ...
+        #[arg(long = "peer", required = true)]
+        peers: Vec<String>,
+        #[arg(long, default_value = "medledger")]
+        network_name: String,
+        /// Most transactions per block.
+        #[arg(long)]
+        max_batch: Option<u32>,
+        /// The primary proposes a partial block after this many milliseconds.
+        #[arg(long)]
+        batch_timeout_ms: Option<u64>,
+        /// A backup suspects the primary after a request waits this long.
+        #[arg(long)]
+        request_timeout_ms: Option<u64>,
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+    },
+    /// Runs the peer until SIGTERM or Ctrl-C.
+    Serve {
+        /// A TOML configuration file (see docs/peer.md).
+        #[arg(long, env = "MEDLEDGER_PEER_CONFIG")]
+        config: Option<PathBuf>,
+        /// Wallet directory of the peer's enrollment (role peer).
+        #[arg(long, env = "MEDLEDGER_PEER_WALLET")]
+        wallet: Option<PathBuf>,
+        #[arg(long, env = "MEDLEDGER_PEER_GENESIS")]
+        genesis: Option<PathBuf>,
+        #[arg(long, env = "MEDLEDGER_PEER_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Default: this peer's address in the genesis block.
+        #[arg(long, env = "MEDLEDGER_PEER_LISTEN")]
+        listen: Option<SocketAddr>,
+        #[arg(long, env = "MEDLEDGER_PEER_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Lists blocks from a data directory: number, header hash, state root, transactions.
+    Blocks {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = medledger_tls::provider();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Genesis {
+            ca_root,
+            peers,
+            network_name,
+            max_batch,
+            batch_timeout_ms,
+            request_timeout_ms,
+            output,
+        } => {
+            let root_pem = std::fs::read_to_string(&ca_root)
+                .with_context(|| format!("reading {}", ca_root.display()))?;
+            let root_der = pem::parse(&root_pem)
+                .with_context(|| format!("{} is not PEM", ca_root.display()))?
+                .into_contents();
+            let mut specs = Vec::new();
+            for spec in &peers {
+                let (name, rest) = spec.split_once('=').with_context(|| {
+                    format!("--peer {spec:?}: expected NAME=CERT.pem@HOST:PORT")
+                })?;
+                let (cert, address) = rest.rsplit_once('@').with_context(|| {
+                    format!("--peer {spec:?}: expected NAME=CERT.pem@HOST:PORT")
+                })?;
+                let pem_text =
+                    std::fs::read_to_string(cert).with_context(|| format!("reading {cert}"))?;
+                specs.push(GenesisPeerSpec {
+                    name: name.to_string(),
+                    certificate_der: pem::parse(&pem_text)
+                        .with_context(|| format!("{cert} is not PEM"))?
+                        .into_contents(),
+                    address: address.to_string(),
+                });
+            }
+            let mut parameters = genesis::default_parameters();
+            if let Some(m) = max_batch {
+                parameters.max_batch_requests = m;
+            }
+            if let Some(t) = batch_timeout_ms {
+                parameters.batch_timeout_ms = t;
+            }
+            if let Some(t) = request_timeout_ms {
+                parameters.request_timeout_ms = t;
+            }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            let g = genesis::build(&network_name, &root_der, specs, parameters, now_ms)?;
+            std::fs::write(&output, g.encode())
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!("Wrote the genesis block to {}", output.display());
+            println!("  network id: {}", hex::encode(g.network_id));
+            for p in &g.config.peers {
+                println!("  replica {}: {} at {}", p.replica, p.name, p.address);
+            }
+            Ok(())
+        }
+        Command::Serve {
+            config,
+            wallet,
+            genesis,
+            data_dir,
+            listen,
+            metrics_listen,
+        } => {
+            let file = match config {
+                Some(path) => FileConfig::read(&path)?,
+                None => FileConfig::default(),
+            };
+            let flags = FileConfig {
+                wallet,
+                genesis,
+                data_dir,
+                listen,
+                metrics_listen,
+            };
+            let config = PeerConfig::resolve(flags, file)?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(node::run(
+                config,
+                |addr| {
+                    println!("medledger-peer listening on {addr}");
+                    tracing::info!(%addr, "listening");
+                },
+                shutdown_signal(),
+            ))
+        }
+        Command::Blocks { data_dir, from } => {
+            let ledger = Ledger::open_read_only(&data_dir.join("ledger"))?;
+            for number in from..=ledger.height() {
+                let Some(b) = ledger.block(number)? else {
+                    break;
+                };
+                let h = b.header.as_ref().context("block without header")?;
+                let valid = b
+                    .results
+                    .iter()
+                    .filter(|r| r.status == medledger_proto::v1::TxStatus::Valid as i32)
+                    .count();
+                println!(
+                    "{number} {} state={} txs={} valid={} view={} time_ms={}",
+                    hex::encode(block::header_hash(h)),
+                    hex::encode(&h.state_root),
+                    b.envelopes.len(),
+                    valid,
+                    h.view,
+                    h.time_ms
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+}

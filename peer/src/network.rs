@@ -1,0 +1,210 @@
+//! Replica-to-replica transport: one gRPC client stream from this replica to every other,
+//! over mutual TLS. Outbound, the dialer pins the exact key the genesis block gives the
+//! replica it dials. Inbound, the sender is the replica its TLS certificate names, and a
+//! message signed by any other replica is refused and the stream closed.
+//!
+//! Sends never block the consensus thread: each outbound stream has a bounded queue, and a
+//! message that does not fit is dropped (PBFT recovers lost messages through retransmission,
+//! checkpoints, state transfer and view changes).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::time::Duration;
+
+use medledger_crypto::{RootCertificate, validate_enrollment_certificate};
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use medledger_proto::v1::replication_client::ReplicationClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::driver::Input;
+use crate::genesis::Genesis;
+use crate::wire;
+
+/// Messages queued per outbound stream before new ones are dropped.
+const OUTBOUND_QUEUE: usize = 8192;
+/// Largest replica message accepted or sent.
+pub const MAX_REPLICA_MESSAGE_BYTES: usize = 32 << 20;
+
+pub struct Network {
+    me: pbft::ReplicaId,
+    outbound: Vec<Option<mpsc::Sender<v1::ReplicaMessage>>>,
+    pub connected: Vec<Arc<AtomicBool>>,
+}
+
+impl Network {
+    /// Starts one outbound stream task per other replica.
+    pub fn start(
+        me: pbft::ReplicaId,
+        genesis: &Genesis,
+        tls: impl Fn(BTreeSet<[u8; 32]>) -> Arc<rustls::ClientConfig>,
+    ) -> Arc<Network> {
+        let mut outbound = Vec::new();
+        let mut connected = Vec::new();
+        for (i, peer) in genesis.config.peers.iter().enumerate() {
+            let flag = Arc::new(AtomicBool::new(i as u32 == me));
+            connected.push(flag.clone());
+            if i as u32 == me {
+                outbound.push(None);
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+            outbound.push(Some(tx));
+            let pins = BTreeSet::from([genesis.peer_keys[i].to_bytes()]);
+            let config = tls(pins);
+            tokio::spawn(outbound_stream(
+                i as u32,
+                peer.address.clone(),
+                config,
+                rx,
+                flag,
+            ));
+        }
+        Arc::new(Network {
+            me,
+            outbound,
+            connected,
+        })
+    }
+
+    pub fn send(&self, to: pbft::ReplicaId, message: &pbft::Message) {
+        self.send_proto(to, wire::to_proto(message));
+    }
+
+    pub fn broadcast(&self, message: &pbft::Message) {
+        let encoded = wire::to_proto(message);
+        for to in 0..self.outbound.len() as u32 {
+            if to != self.me {
+                self.send_proto(to, encoded.clone());
+            }
+        }
+    }
+
+    fn send_proto(&self, to: pbft::ReplicaId, message: v1::ReplicaMessage) {
+        if let Some(Some(tx)) = self.outbound.get(to as usize)
+            && tx.try_send(message).is_err()
+        {
+            metrics::counter!("medledger_replica_messages_dropped_total").increment(1);
+        }
+    }
+}
+
+async fn outbound_stream(
+    to: u32,
+    address: String,
+    config: Arc<rustls::ClientConfig>,
+    mut queue: mpsc::Receiver<v1::ReplicaMessage>,
+    connected: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match medledger_tls::connect(&address, config.clone()).await {
+            Ok(channel) => {
+                let mut client = ReplicationClient::new(channel)
+                    .max_encoding_message_size(MAX_REPLICA_MESSAGE_BYTES)
+                    .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);
+                let (tx, rx) = mpsc::channel(1024);
+                let call = client.stream(ReceiverStream::new(rx));
+                tokio::pin!(call);
+                connected.store(true, Ordering::Relaxed);
+                tracing::info!(replica = to, %address, "stream to replica open");
+                backoff = Duration::from_millis(100);
+                let ended = loop {
+                    tokio::select! {
+                        result = &mut call => break result.err().map(|s| s.to_string()),
+                        message = queue.recv() => match message {
+                            Some(m) => if tx.send(m).await.is_err() { break None },
+                            None => return,
+                        },
+                    }
+                };
+                connected.store(false, Ordering::Relaxed);
+                tracing::info!(replica = to, reason = ?ended, "stream to replica closed");
+            }
+            Err(e) => {
+                tracing::debug!(replica = to, %address, error = %e, "cannot reach replica");
+            }
+        }
+        // Do not let stale messages pile up while the replica is away.
+        while queue.try_recv().is_ok() {}
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// The inbound side: `medledger.v1.Replication`.
+pub struct ReplicationService {
+    pub genesis: Arc<Genesis>,
+    pub root: RootCertificate,
+    pub inputs: SyncSender<Input>,
+}
+
+impl ReplicationService {
+    /// Which replica the TLS client certificate belongs to.
+    fn sender<T>(&self, request: &Request<T>) -> Result<pbft::ReplicaId, Status> {
+        let der = medledger_tls::peer_certificate(request)
+            .ok_or_else(|| Status::unauthenticated("a replica must present its certificate"))?;
+        let identity = validate_enrollment_certificate(
+            &der,
+            &self.root,
+            medledger_tls::now_unix(),
+            &BTreeSet::new(),
+        )
+        .map_err(|e| Status::unauthenticated(format!("certificate refused: {e}")))?;
+        self.genesis
+            .replica_of(&identity.signing_key)
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "{} is not a replica of this network",
+                    identity.name
+                ))
+            })
+    }
+}
+
+#[tonic::async_trait]
+impl v1::replication_server::Replication for ReplicationService {
+    async fn stream(
+        &self,
+        request: Request<Streaming<v1::ReplicaMessage>>,
+    ) -> Result<Response<v1::ReplicaAck>, Status> {
+        let from = self.sender(&request)?;
+        let mut stream = request.into_inner();
+        tracing::info!(replica = from, "stream from replica open");
+        while let Some(message) = stream.message().await? {
+            let message = match wire::from_proto(message) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(replica = from, error = %e, "malformed replica message");
+                    metrics::counter!("medledger_replica_messages_refused_total").increment(1);
+                    continue;
+                }
+            };
+            if let Some(claimed) = wire::claimed_sender(&message)
+                && claimed != from
+            {
+                tracing::warn!(
+                    replica = from,
+                    claimed,
+                    "a replica sent a message signed as another; closing its stream"
+                );
+                metrics::counter!("medledger_replica_messages_refused_total").increment(1);
+                return Err(Status::permission_denied(format!(
+                    "replica {from} may not send messages of replica {claimed}"
+                )));
+            }
+            if self
+                .inputs
+                .try_send(Input::Message { from, message })
+                .is_err()
+            {
+                metrics::counter!("medledger_replica_messages_dropped_total").increment(1);
+            }
+        }
+        Ok(Response::new(v1::ReplicaAck {}))
+    }
+}

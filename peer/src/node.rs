@@ -1,0 +1,298 @@
+//! Assembling a peer: its identity (an enrollment wallet of role peer), the genesis block,
+//! the ledger, the PBFT replica on its driver thread, the replica network, and the gRPC
+//! server (client API, replication, health, reflection) behind mutual TLS 1.3.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use medledger_crypto::{
+    SignatureDomain, SigningIdentity, VerifyingKey, validate_enrollment_certificate,
+};
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::PeerConfig;
+use crate::driver::{Driver, Input, Shared, Status};
+use crate::execute::RevocationState;
+use crate::genesis::Genesis;
+use crate::ledger::Ledger;
+use crate::network::{MAX_REPLICA_MESSAGE_BYTES, Network, ReplicationService};
+use crate::pbft_store::PbftStore;
+use crate::service::LedgerService;
+use crate::validate::Validator;
+
+/// Inputs queued for the driver before submissions are refused as overload.
+const INPUT_QUEUE: usize = 65_536;
+/// Largest client request.
+const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
+
+/// PBFT signatures with this peer's key; verification against the genesis peer keys.
+struct ReplicaCrypto {
+    identity: Arc<SigningIdentity>,
+    keys: Vec<VerifyingKey>,
+}
+
+impl pbft::Crypto for ReplicaCrypto {
+    fn sign(&self, _domain: pbft::Domain, bytes: &[u8]) -> Vec<u8> {
+        // `bytes` already begin with the message kind's own tag.
+        self.identity
+            .sign(SignatureDomain::Consensus, bytes)
+            .to_bytes()
+            .to_vec()
+    }
+
+    fn verify(
+        &self,
+        signer: pbft::ReplicaId,
+        _domain: pbft::Domain,
+        bytes: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let Some(key) = self.keys.get(signer as usize) else {
+            return false;
+        };
+        let Ok(signature) = medledger_crypto::Signature::from_slice(signature) else {
+            return false;
+        };
+        key.verify(SignatureDomain::Consensus, bytes, &signature)
+            .is_ok()
+    }
+}
+
+/// The peer's own identity, read from its wallet directory.
+pub struct PeerIdentity {
+    pub signing: Arc<SigningIdentity>,
+    pub certificate_der: Vec<u8>,
+    pub name: String,
+}
+
+pub fn read_wallet(dir: &Path) -> anyhow::Result<PeerIdentity> {
+    let key_path = dir.join("signing.key");
+    let key_pem = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("reading the peer's key {}", key_path.display()))?;
+    let signing = SigningIdentity::from_pkcs8_pem(&key_pem)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key_path.display()))?;
+    let cert_path = dir.join("cert.pem");
+    let cert_pem = std::fs::read_to_string(&cert_path)
+        .with_context(|| format!("reading the peer's certificate {}", cert_path.display()))?;
+    let certificate_der = pem::parse(&cert_pem)
+        .with_context(|| format!("{} is not PEM", cert_path.display()))?
+        .into_contents();
+    Ok(PeerIdentity {
+        signing: Arc::new(signing),
+        certificate_der,
+        name: String::new(),
+    })
+}
+
+/// Runs the peer until `shutdown` resolves; then stops accepting calls, lets the driver
+/// write its state and returns.
+pub async fn run(
+    config: PeerConfig,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let provider = medledger_tls::provider();
+    let genesis = Arc::new(Genesis::read(&config.genesis)?);
+    let mut me = read_wallet(&config.wallet)?;
+    let enrolled = validate_enrollment_certificate(
+        &me.certificate_der,
+        &genesis.root,
+        medledger_tls::now_unix(),
+        &std::collections::BTreeSet::new(),
+    )
+    .context("the wallet's certificate is not valid under the genesis block's CA root")?;
+    if enrolled.signing_key != me.signing.verifying_key() {
+        bail!("the wallet's key does not match its certificate");
+    }
+    me.name = enrolled.name.clone();
+    let Some(replica_id) = genesis.replica_of(&enrolled.signing_key) else {
+        bail!(
+            "{} is not one of the peers of the genesis block; the genesis lists: {}",
+            enrolled.name,
+            genesis
+                .config
+                .peers
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let ledger = {
+        let dir = config.data_dir.join("ledger");
+        let genesis = genesis.clone();
+        tokio::task::spawn_blocking(move || Ledger::open(&dir, &genesis)).await??
+    };
+    let ledger = Arc::new(ledger);
+    let revocations = RevocationState::load(&ledger)?;
+    let tls_revocations = medledger_tls::SharedRevocations::default();
+    for serial in &revocations.revoked {
+        tls_revocations.insert(serial.clone());
+    }
+    let (height_tx, _) = watch::channel(ledger.height());
+    let shared = Arc::new(Shared {
+        status: Mutex::new(Status::default()),
+        height: height_tx,
+        revocations: Mutex::new(revocations),
+        tls_revocations: tls_revocations.clone(),
+    });
+    let validator = Arc::new(Validator::new(genesis.clone()));
+
+    // TLS: servers check clients against the root and the ledger's revocations; replicas
+    // dial each other pinning the genesis key of the replica dialed.
+    let key_der = me.signing.to_pkcs8_der().to_vec();
+    let client_verifier = medledger_tls::EnrollmentClientVerifier::new(
+        genesis.root.clone(),
+        tls_revocations.clone(),
+        provider.clone(),
+    );
+    let server_config = Arc::new(medledger_tls::server_config(
+        me.certificate_der.clone(),
+        key_der.clone(),
+        client_verifier,
+        provider.clone(),
+    )?);
+    let network = {
+        let (cert, key, root, revoked, provider) = (
+            me.certificate_der.clone(),
+            key_der.clone(),
+            genesis.root.clone(),
+            tls_revocations.clone(),
+            provider.clone(),
+        );
+        Network::start(replica_id, &genesis, move |pins| {
+            let verifier = medledger_tls::EnrollmentServerVerifier::new(
+                root.clone(),
+                revoked.clone(),
+                Some(pins),
+                provider.clone(),
+            );
+            Arc::new(
+                medledger_tls::client_config(cert.clone(), key.clone(), verifier, provider.clone())
+                    .expect("our own certificate and key form a valid client config"),
+            )
+        })
+    };
+
+    // The replica, restarted from disk.
+    let (store, durable) = PbftStore::load(&ledger)?;
+    let crypto = ReplicaCrypto {
+        identity: me.signing.clone(),
+        keys: genesis.peer_keys.clone(),
+    };
+    let height = ledger.height();
+    tracing::info!(
+        replica = replica_id,
+        name = %me.name,
+        height,
+        view = durable.view,
+        network = %hex::encode(genesis.network_id),
+        "starting"
+    );
+    let pbft_config = genesis.pbft_config();
+    let (inputs, inputs_rx) = std::sync::mpsc::sync_channel::<Input>(INPUT_QUEUE);
+    let driver_parts = (
+        ledger.clone(),
+        validator.clone(),
+        network.clone(),
+        shared.clone(),
+    );
+    // The replica lives on its own thread (its crypto is not shared across threads).
+    let driver_thread = std::thread::Builder::new()
+        .name("consensus".into())
+        .spawn(move || {
+            let (ledger, validator, network, shared) = driver_parts;
+            let mut replica =
+                pbft::Replica::new(replica_id, pbft_config, Box::new(crypto), durable, height);
+            let initial = replica.tick(crate::driver::now_ms());
+            Driver::new(replica, store, ledger, validator, network, shared).run(inputs_rx, initial)
+        })?;
+
+    let listen = match config.listen {
+        Some(addr) => addr,
+        None => listen_address(&genesis.config.peers[replica_id as usize].address)?,
+    };
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let local = listener.local_addr()?;
+    let incoming = ReceiverStream::new(medledger_tls::accept_tls(listener, server_config));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<v1::ledger_server::LedgerServer<LedgerService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(v1::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let ledger_service = v1::ledger_server::LedgerServer::new(LedgerService {
+        genesis: genesis.clone(),
+        ledger: ledger.clone(),
+        validator,
+        shared: shared.clone(),
+        network: network.clone(),
+        inputs: inputs.clone(),
+        identity: me.signing.clone(),
+        replica: replica_id,
+    })
+    .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+    let replication = v1::replication_server::ReplicationServer::new(ReplicationService {
+        genesis: genesis.clone(),
+        root: genesis.root.clone(),
+        inputs: inputs.clone(),
+    })
+    .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);
+    if let Some(addr) = config.metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .with_context(|| format!("serving metrics on {addr}"))?;
+        tracing::info!(%addr, "Prometheus metrics at /metrics");
+    }
+    on_listening(local);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(1024)
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(ledger_service)
+            .add_service(replication)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    shutdown.await;
+    tracing::info!("shutting down: no new calls; the ledger is flushed before exit");
+    let _ = stop.send(());
+    // Replica streams and subscriptions never end by themselves: give calls in flight a
+    // moment, then stop regardless.
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(std::time::Duration::from_secs(3), server).await {
+        tracing::warn!(error = %e, "server ended with an error");
+    }
+    let _ = inputs.send(Input::Shutdown);
+    let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Where to listen when the configuration does not say: the port of this peer's genesis
+/// address, on that address if it is an IP, on every interface otherwise.
+fn listen_address(address: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(addr) = address.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let port = address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .with_context(|| format!("the genesis address {address:?} has no port"))?;
+    Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+}

@@ -1,0 +1,194 @@
+//! The replica's durable PBFT state in the ledger's `pbft` column family, written as the
+//! difference from what is already on disk (the state holds up to thousands of batches; a
+//! persist writes only what changed).
+//!
+//! Keys: `view`, `last_timestamp_ms`, `stable` (checkpoint proof), `accepted/<seq>`,
+//! `prepared/<seq>`, `committed/<seq>` (sequence numbers big-endian). Committed batches at or
+//! below the ledger's height are deleted with their block: the block holds them.
+//! `executed_tx` is not stored; the ledger's transaction index replaces it (see the core).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use prost::Message;
+
+use crate::ledger::{Ledger, LedgerError, be_u64};
+use crate::wire;
+
+const VIEW: &[u8] = b"view";
+const LAST_TIMESTAMP: &[u8] = b"last_timestamp_ms";
+const STABLE: &[u8] = b"stable";
+const ACCEPTED: &[u8] = b"accepted/";
+const PREPARED: &[u8] = b"prepared/";
+const COMMITTED: &[u8] = b"committed/";
+
+fn key(prefix: &[u8], seq: pbft::Seq) -> Vec<u8> {
+    [prefix, &seq.to_be_bytes()].concat()
+}
+
+pub fn committed_key(seq: pbft::Seq) -> Vec<u8> {
+    key(COMMITTED, seq)
+}
+
+fn corrupt(why: impl ToString) -> LedgerError {
+    LedgerError::Corrupt {
+        what: "pbft",
+        why: why.to_string(),
+    }
+}
+
+/// What is on disk, in summary, to compute the next difference.
+#[derive(Default)]
+pub struct PbftStore {
+    view: pbft::View,
+    last_timestamp_ms: u64,
+    stable_seq: pbft::Seq,
+    accepted: BTreeMap<pbft::Seq, (pbft::View, pbft::Digest)>,
+    prepared: BTreeMap<pbft::Seq, (pbft::View, pbft::Digest)>,
+    committed: BTreeSet<pbft::Seq>,
+}
+
+impl PbftStore {
+    /// Loads the durable state; committed batches the ledger already holds are dropped.
+    pub fn load(ledger: &Ledger) -> Result<(PbftStore, pbft::DurableState), LedgerError> {
+        let height = ledger.height();
+        let mut durable = pbft::DurableState::default();
+        for (k, v) in ledger.read_pbft()? {
+            if k == VIEW {
+                durable.view = be_u64(&v).ok_or_else(|| corrupt("view"))?;
+            } else if k == LAST_TIMESTAMP {
+                durable.last_timestamp_ms = be_u64(&v).ok_or_else(|| corrupt("timestamp"))?;
+            } else if k == STABLE {
+                let proof = v1::PbftCheckpointProof::decode(v.as_slice()).map_err(corrupt)?;
+                durable.stable = wire::checkpoint_proof_from_proto(proof).map_err(corrupt)?;
+            } else if let Some(seq) = k.strip_prefix(ACCEPTED).and_then(be_u64) {
+                let view = be_u64(&v).ok_or_else(|| corrupt("accepted"))?;
+                let digest: pbft::Digest = v
+                    .get(8..40)
+                    .and_then(|d| d.try_into().ok())
+                    .ok_or_else(|| corrupt("accepted"))?;
+                durable.accepted.insert(seq, (view, digest));
+            } else if let Some(seq) = k.strip_prefix(PREPARED).and_then(be_u64) {
+                let proof = v1::PbftPreparedProof::decode(v.as_slice()).map_err(corrupt)?;
+                durable
+                    .prepared
+                    .insert(seq, wire::prepared_from_proto(proof).map_err(corrupt)?);
+            } else if let Some(seq) = k.strip_prefix(COMMITTED).and_then(be_u64)
+                && seq > height
+            {
+                let c = v1::PbftCommittedBatch::decode(v.as_slice()).map_err(corrupt)?;
+                durable
+                    .committed
+                    .insert(seq, wire::committed_from_proto(c).map_err(corrupt)?);
+            }
+        }
+        // The last consensus time is the ledger's when the ledger is ahead of the state.
+        let last_block_time = ledger.header(height)?.time_ms.max(0) as u64;
+        if height > 0 {
+            durable.last_timestamp_ms = durable.last_timestamp_ms.max(last_block_time);
+        }
+        let store = PbftStore {
+            view: durable.view,
+            last_timestamp_ms: durable.last_timestamp_ms,
+            stable_seq: durable.stable.seq,
+            accepted: durable.accepted.clone(),
+            prepared: durable
+                .prepared
+                .iter()
+                .map(|(s, p)| {
+                    (
+                        *s,
+                        (p.pre_prepare.message.view, p.pre_prepare.message.digest),
+                    )
+                })
+                .collect(),
+            committed: durable.committed.keys().copied().collect(),
+        };
+        Ok((store, durable))
+    }
+
+    /// Writes what changed since the last save, synced.
+    pub fn save(
+        &mut self,
+        ledger: &Ledger,
+        durable: &pbft::DurableState,
+    ) -> Result<(), LedgerError> {
+        let mut puts = Vec::new();
+        let mut deletes = Vec::new();
+        if durable.view != self.view {
+            puts.push((VIEW.to_vec(), durable.view.to_be_bytes().to_vec()));
+            self.view = durable.view;
+        }
+        if durable.last_timestamp_ms != self.last_timestamp_ms {
+            puts.push((
+                LAST_TIMESTAMP.to_vec(),
+                durable.last_timestamp_ms.to_be_bytes().to_vec(),
+            ));
+            self.last_timestamp_ms = durable.last_timestamp_ms;
+        }
+        if durable.stable.seq != self.stable_seq {
+            puts.push((
+                STABLE.to_vec(),
+                wire::checkpoint_proof_to_proto(&durable.stable).encode_to_vec(),
+            ));
+            self.stable_seq = durable.stable.seq;
+        }
+        for (seq, entry) in &durable.accepted {
+            if self.accepted.get(seq) != Some(entry) {
+                let mut v = entry.0.to_be_bytes().to_vec();
+                v.extend_from_slice(&entry.1);
+                puts.push((key(ACCEPTED, *seq), v));
+                self.accepted.insert(*seq, *entry);
+            }
+        }
+        let gone: Vec<_> = self
+            .accepted
+            .keys()
+            .filter(|s| !durable.accepted.contains_key(s))
+            .copied()
+            .collect();
+        for seq in gone {
+            deletes.push(key(ACCEPTED, seq));
+            self.accepted.remove(&seq);
+        }
+        for (seq, proof) in &durable.prepared {
+            let summary = (
+                proof.pre_prepare.message.view,
+                proof.pre_prepare.message.digest,
+            );
+            if self.prepared.get(seq) != Some(&summary) {
+                puts.push((
+                    key(PREPARED, *seq),
+                    wire::prepared_to_proto(proof).encode_to_vec(),
+                ));
+                self.prepared.insert(*seq, summary);
+            }
+        }
+        let gone: Vec<_> = self
+            .prepared
+            .keys()
+            .filter(|s| !durable.prepared.contains_key(s))
+            .copied()
+            .collect();
+        for seq in gone {
+            deletes.push(key(PREPARED, seq));
+            self.prepared.remove(&seq);
+        }
+        let height = ledger.height();
+        for (seq, batch) in durable.committed.range(height + 1..) {
+            if self.committed.insert(*seq) {
+                puts.push((
+                    committed_key(*seq),
+                    wire::committed_to_proto(batch).encode_to_vec(),
+                ));
+            }
+        }
+        // Executed batches were deleted with their block.
+        self.committed = self.committed.split_off(&(height + 1));
+        if puts.is_empty() && deletes.is_empty() {
+            return Ok(());
+        }
+        ledger.write_pbft(puts, deletes)
+    }
+}

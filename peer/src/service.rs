@@ -1,0 +1,345 @@
+//! `medledger.v1.Ledger`: the peer's API for clients. Every caller presented a valid
+//! enrollment certificate at the TLS handshake; each call re-reads it for the caller's
+//! identity. Errors are mapped once, here, to gRPC statuses with messages that say what to do.
+
+use std::sync::Arc;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::Duration;
+
+use medledger_chaincode::{self as chaincode, ChaincodeError};
+use medledger_crypto::{
+    EnrolledIdentity, SignatureDomain, SigningIdentity, validate_enrollment_certificate,
+};
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use prost::Message;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use v1::TxStatus;
+
+use crate::block::header_hash;
+use crate::driver::{Input, Outcome, Shared};
+use crate::execute::CommittedFacts;
+use crate::genesis::Genesis;
+use crate::ledger::{Ledger, StateView};
+use crate::network::Network;
+use crate::stub::LedgerStub;
+use crate::validate::{Refusal, Validator, creator};
+
+/// How long Submit waits for its transaction to commit.
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most blocks one GetBlocks call returns.
+pub const MAX_BLOCKS_PER_CALL: u32 = 100;
+
+pub struct LedgerService {
+    pub genesis: Arc<Genesis>,
+    pub ledger: Arc<Ledger>,
+    pub validator: Arc<Validator>,
+    pub shared: Arc<Shared>,
+    pub network: Arc<Network>,
+    pub inputs: SyncSender<Input>,
+    pub identity: Arc<SigningIdentity>,
+    pub replica: pbft::ReplicaId,
+}
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "internal error");
+    Status::internal(format!("the peer failed: {e}"))
+}
+
+/// The gRPC status for an envelope refused at submission.
+pub fn refusal_status(r: &Refusal) -> Status {
+    let message = r.message.clone();
+    match r.status {
+        TxStatus::BadSignature | TxStatus::BadCertificate => Status::unauthenticated(message),
+        TxStatus::CertificateRevoked | TxStatus::CertificateExpired => {
+            Status::permission_denied(message)
+        }
+        TxStatus::DuplicateTxId => Status::already_exists(message),
+        TxStatus::BadRevocation => Status::failed_precondition(message),
+        TxStatus::TooLarge => Status::out_of_range(message),
+        TxStatus::UnknownFunction => Status::unimplemented(message),
+        _ => Status::invalid_argument(message),
+    }
+}
+
+/// The gRPC status for a chaincode error on a query.
+pub fn chaincode_status(e: &ChaincodeError) -> Status {
+    let message = e.to_string();
+    match e {
+        ChaincodeError::Denied { .. } => Status::permission_denied(message),
+        ChaincodeError::InvalidArgument { .. } | ChaincodeError::NotATransaction(_) => {
+            Status::invalid_argument(message)
+        }
+        ChaincodeError::UnknownFunction(_) => Status::unimplemented(message),
+        ChaincodeError::UnknownPatient | ChaincodeError::NotFound { .. } => {
+            Status::not_found(message)
+        }
+        ChaincodeError::PatientErased => Status::failed_precondition(message),
+        ChaincodeError::AlreadyExists { .. } | ChaincodeError::AlreadyRevoked(_) => {
+            Status::already_exists(message)
+        }
+        ChaincodeError::Stub(_) | ChaincodeError::Corrupt(_) => internal(message),
+    }
+}
+
+impl LedgerService {
+    fn caller<T>(&self, request: &Request<T>) -> Result<EnrolledIdentity, Status> {
+        let der = medledger_tls::peer_certificate(request)
+            .ok_or_else(|| Status::unauthenticated("present your enrollment certificate"))?;
+        let revoked = self
+            .shared
+            .revocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .revoked
+            .clone();
+        validate_enrollment_certificate(
+            &der,
+            &self.genesis.root,
+            medledger_tls::now_unix(),
+            &revoked,
+        )
+        .map_err(|e| Status::unauthenticated(format!("your certificate was refused: {e}")))
+    }
+
+    fn receipt(&self, block: u64, result: &v1::TxResult) -> v1::SignedReceipt {
+        let receipt = v1::Receipt {
+            tx_id: result.tx_id.clone(),
+            block,
+            status: result.status,
+            message: result.message.clone(),
+            result: result.result.clone(),
+            network_id: self.genesis.network_id.to_vec(),
+            replica: self.replica,
+        }
+        .encode_to_vec();
+        let signature = self.identity.sign(SignatureDomain::Receipt, &receipt);
+        v1::SignedReceipt {
+            receipt,
+            signature: signature.to_bytes().to_vec(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::ledger_server::Ledger for LedgerService {
+    async fn submit(
+        &self,
+        request: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
+        self.caller(&request)?;
+        let envelope = request
+            .into_inner()
+            .envelope
+            .ok_or_else(|| Status::invalid_argument("the request carries no envelope"))?;
+        let bytes = envelope.encode_to_vec();
+        let checked = {
+            let revocations = self
+                .shared
+                .revocations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let facts = CommittedFacts {
+                ledger: &self.ledger,
+                revocations: &revocations,
+            };
+            self.validator
+                .check(&bytes, medledger_tls::now_unix(), &facts)
+        };
+        let tx_id = match checked {
+            Ok(checked) => checked.tx_id(),
+            Err(refusal) if refusal.status == TxStatus::DuplicateTxId => {
+                // A retry of a committed transaction: answer with its receipt.
+                let tx_id = refusal.tx_id.unwrap_or_default();
+                return match self.ledger.tx_result(&tx_id).map_err(internal)? {
+                    Some((block, result)) => Ok(Response::new(v1::SubmitResponse {
+                        receipt: Some(self.receipt(block, &result)),
+                    })),
+                    None => Err(refusal_status(&refusal)),
+                };
+            }
+            Err(refusal) => return Err(refusal_status(&refusal)),
+        };
+        let (reply, outcome) = oneshot::channel();
+        let input = Input::Submit {
+            request: pbft::Request {
+                tx_id,
+                payload: bytes,
+            },
+            reply,
+        };
+        match self.inputs.try_send(input) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(Status::resource_exhausted(
+                    "the peer is overloaded; retry the same transaction shortly",
+                ));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(Status::unavailable("the peer is shutting down"));
+            }
+        }
+        match tokio::time::timeout(SUBMIT_TIMEOUT, outcome).await {
+            Ok(Ok(Outcome::Committed { block, result })) => Ok(Response::new(v1::SubmitResponse {
+                receipt: Some(self.receipt(block, &result)),
+            })),
+            Ok(Ok(Outcome::Busy)) => Err(Status::resource_exhausted(
+                "too many transactions are pending; retry the same transaction shortly",
+            )),
+            Ok(Err(_)) => Err(Status::unavailable("the peer is shutting down")),
+            Err(_) => Err(Status::deadline_exceeded(
+                "not committed yet (is a quorum of peers up?); resubmitting the same \
+                 transaction is safe: it commits at most once",
+            )),
+        }
+    }
+
+    async fn query(
+        &self,
+        request: Request<v1::QueryRequest>,
+    ) -> Result<Response<v1::QueryResponse>, Status> {
+        let identity = self.caller(&request)?;
+        let request = request.into_inner();
+        if request.args.len() > chaincode::MAX_ARGS_BYTES {
+            return Err(Status::out_of_range(format!(
+                "arguments larger than {} bytes",
+                chaincode::MAX_ARGS_BYTES
+            )));
+        }
+        let view = StateView::new(&self.ledger);
+        let height = view.height().map_err(internal)?;
+        let empty = Default::default();
+        let stub = LedgerStub::new(
+            &view,
+            &empty,
+            &[],
+            creator(&identity),
+            [0; 32],
+            medledger_tls::now_unix(),
+        );
+        let result = chaincode::query(&stub, &request.function, &request.args)
+            .map_err(|e| chaincode_status(&e))?;
+        Ok(Response::new(v1::QueryResponse { result, height }))
+    }
+
+    async fn get_block(
+        &self,
+        request: Request<v1::GetBlockRequest>,
+    ) -> Result<Response<v1::Block>, Status> {
+        self.caller(&request)?;
+        let number = request.into_inner().number;
+        match self.ledger.block(number).map_err(internal)? {
+            Some(block) => Ok(Response::new(block)),
+            None => Err(Status::not_found(format!(
+                "no block {number}; the ledger's height is {}",
+                self.ledger.height()
+            ))),
+        }
+    }
+
+    async fn get_blocks(
+        &self,
+        request: Request<v1::GetBlocksRequest>,
+    ) -> Result<Response<v1::GetBlocksResponse>, Status> {
+        self.caller(&request)?;
+        let request = request.into_inner();
+        let limit = request.limit.clamp(1, MAX_BLOCKS_PER_CALL) as u64;
+        let mut blocks = Vec::new();
+        let mut bytes = 0;
+        for number in request.from..request.from.saturating_add(limit) {
+            match self.ledger.block(number).map_err(internal)? {
+                Some(block) => {
+                    bytes += block.encoded_len();
+                    blocks.push(block);
+                    if bytes > 8 << 20 {
+                        break;
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(Response::new(v1::GetBlocksResponse { blocks }))
+    }
+
+    type SubscribeStream = ReceiverStream<Result<v1::BlockEvents, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.caller(&request)?;
+        let mut next = request.into_inner().from_block.max(1);
+        let ledger = self.ledger.clone();
+        let mut height = self.shared.height.subscribe();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                while next <= ledger.height() {
+                    let block = match ledger.block(next) {
+                        Ok(Some(b)) => b,
+                        Ok(None) => break,
+                        Err(e) => {
+                            let _ = tx.send(Err(internal(e))).await;
+                            return;
+                        }
+                    };
+                    let events = v1::BlockEvents {
+                        block: next,
+                        time_ms: block.header.as_ref().map_or(0, |h| h.time_ms),
+                        results: block.results,
+                    };
+                    if tx.send(Ok(events)).await.is_err() {
+                        return;
+                    }
+                    next += 1;
+                }
+                tokio::select! {
+                    changed = height.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_status(
+        &self,
+        request: Request<v1::GetStatusRequest>,
+    ) -> Result<Response<v1::GetStatusResponse>, Status> {
+        self.caller(&request)?;
+        let status = self
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let height = self.ledger.height();
+        let last = self.ledger.header(height).map_err(internal)?;
+        Ok(Response::new(v1::GetStatusResponse {
+            replica: self.replica,
+            height,
+            view: status.view,
+            primary: status.primary,
+            in_view_change: status.in_view_change,
+            network_id: self.genesis.network_id.to_vec(),
+            last_block_hash: header_hash(&last).to_vec(),
+            peers: self
+                .genesis
+                .config
+                .peers
+                .iter()
+                .enumerate()
+                .map(|(i, p)| v1::PeerStatus {
+                    replica: p.replica,
+                    name: p.name.clone(),
+                    address: p.address.clone(),
+                    connected: self.network.connected[i].load(std::sync::atomic::Ordering::Relaxed),
+                })
+                .collect(),
+            pending_requests: status.pending_requests,
+        }))
+    }
+}

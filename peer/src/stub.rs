@@ -1,0 +1,184 @@
+//! The chaincode's [`Stub`] over the RocksDB ledger: reads see the committed state (one
+//! snapshot), then the writes of earlier transactions of the same block, then this
+//! transaction's own writes. Nothing here writes to disk; the executor collects the writes
+//! and commits the whole block at once.
+
+use medledger_chaincode::stub::{KeyModification, MAX_SCAN, StubError};
+use medledger_chaincode::{Creator, Stub};
+
+use crate::block::WriteSet;
+use crate::ledger::{HistoryEntry, LedgerError, StateView};
+
+fn storage(e: LedgerError) -> StubError {
+    StubError::Storage(e.to_string())
+}
+
+fn check_limit(limit: usize) -> Result<(), StubError> {
+    if limit > MAX_SCAN {
+        return Err(StubError::LimitTooLarge {
+            asked: limit,
+            max: MAX_SCAN,
+        });
+    }
+    Ok(())
+}
+
+pub struct LedgerStub<'a> {
+    view: &'a StateView<'a>,
+    block_writes: &'a WriteSet,
+    block_history: &'a [HistoryEntry],
+    pub(crate) writes: WriteSet,
+    pub(crate) events: Vec<(String, Vec<u8>)>,
+    creator: Creator,
+    tx_id: [u8; 32],
+    time_s: i64,
+}
+
+impl<'a> LedgerStub<'a> {
+    pub fn new(
+        view: &'a StateView<'a>,
+        block_writes: &'a WriteSet,
+        block_history: &'a [HistoryEntry],
+        creator: Creator,
+        tx_id: [u8; 32],
+        time_s: i64,
+    ) -> LedgerStub<'a> {
+        LedgerStub {
+            view,
+            block_writes,
+            block_history,
+            writes: WriteSet::new(),
+            events: Vec::new(),
+            creator,
+            tx_id,
+            time_s,
+        }
+    }
+
+    /// Committed entries merged with the block's and this transaction's writes, keys
+    /// accepted by `keep`, at most `limit`.
+    fn merged(
+        &self,
+        committed: Vec<(String, Vec<u8>)>,
+        keep: impl Fn(&str) -> bool,
+        limit: usize,
+    ) -> Vec<(String, Vec<u8>)> {
+        let mut view: std::collections::BTreeMap<String, Option<Vec<u8>>> =
+            committed.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        for overlay in [self.block_writes, &self.writes] {
+            for (k, v) in overlay.iter().filter(|(k, _)| keep(k)) {
+                view.insert(k.clone(), v.clone());
+            }
+        }
+        view.into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .take(limit)
+            .collect()
+    }
+
+    fn overlay_len(&self) -> usize {
+        self.block_writes.len() + self.writes.len()
+    }
+}
+
+impl Stub for LedgerStub<'_> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StubError> {
+        if let Some(v) = self.writes.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.block_writes.get(key) {
+            return Ok(v.clone());
+        }
+        self.view.get(key).map_err(storage)
+    }
+
+    fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StubError> {
+        if key.is_empty() || key.contains('\0') {
+            return Err(StubError::Storage(format!("invalid state key {key:?}")));
+        }
+        self.writes.insert(key.to_string(), Some(value));
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), StubError> {
+        self.writes.insert(key.to_string(), None);
+        Ok(())
+    }
+
+    fn scan_prefix(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StubError> {
+        check_limit(limit)?;
+        let start = match start_after {
+            Some(s) if s >= prefix => s,
+            _ => prefix,
+        };
+        // Deleted keys in the overlays may hide committed ones: read that many more.
+        let mut committed = self
+            .view
+            .scan(prefix, start, None, limit + self.overlay_len() + 1)
+            .map_err(storage)?;
+        if let Some(after) = start_after {
+            committed.retain(|(k, _)| k.as_str() > after);
+        }
+        let keep = |k: &str| k.starts_with(prefix) && start_after.is_none_or(|s| k > s);
+        Ok(self.merged(committed, keep, limit))
+    }
+
+    fn scan_range(
+        &self,
+        start: &str,
+        end: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StubError> {
+        check_limit(limit)?;
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let committed = self
+            .view
+            .scan("", start, Some(end), limit + self.overlay_len())
+            .map_err(storage)?;
+        Ok(self.merged(committed, |k| k >= start && k < end, limit))
+    }
+
+    fn history(&self, key: &str, limit: usize) -> Result<Vec<KeyModification>, StubError> {
+        check_limit(limit)?;
+        let committed = self.view.history(key, limit).map_err(storage)?;
+        Ok(committed
+            .iter()
+            .chain(self.block_history.iter().filter(|h| h.key == key))
+            .take(limit)
+            .map(|h| KeyModification {
+                tx_id: h.tx_id.to_vec(),
+                time: h.time_s,
+                value: h.value.clone(),
+            })
+            .collect())
+    }
+
+    fn creator(&self) -> &Creator {
+        &self.creator
+    }
+
+    fn tx_id(&self) -> &[u8] {
+        &self.tx_id
+    }
+
+    fn time(&self) -> i64 {
+        self.time_s
+    }
+
+    fn emit_event(&mut self, name: &str, payload: Vec<u8>) -> Result<(), StubError> {
+        self.events.push((name.to_string(), payload));
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        self.writes.clear();
+        self.events.clear();
+    }
+}

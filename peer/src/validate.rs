@@ -1,0 +1,411 @@
+//! Transaction validation (ARCHITECTURE §3): what makes an envelope acceptable, checked
+//! twice — when a client submits it (so garbage is never ordered) and, authoritatively and
+//! deterministically, when its block executes (a Byzantine primary may order anything).
+//!
+//! A transaction is valid when: its envelope decodes and fits the size limit; it names this
+//! network; its nonce is 16–32 bytes; its creator certificate (carried, or seen earlier on the
+//! ledger) matches the hash it names, chains to the genesis CA root, is valid at consensus
+//! time and not revoked as of this block; its role may submit transactions; its Ed25519
+//! signature verifies; and its tx_id has never been used. A revocation record is valid when
+//! the CA root signed it and it is the next in the CA's sequence.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use medledger_chaincode as chaincode;
+use medledger_crypto::{
+    CertificateError, EnrolledIdentity, Role, Signature, SignatureDomain,
+    validate_enrollment_certificate,
+};
+use medledger_proto::v1;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use v1::TxStatus;
+
+use crate::genesis::Genesis;
+
+pub const MIN_NONCE_BYTES: usize = 16;
+pub const MAX_NONCE_BYTES: usize = 32;
+/// Validated certificates and signatures remembered, at most (then forgotten wholesale).
+const CACHE_ENTRIES: usize = 200_000;
+
+/// Why an envelope is not valid, with the status recorded in its block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: TxStatus,
+    pub message: String,
+    /// Set when the envelope was readable enough to name its transaction.
+    pub tx_id: Option<[u8; 32]>,
+}
+
+impl Refusal {
+    fn new(status: TxStatus, message: impl Into<String>, tx_id: Option<[u8; 32]>) -> Refusal {
+        Refusal {
+            status,
+            message: message.into(),
+            tx_id,
+        }
+    }
+}
+
+/// A transaction that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidTransaction {
+    pub tx_id: [u8; 32],
+    pub transaction: v1::Transaction,
+    pub identity: EnrolledIdentity,
+    /// The creator's certificate when the ledger has not stored it yet.
+    pub certificate: Option<([u8; 32], Vec<u8>)>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Checked {
+    Transaction(Box<ValidTransaction>),
+    Revocation {
+        tx_id: [u8; 32],
+        record: v1::RevocationRecord,
+    },
+}
+
+impl Checked {
+    pub fn tx_id(&self) -> [u8; 32] {
+        match self {
+            Checked::Transaction(t) => t.tx_id,
+            Checked::Revocation { tx_id, .. } => *tx_id,
+        }
+    }
+}
+
+/// What the ledger knows, as validation needs it (the executor adds the block so far).
+pub trait LedgerFacts {
+    fn certificate(&self, hash: &[u8; 32]) -> Option<Vec<u8>>;
+    fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool;
+    fn revoked(&self) -> &BTreeSet<Vec<u8>>;
+    fn revocation_sequence(&self) -> u64;
+}
+
+pub fn transaction_tx_id(nonce: &[u8], creator_cert_hash: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(nonce);
+    h.update(creator_cert_hash);
+    h.finalize().into()
+}
+
+pub fn revocation_tx_id(sequence: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"medledger/v1/revocation");
+    h.update(sequence.to_be_bytes());
+    h.finalize().into()
+}
+
+/// Caches that make the second validation of an envelope (at execution) cheap. Results
+/// depend only on the bytes, so caching never changes an outcome.
+#[derive(Default)]
+struct Caches {
+    /// SHA-256(certificate DER) → parsed certificate whose chain to the root verified.
+    certificates: HashMap<[u8; 32], EnrolledIdentity>,
+    /// SHA-256(transaction ‖ signature) of signatures that verified.
+    signatures: std::collections::HashSet<[u8; 32]>,
+}
+
+pub struct Validator {
+    genesis: Arc<Genesis>,
+    caches: Mutex<Caches>,
+}
+
+impl Validator {
+    pub fn new(genesis: Arc<Genesis>) -> Validator {
+        Validator {
+            genesis,
+            caches: Mutex::new(Caches::default()),
+        }
+    }
+
+    fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
+        self.caches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates `bytes` (an encoded Envelope) at consensus time `time_s`.
+    pub fn check(
+        &self,
+        bytes: &[u8],
+        time_s: i64,
+        facts: &dyn LedgerFacts,
+    ) -> Result<Checked, Refusal> {
+        let max = self.genesis.max_envelope_bytes();
+        if bytes.len() > max {
+            return Err(Refusal::new(
+                TxStatus::TooLarge,
+                format!(
+                    "the envelope is {} bytes; at most {max} are accepted",
+                    bytes.len()
+                ),
+                None,
+            ));
+        }
+        let envelope = v1::Envelope::decode(bytes).map_err(|e| {
+            Refusal::new(TxStatus::BadEnvelope, format!("not an Envelope: {e}"), None)
+        })?;
+        match envelope.kind {
+            Some(v1::envelope::Kind::Transaction(signed)) => self
+                .check_transaction(&signed, time_s, facts)
+                .map(|t| Checked::Transaction(Box::new(t))),
+            Some(v1::envelope::Kind::Revocation(signed)) => self.check_revocation(&signed, facts),
+            None => Err(Refusal::new(TxStatus::BadEnvelope, "empty envelope", None)),
+        }
+    }
+
+    fn check_transaction(
+        &self,
+        signed: &v1::SignedTransaction,
+        time_s: i64,
+        facts: &dyn LedgerFacts,
+    ) -> Result<ValidTransaction, Refusal> {
+        let tx = v1::Transaction::decode(signed.transaction.as_slice()).map_err(|e| {
+            Refusal::new(
+                TxStatus::BadEnvelope,
+                format!("not a Transaction: {e}"),
+                None,
+            )
+        })?;
+        if !(MIN_NONCE_BYTES..=MAX_NONCE_BYTES).contains(&tx.nonce.len()) {
+            return Err(Refusal::new(
+                TxStatus::BadEnvelope,
+                format!("the nonce must be {MIN_NONCE_BYTES} to {MAX_NONCE_BYTES} bytes"),
+                None,
+            ));
+        }
+        let cert_hash: [u8; 32] = tx.creator_cert_hash.as_slice().try_into().map_err(|_| {
+            Refusal::new(
+                TxStatus::BadEnvelope,
+                "creator_cert_hash must be 32 bytes",
+                None,
+            )
+        })?;
+        let tx_id = transaction_tx_id(&tx.nonce, &cert_hash);
+        let refuse = |status, message: String| Refusal::new(status, message, Some(tx_id));
+        if tx.network_id != self.genesis.network_id {
+            return Err(refuse(
+                TxStatus::WrongNetwork,
+                "the transaction names another network".into(),
+            ));
+        }
+        // The certificate: carried, or stored on the ledger when first seen.
+        let (der, carried) = if tx.creator_certificate.is_empty() {
+            let der = facts.certificate(&cert_hash).ok_or_else(|| {
+                refuse(
+                    TxStatus::BadCertificate,
+                    "unknown certificate: send the full certificate with the transaction".into(),
+                )
+            })?;
+            (der, false)
+        } else {
+            if <[u8; 32]>::from(Sha256::digest(&tx.creator_certificate)) != cert_hash {
+                return Err(refuse(
+                    TxStatus::BadCertificate,
+                    "the certificate does not match creator_cert_hash".into(),
+                ));
+            }
+            (tx.creator_certificate.clone(), true)
+        };
+        let identity = self
+            .identity(&cert_hash, &der, time_s, facts.revoked())
+            .map_err(|e| {
+                let status = match e {
+                    CertificateError::Revoked { .. } => TxStatus::CertificateRevoked,
+                    CertificateError::Expired { .. } | CertificateError::NotYetValid { .. } => {
+                        TxStatus::CertificateExpired
+                    }
+                    _ => TxStatus::BadCertificate,
+                };
+                refuse(status, format!("creator certificate: {e}"))
+            })?;
+        self.verify_signature(signed, &identity)
+            .map_err(|m| refuse(TxStatus::BadSignature, m))?;
+        if identity.role == Role::Peer {
+            return Err(refuse(
+                TxStatus::UnknownFunction,
+                "peers do not submit chaincode transactions".into(),
+            ));
+        }
+        if !chaincode::TRANSACTIONS.contains(&tx.function.as_str()) {
+            let why = if chaincode::QUERIES.contains(&tx.function.as_str()) {
+                format!("{} is a query; call Query instead", tx.function)
+            } else {
+                format!("no transaction function named {:?}", tx.function)
+            };
+            return Err(refuse(TxStatus::UnknownFunction, why));
+        }
+        if facts.tx_id_used(&tx_id) {
+            return Err(refuse(
+                TxStatus::DuplicateTxId,
+                "this transaction id was already used".into(),
+            ));
+        }
+        let known = !carried || facts.certificate(&cert_hash).is_some();
+        Ok(ValidTransaction {
+            tx_id,
+            certificate: (!known).then_some((cert_hash, der)),
+            transaction: tx,
+            identity,
+        })
+    }
+
+    /// Validates a certificate at `time_s` against the root and revocations, reusing the
+    /// chain check of a certificate seen before.
+    fn identity(
+        &self,
+        hash: &[u8; 32],
+        der: &[u8],
+        time_s: i64,
+        revoked: &BTreeSet<Vec<u8>>,
+    ) -> Result<EnrolledIdentity, CertificateError> {
+        let cached = self.caches().certificates.get(hash).cloned();
+        let identity = match cached {
+            Some(identity) => identity,
+            None => {
+                // The full check (chain, form, time, revocation) the first time; afterwards
+                // only time and revocation, below, which change with the block.
+                let identity =
+                    validate_enrollment_certificate(der, &self.genesis.root, time_s, revoked)?;
+                let mut caches = self.caches();
+                if caches.certificates.len() >= CACHE_ENTRIES {
+                    caches.certificates.clear();
+                }
+                caches.certificates.insert(*hash, identity.clone());
+                identity
+            }
+        };
+        if time_s < identity.not_before {
+            return Err(CertificateError::NotYetValid {
+                not_before: identity.not_before,
+                at: time_s,
+            });
+        }
+        if time_s >= identity.not_after {
+            return Err(CertificateError::Expired {
+                not_after: identity.not_after,
+                at: time_s,
+            });
+        }
+        if revoked.contains(&identity.serial) {
+            return Err(CertificateError::Revoked {
+                serial: identity.serial_hex(),
+            });
+        }
+        Ok(identity)
+    }
+
+    fn verify_signature(
+        &self,
+        signed: &v1::SignedTransaction,
+        identity: &EnrolledIdentity,
+    ) -> Result<(), String> {
+        let mut h = Sha256::new();
+        h.update(&signed.transaction);
+        h.update(&signed.signature);
+        let key: [u8; 32] = h.finalize().into();
+        if self.caches().signatures.contains(&key) {
+            return Ok(());
+        }
+        let signature = Signature::from_slice(&signed.signature).map_err(|e| e.to_string())?;
+        identity
+            .signing_key
+            .verify(
+                SignatureDomain::Transaction,
+                &signed.transaction,
+                &signature,
+            )
+            .map_err(|e| e.to_string())?;
+        let mut caches = self.caches();
+        if caches.signatures.len() >= CACHE_ENTRIES {
+            caches.signatures.clear();
+        }
+        caches.signatures.insert(key);
+        Ok(())
+    }
+
+    fn check_revocation(
+        &self,
+        signed: &v1::SignedRevocationRecord,
+        facts: &dyn LedgerFacts,
+    ) -> Result<Checked, Refusal> {
+        let bad = |m: String, tx_id| Refusal::new(TxStatus::BadRevocation, m, tx_id);
+        let signature =
+            Signature::from_slice(&signed.signature).map_err(|e| bad(e.to_string(), None))?;
+        self.genesis
+            .root
+            .public_key()
+            .verify(
+                SignatureDomain::RevocationRecord,
+                &signed.record,
+                &signature,
+            )
+            .map_err(|_| bad("not signed by this network's CA root".into(), None))?;
+        let record = v1::RevocationRecord::decode(signed.record.as_slice())
+            .map_err(|e| bad(format!("not a RevocationRecord: {e}"), None))?;
+        let tx_id = revocation_tx_id(record.sequence);
+        if facts.tx_id_used(&tx_id) {
+            return Err(Refusal::new(
+                TxStatus::DuplicateTxId,
+                format!("revocation {} is already on the ledger", record.sequence),
+                Some(tx_id),
+            ));
+        }
+        let expected = facts.revocation_sequence() + 1;
+        if record.sequence != expected {
+            return Err(bad(
+                format!(
+                    "revocation {} is out of order: the ledger expects {expected} next",
+                    record.sequence
+                ),
+                Some(tx_id),
+            ));
+        }
+        Ok(Checked::Revocation { tx_id, record })
+    }
+}
+
+/// The PBFT request id of an envelope, as the submitting peer names it. Execution
+/// recomputes it from the envelope and never trusts this one.
+pub fn envelope_tx_id(envelope: &v1::Envelope) -> Option<[u8; 32]> {
+    match envelope.kind.as_ref()? {
+        v1::envelope::Kind::Transaction(signed) => {
+            let tx = v1::Transaction::decode(signed.transaction.as_slice()).ok()?;
+            Some(transaction_tx_id(&tx.nonce, &tx.creator_cert_hash))
+        }
+        v1::envelope::Kind::Revocation(signed) => {
+            let record = v1::RevocationRecord::decode(signed.record.as_slice()).ok()?;
+            Some(revocation_tx_id(record.sequence))
+        }
+    }
+}
+
+/// The chaincode's view of a validated creator.
+pub fn creator(identity: &EnrolledIdentity) -> chaincode::Creator {
+    use chaincode::Role as C;
+    let role = match identity.role {
+        Role::Admin => C::Admin,
+        Role::Peer => C::Peer,
+        Role::Clinician => C::Clinician,
+        Role::Patient => C::Patient,
+        Role::Researcher => C::Researcher,
+        Role::Auditor => C::Auditor,
+    };
+    chaincode::Creator {
+        name: identity.name.clone(),
+        role,
+        attributes: identity
+            .attributes
+            .iter()
+            .map(|a| chaincode::CreatorAttribute {
+                key: a.key.clone(),
+                value: a.value.clone(),
+                not_before: a.window.not_before,
+                not_after: a.window.not_after,
+            })
+            .collect(),
+        cert_hash: identity.cert_hash,
+        encryption_key: identity.encryption_key.to_bytes(),
+    }
+}

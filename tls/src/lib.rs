@@ -1,0 +1,429 @@
+//! # medledger-tls
+//!
+//! Mutual TLS 1.3 between medledger processes. Every certificate is an enrollment certificate
+//! from the network's membership CA (Ed25519), and both sides check each other with the same
+//! rules the ledger applies to transactions: it chains to the root, it is within its validity
+//! period, it is not revoked, and it carries the expected role. Enrollment certificates name
+//! people and peers, not hosts, so a client authenticates a peer by role — and, between
+//! replicas, by the exact key the genesis block gives that replica — never by host name.
+//!
+//! It imports `medledger-crypto` and nothing else of ours. Main items:
+//! - [`EnrollmentServerVerifier`]: a client's check of the server (role peer, optional pins).
+//! - [`EnrollmentClientVerifier`]: a server's check of its clients (any role, mandatory).
+//! - [`server_config`], [`client_config`], [`accept_tls`], [`connect`].
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use medledger_crypto::{
+    CertificateError, EnrolledIdentity, Role, RootCertificate, validate_enrollment_certificate,
+};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, verify_tls13_signature};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError as TlsCertError, ClientConfig, DigitallySignedStruct, DistinguishedName,
+    ServerConfig, SignatureScheme,
+};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+/// A handshake that takes longer than this is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most TLS handshakes in progress at once; more connections wait in the kernel's backlog.
+const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+/// How long a client waits for TCP and TLS to a server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The process-wide rustls provider (aws-lc-rs). Installing it twice is harmless.
+pub fn provider() -> Arc<CryptoProvider> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Serial numbers of revoked certificates, shared with whoever learns of revocations (the
+/// ledger, for a peer) so that the next handshake sees them.
+#[derive(Debug, Default, Clone)]
+pub struct SharedRevocations(Arc<RwLock<BTreeSet<Vec<u8>>>>);
+
+impl SharedRevocations {
+    pub fn insert(&self, serial: Vec<u8>) {
+        self.0
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(serial);
+    }
+
+    pub fn contains(&self, serial: &[u8]) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(serial)
+    }
+}
+
+impl medledger_crypto::RevocationSet for SharedRevocations {
+    fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.contains(serial)
+    }
+}
+
+fn unix_seconds(now: UnixTime) -> i64 {
+    i64::try_from(now.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Wall-clock Unix seconds (for checks outside a handshake).
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Maps our certificate errors to the TLS alerts a client can understand.
+fn tls_error(e: CertificateError) -> rustls::Error {
+    let alert = match e {
+        CertificateError::Expired { .. } => TlsCertError::Expired,
+        CertificateError::NotYetValid { .. } => TlsCertError::NotValidYet,
+        CertificateError::Revoked { .. } => TlsCertError::Revoked,
+        CertificateError::NotIssuedByRoot => TlsCertError::UnknownIssuer,
+        CertificateError::BadSignature => TlsCertError::BadSignature,
+        other => TlsCertError::Other(rustls::OtherError(Arc::new(other))),
+    };
+    rustls::Error::InvalidCertificate(alert)
+}
+
+/// Checks one enrollment certificate the way both verifiers do.
+#[derive(Debug, Clone)]
+struct EnrollmentCheck {
+    root: RootCertificate,
+    revoked: SharedRevocations,
+    provider: Arc<CryptoProvider>,
+}
+
+impl EnrollmentCheck {
+    fn check(&self, der: &[u8], now: UnixTime) -> Result<EnrolledIdentity, rustls::Error> {
+        validate_enrollment_certificate(der, &self.root, unix_seconds(now), &self.revoked)
+            .map_err(tls_error)
+    }
+
+    fn verify13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+}
+
+/// A client's check of a medledger server: an enrollment certificate of role peer from this
+/// network's root, not revoked, and — when pins are given — carrying one of the pinned
+/// Ed25519 keys (a replica dialing replica j pins j's key from the genesis block).
+#[derive(Debug)]
+pub struct EnrollmentServerVerifier {
+    check: EnrollmentCheck,
+    pinned_keys: Option<BTreeSet<[u8; 32]>>,
+}
+
+impl EnrollmentServerVerifier {
+    pub fn new(
+        root: RootCertificate,
+        revoked: SharedRevocations,
+        pinned_keys: Option<BTreeSet<[u8; 32]>>,
+        provider: Arc<CryptoProvider>,
+    ) -> Arc<Self> {
+        Arc::new(EnrollmentServerVerifier {
+            check: EnrollmentCheck {
+                root,
+                revoked,
+                provider,
+            },
+            pinned_keys,
+        })
+    }
+}
+
+impl ServerCertVerifier for EnrollmentServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let identity = self.check.check(end_entity, now)?;
+        if identity.role != Role::Peer {
+            return Err(rustls::Error::InvalidCertificate(
+                TlsCertError::NotValidForName,
+            ));
+        }
+        if let Some(pins) = &self.pinned_keys
+            && !pins.contains(&identity.signing_key.to_bytes())
+        {
+            return Err(rustls::Error::InvalidCertificate(
+                TlsCertError::NotValidForName,
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.check.verify13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// A server's check of its clients: a certificate is mandatory, and it must be a valid,
+/// unrevoked enrollment certificate of this network (any role; services check roles).
+#[derive(Debug)]
+pub struct EnrollmentClientVerifier {
+    check: EnrollmentCheck,
+}
+
+impl EnrollmentClientVerifier {
+    pub fn new(
+        root: RootCertificate,
+        revoked: SharedRevocations,
+        provider: Arc<CryptoProvider>,
+    ) -> Arc<Self> {
+        Arc::new(EnrollmentClientVerifier {
+            check: EnrollmentCheck {
+                root,
+                revoked,
+                provider,
+            },
+        })
+    }
+}
+
+impl ClientCertVerifier for EnrollmentClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check.check(end_entity, now)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls13RequiredForQuic,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.check.verify13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        vec![SignatureScheme::ED25519]
+    }
+}
+
+/// TLS 1.3 only, ALPN h2, this process's enrollment certificate, mandatory client auth.
+pub fn server_config(
+    certificate_der: Vec<u8>,
+    key_pkcs8_der: Vec<u8>,
+    verifier: Arc<EnrollmentClientVerifier>,
+    provider: Arc<CryptoProvider>,
+) -> Result<ServerConfig, rustls::Error> {
+    let key = PrivateKeyDer::Pkcs8(key_pkcs8_der.into());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![CertificateDer::from(certificate_der)], key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// TLS 1.3 only, ALPN h2, this process's enrollment certificate as client certificate.
+pub fn client_config(
+    certificate_der: Vec<u8>,
+    key_pkcs8_der: Vec<u8>,
+    verifier: Arc<EnrollmentServerVerifier>,
+    provider: Arc<CryptoProvider>,
+) -> Result<ClientConfig, rustls::Error> {
+    let key = PrivateKeyDer::Pkcs8(key_pkcs8_der.into());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![CertificateDer::from(certificate_der)], key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Accepts TCP connections, performs TLS handshakes (bounded in number and time) and yields
+/// the established streams. Refused handshakes are logged with their reason and dropped.
+pub fn accept_tls(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> mpsc::Receiver<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%remote, reason = %e, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    rx
+}
+
+// The connector's type is unnameable (an async closure); spelling its bounds is the price.
+#[allow(clippy::type_complexity)]
+fn endpoint_and_connector(
+    address: &str,
+    config: Arc<ClientConfig>,
+) -> Result<
+    (
+        tonic::transport::Endpoint,
+        impl tower::Service<
+            tonic::transport::Uri,
+            Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+            Error = std::io::Error,
+            Future = impl Send,
+        > + Clone
+        + Send
+        + 'static,
+    ),
+    String,
+> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| format!("bad address {address:?}: {e}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let connector = TlsConnector::from(config);
+    let service = tower::service_fn(move |uri: tonic::transport::Uri| {
+        let connector = connector.clone();
+        async move {
+            let host = uri
+                .host()
+                .unwrap_or("127.0.0.1")
+                .trim_matches(['[', ']'])
+                .to_string();
+            let port = uri.port_u16().unwrap_or(443);
+            let tcp =
+                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host.as_str(), port)))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                    })??;
+            tcp.set_nodelay(true)?;
+            // The name is not checked (see the verifier); it only fills the SNI field.
+            let name = ServerName::try_from("medledger-peer")
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Ok((endpoint, service))
+}
+
+/// A gRPC channel to `address` (`host:port`) over our TLS, connected now. The server's
+/// certificate is judged by the config's verifier, not by host name.
+pub async fn connect(
+    address: &str,
+    config: Arc<ClientConfig>,
+) -> Result<tonic::transport::Channel, String> {
+    let (endpoint, connector) = endpoint_and_connector(address, config)?;
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| {
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            why
+        })
+}
+
+/// Like [`connect`], but connects on first use (and reconnects after failures).
+pub fn connect_lazy(
+    address: &str,
+    config: Arc<ClientConfig>,
+) -> Result<tonic::transport::Channel, String> {
+    let (endpoint, connector) = endpoint_and_connector(address, config)?;
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// The identity a server saw at the handshake, from tonic's TLS connect info.
+pub fn peer_certificate<T>(request: &tonic::Request<T>) -> Option<Vec<u8>> {
+    request
+        .peer_certs()
+        .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()))
+}
