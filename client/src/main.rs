@@ -2,7 +2,7 @@
 //! identity commands.
 //!
 //! ```text
-//! medledger [--json] [--wallet DIR] [--ca URL] [--ca-root FILE] <command>
+//! medledger [--json] [--wallet DIR] [--ca URL] [--ca-root FILE] [--peer HOST:PORT] <command>
 //!   ca-info                      the CA's root fingerprint and settings
 //!   enroll --name N --secret S   create keys here, get a certificate, write the wallet
 //!   reenroll                     new keys and certificate for the wallet's identity
@@ -10,6 +10,7 @@
 //!   admin register --name N --role R [--attr k=v[@FROM..UNTIL]]... [--max-enrollments K]
 //!   admin revoke (--name N | --serial S) [--reason R]
 //!   admin identities | admin crl [--out FILE] | admin revocations [--since N]
+//!   admin sync-revocations       put the CA's revocations on the ledger (with --peer)
 //! ```
 
 use std::path::PathBuf;
@@ -46,6 +47,9 @@ struct Cli {
     /// The CA root certificate to trust (needed to enroll; afterwards the wallet has it).
     #[arg(long, global = true, env = "MEDLEDGER_CA_ROOT")]
     ca_root: Option<PathBuf>,
+    /// Any peer of the network (host:port); the others are found from its genesis block.
+    #[arg(long, global = true, env = "MEDLEDGER_PEER")]
+    peer: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -97,6 +101,9 @@ enum AdminCommand {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Put every CA revocation the ledger lacks on the ledger (needs --peer), so that peers
+    /// refuse the revoked certificates from that block on.
+    SyncRevocations,
     /// List signed revocation records after a sequence number.
     Revocations {
         #[arg(long, default_value_t = 0)]
@@ -427,9 +434,55 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
     }
 }
 
+/// Submits every CA revocation record, in order, to the ledger through `peer`. Records
+/// already on the ledger come back with their original receipts. Returns (sequence, block).
+async fn sync_revocations(
+    ca: &mut CaClient,
+    wallet: &Wallet,
+    peer: &str,
+) -> Result<Vec<(u64, u64)>, ClientError> {
+    let peers = medledger_client::peer::PeerSet::connect(wallet, peer).await?;
+    let response = ca.revocations(0).await?;
+    let mut placed = Vec::new();
+    for signed in response.records {
+        let record = <v1::RevocationRecord as prost::Message>::decode(signed.record.as_slice())
+            .map_err(|e| ClientError::Protocol(format!("revocation record: {e}")))?;
+        let committed = peers
+            .submit_envelope(v1::Envelope {
+                kind: Some(v1::envelope::Kind::Revocation(signed)),
+            })
+            .await?;
+        if committed.status != v1::TxStatus::Valid {
+            return Err(ClientError::Protocol(format!(
+                "the ledger refused revocation #{}: {}",
+                record.sequence, committed.message
+            )));
+        }
+        placed.push((record.sequence, committed.block));
+    }
+    Ok(placed)
+}
+
 async fn run_admin(cli: &Cli, command: &AdminCommand) -> Result<Output, ClientError> {
-    let (mut ca, _wallet) = admin_client(cli).await?;
+    let (mut ca, wallet) = admin_client(cli).await?;
     match command {
+        AdminCommand::SyncRevocations => {
+            let peer = cli.peer.as_deref().ok_or_else(|| {
+                ClientError::Usage("give a peer with --peer HOST:PORT (or MEDLEDGER_PEER)".into())
+            })?;
+            let placed = sync_revocations(&mut ca, &wallet, peer).await?;
+            Ok(Output {
+                text: format!(
+                    "{} revocation(s) on the ledger{}",
+                    placed.len(),
+                    placed
+                        .iter()
+                        .map(|(seq, block)| format!("\n  #{seq} in block {block}"))
+                        .collect::<String>()
+                ),
+                json: json!({"revocations": placed.iter().map(|(seq, block)| json!({"sequence": seq, "block": block})).collect::<Vec<_>>()}),
+            })
+        }
         AdminCommand::Register(args) => {
             let attributes = args
                 .attributes
@@ -491,11 +544,24 @@ async fn run_admin(cli: &Cli, command: &AdminCommand) -> Result<Output, ClientEr
                     reason.as_str_name()
                 ));
             }
+            // With a peer at hand, the revocation goes on the ledger now: from its block on,
+            // every peer refuses the certificate.
+            let mut on_ledger = Vec::new();
+            if let Some(peer) = cli.peer.as_deref() {
+                on_ledger = sync_revocations(&mut ca, &wallet, peer).await?;
+                let ours: Vec<u64> = records.iter().map(|r| r.sequence).collect();
+                for (seq, block) in on_ledger.iter().filter(|(s, _)| ours.contains(s)) {
+                    text.push_str(&format!("\n  #{seq} is on the ledger in block {block}"));
+                }
+            } else if !records.is_empty() {
+                text.push_str("\nPut it on the ledger with: medledger admin sync-revocations --peer HOST:PORT");
+            }
             Ok(Output {
                 text,
                 json: json!({"revoked": records.iter().map(|r| json!({
                     "sequence": r.sequence, "name": r.name, "serial": hex::encode(&r.serial),
                     "reason": reason.as_str_name(), "revoked_at": format_time(r.revoked_at_unix),
+                    "block": on_ledger.iter().find(|(s, _)| *s == r.sequence).map(|(_, b)| *b),
                 })).collect::<Vec<_>>()}),
             })
         }

@@ -22,7 +22,6 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 use crate::files::{CaDir, read_private};
 
-
 /// A client-certificate verifier whose CRL can be replaced while the server runs.
 #[derive(Debug)]
 pub struct ReloadableClientVerifier {

@@ -250,6 +250,25 @@ impl Ledger {
         Ok(Some((location.block, result)))
     }
 
+    /// The committed envelope of a transaction, with its block number and result.
+    pub fn tx_envelope(&self, tx_id: &[u8]) -> Result<Option<(u64, Vec<u8>, v1::TxResult)>> {
+        let Some(location) = self.tx_location(tx_id)? else {
+            return Ok(None);
+        };
+        let mut block = self
+            .block(location.block)?
+            .ok_or_else(|| corrupt("tx_index", "points at a missing block"))?;
+        let i = location.index as usize;
+        if i >= block.envelopes.len() || i >= block.results.len() {
+            return Err(corrupt("tx_index", "points past a block's transactions"));
+        }
+        Ok(Some((
+            location.block,
+            block.envelopes.swap_remove(i),
+            block.results.swap_remove(i),
+        )))
+    }
+
     pub fn certificate(&self, hash: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.db.get_cf(self.cf(CF_CERTIFICATES), hash)?)
     }

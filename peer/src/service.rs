@@ -153,12 +153,16 @@ impl v1::ledger_server::Ledger for LedgerService {
             Ok(checked) => checked.tx_id(),
             Err(refusal) if refusal.status == TxStatus::DuplicateTxId => {
                 // A retry of a committed transaction: answer with its receipt.
+                // Only the very same envelope gets the receipt; another transaction reusing
+                // the id is refused.
                 let tx_id = refusal.tx_id.unwrap_or_default();
-                return match self.ledger.tx_result(&tx_id).map_err(internal)? {
-                    Some((block, result)) => Ok(Response::new(v1::SubmitResponse {
-                        receipt: Some(self.receipt(block, &result)),
-                    })),
-                    None => Err(refusal_status(&refusal)),
+                return match self.ledger.tx_envelope(&tx_id).map_err(internal)? {
+                    Some((block, envelope, result)) if envelope == bytes => {
+                        Ok(Response::new(v1::SubmitResponse {
+                            receipt: Some(self.receipt(block, &result)),
+                        }))
+                    }
+                    _ => Err(refusal_status(&refusal)),
                 };
             }
             Err(refusal) => return Err(refusal_status(&refusal)),

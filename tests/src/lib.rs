@@ -346,13 +346,20 @@ pub struct TestNetwork {
 
 impl TestNetwork {
     pub fn start(n: usize) -> TestNetwork {
+        let mut network = Self::start_ca_only();
+        network.start_peers(n);
+        network
+    }
+
+    /// A CA and its enrolled admin, no peers.
+    pub fn start_ca_only() -> TestNetwork {
         let tmp = tempfile::tempdir().expect("temp dir");
         let home = tmp.path().join("home");
         std::fs::create_dir_all(&home).expect("home");
         let ca_dir = tmp.path().join("ca");
         init_ca(&ca_dir);
         let ca = CaProcess::start(&ca_dir, "365d");
-        let mut network = TestNetwork {
+        let network = TestNetwork {
             genesis: tmp.path().join("genesis.pb"),
             tmp,
             home,
@@ -361,6 +368,12 @@ impl TestNetwork {
         };
         let secret = std::fs::read_to_string(ca_dir.join("admin.secret")).expect("admin secret");
         network.enroll("admin", secret.trim());
+        network
+    }
+
+    fn start_peers(&mut self, n: usize) {
+        let network = self;
+        let ca_dir = network.ca.dir.clone();
         let mut specs = Vec::new();
         let mut addresses = Vec::new();
         for i in 0..n {
@@ -400,7 +413,6 @@ impl TestNetwork {
                 address,
             ));
         }
-        network
     }
 
     pub fn wallet(&self, name: &str) -> PathBuf {

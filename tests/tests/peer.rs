@@ -300,3 +300,318 @@ fn every_acknowledged_transaction_survives_killing_all_peers_under_load() {
         assert_eq!(c.status, v1::TxStatus::ChaincodeError, "{c:?}");
     });
 }
+
+/// The transaction inside an envelope, and a way to sign a changed one as `wallet`.
+fn transaction_of(envelope: &v1::Envelope) -> v1::Transaction {
+    match &envelope.kind {
+        Some(v1::envelope::Kind::Transaction(s)) => {
+            v1::Transaction::decode(s.transaction.as_slice()).unwrap()
+        }
+        _ => panic!("not a transaction"),
+    }
+}
+
+fn signed_envelope(wallet: &Wallet, tx: &v1::Transaction) -> v1::Envelope {
+    let bytes = tx.encode_to_vec();
+    let signature = wallet
+        .signing
+        .sign(medledger_crypto::SignatureDomain::Transaction, &bytes);
+    v1::Envelope {
+        kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
+            transaction: bytes,
+            signature: signature.to_bytes().to_vec(),
+        })),
+    }
+}
+
+async fn submit_raw(peers: &PeerSet, peer: usize, envelope: v1::Envelope) -> tonic::Status {
+    peers
+        .peer(peer)
+        .submit(v1::SubmitRequest {
+            envelope: Some(envelope),
+        })
+        .await
+        .expect_err("the peer must refuse this")
+}
+
+#[test]
+fn bad_input_gets_a_clear_status_and_never_crashes_a_peer() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    let wallet = Wallet::open(&net.wallet("patient")).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let peers = connect(&net, "patient", 0).await;
+        let (pseudonym, _) = register(&peers).await;
+
+        // A replayed envelope commits once; the replay gets the original receipt.
+        let (tx_id, envelope) = peers.transaction("grant", grant_args(&pseudonym, "dr.a"));
+        let first = peers.submit_envelope(envelope.clone()).await.unwrap();
+        let again = peers.submit_envelope(envelope.clone()).await.unwrap();
+        assert_eq!(first.tx_id, tx_id);
+        assert_eq!((again.tx_id, again.block), (first.tx_id, first.block));
+
+        // Another transaction reusing its id (same nonce) is refused.
+        let mut reused = transaction_of(&envelope);
+        reused.args = grant_args(&pseudonym, "dr.b");
+        let status = submit_raw(&peers, 1, signed_envelope(&wallet, &reused)).await;
+        assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+
+        // A bad signature.
+        let (_, envelope) = peers.transaction("grant", grant_args(&pseudonym, "dr.c"));
+        let mut tampered = envelope.clone();
+        if let Some(v1::envelope::Kind::Transaction(s)) = &mut tampered.kind {
+            s.signature[5] ^= 1;
+        }
+        let status = submit_raw(&peers, 0, tampered).await;
+        assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+        // Signed bytes changed after signing.
+        let mut tampered = envelope.clone();
+        if let Some(v1::envelope::Kind::Transaction(s)) = &mut tampered.kind {
+            let last = s.transaction.len() - 1;
+            s.transaction[last] ^= 1;
+        }
+        let status = submit_raw(&peers, 0, tampered).await;
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Unauthenticated | tonic::Code::InvalidArgument
+            ),
+            "{status:?}"
+        );
+
+        // Unknown functions, and a query submitted as a transaction.
+        let (_, envelope) = peers.transaction("drop_everything", vec![]);
+        let status = submit_raw(&peers, 2, envelope).await;
+        assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+        let (_, envelope) = peers.transaction("get_record", vec![]);
+        let status = submit_raw(&peers, 2, envelope).await;
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        assert!(status.message().contains("query"), "{status:?}");
+
+        // Malformed: a transaction that is not a Transaction, an empty envelope.
+        let garbage = v1::Envelope {
+            kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
+                transaction: vec![0xff; 40],
+                signature: vec![0; 64],
+            })),
+        };
+        let status = submit_raw(&peers, 3, garbage).await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        let status = submit_raw(&peers, 3, v1::Envelope { kind: None }).await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+        // Another network's transaction.
+        let (_, envelope) = peers.transaction("grant", grant_args(&pseudonym, "dr.d"));
+        let mut foreign = transaction_of(&envelope);
+        foreign.network_id = vec![9; 32];
+        let status = submit_raw(&peers, 0, signed_envelope(&wallet, &foreign)).await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("network"), "{status:?}");
+
+        // Oversized: over the envelope limit, and over the message limit.
+        let (_, envelope) = peers.transaction("grant", vec![0; 300 * 1024]);
+        let status = submit_raw(&peers, 0, envelope).await;
+        assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+        let (_, envelope) = peers.transaction("grant", vec![0; 2 << 20]);
+        let status = submit_raw(&peers, 0, envelope).await;
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+            ),
+            "{status:?}"
+        );
+
+        // Queries: an unknown function, a transaction function, a malformed argument.
+        let mut client = peers.peer(1);
+        let q = |function: &str, args: Vec<u8>| v1::QueryRequest {
+            function: function.into(),
+            args,
+        };
+        let status = client.query(q("nope", vec![])).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unimplemented);
+        let status = client.query(q("grant", vec![])).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let status = client
+            .query(q("get_record", vec![0xff; 9]))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let ok = client
+            .query(q(
+                "get_record",
+                v1::PatientArgs {
+                    pseudonym: pseudonym.to_vec(),
+                }
+                .encode_to_vec(),
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ok.height >= first.block);
+
+        // Every peer is still up and the network still commits.
+        let after = grants(&peers, &pseudonym, 3).await;
+        assert_eq!(after.len(), 3);
+        for p in 0..4 {
+            let status = peers
+                .peer(p)
+                .get_status(v1::GetStatusRequest {})
+                .await
+                .unwrap();
+            assert!(status.into_inner().height >= after[2].block);
+        }
+    });
+}
+
+#[test]
+fn replicas_are_named_by_their_certificates_and_cannot_speak_for_others() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    let rt = runtime();
+    rt.block_on(async {
+        use medledger_proto::v1::replication_client::ReplicationClient;
+        let root = medledger_crypto::RootCertificate::from_pem(
+            &std::fs::read_to_string(net.root()).unwrap(),
+        )
+        .unwrap();
+        let tls_as = |name: &str| {
+            let wallet = Wallet::open(&net.wallet(name)).unwrap();
+            let provider = medledger_tls::provider();
+            let verifier = medledger_tls::EnrollmentServerVerifier::new(
+                root.clone(),
+                Default::default(),
+                None,
+                provider.clone(),
+            );
+            Arc::new(
+                medledger_tls::client_config(
+                    wallet.cert_der().unwrap(),
+                    wallet.signing.to_pkcs8_der().to_vec(),
+                    verifier,
+                    provider,
+                )
+                .unwrap(),
+            )
+        };
+        let prepare = |from: u32| v1::ReplicaMessage {
+            kind: Some(v1::replica_message::Kind::Prepare(v1::PbftSignedVote {
+                from,
+                message: Some(v1::PbftVote {
+                    view: 0,
+                    seq: 1,
+                    digest: vec![0; 32],
+                }),
+                signature: vec![0; 64],
+            })),
+        };
+        // Replica 3 sends a prepare signed as replica 1: refused, stream closed.
+        let channel = medledger_tls::connect(&net.address(0), tls_as("peer3"))
+            .await
+            .unwrap();
+        let status = ReplicationClient::new(channel)
+            .stream(tokio_stream::iter(vec![prepare(1)]))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        // A patient is no replica at all.
+        let channel = medledger_tls::connect(&net.address(0), tls_as("patient"))
+            .await
+            .unwrap();
+        let status = ReplicationClient::new(channel)
+            .stream(tokio_stream::iter(vec![prepare(0)]))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("not a replica"), "{status:?}");
+        // Peer 0 still works.
+        let peers = connect(&net, "patient", 0).await;
+        register(&peers).await;
+    });
+}
+
+#[test]
+fn revoked_and_foreign_certificates_are_refused() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    net.member("leaver", "patient");
+    let rt = runtime();
+    let (pseudonym, signed_before) = rt.block_on(async {
+        let leaver = connect(&net, "leaver", 0).await;
+        let (pseudonym, _) = register(&leaver).await;
+        // Signed before the revocation, submitted after it.
+        let (_, envelope) = leaver.transaction("grant", grant_args(&pseudonym, "dr.x"));
+        (pseudonym, envelope)
+    });
+    let revoked = net
+        .as_(
+            "admin",
+            &[
+                "--peer",
+                &net.address(1),
+                "admin",
+                "revoke",
+                "--name",
+                "leaver",
+            ],
+        )
+        .ok();
+    let block = revoked["revoked"][0]["block"]
+        .as_u64()
+        .expect("on the ledger");
+    assert!(block > 0);
+    rt.block_on(async {
+        // The revoked identity cannot even connect any more...
+        let wallet = Wallet::open(&net.wallet("leaver")).unwrap();
+        let refused = PeerSet::connect(&wallet, &net.address(2)).await;
+        assert!(refused.is_err(), "a revoked certificate was accepted");
+        // ...and its signed transactions are refused, whoever brings them.
+        let patient = connect(&net, "patient", 0).await;
+        let status = submit_raw(&patient, 3, signed_before).await;
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("revoked"), "{status:?}");
+        let _ = pseudonym;
+        // Syncing again changes nothing: the record is on the ledger once.
+        let synced = net
+            .as_(
+                "admin",
+                &["--peer", &net.address(0), "admin", "sync-revocations"],
+            )
+            .ok();
+        assert_eq!(synced["revocations"][0]["block"].as_u64(), Some(block));
+    });
+    // A certificate from another CA is refused at the handshake.
+    let other = TestNetwork::start_ca_only();
+    rt.block_on(async {
+        let wallet = Wallet::open(&other.wallet("admin")).unwrap();
+        let provider = medledger_tls::provider();
+        let verifier = medledger_tls::EnrollmentServerVerifier::new(
+            wallet.root().unwrap(),
+            Default::default(),
+            None,
+            provider.clone(),
+        );
+        let config = medledger_tls::client_config(
+            wallet.cert_der().unwrap(),
+            wallet.signing.to_pkcs8_der().to_vec(),
+            verifier,
+            provider,
+        )
+        .unwrap();
+        let result = medledger_tls::connect(&net.address(0), Arc::new(config)).await;
+        match result {
+            Err(_) => {}
+            Ok(channel) => {
+                let status = medledger_proto::v1::ledger_client::LedgerClient::new(channel)
+                    .get_status(v1::GetStatusRequest {})
+                    .await
+                    .unwrap_err();
+                assert_ne!(status.code(), tonic::Code::Ok);
+            }
+        }
+    });
+}
