@@ -16,7 +16,7 @@ pub enum ClientError {
         "cannot reach the peer at {address}: {why}. Is the network up (`scripts/devnet status`), and is --peer (MEDLEDGER_PEER) right?"
     )]
     PeerUnreachable { address: String, why: String },
-    #[error("the CA refused this wallet's certificate at the TLS handshake: {reason}")]
+    #[error("this wallet's certificate was refused at the TLS handshake: {reason}")]
     CertificateRefused { reason: String },
     #[error("{message}")]
     Rejected {

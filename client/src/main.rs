@@ -1,5 +1,5 @@
-//! `medledger`: the command line for every medledger role. This issue's part: the CA and
-//! identity commands.
+//! `medledger`: the command line for every medledger role: so far the CA and identity
+//! commands and the ledger's state.
 //!
 //! ```text
 //! medledger [--json] [--wallet DIR] [--ca URL] [--ca-root FILE] [--peer HOST:PORT] <command>
@@ -11,6 +11,7 @@
 //!   admin revoke (--name N | --serial S) [--reason R]
 //!   admin identities | admin crl [--out FILE] | admin revocations [--since N]
 //!   admin sync-revocations       put the CA's revocations on the ledger (with --peer)
+//!   ledger info | ledger blocks [--from N] [--limit K]
 //! ```
 
 use std::path::PathBuf;
@@ -26,6 +27,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 const DEFAULT_CA_URL: &str = "https://localhost:7054";
+/// The first peer of the local network (`scripts/devnet up`).
+const DEFAULT_PEER: &str = "127.0.0.1:7061";
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +51,7 @@ struct Cli {
     #[arg(long, global = true, env = "MEDLEDGER_CA_ROOT")]
     ca_root: Option<PathBuf>,
     /// Any peer of the network (host:port); the others are found from its genesis block.
+    /// Default: 127.0.0.1:7061, the local network's first peer.
     #[arg(long, global = true, env = "MEDLEDGER_PEER")]
     peer: Option<String>,
     #[command(subcommand)]
@@ -78,6 +82,22 @@ enum Command {
     /// Administrator commands.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// The ledger: its peers, height and blocks.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Every peer's height, view and connections, as each peer reports it.
+    Info,
+    /// Block headers: number, hash, transactions and their statuses.
+    Blocks {
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -431,6 +451,123 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
             })
         }
         Command::Admin(admin) => run_admin(&cli, admin).await,
+        Command::Ledger(ledger) => run_ledger(&cli, ledger).await,
+    }
+}
+
+async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, ClientError> {
+    let wallet = open_wallet(cli)?;
+    let peer = cli.peer.as_deref().unwrap_or(DEFAULT_PEER);
+    let peers = medledger_client::peer::PeerSet::connect(&wallet, peer).await?;
+    match command {
+        LedgerCommand::Info => {
+            let mut rows = Vec::new();
+            let mut text = format!(
+                "network {} — {} peers, f = {}",
+                hex::encode(&peers.network_id[..8]),
+                peers.n(),
+                peers.receipts_needed() - 1
+            );
+            for i in 0..peers.n() {
+                let status = peers.peer(i).get_status(v1::GetStatusRequest {}).await;
+                match status {
+                    Ok(s) => {
+                        let s = s.into_inner();
+                        let connected = s.peers.iter().filter(|p| p.connected).count();
+                        text.push_str(&format!(
+                            "\n  {:<10} {:<22} height {:<8} view {:<4} primary {}{}  links {}/{}",
+                            peers.names[i],
+                            peers.addresses[i],
+                            s.height,
+                            s.view,
+                            s.primary,
+                            if s.in_view_change {
+                                " (view change)"
+                            } else {
+                                ""
+                            },
+                            connected,
+                            s.peers.len()
+                        ));
+                        rows.push(json!({
+                            "name": peers.names[i], "address": peers.addresses[i], "up": true,
+                            "height": s.height, "view": s.view, "primary": s.primary,
+                            "in_view_change": s.in_view_change,
+                            "last_block_hash": hex::encode(&s.last_block_hash),
+                            "connected_peers": connected,
+                        }));
+                    }
+                    Err(e) => {
+                        text.push_str(&format!(
+                            "\n  {:<10} {:<22} DOWN ({})",
+                            peers.names[i],
+                            peers.addresses[i],
+                            e.message()
+                        ));
+                        rows.push(json!({"name": peers.names[i], "address": peers.addresses[i], "up": false}));
+                    }
+                }
+            }
+            Ok(Output {
+                text,
+                json: json!({"network_id": hex::encode(peers.network_id), "peers": rows}),
+            })
+        }
+        LedgerCommand::Blocks { from, limit } => {
+            let blocks = peers
+                .peer(0)
+                .get_blocks(v1::GetBlocksRequest {
+                    from: *from,
+                    limit: *limit,
+                })
+                .await
+                .map_err(ClientError::from_status)?
+                .into_inner()
+                .blocks;
+            let mut text = String::new();
+            let mut rows = Vec::new();
+            for b in &blocks {
+                let Some(h) = &b.header else { continue };
+                let valid = b
+                    .results
+                    .iter()
+                    .filter(|r| r.status == v1::TxStatus::Valid as i32)
+                    .count();
+                let hash = medledger_crypto::block_header_hash(&medledger_crypto::HeaderFields {
+                    number: h.number,
+                    prev_hash: &h.prev_hash,
+                    tx_root: &h.tx_root,
+                    state_root: &h.state_root,
+                    time_ms: h.time_ms,
+                    view: h.view,
+                });
+                text.push_str(&format!(
+                    "{:>6}  {}  {}  {} tx ({} valid)  view {}\n",
+                    h.number,
+                    &hex::encode(hash)[..16],
+                    format_time(h.time_ms / 1000),
+                    b.envelopes.len(),
+                    valid,
+                    h.view
+                ));
+                rows.push(json!({
+                    "number": h.number, "hash": hex::encode(hash), "time_ms": h.time_ms,
+                    "view": h.view, "transactions": b.envelopes.len(), "valid": valid,
+                    "results": b.results.iter().map(|r| json!({
+                        "tx_id": hex::encode(&r.tx_id),
+                        "status": v1::TxStatus::try_from(r.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
+                        "function": r.function, "creator": r.creator, "message": r.message,
+                    })).collect::<Vec<_>>(),
+                }));
+            }
+            if blocks.is_empty() {
+                text = format!("No blocks from {from} on.");
+            }
+            Ok(Output {
+                text: text.trim_end().to_string(),
+                json: json!({"blocks": rows}),
+            })
+        }
     }
 }
 

@@ -91,7 +91,19 @@ impl PeerSet {
         let genesis = first
             .get_block(v1::GetBlockRequest { number: 0 })
             .await
-            .map_err(ClientError::from_status)?
+            .map_err(|s| match s.code() {
+                // TLS 1.3 clients learn of a refused certificate only at the first read.
+                tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled => {
+                    ClientError::CertificateRefused {
+                        reason: format!(
+                            "the peer at {bootstrap} closed the connection ({}); the wallet's \
+                             certificate is revoked, expired or from another CA",
+                            s.message()
+                        ),
+                    }
+                }
+                _ => ClientError::from_status(s),
+            })?
             .into_inner();
         let config = genesis
             .genesis

@@ -136,11 +136,18 @@ async fn outbound_stream(
     }
 }
 
+/// Checks an envelope ahead of execution, for its caching side effects only.
+pub type Prewarm = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// The inbound side: `medledger.v1.Replication`.
 pub struct ReplicationService {
     pub genesis: Arc<Genesis>,
     pub root: RootCertificate,
     pub inputs: SyncSender<Input>,
+    /// Checks the envelopes of incoming batches here, on the network's threads, so that
+    /// executing them on the consensus thread finds their certificates and signatures
+    /// already verified (see `Validator`'s caches).
+    pub prewarm: Prewarm,
 }
 
 impl ReplicationService {
@@ -196,6 +203,15 @@ impl v1::replication_server::Replication for ReplicationService {
                 return Err(Status::permission_denied(format!(
                     "replica {from} may not send messages of replica {claimed}"
                 )));
+            }
+            match &message {
+                pbft::Message::PrePrepare(pp) => {
+                    for r in &pp.message.batch.requests {
+                        (self.prewarm)(&r.payload);
+                    }
+                }
+                pbft::Message::Forward(r) => (self.prewarm)(&r.payload),
+                _ => {}
             }
             if self
                 .inputs

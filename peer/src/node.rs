@@ -236,7 +236,7 @@ pub async fn run(
     let ledger_service = v1::ledger_server::LedgerServer::new(LedgerService {
         genesis: genesis.clone(),
         ledger: ledger.clone(),
-        validator,
+        validator: validator.clone(),
         shared: shared.clone(),
         network: network.clone(),
         inputs: inputs.clone(),
@@ -244,10 +244,27 @@ pub async fn run(
         replica: replica_id,
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+    let prewarm = {
+        let (ledger, shared, validator) = (ledger.clone(), shared.clone(), validator.clone());
+        Arc::new(move |envelope: &[u8]| {
+            let revocations = shared
+                .revocations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let facts = crate::execute::CommittedFacts {
+                ledger: &ledger,
+                revocations: &revocations,
+            };
+            // Only the caches matter here; execution decides.
+            let _ = validator.check(envelope, medledger_tls::now_unix(), &facts);
+        })
+    };
     let replication = v1::replication_server::ReplicationServer::new(ReplicationService {
         genesis: genesis.clone(),
         root: genesis.root.clone(),
         inputs: inputs.clone(),
+        prewarm,
     })
     .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);
     if let Some(addr) = config.metrics_listen {

@@ -615,3 +615,108 @@ fn revoked_and_foreign_certificates_are_refused() {
         }
     });
 }
+
+#[test]
+fn events_stream_and_resume_status_reports_and_sigterm_is_graceful() {
+    let _serial = serial();
+    let mut net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    let rt = runtime();
+    let (first, second) = rt.block_on(async {
+        let peers = connect(&net, "patient", 0).await;
+        let mut events = peers
+            .peer(2)
+            .subscribe(v1::SubscribeRequest { from_block: 1 })
+            .await
+            .unwrap()
+            .into_inner();
+        let (pseudonym, registered) = register(&peers).await;
+        let granted = grants(&peers, &pseudonym, 1).await.remove(0);
+        // Blocks arrive in order, each once, with the results of their transactions.
+        let mut seen = Vec::new();
+        while seen.last().copied().unwrap_or(0) < granted.block {
+            let b = events
+                .message()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            seen.push(b.block);
+            if b.block == registered.block {
+                assert!(b.results.iter().any(|r| r.tx_id == registered.tx_id));
+            }
+        }
+        assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{seen:?}");
+        // Resuming from the second block replays it and what follows.
+        let mut resumed = peers
+            .peer(1)
+            .subscribe(v1::SubscribeRequest {
+                from_block: granted.block,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let b = resumed.message().await.unwrap().unwrap();
+        assert_eq!(b.block, granted.block);
+        assert!(
+            b.results
+                .iter()
+                .any(|r| r.tx_id == granted.tx_id && r.function == "grant")
+        );
+        let status = peers
+            .peer(3)
+            .get_status(v1::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.replica, 3);
+        assert_eq!(status.primary, 0);
+        assert!(status.height >= granted.block);
+        assert_eq!(status.network_id, peers.network_id.to_vec());
+        assert_eq!(status.peers.len(), 4);
+        (registered, granted)
+    });
+    // SIGTERM: a clean exit, and the peer comes back with its ledger.
+    assert!(
+        net.peers[3].terminate(),
+        "SIGTERM did not end the peer cleanly"
+    );
+    let before = net.peers[0].blocks();
+    net.peers[3].restart();
+    let listings = net.converged(second.block, Duration::from_secs(30));
+    assert_eq!(listings[3][..before.len()], before[..]);
+    assert!(first.block < second.block);
+
+    // A data directory that began with another genesis block is refused.
+    net.peers[2].kill();
+    let other_genesis = net.tmp.path().join("other-genesis.pb");
+    let mut genesis = std::process::Command::new(medledger_tests::binary("medledger-peer"));
+    genesis
+        .args(["genesis", "--network-name", "another", "--ca-root"])
+        .arg(net.root())
+        .arg("-o")
+        .arg(&other_genesis);
+    for i in 0..4 {
+        genesis.args([
+            "--peer",
+            &format!(
+                "peer{i}={}@{}",
+                net.wallet(&format!("peer{i}")).join("cert.pem").display(),
+                net.address(i)
+            ),
+        ]);
+    }
+    assert!(genesis.status().unwrap().success());
+    let output = std::process::Command::new(medledger_tests::binary("medledger-peer"))
+        .arg("serve")
+        .arg("--wallet")
+        .arg(&net.peers[2].wallet)
+        .arg("--genesis")
+        .arg(&other_genesis)
+        .arg("--data-dir")
+        .arg(&net.peers[2].data_dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("belongs to network"), "{stderr}");
+}
