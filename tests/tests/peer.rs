@@ -705,7 +705,7 @@ fn events_stream_and_resume_status_reports_and_sigterm_is_graceful() {
             ),
         ]);
     }
-    assert!(genesis.status().unwrap().success());
+    assert!(genesis.output().unwrap().status.success());
     let output = std::process::Command::new(medledger_tests::binary("medledger-peer"))
         .arg("serve")
         .arg("--wallet")
