@@ -16,6 +16,16 @@ pub enum ClientError {
         "cannot reach the peer at {address}: {why}. Is the network up (`scripts/devnet status`), and is --peer (MEDLEDGER_PEER) right?"
     )]
     PeerUnreachable { address: String, why: String },
+    #[error(
+        "only {attested} of the {needed} matching receipts needed came back ({detail}). The \
+         transaction may still commit once enough peers are up: resubmitting the same \
+         transaction is safe, it commits at most once"
+    )]
+    NoQuorum {
+        attested: usize,
+        needed: usize,
+        detail: String,
+    },
     #[error("this wallet's certificate was refused at the TLS handshake: {reason}")]
     CertificateRefused { reason: String },
     #[error("{message}")]
@@ -42,6 +52,7 @@ impl ClientError {
             ClientError::Usage(_) => "usage",
             ClientError::Wallet { .. } => "wallet",
             ClientError::Unreachable { .. } | ClientError::PeerUnreachable { .. } => "unreachable",
+            ClientError::NoQuorum { .. } => "no_quorum",
             ClientError::CertificateRefused { .. } => "certificate_refused",
             ClientError::Rejected { code, .. } => match code {
                 Code::Unauthenticated => "unauthenticated",

@@ -257,13 +257,37 @@ impl PeerSet {
                 });
             }
         }
-        // No quorum: report the refusal most peers gave (they agree on invalid input).
-        if let Some((_, status)) = most_common(&errors) {
-            if status.code() == tonic::Code::Unavailable || status.code() == tonic::Code::Unknown {
-                let (i, s) = &errors[0];
-                return Err(unreachable(&self.addresses[*i], s.message()));
-            }
+        // No quorum. Peers that refused the transaction agree on why: report that. Otherwise
+        // too few peers could answer in time.
+        let transient = |s: &tonic::Status| {
+            matches!(
+                s.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::Unknown
+                    | tonic::Code::Cancelled
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::ResourceExhausted
+            )
+        };
+        let refusals: Vec<(usize, tonic::Status)> = errors
+            .iter()
+            .filter(|(_, s)| !transient(s))
+            .cloned()
+            .collect();
+        if let Some((_, status)) = most_common(&refusals) {
             return Err(ClientError::from_status(status));
+        }
+        if !errors.is_empty() {
+            let detail = errors
+                .iter()
+                .map(|(i, s)| format!("{}: {}", self.names[*i], s.message()))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(ClientError::NoQuorum {
+                attested: groups.values().map(|(_, by)| by.len()).max().unwrap_or(0),
+                needed,
+                detail,
+            });
         }
         Err(ClientError::Protocol(
             "the peers' receipts disagree; no f+1 of them attest one outcome".into(),

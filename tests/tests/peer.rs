@@ -720,3 +720,48 @@ fn events_stream_and_resume_status_reports_and_sigterm_is_graceful() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("belongs to network"), "{stderr}");
 }
+
+#[test]
+fn without_a_quorum_nothing_commits_and_everything_resumes_when_peers_return() {
+    let _serial = serial();
+    let mut net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    let rt = runtime();
+    let peers = Arc::new(rt.block_on(connect(&net, "patient", 0)));
+    let (pseudonym, _) = rt.block_on(register(&peers));
+    let before = rt.block_on(grants(&peers, &pseudonym, 5));
+    // Two of four down: more than f. A submission waits; nothing commits.
+    net.peers[1].kill();
+    net.peers[2].kill();
+    let waiting = {
+        let peers = peers.clone();
+        rt.spawn(async move {
+            peers
+                .submit("grant", grant_args(&pseudonym, "dr.during-outage"))
+                .await
+        })
+    };
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !waiting.is_finished(),
+        "a transaction committed without a quorum"
+    );
+    let height = before.last().unwrap().block;
+    for p in [0, 3] {
+        let listing = net.peers[p].blocks();
+        assert_eq!(
+            listing.len() as u64,
+            height + 1,
+            "peer {p} moved without a quorum"
+        );
+    }
+    // The peers come back (in the other order): the waiting transaction commits.
+    net.peers[2].restart();
+    net.peers[1].restart();
+    let committed = rt.block_on(waiting).unwrap().unwrap();
+    assert!(committed.is_valid(), "{committed:?}");
+    assert!(committed.block > height);
+    let after = rt.block_on(grants(&peers, &pseudonym, 3));
+    let listings = net.converged(after[2].block, Duration::from_secs(60));
+    assert_identical(&listings);
+}
