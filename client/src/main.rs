@@ -533,14 +533,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                     .iter()
                     .filter(|r| r.status == v1::TxStatus::Valid as i32)
                     .count();
-                let hash = medledger_crypto::block_header_hash(&medledger_crypto::HeaderFields {
-                    number: h.number,
-                    prev_hash: &h.prev_hash,
-                    tx_root: &h.tx_root,
-                    state_root: &h.state_root,
-                    time_ms: h.time_ms,
-                    view: h.view,
-                });
+                let hash = medledger_client::peer::header_hash(h);
                 text.push_str(&format!(
                     "{:>6}  {}  {}  {} tx ({} valid)  view {}\n",
                     h.number,

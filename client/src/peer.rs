@@ -118,7 +118,7 @@ impl PeerSet {
             .header
             .as_ref()
             .ok_or_else(|| ClientError::Protocol("genesis without header".into()))?;
-        let network_id = genesis_network_id(header);
+        let network_id = header_hash(header);
         let mut keys = Vec::new();
         let mut clients = Vec::new();
         let root = wallet.root()?;
@@ -379,8 +379,8 @@ fn sha2_256(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The network's identity: the genesis header's hash.
-fn genesis_network_id(h: &v1::BlockHeader) -> [u8; 32] {
+/// A block header's hash, as the peers compute it (for block 0: the network's identity).
+pub fn header_hash(h: &v1::BlockHeader) -> [u8; 32] {
     medledger_crypto::block_header_hash(&medledger_crypto::HeaderFields {
         number: h.number,
         prev_hash: &h.prev_hash,

@@ -175,13 +175,18 @@ impl Ledger {
                 ledger.write_synced(batch)?;
             }
         }
-        let height = ledger
+        ledger.load_height()?;
+        Ok(ledger)
+    }
+
+    fn load_height(&self) -> Result<()> {
+        let height = self
             .db
-            .get_cf(ledger.cf(CF_META), META_HEIGHT)?
+            .get_cf(self.cf(CF_META), META_HEIGHT)?
             .and_then(|b| be_u64(&b))
             .ok_or_else(|| corrupt("meta", "no height"))?;
-        ledger.height.store(height, Ordering::SeqCst);
-        Ok(ledger)
+        self.height.store(height, Ordering::SeqCst);
+        Ok(())
     }
 
     pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
@@ -516,12 +521,7 @@ impl Ledger {
             height: AtomicU64::new(0),
             network_id,
         };
-        let height = ledger
-            .db
-            .get_cf(ledger.cf(CF_META), META_HEIGHT)?
-            .and_then(|b| be_u64(&b))
-            .ok_or_else(|| corrupt("meta", "no height"))?;
-        ledger.height.store(height, Ordering::SeqCst);
+        ledger.load_height()?;
         Ok(ledger)
     }
 }
