@@ -139,6 +139,16 @@ pub struct Ledger {
     db: DB,
     height: AtomicU64,
     network_id: [u8; 32],
+    /// A reader's scratch directory, removed with it.
+    scratch: Option<std::path::PathBuf>,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.scratch {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 impl Ledger {
@@ -158,6 +168,7 @@ impl Ledger {
             db,
             height: AtomicU64::new(0),
             network_id: genesis.network_id,
+            scratch: None,
         };
         match ledger.db.get_cf(ledger.cf(CF_META), META_NETWORK_ID)? {
             Some(found) if found.as_slice() == genesis.network_id.as_slice() => {}
@@ -505,10 +516,25 @@ pub fn merge_writes(into: &mut WriteSet, from: &WriteSet) {
 }
 
 impl Ledger {
-    /// Opens a ledger for reading only; works while its peer runs.
+    /// Opens a ledger for reading only, also while its peer runs: as a RocksDB secondary
+    /// instance (a plain read-only open can race the live peer's compactions), with its own
+    /// small scratch directory under the system's temporary directory.
     pub fn open_read_only(dir: &Path) -> Result<Ledger> {
-        let options = Options::default();
-        let db = DB::open_cf_for_read_only(&options, dir, ALL_CFS, false)?;
+        let mut options = Options::default();
+        options.set_max_open_files(-1);
+        let scratch = std::env::temp_dir().join(format!(
+            "medledger-ledger-reader-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        ));
+        let db = DB::open_cf_as_secondary(&options, dir, scratch.as_path(), ALL_CFS)
+            .and_then(|db| db.try_catch_up_with_primary().map(|()| db))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&scratch);
+            })?;
         let network_id: [u8; 32] = db
             .get_cf(
                 db.cf_handle(CF_META).expect("column family"),
@@ -520,6 +546,7 @@ impl Ledger {
             db,
             height: AtomicU64::new(0),
             network_id,
+            scratch: Some(scratch),
         };
         ledger.load_height()?;
         Ok(ledger)

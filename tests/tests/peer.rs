@@ -765,3 +765,23 @@ fn without_a_quorum_nothing_commits_and_everything_resumes_when_peers_return() {
     let listings = net.converged(after[2].block, Duration::from_secs(60));
     assert_identical(&listings);
 }
+
+#[test]
+fn seven_peers_tolerate_two_crashes() {
+    let _serial = serial();
+    let mut net = TestNetwork::start(7);
+    net.member("patient", "patient");
+    let rt = runtime();
+    let peers = rt.block_on(connect(&net, "patient", 4));
+    assert_eq!(peers.receipts_needed(), 3, "f = 2: three matching receipts");
+    let (pseudonym, _) = rt.block_on(register(&peers));
+    net.peers[0].kill();
+    net.peers[5].kill();
+    let done = rt.block_on(grants(&peers, &pseudonym, 10));
+    assert!(done.iter().all(|c| c.attested_by.len() >= 3));
+    net.peers[0].restart();
+    net.peers[5].restart();
+    let listings = net.converged(done[9].block, Duration::from_secs(60));
+    assert_eq!(listings.len(), 7);
+    assert_identical(&listings);
+}
