@@ -617,7 +617,7 @@ fn revoked_and_foreign_certificates_are_refused() {
 }
 
 #[test]
-fn events_stream_and_resume_status_reports_and_sigterm_is_graceful() {
+fn events_stream_and_resume_status_health_reflection_and_sigterm_is_graceful() {
     let _serial = serial();
     let mut net = TestNetwork::start(4);
     net.member("patient", "patient");
@@ -673,6 +673,61 @@ fn events_stream_and_resume_status_reports_and_sigterm_is_graceful() {
         assert!(status.height >= granted.block);
         assert_eq!(status.network_id, peers.network_id.to_vec());
         assert_eq!(status.peers.len(), 4);
+        // Health and reflection answer on the same mutual-TLS port.
+        let wallet = Wallet::open(&net.wallet("patient")).unwrap();
+        let provider = medledger_tls::provider();
+        let verifier = medledger_tls::EnrollmentServerVerifier::new(
+            wallet.root().unwrap(),
+            Default::default(),
+            None,
+            provider.clone(),
+        );
+        let tls = Arc::new(
+            medledger_tls::client_config(
+                wallet.cert_der().unwrap(),
+                wallet.signing.to_pkcs8_der().to_vec(),
+                verifier,
+                provider,
+            )
+            .unwrap(),
+        );
+        let channel = medledger_tls::connect(&net.address(2), tls).await.unwrap();
+        let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "medledger.v1.Ledger".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            health.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        use tonic_reflection::pb::v1 as reflection;
+        let mut answers =
+            reflection::server_reflection_client::ServerReflectionClient::new(channel)
+                .server_reflection_info(tokio_stream::iter(vec![
+                    reflection::ServerReflectionRequest {
+                        host: String::new(),
+                        message_request: Some(
+                            reflection::server_reflection_request::MessageRequest::ListServices(
+                                String::new(),
+                            ),
+                        ),
+                    },
+                ]))
+                .await
+                .unwrap()
+                .into_inner();
+        let answer = answers.message().await.unwrap().unwrap();
+        let Some(reflection::server_reflection_response::MessageResponse::ListServicesResponse(
+            list,
+        )) = answer.message_response
+        else {
+            panic!("no service list: {answer:?}");
+        };
+        let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+        assert!(names.contains(&"medledger.v1.Ledger"), "{names:?}");
         (registered, granted)
     });
     // SIGTERM: a clean exit, and the peer comes back with its ledger.
