@@ -11,11 +11,13 @@
 //!   its holder, and the DER encoding of that custom X.509 extension.
 //! - [`RootCertificate`], [`validate_enrollment_certificate`], [`parse_csr`]: chain, time,
 //!   revocation and role checks on certificates issued by the membership CA.
+//! - [`FileEncryptor`] / [`FileDecryptor`]: the encrypted file format (AES-256-GCM STREAM).
 //! - [`derive_pseudonym`]: the patient pseudonym `HMAC-SHA256(K, "pseudonym" ‖ UII)`.
 
 mod certificate;
 mod encryption;
 mod extension;
+mod file;
 mod hashing;
 mod identity;
 mod pseudonym;
@@ -27,6 +29,9 @@ pub use certificate::{
 };
 pub use encryption::{EncryptionKey, EncryptionPublicKey};
 pub use extension::{ENROLLMENT_EXTENSION_OID, EnrollmentExtension, ExtensionError};
+pub use file::{
+    DEFAULT_CHUNK_SIZE, FileDecryptor, FileEncryptor, FileError, FileHeader, FileKey, TAG_LEN,
+};
 pub use hashing::{HeaderFields, block_header_hash};
 pub use identity::{
     Attribute, AttributeWindow, IdentityError, MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_VALUE_LEN,
