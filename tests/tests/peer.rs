@@ -117,6 +117,24 @@ async fn ledger_tx_ids(peers: &PeerSet, peer: usize) -> BTreeSet<Vec<u8>> {
     }
 }
 
+/// Peer `p`'s height once it reaches `height`, or after 10 s whatever it is: f+1 receipts
+/// do not mean every peer has the block yet.
+async fn height_reaching(peers: &PeerSet, p: usize, height: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = peers
+            .peer(p)
+            .get_status(v1::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if status.height >= height || std::time::Instant::now() > deadline {
+            return status.height;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn assert_identical(listings: &[Vec<String>]) {
     for (i, l) in listings.iter().enumerate().skip(1) {
         assert_eq!(l, &listings[0], "peer {i}'s ledger differs from peer 0's");
@@ -425,6 +443,7 @@ fn bad_input_gets_a_clear_status_and_never_crashes_a_peer() {
         );
 
         // Queries: an unknown function, a transaction function, a malformed argument.
+        height_reaching(&peers, 1, first.block).await;
         let mut client = peers.peer(1);
         let q = |function: &str, args: Vec<u8>| v1::QueryRequest {
             function: function.into(),
@@ -456,12 +475,8 @@ fn bad_input_gets_a_clear_status_and_never_crashes_a_peer() {
         let after = grants(&peers, &pseudonym, 3).await;
         assert_eq!(after.len(), 3);
         for p in 0..4 {
-            let status = peers
-                .peer(p)
-                .get_status(v1::GetStatusRequest {})
-                .await
-                .unwrap();
-            assert!(status.into_inner().height >= after[2].block);
+            let height = height_reaching(&peers, p, after[2].block).await;
+            assert!(height >= after[2].block, "peer {p} is stuck at {height}");
         }
     });
 }
@@ -565,12 +580,16 @@ fn revoked_and_foreign_certificates_are_refused() {
         .expect("on the ledger");
     assert!(block > 0);
     rt.block_on(async {
+        // The peers this test talks to must have the revocation's block first.
+        let patient = connect(&net, "patient", 0).await;
+        for p in 0..4 {
+            assert!(height_reaching(&patient, p, block).await >= block);
+        }
         // The revoked identity cannot even connect any more...
         let wallet = Wallet::open(&net.wallet("leaver")).unwrap();
         let refused = PeerSet::connect(&wallet, &net.address(2)).await;
         assert!(refused.is_err(), "a revoked certificate was accepted");
         // ...and its signed transactions are refused, whoever brings them.
-        let patient = connect(&net, "patient", 0).await;
         let status = submit_raw(&patient, 3, signed_before).await;
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
         assert!(status.message().contains("revoked"), "{status:?}");
@@ -662,6 +681,7 @@ fn events_stream_and_resume_status_health_reflection_and_sigterm_is_graceful() {
                 .iter()
                 .any(|r| r.tx_id == granted.tx_id && r.function == "grant")
         );
+        height_reaching(&peers, 3, granted.block).await;
         let status = peers
             .peer(3)
             .get_status(v1::GetStatusRequest {})
