@@ -52,7 +52,9 @@ pub struct PeerSet {
     signing: medledger_crypto::SigningIdentity,
 }
 
-fn client_tls(
+/// Mutual TLS as this wallet, accepting servers of role peer under the wallet's root (and, with
+/// `pins`, only those Ed25519 keys).
+pub fn client_tls(
     wallet: &Wallet,
     pins: Option<BTreeSet<[u8; 32]>>,
 ) -> Result<Arc<rustls::ClientConfig>, ClientError> {

@@ -21,7 +21,7 @@ use medledger_pbft as pbft;
 use medledger_proto::v1;
 use tokio::sync::{oneshot, watch};
 
-use crate::execute::{CertifiedBatch, RevocationState, execute_block};
+use crate::execute::{CertifiedBatch, Revocations, execute_block};
 use crate::ledger::Ledger;
 use crate::network::Network;
 use crate::pbft_store::{PbftStore, committed_key};
@@ -76,8 +76,7 @@ pub struct Status {
 pub struct Shared {
     pub status: Mutex<Status>,
     pub height: watch::Sender<u64>,
-    pub revocations: Mutex<RevocationState>,
-    pub tls_revocations: medledger_tls::SharedRevocations,
+    pub revocations: Revocations,
 }
 
 struct Waiter {
@@ -97,7 +96,6 @@ pub struct Driver {
     pending_token: Option<u64>,
     /// A state transfer in progress: (replica asked, up to, what we had when we asked).
     catching_up: Option<(pbft::ReplicaId, pbft::Seq, pbft::Seq)>,
-    revocations: RevocationState,
     last_progress: Instant,
     next_probe: u32,
 }
@@ -114,11 +112,6 @@ impl Driver {
         network: Arc<Network>,
         shared: Arc<Shared>,
     ) -> Driver {
-        let revocations = shared
-            .revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         Driver {
             replica,
             ledger,
@@ -130,7 +123,6 @@ impl Driver {
             timer_at_ms: None,
             pending_token: None,
             catching_up: None,
-            revocations,
             last_progress: Instant::now(),
             next_probe: 0,
         }
@@ -277,25 +269,20 @@ impl Driver {
             batch: &committed.batch,
             commits: &committed.commits,
         };
-        let (mut commit, revocations) =
-            execute_block(&self.ledger, &self.validator, &self.revocations, &certified)
-                .unwrap_or_else(|e| fatal(&format!("cannot execute block {seq}: {e}")));
+        let mut commit = execute_block(
+            &self.ledger,
+            &self.validator,
+            &self.shared.revocations,
+            &certified,
+        )
+        .unwrap_or_else(|e| fatal(&format!("cannot execute block {seq}: {e}")));
         commit.pbft_deletes.push(committed_key(seq));
-        let block = commit.block.clone();
-        let new_serials: Vec<Vec<u8>> = commit.revocations.iter().map(|(s, _)| s.clone()).collect();
         self.ledger
-            .commit_block(commit)
+            .commit_block(&commit)
             .unwrap_or_else(|e| fatal(&format!("cannot commit block {seq}: {e}")));
-        // The block is on disk: now the world may hear of it.
-        for serial in new_serials {
-            self.shared.tls_revocations.insert(serial);
-        }
-        self.revocations = revocations.clone();
-        *self
-            .shared
-            .revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = revocations;
+        // The block is on disk: now the world may hear of it, handshakes included.
+        self.shared.revocations.apply(&commit.revocations);
+        let block = commit.block;
         let transactions = block.results.len();
         metrics::counter!("medledger_committed_transactions_total").increment(transactions as u64);
         metrics::histogram!("medledger_batch_size").record(transactions as f64);

@@ -8,6 +8,9 @@
 //! produces the same block, byte for byte.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use medledger_tls::SharedRevocations;
 
 use medledger_chaincode as chaincode;
 use medledger_pbft as pbft;
@@ -19,28 +22,52 @@ use crate::ledger::{BlockCommit, HistoryEntry, Ledger, LedgerError, StateView, T
 use crate::stub::LedgerStub;
 use crate::validate::{Checked, LedgerFacts, Refusal, Validator, creator};
 
-/// What execution needs to carry from block to block.
-#[derive(Debug, Clone, Default)]
-pub struct RevocationState {
-    pub revoked: BTreeSet<Vec<u8>>,
-    pub sequence: u64,
+/// The revocations on the committed ledger: one shared set of serials, read by execution,
+/// by checks at submission and by every TLS handshake, and changed only by the driver after
+/// a block with revocations is on disk.
+#[derive(Debug, Default)]
+pub struct Revocations {
+    pub serials: SharedRevocations,
+    /// The CA sequence number of the last revocation on the ledger.
+    pub sequence: AtomicU64,
 }
 
-impl RevocationState {
-    pub fn load(ledger: &Ledger) -> Result<RevocationState, LedgerError> {
-        Ok(RevocationState {
-            revoked: ledger.revoked_serials()?,
-            sequence: ledger.revocation_sequence()?,
+impl Revocations {
+    pub fn load(ledger: &Ledger) -> Result<Revocations, LedgerError> {
+        let serials = SharedRevocations::default();
+        for serial in ledger.revoked_serials()? {
+            serials.insert(serial);
+        }
+        Ok(Revocations {
+            serials,
+            sequence: AtomicU64::new(ledger.revocation_sequence()?),
         })
     }
+
+    /// Takes in the revocations a committed block made.
+    pub fn apply(&self, committed: &[(Vec<u8>, u64)]) {
+        for (serial, sequence) in committed {
+            self.serials.insert(serial.clone());
+            self.sequence.store(*sequence, Ordering::SeqCst);
+        }
+    }
+}
+
+/// A storage error counts as used: refusing is the safe side, and the next read of a failing
+/// disk stops the peer anyway.
+fn indexed(ledger: &Ledger, tx_id: &[u8; 32]) -> bool {
+    ledger.tx_location(tx_id).map_or(true, |l| l.is_some())
 }
 
 /// The ledger plus the block so far, as validation sees it.
 struct BlockFacts<'a> {
     ledger: &'a Ledger,
+    committed: &'a Revocations,
     certificates: HashMap<[u8; 32], Vec<u8>>,
     used: HashSet<[u8; 32]>,
-    revocations: RevocationState,
+    /// Revoked by earlier transactions of this block.
+    revoked: BTreeSet<Vec<u8>>,
+    sequence: u64,
 }
 
 impl LedgerFacts for BlockFacts<'_> {
@@ -51,22 +78,20 @@ impl LedgerFacts for BlockFacts<'_> {
             .or_else(|| self.ledger.certificate(hash).ok().flatten())
     }
     fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool {
-        // A storage error counts as used: refusing is the safe side, and the next read of a
-        // failing disk stops the peer anyway.
-        self.used.contains(tx_id) || self.ledger.tx_location(tx_id).map_or(true, |l| l.is_some())
+        self.used.contains(tx_id) || indexed(self.ledger, tx_id)
     }
-    fn revoked(&self) -> &BTreeSet<Vec<u8>> {
-        &self.revocations.revoked
+    fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.revoked.contains(serial) || self.committed.serials.contains(serial)
     }
     fn revocation_sequence(&self) -> u64 {
-        self.revocations.sequence
+        self.sequence
     }
 }
 
 /// The facts of the committed ledger alone (for checks at submission).
 pub struct CommittedFacts<'a> {
     pub ledger: &'a Ledger,
-    pub revocations: &'a RevocationState,
+    pub revocations: &'a Revocations,
 }
 
 impl LedgerFacts for CommittedFacts<'_> {
@@ -74,13 +99,13 @@ impl LedgerFacts for CommittedFacts<'_> {
         self.ledger.certificate(hash).ok().flatten()
     }
     fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool {
-        self.ledger.tx_location(tx_id).map_or(true, |l| l.is_some())
+        indexed(self.ledger, tx_id)
     }
-    fn revoked(&self) -> &BTreeSet<Vec<u8>> {
-        &self.revocations.revoked
+    fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.revocations.serials.contains(serial)
     }
     fn revocation_sequence(&self) -> u64 {
-        self.revocations.sequence
+        self.revocations.sequence.load(Ordering::SeqCst)
     }
 }
 
@@ -115,14 +140,14 @@ fn refused(r: Refusal) -> v1::TxResult {
     }
 }
 
-/// Executes `certified` as block `certified.seq` on top of the ledger. Returns what to
-/// commit and the revocation state after the block.
+/// Executes `certified` as block `certified.seq` on top of the ledger (whose revocations
+/// are `revocations`). Returns what to commit, revocations included.
 pub fn execute_block(
     ledger: &Ledger,
     validator: &Validator,
-    revocations: &RevocationState,
+    revocations: &Revocations,
     certified: &CertifiedBatch<'_>,
-) -> Result<(BlockCommit, RevocationState), LedgerError> {
+) -> Result<BlockCommit, LedgerError> {
     let number = certified.seq;
     let previous = ledger.header(number - 1)?;
     // Consensus time never runs backwards; a null batch keeps the previous time.
@@ -135,9 +160,11 @@ pub fn execute_block(
     let view = StateView::new(ledger);
     let mut facts = BlockFacts {
         ledger,
+        committed: revocations,
         certificates: HashMap::new(),
         used: HashSet::new(),
-        revocations: revocations.clone(),
+        revoked: BTreeSet::new(),
+        sequence: revocations.sequence.load(Ordering::SeqCst),
     };
     let mut commit = BlockCommit::default();
     let mut block_writes = WriteSet::new();
@@ -164,8 +191,8 @@ pub fn execute_block(
         commit.tx_index.push((tx_id, location));
         match checked {
             Checked::Revocation { record, .. } => {
-                facts.revocations.revoked.insert(record.serial.clone());
-                facts.revocations.sequence = record.sequence;
+                facts.revoked.insert(record.serial.clone());
+                facts.sequence = record.sequence;
                 commit
                     .revocations
                     .push((record.serial.clone(), record.sequence));
@@ -260,5 +287,5 @@ pub fn execute_block(
             .map(|r| r.tx_id.to_vec())
             .collect(),
     };
-    Ok((commit, facts.revocations))
+    Ok(commit)
 }

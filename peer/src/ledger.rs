@@ -312,7 +312,7 @@ impl Ledger {
     }
 
     /// Writes block `commit.block` and all it changes in one synced batch.
-    pub fn commit_block(&self, commit: BlockCommit) -> Result<()> {
+    pub fn commit_block(&self, commit: &BlockCommit) -> Result<()> {
         let number = commit
             .block
             .header

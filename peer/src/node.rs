@@ -18,7 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::PeerConfig;
 use crate::driver::{Driver, Input, Shared, Status};
-use crate::execute::RevocationState;
+use crate::execute::Revocations;
 use crate::genesis::Genesis;
 use crate::ledger::Ledger;
 use crate::network::{MAX_REPLICA_MESSAGE_BYTES, Network, ReplicationService};
@@ -132,18 +132,13 @@ pub async fn run(
         tokio::task::spawn_blocking(move || Ledger::open(&dir, &genesis)).await??
     };
     let ledger = Arc::new(ledger);
-    let revocations = RevocationState::load(&ledger)?;
-    let tls_revocations = medledger_tls::SharedRevocations::default();
-    for serial in &revocations.revoked {
-        tls_revocations.insert(serial.clone());
-    }
     let (height_tx, _) = watch::channel(ledger.height());
     let shared = Arc::new(Shared {
         status: Mutex::new(Status::default()),
         height: height_tx,
-        revocations: Mutex::new(revocations),
-        tls_revocations: tls_revocations.clone(),
+        revocations: Revocations::load(&ledger)?,
     });
+    let tls_revocations = shared.revocations.serials.clone();
     let validator = Arc::new(Validator::new(genesis.clone()));
 
     // TLS: servers check clients against the root and the ledger's revocations; replicas
@@ -247,14 +242,9 @@ pub async fn run(
     let prewarm = {
         let (ledger, shared, validator) = (ledger.clone(), shared.clone(), validator.clone());
         Arc::new(move |envelope: &[u8]| {
-            let revocations = shared
-                .revocations
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
             let facts = crate::execute::CommittedFacts {
                 ledger: &ledger,
-                revocations: &revocations,
+                revocations: &shared.revocations,
             };
             // Only the caches matter here; execution decides.
             let _ = validator.check(envelope, medledger_tls::now_unix(), &facts);

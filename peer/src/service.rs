@@ -7,9 +7,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
 use medledger_chaincode::{self as chaincode, ChaincodeError};
-use medledger_crypto::{
-    EnrolledIdentity, SignatureDomain, SigningIdentity, validate_enrollment_certificate,
-};
+use medledger_crypto::{EnrolledIdentity, SignatureDomain, SigningIdentity};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use prost::Message;
@@ -85,23 +83,21 @@ pub fn chaincode_status(e: &ChaincodeError) -> Status {
 }
 
 impl LedgerService {
+    fn facts(&self) -> CommittedFacts<'_> {
+        CommittedFacts {
+            ledger: &self.ledger,
+            revocations: &self.shared.revocations,
+        }
+    }
+
+    /// Who is calling: the TLS certificate, valid now and not revoked (its chain was checked
+    /// at the handshake and is remembered by the validator).
     fn caller<T>(&self, request: &Request<T>) -> Result<EnrolledIdentity, Status> {
         let der = medledger_tls::peer_certificate(request)
             .ok_or_else(|| Status::unauthenticated("present your enrollment certificate"))?;
-        let revoked = self
-            .shared
-            .revocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .revoked
-            .clone();
-        validate_enrollment_certificate(
-            &der,
-            &self.genesis.root,
-            medledger_tls::now_unix(),
-            &revoked,
-        )
-        .map_err(|e| Status::unauthenticated(format!("your certificate was refused: {e}")))
+        self.validator
+            .certificate_identity(&der, medledger_tls::now_unix(), &self.facts())
+            .map_err(|e| Status::unauthenticated(format!("your certificate was refused: {e}")))
     }
 
     fn receipt(&self, block: u64, result: &v1::TxResult) -> v1::SignedReceipt {
@@ -135,20 +131,9 @@ impl v1::ledger_server::Ledger for LedgerService {
             .envelope
             .ok_or_else(|| Status::invalid_argument("the request carries no envelope"))?;
         let bytes = envelope.encode_to_vec();
-        let checked = {
-            let revocations = self
-                .shared
-                .revocations
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            let facts = CommittedFacts {
-                ledger: &self.ledger,
-                revocations: &revocations,
-            };
-            self.validator
-                .check(&bytes, medledger_tls::now_unix(), &facts)
-        };
+        let checked = self
+            .validator
+            .check(&bytes, medledger_tls::now_unix(), &self.facts());
         let tx_id = match checked {
             Ok(checked) => checked.tx_id(),
             Err(refusal) if refusal.status == TxStatus::DuplicateTxId => {

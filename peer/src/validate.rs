@@ -9,7 +9,7 @@
 //! signature verifies; and its tx_id has never been used. A revocation record is valid when
 //! the CA root signed it and it is the next in the CA's sequence.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use medledger_chaincode as chaincode;
@@ -76,11 +76,20 @@ impl Checked {
     }
 }
 
+/// The ledger's revocations as the certificate check wants them.
+struct FactsRevocations<'a>(&'a dyn LedgerFacts);
+
+impl medledger_crypto::RevocationSet for FactsRevocations<'_> {
+    fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.0.is_revoked(serial)
+    }
+}
+
 /// What the ledger knows, as validation needs it (the executor adds the block so far).
 pub trait LedgerFacts {
     fn certificate(&self, hash: &[u8; 32]) -> Option<Vec<u8>>;
     fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool;
-    fn revoked(&self) -> &BTreeSet<Vec<u8>>;
+    fn is_revoked(&self, serial: &[u8]) -> bool;
     fn revocation_sequence(&self) -> u64;
 }
 
@@ -209,7 +218,7 @@ impl Validator {
             (tx.creator_certificate.clone(), true)
         };
         let identity = self
-            .identity(&cert_hash, &der, time_s, facts.revoked())
+            .identity(&cert_hash, &der, time_s, facts)
             .map_err(|e| {
                 let status = match e {
                     CertificateError::Revoked { .. } => TxStatus::CertificateRevoked,
@@ -258,7 +267,7 @@ impl Validator {
         hash: &[u8; 32],
         der: &[u8],
         time_s: i64,
-        revoked: &BTreeSet<Vec<u8>>,
+        facts: &dyn LedgerFacts,
     ) -> Result<EnrolledIdentity, CertificateError> {
         let cached = self.caches().certificates.get(hash).cloned();
         let identity = match cached {
@@ -266,8 +275,12 @@ impl Validator {
             None => {
                 // The full check (chain, form, time, revocation) the first time; afterwards
                 // only time and revocation, below, which change with the block.
-                let identity =
-                    validate_enrollment_certificate(der, &self.genesis.root, time_s, revoked)?;
+                let identity = validate_enrollment_certificate(
+                    der,
+                    &self.genesis.root,
+                    time_s,
+                    &FactsRevocations(facts),
+                )?;
                 let mut caches = self.caches();
                 if caches.certificates.len() >= CACHE_ENTRIES {
                     caches.certificates.clear();
@@ -288,12 +301,24 @@ impl Validator {
                 at: time_s,
             });
         }
-        if revoked.contains(&identity.serial) {
+        if facts.is_revoked(&identity.serial) {
             return Err(CertificateError::Revoked {
                 serial: identity.serial_hex(),
             });
         }
         Ok(identity)
+    }
+
+    /// The identity a certificate names, valid at `time_s` and not revoked; its chain is
+    /// checked once and remembered (for callers' TLS certificates on every request).
+    pub fn certificate_identity(
+        &self,
+        der: &[u8],
+        time_s: i64,
+        facts: &dyn LedgerFacts,
+    ) -> Result<EnrolledIdentity, CertificateError> {
+        let hash: [u8; 32] = Sha256::digest(der).into();
+        self.identity(&hash, der, time_s, facts)
     }
 
     fn verify_signature(

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use medledger_client::peer::{Committed, PeerSet};
+use medledger_client::peer::{Committed, PeerSet, client_tls};
 use medledger_client::wallet::Wallet;
 use medledger_proto::v1;
 use medledger_tests::TestNetwork;
@@ -489,28 +489,9 @@ fn replicas_are_named_by_their_certificates_and_cannot_speak_for_others() {
     let rt = runtime();
     rt.block_on(async {
         use medledger_proto::v1::replication_client::ReplicationClient;
-        let root = medledger_crypto::RootCertificate::from_pem(
-            &std::fs::read_to_string(net.root()).unwrap(),
-        )
-        .unwrap();
         let tls_as = |name: &str| {
             let wallet = Wallet::open(&net.wallet(name)).unwrap();
-            let provider = medledger_tls::provider();
-            let verifier = medledger_tls::EnrollmentServerVerifier::new(
-                root.clone(),
-                Default::default(),
-                None,
-                provider.clone(),
-            );
-            Arc::new(
-                medledger_tls::client_config(
-                    wallet.cert_der().unwrap(),
-                    wallet.signing.to_pkcs8_der().to_vec(),
-                    verifier,
-                    provider,
-                )
-                .unwrap(),
-            )
+            client_tls(&wallet, None).unwrap()
         };
         let prepare = |from: u32| v1::ReplicaMessage {
             kind: Some(v1::replica_message::Kind::Prepare(v1::PbftSignedVote {
@@ -607,21 +588,8 @@ fn revoked_and_foreign_certificates_are_refused() {
     let other = TestNetwork::start_ca_only();
     rt.block_on(async {
         let wallet = Wallet::open(&other.wallet("admin")).unwrap();
-        let provider = medledger_tls::provider();
-        let verifier = medledger_tls::EnrollmentServerVerifier::new(
-            wallet.root().unwrap(),
-            Default::default(),
-            None,
-            provider.clone(),
-        );
-        let config = medledger_tls::client_config(
-            wallet.cert_der().unwrap(),
-            wallet.signing.to_pkcs8_der().to_vec(),
-            verifier,
-            provider,
-        )
-        .unwrap();
-        let result = medledger_tls::connect(&net.address(0), Arc::new(config)).await;
+        let config = client_tls(&wallet, None).unwrap();
+        let result = medledger_tls::connect(&net.address(0), config).await;
         match result {
             Err(_) => {}
             Ok(channel) => {
@@ -695,22 +663,7 @@ fn events_stream_and_resume_status_health_reflection_and_sigterm_is_graceful() {
         assert_eq!(status.peers.len(), 4);
         // Health and reflection answer on the same mutual-TLS port.
         let wallet = Wallet::open(&net.wallet("patient")).unwrap();
-        let provider = medledger_tls::provider();
-        let verifier = medledger_tls::EnrollmentServerVerifier::new(
-            wallet.root().unwrap(),
-            Default::default(),
-            None,
-            provider.clone(),
-        );
-        let tls = Arc::new(
-            medledger_tls::client_config(
-                wallet.cert_der().unwrap(),
-                wallet.signing.to_pkcs8_der().to_vec(),
-                verifier,
-                provider,
-            )
-            .unwrap(),
-        );
+        let tls = client_tls(&wallet, None).unwrap();
         let channel = medledger_tls::connect(&net.address(2), tls).await.unwrap();
         let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
             .check(tonic_health::pb::HealthCheckRequest {
