@@ -12,6 +12,7 @@
 //! - [`RootCertificate`], [`validate_enrollment_certificate`], [`parse_csr`]: chain, time,
 //!   revocation and role checks on certificates issued by the membership CA.
 //! - [`FileEncryptor`] / [`FileDecryptor`]: the encrypted file format (AES-256-GCM STREAM).
+//! - [`wrap_key`] / [`unwrap_key`]: HPKE (RFC 9180) wrapping of file keys and category keys.
 //! - [`derive_pseudonym`]: the patient pseudonym `HMAC-SHA256(K, "pseudonym" ‖ UII)`.
 
 mod certificate;
@@ -22,6 +23,7 @@ mod hashing;
 mod identity;
 mod pseudonym;
 mod signing;
+mod wrap;
 
 pub use certificate::{
     CertificateError, EnrolledIdentity, RevocationSet, RootCertificate, SigningRequest,
@@ -40,4 +42,7 @@ pub use identity::{
 pub use pseudonym::{PSEUDONYM_LEN, PatientKey, Pseudonym, derive_pseudonym};
 pub use signing::{
     SIGNATURE_LEN, Signature, SignatureDomain, SignatureError, SigningIdentity, VerifyingKey,
+};
+pub use wrap::{
+    WRAPPED_KEY_LEN, WrapContext, WrapError, derive_encryption_key, unwrap_key, wrap_key,
 };
