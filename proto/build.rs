@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/medledger/v1/membership.proto",
         "proto/medledger/v1/chaincode.proto",
         "proto/medledger/v1/peer.proto",
+        "proto/medledger/v1/gateway.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

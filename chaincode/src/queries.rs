@@ -146,11 +146,13 @@ pub fn check_access(stub: &dyn Stub, args: CheckAccessArgs) -> Result<Vec<u8>, C
             allowed: true,
             permission_id: permission.id.clone(),
             reason: String::new(),
+            category_key: get(stub, &keys::category_key(&patient.hex, &args.category))?,
         },
         Err(denial) => CheckAccessResult {
             allowed: false,
             permission_id: String::new(),
             reason: denial.to_string(),
+            category_key: None,
         },
     };
     Ok(result.encode_to_vec())

@@ -53,6 +53,7 @@ pub enum Role {
     Patient,
     Researcher,
     Auditor,
+    Gateway,
 }
 
 impl Role {
@@ -64,6 +65,7 @@ impl Role {
             Role::Patient => "patient",
             Role::Researcher => "researcher",
             Role::Auditor => "auditor",
+            Role::Gateway => "gateway",
         }
     }
 }

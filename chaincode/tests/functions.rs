@@ -1040,6 +1040,10 @@ fn queries_show_each_role_its_part() {
         .query(&dr, T0 + 1, "check_access", &check("dr.a", Right::Read))
         .unwrap();
     assert!(yes.allowed);
+    // An allowed answer carries the category's public key, to wrap new files' keys to.
+    let key = yes.category_key.expect("the category key");
+    assert_eq!((key.category.as_str(), key.epoch), (LAB, 1));
+    assert_eq!(key.public_key.len(), 32);
     let no: v1::CheckAccessResult = w
         .query(
             &patient(1),
@@ -1049,6 +1053,7 @@ fn queries_show_each_role_its_part() {
         )
         .unwrap();
     assert!(!no.allowed && no.reason.contains("no permission"));
+    assert!(no.category_key.is_none());
     assert!(
         w.query::<_, v1::CheckAccessResult>(
             &clinician("dr.b"),

@@ -33,11 +33,54 @@ pub struct Committed {
     pub result: Vec<u8>,
     /// The peers whose matching signed receipts were checked.
     pub attested_by: Vec<u32>,
+    /// Those receipts, as signed: proof another party can check (see [`PeerSet::attest`]).
+    pub receipts: Vec<v1::SignedReceipt>,
 }
 
 impl Committed {
     pub fn is_valid(&self) -> bool {
         self.status == v1::TxStatus::Valid
+    }
+
+    /// The receipts as an attestation another party can check with [`PeerSet::attest`].
+    pub fn attestation(&self) -> v1::Attestation {
+        v1::Attestation {
+            tx_id: self.tx_id.to_vec(),
+            block: self.block,
+            receipts: self.receipts.clone(),
+        }
+    }
+
+    /// Why a committed transaction was refused, as an error with a gRPC code: the chaincode's
+    /// refusals are recorded on the ledger as text, classified here.
+    pub fn refusal(&self) -> ClientError {
+        let m = self.message.as_str();
+        let code = if self.status != v1::TxStatus::ChaincodeError {
+            match self.status {
+                v1::TxStatus::BadSignature | v1::TxStatus::BadCertificate => {
+                    tonic::Code::Unauthenticated
+                }
+                v1::TxStatus::CertificateRevoked | v1::TxStatus::CertificateExpired => {
+                    tonic::Code::PermissionDenied
+                }
+                v1::TxStatus::DuplicateTxId => tonic::Code::AlreadyExists,
+                _ => tonic::Code::InvalidArgument,
+            }
+        } else if m.starts_with("denied:") {
+            tonic::Code::PermissionDenied
+        } else if m.starts_with("unknown ") || m.starts_with("no patient") {
+            tonic::Code::NotFound
+        } else if m.contains("already exists") || m.contains("already revoked") {
+            tonic::Code::AlreadyExists
+        } else if m.contains("erased") {
+            tonic::Code::FailedPrecondition
+        } else {
+            tonic::Code::InvalidArgument
+        };
+        ClientError::from_status(tonic::Status::new(
+            code,
+            format!("refused in block {}: {m}", self.block),
+        ))
     }
 }
 
@@ -220,12 +263,12 @@ impl PeerSet {
             });
         }
         let needed = self.receipts_needed();
-        let mut groups: HashMap<Vec<u8>, (v1::Receipt, Vec<u32>)> = HashMap::new();
+        let mut groups: ReceiptGroups = HashMap::new();
         let mut errors: Vec<(usize, tonic::Status)> = Vec::new();
         while let Some(joined) = calls.join_next().await {
             let Ok((i, outcome)) = joined else { continue };
-            let receipt = match outcome {
-                Ok(response) => match self.check_receipt(i, response.into_inner()) {
+            let (receipt, signed) = match outcome {
+                Ok(response) => match self.check_receipt(i, response.into_inner().receipt) {
                     Ok(r) => r,
                     Err(e) => {
                         errors.push((i, tonic::Status::data_loss(e)));
@@ -244,19 +287,13 @@ impl PeerSet {
             key.replica = 0;
             let entry = groups
                 .entry(key.encode_to_vec())
-                .or_insert_with(|| (receipt.clone(), Vec::new()));
+                .or_insert_with(|| (receipt.clone(), Vec::new(), Vec::new()));
             entry.1.push(i as u32);
+            entry.2.push(signed);
             if entry.1.len() >= needed {
-                let (r, by) = entry.clone();
+                let (r, by, receipts) = entry.clone();
                 calls.abort_all();
-                return Ok(Committed {
-                    tx_id: r.tx_id.as_slice().try_into().unwrap_or([0; 32]),
-                    block: r.block,
-                    status: v1::TxStatus::try_from(r.status).unwrap_or(v1::TxStatus::Unspecified),
-                    message: r.message,
-                    result: r.result,
-                    attested_by: by,
-                });
+                return Ok(committed(r, by, receipts));
             }
         }
         // No quorum. Peers that refused the transaction agree on why: report that. Otherwise
@@ -286,7 +323,11 @@ impl PeerSet {
                 .collect::<Vec<_>>()
                 .join("; ");
             return Err(ClientError::NoQuorum {
-                attested: groups.values().map(|(_, by)| by.len()).max().unwrap_or(0),
+                attested: groups
+                    .values()
+                    .map(|(_, by, _)| by.len())
+                    .max()
+                    .unwrap_or(0),
                 needed,
                 detail,
             });
@@ -296,12 +337,56 @@ impl PeerSet {
         ))
     }
 
+    /// Checks receipts another party relayed (the storage gateway): f+1 of them, from
+    /// distinct genesis peers, signed, for this network and `tx_id`, all saying the same.
+    pub fn attest(
+        &self,
+        tx_id: &[u8; 32],
+        attestation: &v1::Attestation,
+    ) -> Result<Committed, ClientError> {
+        let bad = |why: String| ClientError::Protocol(format!("the gateway's receipts: {why}"));
+        let mut first: Option<v1::Receipt> = None;
+        let mut by = Vec::new();
+        let mut receipts = Vec::new();
+        for signed in &attestation.receipts {
+            let replica = v1::Receipt::decode(signed.receipt.as_slice())
+                .map_err(|e| bad(e.to_string()))?
+                .replica as usize;
+            if replica >= self.n() || by.contains(&(replica as u32)) {
+                return Err(bad(format!("replica {replica} is unknown or repeated")));
+            }
+            let (receipt, signed) = self
+                .check_receipt(replica, Some(signed.clone()))
+                .map_err(bad)?;
+            if receipt.tx_id != tx_id {
+                return Err(bad("a receipt for another transaction".into()));
+            }
+            let mut key = receipt.clone();
+            key.replica = 0;
+            match &first {
+                None => first = Some(key),
+                Some(f) if *f == key => {}
+                Some(_) => return Err(bad("receipts disagree".into())),
+            }
+            by.push(replica as u32);
+            receipts.push(signed);
+        }
+        let Some(receipt) = first.filter(|_| by.len() >= self.receipts_needed()) else {
+            return Err(bad(format!(
+                "{} receipts, {} needed",
+                by.len(),
+                self.receipts_needed()
+            )));
+        };
+        Ok(committed(receipt, by, receipts))
+    }
+
     fn check_receipt(
         &self,
         peer: usize,
-        signed: v1::SubmitResponse,
-    ) -> Result<v1::Receipt, String> {
-        let signed = signed.receipt.ok_or("no receipt")?;
+        signed: Option<v1::SignedReceipt>,
+    ) -> Result<(v1::Receipt, v1::SignedReceipt), String> {
+        let signed = signed.ok_or("no receipt")?;
         let receipt = v1::Receipt::decode(signed.receipt.as_slice()).map_err(|e| e.to_string())?;
         if receipt.replica as usize != peer {
             return Err(format!(
@@ -316,7 +401,7 @@ impl PeerSet {
         self.keys[peer]
             .verify(SignatureDomain::Receipt, &signed.receipt, &signature)
             .map_err(|_| format!("peer {peer}'s receipt signature does not verify"))?;
-        Ok(receipt)
+        Ok((receipt, signed))
     }
 
     /// A read-only chaincode function, answered by the first peer that can.
@@ -355,6 +440,21 @@ impl PeerSet {
     /// The client for peer `i`, for calls the SDK does not wrap.
     pub fn peer(&self, i: usize) -> LedgerClient<Channel> {
         self.clients[i].clone()
+    }
+}
+
+/// Receipts grouped by content (replica cleared): the receipt, who sent it, as signed.
+type ReceiptGroups = HashMap<Vec<u8>, (v1::Receipt, Vec<u32>, Vec<v1::SignedReceipt>)>;
+
+fn committed(r: v1::Receipt, by: Vec<u32>, receipts: Vec<v1::SignedReceipt>) -> Committed {
+    Committed {
+        tx_id: r.tx_id.as_slice().try_into().unwrap_or([0; 32]),
+        block: r.block,
+        status: v1::TxStatus::try_from(r.status).unwrap_or(v1::TxStatus::Unspecified),
+        message: r.message,
+        result: r.result,
+        attested_by: by,
+        receipts,
     }
 }
 

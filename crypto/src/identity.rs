@@ -41,16 +41,19 @@ pub enum Role {
     Patient,
     Researcher,
     Auditor,
+    /// The storage gateway: serves clients over TLS, forwards their signed transactions.
+    Gateway,
 }
 
 impl Role {
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Admin,
         Role::Peer,
         Role::Clinician,
         Role::Patient,
         Role::Researcher,
         Role::Auditor,
+        Role::Gateway,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +64,7 @@ impl Role {
             Role::Patient => "patient",
             Role::Researcher => "researcher",
             Role::Auditor => "auditor",
+            Role::Gateway => "gateway",
         }
     }
 }

@@ -500,8 +500,8 @@ impl CertificateAuthority {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        if role == Role::Peer {
-            // Peers also serve gRPC to clients and to each other.
+        if matches!(role, Role::Peer | Role::Gateway) {
+            // Peers and gateways also serve gRPC to clients (and peers to each other).
             params
                 .extended_key_usages
                 .push(ExtendedKeyUsagePurpose::ServerAuth);

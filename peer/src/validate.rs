@@ -231,10 +231,10 @@ impl Validator {
             })?;
         self.verify_signature(signed, &identity)
             .map_err(|m| refuse(TxStatus::BadSignature, m))?;
-        if identity.role == Role::Peer {
+        if matches!(identity.role, Role::Peer | Role::Gateway) {
             return Err(refuse(
                 TxStatus::UnknownFunction,
-                "peers do not submit chaincode transactions".into(),
+                "peers and gateways do not submit chaincode transactions of their own".into(),
             ));
         }
         if !chaincode::TRANSACTIONS.contains(&tx.function.as_str()) {
@@ -416,6 +416,7 @@ pub fn creator(identity: &EnrolledIdentity) -> chaincode::Creator {
         Role::Patient => C::Patient,
         Role::Researcher => C::Researcher,
         Role::Auditor => C::Auditor,
+        Role::Gateway => C::Gateway,
     };
     chaincode::Creator {
         name: identity.name.clone(),

@@ -156,17 +156,31 @@ macro_rules! tls13_ed25519_signatures {
     };
 }
 
-/// A client's check of a medledger server: an enrollment certificate of role peer from this
+/// A client's check of a medledger server: an enrollment certificate of one role (peer, or
+/// gateway for the storage gateway) from this
 /// network's root, not revoked, and — when pins are given — carrying one of the pinned
 /// Ed25519 keys (a replica dialing replica j pins j's key from the genesis block).
 #[derive(Debug)]
 pub struct EnrollmentServerVerifier {
     check: EnrollmentCheck,
     pinned_keys: Option<BTreeSet<[u8; 32]>>,
+    role: Role,
 }
 
 impl EnrollmentServerVerifier {
+    /// Accepts peers.
     pub fn new(
+        root: RootCertificate,
+        revoked: SharedRevocations,
+        pinned_keys: Option<BTreeSet<[u8; 32]>>,
+        provider: Arc<CryptoProvider>,
+    ) -> Arc<Self> {
+        Self::for_role(Role::Peer, root, revoked, pinned_keys, provider)
+    }
+
+    /// Accepts servers enrolled with `role`.
+    pub fn for_role(
+        role: Role,
         root: RootCertificate,
         revoked: SharedRevocations,
         pinned_keys: Option<BTreeSet<[u8; 32]>>,
@@ -179,6 +193,7 @@ impl EnrollmentServerVerifier {
                 provider,
             },
             pinned_keys,
+            role,
         })
     }
 }
@@ -193,7 +208,7 @@ impl ServerCertVerifier for EnrollmentServerVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let identity = self.check.check(end_entity, now)?;
-        if identity.role != Role::Peer {
+        if identity.role != self.role {
             return Err(rustls::Error::InvalidCertificate(
                 TlsCertError::NotValidForName,
             ));

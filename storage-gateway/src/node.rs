@@ -1,0 +1,116 @@
+//! Assembling a gateway: its wallet (an enrollment of role gateway), the peers (through the
+//! SDK, which pins their genesis keys and wants f+1 matching receipts), the object store, the
+//! upload journal, and the gRPC server behind mutual TLS 1.3.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use medledger_client::peer::PeerSet;
+use medledger_client::wallet::Wallet;
+use medledger_crypto::Role;
+use medledger_proto::v1;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::service::{Gateway, Journal, Limits, MAX_MESSAGE_BYTES};
+use crate::store::StoreConfig;
+
+pub struct GatewayConfig {
+    pub wallet: PathBuf,
+    /// Any peer, `host:port`: the rest are learnt from the genesis block.
+    pub peer: String,
+    pub listen: SocketAddr,
+    /// The upload journal lives here.
+    pub state_dir: PathBuf,
+    pub store: StoreConfig,
+    pub limits: Limits,
+}
+
+/// Runs the gateway until `shutdown` completes; `on_listening` gets the bound address.
+pub async fn run(
+    config: GatewayConfig,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let wallet = Wallet::open(&config.wallet).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let identity = wallet
+        .certificate_identity()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if identity.role != Role::Gateway {
+        bail!(
+            "the wallet {} is of role {}; the gateway needs an enrollment of role gateway",
+            config.wallet.display(),
+            identity.role
+        );
+    }
+    let peers = PeerSet::connect(&wallet, &config.peer)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = config.store.open()?;
+    let journal = Journal::open(config.state_dir.join("journal")).with_context(|| {
+        format!(
+            "creating the upload journal under {}",
+            config.state_dir.display()
+        )
+    })?;
+    let root = wallet.root().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway = Arc::new(Gateway::new(
+        Arc::new(peers),
+        store,
+        root.clone(),
+        config.limits.clone(),
+        journal,
+    ));
+
+    let provider = medledger_tls::provider();
+    let verifier = medledger_tls::EnrollmentClientVerifier::new(
+        root,
+        medledger_tls::SharedRevocations::default(),
+        provider.clone(),
+    );
+    let server_config = Arc::new(medledger_tls::server_config(
+        wallet.cert_der().map_err(|e| anyhow::anyhow!("{e}"))?,
+        wallet.signing.to_pkcs8_der().to_vec(),
+        verifier,
+        provider,
+    )?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let local = listener.local_addr()?;
+    let incoming = ReceiverStream::new(medledger_tls::accept_tls(listener, server_config));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<v1::gateway_server::GatewayServer<Gateway>>()
+        .await;
+    let service = v1::gateway_server::GatewayServer::from_arc(gateway.clone())
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+
+    // Settle uploads a previous run left undecided, then keep settling in the background.
+    let reconciler = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            loop {
+                let unsettled = gateway.reconcile().await;
+                if unsettled > 0 {
+                    tracing::warn!(unsettled, "uploads still waiting for the peers");
+                }
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        })
+    };
+    tracing::info!(%local, store = %config.store, peers = gateway.peers.n(), "gateway serving");
+    on_listening(local);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    reconciler.abort();
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,625 @@
+//! The `medledger.v1.Gateway` service.
+//!
+//! Upload: the signed `add_item` transaction, then ciphertext. The gateway checks that the
+//! caller signed it, streams the bytes into the object store while hashing them (bounded
+//! buffers, never the whole file), and only once size and SHA-256 match what the transaction
+//! declares does it complete the object and submit the transaction. If the transaction does
+//! not commit, the object is deleted. A journal entry written before the object is completed
+//! makes this hold across a crash: on restart the gateway resubmits the same signed
+//! transaction (it commits at most once) and keeps or deletes the object by the outcome.
+//!
+//! Download: the signed `record_access` transaction. Only after the peers attest that it
+//! committed as valid does the gateway read the object named by the committed result; the
+//! peers' receipts go first, so the client checks them and the hash on the ledger itself.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use medledger_client::error::ClientError;
+use medledger_client::peer::{Committed, PeerSet};
+use medledger_crypto::{
+    RevocationSet, RootCertificate, Signature, SignatureDomain, certificate_hash,
+    validate_enrollment_certificate,
+};
+use medledger_proto::v1;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Largest message of a stream: a ciphertext chunk plus framing.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Chunks streamed to a downloading client.
+const DOWNLOAD_CHUNK: usize = 1 << 20;
+/// Part size of multipart writes (S3 needs at least 5 MiB for all but the last part).
+const PART_SIZE: usize = 8 << 20;
+/// Parts uploading at once per transfer: with the part being filled, memory per upload is
+/// bounded by about (this + 1) × PART_SIZE.
+const PARTS_IN_FLIGHT: usize = 2;
+
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest object accepted, in bytes of ciphertext.
+    pub max_file_size: u64,
+    /// Transfers (uploads and downloads) served at once; more are refused RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// How long to wait for the peers to confirm a transaction before answering UNAVAILABLE
+    /// (an upload's object is then kept in the journal until the outcome is known).
+    pub commit_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_file_size: 16 << 30,
+            max_streams: 16,
+            commit_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Uploads whose transaction's outcome is not known yet: one file per transaction, holding
+/// the signed envelope. Written before the object is completed, removed once settled.
+#[derive(Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+impl Journal {
+    pub fn open(dir: PathBuf) -> std::io::Result<Journal> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Journal { dir })
+    }
+
+    fn file(&self, tx_id: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{}.pending", hex::encode(tx_id)))
+    }
+
+    fn record(&self, tx_id: &[u8; 32], envelope: &v1::Envelope) -> std::io::Result<()> {
+        use std::io::Write;
+        let path = self.file(tx_id);
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&envelope.encode_to_vec())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    fn settle(&self, tx_id: &[u8; 32]) {
+        let _ = std::fs::remove_file(self.file(tx_id));
+    }
+
+    /// Every pending envelope.
+    pub fn pending(&self) -> Vec<v1::Envelope> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "pending"))
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| v1::Envelope::decode(b.as_slice()).ok())
+            .collect()
+    }
+}
+
+pub struct Gateway {
+    pub peers: Arc<PeerSet>,
+    pub store: Arc<dyn ObjectStore>,
+    pub root: RootCertificate,
+    pub limits: Limits,
+    pub journal: Journal,
+    streams: Arc<Semaphore>,
+    /// Object paths with an upload in progress here.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A transaction as the gateway reads it (the peers validate it again, fully).
+struct Opened {
+    tx_id: [u8; 32],
+    transaction: v1::Transaction,
+}
+
+/// What an `add_item` declares about its object.
+#[derive(Debug)]
+struct Declared {
+    path: String,
+    sha256: [u8; 32],
+    size: u64,
+}
+
+fn client_status(e: ClientError) -> Status {
+    match e {
+        ClientError::Rejected { code, message, .. } => Status::new(code, message),
+        ClientError::NoQuorum { .. } | ClientError::PeerUnreachable { .. } => {
+            Status::unavailable(e.to_string())
+        }
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn store_status(what: &str, e: object_store::Error) -> Status {
+    tracing::error!(error = %e, "object store: {what}");
+    Status::unavailable(format!("the object store failed while {what}; retry later"))
+}
+
+/// An identifier as the chaincode allows it: safe as one object-path segment.
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && (s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0].is_ascii_digit())
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+}
+
+/// Releases an object path when an upload ends, however it ends.
+struct Claim {
+    set: Arc<Mutex<HashSet<String>>>,
+    path: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.path);
+    }
+}
+
+type DownloadStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<v1::DownloadResponse, Status>> + Send>>;
+
+impl Gateway {
+    pub fn new(
+        peers: Arc<PeerSet>,
+        store: Arc<dyn ObjectStore>,
+        root: RootCertificate,
+        limits: Limits,
+        journal: Journal,
+    ) -> Gateway {
+        Gateway {
+            streams: Arc::new(Semaphore::new(limits.max_streams)),
+            peers,
+            store,
+            root,
+            limits,
+            journal,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Reads the envelope, checks it is this caller's signed transaction calling `function`.
+    fn open<T>(
+        &self,
+        request: &Request<T>,
+        envelope: Option<&v1::Envelope>,
+        function: &str,
+    ) -> Result<Opened, Status> {
+        let der = medledger_tls::peer_certificate(request)
+            .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
+        let identity = validate_enrollment_certificate(
+            &der,
+            &self.root,
+            medledger_tls::now_unix(),
+            &NoRevocations,
+        )
+        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
+        let Some(v1::envelope::Kind::Transaction(signed)) = envelope.and_then(|e| e.kind.as_ref())
+        else {
+            return Err(Status::invalid_argument(format!(
+                "the request must carry the signed {function} transaction"
+            )));
+        };
+        let transaction = v1::Transaction::decode(signed.transaction.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("transaction: {e}")))?;
+        if transaction.function != function {
+            return Err(Status::invalid_argument(format!(
+                "expected a {function} transaction, got {:?}",
+                transaction.function
+            )));
+        }
+        let caller_hash = certificate_hash(&der);
+        if transaction.creator_cert_hash != caller_hash {
+            return Err(Status::permission_denied(
+                "the transaction is signed by another identity than the caller",
+            ));
+        }
+        if transaction.network_id != self.peers.network_id {
+            return Err(Status::invalid_argument(
+                "the transaction is for another network",
+            ));
+        }
+        let signature = Signature::from_slice(&signed.signature)
+            .map_err(|_| Status::unauthenticated("the transaction's signature is malformed"))?;
+        identity
+            .signing_key
+            .verify(
+                SignatureDomain::Transaction,
+                &signed.transaction,
+                &signature,
+            )
+            .map_err(|_| Status::unauthenticated("the transaction's signature does not verify"))?;
+        let mut h = Sha256::new();
+        h.update(&transaction.nonce);
+        h.update(&transaction.creator_cert_hash);
+        Ok(Opened {
+            tx_id: h.finalize().into(),
+            transaction,
+        })
+    }
+
+    fn declared(&self, opened: &Opened) -> Result<Declared, Status> {
+        let args = v1::AddItemArgs::decode(opened.transaction.args.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("add_item arguments: {e}")))?;
+        if args.pseudonym.len() != 32
+            || !is_identifier(&args.category)
+            || !is_identifier(&args.item_id)
+        {
+            return Err(Status::invalid_argument(
+                "add_item needs a 32-byte pseudonym and a category and item id of a-z 0-9 - _ .",
+            ));
+        }
+        let path = format!(
+            "patients/{}/{}/{}",
+            hex::encode(&args.pseudonym),
+            args.category,
+            args.item_id
+        );
+        if args.path != path {
+            return Err(Status::invalid_argument(format!(
+                "the object path must be {path}"
+            )));
+        }
+        let sha256: [u8; 32] = args
+            .sha256
+            .as_slice()
+            .try_into()
+            .map_err(|_| Status::invalid_argument("sha256 must be 32 bytes"))?;
+        if args.size > self.limits.max_file_size {
+            return Err(Status::out_of_range(format!(
+                "the file is {} bytes; this gateway accepts at most {}",
+                args.size, self.limits.max_file_size
+            )));
+        }
+        Ok(Declared {
+            path,
+            sha256,
+            size: args.size,
+        })
+    }
+
+    fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the gateway is serving its maximum of {} transfers; retry shortly",
+                self.limits.max_streams
+            ))
+        })
+    }
+
+    fn claim(&self, path: &str) -> Result<Claim, Status> {
+        let mut set = self.in_flight.lock().unwrap();
+        if !set.insert(path.to_string()) {
+            return Err(Status::aborted(format!(
+                "another upload to {path} is in progress"
+            )));
+        }
+        Ok(Claim {
+            set: self.in_flight.clone(),
+            path: path.to_string(),
+        })
+    }
+
+    /// Submits until the peers attest an outcome, or `commit_timeout` passes (`None`).
+    /// A refusal before ordering (bad signature, reused id...) is an outcome too.
+    async fn commit(&self, envelope: &v1::Envelope) -> Result<Option<Committed>, ClientError> {
+        let deadline = tokio::time::Instant::now() + self.limits.commit_timeout;
+        loop {
+            match self.peers.submit_envelope(envelope.clone()).await {
+                Ok(c) => return Ok(Some(c)),
+                Err(e @ ClientError::Rejected { .. }) => return Err(e),
+                Err(e) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        tracing::warn!(error = %e, "no outcome from the peers in time");
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    async fn delete(&self, path: &ObjectPath) {
+        if let Err(e) = self.store.delete(path).await {
+            tracing::error!(%path, error = %e, "could not delete an object whose transaction did not commit");
+        }
+    }
+
+    /// Settles journaled uploads: resubmits each transaction (it commits at most once) and
+    /// keeps or deletes its object by the outcome. Returns how many are still unsettled.
+    pub async fn reconcile(&self) -> usize {
+        let mut unsettled = 0;
+        for envelope in self.journal.pending() {
+            let Some(v1::envelope::Kind::Transaction(signed)) = &envelope.kind else {
+                continue;
+            };
+            let Ok(tx) = v1::Transaction::decode(signed.transaction.as_slice()) else {
+                continue;
+            };
+            let mut h = Sha256::new();
+            h.update(&tx.nonce);
+            h.update(&tx.creator_cert_hash);
+            let tx_id: [u8; 32] = h.finalize().into();
+            let Ok(args) = v1::AddItemArgs::decode(tx.args.as_slice()) else {
+                self.journal.settle(&tx_id);
+                continue;
+            };
+            let path = ObjectPath::from(args.path.as_str());
+            let Ok(_claim) = self.claim(&args.path) else {
+                unsettled += 1;
+                continue;
+            };
+            match self.store.head(&path).await {
+                Ok(meta) if meta.size == args.size => {}
+                // Never completed: the transaction was never submitted.
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.journal.settle(&tx_id);
+                    continue;
+                }
+                Ok(_) => {
+                    self.delete(&path).await;
+                    self.journal.settle(&tx_id);
+                    continue;
+                }
+                Err(_) => {
+                    unsettled += 1;
+                    continue;
+                }
+            }
+            match self.commit(&envelope).await {
+                Ok(Some(c)) if c.is_valid() => {
+                    tracing::info!(%path, block = c.block, "journaled upload committed");
+                    self.journal.settle(&tx_id);
+                }
+                Ok(Some(_)) | Err(ClientError::Rejected { .. }) => {
+                    tracing::info!(%path, "journaled upload refused; object deleted");
+                    self.delete(&path).await;
+                    self.journal.settle(&tx_id);
+                }
+                _ => unsettled += 1,
+            }
+        }
+        unsettled
+    }
+}
+
+/// The gateway does not track revocations itself: the peers refuse a revoked identity's
+/// transaction, and nothing moves without a committed one.
+struct NoRevocations;
+impl RevocationSet for NoRevocations {
+    fn is_revoked(&self, _serial: &[u8]) -> bool {
+        false
+    }
+}
+
+#[tonic::async_trait]
+impl v1::gateway_server::Gateway for Gateway {
+    async fn upload(
+        &self,
+        request: Request<Streaming<v1::UploadRequest>>,
+    ) -> Result<Response<v1::UploadResponse>, Status> {
+        let _permit = self.permit()?;
+        let (metadata, extensions, mut stream) = request.into_parts();
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty upload"))?;
+        let envelope = match first.part {
+            Some(v1::upload_request::Part::Envelope(e)) => e,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be the signed add_item transaction",
+                ));
+            }
+        };
+        let probe = Request::from_parts(metadata, extensions, ());
+        let opened = self.open(&probe, Some(&envelope), "add_item")?;
+        let declared = self.declared(&opened)?;
+        let _claim = self.claim(&declared.path)?;
+        let path = ObjectPath::from(declared.path.as_str());
+        // Object keys never repeat: some S3 servers (Garage) overwrite even when asked not to,
+        // so an upload to a path that holds an object is refused before anything is written.
+        match self.store.head(&path).await {
+            Ok(_) => {
+                return Err(Status::already_exists(format!(
+                    "an object is already stored at {}; every file needs a new item id",
+                    declared.path
+                )));
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(store_status("checking the path", e)),
+        }
+
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| store_status("starting the upload", e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut hasher = Sha256::new();
+        let mut received: u64 = 0;
+        let failure: Option<Status> = loop {
+            let message = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break None,
+                Err(status) => break Some(status),
+            };
+            let Some(v1::upload_request::Part::Chunk(chunk)) = message.part else {
+                break Some(Status::invalid_argument(
+                    "after the transaction, only ciphertext chunks may follow",
+                ));
+            };
+            received += chunk.len() as u64;
+            if received > declared.size {
+                break Some(Status::invalid_argument(format!(
+                    "more bytes than the {} the transaction declares",
+                    declared.size
+                )));
+            }
+            hasher.update(&chunk);
+            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                break Some(store_status("writing", e));
+            }
+            writer.write(&chunk);
+        };
+        let failure = failure.or_else(|| {
+            let digest: [u8; 32] = hasher.finalize().into();
+            if received != declared.size {
+                Some(Status::invalid_argument(format!(
+                    "the stream has {received} bytes; the transaction declares {}",
+                    declared.size
+                )))
+            } else if digest != declared.sha256 {
+                Some(Status::invalid_argument(
+                    "the stream's SHA-256 does not match the hash the transaction declares",
+                ))
+            } else {
+                None
+            }
+        });
+        if let Some(status) = failure {
+            let _ = writer.abort().await;
+            return Err(status);
+        }
+        self.journal
+            .record(&opened.tx_id, &envelope)
+            .map_err(|e| Status::internal(format!("writing the upload journal: {e}")))?;
+        if let Err(e) = writer.finish().await {
+            self.journal.settle(&opened.tx_id);
+            return Err(store_status("completing the object", e));
+        }
+
+        match self.commit(&envelope).await {
+            Ok(Some(c)) if c.is_valid() => {
+                self.journal.settle(&opened.tx_id);
+                tracing::info!(path = %declared.path, size = declared.size, block = c.block, "stored");
+                Ok(Response::new(v1::UploadResponse {
+                    attestation: Some(c.attestation()),
+                    path: declared.path,
+                    size: declared.size,
+                }))
+            }
+            Ok(Some(c)) => {
+                self.delete(&path).await;
+                self.journal.settle(&opened.tx_id);
+                tracing::info!(path = %declared.path, block = c.block, "refused on the ledger; object deleted");
+                Err(client_status(c.refusal()))
+            }
+            Err(e) => {
+                self.delete(&path).await;
+                self.journal.settle(&opened.tx_id);
+                Err(client_status(e))
+            }
+            Ok(None) => Err(Status::unavailable(
+                "the peers did not confirm the transaction in time; the gateway keeps the \
+                 object and settles it (kept if the transaction commits, deleted if not) when \
+                 they answer. Check the patient's items before uploading again",
+            )),
+        }
+    }
+
+    type DownloadStream = DownloadStream;
+
+    async fn download(
+        &self,
+        request: Request<v1::DownloadRequest>,
+    ) -> Result<Response<DownloadStream>, Status> {
+        let permit = self.permit()?;
+        let opened = self.open(
+            &request,
+            request.get_ref().envelope.as_ref(),
+            "record_access",
+        )?;
+        let envelope = request.into_inner().envelope.unwrap_or_default();
+        let committed = match self.commit(&envelope).await.map_err(client_status)? {
+            Some(c) => c,
+            None => {
+                return Err(Status::unavailable(
+                    "the peers did not confirm the access in time; retry the same request",
+                ));
+            }
+        };
+        if !committed.is_valid() {
+            // The refusal is on the patient's audit trail; nothing is streamed.
+            return Err(client_status(committed.refusal()));
+        }
+        let item = v1::RecordAccessResult::decode(committed.result.as_slice())
+            .ok()
+            .and_then(|r| r.item)
+            .ok_or_else(|| Status::internal("the committed access names no item"))?;
+        if item.tombstoned {
+            return Err(Status::failed_precondition("this item has been erased"));
+        }
+        let path = ObjectPath::from(item.path.as_str());
+        let object = match self.store.get(&path).await {
+            Ok(o) => o,
+            Err(object_store::Error::NotFound { .. }) => {
+                tracing::error!(path = %item.path, "the object of a committed item is missing");
+                return Err(Status::data_loss(format!(
+                    "the object of item {} is missing from the store",
+                    item.id
+                )));
+            }
+            Err(e) => return Err(store_status("reading", e)),
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let attestation = committed.attestation();
+        let _ = opened.tx_id;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let first = v1::DownloadResponse {
+                part: Some(v1::download_response::Part::Attestation(attestation)),
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            let mut hasher = Sha256::new();
+            let mut sent: u64 = 0;
+            let mut bytes = object.into_stream();
+            while let Some(next) = bytes.next().await {
+                let mut buf: Bytes = match next {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(store_status("reading", e))).await;
+                        return;
+                    }
+                };
+                hasher.update(&buf);
+                sent += buf.len() as u64;
+                while !buf.is_empty() {
+                    let piece = buf.split_to(buf.len().min(DOWNLOAD_CHUNK));
+                    let message = v1::DownloadResponse {
+                        part: Some(v1::download_response::Part::Chunk(piece.to_vec())),
+                    };
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let digest: [u8; 32] = hasher.finalize().into();
+            if sent != item.size || digest[..] != item.sha256[..] {
+                // The client detects this from the hash too; the operator needs to know.
+                tracing::error!(path = %item.path, "a stored object does not match its hash on the ledger");
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
