@@ -149,6 +149,17 @@ impl CaClient {
         self.finish(result).await
     }
 
+    /// The current certificate of `name` (for its X25519 key).
+    pub async fn certificate_of(&mut self, name: &str) -> Result<Vec<u8>, ClientError> {
+        let response = self
+            .inner
+            .get_certificate(v1::GetCertificateRequest {
+                name: name.to_string(),
+            })
+            .await;
+        Ok(self.finish(response).await?.certificate_der)
+    }
+
     pub async fn crl(&mut self) -> Result<v1::GetCrlResponse, ClientError> {
         let result = self.inner.get_crl(v1::GetCrlRequest {}).await;
         self.finish(result).await

@@ -36,6 +36,16 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the CA: {0}")]
     Protocol(String),
+    #[error(
+        "item {item} is TAMPERED: {why}. Nothing was decrypted; report it to the operators, \
+         whose `medledger ledger verify` lists every object that does not match the ledger"
+    )]
+    Tampered { item: String, why: String },
+    #[error(
+        "cannot reach the storage gateway at {address}: {why}. Is it running, and is --gateway \
+         (MEDLEDGER_GATEWAY) right?"
+    )]
+    GatewayUnreachable { address: String, why: String },
 }
 
 impl ClientError {
@@ -63,6 +73,8 @@ impl ClientError {
                 _ => "rejected",
             },
             ClientError::Protocol(_) => "protocol",
+            ClientError::Tampered { .. } => "tampered",
+            ClientError::GatewayUnreachable { .. } => "unreachable",
         }
     }
 
@@ -74,6 +86,23 @@ impl ClientError {
                 "a revoked or expired identity cannot be renewed; ask an administrator to register it again and enroll with the new secret",
             ),
             _ => None,
+        }
+    }
+
+    /// A refusal by the ledger (the chaincode or a peer), with ledger hints.
+    pub fn from_ledger_status(status: tonic::Status) -> Self {
+        let hint = match status.code() {
+            Code::PermissionDenied => {
+                "the patient grants access (`medledger patient grant`); check the permission's window and that it was not revoked"
+            }
+            Code::NotFound => "check the patient's pseudonym and the item id",
+            Code::InvalidArgument => "correct the argument named above and try again",
+            _ => "",
+        };
+        ClientError::Rejected {
+            code: status.code(),
+            message: status.message().to_string(),
+            hint,
         }
     }
 

@@ -11,6 +11,8 @@
 
 pub mod ca;
 pub mod error;
+pub mod files;
+pub mod patient;
 pub mod peer;
 pub mod wallet;
 

@@ -26,6 +26,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod records_cli;
+
 const DEFAULT_CA_URL: &str = "https://localhost:7054";
 /// The first peer of the local network (`scripts/devnet up`).
 const DEFAULT_PEER: &str = "127.0.0.1:7061";
@@ -54,6 +56,9 @@ struct Cli {
     /// Default: 127.0.0.1:7061, the local network's first peer.
     #[arg(long, global = true, env = "MEDLEDGER_PEER")]
     peer: Option<String>,
+    /// The storage gateway (host:port). Default: 127.0.0.1:7070, the local network's.
+    #[arg(long, global = true, env = "MEDLEDGER_GATEWAY")]
+    gateway: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -85,6 +90,12 @@ enum Command {
     /// The ledger: its peers, height and blocks.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// A patient's record: keys, registration, grants.
+    #[command(subcommand)]
+    Patient(records_cli::PatientCommand),
+    /// Clinical files: upload (encrypted here) and download (checked against the ledger).
+    #[command(subcommand)]
+    Clinician(records_cli::ClinicianCommand),
 }
 
 #[derive(Subcommand)]
@@ -452,6 +463,8 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
         }
         Command::Admin(admin) => run_admin(&cli, admin).await,
         Command::Ledger(ledger) => run_ledger(&cli, ledger).await,
+        Command::Patient(c) => records_cli::run_patient(&cli, c).await,
+        Command::Clinician(c) => records_cli::run_clinician(&cli, c).await,
     }
 }
 

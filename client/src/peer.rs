@@ -77,7 +77,7 @@ impl Committed {
         } else {
             tonic::Code::InvalidArgument
         };
-        ClientError::from_status(tonic::Status::new(
+        ClientError::from_ledger_status(tonic::Status::new(
             code,
             format!("refused in block {}: {m}", self.block),
         ))
@@ -101,8 +101,18 @@ pub fn client_tls(
     wallet: &Wallet,
     pins: Option<BTreeSet<[u8; 32]>>,
 ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    client_tls_for(medledger_crypto::Role::Peer, wallet, pins)
+}
+
+/// Mutual TLS as this wallet, accepting servers enrolled with `role` under the wallet's root.
+pub fn client_tls_for(
+    role: medledger_crypto::Role,
+    wallet: &Wallet,
+    pins: Option<BTreeSet<[u8; 32]>>,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let provider = medledger_tls::provider();
-    let verifier = medledger_tls::EnrollmentServerVerifier::new(
+    let verifier = medledger_tls::EnrollmentServerVerifier::for_role(
+        role,
         wallet.root()?,
         medledger_tls::SharedRevocations::default(),
         pins,

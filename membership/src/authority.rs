@@ -694,6 +694,30 @@ impl CertificateAuthority {
         Ok(self.store.revocation_sequence()?)
     }
 
+    /// The newest certificate of `name` that is valid at `now` and not revoked. Any
+    /// enrolled caller may ask (certificates are public within the network).
+    pub fn current_certificate(&self, name: &str, now: i64) -> Result<Vec<u8>, CaError> {
+        if name.len() > 256 {
+            return Err(invalid("name", "longer than 256 bytes"));
+        }
+        let record = self
+            .store
+            .identity(name)?
+            .ok_or_else(|| CaError::NotFound(format!("identity {name:?}")))?;
+        for serial in record.certificate_serials.iter().rev() {
+            if let Some(c) = self.store.certificate(serial)?
+                && !c.revoked
+                && c.not_before_unix <= now
+                && now < c.not_after_unix
+            {
+                return Ok(c.der);
+            }
+        }
+        Err(CaError::NotFound(format!(
+            "a valid certificate of {name:?} (not enrolled yet, expired or revoked)"
+        )))
+    }
+
     pub fn identities(
         &self,
         caller: &EnrolledIdentity,

@@ -205,6 +205,21 @@ impl Membership for MembershipService {
         }))
     }
 
+    async fn get_certificate(
+        &self,
+        request: Request<v1::GetCertificateRequest>,
+    ) -> Result<Response<v1::GetCertificateResponse>, Status> {
+        self.caller(&request).map_err(to_status)?;
+        let name = request.into_inner().name;
+        let now = now_unix();
+        let certificate_der = self
+            .run(move |ca| ca.current_certificate(&name, now))
+            .await?;
+        Ok(Response::new(v1::GetCertificateResponse {
+            certificate_der,
+        }))
+    }
+
     async fn get_ca_info(
         &self,
         _request: Request<v1::GetCaInfoRequest>,

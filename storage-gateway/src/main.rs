@@ -77,6 +77,7 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let _ = medledger_tls::provider();
     let Command::Serve(args) = Cli::parse().command;

@@ -45,6 +45,7 @@ fn checked_binary(name: &str) -> PathBuf {
         "medledger-ca" => &["proto", "crypto", "membership"],
         "medledger" => &["proto", "crypto", "tls", "client"],
         "medledger-peer" => &["proto", "crypto", "tls", "consensus", "chaincode", "peer"],
+        "medledger-gateway" => &["proto", "crypto", "tls", "client", "storage-gateway"],
         _ => &[
             "proto",
             "crypto",
@@ -477,5 +478,135 @@ impl TestNetwork {
             );
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
+    }
+}
+
+/// A single-node Garage on loopback (`deploy/garage start`), stopped on drop.
+pub struct Garage {
+    pub dir: PathBuf,
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub credentials_file: PathBuf,
+}
+
+fn deploy_garage(args: &[&str]) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .join("deploy/garage");
+    Command::new(script)
+        .args(args)
+        .output()
+        .expect("deploy/garage runs")
+}
+
+impl Garage {
+    /// Starts Garage with its data under `dir`. Garage must be installed
+    /// (`deploy/garage install`; scripts/test does it).
+    pub fn start(dir: &Path) -> Garage {
+        let out = deploy_garage(&["start", &dir.display().to_string()]);
+        assert!(
+            out.status.success(),
+            "deploy/garage start failed (is Garage installed? `deploy/garage install`): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("deploy/garage start printed no {key}: {text}"))
+                .to_string()
+        };
+        Garage {
+            dir: dir.to_path_buf(),
+            endpoint: get("S3_ENDPOINT"),
+            bucket: get("S3_BUCKET"),
+            region: get("S3_REGION"),
+            credentials_file: PathBuf::from(get("S3_CREDENTIALS_FILE")),
+        }
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        deploy_garage(&["stop", &self.dir.display().to_string()]);
+    }
+}
+
+/// Where a gateway keeps objects.
+pub enum ObjectStoreArg<'a> {
+    Local(PathBuf),
+    Garage(&'a Garage),
+}
+
+/// A running `medledger-gateway`, killed on drop.
+pub struct GatewayProcess {
+    child: Child,
+    pub address: String,
+    pub log: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Enrolls an identity of role gateway named `name` and serves with it.
+    pub fn start(
+        net: &TestNetwork,
+        name: &str,
+        store: &ObjectStoreArg,
+        extra: &[&str],
+    ) -> GatewayProcess {
+        let wallet = net.member(name, "gateway");
+        let state = net.tmp.path().join(format!("{name}-state"));
+        let log = net.tmp.path().join(format!("{name}.log"));
+        let address = format!("127.0.0.1:{}", free_port());
+        let mut command = Command::new(binary("medledger-gateway"));
+        command
+            .arg("serve")
+            .arg("--wallet")
+            .arg(&wallet)
+            .args(["--peer", &net.address(0), "--listen", &address])
+            .arg("--state-dir")
+            .arg(&state)
+            .args(extra)
+            .env("RUST_LOG", "info");
+        match store {
+            ObjectStoreArg::Local(dir) => {
+                command.arg("--objects-dir").arg(dir);
+            }
+            ObjectStoreArg::Garage(g) => {
+                command
+                    .args(["--s3-endpoint", &g.endpoint, "--s3-bucket", &g.bucket])
+                    .args(["--s3-region", &g.region])
+                    .arg("--s3-credentials-file")
+                    .arg(&g.credentials_file);
+            }
+        }
+        let log_file = std::fs::File::create(&log).expect("gateway log");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("medledger-gateway starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout is piped"))
+            .read_line(&mut line)
+            .expect("reading the gateway's first line");
+        assert!(
+            line.starts_with("medledger-gateway listening on "),
+            "medledger-gateway did not start: {line:?}; log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        GatewayProcess {
+            child,
+            address,
+            log,
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

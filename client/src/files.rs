@@ -1,0 +1,517 @@
+//! Clinical files through the storage gateway. Encryption happens here, on the client: the
+//! gateway and the object store see ciphertext only.
+//!
+//! Upload: a fresh file key (DEK), the file encrypted (AES-256-GCM STREAM) to a temporary
+//! file while hashing, the DEK wrapped (HPKE) to the patient's category key, a signed
+//! `add_item` declaring path, hash and size, then the ciphertext to the gateway; the answer is
+//! checked as f+1 receipts signed by genesis peers.
+//!
+//! Download: a signed `record_access`; the gateway relays the peers' receipts, which name the
+//! item and its hash, then the ciphertext. The client stores the ciphertext aside, checks its
+//! size and SHA-256 against the committed item, and only then decrypts. A mismatch is
+//! reported as [`ClientError::Tampered`]; nothing is decrypted.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use medledger_crypto::{
+    DEFAULT_CHUNK_SIZE, EncryptionKey, EncryptionPublicKey, FileDecryptor, FileEncryptor, FileKey,
+    Role, WrapContext, unwrap_key, wrap_key,
+};
+use medledger_proto::v1;
+use medledger_proto::v1::gateway_client::GatewayClient;
+use prost::Message;
+use rand_core::RngCore;
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+use crate::error::ClientError;
+use crate::patient::RecordKeys;
+use crate::peer::{Committed, PeerSet};
+use crate::wallet::Wallet;
+
+/// Bytes per upload message.
+const UPLOAD_CHUNK: usize = 1 << 20;
+/// Largest message accepted from the gateway.
+const MAX_MESSAGE: usize = 4 << 20;
+
+/// Connects to the gateway at `address` with mutual TLS, accepting only a server enrolled
+/// with role gateway under the wallet's root.
+pub async fn connect_gateway(
+    wallet: &Wallet,
+    address: &str,
+) -> Result<GatewayClient<Channel>, ClientError> {
+    let config = crate::peer::client_tls_for(Role::Gateway, wallet, None)?;
+    let channel = medledger_tls::connect(address, config)
+        .await
+        .map_err(|why| ClientError::GatewayUnreachable {
+            address: address.to_string(),
+            why,
+        })?;
+    Ok(GatewayClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+/// Where a file goes: the patient's record and category, and the category's public key.
+pub struct Destination {
+    pub pseudonym: [u8; 32],
+    pub category: String,
+    pub key_epoch: u32,
+    pub category_key: EncryptionPublicKey,
+}
+
+impl Destination {
+    /// For a clinician: asks the ledger whether the caller may write to the category now, and
+    /// for the category's current key.
+    pub async fn for_grantee(
+        peers: &PeerSet,
+        me: &str,
+        pseudonym: [u8; 32],
+        category: &str,
+    ) -> Result<Destination, ClientError> {
+        let answer = peers
+            .query(
+                "check_access",
+                v1::CheckAccessArgs {
+                    pseudonym: pseudonym.to_vec(),
+                    grantee: me.to_string(),
+                    category: category.to_string(),
+                    right: v1::Right::Write as i32,
+                }
+                .encode_to_vec(),
+            )
+            .await?;
+        let result = v1::CheckAccessResult::decode(answer.result.as_slice())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if !result.allowed {
+            return Err(ClientError::from_ledger_status(
+                tonic::Status::permission_denied(format!(
+                    "denied: {} (ask the patient for a write grant on {category})",
+                    result.reason
+                )),
+            ));
+        }
+        let key = result
+            .category_key
+            .ok_or_else(|| ClientError::Protocol("the category has no key".into()))?;
+        Ok(Destination {
+            pseudonym,
+            category: category.to_string(),
+            key_epoch: key.epoch,
+            category_key: EncryptionPublicKey::from_slice(&key.public_key)
+                .ok_or_else(|| ClientError::Protocol("a category key is not 32 bytes".into()))?,
+        })
+    }
+
+    /// For the patient, from the record keys in the wallet.
+    pub fn for_owner(keys: &RecordKeys, category: &str) -> Result<Destination, ClientError> {
+        let (key_epoch, category_key) = keys.current(category)?;
+        Ok(Destination {
+            pseudonym: keys.pseudonym,
+            category: category.to_string(),
+            key_epoch,
+            category_key,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub item_id: String,
+    pub path: String,
+    /// Ciphertext bytes stored.
+    pub size: u64,
+    pub sha256: [u8; 32],
+    pub committed: Committed,
+}
+
+/// Encrypts `input` and uploads it as a new item. `progress(done, total)` follows the
+/// ciphertext sent.
+pub async fn upload(
+    peers: &PeerSet,
+    gateway: &mut GatewayClient<Channel>,
+    destination: &Destination,
+    input: &Path,
+    mut progress: impl FnMut(u64, u64) + Send + 'static,
+) -> Result<Uploaded, ClientError> {
+    let mut id = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut id);
+    let item_id = hex::encode(id);
+    let key = FileKey::generate(&mut rand_core::OsRng);
+
+    // Encrypt to a temporary file (ciphertext only), hashing as it is written.
+    let spool = {
+        let input = input.to_path_buf();
+        let item_id = item_id.clone();
+        let key = FileKey::from_bytes(*key.as_bytes());
+        tokio::task::spawn_blocking(
+            move || -> Result<(tempfile::NamedTempFile, [u8; 32], u64), ClientError> {
+                let mut plaintext = std::fs::File::open(&input)
+                    .map_err(|e| ClientError::Usage(format!("{}: {e}", input.display())))?;
+                let spool = tempfile::NamedTempFile::new()
+                    .map_err(|e| ClientError::Usage(format!("temporary file: {e}")))?;
+                let mut out = HashingWriter::new(std::io::BufWriter::new(
+                    spool
+                        .reopen()
+                        .map_err(|e| ClientError::Usage(format!("temporary file: {e}")))?,
+                ));
+                FileEncryptor::new(&key, &item_id, DEFAULT_CHUNK_SIZE, &mut rand_core::OsRng)
+                    .and_then(|e| e.encrypt_stream(&mut plaintext, &mut out))
+                    .map_err(|e| {
+                        ClientError::Usage(format!("encrypting {}: {e}", input.display()))
+                    })?;
+                let (digest, size) = out
+                    .finish()
+                    .map_err(|e| ClientError::Usage(e.to_string()))?;
+                Ok((spool, digest, size))
+            },
+        )
+    };
+    let (spool, sha256, size) = spool
+        .await
+        .map_err(|e| ClientError::Usage(e.to_string()))??;
+    let wrapped_dek = wrap_key(
+        &destination.category_key,
+        key.as_bytes(),
+        WrapContext::FileKey { item_id: &item_id },
+        &mut rand_core::OsRng,
+    )
+    .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let path = format!(
+        "patients/{}/{}/{}",
+        hex::encode(destination.pseudonym),
+        destination.category,
+        item_id
+    );
+    let (tx_id, envelope) = peers.transaction(
+        "add_item",
+        v1::AddItemArgs {
+            pseudonym: destination.pseudonym.to_vec(),
+            item_id: item_id.clone(),
+            category: destination.category.clone(),
+            path: path.clone(),
+            sha256: sha256.to_vec(),
+            size,
+            wrapped_dek,
+            key_epoch: destination.key_epoch,
+        }
+        .encode_to_vec(),
+    );
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<v1::UploadRequest>(4);
+    let reader = spool
+        .reopen()
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
+    let sender = tokio::task::spawn_blocking(move || {
+        let first = v1::UploadRequest {
+            part: Some(v1::upload_request::Part::Envelope(envelope)),
+        };
+        if tx.blocking_send(first).is_err() {
+            return;
+        }
+        let mut reader = std::io::BufReader::new(reader);
+        let mut sent = 0u64;
+        loop {
+            let mut chunk = vec![0u8; UPLOAD_CHUNK];
+            let n = match read_full(&mut reader, &mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            chunk.truncate(n);
+            sent += n as u64;
+            let message = v1::UploadRequest {
+                part: Some(v1::upload_request::Part::Chunk(chunk)),
+            };
+            if tx.blocking_send(message).is_err() {
+                return;
+            }
+            progress(sent, size);
+        }
+    });
+    let response = gateway
+        .upload(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(gateway_error)?
+        .into_inner();
+    let _ = sender.await;
+    drop(spool);
+    let attestation = response
+        .attestation
+        .ok_or_else(|| ClientError::Protocol("the gateway sent no receipts".into()))?;
+    let committed = peers.attest(&tx_id, &attestation)?;
+    if !committed.is_valid() {
+        return Err(committed.refusal());
+    }
+    Ok(Uploaded {
+        item_id,
+        path,
+        size,
+        sha256,
+        committed,
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    pub item: v1::ClinicalItem,
+    /// Plaintext bytes written.
+    pub plaintext_size: u64,
+    pub committed: Committed,
+    pub emergency: bool,
+}
+
+/// Whose keys open the file.
+pub enum Reader<'a> {
+    /// A grantee: the category key comes wrapped to the wallet's enrollment key.
+    Grantee(&'a Wallet),
+    /// The patient, with the record keys in their wallet.
+    Owner(&'a RecordKeys),
+}
+
+/// Records the access on the ledger, downloads the item's ciphertext, checks it against the
+/// committed hash, decrypts it to `output`. `progress(done, total)` follows the ciphertext.
+pub async fn download(
+    peers: &PeerSet,
+    gateway: &mut GatewayClient<Channel>,
+    reader: Reader<'_>,
+    pseudonym: [u8; 32],
+    item_id: &str,
+    output: &Path,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Downloaded, ClientError> {
+    let (tx_id, envelope) = peers.transaction(
+        "record_access",
+        v1::RecordAccessArgs {
+            pseudonym: pseudonym.to_vec(),
+            item_id: item_id.to_string(),
+        }
+        .encode_to_vec(),
+    );
+    let mut stream = gateway
+        .download(v1::DownloadRequest {
+            envelope: Some(envelope),
+        })
+        .await
+        .map_err(|status| {
+            // The access committed, but the object is gone from the store.
+            if status.code() == tonic::Code::DataLoss {
+                ClientError::Tampered {
+                    item: item_id.to_string(),
+                    why: status.message().to_string(),
+                }
+            } else {
+                gateway_error(status)
+            }
+        })?
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .map_err(gateway_error)?
+        .and_then(|m| m.part);
+    let Some(v1::download_response::Part::Attestation(attestation)) = first else {
+        return Err(ClientError::Protocol(
+            "the gateway did not begin with the access's receipts".into(),
+        ));
+    };
+    let committed = peers.attest(&tx_id, &attestation)?;
+    if !committed.is_valid() {
+        return Err(committed.refusal());
+    }
+    let access = v1::RecordAccessResult::decode(committed.result.as_slice())
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let item = access
+        .item
+        .clone()
+        .ok_or_else(|| ClientError::Protocol("the committed access names no item".into()))?;
+    let tampered = |why: String| ClientError::Tampered {
+        item: item.id.clone(),
+        why,
+    };
+
+    // The ciphertext goes aside (next to the output) until its hash is checked.
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let spool = tempfile::Builder::new()
+        .prefix(".medledger-download-")
+        .tempfile_in(dir)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", dir.display())))?;
+    let mut out = HashingWriter::new(std::io::BufWriter::new(
+        spool
+            .reopen()
+            .map_err(|e| ClientError::Usage(e.to_string()))?,
+    ));
+    let mut received = 0u64;
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(status) if status.code() == tonic::Code::DataLoss => {
+                return Err(tampered(status.message().to_string()));
+            }
+            Err(status) => return Err(gateway_error(status)),
+        };
+        let Some(v1::download_response::Part::Chunk(chunk)) = message.part else {
+            return Err(ClientError::Protocol(
+                "unexpected message in a download".into(),
+            ));
+        };
+        received += chunk.len() as u64;
+        if received > item.size {
+            return Err(tampered(format!(
+                "the stored object is longer than the {} bytes on the ledger",
+                item.size
+            )));
+        }
+        out.write_all(&chunk)
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        progress(received, item.size);
+    }
+    let (digest, size) = out
+        .finish()
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
+    if size != item.size {
+        return Err(tampered(format!(
+            "the stored object has {size} bytes; the ledger says {}",
+            item.size
+        )));
+    }
+    if digest[..] != item.sha256[..] {
+        return Err(tampered(
+            "the stored object's SHA-256 differs from the hash on the ledger".into(),
+        ));
+    }
+
+    let category_key: EncryptionKey = match reader {
+        Reader::Owner(keys) => EncryptionKey::from_bytes(
+            *keys
+                .category_key(&item.category, item.key_epoch)?
+                .to_bytes(),
+        ),
+        Reader::Grantee(wallet) => {
+            if access.key_envelope.is_empty() {
+                return Err(ClientError::Usage(
+                    "the access was recorded, but the permission carries no key for this \
+                     category (an emergency access has none): the file cannot be decrypted"
+                        .into(),
+                ));
+            }
+            let bytes = unwrap_key(
+                &wallet.encryption,
+                &access.key_envelope,
+                WrapContext::CategoryKey {
+                    pseudonym: &pseudonym,
+                    category: &item.category,
+                    epoch: item.key_epoch,
+                },
+            )
+            .map_err(|e| ClientError::Protocol(format!("the category key: {e}")))?;
+            EncryptionKey::from_bytes(*bytes)
+        }
+    };
+    let dek = unwrap_key(
+        &category_key,
+        &item.wrapped_dek,
+        WrapContext::FileKey { item_id: &item.id },
+    )
+    .map_err(|e| ClientError::Protocol(format!("the file key: {e}")))?;
+    let key = FileKey::from_bytes(*dek);
+    let plaintext_size = {
+        let output = output.to_path_buf();
+        let spool_path: PathBuf = spool.path().to_path_buf();
+        let item_id = item.id.clone();
+        tokio::task::spawn_blocking(move || -> Result<u64, ClientError> {
+            let mut input = std::io::BufReader::new(
+                std::fs::File::open(&spool_path).map_err(|e| ClientError::Usage(e.to_string()))?,
+            );
+            let partial = output.with_extension("partial");
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(&partial)
+                    .map_err(|e| ClientError::Usage(format!("{}: {e}", partial.display())))?,
+            );
+            let result = FileDecryptor::decrypt_stream(&key, &item_id, &mut input, &mut out)
+                .map_err(|e| ClientError::Tampered {
+                    item: item_id.clone(),
+                    why: e.to_string(),
+                })
+                .and_then(|n| {
+                    out.flush()
+                        .and_then(|_| out.get_ref().sync_all())
+                        .map_err(|e| ClientError::Usage(e.to_string()))?;
+                    Ok(n)
+                });
+            match result {
+                Ok(n) => {
+                    std::fs::rename(&partial, &output)
+                        .map_err(|e| ClientError::Usage(format!("{}: {e}", output.display())))?;
+                    Ok(n)
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| ClientError::Usage(e.to_string()))??
+    };
+    Ok(Downloaded {
+        item,
+        plaintext_size,
+        committed,
+        emergency: access.emergency,
+    })
+}
+
+fn gateway_error(status: tonic::Status) -> ClientError {
+    ClientError::from_ledger_status(status)
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// A writer that hashes and counts what passes through.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            written: 0,
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<([u8; 32], u64)> {
+        self.inner.flush()?;
+        Ok((self.hasher.finalize().into(), self.written))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,213 @@
+//! A patient's record keys, kept in the patient's wallet (`record-keys.json`, mode 0600):
+//! the pseudonym key K (pseudonym = HMAC(K, "pseudonym" ‖ UII)) and one X25519 key per
+//! category. The public halves go on the ledger at registration; the private halves leave
+//! the wallet only wrapped (HPKE) to a grantee's enrollment key.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use medledger_crypto::{
+    EncryptionKey, EncryptionPublicKey, PatientKey, WrapContext, derive_pseudonym, wrap_key,
+};
+use medledger_proto::v1;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::ClientError;
+use crate::wallet::Wallet;
+
+const FILE: &str = "record-keys.json";
+
+/// The paper's three categories, registered for every new patient by default.
+pub const DEFAULT_CATEGORIES: [&str; 3] =
+    ["history-and-physical", "lab-results", "radiation-doses"];
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    pseudonym: String,
+    patient_key: String,
+    /// category → (epoch → private key hex)
+    categories: BTreeMap<String, BTreeMap<u32, String>>,
+}
+
+pub struct RecordKeys {
+    path: PathBuf,
+    pub pseudonym: [u8; 32],
+    patient_key: PatientKey,
+    categories: BTreeMap<String, BTreeMap<u32, EncryptionKey>>,
+}
+
+fn hex32(s: &str) -> Option<[u8; 32]> {
+    hex::decode(s).ok()?.try_into().ok()
+}
+
+impl RecordKeys {
+    /// New keys for the patient identified by `uii` (e.g. a medical record number; only
+    /// its pseudonym is stored). Refuses to replace existing keys.
+    pub fn create(
+        wallet: &Wallet,
+        uii: &str,
+        categories: &[&str],
+    ) -> Result<RecordKeys, ClientError> {
+        let path = wallet.dir.join(FILE);
+        if path.exists() {
+            return Err(ClientError::wallet(
+                &wallet.dir,
+                "already holds a patient record's keys (record-keys.json)",
+            ));
+        }
+        let mut rng = rand_core::OsRng;
+        let patient_key = PatientKey::generate(&mut rng);
+        let pseudonym = derive_pseudonym(&patient_key, uii.as_bytes()).0;
+        let categories = categories
+            .iter()
+            .map(|c| {
+                (
+                    c.to_string(),
+                    BTreeMap::from([(1u32, EncryptionKey::generate(&mut rng))]),
+                )
+            })
+            .collect();
+        let keys = RecordKeys {
+            path,
+            pseudonym,
+            patient_key,
+            categories,
+        };
+        keys.save()?;
+        Ok(keys)
+    }
+
+    pub fn open(wallet: &Wallet) -> Result<RecordKeys, ClientError> {
+        let path = wallet.dir.join(FILE);
+        let bad = |why: &str| ClientError::wallet(&wallet.dir, format!("{FILE}: {why}"));
+        let meta = fs::metadata(&path).map_err(|_| {
+            bad("missing; this wallet has no patient record (run `medledger patient init`)")
+        })?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(bad("readable by others; run chmod 600 on it"));
+        }
+        let text = Zeroizing::new(fs::read_to_string(&path).map_err(|e| bad(&e.to_string()))?);
+        let stored: Stored = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+        let mut categories = BTreeMap::new();
+        for (category, epochs) in &stored.categories {
+            let mut keys = BTreeMap::new();
+            for (epoch, secret) in epochs {
+                let bytes = hex32(secret).ok_or_else(|| bad("a category key is not 32 bytes"))?;
+                keys.insert(*epoch, EncryptionKey::from_bytes(bytes));
+            }
+            categories.insert(category.clone(), keys);
+        }
+        Ok(RecordKeys {
+            path,
+            pseudonym: hex32(&stored.pseudonym).ok_or_else(|| bad("bad pseudonym"))?,
+            patient_key: PatientKey::from_bytes(
+                hex32(&stored.patient_key).ok_or_else(|| bad("bad patient key"))?,
+            ),
+            categories,
+        })
+    }
+
+    fn save(&self) -> Result<(), ClientError> {
+        let stored = Stored {
+            pseudonym: hex::encode(self.pseudonym),
+            patient_key: hex::encode(self.patient_key.as_bytes()),
+            categories: self
+                .categories
+                .iter()
+                .map(|(c, epochs)| {
+                    (
+                        c.clone(),
+                        epochs
+                            .iter()
+                            .map(|(e, k)| (*e, hex::encode(*k.to_bytes())))
+                            .collect(),
+                    )
+                })
+                .collect(),
+        };
+        let text = Zeroizing::new(
+            serde_json::to_string_pretty(&stored).map_err(|e| ClientError::Usage(e.to_string()))?,
+        );
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let tmp = self.path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| ClientError::wallet(dir, e))
+    }
+
+    /// The registration: the pseudonym and each category's public key.
+    pub fn register_args(&self) -> v1::RegisterPatientArgs {
+        v1::RegisterPatientArgs {
+            pseudonym: self.pseudonym.to_vec(),
+            category_keys: self
+                .categories
+                .iter()
+                .filter_map(|(c, epochs)| {
+                    let (epoch, key) = epochs.iter().next_back()?;
+                    Some(v1::CategoryKey {
+                        category: c.clone(),
+                        epoch: *epoch,
+                        public_key: key.public_key().to_bytes().to_vec(),
+                        since: 0,
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// The private key of `category` at `epoch`.
+    pub fn category_key(&self, category: &str, epoch: u32) -> Result<&EncryptionKey, ClientError> {
+        self.categories
+            .get(category)
+            .and_then(|e| e.get(&epoch))
+            .ok_or_else(|| {
+                ClientError::Usage(format!(
+                    "this wallet has no key for category {category} at epoch {epoch}"
+                ))
+            })
+    }
+
+    /// The newest epoch of `category` and its public key.
+    pub fn current(&self, category: &str) -> Result<(u32, EncryptionPublicKey), ClientError> {
+        self.categories
+            .get(category)
+            .and_then(|e| e.iter().next_back())
+            .map(|(e, k)| (*e, k.public_key()))
+            .ok_or_else(|| ClientError::Usage(format!("this record has no category {category}")))
+    }
+
+    /// The category's current private key, wrapped to `grantee` (for a read or share grant).
+    pub fn envelope_for(
+        &self,
+        grantee: &EncryptionPublicKey,
+        category: &str,
+    ) -> Result<(u32, Vec<u8>), ClientError> {
+        let (epoch, _) = self.current(category)?;
+        let secret = self.category_key(category, epoch)?.to_bytes();
+        let envelope = wrap_key(
+            grantee,
+            &secret,
+            WrapContext::CategoryKey {
+                pseudonym: &self.pseudonym,
+                category,
+                epoch,
+            },
+            &mut rand_core::OsRng,
+        )
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
+        Ok((epoch, envelope))
+    }
+}

@@ -1,0 +1,499 @@
+//! Clinical files end to end: the `medledger` CLI encrypts and uploads through a real
+//! `medledger-gateway` process to a local folder and to a real Garage, four real peers commit
+//! the transactions, and every way of cheating is caught: tampered objects, uploads and
+//! downloads without permission, and plaintext that must never leave the client.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use medledger_client::files::{self, Destination};
+use medledger_client::patient::RecordKeys;
+use medledger_client::peer::PeerSet;
+use medledger_client::wallet::Wallet;
+use medledger_proto::v1;
+use medledger_tests::{Garage, GatewayProcess, ObjectStoreArg, TestNetwork};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use prost::Message;
+use rand_core::RngCore;
+use serde_json::Value;
+
+/// The processes of one test share two cores: one test at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LAB: &str = "lab-results";
+
+struct Setup {
+    net: TestNetwork,
+    gateway: GatewayProcess,
+    pseudonym: String,
+    store: Arc<dyn ObjectStore>,
+    /// Where the store's bytes live on disk (the local folder, or Garage's data).
+    store_dir: PathBuf,
+    _garage: Option<Garage>,
+}
+
+impl Setup {
+    /// A network, a gateway on `garage` (else a local folder), a registered patient who
+    /// granted dr-a read and write on lab results; dr-b is enrolled with no grant.
+    fn start(garage: bool) -> Setup {
+        let net = TestNetwork::start(4);
+        let (garage, store, store_dir, gateway) = if garage {
+            let g = Garage::start(&net.tmp.path().join("garage"));
+            let gateway = GatewayProcess::start(&net, "gateway", &ObjectStoreArg::Garage(&g), &[]);
+            let store = s3_store(&g);
+            let dir = g.dir.join("data");
+            (Some(g), store, dir, gateway)
+        } else {
+            let dir = net.tmp.path().join("objects");
+            let gateway =
+                GatewayProcess::start(&net, "gateway", &ObjectStoreArg::Local(dir.clone()), &[]);
+            let store: Arc<dyn ObjectStore> =
+                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir).unwrap());
+            (None, store, dir, gateway)
+        };
+        for (name, role) in [
+            ("pat", "patient"),
+            ("dr-a", "clinician"),
+            ("dr-b", "clinician"),
+        ] {
+            net.member(name, role);
+        }
+        let mut setup = Setup {
+            net,
+            gateway,
+            pseudonym: String::new(),
+            store,
+            store_dir,
+            _garage: garage,
+        };
+        let init = setup
+            .cli("pat", &["patient", "init", "--uii", "MRN-0042"])
+            .ok();
+        setup.pseudonym = init["pseudonym"].as_str().unwrap().to_string();
+        setup
+            .cli(
+                "pat",
+                &[
+                    "patient",
+                    "grant",
+                    "--to",
+                    "dr-a",
+                    "--category",
+                    LAB,
+                    "--rights",
+                    "read,write",
+                ],
+            )
+            .ok();
+        setup
+    }
+
+    fn cli(&self, who: &str, args: &[&str]) -> medledger_tests::CliResult {
+        let mut full = vec![
+            "--peer",
+            self.net.peers[1].address.as_str(),
+            "--gateway",
+            self.gateway.address.as_str(),
+        ];
+        full.extend_from_slice(args);
+        self.net.as_(who, &full)
+    }
+
+    fn upload(&self, who: &str, file: &Path) -> medledger_tests::CliResult {
+        self.cli(
+            who,
+            &[
+                "clinician",
+                "upload",
+                "--patient",
+                &self.pseudonym,
+                "--category",
+                LAB,
+                &file.display().to_string(),
+            ],
+        )
+    }
+
+    fn download(&self, who: &str, item: &str, out: &Path) -> medledger_tests::CliResult {
+        self.cli(
+            who,
+            &[
+                "clinician",
+                "download",
+                "--patient",
+                &self.pseudonym,
+                "--item",
+                item,
+                "-o",
+                &out.display().to_string(),
+            ],
+        )
+    }
+
+    fn object_path(&self, item: &str) -> ObjectPath {
+        ObjectPath::from(format!("patients/{}/{LAB}/{item}", self.pseudonym))
+    }
+
+    async fn objects(&self) -> Vec<String> {
+        use futures_util::StreamExt;
+        let mut names: Vec<String> = self
+            .store
+            .list(Some(&ObjectPath::from("patients")))
+            .map(|m| m.unwrap().location.to_string())
+            .collect()
+            .await;
+        names.sort();
+        names
+    }
+
+    async fn peers(&self, who: &str) -> PeerSet {
+        let wallet = Wallet::open(&self.net.wallet(who)).unwrap();
+        PeerSet::connect(&wallet, &self.net.address(0))
+            .await
+            .unwrap()
+    }
+
+    /// The patient's audit trail, newest last.
+    async fn audit(&self) -> Vec<v1::AuditEntry> {
+        let peers = self.peers("pat").await;
+        let answer = peers
+            .query(
+                "audit_trail",
+                v1::AuditTrailArgs {
+                    pseudonym: hex::decode(&self.pseudonym).unwrap(),
+                    after_seq: 0,
+                    limit: 500,
+                }
+                .encode_to_vec(),
+            )
+            .await
+            .unwrap();
+        v1::AuditTrail::decode(answer.result.as_slice())
+            .unwrap()
+            .entries
+    }
+}
+
+fn s3_store(g: &Garage) -> Arc<dyn ObjectStore> {
+    let creds = std::fs::read_to_string(&g.credentials_file).unwrap();
+    let get = |k: &str| {
+        creds
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k} = ")))
+            .unwrap()
+            .to_string()
+    };
+    Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&g.endpoint)
+            .with_bucket_name(&g.bucket)
+            .with_region(&g.region)
+            .with_access_key_id(get("access_key_id"))
+            .with_secret_access_key(get("secret_access_key"))
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false)
+            .build()
+            .unwrap(),
+    )
+}
+
+fn random_file(dir: &Path, name: &str, size: usize) -> PathBuf {
+    let mut bytes = vec![0u8; size];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn item_of(v: &Value) -> String {
+    v["item"].as_str().expect("an item id").to_string()
+}
+
+async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
+async fn round_trips(garage: bool) {
+    let s = Setup::start(garage);
+    let dir = s.net.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut items = Vec::new();
+    for size in [0usize, 1, 65_535, 65_536, 65_537, 100 << 20] {
+        let input = random_file(&dir, &format!("in-{size}"), size);
+        let uploaded = s.upload("dr-a", &input).ok();
+        let item = item_of(&uploaded);
+        // The object holds ciphertext: header, plaintext and one 16-byte tag per chunk.
+        let meta = s.store.head(&s.object_path(&item)).await.unwrap();
+        assert_eq!(meta.size, uploaded["size"].as_u64().unwrap());
+        assert!(meta.size > size as u64);
+        let out = dir.join(format!("out-{size}"));
+        let downloaded = s.download("dr-a", &item, &out).ok();
+        assert_eq!(downloaded["size"].as_u64(), Some(size as u64));
+        assert!(
+            std::fs::read(&input).unwrap() == std::fs::read(&out).unwrap(),
+            "{size} bytes came back different"
+        );
+        items.push(item);
+    }
+    // The patient reads with the keys in their own wallet.
+    let out = dir.join("by-patient");
+    s.download("pat", &items[2], &out).ok();
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(dir.join("in-65535")).unwrap()
+    );
+    // Exactly one object per item, nothing else.
+    let mut expected: Vec<String> = items.iter().map(|i| s.object_path(i).to_string()).collect();
+    expected.sort();
+    assert_eq!(s.objects().await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trips_on_the_local_store() {
+    let _one = lock().await;
+    round_trips(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn round_trips_on_garage() {
+    let _one = lock().await;
+    round_trips(true).await;
+}
+
+/// Flipped byte, truncation, another item's object in its place, deletion: each is reported
+/// as tampered (or missing), nothing is decrypted, and the restored object reads again.
+async fn tampering(garage: bool) {
+    let s = Setup::start(garage);
+    let dir = s.net.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = item_of(&s.upload("dr-a", &random_file(&dir, "a", 300_000)).ok());
+    let b = item_of(&s.upload("dr-a", &random_file(&dir, "b", 300_000)).ok());
+    let path = s.object_path(&a);
+    let original = s.store.get(&path).await.unwrap().bytes().await.unwrap();
+    let other = s
+        .store
+        .get(&s.object_path(&b))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+
+    let mut flipped = original.to_vec();
+    flipped[150_000] ^= 0x01;
+    let mut header_flipped = original.to_vec();
+    header_flipped[10] ^= 0x80;
+    let truncated = original[..original.len() - 1000].to_vec();
+    let mut extended = original.to_vec();
+    extended.extend_from_slice(&[0u8; 64]);
+    for (what, bytes) in [
+        ("one flipped byte", flipped),
+        ("a flipped header byte", header_flipped),
+        ("truncation", truncated),
+        ("extension", extended),
+        ("another item's object", other.to_vec()),
+    ] {
+        s.store.put(&path, PutPayload::from(bytes)).await.unwrap();
+        let out = dir.join("tampered-out");
+        let result = s.download("dr-a", &a, &out);
+        assert_eq!(result.error_kind(), "tampered", "{what}: {:?}", result.json);
+        assert!(result.error_message().contains("TAMPERED"), "{what}");
+        assert!(!out.exists(), "{what}: nothing may be written");
+        let leftovers: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".medledger-download")
+            })
+            .collect();
+        assert!(
+            leftovers.is_empty(),
+            "{what}: the spooled ciphertext is removed"
+        );
+    }
+    s.store.delete(&path).await.unwrap();
+    let missing = s.download("dr-a", &a, &dir.join("missing-out"));
+    assert_eq!(missing.error_kind(), "tampered", "{:?}", missing.json);
+
+    s.store
+        .put(&path, PutPayload::from(original))
+        .await
+        .unwrap();
+    s.download("dr-a", &a, &dir.join("restored")).ok();
+    assert_eq!(
+        std::fs::read(dir.join("restored")).unwrap(),
+        std::fs::read(dir.join("a")).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampering_on_the_local_store_is_detected() {
+    let _one = lock().await;
+    tampering(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tampering_on_garage_is_detected() {
+    let _one = lock().await;
+    tampering(true).await;
+}
+
+/// dr-b has no grant. Through the CLI the upload is refused before anything is sent; through
+/// the SDK straight to the gateway (a client skipping that check) the object is written, the
+/// ledger refuses the transaction, and the gateway deletes the object. Either way no object
+/// remains and the patient's trail shows the denied attempt. A download by dr-b streams
+/// nothing and is audited as denied.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_permission_nothing_is_stored_or_served() {
+    let _one = lock().await;
+    let s = Setup::start(true);
+    let dir = s.net.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = random_file(&dir, "x", 200_000);
+    let item = item_of(&s.upload("dr-a", &input).ok());
+    let before = s.objects().await;
+    assert_eq!(before.len(), 1);
+
+    let refused = s.upload("dr-b", &input);
+    assert_eq!(
+        refused.error_kind(),
+        "permission_denied",
+        "{:?}",
+        refused.json
+    );
+
+    // A client that skips the check: the category key is public, on the ledger.
+    let keys = RecordKeys::open(&Wallet::open(&s.net.wallet("pat")).unwrap()).unwrap();
+    let destination = Destination::for_owner(&keys, LAB).unwrap();
+    let dr_b = Wallet::open(&s.net.wallet("dr-b")).unwrap();
+    let peers = s.peers("dr-b").await;
+    let mut gateway = files::connect_gateway(&dr_b, &s.gateway.address)
+        .await
+        .unwrap();
+    let trail_before = s.audit().await.len();
+    let err = files::upload(&peers, &mut gateway, &destination, &input, |_, _| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "permission_denied", "{err}");
+    assert_eq!(
+        s.objects().await,
+        before,
+        "the refused upload's object is deleted"
+    );
+    let trail = s.audit().await;
+    assert_eq!(trail.len(), trail_before + 1);
+    let denied = trail.last().unwrap();
+    assert_eq!(denied.actor, "dr-b");
+    assert_eq!(denied.action, v1::AuditAction::AddItem as i32);
+    assert_ne!(denied.outcome, v1::Outcome::Allowed as i32);
+
+    let out = dir.join("stolen");
+    let result = s.download("dr-b", &item, &out);
+    assert_eq!(
+        result.error_kind(),
+        "permission_denied",
+        "{:?}",
+        result.json
+    );
+    assert!(!out.exists());
+    let trail = s.audit().await;
+    let denied = trail.last().unwrap();
+    assert_eq!(denied.actor, "dr-b");
+    assert_eq!(denied.action, v1::AuditAction::Access as i32);
+    assert_eq!(denied.item, item);
+    assert_ne!(denied.outcome, v1::Outcome::Allowed as i32);
+    // dr-a's read is on the trail as allowed.
+    s.download("dr-a", &item, &dir.join("ok")).ok();
+    let trail = s.audit().await;
+    let allowed = trail.last().unwrap();
+    assert_eq!(
+        (allowed.actor.as_str(), allowed.outcome),
+        ("dr-a", v1::Outcome::Allowed as i32)
+    );
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A canary string in a plaintext appears nowhere but on the clients: not in Garage's
+/// bytes, not in the gateway's or the peers' logs, not in the ledger's files.
+#[tokio::test(flavor = "multi_thread")]
+async fn plaintext_never_leaves_the_client() {
+    let _one = lock().await;
+    let s = Setup::start(true);
+    let dir = s.net.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut tag = [0u8; 12];
+    rand_core::OsRng.fill_bytes(&mut tag);
+    let canary = format!("CANARY-{}", hex::encode(tag));
+    let mut text = String::from("{\"resourceType\":\"Observation\",\"note\":\"");
+    for _ in 0..2000 {
+        text.push_str(&canary);
+        text.push(' ');
+    }
+    text.push_str("\"}");
+    let input = dir.join("note.json");
+    std::fs::write(&input, &text).unwrap();
+    let item = item_of(&s.upload("dr-a", &input).ok());
+    s.download("dr-a", &item, &dir.join("back.json")).ok();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("back.json")).unwrap(),
+        text
+    );
+
+    // What the store serves, and what it keeps on disk.
+    let stored = s
+        .store
+        .get(&s.object_path(&item))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(!contains(&stored, canary.as_bytes()));
+    let mut scanned = 0;
+    let mut places: Vec<PathBuf> = files_under(&s.store_dir);
+    places.push(s.gateway.log.clone());
+    for (i, peer) in s.net.peers.iter().enumerate() {
+        places.extend(files_under(&peer.data_dir));
+        places.push(s.net.tmp.path().join(format!("peer{i}.log")));
+    }
+    places.extend(files_under(&s.net.tmp.path().join("gateway-state")));
+    for path in places {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        scanned += bytes.len();
+        assert!(
+            !contains(&bytes, canary.as_bytes()),
+            "the canary leaked into {}",
+            path.display()
+        );
+    }
+    assert!(
+        scanned > 100_000,
+        "the scan saw the stores ({scanned} bytes)"
+    );
+    // And the blocks as the peers serve them.
+    let blocks = s.cli("dr-a", &["ledger", "blocks", "--limit", "100"]).ok();
+    assert!(!blocks.to_string().contains(&canary));
+}
