@@ -497,3 +497,177 @@ async fn plaintext_never_leaves_the_client() {
     let blocks = s.cli("dr-a", &["ledger", "blocks", "--limit", "100"]).ok();
     assert!(!blocks.to_string().contains(&canary));
 }
+
+/// Streams the gateway must refuse before anything is stored: a file over the size limit,
+/// bytes that do not match the declared hash or size, a transaction signed by someone other
+/// than the caller, a stream that does not begin with the transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_uploads_leave_nothing_behind() {
+    let _one = lock().await;
+    let net = TestNetwork::start(4);
+    let objects = net.tmp.path().join("objects");
+    let gateway = GatewayProcess::start(
+        &net,
+        "gateway",
+        &ObjectStoreArg::Local(objects.clone()),
+        &["--max-file-mib", "1"],
+    );
+    for (name, role) in [
+        ("pat", "patient"),
+        ("dr-a", "clinician"),
+        ("dr-b", "clinician"),
+    ] {
+        net.member(name, role);
+    }
+    let as_ = |who: &str, args: &[&str]| {
+        let mut full = vec!["--peer", net.peers[0].address.as_str()];
+        full.extend_from_slice(args);
+        net.as_(who, &full)
+    };
+    as_("pat", &["patient", "init", "--uii", "MRN-7"]).ok();
+    as_(
+        "pat",
+        &[
+            "patient",
+            "grant",
+            "--to",
+            "dr-a",
+            "--category",
+            LAB,
+            "--rights",
+            "write",
+        ],
+    )
+    .ok();
+    let keys = RecordKeys::open(&Wallet::open(&net.wallet("pat")).unwrap()).unwrap();
+    let destination = Destination::for_owner(&keys, LAB).unwrap();
+    let dr_a = Wallet::open(&net.wallet("dr-a")).unwrap();
+    let peers = PeerSet::connect(&dr_a, &net.address(0)).await.unwrap();
+    let mut client = files::connect_gateway(&dr_a, &gateway.address)
+        .await
+        .unwrap();
+
+    // Over the limit: refused from the declaration, before any byte is stored.
+    let big = random_file(net.tmp.path(), "big", 2 << 20);
+    let err = files::upload(&peers, &mut client, &destination, &big, |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            medledger_client::error::ClientError::Rejected {
+                code: tonic::Code::OutOfRange,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // Hand-made streams.
+    let item = "0123456789abcdef0123456789abcdef";
+    let add_item = |sha256: [u8; 32], size: u64| {
+        peers
+            .transaction(
+                "add_item",
+                v1::AddItemArgs {
+                    pseudonym: keys.pseudonym.to_vec(),
+                    item_id: item.into(),
+                    category: LAB.into(),
+                    path: format!("patients/{}/{LAB}/{item}", hex::encode(keys.pseudonym)),
+                    sha256: sha256.to_vec(),
+                    size,
+                    wrapped_dek: vec![1; 80],
+                    key_epoch: 1,
+                }
+                .encode_to_vec(),
+            )
+            .1
+    };
+    let envelope = |e: v1::Envelope| v1::UploadRequest {
+        part: Some(v1::upload_request::Part::Envelope(e)),
+    };
+    let chunk = |b: &[u8]| v1::UploadRequest {
+        part: Some(v1::upload_request::Part::Chunk(b.to_vec())),
+    };
+    let data = vec![7u8; 100_000];
+    let digest: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&data).into()
+    };
+    let cases: Vec<(&str, Vec<v1::UploadRequest>, tonic::Code)> = vec![
+        (
+            "bytes that do not match the declared hash",
+            vec![envelope(add_item([9; 32], 100_000)), chunk(&data)],
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "fewer bytes than declared",
+            vec![envelope(add_item(digest, 100_001)), chunk(&data)],
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "more bytes than declared",
+            vec![
+                envelope(add_item(digest, 100_000)),
+                chunk(&data),
+                chunk(b"x"),
+            ],
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "no transaction first",
+            vec![chunk(&data)],
+            tonic::Code::InvalidArgument,
+        ),
+        ("an empty stream", vec![], tonic::Code::InvalidArgument),
+    ];
+    for (what, messages, code) in cases {
+        let status = client
+            .upload(tokio_stream::iter(messages))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), code, "{what}: {status:?}");
+    }
+    // dr-a's signed transaction, sent over dr-b's connection.
+    let dr_b = Wallet::open(&net.wallet("dr-b")).unwrap();
+    let mut as_b = files::connect_gateway(&dr_b, &gateway.address)
+        .await
+        .unwrap();
+    let status = as_b
+        .upload(tokio_stream::iter(vec![
+            envelope(add_item(digest, 100_000)),
+            chunk(&data),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    assert!(
+        files_under(&objects).is_empty(),
+        "nothing stored: {:?}",
+        files_under(&objects)
+    );
+    // The same stream, correct, from its signer: stored (the hand-made key envelope is
+    // never opened by the ledger).
+    let ok = client
+        .upload(tokio_stream::iter(vec![
+            envelope(add_item(digest, 100_000)),
+            chunk(&data),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.size, 100_000);
+    assert_eq!(files_under(&objects).len(), 1);
+    // The same path again: refused before a byte is written, the stored object untouched.
+    let status = client
+        .upload(tokio_stream::iter(vec![
+            envelope(add_item(digest, 100_000)),
+            chunk(&[0; 100_000]),
+        ]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+    let stored = std::fs::read(&files_under(&objects)[0]).unwrap();
+    assert_eq!(stored, data);
+}
