@@ -488,6 +488,7 @@ pub struct Garage {
     pub bucket: String,
     pub region: String,
     pub credentials_file: PathBuf,
+    pid: Option<u32>,
 }
 
 fn deploy_garage(args: &[&str]) -> Output {
@@ -524,6 +525,9 @@ impl Garage {
             bucket: get("S3_BUCKET"),
             region: get("S3_REGION"),
             credentials_file: PathBuf::from(get("S3_CREDENTIALS_FILE")),
+            pid: std::fs::read_to_string(dir.join("garage.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok()),
         }
     }
 }
@@ -531,6 +535,10 @@ impl Garage {
 impl Drop for Garage {
     fn drop(&mut self) {
         deploy_garage(&["stop", &self.dir.display().to_string()]);
+        // Also when its directory is already gone with the test's.
+        if let Some(pid) = self.pid {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
     }
 }
 

@@ -24,13 +24,14 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 const LAB: &str = "lab-results";
 
 struct Setup {
+    // Dropped first: Garage stops before the network's directory (holding its data) goes.
+    _garage: Option<Garage>,
     net: TestNetwork,
     gateway: GatewayProcess,
     pseudonym: String,
     store: Arc<dyn ObjectStore>,
     /// Where the store's bytes live on disk (the local folder, or Garage's data).
     store_dir: PathBuf,
-    _garage: Option<Garage>,
 }
 
 impl Setup {
