@@ -548,6 +548,29 @@ async fn malformed_uploads_leave_nothing_behind() {
         .await
         .unwrap();
 
+    // gRPC health, on the same mutual-TLS port.
+    let tls = medledger_client::peer::client_tls_for(medledger_crypto::Role::Gateway, &dr_a, None)
+        .unwrap();
+    let channel = medledger_tls::connect(&gateway.address, tls).await.unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "medledger.v1.Gateway".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    // A client that takes a peer for the gateway is refused at the handshake: the server
+    // certificate must be of role gateway.
+    assert!(
+        files::connect_gateway(&dr_a, &net.address(0))
+            .await
+            .is_err()
+    );
+
     // Over the limit: refused from the declaration, before any byte is stored.
     let big = random_file(net.tmp.path(), "big", 2 << 20);
     let err = files::upload(&peers, &mut client, &destination, &big, |_, _| {})
