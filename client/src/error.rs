@@ -99,6 +99,10 @@ impl ClientError {
             Code::InvalidArgument => "correct the argument named above and try again",
             _ => "",
         };
+        Self::rejected(status, hint)
+    }
+
+    fn rejected(status: tonic::Status, hint: &'static str) -> Self {
         ClientError::Rejected {
             code: status.code(),
             message: status.message().to_string(),
@@ -121,10 +125,6 @@ impl ClientError {
             Code::InvalidArgument => "correct the argument named above and try again",
             _ => "",
         };
-        ClientError::Rejected {
-            code: status.code(),
-            message: status.message().to_string(),
-            hint,
-        }
+        Self::rejected(status, hint)
     }
 }

@@ -139,12 +139,18 @@ pub async fn upload(
     rand_core::OsRng.fill_bytes(&mut id);
     let item_id = hex::encode(id);
     let key = FileKey::generate(&mut rand_core::OsRng);
+    let wrapped_dek = wrap_key(
+        &destination.category_key,
+        key.as_bytes(),
+        WrapContext::FileKey { item_id: &item_id },
+        &mut rand_core::OsRng,
+    )
+    .map_err(|e| ClientError::Protocol(e.to_string()))?;
 
     // Encrypt to a temporary file (ciphertext only), hashing as it is written.
     let spool = {
         let input = input.to_path_buf();
         let item_id = item_id.clone();
-        let key = FileKey::from_bytes(*key.as_bytes());
         tokio::task::spawn_blocking(
             move || -> Result<(tempfile::NamedTempFile, [u8; 32], u64), ClientError> {
                 let mut plaintext = std::fs::File::open(&input)
@@ -171,18 +177,10 @@ pub async fn upload(
     let (spool, sha256, size) = spool
         .await
         .map_err(|e| ClientError::Usage(e.to_string()))??;
-    let wrapped_dek = wrap_key(
-        &destination.category_key,
-        key.as_bytes(),
-        WrapContext::FileKey { item_id: &item_id },
-        &mut rand_core::OsRng,
-    )
-    .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    let path = format!(
-        "patients/{}/{}/{}",
-        hex::encode(destination.pseudonym),
-        destination.category,
-        item_id
+    let path = medledger_chaincode::keys::item_path(
+        &medledger_chaincode::keys::pseudonym_hex(&destination.pseudonym),
+        &destination.category,
+        &item_id,
     );
     let (tx_id, envelope) = peers.transaction(
         "add_item",
@@ -210,16 +208,18 @@ pub async fn upload(
         if tx.blocking_send(first).is_err() {
             return;
         }
-        let mut reader = std::io::BufReader::new(reader);
+        let mut reader = reader;
         let mut sent = 0u64;
         loop {
-            let mut chunk = vec![0u8; UPLOAD_CHUNK];
-            let n = match read_full(&mut reader, &mut chunk) {
+            // A read error ends the stream short; the gateway then refuses the upload.
+            let mut chunk = Vec::with_capacity(UPLOAD_CHUNK);
+            match (&mut reader)
+                .take(UPLOAD_CHUNK as u64)
+                .read_to_end(&mut chunk)
+            {
                 Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            chunk.truncate(n);
-            sent += n as u64;
+                Ok(n) => sent += n as u64,
+            }
             let message = v1::UploadRequest {
                 part: Some(v1::upload_request::Part::Chunk(chunk)),
             };
@@ -239,10 +239,7 @@ pub async fn upload(
     let attestation = response
         .attestation
         .ok_or_else(|| ClientError::Protocol("the gateway sent no receipts".into()))?;
-    let committed = peers.attest(&tx_id, &attestation)?;
-    if !committed.is_valid() {
-        return Err(committed.refusal());
-    }
+    let committed = peers.attest(&tx_id, &attestation)?.into_valid()?;
     Ok(Uploaded {
         item_id,
         path,
@@ -315,10 +312,7 @@ pub async fn download(
             "the gateway did not begin with the access's receipts".into(),
         ));
     };
-    let committed = peers.attest(&tx_id, &attestation)?;
-    if !committed.is_valid() {
-        return Err(committed.refusal());
-    }
+    let committed = peers.attest(&tx_id, &attestation)?.into_valid()?;
     let access = v1::RecordAccessResult::decode(committed.result.as_slice())
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     let item = access
@@ -468,17 +462,6 @@ pub async fn download(
 
 fn gateway_error(status: tonic::Status) -> ClientError {
     ClientError::from_ledger_status(status)
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// A writer that hashes and counts what passes through.

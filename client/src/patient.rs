@@ -21,10 +21,6 @@ use crate::wallet::Wallet;
 
 const FILE: &str = "record-keys.json";
 
-/// The paper's three categories, registered for every new patient by default.
-pub const DEFAULT_CATEGORIES: [&str; 3] =
-    ["history-and-physical", "lab-results", "radiation-doses"];
-
 #[derive(Serialize, Deserialize)]
 struct Stored {
     pseudonym: String,

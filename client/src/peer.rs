@@ -30,6 +30,8 @@ pub struct Committed {
     pub block: u64,
     pub status: v1::TxStatus,
     pub message: String,
+    /// For a refusal, its kind as a gRPC code (from the ledger).
+    pub code: i32,
     pub result: Vec<u8>,
     /// The peers whose matching signed receipts were checked.
     pub attested_by: Vec<u32>,
@@ -42,6 +44,15 @@ impl Committed {
         self.status == v1::TxStatus::Valid
     }
 
+    /// The commit if the transaction is valid, else why it was refused.
+    pub fn into_valid(self) -> Result<Committed, ClientError> {
+        if self.is_valid() {
+            Ok(self)
+        } else {
+            Err(self.refusal())
+        }
+    }
+
     /// The receipts as an attestation another party can check with [`PeerSet::attest`].
     pub fn attestation(&self) -> v1::Attestation {
         v1::Attestation {
@@ -51,35 +62,15 @@ impl Committed {
         }
     }
 
-    /// Why a committed transaction was refused, as an error with a gRPC code: the chaincode's
-    /// refusals are recorded on the ledger as text, classified here.
+    /// Why a committed transaction was refused, with the kind the ledger recorded.
     pub fn refusal(&self) -> ClientError {
-        let m = self.message.as_str();
-        let code = if self.status != v1::TxStatus::ChaincodeError {
-            match self.status {
-                v1::TxStatus::BadSignature | v1::TxStatus::BadCertificate => {
-                    tonic::Code::Unauthenticated
-                }
-                v1::TxStatus::CertificateRevoked | v1::TxStatus::CertificateExpired => {
-                    tonic::Code::PermissionDenied
-                }
-                v1::TxStatus::DuplicateTxId => tonic::Code::AlreadyExists,
-                _ => tonic::Code::InvalidArgument,
-            }
-        } else if m.starts_with("denied:") {
-            tonic::Code::PermissionDenied
-        } else if m.starts_with("unknown ") || m.starts_with("no patient") {
-            tonic::Code::NotFound
-        } else if m.contains("already exists") || m.contains("already revoked") {
-            tonic::Code::AlreadyExists
-        } else if m.contains("erased") {
-            tonic::Code::FailedPrecondition
-        } else {
-            tonic::Code::InvalidArgument
+        let code = match tonic::Code::from(self.code) {
+            tonic::Code::Ok => tonic::Code::InvalidArgument,
+            code => code,
         };
         ClientError::from_ledger_status(tonic::Status::new(
             code,
-            format!("refused in block {}: {m}", self.block),
+            format!("refused in block {}: {}", self.block, self.message),
         ))
     }
 }
@@ -241,7 +232,7 @@ impl PeerSet {
         let signature = self
             .signing
             .sign(SignatureDomain::Transaction, &transaction);
-        let tx_id = sha2_256(&[&nonce[..], &self.cert_hash[..]]);
+        let tx_id = medledger_crypto::transaction_id(&nonce, &self.cert_hash);
         let envelope = v1::Envelope {
             kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
                 transaction,
@@ -462,6 +453,7 @@ fn committed(r: v1::Receipt, by: Vec<u32>, receipts: Vec<v1::SignedReceipt>) -> 
         block: r.block,
         status: v1::TxStatus::try_from(r.status).unwrap_or(v1::TxStatus::Unspecified),
         message: r.message,
+        code: r.code,
         result: r.result,
         attested_by: by,
         receipts,
@@ -480,15 +472,6 @@ fn most_common(errors: &[(usize, tonic::Status)]) -> Option<(usize, tonic::Statu
         .values()
         .max_by_key(|(count, _)| *count)
         .map(|(count, idx)| (*count, errors[*idx].1.clone()))
-}
-
-fn sha2_256(parts: &[&[u8]]) -> [u8; 32] {
-    use sha2::Digest;
-    let mut h = sha2::Sha256::new();
-    for p in parts {
-        h.update(p);
-    }
-    h.finalize().into()
 }
 
 /// A block header's hash, as the peers compute it (for block 0: the network's identity).

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use medledger_chaincode::DEFAULT_CATEGORIES;
 use medledger_client::ca::{CaClient, TlsIdentity};
 use medledger_client::error::ClientError;
 use medledger_client::files::{self, Destination, Reader};
-use medledger_client::patient::{DEFAULT_CATEGORIES, RecordKeys};
+use medledger_client::patient::RecordKeys;
 use medledger_client::peer::PeerSet;
 use medledger_client::wallet::Wallet;
 use medledger_proto::v1;
@@ -98,6 +99,15 @@ async fn peers(cli: &Cli, wallet: &Wallet) -> Result<PeerSet, ClientError> {
     PeerSet::connect(wallet, cli.peer.as_deref().unwrap_or(DEFAULT_PEER)).await
 }
 
+/// A progress callback `(done, total)` drawing on `bar`.
+fn follow(bar: &ProgressBar) -> impl FnMut(u64, u64) + Send + 'static {
+    let bar = bar.clone();
+    move |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    }
+}
+
 fn progress_bar(cli: &Cli, label: &str) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(
         None,
@@ -118,16 +128,6 @@ fn progress_bar(cli: &Cli, label: &str) -> ProgressBar {
     bar
 }
 
-fn committed_or_refused(
-    c: medledger_client::peer::Committed,
-) -> Result<medledger_client::peer::Committed, ClientError> {
-    if c.is_valid() {
-        Ok(c)
-    } else {
-        Err(c.refusal())
-    }
-}
-
 pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, ClientError> {
     let wallet = open_wallet(cli)?;
     match command {
@@ -139,11 +139,10 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             };
             let peers = peers(cli, &wallet).await?;
             let keys = RecordKeys::create(&wallet, uii, &categories)?;
-            let committed = committed_or_refused(
-                peers
-                    .submit("register_patient", keys.register_args().encode_to_vec())
-                    .await?,
-            )?;
+            let committed = peers
+                .submit("register_patient", keys.register_args().encode_to_vec())
+                .await?
+                .into_valid()?;
             let pseudonym = hex::encode(keys.pseudonym);
             Ok(Output {
                 text: format!(
@@ -202,24 +201,23 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             };
             let from = from.unwrap_or_else(now_unix);
             let until = from + i64::from(*days) * 86_400;
-            let committed = committed_or_refused(
-                peers
-                    .submit(
-                        "grant",
-                        v1::GrantArgs {
-                            pseudonym: keys.pseudonym.to_vec(),
-                            grantee: to.clone(),
-                            category: category.clone(),
-                            rights: rights.iter().map(|r| *r as i32).collect(),
-                            from,
-                            until,
-                            key_envelope,
-                            ..Default::default()
-                        }
-                        .encode_to_vec(),
-                    )
-                    .await?,
-            )?;
+            let committed = peers
+                .submit(
+                    "grant",
+                    v1::GrantArgs {
+                        pseudonym: keys.pseudonym.to_vec(),
+                        grantee: to.clone(),
+                        category: category.clone(),
+                        rights: rights.iter().map(|r| *r as i32).collect(),
+                        from,
+                        until,
+                        key_envelope,
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                )
+                .await?
+                .into_valid()?;
             let id = v1::IdResult::decode(committed.result.as_slice())
                 .map(|r| r.id)
                 .unwrap_or_default();
@@ -242,38 +240,27 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
 
 pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Output, ClientError> {
     let wallet = open_wallet(cli)?;
-    let gateway_address = cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY);
+    let (ClinicianCommand::Upload { patient, .. } | ClinicianCommand::Download { patient, .. }) =
+        command;
+    let pseudonym = pseudonym_arg(patient)?;
+    let peers = peers(cli, &wallet).await?;
+    // The patient acting on their own record uses the keys in their wallet.
+    let own = RecordKeys::open(&wallet)
+        .ok()
+        .filter(|k| k.pseudonym == pseudonym);
+    let mut gateway =
+        files::connect_gateway(&wallet, cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY)).await?;
     match command {
-        ClinicianCommand::Upload {
-            patient,
-            category,
-            file,
-        } => {
-            let pseudonym = pseudonym_arg(patient)?;
-            let peers = peers(cli, &wallet).await?;
-            let own = RecordKeys::open(&wallet)
-                .ok()
-                .filter(|k| k.pseudonym == pseudonym);
+        ClinicianCommand::Upload { category, file, .. } => {
             let destination = match &own {
                 Some(keys) => Destination::for_owner(keys, category)?,
                 None => {
                     Destination::for_grantee(&peers, &wallet.info.name, pseudonym, category).await?
                 }
             };
-            let mut gateway = files::connect_gateway(&wallet, gateway_address).await?;
             let bar = progress_bar(cli, "upload");
-            let shown = bar.clone();
-            let uploaded = files::upload(
-                &peers,
-                &mut gateway,
-                &destination,
-                file,
-                move |done, total| {
-                    shown.set_length(total);
-                    shown.set_position(done);
-                },
-            )
-            .await;
+            let uploaded =
+                files::upload(&peers, &mut gateway, &destination, file, follow(&bar)).await;
             bar.finish_and_clear();
             let uploaded = uploaded?;
             Ok(Output {
@@ -296,23 +283,12 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
                 }),
             })
         }
-        ClinicianCommand::Download {
-            patient,
-            item,
-            output,
-        } => {
-            let pseudonym = pseudonym_arg(patient)?;
-            let peers = peers(cli, &wallet).await?;
-            let own = RecordKeys::open(&wallet)
-                .ok()
-                .filter(|k| k.pseudonym == pseudonym);
+        ClinicianCommand::Download { item, output, .. } => {
             let reader = match &own {
                 Some(keys) => Reader::Owner(keys),
                 None => Reader::Grantee(&wallet),
             };
-            let mut gateway = files::connect_gateway(&wallet, gateway_address).await?;
             let bar = progress_bar(cli, "download");
-            let shown = bar.clone();
             let downloaded = files::download(
                 &peers,
                 &mut gateway,
@@ -320,10 +296,7 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
                 pseudonym,
                 item,
                 output,
-                move |done, total| {
-                    shown.set_length(total);
-                    shown.set_position(done);
-                },
+                follow(&bar),
             )
             .await;
             bar.finish_and_clear();

@@ -4,6 +4,15 @@
 
 use sha2::{Digest, Sha256};
 
+/// A transaction's id: SHA-256(nonce ‖ SHA-256 of the creator's certificate). Peers, the SDK
+/// and the storage gateway all name a transaction by it.
+pub fn transaction_id(nonce: &[u8], creator_cert_hash: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(nonce);
+    h.update(creator_cert_hash);
+    h.finalize().into()
+}
+
 /// The fields of a block header, as hashed.
 pub struct HeaderFields<'a> {
     pub number: u64,

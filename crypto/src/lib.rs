@@ -34,7 +34,7 @@ pub use extension::{ENROLLMENT_EXTENSION_OID, EnrollmentExtension, ExtensionErro
 pub use file::{
     DEFAULT_CHUNK_SIZE, FileDecryptor, FileEncryptor, FileError, FileHeader, FileKey, TAG_LEN,
 };
-pub use hashing::{HeaderFields, block_header_hash};
+pub use hashing::{HeaderFields, block_header_hash, transaction_id};
 pub use identity::{
     Attribute, AttributeWindow, IdentityError, MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_VALUE_LEN,
     MAX_ATTRIBUTES, MAX_NAME_LEN, Role, validate_name,

@@ -171,10 +171,10 @@ mod tests {
     struct Fixed(Vec<u8>);
     impl rand_core::RngCore for Fixed {
         fn next_u32(&mut self) -> u32 {
-            unimplemented!()
+            rand_core::impls::next_u32_via_fill(self)
         }
         fn next_u64(&mut self) -> u64 {
-            unimplemented!()
+            rand_core::impls::next_u64_via_fill(self)
         }
         fn fill_bytes(&mut self, dest: &mut [u8]) {
             let taken: Vec<u8> = self.0.drain(..dest.len()).collect();

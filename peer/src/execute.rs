@@ -135,6 +135,7 @@ fn refused(r: Refusal) -> v1::TxResult {
     v1::TxResult {
         tx_id: r.tx_id.map(|t| t.to_vec()).unwrap_or_default(),
         status: r.status as i32,
+        code: crate::service::refusal_code(r.status) as i32,
         message: r.message,
         ..Default::default()
     }
@@ -224,9 +225,14 @@ pub fn execute_block(
                 let writes = std::mem::take(&mut stub.writes);
                 let events = std::mem::take(&mut stub.events);
                 drop(stub);
-                let (status, message, result) = match outcome {
-                    Ok(result) => (TxStatus::Valid, String::new(), result),
-                    Err(e) => (TxStatus::ChaincodeError, e.to_string(), Vec::new()),
+                let (status, code, message, result) = match outcome {
+                    Ok(result) => (TxStatus::Valid, 0, String::new(), result),
+                    Err(e) => (
+                        TxStatus::ChaincodeError,
+                        crate::service::chaincode_code(&e) as i32,
+                        e.to_string(),
+                        Vec::new(),
+                    ),
                 };
                 for (key, value) in writes {
                     history.push(HistoryEntry {
@@ -250,6 +256,7 @@ pub fn execute_block(
                         .collect(),
                     creator: valid.identity.name.clone(),
                     function: valid.transaction.function.clone(),
+                    code,
                 });
             }
         }

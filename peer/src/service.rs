@@ -13,7 +13,7 @@ use medledger_proto::v1;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use v1::TxStatus;
 
 use crate::block::header_hash;
@@ -46,39 +46,46 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("the peer failed: {e}"))
 }
 
+/// The gRPC code of a refusal by validation (at submission, or recorded in a block).
+pub fn refusal_code(status: TxStatus) -> Code {
+    match status {
+        TxStatus::BadSignature | TxStatus::BadCertificate => Code::Unauthenticated,
+        TxStatus::CertificateRevoked | TxStatus::CertificateExpired => Code::PermissionDenied,
+        TxStatus::DuplicateTxId => Code::AlreadyExists,
+        TxStatus::BadRevocation => Code::FailedPrecondition,
+        TxStatus::TooLarge => Code::OutOfRange,
+        TxStatus::UnknownFunction => Code::Unimplemented,
+        _ => Code::InvalidArgument,
+    }
+}
+
 /// The gRPC status for an envelope refused at submission.
 pub fn refusal_status(r: &Refusal) -> Status {
-    let message = r.message.clone();
-    match r.status {
-        TxStatus::BadSignature | TxStatus::BadCertificate => Status::unauthenticated(message),
-        TxStatus::CertificateRevoked | TxStatus::CertificateExpired => {
-            Status::permission_denied(message)
+    Status::new(refusal_code(r.status), r.message.clone())
+}
+
+/// The gRPC code of a chaincode error (on a query, or recorded in a block).
+pub fn chaincode_code(e: &ChaincodeError) -> Code {
+    match e {
+        ChaincodeError::Denied { .. } => Code::PermissionDenied,
+        ChaincodeError::InvalidArgument { .. } | ChaincodeError::NotATransaction(_) => {
+            Code::InvalidArgument
         }
-        TxStatus::DuplicateTxId => Status::already_exists(message),
-        TxStatus::BadRevocation => Status::failed_precondition(message),
-        TxStatus::TooLarge => Status::out_of_range(message),
-        TxStatus::UnknownFunction => Status::unimplemented(message),
-        _ => Status::invalid_argument(message),
+        ChaincodeError::UnknownFunction(_) => Code::Unimplemented,
+        ChaincodeError::UnknownPatient | ChaincodeError::NotFound { .. } => Code::NotFound,
+        ChaincodeError::PatientErased => Code::FailedPrecondition,
+        ChaincodeError::AlreadyExists { .. } | ChaincodeError::AlreadyRevoked(_) => {
+            Code::AlreadyExists
+        }
+        ChaincodeError::Stub(_) | ChaincodeError::Corrupt(_) => Code::Internal,
     }
 }
 
 /// The gRPC status for a chaincode error on a query.
 pub fn chaincode_status(e: &ChaincodeError) -> Status {
-    let message = e.to_string();
-    match e {
-        ChaincodeError::Denied { .. } => Status::permission_denied(message),
-        ChaincodeError::InvalidArgument { .. } | ChaincodeError::NotATransaction(_) => {
-            Status::invalid_argument(message)
-        }
-        ChaincodeError::UnknownFunction(_) => Status::unimplemented(message),
-        ChaincodeError::UnknownPatient | ChaincodeError::NotFound { .. } => {
-            Status::not_found(message)
-        }
-        ChaincodeError::PatientErased => Status::failed_precondition(message),
-        ChaincodeError::AlreadyExists { .. } | ChaincodeError::AlreadyRevoked(_) => {
-            Status::already_exists(message)
-        }
-        ChaincodeError::Stub(_) | ChaincodeError::Corrupt(_) => internal(message),
+    match chaincode_code(e) {
+        Code::Internal => internal(e),
+        code => Status::new(code, e.to_string()),
     }
 }
 
@@ -109,6 +116,7 @@ impl LedgerService {
             result: result.result.clone(),
             network_id: self.genesis.network_id.to_vec(),
             replica: self.replica,
+            code: result.code,
         }
         .encode_to_vec();
         let signature = self.identity.sign(SignatureDomain::Receipt, &receipt);

@@ -93,13 +93,6 @@ pub trait LedgerFacts {
     fn revocation_sequence(&self) -> u64;
 }
 
-pub fn transaction_tx_id(nonce: &[u8], creator_cert_hash: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(nonce);
-    h.update(creator_cert_hash);
-    h.finalize().into()
-}
-
 pub fn revocation_tx_id(sequence: u64) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"medledger/v1/revocation");
@@ -191,7 +184,7 @@ impl Validator {
                 None,
             )
         })?;
-        let tx_id = transaction_tx_id(&tx.nonce, &cert_hash);
+        let tx_id = medledger_crypto::transaction_id(&tx.nonce, &cert_hash);
         let refuse = |status, message: String| Refusal::new(status, message, Some(tx_id));
         if tx.network_id != self.genesis.network_id {
             return Err(refuse(
@@ -397,7 +390,10 @@ pub fn envelope_tx_id(envelope: &v1::Envelope) -> Option<[u8; 32]> {
     match envelope.kind.as_ref()? {
         v1::envelope::Kind::Transaction(signed) => {
             let tx = v1::Transaction::decode(signed.transaction.as_slice()).ok()?;
-            Some(transaction_tx_id(&tx.nonce, &tx.creator_cert_hash))
+            Some(medledger_crypto::transaction_id(
+                &tx.nonce,
+                &tx.creator_cert_hash,
+            ))
         }
         v1::envelope::Kind::Revocation(signed) => {
             let record = v1::RevocationRecord::decode(signed.record.as_slice()).ok()?;

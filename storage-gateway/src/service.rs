@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use medledger_chaincode::{keys, limits};
 use medledger_client::error::ClientError;
 use medledger_client::peer::{Committed, PeerSet};
 use medledger_crypto::{
@@ -152,14 +153,17 @@ fn store_status(what: &str, e: object_store::Error) -> Status {
     Status::unavailable(format!("the object store failed while {what}; retry later"))
 }
 
-/// An identifier as the chaincode allows it: safe as one object-path segment.
-fn is_identifier(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && (s.as_bytes()[0].is_ascii_lowercase() || s.as_bytes()[0].is_ascii_digit())
-        && s.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
+/// The signed transaction an envelope carries, decoded, with its id.
+fn transaction_of(
+    envelope: &v1::Envelope,
+) -> Option<(&v1::SignedTransaction, v1::Transaction, [u8; 32])> {
+    let Some(v1::envelope::Kind::Transaction(signed)) = &envelope.kind else {
+        return None;
+    };
+    let transaction = v1::Transaction::decode(signed.transaction.as_slice()).ok()?;
+    let tx_id =
+        medledger_crypto::transaction_id(&transaction.nonce, &transaction.creator_cert_hash);
+    Some((signed, transaction, tx_id))
 }
 
 /// Releases an object path when an upload ends, however it ends.
@@ -212,14 +216,11 @@ impl Gateway {
             &NoRevocations,
         )
         .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
-        let Some(v1::envelope::Kind::Transaction(signed)) = envelope.and_then(|e| e.kind.as_ref())
-        else {
+        let Some((signed, transaction, tx_id)) = envelope.and_then(transaction_of) else {
             return Err(Status::invalid_argument(format!(
-                "the request must carry the signed {function} transaction"
+                "the request must carry a readable signed {function} transaction"
             )));
         };
-        let transaction = v1::Transaction::decode(signed.transaction.as_slice())
-            .map_err(|e| Status::invalid_argument(format!("transaction: {e}")))?;
         if transaction.function != function {
             return Err(Status::invalid_argument(format!(
                 "expected a {function} transaction, got {:?}",
@@ -247,31 +248,21 @@ impl Gateway {
                 &signature,
             )
             .map_err(|_| Status::unauthenticated("the transaction's signature does not verify"))?;
-        let mut h = Sha256::new();
-        h.update(&transaction.nonce);
-        h.update(&transaction.creator_cert_hash);
-        Ok(Opened {
-            tx_id: h.finalize().into(),
-            transaction,
-        })
+        Ok(Opened { tx_id, transaction })
     }
 
     fn declared(&self, opened: &Opened) -> Result<Declared, Status> {
         let args = v1::AddItemArgs::decode(opened.transaction.args.as_slice())
             .map_err(|e| Status::invalid_argument(format!("add_item arguments: {e}")))?;
-        if args.pseudonym.len() != 32
-            || !is_identifier(&args.category)
-            || !is_identifier(&args.item_id)
-        {
-            return Err(Status::invalid_argument(
-                "add_item needs a 32-byte pseudonym and a category and item id of a-z 0-9 - _ .",
-            ));
-        }
-        let path = format!(
-            "patients/{}/{}/{}",
-            hex::encode(&args.pseudonym),
-            args.category,
-            args.item_id
+        // The chaincode's own rules: they also make each part a safe object-path segment.
+        limits::exact_len("pseudonym", &args.pseudonym, 32)
+            .and_then(|_| limits::identifier("category", &args.category))
+            .and_then(|_| limits::identifier("item_id", &args.item_id))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let path = keys::item_path(
+            &keys::pseudonym_hex(&args.pseudonym),
+            &args.category,
+            &args.item_id,
         );
         if args.path != path {
             return Err(Status::invalid_argument(format!(
@@ -348,16 +339,9 @@ impl Gateway {
     pub async fn reconcile(&self) -> usize {
         let mut unsettled = 0;
         for envelope in self.journal.pending() {
-            let Some(v1::envelope::Kind::Transaction(signed)) = &envelope.kind else {
+            let Some((_, tx, tx_id)) = transaction_of(&envelope) else {
                 continue;
             };
-            let Ok(tx) = v1::Transaction::decode(signed.transaction.as_slice()) else {
-                continue;
-            };
-            let mut h = Sha256::new();
-            h.update(&tx.nonce);
-            h.update(&tx.creator_cert_hash);
-            let tx_id: [u8; 32] = h.finalize().into();
             let Ok(args) = v1::AddItemArgs::decode(tx.args.as_slice()) else {
                 self.journal.settle(&tx_id);
                 continue;
@@ -543,7 +527,7 @@ impl v1::gateway_server::Gateway for Gateway {
         request: Request<v1::DownloadRequest>,
     ) -> Result<Response<DownloadStream>, Status> {
         let permit = self.permit()?;
-        let opened = self.open(
+        self.open(
             &request,
             request.get_ref().envelope.as_ref(),
             "record_access",
@@ -582,7 +566,6 @@ impl v1::gateway_server::Gateway for Gateway {
         };
         let (tx, rx) = mpsc::channel(4);
         let attestation = committed.attestation();
-        let _ = opened.tx_id;
         tokio::spawn(async move {
             let _permit = permit;
             let first = v1::DownloadResponse {
