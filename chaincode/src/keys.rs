@@ -14,6 +14,7 @@
 //! study/{id}                                   Study
 //! study-item/{id}/{study P}/{item}            StudyItem
 //! researcher/{name}/{study}                    (index: a researcher's studies)
+//! study-source/{id}/{study P}                  P (whose trail a study access is audited on)
 //! ```
 
 pub fn pseudonym_hex(pseudonym: &[u8]) -> String {
@@ -76,6 +77,12 @@ pub fn study_item(id: &str, study_pseudonym: &str, item: &str) -> String {
 }
 pub fn study_items_prefix(id: &str) -> String {
     format!("study-item/{id}/")
+}
+pub fn study_source(id: &str, study_pseudonym: &str) -> String {
+    format!("study-source/{id}/{study_pseudonym}")
+}
+pub fn study_items_of(id: &str, study_pseudonym: &str) -> String {
+    format!("study-item/{id}/{study_pseudonym}/")
 }
 pub fn researcher_study(name: &str, study: &str) -> String {
     format!("researcher/{name}/{study}")

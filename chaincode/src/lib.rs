@@ -28,7 +28,7 @@ pub use stub::{Creator, CreatorAttribute, MemoryLedger, MemoryStub, Role, Stub};
 use prost::Message;
 
 /// Functions that change the ledger (submitted as transactions).
-pub const TRANSACTIONS: [&str; 12] = [
+pub const TRANSACTIONS: [&str; 13] = [
     "register_patient",
     "grant",
     "revoke",
@@ -41,6 +41,7 @@ pub const TRANSACTIONS: [&str; 12] = [
     "erase_patient",
     "set_private_data",
     "register_category",
+    "record_study_access",
 ];
 
 /// Read-only functions (answered from one peer's state).
@@ -87,6 +88,7 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
         "erase_patient" => decode(args).and_then(|a| t::erase_patient(stub, a)),
         "set_private_data" => decode(args).and_then(|a| t::set_private_data(stub, a)),
         "register_category" => decode(args).and_then(|a| t::register_category(stub, a)),
+        "record_study_access" => decode(args).and_then(|a| t::record_study_access(stub, a)),
         f if QUERIES.contains(&f) => Err(ChaincodeError::NotATransaction(f.to_string())),
         f => Err(ChaincodeError::UnknownFunction(f.to_string())),
     };

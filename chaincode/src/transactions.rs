@@ -6,8 +6,9 @@ use medledger_proto::v1::{
     AddItemArgs, AuditAction, Category, CategoryKey, ClinicalItem, EmergencyAccessArgs,
     EmergencyAccessEvent, ErasureResult, GrantArgs, IdResult, PatientArgs, PatientErasedEvent,
     PatientRecord, Permission, PrivateData, RecordAccessArgs, RecordAccessResult,
-    RegisterCategoryArgs, RegisterPatientArgs, RegisterStudyArgs, RevokeArgs, Right,
-    RotateCategoryKeyArgs, SetPrivateDataArgs, ShareForStudyArgs, Study, StudyItem,
+    RecordStudyAccessArgs, RecordStudyAccessResult, RegisterCategoryArgs, RegisterPatientArgs,
+    RegisterStudyArgs, RevokeArgs, Right, RotateCategoryKeyArgs, SetPrivateDataArgs,
+    ShareForStudyArgs, Study, StudyItem,
 };
 use prost::Message;
 
@@ -474,14 +475,58 @@ pub fn share_for_study(
         shared_by: stub.creator().name.clone(),
         shared_at: stub.time(),
         anonymized: args.anonymized,
+        tombstoned: false,
     };
     put(stub, &key, &item)?;
+    stub.put(
+        &keys::study_source(&args.study_id, &study_pseudonym),
+        patient.hex.clone().into_bytes(),
+    )?;
     let mut entry = allowed(AuditAction::Share, &source.category, &source.id);
     entry.permission_id = permission.id;
     entry.study_id = args.study_id;
     patient.audit(stub, entry)?;
     patient.save(stub)?;
     Ok(Vec::new())
+}
+
+/// A study's researcher fetches a copy shared into the study: committed, so the patient's
+/// trail shows it (under the study, never with the researcher learning the pseudonym).
+pub fn record_study_access(
+    stub: &mut dyn Stub,
+    args: RecordStudyAccessArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    limits::identifier("study_id", &args.study_id)?;
+    limits::exact_len("study_pseudonym", &args.study_pseudonym, PSEUDONYM_LEN)?;
+    limits::identifier("item_id", &args.item_id)?;
+    let study: Study = get(stub, &keys::study(&args.study_id))?
+        .ok_or_else(|| ChaincodeError::not_found("study", &args.study_id))?;
+    let study_pseudonym = keys::pseudonym_hex(&args.study_pseudonym);
+    let item: StudyItem = get(
+        stub,
+        &keys::study_item(&args.study_id, &study_pseudonym, &args.item_id),
+    )?
+    .ok_or_else(|| ChaincodeError::not_found("study item", &args.item_id))?;
+    if item.tombstoned {
+        return Err(ChaincodeError::PatientErased);
+    }
+    let source = stub
+        .get(&keys::study_source(&args.study_id, &study_pseudonym))?
+        .and_then(|hex_text| hex::decode(hex_text).ok())
+        .ok_or_else(|| {
+            ChaincodeError::Corrupt(format!("study item {} has no source", item.item_id))
+        })?;
+    let mut patient = load_patient(stub, &source)?;
+    let mut context = patient.context(AuditAction::StudyAccess, &item.category, &item.item_id);
+    context.study_id = study.id.clone();
+    if stub.creator().name != study.researcher {
+        return Err(ChaincodeError::denied(Denial::NotStudyOwner(study.id)).audited_at(context));
+    }
+    let mut entry = allowed(AuditAction::StudyAccess, &item.category, &item.item_id);
+    entry.study_id = study.id;
+    patient.audit(stub, entry)?;
+    patient.save(stub)?;
+    Ok(RecordStudyAccessResult { item: Some(item) }.encode_to_vec())
 }
 
 pub fn register_study(
@@ -677,6 +722,22 @@ pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, 
         &keys::permissions_prefix(&patient.hex),
         crate::stub::MAX_SCAN,
     )? {
+        if !permission.study_id.is_empty() {
+            // Copies shared into studies go too: the researcher keeps nothing of an erased record.
+            let study_pseudonym = keys::pseudonym_hex(&permission.study_pseudonym);
+            for (key, mut copy) in scan::<StudyItem>(
+                stub,
+                &keys::study_items_of(&permission.study_id, &study_pseudonym),
+                crate::stub::MAX_SCAN,
+            )? {
+                if !copy.tombstoned {
+                    deleted_paths.push(copy.path.clone());
+                    copy.tombstoned = true;
+                    copy.wrapped_dek.clear();
+                    put(stub, &key, &copy)?;
+                }
+            }
+        }
         if !permission.key_envelope.is_empty() {
             permission.key_envelope.clear();
             put(stub, &key, &permission)?;

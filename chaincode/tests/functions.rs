@@ -595,6 +595,121 @@ fn sharing_for_a_study_follows_the_grant() {
 }
 
 #[test]
+fn study_fetches_are_audited_and_erasure_removes_study_copies() {
+    let mut w = world();
+    w.register_study("res-1", "study-1", T0);
+    let args = grant_args(1, "dr.a", LAB, &[Right::Share], T0, T0 + DAY);
+    w.call(&patient(1), T0, "grant", &args).unwrap();
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    let dr = clinician("dr.a");
+    w.call(
+        &dr,
+        T0 + 1,
+        "share_for_study",
+        &share_args(1, "item-1", "study-1", "s-1", true),
+    )
+    .unwrap();
+    let fetch = |item: &str| v1::RecordStudyAccessArgs {
+        study_id: "study-1".into(),
+        study_pseudonym: vec![0x5a; 32],
+        item_id: item.into(),
+    };
+    let fetched: v1::RecordStudyAccessResult = w
+        .call_decode(
+            &researcher("res-1"),
+            T0 + 2,
+            "record_study_access",
+            &fetch("s-1"),
+        )
+        .unwrap();
+    let copy = fetched.item.unwrap();
+    assert_eq!(
+        copy.path,
+        format!("studies/study-1/{}/s-1", hex::encode([0x5a; 32]))
+    );
+    // Another researcher is refused, and the attempt is on the patient's trail too.
+    assert_eq!(
+        denial(w.call(
+            &researcher("res-2"),
+            T0 + 3,
+            "record_study_access",
+            &fetch("s-1")
+        )),
+        Denial::NotStudyOwner("study-1".into())
+    );
+    assert!(matches!(
+        w.call(
+            &researcher("res-1"),
+            T0 + 3,
+            "record_study_access",
+            &fetch("s-9")
+        ),
+        Err(ChaincodeError::NotFound {
+            what: "study item",
+            ..
+        })
+    ));
+    let trail = w.audit(1, T0 + 4);
+    let fetches: Vec<_> = trail
+        .iter()
+        .filter(|e| e.action == AuditAction::StudyAccess as i32)
+        .map(|e| {
+            (
+                e.actor.as_str(),
+                e.outcome,
+                e.study_id.as_str(),
+                e.item.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fetches,
+        [
+            ("res-1", Outcome::Allowed as i32, "study-1", "s-1"),
+            ("res-2", Outcome::Denied as i32, "study-1", "s-1"),
+        ]
+    );
+
+    // Erasure deletes the study copy with the record's own items.
+    let erased: v1::ErasureResult = w
+        .call_decode(
+            &patient(1),
+            T0 + 5,
+            "erase_patient",
+            &v1::PatientArgs {
+                pseudonym: pseudonym(1),
+            },
+        )
+        .unwrap();
+    assert!(
+        erased.deleted_paths.contains(&copy.path),
+        "{:?}",
+        erased.deleted_paths
+    );
+    assert_eq!(erased.deleted_paths.len(), 2);
+    assert!(matches!(
+        w.call(
+            &researcher("res-1"),
+            T0 + 6,
+            "record_study_access",
+            &fetch("s-1")
+        ),
+        Err(ChaincodeError::PatientErased)
+    ));
+    let items: v1::StudyItemList = w
+        .query(
+            &researcher("res-1"),
+            T0 + 6,
+            "study_items",
+            &v1::StudyArgs {
+                study_id: "study-1".into(),
+            },
+        )
+        .unwrap();
+    assert!(items.items[0].tombstoned && items.items[0].wrapped_dek.is_empty());
+}
+
+#[test]
 fn study_registration_rules() {
     let mut w = world();
     w.register_study("res-1", "study-1", T0);

@@ -78,6 +78,18 @@ impl World {
         result
     }
 
+    /// Runs a transaction and decodes its result.
+    pub fn call_decode<M: Message, R: Message + Default>(
+        &mut self,
+        who: &Creator,
+        t: i64,
+        function: &str,
+        args: &M,
+    ) -> Result<R, ChaincodeError> {
+        let bytes = self.call(who, t, function, args)?;
+        Ok(R::decode(bytes.as_slice()).expect("results decode"))
+    }
+
     pub fn query<M: Message, R: Message + Default>(
         &mut self,
         who: &Creator,
