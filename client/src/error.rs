@@ -13,7 +13,7 @@ pub enum ClientError {
     )]
     Unreachable { url: String, why: String },
     #[error(
-        "cannot reach the peer at {address}: {why}. Is the network up (`scripts/devnet status`), and is --peer (MEDLEDGER_PEER) right?"
+        "cannot reach the peer at {address}: {why}. Is the network up (`medledger network status`), and is --peer (MEDLEDGER_PEER) right?"
     )]
     PeerUnreachable { address: String, why: String },
     #[error(
@@ -46,6 +46,12 @@ pub enum ClientError {
          (MEDLEDGER_GATEWAY) right?"
     )]
     GatewayUnreachable { address: String, why: String },
+    /// Starting, checking or stopping a local network.
+    #[error("{0}")]
+    Network(String),
+    /// `ledger verify` found blocks or objects that do not match (the report says which).
+    #[error("the ledger does not verify: {0}")]
+    VerificationFailed(String),
 }
 
 impl ClientError {
@@ -75,6 +81,8 @@ impl ClientError {
             ClientError::Protocol(_) => "protocol",
             ClientError::Tampered { .. } => "tampered",
             ClientError::GatewayUnreachable { .. } => "unreachable",
+            ClientError::Network(_) => "network",
+            ClientError::VerificationFailed(_) => "verification_failed",
         }
     }
 

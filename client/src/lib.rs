@@ -12,8 +12,11 @@
 pub mod ca;
 pub mod error;
 pub mod files;
+pub mod network;
 pub mod patient;
 pub mod peer;
+pub mod store;
+pub mod verify;
 pub mod wallet;
 
 use std::path::Path;

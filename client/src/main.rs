@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod network_cli;
 mod records_cli;
 
 const DEFAULT_CA_URL: &str = "https://localhost:7054";
@@ -96,6 +97,9 @@ enum Command {
     /// Clinical files: upload (encrypted here) and download (checked against the ledger).
     #[command(subcommand)]
     Clinician(records_cli::ClinicianCommand),
+    /// A local network on loopback: CA, peers, gateway.
+    #[command(subcommand)]
+    Network(network_cli::NetworkCommand),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +113,9 @@ enum LedgerCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Check every block (links, tx_root, commit certificates, signatures, state roots by
+    /// re-execution) and every stored object against the ledger; exits 1 on any failure.
+    Verify(network_cli::VerifyArgs),
 }
 
 #[derive(Subcommand)]
@@ -213,6 +220,13 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        // The failed verification's report is already out.
+        Err(error @ ClientError::VerificationFailed(_)) => {
+            if !json {
+                eprintln!("error: {error}");
+            }
+            ExitCode::FAILURE
+        }
         Err(error) => {
             if json {
                 let body = json!({"error": {"kind": error.kind(), "message": error.to_string(), "hint": error.hint()}});
@@ -258,6 +272,13 @@ fn wallet_dir(cli: &Cli) -> Result<PathBuf, ClientError> {
         .unwrap_or_default();
     match wallets.as_slice() {
         [only] => Ok(only.clone()),
+        // Right after `medledger network up`, act as its administrator.
+        [] if medledger_client::network::default_dir()
+            .join("wallets/admin/cert.pem")
+            .exists() =>
+        {
+            Ok(medledger_client::network::default_dir().join("wallets/admin"))
+        }
         [] => Err(ClientError::Usage(format!(
             "no wallet in {}; enroll first (`medledger enroll`) or pass --wallet DIR",
             home.display()
@@ -465,10 +486,14 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
         Command::Ledger(ledger) => run_ledger(&cli, ledger).await,
         Command::Patient(c) => records_cli::run_patient(&cli, c).await,
         Command::Clinician(c) => records_cli::run_clinician(&cli, c).await,
+        Command::Network(c) => network_cli::run_network(&cli, c).await,
     }
 }
 
 async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, ClientError> {
+    if let LedgerCommand::Verify(args) = command {
+        return network_cli::run_verify(cli, args).await;
+    }
     let wallet = open_wallet(cli)?;
     let peer = cli.peer.as_deref().unwrap_or(DEFAULT_PEER);
     let peers = medledger_client::peer::PeerSet::connect(&wallet, peer).await?;
@@ -526,6 +551,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                 json: json!({"network_id": hex::encode(peers.network_id), "peers": rows}),
             })
         }
+        LedgerCommand::Verify(_) => unreachable!("handled above"),
         LedgerCommand::Blocks { from, limit } => {
             let blocks = peers
                 .peer(0)

@@ -11,6 +11,7 @@
 //! - [`driver`]: the consensus thread; [`network`], [`wire`]: replica streams.
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
 
+pub mod audit;
 pub mod block;
 pub mod config;
 pub mod driver;

@@ -10,4 +10,5 @@
 
 pub mod node;
 pub mod service;
-pub mod store;
+/// Object stores live in the SDK: auditors read them too (`medledger ledger verify`).
+pub use medledger_client::store;

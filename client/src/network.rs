@@ -1,0 +1,661 @@
+//! A whole medledger network on one machine, on loopback: the membership CA, 3f+1 PBFT peers
+//! with RocksDB ledgers and the storage gateway with a local object folder (or any S3
+//! endpoint), each its own process, all under one directory (`medledger network up`).
+//!
+//! ```text
+//! D/network.json        the layout: addresses, the object store (read by status, down, verify)
+//! D/ca/                 the CA (root key 0600, database); D/ca.log, D/ca.pid
+//! D/wallets/<name>/     admin, peer0..peerN-1, gateway, and the demo's users
+//! D/genesis.pb          the genesis block (the network's identity)
+//! D/peer<i>/            peer i's RocksDB ledger; D/peer<i>.log, D/peer<i>.pid
+//! D/gateway/            the gateway's journal; D/objects/ the local object store
+//! ```
+//!
+//! The first `up` creates the CA, identities and genesis block; every `up` starts what is not
+//! running and waits until each peer is linked to all the others and the gateway answers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ca::{CaClient, TlsIdentity};
+use crate::error::ClientError;
+use crate::peer::PeerSet;
+use crate::wallet::{Wallet, pem_decode};
+use medledger_proto::v1;
+
+/// Where a network's objects live.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StoreLayout {
+    /// A folder on this machine (the embedded default).
+    Local { dir: PathBuf },
+    /// An S3-compatible endpoint (Garage, MinIO, AWS...).
+    S3 {
+        endpoint: String,
+        bucket: String,
+        region: String,
+        /// A 0600 file with `access_key_id` and `secret_access_key`.
+        credentials_file: PathBuf,
+    },
+}
+
+impl StoreLayout {
+    pub fn config(&self) -> anyhow::Result<crate::store::StoreConfig> {
+        Ok(match self {
+            StoreLayout::Local { dir } => crate::store::StoreConfig::Local { root: dir.clone() },
+            StoreLayout::S3 {
+                endpoint,
+                bucket,
+                region,
+                credentials_file,
+            } => crate::store::StoreConfig::S3(crate::store::S3Config {
+                endpoint: endpoint.clone(),
+                bucket: bucket.clone(),
+                region: region.clone(),
+                credentials: crate::store::S3Credentials::from_file(credentials_file)?,
+            }),
+        })
+    }
+
+    fn gateway_args(&self) -> Vec<String> {
+        match self {
+            StoreLayout::Local { dir } => {
+                vec!["--objects-dir".into(), dir.display().to_string()]
+            }
+            StoreLayout::S3 {
+                endpoint,
+                bucket,
+                region,
+                credentials_file,
+            } => vec![
+                "--s3-endpoint".into(),
+                endpoint.clone(),
+                "--s3-bucket".into(),
+                bucket.clone(),
+                "--s3-region".into(),
+                region.clone(),
+                "--s3-credentials-file".into(),
+                credentials_file.display().to_string(),
+            ],
+        }
+    }
+}
+
+/// What `network up` set up, kept in `D/network.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Layout {
+    pub dir: PathBuf,
+    pub ca_listen: String,
+    pub peers: Vec<String>,
+    pub gateway_listen: String,
+    pub store: StoreLayout,
+}
+
+impl Layout {
+    pub fn ca_url(&self) -> String {
+        let port = self.ca_listen.rsplit(':').next().unwrap_or("7054");
+        format!("https://localhost:{port}")
+    }
+    pub fn ca_root(&self) -> PathBuf {
+        self.dir.join("ca/ca-root.pem")
+    }
+    pub fn genesis(&self) -> PathBuf {
+        self.dir.join("genesis.pb")
+    }
+    pub fn wallets(&self) -> PathBuf {
+        self.dir.join("wallets")
+    }
+    pub fn admin_wallet(&self) -> PathBuf {
+        self.wallets().join("admin")
+    }
+    pub fn first_peer(&self) -> &str {
+        &self.peers[0]
+    }
+
+    /// Reads `dir/network.json`.
+    pub fn read(dir: &Path) -> Result<Layout, ClientError> {
+        let path = dir.join("network.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ClientError::Network(format!(
+                "no network at {} ({e}); start one with `medledger network up --dir {}`",
+                dir.display(),
+                dir.display()
+            ))
+        })?;
+        serde_json::from_str(&text)
+            .map_err(|e| ClientError::Network(format!("{}: {e}", path.display())))
+    }
+
+    fn write(&self) -> Result<(), ClientError> {
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(self.dir.join("network.json"), text)
+            .map_err(|e| ClientError::Network(format!("writing network.json: {e}")))
+    }
+}
+
+/// The default network directory: `$MEDLEDGER_NETWORK_DIR`, else
+/// `$XDG_DATA_HOME/medledger/network` (`~/.local/share/medledger/network`).
+pub fn default_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MEDLEDGER_NETWORK_DIR") {
+        return PathBuf::from(dir);
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("medledger/network")
+}
+
+/// How to start a network.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub peers: usize,
+    pub ca_listen: String,
+    pub peer_port: u16,
+    pub gateway_listen: String,
+    /// None: a local folder under the directory.
+    pub store: Option<StoreLayout>,
+    /// Where medledger-ca, medledger-peer and medledger-gateway are.
+    pub bin_dir: PathBuf,
+}
+
+/// One process of the network and how it is doing.
+#[derive(Clone, Debug, Serialize)]
+pub struct Component {
+    pub name: String,
+    pub address: String,
+    pub pid: Option<u32>,
+    pub running: bool,
+    pub detail: String,
+}
+
+/// The folder the running `medledger` binary is in (its sibling binaries are there).
+pub fn sibling_bin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn net_err(what: impl std::fmt::Display) -> ClientError {
+    ClientError::Network(what.to_string())
+}
+
+fn pid_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.pid"))
+}
+
+/// The pid in `D/name.pid` if that process runs and is the expected program.
+fn running_pid(dir: &Path, name: &str, program: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pid_file(dir, name))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The state follows the command in parentheses; a zombie has exited.
+    let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+    if state == "Z" {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let argv0 = cmdline.split(|b| *b == 0).next()?;
+    String::from_utf8_lossy(argv0)
+        .ends_with(program)
+        .then_some(pid)
+}
+
+fn program_of(name: &str) -> &'static str {
+    if name == "ca" {
+        "medledger-ca"
+    } else if name == "gateway" {
+        "medledger-gateway"
+    } else {
+        "medledger-peer"
+    }
+}
+
+fn run_tool(bin: &Path, args: &[String]) -> Result<String, ClientError> {
+    let output = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| missing_binary(bin, e))?;
+    if !output.status.success() {
+        return Err(net_err(format!(
+            "{} {} failed: {}",
+            bin.display(),
+            args.first().map(String::as_str).unwrap_or(""),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn missing_binary(bin: &Path, e: std::io::Error) -> ClientError {
+    net_err(format!(
+        "cannot run {}: {e}. Build every binary first: `cargo build --workspace --bins` \
+         (or use scripts/medledger, which does)",
+        bin.display()
+    ))
+}
+
+/// Starts `program args` in the background, logging to `D/name.log`, its pid in `D/name.pid`.
+/// It runs in its own process group: a Ctrl-C in the terminal reaches `network up`, which
+/// then stops every process in order.
+fn spawn(
+    opts: &UpOptions,
+    name: &str,
+    args: &[String],
+    env: &[(&str, String)],
+) -> Result<u32, ClientError> {
+    use std::os::unix::process::CommandExt;
+    let program = program_of(name);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(opts.dir.join(format!("{name}.log")))
+        .map_err(|e| net_err(format!("opening {name}.log: {e}")))?;
+    let bin = opts.bin_dir.join(program);
+    let mut command = Command::new(&bin);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(|e| net_err(e.to_string()))?)
+        .stderr(log)
+        .process_group(0);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().map_err(|e| missing_binary(&bin, e))?;
+    let pid = child.id();
+    // The child is watched by pid (it may outlive this process with --detach).
+    drop(child);
+    std::fs::write(pid_file(&opts.dir, name), format!("{pid}\n"))
+        .map_err(|e| net_err(format!("writing {name}.pid: {e}")))?;
+    Ok(pid)
+}
+
+fn exited(dir: &Path, name: &str) -> ClientError {
+    let log = dir.join(format!("{name}.log"));
+    let tail = std::fs::read_to_string(&log)
+        .map(|t| {
+            let lines: Vec<&str> = t.lines().collect();
+            lines[lines.len().saturating_sub(5)..].join("\n  ")
+        })
+        .unwrap_or_default();
+    net_err(format!(
+        "{name} exited while starting; its log {} ends:\n  {tail}",
+        log.display()
+    ))
+}
+
+async fn wait_until<F, Fut>(
+    dir: &Path,
+    name: &str,
+    timeout: Duration,
+    mut ready: F,
+) -> Result<(), ClientError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready().await {
+            return Ok(());
+        }
+        if running_pid(dir, name, program_of(name)).is_none() {
+            return Err(exited(dir, name));
+        }
+        if Instant::now() > deadline {
+            return Err(net_err(format!(
+                "{name} did not become ready within {} s; see {}",
+                timeout.as_secs(),
+                dir.join(format!("{name}.log")).display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+fn read_root(layout: &Layout) -> Result<Vec<u8>, ClientError> {
+    let text = std::fs::read_to_string(layout.ca_root())
+        .map_err(|e| net_err(format!("{}: {e}", layout.ca_root().display())))?;
+    pem_decode(&text, "CERTIFICATE").map_err(|e| net_err(e.to_string()))
+}
+
+/// Registers `name` with `role` (if its wallet does not exist yet) and enrolls it into
+/// `D/wallets/name`.
+pub async fn ensure_identity(
+    layout: &Layout,
+    admin: &Wallet,
+    name: &str,
+    role: &str,
+    attributes: Vec<v1::Attribute>,
+) -> Result<Wallet, ClientError> {
+    let dir = layout.wallets().join(name);
+    if dir.join("cert.pem").exists() {
+        return Wallet::open(&dir);
+    }
+    let root = read_root(layout)?;
+    let mut ca = CaClient::connect(&layout.ca_url(), &root, TlsIdentity::Wallet(admin)).await?;
+    let registered = ca
+        .register(v1::RegisterRequest {
+            name: name.to_string(),
+            role: role.to_string(),
+            attributes,
+            max_enrollments: 1,
+        })
+        .await?;
+    crate::enroll(&layout.ca_url(), &root, name, &registered.secret, &dir).await
+}
+
+/// Brings the network up (see the module doc). Returns its layout.
+pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
+    if opts.peers < 4 || !(opts.peers - 1).is_multiple_of(3) {
+        return Err(ClientError::Usage(format!(
+            "--peers {}: PBFT needs 3f + 1 peers (4, 7, 10, ...)",
+            opts.peers
+        )));
+    }
+    let peer_ports = opts.peer_port..opts.peer_port + opts.peers as u16;
+    let gateway_port: u16 = opts
+        .gateway_listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| ClientError::Usage("--gateway-listen must be HOST:PORT".into()))?;
+    if peer_ports.contains(&gateway_port) {
+        return Err(ClientError::Usage(format!(
+            "the peers use ports {}..{}; give the gateway another port (--gateway-listen)",
+            peer_ports.start,
+            peer_ports.end - 1
+        )));
+    }
+    create_private_dir(&opts.dir)?;
+    let dir = std::fs::canonicalize(&opts.dir).map_err(|e| net_err(e.to_string()))?;
+    let opts = &UpOptions {
+        dir: dir.clone(),
+        ..opts.clone()
+    };
+    let layout = match Layout::read(&dir) {
+        Ok(existing) => {
+            if existing.peers.len() != opts.peers {
+                return Err(ClientError::Usage(format!(
+                    "the network in {} has {} peers; its genesis block fixes that. Use another --dir for {} peers",
+                    dir.display(),
+                    existing.peers.len(),
+                    opts.peers
+                )));
+            }
+            Layout {
+                store: opts.store.clone().unwrap_or(existing.store.clone()),
+                ..existing
+            }
+        }
+        Err(_) => Layout {
+            dir: dir.clone(),
+            ca_listen: opts.ca_listen.clone(),
+            peers: peer_ports.map(|p| format!("127.0.0.1:{p}")).collect(),
+            gateway_listen: opts.gateway_listen.clone(),
+            store: opts.store.clone().unwrap_or(StoreLayout::Local {
+                dir: dir.join("objects"),
+            }),
+        },
+    };
+    layout.write()?;
+    let ca_bin = opts.bin_dir.join("medledger-ca");
+    let peer_bin = opts.bin_dir.join("medledger-peer");
+
+    // The CA: created once, started if not running.
+    if !layout.ca_root().exists() {
+        run_tool(
+            &ca_bin,
+            &[
+                "init".into(),
+                "--dir".into(),
+                dir.join("ca").display().to_string(),
+            ],
+        )?;
+    }
+    if running_pid(&dir, "ca", "medledger-ca").is_none() {
+        spawn(
+            opts,
+            "ca",
+            &[
+                "serve".into(),
+                "--dir".into(),
+                dir.join("ca").display().to_string(),
+                "--listen".into(),
+                layout.ca_listen.clone(),
+            ],
+            &[],
+        )?;
+    }
+    let root = read_root(&layout)?;
+    wait_until(&dir, "ca", Duration::from_secs(30), || async {
+        match CaClient::connect(&layout.ca_url(), &root, TlsIdentity::Anonymous).await {
+            Ok(mut ca) => ca.ca_info().await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await?;
+
+    // The administrator, the peers' identities and the genesis block: once.
+    let admin_dir = layout.admin_wallet();
+    if !admin_dir.join("cert.pem").exists() {
+        let secret = std::fs::read_to_string(dir.join("ca/admin.secret"))
+            .map_err(|e| net_err(format!("the CA's admin secret: {e}")))?;
+        crate::enroll(&layout.ca_url(), &root, "admin", secret.trim(), &admin_dir).await?;
+    }
+    let admin = Wallet::open(&admin_dir)?;
+    if !layout.genesis().exists() {
+        let mut args = vec![
+            "genesis".to_string(),
+            "--ca-root".into(),
+            layout.ca_root().display().to_string(),
+        ];
+        for (i, address) in layout.peers.iter().enumerate() {
+            let name = format!("peer{i}");
+            let wallet = ensure_identity(&layout, &admin, &name, "peer", Vec::new()).await?;
+            args.push("--peer".into());
+            args.push(format!(
+                "{name}={}@{address}",
+                wallet.dir.join("cert.pem").display()
+            ));
+        }
+        args.push("-o".into());
+        args.push(layout.genesis().display().to_string());
+        run_tool(&peer_bin, &args)?;
+    }
+    ensure_identity(&layout, &admin, "gateway", "gateway", Vec::new()).await?;
+
+    // The peers: started, then linked to each other.
+    for i in 0..layout.peers.len() {
+        let name = format!("peer{i}");
+        if running_pid(&dir, &name, "medledger-peer").is_some() {
+            continue;
+        }
+        let metrics = format!("127.0.0.1:{}", opts.peer_port as usize + 100 + i);
+        spawn(
+            opts,
+            &name,
+            &[
+                "serve".into(),
+                "--wallet".into(),
+                layout.wallets().join(&name).display().to_string(),
+                "--genesis".into(),
+                layout.genesis().display().to_string(),
+                "--data-dir".into(),
+                dir.join(&name).display().to_string(),
+            ],
+            &[("MEDLEDGER_PEER_METRICS_LISTEN", metrics)],
+        )?;
+    }
+    for i in 0..layout.peers.len() {
+        let name = format!("peer{i}");
+        let address = layout.peers[i].clone();
+        let admin = &admin;
+        wait_until(&dir, &name, Duration::from_secs(60), || {
+            let address = address.clone();
+            async move { peer_linked(admin, &address).await.is_some() }
+        })
+        .await?;
+    }
+
+    // The gateway.
+    if running_pid(&dir, "gateway", "medledger-gateway").is_none() {
+        let mut args = vec![
+            "serve".to_string(),
+            "--wallet".into(),
+            layout.wallets().join("gateway").display().to_string(),
+            "--peer".into(),
+            layout.first_peer().to_string(),
+            "--listen".into(),
+            layout.gateway_listen.clone(),
+            "--state-dir".into(),
+            dir.join("gateway").display().to_string(),
+        ];
+        args.extend(layout.store.gateway_args());
+        spawn(opts, "gateway", &args, &[])?;
+    }
+    wait_until(&dir, "gateway", Duration::from_secs(30), || async {
+        crate::files::connect_gateway(&admin, &layout.gateway_listen)
+            .await
+            .is_ok()
+    })
+    .await?;
+    Ok(layout)
+}
+
+/// A peer's status if it answers and is linked to every other peer.
+async fn peer_linked(admin: &Wallet, address: &str) -> Option<v1::GetStatusResponse> {
+    let peers = PeerSet::connect(admin, address).await.ok()?;
+    let index = peers.addresses.iter().position(|a| a == address)?;
+    let status = peers
+        .peer(index)
+        .get_status(v1::GetStatusRequest {})
+        .await
+        .ok()?
+        .into_inner();
+    status.peers.iter().all(|p| p.connected).then_some(status)
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), ClientError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| net_err(format!("creating {}: {e}", dir.display())))
+}
+
+fn component_names(layout: &Layout) -> Vec<(String, String)> {
+    let mut names = vec![("ca".to_string(), layout.ca_url())];
+    for (i, address) in layout.peers.iter().enumerate() {
+        names.push((format!("peer{i}"), address.clone()));
+    }
+    names.push(("gateway".into(), layout.gateway_listen.clone()));
+    names
+}
+
+/// What runs, and how each part answers.
+pub async fn status(layout: &Layout) -> Vec<Component> {
+    let admin = Wallet::open(&layout.admin_wallet()).ok();
+    let mut out = Vec::new();
+    for (name, address) in component_names(layout) {
+        let pid = running_pid(&layout.dir, &name, program_of(&name));
+        let mut detail = String::new();
+        if let (Some(_), Some(admin)) = (pid, &admin) {
+            {
+                if name.starts_with("peer") {
+                    detail = match peer_linked(admin, &address).await {
+                        Some(s) => format!(
+                            "height {}, view {}, links {n}/{n}",
+                            s.height,
+                            s.view,
+                            n = s.peers.len()
+                        ),
+                        None => "not linked to every other peer".into(),
+                    };
+                } else if name == "gateway" {
+                    detail = match crate::files::connect_gateway(admin, &address).await {
+                        Ok(_) => format!("serving; objects in {}", describe(&layout.store)),
+                        Err(e) => format!("not answering: {e}"),
+                    };
+                } else {
+                    detail = "serving".into();
+                }
+            }
+        }
+        out.push(Component {
+            name,
+            address,
+            pid,
+            running: pid.is_some(),
+            detail,
+        });
+    }
+    out
+}
+
+pub fn describe(store: &StoreLayout) -> String {
+    match store {
+        StoreLayout::Local { dir } => dir.display().to_string(),
+        StoreLayout::S3 {
+            endpoint, bucket, ..
+        } => format!("s3 {endpoint} bucket {bucket}"),
+    }
+}
+
+/// Stops every process of the network (gateway first, CA last); state stays on disk.
+/// Returns the names stopped.
+pub async fn down(layout: &Layout) -> Vec<String> {
+    let mut names: Vec<String> = component_names(layout)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    names.reverse();
+    let mut stopped = Vec::new();
+    let mut waiting: BTreeMap<String, u32> = BTreeMap::new();
+    for name in names {
+        if let Some(pid) = running_pid(&layout.dir, &name, program_of(&name)) {
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+            }
+            waiting.insert(name, pid);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !waiting.is_empty() {
+        waiting.retain(|name, pid| {
+            if running_pid(&layout.dir, name, program_of(name)).is_none() {
+                stopped.push(name.clone());
+                let _ = std::fs::remove_file(pid_file(&layout.dir, name));
+                return false;
+            }
+            if Instant::now() > deadline
+                && let Some(p) = rustix::process::Pid::from_raw(*pid as i32)
+            {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+            true
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stopped
+}
+
+/// Whether any part has stopped (for `network up` in the foreground).
+pub fn any_stopped(layout: &Layout) -> Option<String> {
+    component_names(layout)
+        .into_iter()
+        .map(|(name, _)| name)
+        .find(|name| running_pid(&layout.dir, name, program_of(name)).is_none())
+}

@@ -1,0 +1,397 @@
+//! `medledger network up|status|down` and `medledger ledger verify`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use medledger_client::error::ClientError;
+use medledger_client::network::{self, Layout, StoreLayout, UpOptions};
+use medledger_client::peer::PeerSet;
+use medledger_client::verify::{self, BlockSource};
+use medledger_peer::genesis::Genesis;
+use serde_json::json;
+
+use crate::{Cli, DEFAULT_PEER, Output, open_wallet};
+
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Start a CA, 3f+1 PBFT peers and the storage gateway on loopback (created the first
+    /// time), wait until all are healthy, print the endpoints. Stays in the foreground and
+    /// stops everything on Ctrl-C, unless --detach.
+    Up(UpArgs),
+    /// What runs, with each peer's height and view.
+    Status(DirArg),
+    /// Stop every process of the network; its state stays on disk.
+    Down(DirArg),
+}
+
+#[derive(Args)]
+pub struct DirArg {
+    /// The network's directory. Default: $MEDLEDGER_NETWORK_DIR, else
+    /// ~/.local/share/medledger/network.
+    #[arg(long, env = "MEDLEDGER_NETWORK_DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+impl DirArg {
+    pub fn resolve(&self) -> PathBuf {
+        self.dir.clone().unwrap_or_else(network::default_dir)
+    }
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    dir: DirArg,
+    /// How many peers: 3f + 1 (4, 7, 10...). Fixed when the network is first created.
+    #[arg(long, default_value_t = 4)]
+    peers: usize,
+    /// Leave the processes running in the background and return.
+    #[arg(long)]
+    detach: bool,
+    #[arg(long, default_value = "127.0.0.1:7054")]
+    ca_listen: String,
+    /// The first peer's port; the others follow it.
+    #[arg(long, default_value_t = 7061)]
+    peer_port: u16,
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    gateway_listen: String,
+    /// Keep objects in this S3-compatible endpoint instead of a local folder (with
+    /// --s3-bucket, --s3-region and --s3-credentials-file).
+    #[arg(long, requires_all = ["s3_bucket", "s3_credentials_file"])]
+    s3_endpoint: Option<String>,
+    #[arg(long)]
+    s3_bucket: Option<String>,
+    #[arg(long, default_value = "garage")]
+    s3_region: String,
+    /// A 0600 file with access_key_id = ... and secret_access_key = ... lines.
+    #[arg(long)]
+    s3_credentials_file: Option<PathBuf>,
+}
+
+fn summary(layout: &Layout) -> Output {
+    let mut text = format!("medledger network in {}\n", layout.dir.display());
+    text.push_str(&format!("  CA       {}\n", layout.ca_url()));
+    for (i, p) in layout.peers.iter().enumerate() {
+        text.push_str(&format!("  peer{i}    {p}\n"));
+    }
+    text.push_str(&format!(
+        "  gateway  {} (objects in {})\n",
+        layout.gateway_listen,
+        network::describe(&layout.store)
+    ));
+    text.push_str(&format!(
+        "  admin wallet: {}\n  CA root: {}\n  genesis: {}\n",
+        layout.admin_wallet().display(),
+        layout.ca_root().display(),
+        layout.genesis().display()
+    ));
+    Output {
+        text,
+        json: json!({
+            "dir": layout.dir,
+            "ca": layout.ca_url(),
+            "peers": layout.peers,
+            "gateway": layout.gateway_listen,
+            "objects": network::describe(&layout.store),
+            "admin_wallet": layout.admin_wallet(),
+            "ca_root": layout.ca_root(),
+            "genesis": layout.genesis(),
+        }),
+    }
+}
+
+pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, ClientError> {
+    match command {
+        NetworkCommand::Up(args) => {
+            let store = args.s3_endpoint.as_ref().map(|endpoint| StoreLayout::S3 {
+                endpoint: endpoint.clone(),
+                bucket: args.s3_bucket.clone().unwrap_or_default(),
+                region: args.s3_region.clone(),
+                credentials_file: args.s3_credentials_file.clone().unwrap_or_default(),
+            });
+            let options = UpOptions {
+                dir: args.dir.resolve(),
+                peers: args.peers,
+                ca_listen: args.ca_listen.clone(),
+                peer_port: args.peer_port,
+                gateway_listen: args.gateway_listen.clone(),
+                store,
+                bin_dir: network::sibling_bin_dir(),
+            };
+            if !cli.json {
+                eprintln!(
+                    "starting the network in {} (first time: creating the CA, identities and genesis block)...",
+                    options.dir.display()
+                );
+            }
+            let layout = network::up(&options).await?;
+            let mut out = summary(&layout);
+            if args.detach {
+                out.text.push_str(&format!(
+                    "All running. Next: `medledger demo`; stop with `medledger network down{}`.",
+                    dir_flag(&args.dir)
+                ));
+                return Ok(out);
+            }
+            // In the foreground: print now, run until Ctrl-C (or a process stops).
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out.json).unwrap_or_default()
+                );
+            } else {
+                println!("{}All running. Ctrl-C stops the network.", out.text);
+            }
+            let reason = wait_for_stop(&layout).await;
+            let stopped = network::down(&layout).await;
+            Ok(Output {
+                text: format!("{reason}; stopped {}.", stopped.join(", ")),
+                json: json!({"stopped": stopped, "reason": reason}),
+            })
+        }
+        NetworkCommand::Status(dir) => {
+            let layout = Layout::read(&dir.resolve())?;
+            let components = network::status(&layout).await;
+            let mut text = format!("medledger network in {}\n", layout.dir.display());
+            for c in &components {
+                text.push_str(&format!(
+                    "  {:<8} {:<24} {:<9} {}\n",
+                    c.name,
+                    c.address,
+                    if c.running { "running" } else { "STOPPED" },
+                    c.detail
+                ));
+            }
+            let all = components.iter().all(|c| c.running);
+            text.push_str(if all {
+                "All running."
+            } else {
+                "Not all running: start them with `medledger network up`."
+            });
+            Ok(Output {
+                text,
+                json: json!({"dir": layout.dir, "all_running": all, "components": components}),
+            })
+        }
+        NetworkCommand::Down(dir) => {
+            let layout = Layout::read(&dir.resolve())?;
+            let stopped = network::down(&layout).await;
+            Ok(Output {
+                text: if stopped.is_empty() {
+                    "Nothing was running.".into()
+                } else {
+                    format!(
+                        "Stopped {}. State kept in {}.",
+                        stopped.join(", "),
+                        layout.dir.display()
+                    )
+                },
+                json: json!({"stopped": stopped}),
+            })
+        }
+    }
+}
+
+fn dir_flag(dir: &DirArg) -> String {
+    match &dir.dir {
+        Some(d) => format!(" --dir {}", d.display()),
+        None => String::new(),
+    }
+}
+
+async fn wait_for_stop(layout: &Layout) -> String {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return "cannot watch for signals".into(),
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return "interrupted".into(),
+            _ = term.recv() => return "terminated".into(),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                if let Some(name) = network::any_stopped(layout) {
+                    return format!(
+                        "{name} stopped unexpectedly (see {})",
+                        layout.dir.join(format!("{name}.log")).display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The local network whose genesis block, first peer and object store to use, when
+    /// --genesis and the store are not given.
+    #[command(flatten)]
+    network: DirArg,
+    /// The genesis block to trust (as distributed when the network was founded). Default:
+    /// the local network's, else the one the peer serves (checked against the wallet's CA).
+    #[arg(long)]
+    genesis: Option<PathBuf>,
+    /// Read blocks from this peer data directory instead of over the network.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The object store's folder (for a local store).
+    #[arg(long, conflicts_with = "s3_endpoint")]
+    objects_dir: Option<PathBuf>,
+    #[arg(long, requires_all = ["s3_bucket", "s3_credentials_file"])]
+    s3_endpoint: Option<String>,
+    #[arg(long)]
+    s3_bucket: Option<String>,
+    #[arg(long, default_value = "garage")]
+    s3_region: String,
+    #[arg(long)]
+    s3_credentials_file: Option<PathBuf>,
+    /// Check the blocks only.
+    #[arg(long)]
+    skip_objects: bool,
+}
+
+pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientError> {
+    let layout = Layout::read(&args.network.resolve()).ok();
+    let store_layout = if args.skip_objects {
+        None
+    } else if let Some(dir) = &args.objects_dir {
+        Some(StoreLayout::Local { dir: dir.clone() })
+    } else if let Some(endpoint) = &args.s3_endpoint {
+        Some(StoreLayout::S3 {
+            endpoint: endpoint.clone(),
+            bucket: args.s3_bucket.clone().unwrap_or_default(),
+            region: args.s3_region.clone(),
+            credentials_file: args.s3_credentials_file.clone().unwrap_or_default(),
+        })
+    } else {
+        layout.as_ref().map(|l| l.store.clone())
+    };
+    let store = match &store_layout {
+        Some(s) => Some(
+            s.config()
+                .and_then(|c| c.open())
+                .map_err(|e| ClientError::Usage(format!("the object store: {e:#}")))?,
+        ),
+        None => None,
+    };
+
+    // Blocks: from a data directory, or from a peer (with a wallet).
+    let wallet;
+    let peers;
+    let source = match &args.data_dir {
+        Some(dir) => verify::open_data_dir(dir)?,
+        None => {
+            wallet = match (&cli.wallet, &layout) {
+                (None, Some(l)) => medledger_client::wallet::Wallet::open(&l.admin_wallet())?,
+                _ => open_wallet(cli)?,
+            };
+            let address = cli
+                .peer
+                .clone()
+                .or_else(|| layout.as_ref().map(|l| l.first_peer().to_string()))
+                .unwrap_or_else(|| DEFAULT_PEER.to_string());
+            peers = PeerSet::connect(&wallet, &address).await?;
+            let index = peers
+                .addresses
+                .iter()
+                .position(|a| *a == address)
+                .unwrap_or(0);
+            BlockSource::Peer {
+                peers: &peers,
+                index,
+            }
+        }
+    };
+    let genesis_path = args
+        .genesis
+        .clone()
+        .or_else(|| layout.as_ref().map(|l| l.genesis()));
+    let (genesis, pinned) = match &genesis_path {
+        Some(path) => (
+            Genesis::read(path).map_err(|e| ClientError::Usage(format!("--genesis: {e}")))?,
+            true,
+        ),
+        None => (source.genesis().await?, false),
+    };
+
+    let report = verify::verify(genesis, &source, store.as_deref(), |_| {}).await?;
+    let mut text = format!(
+        "network {}{}\n",
+        hex::encode(&report.network_id[..8]),
+        if pinned {
+            ""
+        } else {
+            " (genesis as the peer serves it: pin it with --genesis)"
+        }
+    );
+    for b in &report.blocks {
+        if b.ok() {
+            text.push_str(&format!(
+                "  block {:>6}  ok      {} tx ({} valid){}\n",
+                b.number,
+                b.transactions,
+                b.valid_transactions,
+                if b.state_unchecked {
+                    "; state not re-derived (diverged earlier)"
+                } else {
+                    ""
+                }
+            ));
+        } else {
+            text.push_str(&format!("  block {:>6}  FAILED\n", b.number));
+            for p in &b.problems {
+                text.push_str(&format!("                  - {p}\n"));
+            }
+        }
+    }
+    match &report.objects {
+        Some(objects) => {
+            for o in objects {
+                text.push_str(&format!(
+                    "  object {}  {}\n",
+                    o.path,
+                    o.state.describe()
+                ));
+            }
+        }
+        None => text.push_str(
+            "  objects not checked: give --objects-dir or --s3-endpoint (or --dir of a local network)\n",
+        ),
+    }
+    let verdict = format!(
+        "{} blocks ({} failed), {} objects ({} failed)",
+        report.blocks.len(),
+        report.failed_blocks(),
+        report.objects.as_ref().map_or(0, Vec::len),
+        report.failed_objects()
+    );
+    let json = json!({
+        "network_id": hex::encode(report.network_id),
+        "genesis_pinned": pinned,
+        "ok": report.ok(),
+        "diverged_at": report.diverged_at,
+        "blocks": report.blocks.iter().map(|b| json!({
+            "number": b.number, "ok": b.ok(), "transactions": b.transactions,
+            "valid_transactions": b.valid_transactions, "problems": b.problems,
+            "state_unchecked": b.state_unchecked,
+        })).collect::<Vec<_>>(),
+        "objects": report.objects.as_ref().map(|o| o.iter().map(|v| json!({
+            "path": v.path, "ok": v.state.ok(), "state": v.state.describe(),
+        })).collect::<Vec<_>>()),
+    });
+    if report.ok() {
+        text.push_str(&format!("VERIFIED: {verdict}"));
+        Ok(Output { text, json })
+    } else {
+        // The report goes out in full, then the command fails.
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).unwrap_or_default()
+            );
+        } else {
+            println!("{}", text.trim_end());
+        }
+        Err(ClientError::VerificationFailed(verdict))
+    }
+}

@@ -1,0 +1,269 @@
+//! `medledger ledger verify`: an auditor's check of the whole ledger and of every stored
+//! object against it. Blocks come from a peer over gRPC or from a peer's data directory on
+//! disk; they are checked by [`medledger_peer::audit::Auditor`] against a pinned genesis
+//! block; objects are read straight from the object store (the auditor's own read access),
+//! never through the gateway.
+
+use std::path::Path;
+
+use futures_util::StreamExt;
+use medledger_peer::audit::{Auditor, BlockVerdict, ExpectedObject};
+use medledger_peer::genesis::Genesis;
+use medledger_peer::ledger::Ledger;
+use medledger_proto::v1;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
+
+use crate::error::ClientError;
+use crate::peer::PeerSet;
+
+/// Where the blocks come from.
+pub enum BlockSource<'a> {
+    /// Peer `index` of a connected set, over gRPC.
+    Peer { peers: &'a PeerSet, index: usize },
+    /// A peer's RocksDB data directory (read-only; the peer may be running or stopped).
+    DataDir(Ledger),
+}
+
+impl BlockSource<'_> {
+    /// Blocks `from..` (at most `limit`), in order; empty past the end.
+    async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<v1::Block>, ClientError> {
+        match self {
+            BlockSource::Peer { peers, index } => Ok(peers
+                .peer(*index)
+                .get_blocks(v1::GetBlocksRequest { from, limit })
+                .await
+                .map_err(ClientError::from_ledger_status)?
+                .into_inner()
+                .blocks),
+            BlockSource::DataDir(ledger) => {
+                let mut out = Vec::new();
+                for number in from..from + u64::from(limit) {
+                    match ledger
+                        .block(number)
+                        .map_err(|e| ClientError::Protocol(format!("block {number}: {e}")))?
+                    {
+                        Some(block) => out.push(block),
+                        None => break,
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The genesis block this source holds.
+    pub async fn genesis(&self) -> Result<Genesis, ClientError> {
+        let block = self
+            .blocks(0, 1)
+            .await?
+            .pop()
+            .ok_or_else(|| ClientError::Protocol("the source has no genesis block".into()))?;
+        Genesis::from_block(block).map_err(|e| ClientError::Protocol(format!("genesis: {e}")))
+    }
+}
+
+/// What became of one object the ledger references (or one it does not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectState {
+    Ok,
+    Missing,
+    /// Present but not the bytes the ledger hashed.
+    Tampered(String),
+    /// Its patient's record was erased, and the object is gone as it should be.
+    Erased,
+    /// Erased on the ledger, still in the store.
+    ErasedButPresent,
+    /// In the store, but no item on the ledger references it.
+    Unreferenced,
+    Unreadable(String),
+}
+
+impl ObjectState {
+    pub fn ok(&self) -> bool {
+        matches!(self, ObjectState::Ok | ObjectState::Erased)
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            ObjectState::Ok => "ok".into(),
+            ObjectState::Missing => "MISSING from the store".into(),
+            ObjectState::Tampered(why) => format!("TAMPERED: {why}"),
+            ObjectState::Erased => "erased (object deleted, as it should be)".into(),
+            ObjectState::ErasedButPresent => "ERASED on the ledger but still in the store".into(),
+            ObjectState::Unreferenced => "NOT ON THE LEDGER (no item references it)".into(),
+            ObjectState::Unreadable(why) => format!("UNREADABLE: {why}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ObjectVerdict {
+    pub path: String,
+    pub state: ObjectState,
+}
+
+pub struct Report {
+    pub network_id: [u8; 32],
+    pub blocks: Vec<BlockVerdict>,
+    /// None: objects were not checked (no store given).
+    pub objects: Option<Vec<ObjectVerdict>>,
+    pub diverged_at: Option<u64>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.blocks.iter().all(BlockVerdict::ok)
+            && self
+                .objects
+                .as_ref()
+                .is_none_or(|o| o.iter().all(|v| v.state.ok()))
+    }
+    pub fn failed_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| !b.ok()).count()
+    }
+    pub fn failed_objects(&self) -> usize {
+        self.objects
+            .as_ref()
+            .map_or(0, |o| o.iter().filter(|v| !v.state.ok()).count())
+    }
+}
+
+/// Verifies every block of `source` from `genesis`, then every object in `store`.
+pub async fn verify(
+    genesis: Genesis,
+    source: &BlockSource<'_>,
+    store: Option<&dyn ObjectStore>,
+    mut progress: impl FnMut(u64),
+) -> Result<Report, ClientError> {
+    let served = source.genesis().await?;
+    if served.network_id != genesis.network_id {
+        return Err(ClientError::VerificationFailed(format!(
+            "the source's genesis block is network {}, not the pinned {}",
+            hex::encode(&served.network_id[..8]),
+            hex::encode(&genesis.network_id[..8])
+        )));
+    }
+    let scratch = tempfile::tempdir()
+        .map_err(|e| ClientError::Protocol(format!("scratch directory: {e}")))?;
+    let network_id = genesis.network_id;
+    let mut auditor = Auditor::new(genesis, scratch.path())
+        .map_err(|e| ClientError::Protocol(format!("scratch ledger: {e}")))?;
+    let mut blocks = Vec::new();
+    let mut next = 1;
+    loop {
+        let page = source.blocks(next, 100).await?;
+        if page.is_empty() {
+            break;
+        }
+        for block in &page {
+            let verdict = auditor
+                .check(block)
+                .map_err(|e| ClientError::Protocol(format!("re-executing block {next}: {e}")))?;
+            let stop = verdict
+                .problems
+                .iter()
+                .any(|p| p.contains("comes next") || p == "no header");
+            blocks.push(verdict);
+            next += 1;
+            progress(next - 1);
+            if stop {
+                break;
+            }
+        }
+        if blocks.last().is_some_and(|b| {
+            b.problems
+                .iter()
+                .any(|p| p.contains("comes next") || p == "no header")
+        }) {
+            break;
+        }
+    }
+    let objects = match store {
+        Some(store) => {
+            let expected = auditor.stored_objects().map_err(|e| {
+                ClientError::Protocol(format!("reading the re-executed state: {e}"))
+            })?;
+            Some(check_objects(store, &expected).await?)
+        }
+        None => None,
+    };
+    Ok(Report {
+        network_id,
+        blocks,
+        objects,
+        diverged_at: auditor.diverged_at(),
+    })
+}
+
+async fn sha256_of(store: &dyn ObjectStore, path: &ObjectPath) -> Result<(u64, [u8; 32]), String> {
+    let object = store.get(path).await.map_err(|e| e.to_string())?;
+    let mut stream = object.into_stream();
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        size += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    Ok((size, hasher.finalize().into()))
+}
+
+/// Each expected object present with its size and hash (erased ones absent), and nothing in
+/// the store under `patients/` or `studies/` that the ledger does not reference.
+pub async fn check_objects(
+    store: &dyn ObjectStore,
+    expected: &[ExpectedObject],
+) -> Result<Vec<ObjectVerdict>, ClientError> {
+    let mut present = std::collections::BTreeSet::new();
+    for prefix in ["patients", "studies"] {
+        let mut listing = store.list(Some(&ObjectPath::from(prefix)));
+        while let Some(meta) = listing.next().await {
+            let meta =
+                meta.map_err(|e| ClientError::Protocol(format!("listing the object store: {e}")))?;
+            present.insert(meta.location.to_string());
+        }
+    }
+    let mut verdicts = Vec::new();
+    let mut referenced = std::collections::BTreeSet::new();
+    for object in expected {
+        referenced.insert(object.path.clone());
+        let exists = present.contains(&object.path);
+        let state = match (object.erased, exists) {
+            (true, false) => ObjectState::Erased,
+            (true, true) => ObjectState::ErasedButPresent,
+            (false, false) => ObjectState::Missing,
+            (false, true) => {
+                match sha256_of(store, &ObjectPath::from(object.path.as_str())).await {
+                    Err(why) => ObjectState::Unreadable(why),
+                    Ok((size, _)) if size != object.size => ObjectState::Tampered(format!(
+                        "{size} bytes; the ledger says {}",
+                        object.size
+                    )),
+                    Ok((_, digest)) if digest[..] != object.sha256[..] => {
+                        ObjectState::Tampered("its SHA-256 is not the ledger's".into())
+                    }
+                    Ok(_) => ObjectState::Ok,
+                }
+            }
+        };
+        verdicts.push(ObjectVerdict {
+            path: object.path.clone(),
+            state,
+        });
+    }
+    for path in present.difference(&referenced) {
+        verdicts.push(ObjectVerdict {
+            path: path.clone(),
+            state: ObjectState::Unreferenced,
+        });
+    }
+    Ok(verdicts)
+}
+
+/// Opens a peer's data directory for reading.
+pub fn open_data_dir(dir: &Path) -> Result<BlockSource<'static>, ClientError> {
+    Ledger::open_read_only(dir)
+        .map(BlockSource::DataDir)
+        .map_err(|e| ClientError::Usage(format!("--data-dir {}: {e}", dir.display())))
+}

@@ -1,0 +1,346 @@
+//! Verifying a ledger from its blocks alone, as an auditor does: nothing a peer says is
+//! trusted but the genesis block the auditor pins.
+//!
+//! For each block, in order: the number follows, `prev_hash` is the hash of the previous
+//! header, `tx_root` is the Merkle root of its envelopes, the commit certificate holds 2f+1
+//! valid commit signatures from distinct genesis peers over the block's batch, and
+//! re-executing the batch — every transaction's signature, certificate, window and the
+//! chaincode, exactly as a peer runs them — gives the same header and the same results. The
+//! re-execution runs on a scratch ledger of its own, so the final world state is the one the
+//! blocks imply, and [`Auditor::stored_objects`] lists what the object store must hold.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use medledger_pbft as pbft;
+use medledger_pbft::Signable;
+use medledger_proto::v1;
+use prost::Message;
+
+use crate::block::{header_hash, tx_root};
+use crate::execute::{CertifiedBatch, Revocations, execute_block};
+use crate::genesis::Genesis;
+use crate::ledger::{Ledger, LedgerError, StateView};
+use crate::validate::Validator;
+
+/// What the auditor found about one block. No problems: the block verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockVerdict {
+    pub number: u64,
+    pub transactions: usize,
+    pub valid_transactions: usize,
+    pub problems: Vec<String>,
+    /// Set once re-execution has diverged: later state roots cannot be re-derived.
+    pub state_unchecked: bool,
+}
+
+impl BlockVerdict {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// An object the ledger says the store holds (or, once erased, must no longer hold).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedObject {
+    pub path: String,
+    pub sha256: Vec<u8>,
+    pub size: u64,
+    /// Erased with its patient's record: the object must be gone.
+    pub erased: bool,
+}
+
+pub struct Auditor {
+    genesis: Arc<Genesis>,
+    ledger: Ledger,
+    validator: Validator,
+    revocations: Revocations,
+    /// The last block's header as the auditor received it (links are checked against it).
+    previous: v1::BlockHeader,
+    /// The first block whose re-execution did not match.
+    diverged_at: Option<u64>,
+}
+
+impl Auditor {
+    /// Starts from `genesis`, with a scratch ledger under `scratch` (an empty directory the
+    /// caller removes afterwards).
+    pub fn new(genesis: Genesis, scratch: &Path) -> Result<Auditor, LedgerError> {
+        let genesis = Arc::new(genesis);
+        let ledger = Ledger::open(scratch, &genesis)?;
+        let revocations = Revocations::load(&ledger)?;
+        let previous = ledger.header(0)?;
+        Ok(Auditor {
+            validator: Validator::new(genesis.clone()),
+            genesis,
+            ledger,
+            revocations,
+            previous,
+            diverged_at: None,
+        })
+    }
+
+    pub fn network_id(&self) -> [u8; 32] {
+        self.genesis.network_id
+    }
+
+    pub fn height(&self) -> u64 {
+        self.ledger.height()
+    }
+
+    /// Verifies the next block.
+    pub fn check(&mut self, block: &v1::Block) -> Result<BlockVerdict, LedgerError> {
+        let expected_number = self.ledger.height() + 1;
+        let mut verdict = BlockVerdict {
+            number: block.header.as_ref().map_or(expected_number, |h| h.number),
+            transactions: block.envelopes.len(),
+            valid_transactions: block
+                .results
+                .iter()
+                .filter(|r| r.status == v1::TxStatus::Valid as i32)
+                .count(),
+            problems: Vec::new(),
+            state_unchecked: self.diverged_at.is_some(),
+        };
+        let problems = &mut verdict.problems;
+        let Some(header) = &block.header else {
+            problems.push("no header".into());
+            return Ok(verdict);
+        };
+        if header.number != expected_number {
+            problems.push(format!(
+                "numbered {}, but block {expected_number} comes next",
+                header.number
+            ));
+            return Ok(verdict);
+        }
+        if header.prev_hash != header_hash(&self.previous) {
+            problems.push(format!(
+                "prev_hash does not match the hash of block {}'s header: the chain is broken here",
+                expected_number - 1
+            ));
+        }
+        if header.tx_root != tx_root(&block.envelopes) {
+            problems.push("tx_root is not the Merkle root of the block's transactions".into());
+        }
+        let batch = match batch_of(block) {
+            Ok(batch) => batch,
+            Err(why) => {
+                problems.push(why);
+                return Ok(verdict);
+            }
+        };
+        let commits =
+            match self.check_certificate(header.number, &batch, block.certificate.as_ref()) {
+                Ok(commits) => commits,
+                Err(why) => {
+                    problems.push(why);
+                    // Without a certificate, re-execute with none: the state still advances.
+                    Vec::new()
+                }
+            };
+
+        let certified = CertifiedBatch {
+            seq: header.number,
+            batch: &batch,
+            commits: &commits,
+        };
+        let commit = execute_block(&self.ledger, &self.validator, &self.revocations, &certified)?;
+        let ours = commit.block.header.clone().unwrap_or_default();
+        if self.diverged_at.is_none() {
+            let mut diverged = false;
+            if ours.state_root != header.state_root {
+                problems.push(
+                    "state_root differs from re-execution: the block's effects were altered".into(),
+                );
+                diverged = true;
+            }
+            if ours.time_ms != header.time_ms {
+                problems.push(format!(
+                    "time {} ms differs from the consensus time {} ms of its batch",
+                    header.time_ms, ours.time_ms
+                ));
+            }
+            if ours.view != header.view && !commits.is_empty() {
+                problems.push(format!(
+                    "view {} differs from its certificate's view {}",
+                    header.view, ours.view
+                ));
+            }
+            if block.results.len() != commit.block.results.len() {
+                problems.push(format!(
+                    "{} results for {} transactions",
+                    block.results.len(),
+                    commit.block.results.len()
+                ));
+                diverged = true;
+            }
+            for (i, (stored, again)) in block.results.iter().zip(&commit.block.results).enumerate()
+            {
+                if stored != again {
+                    problems.push(format!(
+                        "transaction {i}: the block records {} ({}), re-execution gives {} ({})",
+                        status_name(stored.status),
+                        if stored.message.is_empty() {
+                            "ok"
+                        } else {
+                            &stored.message
+                        },
+                        status_name(again.status),
+                        if again.message.is_empty() {
+                            "ok"
+                        } else {
+                            &again.message
+                        },
+                    ));
+                    diverged = true;
+                }
+            }
+            if diverged {
+                self.diverged_at = Some(header.number);
+            }
+        }
+        self.ledger.commit_block(&commit)?;
+        self.revocations.apply(&commit.revocations);
+        self.previous = header.clone();
+        Ok(verdict)
+    }
+
+    /// The block where re-execution first diverged, if any.
+    pub fn diverged_at(&self) -> Option<u64> {
+        self.diverged_at
+    }
+
+    /// 2f+1 commits from distinct genesis peers, for this batch at this number.
+    fn check_certificate(
+        &self,
+        number: u64,
+        batch: &pbft::Batch,
+        certificate: Option<&v1::CommitCertificate>,
+    ) -> Result<Vec<pbft::Signed<pbft::Vote>>, String> {
+        let certificate = certificate.ok_or("no commit certificate")?;
+        let digest = batch.digest();
+        if certificate.batch_digest != digest {
+            return Err(
+                "the commit certificate is for another batch than the block's transactions".into(),
+            );
+        }
+        let vote = pbft::Vote {
+            view: certificate.view,
+            seq: number,
+            digest,
+        };
+        let bytes = pbft::CommitVote(&vote).signed_bytes();
+        let mut signers = std::collections::BTreeSet::new();
+        let mut commits = Vec::new();
+        for c in &certificate.commits {
+            let Some(key) = self.genesis.peer_keys.get(c.replica as usize) else {
+                return Err(format!(
+                    "a commit from replica {}, which is not a genesis peer",
+                    c.replica
+                ));
+            };
+            let valid = medledger_crypto::Signature::from_slice(&c.signature)
+                .map(|s| {
+                    key.verify(medledger_crypto::SignatureDomain::Consensus, &bytes, &s)
+                        .is_ok()
+                })
+                .unwrap_or(false);
+            if !valid {
+                return Err(format!(
+                    "the commit signature of replica {} does not verify",
+                    c.replica
+                ));
+            }
+            if signers.insert(c.replica) {
+                commits.push(pbft::Signed {
+                    from: c.replica,
+                    message: vote,
+                    signature: c.signature.clone(),
+                });
+            }
+        }
+        let quorum = self.genesis.pbft_config().quorum();
+        if signers.len() < quorum {
+            return Err(format!(
+                "{} distinct commit signatures; {quorum} are needed",
+                signers.len()
+            ));
+        }
+        Ok(commits)
+    }
+
+    /// Every clinical file and study copy the re-executed state references.
+    pub fn stored_objects(&self) -> Result<Vec<ExpectedObject>, LedgerError> {
+        let view = StateView::new(&self.ledger);
+        let mut out = Vec::new();
+        let corrupt = |key: &str, e: prost::DecodeError| LedgerError::Corrupt {
+            what: "state",
+            why: format!("{key}: {e}"),
+        };
+        for (prefix, study) in [("patient/", false), ("study-item/", true)] {
+            let mut start = prefix.to_string();
+            loop {
+                let page = view.scan(prefix, &start, None, 1024)?;
+                let Some((last, _)) = page.last() else { break };
+                start = format!("{last}\0");
+                for (key, value) in page {
+                    if study {
+                        let item = v1::StudyItem::decode(value.as_slice())
+                            .map_err(|e| corrupt(&key, e))?;
+                        out.push(ExpectedObject {
+                            path: item.path,
+                            sha256: item.sha256,
+                            size: item.size,
+                            erased: item.tombstoned,
+                        });
+                    } else if key.split('/').nth(2) == Some("item") {
+                        let item = v1::ClinicalItem::decode(value.as_slice())
+                            .map_err(|e| corrupt(&key, e))?;
+                        out.push(ExpectedObject {
+                            path: item.path,
+                            sha256: item.sha256,
+                            size: item.size,
+                            erased: item.tombstoned,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn status_name(status: i32) -> &'static str {
+    v1::TxStatus::try_from(status)
+        .map(|s| s.as_str_name())
+        .unwrap_or("UNKNOWN")
+}
+
+/// The batch PBFT ordered, as the block records it.
+fn batch_of(block: &v1::Block) -> Result<pbft::Batch, String> {
+    if block.request_ids.len() != block.envelopes.len() {
+        return Err(format!(
+            "{} request ids for {} transactions",
+            block.request_ids.len(),
+            block.envelopes.len()
+        ));
+    }
+    let requests = block
+        .request_ids
+        .iter()
+        .zip(&block.envelopes)
+        .map(|(id, payload)| {
+            Ok(pbft::Request {
+                tx_id: id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| "a request id is not 32 bytes".to_string())?,
+                payload: payload.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(pbft::Batch {
+        timestamp_ms: block.batch_time_ms,
+        requests,
+    })
+}
