@@ -141,18 +141,26 @@ pub fn check_access(stub: &dyn Stub, args: CheckAccessArgs) -> Result<Vec<u8>, C
         owner_or_auditor(stub, &patient)?;
     }
     let permissions = permissions_of(stub, &patient.hex, &args.grantee)?;
-    let result = match evaluate(&permissions, &args.category, right, None, stub.time()) {
+    let study = (!args.study_id.is_empty()).then_some(args.study_id.as_str());
+    let result = match evaluate(&permissions, &args.category, right, study, stub.time()) {
         Ok(permission) => CheckAccessResult {
             allowed: true,
             permission_id: permission.id.clone(),
             reason: String::new(),
             category_key: get(stub, &keys::category_key(&patient.hex, &args.category))?,
+            study_pseudonym: permission.study_pseudonym.clone(),
+            anonymize: permission.anonymize,
+            study_key: match study {
+                Some(id) => get::<medledger_proto::v1::Study>(stub, &keys::study(id))?
+                    .map(|s| s.study_key)
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            },
         },
         Err(denial) => CheckAccessResult {
             allowed: false,
-            permission_id: String::new(),
             reason: denial.to_string(),
-            category_key: None,
+            ..CheckAccessResult::default()
         },
     };
     Ok(result.encode_to_vec())

@@ -78,6 +78,7 @@ impl Destination {
                     grantee: me.to_string(),
                     category: category.to_string(),
                     right: v1::Right::Write as i32,
+                    ..Default::default()
                 }
                 .encode_to_vec(),
             )
@@ -116,6 +117,23 @@ impl Destination {
     }
 }
 
+/// A copy of a patient's item for a study: encrypted to the study's key, stored under the
+/// study pseudonym the patient put in the share grant.
+pub struct StudyCopy {
+    pub pseudonym: [u8; 32],
+    pub source_item_id: String,
+    pub study_id: String,
+    pub study_pseudonym: Vec<u8>,
+    pub study_key: EncryptionPublicKey,
+    pub anonymized: bool,
+}
+
+/// Where an upload goes.
+pub enum Target<'a> {
+    Item(&'a Destination),
+    StudyCopy(&'a StudyCopy),
+}
+
 #[derive(Debug, Clone)]
 pub struct Uploaded {
     pub item_id: String,
@@ -133,14 +151,29 @@ pub async fn upload(
     gateway: &mut GatewayClient<Channel>,
     destination: &Destination,
     input: &Path,
+    progress: impl FnMut(u64, u64) + Send + 'static,
+) -> Result<Uploaded, ClientError> {
+    upload_to(peers, gateway, Target::Item(destination), input, progress).await
+}
+
+/// Encrypts `input` here and stores it at `target` through the gateway.
+pub async fn upload_to(
+    peers: &PeerSet,
+    gateway: &mut GatewayClient<Channel>,
+    target: Target<'_>,
+    input: &Path,
     mut progress: impl FnMut(u64, u64) + Send + 'static,
 ) -> Result<Uploaded, ClientError> {
     let mut id = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut id);
     let item_id = hex::encode(id);
     let key = FileKey::generate(&mut rand_core::OsRng);
+    let wrap_to = match &target {
+        Target::Item(d) => &d.category_key,
+        Target::StudyCopy(c) => &c.study_key,
+    };
     let wrapped_dek = wrap_key(
-        &destination.category_key,
+        wrap_to,
         key.as_bytes(),
         WrapContext::FileKey { item_id: &item_id },
         &mut rand_core::OsRng,
@@ -177,25 +210,49 @@ pub async fn upload(
     let (spool, sha256, size) = spool
         .await
         .map_err(|e| ClientError::Usage(e.to_string()))??;
-    let path = medledger_chaincode::keys::item_path(
-        &medledger_chaincode::keys::pseudonym_hex(&destination.pseudonym),
-        &destination.category,
-        &item_id,
-    );
-    let (tx_id, envelope) = peers.transaction(
-        "add_item",
-        v1::AddItemArgs {
-            pseudonym: destination.pseudonym.to_vec(),
-            item_id: item_id.clone(),
-            category: destination.category.clone(),
-            path: path.clone(),
-            sha256: sha256.to_vec(),
-            size,
-            wrapped_dek,
-            key_epoch: destination.key_epoch,
+    use medledger_chaincode::keys;
+    let (path, function, args) = match &target {
+        Target::Item(destination) => {
+            let path = keys::item_path(
+                &keys::pseudonym_hex(&destination.pseudonym),
+                &destination.category,
+                &item_id,
+            );
+            let args = v1::AddItemArgs {
+                pseudonym: destination.pseudonym.to_vec(),
+                item_id: item_id.clone(),
+                category: destination.category.clone(),
+                path: path.clone(),
+                sha256: sha256.to_vec(),
+                size,
+                wrapped_dek,
+                key_epoch: destination.key_epoch,
+            }
+            .encode_to_vec();
+            (path, "add_item", args)
         }
-        .encode_to_vec(),
-    );
+        Target::StudyCopy(copy) => {
+            let path = keys::study_item_path(
+                &copy.study_id,
+                &keys::pseudonym_hex(&copy.study_pseudonym),
+                &item_id,
+            );
+            let args = v1::ShareForStudyArgs {
+                pseudonym: copy.pseudonym.to_vec(),
+                source_item_id: copy.source_item_id.clone(),
+                study_id: copy.study_id.clone(),
+                item_id: item_id.clone(),
+                path: path.clone(),
+                sha256: sha256.to_vec(),
+                size,
+                wrapped_dek,
+                anonymized: copy.anonymized,
+            }
+            .encode_to_vec();
+            (path, "share_for_study", args)
+        }
+    };
+    let (tx_id, envelope) = peers.transaction(function, args);
 
     let (tx, rx) = tokio::sync::mpsc::channel::<v1::UploadRequest>(4);
     let reader = spool
@@ -264,6 +321,21 @@ pub enum Reader<'a> {
     Grantee(&'a Wallet),
     /// The patient, with the record keys in their wallet.
     Owner(&'a RecordKeys),
+    /// A study's researcher, with the study's private key.
+    Study(&'a EncryptionKey),
+}
+
+/// What to download.
+pub enum Source<'a> {
+    Item {
+        pseudonym: [u8; 32],
+        item_id: &'a str,
+    },
+    StudyCopy {
+        study_id: &'a str,
+        study_pseudonym: &'a [u8],
+        item_id: &'a str,
+    },
 }
 
 /// Records the access on the ledger, downloads the item's ciphertext, checks it against the
@@ -275,16 +347,49 @@ pub async fn download(
     pseudonym: [u8; 32],
     item_id: &str,
     output: &Path,
+    progress: impl FnMut(u64, u64),
+) -> Result<Downloaded, ClientError> {
+    let source = Source::Item { pseudonym, item_id };
+    download_from(peers, gateway, reader, &source, output, progress).await
+}
+
+/// Records the access on the ledger, downloads, checks against the ledger and decrypts.
+pub async fn download_from(
+    peers: &PeerSet,
+    gateway: &mut GatewayClient<Channel>,
+    reader: Reader<'_>,
+    source: &Source<'_>,
+    output: &Path,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Downloaded, ClientError> {
-    let (tx_id, envelope) = peers.transaction(
-        "record_access",
-        v1::RecordAccessArgs {
-            pseudonym: pseudonym.to_vec(),
-            item_id: item_id.to_string(),
-        }
-        .encode_to_vec(),
-    );
+    let (item_id, pseudonym, function, args) = match source {
+        Source::Item { pseudonym, item_id } => (
+            *item_id,
+            *pseudonym,
+            "record_access",
+            v1::RecordAccessArgs {
+                pseudonym: pseudonym.to_vec(),
+                item_id: item_id.to_string(),
+            }
+            .encode_to_vec(),
+        ),
+        Source::StudyCopy {
+            study_id,
+            study_pseudonym,
+            item_id,
+        } => (
+            *item_id,
+            [0; 32],
+            "record_study_access",
+            v1::RecordStudyAccessArgs {
+                study_id: study_id.to_string(),
+                study_pseudonym: study_pseudonym.to_vec(),
+                item_id: item_id.to_string(),
+            }
+            .encode_to_vec(),
+        ),
+    };
+    let (tx_id, envelope) = peers.transaction(function, args);
     let mut stream = gateway
         .download(v1::DownloadRequest {
             envelope: Some(envelope),
@@ -313,8 +418,31 @@ pub async fn download(
         ));
     };
     let committed = peers.attest(&tx_id, &attestation)?.into_valid()?;
-    let access = v1::RecordAccessResult::decode(committed.result.as_slice())
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let access = match source {
+        Source::Item { .. } => v1::RecordAccessResult::decode(committed.result.as_slice())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?,
+        Source::StudyCopy { .. } => {
+            let copy = v1::RecordStudyAccessResult::decode(committed.result.as_slice())
+                .map_err(|e| ClientError::Protocol(e.to_string()))?
+                .item
+                .ok_or_else(|| ClientError::Protocol("the committed access names no item".into()))?;
+            v1::RecordAccessResult {
+                item: Some(v1::ClinicalItem {
+                    id: copy.item_id,
+                    category: copy.category,
+                    uploader: copy.shared_by,
+                    path: copy.path,
+                    sha256: copy.sha256,
+                    size: copy.size,
+                    created_at: copy.shared_at,
+                    wrapped_dek: copy.wrapped_dek,
+                    key_epoch: 0,
+                    tombstoned: copy.tombstoned,
+                }),
+                ..Default::default()
+            }
+        }
+    };
     let item = access
         .item
         .clone()
@@ -380,6 +508,7 @@ pub async fn download(
     }
 
     let category_key: EncryptionKey = match reader {
+        Reader::Study(key) => EncryptionKey::from_bytes(*key.to_bytes()),
         Reader::Owner(keys) => EncryptionKey::from_bytes(
             *keys
                 .category_key(&item.category, item.key_epoch)?

@@ -9,12 +9,14 @@
 //! - [`peer::PeerSet`]: signed transactions to every peer, f+1 matching receipts, queries.
 //! - [`enroll`] / [`reenroll`]: create keys locally, send only a CSR and the X25519 public key.
 
+pub mod anonymize;
 pub mod ca;
 pub mod error;
 pub mod files;
 pub mod network;
 pub mod patient;
 pub mod peer;
+pub mod research;
 pub mod store;
 pub mod verify;
 pub mod wallet;

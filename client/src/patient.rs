@@ -10,7 +10,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use medledger_crypto::{
-    EncryptionKey, EncryptionPublicKey, PatientKey, WrapContext, derive_pseudonym, wrap_key,
+    EncryptionKey, EncryptionPublicKey, PatientKey, WrapContext, derive_pseudonym,
+    derive_study_pseudonym, wrap_key,
 };
 use medledger_proto::v1;
 use serde::{Deserialize, Serialize};
@@ -162,6 +163,11 @@ impl RecordKeys {
                 })
                 .collect(),
         }
+    }
+
+    /// This patient's pseudonym in study `study_id` (put in a share grant).
+    pub fn study_pseudonym(&self, study_id: &str) -> [u8; 32] {
+        derive_study_pseudonym(&self.patient_key, study_id).0
     }
 
     /// The private key of `category` at `epoch`.

@@ -39,7 +39,9 @@ pub use identity::{
     Attribute, AttributeWindow, IdentityError, MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_VALUE_LEN,
     MAX_ATTRIBUTES, MAX_NAME_LEN, Role, validate_name,
 };
-pub use pseudonym::{PSEUDONYM_LEN, PatientKey, Pseudonym, derive_pseudonym};
+pub use pseudonym::{
+    PSEUDONYM_LEN, PatientKey, Pseudonym, derive_pseudonym, derive_study_pseudonym,
+};
 pub use signing::{
     SIGNATURE_LEN, Signature, SignatureDomain, SignatureError, SigningIdentity, VerifyingKey,
 };

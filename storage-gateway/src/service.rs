@@ -153,6 +153,70 @@ fn store_status(what: &str, e: object_store::Error) -> Status {
     Status::unavailable(format!("the object store failed while {what}; retry later"))
 }
 
+/// What an upload transaction (`add_item`, or `share_for_study` for a study's copy) declares
+/// about its object, checked with the chaincode's own rules (which also make each part of
+/// the path a safe object-path segment).
+fn declaration(transaction: &v1::Transaction) -> Result<Declared, String> {
+    let (path, expected, sha256, size) = match transaction.function.as_str() {
+        "add_item" => {
+            let args = v1::AddItemArgs::decode(transaction.args.as_slice())
+                .map_err(|e| format!("add_item arguments: {e}"))?;
+            limits::exact_len("pseudonym", &args.pseudonym, 32)
+                .and_then(|_| limits::identifier("category", &args.category))
+                .and_then(|_| limits::identifier("item_id", &args.item_id))
+                .map_err(|e| e.to_string())?;
+            let expected = keys::item_path(
+                &keys::pseudonym_hex(&args.pseudonym),
+                &args.category,
+                &args.item_id,
+            );
+            (args.path, expected, args.sha256, args.size)
+        }
+        "share_for_study" => {
+            let args = v1::ShareForStudyArgs::decode(transaction.args.as_slice())
+                .map_err(|e| format!("share_for_study arguments: {e}"))?;
+            limits::identifier("study_id", &args.study_id)
+                .and_then(|_| limits::identifier("item_id", &args.item_id))
+                .map_err(|e| e.to_string())?;
+            // The study pseudonym is in the patient's grant; the chaincode checks it. Here
+            // it must be 64 hex digits, like every pseudonym in a path.
+            let study_pseudonym = args
+                .path
+                .split('/')
+                .nth(2)
+                .filter(|p| p.len() == 64 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+                .unwrap_or("<study pseudonym>")
+                .to_ascii_lowercase();
+            let expected = keys::study_item_path(&args.study_id, &study_pseudonym, &args.item_id);
+            (args.path, expected, args.sha256, args.size)
+        }
+        other => return Err(format!("{other} does not store an object")),
+    };
+    if path != expected {
+        return Err(format!("the object path must be {expected}"));
+    }
+    let sha256: [u8; 32] = sha256
+        .as_slice()
+        .try_into()
+        .map_err(|_| "sha256 must be 32 bytes".to_string())?;
+    Ok(Declared { path, sha256, size })
+}
+
+/// The object a committed read names: (item id, path, size, SHA-256, erased).
+fn read_object(function: &str, result: &[u8]) -> Option<(String, String, u64, Vec<u8>, bool)> {
+    match function {
+        "record_access" => v1::RecordAccessResult::decode(result)
+            .ok()?
+            .item
+            .map(|i| (i.id, i.path, i.size, i.sha256, i.tombstoned)),
+        "record_study_access" => v1::RecordStudyAccessResult::decode(result)
+            .ok()?
+            .item
+            .map(|i| (i.item_id, i.path, i.size, i.sha256, i.tombstoned)),
+        _ => None,
+    }
+}
+
 /// The signed transaction an envelope carries, decoded, with its id.
 fn transaction_of(
     envelope: &v1::Envelope,
@@ -205,8 +269,9 @@ impl Gateway {
         &self,
         request: &Request<T>,
         envelope: Option<&v1::Envelope>,
-        function: &str,
+        functions: &[&str],
     ) -> Result<Opened, Status> {
+        let function = functions.join(" or ");
         let der = medledger_tls::peer_certificate(request)
             .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
         let identity = validate_enrollment_certificate(
@@ -221,7 +286,7 @@ impl Gateway {
                 "the request must carry a readable signed {function} transaction"
             )));
         };
-        if transaction.function != function {
+        if !functions.contains(&transaction.function.as_str()) {
             return Err(Status::invalid_argument(format!(
                 "expected a {function} transaction, got {:?}",
                 transaction.function
@@ -252,39 +317,14 @@ impl Gateway {
     }
 
     fn declared(&self, opened: &Opened) -> Result<Declared, Status> {
-        let args = v1::AddItemArgs::decode(opened.transaction.args.as_slice())
-            .map_err(|e| Status::invalid_argument(format!("add_item arguments: {e}")))?;
-        // The chaincode's own rules: they also make each part a safe object-path segment.
-        limits::exact_len("pseudonym", &args.pseudonym, 32)
-            .and_then(|_| limits::identifier("category", &args.category))
-            .and_then(|_| limits::identifier("item_id", &args.item_id))
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let path = keys::item_path(
-            &keys::pseudonym_hex(&args.pseudonym),
-            &args.category,
-            &args.item_id,
-        );
-        if args.path != path {
-            return Err(Status::invalid_argument(format!(
-                "the object path must be {path}"
-            )));
-        }
-        let sha256: [u8; 32] = args
-            .sha256
-            .as_slice()
-            .try_into()
-            .map_err(|_| Status::invalid_argument("sha256 must be 32 bytes"))?;
-        if args.size > self.limits.max_file_size {
+        let declared = declaration(&opened.transaction).map_err(Status::invalid_argument)?;
+        if declared.size > self.limits.max_file_size {
             return Err(Status::out_of_range(format!(
                 "the file is {} bytes; this gateway accepts at most {}",
-                args.size, self.limits.max_file_size
+                declared.size, self.limits.max_file_size
             )));
         }
-        Ok(Declared {
-            path,
-            sha256,
-            size: args.size,
-        })
+        Ok(declared)
     }
 
     fn permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
@@ -342,7 +382,13 @@ impl Gateway {
             let Some((_, tx, tx_id)) = transaction_of(&envelope) else {
                 continue;
             };
-            let Ok(args) = v1::AddItemArgs::decode(tx.args.as_slice()) else {
+            if tx.function == "erase_patient" {
+                if !self.settle_erasure(&envelope, &tx_id).await {
+                    unsettled += 1;
+                }
+                continue;
+            }
+            let Ok(args) = declaration(&tx) else {
                 self.journal.settle(&tx_id);
                 continue;
             };
@@ -410,12 +456,12 @@ impl v1::gateway_server::Gateway for Gateway {
             Some(v1::upload_request::Part::Envelope(e)) => e,
             _ => {
                 return Err(Status::invalid_argument(
-                    "the first message must be the signed add_item transaction",
+                    "the first message must be the signed add_item or share_for_study transaction",
                 ));
             }
         };
         let probe = Request::from_parts(metadata, extensions, ());
-        let opened = self.open(&probe, Some(&envelope), "add_item")?;
+        let opened = self.open(&probe, Some(&envelope), &["add_item", "share_for_study"])?;
         let declared = self.declared(&opened)?;
         let _claim = self.claim(&declared.path)?;
         let path = ObjectPath::from(declared.path.as_str());
@@ -527,10 +573,10 @@ impl v1::gateway_server::Gateway for Gateway {
         request: Request<v1::DownloadRequest>,
     ) -> Result<Response<DownloadStream>, Status> {
         let permit = self.permit()?;
-        self.open(
+        let opened = self.open(
             &request,
             request.get_ref().envelope.as_ref(),
-            "record_access",
+            &["record_access", "record_study_access"],
         )?;
         let envelope = request.into_inner().envelope.unwrap_or_default();
         let committed = match self.commit(&envelope).await.map_err(client_status)? {
@@ -545,21 +591,19 @@ impl v1::gateway_server::Gateway for Gateway {
             // The refusal is on the patient's audit trail; nothing is streamed.
             return Err(client_status(committed.refusal()));
         }
-        let item = v1::RecordAccessResult::decode(committed.result.as_slice())
-            .ok()
-            .and_then(|r| r.item)
-            .ok_or_else(|| Status::internal("the committed access names no item"))?;
-        if item.tombstoned {
+        let (item_id, item_path, item_size, item_sha256, erased) =
+            read_object(&opened.transaction.function, &committed.result)
+                .ok_or_else(|| Status::internal("the committed access names no item"))?;
+        if erased {
             return Err(Status::failed_precondition("this item has been erased"));
         }
-        let path = ObjectPath::from(item.path.as_str());
+        let path = ObjectPath::from(item_path.as_str());
         let object = match self.store.get(&path).await {
             Ok(o) => o,
             Err(object_store::Error::NotFound { .. }) => {
-                tracing::error!(path = %item.path, "the object of a committed item is missing");
+                tracing::error!(path = %item_path, "the object of a committed item is missing");
                 return Err(Status::data_loss(format!(
-                    "the object of item {} is missing from the store",
-                    item.id
+                    "the object of item {item_id} is missing from the store"
                 )));
             }
             Err(e) => return Err(store_status("reading", e)),
@@ -598,11 +642,97 @@ impl v1::gateway_server::Gateway for Gateway {
                 }
             }
             let digest: [u8; 32] = hasher.finalize().into();
-            if sent != item.size || digest[..] != item.sha256[..] {
+            if sent != item_size || digest[..] != item_sha256[..] {
                 // The client detects this from the hash too; the operator needs to know.
-                tracing::error!(path = %item.path, "a stored object does not match its hash on the ledger");
+                tracing::error!(path = %item_path, "a stored object does not match its hash on the ledger");
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn erase(
+        &self,
+        request: Request<v1::EraseRequest>,
+    ) -> Result<Response<v1::EraseResponse>, Status> {
+        let opened = self.open(
+            &request,
+            request.get_ref().envelope.as_ref(),
+            &["erase_patient"],
+        )?;
+        let envelope = request.into_inner().envelope.unwrap_or_default();
+        self.journal
+            .record(&opened.tx_id, &envelope)
+            .map_err(|e| Status::internal(format!("writing the journal: {e}")))?;
+        let committed = match self.commit(&envelope).await {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                return Err(Status::unavailable(
+                    "the peers did not confirm the erasure in time; the gateway finishes it \
+                     (deleting the objects once it commits) when they answer",
+                ));
+            }
+            Err(e) => {
+                self.journal.settle(&opened.tx_id);
+                return Err(client_status(e));
+            }
+        };
+        if !committed.is_valid() {
+            self.journal.settle(&opened.tx_id);
+            return Err(client_status(committed.refusal()));
+        }
+        let deleted = self.delete_erased(&committed).await.map_err(|e| {
+            store_status(
+                "deleting an erased record's objects (the journal retries)",
+                e,
+            )
+        })?;
+        self.journal.settle(&opened.tx_id);
+        Ok(Response::new(v1::EraseResponse {
+            attestation: Some(committed.attestation()),
+            deleted_paths: deleted,
+        }))
+    }
+}
+
+impl Gateway {
+    /// Deletes every object a committed erasure lists (already deleted ones count as done).
+    async fn delete_erased(
+        &self,
+        committed: &Committed,
+    ) -> Result<Vec<String>, object_store::Error> {
+        let paths = v1::ErasureResult::decode(committed.result.as_slice())
+            .map(|r| r.deleted_paths)
+            .unwrap_or_default();
+        for path in &paths {
+            match self.store.delete(&ObjectPath::from(path.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(
+            objects = paths.len(),
+            block = committed.block,
+            "erased record's objects deleted"
+        );
+        Ok(paths)
+    }
+
+    /// Resubmits a journaled erasure (it commits at most once) and deletes its objects once
+    /// committed. Returns whether it is settled.
+    async fn settle_erasure(&self, envelope: &v1::Envelope, tx_id: &[u8; 32]) -> bool {
+        match self.commit(envelope).await {
+            Ok(Some(c)) if c.is_valid() => {
+                if self.delete_erased(&c).await.is_ok() {
+                    self.journal.settle(tx_id);
+                    return true;
+                }
+                false
+            }
+            Ok(Some(_)) | Err(ClientError::Rejected { .. }) => {
+                self.journal.settle(tx_id);
+                true
+            }
+            _ => false,
+        }
     }
 }

@@ -1,0 +1,276 @@
+//! Research sharing (ARCHITECTURE §7). A researcher registers a study with a study key made
+//! here and kept in the wallet (`study-keys.json`, 0600). A clinician with a share grant for
+//! that study reads an item (a committed, audited access), de-identifies it when the grant
+//! says so ([`crate::anonymize`]; FHIR R4 JSON only), encrypts it to the study key and stores
+//! it under the study pseudonym the patient put in the grant. The researcher fetches every
+//! copy shared into the study; each fetch is a committed access on the patient's trail.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use medledger_crypto::{EncryptionKey, EncryptionPublicKey};
+use medledger_proto::v1;
+use medledger_proto::v1::gateway_client::GatewayClient;
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+use zeroize::Zeroizing;
+
+use crate::anonymize::anonymize_fhir;
+use crate::error::ClientError;
+use crate::files::{self, Reader, Source, StudyCopy, Target, Uploaded};
+use crate::peer::{Committed, PeerSet};
+use crate::wallet::Wallet;
+
+const FILE: &str = "study-keys.json";
+
+/// A researcher's study private keys, by study id.
+pub struct StudyKeys {
+    path: PathBuf,
+    keys: BTreeMap<String, EncryptionKey>,
+}
+
+impl StudyKeys {
+    pub fn open(wallet: &Wallet) -> Result<StudyKeys, ClientError> {
+        let path = wallet.dir.join(FILE);
+        let bad = |why: &str| ClientError::wallet(&wallet.dir, format!("{FILE}: {why}"));
+        let mut keys = BTreeMap::new();
+        if let Ok(meta) = std::fs::metadata(&path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(bad("readable by others; run chmod 600 on it"));
+            }
+            let text = Zeroizing::new(
+                std::fs::read_to_string(&path).map_err(|e| bad(&e.to_string()))?,
+            );
+            let stored: BTreeMap<String, String> =
+                serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+            for (study, secret) in stored {
+                let bytes: [u8; 32] = hex::decode(secret)
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| bad("a study key is not 32 bytes"))?;
+                keys.insert(study, EncryptionKey::from_bytes(bytes));
+            }
+        }
+        Ok(StudyKeys { path, keys })
+    }
+
+    pub fn get(&self, study_id: &str) -> Result<&EncryptionKey, ClientError> {
+        self.keys.get(study_id).ok_or_else(|| {
+            ClientError::Usage(format!(
+                "this wallet has no key for study {study_id}; fetch with the wallet that created it"
+            ))
+        })
+    }
+
+    fn save(&self) -> Result<(), ClientError> {
+        let stored: BTreeMap<&String, String> = self
+            .keys
+            .iter()
+            .map(|(s, k)| (s, hex::encode(*k.to_bytes())))
+            .collect();
+        let text = Zeroizing::new(
+            serde_json::to_string_pretty(&stored).map_err(|e| ClientError::Usage(e.to_string()))?,
+        );
+        let tmp = self.path.with_extension("json.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        write().map_err(|e| ClientError::wallet(self.path.parent().unwrap_or(Path::new(".")), e))
+    }
+}
+
+/// Registers study `id` with a new study key (kept in the wallet before the transaction is
+/// sent, so a committed study always has its key). `protocol` is the protocol document's
+/// bytes; its SHA-256 goes on the ledger.
+pub async fn create_study(
+    peers: &PeerSet,
+    wallet: &Wallet,
+    id: &str,
+    title: &str,
+    protocol: &[u8],
+) -> Result<Committed, ClientError> {
+    let mut keys = StudyKeys::open(wallet)?;
+    if keys.keys.contains_key(id) {
+        return Err(ClientError::Usage(format!(
+            "this wallet already holds a key for study {id}"
+        )));
+    }
+    let key = EncryptionKey::generate(&mut rand_core::OsRng);
+    let public = key.public_key();
+    keys.keys.insert(id.to_string(), key);
+    keys.save()?;
+    peers
+        .submit(
+            "register_study",
+            v1::RegisterStudyArgs {
+                id: id.to_string(),
+                title: title.to_string(),
+                protocol_hash: Sha256::digest(protocol).to_vec(),
+                study_key: public.to_bytes().to_vec(),
+            }
+            .encode_to_vec(),
+        )
+        .await?
+        .into_valid()
+}
+
+pub struct Shared {
+    pub uploaded: Uploaded,
+    pub anonymized: bool,
+    pub category: String,
+    /// The read of the source item (on the patient's trail).
+    pub read_block: u64,
+}
+
+/// A clinician shares `item_id` of patient `pseudonym` into `study_id`: reads it (committed),
+/// de-identifies it when the grant requires it or `anonymize` is asked, encrypts it to the
+/// study key and stores the copy under the study pseudonym.
+pub async fn share(
+    peers: &PeerSet,
+    gateway: &mut GatewayClient<Channel>,
+    wallet: &Wallet,
+    pseudonym: [u8; 32],
+    item_id: &str,
+    study_id: &str,
+    anonymize: bool,
+) -> Result<Shared, ClientError> {
+    let work = tempfile::tempdir().map_err(|e| ClientError::Usage(e.to_string()))?;
+    let plain = work.path().join("item");
+    let read = files::download(
+        peers,
+        gateway,
+        Reader::Grantee(wallet),
+        pseudonym,
+        item_id,
+        &plain,
+        |_, _| {},
+    )
+    .await?;
+    let answer = peers
+        .query(
+            "check_access",
+            v1::CheckAccessArgs {
+                pseudonym: pseudonym.to_vec(),
+                grantee: wallet.info.name.clone(),
+                category: read.item.category.clone(),
+                right: v1::Right::Share as i32,
+                study_id: study_id.to_string(),
+            }
+            .encode_to_vec(),
+        )
+        .await?;
+    let grant = v1::CheckAccessResult::decode(answer.result.as_slice())
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if !grant.allowed {
+        return Err(ClientError::from_ledger_status(
+            tonic::Status::permission_denied(format!(
+                "denied: {} (the patient grants share for study {study_id} with `medledger patient grant --rights share --study {study_id}`)",
+                grant.reason
+            )),
+        ));
+    }
+    let study_key = EncryptionPublicKey::from_slice(&grant.study_key)
+        .ok_or_else(|| ClientError::Protocol("the study has no valid key".into()))?;
+    let anonymized = grant.anonymize || anonymize;
+    let upload_from = if anonymized {
+        let bytes = std::fs::read(&plain).map_err(|e| ClientError::Usage(e.to_string()))?;
+        let year = time::OffsetDateTime::now_utc().year();
+        let (clean, _) = anonymize_fhir(&bytes, year).map_err(|e| {
+            ClientError::Rejected {
+                code: tonic::Code::FailedPrecondition,
+                message: format!("item {item_id} cannot be shared anonymized: {e}"),
+                hint: "only FHIR R4 JSON can be de-identified; share another item, or ask the patient for a grant without --anonymize",
+            }
+        })?;
+        let path = work.path().join("anonymized.json");
+        std::fs::write(&path, clean).map_err(|e| ClientError::Usage(e.to_string()))?;
+        path
+    } else {
+        plain.clone()
+    };
+    let copy = StudyCopy {
+        pseudonym,
+        source_item_id: item_id.to_string(),
+        study_id: study_id.to_string(),
+        study_pseudonym: grant.study_pseudonym,
+        study_key,
+        anonymized,
+    };
+    let uploaded =
+        files::upload_to(peers, gateway, Target::StudyCopy(&copy), &upload_from, |_, _| {})
+            .await?;
+    Ok(Shared {
+        uploaded,
+        anonymized,
+        category: read.item.category,
+        read_block: read.committed.block,
+    })
+}
+
+pub struct Fetched {
+    pub item: v1::StudyItem,
+    pub file: PathBuf,
+    pub block: u64,
+}
+
+/// The researcher fetches every copy shared into `study_id` into `out_dir`, one committed
+/// access each. Erased copies are skipped. Files are named `<study pseudonym>-<item>`
+/// (`.json` when anonymized).
+pub async fn fetch(
+    peers: &PeerSet,
+    gateway: &mut GatewayClient<Channel>,
+    wallet: &Wallet,
+    study_id: &str,
+    out_dir: &Path,
+) -> Result<Vec<Fetched>, ClientError> {
+    let keys = StudyKeys::open(wallet)?;
+    let key = keys.get(study_id)?;
+    let answer = peers
+        .query(
+            "study_items",
+            v1::StudyArgs {
+                study_id: study_id.to_string(),
+            }
+            .encode_to_vec(),
+        )
+        .await?;
+    let items = v1::StudyItemList::decode(answer.result.as_slice())
+        .map_err(|e| ClientError::Protocol(e.to_string()))?
+        .items;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", out_dir.display())))?;
+    let mut fetched = Vec::new();
+    for item in items.into_iter().filter(|i| !i.tombstoned) {
+        let name = format!(
+            "{}-{}{}",
+            &hex::encode(&item.study_pseudonym)[..16],
+            item.item_id,
+            if item.anonymized { ".json" } else { "" }
+        );
+        let file = out_dir.join(name);
+        let source = Source::StudyCopy {
+            study_id,
+            study_pseudonym: &item.study_pseudonym,
+            item_id: &item.item_id,
+        };
+        let got = files::download_from(peers, gateway, Reader::Study(key), &source, &file, |_, _| {})
+            .await?;
+        fetched.push(Fetched {
+            item,
+            file,
+            block: got.committed.block,
+        });
+    }
+    Ok(fetched)
+}
