@@ -425,7 +425,9 @@ pub async fn download_from(
             let copy = v1::RecordStudyAccessResult::decode(committed.result.as_slice())
                 .map_err(|e| ClientError::Protocol(e.to_string()))?
                 .item
-                .ok_or_else(|| ClientError::Protocol("the committed access names no item".into()))?;
+                .ok_or_else(|| {
+                    ClientError::Protocol("the committed access names no item".into())
+                })?;
             v1::RecordAccessResult {
                 item: Some(v1::ClinicalItem {
                     id: copy.item_id,
@@ -626,4 +628,33 @@ impl<W: Write> Write for HashingWriter<W> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// The patient erases their record: the signed `erase_patient` goes through the gateway,
+/// which deletes every object the erasure lists once it has committed. Returns the committed
+/// transaction and the deleted paths.
+pub async fn erase(
+    peers: &PeerSet,
+    gateway: &mut GatewayClient<Channel>,
+    pseudonym: [u8; 32],
+) -> Result<(Committed, Vec<String>), ClientError> {
+    let (tx_id, envelope) = peers.transaction(
+        "erase_patient",
+        v1::PatientArgs {
+            pseudonym: pseudonym.to_vec(),
+        }
+        .encode_to_vec(),
+    );
+    let response = gateway
+        .erase(v1::EraseRequest {
+            envelope: Some(envelope),
+        })
+        .await
+        .map_err(gateway_error)?
+        .into_inner();
+    let attestation = response
+        .attestation
+        .ok_or_else(|| ClientError::Protocol("the gateway sent no receipts".into()))?;
+    let committed = peers.attest(&tx_id, &attestation)?.into_valid()?;
+    Ok((committed, response.deleted_paths))
 }

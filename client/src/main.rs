@@ -97,6 +97,9 @@ enum Command {
     /// Clinical files: upload (encrypted here) and download (checked against the ledger).
     #[command(subcommand)]
     Clinician(records_cli::ClinicianCommand),
+    /// Research: studies and the data shared into them.
+    #[command(subcommand)]
+    Researcher(records_cli::ResearcherCommand),
     /// A local network on loopback: CA, peers, gateway.
     #[command(subcommand)]
     Network(network_cli::NetworkCommand),
@@ -487,6 +490,7 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
         Command::Patient(c) => records_cli::run_patient(&cli, c).await,
         Command::Clinician(c) => records_cli::run_clinician(&cli, c).await,
         Command::Network(c) => network_cli::run_network(&cli, c).await,
+        Command::Researcher(c) => records_cli::run_researcher(&cli, c).await,
     }
 }
 

@@ -165,6 +165,19 @@ impl RecordKeys {
         }
     }
 
+    /// Destroys the keys in the wallet (after an erasure): overwritten, synced, removed.
+    pub fn destroy(self) -> Result<(), ClientError> {
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let len = fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        let wipe = || -> std::io::Result<()> {
+            let mut f = fs::OpenOptions::new().write(true).open(&self.path)?;
+            f.write_all(&vec![0u8; len as usize])?;
+            f.sync_all()?;
+            fs::remove_file(&self.path)
+        };
+        wipe().map_err(|e| ClientError::wallet(&dir, e))
+    }
+
     /// This patient's pseudonym in study `study_id` (put in a share grant).
     pub fn study_pseudonym(&self, study_id: &str) -> [u8; 32] {
         derive_study_pseudonym(&self.patient_key, study_id).0

@@ -1,5 +1,6 @@
-//! `medledger patient ...` and `medledger clinician ...`: a patient's record, grants, and
-//! clinical files through the storage gateway.
+//! `medledger patient ...`, `medledger clinician ...` and `medledger researcher ...`: a
+//! patient's record, grants and audit trail, clinical files through the storage gateway,
+//! emergency access, and research sharing.
 
 use std::path::PathBuf;
 
@@ -16,7 +17,7 @@ use medledger_proto::v1;
 use prost::Message;
 use serde_json::json;
 
-use crate::{Cli, DEFAULT_PEER, Output, ca_url, now_unix, open_wallet};
+use crate::{Cli, DEFAULT_PEER, Output, ca_url, format_time, now_unix, open_wallet, parse_time};
 
 /// The local network's storage gateway.
 pub const DEFAULT_GATEWAY: &str = "127.0.0.1:7070";
@@ -43,15 +44,55 @@ pub enum PatientCommand {
         category: String,
         #[arg(long, value_enum, value_delimiter = ',', required = true)]
         rights: Vec<RightArg>,
-        /// Window start, Unix seconds (default: now).
+        /// Window start: an RFC 3339 time, a date (2026-12-01) or Unix seconds. Default: now.
         #[arg(long)]
-        from: Option<i64>,
-        /// Window length in days.
-        #[arg(long, default_value_t = 30)]
-        days: u32,
+        from: Option<String>,
+        /// Window end (exclusive), like --from. Default: --days after the start.
+        #[arg(long, conflicts_with = "days")]
+        until: Option<String>,
+        /// Window length in days (when --until is not given).
+        #[arg(long)]
+        days: Option<u32>,
+        /// Window length in seconds (short windows; when neither --until nor --days is given).
+        #[arg(long, conflicts_with_all = ["days", "until"])]
+        seconds: Option<i64>,
+        /// For --rights share: the study the grantee may share into.
+        #[arg(long)]
+        study: Option<String>,
+        /// For --rights share: copies must be de-identified (FHIR R4 JSON only).
+        #[arg(long, requires = "study")]
+        anonymize: bool,
+    },
+    /// Ends a permission now (it stays on the ledger, marked revoked).
+    Revoke {
+        #[arg(long)]
+        permission: String,
+    },
+    /// Every permission on this record: who, what, when, and whether it is live.
+    Permissions,
+    /// The clinical items of this record.
+    Items,
+    /// Who did what with this record, allowed and denied.
+    Audit {
+        /// text (default), or fhir: a FHIR R4 Bundle of AuditEvent resources.
+        #[arg(long, value_enum, default_value = "text")]
+        format: AuditFormat,
+    },
+    /// Erases this record: keys and items tombstoned on the ledger, every object deleted,
+    /// and the record keys in this wallet destroyed. Cannot be undone.
+    Erase {
+        /// Confirms the erasure.
+        #[arg(long)]
+        yes: bool,
     },
     /// Prints this wallet's pseudonym.
     Pseudonym,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum AuditFormat {
+    Text,
+    Fhir,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,6 +120,69 @@ pub enum ClinicianCommand {
         patient: String,
         #[arg(long)]
         item: String,
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+    },
+    /// The records on which this wallet holds a live permission.
+    Patients,
+    /// The items of a patient's record this wallet may read now.
+    Items {
+        #[arg(long)]
+        patient: String,
+    },
+    /// Shares an item into a study: read (recorded), de-identified if the grant requires it,
+    /// encrypted to the study's key, stored under the patient's study pseudonym.
+    Share {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        study: String,
+        #[arg(long)]
+        item: String,
+        /// De-identify even if the grant does not require it.
+        #[arg(long)]
+        anonymize: bool,
+    },
+    /// Break-glass read access to one category (needs the certificate attribute
+    /// emergency=true); short, flagged on the patient's trail and announced as an event.
+    Emergency {
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        category: String,
+        #[arg(long)]
+        reason: String,
+        /// How long, in minutes (at most 24 hours). Default: 24 hours.
+        #[arg(long)]
+        minutes: Option<i64>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ResearcherCommand {
+    /// Studies.
+    #[command(subcommand)]
+    Study(StudyCommand),
+}
+
+#[derive(Subcommand)]
+pub enum StudyCommand {
+    /// Registers a study with a new study key (kept in this wallet, 0600).
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        title: String,
+        /// The protocol document; its SHA-256 goes on the ledger. Default: the title's.
+        #[arg(long)]
+        protocol: Option<PathBuf>,
+    },
+    /// This researcher's studies.
+    List,
+    /// Downloads and decrypts every copy shared into the study (each a recorded access).
+    Fetch {
+        #[arg(long)]
+        study: String,
         #[arg(long, short = 'o')]
         output: PathBuf,
     },
@@ -154,6 +258,99 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                 json: json!({"pseudonym": pseudonym, "block": committed.block, "categories": categories}),
             })
         }
+        PatientCommand::Revoke { permission } => {
+            let keys = RecordKeys::open(&wallet)?;
+            let peers = peers(cli, &wallet).await?;
+            let committed = peers
+                .submit(
+                    "revoke",
+                    v1::RevokeArgs {
+                        pseudonym: keys.pseudonym.to_vec(),
+                        permission_id: permission.clone(),
+                    }
+                    .encode_to_vec(),
+                )
+                .await?
+                .into_valid()?;
+            Ok(Output {
+                text: format!(
+                    "revoked permission {permission} in block {}; from this block on it opens nothing",
+                    committed.block
+                ),
+                json: json!({"permission": permission, "block": committed.block}),
+            })
+        }
+        PatientCommand::Permissions => {
+            let keys = RecordKeys::open(&wallet)?;
+            let peers = peers(cli, &wallet).await?;
+            let list: v1::PermissionList = query(
+                &peers,
+                "list_permissions",
+                v1::PatientArgs {
+                    pseudonym: keys.pseudonym.to_vec(),
+                },
+            )
+            .await?;
+            Ok(permissions_output(&list.permissions))
+        }
+        PatientCommand::Items => {
+            let keys = RecordKeys::open(&wallet)?;
+            let peers = peers(cli, &wallet).await?;
+            let list: v1::ItemList = query(
+                &peers,
+                "list_items",
+                v1::PatientArgs {
+                    pseudonym: keys.pseudonym.to_vec(),
+                },
+            )
+            .await?;
+            Ok(items_output(&list.items))
+        }
+        PatientCommand::Audit { format } => {
+            let keys = RecordKeys::open(&wallet)?;
+            let peers = peers(cli, &wallet).await?;
+            let entries = audit_trail(&peers, &keys.pseudonym).await?;
+            let fhir = audit_fhir(&keys.pseudonym, &entries);
+            Ok(match format {
+                AuditFormat::Fhir => Output {
+                    text: serde_json::to_string_pretty(&fhir).unwrap_or_default(),
+                    json: fhir,
+                },
+                AuditFormat::Text => Output {
+                    text: audit_text(&entries),
+                    json: json!({"entries": entries.iter().map(|e| json!({
+                        "seq": e.seq, "time": format_time(e.time), "actor": e.actor,
+                        "role": e.actor_role, "action": action_name(e.action),
+                        "outcome": if e.outcome == v1::Outcome::Denied as i32 { "denied" } else { "allowed" },
+                        "category": e.category, "item": e.item, "reason": e.reason,
+                        "emergency": e.emergency, "study": e.study_id,
+                        "permission": e.permission_id, "tx_id": hex::encode(&e.tx_id),
+                    })).collect::<Vec<_>>()}),
+                },
+            })
+        }
+        PatientCommand::Erase { yes } => {
+            if !yes {
+                return Err(ClientError::Usage(
+                    "erasure cannot be undone: every item and study copy is deleted and this wallet's record keys are destroyed. Run again with --yes".into(),
+                ));
+            }
+            let keys = RecordKeys::open(&wallet)?;
+            let peers = peers(cli, &wallet).await?;
+            let mut gateway =
+                files::connect_gateway(&wallet, cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY))
+                    .await?;
+            let (committed, deleted) = files::erase(&peers, &mut gateway, keys.pseudonym).await?;
+            keys.destroy()?;
+            Ok(Output {
+                text: format!(
+                    "erased the record in block {}: {} object(s) deleted, record keys destroyed",
+                    committed.block,
+                    deleted.len()
+                ),
+                json: json!({"block": committed.block, "deleted_paths": deleted}),
+            })
+        }
         PatientCommand::Pseudonym => {
             let keys = RecordKeys::open(&wallet)?;
             let pseudonym = hex::encode(keys.pseudonym);
@@ -167,7 +364,11 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             category,
             rights,
             from,
+            until,
             days,
+            seconds,
+            study,
+            anonymize,
         } => {
             let keys = RecordKeys::open(&wallet)?;
             let peers = peers(cli, &wallet).await?;
@@ -199,8 +400,20 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             } else {
                 Vec::new()
             };
-            let from = from.unwrap_or_else(now_unix);
-            let until = from + i64::from(*days) * 86_400;
+            let from = match from {
+                Some(t) => time_arg("--from", t)?,
+                None => now_unix(),
+            };
+            let until = match (until, days, seconds) {
+                (Some(t), _, _) => time_arg("--until", t)?,
+                (None, Some(d), _) => from + i64::from(*d) * 86_400,
+                (None, None, Some(s)) => from + s,
+                (None, None, None) => from + 30 * 86_400,
+            };
+            let study_pseudonym = study
+                .as_deref()
+                .map(|s| keys.study_pseudonym(s).to_vec())
+                .unwrap_or_default();
             let committed = peers
                 .submit(
                     "grant",
@@ -212,7 +425,9 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                         from,
                         until,
                         key_envelope,
-                        ..Default::default()
+                        study_id: study.clone().unwrap_or_default(),
+                        anonymize: *anonymize,
+                        study_pseudonym,
                     }
                     .encode_to_vec(),
                 )
@@ -223,13 +438,19 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                 .unwrap_or_default();
             Ok(Output {
                 text: format!(
-                    "granted {to} {} on {category} until {} (permission {id}, block {})",
+                    "granted {to} {} on {category}{} from {} until {} (permission {id}, block {})",
                     rights
                         .iter()
                         .map(|r| r.as_str_name().trim_start_matches("RIGHT_").to_lowercase())
                         .collect::<Vec<_>>()
                         .join("+"),
-                    crate::format_time(until),
+                    match study {
+                        Some(s) if *anonymize => format!(" for study {s}, anonymized"),
+                        Some(s) => format!(" for study {s}"),
+                        None => String::new(),
+                    },
+                    format_time(from),
+                    format_time(until),
                     committed.block
                 ),
                 json: json!({"permission": id, "block": committed.block, "from": from, "until": until}),
@@ -238,20 +459,340 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
     }
 }
 
+/// `--from`/`--until`: RFC 3339, a date, or Unix seconds.
+fn time_arg(flag: &str, text: &str) -> Result<i64, ClientError> {
+    if let Ok(unix) = text.parse::<i64>() {
+        return Ok(unix);
+    }
+    parse_time(text)
+        .map_err(|e| ClientError::Usage(format!("{flag}: {e}")))?
+        .ok_or_else(|| ClientError::Usage(format!("{flag} needs a time")))
+}
+
+fn rights_text(rights: &[i32]) -> String {
+    rights
+        .iter()
+        .filter_map(|r| v1::Right::try_from(*r).ok())
+        .map(|r| r.as_str_name().trim_start_matches("RIGHT_").to_lowercase())
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+fn permission_state(p: &v1::Permission, now: i64) -> &'static str {
+    if p.revoked {
+        "revoked"
+    } else if now < p.from {
+        "not started"
+    } else if now >= p.until {
+        "expired"
+    } else {
+        "live"
+    }
+}
+
+fn permissions_output(list: &[v1::Permission]) -> Output {
+    let now = now_unix();
+    let mut text = format!("{} permission(s)", list.len());
+    for p in list {
+        text.push_str(&format!(
+            "\n  {:<8} {:<14} {:<22} {:<16} {} .. {}  {}{}{}{}",
+            p.id,
+            p.grantee,
+            p.category,
+            rights_text(&p.rights),
+            format_time(p.from),
+            format_time(p.until),
+            permission_state(p, now),
+            if p.study_id.is_empty() {
+                String::new()
+            } else {
+                format!("  study {}", p.study_id)
+            },
+            if p.anonymize { " (anonymized)" } else { "" },
+            if p.emergency {
+                format!("  EMERGENCY: {}", p.reason)
+            } else {
+                String::new()
+            },
+        ));
+    }
+    Output {
+        text,
+        json: json!({"permissions": list.iter().map(|p| json!({
+            "id": p.id, "grantee": p.grantee, "category": p.category,
+            "rights": rights_text(&p.rights).split('+').collect::<Vec<_>>(),
+            "from": format_time(p.from), "until": format_time(p.until),
+            "state": permission_state(p, now), "study": p.study_id, "anonymize": p.anonymize,
+            "emergency": p.emergency, "reason": p.reason, "revoked_at": (p.revoked_at != 0).then(|| format_time(p.revoked_at)),
+        })).collect::<Vec<_>>()}),
+    }
+}
+
+fn items_output(list: &[v1::ClinicalItem]) -> Output {
+    let mut text = format!("{} item(s)", list.len());
+    for i in list {
+        text.push_str(&format!(
+            "\n  {}  {:<22} {:>10} bytes  by {:<14} {}{}",
+            i.id,
+            i.category,
+            i.size,
+            i.uploader,
+            format_time(i.created_at),
+            if i.tombstoned { "  ERASED" } else { "" }
+        ));
+    }
+    Output {
+        text,
+        json: json!({"items": list.iter().map(|i| json!({
+            "id": i.id, "category": i.category, "size": i.size, "uploader": i.uploader,
+            "created_at": format_time(i.created_at), "sha256": hex::encode(&i.sha256),
+            "path": i.path, "erased": i.tombstoned,
+        })).collect::<Vec<_>>()}),
+    }
+}
+
+fn action_name(action: i32) -> String {
+    v1::AuditAction::try_from(action)
+        .map(|a| {
+            a.as_str_name()
+                .trim_start_matches("AUDIT_ACTION_")
+                .to_lowercase()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn audit_text(entries: &[v1::AuditEntry]) -> String {
+    let mut text = format!("{} audit entries", entries.len());
+    for e in entries {
+        let denied = e.outcome == v1::Outcome::Denied as i32;
+        text.push_str(&format!(
+            "\n  #{:<4} {}  {:<14} {:<10} {:<16} {:<7} {:<22} {}{}{}{}",
+            e.seq,
+            format_time(e.time),
+            e.actor,
+            e.actor_role,
+            action_name(e.action),
+            if denied { "DENIED" } else { "allowed" },
+            e.category,
+            e.item,
+            if e.study_id.is_empty() {
+                String::new()
+            } else {
+                format!(" study {}", e.study_id)
+            },
+            if e.emergency { " EMERGENCY" } else { "" },
+            if e.reason.is_empty() {
+                String::new()
+            } else {
+                format!(" — {}", e.reason)
+            },
+        ));
+    }
+    text
+}
+
+/// The trail as a FHIR R4 Bundle of AuditEvent resources (DICOM audit codes).
+fn audit_fhir(pseudonym: &[u8], entries: &[v1::AuditEntry]) -> serde_json::Value {
+    let events: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            let action = action_name(e.action);
+            let code = match action.as_str() {
+                "access" | "study_access" | "emergency_access" => "R",
+                "register" | "add_item" | "share" => "C",
+                "erase" => "D",
+                _ => "U",
+            };
+            let denied = e.outcome == v1::Outcome::Denied as i32;
+            let mut event = json!({
+                "resourceType": "AuditEvent",
+                "id": format!("{}-{}", &hex::encode(pseudonym)[..16], e.seq),
+                "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110", "display": "Patient Record"},
+                "subtype": [{"system": "urn:medledger:audit-action", "code": action}],
+                "action": code,
+                "recorded": format_time(e.time),
+                "outcome": if denied { "4" } else { "0" },
+                "agent": [{
+                    "type": {"coding": [{"system": "urn:medledger:role", "code": e.actor_role}]},
+                    "who": {"identifier": {"system": "urn:medledger:enrollment", "value": e.actor}},
+                    "requestor": true,
+                }],
+                "source": {"observer": {"identifier": {"system": "urn:medledger:transaction", "value": hex::encode(&e.tx_id)}}},
+                "entity": [{
+                    "what": {"identifier": {"system": "urn:medledger:pseudonym", "value": hex::encode(pseudonym)}},
+                    "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+                }],
+            });
+            if !e.item.is_empty() {
+                event["entity"].as_array_mut().map(|a| a.push(json!({
+                    "what": {"identifier": {"system": "urn:medledger:item", "value": e.item}},
+                    "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+                    "detail": [{"type": "category", "valueString": e.category}],
+                })));
+            }
+            if !e.reason.is_empty() {
+                event["outcomeDesc"] = json!(e.reason);
+            }
+            if e.emergency {
+                event["purposeOfEvent"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT", "display": "Emergency Treatment"}]}]);
+            }
+            if !e.study_id.is_empty() {
+                event["purposeOfEvent"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH", "display": "healthcare research"}], "text": format!("study {}", e.study_id)}]);
+            }
+            json!({"resource": event})
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "collection", "entry": events})
+}
+
+/// The whole trail, page by page.
+async fn audit_trail(
+    peers: &PeerSet,
+    pseudonym: &[u8],
+) -> Result<Vec<v1::AuditEntry>, ClientError> {
+    let mut entries = Vec::new();
+    let mut after = 0;
+    loop {
+        let answer = peers
+            .query(
+                "audit_trail",
+                v1::AuditTrailArgs {
+                    pseudonym: pseudonym.to_vec(),
+                    after_seq: after,
+                    limit: 0,
+                }
+                .encode_to_vec(),
+            )
+            .await?;
+        let page = v1::AuditTrail::decode(answer.result.as_slice())
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        entries.extend(page.entries);
+        if page.next_after_seq == 0 {
+            return Ok(entries);
+        }
+        after = page.next_after_seq;
+    }
+}
+
+async fn query<R: Message + Default>(
+    peers: &PeerSet,
+    function: &str,
+    args: impl Message,
+) -> Result<R, ClientError> {
+    let answer = peers.query(function, args.encode_to_vec()).await?;
+    R::decode(answer.result.as_slice()).map_err(|e| ClientError::Protocol(e.to_string()))
+}
+
 pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Output, ClientError> {
     let wallet = open_wallet(cli)?;
-    let (ClinicianCommand::Upload { patient, .. } | ClinicianCommand::Download { patient, .. }) =
-        command;
-    let pseudonym = pseudonym_arg(patient)?;
     let peers = peers(cli, &wallet).await?;
-    // The patient acting on their own record uses the keys in their wallet.
-    let own = RecordKeys::open(&wallet)
-        .ok()
-        .filter(|k| k.pseudonym == pseudonym);
-    let mut gateway =
-        files::connect_gateway(&wallet, cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY)).await?;
+    let gateway_address = cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY);
     match command {
-        ClinicianCommand::Upload { category, file, .. } => {
+        ClinicianCommand::Patients => {
+            let list: v1::PatientList =
+                query(&peers, "list_patients_for_grantee", v1::Empty {}).await?;
+            let pseudonyms: Vec<String> = list.pseudonyms.iter().map(hex::encode).collect();
+            Ok(Output {
+                text: format!(
+                    "{} record(s) with a live permission for {}{}",
+                    pseudonyms.len(),
+                    wallet.info.name,
+                    pseudonyms
+                        .iter()
+                        .map(|p| format!("\n  {p}"))
+                        .collect::<String>()
+                ),
+                json: json!({"patients": pseudonyms}),
+            })
+        }
+        ClinicianCommand::Items { patient } => {
+            let list: v1::ItemList = query(
+                &peers,
+                "list_items",
+                v1::PatientArgs {
+                    pseudonym: pseudonym_arg(patient)?.to_vec(),
+                },
+            )
+            .await?;
+            Ok(items_output(&list.items))
+        }
+        ClinicianCommand::Emergency {
+            patient,
+            category,
+            reason,
+            minutes,
+        } => {
+            let committed = peers
+                .submit(
+                    "emergency_access",
+                    v1::EmergencyAccessArgs {
+                        pseudonym: pseudonym_arg(patient)?.to_vec(),
+                        category: category.clone(),
+                        reason: reason.clone(),
+                        duration_seconds: minutes.map(|m| m * 60).unwrap_or(0),
+                    }
+                    .encode_to_vec(),
+                )
+                .await?
+                .into_valid()?;
+            let id = v1::IdResult::decode(committed.result.as_slice())
+                .map(|r| r.id)
+                .unwrap_or_default();
+            Ok(Output {
+                text: format!(
+                    "EMERGENCY access to {category} recorded in block {} (permission {id}); the patient's trail flags it",
+                    committed.block
+                ),
+                json: json!({"permission": id, "block": committed.block, "category": category}),
+            })
+        }
+        ClinicianCommand::Share {
+            patient,
+            study,
+            item,
+            anonymize,
+        } => {
+            let mut gateway = files::connect_gateway(&wallet, gateway_address).await?;
+            let shared = medledger_client::research::share(
+                &peers,
+                &mut gateway,
+                &wallet,
+                pseudonym_arg(patient)?,
+                item,
+                study,
+                *anonymize,
+            )
+            .await?;
+            Ok(Output {
+                text: format!(
+                    "shared item {item} ({}) into study {study} as {}{} (block {}); read recorded in block {}",
+                    shared.category,
+                    shared.uploaded.item_id,
+                    if shared.anonymized {
+                        ", de-identified"
+                    } else {
+                        ""
+                    },
+                    shared.uploaded.committed.block,
+                    shared.read_block
+                ),
+                json: json!({
+                    "study": study, "source_item": item, "item": shared.uploaded.item_id,
+                    "path": shared.uploaded.path, "anonymized": shared.anonymized,
+                    "block": shared.uploaded.committed.block, "read_block": shared.read_block,
+                }),
+            })
+        }
+        ClinicianCommand::Upload {
+            patient,
+            category,
+            file,
+        } => {
+            let pseudonym = pseudonym_arg(patient)?;
+            let own = RecordKeys::open(&wallet)
+                .ok()
+                .filter(|k| k.pseudonym == pseudonym);
+            let mut gateway = files::connect_gateway(&wallet, gateway_address).await?;
             let destination = match &own {
                 Some(keys) => Destination::for_owner(keys, category)?,
                 None => {
@@ -283,7 +824,16 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
                 }),
             })
         }
-        ClinicianCommand::Download { item, output, .. } => {
+        ClinicianCommand::Download {
+            patient,
+            item,
+            output,
+        } => {
+            let pseudonym = pseudonym_arg(patient)?;
+            let own = RecordKeys::open(&wallet)
+                .ok()
+                .filter(|k| k.pseudonym == pseudonym);
+            let mut gateway = files::connect_gateway(&wallet, gateway_address).await?;
             let reader = match &own {
                 Some(keys) => Reader::Owner(keys),
                 None => Reader::Grantee(&wallet),
@@ -323,6 +873,94 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
                     "tx_id": hex::encode(downloaded.committed.tx_id),
                     "emergency": downloaded.emergency,
                 }),
+            })
+        }
+    }
+}
+
+pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Output, ClientError> {
+    let wallet = open_wallet(cli)?;
+    let peers = peers(cli, &wallet).await?;
+    let ResearcherCommand::Study(command) = command;
+    match command {
+        StudyCommand::Create {
+            id,
+            title,
+            protocol,
+        } => {
+            let document = match protocol {
+                Some(path) => std::fs::read(path)
+                    .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?,
+                None => title.as_bytes().to_vec(),
+            };
+            let committed =
+                medledger_client::research::create_study(&peers, &wallet, id, title, &document)
+                    .await?;
+            Ok(Output {
+                text: format!(
+                    "registered study {id} ({title}) in block {}; its key is in {}",
+                    committed.block,
+                    wallet.dir.join("study-keys.json").display()
+                ),
+                json: json!({"study": id, "block": committed.block}),
+            })
+        }
+        StudyCommand::List => {
+            let list: v1::StudyList = query(&peers, "list_studies", v1::Empty {}).await?;
+            Ok(Output {
+                text: format!(
+                    "{} stud(ies){}",
+                    list.studies.len(),
+                    list.studies
+                        .iter()
+                        .map(|s| format!(
+                            "\n  {:<16} {}  (registered {} by {})",
+                            s.id,
+                            s.title,
+                            format_time(s.registered_at),
+                            s.researcher
+                        ))
+                        .collect::<String>()
+                ),
+                json: json!({"studies": list.studies.iter().map(|s| json!({
+                    "id": s.id, "title": s.title, "researcher": s.researcher,
+                    "registered_at": format_time(s.registered_at),
+                    "protocol_sha256": hex::encode(&s.protocol_hash),
+                })).collect::<Vec<_>>()}),
+            })
+        }
+        StudyCommand::Fetch { study, output } => {
+            let mut gateway =
+                files::connect_gateway(&wallet, cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY))
+                    .await?;
+            let fetched =
+                medledger_client::research::fetch(&peers, &mut gateway, &wallet, study, output)
+                    .await?;
+            Ok(Output {
+                text: format!(
+                    "fetched {} item(s) of study {study} into {} (each access recorded){}",
+                    fetched.len(),
+                    output.display(),
+                    fetched
+                        .iter()
+                        .map(|f| format!(
+                            "\n  {}  {}{}  block {}",
+                            f.file.display(),
+                            f.item.category,
+                            if f.item.anonymized {
+                                ", de-identified"
+                            } else {
+                                ""
+                            },
+                            f.block
+                        ))
+                        .collect::<String>()
+                ),
+                json: json!({"study": study, "items": fetched.iter().map(|f| json!({
+                    "item": f.item.item_id, "file": f.file, "category": f.item.category,
+                    "anonymized": f.item.anonymized, "study_pseudonym": hex::encode(&f.item.study_pseudonym),
+                    "block": f.block,
+                })).collect::<Vec<_>>()}),
             })
         }
     }

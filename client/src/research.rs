@@ -41,9 +41,8 @@ impl StudyKeys {
             if meta.permissions().mode() & 0o077 != 0 {
                 return Err(bad("readable by others; run chmod 600 on it"));
             }
-            let text = Zeroizing::new(
-                std::fs::read_to_string(&path).map_err(|e| bad(&e.to_string()))?,
-            );
+            let text =
+                Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| bad(&e.to_string()))?);
             let stored: BTreeMap<String, String> =
                 serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
             for (study, secret) in stored {
@@ -207,9 +206,14 @@ pub async fn share(
         study_key,
         anonymized,
     };
-    let uploaded =
-        files::upload_to(peers, gateway, Target::StudyCopy(&copy), &upload_from, |_, _| {})
-            .await?;
+    let uploaded = files::upload_to(
+        peers,
+        gateway,
+        Target::StudyCopy(&copy),
+        &upload_from,
+        |_, _| {},
+    )
+    .await?;
     Ok(Shared {
         uploaded,
         anonymized,
@@ -264,8 +268,15 @@ pub async fn fetch(
             study_pseudonym: &item.study_pseudonym,
             item_id: &item.item_id,
         };
-        let got = files::download_from(peers, gateway, Reader::Study(key), &source, &file, |_, _| {})
-            .await?;
+        let got = files::download_from(
+            peers,
+            gateway,
+            Reader::Study(key),
+            &source,
+            &file,
+            |_, _| {},
+        )
+        .await?;
         fetched.push(Fetched {
             item,
             file,
