@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod demo;
 mod network_cli;
 mod records_cli;
 
@@ -100,6 +101,12 @@ enum Command {
     /// Research: studies and the data shared into them.
     #[command(subcommand)]
     Researcher(records_cli::ResearcherCommand),
+    /// Run the oncology scenario against the local network, narrated (needs `network up`).
+    Demo {
+        /// The network's directory (as given to `network up`).
+        #[arg(long, env = "MEDLEDGER_NETWORK_DIR")]
+        dir: Option<PathBuf>,
+    },
     /// A local network on loopback: CA, peers, gateway.
     #[command(subcommand)]
     Network(network_cli::NetworkCommand),
@@ -491,6 +498,12 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
         Command::Clinician(c) => records_cli::run_clinician(&cli, c).await,
         Command::Network(c) => network_cli::run_network(&cli, c).await,
         Command::Researcher(c) => records_cli::run_researcher(&cli, c).await,
+        Command::Demo { dir } => {
+            let dir = dir
+                .clone()
+                .unwrap_or_else(medledger_client::network::default_dir);
+            demo::run(cli.json, &dir).await
+        }
     }
 }
 
