@@ -94,7 +94,12 @@ impl Demo {
             }
         }
         if let Some(v) = verdict {
-            let failure = format!("step {} ({}): {v}", self.steps, shown.join(" "));
+            let failure = format!(
+                "step {} ({}): {v}; it said: {}",
+                self.steps,
+                shown.join(" "),
+                text.trim()
+            );
             if !self.json {
                 println!("    ✗ {failure}");
             }

@@ -289,8 +289,18 @@ fn exited(dir: &Path, name: &str) -> ClientError {
             lines[lines.len().saturating_sub(5)..].join("\n  ")
         })
         .unwrap_or_default();
+    let pid = std::fs::read_to_string(pid_file(dir, name)).unwrap_or_default();
+    let state = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+        .ok()
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim().chars().take(1).collect::<String>())
+        })
+        .unwrap_or_else(|| "gone".into());
     net_err(format!(
-        "{name} exited while starting; its log {} ends:\n  {tail}",
+        "{name} (pid {}, state {state}) stopped while starting; its log {} ends:\n  {tail}",
+        pid.trim(),
         log.display()
     ))
 }
@@ -306,12 +316,20 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     let deadline = Instant::now() + timeout;
+    // A process just spawned may not have finished exec yet (its command line is still
+    // ours): it counts as stopped only when missing on several checks in a row.
+    let mut missing = 0;
     loop {
         if ready().await {
             return Ok(());
         }
         if running_pid(dir, name, program_of(name)).is_none() {
-            return Err(exited(dir, name));
+            missing += 1;
+            if missing >= 4 {
+                return Err(exited(dir, name));
+            }
+        } else {
+            missing = 0;
         }
         if Instant::now() > deadline {
             return Err(net_err(format!(

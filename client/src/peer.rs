@@ -84,6 +84,9 @@ pub struct PeerSet {
     cert_der: Vec<u8>,
     cert_hash: [u8; 32],
     signing: medledger_crypto::SigningIdentity,
+    /// The highest block this client knows committed: queries are answered from a state at
+    /// least this high (0: not yet learned; learned from the peers at the first query).
+    known_height: std::sync::atomic::AtomicU64,
 }
 
 /// Mutual TLS as this wallet, accepting servers of role peer under the wallet's root (and, with
@@ -200,7 +203,44 @@ impl PeerSet {
                 &wallet.signing.to_pkcs8_der(),
             )
             .map_err(|e| ClientError::wallet(&wallet.dir, e))?,
+            known_height: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Notes that `block` has committed (queries then see at least it).
+    fn saw(&self, block: u64) {
+        self.known_height
+            .fetch_max(block, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The height queries must reflect: what this client saw commit, and at first the highest
+    /// height any peer reports, so a query sees what an earlier process committed.
+    async fn query_floor(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let known = self.known_height.load(Ordering::SeqCst);
+        if known > 0 {
+            return known;
+        }
+        let mut calls = tokio::task::JoinSet::new();
+        for client in &self.clients {
+            let mut client = client.clone();
+            calls.spawn(async move {
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    client.get_status(v1::GetStatusRequest {}),
+                )
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .map(|r| r.into_inner().height)
+            });
+        }
+        let mut highest = 0;
+        while let Some(answer) = calls.join_next().await {
+            highest = highest.max(answer.ok().flatten().unwrap_or(0));
+        }
+        self.saw(highest);
+        highest
     }
 
     pub fn n(&self) -> usize {
@@ -294,6 +334,7 @@ impl PeerSet {
             if entry.1.len() >= needed {
                 let (r, by, receipts) = entry.clone();
                 calls.abort_all();
+                self.saw(r.block);
                 return Ok(committed(r, by, receipts));
             }
         }
@@ -379,6 +420,7 @@ impl PeerSet {
                 self.receipts_needed()
             )));
         };
+        self.saw(receipt.block);
         Ok(committed(receipt, by, receipts))
     }
 
@@ -412,12 +454,14 @@ impl PeerSet {
         args: Vec<u8>,
     ) -> Result<v1::QueryResponse, ClientError> {
         let mut last = None;
+        let min_height = self.query_floor().await;
         for (i, client) in self.clients.iter().enumerate() {
             let mut client = client.clone();
             match client
                 .query(v1::QueryRequest {
                     function: function.to_string(),
                     args: args.clone(),
+                    min_height,
                 })
                 .await
             {

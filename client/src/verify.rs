@@ -262,8 +262,14 @@ pub async fn check_objects(
 }
 
 /// Opens a peer's data directory for reading.
+/// `dir` is a peer's `--data-dir` (its ledger is `dir/ledger`) or the ledger folder itself.
 pub fn open_data_dir(dir: &Path) -> Result<BlockSource<'static>, ClientError> {
-    Ledger::open_read_only(dir)
+    let ledger = if dir.join("ledger/CURRENT").exists() {
+        dir.join("ledger")
+    } else {
+        dir.to_path_buf()
+    };
+    Ledger::open_read_only(&ledger)
         .map(BlockSource::DataDir)
         .map_err(|e| ClientError::Usage(format!("--data-dir {}: {e}", dir.display())))
 }

@@ -206,6 +206,21 @@ impl v1::ledger_server::Ledger for LedgerService {
                 chaincode::MAX_ARGS_BYTES
             )));
         }
+        if request.min_height > self.ledger.height() {
+            let mut height = self.shared.height.subscribe();
+            let caught_up = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                height.wait_for(|h| *h >= request.min_height),
+            )
+            .await;
+            if !matches!(caught_up, Ok(Ok(_))) {
+                return Err(Status::unavailable(format!(
+                    "this peer is at block {}, behind the {} asked for; ask another peer",
+                    self.ledger.height(),
+                    request.min_height
+                )));
+            }
+        }
         let view = StateView::new(&self.ledger);
         let height = view.height().map_err(internal)?;
         let empty = Default::default();

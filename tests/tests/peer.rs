@@ -448,7 +448,19 @@ fn bad_input_gets_a_clear_status_and_never_crashes_a_peer() {
         let q = |function: &str, args: Vec<u8>| v1::QueryRequest {
             function: function.into(),
             args,
+            ..Default::default()
         };
+        // A query that must see a block the peer does not have yet is turned away.
+        let status = client
+            .query(v1::QueryRequest {
+                function: "list_categories".into(),
+                min_height: 1_000_000,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("behind"), "{status:?}");
         let status = client.query(q("nope", vec![])).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unimplemented);
         let status = client.query(q("grant", vec![])).await.unwrap_err();

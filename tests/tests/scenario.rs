@@ -1,0 +1,403 @@
+//! The whole product as a user meets it: `medledger network up` on loopback, the oncology
+//! scenario through the `medledger` binary (`medledger demo` runs every step as a real
+//! command and fails unless each one, every refusal included, ends as it must), more of a
+//! patient's and an auditor's work by hand, and `medledger ledger verify` catching a tampered,
+//! missing or unreferenced object and a tampered block.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use medledger_proto::v1;
+use medledger_tests::{binary, free_port};
+use prost::Message;
+use serde_json::Value;
+
+struct Network {
+    dir: tempfile::TempDir,
+}
+
+impl Network {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn wallet(&self, name: &str) -> PathBuf {
+        self.path().join("wallets").join(name)
+    }
+
+    /// `medledger [--wallet W] args` with this network's settings.
+    fn run(&self, wallet: Option<&str>, args: &[&str]) -> Output {
+        let layout: Value = serde_json::from_slice(
+            &std::fs::read(self.path().join("network.json")).unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        let mut command = Command::new(binary("medledger"));
+        command
+            .env("MEDLEDGER_NETWORK_DIR", self.path())
+            .env("HOME", self.path())
+            .env_remove("MEDLEDGER_WALLET");
+        if let Some(ca) = layout["ca_listen"].as_str() {
+            let port = ca.rsplit(':').next().unwrap_or_default();
+            command.arg("--ca").arg(format!("https://localhost:{port}"));
+        }
+        if let Some(peer) = layout["peers"][0].as_str() {
+            command.arg("--peer").arg(peer);
+        }
+        if let Some(gateway) = layout["gateway_listen"].as_str() {
+            command.arg("--gateway").arg(gateway);
+        }
+        if let Some(w) = wallet {
+            command.arg("--wallet").arg(self.wallet(w));
+        }
+        command.args(args).output().expect("medledger runs")
+    }
+
+    fn ok(&self, wallet: Option<&str>, args: &[&str]) -> String {
+        let out = self.run(wallet, args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "medledger {args:?} failed:\n{text}");
+        text
+    }
+
+    fn json(&self, wallet: Option<&str>, args: &[&str]) -> Value {
+        let mut with_json = vec!["--json"];
+        with_json.extend_from_slice(args);
+        let text = self.ok(wallet, &with_json);
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// `ledger verify`, expected to fail: its report.
+    fn verify_fails(&self, args: &[&str]) -> String {
+        let mut all = vec!["ledger", "verify"];
+        all.extend_from_slice(args);
+        let out = self.run(None, &all);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !out.status.success(),
+            "verify passed but must fail:\n{text}"
+        );
+        text
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = self.run(None, &["network", "down"]);
+    }
+}
+
+/// A base port with `n` free ports after it, below the ephemeral range (32768 on), where no
+/// outgoing connection can take one between this check and the bind.
+fn free_range(n: u16) -> u16 {
+    loop {
+        let base = 20_000 + (free_port() % 12_000);
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+fn flip_byte(path: &Path, at: usize) -> Vec<u8> {
+    let original = std::fs::read(path).unwrap();
+    let mut changed = original.clone();
+    let i = at.min(changed.len() - 1);
+    changed[i] ^= 0x01;
+    std::fs::write(path, &changed).unwrap();
+    original
+}
+
+fn objects_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Rewrites block `number` in a stopped peer's RocksDB with `change` applied.
+fn tamper_block(data_dir: &Path, number: u64, change: impl FnOnce(&mut v1::Block)) {
+    let data_dir = data_dir.join("ledger");
+    let data_dir = data_dir.as_path();
+    let options = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&options, data_dir).unwrap();
+    let db = rocksdb::DB::open_cf(&options, data_dir, &cfs).unwrap();
+    let cf = db.cf_handle("blocks").unwrap();
+    let key = number.to_be_bytes();
+    let mut block = v1::Block::decode(db.get_cf(cf, key).unwrap().unwrap().as_slice()).unwrap();
+    change(&mut block);
+    db.put_cf(cf, key, block.encode_to_vec()).unwrap();
+    db.flush_cf(cf).unwrap();
+}
+
+#[test]
+fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
+    let net = Network {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let base = free_range(6);
+    let (ca, peers, gateway) = (base, base + 1, base + 5);
+    let up_args = [
+        "network".to_string(),
+        "up".into(),
+        "--detach".into(),
+        "--ca-listen".into(),
+        format!("127.0.0.1:{ca}"),
+        "--peer-port".into(),
+        peers.to_string(),
+        "--gateway-listen".into(),
+        format!("127.0.0.1:{gateway}"),
+    ];
+    let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
+    let up = net.ok(None, &up_args);
+    assert!(up.contains("admin wallet:"), "{up}");
+    for part in [
+        "genesis.pb",
+        "ca/ca-root.pem",
+        "wallets/admin/cert.pem",
+        "wallets/gateway/cert.pem",
+    ] {
+        assert!(net.path().join(part).exists(), "{part} missing");
+    }
+    // Idempotent: a second `up` finds everything running.
+    net.ok(None, &up_args);
+    let status = net.json(None, &["network", "status"]);
+    assert_eq!(status["all_running"], true, "{status}");
+    assert_eq!(status["components"].as_array().unwrap().len(), 6);
+    // A network's size is fixed by its genesis block.
+    let out = net.run(None, &["network", "up", "--peers", "7"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has 4 peers"));
+    let out = net.run(
+        None,
+        &["network", "up", "--peers", "5", "--dir", "/tmp/unused"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3f + 1"));
+
+    // The scenario, every step through the binary; it fails unless every refusal happens.
+    let demo = net.json(None, &["demo"]);
+    assert_eq!(demo["failures"], serde_json::json!([]), "{demo}");
+    assert!(demo["steps"].as_u64().unwrap() >= 28, "{demo}");
+    let run = demo["run"].as_str().unwrap().to_string();
+
+    // The erased patient's objects are gone; the record's trail is closed to everyone.
+    let out = net.run(Some(&format!("jane-{run}")), &["patient", "audit"]);
+    assert!(!out.status.success());
+    let study_dir = net.path().join(format!("demo-{run}/study-data"));
+    let copies = objects_under(&study_dir);
+    assert_eq!(copies.len(), 1);
+    let copy = std::fs::read_to_string(&copies[0]).unwrap();
+    for identifier in ["Jane", "Doe", "ACC-2026-0917", "MRN-", "2026-11-20"] {
+        assert!(
+            !copy.contains(identifier),
+            "{identifier} in the study copy: {copy}"
+        );
+    }
+
+    // A second patient by hand, whose objects stay: the auditor's material.
+    let admin = Some("admin");
+    for (name, role) in [("pat-b", "patient"), ("dr-b", "clinician")] {
+        let registered = net.json(
+            admin,
+            &["admin", "register", "--name", name, "--role", role],
+        );
+        let secret = registered["secret"].as_str().unwrap();
+        let wallet = net.wallet(name);
+        net.ok(
+            None,
+            &[
+                "enroll",
+                "--name",
+                name,
+                "--secret",
+                secret,
+                "--ca-root",
+                net.path().join("ca/ca-root.pem").to_str().unwrap(),
+                "--wallet",
+                wallet.to_str().unwrap(),
+            ],
+        );
+    }
+    let init = net.json(Some("pat-b"), &["patient", "init", "--uii", "MRN-B"]);
+    let p = init["pseudonym"].as_str().unwrap().to_string();
+    let grant = net.json(
+        Some("pat-b"),
+        &[
+            "patient",
+            "grant",
+            "--to",
+            "dr-b",
+            "--category",
+            "lab-results",
+            "--rights",
+            "read,write",
+            "--until",
+            "2030-01-01",
+        ],
+    );
+    let file = net.path().join("report.txt");
+    std::fs::write(&file, "potassium 4.1 mmol/L").unwrap();
+    let upload = net.json(
+        Some("dr-b"),
+        &[
+            "clinician",
+            "upload",
+            "--patient",
+            &p,
+            "--category",
+            "lab-results",
+            file.to_str().unwrap(),
+        ],
+    );
+    let item = upload["item"].as_str().unwrap().to_string();
+    let permissions = net.json(Some("pat-b"), &["patient", "permissions"]);
+    assert_eq!(permissions["permissions"][0]["state"], "live");
+    assert_eq!(
+        permissions["permissions"][0]["until"],
+        "2030-01-01T00:00:00Z"
+    );
+    let items = net.json(Some("dr-b"), &["clinician", "items", "--patient", &p]);
+    assert_eq!(items["items"][0]["id"], item.as_str());
+    let patients = net.json(Some("dr-b"), &["clinician", "patients"]);
+    assert_eq!(patients["patients"], serde_json::json!([p]));
+    // Researchers have no business in records; a non-emergency clinician cannot break glass.
+    let out = net.run(
+        Some("dr-b"),
+        &[
+            "clinician",
+            "emergency",
+            "--patient",
+            &p,
+            "--category",
+            "lab-results",
+            "--reason",
+            "x",
+        ],
+    );
+    assert!(!out.status.success());
+    let out = net.run(Some("pat-b"), &["patient", "erase"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--yes"),
+        "erasure needs confirming"
+    );
+    net.ok(
+        Some("pat-b"),
+        &[
+            "patient",
+            "revoke",
+            "--permission",
+            grant["permission"].as_str().unwrap(),
+        ],
+    );
+    let out = net.run(
+        Some("dr-b"),
+        &[
+            "clinician",
+            "download",
+            "--patient",
+            &p,
+            "--item",
+            &item,
+            "-o",
+            "/tmp/never",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(!Path::new("/tmp/never").exists());
+    // The trail, as FHIR AuditEvents: the revoked read is there as a failure.
+    let fhir = net.json(Some("pat-b"), &["patient", "audit", "--format", "fhir"]);
+    assert_eq!(fhir["resourceType"], "Bundle");
+    let events = fhir["entry"].as_array().unwrap();
+    let last = &events.last().unwrap()["resource"];
+    assert_eq!(last["resourceType"], "AuditEvent");
+    assert_eq!(last["outcome"], "4");
+    assert_eq!(last["agent"][0]["who"]["identifier"]["value"], "dr-b");
+    assert!(last["outcomeDesc"].as_str().unwrap().contains("revoked"));
+
+    // The auditor: all verifies.
+    let report = net.json(None, &["ledger", "verify"]);
+    assert_eq!(report["ok"], true, "{report}");
+    let objects = report["objects"].as_array().unwrap();
+    assert!(objects.iter().any(|o| o["state"] == "ok"));
+    assert!(
+        objects
+            .iter()
+            .any(|o| o["state"].as_str().unwrap().starts_with("erased"))
+    );
+
+    // A tampered object is named; so is a missing one and one the ledger does not know.
+    let stored = net
+        .path()
+        .join("objects")
+        .join(upload["path"].as_str().unwrap());
+    let original = flip_byte(&stored, 100);
+    let text = net.verify_fails(&[]);
+    assert!(
+        text.contains(&format!("{}  TAMPERED", upload["path"].as_str().unwrap())),
+        "{text}"
+    );
+    std::fs::remove_file(&stored).unwrap();
+    assert!(net.verify_fails(&[]).contains("MISSING"));
+    std::fs::write(&stored, &original).unwrap();
+    let stray = net.path().join("objects/patients/stray/object");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, b"x").unwrap();
+    assert!(net.verify_fails(&[]).contains("NOT ON THE LEDGER"));
+    std::fs::remove_file(&stray).unwrap();
+    net.ok(None, &["ledger", "verify"]);
+
+    // Down; then a block altered on a peer's disk is caught, and an intact peer verifies.
+    let down = net.ok(None, &["network", "down"]);
+    assert!(down.contains("peer0"), "{down}");
+    let status = net.json(None, &["network", "status"]);
+    assert_eq!(status["all_running"], false);
+    let genesis = net.path().join("genesis.pb");
+    let offline = |peer: &str| {
+        vec![
+            "--data-dir".to_string(),
+            net.path().join(peer).display().to_string(),
+            "--genesis".into(),
+            genesis.display().to_string(),
+            "--skip-objects".into(),
+        ]
+    };
+    let args1 = offline("peer1");
+    net.ok(
+        None,
+        &[
+            &["ledger", "verify"][..],
+            &args1.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
+    );
+    tamper_block(&net.path().join("peer0"), 3, |b| {
+        let envelope = &mut b.envelopes[0];
+        let last = envelope.len() - 1;
+        envelope[last] ^= 0x01;
+    });
+    let args0 = offline("peer0");
+    let text = net.verify_fails(&args0.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(text.contains("block      3  FAILED"), "{text}");
+    assert!(text.contains("tx_root"), "{text}");
+    assert!(text.contains("block      2  ok"), "{text}");
+    // A rewritten state root breaks the link to the next block as well.
+    tamper_block(&net.path().join("peer1"), 5, |b| {
+        b.header.as_mut().unwrap().state_root[0] ^= 0x01;
+    });
+    let text = net.verify_fails(&args1.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(text.contains("block      5  FAILED"), "{text}");
+    assert!(text.contains("state_root differs"), "{text}");
+    assert!(text.contains("block      6  FAILED"), "{text}");
+    assert!(text.contains("prev_hash"), "{text}");
+}
