@@ -1150,6 +1150,7 @@ fn queries_show_each_role_its_part() {
         grantee: grantee.into(),
         category: LAB.into(),
         right: right as i32,
+        ..Default::default()
     };
     let yes: v1::CheckAccessResult = w
         .query(&dr, T0 + 1, "check_access", &check("dr.a", Right::Read))

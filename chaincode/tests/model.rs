@@ -629,6 +629,7 @@ impl System {
                             grantee: grantee.to_string(),
                             category: category.into(),
                             right: right as i32,
+                            ..Default::default()
                         };
                         let answer: v1::CheckAccessResult = self
                             .world

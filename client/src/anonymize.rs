@@ -65,9 +65,9 @@ struct Scrubber {
 pub fn anonymize_fhir(input: &[u8], this_year: i32) -> Result<(Vec<u8>, Report), AnonymizeError> {
     let mut value: Value =
         serde_json::from_slice(input).map_err(|e| AnonymizeError::NotJson(e.to_string()))?;
-    if !value
+    if value
         .get("resourceType")
-        .is_some_and(|t| t.as_str().is_some_and(|t| !t.is_empty()))
+        .is_none_or(|t| t.as_str().is_none_or(str::is_empty))
     {
         return Err(AnonymizeError::NotFhir);
     }
@@ -146,11 +146,11 @@ impl Scrubber {
                 Ok(())
             }
             Value::String(s) => {
-                if let Some(year) = date_year(s) {
-                    if s.len() > 4 {
-                        *s = year.to_string();
-                        Self::count(&mut self.report.generalized, key);
-                    }
+                if let Some(year) = date_year(s)
+                    && s.len() > 4
+                {
+                    *s = year.to_string();
+                    Self::count(&mut self.report.generalized, key);
                 }
                 Ok(())
             }

@@ -623,12 +623,14 @@ fn audit_fhir(pseudonym: &[u8], entries: &[v1::AuditEntry]) -> serde_json::Value
                     "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
                 }],
             });
-            if !e.item.is_empty() {
-                event["entity"].as_array_mut().map(|a| a.push(json!({
+            if !e.item.is_empty()
+                && let Some(entities) = event["entity"].as_array_mut()
+            {
+                    entities.push(json!({
                     "what": {"identifier": {"system": "urn:medledger:item", "value": e.item}},
                     "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
                     "detail": [{"type": "category", "valueString": e.category}],
-                })));
+                }));
             }
             if !e.reason.is_empty() {
                 event["outcomeDesc"] = json!(e.reason);
