@@ -367,18 +367,19 @@ pub async fn run(json_output: bool, dir: &Path) -> Result<Output, ClientError> {
 
     demo.say("The radiation oncologist tries to read the lab result: no read grant, so the ledger refuses, and records the attempt.");
     let lab_copy = work.join("lab-copy.json").display().to_string();
+    let read_lab = [
+        "clinician",
+        "download",
+        "--patient",
+        pseudonym.as_str(),
+        "--item",
+        lab_item.as_str(),
+        "-o",
+        lab_copy.as_str(),
+    ];
     demo.run(
         r,
-        &[
-            "clinician",
-            "download",
-            "--patient",
-            &pseudonym,
-            "--item",
-            &lab_item,
-            "-o",
-            &lab_copy,
-        ],
+        &read_lab,
         Expect::Fails("no permission to read lab-results"),
     );
 
@@ -399,20 +400,7 @@ pub async fn run(json_output: bool, dir: &Path) -> Result<Output, ClientError> {
         ],
         Expect::Ok,
     );
-    demo.run(
-        r,
-        &[
-            "clinician",
-            "download",
-            "--patient",
-            &pseudonym,
-            "--item",
-            &lab_item,
-            "-o",
-            &lab_copy,
-        ],
-        Expect::Ok,
-    );
+    demo.run(r, &read_lab, Expect::Ok);
     if std::fs::read_to_string(&lab_copy).ok() != Some(lab_result()) {
         demo.failures
             .push("the downloaded lab result differs from the upload".into());
@@ -448,20 +436,7 @@ pub async fn run(json_output: bool, dir: &Path) -> Result<Output, ClientError> {
         println!("    (waiting 21 s)");
     }
     tokio::time::sleep(Duration::from_secs(21)).await;
-    demo.run(
-        r,
-        &[
-            "clinician",
-            "download",
-            "--patient",
-            &pseudonym,
-            "--item",
-            &lab_item,
-            "-o",
-            &lab_copy,
-        ],
-        Expect::Fails("window has ended"),
-    );
+    demo.run(r, &read_lab, Expect::Fails("window has ended"));
 
     demo.say("Emergency: the oncologist (no emergency attribute) is refused; the emergency physician breaks the glass, flagged on Jane's trail.");
     demo.run(
@@ -607,32 +582,12 @@ pub async fn run(json_output: bool, dir: &Path) -> Result<Output, ClientError> {
     );
 
     demo.say("An auditor verifies the whole ledger and every stored object against it.");
-    let verify = Command::new(&demo.exe)
-        .args(["ledger", "verify", "--dir"])
-        .arg(&layout.dir)
-        .env_remove("MEDLEDGER_WALLET")
-        .output();
-    demo.steps += 1;
-    match verify {
-        Ok(o) => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            if !json_output {
-                println!("$ medledger ledger verify");
-                let lines: Vec<&str> = text.trim_end().lines().collect();
-                let skipped = lines.len().saturating_sub(12);
-                if skipped > 0 {
-                    println!("    ... ({skipped} lines)");
-                }
-                for line in &lines[skipped..] {
-                    println!("    {line}");
-                }
-            }
-            if !o.status.success() {
-                demo.failures.push("ledger verify failed".into());
-            }
-        }
-        Err(e) => demo.failures.push(format!("ledger verify: {e}")),
-    }
+    let network_dir = layout.dir.display().to_string();
+    demo.run(
+        "admin",
+        &["ledger", "verify", "--dir", &network_dir],
+        Expect::Ok,
+    );
 
     let json = json!({
         "run": run_id, "steps": demo.steps, "failures": demo.failures,

@@ -197,10 +197,8 @@ fn running_pid(dir: &Path, name: &str, program: &str) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The state follows the command in parentheses; a zombie has exited.
-    let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-    if state == "Z" {
+    // A zombie has exited.
+    if proc_state(pid)? == "Z" {
         return None;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -208,6 +206,18 @@ fn running_pid(dir: &Path, name: &str, program: &str) -> Option<u32> {
     String::from_utf8_lossy(argv0)
         .ends_with(program)
         .then_some(pid)
+}
+
+/// A process's state letter from `/proc/PID/stat` (it follows the command in parentheses).
+fn proc_state(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(
+        stat.rsplit(')')
+            .next()?
+            .split_whitespace()
+            .next()?
+            .to_string(),
+    )
 }
 
 fn program_of(name: &str) -> &'static str {
@@ -290,13 +300,11 @@ fn exited(dir: &Path, name: &str) -> ClientError {
         })
         .unwrap_or_default();
     let pid = std::fs::read_to_string(pid_file(dir, name)).unwrap_or_default();
-    let state = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()))
+    let state = pid
+        .trim()
+        .parse()
         .ok()
-        .and_then(|s| {
-            s.rsplit(')')
-                .next()
-                .map(|r| r.trim().chars().take(1).collect::<String>())
-        })
+        .and_then(proc_state)
         .unwrap_or_else(|| "gone".into());
     net_err(format!(
         "{name} (pid {}, state {state}) stopped while starting; its log {} ends:\n  {tail}",
@@ -305,23 +313,24 @@ fn exited(dir: &Path, name: &str) -> ClientError {
     ))
 }
 
-async fn wait_until<F, Fut>(
+/// Polls `ready` until it gives a value, while process `name` runs, for at most `timeout`.
+async fn wait_until<T, F, Fut>(
     dir: &Path,
     name: &str,
     timeout: Duration,
     mut ready: F,
-) -> Result<(), ClientError>
+) -> Result<T, ClientError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: std::future::Future<Output = Option<T>>,
 {
     let deadline = Instant::now() + timeout;
     // A process just spawned may not have finished exec yet (its command line is still
     // ours): it counts as stopped only when missing on several checks in a row.
     let mut missing = 0;
     loop {
-        if ready().await {
-            return Ok(());
+        if let Some(value) = ready().await {
+            return Ok(value);
         }
         if running_pid(dir, name, program_of(name)).is_none() {
             missing += 1;
@@ -458,10 +467,10 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     }
     let root = read_root(&layout)?;
     wait_until(&dir, "ca", Duration::from_secs(30), || async {
-        match CaClient::connect(&layout.ca_url(), &root, TlsIdentity::Anonymous).await {
-            Ok(mut ca) => ca.ca_info().await.is_ok(),
-            Err(_) => false,
-        }
+        let mut ca = CaClient::connect(&layout.ca_url(), &root, TlsIdentity::Anonymous)
+            .await
+            .ok()?;
+        ca.ca_info().await.ok().map(|_| ())
     })
     .await?;
 
@@ -516,13 +525,14 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
             &[("MEDLEDGER_PEER_METRICS_LISTEN", metrics)],
         )?;
     }
+    let peers = wait_until(&dir, "peer0", Duration::from_secs(60), || async {
+        PeerSet::connect(&admin, layout.first_peer()).await.ok()
+    })
+    .await?;
     for i in 0..layout.peers.len() {
-        let name = format!("peer{i}");
-        let address = layout.peers[i].clone();
-        let admin = &admin;
-        wait_until(&dir, &name, Duration::from_secs(60), || {
-            let address = address.clone();
-            async move { peer_linked(admin, &address).await.is_some() }
+        let peers = &peers;
+        wait_until(&dir, &format!("peer{i}"), Duration::from_secs(60), || {
+            linked(peers, i)
         })
         .await?;
     }
@@ -546,16 +556,15 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     wait_until(&dir, "gateway", Duration::from_secs(30), || async {
         crate::files::connect_gateway(&admin, &layout.gateway_listen)
             .await
-            .is_ok()
+            .ok()
+            .map(|_| ())
     })
     .await?;
     Ok(layout)
 }
 
-/// A peer's status if it answers and is linked to every other peer.
-async fn peer_linked(admin: &Wallet, address: &str) -> Option<v1::GetStatusResponse> {
-    let peers = PeerSet::connect(admin, address).await.ok()?;
-    let index = peers.addresses.iter().position(|a| a == address)?;
+/// Peer `index`'s status if it answers and is linked to every other peer.
+async fn linked(peers: &PeerSet, index: usize) -> Option<v1::GetStatusResponse> {
     let status = peers
         .peer(index)
         .get_status(v1::GetStatusRequest {})
@@ -586,14 +595,28 @@ fn component_names(layout: &Layout) -> Vec<(String, String)> {
 /// What runs, and how each part answers.
 pub async fn status(layout: &Layout) -> Vec<Component> {
     let admin = Wallet::open(&layout.admin_wallet()).ok();
+    // One connection set for every peer, through the first that answers.
+    let mut peers = None;
+    if let Some(admin) = &admin {
+        for address in &layout.peers {
+            if let Ok(set) = PeerSet::connect(admin, address).await {
+                peers = Some(set);
+                break;
+            }
+        }
+    }
     let mut out = Vec::new();
     for (name, address) in component_names(layout) {
         let pid = running_pid(&layout.dir, &name, program_of(&name));
-        let mut detail = String::new();
-        if let (Some(_), Some(admin)) = (pid, &admin) {
-            {
-                if name.starts_with("peer") {
-                    detail = match peer_linked(admin, &address).await {
+        let detail = match (pid, &admin) {
+            (None, _) | (_, None) => String::new(),
+            (Some(_), Some(admin)) => {
+                if let Some(i) = name.strip_prefix("peer").and_then(|i| i.parse().ok()) {
+                    let status = match &peers {
+                        Some(peers) => linked(peers, i).await,
+                        None => None,
+                    };
+                    match status {
                         Some(s) => format!(
                             "height {}, view {}, links {n}/{n}",
                             s.height,
@@ -601,17 +624,17 @@ pub async fn status(layout: &Layout) -> Vec<Component> {
                             n = s.peers.len()
                         ),
                         None => "not linked to every other peer".into(),
-                    };
+                    }
                 } else if name == "gateway" {
-                    detail = match crate::files::connect_gateway(admin, &address).await {
+                    match crate::files::connect_gateway(admin, &address).await {
                         Ok(_) => format!("serving; objects in {}", describe(&layout.store)),
                         Err(e) => format!("not answering: {e}"),
-                    };
+                    }
                 } else {
-                    detail = "serving".into();
+                    "serving".into()
                 }
             }
-        }
+        };
         out.push(Component {
             name,
             address,

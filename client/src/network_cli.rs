@@ -55,8 +55,15 @@ pub struct UpArgs {
     peer_port: u16,
     #[arg(long, default_value = "127.0.0.1:7070")]
     gateway_listen: String,
-    /// Keep objects in this S3-compatible endpoint instead of a local folder (with
-    /// --s3-bucket, --s3-region and --s3-credentials-file).
+    /// Keep objects in an S3-compatible endpoint instead of a local folder.
+    #[command(flatten)]
+    s3: S3Args,
+}
+
+/// An S3-compatible object store.
+#[derive(Args)]
+pub struct S3Args {
+    /// The endpoint (with --s3-bucket and --s3-credentials-file).
     #[arg(long, requires_all = ["s3_bucket", "s3_credentials_file"])]
     s3_endpoint: Option<String>,
     #[arg(long)]
@@ -66,6 +73,18 @@ pub struct UpArgs {
     /// A 0600 file with access_key_id = ... and secret_access_key = ... lines.
     #[arg(long)]
     s3_credentials_file: Option<PathBuf>,
+}
+
+impl S3Args {
+    /// The store these flags name, if --s3-endpoint is given.
+    fn layout(&self) -> Option<StoreLayout> {
+        self.s3_endpoint.as_ref().map(|endpoint| StoreLayout::S3 {
+            endpoint: endpoint.clone(),
+            bucket: self.s3_bucket.clone().unwrap_or_default(),
+            region: self.s3_region.clone(),
+            credentials_file: self.s3_credentials_file.clone().unwrap_or_default(),
+        })
+    }
 }
 
 fn summary(layout: &Layout) -> Output {
@@ -103,12 +122,7 @@ fn summary(layout: &Layout) -> Output {
 pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, ClientError> {
     match command {
         NetworkCommand::Up(args) => {
-            let store = args.s3_endpoint.as_ref().map(|endpoint| StoreLayout::S3 {
-                endpoint: endpoint.clone(),
-                bucket: args.s3_bucket.clone().unwrap_or_default(),
-                region: args.s3_region.clone(),
-                credentials_file: args.s3_credentials_file.clone().unwrap_or_default(),
-            });
+            let store = args.s3.layout();
             let options = UpOptions {
                 dir: args.dir.resolve(),
                 peers: args.peers,
@@ -237,14 +251,8 @@ pub struct VerifyArgs {
     /// The object store's folder (for a local store).
     #[arg(long, conflicts_with = "s3_endpoint")]
     objects_dir: Option<PathBuf>,
-    #[arg(long, requires_all = ["s3_bucket", "s3_credentials_file"])]
-    s3_endpoint: Option<String>,
-    #[arg(long)]
-    s3_bucket: Option<String>,
-    #[arg(long, default_value = "garage")]
-    s3_region: String,
-    #[arg(long)]
-    s3_credentials_file: Option<PathBuf>,
+    #[command(flatten)]
+    s3: S3Args,
     /// Check the blocks only.
     #[arg(long)]
     skip_objects: bool,
@@ -256,15 +264,10 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
         None
     } else if let Some(dir) = &args.objects_dir {
         Some(StoreLayout::Local { dir: dir.clone() })
-    } else if let Some(endpoint) = &args.s3_endpoint {
-        Some(StoreLayout::S3 {
-            endpoint: endpoint.clone(),
-            bucket: args.s3_bucket.clone().unwrap_or_default(),
-            region: args.s3_region.clone(),
-            credentials_file: args.s3_credentials_file.clone().unwrap_or_default(),
-        })
     } else {
-        layout.as_ref().map(|l| l.store.clone())
+        args.s3
+            .layout()
+            .or_else(|| layout.as_ref().map(|l| l.store.clone()))
     };
     let store = match &store_layout {
         Some(s) => Some(
@@ -314,7 +317,7 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
         None => (source.genesis().await?, false),
     };
 
-    let report = verify::verify(genesis, &source, store.as_deref(), |_| {}).await?;
+    let report = verify::verify(genesis, &source, store.as_deref()).await?;
     let mut text = format!(
         "network {}{}\n",
         hex::encode(&report.network_id[..8]),

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use medledger_crypto::{
@@ -18,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::ClientError;
-use crate::wallet::Wallet;
+use crate::wallet::{Wallet, read_secret, write_secret};
 
 const FILE: &str = "record-keys.json";
 
@@ -81,13 +80,9 @@ impl RecordKeys {
     pub fn open(wallet: &Wallet) -> Result<RecordKeys, ClientError> {
         let path = wallet.dir.join(FILE);
         let bad = |why: &str| ClientError::wallet(&wallet.dir, format!("{FILE}: {why}"));
-        let meta = fs::metadata(&path).map_err(|_| {
+        let text = read_secret(&path).map_err(|e| bad(&e))?.ok_or_else(|| {
             bad("missing; this wallet has no patient record (run `medledger patient init`)")
         })?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(bad("readable by others; run chmod 600 on it"));
-        }
-        let text = Zeroizing::new(fs::read_to_string(&path).map_err(|e| bad(&e.to_string()))?);
         let stored: Stored = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
         let mut categories = BTreeMap::new();
         for (category, epochs) in &stored.categories {
@@ -129,20 +124,15 @@ impl RecordKeys {
         let text = Zeroizing::new(
             serde_json::to_string_pretty(&stored).map_err(|e| ClientError::Usage(e.to_string()))?,
         );
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| ClientError::wallet(dir, e))
+        write_secret(&self.path, text.as_bytes())
+            .map_err(|e| ClientError::wallet(self.path.parent().unwrap_or(Path::new(".")), e))
+    }
+
+    /// The arguments naming this record.
+    pub fn patient_args(&self) -> v1::PatientArgs {
+        v1::PatientArgs {
+            pseudonym: self.pseudonym.to_vec(),
+        }
     }
 
     /// The registration: the pseudonym and each category's public key.

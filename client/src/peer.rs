@@ -447,6 +447,17 @@ impl PeerSet {
         Ok((receipt, signed))
     }
 
+    /// [`PeerSet::query`] with typed arguments and result.
+    pub async fn query_as<R: prost::Message + Default>(
+        &self,
+        function: &str,
+        args: impl prost::Message,
+    ) -> Result<R, ClientError> {
+        let answer = self.query(function, args.encode_to_vec()).await?;
+        R::decode(answer.result.as_slice())
+            .map_err(|e| ClientError::Protocol(format!("{function} answer: {e}")))
+    }
+
     /// A read-only chaincode function, answered by the first peer that can.
     pub async fn query(
         &self,

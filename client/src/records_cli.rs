@@ -203,6 +203,12 @@ async fn peers(cli: &Cli, wallet: &Wallet) -> Result<PeerSet, ClientError> {
     PeerSet::connect(wallet, cli.peer.as_deref().unwrap_or(DEFAULT_PEER)).await
 }
 
+/// The wallet's own record keys and the peers: what every command on one's record needs.
+async fn own_record(cli: &Cli, wallet: &Wallet) -> Result<(RecordKeys, PeerSet), ClientError> {
+    let keys = RecordKeys::open(wallet)?;
+    Ok((keys, peers(cli, wallet).await?))
+}
+
 /// A progress callback `(done, total)` drawing on `bar`.
 fn follow(bar: &ProgressBar) -> impl FnMut(u64, u64) + Send + 'static {
     let bar = bar.clone();
@@ -259,8 +265,7 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             })
         }
         PatientCommand::Revoke { permission } => {
-            let keys = RecordKeys::open(&wallet)?;
-            let peers = peers(cli, &wallet).await?;
+            let (keys, peers) = own_record(cli, &wallet).await?;
             let committed = peers
                 .submit(
                     "revoke",
@@ -281,34 +286,19 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             })
         }
         PatientCommand::Permissions => {
-            let keys = RecordKeys::open(&wallet)?;
-            let peers = peers(cli, &wallet).await?;
-            let list: v1::PermissionList = query(
-                &peers,
-                "list_permissions",
-                v1::PatientArgs {
-                    pseudonym: keys.pseudonym.to_vec(),
-                },
-            )
-            .await?;
+            let (keys, peers) = own_record(cli, &wallet).await?;
+            let list: v1::PermissionList = peers
+                .query_as("list_permissions", keys.patient_args())
+                .await?;
             Ok(permissions_output(&list.permissions))
         }
         PatientCommand::Items => {
-            let keys = RecordKeys::open(&wallet)?;
-            let peers = peers(cli, &wallet).await?;
-            let list: v1::ItemList = query(
-                &peers,
-                "list_items",
-                v1::PatientArgs {
-                    pseudonym: keys.pseudonym.to_vec(),
-                },
-            )
-            .await?;
+            let (keys, peers) = own_record(cli, &wallet).await?;
+            let list: v1::ItemList = peers.query_as("list_items", keys.patient_args()).await?;
             Ok(items_output(&list.items))
         }
         PatientCommand::Audit { format } => {
-            let keys = RecordKeys::open(&wallet)?;
-            let peers = peers(cli, &wallet).await?;
+            let (keys, peers) = own_record(cli, &wallet).await?;
             let entries = audit_trail(&peers, &keys.pseudonym).await?;
             let fhir = audit_fhir(&keys.pseudonym, &entries);
             Ok(match format {
@@ -335,8 +325,7 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                     "erasure cannot be undone: every item and study copy is deleted and this wallet's record keys are destroyed. Run again with --yes".into(),
                 ));
             }
-            let keys = RecordKeys::open(&wallet)?;
-            let peers = peers(cli, &wallet).await?;
+            let (keys, peers) = own_record(cli, &wallet).await?;
             let mut gateway =
                 files::connect_gateway(&wallet, cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY))
                     .await?;
@@ -370,8 +359,7 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             study,
             anonymize,
         } => {
-            let keys = RecordKeys::open(&wallet)?;
-            let peers = peers(cli, &wallet).await?;
+            let (keys, peers) = own_record(cli, &wallet).await?;
             let rights: Vec<v1::Right> = rights
                 .iter()
                 .map(|r| match r {
@@ -655,19 +643,16 @@ async fn audit_trail(
     let mut entries = Vec::new();
     let mut after = 0;
     loop {
-        let answer = peers
-            .query(
+        let page: v1::AuditTrail = peers
+            .query_as(
                 "audit_trail",
                 v1::AuditTrailArgs {
                     pseudonym: pseudonym.to_vec(),
                     after_seq: after,
                     limit: 0,
-                }
-                .encode_to_vec(),
+                },
             )
             .await?;
-        let page = v1::AuditTrail::decode(answer.result.as_slice())
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         entries.extend(page.entries);
         if page.next_after_seq == 0 {
             return Ok(entries);
@@ -676,23 +661,15 @@ async fn audit_trail(
     }
 }
 
-async fn query<R: Message + Default>(
-    peers: &PeerSet,
-    function: &str,
-    args: impl Message,
-) -> Result<R, ClientError> {
-    let answer = peers.query(function, args.encode_to_vec()).await?;
-    R::decode(answer.result.as_slice()).map_err(|e| ClientError::Protocol(e.to_string()))
-}
-
 pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Output, ClientError> {
     let wallet = open_wallet(cli)?;
     let peers = peers(cli, &wallet).await?;
     let gateway_address = cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY);
     match command {
         ClinicianCommand::Patients => {
-            let list: v1::PatientList =
-                query(&peers, "list_patients_for_grantee", v1::Empty {}).await?;
+            let list: v1::PatientList = peers
+                .query_as("list_patients_for_grantee", v1::Empty {})
+                .await?;
             let pseudonyms: Vec<String> = list.pseudonyms.iter().map(hex::encode).collect();
             Ok(Output {
                 text: format!(
@@ -708,14 +685,14 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
             })
         }
         ClinicianCommand::Items { patient } => {
-            let list: v1::ItemList = query(
-                &peers,
-                "list_items",
-                v1::PatientArgs {
-                    pseudonym: pseudonym_arg(patient)?.to_vec(),
-                },
-            )
-            .await?;
+            let list: v1::ItemList = peers
+                .query_as(
+                    "list_items",
+                    v1::PatientArgs {
+                        pseudonym: pseudonym_arg(patient)?.to_vec(),
+                    },
+                )
+                .await?;
             Ok(items_output(&list.items))
         }
         ClinicianCommand::Emergency {
@@ -908,7 +885,7 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
             })
         }
         StudyCommand::List => {
-            let list: v1::StudyList = query(&peers, "list_studies", v1::Empty {}).await?;
+            let list: v1::StudyList = peers.query_as("list_studies", v1::Empty {}).await?;
             Ok(Output {
                 text: format!(
                     "{} stud(ies){}",

@@ -6,8 +6,6 @@
 //! copy shared into the study; each fetch is a committed access on the patient's trail.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use medledger_crypto::{EncryptionKey, EncryptionPublicKey};
@@ -22,7 +20,7 @@ use crate::anonymize::anonymize_fhir;
 use crate::error::ClientError;
 use crate::files::{self, Reader, Source, StudyCopy, Target, Uploaded};
 use crate::peer::{Committed, PeerSet};
-use crate::wallet::Wallet;
+use crate::wallet::{Wallet, read_secret, write_secret};
 
 const FILE: &str = "study-keys.json";
 
@@ -37,12 +35,7 @@ impl StudyKeys {
         let path = wallet.dir.join(FILE);
         let bad = |why: &str| ClientError::wallet(&wallet.dir, format!("{FILE}: {why}"));
         let mut keys = BTreeMap::new();
-        if let Ok(meta) = std::fs::metadata(&path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                return Err(bad("readable by others; run chmod 600 on it"));
-            }
-            let text =
-                Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| bad(&e.to_string()))?);
+        if let Some(text) = read_secret(&path).map_err(|e| bad(&e))? {
             let stored: BTreeMap<String, String> =
                 serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
             for (study, secret) in stored {
@@ -73,19 +66,8 @@ impl StudyKeys {
         let text = Zeroizing::new(
             serde_json::to_string_pretty(&stored).map_err(|e| ClientError::Usage(e.to_string()))?,
         );
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| ClientError::wallet(self.path.parent().unwrap_or(Path::new(".")), e))
+        write_secret(&self.path, text.as_bytes())
+            .map_err(|e| ClientError::wallet(self.path.parent().unwrap_or(Path::new(".")), e))
     }
 }
 
@@ -156,8 +138,8 @@ pub async fn share(
         |_, _| {},
     )
     .await?;
-    let answer = peers
-        .query(
+    let grant: v1::CheckAccessResult = peers
+        .query_as(
             "check_access",
             v1::CheckAccessArgs {
                 pseudonym: pseudonym.to_vec(),
@@ -165,12 +147,9 @@ pub async fn share(
                 category: read.item.category.clone(),
                 right: v1::Right::Share as i32,
                 study_id: study_id.to_string(),
-            }
-            .encode_to_vec(),
+            },
         )
         .await?;
-    let grant = v1::CheckAccessResult::decode(answer.result.as_slice())
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
     if !grant.allowed {
         return Err(ClientError::from_ledger_status(
             tonic::Status::permission_denied(format!(
@@ -240,17 +219,14 @@ pub async fn fetch(
 ) -> Result<Vec<Fetched>, ClientError> {
     let keys = StudyKeys::open(wallet)?;
     let key = keys.get(study_id)?;
-    let answer = peers
-        .query(
+    let items = peers
+        .query_as::<v1::StudyItemList>(
             "study_items",
             v1::StudyArgs {
                 study_id: study_id.to_string(),
-            }
-            .encode_to_vec(),
+            },
         )
-        .await?;
-    let items = v1::StudyItemList::decode(answer.result.as_slice())
-        .map_err(|e| ClientError::Protocol(e.to_string()))?
+        .await?
         .items;
     std::fs::create_dir_all(out_dir)
         .map_err(|e| ClientError::Usage(format!("{}: {e}", out_dir.display())))?;

@@ -134,7 +134,6 @@ pub async fn verify(
     genesis: Genesis,
     source: &BlockSource<'_>,
     store: Option<&dyn ObjectStore>,
-    mut progress: impl FnMut(u64),
 ) -> Result<Report, ClientError> {
     let served = source.genesis().await?;
     if served.network_id != genesis.network_id {
@@ -151,7 +150,7 @@ pub async fn verify(
         .map_err(|e| ClientError::Protocol(format!("scratch ledger: {e}")))?;
     let mut blocks = Vec::new();
     let mut next = 1;
-    loop {
+    'blocks: loop {
         let page = source.blocks(next, 100).await?;
         if page.is_empty() {
             break;
@@ -160,23 +159,12 @@ pub async fn verify(
             let verdict = auditor
                 .check(block)
                 .map_err(|e| ClientError::Protocol(format!("re-executing block {next}: {e}")))?;
-            let stop = verdict
-                .problems
-                .iter()
-                .any(|p| p.contains("comes next") || p == "no header");
+            let ends_chain = verdict.ends_chain;
             blocks.push(verdict);
             next += 1;
-            progress(next - 1);
-            if stop {
-                break;
+            if ends_chain {
+                break 'blocks;
             }
-        }
-        if blocks.last().is_some_and(|b| {
-            b.problems
-                .iter()
-                .any(|p| p.contains("comes next") || p == "no header")
-        }) {
-            break;
         }
     }
     let objects = match store {

@@ -254,3 +254,27 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     file.write_all(contents)?;
     file.sync_all()
 }
+
+/// Writes `contents` to `path` with mode 0600, atomically: a synced temporary file renamed
+/// into place (for key files kept beside the wallet: record keys, study keys).
+pub(crate) fn write_secret(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    write_file(&tmp, contents, 0o600)?;
+    fs::rename(&tmp, path)
+}
+
+/// Reads a secret file written by [`write_secret`]: `None` if it does not exist; refused if
+/// others may read it.
+pub(crate) fn read_secret(path: &Path) -> Result<Option<Zeroizing<String>>, String> {
+    let meta = match fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err("readable by others; run chmod 600 on it".into());
+    }
+    fs::read_to_string(path)
+        .map(|text| Some(Zeroizing::new(text)))
+        .map_err(|e| e.to_string())
+}

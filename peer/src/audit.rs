@@ -32,6 +32,8 @@ pub struct BlockVerdict {
     pub problems: Vec<String>,
     /// Set once re-execution has diverged: later state roots cannot be re-derived.
     pub state_unchecked: bool,
+    /// No header, or not the next number: nothing after this block can be checked.
+    pub ends_chain: bool,
 }
 
 impl BlockVerdict {
@@ -100,10 +102,12 @@ impl Auditor {
                 .count(),
             problems: Vec::new(),
             state_unchecked: self.diverged_at.is_some(),
+            ends_chain: false,
         };
         let problems = &mut verdict.problems;
         let Some(header) = &block.header else {
             problems.push("no header".into());
+            verdict.ends_chain = true;
             return Ok(verdict);
         };
         if header.number != expected_number {
@@ -111,6 +115,7 @@ impl Auditor {
                 "numbered {}, but block {expected_number} comes next",
                 header.number
             ));
+            verdict.ends_chain = true;
             return Ok(verdict);
         }
         if header.prev_hash != header_hash(&self.previous) {
@@ -233,21 +238,12 @@ impl Auditor {
         let mut signers = std::collections::BTreeSet::new();
         let mut commits = Vec::new();
         for c in &certificate.commits {
-            let Some(key) = self.genesis.peer_keys.get(c.replica as usize) else {
+            if !self
+                .genesis
+                .verify_consensus(c.replica, &bytes, &c.signature)
+            {
                 return Err(format!(
-                    "a commit from replica {}, which is not a genesis peer",
-                    c.replica
-                ));
-            };
-            let valid = medledger_crypto::Signature::from_slice(&c.signature)
-                .map(|s| {
-                    key.verify(medledger_crypto::SignatureDomain::Consensus, &bytes, &s)
-                        .is_ok()
-                })
-                .unwrap_or(false);
-            if !valid {
-                return Err(format!(
-                    "the commit signature of replica {} does not verify",
+                    "the commit signature of replica {} does not verify (or it is not a genesis peer)",
                     c.replica
                 ));
             }
@@ -284,25 +280,24 @@ impl Auditor {
                 let Some((last, _)) = page.last() else { break };
                 start = format!("{last}\0");
                 for (key, value) in page {
-                    if study {
-                        let item = v1::StudyItem::decode(value.as_slice())
-                            .map_err(|e| corrupt(&key, e))?;
-                        out.push(ExpectedObject {
-                            path: item.path,
-                            sha256: item.sha256,
-                            size: item.size,
-                            erased: item.tombstoned,
-                        });
+                    let object = if study {
+                        v1::StudyItem::decode(value.as_slice()).map(|i| ExpectedObject {
+                            path: i.path,
+                            sha256: i.sha256,
+                            size: i.size,
+                            erased: i.tombstoned,
+                        })
                     } else if key.split('/').nth(2) == Some("item") {
-                        let item = v1::ClinicalItem::decode(value.as_slice())
-                            .map_err(|e| corrupt(&key, e))?;
-                        out.push(ExpectedObject {
-                            path: item.path,
-                            sha256: item.sha256,
-                            size: item.size,
-                            erased: item.tombstoned,
-                        });
-                    }
+                        v1::ClinicalItem::decode(value.as_slice()).map(|i| ExpectedObject {
+                            path: i.path,
+                            sha256: i.sha256,
+                            size: i.size,
+                            erased: i.tombstoned,
+                        })
+                    } else {
+                        continue;
+                    };
+                    out.push(object.map_err(|e| corrupt(&key, e))?);
                 }
             }
         }

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use medledger_crypto::{Role, RootCertificate, VerifyingKey, validate_enrollment_certificate};
+use medledger_crypto::{
+    Role, RootCertificate, SignatureDomain, VerifyingKey, validate_enrollment_certificate,
+};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use prost::Message;
@@ -240,6 +242,20 @@ impl Genesis {
     }
 
     /// The replica whose key is `key`, if any.
+    /// Whether `signature` is replica `replica`'s consensus signature over `bytes`.
+    pub fn verify_consensus(
+        &self,
+        replica: pbft::ReplicaId,
+        bytes: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        let Some(key) = self.peer_keys.get(replica as usize) else {
+            return false;
+        };
+        medledger_crypto::Signature::from_slice(signature)
+            .is_ok_and(|s| key.verify(SignatureDomain::Consensus, bytes, &s).is_ok())
+    }
+
     pub fn replica_of(&self, key: &VerifyingKey) -> Option<pbft::ReplicaId> {
         self.peer_keys
             .iter()

@@ -7,9 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use medledger_crypto::{
-    SignatureDomain, SigningIdentity, VerifyingKey, validate_enrollment_certificate,
-};
+use medledger_crypto::{SignatureDomain, SigningIdentity, validate_enrollment_certificate};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use tokio::net::TcpListener;
@@ -34,7 +32,7 @@ const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
 /// PBFT signatures with this peer's key; verification against the genesis peer keys.
 struct ReplicaCrypto {
     identity: Arc<SigningIdentity>,
-    keys: Vec<VerifyingKey>,
+    genesis: Arc<Genesis>,
 }
 
 impl pbft::Crypto for ReplicaCrypto {
@@ -53,14 +51,7 @@ impl pbft::Crypto for ReplicaCrypto {
         bytes: &[u8],
         signature: &[u8],
     ) -> bool {
-        let Some(key) = self.keys.get(signer as usize) else {
-            return false;
-        };
-        let Ok(signature) = medledger_crypto::Signature::from_slice(signature) else {
-            return false;
-        };
-        key.verify(SignatureDomain::Consensus, bytes, &signature)
-            .is_ok()
+        self.genesis.verify_consensus(signer, bytes, signature)
     }
 }
 
@@ -181,7 +172,7 @@ pub async fn run(
     let (store, durable) = PbftStore::load(&ledger)?;
     let crypto = ReplicaCrypto {
         identity: me.signing.clone(),
-        keys: genesis.peer_keys.clone(),
+        genesis: genesis.clone(),
     };
     let height = ledger.height();
     tracing::info!(
