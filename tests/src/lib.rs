@@ -217,12 +217,48 @@ pub fn medledger(home: &Path, ca_url: &str, args: &[&str]) -> CliResult {
     }
 }
 
-/// A free loopback port (bound, read and released: good enough for tests on one machine).
+/// A free loopback port for a server a test is about to start.
+///
+/// Ports come from below the kernel's ephemeral range (32768 on), so no outgoing connection of
+/// a concurrent test can take one between this check and the server's bind, and from a
+/// process-wide counter, so two tests of one binary never get the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_ports(1)
+}
+
+/// The first of `n` consecutive free loopback ports (see [`free_port`]).
+pub fn free_ports(n: u16) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7_919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(u32::from(n), Ordering::SeqCst) % SPAN;
+        if offset + u32::from(n) > SPAN {
+            continue;
+        }
+        let base = (LOW + offset) as u16;
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!(
+        "no {n} free loopback ports between {LOW} and {}",
+        LOW + SPAN
+    );
+}
+
+/// The last lines of a log file, for a failure message (the temp dir goes when the test fails).
+pub fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// A running `medledger-peer serve`, killed (SIGKILL) when dropped.
@@ -281,8 +317,9 @@ impl PeerProcess {
             .expect("reading the peer's first line");
         assert!(
             line.starts_with("medledger-peer listening on "),
-            "medledger-peer did not start: {line:?}; see {}",
-            self.log.display()
+            "medledger-peer did not start on {}: {line:?}; its log ends:\n{}",
+            self.address,
+            log_tail(&self.log)
         );
         self.child = Some(child);
     }

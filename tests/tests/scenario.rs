@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use medledger_proto::v1;
-use medledger_tests::{binary, free_port};
+use medledger_tests::{binary, free_ports};
 use prost::Message;
 use serde_json::Value;
 
@@ -90,17 +90,6 @@ impl Drop for Network {
     }
 }
 
-/// A base port with `n` free ports after it, below the ephemeral range (32768 on), where no
-/// outgoing connection can take one between this check and the bind.
-fn free_range(n: u16) -> u16 {
-    loop {
-        let base = 20_000 + (free_port() % 12_000);
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-}
-
 fn flip_byte(path: &Path, at: usize) -> Vec<u8> {
     let original = std::fs::read(path).unwrap();
     let mut changed = original.clone();
@@ -146,7 +135,7 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
     let net = Network {
         dir: tempfile::tempdir().unwrap(),
     };
-    let base = free_range(6);
+    let base = free_ports(6);
     let (ca, peers, gateway) = (base, base + 1, base + 5);
     let up_args = [
         "network".to_string(),
