@@ -162,6 +162,9 @@ pub struct UpOptions {
     pub store: Option<StoreLayout>,
     /// Where medledger-ca, medledger-peer and medledger-gateway are.
     pub bin_dir: PathBuf,
+    /// Consensus parameters written into the genesis block when the network is first created
+    /// (`medledger-peer genesis` flags, e.g. `--max-batch 256`); ignored afterwards.
+    pub genesis_args: Vec<String>,
 }
 
 /// One process of the network and how it is doing.
@@ -497,6 +500,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
                 wallet.dir.join("cert.pem").display()
             ));
         }
+        args.extend(opts.genesis_args.iter().cloned());
         args.push("-o".into());
         args.push(layout.genesis().display().to_string());
         run_tool(&peer_bin, &args)?;

@@ -48,6 +48,13 @@ pub struct UpArgs {
     /// Leave the processes running in the background and return.
     #[arg(long)]
     detach: bool,
+    /// Most transactions per block (genesis; only when the network is first created).
+    #[arg(long)]
+    max_batch: Option<u32>,
+    /// The primary proposes a partial block after this many milliseconds (genesis; only when
+    /// the network is first created).
+    #[arg(long)]
+    batch_timeout_ms: Option<u64>,
     #[arg(long, default_value = "127.0.0.1:7054")]
     ca_listen: String,
     /// The first peer's port; the others follow it.
@@ -131,6 +138,14 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
                 gateway_listen: args.gateway_listen.clone(),
                 store,
                 bin_dir: network::sibling_bin_dir(),
+                genesis_args: [
+                    args.max_batch.map(|m| format!("--max-batch={m}")),
+                    args.batch_timeout_ms
+                        .map(|t| format!("--batch-timeout-ms={t}")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
             };
             if !cli.json {
                 eprintln!(
