@@ -482,6 +482,7 @@ impl PeerSet {
                         s.code(),
                         tonic::Code::Unavailable
                             | tonic::Code::Unknown
+                            | tonic::Code::Cancelled
                             | tonic::Code::DeadlineExceeded
                     ) =>
                 {
