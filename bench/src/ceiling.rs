@@ -68,12 +68,11 @@ fn corpus(count: usize, bytes: usize) -> Corpus {
 }
 
 /// Operations per second of `work(i)` (which does `per_call` operations), on `threads` threads.
-fn rate(threads: usize, seconds: f64, per_call: usize, work: impl Fn(usize) + Sync) -> f64 {
+fn rate(threads: usize, seconds: f64, per_call: usize, work: &(dyn Fn(usize) + Sync)) -> f64 {
     let deadline = Duration::from_secs_f64(seconds);
     let counts: Vec<usize> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
-                let work = &work;
                 s.spawn(move || {
                     let start = Instant::now();
                     let mut calls = 0usize;
@@ -101,46 +100,35 @@ fn main() {
     let c = corpus(1024, args.message_bytes);
     let n = c.messages.len();
     let mut results = serde_json::Map::new();
-    let mut line = |name: &str, one: f64, all: f64| {
+    // Runs `work` (doing `per_call` operations) on 1 thread and on all cores, prints both
+    // rates, keeps them for the JSON line, and returns the all-cores rate.
+    let mut measure = |name: &str, per_call: usize, work: &(dyn Fn(usize) + Sync)| {
+        let one = rate(1, args.seconds, per_call, work);
+        let all = rate(cores, args.seconds, per_call, work);
         println!("{name:<28} {one:>10.0}/s on 1 thread {all:>10.0}/s on {cores} threads");
         results.insert(name.into(), json!({"one_thread": one, "all_cores": all}));
         all
     };
-    let sign = |i: usize| {
+    measure("sign", 1, &|i| {
         std::hint::black_box(c.signing[i % n].sign(&c.messages[i % n]));
-    };
-    line(
-        "sign",
-        rate(1, args.seconds, 1, sign),
-        rate(cores, args.seconds, 1, sign),
-    );
-    let strict = |i: usize| {
+    });
+    let strict_all = measure("verify_strict (as the peers)", 1, &|i| {
         let i = i % n;
         c.keys[i]
             .verify_strict(&c.messages[i], &c.signatures[i])
             .expect("valid");
-    };
-    let strict_all = line(
-        "verify_strict (as the peers)",
-        rate(1, args.seconds, 1, strict),
-        rate(cores, args.seconds, 1, strict),
-    );
-    let plain = |i: usize| {
-        let i = i % n;
+    });
+    measure("verify", 1, &|i| {
         use ed25519_dalek::Verifier;
+        let i = i % n;
         c.keys[i]
             .verify(&c.messages[i], &c.signatures[i])
             .expect("valid");
-    };
-    line(
-        "verify",
-        rate(1, args.seconds, 1, plain),
-        rate(cores, args.seconds, 1, plain),
-    );
+    });
     let mut best_batch = 0f64;
     for &b in &args.batch {
         let b = b.min(n);
-        let batch = |i: usize| {
+        let all = measure(&format!("verify_batch of {b}"), b, &|i| {
             let start = (i * b) % (n - b + 1);
             let messages: Vec<&[u8]> = c.messages[start..start + b]
                 .iter()
@@ -152,12 +140,7 @@ fn main() {
                 &c.keys[start..start + b],
             )
             .expect("valid batch");
-        };
-        let all = line(
-            &format!("verify_batch of {b}"),
-            rate(1, args.seconds, b, batch),
-            rate(cores, args.seconds, b, batch),
-        );
+        });
         best_batch = best_batch.max(all);
     }
     println!();

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use medledger_client::ca::{CaClient, TlsIdentity};
-use medledger_client::network::Layout;
+use medledger_client::network::{self, Layout};
 use medledger_client::peer::PeerSet;
 use medledger_client::wallet::Wallet;
 use medledger_proto::v1;
@@ -170,6 +170,11 @@ struct Pair {
 
 const CATEGORY: &str = "lab-results";
 
+/// The id of a pair's n-th item.
+fn item_id(n: u64) -> String {
+    format!("item-{n}")
+}
+
 impl Pair {
     fn grant_args(&self, rng: &mut impl Rng) -> Vec<u8> {
         v1::GrantArgs {
@@ -187,7 +192,7 @@ impl Pair {
     }
 
     fn add_item_args(&self, n: u64) -> Vec<u8> {
-        let item_id = format!("item-{n}");
+        let item_id = item_id(n);
         let mut sha256 = [0u8; 32];
         sha256[..8].copy_from_slice(&n.to_be_bytes());
         v1::AddItemArgs {
@@ -207,36 +212,39 @@ impl Pair {
         .encode_to_vec()
     }
 
-    /// Runs one operation; returns its status name and whether it counts as done.
+    /// The clinician asks whether it may read: a query, answered by one peer.
+    async fn check_access(&self) -> (bool, String) {
+        let args = v1::CheckAccessArgs {
+            pseudonym: self.pseudonym.clone(),
+            grantee: self.clinician_name.clone(),
+            category: CATEGORY.into(),
+            right: v1::Right::Read as i32,
+            ..Default::default()
+        };
+        match self
+            .clinician
+            .query_as::<v1::CheckAccessResult>("check_access", args)
+            .await
+        {
+            Ok(r) if r.allowed => (true, "QUERY_ALLOWED".into()),
+            Ok(_) => (false, "QUERY_DENIED".into()),
+            Err(e) => (false, format!("ERROR {}", short(&e.to_string()))),
+        }
+    }
+
+    /// Runs one operation; returns whether it counts as done and its status name.
     async fn run(&self, op: Op, rng_seed: u64) -> (bool, String) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
-        if op == Op::CheckAccess {
-            let args = v1::CheckAccessArgs {
-                pseudonym: self.pseudonym.clone(),
-                grantee: self.clinician_name.clone(),
-                category: CATEGORY.into(),
-                right: v1::Right::Read as i32,
-                ..Default::default()
-            };
-            return match self
-                .clinician
-                .query_as::<v1::CheckAccessResult>("check_access", args)
-                .await
-            {
-                Ok(r) if r.allowed => (true, "QUERY_ALLOWED".into()),
-                Ok(_) => (false, "QUERY_DENIED".into()),
-                Err(e) => (false, format!("ERROR {}", short(&e.to_string()))),
-            };
-        }
         let mut added = None;
         let (peers, function, args) = match op {
             Op::Grant => (&self.patient, "grant", self.grant_args(&mut rng)),
             Op::AddItem => {
                 let n = self.next_item.fetch_add(1, Ordering::Relaxed);
-                added = Some(format!("item-{n}"));
+                added = Some(item_id(n));
                 (&self.clinician, "add_item", self.add_item_args(n))
             }
-            Op::RecordAccess | Op::CheckAccess => {
+            Op::CheckAccess => return self.check_access().await,
+            Op::RecordAccess => {
                 let items = self.items.lock().await;
                 let item_id = items[rng.gen_range(0..items.len())].clone();
                 drop(items);
@@ -343,7 +351,7 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> 
                 .submit("add_item", pair.add_item_args(n))
                 .await?
                 .into_valid()?;
-            pair.items.lock().await.push(format!("item-{n}"));
+            pair.items.lock().await.push(item_id(n));
             anyhow::Ok((i, Arc::new(pair)))
         });
     }
@@ -387,22 +395,17 @@ impl Recorder {
     }
 }
 
-/// user + system CPU seconds of a process, from /proc (USER_HZ is 100 on Linux).
+/// user + system CPU seconds of a process (USER_HZ is 100 on Linux).
 fn cpu_seconds(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    let Some(fields) = network::proc_stat_fields(pid) else {
         return 0.0;
     };
-    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| {
         fields
             .get(i)
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // Fields after the command: state is 0, utime is 11, stime is 12.
     (ticks(11) + ticks(12)) / 100.0
 }
 

@@ -211,16 +211,22 @@ fn running_pid(dir: &Path, name: &str, program: &str) -> Option<u32> {
         .then_some(pid)
 }
 
-/// A process's state letter from `/proc/PID/stat` (it follows the command in parentheses).
-fn proc_state(pid: u32) -> Option<String> {
+/// The fields of `/proc/PID/stat` after the command in parentheses (state first, then ppid,
+/// ...; utime and stime are at 11 and 12). `pid` may be `self`.
+pub fn proc_stat_fields(pid: impl std::fmt::Display) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     Some(
-        stat.rsplit(')')
-            .next()?
+        stat.rsplit_once(')')?
+            .1
             .split_whitespace()
-            .next()?
-            .to_string(),
+            .map(str::to_string)
+            .collect(),
     )
+}
+
+/// A process's state letter from `/proc/PID/stat`.
+fn proc_state(pid: u32) -> Option<String> {
+    proc_stat_fields(pid)?.into_iter().next()
 }
 
 fn program_of(name: &str) -> &'static str {
