@@ -81,7 +81,7 @@ impl Patient {
         stub: &mut dyn Stub,
         mut entry: AuditEntry,
     ) -> Result<(), ChaincodeError> {
-        entry.seq = self.record.next_audit_seq + 1;
+        entry.seq = crate::limits::add_u64("audit sequence", self.record.next_audit_seq, 1)?;
         entry.time = stub.time();
         entry.actor = stub.creator().name.clone();
         entry.actor_role = stub.creator().role.as_str().to_string();

@@ -76,6 +76,9 @@ pub enum ChaincodeError {
     Stub(#[from] StubError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// A counter or time kept in state would leave its type's range.
+    #[error("the {0} would overflow")]
+    Overflow(&'static str),
 }
 
 impl ChaincodeError {

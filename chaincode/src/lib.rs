@@ -12,6 +12,14 @@
 //! - [`access::evaluate`]: the one permission rule, `from ≤ t < until` and not revoked.
 //! - Errors are typed ([`ChaincodeError`]); a [`Denial`] is audited on the patient's record.
 
+// Every peer must decide every transaction identically, in debug and release builds alike:
+// no unchecked arithmetic (release would wrap where debug panics), no indexing that can
+// panic on a value from a transaction or from state.
+#![cfg_attr(
+    not(test),
+    deny(clippy::arithmetic_side_effects, clippy::indexing_slicing)
+)]
+
 pub mod access;
 mod context;
 pub mod error;

@@ -16,6 +16,11 @@ pub const MAX_PRIVATE_DATA_LEN: usize = 64 * 1024;
 pub const MAX_FILE_SIZE: u64 = 64 << 30;
 /// Longest permission window: ten years.
 pub const MAX_WINDOW_SECONDS: i64 = 10 * 366 * 24 * 3600;
+/// Earliest instant a client may name (permission windows): the Unix epoch, in seconds.
+pub const MIN_TIME_S: i64 = 0;
+/// Latest instant a client may name: 9999-12-31T23:59:59Z, in Unix seconds (the end of
+/// the range FHIR `instant` and RFC 3339 can write).
+pub const MAX_TIME_S: i64 = 253_402_300_799;
 /// Longest emergency access: 24 hours.
 pub const MAX_EMERGENCY_SECONDS: i64 = 24 * 3600;
 pub const MAX_CATEGORY_KEYS: usize = 64;
@@ -50,7 +55,10 @@ pub fn max_len(field: &'static str, value: &[u8], max: usize) -> Result<(), Chai
 pub fn name(field: &'static str, value: &str) -> Result<(), ChaincodeError> {
     let ok = !value.is_empty()
         && value.len() <= MAX_NAME_LEN
-        && value.as_bytes()[0].is_ascii_alphanumeric()
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'));
@@ -68,7 +76,10 @@ pub fn name(field: &'static str, value: &str) -> Result<(), ChaincodeError> {
 pub fn identifier(field: &'static str, value: &str) -> Result<(), ChaincodeError> {
     let ok = !value.is_empty()
         && value.len() <= MAX_ID_LEN
-        && (value.as_bytes()[0].is_ascii_lowercase() || value.as_bytes()[0].is_ascii_digit())
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && value.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
         });
@@ -79,6 +90,43 @@ pub fn identifier(field: &'static str, value: &str) -> Result<(), ChaincodeError
         ));
     }
     Ok(())
+}
+
+/// A permission window `[from, until)` in Unix seconds, as a client proposes it: both ends
+/// inside [`MIN_TIME_S`, `MAX_TIME_S`], `from < until`, at most [`MAX_WINDOW_SECONDS`] long.
+/// Every bound is checked before any arithmetic, so no value can overflow.
+pub fn window(from: i64, until: i64) -> Result<(), ChaincodeError> {
+    let in_range = |t: i64| (MIN_TIME_S..=MAX_TIME_S).contains(&t);
+    if !in_range(from) || !in_range(until) {
+        return Err(ChaincodeError::invalid(
+            "window",
+            format!("from and until must be Unix seconds between {MIN_TIME_S} and {MAX_TIME_S}"),
+        ));
+    }
+    if from >= until {
+        return Err(ChaincodeError::invalid(
+            "window",
+            "from must be before until",
+        ));
+    }
+    // Both ends are in [0, MAX_TIME_S]: the difference cannot overflow; checked all the same.
+    if until
+        .checked_sub(from)
+        .is_none_or(|length| length > MAX_WINDOW_SECONDS)
+    {
+        return Err(ChaincodeError::invalid("window", "longer than ten years"));
+    }
+    Ok(())
+}
+
+/// `a + b` for counters and times kept in state, or [`ChaincodeError::Overflow`] naming `what`.
+pub fn add_u64(what: &'static str, a: u64, b: u64) -> Result<u64, ChaincodeError> {
+    a.checked_add(b).ok_or(ChaincodeError::Overflow(what))
+}
+
+/// `a + b` for times in Unix seconds, or [`ChaincodeError::Overflow`] naming `what`.
+pub fn add_i64(what: &'static str, a: i64, b: i64) -> Result<i64, ChaincodeError> {
+    a.checked_add(b).ok_or(ChaincodeError::Overflow(what))
 }
 
 /// Free text (titles, reasons): bounded, no control characters.

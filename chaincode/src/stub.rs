@@ -6,6 +6,7 @@
 //! succeeded or not. The chaincode keeps that safe by rolling back its own writes on failure
 //! ([`Stub::rollback`]) and leaving behind only the audit entry of a denied attempt.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
@@ -91,10 +92,105 @@ pub enum StubError {
     Storage(String),
     #[error("a scan may return at most {max} entries, {asked} asked")]
     LimitTooLarge { asked: usize, max: usize },
+    /// The transaction did more work than [`Budget`] allows; the limit is named.
+    #[error("the transaction exceeds its work budget: {0}")]
+    OverBudget(&'static str),
+    /// A state key that cannot be stored (empty, or holding a NUL byte).
+    #[error("invalid state key")]
+    InvalidKey,
 }
 
 /// Most entries one scan or history call may return.
 pub const MAX_SCAN: usize = 10_000;
+/// Most entries (keys read, scan and history entries returned) one transaction may read.
+pub const MAX_TX_READ_ENTRIES: u64 = 200_000;
+/// Most bytes of values one transaction may read.
+pub const MAX_TX_READ_BYTES: u64 = 256 << 20;
+/// Most puts and deletes one transaction may make.
+pub const MAX_TX_WRITES: u64 = 50_000;
+/// Most bytes (keys and values) one transaction may write.
+pub const MAX_TX_WRITE_BYTES: u64 = 16 << 20;
+/// Most events one transaction may emit, and their bytes.
+pub const MAX_TX_EVENTS: u64 = 64;
+pub const MAX_TX_EVENT_BYTES: u64 = 1 << 20;
+
+/// The work one transaction may do, charged by every [`Stub`] implementation in the same
+/// way, so every peer refuses an over-budget transaction at the same call. Counters only
+/// grow (saturating); [`Budget::forget_writes`] resets the write side when a transaction's
+/// writes are rolled back (its reads were still done).
+#[derive(Debug, Default)]
+pub struct Budget {
+    read_entries: Cell<u64>,
+    read_bytes: Cell<u64>,
+    writes: Cell<u64>,
+    write_bytes: Cell<u64>,
+    events: Cell<u64>,
+    event_bytes: Cell<u64>,
+}
+
+fn charge(counter: &Cell<u64>, amount: u64, max: u64, what: &'static str) -> Result<(), StubError> {
+    let total = counter.get().saturating_add(amount);
+    counter.set(total);
+    if total > max {
+        return Err(StubError::OverBudget(what));
+    }
+    Ok(())
+}
+
+fn len_u64(len: usize) -> u64 {
+    u64::try_from(len).unwrap_or(u64::MAX)
+}
+
+impl Budget {
+    /// Charges the entries a read returned (a `get` is one entry).
+    pub fn charge_read<'v>(
+        &self,
+        values: impl IntoIterator<Item = &'v [u8]>,
+    ) -> Result<(), StubError> {
+        let (mut entries, mut bytes) = (0u64, 0u64);
+        for value in values {
+            entries = entries.saturating_add(1);
+            bytes = bytes.saturating_add(len_u64(value.len()));
+        }
+        charge(
+            &self.read_entries,
+            entries.max(1),
+            MAX_TX_READ_ENTRIES,
+            "entries read",
+        )?;
+        charge(&self.read_bytes, bytes, MAX_TX_READ_BYTES, "bytes read")
+    }
+
+    /// Checks `key` and charges one put (`value` set) or delete.
+    pub fn charge_write(&self, key: &str, value: Option<&[u8]>) -> Result<(), StubError> {
+        if key.is_empty() || key.contains('\0') {
+            return Err(StubError::InvalidKey);
+        }
+        let bytes = len_u64(key.len()).saturating_add(len_u64(value.map_or(0, <[u8]>::len)));
+        charge(&self.writes, 1, MAX_TX_WRITES, "writes")?;
+        charge(
+            &self.write_bytes,
+            bytes,
+            MAX_TX_WRITE_BYTES,
+            "bytes written",
+        )
+    }
+
+    /// Charges one event.
+    pub fn charge_event(&self, name: &str, payload: &[u8]) -> Result<(), StubError> {
+        let bytes = len_u64(name.len()).saturating_add(len_u64(payload.len()));
+        charge(&self.events, 1, MAX_TX_EVENTS, "events")?;
+        charge(&self.event_bytes, bytes, MAX_TX_EVENT_BYTES, "event bytes")
+    }
+
+    /// The transaction's writes and events were rolled back: they no longer count.
+    pub fn forget_writes(&self) {
+        self.writes.set(0);
+        self.write_bytes.set(0);
+        self.events.set(0);
+        self.event_bytes.set(0);
+    }
+}
 
 pub trait Stub {
     /// The value of `key`, seeing this transaction's own earlier writes.
@@ -153,12 +249,13 @@ impl MemoryLedger {
     /// Starts a transaction by `creator` at consensus time `time`. Commit it with
     /// [`MemoryStub::commit`]; dropping it discards it.
     pub fn transaction(&mut self, creator: Creator, time: i64) -> MemoryStub<'_> {
-        self.transactions += 1;
+        self.transactions = self.transactions.wrapping_add(1);
         let tx_id = Sha256::digest(self.transactions.to_be_bytes()).to_vec();
         MemoryStub {
             ledger: self,
             writes: BTreeMap::new(),
             events: Vec::new(),
+            budget: Budget::default(),
             creator,
             tx_id,
             time,
@@ -198,6 +295,7 @@ pub struct MemoryStub<'a> {
     ledger: &'a mut MemoryLedger,
     writes: BTreeMap<String, Option<Vec<u8>>>,
     events: Vec<Event>,
+    budget: Budget,
     creator: Creator,
     tx_id: Vec<u8>,
     time: i64,
@@ -238,28 +336,35 @@ impl MemoryStub<'_> {
         let mut view: BTreeMap<String, Option<Vec<u8>>> =
             committed.map(|(k, v)| (k, Some(v))).collect();
         view.extend(overlay);
-        Ok(view
+        let entries: Vec<(String, Vec<u8>)> = view
             .into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .take(limit)
-            .collect())
+            .collect();
+        self.budget
+            .charge_read(entries.iter().map(|(_, v)| v.as_slice()))?;
+        Ok(entries)
     }
 }
 
 impl Stub for MemoryStub<'_> {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StubError> {
-        match self.writes.get(key) {
-            Some(value) => Ok(value.clone()),
-            None => Ok(self.ledger.state.get(key).cloned()),
-        }
+        let value = match self.writes.get(key) {
+            Some(value) => value.clone(),
+            None => self.ledger.state.get(key).cloned(),
+        };
+        self.budget.charge_read(value.as_deref())?;
+        Ok(value)
     }
 
     fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StubError> {
+        self.budget.charge_write(key, Some(&value))?;
         self.writes.insert(key.to_string(), Some(value));
         Ok(())
     }
 
     fn delete(&mut self, key: &str) -> Result<(), StubError> {
+        self.budget.charge_write(key, None)?;
         self.writes.insert(key.to_string(), None);
         Ok(())
     }
@@ -315,12 +420,15 @@ impl Stub for MemoryStub<'_> {
                 max: MAX_SCAN,
             });
         }
-        Ok(self
+        let mods: Vec<KeyModification> = self
             .ledger
             .history
             .get(key)
             .map(|mods| mods.iter().take(limit).cloned().collect())
-            .unwrap_or_default())
+            .unwrap_or_default();
+        self.budget
+            .charge_read(mods.iter().map(|m| m.value.as_deref().unwrap_or_default()))?;
+        Ok(mods)
     }
 
     fn creator(&self) -> &Creator {
@@ -336,6 +444,7 @@ impl Stub for MemoryStub<'_> {
     }
 
     fn emit_event(&mut self, name: &str, payload: Vec<u8>) -> Result<(), StubError> {
+        self.budget.charge_event(name, &payload)?;
         self.events.push(Event {
             tx_id: self.tx_id.clone(),
             name: name.to_string(),
@@ -347,6 +456,7 @@ impl Stub for MemoryStub<'_> {
     fn rollback(&mut self) {
         self.writes.clear();
         self.events.clear();
+        self.budget.forget_writes();
     }
 }
 
@@ -362,6 +472,56 @@ mod tests {
             cert_hash: [0; 32],
             encryption_key: [0; 32],
         }
+    }
+
+    #[test]
+    fn a_transaction_has_a_bounded_amount_of_work() {
+        let mut ledger = MemoryLedger::new();
+        let mut tx = ledger.transaction(creator(), 10);
+        for i in 0..MAX_TX_WRITES {
+            tx.put(&format!("k/{i}"), Vec::new()).unwrap();
+        }
+        assert_eq!(
+            tx.put("k/last", Vec::new()),
+            Err(StubError::OverBudget("writes"))
+        );
+        // Rolled-back writes no longer count; the reads done stay counted.
+        tx.rollback();
+        tx.put("k/again", Vec::new()).unwrap();
+        let big = vec![0u8; (MAX_TX_WRITE_BYTES / 2) as usize];
+        tx.put("b/1", big.clone()).unwrap();
+        assert_eq!(
+            tx.put("b/2", big),
+            Err(StubError::OverBudget("bytes written"))
+        );
+        for _ in 0..MAX_TX_EVENTS {
+            tx.emit_event("e", Vec::new()).unwrap();
+        }
+        assert_eq!(
+            tx.emit_event("e", Vec::new()),
+            Err(StubError::OverBudget("events"))
+        );
+        for _ in 0..MAX_TX_READ_ENTRIES {
+            tx.get("missing").unwrap();
+        }
+        assert_eq!(
+            tx.get("missing"),
+            Err(StubError::OverBudget("entries read"))
+        );
+        tx.rollback();
+        assert_eq!(
+            tx.get("missing"),
+            Err(StubError::OverBudget("entries read"))
+        );
+    }
+
+    #[test]
+    fn keys_that_cannot_be_stored_are_refused() {
+        let mut ledger = MemoryLedger::new();
+        let mut tx = ledger.transaction(creator(), 10);
+        assert_eq!(tx.put("", Vec::new()), Err(StubError::InvalidKey));
+        assert_eq!(tx.put("a\0b", Vec::new()), Err(StubError::InvalidKey));
+        assert_eq!(tx.delete(""), Err(StubError::InvalidKey));
     }
 
     #[test]

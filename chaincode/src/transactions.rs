@@ -90,7 +90,8 @@ fn store_permission(
             ),
         ));
     }
-    patient.record.next_permission_seq += 1;
+    patient.record.next_permission_seq =
+        limits::add_u64("permission sequence", patient.record.next_permission_seq, 1)?;
     permission.id = format!("perm-{}", patient.record.next_permission_seq);
     let id = permission.id.clone();
     put(
@@ -137,8 +138,10 @@ pub fn register_patient(
     for (i, key) in args.category_keys.iter().enumerate() {
         require_category(stub, &key.category)?;
         limits::exact_len("category_keys.public_key", &key.public_key, KEY_LEN)?;
-        if args.category_keys[..i]
+        if args
+            .category_keys
             .iter()
+            .take(i)
             .any(|k| k.category == key.category)
         {
             return Err(ChaincodeError::invalid(
@@ -198,15 +201,7 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
     require_category(stub, &args.category)?;
     let key = category_key(stub, &patient, &args.category)?;
     let rights = parse_rights(&args.rights)?;
-    if args.from >= args.until {
-        return Err(ChaincodeError::invalid(
-            "window",
-            "from must be before until",
-        ));
-    }
-    if args.until - args.from > MAX_WINDOW_SECONDS {
-        return Err(ChaincodeError::invalid("window", "longer than ten years"));
-    }
+    limits::window(args.from, args.until)?;
     if args.until <= t {
         return Err(ChaincodeError::invalid("window", "it has already ended"));
     }
@@ -597,7 +592,7 @@ pub fn emergency_access(
     if creator.attribute_at("emergency", t) != Some("true") {
         return Err(ChaincodeError::denied(Denial::NotEmergencyClinician).audited_at(context));
     }
-    let until = t + duration;
+    let until = limits::add_i64("emergency window", t, duration)?;
     let permission = Permission {
         grantee: creator.name.clone(),
         category: args.category.clone(),
@@ -674,11 +669,17 @@ pub fn rotate_category_key(
             MAX_ENVELOPE_LEN,
         )?;
         permission.key_envelope = update.key_envelope.clone();
-        permission.key_epoch = key.epoch + 1;
+        permission.key_epoch = key
+            .epoch
+            .checked_add(1)
+            .ok_or(ChaincodeError::Overflow("key epoch"))?;
         updated.push(permission);
     }
     patient.require_owner(stub.creator(), AuditAction::RotateKey, &args.category)?;
-    key.epoch += 1;
+    key.epoch = key
+        .epoch
+        .checked_add(1)
+        .ok_or(ChaincodeError::Overflow("key epoch"))?;
     key.public_key = args.public_key;
     key.since = stub.time();
     put(

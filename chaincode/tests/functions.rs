@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use medledger_chaincode::{ChaincodeError, Denial, Role};
+use medledger_chaincode::{ChaincodeError, Denial, Role, limits};
 use medledger_proto::v1::{self, AuditAction, Outcome, Right};
 use prost::Message;
 
@@ -354,6 +354,47 @@ fn grant_arguments_are_checked() {
     );
     // None of it wrote anything but the registration.
     assert_eq!(w.audit(1, T0).len(), 1);
+    // Extreme windows (the grant that once panicked every peer at `until - from`): each end
+    // at every boundary of i64 and of the accepted range, in every combination.
+    let extremes = [
+        i64::MIN,
+        i64::MIN + 1,
+        -1,
+        0,
+        T0,
+        limits::MAX_TIME_S,
+        limits::MAX_TIME_S + 1,
+        i64::MAX - 1,
+        i64::MAX,
+    ];
+    for &from in &extremes {
+        for &until in &extremes {
+            let args = v1::GrantArgs {
+                from,
+                until,
+                ..base.clone()
+            };
+            let result = w.call(&patient(1), T0, "grant", &args);
+            assert!(
+                matches!(
+                    result,
+                    Err(ChaincodeError::InvalidArgument {
+                        field: "window",
+                        ..
+                    })
+                ),
+                "from {from} until {until}: {result:?}"
+            );
+        }
+    }
+    assert_eq!(w.audit(1, T0).len(), 1);
+    // A window that ends at the last accepted instant is fine.
+    let latest = v1::GrantArgs {
+        from: limits::MAX_TIME_S - DAY,
+        until: limits::MAX_TIME_S,
+        ..base.clone()
+    };
+    w.call(&patient(1), T0, "grant", &latest).unwrap();
     // A write-only grant needs no envelope.
     let write_only = v1::GrantArgs {
         rights: vec![Right::Write as i32],

@@ -52,7 +52,47 @@ impl Config {
 
     /// 2f + 1.
     pub fn quorum(&self) -> usize {
-        2 * self.f() + 1
+        self.f().saturating_mul(2).saturating_add(1)
+    }
+
+    /// 2f: the prepares from distinct backups that, with the pre-prepare, prove a batch
+    /// prepared (Castro–Liskov §4.2).
+    pub fn prepare_quorum(&self) -> usize {
+        self.f().saturating_mul(2)
+    }
+
+    /// f + 1: enough replicas that one of them is correct.
+    pub fn weak_quorum(&self) -> usize {
+        self.f().saturating_add(1)
+    }
+
+    /// Checkpoints kept per sender beyond the high watermark (how a replica learns it is behind).
+    pub const FUTURE_CHECKPOINTS_PER_SENDER: usize = 2;
+
+    /// View-change messages kept per sender (its newest views).
+    pub const VIEW_CHANGES_PER_SENDER: usize = 2;
+
+    /// Normal-case messages for a view being installed kept until its new view arrives.
+    pub fn max_early_messages(&self) -> usize {
+        usize::try_from(self.watermark_window)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(4)
+            .saturating_mul(self.n as usize)
+    }
+
+    /// The sequence numbers a fetch for `(after, up_to]` is served: at most one watermark
+    /// window, nothing beyond `have` (the last we hold), `None` when that leaves nothing.
+    /// Safe for any values a replica sends.
+    pub fn fetch_range(
+        &self,
+        after: u64,
+        up_to: u64,
+        have: u64,
+    ) -> Option<std::ops::RangeInclusive<u64>> {
+        let up_to = up_to
+            .min(after.saturating_add(self.watermark_window))
+            .min(have);
+        (up_to > after).then(|| after.saturating_add(1)..=up_to)
     }
 
     pub fn primary(&self, view: u64) -> ReplicaId {

@@ -18,4 +18,4 @@ mod view_change;
 
 pub use config::Config;
 pub use message::*;
-pub use replica::{Action, DurableState, Replica, RequestStatus};
+pub use replica::{Action, DropReason, DurableState, Replica, RequestStatus};

@@ -17,6 +17,13 @@ pub struct Request {
     pub payload: Vec<u8>,
 }
 
+impl Request {
+    /// The bytes a request counts for in batch and queue limits: its id and payload.
+    pub fn size_bytes(&self) -> usize {
+        self.payload.len().saturating_add(32)
+    }
+}
+
 /// An ordered batch of requests, stamped with consensus time by the primary. A batch with
 /// no requests and timestamp 0 is the null batch a new primary uses to fill gaps (§4.4).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -35,7 +42,9 @@ impl Batch {
     }
 
     pub fn size_bytes(&self) -> usize {
-        self.requests.iter().map(|r| 32 + r.payload.len()).sum()
+        self.requests
+            .iter()
+            .fold(0usize, |sum, r| sum.saturating_add(r.size_bytes()))
     }
 
     pub fn digest(&self) -> Digest {
@@ -294,8 +303,15 @@ impl Signable for NewView {
     }
 }
 
-/// Signing and verification, provided by the host so it can use its keys and batch checks.
+/// Signing, verification and request ids, provided by the host so it can use its keys,
+/// batch its checks, and name requests by its own transaction format.
 pub trait Crypto {
+    /// The id of the request whose payload is `payload`, recomputed from the payload itself
+    /// (the host's transaction id), or `None` if the payload names none. The core never
+    /// trusts the id a request arrives with: a primary, a backup or a view change that labels
+    /// payload X with Y's id is caught by this (otherwise X would execute while the clients
+    /// waiting for Y hear that Y committed).
+    fn request_id(&self, payload: &[u8]) -> Option<TxId>;
     /// Signs `bytes` (already carrying their domain label) as this replica.
     fn sign(&self, domain: Domain, bytes: &[u8]) -> Vec<u8>;
     /// Is `signature` `signer`'s signature over `bytes` in `domain`?

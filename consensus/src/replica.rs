@@ -57,6 +57,28 @@ pub enum Action {
     },
 }
 
+/// Why the core dropped a message or request: counted (see [`Replica::drops`]) so an
+/// operator or a test can tell a Byzantine sender from a quiet network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// A request whose id is not its payload's (a lying backup's forward).
+    MislabelledRequest,
+    /// A pre-prepare whose batch breaks a rule (its primary is suspected).
+    BadBatch,
+    /// A signature that does not verify.
+    BadSignature,
+    /// A checkpoint at or below the stable one, or not at a checkpoint interval.
+    CheckpointOutsideWindow,
+    /// A sender's oldest far-future checkpoint, evicted by its newer ones.
+    CheckpointFlood,
+    /// A view change for a view too far ahead, or from a sender over its quota.
+    ViewChangeFlood,
+    /// A fetch for nothing we have.
+    EmptyFetch,
+    /// A normal-case message for a view being installed, beyond the early queue's bound.
+    EarlyQueueFull,
+}
+
 /// Where a request stands on one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestStatus {
@@ -126,6 +148,7 @@ pub struct Replica {
     /// Normal-case messages for the view being installed, received before its new view.
     pub(crate) early: Vec<Message>,
     next_token: u64,
+    pub(crate) drops: BTreeMap<DropReason, u64>,
     held: Option<(u64, Vec<Action>)>,
     out: Vec<Action>,
 }
@@ -161,7 +184,7 @@ impl Replica {
         assert!(id < config.n, "replica id out of range");
         let mut replica = Replica {
             id,
-            next_seq: executed_up_to.max(durable.stable.seq) + 1,
+            next_seq: executed_up_to.max(durable.stable.seq).saturating_add(1),
             config,
             crypto,
             in_view_change: false,
@@ -186,6 +209,7 @@ impl Replica {
             dirty: false,
             early: Vec::new(),
             next_token: 1,
+            drops: BTreeMap::new(),
             held: None,
             out: Vec::new(),
             durable,
@@ -248,9 +272,10 @@ impl Replica {
         if self.in_view_change && self.is_early(&message) {
             // The new primary may start before its new view reaches us: keep these (bounded)
             // and replay them once the view is installed.
-            if self.early.len() < 4 * self.config.watermark_window as usize * self.config.n as usize
-            {
+            if self.early.len() < self.config.max_early_messages() {
                 self.early.push(message);
+            } else {
+                self.dropped(DropReason::EarlyQueueFull);
             }
             return self.finish();
         }
@@ -292,7 +317,7 @@ impl Replica {
         let view_change_late = self.view_change_deadline.is_some_and(|d| now >= d);
         let no_progress = !self.in_view_change && self.progress_deadline.is_some_and(|d| now >= d);
         if view_change_late || no_progress {
-            let next = self.durable.view + 1;
+            let next = self.durable.view.saturating_add(1);
             self.start_view_change(next);
         }
         if self.batch_deadline.is_some_and(|d| now >= d) {
@@ -304,7 +329,11 @@ impl Replica {
 
     /// The host executed batch `seq` (in order) and its state root is now `state_root`.
     pub fn executed(&mut self, seq: Seq, state_root: Digest) -> Vec<Action> {
-        assert_eq!(seq, self.last_executed + 1, "batches execute in order");
+        assert_eq!(
+            Some(seq),
+            self.last_executed.checked_add(1),
+            "batches execute in order"
+        );
         assert!(
             seq <= self.last_dispatched,
             "only dispatched batches execute"
@@ -336,6 +365,33 @@ impl Replica {
     }
 
     // ---------------------------------------------------------------- plumbing
+
+    /// The highest sequence number that may be proposed or accepted: h + L.
+    pub(crate) fn high_watermark(&self) -> Seq {
+        self.low_watermark()
+            .saturating_add(self.config.watermark_window)
+    }
+
+    /// Is `seq` inside the watermarks (h, h + L]?
+    pub(crate) fn in_window(&self, seq: Seq) -> bool {
+        seq > self.low_watermark() && seq <= self.high_watermark()
+    }
+
+    /// Does the request carry its payload's own id (see [`Crypto::request_id`])?
+    pub(crate) fn names_itself(&self, request: &Request) -> bool {
+        self.crypto.request_id(&request.payload) == Some(request.tx_id)
+    }
+
+    /// Counts a message or request dropped for `reason`.
+    pub(crate) fn dropped(&mut self, reason: DropReason) {
+        let count = self.drops.entry(reason).or_default();
+        *count = count.saturating_add(1);
+    }
+
+    /// How many messages were dropped, by reason, since the replica started.
+    pub fn drops(&self) -> &BTreeMap<DropReason, u64> {
+        &self.drops
+    }
 
     pub(crate) fn sign<M>(
         &self,
@@ -379,7 +435,7 @@ impl Replica {
         if self.dirty {
             self.dirty = false;
             let token = self.next_token;
-            self.next_token += 1;
+            self.next_token = self.next_token.wrapping_add(1);
             actions.push(Action::Persist { token });
             let mut held = self.held.take().map(|(_, a)| a).unwrap_or_default();
             held.extend(sends);
@@ -411,7 +467,8 @@ impl Replica {
         if self.pending.is_empty() || self.in_view_change {
             self.progress_deadline = None;
         } else if self.progress_deadline.is_none() {
-            self.progress_deadline = Some(self.now_ms + self.config.request_timeout_ms);
+            self.progress_deadline =
+                Some(self.now_ms.saturating_add(self.config.request_timeout_ms));
         }
     }
 
@@ -419,6 +476,12 @@ impl Replica {
 
     /// §4.2: a request from a client (`from_client`) or forwarded by a backup.
     fn accept_request(&mut self, request: Request, from_client: bool) {
+        // The id must be the payload's own: a request labelled with another's id is dropped
+        // (from a client, the host already checked it; from a backup, it may lie).
+        if !self.names_itself(&request) {
+            self.dropped(DropReason::MislabelledRequest);
+            return;
+        }
         if let Some(&seq) = self.durable.executed_tx.get(&request.tx_id) {
             if from_client {
                 self.out.push(Action::AlreadyCommitted {
@@ -439,11 +502,11 @@ impl Replica {
                 }
                 return;
             }
-            if request.payload.len() + 32 > self.config.max_batch_bytes {
+            if request.size_bytes() > self.config.max_batch_bytes {
                 return;
             }
             self.pending_ids.insert(request.tx_id);
-            self.pending_bytes += 32 + request.payload.len();
+            self.pending_bytes = self.pending_bytes.saturating_add(request.size_bytes());
             self.pending.push_back(request.clone());
             self.arm_progress_timer();
         }
@@ -469,7 +532,7 @@ impl Replica {
                     || self.durable.executed_tx.contains_key(&front.tx_id)
                 {
                     let r = self.pending.pop_front().expect("front exists");
-                    self.pending_bytes -= 32 + r.payload.len();
+                    self.pending_bytes = self.pending_bytes.saturating_sub(r.size_bytes());
                     self.pending_ids.remove(&r.tx_id);
                 } else {
                     break;
@@ -479,7 +542,7 @@ impl Replica {
                 self.batch_deadline = None;
                 return;
             }
-            if self.next_seq > self.low_watermark() + self.config.watermark_window {
+            if self.next_seq > self.high_watermark() {
                 return;
             }
             let bytes = self.pending_bytes;
@@ -487,7 +550,8 @@ impl Replica {
                 || bytes >= self.config.max_batch_bytes;
             if !full && !force {
                 if self.batch_deadline.is_none() {
-                    self.batch_deadline = Some(self.now_ms + self.config.batch_timeout_ms);
+                    self.batch_deadline =
+                        Some(self.now_ms.saturating_add(self.config.batch_timeout_ms));
                 }
                 return;
             }
@@ -496,10 +560,10 @@ impl Replica {
                 timestamp_ms: 0,
                 requests: Vec::new(),
             };
-            let mut size = 0;
+            let mut size: usize = 0;
             while let Some(r) = self.pending.front() {
                 if batch.requests.len() == self.config.max_batch_requests
-                    || (size + 32 + r.payload.len() > self.config.max_batch_bytes
+                    || (size.saturating_add(r.size_bytes()) > self.config.max_batch_bytes
                         && !batch.requests.is_empty())
                 {
                     break;
@@ -507,7 +571,7 @@ impl Replica {
                 let stale = self.in_log.contains_key(&r.tx_id)
                     || self.durable.executed_tx.contains_key(&r.tx_id);
                 let r = self.pending.pop_front().expect("front exists");
-                self.pending_bytes -= 32 + r.payload.len();
+                self.pending_bytes = self.pending_bytes.saturating_sub(r.size_bytes());
                 // `pending` and `pending_ids` always move together: an id left behind would
                 // make every retransmission look known, and a batch lost in a view change
                 // would lose the request for good.
@@ -515,7 +579,7 @@ impl Replica {
                 if stale {
                     continue;
                 }
-                size += 32 + r.payload.len();
+                size = size.saturating_add(r.size_bytes());
                 batch.requests.push(r);
             }
             if batch.requests.is_empty() {
@@ -525,7 +589,7 @@ impl Replica {
             // increasing stamp would run ahead of the clock past 1,000 batches a second).
             batch.timestamp_ms = self.now_ms.max(self.latest_timestamp());
             let seq = self.next_seq;
-            self.next_seq += 1;
+            self.next_seq = seq.saturating_add(1);
             let pp = PrePrepare {
                 view: self.durable.view,
                 seq,
@@ -589,8 +653,7 @@ impl Replica {
             return;
         }
         let seq = m.seq;
-        if seq <= self.low_watermark() || seq > self.low_watermark() + self.config.watermark_window
-        {
+        if !self.in_window(seq) {
             return;
         }
         if let Some((v, digest)) = self.durable.accepted.get(&seq)
@@ -598,12 +661,13 @@ impl Replica {
         {
             if *digest != m.digest {
                 // Equivocation: two batches for one (view, seq).
-                self.start_view_change(view + 1);
+                self.start_view_change(view.saturating_add(1));
             }
             return;
         }
         if !self.batch_is_acceptable(&pp.message) {
-            self.start_view_change(view + 1);
+            self.dropped(DropReason::BadBatch);
+            self.start_view_change(view.saturating_add(1));
             return;
         }
         self.record_pre_prepare(pp.clone());
@@ -629,6 +693,9 @@ impl Replica {
         }
         let mut seen = BTreeSet::new();
         for r in &batch.requests {
+            if !self.names_itself(r) {
+                return false;
+            }
             if !seen.insert(r.tx_id) || self.durable.executed_tx.contains_key(&r.tx_id) {
                 return false;
             }
@@ -650,7 +717,7 @@ impl Replica {
                 return false;
             }
         }
-        for slot in self.slots.range(m.seq + 1..).map(|(_, s)| s) {
+        for slot in self.slots.range(m.seq.saturating_add(1)..).map(|(_, s)| s) {
             if slot
                 .pre_prepare
                 .as_ref()
@@ -678,9 +745,7 @@ impl Replica {
         if m.view != self.durable.view || v.from == self.config.primary(m.view) {
             return;
         }
-        if m.seq <= self.low_watermark()
-            || m.seq > self.low_watermark() + self.config.watermark_window
-        {
+        if !self.in_window(m.seq) {
             return;
         }
         if !self.verify(&v, PrepareVote(&m).signed_bytes(), Domain::Prepare) {
@@ -695,7 +760,7 @@ impl Replica {
     pub(crate) fn check_prepared(&mut self, seq: Seq) {
         let view = self.durable.view;
         let primary = self.config.primary(view);
-        let needed = 2 * self.config.f();
+        let needed = self.config.prepare_quorum();
         let Some(slot) = self.slots.get(&seq) else {
             return;
         };
@@ -744,9 +809,7 @@ impl Replica {
         if m.view != self.durable.view {
             return;
         }
-        if m.seq <= self.low_watermark()
-            || m.seq > self.low_watermark() + self.config.watermark_window
-        {
+        if !self.in_window(m.seq) {
             return;
         }
         if !self.verify(&v, CommitVote(&m).signed_bytes(), Domain::Commit) {
@@ -799,7 +862,7 @@ impl Replica {
         while let Some(committed) = self
             .durable
             .committed
-            .get(&(self.last_dispatched + 1))
+            .get(&self.last_dispatched.saturating_add(1))
             .cloned()
         {
             let seq = committed.seq;
@@ -819,7 +882,7 @@ impl Replica {
                     && let Some(i) = self.pending.iter().position(|p| p.tx_id == r.tx_id)
                 {
                     let removed = self.pending.remove(i).expect("position is valid");
-                    self.pending_bytes -= 32 + removed.payload.len();
+                    self.pending_bytes = self.pending_bytes.saturating_sub(removed.size_bytes());
                 }
             }
             // Consensus time never runs backwards: after view changes a batch stamped earlier
@@ -874,18 +937,14 @@ impl Replica {
     pub(crate) fn on_checkpoint(&mut self, c: Signed<Checkpoint>) {
         let m = c.message;
         if m.seq <= self.low_watermark() || !m.seq.is_multiple_of(self.config.checkpoint_interval) {
+            self.dropped(DropReason::CheckpointOutsideWindow);
             return;
         }
         if c.from != self.id && !self.verify(&c, m.signed_bytes(), Domain::Checkpoint) {
+            self.dropped(DropReason::BadSignature);
             return;
         }
-        self.checkpoints.entry(m.seq).or_default().insert(c.from, c);
-        // Bound what we keep: the newest few checkpoint sequence numbers.
-        let keep =
-            (2 * self.config.watermark_window / self.config.checkpoint_interval + 4) as usize;
-        while self.checkpoints.len() > keep {
-            self.checkpoints.pop_first();
-        }
+        self.store_checkpoint(c);
         if !self.checkpoints.contains_key(&m.seq) {
             return;
         }
@@ -922,6 +981,38 @@ impl Replica {
         self.make_stable(proof);
     }
 
+    /// Keeps a verified checkpoint message. Inside the watermark window (h, h + L] every
+    /// sender's checkpoint is kept (at most L/K sequence numbers × n senders). Beyond it (we
+    /// may be behind and must learn so), each sender keeps only its newest
+    /// [`Config::FUTURE_CHECKPOINTS_PER_SENDER`]: a replica flooding far-future checkpoints
+    /// evicts only its own, never another replica's.
+    fn store_checkpoint(&mut self, c: Signed<Checkpoint>) {
+        let (seq, from) = (c.message.seq, c.from);
+        self.checkpoints.entry(seq).or_default().insert(from, c);
+        if seq <= self.high_watermark() {
+            return;
+        }
+        let beyond = self.high_watermark().saturating_add(1);
+        let mine: Vec<Seq> = self
+            .checkpoints
+            .range(beyond..)
+            .filter(|(_, by)| by.contains_key(&from))
+            .map(|(s, _)| *s)
+            .collect();
+        let excess = mine
+            .len()
+            .saturating_sub(Config::FUTURE_CHECKPOINTS_PER_SENDER);
+        for old in mine.into_iter().take(excess) {
+            self.dropped(DropReason::CheckpointFlood);
+            if let Some(by) = self.checkpoints.get_mut(&old) {
+                by.remove(&from);
+                if by.is_empty() {
+                    self.checkpoints.remove(&old);
+                }
+            }
+        }
+    }
+
     pub(crate) fn make_stable(&mut self, proof: CheckpointProof) {
         if proof.seq <= self.low_watermark() {
             return;
@@ -930,10 +1021,10 @@ impl Replica {
         let signers: Vec<ReplicaId> = proof.signatures.iter().map(|s| s.from).collect();
         self.durable.stable = proof;
         self.dirty = true;
-        self.slots = self.slots.split_off(&(seq + 1));
-        self.durable.accepted = self.durable.accepted.split_off(&(seq + 1));
-        self.durable.prepared = self.durable.prepared.split_off(&(seq + 1));
-        self.checkpoints = self.checkpoints.split_off(&(seq + 1));
+        self.slots = self.slots.split_off(&seq.saturating_add(1));
+        self.durable.accepted = self.durable.accepted.split_off(&seq.saturating_add(1));
+        self.durable.prepared = self.durable.prepared.split_off(&seq.saturating_add(1));
+        self.checkpoints = self.checkpoints.split_off(&seq.saturating_add(1));
         self.own_roots = self.own_roots.split_off(&seq);
         self.in_log.retain(|_, s| *s > seq);
         // Remember executed request ids for `retain_committed` sequence numbers below the
@@ -944,7 +1035,7 @@ impl Replica {
             self.durable.executed_tx.retain(|_, s| *s >= forget_below);
         }
         if self.next_seq <= seq {
-            self.next_seq = seq + 1;
+            self.next_seq = seq.saturating_add(1);
         }
         if self.last_dispatched < seq {
             self.fetch(seq, &signers);
@@ -966,7 +1057,7 @@ impl Replica {
             .iter()
             .copied()
             .filter(|&r| r != me)
-            .take(self.config.f() + 1)
+            .take(self.config.weak_quorum())
             .collect();
         for r in targets {
             self.send(
@@ -982,16 +1073,14 @@ impl Replica {
 
     /// Serves committed batches in (after, up_to], at most one window's worth.
     fn on_fetch(&mut self, from: ReplicaId, after: Seq, up_to: Seq) {
-        let up_to = up_to
-            .min(after + self.config.watermark_window)
-            .min(self.last_dispatched);
-        if up_to <= after {
+        let Some(range) = self.config.fetch_range(after, up_to, self.last_dispatched) else {
+            self.dropped(DropReason::EmptyFetch);
             return;
-        }
+        };
         let batches: Vec<CommittedBatch> = self
             .durable
             .committed
-            .range(after + 1..=up_to)
+            .range(range)
             .map(|(_, b)| b.clone())
             .collect();
         if batches.is_empty() {
@@ -1014,7 +1103,7 @@ impl Replica {
             self.make_stable(checkpoint);
         }
         for committed in batches {
-            if committed.seq != self.last_dispatched + 1 {
+            if Some(committed.seq) != self.last_dispatched.checked_add(1) {
                 continue;
             }
             if !self.valid_commit_certificate(&committed) {

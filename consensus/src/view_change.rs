@@ -5,8 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::config::Config;
 use crate::message::*;
-use crate::replica::Replica;
+use crate::replica::{DropReason, Replica};
 
 impl Replica {
     /// Moves to `new_view` and asks for it. Timers back off: each further view change in a row
@@ -26,8 +27,11 @@ impl Replica {
         self.progress_deadline = None;
         // Exponential backoff, capped so replicas that drifted apart in view meet again soon.
         let backoff = 1u64 << self.view_change_attempts.min(6);
-        self.view_change_attempts += 1;
-        self.view_change_deadline = Some(self.now_ms + self.config.request_timeout_ms * backoff);
+        self.view_change_attempts = self.view_change_attempts.saturating_add(1);
+        self.view_change_deadline = Some(
+            self.now_ms
+                .saturating_add(self.config.request_timeout_ms.saturating_mul(backoff)),
+        );
         let low = self.low_watermark();
         let vc = ViewChange {
             new_view,
@@ -35,7 +39,7 @@ impl Replica {
             prepared: self
                 .durable
                 .prepared
-                .range(low + 1..)
+                .range(low.saturating_add(1)..)
                 .map(|(_, p)| p.clone())
                 .collect(),
         };
@@ -45,17 +49,51 @@ impl Replica {
         self.try_new_view();
     }
 
+    /// Keeps a valid view change: only for views we could still move to, and per sender only
+    /// its newest [`Config::VIEW_CHANGES_PER_SENDER`] views, so a replica asking for view
+    /// after view evicts only its own messages.
     fn store_view_change(&mut self, vc: Signed<ViewChange>) {
+        let from = vc.from;
         self.view_changes
             .entry(vc.message.new_view)
             .or_default()
-            .insert(vc.from, vc);
-        // Keep only views we could still move to.
+            .insert(from, vc);
         let current = self.durable.view;
         self.view_changes.retain(|v, _| *v >= current);
-        while self.view_changes.len() > 64 {
-            self.view_changes.pop_last();
+        let views: Vec<View> = self
+            .view_changes
+            .iter()
+            .filter(|(_, by)| by.contains_key(&from))
+            .map(|(v, _)| *v)
+            .collect();
+        let excess = views.len().saturating_sub(Config::VIEW_CHANGES_PER_SENDER);
+        for old in views.into_iter().take(excess) {
+            self.dropped(DropReason::ViewChangeFlood);
+            if let Some(by) = self.view_changes.get_mut(&old) {
+                by.remove(&from);
+                if by.is_empty() {
+                    self.view_changes.remove(&old);
+                }
+            }
         }
+    }
+
+    /// §4.5.2 (liveness): the view to move to because f+1 *other* replicas ask for views above
+    /// ours — the smallest view any of them asks for. Among f+1 senders at least one is
+    /// correct, so f Byzantine replicas can neither start a view change nor make us jump past
+    /// every view a correct replica asked for.
+    fn view_to_join(&self) -> Option<View> {
+        let current = self.durable.view;
+        let mut smallest: BTreeMap<ReplicaId, View> = BTreeMap::new();
+        for (view, by) in self.view_changes.range(current.saturating_add(1)..) {
+            for from in by.keys().filter(|from| **from != self.id) {
+                smallest.entry(*from).or_insert(*view);
+            }
+        }
+        if smallest.len() < self.config.weak_quorum() {
+            return None;
+        }
+        smallest.into_values().min()
     }
 
     /// A view-change message is valid when signed, its checkpoint proof holds, and each
@@ -78,7 +116,7 @@ impl Replica {
             let pp = &p.pre_prepare.message;
             if pp.view >= m.new_view
                 || pp.seq <= low
-                || pp.seq > low + self.config.watermark_window
+                || pp.seq > low.saturating_add(self.config.watermark_window)
                 || !seqs.insert(pp.seq)
                 || p.pre_prepare.from != self.config.primary(pp.view)
                 || pp.batch.digest() != pp.digest
@@ -101,7 +139,7 @@ impl Replica {
                     return false;
                 }
             }
-            if signers.len() < 2 * self.config.f() {
+            if signers.len() < self.config.prepare_quorum() {
                 return false;
             }
         }
@@ -119,22 +157,8 @@ impl Replica {
             return;
         }
         self.store_view_change(vc);
-        let current = self.durable.view;
-        let asking: BTreeSet<ReplicaId> = self
-            .view_changes
-            .range(current + u64::from(!self.in_view_change)..)
-            .filter(|(v, _)| **v > current || self.in_view_change)
-            .flat_map(|(_, m)| m.keys().copied())
-            .collect();
-        if asking.len() > self.config.f() {
-            let smallest = self
-                .view_changes
-                .range(current + 1..)
-                .map(|(v, _)| *v)
-                .next();
-            if let Some(v) = smallest {
-                self.start_view_change(v);
-            }
+        if let Some(view) = self.view_to_join() {
+            self.start_view_change(view);
         }
         self.try_new_view();
     }
@@ -206,7 +230,8 @@ impl Replica {
             }
         }
         let max_s = best.keys().next_back().copied().unwrap_or(min_s);
-        let batches = (min_s + 1..=max_s)
+        let batches = (min_s..max_s)
+            .filter_map(|seq| seq.checked_add(1))
             .map(|seq| {
                 let batch = best
                     .get(&seq)
@@ -257,7 +282,7 @@ impl Replica {
                     && self.verify(pp, pp.message.signed_bytes(), Domain::PrePrepare)
             });
         if !matches {
-            self.start_view_change(m.view + 1);
+            self.start_view_change(m.view.saturating_add(1));
             return;
         }
         if m.view > self.durable.view {
@@ -305,7 +330,10 @@ impl Replica {
                     .insert((nv.view, self.id), signed);
             }
         }
-        self.next_seq = max_s.max(self.last_dispatched).max(self.low_watermark()) + 1;
+        self.next_seq = max_s
+            .max(self.last_dispatched)
+            .max(self.low_watermark())
+            .saturating_add(1);
         self.view_changes.retain(|v, _| *v > nv.view);
         self.progress_deadline = None;
         self.arm_progress_timer();

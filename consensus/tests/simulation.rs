@@ -85,6 +85,9 @@ fn run_seed(seed: u64, n: u32) -> Result<Box<Sim>, Box<(String, Sim)>> {
             };
             sim.submit(to);
         }
+        if rng.chance(5) {
+            sim.submit_hostile();
+        }
         if sim.now.is_multiple_of(300) {
             sim.retransmit();
         }
@@ -384,4 +387,107 @@ fn a_replica_whose_state_diverges_reports_it_at_the_next_checkpoint() {
     assert!(!sim.violations.iter().any(|v| v.starts_with("replica 0")
         || v.starts_with("replica 1")
         || v.starts_with("replica 2")));
+}
+
+// ------------------------------------------------- hostile replicas and clients (issue 14)
+
+/// Runs `seed` with `behavior` at replica `at` and steady traffic (with hostile client
+/// requests mixed in), then requires every submitted request to execute everywhere correct,
+/// identically. A crash of replica `crash` (correct) in the middle forces a view change, so
+/// the replicas' view-change logic meets the mock.
+fn survives(seed: u64, behavior: Behavior, at: usize, crash: Option<usize>) -> Sim {
+    let mut behaviors = vec![Behavior::Honest; 4];
+    behaviors[at] = behavior;
+    let mut sim = Sim::new(seed, sim_config(4), &behaviors);
+    for round in 0..60u64 {
+        for _ in 0..5 {
+            sim.submit(None);
+        }
+        if round % 4 == 0 {
+            sim.submit_hostile();
+        }
+        if round == 20
+            && let Some(i) = crash
+        {
+            sim.crash(i);
+        }
+        if round == 40
+            && let Some(i) = crash
+        {
+            sim.restart(i);
+        }
+        for _ in 0..50 {
+            sim.step();
+        }
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    }
+    assert!(
+        run_until_executed(&mut sim, 60_000),
+        "requests did not all execute"
+    );
+    sim.check_ledgers();
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    sim
+}
+
+#[test]
+fn a_checkpoint_flooder_cannot_push_real_checkpoints_out() {
+    let sim = survives(14_001, Behavior::CheckpointFlooder, 3, None);
+    // The correct replicas kept taking checkpoints past the flood.
+    let stable = sim.nodes[0].replica.as_ref().unwrap().low_watermark();
+    assert!(
+        stable >= 4 * sim.config.checkpoint_interval,
+        "stable at {stable}"
+    );
+    let dropped = sim.nodes[0].replica.as_ref().unwrap().drops();
+    assert!(
+        dropped
+            .get(&DropReason::CheckpointFlood)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+}
+
+#[test]
+fn a_view_jumper_cannot_steer_the_view() {
+    let sim = survives(14_002, Behavior::ViewJumper, 3, Some(0));
+    for node in sim.nodes.iter().filter(|n| n.is_correct()) {
+        let view = node.replica.as_ref().unwrap().view();
+        assert!(view < 100, "replica {} was dragged to view {view}", node.id);
+    }
+}
+
+#[test]
+fn a_mislabelling_primary_is_replaced_and_the_requests_still_commit() {
+    let sim = survives(14_003, Behavior::MislabellingPrimary, 0, None);
+    assert!(sim.stats.max_view >= 1, "the primary was never suspected");
+}
+
+#[test]
+fn hostile_client_requests_never_execute_nor_stop_the_network() {
+    let sim = survives(14_004, Behavior::Honest, 3, None);
+    let dropped = sim.nodes[0].replica.as_ref().unwrap().drops();
+    assert!(
+        dropped
+            .get(&DropReason::MislabelledRequest)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
+}
+
+#[test]
+fn fetch_ranges_are_safe_for_any_values() {
+    let config = sim_config(4);
+    for after in [0, 1, 63, 64, u64::MAX - 64, u64::MAX - 1, u64::MAX] {
+        for up_to in [0, 1, 64, u64::MAX - 1, u64::MAX] {
+            for have in [0, 10, u64::MAX] {
+                if let Some(range) = config.fetch_range(after, up_to, have) {
+                    assert!(*range.start() > after && *range.end() <= have);
+                    assert!(range.end() - range.start() < config.watermark_window);
+                }
+            }
+        }
+    }
 }

@@ -22,10 +22,18 @@ pub enum Behavior {
     BadTimestamps,
     /// One of two replicas sharing one identity and key.
     Twin,
+    /// Floods every replica with validly signed checkpoints far beyond the watermarks and
+    /// with made-up state roots inside them, hoping to push the real ones out.
+    CheckpointFlooder,
+    /// Asks, with validly signed view changes, for views far ahead (up to `u64::MAX`),
+    /// hoping to drag correct replicas along or overflow their view arithmetic.
+    ViewJumper,
+    /// As primary, labels each batched payload with another request's id (and re-signs).
+    MislabellingPrimary,
 }
 
 impl Behavior {
-    pub const BYZANTINE: [Behavior; 7] = [
+    pub const BYZANTINE: [Behavior; 10] = [
         Behavior::Silent,
         Behavior::InvalidSignatures,
         Behavior::EquivocatingPrimary,
@@ -33,6 +41,9 @@ impl Behavior {
         Behavior::Replayer,
         Behavior::BadTimestamps,
         Behavior::Twin,
+        Behavior::CheckpointFlooder,
+        Behavior::ViewJumper,
+        Behavior::MislabellingPrimary,
     ];
 }
 
@@ -62,7 +73,25 @@ pub fn transform(
 ) -> Vec<(Option<ReplicaId>, Message)> {
     let id = sim.nodes[index].id;
     match sim.nodes[index].behavior {
-        Behavior::Honest | Behavior::Twin | Behavior::Replayer => vec![(to, message)],
+        Behavior::Honest
+        | Behavior::Twin
+        | Behavior::Replayer
+        | Behavior::CheckpointFlooder
+        | Behavior::ViewJumper => vec![(to, message)],
+        Behavior::MislabellingPrimary => match message {
+            Message::PrePrepare(mut pp) if pp.from == id && pp.message.batch.requests.len() > 1 => {
+                // Rotate the ids: payload i now carries request i+1's id.
+                let requests = &mut pp.message.batch.requests;
+                let first = requests[0].tx_id;
+                for i in 0..requests.len() - 1 {
+                    requests[i].tx_id = requests[i + 1].tx_id;
+                }
+                let last = requests.len() - 1;
+                requests[last].tx_id = first;
+                vec![(to, Message::PrePrepare(resign_pre_prepare(id, pp)))]
+            }
+            m => vec![(to, m)],
+        },
         Behavior::Silent => vec![],
         Behavior::InvalidSignatures => {
             let mut m = message;
@@ -144,10 +173,18 @@ pub fn observe(sim: &mut Sim, index: usize, message: &Message) {
     }
 }
 
-/// Periodic mischief: replayers resend old messages to random replicas.
+/// Periodic mischief: replayers resend old messages to random replicas; flooders and
+/// jumpers send what they are named for.
 pub fn act(sim: &mut Sim) {
     if !sim.now.is_multiple_of(40) {
         return;
+    }
+    for index in 0..sim.nodes.len() {
+        match sim.nodes[index].behavior {
+            Behavior::CheckpointFlooder => flood_checkpoints(sim, index),
+            Behavior::ViewJumper => jump_views(sim, index),
+            _ => {}
+        }
     }
     for index in 0..sim.nodes.len() {
         if sim.nodes[index].behavior != Behavior::Replayer || sim.nodes[index].mock.seen.is_empty()
@@ -163,5 +200,79 @@ pub fn act(sim: &mut Sim) {
                 sim.enqueue_public(from, to, message);
             }
         }
+    }
+}
+
+fn broadcast_from(sim: &mut Sim, index: usize, message: Message) {
+    let from = sim.nodes[index].id;
+    for to in 0..sim.config.n {
+        if to != from {
+            sim.enqueue_public(from, to, message.clone());
+        }
+    }
+}
+
+/// Sixteen signed checkpoints a round: most far beyond any high watermark (each at a fresh
+/// sequence number), some inside it with a made-up root.
+fn flood_checkpoints(sim: &mut Sim, index: usize) {
+    let Some(replica) = sim.nodes[index].replica.as_ref() else {
+        return;
+    };
+    let id = sim.nodes[index].id;
+    let k = sim.config.checkpoint_interval;
+    let low = replica.low_watermark();
+    for i in 0..16u64 {
+        let seq = if i < 12 {
+            low + k * (sim.config.watermark_window / k + 1 + sim.rng.below(1 << 20))
+        } else {
+            low + k * (1 + sim.rng.below(sim.config.watermark_window / k))
+        };
+        let checkpoint = Checkpoint {
+            seq,
+            state_root: [sim.rng.next() as u8; 32],
+        };
+        let signature = sim_signature(id, Domain::Checkpoint, &checkpoint.signed_bytes());
+        broadcast_from(
+            sim,
+            index,
+            Message::Checkpoint(Signed {
+                from: id,
+                message: checkpoint,
+                signature,
+            }),
+        );
+    }
+}
+
+/// Valid view changes (its own stable checkpoint, nothing prepared) for views far ahead.
+fn jump_views(sim: &mut Sim, index: usize) {
+    let Some(replica) = sim.nodes[index].replica.as_ref() else {
+        return;
+    };
+    let id = sim.nodes[index].id;
+    let current = replica.view();
+    let checkpoint = replica.durable_state().stable.clone();
+    let views = [
+        u64::MAX,
+        u64::MAX - 1,
+        current.saturating_add(1 + sim.rng.below(1 << 40)),
+        current.saturating_add(1000),
+    ];
+    for new_view in views {
+        let vc = ViewChange {
+            new_view,
+            checkpoint: checkpoint.clone(),
+            prepared: Vec::new(),
+        };
+        let signature = sim_signature(id, Domain::ViewChange, &vc.signed_bytes());
+        broadcast_from(
+            sim,
+            index,
+            Message::ViewChange(Signed {
+                from: id,
+                message: vc,
+                signature,
+            }),
+        );
     }
 }

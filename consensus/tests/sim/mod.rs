@@ -34,10 +34,19 @@ impl Rng {
     }
 }
 
-/// The payload of the `n`th request: its size and bytes follow from `n`, so a retransmission
-/// carries exactly what the first transmission did.
-fn payload_for(n: u64) -> Vec<u8> {
-    vec![(n % 251) as u8; 1 + (n % 64) as usize]
+/// The payload of request `tx_id`: the id itself (the simulated host's transaction format
+/// names its own id, as the peer's envelopes do), then filler whose size and bytes follow from
+/// it, so a retransmission carries exactly what the first transmission did.
+pub fn payload_for(tx_id: &TxId) -> Vec<u8> {
+    let n = u64::from_be_bytes(tx_id[..8].try_into().unwrap());
+    let mut payload = tx_id.to_vec();
+    payload.extend(vec![(n % 251) as u8; 1 + (n % 64) as usize]);
+    payload
+}
+
+/// The simulated host's request id: the payload's first 32 bytes.
+pub fn sim_request_id(payload: &[u8]) -> Option<TxId> {
+    payload.get(..32)?.try_into().ok()
 }
 
 /// Signatures for the simulation: SHA-256 of the signer's secret, the domain and the bytes.
@@ -59,6 +68,9 @@ pub fn sim_signature(id: ReplicaId, domain: Domain, bytes: &[u8]) -> Vec<u8> {
 pub struct NoCrypto;
 
 impl Crypto for NoCrypto {
+    fn request_id(&self, payload: &[u8]) -> Option<TxId> {
+        sim_request_id(payload)
+    }
     fn sign(&self, _: Domain, _: &[u8]) -> Vec<u8> {
         Vec::new()
     }
@@ -68,6 +80,9 @@ impl Crypto for NoCrypto {
 }
 
 impl Crypto for SimCrypto {
+    fn request_id(&self, payload: &[u8]) -> Option<TxId> {
+        sim_request_id(payload)
+    }
     fn sign(&self, domain: Domain, bytes: &[u8]) -> Vec<u8> {
         sim_signature(self.id, domain, bytes)
     }
@@ -226,11 +241,37 @@ impl Sim {
         tx_id[8..16].copy_from_slice(&self.seed.to_be_bytes());
         let request = Request {
             tx_id,
-            payload: payload_for(self.next_tx),
+            payload: payload_for(&tx_id),
         };
         self.submitted.insert(tx_id, self.now);
         self.send_request(request, to);
         tx_id
+    }
+
+    /// A hostile client's request to every replica: a payload labelled with another id, an
+    /// empty payload, or one larger than any batch may be. None of them may ever execute,
+    /// and none may stop the network.
+    pub fn submit_hostile(&mut self) {
+        self.next_tx += 1;
+        let mut tx_id = [0xffu8; 32];
+        tx_id[..8].copy_from_slice(&self.next_tx.to_be_bytes());
+        let request = match self.rng.below(3) {
+            0 => {
+                let mut payload = payload_for(&tx_id);
+                payload[31] ^= 1;
+                Request { tx_id, payload }
+            }
+            1 => Request {
+                tx_id,
+                payload: Vec::new(),
+            },
+            _ => {
+                let mut payload = payload_for(&tx_id);
+                payload.resize(self.config.max_batch_bytes + 1, 0);
+                Request { tx_id, payload }
+            }
+        };
+        self.send_request(request, None);
     }
 
     fn send_request(&mut self, request: Request, to: Option<ReplicaId>) {
@@ -261,8 +302,8 @@ impl Sim {
             .copied()
             .collect();
         for tx_id in missing {
-            let n = payload_for(u64::from_be_bytes(tx_id[..8].try_into().unwrap()));
-            self.send_request(Request { tx_id, payload: n }, None);
+            let payload = payload_for(&tx_id);
+            self.send_request(Request { tx_id, payload }, None);
         }
     }
 
@@ -336,6 +377,11 @@ impl Sim {
         let id = node.id;
         let mut problems = Vec::new();
         for r in &batch.requests {
+            if correct && sim_request_id(&r.payload) != Some(r.tx_id) {
+                problems.push(format!(
+                    "replica {id} executed a payload under another request's id (seq {seq})"
+                ));
+            }
             if !node.executed.insert(r.tx_id) && correct {
                 problems.push(format!("replica {id} executed a request twice (seq {seq})"));
             }
