@@ -538,6 +538,5 @@ pub fn header_hash(h: &v1::BlockHeader) -> [u8; 32] {
         tx_root: &h.tx_root,
         state_root: &h.state_root,
         time_ms: h.time_ms,
-        view: h.view,
     })
 }

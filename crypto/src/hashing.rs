@@ -20,7 +20,6 @@ pub struct HeaderFields<'a> {
     pub tx_root: &'a [u8],
     pub state_root: &'a [u8],
     pub time_ms: i64,
-    pub view: u64,
 }
 
 fn put_bytes(h: &mut Sha256, b: &[u8]) {
@@ -29,7 +28,9 @@ fn put_bytes(h: &mut Sha256, b: &[u8]) {
 }
 
 /// SHA-256 of a block header: what the next block's `prev_hash` holds, and for block 0 the
-/// network's identity.
+/// network's identity. Only fields every correct peer computes alike enter it: the view in
+/// which a peer happened to see the commit does not (it differs between peers after a view
+/// change, and would split the `prev_hash` chain); it lives in the commit certificate.
 pub fn block_header_hash(f: &HeaderFields<'_>) -> [u8; 32] {
     let mut h = Sha256::new();
     put_bytes(&mut h, b"medledger/v1/block-header");
@@ -38,7 +39,6 @@ pub fn block_header_hash(f: &HeaderFields<'_>) -> [u8; 32] {
     put_bytes(&mut h, f.tx_root);
     put_bytes(&mut h, f.state_root);
     h.update((f.time_ms as u64).to_be_bytes());
-    h.update(f.view.to_be_bytes());
     h.finalize().into()
 }
 
@@ -55,10 +55,9 @@ mod tests {
             tx_root: &[1; 32],
             state_root: &[2; 32],
             time_ms: 1_700_000_000_000,
-            view: 0,
         };
         assert_eq!(hex::encode(block_header_hash(&f)), KAT);
     }
 
-    const KAT: &str = "75f79c6c9a07f0d7105844c631021bce3a2eb41bfd4abec56276f97f56f5a2de";
+    const KAT: &str = "512b1b08421e5206f0e4465a52a9f34ca76017c858210c093fd9e116ae19d7c3";
 }

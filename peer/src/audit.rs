@@ -165,12 +165,6 @@ impl Auditor {
                     header.time_ms, ours.time_ms
                 ));
             }
-            if ours.view != header.view && !commits.is_empty() {
-                problems.push(format!(
-                    "view {} differs from its certificate's view {}",
-                    header.view, ours.view
-                ));
-            }
             if block.results.len() != commit.block.results.len() {
                 problems.push(format!(
                     "{} results for {} transactions",

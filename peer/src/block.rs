@@ -15,7 +15,6 @@ pub fn header_hash(h: &v1::BlockHeader) -> [u8; 32] {
         tx_root: &h.tx_root,
         state_root: &h.state_root,
         time_ms: h.time_ms,
-        view: h.view,
     })
 }
 
@@ -116,12 +115,8 @@ mod tests {
             tx_root: vec![2; 32],
             state_root: vec![3; 32],
             time_ms: 4,
-            view: 5,
         };
         let base = header_hash(&h);
-        let mut changed = h.clone();
-        changed.view = 6;
-        assert_ne!(header_hash(&changed), base);
         let mut changed = h.clone();
         changed.time_ms = 5;
         assert_ne!(header_hash(&changed), base);

@@ -141,6 +141,34 @@ fn refused(r: Refusal) -> v1::TxResult {
     }
 }
 
+/// What running a transaction's chaincode function came to.
+enum Invoked {
+    Returned(Result<Vec<u8>, chaincode::ChaincodeError>),
+    /// The chaincode panicked: a fault it did not foresee. The panic is deterministic (the
+    /// chaincode is pure and overflow checks are on in every profile), so every correct peer
+    /// records the same failure and discards the same writes.
+    Panicked,
+}
+
+/// Runs the chaincode for one valid transaction, containing any panic to that transaction:
+/// hostile input must fail its own transaction, never the peer (THREAT-MODEL: availability).
+fn invoke_isolated(stub: &mut LedgerStub<'_>, transaction: &v1::Transaction) -> Invoked {
+    let run = std::panic::AssertUnwindSafe(|| {
+        chaincode::invoke(stub, &transaction.function, &transaction.args)
+    });
+    match std::panic::catch_unwind(run) {
+        Ok(result) => Invoked::Returned(result),
+        Err(_) => {
+            metrics::counter!("medledger_chaincode_panics_total").increment(1);
+            tracing::error!(
+                function = %transaction.function,
+                "the chaincode panicked; the transaction is recorded as failed"
+            );
+            Invoked::Panicked
+        }
+    }
+}
+
 /// Executes `certified` as block `certified.seq` on top of the ledger (whose revocations
 /// are `revocations`). Returns what to commit, revocations included.
 pub fn execute_block(
@@ -217,20 +245,27 @@ pub fn execute_block(
                     tx_id,
                     time_s,
                 );
-                let outcome = chaincode::invoke(
-                    &mut stub,
-                    &valid.transaction.function,
-                    &valid.transaction.args,
-                );
-                let writes = std::mem::take(&mut stub.writes);
-                let events = std::mem::take(&mut stub.events);
+                let outcome = invoke_isolated(&mut stub, &valid.transaction);
+                let (writes, events) = match &outcome {
+                    Invoked::Panicked => (WriteSet::new(), Vec::new()),
+                    _ => (
+                        std::mem::take(&mut stub.writes),
+                        std::mem::take(&mut stub.events),
+                    ),
+                };
                 drop(stub);
                 let (status, code, message, result) = match outcome {
-                    Ok(result) => (TxStatus::Valid, 0, String::new(), result),
-                    Err(e) => (
+                    Invoked::Returned(Ok(result)) => (TxStatus::Valid, 0, String::new(), result),
+                    Invoked::Returned(Err(e)) => (
                         TxStatus::ChaincodeError,
                         crate::service::chaincode_code(&e) as i32,
                         e.to_string(),
+                        Vec::new(),
+                    ),
+                    Invoked::Panicked => (
+                        TxStatus::ChaincodeError,
+                        tonic::Code::Internal as i32,
+                        "the transaction failed in execution; it changed nothing".to_string(),
                         Vec::new(),
                     ),
                 };
@@ -270,7 +305,6 @@ pub fn execute_block(
         tx_root: tx_root(&envelopes).to_vec(),
         state_root: state_root.to_vec(),
         time_ms,
-        view: certified.commits.first().map_or(0, |v| v.message.view),
     };
     commit.state = block_writes
         .into_iter()

@@ -96,7 +96,6 @@ pub fn build(
         tx_root: Sha256::digest(config.encode_to_vec()).to_vec(),
         state_root: vec![0; 32],
         time_ms: created_at_ms,
-        view: 0,
     };
     let block = v1::Block {
         header: Some(header),

@@ -187,7 +187,7 @@ fn main() -> anyhow::Result<()> {
                     hex::encode(&h.state_root),
                     b.envelopes.len(),
                     valid,
-                    h.view,
+                    b.certificate.as_ref().map_or(0, |c| c.view),
                     h.time_ms
                 );
             }

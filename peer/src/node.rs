@@ -36,6 +36,11 @@ struct ReplicaCrypto {
 }
 
 impl pbft::Crypto for ReplicaCrypto {
+    fn request_id(&self, payload: &[u8]) -> Option<pbft::TxId> {
+        let envelope = <v1::Envelope as prost::Message>::decode(payload).ok()?;
+        crate::validate::envelope_tx_id(&envelope)
+    }
+
     fn sign(&self, _domain: pbft::Domain, bytes: &[u8]) -> Vec<u8> {
         // `bytes` already begin with the message kind's own tag.
         self.identity
@@ -191,15 +196,24 @@ pub async fn run(
         network.clone(),
         shared.clone(),
     );
-    // The replica lives on its own thread (its crypto is not shared across threads).
+    // The replica lives on its own thread (its crypto is not shared across threads). If that
+    // thread dies, the peer must not linger half-alive: `died` tells the server, which
+    // reports NOT_SERVING and exits non-zero so a supervisor restarts it.
+    let (died_tx, mut died) = tokio::sync::oneshot::channel::<()>();
     let driver_thread = std::thread::Builder::new()
         .name("consensus".into())
         .spawn(move || {
-            let (ledger, validator, network, shared) = driver_parts;
-            let mut replica =
-                pbft::Replica::new(replica_id, pbft_config, Box::new(crypto), durable, height);
-            let initial = replica.tick(crate::driver::now_ms());
-            Driver::new(replica, store, ledger, validator, network, shared).run(inputs_rx, initial)
+            let run = std::panic::AssertUnwindSafe(move || {
+                let (ledger, validator, network, shared) = driver_parts;
+                let mut replica =
+                    pbft::Replica::new(replica_id, pbft_config, Box::new(crypto), durable, height);
+                let initial = replica.tick(crate::driver::now_ms());
+                Driver::new(replica, store, ledger, validator, network, shared)
+                    .run(inputs_rx, initial)
+            });
+            if std::panic::catch_unwind(run).is_err() {
+                let _ = died_tx.send(());
+            }
         })?;
 
     let listen = match config.listen {
@@ -268,7 +282,10 @@ pub async fn run(
                 let _ = stopped.await;
             }),
     );
-    shutdown.await;
+    tokio::select! {
+        _ = shutdown => {}
+        Ok(()) = &mut died => consensus_died(&health).await,
+    }
     tracing::info!("shutting down: no new calls; the ledger is flushed before exit");
     let _ = stop.send(());
     // Replica streams and subscriptions never end by themselves: give calls in flight a
@@ -280,6 +297,26 @@ pub async fn run(
     let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long a peer whose consensus thread died keeps answering NOT_SERVING before it exits.
+const DYING_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The consensus thread died (a bug: every input it takes is checked). Health answers
+/// NOT_SERVING for [`DYING_GRACE`], so load balancers and `network status` see it, then the
+/// process exits with status 70 (EX_SOFTWARE) for its supervisor to restart it; the PBFT
+/// state and the ledger on disk are as the last synced write left them.
+async fn consensus_died(health: &tonic_health::server::HealthReporter) -> ! {
+    tracing::error!("the consensus thread died; this peer stops serving and exits");
+    eprintln!("medledger-peer: fatal: the consensus thread died");
+    health
+        .set_not_serving::<v1::ledger_server::LedgerServer<LedgerService>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    tokio::time::sleep(DYING_GRACE).await;
+    std::process::exit(70);
 }
 
 /// Where to listen when the configuration does not say: the port of this peer's genesis

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
-use medledger_chaincode::{self as chaincode, ChaincodeError};
+use medledger_chaincode::{self as chaincode, ChaincodeError, stub::StubError};
 use medledger_crypto::{EnrolledIdentity, SignatureDomain, SigningIdentity};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
@@ -77,6 +77,8 @@ pub fn chaincode_code(e: &ChaincodeError) -> Code {
         ChaincodeError::AlreadyExists { .. } | ChaincodeError::AlreadyRevoked(_) => {
             Code::AlreadyExists
         }
+        ChaincodeError::Stub(StubError::OverBudget(_)) => Code::ResourceExhausted,
+        ChaincodeError::Overflow(_) => Code::OutOfRange,
         ChaincodeError::Stub(_) | ChaincodeError::Corrupt(_) => Code::Internal,
     }
 }

@@ -3,7 +3,7 @@
 //! transaction's own writes. Nothing here writes to disk; the executor collects the writes
 //! and commits the whole block at once.
 
-use medledger_chaincode::stub::{KeyModification, MAX_SCAN, StubError};
+use medledger_chaincode::stub::{Budget, KeyModification, MAX_SCAN, StubError};
 use medledger_chaincode::{Creator, Stub};
 
 use crate::block::WriteSet;
@@ -32,6 +32,7 @@ pub struct LedgerStub<'a> {
     creator: Creator,
     tx_id: [u8; 32],
     time_s: i64,
+    budget: Budget,
 }
 
 impl<'a> LedgerStub<'a> {
@@ -52,6 +53,7 @@ impl<'a> LedgerStub<'a> {
             creator,
             tx_id,
             time_s,
+            budget: Budget::default(),
         }
     }
 
@@ -76,6 +78,16 @@ impl<'a> LedgerStub<'a> {
             .collect()
     }
 
+    /// Charges what a read returned to the transaction's budget.
+    fn charged(
+        &self,
+        entries: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<(String, Vec<u8>)>, StubError> {
+        self.budget
+            .charge_read(entries.iter().map(|(_, v)| v.as_slice()))?;
+        Ok(entries)
+    }
+
     fn overlay_len(&self) -> usize {
         self.block_writes.len() + self.writes.len()
     }
@@ -83,24 +95,25 @@ impl<'a> LedgerStub<'a> {
 
 impl Stub for LedgerStub<'_> {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StubError> {
-        if let Some(v) = self.writes.get(key) {
-            return Ok(v.clone());
-        }
-        if let Some(v) = self.block_writes.get(key) {
-            return Ok(v.clone());
-        }
-        self.view.get(key).map_err(storage)
+        let value = if let Some(v) = self.writes.get(key) {
+            v.clone()
+        } else if let Some(v) = self.block_writes.get(key) {
+            v.clone()
+        } else {
+            self.view.get(key).map_err(storage)?
+        };
+        self.budget.charge_read(value.as_deref())?;
+        Ok(value)
     }
 
     fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StubError> {
-        if key.is_empty() || key.contains('\0') {
-            return Err(StubError::Storage(format!("invalid state key {key:?}")));
-        }
+        self.budget.charge_write(key, Some(&value))?;
         self.writes.insert(key.to_string(), Some(value));
         Ok(())
     }
 
     fn delete(&mut self, key: &str) -> Result<(), StubError> {
+        self.budget.charge_write(key, None)?;
         self.writes.insert(key.to_string(), None);
         Ok(())
     }
@@ -119,13 +132,18 @@ impl Stub for LedgerStub<'_> {
         // Deleted keys in the overlays may hide committed ones: read that many more.
         let mut committed = self
             .view
-            .scan(prefix, start, None, limit + self.overlay_len() + 1)
+            .scan(
+                prefix,
+                start,
+                None,
+                limit.saturating_add(self.overlay_len()).saturating_add(1),
+            )
             .map_err(storage)?;
         if let Some(after) = start_after {
             committed.retain(|(k, _)| k.as_str() > after);
         }
         let keep = |k: &str| k.starts_with(prefix) && start_after.is_none_or(|s| k > s);
-        Ok(self.merged(committed, keep, limit))
+        self.charged(self.merged(committed, keep, limit))
     }
 
     fn scan_range(
@@ -140,15 +158,20 @@ impl Stub for LedgerStub<'_> {
         }
         let committed = self
             .view
-            .scan("", start, Some(end), limit + self.overlay_len())
+            .scan(
+                "",
+                start,
+                Some(end),
+                limit.saturating_add(self.overlay_len()),
+            )
             .map_err(storage)?;
-        Ok(self.merged(committed, |k| k >= start && k < end, limit))
+        self.charged(self.merged(committed, |k| k >= start && k < end, limit))
     }
 
     fn history(&self, key: &str, limit: usize) -> Result<Vec<KeyModification>, StubError> {
         check_limit(limit)?;
         let committed = self.view.history(key, limit).map_err(storage)?;
-        Ok(committed
+        let mods: Vec<KeyModification> = committed
             .iter()
             .chain(self.block_history.iter().filter(|h| h.key == key))
             .take(limit)
@@ -157,7 +180,10 @@ impl Stub for LedgerStub<'_> {
                 time: h.time_s,
                 value: h.value.clone(),
             })
-            .collect())
+            .collect();
+        self.budget
+            .charge_read(mods.iter().map(|m| m.value.as_deref().unwrap_or_default()))?;
+        Ok(mods)
     }
 
     fn creator(&self) -> &Creator {
@@ -173,6 +199,7 @@ impl Stub for LedgerStub<'_> {
     }
 
     fn emit_event(&mut self, name: &str, payload: Vec<u8>) -> Result<(), StubError> {
+        self.budget.charge_event(name, &payload)?;
         self.events.push((name.to_string(), payload));
         Ok(())
     }
@@ -180,5 +207,6 @@ impl Stub for LedgerStub<'_> {
     fn rollback(&mut self) {
         self.writes.clear();
         self.events.clear();
+        self.budget.forget_writes();
     }
 }

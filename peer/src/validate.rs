@@ -222,6 +222,14 @@ impl Validator {
                 };
                 refuse(status, format!("creator certificate: {e}"))
             })?;
+        // A replay is refused before the signature cache is consulted: a committed id can
+        // never be revived under a cached signature.
+        if facts.tx_id_used(&tx_id) {
+            return Err(refuse(
+                TxStatus::DuplicateTxId,
+                "this transaction id was already used".into(),
+            ));
+        }
         self.verify_signature(signed, &identity)
             .map_err(|m| refuse(TxStatus::BadSignature, m))?;
         if matches!(identity.role, Role::Peer | Role::Gateway) {
@@ -237,12 +245,6 @@ impl Validator {
                 format!("no transaction function named {:?}", tx.function)
             };
             return Err(refuse(TxStatus::UnknownFunction, why));
-        }
-        if facts.tx_id_used(&tx_id) {
-            return Err(refuse(
-                TxStatus::DuplicateTxId,
-                "this transaction id was already used".into(),
-            ));
         }
         let known = !carried || facts.certificate(&cert_hash).is_some();
         Ok(ValidTransaction {
@@ -319,14 +321,12 @@ impl Validator {
         signed: &v1::SignedTransaction,
         identity: &EnrolledIdentity,
     ) -> Result<(), String> {
-        let mut h = Sha256::new();
-        h.update(&signed.transaction);
-        h.update(&signed.signature);
-        let key: [u8; 32] = h.finalize().into();
+        // Only a well-formed signature reaches the cache: the key below relies on its length.
+        let signature = Signature::from_slice(&signed.signature).map_err(|e| e.to_string())?;
+        let key = signature_cache_key(identity, &signed.transaction, &signed.signature);
         if self.caches().signatures.contains(&key) {
             return Ok(());
         }
-        let signature = Signature::from_slice(&signed.signature).map_err(|e| e.to_string())?;
         identity
             .signing_key
             .verify(
@@ -384,6 +384,29 @@ impl Validator {
     }
 }
 
+/// The signature cache's key: SHA-256 over a domain label, the signer's public key, and the
+/// length-prefixed transaction and signature. Unambiguous: `(T, S)` and `(T‖S[..k], S[k..])`
+/// have different keys, so a cached verification can never vouch for other bytes (which would
+/// make one envelope valid on a peer that cached it and invalid on the others: a fork).
+fn signature_cache_key(
+    identity: &EnrolledIdentity,
+    transaction: &[u8],
+    signature: &[u8],
+) -> [u8; 32] {
+    signature_cache_key_for(&identity.signing_key.to_bytes(), transaction, signature)
+}
+
+fn signature_cache_key_for(signer: &[u8; 32], transaction: &[u8], signature: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"medledger/v1/signature-cache");
+    h.update(signer);
+    for part in [transaction, signature] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
 /// The PBFT request id of an envelope, as the submitting peer names it. Execution
 /// recomputes it from the envelope and never trusts this one.
 pub fn envelope_tx_id(envelope: &v1::Envelope) -> Option<[u8; 32]> {
@@ -429,5 +452,25 @@ pub fn creator(identity: &EnrolledIdentity) -> chaincode::Creator {
             .collect(),
         cert_hash: identity.cert_hash,
         encryption_key: identity.encryption_key.to_bytes(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache key of `(T, S)` is not that of `(T‖S[..k], S[k..])` for any split `k > 0`.
+    #[test]
+    fn the_signature_cache_key_is_unambiguous() {
+        let signer = [1u8; 32];
+        let transaction = b"transaction bytes".to_vec();
+        let signature = [7u8; 64];
+        let key = |t: &[u8], s: &[u8]| signature_cache_key_for(&signer, t, s);
+        let whole = key(&transaction, &signature);
+        for k in 1..=signature.len() {
+            let mut shifted = transaction.clone();
+            shifted.extend_from_slice(&signature[..k]);
+            assert_ne!(whole, key(&shifted, &signature[k..]), "split at {k}");
+        }
     }
 }
