@@ -1,0 +1,42 @@
+//! Why a share was refused. No variant carries text taken from the input: an error message
+//! may be logged or shown, and the input is clinical content (THREAT-MODEL: "never in ... an
+//! error message"). Paths are built from the schema's own element names.
+
+/// A refusal by [`crate::deidentify`] or [`crate::check`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeidError {
+    /// The input is larger than [`crate::MAX_INPUT_BYTES`].
+    #[error("the input is {size_bytes} bytes; de-identification accepts at most {limit_bytes}")]
+    TooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
+    /// The input is not JSON (position of the first syntax error).
+    #[error(
+        "not JSON (error at line {line}, column {column}); de-identification accepts FHIR R4 JSON only"
+    )]
+    NotJson { line: usize, column: usize },
+    /// The input is JSON but not an object with a string `resourceType`.
+    #[error("not a FHIR resource (no resourceType); de-identification accepts FHIR R4 JSON only")]
+    NotAResource,
+    /// A resource (at the top, in a Bundle entry or `contained`) of a type the schema does
+    /// not know. The offending type name is not echoed: it is input.
+    #[error("a resource of a type this profile does not support; supported: {}", supported.join(", "))]
+    UnsupportedResourceType { supported: &'static [&'static str] },
+    /// JSON nested deeper than [`crate::MAX_DEPTH`] objects and arrays.
+    #[error("nested deeper than {limit} levels")]
+    TooDeep { limit: usize },
+    /// A `modifierExtension` anywhere: dropping it would change the meaning of what stays.
+    #[error("a modifierExtension (it changes the meaning of its element, so it cannot be dropped)")]
+    ModifierExtension,
+    /// The caller's id source returned a value that is not a FHIR id
+    /// (`[A-Za-z0-9\-.]{1,64}`) or that it had returned before.
+    #[error("the replacement id source returned an invalid or repeated id")]
+    BadReplacementId,
+    /// [`crate::check`]: the copy holds something the profile would not have let through.
+    #[error("not de-identified under this profile: {path} ({reason})")]
+    NotDeidentified { path: String, reason: &'static str },
+    /// Serializing the output failed (not expected for a JSON value).
+    #[error("the de-identified copy could not be encoded")]
+    Encode,
+}
