@@ -26,7 +26,10 @@ fn the_issues_social_history_example_keeps_nothing_but_the_age_category() {
         "valueString":"Lives with son Tom Vale at 4 Oak Row, Leeds; contact 555-0199",
         "component":[{"code":{"text":"Age"},"valueQuantity":{"value":92,"unit":"a"}}]});
     let copy = run(&input).unwrap();
-    assert_absent(&copy, &["Tom", "Vale", "Oak", "Leeds", "555-0199", "Social", "92"]);
+    assert_absent(
+        &copy,
+        &["Tom", "Vale", "Oak", "Leeds", "555-0199", "Social", "92"],
+    );
     assert_eq!(
         copy,
         json!({"resourceType": "Observation", "status": "final", "component": [{"valueQuantity":
@@ -57,8 +60,21 @@ fn a_patient_loses_every_safe_harbor_identifier() {
     assert_absent(
         &copy,
         &[
-            "Jane", "Roe", "MRN-0001", "123-45-6789", "555", "jane@", "Main St", "Springfield",
-            "01101", "04-09", "pat-123", "org-9", "Boston", "hospital.example", "http",
+            "Jane",
+            "Roe",
+            "MRN-0001",
+            "123-45-6789",
+            "555",
+            "jane@",
+            "Main St",
+            "Springfield",
+            "01101",
+            "04-09",
+            "pat-123",
+            "org-9",
+            "Boston",
+            "hospital.example",
+            "http",
         ],
     );
     assert_eq!(
@@ -92,7 +108,10 @@ fn references_follow_replaced_ids_within_a_bundle_and_dates_keep_the_year() {
     // Born 1930: 90 or more years before the share, so even the year goes.
     assert!(patient.get("birthDate").is_none());
     let patient_id = patient["id"].as_str().unwrap();
-    assert_eq!(observation["subject"]["reference"], format!("Patient/{patient_id}"));
+    assert_eq!(
+        observation["subject"]["reference"],
+        format!("Patient/{patient_id}")
+    );
     let full_url = copy["entry"][0]["fullUrl"].as_str().unwrap();
     assert_eq!(condition["subject"]["reference"], full_url);
     assert!(observation.get("note").is_none());
@@ -125,9 +144,15 @@ fn ids_come_from_the_caller_and_never_from_the_input() {
     let copy: Value = serde_json::from_slice(&copy.bytes).unwrap();
     let id = copy["id"].as_str().unwrap();
     assert_eq!(id, "07070707-0707-4707-8707-070707070707");
-    assert_eq!(copy["subject"]["reference"], "Patient/08080808-0808-4808-8808-080808080808");
+    assert_eq!(
+        copy["subject"]["reference"],
+        "Patient/08080808-0808-4808-8808-080808080808"
+    );
     // The same old id maps to the same new one; a repeated new id is refused.
-    assert_eq!(copy["hasMember"][0]["reference"], format!("Observation/{id}"));
+    assert_eq!(
+        copy["hasMember"][0]["reference"],
+        format!("Observation/{id}")
+    );
     let mut same = || "r1".to_string();
     assert_eq!(
         deidentify(&input, &Profile::SAFE_HARBOR, YEAR, &mut same),
@@ -184,14 +209,18 @@ fn ages_of_ninety_or_more_become_one_category_under_any_code() {
             {"valueInteger": 7}]});
     let copy = run(&input).unwrap();
     let ucum = |v: u64, comparator: bool| {
-        let mut q = json!({"value": v, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"});
+        let mut q =
+            json!({"value": v, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"});
         if comparator {
             q["comparator"] = json!(">=");
         }
         q
     };
     assert_eq!(copy["valueQuantity"], ucum(90, true));
-    assert_eq!(copy["component"][0]["valueRange"], json!({"low": ucum(90, false)}));
+    assert_eq!(
+        copy["component"][0]["valueRange"],
+        json!({"low": ucum(90, false)})
+    );
     assert_eq!(copy["component"][1]["valueQuantity"], ucum(90, true));
     assert_eq!(copy["component"][2]["valueQuantity"], ucum(89, false));
     // A bare integer of 90 or more could be an age: it goes.
@@ -216,7 +245,10 @@ fn dates_keep_the_year_and_old_ones_go_wherever_they_are() {
 fn restricted_zip3_areas_become_000_and_zip3_can_be_turned_off() {
     let input = json!({"resourceType": "Location", "name": "Oak Row Clinic",
         "address": {"line": ["4 Oak Row"], "city": "Gillette", "state": "WY", "postalCode": "82301"}});
-    assert_eq!(run(&input).unwrap()["address"], json!({"state": "WY", "postalCode": "000"}));
+    assert_eq!(
+        run(&input).unwrap()["address"],
+        json!({"state": "WY", "postalCode": "000"})
+    );
     let bytes = serde_json::to_vec(&input).unwrap();
     let state_only = Profile { keep_zip3: false };
     let copy = deidentify(&bytes, &state_only, YEAR, &mut counter_ids()).unwrap();
@@ -242,15 +274,25 @@ fn attachments_binaries_and_documents_text_go() {
 #[test]
 fn what_cannot_be_vouched_for_is_refused() {
     let refuse = |bytes: &[u8]| deidentify(bytes, &Profile::SAFE_HARBOR, YEAR, &mut counter_ids());
-    assert!(matches!(refuse(b"%PDF-1.7 ..."), Err(DeidError::NotJson { .. })));
+    assert!(matches!(
+        refuse(b"%PDF-1.7 ..."),
+        Err(DeidError::NotJson { .. })
+    ));
     assert_eq!(refuse(br#"{"name": "x"}"#), Err(DeidError::NotAResource));
     assert_eq!(refuse(b"[]"), Err(DeidError::NotAResource));
     let unsupported = refuse(br#"{"resourceType": "Binary", "data": "SmFuZQ=="}"#).unwrap_err();
-    assert!(matches!(unsupported, DeidError::UnsupportedResourceType { .. }));
-    assert!(unsupported.to_string().contains("Observation, Condition"), "{unsupported}");
+    assert!(matches!(
+        unsupported,
+        DeidError::UnsupportedResourceType { .. }
+    ));
+    assert!(
+        unsupported.to_string().contains("Observation, Condition"),
+        "{unsupported}"
+    );
     // An unknown type inside a Bundle or `contained` refuses the whole share, and the error
     // does not echo the type (it is input).
-    let inner = br#"{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "JaneVale"}}]}"#;
+    let inner =
+        br#"{"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "JaneVale"}}]}"#;
     let error = refuse(inner).unwrap_err();
     assert!(!error.to_string().contains("JaneVale"), "{error}");
     assert!(matches!(
@@ -263,7 +305,10 @@ fn what_cannot_be_vouched_for_is_refused() {
     );
     let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
     let deep = format!(r#"{{"resourceType": "Observation", "x": {deep}}}"#);
-    assert_eq!(refuse(deep.as_bytes()), Err(DeidError::TooDeep { limit: 64 }));
+    assert_eq!(
+        refuse(deep.as_bytes()),
+        Err(DeidError::TooDeep { limit: 64 })
+    );
     let huge = vec![b' '; medledger_deid::MAX_INPUT_BYTES + 1];
     assert!(matches!(refuse(&huge), Err(DeidError::TooLarge { .. })));
 }
@@ -271,13 +316,34 @@ fn what_cannot_be_vouched_for_is_refused() {
 #[test]
 fn check_refuses_a_copy_that_was_not_deidentified() {
     for (copy, path) in [
-        (json!({"resourceType": "Observation", "valueString": "Tom Vale"}), "Observation.*"),
-        (json!({"resourceType": "Patient", "birthDate": "1961-04-09"}), "Patient.birthDate"),
-        (json!({"resourceType": "Patient", "birthDate": "1930"}), "Patient.birthDate"),
-        (json!({"resourceType": "Observation", "valueQuantity": {"value": 92, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"}}), "Observation.valueQuantity"),
-        (json!({"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Tom"}]}}), "Observation.code.coding"),
-        (json!({"resourceType": "Observation", "subject": {"reference": "Patient/Tom Vale"}}), "Observation.subject"),
-        (json!({"resourceType": "Patient", "address": [{"state": "MA", "city": "Leeds"}]}), "Patient.address"),
+        (
+            json!({"resourceType": "Observation", "valueString": "Tom Vale"}),
+            "Observation.*",
+        ),
+        (
+            json!({"resourceType": "Patient", "birthDate": "1961-04-09"}),
+            "Patient.birthDate",
+        ),
+        (
+            json!({"resourceType": "Patient", "birthDate": "1930"}),
+            "Patient.birthDate",
+        ),
+        (
+            json!({"resourceType": "Observation", "valueQuantity": {"value": 92, "unit": "a", "system": "http://unitsofmeasure.org", "code": "a"}}),
+            "Observation.valueQuantity",
+        ),
+        (
+            json!({"resourceType": "Observation", "code": {"coding": [{"system": "http://loinc.org", "code": "718-7", "display": "Tom"}]}}),
+            "Observation.code.coding",
+        ),
+        (
+            json!({"resourceType": "Observation", "subject": {"reference": "Patient/Tom Vale"}}),
+            "Observation.subject",
+        ),
+        (
+            json!({"resourceType": "Patient", "address": [{"state": "MA", "city": "Leeds"}]}),
+            "Patient.address",
+        ),
     ] {
         let bytes = serde_json::to_vec(&copy).unwrap();
         match check(&bytes, YEAR) {
