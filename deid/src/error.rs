@@ -29,8 +29,8 @@ pub enum DeidError {
     /// A `modifierExtension` anywhere: dropping it would change the meaning of what stays.
     #[error("a modifierExtension (it changes the meaning of its element, so it cannot be dropped)")]
     ModifierExtension,
-    /// The caller's id source returned a value that is not a FHIR id
-    /// (`[A-Za-z0-9\-.]{1,64}`) or that it had returned before.
+    /// The caller's id source returned a value that is not a
+    /// [replacement id](crate::is_replacement_id), or one it had returned before.
     #[error("the replacement id source returned an invalid or repeated id")]
     BadReplacementId,
     /// [`crate::check`]: the copy holds something the profile would not have let through.

@@ -10,6 +10,7 @@
 //! - [`check`]: the researcher's re-check of a received copy (the copy must be a fixed
 //!   point of the same walk).
 //! - [`PROFILE`], [`PROFILE_VERSION`]: the name and version a copy records it was made by.
+//! - [`counter_ids`], [`uuid_ids`]: sources of replacement ids.
 //!
 //! What survives (see `docs/researcher.md` for the worked example), by file:
 //! [`schema`] (the per-resource tables), [`codes`] (code systems and their syntax checks),
@@ -23,6 +24,7 @@ pub mod codes;
 pub mod dates;
 pub mod displays;
 mod error;
+pub mod ids;
 pub mod quantity;
 mod report;
 pub mod schema;
@@ -31,6 +33,7 @@ pub mod value_sets;
 mod walk;
 
 pub use error::DeidError;
+pub use ids::{counter_ids, is_replacement_id, uuid_ids};
 pub use report::Report;
 
 use serde_json::Value;
@@ -77,8 +80,8 @@ pub struct Deidentified {
 ///
 /// Every resource id and every id in a reference or `fullUrl` is replaced by the next value
 /// of `ids` — the same old id gets the same replacement within this call, and nothing is
-/// carried from one call to the next. `ids` must return distinct FHIR ids
-/// (`[A-Za-z0-9\-.]{1,64}`) that do not depend on the input: [`counter_ids`] or
+/// carried from one call to the next. `ids` must return distinct ids of the shapes
+/// [`is_replacement_id`] accepts, not derived from the input: [`counter_ids`], or
 /// [`uuid_ids`] over the caller's random bytes.
 ///
 /// # Errors
@@ -105,8 +108,8 @@ pub fn deidentify(
 }
 
 /// Re-checks a received copy made in `share_year`: it must hold only what [`deidentify`]
-/// lets through, i.e. walking it again (keeping its ids, which must have FHIR id syntax)
-/// drops and changes nothing. Either [`Profile`] passes.
+/// lets through, i.e. walking it again (keeping its ids, which must be
+/// [replacement ids](is_replacement_id)) drops and changes nothing. Either [`Profile`] passes.
 ///
 /// # Errors
 /// The refusals of [`deidentify`], and [`DeidError::NotDeidentified`] with the schema path
@@ -125,35 +128,6 @@ pub fn check(copy: &[u8], share_year: i32) -> Result<(), DeidError> {
         });
     }
     Ok(())
-}
-
-/// Replacement ids `r1`, `r2`, ...: enough where ids need only be consistent within a copy.
-pub fn counter_ids() -> impl FnMut() -> String {
-    let mut next = 0u64;
-    move || {
-        next += 1;
-        format!("r{next}")
-    }
-}
-
-/// Replacement ids as random (version 4) UUIDs, from 16 bytes the caller's `fill` draws
-/// (e.g. from the operating system's generator), so copies cannot be linked by id.
-pub fn uuid_ids(mut fill: impl FnMut(&mut [u8; 16])) -> impl FnMut() -> String {
-    move || {
-        let mut b = [0u8; 16];
-        fill(&mut b);
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &hex[0..8],
-            &hex[8..12],
-            &hex[12..16],
-            &hex[16..20],
-            &hex[20..32]
-        )
-    }
 }
 
 /// Size limit, JSON, depth limit, no `modifierExtension`.

@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use crate::address;
-use crate::codes::{System, is_fhir_code};
+use crate::codes::System;
 use crate::dates::{Year, year_of};
 use crate::displays::display;
 use crate::error::DeidError;
+use crate::ids::is_replacement_id;
 use crate::quantity::{Measured, measure, ninety_or_older};
 use crate::report::Report;
 use crate::schema::{self, Field, Kind, REFERENCE_TYPES, ResourceSchema};
@@ -25,7 +26,7 @@ const MAX_INTEGER_RESULT: i64 = 89;
 pub(crate) enum Ids<'a> {
     /// De-identifying: each distinct old id gets the next id from the caller.
     Replace(&'a mut dyn FnMut() -> String),
-    /// Re-checking a copy: ids are already replacements; keep those with FHIR id syntax.
+    /// Re-checking a copy: ids are already replacements; keep those of a replacement shape.
     Keep,
 }
 
@@ -313,14 +314,14 @@ impl<'a> Walker<'a> {
             return Ok(None);
         }
         let next = match &mut self.ids {
-            Ids::Keep => return Ok(is_fhir_code(old).then(|| old.to_string())),
+            Ids::Keep => return Ok(is_replacement_id(old).then(|| old.to_string())),
             Ids::Replace(next) => next,
         };
         if let Some(new) = self.replaced.get(old) {
             return Ok(Some(new.clone()));
         }
         let new = next();
-        if !is_fhir_code(&new) || !self.issued.insert(new.clone()) {
+        if !is_replacement_id(&new) || !self.issued.insert(new.clone()) {
             return Err(DeidError::BadReplacementId);
         }
         self.replaced.insert(old.to_string(), new.clone());
