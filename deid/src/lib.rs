@@ -118,7 +118,7 @@ pub fn check(copy: &[u8], share_year: i32) -> Result<(), DeidError> {
     let value = parse(copy)?;
     let mut walker = Walker::new(Ids::Keep, share_year, true);
     let walked = walker.resource(&value, &mut Vec::new())?;
-    if let Some((path, reason)) = walker.report.first_change.take() {
+    if let Some((path, reason)) = walker.first_change.take() {
         return Err(DeidError::NotDeidentified { path, reason });
     }
     if walked.as_ref() != Some(&value) {

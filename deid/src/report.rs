@@ -16,29 +16,18 @@ pub struct Report {
     pub generalized: BTreeMap<String, usize>,
     /// Distinct ids (resource ids and the ids in references and `fullUrl`s) replaced.
     pub ids_replaced: usize,
-    /// The first change, for [`crate::check`]'s error.
-    pub(crate) first_change: Option<(String, &'static str)>,
 }
 
 impl Report {
-    pub(crate) fn dropped(&mut self, path: &[&'static str], reason: &'static str) {
-        self.count(path, reason, true);
-    }
-
-    pub(crate) fn generalized(&mut self, path: &[&'static str], reason: &'static str) {
-        self.count(path, reason, false);
-    }
-
-    fn count(&mut self, path: &[&'static str], reason: &'static str, dropped: bool) {
+    /// Counts one change at `path`; returns the joined path.
+    pub(crate) fn count(&mut self, path: &[&'static str], dropped: bool) -> String {
         let path = path.join(".");
-        if self.first_change.is_none() {
-            self.first_change = Some((path.clone(), reason));
-        }
         let counts = if dropped {
             &mut self.dropped
         } else {
             &mut self.generalized
         };
-        *counts.entry(path).or_default() += 1;
+        *counts.entry(path.clone()).or_default() += 1;
+        path
     }
 }

@@ -37,6 +37,8 @@ pub(crate) struct Walker<'a> {
     share_year: i32,
     keep_zip3: bool,
     pub(crate) report: Report,
+    /// The first drop or change and why, for [`crate::check`]'s error.
+    pub(crate) first_change: Option<(String, &'static str)>,
 }
 
 type Walked = Result<Option<Value>, DeidError>;
@@ -50,7 +52,18 @@ impl<'a> Walker<'a> {
             share_year,
             keep_zip3,
             report: Report::default(),
+            first_change: None,
         }
+    }
+
+    fn dropped(&mut self, path: &[&'static str], reason: &'static str) {
+        let path = self.report.count(path, true);
+        self.first_change.get_or_insert((path, reason));
+    }
+
+    fn generalized(&mut self, path: &[&'static str], reason: &'static str) {
+        let path = self.report.count(path, false);
+        self.first_change.get_or_insert((path, reason));
     }
 
     /// A resource: its type must be supported (else the whole share is refused); `id` is
@@ -90,10 +103,10 @@ impl<'a> Walker<'a> {
                         None => None,
                     };
                     match id {
-                        None => self.report.dropped(path, "not an id"),
+                        None => self.dropped(path, "not an id"),
                         Some(id) => {
                             if value.as_str() != Some(id.as_str()) {
-                                self.report.generalized(path, "id replaced");
+                                self.generalized(path, "id replaced");
                             }
                             out.insert("id".into(), Value::from(id));
                         }
@@ -124,7 +137,7 @@ impl<'a> Walker<'a> {
         path: &mut Vec<&'static str>,
     ) -> Walked {
         let Some(object) = value.as_object() else {
-            self.report.dropped(path, "not an object");
+            self.dropped(path, "not an object");
             return Ok(None);
         };
         let mut out = Map::new();
@@ -151,7 +164,7 @@ impl<'a> Walker<'a> {
             }
             None => {
                 path.push("*");
-                self.report.dropped(path, "not in the schema");
+                self.dropped(path, "not in the schema");
                 path.pop();
             }
         }
@@ -171,7 +184,7 @@ impl<'a> Walker<'a> {
                 Ok((!kept.is_empty()).then_some(Value::Array(kept)))
             }
             (false, Value::Array(_)) | (true, _) => {
-                self.report.dropped(path, "wrong cardinality");
+                self.dropped(path, "wrong cardinality");
                 Ok(None)
             }
             (false, single) => self.kind(field.kind, single, path),
@@ -200,8 +213,8 @@ impl<'a> Walker<'a> {
     ) -> Walked {
         let kept = keep(self, value)?;
         match &kept {
-            None => self.report.dropped(path, drop_reason(kind)),
-            Some(kept) if kept != value => self.report.generalized(path, change_reason(kind)),
+            None => self.dropped(path, drop_reason(kind)),
+            Some(kept) if kept != value => self.generalized(path, change_reason(kind)),
             Some(_) => {}
         }
         Ok(kept)
@@ -257,7 +270,7 @@ impl<'a> Walker<'a> {
     /// A CodeableConcept keeps its allowed Codings and nothing else (`text` is free text).
     fn codeable_concept(&mut self, value: &Value, path: &mut Vec<&'static str>) -> Walked {
         let Some(object) = value.as_object() else {
-            self.report.dropped(path, "not an object");
+            self.dropped(path, "not an object");
             return Ok(None);
         };
         let mut out = Map::new();
@@ -273,7 +286,7 @@ impl<'a> Walker<'a> {
                 }
             } else {
                 path.push(if key == "text" { "text" } else { "*" });
-                self.report.dropped(path, "free text or not in the schema");
+                self.dropped(path, "free text or not in the schema");
                 path.pop();
             }
         }
