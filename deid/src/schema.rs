@@ -33,8 +33,10 @@ pub enum Kind {
     Decimal,
     /// A Reference: only `reference`, with its id replaced.
     Reference,
-    /// Address: state and ZIP3.
+    /// A person's Address: state and ZIP3 (when the profile keeps ZIP3).
     Address,
+    /// A place's Address (Location): the state only.
+    StateOnly,
     /// Bundle.entry.fullUrl: a `urn:uuid:` with its id replaced; other URLs go.
     FullUrl,
     /// A resource (Bundle.entry.resource, `contained`), read against its own table.
@@ -530,7 +532,7 @@ const LOCATION: &[Field] = &[
     one("operationalStatus", Coding),
     one("mode", Code(vs::LOCATION_MODE)),
     many("type", CodeableConcept),
-    one("address", Address),
+    one("address", StateOnly),
     one("physicalType", CodeableConcept),
 ];
 

@@ -257,6 +257,7 @@ impl<'a> Walker<'a> {
                 None => None,
             },
             Kind::Address => address::generalize(value, self.keep_zip3).map(Value::Object),
+            Kind::StateOnly => address::generalize(value, false).map(Value::Object),
             Kind::FullUrl => match value.as_str().and_then(|u| u.strip_prefix("urn:uuid:")) {
                 Some(old) => self
                     .replace(old)?
@@ -411,7 +412,7 @@ fn drop_reason(kind: Kind) -> &'static str {
         }
         Kind::Date => "a malformed date, or one 90 or more years before the share",
         Kind::Reference => "a reference that is not to a known resource type",
-        Kind::Address => "an address without a state or ZIP3",
+        Kind::Address | Kind::StateOnly => "an address without a state or ZIP3",
         Kind::FullUrl => "a fullUrl that is a URL",
         _ => "not of its type, or out of range",
     }
@@ -425,7 +426,7 @@ fn change_reason(kind: Kind) -> &'static str {
         }
         Kind::Date => "kept as its year",
         Kind::Reference | Kind::FullUrl => "id replaced",
-        Kind::Address => "kept as state and ZIP3",
+        Kind::Address | Kind::StateOnly => "kept as state and ZIP3",
         _ => "normalized",
     }
 }

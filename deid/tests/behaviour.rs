@@ -243,17 +243,27 @@ fn dates_keep_the_year_and_old_ones_go_wherever_they_are() {
 
 #[test]
 fn restricted_zip3_areas_become_000_and_zip3_can_be_turned_off() {
-    let input = json!({"resourceType": "Location", "name": "Oak Row Clinic",
-        "address": {"line": ["4 Oak Row"], "city": "Gillette", "state": "WY", "postalCode": "82301"}});
+    let input = json!({"resourceType": "Patient",
+        "address": [{"line": ["4 Oak Row"], "city": "Rawlins", "state": "WY", "postalCode": "82301"}]});
     assert_eq!(
         run(&input).unwrap()["address"],
-        json!({"state": "WY", "postalCode": "000"})
+        json!([{"state": "WY", "postalCode": "000"}])
     );
     let bytes = serde_json::to_vec(&input).unwrap();
     let state_only = Profile { keep_zip3: false };
     let copy = deidentify(&bytes, &state_only, YEAR, &mut counter_ids()).unwrap();
     let copy: Value = serde_json::from_slice(&copy.bytes).unwrap();
-    assert_eq!(copy["address"], json!({"state": "WY"}));
+    assert_eq!(copy["address"], json!([{"state": "WY"}]));
+}
+
+#[test]
+fn a_location_keeps_its_state_only() {
+    let input = json!({"resourceType": "Location", "name": "Oak Row Clinic", "status": "active",
+        "address": {"line": ["4 Oak Row"], "city": "Boston", "state": "MA", "postalCode": "02115"}});
+    assert_eq!(
+        run(&input).unwrap(),
+        json!({"resourceType": "Location", "status": "active", "address": {"state": "MA"}})
+    );
 }
 
 #[test]

@@ -305,7 +305,7 @@ fn value_of(rng: &mut Rng, kind: Kind, depth: usize) -> Value {
         Kind::Integer | Kind::IntegerResult | Kind::Decimal => number(rng),
         Kind::Reference => json!({"reference": rng.pick(REFERENCES), "display": phi(rng),
             "identifier": {"value": phi(rng)}}),
-        Kind::Address => json!({"line": [phi(rng)], "city": phi(rng),
+        Kind::Address | Kind::StateOnly => json!({"line": [phi(rng)], "city": phi(rng),
             "state": rng.pick(&["MA", "NY", "Leeds", "ma", "West Yorkshire"]),
             "postalCode": rng.pick(&["01103", "03601-1234", "LS1 4AP", "893", "1234"])}),
         Kind::FullUrl => Value::from(*rng.pick(&[
