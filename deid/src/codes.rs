@@ -24,21 +24,33 @@
 use crate::units;
 use crate::value_sets;
 
+/// LOINC.
 pub const LOINC: &str = "http://loinc.org";
+/// SNOMED CT.
 pub const SNOMED_CT: &str = "http://snomed.info/sct";
+/// ICD-10 (WHO).
 pub const ICD_10: &str = "http://hl7.org/fhir/sid/icd-10";
+/// ICD-10-CM (US clinical modification).
 pub const ICD_10_CM: &str = "http://hl7.org/fhir/sid/icd-10-cm";
+/// RxNorm.
 pub const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
+/// UCUM, the units of measure.
 pub const UCUM: &str = "http://unitsofmeasure.org";
 
 /// A code system a copy may carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum System {
+    /// [`LOINC`].
     Loinc,
+    /// [`SNOMED_CT`].
     SnomedCt,
+    /// [`ICD_10`].
     Icd10,
+    /// [`ICD_10_CM`].
     Icd10Cm,
+    /// [`RXNORM`].
     RxNorm,
+    /// [`UCUM`].
     Ucum,
     /// One of FHIR's own code systems, with its enumerated codes.
     Fhir(&'static value_sets::CodeSystem),

@@ -19,6 +19,8 @@
 //! the 90-or-older category), [`dates`] (years), [`address`] (state and ZIP3); `walk` applies
 //! them.
 
+#![warn(missing_docs)]
+
 pub mod address;
 pub mod codes;
 pub mod dates;
@@ -71,7 +73,9 @@ impl Default for Profile {
 /// A de-identified copy: pretty-printed FHIR R4 JSON and what was dropped and generalized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deidentified {
+    /// The copy: FHIR R4 JSON, pretty-printed.
     pub bytes: Vec<u8>,
+    /// What was dropped and generalized, by schema path.
     pub report: Report,
 }
 

@@ -12,17 +12,23 @@ use crate::value_sets as vs;
 pub enum Kind {
     /// A `code` element bound to a fixed value set: survives only with a listed value.
     Code(&'static [&'static str]),
+    /// A Coding: allowed system, valid code, shipped display.
     Coding,
+    /// A CodeableConcept: its surviving Codings, no `text`.
     CodeableConcept,
     /// Quantity, Age, Duration: value, comparator and a UCUM unit; 90+ years is a category.
     Quantity,
     /// SimpleQuantity: as Quantity, without a comparator.
     SimpleQuantity,
+    /// A Range of SimpleQuantities; 90+ years makes it "90 years or more".
     Range,
+    /// A Ratio of two Quantities; a Ratio missing either goes.
     Ratio,
     /// date, dateTime, instant: the year.
     Date,
+    /// A Period: start and end, each a year.
     Period,
+    /// A boolean, as it is.
     Boolean,
     /// integer, positiveInt, unsignedInt in -9999..=9999 (a small count, not a number that
     /// could identify).
@@ -48,7 +54,9 @@ pub enum Kind {
 /// One allowed element.
 #[derive(Debug, Clone, Copy)]
 pub struct Field {
+    /// The FHIR R4 element name (a choice type spelled out: `valueQuantity`).
     pub name: &'static str,
+    /// How its value is read.
     pub kind: Kind,
     /// Whether the element repeats (a JSON array in FHIR JSON).
     pub many: bool,
@@ -76,7 +84,9 @@ use Kind::*;
 /// and `contained`, read as resources).
 #[derive(Debug)]
 pub struct ResourceSchema {
+    /// The FHIR R4 resource type.
     pub resource_type: &'static str,
+    /// Its allowed elements.
     pub fields: &'static [Field],
 }
 

@@ -6,7 +6,9 @@
 /// One of FHIR's own code systems and the codes of it a copy may carry.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CodeSystem {
+    /// The code system's canonical URI.
     pub uri: &'static str,
+    /// The codes a copy may carry.
     pub codes: &'static [&'static str],
 }
 
@@ -226,7 +228,9 @@ pub fn code_system(uri: &str) -> Option<&'static CodeSystem> {
 }
 
 // Required bindings of `code`-typed elements (FHIR R4 value sets of the same names).
+/// AdministrativeGender (`Patient.gender`, `Practitioner.gender`).
 pub const ADMINISTRATIVE_GENDER: &[&str] = &["male", "female", "other", "unknown"];
+/// ObservationStatus (`Observation.status`).
 pub const OBSERVATION_STATUS: &[&str] = &[
     "registered",
     "preliminary",
@@ -237,6 +241,7 @@ pub const OBSERVATION_STATUS: &[&str] = &[
     "entered-in-error",
     "unknown",
 ];
+/// EncounterStatus (`Encounter.status`).
 pub const ENCOUNTER_STATUS: &[&str] = &[
     "planned",
     "arrived",
@@ -248,7 +253,9 @@ pub const ENCOUNTER_STATUS: &[&str] = &[
     "entered-in-error",
     "unknown",
 ];
+/// EncounterLocationStatus (`Encounter.location.status`).
 pub const ENCOUNTER_LOCATION_STATUS: &[&str] = &["planned", "active", "reserved", "completed"];
+/// DiagnosticReportStatus (`DiagnosticReport.status`).
 pub const DIAGNOSTIC_REPORT_STATUS: &[&str] = &[
     "registered",
     "partial",
@@ -261,6 +268,7 @@ pub const DIAGNOSTIC_REPORT_STATUS: &[&str] = &[
     "entered-in-error",
     "unknown",
 ];
+/// medicationrequest Status (`MedicationRequest.status`).
 pub const MEDICATION_REQUEST_STATUS: &[&str] = &[
     "active",
     "on-hold",
@@ -271,6 +279,7 @@ pub const MEDICATION_REQUEST_STATUS: &[&str] = &[
     "draft",
     "unknown",
 ];
+/// medicationRequest Intent (`MedicationRequest.intent`).
 pub const MEDICATION_REQUEST_INTENT: &[&str] = &[
     "proposal",
     "plan",
@@ -281,7 +290,9 @@ pub const MEDICATION_REQUEST_INTENT: &[&str] = &[
     "instance-order",
     "option",
 ];
+/// RequestPriority (`MedicationRequest.priority`).
 pub const REQUEST_PRIORITY: &[&str] = &["routine", "urgent", "asap", "stat"];
+/// EventStatus (`Procedure.status`).
 pub const EVENT_STATUS: &[&str] = &[
     "preparation",
     "in-progress",
@@ -292,20 +303,29 @@ pub const EVENT_STATUS: &[&str] = &[
     "entered-in-error",
     "unknown",
 ];
+/// FamilyHistoryStatus (`FamilyMemberHistory.status`).
 pub const FAMILY_HISTORY_STATUS: &[&str] =
     &["partial", "completed", "entered-in-error", "health-unknown"];
+/// SpecimenStatus (`Specimen.status`).
 pub const SPECIMEN_STATUS: &[&str] = &[
     "available",
     "unavailable",
     "unsatisfactory",
     "entered-in-error",
 ];
+/// LocationStatus (`Location.status`).
 pub const LOCATION_STATUS: &[&str] = &["active", "suspended", "inactive"];
+/// LocationMode (`Location.mode`).
 pub const LOCATION_MODE: &[&str] = &["instance", "kind"];
+/// DocumentReferenceStatus (`DocumentReference.status`).
 pub const DOCUMENT_REFERENCE_STATUS: &[&str] = &["current", "superseded", "entered-in-error"];
+/// CompositionStatus (`DocumentReference.docStatus`).
 pub const COMPOSITION_STATUS: &[&str] = &["preliminary", "final", "amended", "entered-in-error"];
+/// DocumentRelationshipType (`DocumentReference.relatesTo.code`).
 pub const DOCUMENT_RELATIONSHIP: &[&str] = &["replaces", "transforms", "signs", "appends"];
+/// Medication status codes (`Medication.status`).
 pub const MEDICATION_STATUS: &[&str] = &["active", "inactive", "entered-in-error"];
+/// BundleType (`Bundle.type`).
 pub const BUNDLE_TYPE: &[&str] = &[
     "document",
     "message",
@@ -317,9 +337,13 @@ pub const BUNDLE_TYPE: &[&str] = &[
     "searchset",
     "collection",
 ];
+/// QuantityComparator (`Quantity.comparator`).
 pub const QUANTITY_COMPARATOR: &[&str] = &["<", "<=", ">=", ">"];
+/// UnitsOfTime (`Timing.repeat.periodUnit`, `durationUnit`).
 pub const UNITS_OF_TIME: &[&str] = &["s", "min", "h", "d", "wk", "mo", "a"];
+/// DaysOfWeek (`Timing.repeat.dayOfWeek`).
 pub const DAYS_OF_WEEK: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+/// EventTiming (`Timing.repeat.when`).
 pub const EVENT_TIMING: &[&str] = &[
     "MORN",
     "MORN.early",
