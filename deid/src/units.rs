@@ -2,9 +2,9 @@
 //! closed list of atoms rather than UCUM's character set: "Vale" is made of legal UCUM
 //! characters, so a character check would let a name through as a unit. A unit is a term of
 //! components joined by `.` and `/` (an optional leading `/`); a component is an optional
-//! metric prefix and an atom from a closed list (`ATOMS`) with an optional integer exponent, a factor
-//! such as `10*3` or `1000`, or an annotation from a short list (`ANNOTATIONS`) (UCUM annotations are
-//! free text, so only these few are kept).
+//! metric prefix and an atom from a closed list (`ATOMS`) with an optional integer exponent,
+//! a factor such as `10*3` or `1000`, or an annotation from a short list (`ANNOTATIONS`):
+//! UCUM annotations are free text, so only these few are kept.
 //!
 //! Time units and the common English words for them map to UCUM codes so that ages and
 //! durations can be measured in years ([`years_per_unit`]).
