@@ -91,7 +91,8 @@ pub struct Deidentified {
 /// # Errors
 /// [`DeidError::TooLarge`], [`DeidError::NotJson`], [`DeidError::TooDeep`],
 /// [`DeidError::NotAResource`], [`DeidError::UnsupportedResourceType`] (anywhere in the
-/// input, a Bundle entry or a contained resource included), [`DeidError::ModifierExtension`]
+/// input, a Bundle entry or a contained resource included; a [`schema::DROPPED`] type only
+/// at the top, since inside it is dropped), [`DeidError::ModifierExtension`]
 /// (anywhere), [`DeidError::BadReplacementId`].
 pub fn deidentify(
     input: &[u8],

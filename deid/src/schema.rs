@@ -116,6 +116,11 @@ pub const SUPPORTED: &[&str] = &[
     "DocumentReference",
 ];
 
+/// Resource types that are nothing but content a copy may not carry (45 CFR
+/// 164.514(b)(2)(i)(Q), full-face photographs; scans and documents): dropped whole inside a
+/// Bundle or `contained`, refused alone.
+pub const DROPPED: &[&str] = &["Binary", "Media"];
+
 static RESOURCES: &[ResourceSchema] = &[
     resource("Bundle", BUNDLE),
     resource("Patient", PATIENT),

@@ -70,15 +70,23 @@ impl<'a> Walker<'a> {
     /// replaced, `contained` resources are walked the same way, the rest by its table.
     pub(crate) fn resource(&mut self, value: &Value, path: &mut Vec<&'static str>) -> Walked {
         let object = value.as_object().ok_or(DeidError::NotAResource)?;
-        let schema = object
+        let resource_type = object
             .get("resourceType")
             .and_then(Value::as_str)
-            .ok_or(DeidError::NotAResource)
-            .and_then(|t| {
-                schema::resource_schema(t).ok_or(DeidError::UnsupportedResourceType {
-                    supported: schema::SUPPORTED,
-                })
-            })?;
+            .ok_or(DeidError::NotAResource)?;
+        let unsupported = DeidError::UnsupportedResourceType {
+            supported: schema::SUPPORTED,
+        };
+        if let Some(dropped) = schema::DROPPED.iter().find(|t| **t == resource_type) {
+            if path.is_empty() {
+                return Err(unsupported);
+            }
+            path.push(dropped);
+            self.dropped(path, "a resource type that is dropped whole");
+            path.pop();
+            return Ok(None);
+        }
+        let schema = schema::resource_schema(resource_type).ok_or(unsupported)?;
         path.push(schema.resource_type);
         let result = self.resource_body(schema, object, path);
         path.pop();

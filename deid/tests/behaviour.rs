@@ -306,7 +306,7 @@ fn what_cannot_be_vouched_for_is_refused() {
     let error = refuse(inner).unwrap_err();
     assert!(!error.to_string().contains("JaneVale"), "{error}");
     assert!(matches!(
-        refuse(br#"{"resourceType": "Observation", "contained": [{"resourceType": "Media"}]}"#),
+        refuse(br#"{"resourceType": "Observation", "contained": [{"resourceType": "Group"}]}"#),
         Err(DeidError::UnsupportedResourceType { .. })
     ));
     assert_eq!(
@@ -321,6 +321,20 @@ fn what_cannot_be_vouched_for_is_refused() {
     );
     let huge = vec![b' '; medledger_deid::MAX_INPUT_BYTES + 1];
     assert!(matches!(refuse(&huge), Err(DeidError::TooLarge { .. })));
+}
+
+#[test]
+fn binaries_and_media_inside_a_bundle_or_contained_are_dropped_whole() {
+    let copy = run(&json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Binary", "contentType": "image/jpeg", "data": "RkFDRQ=="}},
+        {"resource": {"resourceType": "Observation", "status": "final",
+            "contained": [{"resourceType": "Media", "id": "m1", "content": {"url": "https://x.example/face.jpg"}}]}}]}))
+    .unwrap();
+    assert_eq!(
+        copy,
+        json!({"resourceType": "Bundle", "type": "collection", "entry": [
+            {"resource": {"resourceType": "Observation", "status": "final"}}]})
+    );
 }
 
 #[test]
