@@ -84,22 +84,23 @@ fn ucum_fields(unit: &str) -> [(String, Value); 3] {
     ]
 }
 
-/// The UCUM code of a Quantity's unit: its `code` when its `system` is UCUM, otherwise its
-/// `code` or `unit` when one is a UCUM unit or a time word. A Quantity coded in any other
-/// system has no unit we can read, and goes.
+/// The UCUM code of a Quantity's unit: a time unit when its `code` or its `unit` names one
+/// (a UCUM code or an English word); otherwise its `code` when that is a UCUM unit, or,
+/// without a code, its `unit`. A Quantity coded in any other system has no unit we can
+/// read, and goes.
 fn ucum_unit(system: Option<&str>, code: Option<&str>, unit: Option<&str>) -> Option<String> {
     if system.is_some_and(|s| s != UCUM) {
         return None;
     }
-    let read = |s: &str| match time_unit(s) {
-        Some(time) => Some(time.to_string()),
-        None => is_ucum(s).then(|| s.to_string()),
-    };
+    // A time word in either the code or the human-readable unit makes it a time: an age
+    // written `{"value": 95, "unit": "years", "code": "mg"}` is still read as an age.
+    if let Some(time) = [code, unit].into_iter().flatten().find_map(time_unit) {
+        return Some(time.to_string());
+    }
     match (system, code) {
-        (Some(_), Some(code)) => read(code),
+        (_, Some(code)) => is_ucum(code).then(|| code.to_string()),
         (Some(_), None) => None,
-        (None, Some(code)) => read(code),
-        (None, None) => unit.and_then(read),
+        (None, None) => unit.filter(|u| is_ucum(u)).map(str::to_string),
     }
 }
 
@@ -116,6 +117,7 @@ mod tests {
             json!({"value": 1100, "unit": "mo"}),
             json!({"value": 33000, "system": UCUM, "code": "d"}),
             json!({"value": 95, "comparator": ">", "unit": "a"}),
+            json!({"value": 95, "unit": "years", "code": "mg"}),
         ] {
             assert_eq!(measure(&age, true), Measured::NinetyOrOlder, "{age}");
         }
