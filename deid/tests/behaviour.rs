@@ -252,6 +252,7 @@ fn restricted_zip3_areas_become_000_and_zip3_can_be_turned_off() {
     let bytes = serde_json::to_vec(&input).unwrap();
     let state_only = Profile { keep_zip3: false };
     let copy = deidentify(&bytes, &state_only, YEAR, &mut counter_ids()).unwrap();
+    check(&copy.bytes, YEAR).unwrap();
     let copy: Value = serde_json::from_slice(&copy.bytes).unwrap();
     assert_eq!(copy["address"], json!([{"state": "WY"}]));
 }

@@ -74,6 +74,7 @@ fn no_planted_identifier_survives_and_clinical_values_do() {
         )
         .unwrap_or_else(|e| panic!("{name}: {e}"));
         check(&copy.bytes, share_year).unwrap_or_else(|e| panic!("{name}: copy fails check: {e}"));
+        let report = format!("{:?}", copy.report).to_lowercase();
         let text = String::from_utf8(copy.bytes.clone())
             .unwrap()
             .to_lowercase();
@@ -85,6 +86,10 @@ fn no_planted_identifier_survives_and_clinical_values_do() {
                 "{name}: planted {} {value:?} ({}) survived:\n{text}",
                 entry["kind"],
                 entry["place"]
+            );
+            assert!(
+                !report.contains(&value.to_lowercase()),
+                "{name}: the report quotes {value:?}"
             );
             // The manifest is honest: the value really is in the input.
             assert!(

@@ -484,9 +484,21 @@ fn no_old_ages(value: &Value, key: &str) -> Result<(), String> {
 /// Runs one input through `deidentify` and checks every property of a copy.
 fn judge(input: &[u8]) -> Result<bool, String> {
     let first = deidentify(input, &Profile::SAFE_HARBOR, SHARE_YEAR, &mut counter_ids());
-    let Ok(copy) = first else {
-        return Ok(false);
+    let copy = match first {
+        Ok(copy) => copy,
+        Err(refusal) => {
+            // A refusal may be logged or shown: it never quotes the input.
+            let message = refusal.to_string();
+            if let Some(planted) = PHI.iter().find(|p| p.len() >= 3 && message.contains(*p)) {
+                return Err(format!("the refusal {message:?} quotes {planted:?}"));
+            }
+            return Ok(false);
+        }
     };
+    let report = format!("{:?}", copy.report);
+    if let Some(planted) = PHI.iter().find(|p| p.len() >= 3 && report.contains(*p)) {
+        return Err(format!("the report quotes {planted:?}: {report}"));
+    }
     let again = deidentify(input, &Profile::SAFE_HARBOR, SHARE_YEAR, &mut counter_ids());
     if again.as_ref().ok() != Some(&copy) {
         return Err("not deterministic for the same ids".into());
