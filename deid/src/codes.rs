@@ -167,13 +167,16 @@ pub fn is_sctid(code: &str) -> bool {
     {
         return false;
     }
-    let mut c = 0u8;
-    for (i, b) in code.bytes().rev().enumerate() {
-        let digit = usize::from(b - b'0');
-        let permuted = VERHOEFF_P[i % 8][digit];
-        c = VERHOEFF_D[usize::from(c)][usize::from(permuted)];
-    }
-    c == 0
+    // Every digit is 0..=9 and `c` stays in 0..=9, so the lookups cannot miss; `get` keeps
+    // that an argument rather than an assumption.
+    let checksum = code.bytes().rev().enumerate().try_fold(0u8, |c, (i, b)| {
+        let permuted = VERHOEFF_P.get(i % 8)?.get(usize::from(b - b'0'))?;
+        VERHOEFF_D
+            .get(usize::from(c))?
+            .get(usize::from(*permuted))
+            .copied()
+    });
+    checksum == Some(0)
 }
 
 /// ICD-10 / ICD-10-CM: `A00`, `C7A`, `E11.9`, `J45.909`, `S72.001A`.
