@@ -45,6 +45,8 @@ const ANNOTATIONS: &[&str] = &[
 
 /// Longest unit string considered.
 const MAX_UNIT_CHARS: usize = 64;
+/// Longest plain integer factor (`1000`).
+const MAX_FACTOR_DIGITS: usize = 4;
 
 /// Whether `unit` is a UCUM unit built only from the atoms, prefixes and annotations above.
 pub fn is_ucum(unit: &str) -> bool {
@@ -74,36 +76,40 @@ fn is_component(component: &str) -> bool {
     is_factor(unit) || is_annotatable(unit)
 }
 
-/// `10*3`, `10^6`, `1000`.
+/// `10*3`, `10^-6`, `1000`: a power of ten with a one- or two-digit exponent, or an integer
+/// of at most four digits. Longer digit runs are refused: a unit must not carry a number
+/// such as an SSN.
 fn is_factor(s: &str) -> bool {
-    let digits = |t: &str| !t.is_empty() && t.len() <= 12 && t.bytes().all(|b| b.is_ascii_digit());
+    let digits =
+        |t: &str, max: usize| (1..=max).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit());
     match s.split_once(['*', '^']) {
         Some((base, exponent)) => {
-            digits(base) && digits(exponent.strip_prefix('-').unwrap_or(exponent))
+            base == "10" && digits(exponent.strip_prefix('-').unwrap_or(exponent), 2)
         }
-        None => digits(s),
+        None => digits(s, MAX_FACTOR_DIGITS),
     }
 }
 
-/// An optional prefix, an atom, an optional signed integer exponent.
+/// An optional prefix, an atom, an optional signed one-digit exponent (`m2`, `s-1`).
 fn is_annotatable(s: &str) -> bool {
-    let without_exponent = s.trim_end_matches(|c: char| c.is_ascii_digit());
-    let without_exponent = if without_exponent.len() < s.len() {
-        without_exponent
-            .strip_suffix(['-', '+'])
-            .unwrap_or(without_exponent)
-    } else {
-        s
+    let (base, exponent) = match s.char_indices().last() {
+        Some((at, c)) if c.is_ascii_digit() => s.split_at(at),
+        _ => (s, ""),
     };
-    let simple = |t: &str| ATOMS.contains(&t);
-    simple(without_exponent)
-        || PREFIXES.iter().any(|prefix| {
-            without_exponent
-                .strip_prefix(prefix)
-                .is_some_and(|rest| !rest.is_empty() && simple(rest))
+    let base = if exponent.is_empty() {
+        base
+    } else {
+        base.strip_suffix(['-', '+']).unwrap_or(base)
+    };
+    let atom = |t: &str| ATOMS.contains(&t);
+    let prefixed = |t: &str| {
+        PREFIXES.iter().any(|prefix| {
+            t.strip_prefix(prefix)
+                .is_some_and(|rest| !rest.is_empty() && atom(rest))
         })
-        // An atom that itself ends in a digit (`1`) or a bare exponent-free atom.
-        || simple(s)
+    };
+    // `1` is an atom that ends in a digit; otherwise the digit is an exponent.
+    atom(s) || (!base.is_empty() && (atom(base) || prefixed(base))) || prefixed(s)
 }
 
 /// UCUM code of a time unit written as a code or an English word ("years", "yr", "mo").
