@@ -9,7 +9,6 @@
 //! - [`peer::PeerSet`]: signed transactions to every peer, f+1 matching receipts, queries.
 //! - [`enroll`] / [`reenroll`]: create keys locally, send only a CSR and the X25519 public key.
 
-pub mod anonymize;
 pub mod ca;
 pub mod error;
 pub mod files;

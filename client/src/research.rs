@@ -1,7 +1,7 @@
 //! Research sharing (ARCHITECTURE §7). A researcher registers a study with a study key made
 //! here and kept in the wallet (`study-keys.json`, 0600). A clinician with a share grant for
 //! that study reads an item (a committed, audited access), de-identifies it when the grant
-//! says so ([`crate::anonymize`]; FHIR R4 JSON only), encrypts it to the study key and stores
+//! says so ([`medledger_deid`]; FHIR R4 JSON only), encrypts it to the study key and stores
 //! it under the study pseudonym the patient put in the grant. The researcher fetches every
 //! copy shared into the study; each fetch is a committed access on the patient's trail.
 
@@ -12,11 +12,11 @@ use medledger_crypto::{EncryptionKey, EncryptionPublicKey};
 use medledger_proto::v1;
 use medledger_proto::v1::gateway_client::GatewayClient;
 use prost::Message;
+use rand_core::RngCore;
 use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 use zeroize::Zeroizing;
 
-use crate::anonymize::anonymize_fhir;
 use crate::error::ClientError;
 use crate::files::{self, Reader, Source, StudyCopy, Target, Uploaded};
 use crate::peer::{Committed, PeerSet};
@@ -164,7 +164,10 @@ pub async fn share(
     let upload_from = if anonymized {
         let bytes = std::fs::read(&plain).map_err(|e| ClientError::Usage(e.to_string()))?;
         let year = time::OffsetDateTime::now_utc().year();
-        let (clean, _) = anonymize_fhir(&bytes, year).map_err(|e| {
+        // Fresh random ids per copy: two copies of one item cannot be linked by id.
+        let mut ids = medledger_deid::uuid_ids(|random| rand_core::OsRng.fill_bytes(random));
+        let profile = medledger_deid::Profile::SAFE_HARBOR;
+        let clean = medledger_deid::deidentify(&bytes, &profile, year, &mut ids).map_err(|e| {
             ClientError::Rejected {
                 code: tonic::Code::FailedPrecondition,
                 message: format!("item {item_id} cannot be shared anonymized: {e}"),
@@ -172,7 +175,7 @@ pub async fn share(
             }
         })?;
         let path = work.path().join("anonymized.json");
-        std::fs::write(&path, clean).map_err(|e| ClientError::Usage(e.to_string()))?;
+        std::fs::write(&path, clean.bytes).map_err(|e| ClientError::Usage(e.to_string()))?;
         path
     } else {
         plain.clone()
