@@ -590,6 +590,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                     .filter(|r| r.status == v1::TxStatus::Valid as i32)
                     .count();
                 let hash = medledger_client::peer::header_hash(h);
+                let view = b.certificate.as_ref().map_or(0, |c| c.view);
                 text.push_str(&format!(
                     "{:>6}  {}  {}  {} tx ({} valid)  view {}\n",
                     h.number,
@@ -597,11 +598,11 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                     format_time(h.time_ms / 1000),
                     b.envelopes.len(),
                     valid,
-                    h.view
+                    view
                 ));
                 rows.push(json!({
                     "number": h.number, "hash": hex::encode(hash), "time_ms": h.time_ms,
-                    "view": h.view, "transactions": b.envelopes.len(), "valid": valid,
+                    "view": view, "transactions": b.envelopes.len(), "valid": valid,
                     "results": b.results.iter().map(|r| json!({
                         "tx_id": hex::encode(&r.tx_id),
                         "status": v1::TxStatus::try_from(r.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),

@@ -394,9 +394,11 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             };
             let until = match (until, days, seconds) {
                 (Some(t), _, _) => time_arg("--until", t)?,
-                (None, Some(d), _) => from + i64::from(*d) * 86_400,
-                (None, None, Some(s)) => from + s,
-                (None, None, None) => from + 30 * 86_400,
+                // Saturating: an absurd start or length reaches the ledger as an absurd
+                // window, which the chaincode refuses with INVALID_ARGUMENT.
+                (None, Some(d), _) => from.saturating_add(i64::from(*d).saturating_mul(86_400)),
+                (None, None, Some(s)) => from.saturating_add(*s),
+                (None, None, None) => from.saturating_add(30 * 86_400),
             };
             let study_pseudonym = study
                 .as_deref()

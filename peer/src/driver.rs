@@ -334,18 +334,25 @@ impl Driver {
     /// State transfer from the ledger: blocks `(after, up_to]` with their certificates,
     /// bounded in count and bytes.
     fn serve_fetch(&mut self, from: pbft::ReplicaId, after: pbft::Seq, up_to: pbft::Seq) {
-        let window = self.replica.config().watermark_window;
-        let up_to = up_to.min(after + window).min(self.ledger.height());
+        // Any values a replica sends: the range is computed without overflow, at most one
+        // watermark window, nothing past our height.
+        let Some(range) = self
+            .replica
+            .config()
+            .fetch_range(after, up_to, self.ledger.height())
+        else {
+            return;
+        };
         let mut batches = Vec::new();
-        let mut bytes = 0;
-        for number in after + 1..=up_to {
+        let mut bytes: usize = 0;
+        for number in range {
             let Ok(Some(block)) = self.ledger.block(number) else {
                 break;
             };
             let Some(batch) = certified_batch(&block) else {
                 break;
             };
-            bytes += batch.batch.size_bytes();
+            bytes = bytes.saturating_add(batch.batch.size_bytes());
             if bytes > MAX_FETCH_REPLY_BYTES && !batches.is_empty() {
                 break;
             }
@@ -383,7 +390,7 @@ impl Driver {
             &pbft::Message::Fetch {
                 from: me,
                 after,
-                up_to: after + self.replica.config().watermark_window,
+                up_to: after.saturating_add(self.replica.config().watermark_window),
             },
         );
     }

@@ -825,3 +825,92 @@ fn seven_peers_tolerate_two_crashes() {
     assert_eq!(listings.len(), 7);
     assert_identical(&listings);
 }
+
+/// Issue 14: one patient's grant with extreme window values once panicked the consensus
+/// thread of every peer, for good. Now each is refused with INVALID_ARGUMENT, recorded in its
+/// block, and the network commits the next transaction with identical blocks everywhere.
+#[test]
+fn extreme_grant_windows_are_refused_and_the_network_keeps_committing() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    let rt = runtime();
+    let height = rt.block_on(async {
+        let peers = connect(&net, "patient", 0).await;
+        let (pseudonym, _) = register(&peers).await;
+        for (from, until) in [
+            (i64::MIN, i64::MAX),
+            (i64::MAX - 1, i64::MAX),
+            (i64::MIN, i64::MIN + 1),
+            (-1, now_s() + 60),
+            (now_s(), 253_402_300_800),
+        ] {
+            let args = v1::GrantArgs {
+                pseudonym: pseudonym.to_vec(),
+                grantee: "dr.extreme".into(),
+                category: "lab-results".into(),
+                rights: vec![v1::Right::Write as i32],
+                from,
+                until,
+                ..Default::default()
+            };
+            let refused = peers.submit("grant", args.encode_to_vec()).await.unwrap();
+            assert_eq!(refused.status, v1::TxStatus::ChaincodeError, "{refused:?}");
+            assert_eq!(
+                refused.code,
+                tonic::Code::InvalidArgument as i32,
+                "from {from} until {until}: {refused:?}"
+            );
+        }
+        let next = grants(&peers, &pseudonym, 1).await;
+        next[0].block
+    });
+    assert_identical(&net.converged(height, Duration::from_secs(30)));
+}
+
+/// Issue 14 (red team): one Byzantine replica sending fetches with extreme bounds once
+/// overflowed `after + window` on every correct peer's consensus thread. Now they are
+/// answered with at most one window, or not at all, and the network keeps committing.
+#[test]
+fn fetches_with_extreme_bounds_from_a_replica_stop_no_peer() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    let rt = runtime();
+    rt.block_on(async {
+        use medledger_proto::v1::replication_client::ReplicationClient;
+        let wallet = Wallet::open(&net.wallet("peer3")).unwrap();
+        let fetch = |after: u64, up_to: u64| v1::ReplicaMessage {
+            kind: Some(v1::replica_message::Kind::Fetch(v1::PbftFetch {
+                from: 3,
+                after,
+                up_to,
+            })),
+        };
+        let hostile = vec![
+            fetch(u64::MAX, 0),
+            fetch(u64::MAX - 1, u64::MAX),
+            fetch(u64::MAX, u64::MAX),
+            fetch(0, u64::MAX),
+        ];
+        for target in 0..3 {
+            let channel =
+                medledger_tls::connect(&net.address(target), client_tls(&wallet, None).unwrap())
+                    .await
+                    .unwrap();
+            // The stream's answer does not matter; the peers' survival does.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                ReplicationClient::new(channel).stream(tokio_stream::iter(hostile.clone())),
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let peers = connect(&net, "patient", 0).await;
+        let (pseudonym, _) = register(&peers).await;
+        grants(&peers, &pseudonym, 2).await;
+    });
+    for p in 0..3 {
+        assert!(net.peers[p].is_running(), "peer {p} died");
+    }
+}
