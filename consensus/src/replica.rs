@@ -79,6 +79,32 @@ pub enum DropReason {
     EarlyQueueFull,
 }
 
+/// In a map keyed by sequence number or view, then by sender: keeps at most `quota` of
+/// `from`'s entries at keys ≥ `start`, evicting its lowest (empty keys go too). Another
+/// sender's entries are never touched. Returns how many were evicted.
+pub(crate) fn evict_over_quota<T>(
+    map: &mut BTreeMap<u64, BTreeMap<ReplicaId, T>>,
+    from: ReplicaId,
+    start: u64,
+    quota: usize,
+) -> usize {
+    let keys: Vec<u64> = map
+        .range(start..)
+        .filter(|(_, by)| by.contains_key(&from))
+        .map(|(key, _)| *key)
+        .collect();
+    let excess = keys.len().saturating_sub(quota);
+    for key in keys.into_iter().take(excess) {
+        if let Some(by) = map.get_mut(&key) {
+            by.remove(&from);
+            if by.is_empty() {
+                map.remove(&key);
+            }
+        }
+    }
+    excess
+}
+
 /// Where a request stands on one replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestStatus {
@@ -993,23 +1019,9 @@ impl Replica {
             return;
         }
         let beyond = self.high_watermark().saturating_add(1);
-        let mine: Vec<Seq> = self
-            .checkpoints
-            .range(beyond..)
-            .filter(|(_, by)| by.contains_key(&from))
-            .map(|(s, _)| *s)
-            .collect();
-        let excess = mine
-            .len()
-            .saturating_sub(Config::FUTURE_CHECKPOINTS_PER_SENDER);
-        for old in mine.into_iter().take(excess) {
+        let quota = Config::FUTURE_CHECKPOINTS_PER_SENDER;
+        for _ in 0..evict_over_quota(&mut self.checkpoints, from, beyond, quota) {
             self.dropped(DropReason::CheckpointFlood);
-            if let Some(by) = self.checkpoints.get_mut(&old) {
-                by.remove(&from);
-                if by.is_empty() {
-                    self.checkpoints.remove(&old);
-                }
-            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::Config;
 use crate::message::*;
-use crate::replica::{DropReason, Replica};
+use crate::replica::{DropReason, Replica, evict_over_quota};
 
 impl Replica {
     /// Moves to `new_view` and asks for it. Timers back off: each further view change in a row
@@ -60,21 +60,9 @@ impl Replica {
             .insert(from, vc);
         let current = self.durable.view;
         self.view_changes.retain(|v, _| *v >= current);
-        let views: Vec<View> = self
-            .view_changes
-            .iter()
-            .filter(|(_, by)| by.contains_key(&from))
-            .map(|(v, _)| *v)
-            .collect();
-        let excess = views.len().saturating_sub(Config::VIEW_CHANGES_PER_SENDER);
-        for old in views.into_iter().take(excess) {
+        let quota = Config::VIEW_CHANGES_PER_SENDER;
+        for _ in 0..evict_over_quota(&mut self.view_changes, from, current, quota) {
             self.dropped(DropReason::ViewChangeFlood);
-            if let Some(by) = self.view_changes.get_mut(&old) {
-                by.remove(&from);
-                if by.is_empty() {
-                    self.view_changes.remove(&old);
-                }
-            }
         }
     }
 

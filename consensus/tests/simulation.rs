@@ -430,6 +430,12 @@ fn survives(seed: u64, behavior: Behavior, at: usize, crash: Option<usize>) -> S
     sim
 }
 
+/// How many messages replica 0 dropped for `reason`.
+fn drops_on_replica_0(sim: &Sim, reason: DropReason) -> u64 {
+    let replica = sim.nodes[0].replica.as_ref().expect("replica 0 runs");
+    replica.drops().get(&reason).copied().unwrap_or(0)
+}
+
 #[test]
 fn a_checkpoint_flooder_cannot_push_real_checkpoints_out() {
     let sim = survives(14_001, Behavior::CheckpointFlooder, 3, None);
@@ -467,14 +473,7 @@ fn a_mislabelling_primary_is_replaced_and_the_requests_still_commit() {
 #[test]
 fn hostile_client_requests_never_execute_nor_stop_the_network() {
     let sim = survives(14_004, Behavior::Honest, 3, None);
-    let dropped = sim.nodes[0].replica.as_ref().unwrap().drops();
-    assert!(
-        dropped
-            .get(&DropReason::MislabelledRequest)
-            .copied()
-            .unwrap_or(0)
-            > 0
-    );
+    assert!(drops_on_replica_0(&sim, DropReason::MislabelledRequest) > 0);
 }
 
 #[test]

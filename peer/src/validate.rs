@@ -323,7 +323,11 @@ impl Validator {
     ) -> Result<(), String> {
         // Only a well-formed signature reaches the cache: the key below relies on its length.
         let signature = Signature::from_slice(&signed.signature).map_err(|e| e.to_string())?;
-        let key = signature_cache_key(identity, &signed.transaction, &signed.signature);
+        let key = signature_cache_key(
+            &identity.signing_key.to_bytes(),
+            &signed.transaction,
+            &signed.signature,
+        );
         if self.caches().signatures.contains(&key) {
             return Ok(());
         }
@@ -388,15 +392,7 @@ impl Validator {
 /// length-prefixed transaction and signature. Unambiguous: `(T, S)` and `(T‖S[..k], S[k..])`
 /// have different keys, so a cached verification can never vouch for other bytes (which would
 /// make one envelope valid on a peer that cached it and invalid on the others: a fork).
-fn signature_cache_key(
-    identity: &EnrolledIdentity,
-    transaction: &[u8],
-    signature: &[u8],
-) -> [u8; 32] {
-    signature_cache_key_for(&identity.signing_key.to_bytes(), transaction, signature)
-}
-
-fn signature_cache_key_for(signer: &[u8; 32], transaction: &[u8], signature: &[u8]) -> [u8; 32] {
+fn signature_cache_key(signer: &[u8; 32], transaction: &[u8], signature: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"medledger/v1/signature-cache");
     h.update(signer);
@@ -465,7 +461,7 @@ mod tests {
         let signer = [1u8; 32];
         let transaction = b"transaction bytes".to_vec();
         let signature = [7u8; 64];
-        let key = |t: &[u8], s: &[u8]| signature_cache_key_for(&signer, t, s);
+        let key = |t: &[u8], s: &[u8]| signature_cache_key(&signer, t, s);
         let whole = key(&transaction, &signature);
         for k in 1..=signature.len() {
             let mut shifted = transaction.clone();

@@ -493,6 +493,25 @@ fn bad_input_gets_a_clear_status_and_never_crashes_a_peer() {
     });
 }
 
+/// Opens a replication stream to peer `target` under `name`'s TLS identity and sends
+/// `messages`; the peer's answer to the stream.
+async fn replicate_as(
+    net: &TestNetwork,
+    name: &str,
+    target: usize,
+    messages: Vec<v1::ReplicaMessage>,
+) -> Result<(), tonic::Status> {
+    use medledger_proto::v1::replication_client::ReplicationClient;
+    let wallet = Wallet::open(&net.wallet(name)).unwrap();
+    let channel = medledger_tls::connect(&net.address(target), client_tls(&wallet, None).unwrap())
+        .await
+        .unwrap();
+    ReplicationClient::new(channel)
+        .stream(tokio_stream::iter(messages))
+        .await
+        .map(|_| ())
+}
+
 #[test]
 fn replicas_are_named_by_their_certificates_and_cannot_speak_for_others() {
     let _serial = serial();
@@ -500,11 +519,6 @@ fn replicas_are_named_by_their_certificates_and_cannot_speak_for_others() {
     net.member("patient", "patient");
     let rt = runtime();
     rt.block_on(async {
-        use medledger_proto::v1::replication_client::ReplicationClient;
-        let tls_as = |name: &str| {
-            let wallet = Wallet::open(&net.wallet(name)).unwrap();
-            client_tls(&wallet, None).unwrap()
-        };
         let prepare = |from: u32| v1::ReplicaMessage {
             kind: Some(v1::replica_message::Kind::Prepare(v1::PbftSignedVote {
                 from,
@@ -517,20 +531,12 @@ fn replicas_are_named_by_their_certificates_and_cannot_speak_for_others() {
             })),
         };
         // Replica 3 sends a prepare signed as replica 1: refused, stream closed.
-        let channel = medledger_tls::connect(&net.address(0), tls_as("peer3"))
-            .await
-            .unwrap();
-        let status = ReplicationClient::new(channel)
-            .stream(tokio_stream::iter(vec![prepare(1)]))
+        let status = replicate_as(&net, "peer3", 0, vec![prepare(1)])
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
         // A patient is no replica at all.
-        let channel = medledger_tls::connect(&net.address(0), tls_as("patient"))
-            .await
-            .unwrap();
-        let status = ReplicationClient::new(channel)
-            .stream(tokio_stream::iter(vec![prepare(0)]))
+        let status = replicate_as(&net, "patient", 0, vec![prepare(0)])
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
@@ -878,8 +884,6 @@ fn fetches_with_extreme_bounds_from_a_replica_stop_no_peer() {
     net.member("patient", "patient");
     let rt = runtime();
     rt.block_on(async {
-        use medledger_proto::v1::replication_client::ReplicationClient;
-        let wallet = Wallet::open(&net.wallet("peer3")).unwrap();
         let fetch = |after: u64, up_to: u64| v1::ReplicaMessage {
             kind: Some(v1::replica_message::Kind::Fetch(v1::PbftFetch {
                 from: 3,
@@ -894,16 +898,9 @@ fn fetches_with_extreme_bounds_from_a_replica_stop_no_peer() {
             fetch(0, u64::MAX),
         ];
         for target in 0..3 {
-            let channel =
-                medledger_tls::connect(&net.address(target), client_tls(&wallet, None).unwrap())
-                    .await
-                    .unwrap();
             // The stream's answer does not matter; the peers' survival does.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                ReplicationClient::new(channel).stream(tokio_stream::iter(hostile.clone())),
-            )
-            .await;
+            let sent = replicate_as(&net, "peer3", target, hostile.clone());
+            let _ = tokio::time::timeout(Duration::from_secs(2), sent).await;
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
         let peers = connect(&net, "patient", 0).await;
