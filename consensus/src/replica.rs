@@ -658,9 +658,10 @@ impl Replica {
     /// §4.2, a backup accepts a pre-prepare when:
     /// - it is signed by the primary of its view, which is our view, and we are not changing views;
     /// - its sequence number is inside the watermarks (h, h + L];
-    /// - its digest is its batch's, the batch respects the size limits, has no repeated or
-    ///   already ordered request, and its timestamp follows its neighbours' and is within the
-    ///   allowed skew of our clock;
+    /// - its digest is its batch's, the batch respects the size limits, every request
+    ///   carries its payload's own id and appears once, and its timestamp follows its
+    ///   neighbours' and is within the allowed skew of our clock (a request ordered before
+    ///   is allowed: it is deduplicated at execution, see `batch_is_acceptable`);
     /// - we accepted no other digest for this view and sequence number.
     ///
     /// A pre-prepare failing the batch, timestamp or equivocation checks makes us suspect the
@@ -722,10 +723,13 @@ impl Replica {
             if !self.names_itself(r) {
                 return false;
             }
-            if !seen.insert(r.tx_id) || self.durable.executed_tx.contains_key(&r.tx_id) {
-                return false;
-            }
-            if self.in_log.get(&r.tx_id).is_some_and(|&s| s != m.seq) {
+            // A request this replica remembers as executed, or ordered at another sequence
+            // number, is no reason to suspect the primary: `executed_tx` and the log are not
+            // the same on every replica (a restarted primary has forgotten both), and a
+            // correct primary may order such a request again. It never executes twice:
+            // `dispatch_committed` drops what executed at a lower sequence number, and the
+            // host's transaction index refuses the rest, identically everywhere.
+            if !seen.insert(r.tx_id) {
                 return false;
             }
         }

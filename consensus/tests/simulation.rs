@@ -490,3 +490,29 @@ fn fetch_ranges_are_safe_for_any_values() {
         }
     }
 }
+
+/// A restarted primary has forgotten which requests executed (the peer does not persist
+/// them) and orders an old one again, forwarded by anyone. Correct backups must not depose a
+/// correct primary for it; the hosts refuse the duplicate.
+#[test]
+fn a_restarted_primary_ordering_an_executed_request_is_not_deposed() {
+    let mut sim = honest(4);
+    let old: Vec<TxId> = (0..10).map(|_| sim.submit(None)).collect();
+    assert!(run_until_executed(&mut sim, 5_000));
+    sim.crash(0);
+    sim.restart_as_peer(0);
+    for tx in &old {
+        sim.resubmit(*tx, Some(0));
+    }
+    for _ in 0..5 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 10_000));
+    sim.check_ledgers();
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    assert_eq!(sim.stats.max_view, 0, "the correct primary was deposed");
+    assert!(
+        sim.stats.refused_duplicates > 0,
+        "nothing was ordered again"
+    );
+}

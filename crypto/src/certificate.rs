@@ -145,6 +145,26 @@ impl EnrolledIdentity {
     pub fn serial_hex(&self) -> String {
         hex::encode(&self.serial)
     }
+
+    /// Re-checks, at `at` (Unix seconds), what [`validate_enrollment_certificate`] checked
+    /// that depends on time and revocations: `root` and this certificate valid (RFC 5280
+    /// §4.1.2.5, notAfter included), the serial not in `revoked`. For an identity that
+    /// validated against `root` before; errors exactly as that function would.
+    pub fn check_standing(
+        &self,
+        root: &RootCertificate,
+        at: i64,
+        revoked: &impl RevocationSet,
+    ) -> Result<(), CertificateError> {
+        check_standing(
+            root,
+            self.not_before,
+            self.not_after,
+            &self.serial,
+            at,
+            revoked,
+        )
+    }
 }
 
 /// Validates an enrollment certificate: it chains to `root` with a valid Ed25519 signature,
@@ -165,17 +185,10 @@ pub fn validate_enrollment_certificate(
         .map_err(|_| CertificateError::NotIssuedByRoot)?;
     let signing_key = ed25519_subject_key(&cert)?;
 
-    check_time(root.not_before, root.not_after, at)?;
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
-    check_time(not_before, not_after, at)?;
-
     let serial = cert.raw_serial().to_vec();
-    if revoked.is_revoked(&serial) {
-        return Err(CertificateError::Revoked {
-            serial: hex::encode(&serial),
-        });
-    }
+    check_standing(root, not_before, not_after, &serial, at, revoked)?;
     if cert.is_ca() {
         return Err(CertificateError::IsCa);
     }
@@ -283,6 +296,29 @@ fn ed25519_subject_key(cert: &X509Certificate<'_>) -> Result<VerifyingKey, Certi
     }
     VerifyingKey::from_bytes(&spki.subject_public_key.data)
         .map_err(|_| CertificateError::NotEd25519)
+}
+
+/// What changes with time and revocations for a certificate whose chain and form already
+/// verified: `root` and the certificate (`not_before`..=`not_after`) valid at `at`, and its
+/// serial not revoked, checked in this order. A peer that remembers a validated certificate
+/// calls only this afterwards ([`EnrolledIdentity::check_standing`]), so a remembered and a
+/// fresh validation always agree: same outcome, same error.
+fn check_standing(
+    root: &RootCertificate,
+    not_before: i64,
+    not_after: i64,
+    serial: &[u8],
+    at: i64,
+    revoked: &impl RevocationSet,
+) -> Result<(), CertificateError> {
+    check_time(root.not_before, root.not_after, at)?;
+    check_time(not_before, not_after, at)?;
+    if revoked.is_revoked(serial) {
+        return Err(CertificateError::Revoked {
+            serial: hex::encode(serial),
+        });
+    }
+    Ok(())
 }
 
 fn check_time(not_before: i64, not_after: i64, at: i64) -> Result<(), CertificateError> {
@@ -436,6 +472,43 @@ mod tests {
                 at: JAN_2027 + 1
             })
         );
+    }
+
+    /// A peer remembers validated certificates and later re-checks only their standing; the
+    /// two must agree at every instant (else peers with and without the certificate cached
+    /// decide a transaction differently: a fork). The certificate here outlives its root.
+    #[test]
+    fn a_remembered_identity_and_a_fresh_validation_always_agree() {
+        let ca = test_ca(1);
+        let root_end = JAN_2027 + 86_400 * 365;
+        let der = issue_with(&ca, &SigningIdentity::from_seed(&[10; 32]), |p| {
+            p.not_after = at(root_end + 86_400);
+        });
+        let remembered =
+            validate_enrollment_certificate(&der, &ca.root, JAN_2026 + 10, &none()).unwrap();
+        let revoked: HashSet<Vec<u8>> = [vec![0x42, 0x01]].into();
+        for t in [
+            JAN_2026 - 86_400 - 1,
+            JAN_2026 - 1,
+            JAN_2026,
+            root_end - 1,
+            root_end,
+            root_end + 1,
+            root_end + 86_400,
+            root_end + 86_400 + 1,
+        ] {
+            for set in [&none(), &revoked] {
+                assert_eq!(
+                    remembered.check_standing(&ca.root, t, set),
+                    validate_enrollment_certificate(&der, &ca.root, t, set).map(|_| ()),
+                    "at {t}"
+                );
+            }
+        }
+        assert!(matches!(
+            remembered.check_standing(&ca.root, root_end + 1, &none()),
+            Err(CertificateError::Expired { .. })
+        ));
     }
 
     #[test]

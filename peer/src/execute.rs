@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use medledger_tls::SharedRevocations;
 
 use medledger_chaincode as chaincode;
+use medledger_chaincode::stub::StubError;
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use v1::TxStatus;
@@ -246,6 +247,12 @@ pub fn execute_block(
                     time_s,
                 );
                 let outcome = invoke_isolated(&mut stub, &valid.transaction);
+                if let Invoked::Returned(Err(chaincode::ChaincodeError::Stub(
+                    StubError::Storage(why),
+                ))) = &outcome
+                {
+                    return Err(LedgerError::ExecutionRead(why.clone()));
+                }
                 let (writes, events) = match &outcome {
                     Invoked::Panicked => (WriteSet::new(), Vec::new()),
                     _ => (

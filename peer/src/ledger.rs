@@ -61,6 +61,10 @@ pub enum LedgerError {
          {expected}; point the peer at its own data directory or at the genesis it started with"
     )]
     WrongGenesis { expected: String, found: String },
+    /// The chaincode's reads failed on this peer's disk: a local fault, never a transaction's
+    /// outcome (recording it would make this peer's block differ from the others').
+    #[error("reading the ledger during execution failed: {0}")]
+    ExecutionRead(String),
 }
 
 pub type Result<T> = std::result::Result<T, LedgerError>;

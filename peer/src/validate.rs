@@ -266,10 +266,14 @@ impl Validator {
     ) -> Result<EnrolledIdentity, CertificateError> {
         let cached = self.caches().certificates.get(hash).cloned();
         let identity = match cached {
-            Some(identity) => identity,
+            // The chain and form verified before; what changes with the block is re-checked
+            // exactly as the full validation checks it.
+            Some(identity) => {
+                identity.check_standing(&self.genesis.root, time_s, &FactsRevocations(facts))?;
+                identity
+            }
             None => {
-                // The full check (chain, form, time, revocation) the first time; afterwards
-                // only time and revocation, below, which change with the block.
+                // The full check (chain, form, time, revocation) the first time.
                 let identity = validate_enrollment_certificate(
                     der,
                     &self.genesis.root,
@@ -284,23 +288,6 @@ impl Validator {
                 identity
             }
         };
-        if time_s < identity.not_before {
-            return Err(CertificateError::NotYetValid {
-                not_before: identity.not_before,
-                at: time_s,
-            });
-        }
-        if time_s >= identity.not_after {
-            return Err(CertificateError::Expired {
-                not_after: identity.not_after,
-                at: time_s,
-            });
-        }
-        if facts.is_revoked(&identity.serial) {
-            return Err(CertificateError::Revoked {
-                serial: identity.serial_hex(),
-            });
-        }
         Ok(identity)
     }
 

@@ -116,6 +116,9 @@ pub struct Node {
     pub last_timestamp: u64,
     /// A host whose execution is broken (its state roots are wrong).
     pub corrupt_state: bool,
+    /// Restarted without its executed request ids (as `medledger-peer` restarts: they are
+    /// not persisted): its host refuses duplicates by its transaction index.
+    pub forgot_executed: bool,
     pub mock: mocks::MockState,
 }
 
@@ -159,6 +162,8 @@ pub struct Stats {
     pub messages: u64,
     pub executed_batches: u64,
     pub max_view: View,
+    /// Requests ordered again after a replica forgot them, refused by its host.
+    pub refused_duplicates: u64,
 }
 
 impl Sim {
@@ -201,6 +206,7 @@ impl Sim {
                 executed: BTreeSet::new(),
                 last_timestamp: 0,
                 corrupt_state: false,
+                forgot_executed: false,
                 mock: mocks::MockState::default(),
             });
         }
@@ -302,8 +308,7 @@ impl Sim {
             .copied()
             .collect();
         for tx_id in missing {
-            let payload = payload_for(&tx_id);
-            self.send_request(Request { tx_id, payload }, None);
+            self.resubmit(tx_id, None);
         }
     }
 
@@ -335,7 +340,15 @@ impl Sim {
                 Action::Send { to, message } => self.outgoing(index, Some(to), message),
                 Action::Broadcast { message } => self.outgoing(index, None, message),
                 Action::Execute { seq, batch } => {
-                    let root = self.execute(index, seq, &batch);
+                    // The host's block holds the batch as certified (the core leaves out of
+                    // `batch` what it remembers executing; a host that forgot refuses those
+                    // by its index): agreement and state roots follow the certified batch.
+                    let certified = self.nodes[index]
+                        .replica
+                        .as_ref()
+                        .and_then(|r| r.durable_state().committed.get(&seq))
+                        .map_or_else(|| batch.digest(), |c| c.batch.digest());
+                    let root = self.execute(index, seq, &batch, certified);
                     if let Some(replica) = self.nodes[index].replica.as_mut() {
                         queue.extend(replica.executed(seq, root));
                     }
@@ -355,9 +368,8 @@ impl Sim {
     }
 
     /// The host executes a batch: its ledger grows and its state root chains the batch.
-    fn execute(&mut self, index: usize, seq: Seq, batch: &Batch) -> Digest {
+    fn execute(&mut self, index: usize, seq: Seq, batch: &Batch, digest: Digest) -> Digest {
         let node = &mut self.nodes[index];
-        let digest = batch.digest();
         let correct = node.is_correct();
         if correct && seq != node.ledger.len() as u64 + 1 {
             self.violations.push(format!(
@@ -376,11 +388,17 @@ impl Sim {
         node.ledger.push((seq, digest, node.state_root));
         let id = node.id;
         let mut problems = Vec::new();
+        let mut refused_duplicates = 0;
         for r in &batch.requests {
             if correct && sim_request_id(&r.payload) != Some(r.tx_id) {
                 problems.push(format!(
                     "replica {id} executed a payload under another request's id (seq {seq})"
                 ));
+            }
+            if node.forgot_executed && node.executed.contains(&r.tx_id) {
+                // The host's transaction index refuses it (DUPLICATE_TX_ID).
+                refused_duplicates += 1;
+                continue;
             }
             if !node.executed.insert(r.tx_id) && correct {
                 problems.push(format!("replica {id} executed a request twice (seq {seq})"));
@@ -404,6 +422,7 @@ impl Sim {
         }
         let root = node.state_root;
         self.stats.executed_batches += 1;
+        self.stats.refused_duplicates += refused_duplicates;
         if correct {
             for r in &batch.requests {
                 if !self.submitted.contains_key(&r.tx_id) {
@@ -533,6 +552,20 @@ impl Sim {
     }
 
     /// Restarts from what the node persisted and its host's ledger.
+    /// Restarts node `index` as `medledger-peer` restarts: from its durable state without
+    /// the executed request ids, which the peer does not persist.
+    pub fn restart_as_peer(&mut self, index: usize) {
+        self.nodes[index].durable.executed_tx.clear();
+        self.nodes[index].forgot_executed = true;
+        self.restart(index);
+    }
+
+    /// Sends request `tx_id` again (its payload follows from the id) to `to`, or to everyone.
+    pub fn resubmit(&mut self, tx_id: TxId, to: Option<ReplicaId>) {
+        let payload = payload_for(&tx_id);
+        self.send_request(Request { tx_id, payload }, to);
+    }
+
     pub fn restart(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         if node.replica.is_some() {
