@@ -21,6 +21,8 @@ pub struct Config {
     pub max_clock_skew_ms: u64,
     /// Requests a replica holds before refusing more.
     pub max_pending_requests: usize,
+    /// Bytes of requests (ids and payloads) a replica holds before refusing more.
+    pub max_pending_bytes: usize,
     /// Committed batches kept in memory to serve state transfer.
     pub retain_committed: u64,
 }
@@ -41,6 +43,7 @@ impl Config {
             request_timeout_ms: 400,
             max_clock_skew_ms: 2_000,
             max_pending_requests: 100_000,
+            max_pending_bytes: 256 << 20,
             retain_committed: 4096,
         }
     }
@@ -69,6 +72,10 @@ impl Config {
     /// Checkpoints kept per sender beyond the high watermark (how a replica learns it is behind).
     pub const FUTURE_CHECKPOINTS_PER_SENDER: usize = 2;
 
+    /// How far ahead of ours a view change may ask (correct replicas drift apart by one view
+    /// per timeout; a view change asking for more is dropped unverified).
+    pub const MAX_VIEW_LEAD: u64 = 64;
+
     /// View-change messages kept per sender (its newest views).
     pub const VIEW_CHANGES_PER_SENDER: usize = 2;
 
@@ -78,6 +85,14 @@ impl Config {
             .unwrap_or(usize::MAX)
             .saturating_mul(4)
             .saturating_mul(self.n as usize)
+    }
+
+    /// Bytes of batches in early pre-prepares kept for a view being installed: one window of
+    /// full batches (all a correct primary can send before its new view arrives).
+    pub fn max_early_bytes(&self) -> usize {
+        usize::try_from(self.watermark_window)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(self.max_batch_bytes)
     }
 
     /// The sequence numbers a fetch for `(after, up_to]` is served: at most one watermark
@@ -107,6 +122,7 @@ impl Config {
                 .is_multiple_of(self.checkpoint_interval)
         );
         assert!(self.max_batch_requests > 0 && self.max_batch_bytes > 0);
+        assert!(self.max_pending_bytes >= self.max_batch_bytes);
         assert!(self.retain_committed >= self.watermark_window);
     }
 }

@@ -75,8 +75,11 @@ pub enum DropReason {
     ViewChangeFlood,
     /// A fetch for nothing we have.
     EmptyFetch,
-    /// A normal-case message for a view being installed, beyond the early queue's bound.
+    /// A normal-case message for a view being installed, beyond its sender's share of the
+    /// early queue.
     EarlyQueueFull,
+    /// A request arriving while the pending queue is full (in requests or bytes).
+    PendingFull,
 }
 
 /// In a map keyed by sequence number or view, then by sender: keeps at most `quota` of
@@ -173,6 +176,15 @@ pub struct Replica {
     pub(crate) dirty: bool,
     /// Normal-case messages for the view being installed, received before its new view.
     pub(crate) early: Vec<Message>,
+    /// Early messages kept per sender, and the bytes of their batches.
+    early_count: BTreeMap<ReplicaId, usize>,
+    early_bytes: usize,
+    /// The new view this replica sent as primary, to send again to a replica that missed it.
+    pub(crate) last_new_view: Option<Signed<NewView>>,
+    /// Replicas it was sent again to, in this view.
+    pub(crate) new_view_resent: BTreeSet<ReplicaId>,
+    /// The view each other replica was last seen in, when above ours (see `note_view_ahead`).
+    pub(crate) views_ahead: BTreeMap<ReplicaId, View>,
     next_token: u64,
     pub(crate) drops: BTreeMap<DropReason, u64>,
     held: Option<(u64, Vec<Action>)>,
@@ -234,6 +246,11 @@ impl Replica {
             fetching_up_to: 0,
             dirty: false,
             early: Vec::new(),
+            early_count: BTreeMap::new(),
+            early_bytes: 0,
+            last_new_view: None,
+            new_view_resent: BTreeSet::new(),
+            views_ahead: BTreeMap::new(),
             next_token: 1,
             drops: BTreeMap::new(),
             held: None,
@@ -296,13 +313,7 @@ impl Replica {
     pub fn receive(&mut self, message: Message, now_ms: u64) -> Vec<Action> {
         self.now_ms = self.now_ms.max(now_ms);
         if self.in_view_change && self.is_early(&message) {
-            // The new primary may start before its new view reaches us: keep these (bounded)
-            // and replay them once the view is installed.
-            if self.early.len() < self.config.max_early_messages() {
-                self.early.push(message);
-            } else {
-                self.dropped(DropReason::EarlyQueueFull);
-            }
+            self.keep_early(message);
             return self.finish();
         }
         self.handle(message);
@@ -318,7 +329,56 @@ impl Replica {
         view == self.durable.view
     }
 
+    /// The new primary may start before its new view reaches us: normal-case messages for
+    /// the view being installed are kept and replayed once it is. Only what could count is
+    /// kept — a pre-prepare from that view's primary, a vote from another replica, each
+    /// correctly signed — and each sender has an equal share of the queue, in messages and in
+    /// bytes, so one replica can neither exhaust memory nor crowd out the others.
+    fn keep_early(&mut self, message: Message) {
+        let (from, bytes, signed_ok) = match &message {
+            Message::PrePrepare(pp) => (
+                pp.from,
+                pp.message.batch.size_bytes(),
+                pp.from == self.config.primary(pp.message.view)
+                    && self.verify(pp, pp.message.signed_bytes(), Domain::PrePrepare),
+            ),
+            Message::Prepare(v) => (
+                v.from,
+                0,
+                self.verify(v, PrepareVote(&v.message).signed_bytes(), Domain::Prepare),
+            ),
+            Message::Commit(v) => (
+                v.from,
+                0,
+                self.verify(v, CommitVote(&v.message).signed_bytes(), Domain::Commit),
+            ),
+            _ => return,
+        };
+        if from == self.id || !signed_ok {
+            self.dropped(DropReason::BadSignature);
+            return;
+        }
+        let per_sender = self.config.max_early_messages() / self.config.n as usize;
+        let count = self.early_count.get(&from).copied().unwrap_or(0);
+        let total_bytes = self.early_bytes.saturating_add(bytes);
+        if count >= per_sender || total_bytes > self.config.max_early_bytes() {
+            self.dropped(DropReason::EarlyQueueFull);
+            return;
+        }
+        self.early_count.insert(from, count.saturating_add(1));
+        self.early_bytes = total_bytes;
+        self.early.push(message);
+    }
+
+    /// Empties the early queue (a new view change, or the view installed).
+    pub(crate) fn take_early(&mut self) -> Vec<Message> {
+        self.early_count.clear();
+        self.early_bytes = 0;
+        std::mem::take(&mut self.early)
+    }
+
     pub(crate) fn handle(&mut self, message: Message) {
+        self.note_view_ahead(&message);
         match message {
             Message::Forward(request) => self.accept_request(request, false),
             Message::PrePrepare(pp) => self.on_pre_prepare(pp),
@@ -520,7 +580,10 @@ impl Replica {
         let known =
             self.pending_ids.contains(&request.tx_id) || self.in_log.contains_key(&request.tx_id);
         if !known {
-            if self.pending.len() >= self.config.max_pending_requests {
+            let over_bytes = self.pending_bytes.saturating_add(request.size_bytes())
+                > self.config.max_pending_bytes;
+            if self.pending.len() >= self.config.max_pending_requests || over_bytes {
+                self.dropped(DropReason::PendingFull);
                 if from_client {
                     self.out.push(Action::Busy {
                         tx_id: request.tx_id,
@@ -873,6 +936,7 @@ impl Replica {
             return;
         }
         self.slots.get_mut(&seq).expect("slot exists").committed = true;
+        let signers: Vec<ReplicaId> = commits.iter().map(|c| c.from).collect();
         if seq > self.last_dispatched && !self.durable.committed.contains_key(&seq) {
             self.durable.committed.insert(
                 seq,
@@ -885,6 +949,11 @@ impl Replica {
             self.dirty = true;
         }
         self.dispatch_committed();
+        // A gap below a committed batch (we missed batches, e.g. while restarting): fetch it
+        // from replicas that committed this one rather than wait for the next checkpoint.
+        if self.last_dispatched.saturating_add(1) < seq {
+            self.fetch(seq.saturating_sub(1), &signers);
+        }
     }
 
     /// Hands the host every committed batch that follows the last dispatched one.

@@ -21,7 +21,7 @@ impl Replica {
         }
         self.durable.view = new_view;
         self.in_view_change = true;
-        self.early.clear();
+        self.take_early();
         self.dirty = true;
         self.batch_deadline = None;
         self.progress_deadline = None;
@@ -66,10 +66,14 @@ impl Replica {
         }
     }
 
-    /// §4.5.2 (liveness): the view to move to because f+1 *other* replicas ask for views above
-    /// ours — the smallest view any of them asks for. Among f+1 senders at least one is
-    /// correct, so f Byzantine replicas can neither start a view change nor make us jump past
-    /// every view a correct replica asked for.
+    /// §4.5.2 (liveness): the view to move to because f+1 replicas ask for views above ours
+    /// — the smallest view another replica asks for. Not in a view change, we count only
+    /// others, so f Byzantine replicas cannot start one. In a view change, our own request
+    /// counts too: without it, correct replicas that drifted apart in view (a partition, lost
+    /// messages) could meet again only through ever longer timeouts, since we do not
+    /// retransmit view changes (Castro–Liskov's other remedy); the simulator's seed sweep
+    /// stalls without it. How far one view change can take us is bounded all the same: a
+    /// view more than [`Config::MAX_VIEW_LEAD`] ahead is never stored.
     fn view_to_join(&self) -> Option<View> {
         let current = self.durable.view;
         let mut smallest: BTreeMap<ReplicaId, View> = BTreeMap::new();
@@ -78,7 +82,10 @@ impl Replica {
                 smallest.entry(*from).or_insert(*view);
             }
         }
-        if smallest.len() < self.config.weak_quorum() {
+        let asking = smallest
+            .len()
+            .saturating_add(usize::from(self.in_view_change));
+        if asking < self.config.weak_quorum() {
             return None;
         }
         smallest.into_values().min()
@@ -138,7 +145,26 @@ impl Replica {
     /// views above ours; the new primary answers 2f+1 with a new view.
     pub(crate) fn on_view_change(&mut self, vc: Signed<ViewChange>) {
         let view = vc.message.new_view;
-        if view < self.durable.view || (view == self.durable.view && !self.in_view_change) {
+        if view == self.durable.view && !self.in_view_change {
+            // A replica asks for the view we are in: it missed the new view (it restarted,
+            // or was cut off). Its primary sends it again.
+            self.resend_new_view(&vc);
+            return;
+        }
+        if view < self.durable.view {
+            return;
+        }
+        // Cheap checks before the costly validation: how far ahead, and whether the sender
+        // already filled its quota with views at or above this one (it would evict nothing).
+        let newer_from_sender = self
+            .view_changes
+            .range(view..)
+            .filter(|(_, by)| by.contains_key(&vc.from))
+            .count();
+        if view > self.durable.view.saturating_add(Config::MAX_VIEW_LEAD)
+            || newer_from_sender >= Config::VIEW_CHANGES_PER_SENDER
+        {
+            self.dropped(DropReason::ViewChangeFlood);
             return;
         }
         if !self.valid_view_change(&vc) {
@@ -187,7 +213,72 @@ impl Replica {
         };
         let signed = self.sign(nv, |m| m.signed_bytes(), Domain::NewView);
         self.broadcast(Message::NewView(signed.clone()));
+        self.last_new_view = Some(signed.clone());
+        self.new_view_resent.clear();
         self.enter_view(signed.message);
+    }
+
+    /// The primary of the current view sends its new-view message again to a replica whose
+    /// signed view change asks for this view (once per replica and view, so a replica cannot
+    /// make us send it over and over).
+    fn resend_new_view(&mut self, vc: &Signed<ViewChange>) {
+        let Some(nv) = &self.last_new_view else {
+            return;
+        };
+        if nv.message.view != self.durable.view
+            || vc.from == self.id
+            || self.new_view_resent.contains(&vc.from)
+            || !self.verify(vc, vc.message.signed_bytes(), Domain::ViewChange)
+        {
+            return;
+        }
+        let message = Message::NewView(nv.clone());
+        self.new_view_resent.insert(vc.from);
+        self.send(vc.from, message);
+    }
+
+    /// Castro–Liskov §4.5.2 for a replica that fell behind in view (it restarted, or was cut
+    /// off while the others changed views): signed normal-case messages from f+1 other
+    /// replicas in views above ours mean at least one correct replica is there. We then ask
+    /// for the smallest of those views; its primary answers with its new view
+    /// ([`Replica::resend_new_view`]), and we take part again.
+    pub(crate) fn note_view_ahead(&mut self, message: &Message) {
+        let current = self.durable.view;
+        let (from, view) = match message {
+            Message::PrePrepare(pp) => (pp.from, pp.message.view),
+            Message::Prepare(v) | Message::Commit(v) => (v.from, v.message.view),
+            _ => return,
+        };
+        if view <= current
+            || from == self.id
+            || view > current.saturating_add(Config::MAX_VIEW_LEAD)
+        {
+            return;
+        }
+        let signed = match message {
+            Message::PrePrepare(pp) => {
+                self.verify(pp, pp.message.signed_bytes(), Domain::PrePrepare)
+            }
+            Message::Prepare(v) => {
+                self.verify(v, PrepareVote(&v.message).signed_bytes(), Domain::Prepare)
+            }
+            Message::Commit(v) => {
+                self.verify(v, CommitVote(&v.message).signed_bytes(), Domain::Commit)
+            }
+            _ => false,
+        };
+        if !signed {
+            self.dropped(DropReason::BadSignature);
+            return;
+        }
+        self.views_ahead.insert(from, view);
+        self.views_ahead.retain(|_, v| *v > current);
+        if self.views_ahead.len() >= self.config.weak_quorum()
+            && let Some(target) = self.views_ahead.values().min().copied()
+        {
+            self.views_ahead.clear();
+            self.start_view_change(target);
+        }
     }
 
     /// The O set of §4.4: from the highest stable checkpoint among the view changes (min-s)
@@ -325,7 +416,7 @@ impl Replica {
         self.view_changes.retain(|v, _| *v > nv.view);
         self.progress_deadline = None;
         self.arm_progress_timer();
-        for message in std::mem::take(&mut self.early) {
+        for message in self.take_early() {
             self.handle(message);
         }
         if self.id == primary {

@@ -472,7 +472,7 @@ fn a_mislabelling_primary_is_replaced_and_the_requests_still_commit() {
 
 #[test]
 fn hostile_client_requests_never_execute_nor_stop_the_network() {
-    let sim = survives(14_004, Behavior::Honest, 3, None);
+    let sim = survives(14_004, Behavior::Honest, 3, Some(1));
     assert!(drops_on_replica_0(&sim, DropReason::MislabelledRequest) > 0);
 }
 
@@ -515,4 +515,66 @@ fn a_restarted_primary_ordering_an_executed_request_is_not_deposed() {
         sim.stats.refused_duplicates > 0,
         "nothing was ordered again"
     );
+}
+
+#[test]
+fn an_early_flooder_cannot_stall_a_view_change() {
+    // Replica 0, the primary, crashes: the others change views while the flooder floods.
+    let sim = survives(14_005, Behavior::EarlyFlooder, 3, Some(0));
+    assert!(sim.stats.max_view >= 1);
+    // Its pre-prepares (it is no primary) and its share of votes beyond the bound were
+    // refused by the correct replicas changing views.
+    let refused: u64 = sim
+        .nodes
+        .iter()
+        .filter(|n| n.is_correct())
+        .filter_map(|n| n.replica.as_ref())
+        .map(|r| {
+            [DropReason::BadSignature, DropReason::EarlyQueueFull]
+                .iter()
+                .map(|reason| r.drops().get(reason).copied().unwrap_or(0))
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(
+        refused > 0,
+        "the flood never reached a replica changing views"
+    );
+}
+
+/// Item 8: a backup that restarts after the others changed view learns the view from their
+/// traffic, gets the new view again from its primary, and takes part again.
+#[test]
+fn a_replica_restarted_after_a_view_change_rejoins_the_view() {
+    // Seven replicas (f = 2): backup 6 is down while primary 0 crashes and the others
+    // install view 1; then 6 comes back, as the peer restarts.
+    let mut sim = honest(7);
+    for _ in 0..20 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 5_000));
+    sim.crash(6);
+    sim.crash(0);
+    let during: Vec<TxId> = (0..20).map(|_| sim.submit(None)).collect();
+    let deadline = sim.now + 30_000;
+    while during.iter().any(|tx| sim.correct_executions(tx) < 5) {
+        assert!(sim.now < deadline, "the five live replicas did not commit");
+        if sim.now.is_multiple_of(300) {
+            sim.retransmit();
+        }
+        sim.step();
+    }
+    assert!(sim.nodes[1].replica.as_ref().unwrap().view() >= 1);
+    sim.restart_as_peer(6);
+    sim.restart_as_peer(0);
+    for _ in 0..20 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 30_000));
+    let view = sim.nodes[1].replica.as_ref().unwrap().view();
+    for i in [0, 6] {
+        let rejoined = sim.nodes[i].replica.as_ref().unwrap();
+        assert_eq!(rejoined.view(), view, "{rejoined}");
+        assert!(!rejoined.in_view_change(), "{rejoined}");
+    }
 }

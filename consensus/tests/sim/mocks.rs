@@ -30,10 +30,14 @@ pub enum Behavior {
     ViewJumper,
     /// As primary, labels each batched payload with another request's id (and re-signs).
     MislabellingPrimary,
+    /// Floods replicas changing views with pre-prepares and votes for the view they are
+    /// moving to: large batches it has no right to propose, and many votes, hoping to fill
+    /// the queue that holds such messages until the new view arrives.
+    EarlyFlooder,
 }
 
 impl Behavior {
-    pub const BYZANTINE: [Behavior; 10] = [
+    pub const BYZANTINE: [Behavior; 11] = [
         Behavior::Silent,
         Behavior::InvalidSignatures,
         Behavior::EquivocatingPrimary,
@@ -44,6 +48,7 @@ impl Behavior {
         Behavior::CheckpointFlooder,
         Behavior::ViewJumper,
         Behavior::MislabellingPrimary,
+        Behavior::EarlyFlooder,
     ];
 }
 
@@ -77,7 +82,8 @@ pub fn transform(
         | Behavior::Twin
         | Behavior::Replayer
         | Behavior::CheckpointFlooder
-        | Behavior::ViewJumper => vec![(to, message)],
+        | Behavior::ViewJumper
+        | Behavior::EarlyFlooder => vec![(to, message)],
         Behavior::MislabellingPrimary => match message {
             Message::PrePrepare(mut pp) if pp.from == id && pp.message.batch.requests.len() > 1 => {
                 // Rotate the ids: payload i now carries request i+1's id.
@@ -183,6 +189,7 @@ pub fn act(sim: &mut Sim) {
         match sim.nodes[index].behavior {
             Behavior::CheckpointFlooder => flood_checkpoints(sim, index),
             Behavior::ViewJumper => jump_views(sim, index),
+            Behavior::EarlyFlooder => flood_early(sim, index),
             _ => {}
         }
     }
@@ -274,5 +281,59 @@ fn jump_views(sim: &mut Sim, index: usize) {
                 signature,
             }),
         );
+    }
+}
+
+/// To every replica changing views: a pre-prepare of a large junk batch and 32 votes, for
+/// the view it is moving to, all validly signed by the flooder.
+fn flood_early(sim: &mut Sim, index: usize) {
+    let id = sim.nodes[index].id;
+    let targets: Vec<(ReplicaId, View)> = sim
+        .nodes
+        .iter()
+        .filter(|n| n.id != id)
+        .filter_map(|n| n.replica.as_ref().map(|r| (n.id, r.view())))
+        .collect();
+    for (to, view) in targets {
+        let tx_id = [sim.rng.next() as u8; 32];
+        let mut payload = tx_id.to_vec();
+        payload.resize(sim.config.max_batch_bytes / 2, 0xaa);
+        let batch = Batch {
+            timestamp_ms: sim.now,
+            requests: vec![Request { tx_id, payload }],
+        };
+        let pp = PrePrepare {
+            view,
+            seq: 1 + sim.rng.below(1 << 30),
+            digest: batch.digest(),
+            batch,
+        };
+        let signature = sim_signature(id, Domain::PrePrepare, &pp.signed_bytes());
+        sim.enqueue_public(
+            id,
+            to,
+            Message::PrePrepare(Signed {
+                from: id,
+                message: pp,
+                signature,
+            }),
+        );
+        for _ in 0..32 {
+            let vote = Vote {
+                view,
+                seq: 1 + sim.rng.below(1 << 30),
+                digest: [sim.rng.next() as u8; 32],
+            };
+            let signature = sim_signature(id, Domain::Commit, &CommitVote(&vote).signed_bytes());
+            sim.enqueue_public(
+                id,
+                to,
+                Message::Commit(Signed {
+                    from: id,
+                    message: vote,
+                    signature,
+                }),
+            );
+        }
     }
 }

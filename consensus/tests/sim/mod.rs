@@ -119,6 +119,8 @@ pub struct Node {
     /// Restarted without its executed request ids (as `medledger-peer` restarts: they are
     /// not persisted): its host refuses duplicates by its transaction index.
     pub forgot_executed: bool,
+    /// The ledger height at the last idle probe.
+    pub probed_at_height: Option<u64>,
     pub mock: mocks::MockState,
 }
 
@@ -207,6 +209,7 @@ impl Sim {
                 last_timestamp: 0,
                 corrupt_state: false,
                 forgot_executed: false,
+                probed_at_height: None,
                 mock: mocks::MockState::default(),
             });
         }
@@ -540,6 +543,7 @@ impl Sim {
                 self.stats.max_view = self.stats.max_view.max(r.view());
             }
         }
+        self.probe_idle_replicas();
         mocks::act(self);
     }
 
@@ -552,6 +556,28 @@ impl Sim {
     }
 
     /// Restarts from what the node persisted and its host's ledger.
+    /// Every second, a replica whose ledger did not grow asks the next replica in turn for
+    /// batches after its own, as the peer's driver does (`probe_if_idle`): a replica that fell
+    /// behind learns it even when no checkpoint can become stable for it.
+    fn probe_idle_replicas(&mut self) {
+        if !self.now.is_multiple_of(1000) {
+            return;
+        }
+        let n = self.config.n;
+        for index in 0..self.nodes.len() {
+            let height = self.nodes[index].ledger.len() as u64;
+            let idle = self.nodes[index].probed_at_height == Some(height);
+            self.nodes[index].probed_at_height = Some(height);
+            if !idle || self.nodes[index].replica.is_none() {
+                continue;
+            }
+            let from = self.nodes[index].id;
+            let to = (from + 1 + (self.now / 1000) as u32 % (n - 1)) % n;
+            let up_to = height + self.config.watermark_window;
+            self.enqueue(from, to, Message::Fetch { from, after: height, up_to });
+        }
+    }
+
     /// Restarts node `index` as `medledger-peer` restarts: from its durable state without
     /// the executed request ids, which the peer does not persist.
     pub fn restart_as_peer(&mut self, index: usize) {
