@@ -98,7 +98,12 @@ pub struct Driver {
     catching_up: Option<(pbft::ReplicaId, pbft::Seq, pbft::Seq)>,
     last_progress: Instant,
     next_probe: u32,
+    /// When each replica was last sent a state-transfer reply.
+    fetches_served: HashMap<pbft::ReplicaId, Instant>,
 }
+
+/// Shortest time between two state-transfer replies to one replica.
+const FETCH_SERVE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// With no block executed for this long, ask a peer whether we are behind.
 const SYNC_PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -125,6 +130,7 @@ impl Driver {
             catching_up: None,
             last_progress: Instant::now(),
             next_probe: 0,
+            fetches_served: HashMap::new(),
         }
     }
 
@@ -334,6 +340,19 @@ impl Driver {
     /// State transfer from the ledger: blocks `(after, up_to]` with their certificates,
     /// bounded in count and bytes.
     fn serve_fetch(&mut self, from: pbft::ReplicaId, after: pbft::Seq, up_to: pbft::Seq) {
+        // One reply per replica per interval: each reads up to 24 MiB of blocks on this
+        // thread and queues it for sending, so a replica asking in a loop must not be able to
+        // take the thread or the memory. A replica catching up asks again after each reply.
+        let now = Instant::now();
+        if self
+            .fetches_served
+            .get(&from)
+            .is_some_and(|last| now.duration_since(*last) < FETCH_SERVE_INTERVAL)
+        {
+            metrics::counter!("medledger_fetches_refused_total").increment(1);
+            return;
+        }
+        self.fetches_served.insert(from, now);
         // Any values a replica sends: the range is computed without overflow, at most one
         // watermark window, nothing past our height.
         let Some(range) = self

@@ -136,8 +136,9 @@ async fn outbound_stream(
     }
 }
 
-/// Checks an envelope ahead of execution, for its caching side effects only.
-pub type Prewarm = Arc<dyn Fn(&[u8]) + Send + Sync>;
+/// Checks an envelope against the committed ledger ahead of execution: fills the
+/// validator's caches, and says whether it is valid now (execution decides for good).
+pub type Prewarm = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// The inbound side: `medledger.v1.Replication`.
 pub struct ReplicationService {
@@ -210,7 +211,13 @@ impl v1::replication_server::Replication for ReplicationService {
                         (self.prewarm)(&r.payload);
                     }
                 }
-                pbft::Message::Forward(r) => (self.prewarm)(&r.payload),
+                // A backup forwards what a client submitted to it, which it validated: a
+                // forward that is not valid now comes from a lying replica and is not queued
+                // (it would take room from real requests and be ordered only to be refused).
+                pbft::Message::Forward(r) if !(self.prewarm)(&r.payload) => {
+                    metrics::counter!("medledger_replica_messages_refused_total").increment(1);
+                    continue;
+                }
                 _ => {}
             }
             if self

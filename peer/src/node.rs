@@ -251,8 +251,10 @@ pub async fn run(
                 ledger: &ledger,
                 revocations: &shared.revocations,
             };
-            // Only the caches matter here; execution decides.
-            let _ = validator.check(envelope, medledger_tls::now_unix(), &facts);
+            // Execution decides for good; this fills the caches and screens forwards.
+            validator
+                .check(envelope, medledger_tls::now_unix(), &facts)
+                .is_ok()
         })
     };
     let replication = v1::replication_server::ReplicationServer::new(ReplicationService {

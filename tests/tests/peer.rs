@@ -911,3 +911,47 @@ fn fetches_with_extreme_bounds_from_a_replica_stop_no_peer() {
         assert!(net.peers[p].is_running(), "peer {p} died");
     }
 }
+
+/// Red team: a replica forwarding envelopes that are not valid (here: a patient's real
+/// transaction with its signature broken, under its correct id) once had them queued and
+/// ordered. The host now refuses such forwards: none reaches a block, and real
+/// transactions keep committing.
+#[test]
+fn forwards_of_invalid_envelopes_are_not_queued() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    let rt = runtime();
+    rt.block_on(async {
+        let peers = connect(&net, "patient", 0).await;
+        let (pseudonym, _) = register(&peers).await;
+        let mut forged = Vec::new();
+        let mut forwards = Vec::new();
+        for i in 0..20 {
+            let (tx_id, mut envelope) =
+                peers.transaction("grant", grant_args(&pseudonym, &format!("dr.f{i}")));
+            if let Some(v1::envelope::Kind::Transaction(signed)) = &mut envelope.kind {
+                signed.signature[0] ^= 1;
+            }
+            forged.push(tx_id.to_vec());
+            forwards.push(v1::ReplicaMessage {
+                kind: Some(v1::replica_message::Kind::Forward(v1::PbftRequest {
+                    tx_id: tx_id.to_vec(),
+                    payload: envelope.encode_to_vec(),
+                })),
+            });
+        }
+        // Peer 3 forwards them to the primary (peer 0) and to the others.
+        for target in 0..3 {
+            let sent = replicate_as(&net, "peer3", target, forwards.clone());
+            let _ = tokio::time::timeout(Duration::from_secs(2), sent).await;
+        }
+        let committed = grants(&peers, &pseudonym, 3).await;
+        let height = committed.last().unwrap().block;
+        height_reaching(&peers, 0, height).await;
+        let on_ledger = ledger_tx_ids(&peers, 0).await;
+        for id in &forged {
+            assert!(!on_ledger.contains(id), "a forged forward reached a block");
+        }
+    });
+}

@@ -574,7 +574,15 @@ impl Sim {
             let from = self.nodes[index].id;
             let to = (from + 1 + (self.now / 1000) as u32 % (n - 1)) % n;
             let up_to = height + self.config.watermark_window;
-            self.enqueue(from, to, Message::Fetch { from, after: height, up_to });
+            self.enqueue(
+                from,
+                to,
+                Message::Fetch {
+                    from,
+                    after: height,
+                    up_to,
+                },
+            );
         }
     }
 
