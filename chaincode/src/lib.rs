@@ -36,7 +36,7 @@ pub use stub::{Creator, CreatorAttribute, MemoryLedger, MemoryStub, Role, Stub};
 use prost::Message;
 
 /// Functions that change the ledger (submitted as transactions).
-pub const TRANSACTIONS: [&str; 13] = [
+pub const TRANSACTIONS: [&str; 14] = [
     "register_patient",
     "grant",
     "revoke",
@@ -50,6 +50,7 @@ pub const TRANSACTIONS: [&str; 13] = [
     "set_private_data",
     "register_category",
     "record_study_access",
+    "report_study_incident",
 ];
 
 /// Read-only functions (answered from one peer's state).
@@ -97,6 +98,7 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
         "set_private_data" => decode(args).and_then(|a| t::set_private_data(stub, a)),
         "register_category" => decode(args).and_then(|a| t::register_category(stub, a)),
         "record_study_access" => decode(args).and_then(|a| t::record_study_access(stub, a)),
+        "report_study_incident" => decode(args).and_then(|a| t::report_study_incident(stub, a)),
         f if QUERIES.contains(&f) => Err(ChaincodeError::NotATransaction(f.to_string())),
         f => Err(ChaincodeError::UnknownFunction(f.to_string())),
     };

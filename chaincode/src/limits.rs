@@ -129,6 +129,44 @@ pub fn add_i64(what: &'static str, a: i64, b: i64) -> Result<i64, ChaincodeError
     a.checked_add(b).ok_or(ChaincodeError::Overflow(what))
 }
 
+/// Oldest and latest year a de-identified copy may be shared as of.
+pub const MIN_DEID_YEAR: i32 = 1900;
+pub const MAX_DEID_YEAR: i32 = 9999;
+
+/// The de-identification a study copy records: for an anonymized copy a profile name (an
+/// identifier), a version ≥ 1 and a year in [`MIN_DEID_YEAR`, `MAX_DEID_YEAR`]; for any other
+/// copy none of them.
+pub fn deidentification(
+    anonymized: bool,
+    profile: &str,
+    version: u32,
+    year: i32,
+) -> Result<(), ChaincodeError> {
+    if !anonymized {
+        if !profile.is_empty() || version != 0 || year != 0 {
+            return Err(ChaincodeError::invalid(
+                "deid_profile",
+                "only an anonymized copy names a de-identification profile",
+            ));
+        }
+        return Ok(());
+    }
+    identifier("deid_profile", profile)?;
+    if version == 0 {
+        return Err(ChaincodeError::invalid(
+            "deid_profile_version",
+            "must be 1 or more",
+        ));
+    }
+    if !(MIN_DEID_YEAR..=MAX_DEID_YEAR).contains(&year) {
+        return Err(ChaincodeError::invalid(
+            "deid_year",
+            format!("must be a year from {MIN_DEID_YEAR} to {MAX_DEID_YEAR}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Free text (titles, reasons): bounded, no control characters.
 pub fn text(field: &'static str, value: &str, max: usize) -> Result<(), ChaincodeError> {
     if value.len() > max {

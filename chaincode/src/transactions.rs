@@ -4,11 +4,11 @@
 
 use medledger_proto::v1::{
     AddItemArgs, AuditAction, Category, CategoryKey, ClinicalItem, EmergencyAccessArgs,
-    EmergencyAccessEvent, ErasureResult, GrantArgs, IdResult, PatientArgs, PatientErasedEvent,
-    PatientRecord, Permission, PrivateData, RecordAccessArgs, RecordAccessResult,
-    RecordStudyAccessArgs, RecordStudyAccessResult, RegisterCategoryArgs, RegisterPatientArgs,
-    RegisterStudyArgs, RevokeArgs, Right, RotateCategoryKeyArgs, SetPrivateDataArgs,
-    ShareForStudyArgs, Study, StudyItem,
+    EmergencyAccessEvent, ErasureResult, GrantArgs, IdResult, Outcome, PatientArgs,
+    PatientErasedEvent, PatientRecord, Permission, PrivateData, RecordAccessArgs,
+    RecordAccessResult, RecordStudyAccessArgs, RecordStudyAccessResult, RegisterCategoryArgs,
+    RegisterPatientArgs, RegisterStudyArgs, ReportStudyIncidentArgs, RevokeArgs, Right,
+    RotateCategoryKeyArgs, SetPrivateDataArgs, ShareForStudyArgs, Study, StudyIncident, StudyItem,
 };
 use prost::Message;
 
@@ -418,6 +418,12 @@ pub fn share_for_study(
         return Err(ChaincodeError::not_found("study", &args.study_id));
     }
     limits::stored_object(&args.sha256, args.size, &args.wrapped_dek, "study")?;
+    limits::deidentification(
+        args.anonymized,
+        &args.deid_profile,
+        args.deid_profile_version,
+        args.deid_year,
+    )?;
 
     let mut context = patient.context(AuditAction::Share, &source.category, &source.id);
     context.study_id = args.study_id.clone();
@@ -471,6 +477,9 @@ pub fn share_for_study(
         shared_at: stub.time(),
         anonymized: args.anonymized,
         tombstoned: false,
+        deid_profile: args.deid_profile,
+        deid_profile_version: args.deid_profile_version,
+        deid_year: args.deid_year,
     };
     put(stub, &key, &item)?;
     stub.put(
@@ -491,37 +500,112 @@ pub fn record_study_access(
     stub: &mut dyn Stub,
     args: RecordStudyAccessArgs,
 ) -> Result<Vec<u8>, ChaincodeError> {
-    limits::identifier("study_id", &args.study_id)?;
-    limits::exact_len("study_pseudonym", &args.study_pseudonym, PSEUDONYM_LEN)?;
-    limits::identifier("item_id", &args.item_id)?;
-    let study: Study = get(stub, &keys::study(&args.study_id))?
-        .ok_or_else(|| ChaincodeError::not_found("study", &args.study_id))?;
-    let study_pseudonym = keys::pseudonym_hex(&args.study_pseudonym);
-    let item: StudyItem = get(
+    let copy = study_copy(
         stub,
-        &keys::study_item(&args.study_id, &study_pseudonym, &args.item_id),
-    )?
-    .ok_or_else(|| ChaincodeError::not_found("study item", &args.item_id))?;
-    if item.tombstoned {
-        return Err(ChaincodeError::PatientErased);
-    }
-    let source = stub
-        .get(&keys::study_source(&args.study_id, &study_pseudonym))?
-        .and_then(|hex_text| hex::decode(hex_text).ok())
-        .ok_or_else(|| {
-            ChaincodeError::Corrupt(format!("study item {} has no source", item.item_id))
-        })?;
-    let mut patient = load_patient(stub, &source)?;
-    let mut context = patient.context(AuditAction::StudyAccess, &item.category, &item.item_id);
-    context.study_id = study.id.clone();
-    if stub.creator().name != study.researcher {
-        return Err(ChaincodeError::denied(Denial::NotStudyOwner(study.id)).audited_at(context));
-    }
+        &args.study_id,
+        &args.study_pseudonym,
+        &args.item_id,
+        AuditAction::StudyAccess,
+    )?;
+    let StudyCopy {
+        study,
+        item,
+        mut patient,
+    } = copy;
     let mut entry = allowed(AuditAction::StudyAccess, &item.category, &item.item_id);
     entry.study_id = study.id;
     patient.audit(stub, entry)?;
     patient.save(stub)?;
     Ok(RecordStudyAccessResult { item: Some(item) }.encode_to_vec())
+}
+
+/// A study's researcher reports a copy its client refused (a copy recorded as
+/// de-identified that failed the re-check of its profile): an incident on the patient's
+/// trail, under the study, with its code. Detective, not preventive: the chaincode never
+/// sees plaintext, so it records what the researcher's client found.
+pub fn report_study_incident(
+    stub: &mut dyn Stub,
+    args: ReportStudyIncidentArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    let incident = match StudyIncident::try_from(args.incident) {
+        Ok(StudyIncident::Unspecified) | Err(_) => {
+            return Err(ChaincodeError::invalid(
+                "incident",
+                "must name a known incident",
+            ));
+        }
+        Ok(incident) => incident,
+    };
+    let StudyCopy {
+        study,
+        item,
+        mut patient,
+    } = study_copy(
+        stub,
+        &args.study_id,
+        &args.study_pseudonym,
+        &args.item_id,
+        AuditAction::StudyIncident,
+    )?;
+    if incident == StudyIncident::DeidentificationFailed && !item.anonymized {
+        return Err(ChaincodeError::invalid(
+            "incident",
+            "the copy is not recorded as de-identified",
+        ));
+    }
+    let mut entry = allowed(AuditAction::StudyIncident, &item.category, &item.item_id);
+    entry.outcome = Outcome::Denied as i32;
+    entry.study_id = study.id;
+    entry.incident = incident as i32;
+    patient.audit(stub, entry)?;
+    patient.save(stub)?;
+    Ok(Vec::new())
+}
+
+/// A study copy with its study and the patient record it came from.
+struct StudyCopy {
+    study: Study,
+    item: StudyItem,
+    patient: Patient,
+}
+
+/// Looks up study copy `item_id` of `study_pseudonym` in `study_id` for the study's
+/// researcher; anyone else is denied, audited as `action` on the patient's trail.
+fn study_copy(
+    stub: &mut dyn Stub,
+    study_id: &str,
+    study_pseudonym: &[u8],
+    item_id: &str,
+    action: AuditAction,
+) -> Result<StudyCopy, ChaincodeError> {
+    limits::identifier("study_id", study_id)?;
+    limits::exact_len("study_pseudonym", study_pseudonym, PSEUDONYM_LEN)?;
+    limits::identifier("item_id", item_id)?;
+    let study: Study = get(stub, &keys::study(study_id))?
+        .ok_or_else(|| ChaincodeError::not_found("study", study_id))?;
+    let pseudonym_hex = keys::pseudonym_hex(study_pseudonym);
+    let item: StudyItem = get(stub, &keys::study_item(study_id, &pseudonym_hex, item_id))?
+        .ok_or_else(|| ChaincodeError::not_found("study item", item_id))?;
+    if item.tombstoned {
+        return Err(ChaincodeError::PatientErased);
+    }
+    let source = stub
+        .get(&keys::study_source(study_id, &pseudonym_hex))?
+        .and_then(|hex_text| hex::decode(hex_text).ok())
+        .ok_or_else(|| {
+            ChaincodeError::Corrupt(format!("study item {} has no source", item.item_id))
+        })?;
+    let patient = load_patient(stub, &source)?;
+    let mut context = patient.context(action, &item.category, &item.item_id);
+    context.study_id = study.id.clone();
+    if stub.creator().name != study.researcher {
+        return Err(ChaincodeError::denied(Denial::NotStudyOwner(study.id)).audited_at(context));
+    }
+    Ok(StudyCopy {
+        study,
+        item,
+        patient,
+    })
 }
 
 pub fn register_study(

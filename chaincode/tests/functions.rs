@@ -635,6 +635,146 @@ fn sharing_for_a_study_follows_the_grant() {
     assert_eq!(shared.study_id, "study-1");
 }
 
+/// Issue 15: a study copy records the de-identification that produced it, and only the
+/// study's researcher can report, on the patient's trail, a copy that failed its re-check.
+#[test]
+fn study_copies_record_their_deidentification_and_incidents_reach_the_trail() {
+    let mut w = world();
+    w.register_study("res-1", "study-1", T0);
+    let args = grant_args(1, "dr.a", LAB, &[Right::Share], T0, T0 + DAY);
+    w.call(&patient(1), T0, "grant", &args).unwrap();
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    let dr = clinician("dr.a");
+    let good = share_args(1, "item-1", "study-1", "s-1", true);
+    let bad_profiles = [
+        v1::ShareForStudyArgs {
+            deid_profile: String::new(),
+            ..good.clone()
+        },
+        v1::ShareForStudyArgs {
+            deid_profile: "Safe Harbor!".into(),
+            ..good.clone()
+        },
+        v1::ShareForStudyArgs {
+            deid_profile_version: 0,
+            ..good.clone()
+        },
+        v1::ShareForStudyArgs {
+            deid_year: i32::MIN,
+            ..good.clone()
+        },
+        v1::ShareForStudyArgs {
+            deid_year: 10_000,
+            ..good.clone()
+        },
+        // A copy that is not anonymized names no profile.
+        v1::ShareForStudyArgs {
+            anonymized: false,
+            ..good.clone()
+        },
+    ];
+    for args in &bad_profiles {
+        let result = w.call(&dr, T0 + 1, "share_for_study", args);
+        assert!(
+            matches!(result, Err(ChaincodeError::InvalidArgument { .. })),
+            "{args:?}: {result:?}"
+        );
+    }
+    w.call(&dr, T0 + 1, "share_for_study", &good).unwrap();
+    let items: v1::StudyItemList = w
+        .query(
+            &researcher("res-1"),
+            T0 + 2,
+            "study_items",
+            &v1::StudyArgs {
+                study_id: "study-1".into(),
+            },
+        )
+        .unwrap();
+    let copy = &items.items[0];
+    assert_eq!(
+        (
+            copy.deid_profile.as_str(),
+            copy.deid_profile_version,
+            copy.deid_year
+        ),
+        ("safe-harbor-allowlist", 1, 2026)
+    );
+
+    let report = |incident: v1::StudyIncident| v1::ReportStudyIncidentArgs {
+        study_id: "study-1".into(),
+        study_pseudonym: vec![0x5a; 32],
+        item_id: "s-1".into(),
+        incident: incident as i32,
+    };
+    let failed = report(v1::StudyIncident::DeidentificationFailed);
+    assert!(matches!(
+        w.call(
+            &researcher("res-1"),
+            T0 + 3,
+            "report_study_incident",
+            &report(v1::StudyIncident::Unspecified)
+        ),
+        Err(ChaincodeError::InvalidArgument {
+            field: "incident",
+            ..
+        })
+    ));
+    assert_eq!(
+        denial(w.call(
+            &researcher("res-2"),
+            T0 + 3,
+            "report_study_incident",
+            &failed
+        )),
+        Denial::NotStudyOwner("study-1".into())
+    );
+    assert_eq!(
+        denial(w.call(&dr, T0 + 3, "report_study_incident", &failed)),
+        Denial::NotStudyOwner("study-1".into())
+    );
+    w.call(
+        &researcher("res-1"),
+        T0 + 4,
+        "report_study_incident",
+        &failed,
+    )
+    .unwrap();
+    let incidents: Vec<_> = w
+        .audit(1, T0 + 5)
+        .into_iter()
+        .filter(|e| e.action == AuditAction::StudyIncident as i32)
+        .map(|e| (e.actor, e.outcome, e.incident, e.study_id, e.item))
+        .collect();
+    let failed_code = v1::StudyIncident::DeidentificationFailed as i32;
+    assert_eq!(
+        incidents,
+        [
+            (
+                "res-2".to_string(),
+                Outcome::Denied as i32,
+                0,
+                "study-1".to_string(),
+                "s-1".to_string()
+            ),
+            (
+                "dr.a".to_string(),
+                Outcome::Denied as i32,
+                0,
+                "study-1".to_string(),
+                "s-1".to_string()
+            ),
+            (
+                "res-1".to_string(),
+                Outcome::Denied as i32,
+                failed_code,
+                "study-1".to_string(),
+                "s-1".to_string()
+            ),
+        ]
+    );
+}
+
 #[test]
 fn study_fetches_are_audited_and_erasure_removes_study_copies() {
     let mut w = world();

@@ -41,6 +41,13 @@ pub enum ClientError {
          whose `medledger ledger verify` lists every object that does not match the ledger"
     )]
     Tampered { item: String, why: String },
+    /// A study copy recorded as de-identified failed the re-check of its profile
+    /// (`medledger_deid::check`): none of it was written to disk.
+    #[error(
+        "study copy {item} is recorded as de-identified but fails the re-check ({why}); none \
+         of it was written, and the patient's trail records the incident"
+    )]
+    NotDeidentified { item: String, why: String },
     #[error(
         "cannot reach the storage gateway at {address}: {why}. Is it running, and is --gateway \
          (MEDLEDGER_GATEWAY) right?"
@@ -80,6 +87,7 @@ impl ClientError {
             },
             ClientError::Protocol(_) => "protocol",
             ClientError::Tampered { .. } => "tampered",
+            ClientError::NotDeidentified { .. } => "not_deidentified",
             ClientError::GatewayUnreachable { .. } => "unreachable",
             ClientError::Network(_) => "network",
             ClientError::VerificationFailed(_) => "verification_failed",

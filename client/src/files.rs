@@ -125,7 +125,10 @@ pub struct StudyCopy {
     pub study_id: String,
     pub study_pseudonym: Vec<u8>,
     pub study_key: EncryptionPublicKey,
-    pub anonymized: bool,
+    /// For a de-identified copy, the year it was de-identified as of (the ledger records it
+    /// with `medledger_deid`'s profile and version, and the researcher re-checks against
+    /// them); `None` for a copy as it is.
+    pub deidentified_as_of: Option<i32>,
 }
 
 /// Where an upload goes.
@@ -246,7 +249,15 @@ pub async fn upload_to(
                 sha256: sha256.to_vec(),
                 size,
                 wrapped_dek,
-                anonymized: copy.anonymized,
+                anonymized: copy.deidentified_as_of.is_some(),
+                deid_profile: copy
+                    .deidentified_as_of
+                    .map(|_| medledger_deid::PROFILE.to_string())
+                    .unwrap_or_default(),
+                deid_profile_version: copy
+                    .deidentified_as_of
+                    .map_or(0, |_| medledger_deid::PROFILE_VERSION),
+                deid_year: copy.deidentified_as_of.unwrap_or(0),
             }
             .encode_to_vec();
             (path, "share_for_study", args)
@@ -418,6 +429,8 @@ pub async fn download_from(
         ));
     };
     let committed = peers.attest(&tx_id, &attestation)?.into_valid()?;
+    // A study copy recorded as de-identified is re-checked before any of it reaches disk.
+    let mut recheck_as_of: Option<i32> = None;
     let access = match source {
         Source::Item { .. } => v1::RecordAccessResult::decode(committed.result.as_slice())
             .map_err(|e| ClientError::Protocol(e.to_string()))?,
@@ -428,6 +441,9 @@ pub async fn download_from(
                 .ok_or_else(|| {
                     ClientError::Protocol("the committed access names no item".into())
                 })?;
+            if copy.anonymized {
+                recheck_as_of = Some(deidentified_as_of(&copy)?);
+            }
             v1::RecordAccessResult {
                 item: Some(v1::ClinicalItem {
                     id: copy.item_id,
@@ -552,6 +568,9 @@ pub async fn download_from(
             let mut input = std::io::BufReader::new(
                 std::fs::File::open(&spool_path).map_err(|e| ClientError::Usage(e.to_string()))?,
             );
+            if let Some(year) = recheck_as_of {
+                return decrypt_checked_copy(&key, &item_id, &mut input, year, &output);
+            }
             let partial = output.with_extension("partial");
             let mut out = std::io::BufWriter::new(
                 std::fs::File::create(&partial)
@@ -589,6 +608,100 @@ pub async fn download_from(
         committed,
         emergency: access.emergency,
     })
+}
+
+/// The year a de-identified study copy was made as of, if this client knows its profile.
+fn deidentified_as_of(copy: &v1::StudyItem) -> Result<i32, ClientError> {
+    if copy.deid_profile != medledger_deid::PROFILE
+        || copy.deid_profile_version != medledger_deid::PROFILE_VERSION
+    {
+        return Err(ClientError::Rejected {
+            code: tonic::Code::FailedPrecondition,
+            message: format!(
+                "study copy {} was de-identified with profile {:?} version {}; this client \
+                 re-checks only {:?} version {}",
+                copy.item_id,
+                copy.deid_profile,
+                copy.deid_profile_version,
+                medledger_deid::PROFILE,
+                medledger_deid::PROFILE_VERSION
+            ),
+            hint: "use a medledger client that knows this profile",
+        });
+    }
+    Ok(copy.deid_year)
+}
+
+/// Decrypts a de-identified study copy into memory, re-checks it (`medledger_deid::check`,
+/// as of `year`), and only then writes it to `output` (synced, then renamed into place).
+/// A copy that fails is [`ClientError::NotDeidentified`] and leaves nothing on disk.
+fn decrypt_checked_copy(
+    key: &FileKey,
+    item_id: &str,
+    input: &mut impl std::io::Read,
+    year: i32,
+    output: &Path,
+) -> Result<u64, ClientError> {
+    let not_deidentified = |why: String| ClientError::NotDeidentified {
+        item: item_id.to_string(),
+        why,
+    };
+    let mut plain = BoundedBuffer::new(medledger_deid::MAX_INPUT_BYTES);
+    FileDecryptor::decrypt_stream(key, item_id, input, &mut plain).map_err(|e| {
+        if plain.overflowed {
+            not_deidentified(format!(
+                "larger than the {} bytes a de-identified copy may be",
+                medledger_deid::MAX_INPUT_BYTES
+            ))
+        } else {
+            ClientError::Tampered {
+                item: item_id.to_string(),
+                why: e.to_string(),
+            }
+        }
+    })?;
+    medledger_deid::check(&plain.bytes, year).map_err(|e| not_deidentified(e.to_string()))?;
+    let partial = output.with_extension("partial");
+    let written = std::fs::write(&partial, &plain.bytes)
+        .and_then(|_| std::fs::File::open(&partial)?.sync_all())
+        .and_then(|_| std::fs::rename(&partial, output));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(ClientError::Usage(format!("{}: {e}", output.display())));
+    }
+    Ok(plain.bytes.len() as u64)
+}
+
+/// A `Write` into memory that refuses to grow past a limit.
+struct BoundedBuffer {
+    bytes: Vec<u8>,
+    limit: usize,
+    overflowed: bool,
+}
+
+impl BoundedBuffer {
+    fn new(limit: usize) -> BoundedBuffer {
+        BoundedBuffer {
+            bytes: Vec::new(),
+            limit,
+            overflowed: false,
+        }
+    }
+}
+
+impl Write for BoundedBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(data.len()) > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the copy is too large"));
+        }
+        self.bytes.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn gateway_error(status: tonic::Status) -> ClientError {

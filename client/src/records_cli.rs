@@ -315,6 +315,9 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                         "category": e.category, "item": e.item, "reason": e.reason,
                         "emergency": e.emergency, "study": e.study_id,
                         "permission": e.permission_id, "tx_id": hex::encode(&e.tx_id),
+                        "incident": v1::StudyIncident::try_from(e.incident)
+                            .map(|i| i.as_str_name().trim_start_matches("STUDY_INCIDENT_").to_lowercase())
+                            .unwrap_or_else(|_| "unknown".into()),
                     })).collect::<Vec<_>>()}),
                 },
             })
@@ -577,6 +580,11 @@ fn audit_text(entries: &[v1::AuditEntry]) -> String {
                 format!(" — {}", e.reason)
             },
         ));
+        if e.incident == v1::StudyIncident::DeidentificationFailed as i32 {
+            text.push_str(
+                " — INCIDENT: a copy recorded as de-identified failed the researcher's re-check",
+            );
+        }
     }
     text
 }
@@ -914,33 +922,44 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
             let mut gateway =
                 files::connect_gateway(&wallet, cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY))
                     .await?;
-            let fetched =
+            let medledger_client::research::StudyFetch { fetched, refused } =
                 medledger_client::research::fetch(&peers, &mut gateway, &wallet, study, output)
                     .await?;
+            let mut text = format!(
+                "fetched {} item(s) of study {study} into {} (each access recorded)",
+                fetched.len(),
+                output.display()
+            );
+            for f in &fetched {
+                text.push_str(&format!(
+                    "\n  {}  {}{}  block {}",
+                    f.file.display(),
+                    f.item.category,
+                    if f.item.anonymized {
+                        ", de-identified"
+                    } else {
+                        ""
+                    },
+                    f.block
+                ));
+            }
+            for r in &refused {
+                text.push_str(&format!(
+                    "\n  REFUSED {}: recorded as de-identified, but {}; nothing written, incident \
+                     recorded on the patient's trail in block {}",
+                    r.item.item_id, r.why, r.incident_block
+                ));
+            }
             Ok(Output {
-                text: format!(
-                    "fetched {} item(s) of study {study} into {} (each access recorded){}",
-                    fetched.len(),
-                    output.display(),
-                    fetched
-                        .iter()
-                        .map(|f| format!(
-                            "\n  {}  {}{}  block {}",
-                            f.file.display(),
-                            f.item.category,
-                            if f.item.anonymized {
-                                ", de-identified"
-                            } else {
-                                ""
-                            },
-                            f.block
-                        ))
-                        .collect::<String>()
-                ),
+                text,
                 json: json!({"study": study, "items": fetched.iter().map(|f| json!({
                     "item": f.item.item_id, "file": f.file, "category": f.item.category,
                     "anonymized": f.item.anonymized, "study_pseudonym": hex::encode(&f.item.study_pseudonym),
                     "block": f.block,
+                })).collect::<Vec<_>>(),
+                "refused": refused.iter().map(|r| json!({
+                    "item": r.item.item_id, "why": r.why, "incident_block": r.incident_block,
+                    "study_pseudonym": hex::encode(&r.item.study_pseudonym),
                 })).collect::<Vec<_>>()}),
             })
         }

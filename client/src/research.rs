@@ -161,9 +161,9 @@ pub async fn share(
     let study_key = EncryptionPublicKey::from_slice(&grant.study_key)
         .ok_or_else(|| ClientError::Protocol("the study has no valid key".into()))?;
     let anonymized = grant.anonymize || anonymize;
+    let year = time::OffsetDateTime::now_utc().year();
     let upload_from = if anonymized {
         let bytes = std::fs::read(&plain).map_err(|e| ClientError::Usage(e.to_string()))?;
-        let year = time::OffsetDateTime::now_utc().year();
         // Fresh random ids per copy: two copies of one item cannot be linked by id.
         let mut ids = medledger_deid::uuid_ids(|random| rand_core::OsRng.fill_bytes(random));
         let profile = medledger_deid::Profile::SAFE_HARBOR;
@@ -186,7 +186,7 @@ pub async fn share(
         study_id: study_id.to_string(),
         study_pseudonym: grant.study_pseudonym,
         study_key,
-        anonymized,
+        deidentified_as_of: anonymized.then_some(year),
     };
     let uploaded = files::upload_to(
         peers,
@@ -210,16 +210,34 @@ pub struct Fetched {
     pub block: u64,
 }
 
+/// A copy the researcher's client refused: recorded as de-identified, it failed the
+/// re-check. Nothing of it was written; the incident is on the patient's trail.
+pub struct Refused {
+    pub item: v1::StudyItem,
+    pub why: String,
+    /// The block that recorded the incident.
+    pub incident_block: u64,
+}
+
+/// What a fetch of a study brought.
+pub struct StudyFetch {
+    pub fetched: Vec<Fetched>,
+    pub refused: Vec<Refused>,
+}
+
 /// The researcher fetches every copy shared into `study_id` into `out_dir`, one committed
 /// access each. Erased copies are skipped. Files are named `<study pseudonym>-<item>`
-/// (`.json` when anonymized).
+/// (`.json` when anonymized). A copy recorded as de-identified is re-checked against its
+/// recorded profile before any of it is written; one that fails is refused, reported on the
+/// patient's trail (`report_study_incident`), and listed in [`StudyFetch::refused`] — this
+/// detects a sharing client that did not de-identify; it cannot prevent it.
 pub async fn fetch(
     peers: &PeerSet,
     gateway: &mut GatewayClient<Channel>,
     wallet: &Wallet,
     study_id: &str,
     out_dir: &Path,
-) -> Result<Vec<Fetched>, ClientError> {
+) -> Result<StudyFetch, ClientError> {
     let keys = StudyKeys::open(wallet)?;
     let key = keys.get(study_id)?;
     let items = peers
@@ -234,6 +252,7 @@ pub async fn fetch(
     std::fs::create_dir_all(out_dir)
         .map_err(|e| ClientError::Usage(format!("{}: {e}", out_dir.display())))?;
     let mut fetched = Vec::new();
+    let mut refused = Vec::new();
     for item in items.into_iter().filter(|i| !i.tombstoned) {
         let name = format!(
             "{}-{}{}",
@@ -255,12 +274,35 @@ pub async fn fetch(
             &file,
             |_, _| {},
         )
-        .await?;
-        fetched.push(Fetched {
-            item,
-            file,
-            block: got.committed.block,
-        });
+        .await;
+        match got {
+            Ok(got) => fetched.push(Fetched {
+                item,
+                file,
+                block: got.committed.block,
+            }),
+            Err(ClientError::NotDeidentified { why, .. }) => {
+                let reported = peers
+                    .submit(
+                        "report_study_incident",
+                        v1::ReportStudyIncidentArgs {
+                            study_id: study_id.to_string(),
+                            study_pseudonym: item.study_pseudonym.clone(),
+                            item_id: item.item_id.clone(),
+                            incident: v1::StudyIncident::DeidentificationFailed as i32,
+                        }
+                        .encode_to_vec(),
+                    )
+                    .await?
+                    .into_valid()?;
+                refused.push(Refused {
+                    item,
+                    why,
+                    incident_block: reported.block,
+                });
+            }
+            Err(e) => return Err(e),
+        }
     }
-    Ok(fetched)
+    Ok(StudyFetch { fetched, refused })
 }

@@ -695,3 +695,153 @@ async fn malformed_uploads_leave_nothing_behind() {
     let stored = std::fs::read(&files_under(&objects)[0]).unwrap();
     assert_eq!(stored, data);
 }
+
+/// Issue 15, item 3: a sharing client that records a copy as de-identified but uploads it
+/// as it is (here the SDK used directly, as a modified client would) is caught by the
+/// researcher's client: nothing of it reaches the researcher's disk, the incident is on the
+/// patient's trail, and an honest de-identified copy in the same study is fetched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_that_is_not_deidentified_is_refused_by_the_researcher_and_recorded() {
+    let _one = lock().await;
+    let s = Setup::start(false);
+    s.net.member("res", "researcher");
+    s.cli(
+        "res",
+        &[
+            "researcher",
+            "study",
+            "create",
+            "--id",
+            "onco-1",
+            "--title",
+            "Outcomes",
+        ],
+    )
+    .ok();
+    s.cli(
+        "pat",
+        &[
+            "patient",
+            "grant",
+            "--to",
+            "dr-a",
+            "--category",
+            LAB,
+            "--rights",
+            "share",
+            "--study",
+            "onco-1",
+            "--anonymize",
+        ],
+    )
+    .ok();
+    let dir = s.net.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lab = dir.join("lab.json");
+    std::fs::write(
+        &lab,
+        r#"{"resourceType":"Observation","status":"final",
+            "subject":{"display":"Hester Quayle"},
+            "code":{"coding":[{"system":"http://loinc.org","code":"718-7"}]},
+            "valueQuantity":{"value":11.4,"unit":"g/dL","system":"http://unitsofmeasure.org","code":"g/dL"}}"#,
+    )
+    .unwrap();
+    let item = item_of(&s.upload("dr-a", &lab).ok());
+    // An honest share, de-identified by the CLI.
+    s.cli(
+        "dr-a",
+        &[
+            "clinician",
+            "share",
+            "--patient",
+            &s.pseudonym,
+            "--study",
+            "onco-1",
+            "--item",
+            &item,
+        ],
+    )
+    .ok();
+    // A dishonest one: recorded as de-identified, uploaded as it is.
+    let wallet = Wallet::open(&s.net.wallet("dr-a")).unwrap();
+    let peers = s.peers("dr-a").await;
+    let pseudonym: [u8; 32] = hex::decode(&s.pseudonym).unwrap().try_into().unwrap();
+    let grant: v1::CheckAccessResult = peers
+        .query_as(
+            "check_access",
+            v1::CheckAccessArgs {
+                pseudonym: pseudonym.to_vec(),
+                grantee: "dr-a".into(),
+                category: LAB.into(),
+                right: v1::Right::Share as i32,
+                study_id: "onco-1".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(grant.allowed, "{}", grant.reason);
+    let copy = files::StudyCopy {
+        pseudonym,
+        source_item_id: item.clone(),
+        study_id: "onco-1".into(),
+        study_pseudonym: grant.study_pseudonym.clone(),
+        study_key: medledger_crypto::EncryptionPublicKey::from_slice(&grant.study_key).unwrap(),
+        deidentified_as_of: Some(2026),
+    };
+    let mut gateway = files::connect_gateway(&wallet, &s.gateway.address)
+        .await
+        .unwrap();
+    let dishonest = files::upload_to(
+        &peers,
+        &mut gateway,
+        files::Target::StudyCopy(&copy),
+        &lab,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
+
+    let out = dir.join("study");
+    let fetched = s
+        .cli(
+            "res",
+            &[
+                "researcher",
+                "study",
+                "fetch",
+                "--study",
+                "onco-1",
+                "-o",
+                &out.display().to_string(),
+            ],
+        )
+        .ok();
+    let refused = fetched["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{fetched}");
+    assert_eq!(refused[0]["item"], dishonest.item_id.as_str());
+    assert_eq!(fetched["items"].as_array().unwrap().len(), 1, "{fetched}");
+    for file in files_under(&out) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains(&bytes, b"Quayle"),
+            "{} holds the name",
+            file.display()
+        );
+        assert!(contains(&bytes, b"718-7"), "the honest copy keeps its code");
+    }
+    let incidents: Vec<v1::AuditEntry> = s
+        .audit()
+        .await
+        .into_iter()
+        .filter(|e| e.action == v1::AuditAction::StudyIncident as i32)
+        .collect();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(
+        incidents[0].incident,
+        v1::StudyIncident::DeidentificationFailed as i32
+    );
+    assert_eq!(
+        (incidents[0].actor.as_str(), incidents[0].item.as_str()),
+        ("res", dishonest.item_id.as_str())
+    );
+}

@@ -251,5 +251,12 @@ pub fn share_args(
         size: 10,
         wrapped_dek: vec![4; 80],
         anonymized,
+        deid_profile: if anonymized {
+            "safe-harbor-allowlist".into()
+        } else {
+            String::new()
+        },
+        deid_profile_version: u32::from(anonymized),
+        deid_year: if anonymized { 2026 } else { 0 },
     }
 }
