@@ -31,8 +31,9 @@ mod network_cli;
 mod records_cli;
 
 const DEFAULT_CA_URL: &str = "https://localhost:7054";
-/// The first peer of the local network (`scripts/devnet up`).
-const DEFAULT_PEER: &str = "127.0.0.1:7061";
+/// The local network's peers (`medledger network up`), tried in turn: any one that answers
+/// serves (after the first connection the wallet's pinned genesis names them all).
+const DEFAULT_PEER: &str = "127.0.0.1:7061,127.0.0.1:7062,127.0.0.1:7063,127.0.0.1:7064";
 
 #[derive(Parser)]
 #[command(
@@ -54,8 +55,9 @@ struct Cli {
     /// The CA root certificate to trust (needed to enroll; afterwards the wallet has it).
     #[arg(long, global = true, env = "MEDLEDGER_CA_ROOT")]
     ca_root: Option<PathBuf>,
-    /// Any peer of the network (host:port); the others are found from its genesis block.
-    /// Default: 127.0.0.1:7061, the local network's first peer.
+    /// Peers of the network to try first (host:port, comma-separated); any one that answers
+    /// serves, and the others are found from its genesis block, which the wallet pins.
+    /// Default: the local network's four peers, 127.0.0.1:7061-7064.
     #[arg(long, global = true, env = "MEDLEDGER_PEER")]
     peer: Option<String>,
     /// The storage gateway (host:port). Default: 127.0.0.1:7070, the local network's.
@@ -570,13 +572,21 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
         }
         LedgerCommand::Verify(_) => unreachable!("handled above"),
         LedgerCommand::Blocks { from, limit } => {
-            let blocks = peers
-                .peer(0)
-                .get_blocks(v1::GetBlocksRequest {
-                    from: *from,
-                    limit: *limit,
-                })
-                .await
+            // Any peer that answers serves (at most f may be down).
+            let mut answer = Err(tonic::Status::unavailable("no peer answered"));
+            for i in 0..peers.n() {
+                answer = peers
+                    .peer(i)
+                    .get_blocks(v1::GetBlocksRequest {
+                        from: *from,
+                        limit: *limit,
+                    })
+                    .await;
+                if answer.is_ok() {
+                    break;
+                }
+            }
+            let blocks = answer
                 .map_err(ClientError::from_status)?
                 .into_inner()
                 .blocks;

@@ -1,8 +1,10 @@
 //! A client of the peers: signed transactions, receipts from f+1 distinct peers, queries.
 //!
 //! The client trusts the CA root in its wallet and nothing else. It learns the network from
-//! any one peer's genesis block, checks that the genesis names the same root, and from then
-//! on talks to every genesis peer with mutual TLS, pinning each peer's genesis key. A
+//! the first peer that answers with a genesis block naming the same root, pins that genesis
+//! in the wallet (`genesis.block`), and from then on talks to every genesis peer with mutual
+//! TLS, pinning each peer's genesis key; later connections need any one reachable peer that
+//! serves the same genesis, so no single peer is the way in. A
 //! transaction is reported committed only when f+1 peers (so at least one correct one) sent
 //! matching receipts signed by their genesis keys.
 
@@ -15,6 +17,7 @@ use medledger_proto::v1;
 use medledger_proto::v1::ledger_client::LedgerClient;
 use prost::Message;
 use rand_core::RngCore;
+use sha2::{Digest, Sha256};
 use tonic::transport::Channel;
 
 use crate::error::ClientError;
@@ -122,6 +125,68 @@ pub fn client_tls_for(
     Ok(Arc::new(config))
 }
 
+/// How long a peer may take to answer the first call of a connection.
+const FIRST_ANSWER: Duration = Duration::from_secs(5);
+
+/// The wallet's file holding the pinned genesis block (encoded `v1::Block`).
+const GENESIS_FILE: &str = "genesis.block";
+
+/// The genesis block this wallet pinned on its first connection, if any.
+fn pinned_genesis(wallet: &Wallet) -> Result<Option<v1::Block>, ClientError> {
+    let path = wallet.dir.join(GENESIS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => v1::Block::decode(bytes.as_slice())
+            .map(Some)
+            .map_err(|e| ClientError::wallet(&wallet.dir, format!("{GENESIS_FILE}: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ClientError::wallet(
+            &wallet.dir,
+            format!("{GENESIS_FILE}: {e}"),
+        )),
+    }
+}
+
+/// Pins `genesis` in the wallet. Best effort: a read-only wallet still connects, through its
+/// bootstrap peers each time.
+fn pin_genesis(wallet: &Wallet, genesis: &v1::Block) {
+    let path = wallet.dir.join(GENESIS_FILE);
+    let partial = path.with_extension("partial");
+    let written = std::fs::write(&partial, genesis.encode_to_vec())
+        .and_then(|_| std::fs::rename(&partial, &path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+}
+
+/// Block 0 as the peer at `address` serves it.
+async fn fetch_genesis(wallet: &Wallet, address: &str) -> Result<v1::Block, ClientError> {
+    let call = async {
+        let channel = medledger_tls::connect(address, client_tls(wallet, None)?)
+            .await
+            .map_err(|e| unreachable(address, e))?;
+        LedgerClient::new(channel)
+            .max_decoding_message_size(MAX_RESPONSE_BYTES)
+            .get_block(v1::GetBlockRequest { number: 0 })
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| match s.code() {
+                // TLS 1.3 clients learn of a refused certificate only at the first read.
+                tonic::Code::Unknown | tonic::Code::Cancelled => ClientError::CertificateRefused {
+                    reason: format!(
+                        "the peer at {address} closed the connection ({}); the wallet's \
+                             certificate is revoked, expired or from another CA",
+                        s.message()
+                    ),
+                },
+                tonic::Code::Unavailable => unreachable(address, s.message()),
+                _ => ClientError::from_status(s),
+            })
+    };
+    tokio::time::timeout(FIRST_ANSWER, call)
+        .await
+        .map_err(|_| unreachable(address, "no answer in 5 s"))?
+}
+
 fn unreachable(address: &str, why: impl ToString) -> ClientError {
     ClientError::PeerUnreachable {
         address: address.to_string(),
@@ -130,30 +195,59 @@ fn unreachable(address: &str, why: impl ToString) -> ClientError {
 }
 
 impl PeerSet {
-    /// Connects through `bootstrap` (`host:port` of any peer), reads the genesis block, and
-    /// prepares connections to every peer it names.
+    /// Connects to the network: `bootstrap` is one or more peers (`host:port`, separated by
+    /// commas), tried in order and then every peer of the genesis the wallet has pinned,
+    /// until one answers with the network's genesis block. The first connection pins that
+    /// genesis in the wallet; afterwards a peer serving another genesis is refused. Errors:
+    /// [`ClientError::CertificateRefused`] when every peer that answered refused the wallet's
+    /// certificate, [`ClientError::PeerUnreachable`] when none answered.
     pub async fn connect(wallet: &Wallet, bootstrap: &str) -> Result<PeerSet, ClientError> {
-        let channel = medledger_tls::connect(bootstrap, client_tls(wallet, None)?)
-            .await
-            .map_err(|e| unreachable(bootstrap, e))?;
-        let mut first = LedgerClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES);
-        let genesis = first
-            .get_block(v1::GetBlockRequest { number: 0 })
-            .await
-            .map_err(|s| match s.code() {
-                // TLS 1.3 clients learn of a refused certificate only at the first read.
-                tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled => {
-                    ClientError::CertificateRefused {
-                        reason: format!(
-                            "the peer at {bootstrap} closed the connection ({}); the wallet's \
-                             certificate is revoked, expired or from another CA",
-                            s.message()
-                        ),
-                    }
+        let pinned = pinned_genesis(wallet)?;
+        let mut candidates: Vec<String> = bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if let Some(config) = pinned.as_ref().and_then(|b| b.genesis.as_ref()) {
+            for peer in &config.peers {
+                if !candidates.contains(&peer.address) {
+                    candidates.push(peer.address.clone());
                 }
-                _ => ClientError::from_status(s),
-            })?
-            .into_inner();
+            }
+        }
+        let mut failures = Vec::new();
+        let mut refused = None;
+        let mut genesis = None;
+        for address in &candidates {
+            match fetch_genesis(wallet, address).await {
+                Ok(block) => {
+                    genesis = Some(block);
+                    break;
+                }
+                Err(e @ ClientError::CertificateRefused { .. }) => refused = Some(e),
+                Err(e) => failures.push(e),
+            }
+        }
+        let Some(genesis) = genesis else {
+            if let Some(refusal) = refused {
+                return Err(refusal);
+            }
+            return Err(match failures.len() {
+                1 => failures.remove(0),
+                _ => unreachable(
+                    &candidates.join(", "),
+                    "no peer of the network answered; at most f peers may be down",
+                ),
+            });
+        };
+        if pinned.as_ref().is_some_and(|pinned| *pinned != genesis) {
+            return Err(ClientError::Protocol(
+                "a peer serves another genesis block than the one this wallet pinned: it \
+                 belongs to another network, or lies"
+                    .into(),
+            ));
+        }
         let config = genesis
             .genesis
             .as_ref()
@@ -167,6 +261,12 @@ impl PeerSet {
             .header
             .as_ref()
             .ok_or_else(|| ClientError::Protocol("genesis without header".into()))?;
+        // The header commits to the configuration: a peer cannot swap the peer list under it.
+        if header.tx_root.as_slice() != Sha256::digest(config.encode_to_vec()).as_slice() {
+            return Err(ClientError::Protocol(
+                "the genesis block's configuration does not match its header".into(),
+            ));
+        }
         let network_id = header_hash(header);
         let mut keys = Vec::new();
         let mut clients = Vec::new();
@@ -189,6 +289,9 @@ impl PeerSet {
                     .max_decoding_message_size(MAX_RESPONSE_BYTES)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             );
+        }
+        if pinned.is_none() {
+            pin_genesis(wallet, &genesis);
         }
         let cert_der = wallet.cert_der()?;
         Ok(PeerSet {

@@ -955,3 +955,69 @@ fn forwards_of_invalid_envelopes_are_not_queued() {
         }
     });
 }
+
+/// Issue 14, item 9: with the bootstrap peer down (one fault, which PBFT tolerates), clients
+/// still reach the network: a wallet that connected once has pinned the genesis and finds
+/// the other peers by itself; a new wallet tries the peers it is given in turn; the CLI works.
+/// A peer serving another genesis than the pinned one is refused.
+#[test]
+fn clients_reach_the_network_with_the_bootstrap_peer_down() {
+    let _serial = serial();
+    let mut net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    net.member("newcomer", "patient");
+    let rt = runtime();
+    let pseudonym = rt.block_on(async {
+        // The first connection pins the genesis in the wallet.
+        let peers = connect(&net, "patient", 0).await;
+        let (pseudonym, _) = register(&peers).await;
+        assert!(net.wallet("patient").join("genesis.block").exists());
+        pseudonym
+    });
+    net.peers[0].kill();
+    rt.block_on(async {
+        let wallet = Wallet::open(&net.wallet("patient")).unwrap();
+        let peers = PeerSet::connect(&wallet, &net.address(0)).await.unwrap();
+        grants(&peers, &pseudonym, 1).await;
+        // Never connected before: the dead peer first, then one that answers.
+        let newcomer = Wallet::open(&net.wallet("newcomer")).unwrap();
+        let bootstrap = format!("{},{}", net.address(0), net.address(2));
+        let peers = PeerSet::connect(&newcomer, &bootstrap).await.unwrap();
+        register(&peers).await;
+        // Only the dead peer: no way in yet, and the error says so.
+        let lonely = net.member("lonely", "patient");
+        let lonely = Wallet::open(&lonely).unwrap();
+        let refused = PeerSet::connect(&lonely, &net.address(0)).await;
+        assert!(matches!(
+            refused,
+            Err(medledger_client::error::ClientError::PeerUnreachable { .. })
+        ));
+    });
+    // The CLI, pointed at the dead peer, goes through the pinned genesis.
+    net.as_(
+        "patient",
+        &[
+            "--peer",
+            &net.address(0),
+            "ledger",
+            "blocks",
+            "--limit",
+            "1",
+        ],
+    )
+    .ok();
+    // A pinned wallet refuses a genesis it did not pin.
+    let pinned = net.wallet("patient").join("genesis.block");
+    let mut block = v1::Block::decode(std::fs::read(&pinned).unwrap().as_slice()).unwrap();
+    block.header.as_mut().unwrap().time_ms += 1;
+    std::fs::write(&pinned, block.encode_to_vec()).unwrap();
+    rt.block_on(async {
+        let wallet = Wallet::open(&net.wallet("patient")).unwrap();
+        let refused = PeerSet::connect(&wallet, &net.address(1)).await;
+        assert!(
+            matches!(refused, Err(medledger_client::error::ClientError::Protocol(ref why)) if why.contains("another genesis")),
+            "{:?}",
+            refused.err()
+        );
+    });
+}
