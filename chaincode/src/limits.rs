@@ -129,18 +129,45 @@ pub fn add_i64(what: &'static str, a: i64, b: i64) -> Result<i64, ChaincodeError
     a.checked_add(b).ok_or(ChaincodeError::Overflow(what))
 }
 
-/// Oldest and latest year a de-identified copy may be shared as of.
-pub const MIN_DEID_YEAR: i32 = 1900;
-pub const MAX_DEID_YEAR: i32 = 9999;
+/// The UTC calendar year of `time_s` (Unix seconds), for times in [`MIN_TIME_S`,
+/// `MAX_TIME_S`] (others are clamped into it). Proleptic Gregorian, after Howard Hinnant's
+/// `civil_from_days` (days since 1970-01-01 → year); checked arithmetic throughout.
+pub fn utc_year(time_s: i64) -> i32 {
+    let days = time_s.clamp(MIN_TIME_S, MAX_TIME_S) / 86_400;
+    // Shift the epoch to 0000-03-01, so leap days fall at the end of a 400-year era.
+    let z = days.saturating_add(719_468);
+    let era = z / 146_097;
+    let day_of_era = z.saturating_sub(era.saturating_mul(146_097));
+    let year_of_era = day_of_era
+        .saturating_sub(day_of_era / 1_460)
+        .saturating_add(day_of_era / 36_524)
+        .saturating_sub(day_of_era / 146_096)
+        / 365;
+    let day_of_year = day_of_era.saturating_sub(
+        year_of_era
+            .saturating_mul(365)
+            .saturating_add(year_of_era / 4)
+            .saturating_sub(year_of_era / 100),
+    );
+    let month_index = day_of_year.saturating_mul(5).saturating_add(2) / 153;
+    // Months from March: January and February belong to the next civil year.
+    let year = year_of_era
+        .saturating_add(era.saturating_mul(400))
+        .saturating_add(i64::from(month_index >= 10));
+    i32::try_from(year).unwrap_or(i32::MAX)
+}
 
 /// The de-identification a study copy records: for an anonymized copy a profile name (an
-/// identifier), a version ≥ 1 and a year in [`MIN_DEID_YEAR`, `MAX_DEID_YEAR`]; for any other
-/// copy none of them.
+/// identifier), a version ≥ 1, and the year it was de-identified as of, which must be the
+/// year of consensus time `now_s` or the one before (a copy made on 31 December may commit on
+/// 1 January): the year decides which dates are old enough to keep, so the sharer may not
+/// pick it. For any other copy none of them.
 pub fn deidentification(
     anonymized: bool,
     profile: &str,
     version: u32,
     year: i32,
+    now_s: i64,
 ) -> Result<(), ChaincodeError> {
     if !anonymized {
         if !profile.is_empty() || version != 0 || year != 0 {
@@ -158,10 +185,11 @@ pub fn deidentification(
             "must be 1 or more",
         ));
     }
-    if !(MIN_DEID_YEAR..=MAX_DEID_YEAR).contains(&year) {
+    let this_year = utc_year(now_s);
+    if year != this_year && Some(year) != this_year.checked_sub(1) {
         return Err(ChaincodeError::invalid(
             "deid_year",
-            format!("must be a year from {MIN_DEID_YEAR} to {MAX_DEID_YEAR}"),
+            format!("must be this year ({this_year}) or the last"),
         ));
     }
     Ok(())

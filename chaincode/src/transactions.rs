@@ -423,6 +423,7 @@ pub fn share_for_study(
         &args.deid_profile,
         args.deid_profile_version,
         args.deid_year,
+        stub.time(),
     )?;
 
     let mut context = patient.context(AuditAction::Share, &source.category, &source.id);

@@ -667,6 +667,15 @@ fn study_copies_record_their_deidentification_and_incidents_reach_the_trail() {
             deid_year: 10_000,
             ..good.clone()
         },
+        // The sharer may not pick the year that decides which dates are old enough to keep.
+        v1::ShareForStudyArgs {
+            deid_year: 1900,
+            ..good.clone()
+        },
+        v1::ShareForStudyArgs {
+            deid_year: 2028,
+            ..good.clone()
+        },
         // A copy that is not anonymized names no profile.
         v1::ShareForStudyArgs {
             anonymized: false,
@@ -1428,4 +1437,24 @@ fn malformed_calls_are_refused() {
     ));
     stub.commit();
     assert_eq!(w.audit(1, T0).len(), 1);
+}
+
+#[test]
+fn consensus_time_gives_the_utc_year() {
+    for (time_s, year) in [
+        (i64::MIN, 1970),
+        (0, 1970),
+        (951_782_400, 2000),   // 2000-02-29T00:00:00Z
+        (978_307_199, 2000),   // 2000-12-31T23:59:59Z
+        (978_307_200, 2001),   // 2001-01-01T00:00:00Z
+        (1_709_164_800, 2024), // 2024-02-29T00:00:00Z
+        (1_735_689_599, 2024), // 2024-12-31T23:59:59Z
+        (1_735_689_600, 2025), // 2025-01-01T00:00:00Z
+        (T0, 2027),
+        (4_107_542_400, 2100), // 2100-03-01T00:00:00Z (2100 is no leap year)
+        (limits::MAX_TIME_S, 9999),
+        (i64::MAX, 9999),
+    ] {
+        assert_eq!(limits::utc_year(time_s), year, "at {time_s}");
+    }
 }

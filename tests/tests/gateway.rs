@@ -786,7 +786,7 @@ async fn a_copy_that_is_not_deidentified_is_refused_by_the_researcher_and_record
         study_id: "onco-1".into(),
         study_pseudonym: grant.study_pseudonym.clone(),
         study_key: medledger_crypto::EncryptionPublicKey::from_slice(&grant.study_key).unwrap(),
-        deidentified_as_of: Some(2026),
+        deidentified_as_of: Some(time::OffsetDateTime::now_utc().year()),
     };
     let mut gateway = files::connect_gateway(&wallet, &s.gateway.address)
         .await
