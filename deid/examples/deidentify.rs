@@ -1,8 +1,9 @@
 //! De-identifies a FHIR R4 JSON file and prints the copy, then the report on stderr:
 //! `cargo run -p medledger-deid --example deidentify -- FILE [SHARE_YEAR]`.
-//! Replacement ids are counters (`r1`, `r2`, ...), enough to read the output.
+//! Replacement ids are counters (`r1`, `r2`, ...), enough to read the output; `check`
+//! accepts only UUID ids, so the check runs on a copy made with UUIDs.
 
-use medledger_deid::{Profile, check, counter_ids, deidentify};
+use medledger_deid::{Profile, check, counter_ids, deidentify, uuid_ids};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -24,7 +25,14 @@ fn main() {
         Ok(copy) => {
             println!("{}", String::from_utf8_lossy(&copy.bytes));
             eprintln!("{:#?}", copy.report);
-            if let Err(e) = check(&copy.bytes, share_year) {
+            let mut n = 0u128;
+            let mut uuids = uuid_ids(move |b| {
+                n += 1;
+                *b = n.to_be_bytes();
+            });
+            let checked = deidentify(&input, &Profile::SAFE_HARBOR, share_year, &mut uuids)
+                .and_then(|shared| check(&shared.bytes, share_year));
+            if let Err(e) = checked {
                 eprintln!("the copy fails its check: {e}");
                 std::process::exit(1);
             }

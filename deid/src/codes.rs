@@ -3,14 +3,20 @@
 //! else (a local system, an unknown URI, a code that fails its check) is dropped.
 //!
 //! The checks follow each terminology's published code format:
-//! - LOINC (`http://loinc.org`): 1–6 digits, a dash, and the mod-10 check digit of the
+//! - LOINC (`http://loinc.org`): 1–6 digits without a leading zero, a dash, and the mod-10
+//!   check digit of the
 //!   LOINC Users' Guide (double the digits in odd positions from the right, add all digits,
 //!   the check digit brings the sum to a multiple of ten).
 //! - SNOMED CT (`http://snomed.info/sct`): an SCTID, 6–18 digits, no leading zero, the last
 //!   digit a Verhoeff check digit.
 //! - ICD-10 (`http://hl7.org/fhir/sid/icd-10`) and ICD-10-CM (`.../icd-10-cm`): a letter, a
-//!   digit, a digit or letter, then optionally a dot and 1–4 letters or digits.
-//! - RxNorm (`http://www.nlm.nih.gov/research/umls/rxnorm`): an RXCUI, 1–8 digits.
+//!   digit, a digit or letter (`I10`, `C7A`), then optionally a dot, 1–3 digits or `X`
+//!   (the placeholder), and optionally ICD-10-CM's 7th character as one of the letters
+//!   `A B C D G H J K P Q S` (`S72.001A`, `T14.XXXA`). No word and no run of four digits fits;
+//!   the few ICD-10-CM codes whose 7th character is a digit (`O36.5930`) are dropped.
+//! - RxNorm (`http://www.nlm.nih.gov/research/umls/rxnorm`): an RXCUI, a number from 1 to
+//!   [`MAX_RXCUI`] without leading zero. RxNorm has no check digit, so this bound is its only
+//!   check.
 //! - UCUM (`http://unitsofmeasure.org`): see [`crate::units`].
 //! - FHIR's own code systems (`http://terminology.hl7.org/CodeSystem/...`,
 //!   `http://hl7.org/fhir/...`): only the systems listed in [`crate::value_sets`], and only
@@ -34,6 +40,10 @@ pub const ICD_10: &str = "http://hl7.org/fhir/sid/icd-10";
 pub const ICD_10_CM: &str = "http://hl7.org/fhir/sid/icd-10-cm";
 /// RxNorm.
 pub const RXNORM: &str = "http://www.nlm.nih.gov/research/umls/rxnorm";
+/// Largest RxNorm concept id kept. RXCUIs are issued in sequence and stay below this today;
+/// a 7-digit number above it (a phone number such as `5550142`) goes. Raising it changes
+/// what survives, so it goes with a [`crate::PROFILE_VERSION`] change.
+pub const MAX_RXCUI: u32 = 2_999_999;
 /// UCUM, the units of measure.
 pub const UCUM: &str = "http://unitsofmeasure.org";
 
@@ -109,6 +119,7 @@ pub fn is_loinc(code: &str) -> bool {
         return false;
     };
     if !(1..=6).contains(&body.len())
+        || body.starts_with('0')
         || check.len() != 1
         || !body.bytes().all(|b| b.is_ascii_digit())
         || !check.bytes().all(|b| b.is_ascii_digit())
@@ -179,7 +190,7 @@ pub fn is_sctid(code: &str) -> bool {
     checksum == Some(0)
 }
 
-/// ICD-10 / ICD-10-CM: `A00`, `C7A`, `E11.9`, `J45.909`, `S72.001A`.
+/// ICD-10 / ICD-10-CM: `A00`, `C7A`, `E11.9`, `J45.909`, `S72.001A`, `T14.XXXA`.
 pub fn is_icd10(code: &str) -> bool {
     let (category, subcategory) = match code.split_once('.') {
         Some((category, sub)) => (category, Some(sub)),
@@ -192,18 +203,26 @@ pub fn is_icd10(code: &str) -> bool {
         && c.get(2)
             .is_some_and(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
     let sub_ok = subcategory.is_none_or(|s| {
-        (1..=4).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        let (body, seventh) = match s.as_bytes() {
+            [body @ .., last] if s.len() == 4 => (body, Some(*last)),
+            body => (body, None),
+        };
+        (1..=3).contains(&body.len())
+            && body.iter().all(|b| b.is_ascii_digit() || *b == b'X')
+            && seventh.is_none_or(|b| ICD10_CM_SEVENTH.contains(&b))
     });
     category_ok && sub_ok
 }
 
-/// RxNorm concept unique identifier: 1–8 digits, no leading zero.
+/// ICD-10-CM 7th characters that are letters (encounter, healing, sequela, ...).
+const ICD10_CM_SEVENTH: &[u8] = b"ABCDGHJKPQS";
+
+/// RxNorm concept unique identifier: 1 to [`MAX_RXCUI`], no leading zero.
 pub fn is_rxcui(code: &str) -> bool {
-    (1..=8).contains(&code.len())
+    (1..=7).contains(&code.len())
         && !code.starts_with('0')
         && code.bytes().all(|b| b.is_ascii_digit())
+        && code.parse::<u32>().is_ok_and(|n| n <= MAX_RXCUI)
 }
 
 #[cfg(test)]
@@ -263,10 +282,28 @@ mod tests {
         for good in ["I10", "E11.9", "J45.909", "C7A", "S72.001A"] {
             assert!(is_icd10(good), "{good}");
         }
-        for bad in ["10", "e11.9", "E1", "E11.", "E11.12345", "Tom", "E11-9"] {
+        for bad in [
+            "10",
+            "e11.9",
+            "E1",
+            "E11.",
+            "E11.12345",
+            "Tom",
+            "E11-9",
+            "V4L.VALE",
+            "T0M.JANE",
+            "A12.3456",
+            "S72.001Z",
+            "S72.0A1",
+        ] {
             assert!(!is_icd10(bad), "{bad}");
         }
-        assert!(is_rxcui("6809") && !is_rxcui("0123") && !is_rxcui("123456789"));
+        assert!(is_icd10("T14.XXXA") && is_icd10("S72.001A"));
+        assert!(is_rxcui("6809") && is_rxcui("1049502"));
+        for bad in ["0123", "123456789", "12345678", "5550142"] {
+            assert!(!is_rxcui(bad), "{bad}");
+        }
+        assert!(!is_loinc("042317-8"));
     }
 
     #[test]

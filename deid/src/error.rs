@@ -13,6 +13,15 @@ pub enum DeidError {
         /// [`crate::MAX_INPUT_BYTES`].
         limit_bytes: usize,
     },
+    /// The copy would be larger than [`crate::MAX_INPUT_BYTES`] (replacement ids and shipped
+    /// displays can make it longer than its input).
+    #[error("the copy would be {size_bytes} bytes; a copy may be at most {limit_bytes}")]
+    OutputTooLarge {
+        /// The copy's size.
+        size_bytes: usize,
+        /// [`crate::MAX_INPUT_BYTES`].
+        limit_bytes: usize,
+    },
     /// The input is not JSON (position of the first syntax error).
     #[error(
         "not JSON (error at line {line}, column {column}); de-identification accepts FHIR R4 JSON only"

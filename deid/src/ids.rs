@@ -21,7 +21,9 @@ fn is_counter(id: &str) -> bool {
     })
 }
 
-fn is_uuid_v4(id: &str) -> bool {
+/// Whether `id` is a lower-case version 4 UUID, the only id shape [`crate::check`] accepts
+/// (the researcher's client always de-identifies with [`uuid_ids`]).
+pub fn is_uuid_v4(id: &str) -> bool {
     let groups: Vec<&str> = id.split('-').collect();
     let lengths_ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
     let hex_ok = groups.iter().all(|g| {

@@ -8,7 +8,8 @@
 //!
 //! - [`deidentify`]: input bytes → [`Deidentified`] copy and [`Report`], or a [`DeidError`].
 //! - [`check`]: the researcher's re-check of a received copy (the copy must be a fixed
-//!   point of the same walk).
+//!   point of the same walk); it returns the canonical bytes, which are what the caller
+//!   writes — never the bytes it received.
 //! - [`PROFILE`], [`PROFILE_VERSION`]: the name and version a copy records it was made by.
 //! - [`counter_ids`], [`uuid_ids`]: sources of replacement ids.
 //!
@@ -45,8 +46,8 @@ use crate::walk::{Ids, Walker};
 /// The name of this de-identification profile, recorded with each copy.
 pub const PROFILE: &str = "safe-harbor-allowlist";
 /// The version of [`PROFILE`]; it changes whenever what survives changes.
-pub const PROFILE_VERSION: u32 = 1;
-/// Largest input accepted, in bytes.
+pub const PROFILE_VERSION: u32 = 2;
+/// Largest input accepted, and largest copy made or returned by [`check`], in bytes.
 pub const MAX_INPUT_BYTES: usize = 16 * 1024 * 1024;
 /// Deepest nesting of JSON objects and arrays accepted.
 pub const MAX_DEPTH: usize = 64;
@@ -70,10 +71,11 @@ impl Default for Profile {
     }
 }
 
-/// A de-identified copy: pretty-printed FHIR R4 JSON and what was dropped and generalized.
+/// A de-identified copy: compact FHIR R4 JSON and what was dropped and generalized.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deidentified {
-    /// The copy: FHIR R4 JSON, pretty-printed.
+    /// The copy: FHIR R4 JSON, compact (no whitespace), keys in sorted order — the canonical
+    /// encoding that [`check`] returns for it.
     pub bytes: Vec<u8>,
     /// What was dropped and generalized, by schema path.
     pub report: Report,
@@ -93,7 +95,8 @@ pub struct Deidentified {
 /// [`DeidError::NotAResource`], [`DeidError::UnsupportedResourceType`] (anywhere in the
 /// input, a Bundle entry or a contained resource included; a [`schema::DROPPED`] type only
 /// at the top, since inside it is dropped), [`DeidError::ModifierExtension`]
-/// (anywhere), [`DeidError::BadReplacementId`].
+/// (anywhere), [`DeidError::BadReplacementId`], [`DeidError::OutputTooLarge`] (the copy
+/// would be larger than [`MAX_INPUT_BYTES`], so no researcher's [`check`] could accept it).
 pub fn deidentify(
     input: &[u8],
     profile: &Profile,
@@ -105,34 +108,53 @@ pub fn deidentify(
     let copy = walker
         .resource(&value, &mut Vec::new())?
         .ok_or(DeidError::NotAResource)?;
-    let bytes = serde_json::to_vec_pretty(&copy).map_err(|_| DeidError::Encode)?;
+    let bytes = encode(&copy)?;
     Ok(Deidentified {
         bytes,
         report: walker.report,
     })
 }
 
-/// Re-checks a received copy made in `share_year`: it must hold only what [`deidentify`]
-/// lets through, i.e. walking it again (keeping its ids, which must be
-/// [replacement ids](is_replacement_id)) drops and changes nothing. Either [`Profile`] passes.
+/// Re-checks a received copy made in `share_year` and returns its canonical bytes: the copy
+/// must hold only what [`deidentify`] lets through, i.e. walking it again (keeping its ids,
+/// which must be random [UUIDs](ids::is_uuid_v4) as [`uuid_ids`] makes them) drops and
+/// changes nothing. Either [`Profile`] passes.
+///
+/// The check compares parsed values, and JSON has several byte spellings of one value
+/// (duplicate keys, where the parser keeps the last; `\u` escapes; number literals longer than
+/// a 64-bit float keeps; whitespace). Text can hide in those spellings, so **the caller must
+/// write the returned bytes, never the bytes it received**: they are the walked value
+/// encoded exactly as [`deidentify`] encodes a copy (for a copy it made, the same bytes).
 ///
 /// # Errors
 /// The refusals of [`deidentify`], and [`DeidError::NotDeidentified`] with the schema path
 /// of the first element that would be dropped or changed.
-pub fn check(copy: &[u8], share_year: i32) -> Result<(), DeidError> {
+pub fn check(copy: &[u8], share_year: i32) -> Result<Vec<u8>, DeidError> {
     let value = parse(copy)?;
     let mut walker = Walker::new(Ids::Keep, share_year, true);
     let walked = walker.resource(&value, &mut Vec::new())?;
     if let Some((path, reason)) = walker.first_change.take() {
         return Err(DeidError::NotDeidentified { path, reason });
     }
-    if walked.as_ref() != Some(&value) {
-        return Err(DeidError::NotDeidentified {
+    match walked {
+        Some(walked) if walked == value => encode(&walked),
+        _ => Err(DeidError::NotDeidentified {
             path: String::new(),
             reason: "the copy is not a fixed point of de-identification",
+        }),
+    }
+}
+
+/// Compact JSON, at most [`MAX_INPUT_BYTES`].
+fn encode(copy: &Value) -> Result<Vec<u8>, DeidError> {
+    let bytes = serde_json::to_vec(copy).map_err(|_| DeidError::Encode)?;
+    if bytes.len() > MAX_INPUT_BYTES {
+        return Err(DeidError::OutputTooLarge {
+            size_bytes: bytes.len(),
+            limit_bytes: MAX_INPUT_BYTES,
         });
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// Size limit, JSON, depth limit, no `modifierExtension`.

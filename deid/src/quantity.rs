@@ -4,14 +4,29 @@
 //! age 90 or older"), whatever code it sits under — an age hidden under a local code or in a
 //! component is still an age.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::codes::UCUM;
-use crate::units::{is_ucum, time_unit, years_per_unit};
+use crate::units::{is_ucum, is_unitless, time_is_hidden, time_unit, years_per_unit};
 use crate::value_sets::QUANTITY_COMPARATOR;
 
 /// Ages at or above this many years are one category.
 pub const AGE_CATEGORY_YEARS: u64 = 90;
+/// Most significant digits a kept number may have: a longer number could be an identifier
+/// (a phone, record or social security number) written as a measurement.
+pub const MAX_SIGNIFICANT_DIGITS: usize = 7;
+/// Largest value of a unitless quantity (`1`, `{count}`, `10*3`): without a unit it may be
+/// an age, as for `valueInteger`.
+pub const MAX_UNITLESS_VALUE: f64 = 89.0;
+
+/// Whether `number`, as it will be written, has at most [`MAX_SIGNIFICANT_DIGITS`]
+/// significant digits (leading and trailing zeros do not count).
+pub fn has_few_digits(number: &Number) -> bool {
+    let text = number.to_string();
+    let mantissa = text.split(['e', 'E']).next().unwrap_or("");
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    digits.trim_start_matches('0').trim_end_matches('0').len() <= MAX_SIGNIFICANT_DIGITS
+}
 
 /// What becomes of one Quantity.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,8 +39,9 @@ pub enum Measured {
     Drop(&'static str),
 }
 
-/// Judges a Quantity. `comparator_allowed` is false for a SimpleQuantity (Range bounds).
-pub fn measure(quantity: &Value, comparator_allowed: bool) -> Measured {
+/// Judges a Quantity. `comparator_allowed` is false for a SimpleQuantity (Range bounds);
+/// `age` is true for an Age, which keeps only a plain time unit.
+pub fn measure(quantity: &Value, comparator_allowed: bool, age: bool) -> Measured {
     let Some(object) = quantity.as_object() else {
         return Measured::Drop("not an object");
     };
@@ -33,9 +49,19 @@ pub fn measure(quantity: &Value, comparator_allowed: bool) -> Measured {
     let Some(value) = object.get("value").and_then(Value::as_number) else {
         return Measured::Drop("no numeric value");
     };
+    if !has_few_digits(value) {
+        return Measured::Drop("a number with more than 7 significant digits");
+    }
     let Some(unit) = ucum_unit(text("system"), text("code"), text("unit")) else {
         return Measured::Drop("no UCUM unit");
     };
+    let per_unit = years_per_unit(&unit);
+    if age && per_unit.is_none() {
+        return Measured::Drop("an age not in a plain time unit");
+    }
+    if is_unitless(&unit) && value.as_f64().is_none_or(|v| v > MAX_UNITLESS_VALUE) {
+        return Measured::Drop("a unitless number of 90 or more (it may be an age)");
+    }
     let comparator = match object.get("comparator") {
         None => None,
         Some(Value::String(c))
@@ -45,7 +71,7 @@ pub fn measure(quantity: &Value, comparator_allowed: bool) -> Measured {
         }
         Some(_) => return Measured::Drop("comparator not allowed here"),
     };
-    if let (Some(per_unit), Some(number)) = (years_per_unit(&unit), value.as_f64())
+    if let (Some(per_unit), Some(number)) = (per_unit, value.as_f64())
         && number * per_unit >= AGE_CATEGORY_YEARS as f64
     {
         let bounded_above = matches!(comparator.as_deref(), Some("<" | "<="));
@@ -87,7 +113,9 @@ fn ucum_fields(unit: &str) -> [(String, Value); 3] {
 /// The UCUM code of a Quantity's unit: a time unit when its `code` or its `unit` names one
 /// (a UCUM code or an English word); otherwise its `code` when that is a UCUM unit, or,
 /// without a code, its `unit`. A Quantity coded in any other system has no unit we can
-/// read, and goes.
+/// read, and goes; so does one whose `code` or `unit` uses a time atom other than as a
+/// plain time unit or a rate (`ka`, `1.a`, `a.1`, `/a-1`, `Gs`: a time the category could
+/// not see).
 fn ucum_unit(system: Option<&str>, code: Option<&str>, unit: Option<&str>) -> Option<String> {
     if system.is_some_and(|s| s != UCUM) {
         return None;
@@ -96,6 +124,9 @@ fn ucum_unit(system: Option<&str>, code: Option<&str>, unit: Option<&str>) -> Op
     // written `{"value": 95, "unit": "years", "code": "mg"}` is still read as an age.
     if let Some(time) = [code, unit].into_iter().flatten().find_map(time_unit) {
         return Some(time.to_string());
+    }
+    if [code, unit].into_iter().flatten().any(time_is_hidden) {
+        return None;
     }
     match (system, code) {
         (_, Some(code)) => is_ucum(code).then(|| code.to_string()),
@@ -119,21 +150,26 @@ mod tests {
             json!({"value": 95, "comparator": ">", "unit": "a"}),
             json!({"value": 95, "unit": "years", "code": "mg"}),
         ] {
-            assert_eq!(measure(&age, true), Measured::NinetyOrOlder, "{age}");
+            assert_eq!(measure(&age, true, false), Measured::NinetyOrOlder, "{age}");
         }
         assert!(matches!(
-            measure(&json!({"value": 89.9, "unit": "a"}), true),
+            measure(&json!({"value": 89.9, "unit": "a"}), true, false),
             Measured::Keep(_)
         ));
         assert!(matches!(
-            measure(&json!({"value": 95, "comparator": "<", "unit": "a"}), true),
+            measure(
+                &json!({"value": 95, "comparator": "<", "unit": "a"}),
+                true,
+                false
+            ),
             Measured::Drop(_)
         ));
     }
 
     #[test]
     fn units_are_rendered_as_ucum_codes_or_the_quantity_goes() {
-        let Measured::Keep(kept) = measure(&json!({"value": 11.4, "unit": "g/dL"}), true) else {
+        let Measured::Keep(kept) = measure(&json!({"value": 11.4, "unit": "g/dL"}), true, false)
+        else {
             panic!("kept");
         };
         assert_eq!(
@@ -148,7 +184,7 @@ mod tests {
             json!({"value": 5, "unit": "mg", "comparator": "about"}),
         ] {
             assert!(
-                matches!(measure(&unknown, true), Measured::Drop(_)),
+                matches!(measure(&unknown, true, false), Measured::Drop(_)),
                 "{unknown}"
             );
         }

@@ -18,10 +18,16 @@ pub enum Kind {
     CodeableConcept,
     /// Quantity, Age, Duration: value, comparator and a UCUM unit; 90+ years is a category.
     Quantity,
+    /// An Age (onsetAge, ageAge, ...): as Quantity, but only in a plain time unit (`a`, `mo`,
+    /// `wk`, `d`, `h`, `min`, `s` or their English words); anything else goes.
+    Age,
     /// SimpleQuantity: as Quantity, without a comparator.
     SimpleQuantity,
     /// A Range of SimpleQuantities; 90+ years makes it "90 years or more".
     Range,
+    /// A Range that is an age (onsetRange, ageRange, referenceRange.age, ...): as Range, with
+    /// both bounds in a plain time unit, else it goes.
+    AgeRange,
     /// A Ratio of two Quantities; a Ratio missing either goes.
     Ratio,
     /// date, dateTime, instant: the year.
@@ -33,6 +39,8 @@ pub enum Kind {
     /// integer, positiveInt, unsignedInt in -9999..=9999 (a small count, not a number that
     /// could identify).
     Integer,
+    /// `multipleBirthInteger`: a birth order in 0..=9.
+    BirthOrder,
     /// An integer result (`valueInteger`) in -9999..=89: without a unit it may be an age.
     IntegerResult,
     /// decimal in -9999..=9999.
@@ -202,7 +210,7 @@ const PATIENT: &[Field] = &[
     many("address", Address),
     one("maritalStatus", CodeableConcept),
     one("multipleBirthBoolean", Boolean),
-    one("multipleBirthInteger", Integer),
+    one("multipleBirthInteger", BirthOrder),
     many("generalPractitioner", Reference),
     one("managingOrganization", Reference),
 ];
@@ -212,7 +220,7 @@ const REFERENCE_RANGE: &[Field] = &[
     one("high", SimpleQuantity),
     one("type", CodeableConcept),
     many("appliesTo", CodeableConcept),
-    one("age", Range),
+    one("age", AgeRange),
 ];
 
 const OBSERVATION: &[Field] = &[
@@ -274,13 +282,13 @@ const CONDITION: &[Field] = &[
     one("subject", Reference),
     one("encounter", Reference),
     one("onsetDateTime", Date),
-    one("onsetAge", Quantity),
+    one("onsetAge", Age),
     one("onsetPeriod", Period),
-    one("onsetRange", Range),
+    one("onsetRange", AgeRange),
     one("abatementDateTime", Date),
-    one("abatementAge", Quantity),
+    one("abatementAge", Age),
     one("abatementPeriod", Period),
-    one("abatementRange", Range),
+    one("abatementRange", AgeRange),
     one("abatementBoolean", Boolean),
     one("recordedDate", Date),
     one("recorder", Reference),
@@ -460,8 +468,8 @@ const PROCEDURE: &[Field] = &[
     one("encounter", Reference),
     one("performedDateTime", Date),
     one("performedPeriod", Period),
-    one("performedAge", Quantity),
-    one("performedRange", Range),
+    one("performedAge", Age),
+    one("performedRange", AgeRange),
     one("recorder", Reference),
     one("asserter", Reference),
     many("performer", Backbone(PROCEDURE_PERFORMER)),
@@ -488,12 +496,12 @@ const FAMILY_MEMBER_HISTORY: &[Field] = &[
     one("relationship", CodeableConcept),
     one("sex", CodeableConcept),
     one("bornDate", Date),
-    one("ageAge", Quantity),
-    one("ageRange", Range),
+    one("ageAge", Age),
+    one("ageRange", AgeRange),
     one("estimatedAge", Boolean),
     one("deceasedBoolean", Boolean),
-    one("deceasedAge", Quantity),
-    one("deceasedRange", Range),
+    one("deceasedAge", Age),
+    one("deceasedRange", AgeRange),
     one("deceasedDate", Date),
     many("reasonCode", CodeableConcept),
     many("reasonReference", Reference),
@@ -503,8 +511,8 @@ const FAMILY_CONDITION: &[Field] = &[
     one("code", CodeableConcept),
     one("outcome", CodeableConcept),
     one("contributedToDeath", Boolean),
-    one("onsetAge", Quantity),
-    one("onsetRange", Range),
+    one("onsetAge", Age),
+    one("onsetRange", AgeRange),
     one("onsetPeriod", Period),
 ];
 

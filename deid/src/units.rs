@@ -3,7 +3,7 @@
 //! characters, so a character check would let a name through as a unit. A unit is a term of
 //! components joined by `.` and `/` (an optional leading `/`); a component is an optional
 //! metric prefix and an atom from a closed list (`ATOMS`) with an optional integer exponent,
-//! a factor such as `10*3` or `1000`, or an annotation from a short list (`ANNOTATIONS`):
+//! a factor (`10*3`, `1000`; at most one per unit), or an annotation from a short list (`ANNOTATIONS`):
 //! UCUM annotations are free text, so only these few are kept.
 //!
 //! Time units and the common English words for them map to UCUM codes so that ages and
@@ -45,16 +45,29 @@ const ANNOTATIONS: &[&str] = &[
 
 /// Longest unit string considered.
 const MAX_UNIT_CHARS: usize = 64;
-/// Longest plain integer factor (`1000`).
-const MAX_FACTOR_DIGITS: usize = 4;
+/// The plain numbers a unit may carry as a factor.
+const PLAIN_FACTORS: &[&str] = &["1", "10", "100", "1000"];
 
-/// Whether `unit` is a UCUM unit built only from the atoms, prefixes and annotations above.
+/// Whether `unit` is a UCUM unit built only from the atoms, prefixes and annotations above,
+/// with at most one numeric factor (`1`, `10`, `100`, `1000`, `10*n`, `10^n`): several
+/// factors, or longer ones, would spell out a number (`123.45.6789`).
 pub fn is_ucum(unit: &str) -> bool {
     if unit.is_empty() || unit.len() > MAX_UNIT_CHARS {
         return false;
     }
     let term = unit.strip_prefix('/').unwrap_or(unit);
-    term.split(['.', '/']).all(is_component)
+    let mut factors = 0;
+    term.split(['.', '/']).all(|component| {
+        if is_factor(strip_annotation(component)) {
+            factors += 1;
+        }
+        is_component(component)
+    }) && factors <= 1
+}
+
+/// A component without its trailing annotation (`{beats}`), if any.
+fn strip_annotation(component: &str) -> &str {
+    component.find('{').map_or(component, |at| &component[..at])
 }
 
 fn is_component(component: &str) -> bool {
@@ -76,18 +89,87 @@ fn is_component(component: &str) -> bool {
     is_factor(unit) || is_annotatable(unit)
 }
 
-/// `10*3`, `10^-6`, `1000`: a power of ten with a one- or two-digit exponent, or an integer
-/// of at most four digits. Longer digit runs are refused: a unit must not carry a number
-/// such as an SSN.
+/// `1`, `10`, `100`, `1000`, or a power of ten with a one- or two-digit exponent (`10*3`,
+/// `10^-6`). Other digit runs are refused: a unit must not carry a number such as an SSN.
 fn is_factor(s: &str) -> bool {
     let digits =
         |t: &str, max: usize| (1..=max).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit());
     match s.split_once(['*', '^']) {
         Some((base, exponent)) => {
-            base == "10" && digits(exponent.strip_prefix('-').unwrap_or(exponent), 2)
+            base == "10"
+                && digits(exponent.strip_prefix('-').unwrap_or(exponent), 2)
+                && !exponent.trim_start_matches('-').starts_with('0')
         }
-        None => digits(s, MAX_FACTOR_DIGITS),
+        None => PLAIN_FACTORS.contains(&s),
     }
+}
+
+/// Whether `unit` is a pure number: every component a factor, `1` or an annotation (`1`,
+/// `{count}`, `10*3`, `{cells}/10*3`). Its value may be an age, so it is kept only below 90.
+pub fn is_unitless(unit: &str) -> bool {
+    let term = unit.strip_prefix('/').unwrap_or(unit);
+    term.split(['.', '/']).all(|component| {
+        let unit = strip_annotation(component);
+        unit.is_empty() || is_factor(unit)
+    })
+}
+
+/// UCUM time atoms.
+const TIME_ATOMS: &[&str] = &["a", "mo", "wk", "d", "h", "min", "s"];
+
+/// Whether `unit` uses a time atom other than as a rate: a prefixed time (`ka`, `Gs`, `da`),
+/// a time with an exponent (`a2`, `/a-1`), or a time multiplied by anything (`1.a`, `a.1`,
+/// `{count}.a`). A plain time unit (`a`) is not hidden (the caller reads it as a time), and
+/// neither is a rate: a time without prefix after `/` (`/min`, `mL/min`, `mg/d`) or with the
+/// exponent `-1` (`s-1`). A time the 90-or-older category cannot read must go.
+pub fn time_is_hidden(unit: &str) -> bool {
+    if TIME_ATOMS.contains(&unit) {
+        return false;
+    }
+    let (term, mut divided) = match unit.strip_prefix('/') {
+        Some(rest) => (rest, true),
+        None => (unit, false),
+    };
+    let mut rest = term;
+    loop {
+        let end = rest.find(['.', '/']).unwrap_or(rest.len());
+        let component = strip_annotation(&rest[..end]);
+        let (base, exponent) = split_exponent(component);
+        let prefixed_time = PREFIXES.iter().any(|prefix| {
+            base.strip_prefix(prefix)
+                .is_some_and(|atom| TIME_ATOMS.contains(&atom))
+        });
+        if TIME_ATOMS.contains(&base) {
+            let rate = (divided && exponent.is_empty()) || (!divided && exponent == "-1");
+            if !rate {
+                return true;
+            }
+        } else if prefixed_time {
+            return true;
+        }
+        match rest[end..].chars().next() {
+            Some(separator) => {
+                divided = separator == '/';
+                rest = &rest[end + 1..];
+            }
+            None => return false,
+        }
+    }
+}
+
+/// `s-1` → (`s`, `-1`); `m2` → (`m`, `2`); `1` → (`1`, ``).
+fn split_exponent(component: &str) -> (&str, &str) {
+    if component == "1" {
+        return (component, "");
+    }
+    let digits_from = component
+        .rfind(|c: char| !c.is_ascii_digit())
+        .map_or(0, |at| at + 1);
+    let mut at = digits_from;
+    if at < component.len() && at > 0 && component[..at].ends_with(['-', '+']) {
+        at -= 1;
+    }
+    component.split_at(at)
 }
 
 /// An optional prefix, an atom, an optional signed one-digit exponent (`m2`, `s-1`).
@@ -101,7 +183,8 @@ fn is_annotatable(s: &str) -> bool {
     } else {
         base.strip_suffix(['-', '+']).unwrap_or(base)
     };
-    let atom = |t: &str| ATOMS.contains(&t);
+    // `1` takes neither a prefix nor an exponent (`k1`, `12` would spell digits).
+    let atom = |t: &str| t != "1" && ATOMS.contains(&t);
     let prefixed = |t: &str| {
         PREFIXES.iter().any(|prefix| {
             t.strip_prefix(prefix)
@@ -109,7 +192,7 @@ fn is_annotatable(s: &str) -> bool {
         })
     };
     // `1` is an atom that ends in a digit; otherwise the digit is an exponent.
-    atom(s) || (!base.is_empty() && (atom(base) || prefixed(base))) || prefixed(s)
+    s == "1" || atom(s) || (!base.is_empty() && (atom(base) || prefixed(base))) || prefixed(s)
 }
 
 /// UCUM code of a time unit written as a code or an English word ("years", "yr", "mo").
@@ -196,6 +279,52 @@ mod tests {
             "MRN",
         ] {
             assert!(!is_ucum(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_unit_carries_one_small_factor_at_most() {
+        for bad in [
+            "123.45.6789",
+            "617.555.0142",
+            "123/45/6789",
+            "10.10",
+            "1.10*3",
+            "12",
+        ] {
+            assert!(!is_ucum(bad), "{bad}");
+        }
+        assert!(is_unitless("1") && is_unitless("{count}") && is_unitless("10*3"));
+        assert!(!is_unitless("%") && !is_unitless("10*3/uL"));
+    }
+
+    #[test]
+    fn time_is_plain_or_a_rate() {
+        for hidden in [
+            "1.a",
+            "a.1",
+            "{count}.a",
+            "a{count}",
+            "/a-1",
+            "ka",
+            "da",
+            "Gs",
+            "a2",
+        ] {
+            assert!(time_is_hidden(hidden), "{hidden}");
+        }
+        for shown in [
+            "a",
+            "d",
+            "/min",
+            "mL/min",
+            "mg/kg/d",
+            "s-1",
+            "{beats}/min",
+            "g/dL",
+            "Pa",
+        ] {
+            assert!(!time_is_hidden(shown), "{shown}");
         }
     }
 

@@ -5,15 +5,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 use crate::address;
 use crate::codes::System;
 use crate::dates::{Year, year_of};
 use crate::displays::display;
 use crate::error::DeidError;
-use crate::ids::is_replacement_id;
-use crate::quantity::{Measured, measure, ninety_or_older};
+use crate::ids::{is_replacement_id, is_uuid_v4};
+use crate::quantity::{Measured, has_few_digits, measure, ninety_or_older};
 use crate::report::Report;
 use crate::schema::{self, Field, Kind, REFERENCE_TYPES, ResourceSchema};
 
@@ -21,12 +21,15 @@ use crate::schema::{self, Field, Kind, REFERENCE_TYPES, ResourceSchema};
 const MAX_SMALL_NUMBER: i64 = 9999;
 /// Largest kept `valueInteger`: a bare integer of 90 or more could be an age.
 const MAX_INTEGER_RESULT: i64 = 89;
+/// Largest kept `multipleBirthInteger`: a birth order, not a number that could identify.
+const MAX_BIRTH_ORDER: u64 = 9;
 
 /// Where replacement ids come from.
 pub(crate) enum Ids<'a> {
     /// De-identifying: each distinct old id gets the next id from the caller.
     Replace(&'a mut dyn FnMut() -> String),
-    /// Re-checking a copy: ids are already replacements; keep those of a replacement shape.
+    /// Re-checking a copy: ids are already replacements; keep random UUIDs only (a counter
+    /// id in a received copy could be chosen by the sender).
     Keep,
 }
 
@@ -36,6 +39,9 @@ pub(crate) struct Walker<'a> {
     issued: BTreeSet<String>,
     share_year: i32,
     keep_zip3: bool,
+    /// Inside a `contained` resource: its own `contained`, and a Bundle, are dropped (nested
+    /// copies of the same ids multiply the output).
+    in_contained: bool,
     pub(crate) report: Report,
     /// The first drop or change and why, for [`crate::check`]'s error.
     pub(crate) first_change: Option<(String, &'static str)>,
@@ -51,6 +57,7 @@ impl<'a> Walker<'a> {
             issued: BTreeSet::new(),
             share_year,
             keep_zip3,
+            in_contained: false,
             report: Report::default(),
             first_change: None,
         }
@@ -87,6 +94,12 @@ impl<'a> Walker<'a> {
             return Ok(None);
         }
         let schema = schema::resource_schema(resource_type).ok_or(unsupported)?;
+        if self.in_contained && schema.resource_type == "Bundle" {
+            path.push(schema.resource_type);
+            self.dropped(path, "a Bundle inside a contained resource");
+            path.pop();
+            return Ok(None);
+        }
         path.push(schema.resource_type);
         let result = self.resource_body(schema, object, path);
         path.pop();
@@ -121,13 +134,21 @@ impl<'a> Walker<'a> {
                     }
                     path.pop();
                 }
+                "contained" if schema.resource_type != "Bundle" && self.in_contained => {
+                    path.push("contained");
+                    self.dropped(path, "contained inside a contained resource");
+                    path.pop();
+                }
                 "contained" if schema.resource_type != "Bundle" => {
                     let field = Field {
                         name: "contained",
                         kind: Kind::Resource,
                         many: true,
                     };
-                    if let Some(contained) = self.field(&field, value, path)? {
+                    self.in_contained = true;
+                    let contained = self.field(&field, value, path);
+                    self.in_contained = false;
+                    if let Some(contained) = contained? {
                         out.insert("contained".into(), contained);
                     }
                 }
@@ -235,15 +256,17 @@ impl<'a> Walker<'a> {
                 .and_then(|v| allowed.iter().find(|a| **a == v))
                 .map(|v| Value::from(*v)),
             Kind::Coding => coding(value).map(Value::Object),
-            Kind::Quantity | Kind::SimpleQuantity => {
-                let comparator_allowed = matches!(kind, Kind::Quantity);
-                match measure(value, comparator_allowed) {
+            Kind::Quantity | Kind::SimpleQuantity | Kind::Age => {
+                let comparator_allowed = !matches!(kind, Kind::SimpleQuantity);
+                let age = matches!(kind, Kind::Age);
+                match measure(value, comparator_allowed, age) {
                     Measured::Keep(kept) => Some(Value::Object(kept)),
                     Measured::NinetyOrOlder => Some(ninety_or_older(comparator_allowed)),
                     Measured::Drop(_) => None,
                 }
             }
-            Kind::Range => range(value),
+            Kind::Range => range(value, false),
+            Kind::AgeRange => range(value, true),
             Kind::Ratio => ratio(value),
             Kind::Date => match value.as_str().map(|v| year_of(v, self.share_year)) {
                 Some(Year::Keep(year)) => Some(Value::from(year)),
@@ -251,9 +274,15 @@ impl<'a> Walker<'a> {
             },
             Kind::Boolean => value.as_bool().map(Value::from),
             Kind::Integer => small_integer(value, MAX_SMALL_NUMBER),
+            Kind::BirthOrder => value
+                .as_u64()
+                .filter(|v| *v <= MAX_BIRTH_ORDER)
+                .map(Value::from),
             Kind::IntegerResult => small_integer(value, MAX_INTEGER_RESULT),
             Kind::Decimal => value
-                .as_f64()
+                .as_number()
+                .filter(|n| has_few_digits(n))
+                .and_then(Number::as_f64)
                 .filter(|v| v.abs() <= MAX_SMALL_NUMBER as f64)
                 .map(|_| value.clone()),
             Kind::Reference => match value.get("reference").and_then(Value::as_str) {
@@ -336,7 +365,7 @@ impl<'a> Walker<'a> {
             return Ok(None);
         }
         let next = match &mut self.ids {
-            Ids::Keep => return Ok(is_replacement_id(old).then(|| old.to_string())),
+            Ids::Keep => return Ok(is_uuid_v4(old).then(|| old.to_string())),
             Ids::Replace(next) => next,
         };
         if let Some(new) = self.replaced.get(old) {
@@ -371,11 +400,12 @@ fn coding(value: &Value) -> Option<Map<String, Value>> {
 }
 
 /// A Range keeps its bounds; if either is 90 years or more it becomes "90 years or more"
-/// (a low bound of 90 a and no high bound).
-fn range(value: &Value) -> Option<Value> {
+/// (a low bound of 90 a and no high bound). An age Range keeps only bounds in a plain time
+/// unit.
+fn range(value: &Value, age: bool) -> Option<Value> {
     let mut kept = Map::new();
     for bound in ["low", "high"] {
-        match value.get(bound).map(|q| measure(q, false)) {
+        match value.get(bound).map(|q| measure(q, false, age)) {
             Some(Measured::NinetyOrOlder) => {
                 let mut category = Map::new();
                 category.insert("low".into(), ninety_or_older(false));
@@ -394,7 +424,7 @@ fn range(value: &Value) -> Option<Value> {
 fn ratio(value: &Value) -> Option<Value> {
     let mut kept = Map::new();
     for part in ["numerator", "denominator"] {
-        let quantity = match measure(value.get(part)?, true) {
+        let quantity = match measure(value.get(part)?, true, false) {
             Measured::Keep(quantity) => Value::Object(quantity),
             Measured::NinetyOrOlder => ninety_or_older(true),
             Measured::Drop(_) => return None,
@@ -415,8 +445,13 @@ fn drop_reason(kind: Kind) -> &'static str {
     match kind {
         Kind::Code(_) => "a code outside its value set",
         Kind::Coding => "a code system not on the allow-list, or a code failing its check",
-        Kind::Quantity | Kind::SimpleQuantity | Kind::Range | Kind::Ratio => {
-            "a quantity without a UCUM unit, or an upper bound of 90 years or more"
+        Kind::Quantity
+        | Kind::Age
+        | Kind::SimpleQuantity
+        | Kind::Range
+        | Kind::AgeRange
+        | Kind::Ratio => {
+            "no UCUM unit (an age: no plain time unit), more than 7 significant digits, a unitless 90 or more, or an upper bound of 90 years or more"
         }
         Kind::Date => "a malformed date, or one 90 or more years before the share",
         Kind::Reference => "a reference that is not to a known resource type",
@@ -429,9 +464,12 @@ fn drop_reason(kind: Kind) -> &'static str {
 fn change_reason(kind: Kind) -> &'static str {
     match kind {
         Kind::Coding => "display rendered from the shipped table",
-        Kind::Quantity | Kind::SimpleQuantity | Kind::Range | Kind::Ratio => {
-            "unit rendered as UCUM, or an age of 90 or more made one category"
-        }
+        Kind::Quantity
+        | Kind::Age
+        | Kind::SimpleQuantity
+        | Kind::Range
+        | Kind::AgeRange
+        | Kind::Ratio => "unit rendered as UCUM, or an age of 90 or more made one category",
         Kind::Date => "kept as its year",
         Kind::Reference | Kind::FullUrl => "id replaced",
         Kind::Address | Kind::StateOnly => "kept as state and ZIP3",

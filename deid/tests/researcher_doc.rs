@@ -1,7 +1,9 @@
 //! `docs/researcher.md` shows a worked example; this test keeps it true: the page's output
-//! block is what `deidentify` makes of its input block (share year 2026, counter ids).
+//! block, indented for reading, is what `deidentify` makes of its input block (share year
+//! 2026, counter ids) once written compact, and
+//! the same input with UUID ids (the only ones `check` accepts) passes `check`.
 
-use medledger_deid::{Profile, check, counter_ids, deidentify};
+use medledger_deid::{Profile, check, counter_ids, deidentify, uuid_ids};
 use serde_json::Value;
 
 fn block_after<'a>(page: &'a str, marker: &str) -> &'a str {
@@ -26,7 +28,16 @@ fn the_researchers_guide_shows_what_the_code_produces() {
         &mut counter_ids(),
     )
     .unwrap();
-    check(&copy.bytes, 2026).unwrap();
-    assert_eq!(String::from_utf8(copy.bytes.clone()).unwrap(), shown);
-    let _: Value = serde_json::from_str(shown).unwrap();
+    let mut n = 0u128;
+    let mut uuids = uuid_ids(move |b| {
+        n += 1;
+        *b = n.to_be_bytes();
+    });
+    let shared = deidentify(input.as_bytes(), &Profile::SAFE_HARBOR, 2026, &mut uuids).unwrap();
+    assert_eq!(check(&shared.bytes, 2026).unwrap(), shared.bytes);
+    let shown: Value = serde_json::from_str(shown).unwrap();
+    assert_eq!(
+        String::from_utf8(copy.bytes.clone()).unwrap(),
+        serde_json::to_string(&shown).unwrap()
+    );
 }

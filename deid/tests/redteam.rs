@@ -1,0 +1,267 @@
+//! The red-team review's reproductions (share year 2026), one test per kind of finding.
+//! Each input must be refused, or leave none of what was planted in it.
+
+use medledger_deid::{
+    DeidError, MAX_INPUT_BYTES, Profile, check, codes, deidentify, units, uuid_ids,
+};
+use serde_json::{Value, json};
+
+const YEAR: i32 = 2026;
+const PLANTED: &[&str] = &[
+    "Tom",
+    "Vale",
+    "123-45-6789",
+    "617-555-0142",
+    "Leeds",
+    "1234567890617555",
+];
+
+fn test_uuids() -> impl FnMut() -> String {
+    let mut n = 0u128;
+    uuid_ids(move |b| {
+        n += 1;
+        *b = n.to_be_bytes();
+    })
+}
+
+/// The copy of `input`; it must pass `check` and come back byte for byte.
+fn copy_of(input: &Value) -> Value {
+    let bytes = serde_json::to_vec(input).unwrap();
+    let copy = deidentify(&bytes, &Profile::SAFE_HARBOR, YEAR, &mut test_uuids()).unwrap();
+    assert_eq!(check(&copy.bytes, YEAR).unwrap(), copy.bytes, "{input}");
+    serde_json::from_slice(&copy.bytes).unwrap()
+}
+
+#[test]
+fn check_returns_canonical_bytes_that_hide_nothing() {
+    let inputs: [&[u8]; 4] = [
+        br#"{"resourceType":"Patient","gender":"Tom Vale 123-45-6789 617-555-0142","gender":"male"}"#,
+        br#"{"resourceType":"Tom Vale, 4 Oak Row, Leeds","resourceType":"Patient","gender":"male"}"#,
+        br#"{"resourceType":"Observation","status":"final","valueQuantity":{"value":11.4000000000000000000001234567890617555014200000,"unit":"g/dL","system":"http://unitsofmeasure.org","code":"g/dL"}}"#,
+        br#"{"resourceType":"Patient","gender":"\u006dale"}"#,
+    ];
+    for input in inputs {
+        let shown = String::from_utf8_lossy(input);
+        match check(input, YEAR) {
+            Err(_) => {}
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes.clone()).unwrap();
+                for planted in PLANTED {
+                    assert!(!text.contains(planted), "{planted} in {text} from {shown}");
+                }
+                // The returned bytes are a fixed point: what deidentify would write.
+                assert_eq!(check(&bytes, YEAR).unwrap(), bytes, "{shown}");
+            }
+        }
+    }
+}
+
+fn is_category_or_gone(quantity: &Value) -> bool {
+    quantity.is_null()
+        || (quantity["value"] == json!(90)
+            && quantity["code"] == json!("a")
+            && quantity.get("comparator").is_none_or(|c| c == ">="))
+}
+
+#[test]
+fn ages_of_ninety_or_more_cannot_hide_in_units() {
+    let units = [
+        "a{count}",
+        "1.a",
+        "{count}.a",
+        "a.1",
+        "/a-1",
+        "ka",
+        "da",
+        "kd",
+        "Gs",
+        "{count}",
+        "1",
+    ];
+    let values = [
+        97.0, 97.0, 97.0, 97.0, 97.0, 0.097, 970.0, 35.4, 3.06, 97.0, 97.0,
+    ];
+    for (unit, value) in units.into_iter().zip(values) {
+        for quantity in [
+            json!({"value": value, "unit": unit}),
+            json!({"value": value, "system": "http://unitsofmeasure.org", "code": unit}),
+        ] {
+            let copy = copy_of(&json!({"resourceType": "Condition", "onsetAge": quantity}));
+            assert!(is_category_or_gone(&copy["onsetAge"]), "{unit}: {copy}");
+            let copy = copy_of(&json!({"resourceType": "Condition",
+                "onsetRange": {"low": quantity}}));
+            assert!(
+                is_category_or_gone(&copy["onsetRange"]["low"]),
+                "{unit}: {copy}"
+            );
+            let copy = copy_of(&json!({"resourceType": "FamilyMemberHistory",
+                "status": "completed", "ageRange": {"low": quantity, "high": quantity},
+                "ageAge": quantity, "condition": [{"onsetAge": quantity}]}));
+            assert!(is_category_or_gone(&copy["ageAge"]), "{unit}: {copy}");
+            assert!(
+                is_category_or_gone(&copy["ageRange"]["low"]),
+                "{unit}: {copy}"
+            );
+            assert!(copy["ageRange"].get("high").is_none(), "{unit}: {copy}");
+            assert!(!copy.to_string().contains("97"), "{unit}: {copy}");
+            let copy = copy_of(&json!({"resourceType": "Observation", "status": "final",
+                "valueQuantity": quantity}));
+            assert!(
+                is_category_or_gone(&copy["valueQuantity"]),
+                "{unit}: {copy}"
+            );
+        }
+    }
+    let copy = copy_of(&json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "30525-0"}]},
+        "valueQuantity": {"value": 97, "unit": "1"}}));
+    assert!(copy.get("valueQuantity").is_none(), "{copy}");
+    // Rates and plain times still work; an Age needs a plain time unit.
+    let copy = copy_of(&json!({"resourceType": "Observation", "status": "final",
+        "valueQuantity": {"value": 97, "unit": "/min"}}));
+    assert_eq!(copy["valueQuantity"]["value"], json!(97));
+    let copy = copy_of(&json!({"resourceType": "Condition",
+        "onsetAge": {"value": 40, "unit": "kg"}}));
+    assert!(copy.get("onsetAge").is_none(), "{copy}");
+    let copy = copy_of(&json!({"resourceType": "Condition",
+        "onsetAge": {"value": 40, "unit": "years"}}));
+    assert_eq!(copy["onsetAge"]["value"], json!(40));
+}
+
+#[test]
+fn units_cannot_spell_numbers() {
+    for unit in [
+        "123.45.6789",
+        "617.555.0142",
+        "1234.5678.9012.3456",
+        "123/45/6789",
+        "10*12.10*34",
+        "1.1",
+        "10*03",
+    ] {
+        assert!(!units::is_ucum(unit), "{unit}");
+        let copy = copy_of(&json!({"resourceType": "Observation", "status": "final",
+            "valueQuantity": {"value": 1, "unit": unit},
+            "code": {"coding": [{"system": "http://unitsofmeasure.org", "code": unit}]}}));
+        assert!(!copy.to_string().contains(unit), "{unit}: {copy}");
+    }
+    for unit in ["10*3/uL", "10*9/L", "1000", "mg/100", "/10*3{cells}"] {
+        assert!(units::is_ucum(unit), "{unit}");
+    }
+}
+
+#[test]
+fn codes_cannot_carry_names_or_long_numbers() {
+    use codes::{ICD_10, ICD_10_CM, LOINC, RXNORM};
+    for (system, code) in [
+        (RXNORM, "12345678"),
+        (RXNORM, "5550142"),
+        (RXNORM, "0123"),
+        (ICD_10_CM, "V4L.VALE"),
+        (ICD_10_CM, "T0M.JANE"),
+        (ICD_10, "A12.3456"),
+        (LOINC, "042317-8"),
+    ] {
+        let copy = copy_of(&json!({"resourceType": "Condition",
+            "code": {"coding": [{"system": system, "code": code}]}}));
+        assert!(copy.get("code").is_none(), "{code}: {copy}");
+    }
+    for (system, code) in [
+        (RXNORM, "6809"),
+        (RXNORM, "1049502"),
+        (ICD_10_CM, "S72.001A"),
+        (ICD_10_CM, "T14.XXXA"),
+        (ICD_10_CM, "J45.909"),
+        (ICD_10, "C34"),
+        (LOINC, "718-7"),
+    ] {
+        let copy = copy_of(&json!({"resourceType": "Condition",
+            "code": {"coding": [{"system": system, "code": code}]}}));
+        assert_eq!(copy["code"]["coding"][0]["code"], json!(code), "{code}");
+    }
+}
+
+#[test]
+fn numbers_with_many_digits_go() {
+    for value in [json!(123456789), json!(6.175550142e9), json!(0.123456789)] {
+        let quantity = json!({"value": value, "unit": "mg"});
+        let copy = copy_of(&json!({"resourceType": "Observation", "status": "final",
+            "valueQuantity": quantity,
+            "valueRatio": {"numerator": quantity, "denominator": {"value": 1, "unit": "mL"}},
+            "referenceRange": [{"low": quantity, "high": {"value": 5, "unit": "mg"}}]}));
+        assert!(copy.get("valueQuantity").is_none(), "{copy}");
+        assert!(copy.get("valueRatio").is_none(), "{copy}");
+        assert!(copy["referenceRange"][0].get("low").is_none(), "{copy}");
+        let copy = copy_of(
+            &json!({"resourceType": "MedicationRequest", "status": "active",
+            "intent": "order",
+            "dosageInstruction": [{"timing": {"repeat": {"period": value, "periodUnit": "d"}}}]}),
+        );
+        assert!(!copy.to_string().contains("period\":"), "{copy}");
+    }
+    let copy = copy_of(&json!({"resourceType": "Observation", "status": "final",
+        "valueQuantity": {"value": 1234567, "unit": "mg"}}));
+    assert_eq!(copy["valueQuantity"]["value"], json!(1234567));
+}
+
+#[test]
+fn copies_are_compact_bounded_and_contained_does_not_nest() {
+    let input = json!({"resourceType": "Observation", "status": "final",
+        "valueQuantity": {"value": 11.4, "unit": "g/dL"}});
+    let bytes = serde_json::to_vec(&input).unwrap();
+    let copy = deidentify(&bytes, &Profile::SAFE_HARBOR, YEAR, &mut test_uuids()).unwrap();
+    assert!(!copy.bytes.contains(&b'\n') && !copy.bytes.contains(&b' '));
+    assert_eq!(check(&copy.bytes, YEAR).unwrap(), copy.bytes);
+
+    let nested = json!({"resourceType": "Patient", "gender": "male", "contained": [
+        {"resourceType": "Patient", "id": "a", "gender": "male", "contained": [
+            {"resourceType": "Patient", "id": "b", "gender": "female"}]},
+        {"resourceType": "Bundle", "type": "collection"}]});
+    let copy = copy_of(&nested);
+    assert_eq!(copy["contained"].as_array().unwrap().len(), 1, "{copy}");
+    assert!(copy["contained"][0].get("contained").is_none(), "{copy}");
+
+    // Short ids become 36-character UUIDs: a copy can outgrow its input; over the limit it
+    // is refused with a typed error, never made.
+    let entry = json!({"resource": {"resourceType": "Observation", "id": "a", "status": "final",
+        "subject": {"reference": "#a"}, "hasMember": [{"reference": "#a"}]}});
+    let mut entries = Vec::new();
+    let one = serde_json::to_vec(&entry).unwrap().len();
+    let mut ids = 0;
+    while entries.len() * one < MAX_INPUT_BYTES * 7 / 8 {
+        let mut e = entry.clone();
+        let id = format!("{ids:x}");
+        ids += 1;
+        e["resource"]["id"] = json!(id);
+        e["resource"]["subject"]["reference"] = json!(format!("#{id}"));
+        e["resource"]["hasMember"][0]["reference"] = json!(format!("#{id}"));
+        entries.push(e);
+    }
+    let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
+    let bytes = serde_json::to_vec(&bundle).unwrap();
+    assert!(bytes.len() <= MAX_INPUT_BYTES);
+    match deidentify(&bytes, &Profile::SAFE_HARBOR, YEAR, &mut test_uuids()) {
+        Err(DeidError::OutputTooLarge { .. }) => {}
+        Ok(copy) => panic!("a copy of {} bytes", copy.bytes.len()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn check_accepts_only_uuid_ids() {
+    let copy = br#"{"id":"r123456789","resourceType":"Patient"}"#;
+    assert!(matches!(
+        check(copy, YEAR),
+        Err(DeidError::NotDeidentified { .. })
+    ));
+    let copy = br#"{"id":"00000000-0000-4000-8000-000000000001","resourceType":"Patient"}"#;
+    assert_eq!(check(copy, YEAR).unwrap(), copy.to_vec());
+}
+
+#[test]
+fn a_birth_order_is_a_small_number() {
+    let copy = copy_of(&json!({"resourceType": "Patient", "multipleBirthInteger": 6789}));
+    assert!(copy.get("multipleBirthInteger").is_none(), "{copy}");
+    let copy = copy_of(&json!({"resourceType": "Patient", "multipleBirthInteger": 2}));
+    assert_eq!(copy["multipleBirthInteger"], json!(2));
+}
