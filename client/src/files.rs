@@ -660,16 +660,21 @@ fn decrypt_checked_copy(
             }
         }
     })?;
-    medledger_deid::check(&plain.bytes, year).map_err(|e| not_deidentified(e.to_string()))?;
+    // What is written is the canonical copy `check` returns, never the bytes as received:
+    // those could hide text in duplicate keys, escapes or long number literals that parse
+    // to the same values.
+    let canonical =
+        medledger_deid::check(&plain.bytes, year).map_err(|e| not_deidentified(e.to_string()))?;
+    drop(plain);
     let partial = output.with_extension("partial");
-    let written = std::fs::write(&partial, &plain.bytes)
+    let written = std::fs::write(&partial, &canonical)
         .and_then(|_| std::fs::File::open(&partial)?.sync_all())
         .and_then(|_| std::fs::rename(&partial, output));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&partial);
         return Err(ClientError::Usage(format!("{}: {e}", output.display())));
     }
-    Ok(plain.bytes.len() as u64)
+    Ok(canonical.len() as u64)
 }
 
 /// A `Write` into memory that refuses to grow past a limit.

@@ -800,6 +800,23 @@ async fn a_copy_that_is_not_deidentified_is_refused_by_the_researcher_and_record
     )
     .await
     .unwrap();
+    // Another: text hidden in a duplicate key, which parses to a clean copy. The re-check
+    // passes, and what the researcher's client writes is the canonical copy, not these bytes.
+    let hidden = dir.join("hidden.json");
+    std::fs::write(
+        &hidden,
+        r#"{"resourceType":"Patient","gender":"Hester Quayle 123-45-6789","gender":"female"}"#,
+    )
+    .unwrap();
+    files::upload_to(
+        &peers,
+        &mut gateway,
+        files::Target::StudyCopy(&copy),
+        &hidden,
+        |_, _| {},
+    )
+    .await
+    .unwrap();
 
     let out = dir.join("study");
     let fetched = s
@@ -819,16 +836,28 @@ async fn a_copy_that_is_not_deidentified_is_refused_by_the_researcher_and_record
     let refused = fetched["refused"].as_array().unwrap();
     assert_eq!(refused.len(), 1, "{fetched}");
     assert_eq!(refused[0]["item"], dishonest.item_id.as_str());
-    assert_eq!(fetched["items"].as_array().unwrap().len(), 1, "{fetched}");
-    for file in files_under(&out) {
-        let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(fetched["items"].as_array().unwrap().len(), 2, "{fetched}");
+    let written = files_under(&out);
+    assert_eq!(written.len(), 2);
+    for file in &written {
+        let bytes = std::fs::read(file).unwrap();
         assert!(
             !contains(&bytes, b"Quayle"),
             "{} holds the name",
             file.display()
         );
-        assert!(contains(&bytes, b"718-7"), "the honest copy keeps its code");
+        assert!(
+            !contains(&bytes, b"123-45-6789"),
+            "{} holds the SSN",
+            file.display()
+        );
     }
+    assert!(
+        written
+            .iter()
+            .any(|f| contains(&std::fs::read(f).unwrap(), b"718-7")),
+        "the honest copy keeps its code"
+    );
     let incidents: Vec<v1::AuditEntry> = s
         .audit()
         .await

@@ -1,0 +1,188 @@
+//! Fuzz target: every chaincode function, with arbitrary arguments, from arbitrary callers
+//! at arbitrary times, against an in-memory ledger holding two registered patients, a study
+//! and some grants. Any panic is a bug: a transaction must fail with a typed error, never
+//! take a peer down (issue 14). Each input is a sequence of calls; for the functions whose
+//! arguments carry numbers (windows, durations, years) the fields come straight from the
+//! input bytes, so the fuzzer reaches the arithmetic; any function may also get raw bytes
+//! as its protobuf arguments.
+
+use arbitrary::{Arbitrary, Unstructured};
+use medledger_chaincode::{
+    Creator, CreatorAttribute, MemoryLedger, QUERIES, Role, TRANSACTIONS, invoke, query,
+};
+use medledger_proto::v1;
+use prost::Message;
+
+const T0: i64 = 1_800_000_000;
+
+fn caller(u: &mut Unstructured<'_>) -> arbitrary::Result<Creator> {
+    let (name, role) = match u.int_in_range(0..=6u8)? {
+        0 => ("patient-1", Role::Patient),
+        1 => ("patient-2", Role::Patient),
+        2 => ("dr.a", Role::Clinician),
+        3 => ("res-1", Role::Researcher),
+        4 => ("admin", Role::Admin),
+        5 => ("auditor", Role::Auditor),
+        _ => ("dr.e", Role::Clinician),
+    };
+    let attributes = if name == "dr.e" {
+        vec![CreatorAttribute {
+            key: "emergency".into(),
+            value: "true".into(),
+            not_before: Option::<i64>::arbitrary(u)?,
+            not_after: Option::<i64>::arbitrary(u)?,
+        }]
+    } else {
+        Vec::new()
+    };
+    Ok(Creator {
+        name: name.into(),
+        role,
+        attributes,
+        cert_hash: [1; 32],
+        encryption_key: [2; 32],
+    })
+}
+
+fn pseudonym(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
+    Ok(match u.int_in_range(0..=3u8)? {
+        0 | 1 => vec![1; 32],
+        2 => vec![2; 32],
+        _ => Vec::<u8>::arbitrary(u)?,
+    })
+}
+
+fn text(u: &mut Unstructured<'_>, choices: &[&str]) -> arbitrary::Result<String> {
+    if u.ratio(1, 4)? {
+        String::arbitrary(u)
+    } else {
+        Ok(u.choose(choices)?.to_string())
+    }
+}
+
+/// Arguments for `function`: structured where the function takes numbers, else raw bytes.
+fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<u8>> {
+    if u.ratio(1, 4)? {
+        return Vec::<u8>::arbitrary(u);
+    }
+    let categories = ["lab-results", "radiation-doses", "history-and-physical"];
+    Ok(match function {
+        "grant" => v1::GrantArgs {
+            pseudonym: pseudonym(u)?,
+            grantee: text(u, &["dr.a", "dr.e", "res-1"])?,
+            category: text(u, &categories)?,
+            rights: Vec::<i32>::arbitrary(u)?,
+            from: i64::arbitrary(u)?,
+            until: i64::arbitrary(u)?,
+            study_id: text(u, &["", "study-1"])?,
+            anonymize: bool::arbitrary(u)?,
+            study_pseudonym: Vec::<u8>::arbitrary(u)?,
+            key_envelope: Vec::<u8>::arbitrary(u)?,
+        }
+        .encode_to_vec(),
+        "emergency_access" => v1::EmergencyAccessArgs {
+            pseudonym: pseudonym(u)?,
+            category: text(u, &categories)?,
+            reason: text(u, &["unconscious in the emergency room"])?,
+            duration_seconds: i64::arbitrary(u)?,
+        }
+        .encode_to_vec(),
+        "share_for_study" => v1::ShareForStudyArgs {
+            pseudonym: pseudonym(u)?,
+            source_item_id: text(u, &["item-1"])?,
+            study_id: text(u, &["study-1"])?,
+            item_id: text(u, &["copy-1"])?,
+            path: String::arbitrary(u)?,
+            sha256: vec![3; 32],
+            size: u64::arbitrary(u)?,
+            wrapped_dek: vec![4; 80],
+            anonymized: bool::arbitrary(u)?,
+            deid_profile: text(u, &["safe-harbor-allowlist"])?,
+            deid_profile_version: u32::arbitrary(u)?,
+            deid_year: i32::arbitrary(u)?,
+        }
+        .encode_to_vec(),
+        "add_item" => v1::AddItemArgs {
+            pseudonym: pseudonym(u)?,
+            item_id: text(u, &["item-1", "item-2"])?,
+            category: text(u, &categories)?,
+            path: String::arbitrary(u)?,
+            sha256: vec![3; 32],
+            size: u64::arbitrary(u)?,
+            wrapped_dek: vec![4; 80],
+            key_epoch: u32::arbitrary(u)?,
+        }
+        .encode_to_vec(),
+        "audit_trail" => v1::AuditTrailArgs {
+            pseudonym: pseudonym(u)?,
+            after_seq: u64::arbitrary(u)?,
+            limit: u32::arbitrary(u)?,
+        }
+        .encode_to_vec(),
+        _ => Vec::<u8>::arbitrary(u)?,
+    })
+}
+
+fn setup() -> MemoryLedger {
+    let mut ledger = MemoryLedger::new();
+    for n in 1..=2u8 {
+        let who = Creator {
+            name: format!("patient-{n}"),
+            role: Role::Patient,
+            attributes: Vec::new(),
+            cert_hash: [1; 32],
+            encryption_key: [2; 32],
+        };
+        let args = v1::RegisterPatientArgs {
+            pseudonym: vec![n; 32],
+            category_keys: medledger_chaincode::DEFAULT_CATEGORIES
+                .iter()
+                .map(|c| v1::CategoryKey {
+                    category: c.to_string(),
+                    epoch: 0,
+                    public_key: vec![n; 32],
+                    since: 0,
+                })
+                .collect(),
+        };
+        let mut stub = ledger.transaction(who, T0);
+        invoke(&mut stub, "register_patient", &args.encode_to_vec()).expect("registers");
+        stub.commit();
+    }
+    ledger
+}
+
+fn run(data: &[u8]) {
+    let mut ledger = setup();
+    let mut u = Unstructured::new(data);
+    let mut time = T0;
+    for _ in 0..32 {
+        if u.is_empty() {
+            return;
+        }
+        let Ok(who) = caller(&mut u) else { return };
+        let Ok(step) = u.int_in_range(0..=86_400u32) else {
+            return;
+        };
+        time = time.saturating_add(i64::from(step));
+        let all: Vec<&str> = TRANSACTIONS.iter().chain(QUERIES.iter()).copied().collect();
+        let Ok(function) = u.choose(&all).copied() else {
+            return;
+        };
+        let Ok(args) = arguments(&mut u, function) else {
+            return;
+        };
+        let mut stub = ledger.transaction(who, time);
+        if TRANSACTIONS.contains(&function) {
+            let _ = invoke(&mut stub, function, &args);
+            // Committed whatever the outcome, as a peer does.
+            stub.commit();
+        } else {
+            let _ = query(&stub, function, &args);
+        }
+    }
+}
+
+fn main() {
+    afl::fuzz!(|data: &[u8]| run(data));
+}
