@@ -157,6 +157,22 @@ pub fn record_denial(
         reason: reason.to_string(),
         ..AuditEntry::default()
     };
+    // The same denial again, right after the last entry, from the same caller: counted on
+    // that entry (THREAT-MODEL: no one can bury a patient's trail in denials).
+    let last_key = keys::audit(&patient.hex, patient.record.next_audit_seq);
+    if let Some(mut last) = get::<AuditEntry>(stub, &last_key)?
+        && last.actor == stub.creator().name
+        && last.outcome == entry.outcome
+        && last.action == entry.action
+        && last.category == entry.category
+        && last.item == entry.item
+        && last.study_id == entry.study_id
+        && last.reason == entry.reason
+    {
+        last.repeats = last.repeats.saturating_add(1);
+        last.last_time = stub.time();
+        return put(stub, &last_key, &last);
+    }
     patient.audit(stub, entry)?;
     patient.save(stub)
 }

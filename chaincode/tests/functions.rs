@@ -1458,3 +1458,46 @@ fn consensus_time_gives_the_utc_year() {
         assert_eq!(limits::utc_year(time_s), year, "at {time_s}");
     }
 }
+
+/// Issue 14, item 7: one caller repeating the same denied call cannot bury the patient's
+/// trail: the repeats are counted on one entry, with the time of the last; anything else
+/// (another caller, another item, an allowed call) starts a new entry.
+#[test]
+fn repeated_denials_are_coalesced_on_the_trail() {
+    let mut w = world();
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    let read = |item: &str| v1::RecordAccessArgs {
+        pseudonym: pseudonym(1),
+        item_id: item.into(),
+    };
+    let before = w.audit(1, T0).len();
+    for i in 0..1000 {
+        let denied = w.call(&clinician("dr.x"), T0 + i, "record_access", &read("item-1"));
+        assert!(denied.is_err());
+    }
+    let trail = w.audit(1, T0 + 1000);
+    assert_eq!(trail.len(), before + 1, "1,000 denials became one entry");
+    let last = trail.last().unwrap();
+    assert_eq!(
+        (last.actor.as_str(), last.repeats, last.last_time),
+        ("dr.x", 999, T0 + 999)
+    );
+    // Another caller, or the same one on another thing, is a new entry.
+    w.call(
+        &clinician("dr.y"),
+        T0 + 1000,
+        "record_access",
+        &read("item-1"),
+    )
+    .unwrap_err();
+    w.call(
+        &clinician("dr.x"),
+        T0 + 1001,
+        "record_access",
+        &read("item-1"),
+    )
+    .unwrap_err();
+    let trail = w.audit(1, T0 + 1002);
+    assert_eq!(trail.len(), before + 3);
+    assert_eq!(trail.last().unwrap().repeats, 0);
+}

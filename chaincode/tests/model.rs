@@ -658,12 +658,15 @@ impl System {
                 after_seq: 0,
                 limit: 500,
             };
-            let entries = self
+            // Every audited attempt, an entry or a repeat coalesced into one.
+            let entries: usize = self
                 .world
                 .query::<_, v1::AuditTrail>(&patient(n), self.t, "audit_trail", &trail)
                 .unwrap()
                 .entries
-                .len();
+                .iter()
+                .map(|e| 1 + e.repeats as usize)
+                .sum();
             let expected = self.model.patients[&n].audit_entries;
             assert_eq!(
                 entries,

@@ -315,6 +315,8 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                         "category": e.category, "item": e.item, "reason": e.reason,
                         "emergency": e.emergency, "study": e.study_id,
                         "permission": e.permission_id, "tx_id": hex::encode(&e.tx_id),
+                        "repeats": e.repeats,
+                        "last_time": (e.repeats > 0).then(|| format_time(e.last_time)),
                         "incident": v1::StudyIncident::try_from(e.incident)
                             .map(|i| i.as_str_name().trim_start_matches("STUDY_INCIDENT_").to_lowercase())
                             .unwrap_or_else(|_| "unknown".into()),
@@ -580,6 +582,13 @@ fn audit_text(entries: &[v1::AuditEntry]) -> String {
                 format!(" — {}", e.reason)
             },
         ));
+        if e.repeats > 0 {
+            text.push_str(&format!(
+                " (and {} more times, the last at {})",
+                e.repeats,
+                format_time(e.last_time)
+            ));
+        }
         if e.incident == v1::StudyIncident::DeidentificationFailed as i32 {
             text.push_str(
                 " — INCIDENT: a copy recorded as de-identified failed the researcher's re-check",

@@ -242,6 +242,7 @@ pub async fn run(
         inputs: inputs.clone(),
         identity: me.signing.clone(),
         replica: replica_id,
+        admission: medledger_tls::admission::Admission::new(crate::service::SUBMIT_LIMITS),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
     let prewarm = {

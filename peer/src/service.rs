@@ -23,7 +23,7 @@ use crate::genesis::Genesis;
 use crate::ledger::{Ledger, StateView};
 use crate::network::Network;
 use crate::stub::LedgerStub;
-use crate::validate::{Refusal, Validator, creator};
+use crate::validate::{Checked, Refusal, Validator, creator};
 
 /// How long Submit waits for its transaction to commit.
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,7 +39,18 @@ pub struct LedgerService {
     pub inputs: SyncSender<Input>,
     pub identity: Arc<SigningIdentity>,
     pub replica: pbft::ReplicaId,
+    /// Per-identity limits on submissions (by the transaction's creator).
+    pub admission: Arc<medledger_tls::admission::Admission>,
 }
+
+/// Submissions one identity may make: 200 a second (bursts of 400), 128 under way.
+pub const SUBMIT_LIMITS: medledger_tls::admission::AdmissionLimits =
+    medledger_tls::admission::AdmissionLimits {
+        rate_per_s: 200.0,
+        burst: 400.0,
+        max_in_flight: 128,
+        max_identities: 100_000,
+    };
 
 fn internal(e: impl std::fmt::Display) -> Status {
     tracing::error!(error = %e, "internal error");
@@ -144,8 +155,10 @@ impl v1::ledger_server::Ledger for LedgerService {
         let checked = self
             .validator
             .check(&bytes, medledger_tls::now_unix(), &self.facts());
-        let tx_id = match checked {
-            Ok(checked) => checked.tx_id(),
+        let (tx_id, creator) = match checked {
+            Ok(Checked::Transaction(valid)) => (valid.tx_id, valid.identity.cert_hash),
+            // Revocations come from the CA root, in sequence: one identity.
+            Ok(checked @ Checked::Revocation { .. }) => (checked.tx_id(), [0; 32]),
             Err(refusal) if refusal.status == TxStatus::DuplicateTxId => {
                 // A retry of a committed transaction: answer with its receipt.
                 // Only the very same envelope gets the receipt; another transaction reusing
@@ -162,6 +175,10 @@ impl v1::ledger_server::Ledger for LedgerService {
             }
             Err(refusal) => return Err(refusal_status(&refusal)),
         };
+        let _admitted = self.admission.admit(creator).map_err(|refused| {
+            metrics::counter!("medledger_submissions_refused_total").increment(1);
+            Status::resource_exhausted(refused.to_string())
+        })?;
         let (reply, outcome) = oneshot::channel();
         let input = Input::Submit {
             request: pbft::Request {

@@ -28,6 +28,7 @@ use medledger_crypto::{
     validate_enrollment_certificate,
 };
 use medledger_proto::v1;
+use medledger_tls::admission::{Admission, AdmissionLimits, Admitted};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use prost::Message;
@@ -122,12 +123,25 @@ pub struct Gateway {
     streams: Arc<Semaphore>,
     /// Object paths with an upload in progress here.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Per-identity limits on transfers (by the caller's certificate).
+    admission: Arc<Admission>,
 }
+
+/// Transfers one identity may start: 20 a second (bursts of 40), 8 under way at once, so
+/// one caller cannot take the gateway's transfer slots from everyone else.
+pub const TRANSFER_LIMITS: AdmissionLimits = AdmissionLimits {
+    rate_per_s: 20.0,
+    burst: 40.0,
+    max_in_flight: 8,
+    max_identities: 100_000,
+};
 
 /// A transaction as the gateway reads it (the peers validate it again, fully).
 struct Opened {
     tx_id: [u8; 32],
     transaction: v1::Transaction,
+    /// The caller's admission, held for the whole transfer.
+    admitted: Admitted,
 }
 
 /// What an `add_item` declares about its object.
@@ -261,7 +275,15 @@ impl Gateway {
             limits,
             journal,
             in_flight: Arc::default(),
+            admission: Admission::new(TRANSFER_LIMITS),
         }
+    }
+
+    /// Admits one transfer by the caller whose certificate hash is `caller`.
+    fn admit(&self, caller: [u8; 32]) -> Result<Admitted, Status> {
+        self.admission
+            .admit(caller)
+            .map_err(|refused| Status::resource_exhausted(refused.to_string()))
     }
 
     /// Reads the envelope, checks it is this caller's signed transaction calling `function`.
@@ -313,7 +335,12 @@ impl Gateway {
                 &signature,
             )
             .map_err(|_| Status::unauthenticated("the transaction's signature does not verify"))?;
-        Ok(Opened { tx_id, transaction })
+        let admitted = self.admit(caller_hash)?;
+        Ok(Opened {
+            tx_id,
+            transaction,
+            admitted,
+        })
     }
 
     fn declared(&self, opened: &Opened) -> Result<Declared, Status> {
@@ -610,8 +637,10 @@ impl v1::gateway_server::Gateway for Gateway {
         };
         let (tx, rx) = mpsc::channel(4);
         let attestation = committed.attestation();
+        let admitted = opened.admitted;
         tokio::spawn(async move {
             let _permit = permit;
+            let _admitted = admitted;
             let first = v1::DownloadResponse {
                 part: Some(v1::download_response::Part::Attestation(attestation)),
             };

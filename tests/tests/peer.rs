@@ -1021,3 +1021,44 @@ fn clients_reach_the_network_with_the_bootstrap_peer_down() {
         );
     });
 }
+
+/// Issue 14, item 7: one identity flooding a peer is held to its own limits (here: more
+/// submissions under way at once than it may have) and gets RESOURCE_EXHAUSTED, while
+/// another identity's transactions commit as usual.
+#[test]
+fn one_identity_flooding_a_peer_is_held_to_its_limits() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("flooder", "patient");
+    net.member("patient", "patient");
+    let rt = runtime();
+    rt.block_on(async {
+        let flooder = connect(&net, "flooder", 0).await;
+        let (pseudonym, _) = register(&flooder).await;
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..400 {
+            let (_, envelope) =
+                flooder.transaction("grant", grant_args(&pseudonym, &format!("dr.{i}")));
+            let mut client = flooder.peer(0);
+            calls.spawn(async move {
+                client
+                    .submit(v1::SubmitRequest {
+                        envelope: Some(envelope),
+                    })
+                    .await
+                    .err()
+                    .map(|status| status.code())
+            });
+        }
+        let mut exhausted = 0;
+        while let Some(code) = calls.join_next().await {
+            if code.unwrap() == Some(tonic::Code::ResourceExhausted) {
+                exhausted += 1;
+            }
+        }
+        assert!(exhausted > 0, "400 submissions at once were all admitted");
+        let patient = connect(&net, "patient", 0).await;
+        let (other, _) = register(&patient).await;
+        grants(&patient, &other, 2).await;
+    });
+}

@@ -11,6 +11,9 @@
 //! - [`EnrollmentServerVerifier`]: a client's check of the server (role peer, optional pins).
 //! - [`EnrollmentClientVerifier`]: a server's check of its clients (any role, mandatory).
 //! - [`server_config`], [`client_config`], [`accept_tls`], [`connect`].
+//! - [`admission`]: per-identity rate and in-flight limits for the servers' callers.
+
+pub mod admission;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
