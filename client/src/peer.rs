@@ -134,10 +134,24 @@ const GENESIS_FILE: &str = "genesis.block";
 /// The genesis block this wallet pinned on its first connection, if any.
 fn pinned_genesis(wallet: &Wallet) -> Result<Option<v1::Block>, ClientError> {
     let path = wallet.dir.join(GENESIS_FILE);
+    let corrupt = |why: String| {
+        ClientError::wallet(
+            &wallet.dir,
+            format!(
+                "{GENESIS_FILE} (the network this wallet pinned) is unreadable: {why}; if the \
+                 wallet belongs to a network that was re-created, delete that file to pin the \
+                 new one"
+            ),
+        )
+    };
     match std::fs::read(&path) {
-        Ok(bytes) => v1::Block::decode(bytes.as_slice())
-            .map(Some)
-            .map_err(|e| ClientError::wallet(&wallet.dir, format!("{GENESIS_FILE}: {e}"))),
+        Ok(bytes) => {
+            let block = v1::Block::decode(bytes.as_slice()).map_err(|e| corrupt(e.to_string()))?;
+            if block.header.is_none() || block.genesis.is_none() {
+                return Err(corrupt("it holds no genesis block".into()));
+            }
+            Ok(Some(block))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(ClientError::wallet(
             &wallet.dir,
@@ -149,13 +163,70 @@ fn pinned_genesis(wallet: &Wallet) -> Result<Option<v1::Block>, ClientError> {
 /// Pins `genesis` in the wallet. Best effort: a read-only wallet still connects, through its
 /// bootstrap peers each time.
 fn pin_genesis(wallet: &Wallet, genesis: &v1::Block) {
+    use std::io::Write as _;
     let path = wallet.dir.join(GENESIS_FILE);
-    let partial = path.with_extension("partial");
-    let written = std::fs::write(&partial, genesis.encode_to_vec())
-        .and_then(|_| std::fs::rename(&partial, &path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&partial);
+    // A file of its own (two first connections may race), synced before it takes the name.
+    let Ok(mut partial) = tempfile::NamedTempFile::new_in(&wallet.dir) else {
+        return;
+    };
+    let written = partial
+        .write_all(&genesis.encode_to_vec())
+        .and_then(|_| partial.as_file().sync_all());
+    if written.is_ok() {
+        let _ = partial.persist_noclobber(&path);
     }
+}
+
+/// The peers' keys a genesis block names, once it passes what a client can check alone:
+/// it names the wallet's CA root; its header commits to its configuration (so no peer list
+/// can be swapped under a header); it names n = 3f + 1 ≥ 4 peers with distinct keys, each
+/// with a peer certificate from that root valid when the network was created. (A first
+/// connection still trusts the one peer that answers for which network this is; pinning
+/// the network in the wallet at enrollment is the rest of that fix.)
+fn genesis_peer_keys(
+    wallet: &Wallet,
+    genesis: &v1::Block,
+) -> Result<Vec<VerifyingKey>, ClientError> {
+    let bad = |why: String| ClientError::Protocol(format!("not an acceptable genesis: {why}"));
+    let config = genesis
+        .genesis
+        .as_ref()
+        .ok_or_else(|| bad("block 0 has no configuration".into()))?;
+    let header = genesis
+        .header
+        .as_ref()
+        .ok_or_else(|| bad("block 0 has no header".into()))?;
+    if config.ca_root != wallet.root()?.der() {
+        return Err(bad("it names another CA root than the wallet's".into()));
+    }
+    if header.number != 0
+        || header.tx_root.as_slice() != Sha256::digest(config.encode_to_vec()).as_slice()
+    {
+        return Err(bad("its header does not commit to its configuration".into()));
+    }
+    let n = config.peers.len();
+    if n < 4 || (n - 1) % 3 != 0 {
+        return Err(bad(format!("{n} peers; a network has 3f + 1 ≥ 4")));
+    }
+    let root = wallet.root()?;
+    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(n);
+    for peer in &config.peers {
+        let identity = medledger_crypto::validate_enrollment_certificate(
+            &peer.certificate,
+            &root,
+            config.created_at_ms / 1000,
+            &BTreeSet::<Vec<u8>>::new(),
+        )
+        .map_err(|e| bad(format!("peer {}: {e}", peer.name)))?;
+        if identity.role != medledger_crypto::Role::Peer {
+            return Err(bad(format!("{} is not a peer", peer.name)));
+        }
+        if keys.contains(&identity.signing_key) {
+            return Err(bad(format!("{} repeats another peer's key", peer.name)));
+        }
+        keys.push(identity.signing_key);
+    }
+    Ok(keys)
 }
 
 /// Block 0 as the peer at `address` serves it.
@@ -216,20 +287,33 @@ impl PeerSet {
                 }
             }
         }
+        // The first peer that serves an acceptable genesis (the pinned one, once pinned) wins;
+        // a peer that lies about it is passed over, not believed and not fatal.
         let mut failures = Vec::new();
         let mut refused = None;
-        let mut genesis = None;
+        let mut found = None;
         for address in &candidates {
-            match fetch_genesis(wallet, address).await {
-                Ok(block) => {
-                    genesis = Some(block);
+            let answer = fetch_genesis(wallet, address).await.and_then(|block| {
+                if pinned.as_ref().is_some_and(|pinned| *pinned != block) {
+                    return Err(ClientError::Protocol(format!(
+                        "the peer at {address} serves another genesis block than the one this \
+                         wallet pinned ({}): it belongs to another network, or lies",
+                        wallet.dir.join(GENESIS_FILE).display()
+                    )));
+                }
+                let keys = genesis_peer_keys(wallet, &block)?;
+                Ok((block, keys))
+            });
+            match answer {
+                Ok(ok) => {
+                    found = Some(ok);
                     break;
                 }
                 Err(e @ ClientError::CertificateRefused { .. }) => refused = Some(e),
                 Err(e) => failures.push(e),
             }
         }
-        let Some(genesis) = genesis else {
+        let Some((genesis, keys)) = found else {
             if let Some(refusal) = refused {
                 return Err(refusal);
             }
@@ -237,50 +321,29 @@ impl PeerSet {
                 1 => failures.remove(0),
                 _ => unreachable(
                     &candidates.join(", "),
-                    "no peer of the network answered; at most f peers may be down",
+                    format!(
+                        "no peer served this network's genesis ({})",
+                        failures
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ),
                 ),
             });
         };
-        if pinned.as_ref().is_some_and(|pinned| *pinned != genesis) {
-            return Err(ClientError::Protocol(
-                "a peer serves another genesis block than the one this wallet pinned: it \
-                 belongs to another network, or lies"
-                    .into(),
-            ));
-        }
         let config = genesis
             .genesis
             .as_ref()
-            .ok_or_else(|| ClientError::Protocol("block 0 is not a genesis block".into()))?;
-        if config.ca_root != wallet.root()?.der() {
-            return Err(ClientError::Protocol(
-                "this network's genesis names another CA root than the wallet's".into(),
-            ));
-        }
+            .expect("checked in genesis_peer_keys");
         let header = genesis
             .header
             .as_ref()
-            .ok_or_else(|| ClientError::Protocol("genesis without header".into()))?;
-        // The header commits to the configuration: a peer cannot swap the peer list under it.
-        if header.tx_root.as_slice() != Sha256::digest(config.encode_to_vec()).as_slice() {
-            return Err(ClientError::Protocol(
-                "the genesis block's configuration does not match its header".into(),
-            ));
-        }
+            .expect("checked in genesis_peer_keys");
         let network_id = header_hash(header);
-        let mut keys = Vec::new();
         let mut clients = Vec::new();
-        let root = wallet.root()?;
-        for peer in &config.peers {
-            let identity = medledger_crypto::validate_enrollment_certificate(
-                &peer.certificate,
-                &root,
-                config.created_at_ms / 1000,
-                &BTreeSet::<Vec<u8>>::new(),
-            )
-            .map_err(|e| ClientError::Protocol(format!("genesis peer {}: {e}", peer.name)))?;
-            keys.push(identity.signing_key);
-            let pins = BTreeSet::from([identity.signing_key.to_bytes()]);
+        for (peer, key) in config.peers.iter().zip(&keys) {
+            let pins = BTreeSet::from([key.to_bytes()]);
             let channel =
                 medledger_tls::connect_lazy(&peer.address, client_tls(wallet, Some(pins))?)
                     .map_err(|e| unreachable(&peer.address, e))?;

@@ -966,6 +966,9 @@ impl Replica {
         {
             let seq = committed.seq;
             let mut batch = committed.batch;
+            // Whether the batch carries a time is a fact of the certified batch, not of what
+            // this replica remembers executing (that differs between replicas).
+            let stamped = !batch.is_null();
             // A request already executed at a lower sequence number is never executed again.
             // (At this same one it may be marked already: a restart replays a batch that was
             // dispatched but not yet executed.)
@@ -987,7 +990,7 @@ impl Replica {
             // Consensus time never runs backwards: after view changes a batch stamped earlier
             // can be ordered after one stamped later, so a batch's time is its stamp or the
             // previous batch's, whichever is later. Every replica computes the same.
-            if !batch.is_null() {
+            if stamped {
                 batch.timestamp_ms = batch.timestamp_ms.max(self.durable.last_timestamp_ms);
                 self.durable.last_timestamp_ms = batch.timestamp_ms;
             }

@@ -137,7 +137,8 @@ async fn outbound_stream(
 }
 
 /// Checks an envelope against the committed ledger ahead of execution: fills the
-/// validator's caches, and says whether it is valid now (execution decides for good).
+/// validator's caches, and says whether it could ever be valid (false only for refusals no
+/// clock or ledger height can change; execution decides for good).
 pub type Prewarm = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// The inbound side: `medledger.v1.Replication`.
@@ -212,7 +213,7 @@ impl v1::replication_server::Replication for ReplicationService {
                     }
                 }
                 // A backup forwards what a client submitted to it, which it validated: a
-                // forward that is not valid now comes from a lying replica and is not queued
+                // forward that can never be valid comes from a lying replica and is not queued
                 // (it would take room from real requests and be ordered only to be refused).
                 pbft::Message::Forward(r) if !(self.prewarm)(&r.payload) => {
                     metrics::counter!("medledger_replica_messages_refused_total").increment(1);

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use medledger_crypto::{SignatureDomain, SigningIdentity, validate_enrollment_certificate};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
+use medledger_proto::v1::TxStatus;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
@@ -252,10 +253,21 @@ pub async fn run(
                 ledger: &ledger,
                 revocations: &shared.revocations,
             };
-            // Execution decides for good; this fills the caches and screens forwards.
-            validator
-                .check(envelope, medledger_tls::now_unix(), &facts)
-                .is_ok()
+            // Execution decides for good; this fills the caches and screens forwards: a forward
+            // is dropped only for what no clock or ledger height can change (a backup validated
+            // it against its own; dropping it for expiry or revocation here would leave it
+            // pending at that backup, which would then suspect a correct primary).
+            match validator.check(envelope, medledger_tls::now_unix(), &facts) {
+                Ok(_) => true,
+                Err(refusal) => !matches!(
+                    refusal.status,
+                    TxStatus::BadEnvelope
+                        | TxStatus::BadSignature
+                        | TxStatus::WrongNetwork
+                        | TxStatus::TooLarge
+                        | TxStatus::UnknownFunction
+                ),
+            }
         })
     };
     let replication = v1::replication_server::ReplicationServer::new(ReplicationService {
