@@ -103,6 +103,14 @@ pub fn chaincode_status(e: &ChaincodeError) -> Status {
 }
 
 impl LedgerService {
+    /// Admits one submission charged to `identity` (a certificate hash).
+    fn admit(&self, identity: [u8; 32]) -> Result<medledger_tls::admission::Admitted, Status> {
+        self.admission.admit(identity).map_err(|refused| {
+            metrics::counter!("medledger_submissions_refused_total").increment(1);
+            Status::resource_exhausted(refused.to_string())
+        })
+    }
+
     fn facts(&self) -> CommittedFacts<'_> {
         CommittedFacts {
             ledger: &self.ledger,
@@ -146,7 +154,13 @@ impl v1::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
+        // Admission before any costly work, charged to the caller — except a gateway, which
+        // submits for many users: its submissions are charged to each transaction's creator,
+        // once validated.
+        let by_caller = (caller.role != medledger_crypto::Role::Gateway)
+            .then(|| self.admit(caller.cert_hash))
+            .transpose()?;
         let envelope = request
             .into_inner()
             .envelope
@@ -175,10 +189,10 @@ impl v1::ledger_server::Ledger for LedgerService {
             }
             Err(refusal) => return Err(refusal_status(&refusal)),
         };
-        let _admitted = self.admission.admit(creator).map_err(|refused| {
-            metrics::counter!("medledger_submissions_refused_total").increment(1);
-            Status::resource_exhausted(refused.to_string())
-        })?;
+        let _admitted = match by_caller {
+            Some(admitted) => admitted,
+            None => self.admit(creator)?,
+        };
         let (reply, outcome) = oneshot::channel();
         let input = Input::Submit {
             request: pbft::Request {

@@ -473,7 +473,6 @@ impl v1::gateway_server::Gateway for Gateway {
         &self,
         request: Request<Streaming<v1::UploadRequest>>,
     ) -> Result<Response<v1::UploadResponse>, Status> {
-        let _permit = self.permit()?;
         let (metadata, extensions, mut stream) = request.into_parts();
         let first = stream
             .message()
@@ -489,6 +488,9 @@ impl v1::gateway_server::Gateway for Gateway {
         };
         let probe = Request::from_parts(metadata, extensions, ());
         let opened = self.open(&probe, Some(&envelope), &["add_item", "share_for_study"])?;
+        // A global transfer slot only once the caller is admitted (`open`): one identity
+        // cannot take the slots from everyone else.
+        let _permit = self.permit()?;
         let declared = self.declared(&opened)?;
         let _claim = self.claim(&declared.path)?;
         let path = ObjectPath::from(declared.path.as_str());
@@ -599,12 +601,12 @@ impl v1::gateway_server::Gateway for Gateway {
         &self,
         request: Request<v1::DownloadRequest>,
     ) -> Result<Response<DownloadStream>, Status> {
-        let permit = self.permit()?;
         let opened = self.open(
             &request,
             request.get_ref().envelope.as_ref(),
             &["record_access", "record_study_access"],
         )?;
+        let permit = self.permit()?;
         let envelope = request.into_inner().envelope.unwrap_or_default();
         let committed = match self.commit(&envelope).await.map_err(client_status)? {
             Some(c) => c,
