@@ -60,7 +60,9 @@ fn indexed(ledger: &Ledger, tx_id: &[u8; 32]) -> bool {
     ledger.tx_location(tx_id).map_or(true, |l| l.is_some())
 }
 
-/// The ledger plus the block so far, as validation sees it.
+/// The ledger plus the block so far, as validation sees it. A read that fails is a fault
+/// of this peer's disk, not a fact of the ledger: it is remembered, and execution stops
+/// the peer rather than decide a transaction on it (other peers would decide otherwise).
 struct BlockFacts<'a> {
     ledger: &'a Ledger,
     committed: &'a Revocations,
@@ -69,17 +71,37 @@ struct BlockFacts<'a> {
     /// Revoked by earlier transactions of this block.
     revoked: BTreeSet<Vec<u8>>,
     sequence: u64,
+    read_failure: std::cell::RefCell<Option<String>>,
+}
+
+impl BlockFacts<'_> {
+    fn failed<T>(&self, e: LedgerError, instead: T) -> T {
+        self.read_failure.borrow_mut().get_or_insert(e.to_string());
+        instead
+    }
+
+    /// The first ledger read that failed while validating, if any.
+    fn take_read_failure(&self) -> Option<String> {
+        self.read_failure.borrow_mut().take()
+    }
 }
 
 impl LedgerFacts for BlockFacts<'_> {
     fn certificate(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
-        self.certificates
-            .get(hash)
-            .cloned()
-            .or_else(|| self.ledger.certificate(hash).ok().flatten())
+        if let Some(der) = self.certificates.get(hash) {
+            return Some(der.clone());
+        }
+        self.ledger
+            .certificate(hash)
+            .unwrap_or_else(|e| self.failed(e, None))
     }
     fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool {
-        self.used.contains(tx_id) || indexed(self.ledger, tx_id)
+        self.used.contains(tx_id)
+            || self
+                .ledger
+                .tx_location(tx_id)
+                .map(|l| l.is_some())
+                .unwrap_or_else(|e| self.failed(e, true))
     }
     fn is_revoked(&self, serial: &[u8]) -> bool {
         self.revoked.contains(serial) || self.committed.serials.contains(serial)
@@ -195,6 +217,7 @@ pub fn execute_block(
         used: HashSet::new(),
         revoked: BTreeSet::new(),
         sequence: revocations.sequence.load(Ordering::SeqCst),
+        read_failure: std::cell::RefCell::new(None),
     };
     let mut commit = BlockCommit::default();
     let mut block_writes = WriteSet::new();
@@ -209,7 +232,11 @@ pub fn execute_block(
             index: index as u32,
         };
         envelopes.push(request.payload.clone());
-        let checked = match validator.check(&request.payload, time_s, &facts) {
+        let checked = validator.check(&request.payload, time_s, &facts);
+        if let Some(why) = facts.take_read_failure() {
+            return Err(LedgerError::ExecutionRead(why));
+        }
+        let checked = match checked {
             Ok(checked) => checked,
             Err(refusal) => {
                 results.push(refused(refusal));
