@@ -335,34 +335,35 @@ impl Replica {
     /// correctly signed — and each sender has an equal share of the queue, in messages and in
     /// bytes, so one replica can neither exhaust memory nor crowd out the others.
     fn keep_early(&mut self, message: Message) {
-        let (from, bytes, signed_ok) = match &message {
-            Message::PrePrepare(pp) => (
-                pp.from,
-                pp.message.batch.size_bytes(),
-                pp.from == self.config.primary(pp.message.view)
-                    && self.verify(pp, pp.message.signed_bytes(), Domain::PrePrepare),
-            ),
-            Message::Prepare(v) => (
-                v.from,
-                0,
-                self.verify(v, PrepareVote(&v.message).signed_bytes(), Domain::Prepare),
-            ),
-            Message::Commit(v) => (
-                v.from,
-                0,
-                self.verify(v, CommitVote(&v.message).signed_bytes(), Domain::Commit),
-            ),
+        let (from, bytes) = match &message {
+            Message::PrePrepare(pp) => (pp.from, pp.message.batch.size_bytes()),
+            Message::Prepare(v) | Message::Commit(v) => (v.from, 0),
             _ => return,
         };
-        if from == self.id || !signed_ok {
-            self.dropped(DropReason::BadSignature);
-            return;
-        }
+        // The cheap checks first: a sender over its share costs no signature check.
         let per_sender = self.config.max_early_messages() / self.config.n as usize;
         let count = self.early_count.get(&from).copied().unwrap_or(0);
         let total_bytes = self.early_bytes.saturating_add(bytes);
         if count >= per_sender || total_bytes > self.config.max_early_bytes() {
             self.dropped(DropReason::EarlyQueueFull);
+            return;
+        }
+        let signed_ok = from != self.id
+            && match &message {
+                Message::PrePrepare(pp) => {
+                    pp.from == self.config.primary(pp.message.view)
+                        && self.verify(pp, pp.message.signed_bytes(), Domain::PrePrepare)
+                }
+                Message::Prepare(v) => {
+                    self.verify(v, PrepareVote(&v.message).signed_bytes(), Domain::Prepare)
+                }
+                Message::Commit(v) => {
+                    self.verify(v, CommitVote(&v.message).signed_bytes(), Domain::Commit)
+                }
+                _ => false,
+            };
+        if !signed_ok {
+            self.dropped(DropReason::BadSignature);
             return;
         }
         self.early_count.insert(from, count.saturating_add(1));
