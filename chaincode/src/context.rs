@@ -139,6 +139,9 @@ pub fn category_exists(stub: &dyn Stub, name: &str) -> Result<bool, ChaincodeErr
 }
 
 /// Records a denied attempt on the patient's audit trail (called after rollback).
+/// How many of the newest entries of a trail a repeated denial may be counted on.
+pub const COALESCE_WINDOW: u64 = 8;
+
 pub fn record_denial(
     stub: &mut dyn Stub,
     context: &AuditContext,
@@ -157,21 +160,29 @@ pub fn record_denial(
         reason: reason.to_string(),
         ..AuditEntry::default()
     };
-    // The same denial again, right after the last entry, from the same caller: counted on
-    // that entry (THREAT-MODEL: no one can bury a patient's trail in denials).
-    let last_key = keys::audit(&patient.hex, patient.record.next_audit_seq);
-    if let Some(mut last) = get::<AuditEntry>(stub, &last_key)?
-        && last.actor == stub.creator().name
-        && last.outcome == entry.outcome
-        && last.action == entry.action
-        && last.category == entry.category
-        && last.item == entry.item
-        && last.study_id == entry.study_id
-        && last.reason == entry.reason
-    {
-        last.repeats = last.repeats.saturating_add(1);
-        last.last_time = stub.time();
-        return put(stub, &last_key, &last);
+    // The same denial again by the same caller, among the last few entries: counted on that
+    // entry (THREAT-MODEL: no one can bury a patient's trail in denials, even alternating
+    // between a few).
+    let newest = patient.record.next_audit_seq;
+    let oldest = newest
+        .saturating_sub(COALESCE_WINDOW)
+        .saturating_add(1)
+        .max(1);
+    for seq in (oldest..=newest).rev() {
+        let key = keys::audit(&patient.hex, seq);
+        if let Some(mut earlier) = get::<AuditEntry>(stub, &key)?
+            && earlier.actor == stub.creator().name
+            && earlier.outcome == entry.outcome
+            && earlier.action == entry.action
+            && earlier.category == entry.category
+            && earlier.item == entry.item
+            && earlier.study_id == entry.study_id
+            && earlier.reason == entry.reason
+        {
+            earlier.repeats = earlier.repeats.saturating_add(1);
+            earlier.last_time = stub.time();
+            return put(stub, &key, &earlier);
+        }
     }
     patient.audit(stub, entry)?;
     patient.save(stub)

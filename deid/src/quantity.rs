@@ -23,8 +23,18 @@ pub const MAX_UNITLESS_VALUE: f64 = 89.0;
 /// significant digits (leading and trailing zeros do not count).
 pub fn has_few_digits(number: &Number) -> bool {
     let text = number.to_string();
-    let mantissa = text.split(['e', 'E']).next().unwrap_or("");
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    // An exponent carries digits of its own, and so do trailing zeros of an integer part
+    // (6175550000): only plain decimals between 1e-6 and 1e7 are kept.
+    if text.contains(['e', 'E']) {
+        return false;
+    }
+    let Some(value) = number.as_f64() else {
+        return false;
+    };
+    if value != 0.0 && !(1e-6..1e7).contains(&value.abs()) {
+        return false;
+    }
+    let digits: String = text.chars().filter(char::is_ascii_digit).collect();
     digits.trim_start_matches('0').trim_end_matches('0').len() <= MAX_SIGNIFICANT_DIGITS
 }
 
@@ -118,6 +128,10 @@ fn ucum_fields(unit: &str) -> [(String, Value); 3] {
 /// not see).
 fn ucum_unit(system: Option<&str>, code: Option<&str>, unit: Option<&str>) -> Option<String> {
     if system.is_some_and(|s| s != UCUM) {
+        return None;
+    }
+    // UCUM codes are ASCII; anything else is no unit this profile keeps.
+    if [code, unit].into_iter().flatten().any(|u| !u.is_ascii()) {
         return None;
     }
     // A time word in either the code or the human-readable unit makes it a time: an age

@@ -162,9 +162,14 @@ fn split_exponent(component: &str) -> (&str, &str) {
     if component == "1" {
         return (component, "");
     }
-    let digits_from = component
-        .rfind(|c: char| !c.is_ascii_digit())
-        .map_or(0, |at| at + 1);
+    // Counted in bytes from the end: trailing ASCII digits are one byte each, whatever
+    // precedes them (a unit like `m²` must not split inside a character).
+    let trailing_digits = component
+        .bytes()
+        .rev()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    let digits_from = component.len().saturating_sub(trailing_digits);
     let mut at = digits_from;
     if at < component.len() && at > 0 && component[..at].ends_with(['-', '+']) {
         at -= 1;

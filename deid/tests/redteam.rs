@@ -265,3 +265,45 @@ fn a_birth_order_is_a_small_number() {
     let copy = copy_of(&json!({"resourceType": "Patient", "multipleBirthInteger": 2}));
     assert_eq!(copy["multipleBirthInteger"], json!(2));
 }
+
+/// Second review: a unit ending in a non-ASCII character (`kg/m²`, a BMI) panicked in both
+/// `deidentify` and `check`; now such a unit is no UCUM unit and its quantity is dropped.
+#[test]
+fn non_ascii_units_neither_panic_nor_survive() {
+    for unit in ["kg/m²", "°", "é", "µg", "m\u{b2}"] {
+        let input = json!({"resourceType": "Observation", "status": "final",
+            "valueQuantity": {"value": 24.1, "unit": unit}});
+        let copy = copy_of(&input);
+        assert!(copy.get("valueQuantity").is_none(), "{unit}: {copy}");
+        let raw = format!(
+            r#"{{"resourceType":"Observation","status":"final","valueQuantity":{{"value":24.1,"unit":"{unit}"}}}}"#
+        );
+        let _ = check(raw.as_bytes(), YEAR);
+    }
+}
+
+/// Second review: the seven-digit rule was dodged by exponents and trailing zeros.
+#[test]
+fn numbers_cannot_carry_digits_in_exponents_or_zeros() {
+    for raw in [
+        r#"{"resourceType":"Observation","status":"final","valueQuantity":{"value":6175551e136,"unit":"mg"}}"#,
+        r#"{"resourceType":"Observation","status":"final","valueQuantity":{"value":6175550000,"unit":"mg"}}"#,
+        r#"{"resourceType":"Observation","status":"final","valueQuantity":{"value":1.234567e-289,"unit":"mg"}}"#,
+    ] {
+        let copy = deidentify(
+            raw.as_bytes(),
+            &Profile::SAFE_HARBOR,
+            YEAR,
+            &mut test_uuids(),
+        )
+        .unwrap();
+        let text = String::from_utf8(copy.bytes).unwrap();
+        assert!(!text.contains("617555"), "{raw} → {text}");
+        assert!(!text.contains("1234567"), "{raw} → {text}");
+        assert!(!text.contains("\"value\""), "{raw} → {text}");
+    }
+    // An ordinary measurement stays.
+    let kept = copy_of(&json!({"resourceType": "Observation", "status": "final",
+        "valueQuantity": {"value": 250000, "unit": "10*3/uL", "system": "http://unitsofmeasure.org", "code": "10*3/uL"}}));
+    assert_eq!(kept["valueQuantity"]["value"], 250000);
+}
