@@ -660,11 +660,13 @@ fn decrypt_checked_copy(
             }
         }
     })?;
-    // What is written is the canonical copy `check` returns, never the bytes as received:
+    // What is written is the canonical copy `check_rekeyed` returns, never the bytes received:
     // those could hide text in duplicate keys, escapes or long number literals that parse
     // to the same values.
-    let canonical =
-        medledger_deid::check(&plain.bytes, year).map_err(|e| not_deidentified(e.to_string()))?;
+    // Ids re-keyed to the researcher's own random ones: the sharer chose the copy's.
+    let mut ids = medledger_deid::uuid_ids(|random| rand_core::OsRng.fill_bytes(random));
+    let canonical = medledger_deid::check_rekeyed(&plain.bytes, year, &mut ids)
+        .map_err(|e| not_deidentified(e.to_string()))?;
     drop(plain);
     let partial = output.with_extension("partial");
     let written = std::fs::write(&partial, &canonical)

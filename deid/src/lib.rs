@@ -28,6 +28,7 @@ pub mod dates;
 pub mod displays;
 mod error;
 pub mod ids;
+mod inference;
 pub mod quantity;
 mod report;
 pub mod schema;
@@ -105,9 +106,10 @@ pub fn deidentify(
 ) -> Result<Deidentified, DeidError> {
     let value = parse(input)?;
     let mut walker = Walker::new(Ids::Replace(ids), share_year, profile.keep_zip3);
-    let copy = walker
+    let mut copy = walker
         .resource(&value, &mut Vec::new())?
         .ok_or(DeidError::NotAResource)?;
+    inference::drop_years_that_date_old_ages(&mut copy, share_year);
     let bytes = encode(&copy)?;
     Ok(Deidentified {
         bytes,
@@ -132,9 +134,17 @@ pub fn deidentify(
 pub fn check(copy: &[u8], share_year: i32) -> Result<Vec<u8>, DeidError> {
     let value = parse(copy)?;
     let mut walker = Walker::new(Ids::Keep, share_year, true);
-    let walked = walker.resource(&value, &mut Vec::new())?;
+    let mut walked = walker.resource(&value, &mut Vec::new())?;
     if let Some((path, reason)) = walker.first_change.take() {
         return Err(DeidError::NotDeidentified { path, reason });
+    }
+    if let Some(walked) = walked.as_mut()
+        && inference::drop_years_that_date_old_ages(walked, share_year)
+    {
+        return Err(DeidError::NotDeidentified {
+            path: String::new(),
+            reason: "a kept age and a kept year date an age of 90 or more",
+        });
     }
     match walked {
         Some(walked) if walked == value => encode(&walked),
@@ -143,6 +153,27 @@ pub fn check(copy: &[u8], share_year: i32) -> Result<Vec<u8>, DeidError> {
             reason: "the copy is not a fixed point of de-identification",
         }),
     }
+}
+
+/// [`check`], then every id and reference re-keyed to fresh ids from `ids` (consistently
+/// within the copy): what a researcher's client writes. A sharing client chooses the
+/// UUID-shaped ids of the copy it sends, and a version-4 UUID has 122 bits it could fill
+/// with digits of its choosing; re-keyed, none of them reaches the researcher's disk.
+///
+/// # Errors
+/// Those of [`check`].
+pub fn check_rekeyed(
+    copy: &[u8],
+    share_year: i32,
+    ids: &mut dyn FnMut() -> String,
+) -> Result<Vec<u8>, DeidError> {
+    let canonical = check(copy, share_year)?;
+    let value = parse(&canonical)?;
+    let mut walker = Walker::new(Ids::Replace(ids), share_year, true);
+    let rekeyed = walker
+        .resource(&value, &mut Vec::new())?
+        .ok_or(DeidError::NotAResource)?;
+    encode(&rekeyed)
 }
 
 /// Compact JSON, at most [`MAX_INPUT_BYTES`].

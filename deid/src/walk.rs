@@ -114,6 +114,7 @@ impl<'a> Walker<'a> {
     ) -> Result<Value, DeidError> {
         let mut out = Map::new();
         out.insert("resourceType".into(), Value::from(schema.resource_type));
+        let age_coded = object.get("code").is_some_and(is_age_code);
         for (key, value) in object {
             match key.as_str() {
                 "resourceType" => {}
@@ -152,7 +153,7 @@ impl<'a> Walker<'a> {
                         out.insert("contained".into(), contained);
                     }
                 }
-                _ => self.element(schema.fields, key, value, path, &mut out)?,
+                _ => self.element(schema.fields, key, value, path, &mut out, age_coded)?,
             }
         }
         Ok(Value::Object(out))
@@ -170,13 +171,17 @@ impl<'a> Walker<'a> {
             return Ok(None);
         };
         let mut out = Map::new();
+        // A value coded as an age (LOINC 30525-0 "Age", ...) is an Age whatever its unit:
+        // only a plain time unit is kept, and 90 years or more is the category.
+        let age_coded = object.get("code").is_some_and(is_age_code);
         for (key, value) in object {
-            self.element(fields, key, value, path, &mut out)?;
+            self.element(fields, key, value, path, &mut out, age_coded)?;
         }
         Ok((!out.is_empty()).then_some(Value::Object(out)))
     }
 
-    /// One member of an object: kept through its field's kind, or dropped as unlisted.
+    /// One member of an object: kept through its field's kind, or dropped as unlisted. In an
+    /// object coded as an age (`age_coded`), `valueQuantity` is read as an Age.
     fn element(
         &mut self,
         fields: &'static [Field],
@@ -184,9 +189,19 @@ impl<'a> Walker<'a> {
         value: &Value,
         path: &mut Vec<&'static str>,
         out: &mut Map<String, Value>,
+        age_coded: bool,
     ) -> Result<(), DeidError> {
         match fields.iter().find(|f| f.name == key) {
             Some(field) => {
+                let as_age = Field {
+                    kind: Kind::Age,
+                    ..*field
+                };
+                let field = if age_coded && field.name == "valueQuantity" {
+                    &as_age
+                } else {
+                    field
+                };
                 if let Some(kept) = self.field(field, value, path)? {
                     out.insert(field.name.into(), kept);
                 }
@@ -402,6 +417,38 @@ fn coding(value: &Value) -> Option<Map<String, Value>> {
 /// A Range keeps its bounds; if either is 90 years or more it becomes "90 years or more"
 /// (a low bound of 90 a and no high bound). An age Range keeps only bounds in a plain time
 /// unit.
+/// Codes that say their value is an age: LOINC Age (30525-0), Age - reported (21612-7),
+/// Age - estimated (21611-9), Age calculated (29553-5), Age at death (39016-1), Age at
+/// specimen collection (35659-2), Current age or age at death (63900-5); SNOMED CT Age
+/// (397659008) and Current chronological age (424144002).
+const AGE_CODES: [(&str, &str); 9] = [
+    ("http://loinc.org", "30525-0"),
+    ("http://loinc.org", "21612-7"),
+    ("http://loinc.org", "21611-9"),
+    ("http://loinc.org", "29553-5"),
+    ("http://loinc.org", "39016-1"),
+    ("http://loinc.org", "35659-2"),
+    ("http://loinc.org", "63900-5"),
+    ("http://snomed.info/sct", "397659008"),
+    ("http://snomed.info/sct", "424144002"),
+];
+
+/// Does a CodeableConcept name an age code?
+fn is_age_code(concept: &Value) -> bool {
+    concept
+        .get("coding")
+        .and_then(Value::as_array)
+        .is_some_and(|codings| {
+            codings.iter().any(|c| {
+                let system = c.get("system").and_then(Value::as_str);
+                let code = c.get("code").and_then(Value::as_str);
+                AGE_CODES
+                    .iter()
+                    .any(|(s, k)| Some(*s) == system && Some(*k) == code)
+            })
+        })
+}
+
 fn range(value: &Value, age: bool) -> Option<Value> {
     let mut kept = Map::new();
     for bound in ["low", "high"] {

@@ -2,7 +2,7 @@
 //! Each input must be refused, or leave none of what was planted in it.
 
 use medledger_deid::{
-    DeidError, MAX_INPUT_BYTES, Profile, check, codes, deidentify, units, uuid_ids,
+    DeidError, MAX_INPUT_BYTES, Profile, check, check_rekeyed, codes, deidentify, units, uuid_ids,
 };
 use serde_json::{Value, json};
 
@@ -306,4 +306,62 @@ fn numbers_cannot_carry_digits_in_exponents_or_zeros() {
     let kept = copy_of(&json!({"resourceType": "Observation", "status": "final",
         "valueQuantity": {"value": 250000, "unit": "10*3/uL", "system": "http://unitsofmeasure.org", "code": "10*3/uL"}}));
     assert_eq!(kept["valueQuantity"]["value"], 250000);
+}
+
+/// Second review: a modified sharer chooses UUID-shaped ids that carry digits; the
+/// researcher's client writes the copy re-keyed to ids of its own.
+#[test]
+fn the_researcher_writes_ids_of_its_own() {
+    let raw = br#"{"id":"12345678-9617-4555-8142-000000000000","resourceType":"Patient","generalPractitioner":[{"reference":"Practitioner/61755501-4212-4345-8678-900000000000"}]}"#;
+    assert!(
+        check(raw, YEAR).is_ok(),
+        "a UUID-shaped id passes the fixed-point check"
+    );
+    let written = check_rekeyed(raw, YEAR, &mut test_uuids()).unwrap();
+    let text = String::from_utf8(written).unwrap();
+    assert!(
+        !text.contains("12345678") && !text.contains("61755501"),
+        "{text}"
+    );
+    assert!(text.contains("Practitioner/"), "{text}");
+}
+
+/// Second review: an age and a year kept apart in one resource dated an age over 89.
+#[test]
+fn an_age_and_a_year_cannot_date_an_age_over_89() {
+    let input = json!({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "30525-0"}]},
+            "effectiveDateTime": "2000", "valueQuantity": {"value": 70, "unit": "a"}}},
+        {"resource": {"resourceType": "Condition", "onsetAge": {"value": 60, "unit": "a"},
+            "recordedDate": "1990"}},
+        {"resource": {"resourceType": "FamilyMemberHistory", "status": "completed",
+            "date": "1980", "ageAge": {"value": 60, "unit": "a"}}},
+        {"resource": {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "30525-0"}]},
+            "effectiveDateTime": "2020", "valueQuantity": {"value": 40, "unit": "a"}}}]});
+    let copy = copy_of(&input);
+    let text = copy.to_string();
+    for year in ["2000", "1990", "1980"] {
+        assert!(!text.contains(year), "{year} still dates an age: {text}");
+    }
+    // A young age keeps its year.
+    assert!(text.contains("2020"), "{text}");
+}
+
+/// Second review: an age coded as such but written in another unit survived.
+#[test]
+fn a_value_coded_as_an_age_is_an_age_whatever_its_unit() {
+    for unit in ["%", "mg", "1"] {
+        let input = json!({"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "30525-0"}]},
+            "valueQuantity": {"value": 97, "unit": unit}});
+        let copy = copy_of(&input);
+        assert!(!copy.to_string().contains("97"), "{unit}: {copy}");
+    }
+    let input = json!({"resourceType": "Observation", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "30525-0"}]},
+        "valueQuantity": {"value": 97, "unit": "a"}});
+    let copy = copy_of(&input);
+    assert_eq!(copy["valueQuantity"]["value"], 90, "{copy}");
 }
