@@ -51,6 +51,11 @@ pub fn year_of(value: &str, share_year: i32) -> Year {
     if share_year.saturating_sub(year) >= OLDEST_YEARS {
         return Year::TooOld;
     }
+    // A year after the share is no event that happened to the patient, and would let a
+    // sharer write four digits of its choosing (a date field per digit group of an SSN).
+    if year > share_year {
+        return Year::Malformed;
+    }
     Year::Keep(format!("{year:04}"))
 }
 

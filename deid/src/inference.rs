@@ -34,7 +34,12 @@ fn age_years(object: &Map<String, Value>) -> Option<f64> {
 fn is_date_key(key: &str) -> bool {
     key.contains("Date")
         || key.contains("date")
-        || matches!(key, "start" | "end" | "issued" | "recorded" | "authoredOn")
+        || key.contains("Instant")
+        || key.ends_with("Time")
+        || matches!(
+            key,
+            "start" | "end" | "issued" | "recorded" | "authoredOn" | "timestamp"
+        )
 }
 
 fn is_year(value: &Value) -> Option<i32> {
@@ -49,7 +54,12 @@ fn is_year(value: &Value) -> Option<i32> {
 fn scan(value: &Value, oldest: &mut Option<f64>, earliest: &mut Option<i32>) {
     match value {
         Value::Object(object) => {
-            if let Some(years) = age_years(object) {
+            let coded_age = object
+                .get("code")
+                .is_some_and(crate::walk::is_age_code)
+                .then(|| object.get("valueInteger").and_then(Value::as_f64))
+                .flatten();
+            if let Some(years) = age_years(object).or(coded_age) {
                 *oldest = Some(oldest.map_or(years, |o: f64| o.max(years)));
             }
             for (key, child) in object {
@@ -102,7 +112,7 @@ pub fn drop_years_that_date_old_ages(resource: &mut Value, share_year: i32) -> b
     let (mut oldest, mut earliest) = (None, None);
     scan(resource, &mut oldest, &mut earliest);
     if let (Some(age), Some(year)) = (oldest, earliest)
-        && f64::from(share_year.saturating_sub(year)) + age >= AGE_CATEGORY_YEARS as f64
+        && f64::from(share_year.saturating_sub(year).max(0)) + age >= AGE_CATEGORY_YEARS as f64
     {
         drop_years(resource);
         changed = true;

@@ -193,14 +193,26 @@ impl<'a> Walker<'a> {
     ) -> Result<(), DeidError> {
         match fields.iter().find(|f| f.name == key) {
             Some(field) => {
-                let as_age = Field {
-                    kind: Kind::Age,
-                    ..*field
+                // Under an age code, every value form is read as an age: a Quantity as an Age, a
+                // Range as an age range; a Ratio says nothing an age needs and goes.
+                let age_kind = match field.name {
+                    "valueQuantity" => Some(Kind::Age),
+                    "valueRange" => Some(Kind::AgeRange),
+                    _ => None,
                 };
-                let field = if age_coded && field.name == "valueQuantity" {
-                    &as_age
-                } else {
-                    field
+                if age_coded && field.name == "valueRatio" {
+                    path.push(field.name);
+                    self.dropped(path, "a ratio under an age code");
+                    path.pop();
+                    return Ok(());
+                }
+                let as_age;
+                let field = match age_kind {
+                    Some(kind) if age_coded => {
+                        as_age = Field { kind, ..*field };
+                        &as_age
+                    }
+                    _ => field,
                 };
                 if let Some(kept) = self.field(field, value, path)? {
                     out.insert(field.name.into(), kept);
@@ -434,7 +446,7 @@ const AGE_CODES: [(&str, &str); 9] = [
 ];
 
 /// Does a CodeableConcept name an age code?
-fn is_age_code(concept: &Value) -> bool {
+pub(crate) fn is_age_code(concept: &Value) -> bool {
     concept
         .get("coding")
         .and_then(Value::as_array)

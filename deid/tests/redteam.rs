@@ -365,3 +365,29 @@ fn a_value_coded_as_an_age_is_an_age_whatever_its_unit() {
     let copy = copy_of(&input);
     assert_eq!(copy["valueQuantity"]["value"], 90, "{copy}");
 }
+
+/// Third review: instants and times date ages too; a valueInteger or valueRange under an
+/// age code is an age; a year after the share is dropped.
+#[test]
+fn every_date_form_and_every_age_form_counts() {
+    let age_code = json!({"coding": [{"system": "http://loinc.org", "code": "30525-0"}]});
+    let cases = [
+        json!({"resourceType": "Observation", "status": "final", "code": age_code,
+            "effectiveInstant": "1950-01-01T00:00:00Z", "valueQuantity": {"value": 89, "unit": "a"}}),
+        json!({"resourceType": "Observation", "status": "final", "code": age_code,
+            "effectiveDateTime": "1950", "valueInteger": 89}),
+    ];
+    for input in cases {
+        let text = copy_of(&input).to_string();
+        assert!(!text.contains("1950"), "{input} → {text}");
+    }
+    let range = json!({"resourceType": "Observation", "status": "final", "code": age_code,
+        "valueRange": {"low": {"value": 97, "unit": "mg"}, "high": {"value": 97, "unit": "%"}},
+        "valueRatio": {"numerator": {"value": 97, "unit": "mg"}, "denominator": {"value": 1, "unit": "mg"}}});
+    let text = copy_of(&range).to_string();
+    assert!(!text.contains("97"), "{text}");
+    let future = json!({"resourceType": "Condition", "onsetAge": {"value": 95, "unit": "a"},
+        "recordedDate": "2030", "abatementDateTime": "6789"});
+    let text = copy_of(&future).to_string();
+    assert!(!text.contains("2030") && !text.contains("6789"), "{text}");
+}
