@@ -69,6 +69,13 @@ impl Config {
         self.f().saturating_add(1)
     }
 
+    /// Bytes of pending requests one other replica's forwards may hold: a 1/(f+1) share of
+    /// [`Config::max_pending_bytes`], so f Byzantine replicas forwarding what they like leave
+    /// the rest to clients and correct replicas.
+    pub fn max_forwarded_bytes(&self) -> usize {
+        self.max_pending_bytes / self.weak_quorum().max(1)
+    }
+
     /// Checkpoints kept per sender beyond the high watermark (how a replica learns it is behind).
     pub const FUTURE_CHECKPOINTS_PER_SENDER: usize = 2;
 
@@ -90,6 +97,14 @@ impl Config {
     /// Bytes of batches in early pre-prepares kept for a view being installed: one window of
     /// full batches (all a correct primary can send before its new view arrives).
     pub fn max_early_bytes(&self) -> usize {
+        self.max_message_batch_bytes()
+    }
+
+    /// Bytes of batches one message may carry: one watermark window of full batches. A
+    /// view change carries at most that many prepared batches, a new view its O set (its
+    /// view changes travel without their batches), a fetch reply one window. The host's
+    /// transport limit must leave room for this plus signatures.
+    pub fn max_message_batch_bytes(&self) -> usize {
         usize::try_from(self.watermark_window)
             .unwrap_or(usize::MAX)
             .saturating_mul(self.max_batch_bytes)

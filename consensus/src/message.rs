@@ -113,6 +113,18 @@ pub struct PreparedProof {
     pub prepares: Vec<Signed<Vote>>,
 }
 
+impl PreparedProof {
+    /// The proof with its batch left out (the null batch in its place): the signatures cover
+    /// only view, sequence number and digest, so it proves the same. A new-view message
+    /// carries its view changes this way and each batch once, in its O set (Castro–Liskov
+    /// §4.4 sends digests in view changes for the same reason: message size).
+    pub fn without_batch(&self) -> PreparedProof {
+        let mut proof = self.clone();
+        proof.pre_prepare.message.batch = Batch::null();
+        proof
+    }
+}
+
 /// 2f+1 signed checkpoints for the same (seq, state root). Empty for the genesis state.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CheckpointProof {
@@ -126,6 +138,27 @@ pub struct ViewChange {
     pub new_view: View,
     pub checkpoint: CheckpointProof,
     pub prepared: Vec<PreparedProof>,
+}
+
+impl Signed<ViewChange> {
+    /// The view change with every prepared proof's batch left out; its signature still
+    /// holds (see [`PreparedProof::without_batch`]).
+    pub fn without_batches(&self) -> Signed<ViewChange> {
+        Signed {
+            from: self.from,
+            message: ViewChange {
+                new_view: self.message.new_view,
+                checkpoint: self.message.checkpoint.clone(),
+                prepared: self
+                    .message
+                    .prepared
+                    .iter()
+                    .map(PreparedProof::without_batch)
+                    .collect(),
+            },
+            signature: self.signature.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,8 +188,12 @@ pub struct Signed<M> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// A client request a backup passes to the primary (unsigned: the host authenticated
-    /// the client, and the primary checks nothing but its id).
-    Forward(Request),
+    /// the client, and the channel to `from`; the primary recomputes the id and charges the
+    /// request to `from`'s share of its pending queue).
+    Forward {
+        from: ReplicaId,
+        request: Request,
+    },
     PrePrepare(Signed<PrePrepare>),
     Prepare(Signed<Vote>),
     Commit(Signed<Vote>),
@@ -176,6 +213,44 @@ pub enum Message {
         batches: Vec<CommittedBatch>,
         checkpoint: CheckpointProof,
     },
+}
+
+impl Message {
+    /// Bytes of batches (as [`Batch::size_bytes`] counts them) this message carries, in every
+    /// pre-prepare, prepared proof and committed batch in it. A correct replica never sends
+    /// more than [`Config::max_message_batch_bytes`](crate::Config::max_message_batch_bytes).
+    pub fn batch_bytes(&self) -> usize {
+        let proofs = |vc: &ViewChange| {
+            vc.prepared.iter().fold(0usize, |sum, p| {
+                sum.saturating_add(p.pre_prepare.message.batch.size_bytes())
+            })
+        };
+        match self {
+            Message::Forward { request, .. } => request.size_bytes(),
+            Message::PrePrepare(pp) => pp.message.batch.size_bytes(),
+            Message::ViewChange(vc) => proofs(&vc.message),
+            Message::NewView(nv) => {
+                let in_view_changes = nv
+                    .message
+                    .view_changes
+                    .iter()
+                    .fold(0usize, |sum, vc| sum.saturating_add(proofs(&vc.message)));
+                nv.message
+                    .pre_prepares
+                    .iter()
+                    .fold(in_view_changes, |sum, pp| {
+                        sum.saturating_add(pp.message.batch.size_bytes())
+                    })
+            }
+            Message::FetchReply { batches, .. } => batches
+                .iter()
+                .fold(0usize, |sum, c| sum.saturating_add(c.batch.size_bytes())),
+            Message::Prepare(_)
+            | Message::Commit(_)
+            | Message::Checkpoint(_)
+            | Message::Fetch { .. } => 0,
+        }
+    }
 }
 
 /// Canonical encoding: a domain label, then fixed-width integers and length-prefixed bytes.

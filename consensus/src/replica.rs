@@ -80,6 +80,9 @@ pub enum DropReason {
     EarlyQueueFull,
     /// A request arriving while the pending queue is full (in requests or bytes).
     PendingFull,
+    /// A forward from a replica whose forwards already hold their share of the pending
+    /// queue ([`Config::max_forwarded_bytes`]).
+    ForwarderOverBudget,
 }
 
 /// In a map keyed by sequence number or view, then by sender: keeps at most `quota` of
@@ -161,7 +164,10 @@ pub struct Replica {
     pub(crate) view_changes: BTreeMap<View, BTreeMap<ReplicaId, Signed<ViewChange>>>,
     /// Requests seen but not yet executed, oldest first.
     pub(crate) pending: VecDeque<Request>,
-    pub(crate) pending_ids: BTreeSet<TxId>,
+    /// The ids in `pending`, each with the replica it came from (ourselves for a client's).
+    pub(crate) pending_ids: BTreeMap<TxId, ReplicaId>,
+    /// Bytes of `pending` by the replica each request came from.
+    pub(crate) pending_bytes_from: BTreeMap<ReplicaId, usize>,
     /// Bytes of the requests in `pending`, kept as they come and go.
     pub(crate) pending_bytes: usize,
     /// Requests inside a pre-prepare of the current log, by sequence number.
@@ -235,7 +241,8 @@ impl Replica {
             diverged: BTreeSet::new(),
             view_changes: BTreeMap::new(),
             pending: VecDeque::new(),
-            pending_ids: BTreeSet::new(),
+            pending_ids: BTreeMap::new(),
+            pending_bytes_from: BTreeMap::new(),
             pending_bytes: 0,
             in_log: BTreeMap::new(),
             now_ms: 0,
@@ -293,7 +300,7 @@ impl Replica {
             RequestStatus::Executed(seq)
         } else if let Some(&seq) = self.in_log.get(tx_id) {
             RequestStatus::Ordered(seq)
-        } else if self.pending_ids.contains(tx_id) {
+        } else if self.pending_ids.contains_key(tx_id) {
             RequestStatus::Pending
         } else {
             RequestStatus::Unknown
@@ -305,7 +312,7 @@ impl Replica {
     /// A client request, already authenticated by the host.
     pub fn request(&mut self, request: Request, now_ms: u64) -> Vec<Action> {
         self.now_ms = self.now_ms.max(now_ms);
-        self.accept_request(request, true);
+        self.accept_request(request, None);
         self.finish()
     }
 
@@ -381,7 +388,7 @@ impl Replica {
     pub(crate) fn handle(&mut self, message: Message) {
         self.note_view_ahead(&message);
         match message {
-            Message::Forward(request) => self.accept_request(request, false),
+            Message::Forward { from, request } => self.accept_request(request, Some(from)),
             Message::PrePrepare(pp) => self.on_pre_prepare(pp),
             Message::Prepare(v) => self.on_prepare(v),
             Message::Commit(v) => self.on_commit(v),
@@ -561,8 +568,9 @@ impl Replica {
 
     // ----------------------------------------------------------- normal case
 
-    /// §4.2: a request from a client (`from_client`) or forwarded by a backup.
-    fn accept_request(&mut self, request: Request, from_client: bool) {
+    /// §4.2: a request from a client (`forwarded_by` is `None`) or forwarded by a backup.
+    fn accept_request(&mut self, request: Request, forwarded_by: Option<ReplicaId>) {
+        let from_client = forwarded_by.is_none();
         // The id must be the payload's own: a request labelled with another's id is dropped
         // (from a client, the host already checked it; from a backup, it may lie).
         if !self.names_itself(&request) {
@@ -578,8 +586,8 @@ impl Replica {
             }
             return;
         }
-        let known =
-            self.pending_ids.contains(&request.tx_id) || self.in_log.contains_key(&request.tx_id);
+        let known = self.pending_ids.contains_key(&request.tx_id)
+            || self.in_log.contains_key(&request.tx_id);
         if !known {
             let over_bytes = self.pending_bytes.saturating_add(request.size_bytes())
                 > self.config.max_pending_bytes;
@@ -595,7 +603,18 @@ impl Replica {
             if request.size_bytes() > self.config.max_batch_bytes {
                 return;
             }
-            self.pending_ids.insert(request.tx_id);
+            let origin = forwarded_by.unwrap_or(self.id);
+            let from_origin = self.pending_bytes_from.get(&origin).copied().unwrap_or(0);
+            if forwarded_by.is_some()
+                && from_origin.saturating_add(request.size_bytes())
+                    > self.config.max_forwarded_bytes()
+            {
+                self.dropped(DropReason::ForwarderOverBudget);
+                return;
+            }
+            self.pending_ids.insert(request.tx_id, origin);
+            self.pending_bytes_from
+                .insert(origin, from_origin.saturating_add(request.size_bytes()));
             self.pending_bytes = self.pending_bytes.saturating_add(request.size_bytes());
             self.pending.push_back(request.clone());
             self.arm_progress_timer();
@@ -605,7 +624,22 @@ impl Replica {
         } else if from_client {
             // A retransmission may mean the primary never saw it: forward again.
             let primary = self.config.primary(self.durable.view);
-            self.send(primary, Message::Forward(request));
+            let from = self.id;
+            self.send(primary, Message::Forward { from, request });
+        }
+    }
+
+    /// Accounts for `r` leaving `pending`: its id, and its bytes in the totals.
+    fn unpend(&mut self, r: &Request) {
+        let bytes = r.size_bytes();
+        self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
+        if let Some(origin) = self.pending_ids.remove(&r.tx_id)
+            && let Some(held) = self.pending_bytes_from.get_mut(&origin)
+        {
+            *held = held.saturating_sub(bytes);
+            if *held == 0 {
+                self.pending_bytes_from.remove(&origin);
+            }
         }
     }
 
@@ -622,8 +656,7 @@ impl Replica {
                     || self.durable.executed_tx.contains_key(&front.tx_id)
                 {
                     let r = self.pending.pop_front().expect("front exists");
-                    self.pending_bytes = self.pending_bytes.saturating_sub(r.size_bytes());
-                    self.pending_ids.remove(&r.tx_id);
+                    self.unpend(&r);
                 } else {
                     break;
                 }
@@ -661,11 +694,10 @@ impl Replica {
                 let stale = self.in_log.contains_key(&r.tx_id)
                     || self.durable.executed_tx.contains_key(&r.tx_id);
                 let r = self.pending.pop_front().expect("front exists");
-                self.pending_bytes = self.pending_bytes.saturating_sub(r.size_bytes());
                 // `pending` and `pending_ids` always move together: an id left behind would
                 // make every retransmission look known, and a batch lost in a view change
                 // would lose the request for good.
-                self.pending_ids.remove(&r.tx_id);
+                self.unpend(&r);
                 if stale {
                     continue;
                 }
@@ -981,11 +1013,11 @@ impl Replica {
             });
             for r in &batch.requests {
                 self.durable.executed_tx.insert(r.tx_id, seq);
-                if self.pending_ids.remove(&r.tx_id)
+                if self.pending_ids.contains_key(&r.tx_id)
                     && let Some(i) = self.pending.iter().position(|p| p.tx_id == r.tx_id)
                 {
                     let removed = self.pending.remove(i).expect("position is valid");
-                    self.pending_bytes = self.pending_bytes.saturating_sub(removed.size_bytes());
+                    self.unpend(&removed);
                 }
             }
             // Consensus time never runs backwards: after view changes a batch stamped earlier

@@ -2,6 +2,12 @@
 //! suspects the primary sends a view-change message with its stable checkpoint's proof and a
 //! proof for every batch it prepared; the new primary gathers 2f+1 of them and computes the
 //! batches of the new view (the O set), which every backup recomputes and checks.
+//!
+//! Message size: a view change carries the batches it proves prepared (the new primary needs
+//! them), at most one watermark window of them; a new view carries its view changes without
+//! their batches ([`Signed::without_batches`]) and each batch of its O set once. So neither
+//! is larger than one window of full batches plus signatures, whatever the load — a bound
+//! the host checks against its transport's message limit.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -93,8 +99,10 @@ impl Replica {
 
     /// A view-change message is valid when signed, its checkpoint proof holds, and each
     /// prepared proof is a pre-prepare from the primary of an earlier view with 2f matching
-    /// prepares from distinct backups of that view, inside the message's watermarks.
-    pub(crate) fn valid_view_change(&self, vc: &Signed<ViewChange>) -> bool {
+    /// prepares from distinct backups of that view, inside the message's watermarks. Sent on
+    /// its own (`batches` = [`Batches::Carried`]) each proof carries its batch, within the
+    /// batch limits; inside a new view ([`Batches::LeftOut`]) each carries the null batch.
+    pub(crate) fn valid_view_change(&self, vc: &Signed<ViewChange>, batches: Batches) -> bool {
         let m = &vc.message;
         if !self.verify(vc, m.signed_bytes(), Domain::ViewChange) {
             return false;
@@ -114,7 +122,7 @@ impl Replica {
                 || pp.seq > low.saturating_add(self.config.watermark_window)
                 || !seqs.insert(pp.seq)
                 || p.pre_prepare.from != self.config.primary(pp.view)
-                || pp.batch.digest() != pp.digest
+                || !self.proof_batch_fits(pp, batches)
                 || !self.verify(&p.pre_prepare, pp.signed_bytes(), Domain::PrePrepare)
             {
                 return false;
@@ -139,6 +147,19 @@ impl Replica {
             }
         }
         true
+    }
+
+    /// Does a proof's batch take the form `batches` asks for: its digest's batch within the
+    /// batch limits, or left out?
+    fn proof_batch_fits(&self, pp: &PrePrepare, batches: Batches) -> bool {
+        match batches {
+            Batches::Carried => {
+                pp.batch.requests.len() <= self.config.max_batch_requests
+                    && pp.batch.size_bytes() <= self.config.max_batch_bytes
+                    && pp.batch.digest() == pp.digest
+            }
+            Batches::LeftOut => pp.batch == Batch::null(),
+        }
     }
 
     /// §4.5.2: accept a valid view change for a later view; join once f+1 replicas ask for
@@ -167,7 +188,7 @@ impl Replica {
             self.dropped(DropReason::ViewChangeFlood);
             return;
         }
-        if !self.valid_view_change(&vc) {
+        if !self.valid_view_change(&vc, Batches::Carried) {
             return;
         }
         self.store_view_change(vc);
@@ -201,14 +222,35 @@ impl Replica {
                 chosen.push(vc.clone());
             }
         }
-        let (_, pre_prepares) = self.compute_new_view_batches(view, &chosen);
-        let pre_prepares: Vec<Signed<PrePrepare>> = pre_prepares
-            .into_iter()
-            .map(|pp| self.sign(pp, |m| m.signed_bytes(), Domain::PrePrepare))
-            .collect();
+        let (_, digests) = self.compute_o_set(&chosen);
+        // The batches come from the chosen view changes, which carry them (checked on receipt).
+        let mut known: BTreeMap<Digest, &Batch> = BTreeMap::new();
+        for p in chosen.iter().flat_map(|vc| &vc.message.prepared) {
+            known.insert(p.pre_prepare.message.digest, &p.pre_prepare.message.batch);
+        }
+        let null = Batch::null();
+        let null_digest = null.digest();
+        let mut pre_prepares = Vec::with_capacity(digests.len());
+        for (seq, digest) in digests {
+            let batch = if digest == null_digest {
+                &null
+            } else if let Some(batch) = known.get(&digest) {
+                batch
+            } else {
+                debug_assert!(false, "a chosen view change without its batch");
+                return;
+            };
+            let pp = PrePrepare {
+                view,
+                seq,
+                digest,
+                batch: (*batch).clone(),
+            };
+            pre_prepares.push(self.sign(pp, |m| m.signed_bytes(), Domain::PrePrepare));
+        }
         let nv = NewView {
             view,
-            view_changes: chosen,
+            view_changes: chosen.iter().map(Signed::without_batches).collect(),
             pre_prepares,
         };
         let signed = self.sign(nv, |m| m.signed_bytes(), Domain::NewView);
@@ -282,13 +324,12 @@ impl Replica {
     }
 
     /// The O set of §4.4: from the highest stable checkpoint among the view changes (min-s)
-    /// to the highest prepared sequence number (max-s), the batch prepared in the latest view
-    /// for each sequence number, or the null batch where none prepared.
-    pub(crate) fn compute_new_view_batches(
+    /// to the highest prepared sequence number (max-s), the digest of the batch prepared in
+    /// the latest view for each sequence number, or the null batch's where none prepared.
+    pub(crate) fn compute_o_set(
         &self,
-        view: View,
         vcs: &[Signed<ViewChange>],
-    ) -> (CheckpointProof, Vec<PrePrepare>) {
+    ) -> (CheckpointProof, Vec<(Seq, Digest)>) {
         let checkpoint = vcs
             .iter()
             .map(|vc| &vc.message.checkpoint)
@@ -309,27 +350,17 @@ impl Replica {
             }
         }
         let max_s = best.keys().next_back().copied().unwrap_or(min_s);
-        let batches = (min_s..max_s)
+        let null = Batch::null().digest();
+        let digests = (min_s..max_s)
             .filter_map(|seq| seq.checked_add(1))
-            .map(|seq| {
-                let batch = best
-                    .get(&seq)
-                    .map(|pp| pp.batch.clone())
-                    .unwrap_or_else(Batch::null);
-                PrePrepare {
-                    view,
-                    seq,
-                    digest: batch.digest(),
-                    batch,
-                }
-            })
+            .map(|seq| (seq, best.get(&seq).map_or(null, |pp| pp.digest)))
             .collect();
-        (checkpoint, batches)
+        (checkpoint, digests)
     }
 
     /// A backup accepts a new view from the primary of that view when it carries 2f+1 valid
-    /// view changes for it from distinct replicas and exactly the batches they imply, each
-    /// signed by the new primary. Otherwise the new primary is faulty: on to the next view.
+    /// view changes for it from distinct replicas (their batches left out) and exactly the
+    /// batches they imply, each signed by the new primary and matching its digest. Otherwise the new primary is faulty: on to the next view.
     pub(crate) fn on_new_view(&mut self, nv: Signed<NewView>) {
         let m = &nv.message;
         if m.view < self.durable.view || (m.view == self.durable.view && !self.in_view_change) {
@@ -347,19 +378,25 @@ impl Replica {
             && m.view_changes.iter().all(|vc| {
                 vc.message.new_view == m.view
                     && signers.insert(vc.from)
-                    && self.valid_view_change(vc)
+                    && self.valid_view_change(vc, Batches::LeftOut)
             })
             && signers.len() >= self.config.quorum();
         if !valid {
             return;
         }
-        let (_, expected) = self.compute_new_view_batches(m.view, &m.view_changes);
+        let (_, expected) = self.compute_o_set(&m.view_changes);
         let matches = expected.len() == m.pre_prepares.len()
-            && expected.iter().zip(&m.pre_prepares).all(|(e, pp)| {
-                pp.from == primary
-                    && pp.message == *e
-                    && self.verify(pp, pp.message.signed_bytes(), Domain::PrePrepare)
-            });
+            && expected
+                .iter()
+                .zip(&m.pre_prepares)
+                .all(|((seq, digest), pp)| {
+                    pp.from == primary
+                        && pp.message.view == m.view
+                        && pp.message.seq == *seq
+                        && pp.message.digest == *digest
+                        && pp.message.batch.digest() == *digest
+                        && self.verify(pp, pp.message.signed_bytes(), Domain::PrePrepare)
+                });
         if !matches {
             self.start_view_change(m.view.saturating_add(1));
             return;
@@ -372,7 +409,7 @@ impl Replica {
 
     /// Installs a new view: its checkpoint, its batches (prepared anew), and the timers.
     fn enter_view(&mut self, nv: NewView) {
-        let (checkpoint, _) = self.compute_new_view_batches(nv.view, &nv.view_changes);
+        let (checkpoint, _) = self.compute_o_set(&nv.view_changes);
         self.durable.view = nv.view;
         self.in_view_change = false;
         self.view_change_attempts = 0;
@@ -424,9 +461,19 @@ impl Replica {
         } else {
             // Hand our pending requests to the new primary.
             let pending: Vec<Request> = self.pending.iter().cloned().collect();
-            for r in pending {
-                self.send(primary, Message::Forward(r));
+            let from = self.id;
+            for request in pending {
+                self.send(primary, Message::Forward { from, request });
             }
         }
     }
+}
+
+/// Whether the prepared proofs of a view change carry their batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Batches {
+    /// A view change on its own: each proof carries its batch (the new primary needs it).
+    Carried,
+    /// A view change inside a new view: each proof carries the null batch.
+    LeftOut,
 }

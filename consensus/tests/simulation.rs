@@ -578,3 +578,78 @@ fn a_replica_restarted_after_a_view_change_rejoins_the_view() {
         assert!(!rejoined.in_view_change(), "{rejoined}");
     }
 }
+
+/// Issue 14, item 5: a new view carries its view changes without their batches, so neither a
+/// view change nor a new view carries more than one window of batches, however full the
+/// window (the host's transport limit is sized for that). Before, a new view carried each of
+/// its 2f+1 view changes' batches besides its own O set: here about four windows' worth.
+#[test]
+fn a_view_change_over_a_window_of_full_batches_stays_within_one_message() {
+    let mut config = sim_config(4);
+    // One request per batch, each batch nearly full, no checkpoint before the window ends:
+    // every prepared batch is in every view change.
+    config.checkpoint_interval = 32;
+    config.watermark_window = 32;
+    config.max_batch_requests = 1;
+    config.max_batch_bytes = 160;
+    let mut sim = Sim::new(14006, config, &vec![Behavior::Honest; 4]);
+    for _ in 0..28 {
+        sim.submit(None);
+    }
+    while sim.nodes[1].ledger.len() < 24 && sim.now < 5_000 {
+        sim.step();
+    }
+    sim.crash(0);
+    for _ in 0..4 {
+        sim.submit(None);
+    }
+    // The three others change view and order the rest; the old primary then catches up.
+    assert!(!run_until_executed(&mut sim, 3_000));
+    sim.restart(0);
+    assert!(run_until_executed(&mut sim, 20_000));
+    sim.check_ledgers();
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    assert!(sim.stats.max_view >= 1, "no view change happened");
+}
+
+/// Issue 14, item 5: one replica's forwards hold at most a 1/(f+1) share of another's
+/// pending queue ([`Config::max_forwarded_bytes`]), so a replica forwarding requests of its
+/// own as fast as it can never gets clients' requests refused. Before, the flood filled the
+/// queue and clients were told the peer was busy (`PendingFull`).
+#[test]
+fn a_forward_flooder_cannot_fill_the_pending_queue() {
+    let mut config = sim_config(4);
+    config.max_batch_bytes = 4 << 10;
+    config.max_pending_bytes = 16 << 10;
+    let mut behaviors = vec![Behavior::Honest; 4];
+    behaviors[3] = Behavior::ForwardFlooder;
+    let mut sim = Sim::new(14_007, config, &behaviors);
+    for _ in 0..40 {
+        for _ in 0..4 {
+            sim.submit(None);
+        }
+        for _ in 0..50 {
+            sim.step();
+        }
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+    }
+    assert!(run_until_executed(&mut sim, 30_000));
+    sim.check_ledgers();
+    let correct: Vec<&Replica> = sim
+        .nodes
+        .iter()
+        .filter(|n| n.is_correct())
+        .filter_map(|n| n.replica.as_ref())
+        .collect();
+    let drops = |reason| -> u64 {
+        correct
+            .iter()
+            .map(|r| r.drops().get(&reason).copied().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(drops(DropReason::PendingFull), 0, "clients were refused");
+    assert!(
+        drops(DropReason::ForwarderOverBudget) > 0,
+        "the flood never reached its budget"
+    );
+}

@@ -151,7 +151,10 @@ fn view_change(u: &mut Unstructured<'_>, from: ReplicaId) -> arbitrary::Result<S
 
 fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
     Ok(match u.int_in_range(0..=8u8)? {
-        0 => Message::Forward(request(u)?),
+        0 => Message::Forward {
+            from: sender(u)?,
+            request: request(u)?,
+        },
         1 => Message::PrePrepare(pre_prepare(u)?),
         2 => Message::Prepare(vote(u, Domain::Prepare)?),
         3 => Message::Commit(vote(u, Domain::Commit)?),

@@ -13,7 +13,7 @@
 //! every commit certificate), so a peer that was down for any length of time can catch up.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +23,9 @@ use tokio::sync::{oneshot, watch};
 
 use crate::execute::{CertifiedBatch, Revocations, execute_block};
 use crate::ledger::Ledger;
-use crate::network::Network;
+use crate::network::{MAX_REPLICA_MESSAGE_BYTES, Network};
 use crate::pbft_store::{PbftStore, committed_key};
+use crate::queue::{ByteBudget, Queued};
 use crate::validate::Validator;
 
 /// Most inputs handled before the durable state is written.
@@ -50,16 +51,108 @@ pub enum Outcome {
     Busy,
 }
 
+/// What the consensus thread takes in. Each submission and replica message holds its bytes
+/// of the queue's budget until it is handled.
 pub enum Input {
     Submit {
         request: pbft::Request,
         reply: oneshot::Sender<Outcome>,
+        queued: Queued,
     },
     Message {
         from: pbft::ReplicaId,
         message: pbft::Message,
+        queued: Queued,
     },
     Shutdown,
+}
+
+/// Bytes of client submissions (ids and envelopes) queued for the consensus thread at most.
+pub const QUEUED_SUBMISSION_BYTES: usize = 256 << 20;
+/// Bytes of one replica's messages (as encoded) queued for the consensus thread at most: two
+/// of the largest it may send, so one replica cannot take the others' room.
+pub const QUEUED_BYTES_PER_REPLICA: usize = 2 * MAX_REPLICA_MESSAGE_BYTES;
+
+/// The sending side of the consensus thread's input queue, with its byte budgets: one for
+/// client submissions, one per replica.
+#[derive(Clone)]
+pub struct Inputs {
+    sender: SyncSender<Input>,
+    submissions: ByteBudget,
+    replicas: Arc<[ByteBudget]>,
+}
+
+/// Why an input was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QueueError {
+    /// The queue is full, in inputs or in bytes.
+    Full,
+    /// The consensus thread has stopped.
+    Disconnected,
+    /// No replica of the network has that id.
+    NoSuchReplica,
+}
+
+impl Inputs {
+    /// Budgets for `replicas` replicas around `sender`.
+    pub fn new(sender: SyncSender<Input>, replicas: usize) -> Inputs {
+        Inputs {
+            sender,
+            submissions: ByteBudget::new(QUEUED_SUBMISSION_BYTES),
+            replicas: (0..replicas)
+                .map(|_| ByteBudget::new(QUEUED_BYTES_PER_REPLICA))
+                .collect(),
+        }
+    }
+
+    /// Queues a client's request, charged its [`pbft::Request::size_bytes`].
+    pub fn submit(
+        &self,
+        request: pbft::Request,
+        reply: oneshot::Sender<Outcome>,
+    ) -> Result<(), QueueError> {
+        let queued = self
+            .submissions
+            .take(request.size_bytes())
+            .ok_or(QueueError::Full)?;
+        self.send(Input::Submit {
+            request,
+            reply,
+            queued,
+        })
+    }
+
+    /// Queues a message from replica `from`, charged `bytes` (its encoded size) to that
+    /// replica's budget.
+    pub fn message(
+        &self,
+        from: pbft::ReplicaId,
+        message: pbft::Message,
+        bytes: usize,
+    ) -> Result<(), QueueError> {
+        let budget = self
+            .replicas
+            .get(from as usize)
+            .ok_or(QueueError::NoSuchReplica)?;
+        let queued = budget.take(bytes).ok_or(QueueError::Full)?;
+        self.send(Input::Message {
+            from,
+            message,
+            queued,
+        })
+    }
+
+    /// Asks the consensus thread to stop (waits for room in the queue).
+    pub fn shutdown(&self) {
+        let _ = self.sender.send(Input::Shutdown);
+    }
+
+    fn send(&self, input: Input) -> Result<(), QueueError> {
+        self.sender.try_send(input).map_err(|e| match e {
+            TrySendError::Full(_) => QueueError::Full,
+            TrySendError::Disconnected(_) => QueueError::Disconnected,
+        })
+    }
 }
 
 /// What the rest of the peer may read about the replica.
@@ -174,7 +267,7 @@ impl Driver {
 
     fn handle(&mut self, input: Input) -> bool {
         match input {
-            Input::Submit { request, reply } => {
+            Input::Submit { request, reply, .. } => {
                 self.waiters.entry(request.tx_id).or_default().push(Waiter {
                     reply,
                     since: Instant::now(),
@@ -185,8 +278,9 @@ impl Driver {
             Input::Message {
                 from,
                 message: pbft::Message::Fetch { after, up_to, .. },
+                ..
             } => self.serve_fetch(from, after, up_to),
-            Input::Message { from, message } => {
+            Input::Message { from, message, .. } => {
                 let reply_from =
                     matches!(message, pbft::Message::FetchReply { .. }).then_some(from);
                 let actions = self.replica.receive(message, now_ms());
@@ -492,4 +586,58 @@ fn fatal(why: &str) -> ! {
     tracing::error!("{why}; stopping the peer");
     eprintln!("medledger-peer: fatal: {why}");
     std::process::exit(70);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(from: pbft::ReplicaId) -> pbft::Message {
+        pbft::Message::Checkpoint(pbft::Signed {
+            from,
+            message: pbft::Checkpoint {
+                seq: 16,
+                state_root: [0; 32],
+            },
+            signature: vec![0; 64],
+        })
+    }
+
+    /// One replica filling its byte budget keeps neither the others' messages nor clients'
+    /// submissions out, and its room comes back as the consensus thread takes its inputs.
+    #[test]
+    fn one_replica_cannot_take_the_input_queue() {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(INPUT_QUEUE_FOR_TEST);
+        let inputs = Inputs::new(sender, 4);
+        let big = MAX_REPLICA_MESSAGE_BYTES;
+        assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
+        assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
+        assert_eq!(
+            inputs.message(1, checkpoint(1), 1),
+            Err(QueueError::Full),
+            "replica 1 is over its budget"
+        );
+        assert_eq!(inputs.message(2, checkpoint(2), big), Ok(()));
+        let (reply, _outcome) = oneshot::channel();
+        let request = pbft::Request {
+            tx_id: [1; 32],
+            payload: vec![0; 1000],
+        };
+        assert_eq!(inputs.submit(request, reply), Ok(()));
+        assert_eq!(
+            inputs.message(9, checkpoint(1), 1),
+            Err(QueueError::NoSuchReplica),
+            "no such replica"
+        );
+        drop(receiver.recv().unwrap());
+        assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
+        let oversized = pbft::Request {
+            tx_id: [2; 32],
+            payload: vec![0; QUEUED_SUBMISSION_BYTES],
+        };
+        let (reply, _outcome) = oneshot::channel();
+        assert_eq!(inputs.submit(oversized, reply), Err(QueueError::Full));
+    }
+
+    const INPUT_QUEUE_FOR_TEST: usize = 16;
 }

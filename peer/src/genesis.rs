@@ -58,7 +58,9 @@ pub fn default_parameters() -> v1::ConsensusParameters {
         checkpoint_interval: c.checkpoint_interval,
         watermark_window: c.watermark_window,
         max_batch_requests: 256,
-        max_batch_bytes: 4 << 20,
+        // A view change carries one window of full batches and must fit one replica
+        // message (`wire::max_encoded_bytes`): 64 × 384 KiB leaves room under 32 MiB.
+        max_batch_bytes: 384 << 10,
         batch_timeout_ms: c.batch_timeout_ms,
         request_timeout_ms: 2_000,
         max_clock_skew_ms: c.max_clock_skew_ms,
@@ -210,28 +212,7 @@ impl Genesis {
         &self,
         p: &v1::ConsensusParameters,
     ) -> Result<pbft::Config, GenesisError> {
-        let mut c = pbft::Config::new(self.n());
-        c.checkpoint_interval = p.checkpoint_interval;
-        c.watermark_window = p.watermark_window;
-        c.max_batch_requests = p.max_batch_requests as usize;
-        c.max_batch_bytes = p.max_batch_bytes as usize;
-        c.batch_timeout_ms = p.batch_timeout_ms;
-        c.request_timeout_ms = p.request_timeout_ms;
-        c.max_clock_skew_ms = p.max_clock_skew_ms;
-        c.retain_committed = c.watermark_window.max(1024);
-        let sane = c.checkpoint_interval > 0
-            && c.watermark_window >= c.checkpoint_interval
-            && c.watermark_window.is_multiple_of(c.checkpoint_interval)
-            && c.max_batch_requests > 0
-            && c.max_batch_bytes >= p.max_envelope_bytes as usize
-            && p.max_envelope_bytes >= 1024
-            && c.request_timeout_ms > c.batch_timeout_ms;
-        if !sane {
-            return Err(GenesisError::Malformed(format!(
-                "inconsistent consensus parameters: {p:?}"
-            )));
-        }
-        Ok(c)
+        consensus_config(self.n(), p)
     }
 
     /// The PBFT core's configuration.
@@ -260,5 +241,58 @@ impl Genesis {
             .iter()
             .position(|k| k == key)
             .map(|i| i as pbft::ReplicaId)
+    }
+}
+
+/// The PBFT core's configuration for `n` replicas under the genesis parameters `p`, or
+/// `Malformed` when they are inconsistent or would let a view change outgrow a replica
+/// message ([`crate::wire::max_encoded_bytes`]).
+pub fn consensus_config(n: u32, p: &v1::ConsensusParameters) -> Result<pbft::Config, GenesisError> {
+    let mut c = pbft::Config::new(n);
+    c.checkpoint_interval = p.checkpoint_interval;
+    c.watermark_window = p.watermark_window;
+    c.max_batch_requests = p.max_batch_requests as usize;
+    c.max_batch_bytes = p.max_batch_bytes as usize;
+    c.batch_timeout_ms = p.batch_timeout_ms;
+    c.request_timeout_ms = p.request_timeout_ms;
+    c.max_clock_skew_ms = p.max_clock_skew_ms;
+    c.retain_committed = c.watermark_window.max(1024);
+    let sane = c.checkpoint_interval > 0
+        && c.watermark_window >= c.checkpoint_interval
+        && c.watermark_window.is_multiple_of(c.checkpoint_interval)
+        && c.max_batch_requests > 0
+        && c.max_batch_bytes >= p.max_envelope_bytes as usize
+        && p.max_envelope_bytes >= 1024
+        && c.request_timeout_ms > c.batch_timeout_ms;
+    if !sane {
+        return Err(GenesisError::Malformed(format!(
+            "inconsistent consensus parameters: {p:?}"
+        )));
+    }
+    let largest = crate::wire::max_encoded_bytes(&c);
+    let limit = crate::network::MAX_REPLICA_MESSAGE_BYTES;
+    if largest > limit {
+        return Err(GenesisError::Malformed(format!(
+            "with these consensus parameters a view change may take {largest} bytes, more \
+             than the {limit} a replica message may: lower max_batch_bytes or \
+             watermark_window"
+        )));
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_parameters_fit_a_replica_message_and_oversized_batches_do_not() {
+        for n in [4, 7, 10] {
+            consensus_config(n, &default_parameters()).unwrap();
+        }
+        let mut p = default_parameters();
+        p.max_batch_bytes = 4 << 20;
+        let err = consensus_config(4, &p).unwrap_err().to_string();
+        assert!(err.contains("view change may take"), "{err}");
     }
 }

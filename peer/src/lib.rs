@@ -21,6 +21,7 @@ pub mod ledger;
 pub mod network;
 pub mod node;
 pub mod pbft_store;
+pub mod queue;
 pub mod service;
 pub mod stub;
 pub mod validate;

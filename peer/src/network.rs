@@ -3,14 +3,15 @@
 //! replica it dials. Inbound, the sender is the replica its TLS certificate names, and a
 //! message signed by any other replica is refused and the stream closed.
 //!
-//! Sends never block the consensus thread: each outbound stream has a bounded queue, and a
-//! message that does not fit is dropped (PBFT recovers lost messages through retransmission,
-//! checkpoints, state transfer and view changes).
+//! Sends never block the consensus thread: each outbound stream has a queue bounded in
+//! messages and in bytes ([`OUTBOUND_QUEUE_BYTES`]), and a message that does not fit is
+//! dropped (PBFT recovers lost messages through retransmission, checkpoints, state transfer
+//! and view changes). Inbound, each replica's messages waiting for the consensus thread are
+//! charged to that replica's byte budget (`driver::Inputs`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
 use medledger_crypto::{RootCertificate, validate_enrollment_certificate};
@@ -18,21 +19,31 @@ use medledger_pbft as pbft;
 use medledger_proto::v1;
 use medledger_proto::v1::replication_client::ReplicationClient;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::driver::Input;
+use crate::driver::Inputs;
 use crate::genesis::Genesis;
+use crate::queue::{ByteBudget, Queued};
 use crate::wire;
 
 /// Messages queued per outbound stream before new ones are dropped.
 const OUTBOUND_QUEUE: usize = 8192;
+/// Bytes (encoded) queued per outbound stream before new messages are dropped: two of the
+/// largest messages.
+pub const OUTBOUND_QUEUE_BYTES: usize = 2 * MAX_REPLICA_MESSAGE_BYTES;
+/// Messages handed to a stream's gRPC call ahead of the network (their bytes still count).
+const STREAM_BUFFER: usize = 64;
+
+/// An outbound message with the bytes it holds of its queue's budget.
+type Outbound = (v1::ReplicaMessage, Queued);
 /// Largest replica message accepted or sent.
 pub const MAX_REPLICA_MESSAGE_BYTES: usize = 32 << 20;
 
 pub struct Network {
     me: pbft::ReplicaId,
-    outbound: Vec<Option<mpsc::Sender<v1::ReplicaMessage>>>,
+    outbound: Vec<Option<(mpsc::Sender<Outbound>, ByteBudget)>>,
     pub connected: Vec<Arc<AtomicBool>>,
 }
 
@@ -53,7 +64,7 @@ impl Network {
                 continue;
             }
             let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-            outbound.push(Some(tx));
+            outbound.push(Some((tx, ByteBudget::new(OUTBOUND_QUEUE_BYTES))));
             let pins = BTreeSet::from([genesis.peer_keys[i].to_bytes()]);
             let config = tls(pins);
             tokio::spawn(outbound_stream(
@@ -72,22 +83,29 @@ impl Network {
     }
 
     pub fn send(&self, to: pbft::ReplicaId, message: &pbft::Message) {
-        self.send_proto(to, wire::to_proto(message));
+        let encoded = wire::to_proto(message);
+        let bytes = prost::Message::encoded_len(&encoded);
+        self.send_proto(to, encoded, bytes);
     }
 
     pub fn broadcast(&self, message: &pbft::Message) {
         let encoded = wire::to_proto(message);
+        let bytes = prost::Message::encoded_len(&encoded);
         for to in 0..self.outbound.len() as u32 {
             if to != self.me {
-                self.send_proto(to, encoded.clone());
+                self.send_proto(to, encoded.clone(), bytes);
             }
         }
     }
 
-    fn send_proto(&self, to: pbft::ReplicaId, message: v1::ReplicaMessage) {
-        if let Some(Some(tx)) = self.outbound.get(to as usize)
-            && tx.try_send(message).is_err()
-        {
+    fn send_proto(&self, to: pbft::ReplicaId, message: v1::ReplicaMessage, bytes: usize) {
+        let Some(Some((tx, budget))) = self.outbound.get(to as usize) else {
+            return;
+        };
+        let sent = budget
+            .take(bytes)
+            .is_some_and(|queued| tx.try_send((message, queued)).is_ok());
+        if !sent {
             metrics::counter!("medledger_replica_messages_dropped_total").increment(1);
         }
     }
@@ -97,7 +115,7 @@ async fn outbound_stream(
     to: u32,
     address: String,
     config: Arc<rustls::ClientConfig>,
-    mut queue: mpsc::Receiver<v1::ReplicaMessage>,
+    mut queue: mpsc::Receiver<Outbound>,
     connected: Arc<AtomicBool>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -107,8 +125,9 @@ async fn outbound_stream(
                 let mut client = ReplicationClient::new(channel)
                     .max_encoding_message_size(MAX_REPLICA_MESSAGE_BYTES)
                     .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);
-                let (tx, rx) = mpsc::channel(1024);
-                let call = client.stream(ReceiverStream::new(rx));
+                // The stream gives each message's bytes back to the budget as gRPC takes it.
+                let (tx, rx) = mpsc::channel::<Outbound>(STREAM_BUFFER);
+                let call = client.stream(ReceiverStream::new(rx).map(|(m, _queued)| m));
                 tokio::pin!(call);
                 connected.store(true, Ordering::Relaxed);
                 tracing::info!(replica = to, %address, "stream to replica open");
@@ -145,7 +164,7 @@ pub type Prewarm = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 pub struct ReplicationService {
     pub genesis: Arc<Genesis>,
     pub root: RootCertificate,
-    pub inputs: SyncSender<Input>,
+    pub inputs: Inputs,
     /// Checks the envelopes of incoming batches here, on the network's threads, so that
     /// executing them on the consensus thread finds their certificates and signatures
     /// already verified (see `Validator`'s caches).
@@ -185,7 +204,8 @@ impl v1::replication_server::Replication for ReplicationService {
         let mut stream = request.into_inner();
         tracing::info!(replica = from, "stream from replica open");
         while let Some(message) = stream.message().await? {
-            let message = match wire::from_proto(message) {
+            let bytes = prost::Message::encoded_len(&message);
+            let message = match wire::from_proto(message, from) {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(replica = from, error = %e, "malformed replica message");
@@ -215,17 +235,13 @@ impl v1::replication_server::Replication for ReplicationService {
                 // A backup forwards what a client submitted to it, which it validated: a
                 // forward that can never be valid comes from a lying replica and is not queued
                 // (it would take room from real requests and be ordered only to be refused).
-                pbft::Message::Forward(r) if !(self.prewarm)(&r.payload) => {
+                pbft::Message::Forward { request: r, .. } if !(self.prewarm)(&r.payload) => {
                     metrics::counter!("medledger_replica_messages_refused_total").increment(1);
                     continue;
                 }
                 _ => {}
             }
-            if self
-                .inputs
-                .try_send(Input::Message { from, message })
-                .is_err()
-            {
+            if self.inputs.message(from, message, bytes).is_err() {
                 metrics::counter!("medledger_replica_messages_dropped_total").increment(1);
             }
         }

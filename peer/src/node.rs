@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::PeerConfig;
-use crate::driver::{Driver, Input, Shared, Status};
+use crate::driver::{Driver, Input, Inputs, Shared, Status};
 use crate::execute::Revocations;
 use crate::genesis::Genesis;
 use crate::ledger::Ledger;
@@ -191,6 +191,7 @@ pub async fn run(
     );
     let pbft_config = genesis.pbft_config();
     let (inputs, inputs_rx) = std::sync::mpsc::sync_channel::<Input>(INPUT_QUEUE);
+    let inputs = Inputs::new(inputs, genesis.config.peers.len());
     let driver_parts = (
         ledger.clone(),
         validator.clone(),
@@ -308,7 +309,7 @@ pub async fn run(
     if let Ok(Ok(Err(e))) = tokio::time::timeout(std::time::Duration::from_secs(3), server).await {
         tracing::warn!(error = %e, "server ended with an error");
     }
-    let _ = inputs.send(Input::Shutdown);
+    inputs.shutdown();
     let _ = tokio::task::spawn_blocking(move || driver_thread.join()).await;
     tracing::info!("stopped");
     Ok(())

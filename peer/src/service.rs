@@ -3,7 +3,6 @@
 //! identity. Errors are mapped once, here, to gRPC statuses with messages that say what to do.
 
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::time::Duration;
 
 use medledger_chaincode::{self as chaincode, ChaincodeError, stub::StubError};
@@ -17,7 +16,7 @@ use tonic::{Code, Request, Response, Status};
 use v1::TxStatus;
 
 use crate::block::header_hash;
-use crate::driver::{Input, Outcome, Shared};
+use crate::driver::{Inputs, Outcome, QueueError, Shared};
 use crate::execute::CommittedFacts;
 use crate::genesis::Genesis;
 use crate::ledger::{Ledger, StateView};
@@ -36,7 +35,7 @@ pub struct LedgerService {
     pub validator: Arc<Validator>,
     pub shared: Arc<Shared>,
     pub network: Arc<Network>,
-    pub inputs: SyncSender<Input>,
+    pub inputs: Inputs,
     pub identity: Arc<SigningIdentity>,
     pub replica: pbft::ReplicaId,
     /// Per-identity limits on submissions (by the transaction's creator).
@@ -194,21 +193,18 @@ impl v1::ledger_server::Ledger for LedgerService {
             None => self.admit(creator)?,
         };
         let (reply, outcome) = oneshot::channel();
-        let input = Input::Submit {
-            request: pbft::Request {
-                tx_id,
-                payload: bytes,
-            },
-            reply,
+        let request = pbft::Request {
+            tx_id,
+            payload: bytes,
         };
-        match self.inputs.try_send(input) {
+        match self.inputs.submit(request, reply) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
+            Err(QueueError::Full) => {
                 return Err(Status::resource_exhausted(
                     "the peer is overloaded; retry the same transaction shortly",
                 ));
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(QueueError::Disconnected | QueueError::NoSuchReplica) => {
                 return Err(Status::unavailable("the peer is shutting down"));
             }
         }

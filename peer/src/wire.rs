@@ -22,6 +22,55 @@ fn required<T>(value: Option<T>, what: &'static str) -> Result<T> {
     value.ok_or(WireError(what))
 }
 
+// --------------------------------------------------------------------------------- size
+
+/// Protobuf framing per request beyond [`pbft::Request::size_bytes`]: tags and lengths.
+const REQUEST_FRAMING: usize = 16;
+/// A batch's framing besides its requests: timestamp, tags, lengths.
+const BATCH_FRAMING: usize = 32;
+/// One signed vote, checkpoint or pre-prepare header: two 10-byte varints, a 32-byte digest,
+/// a 64-byte signature, the sender, tags and lengths (130 bytes at most; rounded up).
+const SIGNED_HEADER: usize = 160;
+/// A message's own fields and framing besides what it carries.
+const MESSAGE_FRAMING: usize = 64;
+
+/// The largest encoded replica message a correct replica sends under `config`: the larger
+/// of a view change carrying one window of full batches, a new view (2f+1 view changes
+/// without their batches, and one window of full batches), and a fetch reply (one window of
+/// committed batches with their commits). An upper bound, checked against encodings of
+/// those messages in the tests; the genesis refuses parameters whose bound exceeds
+/// [`crate::network::MAX_REPLICA_MESSAGE_BYTES`], so no view change can be too large to send.
+pub fn max_encoded_bytes(config: &pbft::Config) -> usize {
+    let n = config.n as usize;
+    let window = usize::try_from(config.watermark_window).unwrap_or(usize::MAX);
+    let batch = config
+        .max_batch_bytes
+        .saturating_add(config.max_batch_requests.saturating_mul(REQUEST_FRAMING))
+        .saturating_add(BATCH_FRAMING);
+    let signatures = n.saturating_mul(SIGNED_HEADER);
+    let checkpoint_proof = MESSAGE_FRAMING.saturating_add(signatures);
+    let proof = SIGNED_HEADER.saturating_add(signatures);
+    let view_change_without_batches = MESSAGE_FRAMING
+        .saturating_add(SIGNED_HEADER)
+        .saturating_add(checkpoint_proof)
+        .saturating_add(window.saturating_mul(proof));
+    let view_change = view_change_without_batches.saturating_add(window.saturating_mul(batch));
+    let new_view = MESSAGE_FRAMING
+        .saturating_add(SIGNED_HEADER)
+        .saturating_add(config.quorum().saturating_mul(view_change_without_batches))
+        .saturating_add(window.saturating_mul(SIGNED_HEADER.saturating_add(batch)));
+    let fetch_reply = MESSAGE_FRAMING
+        .saturating_add(checkpoint_proof)
+        .saturating_add(
+            window.saturating_mul(
+                MESSAGE_FRAMING
+                    .saturating_add(batch)
+                    .saturating_add(signatures),
+            ),
+        );
+    view_change.max(new_view).max(fetch_reply)
+}
+
 // ------------------------------------------------------------------------------- encode
 
 pub fn request_to_proto(r: &pbft::Request) -> v1::PbftRequest {
@@ -111,7 +160,7 @@ pub fn committed_to_proto(c: &pbft::CommittedBatch) -> v1::PbftCommittedBatch {
 
 pub fn to_proto(message: &pbft::Message) -> v1::ReplicaMessage {
     let kind = match message {
-        pbft::Message::Forward(r) => Kind::Forward(request_to_proto(r)),
+        pbft::Message::Forward { request, .. } => Kind::Forward(request_to_proto(request)),
         pbft::Message::PrePrepare(p) => Kind::PrePrepare(pre_prepare_to_proto(p)),
         pbft::Message::Prepare(v) => Kind::Prepare(vote_to_proto(v)),
         pbft::Message::Commit(v) => Kind::Commit(vote_to_proto(v)),
@@ -270,9 +319,14 @@ pub fn committed_from_proto(c: v1::PbftCommittedBatch) -> Result<pbft::Committed
     })
 }
 
-pub fn from_proto(message: v1::ReplicaMessage) -> Result<pbft::Message> {
+/// Decodes a message that arrived from replica `sender` (named by its TLS certificate): a
+/// forward is `sender`'s; every other message names its signer, or asks as `from`.
+pub fn from_proto(message: v1::ReplicaMessage, sender: pbft::ReplicaId) -> Result<pbft::Message> {
     Ok(match required(message.kind, "empty replica message")? {
-        Kind::Forward(r) => pbft::Message::Forward(request_from_proto(r)?),
+        Kind::Forward(r) => pbft::Message::Forward {
+            from: sender,
+            request: request_from_proto(r)?,
+        },
         Kind::PrePrepare(p) => pbft::Message::PrePrepare(pre_prepare_from_proto(p)?),
         Kind::Prepare(v) => pbft::Message::Prepare(vote_from_proto(v)?),
         Kind::Commit(v) => pbft::Message::Commit(vote_from_proto(v)?),
@@ -327,7 +381,7 @@ pub fn claimed_sender(message: &pbft::Message) -> Option<pbft::ReplicaId> {
         pbft::Message::ViewChange(vc) => Some(vc.from),
         pbft::Message::NewView(nv) => Some(nv.from),
         pbft::Message::Fetch { from, .. } => Some(*from),
-        pbft::Message::Forward(_) | pbft::Message::FetchReply { .. } => None,
+        pbft::Message::Forward { .. } | pbft::Message::FetchReply { .. } => None,
     }
 }
 
@@ -391,7 +445,10 @@ mod tests {
             signature: vec![4; 64],
         };
         let messages = vec![
-            pbft::Message::Forward(batch.requests[0].clone()),
+            pbft::Message::Forward {
+                from: 2,
+                request: batch.requests[0].clone(),
+            },
             pbft::Message::PrePrepare(pp.clone()),
             pbft::Message::Prepare(vote(1)),
             pbft::Message::Commit(vote(2)),
@@ -423,13 +480,138 @@ mod tests {
         for m in messages {
             let encoded = prost::Message::encode_to_vec(&to_proto(&m));
             let decoded: v1::ReplicaMessage = prost::Message::decode(encoded.as_slice()).unwrap();
-            assert_eq!(from_proto(decoded).unwrap(), m);
+            assert_eq!(from_proto(decoded, 2).unwrap(), m);
+        }
+    }
+
+    /// A batch of `config.max_batch_requests` requests filling `config.max_batch_bytes`.
+    fn full_batch(config: &pbft::Config, tag: u8) -> pbft::Batch {
+        let count = config.max_batch_requests;
+        let each = config.max_batch_bytes / count - 32;
+        pbft::Batch {
+            timestamp_ms: u64::MAX,
+            requests: (0..count)
+                .map(|i| pbft::Request {
+                    tx_id: [tag ^ i as u8; 32],
+                    payload: vec![tag; each],
+                })
+                .collect(),
+        }
+    }
+
+    fn signed<M>(from: u32, message: M) -> pbft::Signed<M> {
+        pbft::Signed {
+            from,
+            message,
+            signature: vec![0xff; 64],
+        }
+    }
+
+    /// The largest view change, new view and fetch reply correct replicas send under the
+    /// genesis defaults (4 and 7 peers): each encodes within [`max_encoded_bytes`], which
+    /// is within the transport's limit.
+    #[test]
+    fn the_largest_messages_fit_the_bound_and_the_transport() {
+        use crate::genesis::default_parameters;
+        for n in [4u32, 7] {
+            let p = default_parameters();
+            let mut config = pbft::Config::new(n);
+            config.watermark_window = p.watermark_window;
+            config.max_batch_requests = p.max_batch_requests as usize;
+            config.max_batch_bytes = p.max_batch_bytes as usize;
+            let bound = max_encoded_bytes(&config);
+            assert!(
+                bound <= crate::network::MAX_REPLICA_MESSAGE_BYTES,
+                "{bound}"
+            );
+            let votes = |view, seq, digest| -> Vec<pbft::Signed<pbft::Vote>> {
+                (0..n)
+                    .map(|from| signed(from, pbft::Vote { view, seq, digest }))
+                    .collect()
+            };
+            let checkpoint = pbft::CheckpointProof {
+                seq: u64::MAX,
+                state_root: [9; 32],
+                signatures: (0..n)
+                    .map(|from| {
+                        signed(
+                            from,
+                            pbft::Checkpoint {
+                                seq: u64::MAX,
+                                state_root: [9; 32],
+                            },
+                        )
+                    })
+                    .collect(),
+            };
+            let window = config.watermark_window;
+            let batches: Vec<pbft::Batch> =
+                (0..window).map(|s| full_batch(&config, s as u8)).collect();
+            let pre_prepare = |seq: u64, batch: &pbft::Batch| {
+                signed(
+                    n - 1,
+                    pbft::PrePrepare {
+                        view: u64::MAX - 1,
+                        seq: u64::MAX - seq,
+                        digest: batch.digest(),
+                        batch: batch.clone(),
+                    },
+                )
+            };
+            let view_change = signed(
+                n - 1,
+                pbft::ViewChange {
+                    new_view: u64::MAX,
+                    checkpoint: checkpoint.clone(),
+                    prepared: batches
+                        .iter()
+                        .enumerate()
+                        .map(|(s, b)| pbft::PreparedProof {
+                            pre_prepare: pre_prepare(s as u64, b),
+                            prepares: votes(u64::MAX - 1, u64::MAX - s as u64, b.digest()),
+                        })
+                        .collect(),
+                },
+            );
+            let new_view = signed(
+                n - 1,
+                pbft::NewView {
+                    view: u64::MAX,
+                    view_changes: vec![view_change.without_batches(); config.quorum()],
+                    pre_prepares: batches
+                        .iter()
+                        .enumerate()
+                        .map(|(s, b)| pre_prepare(s as u64, b))
+                        .collect(),
+                },
+            );
+            let fetch_reply = pbft::Message::FetchReply {
+                batches: batches
+                    .iter()
+                    .enumerate()
+                    .map(|(s, b)| pbft::CommittedBatch {
+                        seq: u64::MAX - s as u64,
+                        batch: b.clone(),
+                        commits: votes(u64::MAX, u64::MAX - s as u64, b.digest()),
+                    })
+                    .collect(),
+                checkpoint,
+            };
+            for message in [
+                pbft::Message::ViewChange(view_change),
+                pbft::Message::NewView(new_view),
+                fetch_reply,
+            ] {
+                assert!(message.batch_bytes() <= config.max_message_batch_bytes());
+                let encoded = prost::Message::encoded_len(&to_proto(&message));
+                assert!(encoded <= bound, "n = {n}: {encoded} > {bound}");
+            }
         }
     }
 
     #[test]
     fn missing_fields_and_short_digests_are_refused() {
-        assert!(from_proto(v1::ReplicaMessage { kind: None }).is_err());
+        assert!(from_proto(v1::ReplicaMessage { kind: None }, 1).is_err());
         let short = v1::ReplicaMessage {
             kind: Some(Kind::Prepare(v1::PbftSignedVote {
                 from: 1,
@@ -442,7 +624,7 @@ mod tests {
             })),
         };
         assert_eq!(
-            from_proto(short),
+            from_proto(short, 1),
             Err(WireError("a digest must be 32 bytes"))
         );
         let bodiless = v1::ReplicaMessage {
@@ -452,6 +634,6 @@ mod tests {
                 signature: vec![],
             })),
         };
-        assert!(from_proto(bodiless).is_err());
+        assert!(from_proto(bodiless, 1).is_err());
     }
 }

@@ -34,10 +34,14 @@ pub enum Behavior {
     /// moving to: large batches it has no right to propose, and many votes, hoping to fill
     /// the queue that holds such messages until the new view arrives.
     EarlyFlooder,
+    /// Forwards every replica a stream of requests of its own making (each correctly named
+    /// by its payload, as a replica replaying clients' envelopes would), hoping to fill the
+    /// pending queue so that clients' requests are refused.
+    ForwardFlooder,
 }
 
 impl Behavior {
-    pub const BYZANTINE: [Behavior; 11] = [
+    pub const BYZANTINE: [Behavior; 12] = [
         Behavior::Silent,
         Behavior::InvalidSignatures,
         Behavior::EquivocatingPrimary,
@@ -49,6 +53,7 @@ impl Behavior {
         Behavior::ViewJumper,
         Behavior::MislabellingPrimary,
         Behavior::EarlyFlooder,
+        Behavior::ForwardFlooder,
     ];
 }
 
@@ -83,7 +88,8 @@ pub fn transform(
         | Behavior::Replayer
         | Behavior::CheckpointFlooder
         | Behavior::ViewJumper
-        | Behavior::EarlyFlooder => vec![(to, message)],
+        | Behavior::EarlyFlooder
+        | Behavior::ForwardFlooder => vec![(to, message)],
         Behavior::MislabellingPrimary => match message {
             Message::PrePrepare(mut pp) if pp.from == id && pp.message.batch.requests.len() > 1 => {
                 // Rotate the ids: payload i now carries request i+1's id.
@@ -190,6 +196,7 @@ pub fn act(sim: &mut Sim) {
             Behavior::CheckpointFlooder => flood_checkpoints(sim, index),
             Behavior::ViewJumper => jump_views(sim, index),
             Behavior::EarlyFlooder => flood_early(sim, index),
+            Behavior::ForwardFlooder => flood_forwards(sim, index),
             _ => {}
         }
     }
@@ -334,6 +341,23 @@ fn flood_early(sim: &mut Sim, index: usize) {
                     signature,
                 }),
             );
+        }
+    }
+}
+
+/// Sixteen forwards a round to every other replica, each a fresh request named by its
+/// payload, of up to 512 bytes.
+fn flood_forwards(sim: &mut Sim, index: usize) {
+    let id = sim.nodes[index].id;
+    for to in (0..sim.config.n).filter(|&to| to != id) {
+        for _ in 0..16 {
+            let mut tx_id = [0xf0; 32];
+            tx_id[..8].copy_from_slice(&sim.rng.next().to_be_bytes());
+            let mut payload = tx_id.to_vec();
+            payload.resize((sim.config.max_batch_bytes / 4).clamp(33, 512), 0xee);
+            sim.forwarded_only.insert(tx_id);
+            let request = Request { tx_id, payload };
+            sim.enqueue_public(id, to, Message::Forward { from: id, request });
         }
     }
 }

@@ -149,6 +149,9 @@ pub struct Sim {
     payloads: BTreeMap<u64, Message>,
     order: u64,
     pub submitted: BTreeMap<TxId, u64>,
+    /// Requests a Byzantine replica made up and forwarded, well formed (as enrolled clients'
+    /// envelopes it replays would be): they may execute, and need not.
+    pub forwarded_only: BTreeSet<TxId>,
     next_tx: u64,
     /// seq → digest of the first correct execution (agreement).
     pub agreed: BTreeMap<Seq, Digest>,
@@ -228,6 +231,7 @@ impl Sim {
             payloads: BTreeMap::new(),
             order: 0,
             submitted: BTreeMap::new(),
+            forwarded_only: BTreeSet::new(),
             next_tx: 0,
             agreed: BTreeMap::new(),
             violations: Vec::new(),
@@ -428,7 +432,8 @@ impl Sim {
         self.stats.refused_duplicates += refused_duplicates;
         if correct {
             for r in &batch.requests {
-                if !self.submitted.contains_key(&r.tx_id) {
+                if !self.submitted.contains_key(&r.tx_id) && !self.forwarded_only.contains(&r.tx_id)
+                {
                     problems.push(format!(
                         "replica {id} executed a request nobody submitted (seq {seq})"
                     ));
@@ -451,6 +456,13 @@ impl Sim {
 
     fn outgoing(&mut self, index: usize, to: Option<ReplicaId>, message: Message) {
         let from = self.nodes[index].id;
+        let carried = message.batch_bytes();
+        if self.nodes[index].is_correct() && carried > self.config.max_message_batch_bytes() {
+            self.violations.push(format!(
+                "replica {from} sent a message carrying {carried} bytes of batches (at most {})",
+                self.config.max_message_batch_bytes()
+            ));
+        }
         let messages = mocks::transform(self, index, to, message);
         for (to, message) in messages {
             let targets: Vec<ReplicaId> = match to {
@@ -510,7 +522,11 @@ impl Sim {
                 break;
             }
             let Reverse(flight) = self.queue.pop().unwrap();
-            let message = self.payloads.remove(&flight.order).unwrap();
+            let mut message = self.payloads.remove(&flight.order).unwrap();
+            // As the peer's transport does, the host names a forward's sender by its link.
+            if let Message::Forward { from, .. } = &mut message {
+                *from = flight.from;
+            }
             // A link cut after sending still loses what was in flight.
             if self
                 .faults
