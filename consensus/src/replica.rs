@@ -176,7 +176,11 @@ pub struct Replica {
     pub(crate) now_ms: u64,
     pub(crate) batch_deadline: Option<u64>,
     pub(crate) progress_deadline: Option<u64>,
+    /// When the view change we are in times out: armed only once 2f+1 replicas ask for our
+    /// view or a later one (Castro–Liskov §4.5.2).
     pub(crate) view_change_deadline: Option<u64>,
+    /// When we next send our view change again, while in one.
+    pub(crate) view_change_resend_at: Option<u64>,
     pub(crate) timer_set: Option<u64>,
     pub(crate) fetching_up_to: Seq,
     pub(crate) dirty: bool,
@@ -187,8 +191,8 @@ pub struct Replica {
     early_bytes: usize,
     /// The new view this replica sent as primary, to send again to a replica that missed it.
     pub(crate) last_new_view: Option<Signed<NewView>>,
-    /// Replicas it was sent again to, in this view.
-    pub(crate) new_view_resent: BTreeSet<ReplicaId>,
+    /// When it was last sent again to each replica, in this view.
+    pub(crate) new_view_resent: BTreeMap<ReplicaId, u64>,
     /// The view each other replica was last seen in, when above ours (see `note_view_ahead`).
     pub(crate) views_ahead: BTreeMap<ReplicaId, View>,
     next_token: u64,
@@ -249,6 +253,7 @@ impl Replica {
             batch_deadline: None,
             progress_deadline: None,
             view_change_deadline: None,
+            view_change_resend_at: None,
             timer_set: None,
             fetching_up_to: 0,
             dirty: false,
@@ -256,7 +261,7 @@ impl Replica {
             early_count: BTreeMap::new(),
             early_bytes: 0,
             last_new_view: None,
-            new_view_resent: BTreeSet::new(),
+            new_view_resent: BTreeMap::new(),
             views_ahead: BTreeMap::new(),
             next_token: 1,
             drops: BTreeMap::new(),
@@ -413,6 +418,8 @@ impl Replica {
         if view_change_late || no_progress {
             let next = self.durable.view.saturating_add(1);
             self.start_view_change(next);
+        } else if self.in_view_change && self.view_change_resend_at.is_some_and(|d| now >= d) {
+            self.resend_view_change();
         }
         if self.batch_deadline.is_some_and(|d| now >= d) {
             self.batch_deadline = None;
@@ -544,6 +551,7 @@ impl Replica {
             self.batch_deadline,
             self.progress_deadline,
             self.view_change_deadline,
+            self.view_change_resend_at,
         ]
         .into_iter()
         .flatten()

@@ -31,13 +31,10 @@ impl Replica {
         self.dirty = true;
         self.batch_deadline = None;
         self.progress_deadline = None;
-        // Exponential backoff, capped so replicas that drifted apart in view meet again soon.
-        let backoff = 1u64 << self.view_change_attempts.min(6);
+        self.view_change_deadline = None;
         self.view_change_attempts = self.view_change_attempts.saturating_add(1);
-        self.view_change_deadline = Some(
-            self.now_ms
-                .saturating_add(self.config.request_timeout_ms.saturating_mul(backoff)),
-        );
+        self.view_change_resend_at =
+            Some(self.now_ms.saturating_add(self.config.request_timeout_ms));
         let low = self.low_watermark();
         let vc = ViewChange {
             new_view,
@@ -52,7 +49,49 @@ impl Replica {
         let signed = self.sign(vc, |m| m.signed_bytes(), Domain::ViewChange);
         self.broadcast(Message::ViewChange(signed.clone()));
         self.store_view_change(signed);
+        self.arm_view_change_timer();
         self.try_new_view();
+    }
+
+    /// §4.5.2: the view-change timer starts only once 2f+1 replicas (ourselves included)
+    /// ask for our view or a later one, so a replica that moved on early, or that no one
+    /// followed, waits for the others instead of running ahead alone. A view change asking
+    /// for a later view counts: that replica gave up on ours. Each further view change in a
+    /// row waits twice as long (capped at 64 times).
+    fn arm_view_change_timer(&mut self) {
+        if !self.in_view_change || self.view_change_deadline.is_some() {
+            return;
+        }
+        let asking: BTreeSet<ReplicaId> = self
+            .view_changes
+            .range(self.durable.view..)
+            .flat_map(|(_, by)| by.keys().copied())
+            .collect();
+        if asking.len() < self.config.quorum() {
+            return;
+        }
+        let backoff = 1u64 << self.view_change_attempts.saturating_sub(1).min(6);
+        self.view_change_deadline = Some(
+            self.now_ms
+                .saturating_add(self.config.request_timeout_ms.saturating_mul(backoff)),
+        );
+    }
+
+    /// Castro–Liskov retransmit view changes until the new view arrives: messages get lost,
+    /// and a replica that joined late or restarted needs ours to reach 2f+1. Every request
+    /// timeout, while in a view change, we send ours again (receivers skip a copy they hold
+    /// before checking it).
+    pub(crate) fn resend_view_change(&mut self) {
+        self.view_change_resend_at =
+            Some(self.now_ms.saturating_add(self.config.request_timeout_ms));
+        let own = self
+            .view_changes
+            .get(&self.durable.view)
+            .and_then(|by| by.get(&self.id))
+            .cloned();
+        if let Some(own) = own {
+            self.broadcast(Message::ViewChange(own));
+        }
     }
 
     /// Keeps a valid view change: only for views we could still move to, and per sender only
@@ -72,14 +111,13 @@ impl Replica {
         }
     }
 
-    /// §4.5.2 (liveness): the view to move to because f+1 replicas ask for views above ours
-    /// — the smallest view another replica asks for. Not in a view change, we count only
-    /// others, so f Byzantine replicas cannot start one. In a view change, our own request
-    /// counts too: without it, correct replicas that drifted apart in view (a partition, lost
-    /// messages) could meet again only through ever longer timeouts, since we do not
-    /// retransmit view changes (Castro–Liskov's other remedy); the simulator's seed sweep
-    /// stalls without it. How far one view change can take us is bounded all the same: a
-    /// view more than [`Config::MAX_VIEW_LEAD`] ahead is never stored.
+    /// §4.5.2 (liveness): the view to move to because f+1 *other* replicas ask for views
+    /// above ours — the smallest view one of them asks for. Our own request never counts, so
+    /// f Byzantine replicas can neither start a view change nor drag one along to a later
+    /// view. Replicas that drifted apart in view meet again through retransmitted view
+    /// changes and the timer rule ([`Replica::arm_view_change_timer`]). How far one view
+    /// change can take us is bounded all the same: a view more than
+    /// [`Config::MAX_VIEW_LEAD`] ahead is never stored.
     fn view_to_join(&self) -> Option<View> {
         let current = self.durable.view;
         let mut smallest: BTreeMap<ReplicaId, View> = BTreeMap::new();
@@ -88,10 +126,7 @@ impl Replica {
                 smallest.entry(*from).or_insert(*view);
             }
         }
-        let asking = smallest
-            .len()
-            .saturating_add(usize::from(self.in_view_change));
-        if asking < self.config.weak_quorum() {
+        if smallest.len() < self.config.weak_quorum() {
             return None;
         }
         smallest.into_values().min()
@@ -175,6 +210,15 @@ impl Replica {
         if view < self.durable.view {
             return;
         }
+        // A copy we hold (a retransmission): nothing new, and no need to check it again.
+        if self
+            .view_changes
+            .get(&view)
+            .and_then(|by| by.get(&vc.from))
+            .is_some_and(|held| held.signature == vc.signature)
+        {
+            return;
+        }
         // Cheap checks before the costly validation: how far ahead, and whether the sender
         // already filled its quota with views at or above this one (it would evict nothing).
         let newer_from_sender = self
@@ -195,6 +239,7 @@ impl Replica {
         if let Some(view) = self.view_to_join() {
             self.start_view_change(view);
         }
+        self.arm_view_change_timer();
         self.try_new_view();
     }
 
@@ -261,21 +306,26 @@ impl Replica {
     }
 
     /// The primary of the current view sends its new-view message again to a replica whose
-    /// signed view change asks for this view (once per replica and view, so a replica cannot
-    /// make us send it over and over).
+    /// signed view change asks for this view (at most once per request timeout to each
+    /// replica, so a replica cannot make us send it over and over; the asking replica
+    /// retransmits its view change until the new view reaches it).
     fn resend_new_view(&mut self, vc: &Signed<ViewChange>) {
         let Some(nv) = &self.last_new_view else {
             return;
         };
+        let recently = self
+            .new_view_resent
+            .get(&vc.from)
+            .is_some_and(|at| self.now_ms < at.saturating_add(self.config.request_timeout_ms));
         if nv.message.view != self.durable.view
             || vc.from == self.id
-            || self.new_view_resent.contains(&vc.from)
+            || recently
             || !self.verify(vc, vc.message.signed_bytes(), Domain::ViewChange)
         {
             return;
         }
         let message = Message::NewView(nv.clone());
-        self.new_view_resent.insert(vc.from);
+        self.new_view_resent.insert(vc.from, self.now_ms);
         self.send(vc.from, message);
     }
 
@@ -414,6 +464,7 @@ impl Replica {
         self.in_view_change = false;
         self.view_change_attempts = 0;
         self.view_change_deadline = None;
+        self.view_change_resend_at = None;
         self.dirty = true;
         if checkpoint.seq > self.low_watermark() {
             self.make_stable(checkpoint);

@@ -653,3 +653,21 @@ fn a_forward_flooder_cannot_fill_the_pending_queue() {
         "the flood never reached its budget"
     );
 }
+
+/// Issue 14, item 4: one replica that never helps a view change and, whenever it hears one
+/// for view v, asks for v + 1, cannot keep view changes from completing: a replica joins a
+/// higher view only when f + 1 *other* replicas ask for one (Castro–Liskov §4.5.2). Before,
+/// a replica changing views counted its own request, so the pusher plus itself made f + 1
+/// and every view change was dragged one view further.
+#[test]
+fn a_view_pusher_cannot_keep_a_view_change_from_completing() {
+    let mut sim = survives(14_008, Behavior::ViewPusher, 3, Some(0));
+    for _ in 0..10 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 30_000));
+    for node in sim.nodes.iter().filter(|n| n.is_correct()) {
+        let view = node.replica.as_ref().unwrap().view();
+        assert!(view < 20, "replica {} was pushed to view {view}", node.id);
+    }
+}

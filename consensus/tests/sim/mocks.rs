@@ -38,10 +38,14 @@ pub enum Behavior {
     /// by its payload, as a replica replaying clients' envelopes would), hoping to fill the
     /// pending queue so that clients' requests are refused.
     ForwardFlooder,
+    /// Never helps a view change complete (drops its own view changes) and, on each view
+    /// change it hears for view v, asks at once for v + 1, hoping to pull the replicas
+    /// changing views one view further each time, for ever.
+    ViewPusher,
 }
 
 impl Behavior {
-    pub const BYZANTINE: [Behavior; 12] = [
+    pub const BYZANTINE: [Behavior; 13] = [
         Behavior::Silent,
         Behavior::InvalidSignatures,
         Behavior::EquivocatingPrimary,
@@ -54,12 +58,15 @@ impl Behavior {
         Behavior::MislabellingPrimary,
         Behavior::EarlyFlooder,
         Behavior::ForwardFlooder,
+        Behavior::ViewPusher,
     ];
 }
 
 #[derive(Default)]
 pub struct MockState {
     pub seen: Vec<Message>,
+    /// The highest view a pusher asked for.
+    pub pushed: View,
 }
 
 fn resign_pre_prepare(id: ReplicaId, mut pp: Signed<PrePrepare>) -> Signed<PrePrepare> {
@@ -90,6 +97,10 @@ pub fn transform(
         | Behavior::ViewJumper
         | Behavior::EarlyFlooder
         | Behavior::ForwardFlooder => vec![(to, message)],
+        Behavior::ViewPusher => match message {
+            Message::ViewChange(_) => Vec::new(),
+            other => vec![(to, other)],
+        },
         Behavior::MislabellingPrimary => match message {
             Message::PrePrepare(mut pp) if pp.from == id && pp.message.batch.requests.len() > 1 => {
                 // Rotate the ids: payload i now carries request i+1's id.
@@ -174,6 +185,11 @@ pub fn drops_incoming(behavior: &Behavior) -> bool {
 
 /// Replayers remember what they hear (bounded).
 pub fn observe(sim: &mut Sim, index: usize, message: &Message) {
+    if sim.nodes[index].behavior == Behavior::ViewPusher
+        && let Message::ViewChange(vc) = message
+    {
+        push_view(sim, index, vc.message.new_view.saturating_add(1));
+    }
     if sim.nodes[index].behavior == Behavior::Replayer {
         let seen = &mut sim.nodes[index].mock.seen;
         if seen.len() < 4000 {
@@ -359,5 +375,31 @@ fn flood_forwards(sim: &mut Sim, index: usize) {
             let request = Request { tx_id, payload };
             sim.enqueue_public(id, to, Message::Forward { from: id, request });
         }
+    }
+}
+
+/// A validly signed view change for `view` (no prepared batches), once per view.
+fn push_view(sim: &mut Sim, index: usize, view: View) {
+    let Some(replica) = sim.nodes[index].replica.as_ref() else {
+        return;
+    };
+    if view <= sim.nodes[index].mock.pushed {
+        return;
+    }
+    let id = sim.nodes[index].id;
+    let vc = ViewChange {
+        new_view: view,
+        checkpoint: replica.durable_state().stable.clone(),
+        prepared: Vec::new(),
+    };
+    let signature = sim_signature(id, Domain::ViewChange, &vc.signed_bytes());
+    sim.nodes[index].mock.pushed = view;
+    let message = Message::ViewChange(Signed {
+        from: id,
+        message: vc,
+        signature,
+    });
+    for to in (0..sim.config.n).filter(|&to| to != id) {
+        sim.enqueue_fast(id, to, message.clone());
     }
 }

@@ -479,6 +479,14 @@ impl Sim {
         self.enqueue(from, to, message);
     }
 
+    /// Sends with the network's smallest delay (an adversary placed well in the network).
+    pub fn enqueue_fast(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
+        let saved = self.faults.max_delay_ms;
+        self.faults.max_delay_ms = self.faults.min_delay_ms;
+        self.enqueue(from, to, message);
+        self.faults.max_delay_ms = saved;
+    }
+
     fn enqueue(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
         if self.faults.blocked.contains(&(from, to)) || self.rng.chance(self.faults.loss_per_mille)
         {
