@@ -5,18 +5,19 @@
 //! and serves clients over mutual TLS. It imports every lower room (proto, crypto, tls,
 //! consensus, chaincode) and is imported by none.
 //!
-//! - [`genesis`]: the genesis block and the network's parameters.
-//! - [`ledger`], [`block`], [`pbft_store`]: what is on disk and how it is hashed.
-//! - [`validate`], [`execute`], [`stub`]: from an ordered batch to a committed block.
-//! - [`driver`]: the consensus thread; [`network`], [`wire`]: replica streams.
+//! - [`genesis`], [`validate`], [`block`], [`wire`]: re-exported from `medledger-execution`,
+//!   the deterministic half (no RocksDB, no tonic).
+//! - [`ledger`], [`pbft_store`]: what is on disk.
+//! - [`execute`], [`stub`]: from an ordered batch to a committed block.
+//! - [`driver`]: the consensus thread; [`network`]: replica streams; [`queue`]: byte budgets.
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
 
+pub use medledger_execution::{block, genesis, validate, wire};
+
 pub mod audit;
-pub mod block;
 pub mod config;
 pub mod driver;
 pub mod execute;
-pub mod genesis;
 pub mod ledger;
 pub mod network;
 pub mod node;
@@ -24,5 +25,3 @@ pub mod pbft_store;
 pub mod queue;
 pub mod service;
 pub mod stub;
-pub mod validate;
-pub mod wire;

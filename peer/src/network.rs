@@ -38,8 +38,7 @@ const STREAM_BUFFER: usize = 64;
 
 /// An outbound message with the bytes it holds of its queue's budget.
 type Outbound = (v1::ReplicaMessage, Queued);
-/// Largest replica message accepted or sent.
-pub const MAX_REPLICA_MESSAGE_BYTES: usize = 32 << 20;
+pub use crate::wire::MAX_REPLICA_MESSAGE_BYTES;
 
 pub struct Network {
     me: pbft::ReplicaId,

@@ -270,7 +270,7 @@ pub fn consensus_config(n: u32, p: &v1::ConsensusParameters) -> Result<pbft::Con
         )));
     }
     let largest = crate::wire::max_encoded_bytes(&c);
-    let limit = crate::network::MAX_REPLICA_MESSAGE_BYTES;
+    let limit = crate::wire::MAX_REPLICA_MESSAGE_BYTES;
     if largest > limit {
         return Err(GenesisError::Malformed(format!(
             "with these consensus parameters a view change may take {largest} bytes, more \

@@ -24,6 +24,9 @@ fn required<T>(value: Option<T>, what: &'static str) -> Result<T> {
 
 // --------------------------------------------------------------------------------- size
 
+/// Largest replica message accepted or sent, encoded (the transport's limit).
+pub const MAX_REPLICA_MESSAGE_BYTES: usize = 32 << 20;
+
 /// Protobuf framing per request beyond [`pbft::Request::size_bytes`]: tags and lengths.
 const REQUEST_FRAMING: usize = 16;
 /// A batch's framing besides its requests: timestamp, tags, lengths.
@@ -39,7 +42,7 @@ const MESSAGE_FRAMING: usize = 64;
 /// without their batches, and one window of full batches), and a fetch reply (one window of
 /// committed batches with their commits). An upper bound, checked against encodings of
 /// those messages in the tests; the genesis refuses parameters whose bound exceeds
-/// [`crate::network::MAX_REPLICA_MESSAGE_BYTES`], so no view change can be too large to send.
+/// [`MAX_REPLICA_MESSAGE_BYTES`], so no view change can be too large to send.
 pub fn max_encoded_bytes(config: &pbft::Config) -> usize {
     let n = config.n as usize;
     let window = usize::try_from(config.watermark_window).unwrap_or(usize::MAX);
@@ -403,6 +406,30 @@ mod tests {
 
     #[test]
     fn every_message_kind_round_trips() {
+        for m in sample_messages() {
+            let encoded = prost::Message::encode_to_vec(&to_proto(&m));
+            let decoded: v1::ReplicaMessage = prost::Message::decode(encoded.as_slice()).unwrap();
+            assert_eq!(from_proto(decoded, 2).unwrap(), m);
+        }
+    }
+
+    /// Seeds of the `wire` fuzz target: each sample message, encoded, after the byte that
+    /// names its sender (replica 2). Run by hand: `cargo test -p medledger-execution
+    /// write_wire_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore = "writes fuzz/corpus/wire; run by hand"]
+    fn write_wire_fuzz_seeds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/wire");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, m) in sample_messages().iter().enumerate() {
+            let mut bytes = vec![2u8];
+            bytes.extend(prost::Message::encode_to_vec(&to_proto(m)));
+            std::fs::write(dir.join(format!("kind-{i}")), bytes).unwrap();
+        }
+    }
+
+    /// One message of every kind.
+    fn sample_messages() -> Vec<pbft::Message> {
         let batch = pbft::Batch {
             timestamp_ms: 1_700_000_000_000,
             requests: vec![pbft::Request {
@@ -444,7 +471,7 @@ mod tests {
             },
             signature: vec![4; 64],
         };
-        let messages = vec![
+        vec![
             pbft::Message::Forward {
                 from: 2,
                 request: batch.requests[0].clone(),
@@ -476,12 +503,7 @@ mod tests {
                 }],
                 checkpoint: pbft::CheckpointProof::default(),
             },
-        ];
-        for m in messages {
-            let encoded = prost::Message::encode_to_vec(&to_proto(&m));
-            let decoded: v1::ReplicaMessage = prost::Message::decode(encoded.as_slice()).unwrap();
-            assert_eq!(from_proto(decoded, 2).unwrap(), m);
-        }
+        ]
     }
 
     /// A batch of `config.max_batch_requests` requests filling `config.max_batch_bytes`.
@@ -520,10 +542,7 @@ mod tests {
             config.max_batch_requests = p.max_batch_requests as usize;
             config.max_batch_bytes = p.max_batch_bytes as usize;
             let bound = max_encoded_bytes(&config);
-            assert!(
-                bound <= crate::network::MAX_REPLICA_MESSAGE_BYTES,
-                "{bound}"
-            );
+            assert!(bound <= MAX_REPLICA_MESSAGE_BYTES, "{bound}");
             let votes = |view, seq, digest| -> Vec<pbft::Signed<pbft::Vote>> {
                 (0..n)
                     .map(|from| signed(from, pbft::Vote { view, seq, digest }))

@@ -1,0 +1,18 @@
+//! # medledger-execution
+//!
+//! The deterministic half of the peer, with no disk, network or runtime of its own (no
+//! RocksDB, no tonic, no tokio), so that the peer, the auditor and the fuzz targets share
+//! one copy of it:
+//!
+//! - [`genesis`]: the genesis block and the network's consensus parameters.
+//! - [`validate`]: an envelope from bytes to a checked transaction, or a refusal.
+//! - [`block`]: block headers, transaction and state roots (RFC 6962 Merkle trees).
+//! - [`wire`]: PBFT messages to and from `medledger.v1` protobuf, and the largest message
+//!   a correct replica sends.
+//!
+//! It imports proto, crypto, the PBFT core and the chaincode; `medledger-peer` imports it.
+
+pub mod block;
+pub mod genesis;
+pub mod validate;
+pub mod wire;

@@ -1,0 +1,196 @@
+//! Fuzz target for envelope decoding and validation (`medledger_execution::validate`),
+//! cargo-afl. The validator runs against a real network's genesis (fuzz/fixtures, written
+//! by `tests/tests/fuzz_fixtures.rs`) and an in-memory ledger. The first input byte picks:
+//! - odd: the rest is an envelope as a client or a lying replica would send it, raw;
+//! - even: the rest steers the making of a transaction signed by the fixture clinician
+//!   (function, arguments, nonce, certificate carried or stored, mutated, signature
+//!   corrupted or not, network, time, what the ledger holds), so that mutations reach every
+//!   check behind a valid signature.
+//!
+//! Properties: no input panics; the outcome (status and transaction id) is the same on a
+//! fresh validator and on one whose caches the same envelope, and others before it,
+//! already filled (the caches must never change an outcome, or peers fork).
+//! Seeds: `fuzz/corpus/envelope/`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use arbitrary::Unstructured;
+use medledger_crypto::{SignatureDomain, SigningIdentity, certificate_hash};
+use medledger_execution::genesis::Genesis;
+use medledger_execution::validate::{Checked, LedgerFacts, Refusal, Validator};
+use medledger_proto::v1;
+use prost::Message;
+
+const GENESIS: &[u8] = include_bytes!("../fixtures/genesis.pb");
+const CERTIFICATE: &[u8] = include_bytes!("../fixtures/clinician.der");
+const KEY: &str = include_str!("../fixtures/clinician.key");
+const TIME: &str = include_str!("../fixtures/time");
+
+#[derive(Default)]
+struct Facts {
+    certificates: HashMap<[u8; 32], Vec<u8>>,
+    used: HashSet<[u8; 32]>,
+    revoked: HashSet<Vec<u8>>,
+    sequence: u64,
+}
+
+impl LedgerFacts for Facts {
+    fn certificate(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        self.certificates.get(hash).cloned()
+    }
+    fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool {
+        self.used.contains(tx_id)
+    }
+    fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.revoked.contains(serial)
+    }
+    fn revocation_sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+struct Fixture {
+    genesis: Arc<Genesis>,
+    signing: SigningIdentity,
+    time_s: i64,
+    warm: Validator,
+}
+
+/// What the fuzzer compares: the status and id of a refusal, or the id of a success.
+fn outcome(result: &Result<Checked, Refusal>) -> (i32, Option<[u8; 32]>) {
+    match result {
+        Ok(checked) => (0, Some(checked.tx_id())),
+        Err(refusal) => (refusal.status as i32, refusal.tx_id),
+    }
+}
+
+fn function(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
+    let known: Vec<&str> = medledger_chaincode::TRANSACTIONS
+        .iter()
+        .chain(medledger_chaincode::QUERIES.iter())
+        .copied()
+        .collect();
+    Ok(if u.ratio(7, 8)? {
+        known[u.choose_index(known.len())?].to_string()
+    } else {
+        u.arbitrary()?
+    })
+}
+
+/// An envelope made by the fixture clinician, steered by `u`, and the ledger it meets.
+fn made(u: &mut Unstructured<'_>, fx: &Fixture) -> arbitrary::Result<(Vec<u8>, Facts, i64)> {
+    let mut certificate = CERTIFICATE.to_vec();
+    if u.ratio(1, 8)? && !certificate.is_empty() {
+        let at = u.choose_index(certificate.len())?;
+        certificate[at] ^= u.int_in_range(1..=255u8)?;
+    }
+    let cert_hash = if u.ratio(15, 16)? {
+        certificate_hash(&certificate)
+    } else {
+        u.arbitrary()?
+    };
+    let nonce_len = if u.ratio(7, 8)? {
+        32
+    } else {
+        u.int_in_range(0..=64usize)?
+    };
+    let nonce: Vec<u8> = (0..nonce_len)
+        .map(|_| u.arbitrary())
+        .collect::<Result<_, _>>()?;
+    let carried = u.ratio(1, 2)?;
+    let network_id = if u.ratio(15, 16)? {
+        fx.genesis.network_id.to_vec()
+    } else {
+        u.arbitrary()?
+    };
+    let transaction = v1::Transaction {
+        function: function(u)?,
+        args: u.arbitrary()?,
+        creator_cert_hash: cert_hash.to_vec(),
+        creator_certificate: if carried {
+            certificate.clone()
+        } else {
+            Vec::new()
+        },
+        nonce: nonce.clone(),
+        client_time_ms: u.arbitrary()?,
+        network_id,
+    }
+    .encode_to_vec();
+    let mut signature = fx
+        .signing
+        .sign(SignatureDomain::Transaction, &transaction)
+        .to_bytes()
+        .to_vec();
+    if u.ratio(1, 8)? {
+        let at = u.choose_index(signature.len())?;
+        signature[at] ^= 1;
+    }
+    if u.ratio(1, 16)? {
+        signature.truncate(u.int_in_range(0..=64usize)?);
+    }
+    let envelope = v1::Envelope {
+        kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
+            transaction,
+            signature,
+        })),
+    }
+    .encode_to_vec();
+    let mut facts = Facts::default();
+    if !carried || u.ratio(1, 4)? {
+        facts.certificates.insert(cert_hash, certificate);
+    }
+    if u.ratio(1, 8)? {
+        facts
+            .used
+            .insert(medledger_crypto::transaction_id(&nonce, &cert_hash));
+    }
+    if u.ratio(1, 16)? {
+        facts.revoked.insert(u.arbitrary()?);
+    }
+    facts.sequence = u.arbitrary()?;
+    let time_s = match u.int_in_range(0..=3u8)? {
+        0 => u.arbitrary()?,
+        _ => fx
+            .time_s
+            .saturating_add(u.int_in_range(-86_400..=86_400i64)?),
+    };
+    Ok((envelope, facts, time_s))
+}
+
+fn run(data: &[u8], fx: &Fixture) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let (bytes, facts, time_s) = if mode % 2 == 1 {
+        (rest.to_vec(), Facts::default(), fx.time_s)
+    } else {
+        let mut u = Unstructured::new(rest);
+        match made(&mut u, fx) {
+            Ok(made) => made,
+            Err(_) => return,
+        }
+    };
+    let fresh = Validator::new(fx.genesis.clone()).check(&bytes, time_s, &facts);
+    let warm = fx.warm.check(&bytes, time_s, &facts);
+    assert_eq!(
+        outcome(&fresh),
+        outcome(&warm),
+        "a validator's caches changed an outcome"
+    );
+    let again = fx.warm.check(&bytes, time_s, &facts);
+    assert_eq!(outcome(&again), outcome(&fresh), "a second check differs");
+}
+
+fn main() {
+    let block = v1::Block::decode(GENESIS).expect("fixture genesis decodes");
+    let genesis = Arc::new(Genesis::from_block(block).expect("fixture genesis is valid"));
+    let fx = Fixture {
+        warm: Validator::new(genesis.clone()),
+        genesis,
+        signing: SigningIdentity::from_pkcs8_pem(KEY).expect("fixture key"),
+        time_s: TIME.trim().parse().expect("fixture time"),
+    };
+    afl::fuzz!(|data: &[u8]| run(data, &fx));
+}
