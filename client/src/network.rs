@@ -619,7 +619,8 @@ pub async fn status(layout: &Layout) -> Vec<Component> {
     for (name, address) in component_names(layout) {
         let pid = running_pid(&layout.dir, &name, program_of(&name));
         let detail = match (pid, &admin) {
-            (None, _) | (_, None) => String::new(),
+            (None, _) => last_fatal(&layout.dir.join(format!("{name}.log"))).unwrap_or_default(),
+            (_, None) => String::new(),
             (Some(_), Some(admin)) => {
                 if let Some(i) = name.strip_prefix("peer").and_then(|i| i.parse().ok()) {
                     let status = match &peers {
@@ -654,6 +655,27 @@ pub async fn status(layout: &Layout) -> Vec<Component> {
         });
     }
     out
+}
+
+/// The last line of a log that says why its process stopped (`…: fatal: why`) since it last
+/// logged that it was starting, from the log's last 64 KiB; at most 200 characters.
+fn last_fatal(log: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(64 << 10)))
+        .ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let tail = String::from_utf8_lossy(&tail);
+    // Only since the process last started: an older run's fatal line is history.
+    let line = tail
+        .lines()
+        .rev()
+        .take_while(|l| !l.contains(" starting"))
+        .find(|l| l.contains(": fatal: "))?;
+    let why = &line[line.find("fatal: ")?..];
+    Some(why.chars().take(200).collect())
 }
 
 pub fn describe(store: &StoreLayout) -> String {

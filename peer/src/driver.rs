@@ -193,7 +193,15 @@ pub struct Driver {
     next_probe: u32,
     /// When each replica was last sent a state-transfer reply.
     fetches_served: HashMap<pbft::ReplicaId, Instant>,
+    /// Debug builds only: the block before whose execution the consensus thread panics
+    /// (see [`FAULT_CONSENSUS_PANIC`]).
+    panic_before: Option<u64>,
 }
+
+/// Debug builds only (tests of real processes): `NAME:BLOCK` makes the consensus thread of
+/// the peer named `NAME` panic before it executes block `BLOCK`, the fault a bug in
+/// execution would be. Release builds never read it.
+pub const FAULT_CONSENSUS_PANIC: &str = "MEDLEDGER_FAULT_CONSENSUS_PANIC";
 
 /// Shortest time between two state-transfer replies to one replica.
 const FETCH_SERVE_INTERVAL: Duration = Duration::from_millis(100);
@@ -224,7 +232,24 @@ impl Driver {
             last_progress: Instant::now(),
             next_probe: 0,
             fetches_served: HashMap::new(),
+            panic_before: None,
         }
+    }
+
+    /// Debug builds: reads [`FAULT_CONSENSUS_PANIC`] for the peer named `name`.
+    #[cfg(debug_assertions)]
+    pub fn with_injected_fault(mut self, name: &str) -> Driver {
+        self.panic_before = std::env::var(FAULT_CONSENSUS_PANIC).ok().and_then(|v| {
+            let (peer, block) = v.split_once(':')?;
+            (peer == name).then(|| block.parse().ok())?
+        });
+        self
+    }
+
+    /// Release builds inject nothing.
+    #[cfg(not(debug_assertions))]
+    pub fn with_injected_fault(self, _name: &str) -> Driver {
+        self
     }
 
     /// Runs until `Input::Shutdown` or until every sender is gone. A storage failure stops
@@ -364,6 +389,9 @@ impl Driver {
             return header.state_root.as_slice().try_into().unwrap_or([0; 32]);
         }
         assert_eq!(seq, height + 1, "blocks execute in order");
+        if self.panic_before == Some(seq) {
+            panic!("{FAULT_CONSENSUS_PANIC}: injected fault before block {seq}");
+        }
         let certified = CertifiedBatch {
             seq,
             batch: &committed.batch,

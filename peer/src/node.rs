@@ -192,6 +192,7 @@ pub async fn run(
     let pbft_config = genesis.pbft_config();
     let (inputs, inputs_rx) = std::sync::mpsc::sync_channel::<Input>(INPUT_QUEUE);
     let inputs = Inputs::new(inputs, genesis.config.peers.len());
+    let name = me.name.clone();
     let driver_parts = (
         ledger.clone(),
         validator.clone(),
@@ -211,6 +212,7 @@ pub async fn run(
                     pbft::Replica::new(replica_id, pbft_config, Box::new(crypto), durable, height);
                 let initial = replica.tick(crate::driver::now_ms());
                 Driver::new(replica, store, ledger, validator, network, shared)
+                    .with_injected_fault(&name)
                     .run(inputs_rx, initial)
             });
             if std::panic::catch_unwind(run).is_err() {

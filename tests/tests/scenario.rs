@@ -27,6 +27,11 @@ impl Network {
 
     /// `medledger [--wallet W] args` with this network's settings.
     fn run(&self, wallet: Option<&str>, args: &[&str]) -> Output {
+        self.run_with(wallet, args, &[])
+    }
+
+    /// As [`Network::run`], with `env` set for the command and what it starts.
+    fn run_with(&self, wallet: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
         let layout: Value = serde_json::from_slice(
             &std::fs::read(self.path().join("network.json")).unwrap_or_default(),
         )
@@ -49,6 +54,7 @@ impl Network {
         if let Some(w) = wallet {
             command.arg("--wallet").arg(self.wallet(w));
         }
+        command.envs(env.iter().copied());
         command.args(args).output().expect("medledger runs")
     }
 
@@ -389,4 +395,73 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
     assert!(text.contains("state_root differs"), "{text}");
     assert!(text.contains("block      6  FAILED"), "{text}");
     assert!(text.contains("prev_hash"), "{text}");
+}
+
+/// Issue 14, item 1: a peer whose consensus thread dies (here a fault injected before it
+/// executes block 3, as a bug in execution would) does not linger half-alive: the process
+/// exits 70 for its supervisor, `network status` shows it stopped and why, and the other
+/// three peers carry the whole scenario on.
+#[test]
+fn a_peer_whose_consensus_thread_dies_stops_and_network_status_says_why() {
+    let net = Network {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let base = free_ports(6);
+    let up_args = [
+        "network".to_string(),
+        "up".into(),
+        "--detach".into(),
+        "--ca-listen".into(),
+        format!("127.0.0.1:{base}"),
+        "--peer-port".into(),
+        (base + 1).to_string(),
+        "--gateway-listen".into(),
+        format!("127.0.0.1:{}", base + 5),
+    ];
+    let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
+    let fault = [("MEDLEDGER_FAULT_CONSENSUS_PANIC", "peer3:3")];
+    let up = net.run_with(None, &up_args, &fault);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+
+    let demo = net.json(None, &["demo"]);
+    assert_eq!(demo["failures"], serde_json::json!([]), "{demo}");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let peer3 = loop {
+        let status = net.json(None, &["network", "status"]);
+        let peer3 = status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "peer3")
+            .cloned()
+            .unwrap();
+        if peer3["running"] == false || std::time::Instant::now() > deadline {
+            assert_eq!(status["all_running"], false, "{status}");
+            for c in status["components"].as_array().unwrap() {
+                if c["name"] != "peer3" {
+                    assert_eq!(c["running"], true, "{status}");
+                }
+            }
+            break peer3;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(peer3["running"], false, "{peer3}");
+    assert!(
+        peer3["detail"]
+            .as_str()
+            .unwrap()
+            .contains("the consensus thread died"),
+        "{peer3}"
+    );
+    let text = net.ok(None, &["network", "status"]);
+    assert!(
+        text.contains("STOPPED") && text.contains("consensus thread died"),
+        "{text}"
+    );
 }
