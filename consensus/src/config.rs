@@ -76,6 +76,12 @@ impl Config {
         self.max_pending_bytes / self.weak_quorum().max(1)
     }
 
+    /// Pending requests one other replica's forwards may hold: a 1/(f+1) share of
+    /// [`Config::max_pending_requests`] (with [`Config::max_forwarded_bytes`]).
+    pub fn max_forwarded_requests(&self) -> usize {
+        self.max_pending_requests / self.weak_quorum().max(1)
+    }
+
     /// Checkpoints kept per sender beyond the high watermark (how a replica learns it is behind).
     pub const FUTURE_CHECKPOINTS_PER_SENDER: usize = 2;
 

@@ -80,8 +80,11 @@ pub enum DropReason {
     EarlyQueueFull,
     /// A request arriving while the pending queue is full (in requests or bytes).
     PendingFull,
+    /// A forward to a replica that is not the primary of its view (it would sit in the
+    /// pending queue, never be ordered, and make the replica suspect a correct primary).
+    ForwardToBackup,
     /// A forward from a replica whose forwards already hold their share of the pending
-    /// queue ([`Config::max_forwarded_bytes`]).
+    /// queue ([`Config::max_forwarded_bytes`], [`Config::max_forwarded_requests`]).
     ForwarderOverBudget,
 }
 
@@ -166,8 +169,8 @@ pub struct Replica {
     pub(crate) pending: VecDeque<Request>,
     /// The ids in `pending`, each with the replica it came from (ourselves for a client's).
     pub(crate) pending_ids: BTreeMap<TxId, ReplicaId>,
-    /// Bytes of `pending` by the replica each request came from.
-    pub(crate) pending_bytes_from: BTreeMap<ReplicaId, usize>,
+    /// Requests and bytes of `pending` by the replica each came from.
+    pub(crate) pending_from: BTreeMap<ReplicaId, (usize, usize)>,
     /// Bytes of the requests in `pending`, kept as they come and go.
     pub(crate) pending_bytes: usize,
     /// Requests inside a pre-prepare of the current log, by sequence number.
@@ -195,6 +198,12 @@ pub struct Replica {
     pub(crate) new_view_resent: BTreeMap<ReplicaId, u64>,
     /// The view each other replica was last seen in, when above ours (see `note_view_ahead`).
     pub(crate) views_ahead: BTreeMap<ReplicaId, View>,
+    /// Views more than [`Config::MAX_VIEW_LEAD`] above ours that other replicas asked for in
+    /// correctly signed view changes (not kept: only the view, the highest per replica).
+    pub(crate) views_asked_far: BTreeMap<ReplicaId, View>,
+    /// The view whose new view this replica installed since it started (view 0 needs none).
+    /// After a restart it does not know whether the view it persisted was ever installed.
+    pub(crate) installed_view: Option<View>,
     next_token: u64,
     pub(crate) drops: BTreeMap<DropReason, u64>,
     held: Option<(u64, Vec<Action>)>,
@@ -246,7 +255,7 @@ impl Replica {
             view_changes: BTreeMap::new(),
             pending: VecDeque::new(),
             pending_ids: BTreeMap::new(),
-            pending_bytes_from: BTreeMap::new(),
+            pending_from: BTreeMap::new(),
             pending_bytes: 0,
             in_log: BTreeMap::new(),
             now_ms: 0,
@@ -263,6 +272,8 @@ impl Replica {
             last_new_view: None,
             new_view_resent: BTreeMap::new(),
             views_ahead: BTreeMap::new(),
+            views_asked_far: BTreeMap::new(),
+            installed_view: (durable.view == 0).then_some(0),
             next_token: 1,
             drops: BTreeMap::new(),
             held: None,
@@ -579,6 +590,10 @@ impl Replica {
     /// §4.2: a request from a client (`forwarded_by` is `None`) or forwarded by a backup.
     fn accept_request(&mut self, request: Request, forwarded_by: Option<ReplicaId>) {
         let from_client = forwarded_by.is_none();
+        if !from_client && (!self.is_primary() || self.in_view_change) {
+            self.dropped(DropReason::ForwardToBackup);
+            return;
+        }
         // The id must be the payload's own: a request labelled with another's id is dropped
         // (from a client, the host already checked it; from a backup, it may lie).
         if !self.names_itself(&request) {
@@ -612,17 +627,20 @@ impl Replica {
                 return;
             }
             let origin = forwarded_by.unwrap_or(self.id);
-            let from_origin = self.pending_bytes_from.get(&origin).copied().unwrap_or(0);
+            let (count, bytes) = self.pending_from.get(&origin).copied().unwrap_or((0, 0));
+            let (count, bytes) = (
+                count.saturating_add(1),
+                bytes.saturating_add(request.size_bytes()),
+            );
             if forwarded_by.is_some()
-                && from_origin.saturating_add(request.size_bytes())
-                    > self.config.max_forwarded_bytes()
+                && (bytes > self.config.max_forwarded_bytes()
+                    || count > self.config.max_forwarded_requests())
             {
                 self.dropped(DropReason::ForwarderOverBudget);
                 return;
             }
             self.pending_ids.insert(request.tx_id, origin);
-            self.pending_bytes_from
-                .insert(origin, from_origin.saturating_add(request.size_bytes()));
+            self.pending_from.insert(origin, (count, bytes));
             self.pending_bytes = self.pending_bytes.saturating_add(request.size_bytes());
             self.pending.push_back(request.clone());
             self.arm_progress_timer();
@@ -642,11 +660,12 @@ impl Replica {
         let bytes = r.size_bytes();
         self.pending_bytes = self.pending_bytes.saturating_sub(bytes);
         if let Some(origin) = self.pending_ids.remove(&r.tx_id)
-            && let Some(held) = self.pending_bytes_from.get_mut(&origin)
+            && let Some((count, held)) = self.pending_from.get_mut(&origin)
         {
+            *count = count.saturating_sub(1);
             *held = held.saturating_sub(bytes);
-            if *held == 0 {
-                self.pending_bytes_from.remove(&origin);
+            if *count == 0 {
+                self.pending_from.remove(&origin);
             }
         }
     }

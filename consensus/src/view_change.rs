@@ -27,6 +27,7 @@ impl Replica {
         }
         self.durable.view = new_view;
         self.in_view_change = true;
+        self.views_asked_far.retain(|_, asked| *asked > new_view);
         self.take_early();
         self.dirty = true;
         self.batch_deadline = None;
@@ -126,6 +127,11 @@ impl Replica {
                 smallest.entry(*from).or_insert(*view);
             }
         }
+        for (from, view) in &self.views_asked_far {
+            if *view > current {
+                smallest.entry(*from).or_insert(*view);
+            }
+        }
         if smallest.len() < self.config.weak_quorum() {
             return None;
         }
@@ -202,12 +208,27 @@ impl Replica {
     pub(crate) fn on_view_change(&mut self, vc: Signed<ViewChange>) {
         let view = vc.message.new_view;
         if view == self.durable.view && !self.in_view_change {
-            // A replica asks for the view we are in: it missed the new view (it restarted,
-            // or was cut off). Its primary sends it again.
-            self.resend_new_view(&vc);
-            return;
+            if self.installed_view == Some(view) {
+                // A replica asks for the view we are in: it missed the new view (it
+                // restarted, or was cut off). Its primary sends it again.
+                self.resend_new_view(&vc);
+                return;
+            }
+            // We restarted in this view without knowing whether its new view was ever
+            // installed, and others still ask for it: we take part in its view change
+            // (as its new primary, we may be the one they wait for).
+            self.start_view_change(view);
         }
         if view < self.durable.view {
+            // A replica behind us in view (cut off, down a long while): the primary of the
+            // view we are in sends it our new view, which takes it straight there.
+            if !self.in_view_change {
+                self.resend_new_view(&vc);
+            }
+            return;
+        }
+        if view > self.durable.view.saturating_add(Config::MAX_VIEW_LEAD) {
+            self.note_view_asked_far(&vc);
             return;
         }
         // A copy we hold (a retransmission): nothing new, and no need to check it again.
@@ -226,9 +247,7 @@ impl Replica {
             .range(view..)
             .filter(|(_, by)| by.contains_key(&vc.from))
             .count();
-        if view > self.durable.view.saturating_add(Config::MAX_VIEW_LEAD)
-            || newer_from_sender >= Config::VIEW_CHANGES_PER_SENDER
-        {
+        if newer_from_sender >= Config::VIEW_CHANGES_PER_SENDER {
             self.dropped(DropReason::ViewChangeFlood);
             return;
         }
@@ -305,6 +324,31 @@ impl Replica {
         self.enter_view(signed.message);
     }
 
+    /// A view change for a view too far ahead to keep (a replica that was cut off while the
+    /// others changed views many times sees those): its signature is checked (only when the
+    /// sender asks for more than it did before) and the view remembered, one per replica,
+    /// so that f+1 other replicas far ahead still take us there ([`Replica::view_to_join`]).
+    fn note_view_asked_far(&mut self, vc: &Signed<ViewChange>) {
+        let view = vc.message.new_view;
+        if vc.from == self.id
+            || vc.from >= self.config.n
+            || self
+                .views_asked_far
+                .get(&vc.from)
+                .is_some_and(|asked| *asked >= view)
+        {
+            self.dropped(DropReason::ViewChangeFlood);
+            return;
+        }
+        if !self.verify(vc, vc.message.signed_bytes(), Domain::ViewChange) {
+            return;
+        }
+        self.views_asked_far.insert(vc.from, view);
+        if let Some(view) = self.view_to_join() {
+            self.start_view_change(view);
+        }
+    }
+
     /// The primary of the current view sends its new-view message again to a replica whose
     /// signed view change asks for this view (at most once per request timeout to each
     /// replica, so a replica cannot make us send it over and over; the asking replica
@@ -344,6 +388,10 @@ impl Replica {
         if view <= current
             || from == self.id
             || view > current.saturating_add(Config::MAX_VIEW_LEAD)
+            || self
+                .views_ahead
+                .get(&from)
+                .is_some_and(|seen| *seen >= view)
         {
             return;
         }
@@ -462,6 +510,7 @@ impl Replica {
         let (checkpoint, _) = self.compute_o_set(&nv.view_changes);
         self.durable.view = nv.view;
         self.in_view_change = false;
+        self.installed_view = Some(nv.view);
         self.view_change_attempts = 0;
         self.view_change_deadline = None;
         self.view_change_resend_at = None;

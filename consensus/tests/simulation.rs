@@ -612,15 +612,33 @@ fn a_view_change_over_a_window_of_full_batches_stays_within_one_message() {
     assert!(sim.stats.max_view >= 1, "no view change happened");
 }
 
-/// Issue 14, item 5: one replica's forwards hold at most a 1/(f+1) share of another's
-/// pending queue ([`Config::max_forwarded_bytes`]), so a replica forwarding requests of its
-/// own as fast as it can never gets clients' requests refused. Before, the flood filled the
-/// queue and clients were told the peer was busy (`PendingFull`).
+/// Issue 14, item 5: one replica's forwards hold at most a 1/(f+1) share of the primary's
+/// pending queue ([`Config::max_forwarded_bytes`], [`Config::max_forwarded_requests`]), and
+/// backups keep none, so a replica forwarding requests of its own as fast as it can never
+/// gets clients' requests refused nor a correct primary deposed. Before, the flood filled
+/// the queue and clients were told the peer was busy (`PendingFull`).
 #[test]
 fn a_forward_flooder_cannot_fill_the_pending_queue() {
     let mut config = sim_config(4);
     config.max_batch_bytes = 4 << 10;
-    config.max_pending_bytes = 16 << 10;
+    config.max_pending_bytes = 8 << 10;
+    forward_flood(config, true);
+}
+
+/// The same bound in requests: small forwards that stay under the byte share still stop
+/// at a 1/(f+1) share of `max_pending_requests`.
+#[test]
+fn a_forward_flooder_cannot_fill_the_pending_queue_by_count() {
+    let mut config = sim_config(4);
+    config.max_batch_bytes = 4 << 10;
+    config.max_pending_requests = 100;
+    config.watermark_window = 8;
+    // Here the flood outruns what the primary can order, so clients' requests wait behind
+    // its share (ordering is first come, first served) and backups may suspect the primary.
+    forward_flood(config, false);
+}
+
+fn forward_flood(config: Config, primary_kept: bool) {
     let mut behaviors = vec![Behavior::Honest; 4];
     behaviors[3] = Behavior::ForwardFlooder;
     let mut sim = Sim::new(14_007, config, &behaviors);
@@ -652,6 +670,12 @@ fn a_forward_flooder_cannot_fill_the_pending_queue() {
         drops(DropReason::ForwarderOverBudget) > 0,
         "the flood never reached its budget"
     );
+    // Backups do not keep forwards (they would never be ordered, and would make the
+    // backups suspect a correct primary): no view change.
+    assert!(drops(DropReason::ForwardToBackup) > 0);
+    if primary_kept {
+        assert_eq!(sim.stats.max_view, 0, "the flood deposed a correct primary");
+    }
 }
 
 /// Issue 14, item 4: one replica that never helps a view change and, whenever it hears one
@@ -670,4 +694,100 @@ fn a_view_pusher_cannot_keep_a_view_change_from_completing() {
         let view = node.replica.as_ref().unwrap().view();
         assert!(view < 20, "replica {} was pushed to view {view}", node.id);
     }
+}
+
+/// A view change for view `view` signed by `from`, with no prepared batches.
+fn signed_view_change(from: ReplicaId, view: View) -> Message {
+    let vc = ViewChange {
+        new_view: view,
+        checkpoint: CheckpointProof::default(),
+        prepared: Vec::new(),
+    };
+    let signature = sim_signature(from, Domain::ViewChange, &vc.signed_bytes());
+    Message::ViewChange(Signed {
+        from,
+        message: vc,
+        signature,
+    })
+}
+
+/// Castro–Liskov §4.5.2, with views beyond the lead kept as numbers only: a replica cut off
+/// while the others changed views more than [`Config::MAX_VIEW_LEAD`] times joins them once
+/// f + 1 other replicas ask for such a view (the smallest of theirs); one replica asking, or
+/// the replica itself, is not enough. Before, such view changes were dropped unread and the
+/// replica never rejoined (red team, second review of issue 14).
+#[test]
+fn a_replica_more_than_the_view_lead_behind_joins_f_plus_1_replicas_far_ahead() {
+    let config = sim_config(4);
+    let mut replica = Replica::new(
+        3,
+        config,
+        Box::new(SimCrypto { id: 3 }),
+        DurableState::default(),
+        0,
+    );
+    replica.receive(signed_view_change(1, 500), 10);
+    assert_eq!(replica.view(), 0, "one replica far ahead moved us");
+    // A forged signature is not counted.
+    let mut forged = signed_view_change(2, 300);
+    if let Message::ViewChange(vc) = &mut forged {
+        vc.signature[0] ^= 1;
+    }
+    replica.receive(forged, 11);
+    assert_eq!(replica.view(), 0, "an unsigned view change moved us");
+    replica.receive(signed_view_change(2, 300), 12);
+    assert_eq!(
+        replica.view(),
+        300,
+        "f + 1 others far ahead: the smallest they ask"
+    );
+    assert!(replica.in_view_change());
+}
+
+/// Red team, second review of issue 14: the new primary of view 1 restarts during the view
+/// change, its view change lost. It persisted view 1 and comes back believing it is in it;
+/// the others, asking for view 1 without 2f + 1, arm no timer. Now a replica that restarted
+/// in a view it never saw installed takes part in that view's change when others ask.
+#[test]
+fn a_new_primary_restarting_during_its_view_change_completes_it() {
+    let mut sim = honest(4);
+    for _ in 0..8 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 5_000));
+    // Replica 0 (primary of view 0) goes; replica 1 (primary of view 1) is cut off from
+    // the others, so its view change reaches no one.
+    sim.crash(0);
+    for to in [2, 3] {
+        sim.faults.blocked.insert((1, to));
+    }
+    let later: Vec<TxId> = (0..4).map(|_| sim.submit(None)).collect();
+    let deadline = sim.now + 10_000;
+    while sim.now < deadline
+        && !sim.nodes[1..]
+            .iter()
+            .all(|n| n.replica.as_ref().is_some_and(|r| r.view() == 1))
+    {
+        sim.step();
+    }
+    sim.crash(1);
+    sim.faults.blocked.clear();
+    sim.restart(1);
+    // Replicas 1, 2 and 3 are a quorum: they must order the rest without replica 0.
+    let deadline = sim.now + 20_000;
+    let done = |sim: &Sim| {
+        sim.nodes[1..4]
+            .iter()
+            .all(|n| later.iter().all(|tx| n.executed.contains(tx)))
+    };
+    // No client retransmits: the restarted replica holds no pending request of its own
+    // (that would time out and move everyone on, hiding the stall).
+    while sim.now < deadline && !done(&sim) {
+        sim.step();
+    }
+    assert!(done(&sim), "the view change never completed");
+    sim.restart(0);
+    assert!(run_until_executed(&mut sim, 30_000));
+    sim.check_ledgers();
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }

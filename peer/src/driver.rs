@@ -57,29 +57,42 @@ pub enum Input {
     Submit {
         request: pbft::Request,
         reply: oneshot::Sender<Outcome>,
-        queued: Queued,
+        queued: Held,
     },
     Message {
         from: pbft::ReplicaId,
         message: pbft::Message,
-        queued: Queued,
+        queued: Held,
     },
     Shutdown,
 }
 
+/// What one queued input holds of its sender's budgets: its bytes and its slot.
+#[derive(Debug)]
+pub struct Held {
+    _bytes: Queued,
+    _slot: Queued,
+}
+
+/// Inputs queued for the consensus thread at most (each sender gets an equal share).
+pub const INPUT_QUEUE: usize = 65_536;
 /// Bytes of client submissions (ids and envelopes) queued for the consensus thread at most.
 pub const QUEUED_SUBMISSION_BYTES: usize = 256 << 20;
 /// Bytes of one replica's messages (as encoded) queued for the consensus thread at most: two
 /// of the largest it may send, so one replica cannot take the others' room.
 pub const QUEUED_BYTES_PER_REPLICA: usize = 2 * MAX_REPLICA_MESSAGE_BYTES;
 
-/// The sending side of the consensus thread's input queue, with its byte budgets: one for
-/// client submissions, one per replica.
+/// The sending side of the consensus thread's input queue, with its budgets: client
+/// submissions as one sender and each replica as another, each with its bytes and an equal
+/// share of the queue's slots, so that no replica (sending many small messages, or few
+/// large ones) takes the others' or the clients' room.
 #[derive(Clone)]
 pub struct Inputs {
     sender: SyncSender<Input>,
-    submissions: ByteBudget,
-    replicas: Arc<[ByteBudget]>,
+    /// (bytes, slots) for submissions.
+    submissions: (ByteBudget, ByteBudget),
+    /// (bytes, slots) for each replica.
+    replicas: Arc<[(ByteBudget, ByteBudget)]>,
 }
 
 /// Why an input was not queued.
@@ -94,15 +107,31 @@ pub enum QueueError {
 }
 
 impl Inputs {
-    /// Budgets for `replicas` replicas around `sender`.
-    pub fn new(sender: SyncSender<Input>, replicas: usize) -> Inputs {
+    /// Budgets for `replicas` replicas around `sender`, a channel of `capacity` inputs.
+    pub fn new(sender: SyncSender<Input>, capacity: usize, replicas: usize) -> Inputs {
+        let share = capacity / replicas.saturating_add(1).max(1);
         Inputs {
             sender,
-            submissions: ByteBudget::new(QUEUED_SUBMISSION_BYTES),
+            submissions: (
+                ByteBudget::new(QUEUED_SUBMISSION_BYTES),
+                ByteBudget::new(share),
+            ),
             replicas: (0..replicas)
-                .map(|_| ByteBudget::new(QUEUED_BYTES_PER_REPLICA))
+                .map(|_| {
+                    (
+                        ByteBudget::new(QUEUED_BYTES_PER_REPLICA),
+                        ByteBudget::new(share),
+                    )
+                })
                 .collect(),
         }
+    }
+
+    fn hold(budgets: &(ByteBudget, ByteBudget), bytes: usize) -> Option<Held> {
+        Some(Held {
+            _bytes: budgets.0.take(bytes)?,
+            _slot: budgets.1.take(1)?,
+        })
     }
 
     /// Queues a client's request, charged its [`pbft::Request::size_bytes`].
@@ -111,10 +140,7 @@ impl Inputs {
         request: pbft::Request,
         reply: oneshot::Sender<Outcome>,
     ) -> Result<(), QueueError> {
-        let queued = self
-            .submissions
-            .take(request.size_bytes())
-            .ok_or(QueueError::Full)?;
+        let queued = Self::hold(&self.submissions, request.size_bytes()).ok_or(QueueError::Full)?;
         self.send(Input::Submit {
             request,
             reply,
@@ -134,7 +160,7 @@ impl Inputs {
             .replicas
             .get(from as usize)
             .ok_or(QueueError::NoSuchReplica)?;
-        let queued = budget.take(bytes).ok_or(QueueError::Full)?;
+        let queued = Self::hold(budget, bytes).ok_or(QueueError::Full)?;
         self.send(Input::Message {
             from,
             message,
@@ -636,7 +662,7 @@ mod tests {
     #[test]
     fn one_replica_cannot_take_the_input_queue() {
         let (sender, receiver) = std::sync::mpsc::sync_channel(INPUT_QUEUE_FOR_TEST);
-        let inputs = Inputs::new(sender, 4);
+        let inputs = Inputs::new(sender, INPUT_QUEUE_FOR_TEST, 4);
         let big = MAX_REPLICA_MESSAGE_BYTES;
         assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
         assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
@@ -667,5 +693,25 @@ mod tests {
         assert_eq!(inputs.submit(oversized, reply), Err(QueueError::Full));
     }
 
-    const INPUT_QUEUE_FOR_TEST: usize = 16;
+    const INPUT_QUEUE_FOR_TEST: usize = 50;
+
+    /// Many small messages from one replica fill its share of the queue's slots, not the
+    /// queue: the others' messages and clients' submissions still get in.
+    #[test]
+    fn one_replica_cannot_take_the_input_queue_by_count() {
+        let (sender, _receiver) = std::sync::mpsc::sync_channel(INPUT_QUEUE_FOR_TEST);
+        let inputs = Inputs::new(sender, INPUT_QUEUE_FOR_TEST, 4);
+        let share = INPUT_QUEUE_FOR_TEST / 5;
+        for _ in 0..share {
+            assert_eq!(inputs.message(1, checkpoint(1), 110), Ok(()));
+        }
+        assert_eq!(inputs.message(1, checkpoint(1), 110), Err(QueueError::Full));
+        assert_eq!(inputs.message(2, checkpoint(2), 110), Ok(()));
+        let (reply, _outcome) = oneshot::channel();
+        let request = pbft::Request {
+            tx_id: [1; 32],
+            payload: vec![0; 100],
+        };
+        assert_eq!(inputs.submit(request, reply), Ok(()));
+    }
 }

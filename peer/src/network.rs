@@ -168,6 +168,23 @@ pub struct ReplicationService {
     /// executing them on the consensus thread finds their certificates and signatures
     /// already verified (see `Validator`'s caches).
     pub prewarm: Prewarm,
+    /// Streams each replica may have open at once ([`STREAMS_PER_REPLICA`]): each may hold
+    /// a message of up to [`MAX_REPLICA_MESSAGE_BYTES`] being read.
+    pub open_streams: Arc<[ByteBudget]>,
+}
+
+/// Inbound streams one replica may have open at once: its stream, and a few more while a
+/// broken connection is noticed. Each may buffer one message being read, so this bounds
+/// what one replica can make us hold before any budget is charged.
+pub const STREAMS_PER_REPLICA: usize = 4;
+
+impl ReplicationService {
+    /// A stream limit for each of `replicas` replicas.
+    pub fn stream_limits(replicas: usize) -> Arc<[ByteBudget]> {
+        (0..replicas)
+            .map(|_| ByteBudget::new(STREAMS_PER_REPLICA))
+            .collect()
+    }
 }
 
 impl ReplicationService {
@@ -200,6 +217,15 @@ impl v1::replication_server::Replication for ReplicationService {
         request: Request<Streaming<v1::ReplicaMessage>>,
     ) -> Result<Response<v1::ReplicaAck>, Status> {
         let from = self.sender(&request)?;
+        let _open = self
+            .open_streams
+            .get(from as usize)
+            .and_then(|limit| limit.take(1))
+            .ok_or_else(|| {
+                Status::resource_exhausted(format!(
+                    "replica {from} already has {STREAMS_PER_REPLICA} streams open"
+                ))
+            })?;
         let mut stream = request.into_inner();
         tracing::info!(replica = from, "stream from replica open");
         while let Some(message) = stream.message().await? {

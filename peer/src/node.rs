@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::PeerConfig;
-use crate::driver::{Driver, Input, Inputs, Shared, Status};
+use crate::driver::{Driver, INPUT_QUEUE, Input, Inputs, Shared, Status};
 use crate::execute::Revocations;
 use crate::genesis::Genesis;
 use crate::ledger::Ledger;
@@ -25,8 +25,6 @@ use crate::pbft_store::PbftStore;
 use crate::service::LedgerService;
 use crate::validate::Validator;
 
-/// Inputs queued for the driver before submissions are refused as overload.
-const INPUT_QUEUE: usize = 65_536;
 /// Largest client request.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
 
@@ -191,7 +189,7 @@ pub async fn run(
     );
     let pbft_config = genesis.pbft_config();
     let (inputs, inputs_rx) = std::sync::mpsc::sync_channel::<Input>(INPUT_QUEUE);
-    let inputs = Inputs::new(inputs, genesis.config.peers.len());
+    let inputs = Inputs::new(inputs, INPUT_QUEUE, genesis.config.peers.len());
     let name = me.name.clone();
     let driver_parts = (
         ledger.clone(),
@@ -278,6 +276,7 @@ pub async fn run(
         root: genesis.root.clone(),
         inputs: inputs.clone(),
         prewarm,
+        open_streams: ReplicationService::stream_limits(genesis.config.peers.len()),
     })
     .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);
     if let Some(addr) = config.metrics_listen {

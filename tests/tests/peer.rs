@@ -501,15 +501,70 @@ async fn replicate_as(
     target: usize,
     messages: Vec<v1::ReplicaMessage>,
 ) -> Result<(), tonic::Status> {
+    stream_as(net, name, target, tokio_stream::iter(messages)).await
+}
+
+/// As [`replicate_as`], sending whatever `messages` yields, for as long as it does.
+async fn stream_as(
+    net: &TestNetwork,
+    name: &str,
+    target: usize,
+    messages: impl tokio_stream::Stream<Item = v1::ReplicaMessage> + Send + 'static,
+) -> Result<(), tonic::Status> {
     use medledger_proto::v1::replication_client::ReplicationClient;
     let wallet = Wallet::open(&net.wallet(name)).unwrap();
     let channel = medledger_tls::connect(&net.address(target), client_tls(&wallet, None).unwrap())
         .await
         .unwrap();
     ReplicationClient::new(channel)
-        .stream(tokio_stream::iter(messages))
+        .stream(messages)
         .await
         .map(|_| ())
+}
+
+/// Red team, second review of issue 14: each open replication stream may hold a message
+/// of up to 32 MiB being read before any budget is charged, so one replica may have only a
+/// few open at once (`STREAMS_PER_REPLICA`, 4, its real one included); more are refused
+/// with RESOURCE_EXHAUSTED, and the network keeps committing.
+#[test]
+fn one_replica_cannot_open_replication_streams_without_bound() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    let rt = runtime();
+    rt.block_on(async {
+        let peers = connect(&net, "patient", 0).await;
+        let (pseudonym, _) = register(&peers).await;
+        let mut senders = Vec::new();
+        let mut calls = Vec::new();
+        for _ in 0..6 {
+            let (tx, rx) = tokio::sync::mpsc::channel::<v1::ReplicaMessage>(1);
+            senders.push(tx);
+            let call = stream_as(
+                &net,
+                "peer3",
+                0,
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            );
+            calls.push(tokio::time::timeout(Duration::from_secs(3), call));
+        }
+        let outcomes = futures_util::future::join_all(calls).await;
+        let refused = outcomes
+            .iter()
+            .filter(
+                |o| matches!(o, Ok(Err(status)) if status.code() == tonic::Code::ResourceExhausted),
+            )
+            .count();
+        let held = outcomes.iter().filter(|o| o.is_err()).count();
+        assert!(
+            refused >= 2,
+            "{refused} refused, {held} held open: {outcomes:?}"
+        );
+        assert!(held <= 4, "{held} extra streams held open");
+        drop(senders);
+        let committed = grants(&peers, &pseudonym, 2).await;
+        assert!(committed.len() >= 2);
+    });
 }
 
 #[test]

@@ -361,12 +361,12 @@ fn flood_early(sim: &mut Sim, index: usize) {
     }
 }
 
-/// Sixteen forwards a round to every other replica, each a fresh request named by its
-/// payload, of up to 512 bytes.
+/// Forwards to every other replica each round, each a fresh request named by its payload,
+/// of up to 512 bytes: as many as the pending queue holds (between 16 and 256).
 fn flood_forwards(sim: &mut Sim, index: usize) {
     let id = sim.nodes[index].id;
     for to in (0..sim.config.n).filter(|&to| to != id) {
-        for _ in 0..16 {
+        for _ in 0..sim.config.max_pending_requests.clamp(16, 256) {
             let mut tx_id = [0xf0; 32];
             tx_id[..8].copy_from_slice(&sim.rng.next().to_be_bytes());
             let mut payload = tx_id.to_vec();
