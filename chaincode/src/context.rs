@@ -157,7 +157,7 @@ pub fn record_denial(
         item: context.item.clone(),
         study_id: context.study_id.clone(),
         outcome: Outcome::Denied as i32,
-        reason: reason.to_string(),
+        denied: Some(reason.to_proto()),
         ..AuditEntry::default()
     };
     // The same denial again by the same caller, among the last few entries: counted on that
@@ -177,7 +177,7 @@ pub fn record_denial(
             && earlier.category == entry.category
             && earlier.item == entry.item
             && earlier.study_id == entry.study_id
-            && earlier.reason == entry.reason
+            && earlier.denied == entry.denied
         {
             earlier.repeats = earlier.repeats.saturating_add(1);
             earlier.last_time = stub.time();

@@ -2,31 +2,109 @@
 //! audited on the patient's record. Every other error is a malformed or impossible request
 //! and leaves no trace.
 
-use medledger_proto::v1::{AuditAction, Right};
+use medledger_proto::v1::{AuditAction, DenialReason, Denied, Right};
 
 use crate::stub::{Role, StubError};
 
-/// Why a caller was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a caller was refused. Recorded in codes ([`Denial::to_proto`]); its words come from
+/// [`describe_denial`], so rewording them changes no consensus data.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Denial {
-    #[error("only the patient who owns this record may do that")]
     NotOwner,
-    #[error("this needs the role {needed}; the caller is {actual}")]
     WrongRole { needed: &'static str, actual: Role },
-    #[error("no permission to {} {category}", right_word(*right))]
     NoPermission { right: Right, category: String },
-    #[error("the permission window has not started yet (from {from})")]
     WindowNotStarted { from: i64 },
-    #[error("the permission window has ended (until {until})")]
     WindowExpired { until: i64 },
-    #[error("the permission {permission_id} has been revoked")]
     Revoked { permission_id: String },
-    #[error("emergency access needs the certificate attribute emergency=true, valid now")]
     NotEmergencyClinician,
-    #[error("this permission requires the shared item to be anonymized")]
     AnonymizationRequired,
-    #[error("only the researcher who registered study {0} may see it")]
     NotStudyOwner(String),
+}
+
+impl Denial {
+    /// The denial as consensus data: its code and the facts it names.
+    pub fn to_proto(&self) -> Denied {
+        let code = |reason: DenialReason| Denied {
+            reason: reason as i32,
+            ..Denied::default()
+        };
+        match self {
+            Denial::NotOwner => code(DenialReason::NotOwner),
+            Denial::WrongRole { needed, actual } => Denied {
+                needed_role: (*needed).to_string(),
+                actual_role: actual.as_str().to_string(),
+                ..code(DenialReason::WrongRole)
+            },
+            Denial::NoPermission { right, category } => Denied {
+                right: *right as i32,
+                category: category.clone(),
+                ..code(DenialReason::NoPermission)
+            },
+            Denial::WindowNotStarted { from } => Denied {
+                from: *from,
+                ..code(DenialReason::WindowNotStarted)
+            },
+            Denial::WindowExpired { until } => Denied {
+                until: *until,
+                ..code(DenialReason::WindowExpired)
+            },
+            Denial::Revoked { permission_id } => Denied {
+                permission_id: permission_id.clone(),
+                ..code(DenialReason::Revoked)
+            },
+            Denial::NotEmergencyClinician => code(DenialReason::NotEmergencyClinician),
+            Denial::AnonymizationRequired => code(DenialReason::AnonymizationRequired),
+            Denial::NotStudyOwner(study) => Denied {
+                study_id: study.clone(),
+                ..code(DenialReason::NotStudyOwner)
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Denial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&describe_denial(&self.to_proto()))
+    }
+}
+
+impl std::error::Error for Denial {}
+
+/// The words for a recorded denial (`AuditEntry.denied`, `CheckAccessResult.denied`), for
+/// people: the only place they are written.
+pub fn describe_denial(denied: &Denied) -> String {
+    let right = Right::try_from(denied.right).unwrap_or(Right::Unspecified);
+    match DenialReason::try_from(denied.reason).unwrap_or(DenialReason::Unspecified) {
+        DenialReason::NotOwner => "only the patient who owns this record may do that".into(),
+        DenialReason::WrongRole => format!(
+            "this needs the role {}; the caller is {}",
+            denied.needed_role, denied.actual_role
+        ),
+        DenialReason::NoPermission => {
+            format!("no permission to {} {}", right_word(right), denied.category)
+        }
+        DenialReason::WindowNotStarted => format!(
+            "the permission window has not started yet (from {})",
+            denied.from
+        ),
+        DenialReason::WindowExpired => {
+            format!("the permission window has ended (until {})", denied.until)
+        }
+        DenialReason::Revoked => {
+            format!("the permission {} has been revoked", denied.permission_id)
+        }
+        DenialReason::NotEmergencyClinician => {
+            "emergency access needs the certificate attribute emergency=true, valid now".into()
+        }
+        DenialReason::AnonymizationRequired => {
+            "this permission requires the shared item to be anonymized".into()
+        }
+        DenialReason::NotStudyOwner => format!(
+            "only the researcher who registered study {} may see it",
+            denied.study_id
+        ),
+        DenialReason::Unspecified => "denied".into(),
+    }
 }
 
 fn right_word(right: Right) -> &'static str {

@@ -30,7 +30,7 @@ pub mod stub;
 mod transactions;
 
 pub use context::DEFAULT_CATEGORIES;
-pub use error::{AuditContext, ChaincodeError, Denial};
+pub use error::{AuditContext, ChaincodeError, Denial, describe_denial};
 pub use stub::{Creator, CreatorAttribute, MemoryLedger, MemoryStub, Role, Stub};
 
 use prost::Message;

@@ -147,6 +147,7 @@ pub fn check_access(stub: &dyn Stub, args: CheckAccessArgs) -> Result<Vec<u8>, C
             allowed: true,
             permission_id: permission.id.clone(),
             reason: String::new(),
+            denied: None,
             category_key: get(stub, &keys::category_key(&patient.hex, &args.category))?,
             study_pseudonym: permission.study_pseudonym.clone(),
             anonymize: permission.anonymize,
@@ -160,6 +161,7 @@ pub fn check_access(stub: &dyn Stub, args: CheckAccessArgs) -> Result<Vec<u8>, C
         Err(denial) => CheckAccessResult {
             allowed: false,
             reason: denial.to_string(),
+            denied: Some(denial.to_proto()),
             ..CheckAccessResult::default()
         },
     };

@@ -234,8 +234,76 @@ fn only_the_owner_grants_and_revokes_and_it_is_audited() {
             (A::Access as i32, O::Denied as i32, "dr.a"),
         ]
     );
-    assert!(trail[7].reason.contains("revoked"));
+    let denied = trail[7]
+        .denied
+        .clone()
+        .expect("a denial is recorded as a code");
+    assert_eq!(denied.reason, v1::DenialReason::Revoked as i32);
+    assert!(!denied.permission_id.is_empty());
+    assert!(trail[7].reason.is_empty(), "no words of ours in the trail");
+    assert!(medledger_chaincode::describe_denial(&denied).contains("revoked"));
     assert_eq!(trail[7].item, "item-1");
+}
+
+/// Issue 16, item 3: a denial is consensus data (it is in world state, so in the state root)
+/// and holds codes and facts only. The words for it are written once, for clients
+/// (`describe_denial`); none of them reaches the stored entry, so rewording one changes no
+/// state root. Every kind of denial is checked.
+#[test]
+fn recorded_denials_hold_codes_not_words() {
+    let denials = [
+        Denial::NotOwner,
+        Denial::WrongRole {
+            needed: Role::Clinician.as_str(),
+            actual: Role::Patient,
+        },
+        Denial::NoPermission {
+            right: Right::Read,
+            category: "lab-results".into(),
+        },
+        Denial::WindowNotStarted {
+            from: 1_700_000_000,
+        },
+        Denial::WindowExpired {
+            until: 1_700_000_000,
+        },
+        Denial::Revoked {
+            permission_id: "perm-1".into(),
+        },
+        Denial::NotEmergencyClinician,
+        Denial::AnonymizationRequired,
+        Denial::NotStudyOwner("study-1".into()),
+    ];
+    let mut codes = std::collections::BTreeSet::new();
+    for denial in denials {
+        let denied = denial.to_proto();
+        assert!(codes.insert(denied.reason), "{denial:?} shares a code");
+        let stored = v1::AuditEntry {
+            denied: Some(denied.clone()),
+            ..v1::AuditEntry::default()
+        }
+        .encode_to_vec();
+        let words = medledger_chaincode::describe_denial(&denied);
+        assert_eq!(words, denial.to_string());
+        // Every word of four letters or more of the description is absent from the bytes
+        // (the facts it names, such as a category or an id, are data and may be there).
+        let facts = [
+            denied.needed_role.as_str(),
+            denied.actual_role.as_str(),
+            denied.category.as_str(),
+            denied.permission_id.as_str(),
+            denied.study_id.as_str(),
+        ];
+        for word in words.split(|c: char| !c.is_ascii_alphabetic()) {
+            if word.len() < 4 || facts.iter().any(|f| f.contains(word)) {
+                continue;
+            }
+            assert!(
+                !stored.windows(word.len()).any(|w| w == word.as_bytes()),
+                "{word:?} of {words:?} is in the stored entry"
+            );
+        }
+    }
 }
 
 #[test]

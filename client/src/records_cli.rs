@@ -576,10 +576,9 @@ fn audit_text(entries: &[v1::AuditEntry]) -> String {
                 format!(" study {}", e.study_id)
             },
             if e.emergency { " EMERGENCY" } else { "" },
-            if e.reason.is_empty() {
-                String::new()
-            } else {
-                format!(" — {}", e.reason)
+            match entry_words(e) {
+                words if words.is_empty() => String::new(),
+                words => format!(" — {words}"),
             },
         ));
         if e.repeats > 0 {
@@ -639,8 +638,9 @@ fn audit_fhir(pseudonym: &[u8], entries: &[v1::AuditEntry]) -> serde_json::Value
                     "detail": [{"type": "category", "valueString": e.category}],
                 }));
             }
-            if !e.reason.is_empty() {
-                event["outcomeDesc"] = json!(e.reason);
+            let words = entry_words(e);
+            if !words.is_empty() {
+                event["outcomeDesc"] = json!(words);
             }
             if e.emergency {
                 event["purposeOfEvent"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT", "display": "Emergency Treatment"}]}]);
@@ -972,5 +972,14 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
                 })).collect::<Vec<_>>()}),
             })
         }
+    }
+}
+
+/// The words for an audit entry: a denial's, rendered from its code, or the caller's own
+/// reason (an emergency access).
+fn entry_words(e: &v1::AuditEntry) -> String {
+    match &e.denied {
+        Some(denied) => medledger_chaincode::describe_denial(denied),
+        None => e.reason.clone(),
     }
 }
