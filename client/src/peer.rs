@@ -490,8 +490,7 @@ impl PeerSet {
                     continue;
                 }
             };
-            let mut key = receipt.clone();
-            key.replica = 0;
+            let key = agreement_key(&receipt);
             let entry = groups
                 .entry(key.encode_to_vec())
                 .or_insert_with(|| (receipt.clone(), Vec::new(), Vec::new()));
@@ -569,8 +568,7 @@ impl PeerSet {
             if receipt.tx_id != tx_id {
                 return Err(bad("a receipt for another transaction".into()));
             }
-            let mut key = receipt.clone();
-            key.replica = 0;
+            let key = agreement_key(&receipt);
             match &first {
                 None => first = Some(key),
                 Some(f) if *f == key => {}
@@ -705,4 +703,15 @@ pub fn header_hash(h: &v1::BlockHeader) -> [u8; 32] {
         state_root: &h.state_root,
         time_ms: h.time_ms,
     })
+}
+
+/// What f+1 receipts must agree on: everything but the signing replica and the message (the
+/// words a peer's version gives a refusal; its status and code are what count, so peers on
+/// two versions with different wording still agree).
+fn agreement_key(receipt: &v1::Receipt) -> v1::Receipt {
+    v1::Receipt {
+        replica: 0,
+        message: String::new(),
+        ..receipt.clone()
+    }
 }

@@ -121,6 +121,36 @@ fn objects_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Rewords every refusal's message in every block of a stopped peer's RocksDB; how many.
+fn reword_refusals(data_dir: &Path) -> usize {
+    let data_dir = data_dir.join("ledger");
+    let options = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&options, &data_dir).unwrap();
+    let db = rocksdb::DB::open_cf(&options, &data_dir, &cfs).unwrap();
+    let cf = db.cf_handle("blocks").unwrap();
+    let mut changed = Vec::new();
+    for entry in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let (key, value) = entry.unwrap();
+        let mut block = v1::Block::decode(value.as_ref()).unwrap();
+        let mut any = false;
+        for result in &mut block.results {
+            if !result.message.is_empty() {
+                result.message = format!("in other words: {}", result.message.to_uppercase());
+                any = true;
+            }
+        }
+        if any {
+            changed.push((key.to_vec(), block.encode_to_vec()));
+        }
+    }
+    let count = changed.len();
+    for (key, value) in changed {
+        db.put_cf(cf, key, value).unwrap();
+    }
+    db.flush_cf(cf).unwrap();
+    count
+}
+
 /// Rewrites block `number` in a stopped peer's RocksDB with `change` applied.
 fn tamper_block(data_dir: &Path, number: u64, change: impl FnOnce(&mut v1::Block)) {
     let data_dir = data_dir.join("ledger");
@@ -373,6 +403,19 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
         &[
             &["ledger", "verify"][..],
             &args1.iter().map(String::as_str).collect::<Vec<_>>(),
+        ]
+        .concat(),
+    );
+    // Issue 16, item 3: a result's message is words for people, not consensus data. Blocks
+    // whose refusals a peer of another version words differently still verify.
+    let reworded = reword_refusals(&net.path().join("peer2"));
+    assert!(reworded > 0, "the scenario left no refusal on the ledger");
+    let args2 = offline("peer2");
+    net.ok(
+        None,
+        &[
+            &["ledger", "verify"][..],
+            &args2.iter().map(String::as_str).collect::<Vec<_>>(),
         ]
         .concat(),
     );
