@@ -51,6 +51,11 @@ pub struct GenesisPeerSpec {
     pub address: String,
 }
 
+/// The ledger format this code writes and reads: the encodings of blocks, results and world
+/// state and what the header hashes. Fixed by the golden tests (`execution/tests/golden.rs`);
+/// any change to them is a new format, with a new number.
+pub const LEDGER_FORMAT: u32 = 1;
+
 /// Defaults tuned for a LAN of 4 to 10 peers.
 pub fn default_parameters() -> v1::ConsensusParameters {
     let c = pbft::Config::new(4);
@@ -65,6 +70,7 @@ pub fn default_parameters() -> v1::ConsensusParameters {
         request_timeout_ms: 2_000,
         max_clock_skew_ms: c.max_clock_skew_ms,
         max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
+        ledger_format: LEDGER_FORMAT,
     }
 }
 
@@ -135,6 +141,12 @@ impl Genesis {
         let parameters = config
             .consensus
             .ok_or_else(|| malformed("no consensus parameters"))?;
+        if parameters.ledger_format != LEDGER_FORMAT {
+            return Err(GenesisError::Malformed(format!(
+                "the network's ledger format is {}; this binary reads format {LEDGER_FORMAT}",
+                parameters.ledger_format
+            )));
+        }
         let mut peer_keys = Vec::with_capacity(n);
         for (i, peer) in config.peers.iter().enumerate() {
             let bad = |why: String| GenesisError::BadPeer {
