@@ -7,6 +7,7 @@
 //! - [`genesis`]: the genesis block and the network's consensus parameters.
 //! - [`validate`]: an envelope from bytes to a checked transaction, or a refusal.
 //! - [`block`]: block headers, transaction and state roots (RFC 6962 Merkle trees).
+//! - [`result_code`]: the code each refusal and chaincode error is recorded with.
 //! - [`wire`]: PBFT messages to and from `medledger.v1` protobuf, and the largest message
 //!   a correct replica sends.
 //!
@@ -14,5 +15,6 @@
 
 pub mod block;
 pub mod genesis;
+pub mod result_code;
 pub mod validate;
 pub mod wire;

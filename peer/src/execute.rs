@@ -22,6 +22,7 @@ use crate::block::{WriteSet, header_hash, next_state_root, tx_root};
 use crate::ledger::{BlockCommit, HistoryEntry, Ledger, LedgerError, StateView, TxLocation};
 use crate::stub::LedgerStub;
 use crate::validate::{Checked, LedgerFacts, Refusal, Validator, creator};
+use medledger_execution::result_code::{chaincode_code, refusal_code};
 
 /// The revocations on the committed ledger: one shared set of serials, read by execution,
 /// by checks at submission and by every TLS handshake, and changed only by the driver after
@@ -158,7 +159,7 @@ fn refused(r: Refusal) -> v1::TxResult {
     v1::TxResult {
         tx_id: r.tx_id.map(|t| t.to_vec()).unwrap_or_default(),
         status: r.status as i32,
-        code: crate::service::refusal_code(r.status) as i32,
+        code: refusal_code(r.status) as i32,
         message: r.message,
         ..Default::default()
     }
@@ -292,7 +293,7 @@ pub fn execute_block(
                     Invoked::Returned(Ok(result)) => (TxStatus::Valid, 0, String::new(), result),
                     Invoked::Returned(Err(e)) => (
                         TxStatus::ChaincodeError,
-                        crate::service::chaincode_code(&e) as i32,
+                        chaincode_code(&e) as i32,
                         e.to_string(),
                         Vec::new(),
                     ),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use medledger_chaincode::{self as chaincode, ChaincodeError, stub::StubError};
+use medledger_chaincode::{self as chaincode, ChaincodeError};
 use medledger_crypto::{EnrolledIdentity, SignatureDomain, SigningIdentity};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
@@ -23,6 +23,7 @@ use crate::ledger::{Ledger, StateView};
 use crate::network::Network;
 use crate::stub::LedgerStub;
 use crate::validate::{Checked, Refusal, Validator, creator};
+use medledger_execution::result_code::{chaincode_code, refusal_code};
 
 /// How long Submit waits for its transaction to commit.
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -56,48 +57,21 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("the peer failed: {e}"))
 }
 
-/// The gRPC code of a refusal by validation (at submission, or recorded in a block).
-pub fn refusal_code(status: TxStatus) -> Code {
-    match status {
-        TxStatus::BadSignature | TxStatus::BadCertificate => Code::Unauthenticated,
-        TxStatus::CertificateRevoked | TxStatus::CertificateExpired => Code::PermissionDenied,
-        TxStatus::DuplicateTxId => Code::AlreadyExists,
-        TxStatus::BadRevocation => Code::FailedPrecondition,
-        TxStatus::TooLarge => Code::OutOfRange,
-        TxStatus::UnknownFunction => Code::Unimplemented,
-        _ => Code::InvalidArgument,
-    }
-}
-
 /// The gRPC status for an envelope refused at submission.
 pub fn refusal_status(r: &Refusal) -> Status {
-    Status::new(refusal_code(r.status), r.message.clone())
+    Status::new(grpc_code(refusal_code(r.status)), r.message.clone())
 }
 
-/// The gRPC code of a chaincode error (on a query, or recorded in a block).
-pub fn chaincode_code(e: &ChaincodeError) -> Code {
-    match e {
-        ChaincodeError::Denied { .. } => Code::PermissionDenied,
-        ChaincodeError::InvalidArgument { .. } | ChaincodeError::NotATransaction(_) => {
-            Code::InvalidArgument
-        }
-        ChaincodeError::UnknownFunction(_) => Code::Unimplemented,
-        ChaincodeError::UnknownPatient | ChaincodeError::NotFound { .. } => Code::NotFound,
-        ChaincodeError::PatientErased => Code::FailedPrecondition,
-        ChaincodeError::AlreadyExists { .. } | ChaincodeError::AlreadyRevoked(_) => {
-            Code::AlreadyExists
-        }
-        ChaincodeError::Stub(StubError::OverBudget(_)) => Code::ResourceExhausted,
-        ChaincodeError::Overflow(_) => Code::OutOfRange,
-        ChaincodeError::Stub(_) | ChaincodeError::Corrupt(_) => Code::Internal,
-    }
+/// The gRPC code for a recorded result code (the numbers are the same).
+pub fn grpc_code(code: v1::ResultCode) -> Code {
+    Code::from_i32(code as i32)
 }
 
 /// The gRPC status for a chaincode error on a query.
 pub fn chaincode_status(e: &ChaincodeError) -> Status {
     match chaincode_code(e) {
-        Code::Internal => internal(e),
-        code => Status::new(code, e.to_string()),
+        v1::ResultCode::Internal => internal(e),
+        code => Status::new(grpc_code(code), e.to_string()),
     }
 }
 
