@@ -1,5 +1,7 @@
 //! The patient's identifying information (UII) never reaches the ledger: only the pseudonym
 //! derived from it on the patient's machine does.
+// A host, not the deterministic crate: it may read the clock and the environment.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 

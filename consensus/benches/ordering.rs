@@ -1,6 +1,8 @@
 //! Ordered requests per second for 4 replicas in the simulator, without signatures or I/O:
 //! the cost of the protocol's own bookkeeping. Not a test; run with
 //! `cargo bench -p medledger-pbft --bench ordering`.
+// A host, not the deterministic crate: it may read the clock and the environment.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 #[path = "../tests/sim/mod.rs"]
 mod sim;

@@ -9,6 +9,7 @@
 //! signature verifies; and its tx_id has never been used. A revocation record is valid when
 //! the CA root signed it and it is the next in the CA's sequence.
 
+#[allow(clippy::disallowed_types)]
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -101,8 +102,10 @@ pub fn revocation_tx_id(sequence: u64) -> [u8; 32] {
 }
 
 /// Caches that make the second validation of an envelope (at execution) cheap. Results
-/// depend only on the bytes, so caching never changes an outcome.
+/// depend only on the bytes, so caching never changes an outcome (the fuzz target
+/// `envelope` checks it). They are only looked up, never iterated, so hash order is safe.
 #[derive(Default)]
+#[allow(clippy::disallowed_types)]
 struct Caches {
     /// SHA-256(certificate DER) → parsed certificate whose chain to the root verified.
     certificates: HashMap<[u8; 32], EnrolledIdentity>,

@@ -1,0 +1,170 @@
+//! The workspace's layering, read from its Cargo.toml files (docs/ARCHITECTURE.md, "Crates
+//! and what they may import"): data flows one way, and the deterministic crates and the
+//! servers link only what their room allows. A crate importing one it must not fails here,
+//! and so does a known exception that no longer exists (remove it from the list then).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Each workspace crate's folder and the medledger crates and external crates it depends on
+/// (normal dependencies only: tests and benches may use anything).
+fn workspace() -> BTreeMap<String, BTreeSet<String>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let members = manifest["workspace"]["members"].as_array().unwrap();
+    let mut crates = BTreeMap::new();
+    for member in members {
+        let dir = member.as_str().unwrap();
+        let own: toml::Table = std::fs::read_to_string(root.join(dir).join("Cargo.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let name = own["package"]["name"].as_str().unwrap().to_string();
+        let deps = own
+            .get("dependencies")
+            .and_then(|d| d.as_table())
+            .map(|d| d.keys().cloned().collect())
+            .unwrap_or_default();
+        crates.insert(name, deps);
+    }
+    crates
+}
+
+/// Everything `name` links, following workspace crates.
+fn closure(crates: &BTreeMap<String, BTreeSet<String>>, name: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![name.to_string()];
+    while let Some(next) = stack.pop() {
+        for dep in crates.get(&next).into_iter().flatten() {
+            if seen.insert(dep.clone()) {
+                stack.push(dep.clone());
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn crates_import_only_downward() {
+    let crates = workspace();
+    // Which medledger crates each may depend on directly (its room; the rest is forbidden).
+    let allowed: &[(&str, &[&str])] = &[
+        ("medledger-proto", &[]),
+        ("medledger-crypto", &[]),
+        ("medledger-deid", &[]),
+        ("medledger-pbft", &[]),
+        ("medledger-tls", &["medledger-crypto"]),
+        ("medledger-chaincode", &["medledger-proto"]),
+        (
+            "medledger-execution",
+            &[
+                "medledger-proto",
+                "medledger-crypto",
+                "medledger-pbft",
+                "medledger-chaincode",
+            ],
+        ),
+        (
+            "medledger-membership",
+            &["medledger-proto", "medledger-crypto", "medledger-tls"],
+        ),
+        (
+            "medledger-peer",
+            &[
+                "medledger-proto",
+                "medledger-crypto",
+                "medledger-tls",
+                "medledger-pbft",
+                "medledger-chaincode",
+                "medledger-execution",
+            ],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (name, may) in allowed {
+        let deps = crates
+            .get(*name)
+            .unwrap_or_else(|| panic!("no crate {name}"));
+        for dep in deps.iter().filter(|d| d.starts_with("medledger-")) {
+            if !may.contains(&dep.as_str()) {
+                wrong.push(format!("{name} imports {dep}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn no_runtime_or_storage_under_the_deterministic_crates() {
+    let crates = workspace();
+    for name in [
+        "medledger-pbft",
+        "medledger-chaincode",
+        "medledger-execution",
+        "medledger-deid",
+    ] {
+        // Through medledger-proto they get tonic's generated service stubs (never a
+        // runtime or a socket of their own); everything else is counted.
+        let via_proto = closure(&crates, "medledger-proto");
+        let linked: BTreeSet<String> = closure(&crates, name)
+            .difference(&via_proto)
+            .cloned()
+            .collect();
+        for forbidden in ["rocksdb", "tokio", "tonic", "rand", "object_store"] {
+            assert!(
+                !linked.contains(forbidden),
+                "{name} links {forbidden}: {linked:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_protocol_crate_brings_no_runtime() {
+    let crates = workspace();
+    let linked = closure(&crates, "medledger-proto");
+    for forbidden in ["rocksdb", "tokio", "rand", "object_store"] {
+        assert!(
+            !linked.contains(forbidden),
+            "medledger-proto links {forbidden}"
+        );
+    }
+}
+
+#[test]
+fn servers_link_rocksdb_only_where_they_store_a_ledger() {
+    let crates = workspace();
+    // Crates that link RocksDB without keeping a ledger, each an exception to remove (issue
+    // 16, item 2: the gateway and the SDK depend on the peer through `client/`).
+    let known_exceptions: BTreeSet<&str> =
+        ["medledger-gateway", "medledger-client", "medledger-bench"]
+            .into_iter()
+            .collect();
+    let may: BTreeSet<&str> = ["medledger-peer", "medledger-membership", "medledger-tests"]
+        .into_iter()
+        .collect();
+    let linking: BTreeSet<String> = crates
+        .keys()
+        .filter(|name| closure(&crates, name).contains("rocksdb"))
+        .cloned()
+        .collect();
+    let unexpected: Vec<&String> = linking
+        .iter()
+        .filter(|n| !may.contains(n.as_str()) && !known_exceptions.contains(n.as_str()))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "these now link RocksDB: {unexpected:?}"
+    );
+    let resolved: Vec<&&str> = known_exceptions
+        .iter()
+        .filter(|n| !linking.contains(**n))
+        .collect();
+    assert!(
+        resolved.is_empty(),
+        "no longer linking RocksDB, remove from the exceptions: {resolved:?}"
+    );
+}
