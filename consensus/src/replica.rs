@@ -536,9 +536,73 @@ impl Replica {
         }
     }
 
+    /// Debug builds: the core's invariants, checked at the end of every input (the simulator's
+    /// seeds and the fuzz target run with them). Panics naming the one broken.
+    #[cfg(debug_assertions)]
+    fn check_invariants(&self) {
+        // The pending queue, its id index and its byte and per-origin accounting agree (the
+        // walk over every request only while the queue is short: it runs at every input).
+        assert_eq!(self.pending.len(), self.pending_ids.len(), "pending ids");
+        let (count, held) = self
+            .pending_from
+            .values()
+            .fold((0usize, 0usize), |(c, b), (n, m)| {
+                (c.saturating_add(*n), b.saturating_add(*m))
+            });
+        assert_eq!(count, self.pending.len(), "pending by origin (requests)");
+        assert_eq!(held, self.pending_bytes, "pending by origin (bytes)");
+        if self.pending.len() > 64 {
+            return self.check_log_invariants();
+        }
+        let mut bytes = 0usize;
+        let mut from: BTreeMap<ReplicaId, (usize, usize)> = BTreeMap::new();
+        for r in &self.pending {
+            let origin = self.pending_ids.get(&r.tx_id);
+            assert!(origin.is_some(), "a pending request without its id");
+            bytes = bytes.saturating_add(r.size_bytes());
+            if let Some(origin) = origin {
+                let entry = from.entry(*origin).or_default();
+                entry.0 = entry.0.saturating_add(1);
+                entry.1 = entry.1.saturating_add(r.size_bytes());
+            }
+        }
+        assert_eq!(bytes, self.pending_bytes, "pending bytes");
+        assert_eq!(from, self.pending_from, "pending by origin");
+        self.check_log_invariants();
+    }
+
+    #[cfg(debug_assertions)]
+    fn check_log_invariants(&self) {
+        assert!(self.pending.len() <= self.config.max_pending_requests);
+        assert!(self.pending_bytes <= self.config.max_pending_bytes);
+        // Execution follows dispatch; a primary proposes only above what it dispatched.
+        assert!(
+            self.last_executed <= self.last_dispatched,
+            "executed beyond dispatched"
+        );
+        if self.is_primary() && !self.in_view_change {
+            assert!(
+                self.last_dispatched < self.next_seq,
+                "a primary would propose at {} having dispatched {}",
+                self.next_seq,
+                self.last_dispatched
+            );
+        }
+        // The log lies above the low watermark; view changes kept are for our view or later.
+        let low = self.low_watermark();
+        assert!(self.slots.keys().all(|s| *s > low), "a slot at or below h");
+        assert!(
+            self.view_changes.keys().all(|v| *v >= self.durable.view),
+            "a view change below our view"
+        );
+        assert!(self.early_bytes <= self.config.max_early_bytes());
+    }
+
     /// Orders this step's actions: a Persist first if durable state changed, with every
     /// message held back until it is confirmed; then the timer.
     fn finish(&mut self) -> Vec<Action> {
+        #[cfg(debug_assertions)]
+        self.check_invariants();
         let produced = std::mem::take(&mut self.out);
         let mut actions = Vec::new();
         let (sends, others): (Vec<Action>, Vec<Action>) = produced
@@ -1055,6 +1119,9 @@ impl Replica {
                 self.durable.last_timestamp_ms = batch.timestamp_ms;
             }
             self.last_dispatched = seq;
+            // A primary proposes only above what it dispatched (a restarted primary learns
+            // of commits from the others before it proposes).
+            self.next_seq = self.next_seq.max(seq.saturating_add(1));
             self.dirty = true;
             self.out.push(Action::Execute { seq, batch });
         }

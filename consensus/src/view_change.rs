@@ -527,9 +527,15 @@ impl Replica {
             .map(|pp| pp.message.seq)
             .unwrap_or(self.low_watermark());
         let primary = self.config.primary(nv.view);
+        let low = self.low_watermark();
         for pp in nv.pre_prepares {
             let seq = pp.message.seq;
             let digest = pp.message.digest;
+            // Below our stable checkpoint the new view orders nothing we do not hold proof of
+            // already (its checkpoint may be older than ours).
+            if seq <= low {
+                continue;
+            }
             self.record_pre_prepare(pp);
             if self.id != primary {
                 let vote = Vote {
