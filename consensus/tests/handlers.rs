@@ -1,0 +1,224 @@
+//! One test per acceptance rule of the pre-prepare handler (Castro–Liskov §4.2, and §4.4 for
+//! what makes a backup suspect its primary), on one backup driven by hand: replica 1 of 4 in
+//! view 0, whose primary is replica 0. Signatures are the simulator's.
+// A host, not the deterministic crate: it may read the clock and the environment.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+#[allow(dead_code)]
+mod sim;
+
+use medledger_pbft::*;
+use sim::{SimCrypto, payload_for, sim_signature};
+
+const NOW: u64 = 1_000_000;
+
+fn config() -> Config {
+    let mut config = Config::new(4);
+    config.checkpoint_interval = 8;
+    config.watermark_window = 16;
+    config
+}
+
+fn backup() -> Replica {
+    Replica::new(
+        1,
+        config(),
+        Box::new(SimCrypto { id: 1 }),
+        DurableState::default(),
+        0,
+    )
+}
+
+fn batch(first: u64) -> Batch {
+    Batch {
+        timestamp_ms: NOW,
+        requests: (first..first + 2)
+            .map(|n| {
+                let mut tx_id = [0u8; 32];
+                tx_id[..8].copy_from_slice(&n.to_be_bytes());
+                Request {
+                    tx_id,
+                    payload: payload_for(&tx_id),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn pre_prepare(from: ReplicaId, view: View, seq: Seq, batch: Batch, digest: Digest) -> Message {
+    let pp = PrePrepare {
+        view,
+        seq,
+        digest,
+        batch,
+    };
+    let signature = sim_signature(from, Domain::PrePrepare, &pp.signed_bytes());
+    Message::PrePrepare(Signed {
+        from,
+        message: pp,
+        signature,
+    })
+}
+
+/// A correct primary's pre-prepare of `batch` at `seq` in view 0.
+fn proposal(seq: Seq, batch: Batch) -> Message {
+    let digest = batch.digest();
+    pre_prepare(0, 0, seq, batch, digest)
+}
+
+/// Delivers `message`, confirms every Persist, and returns what the backup sent.
+fn deliver(replica: &mut Replica, message: Message) -> Vec<Message> {
+    let mut actions = replica.receive(message, NOW);
+    let mut sent = Vec::new();
+    while !actions.is_empty() {
+        let mut next = Vec::new();
+        for action in actions {
+            match action {
+                Action::Persist { token } => next.extend(replica.persisted(token)),
+                Action::Send { message, .. } | Action::Broadcast { message } => sent.push(message),
+                _ => {}
+            }
+        }
+        actions = next;
+    }
+    sent
+}
+
+fn prepares(sent: &[Message]) -> Vec<Vote> {
+    sent.iter()
+        .filter_map(|m| match m {
+            Message::Prepare(v) => Some(v.message),
+            _ => None,
+        })
+        .collect()
+}
+
+fn view_changes(sent: &[Message]) -> Vec<View> {
+    sent.iter()
+        .filter_map(|m| match m {
+            Message::ViewChange(vc) => Some(vc.message.new_view),
+            _ => None,
+        })
+        .collect()
+}
+
+/// §4.2: a pre-prepare signed by the primary of our view, inside the watermarks, whose
+/// digest is its batch's, is accepted: the backup multicasts a matching prepare.
+#[test]
+fn a_correct_pre_prepare_is_prepared() {
+    let mut r = backup();
+    let b = batch(1);
+    let digest = b.digest();
+    let sent = deliver(&mut r, proposal(1, b));
+    assert_eq!(
+        prepares(&sent),
+        vec![Vote {
+            view: 0,
+            seq: 1,
+            digest
+        }]
+    );
+}
+
+/// §4.2: only the primary of the view may pre-prepare; anyone else's is ignored.
+#[test]
+fn a_pre_prepare_from_a_backup_is_ignored() {
+    let mut r = backup();
+    let b = batch(1);
+    let digest = b.digest();
+    let sent = deliver(&mut r, pre_prepare(2, 0, 1, b, digest));
+    assert!(prepares(&sent).is_empty());
+    assert_eq!(r.view(), 0);
+}
+
+/// §4.2: "it is in view v": a pre-prepare for another view is not accepted.
+#[test]
+fn a_pre_prepare_for_another_view_is_ignored() {
+    let mut r = backup();
+    let b = batch(1);
+    let digest = b.digest();
+    // View 1's primary is replica 1 itself; view 2's is replica 2.
+    let sent = deliver(&mut r, pre_prepare(2, 2, 1, b, digest));
+    assert!(prepares(&sent).is_empty());
+    assert_eq!(r.view(), 0);
+}
+
+/// §4.2: the sequence number must lie between the watermarks h and H = h + L.
+#[test]
+fn a_pre_prepare_outside_the_watermarks_is_ignored() {
+    let mut r = backup();
+    let high = config().watermark_window;
+    for seq in [0, high + 1, u64::MAX] {
+        let sent = deliver(&mut r, proposal(seq, batch(seq.min(1000))));
+        assert!(prepares(&sent).is_empty(), "seq {seq}");
+    }
+    assert_eq!(r.view(), 0);
+}
+
+/// §4.2: the signature must verify; a forged pre-prepare changes nothing.
+#[test]
+fn a_pre_prepare_with_a_bad_signature_is_ignored() {
+    let mut r = backup();
+    let mut message = proposal(1, batch(1));
+    if let Message::PrePrepare(pp) = &mut message {
+        pp.signature[0] ^= 1;
+    }
+    let sent = deliver(&mut r, message);
+    assert!(prepares(&sent).is_empty());
+    assert_eq!(r.view(), 0);
+}
+
+/// §4.2, "d is the digest for m": a batch that is not its digest's is a faulty primary's;
+/// the backup does not prepare it and asks for the next view (§4.4).
+#[test]
+fn a_pre_prepare_whose_digest_is_not_its_batch_deposes_the_primary() {
+    let mut r = backup();
+    let sent = deliver(&mut r, pre_prepare(0, 0, 1, batch(1), [7; 32]));
+    assert!(prepares(&sent).is_empty());
+    assert_eq!(view_changes(&sent), vec![1]);
+}
+
+/// §4.2: "has not accepted a pre-prepare for view v and sequence number n containing a
+/// different digest": a second batch at the same (view, seq) is equivocation (§4.4).
+#[test]
+fn an_equivocating_primary_is_deposed() {
+    let mut r = backup();
+    assert_eq!(prepares(&deliver(&mut r, proposal(1, batch(1)))).len(), 1);
+    let sent = deliver(&mut r, proposal(1, batch(10)));
+    assert!(prepares(&sent).is_empty());
+    assert_eq!(view_changes(&sent), vec![1]);
+}
+
+/// The same pre-prepare again is a retransmission, not equivocation: nothing happens.
+#[test]
+fn a_repeated_pre_prepare_is_not_equivocation() {
+    let mut r = backup();
+    assert_eq!(prepares(&deliver(&mut r, proposal(1, batch(1)))).len(), 1);
+    let sent = deliver(&mut r, proposal(1, batch(1)));
+    assert!(view_changes(&sent).is_empty());
+    assert_eq!(r.view(), 0);
+}
+
+/// Request ids are the payloads' own (issue 14, item 3): a batch labelling a payload with
+/// another request's id deposes its primary.
+#[test]
+fn a_pre_prepare_mislabelling_a_request_deposes_the_primary() {
+    let mut r = backup();
+    let mut b = batch(1);
+    b.requests[0].tx_id[31] ^= 1;
+    let sent = deliver(&mut r, proposal(1, b));
+    assert!(prepares(&sent).is_empty());
+    assert_eq!(view_changes(&sent), vec![1]);
+}
+
+/// Consensus time (adr 0003): a stamp further from the backup's clock than the allowed skew
+/// deposes the primary.
+#[test]
+fn a_pre_prepare_stamped_far_from_our_clock_deposes_the_primary() {
+    let mut r = backup();
+    let mut b = batch(1);
+    b.timestamp_ms = NOW + config().max_clock_skew_ms + 1;
+    let sent = deliver(&mut r, proposal(1, b));
+    assert!(prepares(&sent).is_empty());
+    assert_eq!(view_changes(&sent), vec![1]);
+}
