@@ -4,7 +4,6 @@
 // A host, not the deterministic crate: it may read the clock and the environment.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-#[allow(dead_code)]
 mod sim;
 
 use medledger_pbft::*;
