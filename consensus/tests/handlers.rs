@@ -221,3 +221,109 @@ fn a_pre_prepare_stamped_far_from_our_clock_deposes_the_primary() {
     assert!(prepares(&sent).is_empty());
     assert_eq!(view_changes(&sent), vec![1]);
 }
+
+fn vote(from: ReplicaId, domain: Domain, seq: Seq, digest: Digest) -> Message {
+    let v = Vote {
+        view: 0,
+        seq,
+        digest,
+    };
+    let bytes = match domain {
+        Domain::Prepare => PrepareVote(&v).signed_bytes(),
+        _ => CommitVote(&v).signed_bytes(),
+    };
+    let signed = Signed {
+        from,
+        message: v,
+        signature: sim_signature(from, domain, &bytes),
+    };
+    match domain {
+        Domain::Prepare => Message::Prepare(signed),
+        _ => Message::Commit(signed),
+    }
+}
+
+fn commits(sent: &[Message]) -> usize {
+    sent.iter()
+        .filter(|m| matches!(m, Message::Commit(_)))
+        .count()
+}
+
+/// Delivers `message` and returns the sequence numbers handed to the host to execute.
+fn executed(replica: &mut Replica, message: Message) -> Vec<Seq> {
+    let mut actions = replica.receive(message, NOW);
+    let mut seqs = Vec::new();
+    while !actions.is_empty() {
+        let mut next = Vec::new();
+        for action in actions {
+            match action {
+                Action::Persist { token } => next.extend(replica.persisted(token)),
+                Action::Execute { seq, .. } => seqs.push(seq),
+                _ => {}
+            }
+        }
+        actions = next;
+    }
+    seqs
+}
+
+/// §4.2, prepared(m, v, n, i): the pre-prepare and 2f prepares from distinct backups. The
+/// primary's prepare does not count (it sent the pre-prepare), nor does a second prepare
+/// from the same backup; a replica that prepared multicasts its commit.
+#[test]
+fn prepared_needs_2f_prepares_from_distinct_backups() {
+    let mut r = backup();
+    let b = batch(1);
+    let d = b.digest();
+    deliver(&mut r, proposal(1, b));
+    assert_eq!(commits(&deliver(&mut r, vote(0, Domain::Prepare, 1, d))), 0);
+    assert_eq!(
+        commits(&deliver(&mut r, vote(2, Domain::Prepare, 1, [9; 32]))),
+        0
+    );
+    assert_eq!(commits(&deliver(&mut r, vote(2, Domain::Prepare, 1, d))), 1);
+}
+
+/// §4.2, committed-local(m, v, n, i): prepared and 2f+1 matching commits (its own among
+/// them) — then, in order, the batch is handed to the host to execute.
+#[test]
+fn committed_local_needs_2f_plus_1_commits_then_executes_in_order() {
+    let mut r = backup();
+    let first = batch(1);
+    let second = batch(10);
+    let (d1, d2) = (first.digest(), second.digest());
+    deliver(&mut r, proposal(1, first));
+    deliver(&mut r, proposal(2, second));
+    for (seq, d) in [(1, d1), (2, d2)] {
+        deliver(&mut r, vote(2, Domain::Prepare, seq, d));
+    }
+    // Batch 2 commits first: nothing executes until batch 1 has too.
+    assert!(executed(&mut r, vote(0, Domain::Commit, 2, d2)).is_empty());
+    assert_eq!(
+        executed(&mut r, vote(2, Domain::Commit, 2, d2)),
+        Vec::<Seq>::new()
+    );
+    assert!(executed(&mut r, vote(0, Domain::Commit, 1, d1)).is_empty());
+    assert_eq!(executed(&mut r, vote(2, Domain::Commit, 1, d1)), vec![1, 2]);
+}
+
+/// §4.2: votes must carry the view we are in and a sequence number inside the watermarks.
+#[test]
+fn votes_outside_the_view_or_the_watermarks_are_ignored() {
+    let mut r = backup();
+    let b = batch(1);
+    let d = b.digest();
+    deliver(&mut r, proposal(1, b));
+    let mut other_view = vote(2, Domain::Prepare, 1, d);
+    if let Message::Prepare(v) = &mut other_view {
+        v.message.view = 3;
+        v.signature = sim_signature(2, Domain::Prepare, &PrepareVote(&v.message).signed_bytes());
+    }
+    assert_eq!(commits(&deliver(&mut r, other_view)), 0);
+    let high = config().watermark_window;
+    assert_eq!(
+        commits(&deliver(&mut r, vote(2, Domain::Prepare, high + 1, d))),
+        0
+    );
+    assert_eq!(commits(&deliver(&mut r, vote(2, Domain::Prepare, 1, d))), 1);
+}
