@@ -1,6 +1,7 @@
-//! One test per acceptance rule of the pre-prepare handler (Castro–Liskov §4.2, and §4.4 for
-//! what makes a backup suspect its primary), on one backup driven by hand: replica 1 of 4 in
-//! view 0, whose primary is replica 0. Signatures are the simulator's.
+//! One test per acceptance rule of the PBFT handlers, citing Castro–Liskov (OSDI '99):
+//! pre-prepare (§4.2; §4.4 for what makes a backup suspect its primary), prepare and commit
+//! (§4.2), checkpoint (§4.3) and view change (§4.4, §4.5.2), on one replica driven by hand:
+//! replica 1 of 4 in view 0, whose primary is replica 0. Signatures are the simulator's.
 // A host, not the deterministic crate: it may read the clock and the environment.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -326,4 +327,120 @@ fn votes_outside_the_view_or_the_watermarks_are_ignored() {
         0
     );
     assert_eq!(commits(&deliver(&mut r, vote(2, Domain::Prepare, 1, d))), 1);
+}
+
+fn checkpoint(from: ReplicaId, seq: Seq, root: Digest) -> Message {
+    let c = Checkpoint {
+        seq,
+        state_root: root,
+    };
+    let signature = sim_signature(from, Domain::Checkpoint, &c.signed_bytes());
+    Message::Checkpoint(Signed {
+        from,
+        message: c,
+        signature,
+    })
+}
+
+/// §4.3: a checkpoint becomes stable with 2f+1 matching (seq, state root) from distinct
+/// replicas; the low watermark moves to it, and a replica that has not executed that far
+/// fetches what it lacks (state transfer) from those that signed it.
+#[test]
+fn a_checkpoint_is_stable_with_2f_plus_1_matching_and_a_replica_behind_fetches() {
+    let mut r = backup();
+    let root = [5; 32];
+    deliver(&mut r, checkpoint(0, 8, root));
+    deliver(&mut r, checkpoint(2, 8, [6; 32]));
+    deliver(&mut r, checkpoint(2, 8, root));
+    assert_eq!(r.low_watermark(), 0, "two matching are not a quorum");
+    let sent = deliver(&mut r, checkpoint(3, 8, root));
+    assert_eq!(r.low_watermark(), 8);
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, Message::Fetch { up_to: 8, .. })),
+        "{sent:?}"
+    );
+}
+
+/// §4.3: checkpoints only at multiples of K and above the low watermark; a forged one is
+/// not counted.
+#[test]
+fn checkpoints_off_the_interval_or_forged_do_not_count() {
+    let mut r = backup();
+    let root = [5; 32];
+    for from in [0, 2, 3] {
+        deliver(&mut r, checkpoint(from, 7, root));
+    }
+    assert_eq!(r.low_watermark(), 0);
+    let mut forged = checkpoint(3, 8, root);
+    if let Message::Checkpoint(c) = &mut forged {
+        c.signature[0] ^= 1;
+    }
+    deliver(&mut r, checkpoint(0, 8, root));
+    deliver(&mut r, checkpoint(2, 8, root));
+    deliver(&mut r, forged);
+    assert_eq!(r.low_watermark(), 0);
+    assert!(r.drops().get(&DropReason::BadSignature).is_some());
+}
+
+fn view_change(from: ReplicaId, view: View, prepared: Vec<PreparedProof>) -> Message {
+    let vc = ViewChange {
+        new_view: view,
+        checkpoint: CheckpointProof::default(),
+        prepared,
+    };
+    let signature = sim_signature(from, Domain::ViewChange, &vc.signed_bytes());
+    Message::ViewChange(Signed {
+        from,
+        message: vc,
+        signature,
+    })
+}
+
+/// §4.5.2: a replica joins a view change when f+1 *other* replicas ask for a later view;
+/// one is not enough (it could be the faulty one).
+#[test]
+fn a_view_change_is_joined_on_f_plus_1_others() {
+    let mut r = backup();
+    assert!(view_changes(&deliver(&mut r, view_change(2, 1, Vec::new()))).is_empty());
+    assert_eq!(r.view(), 0);
+    let sent = deliver(&mut r, view_change(3, 1, Vec::new()));
+    assert_eq!(view_changes(&sent), vec![1]);
+    // Replica 1 is view 1's primary: with 2f+1 view changes (its own among them) it sends
+    // the new view and enters it (§4.4).
+    assert!(sent.iter().any(|m| matches!(m, Message::NewView(_))));
+    assert_eq!(r.view(), 1);
+    assert!(!r.in_view_change());
+}
+
+/// §4.4: a view change's prepared proofs must each hold the primary's pre-prepare and 2f
+/// matching prepares from distinct backups; a view change with a short proof is invalid and
+/// not counted toward f+1.
+#[test]
+fn a_view_change_with_a_short_prepared_proof_is_not_counted() {
+    let mut r = backup();
+    let b = batch(1);
+    let d = b.digest();
+    let Message::PrePrepare(pp) = proposal(1, b) else {
+        unreachable!()
+    };
+    let Message::Prepare(one) = vote(2, Domain::Prepare, 1, d) else {
+        unreachable!()
+    };
+    let short = PreparedProof {
+        pre_prepare: pp.clone(),
+        prepares: vec![one.clone()],
+    };
+    deliver(&mut r, view_change(2, 1, vec![short]));
+    deliver(&mut r, view_change(3, 1, Vec::new()));
+    assert_eq!(r.view(), 0, "an invalid view change was counted");
+    let Message::Prepare(two) = vote(3, Domain::Prepare, 1, d) else {
+        unreachable!()
+    };
+    let full = PreparedProof {
+        pre_prepare: pp,
+        prepares: vec![one, two],
+    };
+    let sent = deliver(&mut r, view_change(2, 1, vec![full]));
+    assert_eq!(view_changes(&sent), vec![1]);
 }
