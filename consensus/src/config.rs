@@ -82,6 +82,10 @@ impl Config {
         self.max_pending_requests / self.weak_quorum().max(1)
     }
 
+    /// Shortest time between two state-transfer answers to one replica (each may carry a
+    /// window of batches; a replica catching up asks again after each).
+    pub const FETCH_INTERVAL_MS: u64 = 100;
+
     /// Checkpoints kept per sender beyond the high watermark (how a replica learns it is behind).
     pub const FUTURE_CHECKPOINTS_PER_SENDER: usize = 2;
 

@@ -49,6 +49,16 @@ pub enum Action {
     Busy {
         tx_id: TxId,
     },
+    /// State transfer (§4.3, adr 0006): send replica `to` a `FetchReply` with the committed
+    /// batches of `range` (each with its commit certificate) and `checkpoint`. The core has
+    /// bounded the range and budgeted the sender; the host reads the batches from wherever it
+    /// keeps them (a peer: its blocks, off the consensus thread; the simulator: memory, see
+    /// [`Replica::committed_batches`]) and may send fewer, in order from the start.
+    ServeFetch {
+        to: ReplicaId,
+        range: std::ops::RangeInclusive<Seq>,
+        checkpoint: CheckpointProof,
+    },
     /// 2f+1 replicas agree on a state root at `seq` that differs from ours.
     Divergence {
         seq: Seq,
@@ -75,6 +85,8 @@ pub enum DropReason {
     ViewChangeFlood,
     /// A fetch for nothing we have.
     EmptyFetch,
+    /// A fetch from a replica served less than [`Config::FETCH_INTERVAL_MS`] ago.
+    FetchTooSoon,
     /// A normal-case message for a view being installed, beyond its sender's share of the
     /// early queue.
     EarlyQueueFull,
@@ -196,6 +208,8 @@ pub struct Replica {
     pub(crate) last_new_view: Option<Signed<NewView>>,
     /// When it was last sent again to each replica, in this view.
     pub(crate) new_view_resent: BTreeMap<ReplicaId, u64>,
+    /// When each replica's last fetch was answered (ms).
+    pub(crate) fetches_served: BTreeMap<ReplicaId, u64>,
     /// The view each other replica was last seen in, when above ours (see `note_view_ahead`).
     pub(crate) views_ahead: BTreeMap<ReplicaId, View>,
     /// Views more than [`Config::MAX_VIEW_LEAD`] above ours that other replicas asked for in
@@ -272,6 +286,7 @@ impl Replica {
             last_new_view: None,
             new_view_resent: BTreeMap::new(),
             views_ahead: BTreeMap::new(),
+            fetches_served: BTreeMap::new(),
             views_asked_far: BTreeMap::new(),
             installed_view: (durable.view == 0).then_some(0),
             next_token: 1,
@@ -1287,25 +1302,42 @@ impl Replica {
     }
 
     /// Serves committed batches in (after, up_to], at most one window's worth.
+    /// §4.3 state transfer, the serving side: any values a replica sends give at most one
+    /// watermark window of what we executed, one answer per replica per
+    /// [`Config::FETCH_INTERVAL_MS`]; the host serves it ([`Action::ServeFetch`]).
     fn on_fetch(&mut self, from: ReplicaId, after: Seq, up_to: Seq) {
-        let Some(range) = self.config.fetch_range(after, up_to, self.last_dispatched) else {
+        if from == self.id || from >= self.config.n {
+            return;
+        }
+        if self
+            .fetches_served
+            .get(&from)
+            .is_some_and(|at| self.now_ms < at.saturating_add(Config::FETCH_INTERVAL_MS))
+        {
+            self.dropped(DropReason::FetchTooSoon);
+            return;
+        }
+        let Some(range) = self.config.fetch_range(after, up_to, self.last_executed) else {
             self.dropped(DropReason::EmptyFetch);
             return;
         };
-        let batches: Vec<CommittedBatch> = self
-            .durable
+        self.fetches_served.insert(from, self.now_ms);
+        self.out.push(Action::ServeFetch {
+            to: from,
+            range,
+            checkpoint: self.durable.stable.clone(),
+        });
+    }
+
+    /// The committed batches of `range` this replica still holds in memory (the last
+    /// [`Config::retain_committed`] sequence numbers), for hosts that serve
+    /// [`Action::ServeFetch`] from memory.
+    pub fn committed_batches(&self, range: std::ops::RangeInclusive<Seq>) -> Vec<CommittedBatch> {
+        self.durable
             .committed
             .range(range)
             .map(|(_, b)| b.clone())
-            .collect();
-        if batches.is_empty() {
-            return;
-        }
-        let reply = Message::FetchReply {
-            batches,
-            checkpoint: self.durable.stable.clone(),
-        };
-        self.send(from, reply);
+            .collect()
     }
 
     /// Applies fetched batches, each only with a valid commit certificate: 2f+1 commits from

@@ -9,8 +9,10 @@
 //! 3. `Execute` executes the batch into a block and commits the block with all its changes in
 //!    one synced write *before* `executed` is called and before any client hears of it.
 //!
-//! Replica-to-replica `Fetch` requests are answered here from the ledger's blocks (which keep
-//! every commit certificate), so a peer that was down for any length of time can catch up.
+//! Replica-to-replica `Fetch` requests go to the core, which bounds and budgets them; the
+//! `ServeFetch` it returns is answered from the ledger's blocks (which keep every commit
+//! certificate) on the state-transfer thread (`state_transfer.rs`), so a peer that was down
+//! for any length of time can catch up without taking this thread's time.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -26,12 +28,11 @@ use crate::ledger::Ledger;
 use crate::network::{MAX_REPLICA_MESSAGE_BYTES, Network};
 use crate::pbft_store::{PbftStore, committed_key};
 use crate::queue::{ByteBudget, Queued};
+use crate::state_transfer::StateTransfer;
 use crate::validate::Validator;
 
 /// Most inputs handled before the durable state is written.
 pub const BURST: usize = 1024;
-/// Largest state-transfer reply, in bytes of envelopes.
-const MAX_FETCH_REPLY_BYTES: usize = 24 << 20;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -217,8 +218,8 @@ pub struct Driver {
     catching_up: Option<(pbft::ReplicaId, pbft::Seq, pbft::Seq)>,
     last_progress: Instant,
     next_probe: u32,
-    /// When each replica was last sent a state-transfer reply.
-    fetches_served: HashMap<pbft::ReplicaId, Instant>,
+    /// Serves state transfer off this thread.
+    state_transfer: StateTransfer,
     /// Debug builds only: the block before whose execution the consensus thread panics
     /// (see [`FAULT_CONSENSUS_PANIC`]).
     panic_before: Option<u64>,
@@ -228,9 +229,6 @@ pub struct Driver {
 /// the peer named `NAME` panic before it executes block `BLOCK`, the fault a bug in
 /// execution would be. Release builds never read it.
 pub const FAULT_CONSENSUS_PANIC: &str = "MEDLEDGER_FAULT_CONSENSUS_PANIC";
-
-/// Shortest time between two state-transfer replies to one replica.
-const FETCH_SERVE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// With no block executed for this long, ask a peer whether we are behind.
 const SYNC_PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -244,6 +242,7 @@ impl Driver {
         network: Arc<Network>,
         shared: Arc<Shared>,
     ) -> Driver {
+        let state_transfer = StateTransfer::start(ledger.clone(), network.clone());
         Driver {
             replica,
             ledger,
@@ -257,7 +256,7 @@ impl Driver {
             catching_up: None,
             last_progress: Instant::now(),
             next_probe: 0,
-            fetches_served: HashMap::new(),
+            state_transfer,
             panic_before: None,
         }
     }
@@ -326,11 +325,6 @@ impl Driver {
                 let actions = self.replica.request(request, now_ms());
                 self.perform(actions);
             }
-            Input::Message {
-                from,
-                message: pbft::Message::Fetch { after, up_to, .. },
-                ..
-            } => self.serve_fetch(from, after, up_to),
             Input::Message { from, message, .. } => {
                 let reply_from =
                     matches!(message, pbft::Message::FetchReply { .. }).then_some(from);
@@ -376,6 +370,11 @@ impl Driver {
                 }
                 pbft::Action::SetTimer { at_ms } => self.timer_at_ms = Some(at_ms),
                 pbft::Action::AlreadyCommitted { tx_id, .. } => self.answer_from_ledger(&tx_id),
+                pbft::Action::ServeFetch {
+                    to,
+                    range,
+                    checkpoint,
+                } => self.state_transfer.serve(to, range, checkpoint),
                 pbft::Action::Busy { tx_id } => {
                     for w in self.waiters.remove(&tx_id).unwrap_or_default() {
                         let _ = w.reply.send(Outcome::Busy);
@@ -487,54 +486,6 @@ impl Driver {
 
     /// State transfer from the ledger: blocks `(after, up_to]` with their certificates,
     /// bounded in count and bytes.
-    fn serve_fetch(&mut self, from: pbft::ReplicaId, after: pbft::Seq, up_to: pbft::Seq) {
-        // One reply per replica per interval: each reads up to 24 MiB of blocks on this
-        // thread and queues it for sending, so a replica asking in a loop must not be able to
-        // take the thread or the memory. A replica catching up asks again after each reply.
-        let now = Instant::now();
-        if self
-            .fetches_served
-            .get(&from)
-            .is_some_and(|last| now.duration_since(*last) < FETCH_SERVE_INTERVAL)
-        {
-            metrics::counter!("medledger_fetches_refused_total").increment(1);
-            return;
-        }
-        self.fetches_served.insert(from, now);
-        // Any values a replica sends: the range is computed without overflow, at most one
-        // watermark window, nothing past our height.
-        let Some(range) = self
-            .replica
-            .config()
-            .fetch_range(after, up_to, self.ledger.height())
-        else {
-            return;
-        };
-        let mut batches = Vec::new();
-        let mut bytes: usize = 0;
-        for number in range {
-            let Ok(Some(block)) = self.ledger.block(number) else {
-                break;
-            };
-            let Some(batch) = certified_batch(&block) else {
-                break;
-            };
-            bytes = bytes.saturating_add(batch.batch.size_bytes());
-            if bytes > MAX_FETCH_REPLY_BYTES && !batches.is_empty() {
-                break;
-            }
-            batches.push(batch);
-        }
-        if batches.is_empty() {
-            return;
-        }
-        let reply = pbft::Message::FetchReply {
-            batches,
-            checkpoint: self.replica.durable_state().stable.clone(),
-        };
-        self.network.send(from, &reply);
-    }
-
     /// A restarted or partitioned peer learns it is behind only from checkpoints, which an
     /// idle network does not produce. So when nothing executed for a while, ask one other
     /// replica (in turn) for blocks after ours; it answers only if it has some.
@@ -595,45 +546,6 @@ impl Driver {
         metrics::gauge!("medledger_view").set(status.view as f64);
         *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
     }
-}
-
-/// The committed batch a block was made from, with its commit certificate.
-pub fn certified_batch(block: &v1::Block) -> Option<pbft::CommittedBatch> {
-    let header = block.header.as_ref()?;
-    let certificate = block.certificate.as_ref()?;
-    if block.request_ids.len() != block.envelopes.len() {
-        return None;
-    }
-    let mut requests = Vec::with_capacity(block.envelopes.len());
-    for (id, payload) in block.request_ids.iter().zip(&block.envelopes) {
-        requests.push(pbft::Request {
-            tx_id: id.as_slice().try_into().ok()?,
-            payload: payload.clone(),
-        });
-    }
-    let batch = pbft::Batch {
-        timestamp_ms: block.batch_time_ms,
-        requests,
-    };
-    let digest = batch.digest();
-    let commits = certificate
-        .commits
-        .iter()
-        .map(|c| pbft::Signed {
-            from: c.replica,
-            message: pbft::Vote {
-                view: certificate.view,
-                seq: header.number,
-                digest,
-            },
-            signature: c.signature.clone(),
-        })
-        .collect();
-    Some(pbft::CommittedBatch {
-        seq: header.number,
-        batch,
-        commits,
-    })
 }
 
 fn fatal(why: &str) -> ! {

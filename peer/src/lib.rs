@@ -24,4 +24,5 @@ pub mod node;
 pub mod pbft_store;
 pub mod queue;
 pub mod service;
+pub mod state_transfer;
 pub mod stub;

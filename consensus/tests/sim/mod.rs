@@ -370,6 +370,25 @@ impl Sim {
                     }
                 }
                 Action::AlreadyCommitted { .. } | Action::Busy { .. } => {}
+                // The same effect a peer serves from its blocks, served here from memory.
+                Action::ServeFetch {
+                    to,
+                    range,
+                    checkpoint,
+                } => {
+                    let batches = self.nodes[index]
+                        .replica
+                        .as_ref()
+                        .map(|r| r.committed_batches(range))
+                        .unwrap_or_default();
+                    if !batches.is_empty() {
+                        let reply = Message::FetchReply {
+                            batches,
+                            checkpoint,
+                        };
+                        self.outgoing(index, Some(to), reply);
+                    }
+                }
             }
         }
     }
