@@ -695,15 +695,7 @@ fn most_common(errors: &[(usize, tonic::Status)]) -> Option<(usize, tonic::Statu
 }
 
 /// A block header's hash, as the peers compute it (for block 0: the network's identity).
-pub fn header_hash(h: &v1::BlockHeader) -> [u8; 32] {
-    medledger_crypto::block_header_hash(&medledger_crypto::HeaderFields {
-        number: h.number,
-        prev_hash: &h.prev_hash,
-        tx_root: &h.tx_root,
-        state_root: &h.state_root,
-        time_ms: h.time_ms,
-    })
-}
+pub use medledger_execution::block::header_hash;
 
 /// What f+1 receipts must agree on: everything but the signing replica and the message (the
 /// words a peer's version gives a refusal; its status and code are what count, so peers on

@@ -566,28 +566,19 @@ impl Replica {
             });
         assert_eq!(count, self.pending.len(), "pending by origin (requests)");
         assert_eq!(held, self.pending_bytes, "pending by origin (bytes)");
-        if self.pending.len() > 64 {
-            return self.check_log_invariants();
-        }
-        let mut bytes = 0usize;
-        let mut from: BTreeMap<ReplicaId, (usize, usize)> = BTreeMap::new();
-        for r in &self.pending {
-            let origin = self.pending_ids.get(&r.tx_id);
-            assert!(origin.is_some(), "a pending request without its id");
-            bytes = bytes.saturating_add(r.size_bytes());
-            if let Some(origin) = origin {
-                let entry = from.entry(*origin).or_default();
-                entry.0 = entry.0.saturating_add(1);
-                entry.1 = entry.1.saturating_add(r.size_bytes());
+        if self.pending.len() <= 64 {
+            let mut from: BTreeMap<ReplicaId, (usize, usize)> = BTreeMap::new();
+            for r in &self.pending {
+                let origin = self.pending_ids.get(&r.tx_id);
+                assert!(origin.is_some(), "a pending request without its id");
+                if let Some(origin) = origin {
+                    let entry = from.entry(*origin).or_default();
+                    entry.0 = entry.0.saturating_add(1);
+                    entry.1 = entry.1.saturating_add(r.size_bytes());
+                }
             }
+            assert_eq!(from, self.pending_from, "pending by origin");
         }
-        assert_eq!(bytes, self.pending_bytes, "pending bytes");
-        assert_eq!(from, self.pending_from, "pending by origin");
-        self.check_log_invariants();
-    }
-
-    #[cfg(debug_assertions)]
-    fn check_log_invariants(&self) {
         assert!(self.pending.len() <= self.config.max_pending_requests);
         assert!(self.pending_bytes <= self.config.max_pending_bytes);
         // Execution follows dispatch; a primary proposes only above what it dispatched.

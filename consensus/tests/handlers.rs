@@ -8,7 +8,7 @@
 mod sim;
 
 use medledger_pbft::*;
-use sim::{SimCrypto, payload_for, sim_signature};
+use sim::{SimCrypto, payload_for, sim_signature, view_change};
 
 const NOW: u64 = 1_000_000;
 
@@ -66,22 +66,34 @@ fn proposal(seq: Seq, batch: Batch) -> Message {
     pre_prepare(0, 0, seq, batch, digest)
 }
 
-/// Delivers `message`, confirms every Persist, and returns what the backup sent.
-fn deliver(replica: &mut Replica, message: Message) -> Vec<Message> {
+/// Delivers `message`, confirming every Persist; returns what the replica sent and the
+/// sequence numbers it handed to the host to execute.
+fn drive(replica: &mut Replica, message: Message) -> (Vec<Message>, Vec<Seq>) {
     let mut actions = replica.receive(message, NOW);
-    let mut sent = Vec::new();
+    let (mut sent, mut executed) = (Vec::new(), Vec::new());
     while !actions.is_empty() {
         let mut next = Vec::new();
         for action in actions {
             match action {
                 Action::Persist { token } => next.extend(replica.persisted(token)),
                 Action::Send { message, .. } | Action::Broadcast { message } => sent.push(message),
+                Action::Execute { seq, .. } => executed.push(seq),
                 _ => {}
             }
         }
         actions = next;
     }
-    sent
+    (sent, executed)
+}
+
+/// What the replica sent on `message`.
+fn deliver(replica: &mut Replica, message: Message) -> Vec<Message> {
+    drive(replica, message).0
+}
+
+/// What the replica handed to the host to execute on `message`.
+fn executed(replica: &mut Replica, message: Message) -> Vec<Seq> {
+    drive(replica, message).1
 }
 
 fn prepares(sent: &[Message]) -> Vec<Vote> {
@@ -250,24 +262,6 @@ fn commits(sent: &[Message]) -> usize {
         .count()
 }
 
-/// Delivers `message` and returns the sequence numbers handed to the host to execute.
-fn executed(replica: &mut Replica, message: Message) -> Vec<Seq> {
-    let mut actions = replica.receive(message, NOW);
-    let mut seqs = Vec::new();
-    while !actions.is_empty() {
-        let mut next = Vec::new();
-        for action in actions {
-            match action {
-                Action::Persist { token } => next.extend(replica.persisted(token)),
-                Action::Execute { seq, .. } => seqs.push(seq),
-                _ => {}
-            }
-        }
-        actions = next;
-    }
-    seqs
-}
-
 /// §4.2, prepared(m, v, n, i): the pre-prepare and 2f prepares from distinct backups. The
 /// primary's prepare does not count (it sent the pre-prepare), nor does a second prepare
 /// from the same backup; a replica that prepared multicasts its commit.
@@ -383,20 +377,6 @@ fn checkpoints_off_the_interval_or_forged_do_not_count() {
     assert!(r.drops().get(&DropReason::BadSignature).is_some());
 }
 
-fn view_change(from: ReplicaId, view: View, prepared: Vec<PreparedProof>) -> Message {
-    let vc = ViewChange {
-        new_view: view,
-        checkpoint: CheckpointProof::default(),
-        prepared,
-    };
-    let signature = sim_signature(from, Domain::ViewChange, &vc.signed_bytes());
-    Message::ViewChange(Signed {
-        from,
-        message: vc,
-        signature,
-    })
-}
-
 /// §4.5.2: a replica joins a view change when f+1 *other* replicas ask for a later view;
 /// one is not enough (it could be the faulty one).
 #[test]
@@ -443,4 +423,36 @@ fn a_view_change_with_a_short_prepared_proof_is_not_counted() {
     };
     let sent = deliver(&mut r, view_change(2, 1, vec![full]));
     assert_eq!(view_changes(&sent), vec![1]);
+}
+
+/// Castro–Liskov §4.5.2, with views beyond the lead kept as numbers only: a replica cut off
+/// while the others changed views more than [`Config::MAX_VIEW_LEAD`] times joins them once
+/// f + 1 other replicas ask for such a view (the smallest of theirs); one replica asking, or
+/// the replica itself, is not enough. Before, such view changes were dropped unread and the
+/// replica never rejoined (red team, second review of issue 14).
+#[test]
+fn a_replica_more_than_the_view_lead_behind_joins_f_plus_1_replicas_far_ahead() {
+    let mut replica = Replica::new(
+        3,
+        config(),
+        Box::new(SimCrypto { id: 3 }),
+        DurableState::default(),
+        0,
+    );
+    replica.receive(view_change(1, 500, Vec::new()), 10);
+    assert_eq!(replica.view(), 0, "one replica far ahead moved us");
+    // A forged signature is not counted.
+    let mut forged = view_change(2, 300, Vec::new());
+    if let Message::ViewChange(vc) = &mut forged {
+        vc.signature[0] ^= 1;
+    }
+    replica.receive(forged, 11);
+    assert_eq!(replica.view(), 0, "an unsigned view change moved us");
+    replica.receive(view_change(2, 300, Vec::new()), 12);
+    assert_eq!(
+        replica.view(),
+        300,
+        "f + 1 others far ahead: the smallest they ask"
+    );
+    assert!(replica.in_view_change());
 }

@@ -413,18 +413,26 @@ mod tests {
         }
     }
 
-    /// Seeds of the `wire` fuzz target: each sample message, encoded, after the byte that
-    /// names its sender (replica 2). Run by hand: `cargo test -p medledger-execution
-    /// write_wire_fuzz_seeds -- --ignored`.
+    /// The seeds of the `wire` fuzz target are each sample message, encoded, after the byte
+    /// that names its sender (replica 2), so the fuzzer starts from every kind as it is
+    /// encoded now. When the encoding changes this fails; write them again with
+    /// `MEDLEDGER_WRITE_FUZZ_SEEDS=1 cargo test -p medledger-execution wire_fuzz_seeds`.
     #[test]
-    #[ignore = "writes fuzz/corpus/wire; run by hand"]
-    fn write_wire_fuzz_seeds() {
+    #[allow(clippy::disallowed_methods)] // a test host may read its environment
+    fn the_wire_fuzz_seeds_are_every_message_kind_as_encoded_now() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/wire");
-        std::fs::create_dir_all(&dir).unwrap();
+        let write = std::env::var_os("MEDLEDGER_WRITE_FUZZ_SEEDS").is_some();
         for (i, m) in sample_messages().iter().enumerate() {
             let mut bytes = vec![2u8];
             bytes.extend(prost::Message::encode_to_vec(&to_proto(m)));
-            std::fs::write(dir.join(format!("kind-{i}")), bytes).unwrap();
+            let path = dir.join(format!("kind-{i}"));
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
+            let seed = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (write the seeds)", path.display()));
+            assert_eq!(seed, bytes, "{} is out of date", path.display());
         }
     }
 

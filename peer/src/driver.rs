@@ -27,7 +27,7 @@ use crate::execute::{CertifiedBatch, Revocations, execute_block};
 use crate::ledger::Ledger;
 use crate::network::{MAX_REPLICA_MESSAGE_BYTES, Network};
 use crate::pbft_store::{PbftStore, committed_key};
-use crate::queue::{ByteBudget, Queued};
+use crate::queue::{Budget, Queued};
 use crate::state_transfer::StateTransfer;
 use crate::validate::Validator;
 
@@ -91,9 +91,9 @@ pub const QUEUED_BYTES_PER_REPLICA: usize = 2 * MAX_REPLICA_MESSAGE_BYTES;
 pub struct Inputs {
     sender: SyncSender<Input>,
     /// (bytes, slots) for submissions.
-    submissions: (ByteBudget, ByteBudget),
+    submissions: (Budget, Budget),
     /// (bytes, slots) for each replica.
-    replicas: Arc<[(ByteBudget, ByteBudget)]>,
+    replicas: Arc<[(Budget, Budget)]>,
 }
 
 /// Why an input was not queued.
@@ -108,27 +108,22 @@ pub enum QueueError {
 }
 
 impl Inputs {
-    /// Budgets for `replicas` replicas around `sender`, a channel of `capacity` inputs.
-    pub fn new(sender: SyncSender<Input>, capacity: usize, replicas: usize) -> Inputs {
+    /// A queue of `capacity` inputs for the consensus thread, with budgets for clients and
+    /// for each of `replicas` replicas; the receiving side is the thread's.
+    pub fn channel(capacity: usize, replicas: usize) -> (Inputs, Receiver<Input>) {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(capacity);
         let share = capacity / replicas.saturating_add(1).max(1);
-        Inputs {
+        let inputs = Inputs {
             sender,
-            submissions: (
-                ByteBudget::new(QUEUED_SUBMISSION_BYTES),
-                ByteBudget::new(share),
-            ),
+            submissions: (Budget::new(QUEUED_SUBMISSION_BYTES), Budget::new(share)),
             replicas: (0..replicas)
-                .map(|_| {
-                    (
-                        ByteBudget::new(QUEUED_BYTES_PER_REPLICA),
-                        ByteBudget::new(share),
-                    )
-                })
+                .map(|_| (Budget::new(QUEUED_BYTES_PER_REPLICA), Budget::new(share)))
                 .collect(),
-        }
+        };
+        (inputs, receiver)
     }
 
-    fn hold(budgets: &(ByteBudget, ByteBudget), bytes: usize) -> Option<Held> {
+    fn hold(budgets: &(Budget, Budget), bytes: usize) -> Option<Held> {
         Some(Held {
             _bytes: budgets.0.take(bytes)?,
             _slot: budgets.1.take(1)?,
@@ -573,8 +568,7 @@ mod tests {
     /// submissions out, and its room comes back as the consensus thread takes its inputs.
     #[test]
     fn one_replica_cannot_take_the_input_queue() {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(INPUT_QUEUE_FOR_TEST);
-        let inputs = Inputs::new(sender, INPUT_QUEUE_FOR_TEST, 4);
+        let (inputs, receiver) = Inputs::channel(INPUT_QUEUE_FOR_TEST, 4);
         let big = MAX_REPLICA_MESSAGE_BYTES;
         assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
         assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
@@ -611,8 +605,7 @@ mod tests {
     /// queue: the others' messages and clients' submissions still get in.
     #[test]
     fn one_replica_cannot_take_the_input_queue_by_count() {
-        let (sender, _receiver) = std::sync::mpsc::sync_channel(INPUT_QUEUE_FOR_TEST);
-        let inputs = Inputs::new(sender, INPUT_QUEUE_FOR_TEST, 4);
+        let (inputs, _receiver) = Inputs::channel(INPUT_QUEUE_FOR_TEST, 4);
         let share = INPUT_QUEUE_FOR_TEST / 5;
         for _ in 0..share {
             assert_eq!(inputs.message(1, checkpoint(1), 110), Ok(()));

@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::driver::Inputs;
 use crate::genesis::Genesis;
-use crate::queue::{ByteBudget, Queued};
+use crate::queue::{Budget, Queued};
 use crate::wire;
 
 /// Messages queued per outbound stream before new ones are dropped.
@@ -42,7 +42,7 @@ pub use crate::wire::MAX_REPLICA_MESSAGE_BYTES;
 
 pub struct Network {
     me: pbft::ReplicaId,
-    outbound: Vec<Option<(mpsc::Sender<Outbound>, ByteBudget)>>,
+    outbound: Vec<Option<(mpsc::Sender<Outbound>, Budget)>>,
     pub connected: Vec<Arc<AtomicBool>>,
 }
 
@@ -63,7 +63,7 @@ impl Network {
                 continue;
             }
             let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-            outbound.push(Some((tx, ByteBudget::new(OUTBOUND_QUEUE_BYTES))));
+            outbound.push(Some((tx, Budget::new(OUTBOUND_QUEUE_BYTES))));
             let pins = BTreeSet::from([genesis.peer_keys[i].to_bytes()]);
             let config = tls(pins);
             tokio::spawn(outbound_stream(
@@ -170,7 +170,7 @@ pub struct ReplicationService {
     pub prewarm: Prewarm,
     /// Streams each replica may have open at once ([`STREAMS_PER_REPLICA`]): each may hold
     /// a message of up to [`MAX_REPLICA_MESSAGE_BYTES`] being read.
-    pub open_streams: Arc<[ByteBudget]>,
+    pub open_streams: Arc<[Budget]>,
 }
 
 /// Inbound streams one replica may have open at once: its stream, and a few more while a
@@ -180,9 +180,9 @@ pub const STREAMS_PER_REPLICA: usize = 4;
 
 impl ReplicationService {
     /// A stream limit for each of `replicas` replicas.
-    pub fn stream_limits(replicas: usize) -> Arc<[ByteBudget]> {
+    pub fn stream_limits(replicas: usize) -> Arc<[Budget]> {
         (0..replicas)
-            .map(|_| ByteBudget::new(STREAMS_PER_REPLICA))
+            .map(|_| Budget::new(STREAMS_PER_REPLICA))
             .collect()
     }
 }

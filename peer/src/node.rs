@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::PeerConfig;
-use crate::driver::{Driver, INPUT_QUEUE, Input, Inputs, Shared, Status};
+use crate::driver::{Driver, INPUT_QUEUE, Inputs, Shared, Status};
 use crate::execute::Revocations;
 use crate::genesis::Genesis;
 use crate::ledger::Ledger;
@@ -188,8 +188,7 @@ pub async fn run(
         "starting"
     );
     let pbft_config = genesis.pbft_config();
-    let (inputs, inputs_rx) = std::sync::mpsc::sync_channel::<Input>(INPUT_QUEUE);
-    let inputs = Inputs::new(inputs, INPUT_QUEUE, genesis.config.peers.len());
+    let (inputs, inputs_rx) = Inputs::channel(INPUT_QUEUE, genesis.config.peers.len());
     let name = me.name.clone();
     let driver_parts = (
         ledger.clone(),

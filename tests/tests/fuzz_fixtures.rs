@@ -1,21 +1,26 @@
-//! Writes the fixtures of the `envelope` fuzz target (fuzz/fixtures/): a real network's
-//! genesis block, a clinician's enrollment certificate (DER) and signing key, and a time at
-//! which that certificate is valid. Run by hand when the genesis or certificate format
-//! changes, then commit the files:
+//! The fixtures of the `envelope` fuzz target (fuzz/fixtures/) are what the target needs to
+//! reach every check behind a valid signature: a genesis this code reads, a clinician's
+//! enrollment certificate issued by that genesis's CA and valid at the fixture's time, and
+//! the clinician's signing key matching it. When the genesis or certificate format changes
+//! this fails; write them again from a real test network (CA, peers, enrollment) with
 //!
 //! ```sh
-//! cargo test -p medledger-tests --test fuzz_fixtures -- --ignored
+//! MEDLEDGER_WRITE_FUZZ_FIXTURES=1 cargo test -p medledger-tests --test fuzz_fixtures
 //! ```
 
-use medledger_tests::TestNetwork;
+use std::collections::HashSet;
+use std::path::Path;
 
-#[test]
-#[ignore = "writes fuzz/fixtures; run by hand"]
-fn write_fuzz_fixtures() {
+use medledger_crypto::{Role, SigningIdentity, validate_enrollment_certificate};
+use medledger_execution::genesis::Genesis;
+use medledger_proto::v1;
+use medledger_tests::TestNetwork;
+use prost::Message;
+
+fn write_fixtures(out: &Path) {
     let network = TestNetwork::start(4);
     let wallet = network.member("fuzz-clinician", "clinician");
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fixtures");
-    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(out).unwrap();
     std::fs::copy(&network.genesis, out.join("genesis.pb")).unwrap();
     let pem = std::fs::read_to_string(wallet.join("cert.pem")).unwrap();
     let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
@@ -29,4 +34,37 @@ fn write_fuzz_fixtures() {
         .unwrap()
         .as_secs();
     std::fs::write(out.join("time"), format!("{}\n", now + 60)).unwrap();
+}
+
+#[test]
+fn the_envelope_fuzz_fixtures_are_a_network_and_a_clinician_it_enrolled() {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/fixtures");
+    if std::env::var_os("MEDLEDGER_WRITE_FUZZ_FIXTURES").is_some() {
+        write_fixtures(&out);
+    }
+    let read = |name: &str| {
+        std::fs::read(out.join(name)).unwrap_or_else(|e| panic!("fuzz/fixtures/{name}: {e}"))
+    };
+    let genesis = Genesis::from_block(v1::Block::decode(read("genesis.pb").as_slice()).unwrap())
+        .expect("the fixture genesis is one this code reads (write the fixtures again)");
+    let time: i64 = String::from_utf8(read("time"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let identity = validate_enrollment_certificate(
+        &read("clinician.der"),
+        &genesis.root,
+        time,
+        &HashSet::<Vec<u8>>::new(),
+    )
+    .expect("the fixture certificate is valid at the fixture time under the genesis root");
+    assert_eq!(identity.role, Role::Clinician);
+    let key = SigningIdentity::from_pkcs8_pem(&String::from_utf8(read("clinician.key")).unwrap())
+        .unwrap();
+    assert_eq!(
+        key.verifying_key(),
+        identity.signing_key,
+        "the fixture key is the certificate's"
+    );
 }

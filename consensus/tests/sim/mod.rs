@@ -49,6 +49,22 @@ pub fn sim_request_id(payload: &[u8]) -> Option<TxId> {
     payload.get(..32)?.try_into().ok()
 }
 
+/// A view change for `view` signed by `from` (the simulation's signature), from the genesis
+/// checkpoint, with `prepared` proofs.
+pub fn view_change(from: ReplicaId, view: View, prepared: Vec<PreparedProof>) -> Message {
+    let vc = ViewChange {
+        new_view: view,
+        checkpoint: CheckpointProof::default(),
+        prepared,
+    };
+    let signature = sim_signature(from, Domain::ViewChange, &vc.signed_bytes());
+    Message::ViewChange(Signed {
+        from,
+        message: vc,
+        signature,
+    })
+}
+
 /// Signatures for the simulation: SHA-256 of the signer's secret, the domain and the bytes.
 /// Only the signer's own instance can make them (the mocks use their own).
 pub struct SimCrypto {
@@ -500,13 +516,21 @@ impl Sim {
 
     /// Sends with the network's smallest delay (an adversary placed well in the network).
     pub fn enqueue_fast(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
-        let saved = self.faults.max_delay_ms;
-        self.faults.max_delay_ms = self.faults.min_delay_ms;
-        self.enqueue(from, to, message);
-        self.faults.max_delay_ms = saved;
+        self.enqueue_within(from, to, message, self.faults.min_delay_ms);
     }
 
     fn enqueue(&mut self, from: ReplicaId, to: ReplicaId, message: Message) {
+        self.enqueue_within(from, to, message, self.faults.max_delay_ms);
+    }
+
+    /// Delivers after a random delay between the network's smallest and `max_delay_ms`.
+    fn enqueue_within(
+        &mut self,
+        from: ReplicaId,
+        to: ReplicaId,
+        message: Message,
+        max_delay_ms: u64,
+    ) {
         if self.faults.blocked.contains(&(from, to)) || self.rng.chance(self.faults.loss_per_mille)
         {
             return;
@@ -518,12 +542,9 @@ impl Sim {
         };
         for _ in 0..copies {
             let delay = self.faults.min_delay_ms
-                + self.rng.below(
-                    self.faults
-                        .max_delay_ms
-                        .saturating_sub(self.faults.min_delay_ms)
-                        + 1,
-                );
+                + self
+                    .rng
+                    .below(max_delay_ms.saturating_sub(self.faults.min_delay_ms) + 1);
             for index in 0..self.nodes.len() {
                 if self.nodes[index].id != to {
                     continue;
