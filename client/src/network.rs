@@ -619,7 +619,8 @@ pub async fn status(layout: &Layout) -> Vec<Component> {
     for (name, address) in component_names(layout) {
         let pid = running_pid(&layout.dir, &name, program_of(&name));
         let detail = match (pid, &admin) {
-            (None, _) => last_fatal(&layout.dir.join(format!("{name}.log"))).unwrap_or_default(),
+            (None, _) => last_fatal(&layout.dir.join(format!("{name}.log")), program_of(&name))
+                .unwrap_or_default(),
             (_, None) => String::new(),
             (Some(_), Some(admin)) => {
                 if let Some(i) = name.strip_prefix("peer").and_then(|i| i.parse().ok()) {
@@ -657,9 +658,11 @@ pub async fn status(layout: &Layout) -> Vec<Component> {
     out
 }
 
-/// The last line of a log that says why its process stopped (`…: fatal: why`) since it last
-/// logged that it was starting, from the log's last 64 KiB; at most 200 characters.
-fn last_fatal(log: &Path) -> Option<String> {
+/// Why `program` stopped, from its log: its own last `PROGRAM: fatal: why` line (what the
+/// process prints to stderr as it exits; a line merely containing those words, such as a
+/// peer's or an object store's error text in another log line, does not count) since it
+/// last logged that it was starting, from the log's last 64 KiB; at most 200 characters.
+fn last_fatal(log: &Path, program: &str) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(log).ok()?;
     let len = file.metadata().ok()?.len();
@@ -668,14 +671,13 @@ fn last_fatal(log: &Path) -> Option<String> {
     let mut tail = Vec::new();
     file.read_to_end(&mut tail).ok()?;
     let tail = String::from_utf8_lossy(&tail);
-    // Only since the process last started: an older run's fatal line is history.
+    let prefix = format!("{program}: ");
     let line = tail
         .lines()
         .rev()
         .take_while(|l| !l.contains(" starting"))
-        .find(|l| l.contains(": fatal: "))?;
-    let why = &line[line.find("fatal: ")?..];
-    Some(why.chars().take(200).collect())
+        .find(|l| l.starts_with(&prefix) && l[prefix.len()..].starts_with("fatal: "))?;
+    Some(line[prefix.len()..].chars().take(200).collect())
 }
 
 pub fn describe(store: &StoreLayout) -> String {

@@ -668,11 +668,23 @@ impl PeerSet {
 type ReceiptGroups = HashMap<Vec<u8>, (v1::Receipt, Vec<u32>, Vec<v1::SignedReceipt>)>;
 
 fn committed(r: v1::Receipt, by: Vec<u32>, receipts: Vec<v1::SignedReceipt>) -> Committed {
+    // Receipts agree without their message (`agreement_key`), so one receipt's words may be a
+    // lying peer's: a message is shown only when every attesting receipt carries it (f+1, so
+    // a correct peer's words); otherwise none, and the code speaks.
+    let messages: BTreeSet<String> = receipts
+        .iter()
+        .filter_map(|s| v1::Receipt::decode(s.receipt.as_slice()).ok())
+        .map(|r| r.message)
+        .collect();
+    let message = match messages.len() {
+        1 => messages.into_iter().next().unwrap_or_default(),
+        _ => String::new(),
+    };
     Committed {
         tx_id: r.tx_id.as_slice().try_into().unwrap_or([0; 32]),
         block: r.block,
         status: v1::TxStatus::try_from(r.status).unwrap_or(v1::TxStatus::Unspecified),
-        message: r.message,
+        message,
         code: r.code,
         result: r.result,
         attested_by: by,
@@ -705,5 +717,52 @@ fn agreement_key(receipt: &v1::Receipt) -> v1::Receipt {
         replica: 0,
         message: String::new(),
         ..receipt.clone()
+    }
+}
+
+#[cfg(test)]
+mod receipt_tests {
+    use super::*;
+
+    fn signed(message: &str) -> v1::SignedReceipt {
+        v1::SignedReceipt {
+            receipt: v1::Receipt {
+                tx_id: vec![1; 32],
+                block: 9,
+                status: v1::TxStatus::ChaincodeError as i32,
+                message: message.into(),
+                code: 7,
+                ..v1::Receipt::default()
+            }
+            .encode_to_vec(),
+            signature: vec![0; 64],
+        }
+    }
+
+    /// Red team, third review of issue 14: receipts agree without their message, so the first
+    /// one's words (a lying peer's, if it answered first) were shown. A message is shown only
+    /// when every attesting receipt carries it.
+    #[test]
+    fn a_message_is_shown_only_when_the_attesting_receipts_agree_on_it() {
+        let key = agreement_key(&v1::Receipt::decode(signed("x").receipt.as_slice()).unwrap());
+        let lying = committed(
+            key.clone(),
+            vec![0, 1],
+            vec![
+                signed("your access was reported"),
+                signed("no permission to write imaging"),
+            ],
+        );
+        assert_eq!(lying.message, "");
+        assert_eq!(lying.code, 7);
+        let agreed = committed(
+            key,
+            vec![0, 1],
+            vec![
+                signed("no permission to write imaging"),
+                signed("no permission to write imaging"),
+            ],
+        );
+        assert_eq!(agreed.message, "no permission to write imaging");
     }
 }

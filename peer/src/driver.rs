@@ -479,8 +479,6 @@ impl Driver {
         }
     }
 
-    /// State transfer from the ledger: blocks `(after, up_to]` with their certificates,
-    /// bounded in count and bytes.
     /// A restarted or partitioned peer learns it is behind only from checkpoints, which an
     /// idle network does not produce. So when nothing executed for a while, ask one other
     /// replica (in turn) for blocks after ours; it answers only if it has some.

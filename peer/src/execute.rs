@@ -299,7 +299,7 @@ pub fn execute_block(
                     ),
                     Invoked::Panicked => (
                         TxStatus::ChaincodeError,
-                        tonic::Code::Internal as i32,
+                        v1::ResultCode::Internal as i32,
                         "the transaction failed in execution; it changed nothing".to_string(),
                         Vec::new(),
                     ),
