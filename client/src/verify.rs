@@ -1,14 +1,14 @@
 //! `medledger ledger verify`: an auditor's check of the whole ledger and of every stored
 //! object against it. Blocks come from a peer over gRPC or from a peer's data directory on
-//! disk; they are checked by [`medledger_peer::audit::Auditor`] against a pinned genesis
+//! disk; they are checked by [`medledger_execution::audit::Auditor`] against a pinned genesis
 //! block; objects are read straight from the object store (the auditor's own read access),
 //! never through the gateway.
 
 use std::path::Path;
 
 use futures_util::StreamExt;
-use medledger_peer::audit::{Auditor, BlockVerdict, ExpectedObject};
-use medledger_peer::genesis::Genesis;
+use medledger_execution::audit::{Auditor, BlockVerdict, ExpectedObject};
+use medledger_execution::genesis::Genesis;
 use medledger_peer::ledger::Ledger;
 use medledger_proto::v1;
 use object_store::path::Path as ObjectPath;
@@ -143,11 +143,8 @@ pub async fn verify(
             hex::encode(&genesis.network_id[..8])
         )));
     }
-    let scratch = tempfile::tempdir()
-        .map_err(|e| ClientError::Protocol(format!("scratch directory: {e}")))?;
     let network_id = genesis.network_id;
-    let mut auditor = Auditor::new(genesis, scratch.path())
-        .map_err(|e| ClientError::Protocol(format!("scratch ledger: {e}")))?;
+    let mut auditor = Auditor::new(genesis);
     let mut blocks = Vec::new();
     let mut next = 1;
     'blocks: loop {

@@ -10,12 +10,15 @@
 //! - Normal case, batching, watermarks, consensus timestamps, request dedup: `replica.rs`.
 //! - Checkpoints, garbage collection, divergence detection, state transfer: `replica.rs`.
 //! - View change and new view with signed certificates: `view_change.rs`.
+//! - The commit certificate check shared with the auditor: `certificate.rs`.
 
+mod certificate;
 mod config;
 mod message;
 mod replica;
 mod view_change;
 
+pub use certificate::{CertificateError, check_commit_certificate};
 pub use config::Config;
 pub use message::*;
 pub use replica::{Action, DropReason, DurableState, Replica, RequestStatus};

@@ -1357,29 +1357,13 @@ impl Replica {
     }
 
     fn valid_commit_certificate(&self, c: &CommittedBatch) -> bool {
-        let digest = c.batch.digest();
-        let Some(first) = c.commits.first() else {
-            return false;
-        };
-        let view = first.message.view;
-        let mut signers = BTreeSet::new();
-        let mut items = Vec::new();
-        for v in &c.commits {
-            if v.message.view != view
-                || v.message.seq != c.seq
-                || v.message.digest != digest
-                || v.from >= self.config.n
-                || !signers.insert(v.from)
-            {
-                return false;
-            }
-            items.push((
-                v.from,
-                Domain::Commit,
-                CommitVote(&v.message).signed_bytes(),
-                v.signature.as_slice(),
-            ));
-        }
-        signers.len() >= self.config.quorum() && self.crypto.verify_all(&items)
+        crate::certificate::check_commit_certificate(
+            &self.config,
+            c.seq,
+            &c.batch.digest(),
+            &c.commits,
+            |items| self.crypto.verify_all(items),
+        )
+        .is_ok()
     }
 }

@@ -10,11 +10,21 @@
 //! - [`result_code`]: the code each refusal and chaincode error is recorded with.
 //! - [`wire`]: PBFT messages to and from `medledger.v1` protobuf, and the largest message
 //!   a correct replica sends.
+//! - [`state`]: the [`state::WorldState`] trait block execution reads, and the
+//!   [`state::BlockCommit`] it produces; [`memory`]: that state in memory.
+//! - [`execute`]: a certified batch to a block; [`stub`]: the chaincode's view of the state.
+//! - [`audit`]: verifying a chain from its blocks alone, re-executing it in memory.
 //!
-//! It imports proto, crypto, the PBFT core and the chaincode; `medledger-peer` imports it.
+//! It imports proto, crypto, the PBFT core and the chaincode; `medledger-peer` (over
+//! RocksDB) and `ledger verify` (in memory) import it.
 
+pub mod audit;
 pub mod block;
+pub mod execute;
 pub mod genesis;
+pub mod memory;
 pub mod result_code;
+pub mod state;
+pub mod stub;
 pub mod validate;
 pub mod wire;

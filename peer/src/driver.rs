@@ -23,13 +23,14 @@ use medledger_pbft as pbft;
 use medledger_proto::v1;
 use tokio::sync::{oneshot, watch};
 
-use crate::execute::{CertifiedBatch, Revocations, execute_block};
+use crate::execute::{LedgerState, Revocations};
 use crate::ledger::Ledger;
 use crate::network::{MAX_REPLICA_MESSAGE_BYTES, Network};
 use crate::pbft_store::{PbftStore, committed_key};
 use crate::queue::{Budget, Queued};
 use crate::state_transfer::StateTransfer;
 use crate::validate::Validator;
+use medledger_execution::execute::{CertifiedBatch, execute_block};
 
 /// Most inputs handled before the durable state is written.
 pub const BURST: usize = 1024;
@@ -417,16 +418,20 @@ impl Driver {
             batch: &committed.batch,
             commits: &committed.commits,
         };
-        let mut commit = execute_block(
-            &self.ledger,
-            &self.validator,
-            &self.shared.revocations,
-            &certified,
-        )
-        .unwrap_or_else(|e| fatal(&format!("cannot execute block {seq}: {e}")));
-        commit.pbft_deletes.push(committed_key(seq));
+        let state = LedgerState::new(&self.ledger, &self.shared.revocations);
+        let commit = execute_block(&state, &self.validator, &certified)
+            .unwrap_or_else(|e| fatal(&format!("cannot execute block {seq}: {e}")));
+        drop(state);
+        for function in &commit.chaincode_panics {
+            metrics::counter!("medledger_chaincode_panics_total").increment(1);
+            tracing::error!(
+                block = seq,
+                %function,
+                "the chaincode panicked; the transaction is recorded as failed"
+            );
+        }
         self.ledger
-            .commit_block(&commit)
+            .commit_block(&commit, &[committed_key(seq)])
             .unwrap_or_else(|e| fatal(&format!("cannot commit block {seq}: {e}")));
         // The block is on disk: now the world may hear of it, handshakes included.
         self.shared.revocations.apply(&commit.revocations);

@@ -26,6 +26,7 @@ use rocksdb::{
 
 use crate::block::{WriteSet, header_hash};
 use crate::genesis::Genesis;
+pub use medledger_execution::state::{BlockCommit, HistoryEntry, TxLocation};
 
 pub const CF_BLOCKS: &str = "blocks";
 pub const CF_STATE: &str = "state";
@@ -61,10 +62,6 @@ pub enum LedgerError {
          {expected}; point the peer at its own data directory or at the genesis it started with"
     )]
     WrongGenesis { expected: String, found: String },
-    /// The chaincode's reads failed on this peer's disk: a local fault, never a transaction's
-    /// outcome (recording it would make this peer's block differ from the others').
-    #[error("reading the ledger during execution failed: {0}")]
-    ExecutionRead(String),
 }
 
 pub type Result<T> = std::result::Result<T, LedgerError>;
@@ -80,63 +77,12 @@ pub fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
-fn be_u32(bytes: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?))
-}
-
-/// Where a transaction is on the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TxLocation {
-    pub block: u64,
-    pub index: u32,
-}
-
-impl TxLocation {
-    fn encode(self) -> [u8; 12] {
-        let mut out = [0; 12];
-        out[..8].copy_from_slice(&self.block.to_be_bytes());
-        out[8..].copy_from_slice(&self.index.to_be_bytes());
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Option<TxLocation> {
-        Some(TxLocation {
-            block: be_u64(bytes)?,
-            index: be_u32(bytes.get(8..)?)?,
-        })
-    }
-}
-
-/// One past value of a key, as written by transaction `tx_id` of block `block`.
-pub struct HistoryEntry {
-    pub key: String,
-    pub location: TxLocation,
-    pub tx_id: [u8; 32],
-    pub time_s: i64,
-    pub value: Option<Vec<u8>>,
-}
-
 pub fn history_key(key: &str, location: TxLocation) -> Vec<u8> {
     let mut k = Vec::with_capacity(key.len() + 13);
     k.extend_from_slice(key.as_bytes());
     k.push(0);
     k.extend_from_slice(&location.encode());
     k
-}
-
-/// Everything one block changes, written at once.
-#[derive(Default)]
-pub struct BlockCommit {
-    pub block: v1::Block,
-    /// Final value of each key the block wrote, with the transaction that wrote it last.
-    pub state: Vec<(String, Option<Vec<u8>>, TxLocation)>,
-    pub history: Vec<HistoryEntry>,
-    pub tx_index: Vec<([u8; 32], TxLocation)>,
-    pub certificates: Vec<([u8; 32], Vec<u8>)>,
-    /// (serial, CA sequence) of revocations that take effect with this block.
-    pub revocations: Vec<(Vec<u8>, u64)>,
-    /// PBFT state the block makes obsolete (its committed batch).
-    pub pbft_deletes: Vec<Vec<u8>>,
 }
 
 pub struct Ledger {
@@ -315,8 +261,9 @@ impl Ledger {
             .unwrap_or(0))
     }
 
-    /// Writes block `commit.block` and all it changes in one synced batch.
-    pub fn commit_block(&self, commit: &BlockCommit) -> Result<()> {
+    /// Writes block `commit.block` and all it changes in one synced batch, deleting the
+    /// PBFT state keys `pbft_deletes` the block makes obsolete in the same write.
+    pub fn commit_block(&self, commit: &BlockCommit, pbft_deletes: &[Vec<u8>]) -> Result<()> {
         let number = commit
             .block
             .header
@@ -374,7 +321,7 @@ impl Ledger {
                 sequence.to_be_bytes(),
             );
         }
-        for key in &commit.pbft_deletes {
+        for key in pbft_deletes {
             batch.delete_cf(self.cf(CF_PBFT), key);
         }
         batch.put_cf(self.cf(CF_META), META_HEIGHT, number.to_be_bytes());

@@ -8,13 +8,13 @@
 //! - [`genesis`], [`validate`], [`block`], [`wire`]: re-exported from `medledger-execution`,
 //!   the deterministic half (no RocksDB, no tonic).
 //! - [`ledger`], [`pbft_store`]: what is on disk.
-//! - [`execute`], [`stub`]: from an ordered batch to a committed block.
+//! - [`execute`]: the ledger as the world state execution reads (execution itself, the
+//!   chaincode's stub and the auditor are in `medledger-execution`).
 //! - [`driver`]: the consensus thread; [`network`]: replica streams; [`queue`]: byte budgets.
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
 
 pub use medledger_execution::{block, genesis, validate, wire};
 
-pub mod audit;
 pub mod config;
 pub mod driver;
 pub mod execute;
@@ -25,4 +25,3 @@ pub mod pbft_store;
 pub mod queue;
 pub mod service;
 pub mod state_transfer;
-pub mod stub;

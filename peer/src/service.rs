@@ -17,13 +17,13 @@ use v1::TxStatus;
 
 use crate::block::header_hash;
 use crate::driver::{Inputs, Outcome, QueueError, Shared};
-use crate::execute::CommittedFacts;
+use crate::execute::{CommittedFacts, LedgerState};
 use crate::genesis::Genesis;
-use crate::ledger::{Ledger, StateView};
+use crate::ledger::Ledger;
 use crate::network::Network;
-use crate::stub::LedgerStub;
 use crate::validate::{Checked, Refusal, Validator, creator};
 use medledger_execution::result_code::{chaincode_code, refusal_code};
+use medledger_execution::stub::BlockStub;
 
 /// How long Submit waits for its transaction to commit.
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -224,10 +224,10 @@ impl v1::ledger_server::Ledger for LedgerService {
                 )));
             }
         }
-        let view = StateView::new(&self.ledger);
+        let view = LedgerState::new(&self.ledger, &self.shared.revocations);
         let height = view.height().map_err(internal)?;
         let empty = Default::default();
-        let stub = LedgerStub::new(
+        let stub = BlockStub::new(
             &view,
             &empty,
             &[],

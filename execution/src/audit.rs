@@ -6,21 +6,21 @@
 //! valid commit signatures from distinct genesis peers over the block's batch, and
 //! re-executing the batch — every transaction's signature, certificate, window and the
 //! chaincode, exactly as a peer runs them — gives the same header and the same results. The
-//! re-execution runs on a scratch ledger of its own, so the final world state is the one the
-//! blocks imply, and [`Auditor::stored_objects`] lists what the object store must hold.
+//! re-execution runs on a [`MemoryState`] of its own, so the final world state is the one
+//! the blocks imply, and [`Auditor::stored_objects`] lists what the object store must hold.
+//! Results are compared by outcome (status, code, result, events), never by their words.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use medledger_pbft as pbft;
-use medledger_pbft::Signable;
 use medledger_proto::v1;
 use prost::Message;
 
 use crate::block::{header_hash, tx_root};
-use crate::execute::{CertifiedBatch, Revocations, execute_block};
+use crate::execute::{CertifiedBatch, execute_block};
 use crate::genesis::Genesis;
-use crate::ledger::{Ledger, LedgerError, StateView};
+use crate::memory::MemoryState;
+use crate::state::{StateError, WorldState};
 use crate::validate::Validator;
 
 /// What the auditor found about one block. No problems: the block verifies.
@@ -52,11 +52,11 @@ pub struct ExpectedObject {
     pub erased: bool,
 }
 
+/// Verifies a chain block by block against a pinned genesis, re-executing it in memory.
 pub struct Auditor {
     genesis: Arc<Genesis>,
-    ledger: Ledger,
+    state: MemoryState,
     validator: Validator,
-    revocations: Revocations,
     /// The last block's header as the auditor received it (links are checked against it).
     previous: v1::BlockHeader,
     /// The first block whose re-execution did not match.
@@ -64,34 +64,34 @@ pub struct Auditor {
 }
 
 impl Auditor {
-    /// Starts from `genesis`, with a scratch ledger under `scratch` (an empty directory the
-    /// caller removes afterwards).
-    pub fn new(genesis: Genesis, scratch: &Path) -> Result<Auditor, LedgerError> {
+    /// Starts from `genesis` (the one the auditor pins), at height 0.
+    pub fn new(genesis: Genesis) -> Auditor {
         let genesis = Arc::new(genesis);
-        let ledger = Ledger::open(scratch, &genesis)?;
-        let revocations = Revocations::load(&ledger)?;
-        let previous = ledger.header(0)?;
-        Ok(Auditor {
+        let state = MemoryState::new(&genesis);
+        Auditor {
             validator: Validator::new(genesis.clone()),
+            previous: genesis.block.header.clone().unwrap_or_default(),
             genesis,
-            ledger,
-            revocations,
-            previous,
+            state,
             diverged_at: None,
-        })
+        }
     }
 
     pub fn network_id(&self) -> [u8; 32] {
         self.genesis.network_id
     }
 
+    /// The number of the last block checked (0: none yet).
     pub fn height(&self) -> u64 {
-        self.ledger.height()
+        self.state.height()
     }
 
-    /// Verifies the next block.
-    pub fn check(&mut self, block: &v1::Block) -> Result<BlockVerdict, LedgerError> {
-        let expected_number = self.ledger.height() + 1;
+    /// Verifies the next block: its problems are in the verdict.
+    ///
+    /// # Errors
+    /// Only a fault of the auditor's own state (never of the block), as [`StateError`].
+    pub fn check(&mut self, block: &v1::Block) -> Result<BlockVerdict, StateError> {
+        let expected_number = self.state.height().saturating_add(1);
         let mut verdict = BlockVerdict {
             number: block.header.as_ref().map_or(expected_number, |h| h.number),
             transactions: block.envelopes.len(),
@@ -149,7 +149,7 @@ impl Auditor {
             batch: &batch,
             commits: &commits,
         };
-        let commit = execute_block(&self.ledger, &self.validator, &self.revocations, &certified)?;
+        let commit = execute_block(&self.state, &self.validator, &certified)?;
         let ours = commit.block.header.clone().unwrap_or_default();
         if self.diverged_at.is_none() {
             let mut diverged = false;
@@ -198,8 +198,7 @@ impl Auditor {
                 self.diverged_at = Some(header.number);
             }
         }
-        self.ledger.commit_block(&commit)?;
-        self.revocations.apply(&commit.revocations);
+        self.state.apply(&commit)?;
         self.previous = header.clone();
         Ok(verdict)
     }
@@ -209,7 +208,8 @@ impl Auditor {
         self.diverged_at
     }
 
-    /// 2f+1 commits from distinct genesis peers, for this batch at this number.
+    /// 2f+1 commits from distinct genesis peers, for this batch at this number
+    /// ([`pbft::check_commit_certificate`], the check the replicas apply).
     fn check_certificate(
         &self,
         number: u64,
@@ -228,45 +228,39 @@ impl Auditor {
             seq: number,
             digest,
         };
-        let bytes = pbft::CommitVote(&vote).signed_bytes();
-        let mut signers = std::collections::BTreeSet::new();
-        let mut commits = Vec::new();
-        for c in &certificate.commits {
-            if !self
-                .genesis
-                .verify_consensus(c.replica, &bytes, &c.signature)
-            {
-                return Err(format!(
-                    "the commit signature of replica {} does not verify (or it is not a genesis peer)",
-                    c.replica
-                ));
-            }
-            if signers.insert(c.replica) {
-                commits.push(pbft::Signed {
-                    from: c.replica,
-                    message: vote,
-                    signature: c.signature.clone(),
-                });
-            }
-        }
-        let quorum = self.genesis.pbft_config().quorum();
-        if signers.len() < quorum {
-            return Err(format!(
-                "{} distinct commit signatures; {quorum} are needed",
-                signers.len()
-            ));
-        }
+        let commits: Vec<pbft::Signed<pbft::Vote>> = certificate
+            .commits
+            .iter()
+            .map(|c| pbft::Signed {
+                from: c.replica,
+                message: vote,
+                signature: c.signature.clone(),
+            })
+            .collect();
+        pbft::check_commit_certificate(
+            &self.genesis.pbft_config(),
+            number,
+            &digest,
+            &commits,
+            |items| {
+                items.iter().all(|(replica, _, bytes, signature)| {
+                    self.genesis.verify_consensus(*replica, bytes, signature)
+                })
+            },
+        )
+        .map_err(|e| format!("the commit certificate does not certify the block: {e}"))?;
         Ok(commits)
     }
 
     /// Every clinical file and study copy the re-executed state references.
-    pub fn stored_objects(&self) -> Result<Vec<ExpectedObject>, LedgerError> {
-        let view = StateView::new(&self.ledger);
+    ///
+    /// # Errors
+    /// [`StateError`] when a stored value does not decode (the re-executed chaincode wrote
+    /// it, so this would be a chaincode fault).
+    pub fn stored_objects(&self) -> Result<Vec<ExpectedObject>, StateError> {
+        let view = &self.state;
         let mut out = Vec::new();
-        let corrupt = |key: &str, e: prost::DecodeError| LedgerError::Corrupt {
-            what: "state",
-            why: format!("{key}: {e}"),
-        };
+        let corrupt = |key: &str, e: prost::DecodeError| StateError(format!("{key}: {e}"));
         for (prefix, study) in [("patient/", false), ("study-item/", true)] {
             let mut start = prefix.to_string();
             loop {

@@ -1,16 +1,16 @@
-//! The chaincode's [`Stub`] over the RocksDB ledger: reads see the committed state (one
-//! snapshot), then the writes of earlier transactions of the same block, then this
-//! transaction's own writes. Nothing here writes to disk; the executor collects the writes
-//! and commits the whole block at once.
+//! The chaincode's [`Stub`] over a [`WorldState`]: reads see the committed state (one
+//! height), then the writes of earlier transactions of the same block, then this
+//! transaction's own writes. Nothing here is stored; the executor collects the writes and
+//! the host commits the whole block at once. Queries use it with empty overlays.
 
 use medledger_chaincode::stub::{Budget, KeyModification, MAX_SCAN, StubError};
 use medledger_chaincode::{Creator, Stub};
 
 use crate::block::WriteSet;
-use crate::ledger::{HistoryEntry, LedgerError, StateView};
+use crate::state::{HistoryEntry, StateError, WorldState};
 
-fn storage(e: LedgerError) -> StubError {
-    StubError::Storage(e.to_string())
+fn storage(e: StateError) -> StubError {
+    StubError::Storage(e.0)
 }
 
 fn check_limit(limit: usize) -> Result<(), StubError> {
@@ -23,28 +23,33 @@ fn check_limit(limit: usize) -> Result<(), StubError> {
     Ok(())
 }
 
-pub struct LedgerStub<'a> {
-    view: &'a StateView<'a>,
+/// One transaction's (or one query's) view of the ledger, charged to its [`Budget`].
+pub struct BlockStub<'a, S: WorldState + ?Sized> {
+    view: &'a S,
     block_writes: &'a WriteSet,
     block_history: &'a [HistoryEntry],
-    pub(crate) writes: WriteSet,
-    pub(crate) events: Vec<(String, Vec<u8>)>,
+    /// This transaction's writes so far (`None`: deleted).
+    pub writes: WriteSet,
+    /// This transaction's events so far: (name, payload).
+    pub events: Vec<(String, Vec<u8>)>,
     creator: Creator,
     tx_id: [u8; 32],
     time_s: i64,
     budget: Budget,
 }
 
-impl<'a> LedgerStub<'a> {
+impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
+    /// A stub for transaction `tx_id` by `creator` at consensus time `time_s` (Unix
+    /// seconds), reading `view` under the block's writes so far.
     pub fn new(
-        view: &'a StateView<'a>,
+        view: &'a S,
         block_writes: &'a WriteSet,
         block_history: &'a [HistoryEntry],
         creator: Creator,
         tx_id: [u8; 32],
         time_s: i64,
-    ) -> LedgerStub<'a> {
-        LedgerStub {
+    ) -> BlockStub<'a, S> {
+        BlockStub {
             view,
             block_writes,
             block_history,
@@ -93,7 +98,7 @@ impl<'a> LedgerStub<'a> {
     }
 }
 
-impl Stub for LedgerStub<'_> {
+impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StubError> {
         let value = if let Some(v) = self.writes.get(key) {
             v.clone()

@@ -1,0 +1,305 @@
+//! Executing a committed batch into a block: every envelope is validated at the block's
+//! consensus time and against the revocations in force, valid transactions run in the
+//! chaincode, invalid ones are recorded with their status (never dropped), and the block
+//! with its write set, key history, transaction index and commit certificate is returned
+//! as a [`BlockCommit`] for the host to store in one write.
+//!
+//! Execution reads only the [`WorldState`] it is given and the certified batch, so every
+//! correct peer — and the auditor re-executing on a [`crate::memory::MemoryState`] —
+//! produces the same block, byte for byte.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use medledger_chaincode as chaincode;
+use medledger_chaincode::stub::StubError;
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use v1::TxStatus;
+
+use crate::block::{WriteSet, header_hash, next_state_root, tx_root};
+use crate::result_code::{chaincode_code, refusal_code};
+use crate::state::{BlockCommit, HistoryEntry, StateError, TxLocation, WorldState};
+use crate::stub::BlockStub;
+use crate::validate::{Checked, LedgerFacts, Refusal, Validator, creator};
+
+/// The committed state plus the block so far, as validation sees it. A read that fails is
+/// a fault of this reader's storage, not a fact of the ledger: it is remembered, and
+/// execution stops rather than decide a transaction on it.
+struct BlockFacts<'a, S: WorldState + ?Sized> {
+    state: &'a S,
+    certificates: BTreeMap<[u8; 32], Vec<u8>>,
+    used: BTreeSet<[u8; 32]>,
+    /// Revoked by earlier transactions of this block.
+    revoked: BTreeSet<Vec<u8>>,
+    sequence: u64,
+    read_failure: RefCell<Option<StateError>>,
+}
+
+impl<S: WorldState + ?Sized> BlockFacts<'_, S> {
+    fn failed<T>(&self, e: StateError, instead: T) -> T {
+        self.read_failure.borrow_mut().get_or_insert(e);
+        instead
+    }
+}
+
+impl<S: WorldState + ?Sized> LedgerFacts for BlockFacts<'_, S> {
+    fn certificate(&self, hash: &[u8; 32]) -> Option<Vec<u8>> {
+        if let Some(der) = self.certificates.get(hash) {
+            return Some(der.clone());
+        }
+        self.state
+            .certificate(hash)
+            .unwrap_or_else(|e| self.failed(e, None))
+    }
+    fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool {
+        self.used.contains(tx_id)
+            || self
+                .state
+                .tx_location(tx_id)
+                .map(|l| l.is_some())
+                .unwrap_or_else(|e| self.failed(e, true))
+    }
+    fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.revoked.contains(serial) || self.state.is_revoked(serial)
+    }
+    fn revocation_sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+/// A batch as PBFT committed it at sequence number `seq` (the block number), with the 2f+1
+/// commit votes that certify it (Castro–Liskov §4.2, the commit certificate).
+pub struct CertifiedBatch<'a> {
+    pub seq: pbft::Seq,
+    pub batch: &'a pbft::Batch,
+    pub commits: &'a [pbft::Signed<pbft::Vote>],
+}
+
+/// The commit certificate as a block records it.
+pub fn certificate_to_proto(c: &CertifiedBatch<'_>) -> v1::CommitCertificate {
+    v1::CommitCertificate {
+        view: c.commits.first().map_or(0, |v| v.message.view),
+        batch_digest: c.batch.digest().to_vec(),
+        commits: c
+            .commits
+            .iter()
+            .map(|v| v1::ReplicaSignature {
+                replica: v.from,
+                signature: v.signature.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn refused(r: Refusal) -> v1::TxResult {
+    v1::TxResult {
+        tx_id: r.tx_id.map(|t| t.to_vec()).unwrap_or_default(),
+        status: r.status as i32,
+        code: refusal_code(r.status) as i32,
+        message: r.message,
+        ..Default::default()
+    }
+}
+
+/// What running a transaction's chaincode function came to.
+enum Invoked {
+    Returned(Result<Vec<u8>, chaincode::ChaincodeError>),
+    /// The chaincode panicked: a fault it did not foresee. The panic is deterministic (the
+    /// chaincode is pure and overflow checks are on in every profile), so every correct peer
+    /// records the same failure and discards the same writes.
+    Panicked,
+}
+
+/// Runs the chaincode for one valid transaction, containing any panic to that transaction:
+/// hostile input must fail its own transaction, never the peer (THREAT-MODEL: availability).
+fn invoke_isolated<S: WorldState + ?Sized>(
+    stub: &mut BlockStub<'_, S>,
+    transaction: &v1::Transaction,
+) -> Invoked {
+    let run = std::panic::AssertUnwindSafe(|| {
+        chaincode::invoke(stub, &transaction.function, &transaction.args)
+    });
+    match std::panic::catch_unwind(run) {
+        Ok(result) => Invoked::Returned(result),
+        Err(_) => Invoked::Panicked,
+    }
+}
+
+/// Executes `certified` as block `certified.seq` on top of `state` (which must be at
+/// height `certified.seq - 1`). Returns what to commit, revocations included.
+///
+/// # Errors
+/// [`StateError`] when a read of `state` failed: nothing was decided, and the host must
+/// not commit (a peer stops; the auditor reports its own fault).
+pub fn execute_block<S: WorldState + ?Sized>(
+    state: &S,
+    validator: &Validator,
+    certified: &CertifiedBatch<'_>,
+) -> Result<BlockCommit, StateError> {
+    let number = certified.seq;
+    let previous = state.header(number.saturating_sub(1))?;
+    // Consensus time never runs backwards; a null batch keeps the previous time.
+    let time_ms = if certified.batch.is_null() {
+        previous.time_ms
+    } else {
+        (certified.batch.timestamp_ms as i64).max(previous.time_ms)
+    };
+    let time_s = time_ms.div_euclid(1000);
+    let mut facts = BlockFacts {
+        state,
+        certificates: BTreeMap::new(),
+        used: BTreeSet::new(),
+        revoked: BTreeSet::new(),
+        sequence: state.revocation_sequence(),
+        read_failure: RefCell::new(None),
+    };
+    let mut commit = BlockCommit::default();
+    let mut block_writes = WriteSet::new();
+    let mut last_writer: BTreeMap<String, TxLocation> = BTreeMap::new();
+    let mut history: Vec<HistoryEntry> = Vec::new();
+    let mut results = Vec::with_capacity(certified.batch.requests.len());
+    let mut envelopes = Vec::with_capacity(certified.batch.requests.len());
+
+    for (index, request) in certified.batch.requests.iter().enumerate() {
+        let location = TxLocation {
+            block: number,
+            index: index as u32,
+        };
+        envelopes.push(request.payload.clone());
+        let checked = validator.check(&request.payload, time_s, &facts);
+        if let Some(e) = facts.read_failure.borrow_mut().take() {
+            return Err(e);
+        }
+        let checked = match checked {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                results.push(refused(refusal));
+                continue;
+            }
+        };
+        let tx_id = checked.tx_id();
+        facts.used.insert(tx_id);
+        commit.tx_index.push((tx_id, location));
+        match checked {
+            Checked::Revocation { record, .. } => {
+                facts.revoked.insert(record.serial.clone());
+                facts.sequence = record.sequence;
+                commit
+                    .revocations
+                    .push((record.serial.clone(), record.sequence));
+                results.push(v1::TxResult {
+                    tx_id: tx_id.to_vec(),
+                    status: TxStatus::Valid as i32,
+                    function: "revoke_certificate".into(),
+                    ..Default::default()
+                });
+            }
+            Checked::Transaction(valid) => {
+                if let Some((hash, der)) = valid.certificate.clone() {
+                    facts.certificates.insert(hash, der.clone());
+                    commit.certificates.push((hash, der));
+                }
+                let mut stub = BlockStub::new(
+                    state,
+                    &block_writes,
+                    &history,
+                    creator(&valid.identity),
+                    tx_id,
+                    time_s,
+                );
+                let outcome = invoke_isolated(&mut stub, &valid.transaction);
+                if let Invoked::Returned(Err(chaincode::ChaincodeError::Stub(
+                    StubError::Storage(why),
+                ))) = &outcome
+                {
+                    return Err(StateError(why.clone()));
+                }
+                let (writes, events) = match &outcome {
+                    Invoked::Panicked => (WriteSet::new(), Vec::new()),
+                    _ => (
+                        std::mem::take(&mut stub.writes),
+                        std::mem::take(&mut stub.events),
+                    ),
+                };
+                drop(stub);
+                if let Invoked::Panicked = outcome {
+                    commit
+                        .chaincode_panics
+                        .push(valid.transaction.function.clone());
+                }
+                let (status, code, message, result) = match outcome {
+                    Invoked::Returned(Ok(result)) => (TxStatus::Valid, 0, String::new(), result),
+                    Invoked::Returned(Err(e)) => (
+                        TxStatus::ChaincodeError,
+                        chaincode_code(&e) as i32,
+                        e.to_string(),
+                        Vec::new(),
+                    ),
+                    Invoked::Panicked => (
+                        TxStatus::ChaincodeError,
+                        v1::ResultCode::Internal as i32,
+                        "the transaction failed in execution; it changed nothing".to_string(),
+                        Vec::new(),
+                    ),
+                };
+                for (key, value) in writes {
+                    history.push(HistoryEntry {
+                        key: key.clone(),
+                        location,
+                        tx_id,
+                        time_s,
+                        value: value.clone(),
+                    });
+                    last_writer.insert(key.clone(), location);
+                    block_writes.insert(key, value);
+                }
+                results.push(v1::TxResult {
+                    tx_id: tx_id.to_vec(),
+                    status: status as i32,
+                    message,
+                    result,
+                    events: events
+                        .into_iter()
+                        .map(|(name, payload)| v1::ChaincodeEvent { name, payload })
+                        .collect(),
+                    creator: valid.identity.name.clone(),
+                    function: valid.transaction.function.clone(),
+                    code,
+                });
+            }
+        }
+    }
+
+    let state_root = next_state_root(&previous.state_root, &block_writes);
+    let header = v1::BlockHeader {
+        number,
+        prev_hash: header_hash(&previous).to_vec(),
+        tx_root: tx_root(&envelopes).to_vec(),
+        state_root: state_root.to_vec(),
+        time_ms,
+    };
+    commit.state = block_writes
+        .into_iter()
+        .map(|(k, v)| {
+            let location = last_writer[&k];
+            (k, v, location)
+        })
+        .collect();
+    commit.history = history;
+    commit.block = v1::Block {
+        header: Some(header),
+        envelopes,
+        results,
+        certificate: Some(certificate_to_proto(certified)),
+        batch_time_ms: certified.batch.timestamp_ms,
+        genesis: None,
+        request_ids: certified
+            .batch
+            .requests
+            .iter()
+            .map(|r| r.tx_id.to_vec())
+            .collect(),
+    };
+    Ok(commit)
+}
