@@ -36,11 +36,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use medledger_client::ca::{CaClient, TlsIdentity};
-use medledger_client::network::{self, Layout};
-use medledger_client::peer::PeerSet;
-use medledger_client::wallet::Wallet;
+use medledger_devnet::{self as network, Layout};
 use medledger_proto::v1;
+use medledger_sdk::ca::{CaClient, TlsIdentity};
+use medledger_sdk::peer::PeerSet;
+use medledger_sdk::wallet::Wallet;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -288,7 +288,7 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> 
                 max_enrollments: 1,
             })
             .await?;
-        Ok(medledger_client::enroll(
+        Ok(medledger_sdk::enroll(
             &admin.info.ca_url,
             &root,
             &name,

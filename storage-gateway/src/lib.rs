@@ -11,4 +11,4 @@
 pub mod node;
 pub mod service;
 /// Object stores live in the SDK: auditors read them too (`medledger ledger verify`).
-pub use medledger_client::store;
+pub use medledger_sdk::store;

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use medledger_client::peer::PeerSet;
-use medledger_client::wallet::Wallet;
 use medledger_crypto::Role;
 use medledger_proto::v1;
+use medledger_sdk::peer::PeerSet;
+use medledger_sdk::wallet::Wallet;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 

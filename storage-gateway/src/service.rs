@@ -21,13 +21,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use medledger_chaincode::{keys, limits};
-use medledger_client::error::ClientError;
-use medledger_client::peer::{Committed, PeerSet};
 use medledger_crypto::{
     RevocationSet, RootCertificate, Signature, SignatureDomain, certificate_hash,
     validate_enrollment_certificate,
 };
 use medledger_proto::v1;
+use medledger_sdk::error::ClientError;
+use medledger_sdk::peer::{Committed, PeerSet};
 use medledger_tls::admission::{Admission, AdmissionLimits, Admitted};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};

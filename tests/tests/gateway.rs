@@ -6,11 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use medledger_client::files::{self, Destination};
-use medledger_client::patient::RecordKeys;
-use medledger_client::peer::PeerSet;
-use medledger_client::wallet::Wallet;
 use medledger_proto::v1;
+use medledger_sdk::files::{self, Destination};
+use medledger_sdk::patient::RecordKeys;
+use medledger_sdk::peer::PeerSet;
+use medledger_sdk::wallet::Wallet;
 use medledger_tests::{Garage, GatewayProcess, ObjectStoreArg, TestNetwork};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -549,8 +549,8 @@ async fn malformed_uploads_leave_nothing_behind() {
         .unwrap();
 
     // gRPC health, on the same mutual-TLS port.
-    let tls = medledger_client::peer::client_tls_for(medledger_crypto::Role::Gateway, &dr_a, None)
-        .unwrap();
+    let tls =
+        medledger_sdk::peer::client_tls_for(medledger_crypto::Role::Gateway, &dr_a, None).unwrap();
     let channel = medledger_tls::connect(&gateway.address, tls).await.unwrap();
     let health = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
@@ -579,7 +579,7 @@ async fn malformed_uploads_leave_nothing_behind() {
     assert!(
         matches!(
             &err,
-            medledger_client::error::ClientError::Rejected {
+            medledger_sdk::error::ClientError::Rejected {
                 code: tonic::Code::OutOfRange,
                 ..
             }

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Each workspace crate's folder and the medledger crates and external crates it depends on
-/// (normal dependencies only: tests and benches may use anything).
-fn workspace() -> BTreeMap<String, BTreeSet<String>> {
+/// Each workspace crate's name and the medledger crates and external crates it depends on
+/// (normal dependencies only: tests and benches may use anything). With `optional: false`,
+/// dependencies behind a cargo feature are left out.
+fn workspace_with(optional: bool) -> BTreeMap<String, BTreeSet<String>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
         .unwrap()
@@ -26,11 +27,22 @@ fn workspace() -> BTreeMap<String, BTreeSet<String>> {
         let deps = own
             .get("dependencies")
             .and_then(|d| d.as_table())
-            .map(|d| d.keys().cloned().collect())
+            .map(|d| {
+                d.iter()
+                    .filter(|(_, spec)| {
+                        optional || spec.get("optional").and_then(|o| o.as_bool()) != Some(true)
+                    })
+                    .map(|(name, _)| name.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         crates.insert(name, deps);
     }
     crates
+}
+
+fn workspace() -> BTreeMap<String, BTreeSet<String>> {
+    workspace_with(true)
 }
 
 /// Everything `name` links, following workspace crates.
@@ -80,6 +92,47 @@ fn crates_import_only_downward() {
                 "medledger-pbft",
                 "medledger-chaincode",
                 "medledger-execution",
+            ],
+        ),
+        // The SDK checks what peers say with the deterministic crates' own code (block
+        // hashes, key layout); it links no peer, no RocksDB.
+        (
+            "medledger-sdk",
+            &[
+                "medledger-proto",
+                "medledger-crypto",
+                "medledger-tls",
+                "medledger-deid",
+                "medledger-chaincode",
+                "medledger-execution",
+            ],
+        ),
+        ("medledger-devnet", &["medledger-proto", "medledger-sdk"]),
+        (
+            "medledger-gateway",
+            &[
+                "medledger-proto",
+                "medledger-crypto",
+                "medledger-tls",
+                "medledger-chaincode",
+                "medledger-sdk",
+            ],
+        ),
+        (
+            "medledger-bench",
+            &["medledger-proto", "medledger-sdk", "medledger-devnet"],
+        ),
+        (
+            "medledger-cli",
+            &[
+                "medledger-proto",
+                "medledger-crypto",
+                "medledger-chaincode",
+                "medledger-execution",
+                "medledger-sdk",
+                "medledger-devnet",
+                // Only behind the `data-dir` feature, for `ledger verify --data-dir`.
+                "medledger-peer",
             ],
         ),
     ];
@@ -137,34 +190,64 @@ fn the_protocol_crate_brings_no_runtime() {
 #[test]
 fn servers_link_rocksdb_only_where_they_store_a_ledger() {
     let crates = workspace();
-    // Crates that link RocksDB without keeping a ledger, each an exception to remove (issue
-    // 16, item 2: the gateway and the SDK depend on the peer through `client/`).
-    let known_exceptions: BTreeSet<&str> =
-        ["medledger-gateway", "medledger-client", "medledger-bench"]
-            .into_iter()
-            .collect();
+    let required = workspace_with(false);
+    // Keep a ledger (or test one); the CLI reads a peer's ledger behind its optional
+    // `data-dir` feature only.
     let may: BTreeSet<&str> = ["medledger-peer", "medledger-membership", "medledger-tests"]
         .into_iter()
         .collect();
-    let linking: BTreeSet<String> = crates
-        .keys()
-        .filter(|name| closure(&crates, name).contains("rocksdb"))
-        .cloned()
-        .collect();
-    let unexpected: Vec<&String> = linking
-        .iter()
-        .filter(|n| !may.contains(n.as_str()) && !known_exceptions.contains(n.as_str()))
-        .collect();
+    let optional_only: BTreeSet<&str> = ["medledger-cli"].into_iter().collect();
+    let mut wrong = Vec::new();
+    for name in crates.keys() {
+        if may.contains(name.as_str()) {
+            continue;
+        }
+        let links = if optional_only.contains(name.as_str()) {
+            closure(&required, name).contains("rocksdb")
+        } else {
+            closure(&crates, name).contains("rocksdb")
+        };
+        if links {
+            wrong.push(name.clone());
+        }
+    }
+    assert!(wrong.is_empty(), "these link RocksDB: {wrong:?}");
     assert!(
-        unexpected.is_empty(),
-        "these now link RocksDB: {unexpected:?}"
+        closure(&crates, "medledger-cli").contains("rocksdb"),
+        "the CLI's data-dir feature no longer reads a peer's ledger: update this test"
     );
-    let resolved: Vec<&&str> = known_exceptions
-        .iter()
-        .filter(|n| !linking.contains(**n))
-        .collect();
-    assert!(
-        resolved.is_empty(),
-        "no longer linking RocksDB, remove from the exceptions: {resolved:?}"
-    );
+}
+
+#[test]
+fn the_gateway_and_the_auditors_core_link_no_cli_or_peer() {
+    let crates = workspace();
+    for name in [
+        "medledger-gateway",
+        "medledger-sdk",
+        "medledger-devnet",
+        "medledger-bench",
+    ] {
+        let linked = closure(&crates, name);
+        for forbidden in [
+            "medledger-cli",
+            "medledger-peer",
+            "medledger-membership",
+            "rocksdb",
+        ] {
+            assert!(!linked.contains(forbidden), "{name} links {forbidden}");
+        }
+    }
+    let auditor = closure(&crates, "medledger-execution");
+    for forbidden in [
+        "medledger-cli",
+        "medledger-sdk",
+        "medledger-peer",
+        "rocksdb",
+        "tokio",
+    ] {
+        assert!(
+            !auditor.contains(forbidden),
+            "the auditor's core links {forbidden}"
+        );
+    }
 }

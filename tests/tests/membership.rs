@@ -389,8 +389,8 @@ fn malformed_registrations_are_invalid_arguments_and_change_nothing() {
 
 #[test]
 fn malformed_enrollments_are_invalid_arguments_and_spend_no_secret() {
-    use medledger_client::ca::{CaClient, TlsIdentity};
     use medledger_proto::v1;
+    use medledger_sdk::ca::{CaClient, TlsIdentity};
 
     let f = Fixture::new();
     f.enroll_admin();
@@ -453,8 +453,8 @@ fn malformed_enrollments_are_invalid_arguments_and_spend_no_secret() {
 
 #[test]
 fn calls_other_than_enroll_and_ca_info_need_a_certificate() {
-    use medledger_client::ca::{CaClient, TlsIdentity};
     use medledger_proto::v1;
+    use medledger_sdk::ca::{CaClient, TlsIdentity};
 
     let f = Fixture::new();
     let root_pem = std::fs::read_to_string(f.ca_dir.join("ca-root.pem")).unwrap();
@@ -632,8 +632,8 @@ fn revoking_one_certificate_by_serial_leaves_the_others() {
 
 #[test]
 fn revocation_records_are_signed_by_the_root_for_their_domain() {
-    use medledger_client::ca::{CaClient, TlsIdentity};
-    use medledger_client::wallet::Wallet;
+    use medledger_sdk::ca::{CaClient, TlsIdentity};
+    use medledger_sdk::wallet::Wallet;
     use prost::Message;
 
     let f = Fixture::new();

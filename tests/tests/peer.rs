@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use medledger_client::peer::{Committed, PeerSet, client_tls};
-use medledger_client::wallet::Wallet;
 use medledger_proto::v1;
+use medledger_sdk::peer::{Committed, PeerSet, client_tls};
+use medledger_sdk::wallet::Wallet;
 use medledger_tests::TestNetwork;
 use prost::Message;
 use rand_core::RngCore;
@@ -1045,7 +1045,7 @@ fn clients_reach_the_network_with_the_bootstrap_peer_down() {
         let refused = PeerSet::connect(&lonely, &net.address(0)).await;
         assert!(matches!(
             refused,
-            Err(medledger_client::error::ClientError::PeerUnreachable { .. })
+            Err(medledger_sdk::error::ClientError::PeerUnreachable { .. })
         ));
     });
     // The CLI, pointed at the dead peer, goes through the pinned genesis.

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use medledger_client::error::ClientError;
-use medledger_client::network::{self, Layout};
-use medledger_client::wallet::Wallet;
+use medledger_devnet::{self as network, Layout};
 use medledger_proto::v1;
+use medledger_sdk::error::ClientError;
+use medledger_sdk::wallet::Wallet;
 use serde_json::json;
 
 use crate::Output;

@@ -1,23 +1,30 @@
-//! # medledger-client
+//! # medledger-sdk
 //!
-//! The medledger SDK and the `medledger` CLI. This room holds what runs on a user's machine:
-//! the wallet (keys created here and stored 0600), enrollment with the membership CA, and the
-//! commands of every role. It imports `medledger-proto`, `medledger-crypto` and `medledger-tls`.
+//! What an application needs to use a medledger network, and what runs on a user's machine:
+//! the wallet (keys created here and stored 0600), enrollment with the membership CA, signed
+//! transactions to every peer, encrypted files through the gateway, research copies and
+//! de-identification. The `medledger` CLI (`medledger-cli`), the storage gateway and the
+//! benchmarks are built on it. It imports proto, crypto and tls, and the deterministic crates
+//! (execution, chaincode, deid) to check what peers say with the peers' own code; never the
+//! peer, RocksDB or the CLI.
 //!
 //! - [`wallet::Wallet`]: one identity's keys, certificate and CA root.
 //! - [`ca::CaClient`]: the Membership API over TLS 1.3, with readable errors.
 //! - [`peer::PeerSet`]: signed transactions to every peer, f+1 matching receipts, queries.
+//! - [`files`]: client-side encryption, uploads and downloads through the gateway;
+//!   [`patient`]: a record's keys; [`research`]: study copies; [`store`]: object stores.
+//! - [`deid`]: the FHIR de-identifier research copies go through (`medledger-deid`).
 //! - [`enroll`] / [`reenroll`]: create keys locally, send only a CSR and the X25519 public key.
+
+pub use medledger_deid as deid;
 
 pub mod ca;
 pub mod error;
 pub mod files;
-pub mod network;
 pub mod patient;
 pub mod peer;
 pub mod research;
 pub mod store;
-pub mod verify;
 pub mod wallet;
 
 use std::path::Path;

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use clap::{Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use medledger_chaincode::DEFAULT_CATEGORIES;
-use medledger_client::ca::{CaClient, TlsIdentity};
-use medledger_client::error::ClientError;
-use medledger_client::files::{self, Destination, Reader};
-use medledger_client::patient::RecordKeys;
-use medledger_client::peer::PeerSet;
-use medledger_client::wallet::Wallet;
 use medledger_proto::v1;
+use medledger_sdk::ca::{CaClient, TlsIdentity};
+use medledger_sdk::error::ClientError;
+use medledger_sdk::files::{self, Destination, Reader};
+use medledger_sdk::patient::RecordKeys;
+use medledger_sdk::peer::PeerSet;
+use medledger_sdk::wallet::Wallet;
 use prost::Message;
 use serde_json::json;
 
@@ -751,7 +751,7 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
             anonymize,
         } => {
             let mut gateway = files::connect_gateway(&wallet, gateway_address).await?;
-            let shared = medledger_client::research::share(
+            let shared = medledger_sdk::research::share(
                 &peers,
                 &mut gateway,
                 &wallet,
@@ -892,7 +892,7 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
                 None => title.as_bytes().to_vec(),
             };
             let committed =
-                medledger_client::research::create_study(&peers, &wallet, id, title, &document)
+                medledger_sdk::research::create_study(&peers, &wallet, id, title, &document)
                     .await?;
             Ok(Output {
                 text: format!(
@@ -931,8 +931,8 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
             let mut gateway =
                 files::connect_gateway(&wallet, cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY))
                     .await?;
-            let medledger_client::research::StudyFetch { fetched, refused } =
-                medledger_client::research::fetch(&peers, &mut gateway, &wallet, study, output)
+            let medledger_sdk::research::StudyFetch { fetched, refused } =
+                medledger_sdk::research::fetch(&peers, &mut gateway, &wallet, study, output)
                     .await?;
             let mut text = format!(
                 "fetched {} item(s) of study {study} into {} (each access recorded)",

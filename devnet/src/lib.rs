@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ca::{CaClient, TlsIdentity};
-use crate::error::ClientError;
-use crate::peer::PeerSet;
-use crate::wallet::{Wallet, pem_decode};
 use medledger_proto::v1;
+use medledger_sdk::ca::{CaClient, TlsIdentity};
+use medledger_sdk::error::ClientError;
+use medledger_sdk::peer::PeerSet;
+use medledger_sdk::wallet::{Wallet, pem_decode};
 
 /// Where a network's objects live.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -44,19 +44,21 @@ pub enum StoreLayout {
 }
 
 impl StoreLayout {
-    pub fn config(&self) -> anyhow::Result<crate::store::StoreConfig> {
+    pub fn config(&self) -> anyhow::Result<medledger_sdk::store::StoreConfig> {
         Ok(match self {
-            StoreLayout::Local { dir } => crate::store::StoreConfig::Local { root: dir.clone() },
+            StoreLayout::Local { dir } => {
+                medledger_sdk::store::StoreConfig::Local { root: dir.clone() }
+            }
             StoreLayout::S3 {
                 endpoint,
                 bucket,
                 region,
                 credentials_file,
-            } => crate::store::StoreConfig::S3(crate::store::S3Config {
+            } => medledger_sdk::store::StoreConfig::S3(medledger_sdk::store::S3Config {
                 endpoint: endpoint.clone(),
                 bucket: bucket.clone(),
                 region: region.clone(),
-                credentials: crate::store::S3Credentials::from_file(credentials_file)?,
+                credentials: medledger_sdk::store::S3Credentials::from_file(credentials_file)?,
             }),
         })
     }
@@ -389,7 +391,7 @@ pub async fn ensure_identity(
             max_enrollments: 1,
         })
         .await?;
-    crate::enroll(&layout.ca_url(), &root, name, &registered.secret, &dir).await
+    medledger_sdk::enroll(&layout.ca_url(), &root, name, &registered.secret, &dir).await
 }
 
 /// Brings the network up (see the module doc). Returns its layout.
@@ -488,7 +490,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     if !admin_dir.join("cert.pem").exists() {
         let secret = std::fs::read_to_string(dir.join("ca/admin.secret"))
             .map_err(|e| net_err(format!("the CA's admin secret: {e}")))?;
-        crate::enroll(&layout.ca_url(), &root, "admin", secret.trim(), &admin_dir).await?;
+        medledger_sdk::enroll(&layout.ca_url(), &root, "admin", secret.trim(), &admin_dir).await?;
     }
     let admin = Wallet::open(&admin_dir)?;
     if !layout.genesis().exists() {
@@ -564,7 +566,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
         spawn(opts, "gateway", &args, &[])?;
     }
     wait_until(&dir, "gateway", Duration::from_secs(30), || async {
-        crate::files::connect_gateway(&admin, &layout.gateway_listen)
+        medledger_sdk::files::connect_gateway(&admin, &layout.gateway_listen)
             .await
             .ok()
             .map(|_| ())
@@ -638,7 +640,7 @@ pub async fn status(layout: &Layout) -> Vec<Component> {
                         None => "not linked to every other peer".into(),
                     }
                 } else if name == "gateway" {
-                    match crate::files::connect_gateway(admin, &address).await {
+                    match medledger_sdk::files::connect_gateway(admin, &address).await {
                         Ok(_) => format!("serving; objects in {}", describe(&layout.store)),
                         Err(e) => format!("not answering: {e}"),
                     }

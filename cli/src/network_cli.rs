@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
+use crate::verify::{self, BlockSource};
 use clap::{Args, Subcommand};
-use medledger_client::error::ClientError;
-use medledger_client::network::{self, Layout, StoreLayout, UpOptions};
-use medledger_client::peer::PeerSet;
-use medledger_client::verify::{self, BlockSource};
-use medledger_peer::genesis::Genesis;
+use medledger_devnet::{self as network, Layout, StoreLayout, UpOptions};
+use medledger_execution::genesis::Genesis;
+use medledger_sdk::error::ClientError;
+use medledger_sdk::peer::PeerSet;
 use serde_json::json;
 
 use crate::{Cli, DEFAULT_PEER, Output, open_wallet};
@@ -300,7 +300,7 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
         Some(dir) => verify::open_data_dir(dir)?,
         None => {
             wallet = match (&cli.wallet, &layout) {
-                (None, Some(l)) => medledger_client::wallet::Wallet::open(&l.admin_wallet())?,
+                (None, Some(l)) => medledger_sdk::wallet::Wallet::open(&l.admin_wallet())?,
                 _ => open_wallet(cli)?,
             };
             let address = cli

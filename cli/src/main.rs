@@ -18,10 +18,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use medledger_client::ca::{CaClient, TlsIdentity};
-use medledger_client::error::ClientError;
-use medledger_client::wallet::{Wallet, default_wallet_dir, pem_decode, pem_encode, wallets_home};
 use medledger_proto::v1;
+use medledger_sdk::ca::{CaClient, TlsIdentity};
+use medledger_sdk::error::ClientError;
+use medledger_sdk::wallet::{Wallet, default_wallet_dir, pem_decode, pem_encode, wallets_home};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -29,6 +29,7 @@ use time::format_description::well_known::Rfc3339;
 mod demo;
 mod network_cli;
 mod records_cli;
+mod verify;
 
 const DEFAULT_CA_URL: &str = "https://localhost:7054";
 /// The local network's peers (`medledger network up`), tried in turn: any one that answers
@@ -285,11 +286,11 @@ fn wallet_dir(cli: &Cli) -> Result<PathBuf, ClientError> {
     match wallets.as_slice() {
         [only] => Ok(only.clone()),
         // Right after `medledger network up`, act as its administrator.
-        [] if medledger_client::network::default_dir()
+        [] if medledger_devnet::default_dir()
             .join("wallets/admin/cert.pem")
             .exists() =>
         {
-            Ok(medledger_client::network::default_dir().join("wallets/admin"))
+            Ok(medledger_devnet::default_dir().join("wallets/admin"))
         }
         [] => Err(ClientError::Usage(format!(
             "no wallet in {}; enroll first (`medledger enroll`) or pass --wallet DIR",
@@ -381,7 +382,7 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
             };
             let root = trusted_root(&cli, None)?;
             let url = ca_url(&cli, None);
-            let wallet = medledger_client::enroll(&url, &root, name, secret, &dir).await?;
+            let wallet = medledger_sdk::enroll(&url, &root, name, secret, &dir).await?;
             let identity = wallet.identity_at(now_unix())?;
             Ok(Output {
                 text: format!(
@@ -404,7 +405,7 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
         Command::Reenroll => {
             let mut wallet = open_wallet(&cli)?;
             let url = ca_url(&cli, Some(&wallet));
-            let response = medledger_client::reenroll(&url, &mut wallet).await?;
+            let response = medledger_sdk::reenroll(&url, &mut wallet).await?;
             Ok(Output {
                 text: format!(
                     "New keys and certificate for {} in {}\n  certificate serial {}, valid until {}",
@@ -501,9 +502,7 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
         Command::Network(c) => network_cli::run_network(&cli, c).await,
         Command::Researcher(c) => records_cli::run_researcher(&cli, c).await,
         Command::Demo { dir } => {
-            let dir = dir
-                .clone()
-                .unwrap_or_else(medledger_client::network::default_dir);
+            let dir = dir.clone().unwrap_or_else(medledger_devnet::default_dir);
             demo::run(cli.json, &dir).await
         }
     }
@@ -515,7 +514,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
     }
     let wallet = open_wallet(cli)?;
     let peer = cli.peer.as_deref().unwrap_or(DEFAULT_PEER);
-    let peers = medledger_client::peer::PeerSet::connect(&wallet, peer).await?;
+    let peers = medledger_sdk::peer::PeerSet::connect(&wallet, peer).await?;
     match command {
         LedgerCommand::Info => {
             let mut rows = Vec::new();
@@ -599,7 +598,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                     .iter()
                     .filter(|r| r.status == v1::TxStatus::Valid as i32)
                     .count();
-                let hash = medledger_client::peer::header_hash(h);
+                let hash = medledger_sdk::peer::header_hash(h);
                 let view = b.certificate.as_ref().map_or(0, |c| c.view);
                 text.push_str(&format!(
                     "{:>6}  {}  {}  {} tx ({} valid)  view {}\n",
@@ -638,7 +637,7 @@ async fn sync_revocations(
     wallet: &Wallet,
     peer: &str,
 ) -> Result<Vec<(u64, u64)>, ClientError> {
-    let peers = medledger_client::peer::PeerSet::connect(wallet, peer).await?;
+    let peers = medledger_sdk::peer::PeerSet::connect(wallet, peer).await?;
     let response = ca.revocations(0).await?;
     let mut placed = Vec::new();
     for signed in response.records {

@@ -9,20 +9,22 @@ use std::path::Path;
 use futures_util::StreamExt;
 use medledger_execution::audit::{Auditor, BlockVerdict, ExpectedObject};
 use medledger_execution::genesis::Genesis;
+#[cfg(feature = "data-dir")]
 use medledger_peer::ledger::Ledger;
 use medledger_proto::v1;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 
-use crate::error::ClientError;
-use crate::peer::PeerSet;
+use medledger_sdk::error::ClientError;
+use medledger_sdk::peer::PeerSet;
 
 /// Where the blocks come from.
 pub enum BlockSource<'a> {
     /// Peer `index` of a connected set, over gRPC.
     Peer { peers: &'a PeerSet, index: usize },
     /// A peer's RocksDB data directory (read-only; the peer may be running or stopped).
+    #[cfg(feature = "data-dir")]
     DataDir(Ledger),
 }
 
@@ -37,6 +39,7 @@ impl BlockSource<'_> {
                 .map_err(ClientError::from_ledger_status)?
                 .into_inner()
                 .blocks),
+            #[cfg(feature = "data-dir")]
             BlockSource::DataDir(ledger) => {
                 let mut out = Vec::new();
                 for number in from..from + u64::from(limit) {
@@ -248,6 +251,7 @@ pub async fn check_objects(
 
 /// Opens a peer's data directory for reading.
 /// `dir` is a peer's `--data-dir` (its ledger is `dir/ledger`) or the ledger folder itself.
+#[cfg(feature = "data-dir")]
 pub fn open_data_dir(dir: &Path) -> Result<BlockSource<'static>, ClientError> {
     let ledger = if dir.join("ledger/CURRENT").exists() {
         dir.join("ledger")
@@ -257,4 +261,14 @@ pub fn open_data_dir(dir: &Path) -> Result<BlockSource<'static>, ClientError> {
     Ledger::open_read_only(&ledger)
         .map(BlockSource::DataDir)
         .map_err(|e| ClientError::Usage(format!("--data-dir {}: {e}", dir.display())))
+}
+
+/// Without the `data-dir` feature the CLI links no RocksDB: `--data-dir` is refused.
+#[cfg(not(feature = "data-dir"))]
+pub fn open_data_dir(dir: &Path) -> Result<BlockSource<'static>, ClientError> {
+    Err(ClientError::Usage(format!(
+        "--data-dir {}: this medledger was built without the data-dir feature; verify through \
+         a peer (--peer) instead",
+        dir.display()
+    )))
 }
