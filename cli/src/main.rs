@@ -615,7 +615,8 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                     "results": b.results.iter().map(|r| json!({
                         "tx_id": hex::encode(&r.tx_id),
                         "status": v1::TxStatus::try_from(r.status).map(|s| s.as_str_name()).unwrap_or("UNKNOWN"),
-                        "function": r.function, "creator": r.creator, "message": r.message,
+                        "function": r.function, "creator": r.creator,
+                        "code": v1::ResultCode::try_from(r.code).map(|c| c.as_str_name()).unwrap_or("RESULT_CODE_UNKNOWN"),
                     })).collect::<Vec<_>>(),
                 }));
             }

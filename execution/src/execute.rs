@@ -271,6 +271,12 @@ pub fn execute_block<S: WorldState + ?Sized>(
         }
     }
 
+    // Words are for the people waiting on this block, not consensus data: the block records
+    // each outcome by status, code, result and events, and its messages stay empty.
+    commit.messages = results
+        .iter_mut()
+        .map(|r| std::mem::take(&mut r.message))
+        .collect();
     let state_root = next_state_root(&previous.state_root, &block_writes);
     let header = v1::BlockHeader {
         number,

@@ -440,13 +440,22 @@ impl Driver {
         metrics::counter!("medledger_committed_transactions_total").increment(transactions as u64);
         metrics::histogram!("medledger_batch_size").record(transactions as f64);
         metrics::gauge!("medledger_height").set(seq as f64);
-        for (request, result) in committed.batch.requests.iter().zip(&block.results) {
+        for (i, (request, result)) in committed
+            .batch
+            .requests
+            .iter()
+            .zip(&block.results)
+            .enumerate()
+        {
             for w in self.waiters.remove(&request.tx_id).unwrap_or_default() {
                 metrics::histogram!("medledger_commit_latency_seconds")
                     .record(w.since.elapsed().as_secs_f64());
                 let _ = w.reply.send(Outcome::Committed {
                     block: seq,
-                    result: result.clone(),
+                    result: v1::TxResult {
+                        message: commit.messages.get(i).cloned().unwrap_or_default(),
+                        ..result.clone()
+                    },
                 });
             }
         }

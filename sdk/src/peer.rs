@@ -71,9 +71,23 @@ impl Committed {
             tonic::Code::Ok => tonic::Code::InvalidArgument,
             code => code,
         };
+        // The words come from the receipts when every attesting peer gave the same; a
+        // block records none (its codes are the record), so a result read back later has
+        // only its status and code to speak for it.
+        let why = if self.message.is_empty() {
+            format!(
+                "{} ({})",
+                self.status.as_str_name(),
+                v1::ResultCode::try_from(self.code)
+                    .map(|c| c.as_str_name())
+                    .unwrap_or("RESULT_CODE_UNKNOWN")
+            )
+        } else {
+            self.message.clone()
+        };
         ClientError::from_ledger_status(tonic::Status::new(
             code,
-            format!("refused in block {}: {}", self.block, self.message),
+            format!("refused in block {}: {why}", self.block),
         ))
     }
 }
