@@ -155,6 +155,322 @@ fn lab_result() -> String {
     .to_string()
 }
 
+/// What a step keeps from its output, under a name later steps use as `{name}`.
+#[derive(Clone, Copy)]
+enum Keep {
+    Nothing,
+    /// The whole output, trimmed.
+    Output(&'static str),
+    /// The first word after a marker (see [`after`]).
+    After(&'static str, &'static str),
+}
+
+/// One step of the scenario. `{name}` in a step's wallet or arguments is what the cast or an
+/// earlier step put under `name`.
+enum Step {
+    /// A line of narration.
+    Say(&'static str),
+    /// `medledger --wallet <who> <args>`, which must end as `expect` says.
+    Run {
+        who: &'static str,
+        /// Its arguments, separated by spaces; `'...'` holds one with spaces.
+        args: &'static str,
+        expect: Expect,
+        keep: Keep,
+    },
+    /// Writes a file into the run's folder and keeps its path under `keep`.
+    Write {
+        keep: &'static str,
+        file: &'static str,
+        content: fn(&Vars) -> String,
+    },
+    /// Waits (for a grant's window to end).
+    Wait { seconds: u64 },
+    /// A check of what the steps produced; `Err` is a failure of the demo.
+    Check(fn(&Vars, bool) -> Result<(), String>),
+}
+
+type Vars = std::collections::BTreeMap<&'static str, String>;
+
+const fn ok(who: &'static str, args: &'static str) -> Step {
+    Step::Run {
+        who,
+        args,
+        expect: Expect::Ok,
+        keep: Keep::Nothing,
+    }
+}
+
+const fn refused(who: &'static str, args: &'static str, what: &'static str) -> Step {
+    Step::Run {
+        who,
+        args,
+        expect: Expect::Fails(what),
+        keep: Keep::Nothing,
+    }
+}
+
+const fn keep(who: &'static str, args: &'static str, keep: Keep) -> Step {
+    Step::Run {
+        who,
+        args,
+        expect: Expect::Ok,
+        keep,
+    }
+}
+
+const READ_LAB: &str = "clinician download --patient {pseudonym} --item {lab_item} -o {lab_copy}";
+
+/// The oncology scenario, in order. The cast ({p} the patient, {o} the oncologist, {r} the
+/// radiation oncologist, {e} the emergency physician, {res} the researcher) is enrolled
+/// before it runs.
+const SCENARIO: &[Step] = &[
+    Step::Say(
+        "Jane creates her record: keys for three categories stay in her wallet; only a pseudonym reaches the ledger.",
+    ),
+    ok(
+        "{p}",
+        "patient init --uii {mrn} --category history-and-physical --category lab-results --category radiation-doses",
+    ),
+    keep("{p}", "patient pseudonym", Keep::Output("pseudonym")),
+    Step::Say(
+        "Jane grants her oncologist read and write on two categories for 30 days, and the radiation oncologist write-only on radiation doses.",
+    ),
+    keep(
+        "{p}",
+        "patient grant --to {o} --category history-and-physical --rights read,write --days 30",
+        Keep::After("onc_hp_permission", "(permission"),
+    ),
+    ok(
+        "{p}",
+        "patient grant --to {o} --category lab-results --rights read,write --days 30",
+    ),
+    ok(
+        "{p}",
+        "patient grant --to {r} --category radiation-doses --rights write --days 30",
+    ),
+    Step::Say(
+        "Uploads: each file is encrypted on the clinician's machine; the gateway and the store see ciphertext, the ledger its hash.",
+    ),
+    Step::Write {
+        keep: "hp_file",
+        file: "history-and-physical.json",
+        content: |v| history_and_physical(&v["mrn"]),
+    },
+    keep(
+        "{o}",
+        "clinician upload --patient {pseudonym} --category history-and-physical {hp_file}",
+        Keep::After("hp_item", "as item"),
+    ),
+    Step::Write {
+        keep: "lab_file",
+        file: "hemoglobin.json",
+        content: |_| lab_result(),
+    },
+    keep(
+        "{o}",
+        "clinician upload --patient {pseudonym} --category lab-results {lab_file}",
+        Keep::After("lab_item", "as item"),
+    ),
+    Step::Write {
+        keep: "scan_file",
+        file: "pathology-scan.pdf",
+        content: |_| "%PDF-1.7 scanned pathology report (binary)".into(),
+    },
+    keep(
+        "{o}",
+        "clinician upload --patient {pseudonym} --category lab-results {scan_file}",
+        Keep::After("scan_item", "as item"),
+    ),
+    Step::Write {
+        keep: "dose_file",
+        file: "dose-plan.json",
+        content: |_| {
+            r#"{"resourceType":"Procedure","status":"in-progress","code":{"text":"IMRT 60 Gy in 30 fractions"}}"#.into()
+        },
+    },
+    ok(
+        "{r}",
+        "clinician upload --patient {pseudonym} --category radiation-doses {dose_file}",
+    ),
+    Step::Say(
+        "The radiation oncologist tries to read the lab result: no read grant, so the ledger refuses, and records the attempt.",
+    ),
+    refused("{r}", READ_LAB, "no permission to read lab-results"),
+    Step::Say(
+        "Jane grants it read on lab results for 20 seconds; now the read works, and is recorded too.",
+    ),
+    ok(
+        "{p}",
+        "patient grant --to {r} --category lab-results --rights read --seconds 20",
+    ),
+    ok("{r}", READ_LAB),
+    Step::Check(|v, _| {
+        if std::fs::read_to_string(&v["lab_copy"]).ok() == Some(lab_result()) {
+            Ok(())
+        } else {
+            Err("the downloaded lab result differs from the upload".into())
+        }
+    }),
+    Step::Say("Jane reads her audit trail: every grant, upload and read, and the refused attempt."),
+    ok("{p}", "patient audit"),
+    Step::Say(
+        "Jane revokes the oncologist's history-and-physical permission; from that block on it opens nothing.",
+    ),
+    ok("{p}", "patient revoke --permission {onc_hp_permission}"),
+    refused(
+        "{o}",
+        "clinician download --patient {pseudonym} --item {hp_item} -o {hp_copy}",
+        "revoked",
+    ),
+    Step::Say(
+        "The radiation oncologist's 20-second window ends; consensus time decides, not the client's clock.",
+    ),
+    Step::Wait { seconds: 21 },
+    refused("{r}", READ_LAB, "window has ended"),
+    Step::Say(
+        "Emergency: the oncologist (no emergency attribute) is refused; the emergency physician breaks the glass, flagged on Jane's trail.",
+    ),
+    refused(
+        "{o}",
+        "clinician emergency --patient {pseudonym} --category radiation-doses --reason 'unconscious in ER'",
+        "emergency=true",
+    ),
+    ok(
+        "{e}",
+        "clinician emergency --patient {pseudonym} --category radiation-doses --reason 'unconscious in ER, prior radiation unknown' --minutes 60",
+    ),
+    ok("{e}", "clinician items --patient {pseudonym}"),
+    Step::Say(
+        "Research: the researcher registers a study; Jane lets her oncologist share lab results into it, de-identified.",
+    ),
+    ok(
+        "{res}",
+        "researcher study create --id {study} --title 'NSCLC outcomes under IMRT'",
+    ),
+    ok(
+        "{p}",
+        "patient grant --to {o} --category lab-results --rights share --study {study} --anonymize --days 30",
+    ),
+    ok(
+        "{o}",
+        "clinician share --patient {pseudonym} --study {study} --item {lab_item}",
+    ),
+    Step::Say(
+        "A scanned PDF cannot be de-identified, so it cannot be shared into a study that requires it.",
+    ),
+    refused(
+        "{o}",
+        "clinician share --patient {pseudonym} --study {study} --item {scan_item}",
+        "cannot be shared anonymized",
+    ),
+    ok(
+        "{res}",
+        "researcher study fetch --study {study} -o {study_data}",
+    ),
+    Step::Check(|v, json| {
+        let fetched: String = std::fs::read_dir(&v["study_data"])
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !json {
+            println!("    the researcher's copy: {}", fetched.replace('\n', " "));
+        }
+        let identified = ["Jane", "ACC-2026-0917"]
+            .iter()
+            .any(|id| fetched.contains(id));
+        if fetched.is_empty() || identified || !fetched.contains("718-7") {
+            Err("the study copy is missing or not de-identified".into())
+        } else {
+            Ok(())
+        }
+    }),
+    Step::Say("Jane's trail now shows the emergency access, the share and the researcher's fetch."),
+    ok("{p}", "patient audit"),
+    Step::Say(
+        "Jane erases her record: keys and items tombstoned on the ledger, every object deleted, including the study copy.",
+    ),
+    ok("{p}", "patient erase --yes"),
+    refused("{o}", "clinician items --patient {pseudonym}", "erased"),
+    Step::Say("An auditor verifies the whole ledger and every stored object against it."),
+    ok("admin", "ledger verify --dir {network_dir}"),
+];
+
+/// A step's arguments: words separated by spaces, `'...'` one word with spaces.
+fn words(args: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = args.trim_start();
+    while !rest.is_empty() {
+        let (word, tail) = match rest.strip_prefix('\'') {
+            Some(quoted) => quoted.split_once('\'').unwrap_or((quoted, "")),
+            None => rest.split_once(' ').unwrap_or((rest, "")),
+        };
+        out.push(word.to_string());
+        rest = tail.trim_start();
+    }
+    out
+}
+
+/// `text` with every `{name}` replaced by what `vars` holds under `name`.
+fn fill(text: &str, vars: &Vars) -> String {
+    let mut out = text.to_string();
+    for (name, value) in vars {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
+
+impl Demo {
+    async fn step(&mut self, step: &Step, vars: &mut Vars) {
+        match step {
+            Step::Say(text) => self.say(text),
+            Step::Run {
+                who,
+                args,
+                expect,
+                keep,
+            } => {
+                let who = fill(who, vars);
+                let args: Vec<String> = words(args).iter().map(|a| fill(a, vars)).collect();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let text = self.run(&who, &args, *expect);
+                match keep {
+                    Keep::Nothing => {}
+                    Keep::Output(name) => {
+                        vars.insert(name, text.trim().to_string());
+                    }
+                    Keep::After(name, marker) => {
+                        vars.insert(name, after(&text, marker).to_string());
+                    }
+                }
+            }
+            Step::Write {
+                keep,
+                file,
+                content,
+            } => {
+                let path = self.write(file, &content(vars));
+                vars.insert(keep, path);
+            }
+            Step::Wait { seconds } => {
+                if !self.json {
+                    println!("    (waiting {seconds} s)");
+                }
+                tokio::time::sleep(Duration::from_secs(*seconds)).await;
+            }
+            Step::Check(check) => {
+                if let Err(failure) = check(vars, self.json) {
+                    self.failures.push(failure);
+                }
+            }
+        }
+    }
+}
+
+/// Runs [`SCENARIO`] against the network under `dir` with a fresh cast.
 pub async fn run(json_output: bool, dir: &Path) -> Result<Output, ClientError> {
     let layout = Layout::read(dir)?;
     let components = network::status(&layout).await;
@@ -179,45 +495,50 @@ pub async fn run(json_output: bool, dir: &Path) -> Result<Output, ClientError> {
         failures: Vec::new(),
         json: json_output,
     };
-    let patient = format!("jane-{run_id}");
-    let onc = format!("dr-okafor-{run_id}");
-    let rad = format!("dr-lindqvist-{run_id}");
-    let er = format!("dr-reyes-{run_id}");
-    let researcher = format!("prof-tanaka-{run_id}");
-    let study = format!("nsclc-outcomes-{run_id}");
-    let (p, o, r, e, res) = (
-        patient.as_str(),
-        onc.as_str(),
-        rad.as_str(),
-        er.as_str(),
-        researcher.as_str(),
-    );
+    let in_work = |name: &str| work.join(name).display().to_string();
+    let mut vars = Vars::from([
+        ("p", format!("jane-{run_id}")),
+        ("o", format!("dr-okafor-{run_id}")),
+        ("r", format!("dr-lindqvist-{run_id}")),
+        ("e", format!("dr-reyes-{run_id}")),
+        ("res", format!("prof-tanaka-{run_id}")),
+        ("study", format!("nsclc-outcomes-{run_id}")),
+        ("mrn", format!("MRN-{run_id}")),
+        ("lab_copy", in_work("lab-copy.json")),
+        ("hp_copy", in_work("hp-copy.json")),
+        ("study_data", in_work("study-data")),
+        ("network_dir", layout.dir.display().to_string()),
+    ]);
 
-    demo.say(&format!(
-        "The cast (run {run_id}): patient {p}; oncologist {o} at St Mary's; radiation \
+    vars.insert("run", run_id.clone());
+    demo.say(&fill(
+        "The cast (run {run}): patient {p}; oncologist {o} at St Mary's; radiation \
          oncologist {r} at City General; emergency physician {e}; researcher {res}. The \
-         administrator registers them; each enrolls with keys made on their own machine."
+         administrator registers them; each enrolls with keys made on their own machine.",
+        &vars,
     ));
     let attr = |k: &str, v: &str| v1::Attribute {
         key: k.into(),
         value: v.into(),
         ..Default::default()
     };
-    for (name, role, attributes) in [
-        (p, "patient", vec![]),
-        (o, "clinician", vec![attr("hospital", "st-marys")]),
-        (r, "clinician", vec![attr("hospital", "city-general")]),
+    let cast = [
+        ("p", "patient", vec![]),
+        ("o", "clinician", vec![attr("hospital", "st-marys")]),
+        ("r", "clinician", vec![attr("hospital", "city-general")]),
         (
-            e,
+            "e",
             "clinician",
             vec![attr("hospital", "st-marys"), attr("emergency", "true")],
         ),
         (
-            res,
+            "res",
             "researcher",
             vec![attr("institution", "state-university")],
         ),
-    ] {
+    ];
+    for (who, role, attributes) in cast {
+        let name = &vars[who];
         network::ensure_identity(&layout, &admin, name, role, attributes).await?;
         if !json_output {
             println!(
@@ -227,371 +548,14 @@ pub async fn run(json_output: bool, dir: &Path) -> Result<Output, ClientError> {
         }
     }
 
-    demo.say("Jane creates her record: keys for three categories stay in her wallet; only a pseudonym reaches the ledger.");
-    let mrn = format!("MRN-{run_id}");
-    demo.run(
-        p,
-        &[
-            "patient",
-            "init",
-            "--uii",
-            &mrn,
-            "--category",
-            "history-and-physical",
-            "--category",
-            "lab-results",
-            "--category",
-            "radiation-doses",
-        ],
-        Expect::Ok,
-    );
-    let pseudonym = demo
-        .run(p, &["patient", "pseudonym"], Expect::Ok)
-        .trim()
-        .to_string();
-
-    demo.say("Jane grants her oncologist read and write on two categories for 30 days, and the radiation oncologist write-only on radiation doses.");
-    let onc_hp = demo.run(
-        p,
-        &[
-            "patient",
-            "grant",
-            "--to",
-            o,
-            "--category",
-            "history-and-physical",
-            "--rights",
-            "read,write",
-            "--days",
-            "30",
-        ],
-        Expect::Ok,
-    );
-    let onc_hp_permission = after(&onc_hp, "(permission").to_string();
-    demo.run(
-        p,
-        &[
-            "patient",
-            "grant",
-            "--to",
-            o,
-            "--category",
-            "lab-results",
-            "--rights",
-            "read,write",
-            "--days",
-            "30",
-        ],
-        Expect::Ok,
-    );
-    demo.run(
-        p,
-        &[
-            "patient",
-            "grant",
-            "--to",
-            r,
-            "--category",
-            "radiation-doses",
-            "--rights",
-            "write",
-            "--days",
-            "30",
-        ],
-        Expect::Ok,
-    );
-
-    demo.say("Uploads: each file is encrypted on the clinician's machine; the gateway and the store see ciphertext, the ledger its hash.");
-    let hp_file = demo.write("history-and-physical.json", &history_and_physical(&mrn));
-    let hp = demo.run(
-        o,
-        &[
-            "clinician",
-            "upload",
-            "--patient",
-            &pseudonym,
-            "--category",
-            "history-and-physical",
-            &hp_file,
-        ],
-        Expect::Ok,
-    );
-    let hp_item = after(&hp, "as item").to_string();
-    let lab_file = demo.write("hemoglobin.json", &lab_result());
-    let lab = demo.run(
-        o,
-        &[
-            "clinician",
-            "upload",
-            "--patient",
-            &pseudonym,
-            "--category",
-            "lab-results",
-            &lab_file,
-        ],
-        Expect::Ok,
-    );
-    let lab_item = after(&lab, "as item").to_string();
-    let scan_file = demo.write(
-        "pathology-scan.pdf",
-        "%PDF-1.7 scanned pathology report (binary)",
-    );
-    let scan = demo.run(
-        o,
-        &[
-            "clinician",
-            "upload",
-            "--patient",
-            &pseudonym,
-            "--category",
-            "lab-results",
-            &scan_file,
-        ],
-        Expect::Ok,
-    );
-    let scan_item = after(&scan, "as item").to_string();
-    let dose_file = demo.write("dose-plan.json", r#"{"resourceType":"Procedure","status":"in-progress","code":{"text":"IMRT 60 Gy in 30 fractions"}}"#);
-    demo.run(
-        r,
-        &[
-            "clinician",
-            "upload",
-            "--patient",
-            &pseudonym,
-            "--category",
-            "radiation-doses",
-            &dose_file,
-        ],
-        Expect::Ok,
-    );
-
-    demo.say("The radiation oncologist tries to read the lab result: no read grant, so the ledger refuses, and records the attempt.");
-    let lab_copy = work.join("lab-copy.json").display().to_string();
-    let read_lab = [
-        "clinician",
-        "download",
-        "--patient",
-        pseudonym.as_str(),
-        "--item",
-        lab_item.as_str(),
-        "-o",
-        lab_copy.as_str(),
-    ];
-    demo.run(
-        r,
-        &read_lab,
-        Expect::Fails("no permission to read lab-results"),
-    );
-
-    demo.say("Jane grants it read on lab results for 20 seconds; now the read works, and is recorded too.");
-    demo.run(
-        p,
-        &[
-            "patient",
-            "grant",
-            "--to",
-            r,
-            "--category",
-            "lab-results",
-            "--rights",
-            "read",
-            "--seconds",
-            "20",
-        ],
-        Expect::Ok,
-    );
-    demo.run(r, &read_lab, Expect::Ok);
-    if std::fs::read_to_string(&lab_copy).ok() != Some(lab_result()) {
-        demo.failures
-            .push("the downloaded lab result differs from the upload".into());
+    for step in SCENARIO {
+        demo.step(step, &mut vars).await;
     }
-
-    demo.say("Jane reads her audit trail: every grant, upload and read, and the refused attempt.");
-    demo.run(p, &["patient", "audit"], Expect::Ok);
-
-    demo.say("Jane revokes the oncologist's history-and-physical permission; from that block on it opens nothing.");
-    demo.run(
-        p,
-        &["patient", "revoke", "--permission", &onc_hp_permission],
-        Expect::Ok,
-    );
-    let hp_copy = work.join("hp-copy.json").display().to_string();
-    demo.run(
-        o,
-        &[
-            "clinician",
-            "download",
-            "--patient",
-            &pseudonym,
-            "--item",
-            &hp_item,
-            "-o",
-            &hp_copy,
-        ],
-        Expect::Fails("revoked"),
-    );
-
-    demo.say("The radiation oncologist's 20-second window ends; consensus time decides, not the client's clock.");
-    if !json_output {
-        println!("    (waiting 21 s)");
-    }
-    tokio::time::sleep(Duration::from_secs(21)).await;
-    demo.run(r, &read_lab, Expect::Fails("window has ended"));
-
-    demo.say("Emergency: the oncologist (no emergency attribute) is refused; the emergency physician breaks the glass, flagged on Jane's trail.");
-    demo.run(
-        o,
-        &[
-            "clinician",
-            "emergency",
-            "--patient",
-            &pseudonym,
-            "--category",
-            "radiation-doses",
-            "--reason",
-            "unconscious in ER",
-        ],
-        Expect::Fails("emergency=true"),
-    );
-    demo.run(
-        e,
-        &[
-            "clinician",
-            "emergency",
-            "--patient",
-            &pseudonym,
-            "--category",
-            "radiation-doses",
-            "--reason",
-            "unconscious in ER, prior radiation unknown",
-            "--minutes",
-            "60",
-        ],
-        Expect::Ok,
-    );
-    demo.run(
-        e,
-        &["clinician", "items", "--patient", &pseudonym],
-        Expect::Ok,
-    );
-
-    demo.say("Research: the researcher registers a study; Jane lets her oncologist share lab results into it, de-identified.");
-    demo.run(
-        res,
-        &[
-            "researcher",
-            "study",
-            "create",
-            "--id",
-            &study,
-            "--title",
-            "NSCLC outcomes under IMRT",
-        ],
-        Expect::Ok,
-    );
-    demo.run(
-        p,
-        &[
-            "patient",
-            "grant",
-            "--to",
-            o,
-            "--category",
-            "lab-results",
-            "--rights",
-            "share",
-            "--study",
-            &study,
-            "--anonymize",
-            "--days",
-            "30",
-        ],
-        Expect::Ok,
-    );
-    demo.run(
-        o,
-        &[
-            "clinician",
-            "share",
-            "--patient",
-            &pseudonym,
-            "--study",
-            &study,
-            "--item",
-            &lab_item,
-        ],
-        Expect::Ok,
-    );
-    demo.say("A scanned PDF cannot be de-identified, so it cannot be shared into a study that requires it.");
-    demo.run(
-        o,
-        &[
-            "clinician",
-            "share",
-            "--patient",
-            &pseudonym,
-            "--study",
-            &study,
-            "--item",
-            &scan_item,
-        ],
-        Expect::Fails("cannot be shared anonymized"),
-    );
-    let fetched_dir = work.join("study-data").display().to_string();
-    demo.run(
-        res,
-        &[
-            "researcher",
-            "study",
-            "fetch",
-            "--study",
-            &study,
-            "-o",
-            &fetched_dir,
-        ],
-        Expect::Ok,
-    );
-    let fetched: String = std::fs::read_dir(&fetched_dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    if !json_output {
-        println!("    the researcher's copy: {}", fetched.replace('\n', " "));
-    }
-    if fetched.is_empty()
-        || fetched.contains("Jane")
-        || fetched.contains("ACC-2026-0917")
-        || !fetched.contains("718-7")
-    {
-        demo.failures
-            .push("the study copy is missing or not de-identified".into());
-    }
-
-    demo.say("Jane's trail now shows the emergency access, the share and the researcher's fetch.");
-    demo.run(p, &["patient", "audit"], Expect::Ok);
-
-    demo.say("Jane erases her record: keys and items tombstoned on the ledger, every object deleted, including the study copy.");
-    demo.run(p, &["patient", "erase", "--yes"], Expect::Ok);
-    demo.run(
-        o,
-        &["clinician", "items", "--patient", &pseudonym],
-        Expect::Fails("erased"),
-    );
-
-    demo.say("An auditor verifies the whole ledger and every stored object against it.");
-    let network_dir = layout.dir.display().to_string();
-    demo.run(
-        "admin",
-        &["ledger", "verify", "--dir", &network_dir],
-        Expect::Ok,
-    );
 
     let json = json!({
         "run": run_id, "steps": demo.steps, "failures": demo.failures,
-        "patient": p, "pseudonym": pseudonym, "study": study, "work_dir": work,
+        "patient": vars["p"], "pseudonym": vars.get("pseudonym"), "study": vars["study"],
+        "work_dir": work,
     });
     if demo.failures.is_empty() {
         Ok(Output {
@@ -607,5 +571,73 @@ pub async fn run(json_output: bool, dir: &Path) -> Result<Output, ClientError> {
             "the demo did not go as it must: {}",
             demo.failures.join("; ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_on_spaces_and_keep_quoted_ones_whole() {
+        assert_eq!(
+            words("clinician emergency --reason 'unconscious in ER' --minutes 60"),
+            [
+                "clinician",
+                "emergency",
+                "--reason",
+                "unconscious in ER",
+                "--minutes",
+                "60"
+            ]
+        );
+        assert_eq!(words("  a   b "), ["a", "b"]);
+        assert!(words("").is_empty());
+    }
+
+    /// Every `{name}` a step uses was set by the cast or kept by an earlier step: a typo in
+    /// the table fails here, not halfway through a demo.
+    #[test]
+    fn every_name_a_step_uses_is_kept_before_it() {
+        let mut known: Vec<&str> = vec![
+            "p",
+            "o",
+            "r",
+            "e",
+            "res",
+            "study",
+            "mrn",
+            "lab_copy",
+            "hp_copy",
+            "study_data",
+            "network_dir",
+            "run",
+        ];
+        let used = |text: &str| -> Vec<String> {
+            text.split('{')
+                .skip(1)
+                .filter_map(|t| t.split_once('}').map(|(name, _)| name.to_string()))
+                .collect()
+        };
+        for (i, step) in SCENARIO.iter().enumerate() {
+            match step {
+                Step::Run {
+                    who, args, keep, ..
+                } => {
+                    for name in used(who).into_iter().chain(used(args)) {
+                        assert!(
+                            known.contains(&name.as_str()),
+                            "step {i} uses {{{name}}} before it is kept"
+                        );
+                    }
+                    match keep {
+                        Keep::Nothing => {}
+                        Keep::Output(name) | Keep::After(name, _) => known.push(name),
+                    }
+                }
+                Step::Write { keep, .. } => known.push(keep),
+                Step::Say(_) | Step::Wait { .. } | Step::Check(_) => {}
+            }
+        }
     }
 }

@@ -137,7 +137,10 @@ fn reword_refusals(data_dir: &Path) -> usize {
         for result in &mut block.results {
             if result.status != v1::TxStatus::Valid as i32 {
                 // Blocks record no words now; a peer of an older version wrote some.
-                assert!(result.message.is_empty(), "a block stores words: {result:?}");
+                assert!(
+                    result.message.is_empty(),
+                    "a block stores words: {result:?}"
+                );
                 result.message = format!("in other words: refused, code {}", result.code);
                 any = true;
             }
