@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod process;
+
+use process::{Binaries, GenesisPeer};
+
 use medledger_proto::v1;
 use medledger_sdk::ca::{CaClient, TlsIdentity};
 use medledger_sdk::error::ClientError;
@@ -241,17 +245,22 @@ fn program_of(name: &str) -> &'static str {
     }
 }
 
-fn run_tool(bin: &Path, args: &[String]) -> Result<String, ClientError> {
-    let output = Command::new(bin)
-        .args(args)
+/// Runs a one-shot tool (`init`, `genesis`) to its end; its standard output.
+fn run_tool(mut command: Command) -> Result<String, ClientError> {
+    let bin = PathBuf::from(command.get_program());
+    let job = command
+        .get_args()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let output = command
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| missing_binary(bin, e))?;
+        .map_err(|e| missing_binary(&bin, e))?;
     if !output.status.success() {
         return Err(net_err(format!(
-            "{} {} failed: {}",
+            "{} {job} failed: {}",
             bin.display(),
-            args.first().map(String::as_str).unwrap_or(""),
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
@@ -266,33 +275,22 @@ fn missing_binary(bin: &Path, e: std::io::Error) -> ClientError {
     ))
 }
 
-/// Starts `program args` in the background, logging to `D/name.log`, its pid in `D/name.pid`.
-/// It runs in its own process group: a Ctrl-C in the terminal reaches `network up`, which
-/// then stops every process in order.
-fn spawn(
-    opts: &UpOptions,
-    name: &str,
-    args: &[String],
-    env: &[(&str, String)],
-) -> Result<u32, ClientError> {
+/// Starts `command` (process `name`) in the background, logging to `D/name.log`, its pid in
+/// `D/name.pid`. It runs in its own process group: a Ctrl-C in the terminal reaches
+/// `network up`, which then stops every process in order.
+fn spawn(opts: &UpOptions, name: &str, mut command: Command) -> Result<u32, ClientError> {
     use std::os::unix::process::CommandExt;
-    let program = program_of(name);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(opts.dir.join(format!("{name}.log")))
         .map_err(|e| net_err(format!("opening {name}.log: {e}")))?;
-    let bin = opts.bin_dir.join(program);
-    let mut command = Command::new(&bin);
+    let bin = PathBuf::from(command.get_program());
     command
-        .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| net_err(e.to_string()))?)
         .stderr(log)
         .process_group(0);
-    for (k, v) in env {
-        command.env(k, v);
-    }
     let child = command.spawn().map_err(|e| missing_binary(&bin, e))?;
     let pid = child.id();
     // The child is watched by pid (it may outlive this process with --detach).
@@ -448,32 +446,19 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
         },
     };
     layout.write()?;
-    let ca_bin = opts.bin_dir.join("medledger-ca");
-    let peer_bin = opts.bin_dir.join("medledger-peer");
+    let bins = Binaries {
+        dir: opts.bin_dir.clone(),
+    };
 
     // The CA: created once, started if not running.
     if !layout.ca_root().exists() {
-        run_tool(
-            &ca_bin,
-            &[
-                "init".into(),
-                "--dir".into(),
-                dir.join("ca").display().to_string(),
-            ],
-        )?;
+        run_tool(bins.ca_init(&dir.join("ca")))?;
     }
     if running_pid(&dir, "ca", "medledger-ca").is_none() {
         spawn(
             opts,
             "ca",
-            &[
-                "serve".into(),
-                "--dir".into(),
-                dir.join("ca").display().to_string(),
-                "--listen".into(),
-                layout.ca_listen.clone(),
-            ],
-            &[],
+            bins.ca_serve(&dir.join("ca"), &layout.ca_listen),
         )?;
     }
     let root = read_root(&layout)?;
@@ -494,24 +479,22 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     }
     let admin = Wallet::open(&admin_dir)?;
     if !layout.genesis().exists() {
-        let mut args = vec![
-            "genesis".to_string(),
-            "--ca-root".into(),
-            layout.ca_root().display().to_string(),
-        ];
+        let mut peers = Vec::new();
         for (i, address) in layout.peers.iter().enumerate() {
             let name = format!("peer{i}");
             let wallet = ensure_identity(&layout, &admin, &name, "peer", Vec::new()).await?;
-            args.push("--peer".into());
-            args.push(format!(
-                "{name}={}@{address}",
-                wallet.dir.join("cert.pem").display()
-            ));
+            peers.push(GenesisPeer {
+                name,
+                certificate: wallet.dir.join("cert.pem"),
+                address: address.clone(),
+            });
         }
-        args.extend(opts.genesis_args.iter().cloned());
-        args.push("-o".into());
-        args.push(layout.genesis().display().to_string());
-        run_tool(&peer_bin, &args)?;
+        run_tool(bins.genesis(
+            &layout.ca_root(),
+            &peers,
+            &opts.genesis_args,
+            &layout.genesis(),
+        ))?;
     }
     ensure_identity(&layout, &admin, "gateway", "gateway", Vec::new()).await?;
 
@@ -522,20 +505,13 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
             continue;
         }
         let metrics = format!("127.0.0.1:{}", opts.peer_port as usize + 100 + i);
-        spawn(
-            opts,
-            &name,
-            &[
-                "serve".into(),
-                "--wallet".into(),
-                layout.wallets().join(&name).display().to_string(),
-                "--genesis".into(),
-                layout.genesis().display().to_string(),
-                "--data-dir".into(),
-                dir.join(&name).display().to_string(),
-            ],
-            &[("MEDLEDGER_PEER_METRICS_LISTEN", metrics)],
-        )?;
+        let mut command = bins.peer_serve(
+            &layout.wallets().join(&name),
+            &layout.genesis(),
+            &dir.join(&name),
+        );
+        command.env("MEDLEDGER_PEER_METRICS_LISTEN", metrics);
+        spawn(opts, &name, command)?;
     }
     let peers = wait_until(&dir, "peer0", Duration::from_secs(60), || async {
         PeerSet::connect(&admin, layout.first_peer()).await.ok()
@@ -551,19 +527,14 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
 
     // The gateway.
     if running_pid(&dir, "gateway", "medledger-gateway").is_none() {
-        let mut args = vec![
-            "serve".to_string(),
-            "--wallet".into(),
-            layout.wallets().join("gateway").display().to_string(),
-            "--peer".into(),
-            layout.first_peer().to_string(),
-            "--listen".into(),
-            layout.gateway_listen.clone(),
-            "--state-dir".into(),
-            dir.join("gateway").display().to_string(),
-        ];
-        args.extend(layout.store.gateway_args());
-        spawn(opts, "gateway", &args, &[])?;
+        let command = bins.gateway_serve(
+            &layout.wallets().join("gateway"),
+            layout.first_peer(),
+            &layout.gateway_listen,
+            &dir.join("gateway"),
+            &layout.store.gateway_args(),
+        );
+        spawn(opts, "gateway", command)?;
     }
     wait_until(&dir, "gateway", Duration::from_secs(30), || async {
         medledger_sdk::files::connect_gateway(&admin, &layout.gateway_listen)

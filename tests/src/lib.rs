@@ -4,10 +4,10 @@
 //! built by `cargo test --workspace`, on loopback ports chosen by the OS, each test in its
 //! own temporary directory, and kills every process it started when the test ends.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
+use medledger_devnet::process::{Binaries, GenesisPeer, Process};
 use serde_json::Value;
 
 /// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
@@ -41,22 +41,21 @@ fn checked_binary(name: &str) -> PathBuf {
         .parent()
         .expect("workspace root");
     // Only the crates the binary is built from: an edit elsewhere does not make it stale.
-    let sources: &[&str] = match name {
-        "medledger-ca" => &["proto", "crypto", "membership"],
-        "medledger" => &["proto", "crypto", "tls", "client"],
-        "medledger-peer" => &["proto", "crypto", "tls", "consensus", "chaincode", "peer"],
-        "medledger-gateway" => &["proto", "crypto", "tls", "client", "storage-gateway"],
-        _ => &[
-            "proto",
-            "crypto",
-            "tls",
-            "consensus",
-            "chaincode",
-            "membership",
-            "peer",
-            "client",
-        ],
+    const DETERMINISTIC: [&str; 5] = ["proto", "crypto", "consensus", "chaincode", "execution"];
+    let own: &[&str] = match name {
+        "medledger-ca" => &["tls", "membership"],
+        "medledger" => &["tls", "deid", "sdk", "devnet", "cli", "peer"],
+        "medledger-peer" => &["tls", "peer"],
+        "medledger-gateway" => &["tls", "deid", "sdk", "storage-gateway"],
+        _ => &["tls", "deid", "membership", "peer", "sdk", "devnet", "cli"],
     };
+    let sources: Vec<&str> = DETERMINISTIC.iter().chain(own).copied().collect();
+    for source_dir in &sources {
+        assert!(
+            workspace.join(source_dir).is_dir(),
+            "no crate folder {source_dir}: update the sources of {name} here"
+        );
+    }
     for source_dir in sources {
         if let Some(newer) = newest_file(&workspace.join(source_dir))
             && newer.1 > built
@@ -71,13 +70,18 @@ fn checked_binary(name: &str) -> PathBuf {
     path
 }
 
-/// The most recently modified file under `dir` (sources only: skips `target`).
+/// The most recently modified file under `dir` (sources only: skips `target`, `tests` and
+/// `benches`).
 fn newest_file(dir: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
     let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
     for entry in std::fs::read_dir(dir).ok()?.flatten() {
         let path = entry.path();
         let candidate = if path.is_dir() {
-            if path.file_name().is_some_and(|n| n == "target") {
+            // What the binary is built from: not a crate's own tests or benches.
+            if path
+                .file_name()
+                .is_some_and(|n| n == "target" || n == "tests" || n == "benches")
+            {
                 continue;
             }
             newest_file(&path)
@@ -97,13 +101,22 @@ fn newest_file(dir: &Path) -> Option<(PathBuf, std::time::SystemTime)> {
     newest
 }
 
+/// The workspace's server binaries, each checked fresh (see [`binary`]).
+pub fn binaries() -> Binaries {
+    let ca = binary("medledger-ca");
+    binary("medledger-peer");
+    binary("medledger-gateway");
+    Binaries {
+        dir: ca
+            .parent()
+            .expect("binaries live in a folder")
+            .to_path_buf(),
+    }
+}
+
 /// `medledger-ca init --dir <dir>`; panics with the CA's output if it fails.
 pub fn init_ca(dir: &Path) {
-    let output = Command::new(binary("medledger-ca"))
-        .args(["init", "--dir"])
-        .arg(dir)
-        .output()
-        .expect("medledger-ca runs");
+    let output = binaries().ca_init(dir).output().expect("medledger-ca runs");
     assert!(
         output.status.success(),
         "medledger-ca init failed: {}",
@@ -113,7 +126,7 @@ pub fn init_ca(dir: &Path) {
 
 /// A running `medledger-ca serve`, killed when dropped.
 pub struct CaProcess {
-    child: Child,
+    process: Process,
     pub url: String,
     pub dir: PathBuf,
 }
@@ -121,34 +134,21 @@ pub struct CaProcess {
 impl CaProcess {
     /// Starts the CA on a free loopback port and waits until it listens.
     pub fn start(dir: &Path, cert_validity: &str) -> CaProcess {
-        let mut child = Command::new(binary("medledger-ca"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--cert-validity",
-                cert_validity,
-                "--dir",
-            ])
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("medledger-ca starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reading the CA's first line");
-        let addr = line
-            .trim()
-            .strip_prefix("medledger-ca listening on https://")
-            .unwrap_or_else(|| panic!("unexpected first line from medledger-ca: {line:?}"))
+        let mut command = binaries().ca_serve(dir, "127.0.0.1:0");
+        command
+            .args(["--cert-validity", cert_validity])
+            .env("RUST_LOG", "warn");
+        let log = dir.with_extension("log");
+        let process = Process::start(command, &log, "medledger-ca listening on https://")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = process
+            .first_line
+            .rsplit(':')
+            .next()
+            .expect("address has a port")
             .to_string();
-        let port = addr.rsplit(':').next().expect("address has a port");
         CaProcess {
-            child,
+            process,
             // The TLS certificate names localhost and 127.0.0.1; use the name.
             url: format!("https://localhost:{port}"),
             dir: dir.to_path_buf(),
@@ -157,14 +157,7 @@ impl CaProcess {
 
     /// Kills the CA at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for CaProcess {
-    fn drop(&mut self) {
-        self.kill();
+        self.process.kill();
     }
 }
 
@@ -256,14 +249,12 @@ pub fn free_ports(n: u16) -> u16 {
 
 /// The last lines of a log file, for a failure message (the temp dir goes when the test fails).
 pub fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
+    medledger_devnet::process::log_tail(path, 20)
 }
 
 /// A running `medledger-peer serve`, killed (SIGKILL) when dropped.
 pub struct PeerProcess {
-    child: Option<Child>,
+    process: Option<Process>,
     pub address: String,
     pub wallet: PathBuf,
     pub data_dir: PathBuf,
@@ -274,7 +265,7 @@ pub struct PeerProcess {
 impl PeerProcess {
     pub fn start(wallet: &Path, genesis: &Path, data_dir: &Path, address: &str) -> PeerProcess {
         let mut peer = PeerProcess {
-            child: None,
+            process: None,
             address: address.to_string(),
             wallet: wallet.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
@@ -287,64 +278,31 @@ impl PeerProcess {
 
     /// Starts the process (again) and waits until it listens.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "the peer is already running");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("peer log file");
-        let mut child = Command::new(binary("medledger-peer"))
-            .arg("serve")
-            .arg("--wallet")
-            .arg(&self.wallet)
-            .arg("--genesis")
-            .arg(&self.genesis)
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--listen", &self.address])
-            .env(
-                "RUST_LOG",
-                std::env::var("PEER_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("medledger-peer starts");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reading the peer's first line");
-        assert!(
-            line.starts_with("medledger-peer listening on "),
-            "medledger-peer did not start on {}: {line:?}; its log ends:\n{}",
-            self.address,
-            log_tail(&self.log)
+        assert!(self.process.is_none(), "the peer is already running");
+        let mut command = binaries().peer_serve(&self.wallet, &self.genesis, &self.data_dir);
+        command.args(["--listen", &self.address]).env(
+            "RUST_LOG",
+            std::env::var("PEER_LOG").unwrap_or_else(|_| "info".into()),
         );
-        self.child = Some(child);
+        let process = Process::start(command, &self.log, "medledger-peer listening on ")
+            .unwrap_or_else(|e| panic!("on {}: {e}", self.address));
+        self.process = Some(process);
     }
 
     /// SIGKILL, as a crash or a power cut would.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(mut process) = self.process.take() {
+            process.kill();
         }
     }
 
     /// SIGTERM, and wait for a graceful exit; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        child.wait().map(|s| s.success()).unwrap_or(false)
+        self.process.take().is_some_and(Process::terminate)
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_some()
     }
 
     /// `medledger-peer blocks`: one line per block (number, header hash, state root, ...).
@@ -418,24 +376,22 @@ impl TestNetwork {
             let name = format!("peer{i}");
             network.member(&name, "peer");
             let address = format!("127.0.0.1:{}", free_port());
-            specs.push(format!(
-                "{name}={}@{address}",
-                network.wallet(&name).join("cert.pem").display()
-            ));
+            specs.push(GenesisPeer {
+                certificate: network.wallet(&name).join("cert.pem"),
+                name,
+                address: address.clone(),
+            });
             addresses.push(address);
         }
-        let mut genesis = Command::new(binary("medledger-peer"));
-        genesis
-            .arg("genesis")
-            .arg("--ca-root")
-            .arg(ca_dir.join("ca-root.pem"))
-            .args(["--request-timeout-ms", "1500"])
-            .arg("-o")
-            .arg(&network.genesis);
-        for spec in &specs {
-            genesis.args(["--peer", spec]);
-        }
-        let output = genesis.output().expect("medledger-peer genesis runs");
+        let output = binaries()
+            .genesis(
+                &ca_dir.join("ca-root.pem"),
+                &specs,
+                &["--request-timeout-ms".into(), "1500".into()],
+                &network.genesis,
+            )
+            .output()
+            .expect("medledger-peer genesis runs");
         assert!(
             output.status.success(),
             "genesis failed: {}",
@@ -587,7 +543,7 @@ pub enum ObjectStoreArg<'a> {
 
 /// A running `medledger-gateway`, killed on drop.
 pub struct GatewayProcess {
-    child: Child,
+    _process: Process,
     pub address: String,
     pub log: PathBuf,
 }
@@ -604,54 +560,28 @@ impl GatewayProcess {
         let state = net.tmp.path().join(format!("{name}-state"));
         let log = net.tmp.path().join(format!("{name}.log"));
         let address = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(binary("medledger-gateway"));
-        command
-            .arg("serve")
-            .arg("--wallet")
-            .arg(&wallet)
-            .args(["--peer", &net.address(0), "--listen", &address])
-            .arg("--state-dir")
-            .arg(&state)
-            .args(extra)
-            .env("RUST_LOG", "info");
-        match store {
-            ObjectStoreArg::Local(dir) => {
-                command.arg("--objects-dir").arg(dir);
-            }
-            ObjectStoreArg::Garage(g) => {
-                command
-                    .args(["--s3-endpoint", &g.endpoint, "--s3-bucket", &g.bucket])
-                    .args(["--s3-region", &g.region])
-                    .arg("--s3-credentials-file")
-                    .arg(&g.credentials_file);
-            }
-        }
-        let log_file = std::fs::File::create(&log).expect("gateway log");
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("medledger-gateway starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout is piped"))
-            .read_line(&mut line)
-            .expect("reading the gateway's first line");
-        assert!(
-            line.starts_with("medledger-gateway listening on "),
-            "medledger-gateway did not start: {line:?}; log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        let store_args: Vec<String> = match store {
+            ObjectStoreArg::Local(dir) => vec!["--objects-dir".into(), dir.display().to_string()],
+            ObjectStoreArg::Garage(g) => vec![
+                "--s3-endpoint".into(),
+                g.endpoint.clone(),
+                "--s3-bucket".into(),
+                g.bucket.clone(),
+                "--s3-region".into(),
+                g.region.clone(),
+                "--s3-credentials-file".into(),
+                g.credentials_file.display().to_string(),
+            ],
+        };
+        let mut command =
+            binaries().gateway_serve(&wallet, &net.address(0), &address, &state, &store_args);
+        command.args(extra).env("RUST_LOG", "info");
+        let process = Process::start(command, &log, "medledger-gateway listening on ")
+            .unwrap_or_else(|e| panic!("{e}"));
         GatewayProcess {
-            child,
+            _process: process,
             address,
             log,
         }
-    }
-}
-
-impl Drop for GatewayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
