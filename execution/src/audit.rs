@@ -32,7 +32,8 @@ pub struct BlockVerdict {
     pub problems: Vec<String>,
     /// Set once re-execution has diverged: later state roots cannot be re-derived.
     pub state_unchecked: bool,
-    /// No header, or not the next number: nothing after this block can be checked.
+    /// No header, not the next number, no readable batch or no valid commit certificate:
+    /// nothing after this block can be checked.
     pub ends_chain: bool,
 }
 
@@ -131,6 +132,7 @@ impl Auditor {
             Ok(batch) => batch,
             Err(why) => {
                 problems.push(why);
+                verdict.ends_chain = true;
                 return Ok(verdict);
             }
         };
@@ -139,8 +141,10 @@ impl Auditor {
                 Ok(commits) => commits,
                 Err(why) => {
                     problems.push(why);
-                    // Without a certificate, re-execute with none: the state still advances.
-                    Vec::new()
+                    // Nothing after an uncertified block can be trusted, and a peer serving
+                    // uncertified blocks could serve them without end: the chain ends here.
+                    verdict.ends_chain = true;
+                    return Ok(verdict);
                 }
             };
 
@@ -179,17 +183,9 @@ impl Auditor {
                     problems.push(format!(
                         "transaction {i}: the block records {} ({}), re-execution gives {} ({})",
                         status_name(stored.status),
-                        if stored.message.is_empty() {
-                            "ok"
-                        } else {
-                            &stored.message
-                        },
+                        words(&stored.message),
                         status_name(again.status),
-                        if again.message.is_empty() {
-                            "ok"
-                        } else {
-                            &again.message
-                        },
+                        words(&again.message),
                     ));
                     diverged = true;
                 }
@@ -290,6 +286,16 @@ impl Auditor {
             }
         }
         Ok(out)
+    }
+}
+
+/// A result's words as the report may print them: a block's text is a peer's, so control
+/// characters (terminal escapes) are escaped.
+fn words(message: &str) -> String {
+    if message.is_empty() {
+        "ok".into()
+    } else {
+        message.escape_debug().to_string()
     }
 }
 

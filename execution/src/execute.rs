@@ -12,7 +12,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use medledger_chaincode as chaincode;
-use medledger_chaincode::stub::StubError;
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use v1::TxStatus;
@@ -209,11 +208,10 @@ pub fn execute_block<S: WorldState + ?Sized>(
                     time_s,
                 );
                 let outcome = invoke_isolated(&mut stub, &valid.transaction);
-                if let Invoked::Returned(Err(chaincode::ChaincodeError::Stub(
-                    StubError::Storage(why),
-                ))) = &outcome
-                {
-                    return Err(StateError(why.clone()));
+                // A failed read stops execution whatever the chaincode made of it (returned
+                // it, dropped it, or panicked): it is this host's fault, not an outcome.
+                if let Some(e) = stub.storage_failure() {
+                    return Err(e);
                 }
                 let (writes, events) = match &outcome {
                     Invoked::Panicked => (WriteSet::new(), Vec::new()),

@@ -9,10 +9,6 @@ use medledger_chaincode::{Creator, Stub};
 use crate::block::WriteSet;
 use crate::state::{HistoryEntry, StateError, WorldState};
 
-fn storage(e: StateError) -> StubError {
-    StubError::Storage(e.0)
-}
-
 fn check_limit(limit: usize) -> Result<(), StubError> {
     if limit > MAX_SCAN {
         return Err(StubError::LimitTooLarge {
@@ -36,6 +32,10 @@ pub struct BlockStub<'a, S: WorldState + ?Sized> {
     tx_id: [u8; 32],
     time_s: i64,
     budget: Budget,
+    /// The first read of the committed state that failed: latched here, not only returned,
+    /// so that a chaincode that drops the error (or panics after it) cannot turn a fault of
+    /// this host's disk into a recorded outcome.
+    storage_failure: std::cell::RefCell<Option<StateError>>,
 }
 
 impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
@@ -59,7 +59,20 @@ impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
             tx_id,
             time_s,
             budget: Budget::default(),
+            storage_failure: std::cell::RefCell::new(None),
         }
+    }
+
+    /// The first failed read of the committed state during this transaction, if any: the
+    /// executor stops on it whatever the chaincode returned.
+    pub fn storage_failure(&self) -> Option<StateError> {
+        self.storage_failure.borrow().clone()
+    }
+
+    fn storage(&self, e: StateError) -> StubError {
+        let message = e.0.clone();
+        self.storage_failure.borrow_mut().get_or_insert(e);
+        StubError::Storage(message)
     }
 
     /// Committed entries merged with the block's and this transaction's writes, keys
@@ -105,7 +118,7 @@ impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
         } else if let Some(v) = self.block_writes.get(key) {
             v.clone()
         } else {
-            self.view.get(key).map_err(storage)?
+            self.view.get(key).map_err(|e| self.storage(e))?
         };
         self.budget.charge_read(value.as_deref())?;
         Ok(value)
@@ -143,7 +156,7 @@ impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
                 None,
                 limit.saturating_add(self.overlay_len()).saturating_add(1),
             )
-            .map_err(storage)?;
+            .map_err(|e| self.storage(e))?;
         if let Some(after) = start_after {
             committed.retain(|(k, _)| k.as_str() > after);
         }
@@ -169,13 +182,18 @@ impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
                 Some(end),
                 limit.saturating_add(self.overlay_len()),
             )
-            .map_err(storage)?;
+            .map_err(|e| self.storage(e))?;
         self.charged(self.merged(committed, |k| k >= start && k < end, limit))
     }
 
     fn history(&self, key: &str, limit: usize) -> Result<Vec<KeyModification>, StubError> {
         check_limit(limit)?;
-        let committed = self.view.history(key, limit).map_err(storage)?;
+        // No stored key holds a NUL (writes refuse it), and the peer's history index
+        // separates a key from its location by one: such a key could only misread it.
+        if key.contains('\0') {
+            return Err(StubError::InvalidKey);
+        }
+        let committed = self.view.history(key, limit).map_err(|e| self.storage(e))?;
         let mods: Vec<KeyModification> = committed
             .iter()
             .chain(self.block_history.iter().filter(|h| h.key == key))

@@ -11,7 +11,7 @@ use medledger_crypto::{SignatureDomain, SigningIdentity, certificate_hash};
 use medledger_execution::execute::{CertifiedBatch, execute_block};
 use medledger_execution::genesis::Genesis;
 use medledger_execution::memory::MemoryState;
-use medledger_execution::state::{BlockCommit, WorldState};
+use medledger_execution::state::{BlockCommit, HistoryEntry, StateError, TxLocation, WorldState};
 use medledger_execution::validate::Validator;
 use medledger_pbft as pbft;
 use medledger_proto::v1;
@@ -148,4 +148,64 @@ fn the_same_inputs_give_the_same_block_and_a_committed_transaction_does_not_repl
         assert_eq!(r.status, v1::TxStatus::DuplicateTxId as i32, "{r:?}");
     }
     assert!(replay.tx_index.is_empty(), "a replay is not indexed again");
+}
+
+/// The committed state with reads of the world state failing, as a failing disk would.
+struct FailingReads(MemoryState);
+
+impl WorldState for FailingReads {
+    fn header(&self, number: u64) -> Result<v1::BlockHeader, StateError> {
+        self.0.header(number)
+    }
+    fn get(&self, _: &str) -> Result<Option<Vec<u8>>, StateError> {
+        Err(StateError("the disk is gone".into()))
+    }
+    fn scan(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<&str>,
+        _: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        Err(StateError("the disk is gone".into()))
+    }
+    fn history(&self, _: &str, _: usize) -> Result<Vec<HistoryEntry>, StateError> {
+        Err(StateError("the disk is gone".into()))
+    }
+    fn certificate(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StateError> {
+        self.0.certificate(hash)
+    }
+    fn tx_location(&self, tx_id: &[u8; 32]) -> Result<Option<TxLocation>, StateError> {
+        self.0.tx_location(tx_id)
+    }
+    fn is_revoked(&self, serial: &[u8]) -> bool {
+        self.0.is_revoked(serial)
+    }
+    fn revocation_sequence(&self) -> u64 {
+        self.0.revocation_sequence()
+    }
+}
+
+/// A read that fails on this host's disk is not a fact of the ledger: execution stops (the
+/// peer then stops) instead of recording an outcome other peers would not.
+#[test]
+fn a_failed_read_stops_execution_instead_of_becoming_an_outcome() {
+    let net = network();
+    let state = FailingReads(MemoryState::new(&net.genesis));
+    let args = v1::RecordAccessArgs {
+        pseudonym: vec![1; 32],
+        item_id: "item-1".into(),
+    }
+    .encode_to_vec();
+    let batch = pbft::Batch {
+        timestamp_ms: (net.time_s * 1000) as u64,
+        requests: vec![transaction(&net, "record_access", args, 4)],
+    };
+    let certified = CertifiedBatch {
+        seq: 1,
+        batch: &batch,
+        commits: &[],
+    };
+    let outcome = execute_block(&state, &Validator::new(net.genesis.clone()), &certified);
+    assert_eq!(outcome.err(), Some(StateError("the disk is gone".into())));
 }

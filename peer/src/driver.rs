@@ -51,6 +51,12 @@ pub enum Outcome {
     },
     /// Too many requests are pending; retry later.
     Busy,
+    /// Another envelope with this transaction id was ordered in block `block` in place of
+    /// the one submitted (only a faulty primary orders such a copy: the id does not cover
+    /// the signature). The submitted envelope will not commit under this id.
+    Displaced {
+        block: u64,
+    },
 }
 
 /// What the consensus thread takes in. Each submission and replica message holds its bytes
@@ -198,6 +204,37 @@ pub struct Shared {
 struct Waiter {
     reply: oneshot::Sender<Outcome>,
     since: Instant,
+    /// SHA-256 of the envelope this client submitted: only that envelope's outcome is its.
+    payload: [u8; 32],
+}
+
+fn payload_hash(payload: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(payload).into()
+}
+
+/// The answer for a client waiting on an envelope hashing to `waited_for`, when the
+/// envelope `ordered` was executed under its transaction id in `block` with `result`
+/// (whose words are `message`). A transaction id names a nonce and a certificate, not the
+/// signature: a faulty primary can order a forged copy under the id of an envelope it saw,
+/// and that copy's refusal must not be signed as the client's outcome.
+fn answer(
+    waited_for: &[u8; 32],
+    ordered: &[u8],
+    block: u64,
+    result: &v1::TxResult,
+    message: &str,
+) -> Outcome {
+    if payload_hash(ordered) != *waited_for {
+        return Outcome::Displaced { block };
+    }
+    Outcome::Committed {
+        block,
+        result: v1::TxResult {
+            message: message.to_string(),
+            ..result.clone()
+        },
+    }
 }
 
 pub struct Driver {
@@ -317,6 +354,7 @@ impl Driver {
                 self.waiters.entry(request.tx_id).or_default().push(Waiter {
                     reply,
                     since: Instant::now(),
+                    payload: payload_hash(&request.payload),
                 });
                 let actions = self.replica.request(request, now_ms());
                 self.perform(actions);
@@ -450,13 +488,10 @@ impl Driver {
             for w in self.waiters.remove(&request.tx_id).unwrap_or_default() {
                 metrics::histogram!("medledger_commit_latency_seconds")
                     .record(w.since.elapsed().as_secs_f64());
-                let _ = w.reply.send(Outcome::Committed {
-                    block: seq,
-                    result: v1::TxResult {
-                        message: commit.messages.get(i).cloned().unwrap_or_default(),
-                        ..result.clone()
-                    },
-                });
+                let message = commit.messages.get(i).map_or("", String::as_str);
+                let _ = w
+                    .reply
+                    .send(answer(&w.payload, &request.payload, seq, result, message));
             }
         }
         self.last_progress = Instant::now();
@@ -474,13 +509,12 @@ impl Driver {
         let Some(waiters) = self.waiters.remove(tx_id) else {
             return;
         };
-        match self.ledger.tx_result(tx_id) {
-            Ok(Some((block, result))) => {
+        match self.ledger.tx_envelope(tx_id) {
+            Ok(Some((block, envelope, result))) => {
                 for w in waiters {
-                    let _ = w.reply.send(Outcome::Committed {
-                        block,
-                        result: result.clone(),
-                    });
+                    let _ = w
+                        .reply
+                        .send(answer(&w.payload, &envelope, block, &result, ""));
                 }
             }
             // Ordered under this id but refused before it was indexed: the client learns the
@@ -564,6 +598,44 @@ fn fatal(why: &str) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A faulty primary orders a forged copy of an envelope it saw, under the same id (the
+    /// id covers the nonce and the certificate, not the signature). The client waiting on
+    /// the real envelope must hear that it was displaced, never the copy's refusal as its
+    /// own outcome, and the copy's words never reach it.
+    #[test]
+    fn a_waiting_client_hears_only_the_outcome_of_the_envelope_it_sent() {
+        let sent = b"the envelope the clinician signed".to_vec();
+        let forged = b"a copy with the same id and a garbage signature".to_vec();
+        let refusal = v1::TxResult {
+            tx_id: vec![7; 32],
+            status: v1::TxStatus::BadSignature as i32,
+            code: v1::ResultCode::Unauthenticated as i32,
+            ..Default::default()
+        };
+        let waited_for = payload_hash(&sent);
+        assert!(matches!(
+            answer(
+                &waited_for,
+                &forged,
+                9,
+                &refusal,
+                "the signature does not verify"
+            ),
+            Outcome::Displaced { block: 9 }
+        ));
+        let valid = v1::TxResult {
+            status: v1::TxStatus::Valid as i32,
+            ..refusal.clone()
+        };
+        match answer(&waited_for, &sent, 9, &valid, "") {
+            Outcome::Committed { block, result } => {
+                assert_eq!(block, 9);
+                assert_eq!(result, valid);
+            }
+            _ => panic!("the envelope sent committed"),
+        }
+    }
 
     fn checkpoint(from: pbft::ReplicaId) -> pbft::Message {
         pbft::Message::Checkpoint(pbft::Signed {

@@ -186,6 +186,11 @@ impl v1::ledger_server::Ledger for LedgerService {
             Ok(Ok(Outcome::Committed { block, result })) => Ok(Response::new(v1::SubmitResponse {
                 receipt: Some(self.receipt(block, &result)),
             })),
+            Ok(Ok(Outcome::Displaced { block })) => Err(Status::aborted(format!(
+                "block {block} holds another envelope under this transaction's id (a faulty \
+                 primary may have forged one); this envelope will not commit: sign the \
+                 transaction again with a new nonce"
+            ))),
             Ok(Ok(Outcome::Busy)) => Err(Status::resource_exhausted(
                 "too many transactions are pending; retry the same transaction shortly",
             )),

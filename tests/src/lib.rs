@@ -41,15 +41,34 @@ fn checked_binary(name: &str) -> PathBuf {
         .parent()
         .expect("workspace root");
     // Only the crates the binary is built from: an edit elsewhere does not make it stale.
-    const DETERMINISTIC: [&str; 5] = ["proto", "crypto", "consensus", "chaincode", "execution"];
-    let own: &[&str] = match name {
-        "medledger-ca" => &["tls", "membership"],
-        "medledger" => &["tls", "deid", "sdk", "devnet", "cli", "peer"],
-        "medledger-peer" => &["tls", "peer"],
-        "medledger-gateway" => &["tls", "deid", "sdk", "storage-gateway"],
-        _ => &["tls", "deid", "membership", "peer", "sdk", "devnet", "cli"],
+    // What each binary links of ours (its Cargo.toml, followed down).
+    const PEER: [&str; 7] = [
+        "proto",
+        "crypto",
+        "tls",
+        "consensus",
+        "chaincode",
+        "execution",
+        "peer",
+    ];
+    const SDK: [&str; 8] = [
+        "proto",
+        "crypto",
+        "tls",
+        "consensus",
+        "chaincode",
+        "execution",
+        "deid",
+        "sdk",
+    ];
+    let (first, own): (&[&str], &[&str]) = match name {
+        "medledger-ca" => (&["proto", "crypto", "tls"], &["membership"]),
+        "medledger" => (&SDK, &["devnet", "cli", "peer"]),
+        "medledger-peer" => (&PEER, &[]),
+        "medledger-gateway" => (&SDK, &["storage-gateway"]),
+        _ => (&PEER, &["deid", "membership", "sdk", "devnet", "cli"]),
     };
-    let sources: Vec<&str> = DETERMINISTIC.iter().chain(own).copied().collect();
+    let sources: Vec<&str> = first.iter().chain(own).copied().collect();
     for source_dir in &sources {
         assert!(
             workspace.join(source_dir).is_dir(),

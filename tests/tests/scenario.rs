@@ -435,6 +435,10 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
     assert!(text.contains("block      3  FAILED"), "{text}");
     assert!(text.contains("tx_root"), "{text}");
     assert!(text.contains("block      2  ok"), "{text}");
+    // Its certificate no longer covers its batch: nothing after it is trusted or checked
+    // (a peer serving uncertified blocks could otherwise keep an auditor busy forever).
+    assert!(text.contains("commit certificate"), "{text}");
+    assert!(!text.contains("block      4"), "{text}");
     // A rewritten state root breaks the link to the next block as well.
     tamper_block(&net.path().join("peer1"), 5, |b| {
         b.header.as_mut().unwrap().state_root[0] ^= 0x01;
