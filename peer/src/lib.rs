@@ -10,7 +10,8 @@
 //! - [`ledger`], [`pbft_store`]: what is on disk.
 //! - [`execute`]: the ledger as the world state execution reads (execution itself, the
 //!   chaincode's stub and the auditor are in `medledger-execution`).
-//! - [`driver`]: the consensus thread; [`network`]: replica streams; [`queue`]: byte budgets.
+//! - [`driver`]: the consensus thread; [`inputs`]: its input queue; [`network`]: replica
+//!   streams; [`queue`]: byte budgets.
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
 
 pub use medledger_execution::{block, genesis, validate, wire};
@@ -18,6 +19,7 @@ pub use medledger_execution::{block, genesis, validate, wire};
 pub mod config;
 pub mod driver;
 pub mod execute;
+pub mod inputs;
 pub mod ledger;
 pub mod network;
 pub mod node;

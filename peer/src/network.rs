@@ -7,7 +7,7 @@
 //! messages and in bytes ([`OUTBOUND_QUEUE_BYTES`]), and a message that does not fit is
 //! dropped (PBFT recovers lost messages through retransmission, checkpoints, state transfer
 //! and view changes). Inbound, each replica's messages waiting for the consensus thread are
-//! charged to that replica's byte budget (`driver::Inputs`).
+//! charged to that replica's byte budget (`inputs::Inputs`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,8 +23,8 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::driver::Inputs;
 use crate::genesis::Genesis;
+use crate::inputs::Inputs;
 use crate::queue::{Budget, Queued};
 use crate::wire;
 

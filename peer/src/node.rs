@@ -16,9 +16,10 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::PeerConfig;
-use crate::driver::{Driver, INPUT_QUEUE, Inputs, Shared, Status};
+use crate::driver::{Driver, Shared, Status};
 use crate::execute::Revocations;
 use crate::genesis::Genesis;
+use crate::inputs::{INPUT_QUEUE, Inputs};
 use crate::ledger::Ledger;
 use crate::network::{MAX_REPLICA_MESSAGE_BYTES, Network, ReplicationService};
 use crate::pbft_store::PbftStore;

@@ -16,9 +16,10 @@ use tonic::{Code, Request, Response, Status};
 use v1::TxStatus;
 
 use crate::block::header_hash;
-use crate::driver::{Inputs, Outcome, QueueError, Shared};
+use crate::driver::Shared;
 use crate::execute::{CommittedFacts, LedgerState};
 use crate::genesis::Genesis;
+use crate::inputs::{Inputs, Outcome, QueueError};
 use crate::ledger::Ledger;
 use crate::network::Network;
 use crate::validate::{Checked, Refusal, Validator, creator};

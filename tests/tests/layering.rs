@@ -251,3 +251,82 @@ fn the_gateway_and_the_auditors_core_link_no_cli_or_peer() {
         );
     }
 }
+
+/// The modules of a crate (one per file of `src/`) and the ones each names as `crate::x`
+/// in its code (comments and `#[cfg(test)]` modules left out).
+fn modules(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph = BTreeMap::new();
+    for entry in std::fs::read_dir(dir.join("src"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The module's own code: not its comments, not its tests.
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let uses = code
+            .split("crate::")
+            .skip(1)
+            .map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect::<String>()
+            })
+            .filter(|m| !m.is_empty() && *m != name)
+            .collect();
+        graph.insert(name, uses);
+    }
+    graph
+}
+
+/// A cycle through `start` in `graph`, if any (as the path of modules).
+fn cycle(graph: &BTreeMap<String, BTreeSet<String>>, start: &str) -> Option<Vec<String>> {
+    let mut stack = vec![(start.to_string(), vec![start.to_string()])];
+    let mut seen = BTreeSet::new();
+    while let Some((at, path)) = stack.pop() {
+        for next in graph.get(&at).into_iter().flatten() {
+            if next == start {
+                return Some([path.clone(), vec![next.clone()]].concat());
+            }
+            if graph.contains_key(next) && seen.insert(next.clone()) {
+                stack.push((next.clone(), [path.clone(), vec![next.clone()]].concat()));
+            }
+        }
+    }
+    None
+}
+
+/// Within a crate, modules import each other one way too (issue 16: the peer's driver,
+/// execution, network and service once imported each other in a circle).
+#[test]
+fn no_module_imports_itself_through_others() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut cycles = Vec::new();
+    for member in manifest["workspace"]["members"].as_array().unwrap() {
+        let member = member.as_str().unwrap();
+        let graph = modules(&root.join(member));
+        for module in graph.keys() {
+            if let Some(path) = cycle(&graph, module) {
+                cycles.push(format!("{member}: {}", path.join(" -> ")));
+                break;
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "{cycles:#?}");
+}
