@@ -68,3 +68,22 @@ fn the_envelope_fuzz_fixtures_are_a_network_and_a_clinician_it_enrolled() {
         "the fixture key is the certificate's"
     );
 }
+
+/// The fuzz targets are their own workspace with their own Cargo.lock, which `cargo test`
+/// never resolves: a new dependency of a fuzzed crate must be locked there too, or
+/// `fuzz/run` (run with --locked, in CI too) refuses to build.
+#[test]
+fn the_fuzz_workspace_lock_file_is_current() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/Cargo.toml");
+    let output = std::process::Command::new(env!("CARGO"))
+        .args(["update", "--workspace", "--locked", "--offline"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "fuzz/Cargo.lock is stale; run `cargo update --offline -w` in fuzz/: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
