@@ -275,6 +275,7 @@ fn short(s: &str) -> String {
 async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> {
     let admin = Wallet::open(&layout.admin_wallet())?;
     let root = admin.root()?.der().to_vec();
+    let genesis = std::fs::read(layout.genesis())?;
     let mut ca = CaClient::connect(&admin.info.ca_url, &root, TlsIdentity::Wallet(&admin)).await?;
     let tag: u32 = rand::random();
     let dir = std::env::temp_dir().join(format!("medledger-load-{}", std::process::id()));
@@ -288,14 +289,16 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> 
                 max_enrollments: 1,
             })
             .await?;
-        Ok(medledger_sdk::enroll(
+        let wallet = medledger_sdk::enroll(
             &admin.info.ca_url,
             &root,
             &name,
             &registered.secret,
             &dir.join(&name),
         )
-        .await?)
+        .await?;
+        medledger_sdk::peer::pin_network(&wallet, &genesis)?;
+        Ok(wallet)
     };
     let mut wallets = Vec::new();
     for i in 0..count {

@@ -31,9 +31,17 @@ mod network_cli;
 mod records_cli;
 mod verify;
 
+/// The line saying which network a wallet is pinned to (`network`: its id), or that it is not.
+fn describe_pin(network: Option<&[u8; 32]>) -> String {
+    match network {
+        Some(id) => format!("network {} (pinned)", hex::encode(id)),
+        None => "network: not pinned (pin it with `medledger network pin --genesis FILE`)".into(),
+    }
+}
+
 const DEFAULT_CA_URL: &str = "https://localhost:7054";
 /// The local network's peers (`medledger network up`), tried in turn: any one that answers
-/// serves (after the first connection the wallet's pinned genesis names them all).
+/// serves, then the peers the wallet's pinned genesis names.
 const DEFAULT_PEER: &str = "127.0.0.1:7061,127.0.0.1:7062,127.0.0.1:7063,127.0.0.1:7064";
 
 #[derive(Parser)]
@@ -57,7 +65,8 @@ struct Cli {
     #[arg(long, global = true, env = "MEDLEDGER_CA_ROOT")]
     ca_root: Option<PathBuf>,
     /// Peers of the network to try first (host:port, comma-separated); any one that answers
-    /// serves, and the others are found from its genesis block, which the wallet pins.
+    /// serves if it serves the genesis the wallet is pinned to; then the peers that genesis
+    /// names are tried.
     /// Default: the local network's four peers, 127.0.0.1:7061-7064.
     #[arg(long, global = true, env = "MEDLEDGER_PEER")]
     peer: Option<String>,
@@ -84,6 +93,10 @@ enum Command {
             allow_hyphen_values = true
         )]
         secret: String,
+        /// The network's genesis block (from its administrator): the wallet is pinned to
+        /// that network and talks to no other. Without it, pin later with `network pin`.
+        #[arg(long, env = "MEDLEDGER_GENESIS")]
+        genesis: Option<PathBuf>,
     },
     /// Replace the wallet's keys and certificate with new ones (before it expires).
     Reenroll,
@@ -374,7 +387,11 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
                 }),
             })
         }
-        Command::Enroll { name, secret } => {
+        Command::Enroll {
+            name,
+            secret,
+            genesis,
+        } => {
             medledger_crypto::validate_name(name).map_err(|e| ClientError::Usage(e.to_string()))?;
             let dir = match &cli.wallet {
                 Some(dir) => dir.clone(),
@@ -382,16 +399,29 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
             };
             let root = trusted_root(&cli, None)?;
             let url = ca_url(&cli, None);
+            // Read before enrolling: a wrong path must not leave an enrolled, unpinned wallet.
+            let genesis = genesis
+                .as_ref()
+                .map(|path| {
+                    std::fs::read(path).map_err(|e| {
+                        ClientError::Usage(format!("--genesis {}: {e}", path.display()))
+                    })
+                })
+                .transpose()?;
             let wallet = medledger_sdk::enroll(&url, &root, name, secret, &dir).await?;
+            let network = genesis
+                .map(|block| medledger_sdk::peer::pin_network(&wallet, &block))
+                .transpose()?;
             let identity = wallet.identity_at(now_unix())?;
             Ok(Output {
                 text: format!(
-                    "Enrolled {} as {}. Wallet: {}\n  certificate serial {}, valid until {}",
+                    "Enrolled {} as {}. Wallet: {}\n  certificate serial {}, valid until {}\n  {}",
                     identity.name,
                     identity.role,
                     dir.display(),
                     identity.serial_hex(),
-                    format_time(identity.not_after)
+                    format_time(identity.not_after),
+                    describe_pin(network.as_ref())
                 ),
                 json: json!({
                     "name": identity.name,
@@ -399,6 +429,7 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
                     "wallet": dir,
                     "serial": identity.serial_hex(),
                     "not_after": format_time(identity.not_after),
+                    "network": network.map(hex::encode),
                 }),
             })
         }
@@ -456,6 +487,8 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
                 identity.signing_key,
                 identity.encryption_key
             );
+            let network = medledger_sdk::peer::pinned_network(&wallet)?;
+            text.push_str(&format!("\n  {}", describe_pin(network.as_ref())));
             for a in &identity.attributes {
                 text.push_str(&format!("\n  attribute {}={}", a.key, a.value));
                 if a.window != medledger_crypto::AttributeWindow::ALWAYS {
@@ -491,6 +524,7 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
                     "signing_key": identity.signing_key.to_string(),
                     "encryption_key": identity.encryption_key.to_string(),
                     "certificate_hash": hex::encode(identity.cert_hash),
+                    "network": network.map(hex::encode),
                     "attributes": attributes,
                 }),
             })
@@ -519,7 +553,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
         LedgerCommand::Info => {
             let mut rows = Vec::new();
             let mut text = format!(
-                "network {} — {} peers, f = {}",
+                "network {} (pinned in the wallet) — {} peers, f = {}",
                 hex::encode(&peers.network_id[..8]),
                 peers.n(),
                 peers.receipts_needed() - 1

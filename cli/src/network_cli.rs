@@ -22,6 +22,14 @@ pub enum NetworkCommand {
     Status(DirArg),
     /// Stop every process of the network; its state stays on disk.
     Down(DirArg),
+    /// Pin the wallet to the network whose genesis block is given (from its administrator):
+    /// the wallet then talks only to that network's peers and refuses any other.
+    Pin {
+        /// The network's genesis block (`medledger-peer genesis -o FILE`; D/genesis.pb of a
+        /// local network).
+        #[arg(long)]
+        genesis: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -176,6 +184,20 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
             Ok(Output {
                 text: format!("{reason}; stopped {}.", stopped.join(", ")),
                 json: json!({"stopped": stopped, "reason": reason}),
+            })
+        }
+        NetworkCommand::Pin { genesis } => {
+            let wallet = open_wallet(cli)?;
+            let block = std::fs::read(genesis)
+                .map_err(|e| ClientError::Usage(format!("--genesis {}: {e}", genesis.display())))?;
+            let network = medledger_sdk::peer::pin_network(&wallet, &block)?;
+            Ok(Output {
+                text: format!(
+                    "Wallet {} is pinned to network {}.",
+                    wallet.dir.display(),
+                    hex::encode(network)
+                ),
+                json: json!({"wallet": wallet.dir, "network": hex::encode(network)}),
             })
         }
         NetworkCommand::Status(dir) => {

@@ -377,7 +377,9 @@ pub async fn ensure_identity(
 ) -> Result<Wallet, ClientError> {
     let dir = layout.wallets().join(name);
     if dir.join("cert.pem").exists() {
-        return Wallet::open(&dir);
+        let wallet = Wallet::open(&dir)?;
+        pin(layout, &wallet)?;
+        return Ok(wallet);
     }
     let root = read_root(layout)?;
     let mut ca = CaClient::connect(&layout.ca_url(), &root, TlsIdentity::Wallet(admin)).await?;
@@ -389,7 +391,20 @@ pub async fn ensure_identity(
             max_enrollments: 1,
         })
         .await?;
-    medledger_sdk::enroll(&layout.ca_url(), &root, name, &registered.secret, &dir).await
+    let wallet =
+        medledger_sdk::enroll(&layout.ca_url(), &root, name, &registered.secret, &dir).await?;
+    pin(layout, &wallet)?;
+    Ok(wallet)
+}
+
+/// Pins `wallet` to this network once its genesis block exists (the peers' own wallets are
+/// made before it and need no pin: a peer is given the genesis).
+fn pin(layout: &Layout, wallet: &Wallet) -> Result<(), ClientError> {
+    match std::fs::read(layout.genesis()) {
+        Ok(genesis) => medledger_sdk::peer::pin_network(wallet, &genesis).map(|_| ()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(net_err(format!("{}: {e}", layout.genesis().display()))),
+    }
 }
 
 /// Brings the network up (see the module doc). Returns its layout.
@@ -496,6 +511,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
             &layout.genesis(),
         ))?;
     }
+    pin(&layout, &admin)?;
     ensure_identity(&layout, &admin, "gateway", "gateway", Vec::new()).await?;
 
     // The peers: started, then linked to each other.

@@ -145,7 +145,8 @@ const FIRST_ANSWER: Duration = Duration::from_secs(5);
 /// The wallet's file holding the pinned genesis block (encoded `v1::Block`).
 const GENESIS_FILE: &str = "genesis.block";
 
-/// The genesis block this wallet pinned on its first connection, if any.
+/// The genesis block this wallet is pinned to (at enrollment, by `network up`, or with
+/// `medledger network pin`), if any.
 fn pinned_genesis(wallet: &Wallet) -> Result<Option<v1::Block>, ClientError> {
     let path = wallet.dir.join(GENESIS_FILE);
     let corrupt = |why: String| {
@@ -153,7 +154,7 @@ fn pinned_genesis(wallet: &Wallet) -> Result<Option<v1::Block>, ClientError> {
             &wallet.dir,
             format!(
                 "{GENESIS_FILE} (the network this wallet pinned) is unreadable: {why}; if the \
-                 wallet belongs to a network that was re-created, delete that file to pin the \
+                 wallet belongs to a network that was re-created, delete that file and pin the \
                  new one"
             ),
         )
@@ -174,29 +175,66 @@ fn pinned_genesis(wallet: &Wallet) -> Result<Option<v1::Block>, ClientError> {
     }
 }
 
-/// Pins `genesis` in the wallet. Best effort: a read-only wallet still connects, through its
-/// bootstrap peers each time.
-fn pin_genesis(wallet: &Wallet, genesis: &v1::Block) {
+/// Pins the network whose genesis block is `genesis` (its encoded bytes, as
+/// `medledger-peer genesis` writes it) in `wallet`: from then on the wallet talks only to
+/// that network's peers, and refuses any peer serving another genesis. The block is checked
+/// first as [`PeerSet::connect`] checks it (the wallet's CA root, n = 3f + 1 peers with valid
+/// peer certificates, a header that commits to the configuration). Pinning the same network
+/// again is a no-op. Returns the network id (SHA-256 of the genesis header).
+///
+/// # Errors
+/// The block is not a genesis block of this wallet's CA, or the wallet is pinned to another
+/// network (`ClientError::Usage`), or the wallet cannot be written.
+pub fn pin_network(wallet: &Wallet, genesis: &[u8]) -> Result<[u8; 32], ClientError> {
     use std::io::Write as _;
-    let path = wallet.dir.join(GENESIS_FILE);
-    // A file of its own (two first connections may race), synced before it takes the name.
-    let Ok(mut partial) = tempfile::NamedTempFile::new_in(&wallet.dir) else {
-        return;
-    };
-    let written = partial
-        .write_all(&genesis.encode_to_vec())
-        .and_then(|_| partial.as_file().sync_all());
-    if written.is_ok() {
-        let _ = partial.persist_noclobber(&path);
+    let block = v1::Block::decode(genesis)
+        .map_err(|e| ClientError::Usage(format!("not a genesis block: {e}")))?;
+    genesis_peer_keys(wallet, &block)?;
+    let header = block
+        .header
+        .as_ref()
+        .ok_or_else(|| ClientError::Usage("not a genesis block: it has no header".into()))?;
+    let network_id = header_hash(header);
+    if let Some(pinned) = pinned_genesis(wallet)? {
+        if pinned == block {
+            return Ok(network_id);
+        }
+        return Err(ClientError::Usage(format!(
+            "wallet {} is pinned to network {}, not {}: a wallet belongs to one network \
+             (enroll another wallet for this one)",
+            wallet.dir.display(),
+            hex::encode(&pinned.header.as_ref().map(header_hash).unwrap_or_default()[..8]),
+            hex::encode(&network_id[..8])
+        )));
     }
+    let path = wallet.dir.join(GENESIS_FILE);
+    // A file of its own (two pins may race), synced before it takes the name.
+    let mut partial = tempfile::NamedTempFile::new_in(&wallet.dir)
+        .map_err(|e| ClientError::wallet(&wallet.dir, e.to_string()))?;
+    partial
+        .write_all(&block.encode_to_vec())
+        .and_then(|_| partial.as_file().sync_all())
+        .map_err(|e| ClientError::wallet(&wallet.dir, e.to_string()))?;
+    partial
+        .persist_noclobber(&path)
+        .map_err(|e| ClientError::wallet(&wallet.dir, format!("{GENESIS_FILE}: {e}")))?;
+    Ok(network_id)
+}
+
+/// The id of the network `wallet` is pinned to, if any.
+///
+/// # Errors
+/// The wallet's pinned genesis block is unreadable.
+pub fn pinned_network(wallet: &Wallet) -> Result<Option<[u8; 32]>, ClientError> {
+    Ok(pinned_genesis(wallet)?
+        .and_then(|b| b.header)
+        .map(|h| header_hash(&h)))
 }
 
 /// The peers' keys a genesis block names, once it passes what a client can check alone:
 /// it names the wallet's CA root; its header commits to its configuration (so no peer list
 /// can be swapped under a header); it names n = 3f + 1 ≥ 4 peers with distinct keys, each
-/// with a peer certificate from that root valid when the network was created. (A first
-/// connection still trusts the one peer that answers for which network this is; pinning
-/// the network in the wallet at enrollment is the rest of that fix.)
+/// with a peer certificate from that root valid when the network was created.
 fn genesis_peer_keys(
     wallet: &Wallet,
     genesis: &v1::Block,
@@ -287,7 +325,18 @@ impl PeerSet {
     /// [`ClientError::CertificateRefused`] when every peer that answered refused the wallet's
     /// certificate, [`ClientError::PeerUnreachable`] when none answered.
     pub async fn connect(wallet: &Wallet, bootstrap: &str) -> Result<PeerSet, ClientError> {
-        let pinned = pinned_genesis(wallet)?;
+        // The network is the one the wallet was given, never the one a peer names: a peer
+        // could name a network of its own making, in which its signature is a quorum.
+        let pinned = pinned_genesis(wallet)?.ok_or_else(|| {
+            ClientError::Usage(format!(
+                "wallet {} is not pinned to a network: pin it with the genesis block your \
+                 network's administrator gives you (`medledger --wallet {} network pin \
+                 --genesis genesis.pb`; wallets made by `medledger network up` are pinned)",
+                wallet.dir.display(),
+                wallet.dir.display()
+            ))
+        })?;
+        let pinned = Some(pinned);
         let mut candidates: Vec<String> = bootstrap
             .split(',')
             .map(str::trim)
@@ -366,9 +415,6 @@ impl PeerSet {
                     .max_decoding_message_size(MAX_RESPONSE_BYTES)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             );
-        }
-        if pinned.is_none() {
-            pin_genesis(wallet, &genesis);
         }
         let cert_der = wallet.cert_der()?;
         Ok(PeerSet {

@@ -416,6 +416,11 @@ impl TestNetwork {
             "genesis failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        // The administrator enrolled before the network existed: pin its wallet now.
+        let genesis = network.genesis.display().to_string();
+        network
+            .as_("admin", &["network", "pin", "--genesis", &genesis])
+            .ok();
         for (i, address) in addresses.iter().enumerate() {
             let wallet = network.wallet(&format!("peer{i}"));
             let data = network.tmp.path().join(format!("peer{i}"));
@@ -445,9 +450,15 @@ impl TestNetwork {
         medledger(&self.home, &self.ca.url, &full)
     }
 
+    /// Enrolls `name`, pinned to the network once its genesis block exists (as a user given
+    /// it by the administrator would be).
     fn enroll(&self, name: &str, secret: &str) {
-        self.as_(name, &["enroll", "--name", name, "--secret", secret])
-            .ok();
+        let genesis = self.genesis.display().to_string();
+        let mut args = vec!["enroll", "--name", name, "--secret", secret];
+        if self.genesis.exists() {
+            args.extend(["--genesis", genesis.as_str()]);
+        }
+        self.as_(name, &args).ok();
     }
 
     /// Registers and enrolls `name` with `role`; returns the wallet directory.

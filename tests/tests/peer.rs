@@ -1011,24 +1011,59 @@ fn forwards_of_invalid_envelopes_are_not_queued() {
     });
 }
 
-/// Issue 14, item 9: with the bootstrap peer down (one fault, which PBFT tolerates), clients
-/// still reach the network: a wallet that connected once has pinned the genesis and finds
-/// the other peers by itself; a new wallet tries the peers it is given in turn; the CLI works.
-/// A peer serving another genesis than the pinned one is refused.
+/// Issue 14, item 9, and issue 17, item 1: a wallet is pinned to its network when it is
+/// enrolled (or with `network pin`), never by whichever peer answers first. With the
+/// bootstrap peer down (one fault, which PBFT tolerates), a pinned wallet finds the other
+/// peers from its genesis; a wallet that is not pinned is refused with what to do; a peer
+/// serving another genesis than the pinned one is refused, and so is pinning another one.
 #[test]
 fn clients_reach_the_network_with_the_bootstrap_peer_down() {
     let _serial = serial();
     let mut net = TestNetwork::start(4);
     net.member("patient", "patient");
     net.member("newcomer", "patient");
+    assert!(net.wallet("patient").join("genesis.block").exists());
+    let whoami = net.as_("patient", &["whoami"]).ok();
+    let network = whoami["network"]
+        .as_str()
+        .expect("whoami shows the pin")
+        .to_string();
     let rt = runtime();
     let pseudonym = rt.block_on(async {
-        // The first connection pins the genesis in the wallet.
         let peers = connect(&net, "patient", 0).await;
+        assert_eq!(hex::encode(peers.network_id), network);
         let (pseudonym, _) = register(&peers).await;
-        assert!(net.wallet("patient").join("genesis.block").exists());
         pseudonym
     });
+    // A wallet enrolled without the genesis is not pinned: refused until it is.
+    let registered = net
+        .as_(
+            "admin",
+            &[
+                "admin", "register", "--name", "unpinned", "--role", "patient",
+            ],
+        )
+        .ok();
+    let secret = registered["secret"].as_str().unwrap().to_string();
+    net.as_(
+        "unpinned",
+        &["enroll", "--name", "unpinned", "--secret", &secret],
+    )
+    .ok();
+    let refused = net.as_("unpinned", &["--peer", &net.address(1), "ledger", "info"]);
+    assert!(
+        refused.error_message().contains("not pinned"),
+        "{:?}",
+        refused.json
+    );
+    let genesis = net.genesis.display().to_string();
+    let pinned = net
+        .as_("unpinned", &["network", "pin", "--genesis", &genesis])
+        .ok();
+    assert_eq!(pinned["network"].as_str(), Some(network.as_str()));
+    net.as_("unpinned", &["--peer", &net.address(1), "ledger", "info"])
+        .ok();
+
     net.peers[0].kill();
     rt.block_on(async {
         let wallet = Wallet::open(&net.wallet("patient")).unwrap();
@@ -1039,14 +1074,10 @@ fn clients_reach_the_network_with_the_bootstrap_peer_down() {
         let bootstrap = format!("{},{}", net.address(0), net.address(2));
         let peers = PeerSet::connect(&newcomer, &bootstrap).await.unwrap();
         register(&peers).await;
-        // Only the dead peer: no way in yet, and the error says so.
-        let lonely = net.member("lonely", "patient");
-        let lonely = Wallet::open(&lonely).unwrap();
-        let refused = PeerSet::connect(&lonely, &net.address(0)).await;
-        assert!(matches!(
-            refused,
-            Err(medledger_sdk::error::ClientError::PeerUnreachable { .. })
-        ));
+        // Given only the dead peer, a pinned wallet finds the others from its genesis.
+        let lonely = Wallet::open(&net.member("lonely", "patient")).unwrap();
+        let peers = PeerSet::connect(&lonely, &net.address(0)).await.unwrap();
+        register(&peers).await;
     });
     // The CLI, pointed at the dead peer, goes through the pinned genesis.
     net.as_(
@@ -1061,10 +1092,20 @@ fn clients_reach_the_network_with_the_bootstrap_peer_down() {
         ],
     )
     .ok();
-    // A pinned wallet refuses a genesis it did not pin.
-    let pinned = net.wallet("patient").join("genesis.block");
-    let mut block = v1::Block::decode(std::fs::read(&pinned).unwrap().as_slice()).unwrap();
+    // Another network's genesis (here: this one's, altered) cannot be pinned over the pin.
+    let mut block = v1::Block::decode(std::fs::read(&net.genesis).unwrap().as_slice()).unwrap();
     block.header.as_mut().unwrap().time_ms += 1;
+    let other = net.tmp.path().join("other-genesis.pb");
+    std::fs::write(&other, block.encode_to_vec()).unwrap();
+    let other = other.display().to_string();
+    let refused = net.as_("patient", &["network", "pin", "--genesis", &other]);
+    assert!(
+        refused.error_message().contains("pinned to network"),
+        "{:?}",
+        refused.json
+    );
+    // A pinned wallet refuses peers serving a genesis it did not pin.
+    let pinned = net.wallet("patient").join("genesis.block");
     std::fs::write(&pinned, block.encode_to_vec()).unwrap();
     rt.block_on(async {
         let wallet = Wallet::open(&net.wallet("patient")).unwrap();

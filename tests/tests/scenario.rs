@@ -255,6 +255,8 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
                 secret,
                 "--ca-root",
                 net.path().join("ca/ca-root.pem").to_str().unwrap(),
+                "--genesis",
+                net.path().join("genesis.pb").to_str().unwrap(),
                 "--wallet",
                 wallet.to_str().unwrap(),
             ],
