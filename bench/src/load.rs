@@ -275,7 +275,7 @@ fn short(s: &str) -> String {
 async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> {
     let admin = Wallet::open(&layout.admin_wallet())?;
     let root = admin.root()?.der().to_vec();
-    let genesis = std::fs::read(layout.genesis())?;
+    let genesis = medledger_sdk::peer::read_genesis_file(&layout.genesis())?;
     let mut ca = CaClient::connect(&admin.info.ca_url, &root, TlsIdentity::Wallet(&admin)).await?;
     let tag: u32 = rand::random();
     let dir = std::env::temp_dir().join(format!("medledger-load-{}", std::process::id()));
@@ -297,7 +297,7 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> 
             &dir.join(&name),
         )
         .await?;
-        medledger_sdk::peer::pin_network(&wallet, &genesis)?;
+        medledger_sdk::peer::pin_network(&wallet, genesis.clone())?;
         Ok(wallet)
     };
     let mut wallets = Vec::new();

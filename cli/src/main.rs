@@ -399,18 +399,19 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
             };
             let root = trusted_root(&cli, None)?;
             let url = ca_url(&cli, None);
-            // Read before enrolling: a wrong path must not leave an enrolled, unpinned wallet.
+            // Checked before enrolling: a wrong file must not use up the one-time secret and
+            // leave an enrolled, unpinned wallet.
             let genesis = genesis
                 .as_ref()
                 .map(|path| {
-                    std::fs::read(path).map_err(|e| {
-                        ClientError::Usage(format!("--genesis {}: {e}", path.display()))
-                    })
+                    let block = medledger_sdk::peer::read_genesis_file(path)?;
+                    medledger_sdk::peer::check_genesis(&root, block.clone())?;
+                    Ok::<_, ClientError>(block)
                 })
                 .transpose()?;
             let wallet = medledger_sdk::enroll(&url, &root, name, secret, &dir).await?;
             let network = genesis
-                .map(|block| medledger_sdk::peer::pin_network(&wallet, &block))
+                .map(|block| medledger_sdk::peer::pin_network(&wallet, block))
                 .transpose()?;
             let identity = wallet.identity_at(now_unix())?;
             Ok(Output {

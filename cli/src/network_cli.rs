@@ -188,12 +188,12 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
         }
         NetworkCommand::Pin { genesis } => {
             let wallet = open_wallet(cli)?;
-            let block = std::fs::read(genesis)
-                .map_err(|e| ClientError::Usage(format!("--genesis {}: {e}", genesis.display())))?;
-            let network = medledger_sdk::peer::pin_network(&wallet, &block)?;
+            let block = medledger_sdk::peer::read_genesis_file(genesis)?;
+            let network = medledger_sdk::peer::pin_network(&wallet, block)?;
             Ok(Output {
                 text: format!(
-                    "Wallet {} is pinned to network {}.",
+                    "Wallet {} is pinned to network {}.\nCompare this id with the one your \
+                     network's administrator publishes.",
                     wallet.dir.display(),
                     hex::encode(network)
                 ),
@@ -346,12 +346,18 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
         .genesis
         .clone()
         .or_else(|| layout.as_ref().map(|l| l.genesis()));
-    let (genesis, pinned) = match &genesis_path {
-        Some(path) => (
+    let wallet_pin = match (&genesis_path, open_wallet(cli)) {
+        (None, Ok(wallet)) => medledger_sdk::peer::pinned_genesis_block(&wallet)?,
+        _ => None,
+    };
+    let (genesis, pinned) = match (&genesis_path, wallet_pin) {
+        (Some(path), _) => (
             Genesis::read(path).map_err(|e| ClientError::Usage(format!("--genesis: {e}")))?,
             true,
         ),
-        None => (source.genesis().await?, false),
+        // The network the wallet is pinned to, not the one the serving peer names.
+        (None, Some(genesis)) => (genesis, true),
+        (None, None) => (source.genesis().await?, false),
     };
 
     let report = verify::verify(genesis, &source, store.as_deref()).await?;

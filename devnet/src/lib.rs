@@ -400,11 +400,11 @@ pub async fn ensure_identity(
 /// Pins `wallet` to this network once its genesis block exists (the peers' own wallets are
 /// made before it and need no pin: a peer is given the genesis).
 fn pin(layout: &Layout, wallet: &Wallet) -> Result<(), ClientError> {
-    match std::fs::read(layout.genesis()) {
-        Ok(genesis) => medledger_sdk::peer::pin_network(wallet, &genesis).map(|_| ()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(net_err(format!("{}: {e}", layout.genesis().display()))),
+    if !layout.genesis().exists() {
+        return Ok(());
     }
+    let genesis = medledger_sdk::peer::read_genesis_file(&layout.genesis())?;
+    medledger_sdk::peer::pin_network(wallet, genesis).map(|_| ())
 }
 
 /// Brings the network up (see the module doc). Returns its layout.

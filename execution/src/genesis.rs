@@ -168,6 +168,14 @@ impl Genesis {
             if identity.role != Role::Peer {
                 return Err(bad(format!("role is {}, not peer", identity.role)));
             }
+            // A peer is named as its certificate names it: one operator holding several
+            // peer certificates cannot list them under other peers' names.
+            if identity.name != peer.name {
+                return Err(bad(format!(
+                    "its certificate names {:?}, not {:?}",
+                    identity.name, peer.name
+                )));
+            }
             if peer_keys.contains(&identity.signing_key) {
                 return Err(bad("the same key appears twice".into()));
             }

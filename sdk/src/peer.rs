@@ -17,11 +17,12 @@ use medledger_proto::v1;
 use medledger_proto::v1::ledger_client::LedgerClient;
 use prost::Message;
 use rand_core::RngCore;
-use sha2::{Digest, Sha256};
+
 use tonic::transport::Channel;
 
 use crate::error::ClientError;
 use crate::wallet::Wallet;
+use medledger_execution::genesis::Genesis;
 
 /// Largest response accepted from a peer.
 const MAX_RESPONSE_BYTES: usize = 32 << 20;
@@ -142,83 +143,123 @@ pub fn client_tls_for(
 /// How long a peer may take to answer the first call of a connection.
 const FIRST_ANSWER: Duration = Duration::from_secs(5);
 
-/// The wallet's file holding the pinned genesis block (encoded `v1::Block`).
-const GENESIS_FILE: &str = "genesis.block";
+/// The wallet's file holding the genesis block it is pinned to (encoded `v1::Block`).
+const GENESIS_FILE: &str = "network-genesis.pb";
+/// Where earlier versions kept the genesis block the first reachable peer served: trust on
+/// first use, so not a pin. A wallet holding only that file is not pinned.
+const LEGACY_GENESIS_FILE: &str = "genesis.block";
+/// The largest genesis block read (a network of hundreds of peers fits in far less).
+pub const MAX_GENESIS_BYTES: u64 = 1 << 20;
 
-/// The genesis block this wallet is pinned to (at enrollment, by `network up`, or with
-/// `medledger network pin`), if any.
-fn pinned_genesis(wallet: &Wallet) -> Result<Option<v1::Block>, ClientError> {
+/// Checks `block` as a genesis block of the CA whose root is `root`, exactly as a peer
+/// checks it (`medledger_execution::genesis::Genesis::from_block`: a header committing to
+/// the configuration, n = 3f + 1 peers named as their certificates name them, distinct
+/// keys, valid consensus parameters and ledger format), and that it names that CA.
+///
+/// # Errors
+/// `ClientError::Usage` saying what is wrong with it.
+pub fn check_genesis(root: &[u8], block: v1::Block) -> Result<Genesis, ClientError> {
+    let genesis = Genesis::from_block(block)
+        .map_err(|e| ClientError::Usage(format!("not an acceptable genesis block: {e}")))?;
+    if genesis.config.ca_root != root {
+        return Err(ClientError::Usage(
+            "not an acceptable genesis block: it names another CA root than the wallet's".into(),
+        ));
+    }
+    Ok(genesis)
+}
+
+/// Reads a genesis block file of at most [`MAX_GENESIS_BYTES`].
+///
+/// # Errors
+/// `ClientError::Usage` when it cannot be read, is larger, or does not decode.
+pub fn read_genesis_file(path: &std::path::Path) -> Result<v1::Block, ClientError> {
+    use std::io::Read as _;
+    let usage = |why: String| ClientError::Usage(format!("genesis {}: {why}", path.display()));
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_GENESIS_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| usage(e.to_string()))?;
+    if bytes.len() as u64 > MAX_GENESIS_BYTES {
+        return Err(usage(format!("larger than {MAX_GENESIS_BYTES} bytes")));
+    }
+    v1::Block::decode(bytes.as_slice()).map_err(|e| usage(e.to_string()))
+}
+
+/// The genesis this wallet is pinned to (at enrollment, by `network up`, or with
+/// `medledger network pin`), checked as [`check_genesis`] does; `None` if not pinned.
+fn pinned_genesis(wallet: &Wallet) -> Result<Option<Genesis>, ClientError> {
     let path = wallet.dir.join(GENESIS_FILE);
     let corrupt = |why: String| {
         ClientError::wallet(
             &wallet.dir,
             format!(
-                "{GENESIS_FILE} (the network this wallet pinned) is unreadable: {why}; if the \
-                 wallet belongs to a network that was re-created, delete that file and pin the \
-                 new one"
+                "{GENESIS_FILE} (the network this wallet is pinned to) is unusable: {why}; if \
+                 the wallet belongs to a network that was re-created, delete that file and pin \
+                 the new one"
             ),
         )
     };
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            let block = v1::Block::decode(bytes.as_slice()).map_err(|e| corrupt(e.to_string()))?;
-            if block.header.is_none() || block.genesis.is_none() {
-                return Err(corrupt("it holds no genesis block".into()));
-            }
-            Ok(Some(block))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ClientError::wallet(
-            &wallet.dir,
-            format!("{GENESIS_FILE}: {e}"),
-        )),
+    if !path.exists() {
+        return Ok(None);
     }
+    let block = read_genesis_file(&path).map_err(|e| corrupt(e.to_string()))?;
+    let root = wallet.root()?;
+    check_genesis(root.der(), block)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
 }
 
-/// Pins the network whose genesis block is `genesis` (its encoded bytes, as
-/// `medledger-peer genesis` writes it) in `wallet`: from then on the wallet talks only to
-/// that network's peers, and refuses any peer serving another genesis. The block is checked
-/// first as [`PeerSet::connect`] checks it (the wallet's CA root, n = 3f + 1 peers with valid
-/// peer certificates, a header that commits to the configuration). Pinning the same network
-/// again is a no-op. Returns the network id (SHA-256 of the genesis header).
+/// Pins the network whose genesis block is `genesis` in `wallet`: from then on the wallet
+/// talks only to that network's peers (by the keys it names) and refuses any peer serving
+/// another. The block is checked first ([`check_genesis`] against the wallet's CA root).
+/// Pinning the same network again is a no-op. Returns the network id (SHA-256 of the
+/// genesis header), which the user compares with the one the network's administrator
+/// publishes, as with the CA root's fingerprint.
 ///
 /// # Errors
 /// The block is not a genesis block of this wallet's CA, or the wallet is pinned to another
 /// network (`ClientError::Usage`), or the wallet cannot be written.
-pub fn pin_network(wallet: &Wallet, genesis: &[u8]) -> Result<[u8; 32], ClientError> {
+pub fn pin_network(wallet: &Wallet, genesis: v1::Block) -> Result<[u8; 32], ClientError> {
     use std::io::Write as _;
-    let block = v1::Block::decode(genesis)
-        .map_err(|e| ClientError::Usage(format!("not a genesis block: {e}")))?;
-    genesis_peer_keys(wallet, &block)?;
-    let header = block
-        .header
-        .as_ref()
-        .ok_or_else(|| ClientError::Usage("not a genesis block: it has no header".into()))?;
-    let network_id = header_hash(header);
-    if let Some(pinned) = pinned_genesis(wallet)? {
-        if pinned == block {
-            return Ok(network_id);
-        }
-        return Err(ClientError::Usage(format!(
+    let root = wallet.root()?;
+    let genesis = check_genesis(root.der(), genesis)?;
+    let network_id = genesis.network_id;
+    let already = |pinned: Option<Genesis>| match pinned {
+        Some(p) if p.network_id == network_id => Ok(Some(network_id)),
+        Some(p) => Err(ClientError::Usage(format!(
             "wallet {} is pinned to network {}, not {}: a wallet belongs to one network \
              (enroll another wallet for this one)",
             wallet.dir.display(),
-            hex::encode(&pinned.header.as_ref().map(header_hash).unwrap_or_default()[..8]),
-            hex::encode(&network_id[..8])
-        )));
+            hex::encode(p.network_id),
+            hex::encode(network_id)
+        ))),
+        None => Ok(None),
+    };
+    if let Some(id) = already(pinned_genesis(wallet)?)? {
+        return Ok(id);
     }
     let path = wallet.dir.join(GENESIS_FILE);
-    // A file of its own (two pins may race), synced before it takes the name.
+    // A file of its own, synced before it takes the name; never replaces a pin.
     let mut partial = tempfile::NamedTempFile::new_in(&wallet.dir)
         .map_err(|e| ClientError::wallet(&wallet.dir, e.to_string()))?;
     partial
-        .write_all(&block.encode_to_vec())
+        .write_all(&genesis.block.encode_to_vec())
         .and_then(|_| partial.as_file().sync_all())
         .map_err(|e| ClientError::wallet(&wallet.dir, e.to_string()))?;
-    partial
-        .persist_noclobber(&path)
-        .map_err(|e| ClientError::wallet(&wallet.dir, format!("{GENESIS_FILE}: {e}")))?;
-    Ok(network_id)
+    match partial.persist_noclobber(&path) {
+        Ok(_) => Ok(network_id),
+        // Pinned meanwhile (two pins at once): fine if it is the same network.
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+            already(pinned_genesis(wallet)?)?.ok_or_else(|| {
+                ClientError::wallet(&wallet.dir, format!("{GENESIS_FILE}: {}", e.error))
+            })
+        }
+        Err(e) => Err(ClientError::wallet(
+            &wallet.dir,
+            format!("{GENESIS_FILE}: {}", e.error),
+        )),
+    }
 }
 
 /// The id of the network `wallet` is pinned to, if any.
@@ -226,65 +267,26 @@ pub fn pin_network(wallet: &Wallet, genesis: &[u8]) -> Result<[u8; 32], ClientEr
 /// # Errors
 /// The wallet's pinned genesis block is unreadable.
 pub fn pinned_network(wallet: &Wallet) -> Result<Option<[u8; 32]>, ClientError> {
-    Ok(pinned_genesis(wallet)?
-        .and_then(|b| b.header)
-        .map(|h| header_hash(&h)))
+    Ok(pinned_genesis(wallet)?.map(|g| g.network_id))
 }
 
-/// The peers' keys a genesis block names, once it passes what a client can check alone:
-/// it names the wallet's CA root; its header commits to its configuration (so no peer list
-/// can be swapped under a header); it names n = 3f + 1 ≥ 4 peers with distinct keys, each
-/// with a peer certificate from that root valid when the network was created.
-fn genesis_peer_keys(
+/// The genesis block `wallet` is pinned to, if any (for `ledger verify`).
+///
+/// # Errors
+/// The pinned block is unusable.
+pub fn pinned_genesis_block(wallet: &Wallet) -> Result<Option<Genesis>, ClientError> {
+    pinned_genesis(wallet)
+}
+
+/// Block 0 as the peer at `address` serves it, over TLS that accepts only the keys `pins`
+/// (the pinned genesis' peers: the wallet's certificate is never shown to anyone else).
+async fn fetch_genesis(
     wallet: &Wallet,
-    genesis: &v1::Block,
-) -> Result<Vec<VerifyingKey>, ClientError> {
-    let bad = |why: String| ClientError::Protocol(format!("not an acceptable genesis: {why}"));
-    let config = genesis
-        .genesis
-        .as_ref()
-        .ok_or_else(|| bad("block 0 has no configuration".into()))?;
-    let header = genesis
-        .header
-        .as_ref()
-        .ok_or_else(|| bad("block 0 has no header".into()))?;
-    if config.ca_root != wallet.root()?.der() {
-        return Err(bad("it names another CA root than the wallet's".into()));
-    }
-    if header.number != 0
-        || header.tx_root.as_slice() != Sha256::digest(config.encode_to_vec()).as_slice()
-    {
-        return Err(bad("its header does not commit to its configuration".into()));
-    }
-    let n = config.peers.len();
-    if n < 4 || (n - 1) % 3 != 0 {
-        return Err(bad(format!("{n} peers; a network has 3f + 1 ≥ 4")));
-    }
-    let root = wallet.root()?;
-    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(n);
-    for peer in &config.peers {
-        let identity = medledger_crypto::validate_enrollment_certificate(
-            &peer.certificate,
-            &root,
-            config.created_at_ms / 1000,
-            &BTreeSet::<Vec<u8>>::new(),
-        )
-        .map_err(|e| bad(format!("peer {}: {e}", peer.name)))?;
-        if identity.role != medledger_crypto::Role::Peer {
-            return Err(bad(format!("{} is not a peer", peer.name)));
-        }
-        if keys.contains(&identity.signing_key) {
-            return Err(bad(format!("{} repeats another peer's key", peer.name)));
-        }
-        keys.push(identity.signing_key);
-    }
-    Ok(keys)
-}
-
-/// Block 0 as the peer at `address` serves it.
-async fn fetch_genesis(wallet: &Wallet, address: &str) -> Result<v1::Block, ClientError> {
+    address: &str,
+    pins: &BTreeSet<[u8; 32]>,
+) -> Result<v1::Block, ClientError> {
     let call = async {
-        let channel = medledger_tls::connect(address, client_tls(wallet, None)?)
+        let channel = medledger_tls::connect(address, client_tls(wallet, Some(pins.clone()))?)
             .await
             .map_err(|e| unreachable(address, e))?;
         LedgerClient::new(channel)
@@ -318,65 +320,75 @@ fn unreachable(address: &str, why: impl ToString) -> ClientError {
 }
 
 impl PeerSet {
-    /// Connects to the network: `bootstrap` is one or more peers (`host:port`, separated by
-    /// commas), tried in order and then every peer of the genesis the wallet has pinned,
-    /// until one answers with the network's genesis block. The first connection pins that
-    /// genesis in the wallet; afterwards a peer serving another genesis is refused. Errors:
-    /// [`ClientError::CertificateRefused`] when every peer that answered refused the wallet's
-    /// certificate, [`ClientError::PeerUnreachable`] when none answered.
+    /// Connects to the network the wallet is pinned to: `bootstrap` is one or more peers
+    /// (`host:port`, separated by commas), tried in order and then every peer the pinned
+    /// genesis names, until one proves it is a peer of that network (its TLS key is one the
+    /// genesis names, and it serves that genesis). Errors: `ClientError::Usage` when the
+    /// wallet is not pinned, [`ClientError::CertificateRefused`] when every peer that
+    /// answered refused the wallet's certificate, [`ClientError::PeerUnreachable`] when none
+    /// answered.
     pub async fn connect(wallet: &Wallet, bootstrap: &str) -> Result<PeerSet, ClientError> {
         // The network is the one the wallet was given, never the one a peer names: a peer
         // could name a network of its own making, in which its signature is a quorum.
+        let legacy = wallet.dir.join(LEGACY_GENESIS_FILE).exists();
         let pinned = pinned_genesis(wallet)?.ok_or_else(|| {
             ClientError::Usage(format!(
-                "wallet {} is not pinned to a network: pin it with the genesis block your \
+                "wallet {} is not pinned to a network{}: pin it with the genesis block your \
                  network's administrator gives you (`medledger --wallet {} network pin \
                  --genesis genesis.pb`; wallets made by `medledger network up` are pinned)",
                 wallet.dir.display(),
+                if legacy {
+                    " (its genesis.block was taken from the first peer that answered, so it \
+                     is not trusted)"
+                } else {
+                    ""
+                },
                 wallet.dir.display()
             ))
         })?;
-        let pinned = Some(pinned);
+        let config = &pinned.config;
+        let keys = pinned.peer_keys.clone();
+        let pins: BTreeSet<[u8; 32]> = keys.iter().map(VerifyingKey::to_bytes).collect();
         let mut candidates: Vec<String> = bootstrap
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .map(str::to_string)
             .collect();
-        if let Some(config) = pinned.as_ref().and_then(|b| b.genesis.as_ref()) {
-            for peer in &config.peers {
-                if !candidates.contains(&peer.address) {
-                    candidates.push(peer.address.clone());
-                }
+        for peer in &config.peers {
+            if !candidates.contains(&peer.address) {
+                candidates.push(peer.address.clone());
             }
         }
-        // The first peer that serves an acceptable genesis (the pinned one, once pinned) wins;
-        // a peer that lies about it is passed over, not believed and not fatal.
+        // The first peer that proves it serves the pinned network wins; one that lies about
+        // it is passed over, not believed and not fatal.
         let mut failures = Vec::new();
         let mut refused = None;
-        let mut found = None;
+        let mut found = false;
         for address in &candidates {
-            let answer = fetch_genesis(wallet, address).await.and_then(|block| {
-                if pinned.as_ref().is_some_and(|pinned| *pinned != block) {
-                    return Err(ClientError::Protocol(format!(
-                        "the peer at {address} serves another genesis block than the one this \
-                         wallet pinned ({}): it belongs to another network, or lies",
-                        wallet.dir.join(GENESIS_FILE).display()
-                    )));
-                }
-                let keys = genesis_peer_keys(wallet, &block)?;
-                Ok((block, keys))
-            });
+            let answer = fetch_genesis(wallet, address, &pins)
+                .await
+                .and_then(|block| {
+                    let served = block.header.as_ref().map(header_hash);
+                    if served != Some(pinned.network_id) {
+                        return Err(ClientError::Protocol(format!(
+                            "the peer at {address} serves another genesis block than the one this \
+                         wallet is pinned to ({}): it belongs to another network, or lies",
+                            wallet.dir.join(GENESIS_FILE).display()
+                        )));
+                    }
+                    Ok(())
+                });
             match answer {
-                Ok(ok) => {
-                    found = Some(ok);
+                Ok(()) => {
+                    found = true;
                     break;
                 }
                 Err(e @ ClientError::CertificateRefused { .. }) => refused = Some(e),
                 Err(e) => failures.push(e),
             }
         }
-        let Some((genesis, keys)) = found else {
+        if !found {
             if let Some(refusal) = refused {
                 return Err(refusal);
             }
@@ -394,16 +406,8 @@ impl PeerSet {
                     ),
                 ),
             });
-        };
-        let config = genesis
-            .genesis
-            .as_ref()
-            .expect("checked in genesis_peer_keys");
-        let header = genesis
-            .header
-            .as_ref()
-            .expect("checked in genesis_peer_keys");
-        let network_id = header_hash(header);
+        }
+        let network_id = pinned.network_id;
         let mut clients = Vec::new();
         for (peer, key) in config.peers.iter().zip(&keys) {
             let pins = BTreeSet::from([key.to_bytes()]);

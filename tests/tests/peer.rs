@@ -1022,7 +1022,7 @@ fn clients_reach_the_network_with_the_bootstrap_peer_down() {
     let mut net = TestNetwork::start(4);
     net.member("patient", "patient");
     net.member("newcomer", "patient");
-    assert!(net.wallet("patient").join("genesis.block").exists());
+    assert!(net.wallet("patient").join("network-genesis.pb").exists());
     let whoami = net.as_("patient", &["whoami"]).ok();
     let network = whoami["network"]
         .as_str()
@@ -1104,8 +1104,42 @@ fn clients_reach_the_network_with_the_bootstrap_peer_down() {
         "{:?}",
         refused.json
     );
+    // A genesis listing one operator's peer certificate under another peer's name is not a
+    // genesis: a peer is named as its certificate names it.
+    let ca_root = net.root().display().to_string();
+    let mut swapped = medledger_tests::binaries().genesis(
+        std::path::Path::new(&ca_root),
+        &(0..4)
+            .map(|i| medledger_devnet::process::GenesisPeer {
+                name: format!("peer{}", (i + 1) % 4),
+                certificate: net.wallet(&format!("peer{i}")).join("cert.pem"),
+                address: format!("127.0.0.1:{}", 7000 + i),
+            })
+            .collect::<Vec<_>>(),
+        &[],
+        &net.tmp.path().join("swapped.pb"),
+    );
+    let out = swapped.output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("certificate names"),
+        "{said}"
+    );
+    // An earlier version's trust-on-first-use file is not a pin.
+    let legacy = net.member("legacy", "patient");
+    std::fs::rename(
+        legacy.join("network-genesis.pb"),
+        legacy.join("genesis.block"),
+    )
+    .unwrap();
+    let refused = net.as_("legacy", &["--peer", &net.address(1), "ledger", "info"]);
+    assert!(
+        refused.error_message().contains("not pinned"),
+        "{:?}",
+        refused.json
+    );
     // A pinned wallet refuses peers serving a genesis it did not pin.
-    let pinned = net.wallet("patient").join("genesis.block");
+    let pinned = net.wallet("patient").join("network-genesis.pb");
     std::fs::write(&pinned, block.encode_to_vec()).unwrap();
     rt.block_on(async {
         let wallet = Wallet::open(&net.wallet("patient")).unwrap();
