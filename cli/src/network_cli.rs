@@ -347,7 +347,7 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
         .clone()
         .or_else(|| layout.as_ref().map(|l| l.genesis()));
     let wallet_pin = match (&genesis_path, open_wallet(cli)) {
-        (None, Ok(wallet)) => medledger_sdk::peer::pinned_genesis_block(&wallet)?,
+        (None, Ok(wallet)) => medledger_sdk::peer::pinned_genesis(&wallet)?,
         _ => None,
     };
     let (genesis, pinned) = match (&genesis_path, wallet_pin) {

@@ -188,7 +188,10 @@ pub fn read_genesis_file(path: &std::path::Path) -> Result<v1::Block, ClientErro
 
 /// The genesis this wallet is pinned to (at enrollment, by `network up`, or with
 /// `medledger network pin`), checked as [`check_genesis`] does; `None` if not pinned.
-fn pinned_genesis(wallet: &Wallet) -> Result<Option<Genesis>, ClientError> {
+///
+/// # Errors
+/// The pinned block is unreadable or no longer passes [`check_genesis`].
+pub fn pinned_genesis(wallet: &Wallet) -> Result<Option<Genesis>, ClientError> {
     let path = wallet.dir.join(GENESIS_FILE);
     let corrupt = |why: String| {
         ClientError::wallet(
@@ -268,14 +271,6 @@ pub fn pin_network(wallet: &Wallet, genesis: v1::Block) -> Result<[u8; 32], Clie
 /// The wallet's pinned genesis block is unreadable.
 pub fn pinned_network(wallet: &Wallet) -> Result<Option<[u8; 32]>, ClientError> {
     Ok(pinned_genesis(wallet)?.map(|g| g.network_id))
-}
-
-/// The genesis block `wallet` is pinned to, if any (for `ledger verify`).
-///
-/// # Errors
-/// The pinned block is unusable.
-pub fn pinned_genesis_block(wallet: &Wallet) -> Result<Option<Genesis>, ClientError> {
-    pinned_genesis(wallet)
 }
 
 /// Block 0 as the peer at `address` serves it, over TLS that accepts only the keys `pins`
