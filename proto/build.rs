@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // A commit proof is large next to the chunks that follow it in a download stream.
+        .boxed(".medledger.v1.DownloadResponse.part.proof")
         .compile_fds(descriptors)?;
     Ok(())
 }

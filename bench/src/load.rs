@@ -15,8 +15,8 @@
 //!
 //! Closed loop (`--clients N`): N workers, each with one operation in flight. Open loop
 //! (`--rate R`): arrivals are a Poisson process of R operations per second, submitted whether
-//! or not earlier ones have committed. A transaction counts when f+1 peers returned matching
-//! signed receipts; its latency is from signing to that moment.
+//! or not earlier ones have committed. A transaction counts when a peer returned a commit proof
+//! that checks; its latency is from signing to that moment.
 //!
 //! At the end of the measured window it counts the backlog: submitted, not yet committed. It
 //! then waits up to `--drain` seconds for them and reports what is still unsealed. CPU time is
@@ -617,7 +617,7 @@ fn report(
         queries.len()
     );
     println!(
-        "commit latency (f+1 receipts): p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+        "commit latency (to a checked commit proof): p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
         percentile_ms(&tx_latency, 0.50),
         percentile_ms(&tx_latency, 0.99),
         percentile_ms(&tx_latency, 0.999),

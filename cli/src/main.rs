@@ -557,7 +557,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                 "network {} (pinned in the wallet) — {} peers, f = {}",
                 hex::encode(&peers.network_id[..8]),
                 peers.n(),
-                peers.receipts_needed() - 1
+                peers.votes_needed() - 1
             );
             for i in 0..peers.n() {
                 let status = peers.peer(i).get_status(v1::GetStatusRequest {}).await;
@@ -667,7 +667,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
 }
 
 /// Submits every CA revocation record, in order, to the ledger through `peer`. Records
-/// already on the ledger come back with their original receipts. Returns (sequence, block).
+/// already on the ledger come back with their original commit proofs. Returns (sequence, block).
 async fn sync_revocations(
     ca: &mut CaClient,
     wallet: &Wallet,

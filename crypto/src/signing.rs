@@ -19,8 +19,10 @@ pub enum SignatureDomain {
     Transaction,
     /// A CA-signed revocation record, which peers put on the ledger.
     RevocationRecord,
-    /// A peer's signed receipt for a committed transaction.
-    Receipt,
+    /// A peer's vote on a block header it executed (ledger format 2, docs/adr/0009): the
+    /// signatures a commit proof carries. (Format 1's per-transaction receipts, tag
+    /// `medledger/v1/receipt`, are no longer made or accepted.)
+    BlockVote,
     /// A PBFT protocol message between peers. The message bytes carry their own, finer tag
     /// (pre-prepare, prepare, commit, ...) from the consensus core.
     Consensus,
@@ -33,7 +35,7 @@ impl SignatureDomain {
         match self {
             SignatureDomain::Transaction => b"medledger/v1/transaction",
             SignatureDomain::RevocationRecord => b"medledger/v1/revocation-record",
-            SignatureDomain::Receipt => b"medledger/v1/receipt",
+            SignatureDomain::BlockVote => b"medledger/v2/block-vote",
             SignatureDomain::Consensus => b"medledger/v1/pbft",
         }
     }
@@ -290,7 +292,7 @@ mod tests {
         public
             .verify(SignatureDomain::RevocationRecord, b"same bytes", &sig)
             .unwrap();
-        for other in [SignatureDomain::Transaction, SignatureDomain::Receipt] {
+        for other in [SignatureDomain::Transaction, SignatureDomain::BlockVote] {
             assert_eq!(
                 public.verify(other, b"same bytes", &sig),
                 Err(SignatureError::BadSignature)

@@ -9,6 +9,11 @@
 //! re-execution runs on a [`MemoryState`] of its own, so the final world state is the one
 //! the blocks imply, and [`Auditor::stored_objects`] lists what the object store must hold.
 //! Results are compared by outcome (status, code, result, events), never by their words.
+//!
+//! Format 2 blocks (docs/adr/0009) are also checked for their header's format, result root
+//! and configuration against re-execution, and every block vote a block carries must be a
+//! valid vote of a genesis peer on that block's header (votes are metadata: a block may
+//! carry none, but never a wrong one).
 
 use std::sync::Arc;
 
@@ -148,6 +153,12 @@ impl Auditor {
                 }
             };
 
+        let hash = header_hash(header);
+        for (i, vote) in block.votes.iter().enumerate() {
+            if let Err(why) = crate::proof::check_vote(&self.genesis, header.number, &hash, vote) {
+                problems.push(format!("block vote {i}: {why}"));
+            }
+        }
         let certified = CertifiedBatch {
             seq: header.number,
             batch: &batch,
@@ -162,6 +173,20 @@ impl Auditor {
                     "state_root differs from re-execution: the block's effects were altered".into(),
                 );
                 diverged = true;
+            }
+            if ours.format != header.format {
+                problems.push(format!(
+                    "header format {} where the network's ledger format gives {}",
+                    header.format, ours.format
+                ));
+            }
+            if ours.result_root != header.result_root {
+                problems.push(
+                    "result_root differs from re-execution: a recorded outcome was altered".into(),
+                );
+            }
+            if ours.config != header.config {
+                problems.push("config names another configuration than the one in force".into());
             }
             if ours.time_ms != header.time_ms {
                 problems.push(format!(

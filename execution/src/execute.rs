@@ -16,7 +16,10 @@ use medledger_pbft as pbft;
 use medledger_proto::v1;
 use v1::TxStatus;
 
-use crate::block::{WriteSet, header_hash, next_state_root, tx_root};
+use crate::block::{
+    HEADER_FORMAT_2, WriteSet, header_hash, next_state_root, result_leaves, tx_root,
+};
+use crate::merkle::Tree;
 use crate::result_code::{chaincode_code, refusal_code};
 use crate::state::{BlockCommit, HistoryEntry, StateError, TxLocation, WorldState};
 use crate::stub::BlockStub;
@@ -145,6 +148,7 @@ pub fn execute_block<S: WorldState + ?Sized>(
         (certified.batch.timestamp_ms as i64).max(previous.time_ms)
     };
     let time_s = time_ms.div_euclid(1000);
+    let format = validator.ledger_format();
     let mut facts = BlockFacts {
         state,
         certificates: BTreeMap::new(),
@@ -166,7 +170,7 @@ pub fn execute_block<S: WorldState + ?Sized>(
             index: index as u32,
         };
         envelopes.push(request.payload.clone());
-        let checked = validator.check(&request.payload, time_s, &facts);
+        let checked = validator.check(&request.payload, time_ms, &facts);
         if let Some(e) = facts.read_failure.borrow_mut().take() {
             return Err(e);
         }
@@ -276,13 +280,21 @@ pub fn execute_block<S: WorldState + ?Sized>(
         .map(|r| std::mem::take(&mut r.message))
         .collect();
     let state_root = next_state_root(&previous.state_root, &block_writes);
-    let header = v1::BlockHeader {
+    let mut header = v1::BlockHeader {
         number,
         prev_hash: header_hash(&previous).to_vec(),
         tx_root: tx_root(&envelopes).to_vec(),
         state_root: state_root.to_vec(),
         time_ms,
+        ..Default::default()
     };
+    if format >= 2 {
+        // Format 2: the header commits to every outcome (docs/adr/0009 §1–2).
+        commit.result_leaves = result_leaves(&envelopes, &results);
+        header.format = HEADER_FORMAT_2;
+        header.result_root = Tree::new(commit.result_leaves.clone()).root().to_vec();
+        header.config = validator.configuration().to_vec();
+    }
     commit.state = block_writes
         .into_iter()
         .map(|(k, v)| {
@@ -298,6 +310,7 @@ pub fn execute_block<S: WorldState + ?Sized>(
         certificate: Some(certificate_to_proto(certified)),
         batch_time_ms: certified.batch.timestamp_ms,
         genesis: None,
+        votes: Vec::new(),
         request_ids: certified
             .batch
             .requests

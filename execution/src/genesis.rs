@@ -51,10 +51,18 @@ pub struct GenesisPeerSpec {
     pub address: String,
 }
 
-/// The ledger format this code writes and reads: the encodings of blocks, results and world
+/// The ledger format new networks are made with: the encodings of blocks, results and world
 /// state and what the header hashes. Fixed by the golden tests (`execution/tests/golden.rs`);
-/// any change to them is a new format, with a new number.
-pub const LEDGER_FORMAT: u32 = 1;
+/// any change to them is a new format, with a new number. Format 2 (docs/adr/0009): headers
+/// with a result root, commit proofs, transaction expiry, envelope-hash request ids.
+pub const LEDGER_FORMAT: u32 = 2;
+/// The oldest ledger format this code reads (and re-executes in `ledger verify`); peers run
+/// only [`LEDGER_FORMAT`].
+pub const OLDEST_LEDGER_FORMAT: u32 = 1;
+/// Default longest life of a transaction (ms): five minutes from the consensus time.
+pub const DEFAULT_MAX_TX_LIFETIME_MS: u64 = 300_000;
+/// Bounds a genesis may set on a transaction's life (ms): from 10 s to one hour.
+pub const TX_LIFETIME_BOUNDS_MS: std::ops::RangeInclusive<u64> = 10_000..=3_600_000;
 
 /// Defaults tuned for a LAN of 4 to 10 peers.
 pub fn default_parameters() -> v1::ConsensusParameters {
@@ -71,6 +79,7 @@ pub fn default_parameters() -> v1::ConsensusParameters {
         max_clock_skew_ms: c.max_clock_skew_ms,
         max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
         ledger_format: LEDGER_FORMAT,
+        max_tx_lifetime_ms: DEFAULT_MAX_TX_LIFETIME_MS,
     }
 }
 
@@ -98,12 +107,18 @@ pub fn build(
         consensus: Some(parameters),
         created_at_ms,
     };
+    let format = match parameters.ledger_format {
+        1 => 0,
+        _ => crate::block::HEADER_FORMAT_2,
+    };
     let header = v1::BlockHeader {
         number: 0,
         prev_hash: vec![0; 32],
         tx_root: Sha256::digest(config.encode_to_vec()).to_vec(),
         state_root: vec![0; 32],
         time_ms: created_at_ms,
+        format,
+        ..Default::default()
     };
     let block = v1::Block {
         header: Some(header),
@@ -141,10 +156,30 @@ impl Genesis {
         let parameters = config
             .consensus
             .ok_or_else(|| malformed("no consensus parameters"))?;
-        if parameters.ledger_format != LEDGER_FORMAT {
+        if !(OLDEST_LEDGER_FORMAT..=LEDGER_FORMAT).contains(&parameters.ledger_format) {
             return Err(GenesisError::Malformed(format!(
-                "the network's ledger format is {}; this binary reads format {LEDGER_FORMAT}",
+                "the network's ledger format is {}; this binary reads formats \
+                 {OLDEST_LEDGER_FORMAT} to {LEDGER_FORMAT}",
                 parameters.ledger_format
+            )));
+        }
+        let header_format = match parameters.ledger_format {
+            1 => 0,
+            _ => crate::block::HEADER_FORMAT_2,
+        };
+        if header.format != header_format
+            || (header_format == 0 && (!header.result_root.is_empty() || !header.config.is_empty()))
+        {
+            return Err(malformed(
+                "the genesis header's format differs from the network's ledger format",
+            ));
+        }
+        if parameters.ledger_format >= 2
+            && !TX_LIFETIME_BOUNDS_MS.contains(&parameters.max_tx_lifetime_ms)
+        {
+            return Err(GenesisError::Malformed(format!(
+                "max_tx_lifetime_ms is {}; it must be within {TX_LIFETIME_BOUNDS_MS:?}",
+                parameters.max_tx_lifetime_ms
             )));
         }
         let mut peer_keys = Vec::with_capacity(n);
@@ -222,6 +257,17 @@ impl Genesis {
             .consensus
             .as_ref()
             .expect("validated in from_block")
+    }
+
+    /// The network's ledger format (1 or 2).
+    pub fn ledger_format(&self) -> u32 {
+        self.parameters().ledger_format
+    }
+
+    /// f + 1: the fewest distinct peers among whom at least one is correct (the votes a
+    /// commit proof needs).
+    pub fn weak_quorum(&self) -> usize {
+        (self.config.peers.len() - 1) / 3 + 1
     }
 
     pub fn max_envelope_bytes(&self) -> usize {

@@ -6,7 +6,8 @@
 //!
 //! - [`genesis`]: the genesis block and the network's consensus parameters.
 //! - [`validate`]: an envelope from bytes to a checked transaction, or a refusal.
-//! - [`block`]: block headers, transaction and state roots (RFC 6962 Merkle trees).
+//! - [`block`]: block headers, transaction, result and state roots; [`merkle`]: the RFC 6962
+//!   Merkle tree and its inclusion paths; [`proof`]: block votes and commit proofs.
 //! - [`result_code`]: the code each refusal and chaincode error is recorded with.
 //! - [`wire`]: PBFT messages to and from `medledger.v1` protobuf, and the largest message
 //!   a correct replica sends.
@@ -23,6 +24,8 @@ pub mod block;
 pub mod execute;
 pub mod genesis;
 pub mod memory;
+pub mod merkle;
+pub mod proof;
 pub mod result_code;
 pub mod state;
 pub mod stub;

@@ -16,6 +16,7 @@ pub fn refusal_code(status: TxStatus) -> ResultCode {
         TxStatus::BadRevocation => ResultCode::FailedPrecondition,
         TxStatus::TooLarge => ResultCode::OutOfRange,
         TxStatus::UnknownFunction => ResultCode::Unimplemented,
+        TxStatus::Expired => ResultCode::DeadlineExceeded,
         _ => ResultCode::InvalidArgument,
     }
 }
@@ -49,6 +50,7 @@ mod tests {
         let fixed = [
             (ResultCode::Ok, 0),
             (ResultCode::InvalidArgument, 3),
+            (ResultCode::DeadlineExceeded, 4),
             (ResultCode::NotFound, 5),
             (ResultCode::AlreadyExists, 6),
             (ResultCode::PermissionDenied, 7),

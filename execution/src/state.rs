@@ -94,10 +94,13 @@ pub struct BlockCommit {
     /// (serial, CA sequence) of revocations that take effect with this block.
     pub revocations: Vec<(Vec<u8>, u64)>,
     /// Each result's words for its submitter (why it was refused; empty when valid), by
-    /// index: sent in receipts, never stored in the block (whose `TxResult.message` is
+    /// index: sent to the clients waiting on it, never stored in the block (whose `TxResult.message` is
     /// empty), so rewording an error changes no block.
     pub messages: Vec<String>,
     /// Functions of this block's transactions whose chaincode panicked (each recorded as
     /// failed with code INTERNAL): for the host's logs and metrics, not stored.
     pub chaincode_panics: Vec<String>,
+    /// Format 2: the result leaf hashes whose Merkle root is the header's `result_root`, by
+    /// index (the host builds commit proofs from them); empty for format 1.
+    pub result_leaves: Vec<[u8; 32]>,
 }

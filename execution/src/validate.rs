@@ -8,6 +8,11 @@
 //! time and not revoked as of this block; its role may submit transactions; its Ed25519
 //! signature verifies; and its tx_id has never been used. A revocation record is valid when
 //! the CA root signed it and it is the next in the CA's sequence.
+//!
+//! Ledger format 2 adds (docs/adr/0009 §5–6): the envelope is encoded canonically (as prost
+//! encodes it, so that its SHA-256 — its PBFT request id — names one envelope), and a
+//! transaction carries an expiry: refused as EXPIRED once the consensus time is past it, and
+//! as malformed when it lies further ahead than `max_tx_lifetime_ms` plus the clock skew.
 
 #[allow(clippy::disallowed_types)]
 use std::collections::HashMap;
@@ -130,11 +135,22 @@ impl Validator {
         self.caches.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Validates `bytes` (an encoded Envelope) at consensus time `time_s`.
+    /// The network's ledger format (1 or 2).
+    pub fn ledger_format(&self) -> u32 {
+        self.genesis.ledger_format()
+    }
+
+    /// The identity of the configuration in force (format 2 headers' `config`): the network
+    /// id until configuration transactions exist.
+    pub fn configuration(&self) -> [u8; 32] {
+        self.genesis.network_id
+    }
+
+    /// Validates `bytes` (an encoded Envelope) at consensus time `time_ms` (Unix ms).
     pub fn check(
         &self,
         bytes: &[u8],
-        time_s: i64,
+        time_ms: i64,
         facts: &dyn LedgerFacts,
     ) -> Result<Checked, Refusal> {
         let max = self.genesis.max_envelope_bytes();
@@ -151,9 +167,19 @@ impl Validator {
         let envelope = v1::Envelope::decode(bytes).map_err(|e| {
             Refusal::new(TxStatus::BadEnvelope, format!("not an Envelope: {e}"), None)
         })?;
+        if self.ledger_format() >= 2
+            && (envelope.encoded_len() != bytes.len() || envelope.encode_to_vec() != bytes)
+        {
+            return Err(Refusal::new(
+                TxStatus::BadEnvelope,
+                "the envelope is not canonically encoded (re-encode it as protobuf's encoder \
+                 does: fields in order, no unknown fields, no default values)",
+                None,
+            ));
+        }
         match envelope.kind {
             Some(v1::envelope::Kind::Transaction(signed)) => self
-                .check_transaction(&signed, time_s, facts)
+                .check_transaction(&signed, time_ms, facts)
                 .map(|t| Checked::Transaction(Box::new(t))),
             Some(v1::envelope::Kind::Revocation(signed)) => self.check_revocation(&signed, facts),
             None => Err(Refusal::new(TxStatus::BadEnvelope, "empty envelope", None)),
@@ -163,9 +189,10 @@ impl Validator {
     fn check_transaction(
         &self,
         signed: &v1::SignedTransaction,
-        time_s: i64,
+        time_ms: i64,
         facts: &dyn LedgerFacts,
     ) -> Result<ValidTransaction, Refusal> {
+        let time_s = time_ms.div_euclid(1000);
         let tx = v1::Transaction::decode(signed.transaction.as_slice()).map_err(|e| {
             Refusal::new(
                 TxStatus::BadEnvelope,
@@ -194,6 +221,10 @@ impl Validator {
                 TxStatus::WrongNetwork,
                 "the transaction names another network".into(),
             ));
+        }
+        if self.ledger_format() >= 2 {
+            self.check_expiry(&tx, time_ms)
+                .map_err(|(status, why)| refuse(status, why))?;
         }
         // The certificate: carried, or stored on the ledger when first seen.
         let (der, carried) = if tx.creator_certificate.is_empty() {
@@ -256,6 +287,40 @@ impl Validator {
             transaction: tx,
             identity,
         })
+    }
+
+    /// Format 2: the transaction's expiry against consensus time `time_ms`.
+    fn check_expiry(&self, tx: &v1::Transaction, time_ms: i64) -> Result<(), (TxStatus, String)> {
+        let p = self.genesis.parameters();
+        let latest = time_ms
+            .saturating_add(p.max_tx_lifetime_ms.min(i64::MAX as u64) as i64)
+            .saturating_add(p.max_clock_skew_ms.min(i64::MAX as u64) as i64);
+        if tx.expires_at_ms <= 0 {
+            Err((
+                TxStatus::BadEnvelope,
+                "the transaction carries no expiry (expires_at_ms)".into(),
+            ))
+        } else if tx.expires_at_ms < time_ms {
+            Err((
+                TxStatus::Expired,
+                format!(
+                    "the transaction expired at {} ms, before consensus time {time_ms} ms: \
+                     sign it again",
+                    tx.expires_at_ms
+                ),
+            ))
+        } else if tx.expires_at_ms > latest {
+            Err((
+                TxStatus::BadEnvelope,
+                format!(
+                    "the transaction expires at {} ms, more than {} ms after consensus time \
+                     {time_ms} ms (is the client's clock right?)",
+                    tx.expires_at_ms, p.max_tx_lifetime_ms
+                ),
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     /// Validates a certificate at `time_s` against the root and revocations, reusing the
@@ -391,24 +456,6 @@ fn signature_cache_key(signer: &[u8; 32], transaction: &[u8], signature: &[u8]) 
         h.update(part);
     }
     h.finalize().into()
-}
-
-/// The PBFT request id of an envelope, as the submitting peer names it. Execution
-/// recomputes it from the envelope and never trusts this one.
-pub fn envelope_tx_id(envelope: &v1::Envelope) -> Option<[u8; 32]> {
-    match envelope.kind.as_ref()? {
-        v1::envelope::Kind::Transaction(signed) => {
-            let tx = v1::Transaction::decode(signed.transaction.as_slice()).ok()?;
-            Some(medledger_crypto::transaction_id(
-                &tx.nonce,
-                &tx.creator_cert_hash,
-            ))
-        }
-        v1::envelope::Kind::Revocation(signed) => {
-            let record = v1::RevocationRecord::decode(signed.record.as_slice()).ok()?;
-            Some(revocation_tx_id(record.sequence))
-        }
-    }
 }
 
 /// The chaincode's view of a validated creator.

@@ -360,6 +360,7 @@ pub fn from_proto(message: v1::ReplicaMessage, sender: pbft::ReplicaId) -> Resul
             after: f.after,
             up_to: f.up_to,
         },
+        Kind::BlockVote(_) => return Err(WireError("a block vote is not a PBFT message")),
         Kind::FetchReply(r) => pbft::Message::FetchReply {
             batches: r
                 .batches

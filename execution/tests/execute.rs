@@ -55,6 +55,7 @@ fn transaction(net: &Network, function: &str, args: Vec<u8>, nonce: u8) -> pbft:
         nonce: vec![nonce; 24],
         client_time_ms: net.time_s * 1000,
         network_id: net.genesis.network_id.to_vec(),
+        expires_at_ms: net.time_s * 1000 + 60_000,
     }
     .encode_to_vec();
     let signature = net

@@ -1,13 +1,19 @@
-//! Golden bytes of ledger format 1 (`genesis::LEDGER_FORMAT`): a block, a result, world-state
-//! values, the header hash, the transaction root and the state root, each for fixed inputs.
+//! Golden bytes of ledger formats 1 and 2 (`genesis::LEDGER_FORMAT`): a block, a result,
+//! world-state values, the header hash, the transaction root and the state root, each for
+//! fixed inputs; for format 2 also the header hash, the result leaf, the result root, the
+//! block vote and a commit proof's path (docs/adr/0009).
 //! These are what peers of different versions must compute alike and what an auditor
 //! re-derives from old blocks. A test failing here means an encoding changed: that is a new
 //! ledger format (a new `LEDGER_FORMAT`, a migration, a note), never a value to paste over.
 // A host, not the deterministic crate: it may read the clock and the environment.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
-use medledger_execution::block::{WriteSet, header_hash, next_state_root, tx_root};
+use medledger_execution::block::{
+    WriteSet, header_hash, next_state_root, result_leaf_data, result_leaves, tx_root,
+};
 use medledger_execution::genesis::LEDGER_FORMAT;
+use medledger_execution::merkle::Tree;
+use medledger_execution::proof::vote_bytes;
 use medledger_proto::v1;
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -48,6 +54,7 @@ fn block() -> v1::Block {
             tx_root: tx_root(&envelopes).to_vec(),
             state_root: vec![0x33; 32],
             time_ms: 1_764_460_800_000,
+            ..Default::default()
         }),
         results: vec![result(), v1::TxResult::default()],
         envelopes,
@@ -64,13 +71,22 @@ fn block() -> v1::Block {
         batch_time_ms: 1_764_460_799_999,
         genesis: None,
         request_ids: vec![vec![0x11; 32], vec![0x12; 32]],
+        votes: Vec::new(),
     }
 }
 
 #[test]
-fn the_ledger_format_is_1() {
-    assert_eq!(LEDGER_FORMAT, 1);
+fn new_networks_are_format_2_and_format_1_still_reads() {
+    assert_eq!(LEDGER_FORMAT, 2);
+    assert_eq!(medledger_execution::genesis::OLDEST_LEDGER_FORMAT, 1);
+    let block = v1::Block::decode(FORMAT_1_GENESIS).unwrap();
+    let genesis = medledger_execution::genesis::Genesis::from_block(block)
+        .expect("a format-1 genesis still reads");
+    assert_eq!(genesis.ledger_format(), 1);
 }
+
+/// A genesis of ledger format 1, written before format 2 existed (fuzz/fixtures of then).
+const FORMAT_1_GENESIS: &[u8] = include_bytes!("data/format1-genesis.pb");
 
 #[test]
 fn block_and_header() {
@@ -159,10 +175,9 @@ fn world_state_values() {
 #[test]
 fn a_genesis_of_another_ledger_format_is_refused() {
     use medledger_execution::genesis::Genesis;
-    let fixture = include_bytes!("../../fuzz/fixtures/genesis.pb");
-    let block = v1::Block::decode(&fixture[..]).unwrap();
+    let block = v1::Block::decode(FORMAT_1_GENESIS).unwrap();
     Genesis::from_block(block.clone()).expect("the fixture genesis reads");
-    for format in [0, 2, u32::MAX] {
+    for format in [0, 3, u32::MAX] {
         let mut other = block.clone();
         other
             .genesis
@@ -181,3 +196,46 @@ fn a_genesis_of_another_ledger_format_is_refused() {
         assert!(err.contains("ledger format"), "{err}");
     }
 }
+
+/// The format-2 header of `block()`: the same fields, plus format, result root and config.
+fn header_v2() -> v1::BlockHeader {
+    let results = vec![result(), v1::TxResult::default()];
+    let envelopes = block().envelopes;
+    let leaves = result_leaves(&envelopes, &results);
+    v1::BlockHeader {
+        format: 2,
+        result_root: Tree::new(leaves).root().to_vec(),
+        config: vec![0x66; 32],
+        ..block().header.unwrap()
+    }
+}
+
+#[test]
+fn format_2_header_leaf_root_and_vote() {
+    let r = result();
+    assert_eq!(
+        hex(&result_leaf_data(&[0xee; 32], &r)),
+        GOLDEN_LEAF_DATA,
+        "the result leaf of ledger format 2"
+    );
+    let header = header_v2();
+    assert_eq!(hex(&header.result_root), GOLDEN_RESULT_ROOT);
+    assert_eq!(hex(&header_hash(&header)), GOLDEN_HEADER_HASH_V2);
+    assert_eq!(
+        hex(&vote_bytes(&[0x77; 32], 7, &header_hash(&header))),
+        GOLDEN_VOTE_BYTES
+    );
+    // The two leaves' paths are each other's hash.
+    let leaves = result_leaves(&block().envelopes, &[result(), v1::TxResult::default()]);
+    let tree = Tree::new(leaves.clone());
+    assert_eq!(tree.path(0).unwrap(), vec![leaves[1]]);
+    assert_eq!(tree.path(1).unwrap(), vec![leaves[0]]);
+}
+
+// Computed independently with Python's hashlib over the layout of docs/adr/0009 (its
+// "Encodings" section gives the script).
+const GOLDEN_LEAF_DATA: &str = "00000000000000186d65646c65646765722f76322f726573756c742d6c6561660000000000000020eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee0000000000000002000000000000000700000000000000201111111111111111111111111111111111111111111111111111111111111111000000000000000301020300000000000000010000000000000006616363657373000000000000000409090909000000000000000864722e686f757365000000000000000d7265636f72645f616363657373";
+const GOLDEN_RESULT_ROOT: &str = "e7bb98f181a9b79e6b73b807ba4933ddc63c3a17918ec68390f0e0fd3f87eead";
+const GOLDEN_HEADER_HASH_V2: &str =
+    "e4c638dbfad50034c4c827c0f2fa994d090a311e2f41968f09d32438dee185ff";
+const GOLDEN_VOTE_BYTES: &str = "00000000000000176d65646c65646765722f76322f626c6f636b2d766f74650000000000000020777777777777777777777777777777777777777777777777777777777777777700000000000000070000000000000020e4c638dbfad50034c4c827c0f2fa994d090a311e2f41968f09d32438dee185ff";

@@ -116,6 +116,13 @@ fn made(u: &mut Unstructured<'_>, fx: &Fixture) -> arbitrary::Result<(Vec<u8>, F
         nonce: nonce.clone(),
         client_time_ms: u.arbitrary()?,
         network_id,
+        // Mostly within a few minutes of the fixture time, so that both sides of the expiry
+        // and lifetime bounds are reached; sometimes anything.
+        expires_at_ms: if u.ratio(7, 8)? {
+            (fx.time_s * 1000).saturating_add(u.int_in_range(-600_000..=900_000i64)?)
+        } else {
+            u.arbitrary()?
+        },
     }
     .encode_to_vec();
     let mut signature = fx
@@ -150,21 +157,20 @@ fn made(u: &mut Unstructured<'_>, fx: &Fixture) -> arbitrary::Result<(Vec<u8>, F
         facts.revoked.insert(u.arbitrary()?);
     }
     facts.sequence = u.arbitrary()?;
-    let time_s = match u.int_in_range(0..=3u8)? {
+    let time_ms = match u.int_in_range(0..=3u8)? {
         0 => u.arbitrary()?,
-        _ => fx
-            .time_s
-            .saturating_add(u.int_in_range(-86_400..=86_400i64)?),
+        1 => (fx.time_s * 1000).saturating_add(u.int_in_range(-86_400_000..=86_400_000i64)?),
+        _ => (fx.time_s * 1000).saturating_add(u.int_in_range(-600_000..=600_000i64)?),
     };
-    Ok((envelope, facts, time_s))
+    Ok((envelope, facts, time_ms))
 }
 
 fn run(data: &[u8], fx: &Fixture) {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let (bytes, facts, time_s) = if mode % 2 == 1 {
-        (rest.to_vec(), Facts::default(), fx.time_s)
+    let (bytes, facts, time_ms) = if mode % 2 == 1 {
+        (rest.to_vec(), Facts::default(), fx.time_s * 1000)
     } else {
         let mut u = Unstructured::new(rest);
         match made(&mut u, fx) {
@@ -172,14 +178,14 @@ fn run(data: &[u8], fx: &Fixture) {
             Err(_) => return,
         }
     };
-    let fresh = Validator::new(fx.genesis.clone()).check(&bytes, time_s, &facts);
-    let warm = fx.warm.check(&bytes, time_s, &facts);
+    let fresh = Validator::new(fx.genesis.clone()).check(&bytes, time_ms, &facts);
+    let warm = fx.warm.check(&bytes, time_ms, &facts);
     assert_eq!(
         outcome(&fresh),
         outcome(&warm),
         "a validator's caches changed an outcome"
     );
-    let again = fx.warm.check(&bytes, time_s, &facts);
+    let again = fx.warm.check(&bytes, time_ms, &facts);
     assert_eq!(outcome(&again), outcome(&fresh), "a second check differs");
 }
 

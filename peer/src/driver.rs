@@ -30,7 +30,11 @@ use crate::network::Network;
 use crate::pbft_store::{PbftStore, committed_key};
 use crate::state_transfer::StateTransfer;
 use crate::validate::Validator;
+use crate::votes::Votes;
+use medledger_execution::block::{envelope_hash, header_hash};
 use medledger_execution::execute::{CertifiedBatch, execute_block};
+use medledger_execution::merkle::Tree;
+use medledger_execution::proof::build_proof;
 
 /// Most inputs handled before the durable state is written.
 pub const BURST: usize = 1024;
@@ -62,36 +66,34 @@ pub struct Shared {
 struct Waiter {
     reply: oneshot::Sender<Outcome>,
     since: Instant,
-    /// SHA-256 of the envelope this client submitted: only that envelope's outcome is its.
-    payload: [u8; 32],
 }
 
-fn payload_hash(payload: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(payload).into()
-}
-
-/// The answer for a client waiting on an envelope hashing to `waited_for`, when the
-/// envelope `ordered` was executed under its transaction id in `block` with `result`
-/// (whose words are `message`). A transaction id names a nonce and a certificate, not the
-/// signature: a faulty primary can order a forged copy under the id of an envelope it saw,
-/// and that copy's refusal must not be signed as the client's outcome.
+/// The answer for a client waiting on the envelope whose SHA-256 is `waited_for` (its
+/// request id), when the bytes `ordered` under that id were executed in `block` with
+/// `result` (whose words are `message`) and `proof` (votes to come). Correct backups refuse
+/// a pre-prepare whose request ids are not its envelopes' hashes, but an outcome is only
+/// ever given for the very envelope the client sent.
 fn answer(
     waited_for: &[u8; 32],
     ordered: &[u8],
     block: u64,
     result: &v1::TxResult,
     message: &str,
+    proof: impl FnOnce() -> Option<v1::CommitProof>,
 ) -> Outcome {
-    if payload_hash(ordered) != *waited_for {
+    if envelope_hash(ordered) != *waited_for {
         return Outcome::Displaced { block };
     }
-    Outcome::Committed {
-        block,
-        result: v1::TxResult {
-            message: message.to_string(),
-            ..result.clone()
+    match proof() {
+        Some(proof) => Outcome::Committed {
+            block,
+            result: v1::TxResult {
+                message: message.to_string(),
+                ..result.clone()
+            },
+            proof: Box::new(proof),
         },
+        None => Outcome::Busy,
     }
 }
 
@@ -101,6 +103,7 @@ pub struct Driver {
     validator: Arc<Validator>,
     network: Arc<Network>,
     shared: Arc<Shared>,
+    votes: Arc<Votes>,
     store: PbftStore,
     waiters: HashMap<pbft::TxId, Vec<Waiter>>,
     timer_at_ms: Option<u64>,
@@ -132,6 +135,7 @@ impl Driver {
         validator: Arc<Validator>,
         network: Arc<Network>,
         shared: Arc<Shared>,
+        votes: Arc<Votes>,
     ) -> Driver {
         let state_transfer = StateTransfer::start(ledger.clone(), network.clone());
         Driver {
@@ -140,6 +144,7 @@ impl Driver {
             validator,
             network,
             shared,
+            votes,
             store,
             waiters: HashMap::new(),
             timer_at_ms: None,
@@ -212,7 +217,6 @@ impl Driver {
                 self.waiters.entry(request.tx_id).or_default().push(Waiter {
                     reply,
                     since: Instant::now(),
-                    payload: payload_hash(&request.payload),
                 });
                 let actions = self.replica.request(request, now_ms());
                 self.perform(actions);
@@ -257,11 +261,15 @@ impl Driver {
                 }
                 pbft::Action::Broadcast { message } => self.network.broadcast(&message),
                 pbft::Action::Execute { seq, .. } => {
-                    let state_root = self.execute(seq);
-                    queue.extend(self.replica.executed(seq, state_root));
+                    let digest = self.execute(seq);
+                    queue.extend(self.replica.executed(seq, digest));
                 }
                 pbft::Action::SetTimer { at_ms } => self.timer_at_ms = Some(at_ms),
-                pbft::Action::AlreadyCommitted { tx_id, .. } => self.answer_from_ledger(&tx_id),
+                pbft::Action::AlreadyCommitted { tx_id, .. } => {
+                    for w in self.waiters.remove(&tx_id).unwrap_or_default() {
+                        let _ = w.reply.send(Outcome::AlreadyCommitted);
+                    }
+                }
                 pbft::Action::ServeFetch {
                     to,
                     range,
@@ -286,7 +294,8 @@ impl Driver {
         }
     }
 
-    /// Executes committed batch `seq` into block `seq` and commits it; returns its state root.
+    /// Executes committed batch `seq` into block `seq` and commits it; returns the digest its
+    /// checkpoint votes on ([`checkpoint_digest`]).
     fn execute(&mut self, seq: pbft::Seq) -> pbft::Digest {
         let committed = self
             .replica
@@ -298,12 +307,12 @@ impl Driver {
         let height = self.ledger.height();
         if seq <= height {
             // Already on disk (a restart replays batches committed but not yet marked
-            // executed in the PBFT state): report the stored root.
+            // executed in the PBFT state): report the stored header.
             let header = self
                 .ledger
                 .header(seq)
                 .unwrap_or_else(|e| fatal(&e.to_string()));
-            return header.state_root.as_slice().try_into().unwrap_or([0; 32]);
+            return checkpoint_digest(&header);
         }
         assert_eq!(seq, height + 1, "blocks execute in order");
         if self.panic_before == Some(seq) {
@@ -332,6 +341,11 @@ impl Driver {
         // The block is on disk: now the world may hear of it, handshakes included.
         self.shared.revocations.apply(&commit.revocations);
         let block = commit.block;
+        let header = block.header.clone().expect("executed blocks have headers");
+        let hash = header_hash(&header);
+        // This peer's vote on the header, to the others: their votes and ours make proofs.
+        self.network.broadcast_vote(self.votes.executed(seq, hash));
+        let tree = Tree::new(commit.result_leaves);
         let transactions = block.results.len();
         metrics::counter!("medledger_committed_transactions_total").increment(transactions as u64);
         metrics::histogram!("medledger_batch_size").record(transactions as f64);
@@ -347,42 +361,30 @@ impl Driver {
                 metrics::histogram!("medledger_commit_latency_seconds")
                     .record(w.since.elapsed().as_secs_f64());
                 let message = commit.messages.get(i).map_or("", String::as_str);
-                let _ = w
-                    .reply
-                    .send(answer(&w.payload, &request.payload, seq, result, message));
+                let proof = || {
+                    build_proof(
+                        &header,
+                        Vec::new(),
+                        &tree,
+                        i,
+                        &envelope_hash(&request.payload),
+                        result,
+                    )
+                };
+                let _ = w.reply.send(answer(
+                    &request.tx_id,
+                    &request.payload,
+                    seq,
+                    result,
+                    message,
+                    proof,
+                ));
             }
         }
         self.last_progress = Instant::now();
-        let header = block.header.expect("executed blocks have headers");
         tracing::debug!(block = seq, transactions, "block committed");
         self.shared.height.send_replace(seq);
-        header
-            .state_root
-            .as_slice()
-            .try_into()
-            .expect("32-byte root")
-    }
-
-    fn answer_from_ledger(&mut self, tx_id: &pbft::TxId) {
-        let Some(waiters) = self.waiters.remove(tx_id) else {
-            return;
-        };
-        match self.ledger.tx_envelope(tx_id) {
-            Ok(Some((block, envelope, result))) => {
-                for w in waiters {
-                    let _ = w
-                        .reply
-                        .send(answer(&w.payload, &envelope, block, &result, ""));
-                }
-            }
-            // Ordered under this id but refused before it was indexed: the client learns the
-            // outcome when it asks again with a valid transaction.
-            _ => {
-                for w in waiters {
-                    let _ = w.reply.send(Outcome::Busy);
-                }
-            }
-        }
+        checkpoint_digest(&header)
     }
 
     /// A restarted or partitioned peer learns it is behind only from checkpoints, which an
@@ -447,6 +449,16 @@ impl Driver {
     }
 }
 
+/// What a checkpoint of block `header.number` votes on (Castro–Liskov §4.3, the digest of
+/// the state): for format 2 the header hash (docs/adr/0009 §3), which covers the state root,
+/// the results and the chain; for format 1 the state root.
+pub fn checkpoint_digest(header: &v1::BlockHeader) -> pbft::Digest {
+    if header.format == 0 {
+        return header.state_root.as_slice().try_into().unwrap_or([0; 32]);
+    }
+    header_hash(header)
+}
+
 fn fatal(why: &str) -> ! {
     tracing::error!("{why}; stopping the peer");
     eprintln!("medledger-peer: fatal: {why}");
@@ -457,10 +469,10 @@ fn fatal(why: &str) -> ! {
 mod tests {
     use super::*;
 
-    /// A faulty primary orders a forged copy of an envelope it saw, under the same id (the
-    /// id covers the nonce and the certificate, not the signature). The client waiting on
-    /// the real envelope must hear that it was displaced, never the copy's refusal as its
-    /// own outcome, and the copy's words never reach it.
+    /// A faulty primary orders, under the request id of an envelope it saw, bytes that do
+    /// not hash to it. The client waiting on the real envelope must hear that it was
+    /// displaced, never the other bytes' refusal as its own outcome, and their words never
+    /// reach it.
     #[test]
     fn a_waiting_client_hears_only_the_outcome_of_the_envelope_it_sent() {
         let sent = b"the envelope the clinician signed".to_vec();
@@ -471,14 +483,16 @@ mod tests {
             code: v1::ResultCode::Unauthenticated as i32,
             ..Default::default()
         };
-        let waited_for = payload_hash(&sent);
+        let waited_for = envelope_hash(&sent);
+        let no_proof = || -> Option<v1::CommitProof> { panic!("no proof for another envelope") };
         assert!(matches!(
             answer(
                 &waited_for,
                 &forged,
                 9,
                 &refusal,
-                "the signature does not verify"
+                "the signature does not verify",
+                no_proof
             ),
             Outcome::Displaced { block: 9 }
         ));
@@ -486,10 +500,19 @@ mod tests {
             status: v1::TxStatus::Valid as i32,
             ..refusal.clone()
         };
-        match answer(&waited_for, &sent, 9, &valid, "") {
-            Outcome::Committed { block, result } => {
+        let proof = v1::CommitProof {
+            index: 3,
+            ..Default::default()
+        };
+        match answer(&waited_for, &sent, 9, &valid, "", || Some(proof.clone())) {
+            Outcome::Committed {
+                block,
+                result,
+                proof: got,
+            } => {
                 assert_eq!(block, 9);
                 assert_eq!(result, valid);
+                assert_eq!(*got, proof);
             }
             _ => panic!("the envelope sent committed"),
         }

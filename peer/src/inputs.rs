@@ -16,18 +16,22 @@ use crate::wire::MAX_REPLICA_MESSAGE_BYTES;
 /// What a client's submission came to on this peer.
 #[derive(Debug)]
 pub enum Outcome {
+    /// Executed in `block`. `result` carries the words for the client; `proof` is its
+    /// commit proof without votes (the service adds f+1 of them, `votes.rs`).
     Committed {
         block: u64,
         result: v1::TxResult,
+        proof: Box<v1::CommitProof>,
     },
+    /// Ordered earlier (this peer had executed it before it was submitted here): the service
+    /// answers from the ledger.
+    AlreadyCommitted,
     /// Too many requests are pending; retry later.
     Busy,
-    /// Another envelope with this transaction id was ordered in block `block` in place of
-    /// the one submitted (only a faulty primary orders such a copy: the id does not cover
-    /// the signature). The submitted envelope will not commit under this id.
-    Displaced {
-        block: u64,
-    },
+    /// A faulty primary ordered, under this envelope's request id, bytes that do not hash
+    /// to it, in block `block`. Correct backups refuse such a pre-prepare, so this needs
+    /// f+1 faulty peers; the client signs again.
+    Displaced { block: u64 },
 }
 
 /// What the consensus thread takes in. Each submission and replica message holds its bytes

@@ -36,7 +36,11 @@ pub const CF_CERTIFICATES: &str = "certificates";
 pub const CF_REVOCATIONS: &str = "revocations";
 pub const CF_PBFT: &str = "pbft";
 pub const CF_META: &str = "meta";
-const ALL_CFS: [&str; 8] = [
+/// Format 2: the block votes (`v1::BlockVotes`) this peer holds on each block's header, by
+/// block number: metadata, not consensus state (written unsynced; lost votes are only a
+/// proof this peer cannot serve, and the others can).
+pub const CF_VOTES: &str = "votes";
+const ALL_CFS: [&str; 9] = [
     CF_BLOCKS,
     CF_STATE,
     CF_HISTORY,
@@ -45,6 +49,7 @@ const ALL_CFS: [&str; 8] = [
     CF_REVOCATIONS,
     CF_PBFT,
     CF_META,
+    CF_VOTES,
 ];
 
 const META_NETWORK_ID: &[u8] = b"network_id";
@@ -233,6 +238,42 @@ impl Ledger {
             block.envelopes.swap_remove(i),
             block.results.swap_remove(i),
         )))
+    }
+
+    /// The block holding a transaction and its position in it.
+    pub fn tx_block(&self, tx_id: &[u8]) -> Result<Option<(TxLocation, v1::Block)>> {
+        let Some(location) = self.tx_location(tx_id)? else {
+            return Ok(None);
+        };
+        let block = self
+            .block(location.block)?
+            .ok_or_else(|| corrupt("tx_index", "points at a missing block"))?;
+        let i = location.index as usize;
+        if i >= block.envelopes.len() || i >= block.results.len() {
+            return Err(corrupt("tx_index", "points past a block's transactions"));
+        }
+        Ok(Some((location, block)))
+    }
+
+    /// The block votes stored for block `number` (checked when they arrived).
+    pub fn votes(&self, number: u64) -> Result<Vec<v1::ReplicaSignature>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_VOTES), number.to_be_bytes())?
+            .map(|b| v1::BlockVotes::decode(b.as_slice()).map_err(|e| corrupt("votes", e)))
+            .transpose()?
+            .map(|v| v.votes)
+            .unwrap_or_default())
+    }
+
+    /// Stores the block votes held for block `number` (unsynced: see [`CF_VOTES`]).
+    pub fn put_votes(&self, number: u64, votes: Vec<v1::ReplicaSignature>) -> Result<()> {
+        self.db.put_cf(
+            self.cf(CF_VOTES),
+            number.to_be_bytes(),
+            v1::BlockVotes { votes }.encode_to_vec(),
+        )?;
+        Ok(())
     }
 
     pub fn certificate(&self, hash: &[u8]) -> Result<Option<Vec<u8>>> {

@@ -27,3 +27,4 @@ pub mod pbft_store;
 pub mod queue;
 pub mod service;
 pub mod state_transfer;
+pub mod votes;

@@ -97,6 +97,19 @@ impl Network {
         }
     }
 
+    /// Sends this peer's block vote to every other replica.
+    pub fn broadcast_vote(&self, vote: v1::BlockVote) {
+        let encoded = v1::ReplicaMessage {
+            kind: Some(v1::replica_message::Kind::BlockVote(vote)),
+        };
+        let bytes = prost::Message::encoded_len(&encoded);
+        for to in 0..self.outbound.len() as u32 {
+            if to != self.me {
+                self.send_proto(to, encoded.clone(), bytes);
+            }
+        }
+    }
+
     fn send_proto(&self, to: pbft::ReplicaId, message: v1::ReplicaMessage, bytes: usize) {
         let Some(Some((tx, budget))) = self.outbound.get(to as usize) else {
             return;
@@ -171,6 +184,8 @@ pub struct ReplicationService {
     /// Streams each replica may have open at once ([`STREAMS_PER_REPLICA`]): each may hold
     /// a message of up to [`MAX_REPLICA_MESSAGE_BYTES`] being read.
     pub open_streams: Arc<[Budget]>,
+    /// Where the other peers' block votes go (not to the consensus thread).
+    pub votes: Arc<crate::votes::Votes>,
 }
 
 /// Inbound streams one replica may have open at once: its stream, and a few more while a
@@ -230,6 +245,20 @@ impl v1::replication_server::Replication for ReplicationService {
         tracing::info!(replica = from, "stream from replica open");
         while let Some(message) = stream.message().await? {
             let bytes = prost::Message::encoded_len(&message);
+            if let Some(v1::replica_message::Kind::BlockVote(vote)) = message.kind {
+                match self.votes.receive(from, vote) {
+                    Ok(()) => {}
+                    Err(e @ crate::votes::VoteRefused::NotSender { .. }) => {
+                        metrics::counter!("medledger_replica_messages_refused_total").increment(1);
+                        return Err(Status::permission_denied(e.to_string()));
+                    }
+                    Err(e) => {
+                        tracing::debug!(replica = from, error = %e, "block vote dropped");
+                        metrics::counter!("medledger_block_votes_dropped_total").increment(1);
+                    }
+                }
+                continue;
+            }
             let message = match wire::from_proto(message, from) {
                 Ok(m) => m,
                 Err(e) => {

@@ -25,6 +25,7 @@ use crate::network::{MAX_REPLICA_MESSAGE_BYTES, Network, ReplicationService};
 use crate::pbft_store::PbftStore;
 use crate::service::LedgerService;
 use crate::validate::Validator;
+use crate::votes::Votes;
 
 /// Largest client request.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
@@ -36,9 +37,10 @@ struct ReplicaCrypto {
 }
 
 impl pbft::Crypto for ReplicaCrypto {
+    /// Ledger format 2 (docs/adr/0009 §5): a request is named by its envelope's SHA-256, so
+    /// no other bytes can be ordered under a client's request id.
     fn request_id(&self, payload: &[u8]) -> Option<pbft::TxId> {
-        let envelope = <v1::Envelope as prost::Message>::decode(payload).ok()?;
-        crate::validate::envelope_tx_id(&envelope)
+        Some(crate::block::envelope_hash(payload))
     }
 
     fn sign(&self, _domain: pbft::Domain, bytes: &[u8]) -> Vec<u8> {
@@ -95,6 +97,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let provider = medledger_tls::provider();
     let genesis = Arc::new(Genesis::read(&config.genesis)?);
+    if genesis.ledger_format() != crate::genesis::LEDGER_FORMAT {
+        bail!(
+            "the genesis block is of ledger format {}; this peer runs format {} only (format 1 \
+             chains still verify with `medledger ledger verify`; a network of this version \
+             starts from a new genesis)",
+            genesis.ledger_format(),
+            crate::genesis::LEDGER_FORMAT
+        );
+    }
     let mut me = read_wallet(&config.wallet)?;
     let enrolled = validate_enrollment_certificate(
         &me.certificate_der,
@@ -136,6 +147,12 @@ pub async fn run(
     });
     let tls_revocations = shared.revocations.serials.clone();
     let validator = Arc::new(Validator::new(genesis.clone()));
+    let votes = Arc::new(Votes::new(
+        genesis.clone(),
+        ledger.clone(),
+        me.signing.clone(),
+        replica_id,
+    ));
 
     // TLS: servers check clients against the root and the ledger's revocations; replicas
     // dial each other pinning the genesis key of the replica dialed.
@@ -196,6 +213,7 @@ pub async fn run(
         validator.clone(),
         network.clone(),
         shared.clone(),
+        votes.clone(),
     );
     // The replica lives on its own thread (its crypto is not shared across threads). If that
     // thread dies, the peer must not linger half-alive: `died` tells the server, which
@@ -205,11 +223,11 @@ pub async fn run(
         .name("consensus".into())
         .spawn(move || {
             let run = std::panic::AssertUnwindSafe(move || {
-                let (ledger, validator, network, shared) = driver_parts;
+                let (ledger, validator, network, shared, votes) = driver_parts;
                 let mut replica =
                     pbft::Replica::new(replica_id, pbft_config, Box::new(crypto), durable, height);
                 let initial = replica.tick(crate::driver::now_ms());
-                Driver::new(replica, store, ledger, validator, network, shared)
+                Driver::new(replica, store, ledger, validator, network, shared, votes)
                     .with_injected_fault(&name)
                     .run(inputs_rx, initial)
             });
@@ -242,13 +260,14 @@ pub async fn run(
         shared: shared.clone(),
         network: network.clone(),
         inputs: inputs.clone(),
-        identity: me.signing.clone(),
         replica: replica_id,
+        votes: votes.clone(),
         admission: medledger_tls::admission::Admission::new(crate::service::SUBMIT_LIMITS),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
     let prewarm = {
         let (ledger, shared, validator) = (ledger.clone(), shared.clone(), validator.clone());
+        let skew = genesis.parameters().max_clock_skew_ms.min(i64::MAX as u64) as i64;
         Arc::new(move |envelope: &[u8]| {
             let facts = crate::execute::CommittedFacts {
                 ledger: &ledger,
@@ -257,8 +276,11 @@ pub async fn run(
             // Execution decides for good; this fills the caches and screens forwards: a forward
             // is dropped only for what no clock or ledger height can change (a backup validated
             // it against its own; dropping it for expiry or revocation here would leave it
-            // pending at that backup, which would then suspect a correct primary).
-            match validator.check(envelope, medledger_tls::now_unix(), &facts) {
+            // pending at that backup, which would then suspect a correct primary). It checks
+            // at the latest time a correct backup's clock may show, so that an expiry the
+            // backup accepted is never "too far ahead" here.
+            let latest = (crate::driver::now_ms() as i64).saturating_add(skew);
+            match validator.check(envelope, latest, &facts) {
                 Ok(_) => true,
                 Err(refusal) => !matches!(
                     refusal.status,
@@ -277,6 +299,7 @@ pub async fn run(
         inputs: inputs.clone(),
         prewarm,
         open_streams: ReplicationService::stream_limits(genesis.config.peers.len()),
+        votes: votes.clone(),
     })
     .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);
     if let Some(addr) = config.metrics_listen {

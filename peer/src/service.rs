@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medledger_chaincode::{self as chaincode, ChaincodeError};
-use medledger_crypto::{EnrolledIdentity, SignatureDomain, SigningIdentity};
+use medledger_crypto::EnrolledIdentity;
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use prost::Message;
@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use v1::TxStatus;
 
-use crate::block::header_hash;
+use crate::block::{envelope_hash, header_hash, result_leaves};
 use crate::driver::Shared;
 use crate::execute::{CommittedFacts, LedgerState};
 use crate::genesis::Genesis;
@@ -23,6 +23,9 @@ use crate::inputs::{Inputs, Outcome, QueueError};
 use crate::ledger::Ledger;
 use crate::network::Network;
 use crate::validate::{Checked, Refusal, Validator, creator};
+use crate::votes::Votes;
+use medledger_execution::merkle::Tree;
+use medledger_execution::proof::build_proof;
 use medledger_execution::result_code::{chaincode_code, refusal_code};
 use medledger_execution::stub::BlockStub;
 
@@ -38,8 +41,9 @@ pub struct LedgerService {
     pub shared: Arc<Shared>,
     pub network: Arc<Network>,
     pub inputs: Inputs,
-    pub identity: Arc<SigningIdentity>,
     pub replica: pbft::ReplicaId,
+    /// The block votes this peer gathers: what its commit proofs carry.
+    pub votes: Arc<Votes>,
     /// Per-identity limits on submissions (by the transaction's creator).
     pub admission: Arc<medledger_tls::admission::Admission>,
 }
@@ -102,22 +106,59 @@ impl LedgerService {
             .map_err(|e| Status::unauthenticated(format!("your certificate was refused: {e}")))
     }
 
-    fn receipt(&self, block: u64, result: &v1::TxResult) -> v1::SignedReceipt {
-        let receipt = v1::Receipt {
-            tx_id: result.tx_id.clone(),
-            block,
-            status: result.status,
-            message: result.message.clone(),
-            result: result.result.clone(),
-            network_id: self.genesis.network_id.to_vec(),
-            replica: self.replica,
-            code: result.code,
+    /// The commit proof of the transaction `tx_id` from the ledger, when the envelope
+    /// stored under it is `envelope` (a retry): another envelope under that id is the
+    /// caller's `refusal`.
+    async fn proof_from_ledger(
+        &self,
+        tx_id: &[u8; 32],
+        envelope: &[u8],
+        refusal: Status,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let Some((location, block)) = self.ledger.tx_block(tx_id).map_err(internal)? else {
+            return Err(refusal);
+        };
+        let index = location.index as usize;
+        if block.envelopes[index] != envelope {
+            return Err(refusal);
         }
-        .encode_to_vec();
-        let signature = self.identity.sign(SignatureDomain::Receipt, &receipt);
-        v1::SignedReceipt {
-            receipt,
-            signature: signature.to_bytes().to_vec(),
+        let header = block.header.clone().unwrap_or_default();
+        let tree = Tree::new(result_leaves(&block.envelopes, &block.results));
+        let proof = build_proof(
+            &header,
+            Vec::new(),
+            &tree,
+            index,
+            &envelope_hash(envelope),
+            &block.results[index],
+        )
+        .ok_or_else(|| internal("a stored block's result tree has no such leaf"))?;
+        self.with_votes(location.block, proof, String::new(), deadline)
+            .await
+    }
+
+    /// `proof` with f+1 votes on its header, waiting for them until `deadline`.
+    async fn with_votes(
+        &self,
+        block: u64,
+        mut proof: v1::CommitProof,
+        message: String,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match self.votes.quorum(block, wait).await {
+            Some(votes) => {
+                proof.votes = votes;
+                Ok(Response::new(v1::SubmitResponse {
+                    proof: Some(proof),
+                    message,
+                }))
+            }
+            None => Err(Status::unavailable(format!(
+                "committed in block {block} here, but too few peers have signed that block for \
+                 this peer to prove it; ask another peer, or retry the same transaction"
+            ))),
         }
     }
 }
@@ -139,27 +180,22 @@ impl v1::ledger_server::Ledger for LedgerService {
             .into_inner()
             .envelope
             .ok_or_else(|| Status::invalid_argument("the request carries no envelope"))?;
+        let deadline = tokio::time::Instant::now() + SUBMIT_TIMEOUT;
         let bytes = envelope.encode_to_vec();
         let checked = self
             .validator
-            .check(&bytes, medledger_tls::now_unix(), &self.facts());
+            .check(&bytes, crate::driver::now_ms() as i64, &self.facts());
         let (tx_id, creator) = match checked {
             Ok(Checked::Transaction(valid)) => (valid.tx_id, valid.identity.cert_hash),
             // Revocations come from the CA root, in sequence: one identity.
             Ok(checked @ Checked::Revocation { .. }) => (checked.tx_id(), [0; 32]),
             Err(refusal) if refusal.status == TxStatus::DuplicateTxId => {
-                // A retry of a committed transaction: answer with its receipt.
-                // Only the very same envelope gets the receipt; another transaction reusing
-                // the id is refused.
+                // A retry of a committed transaction: answer with its proof. Only the very
+                // same envelope gets it; another transaction reusing the id is refused.
                 let tx_id = refusal.tx_id.unwrap_or_default();
-                return match self.ledger.tx_envelope(&tx_id).map_err(internal)? {
-                    Some((block, envelope, result)) if envelope == bytes => {
-                        Ok(Response::new(v1::SubmitResponse {
-                            receipt: Some(self.receipt(block, &result)),
-                        }))
-                    }
-                    _ => Err(refusal_status(&refusal)),
-                };
+                return self
+                    .proof_from_ledger(&tx_id, &bytes, refusal_status(&refusal), deadline)
+                    .await;
             }
             Err(refusal) => return Err(refusal_status(&refusal)),
         };
@@ -168,9 +204,11 @@ impl v1::ledger_server::Ledger for LedgerService {
             None => self.admit(creator)?,
         };
         let (reply, outcome) = oneshot::channel();
+        // The request id is the envelope's SHA-256 (docs/adr/0009 §5): no other bytes can be
+        // ordered under it, so a forged copy cannot shadow this envelope.
         let request = pbft::Request {
-            tx_id,
-            payload: bytes,
+            tx_id: envelope_hash(&bytes),
+            payload: bytes.clone(),
         };
         match self.inputs.submit(request, reply) {
             Ok(()) => {}
@@ -183,14 +221,27 @@ impl v1::ledger_server::Ledger for LedgerService {
                 return Err(Status::unavailable("the peer is shutting down"));
             }
         }
-        match tokio::time::timeout(SUBMIT_TIMEOUT, outcome).await {
-            Ok(Ok(Outcome::Committed { block, result })) => Ok(Response::new(v1::SubmitResponse {
-                receipt: Some(self.receipt(block, &result)),
-            })),
+        match tokio::time::timeout_at(deadline, outcome).await {
+            Ok(Ok(Outcome::Committed {
+                block,
+                result,
+                proof,
+            })) => {
+                self.with_votes(block, *proof, result.message, deadline)
+                    .await
+            }
+            Ok(Ok(Outcome::AlreadyCommitted)) => {
+                let refusal = Status::failed_precondition(
+                    "this envelope was ordered before and is not in this peer's transaction \
+                     index (it was refused in an earlier block); sign the transaction again",
+                );
+                self.proof_from_ledger(&tx_id, &bytes, refusal, deadline)
+                    .await
+            }
             Ok(Ok(Outcome::Displaced { block })) => Err(Status::aborted(format!(
-                "block {block} holds another envelope under this transaction's id (a faulty \
-                 primary may have forged one); this envelope will not commit: sign the \
-                 transaction again with a new nonce"
+                "block {block} holds other bytes under this envelope's request id (faulty \
+                 peers ordered them); this envelope will not commit: sign the transaction \
+                 again with a new nonce"
             ))),
             Ok(Ok(Outcome::Busy)) => Err(Status::resource_exhausted(
                 "too many transactions are pending; retry the same transaction shortly",
@@ -253,7 +304,10 @@ impl v1::ledger_server::Ledger for LedgerService {
         self.caller(&request)?;
         let number = request.into_inner().number;
         match self.ledger.block(number).map_err(internal)? {
-            Some(block) => Ok(Response::new(block)),
+            Some(mut block) => {
+                block.votes = self.votes.held(number);
+                Ok(Response::new(block))
+            }
             None => Err(Status::not_found(format!(
                 "no block {number}; the ledger's height is {}",
                 self.ledger.height()
@@ -272,7 +326,8 @@ impl v1::ledger_server::Ledger for LedgerService {
         let mut bytes = 0;
         for number in request.from..request.from.saturating_add(limit) {
             match self.ledger.block(number).map_err(internal)? {
-                Some(block) => {
+                Some(mut block) => {
+                    block.votes = self.votes.held(number);
                     bytes += block.encoded_len();
                     blocks.push(block);
                     if bytes > 8 << 20 {

@@ -83,6 +83,7 @@ fn commit(rng: &mut Rng, number: u64, previous: &v1::BlockHeader) -> BlockCommit
         revocations,
         messages: Vec::new(),
         chaincode_panics: Vec::new(),
+        result_leaves: Vec::new(),
     }
 }
 

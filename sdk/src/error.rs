@@ -17,15 +17,11 @@ pub enum ClientError {
     )]
     PeerUnreachable { address: String, why: String },
     #[error(
-        "only {attested} of the {needed} matching receipts needed came back ({detail}). The \
-         transaction may still commit once enough peers are up: resubmitting the same \
-         transaction is safe, it commits at most once"
+        "no peer returned a commit proof signed by {needed} peers ({detail}). The transaction \
+         may still commit once enough peers are up: resubmitting the same transaction is safe, \
+         it commits at most once, and never after its expiry"
     )]
-    NoQuorum {
-        attested: usize,
-        needed: usize,
-        detail: String,
-    },
+    NoQuorum { needed: usize, detail: String },
     #[error("this wallet's certificate was refused at the TLS handshake: {reason}")]
     CertificateRefused { reason: String },
     #[error("{message}")]

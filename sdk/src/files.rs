@@ -263,15 +263,16 @@ pub async fn upload_to(
             (path, "share_for_study", args)
         }
     };
-    let (tx_id, envelope) = peers.transaction(function, args);
+    let (_, envelope) = peers.transaction(function, args);
 
     let (tx, rx) = tokio::sync::mpsc::channel::<v1::UploadRequest>(4);
     let reader = spool
         .reopen()
         .map_err(|e| ClientError::Usage(e.to_string()))?;
+    let sent = envelope.clone();
     let sender = tokio::task::spawn_blocking(move || {
         let first = v1::UploadRequest {
-            part: Some(v1::upload_request::Part::Envelope(envelope)),
+            part: Some(v1::upload_request::Part::Envelope(sent)),
         };
         if tx.blocking_send(first).is_err() {
             return;
@@ -304,10 +305,7 @@ pub async fn upload_to(
         .into_inner();
     let _ = sender.await;
     drop(spool);
-    let attestation = response
-        .attestation
-        .ok_or_else(|| ClientError::Protocol("the gateway sent no receipts".into()))?;
-    let committed = peers.attest(&tx_id, &attestation)?.into_valid()?;
+    let committed = peers.check_proof(&envelope, response.proof)?.into_valid()?;
     Ok(Uploaded {
         item_id,
         path,
@@ -400,10 +398,10 @@ pub async fn download_from(
             .encode_to_vec(),
         ),
     };
-    let (tx_id, envelope) = peers.transaction(function, args);
+    let (_, envelope) = peers.transaction(function, args);
     let mut stream = gateway
         .download(v1::DownloadRequest {
-            envelope: Some(envelope),
+            envelope: Some(envelope.clone()),
         })
         .await
         .map_err(|status| {
@@ -423,12 +421,12 @@ pub async fn download_from(
         .await
         .map_err(gateway_error)?
         .and_then(|m| m.part);
-    let Some(v1::download_response::Part::Attestation(attestation)) = first else {
+    let Some(v1::download_response::Part::Proof(proof)) = first else {
         return Err(ClientError::Protocol(
-            "the gateway did not begin with the access's receipts".into(),
+            "the gateway did not begin with the access's commit proof".into(),
         ));
     };
-    let committed = peers.attest(&tx_id, &attestation)?.into_valid()?;
+    let committed = peers.check_proof(&envelope, Some(*proof))?.into_valid()?;
     // A study copy recorded as de-identified is re-checked before any of it reaches disk.
     let mut recheck_as_of: Option<i32> = None;
     let access = match source {
@@ -758,7 +756,7 @@ pub async fn erase(
     gateway: &mut GatewayClient<Channel>,
     pseudonym: [u8; 32],
 ) -> Result<(Committed, Vec<String>), ClientError> {
-    let (tx_id, envelope) = peers.transaction(
+    let (_, envelope) = peers.transaction(
         "erase_patient",
         v1::PatientArgs {
             pseudonym: pseudonym.to_vec(),
@@ -767,14 +765,11 @@ pub async fn erase(
     );
     let response = gateway
         .erase(v1::EraseRequest {
-            envelope: Some(envelope),
+            envelope: Some(envelope.clone()),
         })
         .await
         .map_err(gateway_error)?
         .into_inner();
-    let attestation = response
-        .attestation
-        .ok_or_else(|| ClientError::Protocol("the gateway sent no receipts".into()))?;
-    let committed = peers.attest(&tx_id, &attestation)?.into_valid()?;
+    let committed = peers.check_proof(&envelope, response.proof)?.into_valid()?;
     Ok((committed, response.deleted_paths))
 }

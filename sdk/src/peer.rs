@@ -1,18 +1,21 @@
-//! A client of the peers: signed transactions, receipts from f+1 distinct peers, queries.
+//! A client of the peers: signed transactions, commit proofs, queries.
 //!
 //! The client trusts the CA root in its wallet and nothing else. It learns the network from
 //! the first peer that answers with a genesis block naming the same root, pins that genesis
 //! in the wallet (`genesis.block`), and from then on talks to every genesis peer with mutual
 //! TLS, pinning each peer's genesis key; later connections need any one reachable peer that
-//! serves the same genesis, so no single peer is the way in. A
-//! transaction is reported committed only when f+1 peers (so at least one correct one) sent
-//! matching receipts signed by their genesis keys.
+//! serves the same genesis, so no single peer is the way in. A transaction's outcome is
+//! believed only with its commit proof (ledger format 2, docs/adr/0009): its block's header
+//! signed by f+1 genesis peers (so at least one correct one) and the Merkle path of the
+//! result of the very envelope this client sent, checked here against the pinned genesis.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use medledger_crypto::{Signature, SignatureDomain, VerifyingKey, certificate_hash};
+use medledger_crypto::{SignatureDomain, VerifyingKey, certificate_hash};
+use medledger_execution::block::envelope_hash;
+use medledger_execution::proof::check_commit_proof;
 use medledger_proto::v1;
 use medledger_proto::v1::ledger_client::LedgerClient;
 use prost::Message;
@@ -27,20 +30,21 @@ use medledger_execution::genesis::Genesis;
 /// Largest response accepted from a peer.
 const MAX_RESPONSE_BYTES: usize = 32 << 20;
 
-/// A committed transaction, as f+1 peers attest.
+/// A transaction's outcome, as its checked commit proof shows it.
 #[derive(Debug, Clone)]
 pub struct Committed {
     pub tx_id: [u8; 32],
     pub block: u64,
     pub status: v1::TxStatus,
+    /// The answering peer's words for a refusal: not proven (the status and code are), so
+    /// shown as that peer's.
     pub message: String,
     /// For a refusal, its kind as a gRPC code (from the ledger).
     pub code: i32,
     pub result: Vec<u8>,
-    /// The peers whose matching signed receipts were checked.
-    pub attested_by: Vec<u32>,
-    /// Those receipts, as signed: proof another party can check (see [`PeerSet::attest`]).
-    pub receipts: Vec<v1::SignedReceipt>,
+    /// The proof, as checked: anyone holding the genesis can check it again
+    /// ([`PeerSet::check_proof`], `medledger_execution::proof::check_commit_proof`).
+    pub proof: v1::CommitProof,
 }
 
 impl Committed {
@@ -57,13 +61,9 @@ impl Committed {
         }
     }
 
-    /// The receipts as an attestation another party can check with [`PeerSet::attest`].
-    pub fn attestation(&self) -> v1::Attestation {
-        v1::Attestation {
-            tx_id: self.tx_id.to_vec(),
-            block: self.block,
-            receipts: self.receipts.clone(),
-        }
+    /// The peers whose votes the proof carries.
+    pub fn attested_by(&self) -> Vec<u32> {
+        self.proof.votes.iter().map(|v| v.replica).collect()
     }
 
     /// Why a committed transaction was refused, with the kind the ledger recorded.
@@ -72,20 +72,18 @@ impl Committed {
             tonic::Code::Ok => tonic::Code::InvalidArgument,
             code => code,
         };
-        // The words come from the receipts when every attesting peer gave the same; a
-        // block records none (its codes are the record), so a result read back later has
-        // only its status and code to speak for it.
-        let why = if self.message.is_empty() {
-            format!(
-                "{} ({})",
-                self.status.as_str_name(),
-                v1::ResultCode::try_from(self.code)
-                    .map(|c| c.as_str_name())
-                    .unwrap_or("RESULT_CODE_UNKNOWN")
-            )
-        } else {
-            self.message.clone()
-        };
+        // The proof speaks for the status and code; the words are one peer's (a block
+        // records none), so they are shown as that peer's.
+        let mut why = format!(
+            "{} ({})",
+            self.status.as_str_name(),
+            v1::ResultCode::try_from(self.code)
+                .map(|c| c.as_str_name())
+                .unwrap_or("RESULT_CODE_UNKNOWN")
+        );
+        if !self.message.is_empty() {
+            why = format!("{why}; the answering peer says: {}", self.message);
+        }
         ClientError::from_ledger_status(tonic::Status::new(
             code,
             format!("refused in block {}: {why}", self.block),
@@ -95,7 +93,8 @@ impl Committed {
 
 pub struct PeerSet {
     clients: Vec<LedgerClient<Channel>>,
-    keys: Vec<VerifyingKey>,
+    /// The pinned genesis: what commit proofs are checked against.
+    genesis: Arc<Genesis>,
     pub network_id: [u8; 32],
     pub names: Vec<String>,
     pub addresses: Vec<String>,
@@ -416,12 +415,14 @@ impl PeerSet {
             );
         }
         let cert_der = wallet.cert_der()?;
+        let names = config.peers.iter().map(|p| p.name.clone()).collect();
+        let addresses = config.peers.iter().map(|p| p.address.clone()).collect();
         Ok(PeerSet {
             clients,
-            keys,
+            genesis: Arc::new(pinned),
             network_id,
-            names: config.peers.iter().map(|p| p.name.clone()).collect(),
-            addresses: config.peers.iter().map(|p| p.address.clone()).collect(),
+            names,
+            addresses,
             cert_hash: certificate_hash(&cert_der),
             cert_der,
             signing: medledger_crypto::SigningIdentity::from_pkcs8_der(
@@ -472,26 +473,34 @@ impl PeerSet {
         self.clients.len()
     }
 
-    /// f + 1: matching receipts needed before a result is believed.
-    pub fn receipts_needed(&self) -> usize {
-        (self.n() - 1) / 3 + 1
+    /// f + 1: the peers whose votes a commit proof needs.
+    pub fn votes_needed(&self) -> usize {
+        self.genesis.weak_quorum()
+    }
+
+    /// How long a transaction signed now may wait to be ordered (ms): half the network's
+    /// longest, so a client clock off by up to that much still makes valid transactions.
+    pub fn transaction_lifetime_ms(&self) -> i64 {
+        (self.genesis.parameters().max_tx_lifetime_ms / 2).min(i64::MAX as u64) as i64
     }
 
     /// A signed transaction calling `function` with encoded `args`.
     pub fn transaction(&self, function: &str, args: Vec<u8>) -> ([u8; 32], v1::Envelope) {
         let mut nonce = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut nonce);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
         let transaction = v1::Transaction {
             function: function.to_string(),
             args,
             creator_cert_hash: self.cert_hash.to_vec(),
             creator_certificate: self.cert_der.clone(),
             nonce: nonce.to_vec(),
-            client_time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            client_time_ms: now_ms,
             network_id: self.network_id.to_vec(),
+            expires_at_ms: now_ms.saturating_add(self.transaction_lifetime_ms()),
         }
         .encode_to_vec();
         let signature = self
@@ -507,15 +516,17 @@ impl PeerSet {
         (tx_id, envelope)
     }
 
-    /// Signs and submits a transaction; returns once f+1 peers attest the same outcome.
+    /// Signs and submits a transaction; returns its outcome once a peer proved it.
     pub async fn submit(&self, function: &str, args: Vec<u8>) -> Result<Committed, ClientError> {
         let (_, envelope) = self.transaction(function, args);
         self.submit_envelope(envelope).await
     }
 
-    /// Submits an envelope to every peer at once; returns when f+1 matching, correctly
-    /// signed receipts arrived, or fails when that can no longer happen.
+    /// Submits an envelope to every peer at once; returns the outcome of the first commit
+    /// proof that checks ([`PeerSet::check_proof`]), or fails when no peer can give one.
+    /// A peer that answers with a proof that does not check is passed over, never believed.
     pub async fn submit_envelope(&self, envelope: v1::Envelope) -> Result<Committed, ClientError> {
+        let sent = envelope_hash(&envelope.encode_to_vec());
         let mut calls = tokio::task::JoinSet::new();
         for (i, client) in self.clients.iter().enumerate() {
             let mut client = client.clone();
@@ -528,42 +539,29 @@ impl PeerSet {
                 (i, client.submit(request).await)
             });
         }
-        let needed = self.receipts_needed();
-        let mut groups: ReceiptGroups = HashMap::new();
         let mut errors: Vec<(usize, tonic::Status)> = Vec::new();
         while let Some(joined) = calls.join_next().await {
             let Ok((i, outcome)) = joined else { continue };
-            let (receipt, signed) = match outcome {
-                Ok(response) => match self.check_receipt(i, response.into_inner().receipt) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        errors.push((i, tonic::Status::data_loss(e)));
-                        continue;
+            match outcome {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    match self.proven(&sent, response.proof) {
+                        Ok(mut committed) => {
+                            calls.abort_all();
+                            committed.message = response.message;
+                            return Ok(committed);
+                        }
+                        Err(e) => errors.push((
+                            i,
+                            tonic::Status::data_loss(format!("its commit proof: {e}")),
+                        )),
                     }
-                },
-                Err(status) => {
-                    errors.push((i, status));
-                    if errors.len() > self.n() - needed {
-                        break;
-                    }
-                    continue;
                 }
-            };
-            let key = agreement_key(&receipt);
-            let entry = groups
-                .entry(key.encode_to_vec())
-                .or_insert_with(|| (receipt.clone(), Vec::new(), Vec::new()));
-            entry.1.push(i as u32);
-            entry.2.push(signed);
-            if entry.1.len() >= needed {
-                let (r, by, receipts) = entry.clone();
-                calls.abort_all();
-                self.saw(r.block);
-                return Ok(committed(r, by, receipts));
+                Err(status) => errors.push((i, status)),
             }
         }
-        // No quorum. Peers that refused the transaction agree on why: report that. Otherwise
-        // too few peers could answer in time.
+        // No proof. Peers that refused the transaction before ordering it (it never entered
+        // a block) agree on why: report that. Otherwise too few peers could answer in time.
         let transient = |s: &tonic::Status| {
             matches!(
                 s.code(),
@@ -572,6 +570,7 @@ impl PeerSet {
                     | tonic::Code::Cancelled
                     | tonic::Code::DeadlineExceeded
                     | tonic::Code::ResourceExhausted
+                    | tonic::Code::DataLoss
             )
         };
         let refusals: Vec<(usize, tonic::Status)> = errors
@@ -579,95 +578,52 @@ impl PeerSet {
             .filter(|(_, s)| !transient(s))
             .cloned()
             .collect();
-        if let Some((_, status)) = most_common(&refusals) {
+        // A refusal before ordering is one peer's word, not a proof: believed only when f+1
+        // peers give it (so a correct one does), else reported as no proof.
+        if let Some((count, status)) = most_common(&refusals)
+            && count >= self.votes_needed()
+        {
             return Err(ClientError::from_status(status));
         }
-        if !errors.is_empty() {
-            let detail = errors
-                .iter()
-                .map(|(i, s)| format!("{}: {}", self.names[*i], s.message()))
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(ClientError::NoQuorum {
-                attested: groups
-                    .values()
-                    .map(|(_, by, _)| by.len())
-                    .max()
-                    .unwrap_or(0),
-                needed,
-                detail,
-            });
-        }
-        Err(ClientError::Protocol(
-            "the peers' receipts disagree; no f+1 of them attest one outcome".into(),
-        ))
+        let detail = errors
+            .iter()
+            .map(|(i, s)| format!("{}: {}", self.names[*i], s.message()))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(ClientError::NoQuorum {
+            needed: self.votes_needed(),
+            detail,
+        })
     }
 
-    /// Checks receipts another party relayed (the storage gateway): f+1 of them, from
-    /// distinct genesis peers, signed, for this network and `tx_id`, all saying the same.
-    pub fn attest(
+    /// Checks a commit proof another party relayed (the storage gateway) for `envelope`, the
+    /// envelope this client signed and sent.
+    ///
+    /// # Errors
+    /// `ClientError::Protocol` saying why the proof does not prove that envelope's outcome.
+    pub fn check_proof(
         &self,
-        tx_id: &[u8; 32],
-        attestation: &v1::Attestation,
+        envelope: &v1::Envelope,
+        proof: Option<v1::CommitProof>,
     ) -> Result<Committed, ClientError> {
-        let bad = |why: String| ClientError::Protocol(format!("the gateway's receipts: {why}"));
-        let mut first: Option<v1::Receipt> = None;
-        let mut by = Vec::new();
-        let mut receipts = Vec::new();
-        for signed in &attestation.receipts {
-            let replica = v1::Receipt::decode(signed.receipt.as_slice())
-                .map_err(|e| bad(e.to_string()))?
-                .replica as usize;
-            if replica >= self.n() || by.contains(&(replica as u32)) {
-                return Err(bad(format!("replica {replica} is unknown or repeated")));
-            }
-            let (receipt, signed) = self
-                .check_receipt(replica, Some(signed.clone()))
-                .map_err(bad)?;
-            if receipt.tx_id != tx_id {
-                return Err(bad("a receipt for another transaction".into()));
-            }
-            let key = agreement_key(&receipt);
-            match &first {
-                None => first = Some(key),
-                Some(f) if *f == key => {}
-                Some(_) => return Err(bad("receipts disagree".into())),
-            }
-            by.push(replica as u32);
-            receipts.push(signed);
-        }
-        let Some(receipt) = first.filter(|_| by.len() >= self.receipts_needed()) else {
-            return Err(bad(format!(
-                "{} receipts, {} needed",
-                by.len(),
-                self.receipts_needed()
-            )));
-        };
-        self.saw(receipt.block);
-        Ok(committed(receipt, by, receipts))
+        self.proven(&envelope_hash(&envelope.encode_to_vec()), proof)
+            .map_err(|e| ClientError::Protocol(format!("the gateway's commit proof: {e}")))
     }
 
-    fn check_receipt(
-        &self,
-        peer: usize,
-        signed: Option<v1::SignedReceipt>,
-    ) -> Result<(v1::Receipt, v1::SignedReceipt), String> {
-        let signed = signed.ok_or("no receipt")?;
-        let receipt = v1::Receipt::decode(signed.receipt.as_slice()).map_err(|e| e.to_string())?;
-        if receipt.replica as usize != peer {
-            return Err(format!(
-                "peer {peer} sent a receipt of replica {}",
-                receipt.replica
-            ));
-        }
-        if receipt.network_id != self.network_id {
-            return Err("a receipt from another network".into());
-        }
-        let signature = Signature::from_slice(&signed.signature).map_err(|e| e.to_string())?;
-        self.keys[peer]
-            .verify(SignatureDomain::Receipt, &signed.receipt, &signature)
-            .map_err(|_| format!("peer {peer}'s receipt signature does not verify"))?;
-        Ok((receipt, signed))
+    fn proven(&self, sent: &[u8; 32], proof: Option<v1::CommitProof>) -> Result<Committed, String> {
+        let proof = proof.ok_or("no commit proof")?;
+        let proven = check_commit_proof(&self.genesis, &proof, sent).map_err(|e| e.to_string())?;
+        self.saw(proven.block);
+        let r = proven.result;
+        Ok(Committed {
+            tx_id: r.tx_id.as_slice().try_into().unwrap_or([0; 32]),
+            block: proven.block,
+            status: v1::TxStatus::try_from(r.status).unwrap_or(v1::TxStatus::Unspecified),
+            message: String::new(),
+            code: r.code,
+            result: r.result,
+            proof,
+        })
     }
 
     /// [`PeerSet::query`] with typed arguments and result.
@@ -723,40 +679,12 @@ impl PeerSet {
     }
 }
 
-/// Receipts grouped by content (replica cleared): the receipt, who sent it, as signed.
-type ReceiptGroups = HashMap<Vec<u8>, (v1::Receipt, Vec<u32>, Vec<v1::SignedReceipt>)>;
-
-fn committed(r: v1::Receipt, by: Vec<u32>, receipts: Vec<v1::SignedReceipt>) -> Committed {
-    // Receipts agree without their message (`agreement_key`), so one receipt's words may be a
-    // lying peer's: a message is shown only when every attesting receipt carries it (f+1, so
-    // a correct peer's words); otherwise none, and the code speaks.
-    let messages: BTreeSet<String> = receipts
-        .iter()
-        .filter_map(|s| v1::Receipt::decode(s.receipt.as_slice()).ok())
-        .map(|r| r.message)
-        .collect();
-    let message = match messages.len() {
-        1 => messages.into_iter().next().unwrap_or_default(),
-        _ => String::new(),
-    };
-    Committed {
-        tx_id: r.tx_id.as_slice().try_into().unwrap_or([0; 32]),
-        block: r.block,
-        status: v1::TxStatus::try_from(r.status).unwrap_or(v1::TxStatus::Unspecified),
-        message,
-        code: r.code,
-        result: r.result,
-        attested_by: by,
-        receipts,
-    }
-}
-
+/// The most common kind (gRPC code) among `errors`: how many gave it, and the first of them.
+/// Peers may word the same refusal differently (a time, a version), so only codes count.
 fn most_common(errors: &[(usize, tonic::Status)]) -> Option<(usize, tonic::Status)> {
-    let mut counts: HashMap<(i32, String), (usize, usize)> = HashMap::new();
+    let mut counts: HashMap<i32, (usize, usize)> = HashMap::new();
     for (idx, (_, s)) in errors.iter().enumerate() {
-        let e = counts
-            .entry((s.code() as i32, s.message().to_string()))
-            .or_insert((0, idx));
+        let e = counts.entry(s.code() as i32).or_insert((0, idx));
         e.0 += 1;
     }
     counts
@@ -767,61 +695,3 @@ fn most_common(errors: &[(usize, tonic::Status)]) -> Option<(usize, tonic::Statu
 
 /// A block header's hash, as the peers compute it (for block 0: the network's identity).
 pub use medledger_execution::block::header_hash;
-
-/// What f+1 receipts must agree on: everything but the signing replica and the message (the
-/// words a peer's version gives a refusal; its status and code are what count, so peers on
-/// two versions with different wording still agree).
-fn agreement_key(receipt: &v1::Receipt) -> v1::Receipt {
-    v1::Receipt {
-        replica: 0,
-        message: String::new(),
-        ..receipt.clone()
-    }
-}
-
-#[cfg(test)]
-mod receipt_tests {
-    use super::*;
-
-    fn signed(message: &str) -> v1::SignedReceipt {
-        v1::SignedReceipt {
-            receipt: v1::Receipt {
-                tx_id: vec![1; 32],
-                block: 9,
-                status: v1::TxStatus::ChaincodeError as i32,
-                message: message.into(),
-                code: 7,
-                ..v1::Receipt::default()
-            }
-            .encode_to_vec(),
-            signature: vec![0; 64],
-        }
-    }
-
-    /// Red team, third review of issue 14: receipts agree without their message, so the first
-    /// one's words (a lying peer's, if it answered first) were shown. A message is shown only
-    /// when every attesting receipt carries it.
-    #[test]
-    fn a_message_is_shown_only_when_the_attesting_receipts_agree_on_it() {
-        let key = agreement_key(&v1::Receipt::decode(signed("x").receipt.as_slice()).unwrap());
-        let lying = committed(
-            key.clone(),
-            vec![0, 1],
-            vec![
-                signed("your access was reported"),
-                signed("no permission to write imaging"),
-            ],
-        );
-        assert_eq!(lying.message, "");
-        assert_eq!(lying.code, 7);
-        let agreed = committed(
-            key,
-            vec![0, 1],
-            vec![
-                signed("no permission to write imaging"),
-                signed("no permission to write imaging"),
-            ],
-        );
-        assert_eq!(agreed.message, "no permission to write imaging");
-    }
-}

@@ -1,5 +1,5 @@
 //! Assembling a gateway: its wallet (an enrollment of role gateway), the peers (through the
-//! SDK, which pins their genesis keys and wants f+1 matching receipts), the object store, the
+//! SDK, which pins their genesis and believes an outcome only with its commit proof), the object store, the
 //! upload journal, and the gRPC server behind mutual TLS 1.3.
 
 use std::net::SocketAddr;

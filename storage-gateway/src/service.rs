@@ -8,9 +8,9 @@
 //! makes this hold across a crash: on restart the gateway resubmits the same signed
 //! transaction (it commits at most once) and keeps or deletes the object by the outcome.
 //!
-//! Download: the signed `record_access` transaction. Only after the peers attest that it
-//! committed as valid does the gateway read the object named by the committed result; the
-//! peers' receipts go first, so the client checks them and the hash on the ledger itself.
+//! Download: the signed `record_access` transaction. Only after a commit proof shows that
+//! it committed as valid does the gateway read the object named by the committed result;
+//! the proof goes first, so the client checks it and the hash on the ledger itself.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -376,7 +376,7 @@ impl Gateway {
         })
     }
 
-    /// Submits until the peers attest an outcome, or `commit_timeout` passes (`None`).
+    /// Submits until a peer proves an outcome, or `commit_timeout` passes (`None`).
     /// A refusal before ordering (bad signature, reused id...) is an outcome too.
     async fn commit(&self, envelope: &v1::Envelope) -> Result<Option<Committed>, ClientError> {
         let deadline = tokio::time::Instant::now() + self.limits.commit_timeout;
@@ -571,7 +571,7 @@ impl v1::gateway_server::Gateway for Gateway {
                 self.journal.settle(&opened.tx_id);
                 tracing::info!(path = %declared.path, size = declared.size, block = c.block, "stored");
                 Ok(Response::new(v1::UploadResponse {
-                    attestation: Some(c.attestation()),
+                    proof: Some(c.proof.clone()),
                     path: declared.path,
                     size: declared.size,
                 }))
@@ -638,13 +638,13 @@ impl v1::gateway_server::Gateway for Gateway {
             Err(e) => return Err(store_status("reading", e)),
         };
         let (tx, rx) = mpsc::channel(4);
-        let attestation = committed.attestation();
+        let proof = committed.proof.clone();
         let admitted = opened.admitted;
         tokio::spawn(async move {
             let _permit = permit;
             let _admitted = admitted;
             let first = v1::DownloadResponse {
-                part: Some(v1::download_response::Part::Attestation(attestation)),
+                part: Some(v1::download_response::Part::Proof(Box::new(proof))),
             };
             if tx.send(Ok(first)).await.is_err() {
                 return;
@@ -719,7 +719,7 @@ impl v1::gateway_server::Gateway for Gateway {
         })?;
         self.journal.settle(&opened.tx_id);
         Ok(Response::new(v1::EraseResponse {
-            attestation: Some(committed.attestation()),
+            proof: Some(committed.proof.clone()),
             deleted_paths: deleted,
         }))
     }

@@ -1,7 +1,8 @@
 //! The fixtures of the `envelope` fuzz target (fuzz/fixtures/) are what the target needs to
 //! reach every check behind a valid signature: a genesis this code reads, a clinician's
 //! enrollment certificate issued by that genesis's CA and valid at the fixture's time, and
-//! the clinician's signing key matching it. When the genesis or certificate format changes
+//! the clinician's signing key matching it; and the four peers' signing keys (block votes,
+//! for commit-proof tests). When the genesis or certificate format changes
 //! this fails; write them again from a real test network (CA, peers, enrollment) with
 //!
 //! ```sh
@@ -29,6 +30,14 @@ fn write_fixtures(out: &Path) {
         .contents;
     std::fs::write(out.join("clinician.der"), der).unwrap();
     std::fs::copy(wallet.join("signing.key"), out.join("clinician.key")).unwrap();
+    // The peers' keys: block votes for commit-proof tests and the `proof` fuzz target.
+    for i in 0..4 {
+        std::fs::copy(
+            network.wallet(&format!("peer{i}")).join("signing.key"),
+            out.join(format!("peer{i}.key")),
+        )
+        .unwrap();
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -67,6 +76,17 @@ fn the_envelope_fuzz_fixtures_are_a_network_and_a_clinician_it_enrolled() {
         identity.signing_key,
         "the fixture key is the certificate's"
     );
+    for (i, key) in genesis.peer_keys.iter().enumerate() {
+        let peer = SigningIdentity::from_pkcs8_pem(
+            &String::from_utf8(read(&format!("peer{i}.key"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            peer.verifying_key(),
+            *key,
+            "peer{i}.key is the genesis peer's"
+        );
+    }
 }
 
 /// The fuzz targets are their own workspace with their own Cargo.lock, which `cargo test`

@@ -165,7 +165,7 @@ fn a_thousand_transactions_from_concurrent_clients_leave_identical_ledgers() {
     });
     assert_eq!(acknowledged.len(), 1000);
     // Every receipt came from f+1 = 2 distinct peers.
-    assert!(acknowledged.iter().all(|c| c.attested_by.len() >= 2));
+    assert!(acknowledged.iter().all(|c| c.attested_by().len() >= 2));
     let ids: BTreeSet<_> = acknowledged.iter().map(|c| c.tx_id.to_vec()).collect();
     assert_eq!(ids.len(), 1000, "every transaction has its own id");
     let height = acknowledged.iter().map(|c| c.block).max().unwrap();
@@ -874,12 +874,12 @@ fn seven_peers_tolerate_two_crashes() {
     net.member("patient", "patient");
     let rt = runtime();
     let peers = rt.block_on(connect(&net, "patient", 4));
-    assert_eq!(peers.receipts_needed(), 3, "f = 2: three matching receipts");
+    assert_eq!(peers.votes_needed(), 3, "f = 2: proofs carry three votes");
     let (pseudonym, _) = rt.block_on(register(&peers));
     net.peers[0].kill();
     net.peers[5].kill();
     let done = rt.block_on(grants(&peers, &pseudonym, 10));
-    assert!(done.iter().all(|c| c.attested_by.len() >= 3));
+    assert!(done.iter().all(|c| c.attested_by().len() >= 3));
     net.peers[0].restart();
     net.peers[5].restart();
     let listings = net.converged(done[9].block, Duration::from_secs(60));

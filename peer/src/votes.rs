@@ -1,0 +1,248 @@
+//! Block votes (ledger format 2, docs/adr/0009 §3): after executing block N this peer signs
+//! `(network id, N, header hash)` and sends it to every other peer; the votes it gathers on
+//! the header it computed itself are what its commit proofs carry (f+1 of them).
+//!
+//! Who sends what, and what a liar gets: a vote arrives on a replica stream whose TLS
+//! certificate names its sender, and is kept only when it is that sender's, its signature
+//! verifies, and its block lies in a bounded window around this peer's height — one vote per
+//! replica and block, so a Byzantine peer holds at most one slot per block. A vote on a
+//! header other than this peer's is kept apart and never goes into a proof (a correct peer
+//! seeing it has diverged, or the sender lies: it is logged and counted). Memory is bounded
+//! by `n × (RETAINED + AHEAD)` votes; older blocks' votes are read from the ledger, where
+//! they are stored once f+1 match.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use medledger_crypto::{SignatureDomain, SigningIdentity};
+use medledger_execution::proof::{check_vote, vote_bytes};
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use tokio::sync::watch;
+
+use crate::genesis::Genesis;
+use crate::ledger::Ledger;
+
+/// Blocks behind this peer's height whose votes are still gathered in memory.
+pub const RETAINED: u64 = 256;
+/// Blocks ahead of this peer's height whose votes are accepted (a peer behind the others
+/// keeps their votes until it executes those blocks).
+pub const AHEAD: u64 = 1024;
+
+/// Why a vote was not kept.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum VoteRefused {
+    #[error("replica {sender} sent a vote signed as replica {claimed}")]
+    NotSender { sender: u32, claimed: u32 },
+    #[error("block {0} is outside the window of votes this peer keeps")]
+    OutOfWindow(u64),
+    #[error("the header hash must be 32 bytes")]
+    Malformed,
+    #[error("{0}")]
+    BadSignature(String),
+}
+
+/// One block's votes: replica → (header hash it signed, signature).
+type BlockVotes = BTreeMap<pbft::ReplicaId, ([u8; 32], Vec<u8>)>;
+
+#[derive(Default)]
+struct Inner {
+    /// The last block this peer executed.
+    height: u64,
+    /// Votes by block number, within the window.
+    blocks: BTreeMap<u64, BlockVotes>,
+    /// This peer's header hash of each executed block still in the window.
+    own: BTreeMap<u64, [u8; 32]>,
+}
+
+pub struct Votes {
+    genesis: Arc<Genesis>,
+    ledger: Arc<Ledger>,
+    identity: Arc<SigningIdentity>,
+    me: pbft::ReplicaId,
+    inner: Mutex<Inner>,
+    /// Bumped whenever a vote is kept: proofs waiting for votes look again.
+    changed: watch::Sender<u64>,
+}
+
+impl Votes {
+    pub fn new(
+        genesis: Arc<Genesis>,
+        ledger: Arc<Ledger>,
+        identity: Arc<SigningIdentity>,
+        me: pbft::ReplicaId,
+    ) -> Votes {
+        let height = ledger.height();
+        Votes {
+            genesis,
+            ledger,
+            identity,
+            me,
+            inner: Mutex::new(Inner {
+                height,
+                ..Inner::default()
+            }),
+            changed: watch::Sender::new(0),
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This peer executed block `number` to a header hashing to `hash`: signs its vote,
+    /// keeps it, and returns it for the others.
+    pub fn executed(&self, number: u64, hash: [u8; 32]) -> v1::BlockVote {
+        let signature = self
+            .identity
+            .sign(
+                SignatureDomain::BlockVote,
+                &vote_bytes(&self.genesis.network_id, number, &hash),
+            )
+            .to_bytes()
+            .to_vec();
+        {
+            let mut inner = self.inner();
+            inner.height = inner.height.max(number);
+            inner.own.insert(number, hash);
+            inner
+                .blocks
+                .entry(number)
+                .or_default()
+                .insert(self.me, (hash, signature.clone()));
+            let low = inner.height.saturating_sub(RETAINED);
+            inner.blocks = inner.blocks.split_off(&low);
+            inner.own = inner.own.split_off(&low);
+            self.persist_if_proven(&inner, number);
+        }
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        v1::BlockVote {
+            from: self.me,
+            number,
+            header_hash: hash.to_vec(),
+            signature,
+        }
+    }
+
+    /// A vote that arrived on replica `sender`'s stream: kept when it is valid and in the
+    /// window.
+    ///
+    /// # Errors
+    /// [`VoteRefused`]: why it was dropped (the caller counts it; a vote signed as another
+    /// replica closes the stream).
+    pub fn receive(&self, sender: pbft::ReplicaId, vote: v1::BlockVote) -> Result<(), VoteRefused> {
+        if vote.from != sender {
+            return Err(VoteRefused::NotSender {
+                sender,
+                claimed: vote.from,
+            });
+        }
+        let hash: [u8; 32] = vote
+            .header_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| VoteRefused::Malformed)?;
+        {
+            let inner = self.inner();
+            let low = inner.height.saturating_sub(RETAINED);
+            if vote.number <= low || vote.number > inner.height.saturating_add(AHEAD) {
+                return Err(VoteRefused::OutOfWindow(vote.number));
+            }
+        }
+        let signature = v1::ReplicaSignature {
+            replica: vote.from,
+            signature: vote.signature,
+        };
+        check_vote(&self.genesis, vote.number, &hash, &signature)
+            .map_err(VoteRefused::BadSignature)?;
+        {
+            let mut inner = self.inner();
+            if let Some(own) = inner.own.get(&vote.number)
+                && *own != hash
+            {
+                metrics::counter!("medledger_block_votes_diverging_total").increment(1);
+                tracing::warn!(
+                    block = vote.number,
+                    replica = sender,
+                    "a peer signed another header for a block this peer executed"
+                );
+            }
+            inner
+                .blocks
+                .entry(vote.number)
+                .or_default()
+                .entry(sender)
+                .or_insert((hash, signature.signature));
+            self.persist_if_proven(&inner, vote.number);
+        }
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(())
+    }
+
+    /// The votes held on this peer's own header of block `number` (from memory, or for an
+    /// older block from the ledger).
+    fn matching(inner: &Inner, number: u64) -> Option<Vec<v1::ReplicaSignature>> {
+        let own = inner.own.get(&number)?;
+        Some(
+            inner
+                .blocks
+                .get(&number)?
+                .iter()
+                .filter(|(_, (hash, _))| hash == own)
+                .map(|(replica, (_, signature))| v1::ReplicaSignature {
+                    replica: *replica,
+                    signature: signature.clone(),
+                })
+                .collect(),
+        )
+    }
+
+    /// Stores block `number`'s matching votes once there are f+1 (again as more arrive, up
+    /// to n). A failed write loses only proofs this peer could serve later: logged.
+    fn persist_if_proven(&self, inner: &Inner, number: u64) {
+        let Some(votes) = Self::matching(inner, number) else {
+            return;
+        };
+        if votes.len() >= self.genesis.weak_quorum()
+            && let Err(e) = self.ledger.put_votes(number, votes)
+        {
+            tracing::warn!(block = number, error = %e, "cannot store block votes");
+        }
+    }
+
+    /// The votes this peer holds on its own header of block `number`: in memory while the
+    /// block is in the window, else as stored.
+    pub fn held(&self, number: u64) -> Vec<v1::ReplicaSignature> {
+        if let Some(votes) = Self::matching(&self.inner(), number) {
+            return votes;
+        }
+        self.ledger.votes(number).unwrap_or_else(|e| {
+            tracing::warn!(block = number, error = %e, "cannot read block votes");
+            Vec::new()
+        })
+    }
+
+    /// Waits up to `timeout` until f+1 peers' votes on this peer's header of block `number`
+    /// are held; returns them, or `None` when they did not come in time.
+    pub async fn quorum(
+        &self,
+        number: u64,
+        timeout: Duration,
+    ) -> Option<Vec<v1::ReplicaSignature>> {
+        let needed = self.genesis.weak_quorum();
+        let mut changes = self.changed.subscribe();
+        let wait = async {
+            loop {
+                let votes = self.held(number);
+                if votes.len() >= needed {
+                    return votes;
+                }
+                if changes.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+}
