@@ -45,6 +45,10 @@ enum Command {
         /// A backup suspects the primary after a request waits this long.
         #[arg(long)]
         request_timeout_ms: Option<u64>,
+        /// The longest a transaction may wait to be ordered, in ms (10,000 to 3,600,000;
+        /// default 300,000): it is refused as EXPIRED after its expiry.
+        #[arg(long)]
+        max_tx_lifetime_ms: Option<u64>,
         #[arg(long, short = 'o')]
         output: PathBuf,
     },
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             max_batch,
             batch_timeout_ms,
             request_timeout_ms,
+            max_tx_lifetime_ms,
             output,
         } => {
             let root_pem = std::fs::read_to_string(&ca_root)
@@ -125,6 +130,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(t) = request_timeout_ms {
                 parameters.request_timeout_ms = t;
+            }
+            if let Some(t) = max_tx_lifetime_ms {
+                parameters.max_tx_lifetime_ms = t;
             }
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?

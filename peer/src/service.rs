@@ -62,9 +62,19 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(format!("the peer failed: {e}"))
 }
 
-/// The gRPC status for an envelope refused at submission.
+/// The metadata key under which a refusal at submission names its `v1::TxStatus` (as its
+/// number): structured, so that a client counts refusals by kind, never by words.
+pub const TX_STATUS_METADATA: &str = "medledger-tx-status";
+
+/// The gRPC status for an envelope refused at submission, its `TxStatus` in the metadata
+/// ([`TX_STATUS_METADATA`]).
 pub fn refusal_status(r: &Refusal) -> Status {
-    Status::new(grpc_code(refusal_code(r.status)), r.message.clone())
+    let mut status = Status::new(grpc_code(refusal_code(r.status)), r.message.clone());
+    status.metadata_mut().insert(
+        TX_STATUS_METADATA,
+        tonic::metadata::MetadataValue::from(r.status as i32),
+    );
+    status
 }
 
 /// The gRPC code for a recorded result code (the numbers are the same).
@@ -104,6 +114,41 @@ impl LedgerService {
         self.validator
             .certificate_identity(&der, medledger_tls::now_unix(), &self.facts())
             .map_err(|e| Status::unauthenticated(format!("your certificate was refused: {e}")))
+    }
+
+    /// What a refusal at submission tells the client. An expired transaction is refused for
+    /// good (DEADLINE_EXCEEDED, status EXPIRED) only when this peer's ledger holds a block
+    /// past its expiry: every block that could hold it is then here, and it did not commit
+    /// (the caller looked it up). Before that, a lagging peer could miss the block that holds
+    /// it, so the answer is UNAVAILABLE: ask again, or another peer.
+    fn refusal_now(&self, refusal: &Refusal, envelope: &v1::Envelope) -> Status {
+        if refusal.status != TxStatus::Expired {
+            return refusal_status(refusal);
+        }
+        let expires_at_ms = match &envelope.kind {
+            Some(v1::envelope::Kind::Transaction(signed)) => {
+                v1::Transaction::decode(signed.transaction.as_slice())
+                    .map_or(i64::MAX, |t| t.expires_at_ms)
+            }
+            _ => i64::MAX,
+        };
+        let height = self.ledger.height();
+        let head_ms = self.ledger.header(height).map_or(i64::MIN, |h| h.time_ms);
+        if head_ms > expires_at_ms {
+            let mut final_refusal = refusal.clone();
+            final_refusal.message = format!(
+                "the transaction expired at {expires_at_ms} ms and did not commit in any block \
+                 up to block {height} (consensus time {head_ms} ms): it never will; sign it \
+                 again"
+            );
+            refusal_status(&final_refusal)
+        } else {
+            Status::unavailable(format!(
+                "the transaction's expiry ({expires_at_ms} ms) has passed by this peer's clock, \
+                 but its ledger (block {height}, {head_ms} ms) has no block past it yet, so \
+                 whether it committed is not settled here; ask again or another peer"
+            ))
+        }
     }
 
     /// The commit proof of the transaction `tx_id` from the ledger, when the envelope
@@ -189,15 +234,19 @@ impl v1::ledger_server::Ledger for LedgerService {
             Ok(Checked::Transaction(valid)) => (valid.tx_id, valid.identity.cert_hash),
             // Revocations come from the CA root, in sequence: one identity.
             Ok(checked @ Checked::Revocation { .. }) => (checked.tx_id(), [0; 32]),
-            Err(refusal) if refusal.status == TxStatus::DuplicateTxId => {
-                // A retry of a committed transaction: answer with its proof. Only the very
-                // same envelope gets it; another transaction reusing the id is refused.
-                let tx_id = refusal.tx_id.unwrap_or_default();
-                return self
-                    .proof_from_ledger(&tx_id, &bytes, refusal_status(&refusal), deadline)
-                    .await;
+            Err(refusal) => {
+                // A retry of a committed transaction is answered with its proof, whatever
+                // would refuse it now (its id is used, it expired, its certificate was
+                // revoked since): only the very same envelope gets it.
+                let refused = self.refusal_now(&refusal, &envelope);
+                return match refusal.tx_id {
+                    Some(tx_id) => {
+                        self.proof_from_ledger(&tx_id, &bytes, refused, deadline)
+                            .await
+                    }
+                    None => Err(refused),
+                };
             }
-            Err(refusal) => return Err(refusal_status(&refusal)),
         };
         let _admitted = match by_caller {
             Some(admitted) => admitted,

@@ -560,26 +560,15 @@ impl PeerSet {
                 Err(status) => errors.push((i, status)),
             }
         }
-        // No proof. Peers that refused the transaction before ordering it (it never entered
-        // a block) agree on why: report that. Otherwise too few peers could answer in time.
-        let transient = |s: &tonic::Status| {
-            matches!(
-                s.code(),
-                tonic::Code::Unavailable
-                    | tonic::Code::Unknown
-                    | tonic::Code::Cancelled
-                    | tonic::Code::DeadlineExceeded
-                    | tonic::Code::ResourceExhausted
-                    | tonic::Code::DataLoss
-            )
-        };
+        // No proof. A refusal before ordering (the transaction is in no block) is a peer's
+        // word, not a proof: it is reported only when f+1 peers give the same kind (so a
+        // correct one does), else as no proof. Peers name a validation refusal's kind in the
+        // metadata; timeouts, overload and unreachable peers are not refusals.
         let refusals: Vec<(usize, tonic::Status)> = errors
             .iter()
-            .filter(|(_, s)| !transient(s))
+            .filter(|(_, s)| is_refusal(s))
             .cloned()
             .collect();
-        // A refusal before ordering is one peer's word, not a proof: believed only when f+1
-        // peers give it (so a correct one does), else reported as no proof.
         if let Some((count, status)) = most_common(&refusals)
             && count >= self.votes_needed()
         {
@@ -677,6 +666,24 @@ impl PeerSet {
     pub fn peer(&self, i: usize) -> LedgerClient<Channel> {
         self.clients[i].clone()
     }
+}
+
+/// The metadata key under which a peer names a refusal's `v1::TxStatus` (its number).
+pub const TX_STATUS_METADATA: &str = "medledger-tx-status";
+
+/// Whether a peer's error refuses the transaction (it will not be ordered by that peer),
+/// as opposed to "not now": unreachable, overloaded, timed out, or a proof that did not check.
+fn is_refusal(s: &tonic::Status) -> bool {
+    s.metadata().contains_key(TX_STATUS_METADATA)
+        || !matches!(
+            s.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::DataLoss
+        )
 }
 
 /// The most common kind (gRPC code) among `errors`: how many gave it, and the first of them.

@@ -3,10 +3,13 @@
 //! Upload: the signed `add_item` transaction, then ciphertext. The gateway checks that the
 //! caller signed it, streams the bytes into the object store while hashing them (bounded
 //! buffers, never the whole file), and only once size and SHA-256 match what the transaction
-//! declares does it complete the object and submit the transaction. If the transaction does
-//! not commit, the object is deleted. A journal entry written before the object is completed
-//! makes this hold across a crash: on restart the gateway resubmits the same signed
-//! transaction (it commits at most once) and keeps or deletes the object by the outcome.
+//! declares does it complete the object and submit the transaction. The object is deleted
+//! only when the transaction is proven never to commit: refused in a block (its commit
+//! proof), or expired (f+1 peers hold a block past its expiry without it); a refusal before
+//! ordering is answered at once but settled later. A journal entry written before the
+//! object is completed makes this hold across a crash: the gateway resubmits the same
+//! signed transaction (it commits at most once) every 30 s and at start, and keeps or
+//! deletes the object by the proven outcome.
 //!
 //! Download: the signed `record_access` transaction. Only after a commit proof shows that
 //! it committed as valid does the gateway read the object named by the committed result;
@@ -160,6 +163,14 @@ fn client_status(e: ClientError) -> Status {
         }
         other => Status::internal(other.to_string()),
     }
+}
+
+/// Whether `e` proves the transaction will never commit: f+1 peers (so a correct one) hold
+/// a block past its expiry without it (`DEADLINE_EXCEEDED` with the EXPIRED status, which
+/// a peer gives only then). Every other refusal before ordering is the peers' word that
+/// they will not order it now, not a proof that it can never be ordered.
+fn proven_expired(e: &ClientError) -> bool {
+    matches!(e, ClientError::Rejected { code, .. } if *code == tonic::Code::DeadlineExceeded)
 }
 
 fn store_status(what: &str, e: object_store::Error) -> Status {
@@ -446,8 +457,13 @@ impl Gateway {
                     tracing::info!(%path, block = c.block, "journaled upload committed");
                     self.journal.settle(&tx_id);
                 }
-                Ok(Some(_)) | Err(ClientError::Rejected { .. }) => {
-                    tracing::info!(%path, "journaled upload refused; object deleted");
+                Ok(Some(_)) => {
+                    tracing::info!(%path, "journaled upload refused in a block; object deleted");
+                    self.delete(&path).await;
+                    self.journal.settle(&tx_id);
+                }
+                Err(e) if proven_expired(&e) => {
+                    tracing::info!(%path, "journaled upload expired without committing; object deleted");
                     self.delete(&path).await;
                     self.journal.settle(&tx_id);
                 }
@@ -582,11 +598,16 @@ impl v1::gateway_server::Gateway for Gateway {
                 tracing::info!(path = %declared.path, block = c.block, "refused on the ledger; object deleted");
                 Err(client_status(c.refusal()))
             }
-            Err(e) => {
+            Err(e) if proven_expired(&e) => {
                 self.delete(&path).await;
                 self.journal.settle(&opened.tx_id);
+                tracing::info!(path = %declared.path, "expired without committing; object deleted");
                 Err(client_status(e))
             }
+            // Refused before ordering, by f+1 peers' word: no proof that it never commits
+            // (a faulty primary may still order it before it expires), so the object stays,
+            // journaled, until a block proves the outcome or the expiry passes.
+            Err(e) => Err(client_status(e)),
             Ok(None) => Err(Status::unavailable(
                 "the peers did not confirm the transaction in time; the gateway keeps the \
                  object and settles it (kept if the transaction commits, deleted if not) when \
@@ -759,7 +780,11 @@ impl Gateway {
                 }
                 false
             }
-            Ok(Some(_)) | Err(ClientError::Rejected { .. }) => {
+            Ok(Some(_)) => {
+                self.journal.settle(tx_id);
+                true
+            }
+            Err(e) if proven_expired(&e) => {
                 self.journal.settle(tx_id);
                 true
             }

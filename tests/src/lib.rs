@@ -361,8 +361,14 @@ pub struct TestNetwork {
 
 impl TestNetwork {
     pub fn start(n: usize) -> TestNetwork {
+        Self::start_with(n, &[])
+    }
+
+    /// [`TestNetwork::start`] with more `medledger-peer genesis` options (consensus
+    /// parameters), e.g. `["--max-tx-lifetime-ms", "10000"]`.
+    pub fn start_with(n: usize, genesis_options: &[&str]) -> TestNetwork {
         let mut network = Self::start_ca_only();
-        network.start_peers(n);
+        network.start_peers(n, genesis_options);
         network
     }
 
@@ -386,7 +392,7 @@ impl TestNetwork {
         network
     }
 
-    fn start_peers(&mut self, n: usize) {
+    fn start_peers(&mut self, n: usize, genesis_options: &[&str]) {
         let network = self;
         let ca_dir = network.ca.dir.clone();
         let mut specs = Vec::new();
@@ -406,7 +412,11 @@ impl TestNetwork {
             .genesis(
                 &ca_dir.join("ca-root.pem"),
                 &specs,
-                &["--request-timeout-ms".into(), "1500".into()],
+                &["--request-timeout-ms", "1500"]
+                    .iter()
+                    .chain(genesis_options)
+                    .map(|o| o.to_string())
+                    .collect::<Vec<_>>(),
                 &network.genesis,
             )
             .output()

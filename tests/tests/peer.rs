@@ -1192,3 +1192,62 @@ fn one_identity_flooding_a_peer_is_held_to_its_limits() {
         grants(&patient, &other, 2).await;
     });
 }
+
+/// Ledger format 2 expiry (docs/adr/0009 §6): an outcome is always final. A committed
+/// transaction's retry is answered with its proof even after it expired; one that never
+/// reached a block is refused for good (DEADLINE_EXCEEDED, status EXPIRED) only once the
+/// peers hold a block past its expiry, and is undecided ("ask again") before that.
+#[test]
+fn an_outcome_is_final_committed_or_proven_expired() {
+    let _serial = serial();
+    // A 10 s lifetime: the SDK signs transactions that expire 5 s after signing.
+    let net = TestNetwork::start_with(4, &["--max-tx-lifetime-ms", "10000"]);
+    net.member("patient", "patient");
+    net.member("another", "patient");
+    let wallet = Wallet::open(&net.wallet("patient")).unwrap();
+    runtime().block_on(async {
+        let peers = connect(&net, "patient", 0).await;
+        let mut pseudonym = [0u8; 32];
+        rand_core::OsRng.fill_bytes(&mut pseudonym);
+        let (_, committed_envelope) =
+            peers.transaction("register_patient", register_args(&pseudonym));
+        let first = peers
+            .submit_envelope(committed_envelope.clone())
+            .await
+            .unwrap();
+        assert!(first.is_valid(), "{first:?}");
+        // Signed now, expiring in 2 s, and held back until it has expired.
+        let mut late = transaction_of(&peers.transaction("register_patient", Vec::new()).1);
+        late.expires_at_ms = now_s() * 1000 + 2_000;
+        let late = signed_envelope(&wallet, &late);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+
+        // Past its expiry by every clock, but no block past it yet: not settled.
+        match peers.submit_envelope(late.clone()).await {
+            Err(medledger_sdk::error::ClientError::NoQuorum { .. }) => {}
+            other => panic!("an expiry no block has passed is not settled: {other:?}"),
+        }
+        // A block past the expiry: now every peer holds all the blocks that could hold it.
+        register(&connect(&net, "another", 1).await).await;
+        match peers.submit_envelope(late.clone()).await {
+            Err(medledger_sdk::error::ClientError::Rejected { code, .. }) => {
+                assert_eq!(code, tonic::Code::DeadlineExceeded)
+            }
+            other => panic!("an expired transaction is refused for good: {other:?}"),
+        }
+        let status = submit_raw(&peers, 1, late).await;
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert_eq!(
+            status
+                .metadata()
+                .get(medledger_sdk::peer::TX_STATUS_METADATA)
+                .and_then(|v| v.to_str().ok()),
+            Some((v1::TxStatus::Expired as i32).to_string().as_str()),
+            "the refusal names its kind"
+        );
+        // The committed one, retried after its expiry: its proof, not a refusal.
+        let again = peers.submit_envelope(committed_envelope).await.unwrap();
+        assert_eq!((again.block, again.tx_id), (first.block, first.tx_id));
+        assert!(again.is_valid());
+    });
+}
