@@ -17,7 +17,7 @@ use medledger_proto::v1;
 use v1::TxStatus;
 
 use crate::block::{
-    HEADER_FORMAT_2, WriteSet, header_hash, next_state_root, result_leaves, tx_root,
+    HEADER_FORMAT_2, WriteSet, envelope_hash, header_hash, next_state_root, result_leaves, tx_root,
 };
 use crate::merkle::Tree;
 use crate::result_code::{chaincode_code, refusal_code};
@@ -163,6 +163,8 @@ pub fn execute_block<S: WorldState + ?Sized>(
     let mut history: Vec<HistoryEntry> = Vec::new();
     let mut results = Vec::with_capacity(certified.batch.requests.len());
     let mut envelopes = Vec::with_capacity(certified.batch.requests.len());
+    // Format 2: the envelopes this block ordered so far, by SHA-256.
+    let mut ordered: BTreeSet<[u8; 32]> = BTreeSet::new();
 
     for (index, request) in certified.batch.requests.iter().enumerate() {
         let location = TxLocation {
@@ -170,6 +172,23 @@ pub fn execute_block<S: WorldState + ?Sized>(
             index: index as u32,
         };
         envelopes.push(request.payload.clone());
+        if format >= 2 {
+            // One outcome per envelope (docs/adr/0009): a repeat of an envelope ordered
+            // before — by a faulty primary, or a forward that outlived the core's window —
+            // is recorded as such and changes nothing; its outcome stays its first leaf.
+            let hash = envelope_hash(&request.payload);
+            if ordered.contains(&hash) || state.envelope_location(&hash)?.is_some() {
+                results.push(v1::TxResult {
+                    status: TxStatus::DuplicateEnvelope as i32,
+                    code: refusal_code(TxStatus::DuplicateEnvelope) as i32,
+                    message: "this envelope was ordered before; its outcome is there".into(),
+                    ..Default::default()
+                });
+                continue;
+            }
+            ordered.insert(hash);
+            commit.envelope_index.push((hash, location));
+        }
         let checked = validator.check(&request.payload, time_ms, &facts);
         if let Some(e) = facts.read_failure.borrow_mut().take() {
             return Err(e);

@@ -19,6 +19,7 @@ pub struct MemoryState {
     /// Each key's modifications, oldest first.
     history: BTreeMap<String, Vec<HistoryEntry>>,
     tx_index: BTreeMap<[u8; 32], TxLocation>,
+    envelope_index: BTreeMap<[u8; 32], TxLocation>,
     certificates: BTreeMap<[u8; 32], Vec<u8>>,
     revoked: BTreeSet<Vec<u8>>,
     revocation_sequence: u64,
@@ -32,6 +33,7 @@ impl MemoryState {
             state: BTreeMap::new(),
             history: BTreeMap::new(),
             tx_index: BTreeMap::new(),
+            envelope_index: BTreeMap::new(),
             certificates: BTreeMap::new(),
             revoked: BTreeSet::new(),
             revocation_sequence: 0,
@@ -78,6 +80,8 @@ impl MemoryState {
             }
         }
         self.tx_index.extend(commit.tx_index.iter().copied());
+        self.envelope_index
+            .extend(commit.envelope_index.iter().copied());
         for (hash, der) in &commit.certificates {
             self.certificates.insert(*hash, der.clone());
         }
@@ -133,6 +137,9 @@ impl WorldState for MemoryState {
 
     fn tx_location(&self, tx_id: &[u8; 32]) -> Result<Option<TxLocation>, StateError> {
         Ok(self.tx_index.get(tx_id).copied())
+    }
+    fn envelope_location(&self, hash: &[u8; 32]) -> Result<Option<TxLocation>, StateError> {
+        Ok(self.envelope_index.get(hash).copied())
     }
 
     fn is_revoked(&self, serial: &[u8]) -> bool {

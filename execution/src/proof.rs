@@ -38,6 +38,8 @@ pub enum ProofError {
     BadPath,
     #[error("vote {index}: {why}")]
     BadVote { index: usize, why: String },
+    #[error("{0} votes: more than the network has peers")]
+    TooManyVotes(usize),
     #[error("{got} distinct peers signed the header; {needed} are needed")]
     TooFewVotes { got: usize, needed: usize },
 }
@@ -138,11 +140,17 @@ pub fn check_commit_proof(
         return Err(ProofError::BadPath);
     }
     let hash = header_hash(header);
+    // Bounded before any signature is checked: at most one vote per peer.
+    if proof.votes.len() > genesis.peer_keys.len() {
+        return Err(ProofError::TooManyVotes(proof.votes.len()));
+    }
     let mut signers = std::collections::BTreeSet::new();
     for (index, vote) in proof.votes.iter().enumerate() {
+        if !signers.insert(vote.replica) {
+            continue;
+        }
         check_vote(genesis, header.number, &hash, vote)
             .map_err(|why| ProofError::BadVote { index, why })?;
-        signers.insert(vote.replica);
     }
     let needed = genesis.weak_quorum();
     if signers.len() < needed {

@@ -12,7 +12,7 @@ pub fn refusal_code(status: TxStatus) -> ResultCode {
     match status {
         TxStatus::BadSignature | TxStatus::BadCertificate => ResultCode::Unauthenticated,
         TxStatus::CertificateRevoked | TxStatus::CertificateExpired => ResultCode::PermissionDenied,
-        TxStatus::DuplicateTxId => ResultCode::AlreadyExists,
+        TxStatus::DuplicateTxId | TxStatus::DuplicateEnvelope => ResultCode::AlreadyExists,
         TxStatus::BadRevocation => ResultCode::FailedPrecondition,
         TxStatus::TooLarge => ResultCode::OutOfRange,
         TxStatus::UnknownFunction => ResultCode::Unimplemented,

@@ -72,6 +72,9 @@ pub trait WorldState {
     fn certificate(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>, StateError>;
     /// Where transaction `tx_id` was recorded, if it was.
     fn tx_location(&self, tx_id: &[u8; 32]) -> Result<Option<TxLocation>, StateError>;
+    /// Format 2: where the envelope whose SHA-256 is `hash` was first ordered, whatever its
+    /// outcome (accepted or refused), if it was.
+    fn envelope_location(&self, hash: &[u8; 32]) -> Result<Option<TxLocation>, StateError>;
     /// Whether a certificate serial was revoked by a committed block.
     fn is_revoked(&self, serial: &[u8]) -> bool;
     /// The CA sequence number of the last revocation committed (0: none).
@@ -103,4 +106,7 @@ pub struct BlockCommit {
     /// Format 2: the result leaf hashes whose Merkle root is the header's `result_root`, by
     /// index (the host builds commit proofs from them); empty for format 1.
     pub result_leaves: Vec<[u8; 32]>,
+    /// Format 2: the SHA-256 and location of every envelope this block ordered for the first
+    /// time (a repeat of an earlier envelope is not indexed again).
+    pub envelope_index: Vec<([u8; 32], TxLocation)>,
 }

@@ -215,21 +215,24 @@ impl Validator {
             )
         })?;
         let tx_id = medledger_crypto::transaction_id(&tx.nonce, &cert_hash);
+        // Format 2: until its signature verifies, the envelope is nobody's, and its refusals
+        // name no transaction id (a forger could name a victim's certificate and nonce).
+        // Format 1 named it, and checked for a replay before the signature: kept, so that
+        // old chains re-execute to what they recorded.
+        let v2 = self.ledger_format() >= 2;
+        let unattributed =
+            |status, message: String| Refusal::new(status, message, (!v2).then_some(tx_id));
         let refuse = |status, message: String| Refusal::new(status, message, Some(tx_id));
         if tx.network_id != self.genesis.network_id {
-            return Err(refuse(
+            return Err(unattributed(
                 TxStatus::WrongNetwork,
                 "the transaction names another network".into(),
             ));
         }
-        if self.ledger_format() >= 2 {
-            self.check_expiry(&tx, time_ms)
-                .map_err(|(status, why)| refuse(status, why))?;
-        }
         // The certificate: carried, or stored on the ledger when first seen.
         let (der, carried) = if tx.creator_certificate.is_empty() {
             let der = facts.certificate(&cert_hash).ok_or_else(|| {
-                refuse(
+                unattributed(
                     TxStatus::BadCertificate,
                     "unknown certificate: send the full certificate with the transaction".into(),
                 )
@@ -237,7 +240,7 @@ impl Validator {
             (der, false)
         } else {
             if <[u8; 32]>::from(Sha256::digest(&tx.creator_certificate)) != cert_hash {
-                return Err(refuse(
+                return Err(unattributed(
                     TxStatus::BadCertificate,
                     "the certificate does not match creator_cert_hash".into(),
                 ));
@@ -254,18 +257,29 @@ impl Validator {
                     }
                     _ => TxStatus::BadCertificate,
                 };
-                refuse(status, format!("creator certificate: {e}"))
+                unattributed(status, format!("creator certificate: {e}"))
             })?;
-        // A replay is refused before the signature cache is consulted: a committed id can
-        // never be revived under a cached signature.
-        if facts.tx_id_used(&tx_id) {
-            return Err(refuse(
+        let replay = || {
+            refuse(
                 TxStatus::DuplicateTxId,
                 "this transaction id was already used".into(),
-            ));
+            )
+        };
+        if !v2 && facts.tx_id_used(&tx_id) {
+            return Err(replay());
         }
         self.verify_signature(signed, &identity)
-            .map_err(|m| refuse(TxStatus::BadSignature, m))?;
+            .map_err(|m| unattributed(TxStatus::BadSignature, m))?;
+        // Signed by the certificate's holder: from here the refusals are theirs. A replay
+        // is refused before its expiry is looked at, so a committed transaction retried
+        // late is a duplicate, never "expired".
+        if v2 && facts.tx_id_used(&tx_id) {
+            return Err(replay());
+        }
+        if v2 {
+            self.check_expiry(&tx, time_ms)
+                .map_err(|(status, why)| refuse(status, why))?;
+        }
         if matches!(identity.role, Role::Peer | Role::Gateway) {
             return Err(refuse(
                 TxStatus::UnknownFunction,

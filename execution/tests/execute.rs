@@ -144,11 +144,27 @@ fn the_same_inputs_give_the_same_block_and_a_committed_transaction_does_not_repl
         first.block.header.clone().unwrap()
     );
 
+    // The very same envelopes again: repeats, which keep their first outcome. Other
+    // envelopes under the same transaction ids (same nonce, other arguments): duplicates.
     let replay = execute(&net, &state, requests());
     for r in &replay.block.results {
+        assert_eq!(r.status, v1::TxStatus::DuplicateEnvelope as i32, "{r:?}");
+    }
+    let reused = execute(
+        &net,
+        &state,
+        vec![
+            transaction(&net, "register_patient", vec![9], 2),
+            transaction(&net, "register_patient", vec![9], 3),
+        ],
+    );
+    for r in &reused.block.results {
         assert_eq!(r.status, v1::TxStatus::DuplicateTxId as i32, "{r:?}");
     }
-    assert!(replay.tx_index.is_empty(), "a replay is not indexed again");
+    assert!(
+        replay.tx_index.is_empty() && reused.tx_index.is_empty(),
+        "a replay is not indexed again"
+    );
 }
 
 /// The committed state with reads of the world state failing, as a failing disk would.
@@ -178,6 +194,9 @@ impl WorldState for FailingReads {
     }
     fn tx_location(&self, tx_id: &[u8; 32]) -> Result<Option<TxLocation>, StateError> {
         self.0.tx_location(tx_id)
+    }
+    fn envelope_location(&self, hash: &[u8; 32]) -> Result<Option<TxLocation>, StateError> {
+        self.0.envelope_location(hash)
     }
     fn is_revoked(&self, serial: &[u8]) -> bool {
         self.0.is_revoked(serial)

@@ -306,3 +306,70 @@ fn a_format_1_header_or_another_configuration_proves_nothing() {
         Err(ProofError::Incomplete)
     );
 }
+
+#[test]
+fn a_proof_carries_at_most_one_vote_per_peer() {
+    let f = fixture_block();
+    let proof = v1::CommitProof {
+        votes: f.votes(&[0, 1, 2, 3, 0]),
+        ..f.proof(0)
+    };
+    assert_eq!(
+        check_commit_proof(&f.genesis, &proof, &f.sent(0)),
+        Err(ProofError::TooManyVotes(5))
+    );
+}
+
+/// One envelope, one outcome: an envelope a faulty primary orders again — in the same block
+/// or a later one — is recorded as a repeat that changes nothing, not as a second outcome
+/// (a lying peer could otherwise prove "refused as a duplicate" for a committed envelope).
+#[test]
+fn an_envelope_ordered_again_keeps_its_first_outcome() {
+    let f = fixture_block();
+    let mut state = MemoryState::new(&f.genesis);
+    let validator = Validator::new(f.genesis.clone());
+    let first = &f.block.envelopes[0];
+    let request = || pbft::Request {
+        tx_id: envelope_hash(first),
+        payload: first.clone(),
+    };
+    let time = f.header().time_ms as u64;
+    let run = |state: &MemoryState, seq, requests| {
+        let batch = pbft::Batch {
+            timestamp_ms: time,
+            requests,
+        };
+        execute_block(
+            state,
+            &validator,
+            &CertifiedBatch {
+                seq,
+                batch: &batch,
+                commits: &[],
+            },
+        )
+        .unwrap()
+    };
+    let once = run(&state, 1, vec![request(), request()]);
+    let statuses: Vec<i32> = once.block.results.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        vec![
+            f.block.results[0].status,
+            v1::TxStatus::DuplicateEnvelope as i32
+        ]
+    );
+    assert!(
+        once.block.results[1].tx_id.is_empty(),
+        "a repeat names no one"
+    );
+    assert_eq!(once.envelope_index.len(), 1);
+    state.apply(&once).unwrap();
+    let again = run(&state, 2, vec![request()]);
+    assert_eq!(
+        again.block.results[0].status,
+        v1::TxStatus::DuplicateEnvelope as i32
+    );
+    assert!(again.envelope_index.is_empty());
+    assert!(again.state.is_empty() && again.tx_index.is_empty());
+}

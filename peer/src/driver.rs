@@ -312,6 +312,11 @@ impl Driver {
                 .ledger
                 .header(seq)
                 .unwrap_or_else(|e| fatal(&e.to_string()));
+            // Its vote may never have left before the restart.
+            if header.format != 0 {
+                let hash = header_hash(&header);
+                self.network.broadcast_vote(self.votes.executed(seq, hash));
+            }
             return checkpoint_digest(&header);
         }
         assert_eq!(seq, height + 1, "blocks execute in order");

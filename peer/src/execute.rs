@@ -124,6 +124,9 @@ impl WorldState for LedgerState<'_> {
     fn tx_location(&self, tx_id: &[u8; 32]) -> Result<Option<TxLocation>, StateError> {
         Ok(self.ledger.tx_location(tx_id)?)
     }
+    fn envelope_location(&self, hash: &[u8; 32]) -> Result<Option<TxLocation>, StateError> {
+        Ok(self.ledger.envelope_location(hash)?)
+    }
     fn is_revoked(&self, serial: &[u8]) -> bool {
         self.revocations.serials.contains(serial)
     }

@@ -40,7 +40,9 @@ pub const CF_META: &str = "meta";
 /// block number: metadata, not consensus state (written unsynced; lost votes are only a
 /// proof this peer cannot serve, and the others can).
 pub const CF_VOTES: &str = "votes";
-const ALL_CFS: [&str; 9] = [
+/// Format 2: SHA-256 of every envelope ordered → where it was first ordered (`TxLocation`).
+pub const CF_ENVELOPES: &str = "envelope_index";
+const ALL_CFS: [&str; 10] = [
     CF_BLOCKS,
     CF_STATE,
     CF_HISTORY,
@@ -50,6 +52,7 @@ const ALL_CFS: [&str; 9] = [
     CF_PBFT,
     CF_META,
     CF_VOTES,
+    CF_ENVELOPES,
 ];
 
 const META_NETWORK_ID: &[u8] = b"network_id";
@@ -205,54 +208,24 @@ impl Ledger {
             .and_then(|b| TxLocation::decode(&b)))
     }
 
-    /// The committed result of a transaction, with its block number.
-    pub fn tx_result(&self, tx_id: &[u8]) -> Result<Option<(u64, v1::TxResult)>> {
-        let Some(location) = self.tx_location(tx_id)? else {
-            return Ok(None);
-        };
-        let block = self
-            .block(location.block)?
-            .ok_or_else(|| corrupt("tx_index", "points at a missing block"))?;
-        let result = block
-            .results
-            .get(location.index as usize)
-            .cloned()
-            .ok_or_else(|| corrupt("tx_index", "points past a block's results"))?;
-        Ok(Some((location.block, result)))
+    /// Where the envelope whose SHA-256 is `hash` was first ordered (format 2).
+    pub fn envelope_location(&self, hash: &[u8]) -> Result<Option<TxLocation>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_ENVELOPES), hash)?
+            .and_then(|b| TxLocation::decode(&b)))
     }
 
-    /// The committed envelope of a transaction, with its block number and result.
-    pub fn tx_envelope(&self, tx_id: &[u8]) -> Result<Option<(u64, Vec<u8>, v1::TxResult)>> {
-        let Some(location) = self.tx_location(tx_id)? else {
-            return Ok(None);
-        };
-        let mut block = self
-            .block(location.block)?
-            .ok_or_else(|| corrupt("tx_index", "points at a missing block"))?;
-        let i = location.index as usize;
-        if i >= block.envelopes.len() || i >= block.results.len() {
-            return Err(corrupt("tx_index", "points past a block's transactions"));
-        }
-        Ok(Some((
-            location.block,
-            block.envelopes.swap_remove(i),
-            block.results.swap_remove(i),
-        )))
-    }
-
-    /// The block holding a transaction and its position in it.
-    pub fn tx_block(&self, tx_id: &[u8]) -> Result<Option<(TxLocation, v1::Block)>> {
-        let Some(location) = self.tx_location(tx_id)? else {
-            return Ok(None);
-        };
+    /// Block `location.block` and the position of a transaction in it, checked.
+    pub fn located(&self, location: TxLocation) -> Result<v1::Block> {
         let block = self
             .block(location.block)?
-            .ok_or_else(|| corrupt("tx_index", "points at a missing block"))?;
+            .ok_or_else(|| corrupt("index", "points at a missing block"))?;
         let i = location.index as usize;
         if i >= block.envelopes.len() || i >= block.results.len() {
-            return Err(corrupt("tx_index", "points past a block's transactions"));
+            return Err(corrupt("index", "points past a block's transactions"));
         }
-        Ok(Some((location, block)))
+        Ok(block)
     }
 
     /// The block votes stored for block `number` (checked when they arrived).
@@ -344,6 +317,9 @@ impl Ledger {
         }
         for (tx_id, location) in &commit.tx_index {
             batch.put_cf(self.cf(CF_TX_INDEX), tx_id, location.encode());
+        }
+        for (hash, location) in &commit.envelope_index {
+            batch.put_cf(self.cf(CF_ENVELOPES), hash, location.encode());
         }
         for (hash, der) in &commit.certificates {
             batch.put_cf(self.cf(CF_CERTIFICATES), hash, der);

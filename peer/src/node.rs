@@ -38,9 +38,13 @@ struct ReplicaCrypto {
 
 impl pbft::Crypto for ReplicaCrypto {
     /// Ledger format 2 (docs/adr/0009 §5): a request is named by its envelope's SHA-256, so
-    /// no other bytes can be ordered under a client's request id.
+    /// no other bytes can be ordered under a client's request id. Bytes that are not a
+    /// canonically encoded envelope name nothing: no correct peer orders them.
     fn request_id(&self, payload: &[u8]) -> Option<pbft::TxId> {
-        Some(crate::block::envelope_hash(payload))
+        let envelope = <v1::Envelope as prost::Message>::decode(payload).ok()?;
+        (prost::Message::encoded_len(&envelope) == payload.len()
+            && prost::Message::encode_to_vec(&envelope) == payload)
+            .then(|| crate::block::envelope_hash(payload))
     }
 
     fn sign(&self, _domain: pbft::Domain, bytes: &[u8]) -> Vec<u8> {

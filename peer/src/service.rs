@@ -151,22 +151,22 @@ impl LedgerService {
         }
     }
 
-    /// The commit proof of the transaction `tx_id` from the ledger, when the envelope
-    /// stored under it is `envelope` (a retry): another envelope under that id is the
-    /// caller's `refusal`.
+    /// The commit proof of the envelope `bytes` from the ledger, when it was ordered before
+    /// (its first leaf, whatever the outcome: one envelope, one outcome); `None` when it
+    /// never was.
     async fn proof_from_ledger(
         &self,
-        tx_id: &[u8; 32],
-        envelope: &[u8],
-        refusal: Status,
+        bytes: &[u8],
         deadline: tokio::time::Instant,
-    ) -> Result<Response<v1::SubmitResponse>, Status> {
-        let Some((location, block)) = self.ledger.tx_block(tx_id).map_err(internal)? else {
-            return Err(refusal);
+    ) -> Result<Option<Response<v1::SubmitResponse>>, Status> {
+        let hash = envelope_hash(bytes);
+        let Some(location) = self.ledger.envelope_location(&hash).map_err(internal)? else {
+            return Ok(None);
         };
+        let block = self.ledger.located(location).map_err(internal)?;
         let index = location.index as usize;
-        if block.envelopes[index] != envelope {
-            return Err(refusal);
+        if block.envelopes[index] != bytes {
+            return Err(internal("the envelope index points at another envelope"));
         }
         let header = block.header.clone().unwrap_or_default();
         let tree = Tree::new(result_leaves(&block.envelopes, &block.results));
@@ -175,12 +175,13 @@ impl LedgerService {
             Vec::new(),
             &tree,
             index,
-            &envelope_hash(envelope),
+            &hash,
             &block.results[index],
         )
         .ok_or_else(|| internal("a stored block's result tree has no such leaf"))?;
         self.with_votes(location.block, proof, String::new(), deadline)
             .await
+            .map(Some)
     }
 
     /// `proof` with f+1 votes on its header, waiting for them until `deadline`.
@@ -227,26 +228,19 @@ impl v1::ledger_server::Ledger for LedgerService {
             .ok_or_else(|| Status::invalid_argument("the request carries no envelope"))?;
         let deadline = tokio::time::Instant::now() + SUBMIT_TIMEOUT;
         let bytes = envelope.encode_to_vec();
+        // Ordered before (a retry, even after it expired or its certificate was revoked):
+        // its outcome is already on the ledger, with its proof.
+        if let Some(answer) = self.proof_from_ledger(&bytes, deadline).await? {
+            return Ok(answer);
+        }
         let checked = self
             .validator
             .check(&bytes, crate::driver::now_ms() as i64, &self.facts());
-        let (tx_id, creator) = match checked {
-            Ok(Checked::Transaction(valid)) => (valid.tx_id, valid.identity.cert_hash),
+        let creator = match checked {
+            Ok(Checked::Transaction(valid)) => valid.identity.cert_hash,
             // Revocations come from the CA root, in sequence: one identity.
-            Ok(checked @ Checked::Revocation { .. }) => (checked.tx_id(), [0; 32]),
-            Err(refusal) => {
-                // A retry of a committed transaction is answered with its proof, whatever
-                // would refuse it now (its id is used, it expired, its certificate was
-                // revoked since): only the very same envelope gets it.
-                let refused = self.refusal_now(&refusal, &envelope);
-                return match refusal.tx_id {
-                    Some(tx_id) => {
-                        self.proof_from_ledger(&tx_id, &bytes, refused, deadline)
-                            .await
-                    }
-                    None => Err(refused),
-                };
-            }
+            Ok(Checked::Revocation { .. }) => [0; 32],
+            Err(refusal) => return Err(self.refusal_now(&refusal, &envelope)),
         };
         let _admitted = match by_caller {
             Some(admitted) => admitted,
@@ -276,17 +270,18 @@ impl v1::ledger_server::Ledger for LedgerService {
                 result,
                 proof,
             })) => {
-                self.with_votes(block, *proof, result.message, deadline)
-                    .await
+                // Words only for a refusal, and only as this peer's (the proof has none).
+                let words = if result.status == TxStatus::Valid as i32 {
+                    String::new()
+                } else {
+                    result.message
+                };
+                self.with_votes(block, *proof, words, deadline).await
             }
-            Ok(Ok(Outcome::AlreadyCommitted)) => {
-                let refusal = Status::failed_precondition(
-                    "this envelope was ordered before and is not in this peer's transaction \
-                     index (it was refused in an earlier block); sign the transaction again",
-                );
-                self.proof_from_ledger(&tx_id, &bytes, refusal, deadline)
-                    .await
-            }
+            Ok(Ok(Outcome::AlreadyCommitted)) => self
+                .proof_from_ledger(&bytes, deadline)
+                .await?
+                .ok_or_else(|| internal("an executed envelope is not in the envelope index")),
             Ok(Ok(Outcome::Displaced { block })) => Err(Status::aborted(format!(
                 "block {block} holds other bytes under this envelope's request id (faulty \
                  peers ordered them); this envelope will not commit: sign the transaction \

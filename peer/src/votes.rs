@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use medledger_crypto::{SignatureDomain, SigningIdentity};
+use medledger_execution::block::header_hash;
 use medledger_execution::proof::{check_vote, vote_bytes};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
@@ -37,6 +38,8 @@ pub enum VoteRefused {
     NotSender { sender: u32, claimed: u32 },
     #[error("block {0} is outside the window of votes this peer keeps")]
     OutOfWindow(u64),
+    #[error("replica already voted on block {0}")]
+    Repeated(u64),
     #[error("the header hash must be 32 bytes")]
     Malformed,
     #[error("{0}")]
@@ -74,7 +77,7 @@ impl Votes {
         me: pbft::ReplicaId,
     ) -> Votes {
         let height = ledger.height();
-        Votes {
+        let votes = Votes {
             genesis,
             ledger,
             identity,
@@ -84,7 +87,18 @@ impl Votes {
                 ..Inner::default()
             }),
             changed: watch::Sender::new(0),
+        };
+        // After a restart: this peer's own headers of the recent blocks, so that votes the
+        // others send late still match (and are stored), and its own votes on them again.
+        for number in height.saturating_sub(RETAINED).saturating_add(1)..=height {
+            match votes.ledger.header(number) {
+                Ok(header) => {
+                    votes.executed(number, header_hash(&header));
+                }
+                Err(e) => tracing::warn!(block = number, error = %e, "cannot read a header"),
+            }
         }
+        votes
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -149,6 +163,15 @@ impl Votes {
             if vote.number <= low || vote.number > inner.height.saturating_add(AHEAD) {
                 return Err(VoteRefused::OutOfWindow(vote.number));
             }
+            // One vote per replica and block: a repeat costs a lookup, not a signature check,
+            // a write or a wake-up.
+            if inner
+                .blocks
+                .get(&vote.number)
+                .is_some_and(|b| b.contains_key(&sender))
+            {
+                return Err(VoteRefused::Repeated(vote.number));
+            }
         }
         let signature = v1::ReplicaSignature {
             replica: vote.from,
@@ -158,6 +181,11 @@ impl Votes {
             .map_err(VoteRefused::BadSignature)?;
         {
             let mut inner = self.inner();
+            let slot = inner.blocks.entry(vote.number).or_default();
+            if slot.contains_key(&sender) {
+                return Err(VoteRefused::Repeated(vote.number));
+            }
+            slot.insert(sender, (hash, signature.signature));
             if let Some(own) = inner.own.get(&vote.number)
                 && *own != hash
             {
@@ -168,12 +196,6 @@ impl Votes {
                     "a peer signed another header for a block this peer executed"
                 );
             }
-            inner
-                .blocks
-                .entry(vote.number)
-                .or_default()
-                .entry(sender)
-                .or_insert((hash, signature.signature));
             self.persist_if_proven(&inner, vote.number);
         }
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
@@ -232,6 +254,15 @@ impl Votes {
     ) -> Option<Vec<v1::ReplicaSignature>> {
         let needed = self.genesis.weak_quorum();
         let mut changes = self.changed.subscribe();
+        // Below the window no vote is kept any more: what is stored is all there will be.
+        let settled = {
+            let inner = self.inner();
+            number <= inner.height.saturating_sub(RETAINED)
+        };
+        if settled {
+            let votes = self.held(number);
+            return (votes.len() >= needed).then_some(votes);
+        }
         let wait = async {
             loop {
                 let votes = self.held(number);

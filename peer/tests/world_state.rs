@@ -78,6 +78,7 @@ fn commit(rng: &mut Rng, number: u64, previous: &v1::BlockHeader) -> BlockCommit
         },
         state: state.into_iter().map(|(k, (v, l))| (k, v, l)).collect(),
         history,
+        envelope_index: tx_index.iter().map(|(id, l)| ([!id[0]; 32], *l)).collect(),
         tx_index,
         certificates: vec![([number as u8; 32], vec![number as u8; 3])],
         revocations,
@@ -146,6 +147,11 @@ fn rocksdb_and_memory_answer_every_read_alike() {
             assert_eq!(
                 disk.tx_location(id).unwrap(),
                 memory.tx_location(id).unwrap()
+            );
+            let envelope = [!id[0]; 32];
+            assert_eq!(
+                disk.envelope_location(&envelope).unwrap(),
+                memory.envelope_location(&envelope).unwrap()
             );
         }
     }

@@ -548,7 +548,7 @@ impl PeerSet {
                     match self.proven(&sent, response.proof) {
                         Ok(mut committed) => {
                             calls.abort_all();
-                            committed.message = response.message;
+                            committed.message = peer_words(&response.message);
                             return Ok(committed);
                         }
                         Err(e) => errors.push((
@@ -572,11 +572,20 @@ impl PeerSet {
         if let Some((count, status)) = most_common(&refusals)
             && count >= self.votes_needed()
         {
-            return Err(ClientError::from_status(status));
+            // The kind is agreed by f+1 peers; the words are one of them's.
+            let words = format!(
+                "refused by {count} peers before ordering; one of them says: {}",
+                peer_words(status.message())
+            );
+            return Err(ClientError::from_status(tonic::Status::with_metadata(
+                status.code(),
+                words,
+                status.metadata().clone(),
+            )));
         }
         let detail = errors
             .iter()
-            .map(|(i, s)| format!("{}: {}", self.names[*i], s.message()))
+            .map(|(i, s)| format!("{}: {}", self.names[*i], peer_words(s.message())))
             .collect::<Vec<_>>()
             .join("; ");
         Err(ClientError::NoQuorum {
@@ -604,6 +613,14 @@ impl PeerSet {
         let proven = check_commit_proof(&self.genesis, &proof, sent).map_err(|e| e.to_string())?;
         self.saw(proven.block);
         let r = proven.result;
+        // A repeat of an envelope ordered earlier (a faulty primary can order one again) is
+        // recorded, but is not its outcome: that is its first leaf, which correct peers give.
+        if r.status == v1::TxStatus::DuplicateEnvelope as i32 {
+            return Err(format!(
+                "a proof of a repeat of this envelope (block {}), not of its outcome",
+                proven.block
+            ));
+        }
         Ok(Committed {
             tx_id: r.tx_id.as_slice().try_into().unwrap_or([0; 32]),
             block: proven.block,
@@ -665,6 +682,18 @@ impl PeerSet {
     /// The client for peer `i`, for calls the SDK does not wrap.
     pub fn peer(&self, i: usize) -> LedgerClient<Channel> {
         self.clients[i].clone()
+    }
+}
+
+/// Most characters of one peer's words shown (they are unproven, and a lying peer's could be
+/// long).
+const MAX_PEER_WORDS: usize = 300;
+
+/// A peer's words, cut to [`MAX_PEER_WORDS`] characters.
+fn peer_words(words: &str) -> String {
+    match words.char_indices().nth(MAX_PEER_WORDS) {
+        Some((cut, _)) => format!("{}…", &words[..cut]),
+        None => words.to_string(),
     }
 }
 
