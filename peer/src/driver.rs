@@ -376,6 +376,11 @@ impl Driver {
                         result,
                     )
                 };
+                // A repeat of an envelope ordered earlier: its outcome is the first leaf.
+                if result.status == v1::TxStatus::DuplicateEnvelope as i32 {
+                    let _ = w.reply.send(Outcome::AlreadyCommitted);
+                    continue;
+                }
                 let _ = w.reply.send(answer(
                     &request.tx_id,
                     &request.payload,

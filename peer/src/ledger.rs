@@ -118,9 +118,20 @@ impl Ledger {
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.set_max_open_files(512);
-        let cfs = ALL_CFS
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, options.clone()));
+        // Point lookups that mostly miss (every submission asks whether its transaction id
+        // was used; a refusal asks whether its envelope was ordered): a Bloom filter answers
+        // a miss without reading the table.
+        let mut lookups = options.clone();
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        lookups.set_block_based_table_factory(&table);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let cf_options = match *name {
+                CF_TX_INDEX | CF_ENVELOPES | CF_CERTIFICATES => lookups.clone(),
+                _ => options.clone(),
+            };
+            ColumnFamilyDescriptor::new(*name, cf_options)
+        });
         let db = DB::open_cf_descriptors(&options, dir, cfs)?;
         let ledger = Ledger {
             db,

@@ -21,6 +21,7 @@ pub mod driver;
 pub mod execute;
 pub mod inputs;
 pub mod ledger;
+pub mod lies;
 pub mod network;
 pub mod node;
 pub mod pbft_store;

@@ -151,11 +151,20 @@ pub async fn run(
     });
     let tls_revocations = shared.revocations.serials.clone();
     let validator = Arc::new(Validator::new(genesis.clone()));
+    let lies = crate::lies::Lies::from_env(&me.name);
+    if lies.any() {
+        tracing::warn!(
+            ?lies,
+            "this peer lies ({}, debug builds only: a test)",
+            crate::lies::FAULT_LIE
+        );
+    }
     let votes = Arc::new(Votes::new(
         genesis.clone(),
         ledger.clone(),
         me.signing.clone(),
         replica_id,
+        lies.votes,
     ));
 
     // TLS: servers check clients against the root and the ledger's revocations; replicas
@@ -266,6 +275,8 @@ pub async fn run(
         inputs: inputs.clone(),
         replica: replica_id,
         votes: votes.clone(),
+        lies,
+        lie_turn: std::sync::atomic::AtomicU64::new(0),
         admission: medledger_tls::admission::Admission::new(crate::service::SUBMIT_LIMITS),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);

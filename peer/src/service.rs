@@ -44,6 +44,9 @@ pub struct LedgerService {
     pub replica: pbft::ReplicaId,
     /// The block votes this peer gathers: what its commit proofs carry.
     pub votes: Arc<Votes>,
+    /// Debug builds, in tests: the lies this peer tells (`lies.rs`); none otherwise.
+    pub lies: crate::lies::Lies,
+    pub lie_turn: std::sync::atomic::AtomicU64,
     /// Per-identity limits on submissions (by the transaction's creator).
     pub admission: Arc<medledger_tls::admission::Admission>,
 }
@@ -207,11 +210,9 @@ impl LedgerService {
             ))),
         }
     }
-}
 
-#[tonic::async_trait]
-impl v1::ledger_server::Ledger for LedgerService {
-    async fn submit(
+    /// What a correct peer answers to a submission.
+    async fn submit_honestly(
         &self,
         request: Request<v1::SubmitRequest>,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
@@ -228,11 +229,6 @@ impl v1::ledger_server::Ledger for LedgerService {
             .ok_or_else(|| Status::invalid_argument("the request carries no envelope"))?;
         let deadline = tokio::time::Instant::now() + SUBMIT_TIMEOUT;
         let bytes = envelope.encode_to_vec();
-        // Ordered before (a retry, even after it expired or its certificate was revoked):
-        // its outcome is already on the ledger, with its proof.
-        if let Some(answer) = self.proof_from_ledger(&bytes, deadline).await? {
-            return Ok(answer);
-        }
         let checked = self
             .validator
             .check(&bytes, crate::driver::now_ms() as i64, &self.facts());
@@ -240,7 +236,14 @@ impl v1::ledger_server::Ledger for LedgerService {
             Ok(Checked::Transaction(valid)) => valid.identity.cert_hash,
             // Revocations come from the CA root, in sequence: one identity.
             Ok(Checked::Revocation { .. }) => [0; 32],
-            Err(refusal) => return Err(self.refusal_now(&refusal, &envelope)),
+            Err(refusal) => {
+                // Ordered before (a retry, even after it expired or its certificate was
+                // revoked): its one outcome is on the ledger, with its proof.
+                if let Some(answer) = self.proof_from_ledger(&bytes, deadline).await? {
+                    return Ok(answer);
+                }
+                return Err(self.refusal_now(&refusal, &envelope));
+            }
         };
         let _admitted = match by_caller {
             Some(admitted) => admitted,
@@ -297,6 +300,26 @@ impl v1::ledger_server::Ledger for LedgerService {
             )),
         }
     }
+}
+
+#[tonic::async_trait]
+impl v1::ledger_server::Ledger for LedgerService {
+    async fn submit(
+        &self,
+        request: Request<v1::SubmitRequest>,
+    ) -> Result<Response<v1::SubmitResponse>, Status> {
+        let mut answer = self.submit_honestly(request).await;
+        if self.lies.proof
+            && let Ok(response) = answer.as_mut()
+        {
+            let turn = self
+                .lie_turn
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::lies::forged_answer(response.get_mut(), turn);
+            tracing::info!("lie told: a forged outcome");
+        }
+        answer
+    }
 
     async fn query(
         &self,
@@ -350,6 +373,10 @@ impl v1::ledger_server::Ledger for LedgerService {
         match self.ledger.block(number).map_err(internal)? {
             Some(mut block) => {
                 block.votes = self.votes.held(number);
+                if number == 0 && self.lies.genesis {
+                    block = crate::lies::forged_genesis(&block);
+                    tracing::info!("lie told: a forged genesis");
+                }
                 Ok(Response::new(block))
             }
             None => Err(Status::not_found(format!(

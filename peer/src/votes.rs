@@ -64,6 +64,8 @@ pub struct Votes {
     ledger: Arc<Ledger>,
     identity: Arc<SigningIdentity>,
     me: pbft::ReplicaId,
+    /// Debug builds, in tests (`lies.rs`): sign votes on a header other than the one executed.
+    lie: bool,
     inner: Mutex<Inner>,
     /// Bumped whenever a vote is kept: proofs waiting for votes look again.
     changed: watch::Sender<u64>,
@@ -75,6 +77,7 @@ impl Votes {
         ledger: Arc<Ledger>,
         identity: Arc<SigningIdentity>,
         me: pbft::ReplicaId,
+        lie: bool,
     ) -> Votes {
         let height = ledger.height();
         let votes = Votes {
@@ -82,6 +85,7 @@ impl Votes {
             ledger,
             identity,
             me,
+            lie,
             inner: Mutex::new(Inner {
                 height,
                 ..Inner::default()
@@ -108,14 +112,22 @@ impl Votes {
     /// This peer executed block `number` to a header hashing to `hash`: signs its vote,
     /// keeps it, and returns it for the others.
     pub fn executed(&self, number: u64, hash: [u8; 32]) -> v1::BlockVote {
+        let signed_hash = if self.lie {
+            let mut other = hash;
+            other[0] ^= 0xff;
+            other
+        } else {
+            hash
+        };
         let signature = self
             .identity
             .sign(
                 SignatureDomain::BlockVote,
-                &vote_bytes(&self.genesis.network_id, number, &hash),
+                &vote_bytes(&self.genesis.network_id, number, &signed_hash),
             )
             .to_bytes()
             .to_vec();
+        let proven;
         {
             let mut inner = self.inner();
             inner.height = inner.height.max(number);
@@ -124,17 +136,19 @@ impl Votes {
                 .blocks
                 .entry(number)
                 .or_default()
-                .insert(self.me, (hash, signature.clone()));
+                .insert(self.me, (signed_hash, signature.clone()));
             let low = inner.height.saturating_sub(RETAINED);
             inner.blocks = inner.blocks.split_off(&low);
             inner.own = inner.own.split_off(&low);
-            self.persist_if_proven(&inner, number);
+            proven = self.persist_if_proven(&inner, number);
         }
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        if proven {
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
         v1::BlockVote {
             from: self.me,
             number,
-            header_hash: hash.to_vec(),
+            header_hash: signed_hash.to_vec(),
             signature,
         }
     }
@@ -179,6 +193,7 @@ impl Votes {
         };
         check_vote(&self.genesis, vote.number, &hash, &signature)
             .map_err(VoteRefused::BadSignature)?;
+        let proven;
         {
             let mut inner = self.inner();
             let slot = inner.blocks.entry(vote.number).or_default();
@@ -196,9 +211,11 @@ impl Votes {
                     "a peer signed another header for a block this peer executed"
                 );
             }
-            self.persist_if_proven(&inner, vote.number);
+            proven = self.persist_if_proven(&inner, vote.number);
         }
-        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        if proven {
+            self.changed.send_modify(|v| *v = v.wrapping_add(1));
+        }
         Ok(())
     }
 
@@ -220,17 +237,21 @@ impl Votes {
         )
     }
 
-    /// Stores block `number`'s matching votes once there are f+1 (again as more arrive, up
-    /// to n). A failed write loses only proofs this peer could serve later: logged.
-    fn persist_if_proven(&self, inner: &Inner, number: u64) {
+    /// Stores block `number`'s matching votes when there are just f+1 of them (a proof needs
+    /// no more), and says whether that happened: the moment proofs of the block can be
+    /// made, when waiters are woken. A failed write loses only proofs this peer could serve
+    /// later: logged.
+    fn persist_if_proven(&self, inner: &Inner, number: u64) -> bool {
         let Some(votes) = Self::matching(inner, number) else {
-            return;
+            return false;
         };
-        if votes.len() >= self.genesis.weak_quorum()
-            && let Err(e) = self.ledger.put_votes(number, votes)
-        {
+        if votes.len() != self.genesis.weak_quorum() {
+            return false;
+        }
+        if let Err(e) = self.ledger.put_votes(number, votes) {
             tracing::warn!(block = number, error = %e, "cannot store block votes");
         }
+        true
     }
 
     /// The votes this peer holds on its own header of block `number`: in memory while the

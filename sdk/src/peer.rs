@@ -36,8 +36,8 @@ pub struct Committed {
     pub tx_id: [u8; 32],
     pub block: u64,
     pub status: v1::TxStatus,
-    /// The answering peer's words for a refusal: not proven (the status and code are), so
-    /// shown as that peer's.
+    /// Words for a refusal that f+1 peers gave alike (so a correct peer did); empty when
+    /// they did not agree in time. Not part of the proof: the status and code are.
     pub message: String,
     /// For a refusal, its kind as a gRPC code (from the ledger).
     pub code: i32,
@@ -72,8 +72,8 @@ impl Committed {
             tonic::Code::Ok => tonic::Code::InvalidArgument,
             code => code,
         };
-        // The proof speaks for the status and code; the words are one peer's (a block
-        // records none), so they are shown as that peer's.
+        // The proof speaks for the status and code; the words are what f+1 peers said of
+        // it (a block records none).
         let mut why = format!(
             "{} ({})",
             self.status.as_str_name(),
@@ -82,7 +82,7 @@ impl Committed {
                 .unwrap_or("RESULT_CODE_UNKNOWN")
         );
         if !self.message.is_empty() {
-            why = format!("{why}; the answering peer says: {}", self.message);
+            why = format!("{why}: {}", self.message);
         }
         ClientError::from_ledger_status(tonic::Status::new(
             code,
@@ -540,16 +540,33 @@ impl PeerSet {
             });
         }
         let mut errors: Vec<(usize, tonic::Status)> = Vec::new();
-        while let Some(joined) = calls.join_next().await {
+        // A proven refusal: its outcome is settled, but its words are one peer's. The words
+        // of every peer that proved it are gathered for a moment, and shown only when f+1
+        // gave the same (so a correct peer did).
+        let mut refused: Option<(Committed, Vec<String>)> = None;
+        loop {
+            let next = match &refused {
+                None => calls.join_next().await,
+                Some(_) => tokio::time::timeout(WORDS_GRACE, calls.join_next())
+                    .await
+                    .unwrap_or(None),
+            };
+            let Some(joined) = next else { break };
             let Ok((i, outcome)) = joined else { continue };
             match outcome {
                 Ok(response) => {
                     let response = response.into_inner();
                     match self.proven(&sent, response.proof) {
-                        Ok(mut committed) => {
+                        Ok(committed) if committed.is_valid() => {
                             calls.abort_all();
-                            committed.message = peer_words(&response.message);
                             return Ok(committed);
+                        }
+                        Ok(committed) => {
+                            let words = peer_words(&response.message);
+                            refused
+                                .get_or_insert_with(|| (committed, Vec::new()))
+                                .1
+                                .push(words);
                         }
                         Err(e) => errors.push((
                             i,
@@ -559,6 +576,17 @@ impl PeerSet {
                 }
                 Err(status) => errors.push((i, status)),
             }
+            if let Some((_, words)) = &refused
+                && words.len() >= self.votes_needed()
+                && agreed_words(words, self.votes_needed()).is_some()
+            {
+                break;
+            }
+        }
+        if let Some((mut committed, words)) = refused {
+            calls.abort_all();
+            committed.message = agreed_words(&words, self.votes_needed()).unwrap_or_default();
+            return Ok(committed);
         }
         // No proof. A refusal before ordering (the transaction is in no block) is a peer's
         // word, not a proof: it is reported only when f+1 peers give the same kind (so a
@@ -683,6 +711,17 @@ impl PeerSet {
     pub fn peer(&self, i: usize) -> LedgerClient<Channel> {
         self.clients[i].clone()
     }
+}
+
+/// How long a proven refusal waits for other peers' words for it.
+const WORDS_GRACE: Duration = Duration::from_secs(2);
+
+/// Words that at least `needed` peers gave alike, if any.
+fn agreed_words(words: &[String], needed: usize) -> Option<String> {
+    words
+        .iter()
+        .find(|w| words.iter().filter(|o| o == w).count() >= needed)
+        .cloned()
 }
 
 /// Most characters of one peer's words shown (they are unproven, and a lying peer's could be

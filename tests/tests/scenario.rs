@@ -520,3 +520,57 @@ fn a_peer_whose_consensus_thread_dies_stops_and_network_status_says_why() {
         "{text}"
     );
 }
+
+/// Issue 17, item 7: the peer every client reaches first lies — it serves a genesis of
+/// another network, answers every submission with a forged outcome (a refusal the votes do
+/// not cover, or another transaction's proof) and signs block votes on headers it did not
+/// compute. Clinicians, the patient, the researcher and the gateway (which reaches the same
+/// peer first) still see the whole scenario end as it must, and the auditor verifies the
+/// chain: nothing they accepted came from that peer alone.
+#[test]
+fn the_scenario_holds_when_the_first_peer_lies() {
+    let net = Network {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let base = free_ports(6);
+    let up_args = [
+        "network".to_string(),
+        "up".into(),
+        "--detach".into(),
+        "--ca-listen".into(),
+        format!("127.0.0.1:{base}"),
+        "--peer-port".into(),
+        (base + 1).to_string(),
+        "--gateway-listen".into(),
+        format!("127.0.0.1:{}", base + 5),
+    ];
+    let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
+    let lies = [("MEDLEDGER_FAULT_LIE", "peer0:all")];
+    let up = net.run_with(None, &up_args, &lies);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let log = std::fs::read_to_string(net.path().join("peer0.log")).unwrap_or_default();
+    assert!(
+        log.contains("this peer lies"),
+        "peer0 tells its lies: {log}"
+    );
+
+    let demo = net.json(None, &["demo"]);
+    assert_eq!(demo["failures"], serde_json::json!([]), "{demo}");
+    // The lies reached the others and the clients, and were passed over.
+    let refused: u64 = (1..4)
+        .map(|i| {
+            std::fs::read_to_string(net.path().join(format!("peer{i}.log")))
+                .unwrap_or_default()
+                .matches("a peer signed another header")
+                .count() as u64
+        })
+        .sum();
+    assert!(
+        refused > 0,
+        "the other peers saw peer0's votes on other headers"
+    );
+}

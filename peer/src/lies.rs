@@ -1,0 +1,109 @@
+//! A lying peer, for tests of real processes (debug builds only; release builds never read
+//! the variable). `MEDLEDGER_FAULT_LIE=NAME:KIND+KIND…` makes the peer named `NAME` lie to
+//! everyone who asks it, so that tests can show that clients, the gateway and the other peers
+//! believe nothing that peer says alone (issue 17, THREAT-MODEL: up to f peers Byzantine):
+//!
+//! - `genesis`: serves a genesis block of another network (a forged configuration) as block 0;
+//! - `proof`: answers every submission with a forged outcome — its real commit proof with
+//!   the outcome turned into a refusal, or the proof of another transaction — and words
+//!   that go with the lie;
+//! - `votes`: signs block votes on a header other than the one it executed.
+//!
+//! `all` is every kind. Lies it cannot tell yet are listed in docs/RELIABILITY.md.
+
+use medledger_proto::v1;
+
+/// The variable naming the lying peer and its lies.
+pub const FAULT_LIE: &str = "MEDLEDGER_FAULT_LIE";
+
+/// Which lies this peer tells (none, in a correct peer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lies {
+    pub genesis: bool,
+    pub proof: bool,
+    pub votes: bool,
+}
+
+impl Lies {
+    /// Debug builds: the lies [`FAULT_LIE`] gives the peer named `name`.
+    #[cfg(debug_assertions)]
+    pub fn from_env(name: &str) -> Lies {
+        std::env::var(FAULT_LIE)
+            .ok()
+            .and_then(|v| {
+                let (peer, kinds) = v.split_once(':')?;
+                (peer == name).then(|| Lies::parse(kinds))
+            })
+            .unwrap_or_default()
+    }
+
+    /// Release builds tell no lies.
+    #[cfg(not(debug_assertions))]
+    pub fn from_env(_name: &str) -> Lies {
+        Lies::default()
+    }
+
+    fn parse(kinds: &str) -> Lies {
+        let mut lies = Lies::default();
+        for kind in kinds.split('+') {
+            match kind {
+                "genesis" => lies.genesis = true,
+                "proof" => lies.proof = true,
+                "votes" => lies.votes = true,
+                "all" => {
+                    lies = Lies {
+                        genesis: true,
+                        proof: true,
+                        votes: true,
+                    }
+                }
+                _ => {}
+            }
+        }
+        lies
+    }
+
+    /// Whether this peer tells any lie (it says so in its log at start).
+    pub fn any(self) -> bool {
+        self != Lies::default()
+    }
+}
+
+/// A genesis block of another network: the same peers and CA under another name, its
+/// header consistent with it (so only the pinned network id tells it apart).
+pub fn forged_genesis(block: &v1::Block) -> v1::Block {
+    use prost::Message;
+    use sha2::Digest;
+    let mut forged = block.clone();
+    if let Some(config) = forged.genesis.as_mut() {
+        config.network_name.push_str("-forged");
+        let tx_root = sha2::Sha256::digest(config.encode_to_vec()).to_vec();
+        if let Some(header) = forged.header.as_mut() {
+            header.tx_root = tx_root;
+        }
+    }
+    forged
+}
+
+/// A forged answer to a submission, from the real one: every other answer the outcome
+/// turned into a permission refusal (the votes no longer cover it), and every other the
+/// proof of the block's neighbouring leaf (another transaction) — or, alone in its block,
+/// the refusal too.
+pub fn forged_answer(real: &mut v1::SubmitResponse, turn: u64) {
+    let Some(proof) = real.proof.as_mut() else {
+        return;
+    };
+    real.message = "denied: you hold no permission on this record".into();
+    if turn.is_multiple_of(2) || proof.leaf_count < 2 {
+        if let Some(result) = proof.result.as_mut() {
+            result.status = v1::TxStatus::ChaincodeError as i32;
+            result.code = v1::ResultCode::PermissionDenied as i32;
+            result.result.clear();
+        }
+    } else {
+        // Another leaf's position, with this one's path: the path no longer leads to the
+        // root for the envelope the client sent.
+        proof.index = (proof.index + 1) % proof.leaf_count;
+        proof.envelope_hash = vec![0x5a; 32];
+    }
+}
