@@ -17,7 +17,7 @@ use medledger_proto::v1;
 use v1::TxStatus;
 
 use crate::block::{
-    HEADER_FORMAT_2, WriteSet, envelope_hash, header_hash, next_state_root, result_leaves, tx_root,
+    HEADER_FORMAT_2, WriteSet, envelope_hash, header_hash, next_state_root, result_leaf, tx_root,
 };
 use crate::merkle::Tree;
 use crate::result_code::{chaincode_code, refusal_code};
@@ -177,6 +177,7 @@ pub fn execute_block<S: WorldState + ?Sized>(
             // before — by a faulty primary, or a forward that outlived the core's window —
             // is recorded as such and changes nothing; its outcome stays its first leaf.
             let hash = envelope_hash(&request.payload);
+            commit.envelope_hashes.push(hash);
             if ordered.contains(&hash) || state.envelope_location(&hash)?.is_some() {
                 results.push(v1::TxResult {
                     status: TxStatus::DuplicateEnvelope as i32,
@@ -309,7 +310,12 @@ pub fn execute_block<S: WorldState + ?Sized>(
     };
     if format >= 2 {
         // Format 2: the header commits to every outcome (docs/adr/0009 §1–2).
-        commit.result_leaves = result_leaves(&envelopes, &results);
+        commit.result_leaves = commit
+            .envelope_hashes
+            .iter()
+            .zip(&results)
+            .map(|(hash, result)| result_leaf(hash, result))
+            .collect();
         header.format = HEADER_FORMAT_2;
         header.result_root = Tree::new(commit.result_leaves.clone()).root().to_vec();
         header.config = validator.configuration().to_vec();

@@ -106,6 +106,8 @@ pub struct BlockCommit {
     /// Format 2: the result leaf hashes whose Merkle root is the header's `result_root`, by
     /// index (the host builds commit proofs from them); empty for format 1.
     pub result_leaves: Vec<[u8; 32]>,
+    /// Format 2: the SHA-256 of each envelope of the block, by index (each computed once).
+    pub envelope_hashes: Vec<[u8; 32]>,
     /// Format 2: the SHA-256 and location of every envelope this block ordered for the first
     /// time (a repeat of an earlier envelope is not indexed again).
     pub envelope_index: Vec<([u8; 32], TxLocation)>,

@@ -31,7 +31,7 @@ use crate::pbft_store::{PbftStore, committed_key};
 use crate::state_transfer::StateTransfer;
 use crate::validate::Validator;
 use crate::votes::Votes;
-use medledger_execution::block::{envelope_hash, header_hash};
+use medledger_execution::block::header_hash;
 use medledger_execution::execute::{CertifiedBatch, execute_block};
 use medledger_execution::merkle::Tree;
 use medledger_execution::proof::build_proof;
@@ -69,19 +69,19 @@ struct Waiter {
 }
 
 /// The answer for a client waiting on the envelope whose SHA-256 is `waited_for` (its
-/// request id), when the bytes `ordered` under that id were executed in `block` with
+/// request id), when the bytes hashing to `ordered` under that id were executed in `block` with
 /// `result` (whose words are `message`) and `proof` (votes to come). Correct backups refuse
 /// a pre-prepare whose request ids are not its envelopes' hashes, but an outcome is only
 /// ever given for the very envelope the client sent.
 fn answer(
     waited_for: &[u8; 32],
-    ordered: &[u8],
+    ordered: &[u8; 32],
     block: u64,
     result: &v1::TxResult,
     message: &str,
     proof: impl FnOnce() -> Option<v1::CommitProof>,
 ) -> Outcome {
-    if envelope_hash(ordered) != *waited_for {
+    if ordered != waited_for {
         return Outcome::Displaced { block };
     }
     match proof() {
@@ -372,7 +372,7 @@ impl Driver {
                         Vec::new(),
                         &tree,
                         i,
-                        &envelope_hash(&request.payload),
+                        &commit.envelope_hashes[i],
                         result,
                     )
                 };
@@ -383,7 +383,7 @@ impl Driver {
                 }
                 let _ = w.reply.send(answer(
                     &request.tx_id,
-                    &request.payload,
+                    &commit.envelope_hashes[i],
                     seq,
                     result,
                     message,
@@ -478,6 +478,7 @@ fn fatal(why: &str) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use medledger_execution::block::envelope_hash;
 
     /// A faulty primary orders, under the request id of an envelope it saw, bytes that do
     /// not hash to it. The client waiting on the real envelope must hear that it was
@@ -498,7 +499,7 @@ mod tests {
         assert!(matches!(
             answer(
                 &waited_for,
-                &forged,
+                &envelope_hash(&forged),
                 9,
                 &refusal,
                 "the signature does not verify",
@@ -514,7 +515,9 @@ mod tests {
             index: 3,
             ..Default::default()
         };
-        match answer(&waited_for, &sent, 9, &valid, "", || Some(proof.clone())) {
+        match answer(&waited_for, &waited_for, 9, &valid, "", || {
+            Some(proof.clone())
+        }) {
             Outcome::Committed {
                 block,
                 result,

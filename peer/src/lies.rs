@@ -7,7 +7,9 @@
 //! - `proof`: answers every submission with a forged outcome — its real commit proof with
 //!   the outcome turned into a refusal, or the proof of another transaction — and words
 //!   that go with the lie;
-//! - `votes`: signs block votes on a header other than the one it executed.
+//! - `votes`: signs block votes on a header other than the one it executed;
+//! - `keys`: answers `check_access` with a category key and a study key of its own (the keys
+//!   a clinician or researcher would encrypt a file to).
 //!
 //! `all` is every kind. Lies it cannot tell yet are listed in docs/RELIABILITY.md.
 
@@ -22,6 +24,7 @@ pub struct Lies {
     pub genesis: bool,
     pub proof: bool,
     pub votes: bool,
+    pub keys: bool,
 }
 
 impl Lies {
@@ -43,6 +46,7 @@ impl Lies {
         Lies::default()
     }
 
+    #[cfg(debug_assertions)]
     fn parse(kinds: &str) -> Lies {
         let mut lies = Lies::default();
         for kind in kinds.split('+') {
@@ -50,11 +54,13 @@ impl Lies {
                 "genesis" => lies.genesis = true,
                 "proof" => lies.proof = true,
                 "votes" => lies.votes = true,
+                "keys" => lies.keys = true,
                 "all" => {
                     lies = Lies {
                         genesis: true,
                         proof: true,
                         votes: true,
+                        keys: true,
                     }
                 }
                 _ => {}
@@ -83,6 +89,24 @@ pub fn forged_genesis(block: &v1::Block) -> v1::Block {
         }
     }
     forged
+}
+
+/// The liar's own X25519 public key (any 32 bytes are one): what it would decrypt with.
+pub const LIAR_KEY: [u8; 32] = [0x42; 32];
+
+/// A `check_access` answer with the keys it names replaced by [`LIAR_KEY`].
+pub fn forged_keys(result: &[u8]) -> Vec<u8> {
+    use prost::Message;
+    let Ok(mut answer) = v1::CheckAccessResult::decode(result) else {
+        return result.to_vec();
+    };
+    if let Some(key) = answer.category_key.as_mut() {
+        key.public_key = LIAR_KEY.to_vec();
+    }
+    if !answer.study_key.is_empty() {
+        answer.study_key = LIAR_KEY.to_vec();
+    }
+    answer.encode_to_vec()
 }
 
 /// A forged answer to a submission, from the real one: every other answer the outcome

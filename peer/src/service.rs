@@ -359,8 +359,12 @@ impl v1::ledger_server::Ledger for LedgerService {
             [0; 32],
             medledger_tls::now_unix(),
         );
-        let result = chaincode::query(&stub, &request.function, &request.args)
+        let mut result = chaincode::query(&stub, &request.function, &request.args)
             .map_err(|e| chaincode_status(&e))?;
+        if self.lies.keys && request.function == "check_access" {
+            result = crate::lies::forged_keys(&result);
+            tracing::info!("lie told: forged keys");
+        }
         Ok(Response::new(v1::QueryResponse { result, height }))
     }
 

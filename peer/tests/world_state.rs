@@ -85,6 +85,7 @@ fn commit(rng: &mut Rng, number: u64, previous: &v1::BlockHeader) -> BlockCommit
         messages: Vec::new(),
         chaincode_panics: Vec::new(),
         result_leaves: Vec::new(),
+        envelope_hashes: Vec::new(),
     }
 }
 

@@ -22,6 +22,11 @@ pub enum ClientError {
          it commits at most once, and never after its expiry"
     )]
     NoQuorum { needed: usize, detail: String },
+    #[error(
+        "no {needed} peers gave the same answer ({detail}): ask again (peers at different \
+         heights may answer differently for a moment)"
+    )]
+    NoAgreement { needed: usize, detail: String },
     #[error("this wallet's certificate was refused at the TLS handshake: {reason}")]
     CertificateRefused { reason: String },
     #[error("{message}")]
@@ -71,7 +76,7 @@ impl ClientError {
             ClientError::Usage(_) => "usage",
             ClientError::Wallet { .. } => "wallet",
             ClientError::Unreachable { .. } | ClientError::PeerUnreachable { .. } => "unreachable",
-            ClientError::NoQuorum { .. } => "no_quorum",
+            ClientError::NoQuorum { .. } | ClientError::NoAgreement { .. } => "no_quorum",
             ClientError::CertificateRefused { .. } => "certificate_refused",
             ClientError::Rejected { code, .. } => match code {
                 Code::Unauthenticated => "unauthenticated",

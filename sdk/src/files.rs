@@ -63,7 +63,9 @@ pub struct Destination {
 
 impl Destination {
     /// For a clinician: asks the ledger whether the caller may write to the category now, and
-    /// for the category's current key.
+    /// for the category's current key — the key this file will be encrypted to, so the
+    /// answer is believed only when f+1 peers give it alike ([`PeerSet::query_agreed`]): one
+    /// lying peer cannot substitute a key of its own.
     pub async fn for_grantee(
         peers: &PeerSet,
         me: &str,
@@ -71,7 +73,7 @@ impl Destination {
         category: &str,
     ) -> Result<Destination, ClientError> {
         let answer = peers
-            .query(
+            .query_agreed(
                 "check_access",
                 v1::CheckAccessArgs {
                     pseudonym: pseudonym.to_vec(),

@@ -707,6 +707,90 @@ impl PeerSet {
         Err(last.unwrap_or_else(|| ClientError::Protocol("no peers".into())))
     }
 
+    /// [`PeerSet::query_agreed`] with typed arguments and result.
+    pub async fn query_agreed_as<R: prost::Message + Default>(
+        &self,
+        function: &str,
+        args: impl prost::Message,
+    ) -> Result<R, ClientError> {
+        let answer = self.query_agreed(function, args.encode_to_vec()).await?;
+        R::decode(answer.result.as_slice())
+            .map_err(|e| ClientError::Protocol(format!("{function} answer: {e}")))
+    }
+
+    /// A read-only chaincode function whose answer the client acts on (the key it encrypts
+    /// to, whether it may write): asked of every peer at least at this client's height, and
+    /// believed only when f+1 peers (so a correct one) gave the very same answer. The
+    /// answer's height is the lowest of theirs. A chaincode refusal counts as an answer
+    /// too, when f+1 peers gave it.
+    ///
+    /// # Errors
+    /// The agreed refusal; `ClientError::NoQuorum` when no f+1 peers agreed (too few
+    /// reachable, or they answered from states that differ: ask again).
+    pub async fn query_agreed(
+        &self,
+        function: &str,
+        args: Vec<u8>,
+    ) -> Result<v1::QueryResponse, ClientError> {
+        let min_height = self.query_floor().await;
+        let needed = self.votes_needed();
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let mut client = client.clone();
+            let request = v1::QueryRequest {
+                function: function.to_string(),
+                args: args.clone(),
+                min_height,
+            };
+            calls.spawn(async move {
+                let mut request = tonic::Request::new(request);
+                request.set_timeout(Duration::from_secs(10));
+                (i, client.query(request).await)
+            });
+        }
+        let mut answers: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
+        let mut errors: Vec<(usize, tonic::Status)> = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((i, outcome)) = joined else { continue };
+            match outcome {
+                Ok(response) => {
+                    let response = response.into_inner();
+                    let heights = answers.entry(response.result.clone()).or_default();
+                    heights.push(response.height);
+                    if heights.len() >= needed {
+                        let height = heights.iter().copied().min().unwrap_or(min_height);
+                        calls.abort_all();
+                        return Ok(v1::QueryResponse {
+                            result: response.result,
+                            height,
+                        });
+                    }
+                }
+                Err(status) => errors.push((i, status)),
+            }
+        }
+        let refusals: Vec<(usize, tonic::Status)> = errors
+            .iter()
+            .filter(|(_, s)| is_refusal(s))
+            .cloned()
+            .collect();
+        if let Some((count, status)) = most_common(&refusals)
+            && count >= needed
+        {
+            return Err(ClientError::from_status(status));
+        }
+        let detail = errors
+            .iter()
+            .map(|(i, s)| format!("{}: {}", self.names[*i], peer_words(s.message())))
+            .chain(
+                (!answers.is_empty())
+                    .then(|| format!("{} different answers from the others", answers.len())),
+            )
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(ClientError::NoAgreement { needed, detail })
+    }
+
     /// The client for peer `i`, for calls the SDK does not wrap.
     pub fn peer(&self, i: usize) -> LedgerClient<Channel> {
         self.clients[i].clone()

@@ -138,8 +138,9 @@ pub async fn share(
         |_, _| {},
     )
     .await?;
+    // The study key this copy will be encrypted to: believed only when f+1 peers agree.
     let grant: v1::CheckAccessResult = peers
-        .query_as(
+        .query_agreed_as(
             "check_access",
             v1::CheckAccessArgs {
                 pseudonym: pseudonym.to_vec(),

@@ -158,9 +158,9 @@ struct Declared {
 fn client_status(e: ClientError) -> Status {
     match e {
         ClientError::Rejected { code, message, .. } => Status::new(code, message),
-        ClientError::NoQuorum { .. } | ClientError::PeerUnreachable { .. } => {
-            Status::unavailable(e.to_string())
-        }
+        ClientError::NoQuorum { .. }
+        | ClientError::NoAgreement { .. }
+        | ClientError::PeerUnreachable { .. } => Status::unavailable(e.to_string()),
         other => Status::internal(other.to_string()),
     }
 }

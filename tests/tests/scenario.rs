@@ -523,8 +523,10 @@ fn a_peer_whose_consensus_thread_dies_stops_and_network_status_says_why() {
 
 /// Issue 17, item 7: the peer every client reaches first lies — it serves a genesis of
 /// another network, answers every submission with a forged outcome (a refusal the votes do
-/// not cover, or another transaction's proof) and signs block votes on headers it did not
-/// compute. Clinicians, the patient, the researcher and the gateway (which reaches the same
+/// not cover, or another transaction's proof), signs block votes on headers it did not
+/// compute, and names keys of its own as the category and study keys to encrypt to (the
+/// patient's later download and the researcher's decryption would fail had any file been
+/// encrypted to them). Clinicians, the patient, the researcher and the gateway (which reaches the same
 /// peer first) still see the whole scenario end as it must, and the auditor verifies the
 /// chain: nothing they accepted came from that peer alone.
 #[test]
@@ -573,4 +575,11 @@ fn the_scenario_holds_when_the_first_peer_lies() {
         refused > 0,
         "the other peers saw peer0's votes on other headers"
     );
+    let log = std::fs::read_to_string(net.path().join("peer0.log")).unwrap_or_default();
+    for lie in ["a forged outcome", "a forged genesis", "forged keys"] {
+        assert!(
+            log.contains(&format!("lie told: {lie}")),
+            "peer0 told {lie} and was passed over"
+        );
+    }
 }
