@@ -220,6 +220,18 @@ struct Output {
     text: String,
 }
 
+impl Output {
+    /// A listing read from the ledger at block `height`: says so (a later block may have
+    /// changed it), in the text and as `as_of_block` in the JSON.
+    fn reflecting(mut self, height: u64) -> Output {
+        self.text.push_str(&format!("\n(as of block {height})"));
+        if let Value::Object(map) = &mut self.json {
+            map.insert("as_of_block".into(), Value::from(height));
+        }
+        self
+    }
+}
+
 fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();

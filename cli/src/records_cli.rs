@@ -287,15 +287,16 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
         }
         PatientCommand::Permissions => {
             let (keys, peers) = own_record(cli, &wallet).await?;
-            let list: v1::PermissionList = peers
-                .query_as("list_permissions", keys.patient_args())
+            let (list, height): (v1::PermissionList, _) = peers
+                .query_at("list_permissions", keys.patient_args())
                 .await?;
-            Ok(permissions_output(&list.permissions))
+            Ok(permissions_output(&list.permissions).reflecting(height))
         }
         PatientCommand::Items => {
             let (keys, peers) = own_record(cli, &wallet).await?;
-            let list: v1::ItemList = peers.query_as("list_items", keys.patient_args()).await?;
-            Ok(items_output(&list.items))
+            let (list, height): (v1::ItemList, _) =
+                peers.query_at("list_items", keys.patient_args()).await?;
+            Ok(items_output(&list.items).reflecting(height))
         }
         PatientCommand::Audit { format } => {
             let (keys, peers) = own_record(cli, &wallet).await?;
@@ -686,8 +687,8 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
     let gateway_address = cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY);
     match command {
         ClinicianCommand::Patients => {
-            let list: v1::PatientList = peers
-                .query_as("list_patients_for_grantee", v1::Empty {})
+            let (list, height): (v1::PatientList, _) = peers
+                .query_at("list_patients_for_grantee", v1::Empty {})
                 .await?;
             let pseudonyms: Vec<String> = list.pseudonyms.iter().map(hex::encode).collect();
             Ok(Output {
@@ -701,18 +702,19 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
                         .collect::<String>()
                 ),
                 json: json!({"patients": pseudonyms}),
-            })
+            }
+            .reflecting(height))
         }
         ClinicianCommand::Items { patient } => {
-            let list: v1::ItemList = peers
-                .query_as(
+            let (list, height): (v1::ItemList, _) = peers
+                .query_at(
                     "list_items",
                     v1::PatientArgs {
                         pseudonym: pseudonym_arg(patient)?.to_vec(),
                     },
                 )
                 .await?;
-            Ok(items_output(&list.items))
+            Ok(items_output(&list.items).reflecting(height))
         }
         ClinicianCommand::Emergency {
             patient,
@@ -904,7 +906,8 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
             })
         }
         StudyCommand::List => {
-            let list: v1::StudyList = peers.query_as("list_studies", v1::Empty {}).await?;
+            let (list, height): (v1::StudyList, _) =
+                peers.query_at("list_studies", v1::Empty {}).await?;
             Ok(Output {
                 text: format!(
                     "{} stud(ies){}",
@@ -925,7 +928,8 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
                     "registered_at": format_time(s.registered_at),
                     "protocol_sha256": hex::encode(&s.protocol_hash),
                 })).collect::<Vec<_>>()}),
-            })
+            }
+            .reflecting(height))
         }
         StudyCommand::Fetch { study, output } => {
             let mut gateway =

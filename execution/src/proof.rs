@@ -34,6 +34,11 @@ pub enum ProofError {
     OtherEnvelope { sent: String, found: String },
     #[error("the result carries words; a proven result has none")]
     WordsInResult,
+    #[error(
+        "the leaf records a repeat of an envelope ordered earlier, not its outcome (the first \
+         leaf is)"
+    )]
+    Repeat,
     #[error("the Merkle path does not lead to the header's result root")]
     BadPath,
     #[error("vote {index}: {why}")]
@@ -116,6 +121,9 @@ pub fn check_commit_proof(
     }
     if !result.message.is_empty() {
         return Err(ProofError::WordsInResult);
+    }
+    if result.status == v1::TxStatus::DuplicateEnvelope as i32 {
+        return Err(ProofError::Repeat);
     }
     let root: Hash = header
         .result_root

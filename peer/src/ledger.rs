@@ -96,6 +96,9 @@ pub fn history_key(key: &str, location: TxLocation) -> Vec<u8> {
 pub struct Ledger {
     db: DB,
     height: AtomicU64,
+    /// The consensus time (Unix ms) of the block at `height`, kept so that a refusal can
+    /// compare an expiry with it without reading the block.
+    head_time_ms: std::sync::atomic::AtomicI64,
     network_id: [u8; 32],
     /// A reader's scratch directory, removed with it.
     scratch: Option<std::path::PathBuf>,
@@ -136,6 +139,7 @@ impl Ledger {
         let ledger = Ledger {
             db,
             height: AtomicU64::new(0),
+            head_time_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             network_id: genesis.network_id,
             scratch: None,
         };
@@ -166,7 +170,18 @@ impl Ledger {
             .and_then(|b| be_u64(&b))
             .ok_or_else(|| corrupt("meta", "no height"))?;
         self.height.store(height, Ordering::SeqCst);
+        let time = self.header(height)?.time_ms;
+        self.head_time_ms.store(time, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// The last committed block's number and consensus time (Unix ms). Both are set after
+    /// the block is on disk, so every block up to the one whose time is read here is in the
+    /// indexes a later read looks at.
+    pub fn head(&self) -> (u64, i64) {
+        let height = self.height.load(Ordering::SeqCst);
+        let time = self.head_time_ms.load(Ordering::SeqCst);
+        (height, time)
     }
 
     pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
@@ -354,6 +369,8 @@ impl Ledger {
         }
         batch.put_cf(self.cf(CF_META), META_HEIGHT, number.to_be_bytes());
         self.write_synced(batch)?;
+        let time = commit.block.header.as_ref().map_or(i64::MIN, |h| h.time_ms);
+        self.head_time_ms.store(time, Ordering::SeqCst);
         self.height.store(number, Ordering::SeqCst);
         Ok(())
     }
@@ -524,6 +541,7 @@ impl Ledger {
         let ledger = Ledger {
             db,
             height: AtomicU64::new(0),
+            head_time_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             network_id,
             scratch: Some(scratch),
         };

@@ -248,7 +248,13 @@ impl v1::replication_server::Replication for ReplicationService {
             if let Some(v1::replica_message::Kind::BlockVote(vote)) = message.kind {
                 match self.votes.receive(from, vote) {
                     Ok(()) => {}
-                    Err(e @ crate::votes::VoteRefused::NotSender { .. }) => {
+                    // A correct peer never sends a vote signed as another, or one whose
+                    // signature fails: the stream closes, so a liar cannot make this peer
+                    // check signatures without end.
+                    Err(
+                        e @ (crate::votes::VoteRefused::NotSender { .. }
+                        | crate::votes::VoteRefused::BadSignature(_)),
+                    ) => {
                         metrics::counter!("medledger_replica_messages_refused_total").increment(1);
                         return Err(Status::permission_denied(e.to_string()));
                     }

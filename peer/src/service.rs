@@ -119,15 +119,15 @@ impl LedgerService {
             .map_err(|e| Status::unauthenticated(format!("your certificate was refused: {e}")))
     }
 
-    /// What a refusal at submission tells the client. An expired transaction is refused for
-    /// good (DEADLINE_EXCEEDED, status EXPIRED) only when this peer's ledger holds a block
-    /// past its expiry: every block that could hold it is then here, and it did not commit
-    /// (the caller looked it up). Before that, a lagging peer could miss the block that holds
-    /// it, so the answer is UNAVAILABLE: ask again, or another peer.
-    fn refusal_now(&self, refusal: &Refusal, envelope: &v1::Envelope) -> Status {
-        if refusal.status != TxStatus::Expired {
-            return refusal_status(refusal);
-        }
+    /// What a refusal at submission tells the client, given `head` (height, consensus
+    /// time) read *before* the envelope index was looked up. Once the ledger holds a block
+    /// past a format-2 transaction's expiry, and the envelope is not in the index, it never
+    /// commits, whatever else refuses it: the answer is then the final EXPIRED
+    /// (DEADLINE_EXCEEDED), which a client or the gateway may act on once f+1 peers give it.
+    /// An EXPIRED by this peer's clock with no such block yet is UNAVAILABLE (a lagging peer
+    /// could miss the block that holds it): ask again, or another peer.
+    fn refusal_now(&self, refusal: &Refusal, envelope: &v1::Envelope, head: (u64, i64)) -> Status {
+        let (height, head_ms) = head;
         let expires_at_ms = match &envelope.kind {
             Some(v1::envelope::Kind::Transaction(signed)) => {
                 v1::Transaction::decode(signed.transaction.as_slice())
@@ -135,22 +135,25 @@ impl LedgerService {
             }
             _ => i64::MAX,
         };
-        let height = self.ledger.height();
-        let head_ms = self.ledger.header(height).map_or(i64::MIN, |h| h.time_ms);
         if head_ms > expires_at_ms {
-            let mut final_refusal = refusal.clone();
-            final_refusal.message = format!(
-                "the transaction expired at {expires_at_ms} ms and did not commit in any block \
-                 up to block {height} (consensus time {head_ms} ms): it never will; sign it \
-                 again"
-            );
+            let final_refusal = Refusal {
+                status: TxStatus::Expired,
+                message: format!(
+                    "the transaction expires at {expires_at_ms} ms and is in no block up to \
+                     block {height} (consensus time {head_ms} ms): it never commits; sign it \
+                     again"
+                ),
+                tx_id: refusal.tx_id,
+            };
             refusal_status(&final_refusal)
-        } else {
+        } else if refusal.status == TxStatus::Expired {
             Status::unavailable(format!(
                 "the transaction's expiry ({expires_at_ms} ms) has passed by this peer's clock, \
                  but its ledger (block {height}, {head_ms} ms) has no block past it yet, so \
                  whether it committed is not settled here; ask again or another peer"
             ))
+        } else {
+            refusal_status(refusal)
         }
     }
 
@@ -237,12 +240,15 @@ impl LedgerService {
             // Revocations come from the CA root, in sequence: one identity.
             Ok(Checked::Revocation { .. }) => [0; 32],
             Err(refusal) => {
+                // The head first: a block that commits the envelope between the two reads
+                // then shows in the index, never as "expired".
+                let head = self.ledger.head();
                 // Ordered before (a retry, even after it expired or its certificate was
                 // revoked): its one outcome is on the ledger, with its proof.
                 if let Some(answer) = self.proof_from_ledger(&bytes, deadline).await? {
                     return Ok(answer);
                 }
-                return Err(self.refusal_now(&refusal, &envelope));
+                return Err(self.refusal_now(&refusal, &envelope, head));
             }
         };
         let _admitted = match by_caller {

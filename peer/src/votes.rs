@@ -57,6 +57,8 @@ struct Inner {
     blocks: BTreeMap<u64, BlockVotes>,
     /// This peer's header hash of each executed block still in the window.
     own: BTreeMap<u64, [u8; 32]>,
+    /// Blocks in the window whose f+1 matching votes are stored.
+    stored: std::collections::BTreeSet<u64>,
 }
 
 pub struct Votes {
@@ -140,7 +142,8 @@ impl Votes {
             let low = inner.height.saturating_sub(RETAINED);
             inner.blocks = inner.blocks.split_off(&low);
             inner.own = inner.own.split_off(&low);
-            proven = self.persist_if_proven(&inner, number);
+            inner.stored = inner.stored.split_off(&low);
+            proven = self.persist_if_proven(&mut inner, number);
         }
         if proven {
             self.changed.send_modify(|v| *v = v.wrapping_add(1));
@@ -211,7 +214,7 @@ impl Votes {
                     "a peer signed another header for a block this peer executed"
                 );
             }
-            proven = self.persist_if_proven(&inner, vote.number);
+            proven = self.persist_if_proven(&mut inner, vote.number);
         }
         if proven {
             self.changed.send_modify(|v| *v = v.wrapping_add(1));
@@ -237,17 +240,22 @@ impl Votes {
         )
     }
 
-    /// Stores block `number`'s matching votes when there are just f+1 of them (a proof needs
-    /// no more), and says whether that happened: the moment proofs of the block can be
-    /// made, when waiters are woken. A failed write loses only proofs this peer could serve
-    /// later: logged.
-    fn persist_if_proven(&self, inner: &Inner, number: u64) -> bool {
+    /// Stores block `number`'s matching votes the first time there are f+1 or more (a
+    /// proof needs no more; a peer that executes a block after the others' votes came goes
+    /// from one to several at once), and says whether that happened: the moment proofs of
+    /// the block can be made, when waiters are woken. A failed write loses only proofs this
+    /// peer could serve later: logged.
+    fn persist_if_proven(&self, inner: &mut Inner, number: u64) -> bool {
+        if inner.stored.contains(&number) {
+            return false;
+        }
         let Some(votes) = Self::matching(inner, number) else {
             return false;
         };
-        if votes.len() != self.genesis.weak_quorum() {
+        if votes.len() < self.genesis.weak_quorum() {
             return false;
         }
+        inner.stored.insert(number);
         if let Err(e) = self.ledger.put_votes(number, votes) {
             tracing::warn!(block = number, error = %e, "cannot store block votes");
         }
@@ -257,13 +265,21 @@ impl Votes {
     /// The votes this peer holds on its own header of block `number`: in memory while the
     /// block is in the window, else as stored.
     pub fn held(&self, number: u64) -> Vec<v1::ReplicaSignature> {
-        if let Some(votes) = Self::matching(&self.inner(), number) {
-            return votes;
+        let in_memory = Self::matching(&self.inner(), number).unwrap_or_default();
+        if in_memory.len() >= self.genesis.weak_quorum() {
+            return in_memory;
         }
-        self.ledger.votes(number).unwrap_or_else(|e| {
+        // After a restart memory holds only this peer's own vote on its recent blocks; what
+        // it stored before is on disk.
+        let stored = self.ledger.votes(number).unwrap_or_else(|e| {
             tracing::warn!(block = number, error = %e, "cannot read block votes");
             Vec::new()
-        })
+        });
+        if stored.len() > in_memory.len() {
+            stored
+        } else {
+            in_memory
+        }
     }
 
     /// Waits up to `timeout` until f+1 peers' votes on this peer's header of block `number`

@@ -461,12 +461,45 @@ impl PeerSet {
                 .map(|r| r.into_inner().height)
             });
         }
-        let mut highest = 0;
+        let mut heights = Vec::new();
         while let Some(answer) = calls.join_next().await {
-            highest = highest.max(answer.ok().flatten().unwrap_or(0));
+            heights.push(answer.ok().flatten().unwrap_or(0));
         }
-        self.saw(highest);
-        highest
+        // The (f+1)-th highest: at least one correct peer is that high, and no f liars can
+        // push it up (a height no peer reaches would make every query wait and fail).
+        heights.sort_unstable_by(|a, b| b.cmp(a));
+        let floor = heights.get(self.votes_needed() - 1).copied().unwrap_or(0);
+        self.saw(floor);
+        floor
+    }
+
+    /// Whether a transaction expiring at `expires_at_ms` (Unix ms) could still be ordered
+    /// now, by this machine's clock: after now, and no further ahead than the network's
+    /// longest transaction life plus its allowed clock skew (genesis parameters).
+    ///
+    /// # Errors
+    /// Why not, in words for the caller.
+    pub fn check_expiry_now(&self, expires_at_ms: i64) -> Result<(), String> {
+        let p = self.genesis.parameters();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let latest = now
+            .saturating_add(p.max_tx_lifetime_ms.min(i64::MAX as u64) as i64)
+            .saturating_add(p.max_clock_skew_ms.min(i64::MAX as u64) as i64);
+        if expires_at_ms <= now {
+            Err(format!(
+                "the transaction expired (at {expires_at_ms} ms, now {now} ms): sign it again"
+            ))
+        } else if expires_at_ms > latest {
+            Err(format!(
+                "the transaction expires at {expires_at_ms} ms, later than any peer accepts \
+                 ({latest} ms): is the client's clock right?"
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     pub fn n(&self) -> usize {
@@ -641,14 +674,6 @@ impl PeerSet {
         let proven = check_commit_proof(&self.genesis, &proof, sent).map_err(|e| e.to_string())?;
         self.saw(proven.block);
         let r = proven.result;
-        // A repeat of an envelope ordered earlier (a faulty primary can order one again) is
-        // recorded, but is not its outcome: that is its first leaf, which correct peers give.
-        if r.status == v1::TxStatus::DuplicateEnvelope as i32 {
-            return Err(format!(
-                "a proof of a repeat of this envelope (block {}), not of its outcome",
-                proven.block
-            ));
-        }
         Ok(Committed {
             tx_id: r.tx_id.as_slice().try_into().unwrap_or([0; 32]),
             block: proven.block,
@@ -669,6 +694,18 @@ impl PeerSet {
         let answer = self.query(function, args.encode_to_vec()).await?;
         R::decode(answer.result.as_slice())
             .map_err(|e| ClientError::Protocol(format!("{function} answer: {e}")))
+    }
+
+    /// [`PeerSet::query_as`], with the height the answer reflects (to show with a listing).
+    pub async fn query_at<R: prost::Message + Default>(
+        &self,
+        function: &str,
+        args: impl prost::Message,
+    ) -> Result<(R, u64), ClientError> {
+        let answer = self.query(function, args.encode_to_vec()).await?;
+        let decoded = R::decode(answer.result.as_slice())
+            .map_err(|e| ClientError::Protocol(format!("{function} answer: {e}")))?;
+        Ok((decoded, answer.height))
     }
 
     /// A read-only chaincode function, answered by the first peer that can.
@@ -777,7 +814,15 @@ impl PeerSet {
         if let Some((count, status)) = most_common(&refusals)
             && count >= needed
         {
-            return Err(ClientError::from_status(status));
+            let words = format!(
+                "refused by {count} peers; one of them says: {}",
+                peer_words(status.message())
+            );
+            return Err(ClientError::from_status(tonic::Status::with_metadata(
+                status.code(),
+                words,
+                status.metadata().clone(),
+            )));
         }
         let detail = errors
             .iter()
@@ -838,12 +883,19 @@ fn is_refusal(s: &tonic::Status) -> bool {
         )
 }
 
-/// The most common kind (gRPC code) among `errors`: how many gave it, and the first of them.
-/// Peers may word the same refusal differently (a time, a version), so only codes count.
+/// The most common kind among `errors` — gRPC code and the `TxStatus` a peer names in the
+/// metadata — how many gave it, and the first of them. Peers may word the same refusal
+/// differently (a time, a version), so words do not count.
 fn most_common(errors: &[(usize, tonic::Status)]) -> Option<(usize, tonic::Status)> {
-    let mut counts: HashMap<i32, (usize, usize)> = HashMap::new();
+    // (code, TxStatus named) → (how many, the first's index)
+    type Kind = (i32, Option<Vec<u8>>);
+    let mut counts: HashMap<Kind, (usize, usize)> = HashMap::new();
     for (idx, (_, s)) in errors.iter().enumerate() {
-        let e = counts.entry(s.code() as i32).or_insert((0, idx));
+        let status = s
+            .metadata()
+            .get(TX_STATUS_METADATA)
+            .map(|v| v.as_bytes().to_vec());
+        let e = counts.entry((s.code() as i32, status)).or_insert((0, idx));
         e.0 += 1;
     }
     counts

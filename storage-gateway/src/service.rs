@@ -336,6 +336,11 @@ impl Gateway {
                 "the transaction is for another network",
             ));
         }
+        // Its expiry settles what becomes of the bytes stored for it: one already past, or
+        // further ahead than any block would accept, is refused before a byte is stored.
+        self.peers
+            .check_expiry_now(transaction.expires_at_ms)
+            .map_err(Status::invalid_argument)?;
         let signature = Signature::from_slice(&signed.signature)
             .map_err(|_| Status::unauthenticated("the transaction's signature is malformed"))?;
         identity

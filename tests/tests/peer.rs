@@ -1245,9 +1245,28 @@ fn an_outcome_is_final_committed_or_proven_expired() {
             Some((v1::TxStatus::Expired as i32).to_string().as_str()),
             "the refusal names its kind"
         );
+        // Whatever else refuses it (here a broken signature), an envelope past its expiry
+        // and in no block up to a block past it never commits: every peer says so.
+        let mut broken = late_tx_for_test(&peers, &wallet);
+        if let Some(v1::envelope::Kind::Transaction(signed)) = broken.kind.as_mut() {
+            signed.signature[0] ^= 1;
+        }
+        match peers.submit_envelope(broken).await {
+            Err(medledger_sdk::error::ClientError::Rejected { code, .. }) => {
+                assert_eq!(code, tonic::Code::DeadlineExceeded)
+            }
+            other => panic!("an expired envelope refused otherwise is settled too: {other:?}"),
+        }
         // The committed one, retried after its expiry: its proof, not a refusal.
         let again = peers.submit_envelope(committed_envelope).await.unwrap();
         assert_eq!((again.block, again.tx_id), (first.block, first.tx_id));
         assert!(again.is_valid());
     });
+}
+
+/// A `register_patient` envelope signed by `wallet` that expired 10 s ago.
+fn late_tx_for_test(peers: &PeerSet, wallet: &Wallet) -> v1::Envelope {
+    let mut tx = transaction_of(&peers.transaction("register_patient", Vec::new()).1);
+    tx.expires_at_ms = now_s() * 1000 - 10_000;
+    signed_envelope(wallet, &tx)
 }
