@@ -340,16 +340,24 @@ impl Driver {
                 "the chaincode panicked; the transaction is recorded as failed"
             );
         }
+        let header = commit
+            .block
+            .header
+            .clone()
+            .expect("executed blocks have headers");
+        let hash = header_hash(&header);
+        // This peer's vote on the header, to the others (their votes and ours make proofs),
+        // sent while the block is being written: it attests a header that every correct peer
+        // computes from this committed batch, which a crash before the write leaves
+        // unchanged (the batch is re-executed to the same header), so the network's vote
+        // round overlaps the disk's sync instead of following it.
+        self.network.broadcast_vote(self.votes.executed(seq, hash));
         self.ledger
             .commit_block(&commit, &[committed_key(seq)])
             .unwrap_or_else(|e| fatal(&format!("cannot commit block {seq}: {e}")));
         // The block is on disk: now the world may hear of it, handshakes included.
         self.shared.revocations.apply(&commit.revocations);
         let block = commit.block;
-        let header = block.header.clone().expect("executed blocks have headers");
-        let hash = header_hash(&header);
-        // This peer's vote on the header, to the others: their votes and ours make proofs.
-        self.network.broadcast_vote(self.votes.executed(seq, hash));
         let tree = Tree::new(commit.result_leaves);
         let transactions = block.results.len();
         metrics::counter!("medledger_committed_transactions_total").increment(transactions as u64);
