@@ -70,6 +70,10 @@ struct Serve {
     /// Seconds to wait for the peers to confirm a transaction.
     #[arg(long, env = "MEDLEDGER_GATEWAY_COMMIT_TIMEOUT", default_value_t = 60)]
     commit_timeout_s: u64,
+    /// Seconds a client may stay silent in the middle of a transfer before it is abandoned
+    /// (an upload's parts are aborted; the slot is freed).
+    #[arg(long, env = "MEDLEDGER_GATEWAY_TRANSFER_IDLE", default_value_t = 60)]
+    transfer_idle_s: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +110,7 @@ fn main() -> anyhow::Result<()> {
             max_file_size: args.max_file_mib << 20,
             max_streams: args.max_streams.max(1),
             commit_timeout: Duration::from_secs(args.commit_timeout_s.max(1)),
+            transfer_idle: Duration::from_secs(args.transfer_idle_s.max(1)),
         },
     };
     tokio::runtime::Builder::new_multi_thread()

@@ -49,6 +49,44 @@ const PART_SIZE: usize = 8 << 20;
 /// Parts uploading at once per transfer: with the part being filled, memory per upload is
 /// bounded by about (this + 1) × PART_SIZE.
 const PARTS_IN_FLIGHT: usize = 2;
+/// A multipart upload that is aborted unless it is completed: on every early return, and
+/// when the client goes away and the handler is dropped mid-stream (the store would
+/// otherwise keep the parts written so far).
+struct Multipart(Option<WriteMultipart>);
+
+impl Multipart {
+    fn writer(&mut self) -> &mut WriteMultipart {
+        self.0.as_mut().expect("present until completed or aborted")
+    }
+
+    async fn finish(mut self) -> object_store::Result<object_store::PutResult> {
+        self.0
+            .take()
+            .expect("present until completed or aborted")
+            .finish()
+            .await
+    }
+
+    async fn abort(mut self) {
+        if let Some(writer) = self.0.take() {
+            let _ = writer.abort().await;
+        }
+    }
+}
+
+impl Drop for Multipart {
+    fn drop(&mut self) {
+        if let Some(writer) = self.0.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(e) = writer.abort().await {
+                    tracing::warn!(error = %e, "could not abort an abandoned upload");
+                }
+            });
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -59,6 +97,11 @@ pub struct Limits {
     /// How long to wait for the peers to confirm a transaction before answering UNAVAILABLE
     /// (an upload's object is then kept in the journal until the outcome is known).
     pub commit_timeout: Duration,
+    /// Most a client may stay silent in the middle of a transfer: then it is abandoned (an
+    /// upload's multipart upload aborted, the transfer slot freed). An upload must also end
+    /// before its transaction expires: bytes for a transaction that can no longer commit are
+    /// not worth storing.
+    pub transfer_idle: Duration,
 }
 
 impl Default for Limits {
@@ -67,6 +110,7 @@ impl Default for Limits {
             max_file_size: 16 << 30,
             max_streams: 16,
             commit_timeout: Duration::from_secs(60),
+            transfer_idle: Duration::from_secs(60),
         }
     }
 }
@@ -533,14 +577,33 @@ impl v1::gateway_server::Gateway for Gateway {
             .put_multipart(&path)
             .await
             .map_err(|e| store_status("starting the upload", e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut writer = Multipart(Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)));
         let mut hasher = Sha256::new();
         let mut received: u64 = 0;
+        let now_ms = medledger_tls::now_unix().saturating_mul(1000);
+        let until_expiry = opened
+            .transaction
+            .expires_at_ms
+            .saturating_sub(now_ms)
+            .max(0);
+        let expires = tokio::time::Instant::now() + Duration::from_millis(until_expiry as u64);
         let failure: Option<Status> = loop {
-            let message = match stream.message().await {
-                Ok(Some(m)) => m,
-                Ok(None) => break None,
-                Err(status) => break Some(status),
+            let idle = tokio::time::Instant::now() + self.limits.transfer_idle;
+            let message = match tokio::time::timeout_at(idle.min(expires), stream.message()).await {
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => break None,
+                Ok(Err(status)) => break Some(status),
+                Err(_) if idle <= expires => {
+                    break Some(Status::deadline_exceeded(format!(
+                        "no bytes for {} s: the upload is abandoned",
+                        self.limits.transfer_idle.as_secs()
+                    )));
+                }
+                Err(_) => {
+                    break Some(Status::deadline_exceeded(
+                        "the transaction expired before its file arrived: sign it again",
+                    ));
+                }
             };
             let Some(v1::upload_request::Part::Chunk(chunk)) = message.part else {
                 break Some(Status::invalid_argument(
@@ -555,10 +618,10 @@ impl v1::gateway_server::Gateway for Gateway {
                 )));
             }
             hasher.update(&chunk);
-            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+            if let Err(e) = writer.writer().wait_for_capacity(PARTS_IN_FLIGHT).await {
                 break Some(store_status("writing", e));
             }
-            writer.write(&chunk);
+            writer.writer().write(&chunk);
         };
         let failure = failure.or_else(|| {
             let digest: [u8; 32] = hasher.finalize().into();
@@ -576,7 +639,7 @@ impl v1::gateway_server::Gateway for Gateway {
             }
         });
         if let Some(status) = failure {
-            let _ = writer.abort().await;
+            writer.abort().await;
             return Err(status);
         }
         self.journal
@@ -664,6 +727,7 @@ impl v1::gateway_server::Gateway for Gateway {
             Err(e) => return Err(store_status("reading", e)),
         };
         let (tx, rx) = mpsc::channel(4);
+        let idle = self.limits.transfer_idle;
         let proof = committed.proof.clone();
         let admitted = opened.admitted;
         tokio::spawn(async move {
@@ -693,8 +757,15 @@ impl v1::gateway_server::Gateway for Gateway {
                     let message = v1::DownloadResponse {
                         part: Some(v1::download_response::Part::Chunk(piece.to_vec())),
                     };
-                    if tx.send(Ok(message)).await.is_err() {
-                        return;
+                    // A client that stops reading is abandoned after the idle limit: its
+                    // slot and admission go back.
+                    match tokio::time::timeout(idle, tx.send(Ok(message))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => {
+                            tracing::info!(path = %item_path, "download abandoned by a silent client");
+                            return;
+                        }
                     }
                 }
             }

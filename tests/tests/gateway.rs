@@ -511,7 +511,7 @@ async fn malformed_uploads_leave_nothing_behind() {
         &net,
         "gateway",
         &ObjectStoreArg::Local(objects.clone()),
-        &["--max-file-mib", "1"],
+        &["--max-file-mib", "1", "--transfer-idle-s", "2"],
     );
     for (name, role) in [
         ("pat", "patient"),
@@ -618,7 +618,38 @@ async fn malformed_uploads_leave_nothing_behind() {
         use sha2::Digest;
         sha2::Sha256::digest(&data).into()
     };
+    // The same transaction, with another expiry, signed again by dr-a.
+    let expiring = |expires_at_ms: i64| {
+        let mut tx = match add_item(digest, 100_000).kind {
+            Some(v1::envelope::Kind::Transaction(signed)) => {
+                v1::Transaction::decode(signed.transaction.as_slice()).unwrap()
+            }
+            _ => unreachable!(),
+        };
+        tx.expires_at_ms = expires_at_ms;
+        let bytes = tx.encode_to_vec();
+        let signature = dr_a
+            .signing
+            .sign(medledger_crypto::SignatureDomain::Transaction, &bytes);
+        v1::Envelope {
+            kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
+                transaction: bytes,
+                signature: signature.to_bytes().to_vec(),
+            })),
+        }
+    };
+    let now_ms = medledger_tls::now_unix() * 1000;
     let cases: Vec<(&str, Vec<v1::UploadRequest>, tonic::Code)> = vec![
+        (
+            "a transaction already expired",
+            vec![envelope(expiring(now_ms - 1)), chunk(&data)],
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            "a transaction expiring later than any peer accepts",
+            vec![envelope(expiring(now_ms + 3_600_000)), chunk(&data)],
+            tonic::Code::InvalidArgument,
+        ),
         (
             "bytes that do not match the declared hash",
             vec![envelope(add_item([9; 32], 100_000)), chunk(&data)],
@@ -652,6 +683,21 @@ async fn malformed_uploads_leave_nothing_behind() {
             .unwrap_err();
         assert_eq!(status.code(), code, "{what}: {status:?}");
     }
+    // A client that goes silent mid-upload (the stream stays open): abandoned after the
+    // idle limit (2 s here), its parts aborted, nothing stored.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(envelope(add_item(digest, 100_000)))
+        .await
+        .unwrap();
+    sender.send(chunk(&data[..50_000])).await.unwrap();
+    let status = client
+        .upload(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("abandoned"), "{status:?}");
+    drop(sender);
     // dr-a's signed transaction, sent over dr-b's connection.
     let dr_b = Wallet::open(&net.wallet("dr-b")).unwrap();
     let mut as_b = files::connect_gateway(&dr_b, &gateway.address)
