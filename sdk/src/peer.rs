@@ -473,6 +473,13 @@ impl PeerSet {
         floor
     }
 
+    /// How long after a transaction is signed it may still be ordered, at most (ms): the
+    /// network's longest transaction life plus its allowed clock skew.
+    pub fn longest_pending_ms(&self) -> i64 {
+        let p = self.genesis.parameters();
+        (p.max_tx_lifetime_ms.saturating_add(p.max_clock_skew_ms)).min(i64::MAX as u64) as i64
+    }
+
     /// Whether a transaction expiring at `expires_at_ms` (Unix ms) could still be ordered
     /// now, by this machine's clock: after now, and no further ahead than the network's
     /// longest transaction life plus its allowed clock skew (genesis parameters).

@@ -172,7 +172,35 @@ pub struct Gateway {
     in_flight: Arc<Mutex<HashSet<String>>>,
     /// Per-identity limits on transfers (by the caller's certificate).
     admission: Arc<Admission>,
+    /// Accesses whose download was served, with their block's time (Unix ms): each signed
+    /// access serves one download. Kept while a replay could still be recent enough to
+    /// pass the age check; bounded by [`MAX_SERVED`].
+    served: Arc<Mutex<Served>>,
 }
+
+/// Served accesses by id, and by block time for ageing them out in order.
+#[derive(Default)]
+struct Served {
+    ids: HashSet<[u8; 32]>,
+    by_time: std::collections::BTreeSet<(i64, [u8; 32])>,
+}
+
+impl Served {
+    /// Forgets the accesses recorded before `oldest` (Unix ms).
+    fn age_out(&mut self, oldest: i64) {
+        while let Some(&(at, id)) = self.by_time.first() {
+            if at >= oldest {
+                break;
+            }
+            self.by_time.pop_first();
+            self.ids.remove(&id);
+        }
+    }
+}
+
+/// Served accesses remembered at most; beyond it downloads are refused until older ones age
+/// out (RESOURCE_EXHAUSTED), never forgotten early.
+pub const MAX_SERVED: usize = 1_000_000;
 
 /// Transfers one identity may start: 20 a second (bursts of 40), 8 under way at once, so
 /// one caller cannot take the gateway's transfer slots from everyone else.
@@ -331,7 +359,39 @@ impl Gateway {
             journal,
             in_flight: Arc::default(),
             admission: Admission::new(TRANSFER_LIMITS),
+            served: Arc::default(),
         }
+    }
+
+    /// Whether the committed access `tx_id` (in a block of time `block_ms`) may serve a
+    /// download now: each read is a fresh committed access. An access recorded longer ago
+    /// than a transaction may stay pending is a replay of an old one (the clinician's
+    /// permission may have been revoked since); a recent one serves once.
+    fn fresh_access(&self, tx_id: [u8; 32], block_ms: i64) -> Result<(), Status> {
+        let now_ms = medledger_tls::now_unix().saturating_mul(1000);
+        let oldest = now_ms.saturating_sub(self.peers.longest_pending_ms());
+        if block_ms < oldest {
+            return Err(Status::failed_precondition(
+                "this access was recorded long before this download was asked: each download \
+                 needs a newly signed record_access",
+            ));
+        }
+        let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        served.age_out(oldest);
+        if served.ids.contains(&tx_id) {
+            return Err(Status::failed_precondition(
+                "this access already served a download: each download needs a newly signed \
+                 record_access",
+            ));
+        }
+        if served.ids.len() >= MAX_SERVED {
+            return Err(Status::resource_exhausted(
+                "too many downloads in a short time; retry shortly",
+            ));
+        }
+        served.ids.insert(tx_id);
+        served.by_time.insert((block_ms, tx_id));
+        Ok(())
     }
 
     /// Admits one transfer by the caller whose certificate hash is `caller`.
@@ -709,6 +769,12 @@ impl v1::gateway_server::Gateway for Gateway {
             // The refusal is on the patient's audit trail; nothing is streamed.
             return Err(client_status(committed.refusal()));
         }
+        let block_ms = committed
+            .proof
+            .header
+            .as_ref()
+            .map_or(i64::MIN, |h| h.time_ms);
+        self.fresh_access(opened.tx_id, block_ms)?;
         let (item_id, item_path, item_size, item_sha256, erased) =
             read_object(&opened.transaction.function, &committed.result)
                 .ok_or_else(|| Status::internal("the committed access names no item"))?;

@@ -740,6 +740,45 @@ async fn malformed_uploads_leave_nothing_behind() {
     assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
     let stored = std::fs::read(&files_under(&objects)[0]).unwrap();
     assert_eq!(stored, data);
+
+    // Each read is a fresh committed access: the patient's signed record_access serves one
+    // download; sent again, it is refused (a clinician keeping an old access must not read
+    // after a revocation).
+    let pat = Wallet::open(&net.wallet("pat")).unwrap();
+    let pat_peers = PeerSet::connect(&pat, &net.address(1)).await.unwrap();
+    let mut as_pat = files::connect_gateway(&pat, &gateway.address)
+        .await
+        .unwrap();
+    let (_, access) = pat_peers.transaction(
+        "record_access",
+        v1::RecordAccessArgs {
+            pseudonym: keys.pseudonym.to_vec(),
+            item_id: item.into(),
+        }
+        .encode_to_vec(),
+    );
+    let request = || v1::DownloadRequest {
+        envelope: Some(access.clone()),
+    };
+    let mut first = as_pat.download(request()).await.unwrap().into_inner();
+    let mut bytes = 0;
+    while let Some(part) = first.message().await.unwrap() {
+        if let Some(v1::download_response::Part::Chunk(c)) = part.part {
+            bytes += c.len();
+        }
+    }
+    assert_eq!(bytes, data.len(), "the first download serves the object");
+    let replay = as_pat.download(request()).await;
+    let status = match replay {
+        Err(status) => status,
+        Ok(stream) => stream
+            .into_inner()
+            .message()
+            .await
+            .expect_err("a replayed access serves nothing"),
+    };
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("already served"), "{status:?}");
 }
 
 /// Issue 15, item 3: a sharing client that records a copy as de-identified but uploads it
