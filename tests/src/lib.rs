@@ -337,9 +337,17 @@ impl PeerProcess {
             "medledger-peer blocks failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+        // The view a block's commit certificate was gathered in is metadata, not ledger
+        // content: a peer that fetched the block after a view change holds the certificate
+        // of the view that re-proposed it. Ledgers are compared without it.
         String::from_utf8_lossy(&output.stdout)
             .lines()
-            .map(str::to_string)
+            .map(|line| {
+                line.split(' ')
+                    .filter(|field| !field.starts_with("view="))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .collect()
     }
 }
