@@ -632,24 +632,8 @@ impl PeerSet {
         // word, not a proof: it is reported only when f+1 peers give the same kind (so a
         // correct one does), else as no proof. Peers name a validation refusal's kind in the
         // metadata; timeouts, overload and unreachable peers are not refusals.
-        let refusals: Vec<(usize, tonic::Status)> = errors
-            .iter()
-            .filter(|(_, s)| is_refusal(s))
-            .cloned()
-            .collect();
-        if let Some((count, status)) = most_common(&refusals)
-            && count >= self.votes_needed()
-        {
-            // The kind is agreed by f+1 peers; the words are one of them's.
-            let words = format!(
-                "refused by {count} peers before ordering; one of them says: {}",
-                peer_words(status.message())
-            );
-            return Err(ClientError::from_status(tonic::Status::with_metadata(
-                status.code(),
-                words,
-                status.metadata().clone(),
-            )));
+        if let Some(refusal) = agreed_refusal(&errors, self.votes_needed()) {
+            return Err(refusal);
         }
         let detail = errors
             .iter()
@@ -813,23 +797,8 @@ impl PeerSet {
                 Err(status) => errors.push((i, status)),
             }
         }
-        let refusals: Vec<(usize, tonic::Status)> = errors
-            .iter()
-            .filter(|(_, s)| is_refusal(s))
-            .cloned()
-            .collect();
-        if let Some((count, status)) = most_common(&refusals)
-            && count >= needed
-        {
-            let words = format!(
-                "refused by {count} peers; one of them says: {}",
-                peer_words(status.message())
-            );
-            return Err(ClientError::from_status(tonic::Status::with_metadata(
-                status.code(),
-                words,
-                status.metadata().clone(),
-            )));
+        if let Some(refusal) = agreed_refusal(&errors, needed) {
+            return Err(refusal);
         }
         let detail = errors
             .iter()
@@ -888,6 +857,26 @@ fn is_refusal(s: &tonic::Status) -> bool {
                 | tonic::Code::ResourceExhausted
                 | tonic::Code::DataLoss
         )
+}
+
+/// The refusal at least `needed` peers gave alike (by [`most_common`] kind), if any: the
+/// kind is agreed, the words are one of them's and shown as such.
+fn agreed_refusal(errors: &[(usize, tonic::Status)], needed: usize) -> Option<ClientError> {
+    let refusals: Vec<(usize, tonic::Status)> = errors
+        .iter()
+        .filter(|(_, s)| is_refusal(s))
+        .cloned()
+        .collect();
+    let (count, status) = most_common(&refusals).filter(|(count, _)| *count >= needed)?;
+    let words = format!(
+        "refused by {count} peers; one of them says: {}",
+        peer_words(status.message())
+    );
+    Some(ClientError::from_status(tonic::Status::with_metadata(
+        status.code(),
+        words,
+        status.metadata().clone(),
+    )))
 }
 
 /// The most common kind among `errors` — gRPC code and the `TxStatus` a peer names in the

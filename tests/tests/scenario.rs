@@ -17,6 +17,34 @@ struct Network {
 }
 
 impl Network {
+    /// `medledger network up --detach` on free loopback ports, with `env` set for it and
+    /// the processes it starts.
+    fn up_with(env: &[(&str, &str)]) -> Network {
+        let net = Network {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let base = free_ports(6);
+        let up_args = [
+            "network".to_string(),
+            "up".into(),
+            "--detach".into(),
+            "--ca-listen".into(),
+            format!("127.0.0.1:{base}"),
+            "--peer-port".into(),
+            (base + 1).to_string(),
+            "--gateway-listen".into(),
+            format!("127.0.0.1:{}", base + 5),
+        ];
+        let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
+        let up = net.run_with(None, &up_args, env);
+        assert!(
+            up.status.success(),
+            "{}",
+            String::from_utf8_lossy(&up.stderr)
+        );
+        net
+    }
+
     fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -458,29 +486,7 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
 /// three peers carry the whole scenario on.
 #[test]
 fn a_peer_whose_consensus_thread_dies_stops_and_network_status_says_why() {
-    let net = Network {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let base = free_ports(6);
-    let up_args = [
-        "network".to_string(),
-        "up".into(),
-        "--detach".into(),
-        "--ca-listen".into(),
-        format!("127.0.0.1:{base}"),
-        "--peer-port".into(),
-        (base + 1).to_string(),
-        "--gateway-listen".into(),
-        format!("127.0.0.1:{}", base + 5),
-    ];
-    let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
-    let fault = [("MEDLEDGER_FAULT_CONSENSUS_PANIC", "peer3:3")];
-    let up = net.run_with(None, &up_args, &fault);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let net = Network::up_with(&[("MEDLEDGER_FAULT_CONSENSUS_PANIC", "peer3:3")]);
 
     let demo = net.json(None, &["demo"]);
     assert_eq!(demo["failures"], serde_json::json!([]), "{demo}");
@@ -531,29 +537,7 @@ fn a_peer_whose_consensus_thread_dies_stops_and_network_status_says_why() {
 /// chain: nothing they accepted came from that peer alone.
 #[test]
 fn the_scenario_holds_when_the_first_peer_lies() {
-    let net = Network {
-        dir: tempfile::tempdir().unwrap(),
-    };
-    let base = free_ports(6);
-    let up_args = [
-        "network".to_string(),
-        "up".into(),
-        "--detach".into(),
-        "--ca-listen".into(),
-        format!("127.0.0.1:{base}"),
-        "--peer-port".into(),
-        (base + 1).to_string(),
-        "--gateway-listen".into(),
-        format!("127.0.0.1:{}", base + 5),
-    ];
-    let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
-    let lies = [("MEDLEDGER_FAULT_LIE", "peer0:all")];
-    let up = net.run_with(None, &up_args, &lies);
-    assert!(
-        up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&up.stderr)
-    );
+    let net = Network::up_with(&[("MEDLEDGER_FAULT_LIE", "peer0:all")]);
     let log = std::fs::read_to_string(net.path().join("peer0.log")).unwrap_or_default();
     assert!(
         log.contains("this peer lies"),
