@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+mod config_cli;
 mod demo;
 mod network_cli;
 mod records_cli;
@@ -173,6 +174,9 @@ enum AdminCommand {
         #[arg(long, default_value_t = 0)]
         since: u64,
     },
+    /// Change the network's configuration: propose, approve (each admin), submit.
+    #[command(subcommand)]
+    Config(config_cli::ConfigCommand),
 }
 
 #[derive(Args)]
@@ -565,11 +569,15 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
     match command {
         LedgerCommand::Info => {
             let mut rows = Vec::new();
+            let configuration = peers.configuration();
             let mut text = format!(
-                "network {} (pinned in the wallet) — {} peers, f = {}",
+                "network {} (pinned in the wallet) — {} peers, f = {}\n\
+                 configuration {} ({}), followed from the genesis with proofs",
                 hex::encode(&peers.network_id[..8]),
                 peers.n(),
-                peers.votes_needed() - 1
+                peers.votes_needed() - 1,
+                configuration.sequence,
+                hex::encode(&configuration.hash[..8]),
             );
             for i in 0..peers.n() {
                 let status = peers.peer(i).get_status(v1::GetStatusRequest {}).await;
@@ -613,7 +621,18 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
             }
             Ok(Output {
                 text,
-                json: json!({"network_id": hex::encode(peers.network_id), "peers": rows}),
+                json: json!({
+                    "network_id": hex::encode(peers.network_id),
+                    "configuration": {
+                        "sequence": configuration.sequence,
+                        "hash": hex::encode(configuration.hash),
+                        "max_tx_lifetime_ms": configuration.parameters.max_tx_lifetime_ms,
+                        "max_envelope_bytes": configuration.parameters.max_envelope_bytes,
+                        "admins": configuration.admins.as_ref().map_or(0, |a| a.keys.len()),
+                        "admin_threshold": configuration.admins.as_ref().map_or(0, |a| a.threshold),
+                    },
+                    "peers": rows,
+                }),
             })
         }
         LedgerCommand::Verify(_) => unreachable!("handled above"),
@@ -708,8 +727,12 @@ async fn sync_revocations(
 }
 
 async fn run_admin(cli: &Cli, command: &AdminCommand) -> Result<Output, ClientError> {
+    if let AdminCommand::Config(c) = command {
+        return config_cli::run_config(cli, c).await;
+    }
     let (mut ca, wallet) = admin_client(cli).await?;
     match command {
+        AdminCommand::Config(_) => unreachable!("handled above"),
         AdminCommand::SyncRevocations => {
             let peer = cli.peer.as_deref().ok_or_else(|| {
                 ClientError::Usage("give a peer with --peer HOST:PORT (or MEDLEDGER_PEER)".into())

@@ -23,6 +23,8 @@ pub enum SignatureDomain {
     /// signatures a commit proof carries. (Format 1's per-transaction receipts, tag
     /// `medledger/v1/receipt`, are no longer made or accepted.)
     BlockVote,
+    /// An admin's approval of a new network configuration (docs/adr/0010).
+    ConfigUpdate,
     /// A PBFT protocol message between peers. The message bytes carry their own, finer tag
     /// (pre-prepare, prepare, commit, ...) from the consensus core.
     Consensus,
@@ -36,6 +38,7 @@ impl SignatureDomain {
             SignatureDomain::Transaction => b"medledger/v1/transaction",
             SignatureDomain::RevocationRecord => b"medledger/v1/revocation-record",
             SignatureDomain::BlockVote => b"medledger/v2/block-vote",
+            SignatureDomain::ConfigUpdate => b"medledger/v2/config-update",
             SignatureDomain::Consensus => b"medledger/v1/pbft",
         }
     }

@@ -504,12 +504,13 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
                 address: address.clone(),
             });
         }
-        run_tool(bins.genesis(
-            &layout.ca_root(),
-            &peers,
-            &opts.genesis_args,
-            &layout.genesis(),
-        ))?;
+        // The local network's one admin approves configuration changes (docs/adr/0010).
+        let mut parameters = vec![
+            "--admin".to_string(),
+            admin_dir.join("cert.pem").display().to_string(),
+        ];
+        parameters.extend(opts.genesis_args.iter().cloned());
+        run_tool(bins.genesis(&layout.ca_root(), &peers, &parameters, &layout.genesis()))?;
     }
     pin(&layout, &admin)?;
     ensure_identity(&layout, &admin, "gateway", "gateway", Vec::new()).await?;

@@ -155,7 +155,9 @@ impl Auditor {
 
         let hash = header_hash(header);
         for (i, vote) in block.votes.iter().enumerate() {
-            if let Err(why) = crate::proof::check_vote(&self.genesis, header.number, &hash, vote) {
+            if let Err(why) =
+                crate::proof::check_vote(&self.genesis.configuration, header.number, &hash, vote)
+            {
                 problems.push(format!("block vote {i}: {why}"));
             }
         }

@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use medledger_chaincode as chaincode;
 use medledger_pbft as pbft;
@@ -19,6 +20,7 @@ use v1::TxStatus;
 use crate::block::{
     HEADER_FORMAT_2, WriteSet, envelope_hash, header_hash, next_state_root, result_leaf, tx_root,
 };
+use crate::config::Configuration;
 use crate::merkle::Tree;
 use crate::result_code::{chaincode_code, refusal_code};
 use crate::state::{BlockCommit, HistoryEntry, StateError, TxLocation, WorldState};
@@ -35,6 +37,10 @@ struct BlockFacts<'a, S: WorldState + ?Sized> {
     /// Revoked by earlier transactions of this block.
     revoked: BTreeSet<Vec<u8>>,
     sequence: u64,
+    /// The configuration in force for this block (docs/adr/0010).
+    configuration: Arc<Configuration>,
+    /// A configuration update was accepted earlier in this block.
+    configuration_pending: bool,
     read_failure: RefCell<Option<StateError>>,
 }
 
@@ -67,6 +73,12 @@ impl<S: WorldState + ?Sized> LedgerFacts for BlockFacts<'_, S> {
     }
     fn revocation_sequence(&self) -> u64 {
         self.sequence
+    }
+    fn configuration(&self) -> &Configuration {
+        &self.configuration
+    }
+    fn configuration_pending(&self) -> bool {
+        self.configuration_pending
     }
 }
 
@@ -155,6 +167,8 @@ pub fn execute_block<S: WorldState + ?Sized>(
         used: BTreeSet::new(),
         revoked: BTreeSet::new(),
         sequence: state.revocation_sequence(),
+        configuration: validator.configuration_in_force(state)?,
+        configuration_pending: false,
         read_failure: RefCell::new(None),
     };
     let mut commit = BlockCommit::default();
@@ -215,6 +229,21 @@ pub fn execute_block<S: WorldState + ?Sized>(
                     tx_id: tx_id.to_vec(),
                     status: TxStatus::Valid as i32,
                     function: "revoke_certificate".into(),
+                    ..Default::default()
+                });
+            }
+            Checked::ConfigUpdate { value, .. } => {
+                // In force from the next block: this block's header names the one before.
+                facts.configuration_pending = true;
+                commit.configuration = Some((
+                    value.sequence,
+                    prost::Message::encode_to_vec(&value),
+                    commit.envelope_hashes.last().copied().unwrap_or_default(),
+                ));
+                results.push(v1::TxResult {
+                    tx_id: tx_id.to_vec(),
+                    status: TxStatus::Valid as i32,
+                    function: "config_update".into(),
                     ..Default::default()
                 });
             }
@@ -318,7 +347,7 @@ pub fn execute_block<S: WorldState + ?Sized>(
             .collect();
         header.format = HEADER_FORMAT_2;
         header.result_root = Tree::new(commit.result_leaves.clone()).root().to_vec();
-        header.config = validator.configuration().to_vec();
+        header.config = facts.configuration.hash.to_vec();
     }
     commit.state = block_writes
         .into_iter()

@@ -13,6 +13,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::block::header_hash;
+use crate::config::Configuration;
 
 /// Largest genesis file accepted.
 pub const MAX_GENESIS_BYTES: usize = 1 << 20;
@@ -43,6 +44,8 @@ pub struct Genesis {
     pub peer_keys: Vec<VerifyingKey>,
     /// SHA-256 of the genesis header: the network's identity.
     pub network_id: [u8; 32],
+    /// The genesis configuration, sequence 0 of the configuration chain (docs/adr/0010).
+    pub configuration: Configuration,
 }
 
 pub struct GenesisPeerSpec {
@@ -83,12 +86,14 @@ pub fn default_parameters() -> v1::ConsensusParameters {
     }
 }
 
-/// Builds the genesis block for `peers` (replica ids in the given order).
+/// Builds the genesis block for `peers` (replica ids in the given order), with the admins
+/// who may change its configuration (`None`: nobody, ever).
 pub fn build(
     network_name: &str,
     root_der: &[u8],
     peers: Vec<GenesisPeerSpec>,
     parameters: v1::ConsensusParameters,
+    admin_policy: Option<v1::AdminPolicy>,
     created_at_ms: i64,
 ) -> Result<Genesis, GenesisError> {
     let config = v1::GenesisConfig {
@@ -106,6 +111,7 @@ pub fn build(
             .collect(),
         consensus: Some(parameters),
         created_at_ms,
+        admin_policy,
     };
     let format = match parameters.ledger_format {
         1 => 0,
@@ -219,12 +225,31 @@ impl Genesis {
             }
             peer_keys.push(identity.signing_key);
         }
+        let admins = match &config.admin_policy {
+            Some(policy) => Some(
+                crate::config::check_policy(policy)
+                    .map_err(|e| GenesisError::Malformed(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let network_id = header_hash(header);
+        let configuration = Configuration {
+            sequence: 0,
+            hash: network_id,
+            network_id,
+            peers: config.peers.clone(),
+            peer_keys: peer_keys.clone(),
+            parameters,
+            admins,
+            policy: config.admin_policy.clone(),
+        };
         let genesis = Genesis {
-            network_id: header_hash(header),
+            network_id,
             block,
             root,
             peer_keys,
             config,
+            configuration,
         };
         genesis.pbft_config_checked(&parameters)?;
         Ok(genesis)

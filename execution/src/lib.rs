@@ -4,7 +4,8 @@
 //! RocksDB, no tonic, no tokio), so that the peer, the auditor and the fuzz targets share
 //! one copy of it:
 //!
-//! - [`genesis`]: the genesis block and the network's consensus parameters.
+//! - [`genesis`]: the genesis block and the network's consensus parameters; [`config`]: the
+//!   configuration chain that follows it (configuration transactions, admin approvals).
 //! - [`validate`]: an envelope from bytes to a checked transaction, or a refusal.
 //! - [`block`]: block headers, transaction, result and state roots; [`merkle`]: the RFC 6962
 //!   Merkle tree and its inclusion paths; [`proof`]: block votes and commit proofs.
@@ -21,6 +22,7 @@
 
 pub mod audit;
 pub mod block;
+pub mod config;
 pub mod execute;
 pub mod genesis;
 pub mod memory;

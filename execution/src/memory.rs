@@ -23,6 +23,8 @@ pub struct MemoryState {
     certificates: BTreeMap<[u8; 32], Vec<u8>>,
     revoked: BTreeSet<Vec<u8>>,
     revocation_sequence: u64,
+    /// The encoded configuration in force, once one replaced the genesis's.
+    configuration: Option<Vec<u8>>,
 }
 
 impl MemoryState {
@@ -37,6 +39,7 @@ impl MemoryState {
             certificates: BTreeMap::new(),
             revoked: BTreeSet::new(),
             revocation_sequence: 0,
+            configuration: None,
         }
     }
 
@@ -88,6 +91,9 @@ impl MemoryState {
         for (serial, sequence) in &commit.revocations {
             self.revoked.insert(serial.clone());
             self.revocation_sequence = *sequence;
+        }
+        if let Some((_, value, _)) = &commit.configuration {
+            self.configuration = Some(value.clone());
         }
         self.headers.push(header.clone());
         Ok(())
@@ -148,5 +154,9 @@ impl WorldState for MemoryState {
 
     fn revocation_sequence(&self) -> u64 {
         self.revocation_sequence
+    }
+
+    fn configuration(&self) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.configuration.clone())
     }
 }

@@ -14,6 +14,7 @@ use medledger_pbft::Encoder;
 use medledger_proto::v1;
 
 use crate::block::{HEADER_FORMAT_2, header_hash, result_leaf};
+use crate::config::Configuration;
 use crate::genesis::Genesis;
 use crate::merkle::{Hash, Tree, verify_inclusion};
 
@@ -28,7 +29,10 @@ pub enum ProofError {
     Incomplete,
     #[error("the header is of ledger format {0}; commit proofs are format 2")]
     NotFormat2(u32),
-    #[error("the block is of a configuration this network's genesis does not name")]
+    #[error(
+        "the block is of a configuration this verifier does not know (follow the \
+         network's configuration chain from its genesis)"
+    )]
     UnknownConfiguration,
     #[error("the proof names envelope {found}, not the one sent ({sent})")]
     OtherEnvelope { sent: String, found: String },
@@ -58,12 +62,32 @@ pub fn vote_bytes(network_id: &[u8; 32], number: u64, header_hash: &[u8; 32]) ->
     e.finish()
 }
 
-/// Whether `vote` is a valid vote of a peer of `genesis` on header `hash` of block `number`.
+/// The configurations a verifier knows, by the hash headers name them with in `config`:
+/// the genesis alone, or a configuration chain followed from it
+/// (docs/adr/0010).
+pub trait KnownConfigurations {
+    fn by_hash(&self, hash: &[u8]) -> Option<&Configuration>;
+}
+
+impl<T: KnownConfigurations + ?Sized> KnownConfigurations for std::sync::Arc<T> {
+    fn by_hash(&self, hash: &[u8]) -> Option<&Configuration> {
+        (**self).by_hash(hash)
+    }
+}
+
+impl KnownConfigurations for Genesis {
+    fn by_hash(&self, hash: &[u8]) -> Option<&Configuration> {
+        (hash == self.network_id).then_some(&self.configuration)
+    }
+}
+
+/// Whether `vote` is a valid vote of a peer of `configuration` on header `hash` of block
+/// `number`.
 ///
 /// # Errors
 /// Why not, as text for [`ProofError::BadVote`].
 pub fn check_vote(
-    genesis: &Genesis,
+    genesis: &Configuration,
     number: u64,
     hash: &[u8; 32],
     vote: &v1::ReplicaSignature,
@@ -92,14 +116,15 @@ pub struct Proven {
     pub result: v1::TxResult,
 }
 
-/// Checks `proof` against `genesis` and the SHA-256 of the envelope the caller sent: the
-/// header is format 2 and of this network's configuration, f+1 distinct peers signed its
-/// hash, and the result's leaf for that envelope is in its result root.
+/// Checks `proof` against the configurations the caller knows (`known`: the genesis, or the
+/// chain followed from it) and the SHA-256 of the envelope the caller sent: the header is
+/// format 2 and of a known configuration, f+1 distinct peers of that configuration signed
+/// its hash, and the result's leaf for that envelope is in its result root.
 ///
 /// # Errors
 /// [`ProofError`]: the first check that failed.
 pub fn check_commit_proof(
-    genesis: &Genesis,
+    known: &(impl KnownConfigurations + ?Sized),
     proof: &v1::CommitProof,
     envelope_hash: &[u8; 32],
 ) -> Result<Proven, ProofError> {
@@ -109,10 +134,9 @@ pub fn check_commit_proof(
     if header.format != HEADER_FORMAT_2 {
         return Err(ProofError::NotFormat2(header.format));
     }
-    // One configuration until configuration transactions exist: the genesis's.
-    if header.config != genesis.network_id {
-        return Err(ProofError::UnknownConfiguration);
-    }
+    let genesis = known
+        .by_hash(&header.config)
+        .ok_or(ProofError::UnknownConfiguration)?;
     if proof.envelope_hash != envelope_hash {
         return Err(ProofError::OtherEnvelope {
             sent: hex(envelope_hash),

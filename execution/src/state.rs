@@ -79,6 +79,9 @@ pub trait WorldState {
     fn is_revoked(&self, serial: &[u8]) -> bool;
     /// The CA sequence number of the last revocation committed (0: none).
     fn revocation_sequence(&self) -> u64;
+    /// The configuration in force (docs/adr/0010): the encoded `v1::NetworkConfig` the last
+    /// committed configuration transaction put in force, or `None` for the genesis's.
+    fn configuration(&self) -> Result<Option<Vec<u8>>, StateError>;
 }
 
 /// Everything one executed block changes, to be stored at once.
@@ -111,4 +114,8 @@ pub struct BlockCommit {
     /// Format 2: the SHA-256 and location of every envelope this block ordered for the first
     /// time (a repeat of an earlier envelope is not indexed again).
     pub envelope_index: Vec<([u8; 32], TxLocation)>,
+    /// A configuration this block's configuration transaction puts in force from the next
+    /// block on: its sequence, its encoded `v1::NetworkConfig`, and the SHA-256 of the
+    /// envelope that carried it (for the configuration chain a client follows).
+    pub configuration: Option<(u64, Vec<u8>, [u8; 32])>,
 }

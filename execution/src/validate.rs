@@ -28,7 +28,9 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use v1::TxStatus;
 
+use crate::config::{Configuration, check_update, config_tx_id};
 use crate::genesis::Genesis;
+use crate::state::{StateError, WorldState};
 
 pub const MIN_NONCE_BYTES: usize = 16;
 pub const MAX_NONCE_BYTES: usize = 32;
@@ -71,13 +73,19 @@ pub enum Checked {
         tx_id: [u8; 32],
         record: v1::RevocationRecord,
     },
+    /// A configuration update approved under the configuration in force (docs/adr/0010).
+    ConfigUpdate {
+        tx_id: [u8; 32],
+        configuration: Box<Configuration>,
+        value: v1::NetworkConfig,
+    },
 }
 
 impl Checked {
     pub fn tx_id(&self) -> [u8; 32] {
         match self {
             Checked::Transaction(t) => t.tx_id,
-            Checked::Revocation { tx_id, .. } => *tx_id,
+            Checked::Revocation { tx_id, .. } | Checked::ConfigUpdate { tx_id, .. } => *tx_id,
         }
     }
 }
@@ -97,6 +105,14 @@ pub trait LedgerFacts {
     fn tx_id_used(&self, tx_id: &[u8; 32]) -> bool;
     fn is_revoked(&self, serial: &[u8]) -> bool;
     fn revocation_sequence(&self) -> u64;
+    /// The configuration in force for the block being checked (docs/adr/0010): its
+    /// parameters bound envelopes and expiry, its admins approve the next one.
+    fn configuration(&self) -> &Configuration;
+    /// Whether a configuration update was already accepted in this block (one per block:
+    /// the next must follow from it, and it is in force only from the next block).
+    fn configuration_pending(&self) -> bool {
+        false
+    }
 }
 
 pub fn revocation_tx_id(sequence: u64) -> [u8; 32] {
@@ -121,6 +137,8 @@ struct Caches {
 pub struct Validator {
     genesis: Arc<Genesis>,
     caches: Mutex<Caches>,
+    /// The last configuration read from state, by the SHA-256 of its encoding.
+    in_force: Mutex<Option<([u8; 32], Arc<Configuration>)>>,
 }
 
 impl Validator {
@@ -128,7 +146,40 @@ impl Validator {
         Validator {
             genesis,
             caches: Mutex::new(Caches::default()),
+            in_force: Mutex::new(None),
         }
+    }
+
+    /// The configuration in force on `state` (docs/adr/0010): the genesis's until a
+    /// configuration transaction committed, then the last one (decoded once, remembered).
+    ///
+    /// # Errors
+    /// [`StateError`] when the state could not be read or holds a configuration this genesis
+    /// does not allow (corrupt storage).
+    pub fn configuration_in_force<S: WorldState + ?Sized>(
+        &self,
+        state: &S,
+    ) -> Result<Arc<Configuration>, StateError> {
+        let Some(bytes) = state.configuration()? else {
+            return Ok(Arc::new(self.genesis.configuration.clone()));
+        };
+        let key: [u8; 32] = Sha256::digest(&bytes).into();
+        let mut slot = self.in_force.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((k, c)) = slot.as_ref()
+            && *k == key
+        {
+            return Ok(c.clone());
+        }
+        let value = v1::NetworkConfig::decode(bytes.as_slice())
+            .map_err(|e| StateError(format!("the stored configuration: {e}")))?;
+        let configuration = Arc::new(
+            self.genesis
+                .configuration
+                .stored(&value)
+                .map_err(|e| StateError(format!("the stored configuration: {e}")))?,
+        );
+        *slot = Some((key, configuration.clone()));
+        Ok(configuration)
     }
 
     fn caches(&self) -> std::sync::MutexGuard<'_, Caches> {
@@ -140,12 +191,6 @@ impl Validator {
         self.genesis.ledger_format()
     }
 
-    /// The identity of the configuration in force (format 2 headers' `config`): the network
-    /// id until configuration transactions exist.
-    pub fn configuration(&self) -> [u8; 32] {
-        self.genesis.network_id
-    }
-
     /// Validates `bytes` (an encoded Envelope) at consensus time `time_ms` (Unix ms).
     pub fn check(
         &self,
@@ -153,7 +198,7 @@ impl Validator {
         time_ms: i64,
         facts: &dyn LedgerFacts,
     ) -> Result<Checked, Refusal> {
-        let max = self.genesis.max_envelope_bytes();
+        let max = facts.configuration().parameters.max_envelope_bytes as usize;
         if bytes.len() > max {
             return Err(Refusal::new(
                 TxStatus::TooLarge,
@@ -182,6 +227,9 @@ impl Validator {
                 .check_transaction(&signed, time_ms, facts)
                 .map(|t| Checked::Transaction(Box::new(t))),
             Some(v1::envelope::Kind::Revocation(signed)) => self.check_revocation(&signed, facts),
+            Some(v1::envelope::Kind::ConfigUpdate(update)) => {
+                self.check_config_update(&update, time_ms, facts)
+            }
             None => Err(Refusal::new(TxStatus::BadEnvelope, "empty envelope", None)),
         }
     }
@@ -277,7 +325,7 @@ impl Validator {
             return Err(replay());
         }
         if v2 {
-            self.check_expiry(&tx, time_ms)
+            self.check_expiry(&tx, time_ms, facts.configuration())
                 .map_err(|(status, why)| refuse(status, why))?;
         }
         if matches!(identity.role, Role::Peer | Role::Gateway) {
@@ -304,8 +352,13 @@ impl Validator {
     }
 
     /// Format 2: the transaction's expiry against consensus time `time_ms`.
-    fn check_expiry(&self, tx: &v1::Transaction, time_ms: i64) -> Result<(), (TxStatus, String)> {
-        let p = self.genesis.parameters();
+    fn check_expiry(
+        &self,
+        tx: &v1::Transaction,
+        time_ms: i64,
+        configuration: &Configuration,
+    ) -> Result<(), (TxStatus, String)> {
+        let p = &configuration.parameters;
         let latest = time_ms
             .saturating_add(p.max_tx_lifetime_ms.min(i64::MAX as u64) as i64)
             .saturating_add(p.max_clock_skew_ms.min(i64::MAX as u64) as i64);
@@ -454,6 +507,53 @@ impl Validator {
             ));
         }
         Ok(Checked::Revocation { tx_id, record })
+    }
+
+    /// A configuration update: format 2 only, one per block, approved as
+    /// [`crate::config::check_update`] requires under the configuration in force.
+    fn check_config_update(
+        &self,
+        update: &v1::ConfigUpdate,
+        time_ms: i64,
+        facts: &dyn LedgerFacts,
+    ) -> Result<Checked, Refusal> {
+        let current = facts.configuration();
+        let sequence = update.config.as_ref().map_or(0, |c| c.sequence);
+        let tx_id = config_tx_id(sequence);
+        let bad = |m: String| Refusal::new(TxStatus::BadConfigUpdate, m, Some(tx_id));
+        if self.ledger_format() < 2 {
+            return Err(Refusal::new(
+                TxStatus::BadConfigUpdate,
+                "a ledger of format 1 has no configuration chain",
+                None,
+            ));
+        }
+        if facts.configuration_pending() {
+            return Err(bad(
+                "this block already changes the configuration; submit the next change after it"
+                    .into(),
+            ));
+        }
+        if facts.tx_id_used(&tx_id) {
+            return Err(Refusal::new(
+                TxStatus::DuplicateTxId,
+                format!("configuration {sequence} is already on the ledger"),
+                Some(tx_id),
+            ));
+        }
+        let configuration = check_update(
+            current,
+            &self.genesis.root,
+            update,
+            time_ms.div_euclid(1000),
+            &FactsRevocations(facts),
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        Ok(Checked::ConfigUpdate {
+            tx_id,
+            configuration: Box::new(configuration),
+            value: update.config.clone().unwrap_or_default(),
+        })
     }
 }
 

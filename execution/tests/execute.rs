@@ -204,6 +204,9 @@ impl WorldState for FailingReads {
     fn revocation_sequence(&self) -> u64 {
         self.0.revocation_sequence()
     }
+    fn configuration(&self) -> Result<Option<Vec<u8>>, StateError> {
+        self.0.configuration()
+    }
 }
 
 /// A read that fails on this host's disk is not a fact of the ledger: execution stops (the

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use arbitrary::Unstructured;
 use medledger_crypto::{SignatureDomain, SigningIdentity, certificate_hash};
+use medledger_execution::config::Configuration;
 use medledger_execution::genesis::Genesis;
 use medledger_execution::validate::{Checked, LedgerFacts, Refusal, Validator};
 use medledger_proto::v1;
@@ -27,12 +28,25 @@ const CERTIFICATE: &[u8] = include_bytes!("../fixtures/clinician.der");
 const KEY: &str = include_str!("../fixtures/clinician.key");
 const TIME: &str = include_str!("../fixtures/time");
 
-#[derive(Default)]
 struct Facts {
     certificates: HashMap<[u8; 32], Vec<u8>>,
     used: HashSet<[u8; 32]>,
     revoked: HashSet<Vec<u8>>,
     sequence: u64,
+    /// The configuration in force: the fixture genesis's.
+    configuration: Configuration,
+}
+
+impl Facts {
+    fn new(genesis: &Genesis) -> Facts {
+        Facts {
+            certificates: HashMap::new(),
+            used: HashSet::new(),
+            revoked: HashSet::new(),
+            sequence: 0,
+            configuration: genesis.configuration.clone(),
+        }
+    }
 }
 
 impl LedgerFacts for Facts {
@@ -47,6 +61,9 @@ impl LedgerFacts for Facts {
     }
     fn revocation_sequence(&self) -> u64 {
         self.sequence
+    }
+    fn configuration(&self) -> &Configuration {
+        &self.configuration
     }
 }
 
@@ -144,7 +161,7 @@ fn made(u: &mut Unstructured<'_>, fx: &Fixture) -> arbitrary::Result<(Vec<u8>, F
         })),
     }
     .encode_to_vec();
-    let mut facts = Facts::default();
+    let mut facts = Facts::new(&fx.genesis);
     if !carried || u.ratio(1, 4)? {
         facts.certificates.insert(cert_hash, certificate);
     }
@@ -170,7 +187,7 @@ fn run(data: &[u8], fx: &Fixture) {
         return;
     };
     let (bytes, facts, time_ms) = if mode % 2 == 1 {
-        (rest.to_vec(), Facts::default(), fx.time_s * 1000)
+        (rest.to_vec(), Facts::new(&fx.genesis), fx.time_s * 1000)
     } else {
         let mut u = Unstructured::new(rest);
         match made(&mut u, fx) {

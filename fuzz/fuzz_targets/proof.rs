@@ -125,13 +125,19 @@ fn run(data: &[u8], fx: &Fixture) {
         return;
     };
     if let Ok(proven) = check_commit_proof(&fx.genesis, &proof, &sent) {
-        assert!(pick < fx.envelopes.len(), "a proof for an envelope the block does not hold");
+        assert!(
+            pick < fx.envelopes.len(),
+            "a proof for an envelope the block does not hold"
+        );
         assert_eq!(
             header_hash(&proven.header),
             header_hash(&fx.header),
             "a header no peer signed"
         );
-        assert_eq!(proven.result, fx.results[pick], "an outcome the block does not hold");
+        assert_eq!(
+            proven.result, fx.results[pick],
+            "an outcome the block does not hold"
+        );
     }
 }
 

@@ -61,6 +61,7 @@ pub struct Shared {
     pub status: Mutex<Status>,
     pub height: watch::Sender<u64>,
     pub revocations: Revocations,
+    pub configuration: crate::execute::ConfigurationInForce,
 }
 
 struct Waiter {
@@ -357,6 +358,15 @@ impl Driver {
             .unwrap_or_else(|e| fatal(&format!("cannot commit block {seq}: {e}")));
         // The block is on disk: now the world may hear of it, handshakes included.
         self.shared.revocations.apply(&commit.revocations);
+        if let Some((sequence, _, _)) = &commit.configuration {
+            let state = LedgerState::new(&self.ledger, &self.shared.revocations);
+            let configuration = self
+                .validator
+                .configuration_in_force(&state)
+                .unwrap_or_else(|e| fatal(&format!("block {seq}'s configuration: {e}")));
+            tracing::info!(block = seq, sequence, "a new configuration is in force");
+            self.shared.configuration.set(configuration);
+        }
         let block = commit.block;
         let tree = Tree::new(commit.result_leaves);
         let transactions = block.results.len();

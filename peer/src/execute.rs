@@ -4,7 +4,9 @@
 //! block) is in `medledger-execution`, shared with the auditor.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
+use medledger_execution::config::Configuration;
 use medledger_execution::state::{HistoryEntry, StateError, TxLocation, WorldState};
 use medledger_proto::v1;
 use medledger_tls::SharedRevocations;
@@ -43,6 +45,26 @@ impl Revocations {
     }
 }
 
+/// The configuration in force at the committed head (docs/adr/0010), read by checks at
+/// submission and by status; changed only by the driver after a block that changes it is on
+/// disk. (Execution reads it from the state it executes on, never from here.)
+#[derive(Debug)]
+pub struct ConfigurationInForce(RwLock<Arc<Configuration>>);
+
+impl ConfigurationInForce {
+    pub fn new(configuration: Arc<Configuration>) -> ConfigurationInForce {
+        ConfigurationInForce(RwLock::new(configuration))
+    }
+
+    pub fn get(&self) -> Arc<Configuration> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, configuration: Arc<Configuration>) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = configuration;
+    }
+}
+
 /// A storage error counts as used: refusing is the safe side, and the next read of a failing
 /// disk stops the peer anyway.
 fn indexed(ledger: &Ledger, tx_id: &[u8; 32]) -> bool {
@@ -53,6 +75,8 @@ fn indexed(ledger: &Ledger, tx_id: &[u8; 32]) -> bool {
 pub struct CommittedFacts<'a> {
     pub ledger: &'a Ledger,
     pub revocations: &'a Revocations,
+    /// The configuration in force at the committed head.
+    pub configuration: Arc<Configuration>,
 }
 
 impl LedgerFacts for CommittedFacts<'_> {
@@ -67,6 +91,9 @@ impl LedgerFacts for CommittedFacts<'_> {
     }
     fn revocation_sequence(&self) -> u64 {
         self.revocations.sequence.load(Ordering::SeqCst)
+    }
+    fn configuration(&self) -> &Configuration {
+        &self.configuration
     }
 }
 
@@ -132,5 +159,8 @@ impl WorldState for LedgerState<'_> {
     }
     fn revocation_sequence(&self) -> u64 {
         self.revocations.sequence.load(Ordering::SeqCst)
+    }
+    fn configuration(&self) -> Result<Option<Vec<u8>>, StateError> {
+        Ok(self.ledger.configuration()?)
     }
 }

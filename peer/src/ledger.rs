@@ -8,7 +8,9 @@
 //! - `certificates`: SHA-256 → DER of every creator certificate the ledger has seen
 //! - `revocations`: serial → block ‖ CA sequence
 //! - `pbft`: the replica's durable protocol state (see [`PbftStore`])
-//! - `meta`: `network_id`, `height`, `revocation_sequence`
+//! - `meta`: `network_id`, `height`, `revocation_sequence`, `configuration` (the encoded
+//!   `NetworkConfig` in force, once one replaced the genesis's), and `config/{sequence BE}`
+//!   → SHA-256 of the envelope that committed that configuration (the configuration chain)
 //!
 //! A block and everything it changes commit in one synced `WriteBatch`: after a crash the
 //! ledger holds whole blocks only, and nothing is acknowledged before it is on disk.
@@ -58,6 +60,14 @@ const ALL_CFS: [&str; 10] = [
 const META_NETWORK_ID: &[u8] = b"network_id";
 const META_HEIGHT: &[u8] = b"height";
 const META_REVOCATION_SEQUENCE: &[u8] = b"revocation_sequence";
+const META_CONFIGURATION: &[u8] = b"configuration";
+
+/// The meta key of configuration `sequence`'s envelope hash.
+fn config_link_key(sequence: u64) -> Vec<u8> {
+    let mut key = b"config/".to_vec();
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -301,6 +311,20 @@ impl Ledger {
             .unwrap_or(0))
     }
 
+    /// The encoded `v1::NetworkConfig` in force, or `None` while the genesis's is.
+    pub fn configuration(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META), META_CONFIGURATION)?)
+    }
+
+    /// The SHA-256 of the envelope that committed configuration `sequence` (1, 2, ...), if
+    /// the ledger has it.
+    pub fn config_link(&self, sequence: u64) -> Result<Option<[u8; 32]>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), config_link_key(sequence))?
+            .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok()))
+    }
+
     /// Writes block `commit.block` and all it changes in one synced batch, deleting the
     /// PBFT state keys `pbft_deletes` the block makes obsolete in the same write.
     pub fn commit_block(&self, commit: &BlockCommit, pbft_deletes: &[Vec<u8>]) -> Result<()> {
@@ -363,6 +387,10 @@ impl Ledger {
                 META_REVOCATION_SEQUENCE,
                 sequence.to_be_bytes(),
             );
+        }
+        if let Some((sequence, value, envelope)) = &commit.configuration {
+            batch.put_cf(self.cf(CF_META), META_CONFIGURATION, value);
+            batch.put_cf(self.cf(CF_META), config_link_key(*sequence), envelope);
         }
         for key in pbft_deletes {
             batch.delete_cf(self.cf(CF_PBFT), key);

@@ -10,6 +10,9 @@
 //! - `votes`: signs block votes on a header other than the one it executed;
 //! - `keys`: answers `check_access` with a category key and a study key of its own (the keys
 //!   a clinician or researcher would encrypt a file to).
+//! - `config`: serves a forged configuration chain: every real link with its configuration
+//!   altered (the longest transaction life, and itself as the only admin), and, before the
+//!   first real one, a configuration of its own making, voted by itself alone.
 //!
 //! `all` is every kind. Lies it cannot tell yet are listed in docs/RELIABILITY.md.
 
@@ -25,6 +28,7 @@ pub struct Lies {
     pub proof: bool,
     pub votes: bool,
     pub keys: bool,
+    pub config: bool,
 }
 
 impl Lies {
@@ -55,12 +59,14 @@ impl Lies {
                 "proof" => lies.proof = true,
                 "votes" => lies.votes = true,
                 "keys" => lies.keys = true,
+                "config" => lies.config = true,
                 "all" => {
                     lies = Lies {
                         genesis: true,
                         proof: true,
                         votes: true,
                         keys: true,
+                        config: true,
                     }
                 }
                 _ => {}
@@ -130,4 +136,67 @@ pub fn forged_answer(real: &mut v1::SubmitResponse, turn: u64) {
         proof.index = (proof.index + 1) % proof.leaf_count;
         proof.envelope_hash = vec![0x5a; 32];
     }
+}
+
+/// A forged configuration chain from the real `links` served from sequence `from`: each
+/// real link's configuration altered under its real proof, or, when there is none, one
+/// configuration of the liar's making (itself, `own_key`, the only admin) whose proof holds
+/// its own vote alone.
+pub fn forged_config_chain(
+    links: &[v1::ConfigLink],
+    from: u64,
+    own_key: &[u8; 32],
+    own_vote: impl Fn(&v1::BlockHeader) -> v1::ReplicaSignature,
+) -> Vec<v1::ConfigLink> {
+    use prost::Message;
+    let forge = |config: &mut v1::NetworkConfig| {
+        if let Some(p) = config.consensus.as_mut() {
+            p.max_tx_lifetime_ms = 3_600_000;
+        }
+        config.admin_policy = Some(v1::AdminPolicy {
+            admins: vec![own_key.to_vec()],
+            threshold: 1,
+        });
+    };
+    if links.is_empty() {
+        let mut config = v1::NetworkConfig {
+            sequence: from,
+            previous: vec![0; 32],
+            ..Default::default()
+        };
+        forge(&mut config);
+        let header = v1::BlockHeader {
+            number: 1,
+            format: 2,
+            ..Default::default()
+        };
+        return vec![v1::ConfigLink {
+            envelope: v1::Envelope {
+                kind: Some(v1::envelope::Kind::ConfigUpdate(v1::ConfigUpdate {
+                    config: Some(config),
+                    signatures: Vec::new(),
+                })),
+            }
+            .encode_to_vec(),
+            proof: Some(v1::CommitProof {
+                votes: vec![own_vote(&header)],
+                header: Some(header),
+                ..Default::default()
+            }),
+        }];
+    }
+    links
+        .iter()
+        .map(|link| {
+            let mut link = link.clone();
+            if let Ok(mut envelope) = v1::Envelope::decode(link.envelope.as_slice())
+                && let Some(v1::envelope::Kind::ConfigUpdate(update)) = envelope.kind.as_mut()
+                && let Some(config) = update.config.as_mut()
+            {
+                forge(config);
+                link.envelope = envelope.encode_to_vec();
+            }
+            link
+        })
+        .collect()
 }

@@ -49,6 +49,14 @@ enum Command {
         /// default 300,000): it is refused as EXPIRED after its expiry.
         #[arg(long)]
         max_tx_lifetime_ms: Option<u64>,
+        /// An admin who may approve configuration changes: their enrollment certificate
+        /// (PEM, role admin). Repeat for each (at most 32). Without any, the network's
+        /// configuration can never change.
+        #[arg(long = "admin")]
+        admins: Vec<PathBuf>,
+        /// Approvals a configuration change needs (default: a majority of the admins).
+        #[arg(long)]
+        admin_threshold: Option<u32>,
         #[arg(long, short = 'o')]
         output: PathBuf,
     },
@@ -79,6 +87,50 @@ enum Command {
     },
 }
 
+/// The admin policy of a new genesis: each certificate an admin of the CA `root_der`, valid
+/// now (`now_s`); `threshold` of them, or a majority.
+fn admin_policy(
+    root_der: &[u8],
+    certificates: &[PathBuf],
+    threshold: Option<u32>,
+    now_s: i64,
+) -> anyhow::Result<Option<medledger_proto::v1::AdminPolicy>> {
+    if certificates.is_empty() {
+        anyhow::ensure!(threshold.is_none(), "--admin-threshold needs --admin");
+        return Ok(None);
+    }
+    let root = medledger_crypto::RootCertificate::from_der(root_der)?;
+    let mut keys = Vec::new();
+    for path in certificates {
+        let pem_text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let der = pem::parse(&pem_text)
+            .with_context(|| format!("{} is not PEM", path.display()))?
+            .into_contents();
+        let identity = medledger_crypto::validate_enrollment_certificate(
+            &der,
+            &root,
+            now_s,
+            &std::collections::BTreeSet::new(),
+        )
+        .with_context(|| format!("--admin {}", path.display()))?;
+        anyhow::ensure!(
+            identity.role == medledger_crypto::Role::Admin,
+            "--admin {}: {} is a {}, not an admin",
+            path.display(),
+            identity.name,
+            identity.role
+        );
+        keys.push(identity.signing_key);
+    }
+    let mut policy = medledger_execution::config::majority_policy(&keys);
+    if let Some(t) = threshold {
+        policy.threshold = t;
+    }
+    medledger_execution::config::check_policy(&policy)?;
+    Ok(Some(policy))
+}
+
 fn main() -> anyhow::Result<()> {
     let _ = medledger_tls::provider();
     tracing_subscriber::fmt()
@@ -96,6 +148,8 @@ fn main() -> anyhow::Result<()> {
             batch_timeout_ms,
             request_timeout_ms,
             max_tx_lifetime_ms,
+            admins,
+            admin_threshold,
             output,
         } => {
             let root_pem = std::fs::read_to_string(&ca_root)
@@ -137,7 +191,15 @@ fn main() -> anyhow::Result<()> {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
-            let g = genesis::build(&network_name, &root_der, specs, parameters, now_ms)?;
+            let admin_policy = admin_policy(&root_der, &admins, admin_threshold, now_ms / 1000)?;
+            let g = genesis::build(
+                &network_name,
+                &root_der,
+                specs,
+                parameters,
+                admin_policy,
+                now_ms,
+            )?;
             std::fs::write(&output, g.encode())
                 .with_context(|| format!("writing {}", output.display()))?;
             println!("Wrote the genesis block to {}", output.display());

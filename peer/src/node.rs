@@ -144,13 +144,17 @@ pub async fn run(
     };
     let ledger = Arc::new(ledger);
     let (height_tx, _) = watch::channel(ledger.height());
+    let validator = Arc::new(Validator::new(genesis.clone()));
+    let revocations = Revocations::load(&ledger)?;
+    let configuration = validator
+        .configuration_in_force(&crate::execute::LedgerState::new(&ledger, &revocations))?;
     let shared = Arc::new(Shared {
         status: Mutex::new(Status::default()),
         height: height_tx,
-        revocations: Revocations::load(&ledger)?,
+        revocations,
+        configuration: crate::execute::ConfigurationInForce::new(configuration),
     });
     let tls_revocations = shared.revocations.serials.clone();
-    let validator = Arc::new(Validator::new(genesis.clone()));
     let lies = crate::lies::Lies::from_env(&me.name);
     if lies.any() {
         tracing::warn!(
@@ -287,6 +291,7 @@ pub async fn run(
             let facts = crate::execute::CommittedFacts {
                 ledger: &ledger,
                 revocations: &shared.revocations,
+                configuration: shared.configuration.get(),
             };
             // Execution decides for good; this fills the caches and screens forwards: a forward
             // is dropped only for what no clock or ledger height can change (a backup validated

@@ -20,7 +20,7 @@ use crate::driver::Shared;
 use crate::execute::{CommittedFacts, LedgerState};
 use crate::genesis::Genesis;
 use crate::inputs::{Inputs, Outcome, QueueError};
-use crate::ledger::Ledger;
+use crate::ledger::{Ledger, TxLocation};
 use crate::network::Network;
 use crate::validate::{Checked, Refusal, Validator, creator};
 use crate::votes::Votes;
@@ -33,6 +33,8 @@ use medledger_execution::stub::BlockStub;
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most blocks one GetBlocks call returns.
 pub const MAX_BLOCKS_PER_CALL: u32 = 100;
+/// Configuration links per `GetConfigChain` answer (each carries a proof: a few KiB).
+pub const CONFIG_LINKS_PER_PAGE: u64 = 64;
 
 pub struct LedgerService {
     pub genesis: Arc<Genesis>,
@@ -106,6 +108,7 @@ impl LedgerService {
         CommittedFacts {
             ledger: &self.ledger,
             revocations: &self.shared.revocations,
+            configuration: self.shared.configuration.get(),
         }
     }
 
@@ -169,25 +172,33 @@ impl LedgerService {
         let Some(location) = self.ledger.envelope_location(&hash).map_err(internal)? else {
             return Ok(None);
         };
-        let block = self.ledger.located(location).map_err(internal)?;
-        let index = location.index as usize;
-        if block.envelopes[index] != bytes {
+        let (proof, ordered) = self.unvoted_proof(location, &hash)?;
+        if ordered != bytes {
             return Err(internal("the envelope index points at another envelope"));
         }
-        let header = block.header.clone().unwrap_or_default();
-        let tree = Tree::new(result_leaves(&block.envelopes, &block.results));
-        let proof = build_proof(
-            &header,
-            Vec::new(),
-            &tree,
-            index,
-            &hash,
-            &block.results[index],
-        )
-        .ok_or_else(|| internal("a stored block's result tree has no such leaf"))?;
         self.with_votes(location.block, proof, String::new(), deadline)
             .await
             .map(Some)
+    }
+
+    /// The proof (without votes) of the envelope whose SHA-256 is `hash`, ordered at
+    /// `location`, and the envelope's bytes as ordered.
+    fn unvoted_proof(
+        &self,
+        location: TxLocation,
+        hash: &[u8; 32],
+    ) -> Result<(v1::CommitProof, Vec<u8>), Status> {
+        let block = self.ledger.located(location).map_err(internal)?;
+        let index = location.index as usize;
+        let (Some(envelope), Some(result)) = (block.envelopes.get(index), block.results.get(index))
+        else {
+            return Err(internal("the envelope index points past its block"));
+        };
+        let header = block.header.clone().unwrap_or_default();
+        let tree = Tree::new(result_leaves(&block.envelopes, &block.results));
+        let proof = build_proof(&header, Vec::new(), &tree, index, hash, result)
+            .ok_or_else(|| internal("a stored block's result tree has no such leaf"))?;
+        Ok((proof, envelope.clone()))
     }
 
     /// `proof` with f+1 votes on its header, waiting for them until `deadline`.
@@ -198,20 +209,26 @@ impl LedgerService {
         message: String,
         deadline: tokio::time::Instant,
     ) -> Result<Response<v1::SubmitResponse>, Status> {
+        proof.votes = self.quorum_votes(block, deadline).await?;
+        Ok(Response::new(v1::SubmitResponse {
+            proof: Some(proof),
+            message,
+        }))
+    }
+
+    /// f+1 votes on block `block`'s header, waiting for them until `deadline`.
+    async fn quorum_votes(
+        &self,
+        block: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Vec<v1::ReplicaSignature>, Status> {
         let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match self.votes.quorum(block, wait).await {
-            Some(votes) => {
-                proof.votes = votes;
-                Ok(Response::new(v1::SubmitResponse {
-                    proof: Some(proof),
-                    message,
-                }))
-            }
-            None => Err(Status::unavailable(format!(
+        self.votes.quorum(block, wait).await.ok_or_else(|| {
+            Status::unavailable(format!(
                 "committed in block {block} here, but too few peers have signed that block for \
                  this peer to prove it; ask another peer, or retry the same transaction"
-            ))),
-        }
+            ))
+        })
     }
 
     /// What a correct peer answers to a submission.
@@ -237,8 +254,10 @@ impl LedgerService {
             .check(&bytes, crate::driver::now_ms() as i64, &self.facts());
         let creator = match checked {
             Ok(Checked::Transaction(valid)) => valid.identity.cert_hash,
-            // Revocations come from the CA root, in sequence: one identity.
+            // Revocations come from the CA root, in sequence, and configuration updates from
+            // a threshold of admins, one per sequence number: one identity each.
             Ok(Checked::Revocation { .. }) => [0; 32],
+            Ok(Checked::ConfigUpdate { .. }) => [1; 32],
             Err(refusal) => {
                 // The head first: a block that commits the envelope between the two reads
                 // then shows in the index, never as "expired".
@@ -462,6 +481,41 @@ impl v1::ledger_server::Ledger for LedgerService {
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
+    async fn get_config_chain(
+        &self,
+        request: Request<v1::GetConfigChainRequest>,
+    ) -> Result<Response<v1::GetConfigChainResponse>, Status> {
+        self.caller(&request)?;
+        let from = request.into_inner().from_sequence.max(1);
+        let deadline = tokio::time::Instant::now() + SUBMIT_TIMEOUT;
+        let mut links = Vec::new();
+        for sequence in from..from.saturating_add(CONFIG_LINKS_PER_PAGE) {
+            let Some(hash) = self.ledger.config_link(sequence).map_err(internal)? else {
+                break;
+            };
+            let location = self
+                .ledger
+                .envelope_location(&hash)
+                .map_err(internal)?
+                .ok_or_else(|| internal("a configuration's envelope is not indexed"))?;
+            let (mut proof, envelope) = self.unvoted_proof(location, &hash)?;
+            proof.votes = self.quorum_votes(location.block, deadline).await?;
+            links.push(v1::ConfigLink {
+                envelope,
+                proof: Some(proof),
+            });
+        }
+        if self.lies.config {
+            let own_key = self.votes.sign_anything(&v1::BlockHeader::default()).1;
+            let links = crate::lies::forged_config_chain(&links, from, &own_key, |h| {
+                self.votes.sign_anything(h).0
+            });
+            tracing::info!("lie told: a forged configuration");
+            return Ok(Response::new(v1::GetConfigChainResponse { links }));
+        }
+        Ok(Response::new(v1::GetConfigChainResponse { links }))
+    }
+
     async fn get_status(
         &self,
         request: Request<v1::GetStatusRequest>,
@@ -475,7 +529,10 @@ impl v1::ledger_server::Ledger for LedgerService {
             .clone();
         let height = self.ledger.height();
         let last = self.ledger.header(height).map_err(internal)?;
+        let configuration = self.shared.configuration.get();
         Ok(Response::new(v1::GetStatusResponse {
+            config_sequence: configuration.sequence,
+            config: configuration.hash.to_vec(),
             replica: self.replica,
             height,
             view: status.view,

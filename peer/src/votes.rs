@@ -111,6 +111,26 @@ impl Votes {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Debug builds, in tests (`lies.rs`): this peer's signature on any header, recorded
+    /// nowhere, and its public key.
+    pub fn sign_anything(&self, header: &v1::BlockHeader) -> (v1::ReplicaSignature, [u8; 32]) {
+        let signature = self.identity.sign(
+            SignatureDomain::BlockVote,
+            &vote_bytes(
+                &self.genesis.network_id,
+                header.number,
+                &header_hash(header),
+            ),
+        );
+        (
+            v1::ReplicaSignature {
+                replica: self.me,
+                signature: signature.to_bytes().to_vec(),
+            },
+            self.identity.verifying_key().to_bytes(),
+        )
+    }
+
     /// This peer executed block `number` to a header hashing to `hash`: signs its vote,
     /// keeps it, and returns it for the others.
     pub fn executed(&self, number: u64, hash: [u8; 32]) -> v1::BlockVote {
@@ -194,7 +214,7 @@ impl Votes {
             replica: vote.from,
             signature: vote.signature,
         };
-        check_vote(&self.genesis, vote.number, &hash, &signature)
+        check_vote(&self.genesis.configuration, vote.number, &hash, &signature)
             .map_err(VoteRefused::BadSignature)?;
         let proven;
         {

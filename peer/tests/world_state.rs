@@ -86,6 +86,7 @@ fn commit(rng: &mut Rng, number: u64, previous: &v1::BlockHeader) -> BlockCommit
         chaincode_panics: Vec::new(),
         result_leaves: Vec::new(),
         envelope_hashes: Vec::new(),
+        configuration: (rng.below(7) == 0).then(|| (number, vec![number as u8; 5], [3; 32])),
     }
 }
 
@@ -107,6 +108,10 @@ fn rocksdb_and_memory_answer_every_read_alike() {
         let disk = LedgerState::new(&ledger, &revocations);
         assert_eq!(disk.header(number).unwrap(), memory.header(number).unwrap());
         assert_eq!(disk.revocation_sequence(), memory.revocation_sequence());
+        assert_eq!(
+            disk.configuration().unwrap(),
+            memory.configuration().unwrap()
+        );
         for serial in 0..8u8 {
             assert_eq!(disk.is_revoked(&[serial]), memory.is_revoked(&[serial]));
         }

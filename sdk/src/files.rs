@@ -307,7 +307,10 @@ pub async fn upload_to(
         .into_inner();
     let _ = sender.await;
     drop(spool);
-    let committed = peers.check_proof(&envelope, response.proof)?.into_valid()?;
+    let committed = peers
+        .check_proof(&envelope, response.proof)
+        .await?
+        .into_valid()?;
     Ok(Uploaded {
         item_id,
         path,
@@ -428,7 +431,10 @@ pub async fn download_from(
             "the gateway did not begin with the access's commit proof".into(),
         ));
     };
-    let committed = peers.check_proof(&envelope, Some(*proof))?.into_valid()?;
+    let committed = peers
+        .check_proof(&envelope, Some(*proof))
+        .await?
+        .into_valid()?;
     // A study copy recorded as de-identified is re-checked before any of it reaches disk.
     let mut recheck_as_of: Option<i32> = None;
     let access = match source {
@@ -772,6 +778,9 @@ pub async fn erase(
         .await
         .map_err(gateway_error)?
         .into_inner();
-    let committed = peers.check_proof(&envelope, response.proof)?.into_valid()?;
+    let committed = peers
+        .check_proof(&envelope, response.proof)
+        .await?
+        .into_valid()?;
     Ok((committed, response.deleted_paths))
 }

@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use medledger_crypto::{SignatureDomain, VerifyingKey, certificate_hash};
 use medledger_execution::block::envelope_hash;
-use medledger_execution::proof::check_commit_proof;
+use medledger_execution::config::{ConfigChain, Configuration};
+use medledger_execution::proof::{KnownConfigurations, ProofError, check_commit_proof};
 use medledger_proto::v1;
 use medledger_proto::v1::ledger_client::LedgerClient;
 use prost::Message;
@@ -93,8 +94,10 @@ impl Committed {
 
 pub struct PeerSet {
     clients: Vec<LedgerClient<Channel>>,
-    /// The pinned genesis: what commit proofs are checked against.
-    genesis: Arc<Genesis>,
+    /// The configuration chain followed from the pinned genesis (docs/adr/0010): what
+    /// commit proofs are checked against. Links come from any peer and are each checked
+    /// against the configuration before them, so no peer is believed.
+    chain: std::sync::RwLock<ConfigChain>,
     pub network_id: [u8; 32],
     pub names: Vec<String>,
     pub addresses: Vec<String>,
@@ -417,9 +420,9 @@ impl PeerSet {
         let cert_der = wallet.cert_der()?;
         let names = config.peers.iter().map(|p| p.name.clone()).collect();
         let addresses = config.peers.iter().map(|p| p.address.clone()).collect();
-        Ok(PeerSet {
+        let peers = PeerSet {
+            chain: std::sync::RwLock::new(ConfigChain::new(&pinned)),
             clients,
-            genesis: Arc::new(pinned),
             network_id,
             names,
             addresses,
@@ -430,7 +433,88 @@ impl PeerSet {
             )
             .map_err(|e| ClientError::wallet(&wallet.dir, e))?,
             known_height: std::sync::atomic::AtomicU64::new(0),
-        })
+        };
+        // The configuration in force, before the first transaction is made under it. A
+        // network whose peers cannot serve it yet is still usable with the last one known:
+        // a proof under a newer one makes the client ask again.
+        let _ = peers.learn_configuration(None).await;
+        Ok(peers)
+    }
+
+    /// The latest configuration this client followed (sequence 0: the genesis's).
+    pub fn configuration(&self) -> Configuration {
+        self.chain
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .current()
+            .clone()
+    }
+
+    fn parameters(&self) -> v1::ConsensusParameters {
+        self.configuration().parameters
+    }
+
+    /// Follows the configuration chain from the latest configuration known, asking the
+    /// peers in turn: every link is checked against the configuration before it
+    /// ([`ConfigChain::follow`]), so a peer can withhold links but not forge one. Stops at
+    /// the first peer that answers, or, with `wanted`, once that configuration is known.
+    /// Returns the sequence of the latest configuration known.
+    ///
+    /// # Errors
+    /// [`ClientError::Protocol`] when `wanted` is not known after asking every peer.
+    pub async fn learn_configuration(&self, wanted: Option<&[u8]>) -> Result<u64, ClientError> {
+        let known = || {
+            let chain = self.chain.read().unwrap_or_else(|p| p.into_inner());
+            wanted.is_none_or(|h| chain.by_hash(h).is_some())
+        };
+        let mut problems = Vec::new();
+        for i in 0..self.clients.len() {
+            if wanted.is_some() && known() {
+                break;
+            }
+            match self.follow_chain_of(i).await {
+                Ok(()) if wanted.is_none() => break,
+                Ok(()) => {}
+                Err(problem) => problems.push(format!("{}: {problem}", self.names[i])),
+            }
+        }
+        let current = self.configuration().sequence;
+        if known() {
+            Ok(current)
+        } else {
+            Err(ClientError::Protocol(format!(
+                "no peer proved the configuration a block names (after configuration \
+                 {current}): {}",
+                problems.join("; ")
+            )))
+        }
+    }
+
+    /// Follows the links peer `i` serves, page by page, until it has no more.
+    async fn follow_chain_of(&self, i: usize) -> Result<(), String> {
+        let mut client = self.clients[i].clone();
+        loop {
+            let mut request = tonic::Request::new(v1::GetConfigChainRequest {
+                from_sequence: self.configuration().sequence + 1,
+            });
+            request.set_timeout(Duration::from_secs(10));
+            let links = client
+                .get_config_chain(request)
+                .await
+                .map_err(|status| peer_words(status.message()))?
+                .into_inner()
+                .links;
+            if links.is_empty() {
+                return Ok(());
+            }
+            let mut chain = self.chain.write().unwrap_or_else(|p| p.into_inner());
+            for link in &links {
+                let next = chain.current().sequence + 1;
+                chain
+                    .follow(link)
+                    .map_err(|e| format!("configuration {next}: {e}"))?;
+            }
+        }
     }
 
     /// Notes that `block` has committed (queries then see at least it).
@@ -476,7 +560,7 @@ impl PeerSet {
     /// How long after a transaction is signed it may still be ordered, at most (ms): the
     /// network's longest transaction life plus its allowed clock skew.
     pub fn longest_pending_ms(&self) -> i64 {
-        let p = self.genesis.parameters();
+        let p = self.parameters();
         (p.max_tx_lifetime_ms.saturating_add(p.max_clock_skew_ms)).min(i64::MAX as u64) as i64
     }
 
@@ -487,7 +571,7 @@ impl PeerSet {
     /// # Errors
     /// Why not, in words for the caller.
     pub fn check_expiry_now(&self, expires_at_ms: i64) -> Result<(), String> {
-        let p = self.genesis.parameters();
+        let p = self.parameters();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -515,13 +599,13 @@ impl PeerSet {
 
     /// f + 1: the peers whose votes a commit proof needs.
     pub fn votes_needed(&self) -> usize {
-        self.genesis.weak_quorum()
+        self.configuration().weak_quorum()
     }
 
     /// How long a transaction signed now may wait to be ordered (ms): half the network's
     /// longest, so a client clock off by up to that much still makes valid transactions.
     pub fn transaction_lifetime_ms(&self) -> i64 {
-        (self.genesis.parameters().max_tx_lifetime_ms / 2).min(i64::MAX as u64) as i64
+        (self.parameters().max_tx_lifetime_ms / 2).min(i64::MAX as u64) as i64
     }
 
     /// A signed transaction calling `function` with encoded `args`.
@@ -596,7 +680,7 @@ impl PeerSet {
             match outcome {
                 Ok(response) => {
                     let response = response.into_inner();
-                    match self.proven(&sent, response.proof) {
+                    match self.proven(&sent, response.proof).await {
                         Ok(committed) if committed.is_valid() => {
                             calls.abort_all();
                             return Ok(committed);
@@ -651,18 +735,42 @@ impl PeerSet {
     ///
     /// # Errors
     /// `ClientError::Protocol` saying why the proof does not prove that envelope's outcome.
-    pub fn check_proof(
+    pub async fn check_proof(
         &self,
         envelope: &v1::Envelope,
         proof: Option<v1::CommitProof>,
     ) -> Result<Committed, ClientError> {
         self.proven(&envelope_hash(&envelope.encode_to_vec()), proof)
+            .await
             .map_err(|e| ClientError::Protocol(format!("the gateway's commit proof: {e}")))
     }
 
-    fn proven(&self, sent: &[u8; 32], proof: Option<v1::CommitProof>) -> Result<Committed, String> {
+    /// Checks `proof` against the configuration chain, following it first when the proof's
+    /// block names a configuration this client has not followed yet.
+    async fn proven(
+        &self,
+        sent: &[u8; 32],
+        proof: Option<v1::CommitProof>,
+    ) -> Result<Committed, String> {
         let proof = proof.ok_or("no commit proof")?;
-        let proven = check_commit_proof(&self.genesis, &proof, sent).map_err(|e| e.to_string())?;
+        let check = || {
+            check_commit_proof(
+                &*self.chain.read().unwrap_or_else(|p| p.into_inner()),
+                &proof,
+                sent,
+            )
+        };
+        let proven = match check() {
+            Err(ProofError::UnknownConfiguration) => {
+                let wanted = proof.header.as_ref().map(|h| h.config.clone());
+                self.learn_configuration(wanted.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check()
+            }
+            other => other,
+        }
+        .map_err(|e| e.to_string())?;
         self.saw(proven.block);
         let r = proven.result;
         Ok(Committed {

@@ -420,11 +420,20 @@ impl TestNetwork {
             .genesis(
                 &ca_dir.join("ca-root.pem"),
                 &specs,
-                &["--request-timeout-ms", "1500"]
-                    .iter()
-                    .chain(genesis_options)
-                    .map(|o| o.to_string())
-                    .collect::<Vec<_>>(),
+                &[
+                    "--request-timeout-ms",
+                    "1500",
+                    "--admin",
+                    &network
+                        .wallet("admin")
+                        .join("cert.pem")
+                        .display()
+                        .to_string(),
+                ]
+                .iter()
+                .chain(genesis_options)
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>(),
                 &network.genesis,
             )
             .output()

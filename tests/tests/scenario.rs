@@ -544,6 +544,32 @@ fn the_scenario_holds_when_the_first_peer_lies() {
         "peer0 tells its lies: {log}"
     );
 
+    // The admin changes the network's configuration through the liar first: every client
+    // after follows it, with proofs, past the liar's forged configuration chain.
+    let update = net.path().join("config-update.pb");
+    let update = update.to_str().unwrap();
+    let admin = Some("admin");
+    net.ok(
+        admin,
+        &[
+            "admin",
+            "config",
+            "propose",
+            "--max-tx-lifetime-ms",
+            "120000",
+            "-o",
+            update,
+        ],
+    );
+    net.ok(admin, &["admin", "config", "approve", update]);
+    net.ok(admin, &["admin", "config", "submit", update]);
+    let info = net.json(admin, &["ledger", "info"]);
+    assert_eq!(info["configuration"]["sequence"], 1, "{info}");
+    assert_eq!(
+        info["configuration"]["max_tx_lifetime_ms"], 120_000,
+        "{info}"
+    );
+
     let demo = net.json(None, &["demo"]);
     assert_eq!(demo["failures"], serde_json::json!([]), "{demo}");
     // The lies reached the others and the clients, and were passed over.
@@ -560,7 +586,12 @@ fn the_scenario_holds_when_the_first_peer_lies() {
         "the other peers saw peer0's votes on other headers"
     );
     let log = std::fs::read_to_string(net.path().join("peer0.log")).unwrap_or_default();
-    for lie in ["a forged outcome", "a forged genesis", "forged keys"] {
+    for lie in [
+        "a forged outcome",
+        "a forged genesis",
+        "forged keys",
+        "a forged configuration",
+    ] {
         assert!(
             log.contains(&format!("lie told: {lie}")),
             "peer0 told {lie} and was passed over"

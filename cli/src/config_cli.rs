@@ -1,0 +1,302 @@
+//! `medledger admin config`: changing the network's configuration (docs/adr/0010). One
+//! admin proposes the next configuration into a file, each admin the policy needs approves
+//! it (a signature added to the file, after seeing what it changes), and any of them submits
+//! it; it is in force from the block after the one that commits it.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use medledger_crypto::{SignatureDomain, VerifyingKey};
+use medledger_execution::config::{
+    Configuration, MAX_CONFIG_ENVELOPE_BYTES, approval_bytes, config_hash, majority_policy,
+};
+use medledger_proto::v1;
+use medledger_sdk::error::ClientError;
+use medledger_sdk::peer::PeerSet;
+use medledger_sdk::wallet::{Wallet, pem_decode};
+use prost::Message;
+use serde_json::json;
+
+use crate::{Cli, DEFAULT_PEER, Output, open_wallet};
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Show the configuration in force, as followed from the pinned genesis with proofs.
+    Show,
+    /// Write the next configuration — the one in force with the changes given — to a file
+    /// for the admins to approve.
+    Propose {
+        /// The longest a transaction may wait to be ordered, in ms (10,000 to 3,600,000).
+        #[arg(long)]
+        max_tx_lifetime_ms: Option<u64>,
+        /// The largest transaction envelope, in bytes (8 KiB to the block size).
+        #[arg(long)]
+        max_envelope_bytes: Option<u32>,
+        /// The admins of the new configuration: their enrollment certificates (PEM). Repeat
+        /// for each; without any, the admins stay as they are.
+        #[arg(long = "admin")]
+        admins: Vec<PathBuf>,
+        /// Approvals the new configuration's changes will need (default: a majority).
+        #[arg(long)]
+        admin_threshold: Option<u32>,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Approve a proposed configuration as this wallet's admin: shows what it changes and
+    /// adds this admin's signature to the file.
+    Approve { file: PathBuf },
+    /// Submit an approved configuration to the ledger.
+    Submit { file: PathBuf },
+}
+
+pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, ClientError> {
+    let wallet = open_wallet(cli)?;
+    let peers = PeerSet::connect(&wallet, cli.peer.as_deref().unwrap_or(DEFAULT_PEER)).await?;
+    let current = peers.configuration();
+    match command {
+        ConfigCommand::Show => Ok(Output {
+            text: describe(&current),
+            json: as_json(&current),
+        }),
+        ConfigCommand::Propose {
+            max_tx_lifetime_ms,
+            max_envelope_bytes,
+            admins,
+            admin_threshold,
+            out,
+        } => {
+            let mut value = current.successor();
+            let mut parameters = current.parameters;
+            if let Some(ms) = max_tx_lifetime_ms {
+                parameters.max_tx_lifetime_ms = *ms;
+            }
+            if let Some(bytes) = max_envelope_bytes {
+                parameters.max_envelope_bytes = *bytes;
+            }
+            value.consensus = Some(parameters);
+            if !admins.is_empty() {
+                let keys = admins
+                    .iter()
+                    .map(|path| admin_key(&wallet, path))
+                    .collect::<Result<Vec<_>, _>>()?;
+                value.admin_policy = Some(majority_policy(&keys));
+            }
+            if let (Some(t), Some(policy)) = (admin_threshold, value.admin_policy.as_mut()) {
+                policy.threshold = *t;
+            }
+            // Refused here rather than at the ledger: the same checks it will make.
+            let next = current
+                .next(&value)
+                .map_err(|e| ClientError::Usage(format!("this configuration is refused: {e}")))?;
+            let update = v1::ConfigUpdate {
+                config: Some(value),
+                signatures: Vec::new(),
+            };
+            write(out, &update)?;
+            Ok(Output {
+                text: format!(
+                    "Wrote configuration {} to {}.\n{}\nEach admin approves it with `medledger \
+                     admin config approve {}`; then `medledger admin config submit {}`.",
+                    next.sequence,
+                    out.display(),
+                    changes(&current, &next),
+                    out.display(),
+                    out.display()
+                ),
+                json: json!({"file": out, "sequence": next.sequence, "hash": hex::encode(next.hash)}),
+            })
+        }
+        ConfigCommand::Approve { file } => {
+            let mut update = read(file)?;
+            let value = update.config.clone().unwrap_or_default();
+            let next = current.next(&value).map_err(|e| {
+                ClientError::Usage(format!(
+                    "{} does not follow the configuration in force ({}): {e}",
+                    file.display(),
+                    current.sequence
+                ))
+            })?;
+            let admins = current.admins.as_ref().ok_or_else(|| {
+                ClientError::Usage("the configuration in force names no admins".into())
+            })?;
+            if !admins.keys.contains(&wallet.signing.verifying_key()) {
+                return Err(ClientError::Usage(format!(
+                    "{} is not an admin of the configuration in force",
+                    wallet.info.name
+                )));
+            }
+            let signature = wallet
+                .signing
+                .sign(
+                    SignatureDomain::ConfigUpdate,
+                    &approval_bytes(&current.network_id, &config_hash(&value)),
+                )
+                .to_bytes()
+                .to_vec();
+            let certificate = wallet.cert_der()?;
+            update.signatures.retain(|s| s.certificate != certificate);
+            update.signatures.push(v1::AdminSignature {
+                certificate,
+                signature,
+            });
+            write(file, &update)?;
+            Ok(Output {
+                text: format!(
+                    "{} approved configuration {}:\n{}\n{} of {} approvals needed are in {}.",
+                    wallet.info.name,
+                    next.sequence,
+                    changes(&current, &next),
+                    update.signatures.len(),
+                    admins.threshold,
+                    file.display()
+                ),
+                json: json!({
+                    "sequence": next.sequence,
+                    "approvals": update.signatures.len(),
+                    "needed": admins.threshold,
+                }),
+            })
+        }
+        ConfigCommand::Submit { file } => {
+            let update = read(file)?;
+            let sequence = update.config.as_ref().map_or(0, |c| c.sequence);
+            let committed = peers
+                .submit_envelope(v1::Envelope {
+                    kind: Some(v1::envelope::Kind::ConfigUpdate(update)),
+                })
+                .await?
+                .into_valid()?;
+            let learned = peers.learn_configuration(None).await?;
+            Ok(Output {
+                text: format!(
+                    "Configuration {sequence} committed in block {} and is in force from block \
+                     {} on (this client follows configuration {learned}).",
+                    committed.block,
+                    committed.block + 1
+                ),
+                json: json!({"sequence": sequence, "block": committed.block}),
+            })
+        }
+    }
+}
+
+/// An admin's signing key from their certificate, which must be an admin of this wallet's CA.
+fn admin_key(wallet: &Wallet, path: &Path) -> Result<VerifyingKey, ClientError> {
+    let pem_text = std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    let der = pem_decode(&pem_text, "CERTIFICATE")
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let identity = medledger_crypto::validate_enrollment_certificate(
+        &der,
+        &wallet.root()?,
+        now,
+        &std::collections::BTreeSet::<Vec<u8>>::new(),
+    )
+    .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    if identity.role != medledger_crypto::Role::Admin {
+        return Err(ClientError::Usage(format!(
+            "{}: {} is a {}, not an admin",
+            path.display(),
+            identity.name,
+            identity.role
+        )));
+    }
+    Ok(identity.signing_key)
+}
+
+fn read(path: &Path) -> Result<v1::ConfigUpdate, ClientError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    if bytes.len() > MAX_CONFIG_ENVELOPE_BYTES {
+        return Err(ClientError::Usage(format!(
+            "{} is larger than a configuration update can be",
+            path.display()
+        )));
+    }
+    v1::ConfigUpdate::decode(bytes.as_slice()).map_err(|e| {
+        ClientError::Usage(format!(
+            "{} is not a configuration update: {e}",
+            path.display()
+        ))
+    })
+}
+
+fn write(path: &Path, update: &v1::ConfigUpdate) -> Result<(), ClientError> {
+    std::fs::write(path, update.encode_to_vec())
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))
+}
+
+/// What `next` changes from `current`, a line each.
+fn changes(current: &Configuration, next: &Configuration) -> String {
+    let (a, b) = (&current.parameters, &next.parameters);
+    let mut lines = Vec::new();
+    if a.max_tx_lifetime_ms != b.max_tx_lifetime_ms {
+        lines.push(format!(
+            "  max_tx_lifetime_ms: {} -> {}",
+            a.max_tx_lifetime_ms, b.max_tx_lifetime_ms
+        ));
+    }
+    if a.max_envelope_bytes != b.max_envelope_bytes {
+        lines.push(format!(
+            "  max_envelope_bytes: {} -> {}",
+            a.max_envelope_bytes, b.max_envelope_bytes
+        ));
+    }
+    if current.admins != next.admins {
+        lines.push(format!(
+            "  admins: {} -> {}",
+            admins_words(current),
+            admins_words(next)
+        ));
+    }
+    if lines.is_empty() {
+        "  (no change but the sequence number)".into()
+    } else {
+        lines.join("\n")
+    }
+}
+
+fn admins_words(c: &Configuration) -> String {
+    match &c.admins {
+        Some(a) => format!(
+            "{} of [{}]",
+            a.threshold,
+            a.keys
+                .iter()
+                .map(|k| hex::encode(&k.to_bytes()[..6]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "none (fixed)".into(),
+    }
+}
+
+fn describe(c: &Configuration) -> String {
+    format!(
+        "configuration {} ({})\n  peers: {}\n  max_tx_lifetime_ms: {}\n  max_envelope_bytes: {}\n  \
+         admins: {}",
+        c.sequence,
+        hex::encode(c.hash),
+        c.peers
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        c.parameters.max_tx_lifetime_ms,
+        c.parameters.max_envelope_bytes,
+        admins_words(c)
+    )
+}
+
+fn as_json(c: &Configuration) -> serde_json::Value {
+    json!({
+        "sequence": c.sequence,
+        "hash": hex::encode(c.hash),
+        "peers": c.peers.iter().map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "max_tx_lifetime_ms": c.parameters.max_tx_lifetime_ms,
+        "max_envelope_bytes": c.parameters.max_envelope_bytes,
+        "admins": c.admins.as_ref().map(|a| a.keys.iter().map(|k| hex::encode(k.to_bytes())).collect::<Vec<_>>()),
+        "admin_threshold": c.admins.as_ref().map(|a| a.threshold),
+    })
+}

@@ -1,0 +1,412 @@
+//! The network's configuration chain (docs/adr/0010): the genesis configuration, then each
+//! configuration a committed configuration transaction put in force, each checked against
+//! the one before it — the way Fabric's config blocks verify against the previous config.
+//!
+//! A [`v1::ConfigUpdate`] carries the whole next [`v1::NetworkConfig`] (sequence + 1, naming
+//! the hash of the configuration in force) and the approvals of at least the threshold of
+//! admins that configuration's [`v1::AdminPolicy`] names, each an Ed25519 signature in the
+//! domain `medledger/v2/config-update` on (network id, configuration hash) by an admin
+//! enrollment certificate valid and unrevoked at the block's consensus time. It takes effect
+//! from the block after the one that commits it; every format-2 header names the hash of the
+//! configuration it was executed under (`config`), and the votes that prove that block are
+//! checked against that configuration's peers.
+//!
+//! What a configuration may change today: the admin policy and the execution parameters
+//! (`max_envelope_bytes`, `max_tx_lifetime_ms`). The peer set and the PBFT parameters stay
+//! as the genesis fixed them until reconfiguration of the replicas exists (issue 19); an
+//! update that changes them is refused as `BAD_CONFIG_UPDATE`, never half applied.
+
+use std::collections::BTreeSet;
+
+use medledger_crypto::{
+    RevocationSet, Role, RootCertificate, Signature, SignatureDomain, VerifyingKey,
+    validate_enrollment_certificate,
+};
+use medledger_pbft::Encoder;
+use medledger_proto::v1;
+use prost::Message;
+use sha2::{Digest, Sha256};
+
+use crate::genesis::TX_LIFETIME_BOUNDS_MS;
+
+/// Most admins a policy may name, and so most approvals an update may carry.
+pub const MAX_ADMINS: usize = 32;
+/// Fewest bytes `max_envelope_bytes` may be set to: a transaction carrying its creator's
+/// certificate must still fit.
+pub const MIN_ENVELOPE_BYTES: u32 = 8 * 1024;
+
+/// Why a configuration update does not follow from the configuration in force. Each names
+/// the first check that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the update carries no configuration")]
+    Empty,
+    #[error("the update is configuration {got}; the next one is {expected}")]
+    Sequence { expected: u64, got: u64 },
+    #[error("the update replaces another configuration than the one in force")]
+    Previous,
+    #[error("the configuration in force names no admins: this network's configuration is fixed")]
+    NoAdmins,
+    #[error("admin policy: {0}")]
+    Policy(String),
+    #[error("approval {index}: {why}")]
+    Approval { index: usize, why: String },
+    #[error("{got} distinct admins approved; the policy needs {needed}")]
+    TooFewApprovals { got: usize, needed: usize },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("parameters: {0}")]
+    Parameters(String),
+}
+
+/// An admin policy, checked: `threshold` of the distinct `admins`' keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admins {
+    pub keys: Vec<VerifyingKey>,
+    pub threshold: usize,
+}
+
+/// Checks a policy's shape: 1 to [`MAX_ADMINS`] distinct 32-byte Ed25519 keys and a
+/// threshold from 1 to their number.
+///
+/// # Errors
+/// [`ConfigError::Policy`], saying what is wrong.
+pub fn check_policy(policy: &v1::AdminPolicy) -> Result<Admins, ConfigError> {
+    let bad = |why: String| ConfigError::Policy(why);
+    if policy.admins.is_empty() || policy.admins.len() > MAX_ADMINS {
+        return Err(bad(format!(
+            "{} admins; a policy names 1 to {MAX_ADMINS}",
+            policy.admins.len()
+        )));
+    }
+    let mut keys = Vec::with_capacity(policy.admins.len());
+    for (i, raw) in policy.admins.iter().enumerate() {
+        let key = <[u8; 32]>::try_from(raw.as_slice())
+            .ok()
+            .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+            .ok_or_else(|| bad(format!("admin {i} is not an Ed25519 public key")))?;
+        if keys.contains(&key) {
+            return Err(bad(format!("admin {i} is named twice")));
+        }
+        keys.push(key);
+    }
+    let threshold = policy.threshold as usize;
+    if threshold == 0 || threshold > keys.len() {
+        return Err(bad(format!(
+            "threshold {threshold} of {} admins; it must be 1 to {}",
+            keys.len(),
+            keys.len()
+        )));
+    }
+    Ok(Admins { keys, threshold })
+}
+
+/// A majority of `admins` (Fabric's `MAJORITY Admins`): more than half of them.
+pub fn majority_policy(admins: &[VerifyingKey]) -> v1::AdminPolicy {
+    v1::AdminPolicy {
+        admins: admins.iter().map(|k| k.to_bytes().to_vec()).collect(),
+        threshold: (admins.len() / 2 + 1) as u32,
+    }
+}
+
+/// One configuration of the network, as a verifier uses it.
+#[derive(Debug, Clone)]
+pub struct Configuration {
+    /// 0 for the genesis configuration.
+    pub sequence: u64,
+    /// What headers executed under it name in `config`: the network id for the genesis
+    /// configuration, [`config_hash`] for later ones.
+    pub hash: [u8; 32],
+    /// The genesis header's hash, which every vote and approval is bound to.
+    pub network_id: [u8; 32],
+    pub peers: Vec<v1::GenesisPeer>,
+    /// The replicas' signing keys, by replica id.
+    pub peer_keys: Vec<VerifyingKey>,
+    pub parameters: v1::ConsensusParameters,
+    /// Who may change it; `None`: nobody.
+    pub admins: Option<Admins>,
+    /// The policy as it is encoded (for the next configuration to repeat or change).
+    pub policy: Option<v1::AdminPolicy>,
+}
+
+impl Configuration {
+    /// f + 1 of its peers: the votes a commit proof of a block executed under it needs.
+    pub fn weak_quorum(&self) -> usize {
+        (self.peer_keys.len().saturating_sub(1)) / 3 + 1
+    }
+
+    /// This configuration as the value a next one starts from (sequence + 1, naming it).
+    pub fn successor(&self) -> v1::NetworkConfig {
+        v1::NetworkConfig {
+            sequence: self.sequence + 1,
+            previous: self.hash.to_vec(),
+            peers: self.peers.clone(),
+            consensus: Some(self.parameters),
+            admin_policy: self.policy.clone(),
+        }
+    }
+
+    /// The configuration `value` puts in force after this one, checked for shape and for
+    /// what may change (not for approvals: see [`check_update`]).
+    ///
+    /// # Errors
+    /// [`ConfigError`] other than the approval ones.
+    pub fn next(&self, value: &v1::NetworkConfig) -> Result<Configuration, ConfigError> {
+        if value.sequence != self.sequence.saturating_add(1) {
+            return Err(ConfigError::Sequence {
+                expected: self.sequence.saturating_add(1),
+                got: value.sequence,
+            });
+        }
+        if value.previous != self.hash {
+            return Err(ConfigError::Previous);
+        }
+        self.derive(value)
+    }
+
+    /// The configuration a stored `value` is, on a ledger whose genesis configuration is
+    /// `self`: the shape checks of [`Configuration::next`] without sequence and predecessor
+    /// (checked when it committed). For reloading the configuration in force from state.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when `value` is not a configuration this genesis allows: the state is
+    /// corrupt.
+    pub fn stored(&self, value: &v1::NetworkConfig) -> Result<Configuration, ConfigError> {
+        self.derive(value)
+    }
+
+    /// What may differ between `self` and `value`: the policy and the execution parameters.
+    fn derive(&self, value: &v1::NetworkConfig) -> Result<Configuration, ConfigError> {
+        if value.peers != self.peers {
+            return Err(ConfigError::Unsupported(
+                "the peer set cannot change yet: adding, removing or replacing peers needs \
+                 reconfiguration of the replicas, which this ledger does not do"
+                    .into(),
+            ));
+        }
+        let p = value
+            .consensus
+            .ok_or_else(|| ConfigError::Parameters("no consensus parameters".into()))?;
+        let mut fixed = p;
+        fixed.max_envelope_bytes = self.parameters.max_envelope_bytes;
+        fixed.max_tx_lifetime_ms = self.parameters.max_tx_lifetime_ms;
+        if fixed != self.parameters {
+            return Err(ConfigError::Unsupported(
+                "only max_envelope_bytes and max_tx_lifetime_ms can change; the PBFT \
+                 parameters and the ledger format stay as the genesis fixed them"
+                    .into(),
+            ));
+        }
+        if !TX_LIFETIME_BOUNDS_MS.contains(&p.max_tx_lifetime_ms) {
+            return Err(ConfigError::Parameters(format!(
+                "max_tx_lifetime_ms {} is outside {TX_LIFETIME_BOUNDS_MS:?}",
+                p.max_tx_lifetime_ms
+            )));
+        }
+        if p.max_envelope_bytes < MIN_ENVELOPE_BYTES || p.max_envelope_bytes > p.max_batch_bytes {
+            return Err(ConfigError::Parameters(format!(
+                "max_envelope_bytes {} must be {MIN_ENVELOPE_BYTES} to max_batch_bytes ({})",
+                p.max_envelope_bytes, p.max_batch_bytes
+            )));
+        }
+        let admins = match &value.admin_policy {
+            Some(policy) => Some(check_policy(policy)?),
+            None => None,
+        };
+        Ok(Configuration {
+            sequence: value.sequence,
+            hash: config_hash(value),
+            network_id: self.network_id,
+            peers: self.peers.clone(),
+            peer_keys: self.peer_keys.clone(),
+            parameters: p,
+            admins,
+            policy: value.admin_policy.clone(),
+        })
+    }
+}
+
+/// The hash a configuration after the genesis is known by: SHA-256 over the tag
+/// `medledger/v2/config` and the configuration's protobuf encoding.
+pub fn config_hash(value: &v1::NetworkConfig) -> [u8; 32] {
+    let mut e = Encoder::new(b"medledger/v2/config");
+    e.bytes(&value.encode_to_vec());
+    Sha256::digest(e.finish()).into()
+}
+
+/// The bytes an admin signs to approve configuration `hash` of network `network_id`
+/// (domain [`SignatureDomain::ConfigUpdate`]).
+pub fn approval_bytes(network_id: &[u8; 32], hash: &[u8; 32]) -> Vec<u8> {
+    let mut e = Encoder::new(b"medledger/v2/config-update");
+    e.bytes(network_id);
+    e.bytes(hash);
+    e.finish()
+}
+
+/// The transaction id a configuration update is recorded under: one per sequence number.
+pub fn config_tx_id(sequence: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"medledger/v2/config-update");
+    h.update(sequence.to_be_bytes());
+    h.finalize().into()
+}
+
+/// Checks `update` against the configuration in force at consensus time `time_s` (Unix
+/// seconds): it is the next configuration ([`Configuration::next`]), and at least the
+/// policy's threshold of distinct admins it names approved it, each with an admin
+/// enrollment certificate of `root`, valid at `time_s` and not in `revoked`.
+///
+/// # Errors
+/// [`ConfigError`]: the first check that failed.
+pub fn check_update(
+    current: &Configuration,
+    root: &RootCertificate,
+    update: &v1::ConfigUpdate,
+    time_s: i64,
+    revoked: &impl RevocationSet,
+) -> Result<Configuration, ConfigError> {
+    let value = update.config.as_ref().ok_or(ConfigError::Empty)?;
+    let admins = current.admins.as_ref().ok_or(ConfigError::NoAdmins)?;
+    let next = current.next(value)?;
+    if update.signatures.len() > admins.keys.len() {
+        return Err(ConfigError::Approval {
+            index: admins.keys.len(),
+            why: format!(
+                "{} approvals; the policy names only {} admins",
+                update.signatures.len(),
+                admins.keys.len()
+            ),
+        });
+    }
+    let signed = approval_bytes(&current.network_id, &next.hash);
+    let mut approved = BTreeSet::new();
+    for (index, approval) in update.signatures.iter().enumerate() {
+        let bad = |why: String| ConfigError::Approval { index, why };
+        let identity =
+            validate_enrollment_certificate(&approval.certificate, root, time_s, revoked)
+                .map_err(|e| bad(format!("certificate: {e}")))?;
+        if identity.role != Role::Admin {
+            return Err(bad(format!(
+                "{} is a {}, not an admin",
+                identity.name, identity.role
+            )));
+        }
+        let Some(slot) = admins.keys.iter().position(|k| *k == identity.signing_key) else {
+            return Err(bad(format!(
+                "{} is not an admin of the configuration in force",
+                identity.name
+            )));
+        };
+        let signature =
+            Signature::from_slice(&approval.signature).map_err(|e| bad(e.to_string()))?;
+        identity
+            .signing_key
+            .verify(SignatureDomain::ConfigUpdate, &signed, &signature)
+            .map_err(|_| bad(format!("{}'s signature does not verify", identity.name)))?;
+        if !approved.insert(slot) {
+            return Err(bad(format!("{} approved twice", identity.name)));
+        }
+    }
+    if approved.len() < admins.threshold {
+        return Err(ConfigError::TooFewApprovals {
+            got: approved.len(),
+            needed: admins.threshold,
+        });
+    }
+    Ok(next)
+}
+
+/// Why a link of the configuration chain was not followed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("the link's envelope is not a canonically encoded configuration update")]
+    NotAnUpdate,
+    #[error("the link's commit proof: {0}")]
+    Proof(#[from] crate::proof::ProofError),
+    #[error("the update was executed under another configuration than the one it follows")]
+    OutOfOrder,
+    #[error("the ledger refused the update (status {0}): it put nothing in force")]
+    Refused(i32),
+    #[error("the update: {0}")]
+    Update(#[from] ConfigError),
+}
+
+/// Largest configuration envelope a chain follower decodes.
+pub const MAX_CONFIG_ENVELOPE_BYTES: usize = 1 << 20;
+
+/// The configuration chain a verifier followed from its genesis: configurations 0 (the
+/// genesis's), 1, 2, ... in order, each proven committed under the one before it. What a
+/// client checks commit proofs against ([`crate::proof::KnownConfigurations`]).
+#[derive(Debug, Clone)]
+pub struct ConfigChain {
+    root: RootCertificate,
+    configurations: Vec<Configuration>,
+}
+
+impl ConfigChain {
+    /// The chain of a genesis alone.
+    pub fn new(genesis: &crate::genesis::Genesis) -> ConfigChain {
+        ConfigChain {
+            root: genesis.root.clone(),
+            configurations: vec![genesis.configuration.clone()],
+        }
+    }
+
+    /// The latest configuration followed.
+    pub fn current(&self) -> &Configuration {
+        self.configurations
+            .last()
+            .expect("a chain starts with its genesis configuration")
+    }
+
+    /// Follows one link: `link.envelope` is a configuration update for the next sequence,
+    /// its commit proof shows it accepted (status VALID) in a block executed under the
+    /// current configuration and voted by f+1 of that configuration's peers, and the update
+    /// itself holds under the current configuration ([`check_update`], at the block's
+    /// consensus time; revocations are what the votes vouch for). Nothing changes on error.
+    ///
+    /// # Errors
+    /// [`ChainError`]: the first check that failed.
+    pub fn follow(&mut self, link: &v1::ConfigLink) -> Result<&Configuration, ChainError> {
+        let bytes = &link.envelope;
+        if bytes.len() > MAX_CONFIG_ENVELOPE_BYTES {
+            return Err(ChainError::NotAnUpdate);
+        }
+        let envelope =
+            v1::Envelope::decode(bytes.as_slice()).map_err(|_| ChainError::NotAnUpdate)?;
+        if envelope.encode_to_vec() != *bytes {
+            return Err(ChainError::NotAnUpdate);
+        }
+        let Some(v1::envelope::Kind::ConfigUpdate(update)) = envelope.kind else {
+            return Err(ChainError::NotAnUpdate);
+        };
+        let proof = link
+            .proof
+            .as_ref()
+            .ok_or(crate::proof::ProofError::Incomplete)?;
+        let proven =
+            crate::proof::check_commit_proof(self, proof, &crate::block::envelope_hash(bytes))?;
+        let current = self.current();
+        if proven.header.config != current.hash {
+            return Err(ChainError::OutOfOrder);
+        }
+        if proven.result.status != v1::TxStatus::Valid as i32 {
+            return Err(ChainError::Refused(proven.result.status));
+        }
+        let next = check_update(
+            current,
+            &self.root,
+            &update,
+            proven.header.time_ms.div_euclid(1000),
+            &BTreeSet::<Vec<u8>>::new(),
+        )?;
+        self.configurations.push(next);
+        Ok(self.current())
+    }
+}
+
+impl crate::proof::KnownConfigurations for ConfigChain {
+    fn by_hash(&self, hash: &[u8]) -> Option<&Configuration> {
+        self.configurations.iter().rev().find(|c| c.hash == hash)
+    }
+}

@@ -1,0 +1,414 @@
+//! The configuration chain (docs/adr/0010) on the fixture network (fuzz/fixtures: a genesis
+//! naming one admin, that admin's and a clinician's enrollments, the four peers' keys):
+//! an approved update is in force from the next block, every way an update can fail to
+//! follow from the configuration in force is refused with BAD_CONFIG_UPDATE and changes
+//! nothing, and a client following the chain with proofs accepts only what was committed.
+// A host, not the deterministic crate: it may read files.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::sync::Arc;
+
+use medledger_crypto::{SignatureDomain, SigningIdentity, certificate_hash};
+use medledger_execution::block::{envelope_hash, header_hash};
+use medledger_execution::config::{
+    ChainError, ConfigChain, ConfigError, approval_bytes, config_hash,
+};
+use medledger_execution::execute::{CertifiedBatch, execute_block};
+use medledger_execution::genesis::Genesis;
+use medledger_execution::memory::MemoryState;
+use medledger_execution::merkle::Tree;
+use medledger_execution::proof::{ProofError, build_proof, check_commit_proof, vote_bytes};
+use medledger_execution::state::BlockCommit;
+use medledger_execution::validate::Validator;
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use prost::Message;
+use v1::TxStatus;
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../fuzz/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn key(name: &str) -> SigningIdentity {
+    SigningIdentity::from_pkcs8_pem(&String::from_utf8(fixture(name)).unwrap()).unwrap()
+}
+
+struct Net {
+    genesis: Arc<Genesis>,
+    validator: Validator,
+    state: MemoryState,
+    time_s: i64,
+    admin: SigningIdentity,
+    admin_der: Vec<u8>,
+    clinician: SigningIdentity,
+    clinician_der: Vec<u8>,
+    peers: Vec<SigningIdentity>,
+}
+
+fn net() -> Net {
+    let genesis = Arc::new(
+        Genesis::from_block(v1::Block::decode(fixture("genesis.pb").as_slice()).unwrap()).unwrap(),
+    );
+    Net {
+        validator: Validator::new(genesis.clone()),
+        state: MemoryState::new(&genesis),
+        time_s: String::from_utf8(fixture("time"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+        admin: key("admin.key"),
+        admin_der: fixture("admin.der"),
+        clinician: key("clinician.key"),
+        clinician_der: fixture("clinician.der"),
+        peers: (0..4).map(|i| key(&format!("peer{i}.key"))).collect(),
+        genesis,
+    }
+}
+
+impl Net {
+    fn current(&self) -> Arc<medledger_execution::config::Configuration> {
+        self.validator.configuration_in_force(&self.state).unwrap()
+    }
+
+    /// The next configuration with a new transaction lifetime, approved by `signers`
+    /// (certificate, key).
+    fn update(&self, lifetime_ms: u64, signers: &[(&[u8], &SigningIdentity)]) -> v1::ConfigUpdate {
+        let mut value = self.current().successor();
+        value.consensus.as_mut().unwrap().max_tx_lifetime_ms = lifetime_ms;
+        self.approved(value, signers)
+    }
+
+    fn approved(
+        &self,
+        value: v1::NetworkConfig,
+        signers: &[(&[u8], &SigningIdentity)],
+    ) -> v1::ConfigUpdate {
+        let signed = approval_bytes(&self.genesis.network_id, &config_hash(&value));
+        v1::ConfigUpdate {
+            signatures: signers
+                .iter()
+                .map(|(der, key)| v1::AdminSignature {
+                    certificate: der.to_vec(),
+                    signature: key
+                        .sign(SignatureDomain::ConfigUpdate, &signed)
+                        .to_bytes()
+                        .to_vec(),
+                })
+                .collect(),
+            config: Some(value),
+        }
+    }
+
+    fn by_admin(&self, lifetime_ms: u64) -> v1::ConfigUpdate {
+        self.update(lifetime_ms, &[(&self.admin_der, &self.admin)])
+    }
+
+    /// A clinician's transaction expiring `expires_in_ms` after the fixture time.
+    fn transaction(&self, nonce: u8, expires_in_ms: i64) -> Vec<u8> {
+        let transaction = v1::Transaction {
+            function: "register_patient".into(),
+            args: vec![nonce],
+            creator_cert_hash: certificate_hash(&self.clinician_der).to_vec(),
+            creator_certificate: self.clinician_der.clone(),
+            nonce: vec![nonce; 24],
+            client_time_ms: self.time_s * 1000,
+            network_id: self.genesis.network_id.to_vec(),
+            expires_at_ms: self.time_s * 1000 + expires_in_ms,
+        }
+        .encode_to_vec();
+        let signature = self
+            .clinician
+            .sign(SignatureDomain::Transaction, &transaction)
+            .to_bytes()
+            .to_vec();
+        v1::Envelope {
+            kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
+                transaction,
+                signature,
+            })),
+        }
+        .encode_to_vec()
+    }
+
+    /// Executes `payloads` as the next block and commits it.
+    fn execute(&mut self, payloads: Vec<Vec<u8>>) -> BlockCommit {
+        let batch = pbft::Batch {
+            timestamp_ms: (self.time_s * 1000) as u64,
+            requests: payloads
+                .into_iter()
+                .map(|payload| pbft::Request {
+                    tx_id: envelope_hash(&payload),
+                    payload,
+                })
+                .collect(),
+        };
+        let commit = execute_block(
+            &self.state,
+            &self.validator,
+            &CertifiedBatch {
+                seq: self.state.height() + 1,
+                batch: &batch,
+                commits: &[],
+            },
+        )
+        .unwrap();
+        self.state.apply(&commit).unwrap();
+        commit
+    }
+
+    /// The link a peer would serve for the configuration update at `index` of `commit`,
+    /// voted by `voters`.
+    fn link(&self, commit: &BlockCommit, index: usize, voters: &[usize]) -> v1::ConfigLink {
+        let header = commit.block.header.as_ref().unwrap();
+        let hash = header_hash(header);
+        let votes = voters
+            .iter()
+            .map(|&r| v1::ReplicaSignature {
+                replica: r as u32,
+                signature: self.peers[r]
+                    .sign(
+                        SignatureDomain::BlockVote,
+                        &vote_bytes(&self.genesis.network_id, header.number, &hash),
+                    )
+                    .to_bytes()
+                    .to_vec(),
+            })
+            .collect();
+        let envelope = commit.block.envelopes[index].clone();
+        v1::ConfigLink {
+            proof: build_proof(
+                header,
+                votes,
+                &Tree::new(commit.result_leaves.clone()),
+                index,
+                &envelope_hash(&envelope),
+                &commit.block.results[index],
+            ),
+            envelope,
+        }
+    }
+}
+
+fn envelope(update: v1::ConfigUpdate) -> Vec<u8> {
+    v1::Envelope {
+        kind: Some(v1::envelope::Kind::ConfigUpdate(update)),
+    }
+    .encode_to_vec()
+}
+
+fn statuses(commit: &BlockCommit) -> Vec<TxStatus> {
+    commit
+        .block
+        .results
+        .iter()
+        .map(|r| TxStatus::try_from(r.status).unwrap())
+        .collect()
+}
+
+#[test]
+fn an_approved_configuration_is_in_force_from_the_next_block() {
+    let mut n = net();
+    let genesis_hash = n.genesis.network_id;
+    assert_eq!(n.current().sequence, 0);
+    assert_eq!(n.current().parameters.max_tx_lifetime_ms, 300_000);
+
+    let update = n.by_admin(60_000);
+    let expected = config_hash(update.config.as_ref().unwrap());
+    // In the block that commits it, the genesis configuration still rules: a transaction
+    // living 200 s is valid, and the header names the genesis configuration.
+    let block = n.execute(vec![envelope(update), n.transaction(1, 200_000)]);
+    assert_eq!(
+        statuses(&block),
+        vec![TxStatus::Valid, TxStatus::ChaincodeError],
+        "the update is accepted; the clinician's call is valid (and refused by the chaincode)"
+    );
+    assert_eq!(block.block.header.as_ref().unwrap().config, genesis_hash);
+    assert_eq!(block.configuration.as_ref().map(|c| c.0), Some(1));
+
+    // From the next block: configuration 1, a 60 s lifetime.
+    assert_eq!(n.current().sequence, 1);
+    assert_eq!(n.current().hash, expected);
+    let next = n.execute(vec![n.transaction(2, 200_000), n.transaction(3, 50_000)]);
+    assert_eq!(
+        statuses(&next),
+        vec![TxStatus::BadEnvelope, TxStatus::ChaincodeError],
+        "200 s is now too long a life; 50 s is not"
+    );
+    assert_eq!(next.block.header.as_ref().unwrap().config, expected);
+    assert!(next.configuration.is_none());
+}
+
+#[test]
+fn an_update_that_does_not_follow_is_refused_and_changes_nothing() {
+    let mut n = net();
+    let admin = (n.admin_der.as_slice(), &n.admin);
+    let clinician = (n.clinician_der.as_slice(), &n.clinician);
+    let mut skipped = n.current().successor();
+    skipped.sequence = 2;
+    let mut other_parent = n.current().successor();
+    other_parent.previous = vec![7; 32];
+    let mut peers_changed = n.current().successor();
+    peers_changed.peers.pop();
+    let mut pbft_changed = n.current().successor();
+    pbft_changed.consensus.as_mut().unwrap().checkpoint_interval += 1;
+    let mut out_of_bounds = n.current().successor();
+    out_of_bounds.consensus.as_mut().unwrap().max_tx_lifetime_ms = 5_000;
+    let mut no_threshold = n.current().successor();
+    no_threshold.admin_policy.as_mut().unwrap().threshold = 0;
+    let mut wrong_hash = n.by_admin(60_000);
+    wrong_hash
+        .config
+        .as_mut()
+        .unwrap()
+        .consensus
+        .as_mut()
+        .unwrap()
+        .max_tx_lifetime_ms = 70_000;
+    let mut twice = n.by_admin(60_000);
+    twice.signatures.push(twice.signatures[0].clone());
+    let mut bad_signature = n.by_admin(60_000);
+    bad_signature.signatures[0].signature[0] ^= 1;
+    let cases: Vec<(&str, v1::ConfigUpdate)> = vec![
+        ("unapproved", n.update(60_000, &[])),
+        ("approved by a clinician", n.update(60_000, &[clinician])),
+        ("skipping a sequence number", n.approved(skipped, &[admin])),
+        (
+            "naming another predecessor",
+            n.approved(other_parent, &[admin]),
+        ),
+        ("changing the peer set", n.approved(peers_changed, &[admin])),
+        (
+            "changing a PBFT parameter",
+            n.approved(pbft_changed, &[admin]),
+        ),
+        (
+            "a lifetime out of bounds",
+            n.approved(out_of_bounds, &[admin]),
+        ),
+        (
+            "a policy no one can meet",
+            n.approved(no_threshold, &[admin]),
+        ),
+        ("approving other values", wrong_hash),
+        ("approved twice by one admin", twice),
+        ("a forged approval", bad_signature),
+        ("with no configuration", v1::ConfigUpdate::default()),
+    ];
+    for (what, update) in cases {
+        let block = n.execute(vec![envelope(update)]);
+        assert_eq!(
+            statuses(&block),
+            vec![TxStatus::BadConfigUpdate],
+            "an update {what} is refused"
+        );
+        assert!(block.configuration.is_none(), "{what}: nothing in force");
+        assert_eq!(
+            n.current().sequence,
+            0,
+            "{what}: the genesis configuration rules"
+        );
+        assert_eq!(
+            block.block.results[0].code,
+            v1::ResultCode::FailedPrecondition as i32
+        );
+    }
+}
+
+#[test]
+fn one_configuration_change_per_block_and_none_twice() {
+    let mut n = net();
+    let first = n.by_admin(60_000);
+    let rival = n.by_admin(90_000);
+    let block = n.execute(vec![envelope(first.clone()), envelope(rival)]);
+    assert_eq!(
+        statuses(&block),
+        vec![TxStatus::Valid, TxStatus::BadConfigUpdate],
+        "a second change in the same block does not follow the first"
+    );
+    assert_eq!(n.current().parameters.max_tx_lifetime_ms, 60_000);
+    // The same update again, in a later block: configuration 1 is already on the ledger.
+    let again = n.execute(vec![envelope(first)]);
+    assert_eq!(statuses(&again), vec![TxStatus::DuplicateEnvelope]);
+    // A new policy: the admin hands over to nobody else, then the next change needs it.
+    let second = n.by_admin(120_000);
+    let block = n.execute(vec![envelope(second)]);
+    assert_eq!(statuses(&block), vec![TxStatus::Valid]);
+    assert_eq!(n.current().sequence, 2);
+}
+
+#[test]
+fn a_client_follows_the_chain_only_with_proofs() {
+    let mut n = net();
+    let update = n.by_admin(60_000);
+    let block = n.execute(vec![envelope(update), n.transaction(1, 50_000)]);
+    let link = n.link(&block, 0, &[0, 2]);
+    // A block under configuration 1, and the proof of one of its transactions.
+    let later = n.execute(vec![n.transaction(2, 50_000)]);
+    let later_link = n.link(&later, 0, &[1, 3]);
+    let later_proof = later_link.proof.clone().unwrap();
+    let sent = envelope_hash(&later.block.envelopes[0]);
+
+    // The genesis alone does not know configuration 1.
+    assert_eq!(
+        check_commit_proof(&*n.genesis, &later_proof, &sent),
+        Err(ProofError::UnknownConfiguration)
+    );
+    let mut chain = ConfigChain::new(&n.genesis);
+
+    // Forgeries: one peer's vote; another envelope under the update's proof; the update
+    // under another envelope's proof; a refused update, proven; a transaction's proof as a
+    // link.
+    let mut lone = link.clone();
+    lone.proof.as_mut().unwrap().votes.truncate(1);
+    assert!(matches!(
+        chain.follow(&lone),
+        Err(ChainError::Proof(ProofError::TooFewVotes { .. }))
+    ));
+    let mut swapped = link.clone();
+    swapped.envelope = block.block.envelopes[1].clone();
+    assert!(matches!(
+        chain.follow(&swapped),
+        Err(ChainError::NotAnUpdate)
+    ));
+    let mut other = n.link(&block, 1, &[0, 2]);
+    other.envelope = link.envelope.clone();
+    assert!(matches!(
+        chain.follow(&other),
+        Err(ChainError::Proof(ProofError::OtherEnvelope { .. }))
+    ));
+    let refused_block = {
+        let mut m = net();
+        let b = m.execute(vec![envelope(m.update(60_000, &[]))]);
+        m.link(&b, 0, &[0, 1])
+    };
+    assert!(matches!(
+        chain.follow(&refused_block),
+        Err(ChainError::Refused(s)) if s == TxStatus::BadConfigUpdate as i32
+    ));
+    assert!(matches!(
+        chain.follow(&later_link),
+        Err(ChainError::NotAnUpdate)
+    ));
+    assert_eq!(
+        chain.current().sequence,
+        0,
+        "nothing followed from a forgery"
+    );
+
+    // The true link: configuration 1, and then the later proof checks.
+    let followed = chain.follow(&link).unwrap();
+    assert_eq!(followed.sequence, 1);
+    assert_eq!(followed.parameters.max_tx_lifetime_ms, 60_000);
+    let proven = check_commit_proof(&chain, &later_proof, &sent).unwrap();
+    assert_eq!(proven.block, later.block.header.as_ref().unwrap().number);
+    // Following the same link again is out of order.
+    assert!(matches!(
+        chain.follow(&link),
+        Err(ChainError::OutOfOrder) | Err(ChainError::Update(ConfigError::Sequence { .. }))
+    ));
+}
