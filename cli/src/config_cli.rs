@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use medledger_crypto::{SignatureDomain, VerifyingKey};
-use medledger_execution::config::{
-    Configuration, MAX_CONFIG_ENVELOPE_BYTES, approval_bytes, config_hash, majority_policy,
-};
+use medledger_execution::chain::MAX_CONFIG_ENVELOPE_BYTES;
+use medledger_execution::config::{Configuration, approval_bytes, config_hash, majority_policy};
 use medledger_proto::v1;
 use medledger_sdk::error::ClientError;
 use medledger_sdk::peer::PeerSet;
@@ -39,6 +38,9 @@ pub enum ConfigCommand {
         /// Approvals the new configuration's changes will need (default: a majority).
         #[arg(long)]
         admin_threshold: Option<u32>,
+        /// How long the admins have to approve and submit it (hours, at most 720).
+        #[arg(long, default_value_t = 72)]
+        valid_for_hours: u32,
         #[arg(long, short)]
         out: PathBuf,
     },
@@ -63,6 +65,7 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
             max_envelope_bytes,
             admins,
             admin_threshold,
+            valid_for_hours,
             out,
         } => {
             let mut value = current.successor();
@@ -88,9 +91,16 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
             let next = current
                 .next(&value)
                 .map_err(|e| ClientError::Usage(format!("this configuration is refused: {e}")))?;
+            if !(1..=720).contains(valid_for_hours) {
+                return Err(ClientError::Usage(
+                    "--valid-for-hours is 1 to 720 (30 days)".into(),
+                ));
+            }
+            let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
             let update = v1::ConfigUpdate {
                 config: Some(value),
                 signatures: Vec::new(),
+                expires_at_ms: now_ms + i64::from(*valid_for_hours) * 3_600_000,
             };
             write(out, &update)?;
             Ok(Output {
@@ -125,12 +135,14 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
                     wallet.info.name
                 )));
             }
+            let signed = approval_bytes(
+                &current.network_id,
+                &config_hash(&value),
+                update.expires_at_ms,
+            );
             let signature = wallet
                 .signing
-                .sign(
-                    SignatureDomain::ConfigUpdate,
-                    &approval_bytes(&current.network_id, &config_hash(&value)),
-                )
+                .sign(SignatureDomain::ConfigUpdate, &signed)
                 .to_bytes()
                 .to_vec();
             let certificate = wallet.cert_der()?;
@@ -139,27 +151,57 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
                 certificate,
                 signature,
             });
+            let approvals = in_policy_order(&wallet, &current, &signed, &update.signatures)?;
+            update.signatures = approvals.iter().map(|(_, s)| s.clone()).collect();
             write(file, &update)?;
+            let expires = time::OffsetDateTime::from_unix_timestamp(update.expires_at_ms / 1000)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
             Ok(Output {
                 text: format!(
-                    "{} approved configuration {}:\n{}\n{} of {} approvals needed are in {}.",
+                    "{} approved configuration {} (to be ordered before {expires}):\n{}\n\
+                     {} of the {} approvals needed are in {}: {}.",
                     wallet.info.name,
                     next.sequence,
                     changes(&current, &next),
-                    update.signatures.len(),
+                    approvals.len(),
                     admins.threshold,
-                    file.display()
+                    file.display(),
+                    approvals
+                        .iter()
+                        .map(|(name, _)| name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 json: json!({
                     "sequence": next.sequence,
-                    "approvals": update.signatures.len(),
+                    "approvals": approvals.len(),
                     "needed": admins.threshold,
                 }),
             })
         }
         ConfigCommand::Submit { file } => {
-            let update = read(file)?;
+            let mut update = read(file)?;
             let sequence = update.config.as_ref().map_or(0, |c| c.sequence);
+            let value = update.config.clone().unwrap_or_default();
+            let signed = approval_bytes(
+                &current.network_id,
+                &config_hash(&value),
+                update.expires_at_ms,
+            );
+            let needed = current.admins.as_ref().map_or(0, |a| a.threshold);
+            let mut approvals = in_policy_order(&wallet, &current, &signed, &update.signatures)?;
+            if approvals.len() < needed {
+                return Err(ClientError::Usage(format!(
+                    "{} holds {} valid approvals; configuration {sequence} needs {needed}",
+                    file.display(),
+                    approvals.len()
+                )));
+            }
+            // Exactly the threshold, in the policy's order: the one envelope these approvals
+            // make (docs/adr/0010 §3).
+            approvals.truncate(needed);
+            update.signatures = approvals.into_iter().map(|(_, s)| s).collect();
             let committed = peers
                 .submit_envelope(v1::Envelope {
                     kind: Some(v1::envelope::Kind::ConfigUpdate(update)),
@@ -178,6 +220,46 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
             })
         }
     }
+}
+
+/// The approvals among `signatures` that verify now for `signed` by an admin of `current`,
+/// one per admin, in the policy's order, each with its admin's name.
+fn in_policy_order(
+    wallet: &Wallet,
+    current: &Configuration,
+    signed: &[u8],
+    signatures: &[v1::AdminSignature],
+) -> Result<Vec<(String, v1::AdminSignature)>, ClientError> {
+    let Some(admins) = current.admins.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let root = wallet.root()?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut valid = std::collections::BTreeMap::new();
+    for approval in signatures {
+        let Ok(identity) = medledger_crypto::validate_enrollment_certificate(
+            &approval.certificate,
+            &root,
+            now,
+            &std::collections::BTreeSet::<Vec<u8>>::new(),
+        ) else {
+            continue;
+        };
+        let Some(slot) = admins.keys.iter().position(|k| *k == identity.signing_key) else {
+            continue;
+        };
+        let verifies =
+            medledger_crypto::Signature::from_slice(&approval.signature).is_ok_and(|s| {
+                identity
+                    .signing_key
+                    .verify(SignatureDomain::ConfigUpdate, signed, &s)
+                    .is_ok()
+            });
+        if verifies && identity.role == medledger_crypto::Role::Admin {
+            valid.insert(slot, (identity.name, approval.clone()));
+        }
+    }
+    Ok(valid.into_values().collect())
 }
 
 /// An admin's signing key from their certificate, which must be an admin of this wallet's CA.
@@ -264,7 +346,7 @@ fn admins_words(c: &Configuration) -> String {
             a.threshold,
             a.keys
                 .iter()
-                .map(|k| hex::encode(&k.to_bytes()[..6]))
+                .map(|k| hex::encode(k.to_bytes()))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),

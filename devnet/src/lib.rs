@@ -368,6 +368,10 @@ fn read_root(layout: &Layout) -> Result<Vec<u8>, ClientError> {
 
 /// Registers `name` with `role` (if its wallet does not exist yet) and enrolls it into
 /// `D/wallets/name`.
+/// The local network's second admin (wallet `wallets/admin2`): with `admin`, the two whose
+/// approvals change the configuration.
+pub const SECOND_ADMIN: &str = "admin2";
+
 pub async fn ensure_identity(
     layout: &Layout,
     admin: &Wallet,
@@ -504,15 +508,22 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
                 address: address.clone(),
             });
         }
-        // The local network's one admin approves configuration changes (docs/adr/0010).
+        // Configuration changes need two admins (docs/adr/0010): the bootstrap admin and a
+        // second, each its own identity.
+        let second = ensure_identity(&layout, &admin, SECOND_ADMIN, "admin", Vec::new()).await?;
         let mut parameters = vec![
             "--admin".to_string(),
             admin_dir.join("cert.pem").display().to_string(),
+            "--admin".to_string(),
+            second.dir.join("cert.pem").display().to_string(),
         ];
         parameters.extend(opts.genesis_args.iter().cloned());
         run_tool(bins.genesis(&layout.ca_root(), &peers, &parameters, &layout.genesis()))?;
     }
     pin(&layout, &admin)?;
+    if let Ok(second) = Wallet::open(&layout.wallets().join(SECOND_ADMIN)) {
+        pin(&layout, &second)?;
+    }
     ensure_identity(&layout, &admin, "gateway", "gateway", Vec::new()).await?;
 
     // The peers: started, then linked to each other.

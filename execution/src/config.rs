@@ -27,8 +27,14 @@ use medledger_proto::v1;
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::genesis::TX_LIFETIME_BOUNDS_MS;
-
+/// Bounds a configuration (the genesis's included) may set on a transaction's life (ms):
+/// from 10 s to one hour.
+pub const TX_LIFETIME_BOUNDS_MS: std::ops::RangeInclusive<u64> = 10_000..=3_600_000;
+/// The first byte of a canonically encoded `Envelope` of kind `config_update` (field 3,
+/// length-delimited).
+pub const CONFIG_UPDATE_TAG: u8 = (3 << 3) | 2;
+/// Fewest approvals a policy may ask for: no one admin changes the configuration alone.
+pub const MIN_APPROVALS: usize = 2;
 /// Most admins a policy may name, and so most approvals an update may carry.
 pub const MAX_ADMINS: usize = 32;
 /// Fewest bytes `max_envelope_bytes` may be set to: a transaction carrying its creator's
@@ -51,8 +57,10 @@ pub enum ConfigError {
     Policy(String),
     #[error("approval {index}: {why}")]
     Approval { index: usize, why: String },
-    #[error("{got} distinct admins approved; the policy needs {needed}")]
-    TooFewApprovals { got: usize, needed: usize },
+    #[error(
+        "{got} approvals; the policy needs exactly {needed} distinct admins' (drop the extra ones)"
+    )]
+    ApprovalCount { got: usize, needed: usize },
     #[error("{0}")]
     Unsupported(String),
     #[error("parameters: {0}")]
@@ -66,16 +74,16 @@ pub struct Admins {
     pub threshold: usize,
 }
 
-/// Checks a policy's shape: 1 to [`MAX_ADMINS`] distinct 32-byte Ed25519 keys and a
-/// threshold from 1 to their number.
+/// Checks a policy's shape: 2 to [`MAX_ADMINS`] distinct 32-byte Ed25519 keys and a
+/// threshold from [`MIN_APPROVALS`] to their number.
 ///
 /// # Errors
 /// [`ConfigError::Policy`], saying what is wrong.
 pub fn check_policy(policy: &v1::AdminPolicy) -> Result<Admins, ConfigError> {
     let bad = |why: String| ConfigError::Policy(why);
-    if policy.admins.is_empty() || policy.admins.len() > MAX_ADMINS {
+    if policy.admins.len() < MIN_APPROVALS || policy.admins.len() > MAX_ADMINS {
         return Err(bad(format!(
-            "{} admins; a policy names 1 to {MAX_ADMINS}",
+            "{} admins; a policy names {MIN_APPROVALS} to {MAX_ADMINS}",
             policy.admins.len()
         )));
     }
@@ -91,10 +99,11 @@ pub fn check_policy(policy: &v1::AdminPolicy) -> Result<Admins, ConfigError> {
         keys.push(key);
     }
     let threshold = policy.threshold as usize;
-    if threshold == 0 || threshold > keys.len() {
+    // THREAT-MODEL (no single party): a configuration change needs several admins.
+    if threshold < MIN_APPROVALS || threshold > keys.len() {
         return Err(bad(format!(
-            "threshold {threshold} of {} admins; it must be 1 to {}",
-            keys.len(),
+            "threshold {threshold} of {} admins; it must be {MIN_APPROVALS} to the number of \
+             admins (no one admin may change the configuration alone)",
             keys.len()
         )));
     }
@@ -234,14 +243,19 @@ pub fn config_hash(value: &v1::NetworkConfig) -> [u8; 32] {
     Sha256::digest(e.finish()).into()
 }
 
-/// The bytes an admin signs to approve configuration `hash` of network `network_id`
-/// (domain [`SignatureDomain::ConfigUpdate`]).
-pub fn approval_bytes(network_id: &[u8; 32], hash: &[u8; 32]) -> Vec<u8> {
+/// The bytes an admin signs to approve configuration `hash` of network `network_id`, to be
+/// ordered before `expires_at_ms` (domain [`SignatureDomain::ConfigUpdate`]).
+pub fn approval_bytes(network_id: &[u8; 32], hash: &[u8; 32], expires_at_ms: i64) -> Vec<u8> {
     let mut e = Encoder::new(b"medledger/v2/config-update");
     e.bytes(network_id);
     e.bytes(hash);
+    e.u64(expires_at_ms as u64);
     e.finish()
 }
+
+/// Longest a configuration update may wait to be ordered after the consensus time it is
+/// checked at (ms): 30 days, time for every admin to approve it.
+pub const MAX_CONFIG_UPDATE_LIFETIME_MS: i64 = 30 * 24 * 3_600_000;
 
 /// The transaction id a configuration update is recorded under: one per sequence number.
 pub fn config_tx_id(sequence: u64) -> [u8; 32] {
@@ -252,9 +266,10 @@ pub fn config_tx_id(sequence: u64) -> [u8; 32] {
 }
 
 /// Checks `update` against the configuration in force at consensus time `time_s` (Unix
-/// seconds): it is the next configuration ([`Configuration::next`]), and at least the
-/// policy's threshold of distinct admins it names approved it, each with an admin
-/// enrollment certificate of `root`, valid at `time_s` and not in `revoked`.
+/// seconds): it is the next configuration ([`Configuration::next`]), and exactly the
+/// policy's threshold of distinct admins it names approved it, in the policy's order, each
+/// with an admin enrollment certificate of `root`, valid at `time_s` and not in `revoked`.
+/// (Its expiry is the caller's to check against consensus time.)
 ///
 /// # Errors
 /// [`ConfigError`]: the first check that failed.
@@ -268,17 +283,13 @@ pub fn check_update(
     let value = update.config.as_ref().ok_or(ConfigError::Empty)?;
     let admins = current.admins.as_ref().ok_or(ConfigError::NoAdmins)?;
     let next = current.next(value)?;
-    if update.signatures.len() > admins.keys.len() {
-        return Err(ConfigError::Approval {
-            index: admins.keys.len(),
-            why: format!(
-                "{} approvals; the policy names only {} admins",
-                update.signatures.len(),
-                admins.keys.len()
-            ),
+    if update.signatures.len() != admins.threshold {
+        return Err(ConfigError::ApprovalCount {
+            got: update.signatures.len(),
+            needed: admins.threshold,
         });
     }
-    let signed = approval_bytes(&current.network_id, &next.hash);
+    let signed = approval_bytes(&current.network_id, &next.hash, update.expires_at_ms);
     let mut approved = BTreeSet::new();
     for (index, approval) in update.signatures.iter().enumerate() {
         let bad = |why: String| ConfigError::Approval { index, why };
@@ -303,110 +314,19 @@ pub fn check_update(
             .signing_key
             .verify(SignatureDomain::ConfigUpdate, &signed, &signature)
             .map_err(|_| bad(format!("{}'s signature does not verify", identity.name)))?;
-        if !approved.insert(slot) {
-            return Err(bad(format!("{} approved twice", identity.name)));
+        if approved.last().is_some_and(|last| *last >= slot) {
+            return Err(bad(format!(
+                "{} approved twice, or out of the policy's order",
+                identity.name
+            )));
         }
+        approved.insert(slot);
     }
     if approved.len() < admins.threshold {
-        return Err(ConfigError::TooFewApprovals {
+        return Err(ConfigError::ApprovalCount {
             got: approved.len(),
             needed: admins.threshold,
         });
     }
     Ok(next)
-}
-
-/// Why a link of the configuration chain was not followed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ChainError {
-    #[error("the link's envelope is not a canonically encoded configuration update")]
-    NotAnUpdate,
-    #[error("the link's commit proof: {0}")]
-    Proof(#[from] crate::proof::ProofError),
-    #[error("the update was executed under another configuration than the one it follows")]
-    OutOfOrder,
-    #[error("the ledger refused the update (status {0}): it put nothing in force")]
-    Refused(i32),
-    #[error("the update: {0}")]
-    Update(#[from] ConfigError),
-}
-
-/// Largest configuration envelope a chain follower decodes.
-pub const MAX_CONFIG_ENVELOPE_BYTES: usize = 1 << 20;
-
-/// The configuration chain a verifier followed from its genesis: configurations 0 (the
-/// genesis's), 1, 2, ... in order, each proven committed under the one before it. What a
-/// client checks commit proofs against ([`crate::proof::KnownConfigurations`]).
-#[derive(Debug, Clone)]
-pub struct ConfigChain {
-    root: RootCertificate,
-    configurations: Vec<Configuration>,
-}
-
-impl ConfigChain {
-    /// The chain of a genesis alone.
-    pub fn new(genesis: &crate::genesis::Genesis) -> ConfigChain {
-        ConfigChain {
-            root: genesis.root.clone(),
-            configurations: vec![genesis.configuration.clone()],
-        }
-    }
-
-    /// The latest configuration followed.
-    pub fn current(&self) -> &Configuration {
-        self.configurations
-            .last()
-            .expect("a chain starts with its genesis configuration")
-    }
-
-    /// Follows one link: `link.envelope` is a configuration update for the next sequence,
-    /// its commit proof shows it accepted (status VALID) in a block executed under the
-    /// current configuration and voted by f+1 of that configuration's peers, and the update
-    /// itself holds under the current configuration ([`check_update`], at the block's
-    /// consensus time; revocations are what the votes vouch for). Nothing changes on error.
-    ///
-    /// # Errors
-    /// [`ChainError`]: the first check that failed.
-    pub fn follow(&mut self, link: &v1::ConfigLink) -> Result<&Configuration, ChainError> {
-        let bytes = &link.envelope;
-        if bytes.len() > MAX_CONFIG_ENVELOPE_BYTES {
-            return Err(ChainError::NotAnUpdate);
-        }
-        let envelope =
-            v1::Envelope::decode(bytes.as_slice()).map_err(|_| ChainError::NotAnUpdate)?;
-        if envelope.encode_to_vec() != *bytes {
-            return Err(ChainError::NotAnUpdate);
-        }
-        let Some(v1::envelope::Kind::ConfigUpdate(update)) = envelope.kind else {
-            return Err(ChainError::NotAnUpdate);
-        };
-        let proof = link
-            .proof
-            .as_ref()
-            .ok_or(crate::proof::ProofError::Incomplete)?;
-        let proven =
-            crate::proof::check_commit_proof(self, proof, &crate::block::envelope_hash(bytes))?;
-        let current = self.current();
-        if proven.header.config != current.hash {
-            return Err(ChainError::OutOfOrder);
-        }
-        if proven.result.status != v1::TxStatus::Valid as i32 {
-            return Err(ChainError::Refused(proven.result.status));
-        }
-        let next = check_update(
-            current,
-            &self.root,
-            &update,
-            proven.header.time_ms.div_euclid(1000),
-            &BTreeSet::<Vec<u8>>::new(),
-        )?;
-        self.configurations.push(next);
-        Ok(self.current())
-    }
-}
-
-impl crate::proof::KnownConfigurations for ConfigChain {
-    fn by_hash(&self, hash: &[u8]) -> Option<&Configuration> {
-        self.configurations.iter().rev().find(|c| c.hash == hash)
-    }
 }

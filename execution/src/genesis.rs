@@ -64,8 +64,7 @@ pub const LEDGER_FORMAT: u32 = 2;
 pub const OLDEST_LEDGER_FORMAT: u32 = 1;
 /// Default longest life of a transaction (ms): five minutes from the consensus time.
 pub const DEFAULT_MAX_TX_LIFETIME_MS: u64 = 300_000;
-/// Bounds a genesis may set on a transaction's life (ms): from 10 s to one hour.
-pub const TX_LIFETIME_BOUNDS_MS: std::ops::RangeInclusive<u64> = 10_000..=3_600_000;
+pub use crate::config::TX_LIFETIME_BOUNDS_MS;
 
 /// Defaults tuned for a LAN of 4 to 10 peers.
 pub fn default_parameters() -> v1::ConsensusParameters {

@@ -5,7 +5,8 @@
 //! one copy of it:
 //!
 //! - [`genesis`]: the genesis block and the network's consensus parameters; [`config`]: the
-//!   configuration chain that follows it (configuration transactions, admin approvals).
+//!   configurations that follow it (configuration transactions, admin approvals); [`chain`]:
+//!   following them with proofs, as a client does.
 //! - [`validate`]: an envelope from bytes to a checked transaction, or a refusal.
 //! - [`block`]: block headers, transaction, result and state roots; [`merkle`]: the RFC 6962
 //!   Merkle tree and its inclusion paths; [`proof`]: block votes and commit proofs.
@@ -22,6 +23,7 @@
 
 pub mod audit;
 pub mod block;
+pub mod chain;
 pub mod config;
 pub mod execute;
 pub mod genesis;

@@ -28,7 +28,9 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use v1::TxStatus;
 
-use crate::config::{Configuration, check_update, config_tx_id};
+use crate::config::{
+    CONFIG_UPDATE_TAG, Configuration, MAX_CONFIG_UPDATE_LIFETIME_MS, check_update, config_tx_id,
+};
 use crate::genesis::Genesis;
 use crate::state::{StateError, WorldState};
 
@@ -198,7 +200,14 @@ impl Validator {
         time_ms: i64,
         facts: &dyn LedgerFacts,
     ) -> Result<Checked, Refusal> {
-        let max = facts.configuration().parameters.max_envelope_bytes as usize;
+        let parameters = &facts.configuration().parameters;
+        // A configuration update is bounded by the block size, not by the envelope limit it
+        // may itself change: no configuration can make the next one too large to order.
+        let max = if bytes.first() == Some(&CONFIG_UPDATE_TAG) {
+            parameters.max_batch_bytes as usize
+        } else {
+            parameters.max_envelope_bytes as usize
+        };
         if bytes.len() > max {
             return Err(Refusal::new(
                 TxStatus::TooLarge,
@@ -520,7 +529,9 @@ impl Validator {
         let current = facts.configuration();
         let sequence = update.config.as_ref().map_or(0, |c| c.sequence);
         let tx_id = config_tx_id(sequence);
-        let bad = |m: String| Refusal::new(TxStatus::BadConfigUpdate, m, Some(tx_id));
+        // Until its approvals verify, an update is nobody's: its refusals name no
+        // transaction id (anyone can send "configuration k+1").
+        let bad = |m: String| Refusal::new(TxStatus::BadConfigUpdate, m, None);
         if self.ledger_format() < 2 {
             return Err(Refusal::new(
                 TxStatus::BadConfigUpdate,
@@ -538,7 +549,26 @@ impl Validator {
             return Err(Refusal::new(
                 TxStatus::DuplicateTxId,
                 format!("configuration {sequence} is already on the ledger"),
-                Some(tx_id),
+                None,
+            ));
+        }
+        if update.expires_at_ms <= 0
+            || update.expires_at_ms > time_ms.saturating_add(MAX_CONFIG_UPDATE_LIFETIME_MS)
+        {
+            return Err(bad(format!(
+                "the update must expire within {} days of consensus time",
+                MAX_CONFIG_UPDATE_LIFETIME_MS / 86_400_000
+            )));
+        }
+        if update.expires_at_ms < time_ms {
+            return Err(Refusal::new(
+                TxStatus::Expired,
+                format!(
+                    "the update expired at {} ms, before consensus time {time_ms} ms: have it \
+                     approved again",
+                    update.expires_at_ms
+                ),
+                None,
             ));
         }
         let configuration = check_update(

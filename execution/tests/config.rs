@@ -10,9 +10,8 @@ use std::sync::Arc;
 
 use medledger_crypto::{SignatureDomain, SigningIdentity, certificate_hash};
 use medledger_execution::block::{envelope_hash, header_hash};
-use medledger_execution::config::{
-    ChainError, ConfigChain, ConfigError, approval_bytes, config_hash,
-};
+use medledger_execution::chain::{ChainError, ConfigChain};
+use medledger_execution::config::{ConfigError, approval_bytes, config_hash};
 use medledger_execution::execute::{CertifiedBatch, execute_block};
 use medledger_execution::genesis::Genesis;
 use medledger_execution::memory::MemoryState;
@@ -44,6 +43,8 @@ struct Net {
     time_s: i64,
     admin: SigningIdentity,
     admin_der: Vec<u8>,
+    admin2: SigningIdentity,
+    admin2_der: Vec<u8>,
     clinician: SigningIdentity,
     clinician_der: Vec<u8>,
     peers: Vec<SigningIdentity>,
@@ -63,6 +64,8 @@ fn net() -> Net {
             .unwrap(),
         admin: key("admin.key"),
         admin_der: fixture("admin.der"),
+        admin2: key("admin2.key"),
+        admin2_der: fixture("admin2.der"),
         clinician: key("clinician.key"),
         clinician_der: fixture("clinician.der"),
         peers: (0..4).map(|i| key(&format!("peer{i}.key"))).collect(),
@@ -88,8 +91,22 @@ impl Net {
         value: v1::NetworkConfig,
         signers: &[(&[u8], &SigningIdentity)],
     ) -> v1::ConfigUpdate {
-        let signed = approval_bytes(&self.genesis.network_id, &config_hash(&value));
+        self.approved_until(value, signers, self.time_s * 1000 + 3_600_000)
+    }
+
+    fn approved_until(
+        &self,
+        value: v1::NetworkConfig,
+        signers: &[(&[u8], &SigningIdentity)],
+        expires_at_ms: i64,
+    ) -> v1::ConfigUpdate {
+        let signed = approval_bytes(
+            &self.genesis.network_id,
+            &config_hash(&value),
+            expires_at_ms,
+        );
         v1::ConfigUpdate {
+            expires_at_ms,
             signatures: signers
                 .iter()
                 .map(|(der, key)| v1::AdminSignature {
@@ -104,8 +121,16 @@ impl Net {
         }
     }
 
-    fn by_admin(&self, lifetime_ms: u64) -> v1::ConfigUpdate {
-        self.update(lifetime_ms, &[(&self.admin_der, &self.admin)])
+    /// Both admins, in the policy's order.
+    fn admins(&self) -> [(&[u8], &SigningIdentity); 2] {
+        [
+            (self.admin_der.as_slice(), &self.admin),
+            (self.admin2_der.as_slice(), &self.admin2),
+        ]
+    }
+
+    fn by_admins(&self, lifetime_ms: u64) -> v1::ConfigUpdate {
+        self.update(lifetime_ms, &self.admins())
     }
 
     /// A clinician's transaction expiring `expires_in_ms` after the fixture time.
@@ -217,7 +242,7 @@ fn an_approved_configuration_is_in_force_from_the_next_block() {
     assert_eq!(n.current().sequence, 0);
     assert_eq!(n.current().parameters.max_tx_lifetime_ms, 300_000);
 
-    let update = n.by_admin(60_000);
+    let update = n.by_admins(60_000);
     let expected = config_hash(update.config.as_ref().unwrap());
     // In the block that commits it, the genesis configuration still rules: a transaction
     // living 200 s is valid, and the header names the genesis configuration.
@@ -246,58 +271,73 @@ fn an_approved_configuration_is_in_force_from_the_next_block() {
 #[test]
 fn an_update_that_does_not_follow_is_refused_and_changes_nothing() {
     let mut n = net();
-    let admin = (n.admin_der.as_slice(), &n.admin);
+    let both = n.admins();
+    let [admin, admin2] = both;
     let clinician = (n.clinician_der.as_slice(), &n.clinician);
-    let mut skipped = n.current().successor();
+    let successor = || n.current().successor();
+    let mut skipped = successor();
     skipped.sequence = 2;
-    let mut other_parent = n.current().successor();
+    let mut other_parent = successor();
     other_parent.previous = vec![7; 32];
-    let mut peers_changed = n.current().successor();
+    let mut peers_changed = successor();
     peers_changed.peers.pop();
-    let mut pbft_changed = n.current().successor();
+    let mut pbft_changed = successor();
     pbft_changed.consensus.as_mut().unwrap().checkpoint_interval += 1;
-    let mut out_of_bounds = n.current().successor();
+    let mut out_of_bounds = successor();
     out_of_bounds.consensus.as_mut().unwrap().max_tx_lifetime_ms = 5_000;
-    let mut no_threshold = n.current().successor();
+    let mut no_threshold = successor();
     no_threshold.admin_policy.as_mut().unwrap().threshold = 0;
-    let mut wrong_hash = n.by_admin(60_000);
-    wrong_hash
+    let mut one_alone = successor();
+    one_alone.admin_policy.as_mut().unwrap().threshold = 1;
+    let mut wrong_hash = n.by_admins(60_000);
+    if let Some(p) = wrong_hash
         .config
         .as_mut()
-        .unwrap()
-        .consensus
-        .as_mut()
-        .unwrap()
-        .max_tx_lifetime_ms = 70_000;
-    let mut twice = n.by_admin(60_000);
-    twice.signatures.push(twice.signatures[0].clone());
-    let mut bad_signature = n.by_admin(60_000);
-    bad_signature.signatures[0].signature[0] ^= 1;
+        .and_then(|c| c.consensus.as_mut())
+    {
+        p.max_tx_lifetime_ms = 70_000;
+    }
+    let mut twice = n.by_admins(60_000);
+    twice.signatures[1] = twice.signatures[0].clone();
+    let mut extra = n.by_admins(60_000);
+    extra.signatures.push(extra.signatures[0].clone());
+    let mut bad_signature = n.by_admins(60_000);
+    bad_signature.signatures[1].signature[0] ^= 1;
+    let mut extended = n.by_admins(60_000);
+    extended.expires_at_ms += 1;
+    let now_ms = n.time_s * 1000;
+    let far = n.approved_until(successor(), &both, now_ms + 31 * 24 * 3_600_000);
     let cases: Vec<(&str, v1::ConfigUpdate)> = vec![
         ("unapproved", n.update(60_000, &[])),
-        ("approved by a clinician", n.update(60_000, &[clinician])),
-        ("skipping a sequence number", n.approved(skipped, &[admin])),
+        ("approved by one admin alone", n.update(60_000, &[admin])),
+        (
+            "approved by an admin and a clinician",
+            n.update(60_000, &[admin, clinician]),
+        ),
+        (
+            "approved out of the policy's order",
+            n.update(60_000, &[admin2, admin]),
+        ),
+        ("skipping a sequence number", n.approved(skipped, &both)),
         (
             "naming another predecessor",
-            n.approved(other_parent, &[admin]),
+            n.approved(other_parent, &both),
         ),
-        ("changing the peer set", n.approved(peers_changed, &[admin])),
+        ("changing the peer set", n.approved(peers_changed, &both)),
+        ("changing a PBFT parameter", n.approved(pbft_changed, &both)),
+        ("a lifetime out of bounds", n.approved(out_of_bounds, &both)),
+        ("a policy no one can meet", n.approved(no_threshold, &both)),
         (
-            "changing a PBFT parameter",
-            n.approved(pbft_changed, &[admin]),
-        ),
-        (
-            "a lifetime out of bounds",
-            n.approved(out_of_bounds, &[admin]),
-        ),
-        (
-            "a policy no one can meet",
-            n.approved(no_threshold, &[admin]),
+            "a policy one admin meets alone",
+            n.approved(one_alone, &both),
         ),
         ("approving other values", wrong_hash),
         ("approved twice by one admin", twice),
-        ("a forged approval", bad_signature),
+        ("carrying more approvals than needed", extra),
+        ("with a forged approval", bad_signature),
         ("with no configuration", v1::ConfigUpdate::default()),
+        ("whose expiry its approvals did not sign", extended),
+        ("expiring in more than 30 days", far),
     ];
     for (what, update) in cases {
         let block = n.execute(vec![envelope(update)]);
@@ -316,14 +356,23 @@ fn an_update_that_does_not_follow_is_refused_and_changes_nothing() {
             block.block.results[0].code,
             v1::ResultCode::FailedPrecondition as i32
         );
+        assert!(
+            block.block.results[0].tx_id.is_empty(),
+            "{what}: an unapproved update is nobody's transaction"
+        );
     }
+    // Approved, but ordered after its expiry.
+    let late = n.approved_until(n.current().successor(), &n.admins(), now_ms - 1);
+    let block = n.execute(vec![envelope(late)]);
+    assert_eq!(statuses(&block), vec![TxStatus::Expired]);
+    assert_eq!(n.current().sequence, 0);
 }
 
 #[test]
 fn one_configuration_change_per_block_and_none_twice() {
     let mut n = net();
-    let first = n.by_admin(60_000);
-    let rival = n.by_admin(90_000);
+    let first = n.by_admins(60_000);
+    let rival = n.by_admins(90_000);
     let block = n.execute(vec![envelope(first.clone()), envelope(rival)]);
     assert_eq!(
         statuses(&block),
@@ -335,7 +384,7 @@ fn one_configuration_change_per_block_and_none_twice() {
     let again = n.execute(vec![envelope(first)]);
     assert_eq!(statuses(&again), vec![TxStatus::DuplicateEnvelope]);
     // A new policy: the admin hands over to nobody else, then the next change needs it.
-    let second = n.by_admin(120_000);
+    let second = n.by_admins(120_000);
     let block = n.execute(vec![envelope(second)]);
     assert_eq!(statuses(&block), vec![TxStatus::Valid]);
     assert_eq!(n.current().sequence, 2);
@@ -344,7 +393,7 @@ fn one_configuration_change_per_block_and_none_twice() {
 #[test]
 fn a_client_follows_the_chain_only_with_proofs() {
     let mut n = net();
-    let update = n.by_admin(60_000);
+    let update = n.by_admins(60_000);
     let block = n.execute(vec![envelope(update), n.transaction(1, 50_000)]);
     let link = n.link(&block, 0, &[0, 2]);
     // A block under configuration 1, and the proof of one of its transactions.

@@ -175,6 +175,7 @@ pub fn forged_config_chain(
                 kind: Some(v1::envelope::Kind::ConfigUpdate(v1::ConfigUpdate {
                     config: Some(config),
                     signatures: Vec::new(),
+                    expires_at_ms: 0,
                 })),
             }
             .encode_to_vec(),

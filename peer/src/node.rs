@@ -26,6 +26,7 @@ use crate::pbft_store::PbftStore;
 use crate::service::LedgerService;
 use crate::validate::Validator;
 use crate::votes::Votes;
+use medledger_execution::config::{Configuration, TX_LIFETIME_BOUNDS_MS};
 
 /// Largest client request.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
@@ -287,11 +288,30 @@ pub async fn run(
     let prewarm = {
         let (ledger, shared, validator) = (ledger.clone(), shared.clone(), validator.clone());
         let skew = genesis.parameters().max_clock_skew_ms.min(i64::MAX as u64) as i64;
+        // The configuration in force with the most lenient limits any configuration may set
+        // (a backup that has not yet executed a configuration change judges a forward by the
+        // one before), made once per configuration.
+        let lenient: Mutex<Option<Arc<Configuration>>> = Mutex::new(None);
         Arc::new(move |envelope: &[u8]| {
+            let current = shared.configuration.get();
+            let configuration = {
+                let mut slot = lenient.lock().unwrap_or_else(|p| p.into_inner());
+                match slot.as_ref() {
+                    Some(c) if c.hash == current.hash => c.clone(),
+                    _ => {
+                        let mut c = (*current).clone();
+                        c.parameters.max_tx_lifetime_ms = *TX_LIFETIME_BOUNDS_MS.end();
+                        c.parameters.max_envelope_bytes = c.parameters.max_batch_bytes;
+                        let c = Arc::new(c);
+                        *slot = Some(c.clone());
+                        c
+                    }
+                }
+            };
             let facts = crate::execute::CommittedFacts {
                 ledger: &ledger,
                 revocations: &shared.revocations,
-                configuration: shared.configuration.get(),
+                configuration,
             };
             // Execution decides for good; this fills the caches and screens forwards: a forward
             // is dropped only for what no clock or ledger height can change (a backup validated

@@ -265,7 +265,7 @@ pub async fn upload_to(
             (path, "share_for_study", args)
         }
     };
-    let (_, envelope) = peers.transaction(function, args);
+    let (_, envelope) = peers.signed(function, args).await;
 
     let (tx, rx) = tokio::sync::mpsc::channel::<v1::UploadRequest>(4);
     let reader = spool
@@ -403,7 +403,7 @@ pub async fn download_from(
             .encode_to_vec(),
         ),
     };
-    let (_, envelope) = peers.transaction(function, args);
+    let (_, envelope) = peers.signed(function, args).await;
     let mut stream = gateway
         .download(v1::DownloadRequest {
             envelope: Some(envelope.clone()),
@@ -764,13 +764,15 @@ pub async fn erase(
     gateway: &mut GatewayClient<Channel>,
     pseudonym: [u8; 32],
 ) -> Result<(Committed, Vec<String>), ClientError> {
-    let (_, envelope) = peers.transaction(
-        "erase_patient",
-        v1::PatientArgs {
-            pseudonym: pseudonym.to_vec(),
-        }
-        .encode_to_vec(),
-    );
+    let (_, envelope) = peers
+        .signed(
+            "erase_patient",
+            v1::PatientArgs {
+                pseudonym: pseudonym.to_vec(),
+            }
+            .encode_to_vec(),
+        )
+        .await;
     let response = gateway
         .erase(v1::EraseRequest {
             envelope: Some(envelope.clone()),

@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use medledger_crypto::{SignatureDomain, VerifyingKey, certificate_hash};
 use medledger_execution::block::envelope_hash;
-use medledger_execution::config::{ConfigChain, Configuration};
+use medledger_execution::chain::ConfigChain;
+use medledger_execution::config::Configuration;
 use medledger_execution::proof::{KnownConfigurations, ProofError, check_commit_proof};
 use medledger_proto::v1;
 use medledger_proto::v1::ledger_client::LedgerClient;
@@ -27,6 +28,29 @@ use tonic::transport::Channel;
 use crate::error::ClientError;
 use crate::wallet::Wallet;
 use medledger_execution::genesis::Genesis;
+
+/// How old the followed configuration chain may be when a transaction is signed.
+pub const CONFIGURATION_MAX_AGE: Duration = Duration::from_secs(30);
+/// Configuration links a peer answers per page (`medledger-peer`'s `CONFIG_LINKS_PER_PAGE`).
+const CONFIG_LINKS_PER_PAGE: u64 = 64;
+
+/// The configuration links `client` serves from sequence `from` (one page), within 3 s.
+async fn config_links(
+    mut client: LedgerClient<Channel>,
+    from: u64,
+) -> Result<Vec<v1::ConfigLink>, String> {
+    let mut request = tonic::Request::new(v1::GetConfigChainRequest {
+        from_sequence: from,
+    });
+    request.set_timeout(Duration::from_secs(3));
+    // Bounded here too: a peer that accepted the connection but stopped answering does not
+    // hold the client up.
+    tokio::time::timeout(Duration::from_secs(3), client.get_config_chain(request))
+        .await
+        .map_err(|_| "no answer within 3 s".to_string())?
+        .map(|r| r.into_inner().links)
+        .map_err(|status| peer_words(status.message()))
+}
 
 /// Largest response accepted from a peer.
 const MAX_RESPONSE_BYTES: usize = 32 << 20;
@@ -98,6 +122,8 @@ pub struct PeerSet {
     /// commit proofs are checked against. Links come from any peer and are each checked
     /// against the configuration before them, so no peer is believed.
     chain: std::sync::RwLock<ConfigChain>,
+    /// When the chain was last followed.
+    chain_learned: std::sync::Mutex<Option<std::time::Instant>>,
     pub network_id: [u8; 32],
     pub names: Vec<String>,
     pub addresses: Vec<String>,
@@ -422,6 +448,7 @@ impl PeerSet {
         let addresses = config.peers.iter().map(|p| p.address.clone()).collect();
         let peers = PeerSet {
             chain: std::sync::RwLock::new(ConfigChain::new(&pinned)),
+            chain_learned: std::sync::Mutex::new(None),
             clients,
             network_id,
             names,
@@ -454,30 +481,38 @@ impl PeerSet {
         self.configuration().parameters
     }
 
-    /// Follows the configuration chain from the latest configuration known, asking the
-    /// peers in turn: every link is checked against the configuration before it
-    /// ([`ConfigChain::follow`]), so a peer can withhold links but not forge one. Stops at
-    /// the first peer that answers, or, with `wanted`, once that configuration is known.
-    /// Returns the sequence of the latest configuration known.
+    /// Follows the configuration chain from the latest configuration known, asking every
+    /// peer at once: every link is checked against the configuration before it
+    /// ([`ConfigChain::follow`]), so a peer can withhold links (the others serve them) but
+    /// not forge one. With `wanted`, stops once that configuration is known. Returns the
+    /// sequence of the latest configuration known.
     ///
     /// # Errors
-    /// [`ClientError::Protocol`] when `wanted` is not known after asking every peer.
+    /// [`ClientError::Protocol`] when `wanted` is not known after every peer answered.
     pub async fn learn_configuration(&self, wanted: Option<&[u8]>) -> Result<u64, ClientError> {
         let known = || {
             let chain = self.chain.read().unwrap_or_else(|p| p.into_inner());
             wanted.is_none_or(|h| chain.by_hash(h).is_some())
         };
+        let from = self.configuration().sequence + 1;
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let client = client.clone();
+            calls.spawn(async move { (i, config_links(client, from).await) });
+        }
         let mut problems = Vec::new();
-        for i in 0..self.clients.len() {
+        while let Some(joined) = calls.join_next().await {
+            let Ok((i, answer)) = joined else { continue };
+            if let Err(problem) = self.follow_links(i, answer).await {
+                problems.push(format!("{}: {problem}", self.names[i]));
+            }
             if wanted.is_some() && known() {
+                calls.abort_all();
                 break;
             }
-            match self.follow_chain_of(i).await {
-                Ok(()) if wanted.is_none() => break,
-                Ok(()) => {}
-                Err(problem) => problems.push(format!("{}: {problem}", self.names[i])),
-            }
         }
+        *self.chain_learned.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(std::time::Instant::now());
         let current = self.configuration().sequence;
         if known() {
             Ok(current)
@@ -490,30 +525,47 @@ impl PeerSet {
         }
     }
 
-    /// Follows the links peer `i` serves, page by page, until it has no more.
-    async fn follow_chain_of(&self, i: usize) -> Result<(), String> {
-        let mut client = self.clients[i].clone();
+    /// [`PeerSet::learn_configuration`] when the chain was last followed more than
+    /// `max_age` ago (or never): before signing a transaction, so that its expiry fits the
+    /// transaction lifetime in force. A failure leaves the configuration as it was.
+    pub async fn refresh_configuration(&self, max_age: Duration) {
+        let fresh = self
+            .chain_learned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| at.elapsed() < max_age);
+        if !fresh {
+            let _ = self.learn_configuration(None).await;
+        }
+    }
+
+    /// Follows the links peer `i` answered (`first`), then its further pages.
+    async fn follow_links(
+        &self,
+        i: usize,
+        first: Result<Vec<v1::ConfigLink>, String>,
+    ) -> Result<(), String> {
+        let mut links = first?;
         loop {
-            let mut request = tonic::Request::new(v1::GetConfigChainRequest {
-                from_sequence: self.configuration().sequence + 1,
-            });
-            request.set_timeout(Duration::from_secs(10));
-            let links = client
-                .get_config_chain(request)
-                .await
-                .map_err(|status| peer_words(status.message()))?
-                .into_inner()
-                .links;
-            if links.is_empty() {
+            let full = links.len() as u64 >= CONFIG_LINKS_PER_PAGE;
+            {
+                let mut chain = self.chain.write().unwrap_or_else(|p| p.into_inner());
+                for link in &links {
+                    let next = chain.current().sequence + 1;
+                    // Another peer's answer may have taken the chain past this link.
+                    if ConfigChain::sequence_of(link).is_some_and(|s| s < next) {
+                        continue;
+                    }
+                    chain
+                        .follow(link)
+                        .map_err(|e| format!("configuration {next}: {e}"))?;
+                }
+            }
+            if !full {
                 return Ok(());
             }
-            let mut chain = self.chain.write().unwrap_or_else(|p| p.into_inner());
-            for link in &links {
-                let next = chain.current().sequence + 1;
-                chain
-                    .follow(link)
-                    .map_err(|e| format!("configuration {next}: {e}"))?;
-            }
+            links =
+                config_links(self.clients[i].clone(), self.configuration().sequence + 1).await?;
         }
     }
 
@@ -608,6 +660,13 @@ impl PeerSet {
         (self.parameters().max_tx_lifetime_ms / 2).min(i64::MAX as u64) as i64
     }
 
+    /// [`PeerSet::transaction`] under the configuration in force: the chain is followed
+    /// first when it was last followed more than 30 s ago.
+    pub async fn signed(&self, function: &str, args: Vec<u8>) -> ([u8; 32], v1::Envelope) {
+        self.refresh_configuration(CONFIGURATION_MAX_AGE).await;
+        self.transaction(function, args)
+    }
+
     /// A signed transaction calling `function` with encoded `args`.
     pub fn transaction(&self, function: &str, args: Vec<u8>) -> ([u8; 32], v1::Envelope) {
         let mut nonce = [0u8; 32];
@@ -642,7 +701,7 @@ impl PeerSet {
 
     /// Signs and submits a transaction; returns its outcome once a peer proved it.
     pub async fn submit(&self, function: &str, args: Vec<u8>) -> Result<Committed, ClientError> {
-        let (_, envelope) = self.transaction(function, args);
+        let (_, envelope) = self.signed(function, args).await;
         self.submit_envelope(envelope).await
     }
 

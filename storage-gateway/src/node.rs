@@ -57,8 +57,22 @@ pub async fn run(
         )
     })?;
     let root = wallet.root().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let peers = Arc::new(peers);
+    // The configuration in force, followed as it changes: clients sign expiries under it,
+    // and the gateway checks them against it (docs/adr/0010).
+    {
+        let peers = peers.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(medledger_sdk::peer::CONFIGURATION_MAX_AGE / 3).await;
+                if let Err(e) = peers.learn_configuration(None).await {
+                    tracing::warn!(error = %e, "cannot follow the configuration chain");
+                }
+            }
+        });
+    }
     let gateway = Arc::new(Gateway::new(
-        Arc::new(peers),
+        peers,
         store,
         root.clone(),
         config.limits.clone(),

@@ -405,6 +405,8 @@ impl TestNetwork {
         let ca_dir = network.ca.dir.clone();
         let mut specs = Vec::new();
         let mut addresses = Vec::new();
+        // The second admin the genesis names (configuration changes need two).
+        network.member("admin2", "admin");
         for i in 0..n {
             let name = format!("peer{i}");
             network.member(&name, "peer");
@@ -416,6 +418,8 @@ impl TestNetwork {
             });
             addresses.push(address);
         }
+        let admins =
+            ["admin", "admin2"].map(|a| network.wallet(a).join("cert.pem").display().to_string());
         let output = binaries()
             .genesis(
                 &ca_dir.join("ca-root.pem"),
@@ -424,11 +428,9 @@ impl TestNetwork {
                     "--request-timeout-ms",
                     "1500",
                     "--admin",
-                    &network
-                        .wallet("admin")
-                        .join("cert.pem")
-                        .display()
-                        .to_string(),
+                    &admins[0],
+                    "--admin",
+                    &admins[1],
                 ]
                 .iter()
                 .chain(genesis_options)
@@ -443,11 +445,13 @@ impl TestNetwork {
             "genesis failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        // The administrator enrolled before the network existed: pin its wallet now.
+        // The administrators enrolled before the network existed: pin their wallets now.
         let genesis = network.genesis.display().to_string();
-        network
-            .as_("admin", &["network", "pin", "--genesis", &genesis])
-            .ok();
+        for admin in ["admin", "admin2"] {
+            network
+                .as_(admin, &["network", "pin", "--genesis", &genesis])
+                .ok();
+        }
         for (i, address) in addresses.iter().enumerate() {
             let wallet = network.wallet(&format!("peer{i}"));
             let data = network.tmp.path().join(format!("peer{i}"));

@@ -30,15 +30,17 @@ fn write_fixtures(out: &Path) {
         .contents;
     std::fs::write(out.join("clinician.der"), der).unwrap();
     std::fs::copy(wallet.join("signing.key"), out.join("clinician.key")).unwrap();
-    // The admin the genesis names (configuration updates, docs/adr/0010).
-    let admin = network.wallet("admin");
-    let pem = std::fs::read_to_string(admin.join("cert.pem")).unwrap();
-    let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-        .unwrap()
-        .1
-        .contents;
-    std::fs::write(out.join("admin.der"), der).unwrap();
-    std::fs::copy(admin.join("signing.key"), out.join("admin.key")).unwrap();
+    // The two admins the genesis names (configuration updates, docs/adr/0010).
+    for name in ["admin", "admin2"] {
+        let admin = network.wallet(name);
+        let pem = std::fs::read_to_string(admin.join("cert.pem")).unwrap();
+        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents;
+        std::fs::write(out.join(format!("{name}.der")), der).unwrap();
+        std::fs::copy(admin.join("signing.key"), out.join(format!("{name}.key"))).unwrap();
+    }
     // The peers' keys: block votes for commit-proof tests and the `proof` fuzz target.
     for i in 0..4 {
         std::fs::copy(
@@ -78,26 +80,29 @@ fn the_envelope_fuzz_fixtures_are_a_network_and_a_clinician_it_enrolled() {
     )
     .expect("the fixture certificate is valid at the fixture time under the genesis root");
     assert_eq!(identity.role, Role::Clinician);
-    let admin = validate_enrollment_certificate(
-        &read("admin.der"),
-        &genesis.root,
-        time,
-        &HashSet::<Vec<u8>>::new(),
-    )
-    .expect("the fixture admin certificate is valid at the fixture time");
-    assert_eq!(admin.role, Role::Admin);
+    let mut admins = Vec::new();
+    for name in ["admin", "admin2"] {
+        let admin = validate_enrollment_certificate(
+            &read(&format!("{name}.der")),
+            &genesis.root,
+            time,
+            &HashSet::<Vec<u8>>::new(),
+        )
+        .expect("the fixture admin certificates are valid at the fixture time");
+        assert_eq!(admin.role, Role::Admin);
+        let key = SigningIdentity::from_pkcs8_pem(
+            &String::from_utf8(read(&format!("{name}.key"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(key.verifying_key(), admin.signing_key);
+        admins.push(admin.signing_key);
+    }
+    let policy = genesis.configuration.admins.as_ref().expect("admins");
     assert_eq!(
-        genesis
-            .configuration
-            .admins
-            .as_ref()
-            .map(|a| a.keys.clone()),
-        Some(vec![admin.signing_key]),
-        "the fixture genesis names the fixture admin as its one admin"
+        (policy.keys.clone(), policy.threshold),
+        (admins, 2),
+        "the fixture genesis names the two fixture admins, both needed"
     );
-    let admin_key =
-        SigningIdentity::from_pkcs8_pem(&String::from_utf8(read("admin.key")).unwrap()).unwrap();
-    assert_eq!(admin_key.verifying_key(), admin.signing_key);
     let key = SigningIdentity::from_pkcs8_pem(&String::from_utf8(read("clinician.key")).unwrap())
         .unwrap();
     assert_eq!(

@@ -544,8 +544,8 @@ fn the_scenario_holds_when_the_first_peer_lies() {
         "peer0 tells its lies: {log}"
     );
 
-    // The admin changes the network's configuration through the liar first: every client
-    // after follows it, with proofs, past the liar's forged configuration chain.
+    // The two admins change the network's configuration through the liar first: every
+    // client after follows it, with proofs, past the liar's forged configuration chain.
     let update = net.path().join("config-update.pb");
     let update = update.to_str().unwrap();
     let admin = Some("admin");
@@ -562,6 +562,7 @@ fn the_scenario_holds_when_the_first_peer_lies() {
         ],
     );
     net.ok(admin, &["admin", "config", "approve", update]);
+    net.ok(Some("admin2"), &["admin", "config", "approve", update]);
     net.ok(admin, &["admin", "config", "submit", update]);
     let info = net.json(admin, &["ledger", "info"]);
     assert_eq!(info["configuration"]["sequence"], 1, "{info}");
