@@ -332,9 +332,12 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                 ));
             }
             let (keys, peers) = own_record(cli, &wallet).await?;
-            let mut gateway =
-                files::connect_gateway(&wallet, cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY))
-                    .await?;
+            let mut gateway = files::connect_gateway(
+                &wallet,
+                cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY),
+                peers.revocations(),
+            )
+            .await?;
             let (committed, deleted) = files::erase(&peers, &mut gateway, keys.pseudonym).await?;
             keys.destroy()?;
             Ok(Output {
@@ -752,7 +755,8 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
             item,
             anonymize,
         } => {
-            let mut gateway = files::connect_gateway(&wallet, gateway_address).await?;
+            let mut gateway =
+                files::connect_gateway(&wallet, gateway_address, peers.revocations()).await?;
             let shared = medledger_sdk::research::share(
                 &peers,
                 &mut gateway,
@@ -792,7 +796,8 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
             let own = RecordKeys::open(&wallet)
                 .ok()
                 .filter(|k| k.pseudonym == pseudonym);
-            let mut gateway = files::connect_gateway(&wallet, gateway_address).await?;
+            let mut gateway =
+                files::connect_gateway(&wallet, gateway_address, peers.revocations()).await?;
             let destination = match &own {
                 Some(keys) => Destination::for_owner(keys, category)?,
                 None => {
@@ -833,7 +838,8 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
             let own = RecordKeys::open(&wallet)
                 .ok()
                 .filter(|k| k.pseudonym == pseudonym);
-            let mut gateway = files::connect_gateway(&wallet, gateway_address).await?;
+            let mut gateway =
+                files::connect_gateway(&wallet, gateway_address, peers.revocations()).await?;
             let reader = match &own {
                 Some(keys) => Reader::Owner(keys),
                 None => Reader::Grantee(&wallet),
@@ -932,9 +938,12 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
             .reflecting(height))
         }
         StudyCommand::Fetch { study, output } => {
-            let mut gateway =
-                files::connect_gateway(&wallet, cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY))
-                    .await?;
+            let mut gateway = files::connect_gateway(
+                &wallet,
+                cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY),
+                peers.revocations(),
+            )
+            .await?;
             let medledger_sdk::research::StudyFetch { fetched, refused } =
                 medledger_sdk::research::fetch(&peers, &mut gateway, &wallet, study, output)
                     .await?;

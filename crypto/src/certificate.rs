@@ -214,6 +214,20 @@ pub fn validate_enrollment_certificate(
     })
 }
 
+/// A certificate's serial (the DER integer's content bytes) and its notAfter (Unix
+/// seconds), read without any check: for a certificate a TLS handshake already verified,
+/// whose standing a long-lived link keeps watching (`medledger_tls::Guarded`).
+///
+/// # Errors
+/// [`CertificateError::Malformed`] when `der` is not an X.509 certificate.
+pub fn serial_and_not_after(der: &[u8]) -> Result<(Vec<u8>, i64), CertificateError> {
+    let cert = parse_certificate(der)?;
+    Ok((
+        cert.raw_serial().to_vec(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
 /// A certificate signing request after its proof of possession was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningRequest {

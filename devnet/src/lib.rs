@@ -565,7 +565,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
         spawn(opts, "gateway", command)?;
     }
     wait_until(&dir, "gateway", Duration::from_secs(30), || async {
-        medledger_sdk::files::connect_gateway(&admin, &layout.gateway_listen)
+        medledger_sdk::files::connect_gateway(&admin, &layout.gateway_listen, peers.revocations())
             .await
             .ok()
             .map(|_| ())
@@ -639,7 +639,13 @@ pub async fn status(layout: &Layout) -> Vec<Component> {
                         None => "not linked to every other peer".into(),
                     }
                 } else if name == "gateway" {
-                    match medledger_sdk::files::connect_gateway(admin, &address).await {
+                    match medledger_sdk::files::connect_gateway(
+                        admin,
+                        &address,
+                        &medledger_sdk::peer::SharedRevocations::default(),
+                    )
+                    .await
+                    {
                         Ok(_) => format!("serving; objects in {}", describe(&layout.store)),
                         Err(e) => format!("not answering: {e}"),
                     }

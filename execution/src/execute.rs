@@ -219,12 +219,15 @@ pub fn execute_block<S: WorldState + ?Sized>(
         facts.used.insert(tx_id);
         commit.tx_index.push((tx_id, location));
         match checked {
-            Checked::Revocation { record, .. } => {
+            Checked::Revocation { record, signed, .. } => {
                 facts.revoked.insert(record.serial.clone());
                 facts.sequence = record.sequence;
                 commit
                     .revocations
                     .push((record.serial.clone(), record.sequence));
+                commit
+                    .revocation_records
+                    .push((record.sequence, prost::Message::encode_to_vec(&signed)));
                 results.push(v1::TxResult {
                     tx_id: tx_id.to_vec(),
                     status: TxStatus::Valid as i32,

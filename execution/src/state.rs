@@ -99,6 +99,9 @@ pub struct BlockCommit {
     pub certificates: Vec<([u8; 32], Vec<u8>)>,
     /// (serial, CA sequence) of revocations that take effect with this block.
     pub revocations: Vec<(Vec<u8>, u64)>,
+    /// (CA sequence, encoded `v1::SignedRevocationRecord`) of each revocation of this block,
+    /// for the host to serve (`GetRevocations`).
+    pub revocation_records: Vec<(u64, Vec<u8>)>,
     /// Each result's words for its submitter (why it was refused; empty when valid), by
     /// index: sent to the clients waiting on it, never stored in the block (whose `TxResult.message` is
     /// empty), so rewording an error changes no block.

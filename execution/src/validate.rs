@@ -74,6 +74,8 @@ pub enum Checked {
     Revocation {
         tx_id: [u8; 32],
         record: v1::RevocationRecord,
+        /// As the CA signed it (what clients are served, `GetRevocations`).
+        signed: v1::SignedRevocationRecord,
     },
     /// A configuration update approved under the configuration in force (docs/adr/0010).
     ConfigUpdate {
@@ -515,7 +517,11 @@ impl Validator {
                 Some(tx_id),
             ));
         }
-        Ok(Checked::Revocation { tx_id, record })
+        Ok(Checked::Revocation {
+            tx_id,
+            record,
+            signed: signed.clone(),
+        })
     }
 
     /// A configuration update: format 2 only, one per block, approved as

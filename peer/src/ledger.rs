@@ -10,7 +10,8 @@
 //! - `pbft`: the replica's durable protocol state (see [`PbftStore`])
 //! - `meta`: `network_id`, `height`, `revocation_sequence`, `configuration` (the encoded
 //!   `NetworkConfig` in force, once one replaced the genesis's), and `config/{sequence BE}`
-//!   → SHA-256 of the envelope that committed that configuration (the configuration chain)
+//!   → SHA-256 of the envelope that committed that configuration (the configuration chain),
+//!   and `revocation/{CA sequence BE}` → that revocation's signed record, as the CA signed it
 //!
 //! A block and everything it changes commit in one synced `WriteBatch`: after a crash the
 //! ledger holds whole blocks only, and nothing is acknowledged before it is on disk.
@@ -65,6 +66,13 @@ const META_CONFIGURATION: &[u8] = b"configuration";
 /// The meta key of configuration `sequence`'s envelope hash.
 fn config_link_key(sequence: u64) -> Vec<u8> {
     let mut key = b"config/".to_vec();
+    key.extend_from_slice(&sequence.to_be_bytes());
+    key
+}
+
+/// The meta key of revocation `sequence`'s signed record.
+fn revocation_record_key(sequence: u64) -> Vec<u8> {
+    let mut key = b"revocation/".to_vec();
     key.extend_from_slice(&sequence.to_be_bytes());
     key
 }
@@ -170,6 +178,7 @@ impl Ledger {
             }
         }
         ledger.load_height()?;
+        ledger.backfill_revocation_records()?;
         Ok(ledger)
     }
 
@@ -325,6 +334,57 @@ impl Ledger {
             .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok()))
     }
 
+    /// CA revocation `sequence` (1, 2, ...) as the CA signed it (an encoded
+    /// `v1::SignedRevocationRecord`), if it is on the ledger.
+    pub fn revocation_record(&self, sequence: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), revocation_record_key(sequence))?)
+    }
+
+    /// Writes the signed records of revocations committed before the ledger kept them
+    /// (`revocation/{sequence}`), from their blocks: once, when a ledger written by an
+    /// earlier version is opened.
+    fn backfill_revocation_records(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_REVOCATIONS), IteratorMode::Start)
+        {
+            let (_, value) = item?;
+            let (Some(block), Some(sequence)) = (
+                value.get(..8).and_then(be_u64),
+                value.get(8..16).and_then(be_u64),
+            ) else {
+                return Err(corrupt("revocations", "a short entry"));
+            };
+            if self.revocation_record(sequence)?.is_some() {
+                continue;
+            }
+            let Some(stored) = self.block(block)? else {
+                return Err(corrupt("revocations", "an entry names a missing block"));
+            };
+            for envelope in &stored.envelopes {
+                if let Ok(v1::Envelope {
+                    kind: Some(v1::envelope::Kind::Revocation(signed)),
+                }) = v1::Envelope::decode(envelope.as_slice())
+                    && v1::RevocationRecord::decode(signed.record.as_slice())
+                        .is_ok_and(|r| r.sequence == sequence)
+                {
+                    batch.put_cf(
+                        self.cf(CF_META),
+                        revocation_record_key(sequence),
+                        signed.encode_to_vec(),
+                    );
+                }
+            }
+        }
+        if !batch.is_empty() {
+            self.write_synced(batch)?;
+        }
+        Ok(())
+    }
+
     /// Writes block `commit.block` and all it changes in one synced batch, deleting the
     /// PBFT state keys `pbft_deletes` the block makes obsolete in the same write.
     pub fn commit_block(&self, commit: &BlockCommit, pbft_deletes: &[Vec<u8>]) -> Result<()> {
@@ -387,6 +447,9 @@ impl Ledger {
                 META_REVOCATION_SEQUENCE,
                 sequence.to_be_bytes(),
             );
+        }
+        for (sequence, signed) in &commit.revocation_records {
+            batch.put_cf(self.cf(CF_META), revocation_record_key(*sequence), signed);
         }
         if let Some((sequence, value, envelope)) = &commit.configuration {
             batch.put_cf(self.cf(CF_META), META_CONFIGURATION, value);

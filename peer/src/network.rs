@@ -48,9 +48,12 @@ pub struct Network {
 
 impl Network {
     /// Starts one outbound stream task per other replica.
+    /// Each stream dials with `tls` (pinning the replica's genesis key) and ends when that
+    /// replica's certificate is in `revoked` or expires ([`medledger_tls::Guarded`]).
     pub fn start(
         me: pbft::ReplicaId,
         genesis: &Genesis,
+        revoked: medledger_tls::SharedRevocations,
         tls: impl Fn(BTreeSet<[u8; 32]>) -> Arc<rustls::ClientConfig>,
     ) -> Arc<Network> {
         let mut outbound = Vec::new();
@@ -70,6 +73,7 @@ impl Network {
                 i as u32,
                 peer.address.clone(),
                 config,
+                revoked.clone(),
                 rx,
                 flag,
             ));
@@ -127,12 +131,13 @@ async fn outbound_stream(
     to: u32,
     address: String,
     config: Arc<rustls::ClientConfig>,
+    revoked: medledger_tls::SharedRevocations,
     mut queue: mpsc::Receiver<Outbound>,
     connected: Arc<AtomicBool>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match medledger_tls::connect(&address, config.clone()).await {
+        match medledger_tls::connect(&address, config.clone(), revoked.clone()).await {
             Ok(channel) => {
                 let mut client = ReplicationClient::new(channel)
                     .max_encoding_message_size(MAX_REPLICA_MESSAGE_BYTES)

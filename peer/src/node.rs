@@ -194,7 +194,7 @@ pub async fn run(
             tls_revocations.clone(),
             provider.clone(),
         );
-        Network::start(replica_id, &genesis, move |pins| {
+        Network::start(replica_id, &genesis, tls_revocations.clone(), move |pins| {
             let verifier = medledger_tls::EnrollmentServerVerifier::new(
                 root.clone(),
                 revoked.clone(),
@@ -262,7 +262,11 @@ pub async fn run(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = listener.local_addr()?;
-    let incoming = ReceiverStream::new(medledger_tls::accept_tls(listener, server_config));
+    let incoming = ReceiverStream::new(medledger_tls::accept_tls(
+        listener,
+        server_config,
+        tls_revocations.clone(),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -353,6 +357,10 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            // Pings on idle links: a link whose client's certificate was revoked or expired
+            // ends at the next one (medledger_tls::Guarded).
+            .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
             .concurrency_limit_per_connection(1024)
             .add_service(health_service)
             .add_service(reflection)

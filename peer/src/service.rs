@@ -33,6 +33,8 @@ use medledger_execution::stub::BlockStub;
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most blocks one GetBlocks call returns.
 pub const MAX_BLOCKS_PER_CALL: u32 = 100;
+/// Revocation records per `GetRevocations` answer (each a few hundred bytes).
+pub const REVOCATIONS_PER_PAGE: u64 = 256;
 /// Configuration links per `GetConfigChain` answer (each carries a proof: a few KiB).
 pub const CONFIG_LINKS_PER_PAGE: u64 = 64;
 
@@ -479,6 +481,24 @@ impl v1::ledger_server::Ledger for LedgerService {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_revocations(
+        &self,
+        request: Request<v1::GetRevocationsRequest>,
+    ) -> Result<Response<v1::GetRevocationsResponse>, Status> {
+        self.caller(&request)?;
+        let from = request.into_inner().from_sequence.max(1);
+        let mut records = Vec::new();
+        for sequence in from..from.saturating_add(REVOCATIONS_PER_PAGE) {
+            let Some(bytes) = self.ledger.revocation_record(sequence).map_err(internal)? else {
+                break;
+            };
+            let signed = v1::SignedRevocationRecord::decode(bytes.as_slice())
+                .map_err(|_| internal("a stored revocation record does not decode"))?;
+            records.push(signed);
+        }
+        Ok(Response::new(v1::GetRevocationsResponse { records }))
     }
 
     async fn get_config_chain(

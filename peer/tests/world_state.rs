@@ -82,6 +82,7 @@ fn commit(rng: &mut Rng, number: u64, previous: &v1::BlockHeader) -> BlockCommit
         tx_index,
         certificates: vec![([number as u8; 32], vec![number as u8; 3])],
         revocations,
+        revocation_records: Vec::new(),
         messages: Vec::new(),
         chaincode_panics: Vec::new(),
         result_leaves: Vec::new(),

@@ -36,13 +36,16 @@ const UPLOAD_CHUNK: usize = 1 << 20;
 const MAX_MESSAGE: usize = 4 << 20;
 
 /// Connects to the gateway at `address` with mutual TLS, accepting only a server enrolled
-/// with role gateway under the wallet's root.
+/// with role gateway under the wallet's root and not in `revoked` (pass
+/// [`PeerSet::revocations`]: a gateway the ledger revoked is refused at the handshake, and an
+/// open link to it drops).
 pub async fn connect_gateway(
     wallet: &Wallet,
     address: &str,
+    revoked: &crate::peer::SharedRevocations,
 ) -> Result<GatewayClient<Channel>, ClientError> {
-    let config = crate::peer::client_tls_for(Role::Gateway, wallet, None)?;
-    let channel = medledger_tls::connect(address, config)
+    let config = crate::peer::client_tls_for(Role::Gateway, wallet, None, revoked)?;
+    let channel = medledger_tls::connect(address, config, revoked.clone())
         .await
         .map_err(|why| ClientError::GatewayUnreachable {
             address: address.to_string(),

@@ -20,6 +20,7 @@ use medledger_execution::config::Configuration;
 use medledger_execution::proof::{KnownConfigurations, ProofError, check_commit_proof};
 use medledger_proto::v1;
 use medledger_proto::v1::ledger_client::LedgerClient;
+pub use medledger_tls::SharedRevocations;
 use prost::Message;
 use rand_core::RngCore;
 
@@ -29,7 +30,8 @@ use crate::error::ClientError;
 use crate::wallet::Wallet;
 use medledger_execution::genesis::Genesis;
 
-/// How old the followed configuration chain may be when a transaction is signed.
+/// How old the followed configuration chain and revocations may be when a transaction is
+/// signed.
 pub const CONFIGURATION_MAX_AGE: Duration = Duration::from_secs(30);
 /// Configuration links a peer answers per page (`medledger-peer`'s `CONFIG_LINKS_PER_PAGE`).
 const CONFIG_LINKS_PER_PAGE: u64 = 64;
@@ -50,6 +52,28 @@ async fn config_links(
         .map_err(|_| "no answer within 3 s".to_string())?
         .map(|r| r.into_inner().links)
         .map_err(|status| peer_words(status.message()))
+}
+
+/// Revocation records a peer answers per page (`medledger-peer`'s `REVOCATIONS_PER_PAGE`).
+const REVOCATIONS_PER_PAGE: u64 = 256;
+
+/// One page of the revocations `client` serves from sequence `from`, within 3 s; `None` when
+/// it did not answer, or answered more than a page.
+async fn revocation_page(
+    mut client: LedgerClient<Channel>,
+    from: u64,
+) -> Option<Vec<v1::SignedRevocationRecord>> {
+    let mut request = tonic::Request::new(v1::GetRevocationsRequest {
+        from_sequence: from,
+    });
+    request.set_timeout(Duration::from_secs(3));
+    let records = tokio::time::timeout(Duration::from_secs(3), client.get_revocations(request))
+        .await
+        .ok()?
+        .ok()?
+        .into_inner()
+        .records;
+    (records.len() as u64 <= REVOCATIONS_PER_PAGE).then_some(records)
 }
 
 /// Largest response accepted from a peer.
@@ -122,8 +146,16 @@ pub struct PeerSet {
     /// commit proofs are checked against. Links come from any peer and are each checked
     /// against the configuration before them, so no peer is believed.
     chain: std::sync::RwLock<ConfigChain>,
-    /// When the chain was last followed.
+    /// When the chain and the revocations were last followed.
     chain_learned: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Serials the ledger revoked, from CA-signed records any peer may serve (a peer can
+    /// withhold one, the others serve it; none can forge one): every TLS link of this client
+    /// refuses and drops those certificates.
+    revocations: SharedRevocations,
+    /// The CA sequence numbers of the records taken in.
+    revocation_sequences: std::sync::Mutex<BTreeSet<u64>>,
+    /// The network's CA root, which signs revocation records.
+    root: medledger_crypto::RootCertificate,
     pub network_id: [u8; 32],
     pub names: Vec<String>,
     pub addresses: Vec<String>,
@@ -135,26 +167,30 @@ pub struct PeerSet {
     known_height: std::sync::atomic::AtomicU64,
 }
 
-/// Mutual TLS as this wallet, accepting servers of role peer under the wallet's root (and, with
-/// `pins`, only those Ed25519 keys).
+/// Mutual TLS as this wallet, accepting servers of role peer under the wallet's root whose
+/// certificates are not in `revoked` (and, with `pins`, only those Ed25519 keys).
 pub fn client_tls(
     wallet: &Wallet,
     pins: Option<BTreeSet<[u8; 32]>>,
+    revoked: &SharedRevocations,
 ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    client_tls_for(medledger_crypto::Role::Peer, wallet, pins)
+    client_tls_for(medledger_crypto::Role::Peer, wallet, pins, revoked)
 }
 
-/// Mutual TLS as this wallet, accepting servers enrolled with `role` under the wallet's root.
+/// Mutual TLS as this wallet, accepting servers enrolled with `role` under the wallet's root
+/// whose certificates are not in `revoked` ([`PeerSet::revocations`]: what the ledger
+/// revoked).
 pub fn client_tls_for(
     role: medledger_crypto::Role,
     wallet: &Wallet,
     pins: Option<BTreeSet<[u8; 32]>>,
+    revoked: &SharedRevocations,
 ) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let provider = medledger_tls::provider();
     let verifier = medledger_tls::EnrollmentServerVerifier::for_role(
         role,
         wallet.root()?,
-        medledger_tls::SharedRevocations::default(),
+        revoked.clone(),
         pins,
         provider.clone(),
     );
@@ -307,11 +343,16 @@ async fn fetch_genesis(
     wallet: &Wallet,
     address: &str,
     pins: &BTreeSet<[u8; 32]>,
+    revoked: &SharedRevocations,
 ) -> Result<v1::Block, ClientError> {
     let call = async {
-        let channel = medledger_tls::connect(address, client_tls(wallet, Some(pins.clone()))?)
-            .await
-            .map_err(|e| unreachable(address, e))?;
+        let channel = medledger_tls::connect(
+            address,
+            client_tls(wallet, Some(pins.clone()), revoked)?,
+            revoked.clone(),
+        )
+        .await
+        .map_err(|e| unreachable(address, e))?;
         LedgerClient::new(channel)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .get_block(v1::GetBlockRequest { number: 0 })
@@ -371,6 +412,8 @@ impl PeerSet {
         })?;
         let config = &pinned.config;
         let keys = pinned.peer_keys.clone();
+        // Filled from the ledger once connected; every link checks it from then on.
+        let revocations = SharedRevocations::default();
         let pins: BTreeSet<[u8; 32]> = keys.iter().map(VerifyingKey::to_bytes).collect();
         let mut candidates: Vec<String> = bootstrap
             .split(',')
@@ -389,7 +432,7 @@ impl PeerSet {
         let mut refused = None;
         let mut found = false;
         for address in &candidates {
-            let answer = fetch_genesis(wallet, address, &pins)
+            let answer = fetch_genesis(wallet, address, &pins, &revocations)
                 .await
                 .and_then(|block| {
                     let served = block.header.as_ref().map(header_hash);
@@ -434,9 +477,12 @@ impl PeerSet {
         let mut clients = Vec::new();
         for (peer, key) in config.peers.iter().zip(&keys) {
             let pins = BTreeSet::from([key.to_bytes()]);
-            let channel =
-                medledger_tls::connect_lazy(&peer.address, client_tls(wallet, Some(pins))?)
-                    .map_err(|e| unreachable(&peer.address, e))?;
+            let channel = medledger_tls::connect_lazy(
+                &peer.address,
+                client_tls(wallet, Some(pins), &revocations)?,
+                revocations.clone(),
+            )
+            .map_err(|e| unreachable(&peer.address, e))?;
             clients.push(
                 LedgerClient::new(channel)
                     .max_decoding_message_size(MAX_RESPONSE_BYTES)
@@ -449,6 +495,9 @@ impl PeerSet {
         let peers = PeerSet {
             chain: std::sync::RwLock::new(ConfigChain::new(&pinned)),
             chain_learned: std::sync::Mutex::new(None),
+            revocations,
+            revocation_sequences: std::sync::Mutex::new(BTreeSet::new()),
+            root: pinned.root.clone(),
             clients,
             network_id,
             names,
@@ -461,11 +510,111 @@ impl PeerSet {
             .map_err(|e| ClientError::wallet(&wallet.dir, e))?,
             known_height: std::sync::atomic::AtomicU64::new(0),
         };
-        // The configuration in force, before the first transaction is made under it. A
-        // network whose peers cannot serve it yet is still usable with the last one known:
-        // a proof under a newer one makes the client ask again.
-        let _ = peers.learn_configuration(None).await;
+        // The configuration in force, before the first transaction is made under it, and the
+        // revocations. A network whose peers cannot serve them yet is still usable with what
+        // is known: a proof under a newer configuration makes the client ask again.
+        peers.refresh(Duration::ZERO).await;
         Ok(peers)
+    }
+
+    /// The certificate serials the ledger revoked, as far as this client learned them: pass
+    /// them to every TLS link it opens ([`crate::files::connect_gateway`]).
+    pub fn revocations(&self) -> &SharedRevocations {
+        &self.revocations
+    }
+
+    /// Takes in the revocations the peers serve, asking every peer at once from the first
+    /// sequence number not known yet and following each peer's pages; each record is
+    /// believed only when the CA root signed it. A peer's answer that is larger than a page
+    /// or holds records out of place is dropped before any further signature is checked.
+    /// Returns how many serials were new.
+    pub async fn learn_revocations(&self) -> usize {
+        let mut calls = tokio::task::JoinSet::new();
+        for (i, client) in self.clients.iter().enumerate() {
+            let client = client.clone();
+            let from = self.first_unknown_revocation();
+            calls.spawn(async move { (i, revocation_page(client, from).await, from) });
+        }
+        let mut added = 0;
+        while let Some(joined) = calls.join_next().await {
+            let Ok((i, mut page, mut from)) = joined else {
+                continue;
+            };
+            // This peer's pages, one after the other, while they are full.
+            while let Some(records) = page {
+                let full = records.len() as u64 == REVOCATIONS_PER_PAGE;
+                added += self.take_revocations(from, records);
+                if !full {
+                    break;
+                }
+                from = from.saturating_add(REVOCATIONS_PER_PAGE);
+                page = revocation_page(self.clients[i].clone(), from).await;
+            }
+        }
+        added
+    }
+
+    /// The first CA sequence number this client holds no record of.
+    fn first_unknown_revocation(&self) -> u64 {
+        let known = self
+            .revocation_sequences
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut next = 1;
+        for s in known.iter() {
+            if *s != next {
+                break;
+            }
+            next += 1;
+        }
+        next
+    }
+
+    /// Takes in one page answered from sequence `from`; returns how many serials were new.
+    fn take_revocations(&self, from: u64, records: Vec<v1::SignedRevocationRecord>) -> usize {
+        let mut added = 0;
+        for (offset, signed) in records.into_iter().enumerate() {
+            let expected = from.saturating_add(offset as u64);
+            let known = self
+                .revocation_sequences
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&expected);
+            if known {
+                continue;
+            }
+            // Pages hold consecutive records: one out of place ends the page.
+            let Some(record) = self.checked_revocation(&signed) else {
+                break;
+            };
+            if record.sequence != expected {
+                break;
+            }
+            self.revocation_sequences
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(record.sequence);
+            self.revocations.insert(record.serial);
+            added += 1;
+        }
+        added
+    }
+
+    /// A revocation record, if the CA root signed it.
+    fn checked_revocation(
+        &self,
+        signed: &v1::SignedRevocationRecord,
+    ) -> Option<v1::RevocationRecord> {
+        let signature = medledger_crypto::Signature::from_slice(&signed.signature).ok()?;
+        self.root
+            .public_key()
+            .verify(
+                SignatureDomain::RevocationRecord,
+                &signed.record,
+                &signature,
+            )
+            .ok()?;
+        v1::RevocationRecord::decode(signed.record.as_slice()).ok()
     }
 
     /// The latest configuration this client followed (sequence 0: the genesis's).
@@ -511,8 +660,6 @@ impl PeerSet {
                 break;
             }
         }
-        *self.chain_learned.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(std::time::Instant::now());
         let current = self.configuration().sequence;
         if known() {
             Ok(current)
@@ -525,10 +672,11 @@ impl PeerSet {
         }
     }
 
-    /// [`PeerSet::learn_configuration`] when the chain was last followed more than
-    /// `max_age` ago (or never): before signing a transaction, so that its expiry fits the
-    /// transaction lifetime in force. A failure leaves the configuration as it was.
-    pub async fn refresh_configuration(&self, max_age: Duration) {
+    /// [`PeerSet::learn_configuration`] and [`PeerSet::learn_revocations`] when they were
+    /// last followed `max_age` ago or more (or never): before signing a transaction, so that
+    /// its expiry fits the transaction lifetime in force and no revoked server is trusted. A
+    /// failure leaves what is known as it was.
+    pub async fn refresh(&self, max_age: Duration) {
         let fresh = self
             .chain_learned
             .lock()
@@ -536,6 +684,9 @@ impl PeerSet {
             .is_some_and(|at| at.elapsed() < max_age);
         if !fresh {
             let _ = self.learn_configuration(None).await;
+            self.learn_revocations().await;
+            *self.chain_learned.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(std::time::Instant::now());
         }
     }
 
@@ -663,7 +814,7 @@ impl PeerSet {
     /// [`PeerSet::transaction`] under the configuration in force: the chain is followed
     /// first when it was last followed more than 30 s ago.
     pub async fn signed(&self, function: &str, args: Vec<u8>) -> ([u8; 32], v1::Envelope) {
-        self.refresh_configuration(CONFIGURATION_MAX_AGE).await;
+        self.refresh(CONFIGURATION_MAX_AGE).await;
         self.transaction(function, args)
     }
 
@@ -872,6 +1023,8 @@ impl PeerSet {
         function: &str,
         args: Vec<u8>,
     ) -> Result<v1::QueryResponse, ClientError> {
+        // A read-only client follows the configuration and the revocations too.
+        self.refresh(CONFIGURATION_MAX_AGE).await;
         let mut last = None;
         let min_height = self.query_floor().await;
         for (i, client) in self.clients.iter().enumerate() {
@@ -927,6 +1080,7 @@ impl PeerSet {
         function: &str,
         args: Vec<u8>,
     ) -> Result<v1::QueryResponse, ClientError> {
+        self.refresh(CONFIGURATION_MAX_AGE).await;
         let min_height = self.query_floor().await;
         let needed = self.votes_needed();
         let mut calls = tokio::task::JoinSet::new();

@@ -30,6 +30,10 @@ pub struct GatewayConfig {
 }
 
 /// Runs the gateway until `shutdown` completes; `on_listening` gets the bound address.
+/// How often the gateway follows the configuration chain and the revocations: a revoked
+/// client is refused, and its transfers cut, within this of its revocation's block.
+const REFRESH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(
     config: GatewayConfig,
     on_listening: impl FnOnce(SocketAddr),
@@ -58,19 +62,20 @@ pub async fn run(
     })?;
     let root = wallet.root().map_err(|e| anyhow::anyhow!("{e}"))?;
     let peers = Arc::new(peers);
-    // The configuration in force, followed as it changes: clients sign expiries under it,
-    // and the gateway checks them against it (docs/adr/0010).
+    // The configuration in force and the revocations, followed as they change: clients sign
+    // expiries under the configuration, and the gateway checks them against it
+    // (docs/adr/0010); a certificate the ledger revoked is refused at the next handshake and
+    // its open links drop (issue 17 item 5).
     {
         let peers = peers.clone();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(medledger_sdk::peer::CONFIGURATION_MAX_AGE / 3).await;
-                if let Err(e) = peers.learn_configuration(None).await {
-                    tracing::warn!(error = %e, "cannot follow the configuration chain");
-                }
+                tokio::time::sleep(REFRESH_INTERVAL).await;
+                peers.refresh(std::time::Duration::ZERO).await;
             }
         });
     }
+    let revocations = peers.revocations().clone();
     let gateway = Arc::new(Gateway::new(
         peers,
         store,
@@ -80,11 +85,8 @@ pub async fn run(
     ));
 
     let provider = medledger_tls::provider();
-    let verifier = medledger_tls::EnrollmentClientVerifier::new(
-        root,
-        medledger_tls::SharedRevocations::default(),
-        provider.clone(),
-    );
+    let verifier =
+        medledger_tls::EnrollmentClientVerifier::new(root, revocations.clone(), provider.clone());
     let server_config = Arc::new(medledger_tls::server_config(
         wallet.cert_der().map_err(|e| anyhow::anyhow!("{e}"))?,
         wallet.signing.to_pkcs8_der().to_vec(),
@@ -95,7 +97,11 @@ pub async fn run(
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let local = listener.local_addr()?;
-    let incoming = ReceiverStream::new(medledger_tls::accept_tls(listener, server_config));
+    let incoming = ReceiverStream::new(medledger_tls::accept_tls(
+        listener,
+        server_config,
+        revocations,
+    ));
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<v1::gateway_server::GatewayServer<Gateway>>()
@@ -120,6 +126,10 @@ pub async fn run(
     tracing::info!(%local, store = %config.store, peers = gateway.peers.n(), "gateway serving");
     on_listening(local);
     tonic::transport::Server::builder()
+        // Pings on idle links: a link whose client's certificate was revoked or expired ends
+        // at the next one (medledger_tls::Guarded).
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .add_service(health_service)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -25,8 +25,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use medledger_chaincode::{keys, limits};
 use medledger_crypto::{
-    RevocationSet, RootCertificate, Signature, SignatureDomain, certificate_hash,
-    validate_enrollment_certificate,
+    RootCertificate, Signature, SignatureDomain, certificate_hash, validate_enrollment_certificate,
 };
 use medledger_proto::v1;
 use medledger_sdk::error::ClientError;
@@ -415,7 +414,7 @@ impl Gateway {
             &der,
             &self.root,
             medledger_tls::now_unix(),
-            &NoRevocations,
+            self.peers.revocations(),
         )
         .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))?;
         let Some((signed, transaction, tx_id)) = envelope.and_then(transaction_of) else {
@@ -580,15 +579,6 @@ impl Gateway {
             }
         }
         unsettled
-    }
-}
-
-/// The gateway does not track revocations itself: the peers refuse a revoked identity's
-/// transaction, and nothing moves without a committed one.
-struct NoRevocations;
-impl RevocationSet for NoRevocations {
-    fn is_revoked(&self, _serial: &[u8]) -> bool {
-        false
     }
 }
 

@@ -371,7 +371,7 @@ async fn without_permission_nothing_is_stored_or_served() {
     let destination = Destination::for_owner(&keys, LAB).unwrap();
     let dr_b = Wallet::open(&s.net.wallet("dr-b")).unwrap();
     let peers = s.peers("dr-b").await;
-    let mut gateway = files::connect_gateway(&dr_b, &s.gateway.address)
+    let mut gateway = files::connect_gateway(&dr_b, &s.gateway.address, peers.revocations())
         .await
         .unwrap();
     let trail_before = s.audit().await.len();
@@ -544,14 +544,21 @@ async fn malformed_uploads_leave_nothing_behind() {
     let destination = Destination::for_owner(&keys, LAB).unwrap();
     let dr_a = Wallet::open(&net.wallet("dr-a")).unwrap();
     let peers = PeerSet::connect(&dr_a, &net.address(0)).await.unwrap();
-    let mut client = files::connect_gateway(&dr_a, &gateway.address)
+    let mut client = files::connect_gateway(&dr_a, &gateway.address, peers.revocations())
         .await
         .unwrap();
 
     // gRPC health, on the same mutual-TLS port.
-    let tls =
-        medledger_sdk::peer::client_tls_for(medledger_crypto::Role::Gateway, &dr_a, None).unwrap();
-    let channel = medledger_tls::connect(&gateway.address, tls).await.unwrap();
+    let tls = medledger_sdk::peer::client_tls_for(
+        medledger_crypto::Role::Gateway,
+        &dr_a,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    let channel = medledger_tls::connect(&gateway.address, tls, Default::default())
+        .await
+        .unwrap();
     let health = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
             service: "medledger.v1.Gateway".into(),
@@ -566,7 +573,7 @@ async fn malformed_uploads_leave_nothing_behind() {
     // A client that takes a peer for the gateway is refused at the handshake: the server
     // certificate must be of role gateway.
     assert!(
-        files::connect_gateway(&dr_a, &net.address(0))
+        files::connect_gateway(&dr_a, &net.address(0), peers.revocations())
             .await
             .is_err()
     );
@@ -700,7 +707,7 @@ async fn malformed_uploads_leave_nothing_behind() {
     drop(sender);
     // dr-a's signed transaction, sent over dr-b's connection.
     let dr_b = Wallet::open(&net.wallet("dr-b")).unwrap();
-    let mut as_b = files::connect_gateway(&dr_b, &gateway.address)
+    let mut as_b = files::connect_gateway(&dr_b, &gateway.address, &Default::default())
         .await
         .unwrap();
     let status = as_b
@@ -746,7 +753,7 @@ async fn malformed_uploads_leave_nothing_behind() {
     // after a revocation).
     let pat = Wallet::open(&net.wallet("pat")).unwrap();
     let pat_peers = PeerSet::connect(&pat, &net.address(1)).await.unwrap();
-    let mut as_pat = files::connect_gateway(&pat, &gateway.address)
+    let mut as_pat = files::connect_gateway(&pat, &gateway.address, pat_peers.revocations())
         .await
         .unwrap();
     let (_, access) = pat_peers.transaction(
@@ -873,7 +880,7 @@ async fn a_copy_that_is_not_deidentified_is_refused_by_the_researcher_and_record
         study_key: medledger_crypto::EncryptionPublicKey::from_slice(&grant.study_key).unwrap(),
         deidentified_as_of: Some(time::OffsetDateTime::now_utc().year()),
     };
-    let mut gateway = files::connect_gateway(&wallet, &s.gateway.address)
+    let mut gateway = files::connect_gateway(&wallet, &s.gateway.address, &Default::default())
         .await
         .unwrap();
     let dishonest = files::upload_to(

@@ -513,9 +513,13 @@ async fn stream_as(
 ) -> Result<(), tonic::Status> {
     use medledger_proto::v1::replication_client::ReplicationClient;
     let wallet = Wallet::open(&net.wallet(name)).unwrap();
-    let channel = medledger_tls::connect(&net.address(target), client_tls(&wallet, None).unwrap())
-        .await
-        .unwrap();
+    let channel = medledger_tls::connect(
+        &net.address(target),
+        client_tls(&wallet, None, &Default::default()).unwrap(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     ReplicationClient::new(channel)
         .stream(messages)
         .await
@@ -602,6 +606,115 @@ fn replicas_are_named_by_their_certificates_and_cannot_speak_for_others() {
     });
 }
 
+/// Issue 17 item 5: a revocation on the ledger reaches every TLS link, not only the next
+/// handshake. A revoked client's open subscription ends; the other peers drop their replica
+/// links with a revoked peer; a client connected before the revocation learns it from the
+/// ledger (CA-signed records) and drops its link to that peer, and a new client refuses the
+/// peer at the handshake; the network goes on committing without it.
+#[test]
+fn a_revocation_reaches_every_tls_link() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("watcher", "auditor");
+    net.member("patient", "patient");
+    let rt = runtime();
+    rt.block_on(async {
+        let watcher = connect(&net, "watcher", 0).await;
+        let mut events = watcher
+            .peer(1)
+            .subscribe(v1::SubscribeRequest { from_block: 1 })
+            .await
+            .unwrap()
+            .into_inner();
+        // A client connected before the revocations, with a link to every peer.
+        let patient = connect(&net, "patient", 0).await;
+        for p in 0..4 {
+            patient
+                .peer(p)
+                .get_status(v1::GetStatusRequest {})
+                .await
+                .unwrap();
+        }
+        for name in ["watcher", "peer3"] {
+            let revoked = net
+                .as_(
+                    "admin",
+                    &["--peer", &net.address(0), "admin", "revoke", "--name", name],
+                )
+                .ok();
+            assert!(
+                revoked["revoked"][0]["block"].as_u64().is_some(),
+                "{revoked}"
+            );
+        }
+
+        // The watcher's subscription ends: the peer's side of the link drops.
+        let ended = tokio::time::timeout(Duration::from_secs(40), async {
+            loop {
+                match events.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other.map(|_| ()),
+                }
+            }
+        })
+        .await
+        .expect("the revoked client's subscription ended within 40 s");
+        assert!(
+            ended.is_err(),
+            "the link was cut, not closed cleanly: {ended:?}"
+        );
+
+        // Peers 0–2 drop their replica links with peer3 and do not take it back.
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        loop {
+            let mut linked = Vec::new();
+            for p in 0..3 {
+                let status = patient
+                    .peer(p)
+                    .get_status(v1::GetStatusRequest {})
+                    .await
+                    .unwrap()
+                    .into_inner();
+                linked.push(status.peers[3].connected);
+            }
+            if linked.iter().all(|c| !c) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "peers still linked with revoked peer3: {linked:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+
+        // The client connected before learns the revocations; its link to peer3 drops.
+        assert!(patient.learn_revocations().await >= 2);
+        assert!(
+            patient
+                .peer(3)
+                .get_status(v1::GetStatusRequest {})
+                .await
+                .is_err(),
+            "an old client still talks to revoked peer3"
+        );
+        // A new client refuses peer3 at the handshake and works with the others.
+        let fresh = connect(&net, "patient", 0).await;
+        assert!(
+            fresh
+                .peer(3)
+                .get_status(v1::GetStatusRequest {})
+                .await
+                .is_err()
+        );
+        let (pseudonym, committed) = register(&fresh).await;
+        assert!(
+            !committed.attested_by().contains(&3),
+            "peer3 vouches for nothing"
+        );
+        let _ = pseudonym;
+    });
+}
+
 #[test]
 fn revoked_and_foreign_certificates_are_refused() {
     let _serial = serial();
@@ -661,8 +774,8 @@ fn revoked_and_foreign_certificates_are_refused() {
     let other = TestNetwork::start_ca_only();
     rt.block_on(async {
         let wallet = Wallet::open(&other.wallet("admin")).unwrap();
-        let config = client_tls(&wallet, None).unwrap();
-        let result = medledger_tls::connect(&net.address(0), config).await;
+        let config = client_tls(&wallet, None, &Default::default()).unwrap();
+        let result = medledger_tls::connect(&net.address(0), config, Default::default()).await;
         match result {
             Err(_) => {}
             Ok(channel) => {
@@ -736,8 +849,10 @@ fn events_stream_and_resume_status_health_reflection_and_sigterm_is_graceful() {
         assert_eq!(status.peers.len(), 4);
         // Health and reflection answer on the same mutual-TLS port.
         let wallet = Wallet::open(&net.wallet("patient")).unwrap();
-        let tls = client_tls(&wallet, None).unwrap();
-        let channel = medledger_tls::connect(&net.address(2), tls).await.unwrap();
+        let tls = client_tls(&wallet, None, &Default::default()).unwrap();
+        let channel = medledger_tls::connect(&net.address(2), tls, Default::default())
+            .await
+            .unwrap();
         let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
             .check(tonic_health::pb::HealthCheckRequest {
                 service: "medledger.v1.Ledger".into(),

@@ -11,11 +11,17 @@
 //! - [`EnrollmentServerVerifier`]: a client's check of the server (role peer, optional pins).
 //! - [`EnrollmentClientVerifier`]: a server's check of its clients (any role, mandatory).
 //! - [`server_config`], [`client_config`], [`accept_tls`], [`connect`].
+//! - [`Guarded`]: every link, both ways, ends when the other side's certificate is revoked
+//!   or expires.
 //! - [`admission`]: per-identity rate and in-flight limits for the servers' callers.
 
 pub mod admission;
+mod guard;
+
+pub use guard::Guarded;
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,23 +55,43 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Serial numbers of revoked certificates, shared with whoever learns of revocations (the
-/// ledger, for a peer) so that the next handshake sees them.
+/// ledger, for a peer; the ledger's CA-signed records, for a client) so that the next
+/// handshake sees them, and every [`Guarded`] link ends at its next I/O.
 #[derive(Debug, Default, Clone)]
-pub struct SharedRevocations(Arc<RwLock<BTreeSet<Vec<u8>>>>);
+pub struct SharedRevocations(Arc<Revoked>);
+
+#[derive(Debug, Default)]
+struct Revoked {
+    serials: RwLock<BTreeSet<Vec<u8>>>,
+    /// Bumped by every insertion of a new serial.
+    generation: AtomicU64,
+}
 
 impl SharedRevocations {
     pub fn insert(&self, serial: Vec<u8>) {
-        self.0
+        let added = self
+            .0
+            .serials
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(serial);
+        if added {
+            self.0.generation.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     pub fn contains(&self, serial: &[u8]) -> bool {
         self.0
+            .serials
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .contains(serial)
+    }
+
+    /// How many serials were added so far: a watcher looks the set up again only when it
+    /// moved.
+    pub fn generation(&self) -> u64 {
+        self.0.generation.load(Ordering::SeqCst)
     }
 }
 
@@ -304,11 +330,14 @@ pub fn client_config(
 }
 
 /// Accepts TCP connections, performs TLS handshakes (bounded in number and time) and yields
-/// the established streams. Refused handshakes are logged with their reason and dropped.
+/// the established streams, each [`Guarded`] by the client's certificate against `revoked`
+/// (it ends when that certificate is revoked or expires). Refused handshakes are logged with
+/// their reason and dropped.
 pub fn accept_tls(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-) -> mpsc::Receiver<Result<TlsStream<TcpStream>, std::io::Error>> {
+    revoked: SharedRevocations,
+) -> mpsc::Receiver<Result<Guarded<TlsStream<TcpStream>>, std::io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     let permits = Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
@@ -328,11 +357,19 @@ pub fn accept_tls(
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let revoked = revoked.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+                        let certificate = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .map(|c| c.as_ref().to_vec());
+                        let guarded = Guarded::new(stream, certificate.as_deref(), revoked);
+                        let _ = tx.send(Ok(guarded)).await;
                     }
                     Ok(Err(e)) => tracing::info!(%remote, reason = %e, "TLS handshake refused"),
                     Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
@@ -348,12 +385,13 @@ pub fn accept_tls(
 fn endpoint_and_connector(
     address: &str,
     config: Arc<ClientConfig>,
+    revoked: SharedRevocations,
 ) -> Result<
     (
         tonic::transport::Endpoint,
         impl tower::Service<
             tonic::transport::Uri,
-            Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<TcpStream>>,
+            Response = hyper_util::rt::TokioIo<Guarded<tokio_rustls::client::TlsStream<TcpStream>>>,
             Error = std::io::Error,
             Future = impl Send,
         > + Clone
@@ -371,6 +409,7 @@ fn endpoint_and_connector(
     let connector = TlsConnector::from(config);
     let service = tower::service_fn(move |uri: tonic::transport::Uri| {
         let connector = connector.clone();
+        let revoked = revoked.clone();
         async move {
             let host = uri
                 .host()
@@ -389,19 +428,28 @@ fn endpoint_and_connector(
             let name = ServerName::try_from("medledger-peer")
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             let tls = connector.connect(name, tcp).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref().to_vec());
+            let guarded = Guarded::new(tls, certificate.as_deref(), revoked);
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(guarded))
         }
     });
     Ok((endpoint, service))
 }
 
 /// A gRPC channel to `address` (`host:port`) over our TLS, connected now. The server's
-/// certificate is judged by the config's verifier, not by host name.
+/// certificate is judged by the config's verifier, not by host name, and each connection is
+/// [`Guarded`] by it against `revoked` (pass the set the verifier checks).
 pub async fn connect(
     address: &str,
     config: Arc<ClientConfig>,
+    revoked: SharedRevocations,
 ) -> Result<tonic::transport::Channel, String> {
-    let (endpoint, connector) = endpoint_and_connector(address, config)?;
+    let (endpoint, connector) = endpoint_and_connector(address, config, revoked)?;
     endpoint
         .connect_with_connector(connector)
         .await
@@ -420,8 +468,9 @@ pub async fn connect(
 pub fn connect_lazy(
     address: &str,
     config: Arc<ClientConfig>,
+    revoked: SharedRevocations,
 ) -> Result<tonic::transport::Channel, String> {
-    let (endpoint, connector) = endpoint_and_connector(address, config)?;
+    let (endpoint, connector) = endpoint_and_connector(address, config, revoked)?;
     Ok(endpoint.connect_with_connector_lazy(connector))
 }
 
