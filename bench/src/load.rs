@@ -328,6 +328,8 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> 
                 category_keys: vec![v1::CategoryKey {
                     category: CATEGORY.into(),
                     public_key: vec![7; 32],
+                    // Only its length is the ledger's to check; no file is encrypted to it.
+                    owner_signature: vec![7; 64],
                     ..Default::default()
                 }],
             };

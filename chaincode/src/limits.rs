@@ -4,6 +4,8 @@ use crate::error::ChaincodeError;
 
 pub const PSEUDONYM_LEN: usize = 32;
 pub const KEY_LEN: usize = 32;
+/// An Ed25519 signature (RFC 8032): 64 bytes.
+pub const SIGNATURE_LEN: usize = 64;
 pub const HASH_LEN: usize = 32;
 pub const MAX_NAME_LEN: usize = 64;
 pub const MAX_ID_LEN: usize = 64;

@@ -143,21 +143,28 @@ pub fn check_access(stub: &dyn Stub, args: CheckAccessArgs) -> Result<Vec<u8>, C
     let permissions = permissions_of(stub, &patient.hex, &args.grantee)?;
     let study = (!args.study_id.is_empty()).then_some(args.study_id.as_str());
     let result = match evaluate(&permissions, &args.category, right, study, stub.time()) {
-        Ok(permission) => CheckAccessResult {
-            allowed: true,
-            permission_id: permission.id.clone(),
-            reason: String::new(),
-            denied: None,
-            category_key: get(stub, &keys::category_key(&patient.hex, &args.category))?,
-            study_pseudonym: permission.study_pseudonym.clone(),
-            anonymize: permission.anonymize,
-            study_key: match study {
-                Some(id) => get::<medledger_proto::v1::Study>(stub, &keys::study(id))?
-                    .map(|s| s.study_key)
-                    .unwrap_or_default(),
-                None => Vec::new(),
-            },
-        },
+        Ok(permission) => {
+            // The study's key with its researcher's binding: the client checks the signature
+            // before it encrypts a copy to it.
+            let study = match study {
+                Some(id) => get::<medledger_proto::v1::Study>(stub, &keys::study(id))?,
+                None => None,
+            }
+            .unwrap_or_default();
+            CheckAccessResult {
+                allowed: true,
+                permission_id: permission.id.clone(),
+                reason: String::new(),
+                denied: None,
+                category_key: get(stub, &keys::category_key(&patient.hex, &args.category))?,
+                owner_key: patient.record.owner_key.clone(),
+                study_pseudonym: permission.study_pseudonym.clone(),
+                anonymize: permission.anonymize,
+                study_key: study.study_key,
+                researcher_key: study.researcher_key,
+                study_key_signature: study.study_key_signature,
+            }
+        }
         Err(denial) => CheckAccessResult {
             allowed: false,
             reason: denial.to_string(),

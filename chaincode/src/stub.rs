@@ -20,6 +20,9 @@ pub struct Creator {
     pub attributes: Vec<CreatorAttribute>,
     pub cert_hash: [u8; 32],
     pub encryption_key: [u8; 32],
+    /// The Ed25519 key the transaction was signed with (from the creator's certificate):
+    /// what a record's or a study's owner binding records.
+    pub signing_key: [u8; 32],
 }
 
 impl Creator {
@@ -471,6 +474,7 @@ mod tests {
             attributes: vec![],
             cert_hash: [0; 32],
             encryption_key: [0; 32],
+            signing_key: [0; 32],
         }
     }
 

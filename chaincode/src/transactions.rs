@@ -138,6 +138,13 @@ pub fn register_patient(
     for (i, key) in args.category_keys.iter().enumerate() {
         require_category(stub, &key.category)?;
         limits::exact_len("category_keys.public_key", &key.public_key, KEY_LEN)?;
+        // Verified by the clients that encrypt to the key, against the owner key recorded
+        // below (issue 17 item 4); the ledger keeps it with the key.
+        limits::exact_len(
+            "category_keys.owner_signature",
+            &key.owner_signature,
+            SIGNATURE_LEN,
+        )?;
         if args
             .category_keys
             .iter()
@@ -172,6 +179,7 @@ pub fn register_patient(
             pseudonym: args.pseudonym.clone(),
             owner: owner.clone(),
             registered_at: t,
+            owner_key: stub.creator().signing_key.to_vec(),
             ..PatientRecord::default()
         },
     };
@@ -181,6 +189,7 @@ pub fn register_patient(
             epoch: 1,
             public_key: key.public_key.clone(),
             since: t,
+            owner_signature: key.owner_signature.clone(),
         };
         put(
             stub,
@@ -620,6 +629,11 @@ pub fn register_study(
     limits::text("title", &args.title, MAX_TITLE_LEN)?;
     limits::exact_len("protocol_hash", &args.protocol_hash, HASH_LEN)?;
     limits::exact_len("study_key", &args.study_key, KEY_LEN)?;
+    limits::exact_len(
+        "study_key_signature",
+        &args.study_key_signature,
+        SIGNATURE_LEN,
+    )?;
     require_role(stub, Role::Researcher)?;
     if stub.get(&keys::study(&args.id))?.is_some() {
         return Err(ChaincodeError::AlreadyExists {
@@ -635,6 +649,8 @@ pub fn register_study(
         researcher: researcher.clone(),
         study_key: args.study_key,
         registered_at: stub.time(),
+        researcher_key: stub.creator().signing_key.to_vec(),
+        study_key_signature: args.study_key_signature,
     };
     put(stub, &keys::study(&args.id), &study)?;
     stub.put(&keys::researcher_study(&researcher, &args.id), Vec::new())?;
@@ -715,6 +731,7 @@ pub fn rotate_category_key(
     require_category(stub, &args.category)?;
     let mut key = category_key(stub, &patient, &args.category)?;
     limits::exact_len("public_key", &args.public_key, KEY_LEN)?;
+    limits::exact_len("owner_signature", &args.owner_signature, SIGNATURE_LEN)?;
     if args.public_key == key.public_key {
         return Err(ChaincodeError::invalid(
             "public_key",
@@ -766,6 +783,7 @@ pub fn rotate_category_key(
         .checked_add(1)
         .ok_or(ChaincodeError::Overflow("key epoch"))?;
     key.public_key = args.public_key;
+    key.owner_signature = args.owner_signature;
     key.since = stub.time();
     put(
         stub,

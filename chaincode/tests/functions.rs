@@ -75,6 +75,7 @@ fn register_patient_rules() {
         category_keys: vec![v1::CategoryKey {
             category: "dental".into(),
             public_key: vec![0; 32],
+            owner_signature: vec![0; 64],
             ..Default::default()
         }],
     };
@@ -91,11 +92,13 @@ fn register_patient_rules() {
             v1::CategoryKey {
                 category: LAB.into(),
                 public_key: vec![0; 32],
+                owner_signature: vec![0; 64],
                 ..Default::default()
             },
             v1::CategoryKey {
                 category: LAB.into(),
                 public_key: vec![1; 32],
+                owner_signature: vec![0; 64],
                 ..Default::default()
             },
         ],
@@ -978,6 +981,7 @@ fn study_registration_rules() {
         title: "x".into(),
         protocol_hash: vec![0; 32],
         study_key: vec![0; 32],
+        study_key_signature: vec![0; 64],
     };
     assert!(matches!(
         w.call(&researcher("res-2"), T0, "register_study", &args),
@@ -1113,6 +1117,7 @@ fn rotating_a_category_key_moves_readers_forward() {
             permission_id: keep.clone(),
             key_envelope: vec![0x11; 80],
         }],
+        owner_signature: vec![0x77; 64],
     };
     assert_eq!(
         denial(w.call(&clinician("dr.keep"), T0, "rotate_category_key", &args)),
@@ -1362,6 +1367,7 @@ fn admins_register_categories() {
         category_keys: vec![v1::CategoryKey {
             category: "genomics".into(),
             public_key: vec![1; 32],
+            owner_signature: vec![0; 64],
             ..Default::default()
         }],
     };
@@ -1588,4 +1594,76 @@ fn repeated_denials_are_coalesced_on_the_trail() {
         .unwrap_err();
     }
     assert_eq!(w.audit(1, T0 + 1200).len(), after_item + 1);
+}
+
+/// Issue 17 item 4: the ledger keeps each key with its owner's signature and records the
+/// owner binding (the signing key of the registering patient, of the study's researcher), and
+/// hands both out with the key, so that a client checks them before it encrypts; a key
+/// without a signature is refused.
+#[test]
+fn keys_carry_their_owners_signatures_and_the_owner_binding() {
+    let mut w = world();
+    w.grant(1, "dr.a", LAB, &[Right::Write], T0, T0 + DAY, T0)
+        .unwrap();
+    let answer: v1::CheckAccessResult = w
+        .query(
+            &clinician("dr.a"),
+            T0 + 1,
+            "check_access",
+            &v1::CheckAccessArgs {
+                pseudonym: pseudonym(1),
+                grantee: "dr.a".into(),
+                category: LAB.into(),
+                right: Right::Write as i32,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(answer.allowed);
+    // The test creators sign with [3; 32]; patient 1's keys carry the signature [1; 64].
+    assert_eq!(answer.owner_key, vec![3; 32]);
+    assert_eq!(answer.category_key.unwrap().owner_signature, vec![1; 64]);
+
+    let unsigned = v1::RegisterPatientArgs {
+        pseudonym: pseudonym(2),
+        category_keys: vec![v1::CategoryKey {
+            category: LAB.into(),
+            public_key: vec![2; 32],
+            ..Default::default()
+        }],
+    };
+    assert!(matches!(
+        w.call(&patient(2), T0, "register_patient", &unsigned),
+        Err(ChaincodeError::InvalidArgument {
+            field: "category_keys.owner_signature",
+            ..
+        })
+    ));
+    let rotate = v1::RotateCategoryKeyArgs {
+        pseudonym: pseudonym(1),
+        category: LAB.into(),
+        public_key: vec![0x77; 32],
+        ..Default::default()
+    };
+    assert!(matches!(
+        w.call(&patient(1), T0 + 2, "rotate_category_key", &rotate),
+        Err(ChaincodeError::InvalidArgument {
+            field: "owner_signature",
+            ..
+        })
+    ));
+    let study = v1::RegisterStudyArgs {
+        id: "study-1".into(),
+        title: "Dose response".into(),
+        protocol_hash: vec![9; 32],
+        study_key: vec![8; 32],
+        study_key_signature: Vec::new(),
+    };
+    assert!(matches!(
+        w.call(&researcher("res-1"), T0, "register_study", &study),
+        Err(ChaincodeError::InvalidArgument {
+            field: "study_key_signature",
+            ..
+        })
+    ));
 }

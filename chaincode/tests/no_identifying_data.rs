@@ -27,6 +27,7 @@ fn the_uii_never_appears_in_any_stored_byte() {
             .map(|c| v1::CategoryKey {
                 category: c.to_string(),
                 public_key: vec![3; 32],
+                owner_signature: vec![3; 64],
                 ..Default::default()
             })
             .collect(),

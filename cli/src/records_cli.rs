@@ -250,7 +250,10 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             let peers = peers(cli, &wallet).await?;
             let keys = RecordKeys::create(&wallet, uii, &categories)?;
             let committed = peers
-                .submit("register_patient", keys.register_args().encode_to_vec())
+                .submit(
+                    "register_patient",
+                    keys.register_args(&wallet.signing).encode_to_vec(),
+                )
                 .await?
                 .into_valid()?;
             let pseudonym = hex::encode(keys.pseudonym);

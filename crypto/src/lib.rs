@@ -45,6 +45,7 @@ pub use pseudonym::{
 };
 pub use signing::{
     SIGNATURE_LEN, Signature, SignatureDomain, SignatureError, SigningIdentity, VerifyingKey,
+    category_key_statement, study_key_statement,
 };
 pub use wrap::{
     WRAPPED_KEY_LEN, WrapContext, WrapError, derive_encryption_key, unwrap_key, wrap_key,

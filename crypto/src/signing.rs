@@ -25,6 +25,11 @@ pub enum SignatureDomain {
     BlockVote,
     /// An admin's approval of a new network configuration (docs/adr/0010).
     ConfigUpdate,
+    /// A record owner's statement that a category public key is theirs
+    /// ([`category_key_statement`]).
+    CategoryKey,
+    /// A researcher's statement that a study key is theirs ([`study_key_statement`]).
+    StudyKey,
     /// A PBFT protocol message between peers. The message bytes carry their own, finer tag
     /// (pre-prepare, prepare, commit, ...) from the consensus core.
     Consensus,
@@ -39,6 +44,8 @@ impl SignatureDomain {
             SignatureDomain::RevocationRecord => b"medledger/v1/revocation-record",
             SignatureDomain::BlockVote => b"medledger/v2/block-vote",
             SignatureDomain::ConfigUpdate => b"medledger/v2/config-update",
+            SignatureDomain::CategoryKey => b"medledger/v2/category-key",
+            SignatureDomain::StudyKey => b"medledger/v2/study-key",
             SignatureDomain::Consensus => b"medledger/v1/pbft",
         }
     }
@@ -52,6 +59,39 @@ impl SignatureDomain {
         bytes.extend_from_slice(message);
         bytes
     }
+}
+
+/// Appends `part` with its length (u32, big-endian) in front: statements of several parts
+/// cannot be read two ways.
+fn length_prefixed(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+    out.extend_from_slice(part);
+}
+
+/// What a record owner signs (domain [`SignatureDomain::CategoryKey`]) to say that
+/// `public_key` (X25519, 32 bytes) is epoch `epoch` of category `category` of the record
+/// `pseudonym`: the key clinicians wrap new files' keys to (issue 17 item 4).
+pub fn category_key_statement(
+    pseudonym: &[u8],
+    category: &str,
+    epoch: u32,
+    public_key: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 * 4 + pseudonym.len() + category.len() + 4 + 32);
+    length_prefixed(&mut out, pseudonym);
+    length_prefixed(&mut out, category.as_bytes());
+    out.extend_from_slice(&epoch.to_be_bytes());
+    length_prefixed(&mut out, public_key);
+    out
+}
+
+/// What a researcher signs (domain [`SignatureDomain::StudyKey`]) to say that `study_key`
+/// (X25519, 32 bytes) is the key of study `study_id`, which shared copies are encrypted to.
+pub fn study_key_statement(study_id: &str, study_key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + study_id.len() + study_key.len());
+    length_prefixed(&mut out, study_id.as_bytes());
+    length_prefixed(&mut out, study_key);
+    out
 }
 
 /// Why a key or a signature was refused.

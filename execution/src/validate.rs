@@ -635,6 +635,7 @@ pub fn creator(identity: &EnrolledIdentity) -> chaincode::Creator {
             .collect(),
         cert_hash: identity.cert_hash,
         encryption_key: identity.encryption_key.to_bytes(),
+        signing_key: identity.signing_key.to_bytes(),
     }
 }
 

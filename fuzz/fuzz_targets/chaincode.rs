@@ -41,6 +41,7 @@ fn caller(u: &mut Unstructured<'_>) -> arbitrary::Result<Creator> {
         attributes,
         cert_hash: [1; 32],
         encryption_key: [2; 32],
+        signing_key: [3; 32],
     })
 }
 
@@ -132,6 +133,7 @@ fn setup() -> MemoryLedger {
             attributes: Vec::new(),
             cert_hash: [1; 32],
             encryption_key: [2; 32],
+            signing_key: [3; 32],
         };
         let args = v1::RegisterPatientArgs {
             pseudonym: vec![n; 32],
@@ -142,6 +144,7 @@ fn setup() -> MemoryLedger {
                     epoch: 0,
                     public_key: vec![n; 32],
                     since: 0,
+                    owner_signature: vec![n; 64],
                 })
                 .collect(),
         };

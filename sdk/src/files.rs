@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use medledger_crypto::{
     DEFAULT_CHUNK_SIZE, EncryptionKey, EncryptionPublicKey, FileDecryptor, FileEncryptor, FileKey,
-    Role, WrapContext, unwrap_key, wrap_key,
+    Role, SignatureDomain, WrapContext, unwrap_key, wrap_key,
 };
 use medledger_proto::v1;
 use medledger_proto::v1::gateway_client::GatewayClient;
@@ -101,6 +101,22 @@ impl Destination {
         let key = result
             .category_key
             .ok_or_else(|| ClientError::Protocol("the category has no key".into()))?;
+        // Believed only when the record's owner signed it (the owner binding as f+1 peers
+        // gave it): no file is encrypted to a key the owner did not sign.
+        check_key_signature(
+            &result.owner_key,
+            SignatureDomain::CategoryKey,
+            &medledger_crypto::category_key_statement(
+                &pseudonym,
+                category,
+                key.epoch,
+                &key.public_key,
+            ),
+            &key.owner_signature,
+        )
+        .map_err(|why| {
+            ClientError::Protocol(format!("the {category} key of this record: {why}"))
+        })?;
         Ok(Destination {
             pseudonym,
             category: category.to_string(),
@@ -120,6 +136,45 @@ impl Destination {
             category_key,
         })
     }
+}
+
+/// The gateway's "ask again after" hint (metadata [`RETRY_AFTER_METADATA`], ms), at most
+/// 10 s.
+fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
+    let ms: u64 = status
+        .metadata()
+        .get(RETRY_AFTER_METADATA)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(std::time::Duration::from_millis(ms.min(10_000)))
+}
+
+/// Metadata a gateway sets on a refusal that a new request made after that many
+/// milliseconds will not meet.
+pub const RETRY_AFTER_METADATA: &str = "medledger-retry-after-ms";
+
+/// Checks that `signature` is `owner_key`'s (Ed25519) on `statement` in `domain`: the key a
+/// client is about to encrypt to was signed by its owner.
+///
+/// # Errors
+/// Why not, in words.
+pub fn check_key_signature(
+    owner_key: &[u8],
+    domain: SignatureDomain,
+    statement: &[u8],
+    signature: &[u8],
+) -> Result<(), String> {
+    let owner = <[u8; 32]>::try_from(owner_key)
+        .ok()
+        .and_then(|k| medledger_crypto::VerifyingKey::from_bytes(&k).ok())
+        .ok_or("no owner key is recorded for it (registered before keys were signed?)")?;
+    let signature = medledger_crypto::Signature::from_slice(signature)
+        .map_err(|_| "it carries no owner signature".to_string())?;
+    owner
+        .verify(domain, statement, &signature)
+        .map_err(|_| "its owner did not sign it; nothing is encrypted to it".to_string())
 }
 
 /// A copy of a patient's item for a study: encrypted to the study's key, stored under the
@@ -406,29 +461,39 @@ pub async fn download_from(
             .encode_to_vec(),
         ),
     };
-    let (_, envelope) = peers.signed(function, args).await;
-    let mut stream = gateway
-        .download(v1::DownloadRequest {
-            envelope: Some(envelope.clone()),
-        })
-        .await
-        .map_err(|status| {
-            // The access committed, but the object is gone from the store.
-            if status.code() == tonic::Code::DataLoss {
-                ClientError::Tampered {
-                    item: item_id.to_string(),
-                    why: status.message().to_string(),
+    // A gateway that (re)started after an access was recorded serves it nothing, and says
+    // when a new one will do: then one new access, once.
+    let mut attempts = 0;
+    let (envelope, mut stream, first) = loop {
+        attempts += 1;
+        let (_, envelope) = peers.signed(function, args.clone()).await;
+        let opened = gateway
+            .download(v1::DownloadRequest {
+                envelope: Some(envelope.clone()),
+            })
+            .await;
+        let first = match opened {
+            Ok(response) => {
+                let mut stream = response.into_inner();
+                match stream.message().await {
+                    Ok(message) => break (envelope, stream, message.and_then(|m| m.part)),
+                    Err(status) => status,
                 }
-            } else {
-                gateway_error(status)
             }
-        })?
-        .into_inner();
-    let first = stream
-        .message()
-        .await
-        .map_err(gateway_error)?
-        .and_then(|m| m.part);
+            Err(status) => status,
+        };
+        match retry_after(&first) {
+            Some(wait) if attempts < 2 => tokio::time::sleep(wait).await,
+            // The access committed, but the object is gone from the store.
+            _ if first.code() == tonic::Code::DataLoss => {
+                return Err(ClientError::Tampered {
+                    item: item_id.to_string(),
+                    why: first.message().to_string(),
+                });
+            }
+            _ => return Err(gateway_error(first)),
+        }
+    };
     let Some(v1::download_response::Part::Proof(proof)) = first else {
         return Err(ClientError::Protocol(
             "the gateway did not begin with the access's commit proof".into(),
@@ -788,4 +853,55 @@ pub async fn erase(
         .await?
         .into_valid()?;
     Ok((committed, response.deleted_paths))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medledger_crypto::{SigningIdentity, category_key_statement};
+
+    /// A key is believed only with its owner's signature on exactly it: another key, another
+    /// epoch, another owner, a missing signature or owner key are each refused.
+    #[test]
+    fn a_key_is_believed_only_with_its_owners_signature() {
+        let owner = SigningIdentity::generate(&mut rand_core::OsRng);
+        let stranger = SigningIdentity::generate(&mut rand_core::OsRng);
+        let statement = category_key_statement(&[1; 32], "lab-results", 2, &[7; 32]);
+        let sign = |who: &SigningIdentity, what: &[u8]| {
+            who.sign(SignatureDomain::CategoryKey, what)
+                .to_bytes()
+                .to_vec()
+        };
+        let owner_key = owner.verifying_key().to_bytes();
+        let good = sign(&owner, &statement);
+        let check = |key: &[u8], statement: &[u8], signature: &[u8]| {
+            check_key_signature(key, SignatureDomain::CategoryKey, statement, signature)
+        };
+        assert!(check(&owner_key, &statement, &good).is_ok());
+        let other_key = category_key_statement(&[1; 32], "lab-results", 2, &[8; 32]);
+        assert!(
+            check(&owner_key, &other_key, &good).is_err(),
+            "a substituted key"
+        );
+        let other_epoch = category_key_statement(&[1; 32], "lab-results", 1, &[7; 32]);
+        assert!(
+            check(&owner_key, &other_epoch, &good).is_err(),
+            "another epoch"
+        );
+        let by_stranger = sign(&stranger, &statement);
+        assert!(
+            check(&owner_key, &statement, &by_stranger).is_err(),
+            "a stranger's key"
+        );
+        assert!(check(&owner_key, &statement, &[]).is_err(), "no signature");
+        assert!(check(&[], &statement, &good).is_err(), "no owner key");
+        let in_study_domain = owner
+            .sign(SignatureDomain::StudyKey, &statement)
+            .to_bytes()
+            .to_vec();
+        assert!(
+            check(&owner_key, &statement, &in_study_domain).is_err(),
+            "a signature for another purpose"
+        );
+    }
 }

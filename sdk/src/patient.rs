@@ -135,8 +135,13 @@ impl RecordKeys {
         }
     }
 
-    /// The registration: the pseudonym and each category's public key.
-    pub fn register_args(&self) -> v1::RegisterPatientArgs {
+    /// The registration: the pseudonym and each category's public key, each signed by the
+    /// owner (`signing`, the wallet's key: the record's owner binding) so that clinicians
+    /// encrypt only to keys the owner signed (issue 17 item 4).
+    pub fn register_args(
+        &self,
+        signing: &medledger_crypto::SigningIdentity,
+    ) -> v1::RegisterPatientArgs {
         v1::RegisterPatientArgs {
             pseudonym: self.pseudonym.to_vec(),
             category_keys: self
@@ -144,10 +149,21 @@ impl RecordKeys {
                 .iter()
                 .filter_map(|(c, epochs)| {
                     let (epoch, key) = epochs.iter().next_back()?;
+                    let public_key = key.public_key().to_bytes().to_vec();
+                    let statement = medledger_crypto::category_key_statement(
+                        &self.pseudonym,
+                        c,
+                        *epoch,
+                        &public_key,
+                    );
                     Some(v1::CategoryKey {
                         category: c.clone(),
                         epoch: *epoch,
-                        public_key: key.public_key().to_bytes().to_vec(),
+                        owner_signature: signing
+                            .sign(medledger_crypto::SignatureDomain::CategoryKey, &statement)
+                            .to_bytes()
+                            .to_vec(),
+                        public_key,
                         since: 0,
                     })
                 })

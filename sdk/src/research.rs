@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use medledger_crypto::{EncryptionKey, EncryptionPublicKey};
+use medledger_crypto::{EncryptionKey, EncryptionPublicKey, SignatureDomain};
 use medledger_proto::v1;
 use medledger_proto::v1::gateway_client::GatewayClient;
 use prost::Message;
@@ -99,6 +99,16 @@ pub async fn create_study(
                 title: title.to_string(),
                 protocol_hash: Sha256::digest(protocol).to_vec(),
                 study_key: public.to_bytes().to_vec(),
+                // The researcher's word that this key is the study's: a sharing client
+                // encrypts a copy only to a study key its researcher signed.
+                study_key_signature: wallet
+                    .signing
+                    .sign(
+                        SignatureDomain::StudyKey,
+                        &medledger_crypto::study_key_statement(id, &public.to_bytes()),
+                    )
+                    .to_bytes()
+                    .to_vec(),
             }
             .encode_to_vec(),
         )
@@ -161,6 +171,14 @@ pub async fn share(
     }
     let study_key = EncryptionPublicKey::from_slice(&grant.study_key)
         .ok_or_else(|| ClientError::Protocol("the study has no valid key".into()))?;
+    // Believed only when its researcher signed it (the researcher's key as f+1 peers gave it).
+    crate::files::check_key_signature(
+        &grant.researcher_key,
+        SignatureDomain::StudyKey,
+        &medledger_crypto::study_key_statement(study_id, &grant.study_key),
+        &grant.study_key_signature,
+    )
+    .map_err(|why| ClientError::Protocol(format!("study {study_id}'s key: {why}")))?;
     let anonymized = grant.anonymize || anonymize;
     let year = time::OffsetDateTime::now_utc().year();
     let upload_from = if anonymized {

@@ -175,6 +175,10 @@ pub struct Gateway {
     /// access serves one download. Kept while a replay could still be recent enough to
     /// pass the age check; bounded by [`MAX_SERVED`].
     served: Arc<Mutex<Served>>,
+    /// Consensus time (Unix ms) from which this gateway process knows every access it
+    /// served: its start plus the allowed clock skew. An access recorded before it may have
+    /// served a download before a restart, and is not served again.
+    serving_since_ms: i64,
 }
 
 /// Served accesses by id, and by block time for ageing them out in order.
@@ -351,7 +355,6 @@ impl Gateway {
     ) -> Gateway {
         Gateway {
             streams: Arc::new(Semaphore::new(limits.max_streams)),
-            peers,
             store,
             root,
             limits,
@@ -359,6 +362,16 @@ impl Gateway {
             in_flight: Arc::default(),
             admission: Admission::new(TRANSFER_LIMITS),
             served: Arc::default(),
+            serving_since_ms: medledger_tls::now_unix()
+                .saturating_mul(1000)
+                .saturating_add(
+                    peers
+                        .configuration()
+                        .parameters
+                        .max_clock_skew_ms
+                        .min(i64::MAX as u64) as i64,
+                ),
+            peers,
         }
     }
 
@@ -374,6 +387,21 @@ impl Gateway {
                 "this access was recorded long before this download was asked: each download \
                  needs a newly signed record_access",
             ));
+        }
+        if block_ms < self.serving_since_ms {
+            let mut status = Status::failed_precondition(
+                "this access was recorded before this gateway (re)started, which cannot know \
+                 whether it served a download already: each download needs a newly signed \
+                 record_access",
+            );
+            // When a new access will be recent enough (the SDK asks again once).
+            let wait = self.serving_since_ms.saturating_sub(now_ms).max(0) + 200;
+            if let Ok(value) = wait.to_string().parse() {
+                status
+                    .metadata_mut()
+                    .insert(medledger_sdk::files::RETRY_AFTER_METADATA, value);
+            }
+            return Err(status);
         }
         let mut served = self.served.lock().unwrap_or_else(|p| p.into_inner());
         served.age_out(oldest);

@@ -786,6 +786,54 @@ async fn malformed_uploads_leave_nothing_behind() {
     };
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
     assert!(status.message().contains("already served"), "{status:?}");
+
+    // A gateway process that started after the access was recorded — this one restarted, or
+    // a second one in front of the same store — cannot know whether it served: it serves
+    // nothing for that access.
+    let restarted = GatewayProcess::start(
+        &net,
+        "gateway-restarted",
+        &ObjectStoreArg::Local(objects.clone()),
+        &[],
+    );
+    let mut as_pat = files::connect_gateway(&pat, &restarted.address, pat_peers.revocations())
+        .await
+        .unwrap();
+    let status = match as_pat.download(request()).await {
+        Err(status) => status,
+        Ok(stream) => stream
+            .into_inner()
+            .message()
+            .await
+            .expect_err("an access from before the gateway started serves nothing"),
+    };
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("(re)started"), "{status:?}");
+    // A newly signed access, recorded once the clock skew the gateway allows has passed
+    // since it started, is served.
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let (_, access) = pat_peers.transaction(
+        "record_access",
+        v1::RecordAccessArgs {
+            pseudonym: keys.pseudonym.to_vec(),
+            item_id: item.into(),
+        }
+        .encode_to_vec(),
+    );
+    let mut fresh = as_pat
+        .download(v1::DownloadRequest {
+            envelope: Some(access),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut bytes = 0;
+    while let Some(part) = fresh.message().await.unwrap() {
+        if let Some(v1::download_response::Part::Chunk(c)) = part.part {
+            bytes += c.len();
+        }
+    }
+    assert_eq!(bytes, data.len(), "a new access serves the object");
 }
 
 /// Issue 15, item 3: a sharing client that records a copy as de-identified but uploads it

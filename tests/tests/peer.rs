@@ -42,6 +42,8 @@ fn register_args(pseudonym: &[u8; 32]) -> Vec<u8> {
         category_keys: vec![v1::CategoryKey {
             category: "lab-results".into(),
             public_key: vec![7; 32],
+            // Only its length is the ledger's to check; no file is encrypted to this key.
+            owner_signature: vec![7; 64],
             ..Default::default()
         }],
     }

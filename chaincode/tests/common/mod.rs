@@ -19,6 +19,7 @@ pub fn creator(name: &str, role: Role) -> Creator {
         attributes: vec![],
         cert_hash: [1; 32],
         encryption_key: [2; 32],
+        signing_key: [3; 32],
     }
 }
 
@@ -113,6 +114,7 @@ impl World {
                     epoch: 0,
                     public_key: vec![n; 32],
                     since: 0,
+                    owner_signature: vec![n; 64],
                 })
                 .collect(),
         };
@@ -178,6 +180,7 @@ impl World {
             title: "Dose response".into(),
             protocol_hash: vec![9; 32],
             study_key: vec![8; 32],
+            study_key_signature: vec![8; 64],
         };
         self.call(&researcher(researcher_name), t, "register_study", &args)
             .expect("study registers");
