@@ -778,10 +778,28 @@ pub fn rotate_category_key(
         updated.push(permission);
     }
     patient.require_owner(stub.creator(), AuditAction::RotateKey, &args.category)?;
-    key.epoch = key
+    // Signed with the key the record was registered with (its owner binding): a certificate
+    // in the owner's name but with another key (issued by the CA alone) cannot rotate.
+    if !patient.record.owner_key.is_empty()
+        && patient.record.owner_key != stub.creator().signing_key
+    {
+        return Err(ChaincodeError::invalid(
+            "owner_signature",
+            "the record's keys are signed with the key it was registered with; this \
+             certificate holds another",
+        ));
+    }
+    let next_epoch = key
         .epoch
         .checked_add(1)
         .ok_or(ChaincodeError::Overflow("key epoch"))?;
+    if args.epoch != next_epoch {
+        return Err(ChaincodeError::invalid(
+            "epoch",
+            format!("the next epoch of {} is {next_epoch}", args.category),
+        ));
+    }
+    key.epoch = next_epoch;
     key.public_key = args.public_key;
     key.owner_signature = args.owner_signature;
     key.since = stub.time();

@@ -1118,6 +1118,7 @@ fn rotating_a_category_key_moves_readers_forward() {
             key_envelope: vec![0x11; 80],
         }],
         owner_signature: vec![0x77; 64],
+        epoch: 2,
     };
     assert_eq!(
         denial(w.call(&clinician("dr.keep"), T0, "rotate_category_key", &args)),
@@ -1652,6 +1653,32 @@ fn keys_carry_their_owners_signatures_and_the_owner_binding() {
             ..
         })
     ));
+    let rotate = v1::RotateCategoryKeyArgs {
+        owner_signature: vec![5; 64],
+        epoch: 2,
+        ..rotate
+    };
+    // The owner's name on a certificate with another key (one the CA issued alone).
+    let mut impostor = patient(1);
+    impostor.signing_key = [9; 32];
+    assert!(matches!(
+        w.call(&impostor, T0 + 2, "rotate_category_key", &rotate),
+        Err(ChaincodeError::InvalidArgument {
+            field: "owner_signature",
+            ..
+        })
+    ));
+    // An epoch other than the next: a rotation ordered after another, or a stale one.
+    let skipping = v1::RotateCategoryKeyArgs {
+        epoch: 3,
+        ..rotate.clone()
+    };
+    assert!(matches!(
+        w.call(&patient(1), T0 + 2, "rotate_category_key", &skipping),
+        Err(ChaincodeError::InvalidArgument { field: "epoch", .. })
+    ));
+    w.call(&patient(1), T0 + 2, "rotate_category_key", &rotate)
+        .unwrap();
     let study = v1::RegisterStudyArgs {
         id: "study-1".into(),
         title: "Dose response".into(),

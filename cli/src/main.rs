@@ -29,6 +29,7 @@ use time::format_description::well_known::Rfc3339;
 mod config_cli;
 mod demo;
 mod network_cli;
+mod proof_cli;
 mod records_cli;
 mod verify;
 
@@ -143,6 +144,16 @@ enum LedgerCommand {
     /// Check every block (links, tx_root, commit certificates, signatures, state roots by
     /// re-execution) and every stored object against the ledger; exits 1 on any failure.
     Verify(network_cli::VerifyArgs),
+    /// Write a transaction's outcome with its commit proof to a file, for anyone holding the
+    /// genesis to check offline.
+    Proof(proof_cli::ProofArgs),
+    /// Check a proof file offline against the genesis (default: the wallet's pinned one);
+    /// exits 1 unless it proves the outcome it names.
+    CheckProof {
+        file: PathBuf,
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -563,6 +574,17 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
     if let LedgerCommand::Verify(args) = command {
         return network_cli::run_verify(cli, args).await;
     }
+    if let LedgerCommand::CheckProof { file, genesis } = command {
+        // Offline: the genesis alone, no peer.
+        let genesis = match genesis {
+            Some(path) => medledger_execution::genesis::Genesis::read(path)
+                .map_err(|e| ClientError::Usage(e.to_string()))?,
+            None => medledger_sdk::peer::pinned_genesis(&open_wallet(cli)?)?.ok_or_else(|| {
+                ClientError::Usage("give --genesis (the wallet is not pinned)".into())
+            })?,
+        };
+        return proof_cli::check_proof_file(file, &genesis);
+    }
     let wallet = open_wallet(cli)?;
     let peer = cli.peer.as_deref().unwrap_or(DEFAULT_PEER);
     let peers = medledger_sdk::peer::PeerSet::connect(&wallet, peer).await?;
@@ -635,7 +657,12 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                 }),
             })
         }
-        LedgerCommand::Verify(_) => unreachable!("handled above"),
+        LedgerCommand::Verify(_) | LedgerCommand::CheckProof { .. } => {
+            unreachable!("handled above")
+        }
+        LedgerCommand::Proof(args) => {
+            proof_cli::write_proof(&peers, args.block, args.index, &args.out).await
+        }
         LedgerCommand::Blocks { from, limit } => {
             // Any peer that answers serves (at most f may be down).
             let mut answer = Err(tonic::Status::unavailable("no peer answered"));

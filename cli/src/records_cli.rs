@@ -291,14 +291,15 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
         PatientCommand::Permissions => {
             let (keys, peers) = own_record(cli, &wallet).await?;
             let (list, height): (v1::PermissionList, _) = peers
-                .query_at("list_permissions", keys.patient_args())
+                .query_agreed_at("list_permissions", keys.patient_args())
                 .await?;
             Ok(permissions_output(&list.permissions).reflecting(height))
         }
         PatientCommand::Items => {
             let (keys, peers) = own_record(cli, &wallet).await?;
-            let (list, height): (v1::ItemList, _) =
-                peers.query_at("list_items", keys.patient_args()).await?;
+            let (list, height): (v1::ItemList, _) = peers
+                .query_agreed_at("list_items", keys.patient_args())
+                .await?;
             Ok(items_output(&list.items).reflecting(height))
         }
         PatientCommand::Audit { format } => {
@@ -389,11 +390,12 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                 )
                 .await?;
                 let der = ca.certificate_of(to).await?;
+                // A certificate the ledger revoked receives no key.
                 let identity = medledger_crypto::validate_enrollment_certificate(
                     &der,
                     &wallet.root()?,
                     now_unix(),
-                    &std::collections::BTreeSet::<Vec<u8>>::new(),
+                    peers.revocations(),
                 )
                 .map_err(|e| ClientError::Protocol(format!("{to}'s certificate: {e}")))?;
                 keys.envelope_for(&identity.encryption_key, category)?.1
@@ -670,7 +672,7 @@ async fn audit_trail(
     let mut after = 0;
     loop {
         let page: v1::AuditTrail = peers
-            .query_as(
+            .query_agreed_as(
                 "audit_trail",
                 v1::AuditTrailArgs {
                     pseudonym: pseudonym.to_vec(),
@@ -694,7 +696,7 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
     match command {
         ClinicianCommand::Patients => {
             let (list, height): (v1::PatientList, _) = peers
-                .query_at("list_patients_for_grantee", v1::Empty {})
+                .query_agreed_at("list_patients_for_grantee", v1::Empty {})
                 .await?;
             let pseudonyms: Vec<String> = list.pseudonyms.iter().map(hex::encode).collect();
             Ok(Output {
@@ -713,7 +715,7 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
         }
         ClinicianCommand::Items { patient } => {
             let (list, height): (v1::ItemList, _) = peers
-                .query_at(
+                .query_agreed_at(
                     "list_items",
                     v1::PatientArgs {
                         pseudonym: pseudonym_arg(patient)?.to_vec(),
@@ -916,7 +918,7 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
         }
         StudyCommand::List => {
             let (list, height): (v1::StudyList, _) =
-                peers.query_at("list_studies", v1::Empty {}).await?;
+                peers.query_agreed_at("list_studies", v1::Empty {}).await?;
             Ok(Output {
                 text: format!(
                     "{} stud(ies){}",

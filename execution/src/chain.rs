@@ -36,6 +36,8 @@ pub const MAX_CONFIG_ENVELOPE_BYTES: usize = 1 << 20;
 pub struct ConfigChain {
     root: RootCertificate,
     configurations: Vec<Configuration>,
+    /// The links followed, in order (for handing the chain on: an offline proof file).
+    links: Vec<v1::ConfigLink>,
 }
 
 impl ConfigChain {
@@ -44,7 +46,13 @@ impl ConfigChain {
         ConfigChain {
             root: genesis.root.clone(),
             configurations: vec![genesis.configuration.clone()],
+            links: Vec::new(),
         }
+    }
+
+    /// The links followed since the genesis, in order, each as it was checked.
+    pub fn links(&self) -> &[v1::ConfigLink] {
+        &self.links
     }
 
     /// The sequence of the configuration a link claims to put in force, if it reads as a
@@ -101,6 +109,7 @@ impl ConfigChain {
             &BTreeSet::<Vec<u8>>::new(),
         )?;
         self.configurations.push(next);
+        self.links.push(link.clone());
         Ok(self.current())
     }
 }

@@ -10,6 +10,8 @@
 //! - `votes`: signs block votes on a header other than the one it executed;
 //! - `keys`: answers `check_access` with a category key and a study key of its own (the keys
 //!   a clinician or researcher would encrypt a file to).
+//! - `stale`: answers every query (but `check_access` under `keys`) from the genesis state —
+//!   nothing registered, nothing granted — claiming its current height;
 //! - `config`: serves a forged configuration chain: every real link with its configuration
 //!   altered (the longest transaction life, and itself as the only admin), and, before the
 //!   first real one, a configuration of its own making, voted by itself alone.
@@ -29,6 +31,7 @@ pub struct Lies {
     pub votes: bool,
     pub keys: bool,
     pub config: bool,
+    pub stale: bool,
 }
 
 impl Lies {
@@ -60,6 +63,7 @@ impl Lies {
                 "votes" => lies.votes = true,
                 "keys" => lies.keys = true,
                 "config" => lies.config = true,
+                "stale" => lies.stale = true,
                 "all" => {
                     lies = Lies {
                         genesis: true,
@@ -67,6 +71,7 @@ impl Lies {
                         votes: true,
                         keys: true,
                         config: true,
+                        stale: true,
                     }
                 }
                 _ => {}

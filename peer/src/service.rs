@@ -386,12 +386,30 @@ impl v1::ledger_server::Ledger for LedgerService {
             [0; 32],
             medledger_tls::now_unix(),
         );
-        let mut result = chaincode::query(&stub, &request.function, &request.args)
-            .map_err(|e| chaincode_status(&e))?;
+        let answer = chaincode::query(&stub, &request.function, &request.args);
         if self.lies.keys && request.function == "check_access" {
-            result = crate::lies::forged_keys(&result);
+            let result = crate::lies::forged_keys(&answer.map_err(|e| chaincode_status(&e))?);
             tracing::info!("lie told: forged keys");
+            return Ok(Response::new(v1::QueryResponse { result, height }));
         }
+        if self.lies.stale {
+            // The answer of the genesis state (nothing registered, nothing granted), claimed
+            // to be of the current height.
+            let genesis = medledger_execution::memory::MemoryState::new(&self.genesis);
+            let stub = BlockStub::new(
+                &genesis,
+                &empty,
+                &[],
+                creator(&identity),
+                [0; 32],
+                medledger_tls::now_unix(),
+            );
+            tracing::info!("lie told: a stale answer");
+            let result = chaincode::query(&stub, &request.function, &request.args)
+                .map_err(|e| chaincode_status(&e))?;
+            return Ok(Response::new(v1::QueryResponse { result, height }));
+        }
+        let result = answer.map_err(|e| chaincode_status(&e))?;
         Ok(Response::new(v1::QueryResponse { result, height }))
     }
 

@@ -139,7 +139,7 @@ impl Destination {
 }
 
 /// The gateway's "ask again after" hint (metadata [`RETRY_AFTER_METADATA`], ms), at most
-/// 10 s.
+/// 30 s.
 fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
     let ms: u64 = status
         .metadata()
@@ -148,7 +148,7 @@ fn retry_after(status: &tonic::Status) -> Option<std::time::Duration> {
         .ok()?
         .parse()
         .ok()?;
-    Some(std::time::Duration::from_millis(ms.min(10_000)))
+    Some(std::time::Duration::from_millis(ms.min(30_000)))
 }
 
 /// Metadata a gateway sets on a refusal that a new request made after that many

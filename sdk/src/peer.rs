@@ -626,6 +626,15 @@ impl PeerSet {
             .clone()
     }
 
+    /// The configuration links this client followed from the genesis, each checked.
+    pub fn configuration_links(&self) -> Vec<v1::ConfigLink> {
+        self.chain
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .links()
+            .to_vec()
+    }
+
     fn parameters(&self) -> v1::ConsensusParameters {
         self.configuration().parameters
     }
@@ -1017,7 +1026,9 @@ impl PeerSet {
         Ok((decoded, answer.height))
     }
 
-    /// A read-only chaincode function, answered by the first peer that can.
+    /// A read-only chaincode function, answered by the first peer that can: one peer's word,
+    /// for callers that neither act on it nor show it to a person as the ledger's (a load
+    /// generator, a health probe). Everything else uses [`PeerSet::query_agreed`].
     pub async fn query(
         &self,
         function: &str,
@@ -1064,6 +1075,20 @@ impl PeerSet {
         let answer = self.query_agreed(function, args.encode_to_vec()).await?;
         R::decode(answer.result.as_slice())
             .map_err(|e| ClientError::Protocol(format!("{function} answer: {e}")))
+    }
+
+    /// [`PeerSet::query_agreed`] with typed arguments and result, and the height the answer
+    /// reflects: for listings shown to a person (no single peer's answer is shown as the
+    /// ledger's).
+    pub async fn query_agreed_at<R: prost::Message + Default>(
+        &self,
+        function: &str,
+        args: impl prost::Message,
+    ) -> Result<(R, u64), ClientError> {
+        let answer = self.query_agreed(function, args.encode_to_vec()).await?;
+        let decoded = R::decode(answer.result.as_slice())
+            .map_err(|e| ClientError::Protocol(format!("{function} answer: {e}")))?;
+        Ok((decoded, answer.height))
     }
 
     /// A read-only chaincode function whose answer the client acts on (the key it encrypts

@@ -260,7 +260,7 @@ pub async fn fetch(
     let keys = StudyKeys::open(wallet)?;
     let key = keys.get(study_id)?;
     let items = peers
-        .query_as::<v1::StudyItemList>(
+        .query_agreed_as::<v1::StudyItemList>(
             "study_items",
             v1::StudyArgs {
                 study_id: study_id.to_string(),

@@ -362,7 +362,9 @@ impl Gateway {
             in_flight: Arc::default(),
             admission: Admission::new(TRANSFER_LIMITS),
             served: Arc::default(),
+            // Whole seconds from the clock, so one more: the start is never rounded down.
             serving_since_ms: medledger_tls::now_unix()
+                .saturating_add(1)
                 .saturating_mul(1000)
                 .saturating_add(
                     peers

@@ -811,7 +811,7 @@ async fn malformed_uploads_leave_nothing_behind() {
     assert!(status.message().contains("(re)started"), "{status:?}");
     // A newly signed access, recorded once the clock skew the gateway allows has passed
     // since it started, is served.
-    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3_500)).await;
     let (_, access) = pat_peers.transaction(
         "record_access",
         v1::RecordAccessArgs {

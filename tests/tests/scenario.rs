@@ -573,6 +573,47 @@ fn the_scenario_holds_when_the_first_peer_lies() {
 
     let demo = net.json(None, &["demo"]);
     assert_eq!(demo["failures"], serde_json::json!([]), "{demo}");
+
+    // An outcome under the new configuration, written to a file through the liar first and
+    // checked offline from the genesis alone; the same file with its envelope altered proves
+    // nothing.
+    let info = net.json(admin, &["ledger", "info"]);
+    let height = info["peers"][1]["height"].as_u64().unwrap().to_string();
+    let proof = net.path().join("outcome.pb");
+    let proof = proof.to_str().unwrap();
+    net.ok(
+        admin,
+        &[
+            "ledger", "proof", "--block", &height, "--index", "0", "-o", proof,
+        ],
+    );
+    let genesis = net.path().join("genesis.pb");
+    let genesis = genesis.to_str().unwrap();
+    let checked = net.json(
+        None,
+        &["ledger", "check-proof", proof, "--genesis", genesis],
+    );
+    assert_eq!(checked["proven"], true, "{checked}");
+    assert_eq!(checked["block"].as_u64().unwrap().to_string(), height);
+    let mut outcome = v1::OutcomeProof::decode(std::fs::read(proof).unwrap().as_slice()).unwrap();
+    assert!(
+        !outcome.config_links.is_empty(),
+        "the file carries the configuration link"
+    );
+    let last = outcome.envelope.len() - 1;
+    outcome.envelope[last] ^= 1;
+    std::fs::write(proof, outcome.encode_to_vec()).unwrap();
+    let forged = net.run(
+        None,
+        &["ledger", "check-proof", proof, "--genesis", genesis],
+    );
+    assert!(!forged.status.success(), "an altered outcome was proven");
+    assert!(
+        String::from_utf8_lossy(&forged.stderr).contains("NOT PROVEN")
+            || String::from_utf8_lossy(&forged.stdout).contains("NOT PROVEN"),
+        "{forged:?}"
+    );
+
     // The lies reached the others and the clients, and were passed over.
     let refused: u64 = (1..4)
         .map(|i| {
@@ -592,6 +633,7 @@ fn the_scenario_holds_when_the_first_peer_lies() {
         "a forged genesis",
         "forged keys",
         "a forged configuration",
+        "a stale answer",
     ] {
         assert!(
             log.contains(&format!("lie told: {lie}")),

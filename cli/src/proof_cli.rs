@@ -1,0 +1,195 @@
+//! `medledger ledger proof` and `ledger check-proof`: a transaction's outcome as a file, and
+//! its check offline by anyone holding the network's genesis (issue 17: commit proofs are
+//! "checkable offline by anyone holding the genesis"). The file holds the envelope as
+//! ordered, its commit proof (the block header, f+1 peers' votes on it, the Merkle path of the
+//! outcome) and the configuration links since the genesis.
+
+use std::path::{Path, PathBuf};
+
+use medledger_execution::block::{envelope_hash, result_leaves};
+use medledger_execution::chain::ConfigChain;
+use medledger_execution::genesis::Genesis;
+use medledger_execution::merkle::Tree;
+use medledger_execution::proof::{build_proof, check_commit_proof};
+use medledger_proto::v1;
+use medledger_sdk::error::ClientError;
+use medledger_sdk::peer::PeerSet;
+use prost::Message;
+use serde_json::json;
+
+use crate::Output;
+
+/// Largest proof file read: a block's envelope (at most the block size) and the links.
+const MAX_PROOF_FILE: u64 = 64 << 20;
+
+/// Writes the outcome of transaction `index` of block `block` to `out`, with a proof this
+/// client checked (any peer's block serves: a lying one's is passed over).
+pub async fn write_proof(
+    peers: &PeerSet,
+    block: u64,
+    index: u32,
+    out: &Path,
+) -> Result<Output, ClientError> {
+    let mut problems = Vec::new();
+    for i in 0..peers.n() {
+        let served = peers
+            .peer(i)
+            .get_block(v1::GetBlockRequest { number: block })
+            .await
+            .map(tonic::Response::into_inner);
+        let built = served
+            .map_err(|s| s.message().to_string())
+            .and_then(|b| outcome_of(&b, index));
+        let (envelope, proof) = match built {
+            Ok(built) => built,
+            Err(why) => {
+                problems.push(format!("{}: {why}", peers.names[i]));
+                continue;
+            }
+        };
+        let decoded = v1::Envelope::decode(envelope.as_slice())
+            .map_err(|e| ClientError::Protocol(format!("the envelope: {e}")))?;
+        let committed = match peers.check_proof(&decoded, Some(proof.clone())).await {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(format!("{}: {e}", peers.names[i]));
+                continue;
+            }
+        };
+        let file = v1::OutcomeProof {
+            envelope,
+            proof: Some(proof),
+            // The links this client followed (each proven), so the file stands alone.
+            config_links: peers.configuration_links(),
+        };
+        std::fs::write(out, file.encode_to_vec())
+            .map_err(|e| ClientError::Usage(format!("{}: {e}", out.display())))?;
+        return Ok(Output {
+            text: format!(
+                "Wrote the proof of transaction {index} of block {block} ({}, {}) to {}; check it \
+                 offline with `medledger ledger check-proof {} --genesis GENESIS`.",
+                committed.status.as_str_name(),
+                committed
+                    .proof
+                    .result
+                    .as_ref()
+                    .map_or("", |r| r.function.as_str()),
+                out.display(),
+                out.display()
+            ),
+            json: json!({"file": out, "block": block, "index": index,
+                "status": committed.status.as_str_name()}),
+        });
+    }
+    Err(ClientError::NoQuorum {
+        needed: peers.votes_needed(),
+        detail: problems.join("; "),
+    })
+}
+
+/// The envelope at `index` of `block` and its proof, with the votes the block carries.
+fn outcome_of(block: &v1::Block, index: u32) -> Result<(Vec<u8>, v1::CommitProof), String> {
+    let header = block.header.as_ref().ok_or("the block has no header")?;
+    let i = index as usize;
+    let (Some(envelope), Some(result)) = (block.envelopes.get(i), block.results.get(i)) else {
+        return Err(format!(
+            "block {} holds {} transactions",
+            header.number,
+            block.envelopes.len()
+        ));
+    };
+    let tree = Tree::new(result_leaves(&block.envelopes, &block.results));
+    let proof = build_proof(
+        header,
+        block.votes.clone(),
+        &tree,
+        i,
+        &envelope_hash(envelope),
+        result,
+    )
+    .ok_or("no such leaf")?;
+    Ok((envelope.clone(), proof))
+}
+
+/// Checks a proof file against `genesis` alone: follows its configuration links from the
+/// genesis, then checks the commit proof of its envelope.
+pub fn check_proof_file(file: &Path, genesis: &Genesis) -> Result<Output, ClientError> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", file.display())))?
+        .len();
+    if size > MAX_PROOF_FILE {
+        return Err(ClientError::Usage(format!(
+            "{} is larger than a proof can be",
+            file.display()
+        )));
+    }
+    let bytes =
+        std::fs::read(file).map_err(|e| ClientError::Usage(format!("{}: {e}", file.display())))?;
+    let outcome = v1::OutcomeProof::decode(bytes.as_slice())
+        .map_err(|e| ClientError::Usage(format!("{} is not a proof: {e}", file.display())))?;
+    let mut chain = ConfigChain::new(genesis);
+    for link in &outcome.config_links {
+        let next = chain.current().sequence + 1;
+        if ConfigChain::sequence_of(link).is_some_and(|s| s < next) {
+            continue;
+        }
+        chain
+            .follow(link)
+            .map_err(|e| refused(format!("configuration {next}: {e}")))?;
+    }
+    let proof = outcome
+        .proof
+        .ok_or_else(|| refused("the file holds no proof".into()))?;
+    let proven = check_commit_proof(&chain, &proof, &envelope_hash(&outcome.envelope))
+        .map_err(|e| refused(e.to_string()))?;
+    let status = v1::TxStatus::try_from(proven.result.status)
+        .map(|s| s.as_str_name())
+        .unwrap_or("TX_STATUS_UNKNOWN");
+    Ok(Output {
+        text: format!(
+            "PROVEN: transaction {} of block {} of network {}: {} {} by {} (tx {}), signed by \
+             {} peers of configuration {}",
+            proven.index,
+            proven.block,
+            hex::encode(&genesis.network_id[..8]),
+            proven.result.function,
+            status,
+            proven.result.creator,
+            hex::encode(&proven.result.tx_id),
+            proof.votes.len(),
+            chain.current().sequence
+        ),
+        json: json!({
+            "proven": true,
+            "network_id": hex::encode(genesis.network_id),
+            "block": proven.block,
+            "index": proven.index,
+            "function": proven.result.function,
+            "status": status,
+            "code": proven.result.code,
+            "creator": proven.result.creator,
+            "tx_id": hex::encode(&proven.result.tx_id),
+        }),
+    })
+}
+
+fn refused(why: String) -> ClientError {
+    ClientError::Rejected {
+        code: tonic::Code::FailedPrecondition,
+        message: format!("NOT PROVEN: {why}"),
+        hint: "the file does not prove this outcome on the network of this genesis",
+    }
+}
+
+/// The proof arguments of `ledger proof`.
+#[derive(clap::Args)]
+pub struct ProofArgs {
+    /// The block holding the transaction.
+    #[arg(long)]
+    pub block: u64,
+    /// Its position in the block (0, 1, ...), as `ledger blocks` lists them.
+    #[arg(long)]
+    pub index: u32,
+    #[arg(long, short)]
+    pub out: PathBuf,
+}
