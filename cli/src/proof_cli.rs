@@ -129,13 +129,9 @@ pub fn check_proof_file(file: &Path, genesis: &Genesis) -> Result<Output, Client
         .map_err(|e| ClientError::Usage(format!("{} is not a proof: {e}", file.display())))?;
     let mut chain = ConfigChain::new(genesis);
     for link in &outcome.config_links {
-        let next = chain.current().sequence + 1;
-        if ConfigChain::sequence_of(link).is_some_and(|s| s < next) {
-            continue;
-        }
         chain
-            .follow(link)
-            .map_err(|e| refused(format!("configuration {next}: {e}")))?;
+            .follow_new(link)
+            .map_err(|(next, e)| refused(format!("configuration {next}: {e}")))?;
     }
     let proof = outcome
         .proof

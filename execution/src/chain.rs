@@ -55,9 +55,22 @@ impl ConfigChain {
         &self.links
     }
 
+    /// [`ConfigChain::follow`], but a link to a configuration already followed (one that
+    /// another source served first) is passed over.
+    ///
+    /// # Errors
+    /// As [`ConfigChain::follow`], with the sequence it was following to.
+    pub fn follow_new(&mut self, link: &v1::ConfigLink) -> Result<(), (u64, ChainError)> {
+        let next = self.current().sequence + 1;
+        if Self::sequence_of(link).is_some_and(|s| s < next) {
+            return Ok(());
+        }
+        self.follow(link).map(|_| ()).map_err(|e| (next, e))
+    }
+
     /// The sequence of the configuration a link claims to put in force, if it reads as a
     /// configuration update at all (not checked: see [`ConfigChain::follow`]).
-    pub fn sequence_of(link: &v1::ConfigLink) -> Option<u64> {
+    fn sequence_of(link: &v1::ConfigLink) -> Option<u64> {
         match v1::Envelope::decode(link.envelope.as_slice()).ok()?.kind? {
             v1::envelope::Kind::ConfigUpdate(update) => update.config.map(|c| c.sequence),
             _ => None,

@@ -24,17 +24,8 @@ use medledger_proto::v1;
 use prost::Message;
 use v1::TxStatus;
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../fuzz/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-fn key(name: &str) -> SigningIdentity {
-    SigningIdentity::from_pkcs8_pem(&String::from_utf8(fixture(name)).unwrap()).unwrap()
-}
+mod common;
+use common::{fixture, key};
 
 struct Net {
     genesis: Arc<Genesis>,

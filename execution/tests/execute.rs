@@ -17,13 +17,8 @@ use medledger_pbft as pbft;
 use medledger_proto::v1;
 use prost::Message;
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/../fuzz/fixtures/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
+mod common;
+use common::fixture;
 
 struct Network {
     genesis: Arc<Genesis>,

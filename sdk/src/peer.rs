@@ -711,14 +711,10 @@ impl PeerSet {
             {
                 let mut chain = self.chain.write().unwrap_or_else(|p| p.into_inner());
                 for link in &links {
-                    let next = chain.current().sequence + 1;
                     // Another peer's answer may have taken the chain past this link.
-                    if ConfigChain::sequence_of(link).is_some_and(|s| s < next) {
-                        continue;
-                    }
                     chain
-                        .follow(link)
-                        .map_err(|e| format!("configuration {next}: {e}"))?;
+                        .follow_new(link)
+                        .map_err(|(next, e)| format!("configuration {next}: {e}"))?;
                 }
             }
             if !full {

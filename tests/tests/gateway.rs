@@ -211,6 +211,17 @@ fn item_of(v: &Value) -> String {
     v["item"].as_str().expect("an item id").to_string()
 }
 
+/// The ciphertext bytes a download stream carries, to its end.
+async fn chunk_bytes(mut stream: tonic::Streaming<v1::DownloadResponse>) -> usize {
+    let mut bytes = 0;
+    while let Some(part) = stream.message().await.unwrap() {
+        if let Some(v1::download_response::Part::Chunk(c)) = part.part {
+            bytes += c.len();
+        }
+    }
+    bytes
+}
+
 async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().await
 }
@@ -767,14 +778,12 @@ async fn malformed_uploads_leave_nothing_behind() {
     let request = || v1::DownloadRequest {
         envelope: Some(access.clone()),
     };
-    let mut first = as_pat.download(request()).await.unwrap().into_inner();
-    let mut bytes = 0;
-    while let Some(part) = first.message().await.unwrap() {
-        if let Some(v1::download_response::Part::Chunk(c)) = part.part {
-            bytes += c.len();
-        }
-    }
-    assert_eq!(bytes, data.len(), "the first download serves the object");
+    let first = as_pat.download(request()).await.unwrap().into_inner();
+    assert_eq!(
+        chunk_bytes(first).await,
+        data.len(),
+        "the first download serves the object"
+    );
     let replay = as_pat.download(request()).await;
     let status = match replay {
         Err(status) => status,
@@ -820,20 +829,18 @@ async fn malformed_uploads_leave_nothing_behind() {
         }
         .encode_to_vec(),
     );
-    let mut fresh = as_pat
+    let fresh = as_pat
         .download(v1::DownloadRequest {
             envelope: Some(access),
         })
         .await
         .unwrap()
         .into_inner();
-    let mut bytes = 0;
-    while let Some(part) = fresh.message().await.unwrap() {
-        if let Some(v1::download_response::Part::Chunk(c)) = part.part {
-            bytes += c.len();
-        }
-    }
-    assert_eq!(bytes, data.len(), "a new access serves the object");
+    assert_eq!(
+        chunk_bytes(fresh).await,
+        data.len(),
+        "a new access serves the object"
+    );
 }
 
 /// Issue 15, item 3: a sharing client that records a copy as de-identified but uploads it
