@@ -11,6 +11,7 @@
 //! - [`block`]: block headers, transaction, result and state roots; [`merkle`]: the RFC 6962
 //!   Merkle tree and its inclusion paths; [`proof`]: block votes and commit proofs.
 //! - [`result_code`]: the code each refusal and chaincode error is recorded with.
+//! - [`revocations`]: the CA's revocation records, taken in as peers serve them.
 //! - [`wire`]: PBFT messages to and from `medledger.v1` protobuf, and the largest message
 //!   a correct replica sends.
 //! - [`state`]: the [`state::WorldState`] trait block execution reads, and the
@@ -31,6 +32,7 @@ pub mod memory;
 pub mod merkle;
 pub mod proof;
 pub mod result_code;
+pub mod revocations;
 pub mod state;
 pub mod stub;
 pub mod validate;

@@ -33,8 +33,9 @@ use medledger_execution::stub::BlockStub;
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most blocks one GetBlocks call returns.
 pub const MAX_BLOCKS_PER_CALL: u32 = 100;
-/// Revocation records per `GetRevocations` answer (each a few hundred bytes).
-pub const REVOCATIONS_PER_PAGE: u64 = 256;
+/// Revocation records per `GetRevocations` answer (each a few hundred bytes): the page
+/// clients read ([`medledger_execution::revocations`]).
+pub use medledger_execution::revocations::REVOCATIONS_PER_PAGE;
 /// Configuration links per `GetConfigChain` answer (each carries a proof: a few KiB).
 pub const CONFIG_LINKS_PER_PAGE: u64 = 64;
 

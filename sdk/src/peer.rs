@@ -18,6 +18,7 @@ use medledger_execution::block::envelope_hash;
 use medledger_execution::chain::ConfigChain;
 use medledger_execution::config::Configuration;
 use medledger_execution::proof::{KnownConfigurations, ProofError, check_commit_proof};
+use medledger_execution::revocations::{REVOCATIONS_PER_PAGE, RevocationLog};
 use medledger_proto::v1;
 use medledger_proto::v1::ledger_client::LedgerClient;
 pub use medledger_tls::SharedRevocations;
@@ -53,9 +54,6 @@ async fn config_links(
         .map(|r| r.into_inner().links)
         .map_err(|status| peer_words(status.message()))
 }
-
-/// Revocation records a peer answers per page (`medledger-peer`'s `REVOCATIONS_PER_PAGE`).
-const REVOCATIONS_PER_PAGE: u64 = 256;
 
 /// One page of the revocations `client` serves from sequence `from`, within 3 s; `None` when
 /// it did not answer, or answered more than a page.
@@ -153,7 +151,7 @@ pub struct PeerSet {
     /// refuses and drops those certificates.
     revocations: SharedRevocations,
     /// The CA sequence numbers of the records taken in.
-    revocation_sequences: std::sync::Mutex<BTreeSet<u64>>,
+    revocation_log: std::sync::Mutex<RevocationLog>,
     /// The network's CA root, which signs revocation records.
     root: medledger_crypto::RootCertificate,
     pub network_id: [u8; 32],
@@ -496,7 +494,7 @@ impl PeerSet {
             chain: std::sync::RwLock::new(ConfigChain::new(&pinned)),
             chain_learned: std::sync::Mutex::new(None),
             revocations,
-            revocation_sequences: std::sync::Mutex::new(BTreeSet::new()),
+            revocation_log: std::sync::Mutex::new(RevocationLog::new()),
             root: pinned.root.clone(),
             clients,
             network_id,
@@ -556,65 +554,25 @@ impl PeerSet {
 
     /// The first CA sequence number this client holds no record of.
     fn first_unknown_revocation(&self) -> u64 {
-        let known = self
-            .revocation_sequences
+        self.revocation_log
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut next = 1;
-        for s in known.iter() {
-            if *s != next {
-                break;
-            }
-            next += 1;
-        }
-        next
+            .unwrap_or_else(|p| p.into_inner())
+            .first_unknown()
     }
 
-    /// Takes in one page answered from sequence `from`; returns how many serials were new.
+    /// Takes in one page answered from sequence `from` ([`RevocationLog::take_page`]);
+    /// returns how many serials were new.
     fn take_revocations(&self, from: u64, records: Vec<v1::SignedRevocationRecord>) -> usize {
-        let mut added = 0;
-        for (offset, signed) in records.into_iter().enumerate() {
-            let expected = from.saturating_add(offset as u64);
-            let known = self
-                .revocation_sequences
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(&expected);
-            if known {
-                continue;
-            }
-            // Pages hold consecutive records: one out of place ends the page.
-            let Some(record) = self.checked_revocation(&signed) else {
-                break;
-            };
-            if record.sequence != expected {
-                break;
-            }
-            self.revocation_sequences
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(record.sequence);
-            self.revocations.insert(record.serial);
-            added += 1;
+        let serials = self
+            .revocation_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_page(&self.root.public_key(), from, &records);
+        let added = serials.len();
+        for serial in serials {
+            self.revocations.insert(serial);
         }
         added
-    }
-
-    /// A revocation record, if the CA root signed it.
-    fn checked_revocation(
-        &self,
-        signed: &v1::SignedRevocationRecord,
-    ) -> Option<v1::RevocationRecord> {
-        let signature = medledger_crypto::Signature::from_slice(&signed.signature).ok()?;
-        self.root
-            .public_key()
-            .verify(
-                SignatureDomain::RevocationRecord,
-                &signed.record,
-                &signature,
-            )
-            .ok()?;
-        v1::RevocationRecord::decode(signed.record.as_slice()).ok()
     }
 
     /// The latest configuration this client followed (sequence 0: the genesis's).
