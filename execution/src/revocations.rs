@@ -147,7 +147,10 @@ mod tests {
         assert_eq!(log.first_unknown(), 4);
         assert!(log.holds(6) && !log.holds(5));
         let serials = log.take_page(&key, 4, &[record(&ca, 4), record(&ca, 5), record(&ca, 6)]);
-        assert_eq!(serials, vec![4u64.to_be_bytes().to_vec(), 5u64.to_be_bytes().to_vec()]);
+        assert_eq!(
+            serials,
+            vec![4u64.to_be_bytes().to_vec(), 5u64.to_be_bytes().to_vec()]
+        );
         assert_eq!((log.first_unknown(), log.len()), (7, 6));
         // The same page again: nothing new.
         assert!(log.take_page(&key, 1, &page).is_empty());
@@ -160,7 +163,10 @@ mod tests {
         let mut log = RevocationLog::new();
         let stranger = SigningIdentity::from_seed(&[8; 32]);
         // Signed by another key: nothing, and nothing after it.
-        assert!(log.take_page(&key, 1, &[record(&stranger, 1), record(&ca, 2)]).is_empty());
+        assert!(
+            log.take_page(&key, 1, &[record(&stranger, 1), record(&ca, 2)])
+                .is_empty()
+        );
         // A record where another belongs: the page ends there.
         assert!(log.take_page(&key, 1, &[record(&ca, 2)]).is_empty());
         let mut tampered = record(&ca, 1);
@@ -168,10 +174,16 @@ mod tests {
         assert!(log.take_page(&key, 1, &[tampered]).is_empty());
         assert_eq!(log.first_unknown(), 1);
         // More than a page: not read, even though every record is true.
-        let long: Vec<_> = (1..=REVOCATIONS_PER_PAGE + 1).map(|s| record(&ca, s)).collect();
+        let long: Vec<_> = (1..=REVOCATIONS_PER_PAGE + 1)
+            .map(|s| record(&ca, s))
+            .collect();
         assert!(log.take_page(&key, 1, &long).is_empty());
         // A page from the top of the sequence space does not wrap around.
-        assert!(log.take_page(&key, u64::MAX, &[record(&ca, u64::MAX), record(&ca, 0)]).len() == 1);
+        assert!(
+            log.take_page(&key, u64::MAX, &[record(&ca, u64::MAX), record(&ca, 0)])
+                .len()
+                == 1
+        );
         assert_eq!(log.first_unknown(), 1);
     }
 }

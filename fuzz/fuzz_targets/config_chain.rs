@@ -161,9 +161,15 @@ fn fixture() -> Fixture {
         )
     };
     let (first, first_hash) = approved(&state, 60_000);
-    let one = execute(&mut state, vec![envelope(v1::envelope::Kind::ConfigUpdate(first))]);
+    let one = execute(
+        &mut state,
+        vec![envelope(v1::envelope::Kind::ConfigUpdate(first))],
+    );
     let (second, second_hash) = approved(&state, 120_000);
-    let two = execute(&mut state, vec![envelope(v1::envelope::Kind::ConfigUpdate(second))]);
+    let two = execute(
+        &mut state,
+        vec![envelope(v1::envelope::Kind::ConfigUpdate(second))],
+    );
     // A clinician's transaction under configuration 2: its proof is no link.
     let transaction = v1::Transaction {
         function: "register_patient".into(),
@@ -180,12 +186,15 @@ fn fixture() -> Fixture {
         .sign(SignatureDomain::Transaction, &transaction)
         .to_bytes()
         .to_vec();
-    let three = execute(&mut state, vec![envelope(v1::envelope::Kind::Transaction(
-        v1::SignedTransaction {
-            transaction,
-            signature,
-        },
-    ))]);
+    let three = execute(
+        &mut state,
+        vec![envelope(v1::envelope::Kind::Transaction(
+            v1::SignedTransaction {
+                transaction,
+                signature,
+            },
+        ))],
+    );
     Fixture {
         hashes: vec![first_hash, second_hash],
         links: vec![link(&one, 0, &[0, 2]), link(&two, 0, &[1, 3])],
@@ -206,7 +215,10 @@ fn run(data: &[u8], fx: &Fixture) {
         if followed.is_err() {
             assert_eq!(now.sequence, before, "a refused link changed the chain");
         }
-        assert!(now.sequence <= fx.hashes.len() as u64, "a configuration no admin approved");
+        assert!(
+            now.sequence <= fx.hashes.len() as u64,
+            "a configuration no admin approved"
+        );
         if now.sequence > 0 {
             assert_eq!(
                 now.hash,
@@ -216,7 +228,10 @@ fn run(data: &[u8], fx: &Fixture) {
         }
         assert_eq!(chain.links().len() as u64, now.sequence);
         for (followed, truth) in chain.links().iter().zip(&fx.links) {
-            assert_eq!(followed.envelope, truth.envelope, "a link to another update");
+            assert_eq!(
+                followed.envelope, truth.envelope,
+                "a link to another update"
+            );
         }
     }
 }
@@ -228,7 +243,11 @@ fn main() {
         std::fs::create_dir_all(&dir).expect("seed directory");
         let answers = [
             fx.links.clone(),
-            vec![fx.links[1].clone(), fx.links[0].clone(), fx.links[1].clone()],
+            vec![
+                fx.links[1].clone(),
+                fx.links[0].clone(),
+                fx.links[1].clone(),
+            ],
             vec![fx.links[0].clone(), fx.other.clone()],
         ];
         for (i, links) in answers.into_iter().enumerate() {

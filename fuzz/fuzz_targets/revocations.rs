@@ -65,7 +65,10 @@ fn run(mut data: &[u8], fx: &Fixture) {
         };
         let before = log.first_unknown();
         let serials = log.take_page(&fx.ca, from, &answer.records);
-        assert!(log.first_unknown() >= before, "where to ask from moved back");
+        assert!(
+            log.first_unknown() >= before,
+            "where to ask from moved back"
+        );
         for serial in serials {
             assert!(
                 fx.records.values().any(|(_, s)| *s == serial),
@@ -73,7 +76,11 @@ fn run(mut data: &[u8], fx: &Fixture) {
             );
             assert!(taken.insert(serial, ()).is_none(), "a serial taken twice");
         }
-        assert_eq!(log.len(), taken.len() as u64, "the log counts what it returned");
+        assert_eq!(
+            log.len(),
+            taken.len() as u64,
+            "the log counts what it returned"
+        );
         for (sequence, (_, serial)) in &fx.records {
             assert_eq!(
                 log.holds(*sequence),
