@@ -122,6 +122,17 @@ fn crates_import_only_downward() {
             "medledger-bench",
             &["medledger-proto", "medledger-sdk", "medledger-devnet"],
         ),
+        // The fault harness reads the peers' ledgers to check them, as `ledger verify
+        // --data-dir` does.
+        (
+            "medledger-faults",
+            &[
+                "medledger-proto",
+                "medledger-sdk",
+                "medledger-devnet",
+                "medledger-peer",
+            ],
+        ),
         (
             "medledger-cli",
             &[
@@ -193,9 +204,14 @@ fn servers_link_rocksdb_only_where_they_store_a_ledger() {
     let required = workspace_with(false);
     // Keep a ledger (or test one); the CLI reads a peer's ledger behind its optional
     // `data-dir` feature only.
-    let may: BTreeSet<&str> = ["medledger-peer", "medledger-membership", "medledger-tests"]
-        .into_iter()
-        .collect();
+    let may: BTreeSet<&str> = [
+        "medledger-peer",
+        "medledger-membership",
+        "medledger-tests",
+        "medledger-faults",
+    ]
+    .into_iter()
+    .collect();
     let optional_only: BTreeSet<&str> = ["medledger-cli"].into_iter().collect();
     let mut wrong = Vec::new();
     for name in crates.keys() {

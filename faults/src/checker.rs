@@ -1,0 +1,271 @@
+//! The checker, run once the faults healed and the peers stopped: every peer holds the same
+//! chain; no transaction is in it twice; every acknowledged invocation is in it exactly once,
+//! in the block and with the status its proof showed; an unknown one at most once; and
+//! `medledger ledger verify` re-executes each peer's data directory from the genesis.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use medledger_peer::block::header_hash;
+use medledger_peer::ledger::Ledger;
+use medledger_proto::v1::TxStatus;
+use serde::Serialize;
+
+use crate::workload::{Invocation, Outcome};
+
+/// What the checker counted and found.
+#[derive(Debug, Default, Serialize)]
+pub struct Verdict {
+    pub height: u64,
+    pub acknowledged: u64,
+    pub unknown: u64,
+    /// Unknown invocations that did commit (once).
+    pub unknown_committed: u64,
+    /// Everything that must not be: empty when the episode passed.
+    pub failures: Vec<String>,
+}
+
+/// Where each transaction id sits in a chain, duplicates' refusals left out: (block, status).
+type Locations = BTreeMap<String, Vec<(u64, i32)>>;
+
+/// Reads one peer's chain: its header hashes by height and its transactions' locations.
+fn read_chain(data_dir: &Path) -> anyhow::Result<(Vec<[u8; 32]>, Locations)> {
+    let ledger = Ledger::open_read_only(&data_dir.join("ledger"))
+        .with_context(|| format!("opening {}", data_dir.display()))?;
+    let mut headers = Vec::new();
+    let mut locations = Locations::new();
+    for number in 0..=ledger.height() {
+        let block = ledger
+            .block(number)?
+            .with_context(|| format!("{}: block {number} is missing", data_dir.display()))?;
+        let header = block.header.as_ref().context("a block without a header")?;
+        headers.push(header_hash(header));
+        for result in &block.results {
+            let repeat = result.status == TxStatus::DuplicateTxId as i32
+                || result.status == TxStatus::DuplicateEnvelope as i32;
+            if !repeat && !result.tx_id.is_empty() {
+                locations
+                    .entry(hex::encode(&result.tx_id))
+                    .or_default()
+                    .push((number, result.status));
+            }
+        }
+    }
+    Ok((headers, locations))
+}
+
+/// One peer's chain as the checker reads it: header hashes by height, and where each
+/// transaction sits.
+pub type Chain = (Vec<[u8; 32]>, Locations);
+
+/// Checks the peers' data directories against the history.
+pub fn check(
+    data_dirs: &[std::path::PathBuf],
+    history: &[Invocation],
+    cli: &Path,
+    genesis: &Path,
+) -> Verdict {
+    let mut chains = Vec::new();
+    let mut unreadable = Vec::new();
+    for dir in data_dirs {
+        match read_chain(dir) {
+            Ok(chain) => chains.push(chain),
+            Err(e) => unreadable.push(format!("{e:#}")),
+        }
+    }
+    let mut verdict = judge(&chains, history);
+    verdict.failures.extend(unreadable);
+    // Every data directory re-executes from the genesis.
+    for dir in data_dirs {
+        let output = std::process::Command::new(cli)
+            .args(["ledger", "verify", "--skip-objects", "--genesis"])
+            .arg(genesis)
+            .arg("--data-dir")
+            .arg(dir)
+            .output();
+        match output {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => verdict.failures.push(format!(
+                "ledger verify --data-dir {}: {}{}",
+                dir.display(),
+                String::from_utf8_lossy(&o.stdout).trim(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => verdict
+                .failures
+                .push(format!("cannot run {}: {e}", cli.display())),
+        }
+    }
+    verdict
+}
+
+/// The chains (peer 0 first) against the history: one chain, nothing twice, every
+/// acknowledged invocation where its proof said.
+pub fn judge(chains: &[Chain], history: &[Invocation]) -> Verdict {
+    let mut verdict = Verdict::default();
+    let Some((first_headers, locations)) = chains.first() else {
+        verdict
+            .failures
+            .push("no peer's chain could be read".into());
+        return verdict;
+    };
+    verdict.height = first_headers.len().saturating_sub(1) as u64;
+    // One chain.
+    for (i, (headers, _)) in chains.iter().enumerate().skip(1) {
+        if headers.len() != first_headers.len() {
+            verdict.failures.push(format!(
+                "peer{i} is at height {}, peer0 at {}",
+                headers.len() - 1,
+                first_headers.len() - 1
+            ));
+        }
+        if let Some(h) = headers.iter().zip(first_headers).position(|(a, b)| a != b) {
+            verdict
+                .failures
+                .push(format!("peer{i} and peer0 differ from block {h} on"));
+        }
+    }
+    // Nothing twice.
+    for (tx_id, places) in locations {
+        if places.len() > 1 {
+            verdict.failures.push(format!(
+                "transaction {tx_id} is in the chain {} times: {places:?}",
+                places.len()
+            ));
+        }
+    }
+    // Every acknowledged invocation exactly where its proof said.
+    for invocation in history {
+        let places = locations
+            .get(&invocation.tx_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        match &invocation.outcome {
+            Outcome::Acknowledged { block, status } => {
+                verdict.acknowledged += 1;
+                let expected = TxStatus::from_str_name(status).map(|s| s as i32);
+                if places != [(*block, expected.unwrap_or(-1))] {
+                    verdict.failures.push(format!(
+                        "client {}'s {} {} was acknowledged in block {block} as {status}, but the chain holds it at {places:?} (lost or moved)",
+                        invocation.client, invocation.function, invocation.tx_id
+                    ));
+                }
+            }
+            Outcome::Unknown { .. } => {
+                verdict.unknown += 1;
+                if !places.is_empty() {
+                    verdict.unknown_committed += 1;
+                }
+            }
+        }
+    }
+    verdict
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: i32 = TxStatus::Valid as i32;
+
+    fn acknowledged(tx: &str, block: u64) -> Invocation {
+        Invocation {
+            client: 0,
+            function: "grant".into(),
+            tx_id: tx.into(),
+            start_ms: 0,
+            end_ms: 1,
+            outcome: Outcome::Acknowledged {
+                block,
+                status: "TX_STATUS_VALID".into(),
+            },
+        }
+    }
+
+    fn unknown(tx: &str) -> Invocation {
+        Invocation {
+            outcome: Outcome::Unknown {
+                error: "no answer".into(),
+            },
+            ..acknowledged(tx, 0)
+        }
+    }
+
+    fn chain(heads: &[u8], txs: &[(&str, u64)]) -> Chain {
+        let mut locations = Locations::new();
+        for (tx, block) in txs {
+            locations
+                .entry(tx.to_string())
+                .or_default()
+                .push((*block, VALID));
+        }
+        (heads.iter().map(|h| [*h; 32]).collect(), locations)
+    }
+
+    #[test]
+    fn a_history_the_chain_holds_passes() {
+        let chains = [chain(&[0, 1, 2], &[("a", 1), ("b", 2), ("u", 2)])];
+        let chains = [chains[0].clone(), chains[0].clone()];
+        let verdict = judge(
+            &chains,
+            &[
+                acknowledged("a", 1),
+                acknowledged("b", 2),
+                unknown("u"),
+                unknown("v"),
+            ],
+        );
+        assert!(verdict.failures.is_empty(), "{:?}", verdict.failures);
+        assert_eq!(
+            (
+                verdict.height,
+                verdict.acknowledged,
+                verdict.unknown,
+                verdict.unknown_committed
+            ),
+            (2, 2, 2, 1)
+        );
+    }
+
+    #[test]
+    fn a_lost_moved_or_repeated_transaction_fails() {
+        let chains = [chain(&[0, 1, 2], &[("a", 1), ("b", 1), ("u", 1), ("u", 2)])];
+        let verdict = judge(
+            &chains,
+            &[
+                acknowledged("a", 1),
+                acknowledged("b", 2),
+                acknowledged("gone", 1),
+                unknown("u"),
+            ],
+        );
+        let all = verdict.failures.join("\n");
+        assert!(all.contains("b was acknowledged in block 2"), "{all}");
+        assert!(all.contains("gone was acknowledged"), "{all}");
+        assert!(
+            all.contains("transaction u is in the chain 2 times"),
+            "{all}"
+        );
+        assert!(!all.contains(" a was"), "{all}");
+    }
+
+    #[test]
+    fn peers_that_differ_or_lag_fail() {
+        let chains = [
+            chain(&[0, 1, 2], &[]),
+            chain(&[0, 1], &[]),
+            chain(&[0, 9, 2], &[]),
+        ];
+        let all = judge(&chains, &[]).failures.join("\n");
+        assert!(all.contains("peer1 is at height 1, peer0 at 2"), "{all}");
+        assert!(
+            all.contains("peer2 and peer0 differ from block 1 on"),
+            "{all}"
+        );
+        assert!(
+            !judge(&[], &[]).failures.is_empty(),
+            "no chain read is a failure"
+        );
+    }
+}

@@ -1,0 +1,149 @@
+//! The faults one cycle injects, drawn from a seed: partitions (two against two, the
+//! primary cut off from the other peers, one peer cut off, one-way), a share of packets
+//! dropped, kill -9 of one peer or of all, and a paused (SIGSTOP) peer. Each is undone by
+//! [`Fault::heal`]: rules flushed, killed peers restarted, paused ones resumed.
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+
+use crate::network::Network;
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// The peers in two halves that cannot reach each other.
+    Split { left: Vec<usize>, right: Vec<usize> },
+    /// The primary of the current view cut off from every other peer (clients still reach
+    /// it).
+    IsolatePrimary { primary: usize },
+    /// One peer cut off from every other peer and from the clients.
+    Isolate { peer: usize },
+    /// `peer` receives nothing from `from`, but sends to them.
+    OneWay { peer: usize, from: Vec<usize> },
+    /// Every peer drops `percent`% of what the other peers send it.
+    Drop { percent: u32 },
+    /// kill -9 of one peer, restarted at the heal.
+    Kill { peer: usize },
+    /// kill -9 of every peer at once, all restarted at the heal.
+    KillAll,
+    /// SIGSTOP of one peer, SIGCONT at the heal.
+    Pause { peer: usize },
+}
+
+/// Every kind, for the report.
+pub const KINDS: [&str; 8] = [
+    "split",
+    "isolate-primary",
+    "isolate",
+    "one-way",
+    "drop",
+    "kill",
+    "kill-all",
+    "pause",
+];
+
+impl Fault {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Split { .. } => KINDS[0],
+            Fault::IsolatePrimary { .. } => KINDS[1],
+            Fault::Isolate { .. } => KINDS[2],
+            Fault::OneWay { .. } => KINDS[3],
+            Fault::Drop { .. } => KINDS[4],
+            Fault::Kill { .. } => KINDS[5],
+            Fault::KillAll => KINDS[6],
+            Fault::Pause { .. } => KINDS[7],
+        }
+    }
+
+    /// A fault for `n` peers whose primary is `primary`.
+    pub fn draw(rng: &mut impl Rng, n: usize, primary: usize) -> Fault {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(rng);
+        match rng.gen_range(0..KINDS.len()) {
+            0 => {
+                let cut = rng.gen_range(1..n);
+                let (left, right) = order.split_at(cut);
+                Fault::Split {
+                    left: left.to_vec(),
+                    right: right.to_vec(),
+                }
+            }
+            1 => Fault::IsolatePrimary { primary },
+            2 => Fault::Isolate { peer: order[0] },
+            3 => {
+                let count = rng.gen_range(1..n);
+                Fault::OneWay {
+                    peer: order[0],
+                    from: order[1..=count].to_vec(),
+                }
+            }
+            4 => Fault::Drop {
+                percent: rng.gen_range(5..40),
+            },
+            5 => Fault::Kill { peer: order[0] },
+            6 => Fault::KillAll,
+            _ => Fault::Pause { peer: order[0] },
+        }
+    }
+
+    /// Does it to `network`.
+    ///
+    /// # Errors
+    /// A rule could not be set.
+    pub fn inject(&self, network: &mut Network) -> anyhow::Result<()> {
+        let fabric = &network.fabric;
+        let addresses =
+            |peers: &[usize]| -> Vec<String> { peers.iter().map(|&i| fabric.address(i)).collect() };
+        let others = |peer: usize| -> Vec<usize> { (0..fabric.n).filter(|&i| i != peer).collect() };
+        match self {
+            Fault::Split { left, right } => {
+                for &i in left {
+                    fabric.block(i, &addresses(right), &addresses(right))?;
+                }
+                for &i in right {
+                    fabric.block(i, &addresses(left), &addresses(left))?;
+                }
+            }
+            Fault::IsolatePrimary { primary } => {
+                let rest = addresses(&others(*primary));
+                fabric.block(*primary, &rest, &rest)?;
+                for i in others(*primary) {
+                    let p = addresses(&[*primary]);
+                    fabric.block(i, &p, &p)?;
+                }
+            }
+            Fault::Isolate { peer } => {
+                let mut rest = addresses(&others(*peer));
+                rest.push(fabric.host_address());
+                fabric.block(*peer, &rest, &rest)?;
+            }
+            Fault::OneWay { peer, from } => fabric.block(*peer, &addresses(from), &[])?,
+            Fault::Drop { percent } => {
+                for i in 0..fabric.n {
+                    fabric.drop_share(i, *percent)?;
+                }
+            }
+            Fault::Kill { peer } => network.kill(*peer),
+            Fault::KillAll => {
+                for i in 0..network.peers.len() {
+                    network.kill(i);
+                }
+            }
+            Fault::Pause { peer } => network.pause(*peer),
+        }
+        Ok(())
+    }
+
+    /// Undoes it: every rule flushed, every peer running and resumed.
+    ///
+    /// # Errors
+    /// A rule could not be flushed or a peer did not start again.
+    pub fn heal(&self, network: &mut Network) -> anyhow::Result<()> {
+        network.fabric.heal()?;
+        for i in 0..network.peers.len() {
+            network.resume(i);
+            network.restart(i)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,459 @@
+//! `medledger-faults`: faults on real processes (issue 18). A run is a seed and a number of
+//! fault cycles, done in episodes of a fresh network each (CA, 4 peers in their own network
+//! namespaces). In every cycle a fault drawn from the seed ([`fault::Fault`]) holds for a few
+//! seconds under the clinical workload ([`workload`]), is healed, and the harness measures
+//! how long until every peer commits past the height at the heal. After an episode the
+//! peers stop and the checker ([`checker`]) compares their chains with the history.
+//!
+//! ```text
+//! medledger-faults run --seed 7 --cycles 1000 --state faults.json   # resumable
+//! medledger-faults run --seed 7 --episode 12                        # replay one episode
+//! ```
+//! Every failure prints its seed, its episode and the one command that replays it. Needs
+//! root, iproute2 and nftables.
+
+mod checker;
+mod fault;
+mod netns;
+mod network;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::fault::Fault;
+use crate::network::Network;
+use crate::workload::{History, Outcome};
+
+/// Longest a network may take, once healed, to commit again on every peer.
+const RECOVERY_BOUND: Duration = Duration::from_secs(90);
+/// Clients in each episode (each a patient and a clinician).
+const CLIENTS: usize = 6;
+
+#[derive(Parser)]
+#[command(
+    name = "medledger-faults",
+    about = "Faults on real processes, and a checker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs fault cycles from a seed, in episodes of a fresh network each.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long)]
+    seed: u64,
+    /// Fault cycles in all.
+    #[arg(long, default_value_t = 10)]
+    cycles: u64,
+    /// Cycles per episode (per fresh network).
+    #[arg(long, default_value_t = 10)]
+    cycles_per_episode: u64,
+    /// Runs only this episode (what a failure says to replay).
+    #[arg(long)]
+    episode: Option<u64>,
+    /// Progress and figures, kept after every episode: a run given the same file continues
+    /// where it stopped.
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Where the episodes' networks, logs and histories go (default: a new temp dir). An
+    /// episode that passed is removed; one that failed is kept.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Keeps the folders of episodes that passed too.
+    #[arg(long)]
+    keep: bool,
+    /// The folder of medledger-ca, medledger-peer and medledger (default: this binary's).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+/// A run's progress and figures (the `--state` file).
+#[derive(Default, Serialize, Deserialize)]
+struct Progress {
+    seed: u64,
+    cycles: u64,
+    cycles_per_episode: u64,
+    episodes_done: u64,
+    cycles_done: u64,
+    invocations: u64,
+    acknowledged: u64,
+    unknown: u64,
+    unknown_committed: u64,
+    lost: u64,
+    /// Per fault kind: milliseconds from each heal until every peer committed past it.
+    recovery_ms: BTreeMap<String, Vec<u64>>,
+    /// Per episode: the 99th percentile of acknowledged invocations' latency (ms).
+    p99_ms: Vec<u64>,
+}
+
+/// One episode's figures.
+struct Episode {
+    cycles: u64,
+    recovery_ms: Vec<(&'static str, u64)>,
+    history: Vec<workload::Invocation>,
+    verdict: checker::Verdict,
+}
+
+fn episode_seed(seed: u64, episode: u64) -> u64 {
+    seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ episode.wrapping_add(1).wrapping_mul(0xbf58_476d_1ce4_e5b9)
+}
+
+/// Until every peer answers at a height above `above`; the time it took.
+async fn recovered(
+    network: &Network,
+    client: &medledger_sdk::peer::PeerSet,
+    above: u64,
+) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < RECOVERY_BOUND {
+        let standings = network.standings(client).await;
+        if standings
+            .iter()
+            .all(|s| s.as_ref().is_some_and(|s| s.height > above))
+        {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+/// Until every peer holds the same height and head twice in a row (the workload stopped).
+async fn converged(network: &Network, client: &medledger_sdk::peer::PeerSet) -> bool {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < RECOVERY_BOUND {
+        let standings = network.standings(client).await;
+        let heads: Option<Vec<(u64, Vec<u8>)>> = standings
+            .iter()
+            .map(|s| s.as_ref().map(|s| (s.height, s.head.clone())))
+            .collect();
+        if let Some(heads) = heads
+            && heads.windows(2).all(|w| w[0] == w[1])
+        {
+            if last.as_ref() == Some(&heads) {
+                return true;
+            }
+            last = Some(heads);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+async fn run_episode(
+    seed: u64,
+    index: u64,
+    cycles: u64,
+    dir: &Path,
+    bins: &Path,
+) -> anyhow::Result<Episode> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(episode_seed(seed, index));
+    let mut network =
+        Network::start(dir, bins, 4, (std::process::id() + index as u32) % 200).await?;
+    let client = medledger_sdk::peer::PeerSet::connect(&network.admin, network.layout.first_peer())
+        .await
+        .context("connecting to the network")?;
+    let pairs = workload::setup(&network.layout, CLIENTS)
+        .await
+        .context("setting up the clients")?;
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let history = Arc::new(History::default());
+    let clients = tokio::spawn(workload::run(
+        pairs,
+        rng.r#gen(),
+        started,
+        stop.clone(),
+        history.clone(),
+    ));
+    let mut recovery_ms = Vec::new();
+    let mut failures = Vec::new();
+    for cycle in 0..cycles {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(500..2_000))).await;
+        let standings = network.standings(&client).await;
+        let primary = standings
+            .iter()
+            .flatten()
+            .map(|s| s.primary as usize)
+            .next()
+            .unwrap_or(0);
+        let at_inject = standings
+            .iter()
+            .flatten()
+            .map(|s| s.height)
+            .max()
+            .unwrap_or(0);
+        let fault = Fault::draw(&mut rng, network.peers.len(), primary);
+        let hold = Duration::from_millis(rng.gen_range(2_000..6_000));
+        println!(
+            "episode {index} cycle {cycle}: {fault:?} for {} ms",
+            hold.as_millis()
+        );
+        fault.inject(&mut network)?;
+        tokio::time::sleep(hold).await;
+        let before = network
+            .standings(&client)
+            .await
+            .iter()
+            .flatten()
+            .map(|s| s.height)
+            .max()
+            .unwrap_or(0)
+            .max(at_inject);
+        fault.heal(&mut network)?;
+        match recovered(&network, &client, before).await {
+            Some(took) => {
+                println!(
+                    "  healed: every peer past height {before} in {} ms",
+                    took.as_millis()
+                );
+                recovery_ms.push((fault.kind(), took.as_millis() as u64));
+            }
+            None => {
+                failures.push(format!(
+                    "cycle {cycle} ({fault:?}): not every peer committed past height {before} within {} s of the heal",
+                    RECOVERY_BOUND.as_secs()
+                ));
+                break;
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = tokio::time::timeout(Duration::from_secs(120), clients).await;
+    if failures.is_empty() && !converged(&network, &client).await {
+        failures
+            .push("the peers did not reach one height and head once the clients stopped".into());
+    }
+    network.stop_all();
+    let violations =
+        std::mem::take(&mut *history.violations.lock().unwrap_or_else(|p| p.into_inner()));
+    let history = std::mem::take(
+        &mut *history
+            .invocations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
+    );
+    let mut lines = String::new();
+    for invocation in &history {
+        lines.push_str(&serde_json::to_string(invocation)?);
+        lines.push('\n');
+    }
+    std::fs::write(dir.join("history.jsonl"), lines)?;
+    let mut verdict = checker::check(
+        &network
+            .peers
+            .iter()
+            .map(|p| p.data_dir.clone())
+            .collect::<Vec<_>>(),
+        &history,
+        &bins.join("medledger"),
+        &network.layout.genesis(),
+    );
+    verdict.failures.extend(failures);
+    verdict.failures.extend(violations);
+    Ok(Episode {
+        cycles,
+        recovery_ms,
+        history,
+        verdict,
+    })
+}
+
+/// The 99th percentile of the acknowledged invocations' latency, in ms.
+fn p99_ms(history: &[workload::Invocation]) -> u64 {
+    let mut latencies: Vec<u64> = history
+        .iter()
+        .filter(|i| matches!(i.outcome, Outcome::Acknowledged { .. }))
+        .map(|i| i.end_ms.saturating_sub(i.start_ms))
+        .collect();
+    latencies.sort_unstable();
+    latencies
+        .get((latencies.len() * 99 / 100).min(latencies.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Why invocations stayed unknown, most frequent first (each reason cut to 70 characters).
+fn unknown_reasons(history: &[workload::Invocation]) -> Vec<(String, usize)> {
+    let mut counts = BTreeMap::<String, usize>::new();
+    for invocation in history {
+        if let Outcome::Unknown { error } = &invocation.outcome {
+            *counts.entry(error.chars().take(70).collect()).or_default() += 1;
+        }
+    }
+    let mut reasons: Vec<(String, usize)> = counts.into_iter().collect();
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+    reasons
+}
+
+/// Runs the episodes not done yet; whether all passed.
+async fn run(args: RunArgs) -> anyhow::Result<bool> {
+    let bins = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => medledger_devnet::sibling_bin_dir(),
+    };
+    let root = match &args.dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("medledger-faults-{}", std::process::id())),
+    };
+    let per = args.cycles_per_episode.max(1);
+    let mut progress = match &args.state {
+        Some(path) if path.exists() => {
+            let progress: Progress = serde_json::from_slice(&std::fs::read(path)?)
+                .with_context(|| format!("reading {}", path.display()))?;
+            anyhow::ensure!(
+                progress.seed == args.seed && progress.cycles_per_episode == per,
+                "{} is a run of seed {} in episodes of {} cycles; give another --state",
+                path.display(),
+                progress.seed,
+                progress.cycles_per_episode
+            );
+            progress
+        }
+        _ => Progress {
+            seed: args.seed,
+            cycles_per_episode: per,
+            ..Progress::default()
+        },
+    };
+    progress.cycles = args.cycles;
+    let episodes: Vec<u64> = match args.episode {
+        Some(k) => vec![k],
+        None => (progress.episodes_done..args.cycles.div_ceil(per)).collect(),
+    };
+    for index in episodes {
+        let cycles = if args.episode.is_some() {
+            per
+        } else {
+            per.min(args.cycles - index * per)
+        };
+        let dir = root.join(format!("episode-{index}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        println!(
+            "episode {index} of seed {}: {cycles} cycles in {}",
+            args.seed,
+            dir.display()
+        );
+        let episode = run_episode(args.seed, index, cycles, &dir, &bins).await;
+        let replay = format!(
+            "medledger-faults run --seed {} --cycles-per-episode {per} --episode {index}",
+            args.seed
+        );
+        let episode = match episode {
+            Ok(e) => e,
+            Err(e) => {
+                println!(
+                    "FAILED: seed {} episode {index}: {e:#}\n  replay: {replay}\n  kept: {}",
+                    args.seed,
+                    dir.display()
+                );
+                return Ok(false);
+            }
+        };
+        let v = &episode.verdict;
+        println!(
+            "episode {index}: height {}, {} invocations, {} acknowledged, {} unknown ({} of them committed), p99 {} ms",
+            v.height,
+            episode.history.len(),
+            v.acknowledged,
+            v.unknown,
+            v.unknown_committed,
+            p99_ms(&episode.history)
+        );
+        for (why, count) in unknown_reasons(&episode.history).iter().take(3) {
+            println!("  unknown x{count}: {why}");
+        }
+        if !v.failures.is_empty() {
+            println!("FAILED: seed {} episode {index}:", args.seed);
+            for failure in &v.failures {
+                println!("  - {failure}");
+            }
+            println!("  replay: {replay}\n  kept: {}", dir.display());
+            return Ok(false);
+        }
+        if !args.keep {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        if args.episode.is_some() {
+            continue;
+        }
+        progress.episodes_done = index + 1;
+        progress.cycles_done += episode.cycles;
+        progress.invocations += episode.history.len() as u64;
+        progress.acknowledged += v.acknowledged;
+        progress.unknown += v.unknown;
+        progress.unknown_committed += v.unknown_committed;
+        progress.p99_ms.push(p99_ms(&episode.history));
+        for (kind, ms) in &episode.recovery_ms {
+            progress
+                .recovery_ms
+                .entry(kind.to_string())
+                .or_default()
+                .push(*ms);
+        }
+        if let Some(path) = &args.state {
+            std::fs::write(path, serde_json::to_vec_pretty(&progress)?)?;
+        }
+    }
+    report(&progress);
+    Ok(true)
+}
+
+/// The run's figures, as docs/RELIABILITY.md records them.
+fn report(progress: &Progress) {
+    println!(
+        "seed {}: {} cycles in {} episodes; {} invocations, {} acknowledged, {} unknown ({} committed), lost {}",
+        progress.seed,
+        progress.cycles_done,
+        progress.episodes_done,
+        progress.invocations,
+        progress.acknowledged,
+        progress.unknown,
+        progress.unknown_committed,
+        progress.lost
+    );
+    println!("| fault | cycles | recovery mean | recovery max |");
+    println!("|---|---:|---:|---:|");
+    for kind in fault::KINDS {
+        let Some(times) = progress.recovery_ms.get(kind) else {
+            continue;
+        };
+        let mean = times.iter().sum::<u64>() / times.len().max(1) as u64;
+        let max = times.iter().max().copied().unwrap_or(0);
+        println!("| {kind} | {} | {mean} ms | {max} ms |", times.len());
+    }
+    let worst = progress.p99_ms.iter().max().copied().unwrap_or(0);
+    println!("p99 commit latency of acknowledged invocations, worst episode: {worst} ms");
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let Command::Run(args) = cli.command;
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run(args)) {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("medledger-faults: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! A real network for one episode: the CA on the host's loopback, `n` peers each in its own
+//! namespace of a [`Fabric`] (listening on its namespace's address, not on 127.0.0.1), from
+//! one genesis that names those addresses; and what the harness does to the processes:
+//! kill -9 and restart, pause (SIGSTOP) and resume.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use medledger_devnet::process::{Binaries, GenesisPeer, Process};
+use medledger_devnet::{Layout, StoreLayout, ensure_identity};
+use medledger_proto::v1;
+use medledger_sdk::peer::PeerSet;
+use medledger_sdk::wallet::Wallet;
+
+use crate::netns::Fabric;
+
+/// The port every peer listens on, in its own namespace.
+pub const PEER_PORT: u16 = 7051;
+
+/// One peer process, attached; `None` while killed.
+pub struct Peer {
+    process: Option<Process>,
+    paused: bool,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Peer {
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    fn signal(&mut self, signal: rustix::process::Signal) {
+        if let Some(pid) = self
+            .process
+            .as_ref()
+            .and_then(|p| rustix::process::Pid::from_raw(p.id() as i32))
+        {
+            let _ = rustix::process::kill_process(pid, signal);
+        }
+    }
+}
+
+/// What one peer reports of itself (`GetStatus`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Standing {
+    pub height: u64,
+    pub head: Vec<u8>,
+    pub view: u64,
+    pub primary: u32,
+}
+
+pub struct Network {
+    pub fabric: Fabric,
+    pub layout: Layout,
+    bins: Binaries,
+    _ca: Process,
+    pub peers: Vec<Peer>,
+    pub admin: Wallet,
+}
+
+impl Network {
+    /// Starts the CA, enrolls the admins and the peers' identities, writes a genesis naming
+    /// the namespaces' addresses and starts every peer in its namespace, under `dir`.
+    ///
+    /// # Errors
+    /// Any step failed: the message says which.
+    pub async fn start(
+        dir: &Path,
+        bin_dir: &Path,
+        n: usize,
+        run_hint: u32,
+    ) -> anyhow::Result<Network> {
+        let fabric = Fabric::create(run_hint, n)?;
+        let bins = Binaries {
+            dir: bin_dir.to_path_buf(),
+        };
+        std::fs::create_dir_all(dir)?;
+        let ca_dir = dir.join("ca");
+        let output = bins
+            .ca_init(&ca_dir)
+            .output()
+            .context("medledger-ca init")?;
+        if !output.status.success() {
+            bail!(
+                "medledger-ca init: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let mut ca_command = bins.ca_serve(&ca_dir, "127.0.0.1:0");
+        ca_command.env("RUST_LOG", "warn");
+        let ca = Process::start(
+            ca_command,
+            &dir.join("ca.log"),
+            "medledger-ca listening on https://",
+        )
+        .map_err(anyhow::Error::msg)?;
+        let port = ca
+            .first_line
+            .rsplit(':')
+            .next()
+            .context("the CA names its port")?
+            .to_string();
+        let layout = Layout {
+            dir: dir.to_path_buf(),
+            ca_listen: format!("127.0.0.1:{port}"),
+            peers: (0..n)
+                .map(|i| format!("{}:{PEER_PORT}", fabric.address(i)))
+                .collect(),
+            gateway_listen: "127.0.0.1:0".into(),
+            store: StoreLayout::Local {
+                dir: dir.join("objects"),
+            },
+        };
+        let root = std::fs::read_to_string(layout.ca_root()).context("the CA root")?;
+        let root =
+            medledger_sdk::wallet::pem_decode(&root, "CERTIFICATE").map_err(anyhow::Error::msg)?;
+        let secret =
+            std::fs::read_to_string(ca_dir.join("admin.secret")).context("admin secret")?;
+        let admin_dir = layout.admin_wallet();
+        medledger_sdk::enroll(&layout.ca_url(), &root, "admin", secret.trim(), &admin_dir).await?;
+        let admin = Wallet::open(&admin_dir)?;
+        let mut specs = Vec::new();
+        for (i, address) in layout.peers.iter().enumerate() {
+            let name = format!("peer{i}");
+            let wallet = ensure_identity(&layout, &admin, &name, "peer", Vec::new()).await?;
+            specs.push(GenesisPeer {
+                name,
+                certificate: wallet.dir.join("cert.pem"),
+                address: address.clone(),
+            });
+        }
+        let second = ensure_identity(&layout, &admin, "admin2", "admin", Vec::new()).await?;
+        let parameters: Vec<String> = [
+            "--request-timeout-ms",
+            "1500",
+            "--admin",
+            &admin_dir.join("cert.pem").display().to_string(),
+            "--admin",
+            &second.dir.join("cert.pem").display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let output = bins
+            .genesis(&layout.ca_root(), &specs, &parameters, &layout.genesis())
+            .output()
+            .context("medledger-peer genesis")?;
+        if !output.status.success() {
+            bail!("genesis: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let genesis = medledger_sdk::peer::read_genesis_file(&layout.genesis())?;
+        medledger_sdk::peer::pin_network(&admin, genesis)?;
+        let peers = (0..n)
+            .map(|i| Peer {
+                process: None,
+                paused: false,
+                data_dir: dir.join(format!("peer{i}")),
+                log: dir.join(format!("peer{i}.log")),
+            })
+            .collect();
+        let mut network = Network {
+            fabric,
+            layout,
+            bins,
+            _ca: ca,
+            peers,
+            admin,
+        };
+        for i in 0..n {
+            network.restart(i)?;
+        }
+        Ok(network)
+    }
+
+    /// Starts peer `i` (again) in its namespace and waits until it listens.
+    ///
+    /// # Errors
+    /// It did not start: its words and the end of its log.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.peers[i].is_running() {
+            return Ok(());
+        }
+        let reference = self.bins.peer_serve(
+            &self.layout.wallets().join(format!("peer{i}")),
+            &self.layout.genesis(),
+            &self.peers[i].data_dir,
+        );
+        let mut command = self
+            .fabric
+            .command_in(i, &self.bins.dir.join("medledger-peer"));
+        command.args(reference.get_args()).env(
+            "RUST_LOG",
+            std::env::var("PEER_LOG").unwrap_or_else(|_| "info".into()),
+        );
+        let process = Process::start(command, &self.peers[i].log, "medledger-peer listening on ")
+            .map_err(|e| anyhow::anyhow!("peer{i}: {e}"))?;
+        self.peers[i].process = Some(process);
+        self.peers[i].paused = false;
+        Ok(())
+    }
+
+    /// SIGKILL, as a crash or a power cut would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut process) = self.peers[i].process.take() {
+            process.kill();
+        }
+        self.peers[i].paused = false;
+    }
+
+    /// SIGSTOP: the process holds its sockets and answers nothing.
+    pub fn pause(&mut self, i: usize) {
+        self.peers[i].signal(rustix::process::Signal::STOP);
+        self.peers[i].paused = self.peers[i].is_running();
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self, i: usize) {
+        self.peers[i].signal(rustix::process::Signal::CONT);
+        self.peers[i].paused = false;
+    }
+
+    /// SIGTERM to every running peer (resumed first), and waits for each to exit.
+    pub fn stop_all(&mut self) {
+        for i in 0..self.peers.len() {
+            self.resume(i);
+            if let Some(process) = self.peers[i].process.take() {
+                process.terminate();
+            }
+        }
+    }
+
+    /// Every peer's standing, asked of it alone within 2 s (`None`: no answer).
+    pub async fn standings(&self, client: &PeerSet) -> Vec<Option<Standing>> {
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..self.peers.len() {
+            let mut peer = client.peer(i);
+            calls.spawn(async move {
+                let mut request = tonic::Request::new(v1::GetStatusRequest {});
+                request.set_timeout(Duration::from_secs(2));
+                let answer = tokio::time::timeout(Duration::from_secs(2), peer.get_status(request))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+                    .map(|r| r.into_inner());
+                (
+                    i,
+                    answer.map(|s| Standing {
+                        height: s.height,
+                        head: s.last_block_hash,
+                        view: s.view,
+                        primary: s.primary,
+                    }),
+                )
+            });
+        }
+        let mut out = vec![None; self.peers.len()];
+        while let Some(Ok((i, standing))) = calls.join_next().await {
+            out[i] = standing;
+        }
+        out
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for i in 0..self.peers.len() {
+            self.resume(i);
+            self.kill(i);
+        }
+    }
+}
