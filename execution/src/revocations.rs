@@ -13,6 +13,18 @@ use prost::Message;
 /// answer is dropped whole.
 pub const REVOCATIONS_PER_PAGE: u64 = 256;
 
+/// What [`RevocationLog::take_page`] took in from one page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenPage {
+    /// The serials of the records new to the log (DER integer content bytes), in sequence
+    /// order.
+    pub serials: Vec<Vec<u8>>,
+    /// Whether the page held only records the CA signed, each in its place (or already
+    /// held): only then is the next page worth asking for. A page of junk is not, however
+    /// full: a peer answering full pages of junk must not keep a client asking for ever.
+    pub whole: bool,
+}
+
 /// The CA sequence numbers (1, 2, 3, ...) of the revocation records a client took in.
 #[derive(Debug, Default, Clone)]
 pub struct RevocationLog {
@@ -54,35 +66,38 @@ impl RevocationLog {
     /// consecutive sequences `from`, `from + 1`, ..., each signed by `ca` (the network's root,
     /// domain [`SignatureDomain::RevocationRecord`]). The page is read up to its first record
     /// that is unsigned, unreadable or out of place; a page longer than
-    /// [`REVOCATIONS_PER_PAGE`] is not read at all. Returns the serials of the records new to
-    /// this log (DER integer content bytes), in sequence order.
+    /// [`REVOCATIONS_PER_PAGE`] is not read at all.
     pub fn take_page(
         &mut self,
         ca: &VerifyingKey,
         from: u64,
         records: &[v1::SignedRevocationRecord],
-    ) -> Vec<Vec<u8>> {
-        let mut serials = Vec::new();
+    ) -> TakenPage {
+        let mut taken = TakenPage {
+            serials: Vec::new(),
+            whole: false,
+        };
         if records.len() as u64 > REVOCATIONS_PER_PAGE {
-            return serials;
+            return taken;
         }
         for (offset, signed) in records.iter().enumerate() {
             let Some(expected) = from.checked_add(offset as u64) else {
-                break;
+                return taken;
             };
             if self.holds(expected) {
                 continue;
             }
             let Some(record) = checked_record(ca, signed) else {
-                break;
+                return taken;
             };
             if record.sequence != expected {
-                break;
+                return taken;
             }
             self.insert(expected);
-            serials.push(record.serial);
+            taken.serials.push(record.serial);
         }
-        serials
+        taken.whole = true;
+        taken
     }
 
     fn insert(&mut self, sequence: u64) {
@@ -140,20 +155,23 @@ mod tests {
         let mut log = RevocationLog::new();
         assert_eq!(log.first_unknown(), 1);
         let page: Vec<_> = (1..=3).map(|s| record(&ca, s)).collect();
-        assert_eq!(log.take_page(&key, 1, &page).len(), 3);
+        assert_eq!(log.take_page(&key, 1, &page).serials.len(), 3);
         assert_eq!(log.first_unknown(), 4);
         // A later page first (one peer ahead), then the gap: the first unknown waits.
-        assert_eq!(log.take_page(&key, 6, &[record(&ca, 6)]).len(), 1);
+        assert_eq!(log.take_page(&key, 6, &[record(&ca, 6)]).serials.len(), 1);
         assert_eq!(log.first_unknown(), 4);
         assert!(log.holds(6) && !log.holds(5));
-        let serials = log.take_page(&key, 4, &[record(&ca, 4), record(&ca, 5), record(&ca, 6)]);
+        let taken = log.take_page(&key, 4, &[record(&ca, 4), record(&ca, 5), record(&ca, 6)]);
+        assert!(taken.whole);
+        let serials = taken.serials;
         assert_eq!(
             serials,
             vec![4u64.to_be_bytes().to_vec(), 5u64.to_be_bytes().to_vec()]
         );
         assert_eq!((log.first_unknown(), log.len()), (7, 6));
-        // The same page again: nothing new.
-        assert!(log.take_page(&key, 1, &page).is_empty());
+        // The same page again: nothing new, and nothing wrong with it.
+        let again = log.take_page(&key, 1, &page);
+        assert!(again.serials.is_empty() && again.whole);
     }
 
     #[test]
@@ -162,28 +180,34 @@ mod tests {
         let key = ca.verifying_key();
         let mut log = RevocationLog::new();
         let stranger = SigningIdentity::from_seed(&[8; 32]);
+        let nothing = TakenPage {
+            serials: Vec::new(),
+            whole: false,
+        };
         // Signed by another key: nothing, and nothing after it.
-        assert!(
-            log.take_page(&key, 1, &[record(&stranger, 1), record(&ca, 2)])
-                .is_empty()
+        assert_eq!(
+            log.take_page(&key, 1, &[record(&stranger, 1), record(&ca, 2)]),
+            nothing
         );
         // A record where another belongs: the page ends there.
-        assert!(log.take_page(&key, 1, &[record(&ca, 2)]).is_empty());
+        assert_eq!(log.take_page(&key, 1, &[record(&ca, 2)]), nothing);
         let mut tampered = record(&ca, 1);
         tampered.record.push(0);
-        assert!(log.take_page(&key, 1, &[tampered]).is_empty());
+        assert_eq!(log.take_page(&key, 1, &[tampered]), nothing);
         assert_eq!(log.first_unknown(), 1);
         // More than a page: not read, even though every record is true.
         let long: Vec<_> = (1..=REVOCATIONS_PER_PAGE + 1)
             .map(|s| record(&ca, s))
             .collect();
-        assert!(log.take_page(&key, 1, &long).is_empty());
+        assert_eq!(log.take_page(&key, 1, &long), nothing);
+        // A full page of junk is not whole: no reason to ask for the next one.
+        let junk: Vec<_> = (1..=REVOCATIONS_PER_PAGE)
+            .map(|_| v1::SignedRevocationRecord::default())
+            .collect();
+        assert_eq!(log.take_page(&key, 1, &junk), nothing);
         // A page from the top of the sequence space does not wrap around.
-        assert!(
-            log.take_page(&key, u64::MAX, &[record(&ca, u64::MAX), record(&ca, 0)])
-                .len()
-                == 1
-        );
+        let top = log.take_page(&key, u64::MAX, &[record(&ca, u64::MAX), record(&ca, 0)]);
+        assert_eq!((top.serials.len(), top.whole), (1, false));
         assert_eq!(log.first_unknown(), 1);
     }
 }

@@ -3,8 +3,9 @@
 //! from a fixed seed signs records 1–6 at start. The input is a run of answers from lying
 //! peers, each `[from: u8][length: u16 LE][GetRevocationsResponse]`, taken in one after the
 //! other. Properties: no input panics; every serial taken in is the one the CA signed for
-//! that sequence and none is taken twice; where to ask from never moves back, and the log
-//! counts exactly what it returned. Seeds (`fuzz/corpus/revocations/`): true pages, written
+//! that sequence and none is taken twice; a page called whole (worth asking past) holds only
+//! the CA's records in their places; where to ask from never moves back, and the log counts
+//! exactly what it returned. Seeds (`fuzz/corpus/revocations/`): true pages, written
 //! by this binary with `MEDLEDGER_REVOCATION_SEEDS=DIR`.
 
 use std::collections::BTreeMap;
@@ -64,12 +65,23 @@ fn run(mut data: &[u8], fx: &Fixture) {
             continue;
         };
         let before = log.first_unknown();
-        let serials = log.take_page(&fx.ca, from, &answer.records);
+        let page = log.take_page(&fx.ca, from, &answer.records);
         assert!(
             log.first_unknown() >= before,
             "where to ask from moved back"
         );
-        for serial in serials {
+        if page.whole {
+            // A whole page holds only the CA's records, each in its place.
+            for (offset, signed) in answer.records.iter().enumerate() {
+                let sequence = from + offset as u64;
+                assert!(
+                    fx.records.get(&sequence).is_some_and(|(r, _)| r == signed)
+                        || log.holds(sequence),
+                    "a page called whole holds a record the CA did not sign there"
+                );
+            }
+        }
+        for serial in page.serials {
             assert!(
                 fx.records.values().any(|(_, s)| *s == serial),
                 "a serial the CA did not sign"

@@ -15,6 +15,9 @@
 //! - `config`: serves a forged configuration chain: every real link with its configuration
 //!   altered (the longest transaction life, and itself as the only admin), and, before the
 //!   first real one, a configuration of its own making, voted by itself alone.
+//! - `revocations`: answers every `GetRevocations` at once with a full page of records the
+//!   CA never signed, for ever (a client that asked for the next page of every full one
+//!   would never stop asking).
 //!
 //! `all` is every kind. Lies it cannot tell yet are listed in docs/RELIABILITY.md.
 
@@ -32,6 +35,7 @@ pub struct Lies {
     pub keys: bool,
     pub config: bool,
     pub stale: bool,
+    pub revocations: bool,
 }
 
 impl Lies {
@@ -64,6 +68,7 @@ impl Lies {
                 "keys" => lies.keys = true,
                 "config" => lies.config = true,
                 "stale" => lies.stale = true,
+                "revocations" => lies.revocations = true,
                 "all" => {
                     lies = Lies {
                         genesis: true,
@@ -72,6 +77,7 @@ impl Lies {
                         keys: true,
                         config: true,
                         stale: true,
+                        revocations: true,
                     }
                 }
                 _ => {}
@@ -104,6 +110,25 @@ pub fn forged_genesis(block: &v1::Block) -> v1::Block {
 
 /// The liar's own X25519 public key (any 32 bytes are one): what it would decrypt with.
 pub const LIAR_KEY: [u8; 32] = [0x42; 32];
+
+/// A full page of revocation records the CA never signed (each names a serial, signed by
+/// nobody).
+pub fn junk_revocations() -> v1::GetRevocationsResponse {
+    use prost::Message;
+    v1::GetRevocationsResponse {
+        records: (0..crate::service::REVOCATIONS_PER_PAGE)
+            .map(|sequence| v1::SignedRevocationRecord {
+                record: v1::RevocationRecord {
+                    sequence,
+                    serial: sequence.to_be_bytes().to_vec(),
+                    ..Default::default()
+                }
+                .encode_to_vec(),
+                signature: vec![0; 64],
+            })
+            .collect(),
+    }
+}
 
 /// A `check_access` answer with the keys it names replaced by [`LIAR_KEY`].
 pub fn forged_keys(result: &[u8]) -> Vec<u8> {

@@ -55,6 +55,10 @@ async fn config_links(
         .map_err(|status| peer_words(status.message()))
 }
 
+/// Longest [`PeerSet::learn_revocations`] asks for: a peer answering slowly, page after page,
+/// holds no client up for longer.
+pub const LEARN_REVOCATIONS_DEADLINE: Duration = Duration::from_secs(10);
+
 /// One page of the revocations `client` serves from sequence `from`, within 3 s; `None` when
 /// it did not answer, or answered more than a page.
 async fn revocation_page(
@@ -524,32 +528,41 @@ impl PeerSet {
     /// Takes in the revocations the peers serve, asking every peer at once from the first
     /// sequence number not known yet and following each peer's pages; each record is
     /// believed only when the CA root signed it. A peer's answer that is larger than a page
-    /// or holds records out of place is dropped before any further signature is checked.
-    /// Returns how many serials were new.
+    /// or holds records out of place is dropped before any further signature is checked,
+    /// and ends that peer's turn. All within [`LEARN_REVOCATIONS_DEADLINE`]: what was taken
+    /// in by then stays. Returns how many serials were new.
     pub async fn learn_revocations(&self) -> usize {
+        let added = std::sync::atomic::AtomicUsize::new(0);
+        let _ =
+            tokio::time::timeout(LEARN_REVOCATIONS_DEADLINE, self.revocation_pages(&added)).await;
+        added.into_inner()
+    }
+
+    async fn revocation_pages(&self, added: &std::sync::atomic::AtomicUsize) {
         let mut calls = tokio::task::JoinSet::new();
         for (i, client) in self.clients.iter().enumerate() {
             let client = client.clone();
             let from = self.first_unknown_revocation();
             calls.spawn(async move { (i, revocation_page(client, from).await, from) });
         }
-        let mut added = 0;
         while let Some(joined) = calls.join_next().await {
             let Ok((i, mut page, mut from)) = joined else {
                 continue;
             };
-            // This peer's pages, one after the other, while they are full.
+            // This peer's pages, one after the other, while they are full and true: a page
+            // holding anything the CA did not sign, or out of place, ends this peer's turn
+            // (a liar answering full pages of junk must not keep the client asking).
             while let Some(records) = page {
                 let full = records.len() as u64 == REVOCATIONS_PER_PAGE;
-                added += self.take_revocations(from, records);
-                if !full {
+                let (new, whole) = self.take_revocations(from, records);
+                added.fetch_add(new, std::sync::atomic::Ordering::Relaxed);
+                if !full || !whole {
                     break;
                 }
                 from = from.saturating_add(REVOCATIONS_PER_PAGE);
                 page = revocation_page(self.clients[i].clone(), from).await;
             }
         }
-        added
     }
 
     /// The first CA sequence number this client holds no record of.
@@ -561,18 +574,22 @@ impl PeerSet {
     }
 
     /// Takes in one page answered from sequence `from` ([`RevocationLog::take_page`]);
-    /// returns how many serials were new.
-    fn take_revocations(&self, from: u64, records: Vec<v1::SignedRevocationRecord>) -> usize {
-        let serials = self
+    /// returns how many serials were new, and whether the page was whole.
+    fn take_revocations(
+        &self,
+        from: u64,
+        records: Vec<v1::SignedRevocationRecord>,
+    ) -> (usize, bool) {
+        let taken = self
             .revocation_log
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take_page(&self.root.public_key(), from, &records);
-        let added = serials.len();
-        for serial in serials {
+        let added = taken.serials.len();
+        for serial in taken.serials {
             self.revocations.insert(serial);
         }
-        added
+        (added, taken.whole)
     }
 
     /// The latest configuration this client followed (sequence 0: the genesis's).

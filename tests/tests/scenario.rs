@@ -634,6 +634,7 @@ fn the_scenario_holds_when_the_first_peer_lies() {
         "forged keys",
         "a forged configuration",
         "a stale answer",
+        "forged revocations",
     ] {
         assert!(
             log.contains(&format!("lie told: {lie}")),
