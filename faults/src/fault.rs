@@ -1,7 +1,8 @@
 //! The faults one cycle injects, drawn from a seed: partitions (two against two, the
 //! primary cut off from the other peers, one peer cut off, one-way), a share of packets
-//! dropped, kill -9 of one peer or of all, and a paused (SIGSTOP) peer. Each is undone by
-//! [`Fault::heal`]: rules flushed, killed peers restarted, paused ones resumed.
+//! dropped, kill -9 of one peer or of all, a paused (SIGSTOP) peer, and one peer's wall clock
+//! skewed or jumped (libfaketime). Each is undone by [`Fault::heal`]: rules flushed, clocks
+//! true, killed peers restarted, paused ones resumed.
 
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -27,10 +28,13 @@ pub enum Fault {
     KillAll,
     /// SIGSTOP of one peer, SIGCONT at the heal.
     Pause { peer: usize },
+    /// One peer's wall clock moved by `offset_s` seconds (beyond the allowed skew of 2 s, or
+    /// a jump backwards past the certificates' issue), back at the heal.
+    Clock { peer: usize, offset_s: i64 },
 }
 
 /// Every kind, for the report.
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "split",
     "isolate-primary",
     "isolate",
@@ -39,6 +43,7 @@ pub const KINDS: [&str; 8] = [
     "kill",
     "kill-all",
     "pause",
+    "clock",
 ];
 
 impl Fault {
@@ -52,6 +57,7 @@ impl Fault {
             Fault::Kill { .. } => KINDS[5],
             Fault::KillAll => KINDS[6],
             Fault::Pause { .. } => KINDS[7],
+            Fault::Clock { .. } => KINDS[8],
         }
     }
 
@@ -82,7 +88,21 @@ impl Fault {
             },
             5 => Fault::Kill { peer: order[0] },
             6 => Fault::KillAll,
-            _ => Fault::Pause { peer: order[0] },
+            7 => Fault::Pause { peer: order[0] },
+            _ => Fault::Clock {
+                peer: order[0],
+                offset_s: [5, -5, 60, -60, -600][rng.gen_range(0..5)],
+            },
+        }
+    }
+
+    /// [`Fault::draw`], of the kinds named in `kinds` only (all when empty).
+    pub fn draw_of(rng: &mut impl Rng, n: usize, primary: usize, kinds: &[String]) -> Fault {
+        loop {
+            let fault = Fault::draw(rng, n, primary);
+            if kinds.is_empty() || kinds.iter().any(|k| k == fault.kind()) {
+                return fault;
+            }
         }
     }
 
@@ -130,6 +150,7 @@ impl Fault {
                 }
             }
             Fault::Pause { peer } => network.pause(*peer),
+            Fault::Clock { peer, offset_s } => network.set_clock(*peer, *offset_s)?,
         }
         Ok(())
     }
@@ -141,6 +162,7 @@ impl Fault {
     pub fn heal(&self, network: &mut Network) -> anyhow::Result<()> {
         network.fabric.heal()?;
         for i in 0..network.peers.len() {
+            network.set_clock(i, 0)?;
             network.resume(i);
             network.restart(i)?;
         }

@@ -75,6 +75,10 @@ struct RunArgs {
     /// episode that passed is removed; one that failed is kept.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Only these fault kinds (comma-separated: split, isolate-primary, isolate, one-way,
+    /// drop, kill, kill-all, pause, clock); default: all.
+    #[arg(long, value_delimiter = ',')]
+    faults: Vec<String>,
     /// Keeps the folders of episodes that passed too.
     #[arg(long)]
     keep: bool,
@@ -164,6 +168,7 @@ async fn run_episode(
     cycles: u64,
     dir: &Path,
     bins: &Path,
+    kinds: &[String],
 ) -> anyhow::Result<Episode> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(episode_seed(seed, index));
     let mut network =
@@ -201,7 +206,7 @@ async fn run_episode(
             .map(|s| s.height)
             .max()
             .unwrap_or(0);
-        let fault = Fault::draw(&mut rng, network.peers.len(), primary);
+        let fault = Fault::draw_of(&mut rng, network.peers.len(), primary, kinds);
         let hold = Duration::from_millis(rng.gen_range(2_000..6_000));
         println!(
             "episode {index} cycle {cycle}: {fault:?} for {} ms",
@@ -315,6 +320,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         None => std::env::temp_dir().join(format!("medledger-faults-{}", std::process::id())),
     };
     let per = args.cycles_per_episode.max(1);
+    for kind in &args.faults {
+        anyhow::ensure!(
+            fault::KINDS.contains(&kind.as_str()),
+            "--faults {kind}: the kinds are {}",
+            fault::KINDS.join(", ")
+        );
+    }
     let mut progress = match &args.state {
         Some(path) if path.exists() => {
             let progress: Progress = serde_json::from_slice(&std::fs::read(path)?)
@@ -352,9 +364,14 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             args.seed,
             dir.display()
         );
-        let episode = run_episode(args.seed, index, cycles, &dir, &bins).await;
+        let episode = run_episode(args.seed, index, cycles, &dir, &bins, &args.faults).await;
+        let only = if args.faults.is_empty() {
+            String::new()
+        } else {
+            format!(" --faults {}", args.faults.join(","))
+        };
         let replay = format!(
-            "medledger-faults run --seed {} --cycles-per-episode {per} --episode {index}",
+            "medledger-faults run --seed {} --cycles-per-episode {per} --episode {index}{only}",
             args.seed
         );
         let episode = match episode {

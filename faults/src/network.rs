@@ -18,12 +18,18 @@ use crate::netns::Fabric;
 /// The port every peer listens on, in its own namespace.
 pub const PEER_PORT: u16 = 7051;
 
+/// libfaketime (Debian's `libfaketime`), preloaded into every peer so that a fault can move
+/// its wall clock (not its monotonic clock: timers run true) while it runs.
+pub const FAKETIME_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
 /// One peer process, attached; `None` while killed.
 pub struct Peer {
     process: Option<Process>,
     paused: bool,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// The offset libfaketime gives its wall clock ("+0", "-60s"), read at most once a second.
+    pub clock_file: PathBuf,
 }
 
 impl Peer {
@@ -72,6 +78,10 @@ impl Network {
         n: usize,
         run_hint: u32,
     ) -> anyhow::Result<Network> {
+        anyhow::ensure!(
+            Path::new(FAKETIME_LIBRARY).exists(),
+            "{FAKETIME_LIBRARY} is missing: install libfaketime (scripts/setup does)"
+        );
         let fabric = Fabric::create(run_hint, n)?;
         let bins = Binaries {
             dir: bin_dir.to_path_buf(),
@@ -158,6 +168,7 @@ impl Network {
                 paused: false,
                 data_dir: dir.join(format!("peer{i}")),
                 log: dir.join(format!("peer{i}.log")),
+                clock_file: dir.join(format!("peer{i}.faketime")),
             })
             .collect();
         let mut network = Network {
@@ -169,6 +180,7 @@ impl Network {
             admin,
         };
         for i in 0..n {
+            network.set_clock(i, 0)?;
             network.restart(i)?;
         }
         Ok(network)
@@ -199,6 +211,16 @@ impl Network {
         self.peers[i].process = Some(process);
         self.peers[i].paused = false;
         Ok(())
+    }
+
+    /// Moves peer `i`'s wall clock to `offset_s` seconds from the true time (0: true), within
+    /// a second, while it runs: a skew, or a jump forwards or backwards.
+    ///
+    /// # Errors
+    /// The clock file could not be written.
+    pub fn set_clock(&self, i: usize, offset_s: i64) -> anyhow::Result<()> {
+        let text = format!("{offset_s:+}s\n");
+        std::fs::write(&self.peers[i].clock_file, text).context("the peer's clock file")
     }
 
     /// SIGKILL, as a crash or a power cut would.
