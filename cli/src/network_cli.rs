@@ -219,9 +219,18 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
             } else {
                 "Not all running: start them with `medledger network up`."
             });
+            let participation = network::participation(&layout).await;
+            text.push('\n');
+            text.push_str(&participation.describe());
             Ok(Output {
                 text,
-                json: json!({"dir": layout.dir, "all_running": all, "components": components}),
+                json: json!({
+                    "dir": layout.dir,
+                    "all_running": all,
+                    "components": components,
+                    "participation": participation,
+                    "more_may_fail": participation.more_may_fail(),
+                }),
             })
         }
         NetworkCommand::Down(dir) => {

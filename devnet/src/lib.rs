@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+pub mod participation;
 pub mod process;
 
 use process::{Binaries, GenesisPeer};
@@ -572,6 +573,44 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     })
     .await?;
     Ok(layout)
+}
+
+/// Which peers take part in consensus now and how many more may fail
+/// ([`participation::Participation`]), from each peer's own `GetStatus` (2 s each).
+pub async fn participation(layout: &Layout) -> participation::Participation {
+    let names: Vec<String> = (0..layout.peers.len())
+        .map(|i| format!("peer{i}"))
+        .collect();
+    let mut peers = None;
+    if let Ok(admin) = Wallet::open(&layout.admin_wallet()) {
+        for address in &layout.peers {
+            if let Ok(set) = PeerSet::connect(&admin, address).await {
+                peers = Some(set);
+                break;
+            }
+        }
+    }
+    let Some(peers) = peers else {
+        return participation::Participation::judge(&names, &vec![None; names.len()], 0);
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..layout.peers.len() {
+        let mut client = peers.peer(i);
+        calls.spawn(async move {
+            let answer = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.get_status(v1::GetStatusRequest {}),
+            )
+            .await;
+            (i, answer.ok().and_then(Result::ok).map(|r| r.into_inner()))
+        });
+    }
+    let mut statuses = vec![None; layout.peers.len()];
+    while let Some(Ok((i, status))) = calls.join_next().await {
+        statuses[i] = status;
+    }
+    let skew = peers.configuration().parameters.max_clock_skew_ms;
+    participation::Participation::judge(&names, &statuses, skew)
 }
 
 /// Peer `index`'s status if it answers and is linked to every other peer.

@@ -106,6 +106,18 @@ impl Fault {
         }
     }
 
+    /// The peer that `medledger network status` must show as not taking part while this
+    /// fault holds, and a word its reason must hold.
+    pub fn expected_out(&self) -> Option<(usize, &'static str)> {
+        match self {
+            Fault::Kill { peer } | Fault::Pause { peer } | Fault::Isolate { peer } => {
+                Some((*peer, "not answering"))
+            }
+            Fault::Clock { peer, .. } => Some((*peer, "clock")),
+            _ => None,
+        }
+    }
+
     /// Does it to `network`.
     ///
     /// # Errors

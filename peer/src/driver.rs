@@ -54,6 +54,8 @@ pub struct Status {
     pub in_view_change: bool,
     pub pending_requests: u64,
     pub last_executed: u64,
+    /// The last pre-prepare's batch time minus this peer's clock on its arrival (ms).
+    pub clock_offset_from_primary_ms: i64,
 }
 
 /// State shared between the driver and the services.
@@ -118,12 +120,25 @@ pub struct Driver {
     /// Debug builds only: the block before whose execution the consensus thread panics
     /// (see [`FAULT_CONSENSUS_PANIC`]).
     panic_before: Option<u64>,
+    /// The last pre-prepare's batch time minus our clock on its arrival (ms).
+    clock_offset_ms: i64,
+    /// When the operator was last told that this clock is off (at most every 10 s).
+    clock_warned: Option<Instant>,
+    /// The wall clock at the last turn of the loop (ms): a turn takes at most 200 ms plus
+    /// its work, so a longer gap means this process was stopped, starved, or its clock
+    /// jumped.
+    last_turn_ms: u64,
 }
 
 /// Debug builds only (tests of real processes): `NAME:BLOCK` makes the consensus thread of
 /// the peer named `NAME` panic before it executes block `BLOCK`, the fault a bug in
 /// execution would be. Release builds never read it.
 pub const FAULT_CONSENSUS_PANIC: &str = "MEDLEDGER_FAULT_CONSENSUS_PANIC";
+
+/// A gap between two turns of the consensus loop this long is a stall ([`Driver::note_stall`]).
+const STALL: Duration = Duration::from_secs(1);
+/// How long an expired timer waits after a stall.
+const STALL_GRACE: Duration = Duration::from_secs(1);
 
 /// With no block executed for this long, ask a peer whether we are behind.
 const SYNC_PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -155,6 +170,64 @@ impl Driver {
             next_probe: 0,
             state_transfer,
             panic_before: None,
+            clock_offset_ms: 0,
+            clock_warned: None,
+            last_turn_ms: now_ms(),
+        }
+    }
+
+    /// After a stall of this process (SIGSTOP, a starved machine, a clock jumping ahead),
+    /// a timer that expired meanwhile waits [`STALL_GRACE`] more: the messages the other
+    /// peers sent during the stall are still in the sockets, and handling them first may
+    /// show the network live. Without it a paused peer resumes straight into a view change
+    /// no other peer joins, and sits out until the next one. Timers only ever delay a view
+    /// change, so waiting is safe.
+    fn note_stall(&mut self) {
+        let now = now_ms();
+        let gap = now.saturating_sub(self.last_turn_ms);
+        self.last_turn_ms = now;
+        if gap < STALL.as_millis() as u64 {
+            return;
+        }
+        let grace = now.saturating_add(STALL_GRACE.as_millis() as u64);
+        if let Some(at) = self.timer_at_ms.filter(|at| *at < grace) {
+            tracing::info!(
+                stalled_ms = gap,
+                overdue_ms = now.saturating_sub(at),
+                "the consensus thread stalled (paused, starved, or the clock jumped): its \
+                 expired timers wait {} ms more for what arrived meanwhile",
+                STALL_GRACE.as_millis()
+            );
+            self.timer_at_ms = Some(grace);
+        }
+    }
+
+    /// Notes how far a primary's batch time `batch_ms` is from this peer's clock. Beyond
+    /// the allowed skew the core refuses the batch (Castro–Liskov's timestamps, our
+    /// consensus time), and this peer would sit the view out in silence: it says so instead
+    /// (log at most every 10 s, the `medledger_clock_offset_from_primary_ms` gauge, and
+    /// `GetStatus`).
+    fn observe_clock(&mut self, batch_ms: u64) {
+        let now = now_ms();
+        let offset =
+            (batch_ms as i128 - now as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        self.clock_offset_ms = offset;
+        metrics::gauge!("medledger_clock_offset_from_primary_ms").set(offset as f64);
+        let allowed = self.replica.config().max_clock_skew_ms;
+        if offset.unsigned_abs() > allowed
+            && self
+                .clock_warned
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            self.clock_warned = Some(Instant::now());
+            tracing::warn!(
+                offset_ms = offset,
+                allowed_ms = allowed,
+                primary = self.replica.config().primary(self.replica.view()),
+                "the primary's batch time is {offset} ms from this peer's clock, beyond the \
+                 allowed {allowed} ms: this peer refuses its batches. Check this machine's \
+                 time (NTP); if it is right, the primary's is wrong"
+            );
         }
     }
 
@@ -197,6 +270,7 @@ impl Driver {
                     Err(_) => break,
                 }
             }
+            self.note_stall();
             if self.timer_at_ms.is_some_and(|at| now_ms() >= at) {
                 self.timer_at_ms = None;
                 let actions = self.replica.tick(now_ms());
@@ -223,6 +297,9 @@ impl Driver {
                 self.perform(actions);
             }
             Input::Message { from, message, .. } => {
+                if let pbft::Message::PrePrepare(pre_prepare) = &message {
+                    self.observe_clock(pre_prepare.message.batch.timestamp_ms);
+                }
                 let reply_from =
                     matches!(message, pbft::Message::FetchReply { .. }).then_some(from);
                 let actions = self.replica.receive(message, now_ms());
@@ -471,6 +548,7 @@ impl Driver {
             in_view_change: self.replica.in_view_change(),
             pending_requests: self.waiters.len() as u64,
             last_executed: self.replica.last_executed(),
+            clock_offset_from_primary_ms: self.clock_offset_ms,
         };
         metrics::gauge!("medledger_view").set(status.view as f64);
         *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;

@@ -597,6 +597,8 @@ impl v1::ledger_server::Ledger for LedgerService {
                 })
                 .collect(),
             pending_requests: status.pending_requests,
+            clock_ms: crate::driver::now_ms().min(i64::MAX as u64) as i64,
+            clock_offset_from_primary_ms: status.clock_offset_from_primary_ms,
         }))
     }
 }

@@ -234,6 +234,7 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
     let status = net.json(None, &["network", "status"]);
     assert_eq!(status["all_running"], true, "{status}");
     assert_eq!(status["components"].as_array().unwrap().len(), 6);
+    assert_eq!(status["more_may_fail"], 1, "{status}");
     // A network's size is fixed by its genesis block.
     let out = net.run(None, &["network", "up", "--peers", "7"]);
     assert!(!out.status.success());
@@ -423,6 +424,7 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
     assert!(down.contains("peer0"), "{down}");
     let status = net.json(None, &["network", "status"]);
     assert_eq!(status["all_running"], false);
+    assert!(status["more_may_fail"].is_null(), "{status}");
     let genesis = net.path().join("genesis.pb");
     let offline = |peer: &str| {
         vec![
@@ -525,6 +527,14 @@ fn a_peer_whose_consensus_thread_dies_stops_and_network_status_says_why() {
         text.contains("STOPPED") && text.contains("consensus thread died"),
         "{text}"
     );
+    // How many more may fail now (issue 18 item 5): three of four take part, none more.
+    assert!(
+        text.contains("3 of 4 peers take part (peer3: not answering)")
+            && text.contains("0 more may fail now"),
+        "{text}"
+    );
+    let status = net.json(None, &["network", "status"]);
+    assert_eq!(status["more_may_fail"], 0, "{status}");
 }
 
 /// Issue 17, item 7: the peer every client reaches first lies — it serves a genesis of

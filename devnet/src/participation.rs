@@ -1,0 +1,211 @@
+//! Which peers take part in consensus right now, and how many more may fail before the
+//! network stops committing (issue 18 item 5): what `medledger network status` tells an
+//! operator after a fault. PBFT commits with 2f + 1 of n = 3f + 1 peers (Castro–Liskov §2);
+//! a peer takes part when it answers, is in the view most peers are in and not changing it,
+//! is not far behind the highest peer, and its clock agrees with the others' within the
+//! network's allowed skew.
+
+use serde::Serialize;
+
+use medledger_proto::v1;
+
+/// A peer further behind the highest than this many blocks is catching up, not taking part.
+pub const MAX_LAG_BLOCKS: u64 = 128;
+
+/// The peers' participation, from their `GetStatus` answers.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Participation {
+    pub n: usize,
+    pub f: usize,
+    /// The names of the peers taking part.
+    pub taking_part: Vec<String>,
+    /// The peers not taking part, each with why (words for the operator).
+    pub out: Vec<(String, String)>,
+}
+
+impl Participation {
+    /// How many more peers may fail with the network still committing (2f + 1 needed);
+    /// `None` when it cannot commit now.
+    pub fn more_may_fail(&self) -> Option<usize> {
+        self.taking_part.len().checked_sub(2 * self.f + 1)
+    }
+
+    /// Judges each peer (`names[i]` answered `statuses[i]`, `None`: no answer) against the
+    /// others; `max_clock_skew_ms` is the network's allowed skew.
+    pub fn judge(
+        names: &[String],
+        statuses: &[Option<v1::GetStatusResponse>],
+        max_clock_skew_ms: u64,
+    ) -> Participation {
+        let n = names.len();
+        let answering: Vec<&v1::GetStatusResponse> = statuses.iter().flatten().collect();
+        let highest = answering.iter().map(|s| s.height).max().unwrap_or(0);
+        let view = most_common(answering.iter().map(|s| s.view));
+        let clock = median(answering.iter().map(|s| s.clock_ms).collect());
+        let skew = i64::try_from(max_clock_skew_ms).unwrap_or(i64::MAX);
+        let mut taking_part = Vec::new();
+        let mut out = Vec::new();
+        for (name, status) in names.iter().zip(statuses) {
+            let why = match status {
+                None => Some("not answering".to_string()),
+                Some(s) => {
+                    let behind = highest.saturating_sub(s.height);
+                    let off = s.clock_ms.saturating_sub(clock);
+                    if off.saturating_abs() > skew {
+                        Some(format!(
+                            "its clock is {off} ms from the other peers' (allowed ±{skew} ms): \
+                             check its time (NTP)"
+                        ))
+                    } else if s.clock_offset_from_primary_ms.saturating_abs() > skew {
+                        Some(format!(
+                            "it refuses the primary's batches: their time is {} ms from its \
+                             clock (allowed ±{skew} ms)",
+                            s.clock_offset_from_primary_ms
+                        ))
+                    } else if s.in_view_change {
+                        Some(format!("changing view (from view {})", s.view))
+                    } else if Some(s.view) != view {
+                        Some(format!(
+                            "in view {}, most peers in view {}",
+                            s.view,
+                            view.unwrap_or_default()
+                        ))
+                    } else if behind > MAX_LAG_BLOCKS {
+                        Some(format!("{behind} blocks behind, catching up"))
+                    } else {
+                        None
+                    }
+                }
+            };
+            match why {
+                None => taking_part.push(name.clone()),
+                Some(why) => out.push((name.clone(), why)),
+            }
+        }
+        Participation {
+            n,
+            f: n.saturating_sub(1) / 3,
+            taking_part,
+            out,
+        }
+    }
+
+    /// One paragraph for the operator.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "Consensus: {} of {} peers take part",
+            self.taking_part.len(),
+            self.n
+        );
+        if !self.out.is_empty() {
+            let why: Vec<String> = self.out.iter().map(|(p, w)| format!("{p}: {w}")).collect();
+            text.push_str(&format!(" ({})", why.join("; ")));
+        }
+        let quorum = 2 * self.f + 1;
+        match self.more_may_fail() {
+            Some(more) => text.push_str(&format!(
+                ". It commits with {quorum}: {more} more may fail now (and at most {} may lie).",
+                self.f
+            )),
+            None => text.push_str(&format!(
+                ". It cannot commit: it needs {quorum}; {} more must come back.",
+                quorum - self.taking_part.len()
+            )),
+        }
+        text
+    }
+}
+
+fn most_common(values: impl Iterator<Item = u64>) -> Option<u64> {
+    let mut counts = std::collections::BTreeMap::<u64, usize>::new();
+    for v in values {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(v, c)| (*c, *v))
+        .map(|(v, _)| v)
+}
+
+fn median(mut values: Vec<i64>) -> i64 {
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(height: u64, view: u64, clock_ms: i64) -> Option<v1::GetStatusResponse> {
+        Some(v1::GetStatusResponse {
+            height,
+            view,
+            clock_ms,
+            ..Default::default()
+        })
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("peer{i}")).collect()
+    }
+
+    #[test]
+    fn four_healthy_peers_may_lose_one() {
+        let p = Participation::judge(
+            &names(4),
+            &[
+                status(10, 2, 1_000),
+                status(10, 2, 1_500),
+                status(9, 2, 900),
+                status(10, 2, 2_000),
+            ],
+            2_000,
+        );
+        assert_eq!(p.taking_part.len(), 4);
+        assert_eq!(p.more_may_fail(), Some(1));
+        assert!(
+            p.describe().contains("1 more may fail now"),
+            "{}",
+            p.describe()
+        );
+    }
+
+    #[test]
+    fn each_reason_to_sit_out_is_named() {
+        let mut changing = status(10, 2, 0);
+        changing.as_mut().unwrap().in_view_change = true;
+        let mut refusing = status(10, 2, 0);
+        refusing.as_mut().unwrap().clock_offset_from_primary_ms = -60_000;
+        let p = Participation::judge(
+            &names(7),
+            &[
+                status(500, 3, 0),
+                None,
+                status(500, 3, 61_000),
+                changing,
+                status(500, 1, 0),
+                status(500 - MAX_LAG_BLOCKS - 1, 3, 0),
+                refusing,
+            ],
+            2_000,
+        );
+        assert_eq!(p.taking_part, vec!["peer0".to_string()]);
+        let why: Vec<&str> = p.out.iter().map(|(_, w)| w.as_str()).collect();
+        assert!(why[0].contains("not answering"), "{why:?}");
+        assert!(why[1].contains("clock is 61000 ms"), "{why:?}");
+        assert!(why[2].contains("changing view"), "{why:?}");
+        assert!(
+            why[3].contains("in view 1, most peers in view 3"),
+            "{why:?}"
+        );
+        assert!(why[4].contains("129 blocks behind"), "{why:?}");
+        assert!(why[5].contains("refuses the primary's batches"), "{why:?}");
+        assert_eq!(p.more_may_fail(), None);
+        assert!(
+            p.describe()
+                .contains("cannot commit: it needs 5; 4 more must come back"),
+            "{}",
+            p.describe()
+        );
+    }
+}
