@@ -1,8 +1,8 @@
 //! The faults one cycle injects, drawn from a seed: partitions (two against two, the
 //! primary cut off from the other peers, one peer cut off, one-way), a share of packets
-//! dropped, kill -9 of one peer or of all, a paused (SIGSTOP) peer, and one peer's wall clock
-//! skewed or jumped (libfaketime). Each is undone by [`Fault::heal`]: rules flushed, clocks
-//! true, killed peers restarted, paused ones resumed.
+//! dropped, kill -9 of one peer or of all, a paused (SIGSTOP) peer, and one peer's clock
+//! skewed or jumped (`MEDLEDGER_FAULT_CLOCK_FILE`). Each is undone by [`Fault::heal`]: rules
+//! flushed, clocks true, killed peers restarted, paused ones resumed.
 
 use rand::Rng;
 use rand::seq::SliceRandom;
@@ -28,8 +28,9 @@ pub enum Fault {
     KillAll,
     /// SIGSTOP of one peer, SIGCONT at the heal.
     Pause { peer: usize },
-    /// One peer's wall clock moved by `offset_s` seconds (beyond the allowed skew of 2 s, or
-    /// a jump backwards past the certificates' issue), back at the heal.
+    /// One peer's wall clock moved by `offset_s` seconds (beyond the allowed skew of 2 s;
+    /// the peer's consensus time, timers and reported clock, not its certificate checks),
+    /// back at the heal.
     Clock { peer: usize, offset_s: i64 },
 }
 
@@ -107,13 +108,13 @@ impl Fault {
     }
 
     /// The peer that `medledger network status` must show as not taking part while this
-    /// fault holds, and a word its reason must hold.
-    pub fn expected_out(&self) -> Option<(usize, &'static str)> {
+    /// fault holds, and the words one of which its reason must hold.
+    pub fn expected_out(&self) -> Option<(usize, &'static [&'static str])> {
         match self {
             Fault::Kill { peer } | Fault::Pause { peer } | Fault::Isolate { peer } => {
-                Some((*peer, "not answering"))
+                Some((*peer, &["not answering"]))
             }
-            Fault::Clock { peer, .. } => Some((*peer, "clock")),
+            Fault::Clock { peer, .. } => Some((*peer, &["clock"])),
             _ => None,
         }
     }

@@ -254,15 +254,16 @@ async fn run_episode(
         tokio::time::sleep(look).await;
         let during = medledger_devnet::participation(&network.layout).await;
         println!("  status: {}", during.describe());
-        if let Some((peer, word)) = fault.expected_out() {
+        if let Some((peer, words)) = fault.expected_out() {
             let name = format!("peer{peer}");
-            if !during
+            let named = during
                 .out
                 .iter()
-                .any(|(p, why)| *p == name && why.contains(word))
-            {
+                .any(|(p, why)| *p == name && words.iter().any(|w| why.contains(w)));
+            if !named {
                 failures.push(format!(
-                    "cycle {cycle} ({fault:?}): network status did not say {name} sits out ({word}): {}",
+                    "cycle {cycle} ({fault:?}): network status did not say {name} sits out ({}): {}",
+                    words.join(" or "),
                     during.describe()
                 ));
             }

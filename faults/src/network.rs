@@ -18,17 +18,14 @@ use crate::netns::Fabric;
 /// The port every peer listens on, in its own namespace.
 pub const PEER_PORT: u16 = 7051;
 
-/// libfaketime (Debian's `libfaketime`), preloaded into every peer so that a fault can move
-/// its wall clock (not its monotonic clock: timers run true) while it runs.
-pub const FAKETIME_LIBRARY: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
-
 /// One peer process, attached; `None` while killed.
 pub struct Peer {
     process: Option<Process>,
     paused: bool,
     pub data_dir: PathBuf,
     pub log: PathBuf,
-    /// The offset libfaketime gives its wall clock ("+0", "-60s"), read at most once a second.
+    /// The offset (ms) the peer adds to its wall clock (`MEDLEDGER_FAULT_CLOCK_FILE`, debug
+    /// builds), read at most once a second.
     pub clock_file: PathBuf,
 }
 
@@ -78,10 +75,6 @@ impl Network {
         n: usize,
         run_hint: u32,
     ) -> anyhow::Result<Network> {
-        anyhow::ensure!(
-            Path::new(FAKETIME_LIBRARY).exists(),
-            "{FAKETIME_LIBRARY} is missing: install libfaketime (scripts/setup does)"
-        );
         let fabric = Fabric::create(run_hint, n)?;
         let bins = Binaries {
             dir: bin_dir.to_path_buf(),
@@ -168,7 +161,7 @@ impl Network {
                 paused: false,
                 data_dir: dir.join(format!("peer{i}")),
                 log: dir.join(format!("peer{i}.log")),
-                clock_file: dir.join(format!("peer{i}.faketime")),
+                clock_file: dir.join(format!("peer{i}.clock-offset-ms")),
             })
             .collect();
         let mut network = Network {
@@ -202,10 +195,16 @@ impl Network {
         let mut command = self
             .fabric
             .command_in(i, &self.bins.dir.join("medledger-peer"));
-        command.args(reference.get_args()).env(
-            "RUST_LOG",
-            std::env::var("PEER_LOG").unwrap_or_else(|_| "info".into()),
-        );
+        command
+            .args(reference.get_args())
+            .env(
+                "RUST_LOG",
+                std::env::var("PEER_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env(
+                medledger_peer::fault_clock::FAULT_CLOCK_FILE,
+                &self.peers[i].clock_file,
+            );
         let process = Process::start(command, &self.peers[i].log, "medledger-peer listening on ")
             .map_err(|e| anyhow::anyhow!("peer{i}: {e}"))?;
         self.peers[i].process = Some(process);
@@ -219,7 +218,7 @@ impl Network {
     /// # Errors
     /// The clock file could not be written.
     pub fn set_clock(&self, i: usize, offset_s: i64) -> anyhow::Result<()> {
-        let text = format!("{offset_s:+}s\n");
+        let text = format!("{}\n", offset_s.saturating_mul(1000));
         std::fs::write(&self.peers[i].clock_file, text).context("the peer's clock file")
     }
 

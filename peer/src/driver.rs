@@ -39,11 +39,14 @@ use medledger_execution::proof::build_proof;
 /// Most inputs handled before the durable state is written.
 pub const BURST: usize = 1024;
 
+/// This peer's wall clock (Unix ms): consensus time, timer deadlines, the clock it reports.
+/// Debug builds add the offset a test gives it ([`crate::fault_clock`]).
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+        .saturating_add_signed(crate::fault_clock::offset_ms())
 }
 
 /// What the rest of the peer may read about the replica.

@@ -19,6 +19,7 @@ pub use medledger_execution::{block, genesis, validate, wire};
 pub mod config;
 pub mod driver;
 pub mod execute;
+pub mod fault_clock;
 pub mod inputs;
 pub mod ledger;
 pub mod lies;
