@@ -116,7 +116,7 @@ pub const LIAR_KEY: [u8; 32] = [0x42; 32];
 pub fn junk_revocations() -> v1::GetRevocationsResponse {
     use prost::Message;
     v1::GetRevocationsResponse {
-        records: (0..crate::service::REVOCATIONS_PER_PAGE)
+        records: (0..medledger_execution::revocations::REVOCATIONS_PER_PAGE)
             .map(|sequence| v1::SignedRevocationRecord {
                 record: v1::RevocationRecord {
                     sequence,
