@@ -3,7 +3,8 @@
 //! operator after a fault. PBFT commits with 2f + 1 of n = 3f + 1 peers (Castro–Liskov §2);
 //! a peer takes part when it answers, is in the view most peers are in and not changing it,
 //! is not far behind the highest peer, and its clock agrees with the others' within the
-//! network's allowed skew.
+//! network's allowed skew. (A peer's offset from the last pre-prepare's batch time is not
+//! a reason: a batch delayed in the network looks the same as a clock behind.)
 
 use serde::Serialize;
 
@@ -55,12 +56,6 @@ impl Participation {
                         Some(format!(
                             "its clock is {off} ms from the other peers' (allowed ±{skew} ms): \
                              check its time (NTP)"
-                        ))
-                    } else if s.clock_offset_from_primary_ms.saturating_abs() > skew {
-                        Some(format!(
-                            "it refuses the primary's batches: their time is {} ms from its \
-                             clock (allowed ±{skew} ms)",
-                            s.clock_offset_from_primary_ms
                         ))
                     } else if s.in_view_change {
                         Some(format!("changing view (from view {})", s.view))
@@ -174,8 +169,9 @@ mod tests {
     fn each_reason_to_sit_out_is_named() {
         let mut changing = status(10, 2, 0);
         changing.as_mut().unwrap().in_view_change = true;
-        let mut refusing = status(10, 2, 0);
-        refusing.as_mut().unwrap().clock_offset_from_primary_ms = -60_000;
+        // A late batch is no reason to sit out.
+        let mut late = status(500, 3, 0);
+        late.as_mut().unwrap().clock_offset_from_primary_ms = -60_000;
         let p = Participation::judge(
             &names(7),
             &[
@@ -185,11 +181,14 @@ mod tests {
                 changing,
                 status(500, 1, 0),
                 status(500 - MAX_LAG_BLOCKS - 1, 3, 0),
-                refusing,
+                late,
             ],
             2_000,
         );
-        assert_eq!(p.taking_part, vec!["peer0".to_string()]);
+        assert_eq!(
+            p.taking_part,
+            vec!["peer0".to_string(), "peer6".to_string()]
+        );
         let why: Vec<&str> = p.out.iter().map(|(_, w)| w.as_str()).collect();
         assert!(why[0].contains("not answering"), "{why:?}");
         assert!(why[1].contains("clock is 61000 ms"), "{why:?}");
@@ -199,11 +198,10 @@ mod tests {
             "{why:?}"
         );
         assert!(why[4].contains("129 blocks behind"), "{why:?}");
-        assert!(why[5].contains("refuses the primary's batches"), "{why:?}");
         assert_eq!(p.more_may_fail(), None);
         assert!(
             p.describe()
-                .contains("cannot commit: it needs 5; 4 more must come back"),
+                .contains("cannot commit: it needs 5; 3 more must come back"),
             "{}",
             p.describe()
         );

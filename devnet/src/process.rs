@@ -156,6 +156,11 @@ impl Process {
         self.child.id()
     }
 
+    /// Whether it has exited by itself (it is reaped then).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// SIGKILL, as a crash or a power cut would; waits for it to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

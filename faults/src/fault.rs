@@ -1,7 +1,7 @@
 //! The faults one cycle injects, drawn from a seed: partitions (two against two, the
 //! primary cut off from the other peers, one peer cut off, one-way), a share of packets
-//! dropped, kill -9 of one peer or of all, a paused (SIGSTOP) peer, and one peer's clock
-//! skewed or jumped (`MEDLEDGER_FAULT_CLOCK_FILE`). Each is undone by [`Fault::heal`]: rules
+//! dropped, kill -9 of one peer or of all, a paused (SIGSTOP) peer, one peer's disk full,
+//! and one peer's clock skewed or jumped (`MEDLEDGER_FAULT_CLOCK_FILE`). Each is undone by [`Fault::heal`]: rules
 //! flushed, clocks true, killed peers restarted, paused ones resumed.
 
 use rand::Rng;
@@ -28,6 +28,9 @@ pub enum Fault {
     KillAll,
     /// SIGSTOP of one peer, SIGCONT at the heal.
     Pause { peer: usize },
+    /// The disk under one peer's data directory filled to the last byte; freed at the heal,
+    /// and the peer started again if it stopped.
+    DiskFull { peer: usize },
     /// One peer's wall clock moved by `offset_s` seconds (beyond the allowed skew of 2 s;
     /// the peer's consensus time, timers and reported clock, not its certificate checks),
     /// back at the heal.
@@ -35,7 +38,7 @@ pub enum Fault {
 }
 
 /// Every kind, for the report.
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "split",
     "isolate-primary",
     "isolate",
@@ -45,6 +48,7 @@ pub const KINDS: [&str; 9] = [
     "kill-all",
     "pause",
     "clock",
+    "disk-full",
 ];
 
 impl Fault {
@@ -59,6 +63,7 @@ impl Fault {
             Fault::KillAll => KINDS[6],
             Fault::Pause { .. } => KINDS[7],
             Fault::Clock { .. } => KINDS[8],
+            Fault::DiskFull { .. } => KINDS[9],
         }
     }
 
@@ -90,6 +95,7 @@ impl Fault {
             5 => Fault::Kill { peer: order[0] },
             6 => Fault::KillAll,
             7 => Fault::Pause { peer: order[0] },
+            9 => Fault::DiskFull { peer: order[0] },
             _ => Fault::Clock {
                 peer: order[0],
                 offset_s: [5, -5, 60, -60, -600][rng.gen_range(0..5)],
@@ -164,6 +170,7 @@ impl Fault {
             }
             Fault::Pause { peer } => network.pause(*peer),
             Fault::Clock { peer, offset_s } => network.set_clock(*peer, *offset_s)?,
+            Fault::DiskFull { peer } => network.fill_disk(*peer)?,
         }
         Ok(())
     }
@@ -176,6 +183,7 @@ impl Fault {
         network.fabric.heal()?;
         for i in 0..network.peers.len() {
             network.set_clock(i, 0)?;
+            network.free_disk(i);
             network.resume(i);
             network.restart(i)?;
         }

@@ -35,6 +35,8 @@ use crate::workload::{History, Outcome};
 
 /// Longest a network may take, once healed, to commit again on every peer.
 const RECOVERY_BOUND: Duration = Duration::from_secs(90);
+/// Longest a full disk is held waiting for its peer to run out of space.
+const DISK_FULL_BOUND: Duration = Duration::from_secs(90);
 /// Clients in each episode (each a patient and a clinician).
 const CLIENTS: usize = 6;
 
@@ -269,6 +271,38 @@ async fn run_episode(
             }
         }
         tokio::time::sleep(hold.saturating_sub(look)).await;
+        if let Fault::DiskFull { peer } = fault {
+            // Item 5: a peer that runs out of disk stops, and says why in words an operator
+            // acts on. RocksDB writes into space it preallocated first, so this waits until
+            // the peer needs more (bounded).
+            let start = Instant::now();
+            while !network.stopped_by_itself(peer) && start.elapsed() < DISK_FULL_BOUND {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let log = std::fs::read_to_string(&network.peers[peer].log).unwrap_or_default();
+            if !network.stopped_by_itself(peer) {
+                println!(
+                    "  peer{peer} still runs on its full disk after {} s (preallocated space)",
+                    DISK_FULL_BOUND.as_secs()
+                );
+            } else if !log.contains("the disk holding the data directory is full") {
+                failures.push(format!(
+                    "cycle {cycle}: peer{peer} stopped on a full disk without saying so"
+                ));
+            } else {
+                println!(
+                    "  peer{peer} stopped on its full disk after {} ms, saying so",
+                    start.elapsed().as_millis()
+                );
+                let now = medledger_devnet::participation(&network.layout).await;
+                if !now.out.iter().any(|(p, _)| *p == format!("peer{peer}")) {
+                    failures.push(format!(
+                        "cycle {cycle}: peer{peer} stopped, but network status said: {}",
+                        now.describe()
+                    ));
+                }
+            }
+        }
         let before = network
             .standings(&client)
             .await

@@ -18,6 +18,12 @@ use crate::netns::Fabric;
 /// The port every peer listens on, in its own namespace.
 pub const PEER_PORT: u16 = 7051;
 
+/// Each peer's data directory is its own tmpfs of this size, so that one disk can fill.
+pub const DISK_BYTES: u64 = 1 << 30;
+
+/// The file that fills a peer's disk.
+const FILLER: &str = "disk-filler";
+
 /// One peer process, attached; `None` while killed.
 pub struct Peer {
     process: Option<Process>,
@@ -61,6 +67,8 @@ pub struct Network {
     _ca: Process,
     pub peers: Vec<Peer>,
     pub admin: Wallet,
+    /// The tmpfs mounts to undo.
+    mounted: Vec<PathBuf>,
 }
 
 impl Network {
@@ -171,19 +179,38 @@ impl Network {
             _ca: ca,
             peers,
             admin,
+            mounted: Vec::new(),
         };
         for i in 0..n {
+            let dir = &network.peers[i].data_dir;
+            std::fs::create_dir_all(dir)?;
+            let size = format!("size={DISK_BYTES}");
+            let status = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+                .arg(dir)
+                .status()
+                .context("mount")?;
+            anyhow::ensure!(
+                status.success(),
+                "cannot mount a tmpfs on {}",
+                dir.display()
+            );
+            network.mounted.push(dir.clone());
             network.set_clock(i, 0)?;
             network.restart(i)?;
         }
         Ok(network)
     }
 
-    /// Starts peer `i` (again) in its namespace and waits until it listens.
+    /// Starts peer `i` (again) in its namespace and waits until it listens; a peer that
+    /// stopped by itself is started again too.
     ///
     /// # Errors
     /// It did not start: its words and the end of its log.
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.peers[i].process.as_mut().is_some_and(|p| p.exited()) {
+            self.peers[i].process = None;
+        }
         if self.peers[i].is_running() {
             return Ok(());
         }
@@ -220,6 +247,38 @@ impl Network {
     pub fn set_clock(&self, i: usize, offset_s: i64) -> anyhow::Result<()> {
         let text = format!("{}\n", offset_s.saturating_mul(1000));
         std::fs::write(&self.peers[i].clock_file, text).context("the peer's clock file")
+    }
+
+    /// Whether peer `i` stopped by itself.
+    pub fn stopped_by_itself(&mut self, i: usize) -> bool {
+        self.peers[i].process.as_mut().is_some_and(|p| p.exited())
+    }
+
+    /// Fills the file system under peer `i`'s data directory (its own tmpfs of
+    /// [`DISK_BYTES`]) to the last block: zeros until the kernel says no space is left.
+    ///
+    /// # Errors
+    /// `dd` could not be run.
+    pub fn fill_disk(&self, i: usize) -> anyhow::Result<()> {
+        let filler = self.peers[i].data_dir.join(FILLER);
+        for (block, extra) in [("1M", None), ("4k", Some("oflag=append"))] {
+            let mut dd = std::process::Command::new("dd");
+            dd.arg("if=/dev/zero")
+                .arg(format!("of={}", filler.display()))
+                .arg(format!("bs={block}"))
+                .stderr(std::process::Stdio::null());
+            if let Some(extra) = extra {
+                dd.args([extra, "conv=notrunc"]);
+            }
+            // dd ends when the disk is full: its failure is the point.
+            let _ = dd.status().context("dd")?;
+        }
+        Ok(())
+    }
+
+    /// Gives peer `i`'s disk its space back.
+    pub fn free_disk(&self, i: usize) {
+        let _ = std::fs::remove_file(self.peers[i].data_dir.join(FILLER));
     }
 
     /// SIGKILL, as a crash or a power cut would.
@@ -289,6 +348,12 @@ impl Drop for Network {
         for i in 0..self.peers.len() {
             self.resume(i);
             self.kill(i);
+        }
+        for dir in &self.mounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(dir)
+                .status();
         }
     }
 }

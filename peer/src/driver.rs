@@ -228,8 +228,9 @@ impl Driver {
                 allowed_ms = allowed,
                 primary = self.replica.config().primary(self.replica.view()),
                 "the primary's batch time is {offset} ms from this peer's clock, beyond the \
-                 allowed {allowed} ms: this peer refuses its batches. Check this machine's \
-                 time (NTP); if it is right, the primary's is wrong"
+                 allowed {allowed} ms: this peer refuses that batch. If this repeats, check \
+                 this machine's time (NTP) against the other peers' (`medledger network \
+                 status` compares them); a batch held up in the network looks the same"
             );
         }
     }
@@ -569,8 +570,15 @@ pub fn checkpoint_digest(header: &v1::BlockHeader) -> pbft::Digest {
 }
 
 fn fatal(why: &str) -> ! {
-    tracing::error!("{why}; stopping the peer");
-    eprintln!("medledger-peer: fatal: {why}");
+    // A full disk is the operator's to fix, and the peer needs nothing else: say so.
+    let advice = if why.contains("No space left on device") {
+        " (the disk holding the data directory is full: free space and start the peer again; \
+         it catches up from the others by itself)"
+    } else {
+        ""
+    };
+    tracing::error!("{why}{advice}; stopping the peer");
+    eprintln!("medledger-peer: fatal: {why}{advice}");
     std::process::exit(70);
 }
 
