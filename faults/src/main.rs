@@ -433,6 +433,19 @@ async fn run_episode(
     })
 }
 
+/// Unmounts what a run stopped midway (killed, or out of time) left mounted under `dir`: the
+/// peers' tmpfs disks, which would keep the old episode's files (and its CA) in place.
+fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for point in mounts.lines().filter_map(|l| l.split_whitespace().nth(1)) {
+        if Path::new(point).starts_with(dir) {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", point])
+                .status();
+        }
+    }
+}
+
 /// The 99th percentile of the acknowledged invocations' latency, in ms.
 fn p99_ms(history: &[workload::Invocation]) -> u64 {
     let mut latencies: Vec<u64> = history
@@ -509,6 +522,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             per.min(args.cycles - index * per)
         };
         let dir = root.join(format!("episode-{index}"));
+        unmount_under(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         println!(
             "episode {index} of seed {}: {cycles} cycles in {}",
