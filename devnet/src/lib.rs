@@ -593,8 +593,14 @@ pub async fn participation(layout: &Layout) -> participation::Participation {
     let Some(peers) = peers else {
         return participation::Participation::judge(&names, &vec![None; names.len()], 0);
     };
+    participation_of(&peers).await
+}
+
+/// [`participation`] through connections already open to every peer of the network.
+pub async fn participation_of(peers: &PeerSet) -> participation::Participation {
+    let names: Vec<String> = (0..peers.n()).map(|i| format!("peer{i}")).collect();
     let mut calls = tokio::task::JoinSet::new();
-    for i in 0..layout.peers.len() {
+    for i in 0..peers.n() {
         let mut client = peers.peer(i);
         calls.spawn(async move {
             let answer = tokio::time::timeout(
@@ -605,7 +611,7 @@ pub async fn participation(layout: &Layout) -> participation::Participation {
             (i, answer.ok().and_then(Result::ok).map(|r| r.into_inner()))
         });
     }
-    let mut statuses = vec![None; layout.peers.len()];
+    let mut statuses = vec![None; peers.n()];
     while let Some(Ok((i, status))) = calls.join_next().await {
         statuses[i] = status;
     }

@@ -185,10 +185,10 @@ const REJOIN_BOUND: Duration = Duration::from_secs(15);
 /// still out after [`REJOIN_BOUND`] only because they are changing view alone (the others
 /// stay in theirs); `Err`: what it said last when peers were out for another reason after
 /// [`RECOVERY_BOUND`].
-async fn all_take_part(network: &Network) -> Result<Vec<String>, String> {
+async fn all_take_part(client: &medledger_sdk::peer::PeerSet) -> Result<Vec<String>, String> {
     let start = Instant::now();
     loop {
-        let now = medledger_devnet::participation(&network.layout).await;
+        let now = medledger_devnet::participation_of(client).await;
         if now.out.is_empty() {
             return Ok(Vec::new());
         }
@@ -298,7 +298,7 @@ async fn run_episode(
         // What `medledger network status` tells the operator while it holds (item 5).
         let look = Duration::from_millis(1_500);
         tokio::time::sleep(look).await;
-        let during = medledger_devnet::participation(&network.layout).await;
+        let during = medledger_devnet::participation_of(&client).await;
         println!("  status: {}", during.describe());
         if let Some((peer, words)) = fault.expected_out() {
             let name = format!("peer{peer}");
@@ -338,7 +338,7 @@ async fn run_episode(
                     "  peer{peer} stopped on its full disk after {} ms, saying so",
                     start.elapsed().as_millis()
                 );
-                let now = medledger_devnet::participation(&network.layout).await;
+                let now = medledger_devnet::participation_of(&client).await;
                 if !now.out.iter().any(|(p, _)| *p == format!("peer{peer}")) {
                     failures.push(format!(
                         "cycle {cycle}: peer{peer} stopped, but network status said: {}",
@@ -364,7 +364,7 @@ async fn run_episode(
                     took.as_millis()
                 );
                 recovery_ms.push((fault.kind(), took.as_millis() as u64));
-                match all_take_part(&network).await {
+                match all_take_part(&client).await {
                     Ok(left_out) if left_out.is_empty() => {}
                     Ok(left_out) => {
                         println!(

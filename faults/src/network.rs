@@ -27,7 +27,6 @@ const FILLER: &str = "disk-filler";
 /// One peer process, attached; `None` while killed.
 pub struct Peer {
     process: Option<Process>,
-    paused: bool,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     /// The offset (ms) the peer adds to its wall clock (`MEDLEDGER_FAULT_CLOCK_FILE`, debug
@@ -166,7 +165,6 @@ impl Network {
         let peers = (0..n)
             .map(|i| Peer {
                 process: None,
-                paused: false,
                 data_dir: dir.join(format!("peer{i}")),
                 log: dir.join(format!("peer{i}.log")),
                 clock_file: dir.join(format!("peer{i}.clock-offset-ms")),
@@ -235,7 +233,6 @@ impl Network {
         let process = Process::start(command, &self.peers[i].log, "medledger-peer listening on ")
             .map_err(|e| anyhow::anyhow!("peer{i}: {e}"))?;
         self.peers[i].process = Some(process);
-        self.peers[i].paused = false;
         Ok(())
     }
 
@@ -286,19 +283,16 @@ impl Network {
         if let Some(mut process) = self.peers[i].process.take() {
             process.kill();
         }
-        self.peers[i].paused = false;
     }
 
     /// SIGSTOP: the process holds its sockets and answers nothing.
     pub fn pause(&mut self, i: usize) {
         self.peers[i].signal(rustix::process::Signal::STOP);
-        self.peers[i].paused = self.peers[i].is_running();
     }
 
     /// SIGCONT.
     pub fn resume(&mut self, i: usize) {
         self.peers[i].signal(rustix::process::Signal::CONT);
-        self.peers[i].paused = false;
     }
 
     /// SIGTERM to every running peer (resumed first), and waits for each to exit.
