@@ -39,9 +39,17 @@ impl Participation {
         max_clock_skew_ms: u64,
     ) -> Participation {
         let n = names.len();
+        let f = n.saturating_sub(1) / 3;
         let answering: Vec<&v1::GetStatusResponse> = statuses.iter().flatten().collect();
-        let highest = answering.iter().map(|s| s.height).max().unwrap_or(0);
-        let view = most_common(answering.iter().map(|s| s.view));
+        // The (f+1)-th highest height: at least one correct peer reached it, so a liar
+        // claiming a height no peer has makes no honest peer look behind.
+        let mut heights: Vec<u64> = answering.iter().map(|s| s.height).collect();
+        heights.sort_unstable_by(|a, b| b.cmp(a));
+        let highest = heights.get(f).or(heights.last()).copied().unwrap_or(0);
+        // A view counts as the network's only when f+1 peers report it (one of them correct).
+        let view = most_common(answering.iter().map(|s| s.view))
+            .filter(|(_, count)| *count > f)
+            .map(|(v, _)| v);
         let clock = median(answering.iter().map(|s| s.clock_ms).collect());
         let skew = i64::try_from(max_clock_skew_ms).unwrap_or(i64::MAX);
         let mut taking_part = Vec::new();
@@ -59,12 +67,8 @@ impl Participation {
                         ))
                     } else if s.in_view_change {
                         Some(format!("changing view (from view {})", s.view))
-                    } else if Some(s.view) != view {
-                        Some(format!(
-                            "in view {}, most peers in view {}",
-                            s.view,
-                            view.unwrap_or_default()
-                        ))
+                    } else if let Some(view) = view.filter(|v| *v != s.view) {
+                        Some(format!("in view {}, most peers in view {view}", s.view))
                     } else if behind > MAX_LAG_BLOCKS {
                         Some(format!("{behind} blocks behind, catching up"))
                     } else {
@@ -79,7 +83,7 @@ impl Participation {
         }
         Participation {
             n,
-            f: n.saturating_sub(1) / 3,
+            f,
             taking_part,
             out,
         }
@@ -111,15 +115,15 @@ impl Participation {
     }
 }
 
-fn most_common(values: impl Iterator<Item = u64>) -> Option<u64> {
+/// The most frequent value and its count (ties: the lowest value).
+fn most_common(values: impl Iterator<Item = u64>) -> Option<(u64, usize)> {
     let mut counts = std::collections::BTreeMap::<u64, usize>::new();
     for v in values {
         *counts.entry(v).or_default() += 1;
     }
     counts
         .into_iter()
-        .max_by_key(|(v, c)| (*c, *v))
-        .map(|(v, _)| v)
+        .max_by_key(|(v, c)| (*c, std::cmp::Reverse(*v)))
 }
 
 fn median(mut values: Vec<i64>) -> i64 {
@@ -163,6 +167,21 @@ mod tests {
             "{}",
             p.describe()
         );
+    }
+
+    #[test]
+    fn a_liar_claiming_a_height_or_a_view_no_one_has_makes_no_honest_peer_look_out() {
+        let p = Participation::judge(
+            &names(4),
+            &[
+                status(u64::MAX, u64::MAX, 1_000),
+                status(10, 2, 1_000),
+                None,
+                status(9, 3, 1_000),
+            ],
+            2_000,
+        );
+        assert_eq!(p.taking_part.len(), 3, "{}", p.describe());
     }
 
     #[test]

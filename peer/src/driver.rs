@@ -301,7 +301,12 @@ impl Driver {
                 self.perform(actions);
             }
             Input::Message { from, message, .. } => {
-                if let pbft::Message::PrePrepare(pre_prepare) = &message {
+                // Only the current primary's, in the current view: another replica's forged
+                // pre-prepare must not set the offset this peer reports.
+                if let pbft::Message::PrePrepare(pre_prepare) = &message
+                    && pre_prepare.message.view == self.replica.view()
+                    && from == self.replica.config().primary(self.replica.view())
+                {
                     self.observe_clock(pre_prepare.message.batch.timestamp_ms);
                 }
                 let reply_from =

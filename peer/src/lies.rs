@@ -111,12 +111,13 @@ pub fn forged_genesis(block: &v1::Block) -> v1::Block {
 /// The liar's own X25519 public key (any 32 bytes are one): what it would decrypt with.
 pub const LIAR_KEY: [u8; 32] = [0x42; 32];
 
-/// A full page of revocation records the CA never signed (each names a serial, signed by
-/// nobody).
-pub fn junk_revocations() -> v1::GetRevocationsResponse {
+/// A full page of revocation records the CA never signed, numbered from `from` as asked
+/// (each names a serial, signed by nobody): only the signature check refuses them.
+pub fn junk_revocations(from: u64) -> v1::GetRevocationsResponse {
     use prost::Message;
+    let page = medledger_execution::revocations::REVOCATIONS_PER_PAGE;
     v1::GetRevocationsResponse {
-        records: (0..medledger_execution::revocations::REVOCATIONS_PER_PAGE)
+        records: (from..from.saturating_add(page))
             .map(|sequence| v1::SignedRevocationRecord {
                 record: v1::RevocationRecord {
                     sequence,

@@ -507,11 +507,11 @@ impl v1::ledger_server::Ledger for LedgerService {
         request: Request<v1::GetRevocationsRequest>,
     ) -> Result<Response<v1::GetRevocationsResponse>, Status> {
         self.caller(&request)?;
+        let from = request.into_inner().from_sequence.max(1);
         if self.lies.revocations {
             tracing::info!("lie told: forged revocations");
-            return Ok(Response::new(crate::lies::junk_revocations()));
+            return Ok(Response::new(crate::lies::junk_revocations(from)));
         }
-        let from = request.into_inner().from_sequence.max(1);
         let mut records = Vec::new();
         for sequence in from..from.saturating_add(REVOCATIONS_PER_PAGE) {
             let Some(bytes) = self.ledger.revocation_record(sequence).map_err(internal)? else {
