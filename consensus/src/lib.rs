@@ -9,6 +9,7 @@
 //!
 //! - Normal case, batching, watermarks, consensus timestamps, request dedup: `replica.rs`.
 //! - Checkpoints, garbage collection, divergence detection, state transfer: `replica.rs`.
+//! - Suspecting the primary before leaving its view: `suspicion.rs`.
 //! - View change and new view with signed certificates: `view_change.rs`.
 //! - The commit certificate check shared with the auditor: `certificate.rs`.
 
@@ -16,6 +17,7 @@ mod certificate;
 mod config;
 mod message;
 mod replica;
+mod suspicion;
 mod view_change;
 
 pub use certificate::{CertificateError, check_commit_certificate};

@@ -200,6 +200,12 @@ pub enum Message {
     Checkpoint(Signed<Checkpoint>),
     ViewChange(Signed<ViewChange>),
     NewView(Signed<NewView>),
+    /// `from` suspects the primary of `view` and still takes part in it (see `suspicion.rs`;
+    /// unsigned: the host authenticated the channel to `from`).
+    Suspect {
+        from: ReplicaId,
+        view: View,
+    },
     /// Ask for committed batches in `(after, up_to]` (unsigned: the host authenticated the
     /// channel to `from`).
     Fetch {
@@ -248,6 +254,7 @@ impl Message {
             Message::Prepare(_)
             | Message::Commit(_)
             | Message::Checkpoint(_)
+            | Message::Suspect { .. }
             | Message::Fetch { .. } => 0,
         }
     }

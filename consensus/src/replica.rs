@@ -218,6 +218,11 @@ pub struct Replica {
     /// The view whose new view this replica installed since it started (view 0 needs none).
     /// After a restart it does not know whether the view it persisted was ever installed.
     pub(crate) installed_view: Option<View>,
+    /// While we suspect the primary of our view (see `suspicion.rs`): when we say it again.
+    pub(crate) suspicion_resend_at: Option<u64>,
+    /// Other replicas' suspicions, each of the view it suspects (ours or later) and when it
+    /// lapses (ms).
+    pub(crate) suspicions: BTreeMap<ReplicaId, (View, u64)>,
     next_token: u64,
     pub(crate) drops: BTreeMap<DropReason, u64>,
     held: Option<(u64, Vec<Action>)>,
@@ -289,6 +294,8 @@ impl Replica {
             fetches_served: BTreeMap::new(),
             views_asked_far: BTreeMap::new(),
             installed_view: (durable.view == 0).then_some(0),
+            suspicion_resend_at: None,
+            suspicions: BTreeMap::new(),
             next_token: 1,
             drops: BTreeMap::new(),
             held: None,
@@ -426,6 +433,7 @@ impl Replica {
             Message::Checkpoint(c) => self.on_checkpoint(c),
             Message::ViewChange(vc) => self.on_view_change(vc),
             Message::NewView(nv) => self.on_new_view(nv),
+            Message::Suspect { from, view } => self.on_suspect(from, view),
             Message::Fetch { from, after, up_to } => self.on_fetch(from, after, up_to),
             Message::FetchReply {
                 batches,
@@ -438,12 +446,16 @@ impl Replica {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
         self.now_ms = self.now_ms.max(now_ms);
         let now = self.now_ms;
-        // Suspect the primary: no new view in time, or no progress on a pending request.
+        // No new view in time: on to the next view. No progress on a pending request: suspect
+        // the primary (`suspicion.rs`), and say it again while no progress is made.
         let view_change_late = self.view_change_deadline.is_some_and(|d| now >= d);
         let no_progress = !self.in_view_change && self.progress_deadline.is_some_and(|d| now >= d);
-        if view_change_late || no_progress {
+        let say_again = !self.in_view_change && self.suspicion_resend_at.is_some_and(|d| now >= d);
+        if view_change_late {
             let next = self.durable.view.saturating_add(1);
             self.start_view_change(next);
+        } else if no_progress || say_again {
+            self.suspect_primary();
         } else if self.in_view_change && self.view_change_resend_at.is_some_and(|d| now >= d) {
             self.resend_view_change();
         }
@@ -466,7 +478,9 @@ impl Replica {
             "only dispatched batches execute"
         );
         self.last_executed = seq;
-        // Progress: restart the suspicion timer for what is still pending.
+        // Progress: we suspect the primary no longer, and restart the timer for what is
+        // still pending.
+        self.withdraw_suspicion();
         self.progress_deadline = None;
         self.arm_progress_timer();
         if seq.is_multiple_of(self.config.checkpoint_interval) {
@@ -631,6 +645,7 @@ impl Replica {
         let next = [
             self.batch_deadline,
             self.progress_deadline,
+            self.suspicion_resend_at,
             self.view_change_deadline,
             self.view_change_resend_at,
         ]
@@ -858,7 +873,7 @@ impl Replica {
     /// - we accepted no other digest for this view and sequence number.
     ///
     /// A pre-prepare failing the batch, timestamp or equivocation checks makes us suspect the
-    /// primary and start a view change.
+    /// primary (`suspicion.rs`).
     fn on_pre_prepare(&mut self, pp: Signed<PrePrepare>) {
         let m = &pp.message;
         let view = self.durable.view;
@@ -881,13 +896,13 @@ impl Replica {
         {
             if *digest != m.digest {
                 // Equivocation: two batches for one (view, seq).
-                self.start_view_change(view.saturating_add(1));
+                self.suspect_primary();
             }
             return;
         }
         if !self.batch_is_acceptable(&pp.message) {
             self.dropped(DropReason::BadBatch);
-            self.start_view_change(view.saturating_add(1));
+            self.suspect_primary();
             return;
         }
         self.record_pre_prepare(pp.clone());

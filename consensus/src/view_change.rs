@@ -27,6 +27,7 @@ impl Replica {
         }
         self.durable.view = new_view;
         self.in_view_change = true;
+        self.clear_suspicions();
         self.views_asked_far.retain(|_, asked| *asked > new_view);
         self.take_early();
         self.dirty = true;
@@ -258,6 +259,7 @@ impl Replica {
         if let Some(view) = self.view_to_join() {
             self.start_view_change(view);
         }
+        self.act_on_suspicions();
         self.arm_view_change_timer();
         self.try_new_view();
     }
@@ -347,6 +349,7 @@ impl Replica {
         if let Some(view) = self.view_to_join() {
             self.start_view_change(view);
         }
+        self.act_on_suspicions();
     }
 
     /// The primary of the current view sends its new-view message again to a replica whose
@@ -354,23 +357,37 @@ impl Replica {
     /// replica, so a replica cannot make us send it over and over; the asking replica
     /// retransmits its view change until the new view reaches it).
     fn resend_new_view(&mut self, vc: &Signed<ViewChange>) {
-        let Some(nv) = &self.last_new_view else {
-            return;
-        };
+        if self.may_resend_new_view(vc.from)
+            && self.verify(vc, vc.message.signed_bytes(), Domain::ViewChange)
+        {
+            self.resend_new_view_to(vc.from);
+        }
+    }
+
+    /// Whether we hold a new view of our view to send again to `to`, and did not send it to
+    /// `to` in the last request timeout.
+    fn may_resend_new_view(&self, to: ReplicaId) -> bool {
         let recently = self
             .new_view_resent
-            .get(&vc.from)
+            .get(&to)
             .is_some_and(|at| self.now_ms < at.saturating_add(self.config.request_timeout_ms));
-        if nv.message.view != self.durable.view
-            || vc.from == self.id
-            || recently
-            || !self.verify(vc, vc.message.signed_bytes(), Domain::ViewChange)
-        {
+        to != self.id
+            && !recently
+            && self
+                .last_new_view
+                .as_ref()
+                .is_some_and(|nv| nv.message.view == self.durable.view)
+    }
+
+    /// Sends our new view again to `to`, which missed it (at most once per request timeout).
+    pub(crate) fn resend_new_view_to(&mut self, to: ReplicaId) {
+        if !self.may_resend_new_view(to) {
             return;
         }
-        let message = Message::NewView(nv.clone());
-        self.new_view_resent.insert(vc.from, self.now_ms);
-        self.send(vc.from, message);
+        if let Some(nv) = self.last_new_view.clone() {
+            self.new_view_resent.insert(to, self.now_ms);
+            self.send(to, Message::NewView(nv));
+        }
     }
 
     /// Castro–Liskov §4.5.2 for a replica that fell behind in view (it restarted, or was cut
@@ -510,6 +527,7 @@ impl Replica {
         let (checkpoint, _) = self.compute_o_set(&nv.view_changes);
         self.durable.view = nv.view;
         self.in_view_change = false;
+        self.clear_suspicions();
         self.installed_view = Some(nv.view);
         self.view_change_attempts = 0;
         self.view_change_deadline = None;

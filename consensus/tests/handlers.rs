@@ -69,7 +69,12 @@ fn proposal(seq: Seq, batch: Batch) -> Message {
 /// Delivers `message`, confirming every Persist; returns what the replica sent and the
 /// sequence numbers it handed to the host to execute.
 fn drive(replica: &mut Replica, message: Message) -> (Vec<Message>, Vec<Seq>) {
-    let mut actions = replica.receive(message, NOW);
+    drive_at(replica, message, NOW)
+}
+
+/// [`drive`] at time `now_ms`.
+fn drive_at(replica: &mut Replica, message: Message, now_ms: u64) -> (Vec<Message>, Vec<Seq>) {
+    let mut actions = replica.receive(message, now_ms);
     let (mut sent, mut executed) = (Vec::new(), Vec::new());
     while !actions.is_empty() {
         let mut next = Vec::new();
@@ -100,6 +105,15 @@ fn prepares(sent: &[Message]) -> Vec<Vote> {
     sent.iter()
         .filter_map(|m| match m {
             Message::Prepare(v) => Some(v.message),
+            _ => None,
+        })
+        .collect()
+}
+
+fn suspicions(sent: &[Message]) -> Vec<View> {
+    sent.iter()
+        .filter_map(|m| match m {
+            Message::Suspect { view, .. } => Some(*view),
             _ => None,
         })
         .collect()
@@ -181,24 +195,27 @@ fn a_pre_prepare_with_a_bad_signature_is_ignored() {
 }
 
 /// §4.2, "d is the digest for m": a batch that is not its digest's is a faulty primary's;
-/// the backup does not prepare it and asks for the next view (§4.4).
+/// the backup does not prepare it and suspects the primary (§4.4; it leaves the view once
+/// 2f+1 do, `suspicion.rs`).
 #[test]
-fn a_pre_prepare_whose_digest_is_not_its_batch_deposes_the_primary() {
+fn a_pre_prepare_whose_digest_is_not_its_batch_is_suspected() {
     let mut r = backup();
     let sent = deliver(&mut r, pre_prepare(0, 0, 1, batch(1), [7; 32]));
     assert!(prepares(&sent).is_empty());
-    assert_eq!(view_changes(&sent), vec![1]);
+    assert_eq!(suspicions(&sent), vec![0]);
+    assert!(view_changes(&sent).is_empty());
 }
 
 /// §4.2: "has not accepted a pre-prepare for view v and sequence number n containing a
 /// different digest": a second batch at the same (view, seq) is equivocation (§4.4).
 #[test]
-fn an_equivocating_primary_is_deposed() {
+fn an_equivocating_primary_is_suspected() {
     let mut r = backup();
     assert_eq!(prepares(&deliver(&mut r, proposal(1, batch(1)))).len(), 1);
     let sent = deliver(&mut r, proposal(1, batch(10)));
     assert!(prepares(&sent).is_empty());
-    assert_eq!(view_changes(&sent), vec![1]);
+    assert_eq!(suspicions(&sent), vec![0]);
+    assert!(view_changes(&sent).is_empty());
 }
 
 /// The same pre-prepare again is a retransmission, not equivocation: nothing happens.
@@ -212,27 +229,29 @@ fn a_repeated_pre_prepare_is_not_equivocation() {
 }
 
 /// Request ids are the payloads' own (issue 14, item 3): a batch labelling a payload with
-/// another request's id deposes its primary.
+/// another request's id makes the backup suspect its primary.
 #[test]
-fn a_pre_prepare_mislabelling_a_request_deposes_the_primary() {
+fn a_pre_prepare_mislabelling_a_request_is_suspected() {
     let mut r = backup();
     let mut b = batch(1);
     b.requests[0].tx_id[31] ^= 1;
     let sent = deliver(&mut r, proposal(1, b));
     assert!(prepares(&sent).is_empty());
-    assert_eq!(view_changes(&sent), vec![1]);
+    assert_eq!(suspicions(&sent), vec![0]);
+    assert!(view_changes(&sent).is_empty());
 }
 
 /// Consensus time (adr 0003): a stamp further from the backup's clock than the allowed skew
-/// deposes the primary.
+/// makes the backup suspect the primary.
 #[test]
-fn a_pre_prepare_stamped_far_from_our_clock_deposes_the_primary() {
+fn a_pre_prepare_stamped_far_from_our_clock_is_suspected() {
     let mut r = backup();
     let mut b = batch(1);
     b.timestamp_ms = NOW + config().max_clock_skew_ms + 1;
     let sent = deliver(&mut r, proposal(1, b));
     assert!(prepares(&sent).is_empty());
-    assert_eq!(view_changes(&sent), vec![1]);
+    assert_eq!(suspicions(&sent), vec![0]);
+    assert!(view_changes(&sent).is_empty());
 }
 
 fn vote(from: ReplicaId, domain: Domain, seq: Seq, digest: Digest) -> Message {
@@ -391,6 +410,55 @@ fn a_view_change_is_joined_on_f_plus_1_others() {
     assert!(sent.iter().any(|m| matches!(m, Message::NewView(_))));
     assert_eq!(r.view(), 1);
     assert!(!r.in_view_change());
+}
+
+fn suspect(from: ReplicaId) -> Message {
+    Message::Suspect { from, view: 0 }
+}
+
+/// Issue 18 (`suspicion.rs`): a backup joins a suspicion of its primary that f+1 other
+/// replicas hold (one of them is correct; one alone could be the faulty one), and leaves the
+/// view once 2f+1, itself included, suspect it.
+#[test]
+fn a_backup_leaves_its_view_only_when_2f_plus_1_suspect_the_primary() {
+    let mut r = backup();
+    let sent = deliver(&mut r, suspect(2));
+    assert!(suspicions(&sent).is_empty());
+    assert!(view_changes(&sent).is_empty());
+    let sent = deliver(&mut r, suspect(3));
+    assert_eq!(suspicions(&sent), vec![0]);
+    assert_eq!(view_changes(&sent), vec![1]);
+}
+
+/// Issue 18: a backup suspecting its primary with fewer than 2f+1 (cut off, paused, its clock
+/// off) keeps its view and goes on preparing the primary's batches, so it is back in the
+/// normal case as soon as the fault ends.
+#[test]
+fn a_backup_suspecting_without_a_quorum_keeps_its_view_and_votes() {
+    let mut r = backup();
+    let sent = deliver(&mut r, pre_prepare(0, 0, 1, batch(1), [7; 32]));
+    assert_eq!(suspicions(&sent), vec![0]);
+    let sent = deliver(&mut r, suspect(2));
+    assert!(view_changes(&sent).is_empty());
+    assert_eq!(r.view(), 0);
+    assert!(!r.in_view_change());
+    assert_eq!(prepares(&deliver(&mut r, proposal(2, batch(3)))).len(), 1);
+}
+
+/// Issue 18: another replica's suspicion lapses two request timeouts after it was last said,
+/// so suspicions said at different times, each alone, never add up to a view change.
+#[test]
+fn suspicions_lapse_unless_said_again() {
+    let mut r = backup();
+    deliver(&mut r, pre_prepare(0, 0, 1, batch(1), [7; 32]));
+    deliver(&mut r, suspect(2));
+    let later = NOW + 3 * config().request_timeout_ms;
+    let (sent, _) = drive_at(&mut r, suspect(3), later);
+    assert!(view_changes(&sent).is_empty());
+    assert_eq!(r.view(), 0);
+    // Said again, replica 2's suspicion counts: 2f+1 suspect the primary.
+    let (sent, _) = drive_at(&mut r, suspect(2), later + 1);
+    assert_eq!(view_changes(&sent), vec![1]);
 }
 
 /// §4.4: a view change's prepared proofs must each hold the primary's pre-prepare and 2f

@@ -755,3 +755,90 @@ fn a_new_primary_restarting_during_its_view_change_completes_it() {
     sim.check_ledgers();
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
+
+/// Issue 18 (found by the fault harness on real peers): a replica cut off alone times out and
+/// suspects the primary; no other replica does, so it keeps its view, and once the link heals
+/// it takes part again without a view change. The network then still has its spare fault:
+/// here a backup crashes next, and the other three commit in the same view. Before, the
+/// replica cut off asked for a view change no other replica joined and stayed out of the
+/// normal case until the network's next view change.
+#[test]
+fn a_replica_cut_off_alone_rejoins_without_a_view_change() {
+    let mut sim = honest(4);
+    for _ in 0..20 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 5_000));
+    for other in 0..3 {
+        sim.faults.blocked.insert((3, other));
+        sim.faults.blocked.insert((other, 3));
+    }
+    // Requests still reach replica 3 (a client beside it); its forwards and votes are lost.
+    for _ in 0..10 {
+        sim.submit(None);
+    }
+    let until = sim.now + 5 * sim.config.request_timeout_ms;
+    while sim.now < until {
+        sim.step();
+    }
+    sim.heal();
+    for _ in 0..20 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 10_000));
+    let rejoined = sim.nodes[3].replica.as_ref().unwrap();
+    assert_eq!(rejoined.view(), 0, "{rejoined}");
+    assert!(!rejoined.in_view_change(), "{rejoined}");
+    // The second fault: backup 1 crashes; 0, 2 and 3 are a quorum in view 0.
+    sim.crash(1);
+    let after: Vec<TxId> = (0..20).map(|_| sim.submit(None)).collect();
+    let deadline = sim.now + 10_000;
+    while after.iter().any(|tx| sim.correct_executions(tx) < 3) {
+        assert!(sim.now < deadline, "the three live replicas did not commit");
+        if sim.now.is_multiple_of(300) {
+            sim.retransmit();
+        }
+        sim.step();
+    }
+    assert_eq!(sim.stats.max_view, 0, "a view change was needed to commit");
+    sim.check_ledgers();
+    assert!(sim.violations.is_empty(), "{:?}", sim.violations);
+}
+
+/// Issue 18: a replica suspecting every primary all the time, for its view and views far
+/// ahead, deposes no correct primary (f+1 must suspect before a correct replica joins, 2f+1
+/// before it leaves), and when a correct primary does fail, the view change goes one view on.
+#[test]
+fn a_false_suspect_cannot_depose_a_correct_primary_nor_push_the_view() {
+    let mut behaviors = vec![Behavior::Honest; 4];
+    behaviors[3] = Behavior::FalseSuspect;
+    let mut sim = Sim::new(14_009, sim_config(4), &behaviors);
+    for _ in 0..40 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 10_000));
+    for node in sim.nodes.iter().filter(|n| n.is_correct()) {
+        let replica = node.replica.as_ref().unwrap();
+        assert_eq!(replica.view(), 0, "{replica}");
+    }
+    sim.crash(0);
+    for _ in 0..20 {
+        sim.submit(None);
+    }
+    let deadline = sim.now + 10_000;
+    while sim
+        .submitted
+        .keys()
+        .any(|tx| sim.correct_executions(tx) < 2)
+    {
+        assert!(sim.now < deadline, "replicas 1 and 2 did not commit");
+        if sim.now.is_multiple_of(300) {
+            sim.retransmit();
+        }
+        sim.step();
+    }
+    for i in [1, 2] {
+        let replica = sim.nodes[i].replica.as_ref().unwrap();
+        assert_eq!(replica.view(), 1, "{replica}");
+    }
+}

@@ -188,6 +188,10 @@ pub fn to_proto(message: &pbft::Message) -> v1::ReplicaMessage {
             }),
             signature: nv.signature.clone(),
         }),
+        pbft::Message::Suspect { from, view } => Kind::Suspect(v1::PbftSuspect {
+            from: *from,
+            view: *view,
+        }),
         pbft::Message::Fetch { from, after, up_to } => Kind::Fetch(v1::PbftFetch {
             from: *from,
             after: *after,
@@ -355,6 +359,10 @@ pub fn from_proto(message: v1::ReplicaMessage, sender: pbft::ReplicaId) -> Resul
                 signature: nv.signature,
             })
         }
+        Kind::Suspect(s) => pbft::Message::Suspect {
+            from: s.from,
+            view: s.view,
+        },
         Kind::Fetch(f) => pbft::Message::Fetch {
             from: f.from,
             after: f.after,
@@ -384,7 +392,7 @@ pub fn claimed_sender(message: &pbft::Message) -> Option<pbft::ReplicaId> {
         pbft::Message::Checkpoint(c) => Some(c.from),
         pbft::Message::ViewChange(vc) => Some(vc.from),
         pbft::Message::NewView(nv) => Some(nv.from),
-        pbft::Message::Fetch { from, .. } => Some(*from),
+        pbft::Message::Fetch { from, .. } | pbft::Message::Suspect { from, .. } => Some(*from),
         pbft::Message::Forward { .. } | pbft::Message::FetchReply { .. } => None,
     }
 }
@@ -499,6 +507,7 @@ mod tests {
                 },
                 signature: vec![5; 64],
             }),
+            pbft::Message::Suspect { from: 2, view: 7 },
             pbft::Message::Fetch {
                 from: 2,
                 after: 4,

@@ -150,7 +150,7 @@ fn view_change(u: &mut Unstructured<'_>, from: ReplicaId) -> arbitrary::Result<S
 }
 
 fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
-    Ok(match u.int_in_range(0..=8u8)? {
+    Ok(match u.int_in_range(0..=9u8)? {
         0 => Message::Forward {
             from: sender(u)?,
             request: request(u)?,
@@ -195,6 +195,10 @@ fn message(u: &mut Unstructured<'_>) -> arbitrary::Result<Message> {
             from: sender(u)?,
             after: number(u)?,
             up_to: number(u)?,
+        },
+        8 => Message::Suspect {
+            from: sender(u)?,
+            view: number(u)?,
         },
         _ => {
             let mut batches = Vec::new();

@@ -42,10 +42,14 @@ pub enum Behavior {
     /// change it hears for view v, asks at once for v + 1, hoping to pull the replicas
     /// changing views one view further each time, for ever.
     ViewPusher,
+    /// Suspects every primary all the time, for its own view and for views far ahead
+    /// (`u64::MAX` too), hoping to depose a correct primary or drag replicas to far views
+    /// (issue 18, `suspicion.rs`).
+    FalseSuspect,
 }
 
 impl Behavior {
-    pub const BYZANTINE: [Behavior; 13] = [
+    pub const BYZANTINE: [Behavior; 14] = [
         Behavior::Silent,
         Behavior::InvalidSignatures,
         Behavior::EquivocatingPrimary,
@@ -59,6 +63,7 @@ impl Behavior {
         Behavior::EarlyFlooder,
         Behavior::ForwardFlooder,
         Behavior::ViewPusher,
+        Behavior::FalseSuspect,
     ];
 }
 
@@ -96,6 +101,7 @@ pub fn transform(
         | Behavior::CheckpointFlooder
         | Behavior::ViewJumper
         | Behavior::EarlyFlooder
+        | Behavior::FalseSuspect
         | Behavior::ForwardFlooder => vec![(to, message)],
         Behavior::ViewPusher => match message {
             Message::ViewChange(_) => Vec::new(),
@@ -204,6 +210,19 @@ pub fn observe(sim: &mut Sim, index: usize, message: &Message) {
 /// Periodic mischief: replayers resend old messages to random replicas; flooders and
 /// jumpers send what they are named for.
 pub fn act(sim: &mut Sim) {
+    // An early flooder floods every millisecond while a replica changes views (it hears their
+    // view changes): a view change all replicas join at once is over in a few milliseconds.
+    let changing = sim
+        .nodes
+        .iter()
+        .any(|n| n.replica.as_ref().is_some_and(|r| r.in_view_change()));
+    if changing && !sim.now.is_multiple_of(40) {
+        for index in 0..sim.nodes.len() {
+            if sim.nodes[index].behavior == Behavior::EarlyFlooder {
+                flood_early(sim, index);
+            }
+        }
+    }
     if !sim.now.is_multiple_of(40) {
         return;
     }
@@ -213,6 +232,7 @@ pub fn act(sim: &mut Sim) {
             Behavior::ViewJumper => jump_views(sim, index),
             Behavior::EarlyFlooder => flood_early(sim, index),
             Behavior::ForwardFlooder => flood_forwards(sim, index),
+            Behavior::FalseSuspect => suspect_falsely(sim, index),
             _ => {}
         }
     }
@@ -275,6 +295,22 @@ fn flood_checkpoints(sim: &mut Sim, index: usize) {
 }
 
 /// Valid view changes (its own stable checkpoint, nothing prepared) for views far ahead.
+fn suspect_falsely(sim: &mut Sim, index: usize) {
+    let Some(replica) = sim.nodes[index].replica.as_ref() else {
+        return;
+    };
+    let from = sim.nodes[index].id;
+    let current = replica.view();
+    for view in [
+        current,
+        current.saturating_add(1),
+        current.saturating_add(Config::MAX_VIEW_LEAD),
+        u64::MAX,
+    ] {
+        broadcast_from(sim, index, Message::Suspect { from, view });
+    }
+}
+
 fn jump_views(sim: &mut Sim, index: usize) {
     let Some(replica) = sim.nodes[index].replica.as_ref() else {
         return;

@@ -361,7 +361,21 @@ impl Sim {
                     queue.extend(replica.persisted(token));
                 }
                 Action::Send { to, message } => self.outgoing(index, Some(to), message),
-                Action::Broadcast { message } => self.outgoing(index, None, message),
+                Action::Broadcast { message } => {
+                    if std::env::var("PBFT_SIM_TRACE").is_ok() {
+                        let what = match &message {
+                            Message::ViewChange(vc) => format!("VC {}", vc.message.new_view),
+                            Message::NewView(nv) => format!("NV {}", nv.message.view),
+                            Message::Suspect { view, .. } => format!("SUSPECT {view}"),
+                            _ => String::new(),
+                        };
+                        if !what.is_empty() {
+                            let state = self.nodes[index].replica.as_ref().map(|r| r.to_string());
+                            eprintln!("t={} node {index} {what} {state:?}", self.now);
+                        }
+                    }
+                    self.outgoing(index, None, message)
+                }
                 Action::Execute { seq, batch } => {
                     // The host's block holds the batch as certified (the core leaves out of
                     // `batch` what it remembers executing; a host that forgot refuses those
@@ -616,6 +630,9 @@ impl Sim {
             self.nodes[index].durable = replica.durable_state().clone();
         }
         self.nodes[index].timer_at = None;
+        if std::env::var("PBFT_SIM_TRACE").is_ok() {
+            eprintln!("t={} crash {index}", self.now);
+        }
         self.trace(format!("crash {index}"));
     }
 
