@@ -106,18 +106,18 @@ struct Progress {
     recovery_ms: BTreeMap<String, Vec<u64>>,
     /// Per episode: the 99th percentile of acknowledged invocations' latency (ms).
     p99_ms: Vec<u64>,
-    /// Per fault kind: cycles after which a peer stayed out, changing view alone, 15 s
-    /// after the heal.
+    /// Per fault kind: milliseconds from each heal until `network status` said every peer
+    /// takes part again.
     #[serde(default)]
-    left_out: BTreeMap<String, u64>,
+    rejoin_ms: BTreeMap<String, Vec<u64>>,
 }
 
 /// One episode's figures.
 struct Episode {
     cycles: u64,
     recovery_ms: Vec<(&'static str, u64)>,
-    /// The kinds of the cycles after which a peer stayed out, changing view alone.
-    left_out: Vec<&'static str>,
+    /// Per cycle: its kind, and milliseconds from the heal until every peer took part again.
+    rejoin_ms: Vec<(&'static str, u64)>,
     history: Vec<workload::Invocation>,
     verdict: checker::Verdict,
 }
@@ -177,27 +177,19 @@ async fn clock_can_move(network: &Network) -> bool {
     moved
 }
 
-/// How long after a heal a peer may still be changing view alone before the cycle counts it
-/// as left out (a known limitation: docs/RELIABILITY.md).
-const REJOIN_BOUND: Duration = Duration::from_secs(15);
-
-/// Until `medledger network status` says every peer takes part. `Ok(left_out)`: the peers
-/// still out after [`REJOIN_BOUND`] only because they are changing view alone (the others
-/// stay in theirs); `Err`: what it said last when peers were out for another reason after
-/// [`RECOVERY_BOUND`].
-async fn all_take_part(client: &medledger_sdk::peer::PeerSet) -> Result<Vec<String>, String> {
+/// Until `medledger network status` says every peer takes part: `Ok(how long)` (from
+/// `since`), or `Err(what it said last)` after [`RECOVERY_BOUND`]. A peer left changing view
+/// alone after a heal fails the cycle (before the suspicion phase of consensus/src/
+/// suspicion.rs, a peer cut off alone stayed out until the network's next view change).
+async fn all_take_part(
+    client: &medledger_sdk::peer::PeerSet,
+    since: Instant,
+) -> Result<Duration, String> {
     let start = Instant::now();
     loop {
         let now = medledger_devnet::participation_of(client).await;
         if now.out.is_empty() {
-            return Ok(Vec::new());
-        }
-        let only_view_changes = now
-            .out
-            .iter()
-            .all(|(_, why)| why.starts_with("changing view"));
-        if only_view_changes && start.elapsed() >= REJOIN_BOUND {
-            return Ok(now.out.into_iter().map(|(p, _)| p).collect());
+            return Ok(since.elapsed());
         }
         if start.elapsed() >= RECOVERY_BOUND {
             return Err(now.describe());
@@ -271,7 +263,7 @@ async fn run_episode(
         history.clone(),
     ));
     let mut recovery_ms = Vec::new();
-    let mut left_out_cycles = Vec::new();
+    let mut rejoin_ms = Vec::new();
     let mut failures = Vec::new();
     for cycle in 0..cycles {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..2_000))).await;
@@ -357,6 +349,7 @@ async fn run_episode(
             .unwrap_or(0)
             .max(at_inject);
         fault.heal(&mut network)?;
+        let healed_at = Instant::now();
         match recovered(&network, &client, before).await {
             Some(took) => {
                 println!(
@@ -364,14 +357,13 @@ async fn run_episode(
                     took.as_millis()
                 );
                 recovery_ms.push((fault.kind(), took.as_millis() as u64));
-                match all_take_part(&client).await {
-                    Ok(left_out) if left_out.is_empty() => {}
-                    Ok(left_out) => {
+                match all_take_part(&client, healed_at).await {
+                    Ok(took) => {
                         println!(
-                            "  left out after the heal, changing view alone: {}",
-                            left_out.join(", ")
+                            "  every peer takes part again {} ms after the heal",
+                            took.as_millis()
                         );
-                        left_out_cycles.push(fault.kind());
+                        rejoin_ms.push((fault.kind(), took.as_millis() as u64));
                     }
                     Err(said) => {
                         failures.push(format!(
@@ -427,7 +419,7 @@ async fn run_episode(
     Ok(Episode {
         cycles,
         recovery_ms,
-        left_out: left_out_cycles,
+        rejoin_ms,
         history,
         verdict,
     })
@@ -584,8 +576,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         progress.unknown += v.unknown;
         progress.unknown_committed += v.unknown_committed;
         progress.p99_ms.push(p99_ms(&episode.history));
-        for kind in &episode.left_out {
-            *progress.left_out.entry(kind.to_string()).or_default() += 1;
+        for (kind, ms) in &episode.rejoin_ms {
+            progress
+                .rejoin_ms
+                .entry(kind.to_string())
+                .or_default()
+                .push(*ms);
         }
         for (kind, ms) in &episode.recovery_ms {
             progress
@@ -616,7 +612,7 @@ fn report(progress: &Progress) {
         progress.lost
     );
     println!(
-        "| fault | cycles | recovery mean | recovery max | a peer left out, changing view alone |"
+        "| fault | cycles | recovery mean | recovery max | every peer takes part again, max |"
     );
     println!("|---|---:|---:|---:|---:|");
     for kind in fault::KINDS {
@@ -625,9 +621,13 @@ fn report(progress: &Progress) {
         };
         let mean = times.iter().sum::<u64>() / times.len().max(1) as u64;
         let max = times.iter().max().copied().unwrap_or(0);
-        let left_out = progress.left_out.get(kind).copied().unwrap_or(0);
+        let rejoin = progress
+            .rejoin_ms
+            .get(kind)
+            .and_then(|t| t.iter().max())
+            .map_or_else(|| "—".to_string(), |ms| format!("{ms} ms"));
         println!(
-            "| {kind} | {} | {mean} ms | {max} ms | {left_out} |",
+            "| {kind} | {} | {mean} ms | {max} ms | {rejoin} |",
             times.len()
         );
     }
