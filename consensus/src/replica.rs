@@ -258,9 +258,22 @@ impl Replica {
     ) -> Replica {
         config.validate();
         assert!(id < config.n, "replica id out of range");
+        // The highest sequence number we accepted a batch for in our view: restarted as its
+        // primary, we never propose another batch there (that would be equivocation by a
+        // correct primary; red team, issue 18).
+        let view = durable.view;
+        let accepted_in_view = durable
+            .accepted
+            .iter()
+            .filter(|(_, (v, _))| *v == view)
+            .map(|(seq, _)| *seq)
+            .max();
         let mut replica = Replica {
             id,
-            next_seq: executed_up_to.max(durable.stable.seq).saturating_add(1),
+            next_seq: executed_up_to
+                .max(durable.stable.seq)
+                .max(accepted_in_view.unwrap_or(0))
+                .saturating_add(1),
             config,
             crypto,
             in_view_change: false,
@@ -304,6 +317,14 @@ impl Replica {
         };
         // Committed batches beyond the ledger (crash between commit and execution) run again.
         replica.dispatch_committed();
+        // Restarted in a view in which we accepted nothing: we persisted it by asking for it,
+        // and may never have seen its new view, so we resume its view change (Castro–Liskov:
+        // a replica returns to a view only with its new view). If the view was installed, its
+        // primary sends the new view again on our view change. One in which we accepted a
+        // batch was installed: we take part in it as we are.
+        if view > 0 && accepted_in_view.is_none() {
+            replica.start_view_change(view);
+        }
         replica
     }
 

@@ -9,10 +9,12 @@
 //! sends its view change only once 2f+1 replicas (itself included) do. A replica suspecting
 //! alone keeps its view, and is back in the normal case as soon as its links heal.
 //!
-//! What counts as another replica's suspicion of our view: its [`Message::Suspect`] for it
-//! or for a later view (it is further along, and stuck too), received in the last two
-//! request timeouts (a suspecting replica says it again every request timeout, so a suspicion
-//! no one repeats lapses), or its view change for a later view (it left ours). Suspicions are not signed: they
+//! What counts as another replica's suspicion of our view, for two request timeouts after
+//! it last said so (a suspecting replica says it again every request timeout, and a replica
+//! changing views sends its view change again as often, so a suspicion no one repeats
+//! lapses): its [`Message::Suspect`] for our view or a later one (it is further along, and
+//! stuck too), its view change for a later view (it left ours), or its view change for our
+//! view while we are in it (it cannot get in; if it is our primary, the view has none). Suspicions are not signed: they
 //! prove nothing to third parties and are never relayed; the host names their sender by its
 //! authenticated link, as for [`Message::Fetch`].
 
@@ -58,79 +60,43 @@ impl Replica {
         self.suspicions.clear();
     }
 
-    /// Another replica's suspicion of the primary of `view`, which it is in.
+    /// Another replica's suspicion of the primary of `view`, which it is in. One for a view
+    /// we left is not answered: the normal-case messages of our view take its sender along
+    /// (`note_view_ahead`), or, if our view is stuck too, our own suspicion of it does.
     pub(crate) fn on_suspect(&mut self, from: ReplicaId, view: View) {
         let current = self.durable.view;
+        if view < current || view > current.saturating_add(Config::MAX_VIEW_LEAD) {
+            return;
+        }
+        self.note_suspicion(from, view);
+        self.act_on_suspicions();
+    }
+
+    /// `from` (another replica, named by the host's authenticated link or by its signature)
+    /// suspects `view`, or left it, now: counted until two request timeouts from now.
+    pub(crate) fn note_suspicion(&mut self, from: ReplicaId, view: View) {
         if from == self.id || from >= self.config.n {
-            return;
-        }
-        if view < current {
-            self.help_replica_behind(from);
-            return;
-        }
-        if view > current.saturating_add(Config::MAX_VIEW_LEAD) {
             return;
         }
         let lapses = self
             .now_ms
             .saturating_add(self.config.request_timeout_ms.saturating_mul(2));
-        self.suspicions.insert(from, (view, lapses));
-        self.act_on_suspicions();
-    }
-
-    /// A replica suspecting a view we left missed how we left it. The primary of our view
-    /// sends it the new view again (rate-limited per replica). A replica that restarted in
-    /// its view not knowing whether it was installed, and prepared nothing in it, takes part
-    /// in its view change again, so that the one behind sees a view change that counts as a
-    /// suspicion of its view (one that prepared in it knows the view was installed, and may
-    /// not ask for it). Otherwise our view change, resent every request timeout while we are
-    /// in one, or the normal-case messages of our view (`note_view_ahead`), or our own
-    /// suspicion of our view, take it along.
-    fn help_replica_behind(&mut self, from: ReplicaId) {
-        let current = self.durable.view;
-        if self.in_view_change {
-            return;
-        }
-        if self.installed_view == Some(current) {
-            self.resend_new_view_to(from);
-        } else if self
-            .durable
-            .prepared
-            .values()
-            .all(|p| p.pre_prepare.message.view < current)
-        {
-            self.start_view_change(current);
+        let entry = self.suspicions.entry(from).or_insert((view, lapses));
+        if entry.1 <= self.now_ms || view >= entry.0 {
+            *entry = (view, lapses);
         }
     }
 
-    /// The other replicas that suspect the primary of our view or of a later one, each with
-    /// the view it suspects: a suspicion said in the last two request timeouts, or a view
-    /// change asking for view t (it gave up on t - 1).
+    /// The other replicas that suspect the primary of our view or of a later one now, each
+    /// with the view it suspects.
     fn others_suspecting(&self) -> BTreeMap<ReplicaId, View> {
         let current = self.durable.view;
         let now = self.now_ms;
-        let mut others: BTreeMap<ReplicaId, View> = BTreeMap::new();
-        let mut note = |from: ReplicaId, view: View| {
-            let held = others.entry(from).or_insert(view);
-            *held = (*held).max(view);
-        };
-        for (from, (view, lapses)) in &self.suspicions {
-            if *lapses > now && *view >= current {
-                note(*from, *view);
-            }
-        }
-        for (asked, by) in self.view_changes.range(current.saturating_add(1)..) {
-            for from in by.keys() {
-                note(*from, asked.saturating_sub(1));
-            }
-        }
-        for (from, asked) in &self.views_asked_far {
-            if *asked > current {
-                note(*from, asked.saturating_sub(1));
-            }
-        }
-        others.remove(&self.id);
-        others
+        self.suspicions
+            .iter()
+            .filter(|(from, (view, lapses))| **from != self.id && *lapses > now && *view >= current)
+            .map(|(from, (view, _))| (*from, *view))
+            .collect()
     }
 
     /// Joins a suspicion f+1 other replicas hold (not while changing views: we already left

@@ -209,16 +209,18 @@ impl Replica {
     pub(crate) fn on_view_change(&mut self, vc: Signed<ViewChange>) {
         let view = vc.message.new_view;
         if view == self.durable.view && !self.in_view_change {
-            if self.installed_view == Some(view) {
-                // A replica asks for the view we are in: it missed the new view (it
-                // restarted, or was cut off). Its primary sends it again.
+            // A replica asks for the view we are in: it missed the new view (it restarted, or
+            // was cut off). Its primary sends it again. Until it is in, it counts as a
+            // suspicion of our view (if it is our primary, the view has none). We never go
+            // back into a view change for the view we are in: having restarted in it, we may
+            // have accepted batches in it, and a second new view for it could order others
+            // at their sequence numbers (red team, issue 18).
+            if self.verify(&vc, vc.message.signed_bytes(), Domain::ViewChange) {
+                self.note_suspicion(vc.from, view);
                 self.resend_new_view(&vc);
-                return;
+                self.act_on_suspicions();
             }
-            // We restarted in this view without knowing whether its new view was ever
-            // installed, and others still ask for it: we take part in its view change
-            // (as its new primary, we may be the one they wait for).
-            self.start_view_change(view);
+            return;
         }
         if view < self.durable.view {
             // A replica behind us in view (cut off, down a long while): the primary of the
@@ -232,13 +234,18 @@ impl Replica {
             self.note_view_asked_far(&vc);
             return;
         }
-        // A copy we hold (a retransmission): nothing new, and no need to check it again.
+        // A copy we hold (a retransmission): nothing new, and no need to check it again; it
+        // says again that its sender left our view.
         if self
             .view_changes
             .get(&view)
             .and_then(|by| by.get(&vc.from))
             .is_some_and(|held| held.signature == vc.signature)
         {
+            if view > self.durable.view {
+                self.note_suspicion(vc.from, view.saturating_sub(1));
+                self.act_on_suspicions();
+            }
             return;
         }
         // Cheap checks before the costly validation: how far ahead, and whether the sender
@@ -254,6 +261,9 @@ impl Replica {
         }
         if !self.valid_view_change(&vc, Batches::Carried) {
             return;
+        }
+        if view > self.durable.view {
+            self.note_suspicion(vc.from, view.saturating_sub(1));
         }
         self.store_view_change(vc);
         if let Some(view) = self.view_to_join() {
@@ -346,6 +356,7 @@ impl Replica {
             return;
         }
         self.views_asked_far.insert(vc.from, view);
+        self.note_suspicion(vc.from, view.saturating_sub(1));
         if let Some(view) = self.view_to_join() {
             self.start_view_change(view);
         }
@@ -380,7 +391,7 @@ impl Replica {
     }
 
     /// Sends our new view again to `to`, which missed it (at most once per request timeout).
-    pub(crate) fn resend_new_view_to(&mut self, to: ReplicaId) {
+    fn resend_new_view_to(&mut self, to: ReplicaId) {
         if !self.may_resend_new_view(to) {
             return;
         }

@@ -524,3 +524,94 @@ fn a_replica_more_than_the_view_lead_behind_joins_f_plus_1_replicas_far_ahead() 
     );
     assert!(replica.in_view_change());
 }
+
+/// Replica 1 restarted in view 1 (whose primary it is), having accepted `accepted` in it.
+fn restarted_in_view_1(accepted: Option<Digest>) -> Replica {
+    let mut durable = DurableState {
+        view: 1,
+        ..Default::default()
+    };
+    if let Some(digest) = accepted {
+        durable.accepted.insert(1, (1, digest));
+    }
+    Replica::new(1, config(), Box::new(SimCrypto { id: 1 }), durable, 0)
+}
+
+/// Red team of the suspicion phase (issue 18): a primary that pre-prepared a batch in its view,
+/// crashed before it prepared and restarted, never goes back into that view's change, whoever
+/// asks: a second new view for the view could order another batch at the same sequence number
+/// (before, a view change for its view from anyone took it back in).
+#[test]
+fn a_restarted_primary_that_pre_prepared_does_not_reenter_its_view() {
+    let mut p = restarted_in_view_1(Some(batch(1).digest()));
+    let sent = deliver(&mut p, Message::Suspect { from: 3, view: 0 });
+    assert!(view_changes(&sent).is_empty());
+    let mut sent = deliver(&mut p, view_change(3, 1, Vec::new()));
+    assert!(!p.in_view_change());
+    assert!(p.is_primary());
+    // f+1 others cannot get into view 1, whose new view its primary lost: they count as
+    // suspicions of it, and the primary moves on to view 2, never back into view 1's change.
+    sent.extend(deliver(&mut p, view_change(0, 1, Vec::new())));
+    assert_eq!(view_changes(&sent), vec![2], "re-entered view 1");
+    assert!(
+        !sent
+            .iter()
+            .any(|m| matches!(m, Message::NewView(nv) if nv.message.view == 1)),
+        "a second new view for view 1"
+    );
+}
+
+/// Performs `actions` as a host would (confirming every Persist); returns what was sent.
+fn sent_by(replica: &mut Replica, mut actions: Vec<Action>) -> Vec<Message> {
+    let mut sent = Vec::new();
+    while !actions.is_empty() {
+        let mut next = Vec::new();
+        for action in actions {
+            match action {
+                Action::Persist { token } => next.extend(replica.persisted(token)),
+                Action::Send { message, .. } | Action::Broadcast { message } => sent.push(message),
+                _ => {}
+            }
+        }
+        actions = next;
+    }
+    sent
+}
+
+/// Red team, issue 18: restarted as primary, a replica proposes above every sequence number it
+/// accepted a batch for in its view (before, from its ledger's height: a second batch at a
+/// sequence number it had pre-prepared, equivocation by a correct primary).
+#[test]
+fn a_restarted_primary_proposes_above_what_it_accepted() {
+    let mut p = restarted_in_view_1(Some(batch(1).digest()));
+    let request = Request {
+        tx_id: [9; 32],
+        payload: payload_for(&[9; 32]),
+    };
+    let actions = p.request(request, NOW);
+    let mut sent = sent_by(&mut p, actions);
+    let actions = p.tick(NOW + 1_000);
+    sent.extend(sent_by(&mut p, actions));
+    let proposed: Vec<Seq> = sent
+        .iter()
+        .filter_map(|m| match m {
+            Message::PrePrepare(pp) => Some(pp.message.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(proposed, vec![2]);
+}
+
+/// Issue 18: a replica restarted in a view in which it accepted nothing may never have seen
+/// that view installed: it resumes the view change that made it persist the view.
+#[test]
+fn a_replica_restarted_in_a_view_it_accepted_nothing_in_resumes_its_view_change() {
+    let mut p = restarted_in_view_1(None);
+    assert!(p.in_view_change());
+    let actions = p.tick(NOW);
+    let asked = view_changes(&sent_by(&mut p, actions));
+    assert!(
+        !asked.is_empty() && asked.iter().all(|v| *v == 1),
+        "{asked:?}"
+    );
+}
