@@ -13,8 +13,9 @@
 //! it last said so (a suspecting replica says it again every request timeout, and a replica
 //! changing views sends its view change again as often, so a suspicion no one repeats
 //! lapses): its [`Message::Suspect`] for our view or a later one (it is further along, and
-//! stuck too), its view change for a later view (it left ours), or its view change for our
-//! view while we are in it (it cannot get in; if it is our primary, the view has none). Suspicions are not signed: they
+//! stuck too), its view change for a later view (it left ours), or, from the primary of our
+//! view, its view change for our view while we are in it (restarted, it lost its new view:
+//! the view has no primary). Suspicions are not signed: they
 //! prove nothing to third parties and are never relayed; the host names their sender by its
 //! authenticated link, as for [`Message::Fetch`].
 

@@ -210,15 +210,28 @@ impl Replica {
         let view = vc.message.new_view;
         if view == self.durable.view && !self.in_view_change {
             // A replica asks for the view we are in: it missed the new view (it restarted, or
-            // was cut off). Its primary sends it again. Until it is in, it counts as a
-            // suspicion of our view (if it is our primary, the view has none). We never go
-            // back into a view change for the view we are in: having restarted in it, we may
-            // have accepted batches in it, and a second new view for it could order others
-            // at their sequence numbers (red team, issue 18).
-            if self.verify(&vc, vc.message.signed_bytes(), Domain::ViewChange) {
-                self.note_suspicion(vc.from, view);
+            // was cut off, or its view change crossed the new view). Its primary sends it
+            // again. If the primary cannot (restarted, it lost its new view: the asker is
+            // the primary itself, or we are), the view has no working primary: that counts
+            // as a suspicion of the view. Otherwise it does not (view changes still in
+            // flight when the new view is installed would depose the new primary at once:
+            // found by the fault harness). We never go back into a view change for the view
+            // we are in: having restarted in it, we may have accepted batches in it, and a
+            // second new view for it could order others at their sequence numbers (red team,
+            // issue 18).
+            let primary_lost_it = vc.from == self.config.primary(view)
+                || (self.is_primary()
+                    && self
+                        .last_new_view
+                        .as_ref()
+                        .is_none_or(|nv| nv.message.view != view));
+            if primary_lost_it {
+                if self.verify(&vc, vc.message.signed_bytes(), Domain::ViewChange) {
+                    self.note_suspicion(vc.from, view);
+                    self.act_on_suspicions();
+                }
+            } else {
                 self.resend_new_view(&vc);
-                self.act_on_suspicions();
             }
             return;
         }

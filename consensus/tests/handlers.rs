@@ -615,3 +615,24 @@ fn a_replica_restarted_in_a_view_it_accepted_nothing_in_resumes_its_view_change(
         "{asked:?}"
     );
 }
+
+/// Found by the fault harness (issue 18): view changes for a view still in flight when its new
+/// view is installed (crossing it, or sent again) are not suspicions of that view. Counted as
+/// such, they deposed each new primary at once, and the peers ran through three views in 50 ms.
+#[test]
+fn view_changes_crossing_the_new_view_do_not_depose_its_primary() {
+    let mut r = backup();
+    deliver(&mut r, view_change(2, 1, Vec::new()));
+    deliver(&mut r, view_change(3, 1, Vec::new()));
+    assert_eq!(r.view(), 1);
+    assert!(!r.in_view_change() && r.is_primary());
+    let mut sent = deliver(&mut r, view_change(0, 1, Vec::new()));
+    sent.extend(deliver(&mut r, suspect_view(2, 1)));
+    assert!(view_changes(&sent).is_empty(), "{:?}", view_changes(&sent));
+    assert_eq!(r.view(), 1);
+    assert!(!r.in_view_change());
+}
+
+fn suspect_view(from: ReplicaId, view: View) -> Message {
+    Message::Suspect { from, view }
+}

@@ -131,6 +131,10 @@ pub struct Driver {
     /// its work, so a longer gap means this process was stopped, starved, or its clock
     /// jumped.
     last_turn_ms: u64,
+    /// The view and whether it was being changed, as last logged.
+    standing: (pbft::View, bool),
+    /// The last view this peer said it suspects (logged once per view).
+    suspected: Option<pbft::View>,
 }
 
 /// Debug builds only (tests of real processes): `NAME:BLOCK` makes the consensus thread of
@@ -176,6 +180,8 @@ impl Driver {
             clock_offset_ms: 0,
             clock_warned: None,
             last_turn_ms: now_ms(),
+            standing: (0, false),
+            suspected: None,
         }
     }
 
@@ -333,6 +339,22 @@ impl Driver {
         }
     }
 
+    /// Logs each move into a view change and each view entered (operators read view
+    /// changes from the log; `network status` shows the current one).
+    fn log_view_standing(&mut self) {
+        let now = (self.replica.view(), self.replica.in_view_change());
+        if now == self.standing {
+            return;
+        }
+        self.standing = now;
+        let primary = self.replica.config().primary(now.0);
+        if now.1 {
+            tracing::info!(view = now.0, primary, "view change: asking for a new view");
+        } else {
+            tracing::info!(view = now.0, primary, "in a new view");
+        }
+    }
+
     fn perform(&mut self, actions: Vec<pbft::Action>) {
         let mut queue: std::collections::VecDeque<pbft::Action> = actions.into();
         while let Some(action) = queue.pop_front() {
@@ -346,7 +368,19 @@ impl Driver {
                     }
                     self.network.send(to, &message);
                 }
-                pbft::Action::Broadcast { message } => self.network.broadcast(&message),
+                pbft::Action::Broadcast { message } => {
+                    if let pbft::Message::Suspect { view, .. } = &message
+                        && self.suspected != Some(*view)
+                    {
+                        self.suspected = Some(*view);
+                        tracing::info!(
+                            view,
+                            "this peer suspects the primary of its view (no progress, or a \
+                             batch it refused); it changes view once 2f+1 peers do"
+                        );
+                    }
+                    self.network.broadcast(&message)
+                }
                 pbft::Action::Execute { seq, .. } => {
                     let digest = self.execute(seq);
                     queue.extend(self.replica.executed(seq, digest));
@@ -379,6 +413,7 @@ impl Driver {
                 }
             }
         }
+        self.log_view_standing();
     }
 
     /// Executes committed batch `seq` into block `seq` and commits it; returns the digest its
