@@ -151,6 +151,14 @@ pub struct DurableState {
     /// ordering, which the host's transaction index catches at execution.
     pub executed_tx: BTreeMap<TxId, Seq>,
     pub last_timestamp_ms: u64,
+    /// The last view whose new view this replica installed (view 0 needs none). A replica
+    /// restarted in a view it never saw installed resumes that view's change.
+    pub installed_view: Option<View>,
+    /// As the primary of its view, the new view it sent: sent again to a replica that asks
+    /// for the view after missing it, also after a restart (only the primary may send it:
+    /// hosts refuse a message signed by another replica than the link's). At most one window
+    /// of batches (see `view_change.rs`).
+    pub new_view: Option<Signed<NewView>>,
 }
 
 #[derive(Debug, Default)]
@@ -204,8 +212,6 @@ pub struct Replica {
     /// Early messages kept per sender, and the bytes of their batches.
     early_count: BTreeMap<ReplicaId, usize>,
     early_bytes: usize,
-    /// The new view this replica sent as primary, to send again to a replica that missed it.
-    pub(crate) last_new_view: Option<Signed<NewView>>,
     /// When it was last sent again to each replica, in this view.
     pub(crate) new_view_resent: BTreeMap<ReplicaId, u64>,
     /// When each replica's last fetch was answered (ms).
@@ -215,9 +221,6 @@ pub struct Replica {
     /// Views more than [`Config::MAX_VIEW_LEAD`] above ours that other replicas asked for in
     /// correctly signed view changes (not kept: only the view, the highest per replica).
     pub(crate) views_asked_far: BTreeMap<ReplicaId, View>,
-    /// The view whose new view this replica installed since it started (view 0 needs none).
-    /// After a restart it does not know whether the view it persisted was ever installed.
-    pub(crate) installed_view: Option<View>,
     /// While we suspect the primary of our view (see `suspicion.rs`): when we say it again.
     pub(crate) suspicion_resend_at: Option<u64>,
     /// Other replicas' suspicions, each of the view it suspects (ours or later) and when it
@@ -301,12 +304,10 @@ impl Replica {
             early: Vec::new(),
             early_count: BTreeMap::new(),
             early_bytes: 0,
-            last_new_view: None,
             new_view_resent: BTreeMap::new(),
             views_ahead: BTreeMap::new(),
             fetches_served: BTreeMap::new(),
             views_asked_far: BTreeMap::new(),
-            installed_view: (durable.view == 0).then_some(0),
             suspicion_resend_at: None,
             suspicions: BTreeMap::new(),
             next_token: 1,
@@ -317,12 +318,12 @@ impl Replica {
         };
         // Committed batches beyond the ledger (crash between commit and execution) run again.
         replica.dispatch_committed();
-        // Restarted in a view in which we accepted nothing: we persisted it by asking for it,
-        // and may never have seen its new view, so we resume its view change (Castro–Liskov:
-        // a replica returns to a view only with its new view). If the view was installed, its
-        // primary sends the new view again on our view change. One in which we accepted a
-        // batch was installed: we take part in it as we are.
-        if view > 0 && accepted_in_view.is_none() {
+        // Restarted in a view we never saw installed: we persisted it by asking for it, so we
+        // resume its view change (Castro–Liskov: a replica returns to a view only with its
+        // new view; if the view was installed, its primary sends the new view again on our
+        // view change). One in which we accepted a batch was installed (state written before
+        // `installed_view` was persisted).
+        if !replica.view_installed() && accepted_in_view.is_none() {
             replica.start_view_change(view);
         }
         replica
@@ -337,6 +338,11 @@ impl Replica {
     pub fn is_primary(&self) -> bool {
         self.config.primary(self.durable.view) == self.id
     }
+    /// Whether the view we are in was installed here (view 0 needs no new view).
+    pub(crate) fn view_installed(&self) -> bool {
+        self.durable.view == 0 || self.durable.installed_view == Some(self.durable.view)
+    }
+
     pub fn in_view_change(&self) -> bool {
         self.in_view_change
     }

@@ -222,7 +222,8 @@ impl Replica {
             let primary_lost_it = vc.from == self.config.primary(view)
                 || (self.is_primary()
                     && self
-                        .last_new_view
+                        .durable
+                        .new_view
                         .as_ref()
                         .is_none_or(|nv| nv.message.view != view));
             if primary_lost_it {
@@ -344,7 +345,7 @@ impl Replica {
         };
         let signed = self.sign(nv, |m| m.signed_bytes(), Domain::NewView);
         self.broadcast(Message::NewView(signed.clone()));
-        self.last_new_view = Some(signed.clone());
+        self.durable.new_view = Some(signed.clone());
         self.new_view_resent.clear();
         self.enter_view(signed.message);
     }
@@ -398,7 +399,8 @@ impl Replica {
         to != self.id
             && !recently
             && self
-                .last_new_view
+                .durable
+                .new_view
                 .as_ref()
                 .is_some_and(|nv| nv.message.view == self.durable.view)
     }
@@ -408,7 +410,7 @@ impl Replica {
         if !self.may_resend_new_view(to) {
             return;
         }
-        if let Some(nv) = self.last_new_view.clone() {
+        if let Some(nv) = self.durable.new_view.clone() {
             self.new_view_resent.insert(to, self.now_ms);
             self.send(to, Message::NewView(nv));
         }
@@ -552,7 +554,11 @@ impl Replica {
         self.durable.view = nv.view;
         self.in_view_change = false;
         self.clear_suspicions();
-        self.installed_view = Some(nv.view);
+        self.durable.installed_view = Some(nv.view);
+        if self.config.primary(nv.view) != self.id {
+            // Only a view's primary sends its new view again.
+            self.durable.new_view = None;
+        }
         self.view_change_attempts = 0;
         self.view_change_deadline = None;
         self.view_change_resend_at = None;

@@ -636,3 +636,18 @@ fn view_changes_crossing_the_new_view_do_not_depose_its_primary() {
 fn suspect_view(from: ReplicaId, view: View) -> Message {
     Message::Suspect { from, view }
 }
+
+/// Red team, second round (issue 18): a primary restarted after a stable checkpoint collected
+/// every batch it accepted in its view still knows the view was installed (it is persisted),
+/// and keeps it instead of leaving it.
+#[test]
+fn a_primary_restarted_after_its_checkpoint_keeps_its_view() {
+    let durable = DurableState {
+        view: 1,
+        installed_view: Some(1),
+        ..Default::default()
+    };
+    let p = Replica::new(1, config(), Box::new(SimCrypto { id: 1 }), durable, 0);
+    assert!(!p.in_view_change(), "{p}");
+    assert!(p.is_primary());
+}

@@ -842,3 +842,43 @@ fn a_false_suspect_cannot_depose_a_correct_primary_nor_push_the_view() {
         assert_eq!(replica.view(), 1, "{replica}");
     }
 }
+
+/// Red team, second round (issue 18): replica 0 misses view 1's new view (cut off), and view
+/// 1's primary restarts before the links heal. The primary persisted the new view it sent, and
+/// sends it again when replica 0 asks for view 1; before, it had lost it, and replica 0 stayed
+/// in its view change alone.
+#[test]
+fn a_replica_that_missed_the_new_view_rejoins_after_its_primary_restarted() {
+    let mut sim = honest(4);
+    for _ in 0..8 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 5_000));
+    for other in 1..4 {
+        sim.faults.blocked.insert((0, other));
+        sim.faults.blocked.insert((other, 0));
+    }
+    let during: Vec<TxId> = (0..4).map(|_| sim.submit(None)).collect();
+    let deadline = sim.now + 20_000;
+    while during.iter().any(|tx| sim.correct_executions(tx) < 3) {
+        assert!(sim.now < deadline, "1, 2, 3 did not install view 1");
+        if sim.now.is_multiple_of(300) {
+            sim.retransmit();
+        }
+        sim.step();
+    }
+    assert_eq!(sim.nodes[1].replica.as_ref().unwrap().view(), 1);
+    sim.crash(1);
+    sim.restart(1);
+    let primary = sim.nodes[1].replica.as_ref().unwrap();
+    assert!(!primary.in_view_change(), "{primary}");
+    sim.heal();
+    for _ in 0..40 {
+        sim.submit(None);
+    }
+    assert!(run_until_executed(&mut sim, 30_000));
+    let zero = sim.nodes[0].replica.as_ref().unwrap();
+    assert_eq!(zero.view(), 1, "{zero}");
+    assert!(!zero.in_view_change(), "replica 0 never rejoined: {zero}");
+    assert_eq!(sim.stats.max_view, 1);
+}

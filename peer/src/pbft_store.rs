@@ -2,8 +2,9 @@
 //! difference from what is already on disk (the state holds up to thousands of batches; a
 //! persist writes only what changed).
 //!
-//! Keys: `view`, `last_timestamp_ms`, `stable` (checkpoint proof), `accepted/<seq>`,
-//! `prepared/<seq>`, `committed/<seq>` (sequence numbers big-endian). Committed batches at or
+//! Keys: `view`, `last_timestamp_ms`, `stable` (checkpoint proof), `installed_view`,
+//! `new_view` (a `ReplicaMessage` holding the new view this peer sent as primary),
+//! `accepted/<seq>`, `prepared/<seq>`, `committed/<seq>` (sequence numbers big-endian). Committed batches at or
 //! below the ledger's height are deleted with their block: the block holds them.
 //! `executed_tx` is not stored; the ledger's transaction index replaces it (see the core).
 
@@ -19,6 +20,8 @@ use crate::wire;
 const VIEW: &[u8] = b"view";
 const LAST_TIMESTAMP: &[u8] = b"last_timestamp_ms";
 const STABLE: &[u8] = b"stable";
+const INSTALLED_VIEW: &[u8] = b"installed_view";
+const NEW_VIEW: &[u8] = b"new_view";
 const ACCEPTED: &[u8] = b"accepted/";
 const PREPARED: &[u8] = b"prepared/";
 const COMMITTED: &[u8] = b"committed/";
@@ -44,6 +47,9 @@ pub struct PbftStore {
     view: pbft::View,
     last_timestamp_ms: u64,
     stable_seq: pbft::Seq,
+    installed_view: Option<pbft::View>,
+    /// The view and signature of the new view on disk.
+    new_view: Option<(pbft::View, Vec<u8>)>,
     accepted: BTreeMap<pbft::Seq, (pbft::View, pbft::Digest)>,
     prepared: BTreeMap<pbft::Seq, (pbft::View, pbft::Digest)>,
     committed: BTreeSet<pbft::Seq>,
@@ -62,6 +68,19 @@ impl PbftStore {
             } else if k == STABLE {
                 let proof = v1::PbftCheckpointProof::decode(v.as_slice()).map_err(corrupt)?;
                 durable.stable = wire::checkpoint_proof_from_proto(proof).map_err(corrupt)?;
+            } else if k == INSTALLED_VIEW {
+                durable.installed_view = Some(be_u64(&v).ok_or_else(|| corrupt("installed view"))?);
+            } else if k == NEW_VIEW {
+                let message = v1::ReplicaMessage::decode(v.as_slice()).map_err(corrupt)?;
+                // Our own new view: the sender to check it against is ourselves.
+                let from = match &message.kind {
+                    Some(v1::replica_message::Kind::NewView(nv)) => nv.from,
+                    _ => return Err(corrupt("new view")),
+                };
+                match wire::from_proto(message, from).map_err(corrupt)? {
+                    pbft::Message::NewView(nv) => durable.new_view = Some(nv),
+                    _ => return Err(corrupt("new view")),
+                }
             } else if let Some(seq) = k.strip_prefix(ACCEPTED).and_then(be_u64) {
                 let view = be_u64(&v).ok_or_else(|| corrupt("accepted"))?;
                 let digest: pbft::Digest = v
@@ -92,6 +111,11 @@ impl PbftStore {
             view: durable.view,
             last_timestamp_ms: durable.last_timestamp_ms,
             stable_seq: durable.stable.seq,
+            installed_view: durable.installed_view,
+            new_view: durable
+                .new_view
+                .as_ref()
+                .map(|nv| (nv.message.view, nv.signature.clone())),
             accepted: durable.accepted.clone(),
             prepared: durable
                 .prepared
@@ -133,6 +157,27 @@ impl PbftStore {
                 wire::checkpoint_proof_to_proto(&durable.stable).encode_to_vec(),
             ));
             self.stable_seq = durable.stable.seq;
+        }
+        if durable.installed_view != self.installed_view {
+            if let Some(view) = durable.installed_view {
+                puts.push((INSTALLED_VIEW.to_vec(), view.to_be_bytes().to_vec()));
+            } else {
+                deletes.push(INSTALLED_VIEW.to_vec());
+            }
+            self.installed_view = durable.installed_view;
+        }
+        let new_view = durable
+            .new_view
+            .as_ref()
+            .map(|nv| (nv.message.view, nv.signature.clone()));
+        if new_view != self.new_view {
+            if let Some(nv) = &durable.new_view {
+                let message = pbft::Message::NewView(nv.clone());
+                puts.push((NEW_VIEW.to_vec(), wire::to_proto(&message).encode_to_vec()));
+            } else {
+                deletes.push(NEW_VIEW.to_vec());
+            }
+            self.new_view = new_view;
         }
         for (seq, entry) in &durable.accepted {
             if self.accepted.get(seq) != Some(entry) {
