@@ -213,7 +213,7 @@ pub struct Replica {
     early_count: BTreeMap<ReplicaId, usize>,
     early_bytes: usize,
     /// When it was last sent again to each replica, in this view.
-    pub(crate) new_view_resent: BTreeMap<ReplicaId, u64>,
+    pub(crate) new_view_resent: BTreeMap<ReplicaId, (u64, u32)>,
     /// When each replica's last fetch was answered (ms).
     pub(crate) fetches_served: BTreeMap<ReplicaId, u64>,
     /// The view each other replica was last seen in, when above ours (see `note_view_ahead`).
@@ -318,6 +318,18 @@ impl Replica {
         };
         // Committed batches beyond the ledger (crash between commit and execution) run again.
         replica.dispatch_committed();
+        // The new view we persisted is sent again only if it is ours, for the view we are in,
+        // and signed as we sign (a host's disk may have flipped a bit): a new view others
+        // drop would keep us from counting the replica asking for it as a suspicion.
+        let own_new_view = replica.durable.new_view.as_ref().is_some_and(|nv| {
+            nv.from == id
+                && nv.message.view == view
+                && replica.config.primary(view) == id
+                && replica.verify(nv, nv.message.signed_bytes(), Domain::NewView)
+        });
+        if !own_new_view {
+            replica.durable.new_view = None;
+        }
         // Restarted in a view we never saw installed: we persisted it by asking for it, so we
         // resume its view change (Castro–Liskov: a replica returns to a view only with its
         // new view; if the view was installed, its primary sends the new view again on our

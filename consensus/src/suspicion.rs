@@ -41,6 +41,12 @@ impl Replica {
         self.act_on_suspicions();
     }
 
+    /// Whether we suspect the primary of our view and have not left it (for operators: one
+    /// replica suspecting while most do not is cut off from them).
+    pub fn suspects_primary(&self) -> bool {
+        !self.in_view_change && self.suspicion_resend_at.is_some()
+    }
+
     /// Tells every replica we suspect the primary of our view, and when to say it again.
     pub(crate) fn say_suspicion(&mut self) {
         self.suspicion_resend_at = Some(self.now_ms.saturating_add(self.config.request_timeout_ms));

@@ -28,6 +28,8 @@ impl Replica {
         self.durable.view = new_view;
         self.in_view_change = true;
         self.clear_suspicions();
+        // A replica never returns to a view: the new view it sent as primary is of no use.
+        self.durable.new_view = None;
         self.views_asked_far.retain(|_, asked| *asked > new_view);
         self.take_early();
         self.dirty = true;
@@ -389,13 +391,18 @@ impl Replica {
         }
     }
 
-    /// Whether we hold a new view of our view to send again to `to`, and did not send it to
-    /// `to` in the last request timeout.
+    /// Whether we hold a new view of our view to send again to `to`, and are past the wait
+    /// after the last time: one request timeout after the first, doubling with each further
+    /// one (at most 64 timeouts), so that a few hundred bytes of view change cannot make us
+    /// send a window of batches every timeout (red team, issue 18).
     fn may_resend_new_view(&self, to: ReplicaId) -> bool {
-        let recently = self
-            .new_view_resent
-            .get(&to)
-            .is_some_and(|at| self.now_ms < at.saturating_add(self.config.request_timeout_ms));
+        let recently = self.new_view_resent.get(&to).is_some_and(|(at, times)| {
+            let wait = self
+                .config
+                .request_timeout_ms
+                .saturating_mul(1u64 << times.saturating_sub(1).min(6));
+            self.now_ms < at.saturating_add(wait)
+        });
         to != self.id
             && !recently
             && self
@@ -411,7 +418,9 @@ impl Replica {
             return;
         }
         if let Some(nv) = self.durable.new_view.clone() {
-            self.new_view_resent.insert(to, self.now_ms);
+            let times = self.new_view_resent.get(&to).map_or(0, |(_, t)| *t);
+            self.new_view_resent
+                .insert(to, (self.now_ms, times.saturating_add(1)));
             self.send(to, Message::NewView(nv));
         }
     }

@@ -651,3 +651,54 @@ fn a_primary_restarted_after_its_checkpoint_keeps_its_view() {
     assert!(!p.in_view_change(), "{p}");
     assert!(p.is_primary());
 }
+
+/// Red team, third round (issue 18): a primary sends its new view again to a replica asking
+/// for its view at most once per request timeout after the first, doubling each time, so a
+/// few hundred bytes of view change cannot make it send a window of batches every timeout.
+#[test]
+fn a_primary_resends_its_new_view_with_a_growing_wait() {
+    let mut r = backup();
+    deliver(&mut r, view_change(2, 1, Vec::new()));
+    deliver(&mut r, view_change(3, 1, Vec::new()));
+    assert!(r.is_primary() && !r.in_view_change());
+    let step = config().request_timeout_ms + 1;
+    let mut resent = 0;
+    for k in 1..=10u64 {
+        let (sent, _) = drive_at(&mut r, view_change(0, 1, Vec::new()), NOW + k * step);
+        resent += sent
+            .iter()
+            .filter(|m| matches!(m, Message::NewView(_)))
+            .count();
+    }
+    assert_eq!(resent, 4, "sent at 1, 2, 4 and 8 timeouts");
+}
+
+/// Red team, third round: a persisted new view that is not this primary's own (a flipped bit
+/// on its disk) is dropped at start, so a replica asking for the view counts as a suspicion
+/// of it instead of waiting for a new view every receiver would refuse.
+#[test]
+fn a_persisted_new_view_not_signed_by_us_is_dropped() {
+    let nv = NewView {
+        view: 1,
+        view_changes: Vec::new(),
+        pre_prepares: Vec::new(),
+    };
+    let signature = sim_signature(2, Domain::NewView, &nv.signed_bytes());
+    let durable = DurableState {
+        view: 1,
+        installed_view: Some(1),
+        new_view: Some(Signed {
+            from: 2,
+            message: nv,
+            signature,
+        }),
+        ..Default::default()
+    };
+    let mut p = Replica::new(1, config(), Box::new(SimCrypto { id: 1 }), durable, 0);
+    assert!(p.durable_state().new_view.is_none());
+    deliver(&mut p, view_change(3, 1, Vec::new()));
+    let sent = deliver(&mut p, view_change(0, 1, Vec::new()));
+    assert_eq!(view_changes(&sent), vec![2]);
+    // Leaving a view, a primary drops the new view it kept for it.
+    assert!(p.durable_state().new_view.is_none());
+}

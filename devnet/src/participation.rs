@@ -2,8 +2,9 @@
 //! network stops committing (issue 18 item 5): what `medledger network status` tells an
 //! operator after a fault. PBFT commits with 2f + 1 of n = 3f + 1 peers (Castro–Liskov §2);
 //! a peer takes part when it answers, is in the view most peers are in and not changing it,
-//! is not far behind the highest peer, and its clock agrees with the others' within the
-//! network's allowed skew. (A peer's offset from the last pre-prepare's batch time is not
+//! is not far behind the highest peer, does not suspect the primary (alone: it is cut off
+//! from the others; with more than f: the primary gets nothing committed, and a view change
+//! follows), and its clock agrees with the others' within the network's allowed skew. (A peer's offset from the last pre-prepare's batch time is not
 //! a reason: a batch delayed in the network looks the same as a clock behind.)
 
 use serde::Serialize;
@@ -51,6 +52,10 @@ impl Participation {
             .filter(|(_, count)| *count > f)
             .map(|(v, _)| v);
         let clock = median(answering.iter().map(|s| s.clock_ms).collect());
+        // At most f peers suspecting the primary: they, not the primary, are cut off; more,
+        // and the primary gets nothing committed (down, cut off, or a split): a view change
+        // follows if 2f+1 peers can reach each other.
+        let suspecting = answering.iter().filter(|s| s.suspects_primary).count();
         let skew = i64::try_from(max_clock_skew_ms).unwrap_or(i64::MAX);
         let mut taking_part = Vec::new();
         let mut out = Vec::new();
@@ -69,6 +74,22 @@ impl Participation {
                         Some(format!("changing view (from view {})", s.view))
                     } else if let Some(view) = view.filter(|v| *v != s.view) {
                         Some(format!("in view {}, most peers in view {view}", s.view))
+                    } else if s.suspects_primary {
+                        let primary = names
+                            .get(s.primary as usize)
+                            .cloned()
+                            .unwrap_or_else(|| format!("replica {}", s.primary));
+                        Some(if suspecting <= f {
+                            format!(
+                                "gets no batches through from the primary ({primary}) while the \
+                                 others do: check its links to the other peers"
+                            )
+                        } else {
+                            format!(
+                                "{suspecting} peers suspect the primary ({primary}): a view \
+                                 change follows once 2f+1 peers reach each other"
+                            )
+                        })
                     } else if behind > MAX_LAG_BLOCKS {
                         Some(format!("{behind} blocks behind, catching up"))
                     } else {
@@ -164,6 +185,56 @@ mod tests {
         assert_eq!(p.more_may_fail(), Some(1));
         assert!(
             p.describe().contains("1 more may fail now"),
+            "{}",
+            p.describe()
+        );
+    }
+
+    /// Issue 18: a peer cut off from the others no longer changes view alone (it suspects the
+    /// primary and keeps its view), so status names it by its suspicion; when more than f
+    /// suspect, nothing commits in the view (a 2–2 split showed "4 of 4 take part" before).
+    #[test]
+    fn a_peer_suspecting_the_primary_alone_is_named() {
+        let suspecting = |height| {
+            let mut s = status(height, 1, 0);
+            s.as_mut().unwrap().suspects_primary = true;
+            s.as_mut().unwrap().primary = 1;
+            s
+        };
+        let p = Participation::judge(
+            &names(4),
+            &[
+                status(10, 1, 0),
+                status(10, 1, 0),
+                status(10, 1, 0),
+                suspecting(9),
+            ],
+            2_000,
+        );
+        assert_eq!(p.out.len(), 1, "{}", p.describe());
+        assert_eq!(p.out[0].0, "peer3");
+        assert!(
+            p.out[0]
+                .1
+                .contains("no batches through from the primary (peer1)"),
+            "{}",
+            p.describe()
+        );
+        let p = Participation::judge(
+            &names(4),
+            &[
+                status(10, 1, 0),
+                suspecting(10),
+                status(10, 1, 0),
+                suspecting(9),
+            ],
+            2_000,
+        );
+        assert_eq!(p.more_may_fail(), None, "{}", p.describe());
+        assert!(
+            p.out[0]
+                .1
+                .contains("2 peers suspect the primary (peer1): a view change follows"),
             "{}",
             p.describe()
         );

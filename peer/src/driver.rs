@@ -55,6 +55,8 @@ pub struct Status {
     pub view: u64,
     pub primary: u32,
     pub in_view_change: bool,
+    /// The replica suspects the primary of its view (`Replica::suspects_primary`).
+    pub suspects_primary: bool,
     pub pending_requests: u64,
     pub last_executed: u64,
     /// The last pre-prepare's batch time minus this peer's clock on its arrival (ms).
@@ -590,6 +592,7 @@ impl Driver {
             view: self.replica.view(),
             primary: self.replica.config().primary(self.replica.view()),
             in_view_change: self.replica.in_view_change(),
+            suspects_primary: self.replica.suspects_primary(),
             pending_requests: self.waiters.len() as u64,
             last_executed: self.replica.last_executed(),
             clock_offset_from_primary_ms: self.clock_offset_ms,

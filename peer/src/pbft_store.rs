@@ -41,6 +41,19 @@ fn corrupt(why: impl ToString) -> LedgerError {
     }
 }
 
+/// The new view stored under `new_view`, if it decodes as one.
+fn decode_new_view(bytes: &[u8]) -> Option<pbft::Signed<pbft::NewView>> {
+    let message = v1::ReplicaMessage::decode(bytes).ok()?;
+    let from = match &message.kind {
+        Some(v1::replica_message::Kind::NewView(nv)) => nv.from,
+        _ => return None,
+    };
+    match wire::from_proto(message, from).ok()? {
+        pbft::Message::NewView(nv) => Some(nv),
+        _ => None,
+    }
+}
+
 /// What is on disk, in summary, to compute the next difference.
 #[derive(Default)]
 pub struct PbftStore {
@@ -69,17 +82,17 @@ impl PbftStore {
                 let proof = v1::PbftCheckpointProof::decode(v.as_slice()).map_err(corrupt)?;
                 durable.stable = wire::checkpoint_proof_from_proto(proof).map_err(corrupt)?;
             } else if k == INSTALLED_VIEW {
-                durable.installed_view = Some(be_u64(&v).ok_or_else(|| corrupt("installed view"))?);
+                durable.installed_view = Some(be_u64(&v).ok_or_else(|| corrupt("installed_view"))?);
             } else if k == NEW_VIEW {
-                let message = v1::ReplicaMessage::decode(v.as_slice()).map_err(corrupt)?;
-                // Our own new view: the sender to check it against is ourselves.
-                let from = match &message.kind {
-                    Some(v1::replica_message::Kind::NewView(nv)) => nv.from,
-                    _ => return Err(corrupt("new view")),
-                };
-                match wire::from_proto(message, from).map_err(corrupt)? {
-                    pbft::Message::NewView(nv) => durable.new_view = Some(nv),
-                    _ => return Err(corrupt("new view")),
+                // Optional (only sent again to a replica that missed it; the core checks it is
+                // ours and signed): one that does not decode is dropped with a warning, not a
+                // reason to refuse to start.
+                match decode_new_view(&v) {
+                    Some(nv) => durable.new_view = Some(nv),
+                    None => tracing::warn!(
+                        "the new view stored in the pbft column does not decode; it is dropped \
+                         (a replica that missed it gets it from the next view change)"
+                    ),
                 }
             } else if let Some(seq) = k.strip_prefix(ACCEPTED).and_then(be_u64) {
                 let view = be_u64(&v).ok_or_else(|| corrupt("accepted"))?;

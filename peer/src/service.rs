@@ -581,6 +581,7 @@ impl v1::ledger_server::Ledger for LedgerService {
             view: status.view,
             primary: status.primary,
             in_view_change: status.in_view_change,
+            suspects_primary: status.suspects_primary,
             network_id: self.genesis.network_id.to_vec(),
             last_block_hash: header_hash(&last).to_vec(),
             peers: self
