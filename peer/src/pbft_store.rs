@@ -250,3 +250,60 @@ impl PbftStore {
         ledger.write_pbft(puts, deletes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::genesis::Genesis;
+
+    /// A ledger of the fixture network (fuzz/fixtures) in a fresh directory.
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
+        let block = v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+        let genesis = Genesis::from_block(block).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), &genesis).unwrap();
+        (dir, ledger)
+    }
+
+    /// Red team, third round (issue 18): the view installed and the primary's new view are
+    /// written and read back; a new view that does not decode is dropped (it is optional);
+    /// an installed view that does not decode stops the load, naming its key.
+    #[test]
+    fn the_installed_view_and_the_new_view_survive_a_restart() {
+        let (_dir, ledger) = ledger();
+        let (mut store, mut durable) = PbftStore::load(&ledger).unwrap();
+        assert_eq!(durable.installed_view, None);
+        durable.view = 5;
+        durable.installed_view = Some(5);
+        durable.new_view = Some(pbft::Signed {
+            from: 1,
+            message: pbft::NewView {
+                view: 5,
+                view_changes: Vec::new(),
+                pre_prepares: Vec::new(),
+            },
+            signature: vec![7; 64],
+        });
+        store.save(&ledger, &durable).unwrap();
+        let (mut store, loaded) = PbftStore::load(&ledger).unwrap();
+        assert_eq!(loaded.installed_view, Some(5));
+        assert_eq!(loaded.new_view, durable.new_view);
+        durable.new_view = None;
+        store.save(&ledger, &durable).unwrap();
+        assert_eq!(PbftStore::load(&ledger).unwrap().1.new_view, None);
+
+        ledger
+            .write_pbft(vec![(NEW_VIEW.to_vec(), vec![0xff, 0x01])], Vec::new())
+            .unwrap();
+        let (_, loaded) = PbftStore::load(&ledger).unwrap();
+        assert_eq!(loaded.new_view, None);
+        assert_eq!(loaded.installed_view, Some(5));
+
+        ledger
+            .write_pbft(vec![(INSTALLED_VIEW.to_vec(), vec![1])], Vec::new())
+            .unwrap();
+        let error = PbftStore::load(&ledger).err().unwrap().to_string();
+        assert!(error.contains("installed_view"), "{error}");
+    }
+}
