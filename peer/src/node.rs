@@ -141,7 +141,7 @@ pub async fn run(
     let ledger = {
         let dir = config.data_dir.join("ledger");
         let genesis = genesis.clone();
-        tokio::task::spawn_blocking(move || Ledger::open(&dir, &genesis)).await??
+        tokio::task::spawn_blocking(move || open_or_set_aside(&dir, &genesis)).await??
     };
     let ledger = Arc::new(ledger);
     let (height_tx, _) = watch::channel(ledger.height());
@@ -418,4 +418,88 @@ fn listen_address(address: &str) -> anyhow::Result<SocketAddr> {
         .and_then(|(_, p)| p.parse::<u16>().ok())
         .with_context(|| format!("the genesis address {address:?} has no port"))?;
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+}
+
+/// Opens the ledger in `dir`. One RocksDB finds corrupt is neither served nor signed from: it
+/// is moved aside (`ledger.corrupt-<unix seconds>`, kept for the operator) and the peer starts
+/// from an empty ledger, catching up from the others by state transfer, which checks every
+/// block's commit certificate (issue 18 item 5). Other errors stop the peer.
+fn open_or_set_aside(
+    dir: &std::path::Path,
+    genesis: &crate::genesis::Genesis,
+) -> anyhow::Result<Ledger> {
+    match Ledger::open(dir, genesis) {
+        Err(crate::ledger::LedgerError::Corrupt { what, why }) => {
+            let seconds = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let aside = dir.with_file_name(format!("ledger.corrupt-{seconds}"));
+            tracing::error!(
+                what,
+                why,
+                aside = %aside.display(),
+                "this peer's ledger is corrupt: it is moved aside and the peer starts empty, \
+                 catching up from the other peers (check the disk; remove the old copy once \
+                 the peer has caught up)"
+            );
+            metrics::counter!("medledger_ledger_set_aside_total").increment(1);
+            std::fs::rename(dir, &aside)
+                .with_context(|| format!("moving {} aside", dir.display()))?;
+            Ok(Ledger::open(dir, genesis)?)
+        }
+        other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    /// Issue 18 item 5: one flipped byte in the middle of a peer's RocksDB write-ahead log is
+    /// corruption, not the end of the log. Before, the peer replayed the log up to the byte,
+    /// dropped the rest and came back 329 blocks lower without a word; now its ledger is set
+    /// aside and it starts empty, to catch up from the others.
+    #[test]
+    fn a_corrupt_ledger_is_set_aside_not_served() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
+        let block =
+            medledger_proto::v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+        let genesis = crate::genesis::Genesis::from_block(block).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ledger");
+        {
+            let ledger = Ledger::open(&dir, &genesis).unwrap();
+            for i in 0u64..2_000 {
+                let key = [b"test/".as_slice(), &i.to_be_bytes()].concat();
+                ledger
+                    .write_pbft(vec![(key, vec![7; 512])], Vec::new())
+                    .unwrap();
+            }
+        }
+        let log = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "log"))
+            .expect("a write-ahead log");
+        let mut bytes = std::fs::read(&log).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&log, bytes).unwrap();
+
+        match Ledger::open(&dir, &genesis) {
+            Err(crate::ledger::LedgerError::Corrupt { what, .. }) => assert_eq!(what, "rocksdb"),
+            Err(other) => panic!("not reported as corruption: {other}"),
+            Ok(_) => panic!("a corrupt log opened"),
+        }
+        let ledger = open_or_set_aside(&dir, &genesis).unwrap();
+        assert_eq!(ledger.height(), 0);
+        let aside: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("ledger.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+    }
 }
