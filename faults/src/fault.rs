@@ -35,10 +35,14 @@ pub enum Fault {
     /// the peer's consensus time, timers and reported clock, not its certificate checks),
     /// back at the heal.
     Clock { peer: usize, offset_s: i64 },
+    /// kill -9 of one peer and one byte flipped in its RocksDB write-ahead log, at
+    /// `at_per_mille` of its length; restarted at the heal, the peer must find its ledger
+    /// corrupt, set it aside and catch up from the others (issue 18 item 5).
+    Corrupt { peer: usize, at_per_mille: u32 },
 }
 
 /// Every kind, for the report.
-pub const KINDS: [&str; 10] = [
+pub const KINDS: [&str; 11] = [
     "split",
     "isolate-primary",
     "isolate",
@@ -49,6 +53,7 @@ pub const KINDS: [&str; 10] = [
     "pause",
     "clock",
     "disk-full",
+    "corrupt",
 ];
 
 impl Fault {
@@ -64,6 +69,7 @@ impl Fault {
             Fault::Pause { .. } => KINDS[7],
             Fault::Clock { .. } => KINDS[8],
             Fault::DiskFull { .. } => KINDS[9],
+            Fault::Corrupt { .. } => KINDS[10],
         }
     }
 
@@ -96,6 +102,10 @@ impl Fault {
             6 => Fault::KillAll,
             7 => Fault::Pause { peer: order[0] },
             9 => Fault::DiskFull { peer: order[0] },
+            10 => Fault::Corrupt {
+                peer: order[0],
+                at_per_mille: rng.gen_range(100..900),
+            },
             _ => Fault::Clock {
                 peer: order[0],
                 offset_s: [5, -5, 60, -60, -600][rng.gen_range(0..5)],
@@ -117,9 +127,10 @@ impl Fault {
     /// fault holds, and the words one of which its reason must hold.
     pub fn expected_out(&self) -> Option<(usize, &'static [&'static str])> {
         match self {
-            Fault::Kill { peer } | Fault::Pause { peer } | Fault::Isolate { peer } => {
-                Some((*peer, &["not answering"]))
-            }
+            Fault::Kill { peer }
+            | Fault::Pause { peer }
+            | Fault::Isolate { peer }
+            | Fault::Corrupt { peer, .. } => Some((*peer, &["not answering"])),
             Fault::Clock { peer, .. } => Some((*peer, &["clock"])),
             _ => None,
         }
@@ -171,6 +182,10 @@ impl Fault {
             Fault::Pause { peer } => network.pause(*peer),
             Fault::Clock { peer, offset_s } => network.set_clock(*peer, *offset_s)?,
             Fault::DiskFull { peer } => network.fill_disk(*peer)?,
+            Fault::Corrupt { peer, at_per_mille } => {
+                network.kill(*peer);
+                network.corrupt_log(*peer, *at_per_mille)?;
+            }
         }
         Ok(())
     }

@@ -273,6 +273,28 @@ impl Network {
         Ok(())
     }
 
+    /// Flips one byte of peer `i`'s (stopped) RocksDB write-ahead log — its largest `.log`
+    /// file — at `at_per_mille` of its length.
+    ///
+    /// # Errors
+    /// The ledger has no log, or it could not be written.
+    pub fn corrupt_log(&self, i: usize, at_per_mille: u32) -> anyhow::Result<()> {
+        let ledger = self.peers[i].data_dir.join("ledger");
+        let log = std::fs::read_dir(&ledger)
+            .with_context(|| format!("reading {}", ledger.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .with_context(|| format!("no write-ahead log in {}", ledger.display()))?;
+        let mut bytes = std::fs::read(&log)?;
+        let at = bytes.len() * at_per_mille.min(999) as usize / 1000;
+        if let Some(byte) = bytes.get_mut(at) {
+            *byte ^= 0xff;
+        }
+        std::fs::write(&log, bytes)?;
+        Ok(())
+    }
+
     /// Gives peer `i`'s disk its space back.
     pub fn free_disk(&self, i: usize) {
         let _ = std::fs::remove_file(self.peers[i].data_dir.join(FILLER));
