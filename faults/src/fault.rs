@@ -36,8 +36,9 @@ pub enum Fault {
     /// back at the heal.
     Clock { peer: usize, offset_s: i64 },
     /// kill -9 of one peer and one byte flipped in its RocksDB write-ahead log, at
-    /// `at_per_mille` of its length; restarted at the heal, the peer must find its ledger
-    /// corrupt, set it aside and catch up from the others (issue 18 item 5).
+    /// `at_per_mille` of its length; at the heal the peer must refuse to start, saying its
+    /// ledger is corrupt; it is then moved aside, as the message says, and the peer catches
+    /// up from the others (issue 18 item 5).
     Corrupt { peer: usize, at_per_mille: u32 },
 }
 
@@ -200,7 +201,10 @@ impl Fault {
             network.set_clock(i, 0)?;
             network.free_disk(i);
             network.resume(i);
-            network.restart(i)?;
+            match self {
+                Fault::Corrupt { peer, .. } if *peer == i => network.restart_corrupt(i)?,
+                _ => network.restart(i)?,
+            }
         }
         Ok(())
     }

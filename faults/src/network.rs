@@ -273,8 +273,8 @@ impl Network {
         Ok(())
     }
 
-    /// Flips one byte of peer `i`'s (stopped) RocksDB write-ahead log — its largest `.log`
-    /// file — at `at_per_mille` of its length.
+    /// Flips one byte of peer `i`'s (stopped) RocksDB write-ahead log — its newest `.log`
+    /// file, the one RocksDB replays — at `at_per_mille` of its length.
     ///
     /// # Errors
     /// The ledger has no log, or it could not be written.
@@ -284,7 +284,7 @@ impl Network {
             .with_context(|| format!("reading {}", ledger.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .max()
             .with_context(|| format!("no write-ahead log in {}", ledger.display()))?;
         let mut bytes = std::fs::read(&log)?;
         let at = bytes.len() * at_per_mille.min(999) as usize / 1000;
@@ -293,6 +293,34 @@ impl Network {
         }
         std::fs::write(&log, bytes)?;
         Ok(())
+    }
+
+    /// Starts peer `i` after its write-ahead log was damaged ([`Network::corrupt_log`]): it
+    /// must refuse to start, saying its ledger is corrupt; then, as its operator would, the
+    /// ledger is moved aside and the peer started again, to catch up from the others.
+    ///
+    /// # Errors
+    /// The peer started on its damaged ledger, or stopped without saying why, or did not
+    /// start again.
+    pub fn restart_corrupt(&mut self, i: usize) -> anyhow::Result<()> {
+        let before = std::fs::metadata(&self.peers[i].log).map_or(0, |m| m.len() as usize);
+        if self.restart(i).is_ok() {
+            bail!("peer{i} started on its damaged ledger without a word");
+        }
+        let log = std::fs::read(&self.peers[i].log).unwrap_or_default();
+        let said = String::from_utf8_lossy(log.get(before..).unwrap_or_default()).into_owned();
+        if !said.contains("this peer's ledger is corrupt") {
+            bail!("peer{i} stopped on its damaged ledger without saying so: {said}");
+        }
+        self.peers[i].process = None;
+        let ledger = self.peers[i].data_dir.join("ledger");
+        let aside = (1..)
+            .map(|k| ledger.with_file_name(format!("ledger.corrupt-{k}")))
+            .find(|p| !p.exists())
+            .context("no name to move the ledger aside to")?;
+        std::fs::rename(&ledger, &aside)
+            .with_context(|| format!("moving {} aside", ledger.display()))?;
+        self.restart(i)
     }
 
     /// Gives peer `i`'s disk its space back.

@@ -141,7 +141,7 @@ pub async fn run(
     let ledger = {
         let dir = config.data_dir.join("ledger");
         let genesis = genesis.clone();
-        tokio::task::spawn_blocking(move || open_or_set_aside(&dir, &genesis)).await??
+        tokio::task::spawn_blocking(move || open_or_explain(&dir, &genesis)).await??
     };
     let ledger = Arc::new(ledger);
     let (height_tx, _) = watch::channel(ledger.height());
@@ -420,33 +420,29 @@ fn listen_address(address: &str) -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
 }
 
-/// Opens the ledger in `dir`. One RocksDB finds corrupt is neither served nor signed from: it
-/// is moved aside (`ledger.corrupt-<unix seconds>`, kept for the operator) and the peer starts
-/// from an empty ledger, catching up from the others by state transfer, which checks every
-/// block's commit certificate (issue 18 item 5). Other errors stop the peer.
-fn open_or_set_aside(
+/// Opens the ledger in `dir`. One RocksDB finds corrupt is neither served nor signed from:
+/// the peer stops, saying so and how to recover (issue 18 item 5): move the ledger aside and
+/// start the peer again; it catches up from the others by state transfer. It does not do so
+/// by itself: a peer started empty has forgotten its PBFT votes (until it has caught up it
+/// counts as the one faulty peer), and peers setting their ledgers aside at once, after an
+/// upgrade that reads them wrongly, would start a new chain (red team, issue 18).
+fn open_or_explain(
     dir: &std::path::Path,
     genesis: &crate::genesis::Genesis,
 ) -> anyhow::Result<Ledger> {
     match Ledger::open(dir, genesis) {
-        Err(crate::ledger::LedgerError::Corrupt { what, why }) => {
-            let seconds = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-            let aside = dir.with_file_name(format!("ledger.corrupt-{seconds}"));
-            tracing::error!(
-                what,
-                why,
-                aside = %aside.display(),
-                "this peer's ledger is corrupt: it is moved aside and the peer starts empty, \
-                 catching up from the other peers (check the disk; remove the old copy once \
-                 the peer has caught up)"
-            );
-            metrics::counter!("medledger_ledger_set_aside_total").increment(1);
-            std::fs::rename(dir, &aside)
-                .with_context(|| format!("moving {} aside", dir.display()))?;
-            Ok(Ledger::open(dir, genesis)?)
+        Err(crate::ledger::LedgerError::Corrupt {
+            what: "rocksdb",
+            why,
+        }) => {
+            metrics::counter!("medledger_ledger_corrupt_total").increment(1);
+            bail!(
+                "this peer's ledger is corrupt (RocksDB: {why}); it serves and signs nothing \
+                 from it. Check the disk, then move the ledger aside (`mv {dir} {dir}.corrupt`) \
+                 and start the peer again: it catches up from the other peers. Do this on one \
+                 peer at a time, and only while the others commit",
+                dir = dir.display()
+            )
         }
         other => Ok(other?),
     }
@@ -459,10 +455,10 @@ mod tests {
 
     /// Issue 18 item 5: one flipped byte in the middle of a peer's RocksDB write-ahead log is
     /// corruption, not the end of the log. Before, the peer replayed the log up to the byte,
-    /// dropped the rest and came back 329 blocks lower without a word; now its ledger is set
-    /// aside and it starts empty, to catch up from the others.
+    /// dropped the rest and came back 329 blocks lower without a word; now it refuses to start,
+    /// saying how to recover.
     #[test]
-    fn a_corrupt_ledger_is_set_aside_not_served() {
+    fn a_corrupt_ledger_is_reported_not_served() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
         let block =
             medledger_proto::v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
@@ -493,13 +489,8 @@ mod tests {
             Err(other) => panic!("not reported as corruption: {other}"),
             Ok(_) => panic!("a corrupt log opened"),
         }
-        let ledger = open_or_set_aside(&dir, &genesis).unwrap();
-        assert_eq!(ledger.height(), 0);
-        let aside: Vec<_> = std::fs::read_dir(root.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with("ledger.corrupt-"))
-            .collect();
-        assert_eq!(aside.len(), 1, "{aside:?}");
+        let error = open_or_explain(&dir, &genesis).err().unwrap().to_string();
+        assert!(error.contains("ledger is corrupt"), "{error}");
+        assert!(error.contains("move the ledger aside"), "{error}");
     }
 }
