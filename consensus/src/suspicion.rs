@@ -101,7 +101,7 @@ impl Replica {
         let now = self.now_ms;
         self.suspicions
             .iter()
-            .filter(|(from, (view, lapses))| **from != self.id && *lapses > now && *view >= current)
+            .filter(|(_, (view, lapses))| *lapses > now && *view >= current)
             .map(|(from, (view, _))| (*from, *view))
             .collect()
     }

@@ -74,7 +74,13 @@ fn drive(replica: &mut Replica, message: Message) -> (Vec<Message>, Vec<Seq>) {
 
 /// [`drive`] at time `now_ms`.
 fn drive_at(replica: &mut Replica, message: Message, now_ms: u64) -> (Vec<Message>, Vec<Seq>) {
-    let mut actions = replica.receive(message, now_ms);
+    let actions = replica.receive(message, now_ms);
+    perform(replica, actions)
+}
+
+/// Performs `actions` as a host would, confirming every Persist; returns what was sent and
+/// the sequence numbers handed to the host to execute.
+fn perform(replica: &mut Replica, mut actions: Vec<Action>) -> (Vec<Message>, Vec<Seq>) {
     let (mut sent, mut executed) = (Vec::new(), Vec::new());
     while !actions.is_empty() {
         let mut next = Vec::new();
@@ -561,21 +567,9 @@ fn a_restarted_primary_that_pre_prepared_does_not_reenter_its_view() {
     );
 }
 
-/// Performs `actions` as a host would (confirming every Persist); returns what was sent.
-fn sent_by(replica: &mut Replica, mut actions: Vec<Action>) -> Vec<Message> {
-    let mut sent = Vec::new();
-    while !actions.is_empty() {
-        let mut next = Vec::new();
-        for action in actions {
-            match action {
-                Action::Persist { token } => next.extend(replica.persisted(token)),
-                Action::Send { message, .. } | Action::Broadcast { message } => sent.push(message),
-                _ => {}
-            }
-        }
-        actions = next;
-    }
-    sent
+/// What the replica sent on `actions` (see [`perform`]).
+fn sent_by(replica: &mut Replica, actions: Vec<Action>) -> Vec<Message> {
+    perform(replica, actions).0
 }
 
 /// Red team, issue 18: restarted as primary, a replica proposes above every sequence number it

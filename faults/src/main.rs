@@ -581,19 +581,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         progress.unknown += v.unknown;
         progress.unknown_committed += v.unknown_committed;
         progress.p99_ms.push(p99_ms(&episode.history));
-        for (kind, ms) in &episode.rejoin_ms {
-            progress
-                .rejoin_ms
-                .entry(kind.to_string())
-                .or_default()
-                .push(*ms);
-        }
-        for (kind, ms) in &episode.recovery_ms {
-            progress
-                .recovery_ms
-                .entry(kind.to_string())
-                .or_default()
-                .push(*ms);
+        for (into, from) in [
+            (&mut progress.recovery_ms, &episode.recovery_ms),
+            (&mut progress.rejoin_ms, &episode.rejoin_ms),
+        ] {
+            for (kind, ms) in from {
+                into.entry(kind.to_string()).or_default().push(*ms);
+            }
         }
         if let Some(path) = &args.state {
             std::fs::write(path, serde_json::to_vec_pretty(&progress)?)?;
