@@ -226,6 +226,14 @@ pub struct Replica {
     /// Other replicas' suspicions, each of the view it suspects (ours or later) and when it
     /// lapses (ms).
     pub(crate) suspicions: BTreeMap<ReplicaId, (View, u64)>,
+    /// As the installed primary: replicas seen in a view change past our view, each with
+    /// since when and when that lapses (ms; see `suspicion.rs`, stepping down).
+    pub(crate) left_out: BTreeMap<ReplicaId, (u64, u64)>,
+    /// As a primary: how often we stepped down for each replica, and when last (ms).
+    pub(crate) stepped_down_for: BTreeMap<ReplicaId, (u32, u64)>,
+    /// We suspect ourselves, as primary, to bring back replicas left out: the suspicion is
+    /// said again until the view changes, whatever executes meanwhile.
+    pub(crate) stepping_down: bool,
     next_token: u64,
     pub(crate) drops: BTreeMap<DropReason, u64>,
     held: Option<(u64, Vec<Action>)>,
@@ -310,6 +318,9 @@ impl Replica {
             views_asked_far: BTreeMap::new(),
             suspicion_resend_at: None,
             suspicions: BTreeMap::new(),
+            left_out: BTreeMap::new(),
+            stepped_down_for: BTreeMap::new(),
+            stepping_down: false,
             next_token: 1,
             drops: BTreeMap::new(),
             held: None,
@@ -495,6 +506,8 @@ impl Replica {
             self.start_view_change(next);
         } else if no_progress || say_again {
             self.suspect_primary();
+        } else if self.is_primary() && !self.left_out.is_empty() {
+            self.step_down_if_left_out();
         } else if self.in_view_change && self.view_change_resend_at.is_some_and(|d| now >= d) {
             self.resend_view_change();
         }

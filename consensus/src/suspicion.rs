@@ -18,12 +18,32 @@
 //! the view has no primary). Suspicions are not signed: they
 //! prove nothing to third parties and are never relayed; the host names their sender by its
 //! authenticated link, as for [`Message::Fetch`].
+//!
+//! Suspicions lapse, and under message loss one replica may still count 2f+1 of them that
+//! lapsed everywhere else before the others heard enough: it leaves the view alone, bound by
+//! its view change, while the others go on (the fault harness found it at 22% packet loss).
+//! The primary then steps down: a correct primary seeing, for [`STEP_DOWN_PATIENCE_TIMEOUTS`]
+//! request timeouts, so many replicas in view changes past its view that the network has no
+//! spare fault (f of them), suspects itself. With their view changes that is f+1 suspicions,
+//! so every replica joins and the view changes, which brings them back: a view change costs
+//! a few round trips, a network without a spare fault costs the next fault. A faulty replica
+//! staying in a view change on purpose makes each correct primary step down at most once per
+//! patience, and the patience doubles for each time the same replica caused it (up to
+//! [`STEP_DOWN_PATIENCE_MAX_TIMEOUTS`], forgotten after [`STEP_DOWN_MEMORY_TIMEOUTS`]).
 
 use std::collections::BTreeMap;
 
 use crate::config::Config;
 use crate::message::{Message, ReplicaId, View};
 use crate::replica::Replica;
+
+/// Request timeouts a primary waits, seeing f replicas in view changes past its view, before
+/// it suspects itself (stepping down; the module's documentation says why).
+pub const STEP_DOWN_PATIENCE_TIMEOUTS: u64 = 8;
+/// The longest patience, after the same replica made us step down again and again.
+pub const STEP_DOWN_PATIENCE_MAX_TIMEOUTS: u64 = 32;
+/// Request timeouts after which a step-down no longer lengthens the patience.
+pub const STEP_DOWN_MEMORY_TIMEOUTS: u64 = 256;
 
 impl Replica {
     /// Our request timer expired, or the primary sent a batch we cannot accept: we suspect the
@@ -44,7 +64,13 @@ impl Replica {
     /// Whether we suspect the primary of our view and have not left it (for operators: one
     /// replica suspecting while most do not is cut off from them).
     pub fn suspects_primary(&self) -> bool {
-        !self.in_view_change && self.suspicion_resend_at.is_some()
+        !self.in_view_change && self.suspicion_resend_at.is_some() && !self.stepping_down
+    }
+
+    /// Whether we are the primary and suspect ourselves to bring back replicas left out of
+    /// our view (for the host's log).
+    pub fn stepping_down(&self) -> bool {
+        self.stepping_down
     }
 
     /// Tells every replica we suspect the primary of our view, and when to say it again.
@@ -57,14 +83,96 @@ impl Replica {
 
     /// We made progress (a batch executed): we no longer suspect the primary. Others' copies
     /// of our suspicion lapse by themselves.
+    /// Not while stepping down: we execute, but replicas are left out until the view changes.
     pub(crate) fn withdraw_suspicion(&mut self) {
-        self.suspicion_resend_at = None;
+        if !self.stepping_down {
+            self.suspicion_resend_at = None;
+        }
     }
 
     /// Forgets every suspicion: we are moving to another view.
     pub(crate) fn clear_suspicions(&mut self) {
         self.suspicion_resend_at = None;
         self.suspicions.clear();
+        self.left_out.clear();
+        self.stepping_down = false;
+    }
+
+    /// `from` sent a view change past our view: as the installed primary of our view, we note
+    /// since when it is left out of it (and keep noting it while it says so again).
+    pub(crate) fn note_left_out(&mut self, from: ReplicaId) {
+        if from == self.id
+            || from >= self.config.n
+            || !self.is_primary()
+            || !self.view_installed()
+            || self.in_view_change
+        {
+            return;
+        }
+        let now = self.now_ms;
+        let lapses = now.saturating_add(self.config.request_timeout_ms.saturating_mul(2));
+        let entry = self.left_out.entry(from).or_insert((now, lapses));
+        if entry.1 <= now {
+            *entry = (now, lapses);
+        } else {
+            entry.1 = lapses;
+        }
+    }
+
+    /// How long we wait for `replica`, left out, before stepping down (ms): the patience,
+    /// doubled for each recent time it made us step down, at most the longest patience.
+    fn step_down_patience(&self, replica: ReplicaId) -> u64 {
+        let timeout = self.config.request_timeout_ms;
+        let memory = timeout.saturating_mul(STEP_DOWN_MEMORY_TIMEOUTS);
+        let times = match self.stepped_down_for.get(&replica) {
+            Some((times, last)) if self.now_ms.saturating_sub(*last) < memory => *times,
+            _ => 0,
+        };
+        let timeouts = STEP_DOWN_PATIENCE_TIMEOUTS
+            .saturating_mul(1u64.checked_shl(times.min(8)).unwrap_or(u64::MAX))
+            .min(STEP_DOWN_PATIENCE_MAX_TIMEOUTS);
+        timeout.saturating_mul(timeouts)
+    }
+
+    /// As the installed primary, steps down (suspects itself) once f replicas have been in
+    /// view changes past our view for longer than their patience: the network has no spare
+    /// fault while they are out, and only a view change brings them back.
+    pub(crate) fn step_down_if_left_out(&mut self) {
+        let now = self.now_ms;
+        self.left_out.retain(|_, (_, lapses)| *lapses > now);
+        if self.stepping_down || self.in_view_change || !self.is_primary() || !self.view_installed()
+        {
+            return;
+        }
+        let waited_out: Vec<ReplicaId> = self
+            .left_out
+            .iter()
+            .filter(|(replica, (since, _))| {
+                now.saturating_sub(*since) >= self.step_down_patience(**replica)
+            })
+            .map(|(replica, _)| *replica)
+            .collect();
+        if waited_out.len() < self.config.f().max(1) {
+            return;
+        }
+        for replica in waited_out {
+            let times = self
+                .stepped_down_for
+                .get(&replica)
+                .filter(|(_, last)| {
+                    now.saturating_sub(*last)
+                        < self
+                            .config
+                            .request_timeout_ms
+                            .saturating_mul(STEP_DOWN_MEMORY_TIMEOUTS)
+                })
+                .map_or(0, |(times, _)| *times);
+            self.stepped_down_for
+                .insert(replica, (times.saturating_add(1), now));
+        }
+        self.stepping_down = true;
+        self.say_suspicion();
+        self.act_on_suspicions();
     }
 
     /// Another replica's suspicion of the primary of `view`, which it is in. One for a view

@@ -260,6 +260,7 @@ impl Replica {
         {
             if view > self.durable.view {
                 self.note_suspicion(vc.from, view.saturating_sub(1));
+                self.note_left_out(vc.from);
                 self.act_on_suspicions();
             }
             return;
@@ -280,6 +281,7 @@ impl Replica {
         }
         if view > self.durable.view {
             self.note_suspicion(vc.from, view.saturating_sub(1));
+            self.note_left_out(vc.from);
         }
         self.store_view_change(vc);
         if let Some(view) = self.view_to_join() {
@@ -373,6 +375,7 @@ impl Replica {
         }
         self.views_asked_far.insert(vc.from, view);
         self.note_suspicion(vc.from, view.saturating_sub(1));
+        self.note_left_out(vc.from);
         if let Some(view) = self.view_to_join() {
             self.start_view_change(view);
         }

@@ -696,3 +696,72 @@ fn a_persisted_new_view_not_signed_by_us_is_dropped() {
     // Leaving a view, a primary drops the new view it kept for it.
     assert!(p.durable_state().new_view.is_none());
 }
+
+/// The primary of view 0, with `n` replicas, ticking every request timeout from `NOW` for
+/// `timeouts` timeouts while each of `left_out` says its view change for view 1 again;
+/// returns the first timeout at which the primary suspected its own view, if it did.
+fn primary_steps_down_after(n: u32, left_out: &[ReplicaId], timeouts: u64) -> Option<u64> {
+    let mut config = config();
+    config.n = n;
+    let timeout = config.request_timeout_ms;
+    let mut primary = Replica::new(
+        0,
+        config,
+        Box::new(SimCrypto { id: 0 }),
+        DurableState::default(),
+        0,
+    );
+    for k in 0..=timeouts {
+        let now = NOW + k * timeout;
+        let mut sent = Vec::new();
+        for from in left_out {
+            sent.extend(drive_at(&mut primary, view_change(*from, 1, Vec::new()), now).0);
+        }
+        let ticked = primary.tick(now);
+        sent.extend(perform(&mut primary, ticked).0);
+        if suspicions(&sent).contains(&0) {
+            assert!(
+                !primary.suspects_primary(),
+                "a step-down is not a lone suspicion"
+            );
+            return Some(k);
+        }
+    }
+    None
+}
+
+/// Issue 18: a primary seeing f replicas in view changes past its view (left out, bound by
+/// them, while the others go on) suspects itself after its patience, so the network changes
+/// view and takes them back; not before, and not for fewer than f (a spare fault is left).
+#[test]
+fn a_primary_steps_down_after_its_patience_for_f_replicas_left_out() {
+    assert_eq!(
+        primary_steps_down_after(4, &[3], 40),
+        Some(STEP_DOWN_PATIENCE_TIMEOUTS)
+    );
+    assert_eq!(primary_steps_down_after(7, &[5], 40), None);
+    assert_eq!(
+        primary_steps_down_after(7, &[5, 6], 40),
+        Some(STEP_DOWN_PATIENCE_TIMEOUTS)
+    );
+}
+
+/// A replica that said its view change once and no more (it rejoined, or its view change was
+/// a stray copy) is not left out: the primary does not step down for it.
+#[test]
+fn a_view_change_not_said_again_does_not_make_the_primary_step_down() {
+    let mut primary = Replica::new(
+        0,
+        config(),
+        Box::new(SimCrypto { id: 0 }),
+        DurableState::default(),
+        0,
+    );
+    let timeout = config().request_timeout_ms;
+    deliver(&mut primary, view_change(3, 1, Vec::new()));
+    for k in 1..=4 * STEP_DOWN_PATIENCE_TIMEOUTS {
+        let ticked = primary.tick(NOW + k * timeout);
+        let (sent, _) = perform(&mut primary, ticked);
+        assert!(suspicions(&sent).is_empty(), "stepped down at timeout {k}");
+    }
+}

@@ -177,13 +177,11 @@ async fn clock_can_move(network: &Network) -> bool {
     moved
 }
 
-/// How long after a heal a peer alone in a view change is waited for before it is reported.
-const LEFT_OUT_BOUND: Duration = Duration::from_secs(20);
-
 /// Until `medledger network status` says every peer takes part: `Ok(how long)` (from
 /// `since`), or `Err(what it said last)` after [`RECOVERY_BOUND`]. A peer left changing view
 /// alone after a heal fails the cycle (before the suspicion phase of consensus/src/
-/// suspicion.rs, a peer cut off alone stayed out until the network's next view change).
+/// suspicion.rs, a peer cut off alone stayed out until the network's next view change; before
+/// its primary stepped down for it, one that counted lapsed suspicions under message loss).
 async fn all_take_part(
     client: &medledger_sdk::peer::PeerSet,
     since: Instant,
@@ -192,18 +190,6 @@ async fn all_take_part(
     loop {
         let now = medledger_devnet::participation_of(client).await;
         if now.out.is_empty() {
-            return Ok(since.elapsed());
-        }
-        // Known limitation (docs/RELIABILITY.md): under message loss one peer can still reach
-        // 2f+1 suspicions alone and wait in its view change for the network's next one. It is
-        // reported, not failed, until the recovery rule for it exists.
-        if start.elapsed() >= LEFT_OUT_BOUND
-            && now
-                .out
-                .iter()
-                .all(|(_, why)| why.starts_with("changing view"))
-        {
-            println!("  left out after the heal: {}", now.describe());
             return Ok(since.elapsed());
         }
         if start.elapsed() >= RECOVERY_BOUND {

@@ -375,11 +375,20 @@ impl Driver {
                         && self.suspected != Some(*view)
                     {
                         self.suspected = Some(*view);
-                        tracing::info!(
-                            view,
-                            "this peer suspects the primary of its view (no progress, or a \
-                             batch it refused); it changes view once 2f+1 peers do"
-                        );
+                        if self.replica.stepping_down() {
+                            tracing::info!(
+                                view,
+                                "this peer, the primary, steps down: f peers have been in a \
+                                 view change alone for too long, and only a view change \
+                                 brings them back"
+                            );
+                        } else {
+                            tracing::info!(
+                                view,
+                                "this peer suspects the primary of its view (no progress, or \
+                                 a batch it refused); it changes view once 2f+1 peers do"
+                            );
+                        }
                     }
                     self.network.broadcast(&message)
                 }
