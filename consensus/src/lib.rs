@@ -25,5 +25,6 @@ pub use config::Config;
 pub use message::*;
 pub use replica::{Action, DropReason, DurableState, Replica, RequestStatus};
 pub use suspicion::{
-    STEP_DOWN_MEMORY_TIMEOUTS, STEP_DOWN_PATIENCE_MAX_TIMEOUTS, STEP_DOWN_PATIENCE_TIMEOUTS,
+    STEP_DOWN_HOLD_TIMEOUTS, STEP_DOWN_MEMORY_TIMEOUTS, STEP_DOWN_PATIENCE_MAX_TIMEOUTS,
+    STEP_DOWN_PATIENCE_TIMEOUTS,
 };

@@ -231,9 +231,10 @@ pub struct Replica {
     pub(crate) left_out: BTreeMap<ReplicaId, (u64, u64)>,
     /// As a primary: how often we stepped down for each replica, and when last (ms).
     pub(crate) stepped_down_for: BTreeMap<ReplicaId, (u32, u64)>,
-    /// We suspect ourselves, as primary, to bring back replicas left out: the suspicion is
-    /// said again until the view changes, whatever executes meanwhile.
-    pub(crate) stepping_down: bool,
+    /// While we suspect ourselves, as primary, to bring back replicas left out: until when
+    /// (ms). The suspicion is said again whatever executes meanwhile, until the view changes
+    /// or this passes (the others did not join: a step-down never lingers).
+    pub(crate) stepping_down_until: Option<u64>,
     next_token: u64,
     pub(crate) drops: BTreeMap<DropReason, u64>,
     held: Option<(u64, Vec<Action>)>,
@@ -320,7 +321,7 @@ impl Replica {
             suspicions: BTreeMap::new(),
             left_out: BTreeMap::new(),
             stepped_down_for: BTreeMap::new(),
-            stepping_down: false,
+            stepping_down_until: None,
             next_token: 1,
             drops: BTreeMap::new(),
             held: None,
@@ -498,6 +499,7 @@ impl Replica {
         let now = self.now_ms;
         // No new view in time: on to the next view. No progress on a pending request: suspect
         // the primary (`suspicion.rs`), and say it again while no progress is made.
+        self.end_step_down_if_over();
         let view_change_late = self.view_change_deadline.is_some_and(|d| now >= d);
         let no_progress = !self.in_view_change && self.progress_deadline.is_some_and(|d| now >= d);
         let say_again = !self.in_view_change && self.suspicion_resend_at.is_some_and(|d| now >= d);
@@ -700,6 +702,7 @@ impl Replica {
             self.suspicion_resend_at,
             self.view_change_deadline,
             self.view_change_resend_at,
+            self.step_down_deadline(),
         ]
         .into_iter()
         .flatten()

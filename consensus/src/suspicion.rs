@@ -42,6 +42,9 @@ use crate::replica::Replica;
 pub const STEP_DOWN_PATIENCE_TIMEOUTS: u64 = 8;
 /// The longest patience, after the same replica made us step down again and again.
 pub const STEP_DOWN_PATIENCE_MAX_TIMEOUTS: u64 = 32;
+/// Request timeouts a step-down lasts at most: if the view has not changed by then, the
+/// others did not join, and our suspicion is withdrawn.
+pub const STEP_DOWN_HOLD_TIMEOUTS: u64 = 2;
 /// Request timeouts after which a step-down no longer lengthens the patience.
 pub const STEP_DOWN_MEMORY_TIMEOUTS: u64 = 256;
 
@@ -64,13 +67,13 @@ impl Replica {
     /// Whether we suspect the primary of our view and have not left it (for operators: one
     /// replica suspecting while most do not is cut off from them).
     pub fn suspects_primary(&self) -> bool {
-        !self.in_view_change && self.suspicion_resend_at.is_some() && !self.stepping_down
+        !self.in_view_change && self.suspicion_resend_at.is_some() && !self.stepping_down()
     }
 
     /// Whether we are the primary and suspect ourselves to bring back replicas left out of
     /// our view (for the host's log).
     pub fn stepping_down(&self) -> bool {
-        self.stepping_down
+        self.stepping_down_until.is_some()
     }
 
     /// Tells every replica we suspect the primary of our view, and when to say it again.
@@ -85,7 +88,7 @@ impl Replica {
     /// of our suspicion lapse by themselves.
     /// Not while stepping down: we execute, but replicas are left out until the view changes.
     pub(crate) fn withdraw_suspicion(&mut self) {
-        if !self.stepping_down {
+        if !self.stepping_down() {
             self.suspicion_resend_at = None;
         }
     }
@@ -95,7 +98,7 @@ impl Replica {
         self.suspicion_resend_at = None;
         self.suspicions.clear();
         self.left_out.clear();
-        self.stepping_down = false;
+        self.stepping_down_until = None;
     }
 
     /// `from` sent a view change past our view: as the installed primary of our view, we note
@@ -140,7 +143,10 @@ impl Replica {
     pub(crate) fn step_down_if_left_out(&mut self) {
         let now = self.now_ms;
         self.left_out.retain(|_, (_, lapses)| *lapses > now);
-        if self.stepping_down || self.in_view_change || !self.is_primary() || !self.view_installed()
+        if self.stepping_down()
+            || self.in_view_change
+            || !self.is_primary()
+            || !self.view_installed()
         {
             return;
         }
@@ -169,10 +175,56 @@ impl Replica {
                 .map_or(0, |(times, _)| *times);
             self.stepped_down_for
                 .insert(replica, (times.saturating_add(1), now));
+            // Its next (doubled) patience counts from this step-down.
+            if let Some(entry) = self.left_out.get_mut(&replica) {
+                entry.0 = now;
+            }
         }
-        self.stepping_down = true;
+        self.stepping_down_until = Some(
+            now.saturating_add(
+                self.config
+                    .request_timeout_ms
+                    .saturating_mul(STEP_DOWN_HOLD_TIMEOUTS),
+            ),
+        );
         self.say_suspicion();
         self.act_on_suspicions();
+    }
+
+    /// Ends a step-down the others did not join in time, or whose replicas are no longer
+    /// left out (fewer than f still in view changes past our view): our suspicion is
+    /// withdrawn, so that it cannot linger and later join one faulty replica's to depose us
+    /// (red team, issue 18). The replicas' patience stays doubled.
+    pub(crate) fn end_step_down_if_over(&mut self) {
+        let Some(until) = self.stepping_down_until else {
+            return;
+        };
+        let now = self.now_ms;
+        let live = self
+            .left_out
+            .values()
+            .filter(|(_, lapses)| *lapses > now)
+            .count();
+        if now >= until || live < self.config.f().max(1) {
+            self.stepping_down_until = None;
+            self.suspicion_resend_at = None;
+        }
+    }
+
+    /// When the step-down logic next needs a tick (ms): the end of a step-down, or the
+    /// earliest a replica left out exhausts its patience (an idle primary has no other
+    /// timer running).
+    pub(crate) fn step_down_deadline(&self) -> Option<u64> {
+        if let Some(until) = self.stepping_down_until {
+            return Some(until);
+        }
+        if !self.is_primary() || self.in_view_change {
+            return None;
+        }
+        self.left_out
+            .iter()
+            .map(|(replica, (since, _))| since.saturating_add(self.step_down_patience(*replica)))
+            .min()
     }
 
     /// Another replica's suspicion of the primary of `view`, which it is in. One for a view

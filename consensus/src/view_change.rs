@@ -360,14 +360,28 @@ impl Replica {
     /// so that f+1 other replicas far ahead still take us there ([`Replica::view_to_join`]).
     fn note_view_asked_far(&mut self, vc: &Signed<ViewChange>) {
         let view = vc.message.new_view;
-        if vc.from == self.id
-            || vc.from >= self.config.n
-            || self
-                .views_asked_far
-                .get(&vc.from)
-                .is_some_and(|asked| *asked >= view)
-        {
-            self.dropped(DropReason::ViewChangeFlood);
+        if vc.from == self.id || vc.from >= self.config.n {
+            return;
+        }
+        let asked = self.views_asked_far.get(&vc.from).copied();
+        // The same view asked again (a replica saying its view change again, as it does
+        // every request timeout): it still counts as a suspicion and as left out, checked at
+        // most once per request timeout per replica (red team, issue 18).
+        let due = self.suspicions.get(&vc.from).is_none_or(|(_, lapses)| {
+            lapses.saturating_sub(self.now_ms) <= self.config.request_timeout_ms
+        });
+        if asked == Some(view) && due {
+            if self.verify(vc, vc.message.signed_bytes(), Domain::ViewChange) {
+                self.note_suspicion(vc.from, view.saturating_sub(1));
+                self.note_left_out(vc.from);
+                self.act_on_suspicions();
+            }
+            return;
+        }
+        if asked.is_some_and(|asked| asked >= view) {
+            if asked != Some(view) {
+                self.dropped(DropReason::ViewChangeFlood);
+            }
             return;
         }
         if !self.verify(vc, vc.message.signed_bytes(), Domain::ViewChange) {

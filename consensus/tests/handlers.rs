@@ -698,9 +698,9 @@ fn a_persisted_new_view_not_signed_by_us_is_dropped() {
 }
 
 /// The primary of view 0, with `n` replicas, ticking every request timeout from `NOW` for
-/// `timeouts` timeouts while each of `left_out` says its view change for view 1 again;
-/// returns the first timeout at which the primary suspected its own view, if it did.
-fn primary_steps_down_after(n: u32, left_out: &[ReplicaId], timeouts: u64) -> Option<u64> {
+/// `timeouts` timeouts while each of `left_out` says its view change for `view` again;
+/// returns the timeouts at which the primary began to step down (suspected its own view).
+fn step_downs(n: u32, left_out: &[ReplicaId], view: View, timeouts: u64) -> Vec<u64> {
     let mut config = config();
     config.n = n;
     let timeout = config.request_timeout_ms;
@@ -711,23 +711,40 @@ fn primary_steps_down_after(n: u32, left_out: &[ReplicaId], timeouts: u64) -> Op
         DurableState::default(),
         0,
     );
+    let mut began = Vec::new();
     for k in 0..=timeouts {
         let now = NOW + k * timeout;
+        let before = primary.stepping_down();
         let mut sent = Vec::new();
         for from in left_out {
-            sent.extend(drive_at(&mut primary, view_change(*from, 1, Vec::new()), now).0);
+            sent.extend(drive_at(&mut primary, view_change(*from, view, Vec::new()), now).0);
         }
         let ticked = primary.tick(now);
         sent.extend(perform(&mut primary, ticked).0);
-        if suspicions(&sent).contains(&0) {
+        if primary.stepping_down() {
+            assert!(
+                suspicions(&sent).contains(&0) || before,
+                "a step-down says so"
+            );
             assert!(
                 !primary.suspects_primary(),
                 "a step-down is not a lone suspicion"
             );
-            return Some(k);
+            if !before {
+                began.push(k);
+            }
+        } else {
+            assert!(
+                suspicions(&sent).is_empty(),
+                "a suspicion said at timeout {k} outside a step-down"
+            );
         }
     }
-    None
+    began
+}
+
+fn primary_steps_down_after(n: u32, left_out: &[ReplicaId], timeouts: u64) -> Option<u64> {
+    step_downs(n, left_out, 1, timeouts).first().copied()
 }
 
 /// Issue 18: a primary seeing f replicas in view changes past its view (left out, bound by
@@ -764,4 +781,52 @@ fn a_view_change_not_said_again_does_not_make_the_primary_step_down() {
         let (sent, _) = perform(&mut primary, ticked);
         assert!(suspicions(&sent).is_empty(), "stepped down at timeout {k}");
     }
+}
+
+/// Red team of the step-down: a faulty replica sending its view change to the primary alone
+/// makes it step down, but the backups never join, and the step-down ends after
+/// [`STEP_DOWN_HOLD_TIMEOUTS`] (else the primary's standing suspicion would later join one
+/// faulty replica's to depose it); the next comes a doubled patience later, up to the longest.
+#[test]
+fn a_step_down_no_one_joins_ends_and_the_next_waits_longer() {
+    let p = STEP_DOWN_PATIENCE_TIMEOUTS;
+    let began = step_downs(4, &[3], 1, 8 * p);
+    assert_eq!(
+        began,
+        vec![p, 3 * p, 7 * p],
+        "patience 8, 16, 32 request timeouts"
+    );
+    assert_eq!(STEP_DOWN_PATIENCE_MAX_TIMEOUTS, 4 * p);
+}
+
+/// Red team: a replica left out far ahead (beyond the view lead) says its view change again
+/// and still counts; the primary steps down for it too.
+#[test]
+fn a_replica_left_out_far_ahead_still_counts() {
+    assert_eq!(
+        step_downs(4, &[3], 1 + Config::MAX_VIEW_LEAD + 10, 20).first(),
+        Some(&STEP_DOWN_PATIENCE_TIMEOUTS)
+    );
+}
+
+/// Red team: an idle primary (no request pending, so no other timer) still steps down: the
+/// view change of a replica left out sets a timer for when its patience runs out.
+#[test]
+fn an_idle_primary_sets_a_timer_to_step_down() {
+    let mut primary = Replica::new(
+        0,
+        config(),
+        Box::new(SimCrypto { id: 0 }),
+        DurableState::default(),
+        0,
+    );
+    let actions = primary.receive(view_change(3, 1, Vec::new()), NOW);
+    let timer = actions.iter().find_map(|a| match a {
+        Action::SetTimer { at_ms } => Some(*at_ms),
+        _ => None,
+    });
+    assert_eq!(
+        timer,
+        Some(NOW + STEP_DOWN_PATIENCE_TIMEOUTS * config().request_timeout_ms)
+    );
 }

@@ -135,6 +135,8 @@ pub struct Driver {
     last_turn_ms: u64,
     /// The view and whether it was being changed, as last logged.
     standing: (pbft::View, bool),
+    /// Whether the replica was stepping down, as last logged.
+    stepping_down: bool,
     /// The last view this peer said it suspects (logged once per view).
     suspected: Option<pbft::View>,
 }
@@ -183,6 +185,7 @@ impl Driver {
             clock_warned: None,
             last_turn_ms: now_ms(),
             standing: (0, false),
+            stepping_down: false,
             suspected: None,
         }
     }
@@ -344,6 +347,20 @@ impl Driver {
     /// Logs each move into a view change and each view entered (operators read view
     /// changes from the log; `network status` shows the current one).
     fn log_view_standing(&mut self) {
+        let stepping_down = self.replica.stepping_down();
+        if stepping_down != self.stepping_down {
+            self.stepping_down = stepping_down;
+            let view = self.replica.view();
+            if stepping_down {
+                tracing::info!(
+                    view,
+                    "this peer, the primary, steps down: f peers have been in a view change \
+                     past its view for too long, and only a view change brings them back"
+                );
+            } else if self.standing == (view, false) {
+                tracing::info!(view, "the step-down ended: the others did not join it");
+            }
+        }
         let now = (self.replica.view(), self.replica.in_view_change());
         if now == self.standing {
             return;
@@ -375,14 +392,7 @@ impl Driver {
                         && self.suspected != Some(*view)
                     {
                         self.suspected = Some(*view);
-                        if self.replica.stepping_down() {
-                            tracing::info!(
-                                view,
-                                "this peer, the primary, steps down: f peers have been in a \
-                                 view change alone for too long, and only a view change \
-                                 brings them back"
-                            );
-                        } else {
+                        if !self.replica.stepping_down() {
                             tracing::info!(
                                 view,
                                 "this peer suspects the primary of its view (no progress, or \
