@@ -68,7 +68,8 @@ impl StoreLayout {
         })
     }
 
-    fn gateway_args(&self) -> Vec<String> {
+    /// The `medledger-gateway serve` flags naming this store.
+    pub fn gateway_args(&self) -> Vec<String> {
         match self {
             StoreLayout::Local { dir } => {
                 vec!["--objects-dir".into(), dir.display().to_string()]

@@ -1,7 +1,9 @@
 //! The checker, run once the faults healed and the peers stopped: every peer holds the same
 //! chain; no transaction is in it twice; every acknowledged invocation is in it exactly once,
 //! in the block and with the status its proof showed; an unknown one at most once; and
-//! `medledger ledger verify` re-executes each peer's data directory from the genesis.
+//! `medledger ledger verify` re-executes each peer's data directory from the genesis, and,
+//! when the episode moved files, finds every committed object in the store with its hash,
+//! erased records' objects gone and nothing the ledger does not reference.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -59,12 +61,22 @@ fn read_chain(data_dir: &Path) -> anyhow::Result<(Vec<[u8; 32]>, Locations)> {
 /// transaction sits.
 pub type Chain = (Vec<[u8; 32]>, Locations);
 
-/// Checks the peers' data directories against the history.
+/// The object store to check against the first peer's chain: its `medledger-gateway`
+/// flags, and the records (pseudonyms, hex) whose items carry real objects (the clinical
+/// mix's `add_item`s declare made-up hashes and store nothing).
+pub struct StoreCheck {
+    pub args: Vec<String>,
+    pub records: std::collections::BTreeSet<String>,
+}
+
+/// Checks the peers' data directories against the history, and `store` (if any) against the
+/// first one's chain.
 pub fn check(
     data_dirs: &[std::path::PathBuf],
     history: &[Invocation],
     cli: &Path,
     genesis: &Path,
+    store: Option<&StoreCheck>,
 ) -> Verdict {
     let mut chains = Vec::new();
     let mut unreadable = Vec::new();
@@ -77,13 +89,31 @@ pub fn check(
     let mut verdict = judge(&chains, history);
     verdict.failures.extend(unreadable);
     // Every data directory re-executes from the genesis.
-    for dir in data_dirs {
-        let output = std::process::Command::new(cli)
-            .args(["ledger", "verify", "--skip-objects", "--genesis"])
+    for (i, dir) in data_dirs.iter().enumerate() {
+        let mut command = std::process::Command::new(cli);
+        command
+            .args(["ledger", "verify", "--genesis"])
             .arg(genesis)
             .arg("--data-dir")
-            .arg(dir)
-            .output();
+            .arg(dir);
+        match store {
+            Some(store) if i == 0 => {
+                command.arg("--json").args(&store.args);
+                match command.output() {
+                    Ok(o) => verdict
+                        .failures
+                        .extend(judge_verify_report(&o.stdout, &store.records)),
+                    Err(e) => verdict
+                        .failures
+                        .push(format!("cannot run {}: {e}", cli.display())),
+                }
+                continue;
+            }
+            _ => {
+                command.arg("--skip-objects");
+            }
+        }
+        let output = command.output();
         match output {
             Ok(o) if o.status.success() => {}
             Ok(o) => verdict.failures.push(format!(
@@ -98,6 +128,50 @@ pub fn check(
         }
     }
     verdict
+}
+
+/// `medledger ledger verify --json`'s report with the store: every block must pass, every
+/// object of `records` must be as the ledger says (present with its hash, or gone once
+/// erased), and nothing may be in the store that no item references.
+pub fn judge_verify_report(
+    stdout: &[u8],
+    records: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    let Ok(report) = serde_json::from_slice::<serde_json::Value>(stdout) else {
+        return vec![format!(
+            "ledger verify with the store printed no report: {}",
+            String::from_utf8_lossy(stdout)
+                .chars()
+                .take(300)
+                .collect::<String>()
+        )];
+    };
+    let mut failures = Vec::new();
+    let blocks = report["blocks"].as_array().cloned().unwrap_or_default();
+    if blocks.is_empty() {
+        failures.push("ledger verify with the store checked no block".into());
+    }
+    for block in blocks.iter().filter(|b| b["ok"] != true) {
+        failures.push(format!(
+            "ledger verify: block {} failed: {}",
+            block["number"], block["problems"]
+        ));
+    }
+    for object in report["objects"].as_array().cloned().unwrap_or_default() {
+        if object["ok"] == true {
+            continue;
+        }
+        let path = object["path"].as_str().unwrap_or_default();
+        let state = object["state"].as_str().unwrap_or_default();
+        let of_a_record = path
+            .split('/')
+            .nth(1)
+            .is_some_and(|pseudonym| records.contains(pseudonym));
+        if of_a_record || state.starts_with("NOT ON THE LEDGER") {
+            failures.push(format!("object {path}: {state}"));
+        }
+    }
+    failures
 }
 
 /// The chains (peer 0 first) against the history: one chain, nothing twice, every
@@ -248,6 +322,31 @@ mod tests {
             "{all}"
         );
         assert!(!all.contains(" a was"), "{all}");
+    }
+
+    #[test]
+    fn the_store_report_fails_only_for_real_objects_and_strays() {
+        let records: std::collections::BTreeSet<String> = ["aa".to_string()].into();
+        let report = serde_json::json!({
+            "blocks": [{"number": 0, "ok": true}, {"number": 1, "ok": true}],
+            "objects": [
+                {"path": "patients/aa/lab-results/1", "ok": true, "state": "ok"},
+                {"path": "patients/aa/lab-results/2", "ok": false, "state": "TAMPERED: its SHA-256 is not the ledger's"},
+                {"path": "patients/bb/lab-results/item-3", "ok": false, "state": "MISSING from the store"},
+                {"path": "patients/cc/lab-results/4", "ok": false, "state": "NOT ON THE LEDGER (no item references it)"},
+            ],
+        });
+        let failures = judge_verify_report(report.to_string().as_bytes(), &records).join("\n");
+        assert!(
+            failures.contains("patients/aa/lab-results/2: TAMPERED"),
+            "{failures}"
+        );
+        assert!(
+            failures.contains("patients/cc/lab-results/4: NOT ON THE LEDGER"),
+            "{failures}"
+        );
+        assert!(!failures.contains("bb"), "{failures}");
+        assert!(!judge_verify_report(b"not json", &records).is_empty());
     }
 
     #[test]

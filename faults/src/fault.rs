@@ -1,12 +1,16 @@
 //! The faults one cycle injects, drawn from a seed: partitions (two against two, the
 //! primary cut off from the other peers, one peer cut off, one-way), a share of packets
 //! dropped, kill -9 of one peer or of all, a paused (SIGSTOP) peer, one peer's disk full,
-//! and one peer's clock skewed or jumped (`MEDLEDGER_FAULT_CLOCK_FILE`). Each is undone by [`Fault::heal`]: rules
-//! flushed, clocks true, killed peers restarted, paused ones resumed.
+//! one peer's clock skewed or jumped (`MEDLEDGER_FAULT_CLOCK_FILE`), a bit flipped in one
+//! peer's write-ahead log, the storage gateway killed mid-upload, and an object store that
+//! loses, rolls back or alters objects ([`crate::files`]). Each is undone by [`Fault::heal`]:
+//! rules flushed, clocks true, killed processes restarted, paused ones resumed, objects put
+//! back.
 
 use rand::Rng;
 use rand::seq::SliceRandom;
 
+use crate::files::Damage;
 use crate::network::Network;
 
 #[derive(Clone, Debug)]
@@ -40,10 +44,28 @@ pub enum Fault {
     /// ledger is corrupt; it is then moved aside, as the message says, and the peer catches
     /// up from the others (issue 18 item 5).
     Corrupt { peer: usize, at_per_mille: u32 },
+    /// kill -9 of the storage gateway (uploads, downloads and erasures in flight); started
+    /// again at the heal, its journal settles what was in flight.
+    GatewayKill,
+    /// The object store loses `count` objects; put back at the heal.
+    StoreLose { count: usize, pick: u64 },
+    /// The object store changes a byte of `count` objects; put back at the heal.
+    StoreAlter { count: usize, pick: u64 },
+    /// The object store goes back to how it was when the cycle began (what was written since
+    /// is gone); put back at the heal.
+    StoreRollBack,
 }
 
+/// The kinds that need the gateway and the object store (`--objects garage` or `local`).
+pub const FILE_KINDS: [&str; 4] = [
+    "gateway-kill",
+    "store-lose",
+    "store-alter",
+    "store-rollback",
+];
+
 /// Every kind, for the report.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 15] = [
     "split",
     "isolate-primary",
     "isolate",
@@ -55,6 +77,10 @@ pub const KINDS: [&str; 11] = [
     "clock",
     "disk-full",
     "corrupt",
+    "gateway-kill",
+    "store-lose",
+    "store-alter",
+    "store-rollback",
 ];
 
 impl Fault {
@@ -71,6 +97,10 @@ impl Fault {
             Fault::Clock { .. } => KINDS[8],
             Fault::DiskFull { .. } => KINDS[9],
             Fault::Corrupt { .. } => KINDS[10],
+            Fault::GatewayKill => KINDS[11],
+            Fault::StoreLose { .. } => KINDS[12],
+            Fault::StoreAlter { .. } => KINDS[13],
+            Fault::StoreRollBack => KINDS[14],
         }
     }
 
@@ -107,6 +137,16 @@ impl Fault {
                 peer: order[0],
                 at_per_mille: rng.gen_range(100..900),
             },
+            11 => Fault::GatewayKill,
+            12 => Fault::StoreLose {
+                count: rng.gen_range(1..4),
+                pick: rng.r#gen(),
+            },
+            13 => Fault::StoreAlter {
+                count: rng.gen_range(1..4),
+                pick: rng.r#gen(),
+            },
+            14 => Fault::StoreRollBack,
             _ => Fault::Clock {
                 peer: order[0],
                 offset_s: [5, -5, 60, -60, -600][rng.gen_range(0..5)],
@@ -141,7 +181,7 @@ impl Fault {
     ///
     /// # Errors
     /// A rule could not be set.
-    pub fn inject(&self, network: &mut Network) -> anyhow::Result<()> {
+    pub async fn inject(&self, network: &mut Network) -> anyhow::Result<()> {
         let fabric = &network.fabric;
         let addresses =
             |peers: &[usize]| -> Vec<String> { peers.iter().map(|&i| fabric.address(i)).collect() };
@@ -187,6 +227,22 @@ impl Fault {
                 network.kill(*peer);
                 network.corrupt_log(*peer, *at_per_mille)?;
             }
+            Fault::GatewayKill => {
+                if let Some(files) = network.files.as_mut() {
+                    files.gateway.kill();
+                }
+            }
+            Fault::StoreLose { count, pick } => {
+                network
+                    .damage(Damage::Lose { count: *count }, *pick)
+                    .await?;
+            }
+            Fault::StoreAlter { count, pick } => {
+                network
+                    .damage(Damage::Alter { count: *count }, *pick)
+                    .await?;
+            }
+            Fault::StoreRollBack => network.damage(Damage::RollBack, 0).await?,
         }
         Ok(())
     }
@@ -195,8 +251,12 @@ impl Fault {
     ///
     /// # Errors
     /// A rule could not be flushed or a peer did not start again.
-    pub fn heal(&self, network: &mut Network) -> anyhow::Result<()> {
+    pub async fn heal(&self, network: &mut Network) -> anyhow::Result<()> {
         network.fabric.heal()?;
+        if let Some(files) = network.files.as_mut() {
+            files.restore().await?;
+            files.gateway.start()?;
+        }
         for i in 0..network.peers.len() {
             network.set_clock(i, 0)?;
             network.free_disk(i);

@@ -14,6 +14,7 @@
 
 mod checker;
 mod fault;
+mod files;
 mod netns;
 mod network;
 mod workload;
@@ -78,15 +79,22 @@ struct RunArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Only these fault kinds (comma-separated: split, isolate-primary, isolate, one-way,
-    /// drop, kill, kill-all, pause, clock); default: all.
+    /// drop, kill, kill-all, pause, clock, disk-full, corrupt, gateway-kill, store-lose,
+    /// store-alter, store-rollback); default: all.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Keeps the folders of episodes that passed too.
     #[arg(long)]
     keep: bool,
-    /// The folder of medledger-ca, medledger-peer and medledger (default: this binary's).
+    /// The folder of medledger-ca, medledger-peer, medledger-gateway and medledger
+    /// (default: this binary's).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Where the gateway keeps the files the file client uploads: `garage` (a real S3
+    /// server, `deploy/garage`), `local` (a folder), or `none` (no files, no gateway, and
+    /// none of the gateway-kill and store-* faults).
+    #[arg(long, value_enum, default_value = "garage")]
+    objects: files::ObjectsArg,
 }
 
 /// A run's progress and figures (the `--state` file).
@@ -187,10 +195,16 @@ async fn all_take_part(
     since: Instant,
 ) -> Result<Duration, String> {
     let start = Instant::now();
+    let mut said_slow = false;
     loop {
         let now = medledger_devnet::participation_of(client).await;
         if now.out.is_empty() {
             return Ok(since.elapsed());
+        }
+        // A slow return is shown with its reason, for whoever reads the run.
+        if !said_slow && start.elapsed() >= Duration::from_secs(20) {
+            said_slow = true;
+            println!("  20 s after the heal status still says: {}", now.describe());
         }
         if start.elapsed() >= RECOVERY_BOUND {
             return Err(now.describe());
@@ -229,10 +243,17 @@ async fn run_episode(
     dir: &Path,
     bins: &Path,
     kinds: &[String],
+    objects: files::ObjectsArg,
 ) -> anyhow::Result<Episode> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(episode_seed(seed, index));
-    let mut network =
-        Network::start(dir, bins, 4, (std::process::id() + index as u32) % 200).await?;
+    let mut network = Network::start(
+        dir,
+        bins,
+        4,
+        (std::process::id() + index as u32) % 200,
+        objects,
+    )
+    .await?;
     let client = medledger_sdk::peer::PeerSet::connect(&network.admin, network.layout.first_peer())
         .await
         .context("connecting to the network")?;
@@ -249,10 +270,36 @@ async fn run_episode(
         );
         println!("  (release peers: the clock fault is left out)");
     }
+    if network.files.is_none() {
+        let all: Vec<String> = fault::KINDS.iter().map(|k| k.to_string()).collect();
+        let wanted = if kinds.is_empty() { all } else { kinds };
+        kinds = wanted
+            .into_iter()
+            .filter(|k| !fault::FILE_KINDS.contains(&k.as_str()))
+            .collect();
+        anyhow::ensure!(
+            !kinds.is_empty(),
+            "--objects none: the gateway and store faults need files"
+        );
+    }
     let kinds = kinds.as_slice();
     let pairs = workload::setup(&network.layout, CLIENTS)
         .await
         .context("setting up the clients")?;
+    let file_client = match &network.files {
+        Some(f) => Some(
+            files::setup(
+                &network.layout,
+                &f.gateway.address,
+                CLIENTS,
+                dir,
+                f.shared.clone(),
+            )
+            .await
+            .context("setting up the file client")?,
+        ),
+        None => None,
+    };
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let history = Arc::new(History::default());
@@ -263,10 +310,23 @@ async fn run_episode(
         stop.clone(),
         history.clone(),
     ));
+    let file_seed: u64 = rng.r#gen();
+    let file_task = file_client.map(|client| {
+        tokio::spawn(files::run(
+            client,
+            file_seed,
+            started,
+            stop.clone(),
+            history.clone(),
+        ))
+    });
     let mut recovery_ms = Vec::new();
     let mut rejoin_ms = Vec::new();
     let mut failures = Vec::new();
     for cycle in 0..cycles {
+        if let Some(files) = network.files.as_mut() {
+            files.remember().await;
+        }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..2_000))).await;
         let standings = network.standings(&client).await;
         let primary = standings
@@ -287,7 +347,14 @@ async fn run_episode(
             "episode {index} cycle {cycle}: {fault:?} for {} ms",
             hold.as_millis()
         );
-        fault.inject(&mut network)?;
+        fault.inject(&mut network).await?;
+        if let (
+            Some(files),
+            Fault::StoreLose { .. } | Fault::StoreAlter { .. } | Fault::StoreRollBack,
+        ) = (&network.files, &fault)
+        {
+            println!("  objects damaged: {}", files.damaged_now());
+        }
         // What `medledger network status` tells the operator while it holds (item 5).
         let look = Duration::from_millis(1_500);
         tokio::time::sleep(look).await;
@@ -349,7 +416,7 @@ async fn run_episode(
             .max()
             .unwrap_or(0)
             .max(at_inject);
-        fault.heal(&mut network)?;
+        fault.heal(&mut network).await?;
         let healed_at = Instant::now();
         if let Fault::Corrupt { peer, .. } = fault {
             println!(
@@ -391,6 +458,63 @@ async fn run_episode(
     }
     stop.store(true, Ordering::SeqCst);
     let _ = tokio::time::timeout(Duration::from_secs(120), clients).await;
+    if let Some(task) = file_task {
+        let _ = tokio::time::timeout(Duration::from_secs(120), task).await;
+    }
+    let mut store_check = None;
+    if let Some(files) = network.files.as_mut() {
+        let unsettled = files.settled().await;
+        if unsettled > 0 {
+            failures.push(format!(
+                "the gateway's journal still holds {unsettled} uploads or erasures after the clients stopped"
+            ));
+        }
+        for item in files.refused_undamaged() {
+            failures.push(format!(
+                "a download of item {item} was refused as tampered, but no fault damaged it"
+            ));
+        }
+        let refused = files
+            .shared
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        let done = |function: &str| {
+            history
+                .invocations
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|i| i.client == CLIENTS && i.function == function)
+                .filter(|i| matches!(i.outcome, Outcome::Acknowledged { .. }))
+                .count()
+        };
+        println!(
+            "  files: {} uploads, {} downloads (each compared) and {} erasures acknowledged",
+            done("upload"),
+            done("download"),
+            done("erase_patient")
+        );
+        println!(
+            "  files: {} objects damaged by faults, {refused} downloads refused as tampered or missing (each of a damaged object)",
+            files
+                .shared
+                .damaged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .len()
+        );
+        store_check = Some(checker::StoreCheck {
+            args: files.layout.gateway_args(),
+            records: files
+                .shared
+                .records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        });
+    }
     if failures.is_empty() && !converged(&network, &client).await {
         failures
             .push("the peers did not reach one height and head once the clients stopped".into());
@@ -419,6 +543,7 @@ async fn run_episode(
         &history,
         &bins.join("medledger"),
         &network.layout.genesis(),
+        store_check.as_ref(),
     );
     verdict.failures.extend(failures);
     verdict.failures.extend(violations);
@@ -527,12 +652,27 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             args.seed,
             dir.display()
         );
-        let episode = run_episode(args.seed, index, cycles, &dir, &bins, &args.faults).await;
-        let only = if args.faults.is_empty() {
+        let episode = run_episode(
+            args.seed,
+            index,
+            cycles,
+            &dir,
+            &bins,
+            &args.faults,
+            args.objects,
+        )
+        .await;
+        let mut only = if args.faults.is_empty() {
             String::new()
         } else {
             format!(" --faults {}", args.faults.join(","))
         };
+        if args.objects != files::ObjectsArg::Garage {
+            only.push_str(&format!(
+                " --objects {}",
+                format!("{:?}", args.objects).to_lowercase()
+            ));
+        }
         let replay = format!(
             "medledger-faults run --seed {} --cycles-per-episode {per} --episode {index}{only}",
             args.seed

@@ -13,6 +13,7 @@ use medledger_proto::v1;
 use medledger_sdk::peer::PeerSet;
 use medledger_sdk::wallet::Wallet;
 
+use crate::files::{Damage, Files, ObjectsArg};
 use crate::netns::Fabric;
 
 /// The port every peer listens on, in its own namespace.
@@ -68,6 +69,8 @@ pub struct Network {
     pub admin: Wallet,
     /// The tmpfs mounts to undo.
     mounted: Vec<PathBuf>,
+    /// The object store and the gateway, when the episode moves files.
+    pub files: Option<Files>,
 }
 
 impl Network {
@@ -81,6 +84,7 @@ impl Network {
         bin_dir: &Path,
         n: usize,
         run_hint: u32,
+        objects: ObjectsArg,
     ) -> anyhow::Result<Network> {
         let fabric = Fabric::create(run_hint, n)?;
         let bins = Binaries {
@@ -145,6 +149,10 @@ impl Network {
         let parameters: Vec<String> = [
             "--request-timeout-ms",
             "1500",
+            // Short, so that the gateway's journal settles an upload whose transaction never
+            // committed within a minute of the fault, before the checker looks at the store.
+            "--max-tx-lifetime-ms",
+            "60000",
             "--admin",
             &admin_dir.join("cert.pem").display().to_string(),
             "--admin",
@@ -178,6 +186,7 @@ impl Network {
             peers,
             admin,
             mounted: Vec::new(),
+            files: None,
         };
         for i in 0..n {
             let dir = &network.peers[i].data_dir;
@@ -196,6 +205,11 @@ impl Network {
             network.mounted.push(dir.clone());
             network.set_clock(i, 0)?;
             network.restart(i)?;
+        }
+        if objects != ObjectsArg::None {
+            network.files = Some(
+                Files::start(dir, &network.layout, &network.admin, &network.bins, objects).await?,
+            );
         }
         Ok(network)
     }
@@ -321,6 +335,17 @@ impl Network {
         std::fs::rename(&ledger, &aside)
             .with_context(|| format!("moving {} aside", ledger.display()))?;
         self.restart(i)
+    }
+
+    /// Damages the object store, if the episode has one ([`Files::damage`]).
+    ///
+    /// # Errors
+    /// The store could not be listed, read or written.
+    pub async fn damage(&mut self, damage: Damage, pick: u64) -> anyhow::Result<()> {
+        match self.files.as_mut() {
+            Some(files) => files.damage(damage, pick).await,
+            None => Ok(()),
+        }
     }
 
     /// Gives peer `i`'s disk its space back.

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 const CATEGORY: &str = "lab-results";
 /// Longest an invocation may take before it counts as unknown.
-const INVOCATION_TIMEOUT: Duration = Duration::from_secs(45);
+pub const INVOCATION_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// What became of one invocation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -281,18 +281,17 @@ async fn client(
                 None,
             ),
         };
-        history
-            .invocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Invocation {
+        record(
+            &history,
+            Invocation {
                 client: pair.index,
                 function: function.to_string(),
                 tx_id: hex::encode(tx_id),
                 start_ms,
                 end_ms,
                 outcome,
-            });
+            },
+        );
         let Some(committed) = committed else {
             // As a real client would: wait a little before the next try.
             tokio::time::sleep(Duration::from_millis(rng.gen_range(200..600))).await;
@@ -309,13 +308,10 @@ async fn client(
                     .map(|r| r.id)
                     .unwrap_or_default();
                 if pair.may_read(&grantee).await == Some(false) {
-                    violation(
-                        &history,
-                        format!(
+                    history.violation(format!(
                             "client {}: permission {id} for {grantee}, granted in block {}, read back as not live",
                             pair.index, committed.block
-                        ),
-                    );
+                        ));
                 }
                 pair.live.push((grantee, id));
             }
@@ -323,13 +319,10 @@ async fn client(
                 if let Some((grantee, id)) = revoked
                     && pair.may_read(&grantee).await == Some(true)
                 {
-                    violation(
-                        &history,
-                        format!(
+                    history.violation(format!(
                             "client {}: permission {id} for {grantee}, revoked in block {}, read back as live",
                             pair.index, committed.block
-                        ),
-                    );
+                        ));
                 }
             }
             _ => {}
@@ -337,14 +330,26 @@ async fn client(
     }
 }
 
-fn violation(history: &History, what: String) {
-    history
-        .violations
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(what);
+impl History {
+    /// Records a read-your-writes or file failure, in words.
+    pub fn violation(&self, what: String) {
+        self.violations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(what);
+    }
 }
 
-fn short(s: &str) -> String {
+/// Adds `invocation` to the history.
+pub fn record(history: &History, invocation: Invocation) {
+    history
+        .invocations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(invocation);
+}
+
+/// `s` cut to 160 characters (an error, for the history).
+pub fn short(s: &str) -> String {
     s.chars().take(160).collect()
 }
