@@ -95,6 +95,13 @@ struct RunArgs {
     /// none of the gateway-kill and store-* faults).
     #[arg(long, value_enum, default_value = "garage")]
     objects: files::ObjectsArg,
+    /// Peers in the network: 4 (f = 1) or 7 (f = 2).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=7))]
+    peers: u8,
+    /// One peer lies to every client while the faults hold: `NAME:KIND+KIND…` or
+    /// `peer0:all` (the lying-peer mode of debug builds, docs/RELIABILITY.md).
+    #[arg(long)]
+    lie: Option<String>,
 }
 
 /// A run's progress and figures (the `--state` file).
@@ -204,7 +211,10 @@ async fn all_take_part(
         // A slow return is shown with its reason, for whoever reads the run.
         if !said_slow && start.elapsed() >= Duration::from_secs(20) {
             said_slow = true;
-            println!("  20 s after the heal status still says: {}", now.describe());
+            println!(
+                "  20 s after the heal status still says: {}",
+                now.describe()
+            );
         }
         if start.elapsed() >= RECOVERY_BOUND {
             return Err(now.describe());
@@ -243,15 +253,16 @@ async fn run_episode(
     dir: &Path,
     bins: &Path,
     kinds: &[String],
-    objects: files::ObjectsArg,
+    args: &RunArgs,
 ) -> anyhow::Result<Episode> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(episode_seed(seed, index));
     let mut network = Network::start(
         dir,
         bins,
-        4,
+        usize::from(args.peers),
         (std::process::id() + index as u32) % 200,
-        objects,
+        args.objects,
+        args.lie.clone(),
     )
     .await?;
     let client = medledger_sdk::peer::PeerSet::connect(&network.admin, network.layout.first_peer())
@@ -519,6 +530,18 @@ async fn run_episode(
         failures
             .push("the peers did not reach one height and head once the clients stopped".into());
     }
+    if let Some(lie) = &args.lie {
+        let liar = lie.split(':').next().unwrap_or_default();
+        let told = network.peers.iter().enumerate().any(|(i, p)| {
+            format!("peer{i}") == liar
+                && std::fs::read_to_string(&p.log).is_ok_and(|l| l.contains("this peer lies"))
+        });
+        if !told {
+            failures.push(format!(
+                "--lie {lie}: {liar} never said it lies (a release build, or no such peer)"
+            ));
+        }
+    }
     network.stop_all();
     let violations =
         std::mem::take(&mut *history.violations.lock().unwrap_or_else(|p| p.into_inner()));
@@ -652,21 +675,18 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             args.seed,
             dir.display()
         );
-        let episode = run_episode(
-            args.seed,
-            index,
-            cycles,
-            &dir,
-            &bins,
-            &args.faults,
-            args.objects,
-        )
-        .await;
+        let episode = run_episode(args.seed, index, cycles, &dir, &bins, &args.faults, &args).await;
         let mut only = if args.faults.is_empty() {
             String::new()
         } else {
             format!(" --faults {}", args.faults.join(","))
         };
+        if args.peers != 4 {
+            only.push_str(&format!(" --peers {}", args.peers));
+        }
+        if let Some(lie) = &args.lie {
+            only.push_str(&format!(" --lie {lie}"));
+        }
         if args.objects != files::ObjectsArg::Garage {
             only.push_str(&format!(
                 " --objects {}",

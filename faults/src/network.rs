@@ -71,6 +71,9 @@ pub struct Network {
     mounted: Vec<PathBuf>,
     /// The object store and the gateway, when the episode moves files.
     pub files: Option<Files>,
+    /// `MEDLEDGER_FAULT_LIE` for every peer (`NAME:KIND+KIND…`: the peer so named lies to
+    /// everyone who asks it; debug builds, `peer/src/lies.rs`).
+    pub lie: Option<String>,
 }
 
 impl Network {
@@ -85,6 +88,7 @@ impl Network {
         n: usize,
         run_hint: u32,
         objects: ObjectsArg,
+        lie: Option<String>,
     ) -> anyhow::Result<Network> {
         let fabric = Fabric::create(run_hint, n)?;
         let bins = Binaries {
@@ -187,6 +191,7 @@ impl Network {
             admin,
             mounted: Vec::new(),
             files: None,
+            lie,
         };
         for i in 0..n {
             let dir = &network.peers[i].data_dir;
@@ -244,6 +249,9 @@ impl Network {
                 medledger_peer::fault_clock::FAULT_CLOCK_FILE,
                 &self.peers[i].clock_file,
             );
+        if let Some(lie) = &self.lie {
+            command.env("MEDLEDGER_FAULT_LIE", lie);
+        }
         let process = Process::start(command, &self.peers[i].log, "medledger-peer listening on ")
             .map_err(|e| anyhow::anyhow!("peer{i}: {e}"))?;
         self.peers[i].process = Some(process);

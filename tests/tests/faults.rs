@@ -1,7 +1,8 @@
 //! The fault harness's CI smoke (issue 18): `medledger-faults` runs a real network of four
-//! peers, each in its own network namespace, through a few seeded fault cycles under the
-//! clinical workload, and its checker proves every acknowledged transaction is on every
-//! peer's chain exactly once and every data directory re-executes. The long runs (1,000
+//! peers, each in its own network namespace, with the storage gateway and Garage, through a
+//! few seeded fault cycles under the clinical workload and a patient's file traffic, and its
+//! checker proves every acknowledged transaction is on every peer's chain exactly once, every
+//! data directory re-executes and every committed object is in the store with its hash. The long runs (1,000
 //! cycles) are docs/RELIABILITY.md's, never CI's.
 //!
 //! Needs root (network namespaces, nftables): CI runs as root. Elsewhere set
@@ -24,22 +25,37 @@ fn a_few_seeded_fault_cycles_lose_nothing() {
          MEDLEDGER_SKIP_FAULTS=1 to leave this test out"
     );
     // Binaries checked fresh (the harness runs these).
-    for name in ["medledger-ca", "medledger-peer", "medledger"] {
+    for name in [
+        "medledger-ca",
+        "medledger-peer",
+        "medledger-gateway",
+        "medledger",
+    ] {
         binary(name);
     }
     let faults = binary("medledger-faults");
     let dir = tempfile::tempdir().expect("temp dir");
-    for seed in ["1", "2"] {
-        let output = Command::new(&faults)
-            .args([
-                "run",
-                "--seed",
-                seed,
+    // Two seeds of every fault kind, and one with the first peer lying to every client
+    // (the lying-peer mode) under partitions.
+    let runs: [(&str, &[&str]); 3] = [
+        ("1", &["--cycles", "3"]),
+        ("2", &["--cycles", "3"]),
+        (
+            "3",
+            &[
                 "--cycles",
-                "3",
-                "--cycles-per-episode",
-                "3",
-            ])
+                "2",
+                "--lie",
+                "peer0:all",
+                "--faults",
+                "split,isolate,isolate-primary,one-way",
+            ],
+        ),
+    ];
+    for (seed, extra) in runs {
+        let output = Command::new(&faults)
+            .args(["run", "--seed", seed, "--cycles-per-episode", "3"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path().join(seed))
             .output()
