@@ -3,7 +3,8 @@
 //! dropped, kill -9 of one peer or of all, a paused (SIGSTOP) peer, one peer's disk full,
 //! one peer's clock skewed or jumped (`MEDLEDGER_FAULT_CLOCK_FILE`), a bit flipped in one
 //! peer's write-ahead log, the storage gateway killed mid-upload, and an object store that
-//! loses, rolls back or alters objects ([`crate::files`]). Each is undone by [`Fault::heal`]:
+//! loses, rolls back or alters objects ([`crate::files`]), and one peer's disk slowed
+//! ([`crate::disk`]). Each is undone by [`Fault::heal`]:
 //! rules flushed, clocks true, killed processes restarted, paused ones resumed, objects put
 //! back.
 
@@ -54,6 +55,13 @@ pub enum Fault {
     /// The object store goes back to how it was when the cycle began (what was written since
     /// is gone); put back at the heal.
     StoreRollBack,
+    /// One peer's disk throttled to `kib_per_s` KiB/s and `iops` operations a second, each
+    /// way (its reads, writes and syncs); full speed at the heal.
+    SlowDisk {
+        peer: usize,
+        kib_per_s: u64,
+        iops: u64,
+    },
 }
 
 /// The kinds that need the gateway and the object store (`--objects garage` or `local`).
@@ -65,7 +73,7 @@ pub const FILE_KINDS: [&str; 4] = [
 ];
 
 /// Every kind, for the report.
-pub const KINDS: [&str; 15] = [
+pub const KINDS: [&str; 16] = [
     "split",
     "isolate-primary",
     "isolate",
@@ -81,6 +89,7 @@ pub const KINDS: [&str; 15] = [
     "store-lose",
     "store-alter",
     "store-rollback",
+    "slow-disk",
 ];
 
 impl Fault {
@@ -101,6 +110,7 @@ impl Fault {
             Fault::StoreLose { .. } => KINDS[12],
             Fault::StoreAlter { .. } => KINDS[13],
             Fault::StoreRollBack => KINDS[14],
+            Fault::SlowDisk { .. } => KINDS[15],
         }
     }
 
@@ -147,6 +157,11 @@ impl Fault {
                 pick: rng.r#gen(),
             },
             14 => Fault::StoreRollBack,
+            15 => Fault::SlowDisk {
+                peer: order[0],
+                kib_per_s: [64, 256, 1024][rng.gen_range(0..3)],
+                iops: [10, 50, 200][rng.gen_range(0..3)],
+            },
             _ => Fault::Clock {
                 peer: order[0],
                 offset_s: [5, -5, 60, -60, -600][rng.gen_range(0..5)],
@@ -243,6 +258,11 @@ impl Fault {
                     .await?;
             }
             Fault::StoreRollBack => network.damage(Damage::RollBack, 0).await?,
+            Fault::SlowDisk {
+                peer,
+                kib_per_s,
+                iops,
+            } => network.slow_disk(*peer, kib_per_s.saturating_mul(1024), *iops)?,
         }
         Ok(())
     }
@@ -258,6 +278,9 @@ impl Fault {
             files.gateway.start()?;
         }
         for i in 0..network.peers.len() {
+            if let Some(bytes) = network.unslow_disk(i) {
+                println!("  peer{i} did {bytes} bytes of block I/O through its throttle");
+            }
             network.set_clock(i, 0)?;
             network.free_disk(i);
             network.resume(i);

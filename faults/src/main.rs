@@ -13,6 +13,7 @@
 //! root, iproute2 and nftables.
 
 mod checker;
+mod disk;
 mod fault;
 mod files;
 mod netns;
@@ -80,7 +81,7 @@ struct RunArgs {
     dir: Option<PathBuf>,
     /// Only these fault kinds (comma-separated: split, isolate-primary, isolate, one-way,
     /// drop, kill, kill-all, pause, clock, disk-full, corrupt, gateway-kill, store-lose,
-    /// store-alter, store-rollback); default: all.
+    /// store-alter, store-rollback, slow-disk); default: all.
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Keeps the folders of episodes that passed too.
@@ -280,6 +281,16 @@ async fn run_episode(
             "these peers cannot have their clock moved (release builds): no fault left to draw"
         );
         println!("  (release peers: the clock fault is left out)");
+    }
+    if !disk::can_slow() {
+        let all: Vec<String> = fault::KINDS.iter().map(|k| k.to_string()).collect();
+        let wanted = if kinds.is_empty() { all } else { kinds };
+        kinds = wanted.into_iter().filter(|k| k != "slow-disk").collect();
+        anyhow::ensure!(
+            !kinds.is_empty(),
+            "this kernel has no block-I/O throttling (cgroup v1 blkio): no fault left to draw"
+        );
+        println!("  (no block-I/O throttling here: the slow-disk fault is left out)");
     }
     if network.files.is_none() {
         let all: Vec<String> = fault::KINDS.iter().map(|k| k.to_string()).collect();

@@ -13,14 +13,12 @@ use medledger_proto::v1;
 use medledger_sdk::peer::PeerSet;
 use medledger_sdk::wallet::Wallet;
 
+use crate::disk::Disk;
 use crate::files::{Damage, Files, ObjectsArg};
 use crate::netns::Fabric;
 
 /// The port every peer listens on, in its own namespace.
 pub const PEER_PORT: u16 = 7051;
-
-/// Each peer's data directory is its own tmpfs of this size, so that one disk can fill.
-pub const DISK_BYTES: u64 = 1 << 30;
 
 /// The file that fills a peer's disk.
 const FILLER: &str = "disk-filler";
@@ -67,8 +65,8 @@ pub struct Network {
     _ca: Process,
     pub peers: Vec<Peer>,
     pub admin: Wallet,
-    /// The tmpfs mounts to undo.
-    mounted: Vec<PathBuf>,
+    /// Each peer's disk (its data directory), by peer.
+    disks: Vec<Disk>,
     /// The object store and the gateway, when the episode moves files.
     pub files: Option<Files>,
     /// `MEDLEDGER_FAULT_LIE` for every peer (`NAME:KIND+KIND…`: the peer so named lies to
@@ -189,25 +187,15 @@ impl Network {
             _ca: ca,
             peers,
             admin,
-            mounted: Vec::new(),
+            disks: Vec::new(),
             files: None,
             lie,
         };
         for i in 0..n {
-            let dir = &network.peers[i].data_dir;
-            std::fs::create_dir_all(dir)?;
-            let size = format!("size={DISK_BYTES}");
-            let status = std::process::Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
-                .arg(dir)
-                .status()
-                .context("mount")?;
-            anyhow::ensure!(
-                status.success(),
-                "cannot mount a tmpfs on {}",
-                dir.display()
-            );
-            network.mounted.push(dir.clone());
+            let name = format!("mlf{}-peer{i}", network.fabric.run);
+            let disk = Disk::create(&network.peers[i].data_dir, &name)
+                .with_context(|| format!("peer{i}'s disk"))?;
+            network.disks.push(disk);
             network.set_clock(i, 0)?;
             network.restart(i)?;
         }
@@ -273,8 +261,9 @@ impl Network {
         self.peers[i].process.as_mut().is_some_and(|p| p.exited())
     }
 
-    /// Fills the file system under peer `i`'s data directory (its own tmpfs of
-    /// [`DISK_BYTES`]) to the last block: zeros until the kernel says no space is left.
+    /// Fills the file system under peer `i`'s data directory (its own disk of
+    /// [`crate::disk::DISK_BYTES`]) to the last block: zeros until the kernel says no space
+    /// is left.
     ///
     /// # Errors
     /// `dd` could not be run.
@@ -356,6 +345,25 @@ impl Network {
         }
     }
 
+    /// Throttles peer `i`'s disk to `bytes_per_s` and `iops` each way.
+    ///
+    /// # Errors
+    /// The peer does not run, or the throttle could not be set.
+    pub fn slow_disk(&mut self, i: usize, bytes_per_s: u64, iops: u64) -> anyhow::Result<()> {
+        let pid = self.peers[i]
+            .process
+            .as_ref()
+            .map(Process::id)
+            .with_context(|| format!("peer{i} does not run"))?;
+        self.disks[i].slow(pid, bytes_per_s, iops)
+    }
+
+    /// Peer `i`'s disk at full speed again; the bytes of block I/O it did while slowed, if it
+    /// was.
+    pub fn unslow_disk(&mut self, i: usize) -> Option<u64> {
+        self.disks.get_mut(i).and_then(Disk::unslow)
+    }
+
     /// Gives peer `i`'s disk its space back.
     pub fn free_disk(&self, i: usize) {
         let _ = std::fs::remove_file(self.peers[i].data_dir.join(FILLER));
@@ -426,11 +434,7 @@ impl Drop for Network {
             self.resume(i);
             self.kill(i);
         }
-        for dir in &self.mounted {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(dir)
-                .status();
-        }
+        // The disks unmount as they drop, after the peers are gone.
+        self.disks.clear();
     }
 }

@@ -1,0 +1,148 @@
+//! Each peer's disk: an ext4 file system of [`DISK_BYTES`] on a loop device over a sparse
+//! file in `/dev/shm` (memory: no host disk is involved, and nothing is left on one),
+//! mounted as the peer's data directory. It can be filled to the last block (the disk-full
+//! fault) and slowed down by the kernel's block-I/O throttling on that loop device (the
+//! slow-disk fault: cgroup v1 `blkio.throttle.*`, which limits the reads, writes and their
+//! syncs the peer's own threads make).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+/// The size of each peer's disk.
+pub const DISK_BYTES: u64 = 1 << 30;
+
+/// The cgroup v1 block-I/O hierarchy the slow-disk fault uses.
+const BLKIO: &str = "/sys/fs/cgroup/blkio";
+
+/// One peer's disk, mounted; unmounted and its memory freed on drop.
+pub struct Disk {
+    pub mount: PathBuf,
+    image: PathBuf,
+    /// The loop device's `MAJOR:MINOR`.
+    device: String,
+    /// The cgroup throttling the peer, while the disk is slowed.
+    cgroup: Option<PathBuf>,
+}
+
+fn run(command: &mut std::process::Command) -> anyhow::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "{command:?}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// Whether this kernel offers the block-I/O throttling the slow-disk fault needs.
+pub fn can_slow() -> bool {
+    Path::new(BLKIO).join("cgroup.procs").exists()
+}
+
+impl Disk {
+    /// Makes the disk `name` (its image `/dev/shm/<name>.img`, replaced if a stopped run
+    /// left one) and mounts it on `mount`.
+    ///
+    /// # Errors
+    /// The image, file system, loop device or mount could not be made.
+    pub fn create(mount: &Path, name: &str) -> anyhow::Result<Disk> {
+        std::fs::create_dir_all(mount)?;
+        let image = PathBuf::from(format!("/dev/shm/{name}.img"));
+        let _ = std::fs::remove_file(&image);
+        std::fs::File::create(&image)
+            .and_then(|f| f.set_len(DISK_BYTES))
+            .with_context(|| format!("creating {}", image.display()))?;
+        let mut disk = Disk {
+            mount: mount.to_path_buf(),
+            image,
+            device: String::new(),
+            cgroup: None,
+        };
+        // No blocks reserved for root: the peer runs as root and would otherwise see more
+        // space than the fill leaves.
+        run(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&disk.image))?;
+        run(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&disk.image)
+            .arg(mount))?;
+        let loop_device = run(std::process::Command::new("losetup")
+            .arg("-j")
+            .arg(&disk.image))?;
+        let loop_name = loop_device
+            .split(':')
+            .next()
+            .and_then(|d| d.rsplit('/').next())
+            .context("losetup names no loop device")?;
+        disk.device = std::fs::read_to_string(format!("/sys/block/{loop_name}/dev"))
+            .with_context(|| format!("the device number of {loop_name}"))?
+            .trim()
+            .to_string();
+        Ok(disk)
+    }
+
+    /// Throttles the process `pid` on this disk to `bytes_per_s` and `iops` each way (its
+    /// every thread, and the threads it starts).
+    ///
+    /// # Errors
+    /// The cgroup could not be made or the process moved into it.
+    pub fn slow(&mut self, pid: u32, bytes_per_s: u64, iops: u64) -> anyhow::Result<()> {
+        let _ = self.unslow();
+        let name = self
+            .image
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let cgroup = Path::new(BLKIO).join(name);
+        std::fs::create_dir_all(&cgroup)
+            .with_context(|| format!("making the cgroup {}", cgroup.display()))?;
+        self.cgroup = Some(cgroup.clone());
+        for (file, limit) in [
+            ("blkio.throttle.write_bps_device", bytes_per_s),
+            ("blkio.throttle.read_bps_device", bytes_per_s),
+            ("blkio.throttle.write_iops_device", iops),
+            ("blkio.throttle.read_iops_device", iops),
+        ] {
+            std::fs::write(cgroup.join(file), format!("{} {limit}\n", self.device))
+                .with_context(|| format!("writing {file}"))?;
+        }
+        std::fs::write(cgroup.join("cgroup.procs"), format!("{pid}\n"))
+            .context("moving the peer into its cgroup")?;
+        Ok(())
+    }
+
+    /// Ends the throttling: every process of the cgroup back to the root, the cgroup gone.
+    /// Returns the bytes of block I/O that went through the throttle, if it was on.
+    pub fn unslow(&mut self) -> Option<u64> {
+        let cgroup = self.cgroup.take()?;
+        let served = std::fs::read_to_string(cgroup.join("blkio.throttle.io_service_bytes"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Total ").and_then(|t| t.trim().parse().ok()))
+            .unwrap_or(0);
+        let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines() {
+            let _ = std::fs::write(Path::new(BLKIO).join("cgroup.procs"), format!("{pid}\n"));
+        }
+        let _ = std::fs::remove_dir(&cgroup);
+        Some(served)
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        let _ = self.unslow();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.mount)
+            .status();
+        // The loop device detaches itself once unmounted (mount -o loop); its memory is
+        // freed when the image is gone too.
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
