@@ -245,6 +245,19 @@ fn honest(n: u32) -> Sim {
     Sim::new(42, sim_config(n), &vec![Behavior::Honest; n as usize])
 }
 
+/// Runs `sim` until each of `txs` executed on `replicas` correct replicas, retransmitting
+/// every 300 ms; fails with `what` after `bound_ms`.
+fn commit_on(sim: &mut Sim, txs: &[TxId], replicas: usize, bound_ms: u64, what: &str) {
+    let deadline = sim.now + bound_ms;
+    while txs.iter().any(|tx| sim.correct_executions(tx) < replicas) {
+        assert!(sim.now < deadline, "{what}");
+        if sim.now.is_multiple_of(300) {
+            sim.retransmit();
+        }
+        sim.step();
+    }
+}
+
 fn run_until_executed(sim: &mut Sim, bound_ms: u64) -> bool {
     let deadline = sim.now + bound_ms;
     let required: Vec<TxId> = sim.submitted.keys().copied().collect();
@@ -558,14 +571,13 @@ fn a_replica_restarted_after_a_view_change_rejoins_the_view() {
     sim.crash(6);
     sim.crash(0);
     let during: Vec<TxId> = (0..20).map(|_| sim.submit(None)).collect();
-    let deadline = sim.now + 30_000;
-    while during.iter().any(|tx| sim.correct_executions(tx) < 5) {
-        assert!(sim.now < deadline, "the five live replicas did not commit");
-        if sim.now.is_multiple_of(300) {
-            sim.retransmit();
-        }
-        sim.step();
-    }
+    commit_on(
+        &mut sim,
+        &during,
+        5,
+        30_000,
+        "the five live replicas did not commit",
+    );
     assert!(sim.nodes[1].replica.as_ref().unwrap().view() >= 1);
     sim.restart_as_peer(6);
     sim.restart_as_peer(0);
@@ -792,14 +804,13 @@ fn a_replica_cut_off_alone_rejoins_without_a_view_change() {
     // The second fault: backup 1 crashes; 0, 2 and 3 are a quorum in view 0.
     sim.crash(1);
     let after: Vec<TxId> = (0..20).map(|_| sim.submit(None)).collect();
-    let deadline = sim.now + 10_000;
-    while after.iter().any(|tx| sim.correct_executions(tx) < 3) {
-        assert!(sim.now < deadline, "the three live replicas did not commit");
-        if sim.now.is_multiple_of(300) {
-            sim.retransmit();
-        }
-        sim.step();
-    }
+    commit_on(
+        &mut sim,
+        &after,
+        3,
+        10_000,
+        "the three live replicas did not commit",
+    );
     assert_eq!(sim.stats.max_view, 0, "a view change was needed to commit");
     sim.check_ledgers();
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
@@ -853,14 +864,13 @@ fn a_replica_alone_in_a_view_change_is_brought_back_by_its_primary() {
     let backup = (0..4).find(|i| *i != view % 4 && *i != 3).unwrap() as usize;
     sim.crash(backup);
     let after: Vec<TxId> = (0..20).map(|_| sim.submit(None)).collect();
-    let deadline = sim.now + 10_000;
-    while after.iter().any(|tx| sim.correct_executions(tx) < 3) {
-        assert!(sim.now < deadline, "the three live replicas did not commit");
-        if sim.now.is_multiple_of(300) {
-            sim.retransmit();
-        }
-        sim.step();
-    }
+    commit_on(
+        &mut sim,
+        &after,
+        3,
+        10_000,
+        "the three live replicas did not commit",
+    );
     sim.check_ledgers();
     assert!(sim.violations.is_empty(), "{:?}", sim.violations);
 }
@@ -919,14 +929,13 @@ fn a_replica_that_missed_the_new_view_rejoins_after_its_primary_restarted() {
         sim.faults.blocked.insert((other, 0));
     }
     let during: Vec<TxId> = (0..4).map(|_| sim.submit(None)).collect();
-    let deadline = sim.now + 20_000;
-    while during.iter().any(|tx| sim.correct_executions(tx) < 3) {
-        assert!(sim.now < deadline, "1, 2, 3 did not install view 1");
-        if sim.now.is_multiple_of(300) {
-            sim.retransmit();
-        }
-        sim.step();
-    }
+    commit_on(
+        &mut sim,
+        &during,
+        3,
+        20_000,
+        "1, 2, 3 did not install view 1",
+    );
     assert_eq!(sim.nodes[1].replica.as_ref().unwrap().view(), 1);
     sim.crash(1);
     sim.restart(1);

@@ -53,11 +53,18 @@ pub struct Garage {
     pid: Option<u32>,
 }
 
+/// Runs `deploy/garage`: the checkout this binary was built from, else `./deploy/garage`
+/// (a binary copied elsewhere, run from a checkout).
 fn deploy_garage(args: &[&str]) -> anyhow::Result<std::process::Output> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("the workspace root")?
         .join("deploy/garage");
+    let script = if built_from.exists() {
+        built_from
+    } else {
+        PathBuf::from("deploy/garage")
+    };
     std::process::Command::new(&script)
         .args(args)
         .output()

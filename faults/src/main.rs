@@ -247,6 +247,21 @@ async fn converged(network: &Network, client: &medledger_sdk::peer::PeerSet) -> 
     false
 }
 
+/// `kinds` (all when empty) without `left_out`; fails, saying `why`, when none is left.
+fn leave_out(kinds: Vec<String>, left_out: &[&str], why: &str) -> anyhow::Result<Vec<String>> {
+    let wanted: Vec<String> = if kinds.is_empty() {
+        fault::KINDS.iter().map(|k| k.to_string()).collect()
+    } else {
+        kinds
+    };
+    let kept: Vec<String> = wanted
+        .into_iter()
+        .filter(|k| !left_out.contains(&k.as_str()))
+        .collect();
+    anyhow::ensure!(!kept.is_empty(), "{why}: no fault left to draw");
+    Ok(kept)
+}
+
 async fn run_episode(
     seed: u64,
     index: u64,
@@ -273,36 +288,27 @@ async fn run_episode(
     // the offset file): find out, and leave it out otherwise.
     let mut kinds: Vec<String> = kinds.to_vec();
     if !clock_can_move(&network).await {
-        let all: Vec<String> = fault::KINDS.iter().map(|k| k.to_string()).collect();
-        let wanted = if kinds.is_empty() { all } else { kinds };
-        kinds = wanted.into_iter().filter(|k| k != "clock").collect();
-        anyhow::ensure!(
-            !kinds.is_empty(),
-            "these peers cannot have their clock moved (release builds): no fault left to draw"
-        );
+        kinds = leave_out(
+            kinds,
+            &["clock"],
+            "these peers cannot have their clock moved (release builds)",
+        )?;
         println!("  (release peers: the clock fault is left out)");
     }
     if !disk::can_slow() {
-        let all: Vec<String> = fault::KINDS.iter().map(|k| k.to_string()).collect();
-        let wanted = if kinds.is_empty() { all } else { kinds };
-        kinds = wanted.into_iter().filter(|k| k != "slow-disk").collect();
-        anyhow::ensure!(
-            !kinds.is_empty(),
-            "this kernel has no block-I/O throttling (cgroup v1 blkio): no fault left to draw"
-        );
+        kinds = leave_out(
+            kinds,
+            &["slow-disk"],
+            "this kernel has no block-I/O throttling (cgroup v1 blkio)",
+        )?;
         println!("  (no block-I/O throttling here: the slow-disk fault is left out)");
     }
     if network.files.is_none() {
-        let all: Vec<String> = fault::KINDS.iter().map(|k| k.to_string()).collect();
-        let wanted = if kinds.is_empty() { all } else { kinds };
-        kinds = wanted
-            .into_iter()
-            .filter(|k| !fault::FILE_KINDS.contains(&k.as_str()))
-            .collect();
-        anyhow::ensure!(
-            !kinds.is_empty(),
-            "--objects none: the gateway and store faults need files"
-        );
+        kinds = leave_out(
+            kinds,
+            &fault::FILE_KINDS,
+            "--objects none: the gateway and store faults need files",
+        )?;
     }
     let kinds = kinds.as_slice();
     let pairs = workload::setup(&network.layout, CLIENTS)
