@@ -24,6 +24,8 @@ pub struct Verdict {
     pub unknown: u64,
     /// Unknown invocations that did commit (once).
     pub unknown_committed: u64,
+    /// Acknowledged invocations the chain does not hold where their proof said.
+    pub lost: u64,
     /// Everything that must not be: empty when the episode passed.
     pub failures: Vec<String>,
 }
@@ -157,7 +159,21 @@ pub fn judge_verify_report(
             block["number"], block["problems"]
         ));
     }
-    for object in report["objects"].as_array().cloned().unwrap_or_default() {
+    let Some(objects) = report["objects"].as_array().cloned() else {
+        failures.push("ledger verify checked no object store".into());
+        return failures;
+    };
+    if !records.is_empty()
+        && !objects.iter().any(|o| {
+            o["path"]
+                .as_str()
+                .and_then(|p| p.split('/').nth(1))
+                .is_some_and(|pseudonym| records.contains(pseudonym))
+        })
+    {
+        failures.push("ledger verify listed no object of the file client's records".into());
+    }
+    for object in objects {
         if object["ok"] == true {
             continue;
         }
@@ -220,6 +236,7 @@ pub fn judge(chains: &[Chain], history: &[Invocation]) -> Verdict {
                 verdict.acknowledged += 1;
                 let expected = TxStatus::from_str_name(status).map(|s| s as i32);
                 if places != [(*block, expected.unwrap_or(-1))] {
+                    verdict.lost += 1;
                     verdict.failures.push(format!(
                         "client {}'s {} {} was acknowledged in block {block} as {status}, but the chain holds it at {places:?} (lost or moved)",
                         invocation.client, invocation.function, invocation.tx_id
@@ -315,6 +332,7 @@ mod tests {
             ],
         );
         let all = verdict.failures.join("\n");
+        assert_eq!(verdict.lost, 2, "b moved, gone lost");
         assert!(all.contains("b was acknowledged in block 2"), "{all}");
         assert!(all.contains("gone was acknowledged"), "{all}");
         assert!(
@@ -347,6 +365,11 @@ mod tests {
         );
         assert!(!failures.contains("bb"), "{failures}");
         assert!(!judge_verify_report(b"not json", &records).is_empty());
+        let no_store = serde_json::json!({"blocks": [{"number": 0, "ok": true}], "objects": null});
+        assert!(!judge_verify_report(no_store.to_string().as_bytes(), &records).is_empty());
+        let none_of_ours =
+            serde_json::json!({"blocks": [{"number": 0, "ok": true}], "objects": []});
+        assert!(!judge_verify_report(none_of_ours.to_string().as_bytes(), &records).is_empty());
     }
 
     #[test]

@@ -38,9 +38,45 @@ fn run(command: &mut std::process::Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// Whether this kernel offers the block-I/O throttling the slow-disk fault needs.
+/// Whether this kernel offers the block-I/O throttling the slow-disk fault needs, and lets
+/// us use it (a cgroup can be made; in a container the hierarchy may be read-only).
 pub fn can_slow() -> bool {
-    Path::new(BLKIO).join("cgroup.procs").exists()
+    let probe = Path::new(BLKIO).join(format!("mlf-probe-{}", std::process::id()));
+    let made = std::fs::create_dir(&probe).is_ok() && probe.join("cgroup.procs").exists();
+    let _ = std::fs::remove_dir(&probe);
+    made
+}
+
+/// Removes what a run stopped by kill -9 left: disk images no loop device holds and empty
+/// cgroups of the slow-disk fault.
+pub fn sweep_leftovers() {
+    if let Ok(entries) = std::fs::read_dir("/dev/shm") {
+        for path in entries.flatten().map(|e| e.path()) {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            if !name.is_some_and(|n| n.starts_with("mlf") && n.ends_with(".img")) {
+                continue;
+            }
+            let held = std::process::Command::new("losetup")
+                .arg("-j")
+                .arg(&path)
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty());
+            if !held {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(BLKIO) {
+        for path in entries.flatten().map(|e| e.path()) {
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("mlf"))
+            {
+                // Fails while a process is still in it: then it is not left over.
+                let _ = std::fs::remove_dir(&path);
+            }
+        }
+    }
 }
 
 impl Disk {
@@ -67,8 +103,9 @@ impl Disk {
         run(std::process::Command::new("mkfs.ext4")
             .args(["-q", "-F", "-m", "0"])
             .arg(&disk.image))?;
+        // discard: space freed in the file system (a disk-full's filler) is freed in memory.
         run(std::process::Command::new("mount")
-            .args(["-o", "loop"])
+            .args(["-o", "loop,discard"])
             .arg(&disk.image)
             .arg(mount))?;
         let loop_device = run(std::process::Command::new("losetup")
@@ -120,6 +157,15 @@ impl Disk {
     /// Returns the bytes of block I/O that went through the throttle, if it was on.
     pub fn unslow(&mut self) -> Option<u64> {
         let cgroup = self.cgroup.take()?;
+        // Limits off first, so that I/O still queued is not held back after the heal.
+        for file in [
+            "blkio.throttle.write_bps_device",
+            "blkio.throttle.read_bps_device",
+            "blkio.throttle.write_iops_device",
+            "blkio.throttle.read_iops_device",
+        ] {
+            let _ = std::fs::write(cgroup.join(file), format!("{} 0\n", self.device));
+        }
         let served = std::fs::read_to_string(cgroup.join("blkio.throttle.io_service_bytes"))
             .unwrap_or_default()
             .lines()

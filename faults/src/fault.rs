@@ -280,6 +280,11 @@ impl Fault {
         for i in 0..network.peers.len() {
             if let Some(bytes) = network.unslow_disk(i) {
                 println!("  peer{i} did {bytes} bytes of block I/O through its throttle");
+                // None would mean the throttle slowed nothing: the fault did not happen.
+                anyhow::ensure!(
+                    bytes > 0 || !network.peers[i].is_running(),
+                    "peer{i}'s disk was to be slowed, but none of its I/O went through the throttle"
+                );
             }
             network.set_clock(i, 0)?;
             network.free_disk(i);

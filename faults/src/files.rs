@@ -195,17 +195,27 @@ pub enum Damage {
 /// What the file client and the store faults share.
 #[derive(Default)]
 pub struct Shared {
-    /// Item ids a store fault damaged in this episode.
-    pub damaged: Mutex<BTreeSet<String>>,
-    /// Item ids a download refused as tampered or missing.
-    pub refused: Mutex<Vec<String>>,
-    /// Records (pseudonym, hex) whose erasure was tried: a store fault leaves them alone.
-    pub erasing: Mutex<BTreeSet<String>>,
+    /// Whether a store fault holds, and the records (pseudonym, hex) whose erasure was
+    /// tried: one lock, so that no erasure starts once a store fault has taken its list, and
+    /// a store fault leaves records being erased alone (what it took could not be told from
+    /// what the erasure deleted; red team).
+    pub gate: Mutex<Gate>,
+    /// Objects (paths) of acknowledged uploads: committed, so the gateway never deletes them
+    /// but for an erasure, and the only ones a store fault damages.
+    pub acknowledged: Mutex<BTreeSet<String>>,
+    /// Each damage: the item, and while it lasted (from; until, once put back).
+    pub damage: Mutex<Vec<(String, Instant, Option<Instant>)>>,
+    /// Each download refused as tampered or missing: the item, and while it ran.
+    pub refused: Mutex<Vec<(String, Instant, Instant)>>,
     /// Every record (pseudonym, hex) the file client registered.
     pub records: Mutex<BTreeSet<String>>,
-    /// A store fault holds: the client erases nothing meanwhile (what it erased could not be
-    /// told from what the fault took).
-    pub store_fault: AtomicBool,
+}
+
+/// See [`Shared::gate`].
+#[derive(Default)]
+pub struct Gate {
+    pub store_fault: bool,
+    pub erasing: BTreeSet<String>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -296,24 +306,31 @@ impl Files {
         Ok(present)
     }
 
-    /// Notes the objects now, at the start of a cycle (what a roll-back goes back to).
+    /// Notes the objects now (at the start of an episode and after each heal): what a
+    /// roll-back goes back to.
     pub async fn remember(&mut self) {
         if let Ok(present) = self.list().await {
             self.snapshot = present;
         }
     }
 
-    /// Damages the store as `damage` says; `pick` chooses the objects.
+    /// Damages the store as `damage` says; `pick` chooses the objects, among the acknowledged
+    /// uploads of records not being erased.
     ///
     /// # Errors
     /// The store could not be listed, read or written.
     pub async fn damage(&mut self, damage: Damage, pick: u64) -> anyhow::Result<()> {
-        self.shared.store_fault.store(true, Ordering::SeqCst);
-        let erasing = locked(&self.shared.erasing).clone();
+        let erasing = {
+            let mut gate = locked(&self.shared.gate);
+            gate.store_fault = true;
+            gate.erasing.clone()
+        };
+        let acknowledged = locked(&self.shared.acknowledged).clone();
         let candidates: Vec<String> = self
             .list()
             .await?
             .into_iter()
+            .filter(|path| acknowledged.contains(path))
             .filter(|path| {
                 path.split('/')
                     .nth(1)
@@ -337,7 +354,6 @@ impl Files {
             let location = ObjectPath::from(path.as_str());
             let bytes = match self.store.get(&location).await {
                 Ok(object) => object.bytes().await?,
-                // Gone meanwhile (an erasure, an upload refused): nothing to damage.
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
@@ -355,7 +371,7 @@ impl Files {
                 }
             }
             if let Some(item) = path.rsplit('/').next() {
-                locked(&self.shared.damaged).insert(item.to_string());
+                locked(&self.shared.damage).push((item.to_string(), Instant::now(), None));
             }
             self.saved.push((path, bytes));
         }
@@ -367,7 +383,7 @@ impl Files {
         self.saved.len()
     }
 
-    /// Puts back what a store fault took or changed.
+    /// Puts back what a store fault took or changed, and notes the objects then.
     ///
     /// # Errors
     /// The store could not be written.
@@ -377,7 +393,12 @@ impl Files {
                 .put(&ObjectPath::from(path.as_str()), bytes.into())
                 .await?;
         }
-        self.shared.store_fault.store(false, Ordering::SeqCst);
+        let now = Instant::now();
+        for damage in locked(&self.shared.damage).iter_mut() {
+            damage.2.get_or_insert(now);
+        }
+        locked(&self.shared.gate).store_fault = false;
+        self.remember().await;
         Ok(())
     }
 
@@ -392,15 +413,24 @@ impl Files {
         self.gateway.unsettled()
     }
 
-    /// Download refusals of objects no store fault damaged (each a failure: the gateway or
-    /// the store changed what it was given).
+    /// Download refusals no damage explains (each a failure: the gateway or the store changed
+    /// what it was given): of an item not damaged while the download ran.
     pub fn refused_undamaged(&self) -> Vec<String> {
-        let damaged = locked(&self.shared.damaged);
+        let damage = locked(&self.shared.damage);
         locked(&self.shared.refused)
             .iter()
-            .filter(|item| !damaged.contains(*item))
-            .cloned()
+            .filter(|(item, started, ended)| {
+                !damage.iter().any(|(damaged, from, until)| {
+                    damaged == item && *from <= *ended && until.is_none_or(|u| u >= *started)
+                })
+            })
+            .map(|(item, _, _)| item.clone())
             .collect()
+    }
+
+    /// How many objects store faults damaged in the episode.
+    pub fn damaged_in_all(&self) -> usize {
+        locked(&self.shared.damage).len()
     }
 }
 
@@ -486,6 +516,9 @@ pub async fn run(
         if client.keys.is_none() && client.register().await.is_err() {
             continue;
         }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
         let Some(keys) = client.keys.as_ref() else {
             continue;
         };
@@ -500,7 +533,13 @@ pub async fn run(
             continue;
         };
         let roll = rng.gen_range(0..100);
+        let began = Instant::now();
         let start_ms = started.elapsed().as_millis() as u64;
+        // An erasure only while no store fault holds, and noted before the fault can look.
+        let erase = !client.items.is_empty() && roll >= 93 && {
+            let mut gate = locked(&shared.gate);
+            !gate.store_fault && gate.erasing.insert(hex::encode(keys.pseudonym))
+        };
         let (function, tx_id, outcome) = if client.items.is_empty() || roll < 50 {
             let size = rng.gen_range(256..16_384);
             let plaintext: Vec<u8> = (0..size).map(|_| rng.r#gen()).collect();
@@ -519,6 +558,7 @@ pub async fn run(
             };
             match uploaded {
                 Ok(u) => {
+                    locked(&shared.acknowledged).insert(u.path.clone());
                     client.items.push((u.item_id.clone(), plaintext));
                     (
                         "upload",
@@ -528,9 +568,11 @@ pub async fn run(
                 }
                 Err(e) => ("upload", String::new(), unknown(&e)),
             }
-        } else if roll < 93 || shared.store_fault.load(Ordering::SeqCst) {
+        } else if !erase {
             let (item_id, plaintext) = &client.items[rng.gen_range(0..client.items.len())];
             let output = client.dir.join("download");
+            // Nothing of an earlier download may pass for this one.
+            let _ = std::fs::remove_file(&output);
             let downloaded = tokio::time::timeout(
                 INVOCATION_TIMEOUT,
                 files::download(
@@ -561,13 +603,12 @@ pub async fn run(
                 }
                 Err(e) => {
                     if let ClientError::Tampered { item, .. } = &e {
-                        locked(&shared.refused).push(item.clone());
+                        locked(&shared.refused).push((item.clone(), began, Instant::now()));
                     }
                     ("download", String::new(), unknown(&e))
                 }
             }
         } else {
-            locked(&shared.erasing).insert(hex::encode(keys.pseudonym));
             let erased = tokio::time::timeout(
                 INVOCATION_TIMEOUT,
                 files::erase(&client.peers, &mut gateway, keys.pseudonym),

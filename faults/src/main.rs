@@ -339,22 +339,23 @@ async fn run_episode(
         history.clone(),
     ));
     let file_seed: u64 = rng.r#gen();
+    let file_stop = Arc::new(AtomicBool::new(false));
     let file_task = file_client.map(|client| {
         tokio::spawn(files::run(
             client,
             file_seed,
             started,
-            stop.clone(),
+            file_stop.clone(),
             history.clone(),
         ))
     });
+    if let Some(files) = network.files.as_mut() {
+        files.remember().await;
+    }
     let mut recovery_ms = Vec::new();
     let mut rejoin_ms = Vec::new();
     let mut failures = Vec::new();
     for cycle in 0..cycles {
-        if let Some(files) = network.files.as_mut() {
-            files.remember().await;
-        }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(500..2_000))).await;
         let standings = network.standings(&client).await;
         let primary = standings
@@ -484,14 +485,30 @@ async fn run_episode(
             }
         }
     }
+    // The file client stops first, and the gateway's journal settles while the clinical
+    // clients still make blocks: an upload's expiry is proven only by a later block.
+    file_stop.store(true, Ordering::SeqCst);
+    if let Some(mut task) = file_task
+        && tokio::time::timeout(Duration::from_secs(120), &mut task)
+            .await
+            .is_err()
+    {
+        task.abort();
+    }
+    let unsettled = match network.files.as_mut() {
+        Some(files) => files.settled().await,
+        None => 0,
+    };
     stop.store(true, Ordering::SeqCst);
-    let _ = tokio::time::timeout(Duration::from_secs(120), clients).await;
-    if let Some(task) = file_task {
-        let _ = tokio::time::timeout(Duration::from_secs(120), task).await;
+    let mut clients = clients;
+    if tokio::time::timeout(Duration::from_secs(120), &mut clients)
+        .await
+        .is_err()
+    {
+        clients.abort();
     }
     let mut store_check = None;
     if let Some(files) = network.files.as_mut() {
-        let unsettled = files.settled().await;
         if unsettled > 0 {
             failures.push(format!(
                 "the gateway's journal still holds {unsettled} uploads or erasures after the clients stopped"
@@ -518,20 +535,20 @@ async fn run_episode(
                 .filter(|i| matches!(i.outcome, Outcome::Acknowledged { .. }))
                 .count()
         };
+        let uploads = done("upload");
         println!(
-            "  files: {} uploads, {} downloads (each compared) and {} erasures acknowledged",
-            done("upload"),
+            "  files: {uploads} uploads, {} downloads (each compared) and {} erasures acknowledged",
             done("download"),
             done("erase_patient")
         );
+        if uploads == 0 {
+            failures.push(
+                "the file client got no upload acknowledged: the episode tested no file".into(),
+            );
+        }
         println!(
-            "  files: {} objects damaged by faults, {refused} downloads refused as tampered or missing (each of a damaged object)",
-            files
-                .shared
-                .damaged
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .len()
+            "  files: {} objects damaged by faults, {refused} downloads refused as tampered or missing (each while its object was damaged)",
+            files.damaged_in_all()
         );
         store_check = Some(checker::StoreCheck {
             args: files.layout.gateway_args(),
@@ -686,6 +703,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         };
         let dir = root.join(format!("episode-{index}"));
         unmount_under(&dir);
+        disk::sweep_leftovers();
         let _ = std::fs::remove_dir_all(&dir);
         println!(
             "episode {index} of seed {}: {cycles} cycles in {}",
@@ -758,6 +776,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         progress.acknowledged += v.acknowledged;
         progress.unknown += v.unknown;
         progress.unknown_committed += v.unknown_committed;
+        progress.lost += v.lost;
         progress.p99_ms.push(p99_ms(&episode.history));
         for (into, from) in [
             (&mut progress.recovery_ms, &episode.recovery_ms),
