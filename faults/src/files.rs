@@ -200,9 +200,10 @@ pub struct Shared {
     /// a store fault leaves records being erased alone (what it took could not be told from
     /// what the erasure deleted; red team).
     pub gate: Mutex<Gate>,
-    /// Objects (paths) of acknowledged uploads: committed, so the gateway never deletes them
-    /// but for an erasure, and the only ones a store fault damages.
-    pub acknowledged: Mutex<BTreeSet<String>>,
+    /// Objects of acknowledged uploads, each path with the SHA-256 of its ciphertext:
+    /// committed, so the gateway never deletes them but for an erasure, and the only ones a
+    /// store fault damages.
+    pub acknowledged: Mutex<std::collections::BTreeMap<String, [u8; 32]>>,
     /// Each damage: the item, and while it lasted (from; until, once put back).
     pub damage: Mutex<Vec<(String, Instant, Option<Instant>)>>,
     /// Each download refused as tampered or missing: the item, and while it ran.
@@ -214,6 +215,7 @@ pub struct Shared {
 /// See [`Shared::gate`].
 #[derive(Default)]
 pub struct Gate {
+    /// A store fault holds, or the objects are being checked: no erasure may start.
     pub store_fault: bool,
     pub erasing: BTreeSet<String>,
 }
@@ -330,7 +332,7 @@ impl Files {
             .list()
             .await?
             .into_iter()
-            .filter(|path| acknowledged.contains(path))
+            .filter(|path| acknowledged.contains_key(path))
             .filter(|path| {
                 path.split('/')
                     .nth(1)
@@ -428,14 +430,50 @@ impl Files {
             .collect()
     }
 
+    /// After a heal (what a store fault took is back): every acknowledged upload of a record
+    /// not being erased is in the store with its hash. Returns what is not, in words.
+    pub async fn check_acknowledged(&self) -> Vec<String> {
+        // No erasure starts while the objects are read (one that did would delete objects
+        // this check expects; the first version of this check failed on exactly that).
+        let erasing = {
+            let mut gate = locked(&self.shared.gate);
+            gate.store_fault = true;
+            gate.erasing.clone()
+        };
+        let acknowledged = locked(&self.shared.acknowledged).clone();
+        let mut wrong = Vec::new();
+        for (path, sha256) in acknowledged {
+            let record = path.split('/').nth(1).unwrap_or_default();
+            if erasing.contains(record) {
+                continue;
+            }
+            let read = match self.store.get(&ObjectPath::from(path.as_str())).await {
+                Ok(object) => object.bytes().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match read {
+                Ok(bytes) if <sha2::Sha256 as sha2::Digest>::digest(&bytes)[..] == sha256[..] => {}
+                Ok(_) => wrong.push(format!(
+                    "the acknowledged upload {path} is altered in the store"
+                )),
+                Err(e) => wrong.push(format!(
+                    "the acknowledged upload {path} cannot be read: {e}"
+                )),
+            }
+        }
+        locked(&self.shared.gate).store_fault = false;
+        wrong
+    }
+
     /// How many objects store faults damaged in the episode.
     pub fn damaged_in_all(&self) -> usize {
         locked(&self.shared.damage).len()
     }
 }
 
-/// The patient whose files go through the gateway: its record's keys and what it uploaded
-/// (item id, plaintext) since the record was registered.
+/// A patient whose files go through the gateway: its record's keys and what it uploaded
+/// (item id, plaintext) since the record was registered. Two run at once, so that one's
+/// erasure deleting the other's objects would show.
 pub struct FileClient {
     index: usize,
     wallet: Wallet,
@@ -448,7 +486,7 @@ pub struct FileClient {
     shared: Arc<Shared>,
 }
 
-/// Enrolls the file client (client number `index`) and registers its first record.
+/// Enrolls a file client (client number `index`) and registers its first record.
 ///
 /// # Errors
 /// A setup step failed (the network is healthy during setup).
@@ -460,9 +498,10 @@ pub async fn setup(
     shared: Arc<Shared>,
 ) -> anyhow::Result<FileClient> {
     let admin = Wallet::open(&layout.admin_wallet())?;
-    let wallet = ensure_identity(layout, &admin, "patient-files", "patient", Vec::new()).await?;
+    let name = format!("files-patient{index}");
+    let wallet = ensure_identity(layout, &admin, &name, "patient", Vec::new()).await?;
     let peers = PeerSet::connect(&wallet, layout.first_peer()).await?;
-    let dir = dir.join("file-client");
+    let dir = dir.join(name);
     std::fs::create_dir_all(&dir)?;
     let mut client = FileClient {
         index,
@@ -480,6 +519,11 @@ pub async fn setup(
 }
 
 impl FileClient {
+    /// Its client number in the history.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
     /// Creates the keys of a new record and registers it, until the ledger has it.
     async fn register(&mut self) -> anyhow::Result<()> {
         self.records += 1;
@@ -558,7 +602,7 @@ pub async fn run(
             };
             match uploaded {
                 Ok(u) => {
-                    locked(&shared.acknowledged).insert(u.path.clone());
+                    locked(&shared.acknowledged).insert(u.path.clone(), u.sha256);
                     client.items.push((u.item_id.clone(), plaintext));
                     (
                         "upload",

@@ -247,6 +247,31 @@ async fn converged(network: &Network, client: &medledger_sdk::peer::PeerSet) -> 
     false
 }
 
+/// A return to the normal case this slow keeps the logs of its episode
+/// ([`keep_logs`]), for whoever looks into it.
+const SLOW_RETURN: Duration = Duration::from_secs(20);
+
+/// Copies every peer's log and the gateway's beside the episode's folder, under `name`
+/// (kept when the episode's folder is removed), and says where.
+fn keep_logs(network: &Network, dir: &Path, name: &str) {
+    let Some(kept) = dir.parent().map(|p| p.join(name)) else {
+        return;
+    };
+    if std::fs::create_dir_all(&kept).is_err() {
+        return;
+    }
+    let mut logs: Vec<PathBuf> = network.peers.iter().map(|p| p.log.clone()).collect();
+    if let Some(files) = &network.files {
+        logs.push(files.gateway.log.clone());
+    }
+    for log in logs {
+        if let Some(name) = log.file_name() {
+            let _ = std::fs::copy(&log, kept.join(name));
+        }
+    }
+    println!("  logs kept in {}", kept.display());
+}
+
 /// `kinds` (all when empty) without `left_out`; fails, saying `why`, when none is left.
 fn leave_out(kinds: Vec<String>, left_out: &[&str], why: &str) -> anyhow::Result<Vec<String>> {
     let wanted: Vec<String> = if kinds.is_empty() {
@@ -314,20 +339,24 @@ async fn run_episode(
     let pairs = workload::setup(&network.layout, CLIENTS)
         .await
         .context("setting up the clients")?;
-    let file_client = match &network.files {
-        Some(f) => Some(
-            files::setup(
-                &network.layout,
-                &f.gateway.address,
-                CLIENTS,
-                dir,
-                f.shared.clone(),
-            )
-            .await
-            .context("setting up the file client")?,
-        ),
-        None => None,
-    };
+    /// Patients moving files through the gateway (after the clinical clients' numbers).
+    const FILE_CLIENTS: usize = 2;
+    let mut file_clients = Vec::new();
+    if let Some(f) = &network.files {
+        for k in 0..FILE_CLIENTS {
+            file_clients.push(
+                files::setup(
+                    &network.layout,
+                    &f.gateway.address,
+                    CLIENTS + k,
+                    dir,
+                    f.shared.clone(),
+                )
+                .await
+                .context("setting up the file clients")?,
+            );
+        }
+    }
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let history = Arc::new(History::default());
@@ -340,15 +369,19 @@ async fn run_episode(
     ));
     let file_seed: u64 = rng.r#gen();
     let file_stop = Arc::new(AtomicBool::new(false));
-    let file_task = file_client.map(|client| {
-        tokio::spawn(files::run(
-            client,
-            file_seed,
-            started,
-            file_stop.clone(),
-            history.clone(),
-        ))
-    });
+    let file_tasks: Vec<_> = file_clients
+        .into_iter()
+        .map(|client| {
+            let seed = file_seed ^ (client.index() as u64).wrapping_mul(0x9e37_79b9);
+            tokio::spawn(files::run(
+                client,
+                seed,
+                started,
+                file_stop.clone(),
+                history.clone(),
+            ))
+        })
+        .collect();
     if let Some(files) = network.files.as_mut() {
         files.remember().await;
     }
@@ -446,6 +479,14 @@ async fn run_episode(
             .unwrap_or(0)
             .max(at_inject);
         fault.heal(&mut network).await?;
+        // What a store fault took is back: every acknowledged upload is there as uploaded.
+        if let Some(files) = &network.files {
+            for wrong in files.check_acknowledged().await {
+                failures.push(format!(
+                    "cycle {cycle} ({fault:?}), after the heal: {wrong}"
+                ));
+            }
+        }
         let healed_at = Instant::now();
         if let Fault::Corrupt { peer, .. } = fault {
             println!(
@@ -466,6 +507,10 @@ async fn run_episode(
                             took.as_millis()
                         );
                         rejoin_ms.push((fault.kind(), took.as_millis() as u64));
+                        // A slow return keeps its evidence even when the episode passes.
+                        if took >= SLOW_RETURN {
+                            keep_logs(&network, dir, &format!("slow-return-{index}-{cycle}"));
+                        }
                     }
                     Err(said) => {
                         failures.push(format!(
@@ -488,12 +533,13 @@ async fn run_episode(
     // The file client stops first, and the gateway's journal settles while the clinical
     // clients still make blocks: an upload's expiry is proven only by a later block.
     file_stop.store(true, Ordering::SeqCst);
-    if let Some(mut task) = file_task
-        && tokio::time::timeout(Duration::from_secs(120), &mut task)
+    for mut task in file_tasks {
+        if tokio::time::timeout(Duration::from_secs(120), &mut task)
             .await
             .is_err()
-    {
-        task.abort();
+        {
+            task.abort();
+        }
     }
     let unsettled = match network.files.as_mut() {
         Some(files) => files.settled().await,
@@ -531,7 +577,7 @@ async fn run_episode(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .iter()
-                .filter(|i| i.client == CLIENTS && i.function == function)
+                .filter(|i| i.client >= CLIENTS && i.function == function)
                 .filter(|i| matches!(i.outcome, Outcome::Acknowledged { .. }))
                 .count()
         };
