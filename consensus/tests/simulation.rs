@@ -245,6 +245,14 @@ fn honest(n: u32) -> Sim {
     Sim::new(42, sim_config(n), &vec![Behavior::Honest; n as usize])
 }
 
+/// Runs `sim` for `timeouts` request timeouts of simulated time.
+fn step_timeouts(sim: &mut Sim, timeouts: u64) {
+    let until = sim.now + timeouts * sim.config.request_timeout_ms;
+    while sim.now < until {
+        sim.step();
+    }
+}
+
 /// Runs `sim` until each of `txs` executed on `replicas` correct replicas, retransmitting
 /// every 300 ms; fails with `what` after `bound_ms`.
 fn commit_on(sim: &mut Sim, txs: &[TxId], replicas: usize, bound_ms: u64, what: &str) {
@@ -789,10 +797,7 @@ fn a_replica_cut_off_alone_rejoins_without_a_view_change() {
     for _ in 0..10 {
         sim.submit(None);
     }
-    let until = sim.now + 5 * sim.config.request_timeout_ms;
-    while sim.now < until {
-        sim.step();
-    }
+    step_timeouts(&mut sim, 5);
     sim.heal();
     for _ in 0..20 {
         sim.submit(None);
@@ -834,10 +839,7 @@ fn a_replica_alone_in_a_view_change_is_brought_back_by_its_primary() {
     // replicas 1 and 2 made progress since.
     sim.enqueue_public(1, 3, Message::Suspect { from: 1, view: 0 });
     sim.enqueue_public(2, 3, Message::Suspect { from: 2, view: 0 });
-    let until = sim.now + sim.config.request_timeout_ms;
-    while sim.now < until {
-        sim.step();
-    }
+    step_timeouts(&mut sim, 1);
     let alone = sim.nodes[3].replica.as_ref().unwrap();
     assert!(alone.in_view_change(), "the setup failed: {alone}");
     for _ in 0..20 {

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
+use medledger_devnet::garage::Garage;
 use medledger_devnet::process::{Binaries, Process};
 use medledger_devnet::{Layout, StoreLayout, ensure_identity};
 use medledger_sdk::error::ClientError;
@@ -44,79 +45,6 @@ pub enum ObjectsArg {
     Garage,
     Local,
     None,
-}
-
-/// A single-node Garage on loopback (`deploy/garage start`), stopped on drop.
-pub struct Garage {
-    dir: PathBuf,
-    pub layout: StoreLayout,
-    pid: Option<u32>,
-}
-
-/// Runs `deploy/garage`: the checkout this binary was built from, else `./deploy/garage`
-/// (a binary copied elsewhere, run from a checkout).
-fn deploy_garage(args: &[&str]) -> anyhow::Result<std::process::Output> {
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("the workspace root")?
-        .join("deploy/garage");
-    let script = if built_from.exists() {
-        built_from
-    } else {
-        PathBuf::from("deploy/garage")
-    };
-    std::process::Command::new(&script)
-        .args(args)
-        .output()
-        .with_context(|| format!("running {}", script.display()))
-}
-
-impl Garage {
-    /// Starts Garage with its data under `dir` (Garage installed: `deploy/garage install`).
-    ///
-    /// # Errors
-    /// Garage is not installed or did not start.
-    pub fn start(dir: &Path) -> anyhow::Result<Garage> {
-        let out = deploy_garage(&["start", &dir.display().to_string()])?;
-        if !out.status.success() {
-            bail!(
-                "deploy/garage start failed (is Garage installed? `deploy/garage install`, or \
-                 run with --objects local): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let get = |key: &str| -> anyhow::Result<String> {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .map(str::to_string)
-                .with_context(|| format!("deploy/garage start printed no {key}: {text}"))
-        };
-        Ok(Garage {
-            dir: dir.to_path_buf(),
-            layout: StoreLayout::S3 {
-                endpoint: get("S3_ENDPOINT")?,
-                bucket: get("S3_BUCKET")?,
-                region: get("S3_REGION")?,
-                credentials_file: PathBuf::from(get("S3_CREDENTIALS_FILE")?),
-            },
-            pid: std::fs::read_to_string(dir.join("garage.pid"))
-                .ok()
-                .and_then(|p| p.trim().parse().ok()),
-        })
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        let _ = deploy_garage(&["stop", &self.dir.display().to_string()]);
-        if let Some(pid) = self
-            .pid
-            .and_then(|p| rustix::process::Pid::from_raw(p as i32))
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
 }
 
 /// The storage gateway, as its own process on the host's loopback; `None` while killed.
@@ -258,8 +186,9 @@ impl Files {
     ) -> anyhow::Result<Files> {
         let (garage, store_layout) = match objects {
             ObjectsArg::Garage => {
-                let garage = Garage::start(&dir.join("garage"))?;
-                let store_layout = garage.layout.clone();
+                let garage = Garage::start(&dir.join("garage"))
+                    .context("Garage (or run with --objects local)")?;
+                let store_layout = garage.layout();
                 (Some(garage), store_layout)
             }
             _ => {

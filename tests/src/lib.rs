@@ -535,66 +535,7 @@ impl TestNetwork {
     }
 }
 
-/// A single-node Garage on loopback (`deploy/garage start`), stopped on drop.
-pub struct Garage {
-    pub dir: PathBuf,
-    pub endpoint: String,
-    pub bucket: String,
-    pub region: String,
-    pub credentials_file: PathBuf,
-    pid: Option<u32>,
-}
-
-fn deploy_garage(args: &[&str]) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .join("deploy/garage");
-    Command::new(script)
-        .args(args)
-        .output()
-        .expect("deploy/garage runs")
-}
-
-impl Garage {
-    /// Starts Garage with its data under `dir`. Garage must be installed
-    /// (`deploy/garage install`; scripts/test does it).
-    pub fn start(dir: &Path) -> Garage {
-        let out = deploy_garage(&["start", &dir.display().to_string()]);
-        assert!(
-            out.status.success(),
-            "deploy/garage start failed (is Garage installed? `deploy/garage install`): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let get = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("deploy/garage start printed no {key}: {text}"))
-                .to_string()
-        };
-        Garage {
-            dir: dir.to_path_buf(),
-            endpoint: get("S3_ENDPOINT"),
-            bucket: get("S3_BUCKET"),
-            region: get("S3_REGION"),
-            credentials_file: PathBuf::from(get("S3_CREDENTIALS_FILE")),
-            pid: std::fs::read_to_string(dir.join("garage.pid"))
-                .ok()
-                .and_then(|p| p.trim().parse().ok()),
-        }
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        deploy_garage(&["stop", &self.dir.display().to_string()]);
-        // Also when its directory is already gone with the test's.
-        if let Some(pid) = self.pid {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-    }
-}
+pub use medledger_devnet::garage::Garage;
 
 /// Where a gateway keeps objects.
 pub enum ObjectStoreArg<'a> {

@@ -40,7 +40,8 @@ impl Setup {
     fn start(garage: bool) -> Setup {
         let net = TestNetwork::start(4);
         let (garage, store, store_dir, gateway) = if garage {
-            let g = Garage::start(&net.tmp.path().join("garage"));
+            let g =
+                Garage::start(&net.tmp.path().join("garage")).unwrap_or_else(|e| panic!("{e:#}"));
             let gateway = GatewayProcess::start(&net, "gateway", &ObjectStoreArg::Garage(&g), &[]);
             let store = s3_store(&g);
             let dir = g.dir.join("data");
