@@ -497,6 +497,8 @@ impl Replica {
     pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
         self.now_ms = self.now_ms.max(now_ms);
         let now = self.now_ms;
+        // The host's timer fired: whatever is due next is set again, even the same deadline.
+        self.timer_set = None;
         // No new view in time: on to the next view. No progress on a pending request: suspect
         // the primary (`suspicion.rs`), and say it again while no progress is made.
         self.end_step_down_if_over();
@@ -508,10 +510,11 @@ impl Replica {
             self.start_view_change(next);
         } else if no_progress || say_again {
             self.suspect_primary();
-        } else if self.is_primary() && !self.left_out.is_empty() {
-            self.step_down_if_left_out();
         } else if self.in_view_change && self.view_change_resend_at.is_some_and(|d| now >= d) {
             self.resend_view_change();
+        }
+        if self.is_primary() && !self.left_out.is_empty() {
+            self.step_down_if_left_out();
         }
         if self.batch_deadline.is_some_and(|d| now >= d) {
             self.batch_deadline = None;

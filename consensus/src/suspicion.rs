@@ -126,15 +126,24 @@ impl Replica {
     /// doubled for each recent time it made us step down, at most the longest patience.
     fn step_down_patience(&self, replica: ReplicaId) -> u64 {
         let timeout = self.config.request_timeout_ms;
-        let memory = timeout.saturating_mul(STEP_DOWN_MEMORY_TIMEOUTS);
-        let times = match self.stepped_down_for.get(&replica) {
-            Some((times, last)) if self.now_ms.saturating_sub(*last) < memory => *times,
-            _ => 0,
-        };
+        let times = self.recent_step_downs(replica);
         let timeouts = STEP_DOWN_PATIENCE_TIMEOUTS
             .saturating_mul(1u64.checked_shl(times.min(8)).unwrap_or(u64::MAX))
             .min(STEP_DOWN_PATIENCE_MAX_TIMEOUTS);
         timeout.saturating_mul(timeouts)
+    }
+
+    /// How often `replica` made us step down, counting only while the last time is within
+    /// [`STEP_DOWN_MEMORY_TIMEOUTS`].
+    fn recent_step_downs(&self, replica: ReplicaId) -> u32 {
+        let memory = self
+            .config
+            .request_timeout_ms
+            .saturating_mul(STEP_DOWN_MEMORY_TIMEOUTS);
+        match self.stepped_down_for.get(&replica) {
+            Some((times, last)) if self.now_ms.saturating_sub(*last) < memory => *times,
+            _ => 0,
+        }
     }
 
     /// As the installed primary, steps down (suspects itself) once f replicas have been in
@@ -162,17 +171,7 @@ impl Replica {
             return;
         }
         for replica in waited_out {
-            let times = self
-                .stepped_down_for
-                .get(&replica)
-                .filter(|(_, last)| {
-                    now.saturating_sub(*last)
-                        < self
-                            .config
-                            .request_timeout_ms
-                            .saturating_mul(STEP_DOWN_MEMORY_TIMEOUTS)
-                })
-                .map_or(0, |(times, _)| *times);
+            let times = self.recent_step_downs(replica);
             self.stepped_down_for
                 .insert(replica, (times.saturating_add(1), now));
             // Its next (doubled) patience counts from this step-down.
@@ -214,17 +213,26 @@ impl Replica {
     /// When the step-down logic next needs a tick (ms): the end of a step-down, or the
     /// earliest a replica left out exhausts its patience (an idle primary has no other
     /// timer running).
+    /// Only when a step-down can follow: as the installed primary, with f replicas left out
+    /// (live), at the f-th earliest end of their patience. A deadline that could pass without
+    /// a step-down would stay the earliest timer and, already set, never be set again: the
+    /// primary's other timers would stop (red team, issue 18).
     pub(crate) fn step_down_deadline(&self) -> Option<u64> {
         if let Some(until) = self.stepping_down_until {
             return Some(until);
         }
-        if !self.is_primary() || self.in_view_change {
+        if !self.is_primary() || self.in_view_change || !self.view_installed() {
             return None;
         }
-        self.left_out
+        let now = self.now_ms;
+        let mut ends: Vec<u64> = self
+            .left_out
             .iter()
+            .filter(|(_, (_, lapses))| *lapses > now)
             .map(|(replica, (since, _))| since.saturating_add(self.step_down_patience(*replica)))
-            .min()
+            .collect();
+        ends.sort_unstable();
+        ends.get(self.config.f().max(1).saturating_sub(1)).copied()
     }
 
     /// Another replica's suspicion of the primary of `view`, which it is in. One for a view

@@ -19,14 +19,19 @@ fn config() -> Config {
     config
 }
 
-fn backup() -> Replica {
+/// A fresh replica `id` (nothing durable, nothing executed).
+fn fresh(id: ReplicaId, config: Config) -> Replica {
     Replica::new(
-        1,
-        config(),
-        Box::new(SimCrypto { id: 1 }),
+        id,
+        config,
+        Box::new(SimCrypto { id }),
         DurableState::default(),
         0,
     )
+}
+
+fn backup() -> Replica {
+    fresh(1, config())
 }
 
 fn batch(first: u64) -> Batch {
@@ -506,13 +511,7 @@ fn a_view_change_with_a_short_prepared_proof_is_not_counted() {
 /// replica never rejoined (red team, second review of issue 14).
 #[test]
 fn a_replica_more_than_the_view_lead_behind_joins_f_plus_1_replicas_far_ahead() {
-    let mut replica = Replica::new(
-        3,
-        config(),
-        Box::new(SimCrypto { id: 3 }),
-        DurableState::default(),
-        0,
-    );
+    let mut replica = fresh(3, config());
     replica.receive(view_change(1, 500, Vec::new()), 10);
     assert_eq!(replica.view(), 0, "one replica far ahead moved us");
     // A forged signature is not counted.
@@ -704,13 +703,7 @@ fn step_downs(n: u32, left_out: &[ReplicaId], view: View, timeouts: u64) -> Vec<
     let mut config = config();
     config.n = n;
     let timeout = config.request_timeout_ms;
-    let mut primary = Replica::new(
-        0,
-        config,
-        Box::new(SimCrypto { id: 0 }),
-        DurableState::default(),
-        0,
-    );
+    let mut primary = fresh(0, config);
     let mut began = Vec::new();
     for k in 0..=timeouts {
         let now = NOW + k * timeout;
@@ -767,13 +760,7 @@ fn a_primary_steps_down_after_its_patience_for_f_replicas_left_out() {
 /// a stray copy) is not left out: the primary does not step down for it.
 #[test]
 fn a_view_change_not_said_again_does_not_make_the_primary_step_down() {
-    let mut primary = Replica::new(
-        0,
-        config(),
-        Box::new(SimCrypto { id: 0 }),
-        DurableState::default(),
-        0,
-    );
+    let mut primary = fresh(0, config());
     let timeout = config().request_timeout_ms;
     deliver(&mut primary, view_change(3, 1, Vec::new()));
     for k in 1..=4 * STEP_DOWN_PATIENCE_TIMEOUTS {
@@ -813,13 +800,7 @@ fn a_replica_left_out_far_ahead_still_counts() {
 /// view change of a replica left out sets a timer for when its patience runs out.
 #[test]
 fn an_idle_primary_sets_a_timer_to_step_down() {
-    let mut primary = Replica::new(
-        0,
-        config(),
-        Box::new(SimCrypto { id: 0 }),
-        DurableState::default(),
-        0,
-    );
+    let mut primary = fresh(0, config());
     let actions = primary.receive(view_change(3, 1, Vec::new()), NOW);
     let timer = actions.iter().find_map(|a| match a {
         Action::SetTimer { at_ms } => Some(*at_ms),
@@ -828,5 +809,39 @@ fn an_idle_primary_sets_a_timer_to_step_down() {
     assert_eq!(
         timer,
         Some(NOW + STEP_DOWN_PATIENCE_TIMEOUTS * config().request_timeout_ms)
+    );
+}
+
+/// Red team, second review: at seven peers one replica left out (fewer than f) once made the
+/// end of its patience the primary's earliest timer, a deadline that passed without a
+/// step-down and, already set, was never set again: the primary's batch timer stopped with
+/// it. A request after that must still set a timer.
+#[test]
+fn one_replica_left_out_at_seven_does_not_stop_the_primarys_timers() {
+    let mut config = config();
+    config.n = 7;
+    let timeout = config.request_timeout_ms;
+    let mut primary = fresh(0, config);
+    let end = NOW + STEP_DOWN_PATIENCE_TIMEOUTS * timeout;
+    for k in 0..=STEP_DOWN_PATIENCE_TIMEOUTS {
+        let now = NOW + k * timeout;
+        drive_at(&mut primary, view_change(3, 1, Vec::new()), now);
+        let ticked = primary.tick(now);
+        perform(&mut primary, ticked);
+    }
+    assert!(!primary.stepping_down(), "one left out of seven is not f");
+    let tx_id = [9u8; 32];
+    let actions = primary.request(
+        Request {
+            tx_id,
+            payload: payload_for(&tx_id),
+        },
+        end + 1,
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::SetTimer { at_ms } if *at_ms > end)),
+        "no timer set for the batch: {actions:?}"
     );
 }
