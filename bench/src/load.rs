@@ -151,13 +151,6 @@ fn pick(mix: &[(Op, u32)], rng: &mut impl Rng) -> Op {
     mix[0].0
 }
 
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// One patient and the clinician it granted read and write.
 struct Pair {
     patient: PeerSet,
@@ -182,8 +175,9 @@ impl Pair {
             grantee: format!("dr-{}", rng.gen_range(0..1000)),
             category: CATEGORY.into(),
             rights: vec![v1::Right::Read as i32],
-            from: now_s() - 60,
-            until: now_s() + 86_400,
+            // The window opens at commit, in consensus time: no clock of ours shapes it.
+            from_commit: true,
+            duration_seconds: 86_400,
             // The size of a real HPKE envelope of the category key.
             key_envelope: vec![0x5a; 80],
             ..Default::default()
@@ -342,8 +336,9 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> 
                 grantee: clinician_name,
                 category: CATEGORY.into(),
                 rights: vec![v1::Right::Read as i32, v1::Right::Write as i32],
-                from: now_s() - 60,
-                until: now_s() + 86_400,
+                // The window opens at commit, in consensus time: no clock of ours shapes it.
+                from_commit: true,
+                duration_seconds: 86_400,
                 key_envelope: vec![0x5a; 80],
                 ..Default::default()
             };

@@ -1,9 +1,10 @@
 //! Helpers every function uses: typed reads and writes, loading a patient record, appending
 //! audit entries, and looking up a grantee's permissions.
 
-use medledger_proto::v1::{AuditAction, AuditEntry, Outcome, PatientRecord, Permission};
+use medledger_proto::v1::{AuditAction, AuditEntry, Outcome, PatientRecord, Permission, Right};
 use prost::Message;
 
+use crate::access::evaluate;
 use crate::error::{AuditContext, ChaincodeError, Denial};
 use crate::keys;
 use crate::limits::{self, MAX_PERMISSIONS_PER_GRANTEE, PSEUDONYM_LEN};
@@ -118,7 +119,8 @@ pub fn load_patient(stub: &dyn Stub, pseudonym: &[u8]) -> Result<Patient, Chainc
     Ok(Patient { hex, record })
 }
 
-/// Every permission `grantee` holds on the record.
+/// The permissions `grantee` holds standing on the record (the live index: at most
+/// [`MAX_PERMISSIONS_PER_GRANTEE`], live now, not yet started, or ended but not yet swept).
 pub fn permissions_of(
     stub: &dyn Stub,
     patient_hex: &str,
@@ -132,6 +134,45 @@ pub fn permissions_of(
     .into_iter()
     .map(|(_, p)| p)
     .collect())
+}
+
+/// Up to [`MAX_PERMISSIONS_PER_GRANTEE`] of `grantee`'s ended permissions on the record
+/// (revoked, or swept after their window ended), in key order: consulted only to say why a
+/// caller is refused.
+pub fn ended_permissions_of(
+    stub: &dyn Stub,
+    patient_hex: &str,
+    grantee: &str,
+) -> Result<Vec<Permission>, ChaincodeError> {
+    Ok(scan(
+        stub,
+        &keys::ended_permissions_of(patient_hex, grantee),
+        MAX_PERMISSIONS_PER_GRANTEE,
+    )?
+    .into_iter()
+    .map(|(_, p)| p)
+    .collect())
+}
+
+/// May `grantee` use `right` on `category` (and, for share, `study`) at consensus time `t`?
+/// The permission that allows it, chosen by [`evaluate`] among the standing ones; else the
+/// reason, drawn from the standing and the ended ones, so a revoked or expired grantee is
+/// told so after their permission left the live index. Errors: reading state.
+pub fn decide(
+    stub: &dyn Stub,
+    patient_hex: &str,
+    grantee: &str,
+    category: &str,
+    right: Right,
+    study: Option<&str>,
+    t: i64,
+) -> Result<Result<Permission, Denial>, ChaincodeError> {
+    let mut permissions = permissions_of(stub, patient_hex, grantee)?;
+    if let Ok(permission) = evaluate(&permissions, category, right, study, t) {
+        return Ok(Ok(permission.clone()));
+    }
+    permissions.extend(ended_permissions_of(stub, patient_hex, grantee)?);
+    Ok(evaluate(&permissions, category, right, study, t).cloned())
 }
 
 pub fn category_exists(stub: &dyn Stub, name: &str) -> Result<bool, ChaincodeError> {

@@ -5,7 +5,8 @@
 //! patient/{P}                                  PatientRecord
 //! patient-owner/{owner}                        P (one record per patient identity)
 //! patient/{P}/key/{category}                   CategoryKey (current epoch)
-//! patient/{P}/perm/{grantee}/{id}              Permission
+//! patient/{P}/perm/{grantee}/{id}              Permission, standing (the live index)
+//! patient/{P}/perm-ended/{grantee}/{id}        Permission, revoked or swept after its end
 //! patient/{P}/perm-id/{id}                     grantee (find a permission by id)
 //! patient/{P}/item/{id}                        ClinicalItem
 //! patient/{P}/private                          PrivateData
@@ -44,6 +45,17 @@ pub fn permissions_of(p: &str, grantee: &str) -> String {
 }
 pub fn permissions_prefix(p: &str) -> String {
     format!("patient/{p}/perm/")
+}
+/// Where a permission goes once revoked or ended: out of the live index that every access
+/// scans and every cap counts, still listed for the patient and auditors.
+pub fn ended_permission(p: &str, grantee: &str, id: &str) -> String {
+    format!("patient/{p}/perm-ended/{grantee}/{id}")
+}
+pub fn ended_permissions_of(p: &str, grantee: &str) -> String {
+    format!("patient/{p}/perm-ended/{grantee}/")
+}
+pub fn ended_permissions_prefix(p: &str) -> String {
+    format!("patient/{p}/perm-ended/")
 }
 pub fn permission_id(p: &str, id: &str) -> String {
     format!("patient/{p}/perm-id/{id}")

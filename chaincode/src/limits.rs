@@ -121,6 +121,58 @@ pub fn window(from: i64, until: i64) -> Result<(), ChaincodeError> {
     Ok(())
 }
 
+/// Resolves a grant's window `[from, until)` in Unix seconds against consensus time `now_s`
+/// (issue 19 item 7): with `from_commit` the window starts at `now_s` (`from` must be 0);
+/// with `duration_seconds` > 0 it ends that many seconds after its start (`until` must be 0).
+/// The result is checked as [`window`] checks a client's window, and must not have ended at
+/// `now_s`. Errors: [`ChaincodeError::InvalidArgument`] on `window` or `duration_seconds`.
+pub fn resolve_window(
+    from: i64,
+    until: i64,
+    from_commit: bool,
+    duration_seconds: i64,
+    now_s: i64,
+) -> Result<(i64, i64), ChaincodeError> {
+    if from_commit && from != 0 {
+        return Err(ChaincodeError::invalid(
+            "window",
+            "a window that starts at commit gives no from",
+        ));
+    }
+    if duration_seconds != 0 && until != 0 {
+        return Err(ChaincodeError::invalid(
+            "window",
+            "give until or duration_seconds, not both",
+        ));
+    }
+    if !(0..=MAX_WINDOW_SECONDS).contains(&duration_seconds) {
+        return Err(ChaincodeError::invalid(
+            "duration_seconds",
+            format!("between 1 and {MAX_WINDOW_SECONDS} seconds"),
+        ));
+    }
+    let from = if from_commit { now_s } else { from };
+    let until = if duration_seconds > 0 {
+        // `from` is unchecked here (a client's value): saturate, and let `window` refuse
+        // whatever lands outside the range.
+        from.saturating_add(duration_seconds)
+    } else {
+        until
+    };
+    window(from, until)?;
+    if until <= now_s {
+        return Err(ChaincodeError::invalid(
+            "window",
+            format!(
+                "it ended at {until}, before the ledger's consensus time {now_s} (Unix seconds); \
+                 a window that starts at commit and gives a duration does not depend on the \
+                 client's clock"
+            ),
+        ));
+    }
+    Ok((from, until))
+}
+
 /// `a + b` for counters and times kept in state, or [`ChaincodeError::Overflow`] naming `what`.
 pub fn add_u64(what: &'static str, a: u64, b: u64) -> Result<u64, ChaincodeError> {
     a.checked_add(b).ok_or(ChaincodeError::Overflow(what))

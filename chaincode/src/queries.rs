@@ -10,7 +10,7 @@ use medledger_proto::v1::{
 use prost::Message;
 
 use crate::access::{evaluate, is_live};
-use crate::context::{Patient, category_exists, get, load_patient, permissions_of, scan};
+use crate::context::{Patient, category_exists, decide, get, load_patient, permissions_of, scan};
 use crate::error::{ChaincodeError, Denial};
 use crate::keys;
 use crate::limits::{self, MAX_AUDIT_PAGE, MAX_LIST};
@@ -49,11 +49,15 @@ pub fn get_record(stub: &dyn Stub, args: PatientArgs) -> Result<Vec<u8>, Chainco
 pub fn list_permissions(stub: &dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
     let patient = load_patient(stub, &args.pseudonym)?;
     owner_or_auditor(stub, &patient)?;
-    let permissions: Vec<Permission> =
-        scan(stub, &keys::permissions_prefix(&patient.hex), MAX_LIST)?
-            .into_iter()
-            .map(|(_, p)| p)
-            .collect();
+    // Standing ones first, then those revoked or swept after their end.
+    let mut permissions: Vec<Permission> = Vec::new();
+    for prefix in [
+        keys::permissions_prefix(&patient.hex),
+        keys::ended_permissions_prefix(&patient.hex),
+    ] {
+        let room = MAX_LIST.saturating_sub(permissions.len());
+        permissions.extend(scan(stub, &prefix, room)?.into_iter().map(|(_, p)| p));
+    }
     Ok(PermissionList { permissions }.encode_to_vec())
 }
 
@@ -140,9 +144,17 @@ pub fn check_access(stub: &dyn Stub, args: CheckAccessArgs) -> Result<Vec<u8>, C
     if stub.creator().name != args.grantee {
         owner_or_auditor(stub, &patient)?;
     }
-    let permissions = permissions_of(stub, &patient.hex, &args.grantee)?;
     let study = (!args.study_id.is_empty()).then_some(args.study_id.as_str());
-    let result = match evaluate(&permissions, &args.category, right, study, stub.time()) {
+    let decision = decide(
+        stub,
+        &patient.hex,
+        &args.grantee,
+        &args.category,
+        right,
+        study,
+        stub.time(),
+    )?;
+    let result = match decision {
         Ok(permission) => {
             // The study's key with its researcher's binding: the client checks the signature
             // before it encrypts a copy to it.

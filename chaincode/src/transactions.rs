@@ -4,7 +4,7 @@
 
 use medledger_proto::v1::{
     AddItemArgs, AuditAction, Category, CategoryKey, ClinicalItem, EmergencyAccessArgs,
-    EmergencyAccessEvent, ErasureResult, GrantArgs, IdResult, Outcome, PatientArgs,
+    EmergencyAccessEvent, ErasureResult, GrantArgs, GrantResult, IdResult, Outcome, PatientArgs,
     PatientErasedEvent, PatientRecord, Permission, PrivateData, RecordAccessArgs,
     RecordAccessResult, RecordStudyAccessArgs, RecordStudyAccessResult, RegisterCategoryArgs,
     RegisterPatientArgs, RegisterStudyArgs, ReportStudyIncidentArgs, RevokeArgs, Right,
@@ -12,11 +12,9 @@ use medledger_proto::v1::{
 };
 use prost::Message;
 
-use crate::access::{evaluate, has_right};
-use crate::context::{
-    Patient, allowed, category_exists, get, load_patient, permissions_of, put, scan,
-};
-use crate::error::{ChaincodeError, Denial};
+use crate::access::has_right;
+use crate::context::{Patient, allowed, category_exists, decide, get, load_patient, put, scan};
+use crate::error::{AuditContext, ChaincodeError, Denial};
 use crate::keys;
 use crate::limits::{self, *};
 use crate::stub::{Role, Stub};
@@ -75,18 +73,53 @@ fn parse_rights(rights: &[i32]) -> Result<Vec<Right>, ChaincodeError> {
     Ok(parsed)
 }
 
-/// Saves a new permission with its indexes.
+/// Moves a permission out of the live index (at `live_key`) to the ended one: every access
+/// and every cap stops counting it; the patient and auditors still list it, and its grant
+/// and revocation stay on the audit trail.
+fn end_permission(
+    stub: &mut dyn Stub,
+    patient_hex: &str,
+    live_key: &str,
+    permission: &Permission,
+) -> Result<(), ChaincodeError> {
+    stub.delete(live_key)?;
+    put(
+        stub,
+        &keys::ended_permission(patient_hex, &permission.grantee, &permission.id),
+        permission,
+    )
+}
+
+/// Saves a new permission with its indexes. First the grantee's standing permissions that
+/// have ended (revoked, or `until` ≤ consensus time) leave the live index, so the cap of
+/// [`MAX_PERMISSIONS_PER_GRANTEE`] counts only permissions live now or still to start (issue
+/// 19 item 6): no number of ended grants or emergency accesses can lock a grantee out. Each
+/// permission is swept once, so the work is bounded by the cap and paid for by the grants
+/// that made it. Errors: the grantee already holds the cap of live or future permissions.
 fn store_permission(
     stub: &mut dyn Stub,
     patient: &mut Patient,
     mut permission: Permission,
 ) -> Result<String, ChaincodeError> {
-    if permissions_of(stub, &patient.hex, &permission.grantee)?.len() >= MAX_PERMISSIONS_PER_GRANTEE
-    {
+    let t = stub.time();
+    let mut standing = 0usize;
+    for (key, held) in scan::<Permission>(
+        stub,
+        &keys::permissions_of(&patient.hex, &permission.grantee),
+        MAX_PERMISSIONS_PER_GRANTEE,
+    )? {
+        if held.revoked || held.until <= t {
+            end_permission(stub, &patient.hex, &key, &held)?;
+        } else {
+            standing = standing.saturating_add(1);
+        }
+    }
+    if standing >= MAX_PERMISSIONS_PER_GRANTEE {
         return Err(ChaincodeError::invalid(
             "grantee",
             format!(
-                "already holds {MAX_PERMISSIONS_PER_GRANTEE} permissions on this record; revoke some first"
+                "already holds {MAX_PERMISSIONS_PER_GRANTEE} permissions on this record that \
+                 are live or still to start; revoke some first"
             ),
         ));
     }
@@ -110,18 +143,29 @@ fn store_permission(
     Ok(id)
 }
 
+/// Permission `id` of the record, with the key it is stored under: the live index, or the
+/// ended one once revoked or swept.
 fn find_permission(
     stub: &dyn Stub,
     patient: &Patient,
     id: &str,
-) -> Result<Permission, ChaincodeError> {
+) -> Result<(String, Permission), ChaincodeError> {
     limits::identifier("permission_id", id)?;
     let grantee = stub
         .get(&keys::permission_id(&patient.hex, id))?
         .ok_or_else(|| ChaincodeError::not_found("permission", id))?;
     let grantee = String::from_utf8(grantee).map_err(|e| ChaincodeError::Corrupt(e.to_string()))?;
-    get(stub, &keys::permission(&patient.hex, &grantee, id))?
-        .ok_or_else(|| ChaincodeError::Corrupt(format!("permission {id} is indexed but missing")))
+    for key in [
+        keys::permission(&patient.hex, &grantee, id),
+        keys::ended_permission(&patient.hex, &grantee, id),
+    ] {
+        if let Some(permission) = get(stub, &key)? {
+            return Ok((key, permission));
+        }
+    }
+    Err(ChaincodeError::Corrupt(format!(
+        "permission {id} is indexed but missing"
+    )))
 }
 
 pub fn register_patient(
@@ -210,10 +254,13 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
     require_category(stub, &args.category)?;
     let key = category_key(stub, &patient, &args.category)?;
     let rights = parse_rights(&args.rights)?;
-    limits::window(args.from, args.until)?;
-    if args.until <= t {
-        return Err(ChaincodeError::invalid("window", "it has already ended"));
-    }
+    let (from, until) = limits::resolve_window(
+        args.from,
+        args.until,
+        args.from_commit,
+        args.duration_seconds,
+        t,
+    )?;
     let shares = rights.contains(&Right::Share);
     if shares {
         limits::identifier("study_id", &args.study_id)?;
@@ -242,8 +289,8 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
         grantee: args.grantee.clone(),
         category: args.category.clone(),
         rights: rights.iter().map(|r| *r as i32).collect(),
-        from: args.from,
-        until: args.until,
+        from,
+        until,
         study_id: args.study_id.clone(),
         anonymize: args.anonymize,
         study_pseudonym: args.study_pseudonym,
@@ -258,23 +305,31 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
     entry.study_id = args.study_id;
     patient.audit(stub, entry)?;
     patient.save(stub)?;
-    Ok(IdResult { id }.encode_to_vec())
+    Ok(GrantResult { id, from, until }.encode_to_vec())
 }
 
 pub fn revoke(stub: &mut dyn Stub, args: RevokeArgs) -> Result<Vec<u8>, ChaincodeError> {
     let mut patient = load_patient(stub, &args.pseudonym)?;
-    let mut permission = find_permission(stub, &patient, &args.permission_id)?;
+    let (key, mut permission) = find_permission(stub, &patient, &args.permission_id)?;
     patient.require_owner(stub.creator(), AuditAction::Revoke, &permission.category)?;
     if permission.revoked {
         return Err(ChaincodeError::AlreadyRevoked(permission.id));
     }
     permission.revoked = true;
     permission.revoked_at = stub.time();
-    put(
-        stub,
-        &keys::permission(&patient.hex, &permission.grantee, &permission.id),
-        &permission,
-    )?;
+    // Out of the live index at once (a no-op rewrite for one already swept there).
+    end_permission(stub, &patient.hex, &key, &permission)?;
+    // The grantee's last standing permission gone: the record leaves their list.
+    if stub
+        .scan_prefix(
+            &keys::permissions_of(&patient.hex, &permission.grantee),
+            None,
+            1,
+        )?
+        .is_empty()
+    {
+        stub.delete(&keys::grantee_index(&permission.grantee, &patient.hex))?;
+    }
     let mut entry = allowed(AuditAction::Revoke, &permission.category, "");
     entry.permission_id = permission.id;
     patient.audit(stub, entry)?;
@@ -282,26 +337,40 @@ pub fn revoke(stub: &mut dyn Stub, args: RevokeArgs) -> Result<Vec<u8>, Chaincod
     Ok(Vec::new())
 }
 
-/// The owner, or a clinician with a live permission giving `right` on `category`.
-fn authorize<'a>(
+/// The owner (`None`; never for a study), or a clinician holding a permission live now that
+/// gives `right` on `category` (and for share, into `study`): that permission. A refusal is a
+/// denial audited at `context`.
+fn authorize(
     stub: &dyn Stub,
     patient: &Patient,
-    permissions: &'a [Permission],
     right: Right,
     category: &str,
     study: Option<&str>,
-) -> Result<Option<&'a Permission>, Denial> {
+    context: AuditContext,
+) -> Result<Option<Permission>, ChaincodeError> {
     let creator = stub.creator();
     if patient.is_owner(creator) && study.is_none() {
         return Ok(None);
     }
     if creator.role != Role::Clinician {
-        return Err(Denial::WrongRole {
+        let reason = Denial::WrongRole {
             needed: Role::Clinician.as_str(),
             actual: creator.role,
-        });
+        };
+        return Err(ChaincodeError::denied(reason).audited_at(context));
     }
-    evaluate(permissions, category, right, study, stub.time()).map(Some)
+    match decide(
+        stub,
+        &patient.hex,
+        &creator.name,
+        category,
+        right,
+        study,
+        stub.time(),
+    )? {
+        Ok(permission) => Ok(Some(permission)),
+        Err(reason) => Err(ChaincodeError::denied(reason).audited_at(context)),
+    }
 }
 
 pub fn add_item(stub: &mut dyn Stub, args: AddItemArgs) -> Result<Vec<u8>, ChaincodeError> {
@@ -334,23 +403,15 @@ pub fn add_item(stub: &mut dyn Stub, args: AddItemArgs) -> Result<Vec<u8>, Chain
             id: args.item_id,
         });
     }
-    let permissions = permissions_of(stub, &patient.hex, &stub.creator().name.clone())?;
     let used = authorize(
         stub,
         &patient,
-        &permissions,
         Right::Write,
         &args.category,
         None,
-    )
-    .map_err(|reason| {
-        ChaincodeError::denied(reason).audited_at(patient.context(
-            AuditAction::AddItem,
-            &args.category,
-            &args.item_id,
-        ))
-    })?
-    .map(|p| p.id.clone());
+        patient.context(AuditAction::AddItem, &args.category, &args.item_id),
+    )?
+    .map(|p| p.id);
     let item = ClinicalItem {
         id: args.item_id.clone(),
         category: args.category.clone(),
@@ -379,23 +440,14 @@ pub fn record_access(
     limits::identifier("item_id", &args.item_id)?;
     let item: ClinicalItem = get(stub, &keys::item(&patient.hex, &args.item_id))?
         .ok_or_else(|| ChaincodeError::not_found("item", &args.item_id))?;
-    let permissions = permissions_of(stub, &patient.hex, &stub.creator().name.clone())?;
     let used = authorize(
         stub,
         &patient,
-        &permissions,
         Right::Read,
         &item.category,
         None,
-    )
-    .map_err(|reason| {
-        ChaincodeError::denied(reason).audited_at(patient.context(
-            AuditAction::Access,
-            &item.category,
-            &item.id,
-        ))
-    })?
-    .cloned();
+        patient.context(AuditAction::Access, &item.category, &item.id),
+    )?;
     let mut entry = allowed(AuditAction::Access, &item.category, &item.id);
     let mut result = RecordAccessResult {
         item: Some(item),
@@ -437,25 +489,23 @@ pub fn share_for_study(
 
     let mut context = patient.context(AuditAction::Share, &source.category, &source.id);
     context.study_id = args.study_id.clone();
-    let permissions = permissions_of(stub, &patient.hex, &stub.creator().name.clone())?;
     let permission = match authorize(
         stub,
         &patient,
-        &permissions,
         Right::Share,
         &source.category,
         Some(&args.study_id),
-    ) {
-        Ok(Some(p)) => p.clone(),
+        context.clone(),
+    )? {
+        Some(p) => p,
         // `authorize` lets only clinicians share into a study.
-        Ok(None) => {
+        None => {
             let reason = Denial::NoPermission {
                 right: Right::Share,
                 category: source.category.clone(),
             };
             return Err(ChaincodeError::denied(reason).audited_at(context));
         }
-        Err(reason) => return Err(ChaincodeError::denied(reason).audited_at(context)),
     };
     if permission.anonymize && !args.anonymized {
         return Err(ChaincodeError::denied(Denial::AnonymizationRequired).audited_at(context));
@@ -746,7 +796,7 @@ pub fn rotate_category_key(
     }
     let mut updated = Vec::new();
     for update in &args.envelopes {
-        let mut permission = find_permission(stub, &patient, &update.permission_id)?;
+        let (stored_at, mut permission) = find_permission(stub, &patient, &update.permission_id)?;
         if permission.category != args.category || permission.revoked {
             return Err(ChaincodeError::invalid(
                 "envelopes",
@@ -775,7 +825,7 @@ pub fn rotate_category_key(
             .epoch
             .checked_add(1)
             .ok_or(ChaincodeError::Overflow("key epoch"))?;
-        updated.push(permission);
+        updated.push((stored_at, permission));
     }
     patient.require_owner(stub.creator(), AuditAction::RotateKey, &args.category)?;
     // Signed with the key the record was registered with (its owner binding): a certificate
@@ -808,12 +858,8 @@ pub fn rotate_category_key(
         &keys::category_key(&patient.hex, &args.category),
         &key,
     )?;
-    for permission in &updated {
-        put(
-            stub,
-            &keys::permission(&patient.hex, &permission.grantee, &permission.id),
-            permission,
-        )?;
+    for (stored_at, permission) in &updated {
+        put(stub, stored_at, permission)?;
     }
     patient.audit(stub, allowed(AuditAction::RotateKey, &args.category, ""))?;
     patient.save(stub)?;
@@ -839,11 +885,17 @@ pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, 
             put(stub, &key, &item)?;
         }
     }
-    for (key, mut permission) in scan::<Permission>(
+    let mut permissions = scan::<Permission>(
         stub,
         &keys::permissions_prefix(&patient.hex),
         crate::stub::MAX_SCAN,
-    )? {
+    )?;
+    permissions.extend(scan::<Permission>(
+        stub,
+        &keys::ended_permissions_prefix(&patient.hex),
+        crate::stub::MAX_SCAN,
+    )?);
+    for (key, mut permission) in permissions {
         if !permission.study_id.is_empty() {
             // Copies shared into studies go too: the researcher keeps nothing of an erased record.
             let study_pseudonym = keys::pseudonym_hex(&permission.study_pseudonym);

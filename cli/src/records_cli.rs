@@ -402,18 +402,26 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             } else {
                 Vec::new()
             };
-            let from = match from {
-                Some(t) => time_arg("--from", t)?,
-                None => now_unix(),
+            // "Now" and lengths are resolved by the ledger at commit, in consensus time, so
+            // this machine's clock does not shape the window; only times written out are
+            // sent as they are.
+            let (from, from_commit) = match from {
+                Some(t) => (time_arg("--from", t)?, false),
+                None => (0, true),
             };
-            let until = match (until, days, seconds) {
-                (Some(t), _, _) => time_arg("--until", t)?,
-                // Saturating: an absurd start or length reaches the ledger as an absurd
-                // window, which the chaincode refuses with INVALID_ARGUMENT.
-                (None, Some(d), _) => from.saturating_add(i64::from(*d).saturating_mul(86_400)),
-                (None, None, Some(s)) => from.saturating_add(*s),
-                (None, None, None) => from.saturating_add(30 * 86_400),
+            let (until, duration_seconds) = match (until, days, seconds) {
+                (Some(t), _, _) => (time_arg("--until", t)?, 0),
+                // Saturating: an absurd length reaches the ledger as an absurd window,
+                // which the chaincode refuses with INVALID_ARGUMENT.
+                (None, Some(d), _) => (0, i64::from(*d).saturating_mul(86_400)),
+                (None, None, Some(s)) => (0, *s),
+                (None, None, None) => (0, 30 * 86_400),
             };
+            if duration_seconds <= 0 && until == 0 {
+                return Err(ClientError::Usage(
+                    "--days and --seconds: a window lasts at least one second".into(),
+                ));
+            }
             let study_pseudonym = study
                 .as_deref()
                 .map(|s| keys.study_pseudonym(s).to_vec())
@@ -432,14 +440,15 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                         study_id: study.clone().unwrap_or_default(),
                         anonymize: *anonymize,
                         study_pseudonym,
+                        from_commit,
+                        duration_seconds,
                     }
                     .encode_to_vec(),
                 )
                 .await?
                 .into_valid()?;
-            let id = v1::IdResult::decode(committed.result.as_slice())
-                .map(|r| r.id)
-                .unwrap_or_default();
+            let v1::GrantResult { id, from, until } =
+                v1::GrantResult::decode(committed.result.as_slice()).unwrap_or_default();
             Ok(Output {
                 text: format!(
                     "granted {to} {} on {category}{} from {} until {} (permission {id}, block {})",

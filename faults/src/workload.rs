@@ -65,13 +65,6 @@ struct Pair {
     next: u64,
 }
 
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// Enrolls `count` pairs and sets each up (register, a read-write grant, one item).
 ///
 /// # Errors
@@ -114,8 +107,9 @@ pub async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<PairHand
             grantee: clinician_name,
             category: CATEGORY.into(),
             rights: vec![v1::Right::Read as i32, v1::Right::Write as i32],
-            from: now_s() - 60,
-            until: now_s() + 86_400,
+            // The window opens at commit, in consensus time: no clock of ours shapes it.
+            from_commit: true,
+            duration_seconds: 86_400,
             key_envelope: vec![0x5a; 80],
             ..Default::default()
         };
@@ -226,8 +220,9 @@ async fn client(
                 grantee: grantee.clone(),
                 category: CATEGORY.into(),
                 rights: vec![v1::Right::Read as i32],
-                from: now_s() - 60,
-                until: now_s() + 86_400,
+                // The window opens at commit, in consensus time: no clock of ours shapes it.
+                from_commit: true,
+                duration_seconds: 86_400,
                 key_envelope: vec![0x5a; 80],
                 ..Default::default()
             };

@@ -79,6 +79,8 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
             anonymize: bool::arbitrary(u)?,
             study_pseudonym: Vec::<u8>::arbitrary(u)?,
             key_envelope: Vec::<u8>::arbitrary(u)?,
+            from_commit: bool::arbitrary(u)?,
+            duration_seconds: i64::arbitrary(u)?,
         }
         .encode_to_vec(),
         "emergency_access" => v1::EmergencyAccessArgs {

@@ -211,6 +211,8 @@ pub fn grant_args(
         anonymize: false,
         study_pseudonym: if shares { vec![0x5a; 32] } else { Vec::new() },
         key_envelope: vec![0xee; 80],
+        from_commit: false,
+        duration_seconds: 0,
     }
 }
 
