@@ -838,8 +838,9 @@ async fn run_admin(cli: &Cli, command: &AdminCommand) -> Result<Output, ClientEr
                     reason.as_str_name()
                 ));
             }
-            // With a peer at hand, the revocation goes on the ledger now: from its block on,
-            // every peer refuses the certificate.
+            // The peers follow the CA and put the revocation on the ledger by themselves
+            // (peer/src/revocation_feed.rs). With a peer at hand, this waits for its block:
+            // from that block on, every peer refuses the certificate.
             let mut on_ledger = Vec::new();
             if let Some(peer) = cli.peer.as_deref() {
                 on_ledger = sync_revocations(&mut ca, &wallet, peer).await?;
@@ -848,7 +849,10 @@ async fn run_admin(cli: &Cli, command: &AdminCommand) -> Result<Output, ClientEr
                     text.push_str(&format!("\n  #{seq} is on the ledger in block {block}"));
                 }
             } else if !records.is_empty() {
-                text.push_str("\nPut it on the ledger with: medledger admin sync-revocations --peer HOST:PORT");
+                text.push_str(
+                    "\nThe peers put it on the ledger by themselves within seconds; \
+                     `medledger admin sync-revocations --peer HOST:PORT` shows its block",
+                );
             }
             Ok(Output {
                 text,

@@ -7,6 +7,7 @@
 //! data_dir = "/var/lib/medledger/peer0"          # RocksDB ledger under data_dir/ledger
 //! listen = "0.0.0.0:7051"                        # default: this peer's genesis address
 //! metrics_listen = "127.0.0.1:9451"              # Prometheus /metrics; off when absent
+//! ca_url = "https://ca.hospital.example:7054"    # revocations to follow; default: the wallet's CA
 //! ```
 
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub ca_url: Option<String>,
 }
 
 impl FileConfig {
@@ -41,6 +43,9 @@ pub struct PeerConfig {
     pub data_dir: PathBuf,
     pub listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
+    /// The membership CA whose revocation records this peer orders onto the ledger
+    /// (`revocation_feed.rs`); `None`: the CA address in the wallet's `wallet.json`.
+    pub ca_url: Option<String>,
 }
 
 impl PeerConfig {
@@ -67,6 +72,7 @@ impl PeerConfig {
                 .ok_or_else(|| missing("data_dir", "MEDLEDGER_PEER_DATA_DIR"))?,
             listen: flags.listen.or(file.listen),
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
+            ca_url: flags.ca_url.or(file.ca_url),
         })
     }
 }

@@ -13,6 +13,7 @@
 //! - [`driver`]: the consensus thread; [`inputs`]: its input queue; [`network`]: replica
 //!   streams; [`queue`]: byte budgets.
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
+//! - [`revocation_feed`]: the CA's revocations, ordered onto the ledger without an operator.
 
 pub use medledger_execution::{block, genesis, validate, wire};
 
@@ -27,6 +28,7 @@ pub mod network;
 pub mod node;
 pub mod pbft_store;
 pub mod queue;
+pub mod revocation_feed;
 pub mod service;
 pub mod state_transfer;
 pub mod votes;

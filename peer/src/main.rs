@@ -77,6 +77,10 @@ enum Command {
         listen: Option<SocketAddr>,
         #[arg(long, env = "MEDLEDGER_PEER_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// The membership CA (https://HOST:PORT) whose revocations this peer puts on the
+        /// ledger by itself. Default: the CA the wallet enrolled with (its wallet.json).
+        #[arg(long, env = "MEDLEDGER_PEER_CA_URL")]
+        ca_url: Option<String>,
     },
     /// Lists blocks from a data directory: number, header hash, state root, transactions.
     Blocks {
@@ -216,6 +220,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             listen,
             metrics_listen,
+            ca_url,
         } => {
             let file = match config {
                 Some(path) => FileConfig::read(&path)?,
@@ -227,6 +232,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 listen,
                 metrics_listen,
+                ca_url,
             };
             let config = PeerConfig::resolve(flags, file)?;
             let runtime = tokio::runtime::Runtime::new()?;

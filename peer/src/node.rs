@@ -346,6 +346,30 @@ pub async fn run(
         votes: votes.clone(),
     })
     .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);
+    // Revocations at the CA reach the ledger without an operator step (issue 19 item 1).
+    let feed = match crate::revocation_feed::ca_url(config.ca_url.as_deref(), &config.wallet) {
+        Some(ca_url) => {
+            tracing::info!(%ca_url, "following the CA's revocations");
+            let feed = crate::revocation_feed::RevocationFeed {
+                ca_url,
+                root_der: genesis.root.der().to_vec(),
+                certificate_der: me.certificate_der.clone(),
+                key_pem: me.signing.to_pkcs8_pem(),
+                ledger: ledger.clone(),
+                validator: validator.clone(),
+                shared: shared.clone(),
+                inputs: inputs.clone(),
+            };
+            Some(tokio::spawn(feed.run()))
+        }
+        None => {
+            tracing::warn!(
+                "no CA address (ca_url, or the wallet's wallet.json): revocations reach the \
+                 ledger only through other peers or `medledger admin sync-revocations`"
+            );
+            None
+        }
+    };
     if let Some(addr) = config.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
@@ -375,6 +399,9 @@ pub async fn run(
         Ok(()) = &mut died => consensus_died(&health).await,
     }
     tracing::info!("shutting down: no new calls; the ledger is flushed before exit");
+    if let Some(feed) = feed {
+        feed.abort();
+    }
     let _ = stop.send(());
     // Replica streams and subscriptions never end by themselves: give calls in flight a
     // moment, then stop regardless.

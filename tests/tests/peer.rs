@@ -717,6 +717,94 @@ fn a_revocation_reaches_every_tls_link() {
     });
 }
 
+/// Issue 19 item 1: a revocation at the CA, and no other step, reaches the ledger. No peer
+/// is given to the CLI and nobody runs `sync-revocations`: the peers follow the CA and order
+/// its record, and from then on every peer refuses the revoked identity's transactions.
+/// Prints the time from `admin revoke` to the first refusal (docs/peer.md, "Revocation").
+#[test]
+fn a_revocation_at_the_ca_alone_reaches_the_ledger() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    net.member("leaver", "patient");
+    let rt = runtime();
+    let (leaver, pseudonym) = rt.block_on(async {
+        let leaver = connect(&net, "leaver", 0).await;
+        let (pseudonym, _) = register(&leaver).await;
+        (leaver, pseudonym)
+    });
+    let started = std::time::Instant::now();
+    let revoked = net
+        .as_("admin", &["admin", "revoke", "--name", "leaver"])
+        .ok();
+    assert!(
+        revoked["revoked"][0]["block"].is_null(),
+        "the CLI was given no peer: {revoked}"
+    );
+    rt.block_on(async {
+        let patient = connect(&net, "patient", 0).await;
+        // The leaver's transactions, signed now, brought by someone else: committed until
+        // the revocation's block, refused from then on.
+        let mut committed = 0;
+        let first_refusal = loop {
+            let (_, envelope) = leaver.transaction("grant", grant_args(&pseudonym, "dr.x"));
+            let p = committed % 4;
+            match patient
+                .peer(p)
+                .submit(v1::SubmitRequest {
+                    envelope: Some(envelope),
+                })
+                .await
+            {
+                Ok(_) => committed += 1,
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+                    assert!(status.message().contains("revoked"), "{status:?}");
+                    break started.elapsed();
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the revocation did not reach the ledger within 60 s ({committed} committed)"
+            );
+        };
+        eprintln!(
+            "revocation at the CA to the first refused transaction: {} ms ({committed} \
+             committed before it)",
+            first_refusal.as_millis()
+        );
+        // Every peer refuses it, and the record is on the ledger once.
+        for p in 0..4 {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let (_, envelope) = leaver.transaction("grant", grant_args(&pseudonym, "dr.x"));
+                match patient
+                    .peer(p)
+                    .submit(v1::SubmitRequest {
+                        envelope: Some(envelope),
+                    })
+                    .await
+                {
+                    Err(status) if status.code() == tonic::Code::PermissionDenied => break,
+                    other => assert!(
+                        std::time::Instant::now() < deadline,
+                        "peer{p} still takes the revoked identity's transactions: {other:?}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let records = patient
+            .peer(1)
+            .get_revocations(v1::GetRevocationsRequest { from_sequence: 1 })
+            .await
+            .unwrap()
+            .into_inner()
+            .records;
+        assert_eq!(records.len(), 1, "the record is on the ledger once");
+    });
+}
+
 #[test]
 fn revoked_and_foreign_certificates_are_refused() {
     let _serial = serial();

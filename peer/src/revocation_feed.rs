@@ -1,0 +1,239 @@
+//! Revocations reach the ledger by themselves (issue 19 item 1). Every peer follows the
+//! membership CA's numbered revocation records (`Membership.ListRevocations`, over mutual
+//! TLS with the peer's own certificate) and orders each record the ledger lacks, in
+//! sequence, exactly as a client could with `medledger admin sync-revocations`. No operator
+//! step is needed: a revocation at the CA is on the ledger within one poll
+//! ([`POLL_INTERVAL`]) and one commit, and from that block it holds for every peer, the
+//! gateway and every TLS link.
+//!
+//! Trust: nothing the CA answers is ordered unchecked. A record is submitted only when the
+//! validator accepts it as a submission (signed by the genesis root, the next sequence
+//! number, docs/membership.md "Revocation"), and execution checks it again. An unreachable,
+//! slow or lying CA endpoint can delay a revocation, never forge one; every peer follows, so
+//! one peer that does not (faulty, or cut off from the CA) delays nothing. The peers'
+//! copies of a record are the same bytes, so one request id: it commits once, whoever
+//! brings it first.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use medledger_proto::v1::membership_client::MembershipClient;
+use prost::Message;
+use tokio::sync::oneshot;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::driver::Shared;
+use crate::execute::CommittedFacts;
+use crate::inputs::{Inputs, Outcome};
+use crate::ledger::Ledger;
+use crate::validate::{Checked, Validator};
+
+/// How often a peer asks the CA for revocations the ledger lacks: the longest a revocation
+/// waits at the CA before a peer orders it.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Records asked for per call (each a few hundred bytes; the CA caps its pages too).
+pub const RECORDS_PER_CALL: u32 = 16;
+/// Largest answer taken from the CA: a page of records with room to spare.
+const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// Longest wait for a call to the CA, and for one record to commit.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the feed needs of the peer: who it is at the CA, and where it orders records.
+pub struct RevocationFeed {
+    /// `https://host:port` of the membership CA.
+    pub ca_url: String,
+    /// The genesis CA root (DER): the only trust anchor for the CA's TLS certificate.
+    pub root_der: Vec<u8>,
+    /// The peer's enrollment certificate (DER) and its Ed25519 key (PKCS#8 PEM).
+    pub certificate_der: Vec<u8>,
+    pub key_pem: zeroize::Zeroizing<String>,
+    pub ledger: Arc<Ledger>,
+    pub validator: Arc<Validator>,
+    pub shared: Arc<Shared>,
+    pub inputs: Inputs,
+}
+
+/// Why one round of following the CA stopped short.
+#[derive(Debug, thiserror::Error)]
+enum FeedError {
+    #[error("the CA at {0} cannot be reached: {1}")]
+    Unreachable(String, String),
+    #[error("the CA refused the call: {0}")]
+    Refused(tonic::Status),
+    #[error("the CA served revocation #{sequence}, which this peer will not order: {why}")]
+    BadRecord { sequence: u64, why: String },
+    #[error("revocation #{0} was not ordered in time: {1}")]
+    NotOrdered(u64, &'static str),
+}
+
+impl RevocationFeed {
+    /// Follows the CA until the task is dropped. Failures are logged once when they start
+    /// and once when they end, never once per poll.
+    pub async fn run(self) {
+        let mut client = None;
+        let mut failing: Option<String> = None;
+        loop {
+            match self.catch_up(&mut client).await {
+                Ok(ordered) => {
+                    if let Some(was) = failing.take() {
+                        tracing::info!(previously = %was, "following the CA's revocations again");
+                    }
+                    if ordered > 0 {
+                        tracing::info!(ordered, "revocations from the CA ordered onto the ledger");
+                    }
+                }
+                Err(e) => {
+                    let text = e.to_string();
+                    if failing.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(
+                            error = %text,
+                            "revocations at the CA do not reach the ledger through this peer \
+                             (other peers, or `medledger admin sync-revocations`, still bring them)"
+                        );
+                        failing = Some(text);
+                    }
+                    metrics::counter!("medledger_revocation_feed_failures_total").increment(1);
+                    // A new channel next time: the CA may have restarted or moved.
+                    client = None;
+                }
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Orders every record the CA holds past the ledger's last, in sequence; returns how
+    /// many this peer submitted.
+    async fn catch_up(
+        &self,
+        client: &mut Option<MembershipClient<Channel>>,
+    ) -> Result<usize, FeedError> {
+        let mut ordered = 0;
+        loop {
+            let since = self.shared.revocations.sequence.load(Ordering::SeqCst);
+            let client = match client {
+                Some(c) => c,
+                None => client.insert(self.connect().await?),
+            };
+            let request = v1::ListRevocationsRequest {
+                since,
+                limit: RECORDS_PER_CALL,
+            };
+            let answer = tokio::time::timeout(CALL_TIMEOUT, client.list_revocations(request))
+                .await
+                .map_err(|_| FeedError::Unreachable(self.ca_url.clone(), "timed out".into()))?
+                .map_err(FeedError::Refused)?
+                .into_inner();
+            if answer.records.is_empty() {
+                return Ok(ordered);
+            }
+            for signed in answer.records.into_iter().take(RECORDS_PER_CALL as usize) {
+                if self.order(signed).await? {
+                    ordered += 1;
+                }
+            }
+        }
+    }
+
+    /// Submits one record to this peer's replica and waits until it is on the ledger.
+    /// `false` when another peer ordered it first.
+    async fn order(&self, signed: v1::SignedRevocationRecord) -> Result<bool, FeedError> {
+        let sequence = v1::RevocationRecord::decode(signed.record.as_slice())
+            .map(|r| r.sequence)
+            .unwrap_or(0);
+        let bytes = v1::Envelope {
+            kind: Some(v1::envelope::Kind::Revocation(signed)),
+        }
+        .encode_to_vec();
+        let facts = CommittedFacts {
+            ledger: &self.ledger,
+            revocations: &self.shared.revocations,
+            configuration: self.shared.configuration.get(),
+        };
+        match self
+            .validator
+            .check(&bytes, crate::driver::now_ms() as i64, &facts)
+        {
+            Ok(Checked::Revocation { .. }) => {}
+            Ok(_) => {
+                return Err(FeedError::BadRecord {
+                    sequence,
+                    why: "it is not a revocation".into(),
+                });
+            }
+            // Another peer's copy committed since this peer asked.
+            Err(_) if self.shared.revocations.sequence.load(Ordering::SeqCst) >= sequence => {
+                return Ok(false);
+            }
+            Err(refusal) => {
+                return Err(FeedError::BadRecord {
+                    sequence,
+                    why: refusal.message,
+                });
+            }
+        }
+        let (reply, outcome) = oneshot::channel();
+        let request = pbft::Request {
+            tx_id: crate::block::envelope_hash(&bytes),
+            payload: bytes,
+        };
+        self.inputs
+            .submit(request, reply)
+            .map_err(|_| FeedError::NotOrdered(sequence, "this peer's input queue is full"))?;
+        match tokio::time::timeout(COMMIT_TIMEOUT, outcome).await {
+            Ok(Ok(Outcome::Committed { .. })) => Ok(true),
+            Ok(Ok(Outcome::AlreadyCommitted)) => Ok(false),
+            Ok(Ok(Outcome::Busy)) => Err(FeedError::NotOrdered(sequence, "the peer is busy")),
+            Ok(Ok(Outcome::Displaced { .. })) => Err(FeedError::NotOrdered(
+                sequence,
+                "faulty peers ordered other bytes under its id",
+            )),
+            Ok(Err(_)) => Err(FeedError::NotOrdered(sequence, "the peer is shutting down")),
+            Err(_) => Err(FeedError::NotOrdered(sequence, "no commit within 30 s")),
+        }
+    }
+
+    /// A channel to the CA, trusting only the genesis root, presenting the peer's
+    /// certificate (`ListRevocations` needs an enrolled caller).
+    async fn connect(&self) -> Result<MembershipClient<Channel>, FeedError> {
+        let unreachable =
+            |e: &dyn std::fmt::Display| FeedError::Unreachable(self.ca_url.clone(), e.to_string());
+        let pem = |der: &[u8]| pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(pem(&self.root_der)))
+            .identity(Identity::from_pem(
+                pem(&self.certificate_der),
+                self.key_pem.as_bytes(),
+            ));
+        let channel = Endpoint::from_shared(self.ca_url.clone())
+            .map_err(|e| unreachable(&e))?
+            .connect_timeout(CALL_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .tls_config(tls)
+            .map_err(|e| unreachable(&e))?
+            .connect()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        Ok(MembershipClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
+    }
+}
+
+/// The CA to follow: the configured address, else the one in the wallet's `wallet.json`
+/// (`{"name": …, "ca_url": …}`, written at enrollment); `None` when neither says.
+pub fn ca_url(configured: Option<&str>, wallet_dir: &std::path::Path) -> Option<String> {
+    if let Some(url) = configured {
+        return Some(url.to_string());
+    }
+    #[derive(serde::Deserialize)]
+    struct WalletInfo {
+        ca_url: String,
+    }
+    let text = std::fs::read_to_string(wallet_dir.join("wallet.json")).ok()?;
+    serde_json::from_str::<WalletInfo>(&text)
+        .ok()
+        .map(|w| w.ca_url)
+        .filter(|url| !url.is_empty())
+}
