@@ -44,6 +44,17 @@ impl Binaries {
         c
     }
 
+    /// `medledger-ca tls-renew --dir DIR [--host NAME]...`: a new TLS certificate for the CA
+    /// from the same root.
+    pub fn ca_tls_renew(&self, dir: &Path, hosts: &[&str]) -> Command {
+        let mut c = self.command("medledger-ca");
+        c.arg("tls-renew").arg("--dir").arg(dir);
+        for host in hosts {
+            c.args(["--host", host]);
+        }
+        c
+    }
+
     /// `medledger-peer genesis`: the genesis block for `peers` under the CA root `ca_root`,
     /// with consensus parameters `parameters` (its flags, e.g. `--max-batch 256`), to `out`.
     pub fn genesis(

@@ -18,9 +18,11 @@ use rcgen::{
     DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose,
     RevokedCertParams, SanType, SerialNumber,
 };
+use rustls_pki_types::pem::PemObject;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
+use zeroize::Zeroizing;
 
 use crate::files::{CaDir, read_private, write_private, write_public};
 use crate::store::{CertificateRecord, Changes, IdentityRecord, Store, StoreError};
@@ -160,6 +162,118 @@ fn root_params(root_key: &VerifyingKey) -> CertificateParams {
     params
 }
 
+/// An identity's newest certificate, not revoked, that is within its warning window of its
+/// end or past it ([`CertificateAuthority::expiring`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiring {
+    pub name: String,
+    pub serial: Vec<u8>,
+    /// Its notAfter, in Unix seconds.
+    pub not_after_unix: i64,
+}
+
+/// How long before its end a certificate is reported as expiring: a quarter of the lifetime
+/// it was issued for (seconds, without the backdating of its notBefore), at most 30 days. A
+/// one-year certificate is reported 30 days ahead, a one-minute certificate 15 seconds ahead.
+pub fn expiry_warning_seconds(lifetime_seconds: i64) -> i64 {
+    (lifetime_seconds / 4).clamp(0, 30 * 86_400)
+}
+
+/// The notAfter of a certificate (DER), in Unix seconds.
+pub fn certificate_not_after(der: &[u8]) -> Result<i64, CaError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| CaError::Build(format!("certificate: {e}")))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// A TLS server certificate for the CA (CN `medledger-ca`, EKU serverAuth), for
+/// `localhost`, `127.0.0.1` and each of `hosts` (DNS names or IP addresses), signed by the
+/// root, valid five years from `now`: (its key as PKCS#8 PEM, the certificate as PEM).
+fn issue_tls_certificate(
+    root_params: &CertificateParams,
+    root_key: &SigningIdentity,
+    hosts: &[String],
+    now: i64,
+) -> Result<(Zeroizing<String>, String), CaError> {
+    let tls_key = SigningIdentity::generate(&mut rand::rngs::OsRng);
+    let mut tls = CertificateParams::default();
+    tls.distinguished_name = DistinguishedName::new();
+    tls.distinguished_name
+        .push(DnType::CommonName, "medledger-ca");
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    names.extend(hosts.iter().cloned());
+    for name in names {
+        let san = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.as_str().try_into().map_err(|e| invalid("host", e))?),
+        };
+        if !tls.subject_alt_names.contains(&san) {
+            tls.subject_alt_names.push(san);
+        }
+    }
+    tls.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    tls.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    tls.use_authority_key_identifier_extension = true;
+    tls.key_identifier_method = key_id(&tls_key.verifying_key());
+    tls.not_before = datetime(now - BACKDATE_SECONDS)?;
+    tls.not_after = datetime(now + TLS_VALIDITY_SECONDS)?;
+    tls.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+    let issuer = Issuer::from_params(root_params, root_key);
+    let tls_cert = tls
+        .signed_by(&tls_key.verifying_key(), &issuer)
+        .map_err(build_error)?;
+    Ok((tls_key.to_pkcs8_pem(), tls_cert.pem()))
+}
+
+/// The DNS names and IP addresses of a TLS certificate (PEM), in its order.
+fn tls_certificate_names(pem_text: &str) -> Result<Vec<String>, CaError> {
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem_text.as_bytes())
+        .map_err(|e| CaError::Build(format!("the CA's TLS certificate: {e}")))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| CaError::Build(format!("the CA's TLS certificate: {e}")))?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(dns) => names.push(dns.to_string()),
+                x509_parser::extensions::GeneralName::IPAddress(bytes) => {
+                    let ip = match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    names.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Replaces `path` with `contents` (mode `mode`) atomically: a new file beside it, synced,
+/// then renamed over it.
+fn replace_file(path: &std::path::Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let temporary = path.with_extension("new");
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn random_serial() -> Vec<u8> {
     let mut serial = vec![0u8; 16];
     rand::thread_rng().fill_bytes(&mut serial);
@@ -228,38 +342,12 @@ impl CertificateAuthority {
         params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         let root_cert = params.self_signed(&root_key).map_err(build_error)?;
 
-        let tls_key = SigningIdentity::generate(&mut rand::rngs::OsRng);
-        let mut tls = CertificateParams::default();
-        tls.distinguished_name = DistinguishedName::new();
-        tls.distinguished_name
-            .push(DnType::CommonName, "medledger-ca");
-        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        names.extend(hosts.iter().cloned());
-        for name in names {
-            let san = match name.parse::<std::net::IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => {
-                    SanType::DnsName(name.as_str().try_into().map_err(|e| invalid("host", e))?)
-                }
-            };
-            tls.subject_alt_names.push(san);
-        }
-        tls.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        tls.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        tls.use_authority_key_identifier_extension = true;
-        tls.key_identifier_method = key_id(&tls_key.verifying_key());
-        tls.not_before = datetime(now - BACKDATE_SECONDS)?;
-        tls.not_after = datetime(now + TLS_VALIDITY_SECONDS)?;
-        tls.serial_number = Some(SerialNumber::from_slice(&random_serial()));
-        let issuer = Issuer::from_params(&params, &root_key);
-        let tls_cert = tls
-            .signed_by(&tls_key.verifying_key(), &issuer)
-            .map_err(build_error)?;
+        let (tls_key, tls_cert) = issue_tls_certificate(&params, &root_key, hosts, now)?;
 
         write_private(&dir.root_key(), root_key.to_pkcs8_pem().as_bytes())?;
         write_public(&dir.root_certificate(), root_cert.pem().as_bytes())?;
-        write_private(&dir.tls_key(), tls_key.to_pkcs8_pem().as_bytes())?;
-        write_public(&dir.tls_certificate(), tls_cert.pem().as_bytes())?;
+        write_private(&dir.tls_key(), tls_key.as_bytes())?;
+        write_public(&dir.tls_certificate(), tls_cert.as_bytes())?;
 
         let ca = Self::open(dir, DEFAULT_CERTIFICATE_VALIDITY_SECONDS, now)?;
         let secret = ca.register_unchecked(
@@ -277,6 +365,80 @@ impl CertificateAuthority {
             root_fingerprint: hex::encode(ca.root.fingerprint()),
             admin_secret_path: dir.admin_secret(),
         })
+    }
+
+    /// Renews the CA's TLS server certificate in `dir` (issue 19 item 8): a new key and a
+    /// certificate signed by the same root, for `localhost`, `127.0.0.1`, every name the
+    /// current certificate holds and each of `add_hosts`, valid five years from `now`. The
+    /// root does not change, so no client or peer needs anything new. The files are replaced
+    /// atomically (new files, then rename); a running `serve` takes the new certificate at
+    /// its next reload (docs/membership.md). Returns the names the new certificate holds.
+    pub fn renew_tls(dir: &CaDir, add_hosts: &[String], now: i64) -> Result<Vec<String>, CaError> {
+        let root_key = SigningIdentity::from_pkcs8_pem(&read_private(&dir.root_key())?)
+            .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_key().display())))?;
+        let root_pem = std::fs::read_to_string(dir.root_certificate())?;
+        let root = RootCertificate::from_pem(&root_pem)
+            .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_certificate().display())))?;
+        if root.public_key() != root_key.verifying_key() {
+            return Err(CaError::Build(
+                "ca-root.key does not belong to ca-root.pem".into(),
+            ));
+        }
+        let mut hosts = tls_certificate_names(&std::fs::read_to_string(dir.tls_certificate())?)?;
+        for host in add_hosts {
+            if !hosts.contains(host) {
+                hosts.push(host.clone());
+            }
+        }
+        hosts.retain(|h| h != "localhost" && h != "127.0.0.1");
+        let (key_pem, cert_pem) = issue_tls_certificate(
+            &root_params(&root_key.verifying_key()),
+            &root_key,
+            &hosts,
+            now,
+        )?;
+        replace_file(&dir.tls_key(), key_pem.as_bytes(), 0o600)?;
+        replace_file(&dir.tls_certificate(), cert_pem.as_bytes(), 0o644)?;
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        names.extend(hosts);
+        Ok(names)
+    }
+
+    /// Every identity's newest certificate that is not revoked and is within
+    /// [`expiry_warning_seconds`] of its end at `now`, or past it, in name order (issue 19
+    /// item 8: the CA warns before anything it issued expires). Reads every identity, a
+    /// page at a time.
+    pub fn expiring(&self, now: i64) -> Result<Vec<Expiring>, CaError> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.store.identities_after(&after, MAX_IDENTITIES_PAGE)?;
+            for record in &page {
+                let Some(serial) = record.certificate_serials.last() else {
+                    continue;
+                };
+                let Some(c) = self.store.certificate(serial)? else {
+                    continue;
+                };
+                let lifetime = c
+                    .not_after_unix
+                    .saturating_sub(c.not_before_unix.saturating_add(BACKDATE_SECONDS));
+                let warn_from = c
+                    .not_after_unix
+                    .saturating_sub(expiry_warning_seconds(lifetime));
+                if !c.revoked && !record.revoked && now >= warn_from {
+                    out.push(Expiring {
+                        name: record.name.clone(),
+                        serial: c.serial.clone(),
+                        not_after_unix: c.not_after_unix,
+                    });
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == MAX_IDENTITIES_PAGE => after = last.name.clone(),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// Opens an initialized CA directory.
@@ -1037,5 +1199,125 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(serials.len(), 3);
+    }
+
+    /// Issue 19 item 8: the CA reports every identity's newest certificate as it nears its
+    /// end — not a revoked one, not one superseded by a renewal.
+    #[test]
+    fn certificates_near_their_end_are_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CaDir::new(tmp.path().join("ca"));
+        CertificateAuthority::init(&dir, &[], NOW).unwrap();
+        // One-minute certificates: reported from 15 s before their end.
+        let ca = CertificateAuthority::open(&dir, 60, NOW).unwrap();
+        let admin = admin(&ca, &dir);
+        let mut identities = Vec::new();
+        for name in ["dr.a", "dr.b"] {
+            let secret = ca
+                .register(&admin, registration(name, "clinician"), NOW)
+                .unwrap();
+            identities.push(enroll_new(&ca, name, &secret).unwrap());
+        }
+        let names = |at: i64| -> Vec<String> {
+            ca.expiring(at)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect()
+        };
+        assert!(names(NOW + 44).is_empty());
+        assert_eq!(names(NOW + 45), ["admin", "dr.a", "dr.b"]);
+        // A revoked identity is not reported; a renewed one only for its new certificate.
+        ca.revoke(
+            &admin,
+            &v1::revoke_request::Target::Name("dr.b".into()),
+            v1::RevocationReason::KeyCompromise,
+            NOW + 1,
+        )
+        .unwrap();
+        let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
+        let enc = EncryptionKey::generate(&mut rand::rngs::OsRng);
+        let csr = build_signing_request(&key, "dr.a").unwrap();
+        let renewed = ca
+            .reenroll(&identities[0], &csr, &enc.public_key().to_bytes(), NOW + 40)
+            .unwrap();
+        assert_eq!(names(NOW + 45), ["admin"]);
+        let expiring = ca.expiring(NOW + 85).unwrap();
+        assert_eq!(expiring.len(), 2, "{expiring:?}");
+        assert_eq!(expiring[1].serial, renewed.serial);
+        assert_eq!(expiring[1].not_after_unix, NOW + 100);
+        // One past its end is still reported (as expired, by the serving loop).
+        assert!(expiring[0].not_after_unix < NOW + 85);
+    }
+
+    /// Issue 19 item 8: the CA's TLS certificate is renewed from the same root, keeping its
+    /// names and adding new ones; the files are replaced whole.
+    #[test]
+    fn the_tls_certificate_is_renewed_from_the_same_root() {
+        let (_tmp, dir, ca) = new_ca();
+        let before = std::fs::read_to_string(dir.tls_certificate()).unwrap();
+        let key_before = std::fs::read_to_string(dir.tls_key()).unwrap();
+        let names = CertificateAuthority::renew_tls(
+            &dir,
+            &["ca2.hospital.example".into(), "10.0.0.7".into()],
+            NOW + 100,
+        )
+        .unwrap();
+        let expected = [
+            "localhost",
+            "127.0.0.1",
+            "ca.hospital.example",
+            "ca2.hospital.example",
+            "10.0.0.7",
+        ];
+        assert_eq!(names, expected);
+        let after = std::fs::read_to_string(dir.tls_certificate()).unwrap();
+        assert_ne!(before, after);
+        assert_ne!(key_before, std::fs::read_to_string(dir.tls_key()).unwrap());
+        assert_eq!(tls_certificate_names(&after).unwrap(), expected);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.tls_key())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Issued by the same root: its issuer is the root's subject, and it chains (the
+        // rustls check a client makes, with the root as the only anchor).
+        let der = rustls_pki_types::CertificateDer::from_pem_slice(after.as_bytes()).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let (_, root) = x509_parser::parse_x509_certificate(ca.root().der()).unwrap();
+        assert_eq!(cert.issuer(), root.subject());
+        assert_eq!(
+            certificate_not_after(der.as_ref()).unwrap(),
+            NOW + 100 + TLS_VALIDITY_SECONDS
+        );
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from(
+                ca.root().der().to_vec(),
+            ))
+            .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .build()
+        .unwrap();
+        use rustls::client::danger::ServerCertVerifier;
+        let at = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            (NOW + 200) as u64,
+        ));
+        verifier
+            .verify_server_cert(
+                &der,
+                &[],
+                &rustls_pki_types::ServerName::try_from("ca2.hospital.example").unwrap(),
+                &[],
+                at,
+            )
+            .unwrap();
+        // Renewing again without names keeps them all.
+        let again = CertificateAuthority::renew_tls(&dir, &[], NOW + 200).unwrap();
+        assert_eq!(again, expected);
     }
 }

@@ -34,12 +34,25 @@ use crate::service::{MembershipService, now_unix};
 /// maximal attributes) is under 16 KiB.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
+/// How often `serve` looks for a renewed TLS certificate (`medledger-ca tls-renew`).
+pub const TLS_RELOAD_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How often `serve` looks for certificates close to their end: an eighth of the validity it
+/// issues, between 5 seconds and 5 minutes (a one-minute certificate is reported 15 s ahead,
+/// [`authority::expiry_warning_seconds`], so the check runs every 7.5 s).
+pub fn expiry_check_interval(validity_seconds: i64) -> std::time::Duration {
+    let seconds = (validity_seconds / 8).clamp(5, 300);
+    std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(300))
+}
+
 /// Serves the CA on `listen` until `shutdown` resolves. Calls `on_listening` with the bound
-/// address (useful with port 0) once the socket is open.
+/// address (useful with port 0) once the socket is open. With `metrics_listen`, Prometheus
+/// metrics are served at `/metrics` there.
 pub async fn serve(
     dir: CaDir,
     listen: SocketAddr,
     validity_seconds: i64,
+    metrics_listen: Option<SocketAddr>,
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -54,7 +67,27 @@ pub async fn serve(
     let ca = Arc::new(ca);
     let (crl, _) = ca.crl(now_unix())?;
     let verifier = tls::ReloadableClientVerifier::new(ca.root().der(), &crl, provider.clone())?;
-    let config = Arc::new(tls::server_config(&dir, verifier.clone(), provider)?);
+    let certificate = tls::ReloadableServerCert::load(&dir, provider.clone())?;
+    let config = Arc::new(tls::server_config(
+        certificate.clone(),
+        verifier.clone(),
+        provider,
+    )?);
+    if let Some(addr) = metrics_listen {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| anyhow::anyhow!("serving metrics on {addr}: {e}"))?;
+        tracing::info!(%addr, "Prometheus metrics at /metrics");
+    }
+    let watchers = [
+        tokio::spawn(reload_renewed_tls(dir.clone(), certificate.clone())),
+        tokio::spawn(warn_before_expiry(
+            ca.clone(),
+            certificate,
+            expiry_check_interval(validity_seconds),
+        )),
+    ];
 
     let listener = TcpListener::bind(listen).await?;
     on_listening(listener.local_addr()?);
@@ -78,7 +111,105 @@ pub async fn serve(
         .add_service(membership)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
+    for watcher in watchers {
+        watcher.abort();
+    }
     Ok(())
+}
+
+/// Takes in a TLS certificate renewed by `medledger-ca tls-renew` when its file changes.
+async fn reload_renewed_tls(dir: CaDir, certificate: Arc<tls::ReloadableServerCert>) {
+    let stamp = |dir: &CaDir| {
+        std::fs::metadata(dir.tls_certificate())
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let mut seen = stamp(&dir);
+    loop {
+        tokio::time::sleep(TLS_RELOAD_CHECK).await;
+        let now = stamp(&dir);
+        if now == seen {
+            continue;
+        }
+        match certificate.reload() {
+            Ok(()) => {
+                seen = now;
+                tracing::info!("presenting the renewed TLS certificate");
+            }
+            // Half-written files are never seen (tls-renew renames them into place); a bad
+            // pair is reported and the certificate in use stays.
+            Err(e) => tracing::error!(error = %e, "the renewed TLS certificate cannot be used"),
+        }
+    }
+}
+
+/// Warns (log line and metric) before anything the CA issued expires: every identity's
+/// newest certificate ([`CertificateAuthority::expiring`]), the CA's TLS certificate and its
+/// root. Each certificate is named once when it enters its warning window; the gauges say
+/// how many are in it now.
+async fn warn_before_expiry(
+    ca: Arc<CertificateAuthority>,
+    certificate: Arc<tls::ReloadableServerCert>,
+    every: std::time::Duration,
+) {
+    let mut warned: std::collections::HashSet<Vec<u8>> = Default::default();
+    let mut warned_own: std::collections::HashSet<Vec<u8>> = Default::default();
+    loop {
+        let now = now_unix();
+        let found = {
+            let ca = ca.clone();
+            tokio::task::spawn_blocking(move || ca.expiring(now)).await
+        };
+        match found {
+            Ok(Ok(expiring)) => {
+                let mut now_warned = std::collections::HashSet::new();
+                let mut expired = 0u64;
+                for e in &expiring {
+                    if e.not_after_unix <= now {
+                        expired += 1;
+                    }
+                    if !warned.contains(&e.serial) {
+                        tracing::warn!(
+                            name = %e.name,
+                            serial = %hex::encode(&e.serial),
+                            expires_in_s = e.not_after_unix - now,
+                            "a certificate this CA issued expires soon (or has): its holder \
+                             renews it with `medledger reenroll`"
+                        );
+                    }
+                    now_warned.insert(e.serial.clone());
+                }
+                warned = now_warned;
+                metrics::gauge!("medledger_ca_certificates_expiring").set(expiring.len() as f64);
+                metrics::gauge!("medledger_ca_certificates_expired").set(expired as f64);
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "could not read the certificates issued"),
+            Err(e) => tracing::error!(error = %e, "the expiry check failed"),
+        }
+        for (what, der, metric) in [
+            (
+                "the CA's TLS certificate (renew it with `medledger-ca tls-renew`)",
+                certificate.certificate_der(),
+                "medledger_ca_tls_certificate_expires_in_seconds",
+            ),
+            (
+                "the CA root (a new network is needed before it ends)",
+                ca.root().der().to_vec(),
+                "medledger_ca_root_expires_in_seconds",
+            ),
+        ] {
+            let Ok(not_after) = authority::certificate_not_after(&der) else {
+                continue;
+            };
+            let left = not_after.saturating_sub(now);
+            metrics::gauge!(metric).set(left as f64);
+            if left <= 30 * 86_400 && !warned_own.contains(&der) {
+                tracing::warn!(expires_in_s = left, "{what} expires soon");
+                warned_own.insert(der);
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// Parses a duration such as `365d`, `12h`, `30m`, `90s` or a plain number of seconds.

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! medledger-ca init  --dir D [--host NAME]...
-//! medledger-ca serve --dir D --listen ADDR [--cert-validity 365d]
+//! medledger-ca serve --dir D --listen ADDR [--cert-validity 365d] [--metrics-listen ADDR]
+//! medledger-ca tls-renew --dir D [--host NAME]...
 //! ```
 
 use std::net::SocketAddr;
@@ -48,6 +49,20 @@ enum Command {
         /// Lifetime of issued enrollment certificates: 365d, 12h, 30m, 90s.
         #[arg(long, env = "MEDLEDGER_CA_CERT_VALIDITY", default_value = "365d", value_parser = parse_duration_seconds)]
         cert_validity: i64,
+        /// Serve Prometheus metrics at http://ADDR/metrics (certificates close to expiry,
+        /// the TLS certificate's and the root's time left).
+        #[arg(long, env = "MEDLEDGER_CA_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
+    },
+    /// Renew the CA's TLS certificate: a new key and certificate from the same root, for
+    /// the names it has and each --host. No client or peer needs anything new; a running
+    /// `serve` presents it within 10 seconds.
+    TlsRenew {
+        #[arg(long, env = "MEDLEDGER_CA_DIR")]
+        dir: PathBuf,
+        /// A DNS name or IP address to add. Repeat for several.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
 }
 
@@ -82,16 +97,31 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::TlsRenew { dir, hosts } => {
+            let dir = CaDir::new(dir);
+            let names =
+                CertificateAuthority::renew_tls(&dir, &hosts, now_unix()).with_context(|| {
+                    format!("renewing the TLS certificate in {}", dir.root.display())
+                })?;
+            println!(
+                "Renewed the CA's TLS certificate ({}) for {}; same root, so nothing else changes",
+                dir.tls_certificate().display(),
+                names.join(", ")
+            );
+            Ok(())
+        }
         Command::Serve {
             dir,
             listen,
             cert_validity,
+            metrics_listen,
         } => {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(
                 CaDir::new(dir),
                 listen,
                 cert_validity,
+                metrics_listen,
                 |addr| {
                     // Scripts and tests read this line to learn the port.
                     println!("medledger-ca listening on https://{addr}");

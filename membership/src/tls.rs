@@ -12,8 +12,9 @@ use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
@@ -123,21 +124,75 @@ impl ClientCertVerifier for ReloadableClientVerifier {
     }
 }
 
-/// TLS 1.3 only, ALPN h2, the CA's server certificate, the reloadable client verifier.
+/// The CA's TLS server certificate and key, replaceable while the server runs: `medledger-ca
+/// tls-renew` writes new files and [`ReloadableServerCert::reload`] takes them in, so a new
+/// certificate (new names, a later end) needs no restart and no new root.
+#[derive(Debug)]
+pub struct ReloadableServerCert {
+    dir: CaDir,
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ReloadableServerCert {
+    pub fn load(dir: &CaDir, provider: Arc<CryptoProvider>) -> anyhow::Result<Arc<Self>> {
+        let current = RwLock::new(Self::read(dir, &provider)?);
+        Ok(Arc::new(ReloadableServerCert {
+            dir: dir.clone(),
+            provider,
+            current,
+        }))
+    }
+
+    /// Reads the certificate and key files again; later handshakes present them. On error
+    /// the certificate in use stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let loaded = Self::read(&self.dir, &self.provider)?;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
+        Ok(())
+    }
+
+    /// The certificate presented now (DER).
+    pub fn certificate_der(&self) -> Vec<u8> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.cert.first().map(|c| c.to_vec()).unwrap_or_default()
+    }
+
+    fn read(dir: &CaDir, provider: &Arc<CryptoProvider>) -> anyhow::Result<Arc<CertifiedKey>> {
+        let chain = vec![
+            CertificateDer::from_pem_file(dir.tls_certificate())?,
+            CertificateDer::from_pem_file(dir.root_certificate())?,
+        ];
+        let key = PrivateKeyDer::from_pem_slice(read_private(&dir.tls_key())?.as_bytes())?;
+        let key = provider.key_provider.load_private_key(key)?;
+        let certified = CertifiedKey::new(chain, key);
+        certified.keys_match()?;
+        Ok(Arc::new(certified))
+    }
+}
+
+impl ResolvesServerCert for ReloadableServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// TLS 1.3 only, ALPN h2, the CA's (reloadable) server certificate, the reloadable client
+/// verifier.
 pub fn server_config(
-    dir: &CaDir,
+    certificate: Arc<ReloadableServerCert>,
     verifier: Arc<ReloadableClientVerifier>,
     provider: Arc<CryptoProvider>,
 ) -> anyhow::Result<ServerConfig> {
-    let chain = vec![
-        CertificateDer::from_pem_file(dir.tls_certificate())?,
-        CertificateDer::from_pem_file(dir.root_certificate())?,
-    ];
-    let key = PrivateKeyDer::from_pem_slice(read_private(&dir.tls_key())?.as_bytes())?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }

@@ -685,6 +685,72 @@ fn an_expired_certificate_is_refused_at_the_handshake() {
     assert_eq!(whoami["valid_now"], false);
 }
 
+/// The names in the certificate the CA presents now, as `openssl s_client` sees it.
+fn presented_names(url: &str) -> String {
+    let port = url.rsplit(':').next().unwrap();
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{port} -servername localhost </dev/null \
+         2>/dev/null | openssl x509 -noout -ext subjectAltName"
+    );
+    let output = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Issue 19 item 8: a running CA takes a TLS certificate renewed with a new name from the
+/// same root, without a restart, and clients go on trusting it; and the CA says in its log
+/// before a certificate it issued expires.
+#[test]
+fn the_ca_renews_its_tls_certificate_and_warns_before_expiry() {
+    // 20-second certificates: reported 5 s before their end.
+    let f = Fixture::with_validity("20s");
+    f.enroll_admin();
+    assert!(!presented_names(&f.ca.url).contains("ca2.hospital.example"));
+    let renewed = medledger_tests::binaries()
+        .ca_tls_renew(&f.ca_dir, &["ca2.hospital.example"])
+        .output()
+        .unwrap();
+    assert!(
+        renewed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&renewed.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let names = presented_names(&f.ca.url);
+        if names.contains("ca2.hospital.example") {
+            assert!(
+                names.contains("localhost") && names.contains("127.0.0.1"),
+                "{names}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CA still presents its old certificate: {names}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    // The same root: the CLI, trusting only it, still talks to the CA.
+    f.as_("admin", &["ca-info"]).ok();
+    // The admin's certificate nears its end: the CA's log says so.
+    let log = f.ca_dir.with_extension("log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("expires soon") && text.contains("admin") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no expiry warning in the CA's log:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
 #[test]
 fn a_certificate_from_another_ca_is_refused_at_the_handshake() {
     let ours = Fixture::new();
