@@ -120,7 +120,8 @@ pub fn load_patient(stub: &dyn Stub, pseudonym: &[u8]) -> Result<Patient, Chainc
 }
 
 /// The permissions `grantee` holds standing on the record (the live index: at most
-/// [`MAX_PERMISSIONS_PER_GRANTEE`], live now, not yet started, or ended but not yet swept).
+/// [`limits::MAX_STANDING_PERMISSIONS`], live now, not yet started, or ended but not yet
+/// swept).
 pub fn permissions_of(
     stub: &dyn Stub,
     patient_hex: &str,
@@ -129,16 +130,16 @@ pub fn permissions_of(
     Ok(scan(
         stub,
         &keys::permissions_of(patient_hex, grantee),
-        MAX_PERMISSIONS_PER_GRANTEE,
+        limits::MAX_STANDING_PERMISSIONS,
     )?
     .into_iter()
     .map(|(_, p)| p)
     .collect())
 }
 
-/// Up to [`MAX_PERMISSIONS_PER_GRANTEE`] of `grantee`'s ended permissions on the record
-/// (revoked, or swept after their window ended), in key order: consulted only to say why a
-/// caller is refused.
+/// The newest [`MAX_PERMISSIONS_PER_GRANTEE`] of `grantee`'s ended permissions on the
+/// record (revoked, or swept after their window ended): consulted only to say why a caller
+/// is refused.
 pub fn ended_permissions_of(
     stub: &dyn Stub,
     patient_hex: &str,

@@ -6,7 +6,7 @@
 //! patient-owner/{owner}                        P (one record per patient identity)
 //! patient/{P}/key/{category}                   CategoryKey (current epoch)
 //! patient/{P}/perm/{grantee}/{id}              Permission, standing (the live index)
-//! patient/{P}/perm-ended/{grantee}/{id}        Permission, revoked or swept after its end
+//! patient/{P}/perm-ended/{grantee}/{MAX-N}     Permission perm-N, revoked or swept (newest first)
 //! patient/{P}/perm-id/{id}                     grantee (find a permission by id)
 //! patient/{P}/item/{id}                        ClinicalItem
 //! patient/{P}/private                          PrivateData
@@ -47,9 +47,18 @@ pub fn permissions_prefix(p: &str) -> String {
     format!("patient/{p}/perm/")
 }
 /// Where a permission goes once revoked or ended: out of the live index that every access
-/// scans and every cap counts, still listed for the patient and auditors.
+/// scans and every cap counts, still listed for the patient and auditors. Keyed newest
+/// first: for `perm-N`, the 20 digits of `u64::MAX - N`, so an ascending scan reads the most
+/// recent ended permissions first (what a refused reader's reason is drawn from).
 pub fn ended_permission(p: &str, grantee: &str, id: &str) -> String {
-    format!("patient/{p}/perm-ended/{grantee}/{id}")
+    match id.strip_prefix("perm-").and_then(|n| n.parse::<u64>().ok()) {
+        Some(n) => format!(
+            "patient/{p}/perm-ended/{grantee}/{:020}",
+            u64::MAX.saturating_sub(n)
+        ),
+        // Ids are made by the chaincode as perm-N; any other is kept as it is.
+        None => format!("patient/{p}/perm-ended/{grantee}/{id}"),
+    }
 }
 pub fn ended_permissions_of(p: &str, grantee: &str) -> String {
     format!("patient/{p}/perm-ended/{grantee}/")

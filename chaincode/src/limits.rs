@@ -27,8 +27,15 @@ pub const MAX_TIME_S: i64 = 253_402_300_799;
 pub const MAX_EMERGENCY_SECONDS: i64 = 24 * 3600;
 pub const MAX_CATEGORY_KEYS: usize = 64;
 pub const MAX_ENVELOPE_UPDATES: usize = 1000;
-/// Most permissions one grantee may hold on one record (each check scans them).
+/// Most permissions live or still to start that one grantee may hold on one record from the
+/// patient's grants (each check scans them; ended ones do not count).
 pub const MAX_PERMISSIONS_PER_GRANTEE: usize = 256;
+/// Most emergency accesses live at once for one clinician on one record: counted apart from
+/// the patient's grants, so no number of grants can lock a clinician out of break-glass.
+pub const MAX_EMERGENCY_PERMISSIONS_PER_GRANTEE: usize = 256;
+/// The live index of one grantee on one record holds at most this many permissions.
+pub const MAX_STANDING_PERMISSIONS: usize =
+    MAX_PERMISSIONS_PER_GRANTEE + MAX_EMERGENCY_PERMISSIONS_PER_GRANTEE;
 pub const MAX_AUDIT_PAGE: usize = 500;
 pub const MAX_LIST: usize = 1000;
 

@@ -91,11 +91,14 @@ fn end_permission(
 }
 
 /// Saves a new permission with its indexes. First the grantee's standing permissions that
-/// have ended (revoked, or `until` ≤ consensus time) leave the live index, so the cap of
-/// [`MAX_PERMISSIONS_PER_GRANTEE`] counts only permissions live now or still to start (issue
-/// 19 item 6): no number of ended grants or emergency accesses can lock a grantee out. Each
-/// permission is swept once, so the work is bounded by the cap and paid for by the grants
-/// that made it. Errors: the grantee already holds the cap of live or future permissions.
+/// have ended (revoked, or `until` ≤ consensus time) leave the live index, so the caps count
+/// only permissions live now or still to start (issue 19 item 6): no number of ended grants
+/// or emergency accesses can lock a grantee out. The patient's grants and emergency
+/// accesses are counted apart ([`MAX_PERMISSIONS_PER_GRANTEE`],
+/// [`MAX_EMERGENCY_PERMISSIONS_PER_GRANTEE`]), so grants cannot shut a clinician out of
+/// break-glass. Each permission is swept once, so the work is bounded by the live index and
+/// paid for by the grants that made it. Errors: the grantee already holds the cap of its
+/// kind live or to come.
 fn store_permission(
     stub: &mut dyn Stub,
     patient: &mut Patient,
@@ -106,20 +109,35 @@ fn store_permission(
     for (key, held) in scan::<Permission>(
         stub,
         &keys::permissions_of(&patient.hex, &permission.grantee),
-        MAX_PERMISSIONS_PER_GRANTEE,
+        MAX_STANDING_PERMISSIONS,
     )? {
         if held.revoked || held.until <= t {
             end_permission(stub, &patient.hex, &key, &held)?;
-        } else {
+        } else if held.emergency == permission.emergency {
             standing = standing.saturating_add(1);
         }
     }
-    if standing >= MAX_PERMISSIONS_PER_GRANTEE {
+    let cap = if permission.emergency {
+        MAX_EMERGENCY_PERMISSIONS_PER_GRANTEE
+    } else {
+        MAX_PERMISSIONS_PER_GRANTEE
+    };
+    if standing >= cap {
         return Err(ChaincodeError::invalid(
             "grantee",
             format!(
-                "already holds {MAX_PERMISSIONS_PER_GRANTEE} permissions on this record that \
-                 are live or still to start; revoke some first"
+                "already holds {cap} {} on this record that are live or still to start; \
+                 {}",
+                if permission.emergency {
+                    "emergency accesses"
+                } else {
+                    "permissions"
+                },
+                if permission.emergency {
+                    "the next opens when one ends"
+                } else {
+                    "revoke some first"
+                }
             ),
         ));
     }
@@ -866,56 +884,86 @@ pub fn rotate_category_key(
     Ok(Vec::new())
 }
 
+/// Calls `visit` on every entry under `prefix`, a page of [`crate::stub::MAX_SCAN`] at a
+/// time, in key order. Nothing is skipped: a record too large for one transaction fails it
+/// with `OverBudget` (and changes nothing) rather than being half erased. (Erasure in
+/// bounded steps over several blocks is issue 20.)
+fn every_page(
+    stub: &mut dyn Stub,
+    prefix: &str,
+    mut visit: impl FnMut(&mut dyn Stub, Vec<(String, Vec<u8>)>) -> Result<(), ChaincodeError>,
+) -> Result<(), ChaincodeError> {
+    let mut after: Option<String> = None;
+    loop {
+        let page = stub.scan_prefix(prefix, after.as_deref(), crate::stub::MAX_SCAN)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        after = Some(last.clone());
+        visit(stub, page)?;
+    }
+}
+
+fn decoded<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, ChaincodeError> {
+    M::decode(bytes).map_err(|e| ChaincodeError::Corrupt(format!("{key}: {e}")))
+}
+
 pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
     let mut patient = load_patient(stub, &args.pseudonym)?;
     patient.require_owner(stub.creator(), AuditAction::Erase, "")?;
     let mut deleted_paths = Vec::new();
-    let prefix = keys::items_prefix(&patient.hex);
-    let mut after: Option<String> = None;
-    loop {
-        let page = stub.scan_prefix(&prefix, after.as_deref(), crate::stub::MAX_SCAN)?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
+    every_page(stub, &keys::items_prefix(&patient.hex), |stub, page| {
         for (key, bytes) in page {
-            let mut item = ClinicalItem::decode(bytes.as_slice())
-                .map_err(|e| ChaincodeError::Corrupt(format!("{key}: {e}")))?;
+            let mut item: ClinicalItem = decoded(&key, &bytes)?;
             deleted_paths.push(item.path.clone());
             item.tombstoned = true;
             item.wrapped_dek.clear();
             put(stub, &key, &item)?;
         }
-    }
-    let mut permissions = scan::<Permission>(
-        stub,
-        &keys::permissions_prefix(&patient.hex),
-        crate::stub::MAX_SCAN,
-    )?;
-    permissions.extend(scan::<Permission>(
-        stub,
-        &keys::ended_permissions_prefix(&patient.hex),
-        crate::stub::MAX_SCAN,
-    )?);
-    for (key, mut permission) in permissions {
-        if !permission.study_id.is_empty() {
-            // Copies shared into studies go too: the researcher keeps nothing of an erased record.
-            let study_pseudonym = keys::pseudonym_hex(&permission.study_pseudonym);
-            for (key, mut copy) in scan::<StudyItem>(
-                stub,
-                &keys::study_items_of(&permission.study_id, &study_pseudonym),
-                crate::stub::MAX_SCAN,
-            )? {
-                if !copy.tombstoned {
-                    deleted_paths.push(copy.path.clone());
-                    copy.tombstoned = true;
-                    copy.wrapped_dek.clear();
-                    put(stub, &key, &copy)?;
+        Ok(())
+    })?;
+    // Every permission, standing and ended: no envelope stays, and each study the record
+    // was shared into (read once per study pseudonym, however many grants named it).
+    let mut studies = std::collections::BTreeSet::new();
+    for prefix in [
+        keys::permissions_prefix(&patient.hex),
+        keys::ended_permissions_prefix(&patient.hex),
+    ] {
+        every_page(stub, &prefix, |stub, page| {
+            for (key, bytes) in page {
+                let mut permission: Permission = decoded(&key, &bytes)?;
+                if !permission.study_id.is_empty() {
+                    studies.insert((
+                        permission.study_id.clone(),
+                        keys::pseudonym_hex(&permission.study_pseudonym),
+                    ));
+                }
+                if !permission.key_envelope.is_empty() {
+                    permission.key_envelope.clear();
+                    put(stub, &key, &permission)?;
                 }
             }
-        }
-        if !permission.key_envelope.is_empty() {
-            permission.key_envelope.clear();
-            put(stub, &key, &permission)?;
-        }
+            Ok(())
+        })?;
+    }
+    // Copies shared into studies go too: the researcher keeps nothing of an erased record.
+    for (study_id, study_pseudonym) in &studies {
+        every_page(
+            stub,
+            &keys::study_items_of(study_id, study_pseudonym),
+            |stub, page| {
+                for (key, bytes) in page {
+                    let mut copy: StudyItem = decoded(&key, &bytes)?;
+                    if !copy.tombstoned {
+                        deleted_paths.push(copy.path.clone());
+                        copy.tombstoned = true;
+                        copy.wrapped_dek.clear();
+                        put(stub, &key, &copy)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
     }
     for (key, _) in stub.scan_prefix(
         &keys::category_keys_prefix(&patient.hex),

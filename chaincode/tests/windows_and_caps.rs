@@ -421,3 +421,146 @@ fn relative_windows_are_checked() {
     )
     .unwrap();
 }
+
+/// Red-team review of items 6 and 7: a clinician with the emergency attribute piles up more
+/// ended permissions than one scan page (10,000); erasure still reaches every grantee's
+/// permissions and every study copy (it pages through all of them, or fails whole).
+#[test]
+fn erasure_reaches_past_ten_thousand_ended_permissions() {
+    let mut w = world();
+    w.register_study("res-1", "study-1", T0);
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    let flood = emergency_clinician("dr.aaa", Some(T0 - DAY), Some(T0 + 30 * DAY));
+    let one_second = v1::EmergencyAccessArgs {
+        pseudonym: pseudonym(1),
+        category: LAB.into(),
+        reason: "x".into(),
+        duration_seconds: 1,
+    };
+    let mut t = T0;
+    for _ in 0..10_050 {
+        w.call(&flood, t, "emergency_access", &one_second).unwrap();
+        t += 2;
+    }
+    let share = w
+        .grant(
+            1,
+            "dr.bob",
+            LAB,
+            &[Right::Read, Right::Share],
+            t,
+            t + HOUR,
+            t,
+        )
+        .unwrap();
+    w.call(
+        &clinician("dr.bob"),
+        t + 1,
+        "share_for_study",
+        &share_args(1, "item-1", "study-1", "copy-1", false),
+    )
+    .unwrap();
+    w.call(
+        &patient(1),
+        t + 2,
+        "revoke",
+        &v1::RevokeArgs {
+            pseudonym: pseudonym(1),
+            permission_id: share,
+        },
+    )
+    .unwrap();
+    let ended = w
+        .ledger
+        .state()
+        .keys()
+        .filter(|k| k.contains("/perm-ended/"))
+        .count();
+    assert!(ended > 10_000, "{ended} ended permissions");
+    w.call(
+        &patient(1),
+        t + 3,
+        "erase_patient",
+        &v1::PatientArgs {
+            pseudonym: pseudonym(1),
+        },
+    )
+    .unwrap();
+    for (key, value) in w.ledger.state().iter() {
+        if key.contains("/perm-ended/dr.bob/") || key.contains("/perm/dr.bob/") {
+            let p = v1::Permission::decode(value.as_slice()).unwrap();
+            assert!(p.key_envelope.is_empty(), "{key} keeps its envelope");
+        }
+        if key.starts_with("study-item/") {
+            let copy = v1::StudyItem::decode(value.as_slice()).unwrap();
+            assert!(copy.tombstoned && copy.wrapped_dek.is_empty(), "{key}");
+        }
+    }
+}
+
+/// A refused reader's reason comes from their newest ended permissions, however many older
+/// ones there are.
+#[test]
+fn the_reason_comes_from_the_newest_ended_permissions() {
+    let mut w = world();
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    let mut t = T0;
+    // 600: perm-601 sorts after the first 256 ids as text, so key order would miss it.
+    for _ in 0..600 {
+        w.grant(
+            1,
+            "dr.a",
+            "history-and-physical",
+            &[Right::Read],
+            t,
+            t + 1,
+            t,
+        )
+        .unwrap();
+        t += 2;
+    }
+    let id = w
+        .grant(1, "dr.a", LAB, &[Right::Read], t, t + DAY, t)
+        .unwrap();
+    w.call(
+        &patient(1),
+        t + 1,
+        "revoke",
+        &v1::RevokeArgs {
+            pseudonym: pseudonym(1),
+            permission_id: id.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        denial(w.access(&clinician("dr.a"), 1, "item-1", t + 2)),
+        Denial::Revoked { permission_id: id }
+    );
+}
+
+/// A patient's grants cannot shut a clinician out of break-glass: emergency accesses have a
+/// cap of their own.
+#[test]
+fn grants_cannot_use_up_the_emergency_cap() {
+    let mut w = world();
+    for _ in 0..CAP {
+        w.grant(
+            1,
+            "dr.er",
+            LAB,
+            &[Right::Write],
+            limits::MAX_TIME_S - DAY,
+            limits::MAX_TIME_S,
+            T0,
+        )
+        .unwrap();
+    }
+    let er = emergency_clinician("dr.er", Some(T0 - DAY), Some(T0 + 30 * DAY));
+    let args = v1::EmergencyAccessArgs {
+        pseudonym: pseudonym(1),
+        category: LAB.into(),
+        reason: "unconscious on arrival".into(),
+        duration_seconds: 0,
+    };
+    w.call(&er, T0 + 1, "emergency_access", &args).unwrap();
+}
