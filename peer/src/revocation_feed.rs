@@ -59,7 +59,7 @@ pub struct RevocationFeed {
 
 /// Why one round of following the CA stopped short.
 #[derive(Debug, thiserror::Error)]
-enum FeedError {
+pub enum FeedError {
     #[error("the CA at {0} cannot be reached: {1}")]
     Unreachable(String, String),
     #[error("the CA refused the call: {0}")]
@@ -68,6 +68,56 @@ enum FeedError {
     BadRecord { sequence: u64, why: String },
     #[error("revocation #{0} was not ordered in time: {1}")]
     NotOrdered(u64, &'static str),
+    #[error("the CA's answer does not follow the ledger's revocation #{since}: {why}")]
+    OutOfSequence { since: u64, why: String },
+    #[error(
+        "the CA's last revocation is #{ca}, the ledger's #{ledger}: the CA is behind the \
+         ledger (restored from an old backup?) and revocations it numbers again will not \
+         reach the ledger"
+    )]
+    CaBehind { ca: u64, ledger: u64 },
+}
+
+/// Checks a page of the CA's answer against the ledger's last sequence `since`: each record
+/// must decode and carry the next number, `since + 1`, `since + 2`, …, with no gap,
+/// repeat or going back; and the CA's latest number must not be behind the ledger's. So a
+/// corrupt, replayed or lagging answer is an error (logged, retried after a pause), never
+/// a reason to ask again at once. Returns each record with its sequence number.
+pub fn triage(
+    since: u64,
+    latest_sequence: u64,
+    records: Vec<v1::SignedRevocationRecord>,
+) -> Result<Vec<(u64, v1::SignedRevocationRecord)>, FeedError> {
+    if latest_sequence < since {
+        return Err(FeedError::CaBehind {
+            ca: latest_sequence,
+            ledger: since,
+        });
+    }
+    let mut expected = since;
+    let mut out = Vec::with_capacity(records.len());
+    for signed in records.into_iter().take(RECORDS_PER_CALL as usize) {
+        expected = expected
+            .checked_add(1)
+            .ok_or_else(|| FeedError::OutOfSequence {
+                since,
+                why: "sequence numbers are exhausted".into(),
+            })?;
+        let sequence = v1::RevocationRecord::decode(signed.record.as_slice())
+            .map_err(|e| FeedError::OutOfSequence {
+                since,
+                why: format!("a record does not decode: {e}"),
+            })?
+            .sequence;
+        if sequence != expected {
+            return Err(FeedError::OutOfSequence {
+                since,
+                why: format!("record #{sequence} where #{expected} was due"),
+            });
+        }
+        out.push((sequence, signed));
+    }
+    Ok(out)
 }
 
 impl RevocationFeed {
@@ -127,23 +177,27 @@ impl RevocationFeed {
                 .map_err(|_| FeedError::Unreachable(self.ca_url.clone(), "timed out".into()))?
                 .map_err(FeedError::Refused)?
                 .into_inner();
-            if answer.records.is_empty() {
+            let records = triage(since, answer.latest_sequence, answer.records)?;
+            if records.is_empty() {
                 return Ok(ordered);
             }
-            for signed in answer.records.into_iter().take(RECORDS_PER_CALL as usize) {
-                if self.order(signed).await? {
+            // Each record ordered moves the ledger's sequence past it (or fails the round), so
+            // the next page starts further on: the loop makes progress or stops.
+            for (sequence, signed) in records {
+                if self.order(sequence, signed).await? {
                     ordered += 1;
                 }
             }
         }
     }
 
-    /// Submits one record to this peer's replica and waits until it is on the ledger.
+    /// Submits record `sequence` to this peer's replica and waits until it is on the ledger.
     /// `false` when another peer ordered it first.
-    async fn order(&self, signed: v1::SignedRevocationRecord) -> Result<bool, FeedError> {
-        let sequence = v1::RevocationRecord::decode(signed.record.as_slice())
-            .map(|r| r.sequence)
-            .unwrap_or(0);
+    async fn order(
+        &self,
+        sequence: u64,
+        signed: v1::SignedRevocationRecord,
+    ) -> Result<bool, FeedError> {
         let bytes = v1::Envelope {
             kind: Some(v1::envelope::Kind::Revocation(signed)),
         }
@@ -184,6 +238,8 @@ impl RevocationFeed {
             .submit(request, reply)
             .map_err(|_| FeedError::NotOrdered(sequence, "this peer's input queue is full"))?;
         match tokio::time::timeout(COMMIT_TIMEOUT, outcome).await {
+            // The driver takes the block's revocations in before it answers, so the next
+            // page asks past this record.
             Ok(Ok(Outcome::Committed { .. })) => Ok(true),
             Ok(Ok(Outcome::AlreadyCommitted)) => Ok(false),
             Ok(Ok(Outcome::Busy)) => Err(FeedError::NotOrdered(sequence, "the peer is busy")),
@@ -236,4 +292,60 @@ pub fn ca_url(configured: Option<&str>, wallet_dir: &std::path::Path) -> Option<
         .ok()
         .map(|w| w.ca_url)
         .filter(|url| !url.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sequence: u64) -> v1::SignedRevocationRecord {
+        v1::SignedRevocationRecord {
+            record: v1::RevocationRecord {
+                sequence,
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            signature: vec![0; 64],
+        }
+    }
+
+    /// What a lying, corrupt or restored CA may answer: every case is an error (a pause and
+    /// one log line), never an answer that makes the feed ask again at once.
+    #[test]
+    fn the_cas_answer_must_continue_the_ledgers_sequence() {
+        let sequences = |r: Vec<(u64, v1::SignedRevocationRecord)>| -> Vec<u64> {
+            r.into_iter().map(|(s, _)| s).collect()
+        };
+        assert_eq!(
+            sequences(triage(4, 7, vec![record(5), record(6), record(7)]).unwrap()),
+            [5, 6, 7]
+        );
+        assert!(triage(4, 4, vec![]).unwrap().is_empty());
+        let out_of_sequence =
+            |r: Result<_, FeedError>| matches!(r, Err(FeedError::OutOfSequence { .. }));
+        // Old records, repeats, gaps, going back.
+        assert!(out_of_sequence(triage(4, 9, vec![record(4)])));
+        assert!(out_of_sequence(triage(4, 9, vec![record(0)])));
+        assert!(out_of_sequence(triage(4, 9, vec![record(5), record(5)])));
+        assert!(out_of_sequence(triage(4, 9, vec![record(6)])));
+        assert!(out_of_sequence(triage(4, 9, vec![record(5), record(7)])));
+        assert!(out_of_sequence(triage(u64::MAX, u64::MAX, vec![record(0)])));
+        // A record that does not decode.
+        let junk = v1::SignedRevocationRecord {
+            record: vec![0xff; 9],
+            signature: vec![],
+        };
+        assert!(out_of_sequence(triage(4, 9, vec![junk])));
+        // A CA behind the ledger (restored from an old backup).
+        assert!(matches!(
+            triage(8, 6, vec![]),
+            Err(FeedError::CaBehind { ca: 6, ledger: 8 })
+        ));
+        // More than a page is cut to a page.
+        let many: Vec<_> = (1..=40).map(record).collect();
+        assert_eq!(
+            triage(0, 40, many).unwrap().len(),
+            RECORDS_PER_CALL as usize
+        );
+    }
 }
