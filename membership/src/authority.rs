@@ -179,6 +179,9 @@ pub fn expiry_warning_seconds(lifetime_seconds: i64) -> i64 {
     (lifetime_seconds / 4).clamp(0, 30 * 86_400)
 }
 
+/// How long after its end a certificate no one renewed is still reported: 30 days.
+pub const EXPIRED_REPORT_GRACE_SECONDS: i64 = 30 * 86_400;
+
 /// The notAfter of a certificate (DER), in Unix seconds.
 pub fn certificate_not_after(der: &[u8]) -> Result<i64, CaError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
@@ -253,24 +256,46 @@ fn tls_certificate_names(pem_text: &str) -> Result<Vec<String>, CaError> {
     Ok(names)
 }
 
-/// Replaces `path` with `contents` (mode `mode`) atomically: a new file beside it, synced,
-/// then renamed over it.
-fn replace_file(path: &std::path::Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
+/// Where a renewal writes the new version of `path` before renaming it into place.
+fn renewal_file(path: &std::path::Path) -> std::path::PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    path.with_file_name(name)
+}
+
+/// Writes a new file (refusing one that exists) and syncs it.
+fn write_new_synced(path: &std::path::Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let temporary = path.with_extension("new");
-    let _ = std::fs::remove_file(&temporary);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(&temporary)?;
+        .open(path)?;
     file.write_all(contents)?;
-    file.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
+    file.sync_all()
+}
+
+/// Finishes a TLS renewal of `dir`: the new key, then the new certificate, renamed over the
+/// old ones, and the directory synced. Run by `renew_tls` and when the CA starts, so a crash
+/// between the renames never leaves the key of one certificate beside another (a new
+/// certificate file alone means its key is already in place). Does nothing when no renewal
+/// is pending.
+pub fn complete_tls_renewal(dir: &CaDir) -> Result<(), CaError> {
+    let key_new = renewal_file(&dir.tls_key());
+    let cert_new = renewal_file(&dir.tls_certificate());
+    if !cert_new.exists() {
+        // A key alone: its certificate was never written; the renewal did not happen.
+        if key_new.exists() {
+            std::fs::remove_file(&key_new)?;
+        }
+        return Ok(());
     }
+    if key_new.exists() {
+        std::fs::rename(&key_new, dir.tls_key())?;
+    }
+    std::fs::rename(&cert_new, dir.tls_certificate())?;
+    std::fs::File::open(dir.root.join("tls"))?.sync_all()?;
     Ok(())
 }
 
@@ -397,15 +422,28 @@ impl CertificateAuthority {
             &hosts,
             now,
         )?;
-        replace_file(&dir.tls_key(), key_pem.as_bytes(), 0o600)?;
-        replace_file(&dir.tls_certificate(), cert_pem.as_bytes(), 0o644)?;
+        // Both new files first (a second renewal at the same time finds them and stops), then
+        // the key, then the certificate: a crash between the two renames is completed by
+        // `complete_tls_renewal` when the CA next starts.
+        let key_new = renewal_file(&dir.tls_key());
+        let cert_new = renewal_file(&dir.tls_certificate());
+        write_new_synced(&key_new, key_pem.as_bytes(), 0o600).map_err(|e| {
+            CaError::Build(format!(
+                "{}: {e} (another renewal running, or one that crashed: start `serve` once to \
+                 complete it)",
+                key_new.display()
+            ))
+        })?;
+        write_new_synced(&cert_new, cert_pem.as_bytes(), 0o644)?;
+        complete_tls_renewal(dir)?;
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         names.extend(hosts);
         Ok(names)
     }
 
     /// Every identity's newest certificate that is not revoked and is within
-    /// [`expiry_warning_seconds`] of its end at `now`, or past it, in name order (issue 19
+    /// [`expiry_warning_seconds`] of its end at `now`, or past it by at most
+    /// [`EXPIRED_REPORT_GRACE_SECONDS`], in name order (issue 19
     /// item 8: the CA warns before anything it issued expires). Reads every identity, a
     /// page at a time.
     pub fn expiring(&self, now: i64) -> Result<Vec<Expiring>, CaError> {
@@ -426,7 +464,12 @@ impl CertificateAuthority {
                 let warn_from = c
                     .not_after_unix
                     .saturating_sub(expiry_warning_seconds(lifetime));
-                if !c.revoked && !record.revoked && now >= warn_from {
+                // Past its end for more than the grace: a certificate no one renewed, reported
+                // while it mattered and then dropped (an identity left to lapse).
+                let long_gone = now
+                    > c.not_after_unix
+                        .saturating_add(EXPIRED_REPORT_GRACE_SECONDS);
+                if !c.revoked && !record.revoked && now >= warn_from && !long_gone {
                     out.push(Expiring {
                         name: record.name.clone(),
                         serial: c.serial.clone(),
@@ -601,18 +644,34 @@ impl CertificateAuthority {
             return Err(CaError::SecretUsedUp(identity.name));
         }
         identity.enrollments_used += 1;
-        self.issue_and_store(identity, subject_key, encryption_key, now)
+        let (issued, changes) = self.issue(identity, subject_key, encryption_key, now)?;
+        self.store.commit(changes)?;
+        Ok(issued)
     }
 
-    /// Issues a certificate for a new key pair to the holder of a valid certificate.
+    /// Issues a certificate to the holder of a valid certificate (issue 19 item 2): for the
+    /// same signing key (a renewal that keeps it, as peers and gateways must) or a new one.
+    /// With a new key, every earlier certificate of the identity that is not revoked is
+    /// revoked with reason superseded, in the same write; with `key_compromise` (which needs
+    /// a new key), with reason key compromise. A certificate for a key that is kept is left
+    /// to its notAfter: whoever holds that key can present the new certificate anyway.
+    /// Returns the new certificate and the revocations it made.
     pub fn reenroll(
         &self,
         caller: &EnrolledIdentity,
         csr_der: &[u8],
         encryption_key: &[u8],
+        key_compromise: bool,
         now: i64,
-    ) -> Result<IssuedCertificate, CaError> {
+    ) -> Result<(IssuedCertificate, Vec<v1::SignedRevocationRecord>), CaError> {
         let (subject_key, encryption_key) = requested_keys(csr_der, encryption_key)?;
+        let new_key = subject_key != caller.signing_key;
+        if key_compromise && !new_key {
+            return Err(invalid(
+                "csr",
+                "a compromised key is replaced by a new one: sign the request with a new key",
+            ));
+        }
         let _guard = self.lock();
         let identity = self
             .store
@@ -621,16 +680,36 @@ impl CertificateAuthority {
         if identity.revoked {
             return Err(CaError::IdentityRevoked(identity.name));
         }
-        self.issue_and_store(identity, subject_key, encryption_key, now)
+        let mut superseded = Vec::new();
+        if new_key {
+            for serial in &identity.certificate_serials {
+                if let Some(record) = self.store.certificate(serial)?
+                    && !record.revoked
+                {
+                    superseded.push(record);
+                }
+            }
+        }
+        let (issued, mut changes) = self.issue(identity, subject_key, encryption_key, now)?;
+        let reason = if key_compromise {
+            v1::RevocationReason::KeyCompromise
+        } else {
+            v1::RevocationReason::Superseded
+        };
+        let records = self.revocation_changes(&mut changes, superseded, reason, now)?;
+        self.store.commit(changes)?;
+        self.after_revocations(&records, now)?;
+        Ok((issued, records))
     }
 
-    fn issue_and_store(
+    /// A new certificate for `identity` and the changes that store it (not yet committed).
+    fn issue(
         &self,
         mut identity: IdentityRecord,
         subject_key: VerifyingKey,
         encryption_key: EncryptionPublicKey,
         now: i64,
-    ) -> Result<IssuedCertificate, CaError> {
+    ) -> Result<(IssuedCertificate, Changes), CaError> {
         let role: Role = identity
             .role
             .parse()
@@ -693,12 +772,14 @@ impl CertificateAuthority {
             revoked_at_unix: 0,
         });
         changes.put_identity(identity);
-        self.store.commit(changes)?;
-        Ok(IssuedCertificate {
-            der,
-            serial,
-            not_after_unix: not_after,
-        })
+        Ok((
+            IssuedCertificate {
+                der,
+                serial,
+                not_after_unix: not_after,
+            },
+            changes,
+        ))
     }
 
     /// Revokes every certificate of a name (and stops its enrollment), or one certificate by
@@ -746,6 +827,23 @@ impl CertificateAuthority {
             }
         }
 
+        let records = self.revocation_changes(&mut changes, certificates, reason, now)?;
+        self.store.commit(changes)?;
+        self.after_revocations(&records, now)?;
+        Ok(records)
+    }
+
+    /// Adds to `changes` the revocation of each of `certificates` not yet revoked: a numbered
+    /// record signed by the root (domain `medledger/v1/revocation-record`) and the marked
+    /// certificate. Called under the write lock; the caller commits, then calls
+    /// [`Self::after_revocations`].
+    fn revocation_changes(
+        &self,
+        changes: &mut Changes,
+        certificates: Vec<CertificateRecord>,
+        reason: v1::RevocationReason,
+        now: i64,
+    ) -> Result<Vec<v1::SignedRevocationRecord>, CaError> {
         let mut sequence = self.store.revocation_sequence()?;
         let mut records = Vec::new();
         for mut certificate in certificates.into_iter().filter(|c| !c.revoked) {
@@ -773,17 +871,25 @@ impl CertificateAuthority {
             changes.put_revocation(sequence, signed.clone());
             records.push(signed);
         }
-        self.store.commit(changes)?;
+        Ok(records)
+    }
+
+    /// After committed revocations: the in-memory set and the CRL.
+    fn after_revocations(
+        &self,
+        records: &[v1::SignedRevocationRecord],
+        now: i64,
+    ) -> Result<(), CaError> {
         {
             let mut revoked = self.revoked.write().unwrap_or_else(|p| p.into_inner());
-            for signed in &records {
+            for signed in records {
                 revoked.insert(decode_record(signed)?.serial);
             }
         }
         if !records.is_empty() {
             self.refresh_crl(now)?;
         }
-        Ok(records)
+        Ok(())
     }
 
     /// The current CRL (DER) and its number. Re-signed when a day old, so it never expires
@@ -1238,16 +1344,32 @@ mod tests {
         let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
         let enc = EncryptionKey::generate(&mut rand::rngs::OsRng);
         let csr = build_signing_request(&key, "dr.a").unwrap();
-        let renewed = ca
-            .reenroll(&identities[0], &csr, &enc.public_key().to_bytes(), NOW + 40)
+        let (renewed, superseded) = ca
+            .reenroll(
+                &identities[0],
+                &csr,
+                &enc.public_key().to_bytes(),
+                false,
+                NOW + 40,
+            )
             .unwrap();
+        assert_eq!(
+            superseded.len(),
+            1,
+            "a new key supersedes the old certificate"
+        );
         assert_eq!(names(NOW + 45), ["admin"]);
         let expiring = ca.expiring(NOW + 85).unwrap();
         assert_eq!(expiring.len(), 2, "{expiring:?}");
         assert_eq!(expiring[1].serial, renewed.serial);
         assert_eq!(expiring[1].not_after_unix, NOW + 100);
-        // One past its end is still reported (as expired, by the serving loop).
+        // One past its end is still reported (as expired, by the serving loop), for 30 days.
         assert!(expiring[0].not_after_unix < NOW + 85);
+        assert_eq!(
+            names(NOW + 60 + EXPIRED_REPORT_GRACE_SECONDS),
+            ["admin", "dr.a"]
+        );
+        assert!(names(NOW + 101 + EXPIRED_REPORT_GRACE_SECONDS).is_empty());
     }
 
     /// Issue 19 item 8: the CA's TLS certificate is renewed from the same root, keeping its
@@ -1319,5 +1441,24 @@ mod tests {
         // Renewing again without names keeps them all.
         let again = CertificateAuthority::renew_tls(&dir, &[], NOW + 200).unwrap();
         assert_eq!(again, expected);
+        // A crash after the key's rename, before the certificate's: the pair is completed
+        // at the next start, never left mismatched.
+        let current_key = std::fs::read(dir.tls_key()).unwrap();
+        std::fs::write(renewal_file(&dir.tls_certificate()), &after).unwrap();
+        complete_tls_renewal(&dir).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.tls_certificate()).unwrap(),
+            after
+        );
+        assert_eq!(std::fs::read(dir.tls_key()).unwrap(), current_key);
+        // A key alone (the crash came before the certificate was written): dropped.
+        std::fs::write(renewal_file(&dir.tls_key()), b"half").unwrap();
+        complete_tls_renewal(&dir).unwrap();
+        assert!(!renewal_file(&dir.tls_key()).exists());
+        assert_eq!(std::fs::read(dir.tls_key()).unwrap(), current_key);
+        // A renewal that finds another's files refuses, and changes nothing.
+        std::fs::write(renewal_file(&dir.tls_key()), b"other").unwrap();
+        assert!(CertificateAuthority::renew_tls(&dir, &[], NOW + 300).is_err());
+        assert_eq!(std::fs::read(dir.tls_key()).unwrap(), current_key);
     }
 }

@@ -67,6 +67,8 @@ pub async fn serve(
     let ca = Arc::new(ca);
     let (crl, _) = ca.crl(now_unix())?;
     let verifier = tls::ReloadableClientVerifier::new(ca.root().der(), &crl, provider.clone())?;
+    // A renewal that crashed between its renames is finished first.
+    authority::complete_tls_renewal(&dir)?;
     let certificate = tls::ReloadableServerCert::load(&dir, provider.clone())?;
     let config = Arc::new(tls::server_config(
         certificate.clone(),

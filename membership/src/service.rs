@@ -35,6 +35,7 @@ impl MembershipService {
             root_certificate_der: self.ca.root().der().to_vec(),
             serial: hex::encode(issued.serial),
             not_after_unix: issued.not_after_unix,
+            superseded: Vec::new(),
         }
     }
 
@@ -48,6 +49,27 @@ impl MembershipService {
             .await
             .map_err(|e| Status::internal(format!("CA task failed: {e}")))?
             .map_err(to_status)
+    }
+
+    /// After revocations: the TLS endpoint takes the new CRL, so the next handshake of a
+    /// revoked certificate fails.
+    async fn install_crl(&self, records: &[v1::SignedRevocationRecord]) -> Result<(), Status> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let (crl, number) = self.run(|ca| ca.crl(now_unix())).await?;
+        self.tls.reload(&crl).map_err(|e| {
+            tracing::error!(error = %e, "could not install the new CRL");
+            Status::internal(
+                "the revocation is recorded but the TLS endpoint could not load the new CRL",
+            )
+        })?;
+        tracing::info!(
+            revoked = records.len(),
+            crl_number = number,
+            "revoked certificates"
+        );
+        Ok(())
     }
 }
 
@@ -132,18 +154,26 @@ impl Membership for MembershipService {
     ) -> Result<Response<v1::EnrollResponse>, Status> {
         let caller = self.caller(&request).map_err(to_status)?;
         let req = request.into_inner();
-        let issued = self
+        let (issued, superseded) = self
             .run(move |ca| {
                 ca.reenroll(
                     &caller,
                     &req.csr_der,
                     &req.encryption_public_key,
+                    req.key_compromise,
                     now_unix(),
                 )
             })
             .await?;
-        tracing::info!(serial = %hex::encode(&issued.serial), "reissued enrollment certificate");
-        Ok(Response::new(self.enroll_response(issued)))
+        tracing::info!(
+            serial = %hex::encode(&issued.serial),
+            superseded = superseded.len(),
+            "reissued enrollment certificate"
+        );
+        self.install_crl(&superseded).await?;
+        let mut response = self.enroll_response(issued);
+        response.superseded = superseded;
+        Ok(Response::new(response))
     }
 
     async fn revoke(
@@ -161,20 +191,7 @@ impl Membership for MembershipService {
         let records = self
             .run(move |ca| ca.revoke(&caller, &target, reason, now_unix()))
             .await?;
-        if !records.is_empty() {
-            let (crl, number) = self.run(|ca| ca.crl(now_unix())).await?;
-            self.tls.reload(&crl).map_err(|e| {
-                tracing::error!(error = %e, "could not install the new CRL");
-                Status::internal(
-                    "the revocation is recorded but the TLS endpoint could not load the new CRL",
-                )
-            })?;
-            tracing::info!(
-                revoked = records.len(),
-                crl_number = number,
-                "revoked certificates"
-            );
-        }
+        self.install_crl(&records).await?;
         Ok(Response::new(v1::RevokeResponse { records }))
     }
 
