@@ -5,7 +5,7 @@
 //! medledger [--json] [--wallet DIR] [--ca URL] [--ca-root FILE] [--peer HOST:PORT] <command>
 //!   ca-info                      the CA's root fingerprint and settings
 //!   enroll --name N --secret S   create keys here, get a certificate, write the wallet
-//!   reenroll                     new keys and certificate for the wallet's identity
+//!   reenroll [--new-signing-key | --key-compromise]   renew the wallet's certificate
 //!   whoami                       what the wallet's certificate says
 //!   admin register --name N --role R [--attr k=v[@FROM..UNTIL]]... [--max-enrollments K]
 //!   admin revoke (--name N | --serial S) [--reason R]
@@ -100,8 +100,18 @@ enum Command {
         #[arg(long, env = "MEDLEDGER_GENESIS")]
         genesis: Option<PathBuf>,
     },
-    /// Replace the wallet's keys and certificate with new ones (before it expires).
-    Reenroll,
+    /// Renew the wallet's certificate (before it expires). Keeps the signing key and the
+    /// identity's grants and records; the encryption key is new and the old one stays in the
+    /// wallet's key ring, so what was shared with it still opens.
+    Reenroll {
+        /// A new signing key too; the CA revokes the earlier certificates (superseded).
+        #[arg(long)]
+        new_signing_key: bool,
+        /// The wallet's keys may be in other hands: new keys, every earlier certificate
+        /// revoked for key compromise, the key ring emptied.
+        #[arg(long, conflicts_with = "new_signing_key")]
+        key_compromise: bool,
+    },
     /// Show who the wallet's certificate says you are.
     Whoami,
     /// Administrator commands.
@@ -461,23 +471,60 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
                 }),
             })
         }
-        Command::Reenroll => {
+        Command::Reenroll {
+            new_signing_key,
+            key_compromise,
+        } => {
             let mut wallet = open_wallet(&cli)?;
             let url = ca_url(&cli, Some(&wallet));
-            let response = medledger_sdk::reenroll(&url, &mut wallet).await?;
+            let renewal = medledger_sdk::Renewal {
+                new_signing_key: *new_signing_key,
+                key_compromise: *key_compromise,
+            };
+            let response = medledger_sdk::reenroll(&url, &mut wallet, renewal).await?;
+            let superseded: Vec<String> = response
+                .superseded
+                .iter()
+                .filter_map(|signed| {
+                    <v1::RevocationRecord as prost::Message>::decode(signed.record.as_slice()).ok()
+                })
+                .map(|r| hex::encode(r.serial))
+                .collect();
+            let keys = match (key_compromise, new_signing_key) {
+                (true, _) => "New signing and encryption keys (the key ring emptied)",
+                (false, true) => "New signing and encryption keys (earlier encryption keys kept)",
+                (false, false) => {
+                    "Same signing key, new encryption key (earlier encryption keys kept)"
+                }
+            };
             Ok(Output {
                 text: format!(
-                    "New keys and certificate for {} in {}\n  certificate serial {}, valid until {}",
+                    "{keys} and a new certificate for {} in {}\n  certificate serial {}, valid until {}{}",
                     wallet.info.name,
                     wallet.dir.display(),
                     response.serial,
-                    format_time(response.not_after_unix)
+                    format_time(response.not_after_unix),
+                    if superseded.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            "\n  revoked at the CA ({}): {}; the peers put it on the ledger by themselves",
+                            if *key_compromise {
+                                "key compromise"
+                            } else {
+                                "superseded"
+                            },
+                            superseded.join(", ")
+                        )
+                    }
                 ),
                 json: json!({
                     "name": wallet.info.name,
                     "wallet": wallet.dir,
                     "serial": response.serial,
                     "not_after": format_time(response.not_after_unix),
+                    "superseded": superseded,
+                    "key_ring": wallet.previous_encryption.len(),
                 }),
             })
         }
@@ -899,6 +946,8 @@ async fn run_admin(cli: &Cli, command: &AdminCommand) -> Result<Output, ClientEr
                     "certificates": i.certificates.iter().map(|c| json!({
                         "serial": c.serial, "not_before": format_time(c.not_before_unix),
                         "not_after": format_time(c.not_after_unix), "revoked": c.revoked,
+                        "revocation_reason": c.revoked.then(|| v1::RevocationReason::try_from(c.revocation_reason)
+                            .map(|r| r.as_str_name()).unwrap_or("REVOCATION_REASON_UNSPECIFIED")),
                     })).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>()}),
             })

@@ -404,6 +404,44 @@ pub async fn ensure_identity(
     Ok(wallet)
 }
 
+/// Renews, keeping each signing key, every wallet of the network whose certificate is in
+/// its renewal window ([`Wallet::renewal_due`]): `network up` keeps a long-lived local
+/// network's certificates current (issue 19 item 2). A running process keeps the
+/// certificate it started with (still valid: the key is the same, so nothing is revoked)
+/// until it restarts. Returns the names renewed.
+pub async fn renew_due_wallets(layout: &Layout) -> Result<Vec<String>, ClientError> {
+    let mut renewed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(layout.wallets()) else {
+        return Ok(renewed);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    for dir in dirs {
+        if !dir.join("cert.pem").exists() {
+            continue;
+        }
+        let mut wallet = Wallet::open(&dir)?;
+        if !wallet.renewal_due(now)? {
+            continue;
+        }
+        medledger_sdk::reenroll(
+            &layout.ca_url(),
+            &mut wallet,
+            medledger_sdk::Renewal::default(),
+        )
+        .await?;
+        println!(
+            "renewed the certificate of {} (same signing key)",
+            wallet.info.name
+        );
+        renewed.push(wallet.info.name.clone());
+    }
+    Ok(renewed)
+}
+
 /// Pins `wallet` to this network once its genesis block exists (the peers' own wallets are
 /// made before it and need no pin: a peer is given the genesis).
 fn pin(layout: &Layout, wallet: &Wallet) -> Result<(), ClientError> {
@@ -500,6 +538,8 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
         medledger_sdk::enroll(&layout.ca_url(), &root, "admin", secret.trim(), &admin_dir).await?;
     }
     let admin = Wallet::open(&admin_dir)?;
+    renew_due_wallets(&layout).await?;
+    let admin = Wallet::open(&admin_dir).unwrap_or(admin);
     if !layout.genesis().exists() {
         let mut peers = Vec::new();
         for (i, address) in layout.peers.iter().enumerate() {

@@ -614,16 +614,30 @@ pub async fn download_from(
                         .into(),
                 ));
             }
-            let bytes = unwrap_key(
-                &wallet.encryption,
-                &access.key_envelope,
-                WrapContext::CategoryKey {
-                    pseudonym: &pseudonym,
-                    category: &item.category,
-                    epoch: item.key_epoch,
-                },
-            )
-            .map_err(|e| ClientError::Protocol(format!("the category key: {e}")))?;
+            // Any key of the wallet's ring: an envelope wrapped before a renewal was wrapped
+            // to the encryption key of the certificate then (issue 19 item 2).
+            let context = WrapContext::CategoryKey {
+                pseudonym: &pseudonym,
+                category: &item.category,
+                epoch: item.key_epoch,
+            };
+            let mut last_error = None;
+            let mut opened = None;
+            for key in wallet.encryption_keys() {
+                match unwrap_key(key, &access.key_envelope, context) {
+                    Ok(bytes) => {
+                        opened = Some(bytes);
+                        break;
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            let bytes = opened.ok_or_else(|| {
+                ClientError::Protocol(format!(
+                    "the category key: no key of this wallet opens its envelope ({})",
+                    last_error.map(|e| e.to_string()).unwrap_or_default()
+                ))
+            })?;
             EncryptionKey::from_bytes(*bytes)
         }
     };

@@ -82,12 +82,33 @@ pub async fn enroll(
     )
 }
 
-/// Replaces the wallet's keys with new ones and gets a certificate for them.
+/// How a renewal treats the wallet's keys (issue 19 item 2). The default keeps the signing
+/// key (peers and the gateway must: the genesis and the configuration pin it; a patient's
+/// record is bound to it) and makes a new encryption key, keeping the old one in the key ring
+/// so envelopes wrapped to it still open.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Renewal {
+    /// A new signing key too: the CA revokes the earlier certificates (reason superseded).
+    pub new_signing_key: bool,
+    /// The keys may be in other hands: new signing and encryption keys, every earlier
+    /// certificate revoked with reason key compromise, and the key ring emptied.
+    pub key_compromise: bool,
+}
+
+/// Renews the wallet's certificate at the CA, as [`Renewal`] says; the new certificate and
+/// keys replace the old ones in the wallet (written whole). The response lists the
+/// certificates the CA revoked as superseded.
 pub async fn reenroll(
     ca_url: &str,
     wallet: &mut Wallet,
+    renewal: Renewal,
 ) -> Result<v1::EnrollResponse, ClientError> {
-    let signing = SigningIdentity::generate(&mut rand_core::OsRng);
+    let signing = if renewal.new_signing_key || renewal.key_compromise {
+        SigningIdentity::generate(&mut rand_core::OsRng)
+    } else {
+        SigningIdentity::from_pkcs8_pem(&wallet.signing.to_pkcs8_pem())
+            .map_err(|e| ClientError::wallet(&wallet.dir, format!("signing.key: {e}")))?
+    };
     let encryption = EncryptionKey::generate(&mut rand_core::OsRng);
     let csr = build_signing_request(&signing, &wallet.info.name)
         .map_err(|e| ClientError::Usage(e.to_string()))?;
@@ -97,9 +118,32 @@ pub async fn reenroll(
         ca.reenroll(v1::ReenrollRequest {
             csr_der: csr,
             encryption_public_key: encryption.public_key().to_bytes().to_vec(),
+            key_compromise: renewal.key_compromise,
         })
         .await?
     };
-    wallet.replace(signing, encryption, &response.certificate_der)?;
+    // The CA must have certified exactly these keys under the wallet's root (checked at a
+    // time inside the certificate's validity; revocation is the ledger's to judge).
+    let issued = medledger_crypto::validate_enrollment_certificate(
+        &response.certificate_der,
+        &wallet.root()?,
+        response.not_after_unix.saturating_sub(1),
+        &std::collections::HashSet::new(),
+    )
+    .map_err(|e| ClientError::Protocol(format!("the CA's new certificate: {e}")))?;
+    if issued.signing_key != signing.verifying_key()
+        || issued.encryption_key != encryption.public_key()
+        || issued.name != wallet.info.name
+    {
+        return Err(ClientError::Protocol(
+            "the CA's new certificate does not certify this wallet's new keys".into(),
+        ));
+    }
+    wallet.replace(
+        signing,
+        encryption,
+        &response.certificate_der,
+        !renewal.key_compromise,
+    )?;
     Ok(response)
 }

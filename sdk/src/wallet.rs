@@ -3,6 +3,7 @@
 //! ```text
 //! DIR/signing.key     Ed25519 private key, PKCS#8 PEM, mode 0600 (also the TLS client key)
 //! DIR/encryption.key  X25519 private key, hex, mode 0600
+//! DIR/encryption-previous.key  earlier X25519 keys, hex, one per line, newest first, 0600
 //! DIR/cert.pem        the enrollment certificate
 //! DIR/ca-root.pem     the CA root the certificate chains to
 //! DIR/wallet.json     name and CA address
@@ -32,11 +33,18 @@ pub struct WalletInfo {
     pub ca_url: String,
 }
 
+/// Earlier encryption keys a wallet keeps at most (a renewal a year keeps 64 years).
+pub const MAX_PREVIOUS_ENCRYPTION_KEYS: usize = 64;
+
 pub struct Wallet {
     pub dir: PathBuf,
     pub info: WalletInfo,
     pub signing: SigningIdentity,
     pub encryption: EncryptionKey,
+    /// The key ring (issue 19 item 2): X25519 keys of earlier certificates, newest first,
+    /// kept across renewals so envelopes wrapped to them still open; dropped when a renewal
+    /// says the keys were compromised.
+    pub previous_encryption: Vec<EncryptionKey>,
     pub cert_pem: String,
     pub root_pem: String,
 }
@@ -96,6 +104,7 @@ impl Wallet {
             info,
             signing,
             encryption,
+            previous_encryption: Vec::new(),
             cert_pem: pem_encode("CERTIFICATE", cert_der),
             root_pem: pem_encode("CERTIFICATE", root_der),
         };
@@ -103,27 +112,53 @@ impl Wallet {
         Ok(wallet)
     }
 
-    /// Replaces keys and certificate (after reenrollment).
+    /// Replaces keys and certificate (after reenrollment). With `keep_previous`, the
+    /// encryption key replaced joins the key ring (at most
+    /// [`MAX_PREVIOUS_ENCRYPTION_KEYS`], the oldest dropped); without, the ring is emptied
+    /// (the keys were compromised).
     pub fn replace(
         &mut self,
         signing: SigningIdentity,
         encryption: EncryptionKey,
         cert_der: &[u8],
+        keep_previous: bool,
     ) -> Result<(), ClientError> {
+        let replaced = std::mem::replace(&mut self.encryption, encryption);
+        if keep_previous {
+            if replaced.public_key() != self.encryption.public_key() {
+                self.previous_encryption.insert(0, replaced);
+            }
+            self.previous_encryption
+                .truncate(MAX_PREVIOUS_ENCRYPTION_KEYS);
+        } else {
+            self.previous_encryption.clear();
+        }
         self.signing = signing;
-        self.encryption = encryption;
         self.cert_pem = pem_encode("CERTIFICATE", cert_der);
         self.write_all()
+    }
+
+    /// Every encryption key this wallet holds: the current one, then the key ring's, newest
+    /// first (to open an envelope wrapped to any of them).
+    pub fn encryption_keys(&self) -> impl Iterator<Item = &EncryptionKey> {
+        std::iter::once(&self.encryption).chain(self.previous_encryption.iter())
     }
 
     fn write_all(&self) -> Result<(), ClientError> {
         let info =
             serde_json::to_vec_pretty(&self.info).map_err(|e| ClientError::wallet(&self.dir, e))?;
         let encryption_hex = Zeroizing::new(hex::encode(*self.encryption.to_bytes()));
+        let previous_hex = Zeroizing::new(
+            self.previous_encryption
+                .iter()
+                .map(|k| format!("{}\n", hex::encode(*k.to_bytes())))
+                .collect::<String>(),
+        );
         let signing_pem = self.signing.to_pkcs8_pem();
-        let files: [(&str, &[u8], u32); 5] = [
+        let files: [(&str, &[u8], u32); 6] = [
             ("signing.key", signing_pem.as_bytes(), 0o600),
             ("encryption.key", encryption_hex.as_bytes(), 0o600),
+            ("encryption-previous.key", previous_hex.as_bytes(), 0o600),
             ("ca-root.pem", self.root_pem.as_bytes(), 0o644),
             ("wallet.json", &info, 0o644),
             // The certificate goes last: it is what marks the wallet complete.
@@ -177,11 +212,34 @@ impl Wallet {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| ClientError::wallet(dir, "encryption.key is not 32 bytes of hex"))?;
+        // The key ring: absent in wallets made before it existed.
+        let previous_encryption = if dir.join("encryption-previous.key").exists() {
+            let text = read_secret("encryption-previous.key")?;
+            text.lines()
+                .filter(|line| !line.trim().is_empty())
+                .take(MAX_PREVIOUS_ENCRYPTION_KEYS)
+                .map(|line| {
+                    hex::decode(line.trim())
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                        .map(EncryptionKey::from_bytes)
+                        .ok_or_else(|| {
+                            ClientError::wallet(
+                                dir,
+                                "encryption-previous.key holds a line that is not 32 bytes of hex",
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         let wallet = Wallet {
             dir: dir.to_path_buf(),
             info,
             signing,
             encryption: EncryptionKey::from_bytes(encryption_bytes),
+            previous_encryption,
             cert_pem: read("cert.pem")?,
             root_pem: read("ca-root.pem")?,
         };
@@ -217,6 +275,16 @@ impl Wallet {
             &std::collections::HashSet::new(),
         )
         .map_err(|e| ClientError::wallet(&self.dir, format!("cert.pem: {e}")))
+    }
+
+    /// Whether the certificate should be renewed at `now` (Unix seconds): it is in the last
+    /// quarter of its lifetime, or its last 30 days, whichever is shorter (as the CA warns,
+    /// docs/membership.md), and has not expired (an expired certificate cannot be renewed).
+    pub fn renewal_due(&self, now: i64) -> Result<bool, ClientError> {
+        let identity = self.certificate_identity()?;
+        let lifetime = identity.not_after.saturating_sub(identity.not_before);
+        let window = (lifetime / 4).clamp(0, 30 * 86_400);
+        Ok(now < identity.not_after && now >= identity.not_after.saturating_sub(window))
     }
 
     /// What the certificate says, whatever the time (an expired wallet still opens and can

@@ -274,6 +274,88 @@ async fn round_trips_on_garage() {
     round_trips(true).await;
 }
 
+/// Issue 19 item 2, as reported: `medledger reenroll` replaced the wallet's encryption key,
+/// so every read grant the clinician held stopped decrypting, and the old wallet, not
+/// revoked, kept working. A renewal now keeps the old encryption key in the wallet's key
+/// ring; one with a new signing key revokes the superseded certificate, which the peers put
+/// on the ledger by themselves; one for key compromise empties the ring.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_clinician_keeps_what_was_shared_with_them() {
+    let _one = lock().await;
+    let s = Setup::start(false);
+    let dir = s.net.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = random_file(&dir, "in", 70_000);
+    let item = item_of(&s.upload("dr-a", &input).ok());
+    let read_back = |n: &str| {
+        let out = dir.join(format!("out-{n}"));
+        let result = s.download("dr-a", &item, &out);
+        (result, out)
+    };
+    // Renewed, same signing key: the envelope wrapped to the old key still opens.
+    let renewed = s.cli("dr-a", &["reenroll"]).ok();
+    assert_eq!(renewed["superseded"].as_array().unwrap().len(), 0);
+    assert_eq!(renewed["key_ring"], 1);
+    let (result, out) = read_back("after-renewal");
+    result.ok();
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
+
+    // Renewed with a new signing key: the old certificate is revoked (superseded) and a
+    // copy of the old wallet stops working, with no operator step.
+    let old_wallet = s.net.tmp.path().join("dr-a-old-wallet");
+    let copied = std::process::Command::new("cp")
+        .args(["-a"])
+        .arg(s.net.wallet("dr-a"))
+        .arg(&old_wallet)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let renewed = s.cli("dr-a", &["reenroll", "--new-signing-key"]).ok();
+    // Both earlier certificates (the first and the one renewed above).
+    assert_eq!(
+        renewed["superseded"].as_array().unwrap().len(),
+        2,
+        "{renewed}"
+    );
+    assert_eq!(renewed["key_ring"], 2);
+    let (result, out) = read_back("after-new-key");
+    result.ok();
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&input).unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let wallet = Wallet::open(&old_wallet).unwrap();
+        let refused = match PeerSet::connect(&wallet, &s.net.address(0)).await {
+            Err(_) => true,
+            Ok(peers) => peers
+                .query("list_categories", v1::Empty {}.encode_to_vec())
+                .await
+                .is_err(),
+        };
+        if refused {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the superseded certificate still works 30 s after the renewal"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+
+    // Renewed for key compromise: new keys, the ring emptied, so the envelope wrapped to a
+    // compromised key no longer opens here (the patient re-wraps to the new key).
+    let renewed = s.cli("dr-a", &["reenroll", "--key-compromise"]).ok();
+    assert_eq!(renewed["key_ring"], 0);
+    let (result, _) = read_back("after-compromise");
+    assert!(!result.success);
+    assert!(
+        result
+            .error_message()
+            .contains("no key of this wallet opens"),
+        "{}",
+        result.error_message()
+    );
+}
+
 /// Flipped byte, truncation, another item's object in its place, deletion: each is reported
 /// as tampered (or missing), nothing is decrypted, and the restored object reads again.
 async fn tampering(garage: bool) {
