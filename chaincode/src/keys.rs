@@ -5,6 +5,7 @@
 //! patient/{P}                                  PatientRecord
 //! patient-owner/{owner}                        P (one record per patient identity)
 //! patient/{P}/key/{category}                   CategoryKey (current epoch)
+//! patient/{P}/key-chain/{category}/{epoch}     epoch's private key wrapped to epoch + 1's
 //! patient/{P}/perm/{grantee}/{id}              Permission, standing (the live index)
 //! patient/{P}/perm-ended/{grantee}/{MAX-N}     Permission perm-N, revoked or swept (newest first)
 //! patient/{P}/perm-id/{id}                     grantee (find a permission by id)
@@ -36,6 +37,14 @@ pub fn category_key(p: &str, category: &str) -> String {
 }
 pub fn category_keys_prefix(p: &str) -> String {
     format!("patient/{p}/key/")
+}
+/// The link of the key chain that opens `category`'s key of `epoch` with the key of
+/// `epoch + 1` (epoch as 10 digits, so links sort by epoch).
+pub fn key_chain_link(p: &str, category: &str, epoch: u32) -> String {
+    format!("patient/{p}/key-chain/{category}/{epoch:010}")
+}
+pub fn key_chain_prefix(p: &str) -> String {
+    format!("patient/{p}/key-chain/")
 }
 pub fn permission(p: &str, grantee: &str, id: &str) -> String {
     format!("patient/{p}/perm/{grantee}/{id}")

@@ -27,6 +27,9 @@ pub const MAX_TIME_S: i64 = 253_402_300_799;
 pub const MAX_EMERGENCY_SECONDS: i64 = 24 * 3600;
 pub const MAX_CATEGORY_KEYS: usize = 64;
 pub const MAX_ENVELOPE_UPDATES: usize = 1000;
+/// Most links of the key chain a read returns (epochs between the reader's key and the
+/// item's); an item older than that is opened by a reader granted at a nearer epoch.
+pub const MAX_KEY_CHAIN: u32 = 256;
 /// Most permissions live or still to start that one grantee may hold on one record from the
 /// patient's grants (each check scans them; ended ones do not count).
 pub const MAX_PERMISSIONS_PER_GRANTEE: usize = 256;

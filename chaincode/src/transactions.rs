@@ -474,13 +474,43 @@ pub fn record_access(
     if let Some(permission) = used {
         entry.permission_id = permission.id.clone();
         entry.emergency = permission.emergency;
+        result.key_chain = key_chain(
+            stub,
+            &patient.hex,
+            &permission.category,
+            permission.key_epoch,
+            result.item.as_ref().map_or(0, |i| i.key_epoch),
+        )?;
         result.key_envelope = permission.key_envelope;
+        result.key_epoch = permission.key_epoch;
         result.permission_id = permission.id;
         result.emergency = permission.emergency;
     }
     patient.audit(stub, entry)?;
     patient.save(stub)?;
     Ok(result.encode_to_vec())
+}
+
+/// The links of `category`'s key chain that lead from the key of epoch `from` down to the
+/// key of epoch `to`, newest first (none when `to` is not earlier; at most
+/// [`MAX_KEY_CHAIN`]; a link missing, as before rotations kept one, ends the chain there).
+fn key_chain(
+    stub: &dyn Stub,
+    patient_hex: &str,
+    category: &str,
+    from: u32,
+    to: u32,
+) -> Result<Vec<Vec<u8>>, ChaincodeError> {
+    let mut links = Vec::new();
+    let mut epoch = from;
+    while epoch > to && links.len() < MAX_KEY_CHAIN as usize {
+        epoch = epoch.saturating_sub(1);
+        match stub.get(&keys::key_chain_link(patient_hex, category, epoch))? {
+            Some(link) => links.push(link),
+            None => break,
+        }
+    }
+    Ok(links)
 }
 
 pub fn share_for_study(
@@ -800,6 +830,17 @@ pub fn rotate_category_key(
     let mut key = category_key(stub, &patient, &args.category)?;
     limits::exact_len("public_key", &args.public_key, KEY_LEN)?;
     limits::exact_len("owner_signature", &args.owner_signature, SIGNATURE_LEN)?;
+    if args.previous_key_envelope.is_empty() {
+        return Err(ChaincodeError::invalid(
+            "previous_key_envelope",
+            "the current key wrapped to the new one is required (the key chain)",
+        ));
+    }
+    limits::max_len(
+        "previous_key_envelope",
+        &args.previous_key_envelope,
+        MAX_ENVELOPE_LEN,
+    )?;
     if args.public_key == key.public_key {
         return Err(ChaincodeError::invalid(
             "public_key",
@@ -867,6 +908,10 @@ pub fn rotate_category_key(
             format!("the next epoch of {} is {next_epoch}", args.category),
         ));
     }
+    stub.put(
+        &keys::key_chain_link(&patient.hex, &args.category, key.epoch),
+        args.previous_key_envelope,
+    )?;
     key.epoch = next_epoch;
     key.public_key = args.public_key;
     key.owner_signature = args.owner_signature;
@@ -972,6 +1017,12 @@ pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, 
     )? {
         stub.delete(&key)?;
     }
+    every_page(stub, &keys::key_chain_prefix(&patient.hex), |stub, page| {
+        for (key, _) in page {
+            stub.delete(&key)?;
+        }
+        Ok(())
+    })?;
     stub.delete(&keys::private_data(&patient.hex))?;
     stub.delete(&keys::patient_owner(&patient.record.owner))?;
     patient.audit(stub, allowed(AuditAction::Erase, "", ""))?;

@@ -1109,6 +1109,7 @@ fn rotating_a_category_key_moves_readers_forward() {
         .unwrap();
     w.grant(1, "dr.drop", LAB, &[Right::Read], T0, T0 + DAY, T0)
         .unwrap();
+    w.add_item(&patient(1), 1, "item-0", LAB, T0).unwrap();
     let args = v1::RotateCategoryKeyArgs {
         pseudonym: pseudonym(1),
         category: LAB.into(),
@@ -1119,7 +1120,20 @@ fn rotating_a_category_key_moves_readers_forward() {
         }],
         owner_signature: vec![0x77; 64],
         epoch: 2,
+        previous_key_envelope: vec![0x33; 80],
     };
+    // The key chain is required: without it readers moved forward lose the earlier items.
+    let no_chain = v1::RotateCategoryKeyArgs {
+        previous_key_envelope: Vec::new(),
+        ..args.clone()
+    };
+    assert!(matches!(
+        w.call(&patient(1), T0, "rotate_category_key", &no_chain),
+        Err(ChaincodeError::InvalidArgument {
+            field: "previous_key_envelope",
+            ..
+        })
+    ));
     assert_eq!(
         denial(w.call(&clinician("dr.keep"), T0, "rotate_category_key", &args)),
         Denial::NotOwner
@@ -1146,10 +1160,20 @@ fn rotating_a_category_key_moves_readers_forward() {
         .access(&clinician("dr.keep"), 1, "item-1", T0 + 3)
         .unwrap();
     assert_eq!(kept.key_envelope, vec![0x11; 80]);
+    assert_eq!((kept.key_epoch, kept.key_chain.len()), (2, 0));
+    // An item of epoch 1, read with the epoch-2 envelope: the chain's link comes with it.
+    let older = w
+        .access(&clinician("dr.keep"), 1, "item-0", T0 + 3)
+        .unwrap();
+    assert_eq!(older.key_epoch, 2);
+    assert_eq!(older.key_chain, vec![vec![0x33; 80]]);
+    // The reader left behind holds epoch 1 only: no chain leads up, so the new item's
+    // file key (wrapped to epoch 2) stays closed to it.
     let dropped = w
         .access(&clinician("dr.drop"), 1, "item-1", T0 + 3)
         .unwrap();
     assert_eq!(dropped.key_envelope, vec![0xee; 80]);
+    assert_eq!((dropped.key_epoch, dropped.key_chain.len()), (1, 0));
     let bad = v1::RotateCategoryKeyArgs {
         public_key: vec![0x78; 32],
         envelopes: vec![v1::EnvelopeUpdate {
@@ -1162,6 +1186,18 @@ fn rotating_a_category_key_moves_readers_forward() {
         w.call(&patient(1), T0 + 4, "rotate_category_key", &bad),
         Err(ChaincodeError::NotFound { .. })
     ));
+    // The chain is key material: erasure removes it with the keys.
+    assert!(w.ledger.state().keys().any(|k| k.contains("/key-chain/")));
+    w.call(
+        &patient(1),
+        T0 + 5,
+        "erase_patient",
+        &v1::PatientArgs {
+            pseudonym: pseudonym(1),
+        },
+    )
+    .unwrap();
+    assert!(!w.ledger.state().keys().any(|k| k.contains("/key-chain/")));
 }
 
 #[test]
@@ -1656,6 +1692,7 @@ fn keys_carry_their_owners_signatures_and_the_owner_binding() {
     let rotate = v1::RotateCategoryKeyArgs {
         owner_signature: vec![5; 64],
         epoch: 2,
+        previous_key_envelope: vec![5; 80],
         ..rotate
     };
     // The owner's name on a certificate with another key (one the CA issued alone).

@@ -63,10 +63,18 @@ pub enum PatientCommand {
         #[arg(long, requires = "study")]
         anonymize: bool,
     },
-    /// Ends a permission now (it stays on the ledger, marked revoked).
+    /// Ends a permission now (it stays on the ledger, marked revoked). When it held the
+    /// category key, the key is rotated too: the revoked reader opens nothing added after.
     Revoke {
         #[arg(long)]
         permission: String,
+    },
+    /// Rotates a category's key: a new epoch for new items, wrapped again for every reader
+    /// who keeps access (they still open the earlier items); whoever lost access opens
+    /// nothing added afterwards. Revoke does it by itself.
+    Rotate {
+        #[arg(long)]
+        category: String,
     },
     /// Every permission on this record: who, what, when, and whether it is live.
     Permissions,
@@ -203,6 +211,69 @@ async fn peers(cli: &Cli, wallet: &Wallet) -> Result<PeerSet, ClientError> {
     PeerSet::connect(wallet, cli.peer.as_deref().unwrap_or(DEFAULT_PEER)).await
 }
 
+/// Rotates `category`'s key of the wallet's record (medledger_sdk::rotation).
+async fn rotate(
+    cli: &Cli,
+    wallet: &Wallet,
+    peers: &PeerSet,
+    keys: &mut RecordKeys,
+    category: &str,
+) -> Result<medledger_sdk::rotation::Rotation, ClientError> {
+    let mut ca = CaClient::connect(
+        &ca_url(cli, Some(wallet)),
+        wallet.root()?.der(),
+        TlsIdentity::Wallet(wallet),
+    )
+    .await?;
+    medledger_sdk::rotation::rotate_category(peers, wallet, &mut ca, keys, category, now_unix())
+        .await
+}
+
+/// Rotates `category`'s key when a reader who held it lost access since its epoch began
+/// (medledger_sdk::rotation::rotation_due); the rotation, if one was made.
+async fn rotate_if_due(
+    cli: &Cli,
+    wallet: &Wallet,
+    peers: &PeerSet,
+    keys: &mut RecordKeys,
+    category: &str,
+) -> Result<Option<medledger_sdk::rotation::Rotation>, ClientError> {
+    let (record, _): (v1::GetRecordResult, _) = peers
+        .query_agreed_at("get_record", keys.patient_args())
+        .await?;
+    let Some(key) = record.category_keys.iter().find(|k| k.category == category) else {
+        return Ok(None);
+    };
+    let (list, _): (v1::PermissionList, _) = peers
+        .query_agreed_at("list_permissions", keys.patient_args())
+        .await?;
+    if !medledger_sdk::rotation::rotation_due(&list.permissions, key, now_unix()) {
+        return Ok(None);
+    }
+    rotate(cli, wallet, peers, keys, category).await.map(Some)
+}
+
+fn rotation_text(r: &medledger_sdk::rotation::Rotation) -> String {
+    let mut text = format!(
+        "rotated the key of {} to epoch {} in block {}: new items use it; {} reader(s) keep \
+         access ({})",
+        r.category,
+        r.epoch,
+        r.committed.block,
+        r.kept.len(),
+        r.kept.join(", ")
+    );
+    for (name, why) in &r.left {
+        text.push_str(&format!("\n  {name} keeps only the earlier items: {why}"));
+    }
+    text
+}
+
+fn rotation_json(r: &medledger_sdk::rotation::Rotation) -> serde_json::Value {
+    json!({"category": r.category, "epoch": r.epoch, "block": r.committed.block,
+           "kept": r.kept, "left": r.left.iter().map(|(n, w)| json!({"name": n, "why": w})).collect::<Vec<_>>()})
+}
+
 /// The wallet's own record keys and the peers: what every command on one's record needs.
 async fn own_record(cli: &Cli, wallet: &Wallet) -> Result<(RecordKeys, PeerSet), ClientError> {
     let keys = RecordKeys::open(wallet)?;
@@ -268,7 +339,7 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             })
         }
         PatientCommand::Revoke { permission } => {
-            let (keys, peers) = own_record(cli, &wallet).await?;
+            let (mut keys, peers) = own_record(cli, &wallet).await?;
             let committed = peers
                 .submit(
                     "revoke",
@@ -280,12 +351,37 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                 )
                 .await?
                 .into_valid()?;
+            let mut text = format!(
+                "revoked permission {permission} in block {}; from this block on it opens nothing",
+                committed.block
+            );
+            // Keys follow consent (issue 19 item 3): a revoked reader kept the category key,
+            // so new items go to a new one.
+            let list: v1::PermissionList = peers
+                .query_agreed_at("list_permissions", keys.patient_args())
+                .await?
+                .0;
+            let mut rotated = serde_json::Value::Null;
+            if let Some(p) = list.permissions.iter().find(|p| &p.id == permission)
+                && p.rights
+                    .iter()
+                    .any(|r| *r == v1::Right::Read as i32 || *r == v1::Right::Share as i32)
+            {
+                let rotation = rotate(cli, &wallet, &peers, &mut keys, &p.category).await?;
+                text.push_str(&format!("\n{}", rotation_text(&rotation)));
+                rotated = rotation_json(&rotation);
+            }
             Ok(Output {
-                text: format!(
-                    "revoked permission {permission} in block {}; from this block on it opens nothing",
-                    committed.block
-                ),
-                json: json!({"permission": permission, "block": committed.block}),
+                text,
+                json: json!({"permission": permission, "block": committed.block, "rotated": rotated}),
+            })
+        }
+        PatientCommand::Rotate { category } => {
+            let (mut keys, peers) = own_record(cli, &wallet).await?;
+            let rotation = rotate(cli, &wallet, &peers, &mut keys, category).await?;
+            Ok(Output {
+                text: rotation_text(&rotation),
+                json: rotation_json(&rotation),
             })
         }
         PatientCommand::Permissions => {
@@ -372,7 +468,11 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             study,
             anonymize,
         } => {
-            let (keys, peers) = own_record(cli, &wallet).await?;
+            let (mut keys, peers) = own_record(cli, &wallet).await?;
+            // Keys follow consent, on the next use (issue 19 item 3): a reader whose grant
+            // ended since the key's epoch began still holds it, so it is rotated before this
+            // grant wraps it again.
+            let rotated = rotate_if_due(cli, &wallet, &peers, &mut keys, category).await?;
             let rights: Vec<v1::Right> = rights
                 .iter()
                 .map(|r| match r {
@@ -465,8 +565,12 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                     format_time(from),
                     format_time(until),
                     committed.block
-                ),
-                json: json!({"permission": id, "block": committed.block, "from": from, "until": until}),
+                ) + &rotated
+                    .as_ref()
+                    .map(|r| format!("\n(first {})", rotation_text(r)))
+                    .unwrap_or_default(),
+                json: json!({"permission": id, "block": committed.block, "from": from, "until": until,
+                             "rotated": rotated.as_ref().map(rotation_json)}),
             })
         }
     }

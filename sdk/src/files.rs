@@ -614,12 +614,18 @@ pub async fn download_from(
                         .into(),
                 ));
             }
-            // Any key of the wallet's ring: an envelope wrapped before a renewal was wrapped
-            // to the encryption key of the certificate then (issue 19 item 2).
+            // The envelope holds the permission's epoch (the item's, from peers before the
+            // key chain), opened with any key of the wallet's ring: an envelope wrapped
+            // before a renewal was wrapped to the encryption key of the certificate then
+            // (issue 19 item 2).
+            let envelope_epoch = match access.key_epoch {
+                0 => item.key_epoch,
+                epoch => epoch,
+            };
             let context = WrapContext::CategoryKey {
                 pseudonym: &pseudonym,
                 category: &item.category,
-                epoch: item.key_epoch,
+                epoch: envelope_epoch,
             };
             let mut last_error = None;
             let mut opened = None;
@@ -638,7 +644,44 @@ pub async fn download_from(
                     last_error.map(|e| e.to_string()).unwrap_or_default()
                 ))
             })?;
-            EncryptionKey::from_bytes(*bytes)
+            let mut key = EncryptionKey::from_bytes(*bytes);
+            // An item of an earlier epoch: down the key chain, one link per epoch (issue 19
+            // item 3). A later epoch than the envelope's is never reachable.
+            if item.key_epoch > envelope_epoch {
+                return Err(ClientError::Usage(format!(
+                    "the item is encrypted to epoch {} of {}, and this permission holds epoch \
+                     {envelope_epoch} only: the patient rotated the key after it was granted",
+                    item.key_epoch, item.category
+                )));
+            }
+            let mut epoch = envelope_epoch;
+            for link in &access.key_chain {
+                if epoch <= item.key_epoch {
+                    break;
+                }
+                epoch -= 1;
+                let bytes = unwrap_key(
+                    &key,
+                    link,
+                    WrapContext::CategoryKey {
+                        pseudonym: &pseudonym,
+                        category: &item.category,
+                        epoch,
+                    },
+                )
+                .map_err(|e| {
+                    ClientError::Protocol(format!("the key chain at epoch {epoch}: {e}"))
+                })?;
+                key = EncryptionKey::from_bytes(*bytes);
+            }
+            if epoch != item.key_epoch {
+                return Err(ClientError::Protocol(format!(
+                    "the ledger gave no key chain from epoch {envelope_epoch} down to the \
+                     item's epoch {}",
+                    item.key_epoch
+                )));
+            }
+            key
         }
     };
     let dek = unwrap_key(

@@ -24,6 +24,7 @@ pub mod files;
 pub mod patient;
 pub mod peer;
 pub mod research;
+pub mod rotation;
 pub mod store;
 pub mod wallet;
 

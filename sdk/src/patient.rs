@@ -210,6 +210,21 @@ impl RecordKeys {
             .ok_or_else(|| ClientError::Usage(format!("this record has no category {category}")))
     }
 
+    /// A new key for `category` at `epoch`, kept in the wallet (saved before anything is
+    /// submitted, so a rotation that commits never leaves the wallet without its key; one
+    /// that does not is written over by the next). Returns it.
+    pub fn add_epoch(&mut self, category: &str, epoch: u32) -> Result<&EncryptionKey, ClientError> {
+        let epochs = self.categories.entry(category.to_string()).or_default();
+        epochs.insert(epoch, EncryptionKey::generate(&mut rand_core::OsRng));
+        self.save()?;
+        self.category_key(category, epoch)
+    }
+
+    /// The record's pseudonym as the wrap contexts name it.
+    pub fn pseudonym_bytes(&self) -> &[u8] {
+        &self.pseudonym
+    }
+
     /// The category's current private key, wrapped to `grantee` (for a read or share grant).
     pub fn envelope_for(
         &self,

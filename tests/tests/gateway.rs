@@ -356,6 +356,121 @@ async fn a_renewed_clinician_keeps_what_was_shared_with_them() {
     );
 }
 
+/// Issue 19 item 3: keys follow consent. A clinician whose read grant is revoked kept the
+/// category key they unwrapped and can fetch any ciphertext (the object store is not
+/// trusted for confidentiality): after the revocation the patient's client rotates the key,
+/// so an item added afterwards is wrapped to a key that clinician never had. A reader who
+/// keeps access opens the earlier items (down the key chain) and the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_reader_with_every_key_and_byte_cannot_open_what_comes_after() {
+    use medledger_crypto::{EncryptionKey, WrapContext, unwrap_key};
+    let _one = lock().await;
+    let s = Setup::start(false);
+    s.net.member("dr-c", "clinician");
+    for (name, rights) in [("dr-b", "write"), ("dr-c", "read")] {
+        s.cli(
+            "pat",
+            &[
+                "patient",
+                "grant",
+                "--to",
+                name,
+                "--category",
+                LAB,
+                "--rights",
+                rights,
+            ],
+        )
+        .ok();
+    }
+    let dir = s.net.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    let before = random_file(&dir, "before", 5_000);
+    let old_item = item_of(&s.upload("dr-a", &before).ok());
+    let pseudonym = hex::decode(&s.pseudonym).unwrap();
+
+    // What dr-a keeps: the epoch-1 category key, unwrapped from their envelope with their
+    // wallet's key.
+    let patient = s.peers("pat").await;
+    let permissions = |list: &v1::PermissionList| list.permissions.clone();
+    let list: v1::PermissionList = patient
+        .query_agreed_at(
+            "list_permissions",
+            v1::PatientArgs {
+                pseudonym: pseudonym.clone(),
+            },
+        )
+        .await
+        .unwrap()
+        .0;
+    let dr_a = permissions(&list)
+        .into_iter()
+        .find(|p| p.grantee == "dr-a")
+        .unwrap();
+    let wallet = Wallet::open(&s.net.wallet("dr-a")).unwrap();
+    let kept_key = EncryptionKey::from_bytes(
+        *unwrap_key(
+            &wallet.encryption,
+            &dr_a.key_envelope,
+            WrapContext::CategoryKey {
+                pseudonym: &pseudonym,
+                category: LAB,
+                epoch: 1,
+            },
+        )
+        .unwrap(),
+    );
+
+    // The patient revokes dr-a; the key rotates by itself; dr-c keeps access.
+    let revoked = s
+        .cli("pat", &["patient", "revoke", "--permission", &dr_a.id])
+        .ok();
+    assert_eq!(revoked["rotated"]["epoch"], 2, "{revoked}");
+    assert_eq!(revoked["rotated"]["kept"], serde_json::json!(["dr-c"]));
+
+    let after = random_file(&dir, "after", 5_000);
+    let new_item = item_of(&s.upload("dr-b", &after).ok());
+    let items: v1::ItemList = patient
+        .query_agreed_at(
+            "list_items",
+            v1::PatientArgs {
+                pseudonym: pseudonym.clone(),
+            },
+        )
+        .await
+        .unwrap()
+        .0;
+    let wrapped = |id: &str| {
+        let item = items.items.iter().find(|i| i.id == id).unwrap().clone();
+        (item.key_epoch, item.wrapped_dek)
+    };
+    // dr-a's kept key opens the file key of the item from before...
+    let (epoch, dek) = wrapped(&old_item);
+    assert_eq!(epoch, 1);
+    unwrap_key(&kept_key, &dek, WrapContext::FileKey { item_id: &old_item }).unwrap();
+    // ...and not the one added after the revocation, whose object dr-a could still fetch.
+    let (epoch, dek) = wrapped(&new_item);
+    assert_eq!(epoch, 2);
+    assert!(unwrap_key(&kept_key, &dek, WrapContext::FileKey { item_id: &new_item }).is_err());
+    // dr-a is refused by the gateway anyway.
+    assert!(!s.download("dr-a", &new_item, &dir.join("by-dr-a")).success);
+    // dr-c reads both: the new item with the epoch-2 key, the old one down the key chain.
+    for (item, input) in [(&old_item, &before), (&new_item, &after)] {
+        let out = dir.join(format!("by-dr-c-{item}"));
+        s.download("dr-c", item, &out).ok();
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(input).unwrap());
+    }
+    // `patient rotate` does it on demand: dr-c still reads the first item, two epochs back.
+    let rotated = s.cli("pat", &["patient", "rotate", "--category", LAB]).ok();
+    assert_eq!(rotated["epoch"], 3);
+    let out = dir.join("by-dr-c-again");
+    s.download("dr-c", &old_item, &out).ok();
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&before).unwrap()
+    );
+}
+
 /// Flipped byte, truncation, another item's object in its place, deletion: each is reported
 /// as tampered (or missing), nothing is decrypted, and the restored object reads again.
 async fn tampering(garage: bool) {
