@@ -7,8 +7,9 @@ use medledger_proto::v1::{
     EmergencyAccessEvent, ErasureResult, GrantArgs, GrantResult, IdResult, Outcome, PatientArgs,
     PatientErasedEvent, PatientRecord, Permission, PrivateData, RecordAccessArgs,
     RecordAccessResult, RecordStudyAccessArgs, RecordStudyAccessResult, RegisterCategoryArgs,
-    RegisterPatientArgs, RegisterStudyArgs, ReportStudyIncidentArgs, RevokeArgs, Right,
-    RotateCategoryKeyArgs, SetPrivateDataArgs, ShareForStudyArgs, Study, StudyIncident, StudyItem,
+    RegisterPatientArgs, RegisterStudyArgs, ReportStudyIncidentArgs, RevokeArgs, RevokeResult,
+    Right, RotateCategoryKeyArgs, SetPrivateDataArgs, ShareForStudyArgs, Study, StudyIncident,
+    StudyItem,
 };
 use prost::Message;
 
@@ -352,7 +353,12 @@ pub fn revoke(stub: &mut dyn Stub, args: RevokeArgs) -> Result<Vec<u8>, Chaincod
     entry.permission_id = permission.id;
     patient.audit(stub, entry)?;
     patient.save(stub)?;
-    Ok(Vec::new())
+    Ok(RevokeResult {
+        category: permission.category,
+        rights: permission.rights,
+        key_epoch: permission.key_epoch,
+    }
+    .encode_to_vec())
 }
 
 /// The owner (`None`; never for a study), or a clinician holding a permission live now that
@@ -863,6 +869,14 @@ pub fn rotate_category_key(
                     "{} is not a standing permission for {}",
                     permission.id, args.category
                 ),
+            ));
+        }
+        // An emergency access carries no key (break-glass escrow is separate): a rotation
+        // must not hand it one.
+        if permission.emergency {
+            return Err(ChaincodeError::invalid(
+                "envelopes",
+                format!("{} is an emergency access; it holds no key", permission.id),
             ));
         }
         if !(has_right(&permission, Right::Read) || has_right(&permission, Right::Share)) {

@@ -1180,11 +1180,46 @@ fn rotating_a_category_key_moves_readers_forward() {
             permission_id: "perm-99".into(),
             key_envelope: vec![1],
         }],
-        ..args
+        ..args.clone()
     };
     assert!(matches!(
         w.call(&patient(1), T0 + 4, "rotate_category_key", &bad),
         Err(ChaincodeError::NotFound { .. })
+    ));
+    // An emergency access carries no key, and a rotation cannot hand it one.
+    let er = emergency_clinician("dr.er", Some(T0 - DAY), Some(T0 + 30 * DAY));
+    let emergency_id = v1::IdResult::decode(
+        w.call(
+            &er,
+            T0 + 4,
+            "emergency_access",
+            &v1::EmergencyAccessArgs {
+                pseudonym: pseudonym(1),
+                category: LAB.into(),
+                reason: "unconscious on arrival".into(),
+                duration_seconds: 0,
+            },
+        )
+        .unwrap()
+        .as_slice(),
+    )
+    .unwrap()
+    .id;
+    let to_emergency = v1::RotateCategoryKeyArgs {
+        public_key: vec![0x79; 32],
+        epoch: 3,
+        envelopes: vec![v1::EnvelopeUpdate {
+            permission_id: emergency_id,
+            key_envelope: vec![0x12; 80],
+        }],
+        ..args.clone()
+    };
+    assert!(matches!(
+        w.call(&patient(1), T0 + 4, "rotate_category_key", &to_emergency),
+        Err(ChaincodeError::InvalidArgument {
+            field: "envelopes",
+            ..
+        })
     ));
     // The chain is key material: erasure removes it with the keys.
     assert!(w.ledger.state().keys().any(|k| k.contains("/key-chain/")));

@@ -230,27 +230,50 @@ async fn rotate(
 }
 
 /// Rotates `category`'s key when a reader who held it lost access since its epoch began
-/// (medledger_sdk::rotation::rotation_due); the rotation, if one was made.
+/// (medledger_sdk::rotation::rotation_due): the rotation, if one was made, and the ledger's
+/// epoch of the category after it (0 when the record has no such category).
 async fn rotate_if_due(
     cli: &Cli,
     wallet: &Wallet,
     peers: &PeerSet,
     keys: &mut RecordKeys,
     category: &str,
-) -> Result<Option<medledger_sdk::rotation::Rotation>, ClientError> {
+) -> Result<(Option<medledger_sdk::rotation::Rotation>, u32), ClientError> {
     let (record, _): (v1::GetRecordResult, _) = peers
         .query_agreed_at("get_record", keys.patient_args())
         .await?;
     let Some(key) = record.category_keys.iter().find(|k| k.category == category) else {
-        return Ok(None);
+        return Ok((None, 0));
     };
     let (list, _): (v1::PermissionList, _) = peers
         .query_agreed_at("list_permissions", keys.patient_args())
         .await?;
     if !medledger_sdk::rotation::rotation_due(&list.permissions, key, now_unix()) {
-        return Ok(None);
+        return Ok((None, key.epoch));
     }
-    rotate(cli, wallet, peers, keys, category).await.map(Some)
+    let rotation = rotate(cli, wallet, peers, keys, category).await?;
+    let epoch = rotation.epoch;
+    Ok((Some(rotation), epoch))
+}
+
+/// [`rotate_if_due`] for every category of the record: what the patient's client does on
+/// each listing, so a grant that simply ended rotates its key at the patient's next look.
+async fn rotate_all_due(
+    cli: &Cli,
+    wallet: &Wallet,
+    peers: &PeerSet,
+    keys: &mut RecordKeys,
+) -> Result<Vec<medledger_sdk::rotation::Rotation>, ClientError> {
+    let (record, _): (v1::GetRecordResult, _) = peers
+        .query_agreed_at("get_record", keys.patient_args())
+        .await?;
+    let mut rotations = Vec::new();
+    for key in &record.category_keys {
+        if let (Some(rotation), _) = rotate_if_due(cli, wallet, peers, keys, &key.category).await? {
+            rotations.push(rotation);
+        }
+    }
+    Ok(rotations)
 }
 
 fn rotation_text(r: &medledger_sdk::rotation::Rotation) -> String {
@@ -356,18 +379,17 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                 committed.block
             );
             // Keys follow consent (issue 19 item 3): a revoked reader kept the category key,
-            // so new items go to a new one.
-            let list: v1::PermissionList = peers
-                .query_agreed_at("list_permissions", keys.patient_args())
-                .await?
-                .0;
-            let mut rotated = serde_json::Value::Null;
-            if let Some(p) = list.permissions.iter().find(|p| &p.id == permission)
-                && p.rights
+            // so new items go to a new one. What was revoked comes with the commit proof.
+            let ended = v1::RevokeResult::decode(committed.result.as_slice()).unwrap_or_default();
+            let held_key = !ended.category.is_empty()
+                && ended
+                    .rights
                     .iter()
                     .any(|r| *r == v1::Right::Read as i32 || *r == v1::Right::Share as i32)
-            {
-                let rotation = rotate(cli, &wallet, &peers, &mut keys, &p.category).await?;
+                && ended.key_epoch > 0;
+            let mut rotated = serde_json::Value::Null;
+            if held_key {
+                let rotation = rotate(cli, &wallet, &peers, &mut keys, &ended.category).await?;
                 text.push_str(&format!("\n{}", rotation_text(&rotation)));
                 rotated = rotation_json(&rotation);
             }
@@ -385,11 +407,18 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             })
         }
         PatientCommand::Permissions => {
-            let (keys, peers) = own_record(cli, &wallet).await?;
+            let (mut keys, peers) = own_record(cli, &wallet).await?;
+            let rotations = rotate_all_due(cli, &wallet, &peers, &mut keys).await?;
             let (list, height): (v1::PermissionList, _) = peers
                 .query_agreed_at("list_permissions", keys.patient_args())
                 .await?;
-            Ok(permissions_output(&list.permissions).reflecting(height))
+            let mut output = permissions_output(&list.permissions).reflecting(height);
+            for rotation in &rotations {
+                output
+                    .text
+                    .push_str(&format!("\n{}", rotation_text(rotation)));
+            }
+            Ok(output)
         }
         PatientCommand::Items => {
             let (keys, peers) = own_record(cli, &wallet).await?;
@@ -471,8 +500,8 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             let (mut keys, peers) = own_record(cli, &wallet).await?;
             // Keys follow consent, on the next use (issue 19 item 3): a reader whose grant
             // ended since the key's epoch began still holds it, so it is rotated before this
-            // grant wraps it again.
-            let rotated = rotate_if_due(cli, &wallet, &peers, &mut keys, category).await?;
+            // grant wraps it again; the envelope is of the ledger's epoch after that.
+            let (rotated, epoch) = rotate_if_due(cli, &wallet, &peers, &mut keys, category).await?;
             let rights: Vec<v1::Right> = rights
                 .iter()
                 .map(|r| match r {
@@ -498,7 +527,7 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                     peers.revocations(),
                 )
                 .map_err(|e| ClientError::Protocol(format!("{to}'s certificate: {e}")))?;
-                keys.envelope_for(&identity.encryption_key, category)?.1
+                keys.envelope_at(&identity.encryption_key, category, epoch)?
             } else {
                 Vec::new()
             };

@@ -423,21 +423,36 @@ pub async fn renew_due_wallets(layout: &Layout) -> Result<Vec<String>, ClientErr
         if !dir.join("cert.pem").exists() {
             continue;
         }
-        let mut wallet = Wallet::open(&dir)?;
-        if !wallet.renewal_due(now)? {
+        // One wallet that cannot be renewed (revoked, damaged) stops nothing else.
+        let mut wallet = match Wallet::open(&dir) {
+            Ok(wallet) => wallet,
+            Err(e) => {
+                eprintln!("not renewing {}: {e}", dir.display());
+                continue;
+            }
+        };
+        if !wallet.renewal_due(now).unwrap_or(false) {
             continue;
         }
-        medledger_sdk::reenroll(
+        match medledger_sdk::reenroll(
             &layout.ca_url(),
             &mut wallet,
             medledger_sdk::Renewal::default(),
         )
-        .await?;
-        println!(
-            "renewed the certificate of {} (same signing key)",
-            wallet.info.name
-        );
-        renewed.push(wallet.info.name.clone());
+        .await
+        {
+            Ok(_) => {
+                println!(
+                    "renewed the certificate of {} (same signing key)",
+                    wallet.info.name
+                );
+                renewed.push(wallet.info.name.clone());
+            }
+            Err(e) => eprintln!(
+                "could not renew the certificate of {}: {e}",
+                wallet.info.name
+            ),
+        }
     }
     Ok(renewed)
 }

@@ -116,6 +116,28 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
             key_epoch: u32::arbitrary(u)?,
         }
         .encode_to_vec(),
+        "rotate_category_key" => v1::RotateCategoryKeyArgs {
+            pseudonym: pseudonym(u)?,
+            category: text(u, &categories)?,
+            public_key: Vec::<u8>::arbitrary(u)?,
+            envelopes: (0..u.int_in_range(0..=3u8)?)
+                .map(|_| {
+                    Ok(v1::EnvelopeUpdate {
+                        permission_id: text(u, &["perm-1", "perm-2"])?,
+                        key_envelope: Vec::<u8>::arbitrary(u)?,
+                    })
+                })
+                .collect::<arbitrary::Result<_>>()?,
+            owner_signature: Vec::<u8>::arbitrary(u)?,
+            epoch: u32::arbitrary(u)?,
+            previous_key_envelope: Vec::<u8>::arbitrary(u)?,
+        }
+        .encode_to_vec(),
+        "record_access" => v1::RecordAccessArgs {
+            pseudonym: pseudonym(u)?,
+            item_id: text(u, &["item-1", "item-2"])?,
+        }
+        .encode_to_vec(),
         "audit_trail" => v1::AuditTrailArgs {
             pseudonym: pseudonym(u)?,
             after_seq: u64::arbitrary(u)?,

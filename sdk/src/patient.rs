@@ -210,14 +210,38 @@ impl RecordKeys {
             .ok_or_else(|| ClientError::Usage(format!("this record has no category {category}")))
     }
 
-    /// A new key for `category` at `epoch`, kept in the wallet (saved before anything is
-    /// submitted, so a rotation that commits never leaves the wallet without its key; one
-    /// that does not is written over by the next). Returns it.
+    /// The key of `category` at `epoch`, made and saved in the wallet if it holds none yet
+    /// (saved before anything is submitted, so a rotation that commits never leaves the
+    /// wallet without its key). A key already there is never replaced: a rotation retried
+    /// after one that timed out (and may yet commit) offers the same key. Returns it.
     pub fn add_epoch(&mut self, category: &str, epoch: u32) -> Result<&EncryptionKey, ClientError> {
         let epochs = self.categories.entry(category.to_string()).or_default();
-        epochs.insert(epoch, EncryptionKey::generate(&mut rand_core::OsRng));
-        self.save()?;
+        if !epochs.contains_key(&epoch) {
+            epochs.insert(epoch, EncryptionKey::generate(&mut rand_core::OsRng));
+            self.save()?;
+        }
         self.category_key(category, epoch)
+    }
+
+    /// The category's key of `epoch` (the ledger's current one), wrapped to `grantee`.
+    pub fn envelope_at(
+        &self,
+        grantee: &EncryptionPublicKey,
+        category: &str,
+        epoch: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let secret = self.category_key(category, epoch)?.to_bytes();
+        wrap_key(
+            grantee,
+            &secret,
+            WrapContext::CategoryKey {
+                pseudonym: &self.pseudonym,
+                category,
+                epoch,
+            },
+            &mut rand_core::OsRng,
+        )
+        .map_err(|e| ClientError::Usage(e.to_string()))
     }
 
     /// The record's pseudonym as the wrap contexts name it.

@@ -33,11 +33,13 @@ pub struct Rotation {
     pub committed: Committed,
 }
 
-/// Whether a permission reads or shares (holds the category key).
-fn holds_key(p: &v1::Permission) -> bool {
-    p.rights
-        .iter()
-        .any(|r| *r == v1::Right::Read as i32 || *r == v1::Right::Share as i32)
+/// Whether a permission holds the category key: it reads or shares, and is not an
+/// emergency access (those carry no key; break-glass escrow is apart).
+pub fn holds_key(p: &v1::Permission) -> bool {
+    !p.emergency
+        && p.rights
+            .iter()
+            .any(|r| *r == v1::Right::Read as i32 || *r == v1::Right::Share as i32)
 }
 
 /// Rotates `category`'s key of the record in `keys` (the wallet's own record) at time
@@ -59,13 +61,22 @@ pub async fn rotate_category(
         v1::GetRecordResult::decode(answer.result.as_slice())
             .map_err(|e| ClientError::Protocol(format!("get_record: {e}")))?
     };
-    let current = record
+    let on_ledger = record
         .category_keys
         .iter()
         .find(|k| k.category == category)
-        .map(|k| k.epoch)
         .ok_or_else(|| ClientError::Usage(format!("this record has no category {category}")))?;
-    let current_secret = keys.category_key(category, current)?.to_bytes();
+    let current = on_ledger.epoch;
+    // The wallet's key of the ledger's epoch must be the one the ledger holds: a wallet
+    // that lost it (or holds another) cannot chain the next epoch to it.
+    let current_key = keys.category_key(category, current)?;
+    if current_key.public_key().to_bytes().as_slice() != on_ledger.public_key.as_slice() {
+        return Err(ClientError::Usage(format!(
+            "this wallet's key of {category} epoch {current} is not the ledger's: the record \
+             keys in this wallet are not the ones in force"
+        )));
+    }
+    let current_secret = current_key.to_bytes();
     let epoch = current
         .checked_add(1)
         .ok_or_else(|| ClientError::Usage("the key epochs are exhausted".into()))?;
@@ -232,6 +243,10 @@ mod tests {
         let mut older = permission(&read, 1_500, None);
         older.key_epoch = 1;
         assert!(!rotation_due(&[older], &key, 2_000));
+        // An emergency access holds no key: its end asks for nothing.
+        let mut emergency = permission(&read, 1_500, None);
+        emergency.emergency = true;
+        assert!(!rotation_due(&[emergency], &key, 2_000));
         // Another category's.
         let mut other = permission(&read, 1_500, None);
         other.category = "radiation-doses".into();
