@@ -216,8 +216,8 @@ impl RecordKeys {
     /// after one that timed out (and may yet commit) offers the same key. Returns it.
     pub fn add_epoch(&mut self, category: &str, epoch: u32) -> Result<&EncryptionKey, ClientError> {
         let epochs = self.categories.entry(category.to_string()).or_default();
-        if !epochs.contains_key(&epoch) {
-            epochs.insert(epoch, EncryptionKey::generate(&mut rand_core::OsRng));
+        if let std::collections::btree_map::Entry::Vacant(slot) = epochs.entry(epoch) {
+            slot.insert(EncryptionKey::generate(&mut rand_core::OsRng));
             self.save()?;
         }
         self.category_key(category, epoch)
