@@ -182,6 +182,13 @@ pub fn expiry_warning_seconds(lifetime_seconds: i64) -> i64 {
 /// How long after its end a certificate no one renewed is still reported: 30 days.
 pub const EXPIRED_REPORT_GRACE_SECONDS: i64 = 30 * 86_400;
 
+/// The subjectPublicKeyInfo of a certificate (DER), as its bytes.
+fn subject_public_key(der: &[u8]) -> Result<Vec<u8>, CaError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| CaError::Build(format!("stored certificate: {e}")))?;
+    Ok(cert.public_key().raw.to_vec())
+}
+
 /// The notAfter of a certificate (DER), in Unix seconds.
 pub fn certificate_not_after(der: &[u8]) -> Result<i64, CaError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
@@ -823,6 +830,23 @@ impl CertificateAuthority {
                     .store
                     .certificate(&serial)?
                     .ok_or_else(|| CaError::NotFound(format!("certificate {serial_hex}")))?;
+                // A compromised key is compromised in every certificate that carries it: a
+                // renewal that kept the key made siblings that would otherwise live on.
+                if reason == v1::RevocationReason::KeyCompromise
+                    && let Some(identity) = self.store.identity(&record.name)?
+                {
+                    let key = subject_public_key(&record.der)?;
+                    for other in &identity.certificate_serials {
+                        if *other == record.serial {
+                            continue;
+                        }
+                        if let Some(sibling) = self.store.certificate(other)?
+                            && subject_public_key(&sibling.der)? == key
+                        {
+                            certificates.push(sibling);
+                        }
+                    }
+                }
                 certificates.push(record);
             }
         }
@@ -1370,6 +1394,65 @@ mod tests {
             ["admin", "dr.a"]
         );
         assert!(names(NOW + 101 + EXPIRED_REPORT_GRACE_SECONDS).is_empty());
+    }
+
+    /// Red-team review of renewal: a renewal that keeps the key makes a sibling certificate;
+    /// revoking one of them for key compromise revokes every certificate with that key, and
+    /// none with another.
+    #[test]
+    fn revoking_a_key_for_compromise_revokes_every_certificate_that_carries_it() {
+        let (_tmp, dir, ca) = new_ca();
+        let admin = admin(&ca, &dir);
+        let secret = ca
+            .register(&admin, registration("dr.k", "clinician"), NOW)
+            .unwrap();
+        let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
+        let enc = EncryptionKey::generate(&mut rand::rngs::OsRng);
+        let csr = build_signing_request(&key, "dr.k").unwrap();
+        let first = ca
+            .enroll("dr.k", &secret, &csr, &enc.public_key().to_bytes(), NOW)
+            .unwrap();
+        let holder = ca.authenticate(&first.der, NOW).unwrap();
+        let (same_key, superseded) = ca
+            .reenroll(&holder, &csr, &enc.public_key().to_bytes(), false, NOW + 1)
+            .unwrap();
+        assert!(superseded.is_empty());
+        let records = ca
+            .revoke(
+                &admin,
+                &v1::revoke_request::Target::Serial(hex::encode(&first.serial)),
+                v1::RevocationReason::KeyCompromise,
+                NOW + 2,
+            )
+            .unwrap();
+        let revoked: HashSet<Vec<u8>> = records
+            .iter()
+            .map(|r| decode_record(r).unwrap().serial)
+            .collect();
+        assert_eq!(
+            revoked,
+            HashSet::from([first.serial.clone(), same_key.serial.clone()])
+        );
+        // Another reason (the key is not said to be compromised): that certificate only.
+        let secret = ca
+            .register(&admin, registration("dr.m", "clinician"), NOW)
+            .unwrap();
+        let csr = build_signing_request(&key, "dr.m").unwrap();
+        let first = ca
+            .enroll("dr.m", &secret, &csr, &enc.public_key().to_bytes(), NOW)
+            .unwrap();
+        let holder = ca.authenticate(&first.der, NOW).unwrap();
+        ca.reenroll(&holder, &csr, &enc.public_key().to_bytes(), false, NOW + 1)
+            .unwrap();
+        let records = ca
+            .revoke(
+                &admin,
+                &v1::revoke_request::Target::Serial(hex::encode(&first.serial)),
+                v1::RevocationReason::AffiliationChanged,
+                NOW + 2,
+            )
+            .unwrap();
+        assert_eq!(records.len(), 1);
     }
 
     /// Issue 19 item 8: the CA's TLS certificate is renewed from the same root, keeping its
