@@ -127,14 +127,23 @@ pub fn permissions_of(
     patient_hex: &str,
     grantee: &str,
 ) -> Result<Vec<Permission>, ChaincodeError> {
-    Ok(scan(
+    permissions_under(
         stub,
         &keys::permissions_of(patient_hex, grantee),
         limits::MAX_STANDING_PERMISSIONS,
-    )?
-    .into_iter()
-    .map(|(_, p)| p)
-    .collect())
+    )
+}
+
+/// At most `limit` permissions stored under `prefix`, in key order.
+fn permissions_under(
+    stub: &dyn Stub,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<Permission>, ChaincodeError> {
+    Ok(scan(stub, prefix, limit)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
 }
 
 /// The newest [`MAX_PERMISSIONS_PER_GRANTEE`] of `grantee`'s ended permissions on the
@@ -145,14 +154,11 @@ pub fn ended_permissions_of(
     patient_hex: &str,
     grantee: &str,
 ) -> Result<Vec<Permission>, ChaincodeError> {
-    Ok(scan(
+    permissions_under(
         stub,
         &keys::ended_permissions_of(patient_hex, grantee),
         MAX_PERMISSIONS_PER_GRANTEE,
-    )?
-    .into_iter()
-    .map(|(_, p)| p)
-    .collect())
+    )
 }
 
 /// May `grantee` use `right` on `category` (and, for share, `study`) at consensus time `t`?

@@ -229,51 +229,46 @@ async fn rotate(
         .await
 }
 
-/// Rotates `category`'s key when a reader who held it lost access since its epoch began
-/// (medledger_sdk::rotation::rotation_due): the rotation, if one was made, and the ledger's
-/// epoch of the category after it (0 when the record has no such category).
-async fn rotate_if_due(
+/// Rotates the key of each category (only `only`, when given) whose reader who held it lost
+/// access since its epoch began (medledger_sdk::rotation::rotation_due), from one agreed
+/// reading of the record's keys and permissions: the rotations made, and each category's
+/// epoch on the ledger after them. What the patient's client does on each grant and
+/// listing, so a grant that simply ended rotates its key at the patient's next look.
+async fn rotate_due(
     cli: &Cli,
     wallet: &Wallet,
     peers: &PeerSet,
     keys: &mut RecordKeys,
-    category: &str,
-) -> Result<(Option<medledger_sdk::rotation::Rotation>, u32), ClientError> {
+    only: Option<&str>,
+) -> Result<
+    (
+        Vec<medledger_sdk::rotation::Rotation>,
+        std::collections::BTreeMap<String, u32>,
+    ),
+    ClientError,
+> {
     let (record, _): (v1::GetRecordResult, _) = peers
         .query_agreed_at("get_record", keys.patient_args())
         .await?;
-    let Some(key) = record.category_keys.iter().find(|k| k.category == category) else {
-        return Ok((None, 0));
-    };
     let (list, _): (v1::PermissionList, _) = peers
         .query_agreed_at("list_permissions", keys.patient_args())
         .await?;
-    if !medledger_sdk::rotation::rotation_due(&list.permissions, key, now_unix()) {
-        return Ok((None, key.epoch));
-    }
-    let rotation = rotate(cli, wallet, peers, keys, category).await?;
-    let epoch = rotation.epoch;
-    Ok((Some(rotation), epoch))
-}
-
-/// [`rotate_if_due`] for every category of the record: what the patient's client does on
-/// each listing, so a grant that simply ended rotates its key at the patient's next look.
-async fn rotate_all_due(
-    cli: &Cli,
-    wallet: &Wallet,
-    peers: &PeerSet,
-    keys: &mut RecordKeys,
-) -> Result<Vec<medledger_sdk::rotation::Rotation>, ClientError> {
-    let (record, _): (v1::GetRecordResult, _) = peers
-        .query_agreed_at("get_record", keys.patient_args())
-        .await?;
+    let now = now_unix();
     let mut rotations = Vec::new();
+    let mut epochs = std::collections::BTreeMap::new();
     for key in &record.category_keys {
-        if let (Some(rotation), _) = rotate_if_due(cli, wallet, peers, keys, &key.category).await? {
+        if only.is_some_and(|c| c != key.category) {
+            continue;
+        }
+        let mut epoch = key.epoch;
+        if medledger_sdk::rotation::rotation_due(&list.permissions, key, now) {
+            let rotation = rotate(cli, wallet, peers, keys, &key.category).await?;
+            epoch = rotation.epoch;
             rotations.push(rotation);
         }
+        epochs.insert(key.category.clone(), epoch);
     }
-    Ok(rotations)
+    Ok((rotations, epochs))
 }
 
 fn rotation_text(r: &medledger_sdk::rotation::Rotation) -> String {
@@ -408,7 +403,7 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
         }
         PatientCommand::Permissions => {
             let (mut keys, peers) = own_record(cli, &wallet).await?;
-            let rotations = rotate_all_due(cli, &wallet, &peers, &mut keys).await?;
+            let (rotations, _) = rotate_due(cli, &wallet, &peers, &mut keys, None).await?;
             let (list, height): (v1::PermissionList, _) = peers
                 .query_agreed_at("list_permissions", keys.patient_args())
                 .await?;
@@ -501,7 +496,10 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             // Keys follow consent, on the next use (issue 19 item 3): a reader whose grant
             // ended since the key's epoch began still holds it, so it is rotated before this
             // grant wraps it again; the envelope is of the ledger's epoch after that.
-            let (rotated, epoch) = rotate_if_due(cli, &wallet, &peers, &mut keys, category).await?;
+            let (rotations, epochs) =
+                rotate_due(cli, &wallet, &peers, &mut keys, Some(category)).await?;
+            let rotated = rotations.into_iter().next();
+            let epoch = epochs.get(category.as_str()).copied().unwrap_or(0);
             let rights: Vec<v1::Right> = rights
                 .iter()
                 .map(|r| match r {

@@ -263,24 +263,26 @@ fn tls_certificate_names(pem_text: &str) -> Result<Vec<String>, CaError> {
     Ok(names)
 }
 
+/// The CA's root key and certificate from `dir`, checked to belong together.
+fn read_root(dir: &CaDir) -> Result<(SigningIdentity, RootCertificate), CaError> {
+    let root_key = SigningIdentity::from_pkcs8_pem(&read_private(&dir.root_key())?)
+        .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_key().display())))?;
+    let root_pem = std::fs::read_to_string(dir.root_certificate())?;
+    let root = RootCertificate::from_pem(&root_pem)
+        .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_certificate().display())))?;
+    if root.public_key() != root_key.verifying_key() {
+        return Err(CaError::Build(
+            "ca-root.key does not belong to ca-root.pem".into(),
+        ));
+    }
+    Ok((root_key, root))
+}
+
 /// Where a renewal writes the new version of `path` before renaming it into place.
 fn renewal_file(path: &std::path::Path) -> std::path::PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".new");
     path.with_file_name(name)
-}
-
-/// Writes a new file (refusing one that exists) and syncs it.
-fn write_new_synced(path: &std::path::Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }
 
 /// Finishes a TLS renewal of `dir`: the new key, then the new certificate, renamed over the
@@ -406,16 +408,7 @@ impl CertificateAuthority {
     /// atomically (new files, then rename); a running `serve` takes the new certificate at
     /// its next reload (docs/membership.md). Returns the names the new certificate holds.
     pub fn renew_tls(dir: &CaDir, add_hosts: &[String], now: i64) -> Result<Vec<String>, CaError> {
-        let root_key = SigningIdentity::from_pkcs8_pem(&read_private(&dir.root_key())?)
-            .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_key().display())))?;
-        let root_pem = std::fs::read_to_string(dir.root_certificate())?;
-        let root = RootCertificate::from_pem(&root_pem)
-            .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_certificate().display())))?;
-        if root.public_key() != root_key.verifying_key() {
-            return Err(CaError::Build(
-                "ca-root.key does not belong to ca-root.pem".into(),
-            ));
-        }
+        let (root_key, _) = read_root(dir)?;
         let mut hosts = tls_certificate_names(&std::fs::read_to_string(dir.tls_certificate())?)?;
         for host in add_hosts {
             if !hosts.contains(host) {
@@ -434,14 +427,14 @@ impl CertificateAuthority {
         // `complete_tls_renewal` when the CA next starts.
         let key_new = renewal_file(&dir.tls_key());
         let cert_new = renewal_file(&dir.tls_certificate());
-        write_new_synced(&key_new, key_pem.as_bytes(), 0o600).map_err(|e| {
+        write_private(&key_new, key_pem.as_bytes()).map_err(|e| {
             CaError::Build(format!(
                 "{}: {e} (another renewal running, or one that crashed: start `serve` once to \
                  complete it)",
                 key_new.display()
             ))
         })?;
-        write_new_synced(&cert_new, cert_pem.as_bytes(), 0o644)?;
+        write_public(&cert_new, cert_pem.as_bytes())?;
         complete_tls_renewal(dir)?;
         let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
         names.extend(hosts);
@@ -496,16 +489,7 @@ impl CertificateAuthority {
         if validity_seconds <= 0 {
             return Err(invalid("certificate validity", "must be positive"));
         }
-        let root_key = SigningIdentity::from_pkcs8_pem(&read_private(&dir.root_key())?)
-            .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_key().display())))?;
-        let root_pem = std::fs::read_to_string(dir.root_certificate())?;
-        let root = RootCertificate::from_pem(&root_pem)
-            .map_err(|e| CaError::Build(format!("{}: {e}", dir.root_certificate().display())))?;
-        if root.public_key() != root_key.verifying_key() {
-            return Err(CaError::Build(
-                "ca-root.key does not belong to ca-root.pem".into(),
-            ));
-        }
+        let (root_key, root) = read_root(dir)?;
         let store = Store::open(&dir.database())?;
         let mut revoked = HashSet::new();
         for signed in store.revocations_since(0, usize::MAX)? {

@@ -243,31 +243,4 @@ impl RecordKeys {
         )
         .map_err(|e| ClientError::Usage(e.to_string()))
     }
-
-    /// The record's pseudonym as the wrap contexts name it.
-    pub fn pseudonym_bytes(&self) -> &[u8] {
-        &self.pseudonym
-    }
-
-    /// The category's current private key, wrapped to `grantee` (for a read or share grant).
-    pub fn envelope_for(
-        &self,
-        grantee: &EncryptionPublicKey,
-        category: &str,
-    ) -> Result<(u32, Vec<u8>), ClientError> {
-        let (epoch, _) = self.current(category)?;
-        let secret = self.category_key(category, epoch)?.to_bytes();
-        let envelope = wrap_key(
-            grantee,
-            &secret,
-            WrapContext::CategoryKey {
-                pseudonym: &self.pseudonym,
-                category,
-                epoch,
-            },
-            &mut rand_core::OsRng,
-        )
-        .map_err(|e| ClientError::Usage(e.to_string()))?;
-        Ok((epoch, envelope))
-    }
 }

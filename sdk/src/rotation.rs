@@ -6,10 +6,7 @@
 //! items; new items are wrapped to the new epoch (clinicians take the current key from
 //! `check_access`).
 
-use medledger_crypto::{
-    EncryptionKey, SignatureDomain, WrapContext, category_key_statement,
-    validate_enrollment_certificate, wrap_key,
-};
+use medledger_crypto::{SignatureDomain, category_key_statement, validate_enrollment_certificate};
 use medledger_proto::v1;
 use prost::Message;
 
@@ -54,13 +51,9 @@ pub async fn rotate_category(
     category: &str,
     now_s: i64,
 ) -> Result<Rotation, ClientError> {
-    let record: v1::GetRecordResult = {
-        let answer = peers
-            .query_agreed("get_record", keys.patient_args().encode_to_vec())
-            .await?;
-        v1::GetRecordResult::decode(answer.result.as_slice())
-            .map_err(|e| ClientError::Protocol(format!("get_record: {e}")))?
-    };
+    let (record, _): (v1::GetRecordResult, _) = peers
+        .query_agreed_at("get_record", keys.patient_args())
+        .await?;
     let on_ledger = record
         .category_keys
         .iter()
@@ -76,23 +69,15 @@ pub async fn rotate_category(
              keys in this wallet are not the ones in force"
         )));
     }
-    let current_secret = current_key.to_bytes();
     let epoch = current
         .checked_add(1)
         .ok_or_else(|| ClientError::Usage("the key epochs are exhausted".into()))?;
-    let new_key: EncryptionKey =
-        EncryptionKey::from_bytes(*keys.add_epoch(category, epoch)?.to_bytes());
-    let new_public = new_key.public_key();
-    let new_secret = new_key.to_bytes();
-    let pseudonym = keys.pseudonym_bytes().to_vec();
+    let new_public = keys.add_epoch(category, epoch)?.public_key();
+    let pseudonym = keys.pseudonym.to_vec();
 
-    let list: v1::PermissionList = {
-        let answer = peers
-            .query_agreed("list_permissions", keys.patient_args().encode_to_vec())
-            .await?;
-        v1::PermissionList::decode(answer.result.as_slice())
-            .map_err(|e| ClientError::Protocol(format!("list_permissions: {e}")))?
-    };
+    let (list, _): (v1::PermissionList, _) = peers
+        .query_agreed_at("list_permissions", keys.patient_args())
+        .await?;
     let root = wallet.root()?;
     let mut envelopes = Vec::new();
     let (mut kept, mut left) = (Vec::new(), Vec::new());
@@ -113,34 +98,15 @@ pub async fn rotate_category(
                 continue;
             }
         };
-        let key_envelope = wrap_key(
-            &identity.encryption_key,
-            &new_secret,
-            WrapContext::CategoryKey {
-                pseudonym: &pseudonym,
-                category,
-                epoch,
-            },
-            &mut rand_core::OsRng,
-        )
-        .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let key_envelope = keys.envelope_at(&identity.encryption_key, category, epoch)?;
         envelopes.push(v1::EnvelopeUpdate {
             permission_id: p.id.clone(),
             key_envelope,
         });
         kept.push(p.grantee.clone());
     }
-    let previous_key_envelope = wrap_key(
-        &new_public,
-        &current_secret,
-        WrapContext::CategoryKey {
-            pseudonym: &pseudonym,
-            category,
-            epoch: current,
-        },
-        &mut rand_core::OsRng,
-    )
-    .map_err(|e| ClientError::Usage(e.to_string()))?;
+    // The key chain's link: the current key, wrapped to the new one.
+    let previous_key_envelope = keys.envelope_at(&new_public, category, current)?;
     let public_key = new_public.to_bytes().to_vec();
     let statement = category_key_statement(&pseudonym, category, epoch, &public_key);
     let owner_signature = wallet
