@@ -12,7 +12,9 @@
 //! - `Execute { seq, batch }`: execute batches in the order given (seq increases by one each
 //!   time), make the block durable, then call `executed(seq, state_root)`. The batch's
 //!   `timestamp_ms` is its consensus time, never decreasing from batch to batch.
-//! - `SetTimer { at_ms }`: call `tick(now)` at or after that time.
+//! - `SetTimer { at_ms }`: call `tick(now)` once `at_ms - timer_clock_ms()` milliseconds have
+//!   passed (on a monotonic clock: `at_ms` is on the replica's timer clock, which moves on
+//!   with the wall clock's forward steps only; see [`Replica::timer_clock_ms`]).
 //! - `AlreadyCommitted`, `Busy`, `Divergence`: tell the client or the operator.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -196,7 +198,15 @@ pub struct Replica {
     /// Requests inside a pre-prepare of the current log, by sequence number.
     pub(crate) in_log: BTreeMap<TxId, Seq>,
     pub(crate) next_seq: Seq,
+    /// The timer clock (ms): the sum of the wall clock's forward steps between the times the
+    /// host gave us, so a wall clock set back leaves the timers running instead of stopped
+    /// until it catches up. Every deadline is on it.
     pub(crate) now_ms: u64,
+    /// The wall clock (Unix ms) the host gave us last, set back or not: what consensus time
+    /// is stamped and checked against (a replica that kept the highest reading it ever saw
+    /// refused every other primary's batches as skewed for as long as its clock had been
+    /// ahead, issue 18).
+    pub(crate) wall_ms: u64,
     pub(crate) batch_deadline: Option<u64>,
     pub(crate) progress_deadline: Option<u64>,
     /// When the view change we are in times out: armed only once 2f+1 replicas ask for our
@@ -303,6 +313,7 @@ impl Replica {
             pending_bytes: 0,
             in_log: BTreeMap::new(),
             now_ms: 0,
+            wall_ms: 0,
             batch_deadline: None,
             progress_deadline: None,
             view_change_deadline: None,
@@ -400,14 +411,14 @@ impl Replica {
 
     /// A client request, already authenticated by the host.
     pub fn request(&mut self, request: Request, now_ms: u64) -> Vec<Action> {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.observe_clock(now_ms);
         self.accept_request(request, None);
         self.finish()
     }
 
     /// A message from another replica.
     pub fn receive(&mut self, message: Message, now_ms: u64) -> Vec<Action> {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.observe_clock(now_ms);
         if self.in_view_change && self.is_early(&message) {
             self.keep_early(message);
             return self.finish();
@@ -493,9 +504,26 @@ impl Replica {
         }
     }
 
+    /// The host's wall clock reads `wall_ms` (Unix ms): the timer clock moves on by how far
+    /// it moved forward since the last reading (nothing when it was set back), and consensus
+    /// time is judged against this reading.
+    fn observe_clock(&mut self, wall_ms: u64) {
+        self.now_ms = self
+            .now_ms
+            .saturating_add(wall_ms.saturating_sub(self.wall_ms));
+        self.wall_ms = wall_ms;
+    }
+
+    /// The timer clock (ms) that `Action::SetTimer` deadlines are on: equal to the wall clock
+    /// until the wall clock is set back, then ahead of it by as much. A host waits
+    /// `at_ms - timer_clock_ms()` on a monotonic clock.
+    pub fn timer_clock_ms(&self) -> u64 {
+        self.now_ms
+    }
+
     /// Time passes.
     pub fn tick(&mut self, now_ms: u64) -> Vec<Action> {
-        self.now_ms = self.now_ms.max(now_ms);
+        self.observe_clock(now_ms);
         let now = self.now_ms;
         // The host's timer fired: whatever is due next is set again, even the same deadline.
         self.timer_set = None;
@@ -879,7 +907,7 @@ impl Replica {
             }
             // Non-decreasing: batches cut in the same millisecond share it (a strictly
             // increasing stamp would run ahead of the clock past 1,000 batches a second).
-            batch.timestamp_ms = self.now_ms.max(self.latest_timestamp());
+            batch.timestamp_ms = self.wall_ms.max(self.latest_timestamp());
             let seq = self.next_seq;
             self.next_seq = seq.saturating_add(1);
             let pp = PrePrepare {
@@ -1022,7 +1050,7 @@ impl Replica {
                 return false;
             }
         }
-        ts.abs_diff(self.now_ms) <= self.config.max_clock_skew_ms
+        ts.abs_diff(self.wall_ms) <= self.config.max_clock_skew_ms
     }
 
     fn store_prepare(&mut self, v: Signed<Vote>) {

@@ -845,3 +845,76 @@ fn one_replica_left_out_at_seven_does_not_stop_the_primarys_timers() {
         "no timer set for the batch: {actions:?}"
     );
 }
+
+/// Issue 18: a replica whose wall clock was ahead for a moment (a probe, an NTP step back)
+/// judged every later batch against the highest time it had seen: for as long as the clock
+/// had been ahead (100 s in the fault harness), it refused every other primary's batches
+/// as skewed and suspected each new primary at once. Consensus time is judged against the
+/// clock as it reads now.
+#[test]
+fn a_clock_set_back_does_not_make_a_backup_refuse_batches() {
+    let mut r = backup();
+    let ticked = r.tick(NOW + 100_000);
+    perform(&mut r, ticked);
+    let sent = deliver(&mut r, proposal(1, batch(1)));
+    assert_eq!(prepares(&sent).len(), 1, "{sent:?}");
+    assert!(suspicions(&sent).is_empty(), "{sent:?}");
+}
+
+/// After the wall clock is set back, timers run on: a request pending since before the step
+/// back times out one request timeout later, not once the clock has caught up.
+#[test]
+fn a_clock_set_back_keeps_the_timers_running() {
+    let timeout = config().request_timeout_ms;
+    let mut r = backup();
+    let tx_id = [7u8; 32];
+    let actions = r.request(
+        Request {
+            tx_id,
+            payload: payload_for(&tx_id),
+        },
+        NOW + 100_000,
+    );
+    perform(&mut r, actions);
+    let ticked = r.tick(NOW);
+    assert!(suspicions(&perform(&mut r, ticked).0).is_empty());
+    let ticked = r.tick(NOW + timeout);
+    assert_eq!(suspicions(&perform(&mut r, ticked).0), vec![0]);
+}
+
+/// A primary whose clock was set back stamps its batches with the clock as it reads now (or
+/// the latest batch's time, if later), not with the highest time it ever saw: the backups
+/// would refuse those as skewed.
+#[test]
+fn a_primary_whose_clock_was_set_back_stamps_batches_near_its_clock() {
+    let mut primary = fresh(0, config());
+    let ticked = primary.tick(NOW + 100_000);
+    perform(&mut primary, ticked);
+    let mut stamps = Vec::new();
+    for k in 0..3u64 {
+        let tx_id = [k as u8 + 1; 32];
+        let now = NOW + k * 1_000;
+        let actions = primary.request(
+            Request {
+                tx_id,
+                payload: payload_for(&tx_id),
+            },
+            now,
+        );
+        let (mut sent, _) = perform(&mut primary, actions);
+        let ticked = primary.tick(now + config().batch_timeout_ms);
+        sent.extend(perform(&mut primary, ticked).0);
+        stamps.extend(sent.iter().filter_map(|m| match m {
+            Message::PrePrepare(pp) => Some(pp.message.batch.timestamp_ms),
+            _ => None,
+        }));
+    }
+    assert_eq!(stamps.len(), 3, "{stamps:?}");
+    for (k, stamp) in stamps.iter().enumerate() {
+        assert!(
+            stamp.abs_diff(NOW + k as u64 * 1_000) <= config().max_clock_skew_ms,
+            "batch {k} stamped {stamp}, its clock read {}",
+            NOW + k as u64 * 1_000
+        );
+    }
+}

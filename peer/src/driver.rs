@@ -114,7 +114,9 @@ pub struct Driver {
     votes: Arc<Votes>,
     store: PbftStore,
     waiters: HashMap<pbft::TxId, Vec<Waiter>>,
-    timer_at_ms: Option<u64>,
+    /// When to call `tick` (the core's `SetTimer`, turned into a monotonic instant: the
+    /// wall clock may be set back or forward meanwhile).
+    timer_due: Option<std::time::Instant>,
     pending_token: Option<u64>,
     /// A state transfer in progress: (replica asked, up to, what we had when we asked).
     catching_up: Option<(pbft::ReplicaId, pbft::Seq, pbft::Seq)>,
@@ -174,7 +176,7 @@ impl Driver {
             votes,
             store,
             waiters: HashMap::new(),
-            timer_at_ms: None,
+            timer_due: None,
             pending_token: None,
             catching_up: None,
             last_progress: Instant::now(),
@@ -203,16 +205,17 @@ impl Driver {
         if gap < STALL.as_millis() as u64 {
             return;
         }
-        let grace = now.saturating_add(STALL_GRACE.as_millis() as u64);
-        if let Some(at) = self.timer_at_ms.filter(|at| *at < grace) {
+        let now = std::time::Instant::now();
+        let grace = now + STALL_GRACE;
+        if let Some(due) = self.timer_due.filter(|due| *due < grace) {
             tracing::info!(
                 stalled_ms = gap,
-                overdue_ms = now.saturating_sub(at),
+                overdue_ms = now.saturating_duration_since(due).as_millis() as u64,
                 "the consensus thread stalled (paused, starved, or the clock jumped): its \
                  expired timers wait {} ms more for what arrived meanwhile",
                 STALL_GRACE.as_millis()
             );
-            self.timer_at_ms = Some(grace);
+            self.timer_due = Some(grace);
         }
     }
 
@@ -269,10 +272,13 @@ impl Driver {
         self.flush();
         loop {
             let wait = self
-                .timer_at_ms
-                .map(|at| at.saturating_sub(now_ms()))
+                .timer_due
+                .map(|due| {
+                    due.saturating_duration_since(std::time::Instant::now())
+                        .as_millis()
+                })
                 .unwrap_or(200)
-                .clamp(0, 200);
+                .clamp(0, 200) as u64;
             let mut stop = false;
             match inputs.recv_timeout(Duration::from_millis(wait)) {
                 Ok(input) => stop |= self.handle(input),
@@ -286,8 +292,11 @@ impl Driver {
                 }
             }
             self.note_stall();
-            if self.timer_at_ms.is_some_and(|at| now_ms() >= at) {
-                self.timer_at_ms = None;
+            if self
+                .timer_due
+                .is_some_and(|due| std::time::Instant::now() >= due)
+            {
+                self.timer_due = None;
                 let actions = self.replica.tick(now_ms());
                 self.perform(actions);
             }
@@ -406,7 +415,13 @@ impl Driver {
                     let digest = self.execute(seq);
                     queue.extend(self.replica.executed(seq, digest));
                 }
-                pbft::Action::SetTimer { at_ms } => self.timer_at_ms = Some(at_ms),
+                pbft::Action::SetTimer { at_ms } => {
+                    // At most an hour ahead (a tick then finds nothing due and sets it again).
+                    let after = at_ms
+                        .saturating_sub(self.replica.timer_clock_ms())
+                        .min(3_600_000);
+                    self.timer_due = Some(std::time::Instant::now() + Duration::from_millis(after));
+                }
                 pbft::Action::AlreadyCommitted { tx_id, .. } => {
                     for w in self.waiters.remove(&tx_id).unwrap_or_default() {
                         let _ = w.reply.send(Outcome::AlreadyCommitted);
