@@ -2,7 +2,7 @@
 //! primary cut off from the other peers, one peer cut off, one-way), a share of packets
 //! dropped, kill -9 of one peer or of all, a paused (SIGSTOP) peer, one peer's disk full,
 //! one peer's clock skewed or jumped (`MEDLEDGER_FAULT_CLOCK_FILE`), a bit flipped in one
-//! peer's write-ahead log, the storage gateway killed mid-upload, and an object store that
+//! peer's write-ahead log or table files, the storage gateway killed mid-upload, and an object store that
 //! loses, rolls back or alters objects ([`crate::files`]), and one peer's disk slowed
 //! ([`crate::disk`]). Each is undone by [`Fault::heal`]:
 //! rules flushed, clocks true, killed processes restarted, paused ones resumed, objects put
@@ -40,11 +40,15 @@ pub enum Fault {
     /// the peer's consensus time, timers and reported clock, not its certificate checks),
     /// back at the heal.
     Clock { peer: usize, offset_s: i64 },
-    /// kill -9 of one peer and one byte flipped in its RocksDB write-ahead log, at
-    /// `at_per_mille` of its length; at the heal the peer must refuse to start, saying its
-    /// ledger is corrupt; it is then moved aside, as the message says, and the peer catches
-    /// up from the others (issue 18 item 5).
-    Corrupt { peer: usize, at_per_mille: u32 },
+    /// kill -9 of one peer and one byte flipped in its RocksDB write-ahead log, or with
+    /// `table` in its table files, at `at_per_mille` of their length; at the heal the peer
+    /// must refuse to start, saying its ledger is corrupt; it is then moved aside, as the
+    /// message says, and the peer catches up from the others (issue 18 item 5).
+    Corrupt {
+        peer: usize,
+        at_per_mille: u32,
+        table: bool,
+    },
     /// kill -9 of the storage gateway (uploads, downloads and erasures in flight); started
     /// again at the heal, its journal settles what was in flight.
     GatewayKill,
@@ -146,6 +150,7 @@ impl Fault {
             10 => Fault::Corrupt {
                 peer: order[0],
                 at_per_mille: rng.gen_range(100..900),
+                table: rng.gen_bool(0.5),
             },
             11 => Fault::GatewayKill,
             12 => Fault::StoreLose {
@@ -238,9 +243,14 @@ impl Fault {
             Fault::Pause { peer } => network.pause(*peer),
             Fault::Clock { peer, offset_s } => network.set_clock(*peer, *offset_s)?,
             Fault::DiskFull { peer } => network.fill_disk(*peer)?,
-            Fault::Corrupt { peer, at_per_mille } => {
+            Fault::Corrupt {
+                peer,
+                at_per_mille,
+                table,
+            } => {
                 network.kill(*peer);
-                network.corrupt_log(*peer, *at_per_mille)?;
+                let damaged = network.corrupt_ledger(*peer, *at_per_mille, *table)?;
+                network.damaged = Some(damaged);
             }
             Fault::GatewayKill => {
                 if let Some(files) = network.files.as_mut() {
@@ -290,7 +300,10 @@ impl Fault {
             network.free_disk(i);
             network.resume(i);
             match self {
-                Fault::Corrupt { peer, .. } if *peer == i => network.restart_corrupt(i)?,
+                Fault::Corrupt { peer, .. } if *peer == i => match network.damaged.take() {
+                    Some(damaged) => network.restart_corrupt(i, &damaged)?,
+                    None => network.restart(i)?,
+                },
                 _ => network.restart(i)?,
             }
         }

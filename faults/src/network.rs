@@ -72,6 +72,8 @@ pub struct Network {
     /// `MEDLEDGER_FAULT_LIE` for every peer (`NAME:KIND+KIND…`: the peer so named lies to
     /// everyone who asks it; debug builds, `peer/src/lies.rs`).
     pub lie: Option<String>,
+    /// The ledger file a corrupt fault damaged, until the heal.
+    pub damaged: Option<PathBuf>,
 }
 
 impl Network {
@@ -190,6 +192,7 @@ impl Network {
             disks: Vec::new(),
             files: None,
             lie,
+            damaged: None,
         };
         for i in 0..n {
             let name = format!("mlf{}-peer{i}", network.fabric.run);
@@ -284,38 +287,90 @@ impl Network {
         Ok(())
     }
 
-    /// Flips one byte of peer `i`'s (stopped) RocksDB write-ahead log — its newest `.log`
-    /// file, the one RocksDB replays — at `at_per_mille` of its length.
+    /// Flips one byte of peer `i`'s (stopped) ledger at `at_per_mille` of its length: of its
+    /// newest RocksDB write-ahead log (the one RocksDB replays), or, with `table`, of its
+    /// table files taken as one (a `.sst` file's data, index, filter, properties or footer),
+    /// falling back to the log while it has none. Returns the file it damaged.
     ///
     /// # Errors
     /// The ledger has no log, or it could not be written.
-    pub fn corrupt_log(&self, i: usize, at_per_mille: u32) -> anyhow::Result<()> {
+    pub fn corrupt_ledger(
+        &self,
+        i: usize,
+        at_per_mille: u32,
+        table: bool,
+    ) -> anyhow::Result<PathBuf> {
         let ledger = self.peers[i].data_dir.join("ledger");
-        let log = std::fs::read_dir(&ledger)
-            .with_context(|| format!("reading {}", ledger.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .max()
-            .with_context(|| format!("no write-ahead log in {}", ledger.display()))?;
-        let mut bytes = std::fs::read(&log)?;
-        let at = bytes.len() * at_per_mille.min(999) as usize / 1000;
+        let files = |extension: &str| -> anyhow::Result<Vec<(PathBuf, usize)>> {
+            let mut found: Vec<(PathBuf, usize)> = std::fs::read_dir(&ledger)
+                .with_context(|| format!("reading {}", ledger.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == extension))
+                .filter_map(|p| Some((p.clone(), std::fs::metadata(&p).ok()?.len() as usize)))
+                .filter(|(_, len)| *len > 0)
+                .collect();
+            found.sort();
+            Ok(found)
+        };
+        let mut tables = if table { files("sst")? } else { Vec::new() };
+        if table && tables.is_empty() {
+            // Everything is still in the log (the memtables fill at 64 MiB): flush them to
+            // table files, as the peer would have by itself later.
+            let genesis = medledger_peer::genesis::Genesis::read(&self.layout.genesis())?;
+            medledger_peer::ledger::Ledger::open(&ledger, &genesis)
+                .and_then(|opened| opened.flush())
+                .with_context(|| format!("flushing {}", ledger.display()))?;
+            tables = files("sst")?;
+        }
+        let (path, at) = if tables.is_empty() {
+            if table {
+                println!("  peer{i} has no table file yet: its write-ahead log is damaged instead");
+            }
+            let (log, len) = files("log")?
+                .pop()
+                .with_context(|| format!("no write-ahead log in {}", ledger.display()))?;
+            (log, len * at_per_mille.min(999) as usize / 1000)
+        } else {
+            let total: usize = tables.iter().map(|(_, len)| len).sum();
+            let mut at = total * at_per_mille.min(999) as usize / 1000;
+            let mut pick = tables[0].clone();
+            for (path, len) in tables {
+                if at < len {
+                    pick = (path, len);
+                    break;
+                }
+                at -= len;
+            }
+            (pick.0, at.min(pick.1 - 1))
+        };
+        let mut bytes = std::fs::read(&path)?;
         if let Some(byte) = bytes.get_mut(at) {
             *byte ^= 0xff;
         }
-        std::fs::write(&log, bytes)?;
-        Ok(())
+        std::fs::write(&path, bytes)?;
+        println!(
+            "  peer{i}: byte {at} of {} flipped",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        );
+        Ok(path)
     }
 
-    /// Starts peer `i` after its write-ahead log was damaged ([`Network::corrupt_log`]): it
-    /// must refuse to start, saying its ledger is corrupt; then, as its operator would, the
-    /// ledger is moved aside and the peer started again, to catch up from the others.
+    /// Starts peer `i` after its ledger was damaged ([`Network::corrupt_ledger`], which
+    /// returned `damaged`): it must refuse to start, saying its ledger is corrupt; then, as
+    /// its operator would, the ledger is moved aside and the peer started again, to catch up
+    /// from the others. A peer may start only if RocksDB itself removed the damaged file as
+    /// obsolete (a table already compacted away): nothing it reads was damaged.
     ///
     /// # Errors
     /// The peer started on its damaged ledger, or stopped without saying why, or did not
     /// start again.
-    pub fn restart_corrupt(&mut self, i: usize) -> anyhow::Result<()> {
+    pub fn restart_corrupt(&mut self, i: usize, damaged: &Path) -> anyhow::Result<()> {
         let before = std::fs::metadata(&self.peers[i].log).map_or(0, |m| m.len() as usize);
         if self.restart(i).is_ok() {
+            if !damaged.exists() {
+                println!("  peer{i}'s damaged file was obsolete: RocksDB removed it at opening");
+                return Ok(());
+            }
             bail!("peer{i} started on its damaged ledger without a word");
         }
         let log = std::fs::read(&self.peers[i].log).unwrap_or_default();
@@ -331,6 +386,7 @@ impl Network {
             .context("no name to move the ledger aside to")?;
         std::fs::rename(&ledger, &aside)
             .with_context(|| format!("moving {} aside", ledger.display()))?;
+        println!("  peer{i} refused its damaged ledger, saying so; moved aside, it catches up");
         self.restart(i)
     }
 

@@ -141,7 +141,9 @@ pub async fn run(
     let ledger = {
         let dir = config.data_dir.join("ledger");
         let genesis = genesis.clone();
-        tokio::task::spawn_blocking(move || open_or_explain(&dir, &genesis)).await??
+        let ledger = tokio::task::spawn_blocking(move || open_or_explain(&dir, &genesis)).await??;
+        stop_on_corruption(config.data_dir.join("ledger"));
+        ledger
     };
     let ledger = Arc::new(ledger);
     let (height_tx, _) = watch::channel(ledger.height());
@@ -447,32 +449,63 @@ fn listen_address(address: &str) -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([0, 0, 0, 0], port)))
 }
 
-/// Opens the ledger in `dir`. One RocksDB finds corrupt is neither served nor signed from:
-/// the peer stops, saying so and how to recover (issue 18 item 5): move the ledger aside and
-/// start the peer again; it catches up from the others by state transfer. It does not do so
-/// by itself: a peer started empty has forgotten its PBFT votes (until it has caught up it
-/// counts as the one faulty peer), and peers setting their ledgers aside at once, after an
-/// upgrade that reads them wrongly, would start a new chain (red team, issue 18).
+/// Opens the ledger in `dir` (reading all of it with checksums verified:
+/// [`Ledger::scrub`]). One found corrupt is neither served nor signed from: the peer stops,
+/// saying so and how to recover (issue 18 item 5): move the ledger aside and start the peer
+/// again; it catches up from the others by state transfer. It does not do so by itself: a
+/// peer started empty has forgotten its PBFT votes (until it has caught up it counts as the
+/// one faulty peer), and peers setting their ledgers aside at once, after an upgrade that
+/// reads them wrongly, would start a new chain (red team, issue 18).
 fn open_or_explain(
     dir: &std::path::Path,
     genesis: &crate::genesis::Genesis,
 ) -> anyhow::Result<Ledger> {
     match Ledger::open(dir, genesis) {
-        Err(crate::ledger::LedgerError::Corrupt {
-            what: "rocksdb",
-            why,
-        }) => {
+        Err(corrupt @ crate::ledger::LedgerError::Corrupt { .. }) => {
             metrics::counter!("medledger_ledger_corrupt_total").increment(1);
-            bail!(
-                "this peer's ledger is corrupt (RocksDB: {why}); it serves and signs nothing \
-                 from it. Check the disk, then move the ledger aside (`mv {dir} {dir}.corrupt`) \
-                 and start the peer again: it catches up from the other peers. Do this on one \
-                 peer at a time, and only while the others commit",
-                dir = dir.display()
-            )
+            bail!("{}", corruption_advice(dir, &corrupt))
         }
         other => Ok(other?),
     }
+}
+
+/// What an operator reads when this peer's ledger in `dir` is found corrupt.
+fn corruption_advice(dir: &std::path::Path, corrupt: &crate::ledger::LedgerError) -> String {
+    let found = match corrupt {
+        crate::ledger::LedgerError::Corrupt { what, why } => format!("{what}: {why}"),
+        other => other.to_string(),
+    };
+    format!(
+        "this peer's ledger is corrupt ({found}); it serves and signs nothing from it. Check \
+         the disk, then move \
+         the ledger aside (`mv {dir} {dir}.corrupt`) and start the peer again: it catches up \
+         from the other peers. Do this on one peer at a time, and only while the others commit",
+        dir = dir.display()
+    )
+}
+
+/// Makes corruption found while running stop the peer for good (until the operator moves
+/// the ledger aside): it writes [`crate::ledger::CORRUPTION_MARKER`] into `dir`, synced, so
+/// that the next start refuses the ledger even if the damage lies where opening does not
+/// read, says so, and exits. A peer that went on would serve the damaged data, or stop at
+/// the next read of it and start again in a loop.
+fn stop_on_corruption(dir: std::path::PathBuf) {
+    crate::ledger::on_corruption(move |corrupt| {
+        metrics::counter!("medledger_ledger_corrupt_total").increment(1);
+        let marker = dir.join(crate::ledger::CORRUPTION_MARKER);
+        let written = std::fs::File::create(&marker).and_then(|mut file| {
+            use std::io::Write;
+            writeln!(file, "{corrupt}")?;
+            file.sync_all()
+        });
+        let advice = corruption_advice(&dir, corrupt);
+        if let Err(e) = written {
+            tracing::error!("cannot write {}: {e}", marker.display());
+        }
+        tracing::error!("{advice}; stopping the peer");
+        eprintln!("medledger-peer: fatal: {advice}");
+        std::process::exit(70);
+    });
 }
 
 #[cfg(test)]
@@ -519,5 +552,94 @@ mod tests {
         let error = open_or_explain(&dir, &genesis).err().unwrap().to_string();
         assert!(error.contains("ledger is corrupt"), "{error}");
         assert!(error.contains("move the ledger aside"), "{error}");
+    }
+
+    /// Issue 18: one bit flipped anywhere in a table file (data, index, filter, properties
+    /// or footer) is found when the ledger opens, not when that data is next read: before,
+    /// such a peer started, served, and stopped at the first read of the damaged block (or
+    /// never, if no one asked for it, and `ledger verify` failed later).
+    #[test]
+    fn a_flipped_bit_anywhere_in_a_table_file_is_found_at_opening() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
+        let block =
+            medledger_proto::v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+        let genesis = crate::genesis::Genesis::from_block(block).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ledger");
+        {
+            let ledger = Ledger::open(&dir, &genesis).unwrap();
+            // Values that do not compress, in a column family with a Bloom filter and in one
+            // without.
+            let mut value = [0u8; 32];
+            for cf in [crate::ledger::CF_TX_INDEX, crate::ledger::CF_HISTORY] {
+                let puts = (0u64..4_000)
+                    .map(|i| {
+                        let mut bytes = Vec::with_capacity(256);
+                        for _ in 0..8 {
+                            value = <sha2::Sha256 as sha2::Digest>::digest(value).into();
+                            bytes.extend_from_slice(&value);
+                        }
+                        ([b"test/".as_slice(), &i.to_be_bytes()].concat(), bytes)
+                    })
+                    .collect();
+                ledger.put_and_flush(cf, puts).unwrap();
+            }
+        }
+        let tables: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+            .collect();
+        assert!(tables.len() >= 2, "tables: {tables:?}");
+        let mut tried = 0;
+        for table in &tables {
+            let len = std::fs::metadata(table).unwrap().len() as usize;
+            let step = (len / 40).max(1);
+            for at in (0..len).step_by(step).chain([len - 1]) {
+                let copy = root.path().join(format!("copy-{tried}"));
+                std::fs::create_dir(&copy).unwrap();
+                for entry in std::fs::read_dir(&dir).unwrap() {
+                    let from = entry.unwrap().path();
+                    std::fs::copy(&from, copy.join(from.file_name().unwrap())).unwrap();
+                }
+                let damaged = copy.join(table.file_name().unwrap());
+                let mut bytes = std::fs::read(&damaged).unwrap();
+                bytes[at] ^= 0x10;
+                std::fs::write(&damaged, bytes).unwrap();
+                match Ledger::open(&copy, &genesis) {
+                    Err(crate::ledger::LedgerError::Corrupt { .. }) => {}
+                    Err(other) => {
+                        panic!("byte {at} of {len} in {table:?}: not corruption: {other}")
+                    }
+                    Ok(_) => panic!("byte {at} of {len} in {table:?}: a damaged table opened"),
+                }
+                std::fs::remove_dir_all(&copy).unwrap();
+                tried += 1;
+            }
+        }
+        assert!(tried >= 80, "{tried} flips tried");
+    }
+
+    /// A peer that found its ledger corrupt while running left the marker: the ledger is
+    /// refused at the next start, with the advice, until it is moved aside.
+    #[test]
+    fn a_ledger_marked_corrupt_while_running_is_refused() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
+        let block =
+            medledger_proto::v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+        let genesis = crate::genesis::Genesis::from_block(block).unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ledger");
+        drop(Ledger::open(&dir, &genesis).unwrap());
+        std::fs::write(
+            dir.join(crate::ledger::CORRUPTION_MARKER),
+            "the ledger is corrupt (rocksdb): Corruption: block checksum mismatch\n",
+        )
+        .unwrap();
+        let error = open_or_explain(&dir, &genesis).err().unwrap().to_string();
+        assert!(error.contains("block checksum mismatch"), "{error}");
+        assert!(error.contains("move the ledger aside"), "{error}");
+        std::fs::remove_file(dir.join(crate::ledger::CORRUPTION_MARKER)).unwrap();
+        Ledger::open(&dir, &genesis).unwrap();
     }
 }

@@ -35,10 +35,7 @@ pub fn committed_key(seq: pbft::Seq) -> Vec<u8> {
 }
 
 fn corrupt(why: impl ToString) -> LedgerError {
-    LedgerError::Corrupt {
-        what: "pbft",
-        why: why.to_string(),
-    }
+    crate::ledger::corrupt("pbft", why)
 }
 
 /// The new view stored under `new_view`, if it decodes as one.
