@@ -87,6 +87,10 @@ struct RunArgs {
     /// Keeps the folders of episodes that passed too.
     #[arg(long)]
     keep: bool,
+    /// Stops after this many episodes in this invocation (the `--state` file keeps the
+    /// progress; the same command continues). A long run can so be done in sittings.
+    #[arg(long)]
+    max_episodes: Option<u64>,
     /// The folder of medledger-ca, medledger-peer, medledger-gateway and medledger
     /// (default: this binary's).
     #[arg(long)]
@@ -488,11 +492,6 @@ async fn run_episode(
             }
         }
         let healed_at = Instant::now();
-        if let Fault::Corrupt { peer, .. } = fault {
-            println!(
-                "  peer{peer} refused its damaged ledger, saying so; moved aside, it catches up"
-            );
-        }
         match recovered(&network, &client, before).await {
             Some(took) => {
                 println!(
@@ -739,7 +738,9 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     progress.cycles = args.cycles;
     let episodes: Vec<u64> = match args.episode {
         Some(k) => vec![k],
-        None => (progress.episodes_done..args.cycles.div_ceil(per)).collect(),
+        None => (progress.episodes_done..args.cycles.div_ceil(per))
+            .take(usize::try_from(args.max_episodes.unwrap_or(u64::MAX)).unwrap_or(usize::MAX))
+            .collect(),
     };
     for index in episodes {
         let cycles = if args.episode.is_some() {
@@ -756,7 +757,24 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
             args.seed,
             dir.display()
         );
-        let episode = run_episode(args.seed, index, cycles, &dir, &bins, &args.faults, &args).await;
+        // A stop signal drops the episode, whose network cleans up as it drops (processes
+        // killed, disks unmounted, namespaces and bridge removed); the episode is not
+        // counted, so the same command runs it again.
+        let episode = tokio::select! {
+            episode = run_episode(args.seed, index, cycles, &dir, &bins, &args.faults, &args) => Some(episode),
+            signal = stop_signal() => {
+                println!("stopped by {signal} during episode {index}");
+                None
+            }
+        };
+        let Some(episode) = episode else {
+            unmount_under(&dir);
+            disk::sweep_leftovers();
+            println!(
+                "episode {index} cleaned up and not counted; the same command continues from it"
+            );
+            return Ok(false);
+        };
         let mut only = if args.faults.is_empty() {
             String::new()
         } else {
@@ -842,6 +860,22 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         None => report(&progress),
     }
     Ok(true)
+}
+
+/// Waits for SIGINT or SIGTERM; the signal's name.
+async fn stop_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        // No handler could be installed: never report a signal (the default action stays).
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    }
 }
 
 /// The run's figures, as docs/RELIABILITY.md records them.
