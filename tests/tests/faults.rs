@@ -35,11 +35,12 @@ fn a_few_seeded_fault_cycles_lose_nothing() {
     }
     let faults = binary("medledger-faults");
     let dir = tempfile::tempdir().expect("temp dir");
-    // Two seeds of every fault kind, and one with the first peer lying to every client
-    // (the lying-peer mode) under partitions.
-    let runs: [(&str, &[&str]); 3] = [
+    // Two seeds of every fault kind, two flips in table files (seed 41 draws those), and one
+    // with the first peer lying to every client (the lying-peer mode) under partitions.
+    let runs: [(&str, &[&str]); 4] = [
         ("1", &["--cycles", "3"]),
         ("2", &["--cycles", "3"]),
+        ("41", &["--cycles", "2", "--faults", "corrupt"]),
         (
             "3",
             &[
@@ -67,7 +68,74 @@ fn a_few_seeded_fault_cycles_lose_nothing() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(said.contains("lost 0"), "{said}");
+        if seed == "41" {
+            assert_eq!(said.matches(".sst flipped").count(), 2, "{said}");
+            assert!(said.contains("refused its damaged ledger"), "{said}");
+        }
     }
+    a_stopped_run_cleans_up_after_itself(&faults, dir.path());
+}
+
+/// SIGTERM in the middle of an episode: the run says it stopped, and leaves no process,
+/// network namespace, mount or disk image behind (it once left all of them). Run after the
+/// seeds above, never beside them: their namespaces would count.
+fn a_stopped_run_cleans_up_after_itself(faults: &std::path::Path, root: &std::path::Path) {
+    let namespaces = || {
+        let listed = Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip netns list");
+        let mut names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .filter(|n| n.starts_with("mlf"))
+            .collect();
+        names.sort();
+        names
+    };
+    let before = namespaces();
+    let dir = root.join("stopped");
+    let log = root.join("stopped.log");
+    let mut run = Command::new(faults)
+        .args(["run", "--seed", "9", "--cycles", "10", "--dir"])
+        .arg(&dir)
+        .stdout(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("medledger-faults runs");
+    let started = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("cycle 1:")
+    {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(300),
+            "no second cycle: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &run.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = run.wait().expect("the run ends");
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("stopped by SIGTERM"), "{said}");
+    assert!(said.contains("cleaned up and not counted"), "{said}");
+    assert_eq!(namespaces(), before, "namespaces left behind");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let folder = dir.to_string_lossy().into_owned();
+    assert!(!mounts.contains(&folder), "mounts left behind:\n{mounts}");
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .expect("procfs")
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&folder))
+        .collect();
+    assert!(left.is_empty(), "processes left behind: {left:?}");
 }
 
 /// Whether this process's effective uid is 0 (from procfs).
