@@ -74,6 +74,8 @@ pub struct Network {
     pub lie: Option<String>,
     /// The ledger file a corrupt fault damaged, until the heal.
     pub damaged: Option<PathBuf>,
+    /// The CA as the peers reach it from their namespaces (for their revocation feed).
+    peer_ca_url: String,
 }
 
 impl Network {
@@ -91,13 +93,17 @@ impl Network {
         lie: Option<String>,
     ) -> anyhow::Result<Network> {
         let fabric = Fabric::create(run_hint, n)?;
+        let fabric_host = fabric.host_address();
         let bins = Binaries {
             dir: bin_dir.to_path_buf(),
         };
         std::fs::create_dir_all(dir)?;
         let ca_dir = dir.join("ca");
+        // The peers reach the CA over the bridge (their revocation feed): its certificate
+        // names the bridge's host address, and it listens there as well as on loopback.
         let output = bins
             .ca_init(&ca_dir)
+            .args(["--host", &fabric.host_address()])
             .output()
             .context("medledger-ca init")?;
         if !output.status.success() {
@@ -106,7 +112,7 @@ impl Network {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let mut ca_command = bins.ca_serve(&ca_dir, "127.0.0.1:0");
+        let mut ca_command = bins.ca_serve(&ca_dir, "0.0.0.0:0");
         ca_command.env("RUST_LOG", "warn");
         let ca = Process::start(
             ca_command,
@@ -193,6 +199,7 @@ impl Network {
             files: None,
             lie,
             damaged: None,
+            peer_ca_url: format!("https://{}:{port}", fabric_host),
         };
         for i in 0..n {
             let name = format!("mlf{}-peer{i}", network.fabric.run);
@@ -240,6 +247,7 @@ impl Network {
                 medledger_peer::fault_clock::FAULT_CLOCK_FILE,
                 &self.peers[i].clock_file,
             );
+        command.env("MEDLEDGER_PEER_CA_URL", &self.peer_ca_url);
         if let Some(lie) = &self.lie {
             command.env("MEDLEDGER_FAULT_LIE", lie);
         }
