@@ -1029,17 +1029,14 @@ impl Replica {
         }
         // Consensus time: after every earlier batch, before every later one, near our clock.
         let ts = batch.timestamp_ms;
-        if ts < self.durable.last_timestamp_ms {
-            return false;
-        }
-        for (&s, slot) in self.slots.range(..m.seq) {
-            if slot
-                .pre_prepare
-                .as_ref()
-                .is_some_and(|p| p.message.batch.timestamp_ms > ts && s != m.seq)
-            {
-                return false;
+        let mut floor = self.durable.last_timestamp_ms;
+        for slot in self.slots.range(..m.seq).map(|(_, s)| s) {
+            if let Some(p) = &slot.pre_prepare {
+                floor = floor.max(p.message.batch.timestamp_ms);
             }
+        }
+        if ts < floor {
+            return false;
         }
         for slot in self.slots.range(m.seq.saturating_add(1)..).map(|(_, s)| s) {
             if slot
@@ -1050,7 +1047,13 @@ impl Replica {
                 return false;
             }
         }
-        ts.abs_diff(self.wall_ms) <= self.config.max_clock_skew_ms
+        // Near our clock: not more than the skew behind it, and not more than the skew ahead
+        // of it, unless consensus time is already ahead (clocks set back after a batch
+        // committed while they were ahead): then only that time, which pauses until the
+        // clocks catch up, instead of the network refusing every batch meanwhile.
+        let skew = self.config.max_clock_skew_ms;
+        ts.saturating_add(skew) >= self.wall_ms
+            && ts <= self.wall_ms.saturating_add(skew).max(floor)
     }
 
     fn store_prepare(&mut self, v: Signed<Vote>) {

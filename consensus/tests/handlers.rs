@@ -918,3 +918,56 @@ fn a_primary_whose_clock_was_set_back_stamps_batches_near_its_clock() {
         );
     }
 }
+
+/// Red team: a batch committed while the clocks were ahead leaves consensus time ahead of
+/// them once they are set back. Every primary then stamps that time (never less); backups
+/// judging it against their clock alone refused it, and the network changed view after view
+/// until the clocks caught up. Consensus time pauses instead: that stamp is accepted, and no
+/// more than it.
+#[test]
+fn consensus_time_ahead_of_a_clock_set_back_pauses_instead_of_stalling() {
+    let ahead = NOW + 100_000;
+    let mut r = Replica::new(
+        1,
+        config(),
+        Box::new(SimCrypto { id: 1 }),
+        DurableState {
+            last_timestamp_ms: ahead,
+            ..DurableState::default()
+        },
+        0,
+    );
+    let mut paused = batch(1);
+    paused.timestamp_ms = ahead;
+    let sent = deliver(&mut r, proposal(1, paused));
+    assert_eq!(prepares(&sent).len(), 1, "{sent:?}");
+    assert!(suspicions(&sent).is_empty(), "{sent:?}");
+
+    let mut r = Replica::new(
+        1,
+        config(),
+        Box::new(SimCrypto { id: 1 }),
+        DurableState {
+            last_timestamp_ms: ahead,
+            ..DurableState::default()
+        },
+        0,
+    );
+    let mut further = batch(1);
+    further.timestamp_ms = ahead + config().max_clock_skew_ms;
+    let sent = deliver(&mut r, proposal(1, further));
+    assert!(prepares(&sent).is_empty(), "{sent:?}");
+    assert_eq!(suspicions(&sent), vec![0]);
+}
+
+/// A primary holding consensus time back (a stamp more than the skew behind our clock) is
+/// still refused.
+#[test]
+fn a_pre_prepare_stamped_far_behind_our_clock_is_suspected() {
+    let mut r = backup();
+    let mut b = batch(1);
+    b.timestamp_ms = NOW - config().max_clock_skew_ms - 1;
+    let sent = deliver(&mut r, proposal(1, b));
+    assert!(prepares(&sent).is_empty());
+    assert_eq!(suspicions(&sent), vec![0]);
+}

@@ -3,7 +3,9 @@
 //! mounted as the peer's data directory. It can be filled to the last block (the disk-full
 //! fault) and slowed down by the kernel's block-I/O throttling on that loop device (the
 //! slow-disk fault: cgroup v1 `blkio.throttle.*`, which limits the reads, writes and their
-//! syncs the peer's own threads make).
+//! syncs the peer's own threads make, and, set on the root cgroup for that device alone,
+//! the write-back the kernel's own threads do for it: cgroup v1 charges buffered writes to
+//! the root, and a peer whose reads are all in the page cache did no I/O of its own).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,27 @@ pub struct Disk {
     device: String,
     /// The cgroup throttling the peer, while the disk is slowed.
     cgroup: Option<PathBuf>,
+    /// The root cgroup's bytes of I/O on this device when the throttle began.
+    root_before: u64,
+}
+
+/// The limit files of cgroup v1 block-I/O throttling.
+const LIMITS: [&str; 4] = [
+    "blkio.throttle.write_bps_device",
+    "blkio.throttle.read_bps_device",
+    "blkio.throttle.write_iops_device",
+    "blkio.throttle.read_iops_device",
+];
+
+/// The bytes of I/O `cgroup` did on `device` (`MAJOR:MINOR`; `None`: on every device), as
+/// its `blkio.throttle.io_service_bytes` counts them.
+fn served_bytes(cgroup: &Path, device: Option<&str>) -> u64 {
+    let prefix = device.map_or_else(|| "Total ".to_string(), |d| format!("{d} Total "));
+    std::fs::read_to_string(cgroup.join("blkio.throttle.io_service_bytes"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix).and_then(|t| t.trim().parse().ok()))
+        .unwrap_or(0)
 }
 
 fn run(command: &mut std::process::Command) -> anyhow::Result<String> {
@@ -47,9 +70,23 @@ pub fn can_slow() -> bool {
     made
 }
 
-/// Removes what a run stopped by kill -9 left: disk images no loop device holds and empty
-/// cgroups of the slow-disk fault.
+/// Removes what a run stopped by kill -9 left: disk images no loop device holds, empty
+/// cgroups of the slow-disk fault, and its limits on loop devices in the root cgroup (a
+/// later disk given the same device number would be slow from the start). Never run two
+/// harnesses at once: this lifts the other's throttle too.
 pub fn sweep_leftovers() {
+    for file in LIMITS {
+        let path = Path::new(BLKIO).join(file);
+        for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
+            if let Some(device) = line
+                .split_whitespace()
+                .next()
+                .filter(|d| d.starts_with("7:"))
+            {
+                let _ = std::fs::write(&path, format!("{device} 0\n"));
+            }
+        }
+    }
     if let Ok(entries) = std::fs::read_dir("/dev/shm") {
         for path in entries.flatten().map(|e| e.path()) {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -97,6 +134,7 @@ impl Disk {
             image,
             device: String::new(),
             cgroup: None,
+            root_before: 0,
         };
         // No blocks reserved for root: the peer runs as root and would otherwise see more
         // space than the fill leaves.
@@ -139,14 +177,15 @@ impl Disk {
         std::fs::create_dir_all(&cgroup)
             .with_context(|| format!("making the cgroup {}", cgroup.display()))?;
         self.cgroup = Some(cgroup.clone());
-        for (file, limit) in [
-            ("blkio.throttle.write_bps_device", bytes_per_s),
-            ("blkio.throttle.read_bps_device", bytes_per_s),
-            ("blkio.throttle.write_iops_device", iops),
-            ("blkio.throttle.read_iops_device", iops),
-        ] {
-            std::fs::write(cgroup.join(file), format!("{} {limit}\n", self.device))
-                .with_context(|| format!("writing {file}"))?;
+        self.root_before = served_bytes(Path::new(BLKIO), Some(&self.device));
+        for (file, limit) in LIMITS
+            .into_iter()
+            .zip([bytes_per_s, bytes_per_s, iops, iops])
+        {
+            for group in [cgroup.as_path(), Path::new(BLKIO)] {
+                std::fs::write(group.join(file), format!("{} {limit}\n", self.device))
+                    .with_context(|| format!("writing {}", group.join(file).display()))?;
+            }
         }
         std::fs::write(cgroup.join("cgroup.procs"), format!("{pid}\n"))
             .context("moving the peer into its cgroup")?;
@@ -158,19 +197,14 @@ impl Disk {
     pub fn unslow(&mut self) -> Option<u64> {
         let cgroup = self.cgroup.take()?;
         // Limits off first, so that I/O still queued is not held back after the heal.
-        for file in [
-            "blkio.throttle.write_bps_device",
-            "blkio.throttle.read_bps_device",
-            "blkio.throttle.write_iops_device",
-            "blkio.throttle.read_iops_device",
-        ] {
-            let _ = std::fs::write(cgroup.join(file), format!("{} 0\n", self.device));
+        for file in LIMITS {
+            for group in [cgroup.as_path(), Path::new(BLKIO)] {
+                let _ = std::fs::write(group.join(file), format!("{} 0\n", self.device));
+            }
         }
-        let served = std::fs::read_to_string(cgroup.join("blkio.throttle.io_service_bytes"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("Total ").and_then(|t| t.trim().parse().ok()))
-            .unwrap_or(0);
+        let served = served_bytes(&cgroup, None).saturating_add(
+            served_bytes(Path::new(BLKIO), Some(&self.device)).saturating_sub(self.root_before),
+        );
         let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
         for pid in procs.lines() {
             let _ = std::fs::write(Path::new(BLKIO).join("cgroup.procs"), format!("{pid}\n"));

@@ -709,6 +709,12 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         None => std::env::temp_dir().join(format!("medledger-faults-{}", std::process::id())),
     };
     let per = args.cycles_per_episode.max(1);
+    let mut signals = StopSignals::listen();
+    anyhow::ensure!(
+        args.max_episodes.is_none() || args.state.is_some(),
+        "--max-episodes needs --state: without it the next sitting would start again at the \
+         first episode"
+    );
     for kind in &args.faults {
         anyhow::ensure!(
             fault::KINDS.contains(&kind.as_str()),
@@ -762,7 +768,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         // counted, so the same command runs it again.
         let episode = tokio::select! {
             episode = run_episode(args.seed, index, cycles, &dir, &bins, &args.faults, &args) => Some(episode),
-            signal = stop_signal() => {
+            signal = signals.recv() => {
                 println!("stopped by {signal} during episode {index}");
                 None
             }
@@ -857,24 +863,50 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     match args.episode {
         // A replay leaves the run's figures alone (and its --state file).
         Some(index) => println!("episode {index} of seed {}: every check passed", args.seed),
-        None => report(&progress),
+        None => {
+            if progress.cycles_done < args.cycles {
+                println!(
+                    "this sitting is over: {} of {} cycles done; the same command continues",
+                    progress.cycles_done, args.cycles
+                );
+            }
+            report(&progress);
+        }
     }
     Ok(true)
 }
 
-/// Waits for SIGINT or SIGTERM; the signal's name.
-async fn stop_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // No handler could be installed: never report a signal (the default action stays).
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
+/// SIGINT and SIGTERM, listened for from the start of a run: one that arrives between two
+/// episodes (while one is cleaned up or the next is set up) is kept and stops the next.
+struct StopSignals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> StopSignals {
+        use tokio::signal::unix::{SignalKind, signal};
+        StopSignals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    /// The next signal's name (never, for one no handler could be installed for: its
+    /// default action stays).
+    async fn recv(&mut self) -> &'static str {
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = next(&mut self.interrupt) => "SIGINT",
+            () = next(&mut self.terminate) => "SIGTERM",
+        }
     }
 }
 
