@@ -14,7 +14,7 @@ use crate::{Cli, DEFAULT_PEER, Output, open_wallet};
 
 #[derive(Subcommand)]
 pub enum NetworkCommand {
-    /// Start a CA, 3f+1 PBFT peers and the storage gateway on loopback (created the first
+    /// Start a CA, n ≥ 4 PBFT peers and the storage gateway on loopback (created the first
     /// time), wait until all are healthy, print the endpoints. Stays in the foreground and
     /// stops everything on Ctrl-C, unless --detach.
     Up(UpArgs),
@@ -50,7 +50,8 @@ impl DirArg {
 pub struct UpArgs {
     #[command(flatten)]
     dir: DirArg,
-    /// How many peers: 3f + 1 (4, 7, 10...). Fixed when the network is first created.
+    /// How many peers: at least 4 (f faults need 3f + 1: 4, 7, 10...). Fixed when the
+    /// network is first created.
     #[arg(long, default_value_t = 4)]
     peers: usize,
     /// Leave the processes running in the background and return.

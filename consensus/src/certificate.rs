@@ -56,7 +56,7 @@ pub fn check_commit_certificate(
         items.push((
             v.from,
             Domain::Commit,
-            CommitVote(&v.message).signed_bytes(),
+            config.epoch_signed(CommitVote(&v.message).signed_bytes()),
             v.signature.as_slice(),
         ));
     }

@@ -1,10 +1,11 @@
 //! Protocol parameters. Every queue and message has a limit derived from these.
 
-use crate::message::ReplicaId;
+use crate::message::{Digest, ReplicaId, Seq};
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Number of replicas, n = 3f + 1.
+    /// Number of replicas, n ≥ 4: f = ⌊(n − 1)/3⌋ of them may be faulty (n = 3f + 1 wastes
+    /// none; 5 or 6 replicas tolerate one fault, as 4 do, with larger quorums).
     pub n: u32,
     /// A checkpoint every K sequence numbers.
     pub checkpoint_interval: u64,
@@ -25,14 +26,25 @@ pub struct Config {
     pub max_pending_bytes: usize,
     /// Committed batches kept in memory to serve state transfer.
     pub retain_committed: u64,
+    /// The sequence number this replica set starts after: 0 for the network's first, the
+    /// number of the batch that changed the set for a later one (docs/adr/0011 §5). The
+    /// replicas start with their stable checkpoint there, proven by no signatures: every
+    /// member executed that batch before it started.
+    pub epoch_base: Seq,
+    /// The checkpoint digest every member holds after `epoch_base` (what the host's
+    /// checkpoints carry: the block's header hash in ledger format 2): the only checkpoint
+    /// at `epoch_base` any replica accepts (ignored for the first set, whose base 0 is the
+    /// genesis). With `epoch_base`, it names the replica set in every signature (see
+    /// [`Config::epoch_signed`]).
+    pub epoch_base_digest: Digest,
+    /// The consensus time (Unix ms) of the batch at `epoch_base`: the set's first batches
+    /// are stamped no earlier.
+    pub epoch_base_time_ms: u64,
 }
 
 impl Config {
     pub fn new(n: u32) -> Config {
-        assert!(
-            n >= 4 && (n - 1).is_multiple_of(3),
-            "n must be 3f + 1 with f ≥ 1"
-        );
+        assert!(n >= 4, "n must be at least 4 (f ≥ 1)");
         Config {
             n,
             checkpoint_interval: 16,
@@ -45,23 +57,56 @@ impl Config {
             max_pending_requests: 100_000,
             max_pending_bytes: 256 << 20,
             retain_committed: 4096,
+            epoch_base: 0,
+            epoch_base_digest: [0; 32],
+            epoch_base_time_ms: 0,
         }
     }
 
-    /// The number of faults tolerated.
+    /// The number of faults tolerated: ⌊(n − 1)/3⌋.
     pub fn f(&self) -> usize {
-        ((self.n - 1) / 3) as usize
+        (self.n.saturating_sub(1) / 3) as usize
     }
 
-    /// 2f + 1.
+    /// The quorum, ⌈(n + f + 1)/2⌉ replicas: any two share at least f + 1 (so one correct
+    /// replica), and the n − f correct ones make one. 2f + 1 when n = 3f + 1 (Castro–Liskov
+    /// §4; the general size is Malkhi–Reiter's for Byzantine quorum systems).
     pub fn quorum(&self) -> usize {
-        self.f().saturating_mul(2).saturating_add(1)
+        (self.n as usize)
+            .saturating_add(self.f())
+            .saturating_add(1)
+            .div_ceil(2)
     }
 
-    /// 2f: the prepares from distinct backups that, with the pre-prepare, prove a batch
-    /// prepared (Castro–Liskov §4.2).
+    /// The quorum less the primary: the prepares from distinct backups that, with the
+    /// pre-prepare, prove a batch prepared (Castro–Liskov §4.2; 2f when n = 3f + 1).
     pub fn prepare_quorum(&self) -> usize {
-        self.f().saturating_mul(2)
+        self.quorum().saturating_sub(1)
+    }
+
+    /// The replicas that may be out with the network still committing: n − quorum (f when
+    /// n = 3f + 1 or 3f + 2, f + 1 when n = 3f + 3).
+    pub fn spare_replicas(&self) -> usize {
+        (self.n as usize).saturating_sub(self.quorum())
+    }
+
+    /// The bytes a replica of this set signs for `bytes` (a message's own signed bytes): for
+    /// the first set (base 0) the bytes themselves, so that the genesis set's signatures
+    /// stay what they were; for a set after a reconfiguration, prefixed with the tag
+    /// `medledger/pbft/epoch`, the base and its digest, so that no signature of one replica
+    /// set counts in another, even where a peer keeps its key and its id (docs/adr/0011
+    /// §4). Every signature the core makes or checks goes through it.
+    pub fn epoch_signed(&self, bytes: Vec<u8>) -> Vec<u8> {
+        if self.epoch_base == 0 {
+            return bytes;
+        }
+        let tag = b"medledger/pbft/epoch";
+        let mut out = Vec::with_capacity(tag.len() + 40 + bytes.len());
+        out.extend_from_slice(tag);
+        out.extend_from_slice(&self.epoch_base.to_be_bytes());
+        out.extend_from_slice(&self.epoch_base_digest);
+        out.extend_from_slice(&bytes);
+        out
     }
 
     /// f + 1: enough replicas that one of them is correct.
@@ -149,5 +194,42 @@ impl Config {
         assert!(self.max_batch_requests > 0 && self.max_batch_bytes > 0);
         assert!(self.max_pending_bytes >= self.max_batch_bytes);
         assert!(self.retain_committed >= self.watermark_window);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    /// Quorums for any n ≥ 4: any two intersect in f + 1 replicas (one correct), and the
+    /// n − f correct replicas make one; 2f + 1 at n = 3f + 1.
+    #[test]
+    fn quorums_intersect_in_a_correct_replica_and_the_correct_make_one() {
+        let expected = [
+            (4, 3),
+            (5, 4),
+            (6, 4),
+            (7, 5),
+            (8, 6),
+            (9, 6),
+            (10, 7),
+            (31, 21),
+        ];
+        for (n, quorum) in expected {
+            assert_eq!(Config::new(n).quorum(), quorum, "n = {n}");
+        }
+        for n in 4..=64u32 {
+            let c = Config::new(n);
+            let (n, f, q) = (n as usize, c.f(), c.quorum());
+            assert!(
+                2 * q > n + f,
+                "n = {n}: two quorums share fewer than f + 1"
+            );
+            assert!(q <= n - f, "n = {n}: the correct replicas are no quorum");
+            assert_eq!(c.prepare_quorum(), q - 1);
+            if n % 3 == 1 {
+                assert_eq!(q, 2 * f + 1);
+            }
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! # medledger-pbft
 //!
-//! Castro–Liskov PBFT (OSDI '99, TOCS 2002) with signatures, n = 3f + 1, as a pure state
+//! Castro–Liskov PBFT (OSDI '99, TOCS 2002) with signatures, n ≥ 3f + 1, as a pure state
 //! machine in the style of raft-rs: the host calls [`Replica::request`], [`Replica::receive`],
 //! [`Replica::tick`], [`Replica::executed`] and [`Replica::persisted`], and performs the
 //! returned [`Action`]s in order (see `replica.rs` for the contract). The crate has no tokio,

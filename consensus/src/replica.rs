@@ -275,11 +275,36 @@ impl Replica {
         id: ReplicaId,
         config: Config,
         crypto: Box<dyn Crypto>,
-        durable: DurableState,
+        mut durable: DurableState,
         executed_up_to: Seq,
     ) -> Replica {
         config.validate();
         assert!(id < config.n, "replica id out of range");
+        // A replica set starting after `epoch_base` (docs/adr/0011 §5) starts with its stable
+        // checkpoint there. The host passes the durable state of this replica set only, and
+        // has executed up to the base.
+        assert!(
+            executed_up_to >= config.epoch_base,
+            "a replica starts only once its host has executed up to the epoch's base"
+        );
+        // Durable state of another replica set (its stable checkpoint below the base, or at
+        // the base but not this set's unsigned one) is dropped whole: its view, its accepted
+        // and prepared batches and its committed ones belong to that set (red team).
+        let base_proof = CheckpointProof {
+            seq: config.epoch_base,
+            state_root: config.epoch_base_digest,
+            signatures: Vec::new(),
+        };
+        let ours = durable.stable.seq > config.epoch_base
+            || (durable.stable.seq == config.epoch_base
+                && (config.epoch_base == 0 || durable.stable == base_proof));
+        if !ours {
+            durable = DurableState {
+                stable: base_proof,
+                ..DurableState::default()
+            };
+        }
+        durable.last_timestamp_ms = durable.last_timestamp_ms.max(config.epoch_base_time_ms);
         // The highest sequence number we accepted a batch for in our view: restarted as its
         // primary, we never propose another batch there (that would be equivocation by a
         // correct primary; red team, issue 18).
@@ -625,7 +650,9 @@ impl Replica {
         bytes: impl Fn(&M) -> Vec<u8>,
         domain: Domain,
     ) -> Signed<M> {
-        let signature = self.crypto.sign(domain, &bytes(&message));
+        let signature = self
+            .crypto
+            .sign(domain, &self.config.epoch_signed(bytes(&message)));
         Signed {
             from: self.id,
             message,
@@ -635,9 +662,12 @@ impl Replica {
 
     pub(crate) fn verify<M>(&self, signed: &Signed<M>, bytes: Vec<u8>, domain: Domain) -> bool {
         signed.from < self.config.n
-            && self
-                .crypto
-                .verify(signed.from, domain, &bytes, &signed.signature)
+            && self.crypto.verify(
+                signed.from,
+                domain,
+                &self.config.epoch_signed(bytes),
+                &signed.signature,
+            )
     }
 
     pub(crate) fn broadcast(&mut self, message: Message) {
@@ -1245,8 +1275,15 @@ impl Replica {
     // ------------------------------------------------------------ checkpoints
 
     pub(crate) fn valid_checkpoint_proof(&self, proof: &CheckpointProof) -> bool {
-        if proof.seq == 0 {
-            return proof.signatures.is_empty();
+        let base = self.config.epoch_base;
+        if proof.seq < base {
+            return false;
+        }
+        if proof.seq == base {
+            // The epoch's base needs no signatures: every member executed it before
+            // starting (the network's genesis, 0, has no digest to match).
+            return proof.signatures.is_empty()
+                && (base == 0 || proof.state_root == self.config.epoch_base_digest);
         }
         if proof.signatures.len() > self.config.n as usize {
             return false;
@@ -1264,7 +1301,7 @@ impl Replica {
             items.push((
                 s.from,
                 Domain::Checkpoint,
-                s.message.signed_bytes(),
+                self.config.epoch_signed(s.message.signed_bytes()),
                 s.signature.as_slice(),
             ));
         }

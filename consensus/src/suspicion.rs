@@ -24,7 +24,8 @@
 //! its view change, while the others go on (the fault harness found it at 22% packet loss).
 //! The primary then steps down: a correct primary seeing, for [`STEP_DOWN_PATIENCE_TIMEOUTS`]
 //! request timeouts, so many replicas in view changes past its view that the network has no
-//! spare fault (f of them), suspects itself. With their view changes that is f+1 suspicions,
+//! spare fault (n − quorum of them: f at n = 3f + 1, [`Config::spare_replicas`]), suspects
+//! itself. With their view changes that is at least f+1 suspicions,
 //! so every replica joins and the view changes, which brings them back: a view change costs
 //! a few round trips, a network without a spare fault costs the next fault. A faulty replica
 //! staying in a view change on purpose makes each correct primary step down at most once per
@@ -146,7 +147,8 @@ impl Replica {
         }
     }
 
-    /// As the installed primary, steps down (suspects itself) once f replicas have been in
+    /// As the installed primary, steps down (suspects itself) once as many replicas as may be
+    /// out ([`Config::spare_replicas`]: f at n = 3f + 1) have been in
     /// view changes past our view for longer than their patience: the network has no spare
     /// fault while they are out, and only a view change brings them back.
     pub(crate) fn step_down_if_left_out(&mut self) {
@@ -167,7 +169,7 @@ impl Replica {
             })
             .map(|(replica, _)| *replica)
             .collect();
-        if waited_out.len() < self.config.f().max(1) {
+        if waited_out.len() < self.config.spare_replicas().max(1) {
             return;
         }
         for replica in waited_out {
@@ -191,7 +193,8 @@ impl Replica {
     }
 
     /// Ends a step-down the others did not join in time, or whose replicas are no longer
-    /// left out (fewer than f still in view changes past our view): our suspicion is
+    /// left out (fewer than the spare replicas still in view changes past our view): our
+    /// suspicion is
     /// withdrawn, so that it cannot linger and later join one faulty replica's to depose us
     /// (red team, issue 18). The replicas' patience stays doubled.
     pub(crate) fn end_step_down_if_over(&mut self) {
@@ -204,7 +207,7 @@ impl Replica {
             .values()
             .filter(|(_, lapses)| *lapses > now)
             .count();
-        if now >= until || live < self.config.f().max(1) {
+        if now >= until || live < self.config.spare_replicas().max(1) {
             self.stepping_down_until = None;
             self.suspicion_resend_at = None;
         }
@@ -213,8 +216,8 @@ impl Replica {
     /// When the step-down logic next needs a tick (ms): the end of a step-down, or the
     /// earliest a replica left out exhausts its patience (an idle primary has no other
     /// timer running).
-    /// Only when a step-down can follow: as the installed primary, with f replicas left out
-    /// (live), at the f-th earliest end of their patience. A deadline that could pass without
+    /// Only when a step-down can follow: as the installed primary, with as many replicas left
+    /// out (live) as may be out, at the latest end of patience among the earliest of them. A deadline that could pass without
     /// a step-down would stay the earliest timer and, already set, never be set again: the
     /// primary's other timers would stop (red team, issue 18).
     pub(crate) fn step_down_deadline(&self) -> Option<u64> {
@@ -232,7 +235,8 @@ impl Replica {
             .map(|(replica, (since, _))| since.saturating_add(self.step_down_patience(*replica)))
             .collect();
         ends.sort_unstable();
-        ends.get(self.config.f().max(1).saturating_sub(1)).copied()
+        ends.get(self.config.spare_replicas().max(1).saturating_sub(1))
+            .copied()
     }
 
     /// Another replica's suspicion of the primary of `view`, which it is in. One for a view

@@ -21,6 +21,8 @@ fn config() -> Config {
 
 /// A fresh replica `id` (nothing durable, nothing executed).
 fn fresh(id: ReplicaId, config: Config) -> Replica {
+    // Test threads may be reused: sign as this replica's set, whatever ran before.
+    sim::set_epoch(&config);
     Replica::new(
         id,
         config,
@@ -970,4 +972,111 @@ fn a_pre_prepare_stamped_far_behind_our_clock_is_suspected() {
     let sent = deliver(&mut r, proposal(1, b));
     assert!(prepares(&sent).is_empty());
     assert_eq!(suspicions(&sent), vec![0]);
+}
+
+/// docs/adr/0011 §5: a replica set that starts after a reconfiguration at batch 40 orders
+/// from 41 (its window starts at the base), executes in order from there, and refuses a
+/// checkpoint proof below its base (an earlier replica set's) or at its base with another
+/// digest than the one every member executed.
+#[test]
+fn a_replica_set_started_after_a_reconfiguration_orders_from_its_base() {
+    let mut config = config();
+    config.epoch_base = 40;
+    config.epoch_base_digest = [7; 32];
+    sim::set_epoch(&config);
+    let mut r = Replica::new(
+        1,
+        config.clone(),
+        Box::new(SimCrypto { id: 1 }),
+        DurableState::default(),
+        40,
+    );
+    assert_eq!(r.low_watermark(), 40);
+    assert!(prepares(&deliver(&mut r, proposal(40, batch(1)))).is_empty());
+    let sent = deliver(&mut r, proposal(41, batch(3)));
+    assert_eq!(prepares(&sent).len(), 1, "{sent:?}");
+    let digest = batch(3).digest();
+    for from in [0, 2, 3] {
+        deliver(&mut r, vote(from, Domain::Prepare, 41, digest));
+    }
+    let mut executed_seqs = Vec::new();
+    for from in [0, 2, 3] {
+        executed_seqs.extend(executed(&mut r, vote(from, Domain::Commit, 41, digest)));
+    }
+    assert_eq!(executed_seqs, vec![41]);
+    // A view change naming the genesis as its checkpoint (an earlier set's) is not counted.
+    for from in [0, 2, 3] {
+        let sent = deliver(&mut r, view_change(from, 1, Vec::new()));
+        assert!(view_changes(&sent).is_empty(), "{sent:?}");
+    }
+    sim::set_epoch(&self::config());
+}
+
+/// Red team: the old replica set's votes must not count in the new one, even where a peer
+/// keeps its key and its id (growing 4 → 5 keeps ids 0–3). A commit certificate signed
+/// by the genesis set for batch 41 does not certify batch 41 for the set that starts at 40.
+#[test]
+fn an_earlier_replica_sets_commit_certificate_does_not_count_in_the_next() {
+    let genesis_set = config();
+    sim::set_epoch(&genesis_set);
+    let digest = batch(3).digest();
+    let commits: Vec<Signed<Vote>> = [0, 1, 2, 3]
+        .into_iter()
+        .map(|from| {
+            let vote = Vote {
+                view: 0,
+                seq: 41,
+                digest,
+            };
+            let signature = sim_signature(from, Domain::Commit, &CommitVote(&vote).signed_bytes());
+            Signed {
+                from,
+                message: vote,
+                signature,
+            }
+        })
+        .collect();
+    let verify = |items: &[(ReplicaId, Domain, Vec<u8>, &[u8])]| {
+        items.iter().all(|(from, domain, bytes, sig)| {
+            SimCrypto { id: *from }.verify(*from, *domain, bytes, sig)
+        })
+    };
+    assert_eq!(
+        check_commit_certificate(&genesis_set, 41, &digest, &commits, verify),
+        Ok(())
+    );
+    let mut grown = config();
+    grown.n = 5;
+    grown.epoch_base = 40;
+    grown.epoch_base_digest = [7; 32];
+    assert_eq!(
+        check_commit_certificate(&grown, 41, &digest, &commits, verify),
+        Err(CertificateError::BadSignature)
+    );
+}
+
+/// Red team: a host restarting into a new replica set with the durable state of the old
+/// one (its view, its accepted and committed batches) must not carry them over: the new
+/// set's replica starts at its base in view 0, with nothing to execute.
+#[test]
+fn durable_state_of_an_earlier_replica_set_is_not_carried_over() {
+    let mut config = config();
+    config.epoch_base = 40;
+    config.epoch_base_digest = [7; 32];
+    config.epoch_base_time_ms = NOW;
+    let old = DurableState {
+        view: 7,
+        stable: CheckpointProof {
+            seq: 32,
+            state_root: [1; 32],
+            signatures: Vec::new(),
+        },
+        ..DurableState::default()
+    };
+    sim::set_epoch(&config);
+    let r = Replica::new(1, config.clone(), Box::new(SimCrypto { id: 1 }), old, 40);
+    assert_eq!(r.view(), 0);
+    assert_eq!(r.low_watermark(), 40);
+    assert_eq!(r.durable_state().last_timestamp_ms, NOW);
+    sim::set_epoch(&self::config());
 }

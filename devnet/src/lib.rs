@@ -1,4 +1,4 @@
-//! A whole medledger network on one machine, on loopback: the membership CA, 3f+1 PBFT peers
+//! A whole medledger network on one machine, on loopback: the membership CA, n ≥ 4 PBFT peers
 //! with RocksDB ledgers and the storage gateway with a local object folder (or any S3
 //! endpoint), each its own process, all under one directory (`medledger network up`).
 //!
@@ -469,9 +469,10 @@ fn pin(layout: &Layout, wallet: &Wallet) -> Result<(), ClientError> {
 
 /// Brings the network up (see the module doc). Returns its layout.
 pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
-    if opts.peers < 4 || !(opts.peers - 1).is_multiple_of(3) {
+    if opts.peers < 4 {
         return Err(ClientError::Usage(format!(
-            "--peers {}: PBFT needs 3f + 1 peers (4, 7, 10, ...)",
+            "--peers {}: PBFT needs at least 4 peers to tolerate one fault (f faults need \
+             3f + 1: 4, 7, 10, ...)",
             opts.peers
         )));
     }

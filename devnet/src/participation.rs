@@ -1,6 +1,7 @@
 //! Which peers take part in consensus right now, and how many more may fail before the
 //! network stops committing (issue 18 item 5): what `medledger network status` tells an
-//! operator after a fault. PBFT commits with 2f + 1 of n = 3f + 1 peers (Castro–Liskov §2);
+//! operator after a fault. PBFT commits with a quorum of ⌈(n + f + 1)/2⌉ of n peers, f =
+//! ⌊(n − 1)/3⌋ (2f + 1 of n = 3f + 1, Castro–Liskov §2);
 //! a peer takes part when it answers, is in the view most peers are in and not changing it,
 //! is not far behind the highest peer, does not suspect the primary (alone: it is cut off
 //! from the others; with more than f: the primary gets nothing committed, and a view change
@@ -26,10 +27,16 @@ pub struct Participation {
 }
 
 impl Participation {
-    /// How many more peers may fail with the network still committing (2f + 1 needed);
+    /// The peers it takes to commit: ⌈(n + f + 1)/2⌉, as `medledger_pbft::Config::quorum`
+    /// (2f + 1 when n = 3f + 1).
+    pub fn quorum(&self) -> usize {
+        self.n.saturating_add(self.f).saturating_add(1).div_ceil(2)
+    }
+
+    /// How many more peers may fail with the network still committing (a quorum needed);
     /// `None` when it cannot commit now.
     pub fn more_may_fail(&self) -> Option<usize> {
-        self.taking_part.len().checked_sub(2 * self.f + 1)
+        self.taking_part.len().checked_sub(self.quorum())
     }
 
     /// Judges each peer (`names[i]` answered `statuses[i]`, `None`: no answer) against the
@@ -54,7 +61,7 @@ impl Participation {
         let clock = median(answering.iter().map(|s| s.clock_ms).collect());
         // At most f peers suspecting the primary: they, not the primary, are cut off; more,
         // and the primary gets nothing committed (down, cut off, or a split): a view change
-        // follows if 2f+1 peers can reach each other.
+        // follows if a quorum of peers can reach each other.
         let suspecting = answering.iter().filter(|s| s.suspects_primary).count();
         let skew = i64::try_from(max_clock_skew_ms).unwrap_or(i64::MAX);
         let mut taking_part = Vec::new();
@@ -87,7 +94,7 @@ impl Participation {
                         } else {
                             format!(
                                 "{suspecting} peers suspect the primary ({primary}): a view \
-                                 change follows once 2f+1 peers reach each other"
+                                 change follows once a quorum of peers reach each other"
                             )
                         })
                     } else if behind > MAX_LAG_BLOCKS {
@@ -121,7 +128,7 @@ impl Participation {
             let why: Vec<String> = self.out.iter().map(|(p, w)| format!("{p}: {w}")).collect();
             text.push_str(&format!(" ({})", why.join("; ")));
         }
-        let quorum = 2 * self.f + 1;
+        let quorum = self.quorum();
         match self.more_may_fail() {
             Some(more) => text.push_str(&format!(
                 ". It commits with {quorum}: {more} more may fail now (and at most {} may lie).",

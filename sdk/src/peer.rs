@@ -219,7 +219,7 @@ pub const MAX_GENESIS_BYTES: u64 = 1 << 20;
 
 /// Checks `block` as a genesis block of the CA whose root is `root`, exactly as a peer
 /// checks it (`medledger_execution::genesis::Genesis::from_block`: a header committing to
-/// the configuration, n = 3f + 1 peers named as their certificates name them, distinct
+/// the configuration, n ≥ 4 peers named as their certificates name them, distinct
 /// keys, valid consensus parameters and ledger format), and that it names that CA.
 ///
 /// # Errors

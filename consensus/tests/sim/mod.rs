@@ -71,7 +71,28 @@ pub struct SimCrypto {
     pub id: ReplicaId,
 }
 
+thread_local! {
+    /// The replica set the mocks and tests of this thread sign as (its epoch base tags
+    /// every signature, as the core's do: `Config::epoch_signed`).
+    static EPOCH: std::cell::RefCell<Option<Config>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes [`sim_signature`] sign as a member of `config`'s replica set.
+pub fn set_epoch(config: &Config) {
+    EPOCH.with(|e| *e.borrow_mut() = Some(config.clone()));
+}
+
+/// `id`'s signature over a message's own signed `bytes`, as a member of the replica set of
+/// [`set_epoch`] (the genesis set if none): what the core itself signs.
 pub fn sim_signature(id: ReplicaId, domain: Domain, bytes: &[u8]) -> Vec<u8> {
+    let tagged = EPOCH
+        .with(|e| e.borrow().as_ref().map(|c| c.epoch_signed(bytes.to_vec())))
+        .unwrap_or_else(|| bytes.to_vec());
+    raw_signature(id, domain, &tagged)
+}
+
+/// The signature over `bytes` exactly as given (the core has tagged them already).
+fn raw_signature(id: ReplicaId, domain: Domain, bytes: &[u8]) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(b"sim-secret");
     h.update(id.to_be_bytes());
@@ -100,10 +121,10 @@ impl Crypto for SimCrypto {
         sim_request_id(payload)
     }
     fn sign(&self, domain: Domain, bytes: &[u8]) -> Vec<u8> {
-        sim_signature(self.id, domain, bytes)
+        raw_signature(self.id, domain, bytes)
     }
     fn verify(&self, signer: ReplicaId, domain: Domain, bytes: &[u8], signature: &[u8]) -> bool {
-        sim_signature(signer, domain, bytes) == signature
+        raw_signature(signer, domain, bytes) == signature
     }
 }
 
@@ -196,17 +217,34 @@ impl Sim {
         for node in &mut sim.nodes {
             node.replica = Some(Replica::new(
                 node.id,
-                config.clone(),
+                sim.config.clone(),
                 Box::new(NoCrypto),
                 DurableState::default(),
-                0,
+                sim.config.epoch_base,
             ));
         }
         sim.free_crypto = true;
         sim
     }
 
-    pub fn new(seed: u64, config: Config, behaviors: &[Behavior]) -> Sim {
+    pub fn new(seed: u64, mut config: Config, behaviors: &[Behavior]) -> Sim {
+        // A replica set starting after `epoch_base` (a reconfiguration, docs/adr/0011):
+        // every node has executed the same batches up to it, and the base's digest is the
+        // state root they reached.
+        let mut prefix = Vec::new();
+        let mut base_root = [0u8; 32];
+        for seq in 1..=config.epoch_base {
+            let digest: Digest = Sha256::digest(seq.to_be_bytes()).into();
+            let mut h = Sha256::new();
+            h.update(base_root);
+            h.update(digest);
+            base_root = h.finalize().into();
+            prefix.push((seq, digest, base_root));
+        }
+        if config.epoch_base > 0 {
+            config.epoch_base_digest = base_root;
+        }
+        set_epoch(&config);
         let mut nodes = Vec::new();
         for (i, behavior) in behaviors.iter().enumerate() {
             let id = (i as u32) % config.n;
@@ -218,11 +256,11 @@ impl Sim {
                     config.clone(),
                     Box::new(SimCrypto { id }),
                     DurableState::default(),
-                    0,
+                    config.epoch_base,
                 )),
                 durable: DurableState::default(),
-                ledger: Vec::new(),
-                state_root: [0; 32],
+                ledger: prefix.clone(),
+                state_root: base_root,
                 timer_at: None,
                 executed: BTreeSet::new(),
                 last_timestamp: 0,
@@ -380,11 +418,21 @@ impl Sim {
                     // The host's block holds the batch as certified (the core leaves out of
                     // `batch` what it remembers executing; a host that forgot refuses those
                     // by its index): agreement and state roots follow the certified batch.
-                    let certified = self.nodes[index]
+                    let held = self.nodes[index]
                         .replica
                         .as_ref()
                         .and_then(|r| r.durable_state().committed.get(&seq))
-                        .map_or_else(|| batch.digest(), |c| c.batch.digest());
+                        .map(|c| c.batch.digest());
+                    // A host stores each block's commit certificate from the core's committed
+                    // batches (the peer stops without it): a batch handed over without them
+                    // is a fault of the core (issue 18: "dispatched without its commits").
+                    if held.is_none() && self.nodes[index].is_correct() {
+                        self.violations.push(format!(
+                            "replica {} was handed batch {seq} without its commits",
+                            self.nodes[index].id
+                        ));
+                    }
+                    let certified = held.unwrap_or_else(|| batch.digest());
                     let root = self.execute(index, seq, &batch, certified);
                     if let Some(replica) = self.nodes[index].replica.as_mut() {
                         queue.extend(replica.executed(seq, root));
