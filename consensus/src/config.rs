@@ -221,10 +221,7 @@ mod tests {
         for n in 4..=64u32 {
             let c = Config::new(n);
             let (n, f, q) = (n as usize, c.f(), c.quorum());
-            assert!(
-                2 * q > n + f,
-                "n = {n}: two quorums share fewer than f + 1"
-            );
+            assert!(2 * q > n + f, "n = {n}: two quorums share fewer than f + 1");
             assert!(q <= n - f, "n = {n}: the correct replicas are no quorum");
             assert_eq!(c.prepare_quorum(), q - 1);
             if n % 3 == 1 {

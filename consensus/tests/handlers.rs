@@ -929,32 +929,26 @@ fn a_primary_whose_clock_was_set_back_stamps_batches_near_its_clock() {
 #[test]
 fn consensus_time_ahead_of_a_clock_set_back_pauses_instead_of_stalling() {
     let ahead = NOW + 100_000;
-    let mut r = Replica::new(
-        1,
-        config(),
-        Box::new(SimCrypto { id: 1 }),
-        DurableState {
-            last_timestamp_ms: ahead,
-            ..DurableState::default()
-        },
-        0,
-    );
+    let committed_ahead = || {
+        Replica::new(
+            1,
+            config(),
+            Box::new(SimCrypto { id: 1 }),
+            DurableState {
+                last_timestamp_ms: ahead,
+                ..DurableState::default()
+            },
+            0,
+        )
+    };
+    let mut r = committed_ahead();
     let mut paused = batch(1);
     paused.timestamp_ms = ahead;
     let sent = deliver(&mut r, proposal(1, paused));
     assert_eq!(prepares(&sent).len(), 1, "{sent:?}");
     assert!(suspicions(&sent).is_empty(), "{sent:?}");
 
-    let mut r = Replica::new(
-        1,
-        config(),
-        Box::new(SimCrypto { id: 1 }),
-        DurableState {
-            last_timestamp_ms: ahead,
-            ..DurableState::default()
-        },
-        0,
-    );
+    let mut r = committed_ahead();
     let mut further = batch(1);
     further.timestamp_ms = ahead + config().max_clock_skew_ms;
     let sent = deliver(&mut r, proposal(1, further));

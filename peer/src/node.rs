@@ -550,16 +550,21 @@ mod tests {
     use super::*;
     use prost::Message;
 
+    /// The fuzz fixtures' genesis block.
+    fn fixture_genesis() -> crate::genesis::Genesis {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
+        let block =
+            medledger_proto::v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+        crate::genesis::Genesis::from_block(block).unwrap()
+    }
+
     /// Issue 18 item 5: one flipped byte in the middle of a peer's RocksDB write-ahead log is
     /// corruption, not the end of the log. Before, the peer replayed the log up to the byte,
     /// dropped the rest and came back 329 blocks lower without a word; now it refuses to start,
     /// saying how to recover.
     #[test]
     fn a_corrupt_ledger_is_reported_not_served() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
-        let block =
-            medledger_proto::v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
-        let genesis = crate::genesis::Genesis::from_block(block).unwrap();
+        let genesis = fixture_genesis();
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("ledger");
         {
@@ -597,10 +602,7 @@ mod tests {
     /// damaged block (or never, if no one asked for it, and `ledger verify` failed later).
     #[test]
     fn a_flipped_bit_anywhere_in_a_table_file_is_found_by_the_scrub() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
-        let block =
-            medledger_proto::v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
-        let genesis = crate::genesis::Genesis::from_block(block).unwrap();
+        let genesis = fixture_genesis();
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("ledger");
         {
@@ -661,10 +663,7 @@ mod tests {
     /// refused at the next start, with the advice, until it is moved aside.
     #[test]
     fn a_ledger_marked_corrupt_while_running_is_refused() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
-        let block =
-            medledger_proto::v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
-        let genesis = crate::genesis::Genesis::from_block(block).unwrap();
+        let genesis = fixture_genesis();
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("ledger");
         drop(Ledger::open(&dir, &genesis).unwrap());
