@@ -409,6 +409,10 @@ impl Replica {
     pub fn low_watermark(&self) -> Seq {
         self.durable.stable.seq
     }
+    /// The last batch handed to the host (`Action::Execute`); at least `last_executed`.
+    pub fn last_dispatched(&self) -> Seq {
+        self.last_dispatched
+    }
     pub fn last_executed(&self) -> Seq {
         self.last_executed
     }

@@ -461,7 +461,24 @@ impl Driver {
             .committed
             .get(&seq)
             .cloned()
-            .unwrap_or_else(|| fatal(&format!("batch {seq} was dispatched without its commits")));
+            .unwrap_or_else(|| {
+                // Found by the 1,000-cycle fault run (docs/RELIABILITY.md), not explained
+                // yet: say everything the core knows, for the next one.
+                let committed = &self.replica.durable_state().committed;
+                fatal(&format!(
+                    "batch {seq} was dispatched without its commits (the core holds {} \
+                     committed batches, {:?} to {:?}; dispatched up to {}, executed up to {}, \
+                     stable checkpoint {}, view {}; this peer's ledger is at {})",
+                    committed.len(),
+                    committed.keys().next(),
+                    committed.keys().next_back(),
+                    self.replica.last_dispatched(),
+                    self.replica.last_executed(),
+                    self.replica.low_watermark(),
+                    self.replica.view(),
+                    self.ledger.height()
+                ))
+            });
         let height = self.ledger.height();
         if seq <= height {
             // Already on disk (a restart replays batches committed but not yet marked
