@@ -43,12 +43,17 @@ fn batch(first: u64) -> Batch {
             .map(|n| {
                 let mut tx_id = [0u8; 32];
                 tx_id[..8].copy_from_slice(&n.to_be_bytes());
-                Request {
-                    tx_id,
-                    payload: payload_for(&tx_id),
-                }
+                client_request(tx_id)
             })
             .collect(),
+    }
+}
+
+/// A client's request `tx_id`, its payload the simulator's for that id.
+fn client_request(tx_id: TxId) -> Request {
+    Request {
+        tx_id,
+        payload: payload_for(&tx_id),
     }
 }
 
@@ -579,10 +584,7 @@ fn sent_by(replica: &mut Replica, actions: Vec<Action>) -> Vec<Message> {
 #[test]
 fn a_restarted_primary_proposes_above_what_it_accepted() {
     let mut p = restarted_in_view_1(Some(batch(1).digest()));
-    let request = Request {
-        tx_id: [9; 32],
-        payload: payload_for(&[9; 32]),
-    };
+    let request = client_request([9; 32]);
     let actions = p.request(request, NOW);
     let mut sent = sent_by(&mut p, actions);
     let actions = p.tick(NOW + 1_000);
@@ -833,13 +835,7 @@ fn one_replica_left_out_at_seven_does_not_stop_the_primarys_timers() {
     }
     assert!(!primary.stepping_down(), "one left out of seven is not f");
     let tx_id = [9u8; 32];
-    let actions = primary.request(
-        Request {
-            tx_id,
-            payload: payload_for(&tx_id),
-        },
-        end + 1,
-    );
+    let actions = primary.request(client_request(tx_id), end + 1);
     assert!(
         actions
             .iter()
@@ -870,13 +866,7 @@ fn a_clock_set_back_keeps_the_timers_running() {
     let timeout = config().request_timeout_ms;
     let mut r = backup();
     let tx_id = [7u8; 32];
-    let actions = r.request(
-        Request {
-            tx_id,
-            payload: payload_for(&tx_id),
-        },
-        NOW + 100_000,
-    );
+    let actions = r.request(client_request(tx_id), NOW + 100_000);
     perform(&mut r, actions);
     let ticked = r.tick(NOW);
     assert!(suspicions(&perform(&mut r, ticked).0).is_empty());
@@ -896,13 +886,7 @@ fn a_primary_whose_clock_was_set_back_stamps_batches_near_its_clock() {
     for k in 0..3u64 {
         let tx_id = [k as u8 + 1; 32];
         let now = NOW + k * 1_000;
-        let actions = primary.request(
-            Request {
-                tx_id,
-                payload: payload_for(&tx_id),
-            },
-            now,
-        );
+        let actions = primary.request(client_request(tx_id), now);
         let (mut sent, _) = perform(&mut primary, actions);
         let ticked = primary.tick(now + config().batch_timeout_ms);
         sent.extend(perform(&mut primary, ticked).0);

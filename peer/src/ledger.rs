@@ -580,10 +580,7 @@ impl Ledger {
             batch.put_cf(self.cf(cf), k, v);
         }
         self.write_synced(batch)?;
-        for name in ALL_CFS {
-            self.db.flush_cf(self.cf(name))?;
-        }
-        Ok(())
+        self.flush()
     }
 
     /// Writes PBFT protocol state (puts and deletes) in one synced batch.

@@ -114,10 +114,11 @@ fn a_stopped_run_cleans_up_after_itself(faults: &std::path::Path, root: &std::pa
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
+    // The shell's own `kill`: no package beyond the shell needed.
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", run.id())])
         .status()
-        .expect("kill");
+        .expect("sh");
     assert!(killed.success());
     let status = run.wait().expect("the run ends");
     let said = std::fs::read_to_string(&log).unwrap_or_default();
