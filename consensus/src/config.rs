@@ -24,7 +24,9 @@ pub struct Config {
     pub max_pending_requests: usize,
     /// Bytes of requests (ids and payloads) a replica holds before refusing more.
     pub max_pending_bytes: usize,
-    /// Committed batches kept in memory to serve state transfer.
+    /// Committed batches (sequence numbers) kept below the last dispatched one, and the
+    /// most a replica keeps committed above a gap beyond the last executed one (it fetches
+    /// the rest); also how far back executed request ids are remembered.
     pub retain_committed: u64,
     /// The sequence number this replica set starts after: 0 for the network's first, the
     /// number of the batch that changed the set for a later one (docs/adr/0011 §5). The

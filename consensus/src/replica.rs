@@ -54,8 +54,8 @@ pub enum Action {
     /// State transfer (§4.3, adr 0006): send replica `to` a `FetchReply` with the committed
     /// batches of `range` (each with its commit certificate) and `checkpoint`. The core has
     /// bounded the range and budgeted the sender; the host reads the batches from wherever it
-    /// keeps them (a peer: its blocks, off the consensus thread; the simulator: memory, see
-    /// [`Replica::committed_batches`]) and may send fewer, in order from the start.
+    /// keeps them (a peer and the simulator: their blocks, which hold each batch with its
+    /// certificate) and may send fewer, in order from the start.
     ServeFetch {
         to: ReplicaId,
         range: std::ops::RangeInclusive<Seq>,
@@ -147,6 +147,10 @@ pub struct DurableState {
     pub accepted: BTreeMap<Seq, (View, Digest)>,
     pub prepared: BTreeMap<Seq, PreparedProof>,
     pub stable: CheckpointProof,
+    /// Committed batches with their commit certificates: every one dispatched and not yet
+    /// executed (the host reads its certificate when it executes it), those committed above
+    /// a gap (at most `retain_committed` beyond the last executed), and a tail of
+    /// `retain_committed` sequence numbers below the last dispatched.
     pub committed: BTreeMap<Seq, CommittedBatch>,
     /// Requests executed in the last `retain_committed` sequence numbers below the stable
     /// checkpoint, and since. A host need not persist it: losing it costs only duplicate
@@ -592,6 +596,7 @@ impl Replica {
             "only dispatched batches execute"
         );
         self.last_executed = seq;
+        self.trim_committed();
         // Progress: we suspect the primary no longer, and restart the timer for what is
         // still pending.
         self.withdraw_suspicion();
@@ -1205,7 +1210,16 @@ impl Replica {
         }
         self.slots.get_mut(&seq).expect("slot exists").committed = true;
         let signers: Vec<ReplicaId> = commits.iter().map(|c| c.from).collect();
-        if seq > self.last_dispatched && !self.durable.committed.contains_key(&seq) {
+        // A replica far behind (catching up while it takes part in the live view) keeps
+        // what it committed above the gap up to a bound, and fetches the rest later.
+        let within = seq
+            <= self
+                .last_executed
+                .saturating_add(self.config.retain_committed);
+        if !within {
+            self.fetch(seq, &signers);
+        }
+        if within && seq > self.last_dispatched && !self.durable.committed.contains_key(&seq) {
             self.durable.committed.insert(
                 seq,
                 CommittedBatch {
@@ -1269,11 +1283,26 @@ impl Replica {
             self.dirty = true;
             self.out.push(Action::Execute { seq, batch });
         }
-        // Keep a bounded tail for state transfer.
+        self.trim_committed();
+    }
+
+    /// Keeps of the committed batches a tail of `retain_committed` below the last dispatched,
+    /// and every one not yet executed: a fetch that closes a gap may dispatch a long run at
+    /// once, and the host reads each batch's certificate only when it executes it (issue 18:
+    /// a peer catching up stopped on a batch trimmed before it executed).
+    fn trim_committed(&mut self) {
         let keep_from = self
             .last_dispatched
-            .saturating_sub(self.config.retain_committed);
-        self.durable.committed = self.durable.committed.split_off(&keep_from);
+            .saturating_sub(self.config.retain_committed)
+            .min(self.last_executed.saturating_add(1));
+        if self
+            .durable
+            .committed
+            .first_key_value()
+            .is_some_and(|(&first, _)| first < keep_from)
+        {
+            self.durable.committed = self.durable.committed.split_off(&keep_from);
+        }
     }
 
     // ------------------------------------------------------------ checkpoints
@@ -1463,17 +1492,6 @@ impl Replica {
             range,
             checkpoint: self.durable.stable.clone(),
         });
-    }
-
-    /// The committed batches of `range` this replica still holds in memory (the last
-    /// [`Config::retain_committed`] sequence numbers), for hosts that serve
-    /// [`Action::ServeFetch`] from memory.
-    pub fn committed_batches(&self, range: std::ops::RangeInclusive<Seq>) -> Vec<CommittedBatch> {
-        self.durable
-            .committed
-            .range(range)
-            .map(|(_, b)| b.clone())
-            .collect()
     }
 
     /// Applies fetched batches, each only with a valid commit certificate: 2f+1 commits from

@@ -1058,3 +1058,89 @@ fn durable_state_of_an_earlier_replica_set_is_not_carried_over() {
     assert_eq!(r.durable_state().last_timestamp_ms, NOW);
     sim::set_epoch(&self::config());
 }
+
+/// Found by the 1,000-cycle fault run (issue 18, episode 24): a peer started with an empty
+/// ledger took part in the live view while it fetched the blocks below it, so it held a
+/// long run of committed batches above a gap. The fetch that closed the gap dispatched the
+/// whole run in one turn, and the trim of the committed tail then dropped batches the host
+/// had not executed yet: the host found no commit certificate for them and stopped. Every
+/// batch handed over must still be held when the host executes it, in order; above a gap
+/// a replica keeps at most `retain_committed` batches and fetches the others.
+#[test]
+fn a_replica_catching_up_keeps_every_dispatched_batch_until_it_is_executed() {
+    let mut config = config();
+    config.retain_committed = config.watermark_window;
+    let kept = config.retain_committed;
+    let mut r = fresh(1, config.clone());
+    let root = [5; 32];
+    let last = 4 * config.watermark_window;
+    let mut fetched_up_to = 0;
+    // Batch 1 is missed; 2..=last commit live while the others' checkpoints move the window.
+    for seq in 2..=last {
+        let b = batch(seq * 10);
+        let d = b.digest();
+        for message in [
+            proposal(seq, b),
+            vote(2, Domain::Prepare, seq, d),
+            vote(0, Domain::Commit, seq, d),
+            vote(2, Domain::Commit, seq, d),
+        ] {
+            let (sent, executed) = drive(&mut r, message);
+            assert!(executed.is_empty(), "batch 1 is missing");
+            for m in sent {
+                if let Message::Fetch { up_to, .. } = m {
+                    fetched_up_to = fetched_up_to.max(up_to);
+                }
+            }
+        }
+        if seq.is_multiple_of(config.checkpoint_interval) {
+            for from in [0, 2, 3] {
+                deliver(&mut r, checkpoint(from, seq, root));
+            }
+        }
+    }
+    assert_eq!(r.low_watermark(), last);
+    // State transfer brings batch 1 with its commit certificate.
+    let first = batch(10);
+    let certificate = (0..3)
+        .map(|from| match vote(from, Domain::Commit, 1, first.digest()) {
+            Message::Commit(c) => c,
+            _ => unreachable!("a commit vote"),
+        })
+        .collect();
+    let reply = Message::FetchReply {
+        batches: vec![CommittedBatch {
+            seq: 1,
+            batch: first,
+            commits: certificate,
+        }],
+        checkpoint: CheckpointProof::default(),
+    };
+    // The host, as the peer's driver: each batch's certificate is read when it executes.
+    let mut actions = r.receive(reply, NOW);
+    let mut done = Vec::new();
+    while !actions.is_empty() {
+        let mut next = Vec::new();
+        for action in actions {
+            match action {
+                Action::Persist { token } => next.extend(r.persisted(token)),
+                Action::Execute { seq, .. } => {
+                    assert!(
+                        r.durable_state().committed.contains_key(&seq),
+                        "batch {seq} was dispatched without its commits"
+                    );
+                    done.push(seq);
+                    next.extend(r.executed(seq, root));
+                }
+                _ => {}
+            }
+        }
+        actions = next;
+    }
+    assert_eq!(done, (1..=kept).collect::<Vec<_>>());
+    assert!(fetched_up_to >= last, "what it did not keep it fetches");
+    assert!(
+        r.durable_state().committed.len() as u64 <= kept + 1,
+        "once executed, only the tail is kept"
+    );
+}

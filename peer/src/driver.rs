@@ -462,8 +462,9 @@ impl Driver {
             .get(&seq)
             .cloned()
             .unwrap_or_else(|| {
-                // Found by the 1,000-cycle fault run (docs/RELIABILITY.md), not explained
-                // yet: say everything the core knows, for the next one.
+                // The core keeps every dispatched batch until it executed (the 1,000-cycle
+                // fault run found one trimmed first, docs/RELIABILITY.md): should that ever
+                // fail again, say everything the core knows.
                 let committed = &self.replica.durable_state().committed;
                 fatal(&format!(
                     "batch {seq} was dispatched without its commits (the core holds {} \

@@ -147,9 +147,13 @@ pub struct Node {
     pub replica: Option<Replica>,
     pub durable: DurableState,
     pub ledger: Vec<(Seq, Digest, Digest)>,
+    /// Each executed batch with its commit certificate, as a peer's blocks hold them: state
+    /// transfer is served from here, not from the core's bounded tail of committed batches.
+    pub blocks: BTreeMap<Seq, CommittedBatch>,
     pub state_root: Digest,
     pub timer_at: Option<u64>,
-    pub executed: BTreeSet<TxId>,
+    /// Each executed request and the sequence number it executed at (the host's index).
+    pub executed: BTreeMap<TxId, Seq>,
     pub last_timestamp: u64,
     /// A host whose execution is broken (its state roots are wrong).
     pub corrupt_state: bool,
@@ -260,9 +264,10 @@ impl Sim {
                 )),
                 durable: DurableState::default(),
                 ledger: prefix.clone(),
+                blocks: BTreeMap::new(),
                 state_root: base_root,
                 timer_at: None,
-                executed: BTreeSet::new(),
+                executed: BTreeMap::new(),
                 last_timestamp: 0,
                 corrupt_state: false,
                 forgot_executed: false,
@@ -380,7 +385,7 @@ impl Sim {
     pub fn correct_executions(&self, tx: &TxId) -> usize {
         self.nodes
             .iter()
-            .filter(|n| n.is_correct() && n.executed.contains(tx))
+            .filter(|n| n.is_correct() && n.executed.contains_key(tx))
             .count()
     }
 
@@ -418,11 +423,15 @@ impl Sim {
                     // The host's block holds the batch as certified (the core leaves out of
                     // `batch` what it remembers executing; a host that forgot refuses those
                     // by its index): agreement and state roots follow the certified batch.
-                    let held = self.nodes[index]
+                    let certificate = self.nodes[index]
                         .replica
                         .as_ref()
                         .and_then(|r| r.durable_state().committed.get(&seq))
-                        .map(|c| c.batch.digest());
+                        .cloned();
+                    let held = certificate.as_ref().map(|c| c.batch.digest());
+                    if let Some(certificate) = certificate {
+                        self.nodes[index].blocks.insert(seq, certificate);
+                    }
                     // A host stores each block's commit certificate from the core's committed
                     // batches (the peer stops without it): a batch handed over without them
                     // is a fault of the core (issue 18: "dispatched without its commits").
@@ -448,17 +457,17 @@ impl Sim {
                     }
                 }
                 Action::AlreadyCommitted { .. } | Action::Busy { .. } => {}
-                // The same effect a peer serves from its blocks, served here from memory.
+                // Served from the host's blocks, as a peer serves them.
                 Action::ServeFetch {
                     to,
                     range,
                     checkpoint,
                 } => {
-                    let batches = self.nodes[index]
-                        .replica
-                        .as_ref()
-                        .map(|r| r.committed_batches(range))
-                        .unwrap_or_default();
+                    let batches: Vec<CommittedBatch> = self.nodes[index]
+                        .blocks
+                        .range(range)
+                        .map(|(_, b)| b.clone())
+                        .collect();
                     if !batches.is_empty() {
                         let reply = Message::FetchReply {
                             batches,
@@ -499,14 +508,22 @@ impl Sim {
                     "replica {id} executed a payload under another request's id (seq {seq})"
                 ));
             }
-            if node.forgot_executed && node.executed.contains(&r.tx_id) {
-                // The host's transaction index refuses it (DUPLICATE_TX_ID).
+            if let Some(&first) = node.executed.get(&r.tx_id) {
+                // The core leaves out requests executed from `retain_committed` below its
+                // stable checkpoint on (unless restarted); older repeats the host's
+                // transaction index refuses (DUPLICATE_TX_ID).
+                let low = node.replica.as_ref().map_or(0, |r| r.low_watermark());
+                let remembered = !node.forgot_executed
+                    && first.saturating_add(self.config.retain_committed) >= low;
+                if remembered && correct {
+                    problems.push(format!(
+                        "replica {id} executed a request twice (seq {seq}, first at {first})"
+                    ));
+                }
                 refused_duplicates += 1;
                 continue;
             }
-            if !node.executed.insert(r.tx_id) && correct {
-                problems.push(format!("replica {id} executed a request twice (seq {seq})"));
-            }
+            node.executed.insert(r.tx_id, seq);
         }
         // Consensus time: never decreasing, and never ahead of the clock by more than
         // the allowed skew (null batches carry no time).
