@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use medledger_crypto::{SignatureDomain, VerifyingKey};
 use medledger_execution::chain::MAX_CONFIG_ENVELOPE_BYTES;
-use medledger_execution::config::{Configuration, approval_bytes, config_hash, majority_policy};
+use medledger_execution::config::{
+    ConfigError, Configuration, approval_bytes, config_hash, majority_policy,
+};
 use medledger_proto::v1;
 use medledger_sdk::error::ClientError;
 use medledger_sdk::peer::PeerSet;
@@ -88,8 +90,7 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
                 policy.threshold = *t;
             }
             // Refused here rather than at the ledger: the same checks it will make.
-            let next = current
-                .next(&value)
+            let next = next_configuration(&wallet, &current, &value)?
                 .map_err(|e| ClientError::Usage(format!("this configuration is refused: {e}")))?;
             if !(1..=720).contains(valid_for_hours) {
                 return Err(ClientError::Usage(
@@ -119,7 +120,7 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
         ConfigCommand::Approve { file } => {
             let mut update = read(file)?;
             let value = update.config.clone().unwrap_or_default();
-            let next = current.next(&value).map_err(|e| {
+            let next = next_configuration(&wallet, &current, &value)?.map_err(|e| {
                 ClientError::Usage(format!(
                     "{} does not follow the configuration in force ({}): {e}",
                     file.display(),
@@ -220,6 +221,22 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
             })
         }
     }
+}
+
+/// The configuration `value` would put in force after `current`, checked as the ledger
+/// will check it (certificates at this machine's time; revocations are the ledger's).
+fn next_configuration(
+    wallet: &Wallet,
+    current: &Configuration,
+    value: &v1::NetworkConfig,
+) -> Result<Result<Configuration, ConfigError>, ClientError> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    Ok(current.next(
+        value,
+        &wallet.root()?,
+        now,
+        &std::collections::BTreeSet::<Vec<u8>>::new(),
+    ))
 }
 
 /// The approvals among `signatures` that verify now for `signed` by an admin of `current`,
@@ -323,6 +340,20 @@ fn changes(current: &Configuration, next: &Configuration) -> String {
         lines.push(format!(
             "  max_envelope_bytes: {} -> {}",
             a.max_envelope_bytes, b.max_envelope_bytes
+        ));
+    }
+    if !current.same_replicas(next) {
+        let words = |c: &Configuration| {
+            c.peers
+                .iter()
+                .map(|p| format!("{} at {}", p.name, p.address))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        lines.push(format!(
+            "  peers (a membership change: a new replica set from the next block): {} -> {}",
+            words(current),
+            words(next)
         ));
     }
     if current.admins != next.admins {

@@ -176,6 +176,23 @@ pub fn validate_enrollment_certificate(
     at: i64,
     revoked: &impl RevocationSet,
 ) -> Result<EnrolledIdentity, CertificateError> {
+    let identity = read_enrollment_certificate(der, root)?;
+    identity.check_standing(root, at, revoked)?;
+    Ok(identity)
+}
+
+/// Reads who an enrollment certificate names, checking what does not change with time: it
+/// chains to `root` with a valid Ed25519 signature, it is not a CA, and it carries a
+/// well-formed enrollment extension with a role. Validity and revocation are not checked
+/// ([`EnrolledIdentity::check_standing`] does): for a certificate whose standing was
+/// checked when it was accepted, read again later (a peer of a configuration in force).
+///
+/// # Errors
+/// [`CertificateError`], as [`validate_enrollment_certificate`] but for time and revocation.
+pub fn read_enrollment_certificate(
+    der: &[u8],
+    root: &RootCertificate,
+) -> Result<EnrolledIdentity, CertificateError> {
     let cert = parse_certificate(der)?;
     if cert.issuer().as_raw() != root.subject_der.as_slice() {
         return Err(CertificateError::NotIssuedByRoot);
@@ -188,7 +205,6 @@ pub fn validate_enrollment_certificate(
     let not_before = cert.validity().not_before.timestamp();
     let not_after = cert.validity().not_after.timestamp();
     let serial = cert.raw_serial().to_vec();
-    check_standing(root, not_before, not_after, &serial, at, revoked)?;
     if cert.is_ca() {
         return Err(CertificateError::IsCa);
     }

@@ -27,8 +27,8 @@ mod wrap;
 
 pub use certificate::{
     CertificateError, EnrolledIdentity, RevocationSet, RootCertificate, SigningRequest,
-    build_signing_request, certificate_hash, parse_csr, serial_and_not_after,
-    validate_enrollment_certificate,
+    build_signing_request, certificate_hash, parse_csr, read_enrollment_certificate,
+    serial_and_not_after, validate_enrollment_certificate,
 };
 pub use encryption::{EncryptionKey, EncryptionPublicKey};
 pub use extension::{ENROLLMENT_EXTENSION_OID, EnrollmentExtension, ExtensionError};

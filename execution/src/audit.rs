@@ -2,8 +2,9 @@
 //! trusted but the genesis block the auditor pins.
 //!
 //! For each block, in order: the number follows, `prev_hash` is the hash of the previous
-//! header, `tx_root` is the Merkle root of its envelopes, the commit certificate holds 2f+1
-//! valid commit signatures from distinct genesis peers over the block's batch, and
+//! header, `tx_root` is the Merkle root of its envelopes, the commit certificate holds a
+//! quorum of valid commit signatures from distinct peers of the configuration in force over
+//! the block's batch (signed in their epoch, docs/adr/0011), and
 //! re-executing the batch — every transaction's signature, certificate, window and the
 //! chaincode, exactly as a peer runs them — gives the same header and the same results. The
 //! re-execution runs on a [`MemoryState`] of its own, so the final world state is the one
@@ -12,7 +13,7 @@
 //!
 //! Format 2 blocks (docs/adr/0009) are also checked for their header's format, result root
 //! and configuration against re-execution, and every block vote a block carries must be a
-//! valid vote of a genesis peer on that block's header (votes are metadata: a block may
+//! valid vote of a peer of the configuration in force on that block's header (votes are metadata: a block may
 //! carry none, but never a wrong one).
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use medledger_proto::v1;
 use prost::Message;
 
 use crate::block::{header_hash, tx_root};
+use crate::config::{Configuration, EpochBase};
 use crate::execute::{CertifiedBatch, execute_block};
 use crate::genesis::Genesis;
 use crate::memory::MemoryState;
@@ -67,6 +69,9 @@ pub struct Auditor {
     previous: v1::BlockHeader,
     /// The first block whose re-execution did not match.
     diverged_at: Option<u64>,
+    /// Where the epoch of the replicas whose certificates the next block carries started
+    /// (docs/adr/0011): the genesis, then each block that changed the peers.
+    epoch: EpochBase,
 }
 
 impl Auditor {
@@ -80,7 +85,15 @@ impl Auditor {
             genesis,
             state,
             diverged_at: None,
+            epoch: EpochBase::default(),
         }
+    }
+
+    /// An auditor whose re-execution accepts membership changes, as the network's peers do
+    /// when they switch replica sets ([`Validator::accepting_membership_changes`]).
+    pub fn accepting_membership_changes(mut self) -> Auditor {
+        self.validator = Validator::new(self.genesis.clone()).accepting_membership_changes();
+        self
     }
 
     pub fn network_id(&self) -> [u8; 32] {
@@ -141,23 +154,28 @@ impl Auditor {
                 return Ok(verdict);
             }
         };
-        let commits =
-            match self.check_certificate(header.number, &batch, block.certificate.as_ref()) {
-                Ok(commits) => commits,
-                Err(why) => {
-                    problems.push(why);
-                    // Nothing after an uncertified block can be trusted, and a peer serving
-                    // uncertified blocks could serve them without end: the chain ends here.
-                    verdict.ends_chain = true;
-                    return Ok(verdict);
-                }
-            };
+        // The replicas that ordered this block: those of the configuration in force, in the
+        // epoch that started at the last membership change.
+        let configuration = self.validator.configuration_in_force(&self.state)?;
+        let commits = match self.check_certificate(
+            &configuration,
+            header.number,
+            &batch,
+            block.certificate.as_ref(),
+        ) {
+            Ok(commits) => commits,
+            Err(why) => {
+                problems.push(why);
+                // Nothing after an uncertified block can be trusted, and a peer serving
+                // uncertified blocks could serve them without end: the chain ends here.
+                verdict.ends_chain = true;
+                return Ok(verdict);
+            }
+        };
 
         let hash = header_hash(header);
         for (i, vote) in block.votes.iter().enumerate() {
-            if let Err(why) =
-                crate::proof::check_vote(&self.genesis.configuration, header.number, &hash, vote)
-            {
+            if let Err(why) = crate::proof::check_vote(&configuration, header.number, &hash, vote) {
                 problems.push(format!("block vote {i}: {why}"));
             }
         }
@@ -222,6 +240,9 @@ impl Auditor {
             }
         }
         self.state.apply(&commit)?;
+        if commit.ends_epoch {
+            self.epoch = EpochBase::after(header);
+        }
         self.previous = header.clone();
         Ok(verdict)
     }
@@ -231,10 +252,12 @@ impl Auditor {
         self.diverged_at
     }
 
-    /// 2f+1 commits from distinct genesis peers, for this batch at this number
-    /// ([`pbft::check_commit_certificate`], the check the replicas apply).
+    /// A quorum of commits from distinct peers of `configuration` in the current epoch, for
+    /// this batch at this number ([`pbft::check_commit_certificate`], the check the replicas
+    /// apply).
     fn check_certificate(
         &self,
+        configuration: &Configuration,
         number: u64,
         batch: &pbft::Batch,
         certificate: Option<&v1::CommitCertificate>,
@@ -260,17 +283,14 @@ impl Auditor {
                 signature: c.signature.clone(),
             })
             .collect();
-        pbft::check_commit_certificate(
-            &self.genesis.pbft_config(),
-            number,
-            &digest,
-            &commits,
-            |items| {
-                items.iter().all(|(replica, _, bytes, signature)| {
-                    self.genesis.verify_consensus(*replica, bytes, signature)
-                })
-            },
-        )
+        let replicas = configuration
+            .replica_config(self.epoch)
+            .map_err(|e| format!("the configuration in force: {e}"))?;
+        pbft::check_commit_certificate(&replicas, number, &digest, &commits, |items| {
+            items.iter().all(|(replica, _, bytes, signature)| {
+                configuration.verify_consensus(*replica, bytes, signature)
+            })
+        })
         .map_err(|e| format!("the commit certificate does not certify the block: {e}"))?;
         Ok(commits)
     }

@@ -11,16 +11,17 @@
 //! configuration it was executed under (`config`), and the votes that prove that block are
 //! checked against that configuration's peers.
 //!
-//! What a configuration may change today: the admin policy and the execution parameters
-//! (`max_envelope_bytes`, `max_tx_lifetime_ms`). The peer set and the PBFT parameters stay
-//! as the genesis fixed them until reconfiguration of the replicas exists (issue 19); an
-//! update that changes them is refused as `BAD_CONFIG_UPDATE`, never half applied.
+//! What a configuration may change: the admin policy, the execution parameters
+//! (`max_envelope_bytes`, `max_tx_lifetime_ms`) and the peer set (docs/adr/0011: a
+//! *membership change*, which ends the epoch of the replicas at the block that commits it).
+//! The PBFT parameters and the ledger format stay as the genesis fixed them; an update that
+//! changes them is refused as `BAD_CONFIG_UPDATE`, never half applied.
 
 use std::collections::BTreeSet;
 
 use medledger_crypto::{
-    RevocationSet, Role, RootCertificate, Signature, SignatureDomain, VerifyingKey,
-    validate_enrollment_certificate,
+    EnrolledIdentity, RevocationSet, Role, RootCertificate, Signature, SignatureDomain,
+    VerifyingKey, read_enrollment_certificate, validate_enrollment_certificate,
 };
 use medledger_pbft::Encoder;
 use medledger_proto::v1;
@@ -40,6 +41,10 @@ pub const MAX_ADMINS: usize = 32;
 /// Fewest bytes `max_envelope_bytes` may be set to: a transaction carrying its creator's
 /// certificate must still fit.
 pub const MIN_ENVELOPE_BYTES: u32 = 8 * 1024;
+/// Fewest peers a configuration may name: PBFT needs 3f + 1 with f ≥ 1.
+pub const MIN_PEERS: usize = 4;
+/// Most peers a configuration may name (f = 10).
+pub const MAX_PEERS: usize = 31;
 
 /// Why a configuration update does not follow from the configuration in force. Each names
 /// the first check that failed.
@@ -65,6 +70,104 @@ pub enum ConfigError {
     Unsupported(String),
     #[error("parameters: {0}")]
     Parameters(String),
+    #[error("peer {replica} ({name:?}): {why}")]
+    Peer {
+        replica: u32,
+        name: String,
+        why: String,
+    },
+    #[error("peer set: {0}")]
+    PeerSet(String),
+}
+
+/// Reads the peer set of a configuration (the genesis's included): [`MIN_PEERS`] to
+/// [`MAX_PEERS`] peers, replica ids 0, 1, 2, ... in order, each with a non-empty address and
+/// an enrollment certificate of `root` of role peer that names it; names, addresses and
+/// signing keys all distinct. Certificates are read for what does not change with time (see
+/// [`medledger_crypto::read_enrollment_certificate`]): the caller checks their standing at
+/// the time that matters. Returns each peer's identity, by replica id.
+///
+/// # Errors
+/// [`ConfigError::PeerSet`] for the number of peers, [`ConfigError::Peer`] for the first
+/// peer refused.
+pub fn read_peers(
+    peers: &[v1::GenesisPeer],
+    root: &RootCertificate,
+) -> Result<Vec<EnrolledIdentity>, ConfigError> {
+    if !(MIN_PEERS..=MAX_PEERS).contains(&peers.len()) {
+        return Err(ConfigError::PeerSet(format!(
+            "{} peers; a network has {MIN_PEERS} to {MAX_PEERS} (PBFT tolerates f faults with \
+             3f + 1 peers: 4, 7, 10, ...)",
+            peers.len()
+        )));
+    }
+    let mut identities: Vec<EnrolledIdentity> = Vec::with_capacity(peers.len());
+    for (i, peer) in peers.iter().enumerate() {
+        let bad = |why: String| ConfigError::Peer {
+            replica: i as u32,
+            name: peer.name.clone(),
+            why,
+        };
+        if peer.replica != i as u32 {
+            return Err(bad("replica ids must be 0, 1, 2, ... in order".into()));
+        }
+        let identity =
+            read_enrollment_certificate(&peer.certificate, root).map_err(|e| bad(e.to_string()))?;
+        if identity.role != Role::Peer {
+            return Err(bad(format!("role is {}, not peer", identity.role)));
+        }
+        // A peer is named as its certificate names it: one operator holding several peer
+        // certificates cannot list them under other peers' names.
+        if identity.name != peer.name {
+            return Err(bad(format!(
+                "its certificate names {:?}, not {:?}",
+                identity.name, peer.name
+            )));
+        }
+        if peer.address.is_empty() {
+            return Err(bad("no address".into()));
+        }
+        let earlier = &peers[..i];
+        if identities
+            .iter()
+            .any(|o| o.signing_key == identity.signing_key)
+        {
+            return Err(bad("the same key appears twice".into()));
+        }
+        if earlier.iter().any(|o| o.name == peer.name) {
+            return Err(bad("the same name appears twice".into()));
+        }
+        if earlier.iter().any(|o| o.address == peer.address) {
+            return Err(bad("the same address appears twice".into()));
+        }
+        identities.push(identity);
+    }
+    Ok(identities)
+}
+
+/// Where an epoch of replicas starts (docs/adr/0011 §5): after block `seq`, the block that
+/// committed the membership change (0 for the genesis epoch). Its replicas sign with this
+/// base ([`medledger_pbft::Config::epoch_signed`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EpochBase {
+    pub seq: u64,
+    /// The checkpoint digest of block `seq`: its header hash (membership changes exist in
+    /// ledger format 2 only); zeros for the genesis epoch.
+    pub digest: [u8; 32],
+    /// Block `seq`'s consensus time (Unix ms): the epoch's first batches are stamped no
+    /// earlier.
+    pub time_ms: u64,
+}
+
+impl EpochBase {
+    /// The epoch that starts after block `header`.
+    pub fn after(header: &v1::BlockHeader) -> EpochBase {
+        EpochBase {
+            seq: header.number,
+            digest: crate::block::header_hash(header),
+            time_ms: header.time_ms.max(0) as u64,
+        }
+    }
 }
 
 /// An admin policy, checked: `threshold` of the distinct `admins`' keys.
@@ -155,12 +258,55 @@ impl Configuration {
         }
     }
 
-    /// The configuration `value` puts in force after this one, checked for shape and for
-    /// what may change (not for approvals: see [`check_update`]).
+    /// The PBFT core's configuration for this configuration's replicas in the epoch that
+    /// starts at `base`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parameters`] when the parameters do not make one (checked when this
+    /// configuration was put in force: a stored one that fails is corrupt).
+    pub fn replica_config(&self, base: EpochBase) -> Result<medledger_pbft::Config, ConfigError> {
+        let mut config =
+            crate::genesis::consensus_config(self.peer_keys.len() as u32, &self.parameters)
+                .map_err(|e| ConfigError::Parameters(e.to_string()))?;
+        config.epoch_base = base.seq;
+        config.epoch_base_digest = base.digest;
+        config.epoch_base_time_ms = base.time_ms;
+        Ok(config)
+    }
+
+    /// Whether `signature` is replica `replica`'s consensus signature over `bytes` (domain
+    /// [`SignatureDomain::Consensus`]).
+    pub fn verify_consensus(&self, replica: u32, bytes: &[u8], signature: &[u8]) -> bool {
+        let Some(key) = self.peer_keys.get(replica as usize) else {
+            return false;
+        };
+        Signature::from_slice(signature)
+            .is_ok_and(|s| key.verify(SignatureDomain::Consensus, bytes, &s).is_ok())
+    }
+
+    /// Whether `other` is ordered by the same replicas as `self` (the same peers: names,
+    /// addresses and certificates). When not, the block that puts `other` in force is the
+    /// last of `self`'s epoch (docs/adr/0011 §2).
+    pub fn same_replicas(&self, other: &Configuration) -> bool {
+        self.peers == other.peers
+    }
+
+    /// The configuration `value` puts in force after this one at consensus time `time_s`
+    /// (Unix seconds), checked for shape and for what may change (not for approvals: see
+    /// [`check_update`]). A membership change also needs every peer's certificate valid at
+    /// `time_s` and not in `revoked`, and changes at most f of the peers on either side:
+    /// it adds at most f of the new set and removes at most f of the old one (more at once
+    /// would let peers that have not caught up decide, or leave too few that have).
     ///
     /// # Errors
     /// [`ConfigError`] other than the approval ones.
-    pub fn next(&self, value: &v1::NetworkConfig) -> Result<Configuration, ConfigError> {
+    pub fn next(
+        &self,
+        value: &v1::NetworkConfig,
+        root: &RootCertificate,
+        time_s: i64,
+        revoked: &impl RevocationSet,
+    ) -> Result<Configuration, ConfigError> {
         if value.sequence != self.sequence.saturating_add(1) {
             return Err(ConfigError::Sequence {
                 expected: self.sequence.saturating_add(1),
@@ -170,29 +316,79 @@ impl Configuration {
         if value.previous != self.hash {
             return Err(ConfigError::Previous);
         }
-        self.derive(value)
+        let (next, identities) = self.derive(value, root)?;
+        for (i, identity) in identities.iter().enumerate() {
+            identity
+                .check_standing(root, time_s, revoked)
+                .map_err(|e| ConfigError::Peer {
+                    replica: i as u32,
+                    name: identity.name.clone(),
+                    why: e.to_string(),
+                })?;
+        }
+        if !identities.is_empty() {
+            self.check_membership_step(&next)?;
+        }
+        Ok(next)
+    }
+
+    /// At most f of the new set added and f of the old set removed ([`Configuration::next`]).
+    fn check_membership_step(&self, next: &Configuration) -> Result<(), ConfigError> {
+        let added = next
+            .peer_keys
+            .iter()
+            .filter(|k| !self.peer_keys.contains(k))
+            .count();
+        let removed = self
+            .peer_keys
+            .iter()
+            .filter(|k| !next.peer_keys.contains(k))
+            .count();
+        let f = |n: usize| n.saturating_sub(1) / 3;
+        let (f_old, f_new) = (f(self.peer_keys.len()), f(next.peer_keys.len()));
+        if added > f_new || removed > f_old {
+            return Err(ConfigError::PeerSet(format!(
+                "the change adds {added} and removes {removed} peers; at most {f_new} may be \
+                 added and {f_old} removed at once (add or remove them one change at a time)"
+            )));
+        }
+        Ok(())
     }
 
     /// The configuration a stored `value` is, on a ledger whose genesis configuration is
-    /// `self`: the shape checks of [`Configuration::next`] without sequence and predecessor
-    /// (checked when it committed). For reloading the configuration in force from state.
+    /// `self` and whose CA root is `root`: the shape checks of [`Configuration::next`]
+    /// without sequence, predecessor and the standing of certificates (checked when it
+    /// committed). For reloading the configuration in force from state.
     ///
     /// # Errors
     /// [`ConfigError`] when `value` is not a configuration this genesis allows: the state is
     /// corrupt.
-    pub fn stored(&self, value: &v1::NetworkConfig) -> Result<Configuration, ConfigError> {
-        self.derive(value)
+    pub fn stored(
+        &self,
+        value: &v1::NetworkConfig,
+        root: &RootCertificate,
+    ) -> Result<Configuration, ConfigError> {
+        self.derive(value, root).map(|(c, _)| c)
     }
 
-    /// What may differ between `self` and `value`: the policy and the execution parameters.
-    fn derive(&self, value: &v1::NetworkConfig) -> Result<Configuration, ConfigError> {
-        if value.peers != self.peers {
-            return Err(ConfigError::Unsupported(
-                "the peer set cannot change yet: adding, removing or replacing peers needs \
-                 reconfiguration of the replicas, which this ledger does not do"
-                    .into(),
-            ));
-        }
+    /// What may differ between `self` and `value`: the policy, the execution parameters and
+    /// the peers. Returns the configuration and, when its peers differ from `self`'s, their
+    /// identities (empty when they are the same).
+    fn derive(
+        &self,
+        value: &v1::NetworkConfig,
+        root: &RootCertificate,
+    ) -> Result<(Configuration, Vec<EnrolledIdentity>), ConfigError> {
+        let identities = if value.peers == self.peers {
+            Vec::new()
+        } else {
+            read_peers(&value.peers, root)?
+        };
+        let peer_keys = if identities.is_empty() {
+            self.peer_keys.clone()
+        } else {
+            identities.iter().map(|i| i.signing_key).collect()
+        };
         let p = value
             .consensus
             .ok_or_else(|| ConfigError::Parameters("no consensus parameters".into()))?;
@@ -218,20 +414,24 @@ impl Configuration {
                 p.max_envelope_bytes, p.max_batch_bytes
             )));
         }
+        // A view change of the new set must still fit in a replica message.
+        crate::genesis::consensus_config(peer_keys.len() as u32, &p)
+            .map_err(|e| ConfigError::PeerSet(e.to_string()))?;
         let admins = match &value.admin_policy {
             Some(policy) => Some(check_policy(policy)?),
             None => None,
         };
-        Ok(Configuration {
+        let configuration = Configuration {
             sequence: value.sequence,
             hash: config_hash(value),
             network_id: self.network_id,
-            peers: self.peers.clone(),
-            peer_keys: self.peer_keys.clone(),
+            peers: value.peers.clone(),
+            peer_keys,
             parameters: p,
             admins,
             policy: value.admin_policy.clone(),
-        })
+        };
+        Ok((configuration, identities))
     }
 }
 
@@ -282,7 +482,7 @@ pub fn check_update(
 ) -> Result<Configuration, ConfigError> {
     let value = update.config.as_ref().ok_or(ConfigError::Empty)?;
     let admins = current.admins.as_ref().ok_or(ConfigError::NoAdmins)?;
-    let next = current.next(value)?;
+    let next = current.next(value, root, time_s, revoked)?;
     if update.signatures.len() != admins.threshold {
         return Err(ConfigError::ApprovalCount {
             got: update.signatures.len(),

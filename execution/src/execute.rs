@@ -235,9 +235,14 @@ pub fn execute_block<S: WorldState + ?Sized>(
                     ..Default::default()
                 });
             }
-            Checked::ConfigUpdate { value, .. } => {
+            Checked::ConfigUpdate {
+                value,
+                configuration,
+                ..
+            } => {
                 // In force from the next block: this block's header names the one before.
                 facts.configuration_pending = true;
+                commit.ends_epoch = !facts.configuration.same_replicas(&configuration);
                 commit.configuration = Some((
                     value.sequence,
                     prost::Message::encode_to_vec(&value),

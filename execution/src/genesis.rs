@@ -4,9 +4,7 @@
 
 use std::path::Path;
 
-use medledger_crypto::{
-    Role, RootCertificate, SignatureDomain, VerifyingKey, validate_enrollment_certificate,
-};
+use medledger_crypto::{RootCertificate, VerifyingKey};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use prost::Message;
@@ -187,41 +185,27 @@ impl Genesis {
                 parameters.max_tx_lifetime_ms
             )));
         }
+        let peer_error = |e: crate::config::ConfigError| match e {
+            crate::config::ConfigError::Peer { replica, name, why } => {
+                GenesisError::BadPeer { replica, name, why }
+            }
+            other => GenesisError::Malformed(other.to_string()),
+        };
+        let identities = crate::config::read_peers(&config.peers, &root).map_err(peer_error)?;
         let mut peer_keys = Vec::with_capacity(n);
-        for (i, peer) in config.peers.iter().enumerate() {
-            let bad = |why: String| GenesisError::BadPeer {
-                replica: i as u32,
-                name: peer.name.clone(),
-                why,
-            };
-            if peer.replica != i as u32 {
-                return Err(bad("replica ids must be 0, 1, 2, ... in order".into()));
-            }
+        for (i, identity) in identities.iter().enumerate() {
             // Checked at the genesis time: a peer certificate may expire later and be renewed.
-            let identity = validate_enrollment_certificate(
-                &peer.certificate,
-                &root,
-                config.created_at_ms / 1000,
-                &std::collections::BTreeSet::new(),
-            )
-            .map_err(|e| bad(e.to_string()))?;
-            if identity.role != Role::Peer {
-                return Err(bad(format!("role is {}, not peer", identity.role)));
-            }
-            // A peer is named as its certificate names it: one operator holding several
-            // peer certificates cannot list them under other peers' names.
-            if identity.name != peer.name {
-                return Err(bad(format!(
-                    "its certificate names {:?}, not {:?}",
-                    identity.name, peer.name
-                )));
-            }
-            if peer_keys.contains(&identity.signing_key) {
-                return Err(bad("the same key appears twice".into()));
-            }
-            if peer.address.is_empty() {
-                return Err(bad("no address".into()));
-            }
+            identity
+                .check_standing(
+                    &root,
+                    config.created_at_ms / 1000,
+                    &std::collections::BTreeSet::<Vec<u8>>::new(),
+                )
+                .map_err(|e| GenesisError::BadPeer {
+                    replica: i as u32,
+                    name: identity.name.clone(),
+                    why: e.to_string(),
+                })?;
             peer_keys.push(identity.signing_key);
         }
         let admins = match &config.admin_policy {
@@ -311,21 +295,18 @@ impl Genesis {
             .expect("validated in from_block")
     }
 
-    /// The replica whose key is `key`, if any.
-    /// Whether `signature` is replica `replica`'s consensus signature over `bytes`.
+    /// Whether `signature` is genesis replica `replica`'s consensus signature over `bytes`.
     pub fn verify_consensus(
         &self,
         replica: pbft::ReplicaId,
         bytes: &[u8],
         signature: &[u8],
     ) -> bool {
-        let Some(key) = self.peer_keys.get(replica as usize) else {
-            return false;
-        };
-        medledger_crypto::Signature::from_slice(signature)
-            .is_ok_and(|s| key.verify(SignatureDomain::Consensus, bytes, &s).is_ok())
+        self.configuration
+            .verify_consensus(replica, bytes, signature)
     }
 
+    /// The genesis replica whose key is `key`, if any.
     pub fn replica_of(&self, key: &VerifyingKey) -> Option<pbft::ReplicaId> {
         self.peer_keys
             .iter()

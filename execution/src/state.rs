@@ -121,4 +121,7 @@ pub struct BlockCommit {
     /// block on: its sequence, its encoded `v1::NetworkConfig`, and the SHA-256 of the
     /// envelope that carried it (for the configuration chain a client follows).
     pub configuration: Option<(u64, Vec<u8>, [u8; 32])>,
+    /// That configuration changes the peers: this block is the last its replicas order, and
+    /// the next is ordered by the new configuration's (docs/adr/0011 §2).
+    pub ends_epoch: bool,
 }

@@ -138,11 +138,19 @@ struct Caches {
     signatures: std::collections::HashSet<[u8; 32]>,
 }
 
+/// Whether this build's peers switch replica sets at the block that commits a membership
+/// change (docs/adr/0011, step 3 of its order of work). Until they do, every validator of
+/// this build refuses such changes, peers, auditors and clients alike; the same for all,
+/// since it decides outcomes.
+pub const SWITCHES_REPLICA_SETS: bool = false;
+
 pub struct Validator {
     genesis: Arc<Genesis>,
     caches: Mutex<Caches>,
     /// The last configuration read from state, by the SHA-256 of its encoding.
     in_force: Mutex<Option<([u8; 32], Arc<Configuration>)>>,
+    /// Whether membership changes are accepted (see [`Validator::accepting_membership_changes`]).
+    membership_changes: bool,
 }
 
 impl Validator {
@@ -151,7 +159,18 @@ impl Validator {
             genesis,
             caches: Mutex::new(Caches::default()),
             in_force: Mutex::new(None),
+            membership_changes: SWITCHES_REPLICA_SETS,
         }
+    }
+
+    /// A validator that accepts membership changes (configurations that change the peers,
+    /// docs/adr/0011), for hosts that switch replica sets at the block that commits one.
+    /// Without it such an update is refused as `BAD_CONFIG_UPDATE`: a host whose replicas
+    /// went on ordering after it would break the chain. Every peer of a network must run
+    /// with the same choice (it decides outcomes).
+    pub fn accepting_membership_changes(mut self) -> Validator {
+        self.membership_changes = true;
+        self
     }
 
     /// The configuration in force on `state` (docs/adr/0010): the genesis's until a
@@ -179,7 +198,7 @@ impl Validator {
         let configuration = Arc::new(
             self.genesis
                 .configuration
-                .stored(&value)
+                .stored(&value, &self.genesis.root)
                 .map_err(|e| StateError(format!("the stored configuration: {e}")))?,
         );
         *slot = Some((key, configuration.clone()));
@@ -585,6 +604,13 @@ impl Validator {
             &FactsRevocations(facts),
         )
         .map_err(|e| bad(e.to_string()))?;
+        if !self.membership_changes && !current.same_replicas(&configuration) {
+            return Err(bad(
+                "this network's peers cannot switch replica sets yet (docs/adr/0011): the \
+                 update may not change the peers"
+                    .into(),
+            ));
+        }
         Ok(Checked::ConfigUpdate {
             tx_id,
             configuration: Box::new(configuration),

@@ -3,14 +3,18 @@
 //! an approved update is in force from the next block, every way an update can fail to
 //! follow from the configuration in force is refused with BAD_CONFIG_UPDATE and changes
 //! nothing, and a client following the chain with proofs accepts only what was committed.
+//! Membership changes (docs/adr/0011): accepted only by a validator that switches replica
+//! sets, bounded to f peers in and out, and followed by clients to the new peers' votes.
 // A host, not the deterministic crate: it may read files.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::sync::Arc;
 
 use medledger_crypto::{SignatureDomain, SigningIdentity, certificate_hash};
+use medledger_execution::audit::Auditor;
 use medledger_execution::block::{envelope_hash, header_hash};
 use medledger_execution::chain::{ChainError, ConfigChain};
+use medledger_execution::config::EpochBase;
 use medledger_execution::config::{ConfigError, approval_bytes, config_hash};
 use medledger_execution::execute::{CertifiedBatch, execute_block};
 use medledger_execution::genesis::Genesis;
@@ -20,6 +24,7 @@ use medledger_execution::proof::{ProofError, build_proof, check_commit_proof, vo
 use medledger_execution::state::BlockCommit;
 use medledger_execution::validate::Validator;
 use medledger_pbft as pbft;
+use medledger_pbft::Signable as _;
 use medledger_proto::v1;
 use prost::Message;
 use v1::TxStatus;
@@ -38,7 +43,10 @@ struct Net {
     admin2_der: Vec<u8>,
     clinician: SigningIdentity,
     clinician_der: Vec<u8>,
+    /// peer0..peer3 (the genesis's) and peer4, peer5 (enrolled, in no configuration).
     peers: Vec<SigningIdentity>,
+    /// The certificates of peer4 and peer5.
+    extra_ders: Vec<Vec<u8>>,
 }
 
 fn net() -> Net {
@@ -59,7 +67,8 @@ fn net() -> Net {
         admin2_der: fixture("admin2.der"),
         clinician: key("clinician.key"),
         clinician_der: fixture("clinician.der"),
-        peers: (0..4).map(|i| key(&format!("peer{i}.key"))).collect(),
+        peers: (0..6).map(|i| key(&format!("peer{i}.key"))).collect(),
+        extra_ders: (4..6).map(|i| fixture(&format!("peer{i}.der"))).collect(),
         genesis,
     }
 }
@@ -151,9 +160,59 @@ impl Net {
         .encode_to_vec()
     }
 
-    /// Executes `payloads` as the next block and commits it.
-    fn execute(&mut self, payloads: Vec<Vec<u8>>) -> BlockCommit {
-        let batch = pbft::Batch {
+    /// Executes `payloads` as the next block, certified by the replicas `signers` of the
+    /// configuration in force in the epoch that started at `base`, and commits it.
+    fn execute_certified(
+        &mut self,
+        payloads: Vec<Vec<u8>>,
+        signers: &[usize],
+        base: EpochBase,
+    ) -> BlockCommit {
+        let batch = self.batch(payloads);
+        let seq = self.state.height() + 1;
+        let replicas = self.current().replica_config(base).unwrap();
+        let vote = pbft::Vote {
+            view: 0,
+            seq,
+            digest: batch.digest(),
+        };
+        let bytes = replicas.epoch_signed(pbft::CommitVote(&vote).signed_bytes());
+        let commits: Vec<pbft::Signed<pbft::Vote>> = signers
+            .iter()
+            .map(|&r| pbft::Signed {
+                from: r as u32,
+                message: vote,
+                signature: self.peers[self.current_index(r)]
+                    .sign(SignatureDomain::Consensus, &bytes)
+                    .to_bytes()
+                    .to_vec(),
+            })
+            .collect();
+        let commit = execute_block(
+            &self.state,
+            &self.validator,
+            &CertifiedBatch {
+                seq,
+                batch: &batch,
+                commits: &commits,
+            },
+        )
+        .unwrap();
+        self.state.apply(&commit).unwrap();
+        commit
+    }
+
+    /// Which of `peers` (0..6) is replica `r` of the configuration in force.
+    fn current_index(&self, r: usize) -> usize {
+        let key = self.current().peer_keys[r];
+        self.peers
+            .iter()
+            .position(|p| p.verifying_key() == key)
+            .unwrap()
+    }
+
+    fn batch(&self, payloads: Vec<Vec<u8>>) -> pbft::Batch {
+        pbft::Batch {
             timestamp_ms: (self.time_s * 1000) as u64,
             requests: payloads
                 .into_iter()
@@ -162,7 +221,12 @@ impl Net {
                     payload,
                 })
                 .collect(),
-        };
+        }
+    }
+
+    /// Executes `payloads` as the next block and commits it.
+    fn execute(&mut self, payloads: Vec<Vec<u8>>) -> BlockCommit {
+        let batch = self.batch(payloads);
         let commit = execute_block(
             &self.state,
             &self.validator,
@@ -451,4 +515,215 @@ fn a_client_follows_the_chain_only_with_proofs() {
         chain.follow(&link),
         Err(ChainError::OutOfOrder) | Err(ChainError::Update(ConfigError::Sequence { .. }))
     ));
+}
+
+impl Net {
+    /// Genesis peer `i` as configurations list it, at replica id `replica`.
+    fn genesis_peer(&self, i: usize, replica: u32) -> v1::GenesisPeer {
+        v1::GenesisPeer {
+            replica,
+            ..self.genesis.config.peers[i].clone()
+        }
+    }
+
+    /// Enrolled peer `i` (4 or 5) at replica id `replica`.
+    fn new_peer(&self, i: usize, replica: u32) -> v1::GenesisPeer {
+        v1::GenesisPeer {
+            replica,
+            name: format!("peer{i}"),
+            address: format!("10.0.0.{i}:7051"),
+            certificate: self.extra_ders[i - 4].clone(),
+        }
+    }
+
+    /// The next configuration with `peers`, approved by both admins.
+    fn with_peers(&self, peers: Vec<v1::GenesisPeer>) -> v1::ConfigUpdate {
+        let mut value = self.current().successor();
+        value.peers = peers;
+        self.approved(value, &self.admins())
+    }
+}
+
+/// A network whose peers switch replica sets.
+fn switching_net() -> Net {
+    let mut n = net();
+    n.validator = Validator::new(n.genesis.clone()).accepting_membership_changes();
+    n
+}
+
+#[test]
+fn a_peer_added_is_a_replica_from_the_next_block_and_ends_the_epoch() {
+    let mut n = switching_net();
+    let mut peers: Vec<v1::GenesisPeer> = (0..4).map(|i| n.genesis_peer(i, i as u32)).collect();
+    peers.push(n.new_peer(4, 4));
+    let update = n.with_peers(peers.clone());
+
+    // Peers that cannot switch replica sets refuse it, and nothing changes.
+    let mut fixed = net();
+    let refused = fixed.execute(vec![envelope(update.clone())]);
+    assert_eq!(statuses(&refused), vec![TxStatus::BadConfigUpdate]);
+    assert!(!refused.ends_epoch);
+    assert_eq!(fixed.current().peers.len(), 4);
+
+    let block = n.execute(vec![envelope(update), n.transaction(1, 50_000)]);
+    assert_eq!(
+        statuses(&block),
+        vec![TxStatus::Valid, TxStatus::ChaincodeError]
+    );
+    assert!(
+        block.ends_epoch,
+        "the block that changes the peers ends the epoch"
+    );
+    let current = n.current();
+    assert_eq!(current.sequence, 1);
+    assert_eq!(current.peers, peers);
+    assert_eq!(current.peer_keys[4], n.peers[4].verifying_key());
+    assert_eq!(current.weak_quorum(), 2);
+    // A change of the parameters only does not end an epoch.
+    let block = n.execute(vec![envelope(n.by_admins(60_000))]);
+    assert_eq!(statuses(&block), vec![TxStatus::Valid]);
+    assert!(!block.ends_epoch);
+    assert_eq!(
+        n.current().peers.len(),
+        5,
+        "the peers stay as configuration 1 set them"
+    );
+}
+
+#[test]
+fn a_peer_set_that_is_not_one_is_refused() {
+    let n = switching_net();
+    let genesis =
+        |n: &Net| -> Vec<v1::GenesisPeer> { (0..4).map(|i| n.genesis_peer(i, i as u32)).collect() };
+    let plus = |n: &Net, extra: v1::GenesisPeer| {
+        let mut peers = genesis(n);
+        peers.push(extra);
+        peers
+    };
+    let mut clinician = n.new_peer(4, 4);
+    clinician.name = "fuzz-clinician".into();
+    clinician.certificate = n.clinician_der.clone();
+    let mut misnamed = n.new_peer(4, 4);
+    misnamed.name = "peer9".into();
+    let mut same_address = n.new_peer(4, 4);
+    same_address.address = n.genesis.config.peers[0].address.clone();
+    let mut no_address = n.new_peer(4, 4);
+    no_address.address.clear();
+    let mut garbage = n.new_peer(4, 4);
+    garbage.certificate = vec![0x30, 0x03, 1, 2, 3];
+    let mut shuffled = plus(&n, n.new_peer(4, 4));
+    shuffled.swap(0, 1);
+    let mut three = genesis(&n);
+    three.pop();
+    let replace_two = vec![
+        n.genesis_peer(0, 0),
+        n.genesis_peer(1, 1),
+        n.new_peer(4, 2),
+        n.new_peer(5, 3),
+    ];
+    let add_two = plus(&n, n.new_peer(4, 4))
+        .into_iter()
+        .chain([n.new_peer(5, 5)])
+        .collect::<Vec<_>>();
+    let cases: Vec<(&str, Vec<v1::GenesisPeer>)> = vec![
+        ("a clinician as a peer", plus(&n, clinician)),
+        ("a certificate under another name", plus(&n, misnamed)),
+        ("a peer listed twice", plus(&n, n.genesis_peer(0, 4))),
+        ("two peers at one address", plus(&n, same_address)),
+        ("a peer with no address", plus(&n, no_address)),
+        ("a certificate that is not one", plus(&n, garbage)),
+        ("replica ids out of order", shuffled),
+        ("three peers", three),
+        ("two of four peers replaced at once", replace_two),
+        ("two peers added to four at once", add_two),
+    ];
+    for (what, peers) in cases {
+        let mut m = switching_net();
+        let block = m.execute(vec![envelope(m.with_peers(peers))]);
+        assert_eq!(
+            statuses(&block),
+            vec![TxStatus::BadConfigUpdate],
+            "{what} is refused"
+        );
+        assert!(!block.ends_epoch && block.configuration.is_none(), "{what}");
+        assert_eq!(m.current().peers.len(), 4, "{what}: nothing changed");
+    }
+    // One replaced (a key rotation looks the same: one key out, one in) is a step.
+    let mut m = switching_net();
+    let replace_one = vec![
+        n.genesis_peer(0, 0),
+        n.genesis_peer(1, 1),
+        n.genesis_peer(2, 2),
+        n.new_peer(4, 3),
+    ];
+    let block = m.execute(vec![envelope(m.with_peers(replace_one))]);
+    assert_eq!(statuses(&block), vec![TxStatus::Valid]);
+    assert!(block.ends_epoch);
+}
+
+#[test]
+fn a_client_follows_a_membership_change_to_the_new_peers_votes() {
+    let mut n = switching_net();
+    let mut peers: Vec<v1::GenesisPeer> = (0..4).map(|i| n.genesis_peer(i, i as u32)).collect();
+    peers.push(n.new_peer(4, 4));
+    let block = n.execute(vec![envelope(n.with_peers(peers))]);
+    let link = n.link(&block, 0, &[0, 1]);
+    let later = n.execute(vec![n.transaction(1, 50_000)]);
+    let sent = envelope_hash(&later.block.envelopes[0]);
+    let mut chain = ConfigChain::new(&n.genesis);
+    chain.follow(&link).unwrap();
+    assert_eq!(chain.current().peers.len(), 5);
+    // Votes of the new set, the added peer's among them, prove the later block.
+    let proof = n.link(&later, 0, &[4, 2]).proof.unwrap();
+    assert!(check_commit_proof(&chain, &proof, &sent).is_ok());
+    // Replica 4 is no peer of the genesis: the old set's chain refuses its vote.
+    let genesis_only = ConfigChain::new(&n.genesis);
+    assert!(check_commit_proof(&genesis_only, &proof, &sent).is_err());
+}
+
+/// `ledger verify` across a membership change: the blocks after it are certified by the new
+/// replica set, signing in its epoch; the old set's signatures, or the new set's without
+/// the epoch, do not certify them.
+#[test]
+fn the_auditor_checks_each_block_against_the_replicas_of_its_epoch() {
+    let mut n = switching_net();
+    let mut peers: Vec<v1::GenesisPeer> = (0..3).map(|i| n.genesis_peer(i, i as u32)).collect();
+    peers.push(n.new_peer(4, 3));
+    let genesis_epoch = EpochBase::default();
+    let change = n.execute_certified(
+        vec![envelope(n.with_peers(peers))],
+        &[0, 1, 2],
+        genesis_epoch,
+    );
+    assert!(change.ends_epoch);
+    let new_epoch = EpochBase::after(change.block.header.as_ref().unwrap());
+    // peer3 is gone; replica 3 is now peer4.
+    let later = n.execute_certified(vec![n.transaction(1, 50_000)], &[1, 2, 3], new_epoch);
+    let blocks = [change.block.clone(), later.block.clone()];
+
+    let audit = |blocks: &[v1::Block]| {
+        let mut auditor = Auditor::new((*n.genesis).clone()).accepting_membership_changes();
+        blocks
+            .iter()
+            .map(|b| auditor.check(b).unwrap().problems)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(audit(&blocks), vec![Vec::<String>::new(), Vec::new()]);
+
+    // The later block certified as if no epoch had begun (the old base): refused.
+    let mut m = switching_net();
+    let mut peers: Vec<v1::GenesisPeer> = (0..3).map(|i| m.genesis_peer(i, i as u32)).collect();
+    peers.push(m.new_peer(4, 3));
+    let change = m.execute_certified(
+        vec![envelope(m.with_peers(peers))],
+        &[0, 1, 2],
+        genesis_epoch,
+    );
+    let unepoched = m.execute_certified(vec![m.transaction(1, 50_000)], &[1, 2, 3], genesis_epoch);
+    let verdicts = audit(&[change.block, unepoched.block]);
+    assert!(verdicts[0].is_empty());
+    assert!(
+        verdicts[1].iter().any(|p| p.contains("commit certificate")),
+        "{verdicts:?}"
+    );
 }

@@ -88,6 +88,7 @@ fn commit(rng: &mut Rng, number: u64, previous: &v1::BlockHeader) -> BlockCommit
         result_leaves: Vec::new(),
         envelope_hashes: Vec::new(),
         configuration: (rng.below(7) == 0).then(|| (number, vec![number as u8; 5], [3; 32])),
+        ends_epoch: false,
     }
 }
 

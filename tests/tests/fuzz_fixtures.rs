@@ -1,8 +1,8 @@
 //! The fixtures of the `envelope` fuzz target (fuzz/fixtures/) are what the target needs to
 //! reach every check behind a valid signature: a genesis this code reads, a clinician's
 //! enrollment certificate issued by that genesis's CA and valid at the fixture's time, and
-//! the clinician's signing key matching it; and the four peers' signing keys (block votes,
-//! for commit-proof tests). When the genesis or certificate format changes
+//! the clinician's signing key matching it; the four peers' signing keys (block votes,
+//! for commit-proof tests); and two more peers' enrollments (membership changes). When the genesis or certificate format changes
 //! this fails; write them again from a real test network (CA, peers, enrollment) with
 //!
 //! ```sh
@@ -18,28 +18,26 @@ use medledger_proto::v1;
 use medledger_tests::TestNetwork;
 use prost::Message;
 
-fn write_fixtures(out: &Path) {
-    let network = TestNetwork::start(4);
-    let wallet = network.member("fuzz-clinician", "clinician");
-    std::fs::create_dir_all(out).unwrap();
-    std::fs::copy(&network.genesis, out.join("genesis.pb")).unwrap();
+/// Writes `wallet`'s certificate (DER) and signing key as fixtures `<name>.der`, `<name>.key`.
+fn write_identity(out: &Path, name: &str, wallet: &Path) {
     let pem = std::fs::read_to_string(wallet.join("cert.pem")).unwrap();
     let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
         .unwrap()
         .1
         .contents;
-    std::fs::write(out.join("clinician.der"), der).unwrap();
-    std::fs::copy(wallet.join("signing.key"), out.join("clinician.key")).unwrap();
+    std::fs::write(out.join(format!("{name}.der")), der).unwrap();
+    std::fs::copy(wallet.join("signing.key"), out.join(format!("{name}.key"))).unwrap();
+}
+
+fn write_fixtures(out: &Path) {
+    let network = TestNetwork::start(4);
+    let wallet = network.member("fuzz-clinician", "clinician");
+    std::fs::create_dir_all(out).unwrap();
+    std::fs::copy(&network.genesis, out.join("genesis.pb")).unwrap();
+    write_identity(out, "clinician", &wallet);
     // The two admins the genesis names (configuration updates, docs/adr/0010).
     for name in ["admin", "admin2"] {
-        let admin = network.wallet(name);
-        let pem = std::fs::read_to_string(admin.join("cert.pem")).unwrap();
-        let der = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-            .unwrap()
-            .1
-            .contents;
-        std::fs::write(out.join(format!("{name}.der")), der).unwrap();
-        std::fs::copy(admin.join("signing.key"), out.join(format!("{name}.key"))).unwrap();
+        write_identity(out, name, &network.wallet(name));
     }
     // The peers' keys: block votes for commit-proof tests and the `proof` fuzz target.
     for i in 0..4 {
@@ -48,6 +46,11 @@ fn write_fixtures(out: &Path) {
             out.join(format!("peer{i}.key")),
         )
         .unwrap();
+    }
+    // Two more peers' enrollments, in no genesis: membership changes (docs/adr/0011).
+    for i in 4..6 {
+        let name = format!("peer{i}");
+        write_identity(out, &name, &network.member(&name, "peer"));
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -110,6 +113,21 @@ fn the_envelope_fuzz_fixtures_are_a_network_and_a_clinician_it_enrolled() {
         identity.signing_key,
         "the fixture key is the certificate's"
     );
+    for i in 4..6 {
+        let peer = validate_enrollment_certificate(
+            &read(&format!("peer{i}.der")),
+            &genesis.root,
+            time,
+            &HashSet::<Vec<u8>>::new(),
+        )
+        .expect("the extra peers' certificates are valid at the fixture time");
+        assert_eq!((peer.role, peer.name), (Role::Peer, format!("peer{i}")));
+        let key = SigningIdentity::from_pkcs8_pem(
+            &String::from_utf8(read(&format!("peer{i}.key"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(key.verifying_key(), peer.signing_key);
+    }
     for (i, key) in genesis.peer_keys.iter().enumerate() {
         let peer = SigningIdentity::from_pkcs8_pem(
             &String::from_utf8(read(&format!("peer{i}.key"))).unwrap(),
