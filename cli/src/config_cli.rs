@@ -40,6 +40,11 @@ pub enum ConfigCommand {
         /// Approvals the new configuration's changes will need (default: a majority).
         #[arg(long)]
         admin_threshold: Option<u32>,
+        /// Remove the peer of this name (a membership change, docs/adr/0011: the block that
+        /// commits it is its replicas' last, and the others order from the next one). At
+        /// most f of the peers at once.
+        #[arg(long = "remove-peer")]
+        remove_peers: Vec<String>,
         /// How long the admins have to approve and submit it (hours, at most 720).
         #[arg(long, default_value_t = 72)]
         valid_for_hours: u32,
@@ -67,10 +72,24 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
             max_envelope_bytes,
             admins,
             admin_threshold,
+            remove_peers,
             valid_for_hours,
             out,
         } => {
             let mut value = current.successor();
+            for name in remove_peers {
+                if !value.peers.iter().any(|p| p.name == *name) {
+                    return Err(ClientError::Usage(format!(
+                        "--remove-peer {name}: no peer of that name in the configuration in \
+                         force"
+                    )));
+                }
+                value.peers.retain(|p| p.name != *name);
+            }
+            // Replica ids follow the order of the peers.
+            for (i, peer) in value.peers.iter_mut().enumerate() {
+                peer.replica = i as u32;
+            }
             let mut parameters = current.parameters;
             if let Some(ms) = max_tx_lifetime_ms {
                 parameters.max_tx_lifetime_ms = *ms;

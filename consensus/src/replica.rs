@@ -420,6 +420,31 @@ impl Replica {
     pub fn last_executed(&self) -> Seq {
         self.last_executed
     }
+    /// Every request this replica holds that has not executed: pending, in a batch of its
+    /// log above the last executed one, or committed and not yet executed; each once, in
+    /// that order. For a host whose replica set ends here (docs/adr/0011): what the next
+    /// set must order.
+    pub fn unexecuted_requests(&self) -> Vec<Request> {
+        let mut seen = BTreeSet::new();
+        let in_log = self
+            .slots
+            .range(self.last_executed.saturating_add(1)..)
+            .filter_map(|(_, slot)| slot.pre_prepare.as_ref())
+            .flat_map(|pp| pp.message.batch.requests.iter());
+        let committed = self
+            .durable
+            .committed
+            .range(self.last_executed.saturating_add(1)..)
+            .flat_map(|(_, c)| c.batch.requests.iter());
+        self.pending
+            .iter()
+            .chain(in_log)
+            .chain(committed)
+            .filter(|r| seen.insert(r.tx_id))
+            .cloned()
+            .collect()
+    }
+
     pub fn durable_state(&self) -> &DurableState {
         &self.durable
     }

@@ -1144,3 +1144,44 @@ fn a_replica_catching_up_keeps_every_dispatched_batch_until_it_is_executed() {
         "once executed, only the tail is kept"
     );
 }
+
+/// docs/adr/0011 §2: when its replica set ends, a replica hands over every request it has
+/// not executed — pending, pre-prepared, or committed above a gap — once each, so the next
+/// set orders them; executed ones are not handed over.
+#[test]
+fn a_replica_set_that_ends_hands_over_what_it_has_not_executed() {
+    let mut r = backup();
+    let first = batch(1);
+    let d1 = first.digest();
+    deliver(&mut r, proposal(1, first.clone()));
+    for message in [
+        vote(2, Domain::Prepare, 1, d1),
+        vote(0, Domain::Commit, 1, d1),
+        vote(2, Domain::Commit, 1, d1),
+    ] {
+        drive(&mut r, message);
+    }
+    // Batch 1 executed; batch 3 pre-prepared above a gap; one request only pending.
+    r.executed(1, [1; 32]);
+    let third = batch(30);
+    deliver(&mut r, proposal(3, third.clone()));
+    let pending = client_request([9; 32]);
+    r.request(pending.clone(), NOW);
+    // The same request again, and one of batch 3 submitted by a client too.
+    r.request(pending.clone(), NOW);
+    r.request(third.requests[0].clone(), NOW);
+    let handed: Vec<TxId> = r.unexecuted_requests().iter().map(|q| q.tx_id).collect();
+    let mut expected = vec![pending.tx_id];
+    expected.extend(third.requests.iter().map(|q| q.tx_id));
+    let mut sorted = handed.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), handed.len(), "each once: {handed:?}");
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(sorted, want);
+    assert!(
+        first.requests.iter().all(|q| !handed.contains(&q.tx_id)),
+        "executed requests are not handed over"
+    );
+}

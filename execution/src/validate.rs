@@ -144,6 +144,12 @@ struct Caches {
 /// since it decides outcomes.
 pub const SWITCHES_REPLICA_SETS: bool = false;
 
+/// Debug builds of the peer and the CLI's auditor read this environment variable (`1`):
+/// they accept membership changes before every build does, for tests of real processes of
+/// the epoch switch (every peer and auditor of such a network is given the same). Release
+/// builds never read it.
+pub const MEMBERSHIP_CHANGES_ENV: &str = "MEDLEDGER_MEMBERSHIP_CHANGES";
+
 pub struct Validator {
     genesis: Arc<Genesis>,
     caches: Mutex<Caches>,

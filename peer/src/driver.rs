@@ -32,6 +32,7 @@ use crate::state_transfer::StateTransfer;
 use crate::validate::Validator;
 use crate::votes::Votes;
 use medledger_execution::block::header_hash;
+use medledger_execution::config::{Configuration, EpochBase};
 use medledger_execution::execute::{CertifiedBatch, execute_block};
 use medledger_execution::merkle::Tree;
 use medledger_execution::proof::build_proof;
@@ -61,6 +62,8 @@ pub struct Status {
     pub last_executed: u64,
     /// The last pre-prepare's batch time minus this peer's clock on its arrival (ms).
     pub clock_offset_from_primary_ms: i64,
+    /// This peer's replica id in the configuration in force (`None`: it was removed).
+    pub replica: Option<pbft::ReplicaId>,
 }
 
 /// State shared between the driver and the services.
@@ -141,6 +144,13 @@ pub struct Driver {
     stepping_down: bool,
     /// The last view this peer said it suspects (logged once per view).
     suspected: Option<pbft::View>,
+    /// This peer's signing identity: the replica of a next epoch signs with it.
+    identity: Option<Arc<medledger_crypto::SigningIdentity>>,
+    /// Set by `execute` when the block it committed changed the peers: the epoch that
+    /// starts after it, and its configuration (docs/adr/0011).
+    epoch_ended: Option<(EpochBase, Arc<Configuration>)>,
+    /// The block after which this peer is no replica any more (it was removed).
+    left_at: Option<u64>,
 }
 
 /// Debug builds only (tests of real processes): `NAME:BLOCK` makes the consensus thread of
@@ -189,7 +199,16 @@ impl Driver {
             standing: (0, false),
             stepping_down: false,
             suspected: None,
+            identity: None,
+            epoch_ended: None,
+            left_at: None,
         }
+    }
+
+    /// The identity this peer's replicas sign with (required for the peer set to change).
+    pub fn with_identity(mut self, identity: Arc<medledger_crypto::SigningIdentity>) -> Driver {
+        self.identity = Some(identity);
+        self
     }
 
     /// After a stall of this process (SIGSTOP, a starved machine, a clock jumping ahead),
@@ -300,7 +319,9 @@ impl Driver {
                 let actions = self.replica.tick(now_ms());
                 self.perform(actions);
             }
-            self.probe_if_idle();
+            if self.left_at.is_none() {
+                self.probe_if_idle();
+            }
             self.flush();
             self.publish_status();
             if stop {
@@ -312,6 +333,12 @@ impl Driver {
 
     fn handle(&mut self, input: Input) -> bool {
         match input {
+            Input::Submit { reply, .. } if self.left_at.is_some() => {
+                let block = self.left_at.unwrap_or_default();
+                let _ = reply.send(Outcome::Left { block });
+            }
+            // A removed peer's replica is gone: it takes no part any more.
+            Input::Message { .. } if self.left_at.is_some() => {}
             Input::Submit { request, reply, .. } => {
                 self.waiters.entry(request.tx_id).or_default().push(Waiter {
                     reply,
@@ -413,6 +440,13 @@ impl Driver {
                 }
                 pbft::Action::Execute { seq, .. } => {
                     let digest = self.execute(seq);
+                    if let Some((base, configuration)) = self.epoch_ended.take() {
+                        // What the ended replica set still had to do (later batches,
+                        // messages, timers) is void: the next set starts afresh.
+                        queue.clear();
+                        queue.extend(self.switch_epoch(base, configuration));
+                        continue;
+                    }
                     queue.extend(self.replica.executed(seq, digest));
                 }
                 pbft::Action::SetTimer { at_ms } => {
@@ -491,7 +525,9 @@ impl Driver {
             // Its vote may never have left before the restart.
             if header.format != 0 {
                 let hash = header_hash(&header);
-                self.network.broadcast_vote(self.votes.executed(seq, hash));
+                if let Some(vote) = self.votes.executed(seq, hash) {
+                    self.network.broadcast_vote(vote);
+                }
             }
             return checkpoint_digest(&header);
         }
@@ -527,9 +563,18 @@ impl Driver {
         // computes from this committed batch, which a crash before the write leaves
         // unchanged (the batch is re-executed to the same header), so the network's vote
         // round overlaps the disk's sync instead of following it.
-        self.network.broadcast_vote(self.votes.executed(seq, hash));
+        if let Some(vote) = self.votes.executed(seq, hash) {
+            self.network.broadcast_vote(vote);
+        }
+        // A block that changes the peers makes all of this replica set's durable state
+        // obsolete, deleted in the block's own write (docs/adr/0011).
+        let pbft_deletes = if commit.ends_epoch {
+            self.store.forget_epoch()
+        } else {
+            vec![committed_key(seq)]
+        };
         self.ledger
-            .commit_block(&commit, &[committed_key(seq)])
+            .commit_block(&commit, &pbft_deletes)
             .unwrap_or_else(|e| fatal(&format!("cannot commit block {seq}: {e}")));
         // The block is on disk: now the world may hear of it, handshakes included.
         self.shared.revocations.apply(&commit.revocations);
@@ -540,7 +585,11 @@ impl Driver {
                 .configuration_in_force(&state)
                 .unwrap_or_else(|e| fatal(&format!("block {seq}'s configuration: {e}")));
             tracing::info!(block = seq, sequence, "a new configuration is in force");
-            self.shared.configuration.set(configuration);
+            if commit.ends_epoch {
+                self.epoch_ended = Some((EpochBase::after(&header), configuration));
+            } else {
+                self.shared.configuration.set(configuration, None);
+            }
         }
         let block = commit.block;
         let tree = Tree::new(commit.result_leaves);
@@ -588,6 +637,83 @@ impl Driver {
         tracing::debug!(block = seq, transactions, "block committed");
         self.shared.height.send_replace(seq);
         checkpoint_digest(&header)
+    }
+
+    /// Block `base.seq` changed the peers (docs/adr/0011 §2): the replica set that ordered
+    /// it ends, and the one of `configuration` starts after it, in view 0 with nothing of
+    /// the last one's but the requests it had not executed, which it orders anew. A peer
+    /// not in `configuration` stops ordering (it keeps serving what it holds). Returns the
+    /// new replica's first actions.
+    fn switch_epoch(
+        &mut self,
+        base: EpochBase,
+        configuration: Arc<Configuration>,
+    ) -> Vec<pbft::Action> {
+        let Some(identity) = self.identity.clone() else {
+            fatal("the peers changed, and this driver was given no identity to sign with");
+        };
+        let unexecuted = self.replica.unexecuted_requests();
+        let key = identity.verifying_key();
+        let me = configuration
+            .peer_keys
+            .iter()
+            .position(|k| *k == key)
+            .map(|i| i as pbft::ReplicaId);
+        self.shared
+            .configuration
+            .set(configuration.clone(), Some(base));
+        self.votes.new_epoch(base.seq, configuration.clone());
+        self.network.reconfigure(me, &configuration);
+        self.pending_token = None;
+        self.timer_due = None;
+        self.catching_up = None;
+        self.suspected = None;
+        self.standing = (0, false);
+        let Some(id) = me else {
+            tracing::warn!(
+                block = base.seq,
+                "this peer was removed from the network at block {}: it orders nothing more \
+                 and keeps serving the blocks it holds; stop it when the others no longer \
+                 need them",
+                base.seq
+            );
+            self.left_at = Some(base.seq);
+            for (_, waiters) in self.waiters.drain() {
+                for w in waiters {
+                    let _ = w.reply.send(Outcome::Left { block: base.seq });
+                }
+            }
+            return Vec::new();
+        };
+        let config = configuration
+            .replica_config(base)
+            .unwrap_or_else(|e| fatal(&format!("the configuration after block {}: {e}", base.seq)));
+        tracing::info!(
+            block = base.seq,
+            replica = id,
+            peers = configuration.peers.len(),
+            "the peers changed: a new replica set orders from block {} on",
+            base.seq + 1
+        );
+        self.replica = pbft::Replica::new(
+            id,
+            config,
+            Box::new(crate::node::ReplicaCrypto {
+                identity,
+                configuration,
+            }),
+            pbft::DurableState::default(),
+            base.seq,
+        );
+        if let Err(e) = self.store.save(&self.ledger, self.replica.durable_state()) {
+            fatal(&format!("cannot persist the PBFT state: {e}"));
+        }
+        let now = now_ms();
+        let mut actions = self.replica.tick(now);
+        for request in unexecuted {
+            actions.extend(self.replica.request(request, now));
+        }
+        actions
     }
 
     /// A restarted or partitioned peer learns it is behind only from checkpoints, which an
@@ -648,6 +774,7 @@ impl Driver {
             pending_requests: self.waiters.len() as u64,
             last_executed: self.replica.last_executed(),
             clock_offset_from_primary_ms: self.clock_offset_ms,
+            replica: self.left_at.is_none().then(|| self.replica.id()),
         };
         metrics::gauge!("medledger_view").set(status.view as f64);
         *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = status;

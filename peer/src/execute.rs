@@ -6,8 +6,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use medledger_execution::config::Configuration;
+use medledger_execution::config::{Configuration, EpochBase};
 use medledger_execution::state::{HistoryEntry, StateError, TxLocation, WorldState};
+use medledger_pbft as pbft;
 use medledger_proto::v1;
 use medledger_tls::SharedRevocations;
 
@@ -45,23 +46,42 @@ impl Revocations {
     }
 }
 
-/// The configuration in force at the committed head (docs/adr/0010), read by checks at
-/// submission and by status; changed only by the driver after a block that changes it is on
-/// disk. (Execution reads it from the state it executes on, never from here.)
+/// The configuration in force at the committed head (docs/adr/0010), and where the epoch
+/// of its replicas started (docs/adr/0011): read by checks at submission, by status and by
+/// the links between peers; changed only by the driver after a block that changes it is on
+/// disk. (Execution reads the configuration from the state it executes on, never from here.)
 #[derive(Debug)]
-pub struct ConfigurationInForce(RwLock<Arc<Configuration>>);
+pub struct ConfigurationInForce(RwLock<(Arc<Configuration>, EpochBase)>);
 
 impl ConfigurationInForce {
-    pub fn new(configuration: Arc<Configuration>) -> ConfigurationInForce {
-        ConfigurationInForce(RwLock::new(configuration))
+    pub fn new(configuration: Arc<Configuration>, base: EpochBase) -> ConfigurationInForce {
+        ConfigurationInForce(RwLock::new((configuration, base)))
     }
 
     pub fn get(&self) -> Arc<Configuration> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+    }
+
+    /// The configuration in force and its epoch's base, read together.
+    pub fn epoch(&self) -> (Arc<Configuration>, EpochBase) {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub fn set(&self, configuration: Arc<Configuration>) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = configuration;
+    /// Puts `configuration` in force; `new_epoch`: it changed the replicas, whose epoch
+    /// starts there.
+    pub fn set(&self, configuration: Arc<Configuration>, new_epoch: Option<EpochBase>) {
+        let mut slot = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let base = new_epoch.unwrap_or(slot.1);
+        *slot = (configuration, base);
+    }
+
+    /// The replica id of the peer whose signing key is `key` in the configuration in force.
+    pub fn replica_of(&self, key: &medledger_crypto::VerifyingKey) -> Option<pbft::ReplicaId> {
+        self.get()
+            .peer_keys
+            .iter()
+            .position(|k| k == key)
+            .map(|i| i as pbft::ReplicaId)
     }
 }
 

@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 
 use crate::queue::{Budget, Queued};
 use crate::wire::MAX_REPLICA_MESSAGE_BYTES;
+use medledger_execution::config::MAX_PEERS;
 
 /// What a client's submission came to on this peer.
 #[derive(Debug)]
@@ -32,6 +33,9 @@ pub enum Outcome {
     /// to it, in block `block`. Correct backups refuse such a pre-prepare, so this needs
     /// f+1 faulty peers; the client signs again.
     Displaced { block: u64 },
+    /// This peer was removed from the network at `block` (docs/adr/0011) and orders
+    /// nothing more: the client submits to the peers in force.
+    Left { block: u64 },
 }
 
 /// What the consensus thread takes in. Each submission and replica message holds its bytes
@@ -91,14 +95,16 @@ pub enum QueueError {
 
 impl Inputs {
     /// A queue of `capacity` inputs for the consensus thread, with budgets for clients and
-    /// for each of `replicas` replicas; the receiving side is the thread's.
+    /// for each of `replicas` replicas; the receiving side is the thread's. Each replica id
+    /// a configuration may give (up to [`MAX_PEERS`]) has its budgets, so a peer set that
+    /// grows (docs/adr/0011) finds them; the slots are shared as among `replicas`.
     pub fn channel(capacity: usize, replicas: usize) -> (Inputs, Receiver<Input>) {
         let (sender, receiver) = std::sync::mpsc::sync_channel(capacity);
         let share = capacity / replicas.saturating_add(1).max(1);
         let inputs = Inputs {
             sender,
             submissions: (Budget::new(QUEUED_SUBMISSION_BYTES), Budget::new(share)),
-            replicas: (0..replicas)
+            replicas: (0..MAX_PEERS.max(replicas))
                 .map(|_| (Budget::new(QUEUED_BYTES_PER_REPLICA), Budget::new(share)))
                 .collect(),
         };
@@ -195,8 +201,11 @@ mod tests {
             payload: vec![0; 1000],
         };
         assert_eq!(inputs.submit(request, reply), Ok(()));
+        // Any id a configuration may give has its budget (the peer set may grow); none
+        // beyond.
+        assert_eq!(inputs.message(9, checkpoint(1), 1), Ok(()));
         assert_eq!(
-            inputs.message(9, checkpoint(1), 1),
+            inputs.message(MAX_PEERS as u32, checkpoint(1), 1),
             Err(QueueError::NoSuchReplica),
             "no such replica"
         );

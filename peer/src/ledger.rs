@@ -62,6 +62,8 @@ const META_NETWORK_ID: &[u8] = b"network_id";
 const META_HEIGHT: &[u8] = b"height";
 const META_REVOCATION_SEQUENCE: &[u8] = b"revocation_sequence";
 const META_CONFIGURATION: &[u8] = b"configuration";
+/// The number of the last block that changed the peers (docs/adr/0011); absent: none did.
+const META_EPOCH_BASE: &[u8] = b"epoch_base";
 
 /// The meta key of configuration `sequence`'s envelope hash.
 fn config_link_key(sequence: u64) -> Vec<u8> {
@@ -417,6 +419,16 @@ impl Ledger {
         Ok(self.db.get_cf(self.cf(CF_META), META_CONFIGURATION)?)
     }
 
+    /// The number of the last block that changed the peers, where the epoch of the replicas
+    /// in force started (docs/adr/0011); 0 while the genesis's peers order.
+    pub fn epoch_base(&self) -> Result<u64> {
+        Ok(self
+            .db
+            .get_cf(self.cf(CF_META), META_EPOCH_BASE)?
+            .and_then(|b| be_u64(&b))
+            .unwrap_or(0))
+    }
+
     /// The SHA-256 of the envelope that committed configuration `sequence` (1, 2, ...), if
     /// the ledger has it.
     pub fn config_link(&self, sequence: u64) -> Result<Option<[u8; 32]>> {
@@ -478,7 +490,8 @@ impl Ledger {
     }
 
     /// Writes block `commit.block` and all it changes in one synced batch, deleting the
-    /// PBFT state keys `pbft_deletes` the block makes obsolete in the same write.
+    /// PBFT state keys `pbft_deletes` the block makes obsolete in the same write (a block
+    /// that ends an epoch makes all of them obsolete: the next replicas start afresh).
     pub fn commit_block(&self, commit: &BlockCommit, pbft_deletes: &[Vec<u8>]) -> Result<()> {
         let number = commit
             .block
@@ -546,6 +559,9 @@ impl Ledger {
         if let Some((sequence, value, envelope)) = &commit.configuration {
             batch.put_cf(self.cf(CF_META), META_CONFIGURATION, value);
             batch.put_cf(self.cf(CF_META), config_link_key(*sequence), envelope);
+        }
+        if commit.ends_epoch {
+            batch.put_cf(self.cf(CF_META), META_EPOCH_BASE, number.to_be_bytes());
         }
         for key in pbft_deletes {
             batch.delete_cf(self.cf(CF_PBFT), key);

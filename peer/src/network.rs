@@ -10,11 +10,11 @@
 //! charged to that replica's byte budget (`inputs::Inputs`).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use medledger_crypto::{RootCertificate, validate_enrollment_certificate};
+use medledger_crypto::{RootCertificate, VerifyingKey, validate_enrollment_certificate};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use medledger_proto::v1::replication_client::ReplicationClient;
@@ -23,10 +23,11 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::genesis::Genesis;
+use crate::execute::ConfigurationInForce;
 use crate::inputs::Inputs;
 use crate::queue::{Budget, Queued};
 use crate::wire;
+use medledger_execution::config::Configuration;
 
 /// Messages queued per outbound stream before new ones are dropped.
 const OUTBOUND_QUEUE: usize = 8192;
@@ -40,49 +41,117 @@ const STREAM_BUFFER: usize = 64;
 type Outbound = (v1::ReplicaMessage, Queued);
 pub use crate::wire::MAX_REPLICA_MESSAGE_BYTES;
 
+/// The TLS client configuration pinning the given peer keys (one link's dialer).
+pub type DialerConfig = dyn Fn(BTreeSet<[u8; 32]>) -> Arc<rustls::ClientConfig> + Send + Sync;
+
+/// One outbound link: its queue, its byte budget, and whether its stream is open.
+struct Link {
+    key: [u8; 32],
+    address: String,
+    queue: mpsc::Sender<Outbound>,
+    budget: Budget,
+    connected: Arc<AtomicBool>,
+}
+
+/// The links of the replica set in force, by replica id (`None`: this peer's own id).
+struct Links {
+    me: Option<pbft::ReplicaId>,
+    outbound: Vec<Option<Link>>,
+}
+
 pub struct Network {
-    me: pbft::ReplicaId,
-    outbound: Vec<Option<(mpsc::Sender<Outbound>, Budget)>>,
-    pub connected: Vec<Arc<AtomicBool>>,
+    links: RwLock<Links>,
+    tls: Box<DialerConfig>,
+    revoked: medledger_tls::SharedRevocations,
+    /// Where link tasks run (reconfiguration is called from the consensus thread).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Network {
-    /// Starts one outbound stream task per other replica.
-    /// Each stream dials with `tls` (pinning the replica's genesis key) and ends when that
-    /// replica's certificate is in `revoked` or expires ([`medledger_tls::Guarded`]).
+    /// Starts one outbound stream task per other peer of `configuration` (`me`: this peer's
+    /// id in it). Each stream dials with `tls` (pinning that peer's key in the
+    /// configuration) and ends when that peer's certificate is in `revoked` or expires
+    /// ([`medledger_tls::Guarded`]). Must be called within the Tokio runtime.
     pub fn start(
-        me: pbft::ReplicaId,
-        genesis: &Genesis,
+        me: Option<pbft::ReplicaId>,
+        configuration: &Configuration,
         revoked: medledger_tls::SharedRevocations,
-        tls: impl Fn(BTreeSet<[u8; 32]>) -> Arc<rustls::ClientConfig>,
+        tls: impl Fn(BTreeSet<[u8; 32]>) -> Arc<rustls::ClientConfig> + Send + Sync + 'static,
     ) -> Arc<Network> {
-        let mut outbound = Vec::new();
-        let mut connected = Vec::new();
-        for (i, peer) in genesis.config.peers.iter().enumerate() {
-            let flag = Arc::new(AtomicBool::new(i as u32 == me));
-            connected.push(flag.clone());
-            if i as u32 == me {
+        let network = Network {
+            links: RwLock::new(Links {
+                me,
+                outbound: Vec::new(),
+            }),
+            tls: Box::new(tls),
+            revoked,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        network.reconfigure(me, configuration);
+        Arc::new(network)
+    }
+
+    /// Follows a change of the peers (docs/adr/0011): links to peers that stay (same key,
+    /// same address) keep their streams under their new ids; links to new peers are
+    /// started; links to peers that left are closed (their tasks end).
+    pub fn reconfigure(&self, me: Option<pbft::ReplicaId>, configuration: &Configuration) {
+        let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
+        let mut old: Vec<Link> = std::mem::take(&mut links.outbound)
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut outbound = Vec::with_capacity(configuration.peers.len());
+        for (i, (peer, key)) in configuration
+            .peers
+            .iter()
+            .zip(&configuration.peer_keys)
+            .enumerate()
+        {
+            if Some(i as u32) == me {
                 outbound.push(None);
                 continue;
             }
+            let key = key.to_bytes();
+            if let Some(at) = old
+                .iter()
+                .position(|l| l.key == key && l.address == peer.address)
+            {
+                outbound.push(Some(old.swap_remove(at)));
+                continue;
+            }
             let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-            outbound.push(Some((tx, Budget::new(OUTBOUND_QUEUE_BYTES))));
-            let pins = BTreeSet::from([genesis.peer_keys[i].to_bytes()]);
-            let config = tls(pins);
-            tokio::spawn(outbound_stream(
+            let connected = Arc::new(AtomicBool::new(false));
+            self.runtime.spawn(outbound_stream(
                 i as u32,
                 peer.address.clone(),
-                config,
-                revoked.clone(),
+                (self.tls)(BTreeSet::from([key])),
+                self.revoked.clone(),
                 rx,
-                flag,
+                connected.clone(),
             ));
+            outbound.push(Some(Link {
+                key,
+                address: peer.address.clone(),
+                queue: tx,
+                budget: Budget::new(OUTBOUND_QUEUE_BYTES),
+                connected,
+            }));
         }
-        Arc::new(Network {
-            me,
-            outbound,
-            connected,
-        })
+        // What is left of `old` is dropped here: those links' tasks see their queues close.
+        *links = Links { me, outbound };
+    }
+
+    /// Whether the stream to replica `to` is open (this peer itself counts as connected).
+    pub fn connected(&self, to: pbft::ReplicaId) -> bool {
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        if links.me == Some(to) {
+            return true;
+        }
+        links
+            .outbound
+            .get(to as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|l| l.connected.load(Ordering::Relaxed))
     }
 
     pub fn send(&self, to: pbft::ReplicaId, message: &pbft::Message) {
@@ -94,11 +163,7 @@ impl Network {
     pub fn broadcast(&self, message: &pbft::Message) {
         let encoded = wire::to_proto(message);
         let bytes = prost::Message::encoded_len(&encoded);
-        for to in 0..self.outbound.len() as u32 {
-            if to != self.me {
-                self.send_proto(to, encoded.clone(), bytes);
-            }
-        }
+        self.send_all(encoded, bytes);
     }
 
     /// Sends this peer's block vote to every other replica.
@@ -107,20 +172,28 @@ impl Network {
             kind: Some(v1::replica_message::Kind::BlockVote(vote)),
         };
         let bytes = prost::Message::encoded_len(&encoded);
-        for to in 0..self.outbound.len() as u32 {
-            if to != self.me {
-                self.send_proto(to, encoded.clone(), bytes);
-            }
+        self.send_all(encoded, bytes);
+    }
+
+    fn send_all(&self, message: v1::ReplicaMessage, bytes: usize) {
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        for link in links.outbound.iter().flatten() {
+            Self::enqueue(link, message.clone(), bytes);
         }
     }
 
     fn send_proto(&self, to: pbft::ReplicaId, message: v1::ReplicaMessage, bytes: usize) {
-        let Some(Some((tx, budget))) = self.outbound.get(to as usize) else {
-            return;
-        };
-        let sent = budget
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(Some(link)) = links.outbound.get(to as usize) {
+            Self::enqueue(link, message, bytes);
+        }
+    }
+
+    fn enqueue(link: &Link, message: v1::ReplicaMessage, bytes: usize) {
+        let sent = link
+            .budget
             .take(bytes)
-            .is_some_and(|queued| tx.try_send((message, queued)).is_ok());
+            .is_some_and(|queued| link.queue.try_send((message, queued)).is_ok());
         if !sent {
             metrics::counter!("medledger_replica_messages_dropped_total").increment(1);
         }
@@ -167,6 +240,10 @@ async fn outbound_stream(
         }
         // Do not let stale messages pile up while the replica is away.
         while queue.try_recv().is_ok() {}
+        // The link was closed (the peer left the network, docs/adr/0011).
+        if queue.is_closed() {
+            return;
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
@@ -179,7 +256,8 @@ pub type Prewarm = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// The inbound side: `medledger.v1.Replication`.
 pub struct ReplicationService {
-    pub genesis: Arc<Genesis>,
+    /// Who the replicas are now: a sender's id follows the configuration in force.
+    pub shared: Arc<crate::driver::Shared>,
     pub root: RootCertificate,
     pub inputs: Inputs,
     /// Checks the envelopes of incoming batches here, on the network's threads, so that
@@ -208,8 +286,8 @@ impl ReplicationService {
 }
 
 impl ReplicationService {
-    /// Which replica the TLS client certificate belongs to.
-    fn sender<T>(&self, request: &Request<T>) -> Result<pbft::ReplicaId, Status> {
+    /// The signing key and name of the TLS client certificate.
+    fn sender_key<T>(&self, request: &Request<T>) -> Result<(VerifyingKey, String), Status> {
         let der = medledger_tls::peer_certificate(request)
             .ok_or_else(|| Status::unauthenticated("a replica must present its certificate"))?;
         let identity = validate_enrollment_certificate(
@@ -219,14 +297,19 @@ impl ReplicationService {
             &BTreeSet::new(),
         )
         .map_err(|e| Status::unauthenticated(format!("certificate refused: {e}")))?;
-        self.genesis
-            .replica_of(&identity.signing_key)
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "{} is not a replica of this network",
-                    identity.name
-                ))
-            })
+        Ok((identity.signing_key, identity.name))
+    }
+
+    /// The replica id of the peer with signing key `key` in the configuration in force (a
+    /// stream outlives a change of the peers; its sender's id is read again per message).
+    fn replica_id(
+        configuration: &ConfigurationInForce,
+        key: &VerifyingKey,
+        name: &str,
+    ) -> Result<pbft::ReplicaId, Status> {
+        configuration.replica_of(key).ok_or_else(|| {
+            Status::permission_denied(format!("{name} is not a replica of this network"))
+        })
     }
 }
 
@@ -236,19 +319,22 @@ impl v1::replication_server::Replication for ReplicationService {
         &self,
         request: Request<Streaming<v1::ReplicaMessage>>,
     ) -> Result<Response<v1::ReplicaAck>, Status> {
-        let from = self.sender(&request)?;
+        let (key, name) = self.sender_key(&request)?;
+        let configuration = &self.shared.configuration;
+        let first = Self::replica_id(configuration, &key, &name)?;
         let _open = self
             .open_streams
-            .get(from as usize)
+            .get(first as usize)
             .and_then(|limit| limit.take(1))
             .ok_or_else(|| {
                 Status::resource_exhausted(format!(
-                    "replica {from} already has {STREAMS_PER_REPLICA} streams open"
+                    "replica {first} already has {STREAMS_PER_REPLICA} streams open"
                 ))
             })?;
         let mut stream = request.into_inner();
-        tracing::info!(replica = from, "stream from replica open");
+        tracing::info!(replica = first, "stream from replica open");
         while let Some(message) = stream.message().await? {
+            let from = Self::replica_id(configuration, &key, &name)?;
             let bytes = prost::Message::encoded_len(&message);
             if let Some(v1::replica_message::Kind::BlockVote(vote)) = message.kind {
                 match self.votes.receive(from, vote) {

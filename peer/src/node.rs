@@ -26,15 +26,16 @@ use crate::pbft_store::PbftStore;
 use crate::service::LedgerService;
 use crate::validate::Validator;
 use crate::votes::Votes;
-use medledger_execution::config::{Configuration, TX_LIFETIME_BOUNDS_MS};
+use medledger_execution::config::{Configuration, EpochBase, MAX_PEERS, TX_LIFETIME_BOUNDS_MS};
 
 /// Largest client request.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
 
-/// PBFT signatures with this peer's key; verification against the genesis peer keys.
-struct ReplicaCrypto {
-    identity: Arc<SigningIdentity>,
-    genesis: Arc<Genesis>,
+/// PBFT signatures with this peer's key; verification against the keys of the peers of
+/// the configuration whose replicas run (the epoch's, docs/adr/0011).
+pub struct ReplicaCrypto {
+    pub identity: Arc<SigningIdentity>,
+    pub configuration: Arc<Configuration>,
 }
 
 impl pbft::Crypto for ReplicaCrypto {
@@ -63,7 +64,8 @@ impl pbft::Crypto for ReplicaCrypto {
         bytes: &[u8],
         signature: &[u8],
     ) -> bool {
-        self.genesis.verify_consensus(signer, bytes, signature)
+        self.configuration
+            .verify_consensus(signer, bytes, signature)
     }
 }
 
@@ -123,19 +125,6 @@ pub async fn run(
         bail!("the wallet's key does not match its certificate");
     }
     me.name = enrolled.name.clone();
-    let Some(replica_id) = genesis.replica_of(&enrolled.signing_key) else {
-        bail!(
-            "{} is not one of the peers of the genesis block; the genesis lists: {}",
-            enrolled.name,
-            genesis
-                .config
-                .peers
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let ledger = {
@@ -148,15 +137,51 @@ pub async fn run(
     let ledger = Arc::new(ledger);
     scrub_in_background(ledger.clone());
     let (height_tx, _) = watch::channel(ledger.height());
-    let validator = Arc::new(Validator::new(genesis.clone()));
+    let validator = Validator::new(genesis.clone());
+    #[cfg(debug_assertions)]
+    let validator = if std::env::var(medledger_execution::validate::MEMBERSHIP_CHANGES_ENV)
+        .is_ok_and(|v| v == "1")
+    {
+        tracing::warn!("this peer accepts membership changes (a test of the epoch switch)");
+        validator.accepting_membership_changes()
+    } else {
+        validator
+    };
+    let validator = Arc::new(validator);
     let revocations = Revocations::load(&ledger)?;
     let configuration = validator
         .configuration_in_force(&crate::execute::LedgerState::new(&ledger, &revocations))?;
+    // The replicas in force: the configuration's, in the epoch that started at the last
+    // block that changed the peers (docs/adr/0011).
+    let base = match ledger.epoch_base()? {
+        0 => EpochBase::default(),
+        number => EpochBase::after(&ledger.header(number)?),
+    };
+    let Some(replica_id) = configuration
+        .peer_keys
+        .iter()
+        .position(|k| *k == enrolled.signing_key)
+        .map(|i| i as pbft::ReplicaId)
+    else {
+        bail!(
+            "{} is not one of the peers of the configuration in force (configuration {}, at \
+             block {}); its peers are: {}",
+            enrolled.name,
+            configuration.sequence,
+            ledger.height(),
+            configuration
+                .peers
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
     let shared = Arc::new(Shared {
         status: Mutex::new(Status::default()),
         height: height_tx,
         revocations,
-        configuration: crate::execute::ConfigurationInForce::new(configuration),
+        configuration: crate::execute::ConfigurationInForce::new(configuration.clone(), base),
     });
     let tls_revocations = shared.revocations.serials.clone();
     let lies = crate::lies::Lies::from_env(&me.name);
@@ -171,7 +196,8 @@ pub async fn run(
         genesis.clone(),
         ledger.clone(),
         me.signing.clone(),
-        replica_id,
+        configuration.clone(),
+        base.seq,
         lies.votes,
     ));
 
@@ -197,25 +223,35 @@ pub async fn run(
             tls_revocations.clone(),
             provider.clone(),
         );
-        Network::start(replica_id, &genesis, tls_revocations.clone(), move |pins| {
-            let verifier = medledger_tls::EnrollmentServerVerifier::new(
-                root.clone(),
-                revoked.clone(),
-                Some(pins),
-                provider.clone(),
-            );
-            Arc::new(
-                medledger_tls::client_config(cert.clone(), key.clone(), verifier, provider.clone())
+        Network::start(
+            Some(replica_id),
+            &configuration,
+            tls_revocations.clone(),
+            move |pins| {
+                let verifier = medledger_tls::EnrollmentServerVerifier::new(
+                    root.clone(),
+                    revoked.clone(),
+                    Some(pins),
+                    provider.clone(),
+                );
+                Arc::new(
+                    medledger_tls::client_config(
+                        cert.clone(),
+                        key.clone(),
+                        verifier,
+                        provider.clone(),
+                    )
                     .expect("our own certificate and key form a valid client config"),
-            )
-        })
+                )
+            },
+        )
     };
 
     // The replica, restarted from disk.
     let (store, durable) = PbftStore::load(&ledger)?;
     let crypto = ReplicaCrypto {
         identity: me.signing.clone(),
-        genesis: genesis.clone(),
+        configuration: configuration.clone(),
     };
     let height = ledger.height();
     tracing::info!(
@@ -226,8 +262,9 @@ pub async fn run(
         network = %hex::encode(genesis.network_id),
         "starting"
     );
-    let pbft_config = genesis.pbft_config();
-    let (inputs, inputs_rx) = Inputs::channel(INPUT_QUEUE, genesis.config.peers.len());
+    let pbft_config = configuration.replica_config(base)?;
+    let (inputs, inputs_rx) = Inputs::channel(INPUT_QUEUE, configuration.peers.len());
+    let identity = me.signing.clone();
     let name = me.name.clone();
     let driver_parts = (
         ledger.clone(),
@@ -249,6 +286,7 @@ pub async fn run(
                     pbft::Replica::new(replica_id, pbft_config, Box::new(crypto), durable, height);
                 let initial = replica.tick(crate::driver::now_ms());
                 Driver::new(replica, store, ledger, validator, network, shared, votes)
+                    .with_identity(identity)
                     .with_injected_fault(&name)
                     .run(inputs_rx, initial)
             });
@@ -259,7 +297,7 @@ pub async fn run(
 
     let listen = match config.listen {
         Some(addr) => addr,
-        None => listen_address(&genesis.config.peers[replica_id as usize].address)?,
+        None => listen_address(&configuration.peers[replica_id as usize].address)?,
     };
     let listener = TcpListener::bind(listen)
         .await
@@ -341,11 +379,11 @@ pub async fn run(
         })
     };
     let replication = v1::replication_server::ReplicationServer::new(ReplicationService {
-        genesis: genesis.clone(),
+        shared: shared.clone(),
         root: genesis.root.clone(),
         inputs: inputs.clone(),
         prewarm,
-        open_streams: ReplicationService::stream_limits(genesis.config.peers.len()),
+        open_streams: ReplicationService::stream_limits(MAX_PEERS),
         votes: votes.clone(),
     })
     .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);

@@ -142,6 +142,21 @@ impl PbftStore {
         Ok((store, durable))
     }
 
+    /// The keys of everything on disk, forgotten here: for the write of a block that ends
+    /// the epoch (docs/adr/0011), after which the next replica set starts with nothing of
+    /// this one's (its views, accepted, prepared and committed batches).
+    pub fn forget_epoch(&mut self) -> Vec<Vec<u8>> {
+        let mut keys: Vec<Vec<u8>> = [VIEW, LAST_TIMESTAMP, STABLE, INSTALLED_VIEW, NEW_VIEW]
+            .iter()
+            .map(|k| k.to_vec())
+            .collect();
+        keys.extend(self.accepted.keys().map(|s| key(ACCEPTED, *s)));
+        keys.extend(self.prepared.keys().map(|s| key(PREPARED, *s)));
+        keys.extend(self.committed.iter().map(|s| committed_key(*s)));
+        *self = PbftStore::default();
+        keys
+    }
+
     /// Writes what changed since the last save, synced.
     pub fn save(
         &mut self,

@@ -247,6 +247,10 @@ impl RevocationFeed {
                 sequence,
                 "faulty peers ordered other bytes under its id",
             )),
+            Ok(Ok(Outcome::Left { .. })) => Err(FeedError::NotOrdered(
+                sequence,
+                "this peer was removed from the network",
+            )),
             Ok(Err(_)) => Err(FeedError::NotOrdered(sequence, "the peer is shutting down")),
             Err(_) => Err(FeedError::NotOrdered(sequence, "no commit within 30 s")),
         }

@@ -321,6 +321,10 @@ impl LedgerService {
             Ok(Ok(Outcome::Busy)) => Err(Status::resource_exhausted(
                 "too many transactions are pending; retry the same transaction shortly",
             )),
+            Ok(Ok(Outcome::Left { block })) => Err(Status::unavailable(format!(
+                "this peer was removed from the network at block {block} and orders nothing \
+                 more: submit to the peers of the configuration in force"
+            ))),
             Ok(Err(_)) => Err(Status::unavailable("the peer is shutting down")),
             Err(_) => Err(Status::deadline_exceeded(
                 "not committed yet (is a quorum of peers up?); resubmitting the same \
@@ -576,7 +580,8 @@ impl v1::ledger_server::Ledger for LedgerService {
         Ok(Response::new(v1::GetStatusResponse {
             config_sequence: configuration.sequence,
             config: configuration.hash.to_vec(),
-            replica: self.replica,
+            // This peer's id among the peers in force (none once it was removed).
+            replica: status.replica.unwrap_or(u32::MAX),
             height,
             view: status.view,
             primary: status.primary,
@@ -584,17 +589,14 @@ impl v1::ledger_server::Ledger for LedgerService {
             suspects_primary: status.suspects_primary,
             network_id: self.genesis.network_id.to_vec(),
             last_block_hash: header_hash(&last).to_vec(),
-            peers: self
-                .genesis
-                .config
+            peers: configuration
                 .peers
                 .iter()
-                .enumerate()
-                .map(|(i, p)| v1::PeerStatus {
+                .map(|p| v1::PeerStatus {
                     replica: p.replica,
                     name: p.name.clone(),
                     address: p.address.clone(),
-                    connected: self.network.connected[i].load(std::sync::atomic::Ordering::Relaxed),
+                    connected: self.network.connected(p.replica),
                 })
                 .collect(),
             pending_requests: status.pending_requests,

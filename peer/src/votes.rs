@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::genesis::Genesis;
 use crate::ledger::Ledger;
+use medledger_execution::config::Configuration;
 
 /// Blocks behind this peer's height whose votes are still gathered in memory.
 pub const RETAINED: u64 = 256;
@@ -61,11 +62,22 @@ struct Inner {
     stored: std::collections::BTreeSet<u64>,
 }
 
+/// The replica set that votes on blocks from `first` on: its configuration and this peer's
+/// id in it (`None`: not a member, it does not vote).
+#[derive(Debug, Clone)]
+struct Epoch {
+    first: u64,
+    configuration: Arc<Configuration>,
+    me: Option<pbft::ReplicaId>,
+}
+
 pub struct Votes {
     genesis: Arc<Genesis>,
     ledger: Arc<Ledger>,
     identity: Arc<SigningIdentity>,
-    me: pbft::ReplicaId,
+    /// The epochs this peer knows, oldest first (the first one from its start; later ones
+    /// as blocks change the peers, docs/adr/0011): who votes on which block.
+    epochs: Mutex<Vec<Epoch>>,
     /// Debug builds, in tests (`lies.rs`): sign votes on a header other than the one executed.
     lie: bool,
     inner: Mutex<Inner>,
@@ -74,19 +86,27 @@ pub struct Votes {
 }
 
 impl Votes {
+    /// Votes of the replicas of `configuration`, whose epoch started after block `base`
+    /// (this peer votes if it is one of them).
     pub fn new(
         genesis: Arc<Genesis>,
         ledger: Arc<Ledger>,
         identity: Arc<SigningIdentity>,
-        me: pbft::ReplicaId,
+        configuration: Arc<Configuration>,
+        base: u64,
         lie: bool,
     ) -> Votes {
         let height = ledger.height();
+        let me = replica_of(&configuration, &identity);
         let votes = Votes {
             genesis,
             ledger,
             identity,
-            me,
+            epochs: Mutex::new(vec![Epoch {
+                first: base.saturating_add(1),
+                configuration,
+                me,
+            }]),
             lie,
             inner: Mutex::new(Inner {
                 height,
@@ -94,9 +114,14 @@ impl Votes {
             }),
             changed: watch::Sender::new(0),
         };
-        // After a restart: this peer's own headers of the recent blocks, so that votes the
-        // others send late still match (and are stored), and its own votes on them again.
-        for number in height.saturating_sub(RETAINED).saturating_add(1)..=height {
+        // After a restart: this peer's own headers of the recent blocks of this epoch, so
+        // that votes the others send late still match (and are stored), and its own votes on
+        // them again.
+        let from = height
+            .saturating_sub(RETAINED)
+            .saturating_add(1)
+            .max(base.saturating_add(1));
+        for number in from..=height {
             match votes.ledger.header(number) {
                 Ok(header) => {
                     votes.executed(number, header_hash(&header));
@@ -109,6 +134,47 @@ impl Votes {
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The replicas that vote on block `number`, as far as this peer knows (a later epoch
+    /// it has not reached yet is not known).
+    fn epoch_of(&self, number: u64) -> Epoch {
+        let epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        epochs
+            .iter()
+            .rev()
+            .find(|e| e.first <= number)
+            .or_else(|| epochs.first())
+            .cloned()
+            .expect("a peer knows at least one epoch")
+    }
+
+    /// Block `base` changed the peers: from the next block on, the replicas of
+    /// `configuration` vote (docs/adr/0011).
+    pub fn new_epoch(&self, base: u64, configuration: Arc<Configuration>) {
+        let me = replica_of(&configuration, &self.identity);
+        let first = base.saturating_add(1);
+        // (Locks are taken one at a time: `inner` is held while `epochs` is read elsewhere.)
+        let low = {
+            let mut inner = self.inner();
+            // Votes kept for blocks of the new epoch were checked against the old one.
+            let ahead: Vec<u64> = inner.blocks.range(first..).map(|(n, _)| *n).collect();
+            for number in ahead {
+                inner.blocks.remove(&number);
+            }
+            inner.height.saturating_sub(RETAINED)
+        };
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        epochs.retain(|e| e.first <= base);
+        epochs.push(Epoch {
+            first,
+            configuration,
+            me,
+        });
+        // Older epochs are kept while their blocks are in the window.
+        while epochs.len() > 1 && epochs[1].first <= low {
+            epochs.remove(0);
+        }
     }
 
     /// Debug builds, in tests (`lies.rs`): this peer's signature on any header, recorded
@@ -124,7 +190,7 @@ impl Votes {
         );
         (
             v1::ReplicaSignature {
-                replica: self.me,
+                replica: self.epoch_of(header.number).me.unwrap_or(u32::MAX),
                 signature: signature.to_bytes().to_vec(),
             },
             self.identity.verifying_key().to_bytes(),
@@ -132,8 +198,15 @@ impl Votes {
     }
 
     /// This peer executed block `number` to a header hashing to `hash`: signs its vote,
-    /// keeps it, and returns it for the others.
-    pub fn executed(&self, number: u64, hash: [u8; 32]) -> v1::BlockVote {
+    /// keeps it, and returns it for the others; `None` when this peer is not one of the
+    /// replicas of that block (it keeps its header, to match the others' votes).
+    pub fn executed(&self, number: u64, hash: [u8; 32]) -> Option<v1::BlockVote> {
+        let Some(me) = self.epoch_of(number).me else {
+            let mut inner = self.inner();
+            inner.height = inner.height.max(number);
+            inner.own.insert(number, hash);
+            return None;
+        };
         let signed_hash = if self.lie {
             let mut other = hash;
             other[0] ^= 0xff;
@@ -158,7 +231,7 @@ impl Votes {
                 .blocks
                 .entry(number)
                 .or_default()
-                .insert(self.me, (signed_hash, signature.clone()));
+                .insert(me, (signed_hash, signature.clone()));
             let low = inner.height.saturating_sub(RETAINED);
             inner.blocks = inner.blocks.split_off(&low);
             inner.own = inner.own.split_off(&low);
@@ -168,12 +241,12 @@ impl Votes {
         if proven {
             self.changed.send_modify(|v| *v = v.wrapping_add(1));
         }
-        v1::BlockVote {
-            from: self.me,
+        Some(v1::BlockVote {
+            from: me,
             number,
             header_hash: signed_hash.to_vec(),
             signature,
-        }
+        })
     }
 
     /// A vote that arrived on replica `sender`'s stream: kept when it is valid and in the
@@ -214,8 +287,17 @@ impl Votes {
             replica: vote.from,
             signature: vote.signature,
         };
-        check_vote(&self.genesis.configuration, vote.number, &hash, &signature)
-            .map_err(VoteRefused::BadSignature)?;
+        let epoch = self.epoch_of(vote.number);
+        if let Err(why) = check_vote(&epoch.configuration, vote.number, &hash, &signature) {
+            // Beyond the next block the peers may have changed in blocks this peer has not
+            // executed yet: a vote that does not check against the replicas it knows may be
+            // a new replica's, dropped without blame.
+            let height = self.inner().height;
+            if vote.number > height.saturating_add(1) {
+                return Err(VoteRefused::OutOfWindow(vote.number));
+            }
+            return Err(VoteRefused::BadSignature(why));
+        }
         let proven;
         {
             let mut inner = self.inner();
@@ -272,7 +354,7 @@ impl Votes {
         let Some(votes) = Self::matching(inner, number) else {
             return false;
         };
-        if votes.len() < self.genesis.weak_quorum() {
+        if votes.len() < self.epoch_of(number).configuration.weak_quorum() {
             return false;
         }
         inner.stored.insert(number);
@@ -286,7 +368,7 @@ impl Votes {
     /// block is in the window, else as stored.
     pub fn held(&self, number: u64) -> Vec<v1::ReplicaSignature> {
         let in_memory = Self::matching(&self.inner(), number).unwrap_or_default();
-        if in_memory.len() >= self.genesis.weak_quorum() {
+        if in_memory.len() >= self.epoch_of(number).configuration.weak_quorum() {
             return in_memory;
         }
         // After a restart memory holds only this peer's own vote on its recent blocks; what
@@ -309,7 +391,7 @@ impl Votes {
         number: u64,
         timeout: Duration,
     ) -> Option<Vec<v1::ReplicaSignature>> {
-        let needed = self.genesis.weak_quorum();
+        let needed = self.epoch_of(number).configuration.weak_quorum();
         let mut changes = self.changed.subscribe();
         // Below the window no vote is kept any more: what is stored is all there will be.
         let settled = {
@@ -333,4 +415,17 @@ impl Votes {
         };
         tokio::time::timeout(timeout, wait).await.ok()
     }
+}
+
+/// This peer's replica id among the peers of `configuration`, if it is one of them.
+fn replica_of(
+    configuration: &Configuration,
+    identity: &SigningIdentity,
+) -> Option<pbft::ReplicaId> {
+    let key = identity.verifying_key();
+    configuration
+        .peer_keys
+        .iter()
+        .position(|k| *k == key)
+        .map(|i| i as pbft::ReplicaId)
 }

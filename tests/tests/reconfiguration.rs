@@ -1,0 +1,98 @@
+//! A changeable peer set (docs/adr/0011), on real processes over mutual TLS: the admins
+//! remove a peer of five (not the last: the others' replica ids move) through a
+//! configuration transaction; the block that commits it is
+//! the last the five order, the four that stay order the next ones as a new replica set
+//! (signing in their epoch), the removed peer stops ordering and says so, clients follow
+//! the change with proofs, and the auditor verifies the chain across it from the genesis.
+//!
+//! Until the peers can also take a joining peer in (step 3's `--join`), membership changes
+//! are accepted only by peers and auditors given `MEDLEDGER_MEMBERSHIP_CHANGES=1` (debug
+//! builds): this test's.
+
+use std::time::Duration;
+
+use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
+use medledger_tests::TestNetwork;
+
+/// One configuration change through peer `via`: proposed by admin with `options`,
+/// approved by both admins, submitted.
+fn change(net: &TestNetwork, via: usize, options: &[&str]) -> serde_json::Value {
+    let file = net
+        .wallet("admin")
+        .join(format!("update-{}.pb", options.join("-")));
+    let file = file.to_str().unwrap();
+    let peer = net.address(via);
+    let mut propose = vec!["--peer", peer.as_str(), "admin", "config", "propose"];
+    propose.extend_from_slice(options);
+    propose.extend_from_slice(&["-o", file]);
+    net.as_("admin", &propose).ok();
+    for admin in ["admin", "admin2"] {
+        net.as_(
+            admin,
+            &["--peer", &peer, "admin", "config", "approve", file],
+        )
+        .ok();
+    }
+    net.as_(
+        "admin",
+        &["--peer", &peer, "admin", "config", "submit", file],
+    )
+    .ok()
+}
+
+#[test]
+fn the_admins_remove_a_peer_and_the_others_carry_on() {
+    // SAFETY: set before any thread of this test binary (it holds this one test) starts; the
+    // processes it starts inherit it.
+    unsafe { std::env::set_var(MEMBERSHIP_CHANGES_ENV, "1") };
+    let mut net = TestNetwork::start(5);
+    let before = change(&net, 0, &["--max-tx-lifetime-ms", "120000"]);
+    // peer1 goes: the peers after it move down one replica id.
+    let removed_at = change(&net, 0, &["--remove-peer", "peer1"])["block"]
+        .as_u64()
+        .unwrap();
+    assert!(removed_at > before["block"].as_u64().unwrap());
+
+    // The removed peer says so, and stops ordering at that block.
+    let log = net.tmp.path().join("peer1.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("removed from the network at block") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "peer1 never said it left: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Its listing holds the genesis and the blocks up to the change, none after.
+    assert_eq!(net.peers[1].blocks().len() as u64, removed_at + 1);
+    net.peers[1].terminate();
+
+    // The four order on: another change commits, submitted to a peer whose replica id
+    // moved (peer4, now replica 3).
+    let after = change(&net, 4, &["--max-tx-lifetime-ms", "90000"]);
+    assert!(after["block"].as_u64().unwrap() > removed_at);
+    let shown = net
+        .as_(
+            "admin",
+            &["--peer", &net.address(0), "admin", "config", "show"],
+        )
+        .ok();
+    assert_eq!(shown["sequence"], 3, "{shown}");
+    assert_eq!(
+        shown["peers"],
+        serde_json::json!(["peer0", "peer2", "peer3", "peer4"]),
+        "{shown}"
+    );
+    let listings = net.converged(after["block"].as_u64().unwrap(), Duration::from_secs(30));
+    assert_eq!(listings.len(), 4, "the four that stay hold one chain");
+
+    // The auditor checks every block's certificate against the replicas of its epoch.
+    let report = net
+        .as_("admin", &["--peer", &net.address(2), "ledger", "verify"])
+        .ok();
+    assert_eq!(report["ok"], true, "{report}");
+}
