@@ -45,6 +45,15 @@ pub enum ConfigCommand {
         /// most f of the peers at once.
         #[arg(long = "remove-peer")]
         remove_peers: Vec<String>,
+        /// Add the peer enrolled with this certificate (PEM, role peer), reached at the
+        /// `--peer-address` given in the same position; it is started with `medledger-peer
+        /// serve --join` and takes part from the block after the one that commits the change.
+        /// At most f of the new set at once.
+        #[arg(long = "add-peer", requires = "peer_addresses")]
+        add_peers: Vec<PathBuf>,
+        /// HOST:PORT of each `--add-peer`, in the same order.
+        #[arg(long = "peer-address")]
+        peer_addresses: Vec<String>,
         /// How long the admins have to approve and submit it (hours, at most 720).
         #[arg(long, default_value_t = 72)]
         valid_for_hours: u32,
@@ -73,6 +82,8 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
             admins,
             admin_threshold,
             remove_peers,
+            add_peers,
+            peer_addresses,
             valid_for_hours,
             out,
         } => {
@@ -85,6 +96,20 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
                     )));
                 }
                 value.peers.retain(|p| p.name != *name);
+            }
+            if add_peers.len() != peer_addresses.len() {
+                return Err(ClientError::Usage(
+                    "each --add-peer needs its --peer-address, in the same order".into(),
+                ));
+            }
+            for (path, address) in add_peers.iter().zip(peer_addresses) {
+                let (name, certificate) = peer_certificate(&wallet, path)?;
+                value.peers.push(v1::GenesisPeer {
+                    replica: 0,
+                    name,
+                    address: address.clone(),
+                    certificate,
+                });
             }
             // Replica ids follow the order of the peers.
             for (i, peer) in value.peers.iter_mut().enumerate() {
@@ -296,6 +321,32 @@ fn in_policy_order(
         }
     }
     Ok(valid.into_values().collect())
+}
+
+/// A peer's name and certificate (DER) from its certificate file (PEM), which must be a
+/// peer enrollment of this wallet's CA, valid now.
+fn peer_certificate(wallet: &Wallet, path: &Path) -> Result<(String, Vec<u8>), ClientError> {
+    let pem_text = std::fs::read_to_string(path)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    let der = pem_decode(&pem_text, "CERTIFICATE")
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let identity = medledger_crypto::validate_enrollment_certificate(
+        &der,
+        &wallet.root()?,
+        now,
+        &std::collections::BTreeSet::<Vec<u8>>::new(),
+    )
+    .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    if identity.role != medledger_crypto::Role::Peer {
+        return Err(ClientError::Usage(format!(
+            "{}: {} is a {}, not a peer",
+            path.display(),
+            identity.name,
+            identity.role
+        )));
+    }
+    Ok((identity.name, der))
 }
 
 /// An admin's signing key from their certificate, which must be an admin of this wallet's CA.

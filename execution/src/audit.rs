@@ -18,12 +18,12 @@
 
 use std::sync::Arc;
 
-use medledger_pbft as pbft;
 use medledger_proto::v1;
 use prost::Message;
 
 use crate::block::{header_hash, tx_root};
-use crate::config::{Configuration, EpochBase};
+use crate::certified::{batch_of, check_block_certificate};
+use crate::config::EpochBase;
 use crate::execute::{CertifiedBatch, execute_block};
 use crate::genesis::Genesis;
 use crate::memory::MemoryState;
@@ -157,8 +157,9 @@ impl Auditor {
         // The replicas that ordered this block: those of the configuration in force, in the
         // epoch that started at the last membership change.
         let configuration = self.validator.configuration_in_force(&self.state)?;
-        let commits = match self.check_certificate(
+        let commits = match check_block_certificate(
             &configuration,
+            self.epoch,
             header.number,
             &batch,
             block.certificate.as_ref(),
@@ -252,49 +253,6 @@ impl Auditor {
         self.diverged_at
     }
 
-    /// A quorum of commits from distinct peers of `configuration` in the current epoch, for
-    /// this batch at this number ([`pbft::check_commit_certificate`], the check the replicas
-    /// apply).
-    fn check_certificate(
-        &self,
-        configuration: &Configuration,
-        number: u64,
-        batch: &pbft::Batch,
-        certificate: Option<&v1::CommitCertificate>,
-    ) -> Result<Vec<pbft::Signed<pbft::Vote>>, String> {
-        let certificate = certificate.ok_or("no commit certificate")?;
-        let digest = batch.digest();
-        if certificate.batch_digest != digest {
-            return Err(
-                "the commit certificate is for another batch than the block's transactions".into(),
-            );
-        }
-        let vote = pbft::Vote {
-            view: certificate.view,
-            seq: number,
-            digest,
-        };
-        let commits: Vec<pbft::Signed<pbft::Vote>> = certificate
-            .commits
-            .iter()
-            .map(|c| pbft::Signed {
-                from: c.replica,
-                message: vote,
-                signature: c.signature.clone(),
-            })
-            .collect();
-        let replicas = configuration
-            .replica_config(self.epoch)
-            .map_err(|e| format!("the configuration in force: {e}"))?;
-        pbft::check_commit_certificate(&replicas, number, &digest, &commits, |items| {
-            items.iter().all(|(replica, _, bytes, signature)| {
-                configuration.verify_consensus(*replica, bytes, signature)
-            })
-        })
-        .map_err(|e| format!("the commit certificate does not certify the block: {e}"))?;
-        Ok(commits)
-    }
-
     /// Every clinical file and study copy the re-executed state references.
     ///
     /// # Errors
@@ -350,35 +308,6 @@ fn status_name(status: i32) -> &'static str {
     v1::TxStatus::try_from(status)
         .map(|s| s.as_str_name())
         .unwrap_or("UNKNOWN")
-}
-
-/// The batch PBFT ordered, as the block records it.
-fn batch_of(block: &v1::Block) -> Result<pbft::Batch, String> {
-    if block.request_ids.len() != block.envelopes.len() {
-        return Err(format!(
-            "{} request ids for {} transactions",
-            block.request_ids.len(),
-            block.envelopes.len()
-        ));
-    }
-    let requests = block
-        .request_ids
-        .iter()
-        .zip(&block.envelopes)
-        .map(|(id, payload)| {
-            Ok(pbft::Request {
-                tx_id: id
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| "a request id is not 32 bytes".to_string())?,
-                payload: payload.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(pbft::Batch {
-        timestamp_ms: block.batch_time_ms,
-        requests,
-    })
 }
 
 /// Whether two results record the same outcome: status, code, result, events, creator,

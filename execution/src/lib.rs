@@ -17,13 +17,15 @@
 //! - [`state`]: the [`state::WorldState`] trait block execution reads, and the
 //!   [`state::BlockCommit`] it produces; [`memory`]: that state in memory.
 //! - [`execute`]: a certified batch to a block; [`stub`]: the chaincode's view of the state.
-//! - [`audit`]: verifying a chain from its blocks alone, re-executing it in memory.
+//! - [`certified`]: a block's batch and commit certificate, checked against its epoch's
+//!   replicas; [`audit`]: verifying a chain from its blocks alone, re-executing it in memory.
 //!
 //! It imports proto, crypto, the PBFT core and the chaincode; `medledger-peer` (over
 //! RocksDB) and `ledger verify` (in memory) import it.
 
 pub mod audit;
 pub mod block;
+pub mod certified;
 pub mod chain;
 pub mod config;
 pub mod execute;

@@ -8,6 +8,7 @@
 //! listen = "0.0.0.0:7051"                        # default: this peer's genesis address
 //! metrics_listen = "127.0.0.1:9451"              # Prometheus /metrics; off when absent
 //! ca_url = "https://ca.hospital.example:7054"    # revocations to follow; default: the wallet's CA
+//! join = ["peer0.hospital.example:7051"]         # a joining peer: whom to catch up from
 //! ```
 
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub metrics_listen: Option<SocketAddr>,
     pub ca_url: Option<String>,
+    pub join: Option<Vec<String>>,
 }
 
 impl FileConfig {
@@ -46,6 +48,9 @@ pub struct PeerConfig {
     /// The membership CA whose revocation records this peer orders onto the ledger
     /// (`revocation_feed.rs`); `None`: the CA address in the wallet's `wallet.json`.
     pub ca_url: Option<String>,
+    /// Peers (`HOST:PORT`) a peer that is not yet one of the replicas in force catches up
+    /// from, before the peers of the configuration it knows (docs/adr/0011 §6).
+    pub join: Vec<String>,
 }
 
 impl PeerConfig {
@@ -73,6 +78,7 @@ impl PeerConfig {
             listen: flags.listen.or(file.listen),
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             ca_url: flags.ca_url.or(file.ca_url),
+            join: flags.join.or(file.join).unwrap_or_default(),
         })
     }
 }

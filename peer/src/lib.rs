@@ -14,6 +14,8 @@
 //!   streams; [`queue`]: byte budgets.
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
 //! - [`revocation_feed`]: the CA's revocations, ordered onto the ledger without an operator.
+//! - [`join`]: a peer that is not (yet) one of the replicas catching up, block by checked
+//!   block, until the configuration that adds it.
 
 pub use medledger_execution::{block, genesis, validate, wire};
 
@@ -22,6 +24,7 @@ pub mod driver;
 pub mod execute;
 pub mod fault_clock;
 pub mod inputs;
+pub mod join;
 pub mod ledger;
 pub mod lies;
 pub mod network;

@@ -81,6 +81,12 @@ enum Command {
         /// ledger by itself. Default: the CA the wallet enrolled with (its wallet.json).
         #[arg(long, env = "MEDLEDGER_PEER_CA_URL")]
         ca_url: Option<String>,
+        /// A peer to catch up from (HOST:PORT; repeat for more) while this peer is not one
+        /// of the replicas in force: a peer the admins are adding, started before or after
+        /// they submit the change (docs/adr/0011). It fetches and checks every block, and
+        /// takes part from the block that adds it.
+        #[arg(long = "join", env = "MEDLEDGER_PEER_JOIN", value_delimiter = ',')]
+        join: Vec<String>,
     },
     /// Lists blocks from a data directory: number, header hash, state root, transactions.
     Blocks {
@@ -221,6 +227,7 @@ fn main() -> anyhow::Result<()> {
             listen,
             metrics_listen,
             ca_url,
+            join,
         } => {
             let file = match config {
                 Some(path) => FileConfig::read(&path)?,
@@ -233,6 +240,7 @@ fn main() -> anyhow::Result<()> {
                 listen,
                 metrics_listen,
                 ca_url,
+                join: (!join.is_empty()).then_some(join),
             };
             let config = PeerConfig::resolve(flags, file)?;
             let runtime = tokio::runtime::Runtime::new()?;

@@ -26,7 +26,7 @@ use crate::pbft_store::PbftStore;
 use crate::service::LedgerService;
 use crate::validate::Validator;
 use crate::votes::Votes;
-use medledger_execution::config::{Configuration, EpochBase, MAX_PEERS, TX_LIFETIME_BOUNDS_MS};
+use medledger_execution::config::{Configuration, MAX_PEERS, TX_LIFETIME_BOUNDS_MS};
 
 /// Largest client request.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
@@ -136,7 +136,6 @@ pub async fn run(
     };
     let ledger = Arc::new(ledger);
     scrub_in_background(ledger.clone());
-    let (height_tx, _) = watch::channel(ledger.height());
     let validator = Validator::new(genesis.clone());
     #[cfg(debug_assertions)]
     let validator = if std::env::var(medledger_execution::validate::MEMBERSHIP_CHANGES_ENV)
@@ -149,34 +148,82 @@ pub async fn run(
     };
     let validator = Arc::new(validator);
     let revocations = Revocations::load(&ledger)?;
-    let configuration = validator
-        .configuration_in_force(&crate::execute::LedgerState::new(&ledger, &revocations))?;
+    let in_force = || {
+        validator.configuration_in_force(&crate::execute::LedgerState::new(&ledger, &revocations))
+    };
+    let member = |c: &Configuration| c.peer_keys.contains(&enrolled.signing_key);
+    let mut configuration = in_force()?;
+    if !member(&configuration) {
+        if config.join.is_empty() {
+            bail!(
+                "{} is not one of the peers of the configuration in force (configuration {}, \
+                 at block {}); its peers are: {}. A peer the admins are adding starts with \
+                 --join HOST:PORT (a peer to catch up from)",
+                enrolled.name,
+                configuration.sequence,
+                ledger.height(),
+                configuration
+                    .peers
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        // A joining peer: it catches up, checking every block, until the configuration
+        // that adds it (docs/adr/0011 §6).
+        let sources: Vec<String> = config
+            .join
+            .iter()
+            .cloned()
+            .chain(configuration.peers.iter().map(|p| p.address.clone()))
+            .collect();
+        tracing::info!(
+            height = ledger.height(),
+            ?sources,
+            "not one of the replicas in force: catching up until the peers take this one in"
+        );
+        let tls = {
+            let verifier = medledger_tls::EnrollmentServerVerifier::new(
+                genesis.root.clone(),
+                revocations.serials.clone(),
+                None,
+                provider.clone(),
+            );
+            Arc::new(medledger_tls::client_config(
+                me.certificate_der.clone(),
+                me.signing.to_pkcs8_der().to_vec(),
+                verifier,
+                provider.clone(),
+            )?)
+        };
+        crate::join::catch_up(
+            &ledger,
+            &validator,
+            &revocations,
+            &enrolled.signing_key,
+            &sources,
+            tls,
+            revocations.serials.clone(),
+        )
+        .await?;
+        configuration = in_force()?;
+    }
     // The replicas in force: the configuration's, in the epoch that started at the last
     // block that changed the peers (docs/adr/0011).
-    let base = match ledger.epoch_base()? {
-        0 => EpochBase::default(),
-        number => EpochBase::after(&ledger.header(number)?),
-    };
-    let Some(replica_id) = configuration
+    let base = crate::join::epoch_base(&ledger)?;
+    let replica_id = configuration
         .peer_keys
         .iter()
         .position(|k| *k == enrolled.signing_key)
         .map(|i| i as pbft::ReplicaId)
-    else {
-        bail!(
-            "{} is not one of the peers of the configuration in force (configuration {}, at \
-             block {}); its peers are: {}",
-            enrolled.name,
-            configuration.sequence,
-            ledger.height(),
-            configuration
-                .peers
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+        .context("a member has a replica id")?;
+    tracing::info!(
+        replica = replica_id,
+        height = ledger.height(),
+        "one of the replicas in force"
+    );
+    let (height_tx, _) = watch::channel(ledger.height());
     let shared = Arc::new(Shared {
         status: Mutex::new(Status::default()),
         height: height_tx,

@@ -274,6 +274,8 @@ pub fn log_tail(path: &Path) -> String {
 /// A running `medledger-peer serve`, killed (SIGKILL) when dropped.
 pub struct PeerProcess {
     process: Option<Process>,
+    /// Peers to catch up from while not one of the replicas (`--join`).
+    join: Vec<String>,
     pub address: String,
     pub wallet: PathBuf,
     pub data_dir: PathBuf,
@@ -283,8 +285,21 @@ pub struct PeerProcess {
 
 impl PeerProcess {
     pub fn start(wallet: &Path, genesis: &Path, data_dir: &Path, address: &str) -> PeerProcess {
+        Self::start_joining(wallet, genesis, data_dir, address, &[])
+    }
+
+    /// A peer the admins added (docs/adr/0011): it catches up from the peers at `join`, and
+    /// listens once it is one of the replicas.
+    pub fn start_joining(
+        wallet: &Path,
+        genesis: &Path,
+        data_dir: &Path,
+        address: &str,
+        join: &[String],
+    ) -> PeerProcess {
         let mut peer = PeerProcess {
             process: None,
+            join: join.to_vec(),
             address: address.to_string(),
             wallet: wallet.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
@@ -299,6 +314,9 @@ impl PeerProcess {
     pub fn restart(&mut self) {
         assert!(self.process.is_none(), "the peer is already running");
         let mut command = binaries().peer_serve(&self.wallet, &self.genesis, &self.data_dir);
+        for source in &self.join {
+            command.args(["--join", source]);
+        }
         command.args(["--listen", &self.address]).env(
             "RUST_LOG",
             std::env::var("PEER_LOG").unwrap_or_else(|_| "info".into()),

@@ -3,23 +3,25 @@
 //! configuration transaction; the block that commits it is
 //! the last the five order, the four that stay order the next ones as a new replica set
 //! (signing in their epoch), the removed peer stops ordering and says so, clients follow
-//! the change with proofs, and the auditor verifies the chain across it from the genesis.
+//! the change with proofs; then a new peer is added and started with `--join`, catches up
+//! checking every block and takes part; the auditor verifies the chain across both changes
+//! from the genesis.
 //!
-//! Until the peers can also take a joining peer in (step 3's `--join`), membership changes
-//! are accepted only by peers and auditors given `MEDLEDGER_MEMBERSHIP_CHANGES=1` (debug
-//! builds): this test's.
+//! Until clients and the gateway follow the peers a change adds (step 4), membership
+//! changes are accepted only by peers and auditors given `MEDLEDGER_MEMBERSHIP_CHANGES=1`
+//! (debug builds): this test's.
 
 use std::time::Duration;
 
 use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
-use medledger_tests::TestNetwork;
+use medledger_tests::{PeerProcess, TestNetwork};
 
 /// One configuration change through peer `via`: proposed by admin with `options`,
 /// approved by both admins, submitted.
 fn change(net: &TestNetwork, via: usize, options: &[&str]) -> serde_json::Value {
-    let file = net
-        .wallet("admin")
-        .join(format!("update-{}.pb", options.join("-")));
+    static CHANGES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = net.wallet("admin").join(format!("update-{n}.pb"));
     let file = file.to_str().unwrap();
     let peer = net.address(via);
     let mut propose = vec!["--peer", peer.as_str(), "admin", "config", "propose"];
@@ -89,6 +91,48 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
     );
     let listings = net.converged(after["block"].as_u64().unwrap(), Duration::from_secs(30));
     assert_eq!(listings.len(), 4, "the four that stay hold one chain");
+
+    // A peer is added: enrolled, proposed with its address, and started with --join once
+    // the change is committed; it catches up checking every block, and takes part.
+    net.member("peer5", "peer");
+    let cert = net.wallet("peer5").join("cert.pem");
+    let address = format!("127.0.0.1:{}", medledger_tests::free_port());
+    let added_at = change(
+        &net,
+        2,
+        &[
+            "--add-peer",
+            cert.to_str().unwrap(),
+            "--peer-address",
+            &address,
+        ],
+    )["block"]
+        .as_u64()
+        .unwrap();
+    let joined = PeerProcess::start_joining(
+        &net.wallet("peer5"),
+        &net.genesis,
+        &net.tmp.path().join("peer5"),
+        &address,
+        &[net.address(0)],
+    );
+    net.peers.push(joined);
+    assert!(net.peers[5].blocks().len() as u64 > added_at);
+    // The five (peer0, peer2, peer3, peer4, peer5) order on, through the one that joined.
+    let last = change(&net, 5, &["--max-tx-lifetime-ms", "100000"]);
+    let shown = net
+        .as_(
+            "admin",
+            &["--peer", &net.address(5), "admin", "config", "show"],
+        )
+        .ok();
+    assert_eq!(
+        shown["peers"],
+        serde_json::json!(["peer0", "peer2", "peer3", "peer4", "peer5"]),
+        "{shown}"
+    );
+    let listings = net.converged(last["block"].as_u64().unwrap(), Duration::from_secs(30));
+    assert_eq!(listings.len(), 5);
 
     // The auditor checks every block's certificate against the replicas of its epoch.
     let report = net

@@ -1,0 +1,196 @@
+//! Joining (docs/adr/0011 §6): a peer that is not one of the replicas of the configuration in
+//! force on its own ledger — a peer the admins are adding, or one back after the peers
+//! changed while it was away — fetches the blocks it lacks from other peers and checks each
+//! before it executes it: its commit certificate against the replicas of its epoch
+//! ([`check_block_certificate`]), then its header against the one re-execution gives. It
+//! stops at the block whose configuration names it; its replica then catches up within the
+//! epoch by state transfer (adr 0006).
+//!
+//! Who can lie here: the peer a block comes from. A block that does not check is refused and
+//! the next source asked, so a lying source can only be slow; nothing it sends is executed
+//! unless a quorum of the epoch's replicas certified it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medledger_crypto::VerifyingKey;
+use medledger_execution::block::header_hash;
+use medledger_execution::certified::{batch_of, check_block_certificate};
+use medledger_execution::config::EpochBase;
+use medledger_execution::execute::{CertifiedBatch, execute_block};
+use medledger_proto::v1;
+use medledger_proto::v1::ledger_client::LedgerClient;
+
+use crate::execute::{LedgerState, Revocations};
+use crate::ledger::Ledger;
+use crate::validate::Validator;
+
+/// Blocks asked for per call (a peer answers at most its own limit).
+const BLOCKS_PER_CALL: u32 = 100;
+/// Largest answer taken from a source (a peer sends at most 8 MiB and one block more).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// How long to wait before asking every source again when none had a block more.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
+/// Why a fetched block was refused (the source is passed over).
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("block {got} where block {expected} comes next")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("block {0}: {1}")]
+    Refused(u64, String),
+    #[error("this peer's ledger: {0}")]
+    Ledger(#[from] crate::ledger::LedgerError),
+    #[error("this peer's state: {0}")]
+    State(#[from] medledger_execution::state::StateError),
+}
+
+/// The epoch in force on `ledger`: where the last change of the peers left it.
+pub fn epoch_base(ledger: &Ledger) -> Result<EpochBase, crate::ledger::LedgerError> {
+    Ok(match ledger.epoch_base()? {
+        0 => EpochBase::default(),
+        number => EpochBase::after(&ledger.header(number)?),
+    })
+}
+
+/// Checks `block`, the next one for `ledger`, and commits it if it holds: its commit
+/// certificate is a quorum of the replicas of its epoch, and executing its batch here gives
+/// the very header it carries. Returns whether it changed the peers.
+///
+/// # Errors
+/// [`JoinError`]: refused (nothing written), or this peer's own storage failed.
+pub fn apply_block(
+    ledger: &Ledger,
+    validator: &Validator,
+    revocations: &Revocations,
+    block: &v1::Block,
+) -> Result<bool, JoinError> {
+    let expected = ledger.height().saturating_add(1);
+    let header = block
+        .header
+        .as_ref()
+        .ok_or_else(|| JoinError::Refused(expected, "no header".into()))?;
+    if header.number != expected {
+        return Err(JoinError::OutOfOrder {
+            expected,
+            got: header.number,
+        });
+    }
+    let refused = |why: String| JoinError::Refused(expected, why);
+    let state = LedgerState::new(ledger, revocations);
+    let configuration = validator.configuration_in_force(&state)?;
+    let batch = batch_of(block).map_err(refused)?;
+    let commits = check_block_certificate(
+        &configuration,
+        epoch_base(ledger)?,
+        expected,
+        &batch,
+        block.certificate.as_ref(),
+    )
+    .map_err(refused)?;
+    let commit = execute_block(
+        &state,
+        validator,
+        &CertifiedBatch {
+            seq: expected,
+            batch: &batch,
+            commits: &commits,
+        },
+    )?;
+    drop(state);
+    let ours = commit.block.header.as_ref().map(header_hash);
+    if ours != Some(header_hash(header)) {
+        return Err(refused(
+            "executing its batch here gives another header: the block was altered".into(),
+        ));
+    }
+    ledger.commit_block(&commit, &[])?;
+    revocations.apply(&commit.revocations);
+    Ok(commit.ends_epoch)
+}
+
+/// Fetches and applies blocks until the configuration in force names `key`, asking
+/// `sources` in turn (then again, every second, while none has a block more: the change that
+/// adds this peer may not be committed yet). `tls` dials any enrolled peer.
+///
+/// # Errors
+/// Only this peer's own storage failing; sources that fail or lie are passed over.
+pub async fn catch_up(
+    ledger: &Ledger,
+    validator: &Validator,
+    revocations: &Revocations,
+    key: &VerifyingKey,
+    sources: &[String],
+    tls: Arc<rustls::ClientConfig>,
+    revoked: medledger_tls::SharedRevocations,
+) -> Result<(), JoinError> {
+    let member = || -> Result<bool, JoinError> {
+        let configuration =
+            validator.configuration_in_force(&LedgerState::new(ledger, revocations))?;
+        Ok(configuration.peer_keys.contains(key))
+    };
+    let mut said_waiting = false;
+    while !member()? {
+        let mut progressed = false;
+        for source in sources {
+            let Ok(channel) = medledger_tls::connect(source, tls.clone(), revoked.clone()).await
+            else {
+                tracing::debug!(%source, "cannot reach a peer to catch up from");
+                continue;
+            };
+            let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
+            loop {
+                let from = ledger.height().saturating_add(1);
+                let answer = client
+                    .get_blocks(v1::GetBlocksRequest {
+                        from,
+                        limit: BLOCKS_PER_CALL,
+                    })
+                    .await;
+                let blocks = match answer {
+                    Ok(a) => a.into_inner().blocks,
+                    Err(status) => {
+                        tracing::debug!(%source, %status, "a peer did not serve blocks");
+                        break;
+                    }
+                };
+                if blocks.is_empty() {
+                    break;
+                }
+                let mut refused = false;
+                for block in &blocks {
+                    match apply_block(ledger, validator, revocations, block) {
+                        Ok(_) => progressed = true,
+                        Err(e @ (JoinError::Ledger(_) | JoinError::State(_))) => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(%source, error = %e, "a block fetched was refused");
+                            refused = true;
+                            break;
+                        }
+                    }
+                    if member()? {
+                        break;
+                    }
+                }
+                if refused || member()? {
+                    break;
+                }
+            }
+            if member()? {
+                break;
+            }
+        }
+        if !progressed && !member()? {
+            if !said_waiting {
+                said_waiting = true;
+                tracing::info!(
+                    height = ledger.height(),
+                    "caught up with the peers reached; this peer is not one of the replicas \
+                     yet: waiting for the configuration that adds it"
+                );
+            }
+            tokio::time::sleep(IDLE_WAIT).await;
+        }
+    }
+    Ok(())
+}
