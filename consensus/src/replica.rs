@@ -420,27 +420,50 @@ impl Replica {
     pub fn last_executed(&self) -> Seq {
         self.last_executed
     }
-    /// Every request this replica holds that has not executed: pending, in a batch of its
-    /// log above the last executed one, or committed and not yet executed; each once, in
-    /// that order. For a host whose replica set ends here (docs/adr/0011): what the next
-    /// set must order.
-    pub fn unexecuted_requests(&self) -> Vec<Request> {
-        let mut seen = BTreeSet::new();
+    /// Every request this replica holds that is not in a batch at or below `executed`:
+    /// pending, in a batch of its log above it, or committed above it; each once, in that
+    /// order. For a host whose replica set ends at batch `executed` (docs/adr/0011), called
+    /// once the host executed it (whether or not `executed` was reported): what the next
+    /// set must order. Requests of batches at or below `executed` are left out, also when
+    /// still pending here.
+    pub fn unexecuted_requests(&self, executed: Seq) -> Vec<Request> {
+        let done: BTreeSet<TxId> = self
+            .slots
+            .range(..=executed)
+            .filter_map(|(_, slot)| slot.pre_prepare.as_ref())
+            .flat_map(|pp| pp.message.batch.requests.iter())
+            .chain(
+                self.durable
+                    .committed
+                    .range(..=executed)
+                    .flat_map(|(_, c)| c.batch.requests.iter()),
+            )
+            .map(|r| r.tx_id)
+            .collect();
+        let mut seen = done;
+        let above = executed.saturating_add(1);
         let in_log = self
             .slots
-            .range(self.last_executed.saturating_add(1)..)
+            .range(above..)
             .filter_map(|(_, slot)| slot.pre_prepare.as_ref())
             .flat_map(|pp| pp.message.batch.requests.iter());
         let committed = self
             .durable
             .committed
-            .range(self.last_executed.saturating_add(1)..)
+            .range(above..)
             .flat_map(|(_, c)| c.batch.requests.iter());
         self.pending
             .iter()
             .chain(in_log)
             .chain(committed)
-            .filter(|r| seen.insert(r.tx_id))
+            .filter(|r| {
+                seen.insert(r.tx_id)
+                    && self
+                        .durable
+                        .executed_tx
+                        .get(&r.tx_id)
+                        .is_none_or(|&s| s > executed)
+            })
             .cloned()
             .collect()
     }

@@ -333,17 +333,26 @@ impl Configuration {
     }
 
     /// At most f of the new set added and f of the old set removed ([`Configuration::next`]).
+    /// A peer is its key at its address: one that moves counts as removed and added (its
+    /// links are cut and made again). The peers that stay keep their order.
     fn check_membership_step(&self, next: &Configuration) -> Result<(), ConfigError> {
-        let added = next
-            .peer_keys
-            .iter()
-            .filter(|k| !self.peer_keys.contains(k))
-            .count();
-        let removed = self
-            .peer_keys
-            .iter()
-            .filter(|k| !next.peer_keys.contains(k))
-            .count();
+        let members = |c: &Configuration| -> Vec<(VerifyingKey, String)> {
+            c.peer_keys
+                .iter()
+                .zip(&c.peers)
+                .map(|(k, p)| (*k, p.address.clone()))
+                .collect()
+        };
+        let (old, new) = (members(self), members(next));
+        let added = new.iter().filter(|m| !old.contains(m)).count();
+        let removed = old.iter().filter(|m| !new.contains(m)).count();
+        let stay_old: Vec<_> = old.iter().filter(|m| new.contains(m)).collect();
+        let stay_new: Vec<_> = new.iter().filter(|m| old.contains(m)).collect();
+        if stay_old != stay_new {
+            return Err(ConfigError::PeerSet(
+                "the peers that stay must keep their order (their replica ids follow it)".into(),
+            ));
+        }
         let f = |n: usize| n.saturating_sub(1) / 3;
         let (f_old, f_new) = (f(self.peer_keys.len()), f(next.peer_keys.len()));
         if added > f_new || removed > f_old {

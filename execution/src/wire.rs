@@ -205,7 +205,11 @@ pub fn to_proto(message: &pbft::Message) -> v1::ReplicaMessage {
             checkpoint: Some(checkpoint_proof_to_proto(checkpoint)),
         }),
     };
-    v1::ReplicaMessage { kind: Some(kind) }
+    // The epoch is the sending link's to set (medledger-peer's network).
+    v1::ReplicaMessage {
+        kind: Some(kind),
+        epoch: 0,
+    }
 }
 
 // ------------------------------------------------------------------------------- decode
@@ -648,7 +652,7 @@ mod tests {
 
     #[test]
     fn missing_fields_and_short_digests_are_refused() {
-        assert!(from_proto(v1::ReplicaMessage { kind: None }, 1).is_err());
+        assert!(from_proto(v1::ReplicaMessage::default(), 1).is_err());
         let short = v1::ReplicaMessage {
             kind: Some(Kind::Prepare(v1::PbftSignedVote {
                 from: 1,
@@ -659,6 +663,7 @@ mod tests {
                 }),
                 signature: vec![],
             })),
+            ..Default::default()
         };
         assert_eq!(
             from_proto(short, 1),
@@ -670,6 +675,7 @@ mod tests {
                 message: None,
                 signature: vec![],
             })),
+            ..Default::default()
         };
         assert!(from_proto(bodiless, 1).is_err());
     }

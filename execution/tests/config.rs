@@ -625,7 +625,17 @@ fn a_peer_set_that_is_not_one_is_refused() {
         .into_iter()
         .chain([n.new_peer(5, 5)])
         .collect::<Vec<_>>();
+    let mut moved_two = genesis(&n);
+    moved_two[0].address = "10.0.0.100:7051".into();
+    moved_two[1].address = "10.0.0.101:7051".into();
+    let mut reordered = genesis(&n);
+    reordered.swap(0, 1);
+    for (i, peer) in reordered.iter_mut().enumerate() {
+        peer.replica = i as u32;
+    }
     let cases: Vec<(&str, Vec<v1::GenesisPeer>)> = vec![
+        ("two peers moved to new addresses at once", moved_two),
+        ("the same peers in another order", reordered),
         ("a clinician as a peer", plus(&n, clinician)),
         ("a certificate under another name", plus(&n, misnamed)),
         ("a peer listed twice", plus(&n, n.genesis_peer(0, 4))),

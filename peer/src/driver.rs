@@ -337,8 +337,12 @@ impl Driver {
                 let block = self.left_at.unwrap_or_default();
                 let _ = reply.send(Outcome::Left { block });
             }
-            // A removed peer's replica is gone: it takes no part any more.
+            // A removed peer's replica is gone: it takes no part any more. A message queued
+            // before the peers changed is not the next replica set's.
             Input::Message { .. } if self.left_at.is_some() => {}
+            Input::Message { epoch, .. } if epoch != self.replica.config().epoch_base => {
+                metrics::counter!("medledger_replica_messages_other_epoch_total").increment(1);
+            }
             Input::Submit { request, reply, .. } => {
                 self.waiters.entry(request.tx_id).or_default().push(Waiter {
                     reply,
@@ -652,7 +656,8 @@ impl Driver {
         let Some(identity) = self.identity.clone() else {
             fatal("the peers changed, and this driver was given no identity to sign with");
         };
-        let unexecuted = self.replica.unexecuted_requests();
+        // The block that ended the set executed (its requests are not handed over).
+        let unexecuted = self.replica.unexecuted_requests(base.seq);
         let key = identity.verifying_key();
         let me = configuration
             .peer_keys
@@ -663,7 +668,7 @@ impl Driver {
             .configuration
             .set(configuration.clone(), Some(base));
         self.votes.new_epoch(base.seq, configuration.clone());
-        self.network.reconfigure(me, &configuration);
+        self.network.reconfigure(me, &configuration, base.seq);
         self.pending_token = None;
         self.timer_due = None;
         self.catching_up = None;

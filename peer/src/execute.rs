@@ -51,28 +51,52 @@ impl Revocations {
 /// the links between peers; changed only by the driver after a block that changes it is on
 /// disk. (Execution reads the configuration from the state it executes on, never from here.)
 #[derive(Debug)]
-pub struct ConfigurationInForce(RwLock<(Arc<Configuration>, EpochBase)>);
+pub struct ConfigurationInForce {
+    current: RwLock<(Arc<Configuration>, EpochBase)>,
+    /// The base of the epoch in force, sent on at each change of the peers.
+    epochs: tokio::sync::watch::Sender<u64>,
+}
 
 impl ConfigurationInForce {
     pub fn new(configuration: Arc<Configuration>, base: EpochBase) -> ConfigurationInForce {
-        ConfigurationInForce(RwLock::new((configuration, base)))
+        ConfigurationInForce {
+            current: RwLock::new((configuration, base)),
+            epochs: tokio::sync::watch::Sender::new(base.seq),
+        }
+    }
+
+    /// Follows the changes of the peers: the base of each epoch as it starts.
+    pub fn epochs(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.epochs.subscribe()
     }
 
     pub fn get(&self) -> Arc<Configuration> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).0.clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
     }
 
     /// The configuration in force and its epoch's base, read together.
     pub fn epoch(&self) -> (Arc<Configuration>, EpochBase) {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Puts `configuration` in force; `new_epoch`: it changed the replicas, whose epoch
     /// starts there.
     pub fn set(&self, configuration: Arc<Configuration>, new_epoch: Option<EpochBase>) {
-        let mut slot = self.0.write().unwrap_or_else(|p| p.into_inner());
-        let base = new_epoch.unwrap_or(slot.1);
-        *slot = (configuration, base);
+        {
+            let mut slot = self.current.write().unwrap_or_else(|p| p.into_inner());
+            let base = new_epoch.unwrap_or(slot.1);
+            *slot = (configuration, base);
+        }
+        if let Some(base) = new_epoch {
+            self.epochs.send_replace(base.seq);
+        }
     }
 
     /// The replica id of the peer whose signing key is `key` in the configuration in force.

@@ -49,6 +49,9 @@ pub enum Input {
     Message {
         from: pbft::ReplicaId,
         message: pbft::Message,
+        /// The epoch (its base block) the sender's id was read in: a message queued before
+        /// a change of the peers is not handed to the next replica set (docs/adr/0011).
+        epoch: u64,
         queued: Held,
     },
     Shutdown,
@@ -139,6 +142,7 @@ impl Inputs {
         from: pbft::ReplicaId,
         message: pbft::Message,
         bytes: usize,
+        epoch: u64,
     ) -> Result<(), QueueError> {
         let budget = self
             .replicas
@@ -148,6 +152,7 @@ impl Inputs {
         self.send(Input::Message {
             from,
             message,
+            epoch,
             queued,
         })
     }
@@ -187,14 +192,14 @@ mod tests {
     fn one_replica_cannot_take_the_input_queue() {
         let (inputs, receiver) = Inputs::channel(INPUT_QUEUE_FOR_TEST, 4);
         let big = MAX_REPLICA_MESSAGE_BYTES;
-        assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
-        assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
+        assert_eq!(inputs.message(1, checkpoint(1), big, 0), Ok(()));
+        assert_eq!(inputs.message(1, checkpoint(1), big, 0), Ok(()));
         assert_eq!(
-            inputs.message(1, checkpoint(1), 1),
+            inputs.message(1, checkpoint(1), 1, 0),
             Err(QueueError::Full),
             "replica 1 is over its budget"
         );
-        assert_eq!(inputs.message(2, checkpoint(2), big), Ok(()));
+        assert_eq!(inputs.message(2, checkpoint(2), big, 0), Ok(()));
         let (reply, _outcome) = oneshot::channel();
         let request = pbft::Request {
             tx_id: [1; 32],
@@ -203,14 +208,14 @@ mod tests {
         assert_eq!(inputs.submit(request, reply), Ok(()));
         // Any id a configuration may give has its budget (the peer set may grow); none
         // beyond.
-        assert_eq!(inputs.message(9, checkpoint(1), 1), Ok(()));
+        assert_eq!(inputs.message(9, checkpoint(1), 1, 0), Ok(()));
         assert_eq!(
-            inputs.message(MAX_PEERS as u32, checkpoint(1), 1),
+            inputs.message(MAX_PEERS as u32, checkpoint(1), 1, 0),
             Err(QueueError::NoSuchReplica),
             "no such replica"
         );
         drop(receiver.recv().unwrap());
-        assert_eq!(inputs.message(1, checkpoint(1), big), Ok(()));
+        assert_eq!(inputs.message(1, checkpoint(1), big, 0), Ok(()));
         let oversized = pbft::Request {
             tx_id: [2; 32],
             payload: vec![0; QUEUED_SUBMISSION_BYTES],
@@ -228,10 +233,13 @@ mod tests {
         let (inputs, _receiver) = Inputs::channel(INPUT_QUEUE_FOR_TEST, 4);
         let share = INPUT_QUEUE_FOR_TEST / 5;
         for _ in 0..share {
-            assert_eq!(inputs.message(1, checkpoint(1), 110), Ok(()));
+            assert_eq!(inputs.message(1, checkpoint(1), 110, 0), Ok(()));
         }
-        assert_eq!(inputs.message(1, checkpoint(1), 110), Err(QueueError::Full));
-        assert_eq!(inputs.message(2, checkpoint(2), 110), Ok(()));
+        assert_eq!(
+            inputs.message(1, checkpoint(1), 110, 0),
+            Err(QueueError::Full)
+        );
+        assert_eq!(inputs.message(2, checkpoint(2), 110, 0), Ok(()));
         let (reply, _outcome) = oneshot::channel();
         let request = pbft::Request {
             tx_id: [1; 32],

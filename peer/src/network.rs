@@ -56,6 +56,8 @@ struct Link {
 /// The links of the replica set in force, by replica id (`None`: this peer's own id).
 struct Links {
     me: Option<pbft::ReplicaId>,
+    /// The base of the epoch this peer's messages belong to (`ReplicaMessage.epoch`).
+    epoch: u64,
     outbound: Vec<Option<Link>>,
 }
 
@@ -75,31 +77,47 @@ impl Network {
     pub fn start(
         me: Option<pbft::ReplicaId>,
         configuration: &Configuration,
+        epoch: u64,
         revoked: medledger_tls::SharedRevocations,
         tls: impl Fn(BTreeSet<[u8; 32]>) -> Arc<rustls::ClientConfig> + Send + Sync + 'static,
     ) -> Arc<Network> {
         let network = Network {
             links: RwLock::new(Links {
                 me,
+                epoch,
                 outbound: Vec::new(),
             }),
             tls: Box::new(tls),
             revoked,
             runtime: tokio::runtime::Handle::current(),
         };
-        network.reconfigure(me, configuration);
+        network.reconfigure(me, configuration, epoch);
         Arc::new(network)
     }
 
-    /// Follows a change of the peers (docs/adr/0011): links to peers that stay (same key,
-    /// same address) keep their streams under their new ids; links to new peers are
-    /// started; links to peers that left are closed (their tasks end).
-    pub fn reconfigure(&self, me: Option<pbft::ReplicaId>, configuration: &Configuration) {
+    /// Follows a change of the peers (docs/adr/0011) to the epoch that started after block
+    /// `epoch`: links to peers that stay (same key, same address) keep their streams under
+    /// their new ids; links to new peers are started; links to peers that left are closed
+    /// (their tasks end). A peer that is not one of them (`me` is `None`) closes them all.
+    pub fn reconfigure(
+        &self,
+        me: Option<pbft::ReplicaId>,
+        configuration: &Configuration,
+        epoch: u64,
+    ) {
         let mut links = self.links.write().unwrap_or_else(|p| p.into_inner());
         let mut old: Vec<Link> = std::mem::take(&mut links.outbound)
             .into_iter()
             .flatten()
             .collect();
+        if me.is_none() {
+            *links = Links {
+                me,
+                epoch,
+                outbound: Vec::new(),
+            };
+            return;
+        }
         let mut outbound = Vec::with_capacity(configuration.peers.len());
         for (i, (peer, key)) in configuration
             .peers
@@ -138,7 +156,11 @@ impl Network {
             }));
         }
         // What is left of `old` is dropped here: those links' tasks see their queues close.
-        *links = Links { me, outbound };
+        *links = Links {
+            me,
+            epoch,
+            outbound,
+        };
     }
 
     /// Whether the stream to replica `to` is open (this peer itself counts as connected).
@@ -170,20 +192,23 @@ impl Network {
     pub fn broadcast_vote(&self, vote: v1::BlockVote) {
         let encoded = v1::ReplicaMessage {
             kind: Some(v1::replica_message::Kind::BlockVote(vote)),
+            epoch: 0,
         };
         let bytes = prost::Message::encoded_len(&encoded);
         self.send_all(encoded, bytes);
     }
 
-    fn send_all(&self, message: v1::ReplicaMessage, bytes: usize) {
+    fn send_all(&self, mut message: v1::ReplicaMessage, bytes: usize) {
         let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        message.epoch = links.epoch;
         for link in links.outbound.iter().flatten() {
             Self::enqueue(link, message.clone(), bytes);
         }
     }
 
-    fn send_proto(&self, to: pbft::ReplicaId, message: v1::ReplicaMessage, bytes: usize) {
+    fn send_proto(&self, to: pbft::ReplicaId, mut message: v1::ReplicaMessage, bytes: usize) {
         let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        message.epoch = links.epoch;
         if let Some(Some(link)) = links.outbound.get(to as usize) {
             Self::enqueue(link, message, bytes);
         }
@@ -264,9 +289,10 @@ pub struct ReplicationService {
     /// executing them on the consensus thread finds their certificates and signatures
     /// already verified (see `Validator`'s caches).
     pub prewarm: Prewarm,
-    /// Streams each replica may have open at once ([`STREAMS_PER_REPLICA`]): each may hold
-    /// a message of up to [`MAX_REPLICA_MESSAGE_BYTES`] being read.
-    pub open_streams: Arc<[Budget]>,
+    /// Streams each replica may have open at once ([`STREAMS_PER_REPLICA`]), by its signing
+    /// key (its id may change with the peers): each may hold a message of up to
+    /// [`MAX_REPLICA_MESSAGE_BYTES`] being read. Only peers in force take one.
+    pub open_streams: std::sync::Mutex<std::collections::HashMap<[u8; 32], Budget>>,
     /// Where the other peers' block votes go (not to the consensus thread).
     pub votes: Arc<crate::votes::Votes>,
 }
@@ -275,15 +301,6 @@ pub struct ReplicationService {
 /// broken connection is noticed. Each may buffer one message being read, so this bounds
 /// what one replica can make us hold before any budget is charged.
 pub const STREAMS_PER_REPLICA: usize = 4;
-
-impl ReplicationService {
-    /// A stream limit for each of `replicas` replicas.
-    pub fn stream_limits(replicas: usize) -> Arc<[Budget]> {
-        (0..replicas)
-            .map(|_| Budget::new(STREAMS_PER_REPLICA))
-            .collect()
-    }
-}
 
 impl ReplicationService {
     /// The signing key and name of the TLS client certificate.
@@ -322,22 +339,42 @@ impl v1::replication_server::Replication for ReplicationService {
         let (key, name) = self.sender_key(&request)?;
         let configuration = &self.shared.configuration;
         let first = Self::replica_id(configuration, &key, &name)?;
-        let _open = self
-            .open_streams
-            .get(first as usize)
-            .and_then(|limit| limit.take(1))
-            .ok_or_else(|| {
-                Status::resource_exhausted(format!(
-                    "replica {first} already has {STREAMS_PER_REPLICA} streams open"
-                ))
-            })?;
+        let _open = {
+            let mut limits = self.open_streams.lock().unwrap_or_else(|p| p.into_inner());
+            limits
+                .entry(key.to_bytes())
+                .or_insert_with(|| Budget::new(STREAMS_PER_REPLICA))
+                .take(1)
+        }
+        .ok_or_else(|| {
+            Status::resource_exhausted(format!(
+                "replica {first} already has {STREAMS_PER_REPLICA} streams open"
+            ))
+        })?;
+        let mut epochs = configuration.epochs();
         let mut stream = request.into_inner();
         tracing::info!(replica = first, "stream from replica open");
-        while let Some(message) = stream.message().await? {
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => match message? {
+                    Some(message) => message,
+                    None => break,
+                },
+                // A change of the peers: a stream of a peer that left ends (an idle one too).
+                changed = epochs.changed() => {
+                    if changed.is_ok() {
+                        Self::replica_id(configuration, &key, &name)?;
+                    }
+                    continue;
+                }
+            };
+            // The sender's id among the peers in force now (ids move when peers leave).
             let from = Self::replica_id(configuration, &key, &name)?;
             let bytes = prost::Message::encoded_len(&message);
+            let epoch = configuration.epoch().1.seq;
+            let same_epoch = message.epoch == epoch;
             if let Some(v1::replica_message::Kind::BlockVote(vote)) = message.kind {
-                match self.votes.receive(from, vote) {
+                match self.votes.receive(&key, vote) {
                     Ok(()) => {}
                     // A correct peer never sends a vote signed as another, or one whose
                     // signature fails: the stream closes, so a liar cannot make this peer
@@ -363,6 +400,21 @@ impl v1::replication_server::Replication for ReplicationService {
                     metrics::counter!("medledger_replica_messages_refused_total").increment(1);
                     continue;
                 }
+            };
+            // A message of another epoch (a peer not yet switched, or switched before this
+            // one): a fetch is served to the sender under its id now, a fetch reply is
+            // checked on its own (certificates of the epoch of each batch); anything else
+            // belongs to another replica set and is dropped unread.
+            let message = match message {
+                pbft::Message::Fetch { after, up_to, .. } if !same_epoch => {
+                    pbft::Message::Fetch { from, after, up_to }
+                }
+                pbft::Message::FetchReply { .. } => message,
+                _ if !same_epoch => {
+                    metrics::counter!("medledger_replica_messages_other_epoch_total").increment(1);
+                    continue;
+                }
+                _ => message,
             };
             if let Some(claimed) = wire::claimed_sender(&message)
                 && claimed != from
@@ -392,7 +444,7 @@ impl v1::replication_server::Replication for ReplicationService {
                 }
                 _ => {}
             }
-            if self.inputs.message(from, message, bytes).is_err() {
+            if self.inputs.message(from, message, bytes, epoch).is_err() {
                 metrics::counter!("medledger_replica_messages_dropped_total").increment(1);
             }
         }

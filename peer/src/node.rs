@@ -26,7 +26,7 @@ use crate::pbft_store::PbftStore;
 use crate::service::LedgerService;
 use crate::validate::Validator;
 use crate::votes::Votes;
-use medledger_execution::config::{Configuration, MAX_PEERS, TX_LIFETIME_BOUNDS_MS};
+use medledger_execution::config::{Configuration, TX_LIFETIME_BOUNDS_MS};
 
 /// Largest client request.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
@@ -273,6 +273,7 @@ pub async fn run(
         Network::start(
             Some(replica_id),
             &configuration,
+            base.seq,
             tls_revocations.clone(),
             move |pins| {
                 let verifier = medledger_tls::EnrollmentServerVerifier::new(
@@ -430,7 +431,7 @@ pub async fn run(
         root: genesis.root.clone(),
         inputs: inputs.clone(),
         prewarm,
-        open_streams: ReplicationService::stream_limits(MAX_PEERS),
+        open_streams: std::sync::Mutex::new(std::collections::HashMap::new()),
         votes: votes.clone(),
     })
     .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use medledger_crypto::{SignatureDomain, SigningIdentity};
+use medledger_crypto::{SignatureDomain, SigningIdentity, VerifyingKey};
 use medledger_execution::block::header_hash;
 use medledger_execution::proof::{check_vote, vote_bytes};
 use medledger_pbft as pbft;
@@ -249,19 +249,37 @@ impl Votes {
         })
     }
 
-    /// A vote that arrived on replica `sender`'s stream: kept when it is valid and in the
-    /// window.
+    /// A vote that arrived on the stream of the peer whose signing key is `sender_key`:
+    /// kept when it is valid and in the window. Its sender's replica id is the one the key
+    /// has among the replicas of the vote's block (ids move when the peers change).
     ///
     /// # Errors
     /// [`VoteRefused`]: why it was dropped (the caller counts it; a vote signed as another
     /// replica closes the stream).
-    pub fn receive(&self, sender: pbft::ReplicaId, vote: v1::BlockVote) -> Result<(), VoteRefused> {
-        if vote.from != sender {
+    pub fn receive(
+        &self,
+        sender_key: &VerifyingKey,
+        vote: v1::BlockVote,
+    ) -> Result<(), VoteRefused> {
+        let epoch = self.epoch_of(vote.number);
+        let sender = epoch
+            .configuration
+            .peer_keys
+            .iter()
+            .position(|k| k == sender_key)
+            .map(|i| i as pbft::ReplicaId);
+        if sender != Some(vote.from) {
+            // Beyond the next block the peers may have changed in blocks this peer has not
+            // executed yet: dropped without blame.
+            if vote.number > self.inner().height.saturating_add(1) {
+                return Err(VoteRefused::OutOfWindow(vote.number));
+            }
             return Err(VoteRefused::NotSender {
-                sender,
+                sender: sender.unwrap_or(u32::MAX),
                 claimed: vote.from,
             });
         }
+        let sender = vote.from;
         let hash: [u8; 32] = vote
             .header_hash
             .as_slice()
@@ -287,7 +305,6 @@ impl Votes {
             replica: vote.from,
             signature: vote.signature,
         };
-        let epoch = self.epoch_of(vote.number);
         if let Err(why) = check_vote(&epoch.configuration, vote.number, &hash, &signature) {
             // Beyond the next block the peers may have changed in blocks this peer has not
             // executed yet: a vote that does not check against the replicas it knows may be
@@ -301,6 +318,11 @@ impl Votes {
         let proven;
         {
             let mut inner = self.inner();
+            // The peers changed while the vote was checked: it was checked against the
+            // replicas of another epoch.
+            if self.epoch_of(vote.number).first != epoch.first {
+                return Err(VoteRefused::OutOfWindow(vote.number));
+            }
             let slot = inner.blocks.entry(vote.number).or_default();
             if slot.contains_key(&sender) {
                 return Err(VoteRefused::Repeated(vote.number));

@@ -590,6 +590,7 @@ fn replicas_are_named_by_their_certificates_and_cannot_speak_for_others() {
                 }),
                 signature: vec![0; 64],
             })),
+            epoch: 0,
         };
         // Replica 3 sends a prepare signed as replica 1: refused, stream closed.
         let status = replicate_as(&net, "peer3", 0, vec![prepare(1)])
@@ -1142,6 +1143,7 @@ fn fetches_with_extreme_bounds_from_a_replica_stop_no_peer() {
                 after,
                 up_to,
             })),
+            epoch: 0,
         };
         let hostile = vec![
             fetch(u64::MAX, 0),
@@ -1191,6 +1193,7 @@ fn forwards_of_invalid_envelopes_are_not_queued() {
                     tx_id: tx_id.to_vec(),
                     payload: envelope.encode_to_vec(),
                 })),
+                epoch: 0,
             });
         }
         // Peer 3 forwards them to the primary (peer 0) and to the others.

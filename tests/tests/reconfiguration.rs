@@ -3,7 +3,8 @@
 //! configuration transaction; the block that commits it is
 //! the last the five order, the four that stay order the next ones as a new replica set
 //! (signing in their epoch), the removed peer stops ordering and says so, clients follow
-//! the change with proofs; then a new peer is added and started with `--join`, catches up
+//! the change with proofs; a peer down across the change comes back under its old id and
+//! catches up across it; then a new peer is added and started with `--join`, catches up
 //! checking every block and takes part; the auditor verifies the chain across both changes
 //! from the genesis.
 //!
@@ -49,6 +50,8 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
     unsafe { std::env::set_var(MEMBERSHIP_CHANGES_ENV, "1") };
     let mut net = TestNetwork::start(5);
     let before = change(&net, 0, &["--max-tx-lifetime-ms", "120000"]);
+    // peer3 is down across the change: it comes back in the old epoch, with its old id.
+    net.peers[3].kill();
     // peer1 goes: the peers after it move down one replica id.
     let removed_at = change(&net, 0, &["--remove-peer", "peer1"])["block"]
         .as_u64()
@@ -77,6 +80,10 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
     // moved (peer4, now replica 3).
     let after = change(&net, 4, &["--max-tx-lifetime-ms", "90000"]);
     assert!(after["block"].as_u64().unwrap() > removed_at);
+    // peer3 restarts behind the change, as replica 3 of the old set (replica 2 of the new):
+    // it fetches the blocks up to the change under its old id, switches at the change, and
+    // catches up as one of the four.
+    net.peers[3].restart();
     let shown = net
         .as_(
             "admin",
