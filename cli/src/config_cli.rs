@@ -323,9 +323,13 @@ fn in_policy_order(
     Ok(valid.into_values().collect())
 }
 
-/// A peer's name and certificate (DER) from its certificate file (PEM), which must be a
-/// peer enrollment of this wallet's CA, valid now.
-fn peer_certificate(wallet: &Wallet, path: &Path) -> Result<(String, Vec<u8>), ClientError> {
+/// The identity and certificate (DER) in certificate file `path` (PEM), which must be an
+/// enrollment of `role` by this wallet's CA, valid now.
+fn enrolled_as(
+    wallet: &Wallet,
+    path: &Path,
+    role: medledger_crypto::Role,
+) -> Result<(medledger_crypto::EnrolledIdentity, Vec<u8>), ClientError> {
     let pem_text = std::fs::read_to_string(path)
         .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
     let der = pem_decode(&pem_text, "CERTIFICATE")
@@ -338,39 +342,26 @@ fn peer_certificate(wallet: &Wallet, path: &Path) -> Result<(String, Vec<u8>), C
         &std::collections::BTreeSet::<Vec<u8>>::new(),
     )
     .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
-    if identity.role != medledger_crypto::Role::Peer {
+    if identity.role != role {
         return Err(ClientError::Usage(format!(
-            "{}: {} is a {}, not a peer",
+            "{}: {} is enrolled as {}, not as {role}",
             path.display(),
             identity.name,
             identity.role
         )));
     }
+    Ok((identity, der))
+}
+
+/// A peer's name and certificate (DER) from its certificate file.
+fn peer_certificate(wallet: &Wallet, path: &Path) -> Result<(String, Vec<u8>), ClientError> {
+    let (identity, der) = enrolled_as(wallet, path, medledger_crypto::Role::Peer)?;
     Ok((identity.name, der))
 }
 
-/// An admin's signing key from their certificate, which must be an admin of this wallet's CA.
+/// An admin's signing key from their certificate file.
 fn admin_key(wallet: &Wallet, path: &Path) -> Result<VerifyingKey, ClientError> {
-    let pem_text = std::fs::read_to_string(path)
-        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
-    let der = pem_decode(&pem_text, "CERTIFICATE")
-        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let identity = medledger_crypto::validate_enrollment_certificate(
-        &der,
-        &wallet.root()?,
-        now,
-        &std::collections::BTreeSet::<Vec<u8>>::new(),
-    )
-    .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
-    if identity.role != medledger_crypto::Role::Admin {
-        return Err(ClientError::Usage(format!(
-            "{}: {} is a {}, not an admin",
-            path.display(),
-            identity.name,
-            identity.role
-        )));
-    }
+    let (identity, _) = enrolled_as(wallet, path, medledger_crypto::Role::Admin)?;
     Ok(identity.signing_key)
 }
 

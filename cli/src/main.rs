@@ -648,7 +648,8 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                 configuration.sequence,
                 hex::encode(&configuration.hash[..8]),
             );
-            for i in 0..peers.n() {
+            let (names, addresses) = (peers.names(), peers.addresses());
+            for i in 0..names.len() {
                 let status = peers.peer(i).get_status(v1::GetStatusRequest {}).await;
                 match status {
                     Ok(s) => {
@@ -656,8 +657,8 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                         let connected = s.peers.iter().filter(|p| p.connected).count();
                         text.push_str(&format!(
                             "\n  {:<10} {:<22} height {:<8} view {:<4} primary {}{}  links {}/{}",
-                            peers.names[i],
-                            peers.addresses[i],
+                            names[i],
+                            addresses[i],
                             s.height,
                             s.view,
                             s.primary,
@@ -670,7 +671,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                             s.peers.len()
                         ));
                         rows.push(json!({
-                            "name": peers.names[i], "address": peers.addresses[i], "up": true,
+                            "name": names[i], "address": addresses[i], "up": true,
                             "height": s.height, "view": s.view, "primary": s.primary,
                             "in_view_change": s.in_view_change,
                             "last_block_hash": hex::encode(&s.last_block_hash),
@@ -680,11 +681,11 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                     Err(e) => {
                         text.push_str(&format!(
                             "\n  {:<10} {:<22} DOWN ({})",
-                            peers.names[i],
-                            peers.addresses[i],
+                            names[i],
+                            addresses[i],
                             e.message()
                         ));
-                        rows.push(json!({"name": peers.names[i], "address": peers.addresses[i], "up": false}));
+                        rows.push(json!({"name": names[i], "address": addresses[i], "up": false}));
                     }
                 }
             }

@@ -342,7 +342,7 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
                 .unwrap_or_else(|| DEFAULT_PEER.to_string());
             peers = PeerSet::connect(&wallet, &address).await?;
             let index = peers
-                .addresses
+                .addresses()
                 .iter()
                 .position(|a| *a == address)
                 .unwrap_or(0);

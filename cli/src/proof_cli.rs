@@ -31,7 +31,7 @@ pub async fn write_proof(
     out: &Path,
 ) -> Result<Output, ClientError> {
     let mut problems = Vec::new();
-    for i in 0..peers.n() {
+    for (i, name) in peers.names().iter().enumerate() {
         let served = peers
             .peer(i)
             .get_block(v1::GetBlockRequest { number: block })
@@ -43,7 +43,7 @@ pub async fn write_proof(
         let (envelope, proof) = match built {
             Ok(built) => built,
             Err(why) => {
-                problems.push(format!("{}: {why}", peers.names[i]));
+                problems.push(format!("{}: {why}", name));
                 continue;
             }
         };
@@ -52,7 +52,7 @@ pub async fn write_proof(
         let committed = match peers.check_proof(&decoded, Some(proof.clone())).await {
             Ok(c) => c,
             Err(e) => {
-                problems.push(format!("{}: {e}", peers.names[i]));
+                problems.push(format!("{}: {e}", name));
                 continue;
             }
         };

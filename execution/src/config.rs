@@ -265,9 +265,7 @@ impl Configuration {
     /// [`ConfigError::Parameters`] when the parameters do not make one (checked when this
     /// configuration was put in force: a stored one that fails is corrupt).
     pub fn replica_config(&self, base: EpochBase) -> Result<medledger_pbft::Config, ConfigError> {
-        let mut config =
-            crate::genesis::consensus_config(self.peer_keys.len() as u32, &self.parameters)
-                .map_err(|e| ConfigError::Parameters(e.to_string()))?;
+        let mut config = consensus_config(self.peer_keys.len() as u32, &self.parameters)?;
         config.epoch_base = base.seq;
         config.epoch_base_digest = base.digest;
         config.epoch_base_time_ms = base.time_ms;
@@ -424,8 +422,7 @@ impl Configuration {
             )));
         }
         // A view change of the new set must still fit in a replica message.
-        crate::genesis::consensus_config(peer_keys.len() as u32, &p)
-            .map_err(|e| ConfigError::PeerSet(e.to_string()))?;
+        consensus_config(peer_keys.len() as u32, &p)?;
         let admins = match &value.admin_policy {
             Some(policy) => Some(check_policy(policy)?),
             None => None,
@@ -442,6 +439,46 @@ impl Configuration {
         };
         Ok((configuration, identities))
     }
+}
+
+/// The PBFT core's configuration for `n` replicas under the consensus parameters `p`, or
+/// [`ConfigError::Parameters`] when they are inconsistent or would let a view change
+/// outgrow a replica message ([`crate::wire::max_encoded_bytes`]).
+pub fn consensus_config(
+    n: u32,
+    p: &v1::ConsensusParameters,
+) -> Result<medledger_pbft::Config, ConfigError> {
+    let mut c = medledger_pbft::Config::new(n);
+    c.checkpoint_interval = p.checkpoint_interval;
+    c.watermark_window = p.watermark_window;
+    c.max_batch_requests = p.max_batch_requests as usize;
+    c.max_batch_bytes = p.max_batch_bytes as usize;
+    c.batch_timeout_ms = p.batch_timeout_ms;
+    c.request_timeout_ms = p.request_timeout_ms;
+    c.max_clock_skew_ms = p.max_clock_skew_ms;
+    c.retain_committed = c.watermark_window.max(1024);
+    let sane = c.checkpoint_interval > 0
+        && c.watermark_window >= c.checkpoint_interval
+        && c.watermark_window.is_multiple_of(c.checkpoint_interval)
+        && c.max_batch_requests > 0
+        && c.max_batch_bytes >= p.max_envelope_bytes as usize
+        && p.max_envelope_bytes >= 1024
+        && c.request_timeout_ms > c.batch_timeout_ms;
+    if !sane {
+        return Err(ConfigError::Parameters(format!(
+            "inconsistent consensus parameters: {p:?}"
+        )));
+    }
+    let largest = crate::wire::max_encoded_bytes(&c);
+    let limit = crate::wire::MAX_REPLICA_MESSAGE_BYTES;
+    if largest > limit {
+        return Err(ConfigError::Parameters(format!(
+            "with these consensus parameters a view change may take {largest} bytes, more \
+             than the {limit} a replica message may: lower max_batch_bytes or \
+             watermark_window"
+        )));
+    }
+    Ok(c)
 }
 
 /// The hash a configuration after the genesis is known by: SHA-256 over the tag

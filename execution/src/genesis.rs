@@ -11,7 +11,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::block::header_hash;
-use crate::config::Configuration;
+use crate::config::{Configuration, consensus_config};
 
 /// Largest genesis file accepted.
 pub const MAX_GENESIS_BYTES: usize = 1 << 20;
@@ -286,7 +286,7 @@ impl Genesis {
         &self,
         p: &v1::ConsensusParameters,
     ) -> Result<pbft::Config, GenesisError> {
-        consensus_config(self.n(), p)
+        consensus_config(self.n(), p).map_err(|e| GenesisError::Malformed(e.to_string()))
     }
 
     /// The PBFT core's configuration.
@@ -313,43 +313,6 @@ impl Genesis {
             .position(|k| k == key)
             .map(|i| i as pbft::ReplicaId)
     }
-}
-
-/// The PBFT core's configuration for `n` replicas under the genesis parameters `p`, or
-/// `Malformed` when they are inconsistent or would let a view change outgrow a replica
-/// message ([`crate::wire::max_encoded_bytes`]).
-pub fn consensus_config(n: u32, p: &v1::ConsensusParameters) -> Result<pbft::Config, GenesisError> {
-    let mut c = pbft::Config::new(n);
-    c.checkpoint_interval = p.checkpoint_interval;
-    c.watermark_window = p.watermark_window;
-    c.max_batch_requests = p.max_batch_requests as usize;
-    c.max_batch_bytes = p.max_batch_bytes as usize;
-    c.batch_timeout_ms = p.batch_timeout_ms;
-    c.request_timeout_ms = p.request_timeout_ms;
-    c.max_clock_skew_ms = p.max_clock_skew_ms;
-    c.retain_committed = c.watermark_window.max(1024);
-    let sane = c.checkpoint_interval > 0
-        && c.watermark_window >= c.checkpoint_interval
-        && c.watermark_window.is_multiple_of(c.checkpoint_interval)
-        && c.max_batch_requests > 0
-        && c.max_batch_bytes >= p.max_envelope_bytes as usize
-        && p.max_envelope_bytes >= 1024
-        && c.request_timeout_ms > c.batch_timeout_ms;
-    if !sane {
-        return Err(GenesisError::Malformed(format!(
-            "inconsistent consensus parameters: {p:?}"
-        )));
-    }
-    let largest = crate::wire::max_encoded_bytes(&c);
-    let limit = crate::wire::MAX_REPLICA_MESSAGE_BYTES;
-    if largest > limit {
-        return Err(GenesisError::Malformed(format!(
-            "with these consensus parameters a view change may take {largest} bytes, more \
-             than the {limit} a replica message may: lower max_batch_bytes or \
-             watermark_window"
-        )));
-    }
-    Ok(c)
 }
 
 #[cfg(test)]

@@ -71,7 +71,7 @@ pub struct Shared {
     pub status: Mutex<Status>,
     pub height: watch::Sender<u64>,
     pub revocations: Revocations,
-    pub configuration: crate::execute::ConfigurationInForce,
+    pub configuration: Arc<crate::execute::ConfigurationInForce>,
 }
 
 struct Waiter {
@@ -703,7 +703,7 @@ impl Driver {
         self.replica = pbft::Replica::new(
             id,
             config,
-            Box::new(crate::node::ReplicaCrypto {
+            Box::new(crate::replica_crypto::ReplicaCrypto {
                 identity,
                 configuration,
             }),

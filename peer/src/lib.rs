@@ -11,7 +11,7 @@
 //! - [`execute`]: the ledger as the world state execution reads (execution itself, the
 //!   chaincode's stub and the auditor are in `medledger-execution`).
 //! - [`driver`]: the consensus thread; [`inputs`]: its input queue; [`network`]: replica
-//!   streams; [`queue`]: byte budgets.
+//!   streams; [`queue`]: byte budgets; [`replica_crypto`]: the core's signatures.
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
 //! - [`revocation_feed`]: the CA's revocations, ordered onto the ledger without an operator.
 //! - [`join`]: a peer that is not (yet) one of the replicas catching up, block by checked
@@ -31,6 +31,7 @@ pub mod network;
 pub mod node;
 pub mod pbft_store;
 pub mod queue;
+pub mod replica_crypto;
 pub mod revocation_feed;
 pub mod service;
 pub mod state_transfer;

@@ -282,7 +282,7 @@ pub type Prewarm = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 /// The inbound side: `medledger.v1.Replication`.
 pub struct ReplicationService {
     /// Who the replicas are now: a sender's id follows the configuration in force.
-    pub shared: Arc<crate::driver::Shared>,
+    pub configuration: Arc<ConfigurationInForce>,
     pub root: RootCertificate,
     pub inputs: Inputs,
     /// Checks the envelopes of incoming batches here, on the network's threads, so that
@@ -337,7 +337,7 @@ impl v1::replication_server::Replication for ReplicationService {
         request: Request<Streaming<v1::ReplicaMessage>>,
     ) -> Result<Response<v1::ReplicaAck>, Status> {
         let (key, name) = self.sender_key(&request)?;
-        let configuration = &self.shared.configuration;
+        let configuration = &self.configuration;
         let first = Self::replica_id(configuration, &key, &name)?;
         let _open = {
             let mut limits = self.open_streams.lock().unwrap_or_else(|p| p.into_inner());

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use medledger_crypto::{SignatureDomain, SigningIdentity, validate_enrollment_certificate};
+use medledger_crypto::{SigningIdentity, validate_enrollment_certificate};
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use medledger_proto::v1::TxStatus;
@@ -23,6 +23,7 @@ use crate::inputs::{INPUT_QUEUE, Inputs};
 use crate::ledger::Ledger;
 use crate::network::{MAX_REPLICA_MESSAGE_BYTES, Network, ReplicationService};
 use crate::pbft_store::PbftStore;
+use crate::replica_crypto::ReplicaCrypto;
 use crate::service::LedgerService;
 use crate::validate::Validator;
 use crate::votes::Votes;
@@ -30,44 +31,6 @@ use medledger_execution::config::{Configuration, TX_LIFETIME_BOUNDS_MS};
 
 /// Largest client request.
 const MAX_CLIENT_MESSAGE_BYTES: usize = 1 << 20;
-
-/// PBFT signatures with this peer's key; verification against the keys of the peers of
-/// the configuration whose replicas run (the epoch's, docs/adr/0011).
-pub struct ReplicaCrypto {
-    pub identity: Arc<SigningIdentity>,
-    pub configuration: Arc<Configuration>,
-}
-
-impl pbft::Crypto for ReplicaCrypto {
-    /// Ledger format 2 (docs/adr/0009 §5): a request is named by its envelope's SHA-256, so
-    /// no other bytes can be ordered under a client's request id. Bytes that are not a
-    /// canonically encoded envelope name nothing: no correct peer orders them.
-    fn request_id(&self, payload: &[u8]) -> Option<pbft::TxId> {
-        let envelope = <v1::Envelope as prost::Message>::decode(payload).ok()?;
-        (prost::Message::encoded_len(&envelope) == payload.len()
-            && prost::Message::encode_to_vec(&envelope) == payload)
-            .then(|| crate::block::envelope_hash(payload))
-    }
-
-    fn sign(&self, _domain: pbft::Domain, bytes: &[u8]) -> Vec<u8> {
-        // `bytes` already begin with the message kind's own tag.
-        self.identity
-            .sign(SignatureDomain::Consensus, bytes)
-            .to_bytes()
-            .to_vec()
-    }
-
-    fn verify(
-        &self,
-        signer: pbft::ReplicaId,
-        _domain: pbft::Domain,
-        bytes: &[u8],
-        signature: &[u8],
-    ) -> bool {
-        self.configuration
-            .verify_consensus(signer, bytes, signature)
-    }
-}
 
 /// The peer's own identity, read from its wallet directory.
 pub struct PeerIdentity {
@@ -228,7 +191,10 @@ pub async fn run(
         status: Mutex::new(Status::default()),
         height: height_tx,
         revocations,
-        configuration: crate::execute::ConfigurationInForce::new(configuration.clone(), base),
+        configuration: Arc::new(crate::execute::ConfigurationInForce::new(
+            configuration.clone(),
+            base,
+        )),
     });
     let tls_revocations = shared.revocations.serials.clone();
     let lies = crate::lies::Lies::from_env(&me.name);
@@ -427,7 +393,7 @@ pub async fn run(
         })
     };
     let replication = v1::replication_server::ReplicationServer::new(ReplicationService {
-        shared: shared.clone(),
+        configuration: shared.configuration.clone(),
         root: genesis.root.clone(),
         inputs: inputs.clone(),
         prewarm,

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use medledger_crypto::{SignatureDomain, VerifyingKey, certificate_hash};
+use medledger_crypto::{SignatureDomain, certificate_hash};
 use medledger_execution::block::envelope_hash;
 use medledger_execution::chain::ConfigChain;
 use medledger_execution::config::Configuration;
@@ -142,8 +142,25 @@ impl Committed {
     }
 }
 
-pub struct PeerSet {
+/// The links to the peers of the configuration a client follows, by replica id.
+struct Links {
+    /// The (signing key, address) each link was made for.
+    members: Vec<([u8; 32], String)>,
     clients: Vec<LedgerClient<Channel>>,
+    names: Vec<String>,
+    addresses: Vec<String>,
+}
+
+/// The TLS client configuration pinning the given peer keys, as this wallet.
+type Dialer =
+    dyn Fn(BTreeSet<[u8; 32]>) -> Result<Arc<rustls::ClientConfig>, ClientError> + Send + Sync;
+
+pub struct PeerSet {
+    /// Links to the peers of the configuration followed: replaced when a configuration
+    /// changes the peers (docs/adr/0011), never edited in place.
+    links: std::sync::RwLock<Arc<Links>>,
+    /// Makes the link to a peer that joins.
+    dialer: Box<Dialer>,
     /// The configuration chain followed from the pinned genesis (docs/adr/0010): what
     /// commit proofs are checked against. Links come from any peer and are each checked
     /// against the configuration before them, so no peer is believed.
@@ -159,8 +176,6 @@ pub struct PeerSet {
     /// The network's CA root, which signs revocation records.
     root: medledger_crypto::RootCertificate,
     pub network_id: [u8; 32],
-    pub names: Vec<String>,
-    pub addresses: Vec<String>,
     cert_der: Vec<u8>,
     cert_hash: [u8; 32],
     signing: medledger_crypto::SigningIdentity,
@@ -344,17 +359,13 @@ pub fn pinned_network(wallet: &Wallet) -> Result<Option<[u8; 32]>, ClientError> 
 async fn fetch_genesis(
     wallet: &Wallet,
     address: &str,
-    pins: &BTreeSet<[u8; 32]>,
     revoked: &SharedRevocations,
 ) -> Result<v1::Block, ClientError> {
     let call = async {
-        let channel = medledger_tls::connect(
-            address,
-            client_tls(wallet, Some(pins.clone()), revoked)?,
-            revoked.clone(),
-        )
-        .await
-        .map_err(|e| unreachable(address, e))?;
+        let channel =
+            medledger_tls::connect(address, client_tls(wallet, None, revoked)?, revoked.clone())
+                .await
+                .map_err(|e| unreachable(address, e))?;
         LedgerClient::new(channel)
             .max_decoding_message_size(MAX_RESPONSE_BYTES)
             .get_block(v1::GetBlockRequest { number: 0 })
@@ -388,8 +399,11 @@ fn unreachable(address: &str, why: impl ToString) -> ClientError {
 impl PeerSet {
     /// Connects to the network the wallet is pinned to: `bootstrap` is one or more peers
     /// (`host:port`, separated by commas), tried in order and then every peer the pinned
-    /// genesis names, until one proves it is a peer of that network (its TLS key is one the
-    /// genesis names, and it serves that genesis). Errors: `ClientError::Usage` when the
+    /// genesis names, until one proves it is a peer of that network (it is enrolled as a
+    /// peer of the wallet's CA, and it serves that genesis: a peer added since the genesis
+    /// serves as well as one it names). The client then follows the configuration chain
+    /// from any peer, with proofs, and talks to the peers of the configuration in force.
+    /// Errors: `ClientError::Usage` when the
     /// wallet is not pinned, [`ClientError::CertificateRefused`] when every peer that
     /// answered refused the wallet's certificate, [`ClientError::PeerUnreachable`] when none
     /// answered.
@@ -413,10 +427,8 @@ impl PeerSet {
             ))
         })?;
         let config = &pinned.config;
-        let keys = pinned.peer_keys.clone();
         // Filled from the ledger once connected; every link checks it from then on.
         let revocations = SharedRevocations::default();
-        let pins: BTreeSet<[u8; 32]> = keys.iter().map(VerifyingKey::to_bytes).collect();
         let mut candidates: Vec<String> = bootstrap
             .split(',')
             .map(str::trim)
@@ -434,7 +446,7 @@ impl PeerSet {
         let mut refused = None;
         let mut found = false;
         for address in &candidates {
-            let answer = fetch_genesis(wallet, address, &pins, &revocations)
+            let answer = fetch_genesis(wallet, address, &revocations)
                 .await
                 .and_then(|block| {
                     let served = block.header.as_ref().map(header_hash);
@@ -476,34 +488,39 @@ impl PeerSet {
             });
         }
         let network_id = pinned.network_id;
-        let mut clients = Vec::new();
-        for (peer, key) in config.peers.iter().zip(&keys) {
-            let pins = BTreeSet::from([key.to_bytes()]);
-            let channel = medledger_tls::connect_lazy(
-                &peer.address,
-                client_tls(wallet, Some(pins), &revocations)?,
+        let dialer: Box<Dialer> = {
+            let (root, cert, key, revoked) = (
+                wallet.root()?,
+                wallet.cert_der()?,
+                wallet.signing.to_pkcs8_der().to_vec(),
                 revocations.clone(),
-            )
-            .map_err(|e| unreachable(&peer.address, e))?;
-            clients.push(
-                LedgerClient::new(channel)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
             );
-        }
+            let dir = wallet.dir.clone();
+            Box::new(move |pins| {
+                let provider = medledger_tls::provider();
+                let verifier = medledger_tls::EnrollmentServerVerifier::for_role(
+                    medledger_crypto::Role::Peer,
+                    root.clone(),
+                    revoked.clone(),
+                    Some(pins),
+                    provider.clone(),
+                );
+                medledger_tls::client_config(cert.clone(), key.clone(), verifier, provider)
+                    .map(Arc::new)
+                    .map_err(|e| ClientError::wallet(&dir, e))
+            })
+        };
+        let links = make_links(&pinned.configuration, None, &dialer, &revocations)?;
         let cert_der = wallet.cert_der()?;
-        let names = config.peers.iter().map(|p| p.name.clone()).collect();
-        let addresses = config.peers.iter().map(|p| p.address.clone()).collect();
         let peers = PeerSet {
             chain: std::sync::RwLock::new(ConfigChain::new(&pinned)),
             chain_learned: std::sync::Mutex::new(None),
             revocations,
             revocation_log: std::sync::Mutex::new(RevocationLog::new()),
             root: pinned.root.clone(),
-            clients,
+            links: std::sync::RwLock::new(Arc::new(links)),
+            dialer,
             network_id,
-            names,
-            addresses,
             cert_hash: certificate_hash(&cert_der),
             cert_der,
             signing: medledger_crypto::SigningIdentity::from_pkcs8_der(
@@ -540,7 +557,8 @@ impl PeerSet {
 
     async fn revocation_pages(&self, added: &std::sync::atomic::AtomicUsize) {
         let mut calls = tokio::task::JoinSet::new();
-        for (i, client) in self.clients.iter().enumerate() {
+        let clients = self.links().clients.clone();
+        for (i, client) in clients.iter().enumerate() {
             let client = client.clone();
             let from = self.first_unknown_revocation();
             calls.spawn(async move { (i, revocation_page(client, from).await, from) });
@@ -560,7 +578,7 @@ impl PeerSet {
                     break;
                 }
                 from = from.saturating_add(REVOCATIONS_PER_PAGE);
-                page = revocation_page(self.clients[i].clone(), from).await;
+                page = revocation_page(clients[i].clone(), from).await;
             }
         }
     }
@@ -629,20 +647,25 @@ impl PeerSet {
         };
         let from = self.configuration().sequence + 1;
         let mut calls = tokio::task::JoinSet::new();
-        for (i, client) in self.clients.iter().enumerate() {
+        let links = self.links();
+        for (i, client) in links.clients.iter().enumerate() {
             let client = client.clone();
             calls.spawn(async move { (i, config_links(client, from).await) });
         }
         let mut problems = Vec::new();
         while let Some(joined) = calls.join_next().await {
             let Ok((i, answer)) = joined else { continue };
-            if let Err(problem) = self.follow_links(i, answer).await {
-                problems.push(format!("{}: {problem}", self.names[i]));
+            if let Err(problem) = self.follow_links(&links.clients[i], answer).await {
+                problems.push(format!("{}: {problem}", links.names[i]));
             }
             if wanted.is_some() && known() {
                 calls.abort_all();
                 break;
             }
+        }
+        // The peers of the configuration followed are the ones this client talks to.
+        if let Err(e) = self.follow_peers() {
+            problems.push(format!("the links to the peers in force: {e}"));
         }
         let current = self.configuration().sequence;
         if known() {
@@ -674,10 +697,10 @@ impl PeerSet {
         }
     }
 
-    /// Follows the links peer `i` answered (`first`), then its further pages.
+    /// Follows the links a peer answered (`first`), then its further pages from `client`.
     async fn follow_links(
         &self,
-        i: usize,
+        client: &LedgerClient<Channel>,
         first: Result<Vec<v1::ConfigLink>, String>,
     ) -> Result<(), String> {
         let mut links = first?;
@@ -695,8 +718,7 @@ impl PeerSet {
             if !full {
                 return Ok(());
             }
-            links =
-                config_links(self.clients[i].clone(), self.configuration().sequence + 1).await?;
+            links = config_links(client.clone(), self.configuration().sequence + 1).await?;
         }
     }
 
@@ -715,7 +737,7 @@ impl PeerSet {
             return known;
         }
         let mut calls = tokio::task::JoinSet::new();
-        for client in &self.clients {
+        for client in &self.links().clients {
             let mut client = client.clone();
             calls.spawn(async move {
                 tokio::time::timeout(
@@ -777,7 +799,41 @@ impl PeerSet {
     }
 
     pub fn n(&self) -> usize {
-        self.clients.len()
+        self.links().clients.len()
+    }
+
+    /// The names of the peers in force, by replica id.
+    pub fn names(&self) -> Vec<String> {
+        self.links().names.clone()
+    }
+
+    /// The addresses of the peers in force, by replica id.
+    pub fn addresses(&self) -> Vec<String> {
+        self.links().addresses.clone()
+    }
+
+    fn links(&self) -> Arc<Links> {
+        self.links.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Links to the peers of the configuration followed, when it changed them (docs/adr/
+    /// 0011): a link to a peer that stays (same key, same address) is kept, one to a peer
+    /// that joined is made (pinned to its key in that configuration), one to a peer that
+    /// left is dropped.
+    fn follow_peers(&self) -> Result<(), ClientError> {
+        let configuration = self.configuration();
+        let current = self.links();
+        if members_of(&configuration) == current.members {
+            return Ok(());
+        }
+        let links = make_links(
+            &configuration,
+            Some(&current),
+            &self.dialer,
+            &self.revocations,
+        )?;
+        *self.links.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(links);
+        Ok(())
     }
 
     /// f + 1: the peers whose votes a commit proof needs.
@@ -842,7 +898,8 @@ impl PeerSet {
     pub async fn submit_envelope(&self, envelope: v1::Envelope) -> Result<Committed, ClientError> {
         let sent = envelope_hash(&envelope.encode_to_vec());
         let mut calls = tokio::task::JoinSet::new();
-        for (i, client) in self.clients.iter().enumerate() {
+        let links = self.links();
+        for (i, client) in links.clients.iter().enumerate() {
             let mut client = client.clone();
             let request = v1::SubmitRequest {
                 envelope: Some(envelope.clone()),
@@ -911,7 +968,7 @@ impl PeerSet {
         }
         let detail = errors
             .iter()
-            .map(|(i, s)| format!("{}: {}", self.names[*i], peer_words(s.message())))
+            .map(|(i, s)| format!("{}: {}", links.names[*i], peer_words(s.message())))
             .collect::<Vec<_>>()
             .join("; ");
         Err(ClientError::NoQuorum {
@@ -1009,7 +1066,8 @@ impl PeerSet {
         self.refresh(CONFIGURATION_MAX_AGE).await;
         let mut last = None;
         let min_height = self.query_floor().await;
-        for (i, client) in self.clients.iter().enumerate() {
+        let links = self.links();
+        for (i, client) in links.clients.iter().enumerate() {
             let mut client = client.clone();
             match client
                 .query(v1::QueryRequest {
@@ -1029,7 +1087,7 @@ impl PeerSet {
                             | tonic::Code::DeadlineExceeded
                     ) =>
                 {
-                    last = Some(unreachable(&self.addresses[i], s.message()));
+                    last = Some(unreachable(&links.addresses[i], s.message()));
                 }
                 Err(s) => return Err(ClientError::from_status(s)),
             }
@@ -1080,7 +1138,8 @@ impl PeerSet {
         let min_height = self.query_floor().await;
         let needed = self.votes_needed();
         let mut calls = tokio::task::JoinSet::new();
-        for (i, client) in self.clients.iter().enumerate() {
+        let links = self.links();
+        for (i, client) in links.clients.iter().enumerate() {
             let mut client = client.clone();
             let request = v1::QueryRequest {
                 function: function.to_string(),
@@ -1119,7 +1178,7 @@ impl PeerSet {
         }
         let detail = errors
             .iter()
-            .map(|(i, s)| format!("{}: {}", self.names[*i], peer_words(s.message())))
+            .map(|(i, s)| format!("{}: {}", links.names[*i], peer_words(s.message())))
             .chain(
                 (!answers.is_empty())
                     .then(|| format!("{} different answers from the others", answers.len())),
@@ -1129,10 +1188,69 @@ impl PeerSet {
         Err(ClientError::NoAgreement { needed, detail })
     }
 
-    /// The client for peer `i`, for calls the SDK does not wrap.
+    /// The client for peer `i` of the configuration in force (at most [`PeerSet::n`]), for
+    /// calls the SDK does not wrap.
+    ///
+    /// # Panics
+    /// When `i` is not below [`PeerSet::n`].
     pub fn peer(&self, i: usize) -> LedgerClient<Channel> {
-        self.clients[i].clone()
+        self.links().clients[i].clone()
     }
+}
+
+/// (signing key, address) of each peer of `configuration`, by replica id.
+fn members_of(configuration: &Configuration) -> Vec<([u8; 32], String)> {
+    configuration
+        .peer_keys
+        .iter()
+        .zip(&configuration.peers)
+        .map(|(k, p)| (k.to_bytes(), p.address.clone()))
+        .collect()
+}
+
+/// Links to the peers of `configuration`, keeping those of `current` to peers that stay.
+fn make_links(
+    configuration: &Configuration,
+    current: Option<&Links>,
+    dialer: &Dialer,
+    revocations: &SharedRevocations,
+) -> Result<Links, ClientError> {
+    let members = members_of(configuration);
+    let mut clients = Vec::with_capacity(members.len());
+    for member in &members {
+        let kept = current.and_then(|c| {
+            c.members
+                .iter()
+                .position(|m| m == member)
+                .map(|i| c.clients[i].clone())
+        });
+        let client = match kept {
+            Some(client) => client,
+            None => {
+                let (key, address) = member;
+                let channel = medledger_tls::connect_lazy(
+                    address,
+                    dialer(BTreeSet::from([*key]))?,
+                    revocations.clone(),
+                )
+                .map_err(|e| unreachable(address, e))?;
+                LedgerClient::new(channel)
+                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES)
+            }
+        };
+        clients.push(client);
+    }
+    Ok(Links {
+        names: configuration.peers.iter().map(|p| p.name.clone()).collect(),
+        addresses: configuration
+            .peers
+            .iter()
+            .map(|p| p.address.clone())
+            .collect(),
+        members,
+        clients,
+    })
 }
 
 /// How long a proven refusal waits for other peers' words for it.

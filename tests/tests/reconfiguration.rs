@@ -140,6 +140,19 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
     );
     let listings = net.converged(last["block"].as_u64().unwrap(), Duration::from_secs(30));
     assert_eq!(listings.len(), 5);
+    // A client that starts from the new peer follows the chain to the peers in force and
+    // talks to them (not to the genesis's).
+    let info = net
+        .as_("admin", &["--peer", &net.address(5), "ledger", "info"])
+        .ok();
+    let rows = info["peers"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["peer0", "peer2", "peer3", "peer4", "peer5"],
+        "{info}"
+    );
+    assert!(rows.iter().all(|r| r["up"] == true), "{info}");
 
     // The auditor checks every block's certificate against the replicas of its epoch.
     let report = net
