@@ -31,6 +31,9 @@ const BLOCKS_PER_CALL: u32 = 100;
 const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// How long to wait before asking every source again when none had a block more.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// How long one source may take to connect or to answer one call: a source that stalls is
+/// passed over.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a fetched block was refused (the source is passed over).
 #[derive(Debug, thiserror::Error)]
@@ -133,24 +136,26 @@ pub async fn catch_up(
     while !member()? {
         let mut progressed = false;
         for source in sources {
-            let Ok(channel) = medledger_tls::connect(source, tls.clone(), revoked.clone()).await
-            else {
+            let connect = medledger_tls::connect(source, tls.clone(), revoked.clone());
+            let Ok(Ok(channel)) = tokio::time::timeout(CALL_TIMEOUT, connect).await else {
                 tracing::debug!(%source, "cannot reach a peer to catch up from");
                 continue;
             };
             let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
             loop {
                 let from = ledger.height().saturating_add(1);
-                let answer = client
-                    .get_blocks(v1::GetBlocksRequest {
-                        from,
-                        limit: BLOCKS_PER_CALL,
-                    })
-                    .await;
-                let blocks = match answer {
-                    Ok(a) => a.into_inner().blocks,
-                    Err(status) => {
+                let call = client.get_blocks(v1::GetBlocksRequest {
+                    from,
+                    limit: BLOCKS_PER_CALL,
+                });
+                let blocks = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                    Ok(Ok(a)) => a.into_inner().blocks,
+                    Ok(Err(status)) => {
                         tracing::debug!(%source, %status, "a peer did not serve blocks");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%source, "a peer did not answer in time; asking another");
                         break;
                     }
                 };
@@ -193,4 +198,127 @@ pub async fn catch_up(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medledger_crypto::{SignatureDomain, SigningIdentity};
+    use medledger_pbft as pbft;
+    use medledger_pbft::Signable as _;
+    use prost::Message as _;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../fuzz/fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// A fresh ledger of the fixture network, its validator and revocations.
+    fn node(genesis: &Arc<crate::genesis::Genesis>) -> (tempfile::TempDir, Ledger, Validator) {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), genesis).unwrap();
+        (dir, ledger, Validator::new(genesis.clone()))
+    }
+
+    /// Block 1 of the fixture network, an empty batch, certified by `signers`.
+    fn block_one(
+        genesis: &Arc<crate::genesis::Genesis>,
+        ledger: &Ledger,
+        validator: &Validator,
+        signers: &[u32],
+    ) -> v1::Block {
+        let revocations = Revocations::load(ledger).unwrap();
+        let state = LedgerState::new(ledger, &revocations);
+        let time_s: u64 = String::from_utf8(fixture("time"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let batch = pbft::Batch {
+            timestamp_ms: time_s * 1000,
+            requests: Vec::new(),
+        };
+        let vote = pbft::Vote {
+            view: 0,
+            seq: 1,
+            digest: batch.digest(),
+        };
+        let replicas = genesis
+            .configuration
+            .replica_config(EpochBase::default())
+            .unwrap();
+        let bytes = replicas.epoch_signed(pbft::CommitVote(&vote).signed_bytes());
+        let commits: Vec<pbft::Signed<pbft::Vote>> = signers
+            .iter()
+            .map(|&r| {
+                let key = String::from_utf8(fixture(&format!("peer{r}.key"))).unwrap();
+                pbft::Signed {
+                    from: r,
+                    message: vote,
+                    signature: SigningIdentity::from_pkcs8_pem(&key)
+                        .unwrap()
+                        .sign(SignatureDomain::Consensus, &bytes)
+                        .to_bytes()
+                        .to_vec(),
+                }
+            })
+            .collect();
+        execute_block(
+            &state,
+            validator,
+            &CertifiedBatch {
+                seq: 1,
+                batch: &batch,
+                commits: &commits,
+            },
+        )
+        .unwrap()
+        .block
+    }
+
+    /// Who can lie to a joining peer: its source. A block whose certificate is short of a
+    /// quorum, whose header was altered, or that is not the next one is refused and nothing
+    /// is written; the true block is taken.
+    #[test]
+    fn a_joining_peer_takes_only_certified_unaltered_blocks_in_order() {
+        let block = crate::genesis::Genesis::from_block(
+            v1::Block::decode(fixture("genesis.pb").as_slice()).unwrap(),
+        )
+        .unwrap();
+        let genesis = Arc::new(block);
+        let (_source_dir, source, source_validator) = node(&genesis);
+        let good = block_one(&genesis, &source, &source_validator, &[0, 1, 2]);
+        let short = block_one(&genesis, &source, &source_validator, &[0, 1]);
+        let mut altered = good.clone();
+        if let Some(h) = altered.header.as_mut() {
+            h.state_root[0] ^= 1;
+        }
+        let mut later = good.clone();
+        if let Some(h) = later.header.as_mut() {
+            h.number = 2;
+        }
+
+        let (_dir, ledger, validator) = node(&genesis);
+        let revocations = Revocations::load(&ledger).unwrap();
+        for (what, block) in [("short of a quorum", &short), ("altered", &altered)] {
+            let refused = apply_block(&ledger, &validator, &revocations, block);
+            assert!(
+                matches!(refused, Err(JoinError::Refused(1, _))),
+                "a block {what}: {refused:?}"
+            );
+            assert_eq!(ledger.height(), 0, "a block {what}: nothing written");
+        }
+        assert!(matches!(
+            apply_block(&ledger, &validator, &revocations, &later),
+            Err(JoinError::OutOfOrder {
+                expected: 1,
+                got: 2
+            })
+        ));
+        assert!(!apply_block(&ledger, &validator, &revocations, &good).unwrap());
+        assert_eq!(ledger.height(), 1);
+    }
 }
