@@ -31,6 +31,9 @@ use medledger_execution::stub::BlockStub;
 
 /// How long Submit waits for its transaction to commit.
 pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long after a block's consensus time its votes may still be coming (ms): after that a
+/// peer answers with the votes it holds rather than wait for more.
+const VOTES_SETTLE_MS: i64 = 10_000;
 /// Most blocks one GetBlocks call returns.
 pub const MAX_BLOCKS_PER_CALL: u32 = 100;
 /// Revocation records per `GetRevocations` answer (each a few hundred bytes): the page
@@ -546,7 +549,30 @@ impl v1::ledger_server::Ledger for LedgerService {
                 .map_err(internal)?
                 .ok_or_else(|| internal("a configuration's envelope is not indexed"))?;
             let (mut proof, envelope) = self.unvoted_proof(location, &hash)?;
-            proof.votes = self.quorum_votes(location.block, deadline).await?;
+            // Votes on a block that committed a while ago have come, or never will (this
+            // peer fetched the block by state transfer, which carries none): what is held
+            // is answered at once, and a link this peer cannot prove ends its page (a client
+            // asks every peer; waiting here only held it up).
+            let age_ms = (crate::driver::now_ms() as i64).saturating_sub(
+                self.ledger
+                    .header(location.block)
+                    .map_err(internal)?
+                    .time_ms,
+            );
+            proof.votes = if age_ms > VOTES_SETTLE_MS {
+                self.votes.held(location.block)
+            } else {
+                self.quorum_votes(location.block, deadline).await?
+            };
+            if proof.votes.len() < self.votes.needed(location.block) {
+                if links.is_empty() {
+                    return Err(Status::unavailable(format!(
+                        "this peer holds too few votes to prove configuration {sequence} (it \
+                         fetched its block from the others): ask another peer"
+                    )));
+                }
+                break;
+            }
             links.push(v1::ConfigLink {
                 envelope,
                 proof: Some(proof),

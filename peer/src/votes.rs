@@ -386,6 +386,11 @@ impl Votes {
         true
     }
 
+    /// How many votes prove block `number`: f + 1 of the replicas of its epoch.
+    pub fn needed(&self, number: u64) -> usize {
+        self.epoch_of(number).configuration.weak_quorum()
+    }
+
     /// The votes this peer holds on its own header of block `number`: in memory while the
     /// block is in the window, else as stored.
     pub fn held(&self, number: u64) -> Vec<v1::ReplicaSignature> {
