@@ -272,6 +272,15 @@ impl Configuration {
         Ok(config)
     }
 
+    /// The replica id of the peer whose signing key is `key`, if it is one of this
+    /// configuration's peers (ids follow the order of the peers).
+    pub fn replica_of(&self, key: &VerifyingKey) -> Option<u32> {
+        self.peer_keys
+            .iter()
+            .position(|k| k == key)
+            .map(|i| i as u32)
+    }
+
     /// Whether `signature` is replica `replica`'s consensus signature over `bytes` (domain
     /// [`SignatureDomain::Consensus`]).
     pub fn verify_consensus(&self, replica: u32, bytes: &[u8], signature: &[u8]) -> bool {

@@ -308,10 +308,7 @@ impl Genesis {
 
     /// The genesis replica whose key is `key`, if any.
     pub fn replica_of(&self, key: &VerifyingKey) -> Option<pbft::ReplicaId> {
-        self.peer_keys
-            .iter()
-            .position(|k| k == key)
-            .map(|i| i as pbft::ReplicaId)
+        self.configuration.replica_of(key)
     }
 }
 

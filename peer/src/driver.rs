@@ -658,12 +658,7 @@ impl Driver {
         };
         // The block that ended the set executed (its requests are not handed over).
         let unexecuted = self.replica.unexecuted_requests(base.seq);
-        let key = identity.verifying_key();
-        let me = configuration
-            .peer_keys
-            .iter()
-            .position(|k| *k == key)
-            .map(|i| i as pbft::ReplicaId);
+        let me = configuration.replica_of(&identity.verifying_key());
         self.shared
             .configuration
             .set(configuration.clone(), Some(base));

@@ -101,11 +101,7 @@ impl ConfigurationInForce {
 
     /// The replica id of the peer whose signing key is `key` in the configuration in force.
     pub fn replica_of(&self, key: &medledger_crypto::VerifyingKey) -> Option<pbft::ReplicaId> {
-        self.get()
-            .peer_keys
-            .iter()
-            .position(|k| k == key)
-            .map(|i| i as pbft::ReplicaId)
+        self.get().replica_of(key)
     }
 }
 

@@ -407,9 +407,14 @@ impl Ledger {
 
     /// The CA sequence number of the last revocation on the ledger.
     pub fn revocation_sequence(&self) -> Result<u64> {
+        self.meta_u64(META_REVOCATION_SEQUENCE)
+    }
+
+    /// A big-endian number kept under `key` in the meta column, 0 when absent.
+    fn meta_u64(&self, key: &[u8]) -> Result<u64> {
         Ok(self
             .db
-            .get_cf(self.cf(CF_META), META_REVOCATION_SEQUENCE)?
+            .get_cf(self.cf(CF_META), key)?
             .and_then(|b| be_u64(&b))
             .unwrap_or(0))
     }
@@ -422,11 +427,7 @@ impl Ledger {
     /// The number of the last block that changed the peers, where the epoch of the replicas
     /// in force started (docs/adr/0011); 0 while the genesis's peers order.
     pub fn epoch_base(&self) -> Result<u64> {
-        Ok(self
-            .db
-            .get_cf(self.cf(CF_META), META_EPOCH_BASE)?
-            .and_then(|b| be_u64(&b))
-            .unwrap_or(0))
+        self.meta_u64(META_EPOCH_BASE)
     }
 
     /// The SHA-256 of the envelope that committed configuration `sequence` (1, 2, ...), if

@@ -320,7 +320,7 @@ impl ReplicationService {
     /// The replica id of the peer with signing key `key` in the configuration in force (a
     /// stream outlives a change of the peers; its sender's id is read again per message).
     fn replica_id(
-        configuration: &ConfigurationInForce,
+        configuration: &Configuration,
         key: &VerifyingKey,
         name: &str,
     ) -> Result<pbft::ReplicaId, Status> {
@@ -338,7 +338,7 @@ impl v1::replication_server::Replication for ReplicationService {
     ) -> Result<Response<v1::ReplicaAck>, Status> {
         let (key, name) = self.sender_key(&request)?;
         let configuration = &self.configuration;
-        let first = Self::replica_id(configuration, &key, &name)?;
+        let first = Self::replica_id(&configuration.get(), &key, &name)?;
         let _open = {
             let mut limits = self.open_streams.lock().unwrap_or_else(|p| p.into_inner());
             limits
@@ -363,15 +363,17 @@ impl v1::replication_server::Replication for ReplicationService {
                 // A change of the peers: a stream of a peer that left ends (an idle one too).
                 changed = epochs.changed() => {
                     if changed.is_ok() {
-                        Self::replica_id(configuration, &key, &name)?;
+                        Self::replica_id(&configuration.get(), &key, &name)?;
                     }
                     continue;
                 }
             };
-            // The sender's id among the peers in force now (ids move when peers leave).
-            let from = Self::replica_id(configuration, &key, &name)?;
+            // The sender's id among the peers in force now (ids move when peers leave), and
+            // the epoch, read together.
+            let (in_force, base) = configuration.epoch();
+            let from = Self::replica_id(&in_force, &key, &name)?;
+            let epoch = base.seq;
             let bytes = prost::Message::encoded_len(&message);
-            let epoch = configuration.epoch().1.seq;
             let same_epoch = message.epoch == epoch;
             if let Some(v1::replica_message::Kind::BlockVote(vote)) = message.kind {
                 match self.votes.receive(&key, vote) {

@@ -176,10 +176,7 @@ pub async fn run(
     // block that changed the peers (docs/adr/0011).
     let base = crate::join::epoch_base(&ledger)?;
     let replica_id = configuration
-        .peer_keys
-        .iter()
-        .position(|k| *k == enrolled.signing_key)
-        .map(|i| i as pbft::ReplicaId)
+        .replica_of(&enrolled.signing_key)
         .context("a member has a replica id")?;
     tracing::info!(
         replica = replica_id,

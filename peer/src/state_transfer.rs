@@ -151,20 +151,7 @@ pub fn read_batches(
 pub fn certified_batch(block: &v1::Block) -> Option<pbft::CommittedBatch> {
     let header = block.header.as_ref()?;
     let certificate = block.certificate.as_ref()?;
-    if block.request_ids.len() != block.envelopes.len() {
-        return None;
-    }
-    let mut requests = Vec::with_capacity(block.envelopes.len());
-    for (id, payload) in block.request_ids.iter().zip(&block.envelopes) {
-        requests.push(pbft::Request {
-            tx_id: id.as_slice().try_into().ok()?,
-            payload: payload.clone(),
-        });
-    }
-    let batch = pbft::Batch {
-        timestamp_ms: block.batch_time_ms,
-        requests,
-    };
+    let batch = medledger_execution::certified::batch_of(block).ok()?;
     let digest = batch.digest();
     let commits = certificate
         .commits

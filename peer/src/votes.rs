@@ -97,7 +97,7 @@ impl Votes {
         lie: bool,
     ) -> Votes {
         let height = ledger.height();
-        let me = replica_of(&configuration, &identity);
+        let me = configuration.replica_of(&identity.verifying_key());
         let votes = Votes {
             genesis,
             ledger,
@@ -152,7 +152,7 @@ impl Votes {
     /// Block `base` changed the peers: from the next block on, the replicas of
     /// `configuration` vote (docs/adr/0011).
     pub fn new_epoch(&self, base: u64, configuration: Arc<Configuration>) {
-        let me = replica_of(&configuration, &self.identity);
+        let me = configuration.replica_of(&self.identity.verifying_key());
         let first = base.saturating_add(1);
         // (Locks are taken one at a time: `inner` is held while `epochs` is read elsewhere.)
         let low = {
@@ -262,12 +262,7 @@ impl Votes {
         vote: v1::BlockVote,
     ) -> Result<(), VoteRefused> {
         let epoch = self.epoch_of(vote.number);
-        let sender = epoch
-            .configuration
-            .peer_keys
-            .iter()
-            .position(|k| k == sender_key)
-            .map(|i| i as pbft::ReplicaId);
+        let sender = epoch.configuration.replica_of(sender_key);
         if sender != Some(vote.from) {
             // Beyond the next block the peers may have changed in blocks this peer has not
             // executed yet: dropped without blame.
@@ -442,17 +437,4 @@ impl Votes {
         };
         tokio::time::timeout(timeout, wait).await.ok()
     }
-}
-
-/// This peer's replica id among the peers of `configuration`, if it is one of them.
-fn replica_of(
-    configuration: &Configuration,
-    identity: &SigningIdentity,
-) -> Option<pbft::ReplicaId> {
-    let key = identity.verifying_key();
-    configuration
-        .peer_keys
-        .iter()
-        .position(|k| *k == key)
-        .map(|i| i as pbft::ReplicaId)
 }
