@@ -15,7 +15,8 @@
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
 //! - [`revocation_feed`]: the CA's revocations, ordered onto the ledger without an operator.
 //! - [`join`]: a peer that is not (yet) one of the replicas catching up, block by checked
-//!   block, until the configuration that adds it.
+//!   block, until the configuration that adds it; [`left_behind`]: a replica the others
+//!   refuse reading the blocks it lacks, up to the change of the peers it missed.
 
 pub use medledger_execution::{block, genesis, validate, wire};
 
@@ -26,6 +27,7 @@ pub mod fault_clock;
 pub mod inputs;
 pub mod join;
 pub mod ledger;
+pub mod left_behind;
 pub mod lies;
 pub mod network;
 pub mod node;

@@ -51,6 +51,10 @@ struct Link {
     queue: mpsc::Sender<Outbound>,
     budget: Budget,
     connected: Arc<AtomicBool>,
+    /// Whether the peer's last answer refused this one as a replica (see [`Network::refusing`]).
+    refused: Arc<AtomicBool>,
+    /// The dialer pinning the peer's key.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// The links of the replica set in force, by replica id (`None`: this peer's own id).
@@ -139,13 +143,15 @@ impl Network {
             }
             let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
             let connected = Arc::new(AtomicBool::new(false));
+            let refused = Arc::new(AtomicBool::new(false));
+            let tls = (self.tls)(BTreeSet::from([key]));
             self.runtime.spawn(outbound_stream(
                 i as u32,
                 peer.address.clone(),
-                (self.tls)(BTreeSet::from([key])),
+                tls.clone(),
                 self.revoked.clone(),
                 rx,
-                connected.clone(),
+                (connected.clone(), refused.clone()),
             ));
             outbound.push(Some(Link {
                 key,
@@ -153,6 +159,8 @@ impl Network {
                 queue: tx,
                 budget: Budget::new(OUTBOUND_QUEUE_BYTES),
                 connected,
+                refused,
+                tls,
             }));
         }
         // What is left of `old` is dropped here: those links' tasks see their queues close.
@@ -174,6 +182,26 @@ impl Network {
             .get(to as usize)
             .and_then(Option::as_ref)
             .is_some_and(|l| l.connected.load(Ordering::Relaxed))
+    }
+
+    /// The peers of this peer's replica set whose last answer refused it as a replica
+    /// (`PERMISSION_DENIED` on its stream): they follow a replica set without it, so this
+    /// peer is behind a change of the peers (docs/adr/0011) — the one that removed it, or one
+    /// it missed while its streams were down. Each comes with its address, and the dialer
+    /// pinning its key, for fetching blocks from it (`left_behind`).
+    pub fn refusing(&self) -> Vec<(pbft::ReplicaId, String, Arc<rustls::ClientConfig>)> {
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner());
+        links
+            .outbound
+            .iter()
+            .enumerate()
+            .filter_map(|(i, link)| {
+                let link = link.as_ref()?;
+                link.refused
+                    .load(Ordering::Relaxed)
+                    .then(|| (i as pbft::ReplicaId, link.address.clone(), link.tls.clone()))
+            })
+            .collect()
     }
 
     pub fn send(&self, to: pbft::ReplicaId, message: &pbft::Message) {
@@ -231,9 +259,9 @@ async fn outbound_stream(
     config: Arc<rustls::ClientConfig>,
     revoked: medledger_tls::SharedRevocations,
     mut queue: mpsc::Receiver<Outbound>,
-    connected: Arc<AtomicBool>,
+    (connected, refused): (Arc<AtomicBool>, Arc<AtomicBool>),
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = MIN_BACKOFF;
     loop {
         match medledger_tls::connect(&address, config.clone(), revoked.clone()).await {
             Ok(channel) => {
@@ -245,11 +273,17 @@ async fn outbound_stream(
                 let call = client.stream(ReceiverStream::new(rx).map(|(m, _queued)| m));
                 tokio::pin!(call);
                 connected.store(true, Ordering::Relaxed);
-                tracing::info!(replica = to, %address, "stream to replica open");
-                backoff = Duration::from_millis(100);
-                let ended = loop {
+                let opened = tokio::time::Instant::now();
+                let settled = tokio::time::sleep(STREAM_SETTLED);
+                tokio::pin!(settled);
+                let ended: Option<Status> = loop {
                     tokio::select! {
-                        result = &mut call => break result.err().map(|s| s.to_string()),
+                        result = &mut call => break result.err(),
+                        // Still open: the peer took this one as a replica.
+                        () = &mut settled, if !settled.is_elapsed() => {
+                            refused.store(false, Ordering::Relaxed);
+                            tracing::info!(replica = to, %address, "stream to replica open");
+                        }
                         message = queue.recv() => match message {
                             Some(m) => if tx.send(m).await.is_err() { break None },
                             None => return,
@@ -257,7 +291,27 @@ async fn outbound_stream(
                     }
                 };
                 connected.store(false, Ordering::Relaxed);
-                tracing::info!(replica = to, reason = ?ended, "stream to replica closed");
+                let denied = ended
+                    .as_ref()
+                    .is_some_and(|s| s.code() == tonic::Code::PermissionDenied);
+                if denied {
+                    // Only once per refusal spell: the peer refuses every retry alike.
+                    if !refused.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            replica = to,
+                            reason = ?ended.as_ref().map(Status::message),
+                            "the replica refuses this peer's stream: it may follow a change \
+                             of the peers this one has not executed yet"
+                        );
+                    }
+                } else {
+                    tracing::info!(replica = to, reason = ?ended, "stream to replica closed");
+                }
+                // A stream that stayed open was a success: the next connection is tried
+                // soon. One refused or broken at once is retried ever more slowly.
+                if !denied && opened.elapsed() >= STREAM_SETTLED {
+                    backoff = MIN_BACKOFF;
+                }
             }
             Err(e) => {
                 tracing::debug!(replica = to, %address, error = %e, "cannot reach replica");
@@ -270,9 +324,17 @@ async fn outbound_stream(
             return;
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
+
+/// First wait before dialing a replica again.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest wait before dialing a replica again.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a stream stays open before it counts as taken: the peer refuses a replica it
+/// does not know at once.
+const STREAM_SETTLED: Duration = Duration::from_secs(1);
 
 /// Checks an envelope against the committed ledger ahead of execution: fills the
 /// validator's caches, and says whether it could ever be valid (false only for refusals no

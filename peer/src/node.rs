@@ -422,6 +422,18 @@ pub async fn run(
             None
         }
     };
+    // A replica the others refuse reads the blocks it lacks from them (a change of the peers
+    // it missed).
+    let left_behind = tokio::spawn(
+        crate::left_behind::LeftBehind {
+            ledger: ledger.clone(),
+            network: network.clone(),
+            inputs: inputs.clone(),
+            configuration: shared.configuration.clone(),
+            revoked: tls_revocations.clone(),
+        }
+        .run(),
+    );
     if let Some(addr) = config.metrics_listen {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
@@ -454,6 +466,7 @@ pub async fn run(
     if let Some(feed) = feed {
         feed.abort();
     }
+    left_behind.abort();
     let _ = stop.send(());
     // Replica streams and subscriptions never end by themselves: give calls in flight a
     // moment, then stop regardless.

@@ -6,7 +6,8 @@
 //! the change with proofs; a peer down across the change comes back under its old id and
 //! catches up across it; then a new peer is added and started with `--join`, catches up
 //! checking every block and takes part; the auditor verifies the chain across both changes
-//! from the genesis.
+//! from the genesis; last, a peer removed while it was down comes back, reads the blocks
+//! up to its removal from the others (who refuse it as a replica), and says it left.
 //!
 //! Until clients and the gateway follow the peers a change adds (step 4), membership
 //! changes are accepted only by peers and auditors given `MEDLEDGER_MEMBERSHIP_CHANGES=1`
@@ -16,6 +17,23 @@ use std::time::Duration;
 
 use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
 use medledger_tests::{PeerProcess, TestNetwork};
+
+/// Waits (30 s at most) until `peer`'s log says it was removed.
+fn said_it_left(net: &TestNetwork, peer: &str) {
+    let log = net.tmp.path().join(format!("{peer}.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("removed from the network at block") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{peer} never said it left: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 /// One configuration change through peer `via`: proposed by admin with `options`,
 /// approved by both admins, submitted.
@@ -58,20 +76,9 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
         .unwrap();
     assert!(removed_at > before["block"].as_u64().unwrap());
 
-    // The removed peer says so, and stops ordering at that block.
-    let log = net.tmp.path().join("peer1.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("removed from the network at block") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "peer1 never said it left: {text}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    // The removed peer says so, and stops ordering at that block (it may have missed the
+    // last commits as the others switched: it reads that block from them).
+    said_it_left(&net, "peer1");
     // Its listing holds the genesis and the blocks up to the change, none after.
     assert_eq!(net.peers[1].blocks().len() as u64, removed_at + 1);
     net.peers[1].terminate();
@@ -159,4 +166,15 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
         .as_("admin", &["--peer", &net.address(2), "ledger", "verify"])
         .ok();
     assert_eq!(report["ok"], true, "{report}");
+
+    // A peer removed while it was down: back, it is refused by the others, reads the
+    // blocks up to the change that removed it from them, and says it left.
+    net.peers[2].kill();
+    let gone_at = change(&net, 0, &["--remove-peer", "peer2"])["block"]
+        .as_u64()
+        .unwrap();
+    net.peers[2].restart();
+    said_it_left(&net, "peer2");
+    assert_eq!(net.peers[2].blocks().len() as u64, gone_at + 1);
+    net.peers[2].terminate();
 }

@@ -1,0 +1,127 @@
+//! A replica left behind by a change of the peers (docs/adr/0011 §5): the block that changes
+//! the peers is the last its epoch's replica set orders, and the replicas that go on switch
+//! at once. A replica that had not committed that block by then — one being removed that was
+//! a little slower than the quorum, or one down across the change — finds its streams
+//! refused (`PERMISSION_DENIED`: the others follow a replica set without it), and no replica
+//! of its epoch is left to answer its state-transfer fetches (`Castro–Liskov` §4.3).
+//!
+//! So it reads the blocks it lacks through the client API (`GetBlocks`) of the peers that
+//! refuse it, and gives each to its consensus thread as a state-transfer reply: the core
+//! takes a batch only with a commit certificate of a quorum of its epoch's replicas, in
+//! order. Once it executes the block that changed the peers it follows the new replica set,
+//! or, removed, says so and orders nothing more.
+//!
+//! Who can lie here: the peer that refuses, and the blocks it serves. A correct peer refuses
+//! only a peer that is not one of its replicas; a lying one costs a call a second and the
+//! checking of what it sends, which the core refuses unless certified.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medledger_pbft as pbft;
+use medledger_proto::v1;
+use medledger_proto::v1::ledger_client::LedgerClient;
+
+use crate::execute::ConfigurationInForce;
+use crate::inputs::Inputs;
+use crate::ledger::Ledger;
+use crate::network::Network;
+
+/// How often the refusing peers are asked for blocks.
+const INTERVAL: Duration = Duration::from_secs(1);
+/// Blocks asked for per call.
+const BLOCKS_PER_CALL: u32 = 16;
+/// Largest answer taken (a peer sends at most 8 MiB and one block more).
+const MAX_ANSWER_BYTES: usize = 64 << 20;
+/// How long one peer may take to connect or to answer: one that stalls is passed over.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the follower needs of the node.
+pub struct LeftBehind {
+    pub ledger: Arc<Ledger>,
+    pub network: Arc<Network>,
+    pub inputs: Inputs,
+    pub configuration: Arc<ConfigurationInForce>,
+    pub revoked: medledger_tls::SharedRevocations,
+}
+
+impl LeftBehind {
+    /// Runs until aborted: while a peer of this one's replica set refuses it, fetches the
+    /// blocks after this peer's height from the refusing peers, one after the other, until
+    /// one of them gives a block.
+    pub async fn run(self) {
+        let mut said = false;
+        loop {
+            tokio::time::sleep(INTERVAL).await;
+            let refusing = self.network.refusing();
+            if refusing.is_empty() {
+                said = false;
+                continue;
+            }
+            if !said {
+                said = true;
+                tracing::info!(
+                    height = self.ledger.height(),
+                    refusing = ?refusing.iter().map(|(id, ..)| *id).collect::<Vec<_>>(),
+                    "replicas refuse this one: reading the blocks it lacks from them"
+                );
+            }
+            for (replica, address, tls) in refusing {
+                match self.fetch(replica, &address, tls).await {
+                    Ok(0) => {}
+                    Ok(given) => {
+                        metrics::counter!("medledger_left_behind_blocks_total")
+                            .increment(given as u64);
+                        break;
+                    }
+                    Err(e) => tracing::debug!(replica, %address, error = %e, "no blocks"),
+                }
+            }
+        }
+    }
+
+    /// Asks replica `replica` at `address` for the blocks after this peer's height and queues
+    /// each as a state-transfer reply from it. Returns how many were queued.
+    async fn fetch(
+        &self,
+        replica: pbft::ReplicaId,
+        address: &str,
+        tls: Arc<rustls::ClientConfig>,
+    ) -> Result<usize, String> {
+        let connect = medledger_tls::connect(address, tls, self.revoked.clone());
+        let channel = tokio::time::timeout(CALL_TIMEOUT, connect)
+            .await
+            .map_err(|_| "connecting took too long".to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
+        let call = client.get_blocks(v1::GetBlocksRequest {
+            from: self.ledger.height().saturating_add(1),
+            limit: BLOCKS_PER_CALL,
+        });
+        let blocks = tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| "answering took too long".to_string())?
+            .map_err(|s| s.to_string())?
+            .into_inner()
+            .blocks;
+        let epoch = self.configuration.epoch().1.seq;
+        let mut given = 0;
+        for block in &blocks {
+            // A block that is not a certified batch is not given on: the core would refuse
+            // it, and those after it are out of order.
+            let Some(batch) = crate::state_transfer::certified_batch(block) else {
+                break;
+            };
+            let bytes = prost::Message::encoded_len(block);
+            let reply = pbft::Message::FetchReply {
+                batches: vec![batch],
+                checkpoint: pbft::CheckpointProof::default(),
+            };
+            if self.inputs.message(replica, reply, bytes, epoch).is_err() {
+                break;
+            }
+            given += 1;
+        }
+        Ok(given)
+    }
+}
