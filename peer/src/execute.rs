@@ -105,6 +105,57 @@ impl ConfigurationInForce {
     }
 }
 
+/// The replica sets of `ledger`'s history before the one in force (docs/adr/0011), oldest
+/// first: the first block each ordered and its configuration (the genesis's from block 1).
+/// Read from the configuration links, one block per change of the configuration, so that a
+/// block's votes are judged by its own epoch's replicas however old it is, after a restart
+/// too (`Votes::remember_epochs`).
+///
+/// # Errors
+/// The ledger cannot be read, or a configuration link does not lead to a configuration
+/// update it stored (corruption).
+pub fn earlier_epochs(
+    ledger: &Ledger,
+    genesis: &crate::genesis::Genesis,
+) -> Result<Vec<(u64, Arc<Configuration>)>, LedgerError> {
+    use prost::Message as _;
+    let broken = |why: String| crate::ledger::corrupt("configuration links", why);
+    let mut epochs = vec![(1, Arc::new(genesis.configuration.clone()))];
+    for sequence in 1.. {
+        let Some(hash) = ledger.config_link(sequence)? else {
+            break;
+        };
+        let location = ledger.envelope_location(&hash)?.ok_or_else(|| {
+            broken(format!(
+                "configuration {sequence}'s envelope is not indexed"
+            ))
+        })?;
+        let block = ledger.located(location)?;
+        let update = block
+            .envelopes
+            .get(location.index as usize)
+            .and_then(|bytes| v1::Envelope::decode(bytes.as_slice()).ok())
+            .and_then(|envelope| match envelope.kind {
+                Some(v1::envelope::Kind::ConfigUpdate(update)) => update.config,
+                _ => None,
+            })
+            .ok_or_else(|| broken(format!("configuration {sequence} is not in its block")))?;
+        let configuration = genesis
+            .configuration
+            .stored(&update, &genesis.root)
+            .map_err(|e| broken(format!("configuration {sequence}: {e}")))?;
+        let changes_replicas = epochs
+            .last()
+            .is_some_and(|(_, last)| !last.same_replicas(&configuration));
+        if changes_replicas {
+            epochs.push((location.block.saturating_add(1), Arc::new(configuration)));
+        }
+    }
+    // The last is the one in force.
+    epochs.pop();
+    Ok(epochs)
+}
+
 /// A storage error counts as used: refusing is the safe side, and the next read of a failing
 /// disk stops the peer anyway.
 fn indexed(ledger: &Ledger, tx_id: &[u8; 32]) -> bool {

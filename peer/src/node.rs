@@ -210,6 +210,7 @@ pub async fn run(
         base.seq,
         lies.votes,
     ));
+    votes.remember_epochs(crate::execute::earlier_epochs(&ledger, &genesis)?);
 
     // TLS: servers check clients against the root and the ledger's revocations; replicas
     // dial each other pinning the genesis key of the replica dialed.

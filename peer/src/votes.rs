@@ -155,15 +155,14 @@ impl Votes {
         let me = configuration.replica_of(&self.identity.verifying_key());
         let first = base.saturating_add(1);
         // (Locks are taken one at a time: `inner` is held while `epochs` is read elsewhere.)
-        let low = {
+        {
             let mut inner = self.inner();
             // Votes kept for blocks of the new epoch were checked against the old one.
             let ahead: Vec<u64> = inner.blocks.range(first..).map(|(n, _)| *n).collect();
             for number in ahead {
                 inner.blocks.remove(&number);
             }
-            inner.height.saturating_sub(RETAINED)
-        };
+        }
         let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
         epochs.retain(|e| e.first <= base);
         epochs.push(Epoch {
@@ -171,10 +170,27 @@ impl Votes {
             configuration,
             me,
         });
-        // Older epochs are kept while their blocks are in the window.
-        while epochs.len() > 1 && epochs[1].first <= low {
-            epochs.remove(0);
-        }
+        // Every epoch is kept (one per change of the peers): a block's votes are judged by
+        // its own epoch's replicas however old it is (a proof of an old configuration link
+        // needs f+1 of that epoch's, not of today's).
+    }
+
+    /// The replica sets before the one this peer started in, oldest first: the first
+    /// block each ordered and its configuration (`execute::earlier_epochs`).
+    pub fn remember_epochs(&self, earlier: Vec<(u64, Arc<Configuration>)>) {
+        let mut epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        let first_known = epochs.first().map_or(u64::MAX, |e| e.first);
+        let mut all: Vec<Epoch> = earlier
+            .into_iter()
+            .filter(|(first, _)| *first < first_known)
+            .map(|(first, configuration)| Epoch {
+                first,
+                me: configuration.replica_of(&self.identity.verifying_key()),
+                configuration,
+            })
+            .collect();
+        all.append(&mut epochs);
+        *epochs = all;
     }
 
     /// Debug builds, in tests (`lies.rs`): this peer's signature on any header, recorded
