@@ -8,7 +8,11 @@
 //!
 //! Who can lie here: the peer a block comes from. A block that does not check is refused and
 //! the next source asked, so a lying source can only be slow; nothing it sends is executed
-//! unless a quorum of the epoch's replicas certified it.
+//! unless a quorum of the epoch's replicas certified it. That is not enough on its own: the
+//! keys of a replica set whose epoch ended (peers since removed, their keys kept by whoever
+//! ran them) could certify a fork of their epoch, with a configuration of their choosing that
+//! names this peer. So before it takes part, the block it reached must be the very one a
+//! peer its operator named (`--join`) holds ([`confirm_head`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +50,12 @@ pub enum JoinError {
     Ledger(#[from] crate::ledger::LedgerError),
     #[error("this peer's state: {0}")]
     State(#[from] medledger_execution::state::StateError),
+    #[error(
+        "{peer} holds another block {number} than the one this peer reached: the blocks \
+         fetched are a fork (certified by the keys of an ended epoch?). This peer's ledger is \
+         not to be used; start it again with an empty data directory and --join peers you trust"
+    )]
+    Fork { peer: String, number: u64 },
 }
 
 /// The epoch in force on `ledger`: where the last change of the peers left it.
@@ -198,6 +208,59 @@ pub async fn catch_up(
         }
     }
     Ok(())
+}
+
+/// Waits until one of `named` (the peers the operator gave with `--join`) holds this peer's
+/// head block: its header hash is the same (then `Ok`), or another (a fork: `Err`). Asked
+/// again every second while none answers with that block.
+///
+/// # Errors
+/// [`JoinError::Fork`]: a named peer holds another block at that height; `Ledger`: this
+/// peer's own storage failed.
+pub async fn confirm_head(
+    ledger: &Ledger,
+    named: &[String],
+    tls: Arc<rustls::ClientConfig>,
+    revoked: medledger_tls::SharedRevocations,
+) -> Result<(), JoinError> {
+    let number = ledger.height();
+    let ours = header_hash(&ledger.header(number)?);
+    let mut said_waiting = false;
+    loop {
+        for source in named {
+            let connect = medledger_tls::connect(source, tls.clone(), revoked.clone());
+            let Ok(Ok(channel)) = tokio::time::timeout(CALL_TIMEOUT, connect).await else {
+                continue;
+            };
+            let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
+            let call = client.get_block(v1::GetBlockRequest { number });
+            let Ok(Ok(block)) = tokio::time::timeout(CALL_TIMEOUT, call).await else {
+                continue;
+            };
+            match block.into_inner().header.as_ref().map(header_hash) {
+                Some(theirs) if theirs == ours => {
+                    tracing::info!(%source, block = number, "the peer named to join through holds the block reached");
+                    return Ok(());
+                }
+                Some(_) => {
+                    return Err(JoinError::Fork {
+                        peer: source.clone(),
+                        number,
+                    });
+                }
+                None => {}
+            }
+        }
+        if !said_waiting {
+            said_waiting = true;
+            tracing::info!(
+                block = number,
+                ?named,
+                "waiting for a peer named with --join to confirm the block reached"
+            );
+        }
+        tokio::time::sleep(IDLE_WAIT).await;
+    }
 }
 
 #[cfg(test)]

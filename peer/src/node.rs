@@ -166,10 +166,13 @@ pub async fn run(
             &revocations,
             &enrolled.signing_key,
             &sources,
-            tls,
+            tls.clone(),
             revocations.serials.clone(),
         )
         .await?;
+        // Certified is not enough across ended epochs (a fork signed with retired keys):
+        // the peers the operator named must hold the block reached.
+        crate::join::confirm_head(&ledger, &config.join, tls, revocations.serials.clone()).await?;
         configuration = in_force()?;
     }
     // The replicas in force: the configuration's, in the epoch that started at the last
