@@ -67,6 +67,182 @@ pub enum ConfigCommand {
     Submit { file: PathBuf },
 }
 
+/// What a proposal changes in the configuration in force (`admin config propose`'s flags).
+#[derive(Default)]
+pub struct Changes {
+    pub max_tx_lifetime_ms: Option<u64>,
+    pub max_envelope_bytes: Option<u32>,
+    /// The new admins' certificate files (none: the admins stay).
+    pub admins: Vec<PathBuf>,
+    pub admin_threshold: Option<u32>,
+    /// Names of peers to remove.
+    pub remove_peers: Vec<String>,
+    /// Certificate files (PEM, role peer) of peers to add, each with its HOST:PORT.
+    pub add_peers: Vec<(PathBuf, String)>,
+    /// How long the admins have to approve and submit it: 1 to 720 hours.
+    pub valid_for_hours: u32,
+}
+
+/// The next configuration — the one in force (`current`) with `changes` — as an update for
+/// the admins to approve (no approvals yet), and the configuration it would put in force,
+/// checked as the ledger will check it.
+///
+/// # Errors
+/// `Usage`: a change names an unknown peer, a file that is not a valid certificate of the
+/// expected role, or makes a configuration the ledger refuses (`ConfigError`'s words).
+pub fn propose(
+    wallet: &Wallet,
+    current: &Configuration,
+    changes: &Changes,
+) -> Result<(v1::ConfigUpdate, Configuration), ClientError> {
+    let mut value = current.successor();
+    for name in &changes.remove_peers {
+        if !value.peers.iter().any(|p| p.name == *name) {
+            return Err(ClientError::Usage(format!(
+                "--remove-peer {name}: no peer of that name in the configuration in force"
+            )));
+        }
+        value.peers.retain(|p| p.name != *name);
+    }
+    for (path, address) in &changes.add_peers {
+        let (name, certificate) = peer_certificate(wallet, path)?;
+        value.peers.push(v1::GenesisPeer {
+            replica: 0,
+            name,
+            address: address.clone(),
+            certificate,
+        });
+    }
+    // Replica ids follow the order of the peers.
+    for (i, peer) in value.peers.iter_mut().enumerate() {
+        peer.replica = i as u32;
+    }
+    let mut parameters = current.parameters;
+    if let Some(ms) = changes.max_tx_lifetime_ms {
+        parameters.max_tx_lifetime_ms = ms;
+    }
+    if let Some(bytes) = changes.max_envelope_bytes {
+        parameters.max_envelope_bytes = bytes;
+    }
+    value.consensus = Some(parameters);
+    if !changes.admins.is_empty() {
+        let keys = changes
+            .admins
+            .iter()
+            .map(|path| admin_key(wallet, path))
+            .collect::<Result<Vec<_>, _>>()?;
+        value.admin_policy = Some(majority_policy(&keys));
+    }
+    if let (Some(t), Some(policy)) = (changes.admin_threshold, value.admin_policy.as_mut()) {
+        policy.threshold = t;
+    }
+    // Refused here rather than at the ledger: the same checks it will make.
+    let next = next_configuration(wallet, current, &value)?
+        .map_err(|e| ClientError::Usage(format!("this configuration is refused: {e}")))?;
+    if !(1..=720).contains(&changes.valid_for_hours) {
+        return Err(ClientError::Usage(
+            "--valid-for-hours is 1 to 720 (30 days)".into(),
+        ));
+    }
+    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let update = v1::ConfigUpdate {
+        config: Some(value),
+        signatures: Vec::new(),
+        expires_at_ms: now_ms + i64::from(changes.valid_for_hours) * 3_600_000,
+    };
+    Ok((update, next))
+}
+
+/// Adds `wallet`'s approval (an admin of `current`) to `update`, keeping the valid
+/// approvals in the policy's order. Returns the configuration it would put in force and
+/// the names of the admins who approved it so far.
+///
+/// # Errors
+/// `Usage`: the update does not follow `current`, or `wallet` is not one of its admins.
+pub fn approve(
+    wallet: &Wallet,
+    current: &Configuration,
+    update: &mut v1::ConfigUpdate,
+) -> Result<(Configuration, Vec<String>), ClientError> {
+    let value = update.config.clone().unwrap_or_default();
+    let next = next_configuration(wallet, current, &value)?.map_err(|e| {
+        ClientError::Usage(format!(
+            "the update does not follow the configuration in force ({}): {e}",
+            current.sequence
+        ))
+    })?;
+    let admins = current
+        .admins
+        .as_ref()
+        .ok_or_else(|| ClientError::Usage("the configuration in force names no admins".into()))?;
+    if !admins.keys.contains(&wallet.signing.verifying_key()) {
+        return Err(ClientError::Usage(format!(
+            "{} is not an admin of the configuration in force",
+            wallet.info.name
+        )));
+    }
+    let signed = approval_bytes(
+        &current.network_id,
+        &config_hash(&value),
+        update.expires_at_ms,
+    );
+    let signature = wallet
+        .signing
+        .sign(SignatureDomain::ConfigUpdate, &signed)
+        .to_bytes()
+        .to_vec();
+    let certificate = wallet.cert_der()?;
+    update.signatures.retain(|s| s.certificate != certificate);
+    update.signatures.push(v1::AdminSignature {
+        certificate,
+        signature,
+    });
+    let approvals = in_policy_order(wallet, current, &signed, &update.signatures)?;
+    update.signatures = approvals.iter().map(|(_, s)| s.clone()).collect();
+    Ok((next, approvals.into_iter().map(|(name, _)| name).collect()))
+}
+
+/// Orders `update` (approved by as many admins of `current` as its policy needs) through
+/// `peers`. Returns the block that committed it and the configuration this client follows
+/// after it.
+///
+/// # Errors
+/// `Usage`: too few valid approvals; the ledger's refusal or a network failure otherwise.
+pub async fn submit(
+    wallet: &Wallet,
+    peers: &PeerSet,
+    current: &Configuration,
+    mut update: v1::ConfigUpdate,
+) -> Result<(u64, u64), ClientError> {
+    let sequence = update.config.as_ref().map_or(0, |c| c.sequence);
+    let value = update.config.clone().unwrap_or_default();
+    let signed = approval_bytes(
+        &current.network_id,
+        &config_hash(&value),
+        update.expires_at_ms,
+    );
+    let needed = current.admins.as_ref().map_or(0, |a| a.threshold);
+    let mut approvals = in_policy_order(wallet, current, &signed, &update.signatures)?;
+    if approvals.len() < needed {
+        return Err(ClientError::Usage(format!(
+            "the update holds {} valid approvals; configuration {sequence} needs {needed}",
+            approvals.len()
+        )));
+    }
+    // Exactly the threshold, in the policy's order: the one envelope these approvals make
+    // (docs/adr/0010 §3).
+    approvals.truncate(needed);
+    update.signatures = approvals.into_iter().map(|(_, s)| s).collect();
+    let committed = peers
+        .submit_envelope(v1::Envelope {
+            kind: Some(v1::envelope::Kind::ConfigUpdate(update)),
+        })
+        .await?
+        .into_valid()?;
+    let learned = peers.learn_configuration(None).await?;
+    Ok((committed.block, learned))
+}
+
 pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, ClientError> {
     let wallet = open_wallet(cli)?;
     let peers = PeerSet::connect(&wallet, cli.peer.as_deref().unwrap_or(DEFAULT_PEER)).await?;
@@ -87,66 +263,25 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
             valid_for_hours,
             out,
         } => {
-            let mut value = current.successor();
-            for name in remove_peers {
-                if !value.peers.iter().any(|p| p.name == *name) {
-                    return Err(ClientError::Usage(format!(
-                        "--remove-peer {name}: no peer of that name in the configuration in \
-                         force"
-                    )));
-                }
-                value.peers.retain(|p| p.name != *name);
-            }
             if add_peers.len() != peer_addresses.len() {
                 return Err(ClientError::Usage(
                     "each --add-peer needs its --peer-address, in the same order".into(),
                 ));
             }
-            for (path, address) in add_peers.iter().zip(peer_addresses) {
-                let (name, certificate) = peer_certificate(&wallet, path)?;
-                value.peers.push(v1::GenesisPeer {
-                    replica: 0,
-                    name,
-                    address: address.clone(),
-                    certificate,
-                });
-            }
-            // Replica ids follow the order of the peers.
-            for (i, peer) in value.peers.iter_mut().enumerate() {
-                peer.replica = i as u32;
-            }
-            let mut parameters = current.parameters;
-            if let Some(ms) = max_tx_lifetime_ms {
-                parameters.max_tx_lifetime_ms = *ms;
-            }
-            if let Some(bytes) = max_envelope_bytes {
-                parameters.max_envelope_bytes = *bytes;
-            }
-            value.consensus = Some(parameters);
-            if !admins.is_empty() {
-                let keys = admins
+            let changes = Changes {
+                max_tx_lifetime_ms: *max_tx_lifetime_ms,
+                max_envelope_bytes: *max_envelope_bytes,
+                admins: admins.clone(),
+                admin_threshold: *admin_threshold,
+                remove_peers: remove_peers.clone(),
+                add_peers: add_peers
                     .iter()
-                    .map(|path| admin_key(&wallet, path))
-                    .collect::<Result<Vec<_>, _>>()?;
-                value.admin_policy = Some(majority_policy(&keys));
-            }
-            if let (Some(t), Some(policy)) = (admin_threshold, value.admin_policy.as_mut()) {
-                policy.threshold = *t;
-            }
-            // Refused here rather than at the ledger: the same checks it will make.
-            let next = next_configuration(&wallet, &current, &value)?
-                .map_err(|e| ClientError::Usage(format!("this configuration is refused: {e}")))?;
-            if !(1..=720).contains(valid_for_hours) {
-                return Err(ClientError::Usage(
-                    "--valid-for-hours is 1 to 720 (30 days)".into(),
-                ));
-            }
-            let now_ms = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
-            let update = v1::ConfigUpdate {
-                config: Some(value),
-                signatures: Vec::new(),
-                expires_at_ms: now_ms + i64::from(*valid_for_hours) * 3_600_000,
+                    .cloned()
+                    .zip(peer_addresses.iter().cloned())
+                    .collect(),
+                valid_for_hours: *valid_for_hours,
             };
+            let (update, next) = propose(&wallet, &current, &changes)?;
             write(out, &update)?;
             Ok(Output {
                 text: format!(
@@ -154,7 +289,7 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
                      admin config approve {}`; then `medledger admin config submit {}`.",
                     next.sequence,
                     out.display(),
-                    changes(&current, &next),
+                    changes_words(&current, &next),
                     out.display(),
                     out.display()
                 ),
@@ -163,42 +298,10 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
         }
         ConfigCommand::Approve { file } => {
             let mut update = read(file)?;
-            let value = update.config.clone().unwrap_or_default();
-            let next = next_configuration(&wallet, &current, &value)?.map_err(|e| {
-                ClientError::Usage(format!(
-                    "{} does not follow the configuration in force ({}): {e}",
-                    file.display(),
-                    current.sequence
-                ))
-            })?;
-            let admins = current.admins.as_ref().ok_or_else(|| {
-                ClientError::Usage("the configuration in force names no admins".into())
-            })?;
-            if !admins.keys.contains(&wallet.signing.verifying_key()) {
-                return Err(ClientError::Usage(format!(
-                    "{} is not an admin of the configuration in force",
-                    wallet.info.name
-                )));
-            }
-            let signed = approval_bytes(
-                &current.network_id,
-                &config_hash(&value),
-                update.expires_at_ms,
-            );
-            let signature = wallet
-                .signing
-                .sign(SignatureDomain::ConfigUpdate, &signed)
-                .to_bytes()
-                .to_vec();
-            let certificate = wallet.cert_der()?;
-            update.signatures.retain(|s| s.certificate != certificate);
-            update.signatures.push(v1::AdminSignature {
-                certificate,
-                signature,
-            });
-            let approvals = in_policy_order(&wallet, &current, &signed, &update.signatures)?;
-            update.signatures = approvals.iter().map(|(_, s)| s.clone()).collect();
+            let (next, approvers) = approve(&wallet, &current, &mut update)
+                .map_err(|e| ClientError::Usage(format!("{}: {e}", file.display())))?;
             write(file, &update)?;
+            let needed = current.admins.as_ref().map_or(0, |a| a.threshold);
             let expires = time::OffsetDateTime::from_unix_timestamp(update.expires_at_ms / 1000)
                 .map(|t| t.to_string())
                 .unwrap_or_default();
@@ -208,60 +311,38 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
                      {} of the {} approvals needed are in {}: {}.",
                     wallet.info.name,
                     next.sequence,
-                    changes(&current, &next),
-                    approvals.len(),
-                    admins.threshold,
+                    changes_words(&current, &next),
+                    approvers.len(),
+                    needed,
                     file.display(),
-                    approvals
-                        .iter()
-                        .map(|(name, _)| name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    approvers.join(", ")
                 ),
                 json: json!({
                     "sequence": next.sequence,
-                    "approvals": approvals.len(),
-                    "needed": admins.threshold,
+                    "approvals": approvers.len(),
+                    "needed": needed,
                 }),
             })
         }
         ConfigCommand::Submit { file } => {
-            let mut update = read(file)?;
+            let update = read(file)?;
             let sequence = update.config.as_ref().map_or(0, |c| c.sequence);
-            let value = update.config.clone().unwrap_or_default();
-            let signed = approval_bytes(
-                &current.network_id,
-                &config_hash(&value),
-                update.expires_at_ms,
-            );
-            let needed = current.admins.as_ref().map_or(0, |a| a.threshold);
-            let mut approvals = in_policy_order(&wallet, &current, &signed, &update.signatures)?;
-            if approvals.len() < needed {
-                return Err(ClientError::Usage(format!(
-                    "{} holds {} valid approvals; configuration {sequence} needs {needed}",
-                    file.display(),
-                    approvals.len()
-                )));
-            }
-            // Exactly the threshold, in the policy's order: the one envelope these approvals
-            // make (docs/adr/0010 §3).
-            approvals.truncate(needed);
-            update.signatures = approvals.into_iter().map(|(_, s)| s).collect();
-            let committed = peers
-                .submit_envelope(v1::Envelope {
-                    kind: Some(v1::envelope::Kind::ConfigUpdate(update)),
-                })
-                .await?
-                .into_valid()?;
-            let learned = peers.learn_configuration(None).await?;
+            let (block, learned) =
+                submit(&wallet, &peers, &current, update)
+                    .await
+                    .map_err(|e| match e {
+                        ClientError::Usage(why) => {
+                            ClientError::Usage(format!("{}: {why}", file.display()))
+                        }
+                        other => other,
+                    })?;
             Ok(Output {
                 text: format!(
-                    "Configuration {sequence} committed in block {} and is in force from block \
-                     {} on (this client follows configuration {learned}).",
-                    committed.block,
-                    committed.block + 1
+                    "Configuration {sequence} committed in block {block} and is in force from \
+                     block {} on (this client follows configuration {learned}).",
+                    block + 1
                 ),
-                json: json!({"sequence": sequence, "block": committed.block}),
+                json: json!({"sequence": sequence, "block": block}),
             })
         }
     }
@@ -388,7 +469,7 @@ fn write(path: &Path, update: &v1::ConfigUpdate) -> Result<(), ClientError> {
 }
 
 /// What `next` changes from `current`, a line each.
-fn changes(current: &Configuration, next: &Configuration) -> String {
+pub fn changes_words(current: &Configuration, next: &Configuration) -> String {
     let (a, b) = (&current.parameters, &next.parameters);
     let mut lines = Vec::new();
     if a.max_tx_lifetime_ms != b.max_tx_lifetime_ms {

@@ -1,4 +1,4 @@
-//! `medledger network up|status|down` and `medledger ledger verify`.
+//! `medledger network up|status|down|add-peer|remove-peer` and `medledger ledger verify`.
 
 use std::path::PathBuf;
 
@@ -10,7 +10,9 @@ use medledger_sdk::error::ClientError;
 use medledger_sdk::peer::PeerSet;
 use serde_json::json;
 
+use crate::config_cli;
 use crate::{Cli, DEFAULT_PEER, Output, open_wallet};
+use medledger_sdk::wallet::Wallet;
 
 #[derive(Subcommand)]
 pub enum NetworkCommand {
@@ -22,6 +24,19 @@ pub enum NetworkCommand {
     Status(DirArg),
     /// Stop every process of the network; its state stays on disk.
     Down(DirArg),
+    /// Add a peer: enroll the next one (peerK, on the next free port), change the
+    /// configuration to add it (approved by both local admins, docs/adr/0011), start it
+    /// with --join and wait until it is linked to every other peer. At most f new peers per
+    /// change: grow 4 → 7 one at a time.
+    AddPeer(DirArg),
+    /// Remove a peer: change the configuration to remove it (approved by both local
+    /// admins), then stop it. Its ledger stays on disk.
+    RemovePeer {
+        /// The peer's name (as `network status` shows it).
+        name: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     /// Pin the wallet to the network whose genesis block is given (from its administrator):
     /// the wallet then talks only to that network's peers and refuses any other.
     Pin {
@@ -50,10 +65,10 @@ impl DirArg {
 pub struct UpArgs {
     #[command(flatten)]
     dir: DirArg,
-    /// How many peers: at least 4 (f faults need 3f + 1: 4, 7, 10...). Fixed when the
-    /// network is first created.
-    #[arg(long, default_value_t = 4)]
-    peers: usize,
+    /// How many peers a new network has: at least 4 (f faults need 3f + 1: 4, 7, 10...);
+    /// default 4. An existing network keeps its own (see add-peer, remove-peer).
+    #[arg(long)]
+    peers: Option<usize>,
     /// Leave the processes running in the background and return.
     #[arg(long)]
     detach: bool,
@@ -106,8 +121,8 @@ impl S3Args {
 fn summary(layout: &Layout) -> Output {
     let mut text = format!("medledger network in {}\n", layout.dir.display());
     text.push_str(&format!("  CA       {}\n", layout.ca_url()));
-    for (i, p) in layout.peers.iter().enumerate() {
-        text.push_str(&format!("  peer{i}    {p}\n"));
+    for (name, p) in layout.peer_names().iter().zip(&layout.peers) {
+        text.push_str(&format!("  {name:<8} {p}\n"));
     }
     text.push_str(&format!(
         "  gateway  {} (objects in {})\n",
@@ -234,6 +249,10 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
                 }),
             })
         }
+        NetworkCommand::AddPeer(dir) => add_peer(&Layout::read(&dir.resolve())?).await,
+        NetworkCommand::RemovePeer { name, dir } => {
+            remove_peer(Layout::read(&dir.resolve())?, name).await
+        }
         NetworkCommand::Down(dir) => {
             let layout = Layout::read(&dir.resolve())?;
             let stopped = network::down(&layout).await;
@@ -251,6 +270,117 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
             })
         }
     }
+}
+
+/// The local network's two admins (`admin`, `admin2`): both approve its configuration
+/// changes.
+fn admins(layout: &Layout) -> Result<(Wallet, Wallet), ClientError> {
+    Ok((
+        Wallet::open(&layout.admin_wallet())?,
+        Wallet::open(&layout.wallets().join(network::SECOND_ADMIN))?,
+    ))
+}
+
+/// One configuration change with `changes`, proposed, approved by both local admins and
+/// submitted through `via`. Returns the block that committed it.
+async fn change_peers(
+    layout: &Layout,
+    via: &str,
+    changes: &config_cli::Changes,
+) -> Result<u64, ClientError> {
+    let (admin, second) = admins(layout)?;
+    let peers = PeerSet::connect(&admin, via).await?;
+    // The change must follow the configuration in force: one not learned is an error here,
+    // not a proposal the ledger refuses as already there.
+    peers.learn_configuration(None).await?;
+    let current = peers.configuration();
+    let (mut update, _) = config_cli::propose(&admin, &current, changes)?;
+    config_cli::approve(&admin, &current, &mut update)?;
+    config_cli::approve(&second, &current, &mut update)?;
+    let (block, _) = config_cli::submit(&admin, &peers, &current, update).await?;
+    Ok(block)
+}
+
+async fn add_peer(layout: &Layout) -> Result<Output, ClientError> {
+    let (admin, _) = admins(layout)?;
+    let (name, address) = network::next_peer(layout)?;
+    let wallet = network::ensure_identity(layout, &admin, &name, "peer", Vec::new()).await?;
+    let via = layout.first_peer().to_string();
+    let block = change_peers(
+        layout,
+        &via,
+        &config_cli::Changes {
+            add_peers: vec![(wallet.dir.join("cert.pem"), address.clone())],
+            valid_for_hours: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    // The layout follows the configuration as soon as it is committed.
+    let mut grown = layout.clone();
+    grown.peer_names = layout.peer_names();
+    grown.peers.push(address.clone());
+    grown.peer_names.push(name.clone());
+    grown.write()?;
+    let bins = network::process::Binaries {
+        dir: network::sibling_bin_dir(),
+    };
+    network::start_peer(&grown, &bins, &name, &address, Some(&via))?;
+    network::wait_linked(&grown, &admin, &name, std::time::Duration::from_secs(120)).await?;
+    Ok(Output {
+        text: format!(
+            "Added {name} at {address}: the configuration that adds it committed in block \
+             {block}; it caught up and is linked to every other peer ({} peers).",
+            grown.peers.len()
+        ),
+        json: json!({"name": name, "address": address, "block": block, "peers": grown.peer_names}),
+    })
+}
+
+async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
+    let names = layout.peer_names();
+    let Some(index) = names.iter().position(|n| n == name) else {
+        return Err(ClientError::Usage(format!(
+            "no peer {name} in this network; its peers are {}",
+            names.join(", ")
+        )));
+    };
+    let via = layout
+        .peers
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i != index)
+        .map(|(_, a)| a.clone())
+        .unwrap_or_default();
+    let block = change_peers(
+        &layout,
+        &via,
+        &config_cli::Changes {
+            remove_peers: vec![name.to_string()],
+            valid_for_hours: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut shrunk = layout.clone();
+    shrunk.peer_names = names;
+    shrunk.peers.remove(index);
+    shrunk.peer_names.remove(index);
+    shrunk.write()?;
+    let stopped = network::stop(&layout.dir, vec![name.to_string()]).await;
+    Ok(Output {
+        text: format!(
+            "Removed {name}: the configuration without it committed in block {block}; {}. \
+             Its ledger stays in {}.",
+            if stopped.is_empty() {
+                "it was not running"
+            } else {
+                "it was stopped"
+            },
+            layout.dir.join(name).display()
+        ),
+        json: json!({"name": name, "block": block, "stopped": !stopped.is_empty(), "peers": shrunk.peer_names}),
+    })
 }
 
 fn dir_flag(dir: &DirArg) -> String {

@@ -5,14 +5,17 @@
 //! ```text
 //! D/network.json        the layout: addresses, the object store (read by status, down, verify)
 //! D/ca/                 the CA (root key 0600, database); D/ca.log, D/ca.pid
-//! D/wallets/<name>/     admin, peer0..peerN-1, gateway, and the demo's users
+//! D/wallets/<name>/     admin, admin2, peer0..peerN-1, gateway, and the demo's users
 //! D/genesis.pb          the genesis block (the network's identity)
-//! D/peer<i>/            peer i's RocksDB ledger; D/peer<i>.log, D/peer<i>.pid
+//! D/<peer>/             a peer's RocksDB ledger; D/<peer>.log, D/<peer>.pid (peer0,
+//!                       peer1, ...; `network add-peer` names the next one)
 //! D/gateway/            the gateway's journal; D/objects/ the local object store
 //! ```
 //!
 //! The first `up` creates the CA, identities and genesis block; every `up` starts what is not
 //! running and waits until each peer is linked to all the others and the gateway answers.
+//! `add_peer`/`remove_peer` change the peers through a configuration change the two local
+//! admins approve (docs/adr/0011).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -99,7 +102,12 @@ impl StoreLayout {
 pub struct Layout {
     pub dir: PathBuf,
     pub ca_listen: String,
+    /// The addresses of the peers in force, in replica order.
     pub peers: Vec<String>,
+    /// Their names, in the same order (empty in a layout written before peers could be
+    /// added or removed: `peer0`, `peer1`, ...). See [`Layout::peer_name`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_names: Vec<String>,
     pub gateway_listen: String,
     pub store: StoreLayout,
 }
@@ -124,6 +132,18 @@ impl Layout {
     pub fn first_peer(&self) -> &str {
         &self.peers[0]
     }
+    /// The name of the peer at `index` of [`Layout::peers`]: its wallet, data directory,
+    /// log and pid file.
+    pub fn peer_name(&self, index: usize) -> String {
+        self.peer_names
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("peer{index}"))
+    }
+    /// Every peer's name, in replica order.
+    pub fn peer_names(&self) -> Vec<String> {
+        (0..self.peers.len()).map(|i| self.peer_name(i)).collect()
+    }
 
     /// Reads `dir/network.json`.
     pub fn read(dir: &Path) -> Result<Layout, ClientError> {
@@ -139,7 +159,8 @@ impl Layout {
             .map_err(|e| ClientError::Network(format!("{}: {e}", path.display())))
     }
 
-    fn write(&self) -> Result<(), ClientError> {
+    /// Writes `dir/network.json`.
+    pub fn write(&self) -> Result<(), ClientError> {
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
         std::fs::write(self.dir.join("network.json"), text)
             .map_err(|e| ClientError::Network(format!("writing network.json: {e}")))
@@ -163,7 +184,9 @@ pub fn default_dir() -> PathBuf {
 #[derive(Clone, Debug)]
 pub struct UpOptions {
     pub dir: PathBuf,
-    pub peers: usize,
+    /// How many peers a new network has (default 4); an existing one keeps its own
+    /// (`add_peer`, `remove_peer` change them), and a different number given is refused.
+    pub peers: Option<usize>,
     pub ca_listen: String,
     pub peer_port: u16,
     pub gateway_listen: String,
@@ -281,12 +304,12 @@ fn missing_binary(bin: &Path, e: std::io::Error) -> ClientError {
 /// Starts `command` (process `name`) in the background, logging to `D/name.log`, its pid in
 /// `D/name.pid`. It runs in its own process group: a Ctrl-C in the terminal reaches
 /// `network up`, which then stops every process in order.
-fn spawn(opts: &UpOptions, name: &str, mut command: Command) -> Result<u32, ClientError> {
+fn spawn(dir: &Path, name: &str, mut command: Command) -> Result<u32, ClientError> {
     use std::os::unix::process::CommandExt;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(opts.dir.join(format!("{name}.log")))
+        .open(dir.join(format!("{name}.log")))
         .map_err(|e| net_err(format!("opening {name}.log: {e}")))?;
     let bin = PathBuf::from(command.get_program());
     command
@@ -298,7 +321,7 @@ fn spawn(opts: &UpOptions, name: &str, mut command: Command) -> Result<u32, Clie
     let pid = child.id();
     // The child is watched by pid (it may outlive this process with --detach).
     drop(child);
-    std::fs::write(pid_file(&opts.dir, name), format!("{pid}\n"))
+    std::fs::write(pid_file(dir, name), format!("{pid}\n"))
         .map_err(|e| net_err(format!("writing {name}.pid: {e}")))?;
     Ok(pid)
 }
@@ -469,14 +492,14 @@ fn pin(layout: &Layout, wallet: &Wallet) -> Result<(), ClientError> {
 
 /// Brings the network up (see the module doc). Returns its layout.
 pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
-    if opts.peers < 4 {
+    let count = opts.peers.unwrap_or(4);
+    if count < 4 {
         return Err(ClientError::Usage(format!(
-            "--peers {}: PBFT needs at least 4 peers to tolerate one fault (f faults need \
-             3f + 1: 4, 7, 10, ...)",
-            opts.peers
+            "--peers {count}: PBFT needs at least 4 peers to tolerate one fault (f faults \
+             need 3f + 1: 4, 7, 10, ...)"
         )));
     }
-    let peer_ports = opts.peer_port..opts.peer_port + opts.peers as u16;
+    let peer_ports = opts.peer_port..opts.peer_port + count as u16;
     let gateway_port: u16 = opts
         .gateway_listen
         .rsplit(':')
@@ -498,12 +521,14 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     };
     let layout = match Layout::read(&dir) {
         Ok(existing) => {
-            if existing.peers.len() != opts.peers {
+            if let Some(asked) = opts.peers
+                && asked != existing.peers.len()
+            {
                 return Err(ClientError::Usage(format!(
-                    "the network in {} has {} peers; its genesis block fixes that. Use another --dir for {} peers",
+                    "the network in {} has {} peers; change them with `medledger network \
+                     add-peer` and `remove-peer`, or use another --dir for a new network of {asked}",
                     dir.display(),
                     existing.peers.len(),
-                    opts.peers
                 )));
             }
             Layout {
@@ -515,6 +540,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
             dir: dir.clone(),
             ca_listen: opts.ca_listen.clone(),
             peers: peer_ports.map(|p| format!("127.0.0.1:{p}")).collect(),
+            peer_names: Vec::new(),
             gateway_listen: opts.gateway_listen.clone(),
             store: opts.store.clone().unwrap_or(StoreLayout::Local {
                 dir: dir.join("objects"),
@@ -532,7 +558,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     }
     if running_pid(&dir, "ca", "medledger-ca").is_none() {
         spawn(
-            opts,
+            &dir,
             "ca",
             bins.ca_serve(&dir.join("ca"), &layout.ca_listen),
         )?;
@@ -559,7 +585,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     if !layout.genesis().exists() {
         let mut peers = Vec::new();
         for (i, address) in layout.peers.iter().enumerate() {
-            let name = format!("peer{i}");
+            let name = layout.peer_name(i);
             let wallet = ensure_identity(&layout, &admin, &name, "peer", Vec::new()).await?;
             peers.push(GenesisPeer {
                 name,
@@ -586,27 +612,22 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     ensure_identity(&layout, &admin, "gateway", "gateway", Vec::new()).await?;
 
     // The peers: started, then linked to each other.
-    for i in 0..layout.peers.len() {
-        let name = format!("peer{i}");
-        if running_pid(&dir, &name, "medledger-peer").is_some() {
-            continue;
+    for (i, address) in layout.peers.iter().enumerate() {
+        let name = layout.peer_name(i);
+        if running_pid(&dir, &name, "medledger-peer").is_none() {
+            start_peer(&layout, &bins, &name, address, None)?;
         }
-        let metrics = format!("127.0.0.1:{}", opts.peer_port as usize + 100 + i);
-        let mut command = bins.peer_serve(
-            &layout.wallets().join(&name),
-            &layout.genesis(),
-            &dir.join(&name),
-        );
-        command.env("MEDLEDGER_PEER_METRICS_LISTEN", metrics);
-        spawn(opts, &name, command)?;
     }
-    let peers = wait_until(&dir, "peer0", Duration::from_secs(60), || async {
-        PeerSet::connect(&admin, layout.first_peer()).await.ok()
-    })
+    let peers = wait_until(
+        &dir,
+        &layout.peer_name(0),
+        Duration::from_secs(60),
+        || async { PeerSet::connect(&admin, layout.first_peer()).await.ok() },
+    )
     .await?;
     for i in 0..layout.peers.len() {
         let peers = &peers;
-        wait_until(&dir, &format!("peer{i}"), Duration::from_secs(60), || {
+        wait_until(&dir, &layout.peer_name(i), Duration::from_secs(60), || {
             linked(peers, i)
         })
         .await?;
@@ -621,7 +642,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
             &dir.join("gateway"),
             &layout.store.gateway_args(),
         );
-        spawn(opts, "gateway", command)?;
+        spawn(&dir, "gateway", command)?;
     }
     wait_until(&dir, "gateway", Duration::from_secs(30), || async {
         medledger_sdk::files::connect_gateway(&admin, &layout.gateway_listen, peers.revocations())
@@ -633,12 +654,106 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     Ok(layout)
 }
 
+/// Starts peer `name` of `layout` (its wallet, data directory, log and pid file by that
+/// name) in the background; it listens at its address in the configuration in force, its
+/// metrics at that port + 100. `join`: a peer to catch up from, for a peer the admins are
+/// adding (`medledger-peer serve --join`). Returns its pid.
+///
+/// # Errors
+/// The binary cannot be run, or its log or pid file cannot be written.
+pub fn start_peer(
+    layout: &Layout,
+    bins: &Binaries,
+    name: &str,
+    address: &str,
+    join: Option<&str>,
+) -> Result<u32, ClientError> {
+    let mut command = bins.peer_serve(
+        &layout.wallets().join(name),
+        &layout.genesis(),
+        &layout.dir.join(name),
+    );
+    if let Some(source) = join {
+        command.args(["--join", source]);
+    }
+    if let Some(metrics) = port_of(address).and_then(|p| p.checked_add(100)) {
+        command.env(
+            "MEDLEDGER_PEER_METRICS_LISTEN",
+            format!("127.0.0.1:{metrics}"),
+        );
+    }
+    spawn(&layout.dir, name, command)
+}
+
+fn port_of(address: &str) -> Option<u16> {
+    address.rsplit(':').next()?.parse().ok()
+}
+
+/// The name and loopback address the next peer added to `layout` gets: the first
+/// `peerK` no wallet of the network has yet (a removed peer's name is not reused), and the
+/// first free port after the highest peer port that no other part of the network uses
+/// (the CA, the gateway, the peers' metrics).
+///
+/// # Errors
+/// No free port is left below 65,435.
+pub fn next_peer(layout: &Layout) -> Result<(String, String), ClientError> {
+    let names = layout.peer_names();
+    let name = (0..)
+        .map(|k| format!("peer{k}"))
+        .find(|n| !names.contains(n) && !layout.wallets().join(n).exists())
+        .unwrap_or_default();
+    let ports: Vec<u16> = layout.peers.iter().filter_map(|a| port_of(a)).collect();
+    let taken = |p: u16| {
+        ports.contains(&p)
+            || ports.iter().any(|q| q.checked_add(100) == Some(p))
+            || Some(p) == port_of(&layout.ca_listen)
+            || Some(p) == port_of(&layout.gateway_listen)
+    };
+    let first = ports
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or(7060)
+        .saturating_add(1);
+    let port = (first..u16::MAX - 100)
+        .find(|&p| {
+            !taken(p)
+                && !taken(p + 100)
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p + 100)).is_ok()
+        })
+        .ok_or_else(|| net_err("no free port left for another peer"))?;
+    Ok((name, format!("127.0.0.1:{port}")))
+}
+
+/// Waits (at most `timeout`) until peer `name` of the configuration `admin` follows from
+/// `layout`'s peers answers and is linked to every other peer.
+///
+/// # Errors
+/// It stopped, or was not linked in time (its log is named).
+pub async fn wait_linked(
+    layout: &Layout,
+    admin: &Wallet,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    wait_until(&layout.dir, name, timeout, || async {
+        for address in &layout.peers {
+            let Ok(peers) = PeerSet::connect(admin, address).await else {
+                continue;
+            };
+            let index = peers.names().iter().position(|n| n == name)?;
+            return linked(&peers, index).await.map(|_| ());
+        }
+        None
+    })
+    .await
+}
+
 /// Which peers take part in consensus now and how many more may fail
 /// ([`participation::Participation`]), from each peer's own `GetStatus` (2 s each).
 pub async fn participation(layout: &Layout) -> participation::Participation {
-    let names: Vec<String> = (0..layout.peers.len())
-        .map(|i| format!("peer{i}"))
-        .collect();
+    let names = layout.peer_names();
     let mut peers = None;
     if let Ok(admin) = Wallet::open(&layout.admin_wallet()) {
         for address in &layout.peers {
@@ -656,7 +771,7 @@ pub async fn participation(layout: &Layout) -> participation::Participation {
 
 /// [`participation`] through connections already open to every peer of the network.
 pub async fn participation_of(peers: &PeerSet) -> participation::Participation {
-    let names: Vec<String> = (0..peers.n()).map(|i| format!("peer{i}")).collect();
+    let names = peers.names();
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..peers.n() {
         let mut client = peers.peer(i);
@@ -699,8 +814,8 @@ fn create_private_dir(dir: &Path) -> Result<(), ClientError> {
 
 fn component_names(layout: &Layout) -> Vec<(String, String)> {
     let mut names = vec![("ca".to_string(), layout.ca_url())];
-    for (i, address) in layout.peers.iter().enumerate() {
-        names.push((format!("peer{i}"), address.clone()));
+    for (name, address) in layout.peer_names().into_iter().zip(&layout.peers) {
+        names.push((name, address.clone()));
     }
     names.push(("gateway".into(), layout.gateway_listen.clone()));
     names
@@ -727,7 +842,7 @@ pub async fn status(layout: &Layout) -> Vec<Component> {
                 .unwrap_or_default(),
             (_, None) => String::new(),
             (Some(_), Some(admin)) => {
-                if let Some(i) = name.strip_prefix("peer").and_then(|i| i.parse().ok()) {
+                if let Some(i) = layout.peer_names().iter().position(|n| *n == name) {
                     let status = match &peers {
                         Some(peers) => linked(peers, i).await,
                         None => None,
@@ -807,10 +922,16 @@ pub async fn down(layout: &Layout) -> Vec<String> {
         .map(|(n, _)| n)
         .collect();
     names.reverse();
+    stop(&layout.dir, names).await
+}
+
+/// Stops the processes `names` of the network in `dir` (SIGTERM; SIGKILL after 15 s);
+/// returns the names of those that ran and stopped.
+pub async fn stop(dir: &Path, names: Vec<String>) -> Vec<String> {
     let mut stopped = Vec::new();
     let mut waiting: BTreeMap<String, u32> = BTreeMap::new();
     for name in names {
-        if let Some(pid) = running_pid(&layout.dir, &name, program_of(&name)) {
+        if let Some(pid) = running_pid(dir, &name, program_of(&name)) {
             if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
                 let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
             }
@@ -820,9 +941,9 @@ pub async fn down(layout: &Layout) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !waiting.is_empty() {
         waiting.retain(|name, pid| {
-            if running_pid(&layout.dir, name, program_of(name)).is_none() {
+            if running_pid(dir, name, program_of(name)).is_none() {
                 stopped.push(name.clone());
-                let _ = std::fs::remove_file(pid_file(&layout.dir, name));
+                let _ = std::fs::remove_file(pid_file(dir, name));
                 return false;
             }
             if Instant::now() > deadline

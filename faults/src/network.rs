@@ -136,6 +136,7 @@ impl Network {
             peers: (0..n)
                 .map(|i| format!("{}:{PEER_PORT}", fabric.address(i)))
                 .collect(),
+            peer_names: Vec::new(),
             gateway_listen: "127.0.0.1:0".into(),
             store: StoreLayout::Local {
                 dir: dir.join("objects"),

@@ -10,6 +10,8 @@ use std::process::{Command, Output};
 use medledger_devnet::process::{Binaries, GenesisPeer, Process};
 use serde_json::Value;
 
+pub mod local_network;
+
 /// Path of a workspace binary next to the test executable (`target/<profile>/<name>`).
 pub fn binary(name: &str) -> PathBuf {
     static CHECKED: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
@@ -66,6 +68,7 @@ fn checked_binary(name: &str) -> PathBuf {
         "medledger" => (&SDK, &["devnet", "cli", "peer"]),
         "medledger-peer" => (&PEER, &[]),
         "medledger-gateway" => (&SDK, &["storage-gateway"]),
+        "medledger-load" => (&SDK, &["devnet", "bench"]),
         _ => (&PEER, &["deid", "membership", "sdk", "devnet", "cli"]),
     };
     let sources: Vec<&str> = first.iter().chain(own).copied().collect();

@@ -5,124 +5,11 @@
 //! missing or unreferenced object and a tampered block.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use medledger_proto::v1;
-use medledger_tests::{binary, free_ports};
+use medledger_tests::free_ports;
+use medledger_tests::local_network::LocalNetwork as Network;
 use prost::Message;
-use serde_json::Value;
-
-struct Network {
-    dir: tempfile::TempDir,
-}
-
-impl Network {
-    /// `medledger network up --detach` on free loopback ports, with `env` set for it and
-    /// the processes it starts.
-    fn up_with(env: &[(&str, &str)]) -> Network {
-        let net = Network {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let base = free_ports(6);
-        let up_args = [
-            "network".to_string(),
-            "up".into(),
-            "--detach".into(),
-            "--ca-listen".into(),
-            format!("127.0.0.1:{base}"),
-            "--peer-port".into(),
-            (base + 1).to_string(),
-            "--gateway-listen".into(),
-            format!("127.0.0.1:{}", base + 5),
-        ];
-        let up_args: Vec<&str> = up_args.iter().map(String::as_str).collect();
-        let up = net.run_with(None, &up_args, env);
-        assert!(
-            up.status.success(),
-            "{}",
-            String::from_utf8_lossy(&up.stderr)
-        );
-        net
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn wallet(&self, name: &str) -> PathBuf {
-        self.path().join("wallets").join(name)
-    }
-
-    /// `medledger [--wallet W] args` with this network's settings.
-    fn run(&self, wallet: Option<&str>, args: &[&str]) -> Output {
-        self.run_with(wallet, args, &[])
-    }
-
-    /// As [`Network::run`], with `env` set for the command and what it starts.
-    fn run_with(&self, wallet: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let layout: Value = serde_json::from_slice(
-            &std::fs::read(self.path().join("network.json")).unwrap_or_default(),
-        )
-        .unwrap_or(Value::Null);
-        let mut command = Command::new(binary("medledger"));
-        command
-            .env("MEDLEDGER_NETWORK_DIR", self.path())
-            .env("HOME", self.path())
-            .env_remove("MEDLEDGER_WALLET");
-        if let Some(ca) = layout["ca_listen"].as_str() {
-            let port = ca.rsplit(':').next().unwrap_or_default();
-            command.arg("--ca").arg(format!("https://localhost:{port}"));
-        }
-        if let Some(peer) = layout["peers"][0].as_str() {
-            command.arg("--peer").arg(peer);
-        }
-        if let Some(gateway) = layout["gateway_listen"].as_str() {
-            command.arg("--gateway").arg(gateway);
-        }
-        if let Some(w) = wallet {
-            command.arg("--wallet").arg(self.wallet(w));
-        }
-        command.envs(env.iter().copied());
-        command.args(args).output().expect("medledger runs")
-    }
-
-    fn ok(&self, wallet: Option<&str>, args: &[&str]) -> String {
-        let out = self.run(wallet, args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "medledger {args:?} failed:\n{text}");
-        text
-    }
-
-    fn json(&self, wallet: Option<&str>, args: &[&str]) -> Value {
-        let mut with_json = vec!["--json"];
-        with_json.extend_from_slice(args);
-        let text = self.ok(wallet, &with_json);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
-    }
-
-    /// `ledger verify`, expected to fail: its report.
-    fn verify_fails(&self, args: &[&str]) -> String {
-        let mut all = vec!["ledger", "verify"];
-        all.extend_from_slice(args);
-        let out = self.run(None, &all);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            !out.status.success(),
-            "verify passed but must fail:\n{text}"
-        );
-        text
-    }
-}
-
-impl Drop for Network {
-    fn drop(&mut self) {
-        let _ = self.run(None, &["network", "down"]);
-    }
-}
 
 fn flip_byte(path: &Path, at: usize) -> Vec<u8> {
     let original = std::fs::read(path).unwrap();
@@ -202,9 +89,7 @@ fn tamper_block(data_dir: &Path, number: u64, change: impl FnOnce(&mut v1::Block
 
 #[test]
 fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
-    let net = Network {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let net = Network::empty();
     let base = free_ports(6);
     let (ca, peers, gateway) = (base, base + 1, base + 5);
     let up_args = [

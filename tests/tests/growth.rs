@@ -1,0 +1,147 @@
+//! The local network changes its peers under load (issue 19 item 4, docs/adr/0011):
+//! `medledger network up` starts four peers, `medledger-load` keeps clinicians and patients
+//! busy, and `medledger network add-peer` grows the network to seven, one peer per change
+//! (at most f are added at once); then `network remove-peer` and `add-peer` replace one.
+//! Nothing the load was told committed is lost, nothing it sent is refused, every peer
+//! holds one chain, the auditor verifies it across every change, and after a restart a new
+//! client follows every configuration link, each proven by its own epoch's replicas.
+//!
+//! Until the fault runs under reconfiguration are done, membership changes are accepted
+//! only by debug builds given `MEDLEDGER_MEMBERSHIP_CHANGES=1`: this test's.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
+use medledger_tests::binary;
+use medledger_tests::local_network::LocalNetwork;
+use serde_json::Value;
+
+/// Seconds of measured load: long enough to cover the three additions.
+const LOAD_SECONDS: &str = "60";
+
+#[test]
+fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
+    // SAFETY: set before any thread of this test binary (it holds this one test) starts; the
+    // processes it starts inherit it.
+    unsafe { std::env::set_var(MEMBERSHIP_CHANGES_ENV, "1") };
+    let net = LocalNetwork::up_with(&[]);
+    let results = net.path().join("load.jsonl");
+    let log = std::fs::File::create(net.path().join("load.log")).unwrap();
+    let mut load = Command::new(binary("medledger-load"))
+        .args(["--network-dir", net.path().to_str().unwrap()])
+        .args(["--clients", "8", "--identities", "8", "--warmup", "3"])
+        .args(["--duration", LOAD_SECONDS, "--label", "growth"])
+        .args(["--json-out", results.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("medledger-load runs");
+    // The load has set up its identities once the ledger grows by itself.
+    let start = height(&net);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while height(&net) < start + 20 {
+        assert!(Instant::now() < deadline, "the load never started");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // 4 → 7, one peer per change.
+    for (added, peers) in [("peer4", 5), ("peer5", 6), ("peer6", 7)] {
+        let out = net.json(None, &["network", "add-peer"]);
+        assert_eq!(out["name"], added, "{out}");
+        assert_eq!(out["peers"].as_array().unwrap().len(), peers, "{out}");
+    }
+    let status = net.json(None, &["network", "status"]);
+    assert_eq!(status["all_running"], true, "{status}");
+    assert_eq!(status["more_may_fail"], 2, "{status}");
+    assert!(
+        load_still_runs(&mut load),
+        "the additions outlasted the load"
+    );
+
+    let finished = load.wait().unwrap();
+    let report = std::fs::read_to_string(net.path().join("load.log")).unwrap_or_default();
+    assert!(finished.success(), "{report}");
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(&results)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(line["committed"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(line["unsealed_after_drain"], 0, "{report}");
+    let done: u64 = line["statuses"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let ok: u64 = line["done_by_op"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(done, ok, "operations failed across the changes: {report}");
+
+    // A peer replaced: removed (stopped, its ledger kept), another added in its place.
+    let out = net.json(None, &["network", "remove-peer", "peer1"]);
+    assert_eq!(out["stopped"], true, "{out}");
+    let out = net.json(None, &["network", "add-peer"]);
+    assert_eq!(out["name"], "peer7", "{out}");
+    let status = net.json(None, &["network", "status"]);
+    let names: Vec<&str> = status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ca", "peer0", "peer2", "peer3", "peer4", "peer5", "peer6", "peer7", "gateway"
+        ],
+        "{status}"
+    );
+    assert_eq!(status["all_running"], true, "{status}");
+
+    // One chain, verified by the auditor across every change from the genesis (the blocks:
+    // the load records items whose files it never uploads).
+    let report = net.json(None, &["ledger", "verify", "--skip-objects"]);
+    assert_eq!(report["ok"], true, "{report}");
+
+    // Restarted, every peer proves each configuration link with the votes of the replicas
+    // of that link's own epoch (three replica sets ago, some of them): a new client follows
+    // the whole chain.
+    net.ok(None, &["network", "down"]);
+    net.ok(None, &["network", "up", "--detach"]);
+    let shown = net.json(None, &["admin", "config", "show"]);
+    assert_eq!(shown["sequence"], 5, "{shown}");
+    assert_eq!(
+        shown["peers"],
+        serde_json::json!([
+            "peer0", "peer2", "peer3", "peer4", "peer5", "peer6", "peer7"
+        ]),
+        "{shown}"
+    );
+}
+
+/// The ledger's height as `network status` reports it for the first peer.
+fn height(net: &LocalNetwork) -> u64 {
+    let status = net.json(None, &["network", "status"]);
+    status["components"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "peer0"))
+        .and_then(|c| c["detail"].as_str())
+        .and_then(|d| d.strip_prefix("height "))
+        .and_then(|d| d.split(',').next())
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(0)
+}
+
+fn load_still_runs(load: &mut std::process::Child) -> bool {
+    matches!(load.try_wait(), Ok(None))
+}
