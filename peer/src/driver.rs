@@ -748,11 +748,16 @@ impl Driver {
         let Some((asked, up_to, had)) = self.catching_up else {
             return;
         };
+        // Only the replica asked ends or continues the catch-up: a reply from another (a
+        // block read by `left_behind`, a stray or a liar's) says nothing of it.
+        if from != asked {
+            return;
+        }
         let done = self.replica.last_executed();
         if done >= up_to || done <= had {
             // Finished, or the reply did not help: checkpoints and probes take over.
             self.catching_up = None;
-        } else if asked == from {
+        } else {
             self.catching_up = Some((asked, up_to, done));
             self.network.send(
                 from,

@@ -210,21 +210,29 @@ pub async fn catch_up(
     Ok(())
 }
 
-/// Waits until one of `named` (the peers the operator gave with `--join`) holds this peer's
-/// head block: its header hash is the same (then `Ok`), or another (a fork: `Err`). Asked
-/// again every second while none answers with that block.
+/// The file in a peer's data directory while it joins: written before it catches up,
+/// removed once a named peer confirmed the block it reached. A peer started with it present
+/// confirms its head before it takes part, even if it already is one of the replicas (it
+/// was stopped between the two).
+pub const UNCONFIRMED_JOIN: &str = "JOIN-UNCONFIRMED";
+
+/// Waits until one of `named` (the peers the operator gave with `--join`) confirms this
+/// peer's head: it holds the same header at this peer's height (`Ok`). A named peer behind
+/// this one is compared at its own height: the same header there (the headers chain, so the
+/// whole prefix is the same) means waiting for it to catch up; another header anywhere
+/// means the blocks this peer fetched are a fork (`Err`), however long the fork is. Asked
+/// again every second while none confirms.
 ///
 /// # Errors
-/// [`JoinError::Fork`]: a named peer holds another block at that height; `Ledger`: this
-/// peer's own storage failed.
+/// [`JoinError::Fork`]: a named peer holds another block at a height both have; `Ledger`:
+/// this peer's own storage failed.
 pub async fn confirm_head(
     ledger: &Ledger,
     named: &[String],
     tls: Arc<rustls::ClientConfig>,
     revoked: medledger_tls::SharedRevocations,
 ) -> Result<(), JoinError> {
-    let number = ledger.height();
-    let ours = header_hash(&ledger.header(number)?);
+    let ours = ledger.height();
     let mut said_waiting = false;
     loop {
         for source in named {
@@ -233,30 +241,35 @@ pub async fn confirm_head(
                 continue;
             };
             let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
-            let call = client.get_block(v1::GetBlockRequest { number });
+            let status = client.get_status(v1::GetStatusRequest {});
+            let Ok(Ok(status)) = tokio::time::timeout(CALL_TIMEOUT, status).await else {
+                continue;
+            };
+            let at = ours.min(status.into_inner().height);
+            let call = client.get_block(v1::GetBlockRequest { number: at });
             let Ok(Ok(block)) = tokio::time::timeout(CALL_TIMEOUT, call).await else {
                 continue;
             };
-            match block.into_inner().header.as_ref().map(header_hash) {
-                Some(theirs) if theirs == ours => {
-                    tracing::info!(%source, block = number, "the peer named to join through holds the block reached");
-                    return Ok(());
-                }
-                Some(_) => {
-                    return Err(JoinError::Fork {
-                        peer: source.clone(),
-                        number,
-                    });
-                }
-                None => {}
+            let Some(theirs) = block.into_inner().header.as_ref().map(header_hash) else {
+                continue;
+            };
+            if theirs != header_hash(&ledger.header(at)?) {
+                return Err(JoinError::Fork {
+                    peer: source.clone(),
+                    number: at,
+                });
+            }
+            if at == ours {
+                tracing::info!(%source, block = ours, "a peer named to join through holds the block reached");
+                return Ok(());
             }
         }
         if !said_waiting {
             said_waiting = true;
             tracing::info!(
-                block = number,
+                block = ours,
                 ?named,
-                "waiting for a peer named with --join to confirm the block reached"
+                "waiting for a peer named with --join to hold the block reached"
             );
         }
         tokio::time::sleep(IDLE_WAIT).await;

@@ -48,9 +48,12 @@ pub struct LeftBehind {
 impl LeftBehind {
     /// Runs until aborted: while a peer of this one's replica set refuses it, fetches the
     /// blocks after this peer's height from the refusing peers, one after the other, until
-    /// one of them gives a block.
+    /// one of them gives the next blocks in order. Each round starts with the next refusing
+    /// peer (a liar that answers first with blocks the core refuses delays the others by one
+    /// round, not for ever).
     pub async fn run(self) {
         let mut said = false;
+        let mut turn: usize = 0;
         loop {
             tokio::time::sleep(INTERVAL).await;
             let refusing = self.network.refusing();
@@ -66,7 +69,10 @@ impl LeftBehind {
                     "replicas refuse this one: reading the blocks it lacks from them"
                 );
             }
-            for (replica, address, tls) in refusing {
+            turn = turn.wrapping_add(1);
+            let first = turn % refusing.len();
+            let (before, after) = refusing.split_at(first);
+            for (replica, address, tls) in after.iter().chain(before).cloned() {
                 match self.fetch(replica, &address, tls).await {
                     Ok(0) => {}
                     Ok(given) => {
@@ -94,8 +100,9 @@ impl LeftBehind {
             .map_err(|_| "connecting took too long".to_string())?
             .map_err(|e| e.to_string())?;
         let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
+        let from = self.ledger.height().saturating_add(1);
         let call = client.get_blocks(v1::GetBlocksRequest {
-            from: self.ledger.height().saturating_add(1),
+            from,
             limit: BLOCKS_PER_CALL,
         });
         let blocks = tokio::time::timeout(CALL_TIMEOUT, call)
@@ -106,13 +113,7 @@ impl LeftBehind {
             .blocks;
         let epoch = self.configuration.epoch().1.seq;
         let mut given = 0;
-        for block in &blocks {
-            // A block that is not a certified batch is not given on: the core would refuse
-            // it, and those after it are out of order.
-            let Some(batch) = crate::state_transfer::certified_batch(block) else {
-                break;
-            };
-            let bytes = prost::Message::encoded_len(block);
+        for (batch, bytes) in asked_for(from, &blocks) {
             let reply = pbft::Message::FetchReply {
                 batches: vec![batch],
                 checkpoint: pbft::CheckpointProof::default(),
@@ -123,5 +124,64 @@ impl LeftBehind {
             given += 1;
         }
         Ok(given)
+    }
+}
+
+/// The certified batches of `blocks` (an answer to a request for blocks from `from` on) that
+/// were asked for, in order, each with its block's encoded size: the first [`BLOCKS_PER_CALL`]
+/// at most, stopping at the first block out of place or without a certified batch. Anything
+/// else is not given on (the core would skip or refuse it) and costs the liar its turn.
+fn asked_for(from: u64, blocks: &[v1::Block]) -> Vec<(pbft::CommittedBatch, usize)> {
+    let mut batches = Vec::new();
+    for (expected, block) in (from..).zip(blocks.iter().take(BLOCKS_PER_CALL as usize)) {
+        if block.header.as_ref().map(|h| h.number) != Some(expected) {
+            break;
+        }
+        let Some(batch) = crate::state_transfer::certified_batch(block) else {
+            break;
+        };
+        batches.push((batch, prost::Message::encoded_len(block)));
+    }
+    batches
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A block numbered `number` carrying an empty batch under a commit certificate (its
+    /// signatures are the core's to check).
+    fn block(number: u64) -> v1::Block {
+        v1::Block {
+            header: Some(v1::BlockHeader {
+                number,
+                ..Default::default()
+            }),
+            certificate: Some(v1::CommitCertificate::default()),
+            ..Default::default()
+        }
+    }
+
+    /// Red team of the left-behind reader: a liar answering first with an old block (or a
+    /// flood of them) must not count as progress, nor be given on.
+    #[test]
+    fn only_the_blocks_asked_for_in_order_are_given_on() {
+        let numbers = |from: u64, blocks: &[v1::Block]| -> Vec<u64> {
+            asked_for(from, blocks).iter().map(|(b, _)| b.seq).collect()
+        };
+        let run: Vec<v1::Block> = (5..40).map(block).collect();
+        assert_eq!(
+            numbers(5, &run),
+            (5..5 + u64::from(BLOCKS_PER_CALL)).collect::<Vec<_>>()
+        );
+        // An old block first: nothing.
+        assert_eq!(numbers(6, &run), Vec::<u64>::new());
+        // A gap: up to it.
+        let gapped = vec![block(5), block(6), block(8)];
+        assert_eq!(numbers(5, &gapped), vec![5, 6]);
+        // A block with no certificate: up to it.
+        let mut broken = vec![block(5), block(6), block(7)];
+        broken[1].certificate = None;
+        assert_eq!(numbers(5, &broken), vec![5]);
     }
 }

@@ -116,36 +116,35 @@ pub async fn run(
     };
     let member = |c: &Configuration| c.peer_keys.contains(&enrolled.signing_key);
     let mut configuration = in_force()?;
-    if !member(&configuration) {
-        if config.join.is_empty() {
+    // A join not confirmed yet (stopped between catching up and the confirmation) is
+    // confirmed before anything else, member or not.
+    let marker = config.data_dir.join(crate::join::UNCONFIRMED_JOIN);
+    let unconfirmed = marker.exists();
+    if (unconfirmed || !member(&configuration)) && config.join.is_empty() {
+        if unconfirmed {
             bail!(
-                "{} is not one of the peers of the configuration in force (configuration {}, \
-                 at block {}); its peers are: {}. A peer the admins are adding starts with \
-                 --join HOST:PORT (a peer to catch up from)",
-                enrolled.name,
-                configuration.sequence,
-                ledger.height(),
-                configuration
-                    .peers
-                    .iter()
-                    .map(|p| p.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "{} joined the network, but no peer named with --join confirmed the block it \
+                 reached (it was stopped first); start it again with --join HOST:PORT (a peer \
+                 you trust)",
+                enrolled.name
             );
         }
-        // A joining peer: it catches up, checking every block, until the configuration
-        // that adds it (docs/adr/0011 §6).
-        let sources: Vec<String> = config
-            .join
-            .iter()
-            .cloned()
-            .chain(configuration.peers.iter().map(|p| p.address.clone()))
-            .collect();
-        tracing::info!(
-            height = ledger.height(),
-            ?sources,
-            "not one of the replicas in force: catching up until the peers take this one in"
+        bail!(
+            "{} is not one of the peers of the configuration in force (configuration {}, at \
+             block {}); its peers are: {}. A peer the admins are adding starts with --join \
+             HOST:PORT (a peer to catch up from)",
+            enrolled.name,
+            configuration.sequence,
+            ledger.height(),
+            configuration
+                .peers
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+    }
+    if unconfirmed || !member(&configuration) {
         let tls = {
             let verifier = medledger_tls::EnrollmentServerVerifier::new(
                 genesis.root.clone(),
@@ -160,19 +159,37 @@ pub async fn run(
                 provider.clone(),
             )?)
         };
-        crate::join::catch_up(
-            &ledger,
-            &validator,
-            &revocations,
-            &enrolled.signing_key,
-            &sources,
-            tls.clone(),
-            revocations.serials.clone(),
-        )
-        .await?;
+        if !member(&configuration) {
+            // A joining peer: it catches up, checking every block, until the configuration
+            // that adds it (docs/adr/0011 §6).
+            std::fs::write(&marker, b"")
+                .with_context(|| format!("writing {}", marker.display()))?;
+            let sources: Vec<String> = config
+                .join
+                .iter()
+                .cloned()
+                .chain(configuration.peers.iter().map(|p| p.address.clone()))
+                .collect();
+            tracing::info!(
+                height = ledger.height(),
+                ?sources,
+                "not one of the replicas in force: catching up until the peers take this one in"
+            );
+            crate::join::catch_up(
+                &ledger,
+                &validator,
+                &revocations,
+                &enrolled.signing_key,
+                &sources,
+                tls.clone(),
+                revocations.serials.clone(),
+            )
+            .await?;
+        }
         // Certified is not enough across ended epochs (a fork signed with retired keys):
-        // the peers the operator named must hold the block reached.
+        // a peer the operator named must hold the block reached.
         crate::join::confirm_head(&ledger, &config.join, tls, revocations.serials.clone()).await?;
+        std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
         configuration = in_force()?;
     }
     // The replicas in force: the configuration's, in the epoch that started at the last

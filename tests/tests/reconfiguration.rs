@@ -132,6 +132,28 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
     );
     net.peers.push(joined);
     assert!(net.peers[5].blocks().len() as u64 > added_at);
+    // Its head confirmed by the peer named with --join, the join is over.
+    // (`medledger_peer::join::UNCONFIRMED_JOIN`.)
+    let marker = net.peers[5].data_dir.join("JOIN-UNCONFIRMED");
+    assert!(!marker.exists());
+    // A joiner stopped before a named peer confirmed the block it reached (as if it were)
+    // does not take part on that chain until one does: without --join it refuses to
+    // start; with it, it confirms and goes on.
+    net.peers[5].terminate();
+    std::fs::write(&marker, b"").unwrap();
+    let refused = medledger_tests::binaries()
+        .peer_serve(&net.wallet("peer5"), &net.genesis, &net.peers[5].data_dir)
+        .args(["--listen", &address])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no peer named with --join confirmed"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    net.peers[5].restart();
+    assert!(!marker.exists());
     // The five (peer0, peer2, peer3, peer4, peer5) order on, through the one that joined.
     let last = change(&net, 5, &["--max-tx-lifetime-ms", "100000"]);
     let shown = net
