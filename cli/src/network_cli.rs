@@ -37,6 +37,16 @@ pub enum NetworkCommand {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Rotate a peer's signing key: stop it, renew its certificate with a new key (the CA
+    /// revokes the old one), change the configuration to replace the old key by the new
+    /// one (same name and address; it becomes the last replica), and start it again with
+    /// --join on its own ledger, which it brings up to date across the change.
+    RekeyPeer {
+        /// The peer's name (as `network status` shows it).
+        name: String,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     /// Pin the wallet to the network whose genesis block is given (from its administrator):
     /// the wallet then talks only to that network's peers and refuses any other.
     Pin {
@@ -253,6 +263,9 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
         NetworkCommand::RemovePeer { name, dir } => {
             remove_peer(Layout::read(&dir.resolve())?, name).await
         }
+        NetworkCommand::RekeyPeer { name, dir } => {
+            rekey_peer(Layout::read(&dir.resolve())?, name).await
+        }
         NetworkCommand::Down(dir) => {
             let layout = Layout::read(&dir.resolve())?;
             let stopped = network::down(&layout).await;
@@ -337,7 +350,8 @@ async fn add_peer(layout: &Layout) -> Result<Output, ClientError> {
     })
 }
 
-async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
+/// The index of peer `name` in `layout`, and the address of another peer to go through.
+fn peer_and_other(layout: &Layout, name: &str) -> Result<(usize, String), ClientError> {
     let names = layout.peer_names();
     let Some(index) = names.iter().position(|n| n == name) else {
         return Err(ClientError::Usage(format!(
@@ -352,6 +366,65 @@ async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> 
         .find(|(i, _)| *i != index)
         .map(|(_, a)| a.clone())
         .unwrap_or_default();
+    Ok((index, via))
+}
+
+async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
+    let (index, via) = peer_and_other(&layout, name)?;
+    let address = layout.peers[index].clone();
+    let (admin, _) = admins(&layout)?;
+    network::stop(&layout.dir, vec![name.to_string()]).await;
+    let mut wallet = Wallet::open(&layout.wallets().join(name))?;
+    let old_key = hex::encode(wallet.signing.verifying_key().to_bytes());
+    medledger_sdk::reenroll(
+        &layout.ca_url(),
+        &mut wallet,
+        medledger_sdk::Renewal {
+            new_signing_key: true,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let new_key = hex::encode(wallet.signing.verifying_key().to_bytes());
+    // Stopped and its old certificate revoked: if the change fails here, running this
+    // again renews once more and retries it.
+    let block = change_peers(
+        &layout,
+        &via,
+        &config_cli::Changes {
+            remove_peers: vec![name.to_string()],
+            add_peers: vec![(wallet.dir.join("cert.pem"), address.clone())],
+            valid_for_hours: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    // Replica ids follow the configuration's order: it is the last one now.
+    let mut moved = layout.clone();
+    moved.peer_names = layout.peer_names();
+    moved.peers.remove(index);
+    moved.peer_names.remove(index);
+    moved.peers.push(address.clone());
+    moved.peer_names.push(name.to_string());
+    moved.write()?;
+    let bins = network::process::Binaries {
+        dir: network::sibling_bin_dir(),
+    };
+    network::start_peer(&moved, &bins, name, &address, Some(&via))?;
+    network::wait_linked(&moved, &admin, name, std::time::Duration::from_secs(120)).await?;
+    Ok(Output {
+        text: format!(
+            "{name} signs with a new key ({new_key}, was {old_key}): the configuration that \
+             replaces its key committed in block {block}; it is running again, caught up and \
+             linked to every other peer."
+        ),
+        json: json!({"name": name, "block": block, "old_key": old_key, "new_key": new_key, "peers": moved.peer_names}),
+    })
+}
+
+async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
+    let names = layout.peer_names();
+    let (index, via) = peer_and_other(&layout, name)?;
     let block = change_peers(
         &layout,
         &via,

@@ -625,12 +625,10 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
         || async { PeerSet::connect(&admin, layout.first_peer()).await.ok() },
     )
     .await?;
-    for i in 0..layout.peers.len() {
-        let peers = &peers;
-        wait_until(&dir, &layout.peer_name(i), Duration::from_secs(60), || {
-            linked(peers, i)
-        })
-        .await?;
+    // Each peer by its name among the peers in force (a client that has not followed every
+    // configuration link yet knows other peers at those ids).
+    for name in layout.peer_names() {
+        wait_linked(&layout, &admin, &name, Duration::from_secs(60)).await?;
     }
 
     // The gateway.
@@ -842,10 +840,14 @@ pub async fn status(layout: &Layout) -> Vec<Component> {
                 .unwrap_or_default(),
             (_, None) => String::new(),
             (Some(_), Some(admin)) => {
-                if let Some(i) = layout.peer_names().iter().position(|n| *n == name) {
-                    let status = match &peers {
-                        Some(peers) => linked(peers, i).await,
-                        None => None,
+                if layout.peer_names().contains(&name) {
+                    // By its name among the peers in force the client follows.
+                    let index = peers
+                        .as_ref()
+                        .and_then(|p| p.names().iter().position(|n| *n == name));
+                    let status = match (&peers, index) {
+                        (Some(peers), Some(i)) => linked(peers, i).await,
+                        _ => None,
                     };
                     match status {
                         Some(s) => format!(

@@ -1,7 +1,8 @@
 //! The local network changes its peers under load (issue 19 item 4, docs/adr/0011):
 //! `medledger network up` starts four peers, `medledger-load` keeps clinicians and patients
 //! busy, and `medledger network add-peer` grows the network to seven, one peer per change
-//! (at most f are added at once); then `network remove-peer` and `add-peer` replace one.
+//! (at most f are added at once); then `network remove-peer` and `add-peer` replace one,
+//! and `network rekey-peer` rotates a peer's signing key.
 //! Nothing the load was told committed is lost, nothing it sent is refused, every peer
 //! holds one chain, the auditor verifies it across every change, and after a restart a new
 //! client follows every configuration link, each proven by its own epoch's replicas.
@@ -108,6 +109,13 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
     );
     assert_eq!(status["all_running"], true, "{status}");
 
+    // A peer's signing key rotated: its old certificate revoked, the same name and address
+    // with the new key (now the last replica), its own ledger brought up to date.
+    let out = net.json(None, &["network", "rekey-peer", "peer3"]);
+    assert_ne!(out["old_key"], out["new_key"], "{out}");
+    let status = net.json(None, &["network", "status"]);
+    assert_eq!(status["all_running"], true, "{status}");
+
     // One chain, verified by the auditor across every change from the genesis (the blocks:
     // the load records items whose files it never uploads).
     let report = net.json(None, &["ledger", "verify", "--skip-objects"]);
@@ -119,11 +127,11 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
     net.ok(None, &["network", "down"]);
     net.ok(None, &["network", "up", "--detach"]);
     let shown = net.json(None, &["admin", "config", "show"]);
-    assert_eq!(shown["sequence"], 5, "{shown}");
+    assert_eq!(shown["sequence"], 6, "{shown}");
     assert_eq!(
         shown["peers"],
         serde_json::json!([
-            "peer0", "peer2", "peer3", "peer4", "peer5", "peer6", "peer7"
+            "peer0", "peer2", "peer4", "peer5", "peer6", "peer7", "peer3"
         ]),
         "{shown}"
     );
