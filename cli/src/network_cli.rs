@@ -330,16 +330,9 @@ async fn add_peer(layout: &Layout) -> Result<Output, ClientError> {
     )
     .await?;
     // The layout follows the configuration as soon as it is committed.
-    let mut grown = layout.clone();
-    grown.peer_names = layout.peer_names();
-    grown.peers.push(address.clone());
-    grown.peer_names.push(name.clone());
+    let grown = layout.with_peers_changed(None, Some((&name, &address)));
     grown.write()?;
-    let bins = network::process::Binaries {
-        dir: network::sibling_bin_dir(),
-    };
-    network::start_peer(&grown, &bins, &name, &address, Some(&via))?;
-    network::wait_linked(&grown, &admin, &name, std::time::Duration::from_secs(120)).await?;
+    join_and_link(&grown, &admin, &name, &address, &via).await?;
     Ok(Output {
         text: format!(
             "Added {name} at {address}: the configuration that adds it committed in block \
@@ -367,6 +360,22 @@ fn peer_and_other(layout: &Layout, name: &str) -> Result<(usize, String), Client
         .map(|(_, a)| a.clone())
         .unwrap_or_default();
     Ok((index, via))
+}
+
+/// Starts peer `name` of `layout` at `address` with `--join via`, and waits (2 min at most)
+/// until it is linked to every other peer.
+async fn join_and_link(
+    layout: &Layout,
+    admin: &Wallet,
+    name: &str,
+    address: &str,
+    via: &str,
+) -> Result<(), ClientError> {
+    let bins = network::process::Binaries {
+        dir: network::sibling_bin_dir(),
+    };
+    network::start_peer(layout, &bins, name, address, Some(via))?;
+    network::wait_linked(layout, admin, name, std::time::Duration::from_secs(120)).await
 }
 
 async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
@@ -400,18 +409,9 @@ async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
     )
     .await?;
     // Replica ids follow the configuration's order: it is the last one now.
-    let mut moved = layout.clone();
-    moved.peer_names = layout.peer_names();
-    moved.peers.remove(index);
-    moved.peer_names.remove(index);
-    moved.peers.push(address.clone());
-    moved.peer_names.push(name.to_string());
+    let moved = layout.with_peers_changed(Some(index), Some((name, &address)));
     moved.write()?;
-    let bins = network::process::Binaries {
-        dir: network::sibling_bin_dir(),
-    };
-    network::start_peer(&moved, &bins, name, &address, Some(&via))?;
-    network::wait_linked(&moved, &admin, name, std::time::Duration::from_secs(120)).await?;
+    join_and_link(&moved, &admin, name, &address, &via).await?;
     Ok(Output {
         text: format!(
             "{name} signs with a new key ({new_key}, was {old_key}): the configuration that \
@@ -423,7 +423,6 @@ async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
 }
 
 async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
-    let names = layout.peer_names();
     let (index, via) = peer_and_other(&layout, name)?;
     let block = change_peers(
         &layout,
@@ -435,10 +434,7 @@ async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> 
         },
     )
     .await?;
-    let mut shrunk = layout.clone();
-    shrunk.peer_names = names;
-    shrunk.peers.remove(index);
-    shrunk.peer_names.remove(index);
+    let shrunk = layout.with_peers_changed(Some(index), None);
     shrunk.write()?;
     let stopped = network::stop(&layout.dir, vec![name.to_string()]).await;
     Ok(Output {

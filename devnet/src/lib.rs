@@ -145,6 +145,22 @@ impl Layout {
         (0..self.peers.len()).map(|i| self.peer_name(i)).collect()
     }
 
+    /// This layout with the peer at `index` taken out (`None`: none) and peer `name` at
+    /// `address` added last, if any: a configuration change's peers, in replica order.
+    pub fn with_peers_changed(&self, index: Option<usize>, added: Option<(&str, &str)>) -> Layout {
+        let mut changed = self.clone();
+        changed.peer_names = self.peer_names();
+        if let Some(i) = index {
+            changed.peers.remove(i);
+            changed.peer_names.remove(i);
+        }
+        if let Some((name, address)) = added {
+            changed.peers.push(address.to_string());
+            changed.peer_names.push(name.to_string());
+        }
+        changed
+    }
+
     /// Reads `dir/network.json`.
     pub fn read(dir: &Path) -> Result<Layout, ClientError> {
         let path = dir.join("network.json");

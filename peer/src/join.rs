@@ -32,12 +32,30 @@ use crate::validate::Validator;
 /// Blocks asked for per call (a peer answers at most its own limit).
 const BLOCKS_PER_CALL: u32 = 100;
 /// Largest answer taken from a source (a peer sends at most 8 MiB and one block more).
-const MAX_ANSWER_BYTES: usize = 64 << 20;
+pub(crate) const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// How long to wait before asking every source again when none had a block more.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// How long one source may take to connect or to answer one call: a source that stalls is
 /// passed over.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client of the `Ledger` service of the peer at `source`, dialed with `tls` (checking
+/// `revoked`) within [`CALL_TIMEOUT`], taking answers of up to [`MAX_ANSWER_BYTES`].
+///
+/// # Errors
+/// The peer could not be reached in time (the words say why).
+pub(crate) async fn ledger_client(
+    source: &str,
+    tls: Arc<rustls::ClientConfig>,
+    revoked: medledger_tls::SharedRevocations,
+) -> Result<LedgerClient<tonic::transport::Channel>, String> {
+    let connect = medledger_tls::connect(source, tls, revoked);
+    let channel = tokio::time::timeout(CALL_TIMEOUT, connect)
+        .await
+        .map_err(|_| "connecting took too long".to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
+}
 
 /// Why a fetched block was refused (the source is passed over).
 #[derive(Debug, thiserror::Error)]
@@ -146,12 +164,10 @@ pub async fn catch_up(
     while !member()? {
         let mut progressed = false;
         for source in sources {
-            let connect = medledger_tls::connect(source, tls.clone(), revoked.clone());
-            let Ok(Ok(channel)) = tokio::time::timeout(CALL_TIMEOUT, connect).await else {
+            let Ok(mut client) = ledger_client(source, tls.clone(), revoked.clone()).await else {
                 tracing::debug!(%source, "cannot reach a peer to catch up from");
                 continue;
             };
-            let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
             loop {
                 let from = ledger.height().saturating_add(1);
                 let call = client.get_blocks(v1::GetBlocksRequest {
@@ -236,11 +252,9 @@ pub async fn confirm_head(
     let mut said_waiting = false;
     loop {
         for source in named {
-            let connect = medledger_tls::connect(source, tls.clone(), revoked.clone());
-            let Ok(Ok(channel)) = tokio::time::timeout(CALL_TIMEOUT, connect).await else {
+            let Ok(mut client) = ledger_client(source, tls.clone(), revoked.clone()).await else {
                 continue;
             };
-            let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
             let status = client.get_status(v1::GetStatusRequest {});
             let Ok(Ok(status)) = tokio::time::timeout(CALL_TIMEOUT, status).await else {
                 continue;

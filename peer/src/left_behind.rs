@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use medledger_pbft as pbft;
 use medledger_proto::v1;
-use medledger_proto::v1::ledger_client::LedgerClient;
 
 use crate::execute::ConfigurationInForce;
 use crate::inputs::Inputs;
+use crate::join::{CALL_TIMEOUT, ledger_client};
 use crate::ledger::Ledger;
 use crate::network::Network;
 
@@ -31,10 +31,6 @@ use crate::network::Network;
 const INTERVAL: Duration = Duration::from_secs(1);
 /// Blocks asked for per call.
 const BLOCKS_PER_CALL: u32 = 16;
-/// Largest answer taken (a peer sends at most 8 MiB and one block more).
-const MAX_ANSWER_BYTES: usize = 64 << 20;
-/// How long one peer may take to connect or to answer: one that stalls is passed over.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the follower needs of the node.
 pub struct LeftBehind {
@@ -94,12 +90,7 @@ impl LeftBehind {
         address: &str,
         tls: Arc<rustls::ClientConfig>,
     ) -> Result<usize, String> {
-        let connect = medledger_tls::connect(address, tls, self.revoked.clone());
-        let channel = tokio::time::timeout(CALL_TIMEOUT, connect)
-            .await
-            .map_err(|_| "connecting took too long".to_string())?
-            .map_err(|e| e.to_string())?;
-        let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
+        let mut client = ledger_client(address, tls, self.revoked.clone()).await?;
         let from = self.ledger.height().saturating_add(1);
         let call = client.get_blocks(v1::GetBlocksRequest {
             from,
