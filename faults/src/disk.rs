@@ -202,9 +202,21 @@ impl Disk {
                 let _ = std::fs::write(group.join(file), format!("{} 0\n", self.device));
             }
         }
-        let served = served_bytes(&cgroup, None).saturating_add(
-            served_bytes(Path::new(BLKIO), Some(&self.device)).saturating_sub(self.root_before),
-        );
+        // The counters count an I/O once it leaves the throttle: a peer slowed to a
+        // standstill (its first writes after a restart larger than the throttle passes while
+        // the fault lasts) counts nothing until the limits are off. Its held I/O leaves
+        // then, so wait for it a little before calling the throttle idle.
+        let count = || {
+            served_bytes(&cgroup, None).saturating_add(
+                served_bytes(Path::new(BLKIO), Some(&self.device)).saturating_sub(self.root_before),
+            )
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut served = count();
+        while served == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            served = count();
+        }
         let procs = std::fs::read_to_string(cgroup.join("cgroup.procs")).unwrap_or_default();
         for pid in procs.lines() {
             let _ = std::fs::write(Path::new(BLKIO).join("cgroup.procs"), format!("{pid}\n"));
