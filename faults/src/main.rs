@@ -408,6 +408,13 @@ async fn run_episode(
             .max()
             .unwrap_or(0);
         let fault = Fault::draw_of(&mut rng, network.peers.len(), primary, kinds);
+        let height_of = |standings: &[Option<network::Standing>], peer: usize| {
+            standings.get(peer).and_then(|s| s.as_ref()).map(|s| s.height)
+        };
+        let slowed_from = match fault {
+            Fault::SlowDisk { peer, .. } => height_of(&standings, peer),
+            _ => None,
+        };
         let hold = Duration::from_millis(rng.gen_range(2_000..6_000));
         println!(
             "episode {index} cycle {cycle}: {fault:?} for {} ms",
@@ -482,7 +489,25 @@ async fn run_episode(
             .max()
             .unwrap_or(0)
             .max(at_inject);
-        fault.heal(&mut network).await?;
+        let slowed_to = match fault {
+            Fault::SlowDisk { peer, .. } => height_of(&network.standings(&client).await, peer),
+            _ => None,
+        };
+        if let Some((peer, 0)) = fault.heal(&mut network).await? {
+            // The throttle counted nothing. That proves the fault missing only if the peer
+            // committed meanwhile (a commit writes); a peer that had nothing to write (still
+            // linking up after a restart) was not slowed, and was not meant to show it.
+            match (slowed_from, slowed_to) {
+                (Some(from), Some(to)) if to > from => failures.push(format!(
+                    "cycle {cycle}: peer{peer} committed {from}..{to} while its disk was slowed, \
+                     but none of its I/O went through the throttle"
+                )),
+                _ => println!(
+                    "  peer{peer} committed nothing while slowed (heights {slowed_from:?} to \
+                     {slowed_to:?}): nothing for the throttle to slow"
+                ),
+            }
+        }
         // What a store fault took is back: every acknowledged upload is there as uploaded.
         if let Some(files) = &network.files {
             for wrong in files.check_acknowledged().await {
