@@ -153,8 +153,8 @@ fn pick(mix: &[(Op, u32)], rng: &mut impl Rng) -> Op {
 
 /// One patient and the clinician it granted read and write.
 struct Pair {
-    patient: PeerSet,
-    clinician: PeerSet,
+    patient: Arc<PeerSet>,
+    clinician: Arc<PeerSet>,
     clinician_name: String,
     pseudonym: Vec<u8>,
     items: Mutex<Vec<String>>,
@@ -266,7 +266,22 @@ fn short(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
-async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> {
+/// The load's wallets, kept current while it runs (certificates shorter than the run are
+/// renewed, as any long-running client renews them: `medledger_sdk::renewal`); dropped at
+/// the end, with the renewals.
+struct Identities {
+    renewals: tokio::task::JoinSet<()>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Identities {
+    fn drop(&mut self) {
+        self.renewals.abort_all();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn setup(layout: &Layout, count: usize) -> anyhow::Result<(Vec<Arc<Pair>>, Identities)> {
     let admin = Wallet::open(&layout.admin_wallet())?;
     let root = admin.root()?.der().to_vec();
     let genesis = medledger_sdk::peer::read_genesis_file(&layout.genesis())?;
@@ -301,13 +316,17 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> 
         let clinician = enroll(clinician_name.clone(), "clinician").await?;
         wallets.push((patient, clinician, clinician_name));
     }
+    let mut identities = Identities {
+        renewals: tokio::task::JoinSet::new(),
+        dir: dir.clone(),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for (i, (patient, clinician, clinician_name)) in wallets.into_iter().enumerate() {
         let peer = layout.first_peer().to_string();
         tasks.spawn(async move {
             let pair = Pair {
-                patient: PeerSet::connect(&patient, &peer).await?,
-                clinician: PeerSet::connect(&clinician, &peer).await?,
+                patient: Arc::new(PeerSet::connect(&patient, &peer).await?),
+                clinician: Arc::new(PeerSet::connect(&clinician, &peer).await?),
                 clinician_name: clinician_name.clone(),
                 pseudonym: {
                     let mut p = [0u8; 32];
@@ -352,16 +371,21 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<Arc<Pair>>> 
                 .await?
                 .into_valid()?;
             pair.items.lock().await.push(item_id(n));
-            anyhow::Ok((i, Arc::new(pair)))
+            anyhow::Ok((i, Arc::new(pair), patient, clinician))
         });
     }
     let mut pairs = Vec::new();
     while let Some(done) = tasks.join_next().await {
-        pairs.push(done??);
+        let (i, pair, patient, clinician) = done??;
+        for (wallet, peers) in [(patient, &pair.patient), (clinician, &pair.clinician)] {
+            identities
+                .renewals
+                .spawn(medledger_sdk::renewal::keep_renewed(wallet, peers.clone()));
+        }
+        pairs.push((i, pair));
     }
     pairs.sort_by_key(|(i, _)| *i);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(pairs.into_iter().map(|(_, p)| p).collect())
+    Ok((pairs.into_iter().map(|(_, p)| p).collect(), identities))
 }
 
 /// What every finished operation reports.
@@ -450,7 +474,7 @@ async fn main() -> anyhow::Result<()> {
     let layout = Layout::read(&args.network_dir)?;
     let identities = args.clients.unwrap_or(args.identities).max(1);
     eprintln!("setting up {identities} patient/clinician pairs...");
-    let pairs = setup(&layout, identities).await.context(
+    let (pairs, _wallets) = setup(&layout, identities).await.context(
         "setting up the load's identities (is the network up, and is its admin wallet there?)",
     )?;
     let n = pairs[0].patient.n();

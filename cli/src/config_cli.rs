@@ -244,7 +244,7 @@ pub async fn submit(
 }
 
 pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, ClientError> {
-    let wallet = open_wallet(cli)?;
+    let wallet = open_wallet(cli).await?;
     let peers = PeerSet::connect(&wallet, cli.peer.as_deref().unwrap_or(DEFAULT_PEER)).await?;
     let current = peers.configuration();
     match command {

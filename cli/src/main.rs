@@ -358,8 +358,32 @@ fn wallet_dir(cli: &Cli) -> Result<PathBuf, ClientError> {
     }
 }
 
-fn open_wallet(cli: &Cli) -> Result<Wallet, ClientError> {
-    Wallet::open(&wallet_dir(cli)?)
+/// The wallet, its certificate renewed first (same keys, `medledger_sdk::renewal`) when it is
+/// due: a command run late in its certificate's life carries a fresh one. A renewal that
+/// fails is reported, and the command goes on with the certificate it has.
+async fn open_wallet(cli: &Cli) -> Result<Wallet, ClientError> {
+    let mut wallet = Wallet::open(&wallet_dir(cli)?)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    if wallet.renewal_due(now).unwrap_or(false) {
+        let url = ca_url(cli, Some(&wallet));
+        let renewal = medledger_sdk::Renewal {
+            keep_encryption_key: true,
+            ..Default::default()
+        };
+        match medledger_sdk::reenroll(&url, &mut wallet, renewal).await {
+            Ok(_) => eprintln!(
+                "renewed the certificate of {} (it was due; same keys)",
+                wallet.info.name
+            ),
+            Err(e) => eprintln!(
+                "the certificate of {} is due for renewal, which failed ({e}); going on with it",
+                wallet.info.name
+            ),
+        }
+    }
+    Ok(wallet)
 }
 
 fn ca_url(cli: &Cli, wallet: Option<&Wallet>) -> String {
@@ -386,7 +410,7 @@ fn trusted_root(cli: &Cli, wallet: Option<&Wallet>) -> Result<Vec<u8>, ClientErr
 }
 
 async fn admin_client(cli: &Cli) -> Result<(CaClient, Wallet), ClientError> {
-    let wallet = open_wallet(cli)?;
+    let wallet = open_wallet(cli).await?;
     let root = trusted_root(cli, Some(&wallet))?;
     let ca = CaClient::connect(
         &ca_url(cli, Some(&wallet)),
@@ -475,11 +499,12 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
             new_signing_key,
             key_compromise,
         } => {
-            let mut wallet = open_wallet(&cli)?;
+            let mut wallet = open_wallet(&cli).await?;
             let url = ca_url(&cli, Some(&wallet));
             let renewal = medledger_sdk::Renewal {
                 new_signing_key: *new_signing_key,
                 key_compromise: *key_compromise,
+                ..Default::default()
             };
             let response = medledger_sdk::reenroll(&url, &mut wallet, renewal).await?;
             let superseded: Vec<String> = response
@@ -529,7 +554,7 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
             })
         }
         Command::Whoami => {
-            let wallet = open_wallet(&cli)?;
+            let wallet = open_wallet(&cli).await?;
             let now = now_unix();
             let identity = wallet.certificate_identity()?;
             let valid_now = identity.not_before <= now && now <= identity.not_after;
@@ -623,16 +648,17 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
     }
     if let LedgerCommand::CheckProof { file, genesis } = command {
         // Offline: the genesis alone, no peer.
-        let genesis = match genesis {
-            Some(path) => medledger_execution::genesis::Genesis::read(path)
-                .map_err(|e| ClientError::Usage(e.to_string()))?,
-            None => medledger_sdk::peer::pinned_genesis(&open_wallet(cli)?)?.ok_or_else(|| {
-                ClientError::Usage("give --genesis (the wallet is not pinned)".into())
-            })?,
-        };
+        let genesis =
+            match genesis {
+                Some(path) => medledger_execution::genesis::Genesis::read(path)
+                    .map_err(|e| ClientError::Usage(e.to_string()))?,
+                None => medledger_sdk::peer::pinned_genesis(&open_wallet(cli).await?)?.ok_or_else(
+                    || ClientError::Usage("give --genesis (the wallet is not pinned)".into()),
+                )?,
+            };
         return proof_cli::check_proof_file(file, &genesis);
     }
-    let wallet = open_wallet(cli)?;
+    let wallet = open_wallet(cli).await?;
     let peer = cli.peer.as_deref().unwrap_or(DEFAULT_PEER);
     let peers = medledger_sdk::peer::PeerSet::connect(&wallet, peer).await?;
     match command {

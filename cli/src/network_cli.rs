@@ -213,7 +213,7 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
             })
         }
         NetworkCommand::Pin { genesis } => {
-            let wallet = open_wallet(cli)?;
+            let wallet = open_wallet(cli).await?;
             let block = medledger_sdk::peer::read_genesis_file(genesis)?;
             let network = medledger_sdk::peer::pin_network(&wallet, block)?;
             Ok(Output {
@@ -532,7 +532,7 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
         None => {
             wallet = match (&cli.wallet, &layout) {
                 (None, Some(l)) => medledger_sdk::wallet::Wallet::open(&l.admin_wallet())?,
-                _ => open_wallet(cli)?,
+                _ => open_wallet(cli).await?,
             };
             let address = cli
                 .peer
@@ -555,7 +555,7 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
         .genesis
         .clone()
         .or_else(|| layout.as_ref().map(|l| l.genesis()));
-    let wallet_pin = match (&genesis_path, open_wallet(cli)) {
+    let wallet_pin = match (&genesis_path, open_wallet(cli).await) {
         (None, Ok(wallet)) => medledger_sdk::peer::pinned_genesis(&wallet)?,
         _ => None,
     };

@@ -328,7 +328,7 @@ fn progress_bar(cli: &Cli, label: &str) -> ProgressBar {
 }
 
 pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, ClientError> {
-    let wallet = open_wallet(cli)?;
+    let wallet = open_wallet(cli).await?;
     match command {
         PatientCommand::Init { uii, categories } => {
             let categories: Vec<&str> = if categories.is_empty() {
@@ -830,7 +830,7 @@ async fn audit_trail(
 }
 
 pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Output, ClientError> {
-    let wallet = open_wallet(cli)?;
+    let wallet = open_wallet(cli).await?;
     let peers = peers(cli, &wallet).await?;
     let gateway_address = cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY);
     match command {
@@ -1030,7 +1030,7 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
 }
 
 pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Output, ClientError> {
-    let wallet = open_wallet(cli)?;
+    let wallet = open_wallet(cli).await?;
     let peers = peers(cli, &wallet).await?;
     let ResearcherCommand::Study(command) = command;
     match command {

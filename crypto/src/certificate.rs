@@ -74,6 +74,33 @@ pub fn certificate_hash(der: &[u8]) -> [u8; 32] {
     Sha256::digest(der).into()
 }
 
+/// How far the CA backdates an enrollment certificate's notBefore before the moment it issues
+/// it (seconds): a verifier whose clock is behind the CA's by up to this accepts it at once.
+pub const BACKDATE_SECONDS: i64 = 300;
+
+/// The longest renewal window: a certificate is renewed at most this long before its end
+/// (seconds; 30 days).
+pub const MAX_RENEWAL_WINDOW_SECONDS: i64 = 30 * 86_400;
+
+/// The lifetime the CA issued a certificate for (seconds): from the moment of issue
+/// (notBefore plus [`BACKDATE_SECONDS`]) to notAfter; 0 if that is negative.
+pub fn issued_lifetime(not_before: i64, not_after: i64) -> i64 {
+    not_after
+        .saturating_sub(not_before.saturating_add(BACKDATE_SECONDS))
+        .max(0)
+}
+
+/// When a certificate valid from `not_before` to `not_after` (Unix seconds, as it says)
+/// enters its renewal window (Unix seconds): the last quarter of the lifetime it was issued
+/// for, at most [`MAX_RENEWAL_WINDOW_SECONDS`]. A one-year certificate is due 30 days before
+/// its end, a one-minute certificate 15 seconds before. Every process renews from here on
+/// (peers and the gateway by themselves, clients at their next use, `medledger network up`
+/// for a local network) and the CA warns from here on (docs/membership.md "Renewal").
+pub fn renewal_due_at(not_before: i64, not_after: i64) -> i64 {
+    let window = (issued_lifetime(not_before, not_after) / 4).clamp(0, MAX_RENEWAL_WINDOW_SECONDS);
+    not_after.saturating_sub(window)
+}
+
 /// The network's trust anchor: the membership CA's self-signed Ed25519 root.
 #[derive(Debug, Clone)]
 pub struct RootCertificate {
@@ -393,6 +420,23 @@ fn pem_certificate_der(pem_text: &str) -> Result<Vec<u8>, CertificateError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn renewal_is_due_in_the_last_quarter_of_the_issued_lifetime_at_most_30_days() {
+        let issued = 1_000_000;
+        let nb = issued - BACKDATE_SECONDS;
+        // One minute: due 15 s before its end, not at issue (the backdate is not lifetime).
+        assert_eq!(renewal_due_at(nb, issued + 60), issued + 45);
+        // One year: 30 days before its end.
+        let year = 365 * 86_400;
+        assert_eq!(
+            renewal_due_at(nb, issued + year),
+            issued + year - 30 * 86_400
+        );
+        // Nonsense validity never panics and is due at once.
+        assert_eq!(renewal_due_at(i64::MAX, i64::MIN), i64::MIN);
+        assert_eq!(issued_lifetime(i64::MIN, i64::MAX), i64::MAX);
+    }
+
     use super::*;
     use crate::identity::AttributeWindow;
     use rcgen::{CertificateParams, CustomExtension, DnType, IsCa, Issuer, SerialNumber};

@@ -300,8 +300,12 @@ impl Configuration {
 
     /// The configuration `value` puts in force after this one at consensus time `time_s`
     /// (Unix seconds), checked for shape and for what may change (not for approvals: see
-    /// [`check_update`]). A membership change also needs every peer's certificate valid at
-    /// `time_s` and not in `revoked`, and changes at most f of the peers on either side:
+    /// [`check_update`]). A membership change also needs the certificate of every peer it
+    /// adds valid at `time_s` and not in `revoked` (a peer that stays, with the same name,
+    /// address and certificate, was checked when it was added: the configuration pins its
+    /// key, and it renews its certificate without a change, so the one recorded here may
+    /// have ended; a revoked one is removed by a change of its own), and changes at most f
+    /// of the peers on either side:
     /// it adds at most f of the new set and removes at most f of the old one (more at once
     /// would let peers that have not caught up decide, or leave too few that have).
     ///
@@ -324,7 +328,17 @@ impl Configuration {
             return Err(ConfigError::Previous);
         }
         let (next, identities) = self.derive(value, root)?;
+        let stays = |peer: &v1::GenesisPeer| {
+            self.peers.iter().any(|p| {
+                p.name == peer.name
+                    && p.address == peer.address
+                    && p.certificate == peer.certificate
+            })
+        };
         for (i, identity) in identities.iter().enumerate() {
+            if value.peers.get(i).is_some_and(stays) {
+                continue;
+            }
             identity
                 .check_standing(root, time_s, revoked)
                 .map_err(|e| ConfigError::Peer {

@@ -737,3 +737,63 @@ fn the_auditor_checks_each_block_against_the_replicas_of_its_epoch() {
         "{verdicts:?}"
     );
 }
+
+/// Peers renew their certificates without a configuration change (the configuration pins
+/// their keys), so the certificate a peer that stays has in the configuration may have
+/// ended: a membership change checks the standing of the peers it adds only.
+#[test]
+fn a_change_checks_the_certificates_of_the_peers_it_adds_not_of_those_that_stay() {
+    let n = switching_net();
+    let root = &n.genesis.root;
+    let none = std::collections::BTreeSet::<Vec<u8>>::new();
+    let genesis: Vec<v1::GenesisPeer> = (0..4).map(|i| n.genesis_peer(i, i as u32)).collect();
+    let mut five = genesis.clone();
+    five.push(n.new_peer(4, 4));
+    let mut value = n.current().successor();
+    value.peers = five.clone();
+    let five = n.current().next(&value, root, n.time_s, &none).unwrap();
+
+    // Past the end of every fixture certificate.
+    let ended = (0..4)
+        .map(|i| n.genesis.config.peers[i].certificate.clone())
+        .chain(n.extra_ders.iter().cloned())
+        .map(|der| {
+            medledger_crypto::read_enrollment_certificate(&der, root)
+                .unwrap()
+                .not_after
+        })
+        .max()
+        .unwrap()
+        + 1;
+    // Removing peer4: the four that stay have ended certificates, and it commits.
+    let mut value = five.successor();
+    value.peers = genesis.clone();
+    let four = five.next(&value, root, ended, &none).unwrap();
+    assert_eq!(four.peer_keys.len(), 4);
+    // Adding peer5 with an ended certificate: refused, naming it.
+    let mut value = four.successor();
+    let mut with_five = genesis.clone();
+    with_five.push(n.new_peer(5, 4));
+    value.peers = with_five.clone();
+    match four.next(&value, root, ended, &none) {
+        Err(ConfigError::Peer {
+            replica: 4,
+            name,
+            why,
+        }) => {
+            assert_eq!(name, "peer5");
+            assert!(why.contains("expired"), "{why}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A peer that stays but with another certificate is checked as added.
+    let mut value = four.successor();
+    let mut changed = genesis.clone();
+    changed[3].certificate = n.extra_ders[1].clone();
+    changed[3].name = "peer5".into();
+    value.peers = changed;
+    assert!(matches!(
+        four.next(&value, root, ended, &none),
+        Err(ConfigError::Peer { replica: 3, .. })
+    ));
+}

@@ -409,7 +409,10 @@ async fn run_episode(
             .unwrap_or(0);
         let fault = Fault::draw_of(&mut rng, network.peers.len(), primary, kinds);
         let height_of = |standings: &[Option<network::Standing>], peer: usize| {
-            standings.get(peer).and_then(|s| s.as_ref()).map(|s| s.height)
+            standings
+                .get(peer)
+                .and_then(|s| s.as_ref())
+                .map(|s| s.height)
         };
         let slowed_from = match fault {
             Fault::SlowDisk { peer, .. } => height_of(&standings, peer),

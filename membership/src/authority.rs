@@ -31,9 +31,9 @@ use crate::store::{CertificateRecord, Changes, IdentityRecord, Store, StoreError
 pub const BOOTSTRAP_ADMIN: &str = "admin";
 /// Default lifetime of an enrollment certificate: one year.
 pub const DEFAULT_CERTIFICATE_VALIDITY_SECONDS: i64 = 365 * 24 * 3600;
-/// Certificates start this long before they are issued, so a client whose clock is a little
-/// behind the CA's can use its certificate at once.
-const BACKDATE_SECONDS: i64 = 300;
+// Certificates start this long before they are issued, so a client whose clock is a little
+// behind the CA's can use its certificate at once.
+use medledger_crypto::BACKDATE_SECONDS;
 const ROOT_VALIDITY_SECONDS: i64 = 20 * 365 * 24 * 3600;
 const TLS_VALIDITY_SECONDS: i64 = 5 * 365 * 24 * 3600;
 const CRL_VALIDITY_SECONDS: i64 = 7 * 24 * 3600;
@@ -172,11 +172,12 @@ pub struct Expiring {
     pub not_after_unix: i64,
 }
 
-/// How long before its end a certificate is reported as expiring: a quarter of the lifetime
-/// it was issued for (seconds, without the backdating of its notBefore), at most 30 days. A
-/// one-year certificate is reported 30 days ahead, a one-minute certificate 15 seconds ahead.
+/// How long before its end a certificate is reported as expiring: from the moment it is due
+/// for renewal ([`medledger_crypto::renewal_due_at`]: a quarter of the lifetime it was
+/// issued for, at most 30 days). A one-year certificate is reported 30 days ahead, a
+/// one-minute certificate 15 seconds ahead.
 pub fn expiry_warning_seconds(lifetime_seconds: i64) -> i64 {
-    (lifetime_seconds / 4).clamp(0, 30 * 86_400)
+    (lifetime_seconds / 4).clamp(0, medledger_crypto::MAX_RENEWAL_WINDOW_SECONDS)
 }
 
 /// How long after its end a certificate no one renewed is still reported: 30 days.
@@ -458,12 +459,8 @@ impl CertificateAuthority {
                 let Some(c) = self.store.certificate(serial)? else {
                     continue;
                 };
-                let lifetime = c
-                    .not_after_unix
-                    .saturating_sub(c.not_before_unix.saturating_add(BACKDATE_SECONDS));
-                let warn_from = c
-                    .not_after_unix
-                    .saturating_sub(expiry_warning_seconds(lifetime));
+                let warn_from =
+                    medledger_crypto::renewal_due_at(c.not_before_unix, c.not_after_unix);
                 // Past its end for more than the grace: a certificate no one renewed, reported
                 // while it mattered and then dropped (an identity left to lapse).
                 let long_gone = now

@@ -13,13 +13,16 @@
 //! - [`driver`]: the consensus thread; [`inputs`]: its input queue; [`network`]: replica
 //!   streams; [`queue`]: byte budgets; [`replica_crypto`]: the core's signatures.
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
-//! - [`revocation_feed`]: the CA's revocations, ordered onto the ledger without an operator.
+//! - [`revocation_feed`]: the CA's revocations, ordered onto the ledger without an operator;
+//!   [`renewal`]: the peer's own certificate, renewed before it ends; [`ca_link`]: the link
+//!   to the CA both use.
 //! - [`join`]: a peer that is not (yet) one of the replicas catching up, block by checked
 //!   block, until the configuration that adds it; [`left_behind`]: a replica the others
 //!   refuse reading the blocks it lacks, up to the change of the peers it missed.
 
 pub use medledger_execution::{block, genesis, validate, wire};
 
+pub mod ca_link;
 pub mod config;
 pub mod driver;
 pub mod execute;
@@ -33,6 +36,7 @@ pub mod network;
 pub mod node;
 pub mod pbft_store;
 pub mod queue;
+pub mod renewal;
 pub mod replica_crypto;
 pub mod revocation_feed;
 pub mod service;

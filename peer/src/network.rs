@@ -68,6 +68,8 @@ struct Links {
 pub struct Network {
     links: RwLock<Links>,
     tls: Box<DialerConfig>,
+    /// Changes when this peer's certificate is renewed: every stream is made again with it.
+    renewed: tokio::sync::watch::Receiver<u64>,
     revoked: medledger_tls::SharedRevocations,
     /// Where link tasks run (reconfiguration is called from the consensus thread).
     runtime: tokio::runtime::Handle,
@@ -77,12 +79,16 @@ impl Network {
     /// Starts one outbound stream task per other peer of `configuration` (`me`: this peer's
     /// id in it). Each stream dials with `tls` (pinning that peer's key in the
     /// configuration) and ends when that peer's certificate is in `revoked` or expires
-    /// ([`medledger_tls::Guarded`]). Must be called within the Tokio runtime.
+    /// ([`medledger_tls::Guarded`]); it is made again, before either certificate ends, when
+    /// `renewed` changes (this peer's certificate was renewed) and shortly before the other
+    /// peer's certificate ends (it has renewed by then). Must be called within the Tokio
+    /// runtime.
     pub fn start(
         me: Option<pbft::ReplicaId>,
         configuration: &Configuration,
         epoch: u64,
         revoked: medledger_tls::SharedRevocations,
+        renewed: tokio::sync::watch::Receiver<u64>,
         tls: impl Fn(BTreeSet<[u8; 32]>) -> Arc<rustls::ClientConfig> + Send + Sync + 'static,
     ) -> Arc<Network> {
         let network = Network {
@@ -92,6 +98,7 @@ impl Network {
                 outbound: Vec::new(),
             }),
             tls: Box::new(tls),
+            renewed,
             revoked,
             runtime: tokio::runtime::Handle::current(),
         };
@@ -150,6 +157,7 @@ impl Network {
                 peer.address.clone(),
                 tls.clone(),
                 self.revoked.clone(),
+                self.renewed.clone(),
                 rx,
                 (connected.clone(), refused.clone()),
             ));
@@ -258,13 +266,19 @@ async fn outbound_stream(
     address: String,
     config: Arc<rustls::ClientConfig>,
     revoked: medledger_tls::SharedRevocations,
+    mut renewed: tokio::sync::watch::Receiver<u64>,
     mut queue: mpsc::Receiver<Outbound>,
     (connected, refused): (Arc<AtomicBool>, Arc<AtomicBool>),
 ) {
     let mut backoff = MIN_BACKOFF;
+    renewed.borrow_and_update();
+    // Whether this peer's renewals are still announced (always, while the peer runs).
+    let mut watching_renewals = true;
     loop {
-        match medledger_tls::connect(&address, config.clone(), revoked.clone()).await {
-            Ok(channel) => {
+        // Whether the stream was closed on purpose, to be made again at once.
+        let mut remade = false;
+        match medledger_tls::connect_watching(&address, config.clone(), revoked.clone()).await {
+            Ok((channel, server_not_after)) => {
                 let mut client = ReplicationClient::new(channel)
                     .max_encoding_message_size(MAX_REPLICA_MESSAGE_BYTES)
                     .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);
@@ -276,6 +290,18 @@ async fn outbound_stream(
                 let opened = tokio::time::Instant::now();
                 let settled = tokio::time::sleep(STREAM_SETTLED);
                 tokio::pin!(settled);
+                // Made again shortly before the other peer's certificate ends (it renewed
+                // by then); not if it ends sooner than that (it would come back the same).
+                let remake_in = server_not_after
+                    .map(|end| {
+                        end.saturating_sub(REMAKE_BEFORE_END_S)
+                            .saturating_sub(medledger_tls::now_unix())
+                    })
+                    .and_then(|s| u64::try_from(s).ok())
+                    .filter(|s| *s > 0);
+                let remake = tokio::time::sleep(Duration::from_secs(remake_in.unwrap_or(0)));
+                tokio::pin!(remake);
+                let mut tx = Some(tx);
                 let ended: Option<Status> = loop {
                     tokio::select! {
                         result = &mut call => break result.err(),
@@ -284,13 +310,43 @@ async fn outbound_stream(
                             refused.store(false, Ordering::Relaxed);
                             tracing::info!(replica = to, %address, "stream to replica open");
                         }
-                        message = queue.recv() => match message {
-                            Some(m) => if tx.send(m).await.is_err() { break None },
+                        // A certificate on either side is about to end: the stream is
+                        // closed cleanly (what it took is sent first) and made again at
+                        // once, with what is queued kept for the new one.
+                        changed = renewed.changed(), if watching_renewals && !remade => {
+                            if changed.is_err() {
+                                watching_renewals = false;
+                            } else {
+                                remade = true;
+                                tx = None;
+                            }
+                        }
+                        () = &mut remake, if remake_in.is_some() && !remade => {
+                            remade = true;
+                            tx = None;
+                        }
+                        message = queue.recv(), if !remade => match message {
+                            Some(m) => {
+                                let Some(sender) = &tx else { break None };
+                                if sender.send(m).await.is_err() { break None }
+                            }
                             None => return,
                         },
                     }
+                    if remade {
+                        // The request stream ended: the peer answers once it took the rest.
+                        let _ = tokio::time::timeout(REMAKE_DRAIN, &mut call).await;
+                        break None;
+                    }
                 };
                 connected.store(false, Ordering::Relaxed);
+                if remade {
+                    tracing::debug!(
+                        replica = to,
+                        "stream to replica made again (a certificate renewed)"
+                    );
+                    continue;
+                }
                 let denied = ended
                     .as_ref()
                     .is_some_and(|s| s.code() == tonic::Code::PermissionDenied);
@@ -327,6 +383,13 @@ async fn outbound_stream(
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
+
+/// How long before the other peer's certificate ends a stream to it is made again (seconds):
+/// that peer renewed well before (a quarter of its lifetime, at most 30 days), and the
+/// stream made with its old certificate would be cut at that certificate's end.
+const REMAKE_BEFORE_END_S: i64 = 5;
+/// Longest wait for a stream closed on purpose to deliver what it took.
+const REMAKE_DRAIN: Duration = Duration::from_secs(1);
 
 /// First wait before dialing a replica again.
 const MIN_BACKOFF: Duration = Duration::from_millis(100);

@@ -88,6 +88,12 @@ pub async fn run(
         bail!("the wallet's key does not match its certificate");
     }
     me.name = enrolled.name.clone();
+    // The certificate presented in every handshake: renewed while the peer runs.
+    let certificate = medledger_tls::LiveCertificate::new(
+        me.certificate_der.clone(),
+        me.signing.to_pkcs8_der().to_vec(),
+        provider.clone(),
+    )?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let ledger = {
@@ -153,8 +159,7 @@ pub async fn run(
                 provider.clone(),
             );
             Arc::new(medledger_tls::client_config(
-                me.certificate_der.clone(),
-                me.signing.to_pkcs8_der().to_vec(),
+                certificate.clone(),
                 verifier,
                 provider.clone(),
             )?)
@@ -234,22 +239,19 @@ pub async fn run(
 
     // TLS: servers check clients against the root and the ledger's revocations; replicas
     // dial each other pinning the genesis key of the replica dialed.
-    let key_der = me.signing.to_pkcs8_der().to_vec();
     let client_verifier = medledger_tls::EnrollmentClientVerifier::new(
         genesis.root.clone(),
         tls_revocations.clone(),
         provider.clone(),
     );
     let server_config = Arc::new(medledger_tls::server_config(
-        me.certificate_der.clone(),
-        key_der.clone(),
+        certificate.clone(),
         client_verifier,
         provider.clone(),
     )?);
     let network = {
-        let (cert, key, root, revoked, provider) = (
-            me.certificate_der.clone(),
-            key_der.clone(),
+        let (certificate, root, revoked, provider) = (
+            certificate.clone(),
             genesis.root.clone(),
             tls_revocations.clone(),
             provider.clone(),
@@ -259,6 +261,7 @@ pub async fn run(
             &configuration,
             base.seq,
             tls_revocations.clone(),
+            certificate.replacements(),
             move |pins| {
                 let verifier = medledger_tls::EnrollmentServerVerifier::new(
                     root.clone(),
@@ -267,13 +270,8 @@ pub async fn run(
                     provider.clone(),
                 );
                 Arc::new(
-                    medledger_tls::client_config(
-                        cert.clone(),
-                        key.clone(),
-                        verifier,
-                        provider.clone(),
-                    )
-                    .expect("our own certificate and key form a valid client config"),
+                    medledger_tls::client_config(certificate.clone(), verifier, provider.clone())
+                        .expect("our own certificate and key form a valid client config"),
                 )
             },
         )
@@ -419,28 +417,39 @@ pub async fn run(
         votes: votes.clone(),
     })
     .max_decoding_message_size(MAX_REPLICA_MESSAGE_BYTES);
-    // Revocations at the CA reach the ledger without an operator step (issue 19 item 1).
-    let feed = match crate::revocation_feed::ca_url(config.ca_url.as_deref(), &config.wallet) {
-        Some(ca_url) => {
-            tracing::info!(%ca_url, "following the CA's revocations");
-            let feed = crate::revocation_feed::RevocationFeed {
-                ca_url,
+    // Revocations at the CA reach the ledger without an operator step (issue 19 item 1),
+    // and the peer renews its own certificate there (issue 19 item 5).
+    let ca_tasks = match crate::revocation_feed::ca_url(config.ca_url.as_deref(), &config.wallet) {
+        Some(url) => {
+            tracing::info!(ca_url = %url, "following the CA's revocations; renewing this peer's certificate there");
+            let ca = Arc::new(crate::ca_link::CaLink {
+                url,
                 root_der: genesis.root.der().to_vec(),
-                certificate_der: me.certificate_der.clone(),
+                certificate: certificate.clone(),
                 key_pem: me.signing.to_pkcs8_pem(),
+            });
+            let feed = crate::revocation_feed::RevocationFeed {
+                ca: ca.clone(),
                 ledger: ledger.clone(),
                 validator: validator.clone(),
                 shared: shared.clone(),
                 inputs: inputs.clone(),
             };
-            Some(tokio::spawn(feed.run()))
+            let renewal = crate::renewal::Renewal {
+                ca,
+                root: genesis.root.clone(),
+                wallet: config.wallet.clone(),
+                signing: me.signing.clone(),
+            };
+            vec![tokio::spawn(feed.run()), tokio::spawn(renewal.run())]
         }
         None => {
             tracing::warn!(
                 "no CA address (ca_url, or the wallet's wallet.json): revocations reach the \
-                 ledger only through other peers or `medledger admin sync-revocations`"
+                 ledger only through other peers or `medledger admin sync-revocations`, and \
+                 this peer presents the certificate it started with until it restarts"
             );
-            None
+            Vec::new()
         }
     };
     // A replica the others refuse reads the blocks it lacks from them (a change of the peers
@@ -484,8 +493,8 @@ pub async fn run(
         Ok(()) = &mut died => consensus_died(&health).await,
     }
     tracing::info!("shutting down: no new calls; the ledger is flushed before exit");
-    if let Some(feed) = feed {
-        feed.abort();
+    for task in ca_tasks {
+        task.abort();
     }
     left_behind.abort();
     let _ = stop.send(());

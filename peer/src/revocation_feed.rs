@@ -23,7 +23,7 @@ use medledger_proto::v1;
 use medledger_proto::v1::membership_client::MembershipClient;
 use prost::Message;
 use tokio::sync::oneshot;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 use crate::driver::Shared;
 use crate::execute::CommittedFacts;
@@ -36,21 +36,13 @@ use crate::validate::{Checked, Validator};
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Records asked for per call (each a few hundred bytes; the CA caps its pages too).
 pub const RECORDS_PER_CALL: u32 = 16;
-/// Largest answer taken from the CA: a page of records with room to spare.
-const MAX_ANSWER_BYTES: usize = 1 << 20;
 /// Longest wait for a call to the CA, and for one record to commit.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the feed needs of the peer: who it is at the CA, and where it orders records.
 pub struct RevocationFeed {
-    /// `https://host:port` of the membership CA.
-    pub ca_url: String,
-    /// The genesis CA root (DER): the only trust anchor for the CA's TLS certificate.
-    pub root_der: Vec<u8>,
-    /// The peer's enrollment certificate (DER) and its Ed25519 key (PKCS#8 PEM).
-    pub certificate_der: Vec<u8>,
-    pub key_pem: zeroize::Zeroizing<String>,
+    pub ca: Arc<crate::ca_link::CaLink>,
     pub ledger: Arc<Ledger>,
     pub validator: Arc<Validator>,
     pub shared: Arc<Shared>,
@@ -159,14 +151,27 @@ impl RevocationFeed {
     /// many this peer submitted.
     async fn catch_up(
         &self,
-        client: &mut Option<MembershipClient<Channel>>,
+        client: &mut Option<(MembershipClient<Channel>, Vec<u8>)>,
     ) -> Result<usize, FeedError> {
         let mut ordered = 0;
         loop {
             let since = self.shared.revocations.sequence.load(Ordering::SeqCst);
-            let client = match client {
+            // A channel made with a certificate since renewed is made again: the CA drops
+            // it when that certificate ends.
+            if client
+                .as_ref()
+                .is_some_and(|(_, presented)| *presented != self.ca.certificate.certificate_der())
+            {
+                *client = None;
+            }
+            let (client, _) = match client {
                 Some(c) => c,
-                None => client.insert(self.connect().await?),
+                None => client.insert(
+                    self.ca
+                        .connect(CALL_TIMEOUT)
+                        .await
+                        .map_err(|e| FeedError::Unreachable(self.ca.url.clone(), e))?,
+                ),
             };
             let request = v1::ListRevocationsRequest {
                 since,
@@ -174,7 +179,7 @@ impl RevocationFeed {
             };
             let answer = tokio::time::timeout(CALL_TIMEOUT, client.list_revocations(request))
                 .await
-                .map_err(|_| FeedError::Unreachable(self.ca_url.clone(), "timed out".into()))?
+                .map_err(|_| FeedError::Unreachable(self.ca.url.clone(), "timed out".into()))?
                 .map_err(FeedError::Refused)?
                 .into_inner();
             let records = triage(since, answer.latest_sequence, answer.records)?;
@@ -254,30 +259,6 @@ impl RevocationFeed {
             Ok(Err(_)) => Err(FeedError::NotOrdered(sequence, "the peer is shutting down")),
             Err(_) => Err(FeedError::NotOrdered(sequence, "no commit within 30 s")),
         }
-    }
-
-    /// A channel to the CA, trusting only the genesis root, presenting the peer's
-    /// certificate (`ListRevocations` needs an enrolled caller).
-    async fn connect(&self) -> Result<MembershipClient<Channel>, FeedError> {
-        let unreachable =
-            |e: &dyn std::fmt::Display| FeedError::Unreachable(self.ca_url.clone(), e.to_string());
-        let pem = |der: &[u8]| pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(pem(&self.root_der)))
-            .identity(Identity::from_pem(
-                pem(&self.certificate_der),
-                self.key_pem.as_bytes(),
-            ));
-        let channel = Endpoint::from_shared(self.ca_url.clone())
-            .map_err(|e| unreachable(&e))?
-            .connect_timeout(CALL_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
-            .tls_config(tls)
-            .map_err(|e| unreachable(&e))?
-            .connect()
-            .await
-            .map_err(|e| unreachable(&e))?;
-        Ok(MembershipClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES))
     }
 }
 

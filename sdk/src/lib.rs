@@ -14,7 +14,8 @@
 //! - [`files`]: client-side encryption, uploads and downloads through the gateway;
 //!   [`patient`]: a record's keys; [`research`]: study copies; [`store`]: object stores.
 //! - [`deid`]: the FHIR de-identifier research copies go through (`medledger-deid`).
-//! - [`enroll`] / [`reenroll`]: create keys locally, send only a CSR and the X25519 public key.
+//! - [`enroll`] / [`reenroll`]: create keys locally, send only a CSR and the X25519 public key;
+//!   [`renewal`]: a running process renews its certificate before it ends.
 
 pub use medledger_deid as deid;
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod files;
 pub mod patient;
 pub mod peer;
+pub mod renewal;
 pub mod research;
 pub mod rotation;
 pub mod store;
@@ -94,6 +96,10 @@ pub struct Renewal {
     /// The keys may be in other hands: new signing and encryption keys, every earlier
     /// certificate revoked with reason key compromise, and the key ring emptied.
     pub key_compromise: bool,
+    /// Keep the encryption key too (ignored with `key_compromise`): a renewal of the
+    /// certificate alone, as a running process makes when its certificate is due
+    /// ([`renewal`]), so that what is wrapped to it meanwhile opens with the key it holds.
+    pub keep_encryption_key: bool,
 }
 
 /// Renews the wallet's certificate at the CA, as [`Renewal`] says; the new certificate and
@@ -110,7 +116,11 @@ pub async fn reenroll(
         SigningIdentity::from_pkcs8_pem(&wallet.signing.to_pkcs8_pem())
             .map_err(|e| ClientError::wallet(&wallet.dir, format!("signing.key: {e}")))?
     };
-    let encryption = EncryptionKey::generate(&mut rand_core::OsRng);
+    let encryption = if renewal.keep_encryption_key && !renewal.key_compromise {
+        EncryptionKey::from_bytes(*wallet.encryption.to_bytes())
+    } else {
+        EncryptionKey::generate(&mut rand_core::OsRng)
+    };
     let csr = build_signing_request(&signing, &wallet.info.name)
         .map_err(|e| ClientError::Usage(e.to_string()))?;
     let root_der = wallet.root()?.der().to_vec();

@@ -147,6 +147,9 @@ struct Links {
     /// The (signing key, address) each link was made for.
     members: Vec<([u8; 32], String)>,
     clients: Vec<LedgerClient<Channel>>,
+    /// Each link's server certificate's notAfter at its latest connection (Unix seconds;
+    /// `i64::MAX` until connected), and when the link was made.
+    ends: Vec<(Arc<std::sync::atomic::AtomicI64>, std::time::Instant)>,
     names: Vec<String>,
     addresses: Vec<String>,
 }
@@ -176,8 +179,9 @@ pub struct PeerSet {
     /// The network's CA root, which signs revocation records.
     root: medledger_crypto::RootCertificate,
     pub network_id: [u8; 32],
-    cert_der: Vec<u8>,
-    cert_hash: [u8; 32],
+    /// The wallet's certificate, presented in every handshake and named by every
+    /// transaction: replaced when it is renewed ([`PeerSet::present`]).
+    certificate: Arc<medledger_tls::LiveCertificate>,
     signing: medledger_crypto::SigningIdentity,
     /// The highest block this client knows committed: queries are answered from a state at
     /// least this high (0: not yet learned; learned from the peers at the first query).
@@ -211,14 +215,24 @@ pub fn client_tls_for(
         pins,
         provider.clone(),
     );
-    let config = medledger_tls::client_config(
+    let config = medledger_tls::client_config(live_certificate(wallet)?, verifier, provider)
+        .map_err(|e| ClientError::wallet(&wallet.dir, e))?;
+    Ok(Arc::new(config))
+}
+
+/// The wallet's certificate and signing key, as presented in TLS handshakes.
+///
+/// # Errors
+/// The certificate or key cannot be read, or they do not match.
+pub fn live_certificate(
+    wallet: &Wallet,
+) -> Result<Arc<medledger_tls::LiveCertificate>, ClientError> {
+    medledger_tls::LiveCertificate::new(
         wallet.cert_der()?,
         wallet.signing.to_pkcs8_der().to_vec(),
-        verifier,
-        provider,
+        medledger_tls::provider(),
     )
-    .map_err(|e| ClientError::wallet(&wallet.dir, e))?;
-    Ok(Arc::new(config))
+    .map_err(|e| ClientError::wallet(&wallet.dir, e))
 }
 
 /// How long a peer may take to answer the first call of a connection.
@@ -488,13 +502,10 @@ impl PeerSet {
             });
         }
         let network_id = pinned.network_id;
+        let certificate = live_certificate(wallet)?;
         let dialer: Box<Dialer> = {
-            let (root, cert, key, revoked) = (
-                wallet.root()?,
-                wallet.cert_der()?,
-                wallet.signing.to_pkcs8_der().to_vec(),
-                revocations.clone(),
-            );
+            let (root, certificate, revoked) =
+                (wallet.root()?, certificate.clone(), revocations.clone());
             let dir = wallet.dir.clone();
             Box::new(move |pins| {
                 let provider = medledger_tls::provider();
@@ -505,13 +516,12 @@ impl PeerSet {
                     Some(pins),
                     provider.clone(),
                 );
-                medledger_tls::client_config(cert.clone(), key.clone(), verifier, provider)
+                medledger_tls::client_config(certificate.clone(), verifier, provider)
                     .map(Arc::new)
                     .map_err(|e| ClientError::wallet(&dir, e))
             })
         };
         let links = make_links(&pinned.configuration, None, &dialer, &revocations)?;
-        let cert_der = wallet.cert_der()?;
         let peers = PeerSet {
             chain: std::sync::RwLock::new(ConfigChain::new(&pinned)),
             chain_learned: std::sync::Mutex::new(None),
@@ -521,8 +531,7 @@ impl PeerSet {
             links: std::sync::RwLock::new(Arc::new(links)),
             dialer,
             network_id,
-            cert_hash: certificate_hash(&cert_der),
-            cert_der,
+            certificate,
             signing: medledger_crypto::SigningIdentity::from_pkcs8_der(
                 &wallet.signing.to_pkcs8_der(),
             )
@@ -812,8 +821,44 @@ impl PeerSet {
         self.links().addresses.clone()
     }
 
+    /// The links to the peers; one whose peer's certificate ends within
+    /// [`REMAKE_BEFORE_END_S`] is made again first (the peer renewed it well before; the
+    /// connection made with the old one would be cut at its end, with the calls on it).
     fn links(&self) -> Arc<Links> {
-        self.links.read().unwrap_or_else(|p| p.into_inner()).clone()
+        let links = self.links.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let now = medledger_tls::now_unix();
+        let ending = |(end, made): &(Arc<std::sync::atomic::AtomicI64>, std::time::Instant)| {
+            let end = end.load(std::sync::atomic::Ordering::Relaxed);
+            // Once per window at most: a peer that did not renew comes back the same.
+            end != i64::MAX
+                && now >= end.saturating_sub(REMAKE_BEFORE_END_S)
+                && made.elapsed() >= Duration::from_secs(REMAKE_BEFORE_END_S as u64)
+        };
+        if !links.ends.iter().any(ending) {
+            return links;
+        }
+        let mut guard = self.links.write().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&guard, &links) {
+            return guard.clone();
+        }
+        let mut next = Links {
+            members: links.members.clone(),
+            clients: links.clients.clone(),
+            ends: links.ends.clone(),
+            names: links.names.clone(),
+            addresses: links.addresses.clone(),
+        };
+        for i in 0..next.members.len() {
+            if ending(&next.ends[i])
+                && let Ok((client, end)) =
+                    link_to(&next.members[i], &self.dialer, &self.revocations)
+            {
+                next.clients[i] = client;
+                next.ends[i] = end;
+            }
+        }
+        *guard = Arc::new(next);
+        guard.clone()
     }
 
     /// Links to the peers of the configuration followed, when it changed them (docs/adr/
@@ -854,6 +899,28 @@ impl PeerSet {
         self.transaction(function, args)
     }
 
+    /// The certificate this client presents in handshakes and names in its transactions.
+    pub fn certificate(&self) -> Arc<medledger_tls::LiveCertificate> {
+        self.certificate.clone()
+    }
+
+    /// Presents `certificate_der`, a renewal of this client's certificate for the same
+    /// signing key, from now on: in every new handshake and every transaction signed after.
+    ///
+    /// # Errors
+    /// [`ClientError::Protocol`] when it does not certify this client's signing key.
+    pub fn present(&self, certificate_der: Vec<u8>) -> Result<(), ClientError> {
+        self.certificate
+            .replace(certificate_der, self.signing.to_pkcs8_der().to_vec())
+            .map_err(|e| ClientError::Protocol(format!("the renewed certificate: {e}")))?;
+        // New links to every peer, made with the new certificate: calls under way finish on
+        // the old ones, which close once no call holds them, well before the old
+        // certificate ends (and the peers would cut them).
+        let links = make_links(&self.configuration(), None, &self.dialer, &self.revocations)?;
+        *self.links.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(links);
+        Ok(())
+    }
+
     /// A signed transaction calling `function` with encoded `args`.
     pub fn transaction(&self, function: &str, args: Vec<u8>) -> ([u8; 32], v1::Envelope) {
         let mut nonce = [0u8; 32];
@@ -862,11 +929,13 @@ impl PeerSet {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
+        let cert_der = self.certificate.certificate_der();
+        let cert_hash = certificate_hash(&cert_der);
         let transaction = v1::Transaction {
             function: function.to_string(),
             args,
-            creator_cert_hash: self.cert_hash.to_vec(),
-            creator_certificate: self.cert_der.clone(),
+            creator_cert_hash: cert_hash.to_vec(),
+            creator_certificate: cert_der,
             nonce: nonce.to_vec(),
             client_time_ms: now_ms,
             network_id: self.network_id.to_vec(),
@@ -876,7 +945,7 @@ impl PeerSet {
         let signature = self
             .signing
             .sign(SignatureDomain::Transaction, &transaction);
-        let tx_id = medledger_crypto::transaction_id(&nonce, &self.cert_hash);
+        let tx_id = medledger_crypto::transaction_id(&nonce, &cert_hash);
         let envelope = v1::Envelope {
             kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
                 transaction,
@@ -1209,6 +1278,35 @@ fn members_of(configuration: &Configuration) -> Vec<([u8; 32], String)> {
 }
 
 /// Links to the peers of `configuration`, keeping those of `current` to peers that stay.
+/// How long before a peer's certificate ends a link to it is made again (seconds).
+const REMAKE_BEFORE_END_S: i64 = 5;
+
+/// A link to the peer `(key, address)`, pinned to that key, connected at first use; with
+/// where its server certificate's end is kept, and when it was made.
+#[allow(clippy::type_complexity)]
+fn link_to(
+    (key, address): &([u8; 32], String),
+    dialer: &Dialer,
+    revocations: &SharedRevocations,
+) -> Result<
+    (
+        LedgerClient<Channel>,
+        (Arc<std::sync::atomic::AtomicI64>, std::time::Instant),
+    ),
+    ClientError,
+> {
+    let (channel, end) = medledger_tls::connect_lazy_watching(
+        address,
+        dialer(BTreeSet::from([*key]))?,
+        revocations.clone(),
+    )
+    .map_err(|e| unreachable(address, e))?;
+    let client = LedgerClient::new(channel)
+        .max_decoding_message_size(MAX_RESPONSE_BYTES)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    Ok((client, (end, std::time::Instant::now())))
+}
+
 fn make_links(
     configuration: &Configuration,
     current: Option<&Links>,
@@ -1217,31 +1315,23 @@ fn make_links(
 ) -> Result<Links, ClientError> {
     let members = members_of(configuration);
     let mut clients = Vec::with_capacity(members.len());
+    let mut ends = Vec::with_capacity(members.len());
     for member in &members {
         let kept = current.and_then(|c| {
             c.members
                 .iter()
                 .position(|m| m == member)
-                .map(|i| c.clients[i].clone())
+                .map(|i| (c.clients[i].clone(), c.ends[i].clone()))
         });
-        let client = match kept {
-            Some(client) => client,
-            None => {
-                let (key, address) = member;
-                let channel = medledger_tls::connect_lazy(
-                    address,
-                    dialer(BTreeSet::from([*key]))?,
-                    revocations.clone(),
-                )
-                .map_err(|e| unreachable(address, e))?;
-                LedgerClient::new(channel)
-                    .max_decoding_message_size(MAX_RESPONSE_BYTES)
-                    .max_encoding_message_size(MAX_RESPONSE_BYTES)
-            }
+        let (client, end) = match kept {
+            Some(kept) => kept,
+            None => link_to(member, dialer, revocations)?,
         };
         clients.push(client);
+        ends.push(end);
     }
     Ok(Links {
+        ends,
         names: configuration.peers.iter().map(|p| p.name.clone()).collect(),
         addresses: configuration
             .peers

@@ -278,13 +278,13 @@ impl Wallet {
     }
 
     /// Whether the certificate should be renewed at `now` (Unix seconds): it is in the last
-    /// quarter of its lifetime, or its last 30 days, whichever is shorter (as the CA warns,
-    /// docs/membership.md), and has not expired (an expired certificate cannot be renewed).
+    /// quarter of the lifetime it was issued for, or its last 30 days, whichever is shorter
+    /// ([`medledger_crypto::renewal_due_at`], as the CA warns, docs/membership.md), and has
+    /// not expired (an expired certificate cannot be renewed).
     pub fn renewal_due(&self, now: i64) -> Result<bool, ClientError> {
         let identity = self.certificate_identity()?;
-        let lifetime = identity.not_after.saturating_sub(identity.not_before);
-        let window = (lifetime / 4).clamp(0, 30 * 86_400);
-        Ok(now < identity.not_after && now >= identity.not_after.saturating_sub(window))
+        Ok(now < identity.not_after
+            && now >= medledger_crypto::renewal_due_at(identity.not_before, identity.not_after))
     }
 
     /// What the certificate says, whatever the time (an expired wallet still opens and can

@@ -75,6 +75,12 @@ pub async fn run(
             }
         });
     }
+    // The gateway's certificate is renewed before it ends, for the same keys, and presented
+    // from then on to the peers and to its clients (issue 19 item 5).
+    let renewal = tokio::spawn(medledger_sdk::renewal::keep_renewed(
+        Wallet::open(&config.wallet).map_err(|e| anyhow::anyhow!("{e}"))?,
+        peers.clone(),
+    ));
     let revocations = peers.revocations().clone();
     let gateway = Arc::new(Gateway::new(
         peers,
@@ -87,9 +93,10 @@ pub async fn run(
     let provider = medledger_tls::provider();
     let verifier =
         medledger_tls::EnrollmentClientVerifier::new(root, revocations.clone(), provider.clone());
+    // The certificate the gateway presents to its clients is the one it presents to the
+    // peers: renewed once for both.
     let server_config = Arc::new(medledger_tls::server_config(
-        wallet.cert_der().map_err(|e| anyhow::anyhow!("{e}"))?,
-        wallet.signing.to_pkcs8_der().to_vec(),
+        gateway.peers.certificate(),
         verifier,
         provider,
     )?);
@@ -135,6 +142,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     reconciler.abort();
+    renewal.abort();
     tracing::info!("stopped");
     Ok(())
 }

@@ -101,11 +101,21 @@ impl LocalNetwork {
         text
     }
 
+    /// `medledger --json args`, which must succeed: what it printed on stdout (what it says
+    /// on stderr, such as a renewal, is not part of the answer).
     pub fn json(&self, wallet: Option<&str>, args: &[&str]) -> Value {
         let mut with_json = vec!["--json"];
         with_json.extend_from_slice(args);
-        let text = self.ok(wallet, &with_json);
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+        let out = self.run(wallet, &with_json);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "medledger {args:?} failed:\n{stdout}{stderr}"
+        );
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}{stderr}"))
     }
 
     /// `ledger verify`, expected to fail: its report.

@@ -49,6 +49,11 @@ impl<S> Guarded<S> {
         &self.inner
     }
 
+    /// The notAfter (Unix seconds) of the other side's certificate, when it presented one.
+    pub fn not_after(&self) -> Option<i64> {
+        self.certificate.as_ref().map(|(_, not_after)| *not_after)
+    }
+
     /// Whether the link may still carry bytes; once not, never again.
     fn standing(&mut self) -> io::Result<()> {
         if self.ended.is_none()

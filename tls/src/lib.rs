@@ -11,17 +11,20 @@
 //! - [`EnrollmentServerVerifier`]: a client's check of the server (role peer, optional pins).
 //! - [`EnrollmentClientVerifier`]: a server's check of its clients (any role, mandatory).
 //! - [`server_config`], [`client_config`], [`accept_tls`], [`connect`].
+//! - [`LiveCertificate`]: this process's certificate, renewed while it runs.
 //! - [`Guarded`]: every link, both ways, ends when the other side's certificate is revoked
 //!   or expires.
 //! - [`admission`]: per-identity rate and in-flight limits for the servers' callers.
 
 pub mod admission;
 mod guard;
+mod live;
 
 pub use guard::Guarded;
+pub use live::LiveCertificate;
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +38,7 @@ use rustls::{
     CertificateError as TlsCertError, ClientConfig, DigitallySignedStruct, DistinguishedName,
     ServerConfig, SignatureScheme,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::server::TlsStream;
@@ -296,35 +299,33 @@ impl ClientCertVerifier for EnrollmentClientVerifier {
     tls13_ed25519_signatures!();
 }
 
-/// TLS 1.3 only, ALPN h2, this process's enrollment certificate, mandatory client auth.
+/// TLS 1.3 only, ALPN h2, this process's enrollment certificate (as it is at each
+/// handshake: [`LiveCertificate`]), mandatory client auth.
 pub fn server_config(
-    certificate_der: Vec<u8>,
-    key_pkcs8_der: Vec<u8>,
+    certificate: Arc<LiveCertificate>,
     verifier: Arc<EnrollmentClientVerifier>,
     provider: Arc<CryptoProvider>,
 ) -> Result<ServerConfig, rustls::Error> {
-    let key = PrivateKeyDer::Pkcs8(key_pkcs8_der.into());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![CertificateDer::from(certificate_der)], key)?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
 
-/// TLS 1.3 only, ALPN h2, this process's enrollment certificate as client certificate.
+/// TLS 1.3 only, ALPN h2, this process's enrollment certificate (as it is at each
+/// handshake: [`LiveCertificate`]) as client certificate.
 pub fn client_config(
-    certificate_der: Vec<u8>,
-    key_pkcs8_der: Vec<u8>,
+    certificate: Arc<LiveCertificate>,
     verifier: Arc<EnrollmentServerVerifier>,
     provider: Arc<CryptoProvider>,
 ) -> Result<ClientConfig, rustls::Error> {
-    let key = PrivateKeyDer::Pkcs8(key_pkcs8_der.into());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(vec![CertificateDer::from(certificate_der)], key)?;
+        .with_client_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -462,6 +463,61 @@ pub async fn connect(
             }
             why
         })
+}
+
+/// Like [`connect`], and also the notAfter (Unix seconds) of the certificate the server
+/// presented (`None` if it could not be read): a long-lived link can be made again before
+/// that certificate ends and the link with it.
+///
+/// # Errors
+/// As [`connect`].
+pub async fn connect_watching(
+    address: &str,
+    config: Arc<ClientConfig>,
+    revoked: SharedRevocations,
+) -> Result<(tonic::transport::Channel, Option<i64>), String> {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let (endpoint, connector) = endpoint_and_connector(address, config, revoked)?;
+    let watching = {
+        let seen = seen.clone();
+        tower::ServiceExt::map_response(connector, move |io| {
+            let not_after = io.inner().not_after();
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = not_after;
+            io
+        })
+    };
+    let channel = endpoint
+        .connect_with_connector(watching)
+        .await
+        .map_err(|e| e.to_string())?;
+    let not_after = *seen.lock().unwrap_or_else(|p| p.into_inner());
+    Ok((channel, not_after))
+}
+
+/// Like [`connect_lazy`], and also where the notAfter (Unix seconds) of the certificate the
+/// server presented at the latest connection is kept (`i64::MAX` until one is made): a
+/// client can make the link again before that certificate ends and cuts the connection.
+///
+/// # Errors
+/// As [`connect_lazy`].
+pub fn connect_lazy_watching(
+    address: &str,
+    config: Arc<ClientConfig>,
+    revoked: SharedRevocations,
+) -> Result<(tonic::transport::Channel, Arc<AtomicI64>), String> {
+    let end = Arc::new(AtomicI64::new(i64::MAX));
+    let (endpoint, connector) = endpoint_and_connector(address, config, revoked)?;
+    let watching = {
+        let end = end.clone();
+        tower::ServiceExt::map_response(connector, move |io| {
+            end.store(
+                io.inner().not_after().unwrap_or(i64::MAX),
+                Ordering::Relaxed,
+            );
+            io
+        })
+    };
+    Ok((endpoint.connect_with_connector_lazy(watching), end))
 }
 
 /// Like [`connect`], but connects on first use (and reconnects after failures).

@@ -1,0 +1,116 @@
+//! A network whose certificates last one minute lives on (issue 19 item 5). The CA issues
+//! 60-second enrollment certificates to everyone: peers, gateway, admins and users.
+//! `medledger-load` keeps clinicians and patients busy for longer than two lifetimes while
+//! every process renews by itself (peers and the gateway as they run, the load's clients as
+//! any long-running client does, the admins at their next command), and one peer is replaced
+//! on the way (the new one enrolled with a one-minute certificate too).
+//! Nothing the load sent is refused, nothing it was told committed is lost, every peer and
+//! the gateway renewed more than once, and the auditor verifies the chain.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
+use medledger_tests::binary;
+use medledger_tests::local_network::LocalNetwork;
+use serde_json::Value;
+
+/// Lifetime of every certificate the CA issues.
+const VALIDITY: &str = "60s";
+/// Seconds of measured load: more than two lifetimes, so everyone renews at least twice.
+const LOAD_SECONDS: u64 = 150;
+
+#[test]
+fn a_network_of_one_minute_certificates_renews_everything_under_load() {
+    // SAFETY: set before any thread of this test binary (it holds this one test) starts; the
+    // processes it starts inherit them: the CA (also when restarted), and the peers (the
+    // replacement is a membership change, accepted by debug builds given this switch).
+    unsafe {
+        std::env::set_var("MEDLEDGER_CA_CERT_VALIDITY", VALIDITY);
+        std::env::set_var(MEMBERSHIP_CHANGES_ENV, "1");
+    }
+    let net = LocalNetwork::up_with(&[]);
+    let info = net.json(Some("admin"), &["ca-info"]);
+    assert_eq!(info["certificate_validity_seconds"], 60, "{info}");
+    let results = net.path().join("load.jsonl");
+    let log = std::fs::File::create(net.path().join("load.log")).unwrap();
+    let mut load = Command::new(binary("medledger-load"))
+        .args(["--network-dir", net.path().to_str().unwrap()])
+        .args(["--clients", "8", "--identities", "8", "--warmup", "3"])
+        .args(["--duration", &LOAD_SECONDS.to_string(), "--label", "short"])
+        .args(["--json-out", results.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("medledger-load runs");
+
+    // The admins renew at their next command once due: one every 10 s keeps them current
+    // (an idle wallet would lapse, and a lapsed certificate cannot be renewed).
+    let started = Instant::now();
+    let mut replaced = false;
+    while load.try_wait().unwrap().is_none() {
+        for admin in ["admin", "admin2"] {
+            let shown = net.json(Some(admin), &["admin", "config", "show"]);
+            assert!(shown["sequence"].is_u64(), "{shown}");
+        }
+        // After a first round of renewals, one peer is replaced under load.
+        if !replaced && started.elapsed() > Duration::from_secs(70) {
+            // Added first: four is the fewest peers a network has.
+            let out = net.json(None, &["network", "add-peer"]);
+            assert_eq!(out["name"], "peer4", "{out}");
+            let out = net.json(None, &["network", "remove-peer", "peer1"]);
+            assert_eq!(out["stopped"], true, "{out}");
+            replaced = true;
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    }
+    assert!(replaced, "the load ended before the replacement");
+
+    let finished = load.wait().unwrap();
+    let report = std::fs::read_to_string(net.path().join("load.log")).unwrap_or_default();
+    assert!(finished.success(), "{report}");
+    let line: Value = serde_json::from_str(
+        std::fs::read_to_string(&results)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(line["committed"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(line["unsealed_after_drain"], 0, "{report}");
+    let done: u64 = line["statuses"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let ok: u64 = line["done_by_op"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(done, ok, "operations failed across the renewals: {report}");
+
+    // Everyone renewed by themselves, more than once for those there throughout.
+    let renewals = |log: &str, line: &str| {
+        std::fs::read_to_string(net.path().join(log))
+            .unwrap_or_default()
+            .matches(line)
+            .count()
+    };
+    for peer in ["peer0", "peer2", "peer3"] {
+        let n = renewals(&format!("{peer}.log"), "renewed this peer's certificate");
+        assert!(n >= 2, "{peer} renewed {n} times");
+    }
+    let n = renewals("peer4.log", "renewed this peer's certificate");
+    assert!(n >= 1, "the added peer renewed {n} times");
+    let n = renewals("gateway.log", "renewed the certificate (same keys)");
+    assert!(n >= 2, "the gateway renewed {n} times");
+
+    // One chain, verified across the renewals and the replacement.
+    let report = net.json(Some("admin"), &["ledger", "verify", "--skip-objects"]);
+    assert_eq!(report["ok"], true, "{report}");
+}
