@@ -35,7 +35,10 @@ pub const DEFAULT_CERTIFICATE_VALIDITY_SECONDS: i64 = 365 * 24 * 3600;
 // behind the CA's can use its certificate at once.
 use medledger_crypto::BACKDATE_SECONDS;
 const ROOT_VALIDITY_SECONDS: i64 = 20 * 365 * 24 * 3600;
-const TLS_VALIDITY_SECONDS: i64 = 5 * 365 * 24 * 3600;
+/// Default lifetime of the CA's TLS certificate: five years.
+pub const DEFAULT_TLS_VALIDITY_SECONDS: i64 = 5 * 365 * 24 * 3600;
+#[cfg(test)]
+const TLS_VALIDITY_SECONDS: i64 = DEFAULT_TLS_VALIDITY_SECONDS;
 const CRL_VALIDITY_SECONDS: i64 = 7 * 24 * 3600;
 /// Longest enrollment secret accepted on the wire (ours are 64 characters).
 const MAX_SECRET_LEN: usize = 128;
@@ -190,6 +193,16 @@ fn subject_public_key(der: &[u8]) -> Result<Vec<u8>, CaError> {
     Ok(cert.public_key().raw.to_vec())
 }
 
+/// The notBefore and notAfter of a certificate (DER), in Unix seconds.
+pub fn certificate_validity(der: &[u8]) -> Result<(i64, i64), CaError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| CaError::Build(format!("certificate: {e}")))?;
+    Ok((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
 /// The notAfter of a certificate (DER), in Unix seconds.
 pub fn certificate_not_after(der: &[u8]) -> Result<i64, CaError> {
     let (_, cert) = x509_parser::parse_x509_certificate(der)
@@ -199,12 +212,14 @@ pub fn certificate_not_after(der: &[u8]) -> Result<i64, CaError> {
 
 /// A TLS server certificate for the CA (CN `medledger-ca`, EKU serverAuth), for
 /// `localhost`, `127.0.0.1` and each of `hosts` (DNS names or IP addresses), signed by the
-/// root, valid five years from `now`: (its key as PKCS#8 PEM, the certificate as PEM).
+/// root, valid `validity_seconds` from `now`: (its key as PKCS#8 PEM, the certificate as
+/// PEM).
 fn issue_tls_certificate(
     root_params: &CertificateParams,
     root_key: &SigningIdentity,
     hosts: &[String],
     now: i64,
+    validity_seconds: i64,
 ) -> Result<(Zeroizing<String>, String), CaError> {
     let tls_key = SigningIdentity::generate(&mut rand::rngs::OsRng);
     let mut tls = CertificateParams::default();
@@ -227,7 +242,7 @@ fn issue_tls_certificate(
     tls.use_authority_key_identifier_extension = true;
     tls.key_identifier_method = key_id(&tls_key.verifying_key());
     tls.not_before = datetime(now - BACKDATE_SECONDS)?;
-    tls.not_after = datetime(now + TLS_VALIDITY_SECONDS)?;
+    tls.not_after = datetime(now.saturating_add(validity_seconds))?;
     tls.serial_number = Some(SerialNumber::from_slice(&random_serial()));
     let issuer = Issuer::from_params(root_params, root_key);
     let tls_cert = tls
@@ -377,7 +392,8 @@ impl CertificateAuthority {
         params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
         let root_cert = params.self_signed(&root_key).map_err(build_error)?;
 
-        let (tls_key, tls_cert) = issue_tls_certificate(&params, &root_key, hosts, now)?;
+        let (tls_key, tls_cert) =
+            issue_tls_certificate(&params, &root_key, hosts, now, DEFAULT_TLS_VALIDITY_SECONDS)?;
 
         write_private(&dir.root_key(), root_key.to_pkcs8_pem().as_bytes())?;
         write_public(&dir.root_certificate(), root_cert.pem().as_bytes())?;
@@ -408,7 +424,15 @@ impl CertificateAuthority {
     /// root does not change, so no client or peer needs anything new. The files are replaced
     /// atomically (new files, then rename); a running `serve` takes the new certificate at
     /// its next reload (docs/membership.md). Returns the names the new certificate holds.
-    pub fn renew_tls(dir: &CaDir, add_hosts: &[String], now: i64) -> Result<Vec<String>, CaError> {
+    pub fn renew_tls(
+        dir: &CaDir,
+        add_hosts: &[String],
+        now: i64,
+        validity_seconds: i64,
+    ) -> Result<Vec<String>, CaError> {
+        if validity_seconds <= 0 {
+            return Err(invalid("TLS certificate validity", "must be positive"));
+        }
         let (root_key, _) = read_root(dir)?;
         let mut hosts = tls_certificate_names(&std::fs::read_to_string(dir.tls_certificate())?)?;
         for host in add_hosts {
@@ -422,6 +446,7 @@ impl CertificateAuthority {
             &root_key,
             &hosts,
             now,
+            validity_seconds,
         )?;
         // Both new files first (a second renewal at the same time finds them and stops), then
         // the key, then the certificate: a crash between the two renames is completed by
@@ -1447,6 +1472,7 @@ mod tests {
             &dir,
             &["ca2.hospital.example".into(), "10.0.0.7".into()],
             NOW + 100,
+            TLS_VALIDITY_SECONDS,
         )
         .unwrap();
         let expected = [
@@ -1503,7 +1529,8 @@ mod tests {
             )
             .unwrap();
         // Renewing again without names keeps them all.
-        let again = CertificateAuthority::renew_tls(&dir, &[], NOW + 200).unwrap();
+        let again =
+            CertificateAuthority::renew_tls(&dir, &[], NOW + 200, TLS_VALIDITY_SECONDS).unwrap();
         assert_eq!(again, expected);
         // A crash after the key's rename, before the certificate's: the pair is completed
         // at the next start, never left mismatched.
@@ -1522,7 +1549,9 @@ mod tests {
         assert_eq!(std::fs::read(dir.tls_key()).unwrap(), current_key);
         // A renewal that finds another's files refuses, and changes nothing.
         std::fs::write(renewal_file(&dir.tls_key()), b"other").unwrap();
-        assert!(CertificateAuthority::renew_tls(&dir, &[], NOW + 300).is_err());
+        assert!(
+            CertificateAuthority::renew_tls(&dir, &[], NOW + 300, TLS_VALIDITY_SECONDS).is_err()
+        );
         assert_eq!(std::fs::read(dir.tls_key()).unwrap(), current_key);
     }
 }

@@ -45,13 +45,16 @@ pub fn expiry_check_interval(validity_seconds: i64) -> std::time::Duration {
     std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(300))
 }
 
-/// Serves the CA on `listen` until `shutdown` resolves. Calls `on_listening` with the bound
-/// address (useful with port 0) once the socket is open. With `metrics_listen`, Prometheus
-/// metrics are served at `/metrics` there.
+/// Serves the CA on `listen` until `shutdown` resolves, issuing enrollment certificates for
+/// `validity_seconds` and renewing its own TLS certificate for `tls_validity_seconds` when it
+/// is due (or at once, when the one it has was issued for longer). Calls `on_listening` with
+/// the bound address (useful with port 0) once the socket is open. With `metrics_listen`,
+/// Prometheus metrics are served at `/metrics` there.
 pub async fn serve(
     dir: CaDir,
     listen: SocketAddr,
     validity_seconds: i64,
+    tls_validity_seconds: i64,
     metrics_listen: Option<SocketAddr>,
     on_listening: impl FnOnce(SocketAddr),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -84,6 +87,11 @@ pub async fn serve(
     }
     let watchers = [
         tokio::spawn(reload_renewed_tls(dir.clone(), certificate.clone())),
+        tokio::spawn(renew_own_tls(
+            dir.clone(),
+            certificate.clone(),
+            tls_validity_seconds,
+        )),
         tokio::spawn(warn_before_expiry(
             ca.clone(),
             certificate,
@@ -117,6 +125,51 @@ pub async fn serve(
         watcher.abort();
     }
     Ok(())
+}
+
+/// Renews the CA's own TLS certificate from the same root, with the same names, for
+/// `validity_seconds`, and presents it: when it is due ([`medledger_crypto::renewal_due_at`]:
+/// the last quarter of its lifetime, at most 30 days), or at once when it was issued for
+/// longer than `validity_seconds` (a CA told to use shorter ones). Clients trust the root,
+/// so nothing changes for them.
+async fn renew_own_tls(
+    dir: CaDir,
+    certificate: Arc<tls::ReloadableServerCert>,
+    validity_seconds: i64,
+) {
+    loop {
+        let due = authority::certificate_validity(&certificate.certificate_der()).is_ok_and(
+            |(not_before, not_after)| {
+                medledger_crypto::issued_lifetime(not_before, not_after) > validity_seconds
+                    || now_unix() >= medledger_crypto::renewal_due_at(not_before, not_after)
+            },
+        );
+        if due {
+            let renewed = {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || {
+                    CertificateAuthority::renew_tls(&dir, &[], now_unix(), validity_seconds)
+                })
+                .await
+            };
+            match renewed {
+                Ok(Ok(_)) => match certificate.reload() {
+                    Ok(()) => tracing::info!(
+                        validity_seconds,
+                        "renewed the CA's own TLS certificate; presented from now on"
+                    ),
+                    Err(e) => {
+                        tracing::error!(error = %e, "the renewed TLS certificate cannot be used")
+                    }
+                },
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not renew the CA's TLS certificate")
+                }
+                Err(e) => tracing::warn!(error = %e, "the TLS renewal did not finish"),
+            }
+        }
+        tokio::time::sleep(expiry_check_interval(validity_seconds)).await;
+    }
 }
 
 /// Takes in a TLS certificate renewed by `medledger-ca tls-renew` when its file changes.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! medledger-ca init  --dir D [--host NAME]...
-//! medledger-ca serve --dir D --listen ADDR [--cert-validity 365d] [--metrics-listen ADDR]
+//! medledger-ca serve --dir D --listen ADDR [--cert-validity 365d] [--tls-validity 1825d] [--metrics-listen ADDR]
 //! medledger-ca tls-renew --dir D [--host NAME]...
 //! ```
 
@@ -49,6 +49,10 @@ enum Command {
         /// Lifetime of issued enrollment certificates: 365d, 12h, 30m, 90s.
         #[arg(long, env = "MEDLEDGER_CA_CERT_VALIDITY", default_value = "365d", value_parser = parse_duration_seconds)]
         cert_validity: i64,
+        /// Lifetime of the CA's own TLS certificate: it renews it when due (its last quarter,
+        /// at most 30 days), and at once when it has one issued for longer.
+        #[arg(long, env = "MEDLEDGER_CA_TLS_VALIDITY", default_value = "1825d", value_parser = parse_duration_seconds)]
+        tls_validity: i64,
         /// Serve Prometheus metrics at http://ADDR/metrics (certificates close to expiry,
         /// the TLS certificate's and the root's time left).
         #[arg(long, env = "MEDLEDGER_CA_METRICS_LISTEN")]
@@ -63,6 +67,9 @@ enum Command {
         /// A DNS name or IP address to add. Repeat for several.
         #[arg(long = "host")]
         hosts: Vec<String>,
+        /// Lifetime of the new TLS certificate.
+        #[arg(long, default_value = "1825d", value_parser = parse_duration_seconds)]
+        validity: i64,
     },
 }
 
@@ -97,10 +104,14 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::TlsRenew { dir, hosts } => {
+        Command::TlsRenew {
+            dir,
+            hosts,
+            validity,
+        } => {
             let dir = CaDir::new(dir);
-            let names =
-                CertificateAuthority::renew_tls(&dir, &hosts, now_unix()).with_context(|| {
+            let names = CertificateAuthority::renew_tls(&dir, &hosts, now_unix(), validity)
+                .with_context(|| {
                     format!("renewing the TLS certificate in {}", dir.root.display())
                 })?;
             println!(
@@ -114,6 +125,7 @@ fn main() -> anyhow::Result<()> {
             dir,
             listen,
             cert_validity,
+            tls_validity,
             metrics_listen,
         } => {
             let runtime = tokio::runtime::Runtime::new()?;
@@ -121,6 +133,7 @@ fn main() -> anyhow::Result<()> {
                 CaDir::new(dir),
                 listen,
                 cert_validity,
+                tls_validity,
                 metrics_listen,
                 |addr| {
                     // Scripts and tests read this line to learn the port.

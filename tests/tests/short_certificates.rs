@@ -1,5 +1,6 @@
 //! A network whose certificates last one minute lives on (issue 19 item 5). The CA issues
-//! 60-second enrollment certificates to everyone: peers, gateway, admins and users.
+//! 60-second enrollment certificates to everyone: peers, gateway, admins and users; and its
+//! own TLS certificate lasts one minute too.
 //! `medledger-load` keeps clinicians and patients busy for longer than two lifetimes while
 //! every process renews by itself (peers and the gateway as they run, the load's clients as
 //! any long-running client does, the admins at their next command), and one peer is replaced
@@ -27,6 +28,7 @@ fn a_network_of_one_minute_certificates_renews_everything_under_load() {
     // replacement is a membership change, accepted by debug builds given this switch).
     unsafe {
         std::env::set_var("MEDLEDGER_CA_CERT_VALIDITY", VALIDITY);
+        std::env::set_var("MEDLEDGER_CA_TLS_VALIDITY", VALIDITY);
         std::env::set_var(MEMBERSHIP_CHANGES_ENV, "1");
     }
     let net = LocalNetwork::up_with(&[]);
@@ -109,6 +111,8 @@ fn a_network_of_one_minute_certificates_renews_everything_under_load() {
     assert!(n >= 1, "the added peer renewed {n} times");
     let n = renewals("gateway.log", "renewed the certificate (same keys)");
     assert!(n >= 2, "the gateway renewed {n} times");
+    let n = renewals("ca.log", "renewed the CA's own TLS certificate");
+    assert!(n >= 3, "the CA renewed its TLS certificate {n} times");
 
     // One chain, verified across the renewals and the replacement.
     let report = net.json(Some("admin"), &["ledger", "verify", "--skip-objects"]);
