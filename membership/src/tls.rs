@@ -194,5 +194,6 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    medledger_tls::no_resumption_server(&mut config);
     Ok(config)
 }

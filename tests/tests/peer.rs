@@ -1470,3 +1470,39 @@ fn late_tx_for_test(peers: &PeerSet, wallet: &Wallet) -> v1::Envelope {
     tx.expires_at_ms = now_s() * 1000 - 10_000;
     signed_envelope(wallet, &tx)
 }
+
+/// A resumed TLS 1.3 handshake checks no certificate (RFC 8446 §2.2): it would carry a
+/// revoked, expired or renewed-away certificate past every check. A peer offers no session
+/// to resume, so even a client that asks to resume gets a full handshake every time.
+#[test]
+fn a_peer_never_resumes_a_tls_session() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    net.member("resumer", "clinician");
+    let wallet = Wallet::open(&net.wallet("resumer")).unwrap();
+    let revoked = medledger_tls::SharedRevocations::default();
+    // Our client refuses to resume; this one asks to.
+    let mut config = (*client_tls(&wallet, None, &revoked).unwrap()).clone();
+    config.resumption = rustls::client::Resumption::default();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let address = net.address(0);
+    runtime().block_on(async {
+        for attempt in 0..3 {
+            let tcp = tokio::net::TcpStream::connect(&address).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("medledger-peer").unwrap();
+            let mut tls = connector.connect(name, tcp).await.unwrap();
+            assert_eq!(
+                tls.get_ref().1.handshake_kind(),
+                Some(rustls::HandshakeKind::Full),
+                "handshake {attempt} was not a full one"
+            );
+            // Tickets, if any were sent, arrive after the handshake: read what comes.
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let _ = tokio::time::timeout(Duration::from_millis(300), tls.read(&mut buf)).await;
+        }
+    });
+}

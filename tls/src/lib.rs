@@ -311,7 +311,21 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    no_resumption_server(&mut config);
     Ok(config)
+}
+
+/// No TLS session resumption, as server: a resumed handshake checks no certificate (RFC 8446
+/// §2.2), so it would carry a revoked, expired or renewed-away certificate past every check
+/// and every [`Guarded`] link.
+pub fn no_resumption_server(config: &mut ServerConfig) {
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+}
+
+/// No TLS session resumption, as client (see [`no_resumption_server`]).
+pub fn no_resumption_client(config: &mut ClientConfig) {
+    config.resumption = rustls::client::Resumption::disabled();
 }
 
 /// TLS 1.3 only, ALPN h2, this process's enrollment certificate (as it is at each
@@ -327,6 +341,7 @@ pub fn client_config(
         .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    no_resumption_client(&mut config);
     Ok(config)
 }
 
