@@ -358,11 +358,16 @@ fn wallet_dir(cli: &Cli) -> Result<PathBuf, ClientError> {
     }
 }
 
+/// The wallet as it is on disk (for commands that contact no CA, or renew it themselves).
+fn open_wallet_as_is(cli: &Cli) -> Result<Wallet, ClientError> {
+    Wallet::open(&wallet_dir(cli)?)
+}
+
 /// The wallet, its certificate renewed first (same keys, `medledger_sdk::renewal`) when it is
 /// due: a command run late in its certificate's life carries a fresh one. A renewal that
 /// fails is reported, and the command goes on with the certificate it has.
 async fn open_wallet(cli: &Cli) -> Result<Wallet, ClientError> {
-    let mut wallet = Wallet::open(&wallet_dir(cli)?)?;
+    let mut wallet = open_wallet_as_is(cli)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -499,7 +504,9 @@ async fn run(cli: Cli) -> Result<Output, ClientError> {
             new_signing_key,
             key_compromise,
         } => {
-            let mut wallet = open_wallet(&cli).await?;
+            // As it is: the renewal asked for is the only one (a key compromised is not
+            // renewed first).
+            let mut wallet = open_wallet_as_is(&cli)?;
             let url = ca_url(&cli, Some(&wallet));
             let renewal = medledger_sdk::Renewal {
                 new_signing_key: *new_signing_key,
@@ -652,7 +659,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
             match genesis {
                 Some(path) => medledger_execution::genesis::Genesis::read(path)
                     .map_err(|e| ClientError::Usage(e.to_string()))?,
-                None => medledger_sdk::peer::pinned_genesis(&open_wallet(cli).await?)?.ok_or_else(
+                None => medledger_sdk::peer::pinned_genesis(&open_wallet_as_is(cli)?)?.ok_or_else(
                     || ClientError::Usage("give --genesis (the wallet is not pinned)".into()),
                 )?,
             };

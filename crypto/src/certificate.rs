@@ -101,6 +101,52 @@ pub fn renewal_due_at(not_before: i64, not_after: i64) -> i64 {
     not_after.saturating_sub(window)
 }
 
+/// Checks `der`, the CA's answer to a renewal of `held`, before it is stored or presented:
+/// an enrollment certificate of `root`, valid at `now` (Unix seconds), for the same name and
+/// role as `held`, certifying `signing_key` and `encryption_key` (the keys the renewal asked
+/// for), ending no earlier than `held`, and not already due for renewal itself
+/// ([`renewal_due_at`]), so that a CA answering with a certificate that ends at once cannot
+/// make its holder renew without pause. Returns who it names.
+///
+/// # Errors
+/// Why it is not a renewal of `held`, in words.
+pub fn check_renewal(
+    der: &[u8],
+    root: &RootCertificate,
+    held: &EnrolledIdentity,
+    signing_key: &VerifyingKey,
+    encryption_key: &EncryptionPublicKey,
+    now: i64,
+) -> Result<EnrolledIdentity, String> {
+    let new = validate_enrollment_certificate(der, root, now, &BTreeSet::<Vec<u8>>::new())
+        .map_err(|e| e.to_string())?;
+    if new.name != held.name || new.role != held.role {
+        return Err(format!(
+            "it names {} ({}), not {} ({})",
+            new.name, new.role, held.name, held.role
+        ));
+    }
+    if new.signing_key != *signing_key {
+        return Err("it certifies another signing key".into());
+    }
+    if new.encryption_key != *encryption_key {
+        return Err("it certifies another encryption key".into());
+    }
+    if new.not_after < held.not_after {
+        return Err(format!(
+            "it ends at {}, earlier than the one held ({})",
+            new.not_after, held.not_after
+        ));
+    }
+    if now >= renewal_due_at(new.not_before, new.not_after) {
+        return Err(format!(
+            "it is due for renewal already (valid {} to {})",
+            new.not_before, new.not_after
+        ));
+    }
+    Ok(new)
+}
+
 /// The network's trust anchor: the membership CA's self-signed Ed25519 root.
 #[derive(Debug, Clone)]
 pub struct RootCertificate {
@@ -526,6 +572,77 @@ mod tests {
         // Both ends of the validity period are inside it (RFC 5280).
         validate_enrollment_certificate(&der, &ca.root, JAN_2026, &none()).unwrap();
         validate_enrollment_certificate(&der, &ca.root, JAN_2027, &none()).unwrap();
+    }
+
+    /// What a renewal must be before anyone stores or presents it (a lying CA's answers).
+    #[test]
+    fn a_renewal_is_the_same_identity_and_keys_ending_later_and_not_due_at_once() {
+        let ca = test_ca(1);
+        let alice = SigningIdentity::from_seed(&[10; 32]);
+        let issued_at = JAN_2026 + 86_400;
+        let held_der = issue_with(&ca, &alice, |p| {
+            p.not_before = at(issued_at - BACKDATE_SECONDS);
+            p.not_after = at(issued_at + 600);
+        });
+        let held = read_enrollment_certificate(&held_der, &ca.root).unwrap();
+        let now = issued_at + 500;
+        let renewal = |edit: &dyn Fn(&mut CertificateParams)| {
+            issue_with(&ca, &alice, |p| {
+                p.not_before = at(now - BACKDATE_SECONDS);
+                p.not_after = at(now + 600);
+                edit(p);
+            })
+        };
+        let key = alice.verifying_key();
+        let enc = EncryptionPublicKey([3; 32]);
+        let check = |der: &[u8]| check_renewal(der, &ca.root, &held, &key, &enc, now);
+        let good = check(&renewal(&|_| {})).unwrap();
+        assert_eq!(good.not_after, now + 600);
+        // Another name, another key, another root: refused.
+        let other_name = renewal(&|p| {
+            p.distinguished_name = rcgen::DistinguishedName::new();
+            p.distinguished_name.push(DnType::CommonName, "dr.mallory");
+        });
+        assert!(check(&other_name).unwrap_err().contains("dr.mallory"));
+        let other_key = issue_with(&ca, &SigningIdentity::from_seed(&[11; 32]), |p| {
+            p.not_before = at(now - BACKDATE_SECONDS);
+            p.not_after = at(now + 600);
+        });
+        assert!(check(&other_key).unwrap_err().contains("signing key"));
+        let foreign = issue_with(&test_ca(2), &alice, |p| {
+            p.not_before = at(now - BACKDATE_SECONDS);
+            p.not_after = at(now + 600);
+        });
+        assert!(check(&foreign).is_err());
+        assert!(
+            check_renewal(
+                &renewal(&|_| {}),
+                &ca.root,
+                &held,
+                &key,
+                &EncryptionPublicKey([4; 32]),
+                now
+            )
+            .unwrap_err()
+            .contains("encryption key")
+        );
+        // Ended, not yet valid, ending before the one held, or due for renewal at once.
+        assert!(check(&renewal(&|p| p.not_after = at(now - 1))).is_err());
+        assert!(check(&renewal(&|p| p.not_before = at(now + 10))).is_err());
+        assert!(
+            check(&renewal(&|p| p.not_after = at(issued_at + 599)))
+                .unwrap_err()
+                .contains("earlier")
+        );
+        assert!(
+            // A CA whose clock is far behind: long past its start, near its end.
+            check(&renewal(&|p| {
+                p.not_before = at(now - 10_000);
+                p.not_after = at(issued_at + 700);
+            }))
+            .unwrap_err()
+            .contains("due for renewal")
+        );
     }
 
     #[test]

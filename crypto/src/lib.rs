@@ -28,8 +28,8 @@ mod wrap;
 pub use certificate::{
     BACKDATE_SECONDS, CertificateError, EnrolledIdentity, MAX_RENEWAL_WINDOW_SECONDS,
     RevocationSet, RootCertificate, SigningRequest, build_signing_request, certificate_hash,
-    issued_lifetime, parse_csr, read_enrollment_certificate, renewal_due_at, serial_and_not_after,
-    validate_enrollment_certificate,
+    check_renewal, issued_lifetime, parse_csr, read_enrollment_certificate, renewal_due_at,
+    serial_and_not_after, validate_enrollment_certificate,
 };
 pub use encryption::{EncryptionKey, EncryptionPublicKey};
 pub use extension::{ENROLLMENT_EXTENSION_OID, EnrollmentExtension, ExtensionError};

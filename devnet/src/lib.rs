@@ -443,11 +443,10 @@ pub async fn ensure_identity(
     Ok(wallet)
 }
 
-/// Renews, keeping each signing key, every wallet of the network whose certificate is in
-/// its renewal window ([`Wallet::renewal_due`]): `network up` keeps a long-lived local
-/// network's certificates current (issue 19 item 2). A running process keeps the
-/// certificate it started with (still valid: the key is the same, so nothing is revoked)
-/// until it restarts. Returns the names renewed.
+/// Renews, keeping both keys, every wallet of the network whose certificate is in its
+/// renewal window ([`Wallet::renewal_due`]): `network up` keeps the certificates of an idle
+/// local network current (issue 19 item 2). Running peers and the gateway renew their own
+/// (and take one renewed here for the same key). Returns the names renewed.
 pub async fn renew_due_wallets(layout: &Layout) -> Result<Vec<String>, ClientError> {
     let mut renewed = Vec::new();
     let Ok(entries) = std::fs::read_dir(layout.wallets()) else {
@@ -473,10 +472,14 @@ pub async fn renew_due_wallets(layout: &Layout) -> Result<Vec<String>, ClientErr
         if !wallet.renewal_due(now).unwrap_or(false) {
             continue;
         }
+        // The certificate alone (both keys kept), as the processes renew theirs.
         match medledger_sdk::reenroll(
             &layout.ca_url(),
             &mut wallet,
-            medledger_sdk::Renewal::default(),
+            medledger_sdk::Renewal {
+                keep_encryption_key: true,
+                ..Default::default()
+            },
         )
         .await
         {

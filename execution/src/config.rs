@@ -301,11 +301,10 @@ impl Configuration {
     /// The configuration `value` puts in force after this one at consensus time `time_s`
     /// (Unix seconds), checked for shape and for what may change (not for approvals: see
     /// [`check_update`]). A membership change also needs the certificate of every peer it
-    /// adds valid at `time_s` and not in `revoked` (a peer that stays, with the same name,
-    /// address and certificate, was checked when it was added: the configuration pins its
-    /// key, and it renews its certificate without a change, so the one recorded here may
-    /// have ended; a revoked one is removed by a change of its own), and changes at most f
-    /// of the peers on either side:
+    /// adds valid at `time_s`, and of every peer not in `revoked` (a peer that stays, with the
+    /// same name, address and certificate, had its validity checked when it was added: the
+    /// configuration pins its key, and it renews its certificate without a change, so the
+    /// one recorded here may have ended), and changes at most f of the peers on either side:
     /// it adds at most f of the new set and removes at most f of the old one (more at once
     /// would let peers that have not caught up decide, or leave too few that have).
     ///
@@ -336,16 +335,23 @@ impl Configuration {
             })
         };
         for (i, identity) in identities.iter().enumerate() {
-            if value.peers.get(i).is_some_and(stays) {
-                continue;
-            }
-            identity
-                .check_standing(root, time_s, revoked)
-                .map_err(|e| ConfigError::Peer {
-                    replica: i as u32,
-                    name: identity.name.clone(),
-                    why: e.to_string(),
-                })?;
+            let standing = if value.peers.get(i).is_some_and(stays) {
+                // Its time was checked when it was added; a revocation still counts.
+                if revoked.is_revoked(&identity.serial) {
+                    Err(medledger_crypto::CertificateError::Revoked {
+                        serial: identity.serial_hex(),
+                    })
+                } else {
+                    Ok(())
+                }
+            } else {
+                identity.check_standing(root, time_s, revoked)
+            };
+            standing.map_err(|e| ConfigError::Peer {
+                replica: i as u32,
+                name: identity.name.clone(),
+                why: e.to_string(),
+            })?;
         }
         if !identities.is_empty() {
             self.check_membership_step(&next)?;

@@ -770,6 +770,15 @@ fn a_change_checks_the_certificates_of_the_peers_it_adds_not_of_those_that_stay(
     value.peers = genesis.clone();
     let four = five.next(&value, root, ended, &none).unwrap();
     assert_eq!(four.peer_keys.len(), 4);
+    // A peer that stays is still checked for revocation.
+    let peer2 = medledger_crypto::read_enrollment_certificate(&genesis[2].certificate, root)
+        .unwrap()
+        .serial;
+    let revoked = std::collections::BTreeSet::from([peer2]);
+    assert!(matches!(
+        five.next(&value, root, ended, &revoked),
+        Err(ConfigError::Peer { replica: 2, .. })
+    ));
     // Adding peer5 with an ended certificate: refused, naming it.
     let mut value = four.successor();
     let mut with_five = genesis.clone();

@@ -11,7 +11,7 @@
 //! for the same key is taken too, so a peer never needs a restart to present a renewal.
 //!
 //! Trust: the CA is believed only as far as the certificate it returns checks out under the
-//! genesis root, valid now, for this peer's name, role and keys, and ending later than the
+//! genesis root, valid now, for this peer's name, role and keys, and ending no earlier than the
 //! one held. An unreachable or lying CA can delay a renewal (the peer retries, and warns
 //! while the end nears), never change who the peer is.
 
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use medledger_crypto::{
     EnrolledIdentity, RootCertificate, SigningIdentity, build_signing_request,
-    read_enrollment_certificate, renewal_due_at, validate_enrollment_certificate,
+    read_enrollment_certificate, renewal_due_at,
 };
 use medledger_proto::v1;
 
@@ -75,7 +75,7 @@ impl Renewal {
                     return;
                 }
             };
-            if self.take_from_wallet(&held) {
+            if self.take_from_wallet(&held).await {
                 continue;
             }
             let now = medledger_tls::now_unix();
@@ -125,8 +125,13 @@ impl Renewal {
 
     /// Presents the wallet's certificate instead of `held` when it is a later certificate
     /// of this peer's, valid now. Returns whether it did.
-    fn take_from_wallet(&self, held: &EnrolledIdentity) -> bool {
-        let Ok(der) = crate::node::read_wallet(&self.wallet).map(|w| w.certificate_der) else {
+    async fn take_from_wallet(&self, held: &EnrolledIdentity) -> bool {
+        let wallet = self.wallet.clone();
+        let Ok(Ok(der)) = tokio::task::spawn_blocking(move || {
+            crate::node::read_wallet(&wallet).map(|w| w.certificate_der)
+        })
+        .await
+        else {
             return false;
         };
         if der == self.ca.certificate.certificate_der() {
@@ -170,42 +175,28 @@ impl Renewal {
         let new = self
             .acceptable(&answer.certificate_der, held)
             .map_err(RenewalError::BadCertificate)?;
-        write_certificate(&self.wallet, &answer.certificate_der)
+        let (wallet, der) = (self.wallet.clone(), answer.certificate_der.clone());
+        tokio::task::spawn_blocking(move || write_certificate(&wallet, &der))
+            .await
+            .map_err(|e| RenewalError::Wallet(self.wallet.clone(), std::io::Error::other(e)))?
             .map_err(|e| RenewalError::Wallet(self.wallet.clone(), e))?;
         self.present(answer.certificate_der)
             .map_err(RenewalError::BadCertificate)?;
         Ok(new)
     }
 
-    /// `der` as a certificate to present in place of `held`: under the genesis root, valid
-    /// now, for the same name, role and both keys, and ending later.
+    /// `der` as a certificate to present in place of `held`
+    /// ([`medledger_crypto::check_renewal`]): under the genesis root, valid now, for the same
+    /// name, role and both keys, ending no earlier, and not due for renewal already.
     fn acceptable(&self, der: &[u8], held: &EnrolledIdentity) -> Result<EnrolledIdentity, String> {
-        let new = validate_enrollment_certificate(
+        medledger_crypto::check_renewal(
             der,
             &self.root,
+            held,
+            &self.signing.verifying_key(),
+            &held.encryption_key,
             medledger_tls::now_unix(),
-            &std::collections::BTreeSet::new(),
         )
-        .map_err(|e| e.to_string())?;
-        if new.signing_key != self.signing.verifying_key() {
-            return Err("it certifies another signing key".into());
-        }
-        if new.name != held.name || new.role != held.role {
-            return Err(format!(
-                "it names {} ({}), not {} ({})",
-                new.name, new.role, held.name, held.role
-            ));
-        }
-        if new.encryption_key != held.encryption_key {
-            return Err("it certifies another encryption key".into());
-        }
-        if new.not_after <= held.not_after {
-            return Err(format!(
-                "it ends at {}, no later than the one held ({})",
-                new.not_after, held.not_after
-            ));
-        }
-        Ok(new)
     }
 
     fn present(&self, der: Vec<u8>) -> Result<(), String> {
@@ -216,18 +207,30 @@ impl Renewal {
     }
 }
 
-/// Replaces the wallet's `cert.pem` atomically: a synced temporary file renamed into place,
-/// then the directory synced, so a crash leaves the old certificate or the new one.
+/// Replaces the wallet's `cert.pem` atomically: a new temporary file (a fresh name, created
+/// only if it does not exist, so no link planted in the wallet is followed), synced and
+/// renamed into place (the rename replaces a link, never its target), then the directory
+/// synced, so a crash leaves the old certificate or the new one.
 fn write_certificate(wallet: &std::path::Path, der: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let path = wallet.join("cert.pem");
-    let tmp = wallet.join("cert.pem.tmp");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = wallet.join(format!("cert.pem.{}-{nanos}.tmp", std::process::id()));
     let text = pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()));
-    {
-        let mut file = std::fs::File::create(&tmp)?;
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, &path)?;
+    written?;
     std::fs::File::open(wallet)?.sync_all()
 }

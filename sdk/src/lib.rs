@@ -116,6 +116,7 @@ pub async fn reenroll(
         SigningIdentity::from_pkcs8_pem(&wallet.signing.to_pkcs8_pem())
             .map_err(|e| ClientError::wallet(&wallet.dir, format!("signing.key: {e}")))?
     };
+    let held = wallet.certificate_identity()?;
     let encryption = if renewal.keep_encryption_key && !renewal.key_compromise {
         EncryptionKey::from_bytes(*wallet.encryption.to_bytes())
     } else {
@@ -133,23 +134,18 @@ pub async fn reenroll(
         })
         .await?
     };
-    // The CA must have certified exactly these keys under the wallet's root (checked at a
-    // time inside the certificate's validity; revocation is the ledger's to judge).
-    let issued = medledger_crypto::validate_enrollment_certificate(
+    // The CA must have certified exactly these keys under the wallet's root, for the same
+    // name and role, valid now and ending no earlier (revocation is the ledger's to judge): a
+    // certificate that ends at once would leave a wallet that can no longer be renewed.
+    medledger_crypto::check_renewal(
         &response.certificate_der,
         &wallet.root()?,
-        response.not_after_unix.saturating_sub(1),
-        &std::collections::HashSet::new(),
+        &held,
+        &signing.verifying_key(),
+        &encryption.public_key(),
+        medledger_tls::now_unix(),
     )
     .map_err(|e| ClientError::Protocol(format!("the CA's new certificate: {e}")))?;
-    if issued.signing_key != signing.verifying_key()
-        || issued.encryption_key != encryption.public_key()
-        || issued.name != wallet.info.name
-    {
-        return Err(ClientError::Protocol(
-            "the CA's new certificate does not certify this wallet's new keys".into(),
-        ));
-    }
     wallet.replace(
         signing,
         encryption,

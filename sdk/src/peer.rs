@@ -899,6 +899,11 @@ impl PeerSet {
         self.transaction(function, args)
     }
 
+    /// The network's CA root, as pinned by the wallet's genesis.
+    pub fn root(&self) -> &medledger_crypto::RootCertificate {
+        &self.root
+    }
+
     /// The certificate this client presents in handshakes and names in its transactions.
     pub fn certificate(&self) -> Arc<medledger_tls::LiveCertificate> {
         self.certificate.clone()

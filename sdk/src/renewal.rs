@@ -58,21 +58,31 @@ pub async fn renew_if_due(
 pub async fn keep_renewed(mut wallet: Wallet, peers: Arc<PeerSet>) {
     let mut retry = RETRY_MIN;
     loop {
-        // Another process (`network up`, an operator) may have renewed the wallet.
-        if let Ok(fresh) = Wallet::open(&wallet.dir)
-            && fresh.cert_der().ok() != wallet.cert_der().ok()
-            && fresh.signing.verifying_key() == wallet.signing.verifying_key()
-            && fresh.identity_at(medledger_tls::now_unix()).is_ok()
-            && let Ok(der) = fresh.cert_der()
-            && peers.present(der).is_ok()
-        {
-            tracing::info!(name = %fresh.info.name, "presenting the certificate renewed in the wallet");
-            wallet = fresh;
-        }
         let Ok(held) = wallet.certificate_identity() else {
             tracing::error!(wallet = %wallet.dir.display(), "the wallet's certificate cannot be read; not renewing it");
             return;
         };
+        // Another process (`network up`, an operator) may have renewed the wallet: taken
+        // only as a renewal of the one held, under the network's pinned root.
+        if let Ok(fresh) = Wallet::open(&wallet.dir)
+            && let Ok(der) = fresh.cert_der()
+            && wallet.cert_der().ok().as_ref() != Some(&der)
+            && medledger_crypto::check_renewal(
+                &der,
+                peers.root(),
+                &held,
+                &wallet.signing.verifying_key(),
+                &fresh.encryption.public_key(),
+                medledger_tls::now_unix(),
+            )
+            .is_ok()
+            && fresh.signing.verifying_key() == wallet.signing.verifying_key()
+            && peers.present(der).is_ok()
+        {
+            tracing::info!(name = %fresh.info.name, "presenting the certificate renewed in the wallet");
+            wallet = fresh;
+            continue;
+        }
         let now = medledger_tls::now_unix();
         let due = medledger_crypto::renewal_due_at(held.not_before, held.not_after);
         if now < due {
@@ -90,7 +100,9 @@ pub async fn keep_renewed(mut wallet: Wallet, peers: Arc<PeerSet>) {
             continue;
         }
         match renew_if_due(&mut wallet, &peers, now).await {
-            Ok(_) => {
+            // Not due after all (its last second): looked at again shortly.
+            Ok(false) => tokio::time::sleep(RETRY_MIN).await,
+            Ok(true) => {
                 retry = RETRY_MIN;
                 if let Ok(new) = wallet.certificate_identity() {
                     tracing::info!(
