@@ -6,6 +6,7 @@ use crate::verify::{self, BlockSource};
 use clap::{Args, Subcommand};
 use medledger_devnet::{self as network, Layout, StoreLayout, UpOptions};
 use medledger_execution::genesis::Genesis;
+use medledger_proto::v1;
 use medledger_sdk::error::ClientError;
 use medledger_sdk::peer::PeerSet;
 use serde_json::json;
@@ -352,12 +353,13 @@ fn peer_and_other(layout: &Layout, name: &str) -> Result<(usize, String), Client
             names.join(", ")
         )));
     };
-    let via = layout
-        .peers
+    // Another peer, one that runs if any does.
+    let others: Vec<usize> = (0..layout.peers.len()).filter(|i| *i != index).collect();
+    let via = others
         .iter()
-        .enumerate()
-        .find(|(i, _)| *i != index)
-        .map(|(_, a)| a.clone())
+        .find(|i| network::peer_runs(layout, &layout.peer_name(**i)))
+        .or(others.first())
+        .map(|i| layout.peers[*i].clone())
         .unwrap_or_default();
     Ok((index, via))
 }
@@ -382,6 +384,25 @@ async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
     let (index, via) = peer_and_other(&layout, name)?;
     let address = layout.peers[index].clone();
     let (admin, _) = admins(&layout)?;
+    // Checked before anything is stopped or renewed: without this peer, the others must
+    // still be enough to order the change (else the network would halt, with the old
+    // certificate revoked and no way back to the old key).
+    let now = network::participation_of(&PeerSet::connect(&admin, &via).await?).await;
+    let others = now
+        .taking_part
+        .iter()
+        .filter(|p| p.as_str() != name)
+        .count();
+    if others < now.quorum() {
+        return Err(ClientError::Usage(format!(
+            "{name} was left as it is: without it {others} of the {} peers take part, and the \
+             change that rotates its key needs {}. {} Bring the others back first (`medledger \
+             network up`)",
+            now.n,
+            now.quorum(),
+            now.describe()
+        )));
+    }
     network::stop(&layout.dir, vec![name.to_string()]).await;
     let mut wallet = Wallet::open(&layout.wallets().join(name))?;
     let old_key = hex::encode(wallet.signing.verifying_key().to_bytes());
@@ -437,10 +458,13 @@ async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> 
     let shrunk = layout.with_peers_changed(Some(index), None);
     shrunk.write()?;
     let stopped = network::stop(&layout.dir, vec![name.to_string()]).await;
+    // Its key retired (docs/adr/0011): no peer, client or joiner takes it as a source or a
+    // confirmer any more.
+    let revoked = retire(&layout, name).await?;
     Ok(Output {
         text: format!(
-            "Removed {name}: the configuration without it committed in block {block}; {}. \
-             Its ledger stays in {}.",
+            "Removed {name}: the configuration without it committed in block {block}; {}; \
+             its certificates revoked ({revoked}). Its ledger stays in {}.",
             if stopped.is_empty() {
                 "it was not running"
             } else {
@@ -448,8 +472,29 @@ async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> 
             },
             layout.dir.join(name).display()
         ),
-        json: json!({"name": name, "block": block, "stopped": !stopped.is_empty(), "peers": shrunk.peer_names}),
+        json: json!({"name": name, "block": block, "stopped": !stopped.is_empty(), "revoked": revoked, "peers": shrunk.peer_names}),
     })
+}
+
+/// Revokes every certificate of the peer `name` at the CA (reason cessation of operation),
+/// as the local network's admin; the records reach the ledger by themselves. Returns how
+/// many certificates were revoked.
+async fn retire(layout: &Layout, name: &str) -> Result<usize, ClientError> {
+    let admin = Wallet::open(&layout.admin_wallet())?;
+    let root = admin.root()?.der().to_vec();
+    let mut ca = medledger_sdk::ca::CaClient::connect(
+        &layout.ca_url(),
+        &root,
+        medledger_sdk::ca::TlsIdentity::Wallet(&admin),
+    )
+    .await?;
+    let response = ca
+        .revoke(v1::RevokeRequest {
+            target: Some(v1::revoke_request::Target::Name(name.to_string())),
+            reason: v1::RevocationReason::CessationOfOperation as i32,
+        })
+        .await?;
+    Ok(response.records.len())
 }
 
 fn dir_flag(dir: &DirArg) -> String {

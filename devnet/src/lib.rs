@@ -241,6 +241,12 @@ fn pid_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.pid"))
 }
 
+/// Whether the local network's peer `name` runs (its pid file names a running
+/// `medledger-peer`).
+pub fn peer_runs(layout: &Layout, name: &str) -> bool {
+    running_pid(&layout.dir, name, "medledger-peer").is_some()
+}
+
 /// The pid in `D/name.pid` if that process runs and is the expected program.
 fn running_pid(dir: &Path, name: &str, program: &str) -> Option<u32> {
     let pid: u32 = std::fs::read_to_string(pid_file(dir, name))
@@ -634,7 +640,15 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     for (i, address) in layout.peers.iter().enumerate() {
         let name = layout.peer_name(i);
         if running_pid(&dir, &name, "medledger-peer").is_none() {
-            start_peer(&layout, &bins, &name, address, None)?;
+            // Another peer to join through: a member ignores it, a peer whose join was
+            // interrupted (its catch-up or its head confirmation) finishes it.
+            let via = layout
+                .peers
+                .iter()
+                .enumerate()
+                .find(|(j, _)| *j != i)
+                .map(|(_, a)| a.as_str());
+            start_peer(&layout, &bins, &name, address, via)?;
         }
     }
     let peers = wait_until(

@@ -433,10 +433,20 @@ impl Ledger {
     /// The SHA-256 of the envelope that committed configuration `sequence` (1, 2, ...), if
     /// the ledger has it.
     pub fn config_link(&self, sequence: u64) -> Result<Option<[u8; 32]>> {
-        Ok(self
+        match self
             .db
             .get_cf(self.cf(CF_META), config_link_key(sequence))?
-            .and_then(|v| <[u8; 32]>::try_from(v.as_slice()).ok()))
+        {
+            None => Ok(None),
+            // Another length is damage, never "no such link": read as absent, the chain of
+            // epochs would end early and drop a real one without a word.
+            Some(v) => <[u8; 32]>::try_from(v.as_slice()).map(Some).map_err(|_| {
+                corrupt(
+                    "configuration links",
+                    format!("link {sequence} is {} bytes, not 32", v.len()),
+                )
+            }),
+        }
     }
 
     /// CA revocation `sequence` (1, 2, ...) as the CA signed it (an encoded

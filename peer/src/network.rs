@@ -328,7 +328,18 @@ async fn outbound_stream(
                         message = queue.recv(), if !remade => match message {
                             Some(m) => {
                                 let Some(sender) = &tx else { break None };
-                                if sender.send(m).await.is_err() { break None }
+                                // A stream that takes nothing for this long is stalled (its
+                                // peer reads nothing of it): made again rather than waited
+                                // on for ever, which also kept it from ever settling.
+                                match tokio::time::timeout(STALLED, sender.send(m)).await {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(_)) => break None,
+                                    Err(_) => {
+                                        tracing::info!(replica = to, "stream to replica stalled; making it again");
+                                        metrics::counter!("medledger_replica_streams_stalled_total").increment(1);
+                                        break None;
+                                    }
+                                }
                             }
                             None => return,
                         },
@@ -339,14 +350,15 @@ async fn outbound_stream(
                         break None;
                     }
                 };
-                connected.store(false, Ordering::Relaxed);
                 if remade {
+                    // Still linked: made again at once, with what is queued.
                     tracing::debug!(
                         replica = to,
                         "stream to replica made again (a certificate renewed)"
                     );
                     continue;
                 }
+                connected.store(false, Ordering::Relaxed);
                 let denied = ended
                     .as_ref()
                     .is_some_and(|s| s.code() == tonic::Code::PermissionDenied);
@@ -370,6 +382,8 @@ async fn outbound_stream(
                 }
             }
             Err(e) => {
+                // A stream made again (a renewal) that could not be: not linked any more.
+                connected.store(false, Ordering::Relaxed);
                 tracing::debug!(replica = to, %address, error = %e, "cannot reach replica");
             }
         }
@@ -388,6 +402,8 @@ async fn outbound_stream(
 /// that peer renewed well before (a quarter of its lifetime, at most 30 days), and the
 /// stream made with its old certificate would be cut at that certificate's end.
 const REMAKE_BEFORE_END_S: i64 = 5;
+/// Longest wait for a stream to take one message before it counts as stalled.
+const STALLED: Duration = Duration::from_secs(3);
 /// Longest wait for a stream closed on purpose to deliver what it took.
 const REMAKE_DRAIN: Duration = Duration::from_secs(1);
 

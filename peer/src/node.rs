@@ -712,6 +712,28 @@ mod tests {
         assert!(error.contains("move the ledger aside"), "{error}");
     }
 
+    /// A stored configuration link of the wrong length is corruption: read as absent, the
+    /// epochs read back at start ended there and dropped a real one without a word.
+    #[test]
+    fn a_configuration_link_of_the_wrong_length_is_corruption() {
+        let genesis = fixture_genesis();
+        let root = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&root.path().join("ledger"), &genesis).unwrap();
+        assert!(ledger.config_link(1).unwrap().is_none());
+        let key = [b"config/".as_slice(), &1u64.to_be_bytes()].concat();
+        ledger
+            .put_and_flush(crate::ledger::CF_META, vec![(key, vec![7; 31])])
+            .unwrap();
+        match ledger.config_link(1) {
+            Err(crate::ledger::LedgerError::Corrupt { what, why }) => {
+                assert_eq!(what, "configuration links");
+                assert!(why.contains("31 bytes"), "{why}");
+            }
+            other => panic!("not reported as corruption: {other:?}"),
+        }
+        assert!(crate::execute::earlier_epochs(&ledger, &genesis).is_err());
+    }
+
     /// Issue 18: one bit flipped anywhere in a table file (data, index, filter, properties
     /// or footer) is found when the ledger opens or by its scrub, not when that data is next
     /// read: before, such a peer started, served, and stopped at the first read of the

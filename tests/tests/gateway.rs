@@ -965,18 +965,40 @@ async fn malformed_uploads_leave_nothing_behind() {
     let mut as_pat = files::connect_gateway(&pat, &gateway.address, pat_peers.revocations())
         .await
         .unwrap();
-    let (_, access) = pat_peers.transaction(
-        "record_access",
-        v1::RecordAccessArgs {
-            pseudonym: keys.pseudonym.to_vec(),
-            item_id: item.into(),
+    // An access committed in the gateway's first moments is refused with a time to ask
+    // again (it cannot know what it served before it started): asked again, as the SDK does.
+    let mut attempts = 0;
+    let (access, first) = loop {
+        let (_, access) = pat_peers.transaction(
+            "record_access",
+            v1::RecordAccessArgs {
+                pseudonym: keys.pseudonym.to_vec(),
+                item_id: item.into(),
+            }
+            .encode_to_vec(),
+        );
+        match as_pat
+            .download(v1::DownloadRequest {
+                envelope: Some(access.clone()),
+            })
+            .await
+        {
+            Ok(stream) => break (access, stream.into_inner()),
+            Err(status) if attempts < 3 => {
+                let wait: u64 = status
+                    .metadata()
+                    .get("medledger-retry-after-ms")
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or_else(|| panic!("refused for good: {status:?}"));
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            }
+            Err(status) => panic!("{status:?}"),
         }
-        .encode_to_vec(),
-    );
+    };
     let request = || v1::DownloadRequest {
         envelope: Some(access.clone()),
     };
-    let first = as_pat.download(request()).await.unwrap().into_inner();
     assert_eq!(
         chunk_bytes(first).await,
         data.len(),

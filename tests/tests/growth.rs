@@ -91,6 +91,8 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
     // A peer replaced: removed (stopped, its ledger kept), another added in its place.
     let out = net.json(None, &["network", "remove-peer", "peer1"]);
     assert_eq!(out["stopped"], true, "{out}");
+    // Its key retired: its certificate revoked at the CA, from where the ledger learns it.
+    assert!(out["revoked"].as_u64().unwrap() >= 1, "{out}");
     let out = net.json(None, &["network", "add-peer"]);
     assert_eq!(out["name"], "peer7", "{out}");
     let status = net.json(None, &["network", "status"]);
@@ -111,6 +113,25 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
 
     // A peer's signing key rotated: its old certificate revoked, the same name and address
     // with the new key (now the last replica), its own ledger brought up to date.
+    // With two of the seven peers down, stopping a third would leave four, one short of a
+    // quorum: the rotation is refused before anything is stopped or renewed.
+    for down in ["peer0", "peer2"] {
+        let pid = std::fs::read_to_string(net.path().join(format!("{down}.pid"))).unwrap();
+        Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let refused = net.run(None, &["network", "rekey-peer", "peer3"]);
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned()
+        + &String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("was left as it is"), "{said}");
+    net.ok(None, &["network", "up", "--detach"]);
+    let status = net.json(None, &["network", "status"]);
+    assert_eq!(status["all_running"], true, "{status}");
+
     let out = net.json(None, &["network", "rekey-peer", "peer3"]);
     assert_ne!(out["old_key"], out["new_key"], "{out}");
     let status = net.json(None, &["network", "status"]);
@@ -124,8 +145,15 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
     // Restarted, every peer proves each configuration link with the votes of the replicas
     // of that link's own epoch (three replica sets ago, some of them): a new client follows
     // the whole chain.
+    // peer7 as if its join had been cut before its head was confirmed (the CLI killed):
+    // `network up` starts it through another peer, and it confirms and takes part.
+    std::fs::write(net.path().join("peer7").join("JOIN-UNCONFIRMED"), b"").unwrap();
     net.ok(None, &["network", "down"]);
     net.ok(None, &["network", "up", "--detach"]);
+    assert!(
+        !net.path().join("peer7").join("JOIN-UNCONFIRMED").exists(),
+        "peer7 never confirmed its join"
+    );
     let shown = net.json(None, &["admin", "config", "show"]);
     assert_eq!(shown["sequence"], 6, "{shown}");
     assert_eq!(
