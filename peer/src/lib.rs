@@ -42,3 +42,4 @@ pub mod revocation_feed;
 pub mod service;
 pub mod state_transfer;
 pub mod votes;
+pub mod wallet;

@@ -128,7 +128,7 @@ impl Renewal {
     async fn take_from_wallet(&self, held: &EnrolledIdentity) -> bool {
         let wallet = self.wallet.clone();
         let Ok(Ok(der)) = tokio::task::spawn_blocking(move || {
-            crate::node::read_wallet(&wallet).map(|w| w.certificate_der)
+            crate::wallet::read_wallet(&wallet).map(|w| w.certificate_der)
         })
         .await
         else {
