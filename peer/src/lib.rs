@@ -15,7 +15,7 @@
 //! - [`service`]: the client API; [`node`]: assembling it all; [`config`].
 //! - [`revocation_feed`]: the CA's revocations, ordered onto the ledger without an operator;
 //!   [`renewal`]: the peer's own certificate, renewed before it ends; [`ca_link`]: the link
-//!   to the CA both use.
+//!   to the CA both use; [`wallet`]: the peer's key and certificate on disk.
 //! - [`join`]: a peer that is not (yet) one of the replicas catching up, block by checked
 //!   block, until the configuration that adds it; [`left_behind`]: a replica the others
 //!   refuse reading the blocks it lacks, up to the change of the peers it missed.
