@@ -137,3 +137,56 @@ impl Drop for LocalNetwork {
         let _ = self.run(None, &["network", "down"]);
     }
 }
+
+impl LocalNetwork {
+    /// `medledger-load` on this network in the background (8 clients, 3 s of warm-up) for
+    /// `seconds`, its results in `load.jsonl` and its output in `load.log`.
+    pub fn start_load(&self, label: &str, seconds: u64) -> std::process::Child {
+        let log = std::fs::File::create(self.path().join("load.log")).unwrap();
+        Command::new(binary("medledger-load"))
+            .args(["--network-dir", self.path().to_str().unwrap()])
+            .args(["--clients", "8", "--identities", "8", "--warmup", "3"])
+            .args(["--duration", &seconds.to_string(), "--label", label])
+            .args([
+                "--json-out",
+                self.path().join("load.jsonl").to_str().unwrap(),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("medledger-load runs")
+    }
+
+    /// Waits for the load started by [`LocalNetwork::start_load`] and checks its verdict:
+    /// it succeeded, committed something, left nothing unsealed, and every operation it
+    /// finished succeeded (`during` names what the load ran across, for the failure).
+    pub fn load_lost_nothing(&self, mut load: std::process::Child, during: &str) {
+        let finished = load.wait().unwrap();
+        let report = std::fs::read_to_string(self.path().join("load.log")).unwrap_or_default();
+        assert!(finished.success(), "{report}");
+        let line: Value = serde_json::from_str(
+            std::fs::read_to_string(self.path().join("load.jsonl"))
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(line["committed"].as_u64().unwrap() > 0, "{report}");
+        assert_eq!(line["unsealed_after_drain"], 0, "{report}");
+        let total = |field: &str| -> u64 {
+            line[field]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(
+            total("statuses"),
+            total("done_by_op"),
+            "operations failed {during}: {report}"
+        );
+    }
+}

@@ -10,16 +10,14 @@
 //! Until the fault runs under reconfiguration are done, membership changes are accepted
 //! only by debug builds given `MEDLEDGER_MEMBERSHIP_CHANGES=1`: this test's.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
-use medledger_tests::binary;
 use medledger_tests::local_network::LocalNetwork;
-use serde_json::Value;
 
 /// Seconds of measured load: long enough to cover the three additions.
-const LOAD_SECONDS: &str = "60";
+const LOAD_SECONDS: u64 = 60;
 
 #[test]
 fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
@@ -27,18 +25,7 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
     // processes it starts inherit it.
     unsafe { std::env::set_var(MEMBERSHIP_CHANGES_ENV, "1") };
     let net = LocalNetwork::up_with(&[]);
-    let results = net.path().join("load.jsonl");
-    let log = std::fs::File::create(net.path().join("load.log")).unwrap();
-    let mut load = Command::new(binary("medledger-load"))
-        .args(["--network-dir", net.path().to_str().unwrap()])
-        .args(["--clients", "8", "--identities", "8", "--warmup", "3"])
-        .args(["--duration", LOAD_SECONDS, "--label", "growth"])
-        .args(["--json-out", results.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("medledger-load runs");
+    let mut load = net.start_load("growth", LOAD_SECONDS);
     // The load has set up its identities once the ledger grows by itself.
     let start = height(&net);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -61,32 +48,7 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
         "the additions outlasted the load"
     );
 
-    let finished = load.wait().unwrap();
-    let report = std::fs::read_to_string(net.path().join("load.log")).unwrap_or_default();
-    assert!(finished.success(), "{report}");
-    let line: Value = serde_json::from_str(
-        std::fs::read_to_string(&results)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(line["committed"].as_u64().unwrap() > 0, "{report}");
-    assert_eq!(line["unsealed_after_drain"], 0, "{report}");
-    let done: u64 = line["statuses"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    let ok: u64 = line["done_by_op"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    assert_eq!(done, ok, "operations failed across the changes: {report}");
+    net.load_lost_nothing(load, "across the changes");
 
     // A peer replaced: removed (stopped, its ledger kept), another added in its place.
     let out = net.json(None, &["network", "remove-peer", "peer1"]);

@@ -8,13 +8,10 @@
 //! Nothing the load sent is refused, nothing it was told committed is lost, every peer and
 //! the gateway renewed more than once, and the auditor verifies the chain.
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
-use medledger_tests::binary;
 use medledger_tests::local_network::LocalNetwork;
-use serde_json::Value;
 
 /// Lifetime of every certificate the CA issues.
 const VALIDITY: &str = "60s";
@@ -34,18 +31,7 @@ fn a_network_of_one_minute_certificates_renews_everything_under_load() {
     let net = LocalNetwork::up_with(&[]);
     let info = net.json(Some("admin"), &["ca-info"]);
     assert_eq!(info["certificate_validity_seconds"], 60, "{info}");
-    let results = net.path().join("load.jsonl");
-    let log = std::fs::File::create(net.path().join("load.log")).unwrap();
-    let mut load = Command::new(binary("medledger-load"))
-        .args(["--network-dir", net.path().to_str().unwrap()])
-        .args(["--clients", "8", "--identities", "8", "--warmup", "3"])
-        .args(["--duration", &LOAD_SECONDS.to_string(), "--label", "short"])
-        .args(["--json-out", results.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("medledger-load runs");
+    let mut load = net.start_load("short", LOAD_SECONDS);
 
     // The admins renew at their next command once due: one every 10 s keeps them current
     // (an idle wallet would lapse, and a lapsed certificate cannot be renewed).
@@ -69,32 +55,7 @@ fn a_network_of_one_minute_certificates_renews_everything_under_load() {
     }
     assert!(replaced, "the load ended before the replacement");
 
-    let finished = load.wait().unwrap();
-    let report = std::fs::read_to_string(net.path().join("load.log")).unwrap_or_default();
-    assert!(finished.success(), "{report}");
-    let line: Value = serde_json::from_str(
-        std::fs::read_to_string(&results)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(line["committed"].as_u64().unwrap() > 0, "{report}");
-    assert_eq!(line["unsealed_after_drain"], 0, "{report}");
-    let done: u64 = line["statuses"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    let ok: u64 = line["done_by_op"]
-        .as_object()
-        .unwrap()
-        .values()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
-    assert_eq!(done, ok, "operations failed across the renewals: {report}");
+    net.load_lost_nothing(load, "across the renewals");
 
     // Everyone renewed by themselves, more than once for those there throughout.
     let renewals = |log: &str, line: &str| {
