@@ -367,27 +367,7 @@ fn open_wallet_as_is(cli: &Cli) -> Result<Wallet, ClientError> {
 /// due: a command run late in its certificate's life carries a fresh one. A renewal that
 /// fails is reported, and the command goes on with the certificate it has.
 async fn open_wallet(cli: &Cli) -> Result<Wallet, ClientError> {
-    let mut wallet = open_wallet_as_is(cli)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    if wallet.renewal_due(now).unwrap_or(false) {
-        let url = ca_url(cli, Some(&wallet));
-        let renewal = medledger_sdk::Renewal {
-            keep_encryption_key: true,
-            ..Default::default()
-        };
-        match medledger_sdk::reenroll(&url, &mut wallet, renewal).await {
-            Ok(_) => eprintln!(
-                "renewed the certificate of {} (it was due; same keys)",
-                wallet.info.name
-            ),
-            Err(e) => eprintln!(
-                "the certificate of {} is due for renewal, which failed ({e}); going on with it",
-                wallet.info.name
-            ),
-        }
-    }
+    let (wallet, _) = medledger_devnet::open_current(&wallet_dir(cli)?, cli.ca.as_deref()).await?;
     Ok(wallet)
 }
 

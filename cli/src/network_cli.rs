@@ -287,12 +287,17 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
 }
 
 /// The local network's two admins (`admin`, `admin2`): both approve its configuration
-/// changes.
-fn admins(layout: &Layout) -> Result<(Wallet, Wallet), ClientError> {
-    Ok((
-        Wallet::open(&layout.admin_wallet())?,
-        Wallet::open(&layout.wallets().join(network::SECOND_ADMIN))?,
-    ))
+/// changes. Opened afresh for each step and renewed when due ([`network::open_current`]):
+/// a step that follows a long one (adding a peer waits for it to link) must not act with a
+/// certificate that ended meanwhile.
+async fn admins(layout: &Layout) -> Result<(Wallet, Wallet), ClientError> {
+    let (admin, _) = network::open_current(&layout.admin_wallet(), Some(&layout.ca_url())).await?;
+    let (second, _) = network::open_current(
+        &layout.wallets().join(network::SECOND_ADMIN),
+        Some(&layout.ca_url()),
+    )
+    .await?;
+    Ok((admin, second))
 }
 
 /// One configuration change with `changes`, proposed, approved by both local admins and
@@ -302,7 +307,7 @@ async fn change_peers(
     via: &str,
     changes: &config_cli::Changes,
 ) -> Result<u64, ClientError> {
-    let (admin, second) = admins(layout)?;
+    let (admin, second) = admins(layout).await?;
     let peers = PeerSet::connect(&admin, via).await?;
     // The change must follow the configuration in force: one not learned is an error here,
     // not a proposal the ledger refuses as already there.
@@ -316,7 +321,7 @@ async fn change_peers(
 }
 
 async fn add_peer(layout: &Layout) -> Result<Output, ClientError> {
-    let (admin, _) = admins(layout)?;
+    let (admin, _) = admins(layout).await?;
     let (name, address) = network::next_peer(layout)?;
     let wallet = network::ensure_identity(layout, &admin, &name, "peer", Vec::new()).await?;
     let via = layout.first_peer().to_string();
@@ -383,7 +388,7 @@ async fn join_and_link(
 async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
     let (index, via) = peer_and_other(&layout, name)?;
     let address = layout.peers[index].clone();
-    let (admin, _) = admins(&layout)?;
+    let (admin, _) = admins(&layout).await?;
     // Checked before anything is stopped or renewed: without this peer, the others must
     // still be enough to order the change (else the network would halt, with the old
     // certificate revoked and no way back to the old key).
@@ -480,7 +485,7 @@ async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> 
 /// as the local network's admin; the records reach the ledger by themselves. Returns how
 /// many certificates were revoked.
 async fn retire(layout: &Layout, name: &str) -> Result<usize, ClientError> {
-    let admin = Wallet::open(&layout.admin_wallet())?;
+    let (admin, _) = network::open_current(&layout.admin_wallet(), Some(&layout.ca_url())).await?;
     let root = admin.root()?.der().to_vec();
     let mut ca = medledger_sdk::ca::CaClient::connect(
         &layout.ca_url(),

@@ -458,9 +458,6 @@ pub async fn renew_due_wallets(layout: &Layout) -> Result<Vec<String>, ClientErr
     let Ok(entries) = std::fs::read_dir(layout.wallets()) else {
         return Ok(renewed);
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     dirs.sort();
     for dir in dirs {
@@ -468,41 +465,47 @@ pub async fn renew_due_wallets(layout: &Layout) -> Result<Vec<String>, ClientErr
             continue;
         }
         // One wallet that cannot be renewed (revoked, damaged) stops nothing else.
-        let mut wallet = match Wallet::open(&dir) {
-            Ok(wallet) => wallet,
-            Err(e) => {
-                eprintln!("not renewing {}: {e}", dir.display());
-                continue;
-            }
-        };
-        if !wallet.renewal_due(now).unwrap_or(false) {
-            continue;
-        }
-        // The certificate alone (both keys kept), as the processes renew theirs.
-        match medledger_sdk::reenroll(
-            &layout.ca_url(),
-            &mut wallet,
-            medledger_sdk::Renewal {
-                keep_encryption_key: true,
-                ..Default::default()
-            },
-        )
-        .await
-        {
-            Ok(_) => {
-                println!(
-                    "renewed the certificate of {} (same signing key)",
-                    wallet.info.name
-                );
-                renewed.push(wallet.info.name.clone());
-            }
-            Err(e) => eprintln!(
-                "could not renew the certificate of {}: {e}",
-                wallet.info.name
-            ),
+        match open_current(&dir, Some(&layout.ca_url())).await {
+            Ok((wallet, true)) => renewed.push(wallet.info.name),
+            Ok((_, false)) => {}
+            Err(e) => eprintln!("not renewing {}: {e}", dir.display()),
         }
     }
     Ok(renewed)
+}
+
+/// The wallet in `dir`, its certificate renewed first (both keys kept,
+/// [`medledger_sdk::renewal::renew_wallet_if_due`]) when it is due: what every command of the
+/// local network acts with, so that one started late in a certificate's life, or after a
+/// long step such as adding a peer, does not present a certificate that ends on the way.
+/// The CA is `ca_url`, else the one the wallet names. Returns the wallet and whether it was
+/// renewed; a renewal that fails is reported on stderr and the wallet is returned as it is
+/// (the command then fails where it is refused).
+///
+/// # Errors
+/// The wallet cannot be read.
+pub async fn open_current(dir: &Path, ca_url: Option<&str>) -> Result<(Wallet, bool), ClientError> {
+    let mut wallet = Wallet::open(dir)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    match medledger_sdk::renewal::renew_wallet_if_due(&mut wallet, ca_url, now).await {
+        Ok(true) => {
+            eprintln!(
+                "renewed the certificate of {} (it was due; same keys)",
+                wallet.info.name
+            );
+            Ok((wallet, true))
+        }
+        Ok(false) => Ok((wallet, false)),
+        Err(e) => {
+            eprintln!(
+                "the certificate of {} is due for renewal, which failed ({e}); going on with it",
+                wallet.info.name
+            );
+            Ok((wallet, false))
+        }
+    }
 }
 
 /// Pins `wallet` to this network once its genesis block exists (the peers' own wallets are

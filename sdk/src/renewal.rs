@@ -26,19 +26,21 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 const LOOK_AGAIN: Duration = Duration::from_secs(10);
 
 /// Renews `wallet`'s certificate when it is due at `now` (Unix seconds), keeping both keys,
-/// and presents it through `peers`. Returns whether it renewed.
+/// from the CA at `ca_url`, else the one the wallet names. Returns whether it renewed. For one-shot commands, which
+/// present the wallet afresh at their next connection.
 ///
 /// # Errors
-/// The wallet cannot be read, or the renewal failed ([`crate::reenroll`]).
-pub async fn renew_if_due(
+/// The wallet cannot be read, or the renewal failed ([`crate::reenroll`]): a certificate
+/// already expired or revoked cannot be renewed.
+pub async fn renew_wallet_if_due(
     wallet: &mut Wallet,
-    peers: &PeerSet,
+    ca_url: Option<&str>,
     now: i64,
 ) -> Result<bool, ClientError> {
     if !wallet.renewal_due(now)? {
         return Ok(false);
     }
-    let ca_url = wallet.info.ca_url.clone();
+    let ca_url = ca_url.map_or_else(|| wallet.info.ca_url.clone(), str::to_string);
     crate::reenroll(
         &ca_url,
         wallet,
@@ -48,6 +50,22 @@ pub async fn renew_if_due(
         },
     )
     .await?;
+    Ok(true)
+}
+
+/// [`renew_wallet_if_due`], then presents the renewed certificate through `peers` (their
+/// next handshakes and every transaction name it). Returns whether it renewed.
+///
+/// # Errors
+/// As [`renew_wallet_if_due`], or the renewed certificate cannot be read back.
+pub async fn renew_if_due(
+    wallet: &mut Wallet,
+    peers: &PeerSet,
+    now: i64,
+) -> Result<bool, ClientError> {
+    if !renew_wallet_if_due(wallet, None, now).await? {
+        return Ok(false);
+    }
     peers.present(wallet.cert_der()?)?;
     Ok(true)
 }
