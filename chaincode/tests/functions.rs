@@ -1052,6 +1052,9 @@ fn emergency_access_is_short_flagged_and_announced() {
         .iter()
         .find(|e| e.name == "emergency_access")
         .unwrap();
+    // Led by its record, as every event (peers forward it to that record's follower).
+    let subject = v1::EventSubject::decode(event.payload.as_slice()).unwrap();
+    assert_eq!(subject.pseudonym, pseudonym(1));
     let event = v1::EmergencyAccessEvent::decode(event.payload.as_slice()).unwrap();
     assert_eq!((event.clinician.as_str(), event.until), ("dr.er", T0 + DAY));
 
@@ -1306,6 +1309,8 @@ fn erasure_shreds_keys_and_closes_the_record() {
         .iter()
         .find(|e| e.name == "patient_erased")
         .unwrap();
+    let subject = v1::EventSubject::decode(event.payload.as_slice()).unwrap();
+    assert_eq!(subject.pseudonym, pseudonym(1));
     assert_eq!(
         v1::PatientErasedEvent::decode(event.payload.as_slice())
             .unwrap()

@@ -396,7 +396,7 @@ const SCENARIO: &[Step] = &[
     ok("{p}", "patient erase --yes"),
     refused("{o}", "clinician items --patient {pseudonym}", "erased"),
     Step::Say("An auditor verifies the whole ledger and every stored object against it."),
-    ok("admin", "ledger verify --dir {network_dir}"),
+    ok("auditor", "ledger verify --dir {network_dir}"),
 ];
 
 /// A step's arguments: words separated by spaces, `'...'` one word with spaces.

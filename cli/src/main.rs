@@ -14,7 +14,7 @@
 //!   ledger info | ledger blocks [--from N] [--limit K]
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -371,6 +371,23 @@ async fn open_wallet(cli: &Cli) -> Result<Wallet, ClientError> {
     Ok(wallet)
 }
 
+/// The wallet the `ledger` commands act as: --wallet; else, when the local network in
+/// `network_dir` (default: `medledger network up`'s) has one, its auditor, the ledger's reader
+/// (only peers and auditors may read blocks); else as [`open_wallet`].
+async fn reader_wallet(cli: &Cli, network_dir: Option<&Path>) -> Result<Wallet, ClientError> {
+    if cli.wallet.is_none() {
+        let auditor = network_dir
+            .map_or_else(medledger_devnet::default_dir, Path::to_path_buf)
+            .join("wallets")
+            .join(medledger_devnet::AUDITOR);
+        if auditor.join("cert.pem").exists() {
+            let (wallet, _) = medledger_devnet::open_current(&auditor, cli.ca.as_deref()).await?;
+            return Ok(wallet);
+        }
+    }
+    open_wallet(cli).await
+}
+
 fn ca_url(cli: &Cli, wallet: Option<&Wallet>) -> String {
     cli.ca
         .clone()
@@ -645,7 +662,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
             };
         return proof_cli::check_proof_file(file, &genesis);
     }
-    let wallet = open_wallet(cli).await?;
+    let wallet = reader_wallet(cli, None).await?;
     let peer = cli.peer.as_deref().unwrap_or(DEFAULT_PEER);
     let peers = medledger_sdk::peer::PeerSet::connect(&wallet, peer).await?;
     match command {

@@ -580,10 +580,7 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
     let source = match &args.data_dir {
         Some(dir) => verify::open_data_dir(dir)?,
         None => {
-            wallet = match (&cli.wallet, &layout) {
-                (None, Some(l)) => medledger_sdk::wallet::Wallet::open(&l.admin_wallet())?,
-                _ => open_wallet(cli).await?,
-            };
+            wallet = crate::reader_wallet(cli, layout.as_ref().map(|l| l.dir.as_path())).await?;
             let address = cli
                 .peer
                 .clone()

@@ -129,6 +129,10 @@ impl Layout {
     pub fn admin_wallet(&self) -> PathBuf {
         self.wallets().join("admin")
     }
+    /// The auditor's wallet ([`AUDITOR`]).
+    pub fn auditor_wallet(&self) -> PathBuf {
+        self.wallets().join(AUDITOR)
+    }
     pub fn first_peer(&self) -> &str {
         &self.peers[0]
     }
@@ -414,12 +418,17 @@ fn read_root(layout: &Layout) -> Result<Vec<u8>, ClientError> {
     pem_decode(&text, "CERTIFICATE").map_err(|e| net_err(e.to_string()))
 }
 
-/// Registers `name` with `role` (if its wallet does not exist yet) and enrolls it into
-/// `D/wallets/name`.
 /// The local network's second admin (wallet `wallets/admin2`): with `admin`, the two whose
 /// approvals change the configuration.
 pub const SECOND_ADMIN: &str = "admin2";
 
+/// The local network's auditor (wallet `wallets/auditor`): one of the ledger's readers, who
+/// may read its blocks (`ledger verify`, `ledger blocks`, `ledger proof`), which no
+/// administrator, clinician, patient or researcher may (issue 20 item 1).
+pub const AUDITOR: &str = "auditor";
+
+/// Registers `name` with `role` (if its wallet does not exist yet) and enrolls it into
+/// `D/wallets/name`.
 pub async fn ensure_identity(
     layout: &Layout,
     admin: &Wallet,
@@ -638,6 +647,7 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
         pin(&layout, &second)?;
     }
     ensure_identity(&layout, &admin, "gateway", "gateway", Vec::new()).await?;
+    ensure_identity(&layout, &admin, AUDITOR, "auditor", Vec::new()).await?;
 
     // The peers: started, then linked to each other.
     for (i, address) in layout.peers.iter().enumerate() {

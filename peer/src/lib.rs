@@ -36,6 +36,7 @@ pub mod network;
 pub mod node;
 pub mod pbft_store;
 pub mod queue;
+pub mod readers;
 pub mod renewal;
 pub mod replica_crypto;
 pub mod revocation_feed;

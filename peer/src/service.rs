@@ -22,6 +22,7 @@ use crate::genesis::Genesis;
 use crate::inputs::{Inputs, Outcome, QueueError};
 use crate::ledger::{Ledger, TxLocation};
 use crate::network::Network;
+use crate::readers;
 use crate::validate::{Checked, Refusal, Validator, creator};
 use crate::votes::Votes;
 use medledger_execution::merkle::Tree;
@@ -34,6 +35,8 @@ pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long after a block's consensus time its votes may still be coming (ms): after that a
 /// peer answers with the votes it holds rather than wait for more.
 const VOTES_SETTLE_MS: i64 = 10_000;
+/// Blocks' results queued for one subscriber before its stream waits for it.
+const SUBSCRIBER_BLOCKS: usize = 4;
 /// Most blocks one GetBlocks call returns.
 pub const MAX_BLOCKS_PER_CALL: u32 = 100;
 /// Revocation records per `GetRevocations` answer (each a few hundred bytes): the page
@@ -126,6 +129,45 @@ impl LedgerService {
         self.validator
             .certificate_identity(&der, medledger_tls::now_unix(), &self.facts())
             .map_err(|e| Status::unauthenticated(format!("your certificate was refused: {e}")))
+    }
+
+    /// The record a subscription follows (`None`: every result, for the ledger's readers
+    /// only). A caller who is not a reader must name a record the chaincode's `get_record`
+    /// query lets them read at this peer's height: its owner (or an auditor).
+    fn follow(
+        &self,
+        identity: &EnrolledIdentity,
+        record: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, Status> {
+        if record.is_empty() {
+            readers::readers_only(identity, "every block's events")?;
+            return Ok(None);
+        }
+        if record.len() > readers::MAX_RECORD_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "a record pseudonym of {} bytes; at most {}",
+                record.len(),
+                readers::MAX_RECORD_BYTES
+            )));
+        }
+        if !readers::reads_blocks(identity) {
+            let view = LedgerState::new(&self.ledger, &self.shared.revocations);
+            let empty = Default::default();
+            let stub = BlockStub::new(
+                &view,
+                &empty,
+                &[],
+                creator(identity),
+                [0; 32],
+                medledger_tls::now_unix(),
+            );
+            let args = v1::PatientArgs {
+                pseudonym: record.clone(),
+            }
+            .encode_to_vec();
+            chaincode::query(&stub, "get_record", &args).map_err(|e| chaincode_status(&e))?;
+        }
+        Ok(Some(record))
     }
 
     /// What a refusal at submission tells the client, given `head` (height, consensus
@@ -425,8 +467,11 @@ impl v1::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<v1::GetBlockRequest>,
     ) -> Result<Response<v1::Block>, Status> {
-        self.caller(&request)?;
+        let identity = self.caller(&request)?;
         let number = request.into_inner().number;
+        if number != 0 {
+            readers::readers_only(&identity, "blocks after the genesis")?;
+        }
         match self.ledger.block(number).map_err(internal)? {
             Some(mut block) => {
                 block.votes = self.votes.held(number);
@@ -447,7 +492,7 @@ impl v1::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<v1::GetBlocksRequest>,
     ) -> Result<Response<v1::GetBlocksResponse>, Status> {
-        self.caller(&request)?;
+        readers::readers_only(&self.caller(&request)?, "blocks")?;
         let request = request.into_inner();
         let limit = request.limit.clamp(1, MAX_BLOCKS_PER_CALL) as u64;
         let mut blocks = Vec::new();
@@ -474,11 +519,15 @@ impl v1::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        self.caller(&request)?;
-        let mut next = request.into_inner().from_block.max(1);
+        let identity = self.caller(&request)?;
+        let request = request.into_inner();
+        let follow = self.follow(&identity, request.record)?;
+        let mut next = request.from_block.max(1);
         let ledger = self.ledger.clone();
         let mut height = self.shared.height.subscribe();
-        let (tx, rx) = mpsc::channel(64);
+        // A few blocks' results at most wait for a slow subscriber (each bounded by the
+        // block size).
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BLOCKS);
         tokio::spawn(async move {
             loop {
                 while next <= ledger.height() {
@@ -490,10 +539,16 @@ impl v1::ledger_server::Ledger for LedgerService {
                             return;
                         }
                     };
+                    let results = match &follow {
+                        None => block.results,
+                        Some(record) => {
+                            readers::for_follower(block.results, record, &identity.name)
+                        }
+                    };
                     let events = v1::BlockEvents {
                         block: next,
                         time_ms: block.header.as_ref().map_or(0, |h| h.time_ms),
-                        results: block.results,
+                        results,
                     };
                     if tx.send(Ok(events)).await.is_err() {
                         return;

@@ -515,12 +515,14 @@ impl TestNetwork {
 
     /// Registers and enrolls `name` with `role`; returns the wallet directory.
     pub fn member(&self, name: &str, role: &str) -> PathBuf {
-        let registered = self
-            .as_(
-                "admin",
-                &["admin", "register", "--name", name, "--role", role],
-            )
-            .ok();
+        self.member_with(name, role, &[])
+    }
+
+    /// As [`Self::member`], with more `admin register` arguments (`--attr K=V@FROM..TO`).
+    pub fn member_with(&self, name: &str, role: &str, more: &[&str]) -> PathBuf {
+        let mut args = vec!["admin", "register", "--name", name, "--role", role];
+        args.extend_from_slice(more);
+        let registered = self.as_("admin", &args).ok();
         let secret = registered["secret"].as_str().expect("a secret").to_string();
         self.enroll(name, &secret);
         self.wallet(name)

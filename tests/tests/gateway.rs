@@ -703,8 +703,11 @@ async fn plaintext_never_leaves_the_client() {
         scanned > 100_000,
         "the scan saw the stores ({scanned} bytes)"
     );
-    // And the blocks as the peers serve them.
-    let blocks = s.cli("dr-a", &["ledger", "blocks", "--limit", "100"]).ok();
+    // And the blocks as the peers serve them (to their readers: an auditor).
+    s.net.member("auditor", "auditor");
+    let blocks = s
+        .cli("auditor", &["ledger", "blocks", "--limit", "100"])
+        .ok();
     assert!(!blocks.to_string().contains(&canary));
 }
 

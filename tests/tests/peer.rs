@@ -97,7 +97,8 @@ async fn patient_workload(peers: Arc<PeerSet>, count: usize) -> Vec<Committed> {
     done
 }
 
-/// Every tx_id in a peer's blocks, from its blocks over gRPC.
+/// Every tx_id in a peer's blocks, from its blocks over gRPC (`peers` connected as one of
+/// the ledger's readers: an auditor).
 async fn ledger_tx_ids(peers: &PeerSet, peer: usize) -> BTreeSet<Vec<u8>> {
     let mut client = peers.peer(peer);
     let mut ids = BTreeSet::new();
@@ -173,10 +174,11 @@ fn a_thousand_transactions_from_concurrent_clients_leave_identical_ledgers() {
     let height = acknowledged.iter().map(|c| c.block).max().unwrap();
     let listings = net.converged(height, Duration::from_secs(30));
     assert_identical(&listings);
+    net.member("reader", "auditor");
     rt.block_on(async {
-        let peers = connect(&net, "patient0", 0).await;
+        let reader = connect(&net, "reader", 0).await;
         for p in 0..4 {
-            let on_ledger = ledger_tx_ids(&peers, p).await;
+            let on_ledger = ledger_tx_ids(&reader, p).await;
             assert!(
                 ids.is_subset(&on_ledger),
                 "peer {p} lacks acknowledged transactions"
@@ -297,10 +299,11 @@ fn every_acknowledged_transaction_survives_killing_all_peers_under_load() {
     }
     let listings = net.converged(1, Duration::from_secs(60));
     assert_identical(&listings);
+    net.member("reader", "auditor");
     rt.block_on(async {
-        let peers = connect(&net, "patient0", 0).await;
+        let reader = connect(&net, "reader", 0).await;
         for p in 0..4 {
-            let on_ledger = ledger_tx_ids(&peers, p).await;
+            let on_ledger = ledger_tx_ids(&reader, p).await;
             let missing = acknowledged.difference(&on_ledger).count();
             assert_eq!(
                 missing, 0,
@@ -625,7 +628,10 @@ fn a_revocation_reaches_every_tls_link() {
         let watcher = connect(&net, "watcher", 0).await;
         let mut events = watcher
             .peer(1)
-            .subscribe(v1::SubscribeRequest { from_block: 1 })
+            .subscribe(v1::SubscribeRequest {
+                from_block: 1,
+                ..Default::default()
+            })
             .await
             .unwrap()
             .into_inner();
@@ -872,6 +878,187 @@ fn revoked_and_foreign_certificates_are_refused() {
     });
 }
 
+/// Issue 20 item 1: blocks, and every block's events, go to the ledger's readers (peers and
+/// auditors) only, as Fabric's channel Readers policy; a patient, a clinician, a researcher
+/// and an admin get the genesis and PERMISSION_DENIED for the rest. A record's owner follows
+/// that record: their own results whole, of others' only the events that concern it (an
+/// emergency access), without the other creator's answer, and nothing of another patient.
+#[test]
+fn blocks_and_events_are_read_by_peers_and_auditors_only() {
+    let _serial = serial();
+    let net = TestNetwork::start(4);
+    for (name, role) in [
+        ("jane", "patient"),
+        ("joe", "patient"),
+        ("dr-a", "clinician"),
+        ("ana", "researcher"),
+        ("audrey", "auditor"),
+    ] {
+        net.member(name, role);
+    }
+    net.member_with(
+        "dr-e",
+        "clinician",
+        &["--attr", "emergency=true@2026-01-01..2030-01-01"],
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        let jane = connect(&net, "jane", 0).await;
+        let (record, registered) = register(&jane).await;
+        let joe = connect(&net, "joe", 0).await;
+        let (joes, _) = register(&joe).await;
+        let follow = |record: &[u8]| v1::SubscribeRequest {
+            from_block: 1,
+            record: record.to_vec(),
+        };
+
+        // Not a reader: the genesis, and nothing after it.
+        for who in ["jane", "dr-a", "ana", "admin"] {
+            let mut client = connect(&net, who, 0).await.peer(1);
+            client
+                .get_block(v1::GetBlockRequest { number: 0 })
+                .await
+                .unwrap_or_else(|e| panic!("{who} reads the genesis: {e:?}"));
+            let refusals = [
+                client
+                    .get_block(v1::GetBlockRequest {
+                        number: registered.block,
+                    })
+                    .await
+                    .map(|_| ()),
+                client
+                    .get_blocks(v1::GetBlocksRequest { from: 1, limit: 10 })
+                    .await
+                    .map(|_| ()),
+                client.subscribe(follow(&[])).await.map(|_| ()),
+            ];
+            for refused in refusals {
+                let status = refused.expect_err(who);
+                assert_eq!(
+                    status.code(),
+                    tonic::Code::PermissionDenied,
+                    "{who}: {status:?}"
+                );
+            }
+        }
+        // Nobody but its owner (or an auditor) follows a record; a record name is bounded.
+        for who in ["joe", "dr-a", "ana", "admin"] {
+            let status = connect(&net, who, 0)
+                .await
+                .peer(1)
+                .subscribe(follow(&record))
+                .await
+                .expect_err(who);
+            assert_eq!(
+                status.code(),
+                tonic::Code::PermissionDenied,
+                "{who}: {status:?}"
+            );
+        }
+        let status = jane.peer(1).subscribe(follow(&[1; 65])).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+
+        // Jane follows her record while Joe acts on his, and an emergency clinician breaks
+        // the glass on both.
+        let mut stream = jane
+            .peer(2)
+            .subscribe(follow(&record))
+            .await
+            .unwrap()
+            .into_inner();
+        let granted = grants(&jane, &record, 1).await.remove(0);
+        grants(&joe, &joes, 1).await;
+        let dr_e = connect(&net, "dr-e", 0).await;
+        let mut broke = Vec::new();
+        for pseudonym in [&record, &joes] {
+            let args = v1::EmergencyAccessArgs {
+                pseudonym: pseudonym.to_vec(),
+                category: "lab-results".into(),
+                reason: "unconscious on arrival".into(),
+                duration_seconds: 60,
+            };
+            let c = dr_e
+                .submit("emergency_access", args.encode_to_vec())
+                .await
+                .unwrap();
+            assert!(c.is_valid(), "{c:?}");
+            broke.push(c);
+        }
+        let last = broke[1].block;
+        let mut seen = Vec::new();
+        let mut blocks = Vec::new();
+        while blocks.last().copied().unwrap_or(0) < last {
+            let b = tokio::time::timeout(Duration::from_secs(30), stream.message())
+                .await
+                .expect("the stream keeps up")
+                .unwrap()
+                .expect("the stream stays open");
+            blocks.push(b.block);
+            seen.extend(b.results);
+        }
+        // Every block, in order, each once (with what she may see of it).
+        assert_eq!(blocks.first(), Some(&1), "{blocks:?}");
+        assert!(blocks.windows(2).all(|w| w[1] == w[0] + 1), "{blocks:?}");
+        // Her own transactions, whole.
+        for own in [&registered, &granted] {
+            let r = seen
+                .iter()
+                .find(|r| r.tx_id == own.tx_id)
+                .expect("her own transaction");
+            assert_eq!(r.creator, "jane", "{r:?}");
+        }
+        // The emergency access to her record: its event, not the clinician's answer.
+        let e = seen
+            .iter()
+            .find(|r| r.tx_id == broke[0].tx_id)
+            .expect("the emergency access to her record");
+        assert_eq!(e.creator, "dr-e");
+        assert!(e.result.is_empty(), "{e:?}");
+        assert_eq!(e.events.len(), 1, "{e:?}");
+        let event = v1::EmergencyAccessEvent::decode(e.events[0].payload.as_slice()).unwrap();
+        assert_eq!(event.pseudonym, record.to_vec());
+        // Nothing of Joe: neither his transactions nor the access to his record.
+        assert!(
+            seen.iter()
+                .all(|r| r.creator == "jane" || r.tx_id == broke[0].tx_id),
+            "{seen:?}"
+        );
+        let bytes: Vec<u8> = seen.iter().flat_map(Message::encode_to_vec).collect();
+        assert!(!bytes.windows(32).any(|w| w == joes), "Joe's pseudonym");
+
+        // An auditor reads it all: blocks, and every result of every block.
+        let audrey = connect(&net, "audrey", 0).await;
+        height_reaching(&audrey, 3, last).await;
+        let mut client = audrey.peer(3);
+        let read = client
+            .get_blocks(v1::GetBlocksRequest {
+                from: 1,
+                limit: 100,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .blocks;
+        assert!(read.len() as u64 >= last, "{} blocks", read.len());
+        client
+            .get_block(v1::GetBlockRequest { number: last })
+            .await
+            .unwrap();
+        let mut all = client
+            .subscribe(v1::SubscribeRequest {
+                from_block: last,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let b = all.message().await.unwrap().unwrap();
+        assert!(b.results.iter().any(|r| r.tx_id == broke[1].tx_id), "{b:?}");
+        // And follows any record.
+        client.subscribe(follow(&joes)).await.unwrap();
+    });
+}
+
 #[test]
 fn events_stream_and_resume_status_health_reflection_and_sigterm_is_graceful() {
     let _serial = serial();
@@ -880,13 +1067,17 @@ fn events_stream_and_resume_status_health_reflection_and_sigterm_is_graceful() {
     let rt = runtime();
     let (first, second) = rt.block_on(async {
         let peers = connect(&net, "patient", 0).await;
+        let (pseudonym, registered) = register(&peers).await;
+        // The owner follows their record from the first block on.
         let mut events = peers
             .peer(2)
-            .subscribe(v1::SubscribeRequest { from_block: 1 })
+            .subscribe(v1::SubscribeRequest {
+                from_block: 1,
+                record: pseudonym.to_vec(),
+            })
             .await
             .unwrap()
             .into_inner();
-        let (pseudonym, registered) = register(&peers).await;
         let granted = grants(&peers, &pseudonym, 1).await.remove(0);
         // Blocks arrive in order, each once, with the results of their transactions.
         let mut seen = Vec::new();
@@ -907,6 +1098,7 @@ fn events_stream_and_resume_status_health_reflection_and_sigterm_is_graceful() {
             .peer(1)
             .subscribe(v1::SubscribeRequest {
                 from_block: granted.block,
+                record: pseudonym.to_vec(),
             })
             .await
             .unwrap()
@@ -1175,6 +1367,7 @@ fn forwards_of_invalid_envelopes_are_not_queued() {
     let _serial = serial();
     let net = TestNetwork::start(4);
     net.member("patient", "patient");
+    net.member("reader", "auditor");
     let rt = runtime();
     rt.block_on(async {
         let peers = connect(&net, "patient", 0).await;
@@ -1204,7 +1397,7 @@ fn forwards_of_invalid_envelopes_are_not_queued() {
         let committed = grants(&peers, &pseudonym, 3).await;
         let height = committed.last().unwrap().block;
         height_reaching(&peers, 0, height).await;
-        let on_ledger = ledger_tx_ids(&peers, 0).await;
+        let on_ledger = ledger_tx_ids(&connect(&net, "reader", 0).await, 0).await;
         for id in &forged {
             assert!(!on_ledger.contains(id), "a forged forward reached a block");
         }
@@ -1280,18 +1473,8 @@ fn clients_reach_the_network_with_the_bootstrap_peer_down() {
         register(&peers).await;
     });
     // The CLI, pointed at the dead peer, goes through the pinned genesis.
-    net.as_(
-        "patient",
-        &[
-            "--peer",
-            &net.address(0),
-            "ledger",
-            "blocks",
-            "--limit",
-            "1",
-        ],
-    )
-    .ok();
+    net.as_("patient", &["--peer", &net.address(0), "ledger", "info"])
+        .ok();
     // Another network's genesis (here: this one's, altered) cannot be pinned over the pin.
     let mut block = v1::Block::decode(std::fs::read(&net.genesis).unwrap().as_slice()).unwrap();
     block.header.as_mut().unwrap().time_ms += 1;

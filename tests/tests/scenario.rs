@@ -476,8 +476,14 @@ fn the_scenario_holds_when_the_first_peer_lies() {
     let height = info["peers"][1]["height"].as_u64().unwrap().to_string();
     let proof = net.path().join("outcome.pb");
     let proof = proof.to_str().unwrap();
+    // Blocks are the ledger's readers' (peers and auditors): the admin is refused them, the
+    // network's auditor writes the proof.
+    let refused = net.run(admin, &["ledger", "blocks", "--limit", "1"]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(said.contains("peers and auditors only"), "{said}");
     net.ok(
-        admin,
+        Some("auditor"),
         &[
             "ledger", "proof", "--block", &height, "--index", "0", "-o", proof,
         ],
