@@ -113,7 +113,8 @@ impl ConfigurationInForce {
 ///
 /// # Errors
 /// The ledger cannot be read, or a configuration link does not lead to a configuration
-/// update it stored (corruption).
+/// update it stored, or the links do not end with the epoch in force
+/// ([`Ledger::epoch_base`]) (corruption).
 pub fn earlier_epochs(
     ledger: &Ledger,
     genesis: &crate::genesis::Genesis,
@@ -151,7 +152,17 @@ pub fn earlier_epochs(
             epochs.push((location.block.saturating_add(1), Arc::new(configuration)));
         }
     }
-    // The last is the one in force.
+    // The last is the one in force: it must be the one the ledger began after its epoch
+    // base (a link lost at the end would leave an ended epoch taken for the one in force,
+    // and its blocks' votes judged by the wrong replicas).
+    let base = ledger.epoch_base()?;
+    let from = epochs.last().map_or(1, |(from, _)| *from);
+    if from != base.saturating_add(1) {
+        return Err(broken(format!(
+            "the links end with an epoch from block {from}, but the epoch in force began \
+             after block {base}"
+        )));
+    }
     epochs.pop();
     Ok(epochs)
 }

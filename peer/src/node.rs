@@ -683,6 +683,34 @@ mod tests {
         assert!(crate::execute::earlier_epochs(&ledger, &genesis).is_err());
     }
 
+    /// The configuration links must end with the epoch the ledger says is in force: an
+    /// epoch base with no link that changed the replicas there is corruption, not "the
+    /// genesis's replicas still".
+    #[test]
+    fn epochs_that_do_not_end_at_the_epoch_base_are_corruption() {
+        let genesis = fixture_genesis();
+        let root = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(&root.path().join("ledger"), &genesis).unwrap();
+        assert!(
+            crate::execute::earlier_epochs(&ledger, &genesis)
+                .unwrap()
+                .is_empty()
+        );
+        ledger
+            .put_and_flush(
+                crate::ledger::CF_META,
+                vec![(b"epoch_base".to_vec(), 5u64.to_be_bytes().to_vec())],
+            )
+            .unwrap();
+        match crate::execute::earlier_epochs(&ledger, &genesis) {
+            Err(crate::ledger::LedgerError::Corrupt { what, why }) => {
+                assert_eq!(what, "configuration links");
+                assert!(why.contains("after block 5"), "{why}");
+            }
+            other => panic!("not reported as corruption: {other:?}"),
+        }
+    }
+
     /// Issue 18: one bit flipped anywhere in a table file (data, index, filter, properties
     /// or footer) is found when the ledger opens or by its scrub, not when that data is next
     /// read: before, such a peer started, served, and stopped at the first read of the
