@@ -35,6 +35,8 @@ const BLOCKS_PER_CALL: u32 = 100;
 pub(crate) const MAX_ANSWER_BYTES: usize = 64 << 20;
 /// How long to wait before asking every source again when none had a block more.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// How often a peer still waiting for a named peer to confirm its head says so again.
+const WAITING_SAID_EVERY: Duration = Duration::from_secs(60);
 /// How long one source may take to connect or to answer one call: a source that stalls is
 /// passed over.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -249,22 +251,45 @@ pub async fn confirm_head(
     revoked: medledger_tls::SharedRevocations,
 ) -> Result<(), JoinError> {
     let ours = ledger.height();
-    let mut said_waiting = false;
+    let mut last_said: Option<std::time::Instant> = None;
     loop {
+        // What each named peer answered this round, for the operator while none confirms.
+        let mut answers = Vec::with_capacity(named.len());
         for source in named {
-            let Ok(mut client) = ledger_client(source, tls.clone(), revoked.clone()).await else {
-                continue;
+            let mut client = match ledger_client(source, tls.clone(), revoked.clone()).await {
+                Ok(client) => client,
+                Err(e) => {
+                    answers.push(format!("{source}: unreachable ({e})"));
+                    continue;
+                }
             };
             let status = client.get_status(v1::GetStatusRequest {});
-            let Ok(Ok(status)) = tokio::time::timeout(CALL_TIMEOUT, status).await else {
-                continue;
+            let status = match tokio::time::timeout(CALL_TIMEOUT, status).await {
+                Ok(Ok(status)) => status.into_inner(),
+                Ok(Err(e)) => {
+                    answers.push(format!("{source}: status refused ({})", e.message()));
+                    continue;
+                }
+                Err(_) => {
+                    answers.push(format!("{source}: no status within {CALL_TIMEOUT:?}"));
+                    continue;
+                }
             };
-            let at = ours.min(status.into_inner().height);
+            let at = ours.min(status.height);
             let call = client.get_block(v1::GetBlockRequest { number: at });
-            let Ok(Ok(block)) = tokio::time::timeout(CALL_TIMEOUT, call).await else {
-                continue;
+            let block = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+                Ok(Ok(block)) => block.into_inner(),
+                Ok(Err(e)) => {
+                    answers.push(format!("{source}: block {at} refused ({})", e.message()));
+                    continue;
+                }
+                Err(_) => {
+                    answers.push(format!("{source}: no block {at} within {CALL_TIMEOUT:?}"));
+                    continue;
+                }
             };
-            let Some(theirs) = block.into_inner().header.as_ref().map(header_hash) else {
+            let Some(theirs) = block.header.as_ref().map(header_hash) else {
+                answers.push(format!("{source}: block {at} without a header"));
                 continue;
             };
             if theirs != header_hash(&ledger.header(at)?) {
@@ -277,13 +302,15 @@ pub async fn confirm_head(
                 tracing::info!(%source, block = ours, "a peer named to join through holds the block reached");
                 return Ok(());
             }
+            answers.push(format!("{source}: at block {at}, behind"));
         }
-        if !said_waiting {
-            said_waiting = true;
-            tracing::info!(
+        if last_said.is_none_or(|t| t.elapsed() >= WAITING_SAID_EVERY) {
+            last_said = Some(std::time::Instant::now());
+            tracing::warn!(
                 block = ours,
-                ?named,
-                "waiting for a peer named with --join to hold the block reached"
+                answers = %answers.join("; "),
+                "waiting for a peer named with --join to hold the block reached (this peer \
+                 takes no part until one does)"
             );
         }
         tokio::time::sleep(IDLE_WAIT).await;
