@@ -54,6 +54,14 @@ pub enum ConfigCommand {
         /// HOST:PORT of each `--add-peer`, in the same order.
         #[arg(long = "peer-address")]
         peer_addresses: Vec<String>,
+        /// Name as a reader of blocks (with the peers) the auditor enrolled with this
+        /// certificate (PEM, role auditor): their signing key, kept across renewals.
+        #[arg(long = "add-auditor")]
+        add_auditors: Vec<PathBuf>,
+        /// No longer a reader of blocks: the auditor whose signing key this is (64 hex
+        /// digits, as `admin config show` lists them).
+        #[arg(long = "remove-auditor")]
+        remove_auditors: Vec<String>,
         /// How long the admins have to approve and submit it (hours, at most 720).
         #[arg(long, default_value_t = 72)]
         valid_for_hours: u32,
@@ -79,6 +87,10 @@ pub struct Changes {
     pub remove_peers: Vec<String>,
     /// Certificate files (PEM, role peer) of peers to add, each with its HOST:PORT.
     pub add_peers: Vec<(PathBuf, String)>,
+    /// Certificate files (PEM, role auditor) of auditors to name as readers of blocks.
+    pub add_auditors: Vec<PathBuf>,
+    /// Signing keys (hex) of auditors no longer to read blocks.
+    pub remove_auditors: Vec<String>,
     /// How long the admins have to approve and submit it: 1 to 720 hours.
     pub valid_for_hours: u32,
 }
@@ -135,6 +147,21 @@ pub fn propose(
     }
     if let (Some(t), Some(policy)) = (changes.admin_threshold, value.admin_policy.as_mut()) {
         policy.threshold = t;
+    }
+    for key in &changes.remove_auditors {
+        let raw = hex::decode(key).unwrap_or_default();
+        if !value.auditors.contains(&raw) {
+            return Err(ClientError::Usage(format!(
+                "--remove-auditor {key}: no auditor with that key in the configuration in force"
+            )));
+        }
+        value.auditors.retain(|k| *k != raw);
+    }
+    for path in &changes.add_auditors {
+        let (identity, _) = enrolled_as(wallet, path, medledger_crypto::Role::Auditor)?;
+        value
+            .auditors
+            .push(identity.signing_key.to_bytes().to_vec());
     }
     // Refused here rather than at the ledger: the same checks it will make.
     let next = next_configuration(wallet, current, &value)?
@@ -260,6 +287,8 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
             remove_peers,
             add_peers,
             peer_addresses,
+            add_auditors,
+            remove_auditors,
             valid_for_hours,
             out,
         } => {
@@ -279,6 +308,8 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
                     .cloned()
                     .zip(peer_addresses.iter().cloned())
                     .collect(),
+                add_auditors: add_auditors.clone(),
+                remove_auditors: remove_auditors.clone(),
                 valid_for_hours: *valid_for_hours,
             };
             let (update, next) = propose(&wallet, &current, &changes)?;
@@ -498,6 +529,13 @@ pub fn changes_words(current: &Configuration, next: &Configuration) -> String {
             words(next)
         ));
     }
+    if current.auditors != next.auditors {
+        lines.push(format!(
+            "  auditors who read blocks: [{}] -> [{}]",
+            auditors_words(current),
+            auditors_words(next)
+        ));
+    }
     if current.admins != next.admins {
         lines.push(format!(
             "  admins: {} -> {}",
@@ -510,6 +548,14 @@ pub fn changes_words(current: &Configuration, next: &Configuration) -> String {
     } else {
         lines.join("\n")
     }
+}
+
+fn auditors_words(c: &Configuration) -> String {
+    c.auditors
+        .iter()
+        .map(|k| hex::encode(k.to_bytes()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn admins_words(c: &Configuration) -> String {
@@ -530,7 +576,7 @@ fn admins_words(c: &Configuration) -> String {
 fn describe(c: &Configuration) -> String {
     format!(
         "configuration {} ({})\n  peers: {}\n  max_tx_lifetime_ms: {}\n  max_envelope_bytes: {}\n  \
-         admins: {}",
+         admins: {}\n  auditors who read blocks: [{}]",
         c.sequence,
         hex::encode(c.hash),
         c.peers
@@ -540,7 +586,8 @@ fn describe(c: &Configuration) -> String {
             .join(", "),
         c.parameters.max_tx_lifetime_ms,
         c.parameters.max_envelope_bytes,
-        admins_words(c)
+        admins_words(c),
+        auditors_words(c)
     )
 }
 
@@ -553,5 +600,6 @@ fn as_json(c: &Configuration) -> serde_json::Value {
         "max_envelope_bytes": c.parameters.max_envelope_bytes,
         "admins": c.admins.as_ref().map(|a| a.keys.iter().map(|k| hex::encode(k.to_bytes())).collect::<Vec<_>>()),
         "admin_threshold": c.admins.as_ref().map(|a| a.threshold),
+        "auditors": c.auditors.iter().map(|k| hex::encode(k.to_bytes())).collect::<Vec<_>>(),
     })
 }

@@ -372,15 +372,19 @@ async fn open_wallet(cli: &Cli) -> Result<Wallet, ClientError> {
 }
 
 /// The wallet the `ledger` commands act as: --wallet; else, when the local network in
-/// `network_dir` (default: `medledger network up`'s) has one, its auditor, the ledger's reader
-/// (only peers and auditors may read blocks); else as [`open_wallet`].
+/// `network_dir` (default: `medledger network up`'s) has one and --peer is none or one of
+/// its peers, its auditor, the ledger's reader (only peers and the auditors the
+/// configuration names may read blocks); else as [`open_wallet`].
 async fn reader_wallet(cli: &Cli, network_dir: Option<&Path>) -> Result<Wallet, ClientError> {
     if cli.wallet.is_none() {
-        let auditor = network_dir
-            .map_or_else(medledger_devnet::default_dir, Path::to_path_buf)
-            .join("wallets")
-            .join(medledger_devnet::AUDITOR);
-        if auditor.join("cert.pem").exists() {
+        let dir = network_dir.map_or_else(medledger_devnet::default_dir, Path::to_path_buf);
+        let auditor = dir.join("wallets").join(medledger_devnet::AUDITOR);
+        let this_network = match (&cli.peer, medledger_devnet::Layout::read(&dir)) {
+            (None, _) => true,
+            (Some(peer), Ok(layout)) => layout.peers.contains(peer),
+            (Some(_), Err(_)) => false,
+        };
+        if this_network && auditor.join("cert.pem").exists() {
             let (wallet, _) = medledger_devnet::open_current(&auditor, cli.ca.as_deref()).await?;
             return Ok(wallet);
         }

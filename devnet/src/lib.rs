@@ -633,18 +633,25 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
         // Configuration changes need two admins (docs/adr/0010): the bootstrap admin and a
         // second, each its own identity.
         let second = ensure_identity(&layout, &admin, SECOND_ADMIN, "admin", Vec::new()).await?;
+        // The auditor who, with the peers, reads the blocks (`ledger verify`): named by the
+        // genesis, as only a configuration makes a reader (issue 20 item 1).
+        let auditor = ensure_identity(&layout, &admin, AUDITOR, "auditor", Vec::new()).await?;
         let mut parameters = vec![
             "--admin".to_string(),
             admin_dir.join("cert.pem").display().to_string(),
             "--admin".to_string(),
             second.dir.join("cert.pem").display().to_string(),
+            "--auditor".to_string(),
+            auditor.dir.join("cert.pem").display().to_string(),
         ];
         parameters.extend(opts.genesis_args.iter().cloned());
         run_tool(bins.genesis(&layout.ca_root(), &peers, &parameters, &layout.genesis()))?;
     }
     pin(&layout, &admin)?;
-    if let Ok(second) = Wallet::open(&layout.wallets().join(SECOND_ADMIN)) {
-        pin(&layout, &second)?;
+    for enrolled_before in [SECOND_ADMIN, AUDITOR] {
+        if let Ok(wallet) = Wallet::open(&layout.wallets().join(enrolled_before)) {
+            pin(&layout, &wallet)?;
+        }
     }
     ensure_identity(&layout, &admin, "gateway", "gateway", Vec::new()).await?;
     ensure_identity(&layout, &admin, AUDITOR, "auditor", Vec::new()).await?;

@@ -11,8 +11,8 @@
 //! configuration it was executed under (`config`), and the votes that prove that block are
 //! checked against that configuration's peers.
 //!
-//! What a configuration may change: the admin policy, the execution parameters
-//! (`max_envelope_bytes`, `max_tx_lifetime_ms`) and the peer set (docs/adr/0011: a
+//! What a configuration may change: the admin policy, the auditors who read blocks, the
+//! execution parameters (`max_envelope_bytes`, `max_tx_lifetime_ms`) and the peer set (docs/adr/0011: a
 //! *membership change*, which ends the epoch of the replicas at the block that commits it).
 //! The PBFT parameters and the ledger format stay as the genesis fixed them; an update that
 //! changes them is refused as `BAD_CONFIG_UPDATE`, never half applied.
@@ -38,6 +38,8 @@ pub const CONFIG_UPDATE_TAG: u8 = (3 << 3) | 2;
 pub const MIN_APPROVALS: usize = 2;
 /// Most admins a policy may name, and so most approvals an update may carry.
 pub const MAX_ADMINS: usize = 32;
+/// Most auditors a configuration may name as readers of its blocks.
+pub const MAX_AUDITORS: usize = 32;
 /// Fewest bytes `max_envelope_bytes` may be set to: a transaction carrying its creator's
 /// certificate must still fit.
 pub const MIN_ENVELOPE_BYTES: u32 = 8 * 1024;
@@ -58,6 +60,8 @@ pub enum ConfigError {
     Previous,
     #[error("the configuration in force names no admins: this network's configuration is fixed")]
     NoAdmins,
+    #[error("auditors: {0}")]
+    Auditors(String),
     #[error("admin policy: {0}")]
     Policy(String),
     #[error("approval {index}: {why}")]
@@ -190,17 +194,7 @@ pub fn check_policy(policy: &v1::AdminPolicy) -> Result<Admins, ConfigError> {
             policy.admins.len()
         )));
     }
-    let mut keys = Vec::with_capacity(policy.admins.len());
-    for (i, raw) in policy.admins.iter().enumerate() {
-        let key = <[u8; 32]>::try_from(raw.as_slice())
-            .ok()
-            .and_then(|k| VerifyingKey::from_bytes(&k).ok())
-            .ok_or_else(|| bad(format!("admin {i} is not an Ed25519 public key")))?;
-        if keys.contains(&key) {
-            return Err(bad(format!("admin {i} is named twice")));
-        }
-        keys.push(key);
-    }
+    let keys = distinct_keys(&policy.admins, "admin").map_err(bad)?;
     let threshold = policy.threshold as usize;
     // THREAT-MODEL (no single party): a configuration change needs several admins.
     if threshold < MIN_APPROVALS || threshold > keys.len() {
@@ -211,6 +205,40 @@ pub fn check_policy(policy: &v1::AdminPolicy) -> Result<Admins, ConfigError> {
         )));
     }
     Ok(Admins { keys, threshold })
+}
+
+/// Checks the auditors a configuration names as readers of its blocks
+/// (`GenesisConfig.auditors`, `NetworkConfig.auditors`): at most [`MAX_AUDITORS`] distinct
+/// 32-byte Ed25519 keys.
+///
+/// # Errors
+/// [`ConfigError::Auditors`], saying which key is wrong.
+pub fn check_auditors(auditors: &[Vec<u8>]) -> Result<Vec<VerifyingKey>, ConfigError> {
+    let bad = |why: String| ConfigError::Auditors(why);
+    if auditors.len() > MAX_AUDITORS {
+        return Err(bad(format!(
+            "{} auditors; a configuration names at most {MAX_AUDITORS}",
+            auditors.len()
+        )));
+    }
+    distinct_keys(auditors, "auditor").map_err(bad)
+}
+
+/// `raw` as Ed25519 public keys, each 32 bytes and named once; else which `what` (admin,
+/// auditor) by position is wrong.
+fn distinct_keys(raw: &[Vec<u8>], what: &str) -> Result<Vec<VerifyingKey>, String> {
+    let mut keys = Vec::with_capacity(raw.len());
+    for (i, bytes) in raw.iter().enumerate() {
+        let key = <[u8; 32]>::try_from(bytes.as_slice())
+            .ok()
+            .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+            .ok_or_else(|| format!("{what} {i} is not an Ed25519 public key"))?;
+        if keys.contains(&key) {
+            return Err(format!("{what} {i} is named twice"));
+        }
+        keys.push(key);
+    }
+    Ok(keys)
 }
 
 /// A majority of `admins` (Fabric's `MAJORITY Admins`): more than half of them.
@@ -239,6 +267,8 @@ pub struct Configuration {
     pub admins: Option<Admins>,
     /// The policy as it is encoded (for the next configuration to repeat or change).
     pub policy: Option<v1::AdminPolicy>,
+    /// The auditors who, with the peers, read blocks ([`check_auditors`]).
+    pub auditors: Vec<VerifyingKey>,
 }
 
 impl Configuration {
@@ -255,7 +285,17 @@ impl Configuration {
             peers: self.peers.clone(),
             consensus: Some(self.parameters),
             admin_policy: self.policy.clone(),
+            auditors: self
+                .auditors
+                .iter()
+                .map(|k| k.to_bytes().to_vec())
+                .collect(),
         }
+    }
+
+    /// Whether `key` is one of the auditors this configuration names as readers of blocks.
+    pub fn is_auditor(&self, key: &VerifyingKey) -> bool {
+        self.auditors.contains(key)
     }
 
     /// The PBFT core's configuration for this configuration's replicas in the epoch that
@@ -407,8 +447,8 @@ impl Configuration {
         self.derive(value, root).map(|(c, _)| c)
     }
 
-    /// What may differ between `self` and `value`: the policy, the execution parameters and
-    /// the peers. Returns the configuration and, when its peers differ from `self`'s, their
+    /// What may differ between `self` and `value`: the policy, the execution parameters, the
+    /// auditors and the peers. Returns the configuration and, when its peers differ from `self`'s, their
     /// identities (empty when they are the same).
     fn derive(
         &self,
@@ -456,6 +496,7 @@ impl Configuration {
             Some(policy) => Some(check_policy(policy)?),
             None => None,
         };
+        let auditors = check_auditors(&value.auditors)?;
         let configuration = Configuration {
             sequence: value.sequence,
             hash: config_hash(value),
@@ -465,6 +506,7 @@ impl Configuration {
             parameters: p,
             admins,
             policy: value.admin_policy.clone(),
+            auditors,
         };
         Ok((configuration, identities))
     }

@@ -84,13 +84,15 @@ pub fn default_parameters() -> v1::ConsensusParameters {
 }
 
 /// Builds the genesis block for `peers` (replica ids in the given order), with the admins
-/// who may change its configuration (`None`: nobody, ever).
+/// who may change its configuration (`None`: nobody, ever) and the `auditors` (32-byte
+/// Ed25519 keys) who with the peers read its blocks.
 pub fn build(
     network_name: &str,
     root_der: &[u8],
     peers: Vec<GenesisPeerSpec>,
     parameters: v1::ConsensusParameters,
     admin_policy: Option<v1::AdminPolicy>,
+    auditors: Vec<Vec<u8>>,
     created_at_ms: i64,
 ) -> Result<Genesis, GenesisError> {
     let config = v1::GenesisConfig {
@@ -109,6 +111,7 @@ pub fn build(
         consensus: Some(parameters),
         created_at_ms,
         admin_policy,
+        auditors,
     };
     let format = match parameters.ledger_format {
         1 => 0,
@@ -215,6 +218,8 @@ impl Genesis {
             ),
             None => None,
         };
+        let auditors = crate::config::check_auditors(&config.auditors)
+            .map_err(|e| GenesisError::Malformed(e.to_string()))?;
         let network_id = header_hash(header);
         let configuration = Configuration {
             sequence: 0,
@@ -225,6 +230,7 @@ impl Genesis {
             parameters,
             admins,
             policy: config.admin_policy.clone(),
+            auditors,
         };
         let genesis = Genesis {
             network_id,

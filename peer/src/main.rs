@@ -57,6 +57,12 @@ enum Command {
         /// Approvals a configuration change needs (default: a majority of the admins).
         #[arg(long)]
         admin_threshold: Option<u32>,
+        /// An auditor who, with the peers, may read the ledger's blocks and every block's
+        /// events: their enrollment certificate (PEM, role auditor). Repeat for each (at
+        /// most 32). Without any, only the peers read blocks until a configuration names
+        /// auditors.
+        #[arg(long = "auditor")]
+        auditors: Vec<PathBuf>,
         #[arg(long, short = 'o')]
         output: PathBuf,
     },
@@ -109,6 +115,23 @@ fn admin_policy(
         anyhow::ensure!(threshold.is_none(), "--admin-threshold needs --admin");
         return Ok(None);
     }
+    let keys = keys_of(root_der, certificates, medledger_crypto::Role::Admin, now_s)?;
+    let mut policy = medledger_execution::config::majority_policy(&keys);
+    if let Some(t) = threshold {
+        policy.threshold = t;
+    }
+    medledger_execution::config::check_policy(&policy)?;
+    Ok(Some(policy))
+}
+
+/// The signing keys of the enrollment certificates in `certificates` (PEM files), each valid
+/// now under `root_der` and of `role`.
+fn keys_of(
+    root_der: &[u8],
+    certificates: &[PathBuf],
+    role: medledger_crypto::Role,
+    now_s: i64,
+) -> anyhow::Result<Vec<medledger_crypto::VerifyingKey>> {
     let root = medledger_crypto::RootCertificate::from_der(root_der)?;
     let mut keys = Vec::new();
     for path in certificates {
@@ -123,22 +146,17 @@ fn admin_policy(
             now_s,
             &std::collections::BTreeSet::new(),
         )
-        .with_context(|| format!("--admin {}", path.display()))?;
+        .with_context(|| format!("--{role} {}", path.display()))?;
         anyhow::ensure!(
-            identity.role == medledger_crypto::Role::Admin,
-            "--admin {}: {} is a {}, not an admin",
+            identity.role == role,
+            "--{role} {}: {} is a {}, not an {role}",
             path.display(),
             identity.name,
             identity.role
         );
         keys.push(identity.signing_key);
     }
-    let mut policy = medledger_execution::config::majority_policy(&keys);
-    if let Some(t) = threshold {
-        policy.threshold = t;
-    }
-    medledger_execution::config::check_policy(&policy)?;
-    Ok(Some(policy))
+    Ok(keys)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -160,6 +178,7 @@ fn main() -> anyhow::Result<()> {
             max_tx_lifetime_ms,
             admins,
             admin_threshold,
+            auditors,
             output,
         } => {
             let root_pem = std::fs::read_to_string(&ca_root)
@@ -202,12 +221,22 @@ fn main() -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
             let admin_policy = admin_policy(&root_der, &admins, admin_threshold, now_ms / 1000)?;
+            let auditors = keys_of(
+                &root_der,
+                &auditors,
+                medledger_crypto::Role::Auditor,
+                now_ms / 1000,
+            )?
+            .iter()
+            .map(|k| k.to_bytes().to_vec())
+            .collect();
             let g = genesis::build(
                 &network_name,
                 &root_der,
                 specs,
                 parameters,
                 admin_policy,
+                auditors,
                 now_ms,
             )?;
             std::fs::write(&output, g.encode())

@@ -14,39 +14,68 @@
 //! own transactions, and of others' transactions only the events that concern the record
 //! (an emergency access to it), without the result bytes (which answer the other creator).
 
-use medledger_crypto::{EnrolledIdentity, Role};
+use medledger_crypto::{EnrolledIdentity, Role, VerifyingKey};
+use medledger_execution::config::Configuration;
 use medledger_proto::v1;
 use prost::Message;
 
 /// Longest record pseudonym a subscription may name (bytes; pseudonyms are 32).
 pub const MAX_RECORD_BYTES: usize = 64;
 
-/// Whether `identity` is one of the ledger's readers: a peer or an auditor.
-#[must_use]
-pub fn reads_blocks(identity: &EnrolledIdentity) -> bool {
-    matches!(identity.role, Role::Peer | Role::Auditor)
-}
-
-/// `Ok` for a reader of the ledger; else PERMISSION_DENIED, saying what the caller may use
-/// instead.
+/// The last block `identity` may read, as one of the ledger's readers: every block
+/// (`u64::MAX`) for an auditor the configuration in force names
+/// ([`Configuration::is_auditor`]: the admins' policy decides who, not the CA alone) and
+/// for a peer among the replicas in force; up to the block that removed it for a peer that
+/// left (`replica_limit`: `Votes::readable_by_replica`, which knows every epoch).
 ///
 /// # Errors
-/// `identity` is not a peer or an auditor.
-pub fn readers_only(identity: &EnrolledIdentity, what: &str) -> Result<(), tonic::Status> {
-    if reads_blocks(identity) {
-        return Ok(());
+/// PERMISSION_DENIED, saying what the caller may use instead: any other role, an auditor
+/// the configuration does not name, a peer of no configuration of this network.
+pub fn readable_up_to(
+    identity: &EnrolledIdentity,
+    configuration: &Configuration,
+    replica_limit: impl FnOnce(&VerifyingKey) -> Option<u64>,
+    what: &str,
+) -> Result<u64, tonic::Status> {
+    let refused = |why: String| {
+        tonic::Status::permission_denied(format!(
+            "{what} are read by peers and auditors only (the ledger's readers): {why}"
+        ))
+    };
+    match identity.role {
+        Role::Auditor if configuration.is_auditor(&identity.signing_key) => Ok(u64::MAX),
+        Role::Auditor => Err(refused(
+            "this auditor is not one the configuration in force names (the admins name one \
+             with `medledger admin config propose --add-auditor`)"
+                .into(),
+        )),
+        Role::Peer => replica_limit(&identity.signing_key)
+            .ok_or_else(|| refused("this peer is not one of this network's configurations".into())),
+        role => Err(refused(format!(
+            "{} {role} sees the ledger through the chaincode's queries, and a record's owner \
+             may follow that record's events (Subscribe naming the record)",
+            if role == Role::Admin { "an" } else { "a" }
+        ))),
     }
-    Err(tonic::Status::permission_denied(format!(
-        "{what} are read by peers and auditors only (the ledger's readers); {} {} sees the \
-         ledger through the chaincode's queries, and a record's owner may follow that \
-         record's events (Subscribe naming the record)",
-        if identity.role == Role::Admin {
-            "an"
-        } else {
-            "a"
-        },
-        identity.role.as_str()
-    )))
+}
+
+/// `Ok` unless `identity` is an auditor the configuration in force does not name: the
+/// auditor role's powers (every record's queries, reading blocks) are the configuration's to
+/// give, so that no single admin or the CA makes an auditor by enrolling one.
+///
+/// # Errors
+/// PERMISSION_DENIED for an auditor the configuration does not name.
+pub fn auditor_named(
+    identity: &EnrolledIdentity,
+    configuration: &Configuration,
+) -> Result<(), tonic::Status> {
+    if identity.role == Role::Auditor && !configuration.is_auditor(&identity.signing_key) {
+        return Err(tonic::Status::permission_denied(
+            "this auditor is not one the configuration in force names (the admins name one \
+             with `medledger admin config propose --add-auditor`)",
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `event` concerns the record `record`: its payload leads with the record's
@@ -84,6 +113,81 @@ pub fn for_follower(results: Vec<v1::TxResult>, record: &[u8], caller: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn configuration() -> Configuration {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
+        let block = v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+        crate::genesis::Genesis::from_block(block)
+            .unwrap()
+            .configuration
+            .clone()
+    }
+
+    fn identity(role: Role, key: u8) -> EnrolledIdentity {
+        let signing = medledger_crypto::SigningIdentity::from_seed(&[key; 32]);
+        EnrolledIdentity {
+            name: format!("{role}-{key}"),
+            role,
+            attributes: Vec::new(),
+            signing_key: signing.verifying_key(),
+            encryption_key: medledger_crypto::EncryptionPublicKey([0; 32]),
+            serial: vec![key],
+            not_before: 0,
+            not_after: i64::MAX,
+            cert_hash: [key; 32],
+        }
+    }
+
+    /// Red team of issue 20 item 1: the CA (or one admin registering an identity) makes no
+    /// reader; only the configuration, which the admins' policy changes, does.
+    #[test]
+    fn only_the_auditors_the_configuration_names_read_blocks() {
+        let mut configuration = configuration();
+        let named = identity(Role::Auditor, 1);
+        let enrolled_only = identity(Role::Auditor, 2);
+        configuration.auditors = vec![named.signing_key];
+        let never_a_replica = |_: &VerifyingKey| None;
+        assert_eq!(
+            readable_up_to(&named, &configuration, never_a_replica, "blocks").unwrap(),
+            u64::MAX
+        );
+        assert!(auditor_named(&named, &configuration).is_ok());
+        for refused in [
+            readable_up_to(&enrolled_only, &configuration, never_a_replica, "blocks"),
+            auditor_named(&enrolled_only, &configuration).map(|()| 0),
+        ] {
+            let status = refused.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            assert!(status.message().contains("--add-auditor"), "{status:?}");
+        }
+        // No other role reads blocks, whatever its key; auditor_named concerns auditors.
+        for role in [
+            Role::Admin,
+            Role::Patient,
+            Role::Clinician,
+            Role::Researcher,
+            Role::Gateway,
+        ] {
+            let mut who = identity(role, 1);
+            who.signing_key = named.signing_key;
+            let status =
+                readable_up_to(&who, &configuration, |_| Some(u64::MAX), "blocks").unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{role}");
+            assert!(auditor_named(&who, &configuration).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_peer_reads_as_far_as_it_was_one_of_the_replicas() {
+        let configuration = configuration();
+        let peer = identity(Role::Peer, 3);
+        let read = |limit: Option<u64>| {
+            readable_up_to(&peer, &configuration, |_| limit, "blocks").map_err(|s| s.code())
+        };
+        assert_eq!(read(Some(u64::MAX)), Ok(u64::MAX));
+        assert_eq!(read(Some(41)), Ok(41));
+        assert_eq!(read(None), Err(tonic::Code::PermissionDenied));
+    }
 
     fn event(name: &str, pseudonym: &[u8]) -> v1::ChaincodeEvent {
         v1::ChaincodeEvent {

@@ -60,7 +60,20 @@ pub struct LedgerService {
     pub lie_turn: std::sync::atomic::AtomicU64,
     /// Per-identity limits on submissions (by the transaction's creator).
     pub admission: Arc<medledger_tls::admission::Admission>,
+    /// Per-identity limits on open subscriptions (by the caller's certificate).
+    pub subscriptions: Arc<medledger_tls::admission::Admission>,
 }
+
+/// Subscriptions (`Subscribe`): each one reads every block from where it starts, so one
+/// identity may open one a second (bursts of 8) and hold 4 at once, and 256 identities at
+/// most hold any at once (at most 1,024 streams per peer).
+pub const SUBSCRIBE_LIMITS: medledger_tls::admission::AdmissionLimits =
+    medledger_tls::admission::AdmissionLimits {
+        rate_per_s: 1.0,
+        burst: 8.0,
+        max_in_flight: 4,
+        max_identities: 256,
+    };
 
 /// Submissions one identity may make: 200 a second (bursts of 400), 128 under way.
 pub const SUBMIT_LIMITS: medledger_tls::admission::AdmissionLimits =
@@ -131,6 +144,17 @@ impl LedgerService {
             .map_err(|e| Status::unauthenticated(format!("your certificate was refused: {e}")))
     }
 
+    /// How far `identity` may read blocks ([`readers::readable_up_to`]: under the
+    /// configuration in force and every epoch this peer knows).
+    fn readable_up_to(&self, identity: &EnrolledIdentity, what: &str) -> Result<u64, Status> {
+        readers::readable_up_to(
+            identity,
+            &self.shared.configuration.get(),
+            |key| self.votes.readable_by_replica(key),
+            what,
+        )
+    }
+
     /// The record a subscription follows (`None`: every result, for the ledger's readers
     /// only). A caller who is not a reader must name a record the chaincode's `get_record`
     /// query lets them read at this peer's height: its owner (or an auditor).
@@ -139,8 +163,13 @@ impl LedgerService {
         identity: &EnrolledIdentity,
         record: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, Status> {
+        let reader = self.readable_up_to(identity, "every block's events");
         if record.is_empty() {
-            readers::readers_only(identity, "every block's events")?;
+            if reader? != u64::MAX {
+                return Err(Status::permission_denied(
+                    "this peer left the network: it follows no events",
+                ));
+            }
             return Ok(None);
         }
         if record.len() > readers::MAX_RECORD_BYTES {
@@ -150,7 +179,8 @@ impl LedgerService {
                 readers::MAX_RECORD_BYTES
             )));
         }
-        if !readers::reads_blocks(identity) {
+        if reader.ok() != Some(u64::MAX) {
+            readers::auditor_named(identity, &self.shared.configuration.get())?;
             let view = LedgerState::new(&self.ledger, &self.shared.revocations);
             let empty = Default::default();
             let stub = BlockStub::new(
@@ -403,6 +433,7 @@ impl v1::ledger_server::Ledger for LedgerService {
         request: Request<v1::QueryRequest>,
     ) -> Result<Response<v1::QueryResponse>, Status> {
         let identity = self.caller(&request)?;
+        readers::auditor_named(&identity, &self.shared.configuration.get())?;
         let request = request.into_inner();
         if request.args.len() > chaincode::MAX_ARGS_BYTES {
             return Err(Status::out_of_range(format!(
@@ -470,7 +501,12 @@ impl v1::ledger_server::Ledger for LedgerService {
         let identity = self.caller(&request)?;
         let number = request.into_inner().number;
         if number != 0 {
-            readers::readers_only(&identity, "blocks after the genesis")?;
+            let limit = self.readable_up_to(&identity, "blocks after the genesis")?;
+            if number > limit {
+                return Err(Status::permission_denied(format!(
+                    "this peer left the network at block {limit}: it reads the blocks up to it"
+                )));
+            }
         }
         match self.ledger.block(number).map_err(internal)? {
             Some(mut block) => {
@@ -492,12 +528,21 @@ impl v1::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<v1::GetBlocksRequest>,
     ) -> Result<Response<v1::GetBlocksResponse>, Status> {
-        readers::readers_only(&self.caller(&request)?, "blocks")?;
+        let last = self.readable_up_to(&self.caller(&request)?, "blocks")?;
         let request = request.into_inner();
+        if request.from > last {
+            return Err(Status::permission_denied(format!(
+                "this peer left the network at block {last}: it reads the blocks up to it"
+            )));
+        }
         let limit = request.limit.clamp(1, MAX_BLOCKS_PER_CALL) as u64;
         let mut blocks = Vec::new();
         let mut bytes = 0;
-        for number in request.from..request.from.saturating_add(limit) {
+        let end = request
+            .from
+            .saturating_add(limit)
+            .min(last.saturating_add(1));
+        for number in request.from..end {
             match self.ledger.block(number).map_err(internal)? {
                 Some(mut block) => {
                     block.votes = self.votes.held(number);
@@ -522,6 +567,11 @@ impl v1::ledger_server::Ledger for LedgerService {
         let identity = self.caller(&request)?;
         let request = request.into_inner();
         let follow = self.follow(&identity, request.record)?;
+        // Held for as long as the stream lives.
+        let admitted = self
+            .subscriptions
+            .admit(identity.cert_hash)
+            .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
         let mut next = request.from_block.max(1);
         let ledger = self.ledger.clone();
         let mut height = self.shared.height.subscribe();
@@ -529,6 +579,7 @@ impl v1::ledger_server::Ledger for LedgerService {
         // block size).
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BLOCKS);
         tokio::spawn(async move {
+            let _admitted = admitted;
             loop {
                 while next <= ledger.height() {
                     let block = match ledger.block(next) {

@@ -149,6 +149,22 @@ impl Votes {
             .expect("a peer knows at least one epoch")
     }
 
+    /// The last block the peer signing with `key` may read as one of the replicas: every
+    /// block (`u64::MAX`) while it is one of the replicas in force; up to the block that
+    /// ended the last epoch it was one of the replicas of, after it left (it reads the
+    /// blocks up to its removal from the others, `left_behind`); `None` if it never was.
+    pub fn readable_by_replica(&self, key: &medledger_crypto::VerifyingKey) -> Option<u64> {
+        let epochs = self.epochs.lock().unwrap_or_else(|p| p.into_inner());
+        let last = epochs
+            .iter()
+            .rposition(|e| e.configuration.replica_of(key).is_some())?;
+        Some(
+            epochs
+                .get(last + 1)
+                .map_or(u64::MAX, |next| next.first.saturating_sub(1)),
+        )
+    }
+
     /// Block `base` changed the peers: from the next block on, the replicas of
     /// `configuration` vote (docs/adr/0011).
     pub fn new_epoch(&self, base: u64, configuration: Arc<Configuration>) {

@@ -109,6 +109,11 @@ impl ClientError {
     /// A refusal by the ledger (the chaincode or a peer), with ledger hints.
     pub fn from_ledger_status(status: tonic::Status) -> Self {
         let hint = match status.code() {
+            // Blocks and the stream of every block's events (the peer's words: "... read by
+            // peers and auditors only (the ledger's readers) ...").
+            Code::PermissionDenied if status.message().contains("the ledger's readers") => {
+                "read blocks with the wallet of an auditor the configuration names (--wallet); others see the ledger through its queries"
+            }
             Code::PermissionDenied => {
                 "the patient grants access (`medledger patient grant`); check the permission's window and that it was not revoked"
             }

@@ -426,8 +426,10 @@ impl TestNetwork {
         let ca_dir = network.ca.dir.clone();
         let mut specs = Vec::new();
         let mut addresses = Vec::new();
-        // The second admin the genesis names (configuration changes need two).
+        // The second admin the genesis names (configuration changes need two), and the
+        // auditor it names as a reader of blocks (wallet `auditor`).
         network.member("admin2", "admin");
+        network.member("auditor", "auditor");
         for i in 0..n {
             let name = format!("peer{i}");
             network.member(&name, "peer");
@@ -441,6 +443,11 @@ impl TestNetwork {
         }
         let admins =
             ["admin", "admin2"].map(|a| network.wallet(a).join("cert.pem").display().to_string());
+        let auditor = network
+            .wallet("auditor")
+            .join("cert.pem")
+            .display()
+            .to_string();
         let output = binaries()
             .genesis(
                 &ca_dir.join("ca-root.pem"),
@@ -452,6 +459,8 @@ impl TestNetwork {
                     &admins[0],
                     "--admin",
                     &admins[1],
+                    "--auditor",
+                    &auditor,
                 ]
                 .iter()
                 .chain(genesis_options)
@@ -466,9 +475,10 @@ impl TestNetwork {
             "genesis failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        // The administrators enrolled before the network existed: pin their wallets now.
+        // The administrators and the auditor enrolled before the network existed: pin their
+        // wallets now.
         let genesis = network.genesis.display().to_string();
-        for admin in ["admin", "admin2"] {
+        for admin in ["admin", "admin2", "auditor"] {
             network
                 .as_(admin, &["network", "pin", "--genesis", &genesis])
                 .ok();
@@ -511,6 +521,33 @@ impl TestNetwork {
             args.extend(["--genesis", genesis.as_str()]);
         }
         self.as_(name, &args).ok();
+    }
+
+    /// One configuration change through peer `via`: proposed by `admin` with `options`
+    /// (`admin config propose` flags), approved by both admins the genesis names (`admin`,
+    /// `admin2`), submitted. Returns what `submit` printed (JSON).
+    pub fn configure(&self, via: usize, options: &[&str]) -> serde_json::Value {
+        static CHANGES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = CHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let file = self.wallet("admin").join(format!("update-{n}.pb"));
+        let file = file.to_str().expect("a UTF-8 path");
+        let peer = self.address(via);
+        let mut propose = vec!["--peer", peer.as_str(), "admin", "config", "propose"];
+        propose.extend_from_slice(options);
+        propose.extend_from_slice(&["-o", file]);
+        self.as_("admin", &propose).ok();
+        for admin in ["admin", "admin2"] {
+            self.as_(
+                admin,
+                &["--peer", &peer, "admin", "config", "approve", file],
+            )
+            .ok();
+        }
+        self.as_(
+            "admin",
+            &["--peer", &peer, "admin", "config", "submit", file],
+        )
+        .ok()
     }
 
     /// Registers and enrolls `name` with `role`; returns the wallet directory.

@@ -703,8 +703,8 @@ async fn plaintext_never_leaves_the_client() {
         scanned > 100_000,
         "the scan saw the stores ({scanned} bytes)"
     );
-    // And the blocks as the peers serve them (to their readers: an auditor).
-    s.net.member("auditor", "auditor");
+    // And the blocks as the peers serve them (to their readers: the auditor the genesis
+    // names).
     let blocks = s
         .cli("auditor", &["ledger", "blocks", "--limit", "100"])
         .ok();

@@ -174,9 +174,8 @@ fn a_thousand_transactions_from_concurrent_clients_leave_identical_ledgers() {
     let height = acknowledged.iter().map(|c| c.block).max().unwrap();
     let listings = net.converged(height, Duration::from_secs(30));
     assert_identical(&listings);
-    net.member("reader", "auditor");
     rt.block_on(async {
-        let reader = connect(&net, "reader", 0).await;
+        let reader = connect(&net, "auditor", 0).await;
         for p in 0..4 {
             let on_ledger = ledger_tx_ids(&reader, p).await;
             assert!(
@@ -299,9 +298,8 @@ fn every_acknowledged_transaction_survives_killing_all_peers_under_load() {
     }
     let listings = net.converged(1, Duration::from_secs(60));
     assert_identical(&listings);
-    net.member("reader", "auditor");
     rt.block_on(async {
-        let reader = connect(&net, "reader", 0).await;
+        let reader = connect(&net, "auditor", 0).await;
         for p in 0..4 {
             let on_ledger = ledger_tx_ids(&reader, p).await;
             let missing = acknowledged.difference(&on_ledger).count();
@@ -621,11 +619,10 @@ fn replicas_are_named_by_their_certificates_and_cannot_speak_for_others() {
 fn a_revocation_reaches_every_tls_link() {
     let _serial = serial();
     let net = TestNetwork::start(4);
-    net.member("watcher", "auditor");
     net.member("patient", "patient");
     let rt = runtime();
     rt.block_on(async {
-        let watcher = connect(&net, "watcher", 0).await;
+        let watcher = connect(&net, "auditor", 0).await;
         let mut events = watcher
             .peer(1)
             .subscribe(v1::SubscribeRequest {
@@ -644,7 +641,7 @@ fn a_revocation_reaches_every_tls_link() {
                 .await
                 .unwrap();
         }
-        for name in ["watcher", "peer3"] {
+        for name in ["auditor", "peer3"] {
             let revoked = net
                 .as_(
                     "admin",
@@ -879,10 +876,12 @@ fn revoked_and_foreign_certificates_are_refused() {
 }
 
 /// Issue 20 item 1: blocks, and every block's events, go to the ledger's readers (peers and
-/// auditors) only, as Fabric's channel Readers policy; a patient, a clinician, a researcher
-/// and an admin get the genesis and PERMISSION_DENIED for the rest. A record's owner follows
-/// that record: their own results whole, of others' only the events that concern it (an
-/// emergency access), without the other creator's answer, and nothing of another patient.
+/// the auditors the configuration names) only, as Fabric's channel Readers policy; a
+/// patient, a clinician, a researcher, an admin and an auditor the admin merely enrolled get
+/// the genesis and PERMISSION_DENIED for the rest, until the admins' policy names that
+/// auditor. A record's owner follows that record: their own results whole, of others' only
+/// the events that concern it (an emergency access), without the other creator's answer,
+/// and nothing of another patient.
 #[test]
 fn blocks_and_events_are_read_by_peers_and_auditors_only() {
     let _serial = serial();
@@ -912,8 +911,9 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
             record: record.to_vec(),
         };
 
-        // Not a reader: the genesis, and nothing after it.
-        for who in ["jane", "dr-a", "ana", "admin"] {
+        // Not a reader: the genesis, and nothing after it. Audrey is an auditor one admin
+        // registered and enrolled alone: no configuration names her.
+        for who in ["jane", "dr-a", "ana", "admin", "audrey"] {
             let mut client = connect(&net, who, 0).await.peer(1);
             client
                 .get_block(v1::GetBlockRequest { number: 0 })
@@ -941,8 +941,21 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
                 );
             }
         }
-        // Nobody but its owner (or an auditor) follows a record; a record name is bounded.
-        for who in ["joe", "dr-a", "ana", "admin"] {
+        // Nobody but its owner (or a named auditor) follows a record; a record name is
+        // bounded. An auditor no configuration names has no auditor's queries either.
+        let status = connect(&net, "audrey", 0)
+            .await
+            .query(
+                "get_record",
+                v1::PatientArgs {
+                    pseudonym: record.to_vec(),
+                }
+                .encode_to_vec(),
+            )
+            .await
+            .unwrap_err();
+        assert!(status.to_string().contains("--add-auditor"), "{status}");
+        for who in ["joe", "dr-a", "ana", "admin", "audrey"] {
             let status = connect(&net, who, 0)
                 .await
                 .peer(1)
@@ -1026,10 +1039,20 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
         let bytes: Vec<u8> = seen.iter().flat_map(Message::encode_to_vec).collect();
         assert!(!bytes.windows(32).any(|w| w == joes), "Joe's pseudonym");
 
-        // An auditor reads it all: blocks, and every result of every block.
-        let audrey = connect(&net, "audrey", 0).await;
-        height_reaching(&audrey, 3, last).await;
-        let mut client = audrey.peer(3);
+        // Each stream reads every block from where it starts: one identity holds 4 at once
+        // on a peer, no more.
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(jane.peer(3).subscribe(follow(&record)).await.unwrap());
+        }
+        let status = jane.peer(3).subscribe(follow(&record)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        drop(held);
+
+        // An auditor the genesis names reads it all: blocks, and every result of every block.
+        let auditor = connect(&net, "auditor", 0).await;
+        height_reaching(&auditor, 3, last).await;
+        let mut client = auditor.peer(3);
         let read = client
             .get_blocks(v1::GetBlocksRequest {
                 from: 1,
@@ -1056,6 +1079,20 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
         assert!(b.results.iter().any(|r| r.tx_id == broke[1].tx_id), "{b:?}");
         // And follows any record.
         client.subscribe(follow(&joes)).await.unwrap();
+    });
+    // Once the admins' policy names Audrey, she reads blocks too.
+    let audrey = net.wallet("audrey").join("cert.pem");
+    net.configure(0, &["--add-auditor", audrey.to_str().unwrap()]);
+    rt.block_on(async {
+        let audrey = connect(&net, "audrey", 0).await;
+        let blocks = audrey
+            .peer(1)
+            .get_blocks(v1::GetBlocksRequest { from: 1, limit: 1 })
+            .await
+            .unwrap()
+            .into_inner()
+            .blocks;
+        assert_eq!(blocks.len(), 1);
     });
 }
 
@@ -1367,7 +1404,6 @@ fn forwards_of_invalid_envelopes_are_not_queued() {
     let _serial = serial();
     let net = TestNetwork::start(4);
     net.member("patient", "patient");
-    net.member("reader", "auditor");
     let rt = runtime();
     rt.block_on(async {
         let peers = connect(&net, "patient", 0).await;
@@ -1397,7 +1433,7 @@ fn forwards_of_invalid_envelopes_are_not_queued() {
         let committed = grants(&peers, &pseudonym, 3).await;
         let height = committed.last().unwrap().block;
         height_reaching(&peers, 0, height).await;
-        let on_ledger = ledger_tx_ids(&connect(&net, "reader", 0).await, 0).await;
+        let on_ledger = ledger_tx_ids(&connect(&net, "auditor", 0).await, 0).await;
         for id in &forged {
             assert!(!on_ledger.contains(id), "a forged forward reached a block");
         }

@@ -35,30 +35,9 @@ fn said_it_left(net: &TestNetwork, peer: &str) {
     }
 }
 
-/// One configuration change through peer `via`: proposed by admin with `options`,
-/// approved by both admins, submitted.
+/// One configuration change through peer `via` ([`TestNetwork::configure`]).
 fn change(net: &TestNetwork, via: usize, options: &[&str]) -> serde_json::Value {
-    static CHANGES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = CHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let file = net.wallet("admin").join(format!("update-{n}.pb"));
-    let file = file.to_str().unwrap();
-    let peer = net.address(via);
-    let mut propose = vec!["--peer", peer.as_str(), "admin", "config", "propose"];
-    propose.extend_from_slice(options);
-    propose.extend_from_slice(&["-o", file]);
-    net.as_("admin", &propose).ok();
-    for admin in ["admin", "admin2"] {
-        net.as_(
-            admin,
-            &["--peer", &peer, "admin", "config", "approve", file],
-        )
-        .ok();
-    }
-    net.as_(
-        "admin",
-        &["--peer", &peer, "admin", "config", "submit", file],
-    )
-    .ok()
+    net.configure(via, options)
 }
 
 #[test]
@@ -185,7 +164,7 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
 
     // The auditor checks every block's certificate against the replicas of its epoch.
     let report = net
-        .as_("admin", &["--peer", &net.address(2), "ledger", "verify"])
+        .as_("auditor", &["--peer", &net.address(2), "ledger", "verify"])
         .ok();
     assert_eq!(report["ok"], true, "{report}");
 

@@ -34,25 +34,48 @@ fn a_network_of_one_minute_certificates_renews_everything_under_load() {
     let mut load = net.start_load("short", LOAD_SECONDS);
 
     // The admins renew at their next command once due: one every 10 s keeps them current
-    // (an idle wallet would lapse, and a lapsed certificate cannot be renewed).
-    let started = Instant::now();
-    let mut replaced = false;
-    while load.try_wait().unwrap().is_none() {
-        for admin in ["admin", "admin2"] {
-            let shown = net.json(Some(admin), &["admin", "config", "show"]);
-            assert!(shown["sequence"].is_u64(), "{shown}");
+    // (an idle wallet would lapse, and a lapsed certificate cannot be renewed); the
+    // auditor, who verifies the chain at the end, reads the ledger's state every 5 s
+    // meanwhile, also while the peer is replaced.
+    let replaced = std::sync::atomic::AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let info = net.json(Some("auditor"), &["ledger", "info"]);
+                assert!(info["peers"].is_array(), "{info}");
+                std::thread::sleep(Duration::from_secs(5));
+            }
+        });
+        // Ends the auditor's round also when an assertion below fails (the scope joins it).
+        struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
         }
-        // After a first round of renewals, one peer is replaced under load.
-        if !replaced && started.elapsed() > Duration::from_secs(70) {
-            // Added first: four is the fewest peers a network has.
-            let out = net.json(None, &["network", "add-peer"]);
-            assert_eq!(out["name"], "peer4", "{out}");
-            let out = net.json(None, &["network", "remove-peer", "peer1"]);
-            assert_eq!(out["stopped"], true, "{out}");
-            replaced = true;
+        let _done = Done(&done);
+        let started = Instant::now();
+        while load.try_wait().unwrap().is_none() {
+            for admin in ["admin", "admin2"] {
+                let shown = net.json(Some(admin), &["admin", "config", "show"]);
+                assert!(shown["sequence"].is_u64(), "{shown}");
+            }
+            // After a first round of renewals, one peer is replaced under load.
+            if !replaced.load(std::sync::atomic::Ordering::SeqCst)
+                && started.elapsed() > Duration::from_secs(70)
+            {
+                // Added first: four is the fewest peers a network has.
+                let out = net.json(None, &["network", "add-peer"]);
+                assert_eq!(out["name"], "peer4", "{out}");
+                let out = net.json(None, &["network", "remove-peer", "peer1"]);
+                assert_eq!(out["stopped"], true, "{out}");
+                replaced.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_secs(10));
         }
-        std::thread::sleep(Duration::from_secs(10));
-    }
+    });
+    let replaced = replaced.into_inner();
     assert!(replaced, "the load ended before the replacement");
 
     net.load_lost_nothing(load, "across the renewals");
@@ -76,6 +99,6 @@ fn a_network_of_one_minute_certificates_renews_everything_under_load() {
     assert!(n >= 3, "the CA renewed its TLS certificate {n} times");
 
     // One chain, verified across the renewals and the replacement.
-    let report = net.json(Some("admin"), &["ledger", "verify", "--skip-objects"]);
+    let report = net.json(Some("auditor"), &["ledger", "verify", "--skip-objects"]);
     assert_eq!(report["ok"], true, "{report}");
 }
