@@ -678,6 +678,8 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
         || async { PeerSet::connect(&admin, layout.first_peer()).await.ok() },
     )
     .await?;
+    let in_force = peers.configuration();
+    let layout = follow_configuration(layout, &in_force.peers, in_force.sequence, &bins).await?;
     // Each peer by its name among the peers in force (a client that has not followed every
     // configuration link yet knows other peers at those ids).
     for name in layout.peer_names() {
@@ -703,6 +705,68 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
     })
     .await?;
     Ok(layout)
+}
+
+/// `layout` brought in line with `in_force`, the peers of the configuration in force
+/// (number `sequence`): a command that failed
+/// (or was killed) after its configuration change committed left `network.json` behind the
+/// chain. Peers the configuration names and the layout lacks are taken in, in the
+/// configuration's order, and started (through another peer, `--join`) when their wallet is
+/// here; peers it no longer names are stopped and dropped (their ledgers stay). Writes and
+/// returns the layout; says on stderr what changed.
+///
+/// # Errors
+/// `network.json` cannot be written, or a peer cannot be started.
+async fn follow_configuration(
+    layout: Layout,
+    in_force: &[v1::GenesisPeer],
+    sequence: u64,
+    bins: &Binaries,
+) -> Result<Layout, ClientError> {
+    let names: Vec<String> = in_force.iter().map(|p| p.name.clone()).collect();
+    let addresses: Vec<String> = in_force.iter().map(|p| p.address.clone()).collect();
+    let known = layout.peer_names();
+    if names == known && addresses == layout.peers {
+        return Ok(layout);
+    }
+    let removed: Vec<String> = known
+        .iter()
+        .filter(|n| !names.contains(n))
+        .cloned()
+        .collect();
+    let added: Vec<(String, String)> = in_force
+        .iter()
+        .filter(|p| !known.contains(&p.name))
+        .map(|p| (p.name.clone(), p.address.clone()))
+        .collect();
+    let mut followed = layout;
+    followed.peers = addresses;
+    followed.peer_names = names;
+    followed.write()?;
+    eprintln!(
+        "network.json followed the configuration in force ({sequence}): peers {}{}",
+        followed.peer_names.join(", "),
+        if removed.is_empty() {
+            String::new()
+        } else {
+            format!("; {} no longer among them", removed.join(", "))
+        }
+    );
+    stop(&followed.dir, removed).await;
+    for (name, address) in &added {
+        let here = followed.wallets().join(name).join("cert.pem").exists();
+        if here && running_pid(&followed.dir, name, "medledger-peer").is_none() {
+            let via = followed
+                .peers
+                .iter()
+                .find(|a| *a != address)
+                .map(String::as_str);
+            start_peer(&followed, bins, name, address, via)?;
+        } else if !here {
+            eprintln!("{name} at {address} is not one of this machine's peers; not started here");
+        }
+    }
+    Ok(followed)
 }
 
 /// Starts peer `name` of `layout` (its wallet, data directory, log and pid file by that

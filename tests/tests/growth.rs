@@ -111,7 +111,37 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
     // `network up` starts it through another peer, and it confirms and takes part.
     std::fs::write(net.path().join("peer7").join("JOIN-UNCONFIRMED"), b"").unwrap();
     net.ok(None, &["network", "down"]);
-    net.ok(None, &["network", "up", "--detach"]);
+    // And network.json behind the chain, as a command killed after its change committed
+    // leaves it: without peer7. `network up` follows the configuration in force and starts
+    // peer7 from it.
+    let layout_file = net.path().join("network.json");
+    let mut layout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&layout_file).unwrap()).unwrap();
+    let at = layout["peer_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|n| n == "peer7")
+        .unwrap();
+    for list in ["peers", "peer_names"] {
+        layout[list].as_array_mut().unwrap().remove(at);
+    }
+    std::fs::write(&layout_file, layout.to_string()).unwrap();
+    let said = net.ok(None, &["network", "up", "--detach"]);
+    assert!(
+        said.contains("network.json followed the configuration in force"),
+        "{said}"
+    );
+    let layout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&layout_file).unwrap()).unwrap();
+    assert!(
+        layout["peer_names"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "peer7"),
+        "{layout}"
+    );
     assert!(
         !net.path().join("peer7").join("JOIN-UNCONFIRMED").exists(),
         "peer7 never confirmed its join"
