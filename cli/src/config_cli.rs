@@ -58,8 +58,8 @@ pub enum ConfigCommand {
         /// certificate (PEM, role auditor): their signing key, kept across renewals.
         #[arg(long = "add-auditor")]
         add_auditors: Vec<PathBuf>,
-        /// No longer a reader of blocks: the auditor whose signing key this is (64 hex
-        /// digits, as `admin config show` lists them).
+        /// No longer a reader of blocks: the auditor of this name (as `admin config show`
+        /// lists them).
         #[arg(long = "remove-auditor")]
         remove_auditors: Vec<String>,
         /// How long the admins have to approve and submit it (hours, at most 720).
@@ -89,7 +89,7 @@ pub struct Changes {
     pub add_peers: Vec<(PathBuf, String)>,
     /// Certificate files (PEM, role auditor) of auditors to name as readers of blocks.
     pub add_auditors: Vec<PathBuf>,
-    /// Signing keys (hex) of auditors no longer to read blocks.
+    /// Names of auditors no longer to read blocks.
     pub remove_auditors: Vec<String>,
     /// How long the admins have to approve and submit it: 1 to 720 hours.
     pub valid_for_hours: u32,
@@ -148,20 +148,23 @@ pub fn propose(
     if let (Some(t), Some(policy)) = (changes.admin_threshold, value.admin_policy.as_mut()) {
         policy.threshold = t;
     }
-    for key in &changes.remove_auditors {
-        let raw = hex::decode(key).unwrap_or_default();
-        if !value.auditors.contains(&raw) {
-            return Err(ClientError::Usage(format!(
-                "--remove-auditor {key}: no auditor with that key in the configuration in force"
-            )));
-        }
-        value.auditors.retain(|k| *k != raw);
+    for name in &changes.remove_auditors {
+        let named = current
+            .auditors
+            .iter()
+            .zip(&current.auditor_certificates)
+            .find(|(a, _)| a.name == *name)
+            .map(|(_, der)| der.clone())
+            .ok_or_else(|| {
+                ClientError::Usage(format!(
+                    "--remove-auditor {name}: no auditor of that name in the configuration in force"
+                ))
+            })?;
+        value.auditors.retain(|der| *der != named);
     }
     for path in &changes.add_auditors {
-        let (identity, _) = enrolled_as(wallet, path, medledger_crypto::Role::Auditor)?;
-        value
-            .auditors
-            .push(identity.signing_key.to_bytes().to_vec());
+        let (_, der) = enrolled_as(wallet, path, medledger_crypto::Role::Auditor)?;
+        value.auditors.push(der);
     }
     // Refused here rather than at the ledger: the same checks it will make.
     let next = next_configuration(wallet, current, &value)?
@@ -550,10 +553,11 @@ pub fn changes_words(current: &Configuration, next: &Configuration) -> String {
     }
 }
 
+/// Each auditor by name and full key: the admins who approve see whom they make a reader.
 fn auditors_words(c: &Configuration) -> String {
     c.auditors
         .iter()
-        .map(|k| hex::encode(k.to_bytes()))
+        .map(|a| format!("{} ({})", a.name, hex::encode(a.key.to_bytes())))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -600,6 +604,6 @@ fn as_json(c: &Configuration) -> serde_json::Value {
         "max_envelope_bytes": c.parameters.max_envelope_bytes,
         "admins": c.admins.as_ref().map(|a| a.keys.iter().map(|k| hex::encode(k.to_bytes())).collect::<Vec<_>>()),
         "admin_threshold": c.admins.as_ref().map(|a| a.threshold),
-        "auditors": c.auditors.iter().map(|k| hex::encode(k.to_bytes())).collect::<Vec<_>>(),
+        "auditors": c.auditors.iter().map(|a| json!({"name": a.name, "key": hex::encode(a.key.to_bytes())})).collect::<Vec<_>>(),
     })
 }

@@ -207,21 +207,64 @@ pub fn check_policy(policy: &v1::AdminPolicy) -> Result<Admins, ConfigError> {
     Ok(Admins { keys, threshold })
 }
 
+/// An auditor a configuration names as a reader of its blocks: their name and signing key,
+/// as their enrollment certificate says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedAuditor {
+    pub name: String,
+    pub key: VerifyingKey,
+}
+
 /// Checks the auditors a configuration names as readers of its blocks
-/// (`GenesisConfig.auditors`, `NetworkConfig.auditors`): at most [`MAX_AUDITORS`] distinct
-/// 32-byte Ed25519 keys.
+/// (`GenesisConfig.auditors`, `NetworkConfig.auditors`): at most [`MAX_AUDITORS`]
+/// enrollment certificates (DER) issued under `root` with the role auditor, distinct keys,
+/// none of them a key of `others` (the configuration's peers and admins: no one reads as an
+/// auditor with a key that signs as something else). Validity in time is not checked here:
+/// an auditor is their key, kept across renewals, and presents a current certificate at each
+/// handshake.
 ///
 /// # Errors
-/// [`ConfigError::Auditors`], saying which key is wrong.
-pub fn check_auditors(auditors: &[Vec<u8>]) -> Result<Vec<VerifyingKey>, ConfigError> {
+/// [`ConfigError::Auditors`], saying which certificate is wrong.
+pub fn check_auditors(
+    certificates: &[Vec<u8>],
+    root: &RootCertificate,
+    others: &[VerifyingKey],
+) -> Result<Vec<NamedAuditor>, ConfigError> {
     let bad = |why: String| ConfigError::Auditors(why);
-    if auditors.len() > MAX_AUDITORS {
+    if certificates.len() > MAX_AUDITORS {
         return Err(bad(format!(
             "{} auditors; a configuration names at most {MAX_AUDITORS}",
-            auditors.len()
+            certificates.len()
         )));
     }
-    distinct_keys(auditors, "auditor").map_err(bad)
+    let mut auditors: Vec<NamedAuditor> = Vec::with_capacity(certificates.len());
+    for (i, der) in certificates.iter().enumerate() {
+        let identity =
+            read_enrollment_certificate(der, root).map_err(|e| bad(format!("auditor {i}: {e}")))?;
+        if identity.role != Role::Auditor {
+            return Err(bad(format!(
+                "auditor {i} ({}) is enrolled as {}, not as auditor",
+                identity.name, identity.role
+            )));
+        }
+        if others.contains(&identity.signing_key) {
+            return Err(bad(format!(
+                "auditor {i} ({}) signs with a key of a peer or an admin",
+                identity.name
+            )));
+        }
+        if auditors.iter().any(|a| a.key == identity.signing_key) {
+            return Err(bad(format!(
+                "auditor {i} ({}) is named twice",
+                identity.name
+            )));
+        }
+        auditors.push(NamedAuditor {
+            name: identity.name,
+            key: identity.signing_key,
+        });
+    }
+    Ok(auditors)
 }
 
 /// `raw` as Ed25519 public keys, each 32 bytes and named once; else which `what` (admin,
@@ -268,7 +311,9 @@ pub struct Configuration {
     /// The policy as it is encoded (for the next configuration to repeat or change).
     pub policy: Option<v1::AdminPolicy>,
     /// The auditors who, with the peers, read blocks ([`check_auditors`]).
-    pub auditors: Vec<VerifyingKey>,
+    pub auditors: Vec<NamedAuditor>,
+    /// Their certificates as encoded (for the next configuration to repeat or change).
+    pub auditor_certificates: Vec<Vec<u8>>,
 }
 
 impl Configuration {
@@ -285,17 +330,13 @@ impl Configuration {
             peers: self.peers.clone(),
             consensus: Some(self.parameters),
             admin_policy: self.policy.clone(),
-            auditors: self
-                .auditors
-                .iter()
-                .map(|k| k.to_bytes().to_vec())
-                .collect(),
+            auditors: self.auditor_certificates.clone(),
         }
     }
 
     /// Whether `key` is one of the auditors this configuration names as readers of blocks.
     pub fn is_auditor(&self, key: &VerifyingKey) -> bool {
-        self.auditors.contains(key)
+        self.auditors.iter().any(|a| a.key == *key)
     }
 
     /// The PBFT core's configuration for this configuration's replicas in the epoch that
@@ -496,7 +537,12 @@ impl Configuration {
             Some(policy) => Some(check_policy(policy)?),
             None => None,
         };
-        let auditors = check_auditors(&value.auditors)?;
+        let others: Vec<VerifyingKey> = peer_keys
+            .iter()
+            .chain(admins.iter().flat_map(|a| a.keys.iter()))
+            .copied()
+            .collect();
+        let auditors = check_auditors(&value.auditors, root, &others)?;
         let configuration = Configuration {
             sequence: value.sequence,
             hash: config_hash(value),
@@ -507,6 +553,7 @@ impl Configuration {
             admins,
             policy: value.admin_policy.clone(),
             auditors,
+            auditor_certificates: value.auditors.clone(),
         };
         Ok((configuration, identities))
     }

@@ -84,8 +84,8 @@ pub fn default_parameters() -> v1::ConsensusParameters {
 }
 
 /// Builds the genesis block for `peers` (replica ids in the given order), with the admins
-/// who may change its configuration (`None`: nobody, ever) and the `auditors` (32-byte
-/// Ed25519 keys) who with the peers read its blocks.
+/// who may change its configuration (`None`: nobody, ever) and the `auditors` (their
+/// enrollment certificates, DER, role auditor) who with the peers read its blocks.
 pub fn build(
     network_name: &str,
     root_der: &[u8],
@@ -218,7 +218,12 @@ impl Genesis {
             ),
             None => None,
         };
-        let auditors = crate::config::check_auditors(&config.auditors)
+        let others: Vec<_> = peer_keys
+            .iter()
+            .chain(admins.iter().flat_map(|a| a.keys.iter()))
+            .copied()
+            .collect();
+        let auditors = crate::config::check_auditors(&config.auditors, &root, &others)
             .map_err(|e| GenesisError::Malformed(e.to_string()))?;
         let network_id = header_hash(header);
         let configuration = Configuration {
@@ -231,6 +236,7 @@ impl Genesis {
             admins,
             policy: config.admin_policy.clone(),
             auditors,
+            auditor_certificates: config.auditors.clone(),
         };
         let genesis = Genesis {
             network_id,

@@ -115,7 +115,10 @@ fn admin_policy(
         anyhow::ensure!(threshold.is_none(), "--admin-threshold needs --admin");
         return Ok(None);
     }
-    let keys = keys_of(root_der, certificates, medledger_crypto::Role::Admin, now_s)?;
+    let keys = enrolled(root_der, certificates, medledger_crypto::Role::Admin, now_s)?
+        .into_iter()
+        .map(|(identity, _)| identity.signing_key)
+        .collect::<Vec<_>>();
     let mut policy = medledger_execution::config::majority_policy(&keys);
     if let Some(t) = threshold {
         policy.threshold = t;
@@ -124,14 +127,14 @@ fn admin_policy(
     Ok(Some(policy))
 }
 
-/// The signing keys of the enrollment certificates in `certificates` (PEM files), each valid
-/// now under `root_der` and of `role`.
-fn keys_of(
+/// The enrollment certificates in `certificates` (PEM files), each valid now under
+/// `root_der` and of `role`: each identity and its DER.
+fn enrolled(
     root_der: &[u8],
     certificates: &[PathBuf],
     role: medledger_crypto::Role,
     now_s: i64,
-) -> anyhow::Result<Vec<medledger_crypto::VerifyingKey>> {
+) -> anyhow::Result<Vec<(medledger_crypto::EnrolledIdentity, Vec<u8>)>> {
     let root = medledger_crypto::RootCertificate::from_der(root_der)?;
     let mut keys = Vec::new();
     for path in certificates {
@@ -154,7 +157,7 @@ fn keys_of(
             identity.name,
             identity.role
         );
-        keys.push(identity.signing_key);
+        keys.push((identity, der));
     }
     Ok(keys)
 }
@@ -221,14 +224,14 @@ fn main() -> anyhow::Result<()> {
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
             let admin_policy = admin_policy(&root_der, &admins, admin_threshold, now_ms / 1000)?;
-            let auditors = keys_of(
+            let auditors = enrolled(
                 &root_der,
                 &auditors,
                 medledger_crypto::Role::Auditor,
                 now_ms / 1000,
             )?
-            .iter()
-            .map(|k| k.to_bytes().to_vec())
+            .into_iter()
+            .map(|(_, der)| der)
             .collect();
             let g = genesis::build(
                 &network_name,

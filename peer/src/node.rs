@@ -332,6 +332,9 @@ pub async fn run(
         lie_turn: std::sync::atomic::AtomicU64::new(0),
         admission: medledger_tls::admission::Admission::new(crate::service::SUBMIT_LIMITS),
         subscriptions: medledger_tls::admission::Admission::new(crate::service::SUBSCRIBE_LIMITS),
+        reader_subscriptions: medledger_tls::admission::Admission::new(
+            crate::service::READER_SUBSCRIBE_LIMITS,
+        ),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
     let prewarm = {

@@ -145,7 +145,10 @@ mod tests {
         let mut configuration = configuration();
         let named = identity(Role::Auditor, 1);
         let enrolled_only = identity(Role::Auditor, 2);
-        configuration.auditors = vec![named.signing_key];
+        configuration.auditors = vec![medledger_execution::config::NamedAuditor {
+            name: named.name.clone(),
+            key: named.signing_key,
+        }];
         let never_a_replica = |_: &VerifyingKey| None;
         assert_eq!(
             readable_up_to(&named, &configuration, never_a_replica, "blocks").unwrap(),

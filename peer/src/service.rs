@@ -60,8 +60,19 @@ pub struct LedgerService {
     pub lie_turn: std::sync::atomic::AtomicU64,
     /// Per-identity limits on submissions (by the transaction's creator).
     pub admission: Arc<medledger_tls::admission::Admission>,
-    /// Per-identity limits on open subscriptions (by the caller's certificate).
+    /// Per-identity limits on open subscriptions (by the caller's signing key): record
+    /// followers, and the ledger's readers apart.
     pub subscriptions: Arc<medledger_tls::admission::Admission>,
+    pub reader_subscriptions: Arc<medledger_tls::admission::Admission>,
+}
+
+/// What one subscription follows.
+struct Following {
+    /// One record (its pseudonym), or every result.
+    record: Option<Vec<u8>>,
+    /// Allowed as one of the ledger's readers (checked again at each block), not as the
+    /// record's owner.
+    as_reader: bool,
 }
 
 /// Subscriptions (`Subscribe`): each one reads every block from where it starts, so one
@@ -73,6 +84,16 @@ pub const SUBSCRIBE_LIMITS: medledger_tls::admission::AdmissionLimits =
         burst: 8.0,
         max_in_flight: 4,
         max_identities: 256,
+    };
+
+/// Subscriptions of the ledger's readers (peers and named auditors, at most 31 + 32):
+/// admitted apart, so that no record follower crowds them out.
+pub const READER_SUBSCRIBE_LIMITS: medledger_tls::admission::AdmissionLimits =
+    medledger_tls::admission::AdmissionLimits {
+        rate_per_s: 1.0,
+        burst: 8.0,
+        max_in_flight: 8,
+        max_identities: 64,
     };
 
 /// Submissions one identity may make: 200 a second (bursts of 400), 128 under way.
@@ -155,14 +176,10 @@ impl LedgerService {
         )
     }
 
-    /// The record a subscription follows (`None`: every result, for the ledger's readers
-    /// only). A caller who is not a reader must name a record the chaincode's `get_record`
+    /// What a subscription follows: one record, or every result (`record` empty: for the
+    /// ledger's readers only). A caller who is not a reader must name a record the chaincode's `get_record`
     /// query lets them read at this peer's height: its owner (or an auditor).
-    fn follow(
-        &self,
-        identity: &EnrolledIdentity,
-        record: Vec<u8>,
-    ) -> Result<Option<Vec<u8>>, Status> {
+    fn follow(&self, identity: &EnrolledIdentity, record: Vec<u8>) -> Result<Following, Status> {
         let reader = self.readable_up_to(identity, "every block's events");
         if record.is_empty() {
             if reader? != u64::MAX {
@@ -170,7 +187,10 @@ impl LedgerService {
                     "this peer left the network: it follows no events",
                 ));
             }
-            return Ok(None);
+            return Ok(Following {
+                record: None,
+                as_reader: true,
+            });
         }
         if record.len() > readers::MAX_RECORD_BYTES {
             return Err(Status::invalid_argument(format!(
@@ -179,25 +199,45 @@ impl LedgerService {
                 readers::MAX_RECORD_BYTES
             )));
         }
-        if reader.ok() != Some(u64::MAX) {
-            readers::auditor_named(identity, &self.shared.configuration.get())?;
-            let view = LedgerState::new(&self.ledger, &self.shared.revocations);
-            let empty = Default::default();
-            let stub = BlockStub::new(
-                &view,
-                &empty,
-                &[],
-                creator(identity),
-                [0; 32],
-                medledger_tls::now_unix(),
-            );
-            let args = v1::PatientArgs {
-                pseudonym: record.clone(),
-            }
-            .encode_to_vec();
-            chaincode::query(&stub, "get_record", &args).map_err(|e| chaincode_status(&e))?;
+        if reader.ok() == Some(u64::MAX) {
+            return Ok(Following {
+                record: Some(record),
+                as_reader: true,
+            });
         }
-        Ok(Some(record))
+        readers::auditor_named(identity, &self.shared.configuration.get())?;
+        let view = LedgerState::new(&self.ledger, &self.shared.revocations);
+        let empty = Default::default();
+        let stub = BlockStub::new(
+            &view,
+            &empty,
+            &[],
+            creator(identity),
+            [0; 32],
+            medledger_tls::now_unix(),
+        );
+        let args = v1::PatientArgs {
+            pseudonym: record.clone(),
+        }
+        .encode_to_vec();
+        let answer =
+            chaincode::query(&stub, "get_record", &args).map_err(|e| chaincode_status(&e))?;
+        // The owner by name, and by the key the record was registered with (a certificate
+        // the CA issued in the owner's name with another key is not the owner).
+        let owner_key = v1::GetRecordResult::decode(answer.as_slice())
+            .ok()
+            .and_then(|r| r.record)
+            .map(|r| r.owner_key)
+            .unwrap_or_default();
+        if !owner_key.is_empty() && owner_key != identity.signing_key.to_bytes() {
+            return Err(Status::permission_denied(
+                "this record was registered with another key than this certificate's",
+            ));
+        }
+        Ok(Following {
+            record: Some(record),
+            as_reader: false,
+        })
     }
 
     /// What a refusal at submission tells the client, given `head` (height, consensus
@@ -567,13 +607,19 @@ impl v1::ledger_server::Ledger for LedgerService {
         let identity = self.caller(&request)?;
         let request = request.into_inner();
         let follow = self.follow(&identity, request.record)?;
-        // Held for as long as the stream lives.
-        let admitted = self
-            .subscriptions
-            .admit(identity.cert_hash)
+        // Held for as long as the stream lives; by signing key (an identity renewed with the
+        // same key is the same subscriber), readers apart (no one crowds them out).
+        let admission = if follow.as_reader {
+            &self.reader_subscriptions
+        } else {
+            &self.subscriptions
+        };
+        let admitted = admission
+            .admit(identity.signing_key.to_bytes())
             .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
         let mut next = request.from_block.max(1);
         let ledger = self.ledger.clone();
+        let (shared, votes) = (self.shared.clone(), self.votes.clone());
         let mut height = self.shared.height.subscribe();
         // A few blocks' results at most wait for a slow subscriber (each bounded by the
         // block size).
@@ -582,6 +628,32 @@ impl v1::ledger_server::Ledger for LedgerService {
             let _admitted = admitted;
             loop {
                 while next <= ledger.height() {
+                    // A reader who stops being one (an auditor the admins removed, a peer
+                    // the block before removed) is told so at the next block, not at the
+                    // end of their certificate.
+                    if follow.as_reader {
+                        let still = readers::readable_up_to(
+                            &identity,
+                            &shared.configuration.get(),
+                            |key| votes.readable_by_replica(key),
+                            "every block's events",
+                        );
+                        match still {
+                            Ok(u64::MAX) => {}
+                            Ok(_) => {
+                                let _ = tx
+                                    .send(Err(Status::permission_denied(
+                                        "this peer left the network: it follows no events",
+                                    )))
+                                    .await;
+                                return;
+                            }
+                            Err(status) => {
+                                let _ = tx.send(Err(status)).await;
+                                return;
+                            }
+                        }
+                    }
                     let block = match ledger.block(next) {
                         Ok(Some(b)) => b,
                         Ok(None) => break,
@@ -590,7 +662,7 @@ impl v1::ledger_server::Ledger for LedgerService {
                             return;
                         }
                     };
-                    let results = match &follow {
+                    let results = match &follow.record {
                         None => block.results,
                         Some(record) => {
                             readers::for_follower(block.results, record, &identity.name)

@@ -1093,6 +1093,53 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
             .into_inner()
             .blocks;
         assert_eq!(blocks.len(), 1);
+        // The auditor the genesis named stays named.
+        connect(&net, "auditor", 0)
+            .await
+            .peer(1)
+            .get_blocks(v1::GetBlocksRequest { from: 1, limit: 1 })
+            .await
+            .unwrap();
+    });
+    let shown = net.as_("admin", &["admin", "config", "show"]).ok();
+    let names: Vec<&str> = shown["auditors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["auditor", "audrey"], "{shown}");
+
+    // Removed by the admins, she is told so on the stream she holds, at the next block, not
+    // at the end of her certificate.
+    let mut held = rt.block_on(async {
+        connect(&net, "audrey", 0)
+            .await
+            .peer(1)
+            .subscribe(v1::SubscribeRequest {
+                from_block: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    net.configure(0, &["--remove-auditor", "audrey"]);
+    net.member("kim", "patient");
+    rt.block_on(async {
+        register(&connect(&net, "kim", 0).await).await;
+        let ended = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match held.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the stream ended within a minute of her removal");
+        let status = ended.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     });
 }
 
