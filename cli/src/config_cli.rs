@@ -68,8 +68,12 @@ pub enum ConfigCommand {
         #[arg(long, short)]
         out: PathBuf,
     },
-    /// Approve a proposed configuration as this wallet's admin: shows what it changes and
-    /// adds this admin's signature to the file.
+    /// Show what a proposed configuration changes from the one in force (peers, admins,
+    /// the auditors who read blocks, by name and key) and who approved it so far, without
+    /// signing: read it before `approve`.
+    Review { file: PathBuf },
+    /// Approve a proposed configuration as this wallet's admin: adds this admin's signature
+    /// to the file and shows what it changes (`review` shows it first).
     Approve { file: PathBuf },
     /// Submit an approved configuration to the ledger.
     Submit { file: PathBuf },
@@ -328,6 +332,47 @@ pub async fn run_config(cli: &Cli, command: &ConfigCommand) -> Result<Output, Cl
                     out.display()
                 ),
                 json: json!({"file": out, "sequence": next.sequence, "hash": hex::encode(next.hash)}),
+            })
+        }
+        ConfigCommand::Review { file } => {
+            let update = read(file)?;
+            let value = update.config.clone().unwrap_or_default();
+            let next = next_configuration(&wallet, &current, &value)?.map_err(|e| {
+                ClientError::Usage(format!(
+                    "{}: the update does not follow the configuration in force ({}): {e}",
+                    file.display(),
+                    current.sequence
+                ))
+            })?;
+            let signed = approval_bytes(
+                &current.network_id,
+                &config_hash(&value),
+                update.expires_at_ms,
+            );
+            let approvers: Vec<String> =
+                in_policy_order(&wallet, &current, &signed, &update.signatures)?
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect();
+            let needed = current.admins.as_ref().map_or(0, |a| a.threshold);
+            Ok(Output {
+                text: format!(
+                    "Configuration {} in {} changes, from configuration {}:\n{}\n\
+                     Approved so far by {} of the {} needed: {}.",
+                    next.sequence,
+                    file.display(),
+                    current.sequence,
+                    changes_words(&current, &next),
+                    approvers.len(),
+                    needed,
+                    approvers.join(", ")
+                ),
+                json: json!({
+                    "sequence": next.sequence,
+                    "changes": changes_words(&current, &next),
+                    "approvals": approvers,
+                    "needed": needed,
+                }),
             })
         }
         ConfigCommand::Approve { file } => {

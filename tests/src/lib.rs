@@ -527,15 +527,29 @@ impl TestNetwork {
     /// (`admin config propose` flags), approved by both admins the genesis names (`admin`,
     /// `admin2`), submitted. Returns what `submit` printed (JSON).
     pub fn configure(&self, via: usize, options: &[&str]) -> serde_json::Value {
+        let file = self.propose(via, options);
+        self.approve_and_submit(via, &file)
+    }
+
+    /// `admin config propose` by `admin` through peer `via` with `options`; returns the
+    /// file it wrote.
+    pub fn propose(&self, via: usize, options: &[&str]) -> String {
         static CHANGES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = CHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let file = self.wallet("admin").join(format!("update-{n}.pb"));
-        let file = file.to_str().expect("a UTF-8 path");
+        let file = file.to_str().expect("a UTF-8 path").to_string();
         let peer = self.address(via);
         let mut propose = vec!["--peer", peer.as_str(), "admin", "config", "propose"];
         propose.extend_from_slice(options);
-        propose.extend_from_slice(&["-o", file]);
+        propose.extend_from_slice(&["-o", &file]);
         self.as_("admin", &propose).ok();
+        file
+    }
+
+    /// The proposal in `file` approved by both admins (`admin`, `admin2`) and submitted
+    /// through peer `via`. Returns what `submit` printed (JSON).
+    pub fn approve_and_submit(&self, via: usize, file: &str) -> serde_json::Value {
+        let peer = self.address(via);
         for admin in ["admin", "admin2"] {
             self.as_(
                 admin,

@@ -1080,9 +1080,23 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
         // And follows any record.
         client.subscribe(follow(&joes)).await.unwrap();
     });
-    // Once the admins' policy names Audrey, she reads blocks too.
+    // Once the admins' policy names Audrey, she reads blocks too. The admins who approve
+    // see whom they name (by name and key), before signing.
     let audrey = net.wallet("audrey").join("cert.pem");
-    net.configure(0, &["--add-auditor", audrey.to_str().unwrap()]);
+    let file = net.propose(0, &["--add-auditor", audrey.to_str().unwrap()]);
+    let review = net
+        .as_("admin2", &["admin", "config", "review", &file])
+        .ok();
+    assert!(
+        review["changes"]
+            .as_str()
+            .unwrap()
+            .contains("auditors who read blocks: [auditor (")
+            && review["changes"].as_str().unwrap().contains("audrey ("),
+        "{review}"
+    );
+    assert_eq!(review["approvals"], serde_json::json!([]), "{review}");
+    net.approve_and_submit(0, &file);
     rt.block_on(async {
         let audrey = connect(&net, "audrey", 0).await;
         let blocks = audrey
