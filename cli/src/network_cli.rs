@@ -183,12 +183,19 @@ pub async fn run_network(cli: &Cli, command: &NetworkCommand) -> Result<Output, 
                 .collect(),
             };
             if !cli.json {
+                let first = !options.dir.join("network.json").exists();
                 eprintln!(
-                    "starting the network in {} (first time: creating the CA, identities and genesis block)...",
-                    options.dir.display()
+                    "starting the network in {}{}...",
+                    options.dir.display(),
+                    if first {
+                        " (first time: creating the CA, identities and genesis block)"
+                    } else {
+                        ""
+                    }
                 );
             }
             let layout = network::up(&options).await?;
+            name_local_auditor(&layout).await?;
             let mut out = summary(&layout);
             if args.detach {
                 out.text.push_str(&format!(
@@ -300,9 +307,41 @@ async fn admins(layout: &Layout) -> Result<(Wallet, Wallet), ClientError> {
     Ok((admin, second))
 }
 
+/// A local network whose configuration names no auditor (one made before auditors were
+/// named, issue 20 item 1, or whose admins removed theirs) gets its auditor (`wallets/
+/// auditor`) named by its two admins, so that `ledger verify` and the demo read blocks.
+async fn name_local_auditor(layout: &Layout) -> Result<(), ClientError> {
+    let certificate = layout.auditor_wallet().join("cert.pem");
+    if !certificate.exists() {
+        return Ok(());
+    }
+    let (admin, _) = admins(layout).await?;
+    let configuration = PeerSet::connect(&admin, layout.first_peer())
+        .await?
+        .configuration();
+    if !configuration.auditors.is_empty() || configuration.admins.is_none() {
+        return Ok(());
+    }
+    let block = change_configuration(
+        layout,
+        layout.first_peer(),
+        &config_cli::Changes {
+            add_auditors: vec![certificate],
+            valid_for_hours: 1,
+            ..Default::default()
+        },
+    )
+    .await?;
+    eprintln!(
+        "named the local network's auditor as a reader of blocks (the configuration that \
+         names it committed in block {block})"
+    );
+    Ok(())
+}
+
 /// One configuration change with `changes`, proposed, approved by both local admins and
 /// submitted through `via`. Returns the block that committed it.
-async fn change_peers(
+async fn change_configuration(
     layout: &Layout,
     via: &str,
     changes: &config_cli::Changes,
@@ -325,7 +364,7 @@ async fn add_peer(layout: &Layout) -> Result<Output, ClientError> {
     let (name, address) = network::next_peer(layout)?;
     let wallet = network::ensure_identity(layout, &admin, &name, "peer", Vec::new()).await?;
     let via = layout.first_peer().to_string();
-    let block = change_peers(
+    let block = change_configuration(
         layout,
         &via,
         &config_cli::Changes {
@@ -423,7 +462,7 @@ async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
     let new_key = hex::encode(wallet.signing.verifying_key().to_bytes());
     // Stopped and its old certificate revoked: if the change fails here, running this
     // again renews once more and retries it.
-    let block = change_peers(
+    let block = change_configuration(
         &layout,
         &via,
         &config_cli::Changes {
@@ -450,7 +489,7 @@ async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
 
 async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
     let (index, via) = peer_and_other(&layout, name)?;
-    let block = change_peers(
+    let block = change_configuration(
         &layout,
         &via,
         &config_cli::Changes {

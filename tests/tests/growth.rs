@@ -110,6 +110,26 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
     // peer7 as if its join had been cut before its head was confirmed (the CLI killed):
     // `network up` starts it through another peer, and it confirms and takes part.
     std::fs::write(net.path().join("peer7").join("JOIN-UNCONFIRMED"), b"").unwrap();
+    // And no auditor named (as in a network made before auditors were): the admins remove
+    // theirs; `network up` names it again.
+    let file = net.path().join("no-auditor.pb");
+    let file = file.to_str().unwrap();
+    net.ok(
+        Some("admin"),
+        &[
+            "admin",
+            "config",
+            "propose",
+            "--remove-auditor",
+            "auditor",
+            "-o",
+            file,
+        ],
+    );
+    for admin in ["admin", "admin2"] {
+        net.ok(Some(admin), &["admin", "config", "approve", file]);
+    }
+    net.ok(Some("admin"), &["admin", "config", "submit", file]);
     net.ok(None, &["network", "down"]);
     // And network.json behind the chain, as a command killed after its change committed
     // leaves it: without peer7. `network up` follows the configuration in force and starts
@@ -132,6 +152,7 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
         said.contains("network.json followed the configuration in force"),
         "{said}"
     );
+    assert!(said.contains("named the local network's auditor"), "{said}");
     let layout: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&layout_file).unwrap()).unwrap();
     assert!(
@@ -147,7 +168,8 @@ fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
         "peer7 never confirmed its join"
     );
     let shown = net.json(None, &["admin", "config", "show"]);
-    assert_eq!(shown["sequence"], 6, "{shown}");
+    assert_eq!(shown["sequence"], 8, "{shown}");
+    assert_eq!(shown["auditors"][0]["name"], "auditor", "{shown}");
     assert_eq!(
         shown["peers"],
         serde_json::json!([
