@@ -564,10 +564,20 @@ pub fn changes_words(current: &Configuration, next: &Configuration) -> String {
         ));
     }
     if !current.same_replicas(next) {
+        // Each peer with its full key: a certificate swapped under the same name and
+        // address (a key rotation, or one admin's attempt to replace a peer) shows.
         let words = |c: &Configuration| {
             c.peers
                 .iter()
-                .map(|p| format!("{} at {}", p.name, p.address))
+                .zip(&c.peer_keys)
+                .map(|(p, k)| {
+                    format!(
+                        "{} at {} ({})",
+                        p.name,
+                        p.address,
+                        hex::encode(k.to_bytes())
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };

@@ -708,12 +708,14 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
 }
 
 /// `layout` brought in line with `in_force`, the peers of the configuration in force
-/// (number `sequence`): a command that failed
-/// (or was killed) after its configuration change committed left `network.json` behind the
-/// chain. Peers the configuration names and the layout lacks are taken in, in the
-/// configuration's order, and started (through another peer, `--join`) when their wallet is
-/// here; peers it no longer names are stopped and dropped (their ledgers stay). Writes and
-/// returns the layout; says on stderr what changed.
+/// (number `sequence`): a command that failed (or was killed) after its configuration change
+/// committed left `network.json` behind the chain. Peers the configuration names and the
+/// layout lacks are taken in, in the configuration's order, and started (through another
+/// peer, `--join`) when their wallet is here. Peers the layout names and the configuration
+/// does not are kept and only reported: the configuration learned may be behind (a peer
+/// that lags or withholds links proves an old configuration as well as a new one), so
+/// nothing is stopped on its word; `network remove-peer` removes. Writes and returns the
+/// layout; says on stderr what changed.
 ///
 /// # Errors
 /// `network.json` cannot be written, or a peer cannot be started.
@@ -723,36 +725,43 @@ async fn follow_configuration(
     sequence: u64,
     bins: &Binaries,
 ) -> Result<Layout, ClientError> {
-    let names: Vec<String> = in_force.iter().map(|p| p.name.clone()).collect();
-    let addresses: Vec<String> = in_force.iter().map(|p| p.address.clone()).collect();
     let known = layout.peer_names();
-    if names == known && addresses == layout.peers {
-        return Ok(layout);
-    }
-    let removed: Vec<String> = known
-        .iter()
-        .filter(|n| !names.contains(n))
-        .cloned()
-        .collect();
     let added: Vec<(String, String)> = in_force
         .iter()
         .filter(|p| !known.contains(&p.name))
         .map(|p| (p.name.clone(), p.address.clone()))
         .collect();
+    let unnamed: Vec<String> = known
+        .iter()
+        .filter(|n| !in_force.iter().any(|p| p.name == **n))
+        .cloned()
+        .collect();
+    if !unnamed.is_empty() {
+        eprintln!(
+            "network.json names {} and the configuration learned ({sequence}) does not: kept \
+             (remove a peer with `medledger network remove-peer`)",
+            unnamed.join(", ")
+        );
+    }
+    if added.is_empty() {
+        return Ok(layout);
+    }
     let mut followed = layout;
-    followed.peers = addresses;
+    let mut names = followed.peer_names();
+    for (name, address) in &added {
+        names.push(name.clone());
+        followed.peers.push(address.clone());
+    }
     followed.peer_names = names;
     followed.write()?;
     eprintln!(
-        "network.json followed the configuration in force ({sequence}): peers {}{}",
-        followed.peer_names.join(", "),
-        if removed.is_empty() {
-            String::new()
-        } else {
-            format!("; {} no longer among them", removed.join(", "))
-        }
+        "network.json followed the configuration in force ({sequence}): {} added",
+        added
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    stop(&followed.dir, removed).await;
     for (name, address) in &added {
         let here = followed.wallets().join(name).join("cert.pem").exists();
         if here && running_pid(&followed.dir, name, "medledger-peer").is_none() {

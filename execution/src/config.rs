@@ -334,9 +334,14 @@ impl Configuration {
         }
     }
 
-    /// Whether `key` is one of the auditors this configuration names as readers of blocks.
-    pub fn is_auditor(&self, key: &VerifyingKey) -> bool {
-        self.auditors.iter().any(|a| a.key == *key)
+    /// Whether the identity `name` signing with `key` is one of the auditors this
+    /// configuration names as readers of blocks: both must match the named certificate's (a
+    /// certificate for the key under another name, issued after the named one was revoked
+    /// for key compromise, is not the auditor; names are never reused at the CA).
+    pub fn is_auditor(&self, name: &str, key: &VerifyingKey) -> bool {
+        self.auditors
+            .iter()
+            .any(|a| a.key == *key && a.name == name)
     }
 
     /// The PBFT core's configuration for this configuration's replicas in the epoch that

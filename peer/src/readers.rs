@@ -43,7 +43,9 @@ pub fn readable_up_to(
         ))
     };
     match identity.role {
-        Role::Auditor if configuration.is_auditor(&identity.signing_key) => Ok(u64::MAX),
+        Role::Auditor if configuration.is_auditor(&identity.name, &identity.signing_key) => {
+            Ok(u64::MAX)
+        }
         Role::Auditor => Err(refused(
             "this auditor is not one the configuration in force names (the admins name one \
              with `medledger admin config propose --add-auditor`)"
@@ -69,7 +71,9 @@ pub fn auditor_named(
     identity: &EnrolledIdentity,
     configuration: &Configuration,
 ) -> Result<(), tonic::Status> {
-    if identity.role == Role::Auditor && !configuration.is_auditor(&identity.signing_key) {
+    if identity.role == Role::Auditor
+        && !configuration.is_auditor(&identity.name, &identity.signing_key)
+    {
         return Err(tonic::Status::permission_denied(
             "this auditor is not one the configuration in force names (the admins name one \
              with `medledger admin config propose --add-auditor`)",
@@ -155,7 +159,12 @@ mod tests {
             u64::MAX
         );
         assert!(auditor_named(&named, &configuration).is_ok());
+        // The named key under another name (a certificate issued for a stolen key after
+        // the named one was revoked) is not the auditor.
+        let mut renamed = identity(Role::Auditor, 1);
+        renamed.name = "thief".into();
         for refused in [
+            readable_up_to(&renamed, &configuration, never_a_replica, "blocks"),
             readable_up_to(&enrolled_only, &configuration, never_a_replica, "blocks"),
             auditor_named(&enrolled_only, &configuration).map(|()| 0),
         ] {
