@@ -338,6 +338,8 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<(Vec<Arc<Pair>>,
             };
             let register = v1::RegisterPatientArgs {
                 pseudonym: pair.pseudonym.clone(),
+                // Only its shape is the ledger's to check; no reason is sealed to it.
+                owner_encryption_key: vec![7; 32],
                 category_keys: vec![v1::CategoryKey {
                     category: CATEGORY.into(),
                     public_key: vec![7; 32],

@@ -26,6 +26,7 @@ pub mod error;
 pub mod keys;
 pub mod limits;
 mod queries;
+pub mod sealed;
 pub mod stub;
 mod transactions;
 
@@ -54,7 +55,7 @@ pub const TRANSACTIONS: [&str; 14] = [
 ];
 
 /// Read-only functions (answered from one peer's state).
-pub const QUERIES: [&str; 9] = [
+pub const QUERIES: [&str; 10] = [
     "get_record",
     "list_permissions",
     "list_items",
@@ -64,6 +65,7 @@ pub const QUERIES: [&str; 9] = [
     "list_studies",
     "study_items",
     "list_categories",
+    "reason_readers",
 ];
 
 /// Largest encoded argument message accepted.
@@ -115,6 +117,22 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
     result
 }
 
+/// Checks, on the arguments alone (no state, no time), what must never reach a block: a peer
+/// runs it before ordering a submission, so that words a client should have sealed are
+/// refused before they are written anywhere. The chaincode refuses the same at execution,
+/// for a primary that orders them anyway. Today: an emergency access's reason in clear text
+/// (docs/adr/0013).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the field, or arguments that do not decode.
+pub fn check_before_ordering(function: &str, args: &[u8]) -> Result<(), ChaincodeError> {
+    if function == "emergency_access" {
+        let args: medledger_proto::v1::EmergencyAccessArgs = decode(args)?;
+        sealed::refuse_clear_reason(&args.reason)?;
+    }
+    Ok(())
+}
+
 /// Runs read-only `function` with encoded `args` on the stub's state.
 pub fn query(stub: &dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, ChaincodeError> {
     use queries as q;
@@ -130,6 +148,7 @@ pub fn query(stub: &dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, Ch
         "list_studies" => decode(args).and_then(|a| q::list_studies(stub, a)),
         "study_items" => decode(args).and_then(|a| q::study_items(stub, a)),
         "list_categories" => decode(args).and_then(|a| q::list_categories(stub, a)),
+        "reason_readers" => decode(args).and_then(|a| q::reason_readers(stub, a)),
         f if TRANSACTIONS.contains(&f) => Err(ChaincodeError::invalid(
             "function",
             format!("{f} changes the ledger; submit it as a transaction"),

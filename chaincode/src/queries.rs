@@ -4,8 +4,8 @@
 use medledger_proto::v1::{
     AuditEntry, AuditTrail, AuditTrailArgs, CategoryKey, CheckAccessArgs, CheckAccessResult,
     ClinicalItem, Empty, GetRecordResult, ItemList, PatientArgs, PatientList, PatientRecord,
-    Permission, PermissionList, PrivateData, Right, Study, StudyArgs, StudyItem, StudyItemList,
-    StudyList,
+    Permission, PermissionList, PrivateData, ReasonReadersResult, Right, Study, StudyArgs,
+    StudyItem, StudyItemList, StudyList,
 };
 use prost::Message;
 
@@ -42,6 +42,24 @@ pub fn get_record(stub: &dyn Stub, args: PatientArgs) -> Result<Vec<u8>, Chainco
         record: Some(patient.record),
         category_keys,
         private_data,
+    }
+    .encode_to_vec())
+}
+
+/// The keys an emergency access's reason about this record must be sealed to
+/// ([`crate::sealed::reason_readers`]), for a clinician about to break the glass, the
+/// record's owner or an auditor. Clients take it from f+1 peers that agree: one lying peer
+/// answering with its own key would otherwise read the reason (the chaincode then refuses
+/// the transaction, but the words have left the clinician's machine).
+pub fn reason_readers(stub: &dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let patient = load_patient(stub, &args.pseudonym)?;
+    let creator = stub.creator();
+    if creator.role != Role::Clinician {
+        owner_or_auditor(stub, &patient)?;
+    }
+    Ok(ReasonReadersResult {
+        owner_encryption_key: patient.record.owner_encryption_key.clone(),
+        auditor_keys: stub.auditor_keys().iter().map(|k| k.to_vec()).collect(),
     }
     .encode_to_vec())
 }

@@ -221,6 +221,11 @@ pub trait Stub {
     fn tx_id(&self) -> &[u8];
     /// Consensus time of the block, Unix seconds.
     fn time(&self) -> i64;
+    /// The X25519 encryption keys of the auditors the configuration in force names (from
+    /// their certificates in `GenesisConfig.auditors` / `NetworkConfig.auditors`, in that
+    /// order): the readers, besides the record's owner, that free text must be sealed to.
+    /// An input of consensus like the time: the configuration is on the ledger.
+    fn auditor_keys(&self) -> &[[u8; 32]];
     /// Publishes an event with the transaction (several per transaction are fine).
     fn emit_event(&mut self, name: &str, payload: Vec<u8>) -> Result<(), StubError>;
     /// Forgets every write and event of this transaction so far.
@@ -242,6 +247,7 @@ pub struct MemoryLedger {
     history: BTreeMap<String, Vec<KeyModification>>,
     events: Vec<Event>,
     transactions: u64,
+    auditor_keys: Vec<[u8; 32]>,
 }
 
 impl MemoryLedger {
@@ -267,6 +273,11 @@ impl MemoryLedger {
 
     pub fn state(&self) -> &BTreeMap<String, Vec<u8>> {
         &self.state
+    }
+
+    /// The auditors' encryption keys every later transaction sees ([`Stub::auditor_keys`]).
+    pub fn set_auditor_keys(&mut self, keys: Vec<[u8; 32]>) {
+        self.auditor_keys = keys;
     }
 
     pub fn events(&self) -> &[Event] {
@@ -444,6 +455,10 @@ impl Stub for MemoryStub<'_> {
 
     fn time(&self) -> i64 {
         self.time
+    }
+
+    fn auditor_keys(&self) -> &[[u8; 32]] {
+        &self.ledger.auditor_keys
     }
 
     fn emit_event(&mut self, name: &str, payload: Vec<u8>) -> Result<(), StubError> {

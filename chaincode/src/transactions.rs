@@ -18,6 +18,7 @@ use crate::context::{Patient, allowed, category_exists, decide, get, load_patien
 use crate::error::{AuditContext, ChaincodeError, Denial};
 use crate::keys;
 use crate::limits::{self, *};
+use crate::sealed;
 use crate::stub::{Role, Stub};
 
 fn require_role(stub: &dyn Stub, role: Role) -> Result<(), ChaincodeError> {
@@ -192,6 +193,7 @@ pub fn register_patient(
     args: RegisterPatientArgs,
 ) -> Result<Vec<u8>, ChaincodeError> {
     limits::exact_len("pseudonym", &args.pseudonym, PSEUDONYM_LEN)?;
+    sealed::encryption_key("owner_encryption_key", &args.owner_encryption_key)?;
     if args.category_keys.len() > MAX_CATEGORY_KEYS {
         return Err(ChaincodeError::invalid(
             "category_keys",
@@ -243,6 +245,7 @@ pub fn register_patient(
             owner: owner.clone(),
             registered_at: t,
             owner_key: stub.creator().signing_key.to_vec(),
+            owner_encryption_key: args.owner_encryption_key.clone(),
             ..PatientRecord::default()
         },
     };
@@ -767,13 +770,8 @@ pub fn emergency_access(
 ) -> Result<Vec<u8>, ChaincodeError> {
     let mut patient = load_patient(stub, &args.pseudonym)?;
     require_category(stub, &args.category)?;
-    if args.reason.trim().is_empty() {
-        return Err(ChaincodeError::invalid(
-            "reason",
-            "say why emergency access is needed",
-        ));
-    }
-    limits::text("reason", &args.reason, MAX_REASON_LEN)?;
+    sealed::refuse_clear_reason(&args.reason)?;
+    sealed::check_reason(stub, &patient.record, args.sealed_reason.as_ref())?;
     let duration = match args.duration_seconds {
         0 => MAX_EMERGENCY_SECONDS,
         d if (1..=MAX_EMERGENCY_SECONDS).contains(&d) => d,
@@ -806,14 +804,14 @@ pub fn emergency_access(
         until,
         granted_at: t,
         emergency: true,
-        reason: args.reason.clone(),
+        sealed_reason: args.sealed_reason.clone(),
         ..Permission::default()
     };
     let id = store_permission(stub, &mut patient, permission)?;
     let mut entry = allowed(AuditAction::EmergencyAccess, &args.category, "");
     entry.emergency = true;
     entry.permission_id = id.clone();
-    entry.reason = args.reason.clone();
+    entry.sealed_reason = args.sealed_reason.clone();
     patient.audit(stub, entry)?;
     patient.save(stub)?;
     let event = EmergencyAccessEvent {
@@ -821,7 +819,8 @@ pub fn emergency_access(
         clinician: creator.name,
         category: args.category,
         until,
-        reason: args.reason,
+        sealed_reason: args.sealed_reason,
+        ..EmergencyAccessEvent::default()
     };
     stub.emit_event("emergency_access", event.encode_to_vec())?;
     Ok(IdResult { id }.encode_to_vec())

@@ -38,6 +38,7 @@ fn register_patient_rules() {
 
     let args = |p: Vec<u8>| v1::RegisterPatientArgs {
         pseudonym: p,
+        owner_encryption_key: vec![9; 32],
         category_keys: vec![],
     };
     assert!(matches!(
@@ -72,6 +73,7 @@ fn register_patient_rules() {
     ));
     let unknown = v1::RegisterPatientArgs {
         pseudonym: pseudonym(2),
+        owner_encryption_key: vec![9; 32],
         category_keys: vec![v1::CategoryKey {
             category: "dental".into(),
             public_key: vec![0; 32],
@@ -88,6 +90,7 @@ fn register_patient_rules() {
     ));
     let twice = v1::RegisterPatientArgs {
         pseudonym: pseudonym(2),
+        owner_encryption_key: vec![9; 32],
         category_keys: vec![
             v1::CategoryKey {
                 category: LAB.into(),
@@ -1013,6 +1016,173 @@ fn study_registration_rules() {
     ));
 }
 
+/// Issue 20 item 4: a reason is sealed to exactly the record's owner and the auditors the
+/// configuration names. Leaving one out, adding a reader, a malformed entry or a key nothing
+/// can be sealed to is refused before anything is written.
+#[test]
+fn an_emergency_reason_is_sealed_to_exactly_the_owner_and_the_named_auditors() {
+    let mut w = world();
+    let mut rng = rand_core::OsRng;
+    let auditors = [
+        medledger_crypto::EncryptionKey::generate(&mut rng),
+        medledger_crypto::EncryptionKey::generate(&mut rng),
+    ];
+    w.ledger
+        .set_auditor_keys(auditors.iter().map(|a| a.public_key().to_bytes()).collect());
+    let er = emergency_clinician("dr.er", None, None);
+    let owner = record_key(1).public_key();
+    let all = [owner, auditors[0].public_key(), auditors[1].public_key()];
+    let call = |w: &mut World, sealed: v1::SealedText| {
+        let args = v1::EmergencyAccessArgs {
+            pseudonym: pseudonym(1),
+            category: LAB.into(),
+            sealed_reason: Some(sealed),
+            ..Default::default()
+        };
+        w.call(&er, T0, "emergency_access", &args)
+    };
+    let refused_on = |result: Result<Vec<u8>, ChaincodeError>| match result {
+        Err(ChaincodeError::InvalidArgument { field, why }) => (field, why),
+        other => panic!("{other:?}"),
+    };
+
+    // What a clinician's client asks first.
+    let readers: v1::ReasonReadersResult = w
+        .query(
+            &clinician("dr.er"),
+            T0,
+            "reason_readers",
+            &v1::PatientArgs {
+                pseudonym: pseudonym(1),
+            },
+        )
+        .unwrap();
+    assert_eq!(readers.owner_encryption_key, owner.to_bytes().to_vec());
+    assert_eq!(readers.auditor_keys.len(), 2);
+    assert!(matches!(
+        w.query::<_, v1::ReasonReadersResult>(
+            &researcher("res-1"),
+            T0,
+            "reason_readers",
+            &v1::PatientArgs {
+                pseudonym: pseudonym(1)
+            }
+        ),
+        Err(ChaincodeError::Denied { .. })
+    ));
+
+    let before = w.ledger.state().clone();
+    let (_, why) = refused_on(call(&mut w, seal_to(1, LAB, "code blue", &all[..2])));
+    assert!(why.contains("not sealed to the auditor"), "{why}");
+    assert!(why.contains("reason_readers"), "{why}");
+    let (_, why) = refused_on(call(&mut w, seal_to(1, LAB, "code blue", &all[1..])));
+    assert!(why.contains("the record's owner"), "{why}");
+    let stranger = medledger_crypto::EncryptionKey::generate(&mut rng).public_key();
+    let mut four = all.to_vec();
+    four.push(stranger);
+    let (_, why) = refused_on(call(&mut w, seal_to(1, LAB, "code blue", &four)));
+    assert!(why.contains("neither"), "{why}");
+    let good = seal_to(1, LAB, "code blue", &all);
+    let mut twice = good.clone();
+    twice.readers.push(twice.readers[0].clone());
+    assert_eq!(refused_on(call(&mut w, twice)).0, "sealed_reason.readers");
+    let mut short_key = good.clone();
+    short_key.readers[1].wrapped_key.truncate(79);
+    assert_eq!(
+        refused_on(call(&mut w, short_key)).0,
+        "sealed_reason.readers.wrapped_key"
+    );
+    for small in medledger_chaincode::sealed::SMALL_ORDER {
+        let mut weak = good.clone();
+        weak.readers[0].public_key = small.to_vec();
+        assert_eq!(
+            refused_on(call(&mut w, weak)).0,
+            "sealed_reason.readers.public_key"
+        );
+    }
+    let mut empty = good.clone();
+    empty.ciphertext.truncate(16);
+    assert_eq!(
+        refused_on(call(&mut w, empty)).0,
+        "sealed_reason.ciphertext"
+    );
+    let too_long = seal_to(1, LAB, &"x".repeat(limits::MAX_REASON_LEN + 1), &all);
+    assert_eq!(
+        refused_on(call(&mut w, too_long)).0,
+        "sealed_reason.ciphertext"
+    );
+    let longest = seal_to(1, LAB, &"x".repeat(limits::MAX_REASON_LEN), &all);
+    let mut none = longest.clone();
+    none.readers.clear();
+    assert_eq!(refused_on(call(&mut w, none)).0, "sealed_reason.readers");
+    assert_eq!(w.ledger.state(), &before, "nothing written by a refusal");
+
+    // Sealed to exactly them: taken; each reader opens it, the clinician does not.
+    call(&mut w, longest).unwrap();
+    call(&mut w, good).unwrap();
+    let entry = w
+        .audit(1, T0)
+        .into_iter()
+        .rfind(|e| e.action == AuditAction::EmergencyAccess as i32)
+        .unwrap();
+    let sealed = entry.sealed_reason.unwrap();
+    for key in [&record_key(1), &auditors[0], &auditors[1]] {
+        assert_eq!(open_reason(key, 1, LAB, &sealed).unwrap(), "code blue");
+    }
+    assert!(
+        open_reason(
+            &medledger_crypto::EncryptionKey::generate(&mut rng),
+            1,
+            LAB,
+            &sealed
+        )
+        .is_err()
+    );
+    // Moved to another category it does not open.
+    assert!(open_reason(&record_key(1), 1, RAD, &sealed).is_err());
+}
+
+/// A record's key must be one something can be sealed to: a patient cannot make emergency
+/// access to their record impossible with a key of small order.
+#[test]
+fn a_record_is_registered_with_a_key_reasons_can_be_sealed_to() {
+    let mut w = World::new();
+    let args = |key: Vec<u8>| v1::RegisterPatientArgs {
+        pseudonym: pseudonym(1),
+        owner_encryption_key: key,
+        category_keys: vec![],
+    };
+    for bad in [Vec::new(), vec![9; 31]] {
+        assert!(matches!(
+            w.call(&patient(1), T0, "register_patient", &args(bad)),
+            Err(ChaincodeError::InvalidArgument {
+                field: "owner_encryption_key",
+                ..
+            })
+        ));
+    }
+    let mut rng = rand_core::OsRng;
+    for small in medledger_chaincode::sealed::SMALL_ORDER {
+        // Every key the chaincode refuses agrees on an all-zero secret with any private key.
+        let any = medledger_crypto::EncryptionKey::generate(&mut rng);
+        assert_eq!(
+            *any.diffie_hellman(&medledger_crypto::EncryptionPublicKey(small)),
+            [0; 32]
+        );
+        assert!(
+            w.call(&patient(1), T0, "register_patient", &args(small.to_vec()))
+                .is_err()
+        );
+    }
+    w.call(
+        &patient(1),
+        T0,
+        "register_patient",
+        &args(record_key(1).public_key().to_bytes().to_vec()),
+    )
+    .unwrap();
+}
+
 #[test]
 fn emergency_access_is_short_flagged_and_announced() {
     let mut w = world();
@@ -1021,8 +1191,9 @@ fn emergency_access_is_short_flagged_and_announced() {
     let args = v1::EmergencyAccessArgs {
         pseudonym: pseudonym(1),
         category: RAD.into(),
-        reason: "unconscious on arrival".into(),
+        sealed_reason: sealed_reason(1, RAD, "unconscious on arrival"),
         duration_seconds: 0,
+        ..Default::default()
     };
     let id = v1::IdResult::decode(
         w.call(&er, T0, "emergency_access", &args)
@@ -1045,7 +1216,17 @@ fn emergency_access_is_short_flagged_and_announced() {
         .find(|e| e.action == AuditAction::EmergencyAccess as i32)
         .unwrap();
     assert!(entry.emergency);
-    assert_eq!(entry.reason, "unconscious on arrival");
+    assert!(entry.reason.is_empty(), "no words in clear");
+    assert_eq!(
+        open_reason(
+            &record_key(1),
+            1,
+            RAD,
+            entry.sealed_reason.as_ref().unwrap()
+        )
+        .unwrap(),
+        "unconscious on arrival"
+    );
     let event = w
         .ledger
         .events()
@@ -1057,6 +1238,17 @@ fn emergency_access_is_short_flagged_and_announced() {
     assert_eq!(subject.pseudonym, pseudonym(1));
     let event = v1::EmergencyAccessEvent::decode(event.payload.as_slice()).unwrap();
     assert_eq!((event.clinician.as_str(), event.until), ("dr.er", T0 + DAY));
+    assert!(event.reason.is_empty());
+    assert_eq!(
+        open_reason(
+            &record_key(1),
+            1,
+            RAD,
+            event.sealed_reason.as_ref().unwrap()
+        )
+        .unwrap(),
+        "unconscious on arrival"
+    );
 
     let too_long = v1::EmergencyAccessArgs {
         duration_seconds: DAY + 1,
@@ -1067,12 +1259,26 @@ fn emergency_access_is_short_flagged_and_announced() {
         Err(ChaincodeError::InvalidArgument { .. })
     ));
     let no_reason = v1::EmergencyAccessArgs {
-        reason: "".into(),
+        sealed_reason: None,
         ..args.clone()
     };
     assert!(matches!(
         w.call(&er, T0, "emergency_access", &no_reason),
-        Err(ChaincodeError::InvalidArgument { .. })
+        Err(ChaincodeError::InvalidArgument {
+            field: "sealed_reason",
+            ..
+        })
+    ));
+    let in_clear = v1::EmergencyAccessArgs {
+        reason: "unconscious on arrival".into(),
+        ..args.clone()
+    };
+    assert!(matches!(
+        w.call(&er, T0, "emergency_access", &in_clear),
+        Err(ChaincodeError::InvalidArgument {
+            field: "reason",
+            ..
+        })
     ));
     // The attribute must hold now, and only clinicians may ask.
     assert_eq!(
@@ -1199,8 +1405,9 @@ fn rotating_a_category_key_moves_readers_forward() {
             &v1::EmergencyAccessArgs {
                 pseudonym: pseudonym(1),
                 category: LAB.into(),
-                reason: "unconscious on arrival".into(),
+                sealed_reason: sealed_reason(1, LAB, "unconscious on arrival"),
                 duration_seconds: 0,
+                ..Default::default()
             },
         )
         .unwrap()
@@ -1441,6 +1648,7 @@ fn admins_register_categories() {
     // A new patient can hold a key for it.
     let reg = v1::RegisterPatientArgs {
         pseudonym: pseudonym(3),
+        owner_encryption_key: vec![9; 32],
         category_keys: vec![v1::CategoryKey {
             category: "genomics".into(),
             public_key: vec![1; 32],
@@ -1703,6 +1911,7 @@ fn keys_carry_their_owners_signatures_and_the_owner_binding() {
 
     let unsigned = v1::RegisterPatientArgs {
         pseudonym: pseudonym(2),
+        owner_encryption_key: vec![9; 32],
         category_keys: vec![v1::CategoryKey {
             category: LAB.into(),
             public_key: vec![2; 32],

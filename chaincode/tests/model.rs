@@ -533,8 +533,9 @@ impl System {
         let args = v1::EmergencyAccessArgs {
             pseudonym: pseudonym(n),
             category: category.into(),
-            reason: "trauma bay".into(),
+            sealed_reason: sealed_reason(n, category, "trauma bay"),
             duration_seconds: 0,
+            ..Default::default()
         };
         let actual = Kind::of(
             &self

@@ -1,12 +1,15 @@
 //! The patient's identifying information (UII) never reaches the ledger: only the pseudonym
 //! derived from it on the patient's machine does.
+//! Nor does a clinician's emergency reason: the ledger holds it sealed.
 // A host, not the deterministic crate: it may read the clock and the environment.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod common;
 
 use common::*;
-use medledger_crypto::{PatientKey, derive_pseudonym};
+use medledger_crypto::{
+    PatientKey, WrapContext, derive_pseudonym, derive_record_encryption_key, seal_text,
+};
 use medledger_proto::v1::{self, Right};
 
 #[test]
@@ -22,6 +25,10 @@ fn the_uii_never_appears_in_any_stored_byte() {
     let owner = patient(1);
     let register = v1::RegisterPatientArgs {
         pseudonym: pseudonym.clone(),
+        owner_encryption_key: derive_record_encryption_key(&key)
+            .public_key()
+            .to_bytes()
+            .to_vec(),
         category_keys: medledger_chaincode::DEFAULT_CATEGORIES
             .iter()
             .map(|c| v1::CategoryKey {
@@ -64,11 +71,23 @@ fn the_uii_never_appears_in_any_stored_byte() {
     w.call(&clinician("dr.a"), T0 + 2, "record_access", &access)
         .unwrap();
     let _ = w.call(&clinician("dr.b"), T0 + 3, "record_access", &access);
+    let sealed = seal_text(
+        "code blue",
+        &[derive_record_encryption_key(&key).public_key()],
+        WrapContext::TextKey {
+            pseudonym: &pseudonym,
+            category: "lab-results",
+            author: "dr.er",
+        },
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
     let emergency = v1::EmergencyAccessArgs {
         pseudonym: pseudonym.clone(),
         category: "lab-results".into(),
-        reason: "code blue".into(),
+        sealed_reason: Some(sealed_proto(sealed)),
         duration_seconds: 3600,
+        ..Default::default()
     };
     w.call(
         &emergency_clinician("dr.er", None, None),
@@ -106,6 +125,7 @@ fn the_uii_never_appears_in_any_stored_byte() {
         "1961",
         mrn,
         "55512",
+        "code blue",
     ] {
         assert!(!contains(part.as_bytes()), "{part:?} reached the ledger");
     }

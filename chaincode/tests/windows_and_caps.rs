@@ -232,8 +232,9 @@ fn repeated_emergency_accesses_never_lock_a_clinician_out() {
     let args = v1::EmergencyAccessArgs {
         pseudonym: pseudonym(1),
         category: LAB.into(),
-        reason: "unconscious on arrival".into(),
+        sealed_reason: sealed_reason(1, LAB, "unconscious on arrival"),
         duration_seconds: 60,
+        ..Default::default()
     };
     for n in 0..(2 * CAP + 10) as i64 {
         w.call(&er, T0 + n * 61, "emergency_access", &args)
@@ -434,8 +435,9 @@ fn erasure_reaches_past_ten_thousand_ended_permissions() {
     let one_second = v1::EmergencyAccessArgs {
         pseudonym: pseudonym(1),
         category: LAB.into(),
-        reason: "x".into(),
+        sealed_reason: sealed_reason(1, LAB, "x"),
         duration_seconds: 1,
+        ..Default::default()
     };
     let mut t = T0;
     for _ in 0..10_050 {
@@ -559,8 +561,9 @@ fn grants_cannot_use_up_the_emergency_cap() {
     let args = v1::EmergencyAccessArgs {
         pseudonym: pseudonym(1),
         category: LAB.into(),
-        reason: "unconscious on arrival".into(),
+        sealed_reason: sealed_reason(1, LAB, "unconscious on arrival"),
         duration_seconds: 0,
+        ..Default::default()
     };
     w.call(&er, T0 + 1, "emergency_access", &args).unwrap();
 }

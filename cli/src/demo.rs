@@ -388,8 +388,23 @@ const SCENARIO: &[Step] = &[
             Ok(())
         }
     }),
-    Step::Say("Jane's trail now shows the emergency access, the share and the researcher's fetch."),
-    ok("{p}", "patient audit"),
+    Step::Say(
+        "Jane's trail now shows the emergency access, the share and the researcher's fetch. The physician's reason reached the ledger sealed to Jane and the auditor: only they read it.",
+    ),
+    keep("{p}", "patient audit", Keep::Output("trail")),
+    keep("auditor", "ledger emergencies", Keep::Output("emergencies")),
+    Step::Check(|v, _| {
+        let reason = "unconscious in ER, prior radiation unknown";
+        for (who, seen) in [
+            ("Jane's trail", "trail"),
+            ("the auditor's review", "emergencies"),
+        ] {
+            if !v.get(seen).is_some_and(|text| text.contains(reason)) {
+                return Err(format!("{who} does not show the emergency reason"));
+            }
+        }
+        Ok(())
+    }),
     Step::Say(
         "Jane erases her record: keys and items tombstoned on the ledger, every object deleted, including the study copy.",
     ),

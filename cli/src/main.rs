@@ -151,6 +151,15 @@ enum LedgerCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Emergency accesses (break the glass) in blocks `from..`, each reason opened with this
+    /// wallet's keys: an auditor the configuration names reads them all. Only blocks whose
+    /// every outcome is proven by f+1 peers' votes are listed.
+    Emergencies {
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        #[arg(long, default_value_t = 500)]
+        limit: u32,
+    },
     /// Check every block (links, tx_root, commit certificates, signatures, state roots by
     /// re-execution) and every stored object against the ledger; exits 1 on any failure.
     Verify(network_cli::VerifyArgs),
@@ -745,25 +754,12 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
         LedgerCommand::Proof(args) => {
             proof_cli::write_proof(&peers, args.block, args.index, &args.out).await
         }
+        LedgerCommand::Emergencies { from, limit } => {
+            let blocks = proof_cli::proven_blocks(&peers, *from, *limit).await?;
+            Ok(emergencies_output(&blocks, &wallet))
+        }
         LedgerCommand::Blocks { from, limit } => {
-            // Any peer that answers serves (at most f may be down).
-            let mut answer = Err(tonic::Status::unavailable("no peer answered"));
-            for i in 0..peers.n() {
-                answer = peers
-                    .peer(i)
-                    .get_blocks(v1::GetBlocksRequest {
-                        from: *from,
-                        limit: *limit,
-                    })
-                    .await;
-                if answer.is_ok() {
-                    break;
-                }
-            }
-            let blocks = answer
-                .map_err(ClientError::from_status)?
-                .into_inner()
-                .blocks;
+            let blocks = fetch_blocks(&peers, *from, *limit).await?;
             let mut text = String::new();
             let mut rows = Vec::new();
             for b in &blocks {
@@ -803,6 +799,97 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                 json: json!({"blocks": rows}),
             })
         }
+    }
+}
+
+/// Blocks `from..` (at most `limit`) from the first peer that answers (at most f may be
+/// down).
+async fn fetch_blocks(
+    peers: &medledger_sdk::peer::PeerSet,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<v1::Block>, ClientError> {
+    let mut answer = Err(tonic::Status::unavailable("no peer answered"));
+    for i in 0..peers.n() {
+        answer = peers
+            .peer(i)
+            .get_blocks(v1::GetBlocksRequest { from, limit })
+            .await;
+        if answer.is_ok() {
+            break;
+        }
+    }
+    Ok(answer
+        .map_err(ClientError::from_status)?
+        .into_inner()
+        .blocks)
+}
+
+/// Every emergency access the blocks record, from their events, with its reason opened by
+/// one of `wallet`'s keys (current or earlier: an auditor's key ring).
+fn emergencies_output(blocks: &[v1::Block], wallet: &Wallet) -> Output {
+    let mut rows = Vec::new();
+    let mut text = String::new();
+    for block in blocks {
+        let Some(header) = &block.header else {
+            continue;
+        };
+        for result in &block.results {
+            for event in result
+                .events
+                .iter()
+                .filter(|e| e.name == "emergency_access")
+            {
+                let Ok(e) =
+                    <v1::EmergencyAccessEvent as prost::Message>::decode(event.payload.as_slice())
+                else {
+                    continue;
+                };
+                let reason = medledger_sdk::reasons::shown(
+                    e.sealed_reason.as_ref(),
+                    &e.pseudonym,
+                    &e.category,
+                    &e.clinician,
+                    wallet.encryption_keys(),
+                );
+                text.push_str(&format!(
+                    "\n  block {:<6} {}  {:<14} record {}  {:<20} until {}  — {}",
+                    header.number,
+                    format_time(header.time_ms / 1000),
+                    e.clinician,
+                    hex::encode(&e.pseudonym)
+                        .chars()
+                        .take(16)
+                        .collect::<String>(),
+                    e.category,
+                    format_time(e.until),
+                    reason
+                ));
+                rows.push(json!({
+                    "block": header.number, "time": format_time(header.time_ms / 1000),
+                    "tx_id": hex::encode(&result.tx_id), "clinician": e.clinician,
+                    "pseudonym": hex::encode(&e.pseudonym), "category": e.category,
+                    "until": format_time(e.until), "reason": reason,
+                }));
+            }
+        }
+    }
+    let last = blocks
+        .last()
+        .and_then(|b| b.header.as_ref())
+        .map_or(0, |h| h.number);
+    Output {
+        text: format!(
+            "{} emergency access(es) in {} block(s){}{text}",
+            rows.len(),
+            blocks.len(),
+            if blocks.is_empty() {
+                String::new()
+            } else {
+                format!(" up to {last}")
+            }
+        ),
+        json: json!({"emergencies": rows, "last_block": last}),
     }
 }
 

@@ -2,7 +2,8 @@
 //! its check offline by anyone holding the network's genesis (issue 17: commit proofs are
 //! "checkable offline by anyone holding the genesis"). The file holds the envelope as
 //! ordered, its commit proof (the block header, f+1 peers' votes on it, the Merkle path of the
-//! outcome) and the configuration links since the genesis.
+//! outcome) and the configuration links since the genesis. [`proven_blocks`]: blocks whose
+//! every outcome is proven so, for listings drawn from them (`ledger emergencies`).
 
 use std::path::{Path, PathBuf};
 
@@ -85,6 +86,84 @@ pub async fn write_proof(
         needed: peers.votes_needed(),
         detail: problems.join("; "),
     })
+}
+
+/// Blocks `from..` (at most `limit`) whose outcomes are proven: each block with transactions
+/// carries f+1 peers' votes on its header, and its results, every one, hash to the header's
+/// result root (a proof of its first outcome is built over the tree of all of them and
+/// checked as any outcome is). Any peer serves; of the blocks each peer serves, the longest
+/// run that proves from `from` on is kept, so one lying peer can neither add an outcome nor
+/// hide one inside the run (a run may end early: the newest blocks may not carry f+1 votes
+/// yet).
+///
+/// # Errors
+/// [`ClientError::NoQuorum`] when no peer serves a single proven block though blocks exist.
+pub async fn proven_blocks(
+    peers: &PeerSet,
+    from: u64,
+    limit: u32,
+) -> Result<Vec<v1::Block>, ClientError> {
+    let mut problems = Vec::new();
+    let mut best: Vec<v1::Block> = Vec::new();
+    let mut any_served = false;
+    for (i, name) in peers.names().iter().enumerate() {
+        let blocks = match peers
+            .peer(i)
+            .get_blocks(v1::GetBlocksRequest { from, limit })
+            .await
+        {
+            Ok(answer) => answer.into_inner().blocks,
+            Err(status) => {
+                problems.push(format!("{name}: {}", status.message()));
+                continue;
+            }
+        };
+        any_served |= !blocks.is_empty();
+        let mut proven = 0;
+        for (k, block) in blocks.iter().enumerate() {
+            let expected = from.saturating_add(k as u64);
+            if let Err(why) = prove_block(peers, block, expected).await {
+                problems.push(format!("{name}: block {expected}: {why}"));
+                break;
+            }
+            proven = k + 1;
+        }
+        if proven > best.len() {
+            best = blocks.into_iter().take(proven).collect();
+        }
+        if best.len() == limit as usize {
+            break;
+        }
+    }
+    if best.is_empty() && any_served {
+        return Err(ClientError::NoQuorum {
+            needed: peers.votes_needed(),
+            detail: problems.join("; "),
+        });
+    }
+    Ok(best)
+}
+
+/// Checks that `block` is block `number` and that its outcomes are proven (see
+/// [`proven_blocks`]).
+async fn prove_block(peers: &PeerSet, block: &v1::Block, number: u64) -> Result<(), String> {
+    let header = block.header.as_ref().ok_or("no header")?;
+    if header.number != number {
+        return Err(format!("served as block {}", header.number));
+    }
+    if block.envelopes.is_empty() && block.results.is_empty() {
+        return Ok(());
+    }
+    if block.envelopes.len() != block.results.len() {
+        return Err("not one result per transaction".into());
+    }
+    let (envelope, proof) = outcome_of(block, 0)?;
+    let decoded = v1::Envelope::decode(envelope.as_slice()).map_err(|e| e.to_string())?;
+    peers
+        .check_proof(&decoded, Some(proof))
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// The envelope at `index` of `block` and its proof, with the votes the block carries.

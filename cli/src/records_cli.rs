@@ -13,6 +13,7 @@ use medledger_sdk::error::ClientError;
 use medledger_sdk::files::{self, Destination, Reader};
 use medledger_sdk::patient::RecordKeys;
 use medledger_sdk::peer::PeerSet;
+use medledger_sdk::reasons;
 use medledger_sdk::wallet::Wallet;
 use prost::Message;
 use serde_json::json;
@@ -404,9 +405,19 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
         PatientCommand::Permissions => {
             let (mut keys, peers) = own_record(cli, &wallet).await?;
             let (rotations, _) = rotate_due(cli, &wallet, &peers, &mut keys, None).await?;
-            let (list, height): (v1::PermissionList, _) = peers
+            let (mut list, height): (v1::PermissionList, _) = peers
                 .query_agreed_at("list_permissions", keys.patient_args())
                 .await?;
+            let record_key = keys.record_encryption_key();
+            for p in &mut list.permissions {
+                p.reason = reasons::shown(
+                    p.sealed_reason.as_ref(),
+                    &keys.pseudonym,
+                    &p.category,
+                    &p.grantee,
+                    [&record_key],
+                );
+            }
             let mut output = permissions_output(&list.permissions).reflecting(height);
             for rotation in &rotations {
                 output
@@ -424,7 +435,19 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
         }
         PatientCommand::Audit { format } => {
             let (keys, peers) = own_record(cli, &wallet).await?;
-            let entries = audit_trail(&peers, &keys.pseudonym).await?;
+            let mut entries = audit_trail(&peers, &keys.pseudonym).await?;
+            let record_key = keys.record_encryption_key();
+            for e in &mut entries {
+                if e.sealed_reason.is_some() {
+                    e.reason = reasons::shown(
+                        e.sealed_reason.as_ref(),
+                        &keys.pseudonym,
+                        &e.category,
+                        &e.actor,
+                        [&record_key],
+                    );
+                }
+            }
             let fhir = audit_fhir(&keys.pseudonym, &entries);
             Ok(match format {
                 AuditFormat::Fhir => Output {
@@ -870,19 +893,15 @@ pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Outp
             reason,
             minutes,
         } => {
-            let committed = peers
-                .submit(
-                    "emergency_access",
-                    v1::EmergencyAccessArgs {
-                        pseudonym: pseudonym_arg(patient)?.to_vec(),
-                        category: category.clone(),
-                        reason: reason.clone(),
-                        duration_seconds: minutes.map(|m| m * 60).unwrap_or(0),
-                    }
-                    .encode_to_vec(),
-                )
-                .await?
-                .into_valid()?;
+            let pseudonym = pseudonym_arg(patient)?;
+            let committed = emergency_access(
+                &peers,
+                &pseudonym,
+                category,
+                (&wallet.info.name, reason),
+                minutes.map(|m| m * 60),
+            )
+            .await?;
             let id = v1::IdResult::decode(committed.result.as_slice())
                 .map(|r| r.id)
                 .unwrap_or_default();
@@ -1133,8 +1152,45 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
     }
 }
 
+/// Breaks the glass: the reason sealed on this machine to the readers the ledger names
+/// (`reasons::readers`, f+1 peers agreeing), then the transaction. Asked once more when the
+/// readers changed in between (an auditor named or removed): the chaincode says so.
+async fn emergency_access(
+    peers: &PeerSet,
+    pseudonym: &[u8],
+    category: &str,
+    (author, reason): (&str, &str),
+    duration_seconds: Option<i64>,
+) -> Result<medledger_sdk::peer::Committed, ClientError> {
+    let mut readers = reasons::readers(peers, pseudonym).await?;
+    let mut asked_again = false;
+    loop {
+        let args = v1::EmergencyAccessArgs {
+            pseudonym: pseudonym.to_vec(),
+            category: category.to_string(),
+            sealed_reason: Some(reasons::seal(
+                reason, pseudonym, category, author, &readers,
+            )?),
+            duration_seconds: duration_seconds.unwrap_or(0),
+            ..Default::default()
+        };
+        let committed = peers
+            .submit("emergency_access", args.encode_to_vec())
+            .await?;
+        if !asked_again && !committed.is_valid() {
+            asked_again = true;
+            let now = reasons::readers(peers, pseudonym).await?;
+            if now != readers {
+                readers = now;
+                continue;
+            }
+        }
+        return committed.into_valid();
+    }
+}
+
 /// The words for an audit entry: a denial's, rendered from its code, or the caller's own
-/// reason (an emergency access).
+/// reason (an emergency access, opened by this client into the entry's `reason`).
 fn entry_words(e: &v1::AuditEntry) -> String {
     match &e.denied {
         Some(denied) => medledger_chaincode::describe_denial(denied),

@@ -51,6 +51,16 @@ impl EncryptionPublicKey {
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0
     }
+
+    /// Whether this key is of small order (RFC 7748 §6.1): every private key agrees with it
+    /// on the all-zero secret, so nothing can be sealed to it. Tested as RFC 7748 says, by
+    /// the all-zero output of X25519 with a fixed private key (clamping makes every scalar a
+    /// multiple of the cofactor 8, which sends exactly the small-order points to zero).
+    pub fn has_small_order(&self) -> bool {
+        let probe = x25519_dalek::StaticSecret::from([0x42; 32]);
+        let shared = probe.diffie_hellman(&x25519_dalek::PublicKey::from(self.0));
+        !shared.was_contributory()
+    }
 }
 
 impl std::fmt::Display for EncryptionPublicKey {

@@ -13,6 +13,8 @@
 //!   revocation and role checks on certificates issued by the membership CA.
 //! - [`FileEncryptor`] / [`FileDecryptor`]: the encrypted file format (AES-256-GCM STREAM).
 //! - [`wrap_key`] / [`unwrap_key`]: HPKE (RFC 9180) wrapping of file keys and category keys.
+//! - [`seal_text`] / [`open_text`]: free text (an emergency access's reason) sealed to its
+//!   readers, the record's owner ([`derive_record_encryption_key`]) and the auditors.
 //! - [`derive_pseudonym`]: the patient pseudonym `HMAC-SHA256(K, "pseudonym" ‖ UII)`.
 
 mod certificate;
@@ -22,6 +24,7 @@ mod file;
 mod hashing;
 mod identity;
 mod pseudonym;
+mod sealed;
 mod signing;
 mod wrap;
 
@@ -42,7 +45,11 @@ pub use identity::{
     MAX_ATTRIBUTES, MAX_NAME_LEN, Role, validate_name,
 };
 pub use pseudonym::{
-    PSEUDONYM_LEN, PatientKey, Pseudonym, derive_pseudonym, derive_study_pseudonym,
+    PSEUDONYM_LEN, PatientKey, Pseudonym, derive_pseudonym, derive_record_encryption_key,
+    derive_study_pseudonym,
+};
+pub use sealed::{
+    KEY_COMMITMENT_LEN, SEALED_TEXT_TAG_LEN, SealError, SealedText, open_text, seal_text,
 };
 pub use signing::{
     SIGNATURE_LEN, Signature, SignatureDomain, SignatureError, SigningIdentity, VerifyingKey,

@@ -13,6 +13,7 @@ pub const PSEUDONYM_LEN: usize = 32;
 
 const PSEUDONYM_LABEL: &[u8] = b"pseudonym";
 const STUDY_LABEL: &[u8] = b"study";
+const RECORD_KEY_LABEL: &[u8] = b"record-encryption-key";
 
 /// The patient's 256-bit pseudonym key `K_patient`. Zeroized when dropped.
 pub struct PatientKey(Zeroizing<[u8; 32]>);
@@ -66,6 +67,19 @@ pub fn derive_study_pseudonym(key: &PatientKey, study_id: &str) -> Pseudonym {
     mac.update(STUDY_LABEL);
     mac.update(study_id.as_bytes());
     Pseudonym(mac.finalize().into_bytes().into())
+}
+
+/// The record's X25519 key, to which free text about the record is sealed
+/// ([`crate::seal_text`]): HPKE's DeriveKeyPair (RFC 9180 §7.1.3) of
+/// `HMAC-SHA256(K, "record-encryption-key")`. Derived, not stored: whoever holds `K` holds
+/// it, across renewals of the patient's certificate, and an erasure that destroys `K`
+/// destroys it.
+pub fn derive_record_encryption_key(key: &PatientKey) -> crate::EncryptionKey {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes())
+        .expect("HMAC accepts keys of any length");
+    mac.update(RECORD_KEY_LABEL);
+    let ikm = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+    crate::derive_encryption_key(ikm.as_ref())
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! moved to another place on the ledger and still open:
 //! - a file's data key (DEK), wrapped to the patient's category public key, bound to the item id;
 //! - a category private key, wrapped to a grantee's enrollment X25519 key, bound to the patient's
-//!   pseudonym, the category and the key epoch.
+//!   pseudonym, the category and the key epoch;
+//! - the content key of a sealed text ([`crate::seal_text`]), wrapped to each of its readers,
+//!   bound to the record and the category the text is about and to its author.
 //!
 //! A wrapped key is `enc (32) ‖ ciphertext (32) ‖ tag (16)`: 80 bytes.
 
@@ -23,6 +25,7 @@ pub const WRAPPED_KEY_LEN: usize = 32 + 32 + 16;
 
 const INFO_FILE_KEY: &[u8] = b"medledger/v1/file-key";
 const INFO_CATEGORY_KEY: &[u8] = b"medledger/v1/category-key";
+const INFO_TEXT_KEY: &[u8] = b"medledger/v1/text-key";
 
 /// What a wrapped key protects. It becomes HPKE's `info` and associated data.
 #[derive(Clone, Copy, Debug)]
@@ -35,6 +38,14 @@ pub enum WrapContext<'a> {
         category: &'a str,
         epoch: u32,
     },
+    /// The content key of a text `author` (an enrollment name) sealed about one category of
+    /// one record (an emergency access's reason): a sealed text copied under another
+    /// clinician's name does not open.
+    TextKey {
+        pseudonym: &'a [u8],
+        category: &'a str,
+        author: &'a str,
+    },
 }
 
 impl WrapContext<'_> {
@@ -42,10 +53,11 @@ impl WrapContext<'_> {
         match self {
             WrapContext::FileKey { .. } => INFO_FILE_KEY,
             WrapContext::CategoryKey { .. } => INFO_CATEGORY_KEY,
+            WrapContext::TextKey { .. } => INFO_TEXT_KEY,
         }
     }
 
-    fn aad(&self) -> Vec<u8> {
+    pub(crate) fn aad(&self) -> Vec<u8> {
         let mut aad = Vec::new();
         match self {
             WrapContext::FileKey { item_id } => put_field(&mut aad, item_id.as_bytes()),
@@ -57,6 +69,15 @@ impl WrapContext<'_> {
                 put_field(&mut aad, pseudonym);
                 put_field(&mut aad, category.as_bytes());
                 aad.extend_from_slice(&epoch.to_be_bytes());
+            }
+            WrapContext::TextKey {
+                pseudonym,
+                category,
+                author,
+            } => {
+                put_field(&mut aad, pseudonym);
+                put_field(&mut aad, category.as_bytes());
+                put_field(&mut aad, author.as_bytes());
             }
         }
         aad

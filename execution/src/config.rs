@@ -207,12 +207,18 @@ pub fn check_policy(policy: &v1::AdminPolicy) -> Result<Admins, ConfigError> {
     Ok(Admins { keys, threshold })
 }
 
-/// An auditor a configuration names as a reader of its blocks: their name and signing key,
-/// as their enrollment certificate says.
+/// An auditor a configuration names as a reader of its blocks: their name, signing key and
+/// X25519 encryption key, as their enrollment certificate says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedAuditor {
     pub name: String,
     pub key: VerifyingKey,
+    /// What free text is sealed to for them (docs/adr/0013): an auditor renewing keeps the
+    /// old key in their wallet's key ring, so the certificate named here keeps opening.
+    pub encryption_key: [u8; 32],
+    /// The named certificate's serial: once it is revoked (the auditor's key compromised,
+    /// or the name revoked), nothing more is sealed to its key.
+    pub serial: Vec<u8>,
 }
 
 /// Checks the auditors a configuration names as readers of its blocks
@@ -253,6 +259,22 @@ pub fn check_auditors(
                 identity.name
             )));
         }
+        if identity.encryption_key.has_small_order() {
+            return Err(bad(format!(
+                "auditor {i} ({}) has an encryption key of small order, to which nothing can be \
+                 sealed",
+                identity.name
+            )));
+        }
+        if auditors
+            .iter()
+            .any(|a| a.encryption_key == identity.encryption_key.to_bytes())
+        {
+            return Err(bad(format!(
+                "auditor {i} ({}) has the encryption key of another named auditor",
+                identity.name
+            )));
+        }
         if auditors.iter().any(|a| a.key == identity.signing_key) {
             return Err(bad(format!(
                 "auditor {i} ({}) is named twice",
@@ -262,6 +284,8 @@ pub fn check_auditors(
         auditors.push(NamedAuditor {
             name: identity.name,
             key: identity.signing_key,
+            encryption_key: identity.encryption_key.to_bytes(),
+            serial: identity.serial,
         });
     }
     Ok(auditors)
@@ -342,6 +366,18 @@ impl Configuration {
         self.auditors
             .iter()
             .any(|a| a.key == *key && a.name == name)
+    }
+
+    /// The encryption keys of the named auditors whose certificate `is_revoked` does not
+    /// name, in the configuration's order: what the chaincode requires free text to be sealed
+    /// to besides the record's owner ([`medledger_chaincode::Stub::auditor_keys`],
+    /// docs/adr/0013). Revocations are on the ledger, so every peer computes the same list.
+    pub fn auditor_keys(&self, is_revoked: impl Fn(&[u8]) -> bool) -> Vec<[u8; 32]> {
+        self.auditors
+            .iter()
+            .filter(|a| !is_revoked(&a.serial))
+            .map(|a| a.encryption_key)
+            .collect()
     }
 
     /// The PBFT core's configuration for this configuration's replicas in the epoch that

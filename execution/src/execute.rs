@@ -171,6 +171,11 @@ pub fn execute_block<S: WorldState + ?Sized>(
         configuration_pending: false,
         read_failure: RefCell::new(None),
     };
+    // The auditors free text is sealed to: those named in force whose certificate is not
+    // revoked, made again after a revocation in this block.
+    let mut auditor_keys = facts
+        .configuration
+        .auditor_keys(|serial| facts.is_revoked(serial));
     let mut commit = BlockCommit::default();
     let mut block_writes = WriteSet::new();
     let mut last_writer: BTreeMap<String, TxLocation> = BTreeMap::new();
@@ -221,6 +226,9 @@ pub fn execute_block<S: WorldState + ?Sized>(
         match checked {
             Checked::Revocation { record, signed, .. } => {
                 facts.revoked.insert(record.serial.clone());
+                auditor_keys = facts
+                    .configuration
+                    .auditor_keys(|serial| facts.is_revoked(serial));
                 facts.sequence = record.sequence;
                 commit
                     .revocations
@@ -267,6 +275,7 @@ pub fn execute_block<S: WorldState + ?Sized>(
                     creator(&valid.identity),
                     tx_id,
                     time_s,
+                    &auditor_keys,
                 );
                 let outcome = invoke_isolated(&mut stub, &valid.transaction);
                 // A failed read stops execution whatever the chaincode made of it (returned

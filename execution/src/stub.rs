@@ -31,6 +31,7 @@ pub struct BlockStub<'a, S: WorldState + ?Sized> {
     creator: Creator,
     tx_id: [u8; 32],
     time_s: i64,
+    auditor_keys: &'a [[u8; 32]],
     budget: Budget,
     /// The first read of the committed state that failed: latched here, not only returned,
     /// so that a chaincode that drops the error (or panics after it) cannot turn a fault of
@@ -40,7 +41,9 @@ pub struct BlockStub<'a, S: WorldState + ?Sized> {
 
 impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
     /// A stub for transaction `tx_id` by `creator` at consensus time `time_s` (Unix
-    /// seconds), reading `view` under the block's writes so far.
+    /// seconds), reading `view` under the block's writes so far, under a configuration
+    /// naming auditors with the encryption keys `auditor_keys`
+    /// ([`crate::config::Configuration::auditor_keys`]).
     pub fn new(
         view: &'a S,
         block_writes: &'a WriteSet,
@@ -48,6 +51,7 @@ impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
         creator: Creator,
         tx_id: [u8; 32],
         time_s: i64,
+        auditor_keys: &'a [[u8; 32]],
     ) -> BlockStub<'a, S> {
         BlockStub {
             view,
@@ -58,6 +62,7 @@ impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
             creator,
             tx_id,
             time_s,
+            auditor_keys,
             budget: Budget::default(),
             storage_failure: std::cell::RefCell::new(None),
         }
@@ -219,6 +224,10 @@ impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
 
     fn time(&self) -> i64 {
         self.time_s
+    }
+
+    fn auditor_keys(&self) -> &[[u8; 32]] {
+        self.auditor_keys
     }
 
     fn emit_event(&mut self, name: &str, payload: Vec<u8>) -> Result<(), StubError> {

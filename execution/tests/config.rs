@@ -825,3 +825,33 @@ fn a_change_checks_the_certificates_of_the_peers_it_adds_not_of_those_that_stay(
         Err(ConfigError::Peer { replica: 3, .. })
     ));
 }
+
+/// Issue 20 item 4, red team: nothing more is sealed to a named auditor whose certificate is
+/// revoked (their key compromised, or their name revoked) — before any admin acts.
+#[test]
+fn a_revoked_auditor_is_sealed_to_no_more() {
+    let n = net();
+    let mut configuration = (*n.current()).clone();
+    configuration.auditors = vec![
+        medledger_execution::config::NamedAuditor {
+            name: "audrey".into(),
+            key: n.clinician.verifying_key(),
+            encryption_key: [0x21; 32],
+            serial: vec![1, 2, 3],
+        },
+        medledger_execution::config::NamedAuditor {
+            name: "ann".into(),
+            key: n.admin.verifying_key(),
+            encryption_key: [0x22; 32],
+            serial: vec![4, 5, 6],
+        },
+    ];
+    assert_eq!(
+        configuration.auditor_keys(|_| false),
+        vec![[0x21; 32], [0x22; 32]]
+    );
+    assert_eq!(
+        configuration.auditor_keys(|serial| serial == [1, 2, 3]),
+        vec![[0x22; 32]]
+    );
+}

@@ -90,6 +90,8 @@ pub async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<PairHand
         rand::thread_rng().fill(&mut pseudonym);
         let register = v1::RegisterPatientArgs {
             pseudonym: pseudonym.to_vec(),
+            // Only its shape is the ledger's to check; no reason is sealed to it.
+            owner_encryption_key: vec![7; 32],
             category_keys: vec![v1::CategoryKey {
                 category: CATEGORY.into(),
                 public_key: vec![7; 32],

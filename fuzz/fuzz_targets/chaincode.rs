@@ -53,6 +53,46 @@ fn pseudonym(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
     })
 }
 
+/// The keys a reason may be sealed to: the two records' owner keys and the one auditor's
+/// ([`setup`]), or anything.
+fn reader_key(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<u8>> {
+    Ok(match u.int_in_range(0..=4u8)? {
+        0 => OWNER_KEYS[0].to_vec(),
+        1 => OWNER_KEYS[1].to_vec(),
+        2 | 3 => AUDITOR_KEY.to_vec(),
+        _ => Vec::<u8>::arbitrary(u)?,
+    })
+}
+
+/// A sealed reason: mostly well formed (the chaincode cannot open it, only check its shape
+/// and readers), sometimes anything.
+fn sealed(u: &mut Unstructured<'_>) -> arbitrary::Result<Option<v1::SealedText>> {
+    if u.ratio(1, 8)? {
+        return Ok(None);
+    }
+    let len = u.int_in_range(0..=600usize)?;
+    let mut readers = Vec::new();
+    for _ in 0..u.int_in_range(0..=4u8)? {
+        readers.push(v1::SealedTextReader {
+            public_key: reader_key(u)?,
+            wrapped_key: if u.ratio(7, 8)? {
+                vec![7; 80]
+            } else {
+                Vec::<u8>::arbitrary(u)?
+            },
+        });
+    }
+    Ok(Some(v1::SealedText {
+        ciphertext: vec![9; len],
+        readers,
+        key_commitment: if u.ratio(7, 8)? {
+            vec![5; 32]
+        } else {
+            Vec::<u8>::arbitrary(u)?
+        },
+    }))
+}
+
 fn text(u: &mut Unstructured<'_>, choices: &[&str]) -> arbitrary::Result<String> {
     if u.ratio(1, 4)? {
         String::arbitrary(u)
@@ -86,8 +126,13 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
         "emergency_access" => v1::EmergencyAccessArgs {
             pseudonym: pseudonym(u)?,
             category: text(u, &categories)?,
-            reason: text(u, &["unconscious in the emergency room"])?,
+            reason: if u.ratio(1, 8)? {
+                String::arbitrary(u)?
+            } else {
+                String::new()
+            },
             duration_seconds: i64::arbitrary(u)?,
+            sealed_reason: sealed(u)?,
         }
         .encode_to_vec(),
         "share_for_study" => v1::ShareForStudyArgs {
@@ -148,8 +193,12 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
     })
 }
 
+const OWNER_KEYS: [[u8; 32]; 2] = [[0x41; 32], [0x42; 32]];
+const AUDITOR_KEY: [u8; 32] = [0x50; 32];
+
 fn setup() -> MemoryLedger {
     let mut ledger = MemoryLedger::new();
+    ledger.set_auditor_keys(vec![AUDITOR_KEY]);
     for n in 1..=2u8 {
         let who = Creator {
             name: format!("patient-{n}"),
@@ -161,6 +210,7 @@ fn setup() -> MemoryLedger {
         };
         let args = v1::RegisterPatientArgs {
             pseudonym: vec![n; 32],
+            owner_encryption_key: OWNER_KEYS[usize::from(n - 1)].to_vec(),
             category_keys: medledger_chaincode::DEFAULT_CATEGORIES
                 .iter()
                 .map(|c| v1::CategoryKey {

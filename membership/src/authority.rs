@@ -1077,6 +1077,14 @@ fn requested_keys(
         .public_key;
     let encryption_key = EncryptionPublicKey::from_slice(encryption_key)
         .ok_or_else(|| invalid("encryption_public_key", "must be 32 bytes (X25519)"))?;
+    if encryption_key.has_small_order() {
+        // Nothing could be sealed or wrapped to it (RFC 7748 §6.1); named as an auditor it
+        // would stop every emergency access (docs/adr/0013).
+        return Err(invalid(
+            "encryption_public_key",
+            "is an X25519 key of small order, to which nothing can be encrypted",
+        ));
+    }
     Ok((subject_key, encryption_key))
 }
 
@@ -1291,15 +1299,23 @@ mod tests {
         let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
         let csr = build_signing_request(&key, "dr.alice").unwrap();
         assert!(matches!(
-            ca.enroll("dr.alice", &secret, b"junk", &[0; 32], NOW),
+            ca.enroll("dr.alice", &secret, b"junk", &[9; 32], NOW),
             Err(CaError::InvalidArgument { field: "csr", .. })
         ));
         assert!(matches!(
             ca.enroll("dr.alice", &secret, &csr, &[0; 16], NOW),
             Err(CaError::InvalidArgument { .. })
         ));
+        // A key of small order: nothing could be sealed to it (docs/adr/0013).
         assert!(matches!(
-            ca.enroll("dr.alice", "wrong", &csr, &[0; 32], NOW),
+            ca.enroll("dr.alice", &secret, &csr, &[0; 32], NOW),
+            Err(CaError::InvalidArgument {
+                field: "encryption_public_key",
+                ..
+            })
+        ));
+        assert!(matches!(
+            ca.enroll("dr.alice", "wrong", &csr, &[9; 32], NOW),
             Err(CaError::BadSecret)
         ));
         let record = ca.store.identity("dr.alice").unwrap().unwrap();

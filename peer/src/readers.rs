@@ -152,6 +152,8 @@ mod tests {
         configuration.auditors = vec![medledger_execution::config::NamedAuditor {
             name: named.name.clone(),
             key: named.signing_key,
+            encryption_key: named.encryption_key.to_bytes(),
+            serial: named.serial.clone(),
         }];
         let never_a_replica = |_: &VerifyingKey| None;
         assert_eq!(
@@ -209,7 +211,7 @@ mod tests {
                 clinician: "dr-a".into(),
                 category: "imaging".into(),
                 until: 5,
-                reason: "unconscious".into(),
+                ..Default::default()
             }
             .encode_to_vec(),
         }

@@ -28,6 +28,7 @@ use crate::votes::Votes;
 use medledger_execution::merkle::Tree;
 use medledger_execution::proof::build_proof;
 use medledger_execution::result_code::{chaincode_code, refusal_code};
+use medledger_execution::state::WorldState as _;
 use medledger_execution::stub::BlockStub;
 
 /// How long Submit waits for its transaction to commit.
@@ -215,6 +216,7 @@ impl LedgerService {
             creator(identity),
             [0; 32],
             medledger_tls::now_unix(),
+            &[],
         );
         let args = v1::PatientArgs {
             pseudonym: record.clone(),
@@ -371,7 +373,15 @@ impl LedgerService {
             .validator
             .check(&bytes, crate::driver::now_ms() as i64, &self.facts());
         let creator = match checked {
-            Ok(Checked::Transaction(valid)) => valid.identity.cert_hash,
+            Ok(Checked::Transaction(valid)) => {
+                // Words a client should have sealed never reach a block through this peer.
+                chaincode::check_before_ordering(
+                    &valid.transaction.function,
+                    &valid.transaction.args,
+                )
+                .map_err(|e| chaincode_status(&e))?;
+                valid.identity.cert_hash
+            }
             // Revocations come from the CA root, in sequence, and configuration updates from
             // a threshold of admins, one per sequence number: one identity each.
             Ok(Checked::Revocation { .. }) => [0; 32],
@@ -499,6 +509,11 @@ impl v1::ledger_server::Ledger for LedgerService {
         let view = LedgerState::new(&self.ledger, &self.shared.revocations);
         let height = view.height().map_err(internal)?;
         let empty = Default::default();
+        let auditor_keys = self
+            .shared
+            .configuration
+            .get()
+            .auditor_keys(|serial| view.is_revoked(serial));
         let stub = BlockStub::new(
             &view,
             &empty,
@@ -506,6 +521,7 @@ impl v1::ledger_server::Ledger for LedgerService {
             creator(&identity),
             [0; 32],
             medledger_tls::now_unix(),
+            &auditor_keys,
         );
         let answer = chaincode::query(&stub, &request.function, &request.args);
         if self.lies.keys && request.function == "check_access" {
@@ -524,6 +540,7 @@ impl v1::ledger_server::Ledger for LedgerService {
                 creator(&identity),
                 [0; 32],
                 medledger_tls::now_unix(),
+                &auditor_keys,
             );
             tracing::info!("lie told: a stale answer");
             let result = chaincode::query(&stub, &request.function, &request.args)

@@ -13,6 +13,7 @@
 //! - [`peer::PeerSet`]: signed transactions to every peer, f+1 matching receipts, queries.
 //! - [`files`]: client-side encryption, uploads and downloads through the gateway;
 //!   [`patient`]: a record's keys; [`research`]: study copies; [`store`]: object stores.
+//! - [`reasons`]: an emergency access's reason, sealed to the patient and the auditors.
 //! - [`deid`]: the FHIR de-identifier research copies go through (`medledger-deid`).
 //! - [`enroll`] / [`reenroll`]: create keys locally, send only a CSR and the X25519 public key;
 //!   [`renewal`]: a running process renews its certificate before it ends.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod files;
 pub mod patient;
 pub mod peer;
+pub mod reasons;
 pub mod renewal;
 pub mod research;
 pub mod rotation;

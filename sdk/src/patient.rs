@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use medledger_crypto::{
     EncryptionKey, EncryptionPublicKey, PatientKey, WrapContext, derive_pseudonym,
-    derive_study_pseudonym, wrap_key,
+    derive_record_encryption_key, derive_study_pseudonym, wrap_key,
 };
 use medledger_proto::v1;
 use serde::{Deserialize, Serialize};
@@ -128,6 +128,12 @@ impl RecordKeys {
             .map_err(|e| ClientError::wallet(self.path.parent().unwrap_or(Path::new(".")), e))
     }
 
+    /// The record's X25519 key, to which free text about it is sealed (an emergency access's
+    /// reason): derived from the pseudonym key, so every wallet holding this record has it.
+    pub fn record_encryption_key(&self) -> EncryptionKey {
+        derive_record_encryption_key(&self.patient_key)
+    }
+
     /// The arguments naming this record.
     pub fn patient_args(&self) -> v1::PatientArgs {
         v1::PatientArgs {
@@ -144,6 +150,11 @@ impl RecordKeys {
     ) -> v1::RegisterPatientArgs {
         v1::RegisterPatientArgs {
             pseudonym: self.pseudonym.to_vec(),
+            owner_encryption_key: self
+                .record_encryption_key()
+                .public_key()
+                .to_bytes()
+                .to_vec(),
             category_keys: self
                 .categories
                 .iter()

@@ -415,6 +415,8 @@ fn malformed_enrollments_are_invalid_arguments_and_spend_no_secret() {
             (b"not a csr".to_vec(), vec![1u8; 32]),
             (bad_signature, vec![1u8; 32]),
             (good_csr.clone(), vec![1u8; 31]),
+            // An X25519 key of small order: nothing could be sealed or wrapped to it.
+            (good_csr.clone(), vec![0u8; 32]),
         ];
         for (csr, key) in cases {
             let error = ca

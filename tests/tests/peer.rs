@@ -36,9 +36,18 @@ fn now_s() -> i64 {
     medledger_tls::now_unix()
 }
 
+/// The record key of the test record `pseudonym` (its pseudonym key taken to be the
+/// pseudonym's bytes, as only these tests do).
+fn record_key(pseudonym: &[u8; 32]) -> medledger_crypto::EncryptionKey {
+    medledger_crypto::derive_record_encryption_key(&medledger_crypto::PatientKey::from_bytes(
+        *pseudonym,
+    ))
+}
+
 fn register_args(pseudonym: &[u8; 32]) -> Vec<u8> {
     v1::RegisterPatientArgs {
         pseudonym: pseudonym.to_vec(),
+        owner_encryption_key: record_key(pseudonym).public_key().to_bytes().to_vec(),
         category_keys: vec![v1::CategoryKey {
             category: "lab-results".into(),
             public_key: vec![7; 32],
@@ -984,12 +993,50 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
         let dr_e = connect(&net, "dr-e", 0).await;
         let mut broke = Vec::new();
         for pseudonym in [&record, &joes] {
+            // Sealed here to the readers f+1 peers name: the record's owner and the auditor.
+            let readers = medledger_sdk::reasons::readers(&dr_e, pseudonym)
+                .await
+                .unwrap();
+            assert_eq!(readers.len(), 2, "the owner and the one named auditor");
             let args = v1::EmergencyAccessArgs {
                 pseudonym: pseudonym.to_vec(),
                 category: "lab-results".into(),
-                reason: "unconscious on arrival".into(),
+                sealed_reason: Some(
+                    medledger_sdk::reasons::seal(
+                        "unconscious on arrival",
+                        pseudonym,
+                        "lab-results",
+                        "dr-e",
+                        &readers,
+                    )
+                    .unwrap(),
+                ),
                 duration_seconds: 60,
+                ..Default::default()
             };
+            // Left out, the auditor is not asked for; the chaincode refuses it.
+            let without_auditor = v1::EmergencyAccessArgs {
+                sealed_reason: Some(
+                    medledger_sdk::reasons::seal(
+                        "unconscious on arrival",
+                        pseudonym,
+                        "lab-results",
+                        "dr-e",
+                        &readers[..1],
+                    )
+                    .unwrap(),
+                ),
+                ..args.clone()
+            };
+            let refused = dr_e
+                .submit("emergency_access", without_auditor.encode_to_vec())
+                .await
+                .unwrap();
+            assert_eq!(
+                refused.code,
+                tonic::Code::InvalidArgument as i32,
+                "{refused:?}"
+            );
             let c = dr_e
                 .submit("emergency_access", args.encode_to_vec())
                 .await
@@ -1030,6 +1077,36 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
         assert_eq!(e.events.len(), 1, "{e:?}");
         let event = v1::EmergencyAccessEvent::decode(e.events[0].payload.as_slice()).unwrap();
         assert_eq!(event.pseudonym, record.to_vec());
+        // The reason, sealed: Jane opens it with her record's key, the named auditor with
+        // theirs, the clinician who wrote it not at all; no block byte holds the words.
+        let sealed = event.sealed_reason.as_ref().expect("a sealed reason");
+        let open = |keys: Vec<&medledger_crypto::EncryptionKey>| {
+            medledger_sdk::reasons::open(sealed, &record, "lab-results", "dr-e", keys)
+        };
+        let words = "unconscious on arrival";
+        assert_eq!(open(vec![&record_key(&record)]).unwrap(), words);
+        let auditor = Wallet::open(&net.wallet("auditor")).unwrap();
+        assert_eq!(open(auditor.encryption_keys().collect()).unwrap(), words);
+        let clinician = Wallet::open(&net.wallet("dr-e")).unwrap();
+        assert!(open(clinician.encryption_keys().collect()).is_err());
+        let block_bytes: Vec<u8> = connect(&net, "auditor", 0)
+            .await
+            .peer(0)
+            .get_blocks(v1::GetBlocksRequest {
+                from: 1,
+                limit: 1000,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .blocks
+            .iter()
+            .flat_map(Message::encode_to_vec)
+            .collect();
+        assert!(
+            !block_bytes.windows(11).any(|w| w == b"unconscious"),
+            "a reason in clear in a block"
+        );
         // Nothing of Joe: neither his transactions nor the access to his record.
         assert!(
             seen.iter()

@@ -54,6 +54,93 @@ pub fn pseudonym(n: u8) -> Vec<u8> {
     vec![n; 32]
 }
 
+/// Patient `n`'s record key (from the pseudonym key [n; 32]), as their client derives it.
+pub fn record_key(n: u8) -> medledger_crypto::EncryptionKey {
+    medledger_crypto::derive_record_encryption_key(&medledger_crypto::PatientKey::from_bytes(
+        [n; 32],
+    ))
+}
+
+/// The author every test reason is sealed under (the clinician tests break the glass as).
+pub const AUTHOR: &str = "dr.er";
+
+/// `text` by [`AUTHOR`] about `category` of patient `n`'s record, sealed to `readers` as a
+/// clinician's client seals it.
+pub fn seal_to(
+    n: u8,
+    category: &str,
+    text: &str,
+    readers: &[medledger_crypto::EncryptionPublicKey],
+) -> v1::SealedText {
+    let pseudonym = pseudonym(n);
+    let sealed = medledger_crypto::seal_text(
+        text,
+        readers,
+        medledger_crypto::WrapContext::TextKey {
+            pseudonym: &pseudonym,
+            category,
+            author: AUTHOR,
+        },
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    sealed_proto(sealed)
+}
+
+/// A sealed text as the ledger carries it.
+pub fn sealed_proto(sealed: medledger_crypto::SealedText) -> v1::SealedText {
+    v1::SealedText {
+        ciphertext: sealed.ciphertext,
+        key_commitment: sealed.key_commitment,
+        readers: sealed
+            .readers
+            .into_iter()
+            .map(|(key, wrapped)| v1::SealedTextReader {
+                public_key: key.to_bytes().to_vec(),
+                wrapped_key: wrapped,
+            })
+            .collect(),
+    }
+}
+
+/// `text` sealed to patient `n`'s record key alone (a network naming no auditor).
+pub fn sealed_reason(n: u8, category: &str, text: &str) -> Option<v1::SealedText> {
+    Some(seal_to(n, category, text, &[record_key(n).public_key()]))
+}
+
+/// What a reader opens of a sealed reason about `category` of patient `n`'s record.
+pub fn open_reason(
+    key: &medledger_crypto::EncryptionKey,
+    n: u8,
+    category: &str,
+    sealed: &v1::SealedText,
+) -> Result<String, medledger_crypto::SealError> {
+    let pseudonym = pseudonym(n);
+    let sealed = medledger_crypto::SealedText {
+        ciphertext: sealed.ciphertext.clone(),
+        key_commitment: sealed.key_commitment.clone(),
+        readers: sealed
+            .readers
+            .iter()
+            .map(|r| {
+                (
+                    medledger_crypto::EncryptionPublicKey::from_slice(&r.public_key).unwrap(),
+                    r.wrapped_key.clone(),
+                )
+            })
+            .collect(),
+    };
+    medledger_crypto::open_text(
+        key,
+        &sealed,
+        medledger_crypto::WrapContext::TextKey {
+            pseudonym: &pseudonym,
+            category,
+            author: AUTHOR,
+        },
+    )
+}
+
 pub struct World {
     pub ledger: MemoryLedger,
 }
@@ -107,6 +194,7 @@ impl World {
     pub fn register_patient(&mut self, n: u8, t: i64) {
         let args = v1::RegisterPatientArgs {
             pseudonym: pseudonym(n),
+            owner_encryption_key: record_key(n).public_key().to_bytes().to_vec(),
             category_keys: medledger_chaincode::DEFAULT_CATEGORIES
                 .iter()
                 .map(|c| v1::CategoryKey {
