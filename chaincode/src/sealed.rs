@@ -23,7 +23,8 @@ pub const MAX_SEALED_READERS: usize = 33;
 
 /// X25519 public keys of small order, as encoded (RFC 7748; the list libsodium's
 /// `has_small_order` refuses): any private key agrees with them on an all-zero secret, so
-/// nothing can be sealed to them. The top bit of the last byte is ignored, as X25519 does.
+/// nothing can be sealed to them. (Their variants with the top bit set are refused as not
+/// canonical.)
 pub const SMALL_ORDER: [[u8; 32]; 7] = [
     [0; 32],
     [
@@ -53,8 +54,8 @@ const fn high(first: u8) -> [u8; 32] {
     key
 }
 
-/// Checks that `key` is an X25519 public key something can be sealed to: 32 bytes, not of
-/// small order.
+/// Checks that `key` is an X25519 public key something can be sealed to: 32 bytes, its top
+/// bit clear (RFC 7748 §5 encodings as X25519 makes them), not of small order.
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` naming `field`.
@@ -65,9 +66,15 @@ pub fn encryption_key(field: &'static str, key: &[u8]) -> Result<(), ChaincodeEr
             format!("must be {KEY_LEN} bytes, got {}", key.len()),
         ));
     };
-    let mut masked = key;
-    masked[31] &= 0x7f;
-    if SMALL_ORDER.contains(&masked) {
+    if key[31] & 0x80 != 0 {
+        // X25519 ignores the top bit, HPKE does not: a key with it set is not the encoding
+        // of its own point, and a wrapped key would not open for its holder.
+        return Err(ChaincodeError::invalid(
+            field,
+            "is not a canonical X25519 key (its top bit is set)",
+        ));
+    }
+    if SMALL_ORDER.contains(&key) {
         return Err(ChaincodeError::invalid(
             field,
             "is an X25519 key of small order, to which nothing can be sealed",
@@ -208,7 +215,7 @@ mod tests {
             assert!(encryption_key("k", &key).is_err());
             let mut top = key;
             top[31] |= 0x80;
-            assert!(encryption_key("k", &top).is_err(), "top bit ignored");
+            assert!(encryption_key("k", &top).is_err(), "not canonical");
         }
         assert!(encryption_key("k", &[9; 32]).is_ok());
         assert!(encryption_key("k", &[9; 31]).is_err());

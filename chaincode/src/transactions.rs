@@ -770,8 +770,6 @@ pub fn emergency_access(
 ) -> Result<Vec<u8>, ChaincodeError> {
     let mut patient = load_patient(stub, &args.pseudonym)?;
     require_category(stub, &args.category)?;
-    sealed::refuse_clear_reason(&args.reason)?;
-    sealed::check_reason(stub, &patient.record, args.sealed_reason.as_ref())?;
     let duration = match args.duration_seconds {
         0 => MAX_EMERGENCY_SECONDS,
         d if (1..=MAX_EMERGENCY_SECONDS).contains(&d) => d,
@@ -795,6 +793,10 @@ pub fn emergency_access(
     if creator.attribute_at("emergency", t) != Some("true") {
         return Err(ChaincodeError::denied(Denial::NotEmergencyClinician).audited_at(context));
     }
+    // After the rules on who may ask, so that an attempt by someone who may not is on the
+    // patient's trail whatever it carries.
+    sealed::refuse_clear_reason(&args.reason)?;
+    sealed::check_reason(stub, &patient.record, args.sealed_reason.as_ref())?;
     let until = limits::add_i64("emergency window", t, duration)?;
     let permission = Permission {
         grantee: creator.name.clone(),
@@ -804,7 +806,6 @@ pub fn emergency_access(
         until,
         granted_at: t,
         emergency: true,
-        sealed_reason: args.sealed_reason.clone(),
         ..Permission::default()
     };
     let id = store_permission(stub, &mut patient, permission)?;

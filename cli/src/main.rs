@@ -755,8 +755,16 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
             proof_cli::write_proof(&peers, args.block, args.index, &args.out).await
         }
         LedgerCommand::Emergencies { from, limit } => {
-            let blocks = proof_cli::proven_blocks(&peers, *from, *limit).await?;
-            Ok(emergencies_output(&blocks, &wallet))
+            let (blocks, cut) = proof_cli::proven_blocks(&peers, *from, *limit).await?;
+            let mut output = emergencies_output(&blocks, &wallet);
+            if !cut.is_empty() {
+                // Said, not hidden: the next block did not check on any peer (yet).
+                output.text.push_str(&format!(
+                    "\nStopped before the next block: no peer served it with f+1 votes ({cut})."
+                ));
+                output.json["stopped"] = json!(cut);
+            }
+            Ok(output)
         }
         LedgerCommand::Blocks { from, limit } => {
             let blocks = fetch_blocks(&peers, *from, *limit).await?;

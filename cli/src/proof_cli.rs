@@ -33,6 +33,10 @@ pub async fn write_proof(
 ) -> Result<Output, ClientError> {
     let mut problems = Vec::new();
     for (i, name) in peers.names().iter().enumerate() {
+        // Following the configuration while checking may change the peers.
+        if i >= peers.n() {
+            break;
+        }
         let served = peers
             .peer(i)
             .get_block(v1::GetBlockRequest { number: block })
@@ -88,26 +92,32 @@ pub async fn write_proof(
     })
 }
 
-/// Blocks `from..` (at most `limit`) whose outcomes are proven: each block with transactions
-/// carries f+1 peers' votes on its header, and its results, every one, hash to the header's
-/// result root (a proof of its first outcome is built over the tree of all of them and
-/// checked as any outcome is). Any peer serves; of the blocks each peer serves, the longest
-/// run that proves from `from` on is kept, so one lying peer can neither add an outcome nor
-/// hide one inside the run (a run may end early: the newest blocks may not carry f+1 votes
-/// yet).
+/// Blocks `from..` (at most `limit`), each checked whole against the configuration chain
+/// (`PeerSet::check_block`: f+1 peers' votes on its header, its envelopes and every result,
+/// events included, under the header's roots). Any peer serves; of the blocks each peer
+/// serves, the longest run that checks from `from` on is kept, so one lying peer can neither
+/// add an outcome nor hide one inside the run. The run may end early (the newest blocks may
+/// not carry f+1 votes yet, or every peer failed at a block): the second value says why it
+/// ended where it did, empty when it reached `limit` or the end of the ledger.
 ///
 /// # Errors
-/// [`ClientError::NoQuorum`] when no peer serves a single proven block though blocks exist.
+/// [`ClientError::NoQuorum`] when no peer serves a single checked block though blocks exist.
 pub async fn proven_blocks(
     peers: &PeerSet,
     from: u64,
     limit: u32,
-) -> Result<Vec<v1::Block>, ClientError> {
+) -> Result<(Vec<v1::Block>, String), ClientError> {
     let mut problems = Vec::new();
     let mut best: Vec<v1::Block> = Vec::new();
+    // Whether the run kept ended at a block that did not check (rather than at the end).
+    let mut best_cut = false;
     let mut any_served = false;
     for (i, name) in peers.names().iter().enumerate() {
-        let blocks = match peers
+        // Following the configuration while checking may change the peers.
+        if i >= peers.n() {
+            break;
+        }
+        let mut blocks = match peers
             .peer(i)
             .get_blocks(v1::GetBlocksRequest { from, limit })
             .await
@@ -118,20 +128,29 @@ pub async fn proven_blocks(
                 continue;
             }
         };
+        blocks.truncate(limit as usize);
         any_served |= !blocks.is_empty();
         let mut proven = 0;
+        let mut cut = false;
         for (k, block) in blocks.iter().enumerate() {
             let expected = from.saturating_add(k as u64);
-            if let Err(why) = prove_block(peers, block, expected).await {
+            let checked = match block.header.as_ref().map(|h| h.number) {
+                Some(n) if n != expected => Err(format!("served as block {n}")),
+                _ => peers.check_block(block).await,
+            };
+            if let Err(why) = checked {
                 problems.push(format!("{name}: block {expected}: {why}"));
+                cut = true;
                 break;
             }
             proven = k + 1;
         }
-        if proven > best.len() {
+        if proven > best.len() || (proven == best.len() && best_cut && !cut) {
             best = blocks.into_iter().take(proven).collect();
+            best_cut = cut;
         }
         if best.len() == limit as usize {
+            best_cut = false;
             break;
         }
     }
@@ -141,29 +160,10 @@ pub async fn proven_blocks(
             detail: problems.join("; "),
         });
     }
-    Ok(best)
-}
-
-/// Checks that `block` is block `number` and that its outcomes are proven (see
-/// [`proven_blocks`]).
-async fn prove_block(peers: &PeerSet, block: &v1::Block, number: u64) -> Result<(), String> {
-    let header = block.header.as_ref().ok_or("no header")?;
-    if header.number != number {
-        return Err(format!("served as block {}", header.number));
+    if !best_cut {
+        problems.clear();
     }
-    if block.envelopes.is_empty() && block.results.is_empty() {
-        return Ok(());
-    }
-    if block.envelopes.len() != block.results.len() {
-        return Err("not one result per transaction".into());
-    }
-    let (envelope, proof) = outcome_of(block, 0)?;
-    let decoded = v1::Envelope::decode(envelope.as_slice()).map_err(|e| e.to_string())?;
-    peers
-        .check_proof(&decoded, Some(proof))
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    Ok((best, problems.join("; ")))
 }
 
 /// The envelope at `index` of `block` and its proof, with the votes the block carries.

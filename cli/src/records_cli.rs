@@ -405,19 +405,9 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
         PatientCommand::Permissions => {
             let (mut keys, peers) = own_record(cli, &wallet).await?;
             let (rotations, _) = rotate_due(cli, &wallet, &peers, &mut keys, None).await?;
-            let (mut list, height): (v1::PermissionList, _) = peers
+            let (list, height): (v1::PermissionList, _) = peers
                 .query_agreed_at("list_permissions", keys.patient_args())
                 .await?;
-            let record_key = keys.record_encryption_key();
-            for p in &mut list.permissions {
-                p.reason = reasons::shown(
-                    p.sealed_reason.as_ref(),
-                    &keys.pseudonym,
-                    &p.category,
-                    &p.grantee,
-                    [&record_key],
-                );
-            }
             let mut output = permissions_output(&list.permissions).reflecting(height);
             for rotation in &rotations {
                 output
@@ -438,7 +428,10 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             let mut entries = audit_trail(&peers, &keys.pseudonym).await?;
             let record_key = keys.record_encryption_key();
             for e in &mut entries {
-                if e.sealed_reason.is_some() {
+                if e.sealed_reason.is_none() {
+                    // Words an older build stored in clear: shown, neutralised.
+                    e.reason = reasons::neutralised(&e.reason);
+                } else {
                     e.reason = reasons::shown(
                         e.sealed_reason.as_ref(),
                         &keys.pseudonym,
@@ -677,7 +670,7 @@ fn permissions_output(list: &[v1::Permission]) -> Output {
             },
             if p.anonymize { " (anonymized)" } else { "" },
             if p.emergency {
-                format!("  EMERGENCY: {}", p.reason)
+                "  EMERGENCY (its reason is on the trail: patient audit)".to_string()
             } else {
                 String::new()
             },
@@ -690,7 +683,7 @@ fn permissions_output(list: &[v1::Permission]) -> Output {
             "rights": rights_text(&p.rights).split('+').collect::<Vec<_>>(),
             "from": format_time(p.from), "until": format_time(p.until),
             "state": permission_state(p, now), "study": p.study_id, "anonymize": p.anonymize,
-            "emergency": p.emergency, "reason": p.reason, "revoked_at": (p.revoked_at != 0).then(|| format_time(p.revoked_at)),
+            "emergency": p.emergency, "revoked_at": (p.revoked_at != 0).then(|| format_time(p.revoked_at)),
         })).collect::<Vec<_>>()}),
     }
 }

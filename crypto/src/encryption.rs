@@ -57,6 +57,17 @@ impl EncryptionPublicKey {
     /// the all-zero output of X25519 with a fixed private key (clamping makes every scalar a
     /// multiple of the cofactor 8, which sends exactly the small-order points to zero).
     pub fn has_small_order(&self) -> bool {
+        self.small_order()
+    }
+
+    /// Whether the key is one something can be encrypted to and opened by its holder: not of
+    /// [small order](Self::has_small_order), and canonically encoded (the top bit, which
+    /// X25519 ignores and HPKE does not, clear).
+    pub fn is_usable(&self) -> bool {
+        self.0[31] & 0x80 == 0 && !self.small_order()
+    }
+
+    fn small_order(&self) -> bool {
         let probe = x25519_dalek::StaticSecret::from([0x42; 32]);
         let shared = probe.diffie_hellman(&x25519_dalek::PublicKey::from(self.0));
         !shared.was_contributory()

@@ -259,10 +259,10 @@ pub fn check_auditors(
                 identity.name
             )));
         }
-        if identity.encryption_key.has_small_order() {
+        if !identity.encryption_key.is_usable() {
             return Err(bad(format!(
-                "auditor {i} ({}) has an encryption key of small order, to which nothing can be \
-                 sealed",
+                "auditor {i} ({}) has an encryption key of small order or not canonical, to \
+                 which nothing can be sealed",
                 identity.name
             )));
         }

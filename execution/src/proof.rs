@@ -105,6 +105,69 @@ pub fn check_vote(
     .map_err(|_| format!("replica {}'s signature does not verify", vote.replica))
 }
 
+/// Checks that f+1 distinct peers of `configuration` signed `header` among `votes` (at
+/// most one vote per peer counted, at most n votes looked at).
+fn check_votes(
+    configuration: &Configuration,
+    header: &v1::BlockHeader,
+    votes: &[v1::ReplicaSignature],
+) -> Result<(), ProofError> {
+    let hash = header_hash(header);
+    // Bounded before any signature is checked: at most one vote per peer.
+    if votes.len() > configuration.peer_keys.len() {
+        return Err(ProofError::TooManyVotes(votes.len()));
+    }
+    let mut signers = std::collections::BTreeSet::new();
+    for (index, vote) in votes.iter().enumerate() {
+        if !signers.insert(vote.replica) {
+            continue;
+        }
+        check_vote(configuration, header.number, &hash, vote)
+            .map_err(|why| ProofError::BadVote { index, why })?;
+    }
+    let needed = configuration.weak_quorum();
+    if signers.len() < needed {
+        return Err(ProofError::TooFewVotes {
+            got: signers.len(),
+            needed,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a whole block as a peer served it, against the configurations the caller knows:
+/// its header is format 2 and of a known configuration, f+1 distinct peers of it signed the
+/// header (the votes the block carries), its envelopes hash to the header's `tx_root` and
+/// its results, one per envelope, to its `result_root`. Then every outcome the block lists
+/// (events included) is the one the peers signed, whatever its status, and none is missing.
+///
+/// # Errors
+/// [`ProofError`]: the first check that failed ([`ProofError::BadPath`] for a root that does
+/// not match).
+pub fn check_block(
+    known: &(impl KnownConfigurations + ?Sized),
+    block: &v1::Block,
+) -> Result<(), ProofError> {
+    let header = block.header.as_ref().ok_or(ProofError::Incomplete)?;
+    if header.format != HEADER_FORMAT_2 {
+        return Err(ProofError::NotFormat2(header.format));
+    }
+    let configuration = known
+        .by_hash(&header.config)
+        .ok_or(ProofError::UnknownConfiguration)?;
+    if block.envelopes.len() != block.results.len() {
+        return Err(ProofError::Incomplete);
+    }
+    if crate::block::tx_root(&block.envelopes).as_slice() != header.tx_root.as_slice() {
+        return Err(ProofError::BadPath);
+    }
+    let leaves = crate::block::result_leaves(&block.envelopes, &block.results);
+    if Tree::new(leaves).root().as_slice() != header.result_root.as_slice() {
+        return Err(ProofError::BadPath);
+    }
+    check_votes(configuration, header, &block.votes)
+}
+
 /// What a checked commit proof proves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Proven {
@@ -171,26 +234,7 @@ pub fn check_commit_proof(
     ) {
         return Err(ProofError::BadPath);
     }
-    let hash = header_hash(header);
-    // Bounded before any signature is checked: at most one vote per peer.
-    if proof.votes.len() > genesis.peer_keys.len() {
-        return Err(ProofError::TooManyVotes(proof.votes.len()));
-    }
-    let mut signers = std::collections::BTreeSet::new();
-    for (index, vote) in proof.votes.iter().enumerate() {
-        if !signers.insert(vote.replica) {
-            continue;
-        }
-        check_vote(genesis, header.number, &hash, vote)
-            .map_err(|why| ProofError::BadVote { index, why })?;
-    }
-    let needed = genesis.weak_quorum();
-    if signers.len() < needed {
-        return Err(ProofError::TooFewVotes {
-            got: signers.len(),
-            needed,
-        });
-    }
+    check_votes(genesis, header, &proof.votes)?;
     Ok(Proven {
         block: header.number,
         index: proof.index,

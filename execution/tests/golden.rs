@@ -141,7 +141,6 @@ fn world_state_values() {
         revoked_at: 0,
         emergency: false,
         reason: String::new(),
-        sealed_reason: None,
     };
     assert_eq!(
         sha256_hex(&permission.encode_to_vec()),

@@ -364,3 +364,46 @@ fn an_envelope_ordered_again_keeps_its_first_outcome() {
     assert!(again.envelope_index.is_empty());
     assert!(again.state.is_empty() && again.tx_index.is_empty());
 }
+
+/// A block served whole (`ledger emergencies`, red team of issue 20 item 4): it checks with
+/// f+1 votes and every outcome as executed — garbage and expired ones included, which no
+/// single-outcome proof covers — and fails once any outcome, envelope or vote is not the
+/// peers' (a lying peer emptying a block, or dropping one event, hides nothing).
+#[test]
+fn a_block_checks_whole_or_not_at_all() {
+    use medledger_execution::proof::check_block;
+    let f = fixture_block();
+    let mut block = f.block.clone();
+    block.votes = f.votes(&[0, 2]);
+    check_block(&f.genesis, &block).unwrap();
+
+    let mut shell = block.clone();
+    shell.envelopes.clear();
+    shell.results.clear();
+    assert!(check_block(&f.genesis, &shell).is_err(), "an emptied block");
+    let mut altered = block.clone();
+    altered.results[0].result = vec![1];
+    assert!(
+        check_block(&f.genesis, &altered).is_err(),
+        "an altered outcome"
+    );
+    let mut dropped = block.clone();
+    dropped.results.pop();
+    dropped.envelopes.pop();
+    assert!(
+        check_block(&f.genesis, &dropped).is_err(),
+        "a dropped outcome"
+    );
+    let mut one_vote = block.clone();
+    one_vote.votes = f.votes(&[1]);
+    assert!(matches!(
+        check_block(&f.genesis, &one_vote),
+        Err(ProofError::TooFewVotes { .. })
+    ));
+    let mut renumbered = block;
+    renumbered.header.as_mut().unwrap().number = 7;
+    assert!(
+        check_block(&f.genesis, &renumbered).is_err(),
+        "votes cover the number"
+    );
+}

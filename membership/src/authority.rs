@@ -1077,12 +1077,13 @@ fn requested_keys(
         .public_key;
     let encryption_key = EncryptionPublicKey::from_slice(encryption_key)
         .ok_or_else(|| invalid("encryption_public_key", "must be 32 bytes (X25519)"))?;
-    if encryption_key.has_small_order() {
-        // Nothing could be sealed or wrapped to it (RFC 7748 §6.1); named as an auditor it
-        // would stop every emergency access (docs/adr/0013).
+    if !encryption_key.is_usable() {
+        // Of small order (RFC 7748 §6.1) or not canonical, nothing could be sealed or wrapped
+        // to it; named as an auditor it would stop every emergency access (docs/adr/0013).
         return Err(invalid(
             "encryption_public_key",
-            "is an X25519 key of small order, to which nothing can be encrypted",
+            "is an X25519 key of small order or not canonically encoded, to which nothing can \
+             be encrypted",
         ));
     }
     Ok((subject_key, encryption_key))

@@ -373,6 +373,16 @@ pub async fn run(
             // backup accepted is never "too far ahead" here.
             let latest = (crate::driver::now_ms() as i64).saturating_add(skew);
             match validator.check(envelope, latest, &facts) {
+                // Words a client should have sealed are refused before ordering by every
+                // correct peer (`check_before_ordering`): a forward of them comes from a
+                // lying replica, and the words would stay in the block for good.
+                Ok(crate::validate::Checked::Transaction(valid)) => {
+                    medledger_chaincode::check_before_ordering(
+                        &valid.transaction.function,
+                        &valid.transaction.args,
+                    )
+                    .is_ok()
+                }
                 Ok(_) => true,
                 Err(refusal) => !matches!(
                     refusal.status,

@@ -17,7 +17,9 @@ use medledger_crypto::{SignatureDomain, certificate_hash};
 use medledger_execution::block::envelope_hash;
 use medledger_execution::chain::ConfigChain;
 use medledger_execution::config::Configuration;
-use medledger_execution::proof::{KnownConfigurations, ProofError, check_commit_proof};
+use medledger_execution::proof::{
+    KnownConfigurations, ProofError, check_block, check_commit_proof,
+};
 use medledger_execution::revocations::{REVOCATIONS_PER_PAGE, RevocationLog};
 use medledger_proto::v1;
 use medledger_proto::v1::ledger_client::LedgerClient;
@@ -1064,6 +1066,32 @@ impl PeerSet {
         self.proven(&envelope_hash(&envelope.encode_to_vec()), proof)
             .await
             .map_err(|e| ClientError::Protocol(format!("the gateway's commit proof: {e}")))
+    }
+
+    /// Checks a block a peer served, whole ([`check_block`]: f+1 votes on its header, its
+    /// envelopes and every result under the header's roots), following the configuration
+    /// chain first when the block names a configuration this client has not followed yet.
+    ///
+    /// # Errors
+    /// Why the block is not proven, as text.
+    pub async fn check_block(&self, block: &v1::Block) -> Result<(), String> {
+        let check = || {
+            check_block(
+                &*self.chain.read().unwrap_or_else(|p| p.into_inner()),
+                block,
+            )
+        };
+        match check() {
+            Err(ProofError::UnknownConfiguration) => {
+                let wanted = block.header.as_ref().map(|h| h.config.clone());
+                self.learn_configuration(wanted.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check()
+            }
+            other => other,
+        }
+        .map_err(|e| e.to_string())
     }
 
     /// Checks `proof` against the configuration chain, following it first when the proof's

@@ -24,9 +24,27 @@ fn context<'a>(pseudonym: &'a [u8], category: &'a str, author: &'a str) -> WrapC
 }
 
 /// Whether `c` could make a listing lie about itself: a control character (a line break, an
-/// escape sequence) or a bidirectional override.
+/// escape sequence), a line or paragraph separator, a direction mark or override, or an
+/// invisible character (zero-width, word joiner, byte-order mark, tags).
 fn disruptive(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061c}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{e0000}'..='\u{e007f}'
+        )
+}
+
+/// `words` as a listing may show them: every [`disruptive`] character replaced by U+FFFD.
+pub fn neutralised(words: &str) -> String {
+    words
+        .chars()
+        .map(|c| if disruptive(c) { '\u{fffd}' } else { c })
+        .collect()
 }
 
 /// The readers of a reason about `pseudonym`'s record, as f+1 peers agree: the record's
@@ -147,10 +165,7 @@ pub fn shown<'k>(
     match sealed {
         None => String::new(),
         Some(sealed) => match open(sealed, pseudonym, category, author, keys) {
-            Ok(words) => words
-                .chars()
-                .map(|c| if disruptive(c) { '\u{fffd}' } else { c })
-                .collect(),
+            Ok(words) => neutralised(&words),
             Err(SealError::NotAReader) => "(reason sealed to the patient and the auditors)".into(),
             Err(e) => format!("(reason does not open: {e})"),
         },

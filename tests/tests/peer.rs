@@ -1037,6 +1037,16 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
                 tonic::Code::InvalidArgument as i32,
                 "{refused:?}"
             );
+            // In clear, refused by every peer before ordering: no block holds the words
+            // (checked below over every block).
+            let in_clear = v1::EmergencyAccessArgs {
+                reason: "unconscious on arrival".into(),
+                ..args.clone()
+            };
+            let refused = dr_e
+                .submit("emergency_access", in_clear.encode_to_vec())
+                .await;
+            assert!(refused.is_err(), "{refused:?}");
             let c = dr_e
                 .submit("emergency_access", args.encode_to_vec())
                 .await
