@@ -1075,19 +1075,26 @@ impl PeerSet {
     /// # Errors
     /// Why the block is not proven, as text.
     pub async fn check_block(&self, block: &v1::Block) -> Result<(), String> {
-        let check = || {
-            check_block(
-                &*self.chain.read().unwrap_or_else(|p| p.into_inner()),
-                block,
-            )
-        };
-        match check() {
+        let config = block.header.as_ref().map(|h| h.config.clone());
+        self.against_chain(config, |chain| check_block(chain, block))
+            .await
+    }
+
+    /// Runs `check` against the configuration chain; when it names a configuration this
+    /// client has not followed yet (`config`, the header's), follows the chain first and runs
+    /// it again.
+    async fn against_chain<T>(
+        &self,
+        config: Option<Vec<u8>>,
+        check: impl Fn(&ConfigChain) -> Result<T, ProofError>,
+    ) -> Result<T, String> {
+        let run = || check(&self.chain.read().unwrap_or_else(|p| p.into_inner()));
+        match run() {
             Err(ProofError::UnknownConfiguration) => {
-                let wanted = block.header.as_ref().map(|h| h.config.clone());
-                self.learn_configuration(wanted.as_deref())
+                self.learn_configuration(config.as_deref())
                     .await
                     .map_err(|e| e.to_string())?;
-                check()
+                run()
             }
             other => other,
         }
@@ -1102,24 +1109,10 @@ impl PeerSet {
         proof: Option<v1::CommitProof>,
     ) -> Result<Committed, String> {
         let proof = proof.ok_or("no commit proof")?;
-        let check = || {
-            check_commit_proof(
-                &*self.chain.read().unwrap_or_else(|p| p.into_inner()),
-                &proof,
-                sent,
-            )
-        };
-        let proven = match check() {
-            Err(ProofError::UnknownConfiguration) => {
-                let wanted = proof.header.as_ref().map(|h| h.config.clone());
-                self.learn_configuration(wanted.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                check()
-            }
-            other => other,
-        }
-        .map_err(|e| e.to_string())?;
+        let config = proof.header.as_ref().map(|h| h.config.clone());
+        let proven = self
+            .against_chain(config, |chain| check_commit_proof(chain, &proof, sent))
+            .await?;
         self.saw(proven.block);
         let r = proven.result;
         Ok(Committed {
