@@ -409,7 +409,7 @@ fn peer_and_other(layout: &Layout, name: &str) -> Result<(usize, String), Client
 }
 
 /// Starts peer `name` of `layout` at `address` with `--join via`, and waits (2 min at most)
-/// until it is linked to every other peer.
+/// until it is linked to every other peer and takes part in consensus (caught up).
 async fn join_and_link(
     layout: &Layout,
     admin: &Wallet,
@@ -421,7 +421,7 @@ async fn join_and_link(
         dir: network::sibling_bin_dir(),
     };
     network::start_peer(layout, &bins, name, address, Some(via))?;
-    network::wait_linked(layout, admin, name, std::time::Duration::from_secs(120)).await
+    network::wait_taking_part(layout, admin, name, std::time::Duration::from_secs(120)).await
 }
 
 async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {

@@ -874,6 +874,34 @@ pub async fn wait_linked(
     .await
 }
 
+/// As [`wait_linked`], and until peer `name` also takes part in consensus
+/// ([`participation::Participation`]: caught up to within [`participation::MAX_LAG_BLOCKS`]
+/// of the others, in their view): what a peer just added or moved must reach before the
+/// command that added it says so.
+///
+/// # Errors
+/// It stopped, or did not take part in time (its log is named).
+pub async fn wait_taking_part(
+    layout: &Layout,
+    admin: &Wallet,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    wait_until(&layout.dir, name, timeout, || async {
+        for address in &layout.peers {
+            let Ok(peers) = PeerSet::connect(admin, address).await else {
+                continue;
+            };
+            let index = peers.names().iter().position(|n| n == name)?;
+            linked(&peers, index).await?;
+            let now = participation_of(&peers).await;
+            return now.taking_part.iter().any(|p| p == name).then_some(());
+        }
+        None
+    })
+    .await
+}
+
 /// Which peers take part in consensus now and how many more may fail
 /// ([`participation::Participation`]), from each peer's own `GetStatus` (2 s each).
 pub async fn participation(layout: &Layout) -> participation::Participation {
