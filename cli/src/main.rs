@@ -144,11 +144,15 @@ enum Command {
 enum LedgerCommand {
     /// Every peer's height, view and connections, as each peer reports it.
     Info,
-    /// Block headers: number, hash, transactions and their statuses.
+    /// Block headers: number, hash, transactions and their statuses, for the ledger's
+    /// readers (peers, named auditors). Only blocks whose every outcome is proven by f+1
+    /// peers' votes are listed; the listing says where it stopped.
     Blocks {
         #[arg(long, default_value_t = 1)]
         from: u64,
-        #[arg(long, default_value_t = 20)]
+        /// Blocks at most (1 to 100, what a peer serves in one call): the listing says from
+        /// where to go on.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: u32,
     },
     /// Emergency accesses (break the glass) in blocks `from..`, each reason opened with this
@@ -157,7 +161,9 @@ enum LedgerCommand {
     Emergencies {
         #[arg(long, default_value_t = 1)]
         from: u64,
-        #[arg(long, default_value_t = 500)]
+        /// Blocks looked through at most (1 to 100, what a peer serves in one call): the
+        /// listing says from where to go on.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100))]
         limit: u32,
     },
     /// Check every block (links, tx_root, commit certificates, signatures, state roots by
@@ -756,18 +762,14 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
         }
         LedgerCommand::Emergencies { from, limit } => {
             let (blocks, cut) = proof_cli::proven_blocks(&peers, *from, *limit).await?;
-            let mut output = emergencies_output(&blocks, &wallet);
-            if !cut.is_empty() {
-                // Said, not hidden: the next block did not check on any peer (yet).
-                output.text.push_str(&format!(
-                    "\nStopped before the next block: no peer served it with f+1 votes ({cut})."
-                ));
-                output.json["stopped"] = json!(cut);
-            }
-            Ok(output)
+            let output = emergencies_output(&blocks, &wallet);
+            Ok(stopped_at(output, &cut, &blocks, *limit))
         }
         LedgerCommand::Blocks { from, limit } => {
-            let blocks = fetch_blocks(&peers, *from, *limit).await?;
+            // Each block checked whole (f+1 votes on its header, every outcome under its
+            // roots): one peer alone can neither show an outcome that is not there nor hide
+            // or whitewash one.
+            let (blocks, cut) = proof_cli::proven_blocks(&peers, *from, *limit).await?;
             let mut text = String::new();
             let mut rows = Vec::new();
             for b in &blocks {
@@ -802,35 +804,39 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
             if blocks.is_empty() {
                 text = format!("No blocks from {from} on.");
             }
-            Ok(Output {
+            let output = Output {
                 text: text.trim_end().to_string(),
                 json: json!({"blocks": rows}),
-            })
+            };
+            Ok(stopped_at(output, &cut, &blocks, *limit))
         }
     }
 }
 
-/// Blocks `from..` (at most `limit`) from the first peer that answers (at most f may be
-/// down).
-async fn fetch_blocks(
-    peers: &medledger_sdk::peer::PeerSet,
-    from: u64,
-    limit: u32,
-) -> Result<Vec<v1::Block>, ClientError> {
-    let mut answer = Err(tonic::Status::unavailable("no peer answered"));
-    for i in 0..peers.n() {
-        answer = peers
-            .peer(i)
-            .get_blocks(v1::GetBlocksRequest { from, limit })
-            .await;
-        if answer.is_ok() {
-            break;
-        }
+/// `output` of a listing of proven `blocks` (at most `limit` asked for), saying where it
+/// stopped short when it did (`cut`, from `proof_cli::proven_blocks`; empty when it did
+/// not): said, not hidden — the next block did not check on any peer (yet); and from where
+/// to go on (`next_from`) when the listing was full or stopped short.
+fn stopped_at(mut output: Output, cut: &str, blocks: &[v1::Block], limit: u32) -> Output {
+    let next = blocks
+        .last()
+        .and_then(|b| b.header.as_ref())
+        .map(|h| h.number.saturating_add(1));
+    if !cut.is_empty() {
+        output.text.push_str(&format!(
+            "\nStopped before the next block: no peer served it with f+1 votes ({cut})."
+        ));
+        output.json["stopped"] = json!(cut);
     }
-    Ok(answer
-        .map_err(ClientError::from_status)?
-        .into_inner()
-        .blocks)
+    if let Some(next) = next
+        && (blocks.len() >= limit as usize || !cut.is_empty())
+    {
+        output
+            .text
+            .push_str(&format!("\nMore blocks may follow: --from {next}."));
+        output.json["next_from"] = json!(next);
+    }
+    output
 }
 
 /// Every emergency access the blocks record, from their events, with its reason opened by

@@ -591,6 +591,11 @@ pub struct VerifyArgs {
     /// Check the blocks only.
     #[arg(long)]
     skip_objects: bool,
+    /// Audit the copy the peer given with --peer serves, exactly as served. Without it the
+    /// network's ledger is audited: a block that peer serves which f+1 peers' votes do not
+    /// cover is taken from another peer's proven copy, and named (NOT AS SERVED).
+    #[arg(long, conflicts_with = "data_dir")]
+    as_served: bool,
 }
 
 pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientError> {
@@ -626,14 +631,23 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
                 .or_else(|| layout.as_ref().map(|l| l.first_peer().to_string()))
                 .unwrap_or_else(|| DEFAULT_PEER.to_string());
             peers = PeerSet::connect(&wallet, &address).await?;
-            let index = peers
-                .addresses()
-                .iter()
-                .position(|a| *a == address)
-                .unwrap_or(0);
+            let found = peers.addresses().iter().position(|a| *a == address);
+            // The copy audited as served is the one asked for, never another in its place.
+            let index = match found {
+                Some(index) => index,
+                None if !args.as_served => 0,
+                None => {
+                    return Err(ClientError::Usage(format!(
+                        "--as-served: {address} is not one of the network's peers as its \
+                         configuration names them ({})",
+                        peers.addresses().join(", ")
+                    )));
+                }
+            };
             BlockSource::Peer {
                 peers: &peers,
                 index,
+                ledger: !args.as_served,
             }
         }
     };
@@ -685,6 +699,9 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
             }
         }
     }
+    for line in &report.substituted {
+        text.push_str(&format!("  NOT AS SERVED: {line}\n"));
+    }
     match &report.objects {
         Some(objects) => {
             for o in objects {
@@ -700,17 +717,27 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
         ),
     }
     let verdict = format!(
-        "{} blocks ({} failed), {} objects ({} failed)",
+        "{} blocks ({} failed), {} objects ({} failed){}",
         report.blocks.len(),
         report.failed_blocks(),
         report.objects.as_ref().map_or(0, Vec::len),
-        report.failed_objects()
+        report.failed_objects(),
+        if report.substituted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} block(s) verified from another peer's proven copy, not as served (see \
+                 NOT AS SERVED above: the serving peer lies or its copy is damaged)",
+                report.substituted.len()
+            )
+        }
     );
     let json = json!({
         "network_id": hex::encode(report.network_id),
         "genesis_pinned": pinned,
         "ok": report.ok(),
         "diverged_at": report.diverged_at,
+        "substituted": report.substituted,
         "blocks": report.blocks.iter().map(|b| json!({
             "number": b.number, "ok": b.ok(), "transactions": b.transactions,
             "valid_transactions": b.valid_transactions, "problems": b.problems,

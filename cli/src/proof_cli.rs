@@ -101,7 +101,10 @@ pub async fn write_proof(
 /// ended where it did, empty when it reached `limit` or the end of the ledger.
 ///
 /// # Errors
-/// [`ClientError::NoQuorum`] when no peer serves a single checked block though blocks exist.
+/// A peer's refusal (the one f+1 agree on by code, if any) when f+1 peers refused and none
+/// served a checked block (PERMISSION_DENIED for a caller who is not one of the ledger's
+/// readers); each peer is given [`crate::verify::BLOCKS_CALL_TIMEOUT`] at most; [`ClientError::NoQuorum`] when no peer serves a single
+/// checked block though blocks exist.
 pub async fn proven_blocks(
     peers: &PeerSet,
     from: u64,
@@ -112,19 +115,31 @@ pub async fn proven_blocks(
     // Whether the run kept ended at a block that did not check (rather than at the end).
     let mut best_cut = false;
     let mut any_served = false;
+    // The peers' refusals: a caller f+1 peers refuse (not one of the ledger's readers) is
+    // told why, not shown an empty ledger, whatever one liar answers.
+    let mut refusals: Vec<tonic::Status> = Vec::new();
     for (i, name) in peers.names().iter().enumerate() {
         // Following the configuration while checking may change the peers.
         if i >= peers.n() {
             break;
         }
-        let mut blocks = match peers
-            .peer(i)
-            .get_blocks(v1::GetBlocksRequest { from, limit })
-            .await
-        {
-            Ok(answer) => answer.into_inner().blocks,
-            Err(status) => {
+        let mut client = peers.peer(i);
+        let call = tokio::time::timeout(
+            crate::verify::BLOCKS_CALL_TIMEOUT,
+            client.get_blocks(v1::GetBlocksRequest { from, limit }),
+        );
+        let mut blocks = match call.await {
+            Ok(Ok(answer)) => answer.into_inner().blocks,
+            Ok(Err(status)) => {
                 problems.push(format!("{name}: {}", status.message()));
+                refusals.push(status);
+                continue;
+            }
+            Err(_) => {
+                problems.push(format!(
+                    "{name}: no answer within {} s",
+                    crate::verify::BLOCKS_CALL_TIMEOUT.as_secs()
+                ));
                 continue;
             }
         };
@@ -153,6 +168,17 @@ pub async fn proven_blocks(
             best_cut = false;
             break;
         }
+    }
+    if best.is_empty() && refusals.len() >= peers.votes_needed() {
+        // The refusal f+1 peers agree on by code, else the first.
+        let agreed = refusals
+            .iter()
+            .find(|s| {
+                refusals.iter().filter(|o| o.code() == s.code()).count() >= peers.votes_needed()
+            })
+            .unwrap_or(&refusals[0])
+            .clone();
+        return Err(ClientError::from_ledger_status(agreed));
     }
     if best.is_empty() && any_served {
         return Err(ClientError::NoQuorum {

@@ -19,10 +19,20 @@ use sha2::{Digest, Sha256};
 use medledger_sdk::error::ClientError;
 use medledger_sdk::peer::PeerSet;
 
+/// How long one peer may take to answer one call for blocks before it is passed over.
+pub const BLOCKS_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Where the blocks come from.
 pub enum BlockSource<'a> {
-    /// Peer `index` of a connected set, over gRPC.
-    Peer { peers: &'a PeerSet, index: usize },
+    /// Peer `index` of a connected set, over gRPC. `ledger`: the auditor asked for the
+    /// network's ledger, not this peer's copy (`--as-served` not given): a block it serves that f+1
+    /// peers' votes do not cover is verified from another peer's proven copy and named in
+    /// the report ([`Report::substituted`]). Otherwise its copy is verified as served.
+    Peer {
+        peers: &'a PeerSet,
+        index: usize,
+        ledger: bool,
+    },
     /// A peer's RocksDB data directory (read-only; the peer may be running or stopped).
     #[cfg(feature = "data-dir")]
     DataDir(Ledger),
@@ -32,13 +42,22 @@ impl BlockSource<'_> {
     /// Blocks `from..` (at most `limit`), in order; empty past the end.
     async fn blocks(&self, from: u64, limit: u32) -> Result<Vec<v1::Block>, ClientError> {
         match self {
-            BlockSource::Peer { peers, index } => Ok(peers
-                .peer(*index)
-                .get_blocks(v1::GetBlocksRequest { from, limit })
-                .await
-                .map_err(ClientError::from_ledger_status)?
-                .into_inner()
-                .blocks),
+            BlockSource::Peer { peers, index, .. } => Ok(tokio::time::timeout(
+                BLOCKS_CALL_TIMEOUT,
+                peers
+                    .peer(*index)
+                    .get_blocks(v1::GetBlocksRequest { from, limit }),
+            )
+            .await
+            .map_err(|_| {
+                ClientError::Protocol(format!(
+                    "the peer served no blocks from {from} within {} s",
+                    BLOCKS_CALL_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(ClientError::from_ledger_status)?
+            .into_inner()
+            .blocks),
             #[cfg(feature = "data-dir")]
             BlockSource::DataDir(ledger) => {
                 let mut out = Vec::new();
@@ -112,6 +131,10 @@ pub struct Report {
     /// None: objects were not checked (no store given).
     pub objects: Option<Vec<ObjectVerdict>>,
     pub diverged_at: Option<u64>,
+    /// Blocks the named peer served that f+1 peers did not vote for, each replaced by
+    /// another peer's proven copy (one line each, naming both): a finding about that peer,
+    /// not about the ledger.
+    pub substituted: Vec<String>,
 }
 
 impl Report {
@@ -159,9 +182,18 @@ pub async fn verify(
     };
     let mut auditor = auditor;
     let mut blocks = Vec::new();
+    let mut substituted = Vec::new();
     let mut next = 1;
     'blocks: loop {
-        let page = source.blocks(next, 100).await?;
+        let mut page = source.blocks(next, 100).await?;
+        if let BlockSource::Peer {
+            peers,
+            index,
+            ledger: true,
+        } = source
+        {
+            substituted.extend(proven_copies(peers, *index, &mut page).await);
+        }
         if page.is_empty() {
             break;
         }
@@ -191,7 +223,63 @@ pub async fn verify(
         blocks,
         objects,
         diverged_at: auditor.diverged_at(),
+        substituted,
     })
+}
+
+/// Checks each block of `page`, served by peer `source` of `peers`, whole against f+1
+/// peers' votes (`PeerSet::check_block`: the header they signed, every envelope and outcome
+/// under its roots). A block that does not check is asked of the other peers, and the first
+/// copy that does replaces it: the auditor verifies the ledger f+1 peers committed, not one
+/// peer's word for it (a peer may serve auditors whitewashed outcomes). Returns one line per
+/// replaced block, naming the peer that served it and why it did not check. A block served
+/// with fewer votes than f+1 (the newest, or older ones after a restart, may carry none) is
+/// left as served, for the re-execution to judge: a copy from elsewhere is taken only in
+/// place of one whose own votes are there but whose content they do not cover. Each call
+/// waits [`BLOCKS_CALL_TIMEOUT`] at most.
+async fn proven_copies(peers: &PeerSet, source: usize, page: &mut [v1::Block]) -> Vec<String> {
+    let names = peers.names();
+    let name_of = |i: usize| names.get(i).cloned().unwrap_or_else(|| format!("peer {i}"));
+    let others: Vec<usize> = (0..peers.n()).filter(|i| *i != source).collect();
+    let mut substituted = Vec::new();
+    for block in page.iter_mut() {
+        if block.votes.len() < peers.votes_needed() {
+            continue;
+        }
+        let Err(why) = peers.check_block(block).await else {
+            continue;
+        };
+        let Some(number) = block.header.as_ref().map(|h| h.number) else {
+            continue;
+        };
+        for &other in &others {
+            if other >= peers.n() {
+                break;
+            }
+            let Ok(Ok(copy)) = tokio::time::timeout(
+                BLOCKS_CALL_TIMEOUT,
+                peers.peer(other).get_block(v1::GetBlockRequest { number }),
+            )
+            .await
+            else {
+                continue;
+            };
+            let copy = copy.into_inner();
+            if copy.header.as_ref().map(|h| h.number) == Some(number)
+                && peers.check_block(&copy).await.is_ok()
+            {
+                substituted.push(format!(
+                    "block {number}: {} served a copy f+1 peers did not vote for ({why}); \
+                     {}'s copy, which they did, was verified instead",
+                    name_of(source),
+                    name_of(other)
+                ));
+                *block = copy;
+                break;
+            }
+        }
+    }
+    substituted
 }
 
 async fn sha256_of(store: &dyn ObjectStore, path: &ObjectPath) -> Result<(u64, [u8; 32]), String> {

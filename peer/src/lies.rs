@@ -18,6 +18,9 @@
 //! - `revocations`: answers every `GetRevocations` at once with a full page of records the
 //!   CA never signed, for ever (a client that asked for the next page of every full one
 //!   would never stop asking).
+//! - `blocks`: serves auditors blocks (past the genesis) whitewashed: every outcome turned
+//!   into a success (a denied emergency access, a refused grant, all shown as done), its
+//!   votes left as they were.
 //!
 //! `all` is every kind. Lies it cannot tell yet are listed in docs/RELIABILITY.md.
 
@@ -36,6 +39,7 @@ pub struct Lies {
     pub config: bool,
     pub stale: bool,
     pub revocations: bool,
+    pub blocks: bool,
 }
 
 impl Lies {
@@ -69,6 +73,7 @@ impl Lies {
                 "config" => lies.config = true,
                 "stale" => lies.stale = true,
                 "revocations" => lies.revocations = true,
+                "blocks" => lies.blocks = true,
                 "all" => {
                     lies = Lies {
                         genesis: true,
@@ -78,6 +83,7 @@ impl Lies {
                         config: true,
                         stale: true,
                         revocations: true,
+                        blocks: true,
                     }
                 }
                 _ => {}
@@ -106,6 +112,21 @@ pub fn forged_genesis(block: &v1::Block) -> v1::Block {
         }
     }
     forged
+}
+
+/// Block `block` whitewashed (`blocks`): every result a success, with no refusal code or
+/// words; whether anything changed.
+pub fn whitewash(block: &mut v1::Block) -> bool {
+    let mut changed = false;
+    for result in &mut block.results {
+        let valid = v1::TxStatus::Valid as i32;
+        let ok = v1::ResultCode::Ok as i32;
+        changed |= result.status != valid || result.code != ok;
+        result.status = valid;
+        result.code = ok;
+        result.message.clear();
+    }
+    changed
 }
 
 /// The liar's own X25519 public key (any 32 bytes are one): what it would decrypt with.
