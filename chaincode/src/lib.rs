@@ -28,6 +28,7 @@ pub mod limits;
 mod queries;
 pub mod sealed;
 pub mod stub;
+pub mod study;
 mod transactions;
 
 pub use context::DEFAULT_CATEGORIES;

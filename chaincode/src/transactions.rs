@@ -289,8 +289,19 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
         if stub.get(&keys::study(&args.study_id))?.is_none() {
             return Err(ChaincodeError::not_found("study", &args.study_id));
         }
-        limits::exact_len("study_pseudonym", &args.study_pseudonym, PSEUDONYM_LEN)?;
-    } else if !args.study_id.is_empty() || args.anonymize || !args.study_pseudonym.is_empty() {
+        crate::study::check_owner(
+            &args.study_id,
+            &args.pseudonym,
+            &args.study_pseudonym,
+            &args.study_owner_key,
+            &args.study_owner_signature,
+        )?;
+    } else if !args.study_id.is_empty()
+        || args.anonymize
+        || !args.study_pseudonym.is_empty()
+        || !args.study_owner_key.is_empty()
+        || !args.study_owner_signature.is_empty()
+    {
         return Err(ChaincodeError::invalid(
             "study_id",
             "a study, anonymization and a study pseudonym go with the right share",
@@ -574,6 +585,17 @@ pub fn share_for_study(
             "must be studies/<study>/<study pseudonym>/<item_id>",
         ));
     }
+    // A study pseudonym stands for one record: one whose grant named it before the grants
+    // were signed (docs/adr/0014) cannot take another record's copies under it.
+    let source_key = keys::study_source(&args.study_id, &study_pseudonym);
+    if let Some(source) = stub.get(&source_key)?
+        && source != patient.hex.as_bytes()
+    {
+        return Err(ChaincodeError::invalid(
+            "study_pseudonym",
+            "stands for another record in this study",
+        ));
+    }
     let key = keys::study_item(&args.study_id, &study_pseudonym, &args.item_id);
     if stub.get(&key)?.is_some() {
         return Err(ChaincodeError::AlreadyExists {
@@ -599,10 +621,7 @@ pub fn share_for_study(
         deid_year: args.deid_year,
     };
     put(stub, &key, &item)?;
-    stub.put(
-        &keys::study_source(&args.study_id, &study_pseudonym),
-        patient.hex.clone().into_bytes(),
-    )?;
+    stub.put(&source_key, patient.hex.clone().into_bytes())?;
     let mut entry = allowed(AuditAction::Share, &source.category, &source.id);
     entry.permission_id = permission.id;
     entry.study_id = args.study_id;
@@ -1006,7 +1025,13 @@ pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, 
         })?;
     }
     // Copies shared into studies go too: the researcher keeps nothing of an erased record.
+    // Only this record's copies: a study pseudonym another record's copies stand under (named
+    // in a grant made before grants were signed) is left alone.
     for (study_id, study_pseudonym) in &studies {
+        let source = stub.get(&keys::study_source(study_id, study_pseudonym))?;
+        if source.is_some_and(|s| s != patient.hex.as_bytes()) {
+            continue;
+        }
         every_page(
             stub,
             &keys::study_items_of(study_id, study_pseudonym),

@@ -669,7 +669,10 @@ fn sharing_for_a_study_follows_the_grant() {
         )
         .unwrap();
     assert_eq!(items.items.len(), 1);
-    assert_eq!(items.items[0].study_pseudonym, vec![0x5a; 32]);
+    assert_eq!(
+        items.items[0].study_pseudonym,
+        study_pseudonym(1, "study-1")
+    );
     assert!(items.items[0].anonymized);
     assert_eq!(
         w.query::<_, v1::StudyItemList>(
@@ -788,7 +791,7 @@ fn study_copies_record_their_deidentification_and_incidents_reach_the_trail() {
 
     let report = |incident: v1::StudyIncident| v1::ReportStudyIncidentArgs {
         study_id: "study-1".into(),
-        study_pseudonym: vec![0x5a; 32],
+        study_pseudonym: study_pseudonym(1, "study-1"),
         item_id: "s-1".into(),
         incident: incident as i32,
     };
@@ -877,7 +880,7 @@ fn study_fetches_are_audited_and_erasure_removes_study_copies() {
     .unwrap();
     let fetch = |item: &str| v1::RecordStudyAccessArgs {
         study_id: "study-1".into(),
-        study_pseudonym: vec![0x5a; 32],
+        study_pseudonym: study_pseudonym(1, "study-1"),
         item_id: item.into(),
     };
     let fetched: v1::RecordStudyAccessResult = w
@@ -891,7 +894,10 @@ fn study_fetches_are_audited_and_erasure_removes_study_copies() {
     let copy = fetched.item.unwrap();
     assert_eq!(
         copy.path,
-        format!("studies/study-1/{}/s-1", hex::encode([0x5a; 32]))
+        format!(
+            "studies/study-1/{}/s-1",
+            hex::encode(study_pseudonym(1, "study-1"))
+        )
     );
     // Another researcher is refused, and the attempt is on the patient's trail too.
     assert_eq!(
@@ -1979,4 +1985,143 @@ fn keys_carry_their_owners_signatures_and_the_owner_binding() {
             ..
         })
     ));
+}
+
+/// Issue 20 item 3 (docs/adr/0014): a study pseudonym is its patient's, by signature. Before,
+/// patient 1 could name patient 2's study pseudonym in a grant, have a clinician share into
+/// it (taking over its source, so that patient 2's fetches were audited on patient 1's
+/// trail) and then erase their record, destroying patient 2's copies in the study.
+#[test]
+fn one_patient_can_neither_name_nor_erase_another_patients_study_copies() {
+    use medledger_chaincode::keys;
+    use medledger_chaincode::stub::Stub as _;
+
+    let mut w = world();
+    w.register_patient(2, T0);
+    w.register_study("res-1", "study-1", T0);
+    // Patient 2's copy in the study.
+    let share = |n: u8| grant_args(n, "dr.b", LAB, &[Right::Share], T0, T0 + DAY);
+    w.call(&patient(2), T0, "grant", &share(2)).unwrap();
+    w.add_item(&patient(2), 2, "item-2", LAB, T0).unwrap();
+    w.call(
+        &clinician("dr.b"),
+        T0 + 1,
+        "share_for_study",
+        &share_args(2, "item-2", "study-1", "s-2", false),
+    )
+    .unwrap();
+
+    // Patient 1 names patient 2's study pseudonym: with their own key, with patient 2's
+    // (public) key under their own signature, or with patient 2's whole proof replayed.
+    let theirs = study_pseudonym(2, "study-1");
+    let mut own_key = share(1);
+    own_key.study_pseudonym = theirs.clone();
+    let mut their_key = own_key.clone();
+    their_key.study_owner_key = study_identity(2, "study-1")
+        .verifying_key()
+        .to_bytes()
+        .to_vec();
+    let mut replayed = their_key.clone();
+    replayed.study_owner_signature = study_signature(2, "study-1", &pseudonym(2));
+    // And malformed or misplaced proofs of their own.
+    let mut other_study = share(1);
+    other_study.study_owner_signature = study_signature(1, "study-2", &pseudonym(1));
+    let mut short = share(1);
+    short.study_owner_signature.pop();
+    let mut no_key = share(1);
+    no_key.study_owner_key.clear();
+    // 32 bytes that encode no point of the curve (about half of all do not).
+    let off_curve = (2u8..)
+        .map(|y| {
+            let mut key = [0; 32];
+            key[0] = y;
+            key
+        })
+        .find(|key| medledger_crypto::VerifyingKey::from_bytes(key).is_err())
+        .unwrap();
+    let mut not_a_point = share(1);
+    not_a_point.study_owner_key = off_curve.to_vec();
+    not_a_point.study_pseudonym = medledger_crypto::study_pseudonym_of(&off_curve).0.to_vec();
+    let mut stray = grant_args(1, "dr.b", LAB, &[Right::Read], T0, T0 + DAY);
+    stray.study_owner_key = share(1).study_owner_key;
+    for (args, refused_field) in [
+        (own_key, "study_pseudonym"),
+        (their_key, "study_owner_signature"),
+        (replayed, "study_owner_signature"),
+        (other_study, "study_owner_signature"),
+        (short, "study_owner_signature"),
+        (no_key, "study_owner_key"),
+        (not_a_point, "study_owner_key"),
+        (stray, "study_id"),
+    ] {
+        match w.call(&patient(1), T0 + 2, "grant", &args) {
+            Err(ChaincodeError::InvalidArgument { field, .. }) => {
+                assert_eq!(field, refused_field, "{args:?}")
+            }
+            other => panic!("{refused_field}: {other:?}"),
+        }
+    }
+
+    // A permission of patient 1 naming patient 2's study pseudonym, as an older chaincode
+    // let it be granted (unsigned): sharing under it is refused, and patient 1's erasure
+    // leaves patient 2's copy alone.
+    w.call(&patient(1), T0 + 2, "grant", &share(1)).unwrap();
+    {
+        let mut stub = w.ledger.transaction(admin(), T0 + 2);
+        let prefix = keys::permissions_prefix(&hex::encode(pseudonym(1)));
+        for (key, bytes) in stub.scan_prefix(&prefix, None, 100).unwrap() {
+            let mut permission = v1::Permission::decode(bytes.as_slice()).unwrap();
+            if !permission.study_id.is_empty() {
+                permission.study_pseudonym = theirs.clone();
+                stub.put(&key, permission.encode_to_vec()).unwrap();
+            }
+        }
+        stub.commit();
+    }
+    w.add_item(&patient(1), 1, "item-1", LAB, T0 + 2).unwrap();
+    let mut taken = share_args(1, "item-1", "study-1", "s-1", false);
+    taken.path = format!("studies/study-1/{}/s-1", hex::encode(&theirs));
+    match w.call(&clinician("dr.b"), T0 + 3, "share_for_study", &taken) {
+        Err(ChaincodeError::InvalidArgument { field, .. }) => {
+            assert_eq!(field, "study_pseudonym")
+        }
+        other => panic!("{other:?}"),
+    }
+    let erased: v1::ErasureResult = w
+        .call_decode(
+            &patient(1),
+            T0 + 4,
+            "erase_patient",
+            &v1::PatientArgs {
+                pseudonym: pseudonym(1),
+            },
+        )
+        .unwrap();
+    assert!(
+        erased
+            .deleted_paths
+            .iter()
+            .all(|p| !p.starts_with("studies/")),
+        "{:?}",
+        erased.deleted_paths
+    );
+    let fetched: v1::RecordStudyAccessResult = w
+        .call_decode(
+            &researcher("res-1"),
+            T0 + 5,
+            "record_study_access",
+            &v1::RecordStudyAccessArgs {
+                study_id: "study-1".into(),
+                study_pseudonym: theirs,
+                item_id: "s-2".into(),
+            },
+        )
+        .unwrap();
+    assert!(!fetched.item.unwrap().tombstoned);
+    assert!(
+        w.audit(2, T0 + 6)
+            .iter()
+            .any(|e| e.action == AuditAction::StudyAccess as i32 && e.item == "s-2"),
+        "the fetch is on patient 2's trail"
+    );
 }

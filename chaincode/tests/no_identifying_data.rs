@@ -50,6 +50,8 @@ fn the_uii_never_appears_in_any_stored_byte() {
         T0 + DAY,
     );
     grant.pseudonym = pseudonym.clone();
+    // The study key signs the record it is granted on.
+    grant.study_owner_signature = study_signature(1, "study-1", &pseudonym);
     w.call(&owner, T0, "grant", &grant).unwrap();
     let p = hex::encode(&pseudonym);
     let item = v1::AddItemArgs {

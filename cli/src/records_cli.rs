@@ -565,9 +565,10 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                     "--days and --seconds: a window lasts at least one second".into(),
                 ));
             }
-            let study_pseudonym = study
+            // The study pseudonym with the proof that this patient owns it (docs/adr/0014).
+            let (study_pseudonym, study_owner_key, study_owner_signature) = study
                 .as_deref()
-                .map(|s| keys.study_pseudonym(s).to_vec())
+                .map(|s| keys.study_grant(s))
                 .unwrap_or_default();
             let committed = peers
                 .submit(
@@ -585,6 +586,8 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                         study_pseudonym,
                         from_commit,
                         duration_seconds,
+                        study_owner_key,
+                        study_owner_signature,
                     }
                     .encode_to_vec(),
                 )

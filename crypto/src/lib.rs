@@ -45,15 +45,16 @@ pub use identity::{
     MAX_ATTRIBUTES, MAX_NAME_LEN, Role, validate_name,
 };
 pub use pseudonym::{
-    PSEUDONYM_LEN, PatientKey, Pseudonym, derive_pseudonym, derive_record_encryption_key,
-    derive_study_pseudonym,
+    PSEUDONYM_LEN, PatientKey, Pseudonym, STUDY_PSEUDONYM_TAG, derive_pseudonym,
+    derive_record_encryption_key, derive_study_identity, derive_study_pseudonym,
+    study_pseudonym_of,
 };
 pub use sealed::{
     KEY_COMMITMENT_LEN, SEALED_TEXT_TAG_LEN, SealError, SealedText, open_text, seal_text,
 };
 pub use signing::{
     SIGNATURE_LEN, Signature, SignatureDomain, SignatureError, SigningIdentity, VerifyingKey,
-    category_key_statement, study_key_statement,
+    category_key_statement, study_grant_statement, study_key_statement,
 };
 pub use wrap::{
     WRAPPED_KEY_LEN, WrapContext, WrapError, derive_encryption_key, unwrap_key, wrap_key,

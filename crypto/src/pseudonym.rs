@@ -59,14 +59,43 @@ pub fn derive_pseudonym(key: &PatientKey, uii: &[u8]) -> Pseudonym {
     Pseudonym(mac.finalize().into_bytes().into())
 }
 
-/// The patient's pseudonym within one study, `HMAC-SHA256(K, "study" ‖ study_id)`: another
-/// study's pseudonym for the same patient is unrelated, so studies cannot link records.
-pub fn derive_study_pseudonym(key: &PatientKey, study_id: &str) -> Pseudonym {
+/// The patient's ownership key within one study (docs/adr/0014): an Ed25519 key whose
+/// seed is `HMAC-SHA256(K, "study" ‖ study_id)`. Only whoever holds `K` holds it; another
+/// study's key for the same patient is unrelated. Grants into the study are signed with it
+/// ([`crate::study_grant_statement`], domain `StudyGrant`), and the study pseudonym is its
+/// public key's hash ([`study_pseudonym_of`]), so the chaincode can check, by signature
+/// alone, that whoever names a study pseudonym owns it.
+pub fn derive_study_identity(key: &PatientKey, study_id: &str) -> crate::SigningIdentity {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.as_bytes())
         .expect("HMAC accepts keys of any length");
     mac.update(STUDY_LABEL);
     mac.update(study_id.as_bytes());
-    Pseudonym(mac.finalize().into_bytes().into())
+    let seed = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+    crate::SigningIdentity::from_seed(&seed)
+}
+
+/// A study pseudonym from its ownership key (Ed25519 public key, 32 bytes):
+/// `SHA-256("medledger/v2/study-pseudonym" ‖ key)`. The chaincode computes the same
+/// (`medledger_chaincode::study`), and refuses a grant whose pseudonym is not its key's.
+pub fn study_pseudonym_of(study_key: &[u8; 32]) -> Pseudonym {
+    use sha2::Digest;
+    let mut hash = Sha256::new();
+    hash.update(STUDY_PSEUDONYM_TAG);
+    hash.update(study_key);
+    Pseudonym(hash.finalize().into())
+}
+
+/// The domain of [`study_pseudonym_of`]'s hash.
+pub const STUDY_PSEUDONYM_TAG: &[u8] = b"medledger/v2/study-pseudonym";
+
+/// The patient's pseudonym within one study: the hash of their ownership key of that study
+/// ([`derive_study_identity`], [`study_pseudonym_of`]). Another study's pseudonym for the
+/// same patient is unrelated, so studies cannot link records.
+pub fn derive_study_pseudonym(key: &PatientKey, study_id: &str) -> Pseudonym {
+    let public = derive_study_identity(key, study_id)
+        .verifying_key()
+        .to_bytes();
+    study_pseudonym_of(&public)
 }
 
 /// The record's X25519 key, to which free text about the record is sealed
@@ -113,14 +142,15 @@ mod tests {
         assert_eq!(derive_pseudonym(&k1, b"uii"), derive_pseudonym(&k1, b"uii"));
     }
 
-    /// Known answer from Python's `hmac`; two studies get unrelated pseudonyms, neither the
-    /// record's own.
+    /// Known answer from Python's `hmac`, `hashlib` and `cryptography`'s Ed25519 (the seed
+    /// `HMAC-SHA256(K, "study" ‖ id)`, its public key, the tagged SHA-256 of it); two studies
+    /// get unrelated pseudonyms, neither the record's own.
     #[test]
     fn study_pseudonyms_are_per_study() {
         let key = PatientKey::from_bytes(core::array::from_fn(|i| i as u8));
         assert_eq!(
             derive_study_pseudonym(&key, "onc-2026").to_string(),
-            "0579bbd08b2f0d5ab6094a2838937b2f3f7b681293c8c667a816b41f60a66d88"
+            "af7bc93b781c7451c77656ef28f58f694e79eb6913d0536ea7f1111082d1efb0"
         );
         let a = derive_study_pseudonym(&key, "onc-2026");
         let b = derive_study_pseudonym(&key, "onc-2027");

@@ -30,6 +30,10 @@ pub enum SignatureDomain {
     CategoryKey,
     /// A researcher's statement that a study key is theirs ([`study_key_statement`]).
     StudyKey,
+    /// A patient's consent to share a record into a study under their study pseudonym,
+    /// signed with their ownership key of that study ([`study_grant_statement`],
+    /// docs/adr/0014); the chaincode verifies it.
+    StudyGrant,
     /// A PBFT protocol message between peers. The message bytes carry their own, finer tag
     /// (pre-prepare, prepare, commit, ...) from the consensus core.
     Consensus,
@@ -46,6 +50,7 @@ impl SignatureDomain {
             SignatureDomain::ConfigUpdate => b"medledger/v2/config-update",
             SignatureDomain::CategoryKey => b"medledger/v2/category-key",
             SignatureDomain::StudyKey => b"medledger/v2/study-key",
+            SignatureDomain::StudyGrant => b"medledger/v2/study-grant",
             SignatureDomain::Consensus => b"medledger/v1/pbft",
         }
     }
@@ -91,6 +96,17 @@ pub fn study_key_statement(study_id: &str, study_key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + study_id.len() + study_key.len());
     length_prefixed(&mut out, study_id.as_bytes());
     length_prefixed(&mut out, study_key);
+    out
+}
+
+/// What a patient signs (domain [`SignatureDomain::StudyGrant`]) with their ownership key
+/// of study `study_id` to let record `pseudonym` be shared into that study under the study
+/// pseudonym the key hashes to (docs/adr/0014). Bound to the record, so the signature
+/// cannot name that study pseudonym in a grant on another record.
+pub fn study_grant_statement(study_id: &str, pseudonym: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + study_id.len() + pseudonym.len());
+    length_prefixed(&mut out, study_id.as_bytes());
+    length_prefixed(&mut out, pseudonym);
     out
 }
 

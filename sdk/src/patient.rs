@@ -9,8 +9,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use medledger_crypto::{
-    EncryptionKey, EncryptionPublicKey, PatientKey, WrapContext, derive_pseudonym,
-    derive_record_encryption_key, derive_study_pseudonym, wrap_key,
+    EncryptionKey, EncryptionPublicKey, PatientKey, SignatureDomain, WrapContext, derive_pseudonym,
+    derive_record_encryption_key, derive_study_identity, derive_study_pseudonym,
+    study_grant_statement, wrap_key,
 };
 use medledger_proto::v1;
 use serde::{Deserialize, Serialize};
@@ -195,9 +196,27 @@ impl RecordKeys {
         wipe().map_err(|e| ClientError::wallet(&dir, e))
     }
 
-    /// This patient's pseudonym in study `study_id` (put in a share grant).
+    /// This patient's pseudonym in study `study_id`: the hash of their ownership key of the
+    /// study (docs/adr/0014).
     pub fn study_pseudonym(&self, study_id: &str) -> [u8; 32] {
         derive_study_pseudonym(&self.patient_key, study_id).0
+    }
+
+    /// What a share grant into study `study_id` carries to prove this patient owns their
+    /// study pseudonym there (docs/adr/0014): `(study_pseudonym, study_owner_key,
+    /// study_owner_signature)` — the pseudonym, the ownership key (Ed25519 public, 32 bytes)
+    /// it hashes, and that key's signature (domain `StudyGrant`) on (study, this record).
+    pub fn study_grant(&self, study_id: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let owner = derive_study_identity(&self.patient_key, study_id);
+        let signature = owner.sign(
+            SignatureDomain::StudyGrant,
+            &study_grant_statement(study_id, &self.pseudonym),
+        );
+        (
+            self.study_pseudonym(study_id).to_vec(),
+            owner.verifying_key().to_bytes().to_vec(),
+            signature.to_bytes().to_vec(),
+        )
     }
 
     /// The private key of `category` at `epoch`.

@@ -69,7 +69,12 @@ fn crates_import_only_downward() {
         ("medledger-deid", &[]),
         ("medledger-pbft", &[]),
         ("medledger-tls", &["medledger-crypto"]),
-        ("medledger-chaincode", &["medledger-proto"]),
+        // The chaincode verifies a patient's signature on a study grant (docs/adr/0014) with
+        // the crypto crate's own domains and statements.
+        (
+            "medledger-chaincode",
+            &["medledger-proto", "medledger-crypto"],
+        ),
         (
             "medledger-execution",
             &[

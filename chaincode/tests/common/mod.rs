@@ -297,11 +297,54 @@ pub fn grant_args(
             String::new()
         },
         anonymize: false,
-        study_pseudonym: if shares { vec![0x5a; 32] } else { Vec::new() },
+        study_pseudonym: if shares {
+            study_pseudonym(n, "study-1")
+        } else {
+            Vec::new()
+        },
         key_envelope: vec![0xee; 80],
         from_commit: false,
         duration_seconds: 0,
+        study_owner_key: if shares {
+            study_identity(n, "study-1")
+                .verifying_key()
+                .to_bytes()
+                .to_vec()
+        } else {
+            Vec::new()
+        },
+        study_owner_signature: if shares {
+            study_signature(n, "study-1", &pseudonym(n))
+        } else {
+            Vec::new()
+        },
     }
+}
+
+/// Patient `n`'s ownership key of study `study` (docs/adr/0014), from the pseudonym key
+/// `[n; 32]`.
+pub fn study_identity(n: u8, study: &str) -> medledger_crypto::SigningIdentity {
+    medledger_crypto::derive_study_identity(
+        &medledger_crypto::PatientKey::from_bytes([n; 32]),
+        study,
+    )
+}
+
+/// Patient `n`'s pseudonym in study `study`: its ownership key's hash.
+pub fn study_pseudonym(n: u8, study: &str) -> Vec<u8> {
+    let key = study_identity(n, study).verifying_key().to_bytes();
+    medledger_crypto::study_pseudonym_of(&key).0.to_vec()
+}
+
+/// Patient `n`'s ownership key of `study` signing a grant into it on `record`.
+pub fn study_signature(n: u8, study: &str, record: &[u8]) -> Vec<u8> {
+    study_identity(n, study)
+        .sign(
+            medledger_crypto::SignatureDomain::StudyGrant,
+            &medledger_crypto::study_grant_statement(study, record),
+        )
+        .to_bytes()
+        .to_vec()
 }
 
 pub fn item_args(n: u8, item: &str, category: &str, epoch: u32) -> v1::AddItemArgs {
@@ -324,8 +367,8 @@ pub fn denial(result: Result<impl std::fmt::Debug, ChaincodeError>) -> medledger
     }
 }
 
-/// Sharing item `source` of patient `n` into `study` as `copy`, under the study pseudonym
-/// the grants in these tests carry ([0x5a; 32]).
+/// Sharing item `source` of patient `n` into `study` as `copy`, under patient `n`'s study
+/// pseudonym there ([`study_pseudonym`]), the one the grants in these tests carry.
 pub fn share_args(
     n: u8,
     source: &str,
@@ -333,7 +376,7 @@ pub fn share_args(
     copy: &str,
     anonymized: bool,
 ) -> v1::ShareForStudyArgs {
-    let study_p = hex::encode([0x5a; 32]);
+    let study_p = hex::encode(study_pseudonym(n, study));
     v1::ShareForStudyArgs {
         pseudonym: pseudonym(n),
         source_item_id: source.into(),
