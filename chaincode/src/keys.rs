@@ -108,6 +108,14 @@ pub fn study_item(id: &str, study_pseudonym: &str, item: &str) -> String {
 pub fn study_items_prefix(id: &str) -> String {
     format!("study-item/{id}/")
 }
+/// The record study copy `item` came from (its pseudonym in hex): per copy, so that erasure
+/// and the trail follow each copy's own record (docs/adr/0014). Never in `StudyItem`,
+/// which the study's researcher reads.
+pub fn study_item_source(id: &str, study_pseudonym: &str, item: &str) -> String {
+    format!("study-item-source/{id}/{study_pseudonym}/{item}")
+}
+/// The record a study pseudonym's copies came from (kept for copies made before per-copy
+/// sources, [`study_item_source`]).
 pub fn study_source(id: &str, study_pseudonym: &str) -> String {
     format!("study-source/{id}/{study_pseudonym}")
 }

@@ -4,7 +4,8 @@
 //! when — enforced identically on every peer and visible to the patient. It is deterministic:
 //! no clock, no randomness, no I/O except through the [`Stub`]; time is the block's
 //! consensus time. It imports `medledger-proto` (its data model is protobuf, so records can
-//! evolve) and nothing else of ours.
+//! evolve) and `medledger-crypto` (to verify a patient's signature on a study grant,
+//! docs/adr/0014), and nothing else of ours.
 //!
 //! - [`invoke`] runs a transaction function; [`query`] a read-only one. Arguments and results
 //!   are encoded `medledger.v1` messages.

@@ -15,8 +15,9 @@ use crate::error::ChaincodeError;
 use crate::limits::{self, PSEUDONYM_LEN};
 
 /// Checks that `study_pseudonym` in study `study_id` is owned by whoever grants on record
-/// `record`: it is the hash of `owner_key` (`SHA-256("medledger/v2/study-pseudonym" ‖ key)`,
-/// as `medledger_crypto::study_pseudonym_of`), and `signature` is that key's, domain
+/// `record`: it is the hash of `owner_key` in that study (`SHA-256("medledger/v2/study-
+/// pseudonym" ‖ len(study_id) ‖ study_id ‖ key)`, as `medledger_crypto::study_pseudonym_of`),
+/// and `signature` is that key's, domain
 /// `StudyGrant`, on `study_grant_statement(study_id, record)`.
 ///
 /// # Errors
@@ -39,6 +40,8 @@ pub fn check_owner(
     )?;
     let mut hash = Sha256::new();
     hash.update(STUDY_PSEUDONYM_TAG);
+    hash.update((study_id.len() as u32).to_be_bytes());
+    hash.update(study_id.as_bytes());
     hash.update(owner_key);
     if hash.finalize().as_slice() != study_pseudonym {
         return Err(ChaincodeError::invalid(

@@ -289,13 +289,6 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
         if stub.get(&keys::study(&args.study_id))?.is_none() {
             return Err(ChaincodeError::not_found("study", &args.study_id));
         }
-        crate::study::check_owner(
-            &args.study_id,
-            &args.pseudonym,
-            &args.study_pseudonym,
-            &args.study_owner_key,
-            &args.study_owner_signature,
-        )?;
     } else if !args.study_id.is_empty()
         || args.anonymize
         || !args.study_pseudonym.is_empty()
@@ -316,6 +309,17 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
     }
     limits::max_len("key_envelope", &args.key_envelope, MAX_ENVELOPE_LEN)?;
     patient.require_owner(stub.creator(), AuditAction::Grant, &args.category)?;
+    // After the owner check, so that anyone else's attempt is refused as theirs and audited
+    // on the owner's trail.
+    if shares {
+        crate::study::check_owner(
+            &args.study_id,
+            &args.pseudonym,
+            &args.study_pseudonym,
+            &args.study_owner_key,
+            &args.study_owner_signature,
+        )?;
+    }
 
     let permission = Permission {
         id: String::new(),
@@ -327,6 +331,7 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
         study_id: args.study_id.clone(),
         anonymize: args.anonymize,
         study_pseudonym: args.study_pseudonym,
+        study_owner_key: args.study_owner_key,
         granted_at: t,
         key_envelope: args.key_envelope,
         key_epoch: key.epoch,
@@ -585,8 +590,16 @@ pub fn share_for_study(
             "must be studies/<study>/<study pseudonym>/<item_id>",
         ));
     }
-    // A study pseudonym stands for one record: one whose grant named it before the grants
-    // were signed (docs/adr/0014) cannot take another record's copies under it.
+    // Only under a study pseudonym the grant proved its patient owns (docs/adr/0014): a
+    // grant made before grants were signed shares nothing; and a pseudonym stands for one
+    // record.
+    if permission.study_owner_key.is_empty() {
+        return Err(ChaincodeError::invalid(
+            "study_pseudonym",
+            "was named by a grant made before study pseudonyms were signed: the patient \
+             grants again",
+        ));
+    }
     let source_key = keys::study_source(&args.study_id, &study_pseudonym);
     if let Some(source) = stub.get(&source_key)?
         && source != patient.hex.as_bytes()
@@ -621,7 +634,13 @@ pub fn share_for_study(
         deid_year: args.deid_year,
     };
     put(stub, &key, &item)?;
-    stub.put(&source_key, patient.hex.clone().into_bytes())?;
+    stub.put(
+        &keys::study_item_source(&args.study_id, &study_pseudonym, &item.item_id),
+        patient.hex.clone().into_bytes(),
+    )?;
+    if stub.get(&source_key)?.is_none() {
+        stub.put(&source_key, patient.hex.clone().into_bytes())?;
+    }
     let mut entry = allowed(AuditAction::Share, &source.category, &source.id);
     entry.permission_id = permission.id;
     entry.study_id = args.study_id;
@@ -725,12 +744,13 @@ fn study_copy(
     if item.tombstoned {
         return Err(ChaincodeError::PatientErased);
     }
-    let source = stub
-        .get(&keys::study_source(study_id, &pseudonym_hex))?
-        .and_then(|hex_text| hex::decode(hex_text).ok())
-        .ok_or_else(|| {
-            ChaincodeError::Corrupt(format!("study item {} has no source", item.item_id))
-        })?;
+    // The copy's own source; the pseudonym's for a copy made before copies had one.
+    let source = match stub.get(&keys::study_item_source(study_id, &pseudonym_hex, item_id))? {
+        Some(source) => Some(source),
+        None => stub.get(&keys::study_source(study_id, &pseudonym_hex))?,
+    }
+    .and_then(|hex_text| hex::decode(hex_text).ok())
+    .ok_or_else(|| ChaincodeError::Corrupt(format!("study item {} has no source", item.item_id)))?;
     let patient = load_patient(stub, &source)?;
     let mut context = patient.context(action, &item.category, &item.item_id);
     context.study_id = study.id.clone();
@@ -1025,19 +1045,24 @@ pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, 
         })?;
     }
     // Copies shared into studies go too: the researcher keeps nothing of an erased record.
-    // Only this record's copies: a study pseudonym another record's copies stand under (named
-    // in a grant made before grants were signed) is left alone.
+    // Each copy by its own source (docs/adr/0014): another record's copies under a pseudonym
+    // this record's grants named before grants were signed stay; a copy made before copies
+    // had a source of their own goes (an erasure left incomplete is worse than a copy lost).
     for (study_id, study_pseudonym) in &studies {
-        let source = stub.get(&keys::study_source(study_id, study_pseudonym))?;
-        if source.is_some_and(|s| s != patient.hex.as_bytes()) {
-            continue;
-        }
         every_page(
             stub,
             &keys::study_items_of(study_id, study_pseudonym),
             |stub, page| {
                 for (key, bytes) in page {
                     let mut copy: StudyItem = decoded(&key, &bytes)?;
+                    let source = stub.get(&keys::study_item_source(
+                        study_id,
+                        study_pseudonym,
+                        &copy.item_id,
+                    ))?;
+                    if source.is_some_and(|s| s != patient.hex.as_bytes()) {
+                        continue;
+                    }
                     if !copy.tombstoned {
                         deleted_paths.push(copy.path.clone());
                         copy.tombstoned = true;

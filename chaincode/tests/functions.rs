@@ -2041,7 +2041,24 @@ fn one_patient_can_neither_name_nor_erase_another_patients_study_copies() {
         .unwrap();
     let mut not_a_point = share(1);
     not_a_point.study_owner_key = off_curve.to_vec();
-    not_a_point.study_pseudonym = medledger_crypto::study_pseudonym_of(&off_curve).0.to_vec();
+    not_a_point.study_pseudonym = medledger_crypto::study_pseudonym_of("study-1", &off_curve)
+        .0
+        .to_vec();
+    // Patient 1's own key of another study, with its signature on this one: the pseudonym
+    // is the key's in its own study only.
+    let mut cross_study = share(1);
+    let other_key = study_identity(1, "study-2").verifying_key().to_bytes();
+    cross_study.study_owner_key = other_key.to_vec();
+    cross_study.study_owner_signature = study_identity(1, "study-2")
+        .sign(
+            medledger_crypto::SignatureDomain::StudyGrant,
+            &medledger_crypto::study_grant_statement("study-1", &pseudonym(1)),
+        )
+        .to_bytes()
+        .to_vec();
+    cross_study.study_pseudonym = medledger_crypto::study_pseudonym_of("study-2", &other_key)
+        .0
+        .to_vec();
     let mut stray = grant_args(1, "dr.b", LAB, &[Right::Read], T0, T0 + DAY);
     stray.study_owner_key = share(1).study_owner_key;
     for (args, refused_field) in [
@@ -2052,6 +2069,7 @@ fn one_patient_can_neither_name_nor_erase_another_patients_study_copies() {
         (short, "study_owner_signature"),
         (no_key, "study_owner_key"),
         (not_a_point, "study_owner_key"),
+        (cross_study, "study_pseudonym"),
         (stray, "study_id"),
     ] {
         match w.call(&patient(1), T0 + 2, "grant", &args) {
@@ -2061,6 +2079,20 @@ fn one_patient_can_neither_name_nor_erase_another_patients_study_copies() {
             other => panic!("{refused_field}: {other:?}"),
         }
     }
+
+    // Another patient's attempt on patient 1's record, with whatever proof: refused as not
+    // the owner, and on patient 1's trail.
+    assert_eq!(
+        denial(w.call(&patient(2), T0 + 2, "grant", &share(1))),
+        Denial::NotOwner
+    );
+    assert!(
+        w.audit(1, T0 + 2).iter().any(|e| e.actor == "patient-2"
+            && e.action == AuditAction::Grant as i32
+            && e.outcome == Outcome::Denied as i32),
+        "{:?}",
+        w.audit(1, T0 + 2)
+    );
 
     // A permission of patient 1 naming patient 2's study pseudonym, as an older chaincode
     // let it be granted (unsigned): sharing under it is refused, and patient 1's erasure
@@ -2073,6 +2105,7 @@ fn one_patient_can_neither_name_nor_erase_another_patients_study_copies() {
             let mut permission = v1::Permission::decode(bytes.as_slice()).unwrap();
             if !permission.study_id.is_empty() {
                 permission.study_pseudonym = theirs.clone();
+                permission.study_owner_key.clear();
                 stub.put(&key, permission.encode_to_vec()).unwrap();
             }
         }
@@ -2082,8 +2115,9 @@ fn one_patient_can_neither_name_nor_erase_another_patients_study_copies() {
     let mut taken = share_args(1, "item-1", "study-1", "s-1", false);
     taken.path = format!("studies/study-1/{}/s-1", hex::encode(&theirs));
     match w.call(&clinician("dr.b"), T0 + 3, "share_for_study", &taken) {
-        Err(ChaincodeError::InvalidArgument { field, .. }) => {
-            assert_eq!(field, "study_pseudonym")
+        Err(ChaincodeError::InvalidArgument { field, why }) => {
+            assert_eq!(field, "study_pseudonym");
+            assert!(why.contains("before study pseudonyms were signed"), "{why}");
         }
         other => panic!("{other:?}"),
     }
@@ -2112,7 +2146,7 @@ fn one_patient_can_neither_name_nor_erase_another_patients_study_copies() {
             "record_study_access",
             &v1::RecordStudyAccessArgs {
                 study_id: "study-1".into(),
-                study_pseudonym: theirs,
+                study_pseudonym: theirs.clone(),
                 item_id: "s-2".into(),
             },
         )
@@ -2123,5 +2157,39 @@ fn one_patient_can_neither_name_nor_erase_another_patients_study_copies() {
             .iter()
             .any(|e| e.action == AuditAction::StudyAccess as i32 && e.item == "s-2"),
         "the fetch is on patient 2's trail"
+    );
+
+    // State an older chaincode left: patient 2's copy with no source of its own, and the
+    // pseudonym's source taken over by patient 1's share. Patient 2's erasure still
+    // removes it.
+    {
+        let mut stub = w.ledger.transaction(admin(), T0 + 7);
+        let p = hex::encode(&theirs);
+        stub.delete(&keys::study_item_source("study-1", &p, "s-2"))
+            .unwrap();
+        stub.put(
+            &keys::study_source("study-1", &p),
+            hex::encode(pseudonym(1)).into_bytes(),
+        )
+        .unwrap();
+        stub.commit();
+    }
+    let erased: v1::ErasureResult = w
+        .call_decode(
+            &patient(2),
+            T0 + 8,
+            "erase_patient",
+            &v1::PatientArgs {
+                pseudonym: pseudonym(2),
+            },
+        )
+        .unwrap();
+    assert!(
+        erased
+            .deleted_paths
+            .iter()
+            .any(|p| p.starts_with("studies/") && p.ends_with("/s-2")),
+        "{:?}",
+        erased.deleted_paths
     );
 }

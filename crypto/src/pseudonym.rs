@@ -74,13 +74,16 @@ pub fn derive_study_identity(key: &PatientKey, study_id: &str) -> crate::Signing
     crate::SigningIdentity::from_seed(&seed)
 }
 
-/// A study pseudonym from its ownership key (Ed25519 public key, 32 bytes):
-/// `SHA-256("medledger/v2/study-pseudonym" ‖ key)`. The chaincode computes the same
+/// A study pseudonym in study `study_id` from its ownership key (Ed25519 public key, 32
+/// bytes): `SHA-256("medledger/v2/study-pseudonym" ‖ len(study_id) as u32 BE ‖ study_id ‖
+/// key)`, so that one key names one pseudonym per study. The chaincode computes the same
 /// (`medledger_chaincode::study`), and refuses a grant whose pseudonym is not its key's.
-pub fn study_pseudonym_of(study_key: &[u8; 32]) -> Pseudonym {
+pub fn study_pseudonym_of(study_id: &str, study_key: &[u8; 32]) -> Pseudonym {
     use sha2::Digest;
     let mut hash = Sha256::new();
     hash.update(STUDY_PSEUDONYM_TAG);
+    hash.update((study_id.len() as u32).to_be_bytes());
+    hash.update(study_id.as_bytes());
     hash.update(study_key);
     Pseudonym(hash.finalize().into())
 }
@@ -95,7 +98,7 @@ pub fn derive_study_pseudonym(key: &PatientKey, study_id: &str) -> Pseudonym {
     let public = derive_study_identity(key, study_id)
         .verifying_key()
         .to_bytes();
-    study_pseudonym_of(&public)
+    study_pseudonym_of(study_id, &public)
 }
 
 /// The record's X25519 key, to which free text about the record is sealed
@@ -143,14 +146,14 @@ mod tests {
     }
 
     /// Known answer from Python's `hmac`, `hashlib` and `cryptography`'s Ed25519 (the seed
-    /// `HMAC-SHA256(K, "study" ‖ id)`, its public key, the tagged SHA-256 of it); two studies
-    /// get unrelated pseudonyms, neither the record's own.
+    /// `HMAC-SHA256(K, "study" ‖ id)`, its public key, the tagged SHA-256 of the study id and
+    /// it); two studies    /// get unrelated pseudonyms, neither the record's own.
     #[test]
     fn study_pseudonyms_are_per_study() {
         let key = PatientKey::from_bytes(core::array::from_fn(|i| i as u8));
         assert_eq!(
             derive_study_pseudonym(&key, "onc-2026").to_string(),
-            "af7bc93b781c7451c77656ef28f58f694e79eb6913d0536ea7f1111082d1efb0"
+            "15d491c86cb34a1cdd26fd8fb0cc22970becd8bf21000e6646d5cd9c2c577411"
         );
         let a = derive_study_pseudonym(&key, "onc-2026");
         let b = derive_study_pseudonym(&key, "onc-2027");

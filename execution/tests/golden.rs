@@ -141,6 +141,8 @@ fn world_state_values() {
         revoked_at: 0,
         emergency: false,
         reason: String::new(),
+        // Empty (not a share grant): encoded as nothing, the golden value stands.
+        study_owner_key: Vec::new(),
     };
     assert_eq!(
         sha256_hex(&permission.encode_to_vec()),

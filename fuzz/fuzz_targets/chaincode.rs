@@ -108,21 +108,51 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
     }
     let categories = ["lab-results", "radiation-doses", "history-and-physical"];
     Ok(match function {
-        "grant" => v1::GrantArgs {
-            pseudonym: pseudonym(u)?,
-            grantee: text(u, &["dr.a", "dr.e", "res-1"])?,
-            category: text(u, &categories)?,
-            rights: Vec::<i32>::arbitrary(u)?,
-            from: i64::arbitrary(u)?,
-            until: i64::arbitrary(u)?,
-            study_id: text(u, &["", "study-1"])?,
-            anonymize: bool::arbitrary(u)?,
-            study_pseudonym: Vec::<u8>::arbitrary(u)?,
-            key_envelope: Vec::<u8>::arbitrary(u)?,
-            from_commit: bool::arbitrary(u)?,
-            duration_seconds: i64::arbitrary(u)?,
+        "grant" => {
+            let record = pseudonym(u)?;
+            let study_id = text(u, &["", "study-1"])?;
+            // Half the time a real proof of a study pseudonym (docs/adr/0014), from one of a
+            // few pseudonym keys, so that grants into a study, shares and the erasure of
+            // study copies are reached; else any bytes.
+            let (study_pseudonym, study_owner_key, study_owner_signature) = if u.ratio(1, 2)? {
+                let key = medledger_crypto::PatientKey::from_bytes([u.int_in_range(1..=3u8)?; 32]);
+                let owner = medledger_crypto::derive_study_identity(&key, &study_id);
+                let signed = owner.sign(
+                    medledger_crypto::SignatureDomain::StudyGrant,
+                    &medledger_crypto::study_grant_statement(&study_id, &record),
+                );
+                (
+                    medledger_crypto::derive_study_pseudonym(&key, &study_id)
+                        .0
+                        .to_vec(),
+                    owner.verifying_key().to_bytes().to_vec(),
+                    signed.to_bytes().to_vec(),
+                )
+            } else {
+                (
+                    Vec::<u8>::arbitrary(u)?,
+                    Vec::<u8>::arbitrary(u)?,
+                    Vec::<u8>::arbitrary(u)?,
+                )
+            };
+            v1::GrantArgs {
+                pseudonym: record,
+                grantee: text(u, &["dr.a", "dr.e", "res-1"])?,
+                category: text(u, &categories)?,
+                rights: Vec::<i32>::arbitrary(u)?,
+                from: i64::arbitrary(u)?,
+                until: i64::arbitrary(u)?,
+                study_id,
+                anonymize: bool::arbitrary(u)?,
+                study_pseudonym,
+                key_envelope: Vec::<u8>::arbitrary(u)?,
+                from_commit: bool::arbitrary(u)?,
+                duration_seconds: i64::arbitrary(u)?,
+                study_owner_key,
+                study_owner_signature,
+            }
+            .encode_to_vec()
         }
-        .encode_to_vec(),
         "emergency_access" => v1::EmergencyAccessArgs {
             pseudonym: pseudonym(u)?,
             category: text(u, &categories)?,
@@ -140,7 +170,14 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
             source_item_id: text(u, &["item-1"])?,
             study_id: text(u, &["study-1"])?,
             item_id: text(u, &["copy-1"])?,
-            path: String::arbitrary(u)?,
+            // Half the time the path of a copy under a study pseudonym a grant above proves.
+            path: if u.ratio(1, 2)? {
+                let key = medledger_crypto::PatientKey::from_bytes([u.int_in_range(1..=3u8)?; 32]);
+                let study = medledger_crypto::derive_study_pseudonym(&key, "study-1");
+                format!("studies/study-1/{study}/copy-1")
+            } else {
+                String::arbitrary(u)?
+            },
             sha256: vec![3; 32],
             size: u64::arbitrary(u)?,
             wrapped_dek: vec![4; 80],

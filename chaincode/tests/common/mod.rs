@@ -333,7 +333,7 @@ pub fn study_identity(n: u8, study: &str) -> medledger_crypto::SigningIdentity {
 /// Patient `n`'s pseudonym in study `study`: its ownership key's hash.
 pub fn study_pseudonym(n: u8, study: &str) -> Vec<u8> {
     let key = study_identity(n, study).verifying_key().to_bytes();
-    medledger_crypto::study_pseudonym_of(&key).0.to_vec()
+    medledger_crypto::study_pseudonym_of(study, &key).0.to_vec()
 }
 
 /// Patient `n`'s ownership key of `study` signing a grant into it on `record`.
