@@ -876,8 +876,10 @@ pub async fn wait_linked(
 
 /// As [`wait_linked`], and until peer `name` also takes part in consensus
 /// ([`participation::Participation`]: caught up to within [`participation::MAX_LAG_BLOCKS`]
-/// of the others, in their view): what a peer just added or moved must reach before the
-/// command that added it says so.
+/// of the others, in their view, not suspecting the primary) and has for
+/// [`SETTLED_CHECKS`] checks in a row, about 150 ms apart: what a peer just added or moved
+/// must reach before the command that added it says so. (Just joined, a peer may take part
+/// at one check and, its links from the primary still opening, suspect it at the next.)
 ///
 /// # Errors
 /// It stopped, or did not take part in time (its log is named).
@@ -887,20 +889,33 @@ pub async fn wait_taking_part(
     name: &str,
     timeout: Duration,
 ) -> Result<(), ClientError> {
+    let in_a_row = std::cell::Cell::new(0u32);
     wait_until(&layout.dir, name, timeout, || async {
-        for address in &layout.peers {
-            let Ok(peers) = PeerSet::connect(admin, address).await else {
-                continue;
-            };
-            let index = peers.names().iter().position(|n| n == name)?;
-            linked(&peers, index).await?;
-            let now = participation_of(&peers).await;
-            return now.taking_part.iter().any(|p| p == name).then_some(());
+        let taking_part = async {
+            for address in &layout.peers {
+                let Ok(peers) = PeerSet::connect(admin, address).await else {
+                    continue;
+                };
+                let index = peers.names().iter().position(|n| n == name)?;
+                linked(&peers, index).await?;
+                let now = participation_of(&peers).await;
+                return now.taking_part.iter().any(|p| p == name).then_some(());
+            }
+            None
         }
-        None
+        .await;
+        in_a_row.set(if taking_part.is_some() {
+            in_a_row.get().saturating_add(1)
+        } else {
+            0
+        });
+        (in_a_row.get() >= SETTLED_CHECKS).then_some(())
     })
     .await
 }
+
+/// Checks in a row a peer just added must take part in ([`wait_taking_part`]).
+pub const SETTLED_CHECKS: u32 = 5;
 
 /// Which peers take part in consensus now and how many more may fail
 /// ([`participation::Participation`]), from each peer's own `GetStatus` (2 s each).
