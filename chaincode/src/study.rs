@@ -7,9 +7,8 @@
 //! copies in a study, and the ledger never needs to know which study pseudonyms are whose.
 
 use medledger_crypto::{
-    STUDY_PSEUDONYM_TAG, Signature, SignatureDomain, VerifyingKey, study_grant_statement,
+    Signature, SignatureDomain, VerifyingKey, study_grant_statement, study_pseudonym_of,
 };
-use sha2::{Digest, Sha256};
 
 use crate::error::ChaincodeError;
 use crate::limits::{self, PSEUDONYM_LEN};
@@ -32,25 +31,25 @@ pub fn check_owner(
     signature: &[u8],
 ) -> Result<(), ChaincodeError> {
     limits::exact_len("study_pseudonym", study_pseudonym, PSEUDONYM_LEN)?;
-    limits::exact_len("study_owner_key", owner_key, 32)?;
+    let Ok(owner_key) = <[u8; 32]>::try_from(owner_key) else {
+        return Err(ChaincodeError::invalid(
+            "study_owner_key",
+            format!("must be 32 bytes, got {}", owner_key.len()),
+        ));
+    };
     limits::exact_len(
         "study_owner_signature",
         signature,
         medledger_crypto::SIGNATURE_LEN,
     )?;
-    let mut hash = Sha256::new();
-    hash.update(STUDY_PSEUDONYM_TAG);
-    hash.update((study_id.len() as u32).to_be_bytes());
-    hash.update(study_id.as_bytes());
-    hash.update(owner_key);
-    if hash.finalize().as_slice() != study_pseudonym {
+    if study_pseudonym_of(study_id, &owner_key).0.as_slice() != study_pseudonym {
         return Err(ChaincodeError::invalid(
             "study_pseudonym",
             "is not the hash of study_owner_key: a grant names only the study pseudonym of \
              its own study key",
         ));
     }
-    let key = VerifyingKey::from_bytes(owner_key)
+    let key = VerifyingKey::from_bytes(&owner_key)
         .map_err(|_| ChaincodeError::invalid("study_owner_key", "is not an Ed25519 key"))?;
     let signature = Signature::from_slice(signature)
         .map_err(|e| ChaincodeError::invalid("study_owner_signature", e))?;
