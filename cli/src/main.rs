@@ -185,7 +185,8 @@ enum LedgerCommand {
 enum AdminCommand {
     /// Register an identity and print its one-time enrollment secret.
     Register(RegisterArgs),
-    /// Revoke every certificate of a name, or one certificate by serial.
+    /// Revoke every certificate of a name, or one certificate by serial (with, for every
+    /// reason but superseded, the other live certificates of its name with the same key).
     Revoke {
         #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
         name: Option<String>,

@@ -836,9 +836,11 @@ impl CertificateAuthority {
                     .store
                     .certificate(&serial)?
                     .ok_or_else(|| CaError::NotFound(format!("certificate {serial_hex}")))?;
-                // A compromised key is compromised in every certificate that carries it: a
-                // renewal that kept the key made siblings that would otherwise live on.
-                if reason == v1::RevocationReason::KeyCompromise
+                // A renewal that kept the key made siblings that would otherwise live on:
+                // the holder of the key could go on with any of them. Revoking one for any
+                // reason but superseded (which a renewal uses on the one it replaces, never
+                // meaning the new one) revokes every certificate of the name with that key.
+                if reason != v1::RevocationReason::Superseded
                     && let Some(identity) = self.store.identity(&record.name)?
                 {
                     let key = subject_public_key(&record.der)?;
@@ -846,8 +848,12 @@ impl CertificateAuthority {
                         if *other == record.serial {
                             continue;
                         }
+                        // Past its end a sibling opens nothing: not revoked, so that a key
+                        // renewed every few minutes for months makes one record, not
+                        // thousands ahead of every later revocation in the feed.
                         if let Some(sibling) = self.store.certificate(other)?
                             && subject_public_key(&sibling.der)? == key
+                            && certificate_not_after(&sibling.der)? >= now
                         {
                             certificates.push(sibling);
                         }
@@ -1420,62 +1426,104 @@ mod tests {
     }
 
     /// Red-team review of renewal: a renewal that keeps the key makes a sibling certificate;
-    /// revoking one of them for key compromise revokes every certificate with that key, and
-    /// none with another.
+    /// revoking one of them by serial, for any reason but superseded, revokes every
+    /// certificate of the name with that key (the holder could go on with the sibling), and
+    /// none with another key or of another name.
     #[test]
-    fn revoking_a_key_for_compromise_revokes_every_certificate_that_carries_it() {
+    fn revoking_a_certificate_revokes_every_certificate_that_carries_its_key() {
         let (_tmp, dir, ca) = new_ca();
         let admin = admin(&ca, &dir);
-        let secret = ca
-            .register(&admin, registration("dr.k", "clinician"), NOW)
-            .unwrap();
         let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
+        let other_key = SigningIdentity::generate(&mut rand::rngs::OsRng);
         let enc = EncryptionKey::generate(&mut rand::rngs::OsRng);
-        let csr = build_signing_request(&key, "dr.k").unwrap();
+        let reasons = [
+            ("dr.m", v1::RevocationReason::KeyCompromise, 2),
+            ("dr.n", v1::RevocationReason::AffiliationChanged, 2),
+            ("dr.o", v1::RevocationReason::CessationOfOperation, 2),
+            ("dr.p", v1::RevocationReason::PrivilegeWithdrawn, 2),
+            ("dr.q", v1::RevocationReason::Unspecified, 2),
+            ("dr.r", v1::RevocationReason::Superseded, 1),
+        ];
+        for (name, reason, expected) in reasons {
+            let secret = ca
+                .register(&admin, registration(name, "clinician"), NOW)
+                .unwrap();
+            let csr = build_signing_request(&key, name).unwrap();
+            let first = ca
+                .enroll(name, &secret, &csr, &enc.public_key().to_bytes(), NOW)
+                .unwrap();
+            let holder = ca.authenticate(&first.der, NOW).unwrap();
+            let (same_key, superseded) = ca
+                .reenroll(&holder, &csr, &enc.public_key().to_bytes(), false, NOW + 1)
+                .unwrap();
+            assert!(superseded.is_empty(), "{name}: the key was kept");
+            let records = ca
+                .revoke(
+                    &admin,
+                    &v1::revoke_request::Target::Serial(hex::encode(&first.serial)),
+                    reason,
+                    NOW + 2,
+                )
+                .unwrap();
+            let revoked: HashSet<Vec<u8>> = records
+                .iter()
+                .map(|r| decode_record(r).unwrap().serial)
+                .collect();
+            assert!(revoked.contains(&first.serial), "{name}: {reason:?}");
+            assert_eq!(revoked.len(), expected, "{name}: {reason:?}");
+            let sibling = ca.authenticate(&same_key.der, NOW + 3);
+            assert_eq!(sibling.is_err(), expected == 2, "{name}: {reason:?}");
+        }
+        // A sibling past its end is left as it is (it opens nothing): one record.
+        let secret = ca
+            .register(&admin, registration("dr.t", "clinician"), NOW)
+            .unwrap();
+        let csr = build_signing_request(&key, "dr.t").unwrap();
         let first = ca
-            .enroll("dr.k", &secret, &csr, &enc.public_key().to_bytes(), NOW)
+            .enroll("dr.t", &secret, &csr, &enc.public_key().to_bytes(), NOW)
             .unwrap();
         let holder = ca.authenticate(&first.der, NOW).unwrap();
-        let (same_key, superseded) = ca
+        let (same_key, _) = ca
             .reenroll(&holder, &csr, &enc.public_key().to_bytes(), false, NOW + 1)
             .unwrap();
-        assert!(superseded.is_empty());
+        let first_end = certificate_not_after(&first.der).unwrap();
         let records = ca
             .revoke(
                 &admin,
-                &v1::revoke_request::Target::Serial(hex::encode(&first.serial)),
-                v1::RevocationReason::KeyCompromise,
-                NOW + 2,
+                &v1::revoke_request::Target::Serial(hex::encode(&same_key.serial)),
+                v1::RevocationReason::PrivilegeWithdrawn,
+                first_end + 1,
             )
             .unwrap();
-        let revoked: HashSet<Vec<u8>> = records
-            .iter()
-            .map(|r| decode_record(r).unwrap().serial)
-            .collect();
-        assert_eq!(
-            revoked,
-            HashSet::from([first.serial.clone(), same_key.serial.clone()])
-        );
-        // Another reason (the key is not said to be compromised): that certificate only.
+        assert_eq!(records.len(), 1, "the expired sibling is not revoked");
+        // A renewal to another key supersedes the old certificate; revoking the new one
+        // leaves nothing of the name standing, and revokes no certificate of another key.
         let secret = ca
-            .register(&admin, registration("dr.m", "clinician"), NOW)
+            .register(&admin, registration("dr.s", "clinician"), NOW)
             .unwrap();
-        let csr = build_signing_request(&key, "dr.m").unwrap();
+        let csr = build_signing_request(&key, "dr.s").unwrap();
         let first = ca
-            .enroll("dr.m", &secret, &csr, &enc.public_key().to_bytes(), NOW)
+            .enroll("dr.s", &secret, &csr, &enc.public_key().to_bytes(), NOW)
             .unwrap();
         let holder = ca.authenticate(&first.der, NOW).unwrap();
-        ca.reenroll(&holder, &csr, &enc.public_key().to_bytes(), false, NOW + 1)
+        let csr = build_signing_request(&other_key, "dr.s").unwrap();
+        let (renewed, superseded) = ca
+            .reenroll(&holder, &csr, &enc.public_key().to_bytes(), false, NOW + 1)
             .unwrap();
+        assert_eq!(superseded.len(), 1);
         let records = ca
             .revoke(
                 &admin,
-                &v1::revoke_request::Target::Serial(hex::encode(&first.serial)),
-                v1::RevocationReason::AffiliationChanged,
+                &v1::revoke_request::Target::Serial(hex::encode(&renewed.serial)),
+                v1::RevocationReason::PrivilegeWithdrawn,
                 NOW + 2,
             )
             .unwrap();
-        assert_eq!(records.len(), 1);
+        assert_eq!(
+            records.len(),
+            1,
+            "only the new key's certificate was still live"
+        );
     }
 
     /// Issue 19 item 8: the CA's TLS certificate is renewed from the same root, keeping its
