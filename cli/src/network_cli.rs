@@ -7,11 +7,11 @@ use clap::{Args, Subcommand};
 use medledger_devnet::{self as network, Layout, StoreLayout, UpOptions};
 use medledger_execution::genesis::Genesis;
 use medledger_proto::v1;
+use medledger_sdk::configuration::Changes;
 use medledger_sdk::error::ClientError;
 use medledger_sdk::peer::PeerSet;
 use serde_json::json;
 
-use crate::config_cli;
 use crate::{Cli, DEFAULT_PEER, Output, open_wallet};
 use medledger_sdk::wallet::Wallet;
 
@@ -325,7 +325,7 @@ async fn name_local_auditor(layout: &Layout) -> Result<(), ClientError> {
     let block = change_configuration(
         layout,
         layout.first_peer(),
-        &config_cli::Changes {
+        &Changes {
             add_auditors: vec![certificate],
             valid_for_hours: 1,
             ..Default::default()
@@ -340,23 +340,16 @@ async fn name_local_auditor(layout: &Layout) -> Result<(), ClientError> {
 }
 
 /// One configuration change with `changes`, proposed, approved by both local admins and
-/// submitted through `via`. Returns the block that committed it.
+/// submitted through `via` ([`medledger_sdk::configuration::change`]). Returns the block
+/// that committed it.
 async fn change_configuration(
     layout: &Layout,
     via: &str,
-    changes: &config_cli::Changes,
+    changes: &Changes,
 ) -> Result<u64, ClientError> {
     let (admin, second) = admins(layout).await?;
     let peers = PeerSet::connect(&admin, via).await?;
-    // The change must follow the configuration in force: one not learned is an error here,
-    // not a proposal the ledger refuses as already there.
-    peers.learn_configuration(None).await?;
-    let current = peers.configuration();
-    let (mut update, _) = config_cli::propose(&admin, &current, changes)?;
-    config_cli::approve(&admin, &current, &mut update)?;
-    config_cli::approve(&second, &current, &mut update)?;
-    let (block, _) = config_cli::submit(&admin, &peers, &current, update).await?;
-    Ok(block)
+    medledger_sdk::configuration::change(&peers, &[&admin, &second], changes).await
 }
 
 async fn add_peer(layout: &Layout) -> Result<Output, ClientError> {
@@ -367,7 +360,7 @@ async fn add_peer(layout: &Layout) -> Result<Output, ClientError> {
     let block = change_configuration(
         layout,
         &via,
-        &config_cli::Changes {
+        &Changes {
             add_peers: vec![(wallet.dir.join("cert.pem"), address.clone())],
             valid_for_hours: 1,
             ..Default::default()
@@ -465,7 +458,7 @@ async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
     let block = change_configuration(
         &layout,
         &via,
-        &config_cli::Changes {
+        &Changes {
             remove_peers: vec![name.to_string()],
             add_peers: vec![(wallet.dir.join("cert.pem"), address.clone())],
             valid_for_hours: 1,
@@ -492,7 +485,7 @@ async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> 
     let block = change_configuration(
         &layout,
         &via,
-        &config_cli::Changes {
+        &Changes {
             remove_peers: vec![name.to_string()],
             valid_for_hours: 1,
             ..Default::default()
@@ -621,6 +614,7 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
     // Blocks: from a data directory, or from a peer (with a wallet).
     let wallet;
     let peers;
+    let _renewing;
     let source = match &args.data_dir {
         Some(dir) => verify::open_data_dir(dir)?,
         None => {
@@ -630,7 +624,11 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
                 .clone()
                 .or_else(|| layout.as_ref().map(|l| l.first_peer().to_string()))
                 .unwrap_or_else(|| DEFAULT_PEER.to_string());
-            peers = PeerSet::connect(&wallet, &address).await?;
+            peers = std::sync::Arc::new(PeerSet::connect(&wallet, &address).await?);
+            // A long chain takes longer to check than a short-lived certificate may have
+            // left: the wallet is renewed as it goes, else the peer cuts the link at its end.
+            _renewing =
+                medledger_sdk::renewal::Renewing::start(Wallet::open(&wallet.dir)?, peers.clone());
             let found = peers.addresses().iter().position(|a| *a == address);
             // The copy audited as served is the one asked for, never another in its place.
             let index = match found {

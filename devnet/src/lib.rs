@@ -861,9 +861,11 @@ pub async fn wait_linked(
     name: &str,
     timeout: Duration,
 ) -> Result<(), ClientError> {
+    let admin = CurrentWallet::new(admin);
     wait_until(&layout.dir, name, timeout, || async {
+        let admin = admin.get().await.ok()?;
         for address in &layout.peers {
-            let Ok(peers) = PeerSet::connect(admin, address).await else {
+            let Ok(peers) = PeerSet::connect(&admin, address).await else {
                 continue;
             };
             let index = peers.names().iter().position(|n| n == name)?;
@@ -890,10 +892,15 @@ pub async fn wait_taking_part(
     timeout: Duration,
 ) -> Result<(), ClientError> {
     let in_a_row = std::cell::Cell::new(0u32);
+    let admin = CurrentWallet::new(admin);
     wait_until(&layout.dir, name, timeout, || async {
+        let Ok(admin) = admin.get().await else {
+            in_a_row.set(0);
+            return None;
+        };
         let taking_part = async {
             for address in &layout.peers {
-                let Ok(peers) = PeerSet::connect(admin, address).await else {
+                let Ok(peers) = PeerSet::connect(&admin, address).await else {
                     continue;
                 };
                 let index = peers.names().iter().position(|n| n == name)?;
@@ -912,6 +919,45 @@ pub async fn wait_taking_part(
         (in_a_row.get() >= SETTLED_CHECKS).then_some(())
     })
     .await
+}
+
+/// A wallet kept current through a wait that may outlast its certificate (a peer catching
+/// up under load takes longer than a one-minute certificate has left): each use opens it
+/// again, renewed when due ([`open_current`], tried at most every [`RENEW_TRY_EVERY`]).
+struct CurrentWallet {
+    dir: PathBuf,
+    last_try: std::cell::Cell<Option<Instant>>,
+}
+
+/// Pause between renewal attempts of a [`CurrentWallet`] (a CA that is down is not asked
+/// again at every poll).
+const RENEW_TRY_EVERY: Duration = Duration::from_secs(5);
+
+impl CurrentWallet {
+    fn new(wallet: &Wallet) -> CurrentWallet {
+        CurrentWallet {
+            dir: wallet.dir.clone(),
+            last_try: std::cell::Cell::new(None),
+        }
+    }
+
+    /// The wallet as it is now in its directory, renewed first when due.
+    ///
+    /// # Errors
+    /// The wallet cannot be read (the wait polls again).
+    async fn get(&self) -> Result<Wallet, ClientError> {
+        let due = self
+            .last_try
+            .get()
+            .is_none_or(|at| at.elapsed() >= RENEW_TRY_EVERY);
+        if due {
+            self.last_try.set(Some(Instant::now()));
+            return open_current(&self.dir, None)
+                .await
+                .map(|(wallet, _)| wallet);
+        }
+        Wallet::open(&self.dir)
+    }
 }
 
 /// Checks in a row a peer just added must take part in ([`wait_taking_part`]).

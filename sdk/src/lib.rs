@@ -21,6 +21,7 @@
 pub use medledger_deid as deid;
 
 pub mod ca;
+pub mod configuration;
 pub mod error;
 pub mod files;
 pub mod patient;

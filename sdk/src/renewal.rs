@@ -70,6 +70,26 @@ pub async fn renew_if_due(
     Ok(true)
 }
 
+/// [`keep_renewed`] on a task of its own for as long as the guard lives (aborted when it is
+/// dropped): what a one-shot command that may outlast its certificate holds while it runs,
+/// such as `medledger ledger verify` of a chain of millions of transactions. Without it the
+/// peers cut the command's links at the certificate's end (`medledger_tls` guard).
+#[must_use = "renewal stops when the guard is dropped"]
+pub struct Renewing(tokio::task::JoinHandle<()>);
+
+impl Renewing {
+    /// Starts renewing `wallet` for `peers` (a Tokio runtime must be running).
+    pub fn start(wallet: Wallet, peers: Arc<PeerSet>) -> Renewing {
+        Renewing(tokio::spawn(keep_renewed(wallet, peers)))
+    }
+}
+
+impl Drop for Renewing {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Keeps `wallet`'s certificate current for `peers` until the task is dropped. A
 /// certificate another process put in the wallet directory meanwhile (for the same key) is
 /// taken as it is.
