@@ -170,17 +170,7 @@ pub async fn verify(
         )));
     }
     let network_id = genesis.network_id;
-    let auditor = Auditor::new(genesis);
-    // Debug builds, in tests of the epoch switch (as the peers of such a network).
-    #[cfg(debug_assertions)]
-    let auditor = if std::env::var(medledger_execution::validate::MEMBERSHIP_CHANGES_ENV)
-        .is_ok_and(|v| v == "1")
-    {
-        auditor.accepting_membership_changes()
-    } else {
-        auditor
-    };
-    let mut auditor = auditor;
+    let mut auditor = Auditor::new(genesis);
     let mut blocks = Vec::new();
     let mut substituted = Vec::new();
     let mut next = 1;

@@ -89,13 +89,6 @@ impl Auditor {
         }
     }
 
-    /// An auditor whose re-execution accepts membership changes, as the network's peers do
-    /// when they switch replica sets ([`Validator::accepting_membership_changes`]).
-    pub fn accepting_membership_changes(mut self) -> Auditor {
-        self.validator = Validator::new(self.genesis.clone()).accepting_membership_changes();
-        self
-    }
-
     pub fn network_id(&self) -> [u8; 32] {
         self.genesis.network_id
     }

@@ -54,12 +54,22 @@ pub struct GenesisPeerSpec {
 
 /// The ledger format new networks are made with: the encodings of blocks, results and world
 /// state and what the header hashes. Fixed by the golden tests (`execution/tests/golden.rs`);
-/// any change to them is a new format, with a new number. Format 2 (docs/adr/0009): headers
-/// with a result root, commit proofs, transaction expiry, envelope-hash request ids.
-pub const LEDGER_FORMAT: u32 = 2;
-/// The oldest ledger format this code reads (and re-executes in `ledger verify`); peers run
-/// only [`LEDGER_FORMAT`].
+/// any change to them is a new format, with a new number; so is any change to an outcome.
+/// Format 2 (docs/adr/0009): headers with a result root, commit proofs, transaction expiry,
+/// envelope-hash request ids. Format 3 (docs/adr/0011): the encodings of format 2, and a
+/// configuration transaction may change the peers ([`MEMBERSHIP_CHANGES_FORMAT`]); on a
+/// format-2 chain such a change stays `BAD_CONFIG_UPDATE`, as the builds that wrote those
+/// chains recorded it.
+pub const LEDGER_FORMAT: u32 = 3;
+/// The oldest ledger format this code reads (and re-executes in `ledger verify`).
 pub const OLDEST_LEDGER_FORMAT: u32 = 1;
+/// The oldest ledger format a peer of this build runs (a format-2 network goes on, with the
+/// peers of its genesis; format 1 only verifies).
+pub const OLDEST_RUNNING_FORMAT: u32 = 2;
+/// The first ledger format whose configuration transactions may change the peers: what
+/// decides that outcome is the network's format, fixed in its genesis, never the build
+/// (peers of two versions of one network must agree on it).
+pub const MEMBERSHIP_CHANGES_FORMAT: u32 = 3;
 /// Default longest life of a transaction (ms): five minutes from the consensus time.
 pub const DEFAULT_MAX_TX_LIFETIME_MS: u64 = 300_000;
 pub use crate::config::TX_LIFETIME_BOUNDS_MS;

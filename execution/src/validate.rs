@@ -138,25 +138,11 @@ struct Caches {
     signatures: std::collections::HashSet<[u8; 32]>,
 }
 
-/// Whether this build's peers switch replica sets at the block that commits a membership
-/// change (docs/adr/0011, step 3 of its order of work). Until they do, every validator of
-/// this build refuses such changes, peers, auditors and clients alike; the same for all,
-/// since it decides outcomes.
-pub const SWITCHES_REPLICA_SETS: bool = false;
-
-/// Debug builds of the peer and the CLI's auditor read this environment variable (`1`):
-/// they accept membership changes before every build does, for tests of real processes of
-/// the epoch switch (every peer and auditor of such a network is given the same). Release
-/// builds never read it.
-pub const MEMBERSHIP_CHANGES_ENV: &str = "MEDLEDGER_MEMBERSHIP_CHANGES";
-
 pub struct Validator {
     genesis: Arc<Genesis>,
     caches: Mutex<Caches>,
     /// The last configuration read from state, by the SHA-256 of its encoding.
     in_force: Mutex<Option<([u8; 32], Arc<Configuration>)>>,
-    /// Whether membership changes are accepted (see [`Validator::accepting_membership_changes`]).
-    membership_changes: bool,
 }
 
 impl Validator {
@@ -165,18 +151,7 @@ impl Validator {
             genesis,
             caches: Mutex::new(Caches::default()),
             in_force: Mutex::new(None),
-            membership_changes: SWITCHES_REPLICA_SETS,
         }
-    }
-
-    /// A validator that accepts membership changes (configurations that change the peers,
-    /// docs/adr/0011), for hosts that switch replica sets at the block that commits one.
-    /// Without it such an update is refused as `BAD_CONFIG_UPDATE`: a host whose replicas
-    /// went on ordering after it would break the chain. Every peer of a network must run
-    /// with the same choice (it decides outcomes).
-    pub fn accepting_membership_changes(mut self) -> Validator {
-        self.membership_changes = true;
-        self
     }
 
     /// The configuration in force on `state` (docs/adr/0010): the genesis's until a
@@ -610,12 +585,15 @@ impl Validator {
             &FactsRevocations(facts),
         )
         .map_err(|e| bad(e.to_string()))?;
-        if !self.membership_changes && !current.same_replicas(&configuration) {
-            return Err(bad(
-                "this network's peers cannot switch replica sets yet (docs/adr/0011): the \
-                 update may not change the peers"
-                    .into(),
-            ));
+        if self.ledger_format() < crate::genesis::MEMBERSHIP_CHANGES_FORMAT
+            && !current.same_replicas(&configuration)
+        {
+            return Err(bad(format!(
+                "this network is of ledger format {}, whose peers are its genesis's for good: \
+                 changing the peers needs a network of format {} or later (docs/adr/0011)",
+                self.ledger_format(),
+                crate::genesis::MEMBERSHIP_CHANGES_FORMAT
+            )));
         }
         Ok(Checked::ConfigUpdate {
             tx_id,

@@ -3,8 +3,9 @@
 //! an approved update is in force from the next block, every way an update can fail to
 //! follow from the configuration in force is refused with BAD_CONFIG_UPDATE and changes
 //! nothing, and a client following the chain with proofs accepts only what was committed.
-//! Membership changes (docs/adr/0011): accepted only by a validator that switches replica
-//! sets, bounded to f peers in and out, and followed by clients to the new peers' votes.
+//! Membership changes (docs/adr/0011): accepted on networks of ledger format 3 (refused on
+//! format 2, whose builds never switched replica sets), bounded to f peers in and out, and
+//! followed by clients to the new peers' votes.
 // A host, not the deterministic crate: it may read files.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -563,10 +564,21 @@ impl Net {
     }
 }
 
-/// A network whose peers switch replica sets.
+/// The fixture network made again in ledger format 3 (`MEMBERSHIP_CHANGES_FORMAT`): its
+/// configuration transactions may change the peers. The fixture genesis is format 2.
 fn switching_net() -> Net {
+    let mut block = v1::Block::decode(fixture("genesis.pb").as_slice()).unwrap();
+    let config = block.genesis.as_mut().unwrap();
+    config.consensus.as_mut().unwrap().ledger_format =
+        medledger_execution::genesis::MEMBERSHIP_CHANGES_FORMAT;
+    // The header commits to the configuration.
+    block.header.as_mut().unwrap().tx_root =
+        <sha2::Sha256 as sha2::Digest>::digest(config.encode_to_vec()).to_vec();
+    let genesis = Arc::new(Genesis::from_block(block).unwrap());
     let mut n = net();
-    n.validator = Validator::new(n.genesis.clone()).accepting_membership_changes();
+    n.validator = Validator::new(genesis.clone());
+    n.state = MemoryState::new(&genesis);
+    n.genesis = genesis;
     n
 }
 
@@ -577,12 +589,23 @@ fn a_peer_added_is_a_replica_from_the_next_block_and_ends_the_epoch() {
     peers.push(n.new_peer(4, 4));
     let update = n.with_peers(peers.clone());
 
-    // Peers that cannot switch replica sets refuse it, and nothing changes.
+    // A network of ledger format 2 (its peers the genesis's for good) refuses it, and
+    // nothing changes.
+    // nothing changes (the same change, approved for that network: refused for the peers
+    // alone, since it follows the configuration in force in every other way).
     let mut fixed = net();
-    let refused = fixed.execute(vec![envelope(update.clone())]);
+    let same = fixed.with_peers(peers.clone());
+    let refused = fixed.execute(vec![envelope(same)]);
     assert_eq!(statuses(&refused), vec![TxStatus::BadConfigUpdate]);
     assert!(!refused.ends_epoch);
     assert_eq!(fixed.current().peers.len(), 4);
+    let unchanged = (0..4).map(|i| fixed.genesis_peer(i, i as u32)).collect();
+    let kept = fixed.with_peers(unchanged);
+    assert_eq!(
+        statuses(&fixed.execute(vec![envelope(kept)])),
+        vec![TxStatus::Valid],
+        "a format-2 network takes a change that keeps its peers"
+    );
 
     let block = n.execute(vec![envelope(update), n.transaction(1, 50_000)]);
     assert_eq!(
@@ -731,7 +754,7 @@ fn the_auditor_checks_each_block_against_the_replicas_of_its_epoch() {
     let blocks = [change.block.clone(), later.block.clone()];
 
     let audit = |blocks: &[v1::Block]| {
-        let mut auditor = Auditor::new((*n.genesis).clone()).accepting_membership_changes();
+        let mut auditor = Auditor::new((*n.genesis).clone());
         blocks
             .iter()
             .map(|b| auditor.check(b).unwrap().problems)

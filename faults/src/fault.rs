@@ -66,6 +66,12 @@ pub enum Fault {
         kib_per_s: u64,
         iops: u64,
     },
+    /// kill -9 of one peer, a new signing key for it from the CA (its old certificate
+    /// revoked as superseded), and the configuration change that replaces it (removed with
+    /// its old key, added with the new one at the same address) approved by both admins and
+    /// ordered by the others; at the heal the peer starts again with `--join` and catches
+    /// up. What an operator does with `medledger network rekey-peer`.
+    Rekey { peer: usize },
 }
 
 /// The kinds that need the gateway and the object store (`--objects garage` or `local`).
@@ -76,8 +82,9 @@ pub const FILE_KINDS: [&str; 4] = [
     "store-rollback",
 ];
 
-/// Every kind, for the report.
-pub const KINDS: [&str; 16] = [
+/// Every kind, for the report: the first [`DRAWN`] are drawn when no kind is named; the
+/// others only when named (so the draws of a seed stay what they were before they existed).
+pub const KINDS: [&str; 17] = [
     "split",
     "isolate-primary",
     "isolate",
@@ -94,7 +101,11 @@ pub const KINDS: [&str; 16] = [
     "store-alter",
     "store-rollback",
     "slow-disk",
+    "rekey",
 ];
+
+/// How many of [`KINDS`] are drawn when none is named.
+pub const DRAWN: usize = 16;
 
 impl Fault {
     pub fn kind(&self) -> &'static str {
@@ -115,14 +126,15 @@ impl Fault {
             Fault::StoreAlter { .. } => KINDS[13],
             Fault::StoreRollBack => KINDS[14],
             Fault::SlowDisk { .. } => KINDS[15],
+            Fault::Rekey { .. } => KINDS[16],
         }
     }
 
-    /// A fault for `n` peers whose primary is `primary`.
+    /// A fault of the first [`DRAWN`] kinds for `n` peers whose primary is `primary`.
     pub fn draw(rng: &mut impl Rng, n: usize, primary: usize) -> Fault {
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(rng);
-        match rng.gen_range(0..KINDS.len()) {
+        match rng.gen_range(0..DRAWN) {
             0 => {
                 let cut = rng.gen_range(1..n);
                 let (left, right) = order.split_at(cut);
@@ -174,8 +186,14 @@ impl Fault {
         }
     }
 
-    /// [`Fault::draw`], of the kinds named in `kinds` only (all when empty).
+    /// [`Fault::draw`], of the kinds named in `kinds` only (the first [`DRAWN`] when
+    /// empty); `rekey`, when named, one time in as many as there are kinds named.
     pub fn draw_of(rng: &mut impl Rng, n: usize, primary: usize, kinds: &[String]) -> Fault {
+        if kinds.iter().any(|k| k == KINDS[16]) && rng.gen_range(0..kinds.len()) == 0 {
+            return Fault::Rekey {
+                peer: rng.gen_range(0..n),
+            };
+        }
         loop {
             let fault = Fault::draw(rng, n, primary);
             if kinds.is_empty() || kinds.iter().any(|k| k == fault.kind()) {
@@ -273,6 +291,7 @@ impl Fault {
                 kib_per_s,
                 iops,
             } => network.slow_disk(*peer, kib_per_s.saturating_mul(1024), *iops)?,
+            Fault::Rekey { peer } => network.rekey(*peer).await?,
         }
         Ok(())
     }

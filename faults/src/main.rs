@@ -81,7 +81,8 @@ struct RunArgs {
     dir: Option<PathBuf>,
     /// Only these fault kinds (comma-separated: split, isolate-primary, isolate, one-way,
     /// drop, kill, kill-all, pause, clock, disk-full, corrupt, gateway-kill, store-lose,
-    /// store-alter, store-rollback, slow-disk); default: all.
+    /// store-alter, store-rollback, slow-disk, rekey); default: all but rekey, which is
+    /// drawn only when named (a seed's draws stay what they were before it existed).
     #[arg(long, value_delimiter = ',')]
     faults: Vec<String>,
     /// Keeps the folders of episodes that passed too.
@@ -279,7 +280,10 @@ fn keep_logs(network: &Network, dir: &Path, name: &str) {
 /// `kinds` (all when empty) without `left_out`; fails, saying `why`, when none is left.
 fn leave_out(kinds: Vec<String>, left_out: &[&str], why: &str) -> anyhow::Result<Vec<String>> {
     let wanted: Vec<String> = if kinds.is_empty() {
-        fault::KINDS.iter().map(|k| k.to_string()).collect()
+        fault::KINDS[..fault::DRAWN]
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
     } else {
         kinds
     };
@@ -399,7 +403,7 @@ async fn run_episode(
             .iter()
             .flatten()
             .map(|s| s.primary as usize)
-            .next()
+            .find(|&p| p < network.peers.len())
             .unwrap_or(0);
         let at_inject = standings
             .iter()
@@ -424,6 +428,13 @@ async fn run_episode(
             hold.as_millis()
         );
         fault.inject(&mut network).await?;
+        if let Fault::Rekey { .. } = fault {
+            // The harness's own client follows the change (its replica ids moved).
+            client
+                .learn_configuration(None)
+                .await
+                .context("following the change that replaced a peer's key")?;
+        }
         if let (
             Some(files),
             Fault::StoreLose { .. } | Fault::StoreAlter { .. } | Fault::StoreRollBack,

@@ -35,6 +35,10 @@ pub struct Peer {
     /// The offset (ms) the peer adds to its wall clock (`MEDLEDGER_FAULT_CLOCK_FILE`, debug
     /// builds), read at most once a second.
     pub clock_file: PathBuf,
+    /// The other peers' addresses (comma-separated) it catches up from, given with
+    /// `--join` at every start once its key was rotated ([`Network::rekey`]): its ledger
+    /// names it by its old key until it reaches the change.
+    pub join: Option<String>,
 }
 
 impl Peer {
@@ -191,6 +195,7 @@ impl Network {
                 data_dir: dir.join(format!("peer{i}")),
                 log: dir.join(format!("peer{i}.log")),
                 clock_file: dir.join(format!("peer{i}.clock-offset-ms")),
+                join: None,
             })
             .collect();
         let mut network = Network {
@@ -253,6 +258,9 @@ impl Network {
                 &self.peers[i].clock_file,
             );
         command.env("MEDLEDGER_PEER_CA_URL", &self.peer_ca_url);
+        if let Some(join) = &self.peers[i].join {
+            command.args(["--join", join]);
+        }
         if let Some(lie) = &self.lie {
             command.env("MEDLEDGER_FAULT_LIE", lie);
         }
@@ -482,11 +490,71 @@ impl Network {
         }
     }
 
-    /// Every peer's standing, asked of it alone within 2 s (`None`: no answer).
+    /// Rotates peer `i`'s signing key as its operator would (`medledger network
+    /// rekey-peer`): kills it, renews its certificate for a new key (the CA revokes the old
+    /// one as superseded), and has both admins order, through another peer, the
+    /// configuration change that removes it and adds it back with the new key at the same
+    /// address (it becomes the last replica). It is started again, with `--join`, at the
+    /// heal.
+    ///
+    /// # Errors
+    /// The renewal or the change failed.
+    pub async fn rekey(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        let name = format!("peer{i}");
+        let dir = self.layout.wallets().join(&name);
+        let mut wallet = Wallet::open(&dir)?;
+        medledger_sdk::reenroll(
+            &self.layout.ca_url(),
+            &mut wallet,
+            medledger_sdk::Renewal {
+                new_signing_key: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("a new key for {name}"))?;
+        let second = Wallet::open(&self.layout.wallets().join("admin2"))?;
+        let others: Vec<String> = (0..self.peers.len())
+            .filter(|&k| k != i)
+            .map(|k| self.layout.peers[k].clone())
+            .collect();
+        // From here on it starts with `--join`, also if the change fails below: its new key
+        // is in no configuration until the change commits.
+        self.peers[i].join = Some(others.join(","));
+        let peers = PeerSet::connect(&self.admin, &others[0]).await?;
+        let block = medledger_sdk::configuration::change(
+            &peers,
+            &[&self.admin, &second],
+            &medledger_sdk::configuration::Changes {
+                remove_peers: vec![name.clone()],
+                add_peers: vec![(dir.join("cert.pem"), self.layout.peers[i].clone())],
+                valid_for_hours: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("the change that replaces {name}'s key"))?;
+        println!("  {name}'s new key is in force from block {}", block + 1);
+        Ok(())
+    }
+
+    /// Every peer's standing, by process (peer `i` at `layout.peers[i]`, whatever its
+    /// replica id now), asked of it alone within 2 s (`None`: no answer); its `primary` is
+    /// the primary's process too (`u32::MAX`: a replica this client does not know).
     pub async fn standings(&self, client: &PeerSet) -> Vec<Option<Standing>> {
+        let addresses = client.addresses();
+        let process_of = |replica: usize| {
+            addresses
+                .get(replica)
+                .and_then(|a| self.layout.peers.iter().position(|p| p == a))
+        };
         let mut calls = tokio::task::JoinSet::new();
-        for i in 0..self.peers.len() {
-            let mut peer = client.peer(i);
+        for (replica, address) in addresses.iter().enumerate() {
+            let Some(i) = self.layout.peers.iter().position(|p| p == address) else {
+                continue;
+            };
+            let mut peer = client.peer(replica);
             calls.spawn(async move {
                 let mut request = tonic::Request::new(v1::GetStatusRequest {});
                 request.set_timeout(Duration::from_secs(2));
@@ -495,20 +563,19 @@ impl Network {
                     .ok()
                     .and_then(Result::ok)
                     .map(|r| r.into_inner());
-                (
-                    i,
-                    answer.map(|s| Standing {
-                        height: s.height,
-                        head: s.last_block_hash,
-                        view: s.view,
-                        primary: s.primary,
-                    }),
-                )
+                (i, answer)
             });
         }
         let mut out = vec![None; self.peers.len()];
-        while let Some(Ok((i, standing))) = calls.join_next().await {
-            out[i] = standing;
+        while let Some(Ok((i, answer))) = calls.join_next().await {
+            out[i] = answer.map(|s| Standing {
+                height: s.height,
+                head: s.last_block_hash,
+                view: s.view,
+                primary: process_of(s.primary as usize)
+                    .and_then(|p| u32::try_from(p).ok())
+                    .unwrap_or(u32::MAX),
+            });
         }
         out
     }

@@ -40,12 +40,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let provider = medledger_tls::provider();
     let genesis = Arc::new(Genesis::read(&config.genesis)?);
-    if genesis.ledger_format() != crate::genesis::LEDGER_FORMAT {
+    if !(crate::genesis::OLDEST_RUNNING_FORMAT..=crate::genesis::LEDGER_FORMAT)
+        .contains(&genesis.ledger_format())
+    {
         bail!(
-            "the genesis block is of ledger format {}; this peer runs format {} only (format 1 \
-             chains still verify with `medledger ledger verify`; a network of this version \
+            "the genesis block is of ledger format {}; this peer runs formats {} to {} (format \
+             1 chains still verify with `medledger ledger verify`; a network of this version \
              starts from a new genesis)",
             genesis.ledger_format(),
+            crate::genesis::OLDEST_RUNNING_FORMAT,
             crate::genesis::LEDGER_FORMAT
         );
     }
@@ -78,17 +81,7 @@ pub async fn run(
     };
     let ledger = Arc::new(ledger);
     scrub_in_background(ledger.clone());
-    let validator = Validator::new(genesis.clone());
-    #[cfg(debug_assertions)]
-    let validator = if std::env::var(medledger_execution::validate::MEMBERSHIP_CHANGES_ENV)
-        .is_ok_and(|v| v == "1")
-    {
-        tracing::warn!("this peer accepts membership changes (a test of the epoch switch)");
-        validator.accepting_membership_changes()
-    } else {
-        validator
-    };
-    let validator = Arc::new(validator);
+    let validator = Arc::new(Validator::new(genesis.clone()));
     let revocations = Revocations::load(&ledger)?;
     let in_force = || {
         validator.configuration_in_force(&crate::execute::LedgerState::new(&ledger, &revocations))

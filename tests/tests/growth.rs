@@ -6,14 +6,10 @@
 //! Nothing the load was told committed is lost, nothing it sent is refused, every peer
 //! holds one chain, the auditor verifies it across every change, and after a restart a new
 //! client follows every configuration link, each proven by its own epoch's replicas.
-//!
-//! Until the fault runs under reconfiguration are done, membership changes are accepted
-//! only by debug builds given `MEDLEDGER_MEMBERSHIP_CHANGES=1`: this test's.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
 use medledger_tests::local_network::LocalNetwork;
 
 /// Seconds of measured load: long enough to cover the three additions.
@@ -21,9 +17,6 @@ const LOAD_SECONDS: u64 = 60;
 
 #[test]
 fn the_local_network_grows_to_seven_under_load_and_replaces_a_peer() {
-    // SAFETY: set before any thread of this test binary (it holds this one test) starts; the
-    // processes it starts inherit it.
-    unsafe { std::env::set_var(MEMBERSHIP_CHANGES_ENV, "1") };
     let net = LocalNetwork::up_with(&[]);
     let mut load = net.start_load("growth", LOAD_SECONDS);
     // The load has set up its identities once the ledger grows by itself.

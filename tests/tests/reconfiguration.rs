@@ -8,14 +8,9 @@
 //! checking every block and takes part; the auditor verifies the chain across both changes
 //! from the genesis; last, a peer removed while it was down comes back, reads the blocks
 //! up to its removal from the others (who refuse it as a replica), and says it left.
-//!
-//! Until clients and the gateway follow the peers a change adds (step 4), membership
-//! changes are accepted only by peers and auditors given `MEDLEDGER_MEMBERSHIP_CHANGES=1`
-//! (debug builds): this test's.
 
 use std::time::Duration;
 
-use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
 use medledger_tests::{PeerProcess, TestNetwork};
 
 /// Waits (30 s at most) until `peer`'s log says it was removed.
@@ -42,9 +37,6 @@ fn change(net: &TestNetwork, via: usize, options: &[&str]) -> serde_json::Value 
 
 #[test]
 fn the_admins_remove_a_peer_and_the_others_carry_on() {
-    // SAFETY: set before any thread of this test binary (it holds this one test) starts; the
-    // processes it starts inherit it.
-    unsafe { std::env::set_var(MEMBERSHIP_CHANGES_ENV, "1") };
     let mut net = TestNetwork::start(5);
     let before = change(&net, 0, &["--max-tx-lifetime-ms", "120000"]);
     // peer3 is down across the change: it comes back in the old epoch, with its old id.

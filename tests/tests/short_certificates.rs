@@ -10,7 +10,6 @@
 
 use std::time::{Duration, Instant};
 
-use medledger_execution::validate::MEMBERSHIP_CHANGES_ENV;
 use medledger_tests::local_network::LocalNetwork;
 
 /// Lifetime of every certificate the CA issues.
@@ -21,12 +20,10 @@ const LOAD_SECONDS: u64 = 150;
 #[test]
 fn a_network_of_one_minute_certificates_renews_everything_under_load() {
     // SAFETY: set before any thread of this test binary (it holds this one test) starts; the
-    // processes it starts inherit them: the CA (also when restarted), and the peers (the
-    // replacement is a membership change, accepted by debug builds given this switch).
+    // processes it starts inherit them: the CA (also when restarted).
     unsafe {
         std::env::set_var("MEDLEDGER_CA_CERT_VALIDITY", VALIDITY);
         std::env::set_var("MEDLEDGER_CA_TLS_VALIDITY", VALIDITY);
-        std::env::set_var(MEMBERSHIP_CHANGES_ENV, "1");
     }
     let net = LocalNetwork::up_with(&[]);
     let info = net.json(Some("admin"), &["ca-info"]);
