@@ -35,12 +35,16 @@ fn a_few_seeded_fault_cycles_lose_nothing() {
     }
     let faults = binary("medledger-faults");
     let dir = tempfile::tempdir().expect("temp dir");
-    // Two seeds of every fault kind, two flips in table files (seed 41 draws those), and one
-    // with the first peer lying to every client (the lying-peer mode) under partitions.
-    let runs: [(&str, &[&str]); 4] = [
+    // Two seeds of every fault kind, two flips in table files (seed 41 draws those), two
+    // peers' keys replaced through membership changes and then the ledger of one of them
+    // damaged, so that it starts over from the genesis with its new key (seed 9 draws
+    // that), and one with the first peer lying to every client (the lying-peer mode) under
+    // partitions.
+    let runs: [(&str, &[&str]); 5] = [
         ("1", &["--cycles", "3"]),
         ("2", &["--cycles", "3"]),
         ("41", &["--cycles", "2", "--faults", "corrupt"]),
+        ("9", &["--cycles", "3", "--faults", "rekey,corrupt"]),
         (
             "3",
             &[
@@ -71,6 +75,10 @@ fn a_few_seeded_fault_cycles_lose_nothing() {
         if seed == "41" {
             assert_eq!(said.matches(".sst flipped").count(), 2, "{said}");
             assert!(said.contains("refused its damaged ledger"), "{said}");
+        }
+        if seed == "9" {
+            assert_eq!(said.matches("new key is in force").count(), 2, "{said}");
+            assert!(said.contains("peer1 refused its damaged ledger"), "{said}");
         }
     }
     a_stopped_run_cleans_up_after_itself(&faults, dir.path());
