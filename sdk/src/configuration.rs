@@ -48,12 +48,24 @@ pub struct Changes {
 ///
 /// # Errors
 /// `Usage`: a change names an unknown peer, a file that is not a valid certificate of the
-/// expected role, or makes a configuration the ledger refuses (`ConfigError`'s words).
+/// expected role, changes the peers of a network of ledger format 2, or makes a
+/// configuration the ledger refuses (`ConfigError`'s words).
 pub fn propose(
     wallet: &Wallet,
     current: &Configuration,
     changes: &Changes,
 ) -> Result<(v1::ConfigUpdate, Configuration), ClientError> {
+    let changes_peers = !changes.remove_peers.is_empty() || !changes.add_peers.is_empty();
+    let format = current.parameters.ledger_format;
+    if changes_peers && format < medledger_execution::genesis::MEMBERSHIP_CHANGES_FORMAT {
+        // The ledger would refuse it as BAD_CONFIG_UPDATE; said here, in words, before
+        // anyone signs.
+        return Err(ClientError::Usage(format!(
+            "this network is of ledger format {format}: its peers are its genesis's for good \
+             (changes of the peers need a network of format {} or later, docs/adr/0011)",
+            medledger_execution::genesis::MEMBERSHIP_CHANGES_FORMAT
+        )));
+    }
     let mut value = current.successor();
     for name in &changes.remove_peers {
         if !value.peers.iter().any(|p| p.name == *name) {
