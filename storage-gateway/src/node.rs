@@ -77,10 +77,10 @@ pub async fn run(
     }
     // The gateway's certificate is renewed before it ends, for the same keys, and presented
     // from then on to the peers and to its clients (issue 19 item 5).
-    let renewal = tokio::spawn(medledger_sdk::renewal::keep_renewed(
+    let renewal = medledger_sdk::renewal::Renewing::start(
         Wallet::open(&config.wallet).map_err(|e| anyhow::anyhow!("{e}"))?,
         peers.clone(),
-    ));
+    );
     let revocations = peers.revocations().clone();
     let gateway = Arc::new(Gateway::new(
         peers,
@@ -142,7 +142,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     reconciler.abort();
-    renewal.abort();
+    drop(renewal);
     tracing::info!("stopped");
     Ok(())
 }
