@@ -1242,6 +1242,9 @@ fn events_stream_and_resume_status_health_reflection_and_sigterm_is_graceful() {
     let (first, second) = rt.block_on(async {
         let peers = connect(&net, "patient", 0).await;
         let (pseudonym, registered) = register(&peers).await;
+        // A peer checks the follower owns the record against its own state: peer 2 must hold
+        // the registration first (a quorum committed it; peer 2 may be a block behind).
+        height_reaching(&peers, 2, registered.block).await;
         // The owner follows their record from the first block on.
         let mut events = peers
             .peer(2)
