@@ -861,7 +861,7 @@ pub async fn wait_linked(
     name: &str,
     timeout: Duration,
 ) -> Result<(), ClientError> {
-    let admin = CurrentWallet::new(admin);
+    let admin = CurrentWallet::new(admin.dir.clone());
     wait_until(&layout.dir, name, timeout, || async {
         let admin = admin.get().await.ok()?;
         for address in &layout.peers {
@@ -892,8 +892,14 @@ pub async fn wait_taking_part(
     timeout: Duration,
 ) -> Result<(), ClientError> {
     let in_a_row = std::cell::Cell::new(0u32);
-    let admin = CurrentWallet::new(admin);
+    let admin = CurrentWallet::new(admin.dir.clone());
+    // The second admin idles through the wait, and the next change needs its approval: a
+    // one-minute certificate would lapse meanwhile, and a lapsed one cannot be renewed.
+    let second = CurrentWallet::new(layout.wallets().join(SECOND_ADMIN));
     wait_until(&layout.dir, name, timeout, || async {
+        if second.dir.join("cert.pem").exists() {
+            let _ = second.get().await;
+        }
         let Ok(admin) = admin.get().await else {
             in_a_row.set(0);
             return None;
@@ -934,9 +940,9 @@ struct CurrentWallet {
 const RENEW_TRY_EVERY: Duration = Duration::from_secs(5);
 
 impl CurrentWallet {
-    fn new(wallet: &Wallet) -> CurrentWallet {
+    fn new(dir: PathBuf) -> CurrentWallet {
         CurrentWallet {
-            dir: wallet.dir.clone(),
+            dir,
             last_try: std::cell::Cell::new(None),
         }
     }
