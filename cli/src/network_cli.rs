@@ -370,7 +370,7 @@ async fn add_peer(layout: &Layout) -> Result<Output, ClientError> {
     // The layout follows the configuration as soon as it is committed.
     let grown = layout.with_peers_changed(None, Some((&name, &address)));
     grown.write()?;
-    join_and_link(&grown, &admin, &name, &address, &via).await?;
+    join_and_link(&grown, &admin, &name, &address, &layout.join_argument(0)).await?;
     Ok(Output {
         text: format!(
             "Added {name} at {address}: the configuration that adds it committed in block \
@@ -381,8 +381,8 @@ async fn add_peer(layout: &Layout) -> Result<Output, ClientError> {
     })
 }
 
-/// The index of peer `name` in `layout`, and the address of another peer to go through.
-fn peer_and_other(layout: &Layout, name: &str) -> Result<(usize, String), ClientError> {
+/// The index of peer `name` in `layout`, and another peer to go through (its index).
+fn peer_and_other(layout: &Layout, name: &str) -> Result<(usize, usize), ClientError> {
     let names = layout.peer_names();
     let Some(index) = names.iter().position(|n| n == name) else {
         return Err(ClientError::Usage(format!(
@@ -396,13 +396,14 @@ fn peer_and_other(layout: &Layout, name: &str) -> Result<(usize, String), Client
         .iter()
         .find(|i| network::peer_runs(layout, &layout.peer_name(**i)))
         .or(others.first())
-        .map(|i| layout.peers[*i].clone())
-        .unwrap_or_default();
+        .copied()
+        .ok_or_else(|| ClientError::Usage(format!("{name} is the network's only peer")))?;
     Ok((index, via))
 }
 
-/// Starts peer `name` of `layout` at `address` with `--join via`, and waits (2 min at most)
-/// until it is linked to every other peer and takes part in consensus (caught up).
+/// Starts peer `name` of `layout` at `address` with `--join via` (`NAME@HOST:PORT`), and
+/// waits (2 min at most) until it is linked to every other peer and takes part in
+/// consensus (caught up).
 async fn join_and_link(
     layout: &Layout,
     admin: &Wallet,
@@ -418,7 +419,8 @@ async fn join_and_link(
 }
 
 async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
-    let (index, via) = peer_and_other(&layout, name)?;
+    let (index, other) = peer_and_other(&layout, name)?;
+    let via = layout.peers[other].clone();
     let address = layout.peers[index].clone();
     let (admin, _) = admins(&layout).await?;
     // Checked before anything is stopped or renewed: without this peer, the others must
@@ -441,35 +443,25 @@ async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
         )));
     }
     network::stop(&layout.dir, vec![name.to_string()]).await;
-    let mut wallet = Wallet::open(&layout.wallets().join(name))?;
-    let old_key = hex::encode(wallet.signing.verifying_key().to_bytes());
-    medledger_sdk::reenroll(
-        &layout.ca_url(),
-        &mut wallet,
-        medledger_sdk::Renewal {
-            new_signing_key: true,
-            ..Default::default()
-        },
-    )
-    .await?;
-    let new_key = hex::encode(wallet.signing.verifying_key().to_bytes());
     // Stopped and its old certificate revoked: if the change fails here, running this
     // again renews once more and retries it.
-    let block = change_configuration(
+    let (_, second) = admins(&layout).await?;
+    let network::rekey::Rekeyed {
+        old_key,
+        new_key,
+        block,
+    } = network::rekey::replace_peer_key(
         &layout,
-        &via,
-        &Changes {
-            remove_peers: vec![name.to_string()],
-            add_peers: vec![(wallet.dir.join("cert.pem"), address.clone())],
-            valid_for_hours: 1,
-            ..Default::default()
-        },
+        name,
+        &address,
+        &PeerSet::connect(&admin, &via).await?,
+        &[&admin, &second],
     )
     .await?;
     // Replica ids follow the configuration's order: it is the last one now.
     let moved = layout.with_peers_changed(Some(index), Some((name, &address)));
     moved.write()?;
-    join_and_link(&moved, &admin, name, &address, &via).await?;
+    join_and_link(&moved, &admin, name, &address, &layout.join_argument(other)).await?;
     Ok(Output {
         text: format!(
             "{name} signs with a new key ({new_key}, was {old_key}): the configuration that \
@@ -481,7 +473,8 @@ async fn rekey_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
 }
 
 async fn remove_peer(layout: Layout, name: &str) -> Result<Output, ClientError> {
-    let (index, via) = peer_and_other(&layout, name)?;
+    let (index, other) = peer_and_other(&layout, name)?;
+    let via = layout.peers[other].clone();
     let block = change_configuration(
         &layout,
         &via,

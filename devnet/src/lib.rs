@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub mod garage;
 pub mod participation;
 pub mod process;
+pub mod rekey;
 
 use process::{Binaries, GenesisPeer};
 
@@ -144,6 +145,16 @@ impl Layout {
             .cloned()
             .unwrap_or_else(|| format!("peer{index}"))
     }
+    /// The `--join` argument for the peer at `index`: `NAME@HOST:PORT`, so that the joiner
+    /// believes only that peer's certificate at that address.
+    pub fn join_argument(&self, index: usize) -> String {
+        format!(
+            "{}@{}",
+            self.peer_name(index),
+            self.peers.get(index).map_or("", String::as_str)
+        )
+    }
+
     /// Every peer's name, in replica order.
     pub fn peer_names(&self) -> Vec<String> {
         (0..self.peers.len()).map(|i| self.peer_name(i)).collect()
@@ -662,13 +673,10 @@ pub async fn up(opts: &UpOptions) -> Result<Layout, ClientError> {
         if running_pid(&dir, &name, "medledger-peer").is_none() {
             // Another peer to join through: a member ignores it, a peer whose join was
             // interrupted (its catch-up or its head confirmation) finishes it.
-            let via = layout
-                .peers
-                .iter()
-                .enumerate()
-                .find(|(j, _)| *j != i)
-                .map(|(_, a)| a.as_str());
-            start_peer(&layout, &bins, &name, address, via)?;
+            let via = (0..layout.peers.len())
+                .find(|j| *j != i)
+                .map(|j| layout.join_argument(j));
+            start_peer(&layout, &bins, &name, address, via.as_deref())?;
         }
     }
     let peers = wait_until(
@@ -765,12 +773,10 @@ async fn follow_configuration(
     for (name, address) in &added {
         let here = followed.wallets().join(name).join("cert.pem").exists();
         if here && running_pid(&followed.dir, name, "medledger-peer").is_none() {
-            let via = followed
-                .peers
-                .iter()
-                .find(|a| *a != address)
-                .map(String::as_str);
-            start_peer(&followed, bins, name, address, via)?;
+            let via = (0..followed.peers.len())
+                .find(|j| followed.peers[*j] != *address)
+                .map(|j| followed.join_argument(j));
+            start_peer(&followed, bins, name, address, via.as_deref())?;
         } else if !here {
             eprintln!("{name} at {address} is not one of this machine's peers; not started here");
         }

@@ -35,7 +35,7 @@ pub struct Peer {
     /// The offset (ms) the peer adds to its wall clock (`MEDLEDGER_FAULT_CLOCK_FILE`, debug
     /// builds), read at most once a second.
     pub clock_file: PathBuf,
-    /// The other peers' addresses (comma-separated) it catches up from, given with
+    /// The other peers (`NAME@HOST:PORT`, comma-separated) it catches up from, given with
     /// `--join` at every start once its key was rotated ([`Network::rekey`]): its ledger
     /// names it by its old key until it reaches the change.
     pub join: Option<String>,
@@ -502,18 +502,6 @@ impl Network {
     pub async fn rekey(&mut self, i: usize) -> anyhow::Result<()> {
         self.kill(i);
         let name = format!("peer{i}");
-        let dir = self.layout.wallets().join(&name);
-        let mut wallet = Wallet::open(&dir)?;
-        medledger_sdk::reenroll(
-            &self.layout.ca_url(),
-            &mut wallet,
-            medledger_sdk::Renewal {
-                new_signing_key: true,
-                ..Default::default()
-            },
-        )
-        .await
-        .with_context(|| format!("a new key for {name}"))?;
         let second = Wallet::open(&self.layout.wallets().join("admin2"))?;
         let others: Vec<String> = (0..self.peers.len())
             .filter(|&k| k != i)
@@ -521,21 +509,25 @@ impl Network {
             .collect();
         // From here on it starts with `--join`, also if the change fails below: its new key
         // is in no configuration until the change commits.
-        self.peers[i].join = Some(others.join(","));
+        let join: Vec<String> = (0..self.peers.len())
+            .filter(|&k| k != i)
+            .map(|k| self.layout.join_argument(k))
+            .collect();
+        self.peers[i].join = Some(join.join(","));
         let peers = PeerSet::connect(&self.admin, &others[0]).await?;
-        let block = medledger_sdk::configuration::change(
+        let rekeyed = medledger_devnet::rekey::replace_peer_key(
+            &self.layout,
+            &name,
+            &self.layout.peers[i],
             &peers,
             &[&self.admin, &second],
-            &medledger_sdk::configuration::Changes {
-                remove_peers: vec![name.clone()],
-                add_peers: vec![(dir.join("cert.pem"), self.layout.peers[i].clone())],
-                valid_for_hours: 1,
-                ..Default::default()
-            },
         )
         .await
-        .with_context(|| format!("the change that replaces {name}'s key"))?;
-        println!("  {name}'s new key is in force from block {}", block + 1);
+        .with_context(|| format!("a new key for {name}, and the change that puts it in force"))?;
+        println!(
+            "  {name}'s new key is in force from block {}",
+            rekeyed.block + 1
+        );
         Ok(())
     }
 

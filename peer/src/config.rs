@@ -8,7 +8,7 @@
 //! listen = "0.0.0.0:7051"                        # default: this peer's genesis address
 //! metrics_listen = "127.0.0.1:9451"              # Prometheus /metrics; off when absent
 //! ca_url = "https://ca.hospital.example:7054"    # revocations to follow; default: the wallet's CA
-//! join = ["peer0.hospital.example:7051"]         # a joining peer: whom to catch up from
+//! join = ["peer0@peer0.hospital.example:7051"]   # a joining peer: whom to catch up from
 //! ```
 
 use std::net::SocketAddr;
@@ -48,9 +48,10 @@ pub struct PeerConfig {
     /// The membership CA whose revocation records this peer orders onto the ledger
     /// (`revocation_feed.rs`); `None`: the CA address in the wallet's `wallet.json`.
     pub ca_url: Option<String>,
-    /// Peers (`HOST:PORT`) a peer that is not yet one of the replicas in force catches up
-    /// from, before the peers of the configuration it knows (docs/adr/0011 §6).
-    pub join: Vec<String>,
+    /// Peers (`NAME@HOST:PORT` or `HOST:PORT`) a peer that is not yet one of the replicas
+    /// in force catches up from, before the peers of the configuration it knows, and one of
+    /// which must confirm the block it reached (docs/adr/0011 §6).
+    pub join: Vec<crate::join::JoinPeer>,
 }
 
 impl PeerConfig {
@@ -78,7 +79,13 @@ impl PeerConfig {
             listen: flags.listen.or(file.listen),
             metrics_listen: flags.metrics_listen.or(file.metrics_listen),
             ca_url: flags.ca_url.or(file.ca_url),
-            join: flags.join.or(file.join).unwrap_or_default(),
+            join: flags
+                .join
+                .or(file.join)
+                .unwrap_or_default()
+                .iter()
+                .map(|text| text.parse().map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 }

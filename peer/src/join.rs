@@ -29,6 +29,64 @@ use crate::execute::{LedgerState, Revocations};
 use crate::ledger::Ledger;
 use crate::validate::Validator;
 
+/// A peer its operator named with `--join`: `NAME@HOST:PORT`, the peer enrolled as NAME
+/// answering at that address (the CA vouches for who confirms the head a joiner reached),
+/// or `HOST:PORT`, whichever enrolled peer answers there (trusted on the address alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinPeer {
+    /// The enrolled name the peer's certificate must carry, if the operator gave one.
+    pub name: Option<String>,
+    /// `HOST:PORT`.
+    pub address: String,
+}
+
+/// Longest `HOST:PORT` taken (a DNS name is at most 253 bytes).
+const MAX_ADDRESS_LEN: usize = 260;
+
+impl std::str::FromStr for JoinPeer {
+    type Err = String;
+
+    /// Parses `NAME@HOST:PORT` or `HOST:PORT`. A name may itself hold `@`: the last one
+    /// separates it from the address.
+    ///
+    /// # Errors
+    /// Words naming what is wrong: an invalid name (`validate_name`), an address without a
+    /// port, or one too long or holding spaces or control characters.
+    fn from_str(text: &str) -> Result<JoinPeer, String> {
+        let (name, address) = match text.rsplit_once('@') {
+            Some((name, address)) => {
+                medledger_crypto::validate_name(name).map_err(|e| format!("--join {text}: {e}"))?;
+                (Some(name.to_owned()), address)
+            }
+            None => (None, text),
+        };
+        let port = address
+            .rsplit_once(':')
+            .map(|(host, port)| (host, port.parse::<u16>()));
+        let fine = matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0)
+            && address.len() <= MAX_ADDRESS_LEN
+            && address.bytes().all(|b| b.is_ascii_graphic());
+        if !fine {
+            return Err(format!(
+                "--join {text}: expected NAME@HOST:PORT or HOST:PORT (a port from 1 to 65535)"
+            ));
+        }
+        Ok(JoinPeer {
+            name,
+            address: address.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for JoinPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{name}@{}", self.address),
+            None => f.write_str(&self.address),
+        }
+    }
+}
+
 /// Blocks asked for per call (a peer answers at most its own limit).
 const BLOCKS_PER_CALL: u32 = 100;
 /// Largest answer taken from a source (a peer sends at most 8 MiB and one block more).
@@ -234,20 +292,21 @@ pub async fn catch_up(
 /// was stopped between the two).
 pub const UNCONFIRMED_JOIN: &str = "JOIN-UNCONFIRMED";
 
-/// Waits until one of `named` (the peers the operator gave with `--join`) confirms this
-/// peer's head: it holds the same header at this peer's height (`Ok`). A named peer behind
-/// this one is compared at its own height: the same header there (the headers chain, so the
-/// whole prefix is the same) means waiting for it to catch up; another header anywhere
-/// means the blocks this peer fetched are a fork (`Err`), however long the fork is. Asked
-/// again every second while none confirms.
+/// Waits until one of `named` (the peers the operator gave with `--join`, each dialed with
+/// its own TLS configuration: one that accepts only the peer enrolled under its name, when
+/// it has one) confirms this peer's head: it holds the same header at this peer's height
+/// (`Ok`). A named peer behind this one is compared at its own height: the same header
+/// there (the headers chain, so the whole prefix is the same) means waiting for it to catch
+/// up; another header anywhere means the blocks this peer fetched are a fork (`Err`),
+/// however long the fork is. Asked again every second while none confirms; a peer that
+/// answers at a named address with another name's certificate is unreachable to this call.
 ///
 /// # Errors
 /// [`JoinError::Fork`]: a named peer holds another block at a height both have; `Ledger`:
 /// this peer's own storage failed.
 pub async fn confirm_head(
     ledger: &Ledger,
-    named: &[String],
-    tls: Arc<rustls::ClientConfig>,
+    named: &[(JoinPeer, Arc<rustls::ClientConfig>)],
     revoked: medledger_tls::SharedRevocations,
 ) -> Result<(), JoinError> {
     let ours = ledger.height();
@@ -255,8 +314,10 @@ pub async fn confirm_head(
     loop {
         // What each named peer answered this round, for the operator while none confirms.
         let mut answers = Vec::with_capacity(named.len());
-        for source in named {
-            let mut client = match ledger_client(source, tls.clone(), revoked.clone()).await {
+        for (peer, tls) in named {
+            let source = peer.to_string();
+            let mut client = match ledger_client(&peer.address, tls.clone(), revoked.clone()).await
+            {
                 Ok(client) => client,
                 Err(e) => {
                     answers.push(format!("{source}: unreachable ({e})"));
@@ -294,7 +355,7 @@ pub async fn confirm_head(
             };
             if theirs != header_hash(&ledger.header(at)?) {
                 return Err(JoinError::Fork {
-                    peer: source.clone(),
+                    peer: source,
                     number: at,
                 });
             }
@@ -394,6 +455,88 @@ mod tests {
         )
         .unwrap()
         .block
+    }
+
+    /// `--join` takes `NAME@HOST:PORT` and `HOST:PORT` (a name may hold `@`), and refuses,
+    /// in words, anything else.
+    #[test]
+    fn join_peers_are_parsed_with_or_without_a_name() {
+        let named: JoinPeer = "peer0@10.0.0.1:7051".parse().unwrap();
+        assert_eq!(named.name.as_deref(), Some("peer0"));
+        assert_eq!(named.address, "10.0.0.1:7051");
+        assert_eq!(named.to_string(), "peer0@10.0.0.1:7051");
+        let at: JoinPeer = "peer0@stmarys@peer.stmarys.example:7061".parse().unwrap();
+        assert_eq!(at.name.as_deref(), Some("peer0@stmarys"));
+        assert_eq!(at.address, "peer.stmarys.example:7061");
+        let bare: JoinPeer = "localhost:7051".parse().unwrap();
+        assert_eq!(bare.name, None);
+        for wrong in [
+            "",
+            "@",
+            "peer0@",
+            "@10.0.0.1:7051",
+            "10.0.0.1",
+            ":7051",
+            "10.0.0.1:0",
+            "10.0.0.1:70510",
+            "10.0.0.1:port",
+            "-peer@10.0.0.1:7051",
+            "peer 0@10.0.0.1:7051",
+            "peer0@10.0.0.1 :7051",
+            "peer0@host\n:7051",
+        ] {
+            let refused = wrong.parse::<JoinPeer>().unwrap_err();
+            assert!(refused.starts_with("--join "), "{wrong:?}: {refused}");
+        }
+        let long = format!("{}:7051", "h".repeat(MAX_ADDRESS_LEN));
+        assert!(long.parse::<JoinPeer>().is_err());
+    }
+
+    /// Who confirms a joiner's head when the operator named it: only the peer enrolled under
+    /// that name; another enrolled peer answering at the address (a retired peer that kept
+    /// its certificate) is refused at the handshake.
+    #[test]
+    fn a_named_join_peer_is_believed_only_under_its_name() {
+        use rustls::client::danger::ServerCertVerifier as _;
+        let genesis = crate::genesis::Genesis::from_block(
+            v1::Block::decode(fixture("genesis.pb").as_slice()).unwrap(),
+        )
+        .unwrap();
+        let time_s: u64 = String::from_utf8(fixture("time"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let now = rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(time_s));
+        let server = rustls::pki_types::ServerName::try_from("peer").unwrap();
+        let verifier = |name: &str| {
+            medledger_tls::EnrollmentServerVerifier::for_peer_named(
+                name,
+                genesis.root.clone(),
+                medledger_tls::SharedRevocations::default(),
+                medledger_tls::provider(),
+            )
+        };
+        let peer4 = rustls::pki_types::CertificateDer::from(fixture("peer4.der"));
+        let peer5 = rustls::pki_types::CertificateDer::from(fixture("peer5.der"));
+        let clinician = rustls::pki_types::CertificateDer::from(fixture("clinician.der"));
+        assert!(
+            verifier("peer4")
+                .verify_server_cert(&peer4, &[], &server, &[], now)
+                .is_ok()
+        );
+        for (name, cert) in [
+            ("peer4", &peer5),
+            ("peer5", &peer4),
+            ("clinician", &clinician),
+        ] {
+            assert!(
+                verifier(name)
+                    .verify_server_cert(cert, &[], &server, &[], now)
+                    .is_err(),
+                "{name}"
+            );
+        }
     }
 
     /// Who can lie to a joining peer: its source. A block whose certificate is short of a

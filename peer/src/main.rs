@@ -87,10 +87,12 @@ enum Command {
         /// ledger by itself. Default: the CA the wallet enrolled with (its wallet.json).
         #[arg(long, env = "MEDLEDGER_PEER_CA_URL")]
         ca_url: Option<String>,
-        /// A peer to catch up from (HOST:PORT; repeat for more) while this peer is not one
-        /// of the replicas in force: a peer the admins are adding, started before or after
-        /// they submit the change (docs/adr/0011). It fetches and checks every block, and
-        /// takes part from the block that adds it.
+        /// A peer to catch up from (NAME@HOST:PORT, or HOST:PORT; repeat for more) while
+        /// this peer is not one of the replicas in force: a peer the admins are adding,
+        /// started before or after they submit the change (docs/adr/0011). It fetches and
+        /// checks every block, and takes part from the block that adds it once one of these
+        /// peers holds the same block. With NAME, only the peer enrolled as NAME is believed
+        /// at that address.
         #[arg(long = "join", env = "MEDLEDGER_PEER_JOIN", value_delimiter = ',')]
         join: Vec<String>,
     },

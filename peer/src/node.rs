@@ -96,15 +96,15 @@ pub async fn run(
         if unconfirmed {
             bail!(
                 "{} joined the network, but no peer named with --join confirmed the block it \
-                 reached (it was stopped first); start it again with --join HOST:PORT (a peer \
-                 you trust)",
+                 reached (it was stopped first); start it again with --join NAME@HOST:PORT (a \
+                 peer you trust)",
                 enrolled.name
             );
         }
         bail!(
             "{} is not one of the peers of the configuration in force (configuration {}, at \
              block {}); its peers are: {}. A peer the admins are adding starts with --join \
-             HOST:PORT (a peer to catch up from)",
+             NAME@HOST:PORT (a peer to catch up from)",
             enrolled.name,
             configuration.sequence,
             ledger.height(),
@@ -138,7 +138,7 @@ pub async fn run(
             let sources: Vec<String> = config
                 .join
                 .iter()
-                .cloned()
+                .map(|peer| peer.address.clone())
                 .chain(configuration.peers.iter().map(|p| p.address.clone()))
                 .collect();
             tracing::info!(
@@ -159,7 +159,31 @@ pub async fn run(
         }
         // Certified is not enough across ended epochs (a fork signed with retired keys):
         // a peer the operator named must hold the block reached.
-        crate::join::confirm_head(&ledger, &config.join, tls, revocations.serials.clone()).await?;
+        // Each named peer is dialed so that only the peer enrolled under its name answers
+        // for it; one named by address alone is whoever holds a peer certificate there.
+        let mut named = Vec::with_capacity(config.join.len());
+        for peer in &config.join {
+            let Some(name) = &peer.name else {
+                tracing::warn!(
+                    join = %peer,
+                    "--join names no peer: whichever enrolled peer answers at this address \
+                     can confirm the block reached; give NAME@HOST:PORT to believe only that \
+                     peer"
+                );
+                named.push((peer.clone(), tls.clone()));
+                continue;
+            };
+            let verifier = medledger_tls::EnrollmentServerVerifier::for_peer_named(
+                name,
+                genesis.root.clone(),
+                revocations.serials.clone(),
+                provider.clone(),
+            );
+            let pinned =
+                medledger_tls::client_config(certificate.clone(), verifier, provider.clone())?;
+            named.push((peer.clone(), Arc::new(pinned)));
+        }
+        crate::join::confirm_head(&ledger, &named, revocations.serials.clone()).await?;
         std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
         configuration = in_force()?;
     }

@@ -277,7 +277,8 @@ pub fn log_tail(path: &Path) -> String {
 /// A running `medledger-peer serve`, killed (SIGKILL) when dropped.
 pub struct PeerProcess {
     process: Option<Process>,
-    /// Peers to catch up from while not one of the replicas (`--join`).
+    /// Peers to catch up from while not one of the replicas (`--join`: `NAME@HOST:PORT` or
+    /// `HOST:PORT`).
     join: Vec<String>,
     pub address: String,
     pub wallet: PathBuf,

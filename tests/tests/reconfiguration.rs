@@ -99,7 +99,7 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
         &net.genesis,
         &net.tmp.path().join("peer5"),
         &address,
-        &[net.address(0)],
+        &[format!("peer0@{}", net.address(0))],
     );
     net.peers.push(joined);
     assert!(net.peers[5].blocks().len() as u64 > added_at);
@@ -123,6 +123,35 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // Named as another peer than the one answering at that address (peer3's name, peer0's
+    // address: a retired peer that kept its certificate, say), the peer there confirms
+    // nothing: the joiner waits, says why, and stays out.
+    let log = net.tmp.path().join("peer5-misnamed.log");
+    let mut misnamed = medledger_tests::binaries()
+        .peer_serve(&net.wallet("peer5"), &net.genesis, &net.peers[5].data_dir)
+        .args(["--listen", &address])
+        .args(["--join", &format!("peer3@{}", net.address(0))])
+        .stderr(std::fs::File::create(&log).unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    let said = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("waiting for a peer named with --join") || waited.elapsed().as_secs() > 60
+        {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    misnamed.kill().unwrap();
+    misnamed.wait().unwrap();
+    assert!(
+        said.contains(&format!("peer3@{}: unreachable", net.address(0))),
+        "{said}"
+    );
+    assert!(!said.contains("medledger-peer listening on"), "{said}");
+    assert!(marker.exists());
     net.peers[5].restart();
     assert!(!marker.exists());
     // The five (peer0, peer2, peer3, peer4, peer5) order on, through the one that joined.

@@ -192,10 +192,13 @@ macro_rules! tls13_ed25519_signatures {
 /// gateway for the storage gateway) from this
 /// network's root, not revoked, and — when pins are given — carrying one of the pinned
 /// Ed25519 keys (a replica dialing replica j pins j's key from the genesis block).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct EnrollmentServerVerifier {
     check: EnrollmentCheck,
     pinned_keys: Option<BTreeSet<[u8; 32]>>,
+    /// When set, the server's certificate must carry exactly this enrolled name (a peer
+    /// named by its operator as `NAME@HOST:PORT`: the CA vouches for who answers there).
+    pinned_name: Option<String>,
     role: Role,
 }
 
@@ -225,8 +228,24 @@ impl EnrollmentServerVerifier {
                 provider,
             },
             pinned_keys,
+            pinned_name: None,
             role,
         })
+    }
+
+    /// Accepts only the peer enrolled as `name` (any of its certificates from this root that
+    /// is live and not revoked): a peer its operator named, whose answer is trusted because
+    /// of who gives it, not of the address it comes from.
+    pub fn for_peer_named(
+        name: &str,
+        root: RootCertificate,
+        revoked: SharedRevocations,
+        provider: Arc<CryptoProvider>,
+    ) -> Arc<Self> {
+        let mut verifier =
+            Arc::unwrap_or_clone(Self::for_role(Role::Peer, root, revoked, None, provider));
+        verifier.pinned_name = Some(name.to_owned());
+        Arc::new(verifier)
     }
 }
 
@@ -247,6 +266,13 @@ impl ServerCertVerifier for EnrollmentServerVerifier {
         }
         if let Some(pins) = &self.pinned_keys
             && !pins.contains(&identity.signing_key.to_bytes())
+        {
+            return Err(rustls::Error::InvalidCertificate(
+                TlsCertError::NotValidForName,
+            ));
+        }
+        if let Some(name) = &self.pinned_name
+            && identity.name != *name
         {
             return Err(rustls::Error::InvalidCertificate(
                 TlsCertError::NotValidForName,
