@@ -17,6 +17,8 @@
 //! study-item/{id}/{study P}/{item}            StudyItem
 //! researcher/{name}/{study}                    (index: a researcher's studies)
 //! study-source/{id}/{study P}                  P (whose trail a study access is audited on)
+//! object-deletion/{path}                       PendingObjectDeletion (an erased object the
+//!                                              gateway has not confirmed deleted)
 //! ```
 
 pub fn pseudonym_hex(pseudonym: &[u8]) -> String {
@@ -140,4 +142,14 @@ pub fn item_path(p: &str, category: &str, item: &str) -> String {
 /// Object path of a study copy: `studies/<study>/<study P>/<item_id>`.
 pub fn study_item_path(study: &str, study_pseudonym: &str, item: &str) -> String {
     format!("studies/{study}/{study_pseudonym}/{item}")
+}
+
+/// An object an erasure named, until the storage gateway confirms it deleted
+/// (`crate::erasure`).
+pub fn object_deletion(path: &str) -> String {
+    format!("{}{path}", object_deletions_prefix())
+}
+
+pub fn object_deletions_prefix() -> &'static str {
+    "object-deletion/"
 }

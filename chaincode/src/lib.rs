@@ -23,6 +23,7 @@
 
 pub mod access;
 mod context;
+pub mod erasure;
 pub mod error;
 pub mod keys;
 pub mod limits;
@@ -39,7 +40,7 @@ pub use stub::{Creator, CreatorAttribute, MemoryLedger, MemoryStub, Role, Stub};
 use prost::Message;
 
 /// Functions that change the ledger (submitted as transactions).
-pub const TRANSACTIONS: [&str; 14] = [
+pub const TRANSACTIONS: [&str; 15] = [
     "register_patient",
     "grant",
     "revoke",
@@ -54,10 +55,15 @@ pub const TRANSACTIONS: [&str; 14] = [
     "register_category",
     "record_study_access",
     "report_study_incident",
+    "confirm_object_deletions",
 ];
 
+/// The transactions a storage gateway submits under its own identity (the validator
+/// refuses any other from a gateway, and every one from a peer).
+pub const GATEWAY_TRANSACTIONS: [&str; 1] = ["confirm_object_deletions"];
+
 /// Read-only functions (answered from one peer's state).
-pub const QUERIES: [&str; 10] = [
+pub const QUERIES: [&str; 11] = [
     "get_record",
     "list_permissions",
     "list_items",
@@ -68,6 +74,7 @@ pub const QUERIES: [&str; 10] = [
     "study_items",
     "list_categories",
     "reason_readers",
+    "pending_object_deletions",
 ];
 
 /// Largest encoded argument message accepted.
@@ -103,6 +110,9 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
         "register_category" => decode(args).and_then(|a| t::register_category(stub, a)),
         "record_study_access" => decode(args).and_then(|a| t::record_study_access(stub, a)),
         "report_study_incident" => decode(args).and_then(|a| t::report_study_incident(stub, a)),
+        "confirm_object_deletions" => {
+            decode(args).and_then(|a| erasure::confirm_object_deletions(stub, a))
+        }
         f if QUERIES.contains(&f) => Err(ChaincodeError::NotATransaction(f.to_string())),
         f => Err(ChaincodeError::UnknownFunction(f.to_string())),
     };
@@ -151,6 +161,9 @@ pub fn query(stub: &dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, Ch
         "study_items" => decode(args).and_then(|a| q::study_items(stub, a)),
         "list_categories" => decode(args).and_then(|a| q::list_categories(stub, a)),
         "reason_readers" => decode(args).and_then(|a| q::reason_readers(stub, a)),
+        "pending_object_deletions" => {
+            decode(args).and_then(|a| erasure::pending_object_deletions(stub, a))
+        }
         f if TRANSACTIONS.contains(&f) => Err(ChaincodeError::invalid(
             "function",
             format!("{f} changes the ledger; submit it as a transaction"),

@@ -1089,6 +1089,9 @@ pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, 
     })?;
     stub.delete(&keys::private_data(&patient.hex))?;
     stub.delete(&keys::patient_owner(&patient.record.owner))?;
+    // Queued for the storage gateway, however this erasure was submitted (crate::erasure).
+    let now = stub.time();
+    crate::erasure::queue(stub, &deleted_paths, now)?;
     patient.audit(stub, allowed(AuditAction::Erase, "", ""))?;
     patient.record.erased = true;
     patient.record.erased_at = stub.time();

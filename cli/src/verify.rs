@@ -95,8 +95,12 @@ pub enum ObjectState {
     Tampered(String),
     /// Its patient's record was erased, and the object is gone as it should be.
     Erased,
-    /// Erased on the ledger, still in the store.
+    /// Erased on the ledger, still in the store, and the gateway confirmed it deleted (or
+    /// it was never queued): the store or the gateway failed.
     ErasedButPresent,
+    /// Erased on the ledger, still in the store, and still in the erasure queue: the
+    /// gateway has not deleted it yet (it does within seconds while it runs).
+    ErasedAwaitingGateway,
     /// In the store, but no item on the ledger references it.
     Unreferenced,
     Unreadable(String),
@@ -112,7 +116,16 @@ impl ObjectState {
             ObjectState::Missing => "MISSING from the store".into(),
             ObjectState::Tampered(why) => format!("TAMPERED: {why}"),
             ObjectState::Erased => "erased (object deleted, as it should be)".into(),
-            ObjectState::ErasedButPresent => "ERASED on the ledger but still in the store".into(),
+            ObjectState::ErasedButPresent => {
+                "ERASED on the ledger but still in the store, which the gateway confirmed \
+                 deleted"
+                    .into()
+            }
+            ObjectState::ErasedAwaitingGateway => {
+                "ERASED on the ledger but still in the store: queued, the gateway has not \
+                 deleted it yet"
+                    .into()
+            }
             ObjectState::Unreferenced => "NOT ON THE LEDGER (no item references it)".into(),
             ObjectState::Unreadable(why) => format!("UNREADABLE: {why}"),
         }
@@ -307,6 +320,7 @@ pub async fn check_objects(
         let exists = present.contains(&object.path);
         let state = match (object.erased, exists) {
             (true, false) => ObjectState::Erased,
+            (true, true) if object.queued => ObjectState::ErasedAwaitingGateway,
             (true, true) => ObjectState::ErasedButPresent,
             (false, false) => ObjectState::Missing,
             (false, true) => {

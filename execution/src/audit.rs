@@ -58,6 +58,9 @@ pub struct ExpectedObject {
     pub size: u64,
     /// Erased with its patient's record: the object must be gone.
     pub erased: bool,
+    /// Erased, and still in the erasure queue: the storage gateway has not confirmed
+    /// deleting it (docs/adr/0015).
+    pub queued: bool,
 }
 
 /// Verifies a chain block by block against a pinned genesis, re-executing it in memory.
@@ -268,6 +271,7 @@ impl Auditor {
                             sha256: i.sha256,
                             size: i.size,
                             erased: i.tombstoned,
+                            queued: false,
                         })
                     } else if key.split('/').nth(2) == Some("item") {
                         v1::ClinicalItem::decode(value.as_slice()).map(|i| ExpectedObject {
@@ -275,6 +279,7 @@ impl Auditor {
                             sha256: i.sha256,
                             size: i.size,
                             erased: i.tombstoned,
+                            queued: false,
                         })
                     } else {
                         continue;
@@ -282,6 +287,10 @@ impl Auditor {
                     out.push(object.map_err(|e| corrupt(&key, e))?);
                 }
             }
+        }
+        for object in out.iter_mut().filter(|o| o.erased) {
+            let key = medledger_chaincode::keys::object_deletion(&object.path);
+            object.queued = view.get(&key)?.is_some();
         }
         Ok(out)
     }

@@ -339,10 +339,16 @@ impl Validator {
             self.check_expiry(&tx, time_ms, facts.configuration())
                 .map_err(|(status, why)| refuse(status, why))?;
         }
-        if matches!(identity.role, Role::Peer | Role::Gateway) {
+        // The gateway confirms the objects of erased records it deleted (the chaincode's
+        // erasure queue); nothing else is a peer's or a gateway's to submit.
+        let gateway_may = identity.role == Role::Gateway
+            && chaincode::GATEWAY_TRANSACTIONS.contains(&tx.function.as_str());
+        if matches!(identity.role, Role::Peer | Role::Gateway) && !gateway_may {
             return Err(refuse(
                 TxStatus::UnknownFunction,
-                "peers and gateways do not submit chaincode transactions of their own".into(),
+                "peers and gateways do not submit chaincode transactions of their own (a \
+                 gateway submits only confirm_object_deletions)"
+                    .into(),
             ));
         }
         if !chaincode::TRANSACTIONS.contains(&tx.function.as_str()) {

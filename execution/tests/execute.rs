@@ -42,19 +42,30 @@ fn network() -> Network {
 
 /// A transaction by the fixture clinician, carrying its certificate.
 fn transaction(net: &Network, function: &str, args: Vec<u8>, nonce: u8) -> pbft::Request {
+    transaction_by(net, &net.clinician, &net.certificate, function, args, nonce)
+}
+
+/// A transaction signed by `key`, carrying `certificate` (DER).
+fn transaction_by(
+    net: &Network,
+    key: &SigningIdentity,
+    certificate: &[u8],
+    function: &str,
+    args: Vec<u8>,
+    nonce: u8,
+) -> pbft::Request {
     let transaction = v1::Transaction {
         function: function.into(),
         args,
-        creator_cert_hash: certificate_hash(&net.certificate).to_vec(),
-        creator_certificate: net.certificate.clone(),
+        creator_cert_hash: certificate_hash(certificate).to_vec(),
+        creator_certificate: certificate.to_vec(),
         nonce: vec![nonce; 24],
         client_time_ms: net.time_s * 1000,
         network_id: net.genesis.network_id.to_vec(),
         expires_at_ms: net.time_s * 1000 + 60_000,
     }
     .encode_to_vec();
-    let signature = net
-        .clinician
+    let signature = key
         .sign(SignatureDomain::Transaction, &transaction)
         .to_bytes()
         .to_vec();
@@ -66,7 +77,7 @@ fn transaction(net: &Network, function: &str, args: Vec<u8>, nonce: u8) -> pbft:
     }
     .encode_to_vec();
     pbft::Request {
-        tx_id: medledger_crypto::transaction_id(&[nonce; 24], &certificate_hash(&net.certificate)),
+        tx_id: medledger_crypto::transaction_id(&[nonce; 24], &certificate_hash(certificate)),
         payload,
     }
 }
@@ -112,6 +123,42 @@ fn a_block_records_refusals_by_code_and_hands_their_words_to_the_submitters() {
         );
     }
     assert_eq!(results[1].function, "register_patient");
+}
+
+/// Only a gateway submits `confirm_object_deletions` (the erasure queue, issue 20 item 6):
+/// a peer's is refused before the chaincode runs, as every transaction of a peer's own; a
+/// clinician's reaches the chaincode, which refuses the role.
+#[test]
+fn a_peer_or_a_clinician_cannot_confirm_an_erased_objects_deletion() {
+    let net = network();
+    let state = MemoryState::new(&net.genesis);
+    let args = v1::ConfirmDeletionsArgs {
+        paths: vec!["patients/00/lab-results/x".into()],
+    }
+    .encode_to_vec();
+    let peer = transaction_by(
+        &net,
+        &common::key("peer4.key"),
+        &fixture("peer4.der"),
+        "confirm_object_deletions",
+        args.clone(),
+        1,
+    );
+    let clinician = transaction(&net, "confirm_object_deletions", args, 2);
+    let commit = execute(&net, &state, vec![peer, clinician]);
+    let results = &commit.block.results;
+    assert_eq!(results[0].status, v1::TxStatus::UnknownFunction as i32);
+    assert!(
+        commit.messages[0].contains("peers and gateways"),
+        "{}",
+        commit.messages[0]
+    );
+    assert_eq!(results[1].status, v1::TxStatus::ChaincodeError as i32);
+    assert!(
+        commit.messages[1].contains("gateway"),
+        "{}",
+        commit.messages[1]
+    );
 }
 
 #[test]

@@ -16,13 +16,14 @@ use prost::Message;
 const T0: i64 = 1_800_000_000;
 
 fn caller(u: &mut Unstructured<'_>) -> arbitrary::Result<Creator> {
-    let (name, role) = match u.int_in_range(0..=6u8)? {
+    let (name, role) = match u.int_in_range(0..=7u8)? {
         0 => ("patient-1", Role::Patient),
         1 => ("patient-2", Role::Patient),
         2 => ("dr.a", Role::Clinician),
         3 => ("res-1", Role::Researcher),
         4 => ("admin", Role::Admin),
         5 => ("auditor", Role::Auditor),
+        6 => ("gateway", Role::Gateway),
         _ => ("dr.e", Role::Clinician),
     };
     let attributes = if name == "dr.e" {
@@ -226,7 +227,36 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
             limit: u32::arbitrary(u)?,
         }
         .encode_to_vec(),
+        "pending_object_deletions" => v1::PendingDeletionsArgs {
+            after: object_path(u)?,
+            limit: u32::arbitrary(u)?,
+        }
+        .encode_to_vec(),
+        "confirm_object_deletions" => v1::ConfirmDeletionsArgs {
+            paths: (0..u.int_in_range(0..=4u8)?)
+                .map(|_| object_path(u))
+                .collect::<arbitrary::Result<_>>()?,
+        }
+        .encode_to_vec(),
         _ => Vec::<u8>::arbitrary(u)?,
+    })
+}
+
+/// An object path as the chaincode writes them (of either patient's items, or of a study
+/// copy), or anything.
+fn object_path(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
+    Ok(match u.int_in_range(0..=3u8)? {
+        0 => String::new(),
+        1 => format!(
+            "patients/{}/lab-results/{}",
+            format!("{:02x}", u.int_in_range(1..=2u8)?).repeat(32),
+            text(u, &["item-1", "item-2"])?
+        ),
+        2 => format!(
+            "studies/study-1/{}/s-1",
+            format!("{:02x}", u8::arbitrary(u)?).repeat(32)
+        ),
+        _ => String::arbitrary(u)?,
     })
 }
 

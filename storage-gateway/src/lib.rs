@@ -6,8 +6,10 @@
 //!
 //! - [`service::Gateway`]: the `medledger.v1.Gateway` gRPC service (Upload, Download).
 //! - [`store::StoreConfig`]: the local filesystem or S3, through `object_store`.
+//! - [`deletions`]: the objects of every committed erasure, deleted and confirmed.
 //! - [`node::run`]: the process: mutual TLS 1.3 with an enrollment of role gateway, health.
 
+pub mod deletions;
 pub mod node;
 pub mod service;
 /// Object stores live in the SDK: auditors read them too (`medledger ledger verify`).

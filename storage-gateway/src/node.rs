@@ -130,6 +130,12 @@ pub async fn run(
             }
         })
     };
+    // The objects of every committed erasure, however it was submitted, and of those that
+    // committed while this gateway was down (the queue is on the ledger).
+    let deletions = tokio::spawn(crate::deletions::follow(
+        gateway.peers.clone(),
+        gateway.store.clone(),
+    ));
     tracing::info!(%local, store = %config.store, peers = gateway.peers.n(), "gateway serving");
     on_listening(local);
     tonic::transport::Server::builder()
@@ -142,6 +148,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     reconciler.abort();
+    deletions.abort();
     drop(renewal);
     tracing::info!("stopped");
     Ok(())

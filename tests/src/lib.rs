@@ -620,7 +620,7 @@ pub enum ObjectStoreArg<'a> {
 
 /// A running `medledger-gateway`, killed on drop.
 pub struct GatewayProcess {
-    _process: Process,
+    process: Process,
     pub address: String,
     pub log: PathBuf,
 }
@@ -633,7 +633,19 @@ impl GatewayProcess {
         store: &ObjectStoreArg,
         extra: &[&str],
     ) -> GatewayProcess {
-        let wallet = net.member(name, "gateway");
+        net.member(name, "gateway");
+        GatewayProcess::serve(net, name, store, extra)
+    }
+
+    /// Serves with the gateway identity `name` enrolled before (a restart: the same wallet
+    /// and state directory, a new port).
+    pub fn serve(
+        net: &TestNetwork,
+        name: &str,
+        store: &ObjectStoreArg,
+        extra: &[&str],
+    ) -> GatewayProcess {
+        let wallet = net.wallet(name);
         let state = net.tmp.path().join(format!("{name}-state"));
         let log = net.tmp.path().join(format!("{name}.log"));
         let address = format!("127.0.0.1:{}", free_port());
@@ -656,9 +668,14 @@ impl GatewayProcess {
         let process = Process::start(command, &log, "medledger-gateway listening on ")
             .unwrap_or_else(|e| panic!("{e}"));
         GatewayProcess {
-            _process: process,
+            process,
             address,
             log,
         }
+    }
+
+    /// Kills the process (SIGKILL: a crash), as dropping it does.
+    pub fn kill(&mut self) {
+        self.process.kill();
     }
 }

@@ -274,6 +274,116 @@ async fn round_trips_on_garage() {
     round_trips(true).await;
 }
 
+/// How many objects of erased records wait for the gateway (f+1 peers agreeing).
+async fn queued(peers: &PeerSet) -> usize {
+    peers
+        .query_agreed_as::<v1::PendingDeletions>(
+            "pending_object_deletions",
+            v1::PendingDeletionsArgs::default(),
+        )
+        .await
+        .unwrap()
+        .deletions
+        .len()
+}
+
+/// Issue 20 item 6, as reported: an erasure submitted to the peers directly (the SDK, not
+/// the gateway) deleted no object. Now the ledger queues an erasure's objects and the
+/// gateway deletes and confirms them, however the erasure came and also when it committed
+/// while the gateway was down (killed, as in a crash): back, the gateway finds the queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_sent_to_the_peers_while_the_gateway_is_down_deletes_its_objects() {
+    let _one = lock().await;
+    let mut s = Setup::start(true);
+    let dir = s.net.tmp.path().join("files");
+    std::fs::create_dir_all(&dir).unwrap();
+    for n in 0..2 {
+        let input = random_file(&dir, &format!("in-{n}"), 1000 + n);
+        s.upload("dr-a", &input).ok();
+    }
+    assert_eq!(s.objects().await.len(), 2);
+
+    s.gateway.kill();
+    let peers = s.peers("pat").await;
+    let erased = peers
+        .submit(
+            "erase_patient",
+            v1::PatientArgs {
+                pseudonym: hex::decode(&s.pseudonym).unwrap(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+        .unwrap()
+        .into_valid()
+        .unwrap();
+    let named = v1::ErasureResult::decode(erased.result.as_slice())
+        .unwrap()
+        .deleted_paths;
+    assert_eq!(named.len(), 2);
+    // Nobody deleted them yet: they wait on the ledger, which the gateway reads.
+    assert_eq!(s.objects().await.len(), 2);
+    let gateway_wallet = Wallet::open(&s.net.wallet("gateway")).unwrap();
+    let as_gateway = PeerSet::connect(&gateway_wallet, &s.net.address(0))
+        .await
+        .unwrap();
+    assert_eq!(queued(&as_gateway).await, 2);
+    // The auditor's verify names both objects as still owed by the gateway.
+    let garage = s._garage.as_ref().unwrap();
+    let credentials = garage.credentials_file.display().to_string();
+    let verify = |s: &Setup| {
+        s.net.as_(
+            "auditor",
+            &[
+                "--peer",
+                &s.net.address(0),
+                "ledger",
+                "verify",
+                "--s3-endpoint",
+                &garage.endpoint,
+                "--s3-bucket",
+                &garage.bucket,
+                "--s3-region",
+                &garage.region,
+                "--s3-credentials-file",
+                &credentials,
+            ],
+        )
+    };
+    let report = verify(&s);
+    assert!(!report.success, "{}", report.json);
+    let owed = report
+        .json
+        .to_string()
+        .matches("queued, the gateway has not deleted it yet")
+        .count();
+    assert_eq!(owed, 2, "{}", report.json);
+
+    s.gateway = GatewayProcess::serve(
+        &s.net,
+        "gateway",
+        &ObjectStoreArg::Garage(s._garage.as_ref().unwrap()),
+        &[],
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !s.objects().await.is_empty() || queued(&as_gateway).await > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "objects left: {:?}\n{}",
+            s.objects().await,
+            std::fs::read_to_string(&s.gateway.log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let log = std::fs::read_to_string(&s.gateway.log).unwrap();
+    assert!(
+        log.contains("erased records' objects deleted from the store"),
+        "{log}"
+    );
+    let report = verify(&s).ok();
+    assert_eq!(report["ok"], true, "{report}");
+}
+
 /// Issue 19 item 2, as reported: `medledger reenroll` replaced the wallet's encryption key,
 /// so every read grant the clinician held stopped decrypting, and the old wallet, not
 /// revoked, kept working. A renewal now keeps the old encryption key in the wallet's key

@@ -1,0 +1,211 @@
+//! The objects an erasure leaves in the store wait on the ledger for the storage gateway,
+//! however the erasure was submitted, until it confirms them deleted (issue 20 item 6).
+// A host, not the deterministic crate: it may read the clock and the environment.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
+mod common;
+
+use common::*;
+use medledger_chaincode::{ChaincodeError, Denial, Role};
+use medledger_proto::v1::{self, Right};
+
+const LAB: &str = "lab-results";
+const HP: &str = "history-and-physical";
+
+fn gateway() -> medledger_chaincode::Creator {
+    creator("gateway", Role::Gateway)
+}
+
+fn page(after: &str, limit: u32) -> v1::PendingDeletionsArgs {
+    v1::PendingDeletionsArgs {
+        after: after.into(),
+        limit,
+    }
+}
+
+fn confirm(paths: &[&str]) -> v1::ConfirmDeletionsArgs {
+    v1::ConfirmDeletionsArgs {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    }
+}
+
+fn pending(w: &mut World, t: i64) -> Vec<String> {
+    let answer: v1::PendingDeletions = w
+        .query(&gateway(), t, "pending_object_deletions", &page("", 0))
+        .unwrap();
+    answer.deletions.into_iter().map(|d| d.path).collect()
+}
+
+#[test]
+fn an_erasures_objects_wait_for_the_gateway_until_it_confirms_them() {
+    let mut w = World::new();
+    w.register_patient(1, T0);
+    w.register_patient(2, T0);
+    w.register_study("res-1", "study-1", T0);
+    let args = grant_args(1, "dr.a", LAB, &[Right::Share], T0, T0 + DAY);
+    w.call(&patient(1), T0, "grant", &args).unwrap();
+    w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+    w.add_item(&patient(1), 1, "item-2", HP, T0).unwrap();
+    w.add_item(&patient(2), 2, "item-3", HP, T0).unwrap();
+    w.call(
+        &clinician("dr.a"),
+        T0 + 1,
+        "share_for_study",
+        &share_args(1, "item-1", "study-1", "s-1", true),
+    )
+    .unwrap();
+    assert!(pending(&mut w, T0 + 1).is_empty());
+
+    // However it was submitted, the erasure queues every object it names, with its time.
+    let erased: v1::ErasureResult = w
+        .call_decode(
+            &patient(1),
+            T0 + 5,
+            "erase_patient",
+            &v1::PatientArgs {
+                pseudonym: pseudonym(1),
+            },
+        )
+        .unwrap();
+    assert_eq!(erased.deleted_paths.len(), 3, "{:?}", erased.deleted_paths);
+    let mut expected = erased.deleted_paths.clone();
+    expected.sort();
+    assert_eq!(pending(&mut w, T0 + 6), expected);
+    let all: v1::PendingDeletions = w
+        .query(&auditor(), T0 + 6, "pending_object_deletions", &page("", 0))
+        .unwrap();
+    assert!(all.deletions.iter().all(|d| d.since == T0 + 5));
+    assert!(all.next_after.is_empty());
+    // Patient 2's object is not among them.
+    assert!(!expected.iter().any(|p| p.ends_with("/item-3")));
+
+    // Only the gateway and auditors read the queue; only the gateway confirms.
+    for who in [patient(1), clinician("dr.a"), researcher("res-1"), admin()] {
+        let refused = w.query::<_, v1::PendingDeletions>(
+            &who,
+            T0 + 6,
+            "pending_object_deletions",
+            &page("", 0),
+        );
+        assert!(
+            matches!(denial(refused), Denial::WrongRole { .. }),
+            "{}",
+            who.name
+        );
+    }
+    for who in [patient(1), clinician("dr.a"), auditor(), admin()] {
+        assert!(
+            matches!(
+                denial(w.call(
+                    &who,
+                    T0 + 6,
+                    "confirm_object_deletions",
+                    &confirm(&[&expected[0]])
+                )),
+                Denial::WrongRole { .. }
+            ),
+            "{}",
+            who.name
+        );
+    }
+    assert_eq!(
+        pending(&mut w, T0 + 6),
+        expected,
+        "a refusal changes nothing"
+    );
+
+    // Paged in path order.
+    let first: v1::PendingDeletions = w
+        .query(&gateway(), T0 + 6, "pending_object_deletions", &page("", 2))
+        .unwrap();
+    assert_eq!(first.deletions.len(), 2);
+    assert_eq!(first.next_after, expected[1]);
+    let second: v1::PendingDeletions = w
+        .query(
+            &gateway(),
+            T0 + 6,
+            "pending_object_deletions",
+            &page(&first.next_after, 2),
+        )
+        .unwrap();
+    assert_eq!(second.deletions.len(), 1);
+    assert_eq!(second.deletions[0].path, expected[2]);
+    assert!(second.next_after.is_empty());
+
+    // Malformed requests are refused, naming the field.
+    let too_long = "p".repeat(513);
+    for (args, field) in [(page("", 257), "limit"), (page(&too_long, 1), "after")] {
+        let refused = w.query::<_, v1::PendingDeletions>(
+            &gateway(),
+            T0 + 6,
+            "pending_object_deletions",
+            &args,
+        );
+        assert!(
+            matches!(refused, Err(ChaincodeError::InvalidArgument { field: f, .. }) if f == field),
+            "{field}"
+        );
+    }
+    let many: Vec<String> = (0..257).map(|i| format!("patients/x/{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for paths in [
+        vec![],
+        many,
+        vec![""],
+        vec![too_long.as_str()],
+        vec!["a\0b"],
+    ] {
+        assert!(
+            matches!(
+                w.call(
+                    &gateway(),
+                    T0 + 6,
+                    "confirm_object_deletions",
+                    &confirm(&paths)
+                ),
+                Err(ChaincodeError::InvalidArgument { field: "paths", .. })
+            ),
+            "{} paths",
+            paths.len()
+        );
+    }
+
+    // Confirmed paths leave the queue; unknown or repeated ones are passed over (a gateway
+    // that restarted confirms again).
+    let done: v1::ConfirmDeletionsResult = w
+        .call_decode(
+            &gateway(),
+            T0 + 7,
+            "confirm_object_deletions",
+            &confirm(&[&expected[0], "patients/none/lab-results/x"]),
+        )
+        .unwrap();
+    assert_eq!(done.confirmed, 1);
+    assert_eq!(pending(&mut w, T0 + 7), expected[1..]);
+    let again: v1::ConfirmDeletionsResult = w
+        .call_decode(
+            &gateway(),
+            T0 + 8,
+            "confirm_object_deletions",
+            &confirm(&[&expected[0]]),
+        )
+        .unwrap();
+    assert_eq!(again.confirmed, 0);
+    let rest: Vec<&str> = expected[1..].iter().map(String::as_str).collect();
+    let done: v1::ConfirmDeletionsResult = w
+        .call_decode(
+            &gateway(),
+            T0 + 9,
+            "confirm_object_deletions",
+            &confirm(&rest),
+        )
+        .unwrap();
+    assert_eq!(done.confirmed, 2);
+    assert!(pending(&mut w, T0 + 9).is_empty());
+    assert!(
+        !w.ledger
+            .state()
+            .keys()
+            .any(|k| k.starts_with("object-deletion/"))
+    );
+}
