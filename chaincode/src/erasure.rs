@@ -1,27 +1,304 @@
-//! The objects an erasure leaves in the store, until the storage gateway deletes them
-//! (issue 20 item 6; docs/adr/0015).
+//! Erasure (issue 20 item 6; docs/adr/0015): the patient's `erase_patient` closes the
+//! record in one transaction, and its purge runs in bounded steps: that transaction does the
+//! first [`PURGE_STEP_ENTRIES`] entries, and `purge_erased` transactions (the storage
+//! gateway submits them; the owner may too) do the rest, a step each, from the cursor the
+//! last step left (`purge-cursor/{P}`). No transaction does unbounded work, and no record is
+//! too large to erase. From the closing transaction on, every call on the record fails with
+//! `PatientErased`; the purge removes what is left to remove: items and study copies
+//! tombstoned with their file keys cleared, envelopes cleared, category keys, the key chain
+//! and private data deleted. The record's audit trail stays.
 //!
-//! An erasure commits on the ledger whoever submitted it: through the gateway, or straight
-//! to the peers with the SDK. Its objects (the record's files and its copies in studies)
-//! are then only deleted by the gateway, the one party that writes to the store. So the
-//! erasure does not hand their paths to whoever submitted it alone: it queues each one in
-//! the ledger's state (`object-deletion/{path}`, [`queue`]); the gateway pages through the
-//! queue ([`pending_object_deletions`], agreed by f+1 peers before it acts), deletes, and
-//! confirms ([`confirm_object_deletions`]), which takes the paths off. A gateway that
-//! crashed in between finds the same queue when it is back; an object deleted twice is
+//! The objects the purge tombstones (the record's files and its copies in studies) are then
+//! only deleted by the gateway, the one party that writes to the store. So the purge queues
+//! each one in the ledger's state (`object-deletion/{path}`, [`queue`]); the gateway pages
+//! through the queue ([`pending_object_deletions`], agreed by f+1 peers before it acts),
+//! deletes, and confirms ([`confirm_object_deletions`]), which takes the paths off. A gateway
+//! that crashed in between finds the same queue when it is back; an object deleted twice is
 //! deleted once. `ledger verify` (with the objects checked) names any erased object still
 //! in the store, and the queue says which ones the gateway still owes.
 
 use medledger_proto::v1::{
-    ConfirmDeletionsArgs, ConfirmDeletionsResult, PendingDeletions, PendingDeletionsArgs,
-    PendingObjectDeletion,
+    AuditAction, ClinicalItem, ConfirmDeletionsArgs, ConfirmDeletionsResult, ErasureResult,
+    PatientArgs, PatientErasedEvent, PatientList, PatientRecord, PendingDeletions,
+    PendingDeletionsArgs, PendingObjectDeletion, Permission, PurgeCursor, PurgeStudy, StudyItem,
 };
 use prost::Message;
 
-use crate::context::put;
+use crate::context::{allowed, get, load_patient, put};
 use crate::error::{ChaincodeError, Denial};
 use crate::keys;
+use crate::limits::{self, MAX_CATEGORY_KEYS, PSEUDONYM_LEN};
 use crate::stub::{Role, Stub};
+
+/// Most entries one purge step looks at (items, permissions, study copies, keys): each
+/// costs a few reads and at most three writes, far inside a transaction's budget
+/// ([`crate::stub::MAX_TX_WRITES`]).
+pub const PURGE_STEP_ENTRIES: usize = 1_000;
+
+/// The purge's phases, in order ([`PurgeCursor::phase`]).
+const ITEMS: u32 = 0;
+const PERMISSIONS: u32 = 1;
+const ENDED_PERMISSIONS: u32 = 2;
+const STUDY_COPIES: u32 = 3;
+const CATEGORY_KEYS: u32 = 4;
+const KEY_CHAIN: u32 = 5;
+
+fn decoded<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, ChaincodeError> {
+    M::decode(bytes).map_err(|e| ChaincodeError::Corrupt(format!("{key}: {e}")))
+}
+
+/// Transaction `erase_patient` ([`PatientArgs`] → [`ErasureResult`]), by the record's
+/// owner: closes the record (every later call on it fails with `PatientErased`), drops the
+/// owner's index entry, audits the erasure, and runs the purge's first step. Emits
+/// `patient_erased` with the paths that step tombstoned.
+///
+/// # Errors
+/// `UnknownPatient`, `PatientErased`; `Denied` (`NotOwner`, audited on the record).
+pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let mut patient = load_patient(stub, &args.pseudonym)?;
+    patient.require_owner(stub.creator(), AuditAction::Erase, "")?;
+    stub.delete(&keys::patient_owner(&patient.record.owner))?;
+    patient.audit(stub, allowed(AuditAction::Erase, "", ""))?;
+    let now = stub.time();
+    patient.record.erased = true;
+    patient.record.erased_at = now;
+    let (deleted_paths, purge_complete) = step(
+        stub,
+        &patient.hex,
+        &mut patient.record,
+        PurgeCursor::default(),
+    )?;
+    patient.save(stub)?;
+    let event = PatientErasedEvent {
+        pseudonym: patient.record.pseudonym.clone(),
+        deleted_paths: deleted_paths.clone(),
+    };
+    stub.emit_event("patient_erased", event.encode_to_vec())?;
+    Ok(ErasureResult {
+        deleted_paths,
+        purge_complete,
+    }
+    .encode_to_vec())
+}
+
+/// Transaction `purge_erased` ([`PatientArgs`] → [`ErasureResult`]), by the storage gateway
+/// or the record's owner: the next step of an erased record's purge.
+///
+/// # Errors
+/// `UnknownPatient`; `InvalidArgument` (`pseudonym`) when the record is not erased or its
+/// purge is complete; `Denied` (`WrongRole`) for anyone else.
+pub fn purge_erased(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
+    limits::exact_len("pseudonym", &args.pseudonym, PSEUDONYM_LEN)?;
+    let hex = keys::pseudonym_hex(&args.pseudonym);
+    let mut record: PatientRecord =
+        get(stub, &keys::patient(&hex))?.ok_or(ChaincodeError::UnknownPatient)?;
+    let creator = stub.creator();
+    let owner = creator.role == Role::Patient && creator.name == record.owner;
+    if creator.role != Role::Gateway && !owner {
+        return Err(ChaincodeError::denied(Denial::WrongRole {
+            needed: Role::Gateway.as_str(),
+            actual: creator.role,
+        }));
+    }
+    if !record.erased {
+        return Err(ChaincodeError::invalid(
+            "pseudonym",
+            "this record is not erased",
+        ));
+    }
+    let Some(cursor) = get::<PurgeCursor>(stub, &keys::purge_cursor(&hex))? else {
+        return Err(ChaincodeError::invalid(
+            "pseudonym",
+            "this record's purge is complete",
+        ));
+    };
+    let (deleted_paths, purge_complete) = step(stub, &hex, &mut record, cursor)?;
+    put(stub, &keys::patient(&hex), &record)?;
+    Ok(ErasureResult {
+        deleted_paths,
+        purge_complete,
+    }
+    .encode_to_vec())
+}
+
+/// Query `pending_purges` ([`PendingDeletionsArgs`], `after` a pseudonym in hex →
+/// [`PatientList`]): erased records whose purge is under way, in pseudonym order. For the
+/// storage gateway and auditors.
+///
+/// # Errors
+/// As [`pending_object_deletions`].
+pub fn pending_purges(
+    stub: &dyn Stub,
+    args: PendingDeletionsArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    require(stub, &[Role::Gateway, Role::Auditor])?;
+    let limit = page_limit(&args)?;
+    let after = (!args.after.is_empty()).then(|| keys::purge_cursor(&args.after));
+    let page = stub.scan_prefix(keys::purge_cursors_prefix(), after.as_deref(), limit)?;
+    let mut pseudonyms = Vec::with_capacity(page.len());
+    for (key, _) in &page {
+        let hex = key
+            .strip_prefix(keys::purge_cursors_prefix())
+            .unwrap_or_default();
+        pseudonyms
+            .push(hex::decode(hex).map_err(|e| ChaincodeError::Corrupt(format!("{key}: {e}")))?);
+    }
+    Ok(PatientList { pseudonyms }.encode_to_vec())
+}
+
+/// One bounded step of record `hex`'s purge from `cursor`: at most [`PURGE_STEP_ENTRIES`]
+/// entries. Queues the objects it tombstones, and leaves the cursor for the next step, or,
+/// when it finished, deletes the private data and the cursor and sets `purged_at`. Returns
+/// the paths tombstoned and whether the purge is complete.
+fn step(
+    stub: &mut dyn Stub,
+    hex: &str,
+    record: &mut PatientRecord,
+    mut cursor: PurgeCursor,
+) -> Result<(Vec<String>, bool), ChaincodeError> {
+    let mut deleted = Vec::new();
+    let mut left = PURGE_STEP_ENTRIES;
+    let complete = loop {
+        if left == 0 {
+            break false;
+        }
+        let after = (!cursor.after.is_empty()).then(|| cursor.after.clone());
+        let (prefix, study) = match cursor.phase {
+            ITEMS => (keys::items_prefix(hex), None),
+            PERMISSIONS => (keys::permissions_prefix(hex), None),
+            ENDED_PERMISSIONS => (keys::ended_permissions_prefix(hex), None),
+            STUDY_COPIES => {
+                let next = stub.scan_prefix(&keys::purge_studies_prefix(hex), None, 1)?;
+                let Some((key, bytes)) = next.into_iter().next() else {
+                    next_phase(&mut cursor);
+                    continue;
+                };
+                let study: PurgeStudy = decoded(&key, &bytes)?;
+                let prefix = keys::study_items_of(&study.study_id, &study.study_pseudonym);
+                (prefix, Some((key, study)))
+            }
+            CATEGORY_KEYS => {
+                // At most MAX_CATEGORY_KEYS: one look.
+                for (key, _) in
+                    stub.scan_prefix(&keys::category_keys_prefix(hex), None, MAX_CATEGORY_KEYS)?
+                {
+                    stub.delete(&key)?;
+                }
+                left = left.saturating_sub(MAX_CATEGORY_KEYS);
+                next_phase(&mut cursor);
+                continue;
+            }
+            KEY_CHAIN => (keys::key_chain_prefix(hex), None),
+            _ => {
+                stub.delete(&keys::private_data(hex))?;
+                break true;
+            }
+        };
+        let page = stub.scan_prefix(&prefix, after.as_deref(), left)?;
+        let full = page.len() == left;
+        left = left.saturating_sub(page.len());
+        for (key, bytes) in &page {
+            match (cursor.phase, &study) {
+                (ITEMS, _) => {
+                    let mut item: ClinicalItem = decoded(key, bytes)?;
+                    if !item.tombstoned || !item.wrapped_dek.is_empty() {
+                        deleted.push(item.path.clone());
+                        item.tombstoned = true;
+                        item.wrapped_dek.clear();
+                        put(stub, key, &item)?;
+                    }
+                }
+                (PERMISSIONS | ENDED_PERMISSIONS, _) => {
+                    let mut permission: Permission = decoded(key, bytes)?;
+                    owe_study(stub, hex, &permission)?;
+                    if !permission.key_envelope.is_empty() {
+                        permission.key_envelope.clear();
+                        put(stub, key, &permission)?;
+                    }
+                }
+                (STUDY_COPIES, Some((_, study))) => {
+                    if let Some(path) = tombstone_copy(stub, hex, study, key, bytes)? {
+                        deleted.push(path);
+                    }
+                }
+                _ => stub.delete(key)?,
+            }
+        }
+        match page.last() {
+            Some((last, _)) if full => cursor.after = last.clone(),
+            _ => {
+                // This prefix is done: the next study, or the next phase.
+                if let Some((key, _)) = study {
+                    stub.delete(&key)?;
+                    cursor.after.clear();
+                    left = left.saturating_sub(1);
+                } else {
+                    next_phase(&mut cursor);
+                }
+            }
+        }
+    };
+    let now = stub.time();
+    queue(stub, &deleted, now)?;
+    if complete {
+        stub.delete(&keys::purge_cursor(hex))?;
+        record.purged_at = now;
+    } else {
+        put(stub, &keys::purge_cursor(hex), &cursor)?;
+    }
+    Ok((deleted, complete))
+}
+
+fn next_phase(cursor: &mut PurgeCursor) {
+    cursor.phase = cursor.phase.saturating_add(1);
+    cursor.after.clear();
+}
+
+/// Notes the study `permission` shared the record into, whose copies the purge owes.
+fn owe_study(
+    stub: &mut dyn Stub,
+    hex: &str,
+    permission: &Permission,
+) -> Result<(), ChaincodeError> {
+    if permission.study_id.is_empty() {
+        return Ok(());
+    }
+    let study_pseudonym = keys::pseudonym_hex(&permission.study_pseudonym);
+    put(
+        stub,
+        &keys::purge_study(hex, &permission.study_id, &study_pseudonym),
+        &PurgeStudy {
+            study_id: permission.study_id.clone(),
+            study_pseudonym,
+        },
+    )
+}
+
+/// Tombstones study copy `key` if it is the erased record's: its own source is this record,
+/// or it has none (a copy made before copies had a source of their own goes: an erasure
+/// left incomplete is worse than a copy lost; docs/adr/0014). Another record's copy under a
+/// pseudonym this record's grants named stays. Returns the path to delete, if any.
+fn tombstone_copy(
+    stub: &mut dyn Stub,
+    hex: &str,
+    study: &PurgeStudy,
+    key: &str,
+    bytes: &[u8],
+) -> Result<Option<String>, ChaincodeError> {
+    let mut copy: StudyItem = decoded(key, bytes)?;
+    let source = stub.get(&keys::study_item_source(
+        &study.study_id,
+        &study.study_pseudonym,
+        &copy.item_id,
+    ))?;
+    if source.is_some_and(|s| s != hex.as_bytes()) || copy.tombstoned {
+        return Ok(None);
+    }
+    copy.tombstoned = true;
+    copy.wrapped_dek.clear();
+    put(stub, key, &copy)?;
+    Ok(Some(copy.path))
+}
 
 /// Most paths one page of [`pending_object_deletions`] returns, and one
 /// [`confirm_object_deletions`] takes.
@@ -63,6 +340,24 @@ fn require(stub: &dyn Stub, roles: &[Role]) -> Result<(), ChaincodeError> {
     }
 }
 
+/// A page's size (0 means the largest), checked with its `after`.
+fn page_limit(args: &PendingDeletionsArgs) -> Result<usize, ChaincodeError> {
+    if args.after.len() > MAX_PATH_LEN {
+        return Err(ChaincodeError::invalid(
+            "after",
+            format!("longer than {MAX_PATH_LEN} bytes"),
+        ));
+    }
+    match usize::try_from(args.limit).unwrap_or(usize::MAX) {
+        0 => Ok(MAX_DELETIONS_PAGE),
+        n if n <= MAX_DELETIONS_PAGE => Ok(n),
+        _ => Err(ChaincodeError::invalid(
+            "limit",
+            format!("at most {MAX_DELETIONS_PAGE}"),
+        )),
+    }
+}
+
 /// Query `pending_object_deletions` ([`PendingDeletionsArgs`] → [`PendingDeletions`]): the
 /// objects erasures named that the gateway has not confirmed deleted, a page at a time in
 /// path order. For the storage gateway and auditors.
@@ -75,22 +370,7 @@ pub fn pending_object_deletions(
     args: PendingDeletionsArgs,
 ) -> Result<Vec<u8>, ChaincodeError> {
     require(stub, &[Role::Gateway, Role::Auditor])?;
-    let limit = match usize::try_from(args.limit).unwrap_or(usize::MAX) {
-        0 => MAX_DELETIONS_PAGE,
-        n if n <= MAX_DELETIONS_PAGE => n,
-        _ => {
-            return Err(ChaincodeError::invalid(
-                "limit",
-                format!("at most {MAX_DELETIONS_PAGE}"),
-            ));
-        }
-    };
-    if args.after.len() > MAX_PATH_LEN {
-        return Err(ChaincodeError::invalid(
-            "after",
-            format!("longer than {MAX_PATH_LEN} bytes"),
-        ));
-    }
+    let limit = page_limit(&args)?;
     let after = (!args.after.is_empty()).then(|| keys::object_deletion(&args.after));
     let page = stub.scan_prefix(keys::object_deletions_prefix(), after.as_deref(), limit)?;
     let mut deletions = Vec::with_capacity(page.len());

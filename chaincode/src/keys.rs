@@ -19,6 +19,8 @@
 //! study-source/{id}/{study P}                  P (whose trail a study access is audited on)
 //! object-deletion/{path}                       PendingObjectDeletion (an erased object the
 //!                                              gateway has not confirmed deleted)
+//! purge-cursor/{P}                             PurgeCursor (an erasure's purge under way)
+//! purge-study/{P}/{study}/{study P}            PurgeStudy (a study whose copies it owes)
 //! ```
 
 pub fn pseudonym_hex(pseudonym: &[u8]) -> String {
@@ -152,4 +154,22 @@ pub fn object_deletion(path: &str) -> String {
 
 pub fn object_deletions_prefix() -> &'static str {
     "object-deletion/"
+}
+
+/// Where an erased record's purge stands, while it is under way.
+pub fn purge_cursor(p: &str) -> String {
+    format!("{}{p}", purge_cursors_prefix())
+}
+
+pub fn purge_cursors_prefix() -> &'static str {
+    "purge-cursor/"
+}
+
+/// A study whose copies the purge of record `p` still has to look at.
+pub fn purge_study(p: &str, study: &str, study_pseudonym: &str) -> String {
+    format!("purge-study/{p}/{study}/{study_pseudonym}")
+}
+
+pub fn purge_studies_prefix(p: &str) -> String {
+    format!("purge-study/{p}/")
 }

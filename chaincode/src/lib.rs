@@ -40,7 +40,7 @@ pub use stub::{Creator, CreatorAttribute, MemoryLedger, MemoryStub, Role, Stub};
 use prost::Message;
 
 /// Functions that change the ledger (submitted as transactions).
-pub const TRANSACTIONS: [&str; 15] = [
+pub const TRANSACTIONS: [&str; 16] = [
     "register_patient",
     "grant",
     "revoke",
@@ -56,14 +56,15 @@ pub const TRANSACTIONS: [&str; 15] = [
     "record_study_access",
     "report_study_incident",
     "confirm_object_deletions",
+    "purge_erased",
 ];
 
 /// The transactions a storage gateway submits under its own identity (the validator
 /// refuses any other from a gateway, and every one from a peer).
-pub const GATEWAY_TRANSACTIONS: [&str; 1] = ["confirm_object_deletions"];
+pub const GATEWAY_TRANSACTIONS: [&str; 2] = ["confirm_object_deletions", "purge_erased"];
 
 /// Read-only functions (answered from one peer's state).
-pub const QUERIES: [&str; 11] = [
+pub const QUERIES: [&str; 12] = [
     "get_record",
     "list_permissions",
     "list_items",
@@ -75,6 +76,7 @@ pub const QUERIES: [&str; 11] = [
     "list_categories",
     "reason_readers",
     "pending_object_deletions",
+    "pending_purges",
 ];
 
 /// Largest encoded argument message accepted.
@@ -105,7 +107,8 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
         "register_study" => decode(args).and_then(|a| t::register_study(stub, a)),
         "emergency_access" => decode(args).and_then(|a| t::emergency_access(stub, a)),
         "rotate_category_key" => decode(args).and_then(|a| t::rotate_category_key(stub, a)),
-        "erase_patient" => decode(args).and_then(|a| t::erase_patient(stub, a)),
+        "erase_patient" => decode(args).and_then(|a| erasure::erase_patient(stub, a)),
+        "purge_erased" => decode(args).and_then(|a| erasure::purge_erased(stub, a)),
         "set_private_data" => decode(args).and_then(|a| t::set_private_data(stub, a)),
         "register_category" => decode(args).and_then(|a| t::register_category(stub, a)),
         "record_study_access" => decode(args).and_then(|a| t::record_study_access(stub, a)),
@@ -164,6 +167,7 @@ pub fn query(stub: &dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, Ch
         "pending_object_deletions" => {
             decode(args).and_then(|a| erasure::pending_object_deletions(stub, a))
         }
+        "pending_purges" => decode(args).and_then(|a| erasure::pending_purges(stub, a)),
         f if TRANSACTIONS.contains(&f) => Err(ChaincodeError::invalid(
             "function",
             format!("{f} changes the ledger; submit it as a transaction"),

@@ -4,12 +4,11 @@
 
 use medledger_proto::v1::{
     AddItemArgs, AuditAction, Category, CategoryKey, ClinicalItem, EmergencyAccessArgs,
-    EmergencyAccessEvent, ErasureResult, GrantArgs, GrantResult, IdResult, Outcome, PatientArgs,
-    PatientErasedEvent, PatientRecord, Permission, PrivateData, RecordAccessArgs,
-    RecordAccessResult, RecordStudyAccessArgs, RecordStudyAccessResult, RegisterCategoryArgs,
-    RegisterPatientArgs, RegisterStudyArgs, ReportStudyIncidentArgs, RevokeArgs, RevokeResult,
-    Right, RotateCategoryKeyArgs, SetPrivateDataArgs, ShareForStudyArgs, Study, StudyIncident,
-    StudyItem,
+    EmergencyAccessEvent, GrantArgs, GrantResult, IdResult, Outcome, PatientRecord, Permission,
+    PrivateData, RecordAccessArgs, RecordAccessResult, RecordStudyAccessArgs,
+    RecordStudyAccessResult, RegisterCategoryArgs, RegisterPatientArgs, RegisterStudyArgs,
+    ReportStudyIncidentArgs, RevokeArgs, RevokeResult, Right, RotateCategoryKeyArgs,
+    SetPrivateDataArgs, ShareForStudyArgs, Study, StudyIncident, StudyItem,
 };
 use prost::Message;
 
@@ -980,128 +979,6 @@ pub fn rotate_category_key(
     patient.audit(stub, allowed(AuditAction::RotateKey, &args.category, ""))?;
     patient.save(stub)?;
     Ok(Vec::new())
-}
-
-/// Calls `visit` on every entry under `prefix`, a page of [`crate::stub::MAX_SCAN`] at a
-/// time, in key order. Nothing is skipped: a record too large for one transaction fails it
-/// with `OverBudget` (and changes nothing) rather than being half erased. (Erasure in
-/// bounded steps over several blocks is issue 20.)
-fn every_page(
-    stub: &mut dyn Stub,
-    prefix: &str,
-    mut visit: impl FnMut(&mut dyn Stub, Vec<(String, Vec<u8>)>) -> Result<(), ChaincodeError>,
-) -> Result<(), ChaincodeError> {
-    let mut after: Option<String> = None;
-    loop {
-        let page = stub.scan_prefix(prefix, after.as_deref(), crate::stub::MAX_SCAN)?;
-        let Some((last, _)) = page.last() else {
-            return Ok(());
-        };
-        after = Some(last.clone());
-        visit(stub, page)?;
-    }
-}
-
-fn decoded<M: Message + Default>(key: &str, bytes: &[u8]) -> Result<M, ChaincodeError> {
-    M::decode(bytes).map_err(|e| ChaincodeError::Corrupt(format!("{key}: {e}")))
-}
-
-pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
-    let mut patient = load_patient(stub, &args.pseudonym)?;
-    patient.require_owner(stub.creator(), AuditAction::Erase, "")?;
-    let mut deleted_paths = Vec::new();
-    every_page(stub, &keys::items_prefix(&patient.hex), |stub, page| {
-        for (key, bytes) in page {
-            let mut item: ClinicalItem = decoded(&key, &bytes)?;
-            deleted_paths.push(item.path.clone());
-            item.tombstoned = true;
-            item.wrapped_dek.clear();
-            put(stub, &key, &item)?;
-        }
-        Ok(())
-    })?;
-    // Every permission, standing and ended: no envelope stays, and each study the record
-    // was shared into (read once per study pseudonym, however many grants named it).
-    let mut studies = std::collections::BTreeSet::new();
-    for prefix in [
-        keys::permissions_prefix(&patient.hex),
-        keys::ended_permissions_prefix(&patient.hex),
-    ] {
-        every_page(stub, &prefix, |stub, page| {
-            for (key, bytes) in page {
-                let mut permission: Permission = decoded(&key, &bytes)?;
-                if !permission.study_id.is_empty() {
-                    studies.insert((
-                        permission.study_id.clone(),
-                        keys::pseudonym_hex(&permission.study_pseudonym),
-                    ));
-                }
-                if !permission.key_envelope.is_empty() {
-                    permission.key_envelope.clear();
-                    put(stub, &key, &permission)?;
-                }
-            }
-            Ok(())
-        })?;
-    }
-    // Copies shared into studies go too: the researcher keeps nothing of an erased record.
-    // Each copy by its own source (docs/adr/0014): another record's copies under a pseudonym
-    // this record's grants named before grants were signed stay; a copy made before copies
-    // had a source of their own goes (an erasure left incomplete is worse than a copy lost).
-    for (study_id, study_pseudonym) in &studies {
-        every_page(
-            stub,
-            &keys::study_items_of(study_id, study_pseudonym),
-            |stub, page| {
-                for (key, bytes) in page {
-                    let mut copy: StudyItem = decoded(&key, &bytes)?;
-                    let source = stub.get(&keys::study_item_source(
-                        study_id,
-                        study_pseudonym,
-                        &copy.item_id,
-                    ))?;
-                    if source.is_some_and(|s| s != patient.hex.as_bytes()) {
-                        continue;
-                    }
-                    if !copy.tombstoned {
-                        deleted_paths.push(copy.path.clone());
-                        copy.tombstoned = true;
-                        copy.wrapped_dek.clear();
-                        put(stub, &key, &copy)?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-    }
-    for (key, _) in stub.scan_prefix(
-        &keys::category_keys_prefix(&patient.hex),
-        None,
-        MAX_CATEGORY_KEYS,
-    )? {
-        stub.delete(&key)?;
-    }
-    every_page(stub, &keys::key_chain_prefix(&patient.hex), |stub, page| {
-        for (key, _) in page {
-            stub.delete(&key)?;
-        }
-        Ok(())
-    })?;
-    stub.delete(&keys::private_data(&patient.hex))?;
-    stub.delete(&keys::patient_owner(&patient.record.owner))?;
-    // Queued for the storage gateway, however this erasure was submitted (crate::erasure).
-    let now = stub.time();
-    crate::erasure::queue(stub, &deleted_paths, now)?;
-    patient.audit(stub, allowed(AuditAction::Erase, "", ""))?;
-    patient.record.erased = true;
-    patient.record.erased_at = stub.time();
-    patient.save(stub)?;
-    let event = PatientErasedEvent {
-        pseudonym: patient.record.pseudonym.clone(),
-        deleted_paths: deleted_paths.clone(),
-    };
-    stub.emit_event("patient_erased", event.encode_to_vec())?;
-    Ok(ErasureResult { deleted_paths }.encode_to_vec())
 }
 
 pub fn set_private_data(

@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use medledger_chaincode::{ChaincodeError, Denial, Role};
 use medledger_proto::v1::{self, Right};
+use prost::Message;
 
 const LAB: &str = "lab-results";
 const HP: &str = "history-and-physical";
@@ -207,5 +208,174 @@ fn an_erasures_objects_wait_for_the_gateway_until_it_confirms_them() {
             .state()
             .keys()
             .any(|k| k.starts_with("object-deletion/"))
+    );
+}
+
+fn purges(w: &mut World, who: &medledger_chaincode::Creator, t: i64) -> Vec<Vec<u8>> {
+    let answer: v1::PatientList = w.query(who, t, "pending_purges", &page("", 0)).unwrap();
+    answer.pseudonyms
+}
+
+/// An erasure too large for one step closes the record at once and is purged in bounded
+/// steps by `purge_erased`, which only the storage gateway and the owner may send; every
+/// object of every step is queued, and at the end nothing of the record's keys is left.
+#[test]
+fn a_large_erasure_is_purged_in_bounded_steps() {
+    let mut w = World::new();
+    w.register_patient(1, T0);
+    w.register_patient(2, T0);
+    w.register_study("res-1", "study-1", T0);
+    let args = grant_args(1, "dr.a", LAB, &[Right::Read, Right::Share], T0, T0 + DAY);
+    w.call(&patient(1), T0, "grant", &args).unwrap();
+    let items = 2 * medledger_chaincode::erasure::PURGE_STEP_ENTRIES + 500;
+    for i in 0..items {
+        w.add_item(&patient(1), 1, &format!("item-{i:05}"), LAB, T0)
+            .unwrap();
+    }
+    w.call(
+        &clinician("dr.a"),
+        T0 + 1,
+        "share_for_study",
+        &share_args(1, "item-00000", "study-1", "s-1", true),
+    )
+    .unwrap();
+    w.call(
+        &patient(1),
+        T0 + 1,
+        "set_private_data",
+        &v1::SetPrivateDataArgs {
+            pseudonym: pseudonym(1),
+            ciphertext: vec![5; 100],
+        },
+    )
+    .unwrap();
+    let record = v1::PatientArgs {
+        pseudonym: pseudonym(1),
+    };
+    // Not erased: nothing to purge, for anyone.
+    assert!(matches!(
+        w.call(&gateway(), T0 + 2, "purge_erased", &record),
+        Err(ChaincodeError::InvalidArgument {
+            field: "pseudonym",
+            ..
+        })
+    ));
+
+    let first: v1::ErasureResult = w
+        .call_decode(&patient(1), T0 + 3, "erase_patient", &record)
+        .unwrap();
+    assert!(!first.purge_complete);
+    assert_eq!(
+        first.deleted_paths.len(),
+        medledger_chaincode::erasure::PURGE_STEP_ENTRIES
+    );
+    // Closed at once: every call on the record fails from the closing block.
+    assert!(matches!(
+        w.call(&patient(1), T0 + 4, "erase_patient", &record),
+        Err(ChaincodeError::PatientErased)
+    ));
+    assert_eq!(purges(&mut w, &gateway(), T0 + 4), [pseudonym(1)]);
+    assert_eq!(purges(&mut w, &auditor(), T0 + 4), [pseudonym(1)]);
+    assert!(matches!(
+        denial(w.query::<_, v1::PatientList>(&patient(1), T0 + 4, "pending_purges", &page("", 0))),
+        Denial::WrongRole { .. }
+    ));
+    // Neither a clinician, nor a researcher, nor another patient steps the purge.
+    for who in [
+        clinician("dr.a"),
+        researcher("res-1"),
+        patient(2),
+        auditor(),
+    ] {
+        assert!(
+            matches!(
+                denial(w.call(&who, T0 + 4, "purge_erased", &record)),
+                Denial::WrongRole { .. }
+            ),
+            "{}",
+            who.name
+        );
+    }
+    // The owner may step it; the gateway finishes it.
+    let second: v1::ErasureResult = w
+        .call_decode(&patient(1), T0 + 5, "purge_erased", &record)
+        .unwrap();
+    assert!(!second.purge_complete);
+    let mut deleted: Vec<String> = first
+        .deleted_paths
+        .into_iter()
+        .chain(second.deleted_paths)
+        .collect();
+    let mut t = T0 + 6;
+    let mut complete = second.purge_complete;
+    while !complete {
+        let step: v1::ErasureResult = w
+            .call_decode(&gateway(), t, "purge_erased", &record)
+            .unwrap();
+        deleted.extend(step.deleted_paths);
+        complete = step.purge_complete;
+        t += 1;
+        assert!(t < T0 + 20, "the purge does not end");
+    }
+    assert!(matches!(
+        w.call(&gateway(), t, "purge_erased", &record),
+        Err(ChaincodeError::InvalidArgument {
+            field: "pseudonym",
+            ..
+        })
+    ));
+    assert!(purges(&mut w, &gateway(), t).is_empty());
+
+    // Every item and the study copy, each once, all queued for the gateway.
+    assert_eq!(deleted.len(), items + 1);
+    deleted.sort();
+    deleted.dedup();
+    assert_eq!(deleted.len(), items + 1);
+    let mut queued = Vec::new();
+    let mut after = String::new();
+    loop {
+        let answer: v1::PendingDeletions = w
+            .query(&gateway(), t, "pending_object_deletions", &page(&after, 0))
+            .unwrap();
+        queued.extend(answer.deletions.into_iter().map(|d| d.path));
+        if answer.next_after.is_empty() {
+            break;
+        }
+        after = answer.next_after;
+    }
+    assert_eq!(queued, deleted);
+
+    // Nothing that opens a file is left; the record says when the purge completed.
+    let p = hex::encode(pseudonym(1));
+    let state = w.ledger.state();
+    for (key, value) in state.iter() {
+        assert!(
+            !key.starts_with(&format!("patient/{p}/key"))
+                && !key.starts_with(&format!("patient/{p}/private"))
+                && !key.starts_with("purge-"),
+            "{key} is left"
+        );
+        if key.starts_with(&format!("patient/{p}/item/")) {
+            let item = v1::ClinicalItem::decode(value.as_slice()).unwrap();
+            assert!(item.tombstoned && item.wrapped_dek.is_empty(), "{key}");
+        }
+        if key.starts_with(&format!("patient/{p}/perm")) && !key.contains("/perm-id/") {
+            let permission = v1::Permission::decode(value.as_slice()).unwrap();
+            assert!(permission.key_envelope.is_empty(), "{key}");
+        }
+        if key.starts_with("study-item/") {
+            let copy = v1::StudyItem::decode(value.as_slice()).unwrap();
+            assert!(copy.tombstoned && copy.wrapped_dek.is_empty(), "{key}");
+        }
+    }
+    let stored = v1::PatientRecord::decode(state[&format!("patient/{p}")].as_slice()).unwrap();
+    assert!(stored.erased && stored.erased_at == T0 + 3);
+    assert_eq!(stored.purged_at, t - 1);
+    // Patient 2's record is untouched.
+    let other = hex::encode(pseudonym(2));
+    assert!(
+        state
+            .keys()
+            .any(|k| k.starts_with(&format!("patient/{other}/key/")))
     );
 }

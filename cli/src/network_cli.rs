@@ -693,6 +693,19 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
     for line in &report.substituted {
         text.push_str(&format!("  NOT AS SERVED: {line}\n"));
     }
+    for e in &report.erasures {
+        text.push_str(&match e.purged_at {
+            Some(at) => format!(
+                "  record {}  erased at {}, purged at {at}\n",
+                e.pseudonym, e.erased_at
+            ),
+            None => format!(
+                "  record {}  erased at {}, PURGE UNDER WAY: key material left until the \
+                 gateway's purge steps finish it\n",
+                e.pseudonym, e.erased_at
+            ),
+        });
+    }
     match &report.objects {
         Some(objects) => {
             for o in objects {
@@ -707,12 +720,19 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
             "  objects not checked: give --objects-dir or --s3-endpoint (or --dir of a local network)\n",
         ),
     }
+    let under_way = report
+        .erasures
+        .iter()
+        .filter(|e| e.purged_at.is_none())
+        .count();
     let verdict = format!(
-        "{} blocks ({} failed), {} objects ({} failed){}",
+        "{} blocks ({} failed), {} objects ({} failed), {} erased records ({under_way} with \
+         the purge under way){}",
         report.blocks.len(),
         report.failed_blocks(),
         report.objects.as_ref().map_or(0, Vec::len),
         report.failed_objects(),
+        report.erasures.len(),
         if report.substituted.is_empty() {
             String::new()
         } else {
@@ -733,6 +753,9 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
             "number": b.number, "ok": b.ok(), "transactions": b.transactions,
             "valid_transactions": b.valid_transactions, "problems": b.problems,
             "state_unchecked": b.state_unchecked,
+        })).collect::<Vec<_>>(),
+        "erasures": report.erasures.iter().map(|e| json!({
+            "pseudonym": e.pseudonym, "erased_at": e.erased_at, "purged_at": e.purged_at,
         })).collect::<Vec<_>>(),
         "objects": report.objects.as_ref().map(|o| o.iter().map(|v| json!({
             "path": v.path, "ok": v.state.ok(), "state": v.state.describe(),

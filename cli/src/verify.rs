@@ -144,6 +144,10 @@ pub struct Report {
     /// None: objects were not checked (no store given).
     pub objects: Option<Vec<ObjectVerdict>>,
     pub diverged_at: Option<u64>,
+    /// Every erased record: when it was erased and when its purge completed. One whose
+    /// purge is under way still holds key material in the state: a finding until the
+    /// gateway's `purge_erased` steps finish it (docs/adr/0015).
+    pub erasures: Vec<medledger_execution::audit::Erasure>,
     /// Blocks the named peer served that f+1 peers did not vote for, each replaced by
     /// another peer's proven copy (one line each, naming both): a finding about that peer,
     /// not about the ledger.
@@ -153,6 +157,7 @@ pub struct Report {
 impl Report {
     pub fn ok(&self) -> bool {
         self.blocks.iter().all(BlockVerdict::ok)
+            && self.erasures.iter().all(|e| e.purged_at.is_some())
             && self
                 .objects
                 .as_ref()
@@ -221,10 +226,14 @@ pub async fn verify(
         }
         None => None,
     };
+    let erasures = auditor
+        .erasures()
+        .map_err(|e| ClientError::Protocol(format!("reading the re-executed state: {e}")))?;
     Ok(Report {
         network_id,
         blocks,
         objects,
+        erasures,
         diverged_at: auditor.diverged_at(),
         substituted,
     })

@@ -63,6 +63,18 @@ pub struct ExpectedObject {
     pub queued: bool,
 }
 
+/// An erased record, as the re-executed state holds it (docs/adr/0015).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    /// The record's pseudonym, lowercase hex.
+    pub pseudonym: String,
+    /// Consensus time (Unix seconds) of the erasure.
+    pub erased_at: i64,
+    /// When its purge completed (Unix seconds); `None` while it is under way (key material
+    /// and file keys of the record are still in the state).
+    pub purged_at: Option<i64>,
+}
+
 /// Verifies a chain block by block against a pinned genesis, re-executing it in memory.
 pub struct Auditor {
     genesis: Arc<Genesis>,
@@ -259,40 +271,88 @@ impl Auditor {
         let mut out = Vec::new();
         let corrupt = |key: &str, e: prost::DecodeError| StateError(format!("{key}: {e}"));
         for (prefix, study) in [("patient/", false), ("study-item/", true)] {
-            let mut start = prefix.to_string();
-            loop {
-                let page = view.scan(prefix, &start, None, 1024)?;
-                let Some((last, _)) = page.last() else { break };
-                start = format!("{last}\0");
-                for (key, value) in page {
-                    let object = if study {
-                        v1::StudyItem::decode(value.as_slice()).map(|i| ExpectedObject {
-                            path: i.path,
-                            sha256: i.sha256,
-                            size: i.size,
-                            erased: i.tombstoned,
-                            queued: false,
-                        })
-                    } else if key.split('/').nth(2) == Some("item") {
-                        v1::ClinicalItem::decode(value.as_slice()).map(|i| ExpectedObject {
-                            path: i.path,
-                            sha256: i.sha256,
-                            size: i.size,
-                            erased: i.tombstoned,
-                            queued: false,
-                        })
-                    } else {
-                        continue;
-                    };
-                    out.push(object.map_err(|e| corrupt(&key, e))?);
-                }
-            }
+            each_under(view, prefix, |key, value| {
+                let object = if study {
+                    v1::StudyItem::decode(value.as_slice()).map(|i| ExpectedObject {
+                        path: i.path,
+                        sha256: i.sha256,
+                        size: i.size,
+                        erased: i.tombstoned,
+                        queued: false,
+                    })
+                } else if key.split('/').nth(2) == Some("item") {
+                    v1::ClinicalItem::decode(value.as_slice()).map(|i| ExpectedObject {
+                        path: i.path,
+                        sha256: i.sha256,
+                        size: i.size,
+                        erased: i.tombstoned,
+                        queued: false,
+                    })
+                } else {
+                    return Ok(());
+                };
+                out.push(object.map_err(|e| corrupt(&key, e))?);
+                Ok(())
+            })?;
         }
         for object in out.iter_mut().filter(|o| o.erased) {
             let key = medledger_chaincode::keys::object_deletion(&object.path);
             object.queued = view.get(&key)?.is_some();
         }
         Ok(out)
+    }
+}
+
+impl Auditor {
+    /// Every erased record in the re-executed state, in pseudonym order, with when its
+    /// purge completed.
+    ///
+    /// # Errors
+    /// The state cannot be read, or holds a record that does not decode.
+    pub fn erasures(&self) -> Result<Vec<Erasure>, StateError> {
+        let view = &self.state;
+        let mut out = Vec::new();
+        let prefix = "patient/";
+        each_under(view, prefix, |key, value| {
+            // The record itself (`patient/{P}`), not what lies under it.
+            let Some(pseudonym) = key.strip_prefix(prefix).filter(|p| !p.contains('/')) else {
+                return Ok(());
+            };
+            let record = v1::PatientRecord::decode(value.as_slice())
+                .map_err(|e| StateError(format!("{key}: {e}")))?;
+            if record.erased {
+                let under_way = view
+                    .get(&medledger_chaincode::keys::purge_cursor(pseudonym))?
+                    .is_some();
+                out.push(Erasure {
+                    pseudonym: pseudonym.to_string(),
+                    erased_at: record.erased_at,
+                    purged_at: (!under_way).then_some(record.purged_at),
+                });
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+}
+
+/// Calls `visit` on every entry of `view` under `prefix`, a page of 1,024 at a time, in key
+/// order.
+fn each_under(
+    view: &MemoryState,
+    prefix: &str,
+    mut visit: impl FnMut(String, Vec<u8>) -> Result<(), StateError>,
+) -> Result<(), StateError> {
+    let mut start = prefix.to_string();
+    loop {
+        let page = view.scan(prefix, &start, None, 1024)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(());
+        };
+        start = format!("{last}\0");
+        for (key, value) in page {
+            visit(key, value)?;
+        }
     }
 }
 

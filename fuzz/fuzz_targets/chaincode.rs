@@ -227,7 +227,13 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
             limit: u32::arbitrary(u)?,
         }
         .encode_to_vec(),
-        "pending_object_deletions" => v1::PendingDeletionsArgs {
+        "erase_patient" | "purge_erased" | "get_record" | "list_items" | "list_permissions" => {
+            v1::PatientArgs {
+                pseudonym: pseudonym(u)?,
+            }
+            .encode_to_vec()
+        }
+        "pending_object_deletions" | "pending_purges" => v1::PendingDeletionsArgs {
             after: object_path(u)?,
             limit: u32::arbitrary(u)?,
         }

@@ -1,9 +1,11 @@
-//! The gateway deletes the objects of every committed erasure, however it was submitted
-//! (issue 20 item 6; docs/adr/0015). The ledger queues each object an erasure names
-//! (`medledger_chaincode::erasure`); the gateway pages through that queue, deletes each
-//! object from the store (one already gone counts as deleted), and confirms them in one
-//! transaction per page, which takes them off. Nothing of it is kept here: a gateway that
-//! crashed, or was down when the erasure committed, finds the same queue at its next round.
+//! The gateway finishes every committed erasure, however it was submitted (issue 20 item 6;
+//! docs/adr/0015). An erasure too large for one step leaves its purge under way: the gateway
+//! sends `purge_erased`, a bounded step each, until it is complete. The ledger queues each
+//! object a purge tombstones (`medledger_chaincode::erasure`); the gateway pages through
+//! that queue, deletes each object from the store (one already gone counts as deleted), and
+//! confirms them in one transaction per page, which takes them off. Nothing of it is kept
+//! here: a gateway that crashed, or was down when the erasure committed, finds the same
+//! purges and queue at its next round.
 //!
 //! Trust: the gateway deletes only what f+1 peers agree is queued
 //! ([`PeerSet::query_agreed_as`]), so no single lying peer can make it delete a live
@@ -27,10 +29,15 @@ pub const ROUND_EVERY: Duration = Duration::from_secs(3);
 const PAGE: u32 = 256;
 /// Most pages one round works through before it pauses.
 const PAGES_PER_ROUND: usize = 16;
+/// Most records whose purge one round steps, and steps per record.
+const PURGES_PER_ROUND: u32 = 16;
+const STEPS_PER_PURGE: usize = 8;
 
 /// What one round did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Round {
+    /// Purge steps committed.
+    pub purge_steps: usize,
     /// Objects deleted (or found gone) and confirmed on the ledger.
     pub confirmed: usize,
     /// Objects left queued: the store refused them, or their path is not one the chaincode
@@ -42,30 +49,57 @@ pub struct Round {
 pub async fn follow(peers: Arc<PeerSet>, store: Arc<dyn ObjectStore>) {
     loop {
         match round(&peers, store.as_ref()).await {
-            Ok(Round {
-                confirmed: 0,
-                left: 0,
-            }) => {}
+            Ok(done) if done == Round::default() => {}
             Ok(done) => tracing::info!(
+                purge_steps = done.purge_steps,
                 confirmed = done.confirmed,
                 left = done.left,
                 "erased records' objects deleted from the store"
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "could not read or confirm the erased objects queue; trying again")
+                tracing::warn!(error = %e, "could not step an erasure's purge or read or confirm its objects queue; trying again")
             }
         }
         tokio::time::sleep(ROUND_EVERY).await;
     }
 }
 
-/// One round: up to [`PAGES_PER_ROUND`] pages of the queue, each deleted and confirmed.
+/// One round: up to [`STEPS_PER_PURGE`] steps of up to [`PURGES_PER_ROUND`] purges under
+/// way, then up to [`PAGES_PER_ROUND`] pages of the queue, each deleted and confirmed.
 ///
 /// # Errors
 /// The peers could not agree on a page (`NoQuorum`, unreachable) or refused the
 /// confirmation; what was confirmed before stays confirmed.
 pub async fn round(peers: &PeerSet, store: &dyn ObjectStore) -> Result<Round, ClientError> {
     let mut done = Round::default();
+    let purges: v1::PatientList = peers
+        .query_agreed_as(
+            "pending_purges",
+            v1::PendingDeletionsArgs {
+                after: String::new(),
+                limit: PURGES_PER_ROUND,
+            },
+        )
+        .await?;
+    for pseudonym in purges.pseudonyms {
+        for _ in 0..STEPS_PER_PURGE {
+            let committed = peers
+                .submit(
+                    "purge_erased",
+                    v1::PatientArgs {
+                        pseudonym: pseudonym.clone(),
+                    }
+                    .encode_to_vec(),
+                )
+                .await?
+                .into_valid()?;
+            done.purge_steps = done.purge_steps.saturating_add(1);
+            let step = v1::ErasureResult::decode(committed.result.as_slice()).unwrap_or_default();
+            if step.purge_complete {
+                break;
+            }
+        }
+    }
     let mut after = String::new();
     for _ in 0..PAGES_PER_ROUND {
         let page: v1::PendingDeletions = peers

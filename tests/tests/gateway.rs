@@ -102,6 +102,14 @@ impl Setup {
         self.net.as_(who, &full)
     }
 
+    /// The auditor's `ledger verify` through peer 0, the store given by `store` (flags).
+    fn verify(&self, store: &[&str]) -> medledger_tests::CliResult {
+        let peer = self.net.address(0);
+        let mut args = vec!["--peer", peer.as_str(), "ledger", "verify"];
+        args.extend_from_slice(store);
+        self.net.as_("auditor", &args)
+    }
+
     fn upload(&self, who: &str, file: &Path) -> medledger_tests::CliResult {
         self.cli(
             who,
@@ -332,23 +340,16 @@ async fn an_erasure_sent_to_the_peers_while_the_gateway_is_down_deletes_its_obje
     let garage = s._garage.as_ref().unwrap();
     let credentials = garage.credentials_file.display().to_string();
     let verify = |s: &Setup| {
-        s.net.as_(
-            "auditor",
-            &[
-                "--peer",
-                &s.net.address(0),
-                "ledger",
-                "verify",
-                "--s3-endpoint",
-                &garage.endpoint,
-                "--s3-bucket",
-                &garage.bucket,
-                "--s3-region",
-                &garage.region,
-                "--s3-credentials-file",
-                &credentials,
-            ],
-        )
+        s.verify(&[
+            "--s3-endpoint",
+            &garage.endpoint,
+            "--s3-bucket",
+            &garage.bucket,
+            "--s3-region",
+            &garage.region,
+            "--s3-credentials-file",
+            &credentials,
+        ])
     };
     let report = verify(&s);
     assert!(!report.success, "{}", report.json);
@@ -382,6 +383,113 @@ async fn an_erasure_sent_to_the_peers_while_the_gateway_is_down_deletes_its_obje
     );
     let report = verify(&s).ok();
     assert_eq!(report["ok"], true, "{report}");
+}
+
+/// Issue 20 item 6: a record too large for one purge step (more items than a step takes)
+/// is closed by its erasure at once; while the gateway is down (killed) the auditor's verify
+/// reports the purge under way; back, the gateway steps the rest of the purge and deletes
+/// every object, with no one else doing anything, and verify passes with the purge's time.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_finishes_the_purge_of_an_erasure_too_large_for_one_step() {
+    let _one = lock().await;
+    let mut s = Setup::start(false);
+    let peers = s.peers("pat").await;
+    let pseudonym = hex::decode(&s.pseudonym).unwrap();
+    // More items than one purge step takes (`medledger_chaincode::erasure::
+    // PURGE_STEP_ENTRIES`, 1,000), straight on the ledger (their objects never uploaded: a
+    // deletion finds them gone, which counts as deleted), a few in flight at a time (the
+    // peers admit at most 200 requests a second from one identity).
+    let items = 1_050;
+    let key_epoch = 1;
+    for chunk in (0..items).collect::<Vec<_>>().chunks(8) {
+        let adds = chunk.iter().map(|i| {
+            let item_id = format!("bulk-{i:05}");
+            let args = v1::AddItemArgs {
+                pseudonym: pseudonym.clone(),
+                path: format!("patients/{}/{LAB}/{item_id}", s.pseudonym),
+                item_id,
+                category: LAB.into(),
+                sha256: vec![7; 32],
+                size: 1,
+                wrapped_dek: vec![9; 80],
+                key_epoch,
+            };
+            let peers = &peers;
+            async move {
+                peers
+                    .submit("add_item", args.encode_to_vec())
+                    .await
+                    .and_then(|c| c.into_valid())
+            }
+        });
+        futures_util::future::try_join_all(adds).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The gateway is down when the erasure commits (a crash): the purge waits for it.
+    s.gateway.kill();
+    let erased = peers
+        .submit(
+            "erase_patient",
+            v1::PatientArgs {
+                pseudonym: pseudonym.clone(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+        .unwrap()
+        .into_valid()
+        .unwrap();
+    let first = v1::ErasureResult::decode(erased.result.as_slice()).unwrap();
+    assert!(!first.purge_complete);
+    let objects_dir = s.store_dir.display().to_string();
+    let verify = |s: &Setup| s.verify(&["--objects-dir", &objects_dir]);
+    // The auditor sees the purge under way (key material still in the state).
+    let report = verify(&s);
+    assert!(!report.success, "{}", report.json);
+    assert_eq!(
+        report.json["erasures"][0]["pseudonym"],
+        s.pseudonym.as_str()
+    );
+    assert!(
+        report.json["erasures"][0]["purged_at"].is_null(),
+        "{}",
+        report.json
+    );
+    s.gateway = GatewayProcess::serve(
+        &s.net,
+        "gateway",
+        &ObjectStoreArg::Local(s.store_dir.clone()),
+        &[],
+    );
+
+    let gateway_wallet = Wallet::open(&s.net.wallet("gateway")).unwrap();
+    let as_gateway = PeerSet::connect(&gateway_wallet, &s.net.address(0))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let purges: v1::PatientList = as_gateway
+            .query_agreed_as("pending_purges", v1::PendingDeletionsArgs::default())
+            .await
+            .unwrap();
+        if purges.pseudonyms.is_empty() && queued(&as_gateway).await == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the purge did not finish: {}",
+            std::fs::read_to_string(&s.gateway.log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let log = std::fs::read_to_string(&s.gateway.log).unwrap();
+    assert!(log.contains("purge_steps"), "{log}");
+    let report = verify(&s).ok();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(
+        report["erasures"][0]["purged_at"].as_i64().unwrap() > 0,
+        "{report}"
+    );
 }
 
 /// Issue 19 item 2, as reported: `medledger reenroll` replaced the wallet's encryption key,
