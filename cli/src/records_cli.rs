@@ -14,6 +14,7 @@ use medledger_sdk::files::{self, Destination, Reader};
 use medledger_sdk::patient::RecordKeys;
 use medledger_sdk::peer::PeerSet;
 use medledger_sdk::reasons;
+use medledger_sdk::record_credential;
 use medledger_sdk::wallet::Wallet;
 use prost::Message;
 use serde_json::json;
@@ -293,6 +294,19 @@ fn rotation_json(r: &medledger_sdk::rotation::Rotation) -> serde_json::Value {
            "kept": r.kept, "left": r.left.iter().map(|(n, w)| json!({"name": n, "why": w})).collect::<Vec<_>>()})
 }
 
+/// The wallet a patient acts under on their record (issue 20 item 2): the record credential
+/// the wallet holds (renewed first when due, as [`open_wallet`] does), so that no peer sees
+/// the enrollment name next to the record; else the wallet itself (a clinician's, or a record
+/// registered before record credentials, under the enrollment name).
+async fn acting_wallet(cli: &Cli, wallet: Wallet) -> Result<Wallet, ClientError> {
+    if !record_credential::has_record_credential(&wallet) {
+        return Ok(wallet);
+    }
+    let dir = record_credential::record_wallet_dir(&wallet);
+    let (record, _) = medledger_devnet::open_current(&dir, cli.ca.as_deref()).await?;
+    Ok(record)
+}
+
 /// The wallet's own record keys and the peers: what every command on one's record needs.
 async fn own_record(cli: &Cli, wallet: &Wallet) -> Result<(RecordKeys, PeerSet), ClientError> {
     let keys = RecordKeys::open(wallet)?;
@@ -329,7 +343,21 @@ fn progress_bar(cli: &Cli, label: &str) -> ProgressBar {
 }
 
 pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, ClientError> {
-    let wallet = open_wallet(cli).await?;
+    let enrollment = open_wallet(cli).await?;
+    if let PatientCommand::Init { .. } = command
+        && !record_credential::has_record_credential(&enrollment)
+    {
+        if enrollment.dir.join("record-keys.json").exists() {
+            return Err(ClientError::wallet(
+                &enrollment.dir,
+                "already holds a patient record's keys (record-keys.json)",
+            ));
+        }
+        // The credential the record will be registered and used under: the peers never
+        // see this wallet's name next to it.
+        record_credential::obtain(&enrollment, &ca_url(cli, Some(&enrollment))).await?;
+    }
+    let wallet = acting_wallet(cli, enrollment).await?;
     match command {
         PatientCommand::Init { uii, categories } => {
             let categories: Vec<&str> = if categories.is_empty() {
@@ -349,12 +377,13 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             let pseudonym = hex::encode(keys.pseudonym);
             Ok(Output {
                 text: format!(
-                    "registered your record in block {}\n  pseudonym: {pseudonym}\n  categories: {}\n  keys: {}",
+                    "registered your record in block {}\n  pseudonym: {pseudonym}\n  categories: {}\n  acting as: {} (a record credential: the ledger never sees your name)\n  keys: {}",
                     committed.block,
                     categories.join(", "),
+                    wallet.info.name,
                     wallet.dir.join("record-keys.json").display()
                 ),
-                json: json!({"pseudonym": pseudonym, "block": committed.block, "categories": categories}),
+                json: json!({"pseudonym": pseudonym, "block": committed.block, "categories": categories, "credential": wallet.info.name}),
             })
         }
         PatientCommand::Revoke { permission } => {
@@ -849,7 +878,8 @@ async fn audit_trail(
 }
 
 pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Output, ClientError> {
-    let wallet = open_wallet(cli).await?;
+    // A patient storing or reading their own items does it as their record credential.
+    let wallet = acting_wallet(cli, open_wallet(cli).await?).await?;
     let peers = peers(cli, &wallet).await?;
     let gateway_address = cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY);
     match command {

@@ -27,6 +27,9 @@ use zeroize::Zeroizing;
 use crate::files::{CaDir, read_private, write_private, write_public};
 use crate::store::{CertificateRecord, Changes, IdentityRecord, Store, StoreError};
 
+mod record_credential;
+pub use record_credential::{MAX_RECORD_CREDENTIALS, RECORD_CREDENTIAL_PREFIX};
+
 /// Name of the identity `init` registers so the first administrator can enroll.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
 /// Default lifetime of an enrollment certificate: one year.
@@ -80,6 +83,10 @@ pub enum CaError {
     Io(#[from] std::io::Error),
     #[error("the CA could not build a certificate or CRL: {0}")]
     Build(String),
+    #[error("a record credential is issued only to {0}")]
+    RecordCredentialRefused(&'static str),
+    #[error("this enrollment has been issued its {0} record credentials, the most one may have")]
+    TooManyRecordCredentials(u32),
 }
 
 fn invalid(field: &'static str, why: impl ToString) -> CaError {
@@ -105,6 +112,8 @@ pub struct Registration {
 /// A freshly issued certificate.
 #[derive(Debug, Clone)]
 pub struct IssuedCertificate {
+    /// The certificate's subject name.
+    pub name: String,
     pub der: Vec<u8>,
     pub serial: Vec<u8>,
     pub not_after_unix: i64,
@@ -589,6 +598,14 @@ impl CertificateAuthority {
         now: i64,
     ) -> Result<String, CaError> {
         validate_name(&registration.name).map_err(|e| invalid("name", e))?;
+        if registration.name.starts_with(RECORD_CREDENTIAL_PREFIX) {
+            return Err(invalid(
+                "name",
+                format!(
+                    "names starting with {RECORD_CREDENTIAL_PREFIX:?} are the CA's, for record credentials"
+                ),
+            ));
+        }
         let role: Role = registration.role.parse().map_err(|e| invalid("role", e))?;
         let attributes = registration
             .attributes
@@ -625,6 +642,8 @@ impl CertificateAuthority {
             registered_at_unix: now,
             certificate_serials: vec![],
             registered_by: registered_by.into(),
+            record_of: String::new(),
+            record_credentials: 0,
         });
         self.store.commit(changes)?;
         Ok(secret)
@@ -692,6 +711,14 @@ impl CertificateAuthority {
             .ok_or_else(|| CaError::NotFound(format!("identity {:?}", caller.name)))?;
         if identity.revoked {
             return Err(CaError::IdentityRevoked(identity.name));
+        }
+        if !identity.record_of.is_empty() {
+            // A record credential lives only as long as the enrollment it was issued to. The
+            // refusal names the credential alone: nothing tells its holder (or a log) whose it is.
+            let enrollment = self.store.identity(&identity.record_of)?;
+            if enrollment.is_none_or(|e| e.revoked) {
+                return Err(CaError::IdentityRevoked(identity.name));
+            }
         }
         let mut superseded = Vec::new();
         if new_key {
@@ -784,9 +811,11 @@ impl CertificateAuthority {
             revocation_reason: 0,
             revoked_at_unix: 0,
         });
+        let name = identity.name.clone();
         changes.put_identity(identity);
         Ok((
             IssuedCertificate {
+                name,
                 der,
                 serial,
                 not_after_unix: not_after,
@@ -1043,7 +1072,9 @@ impl CertificateAuthority {
             String::new()
         };
         let mut out = Vec::with_capacity(records.len());
-        for record in records {
+        // Record credentials are not people: listing them next to the enrollments (and
+        // their times) would help link the two.
+        for record in records.into_iter().filter(|r| r.record_of.is_empty()) {
             let mut certificates = Vec::new();
             for serial in &record.certificate_serials {
                 if let Some(c) = self.store.certificate(serial)? {
@@ -1118,14 +1149,14 @@ fn crl_reason(reason: v1::RevocationReason) -> rcgen::RevocationReason {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use medledger_crypto::{EncryptionKey, build_signing_request};
     use std::collections::HashSet;
 
-    const NOW: i64 = 1_780_000_000;
+    pub(super) const NOW: i64 = 1_780_000_000;
 
-    fn new_ca() -> (tempfile::TempDir, CaDir, CertificateAuthority) {
+    pub(super) fn new_ca() -> (tempfile::TempDir, CaDir, CertificateAuthority) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = CaDir::new(tmp.path().join("ca"));
         CertificateAuthority::init(&dir, &["ca.hospital.example".into()], NOW).unwrap();
@@ -1134,7 +1165,7 @@ mod tests {
         (tmp, dir, ca)
     }
 
-    fn enroll_new(
+    pub(super) fn enroll_new(
         ca: &CertificateAuthority,
         name: &str,
         secret: &str,
@@ -1149,12 +1180,12 @@ mod tests {
         Ok(identity)
     }
 
-    fn admin(ca: &CertificateAuthority, dir: &CaDir) -> EnrolledIdentity {
+    pub(super) fn admin(ca: &CertificateAuthority, dir: &CaDir) -> EnrolledIdentity {
         let secret = std::fs::read_to_string(dir.admin_secret()).unwrap();
         enroll_new(ca, BOOTSTRAP_ADMIN, secret.trim()).unwrap()
     }
 
-    fn registration(name: &str, role: &str) -> Registration {
+    pub(super) fn registration(name: &str, role: &str) -> Registration {
         Registration {
             name: name.into(),
             role: role.into(),

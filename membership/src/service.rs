@@ -31,6 +31,7 @@ impl MembershipService {
 
     fn enroll_response(&self, issued: IssuedCertificate) -> v1::EnrollResponse {
         v1::EnrollResponse {
+            name: issued.name,
             certificate_der: issued.der,
             root_certificate_der: self.ca.root().der().to_vec(),
             serial: hex::encode(issued.serial),
@@ -90,7 +91,10 @@ pub fn to_status(error: CaError) -> Status {
         | CaError::IdentityRevoked(_)
         | CaError::NoClientCertificate
         | CaError::BadClientCertificate(_) => Status::unauthenticated(message),
-        CaError::NotAdmin { .. } => Status::permission_denied(message),
+        CaError::NotAdmin { .. } | CaError::RecordCredentialRefused(_) => {
+            Status::permission_denied(message)
+        }
+        CaError::TooManyRecordCredentials(_) => Status::resource_exhausted(message),
         CaError::AlreadyExists(_) => Status::already_exists(message),
         CaError::NotFound(_) => Status::not_found(message),
         CaError::AlreadyInitialized(_) => Status::failed_precondition(message),
@@ -174,6 +178,27 @@ impl Membership for MembershipService {
         let mut response = self.enroll_response(issued);
         response.superseded = superseded;
         Ok(Response::new(response))
+    }
+
+    async fn issue_record_credential(
+        &self,
+        request: Request<v1::IssueRecordCredentialRequest>,
+    ) -> Result<Response<v1::EnrollResponse>, Status> {
+        let caller = self.caller(&request).map_err(to_status)?;
+        let req = request.into_inner();
+        let issued = self
+            .run(move |ca| {
+                ca.issue_record_credential(
+                    &caller,
+                    &req.csr_der,
+                    &req.encryption_public_key,
+                    now_unix(),
+                )
+            })
+            .await?;
+        // Neither name: this log must not link the enrollment to the credential.
+        tracing::info!("issued a record credential");
+        Ok(Response::new(self.enroll_response(issued)))
     }
 
     async fn revoke(

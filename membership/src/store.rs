@@ -57,6 +57,15 @@ pub struct IdentityRecord {
     pub certificate_serials: Vec<Vec<u8>>,
     #[prost(string, tag = "11")]
     pub registered_by: String,
+    /// For a record credential (issue 20 item 2): the enrollment it was issued to. The one
+    /// place that links the two; never listed and never published (see
+    /// `CertificateAuthority::issue_record_credential`). Empty for every other identity.
+    #[prost(string, tag = "12")]
+    pub record_of: String,
+    /// For an enrollment: how many record credentials it has been issued (bounded by
+    /// `MAX_RECORD_CREDENTIALS`).
+    #[prost(uint32, tag = "13")]
+    pub record_credentials: u32,
 }
 
 /// A certificate the CA issued.

@@ -141,6 +141,16 @@ impl CaClient {
         self.finish(result).await
     }
 
+    /// A record credential for the caller, a patient under their enrollment certificate
+    /// (issue 20 item 2); see [`crate::record_credential`].
+    pub async fn issue_record_credential(
+        &mut self,
+        request: v1::IssueRecordCredentialRequest,
+    ) -> Result<v1::EnrollResponse, ClientError> {
+        let result = self.inner.issue_record_credential(request).await;
+        self.finish(result).await
+    }
+
     pub async fn revoke(
         &mut self,
         request: v1::RevokeRequest,

@@ -12,7 +12,8 @@
 //! - [`ca::CaClient`]: the Membership API over TLS 1.3, with readable errors.
 //! - [`peer::PeerSet`]: signed transactions to every peer, f+1 matching receipts, queries.
 //! - [`files`]: client-side encryption, uploads and downloads through the gateway;
-//!   [`patient`]: a record's keys; [`research`]: study copies; [`store`]: object stores.
+//!   [`patient`]: a record's keys; [`record_credential`]: the nameless credential a patient
+//!   acts under on a record; [`research`]: study copies; [`store`]: object stores.
 //! - [`reasons`]: an emergency access's reason, sealed to the patient and the auditors.
 //! - [`deid`]: the FHIR de-identifier research copies go through (`medledger-deid`).
 //! - [`enroll`] / [`reenroll`]: create keys locally, send only a CSR and the X25519 public key;
@@ -27,6 +28,7 @@ pub mod files;
 pub mod patient;
 pub mod peer;
 pub mod reasons;
+pub mod record_credential;
 pub mod renewal;
 pub mod research;
 pub mod rotation;

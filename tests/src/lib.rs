@@ -500,6 +500,17 @@ impl TestNetwork {
         self.home.join("wallets").join(name)
     }
 
+    /// The wallet `name` acts under on the ledger: a patient's record credential
+    /// (`<wallet>/record`, docs/adr/0016) once `patient init` made one; else the wallet.
+    pub fn acting_wallet(&self, name: &str) -> PathBuf {
+        let record = self.wallet(name).join("record");
+        if record.join("cert.pem").exists() {
+            record
+        } else {
+            self.wallet(name)
+        }
+    }
+
     pub fn root(&self) -> PathBuf {
         self.ca.dir.join("ca-root.pem")
     }

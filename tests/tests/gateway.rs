@@ -158,7 +158,7 @@ impl Setup {
     }
 
     async fn peers(&self, who: &str) -> PeerSet {
-        let wallet = Wallet::open(&self.net.wallet(who)).unwrap();
+        let wallet = Wallet::open(&self.net.acting_wallet(who)).unwrap();
         PeerSet::connect(&wallet, &self.net.address(0))
             .await
             .unwrap()
@@ -331,7 +331,7 @@ async fn an_erasure_sent_to_the_peers_while_the_gateway_is_down_deletes_its_obje
     assert_eq!(named.len(), 2);
     // Nobody deleted them yet: they wait on the ledger, which the gateway reads.
     assert_eq!(s.objects().await.len(), 2);
-    let gateway_wallet = Wallet::open(&s.net.wallet("gateway")).unwrap();
+    let gateway_wallet = Wallet::open(&s.net.acting_wallet("gateway")).unwrap();
     let as_gateway = PeerSet::connect(&gateway_wallet, &s.net.address(0))
         .await
         .unwrap();
@@ -462,7 +462,7 @@ async fn the_gateway_finishes_the_purge_of_an_erasure_too_large_for_one_step() {
         &[],
     );
 
-    let gateway_wallet = Wallet::open(&s.net.wallet("gateway")).unwrap();
+    let gateway_wallet = Wallet::open(&s.net.acting_wallet("gateway")).unwrap();
     let as_gateway = PeerSet::connect(&gateway_wallet, &s.net.address(0))
         .await
         .unwrap();
@@ -625,7 +625,7 @@ async fn a_revoked_reader_with_every_key_and_byte_cannot_open_what_comes_after()
         .into_iter()
         .find(|p| p.grantee == "dr-a")
         .unwrap();
-    let wallet = Wallet::open(&s.net.wallet("dr-a")).unwrap();
+    let wallet = Wallet::open(&s.net.acting_wallet("dr-a")).unwrap();
     let kept_key = EncryptionKey::from_bytes(
         *unwrap_key(
             &wallet.encryption,
@@ -794,9 +794,9 @@ async fn without_permission_nothing_is_stored_or_served() {
     );
 
     // A client that skips the check: the category key is public, on the ledger.
-    let keys = RecordKeys::open(&Wallet::open(&s.net.wallet("pat")).unwrap()).unwrap();
+    let keys = RecordKeys::open(&Wallet::open(&s.net.acting_wallet("pat")).unwrap()).unwrap();
     let destination = Destination::for_owner(&keys, LAB).unwrap();
-    let dr_b = Wallet::open(&s.net.wallet("dr-b")).unwrap();
+    let dr_b = Wallet::open(&s.net.acting_wallet("dr-b")).unwrap();
     let peers = s.peers("dr-b").await;
     let mut gateway = files::connect_gateway(&dr_b, &s.gateway.address, peers.revocations())
         .await
@@ -970,9 +970,9 @@ async fn malformed_uploads_leave_nothing_behind() {
         ],
     )
     .ok();
-    let keys = RecordKeys::open(&Wallet::open(&net.wallet("pat")).unwrap()).unwrap();
+    let keys = RecordKeys::open(&Wallet::open(&net.acting_wallet("pat")).unwrap()).unwrap();
     let destination = Destination::for_owner(&keys, LAB).unwrap();
-    let dr_a = Wallet::open(&net.wallet("dr-a")).unwrap();
+    let dr_a = Wallet::open(&net.acting_wallet("dr-a")).unwrap();
     let peers = PeerSet::connect(&dr_a, &net.address(0)).await.unwrap();
     let mut client = files::connect_gateway(&dr_a, &gateway.address, peers.revocations())
         .await
@@ -1136,7 +1136,7 @@ async fn malformed_uploads_leave_nothing_behind() {
     assert!(status.message().contains("abandoned"), "{status:?}");
     drop(sender);
     // dr-a's signed transaction, sent over dr-b's connection.
-    let dr_b = Wallet::open(&net.wallet("dr-b")).unwrap();
+    let dr_b = Wallet::open(&net.acting_wallet("dr-b")).unwrap();
     let mut as_b = files::connect_gateway(&dr_b, &gateway.address, &Default::default())
         .await
         .unwrap();
@@ -1181,7 +1181,7 @@ async fn malformed_uploads_leave_nothing_behind() {
     // Each read is a fresh committed access: the patient's signed record_access serves one
     // download; sent again, it is refused (a clinician keeping an old access must not read
     // after a revocation).
-    let pat = Wallet::open(&net.wallet("pat")).unwrap();
+    let pat = Wallet::open(&net.acting_wallet("pat")).unwrap();
     let pat_peers = PeerSet::connect(&pat, &net.address(1)).await.unwrap();
     let mut as_pat = files::connect_gateway(&pat, &gateway.address, pat_peers.revocations())
         .await
@@ -1351,7 +1351,7 @@ async fn a_copy_that_is_not_deidentified_is_refused_by_the_researcher_and_record
     )
     .ok();
     // A dishonest one: recorded as de-identified, uploaded as it is.
-    let wallet = Wallet::open(&s.net.wallet("dr-a")).unwrap();
+    let wallet = Wallet::open(&s.net.acting_wallet("dr-a")).unwrap();
     let peers = s.peers("dr-a").await;
     let pseudonym: [u8; 32] = hex::decode(&s.pseudonym).unwrap().try_into().unwrap();
     let grant: v1::CheckAccessResult = peers

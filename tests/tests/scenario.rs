@@ -72,6 +72,27 @@ fn reword_refusals(data_dir: &Path) -> usize {
     count
 }
 
+/// The numbers of the blocks in a peer's RocksDB (opened read-only, the peer may run) whose
+/// encoding holds `needle` anywhere: transaction arguments, creators' certificates, results.
+fn blocks_holding(data_dir: &Path, needle: &[u8]) -> Vec<u64> {
+    let data_dir = data_dir.join("ledger");
+    let options = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&options, &data_dir).unwrap();
+    let db = rocksdb::DB::open_cf_for_read_only(&options, &data_dir, &cfs, false).unwrap();
+    let cf = db.cf_handle("blocks").unwrap();
+    let mut found = Vec::new();
+    let mut count = 0;
+    for entry in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let (key, value) = entry.unwrap();
+        count += 1;
+        if value.windows(needle.len()).any(|w| w == needle) {
+            found.push(u64::from_be_bytes(key.as_ref().try_into().unwrap()));
+        }
+    }
+    assert!(count > 1, "no blocks in {}", data_dir.display());
+    found
+}
+
 /// Rewrites block `number` in a stopped peer's RocksDB with `change` applied.
 fn tamper_block(data_dir: &Path, number: u64, change: impl FnOnce(&mut v1::Block)) {
     let data_dir = data_dir.join("ledger");
@@ -178,6 +199,9 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
     }
     let init = net.json(Some("pat-b"), &["patient", "init", "--uii", "MRN-B"]);
     let p = init["pseudonym"].as_str().unwrap().to_string();
+    // The record is registered, and used, under a record credential (issue 20 item 2).
+    let credential = init["credential"].as_str().unwrap().to_string();
+    assert!(credential.starts_with("record-"), "{init}");
     let grant = net.json(
         Some("pat-b"),
         &[
@@ -271,6 +295,50 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
     assert_eq!(last["outcome"], "4");
     assert_eq!(last["agent"][0]["who"]["identifier"]["value"], "dr-b");
     assert!(last["outcomeDesc"].as_str().unwrap().contains("revoked"));
+
+    // Whatever pat-b did on the record (register, grant, revoke, read the trail), no block
+    // names pat-b: not as a creator, not in a certificate, not in an argument. The auditor's
+    // listing shows the credential as the creator, and no peer's store holds the name.
+    let listed = net.json(
+        Some("auditor"),
+        &["ledger", "blocks", "--from", "1", "--limit", "100"],
+    );
+    let creators: Vec<&str> = listed["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|b| b["results"].as_array().unwrap())
+        .map(|r| r["creator"].as_str().unwrap())
+        .collect();
+    assert!(creators.contains(&credential.as_str()), "{creators:?}");
+    assert!(!creators.contains(&"pat-b"), "{creators:?}");
+    for peer in 0..4 {
+        let data_dir = net.path().join(format!("peer{peer}"));
+        let holding = blocks_holding(&data_dir, b"pat-b");
+        assert!(
+            holding.is_empty(),
+            "peer{peer}'s blocks {holding:?} name pat-b"
+        );
+        // The scan sees names where they are: the credential's, in its certificate.
+        assert!(!blocks_holding(&data_dir, credential.as_bytes()).is_empty());
+    }
+    // The enrollment itself is no owner of the record: under its own name it is denied.
+    let wallet = net.wallet("pat-b");
+    let record_wallet = wallet.join("record");
+    let moved = wallet.join("record.aside");
+    std::fs::rename(&record_wallet, &moved).unwrap();
+    std::fs::copy(
+        moved.join("record-keys.json"),
+        wallet.join("record-keys.json"),
+    )
+    .unwrap();
+    let out = net.run(Some("pat-b"), &["patient", "permissions"]);
+    std::fs::remove_file(wallet.join("record-keys.json")).unwrap();
+    std::fs::rename(&moved, &record_wallet).unwrap();
+    assert!(
+        !out.status.success(),
+        "the enrollment name acted as the record's owner"
+    );
 
     // The auditor: all verifies.
     let report = net.json(None, &["ledger", "verify"]);
