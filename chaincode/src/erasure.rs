@@ -27,7 +27,7 @@ use prost::Message;
 use crate::context::{allowed, get, load_patient, put};
 use crate::error::{ChaincodeError, Denial};
 use crate::keys;
-use crate::limits::{self, MAX_CATEGORY_KEYS, PSEUDONYM_LEN};
+use crate::limits::{self, PSEUDONYM_LEN};
 use crate::stub::{Role, Stub};
 
 /// Most entries one purge step looks at (items, permissions, study copies, keys): each
@@ -168,26 +168,35 @@ fn step(
             PERMISSIONS => (keys::permissions_prefix(hex), None),
             ENDED_PERMISSIONS => (keys::ended_permissions_prefix(hex), None),
             STUDY_COPIES => {
-                let next = stub.scan_prefix(&keys::purge_studies_prefix(hex), None, 1)?;
+                // The study under way, else the first after the last one finished (deleted,
+                // but still where the next one starts): never a scan from the start again.
+                let studies = keys::purge_studies_prefix(hex);
+                let next = if cursor.study.is_empty() {
+                    stub.scan_prefix(&studies, None, 1)?
+                } else if cursor.after.is_empty() && cursor.study.starts_with(&studies) {
+                    // The last study finished: the next one.
+                    stub.scan_prefix(&studies, Some(&cursor.study), 1)?
+                } else {
+                    let key = cursor.study.clone();
+                    stub.get(&key)?
+                        .map(|bytes| (key, bytes))
+                        .into_iter()
+                        .collect()
+                };
+                left = left.saturating_sub(1);
                 let Some((key, bytes)) = next.into_iter().next() else {
                     next_phase(&mut cursor);
                     continue;
                 };
+                if left == 0 {
+                    break false;
+                }
                 let study: PurgeStudy = decoded(&key, &bytes)?;
                 let prefix = keys::study_items_of(&study.study_id, &study.study_pseudonym);
+                cursor.study = key.clone();
                 (prefix, Some((key, study)))
             }
-            CATEGORY_KEYS => {
-                // At most MAX_CATEGORY_KEYS: one look.
-                for (key, _) in
-                    stub.scan_prefix(&keys::category_keys_prefix(hex), None, MAX_CATEGORY_KEYS)?
-                {
-                    stub.delete(&key)?;
-                }
-                left = left.saturating_sub(MAX_CATEGORY_KEYS);
-                next_phase(&mut cursor);
-                continue;
-            }
+            CATEGORY_KEYS => (keys::category_keys_prefix(hex), None),
             KEY_CHAIN => (keys::key_chain_prefix(hex), None),
             _ => {
                 stub.delete(&keys::private_data(hex))?;
@@ -229,6 +238,7 @@ fn step(
             _ => {
                 // This prefix is done: the next study, or the next phase.
                 if let Some((key, _)) = study {
+                    // Finished: gone, and the cursor still says where the next one starts.
                     stub.delete(&key)?;
                     cursor.after.clear();
                     left = left.saturating_sub(1);
@@ -252,6 +262,7 @@ fn step(
 fn next_phase(cursor: &mut PurgeCursor) {
     cursor.phase = cursor.phase.saturating_add(1);
     cursor.after.clear();
+    cursor.study.clear();
 }
 
 /// Notes the study `permission` shared the record into, whose copies the purge owes.

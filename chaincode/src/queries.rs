@@ -264,10 +264,24 @@ pub fn study_items(stub: &dyn Stub, args: StudyArgs) -> Result<Vec<u8>, Chaincod
     if creator.role != Role::Auditor && study.researcher != creator.name {
         return Err(ChaincodeError::denied(Denial::NotStudyOwner(study.id)));
     }
-    let items: Vec<StudyItem> = scan(stub, &keys::study_items_prefix(&args.study_id), MAX_LIST)?
-        .into_iter()
-        .map(|(_, i)| i)
-        .collect();
+    let mut items: Vec<StudyItem> =
+        scan(stub, &keys::study_items_prefix(&args.study_id), MAX_LIST)?
+            .into_iter()
+            .map(|(_, i)| i)
+            .collect();
+    // A copy of a record erased but not yet purged is shown as what it is about to be: the
+    // record closed at its erasure, and nothing of it (its file key above all) is served.
+    for item in items.iter_mut().filter(|i| !i.tombstoned) {
+        let pseudonym_hex = keys::pseudonym_hex(&item.study_pseudonym);
+        let source =
+            crate::transactions::copy_source(stub, &args.study_id, &pseudonym_hex, &item.item_id)?;
+        let record: Option<PatientRecord> =
+            get(stub, &keys::patient(&keys::pseudonym_hex(&source)))?;
+        if record.is_none_or(|r| r.erased) {
+            item.tombstoned = true;
+            item.wrapped_dek.clear();
+        }
+    }
     Ok(StudyItemList { items }.encode_to_vec())
 }
 

@@ -723,6 +723,25 @@ struct StudyCopy {
     patient: Patient,
 }
 
+/// The record (pseudonym bytes) study copy `item_id` under `pseudonym_hex` came from: the
+/// copy's own source; the pseudonym's for a copy made before copies had one (docs/adr/0014).
+///
+/// # Errors
+/// `Corrupt` when neither is stored or it is not hex.
+pub(crate) fn copy_source(
+    stub: &dyn Stub,
+    study_id: &str,
+    pseudonym_hex: &str,
+    item_id: &str,
+) -> Result<Vec<u8>, ChaincodeError> {
+    match stub.get(&keys::study_item_source(study_id, pseudonym_hex, item_id))? {
+        Some(source) => Some(source),
+        None => stub.get(&keys::study_source(study_id, pseudonym_hex))?,
+    }
+    .and_then(|hex_text| hex::decode(hex_text).ok())
+    .ok_or_else(|| ChaincodeError::Corrupt(format!("study item {item_id} has no source")))
+}
+
 /// Looks up study copy `item_id` of `study_pseudonym` in `study_id` for the study's
 /// researcher; anyone else is denied, audited as `action` on the patient's trail.
 fn study_copy(
@@ -743,13 +762,7 @@ fn study_copy(
     if item.tombstoned {
         return Err(ChaincodeError::PatientErased);
     }
-    // The copy's own source; the pseudonym's for a copy made before copies had one.
-    let source = match stub.get(&keys::study_item_source(study_id, &pseudonym_hex, item_id))? {
-        Some(source) => Some(source),
-        None => stub.get(&keys::study_source(study_id, &pseudonym_hex))?,
-    }
-    .and_then(|hex_text| hex::decode(hex_text).ok())
-    .ok_or_else(|| ChaincodeError::Corrupt(format!("study item {} has no source", item.item_id)))?;
+    let source = copy_source(stub, study_id, &pseudonym_hex, item_id)?;
     let patient = load_patient(stub, &source)?;
     let mut context = patient.context(action, &item.category, &item.item_id);
     context.study_id = study.id.clone();

@@ -80,25 +80,49 @@ impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
         StubError::Storage(message)
     }
 
-    /// Committed entries merged with the block's and this transaction's writes, keys
-    /// accepted by `keep`, at most `limit`.
-    fn merged(
+    /// The block's and this transaction's writes (the latter winning) with keys from
+    /// `start` on for as long as `within` holds, in key order: a range walk, so a scan
+    /// costs the writes in its own range, never the whole block's.
+    fn overlay_from(
         &self,
+        start: &str,
+        within: impl Fn(&str) -> bool,
+    ) -> std::collections::BTreeMap<String, Option<Vec<u8>>> {
+        use std::ops::Bound;
+        let mut view = std::collections::BTreeMap::new();
+        for overlay in [self.block_writes, &self.writes] {
+            for (k, v) in overlay
+                .range::<str, _>((Bound::Included(start), Bound::Unbounded))
+                .take_while(|(k, _)| within(k))
+            {
+                view.insert(k.clone(), v.clone());
+            }
+        }
+        view
+    }
+
+    /// Committed entries merged with `overlay` (from [`Self::overlay_from`]), keys accepted
+    /// by `keep`, at most `limit`.
+    fn merged(
         committed: Vec<(String, Vec<u8>)>,
+        overlay: std::collections::BTreeMap<String, Option<Vec<u8>>>,
         keep: impl Fn(&str) -> bool,
         limit: usize,
     ) -> Vec<(String, Vec<u8>)> {
         let mut view: std::collections::BTreeMap<String, Option<Vec<u8>>> =
             committed.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        for overlay in [self.block_writes, &self.writes] {
-            for (k, v) in overlay.iter().filter(|(k, _)| keep(k)) {
-                view.insert(k.clone(), v.clone());
-            }
+        for (k, v) in overlay.into_iter().filter(|(k, _)| keep(k)) {
+            view.insert(k, v);
         }
         view.into_iter()
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .take(limit)
             .collect()
+    }
+
+    /// How many of `overlay`'s entries delete a key (each may hide a committed entry).
+    fn deletions(overlay: &std::collections::BTreeMap<String, Option<Vec<u8>>>) -> usize {
+        overlay.values().filter(|v| v.is_none()).count()
     }
 
     /// Charges what a read returned to the transaction's budget.
@@ -109,10 +133,6 @@ impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
         self.budget
             .charge_read(entries.iter().map(|(_, v)| v.as_slice()))?;
         Ok(entries)
-    }
-
-    fn overlay_len(&self) -> usize {
-        self.block_writes.len() + self.writes.len()
     }
 }
 
@@ -152,21 +172,24 @@ impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
             Some(s) if s >= prefix => s,
             _ => prefix,
         };
-        // Deleted keys in the overlays may hide committed ones: read that many more.
+        let overlay = self.overlay_from(start, |k| k.starts_with(prefix));
+        // Keys the overlays delete in this range may hide committed ones: read that many more.
         let mut committed = self
             .view
             .scan(
                 prefix,
                 start,
                 None,
-                limit.saturating_add(self.overlay_len()).saturating_add(1),
+                limit
+                    .saturating_add(Self::deletions(&overlay))
+                    .saturating_add(1),
             )
             .map_err(|e| self.storage(e))?;
         if let Some(after) = start_after {
             committed.retain(|(k, _)| k.as_str() > after);
         }
         let keep = |k: &str| k.starts_with(prefix) && start_after.is_none_or(|s| k > s);
-        self.charged(self.merged(committed, keep, limit))
+        self.charged(Self::merged(committed, overlay, keep, limit))
     }
 
     fn scan_range(
@@ -179,16 +202,22 @@ impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
         if start >= end {
             return Ok(Vec::new());
         }
+        let overlay = self.overlay_from(start, |k| k < end);
         let committed = self
             .view
             .scan(
                 "",
                 start,
                 Some(end),
-                limit.saturating_add(self.overlay_len()),
+                limit.saturating_add(Self::deletions(&overlay)),
             )
             .map_err(|e| self.storage(e))?;
-        self.charged(self.merged(committed, |k| k >= start && k < end, limit))
+        self.charged(Self::merged(
+            committed,
+            overlay,
+            |k| k >= start && k < end,
+            limit,
+        ))
     }
 
     fn history(&self, key: &str, limit: usize) -> Result<Vec<KeyModification>, StubError> {
@@ -240,5 +269,122 @@ impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
         self.writes.clear();
         self.events.clear();
         self.budget.forget_writes();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::collections::BTreeMap;
+
+    /// A committed state that counts the entries its scans read.
+    #[derive(Default)]
+    struct Counted {
+        entries: BTreeMap<String, Vec<u8>>,
+        read: Cell<usize>,
+    }
+
+    impl WorldState for Counted {
+        fn header(&self, _: u64) -> Result<medledger_proto::v1::BlockHeader, StateError> {
+            Ok(Default::default())
+        }
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(self.entries.get(key).cloned())
+        }
+        fn scan(
+            &self,
+            prefix: &str,
+            start: &str,
+            end: Option<&str>,
+            limit: usize,
+        ) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+            let found: Vec<_> = self
+                .entries
+                .range(start.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix) && end.is_none_or(|e| k.as_str() < e))
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            self.read.set(self.read.get() + found.len());
+            Ok(found)
+        }
+        fn history(&self, _: &str, _: usize) -> Result<Vec<HistoryEntry>, StateError> {
+            Ok(Vec::new())
+        }
+        fn certificate(&self, _: &[u8; 32]) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(None)
+        }
+        fn tx_location(
+            &self,
+            _: &[u8; 32],
+        ) -> Result<Option<crate::state::TxLocation>, StateError> {
+            Ok(None)
+        }
+        fn envelope_location(
+            &self,
+            _: &[u8; 32],
+        ) -> Result<Option<crate::state::TxLocation>, StateError> {
+            Ok(None)
+        }
+        fn is_revoked(&self, _: &[u8]) -> bool {
+            false
+        }
+        fn revocation_sequence(&self) -> u64 {
+            0
+        }
+        fn configuration(&self) -> Result<Option<Vec<u8>>, StateError> {
+            Ok(None)
+        }
+    }
+
+    fn creator() -> Creator {
+        Creator {
+            name: "gateway".into(),
+            role: medledger_chaincode::Role::Gateway,
+            attributes: Vec::new(),
+            cert_hash: [0; 32],
+            encryption_key: [0; 32],
+            signing_key: [0; 32],
+        }
+    }
+
+    #[test]
+    fn a_scan_merges_the_block_writes_in_its_range_and_reads_only_what_they_may_hide() {
+        let mut state = Counted::default();
+        for i in 0..100 {
+            state.entries.insert(format!("a/{i:03}"), vec![1]);
+            state.entries.insert(format!("b/{i:03}"), vec![2]);
+        }
+        // The block so far: 10,000 writes elsewhere, and deletions of a/000..a/009.
+        let mut block_writes = WriteSet::new();
+        for i in 0..10_000 {
+            block_writes.insert(format!("z/{i:05}"), Some(vec![3]));
+        }
+        for i in 0..10 {
+            block_writes.insert(format!("a/{i:03}"), None);
+        }
+        block_writes.insert("a/500".into(), Some(vec![4]));
+        let mut stub = BlockStub::new(&state, &block_writes, &[], creator(), [0; 32], 0, &[]);
+        stub.delete("a/010").unwrap();
+
+        let page = stub.scan_prefix("a/", None, 5).unwrap();
+        let keys: Vec<&str> = page.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["a/011", "a/012", "a/013", "a/014", "a/015"]);
+        // What five results and eleven deletions ahead of them need, not the block's 10,000.
+        assert!(state.read.get() <= 5 + 11 + 1, "read {}", state.read.get());
+
+        state.read.set(0);
+        let tail = stub.scan_prefix("a/", Some("a/098"), 5).unwrap();
+        let keys: Vec<&str> = tail.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["a/099", "a/500"],
+            "the block's own write is in the scan"
+        );
+        assert!(state.read.get() <= 5 + 1, "read {}", state.read.get());
+
+        let range = stub.scan_range("a/", "a/012", 100).unwrap();
+        assert_eq!(range.len(), 1, "a/011 alone: a/000..a/010 are deleted");
     }
 }

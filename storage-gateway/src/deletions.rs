@@ -45,10 +45,22 @@ pub struct Round {
     pub left: usize,
 }
 
+/// Where the next round goes on in both lists: a round that stops short (its page or purge
+/// budget spent) leaves them here, so entries the store keeps refusing, or purges at the
+/// front of the list, cannot starve the ones behind them; at the end of a list it wraps.
+#[derive(Debug, Default, Clone)]
+pub struct Cursors {
+    /// The last pseudonym (hex) whose purge was stepped.
+    pub purges: String,
+    /// The last queued path looked at.
+    pub objects: String,
+}
+
 /// Runs rounds for as long as the task lives, logging what each one did.
 pub async fn follow(peers: Arc<PeerSet>, store: Arc<dyn ObjectStore>) {
+    let mut cursors = Cursors::default();
     loop {
-        match round(&peers, store.as_ref()).await {
+        match round(&peers, store.as_ref(), &mut cursors).await {
             Ok(done) if done == Round::default() => {}
             Ok(done) => tracing::info!(
                 purge_steps = done.purge_steps,
@@ -57,7 +69,7 @@ pub async fn follow(peers: Arc<PeerSet>, store: Arc<dyn ObjectStore>) {
                 "erased records' objects deleted from the store"
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "could not step an erasure's purge or read or confirm its objects queue; trying again")
+                tracing::warn!(error = %e, "could not read or confirm the erased objects queue; trying again")
             }
         }
         tokio::time::sleep(ROUND_EVERY).await;
@@ -65,25 +77,46 @@ pub async fn follow(peers: Arc<PeerSet>, store: Arc<dyn ObjectStore>) {
 }
 
 /// One round: up to [`STEPS_PER_PURGE`] steps of up to [`PURGES_PER_ROUND`] purges under
-/// way, then up to [`PAGES_PER_ROUND`] pages of the queue, each deleted and confirmed.
+/// way, then up to [`PAGES_PER_ROUND`] pages of the queue, each deleted and confirmed; both
+/// from `cursors`, which it moves on. A purge whose step fails (refused, or finished
+/// meanwhile by its owner) is logged and passed over: it never keeps the round from the
+/// objects.
 ///
 /// # Errors
-/// The peers could not agree on a page (`NoQuorum`, unreachable) or refused the
-/// confirmation; what was confirmed before stays confirmed.
-pub async fn round(peers: &PeerSet, store: &dyn ObjectStore) -> Result<Round, ClientError> {
+/// The peers could not agree on a page of the objects queue (`NoQuorum`, unreachable) or
+/// refused the confirmation; what was confirmed before stays confirmed.
+pub async fn round(
+    peers: &PeerSet,
+    store: &dyn ObjectStore,
+    cursors: &mut Cursors,
+) -> Result<Round, ClientError> {
     let mut done = Round::default();
+    if let Err(e) = purge_steps(peers, cursors, &mut done).await {
+        tracing::warn!(error = %e, "could not read the purges under way; the objects go on");
+    }
+    delete_queued(peers, store, cursors, &mut done).await?;
+    Ok(done)
+}
+
+/// The purge part of [`round`].
+async fn purge_steps(
+    peers: &PeerSet,
+    cursors: &mut Cursors,
+    done: &mut Round,
+) -> Result<(), ClientError> {
     let purges: v1::PatientList = peers
         .query_agreed_as(
             "pending_purges",
             v1::PendingDeletionsArgs {
-                after: String::new(),
+                after: cursors.purges.clone(),
                 limit: PURGES_PER_ROUND,
             },
         )
         .await?;
-    for pseudonym in purges.pseudonyms {
+    let full = purges.pseudonyms.len() >= PURGES_PER_ROUND as usize;
+    for pseudonym in &purges.pseudonyms {
         for _ in 0..STEPS_PER_PURGE {
-            let committed = peers
+            let step = peers
                 .submit(
                     "purge_erased",
                     v1::PatientArgs {
@@ -91,8 +124,15 @@ pub async fn round(peers: &PeerSet, store: &dyn ObjectStore) -> Result<Round, Cl
                     }
                     .encode_to_vec(),
                 )
-                .await?
-                .into_valid()?;
+                .await
+                .and_then(|receipt| receipt.into_valid());
+            let committed = match step {
+                Ok(committed) => committed,
+                Err(e) => {
+                    tracing::warn!(record = %hex::encode(pseudonym), error = %e, "a purge step failed; the next round tries again");
+                    break;
+                }
+            };
             done.purge_steps = done.purge_steps.saturating_add(1);
             let step = v1::ErasureResult::decode(committed.result.as_slice()).unwrap_or_default();
             if step.purge_complete {
@@ -100,13 +140,26 @@ pub async fn round(peers: &PeerSet, store: &dyn ObjectStore) -> Result<Round, Cl
             }
         }
     }
-    let mut after = String::new();
+    cursors.purges = match purges.pseudonyms.last() {
+        Some(last) if full => hex::encode(last),
+        _ => String::new(),
+    };
+    Ok(())
+}
+
+/// The objects part of [`round`].
+async fn delete_queued(
+    peers: &PeerSet,
+    store: &dyn ObjectStore,
+    cursors: &mut Cursors,
+    done: &mut Round,
+) -> Result<(), ClientError> {
     for _ in 0..PAGES_PER_ROUND {
         let page: v1::PendingDeletions = peers
             .query_agreed_as(
                 "pending_object_deletions",
                 v1::PendingDeletionsArgs {
-                    after: after.clone(),
+                    after: cursors.objects.clone(),
                     limit: PAGE,
                 },
             )
@@ -140,12 +193,13 @@ pub async fn round(peers: &PeerSet, store: &dyn ObjectStore) -> Result<Round, Cl
                 .confirmed
                 .saturating_add(usize::try_from(result.confirmed).unwrap_or(usize::MAX));
         }
-        if page.next_after.is_empty() {
+        // At the end of the queue the next round starts at its front again.
+        cursors.objects = page.next_after;
+        if cursors.objects.is_empty() {
             break;
         }
-        after = page.next_after;
     }
-    Ok(done)
+    Ok(())
 }
 
 /// `patients/{64 hex}/…` or `studies/{study}/{64 hex}/…`, without `..` or empty segments.
