@@ -53,22 +53,20 @@ impl std::str::FromStr for JoinPeer {
     /// Words naming what is wrong: an invalid name (`validate_name`), an address without a
     /// port, or one too long or holding spaces or control characters.
     fn from_str(text: &str) -> Result<JoinPeer, String> {
+        // Quoted, and cut short: the operator's text goes into logs.
+        let shown: String = text.chars().take(MAX_ADDRESS_LEN + 80).collect();
         let (name, address) = match text.rsplit_once('@') {
             Some((name, address)) => {
-                medledger_crypto::validate_name(name).map_err(|e| format!("--join {text}: {e}"))?;
+                medledger_crypto::validate_name(name)
+                    .map_err(|e| format!("--join {shown:?}: {e}"))?;
                 (Some(name.to_owned()), address)
             }
             None => (None, text),
         };
-        let port = address
-            .rsplit_once(':')
-            .map(|(host, port)| (host, port.parse::<u16>()));
-        let fine = matches!(port, Some((host, Ok(p))) if !host.is_empty() && p != 0)
-            && address.len() <= MAX_ADDRESS_LEN
-            && address.bytes().all(|b| b.is_ascii_graphic());
-        if !fine {
+        if !dialable(address) {
             return Err(format!(
-                "--join {text}: expected NAME@HOST:PORT or HOST:PORT (a port from 1 to 65535)"
+                "--join {shown:?}: expected NAME@HOST:PORT or HOST:PORT: a DNS name, an IPv4 \
+                 address or a bracketed IPv6 address ([::1]), and a port from 1 to 65535"
             ));
         }
         Ok(JoinPeer {
@@ -76,6 +74,31 @@ impl std::str::FromStr for JoinPeer {
             address: address.to_owned(),
         })
     }
+}
+
+/// Whether `address` is `HOST:PORT` as a peer is dialed: HOST a DNS name or IPv4 address
+/// (letters, digits, `.`, `-`, `_`) or a bracketed IPv6 address, PORT 1 to 65535, nothing
+/// else (no path, query or user part that would change what is dialed).
+fn dialable(address: &str) -> bool {
+    if address.len() > MAX_ADDRESS_LEN {
+        return false;
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let port_fine = !port.is_empty()
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    let host_fine = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => {
+            !host.is_empty()
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        }
+    };
+    port_fine && host_fine
 }
 
 impl std::fmt::Display for JoinPeer {
@@ -470,6 +493,8 @@ mod tests {
         assert_eq!(at.address, "peer.stmarys.example:7061");
         let bare: JoinPeer = "localhost:7051".parse().unwrap();
         assert_eq!(bare.name, None);
+        let v6: JoinPeer = "peer0@[::1]:7051".parse().unwrap();
+        assert_eq!(v6.address, "[::1]:7051");
         for wrong in [
             "",
             "@",
@@ -484,6 +509,14 @@ mod tests {
             "peer 0@10.0.0.1:7051",
             "peer0@10.0.0.1 :7051",
             "peer0@host\n:7051",
+            // Addresses that would not be dialed as written (red team of the pinning).
+            "peer0@::1:7051",
+            "peer0@[::1:7051",
+            "peer0@[not-v6]:7051",
+            "peer0@peer.example/x:7051",
+            "peer0@peer.example?a:7051",
+            "peer0@user:pw@peer.example:7051",
+            "peer0@peer.example:+7051",
         ] {
             let refused = wrong.parse::<JoinPeer>().unwrap_err();
             assert!(refused.starts_with("--join "), "{wrong:?}: {refused}");

@@ -161,9 +161,56 @@ pub async fn run(
         // a peer the operator named must hold the block reached.
         // Each named peer is dialed so that only the peer enrolled under its name answers
         // for it; one named by address alone is whoever holds a peer certificate there.
+        // What is revoked is asked of the CA too, not only read from the blocks fetched: a
+        // fork of an ended epoch may leave out the revocation of a retired peer's
+        // certificate (or of a key it replaced), which must not confirm anything.
+        let confirming = medledger_tls::SharedRevocations::default();
+        for serial in ledger.revoked_serials()? {
+            confirming.insert(serial);
+        }
+        match crate::revocation_feed::ca_url(config.ca_url.as_deref(), &config.wallet) {
+            Some(url) => {
+                let ca = crate::ca_link::CaLink {
+                    url,
+                    root_der: genesis.root.der().to_vec(),
+                    certificate: certificate.clone(),
+                    key_pem: me.signing.to_pkcs8_pem(),
+                };
+                loop {
+                    match crate::revocation_feed::signed_serials(&ca, &genesis.root.public_key())
+                        .await
+                    {
+                        Ok(serials) => {
+                            tracing::info!(
+                                revocations = serials.len(),
+                                "the CA's revocations read before a named peer confirms the block reached"
+                            );
+                            for serial in serials {
+                                confirming.insert(serial);
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "waiting for the CA's revocations before a named peer may confirm the block reached");
+                            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        }
+                    }
+                }
+            }
+            None => tracing::warn!(
+                "no CA to ask (no --ca-url, none in the wallet): the peer that confirms the \
+                 block reached is checked against the revocations of the blocks fetched only"
+            ),
+        }
+        // Once any peer is named, the unnamed ones are sources of blocks only: one of them
+        // must not confirm a fork, nor report one, for whichever peer answers there.
+        let any_named = config.join.iter().any(|peer| peer.name.is_some());
         let mut named = Vec::with_capacity(config.join.len());
         for peer in &config.join {
             let Some(name) = &peer.name else {
+                if any_named {
+                    continue;
+                }
                 tracing::warn!(
                     join = %peer,
                     "--join names no peer: whichever enrolled peer answers at this address \
@@ -176,14 +223,14 @@ pub async fn run(
             let verifier = medledger_tls::EnrollmentServerVerifier::for_peer_named(
                 name,
                 genesis.root.clone(),
-                revocations.serials.clone(),
+                confirming.clone(),
                 provider.clone(),
             );
             let pinned =
                 medledger_tls::client_config(certificate.clone(), verifier, provider.clone())?;
             named.push((peer.clone(), Arc::new(pinned)));
         }
-        crate::join::confirm_head(&ledger, &named, revocations.serials.clone()).await?;
+        crate::join::confirm_head(&ledger, &named, confirming).await?;
         std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
         configuration = in_force()?;
     }

@@ -112,6 +112,61 @@ pub fn triage(
     Ok(out)
 }
 
+/// Most revocation records [`signed_serials`] reads (a CA answering for ever is cut off).
+const MAX_SIGNED_SERIALS: usize = 1 << 20;
+
+/// Every serial the CA's revocation records name, each checked against the CA root's key
+/// `root_key`, paged from the first record on: what a joining peer believes about
+/// revocation before it lets a named peer confirm the block it reached (docs/adr/0011 §6).
+/// The blocks it fetched are not enough: a fork of an ended epoch may leave out the
+/// revocation of a retired peer's certificate, and the CA's signed word does not depend on
+/// them.
+///
+/// # Errors
+/// The CA could not be reached or refused; a record is not signed by the root, out of
+/// sequence or undecodable; or there are more than [`MAX_SIGNED_SERIALS`].
+pub async fn signed_serials(
+    ca: &crate::ca_link::CaLink,
+    root_key: &medledger_crypto::VerifyingKey,
+) -> Result<Vec<Vec<u8>>, FeedError> {
+    let (mut client, _) = ca
+        .connect(CALL_TIMEOUT)
+        .await
+        .map_err(|e| FeedError::Unreachable(ca.url.clone(), e))?;
+    let mut since = 0;
+    let mut serials = Vec::new();
+    loop {
+        let request = v1::ListRevocationsRequest {
+            since,
+            limit: RECORDS_PER_CALL,
+        };
+        let answer = tokio::time::timeout(CALL_TIMEOUT, client.list_revocations(request))
+            .await
+            .map_err(|_| FeedError::Unreachable(ca.url.clone(), "timed out".into()))?
+            .map_err(FeedError::Refused)?
+            .into_inner();
+        let records = triage(since, answer.latest_sequence, answer.records)?;
+        let Some(&(last, _)) = records.last() else {
+            return Ok(serials);
+        };
+        for (sequence, signed) in records {
+            let record = medledger_execution::revocations::checked_record(root_key, &signed)
+                .ok_or_else(|| FeedError::BadRecord {
+                    sequence,
+                    why: "it is not signed by the CA root".into(),
+                })?;
+            serials.push(record.serial);
+        }
+        if serials.len() > MAX_SIGNED_SERIALS {
+            return Err(FeedError::OutOfSequence {
+                since,
+                why: format!("more than {MAX_SIGNED_SERIALS} revocations"),
+            });
+        }
+        since = last;
+    }
+}
+
 impl RevocationFeed {
     /// Follows the CA until the task is dropped. Failures are logged once when they start
     /// and once when they end, never once per poll.
