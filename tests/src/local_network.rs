@@ -90,6 +90,33 @@ impl LocalNetwork {
         command.args(args).output().expect("medledger runs")
     }
 
+    /// Registers `name` with `role` as the network's admin and enrolls it, as a person
+    /// does on their own machine (`medledger enroll` with the CA root and the genesis), into
+    /// `wallets/<name>`.
+    pub fn enroll_member(&self, name: &str, role: &str) {
+        let registered = self.json(
+            Some("admin"),
+            &["admin", "register", "--name", name, "--role", role],
+        );
+        let wallet = self.wallet(name);
+        self.ok(
+            None,
+            &[
+                "enroll",
+                "--name",
+                name,
+                "--secret",
+                registered["secret"].as_str().unwrap(),
+                "--ca-root",
+                self.path().join("ca/ca-root.pem").to_str().unwrap(),
+                "--genesis",
+                self.path().join("genesis.pb").to_str().unwrap(),
+                "--wallet",
+                wallet.to_str().unwrap(),
+            ],
+        );
+    }
+
     pub fn ok(&self, wallet: Option<&str>, args: &[&str]) -> String {
         let out = self.run(wallet, args);
         let text = format!(

@@ -232,27 +232,7 @@ fn nothing_the_system_wrote_holds_a_patients_identifiers_plaintext_or_erased_key
 
     // A second patient, by hand: a record used by a clinician, then erased.
     for (name, role) in [("pat-c", "patient"), ("dr-c", "clinician")] {
-        let registered = net.json(
-            Some("admin"),
-            &["admin", "register", "--name", name, "--role", role],
-        );
-        let wallet = net.wallet(name);
-        net.ok(
-            None,
-            &[
-                "enroll",
-                "--name",
-                name,
-                "--secret",
-                registered["secret"].as_str().unwrap(),
-                "--ca-root",
-                net.path().join("ca/ca-root.pem").to_str().unwrap(),
-                "--genesis",
-                net.path().join("genesis.pb").to_str().unwrap(),
-                "--wallet",
-                wallet.to_str().unwrap(),
-            ],
-        );
+        net.enroll_member(name, role);
     }
     let uii = format!("MRN-CANARY-{run}");
     let init = net.json(Some("pat-c"), &["patient", "init", "--uii", &uii]);

@@ -172,30 +172,8 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
     }
 
     // A second patient by hand, whose objects stay: the auditor's material.
-    let admin = Some("admin");
     for (name, role) in [("pat-b", "patient"), ("dr-b", "clinician")] {
-        let registered = net.json(
-            admin,
-            &["admin", "register", "--name", name, "--role", role],
-        );
-        let secret = registered["secret"].as_str().unwrap();
-        let wallet = net.wallet(name);
-        net.ok(
-            None,
-            &[
-                "enroll",
-                "--name",
-                name,
-                "--secret",
-                secret,
-                "--ca-root",
-                net.path().join("ca/ca-root.pem").to_str().unwrap(),
-                "--genesis",
-                net.path().join("genesis.pb").to_str().unwrap(),
-                "--wallet",
-                wallet.to_str().unwrap(),
-            ],
-        );
+        net.enroll_member(name, role);
     }
     let init = net.json(Some("pat-b"), &["patient", "init", "--uii", "MRN-B"]);
     let p = init["pseudonym"].as_str().unwrap().to_string();
