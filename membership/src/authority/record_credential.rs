@@ -104,16 +104,31 @@ mod tests {
     use medledger_crypto::{EncryptionKey, SigningIdentity, build_signing_request};
     use medledger_proto::v1;
 
-    /// A new key pair and the request for a record credential, as a patient's client makes it.
+    /// A new signing key, its CSR under `name`, and a new X25519 public key: what a client
+    /// sends the CA.
+    fn new_keys(name: &str) -> (SigningIdentity, Vec<u8>, [u8; 32]) {
+        let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
+        let csr = build_signing_request(&key, name).unwrap();
+        let enc = EncryptionKey::generate(&mut rand::rngs::OsRng).public_key();
+        (key, csr, enc.to_bytes())
+    }
+
+    /// The patient jane.doe, registered by `admin` and enrolled.
+    fn jane(ca: &CertificateAuthority, admin: &EnrolledIdentity) -> EnrolledIdentity {
+        let secret = ca
+            .register(admin, registration("jane.doe", "patient"), NOW)
+            .unwrap();
+        enroll_new(ca, "jane.doe", &secret).unwrap()
+    }
+
+    /// A record credential for `caller`, as a patient's client asks for it (the subject the
+    /// client puts in the CSR is ignored: the CA draws the name).
     fn request(
         caller: &EnrolledIdentity,
         ca: &CertificateAuthority,
     ) -> Result<EnrolledIdentity, CaError> {
-        let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
-        let enc = EncryptionKey::generate(&mut rand::rngs::OsRng);
-        // The subject the client puts in the CSR is ignored: the CA draws the name.
-        let csr = build_signing_request(&key, &caller.name).unwrap();
-        let issued = ca.issue_record_credential(caller, &csr, &enc.public_key().to_bytes(), NOW)?;
+        let (key, csr, enc) = new_keys(&caller.name);
+        let issued = ca.issue_record_credential(caller, &csr, &enc, NOW)?;
         let credential = ca.authenticate(&issued.der, NOW).unwrap();
         assert_eq!(credential.name, issued.name);
         assert_eq!(credential.signing_key, key.verifying_key());
@@ -124,10 +139,7 @@ mod tests {
     fn a_record_credential_names_nothing_of_its_patient_and_is_never_listed() {
         let (_tmp, dir, ca) = new_ca();
         let admin = admin(&ca, &dir);
-        let secret = ca
-            .register(&admin, registration("jane.doe", "patient"), NOW)
-            .unwrap();
-        let jane = enroll_new(&ca, "jane.doe", &secret).unwrap();
+        let jane = jane(&ca, &admin);
         let first = request(&jane, &ca).unwrap();
         let second = request(&jane, &ca).unwrap();
         for credential in [&first, &second] {
@@ -174,10 +186,7 @@ mod tests {
             request(&admin, &ca),
             Err(CaError::RecordCredentialRefused(_))
         ));
-        let secret = ca
-            .register(&admin, registration("jane.doe", "patient"), NOW)
-            .unwrap();
-        let jane = enroll_new(&ca, "jane.doe", &secret).unwrap();
+        let jane = jane(&ca, &admin);
         let credential = request(&jane, &ca).unwrap();
         // A credential cannot mint more (each would be another unlisted identity).
         assert!(matches!(
@@ -198,11 +207,9 @@ mod tests {
             Err(CaError::InvalidArgument { field: "name", .. })
         ));
         // A credential has no enrollment secret: no secret enrolls under its name.
-        let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
-        let csr = build_signing_request(&key, &credential.name).unwrap();
-        let enc = EncryptionKey::generate(&mut rand::rngs::OsRng).public_key();
+        let (_, csr, enc) = new_keys(&credential.name);
         assert!(matches!(
-            ca.enroll(&credential.name, "", &csr, &enc.to_bytes(), NOW),
+            ca.enroll(&credential.name, "", &csr, &enc, NOW),
             Err(CaError::BadSecret)
         ));
     }
@@ -211,16 +218,11 @@ mod tests {
     fn a_record_credential_renews_only_while_its_enrollment_stands_and_its_revocation_is_its_own() {
         let (_tmp, dir, ca) = new_ca();
         let admin = admin(&ca, &dir);
-        let secret = ca
-            .register(&admin, registration("jane.doe", "patient"), NOW)
-            .unwrap();
-        let jane = enroll_new(&ca, "jane.doe", &secret).unwrap();
+        let jane = jane(&ca, &admin);
         let credential = request(&jane, &ca).unwrap();
         let renew = |who: &EnrolledIdentity| {
-            let key = SigningIdentity::generate(&mut rand::rngs::OsRng);
-            let csr = build_signing_request(&key, &who.name).unwrap();
-            let enc = EncryptionKey::generate(&mut rand::rngs::OsRng).public_key();
-            ca.reenroll(who, &csr, &enc.to_bytes(), false, NOW)
+            let (_, csr, enc) = new_keys(&who.name);
+            ca.reenroll(who, &csr, &enc, false, NOW)
         };
         let (renewed, superseded) = renew(&credential).unwrap();
         assert_eq!(renewed.name, credential.name);
