@@ -237,6 +237,31 @@ pub fn medledger(home: &Path, ca_url: &str, args: &[&str]) -> CliResult {
 /// Ports come from below the kernel's ephemeral range (32768 on), so no outgoing connection of
 /// a concurrent test can take one between this check and the server's bind, and from a
 /// process-wide counter, so two tests of one binary never get the same one.
+/// Every regular file under `root` (recursively, symbolic links not followed), except those
+/// under a path in `skip`; sorted.
+pub fn files_under(root: &Path, skip: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if skip.iter().any(|s| path.starts_with(s)) {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 pub fn free_port() -> u16 {
     free_ports(1)
 }

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use medledger_proto::v1;
 use medledger_sdk::peer::PeerSet;
 use medledger_sdk::wallet::Wallet;
+use medledger_tests::files_under;
 use medledger_tests::local_network::LocalNetwork;
 use memchr::memmem::Finder;
 
@@ -62,30 +63,6 @@ fn canary(label: impl Into<String>, bytes: impl AsRef<[u8]>) -> Canary {
         label: label.into(),
         finder: finder(bytes),
     }
-}
-
-/// Every regular file under `root`, except under `skip`.
-fn files_under(root: &Path, skip: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if skip.iter().any(|s| path.starts_with(s)) {
-                continue;
-            }
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The hits of `canaries` and `pairs` in `bytes`, found at `place` (offsets appended).

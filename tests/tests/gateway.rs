@@ -11,7 +11,7 @@ use medledger_sdk::files::{self, Destination};
 use medledger_sdk::patient::RecordKeys;
 use medledger_sdk::peer::PeerSet;
 use medledger_sdk::wallet::Wallet;
-use medledger_tests::{Garage, GatewayProcess, ObjectStoreArg, TestNetwork};
+use medledger_tests::{Garage, GatewayProcess, ObjectStoreArg, TestNetwork, files_under};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use prost::Message;
@@ -843,21 +843,6 @@ async fn without_permission_nothing_is_stored_or_served() {
     );
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(files_under(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -899,13 +884,13 @@ async fn plaintext_never_leaves_the_client() {
         .unwrap();
     assert!(!contains(&stored, canary.as_bytes()));
     let mut scanned = 0;
-    let mut places: Vec<PathBuf> = files_under(&s.store_dir);
+    let mut places: Vec<PathBuf> = files_under(&s.store_dir, &[]);
     places.push(s.gateway.log.clone());
     for (i, peer) in s.net.peers.iter().enumerate() {
-        places.extend(files_under(&peer.data_dir));
+        places.extend(files_under(&peer.data_dir, &[]));
         places.push(s.net.tmp.path().join(format!("peer{i}.log")));
     }
-    places.extend(files_under(&s.net.tmp.path().join("gateway-state")));
+    places.extend(files_under(&s.net.tmp.path().join("gateway-state"), &[]));
     for path in places {
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
@@ -1150,9 +1135,9 @@ async fn malformed_uploads_leave_nothing_behind() {
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
 
     assert!(
-        files_under(&objects).is_empty(),
+        files_under(&objects, &[]).is_empty(),
         "nothing stored: {:?}",
-        files_under(&objects)
+        files_under(&objects, &[])
     );
     // The same stream, correct, from its signer: stored (the hand-made key envelope is
     // never opened by the ledger).
@@ -1165,7 +1150,7 @@ async fn malformed_uploads_leave_nothing_behind() {
         .unwrap()
         .into_inner();
     assert_eq!(ok.size, 100_000);
-    assert_eq!(files_under(&objects).len(), 1);
+    assert_eq!(files_under(&objects, &[]).len(), 1);
     // The same path again: refused before a byte is written, the stored object untouched.
     let status = client
         .upload(tokio_stream::iter(vec![
@@ -1175,7 +1160,7 @@ async fn malformed_uploads_leave_nothing_behind() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
-    let stored = std::fs::read(&files_under(&objects)[0]).unwrap();
+    let stored = std::fs::read(&files_under(&objects, &[])[0]).unwrap();
     assert_eq!(stored, data);
 
     // Each read is a fresh committed access: the patient's signed record_access serves one
@@ -1425,7 +1410,7 @@ async fn a_copy_that_is_not_deidentified_is_refused_by_the_researcher_and_record
     assert_eq!(refused.len(), 1, "{fetched}");
     assert_eq!(refused[0]["item"], dishonest.item_id.as_str());
     assert_eq!(fetched["items"].as_array().unwrap().len(), 2, "{fetched}");
-    let written = files_under(&out);
+    let written = files_under(&out, &[]);
     assert_eq!(written.len(), 2);
     for file in &written {
         let bytes = std::fs::read(file).unwrap();

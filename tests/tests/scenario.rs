@@ -4,11 +4,11 @@
 //! patient's and an auditor's work by hand, and `medledger ledger verify` catching a tampered,
 //! missing or unreferenced object and a tampered block.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use medledger_proto::v1;
-use medledger_tests::free_ports;
 use medledger_tests::local_network::LocalNetwork as Network;
+use medledger_tests::{files_under, free_ports};
 use prost::Message;
 
 fn flip_byte(path: &Path, at: usize) -> Vec<u8> {
@@ -18,22 +18,6 @@ fn flip_byte(path: &Path, at: usize) -> Vec<u8> {
     changed[i] ^= 0x01;
     std::fs::write(path, &changed).unwrap();
     original
-}
-
-fn objects_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 /// Writes words into every refusal of every block of a stopped peer's RocksDB, as an older
@@ -161,7 +145,7 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
     let out = net.run(Some(&format!("jane-{run}")), &["patient", "audit"]);
     assert!(!out.status.success());
     let study_dir = net.path().join(format!("demo-{run}/study-data"));
-    let copies = objects_under(&study_dir);
+    let copies = files_under(&study_dir, &[]);
     assert_eq!(copies.len(), 1);
     let copy = std::fs::read_to_string(&copies[0]).unwrap();
     for identifier in ["Jane", "Doe", "ACC-2026-0917", "MRN-", "2026-11-20"] {
