@@ -302,9 +302,21 @@ async fn acting_wallet(cli: &Cli, wallet: Wallet) -> Result<Wallet, ClientError>
     if !record_credential::has_record_credential(&wallet) {
         return Ok(wallet);
     }
-    let dir = record_credential::record_wallet_dir(&wallet);
-    let (record, _) = medledger_devnet::open_current(&dir, cli.ca.as_deref()).await?;
-    Ok(record)
+    // Renewed through the enrollment, which the CA alone sees: a credential lasts a day.
+    match record_credential::current(&wallet, &ca_url(cli, Some(&wallet))).await {
+        Ok((record, renewed)) => {
+            if renewed {
+                eprintln!("renewed the record credential (it was due; same keys)");
+            }
+            Ok(record)
+        }
+        Err(e) => {
+            eprintln!(
+                "the record credential is due for renewal, which failed ({e}); going on with it"
+            );
+            Wallet::open(&record_credential::record_wallet_dir(&wallet))
+        }
+    }
 }
 
 /// The wallet's own record keys and the peers: what every command on one's record needs.
@@ -357,6 +369,7 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
         // see this wallet's name next to it.
         record_credential::obtain(&enrollment, &ca_url(cli, Some(&enrollment))).await?;
     }
+    let enrollment_dir = enrollment.dir.clone();
     let wallet = acting_wallet(cli, enrollment).await?;
     match command {
         PatientCommand::Init { uii, categories } => {
@@ -509,6 +522,8 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             .await?;
             let (committed, deleted) = files::erase(&peers, &mut gateway, keys.pseudonym).await?;
             keys.destroy()?;
+            // The credential goes with the record: kept, it would sign the next record too.
+            record_credential::discard(&enrollment_dir)?;
             Ok(Output {
                 text: format!(
                     "erased the record in block {}: {} object(s) deleted, record keys destroyed",

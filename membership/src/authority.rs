@@ -28,7 +28,10 @@ use crate::files::{CaDir, read_private, write_private, write_public};
 use crate::store::{CertificateRecord, Changes, IdentityRecord, Store, StoreError};
 
 mod record_credential;
-pub use record_credential::{MAX_RECORD_CREDENTIALS, RECORD_CREDENTIAL_PREFIX};
+pub use record_credential::{
+    MAX_RECORD_CREDENTIALS, RECORD_CREDENTIAL_LIFETIME_SECONDS, RECORD_CREDENTIAL_PREFIX,
+    is_reserved_name, record_credential_lifetime, validity_window,
+};
 
 /// Name of the identity `init` registers so the first administrator can enroll.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
@@ -87,6 +90,16 @@ pub enum CaError {
     RecordCredentialRefused(&'static str),
     #[error("this enrollment has been issued its {0} record credentials, the most one may have")]
     TooManyRecordCredentials(u32),
+}
+
+/// The refusal of a name in the record credentials' range ([`is_reserved_name`]).
+fn reserved_name() -> CaError {
+    invalid(
+        "name",
+        format!(
+            "names starting with {RECORD_CREDENTIAL_PREFIX:?} (in any case) are the CA's, for record credentials"
+        ),
+    )
 }
 
 fn invalid(field: &'static str, why: impl ToString) -> CaError {
@@ -485,7 +498,13 @@ impl CertificateAuthority {
         let mut out = Vec::new();
         let mut after = String::new();
         loop {
-            let page = self.store.identities_after(&after, MAX_IDENTITIES_PAGE)?;
+            // Record credentials left out: each lasts a day and is renewed by its holder, and
+            // a warning naming one next to an enrollment expiring alike would link the two.
+            let page = self.store.identities_after(
+                &after,
+                MAX_IDENTITIES_PAGE,
+                RECORD_CREDENTIAL_PREFIX,
+            )?;
             for record in &page {
                 let Some(serial) = record.certificate_serials.last() else {
                     continue;
@@ -598,13 +617,8 @@ impl CertificateAuthority {
         now: i64,
     ) -> Result<String, CaError> {
         validate_name(&registration.name).map_err(|e| invalid("name", e))?;
-        if registration.name.starts_with(RECORD_CREDENTIAL_PREFIX) {
-            return Err(invalid(
-                "name",
-                format!(
-                    "names starting with {RECORD_CREDENTIAL_PREFIX:?} are the CA's, for record credentials"
-                ),
-            ));
+        if is_reserved_name(&registration.name) {
+            return Err(reserved_name());
         }
         let role: Role = registration.role.parse().map_err(|e| invalid("role", e))?;
         let attributes = registration
@@ -672,6 +686,11 @@ impl CertificateAuthority {
         if identity.revoked {
             return Err(CaError::IdentityRevoked(identity.name));
         }
+        if is_reserved_name(&identity.name) {
+            // Registered before the prefix was reserved: a certificate under it would pass
+            // for a record credential.
+            return Err(reserved_name());
+        }
         if identity.enrollments_used >= identity.max_enrollments {
             return Err(CaError::SecretUsedUp(identity.name));
         }
@@ -712,6 +731,9 @@ impl CertificateAuthority {
         if identity.revoked {
             return Err(CaError::IdentityRevoked(identity.name));
         }
+        if identity.record_of.is_empty() && is_reserved_name(&identity.name) {
+            return Err(reserved_name());
+        }
         if !identity.record_of.is_empty() {
             // A record credential lives only as long as the enrollment it was issued to. The
             // refusal names the credential alone: nothing tells its holder (or a log) whose it is.
@@ -720,8 +742,37 @@ impl CertificateAuthority {
                 return Err(CaError::IdentityRevoked(identity.name));
             }
         }
+        let reason = if key_compromise {
+            v1::RevocationReason::KeyCompromise
+        } else {
+            v1::RevocationReason::Superseded
+        };
+        let superseding = if new_key { Some(reason) } else { None };
+        self.reissue(
+            identity,
+            subject_key,
+            encryption_key,
+            superseding,
+            Changes::default(),
+            now,
+        )
+    }
+
+    /// Issues `identity` (already checked, under the write lock) a certificate for
+    /// `subject_key` and `encryption_key`; with `superseding` (a new key), every earlier
+    /// certificate of it that is not revoked is revoked for that reason in the same write,
+    /// which also holds `changes`. Returns the new certificate and the revocations it made.
+    fn reissue(
+        &self,
+        identity: IdentityRecord,
+        subject_key: VerifyingKey,
+        encryption_key: EncryptionPublicKey,
+        superseding: Option<v1::RevocationReason>,
+        changes: Changes,
+        now: i64,
+    ) -> Result<(IssuedCertificate, Vec<v1::SignedRevocationRecord>), CaError> {
         let mut superseded = Vec::new();
-        if new_key {
+        if superseding.is_some() {
             for serial in &identity.certificate_serials {
                 if let Some(record) = self.store.certificate(serial)?
                     && !record.revoked
@@ -730,12 +781,10 @@ impl CertificateAuthority {
                 }
             }
         }
-        let (issued, mut changes) = self.issue(identity, subject_key, encryption_key, now)?;
-        let reason = if key_compromise {
-            v1::RevocationReason::KeyCompromise
-        } else {
-            v1::RevocationReason::Superseded
-        };
+        let (issued, issue_changes) = self.issue(identity, subject_key, encryption_key, now)?;
+        let mut changes = changes;
+        changes.extend(issue_changes);
+        let reason = superseding.unwrap_or(v1::RevocationReason::Superseded);
         let records = self.revocation_changes(&mut changes, superseded, reason, now)?;
         self.store.commit(changes)?;
         self.after_revocations(&records, now)?;
@@ -768,8 +817,16 @@ impl CertificateAuthority {
         .map_err(build_error)?;
 
         let serial = random_serial();
-        let not_before = now - BACKDATE_SECONDS;
-        let not_after = now + self.validity_seconds;
+        let (not_before, not_after) = if identity.record_of.is_empty() {
+            (now - BACKDATE_SECONDS, now + self.validity_seconds)
+        } else {
+            // A record credential's times say only which window it was issued in, shared by
+            // every credential issued in it: never the second its patient's enrollment was
+            // used, or renewed alongside it.
+            let lifetime = record_credential_lifetime(self.validity_seconds);
+            let start = now - now.rem_euclid(validity_window(lifetime));
+            (start - BACKDATE_SECONDS, start + lifetime)
+        };
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params
@@ -1065,16 +1122,19 @@ impl CertificateAuthority {
         if after.len() > 256 {
             return Err(invalid("after", "longer than 256 bytes"));
         }
-        let records = self.store.identities_after(after, limit)?;
+        // Record credentials are not people: listing them next to the enrollments (and
+        // their times), or paging through their names, would help link the two. The store
+        // leaves their range out, so no page and no `next_after` names one.
+        let records = self
+            .store
+            .identities_after(after, limit, RECORD_CREDENTIAL_PREFIX)?;
         let next_after = if records.len() == limit {
             records.last().map(|r| r.name.clone()).unwrap_or_default()
         } else {
             String::new()
         };
         let mut out = Vec::with_capacity(records.len());
-        // Record credentials are not people: listing them next to the enrollments (and
-        // their times) would help link the two.
-        for record in records.into_iter().filter(|r| r.record_of.is_empty()) {
+        for record in records {
             let mut certificates = Vec::new();
             for serial in &record.certificate_serials {
                 if let Some(c) = self.store.certificate(serial)? {

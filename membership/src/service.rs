@@ -9,7 +9,9 @@ use medledger_proto::v1;
 use medledger_proto::v1::membership_server::Membership;
 use tonic::{Request, Response, Status};
 
-use crate::authority::{CaError, CertificateAuthority, IssuedCertificate, Registration};
+use crate::authority::{
+    CaError, CertificateAuthority, IssuedCertificate, Registration, is_reserved_name,
+};
 use crate::tls::ReloadableClientVerifier;
 
 pub struct MembershipService {
@@ -169,11 +171,17 @@ impl Membership for MembershipService {
                 )
             })
             .await?;
-        tracing::info!(
-            serial = %hex::encode(&issued.serial),
-            superseded = superseded.len(),
-            "reissued enrollment certificate"
-        );
+        if is_reserved_name(&issued.name) {
+            // A record credential's serial is in every block it signs; logged next to its
+            // enrollment's renewal a moment before, it would link the two.
+            tracing::info!("renewed a record credential");
+        } else {
+            tracing::info!(
+                serial = %hex::encode(&issued.serial),
+                superseded = superseded.len(),
+                "reissued enrollment certificate"
+            );
+        }
         self.install_crl(&superseded).await?;
         let mut response = self.enroll_response(issued);
         response.superseded = superseded;
@@ -188,16 +196,18 @@ impl Membership for MembershipService {
         let req = request.into_inner();
         let issued = self
             .run(move |ca| {
+                let renew = Some(req.renew.as_str()).filter(|n| !n.is_empty());
                 ca.issue_record_credential(
                     &caller,
                     &req.csr_der,
                     &req.encryption_public_key,
+                    renew,
                     now_unix(),
                 )
             })
             .await?;
         // Neither name: this log must not link the enrollment to the credential.
-        tracing::info!("issued a record credential");
+        tracing::info!("issued or renewed a record credential");
         Ok(Response::new(self.enroll_response(issued)))
     }
 

@@ -99,6 +99,13 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Adds `other`'s changes after these (a later put of the same key wins).
+    pub fn extend(&mut self, other: Changes) {
+        self.identities.extend(other.identities);
+        self.certificates.extend(other.certificates);
+        self.revocations.extend(other.revocations);
+        self.counters.extend(other.counters);
+    }
     pub fn put_identity(&mut self, record: IdentityRecord) {
         self.identities.push(record);
     }
@@ -176,24 +183,38 @@ impl Store {
         self.get_decoded(CF_CERTIFICATES, serial, "certificate")
     }
 
-    /// Identities with a name greater than `after`, in name order, at most `limit`.
+    /// Identities with a name greater than `after`, in name order, at most `limit`, leaving
+    /// out every name that begins with `skip` (the record credentials' range: one seek past
+    /// it, however many credentials it holds, so that a page costs `limit` reads).
     pub fn identities_after(
         &self,
         after: &str,
         limit: usize,
+        skip: &str,
     ) -> Result<Vec<IdentityRecord>, StoreError> {
-        let mode = IteratorMode::From(after.as_bytes(), Direction::Forward);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_IDENTITIES), mode) {
-            let (key, value) = item?;
-            if key.as_ref() == after.as_bytes() {
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_IDENTITIES));
+        iter.seek(after.as_bytes());
+        // The first key past every key that begins with `skip`.
+        let past_skip = prefix_successor(skip.as_bytes());
+        while out.len() < limit {
+            let Some(key) = iter.key() else { break };
+            if key == after.as_bytes() {
+                iter.next();
                 continue;
             }
-            out.push(decode(&value, "identity")?);
-            if out.len() == limit {
-                break;
+            if !skip.is_empty() && key.starts_with(skip.as_bytes()) {
+                match &past_skip {
+                    Some(past) => iter.seek(past),
+                    None => break,
+                }
+                continue;
             }
+            let value = iter.value().unwrap_or_default();
+            out.push(decode(value, "identity")?);
+            iter.next();
         }
+        iter.status()?;
         Ok(out)
     }
 
@@ -260,4 +281,30 @@ fn decode<M: Message + Default>(bytes: &[u8], what: &'static str) -> Result<M, S
         what,
         why: e.to_string(),
     })
+}
+
+/// The smallest byte string greater than every string that begins with `prefix`, or `None`
+/// if there is none (an empty prefix, or one of 0xFF bytes only).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut next = prefix.to_vec();
+    while let Some(last) = next.pop() {
+        if last < u8::MAX {
+            next.push(last + 1);
+            return Some(next);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_successor;
+
+    #[test]
+    fn the_successor_of_a_prefix_follows_every_key_that_begins_with_it() {
+        assert_eq!(prefix_successor(b"record-"), Some(b"record.".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
 }

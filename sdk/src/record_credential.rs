@@ -10,7 +10,7 @@
 //! modes), pinned to the enrollment wallet's network; the record's keys
 //! (`record-keys.json`) live in it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use medledger_crypto::{
     EncryptionKey, Role, SigningIdentity, build_signing_request, read_enrollment_certificate,
@@ -33,9 +33,70 @@ pub fn record_wallet_dir(enrollment: &Wallet) -> PathBuf {
     enrollment.dir.join(RECORD_WALLET_DIR)
 }
 
-/// Whether `enrollment` holds a record credential.
+/// Whether `enrollment` holds a record credential: its wallet is complete (the certificate
+/// is the last file a wallet gets).
 pub fn has_record_credential(enrollment: &Wallet) -> bool {
     record_wallet_dir(enrollment).join("cert.pem").exists()
+}
+
+/// Removes the record credential of the enrollment wallet at `enrollment_dir`, once its record is erased: its keys sign for
+/// a record that no longer exists, and a credential kept would tie the erased record's
+/// blocks to the next record `patient init` registers. Returns whether there was one.
+///
+/// # Errors
+/// The directory cannot be removed (`ClientError::Wallet`).
+pub fn discard(enrollment_dir: &Path) -> Result<bool, ClientError> {
+    let dir = enrollment_dir.join(RECORD_WALLET_DIR);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(ClientError::wallet(&dir, e)),
+    }
+}
+
+/// Opens `enrollment`'s record credential, renewed first through the enrollment when it is
+/// due or has lapsed (a credential lasts at most a day: `medledger_membership`'s
+/// `RECORD_CREDENTIAL_LIFETIME_SECONDS`), for the same keys, from the CA at `ca_url`.
+/// Returns the wallet and whether it renewed.
+///
+/// # Errors
+/// The credential's wallet cannot be read; the renewal failed (the CA refused: the
+/// enrollment is revoked, or the credential is not this enrollment's), or the CA answered
+/// with a certificate that is not a renewal of the credential for its keys
+/// (`ClientError::Protocol`).
+pub async fn current(enrollment: &Wallet, ca_url: &str) -> Result<(Wallet, bool), ClientError> {
+    let mut credential = Wallet::open(&record_wallet_dir(enrollment))?;
+    let held = credential.certificate_identity()?;
+    let now = medledger_tls::now_unix();
+    if now < medledger_crypto::renewal_due_at(held.not_before, held.not_after) {
+        return Ok((credential, false));
+    }
+    let signing = SigningIdentity::from_pkcs8_pem(&credential.signing.to_pkcs8_pem())
+        .map_err(|e| ClientError::wallet(&credential.dir, format!("signing.key: {e}")))?;
+    let encryption = EncryptionKey::from_bytes(*credential.encryption.to_bytes());
+    let csr = build_signing_request(&signing, &held.name)
+        .map_err(|e| ClientError::Usage(format!("cannot renew the record credential: {e}")))?;
+    let root = credential.root()?;
+    let response = {
+        let mut ca = CaClient::connect(ca_url, root.der(), TlsIdentity::Wallet(enrollment)).await?;
+        ca.issue_record_credential(v1::IssueRecordCredentialRequest {
+            csr_der: csr,
+            encryption_public_key: encryption.public_key().to_bytes().to_vec(),
+            renew: held.name.clone(),
+        })
+        .await?
+    };
+    medledger_crypto::check_renewal(
+        &response.certificate_der,
+        &root,
+        &held,
+        &signing.verifying_key(),
+        &encryption.public_key(),
+        now,
+    )
+    .map_err(|e| ClientError::Protocol(format!("the CA's renewed record credential: {e}")))?;
+    credential.replace(signing, encryption, &response.certificate_der, true)?;
+    Ok((credential, true))
 }
 
 /// Asks the CA at `ca_url` for a record credential for `enrollment` (a patient's wallet),
@@ -49,11 +110,23 @@ pub fn has_record_credential(enrollment: &Wallet) -> bool {
 /// root (`ClientError::Protocol`).
 pub async fn obtain(enrollment: &Wallet, ca_url: &str) -> Result<Wallet, ClientError> {
     let dir = record_wallet_dir(enrollment);
-    if dir.join("signing.key").exists() {
+    if has_record_credential(enrollment) {
         return Err(ClientError::wallet(
             &dir,
             "already holds this patient's record credential",
         ));
+    }
+    if dir.exists() {
+        // Left by an `obtain` cut short before its certificate was written: keys no CA
+        // certified, for no record (record keys come after the credential). Anything more is
+        // not this function's to remove.
+        if dir.join("record-keys.json").exists() {
+            return Err(ClientError::wallet(
+                &dir,
+                "holds record keys but no certificate; restore the credential's cert.pem from a backup",
+            ));
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| ClientError::wallet(&dir, e))?;
     }
     let signing = SigningIdentity::generate(&mut rand_core::OsRng);
     let encryption = EncryptionKey::generate(&mut rand_core::OsRng);
@@ -66,6 +139,7 @@ pub async fn obtain(enrollment: &Wallet, ca_url: &str) -> Result<Wallet, ClientE
         ca.issue_record_credential(v1::IssueRecordCredentialRequest {
             csr_der: csr,
             encryption_public_key: encryption.public_key().to_bytes().to_vec(),
+            renew: String::new(),
         })
         .await?
     };

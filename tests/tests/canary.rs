@@ -4,8 +4,9 @@
 //! family by column family, since its tables are LZ4-compressed) and blocks, the CA's store,
 //! the gateway's journal, the object store, every log — is searched for what must be nowhere:
 //!
-//! - a patient's enrollment name within 4 KiB of their record's pseudonym (hex or raw), or in
-//!   the same stored entry;
+//! - a patient's enrollment name within 4 KiB of their record's pseudonym (hex or raw), in a
+//!   file as written or in a stored entry (key and value together) as decoded; and of their
+//!   record credential's name, anywhere but the CA's store, which alone keeps that link;
 //! - a patient's UII (medical record number);
 //! - the plaintext of any uploaded file;
 //! - the erased record's keys: its pseudonym key K and category private keys (hex or raw).
@@ -304,8 +305,21 @@ fn nothing_the_system_wrote_holds_a_patients_identifiers_plaintext_or_erased_key
         })
     };
     assert!(wrapped.len() >= 2, "an envelope and a wrapped file key");
+    let credential = init["credential"].as_str().unwrap().to_string();
     net.ok(Some("pat-c"), &["patient", "erase", "--yes"]);
     assert!(!record_wallet.join("record-keys.json").exists());
+    // The credential went with the record: a new record gets a new one, so nothing ties the
+    // erased record's blocks to it.
+    assert!(
+        !record_wallet.exists(),
+        "the erased record's credential kept"
+    );
+    let again = net.json(
+        Some("pat-c"),
+        &["patient", "init", "--uii", &format!("MRN-CANARY-2-{run}")],
+    );
+    assert_ne!(again["credential"].as_str().unwrap(), credential);
+    assert_ne!(again["pseudonym"].as_str().unwrap(), pseudonym);
     // The purge is complete and the objects gone (a small record: in the erasure itself).
     let report_json = net.json(None, &["ledger", "verify"]);
     assert_eq!(report_json["ok"], true, "{report_json}");
@@ -379,13 +393,39 @@ fn nothing_the_system_wrote_holds_a_patients_identifiers_plaintext_or_erased_key
     // The scan finds what is there: the record credential's name, in the blocks it signed
     // (decoded from the compressed tables), and the wrapped key material in the blocks that
     // carried it (until item 5: then this control becomes another).
-    let credential = init["credential"].as_str().unwrap();
-    let (found, _) = scan(net.path(), &skip, &[canary("credential", credential)], &[]);
+    let (found, _) = scan(
+        net.path(),
+        &skip,
+        &[canary("credential", &credential)],
+        &[name_near_pseudonym(&credential, &pseudonym)],
+    );
+    for label in [
+        "credential",
+        &format!("{credential} near their record's pseudonym"),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|h| h.label == label && h.place.contains("column family blocks ")),
+            "{label} not found in the blocks: {found:?}"
+        );
+    }
+    // The enrollment name next to its credential's: in the CA's store alone (its identity
+    // record of the credential), never in a log, a revocation or a peer's files.
+    let linked = Pair {
+        label: "pat-c near their record credential's name".into(),
+        first: finder(b"pat-c"),
+        second: vec![finder(credential.as_bytes())],
+    };
+    let ca_store = net.path().join("ca").join("db");
+    let (found, _) = scan(net.path(), &skip, &[], &[linked]);
+    let (in_ca, elsewhere): (Vec<&Hit>, Vec<&Hit>) = found
+        .iter()
+        .partition(|h| h.place.starts_with(&ca_store.display().to_string()));
+    assert!(elsewhere.is_empty(), "{elsewhere:?}");
     assert!(
-        found
-            .iter()
-            .any(|h| h.place.contains("column family blocks ")),
-        "{found:?}"
+        !in_ca.is_empty(),
+        "the CA keeps the link, and the scan finds it there"
     );
     assert!(
         kept.iter()

@@ -6,7 +6,9 @@
 //! any long-running client does, the admins at their next command), and one peer is replaced
 //! on the way (the new one enrolled with a one-minute certificate too).
 //! Nothing the load sent is refused, nothing it was told committed is lost, every peer and
-//! the gateway renewed more than once, and the auditor verifies the chain.
+//! the gateway renewed more than once, and the auditor verifies the chain. A patient who
+//! keeps only their enrollment current meanwhile finds their record credential lapsed and
+//! gets it renewed through the enrollment at their next command on the record.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,11 @@ fn a_network_of_one_minute_certificates_renews_everything_under_load() {
     let net = LocalNetwork::up_with(&[]);
     let info = net.json(Some("admin"), &["ca-info"]);
     assert_eq!(info["certificate_validity_seconds"], 60, "{info}");
+    // A patient with a record credential, which lapses while only the enrollment is used.
+    net.enroll_member("pat-s", "patient");
+    let init = net.json(Some("pat-s"), &["patient", "init", "--uii", "MRN-SHORT-1"]);
+    let credential = net.wallet("pat-s").join("record").join("cert.pem");
+    let first_credential = std::fs::read(&credential).unwrap();
     let mut load = net.start_load("short", LOAD_SECONDS);
 
     // The admins renew at their next command once due (the last 15 s of a one-minute
@@ -60,6 +67,9 @@ fn a_network_of_one_minute_certificates_renews_everything_under_load() {
                 let shown = net.json(Some(admin), &["admin", "config", "show"]);
                 assert!(shown["sequence"].is_u64(), "{shown}");
             }
+            // The patient's enrollment alone: `whoami` renews it when due.
+            let me = net.json(Some("pat-s"), &["whoami"]);
+            assert_eq!(me["name"], "pat-s", "{me}");
             // After a first round of renewals, one peer is replaced under load.
             if !replaced.load(std::sync::atomic::Ordering::SeqCst)
                 && started.elapsed() > Duration::from_secs(70)
@@ -78,6 +88,25 @@ fn a_network_of_one_minute_certificates_renews_everything_under_load() {
     assert!(replaced, "the load ended before the replacement");
 
     net.load_lost_nothing(load, "across the renewals");
+
+    // The credential lapsed two lifetimes ago; the next command on the record renews it
+    // through the enrollment (same name, same keys) and the peers take it.
+    assert_eq!(std::fs::read(&credential).unwrap(), first_credential);
+    let permissions = net.json(Some("pat-s"), &["patient", "permissions"]);
+    assert!(
+        permissions.is_object() || permissions.is_array(),
+        "{permissions}"
+    );
+    assert_ne!(
+        std::fs::read(&credential).unwrap(),
+        first_credential,
+        "renewed"
+    );
+    let renewed = medledger_sdk::wallet::Wallet::open(&net.wallet("pat-s").join("record"))
+        .unwrap()
+        .certificate_identity()
+        .unwrap();
+    assert_eq!(renewed.name, init["credential"].as_str().unwrap());
 
     // Everyone renewed by themselves, more than once for those there throughout.
     let renewals = |log: &str, line: &str| {
