@@ -517,7 +517,20 @@ pub async fn open_current(dir: &Path, ca_url: Option<&str>) -> Result<(Wallet, b
             );
             Ok((wallet, true))
         }
-        Ok(false) => Ok((wallet, false)),
+        Ok(false) => {
+            // Lapsed: no renewal is possible, and the command's refusal would not say why.
+            if let Ok(identity) = wallet.certificate_identity()
+                && identity.not_after < now
+            {
+                eprintln!(
+                    "the certificate of {} expired {} s ago and cannot be renewed; ask an \
+                     administrator to register the identity again",
+                    wallet.info.name,
+                    now.saturating_sub(identity.not_after)
+                );
+            }
+            Ok((wallet, false))
+        }
         Err(e) => {
             eprintln!(
                 "the certificate of {} is due for renewal, which failed ({e}); going on with it",
