@@ -152,11 +152,55 @@ pub enum JoinError {
     #[error("this peer's state: {0}")]
     State(#[from] medledger_execution::state::StateError),
     #[error(
+        "no peer named with --join ({named}) is a peer of the configuration in force at block \
+         {height}, whose peers are {in_force}: none of them could confirm the block reached. \
+         Start this peer again with --join NAME@HOST:PORT naming one of those"
+    )]
+    NoneNamedInForce {
+        named: String,
+        height: u64,
+        in_force: String,
+    },
+    #[error(
         "{peer} holds another block {number} than the one this peer reached: the blocks \
          fetched are a fork (certified by the keys of an ended epoch?). This peer's ledger is \
          not to be used; start it again with an empty data directory and --join peers you trust"
     )]
     Fork { peer: String, number: u64 },
+}
+
+/// The peers named with `--join` that may confirm a joiner's head: those whose name is one
+/// of `in_force` (the names of the configuration in force at `height`, the block reached),
+/// and every one given by address alone (whoever answers there is checked at the call).
+/// Returns them and the names left out (removed or misspelled: their certificates are
+/// revoked or none exists, so waiting for them would be waiting for ever).
+///
+/// # Errors
+/// [`JoinError::NoneNamedInForce`]: peers were named, and none of them is in force.
+pub fn named_in_force<'a>(
+    join: &'a [JoinPeer],
+    in_force: &[&str],
+    height: u64,
+) -> Result<(Vec<&'a JoinPeer>, Vec<&'a str>), JoinError> {
+    let (kept, left): (Vec<&JoinPeer>, Vec<&JoinPeer>) = join
+        .iter()
+        .partition(|peer| peer.name.as_deref().is_none_or(|n| in_force.contains(&n)));
+    if kept.is_empty() && !left.is_empty() {
+        return Err(JoinError::NoneNamedInForce {
+            named: left
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            height,
+            in_force: in_force.join(", "),
+        });
+    }
+    let left = left
+        .iter()
+        .filter_map(|peer| peer.name.as_deref())
+        .collect();
+    Ok((kept, left))
 }
 
 /// The epoch in force on `ledger`: where the last change of the peers left it.
@@ -482,6 +526,38 @@ mod tests {
 
     /// `--join` takes `NAME@HOST:PORT` and `HOST:PORT` (a name may hold `@`), and refuses,
     /// in words, anything else.
+    #[test]
+    fn join_peers_not_in_force_are_left_out_and_none_in_force_is_an_error() {
+        let join: Vec<JoinPeer> = ["peer1@127.0.0.1:7001", "peer9@127.0.0.1:7009"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let in_force = ["peer0", "peer1", "peer2", "peer3"];
+        let (kept, left) = named_in_force(&join, &in_force, 12).unwrap();
+        assert_eq!(kept, vec![&join[0]]);
+        assert_eq!(left, vec!["peer9"]);
+        // Removed (peer1 is no longer in force) or misspelled (peer9): an error, at once.
+        let e = named_in_force(&join, &["peer0", "peer2", "peer3", "peer4"], 40).unwrap_err();
+        let words = e.to_string();
+        assert!(
+            matches!(e, JoinError::NoneNamedInForce { height: 40, .. }),
+            "{e}"
+        );
+        assert!(
+            words.contains("peer1@127.0.0.1:7001, peer9@127.0.0.1:7009"),
+            "{words}"
+        );
+        assert!(words.contains("peer0, peer2, peer3, peer4"), "{words}");
+        // A peer given by address alone is kept: whoever answers there is checked then.
+        let join: Vec<JoinPeer> = ["peer9@127.0.0.1:7009", "127.0.0.1:7001"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        let (kept, left) = named_in_force(&join, &in_force, 12).unwrap();
+        assert_eq!(kept, vec![&join[1]]);
+        assert_eq!(left, vec!["peer9"]);
+    }
+
     #[test]
     fn join_peers_are_parsed_with_or_without_a_name() {
         let named: JoinPeer = "peer0@10.0.0.1:7051".parse().unwrap();

@@ -202,11 +202,24 @@ pub async fn run(
                  block reached is checked against the revocations of the blocks fetched only"
             ),
         }
+        // A named peer that is not in force (removed, or misspelled) can never confirm:
+        // said at once, not waited for.
+        let reached = in_force()?;
+        let names: Vec<&str> = reached.peers.iter().map(|p| p.name.as_str()).collect();
+        let (join, left_out) = crate::join::named_in_force(&config.join, &names, ledger.height())?;
+        if !left_out.is_empty() {
+            tracing::warn!(
+                left_out = %left_out.join(", "),
+                in_force = %names.join(", "),
+                "peers named with --join that are not in the configuration in force are not \
+                 asked to confirm the block reached"
+            );
+        }
         // Once any peer is named, the unnamed ones are sources of blocks only: one of them
         // must not confirm a fork, nor report one, for whichever peer answers there.
-        let any_named = config.join.iter().any(|peer| peer.name.is_some());
-        let mut named = Vec::with_capacity(config.join.len());
-        for peer in &config.join {
+        let any_named = join.iter().any(|peer| peer.name.is_some());
+        let mut named = Vec::with_capacity(join.len());
+        for peer in join {
             let Some(name) = &peer.name else {
                 if any_named {
                     continue;
