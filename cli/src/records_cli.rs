@@ -521,6 +521,9 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             )
             .await?;
             let (committed, deleted) = files::erase(&peers, &mut gateway, keys.pseudonym).await?;
+            // The credential's certificate first: if this stops half-way, no later `init`
+            // finds a credential to register a new record under (it would sign both).
+            record_credential::disable(&enrollment_dir)?;
             keys.destroy()?;
             // The credential goes with the record: kept, it would sign the next record too.
             record_credential::discard(&enrollment_dir)?;
@@ -892,9 +895,39 @@ async fn audit_trail(
     }
 }
 
+/// The record a clinician command acts on, if it names one.
+fn clinician_target(command: &ClinicianCommand) -> Option<&str> {
+    match command {
+        ClinicianCommand::Upload { patient, .. }
+        | ClinicianCommand::Download { patient, .. }
+        | ClinicianCommand::Items { patient }
+        | ClinicianCommand::Share { patient, .. }
+        | ClinicianCommand::Emergency { patient, .. } => Some(patient),
+        ClinicianCommand::Patients => None,
+    }
+}
+
+/// Whether `patient` (the command's hex pseudonym) is the record of `enrollment`'s record
+/// credential.
+fn is_own_record(enrollment: &Wallet, patient: &str) -> bool {
+    let Ok(target) = pseudonym_arg(patient) else {
+        return false;
+    };
+    Wallet::open(&record_credential::record_wallet_dir(enrollment))
+        .and_then(|credential| RecordKeys::open(&credential))
+        .is_ok_and(|keys| keys.pseudonym == target)
+}
+
 pub async fn run_clinician(cli: &Cli, command: &ClinicianCommand) -> Result<Output, ClientError> {
-    // A patient storing or reading their own items does it as their record credential.
-    let wallet = acting_wallet(cli, open_wallet(cli).await?).await?;
+    // A patient storing or reading their own items does it as their record credential; on
+    // anyone else's record as their enrollment: the credential acting there would put its
+    // name on that record's trail (a refusal is audited too), next to whoever asked them to.
+    let enrollment = open_wallet(cli).await?;
+    let wallet = if clinician_target(command).is_some_and(|p| is_own_record(&enrollment, p)) {
+        acting_wallet(cli, enrollment).await?
+    } else {
+        enrollment
+    };
     let peers = peers(cli, &wallet).await?;
     let gateway_address = cli.gateway.as_deref().unwrap_or(DEFAULT_GATEWAY);
     match command {

@@ -90,6 +90,11 @@ pub enum CaError {
     RecordCredentialRefused(&'static str),
     #[error("this enrollment has been issued its {0} record credentials, the most one may have")]
     TooManyRecordCredentials(u32),
+    #[error(
+        "this record credential is not due for renewal before {due_at} (Unix seconds): renew it \
+         in the last quarter of its lifetime or once it has lapsed"
+    )]
+    RecordCredentialNotDue { due_at: i64 },
 }
 
 /// The refusal of a name in the record credentials' range ([`is_reserved_name`]).
@@ -734,13 +739,12 @@ impl CertificateAuthority {
         if identity.record_of.is_empty() && is_reserved_name(&identity.name) {
             return Err(reserved_name());
         }
-        if !identity.record_of.is_empty() {
-            // A record credential lives only as long as the enrollment it was issued to. The
-            // refusal names the credential alone: nothing tells its holder (or a log) whose it is.
-            let enrollment = self.store.identity(&identity.record_of)?;
-            if enrollment.is_none_or(|e| e.revoked) {
-                return Err(CaError::IdentityRevoked(identity.name));
-            }
+        if !identity.record_of.is_empty() && !self.enrollment_stands(&identity.record_of, now)? {
+            // A record credential lives only as long as the enrollment it was issued to: not
+            // revoked by name, and holding a certificate valid now (one revoked by serial, or
+            // lapsed, ends its credentials too). The refusal names the credential alone:
+            // nothing tells its holder (or a log) whose it is.
+            return Err(CaError::IdentityRevoked(identity.name));
         }
         let reason = if key_compromise {
             v1::RevocationReason::KeyCompromise
@@ -756,6 +760,31 @@ impl CertificateAuthority {
             Changes::default(),
             now,
         )
+    }
+
+    /// Whether the enrollment `name` stands at `now`: registered, not revoked, and holding
+    /// a certificate that is neither revoked nor outside its validity (what its record
+    /// credentials live by, ADR 0016 §6).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub(crate) fn enrollment_stands(&self, name: &str, now: i64) -> Result<bool, CaError> {
+        let Some(enrollment) = self.store.identity(name)? else {
+            return Ok(false);
+        };
+        if enrollment.revoked {
+            return Ok(false);
+        }
+        for serial in enrollment.certificate_serials.iter().rev() {
+            if let Some(c) = self.store.certificate(serial)?
+                && !c.revoked
+                && c.not_before_unix <= now
+                && now < c.not_after_unix
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Issues `identity` (already checked, under the write lock) a certificate for

@@ -39,6 +39,22 @@ pub fn has_record_credential(enrollment: &Wallet) -> bool {
     record_wallet_dir(enrollment).join("cert.pem").exists()
 }
 
+/// Removes the certificate of the record credential of the enrollment wallet at
+/// `enrollment_dir` (first step of an erasure's cleanup, before its record keys are wiped):
+/// from then on [`has_record_credential`] is false and no command acts under it, even if
+/// the rest of the cleanup never runs. Returns whether there was one.
+///
+/// # Errors
+/// The certificate cannot be removed (`ClientError::Wallet`).
+pub fn disable(enrollment_dir: &Path) -> Result<bool, ClientError> {
+    let cert = enrollment_dir.join(RECORD_WALLET_DIR).join("cert.pem");
+    match std::fs::remove_file(&cert) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(ClientError::wallet(&cert, e)),
+    }
+}
+
 /// Removes the record credential of the enrollment wallet at `enrollment_dir`, once its record is erased: its keys sign for
 /// a record that no longer exists, and a credential kept would tie the erased record's
 /// blocks to the next record `patient init` registers. Returns whether there was one.

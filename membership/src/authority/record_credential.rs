@@ -107,14 +107,52 @@ impl CertificateAuthority {
                 .identity(name)?
                 .filter(|c| c.record_of == enrollment.name && !c.revoked)
                 .ok_or(CaError::RecordCredentialRefused(NOT_YOURS))?;
-            let held = match credential.certificate_serials.last() {
+            let held_record = match credential.certificate_serials.last() {
                 Some(serial) => self.store.certificate(serial)?,
                 None => None,
             }
             .ok_or(CaError::RecordCredentialRefused(NOT_YOURS))?;
-            let held = read_enrollment_certificate(&held.der, &self.root)?;
+            let held = read_enrollment_certificate(&held_record.der, &self.root)?;
             if held.signing_key != subject_key || held.encryption_key != encryption_key {
                 return Err(CaError::RecordCredentialRefused(NOT_YOURS));
+            }
+            // A key revoked by serial (compromised, withdrawn: anything but superseded by a
+            // renewal) is never certified again; its holder makes new keys. The revocation
+            // reached the peers; a renewal must not undo it.
+            for serial in &credential.certificate_serials {
+                let Some(record) = self.store.certificate(serial)? else {
+                    continue;
+                };
+                let superseded = record.revocation_reason
+                    == medledger_proto::v1::RevocationReason::Superseded as i32;
+                if record.revoked
+                    && (serial == &held_record.serial
+                        || (!superseded
+                            && read_enrollment_certificate(&record.der, &self.root)?.signing_key
+                                == subject_key))
+                {
+                    return Err(CaError::RecordCredentialRefused(NOT_YOURS));
+                }
+            }
+            // Renewed once due, not at will: every renewal is a new serial and a new
+            // certificate hash, which budgets at the peers are counted by. Asked again in the
+            // window it was renewed in (an answer lost on the way), the same certificate.
+            let due_at = medledger_crypto::renewal_due_at(
+                held_record.not_before_unix,
+                held_record.not_after_unix,
+            );
+            let lifetime = record_credential_lifetime(self.validity_seconds);
+            let window_start = now - now.rem_euclid(validity_window(lifetime));
+            if held_record.not_before_unix == window_start - medledger_crypto::BACKDATE_SECONDS {
+                return Ok(IssuedCertificate {
+                    name: credential.name,
+                    der: held_record.der,
+                    serial: held_record.serial,
+                    not_after_unix: held_record.not_after_unix,
+                });
+            }
+            if now < due_at {
+                return Err(CaError::RecordCredentialNotDue { due_at });
             }
             let (issued, _) = self.reissue(
                 credential,
@@ -467,11 +505,21 @@ mod tests {
             renewed.name, credential.name,
             "the same credential, renewed"
         );
+        let renewed_der = renewed.der.clone();
         let renewed = ca.authenticate(&renewed.der, later).unwrap();
         assert_eq!(renewed.signing_key, credential.signing_key);
+        // Asked again in the same window (an answer lost on the way): the same certificate,
+        // no new serial.
+        let again = renew(&jane_later, &credential.name, later + 1).unwrap();
+        assert_eq!(again.der, renewed_der);
         // Renewals are not new credentials: they do not count toward the cap.
+        let mut at = later;
         for _ in 0..MAX_RECORD_CREDENTIALS {
-            renew(&jane_later, &credential.name, later).unwrap();
+            at += RECORD_CREDENTIAL_LIFETIME_SECONDS;
+            let jane_then = ca
+                .authenticate(&ca.current_certificate("jane.doe", NOW).unwrap(), at)
+                .unwrap();
+            renew(&jane_then, &credential.name, at).unwrap();
         }
         // Another patient cannot renew it, and cannot tell it from a name never issued.
         let secret = ca
@@ -501,6 +549,100 @@ mod tests {
         )
         .unwrap();
         assert!(renew(&jane_later, &credential.name, later).is_err());
+    }
+
+    /// The red team's findings on the renewal door (ADR 0016): a key revoked for compromise
+    /// is not certified again, a credential is renewed only once due, and a credential lives
+    /// only while its enrollment holds a valid certificate (one revoked by serial, or lapsed,
+    /// ends it as a revocation by name does).
+    #[test]
+    fn a_renewal_never_undoes_a_revocation_and_comes_only_when_due() {
+        let (_tmp, dir, ca) = new_ca();
+        let admin = admin(&ca, &dir);
+        let jane = jane(&ca, &admin);
+        let (key, csr, enc) = new_keys("jane.doe");
+        let issued = ca
+            .issue_record_credential(&jane, &csr, &enc, None, NOW)
+            .unwrap();
+        let credential = ca.authenticate(&issued.der, NOW).unwrap();
+        let renew = |who: &EnrolledIdentity, at: i64| {
+            let csr = build_signing_request(&key, &credential.name).unwrap();
+            ca.issue_record_credential(who, &csr, &enc, Some(&credential.name), at)
+        };
+        // Not due yet (a window later, well before the last quarter): refused, with when.
+        let soon = NOW + validity_window(RECORD_CREDENTIAL_LIFETIME_SECONDS);
+        match renew(&jane, soon) {
+            Err(CaError::RecordCredentialNotDue { due_at }) => {
+                assert!(due_at > soon && due_at < issued.not_after_unix, "{due_at}");
+            }
+            other => panic!("renewed before due: {other:?}"),
+        }
+        // Its key compromised, the credential is revoked by serial: never renewed again
+        // for that key, due or lapsed.
+        ca.revoke(
+            &admin,
+            &v1::revoke_request::Target::Serial(hex::encode(&issued.serial)),
+            v1::RevocationReason::KeyCompromise,
+            NOW + 10,
+        )
+        .unwrap();
+        for at in [issued.not_after_unix - 60, issued.not_after_unix + 3_600] {
+            assert!(
+                matches!(renew(&jane, at), Err(CaError::RecordCredentialRefused(_))),
+                "renewed a compromised key at {at}"
+            );
+        }
+
+        // A second credential, renewed by its own certificate (reenroll), lives only while
+        // the enrollment holds a valid certificate.
+        let second = request(&jane, &ca).unwrap();
+        let reenroll = |at: i64| {
+            let (_, csr, enc) = new_keys(&second.name);
+            ca.reenroll(&second, &csr, &enc, false, at)
+        };
+        reenroll(NOW + 20).unwrap();
+        // The enrollment's certificate revoked by serial (the identity itself is not).
+        let enrollment_serial = ca
+            .store
+            .identity("jane.doe")
+            .unwrap()
+            .unwrap()
+            .certificate_serials
+            .last()
+            .unwrap()
+            .clone();
+        ca.revoke(
+            &admin,
+            &v1::revoke_request::Target::Serial(hex::encode(enrollment_serial)),
+            v1::RevocationReason::KeyCompromise,
+            NOW + 30,
+        )
+        .unwrap();
+        match reenroll(NOW + 40) {
+            Err(CaError::IdentityRevoked(name)) => assert_eq!(name, second.name),
+            other => panic!("a credential outlived its enrollment's certificate: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_credential_ends_with_its_lapsed_enrollment() {
+        let (_tmp, dir, ca) = new_ca();
+        let admin = admin(&ca, &dir);
+        let jane = jane(&ca, &admin);
+        let credential = request(&jane, &ca).unwrap();
+        let enrollment_end =
+            certificate_validity(&ca.current_certificate("jane.doe", NOW).unwrap())
+                .unwrap()
+                .1;
+        let (_, csr, enc) = new_keys(&credential.name);
+        let at = enrollment_end + 1;
+        assert!(matches!(
+            ca.reenroll(&credential, &csr, &enc, false, at),
+            Err(CaError::IdentityRevoked(_))
+        ));
+        assert!(ca.enrollment_stands("jane.doe", NOW).unwrap());
+        assert!(!ca.enrollment_stands("jane.doe", at).unwrap());
+        assert!(!ca.enrollment_stands("nobody", NOW).unwrap());
     }
 
     #[test]
