@@ -23,6 +23,7 @@ mod extension;
 mod file;
 mod hashing;
 mod identity;
+mod private_data;
 mod pseudonym;
 mod sealed;
 mod signing;
@@ -43,6 +44,10 @@ pub use hashing::{HeaderFields, block_header_hash, transaction_id};
 pub use identity::{
     Attribute, AttributeWindow, IdentityError, MAX_ATTRIBUTE_KEY_LEN, MAX_ATTRIBUTE_VALUE_LEN,
     MAX_ATTRIBUTES, MAX_NAME_LEN, Role, validate_name,
+};
+pub use private_data::{
+    MAX_PRIVATE_COMMITMENTS, PRIVATE_SALT_LEN, private_commitment, private_data_ack_statement,
+    sign_private_data_ack, verify_private_data_ack,
 };
 pub use pseudonym::{
     PSEUDONYM_LEN, PatientKey, Pseudonym, STUDY_PSEUDONYM_TAG, derive_pseudonym,

@@ -34,6 +34,9 @@ pub enum SignatureDomain {
     /// signed with their ownership key of that study ([`study_grant_statement`],
     /// docs/adr/0014); the chaincode verifies it.
     StudyGrant,
+    /// A peer's acknowledgment that it holds a transaction's private values
+    /// ([`crate::private_data_ack_statement`], docs/adr/0017).
+    PrivateDataAck,
     /// A PBFT protocol message between peers. The message bytes carry their own, finer tag
     /// (pre-prepare, prepare, commit, ...) from the consensus core.
     Consensus,
@@ -51,6 +54,7 @@ impl SignatureDomain {
             SignatureDomain::CategoryKey => b"medledger/v2/category-key",
             SignatureDomain::StudyKey => b"medledger/v2/study-key",
             SignatureDomain::StudyGrant => b"medledger/v2/study-grant",
+            SignatureDomain::PrivateDataAck => b"medledger/v2/private-data-ack",
             SignatureDomain::Consensus => b"medledger/v1/pbft",
         }
     }
@@ -68,7 +72,7 @@ impl SignatureDomain {
 
 /// Appends `part` with its length (u32, big-endian) in front: statements of several parts
 /// cannot be read two ways.
-fn length_prefixed(out: &mut Vec<u8>, part: &[u8]) {
+pub(crate) fn length_prefixed(out: &mut Vec<u8>, part: &[u8]) {
     out.extend_from_slice(&(part.len() as u32).to_be_bytes());
     out.extend_from_slice(part);
 }

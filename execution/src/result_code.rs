@@ -13,7 +13,9 @@ pub fn refusal_code(status: TxStatus) -> ResultCode {
         TxStatus::BadSignature | TxStatus::BadCertificate => ResultCode::Unauthenticated,
         TxStatus::CertificateRevoked | TxStatus::CertificateExpired => ResultCode::PermissionDenied,
         TxStatus::DuplicateTxId | TxStatus::DuplicateEnvelope => ResultCode::AlreadyExists,
-        TxStatus::BadRevocation | TxStatus::BadConfigUpdate => ResultCode::FailedPrecondition,
+        TxStatus::BadRevocation
+        | TxStatus::BadConfigUpdate
+        | TxStatus::PrivateDataUnacknowledged => ResultCode::FailedPrecondition,
         TxStatus::TooLarge => ResultCode::OutOfRange,
         TxStatus::UnknownFunction => ResultCode::Unimplemented,
         TxStatus::Expired => ResultCode::DeadlineExceeded,

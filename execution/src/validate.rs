@@ -359,6 +359,8 @@ impl Validator {
             };
             return Err(refuse(TxStatus::UnknownFunction, why));
         }
+        check_private_data(&tx, signed, facts.configuration())
+            .map_err(|(status, why)| refuse(status, why))?;
         let known = !carried || facts.certificate(&cert_hash).is_some();
         Ok(ValidTransaction {
             tx_id,
@@ -613,6 +615,87 @@ impl Validator {
 /// length-prefixed transaction and signature. Unambiguous: `(T, S)` and `(T‖S[..k], S[k..])`
 /// have different keys, so a cached verification can never vouch for other bytes (which would
 /// make one envelope valid on a peer that cached it and invalid on the others: a fork).
+/// The private-data rule (docs/adr/0017 §3), deterministic: every commitment 32 bytes and
+/// distinct, at most [`medledger_crypto::MAX_PRIVATE_COMMITMENTS`] (else `BadEnvelope`); no
+/// acknowledgments without commitments, at most one per replica of `configuration` (else
+/// `BadEnvelope`); and with commitments, acknowledgments of at least f+1 distinct replicas
+/// of `configuration`, each verifying over the network id, SHA-256 of the signed
+/// transaction bytes and the commitments (else `PrivateDataUnacknowledged`).
+fn check_private_data(
+    tx: &v1::Transaction,
+    signed: &v1::SignedTransaction,
+    configuration: &Configuration,
+) -> Result<(), (TxStatus, String)> {
+    let commitments = &tx.private_commitments;
+    let acks = &signed.private_data_acks;
+    let bad = |why: String| Err((TxStatus::BadEnvelope, why));
+    if commitments.is_empty() {
+        return if acks.is_empty() {
+            Ok(())
+        } else {
+            bad("private-data acknowledgments without private commitments".into())
+        };
+    }
+    if commitments.len() > medledger_crypto::MAX_PRIVATE_COMMITMENTS {
+        return bad(format!(
+            "{} private commitments; at most {}",
+            commitments.len(),
+            medledger_crypto::MAX_PRIVATE_COMMITMENTS
+        ));
+    }
+    if commitments.iter().any(|c| c.len() != 32) {
+        return bad("a private commitment must be 32 bytes".into());
+    }
+    let distinct: std::collections::BTreeSet<&[u8]> =
+        commitments.iter().map(Vec::as_slice).collect();
+    if distinct.len() != commitments.len() {
+        return bad("the same private commitment twice".into());
+    }
+    if acks.len() > configuration.peer_keys.len() {
+        return bad(format!(
+            "{} private-data acknowledgments from {} replicas",
+            acks.len(),
+            configuration.peer_keys.len()
+        ));
+    }
+    let hash = Sha256::digest(&signed.transaction);
+    let mut acknowledged = std::collections::BTreeSet::new();
+    for ack in acks {
+        let Some(key) = usize::try_from(ack.replica)
+            .ok()
+            .and_then(|r| configuration.peer_keys.get(r))
+        else {
+            continue;
+        };
+        if acknowledged.contains(&ack.replica) {
+            continue;
+        }
+        if medledger_crypto::verify_private_data_ack(
+            key,
+            &configuration.network_id,
+            &hash,
+            commitments,
+            &ack.signature,
+        )
+        .is_ok()
+        {
+            acknowledged.insert(ack.replica);
+        }
+    }
+    let needed = configuration.weak_quorum();
+    if acknowledged.len() < needed {
+        return Err((
+            TxStatus::PrivateDataUnacknowledged,
+            format!(
+                "{} replicas of the configuration in force acknowledged holding the private \
+                 values; {needed} must",
+                acknowledged.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn signature_cache_key(signer: &[u8; 32], transaction: &[u8], signature: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"medledger/v1/signature-cache");

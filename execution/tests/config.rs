@@ -145,6 +145,7 @@ impl Net {
             client_time_ms: self.time_s * 1000,
             network_id: self.genesis.network_id.to_vec(),
             expires_at_ms: self.time_s * 1000 + expires_in_ms,
+            private_commitments: Vec::new(),
         }
         .encode_to_vec();
         let signature = self
@@ -156,6 +157,7 @@ impl Net {
             kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
                 transaction,
                 signature,
+                private_data_acks: Vec::new(),
             })),
         }
         .encode_to_vec()

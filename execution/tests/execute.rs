@@ -16,6 +16,7 @@ use medledger_execution::validate::Validator;
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use prost::Message;
+use sha2::Digest as _;
 
 mod common;
 use common::fixture;
@@ -54,6 +55,31 @@ fn transaction_by(
     args: Vec<u8>,
     nonce: u8,
 ) -> pbft::Request {
+    private_transaction(
+        net,
+        key,
+        certificate,
+        function,
+        args,
+        nonce,
+        Vec::new(),
+        &[],
+    )
+}
+
+/// A transaction signed by `key`, carrying `certificate`, committing to `commitments`, with
+/// the acknowledgments `acks` (replica id and the key that signs as it) over them.
+#[allow(clippy::too_many_arguments)]
+fn private_transaction(
+    net: &Network,
+    key: &SigningIdentity,
+    certificate: &[u8],
+    function: &str,
+    args: Vec<u8>,
+    nonce: u8,
+    commitments: Vec<Vec<u8>>,
+    acks: &[(u32, &SigningIdentity)],
+) -> pbft::Request {
     let transaction = v1::Transaction {
         function: function.into(),
         args,
@@ -63,16 +89,33 @@ fn transaction_by(
         client_time_ms: net.time_s * 1000,
         network_id: net.genesis.network_id.to_vec(),
         expires_at_ms: net.time_s * 1000 + 60_000,
+        private_commitments: commitments.clone(),
     }
     .encode_to_vec();
     let signature = key
         .sign(SignatureDomain::Transaction, &transaction)
         .to_bytes()
         .to_vec();
+    let hash = sha2::Sha256::digest(&transaction);
+    let private_data_acks = acks
+        .iter()
+        .map(|(replica, peer)| v1::PrivateDataAck {
+            replica: *replica,
+            signature: medledger_crypto::sign_private_data_ack(
+                peer,
+                &net.genesis.network_id,
+                &hash,
+                &commitments,
+            )
+            .to_bytes()
+            .to_vec(),
+        })
+        .collect();
     let payload = v1::Envelope {
         kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
             transaction,
             signature,
+            private_data_acks,
         })),
     }
     .encode_to_vec();
@@ -159,6 +202,162 @@ fn a_peer_or_a_clinician_cannot_confirm_an_erased_objects_deletion() {
         "{}",
         commit.messages[1]
     );
+}
+
+/// Private data (docs/adr/0017 §3): a transaction that commits to private values executes
+/// only with acknowledgments of f+1 distinct replicas in force (2 of the fixture's 4),
+/// each over its own hash and commitments; malformed commitments or acknowledgments without
+/// any are bad envelopes. Every peer decides alike: the rule reads only the block and the
+/// configuration.
+#[test]
+fn private_values_need_f_plus_1_acknowledgments_of_distinct_replicas() {
+    let net = network();
+    let state = MemoryState::new(&net.genesis);
+    let peers: Vec<SigningIdentity> = (0..4)
+        .map(|i| common::key(&format!("peer{i}.key")))
+        .collect();
+    let commitment = |i: u8| medledger_crypto::private_commitment(&[i; 32], b"a value").to_vec();
+    let (key, cert) = (&net.clinician, &net.certificate);
+    let tx = |nonce: u8, commitments: Vec<Vec<u8>>, acks: &[(u32, &SigningIdentity)]| {
+        private_transaction(
+            &net,
+            key,
+            cert,
+            "register_patient",
+            vec![0xff],
+            nonce,
+            commitments,
+            acks,
+        )
+    };
+    let two = [commitment(1), commitment(2)];
+    let cases: Vec<(&str, pbft::Request, v1::TxStatus)> = vec![
+        (
+            "f+1 acknowledgments",
+            tx(1, two.to_vec(), &[(0, &peers[0]), (2, &peers[2])]),
+            v1::TxStatus::ChaincodeError,
+        ),
+        (
+            "one acknowledgment",
+            tx(2, two.to_vec(), &[(1, &peers[1])]),
+            v1::TxStatus::PrivateDataUnacknowledged,
+        ),
+        (
+            "none",
+            tx(3, two.to_vec(), &[]),
+            v1::TxStatus::PrivateDataUnacknowledged,
+        ),
+        (
+            "one replica twice",
+            tx(4, two.to_vec(), &[(1, &peers[1]), (1, &peers[1])]),
+            v1::TxStatus::PrivateDataUnacknowledged,
+        ),
+        (
+            "signed by another peer than the replica it names",
+            tx(5, two.to_vec(), &[(0, &peers[0]), (1, &peers[2])]),
+            v1::TxStatus::PrivateDataUnacknowledged,
+        ),
+        (
+            "a replica not in force",
+            tx(6, two.to_vec(), &[(0, &peers[0]), (7, &peers[1])]),
+            v1::TxStatus::PrivateDataUnacknowledged,
+        ),
+        (
+            "a client's own signature",
+            tx(7, two.to_vec(), &[(0, &peers[0]), (1, key)]),
+            v1::TxStatus::PrivateDataUnacknowledged,
+        ),
+        (
+            "acknowledgments without commitments",
+            tx(8, Vec::new(), &[(0, &peers[0]), (1, &peers[1])]),
+            v1::TxStatus::BadEnvelope,
+        ),
+        (
+            "a short commitment",
+            tx(9, vec![vec![1; 31]], &[(0, &peers[0]), (1, &peers[1])]),
+            v1::TxStatus::BadEnvelope,
+        ),
+        (
+            "the same commitment twice",
+            tx(
+                10,
+                vec![commitment(1), commitment(1)],
+                &[(0, &peers[0]), (1, &peers[1])],
+            ),
+            v1::TxStatus::BadEnvelope,
+        ),
+        (
+            "65 commitments",
+            tx(
+                11,
+                (0..65).map(commitment).collect(),
+                &[(0, &peers[0]), (1, &peers[1])],
+            ),
+            v1::TxStatus::BadEnvelope,
+        ),
+        (
+            "more acknowledgments than replicas",
+            tx(
+                12,
+                two.to_vec(),
+                &[
+                    (0, &peers[0]),
+                    (1, &peers[1]),
+                    (2, &peers[2]),
+                    (3, &peers[3]),
+                    (0, &peers[0]),
+                ],
+            ),
+            v1::TxStatus::BadEnvelope,
+        ),
+    ];
+    // An acknowledgment is bound to its transaction: one for nonce 1's, moved onto another
+    // transaction with the same commitments, does not count.
+    let mut borrowed = tx(13, two.to_vec(), &[(3, &peers[3])]);
+    let moved = {
+        let v1::Envelope {
+            kind: Some(v1::envelope::Kind::Transaction(from)),
+        } = v1::Envelope::decode(cases[0].1.payload.as_slice()).unwrap()
+        else {
+            unreachable!()
+        };
+        from.private_data_acks[0].clone()
+    };
+    let mut envelope = v1::Envelope::decode(borrowed.payload.as_slice()).unwrap();
+    if let Some(v1::envelope::Kind::Transaction(signed)) = &mut envelope.kind {
+        signed.private_data_acks.push(moved);
+    }
+    borrowed.payload = envelope.encode_to_vec();
+    let (names, mut requests, mut expected): (Vec<&str>, Vec<_>, Vec<_>) = cases.into_iter().fold(
+        (vec![], vec![], vec![]),
+        |(mut n, mut r, mut e), (a, b, c)| {
+            n.push(a);
+            r.push(b);
+            e.push(c);
+            (n, r, e)
+        },
+    );
+    let mut names = names;
+    names.push("an acknowledgment of another transaction");
+    requests.push(borrowed);
+    expected.push(v1::TxStatus::PrivateDataUnacknowledged);
+    let commit = execute(&net, &state, requests);
+    for (i, result) in commit.block.results.iter().enumerate() {
+        assert_eq!(
+            result.status, expected[i] as i32,
+            "{}: {}",
+            names[i], commit.messages[i]
+        );
+        if expected[i] == v1::TxStatus::PrivateDataUnacknowledged {
+            assert_eq!(
+                result.code,
+                v1::ResultCode::FailedPrecondition as i32,
+                "{}",
+                names[i]
+            );
+        }
+    }
+    assert_eq!(commit.block.results.len(), names.len());
 }
 
 #[test]

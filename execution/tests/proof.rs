@@ -53,6 +53,7 @@ fn fixture_block() -> Fixture {
             client_time_ms: time_s * 1000,
             network_id: genesis.network_id.to_vec(),
             expires_at_ms,
+            private_commitments: Vec::new(),
         }
         .encode_to_vec();
         let signature = clinician
@@ -63,6 +64,7 @@ fn fixture_block() -> Fixture {
             kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
                 transaction,
                 signature,
+                private_data_acks: Vec::new(),
             })),
         }
         .encode_to_vec();

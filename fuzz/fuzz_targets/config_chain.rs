@@ -180,6 +180,7 @@ fn fixture() -> Fixture {
         client_time_ms: time_ms,
         network_id: genesis.network_id.to_vec(),
         expires_at_ms: time_ms + 50_000,
+        private_commitments: Vec::new(),
     }
     .encode_to_vec();
     let signature = key(CLINICIAN.1)
@@ -192,6 +193,7 @@ fn fixture() -> Fixture {
             v1::SignedTransaction {
                 transaction,
                 signature,
+                private_data_acks: Vec::new(),
             },
         ))],
     );

@@ -4,7 +4,8 @@
 //! - odd: the rest is an envelope as a client or a lying replica would send it, raw;
 //! - even: the rest steers the making of a transaction signed by the fixture clinician
 //!   (function, arguments, nonce, certificate carried or stored, mutated, signature
-//!   corrupted or not, network, time, what the ledger holds), so that mutations reach every
+//!   corrupted or not, network, time, what the ledger holds, private commitments and peers'
+//!   acknowledgments of them), so that mutations reach every
 //!   check behind a valid signature.
 //!
 //! Properties: no input panics; the outcome (status and transaction id) is the same on a
@@ -27,6 +28,13 @@ const GENESIS: &[u8] = include_bytes!("../fixtures/genesis.pb");
 const CERTIFICATE: &[u8] = include_bytes!("../fixtures/clinician.der");
 const KEY: &str = include_str!("../fixtures/clinician.key");
 const TIME: &str = include_str!("../fixtures/time");
+/// The genesis replicas' keys, by replica id: they sign private-data acknowledgments.
+const PEER_KEYS: [&str; 4] = [
+    include_str!("../fixtures/peer0.key"),
+    include_str!("../fixtures/peer1.key"),
+    include_str!("../fixtures/peer2.key"),
+    include_str!("../fixtures/peer3.key"),
+];
 
 struct Facts {
     certificates: HashMap<[u8; 32], Vec<u8>>,
@@ -70,6 +78,7 @@ impl LedgerFacts for Facts {
 struct Fixture {
     genesis: Arc<Genesis>,
     signing: SigningIdentity,
+    peers: Vec<SigningIdentity>,
     time_s: i64,
     warm: Validator,
 }
@@ -93,6 +102,73 @@ fn function(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
     } else {
         u.arbitrary()?
     })
+}
+
+/// Private commitments (docs/adr/0017): mostly none; else mostly well-formed (32 bytes),
+/// sometimes a repeat, another length, or more than the limit.
+fn commitments(u: &mut Unstructured<'_>) -> arbitrary::Result<Vec<Vec<u8>>> {
+    if u.ratio(3, 4)? {
+        return Ok(Vec::new());
+    }
+    let count = if u.ratio(15, 16)? {
+        u.int_in_range(1..=4usize)?
+    } else {
+        u.int_in_range(0..=medledger_crypto::MAX_PRIVATE_COMMITMENTS + 2)?
+    };
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(count);
+    for i in 0..count {
+        out.push(match u.int_in_range(0..=15u8)? {
+            0 if i > 0 => out[i - 1].clone(),
+            1 => u.arbitrary()?,
+            _ => {
+                let salt: [u8; 32] = u.arbitrary()?;
+                let len = u.int_in_range(0..=16usize)?;
+                medledger_crypto::private_commitment(&salt, u.bytes(len)?).to_vec()
+            }
+        });
+    }
+    Ok(out)
+}
+
+/// Acknowledgments of `transaction`'s commitments: by any of the genesis replicas, under
+/// its own replica id or another (sometimes out of range), over this transaction or
+/// corrupted; sometimes none, sometimes with no commitments at all.
+fn acks(
+    u: &mut Unstructured<'_>,
+    fx: &Fixture,
+    transaction: &[u8],
+) -> arbitrary::Result<Vec<v1::PrivateDataAck>> {
+    let commitments = v1::Transaction::decode(transaction)
+        .map(|t| t.private_commitments)
+        .unwrap_or_default();
+    if commitments.is_empty() && u.ratio(15, 16)? {
+        return Ok(Vec::new());
+    }
+    let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(transaction).into();
+    let count = u.int_in_range(0..=6usize)?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let signer = u.choose_index(fx.peers.len())?;
+        let replica = if u.ratio(7, 8)? {
+            signer as u32
+        } else {
+            u.int_in_range(0..=7u32)?
+        };
+        let mut signature = medledger_crypto::sign_private_data_ack(
+            &fx.peers[signer],
+            &fx.genesis.network_id,
+            &hash,
+            &commitments,
+        )
+        .to_bytes()
+        .to_vec();
+        if u.ratio(1, 8)? {
+            let at = u.choose_index(signature.len())?;
+            signature[at] ^= 1;
+        }
+        out.push(v1::PrivateDataAck { replica, signature });
+    }
+    Ok(out)
 }
 
 /// An envelope made by the fixture clinician, steered by `u`, and the ledger it meets.
@@ -140,8 +216,10 @@ fn made(u: &mut Unstructured<'_>, fx: &Fixture) -> arbitrary::Result<(Vec<u8>, F
         } else {
             u.arbitrary()?
         },
+        private_commitments: commitments(u)?,
     }
     .encode_to_vec();
+    let private_data_acks = acks(u, fx, &transaction)?;
     let mut signature = fx
         .signing
         .sign(SignatureDomain::Transaction, &transaction)
@@ -158,6 +236,7 @@ fn made(u: &mut Unstructured<'_>, fx: &Fixture) -> arbitrary::Result<(Vec<u8>, F
         kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
             transaction,
             signature,
+            private_data_acks,
         })),
     }
     .encode_to_vec();
@@ -213,6 +292,10 @@ fn main() {
         warm: Validator::new(genesis.clone()),
         genesis,
         signing: SigningIdentity::from_pkcs8_pem(KEY).expect("fixture key"),
+        peers: PEER_KEYS
+            .iter()
+            .map(|key| SigningIdentity::from_pkcs8_pem(key).expect("fixture peer key"))
+            .collect(),
         time_s: TIME.trim().parse().expect("fixture time"),
     };
     afl::fuzz!(|data: &[u8]| run(data, &fx));

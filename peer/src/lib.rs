@@ -19,6 +19,7 @@
 //! - [`join`]: a peer that is not (yet) one of the replicas catching up, block by checked
 //!   block, until the configuration that adds it; [`left_behind`]: a replica the others
 //!   refuse reading the blocks it lacks, up to the change of the peers it missed.
+//! - [`private_data`]: private values acknowledged and not committed yet (docs/adr/0017).
 
 pub use medledger_execution::{block, genesis, validate, wire};
 
@@ -35,6 +36,7 @@ pub mod lies;
 pub mod network;
 pub mod node;
 pub mod pbft_store;
+pub mod private_data;
 pub mod queue;
 pub mod readers;
 pub mod renewal;

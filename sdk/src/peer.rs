@@ -947,6 +947,7 @@ impl PeerSet {
             client_time_ms: now_ms,
             network_id: self.network_id.to_vec(),
             expires_at_ms: now_ms.saturating_add(self.transaction_lifetime_ms()),
+            private_commitments: Vec::new(),
         }
         .encode_to_vec();
         let signature = self
@@ -957,6 +958,7 @@ impl PeerSet {
             kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
                 transaction,
                 signature: signature.to_bytes().to_vec(),
+                private_data_acks: Vec::new(),
             })),
         };
         (tx_id, envelope)

@@ -1057,6 +1057,7 @@ async fn malformed_uploads_leave_nothing_behind() {
             kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
                 transaction: bytes,
                 signature: signature.to_bytes().to_vec(),
+                private_data_acks: Vec::new(),
             })),
         }
     };

@@ -350,6 +350,7 @@ fn signed_envelope(wallet: &Wallet, tx: &v1::Transaction) -> v1::Envelope {
         kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
             transaction: bytes,
             signature: signature.to_bytes().to_vec(),
+            private_data_acks: Vec::new(),
         })),
     }
 }
@@ -425,6 +426,7 @@ fn bad_input_gets_a_clear_status_and_never_crashes_a_peer() {
             kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
                 transaction: vec![0xff; 40],
                 signature: vec![0; 64],
+                private_data_acks: Vec::new(),
             })),
         };
         let status = submit_raw(&peers, 3, garbage).await;

@@ -1,0 +1,308 @@
+//! Private values a peer holds for transactions not committed yet (docs/adr/0017 §4): what
+//! `Ledger.PutPrivateData` accepted and acknowledged, kept until the transaction commits
+//! (then moved into the ledger's private column family in the block's write) or until its
+//! expiry plus a grace, whichever comes first. Bounded in bytes per value, per creator and
+//! in all: a client that sends values for transactions it never submits fills only its own
+//! share, for no longer than a transaction lives.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use medledger_crypto::PRIVATE_SALT_LEN;
+
+/// Largest value taken (bytes): an envelope, a wrapped key or a sealed reason is far smaller.
+pub const MAX_VALUE_BYTES: usize = 128 << 10;
+/// Most bytes pending for one creator (by certificate hash).
+pub const MAX_CREATOR_BYTES: usize = 4 << 20;
+/// Most bytes pending in all.
+pub const MAX_TOTAL_BYTES: usize = 256 << 20;
+/// How long past its transaction's expiry a value is kept (ms): the transaction may still
+/// be in a batch being committed when it expires.
+pub const GRACE_MS: i64 = 120_000;
+/// What one value costs beyond its bytes: its commitment, salt and bookkeeping.
+const VALUE_OVERHEAD: usize = 32 + PRIVATE_SALT_LEN + 64;
+
+/// One private value and the salt its commitment was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaltedValue {
+    pub salt: [u8; PRIVATE_SALT_LEN],
+    pub value: Vec<u8>,
+}
+
+/// Why values were not taken.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PendingError {
+    #[error("a private value of {0} bytes; at most {MAX_VALUE_BYTES}")]
+    ValueTooLarge(usize),
+    #[error(
+        "this creator already has {held} bytes of private values pending; with {more} more it \
+         would pass {MAX_CREATOR_BYTES}: submit or let expire the transactions they belong to"
+    )]
+    CreatorOverBudget { held: usize, more: usize },
+    #[error("this peer holds {MAX_TOTAL_BYTES} bytes of pending private values; try later")]
+    Full,
+}
+
+#[derive(Debug)]
+struct Pending {
+    creator: [u8; 32],
+    keep_until_ms: i64,
+    values: BTreeMap<[u8; 32], SaltedValue>,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_transaction: BTreeMap<[u8; 32], Pending>,
+    by_creator: BTreeMap<[u8; 32], usize>,
+    total: usize,
+}
+
+impl Inner {
+    fn remove(&mut self, transaction_hash: &[u8; 32]) -> Option<Pending> {
+        let pending = self.by_transaction.remove(transaction_hash)?;
+        self.total = self.total.saturating_sub(pending.bytes);
+        if let Some(held) = self.by_creator.get_mut(&pending.creator) {
+            *held = held.saturating_sub(pending.bytes);
+            if *held == 0 {
+                self.by_creator.remove(&pending.creator);
+            }
+        }
+        Some(pending)
+    }
+}
+
+/// The pending store: thread-safe, all in memory (a restarted peer has acknowledged nothing
+/// it must still hold: the f+1 others that acknowledged do).
+#[derive(Debug, Default)]
+pub struct PendingPrivateData {
+    inner: Mutex<Inner>,
+}
+
+impl PendingPrivateData {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds `values` (by commitment) for the transaction whose hash is `transaction_hash`,
+    /// created by the certificate whose hash is `creator`, until `expires_at_ms` (the
+    /// transaction's expiry, Unix ms) plus [`GRACE_MS`]. Values already held for it are
+    /// kept (a client may send them again to another peer's answer); expired entries are
+    /// dropped first, at `now_ms`.
+    ///
+    /// # Errors
+    /// [`PendingError`]: a value too large, or the creator's or the peer's budget full.
+    /// Nothing is taken then.
+    pub fn put(
+        &self,
+        transaction_hash: [u8; 32],
+        creator: [u8; 32],
+        expires_at_ms: i64,
+        values: Vec<([u8; 32], SaltedValue)>,
+        now_ms: i64,
+    ) -> Result<(), PendingError> {
+        if let Some((_, v)) = values.iter().find(|(_, v)| v.value.len() > MAX_VALUE_BYTES) {
+            return Err(PendingError::ValueTooLarge(v.value.len()));
+        }
+        let mut inner = self.lock();
+        Self::expire_locked(&mut inner, now_ms);
+        let held_here = inner.by_transaction.get(&transaction_hash);
+        let new: Vec<([u8; 32], SaltedValue)> = values
+            .into_iter()
+            .filter(|(c, _)| held_here.is_none_or(|p| !p.values.contains_key(c)))
+            .collect();
+        let more: usize = new
+            .iter()
+            .map(|(_, v)| v.value.len().saturating_add(VALUE_OVERHEAD))
+            .fold(0usize, usize::saturating_add);
+        let held = inner.by_creator.get(&creator).copied().unwrap_or(0);
+        if held.saturating_add(more) > MAX_CREATOR_BYTES {
+            return Err(PendingError::CreatorOverBudget { held, more });
+        }
+        if inner.total.saturating_add(more) > MAX_TOTAL_BYTES {
+            return Err(PendingError::Full);
+        }
+        let keep_until_ms = expires_at_ms.saturating_add(GRACE_MS);
+        let pending = inner
+            .by_transaction
+            .entry(transaction_hash)
+            .or_insert_with(|| Pending {
+                creator,
+                keep_until_ms,
+                values: BTreeMap::new(),
+                bytes: 0,
+            });
+        pending.values.extend(new);
+        pending.bytes = pending.bytes.saturating_add(more);
+        let creator = pending.creator;
+        *inner.by_creator.entry(creator).or_insert(0) += more;
+        inner.total = inner.total.saturating_add(more);
+        Ok(())
+    }
+
+    /// The values held for the transaction whose hash is `transaction_hash`, removed from
+    /// the pending store (it committed: they move to the ledger's private column family).
+    pub fn take(&self, transaction_hash: &[u8; 32]) -> Option<BTreeMap<[u8; 32], SaltedValue>> {
+        self.lock().remove(transaction_hash).map(|p| p.values)
+    }
+
+    /// Drops what was kept past its transaction's expiry and grace at `now_ms`.
+    pub fn expire(&self, now_ms: i64) {
+        Self::expire_locked(&mut self.lock(), now_ms);
+    }
+
+    fn expire_locked(inner: &mut Inner, now_ms: i64) {
+        let ended: Vec<[u8; 32]> = inner
+            .by_transaction
+            .iter()
+            .filter(|(_, p)| p.keep_until_ms < now_ms)
+            .map(|(hash, _)| *hash)
+            .collect();
+        for hash in ended {
+            inner.remove(&hash);
+        }
+    }
+
+    /// Bytes pending in all, and for `creator`.
+    pub fn held(&self, creator: &[u8; 32]) -> (usize, usize) {
+        let inner = self.lock();
+        (
+            inner.total,
+            inner.by_creator.get(creator).copied().unwrap_or(0),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(len: usize, tag: u8) -> ([u8; 32], SaltedValue) {
+        let salt = [tag; 32];
+        let value = vec![tag; len];
+        (
+            medledger_crypto::private_commitment(&salt, &value),
+            SaltedValue { salt, value },
+        )
+    }
+
+    #[test]
+    fn values_are_held_until_taken_or_expired() {
+        let store = PendingPrivateData::default();
+        store
+            .put([1; 32], [9; 32], 1_000, vec![value(10, 1), value(20, 2)], 0)
+            .unwrap();
+        store
+            .put([2; 32], [9; 32], 5_000, vec![value(10, 3)], 0)
+            .unwrap();
+        let (total, mine) = store.held(&[9; 32]);
+        assert_eq!(total, mine);
+        assert_eq!(total, 40 + 3 * VALUE_OVERHEAD);
+        let taken = store.take(&[1; 32]).unwrap();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[&value(20, 2).0], value(20, 2).1);
+        assert!(store.take(&[1; 32]).is_none(), "taken once");
+        // Kept through the grace after expiry, then dropped.
+        store.expire(5_000 + GRACE_MS);
+        assert_eq!(store.held(&[9; 32]).0, 10 + VALUE_OVERHEAD);
+        store.expire(5_001 + GRACE_MS);
+        assert!(store.take(&[2; 32]).is_none());
+        assert_eq!(store.held(&[9; 32]), (0, 0));
+    }
+
+    #[test]
+    fn the_same_values_sent_again_count_once() {
+        let store = PendingPrivateData::default();
+        store
+            .put([1; 32], [9; 32], 1_000, vec![value(10, 1)], 0)
+            .unwrap();
+        store
+            .put([1; 32], [9; 32], 1_000, vec![value(10, 1), value(5, 2)], 0)
+            .unwrap();
+        assert_eq!(store.held(&[9; 32]).1, 15 + 2 * VALUE_OVERHEAD);
+        assert_eq!(store.take(&[1; 32]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn budgets_refuse_without_taking_anything() {
+        let store = PendingPrivateData::default();
+        assert_eq!(
+            store.put(
+                [1; 32],
+                [9; 32],
+                1_000,
+                vec![value(MAX_VALUE_BYTES + 1, 1)],
+                0
+            ),
+            Err(PendingError::ValueTooLarge(MAX_VALUE_BYTES + 1))
+        );
+        assert_eq!(store.held(&[9; 32]), (0, 0));
+        // One creator fills its share; another is still served.
+        let per = MAX_VALUE_BYTES + VALUE_OVERHEAD;
+        let fits = MAX_CREATOR_BYTES / per;
+        for i in 0..fits {
+            store
+                .put(
+                    [i as u8; 32],
+                    [9; 32],
+                    1_000,
+                    vec![value(MAX_VALUE_BYTES, i as u8)],
+                    0,
+                )
+                .unwrap();
+        }
+        let refused = store.put(
+            [250; 32],
+            [9; 32],
+            1_000,
+            vec![value(MAX_VALUE_BYTES, 250)],
+            0,
+        );
+        assert!(
+            matches!(refused, Err(PendingError::CreatorOverBudget { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(store.held(&[9; 32]).1, fits * per);
+        store
+            .put([251; 32], [8; 32], 1_000, vec![value(10, 251)], 0)
+            .unwrap();
+        // Expired, the share is free again.
+        store
+            .put(
+                [250; 32],
+                [9; 32],
+                1_000,
+                vec![value(MAX_VALUE_BYTES, 250)],
+                2_000 + GRACE_MS,
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn the_peer_wide_budget_holds_across_creators() {
+        let store = PendingPrivateData::default();
+        let per = MAX_VALUE_BYTES + VALUE_OVERHEAD;
+        let per_creator = MAX_CREATOR_BYTES / per;
+        let mut refused = None;
+        'fill: for creator in 0..=255u8 {
+            for i in 0..per_creator {
+                let tx = [
+                    creator, i as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                    0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                ];
+                if let Err(e) = store.put(
+                    tx,
+                    [creator; 32],
+                    1_000,
+                    vec![value(MAX_VALUE_BYTES, i as u8)],
+                    0,
+                ) {
+                    refused = Some(e);
+                    break 'fill;
+                }
+            }
+        }
+        assert_eq!(refused, Some(PendingError::Full));
+        assert!(store.held(&[0; 32]).0 <= MAX_TOTAL_BYTES);
+    }
+}
