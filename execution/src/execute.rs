@@ -23,7 +23,7 @@ use crate::block::{
 use crate::config::Configuration;
 use crate::merkle::Tree;
 use crate::result_code::{chaincode_code, refusal_code};
-use crate::state::{BlockCommit, HistoryEntry, StateError, TxLocation, WorldState};
+use crate::state::{BlockCommit, HistoryEntry, PrivateDataOf, StateError, TxLocation, WorldState};
 use crate::stub::BlockStub;
 use crate::validate::{Checked, LedgerFacts, Refusal, Validator, creator};
 
@@ -311,6 +311,14 @@ pub fn execute_block<S: WorldState + ?Sized>(
                         Vec::new(),
                     ),
                 };
+                if status == TxStatus::Valid
+                    && let Some(transaction_hash) = valid.private_data_hash
+                {
+                    commit.private_data.push(PrivateDataOf {
+                        transaction_hash,
+                        commitments: valid.transaction.private_commitments.clone(),
+                    });
+                }
                 for (key, value) in writes {
                     history.push(HistoryEntry {
                         key: key.clone(),

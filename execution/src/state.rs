@@ -124,4 +124,16 @@ pub struct BlockCommit {
     /// That configuration changes the peers: this block is the last its replicas order, and
     /// the next is ordered by the new configuration's (docs/adr/0011 §2).
     pub ends_epoch: bool,
+    /// The private data of this block's valid transactions (docs/adr/0017): what the host
+    /// moves from its pending store into its private column family in the block's write.
+    pub private_data: Vec<PrivateDataOf>,
+}
+
+/// The private commitments of one valid transaction, and the hash its values are pending
+/// under (SHA-256 of the signed transaction bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateDataOf {
+    pub transaction_hash: [u8; 32],
+    /// 32 bytes each, in the transaction's order.
+    pub commitments: Vec<Vec<u8>>,
 }

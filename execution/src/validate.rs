@@ -66,6 +66,9 @@ pub struct ValidTransaction {
     pub identity: EnrolledIdentity,
     /// The creator's certificate when the ledger has not stored it yet.
     pub certificate: Option<([u8; 32], Vec<u8>)>,
+    /// With private commitments: SHA-256 of the signed transaction bytes, which the peers'
+    /// acknowledgments name and their pending values are held under (docs/adr/0017).
+    pub private_data_hash: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone)]
@@ -359,7 +362,7 @@ impl Validator {
             };
             return Err(refuse(TxStatus::UnknownFunction, why));
         }
-        check_private_data(&tx, signed, facts.configuration())
+        let private_data_hash = check_private_data(&tx, signed, facts.configuration())
             .map_err(|(status, why)| refuse(status, why))?;
         let known = !carried || facts.certificate(&cert_hash).is_some();
         Ok(ValidTransaction {
@@ -367,6 +370,7 @@ impl Validator {
             certificate: (!known).then_some((cert_hash, der)),
             transaction: tx,
             identity,
+            private_data_hash,
         })
     }
 
@@ -620,18 +624,19 @@ impl Validator {
 /// acknowledgments without commitments, at most one per replica of `configuration` (else
 /// `BadEnvelope`); and with commitments, acknowledgments of at least f+1 distinct replicas
 /// of `configuration`, each verifying over the network id, SHA-256 of the signed
-/// transaction bytes and the commitments (else `PrivateDataUnacknowledged`).
+/// transaction bytes and the commitments (else `PrivateDataUnacknowledged`). Returns that
+/// hash when there are commitments.
 fn check_private_data(
     tx: &v1::Transaction,
     signed: &v1::SignedTransaction,
     configuration: &Configuration,
-) -> Result<(), (TxStatus, String)> {
+) -> Result<Option<[u8; 32]>, (TxStatus, String)> {
     let commitments = &tx.private_commitments;
     let acks = &signed.private_data_acks;
     let bad = |why: String| Err((TxStatus::BadEnvelope, why));
     if commitments.is_empty() {
         return if acks.is_empty() {
-            Ok(())
+            Ok(None)
         } else {
             bad("private-data acknowledgments without private commitments".into())
         };
@@ -658,7 +663,7 @@ fn check_private_data(
             configuration.peer_keys.len()
         ));
     }
-    let hash = Sha256::digest(&signed.transaction);
+    let hash: [u8; 32] = Sha256::digest(&signed.transaction).into();
     let mut acknowledged = std::collections::BTreeSet::new();
     for ack in acks {
         let Some(key) = usize::try_from(ack.replica)
@@ -693,7 +698,7 @@ fn check_private_data(
             ),
         ));
     }
-    Ok(())
+    Ok(Some(hash))
 }
 
 fn signature_cache_key(signer: &[u8; 32], transaction: &[u8], signature: &[u8]) -> [u8; 32] {

@@ -358,6 +358,9 @@ fn private_values_need_f_plus_1_acknowledgments_of_distinct_replicas() {
         }
     }
     assert_eq!(commit.block.results.len(), names.len());
+    // None of them is valid (a clinician may not register a patient): no private data is
+    // kept for a transaction the chaincode refused.
+    assert!(commit.private_data.is_empty());
 }
 
 #[test]

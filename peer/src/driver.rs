@@ -72,6 +72,8 @@ pub struct Shared {
     pub height: watch::Sender<u64>,
     pub revocations: Revocations,
     pub configuration: Arc<crate::execute::ConfigurationInForce>,
+    /// Private values acknowledged and not committed yet (docs/adr/0017).
+    pub pending_private: crate::private_data::PendingPrivateData,
 }
 
 struct Waiter {
@@ -577,8 +579,27 @@ impl Driver {
         } else {
             vec![committed_key(seq)]
         };
+        // The private values of its valid transactions this peer acknowledged move from the
+        // pending store into the block's own write; a value that does not match its
+        // commitment was never taken (PutPrivateData checks), so only the matches are kept.
+        let private: Vec<([u8; 32], crate::private_data::SaltedValue)> = commit
+            .private_data
+            .iter()
+            .flat_map(|of| {
+                let mut held = self
+                    .shared
+                    .pending_private
+                    .take(&of.transaction_hash)
+                    .unwrap_or_default();
+                of.commitments
+                    .iter()
+                    .filter_map(|c| <[u8; 32]>::try_from(c.as_slice()).ok())
+                    .filter_map(move |c| held.remove(&c).map(|v| (c, v)))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         self.ledger
-            .commit_block(&commit, &pbft_deletes)
+            .commit_block(&commit, &pbft_deletes, &private)
             .unwrap_or_else(|e| fatal(&format!("cannot commit block {seq}: {e}")));
         // The block is on disk: now the world may hear of it, handshakes included.
         self.shared.revocations.apply(&commit.revocations);

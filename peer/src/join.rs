@@ -262,7 +262,8 @@ pub fn apply_block(
             "executing its batch here gives another header: the block was altered".into(),
         ));
     }
-    ledger.commit_block(&commit, &[])?;
+    // A joiner holds no private values of what it fetched (reconciliation, ADR 0017 §7).
+    ledger.commit_block(&commit, &[], &[])?;
     revocations.apply(&commit.revocations);
     Ok(commit.ends_epoch)
 }

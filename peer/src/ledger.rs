@@ -45,7 +45,11 @@ pub const CF_META: &str = "meta";
 pub const CF_VOTES: &str = "votes";
 /// Format 2: SHA-256 of every envelope ordered → where it was first ordered (`TxLocation`).
 pub const CF_ENVELOPES: &str = "envelope_index";
-const ALL_CFS: [&str; 10] = [
+/// Private values of committed transactions (docs/adr/0017): commitment (32 bytes) → salt
+/// (32 bytes) ‖ value. Never in a block, a result or history; written in the block's own
+/// write, so a block and its private values commit together.
+pub const CF_PRIVATE: &str = "private";
+const ALL_CFS: [&str; 11] = [
     CF_BLOCKS,
     CF_STATE,
     CF_HISTORY,
@@ -56,6 +60,7 @@ const ALL_CFS: [&str; 10] = [
     CF_META,
     CF_VOTES,
     CF_ENVELOPES,
+    CF_PRIVATE,
 ];
 
 const META_NETWORK_ID: &[u8] = b"network_id";
@@ -500,10 +505,42 @@ impl Ledger {
         Ok(())
     }
 
+    /// The private value committed to by `commitment` (32 bytes), with its salt, if this
+    /// peer holds it.
+    ///
+    /// # Errors
+    /// RocksDB failed, or the stored entry is shorter than a salt (corruption).
+    pub fn private_value(
+        &self,
+        commitment: &[u8],
+    ) -> Result<Option<crate::private_data::SaltedValue>> {
+        // Absent from a ledger last written before private data existed, opened read-only.
+        let Some(cf) = self.db.cf_handle(CF_PRIVATE) else {
+            return Ok(None);
+        };
+        let Some(stored) = self.db.get_cf(cf, commitment)? else {
+            return Ok(None);
+        };
+        let (salt, value) = stored
+            .split_first_chunk::<{ medledger_crypto::PRIVATE_SALT_LEN }>()
+            .ok_or_else(|| corrupt("private", "an entry shorter than its salt"))?;
+        Ok(Some(crate::private_data::SaltedValue {
+            salt: *salt,
+            value: value.to_vec(),
+        }))
+    }
+
     /// Writes block `commit.block` and all it changes in one synced batch, deleting the
     /// PBFT state keys `pbft_deletes` the block makes obsolete in the same write (a block
-    /// that ends an epoch makes all of them obsolete: the next replicas start afresh).
-    pub fn commit_block(&self, commit: &BlockCommit, pbft_deletes: &[Vec<u8>]) -> Result<()> {
+    /// that ends an epoch makes all of them obsolete: the next replicas start afresh), and
+    /// storing `private`, the private values of its valid transactions this peer holds
+    /// (commitment, salted value).
+    pub fn commit_block(
+        &self,
+        commit: &BlockCommit,
+        pbft_deletes: &[Vec<u8>],
+        private: &[([u8; 32], crate::private_data::SaltedValue)],
+    ) -> Result<()> {
         let number = commit
             .block
             .header
@@ -576,6 +613,12 @@ impl Ledger {
         }
         for key in pbft_deletes {
             batch.delete_cf(self.cf(CF_PBFT), key);
+        }
+        for (commitment, salted) in private {
+            let mut stored = Vec::with_capacity(salted.salt.len() + salted.value.len());
+            stored.extend_from_slice(&salted.salt);
+            stored.extend_from_slice(&salted.value);
+            batch.put_cf(self.cf(CF_PRIVATE), commitment, stored);
         }
         batch.put_cf(self.cf(CF_META), META_HEIGHT, number.to_be_bytes());
         self.write_synced(batch)?;
@@ -761,7 +804,14 @@ impl Ledger {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0)
         ));
-        let db = DB::open_cf_as_secondary(&options, dir, scratch.as_path(), ALL_CFS)
+        // A ledger last written before a column family existed (one added since, such as
+        // CF_PRIVATE) opens without it: a secondary cannot create one.
+        let present = DB::list_cf(&options, dir)?;
+        let cfs: Vec<&str> = ALL_CFS
+            .into_iter()
+            .filter(|name| present.iter().any(|p| p == name))
+            .collect();
+        let db = DB::open_cf_as_secondary(&options, dir, scratch.as_path(), cfs)
             .and_then(|db| db.try_catch_up_with_primary().map(|()| db))
             .inspect_err(|_| {
                 let _ = std::fs::remove_dir_all(&scratch);

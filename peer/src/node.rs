@@ -267,6 +267,7 @@ pub async fn run(
             configuration.clone(),
             base,
         )),
+        pending_private: crate::private_data::PendingPrivateData::default(),
     });
     let tls_revocations = shared.revocations.serials.clone();
     let lies = crate::lies::Lies::from_env(&me.name);
@@ -412,6 +413,7 @@ pub async fn run(
         reader_subscriptions: medledger_tls::admission::Admission::new(
             crate::service::READER_SUBSCRIBE_LIMITS,
         ),
+        identity: me.signing.clone(),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
     let prewarm = {

@@ -173,9 +173,110 @@ impl PendingPrivateData {
     }
 }
 
+/// Pairs `values` (salt and value, as a client sent them) with `commitments` (a
+/// transaction's): each value must commit to one of them, each commitment must be matched
+/// exactly once, and every value must fit [`MAX_VALUE_BYTES`]. Returns the values by
+/// commitment.
+///
+/// # Errors
+/// Words saying which value or commitment is wrong (the caller answers INVALID_ARGUMENT).
+pub fn matched_values(
+    commitments: &[Vec<u8>],
+    values: &[medledger_proto::v1::PrivateValue],
+) -> Result<Vec<([u8; 32], SaltedValue)>, String> {
+    if commitments.is_empty() {
+        return Err("the transaction commits to no private value".into());
+    }
+    if commitments.len() > medledger_crypto::MAX_PRIVATE_COMMITMENTS {
+        return Err(format!(
+            "{} private commitments; at most {}",
+            commitments.len(),
+            medledger_crypto::MAX_PRIVATE_COMMITMENTS
+        ));
+    }
+    if values.len() != commitments.len() {
+        return Err(format!(
+            "{} values for {} commitments: send one value for each",
+            values.len(),
+            commitments.len()
+        ));
+    }
+    let mut wanted: BTreeMap<[u8; 32], usize> = BTreeMap::new();
+    for (i, c) in commitments.iter().enumerate() {
+        let c: [u8; 32] = c
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("commitment {i} is not 32 bytes"))?;
+        if wanted.insert(c, i).is_some() {
+            return Err(format!("commitment {i} is repeated"));
+        }
+    }
+    let mut out = Vec::with_capacity(values.len());
+    for (i, v) in values.iter().enumerate() {
+        let salt: [u8; PRIVATE_SALT_LEN] = v
+            .salt
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("value {i}: the salt must be {PRIVATE_SALT_LEN} bytes"))?;
+        if v.value.len() > MAX_VALUE_BYTES {
+            return Err(format!(
+                "value {i}: {} bytes; at most {MAX_VALUE_BYTES}",
+                v.value.len()
+            ));
+        }
+        let c = medledger_crypto::private_commitment(&salt, &v.value);
+        if wanted.remove(&c).is_none() {
+            return Err(format!(
+                "value {i} matches none of the transaction's commitments (or one already matched)"
+            ));
+        }
+        out.push((
+            c,
+            SaltedValue {
+                salt,
+                value: v.value.clone(),
+            },
+        ));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use medledger_proto::v1::PrivateValue;
+
+    #[test]
+    fn each_value_must_match_one_commitment_exactly_once() {
+        let sent = |tag: u8, value: &[u8]| PrivateValue {
+            salt: vec![tag; 32],
+            value: value.to_vec(),
+        };
+        let c = |tag: u8, value: &[u8]| {
+            medledger_crypto::private_commitment(&[tag; 32], value).to_vec()
+        };
+        let commitments = vec![c(1, b"one"), c(2, b"two")];
+        let matched = matched_values(&commitments, &[sent(2, b"two"), sent(1, b"one")]).unwrap();
+        assert_eq!(matched.len(), 2);
+        assert_eq!(matched[0].1.value, b"two");
+        let refused = |values: &[PrivateValue], commitments: &[Vec<u8>]| {
+            matched_values(commitments, values).unwrap_err()
+        };
+        // Wrong value, wrong salt, one missing, one twice, a short salt, none at all.
+        assert!(refused(&[sent(1, b"one"), sent(2, b"tw0")], &commitments).contains("value 1"));
+        assert!(refused(&[sent(1, b"one"), sent(3, b"two")], &commitments).contains("value 1"));
+        assert!(refused(&[sent(1, b"one")], &commitments).contains("1 values for 2"));
+        assert!(refused(&[sent(1, b"one"), sent(1, b"one")], &commitments).contains("already"));
+        let short = PrivateValue {
+            salt: vec![1; 31],
+            value: b"one".to_vec(),
+        };
+        assert!(refused(&[short, sent(2, b"two")], &commitments).contains("salt"));
+        assert!(refused(&[], &[]).contains("no private value"));
+        let big = vec![0u8; MAX_VALUE_BYTES + 1];
+        assert!(refused(&[sent(1, &big)], &[c(1, &big)]).contains("at most"));
+        assert!(refused(&[sent(1, b"one")], &[vec![1; 31]]).contains("32 bytes"));
+    }
 
     fn value(len: usize, tag: u8) -> ([u8; 32], SaltedValue) {
         let salt = [tag; 32];

@@ -65,6 +65,8 @@ pub struct LedgerService {
     /// followers, and the ledger's readers apart.
     pub subscriptions: Arc<medledger_tls::admission::Admission>,
     pub reader_subscriptions: Arc<medledger_tls::admission::Admission>,
+    /// This peer's signing key: it signs private-data acknowledgments (docs/adr/0017).
+    pub identity: Arc<medledger_crypto::SigningIdentity>,
 }
 
 /// What one subscription follows.
@@ -796,6 +798,114 @@ impl v1::ledger_server::Ledger for LedgerService {
             return Ok(Response::new(v1::GetConfigChainResponse { links }));
         }
         Ok(Response::new(v1::GetConfigChainResponse { links }))
+    }
+
+    async fn put_private_data(
+        &self,
+        request: Request<v1::PutPrivateDataRequest>,
+    ) -> Result<Response<v1::PutPrivateDataResponse>, Status> {
+        let caller = self.caller(&request)?;
+        let request = request.into_inner();
+        let tx = v1::Transaction::decode(request.transaction.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("not a Transaction: {e}")))?;
+        if tx.network_id != self.genesis.network_id {
+            return Err(Status::invalid_argument(
+                "the transaction names another network",
+            ));
+        }
+        // The creator's alone: the certificate the transaction carries (by its hash) must
+        // certify the caller's key (a renewed certificate of the same key is the same
+        // creator).
+        let carried = (!tx.creator_certificate.is_empty()
+            && medledger_crypto::certificate_hash(&tx.creator_certificate).as_slice()
+                == tx.creator_cert_hash.as_slice())
+        .then(|| {
+            medledger_crypto::read_enrollment_certificate(
+                &tx.creator_certificate,
+                &self.genesis.root,
+            )
+            .ok()
+        })
+        .flatten();
+        match carried {
+            None => {
+                return Err(Status::invalid_argument(
+                    "the transaction must carry its creator's certificate (matching \
+                     creator_cert_hash)",
+                ));
+            }
+            Some(creator) if creator.signing_key != caller.signing_key => {
+                return Err(Status::permission_denied(
+                    "a transaction's private values are its creator's to send",
+                ));
+            }
+            Some(_) => {}
+        }
+        let configuration = self.shared.configuration.get();
+        let now_ms = crate::driver::now_ms().min(i64::MAX as u64) as i64;
+        let horizon = now_ms
+            .saturating_add(
+                configuration
+                    .parameters
+                    .max_tx_lifetime_ms
+                    .min(i64::MAX as u64) as i64,
+            )
+            .saturating_add(
+                configuration
+                    .parameters
+                    .max_clock_skew_ms
+                    .min(i64::MAX as u64) as i64,
+            );
+        if tx.expires_at_ms <= now_ms {
+            return Err(Status::deadline_exceeded("the transaction has expired"));
+        }
+        if tx.expires_at_ms > horizon {
+            return Err(Status::invalid_argument(
+                "the transaction expires further ahead than a transaction may live",
+            ));
+        }
+        let values = crate::private_data::matched_values(&tx.private_commitments, &request.values)
+            .map_err(Status::invalid_argument)?;
+        let Some(replica) = self
+            .shared
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replica
+        else {
+            return Err(Status::failed_precondition(
+                "this peer is not one of the replicas in force: ask the others",
+            ));
+        };
+        let transaction_hash: [u8; 32] =
+            <sha2::Sha256 as sha2::Digest>::digest(&request.transaction).into();
+        self.shared
+            .pending_private
+            .put(
+                transaction_hash,
+                caller.signing_key.to_bytes(),
+                tx.expires_at_ms,
+                values,
+                now_ms,
+            )
+            .map_err(|e| match e {
+                crate::private_data::PendingError::ValueTooLarge(_) => {
+                    Status::invalid_argument(e.to_string())
+                }
+                _ => Status::resource_exhausted(e.to_string()),
+            })?;
+        let signature = medledger_crypto::sign_private_data_ack(
+            &self.identity,
+            &self.genesis.network_id,
+            &transaction_hash,
+            &tx.private_commitments,
+        );
+        Ok(Response::new(v1::PutPrivateDataResponse {
+            ack: Some(v1::PrivateDataAck {
+                replica,
+                signature: signature.to_bytes().to_vec(),
+            }),
+        }))
     }
 
     async fn get_status(

@@ -27,6 +27,7 @@ pub mod error;
 pub mod files;
 pub mod patient;
 pub mod peer;
+pub mod private_data;
 pub mod reasons;
 pub mod record_credential;
 pub mod renewal;

@@ -928,8 +928,30 @@ impl PeerSet {
         Ok(())
     }
 
+    /// The links to the peers in force, by replica id: each peer's name and its client.
+    pub(crate) fn ledger_clients(&self) -> Vec<(String, LedgerClient<Channel>)> {
+        let links = self.links();
+        links
+            .names
+            .iter()
+            .cloned()
+            .zip(links.clients.iter().cloned())
+            .collect()
+    }
+
     /// A signed transaction calling `function` with encoded `args`.
     pub fn transaction(&self, function: &str, args: Vec<u8>) -> ([u8; 32], v1::Envelope) {
+        self.transaction_committing(function, args, Vec::new())
+    }
+
+    /// A signed transaction calling `function` with encoded `args` and committing to
+    /// private values (`commitments`, docs/adr/0017); it carries no acknowledgments yet.
+    pub fn transaction_committing(
+        &self,
+        function: &str,
+        args: Vec<u8>,
+        commitments: Vec<Vec<u8>>,
+    ) -> ([u8; 32], v1::Envelope) {
         let mut nonce = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut nonce);
         let now_ms = SystemTime::now()
@@ -947,7 +969,7 @@ impl PeerSet {
             client_time_ms: now_ms,
             network_id: self.network_id.to_vec(),
             expires_at_ms: now_ms.saturating_add(self.transaction_lifetime_ms()),
-            private_commitments: Vec::new(),
+            private_commitments: commitments,
         }
         .encode_to_vec();
         let signature = self

@@ -1,0 +1,162 @@
+//! Private values beside a transaction (docs/adr/0017, after Fabric's private data
+//! collections): the transaction carries a salted commitment to each value, the values go
+//! to the peers (`Ledger.PutPrivateData`), and the transaction is submitted with the signed
+//! acknowledgments of at least f+1 of them, checked here before it is sent.
+
+use std::time::Duration;
+
+use medledger_proto::v1;
+use rand_core::RngCore as _;
+use sha2::Digest as _;
+
+use crate::error::ClientError;
+use crate::peer::{CONFIGURATION_MAX_AGE, Committed, PeerSet};
+
+/// How long one peer may take to take the values and acknowledge them.
+const PUT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The private values of one transaction, each with a fresh 32-byte salt.
+#[derive(Default, Clone)]
+pub struct PrivateData {
+    values: Vec<v1::PrivateValue>,
+    commitments: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for PrivateData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The values are secrets: only how many.
+        write!(f, "PrivateData({} values)", self.values.len())
+    }
+}
+
+impl PrivateData {
+    pub fn new() -> PrivateData {
+        PrivateData::default()
+    }
+
+    /// Adds `value`; returns its commitment (`medledger_crypto::private_commitment` under a
+    /// salt drawn here), what the chaincode and the blocks see in its place.
+    pub fn add(&mut self, value: Vec<u8>) -> [u8; 32] {
+        let mut salt = [0u8; medledger_crypto::PRIVATE_SALT_LEN];
+        rand_core::OsRng.fill_bytes(&mut salt);
+        let commitment = medledger_crypto::private_commitment(&salt, &value);
+        self.values.push(v1::PrivateValue {
+            salt: salt.to_vec(),
+            value,
+        });
+        self.commitments.push(commitment.to_vec());
+        commitment
+    }
+
+    /// The commitments, in the order the values were added (32 bytes each).
+    pub fn commitments(&self) -> &[Vec<u8>] {
+        &self.commitments
+    }
+
+    /// The values with their salts, as sent to the peers.
+    pub fn values(&self) -> &[v1::PrivateValue] {
+        &self.values
+    }
+}
+
+impl PeerSet {
+    /// Sends `private`'s values for `transaction` (encoded `v1::Transaction`, committing to
+    /// them) to every peer in force, and returns the acknowledgments that verify: each of a
+    /// distinct replica of the configuration this client follows, over the network, the
+    /// transaction's hash and its commitments. A peer's refusal or silence is passed over.
+    ///
+    /// # Errors
+    /// [`ClientError::NoQuorum`]: fewer than f+1 acknowledgments verified (each peer's
+    /// answer in the detail).
+    pub async fn put_private_data(
+        &self,
+        transaction: &[u8],
+        private: &PrivateData,
+    ) -> Result<Vec<v1::PrivateDataAck>, ClientError> {
+        let configuration = self.configuration();
+        let hash: [u8; 32] = sha2::Sha256::digest(transaction).into();
+        let mut calls = tokio::task::JoinSet::new();
+        for (name, mut client) in self.ledger_clients() {
+            let request = v1::PutPrivateDataRequest {
+                transaction: transaction.to_vec(),
+                values: private.values.clone(),
+            };
+            calls.spawn(async move {
+                let mut request = tonic::Request::new(request);
+                request.set_timeout(PUT_TIMEOUT);
+                let answer =
+                    tokio::time::timeout(PUT_TIMEOUT, client.put_private_data(request)).await;
+                (name, answer)
+            });
+        }
+        let mut acks: Vec<v1::PrivateDataAck> = Vec::new();
+        let mut detail = Vec::new();
+        while let Some(joined) = calls.join_next().await {
+            let Ok((name, answer)) = joined else { continue };
+            let ack = match answer {
+                Ok(Ok(response)) => response.into_inner().ack,
+                Ok(Err(status)) => {
+                    detail.push(format!("{name}: {}", status.message()));
+                    continue;
+                }
+                Err(_) => {
+                    detail.push(format!("{name}: no answer within {PUT_TIMEOUT:?}"));
+                    continue;
+                }
+            };
+            let verified = ack.filter(|ack| {
+                !acks.iter().any(|a| a.replica == ack.replica)
+                    && usize::try_from(ack.replica)
+                        .ok()
+                        .and_then(|r| configuration.peer_keys.get(r))
+                        .is_some_and(|key| {
+                            medledger_crypto::verify_private_data_ack(
+                                key,
+                                &configuration.network_id,
+                                &hash,
+                                &private.commitments,
+                                &ack.signature,
+                            )
+                            .is_ok()
+                        })
+            });
+            match verified {
+                Some(ack) => acks.push(ack),
+                None => detail.push(format!("{name}: an acknowledgment that does not verify")),
+            }
+        }
+        let needed = configuration.weak_quorum();
+        if acks.len() < needed {
+            return Err(ClientError::NoQuorum {
+                needed,
+                detail: format!(
+                    "{} of the peers acknowledged holding the private values; {}",
+                    acks.len(),
+                    detail.join("; ")
+                ),
+            });
+        }
+        Ok(acks)
+    }
+
+    /// Signs a transaction calling `function` with `args` and committing to `private`'s
+    /// values, has f+1 peers acknowledge holding them ([`PeerSet::put_private_data`]), and
+    /// submits it with their acknowledgments; returns its outcome once a peer proved it.
+    ///
+    /// # Errors
+    /// As [`PeerSet::put_private_data`] and [`PeerSet::submit_envelope`].
+    pub async fn submit_private(
+        &self,
+        function: &str,
+        args: Vec<u8>,
+        private: &PrivateData,
+    ) -> Result<Committed, ClientError> {
+        self.refresh(CONFIGURATION_MAX_AGE).await;
+        let (_, mut envelope) =
+            self.transaction_committing(function, args, private.commitments.clone());
+        if let Some(v1::envelope::Kind::Transaction(signed)) = &mut envelope.kind {
+            signed.private_data_acks = self.put_private_data(&signed.transaction, private).await?;
+        }
+        self.submit_envelope(envelope).await
+    }
+}

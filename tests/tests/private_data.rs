@@ -1,0 +1,321 @@
+//! Private data on four real peers (docs/adr/0017, step 1): a transaction commits to a
+//! value it never carries; the peers that acknowledged it hold the value once the
+//! transaction commits, in their `private` column family and in no block; and every way of
+//! sending values or acknowledgments that must not pass is refused with its own status.
+
+use std::time::Duration;
+
+use medledger_proto::v1;
+use medledger_sdk::peer::{PeerSet, TX_STATUS_METADATA};
+use medledger_sdk::private_data::PrivateData;
+use medledger_sdk::wallet::Wallet;
+use medledger_tests::TestNetwork;
+use prost::Message;
+use rand_core::RngCore;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn connect(net: &TestNetwork, wallet: &str) -> PeerSet {
+    let wallet = Wallet::open(&net.wallet(wallet)).unwrap();
+    PeerSet::connect(&wallet, &net.address(0)).await.unwrap()
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut out = [0u8; N];
+    rand_core::OsRng.fill_bytes(&mut out);
+    out
+}
+
+fn register_args(pseudonym: &[u8; 32]) -> Vec<u8> {
+    let key = medledger_crypto::derive_record_encryption_key(
+        &medledger_crypto::PatientKey::from_bytes(*pseudonym),
+    );
+    v1::RegisterPatientArgs {
+        pseudonym: pseudonym.to_vec(),
+        owner_encryption_key: key.public_key().to_bytes().to_vec(),
+        category_keys: vec![v1::CategoryKey {
+            category: "lab-results".into(),
+            public_key: vec![7; 32],
+            owner_signature: vec![7; 64],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A write grant on record `pseudonym` to `grantee` for an hour (no key envelope needed).
+fn grant_args(pseudonym: &[u8; 32], grantee: &str) -> Vec<u8> {
+    let now = medledger_tls::now_unix();
+    v1::GrantArgs {
+        pseudonym: pseudonym.to_vec(),
+        grantee: grantee.into(),
+        category: "lab-results".into(),
+        rights: vec![v1::Right::Write as i32],
+        from: now - 60,
+        until: now + 3600,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// The signed transaction inside `envelope`.
+fn signed_of(envelope: &mut v1::Envelope) -> &mut v1::SignedTransaction {
+    match &mut envelope.kind {
+        Some(v1::envelope::Kind::Transaction(signed)) => signed,
+        _ => panic!("not a transaction"),
+    }
+}
+
+/// `PutPrivateData` to peer `i` alone, as sent.
+async fn put(
+    peers: &PeerSet,
+    i: usize,
+    transaction: &[u8],
+    values: Vec<v1::PrivateValue>,
+) -> Result<v1::PrivateDataAck, tonic::Status> {
+    peers
+        .peer(i)
+        .put_private_data(v1::PutPrivateDataRequest {
+            transaction: transaction.to_vec(),
+            values,
+        })
+        .await
+        .map(|r| r.into_inner().ack.expect("an acknowledgment"))
+}
+
+/// Submits `envelope` to peer `i` alone; it must be refused.
+async fn refused(peers: &PeerSet, i: usize, envelope: v1::Envelope) -> tonic::Status {
+    peers
+        .peer(i)
+        .submit(v1::SubmitRequest {
+            envelope: Some(envelope),
+        })
+        .await
+        .expect_err("the peer must refuse this")
+}
+
+fn status_kind(status: &tonic::Status) -> Option<i32> {
+    status
+        .metadata()
+        .get(TX_STATUS_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
+    let mut net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    net.member("mallory", "patient");
+    let rt = runtime();
+    let (stored, (refused_commitment, refused_value)) = rt.block_on(async {
+        let peers = connect(&net, "patient").await;
+        let mallory = connect(&net, "mallory").await;
+
+        // The happy path: a registration committing to one value, which no block carries.
+        let secret: [u8; 48] = random();
+        let mut private = PrivateData::new();
+        let commitment = private.add(secret.to_vec());
+        let pseudonym: [u8; 32] = random();
+        let committed = peers
+            .submit_private("register_patient", register_args(&pseudonym), &private)
+            .await
+            .unwrap();
+        assert!(committed.is_valid(), "{committed:?}");
+
+        // The same values for a transaction the chaincode refuses (the record exists): held
+        // nowhere once it commits.
+        let refused_secret: [u8; 48] = random();
+        let mut again = PrivateData::new();
+        let refused_commitment = again.add(refused_secret.to_vec());
+        let duplicate = peers
+            .submit_private("register_patient", register_args(&pseudonym), &again)
+            .await
+            .unwrap();
+        assert!(!duplicate.is_valid(), "{duplicate:?}");
+
+        // PutPrivateData refusals, on one peer.
+        let commitments = private.commitments().to_vec();
+        // A grant on the record: valid once acknowledged (a patient registers one record).
+        let (_, mut envelope) = peers.transaction_committing(
+            "grant",
+            grant_args(&pseudonym, "dr.a"),
+            commitments.clone(),
+        );
+        let transaction = signed_of(&mut envelope).transaction.clone();
+        let good = private.values().to_vec();
+        let invalid = |e: Result<v1::PrivateDataAck, tonic::Status>, what: &str| {
+            let status = e.expect_err(what);
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{what}: {status:?}"
+            );
+        };
+        let mut wrong = good.clone();
+        wrong[0].value[0] ^= 1;
+        invalid(
+            put(&peers, 1, &transaction, wrong).await,
+            "a value that is not the one committed to",
+        );
+        let mut salted = good.clone();
+        salted[0].salt[0] ^= 1;
+        invalid(put(&peers, 1, &transaction, salted).await, "another salt");
+        invalid(put(&peers, 1, &transaction, Vec::new()).await, "no value");
+        let mut twice = good.clone();
+        twice.push(good[0].clone());
+        invalid(put(&peers, 1, &transaction, twice).await, "a value twice");
+        invalid(
+            put(&peers, 1, b"not a transaction", good.clone()).await,
+            "not a transaction",
+        );
+        // Oversized: a transaction committing to a value past 128 KiB.
+        let mut large = PrivateData::new();
+        large.add(vec![1; (128 << 10) + 1]);
+        let (_, mut large_envelope) = peers.transaction_committing(
+            "register_patient",
+            register_args(&random()),
+            large.commitments().to_vec(),
+        );
+        let large_tx = signed_of(&mut large_envelope).transaction.clone();
+        invalid(
+            put(&peers, 1, &large_tx, large.values().to_vec()).await,
+            "a value past 128 KiB",
+        );
+        // Another patient cannot send a transaction's values.
+        let status = put(&mallory, 1, &transaction, good.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        // An expired transaction.
+        let mut expired = v1::Transaction::decode(transaction.as_slice()).unwrap();
+        expired.expires_at_ms = 1;
+        let status = put(&peers, 1, &expired.encode_to_vec(), good.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+
+        // Submission refusals: too few, forged, repeated and borrowed acknowledgments.
+        let ack0 = put(&peers, 0, &transaction, good.clone()).await.unwrap();
+        let ack1 = put(&peers, 1, &transaction, good.clone()).await.unwrap();
+        let with = |acks: Vec<v1::PrivateDataAck>| {
+            let mut e = envelope.clone();
+            signed_of(&mut e).private_data_acks = acks;
+            e
+        };
+        let unacknowledged = |status: tonic::Status, what: &str| {
+            assert_eq!(
+                status.code(),
+                tonic::Code::FailedPrecondition,
+                "{what}: {status:?}"
+            );
+            assert_eq!(
+                status_kind(&status),
+                Some(v1::TxStatus::PrivateDataUnacknowledged as i32),
+                "{what}: {status:?}"
+            );
+        };
+        unacknowledged(
+            refused(&peers, 2, with(vec![ack0.clone()])).await,
+            "one acknowledgment",
+        );
+        unacknowledged(refused(&peers, 2, with(Vec::new())).await, "none");
+        unacknowledged(
+            refused(&peers, 2, with(vec![ack0.clone(), ack0.clone()])).await,
+            "one peer's twice",
+        );
+        let mut forged = ack1.clone();
+        forged.signature[3] ^= 1;
+        unacknowledged(
+            refused(&peers, 2, with(vec![ack0.clone(), forged])).await,
+            "a forged acknowledgment",
+        );
+        let mut renamed = ack1.clone();
+        renamed.replica = 3;
+        unacknowledged(
+            refused(&peers, 2, with(vec![ack0.clone(), renamed])).await,
+            "an acknowledgment under another peer's replica id",
+        );
+        // Acknowledgments of another transaction with the same commitments.
+        let (_, mut other) = peers.transaction_committing(
+            "grant",
+            grant_args(&pseudonym, "dr.b"),
+            commitments.clone(),
+        );
+        let other_tx = signed_of(&mut other).transaction.clone();
+        let borrowed = vec![
+            put(&peers, 2, &other_tx, good.clone()).await.unwrap(),
+            put(&peers, 3, &other_tx, good.clone()).await.unwrap(),
+        ];
+        unacknowledged(
+            refused(&peers, 2, with(borrowed)).await,
+            "acknowledgments of another transaction",
+        );
+        // Acknowledgments where the transaction commits to nothing.
+        let (_, mut plain) = peers.transaction("register_patient", register_args(&random()));
+        signed_of(&mut plain).private_data_acks = vec![ack0.clone(), ack1.clone()];
+        let status = refused(&peers, 2, plain).await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        // With the two, it commits.
+        let accepted = peers.submit_envelope(with(vec![ack0, ack1])).await.unwrap();
+        assert!(accepted.is_valid(), "{accepted:?}");
+
+        // Wait until every peer has every block, then read them.
+        let height = accepted.block;
+        assert!(height > 0);
+        for i in 0..4 {
+            loop {
+                let status = peers.peer(i).get_status(v1::GetStatusRequest {}).await;
+                if status.is_ok_and(|s| s.into_inner().height >= height) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        ((commitment, secret), (refused_commitment, refused_secret))
+    });
+
+    // Every peer acknowledged and holds the value; none holds the refused transaction's; no
+    // block of any peer carries either.
+    let genesis = medledger_execution::genesis::Genesis::from_block(
+        v1::Block::decode(std::fs::read(&net.genesis).unwrap().as_slice()).unwrap(),
+    )
+    .unwrap();
+    let (commitment, secret) = stored;
+    for peer in &mut net.peers {
+        peer.kill();
+    }
+    for peer in &net.peers {
+        let ledger = medledger_peer::ledger::Ledger::open(&peer.data_dir.join("ledger"), &genesis)
+            .unwrap_or_else(|e| panic!("{}: {e}", peer.data_dir.display()));
+        let held = ledger
+            .private_value(&commitment)
+            .unwrap()
+            .expect("the value is held");
+        assert_eq!(held.value, secret);
+        assert_eq!(
+            medledger_crypto::private_commitment(&held.salt, &held.value),
+            commitment
+        );
+        // Positive control: the commitment, which the transaction does carry, is found.
+        let mut commitment_seen = false;
+        for number in 1..=ledger.height() {
+            let block = ledger.block(number).unwrap().unwrap().encode_to_vec();
+            commitment_seen |= block.windows(32).any(|w| w == commitment);
+            for needle in [&secret[..], &refused_value[..]] {
+                assert!(
+                    !block.windows(needle.len()).any(|w| w == needle),
+                    "block {number} of {} carries a private value",
+                    peer.data_dir.display()
+                );
+            }
+        }
+        assert!(commitment_seen, "the scan finds what a block holds");
+        assert!(ledger.private_value(&refused_commitment).unwrap().is_none());
+    }
+}
