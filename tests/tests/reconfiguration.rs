@@ -123,6 +123,22 @@ fn the_admins_remove_a_peer_and_the_others_carry_on() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // Named only as peers not in force (peer1 was removed; peer9 never was), it says so
+    // and stops, instead of waiting for a confirmation that cannot come.
+    let refused = medledger_tests::binaries()
+        .peer_serve(&net.wallet("peer5"), &net.genesis, &net.peers[5].data_dir)
+        .args(["--listen", &address])
+        .args(["--join", &format!("peer1@{}", net.address(1))])
+        .args(["--join", &format!("peer9@{}", net.address(0))])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{said}");
+    assert!(
+        said.contains("is a peer of the configuration in force") && said.contains("peer9@"),
+        "{said}"
+    );
+    assert!(marker.exists(), "the join stays unconfirmed");
     // Named as another peer than the one answering at that address (peer3's name, peer0's
     // address: a retired peer that kept its certificate, say), the peer there confirms
     // nothing: the joiner waits, says why, and stays out.
