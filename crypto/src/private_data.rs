@@ -84,6 +84,22 @@ pub fn verify_private_data_ack(
     )
 }
 
+/// What a transaction's creator signs (domain [`SignatureDomain::PrivateDataAcks`]) over
+/// the acknowledgments its signed transaction carries: the transaction's hash, then each
+/// acknowledgment's replica id (u32, big-endian) and its length-prefixed signature, counted
+/// and in order (ascending replica ids). A peer relaying the envelope cannot add, drop,
+/// reorder or replace one, so no copy of the envelope other than the creator's commits.
+pub fn private_data_acks_statement(transaction_hash: &[u8], acks: &[(u32, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + transaction_hash.len() + 4 + 72 * acks.len());
+    length_prefixed(&mut out, transaction_hash);
+    out.extend_from_slice(&(acks.len() as u32).to_be_bytes());
+    for (replica, signature) in acks {
+        out.extend_from_slice(&replica.to_be_bytes());
+        length_prefixed(&mut out, signature);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +156,15 @@ mod tests {
             .sign(SignatureDomain::Transaction, &statement)
             .to_bytes();
         assert!(refused(&key, b"net", b"tx", &commitments, &foreign));
+    }
+
+    #[test]
+    fn the_acknowledgments_statement_reads_one_way() {
+        let a = private_data_acks_statement(b"tx", &[(0, &[1, 2]), (1, &[3])]);
+        let b = private_data_acks_statement(b"tx", &[(0, &[1]), (1, &[2, 3])]);
+        let c = private_data_acks_statement(b"tx", &[(1, &[3]), (0, &[1, 2])]);
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, private_data_acks_statement(b"tx", &[(0, &[1, 2])]));
     }
 }

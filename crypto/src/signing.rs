@@ -37,6 +37,9 @@ pub enum SignatureDomain {
     /// A peer's acknowledgment that it holds a transaction's private values
     /// ([`crate::private_data_ack_statement`], docs/adr/0017).
     PrivateDataAck,
+    /// A transaction's creator's signature over the acknowledgments it carries
+    /// ([`crate::private_data_acks_statement`]): no one else can change them.
+    PrivateDataAcks,
     /// A PBFT protocol message between peers. The message bytes carry their own, finer tag
     /// (pre-prepare, prepare, commit, ...) from the consensus core.
     Consensus,
@@ -55,6 +58,7 @@ impl SignatureDomain {
             SignatureDomain::StudyKey => b"medledger/v2/study-key",
             SignatureDomain::StudyGrant => b"medledger/v2/study-grant",
             SignatureDomain::PrivateDataAck => b"medledger/v2/private-data-ack",
+            SignatureDomain::PrivateDataAcks => b"medledger/v2/private-data-acks",
             SignatureDomain::Consensus => b"medledger/v1/pbft",
         }
     }

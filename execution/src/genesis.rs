@@ -59,8 +59,10 @@ pub struct GenesisPeerSpec {
 /// envelope-hash request ids. Format 3 (docs/adr/0011): the encodings of format 2, and a
 /// configuration transaction may change the peers ([`MEMBERSHIP_CHANGES_FORMAT`]); on a
 /// format-2 chain such a change stays `BAD_CONFIG_UPDATE`, as the builds that wrote those
-/// chains recorded it.
-pub const LEDGER_FORMAT: u32 = 3;
+/// chains recorded it. Format 4 (docs/adr/0017): the encodings of format 3, and a
+/// transaction may commit to private values acknowledged by f + 1 peers
+/// ([`PRIVATE_DATA_FORMAT`]).
+pub const LEDGER_FORMAT: u32 = 4;
 /// The oldest ledger format this code reads (and re-executes in `ledger verify`).
 pub const OLDEST_LEDGER_FORMAT: u32 = 1;
 /// The oldest ledger format a peer of this build runs (a format-2 network goes on, with the
@@ -70,6 +72,12 @@ pub const OLDEST_RUNNING_FORMAT: u32 = 2;
 /// decides that outcome is the network's format, fixed in its genesis, never the build
 /// (peers of two versions of one network must agree on it).
 pub const MEMBERSHIP_CHANGES_FORMAT: u32 = 3;
+/// The first ledger format whose transactions may commit to private values
+/// (`Transaction.private_commitments`, `SignedTransaction.private_data_acks`, docs/adr/0017).
+/// Below it, a transaction's commitments are ignored, as the builds that wrote those chains
+/// ignored a field they did not know, and an envelope carrying acknowledgments is not
+/// canonical (format 2 and 3) as it was to them.
+pub const PRIVATE_DATA_FORMAT: u32 = 4;
 /// Default longest life of a transaction (ms): five minutes from the consensus time.
 pub const DEFAULT_MAX_TX_LIFETIME_MS: u64 = 300_000;
 pub use crate::config::TX_LIFETIME_BOUNDS_MS;

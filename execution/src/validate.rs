@@ -226,8 +226,15 @@ impl Validator {
         let envelope = v1::Envelope::decode(bytes).map_err(|e| {
             Refusal::new(TxStatus::BadEnvelope, format!("not an Envelope: {e}"), None)
         })?;
+        // Before private data, acknowledgments were a field the builds did not know, which
+        // they dropped in decoding, so that the envelope did not re-encode to its bytes.
+        let unknown_to_format = self.ledger_format() < crate::genesis::PRIVATE_DATA_FORMAT
+            && matches!(&envelope.kind, Some(v1::envelope::Kind::Transaction(signed))
+                if !signed.private_data_acks.is_empty());
         if self.ledger_format() >= 2
-            && (envelope.encoded_len() != bytes.len() || envelope.encode_to_vec() != bytes)
+            && (unknown_to_format
+                || envelope.encoded_len() != bytes.len()
+                || envelope.encode_to_vec() != bytes)
         {
             return Err(Refusal::new(
                 TxStatus::BadEnvelope,
@@ -362,8 +369,23 @@ impl Validator {
             };
             return Err(refuse(TxStatus::UnknownFunction, why));
         }
-        let private_data_hash = check_private_data(&tx, signed, facts.configuration())
-            .map_err(|(status, why)| refuse(status, why))?;
+        // Before private data, the commitments were a field the builds ignored.
+        let private_data_hash = if self.ledger_format() >= crate::genesis::PRIVATE_DATA_FORMAT {
+            check_private_data(&tx, signed, facts.configuration(), &identity.signing_key).map_err(
+                |(status, why, signed_by_creator)| {
+                    // Acknowledgments are outside the transaction's signature: whatever is
+                    // wrong with them (missing, dropped, or their countersignature) may be a
+                    // relaying peer's doing, so that refusal names no transaction.
+                    if signed_by_creator {
+                        refuse(status, why)
+                    } else {
+                        unattributed(status, why)
+                    }
+                },
+            )?
+        } else {
+            None
+        };
         let known = !carried || facts.certificate(&cert_hash).is_some();
         Ok(ValidTransaction {
             tx_id,
@@ -615,30 +637,32 @@ impl Validator {
     }
 }
 
-/// The signature cache's key: SHA-256 over a domain label, the signer's public key, and the
-/// length-prefixed transaction and signature. Unambiguous: `(T, S)` and `(T‖S[..k], S[k..])`
-/// have different keys, so a cached verification can never vouch for other bytes (which would
-/// make one envelope valid on a peer that cached it and invalid on the others: a fork).
 /// The private-data rule (docs/adr/0017 §3), deterministic: every commitment 32 bytes and
 /// distinct, at most [`medledger_crypto::MAX_PRIVATE_COMMITMENTS`] (else `BadEnvelope`); no
 /// acknowledgments without commitments, at most one per replica of `configuration` (else
 /// `BadEnvelope`); and with commitments, acknowledgments of at least f+1 distinct replicas
 /// of `configuration`, each verifying over the network id, SHA-256 of the signed
-/// transaction bytes and the commitments (else `PrivateDataUnacknowledged`). Returns that
-/// hash when there are commitments.
+/// transaction bytes and the commitments (else `PrivateDataUnacknowledged`). The
+/// acknowledgments come in ascending replica order (else `BadEnvelope`) and carry the
+/// creator's signature over them, by `creator_key` (else `BadSignature`): a relaying peer
+/// cannot make another valid copy of the envelope. Returns that hash when there are
+/// commitments.
 fn check_private_data(
     tx: &v1::Transaction,
     signed: &v1::SignedTransaction,
     configuration: &Configuration,
-) -> Result<Option<[u8; 32]>, (TxStatus, String)> {
+    creator_key: &medledger_crypto::VerifyingKey,
+) -> Result<Option<[u8; 32]>, (TxStatus, String, bool)> {
     let commitments = &tx.private_commitments;
     let acks = &signed.private_data_acks;
-    let bad = |why: String| Err((TxStatus::BadEnvelope, why));
+    // Refusals of what the creator signed (the commitments), and of what travels beside it.
+    let bad = |why: String| Err((TxStatus::BadEnvelope, why, true));
+    let bad_acks = |why: String| Err((TxStatus::BadEnvelope, why, false));
     if commitments.is_empty() {
         return if acks.is_empty() {
             Ok(None)
         } else {
-            bad("private-data acknowledgments without private commitments".into())
+            bad_acks("private-data acknowledgments without private commitments".into())
         };
     }
     if commitments.len() > medledger_crypto::MAX_PRIVATE_COMMITMENTS {
@@ -657,13 +681,43 @@ fn check_private_data(
         return bad("the same private commitment twice".into());
     }
     if acks.len() > configuration.peer_keys.len() {
-        return bad(format!(
+        return bad_acks(format!(
             "{} private-data acknowledgments from {} replicas",
             acks.len(),
             configuration.peer_keys.len()
         ));
     }
+    if !acks.windows(2).all(|w| w[0].replica < w[1].replica) {
+        return bad_acks(
+            "private-data acknowledgments must come in ascending replica order, one each".into(),
+        );
+    }
     let hash: [u8; 32] = Sha256::digest(&signed.transaction).into();
+    if !acks.is_empty() {
+        let listed: Vec<(u32, &[u8])> = acks
+            .iter()
+            .map(|a| (a.replica, a.signature.as_slice()))
+            .collect();
+        let countersigned = medledger_crypto::Signature::from_slice(&signed.acks_signature)
+            .ok()
+            .is_some_and(|signature| {
+                creator_key
+                    .verify(
+                        medledger_crypto::SignatureDomain::PrivateDataAcks,
+                        &medledger_crypto::private_data_acks_statement(&hash, &listed),
+                        &signature,
+                    )
+                    .is_ok()
+            });
+        if !countersigned {
+            return Err((
+                TxStatus::BadSignature,
+                "the creator's signature over the private-data acknowledgments does not verify"
+                    .into(),
+                false,
+            ));
+        }
+    }
     let mut acknowledged = std::collections::BTreeSet::new();
     for ack in acks {
         let Some(key) = usize::try_from(ack.replica)
@@ -696,11 +750,16 @@ fn check_private_data(
                  values; {needed} must",
                 acknowledged.len()
             ),
+            false,
         ));
     }
     Ok(Some(hash))
 }
 
+/// The signature cache's key: SHA-256 over a domain label, the signer's public key, and the
+/// length-prefixed transaction and signature. Unambiguous: `(T, S)` and `(T‖S[..k], S[k..])`
+/// have different keys, so a cached verification can never vouch for other bytes (which would
+/// make one envelope valid on a peer that cached it and invalid on the others: a fork).
 fn signature_cache_key(signer: &[u8; 32], transaction: &[u8], signature: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"medledger/v1/signature-cache");

@@ -158,6 +158,7 @@ impl Net {
                 transaction,
                 signature,
                 private_data_acks: Vec::new(),
+                acks_signature: Vec::new(),
             })),
         }
         .encode_to_vec()

@@ -29,8 +29,20 @@ struct Network {
 }
 
 fn network() -> Network {
-    let genesis =
-        Genesis::from_block(v1::Block::decode(fixture("genesis.pb").as_slice()).unwrap()).unwrap();
+    network_of_format(None)
+}
+
+/// The fixture network (ledger format 2), or made again in ledger format `format`.
+fn network_of_format(format: Option<u32>) -> Network {
+    let mut block = v1::Block::decode(fixture("genesis.pb").as_slice()).unwrap();
+    if let Some(format) = format {
+        let config = block.genesis.as_mut().unwrap();
+        config.consensus.as_mut().unwrap().ledger_format = format;
+        // The header commits to the configuration.
+        block.header.as_mut().unwrap().tx_root =
+            sha2::Sha256::digest(config.encode_to_vec()).to_vec();
+    }
+    let genesis = Genesis::from_block(block).unwrap();
     let key = String::from_utf8(fixture("clinician.key")).unwrap();
     let time = String::from_utf8(fixture("time")).unwrap();
     Network {
@@ -97,7 +109,7 @@ fn private_transaction(
         .to_bytes()
         .to_vec();
     let hash = sha2::Sha256::digest(&transaction);
-    let private_data_acks = acks
+    let private_data_acks: Vec<v1::PrivateDataAck> = acks
         .iter()
         .map(|(replica, peer)| v1::PrivateDataAck {
             replica: *replica,
@@ -115,6 +127,7 @@ fn private_transaction(
         kind: Some(v1::envelope::Kind::Transaction(v1::SignedTransaction {
             transaction,
             signature,
+            acks_signature: countersign(key, &hash, &private_data_acks),
             private_data_acks,
         })),
     }
@@ -122,6 +135,54 @@ fn private_transaction(
     pbft::Request {
         tx_id: medledger_crypto::transaction_id(&[nonce; 24], &certificate_hash(certificate)),
         payload,
+    }
+}
+
+/// The creator's signature over `acks` of the transaction hashing to `hash` (none without
+/// acknowledgments).
+fn countersign(key: &SigningIdentity, hash: &[u8], acks: &[v1::PrivateDataAck]) -> Vec<u8> {
+    if acks.is_empty() {
+        return Vec::new();
+    }
+    let listed: Vec<(u32, &[u8])> = acks
+        .iter()
+        .map(|a| (a.replica, a.signature.as_slice()))
+        .collect();
+    key.sign(
+        SignatureDomain::PrivateDataAcks,
+        &medledger_crypto::private_data_acks_statement(hash, &listed),
+    )
+    .to_bytes()
+    .to_vec()
+}
+
+/// `request` with its acknowledgments replaced by `acks`, countersigned by `key` when given.
+fn with_acks(
+    request: &pbft::Request,
+    acks: Vec<v1::PrivateDataAck>,
+    key: Option<&SigningIdentity>,
+) -> pbft::Request {
+    let mut envelope = v1::Envelope::decode(request.payload.as_slice()).unwrap();
+    let Some(v1::envelope::Kind::Transaction(signed)) = &mut envelope.kind else {
+        unreachable!()
+    };
+    let hash = sha2::Sha256::digest(&signed.transaction);
+    signed.acks_signature = key.map_or_else(Vec::new, |key| countersign(key, &hash, &acks));
+    signed.private_data_acks = acks;
+    pbft::Request {
+        tx_id: request.tx_id,
+        payload: envelope.encode_to_vec(),
+    }
+}
+
+/// The acknowledgments `request` carries.
+fn acks_of(request: &pbft::Request) -> Vec<v1::PrivateDataAck> {
+    match v1::Envelope::decode(request.payload.as_slice())
+        .unwrap()
+        .kind
+    {
+        Some(v1::envelope::Kind::Transaction(signed)) => signed.private_data_acks,
+        _ => unreachable!(),
     }
 }
 
@@ -211,7 +272,7 @@ fn a_peer_or_a_clinician_cannot_confirm_an_erased_objects_deletion() {
 /// configuration.
 #[test]
 fn private_values_need_f_plus_1_acknowledgments_of_distinct_replicas() {
-    let net = network();
+    let net = network_of_format(Some(medledger_execution::genesis::PRIVATE_DATA_FORMAT));
     let state = MemoryState::new(&net.genesis);
     let peers: Vec<SigningIdentity> = (0..4)
         .map(|i| common::key(&format!("peer{i}.key")))
@@ -231,69 +292,94 @@ fn private_values_need_f_plus_1_acknowledgments_of_distinct_replicas() {
         )
     };
     let two = [commitment(1), commitment(2)];
+    use v1::TxStatus::{BadEnvelope, BadSignature, ChaincodeError, PrivateDataUnacknowledged};
+    let acked = tx(1, two.to_vec(), &[(0, &peers[0]), (2, &peers[2])]);
+    // An acknowledgment is bound to its transaction: nonce 1's, moved onto another
+    // transaction with the same commitments (and countersigned there), does not count.
+    let borrowed = {
+        let own = tx(13, two.to_vec(), &[(3, &peers[3])]);
+        let mut acks = vec![acks_of(&acked)[0].clone()];
+        acks.extend(acks_of(&own));
+        with_acks(&own, acks, Some(key))
+    };
+    let mut reordered = acks_of(&acked);
+    reordered.reverse();
+    let mut dropped = acks_of(&acked);
+    dropped.pop();
     let cases: Vec<(&str, pbft::Request, v1::TxStatus)> = vec![
+        // What a relaying peer could do to the creator's envelope: reorder, drop or strip
+        // the countersignature; none of these copies is valid,
+        // and ordered first, none keeps the creator's own envelope from committing after.
         (
-            "f+1 acknowledgments",
-            tx(1, two.to_vec(), &[(0, &peers[0]), (2, &peers[2])]),
-            v1::TxStatus::ChaincodeError,
+            "acknowledgments reordered after the creator signed them",
+            with_acks(&acked, reordered, None),
+            BadEnvelope,
         ),
+        (
+            "one dropped after the creator signed them",
+            {
+                let mut r = with_acks(&acked, dropped.clone(), Some(key));
+                // The countersignature of the full list, kept.
+                let full = v1::Envelope::decode(acked.payload.as_slice()).unwrap();
+                let mut e = v1::Envelope::decode(r.payload.as_slice()).unwrap();
+                if let (
+                    Some(v1::envelope::Kind::Transaction(from)),
+                    Some(v1::envelope::Kind::Transaction(to)),
+                ) = (full.kind, &mut e.kind)
+                {
+                    to.acks_signature = from.acks_signature;
+                }
+                r.payload = e.encode_to_vec();
+                r
+            },
+            BadSignature,
+        ),
+        (
+            "not countersigned",
+            with_acks(&acked, acks_of(&acked), None),
+            BadSignature,
+        ),
+        (
+            "countersigned by a peer",
+            with_acks(&acked, acks_of(&acked), Some(&peers[0])),
+            BadSignature,
+        ),
+        ("f+1 acknowledgments", acked.clone(), ChaincodeError),
         (
             "one acknowledgment",
             tx(2, two.to_vec(), &[(1, &peers[1])]),
-            v1::TxStatus::PrivateDataUnacknowledged,
+            PrivateDataUnacknowledged,
         ),
-        (
-            "none",
-            tx(3, two.to_vec(), &[]),
-            v1::TxStatus::PrivateDataUnacknowledged,
-        ),
-        (
-            "one replica twice",
-            tx(4, two.to_vec(), &[(1, &peers[1]), (1, &peers[1])]),
-            v1::TxStatus::PrivateDataUnacknowledged,
-        ),
+        ("none", tx(3, two.to_vec(), &[]), PrivateDataUnacknowledged),
         (
             "signed by another peer than the replica it names",
             tx(5, two.to_vec(), &[(0, &peers[0]), (1, &peers[2])]),
-            v1::TxStatus::PrivateDataUnacknowledged,
+            PrivateDataUnacknowledged,
         ),
         (
             "a replica not in force",
             tx(6, two.to_vec(), &[(0, &peers[0]), (7, &peers[1])]),
-            v1::TxStatus::PrivateDataUnacknowledged,
+            PrivateDataUnacknowledged,
         ),
         (
             "a client's own signature",
             tx(7, two.to_vec(), &[(0, &peers[0]), (1, key)]),
-            v1::TxStatus::PrivateDataUnacknowledged,
+            PrivateDataUnacknowledged,
+        ),
+        (
+            "an acknowledgment of another transaction",
+            borrowed,
+            PrivateDataUnacknowledged,
+        ),
+        (
+            "one replica twice",
+            tx(4, two.to_vec(), &[(1, &peers[1]), (1, &peers[1])]),
+            BadEnvelope,
         ),
         (
             "acknowledgments without commitments",
             tx(8, Vec::new(), &[(0, &peers[0]), (1, &peers[1])]),
-            v1::TxStatus::BadEnvelope,
-        ),
-        (
-            "a short commitment",
-            tx(9, vec![vec![1; 31]], &[(0, &peers[0]), (1, &peers[1])]),
-            v1::TxStatus::BadEnvelope,
-        ),
-        (
-            "the same commitment twice",
-            tx(
-                10,
-                vec![commitment(1), commitment(1)],
-                &[(0, &peers[0]), (1, &peers[1])],
-            ),
-            v1::TxStatus::BadEnvelope,
-        ),
-        (
-            "65 commitments",
-            tx(
-                11,
-                (0..65).map(commitment).collect(),
-                &[(0, &peers[0]), (1, &peers[1])],
-            ),
-            v1::TxStatus::BadEnvelope,
+            BadEnvelope,
         ),
         (
             "more acknowledgments than replicas",
@@ -305,30 +391,43 @@ fn private_values_need_f_plus_1_acknowledgments_of_distinct_replicas() {
                     (1, &peers[1]),
                     (2, &peers[2]),
                     (3, &peers[3]),
-                    (0, &peers[0]),
+                    (3, &peers[3]),
                 ],
             ),
-            v1::TxStatus::BadEnvelope,
+            BadEnvelope,
+        ),
+        // Malformed commitments are the creator's own doing.
+        (
+            "a short commitment",
+            tx(9, vec![vec![1; 31]], &[(0, &peers[0]), (1, &peers[1])]),
+            BadEnvelope,
+        ),
+        (
+            "the same commitment twice",
+            tx(
+                10,
+                vec![commitment(1), commitment(1)],
+                &[(0, &peers[0]), (1, &peers[1])],
+            ),
+            BadEnvelope,
+        ),
+        (
+            "65 commitments",
+            tx(
+                11,
+                (0..65).map(commitment).collect(),
+                &[(0, &peers[0]), (1, &peers[1])],
+            ),
+            BadEnvelope,
         ),
     ];
-    // An acknowledgment is bound to its transaction: one for nonce 1's, moved onto another
-    // transaction with the same commitments, does not count.
-    let mut borrowed = tx(13, two.to_vec(), &[(3, &peers[3])]);
-    let moved = {
-        let v1::Envelope {
-            kind: Some(v1::envelope::Kind::Transaction(from)),
-        } = v1::Envelope::decode(cases[0].1.payload.as_slice()).unwrap()
-        else {
-            unreachable!()
-        };
-        from.private_data_acks[0].clone()
-    };
-    let mut envelope = v1::Envelope::decode(borrowed.payload.as_slice()).unwrap();
-    if let Some(v1::envelope::Kind::Transaction(signed)) = &mut envelope.kind {
-        signed.private_data_acks.push(moved);
-    }
-    borrowed.payload = envelope.encode_to_vec();
-    let (names, mut requests, mut expected): (Vec<&str>, Vec<_>, Vec<_>) = cases.into_iter().fold(
+    let creators_own = [
+        "f+1 acknowledgments",
+        "a short commitment",
+        "the same commitment twice",
+        "65 commitments",
+    ];
+    let (names, requests, expected): (Vec<&str>, Vec<_>, Vec<_>) = cases.into_iter().fold(
         (vec![], vec![], vec![]),
         |(mut n, mut r, mut e), (a, b, c)| {
             n.push(a);
@@ -337,18 +436,15 @@ fn private_values_need_f_plus_1_acknowledgments_of_distinct_replicas() {
             (n, r, e)
         },
     );
-    let mut names = names;
-    names.push("an acknowledgment of another transaction");
-    requests.push(borrowed);
-    expected.push(v1::TxStatus::PrivateDataUnacknowledged);
     let commit = execute(&net, &state, requests);
+    assert_eq!(commit.block.results.len(), names.len());
     for (i, result) in commit.block.results.iter().enumerate() {
         assert_eq!(
             result.status, expected[i] as i32,
             "{}: {}",
             names[i], commit.messages[i]
         );
-        if expected[i] == v1::TxStatus::PrivateDataUnacknowledged {
+        if expected[i] == PrivateDataUnacknowledged {
             assert_eq!(
                 result.code,
                 v1::ResultCode::FailedPrecondition as i32,
@@ -356,10 +452,59 @@ fn private_values_need_f_plus_1_acknowledgments_of_distinct_replicas() {
                 names[i]
             );
         }
+        // What travels beside the signed transaction may be a relay's doing: such a
+        // refusal names no transaction.
+        assert_eq!(
+            result.tx_id.is_empty(),
+            !creators_own.contains(&names[i]),
+            "{}: tx_id {:?}",
+            names[i],
+            result.tx_id
+        );
     }
-    assert_eq!(commit.block.results.len(), names.len());
     // None of them is valid (a clinician may not register a patient): no private data is
     // kept for a transaction the chaincode refused.
+    assert!(commit.private_data.is_empty());
+}
+
+/// Before ledger format 4 (the fixture network is format 2), the builds that wrote a chain
+/// did not know private data: a transaction's commitments were an unknown field they
+/// ignored, and acknowledgments made the envelope non-canonical. Re-executed now, such
+/// blocks keep those outcomes.
+#[test]
+fn before_format_4_commitments_are_ignored_and_acknowledgments_are_not_canonical() {
+    let net = network();
+    assert!(net.genesis.ledger_format() < medledger_execution::genesis::PRIVATE_DATA_FORMAT);
+    let state = MemoryState::new(&net.genesis);
+    let peer0 = common::key("peer0.key");
+    let (key, cert) = (&net.clinician, &net.certificate);
+    let commitment = medledger_crypto::private_commitment(&[1; 32], b"a value").to_vec();
+    let ignored = private_transaction(
+        &net,
+        key,
+        cert,
+        "register_patient",
+        vec![0xff],
+        1,
+        vec![commitment.clone()],
+        &[],
+    );
+    let acked = private_transaction(
+        &net,
+        key,
+        cert,
+        "register_patient",
+        vec![0xff],
+        2,
+        vec![commitment],
+        &[(0, &peer0)],
+    );
+    let commit = execute(&net, &state, vec![ignored, acked]);
+    let results = &commit.block.results;
+    // As without commitments: the chaincode's refusal (a clinician registers no patient).
+    assert_eq!(results[0].status, v1::TxStatus::ChaincodeError as i32);
+    assert_eq!(results[1].status, v1::TxStatus::BadEnvelope as i32);
+    assert!(results[1].tx_id.is_empty(), "not canonical: nobody's");
     assert!(commit.private_data.is_empty());
 }
 

@@ -65,6 +65,7 @@ fn fixture_block() -> Fixture {
                 transaction,
                 signature,
                 private_data_acks: Vec::new(),
+                acks_signature: Vec::new(),
             })),
         }
         .encode_to_vec();

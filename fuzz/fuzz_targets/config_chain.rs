@@ -194,6 +194,7 @@ fn fixture() -> Fixture {
                 transaction,
                 signature,
                 private_data_acks: Vec::new(),
+                acks_signature: Vec::new(),
             },
         ))],
     );

@@ -219,7 +219,29 @@ fn made(u: &mut Unstructured<'_>, fx: &Fixture) -> arbitrary::Result<(Vec<u8>, F
         private_commitments: commitments(u)?,
     }
     .encode_to_vec();
-    let private_data_acks = acks(u, fx, &transaction)?;
+    let mut private_data_acks = acks(u, fx, &transaction)?;
+    if u.ratio(7, 8)? {
+        private_data_acks.sort_by_key(|a| a.replica);
+    }
+    // The creator's signature over them: mostly right, sometimes absent or of other bytes.
+    let acks_signature = if private_data_acks.is_empty() && u.ratio(15, 16)? {
+        Vec::new()
+    } else if u.ratio(7, 8)? {
+        let hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&transaction).into();
+        let listed: Vec<(u32, &[u8])> = private_data_acks
+            .iter()
+            .map(|a| (a.replica, a.signature.as_slice()))
+            .collect();
+        fx.signing
+            .sign(
+                SignatureDomain::PrivateDataAcks,
+                &medledger_crypto::private_data_acks_statement(&hash, &listed),
+            )
+            .to_bytes()
+            .to_vec()
+    } else {
+        u.arbitrary()?
+    };
     let mut signature = fx
         .signing
         .sign(SignatureDomain::Transaction, &transaction)
@@ -237,6 +259,7 @@ fn made(u: &mut Unstructured<'_>, fx: &Fixture) -> arbitrary::Result<(Vec<u8>, F
             transaction,
             signature,
             private_data_acks,
+            acks_signature,
         })),
     }
     .encode_to_vec();

@@ -601,6 +601,8 @@ impl Driver {
         self.ledger
             .commit_block(&commit, &pbft_deletes, &private)
             .unwrap_or_else(|e| fatal(&format!("cannot commit block {seq}: {e}")));
+        // What no block from this one on can validate (consensus time, not this clock).
+        self.shared.pending_private.expire(header.time_ms);
         // The block is on disk: now the world may hear of it, handshakes included.
         self.shared.revocations.apply(&commit.revocations);
         if let Some((sequence, _, _)) = &commit.configuration {

@@ -414,6 +414,9 @@ pub async fn run(
             crate::service::READER_SUBSCRIBE_LIMITS,
         ),
         identity: me.signing.clone(),
+        private_admission: medledger_tls::admission::Admission::new(
+            crate::service::PUT_PRIVATE_LIMITS,
+        ),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
     let prewarm = {

@@ -16,17 +16,33 @@ pub const MAX_VALUE_BYTES: usize = 128 << 10;
 pub const MAX_CREATOR_BYTES: usize = 4 << 20;
 /// Most bytes pending in all.
 pub const MAX_TOTAL_BYTES: usize = 256 << 20;
-/// How long past its transaction's expiry a value is kept (ms): the transaction may still
-/// be in a batch being committed when it expires.
+/// How long past its transaction's expiry a value is kept (ms), in consensus time: what
+/// [`PendingPrivateData::expire`] is given is a committed block's time, past which no later
+/// block can validate the transaction.
 pub const GRACE_MS: i64 = 120_000;
+/// How long past that this peer's own clock keeps a value at most (ms): a backstop for a
+/// network that commits no block for an hour. A batch keeps the time it was stamped with
+/// even when it commits much later (after view changes), so the wall clock alone must not
+/// drop what a late block may still validate.
+pub const WALL_CLOCK_BACKSTOP_MS: i64 = 3_600_000;
 /// What one value costs beyond its bytes: its commitment, salt and bookkeeping.
 const VALUE_OVERHEAD: usize = 32 + PRIVATE_SALT_LEN + 64;
+/// What one pending transaction costs beyond its values: its entry in two maps (counted so
+/// that many transactions of empty values fill a budget as their memory does).
+const TRANSACTION_OVERHEAD: usize = 1024;
 
 /// One private value and the salt its commitment was made with.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SaltedValue {
     pub salt: [u8; PRIVATE_SALT_LEN],
     pub value: Vec<u8>,
+}
+
+impl std::fmt::Debug for SaltedValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A secret (a wrapped key, a sealed reason): its size only, never its bytes.
+        write!(f, "SaltedValue({} bytes)", self.value.len())
+    }
 }
 
 /// Why values were not taken.
@@ -86,9 +102,10 @@ impl PendingPrivateData {
 
     /// Holds `values` (by commitment) for the transaction whose hash is `transaction_hash`,
     /// created by the certificate whose hash is `creator`, until `expires_at_ms` (the
-    /// transaction's expiry, Unix ms) plus [`GRACE_MS`]. Values already held for it are
-    /// kept (a client may send them again to another peer's answer); expired entries are
-    /// dropped first, at `now_ms`.
+    /// transaction's expiry, Unix ms) plus [`GRACE_MS`] in consensus time
+    /// ([`Self::expire`]). Values already held for it are kept (a client may send them
+    /// again); entries past the [`WALL_CLOCK_BACKSTOP_MS`] of `now_ms` (this peer's clock)
+    /// are dropped first.
     ///
     /// # Errors
     /// [`PendingError`]: a value too large, or the creator's or the peer's budget full.
@@ -105,7 +122,7 @@ impl PendingPrivateData {
             return Err(PendingError::ValueTooLarge(v.value.len()));
         }
         let mut inner = self.lock();
-        Self::expire_locked(&mut inner, now_ms);
+        Self::expire_locked(&mut inner, now_ms.saturating_sub(WALL_CLOCK_BACKSTOP_MS));
         let held_here = inner.by_transaction.get(&transaction_hash);
         let new: Vec<([u8; 32], SaltedValue)> = values
             .into_iter()
@@ -114,7 +131,14 @@ impl PendingPrivateData {
         let more: usize = new
             .iter()
             .map(|(_, v)| v.value.len().saturating_add(VALUE_OVERHEAD))
-            .fold(0usize, usize::saturating_add);
+            .fold(
+                if held_here.is_some() {
+                    0
+                } else {
+                    TRANSACTION_OVERHEAD
+                },
+                usize::saturating_add,
+            );
         let held = inner.by_creator.get(&creator).copied().unwrap_or(0);
         if held.saturating_add(more) > MAX_CREATOR_BYTES {
             return Err(PendingError::CreatorOverBudget { held, more });
@@ -146,9 +170,10 @@ impl PendingPrivateData {
         self.lock().remove(transaction_hash).map(|p| p.values)
     }
 
-    /// Drops what was kept past its transaction's expiry and grace at `now_ms`.
-    pub fn expire(&self, now_ms: i64) {
-        Self::expire_locked(&mut self.lock(), now_ms);
+    /// Drops what was kept past its transaction's expiry and grace at `block_time_ms`, the
+    /// consensus time of a committed block (ms): no later block validates it.
+    pub fn expire(&self, block_time_ms: i64) {
+        Self::expire_locked(&mut self.lock(), block_time_ms);
     }
 
     fn expire_locked(inner: &mut Inner, now_ms: i64) {
@@ -298,17 +323,49 @@ mod tests {
             .unwrap();
         let (total, mine) = store.held(&[9; 32]);
         assert_eq!(total, mine);
-        assert_eq!(total, 40 + 3 * VALUE_OVERHEAD);
+        assert_eq!(total, 40 + 3 * VALUE_OVERHEAD + 2 * TRANSACTION_OVERHEAD);
         let taken = store.take(&[1; 32]).unwrap();
         assert_eq!(taken.len(), 2);
         assert_eq!(taken[&value(20, 2).0], value(20, 2).1);
         assert!(store.take(&[1; 32]).is_none(), "taken once");
         // Kept through the grace after expiry, then dropped.
         store.expire(5_000 + GRACE_MS);
-        assert_eq!(store.held(&[9; 32]).0, 10 + VALUE_OVERHEAD);
+        assert_eq!(
+            store.held(&[9; 32]).0,
+            10 + VALUE_OVERHEAD + TRANSACTION_OVERHEAD
+        );
         store.expire(5_001 + GRACE_MS);
         assert!(store.take(&[2; 32]).is_none());
         assert_eq!(store.held(&[9; 32]), (0, 0));
+    }
+
+    /// A batch keeps the time it was stamped with even when it commits late: this peer's
+    /// clock past a transaction's expiry must not drop values a late block still validates.
+    #[test]
+    fn values_outlive_the_wall_clock_until_a_block_passes_their_expiry() {
+        let store = PendingPrivateData::default();
+        store
+            .put([1; 32], [9; 32], 1_000, vec![value(10, 1)], 0)
+            .unwrap();
+        // Another client's put, long after the expiry by this peer's clock.
+        let later = 1_000 + GRACE_MS + 60_000;
+        store
+            .put([2; 32], [8; 32], 1_000_000, vec![value(10, 2)], later)
+            .unwrap();
+        store.expire(1_000);
+        assert!(
+            store.take(&[1; 32]).is_some(),
+            "a block stamped before the expiry takes it"
+        );
+        // The backstop: an hour past, by this peer's clock.
+        store
+            .put([3; 32], [9; 32], 1_000, vec![value(10, 3)], 0)
+            .unwrap();
+        let backstop = 1_001 + GRACE_MS + WALL_CLOCK_BACKSTOP_MS;
+        store
+            .put([4; 32], [8; 32], 1_000_000, vec![value(10, 4)], backstop)
+            .unwrap();
+        assert!(store.take(&[3; 32]).is_none());
     }
 
     #[test]
@@ -320,7 +377,10 @@ mod tests {
         store
             .put([1; 32], [9; 32], 1_000, vec![value(10, 1), value(5, 2)], 0)
             .unwrap();
-        assert_eq!(store.held(&[9; 32]).1, 15 + 2 * VALUE_OVERHEAD);
+        assert_eq!(
+            store.held(&[9; 32]).1,
+            15 + 2 * VALUE_OVERHEAD + TRANSACTION_OVERHEAD
+        );
         assert_eq!(store.take(&[1; 32]).unwrap().len(), 2);
     }
 
@@ -339,7 +399,7 @@ mod tests {
         );
         assert_eq!(store.held(&[9; 32]), (0, 0));
         // One creator fills its share; another is still served.
-        let per = MAX_VALUE_BYTES + VALUE_OVERHEAD;
+        let per = MAX_VALUE_BYTES + VALUE_OVERHEAD + TRANSACTION_OVERHEAD;
         let fits = MAX_CREATOR_BYTES / per;
         for i in 0..fits {
             store
@@ -367,14 +427,15 @@ mod tests {
         store
             .put([251; 32], [8; 32], 1_000, vec![value(10, 251)], 0)
             .unwrap();
-        // Expired, the share is free again.
+        // Past their expiry in consensus time, the share is free again.
+        store.expire(2_000 + GRACE_MS);
         store
             .put(
                 [250; 32],
                 [9; 32],
                 1_000,
                 vec![value(MAX_VALUE_BYTES, 250)],
-                2_000 + GRACE_MS,
+                0,
             )
             .unwrap();
     }
@@ -382,7 +443,7 @@ mod tests {
     #[test]
     fn the_peer_wide_budget_holds_across_creators() {
         let store = PendingPrivateData::default();
-        let per = MAX_VALUE_BYTES + VALUE_OVERHEAD;
+        let per = MAX_VALUE_BYTES + VALUE_OVERHEAD + TRANSACTION_OVERHEAD;
         let per_creator = MAX_CREATOR_BYTES / per;
         let mut refused = None;
         'fill: for creator in 0..=255u8 {

@@ -67,7 +67,14 @@ pub struct LedgerService {
     pub reader_subscriptions: Arc<medledger_tls::admission::Admission>,
     /// This peer's signing key: it signs private-data acknowledgments (docs/adr/0017).
     pub identity: Arc<medledger_crypto::SigningIdentity>,
+    /// Per-identity limits on `PutPrivateData` (by the caller's signing key): admitted
+    /// before any decoding, hashing or signing.
+    pub private_admission: Arc<medledger_tls::admission::Admission>,
 }
+
+/// `PutPrivateData` calls one identity may make: as many as its submissions (each private
+/// transaction is one put per peer), 200 a second (bursts of 400), 128 under way.
+pub const PUT_PRIVATE_LIMITS: medledger_tls::admission::AdmissionLimits = SUBMIT_LIMITS;
 
 /// What one subscription follows.
 struct Following {
@@ -805,6 +812,10 @@ impl v1::ledger_server::Ledger for LedgerService {
         request: Request<v1::PutPrivateDataRequest>,
     ) -> Result<Response<v1::PutPrivateDataResponse>, Status> {
         let caller = self.caller(&request)?;
+        let _admitted = self
+            .private_admission
+            .admit(caller.signing_key.to_bytes())
+            .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
         let request = request.into_inner();
         let tx = v1::Transaction::decode(request.transaction.as_slice())
             .map_err(|e| Status::invalid_argument(format!("not a Transaction: {e}")))?;

@@ -928,6 +928,15 @@ impl PeerSet {
         Ok(())
     }
 
+    /// Signs `message` for `domain` with this client's key.
+    pub(crate) fn sign(
+        &self,
+        domain: SignatureDomain,
+        message: &[u8],
+    ) -> medledger_crypto::Signature {
+        self.signing.sign(domain, message)
+    }
+
     /// The links to the peers in force, by replica id: each peer's name and its client.
     pub(crate) fn ledger_clients(&self) -> Vec<(String, LedgerClient<Channel>)> {
         let links = self.links();
@@ -981,6 +990,7 @@ impl PeerSet {
                 transaction,
                 signature: signature.to_bytes().to_vec(),
                 private_data_acks: Vec::new(),
+                acks_signature: Vec::new(),
             })),
         };
         (tx_id, envelope)

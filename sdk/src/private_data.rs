@@ -14,6 +14,9 @@ use crate::peer::{CONFIGURATION_MAX_AGE, Committed, PeerSet};
 
 /// How long one peer may take to take the values and acknowledge them.
 const PUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Once f+1 acknowledgments verified, how long the others are waited for: more holders
+/// than the least, without one silent peer holding every submission up.
+const MORE_ACKS_GRACE: Duration = Duration::from_millis(250);
 
 /// The private values of one transaction, each with a fresh 32-byte salt.
 #[derive(Default, Clone)]
@@ -61,9 +64,11 @@ impl PrivateData {
 
 impl PeerSet {
     /// Sends `private`'s values for `transaction` (encoded `v1::Transaction`, committing to
-    /// them) to every peer in force, and returns the acknowledgments that verify: each of a
-    /// distinct replica of the configuration this client follows, over the network, the
-    /// transaction's hash and its commitments. A peer's refusal or silence is passed over.
+    /// them) to every peer in force, and returns the acknowledgments that verify (in
+    /// ascending replica order): each of a distinct replica of the configuration this client
+    /// follows, over the network, the transaction's hash and its commitments. A peer's
+    /// refusal or silence is passed over; once f+1 verified, the others have a quarter of a
+    /// second more.
     ///
     /// # Errors
     /// [`ClientError::NoQuorum`]: fewer than f+1 acknowledgments verified (each peer's
@@ -91,7 +96,16 @@ impl PeerSet {
         }
         let mut acks: Vec<v1::PrivateDataAck> = Vec::new();
         let mut detail = Vec::new();
-        while let Some(joined) = calls.join_next().await {
+        let needed = configuration.weak_quorum();
+        loop {
+            let next = if acks.len() >= needed {
+                tokio::time::timeout(MORE_ACKS_GRACE, calls.join_next())
+                    .await
+                    .unwrap_or(None)
+            } else {
+                calls.join_next().await
+            };
+            let Some(joined) = next else { break };
             let Ok((name, answer)) = joined else { continue };
             let ack = match answer {
                 Ok(Ok(response)) => response.into_inner().ack,
@@ -125,7 +139,8 @@ impl PeerSet {
                 None => detail.push(format!("{name}: an acknowledgment that does not verify")),
             }
         }
-        let needed = configuration.weak_quorum();
+        calls.abort_all();
+        acks.sort_by_key(|a| a.replica);
         if acks.len() < needed {
             return Err(ClientError::NoQuorum {
                 needed,
@@ -154,9 +169,36 @@ impl PeerSet {
         self.refresh(CONFIGURATION_MAX_AGE).await;
         let (_, mut envelope) =
             self.transaction_committing(function, args, private.commitments.clone());
-        if let Some(v1::envelope::Kind::Transaction(signed)) = &mut envelope.kind {
-            signed.private_data_acks = self.put_private_data(&signed.transaction, private).await?;
-        }
+        let acks = match &envelope.kind {
+            Some(v1::envelope::Kind::Transaction(signed)) => {
+                self.put_private_data(&signed.transaction, private).await?
+            }
+            _ => Vec::new(),
+        };
+        self.acknowledged(&mut envelope, acks);
         self.submit_envelope(envelope).await
+    }
+
+    /// Puts `acks` into `envelope`'s signed transaction, in ascending replica order, with
+    /// this client's signature over them (domain `PrivateDataAcks`): what the ledger takes
+    /// from the transaction's creator only, so that no relaying peer can change them.
+    pub fn acknowledged(&self, envelope: &mut v1::Envelope, mut acks: Vec<v1::PrivateDataAck>) {
+        let Some(v1::envelope::Kind::Transaction(signed)) = &mut envelope.kind else {
+            return;
+        };
+        acks.sort_by_key(|a| a.replica);
+        let hash: [u8; 32] = sha2::Sha256::digest(&signed.transaction).into();
+        let listed: Vec<(u32, &[u8])> = acks
+            .iter()
+            .map(|a| (a.replica, a.signature.as_slice()))
+            .collect();
+        signed.acks_signature = self
+            .sign(
+                medledger_crypto::SignatureDomain::PrivateDataAcks,
+                &medledger_crypto::private_data_acks_statement(&hash, &listed),
+            )
+            .to_bytes()
+            .to_vec();
+        signed.private_data_acks = acks;
     }
 }

@@ -1058,6 +1058,7 @@ async fn malformed_uploads_leave_nothing_behind() {
                 transaction: bytes,
                 signature: signature.to_bytes().to_vec(),
                 private_data_acks: Vec::new(),
+                acks_signature: Vec::new(),
             })),
         }
     };

@@ -351,6 +351,7 @@ fn signed_envelope(wallet: &Wallet, tx: &v1::Transaction) -> v1::Envelope {
             transaction: bytes,
             signature: signature.to_bytes().to_vec(),
             private_data_acks: Vec::new(),
+            acks_signature: Vec::new(),
         })),
     }
 }
@@ -427,6 +428,7 @@ fn bad_input_gets_a_clear_status_and_never_crashes_a_peer() {
                 transaction: vec![0xff; 40],
                 signature: vec![0; 64],
                 private_data_acks: Vec::new(),
+                acks_signature: Vec::new(),
             })),
         };
         let status = submit_raw(&peers, 3, garbage).await;

@@ -203,9 +203,10 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         // Submission refusals: too few, forged, repeated and borrowed acknowledgments.
         let ack0 = put(&peers, 0, &transaction, good.clone()).await.unwrap();
         let ack1 = put(&peers, 1, &transaction, good.clone()).await.unwrap();
+        // Acknowledgments as their creator puts them in (ordered, countersigned).
         let with = |acks: Vec<v1::PrivateDataAck>| {
             let mut e = envelope.clone();
-            signed_of(&mut e).private_data_acks = acks;
+            peers.acknowledged(&mut e, acks);
             e
         };
         let unacknowledged = |status: tonic::Status, what: &str| {
@@ -225,9 +226,20 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
             "one acknowledgment",
         );
         unacknowledged(refused(&peers, 2, with(Vec::new())).await, "none");
-        unacknowledged(
-            refused(&peers, 2, with(vec![ack0.clone(), ack0.clone()])).await,
-            "one peer's twice",
+        let status = refused(&peers, 2, with(vec![ack0.clone(), ack0.clone()])).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "one peer's twice: {status:?}"
+        );
+        // A relaying peer's copy: the creator's acknowledgments, one dropped.
+        let mut relayed = with(vec![ack0.clone(), ack1.clone()]);
+        signed_of(&mut relayed).private_data_acks.pop();
+        let status = refused(&peers, 2, relayed).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "a dropped one: {status:?}"
         );
         let mut forged = ack1.clone();
         forged.signature[3] ^= 1;
@@ -258,7 +270,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         );
         // Acknowledgments where the transaction commits to nothing.
         let (_, mut plain) = peers.transaction("register_patient", register_args(&random()));
-        signed_of(&mut plain).private_data_acks = vec![ack0.clone(), ack1.clone()];
+        peers.acknowledged(&mut plain, vec![ack0.clone(), ack1.clone()]);
         let status = refused(&peers, 2, plain).await;
         assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
         // With the two, it commits.
