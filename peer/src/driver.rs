@@ -582,27 +582,31 @@ impl Driver {
         // The private values of its valid transactions this peer acknowledged move from the
         // pending store into the block's own write; a value that does not match its
         // commitment was never taken (PutPrivateData checks), so only the matches are kept.
-        let private: Vec<([u8; 32], crate::private_data::SaltedValue)> = commit
-            .private_data
-            .iter()
-            .flat_map(|of| {
-                let mut held = self
-                    .shared
-                    .pending_private
-                    .take(&of.transaction_hash)
-                    .unwrap_or_default();
-                of.commitments
-                    .iter()
-                    .filter_map(|c| <[u8; 32]>::try_from(c.as_slice()).ok())
-                    .filter_map(move |c| held.remove(&c).map(|v| (c, v)))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let mut private: Vec<([u8; 32], crate::private_data::SaltedValue)> = Vec::new();
+        let mut taken_pending: Vec<([u8; 32], [u8; 32])> = Vec::new();
+        for of in &commit.private_data {
+            let mut held = self
+                .shared
+                .pending_private
+                .take(&of.transaction_hash)
+                .unwrap_or_default();
+            taken_pending.extend(held.keys().map(|c| (of.transaction_hash, *c)));
+            for c in &of.commitments {
+                if let Ok(c) = <[u8; 32]>::try_from(c.as_slice())
+                    && let Some(value) = held.remove(&c)
+                {
+                    private.push((c, value));
+                }
+            }
+        }
         self.ledger
-            .commit_block(&commit, &pbft_deletes, &private)
+            .commit_block(&commit, &pbft_deletes, &private, &taken_pending)
             .unwrap_or_else(|e| fatal(&format!("cannot commit block {seq}: {e}")));
         // What no block from this one on can validate (consensus time, not this clock).
-        self.shared.pending_private.expire(header.time_ms);
+        let expired = self.shared.pending_private.expire(header.time_ms);
+        if let Err(e) = self.ledger.delete_pending_private(&expired) {
+            tracing::warn!(error = %e, "expired private values stay on disk until the next start");
+        }
         // The block is on disk: now the world may hear of it, handshakes included.
         self.shared.revocations.apply(&commit.revocations);
         if let Some((sequence, _, _)) = &commit.configuration {

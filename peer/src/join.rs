@@ -263,7 +263,7 @@ pub fn apply_block(
         ));
     }
     // A joiner holds no private values of what it fetched (reconciliation, ADR 0017 §7).
-    ledger.commit_block(&commit, &[], &[])?;
+    ledger.commit_block(&commit, &[], &[], &[])?;
     revocations.apply(&commit.revocations);
     Ok(commit.ends_epoch)
 }

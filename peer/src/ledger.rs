@@ -49,7 +49,12 @@ pub const CF_ENVELOPES: &str = "envelope_index";
 /// (32 bytes) ‖ value. Never in a block, a result or history; written in the block's own
 /// write, so a block and its private values commit together.
 pub const CF_PRIVATE: &str = "private";
-const ALL_CFS: [&str; 11] = [
+/// Private values acknowledged and not committed yet (docs/adr/0017 §4), written synced
+/// before the acknowledgment is signed, so that a restart loses none an acknowledgment
+/// vouches for: transaction hash (32) ‖ commitment (32) → keep-until (i64 ms, big-endian) ‖
+/// creator key (32) ‖ salt (32) ‖ value. Deleted in the write of the block that takes them.
+pub const CF_PRIVATE_PENDING: &str = "private_pending";
+const ALL_CFS: [&str; 12] = [
     CF_BLOCKS,
     CF_STATE,
     CF_HISTORY,
@@ -61,6 +66,7 @@ const ALL_CFS: [&str; 11] = [
     CF_VOTES,
     CF_ENVELOPES,
     CF_PRIVATE,
+    CF_PRIVATE_PENDING,
 ];
 
 const META_NETWORK_ID: &[u8] = b"network_id";
@@ -145,6 +151,14 @@ pub(crate) fn corrupt(what: &'static str, why: impl ToString) -> LedgerError {
 
 pub fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+/// The key of a pending private value: transaction hash ‖ commitment.
+fn pending_key(transaction_hash: &[u8; 32], commitment: &[u8; 32]) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(transaction_hash);
+    key[32..].copy_from_slice(commitment);
+    key
 }
 
 pub fn history_key(key: &str, location: TxLocation) -> Vec<u8> {
@@ -530,16 +544,101 @@ impl Ledger {
         }))
     }
 
+    /// Writes `entries` (the pending values of the transaction hashing to
+    /// `transaction_hash`, held until `keep_until_ms`, for `creator`'s key) synced: done
+    /// before this peer acknowledges them.
+    ///
+    /// # Errors
+    /// RocksDB failed.
+    pub fn put_pending_private(
+        &self,
+        transaction_hash: &[u8; 32],
+        keep_until_ms: i64,
+        creator: &[u8; 32],
+        entries: &[([u8; 32], crate::private_data::SaltedValue)],
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (commitment, salted) in entries {
+            let mut stored = Vec::with_capacity(8 + 32 + 32 + salted.value.len());
+            stored.extend_from_slice(&keep_until_ms.to_be_bytes());
+            stored.extend_from_slice(creator);
+            stored.extend_from_slice(&salted.salt);
+            stored.extend_from_slice(&salted.value);
+            batch.put_cf(
+                self.cf(CF_PRIVATE_PENDING),
+                pending_key(transaction_hash, commitment),
+                stored,
+            );
+        }
+        self.write_synced(batch)
+    }
+
+    /// Deletes pending values (transaction hash, commitment) that expired (unsynced: one
+    /// that comes back after a crash expires again).
+    ///
+    /// # Errors
+    /// RocksDB failed.
+    pub fn delete_pending_private(&self, keys: &[([u8; 32], [u8; 32])]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for (transaction_hash, commitment) in keys {
+            batch.delete_cf(
+                self.cf(CF_PRIVATE_PENDING),
+                pending_key(transaction_hash, commitment),
+            );
+        }
+        self.db.write(batch)?;
+        Ok(())
+    }
+
+    /// Every pending value on disk, for the pending store at start: (transaction hash,
+    /// keep-until ms, creator key, commitment, salted value).
+    ///
+    /// # Errors
+    /// RocksDB failed, or an entry is malformed (corruption).
+    pub fn pending_private(&self) -> Result<Vec<crate::private_data::PendingEntry>> {
+        let Some(cf) = self.db.cf_handle(CF_PRIVATE_PENDING) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (key, stored) = item?;
+            let bad = || corrupt("private_pending", "a malformed entry");
+            let (transaction_hash, commitment) = key
+                .split_first_chunk::<32>()
+                .and_then(|(t, c)| Some((*t, <[u8; 32]>::try_from(c).ok()?)))
+                .ok_or_else(bad)?;
+            let (keep_until, rest) = stored.split_first_chunk::<8>().ok_or_else(bad)?;
+            let (creator, rest) = rest.split_first_chunk::<32>().ok_or_else(bad)?;
+            let (salt, value) = rest.split_first_chunk::<32>().ok_or_else(bad)?;
+            out.push(crate::private_data::PendingEntry {
+                transaction_hash,
+                keep_until_ms: i64::from_be_bytes(*keep_until),
+                creator: *creator,
+                commitment,
+                value: crate::private_data::SaltedValue {
+                    salt: *salt,
+                    value: value.to_vec(),
+                },
+            });
+        }
+        Ok(out)
+    }
+
     /// Writes block `commit.block` and all it changes in one synced batch, deleting the
     /// PBFT state keys `pbft_deletes` the block makes obsolete in the same write (a block
-    /// that ends an epoch makes all of them obsolete: the next replicas start afresh), and
+    /// that ends an epoch makes all of them obsolete: the next replicas start afresh),
     /// storing `private`, the private values of its valid transactions this peer holds
-    /// (commitment, salted value).
+    /// (commitment, salted value), and deleting `taken_pending` (transaction hash,
+    /// commitment) from the pending values on disk.
     pub fn commit_block(
         &self,
         commit: &BlockCommit,
         pbft_deletes: &[Vec<u8>],
         private: &[([u8; 32], crate::private_data::SaltedValue)],
+        taken_pending: &[([u8; 32], [u8; 32])],
     ) -> Result<()> {
         let number = commit
             .block
@@ -613,6 +712,12 @@ impl Ledger {
         }
         for key in pbft_deletes {
             batch.delete_cf(self.cf(CF_PBFT), key);
+        }
+        for (transaction_hash, commitment) in taken_pending {
+            batch.delete_cf(
+                self.cf(CF_PRIVATE_PENDING),
+                pending_key(transaction_hash, commitment),
+            );
         }
         for (commitment, salted) in private {
             let mut stored = Vec::with_capacity(salted.salt.len() + salted.value.len());

@@ -269,6 +269,9 @@ pub async fn run(
         )),
         pending_private: crate::private_data::PendingPrivateData::default(),
     });
+    // The values this peer acknowledged before it stopped, which blocks still to come may
+    // take (docs/adr/0017 §4).
+    shared.pending_private.restore(ledger.pending_private()?);
     let tls_revocations = shared.revocations.serials.clone();
     let lies = crate::lies::Lies::from_env(&me.name);
     if lies.any() {

@@ -45,6 +45,18 @@ impl std::fmt::Debug for SaltedValue {
     }
 }
 
+/// One pending value as kept on disk (`Ledger::pending_private`), to restore at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEntry {
+    pub transaction_hash: [u8; 32],
+    /// Its transaction's expiry plus [`GRACE_MS`] (ms).
+    pub keep_until_ms: i64,
+    /// The creator's signing key, whose share it counts in.
+    pub creator: [u8; 32],
+    pub commitment: [u8; 32],
+    pub value: SaltedValue,
+}
+
 /// Why values were not taken.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PendingError {
@@ -88,8 +100,9 @@ impl Inner {
     }
 }
 
-/// The pending store: thread-safe, all in memory (a restarted peer has acknowledged nothing
-/// it must still hold: the f+1 others that acknowledged do).
+/// The pending store: thread-safe, in memory, with a copy on disk the host writes before it
+/// acknowledges ([`crate::ledger::Ledger::put_pending_private`]) and restores at start
+/// ([`Self::restore`]): an acknowledgment vouches for values that survive a restart.
 #[derive(Debug, Default)]
 pub struct PendingPrivateData {
     inner: Mutex<Inner>,
@@ -100,7 +113,8 @@ impl PendingPrivateData {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Holds `values` (by commitment) for the transaction whose hash is `transaction_hash`,
+    /// Holds `values` (by commitment) for the transaction whose hash is `transaction_hash`
+    /// (returns until when, ms: what the copy on disk records),
     /// created by the certificate whose hash is `creator`, until `expires_at_ms` (the
     /// transaction's expiry, Unix ms) plus [`GRACE_MS`] in consensus time
     /// ([`Self::expire`]). Values already held for it are kept (a client may send them
@@ -117,12 +131,14 @@ impl PendingPrivateData {
         expires_at_ms: i64,
         values: Vec<([u8; 32], SaltedValue)>,
         now_ms: i64,
-    ) -> Result<(), PendingError> {
+    ) -> Result<i64, PendingError> {
         if let Some((_, v)) = values.iter().find(|(_, v)| v.value.len() > MAX_VALUE_BYTES) {
             return Err(PendingError::ValueTooLarge(v.value.len()));
         }
         let mut inner = self.lock();
-        Self::expire_locked(&mut inner, now_ms.saturating_sub(WALL_CLOCK_BACKSTOP_MS));
+        // What the backstop drops stays on disk until the next block's expiry pass misses
+        // it; a restart restores it and the first block past it drops it again.
+        let _ = Self::expire_locked(&mut inner, now_ms.saturating_sub(WALL_CLOCK_BACKSTOP_MS));
         let held_here = inner.by_transaction.get(&transaction_hash);
         let new: Vec<([u8; 32], SaltedValue)> = values
             .into_iter()
@@ -159,9 +175,10 @@ impl PendingPrivateData {
         pending.values.extend(new);
         pending.bytes = pending.bytes.saturating_add(more);
         let creator = pending.creator;
+        let keep_until_ms = pending.keep_until_ms;
         *inner.by_creator.entry(creator).or_insert(0) += more;
         inner.total = inner.total.saturating_add(more);
-        Ok(())
+        Ok(keep_until_ms)
     }
 
     /// The values held for the transaction whose hash is `transaction_hash`, removed from
@@ -171,20 +188,61 @@ impl PendingPrivateData {
     }
 
     /// Drops what was kept past its transaction's expiry and grace at `block_time_ms`, the
-    /// consensus time of a committed block (ms): no later block validates it.
-    pub fn expire(&self, block_time_ms: i64) {
-        Self::expire_locked(&mut self.lock(), block_time_ms);
+    /// consensus time of a committed block (ms): no later block validates it. Returns what
+    /// it dropped (transaction hash, commitment), for the copy on disk.
+    pub fn expire(&self, block_time_ms: i64) -> Vec<([u8; 32], [u8; 32])> {
+        Self::expire_locked(&mut self.lock(), block_time_ms)
     }
 
-    fn expire_locked(inner: &mut Inner, now_ms: i64) {
+    fn expire_locked(inner: &mut Inner, now_ms: i64) -> Vec<([u8; 32], [u8; 32])> {
         let ended: Vec<[u8; 32]> = inner
             .by_transaction
             .iter()
             .filter(|(_, p)| p.keep_until_ms < now_ms)
             .map(|(hash, _)| *hash)
             .collect();
+        let mut dropped = Vec::new();
         for hash in ended {
-            inner.remove(&hash);
+            if let Some(pending) = inner.remove(&hash) {
+                dropped.extend(pending.values.keys().map(|c| (hash, *c)));
+            }
+        }
+        dropped
+    }
+
+    /// Restores what was pending on disk at start (`Ledger::pending_private`), each value
+    /// counted in its creator's share and in all as [`Self::put`] counts it, whatever the
+    /// budgets (they held when it was taken).
+    pub fn restore(&self, entries: Vec<PendingEntry>) {
+        let mut inner = self.lock();
+        for entry in entries {
+            let fresh = !inner.by_transaction.contains_key(&entry.transaction_hash);
+            let cost = entry
+                .value
+                .value
+                .len()
+                .saturating_add(VALUE_OVERHEAD)
+                .saturating_add(if fresh { TRANSACTION_OVERHEAD } else { 0 });
+            let pending = inner
+                .by_transaction
+                .entry(entry.transaction_hash)
+                .or_insert_with(|| Pending {
+                    creator: entry.creator,
+                    keep_until_ms: entry.keep_until_ms,
+                    values: BTreeMap::new(),
+                    bytes: 0,
+                });
+            if pending
+                .values
+                .insert(entry.commitment, entry.value)
+                .is_some()
+            {
+                continue;
+            }
+            pending.bytes = pending.bytes.saturating_add(cost);
+            let creator = pending.creator;
+            *inner.by_creator.entry(creator).or_insert(0) += cost;
+            inner.total = inner.total.saturating_add(cost);
         }
     }
 
@@ -366,6 +424,31 @@ mod tests {
             .put([4; 32], [8; 32], 1_000_000, vec![value(10, 4)], backstop)
             .unwrap();
         assert!(store.take(&[3; 32]).is_none());
+    }
+
+    #[test]
+    fn restored_values_count_as_they_did() {
+        let store = PendingPrivateData::default();
+        store
+            .put([1; 32], [9; 32], 1_000, vec![value(10, 1), value(20, 2)], 0)
+            .unwrap();
+        let held = store.held(&[9; 32]);
+        let restored = PendingPrivateData::default();
+        let entries = [value(10, 1), value(20, 2)]
+            .into_iter()
+            .map(|(commitment, value)| PendingEntry {
+                transaction_hash: [1; 32],
+                keep_until_ms: 1_000 + GRACE_MS,
+                creator: [9; 32],
+                commitment,
+                value,
+            })
+            .collect::<Vec<_>>();
+        restored.restore(entries.clone());
+        restored.restore(entries);
+        assert_eq!(restored.held(&[9; 32]), held, "the same, once");
+        assert_eq!(restored.expire(1_001 + GRACE_MS).len(), 2);
+        assert_eq!(restored.held(&[9; 32]), (0, 0));
     }
 
     #[test]

@@ -890,13 +890,15 @@ impl v1::ledger_server::Ledger for LedgerService {
         };
         let transaction_hash: [u8; 32] =
             <sha2::Sha256 as sha2::Digest>::digest(&request.transaction).into();
-        self.shared
+        let creator = caller.signing_key.to_bytes();
+        let keep_until_ms = self
+            .shared
             .pending_private
             .put(
                 transaction_hash,
-                caller.signing_key.to_bytes(),
+                creator,
                 tx.expires_at_ms,
-                values,
+                values.clone(),
                 now_ms,
             )
             .map_err(|e| match e {
@@ -905,6 +907,20 @@ impl v1::ledger_server::Ledger for LedgerService {
                 }
                 _ => Status::resource_exhausted(e.to_string()),
             })?;
+        // On disk, synced, before the acknowledgment vouches for them: a restart keeps them.
+        let ledger = self.ledger.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            ledger.put_pending_private(&transaction_hash, keep_until_ms, &creator, &values)
+        })
+        .await;
+        if !matches!(written, Ok(Ok(()))) {
+            self.shared.pending_private.take(&transaction_hash);
+            return Err(internal(match written {
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+                Ok(Ok(())) => String::new(),
+            }));
+        }
         let signature = medledger_crypto::sign_private_data_ack(
             &self.identity,
             &self.genesis.network_id,

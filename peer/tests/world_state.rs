@@ -105,7 +105,7 @@ fn rocksdb_and_memory_answer_every_read_alike() {
         let previous = memory.header(number - 1).unwrap();
         let c = commit(&mut rng, number, &previous);
         tx_ids.extend(c.tx_index.iter().map(|(id, _)| *id));
-        ledger.commit_block(&c, &[], &[]).unwrap();
+        ledger.commit_block(&c, &[], &[], &[]).unwrap();
         memory.apply(&c).unwrap();
         let revocations = Revocations::load(&ledger).unwrap();
         let disk = LedgerState::new(&ledger, &revocations);

@@ -331,3 +331,75 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         assert!(ledger.private_value(&refused_commitment).unwrap().is_none());
     }
 }
+
+/// An acknowledgment vouches for values that survive a restart (docs/adr/0017 §4): two
+/// peers acknowledge, both are killed and started again before the transaction is
+/// submitted, and once it commits both hold the values.
+#[test]
+fn acknowledged_values_survive_a_restart_before_the_block() {
+    let mut net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    let rt = runtime();
+    let (commitment, secret, envelope) = rt.block_on(async {
+        let peers = connect(&net, "patient").await;
+        let pseudonym: [u8; 32] = random();
+        let registered = peers
+            .submit("register_patient", register_args(&pseudonym))
+            .await
+            .unwrap();
+        assert!(registered.is_valid());
+        let secret: [u8; 48] = random();
+        let mut private = PrivateData::new();
+        let commitment = private.add(secret.to_vec());
+        let (_, mut envelope) = peers.transaction_committing(
+            "grant",
+            grant_args(&pseudonym, "dr.a"),
+            private.commitments().to_vec(),
+        );
+        let transaction = signed_of(&mut envelope).transaction.clone();
+        let acks = vec![
+            put(&peers, 1, &transaction, private.values().to_vec())
+                .await
+                .unwrap(),
+            put(&peers, 2, &transaction, private.values().to_vec())
+                .await
+                .unwrap(),
+        ];
+        peers.acknowledged(&mut envelope, acks);
+        (commitment, secret, envelope)
+    });
+    for i in [1, 2] {
+        net.peers[i].kill();
+        net.peers[i].restart();
+    }
+    rt.block_on(async {
+        let peers = connect(&net, "patient").await;
+        let committed = peers.submit_envelope(envelope).await.unwrap();
+        assert!(committed.is_valid(), "{committed:?}");
+        for i in [1, 2] {
+            loop {
+                let status = peers.peer(i).get_status(v1::GetStatusRequest {}).await;
+                if status.is_ok_and(|s| s.into_inner().height >= committed.block) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    for i in [1, 2] {
+        net.peers[i].kill();
+        let ledger =
+            medledger_peer::ledger::Ledger::open_read_only(&net.peers[i].data_dir.join("ledger"))
+                .unwrap();
+        let held = ledger.private_value(&commitment).unwrap();
+        assert_eq!(
+            held.map(|h| h.value),
+            Some(secret.to_vec()),
+            "peer{i} after its restart"
+        );
+        assert!(
+            ledger.pending_private().unwrap().is_empty(),
+            "peer{i}: taken in the block's write"
+        );
+    }
+}
