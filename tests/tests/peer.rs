@@ -10,8 +10,12 @@ use medledger_proto::v1;
 use medledger_sdk::peer::{Committed, PeerSet, client_tls};
 use medledger_sdk::wallet::Wallet;
 use medledger_tests::TestNetwork;
+
+#[path = "common/records.rs"]
+mod records;
 use prost::Message;
 use rand_core::RngCore;
+use records::{grant_args, record_key, register_args};
 
 /// The networks are CPU-heavy on a small machine: one test at a time.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -34,42 +38,6 @@ async fn connect(net: &TestNetwork, wallet: &str, via: usize) -> PeerSet {
 
 fn now_s() -> i64 {
     medledger_tls::now_unix()
-}
-
-/// The record key of the test record `pseudonym` (its pseudonym key taken to be the
-/// pseudonym's bytes, as only these tests do).
-fn record_key(pseudonym: &[u8; 32]) -> medledger_crypto::EncryptionKey {
-    medledger_crypto::derive_record_encryption_key(&medledger_crypto::PatientKey::from_bytes(
-        *pseudonym,
-    ))
-}
-
-fn register_args(pseudonym: &[u8; 32]) -> Vec<u8> {
-    v1::RegisterPatientArgs {
-        pseudonym: pseudonym.to_vec(),
-        owner_encryption_key: record_key(pseudonym).public_key().to_bytes().to_vec(),
-        category_keys: vec![v1::CategoryKey {
-            category: "lab-results".into(),
-            public_key: vec![7; 32],
-            // Only its length is the ledger's to check; no file is encrypted to this key.
-            owner_signature: vec![7; 64],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-fn grant_args(pseudonym: &[u8; 32], grantee: &str) -> Vec<u8> {
-    v1::GrantArgs {
-        pseudonym: pseudonym.to_vec(),
-        grantee: grantee.into(),
-        category: "lab-results".into(),
-        rights: vec![v1::Right::Write as i32],
-        from: now_s() - 60,
-        until: now_s() + 3600,
-        ..Default::default()
-    }
-    .encode_to_vec()
 }
 
 /// Registers the wallet's patient record; returns its pseudonym and the commit.

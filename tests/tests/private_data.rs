@@ -10,8 +10,12 @@ use medledger_sdk::peer::{PeerSet, TX_STATUS_METADATA};
 use medledger_sdk::private_data::PrivateData;
 use medledger_sdk::wallet::Wallet;
 use medledger_tests::TestNetwork;
+
+#[path = "common/records.rs"]
+mod records;
 use prost::Message;
 use rand_core::RngCore;
+use records::{grant_args, register_args};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -29,38 +33,6 @@ fn random<const N: usize>() -> [u8; N] {
     let mut out = [0u8; N];
     rand_core::OsRng.fill_bytes(&mut out);
     out
-}
-
-fn register_args(pseudonym: &[u8; 32]) -> Vec<u8> {
-    let key = medledger_crypto::derive_record_encryption_key(
-        &medledger_crypto::PatientKey::from_bytes(*pseudonym),
-    );
-    v1::RegisterPatientArgs {
-        pseudonym: pseudonym.to_vec(),
-        owner_encryption_key: key.public_key().to_bytes().to_vec(),
-        category_keys: vec![v1::CategoryKey {
-            category: "lab-results".into(),
-            public_key: vec![7; 32],
-            owner_signature: vec![7; 64],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
-/// A write grant on record `pseudonym` to `grantee` for an hour (no key envelope needed).
-fn grant_args(pseudonym: &[u8; 32], grantee: &str) -> Vec<u8> {
-    let now = medledger_tls::now_unix();
-    v1::GrantArgs {
-        pseudonym: pseudonym.to_vec(),
-        grantee: grantee.into(),
-        category: "lab-results".into(),
-        rights: vec![v1::Right::Write as i32],
-        from: now - 60,
-        until: now + 3600,
-        ..Default::default()
-    }
-    .encode_to_vec()
 }
 
 /// The signed transaction inside `envelope`.

@@ -1,0 +1,44 @@
+//! Chaincode arguments the real-peer tests submit (shared by `peer.rs` and
+//! `private_data.rs`, each of which includes this file).
+
+use medledger_proto::v1;
+use prost::Message;
+
+/// The record key of the test record `pseudonym` (its pseudonym key taken to be the
+/// pseudonym's bytes, as only these tests do).
+pub fn record_key(pseudonym: &[u8; 32]) -> medledger_crypto::EncryptionKey {
+    medledger_crypto::derive_record_encryption_key(&medledger_crypto::PatientKey::from_bytes(
+        *pseudonym,
+    ))
+}
+
+/// `register_patient` of record `pseudonym`, with one category (lab-results).
+pub fn register_args(pseudonym: &[u8; 32]) -> Vec<u8> {
+    v1::RegisterPatientArgs {
+        pseudonym: pseudonym.to_vec(),
+        owner_encryption_key: record_key(pseudonym).public_key().to_bytes().to_vec(),
+        category_keys: vec![v1::CategoryKey {
+            category: "lab-results".into(),
+            public_key: vec![7; 32],
+            // Only its length is the ledger's to check; no file is encrypted to this key.
+            owner_signature: vec![7; 64],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A write grant on record `pseudonym` to `grantee` for an hour (no key envelope needed).
+pub fn grant_args(pseudonym: &[u8; 32], grantee: &str) -> Vec<u8> {
+    let now = medledger_tls::now_unix();
+    v1::GrantArgs {
+        pseudonym: pseudonym.to_vec(),
+        grantee: grantee.into(),
+        category: "lab-results".into(),
+        rights: vec![v1::Right::Write as i32],
+        from: now - 60,
+        until: now + 3600,
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
