@@ -82,6 +82,9 @@ struct Pending {
 #[derive(Debug, Default)]
 struct Inner {
     by_transaction: BTreeMap<[u8; 32], Pending>,
+    /// (keep-until ms, transaction hash) of every pending transaction: expiry pops from the
+    /// front instead of scanning the store under the lock.
+    by_expiry: std::collections::BTreeSet<(i64, [u8; 32])>,
     by_creator: BTreeMap<[u8; 32], usize>,
     total: usize,
 }
@@ -89,6 +92,8 @@ struct Inner {
 impl Inner {
     fn remove(&mut self, transaction_hash: &[u8; 32]) -> Option<Pending> {
         let pending = self.by_transaction.remove(transaction_hash)?;
+        self.by_expiry
+            .remove(&(pending.keep_until_ms, *transaction_hash));
         self.total = self.total.saturating_sub(pending.bytes);
         if let Some(held) = self.by_creator.get_mut(&pending.creator) {
             *held = held.saturating_sub(pending.bytes);
@@ -163,6 +168,9 @@ impl PendingPrivateData {
             return Err(PendingError::Full);
         }
         let keep_until_ms = expires_at_ms.saturating_add(GRACE_MS);
+        if !inner.by_transaction.contains_key(&transaction_hash) {
+            inner.by_expiry.insert((keep_until_ms, transaction_hash));
+        }
         let pending = inner
             .by_transaction
             .entry(transaction_hash)
@@ -196,10 +204,9 @@ impl PendingPrivateData {
 
     fn expire_locked(inner: &mut Inner, now_ms: i64) -> Vec<([u8; 32], [u8; 32])> {
         let ended: Vec<[u8; 32]> = inner
-            .by_transaction
-            .iter()
-            .filter(|(_, p)| p.keep_until_ms < now_ms)
-            .map(|(hash, _)| *hash)
+            .by_expiry
+            .range(..(now_ms, [0; 32]))
+            .map(|(_, hash)| *hash)
             .collect();
         let mut dropped = Vec::new();
         for hash in ended {
@@ -223,6 +230,11 @@ impl PendingPrivateData {
                 .len()
                 .saturating_add(VALUE_OVERHEAD)
                 .saturating_add(if fresh { TRANSACTION_OVERHEAD } else { 0 });
+            if fresh {
+                inner
+                    .by_expiry
+                    .insert((entry.keep_until_ms, entry.transaction_hash));
+            }
             let pending = inner
                 .by_transaction
                 .entry(entry.transaction_hash)
