@@ -230,7 +230,7 @@ impl Validator {
         // they dropped in decoding, so that the envelope did not re-encode to its bytes.
         let unknown_to_format = self.ledger_format() < crate::genesis::PRIVATE_DATA_FORMAT
             && matches!(&envelope.kind, Some(v1::envelope::Kind::Transaction(signed))
-                if !signed.private_data_acks.is_empty());
+                if !signed.private_data_acks.is_empty() || !signed.acks_signature.is_empty());
         if self.ledger_format() >= 2
             && (unknown_to_format
                 || envelope.encoded_len() != bytes.len()
@@ -658,6 +658,10 @@ fn check_private_data(
     // Refusals of what the creator signed (the commitments), and of what travels beside it.
     let bad = |why: String| Err((TxStatus::BadEnvelope, why, true));
     let bad_acks = |why: String| Err((TxStatus::BadEnvelope, why, false));
+    if acks.is_empty() && !signed.acks_signature.is_empty() {
+        // Nothing to countersign: bytes a relay could add to make another valid copy.
+        return bad_acks("a countersignature without private-data acknowledgments".into());
+    }
     if commitments.is_empty() {
         return if acks.is_empty() {
             Ok(None)

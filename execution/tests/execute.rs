@@ -175,6 +175,19 @@ fn with_acks(
     }
 }
 
+/// `request` with `bytes` in its signed transaction's `acks_signature`, as a relay could
+/// put them.
+fn with_signature_bytes(request: &pbft::Request, bytes: Vec<u8>) -> pbft::Request {
+    let mut envelope = v1::Envelope::decode(request.payload.as_slice()).unwrap();
+    if let Some(v1::envelope::Kind::Transaction(signed)) = &mut envelope.kind {
+        signed.acks_signature = bytes;
+    }
+    pbft::Request {
+        tx_id: request.tx_id,
+        payload: envelope.encode_to_vec(),
+    }
+}
+
 /// The acknowledgments `request` carries.
 fn acks_of(request: &pbft::Request) -> Vec<v1::PrivateDataAck> {
     match v1::Envelope::decode(request.payload.as_slice())
@@ -340,6 +353,11 @@ fn private_values_need_f_plus_1_acknowledgments_of_distinct_replicas() {
             BadSignature,
         ),
         (
+            "a countersignature with no acknowledgments",
+            with_signature_bytes(&tx(14, Vec::new(), &[]), vec![1]),
+            BadEnvelope,
+        ),
+        (
             "countersigned by a peer",
             with_acks(&acked, acks_of(&acked), Some(&peers[0])),
             BadSignature,
@@ -499,7 +517,24 @@ fn before_format_4_commitments_are_ignored_and_acknowledgments_are_not_canonical
         vec![commitment],
         &[(0, &peer0)],
     );
-    let commit = execute(&net, &state, vec![ignored, acked]);
+    // A countersignature alone (field 4) was unknown to those builds too.
+    let plain = private_transaction(
+        &net,
+        key,
+        cert,
+        "register_patient",
+        vec![0xff],
+        3,
+        Vec::new(),
+        &[],
+    );
+    let countersigned = with_signature_bytes(&plain, vec![1]);
+    let commit = execute(&net, &state, vec![ignored, acked, countersigned]);
+    assert_eq!(
+        commit.block.results[2].status,
+        v1::TxStatus::BadEnvelope as i32
+    );
+    assert!(commit.block.results[2].tx_id.is_empty());
     let results = &commit.block.results;
     // As without commitments: the chaincode's refusal (a clinician registers no patient).
     assert_eq!(results[0].status, v1::TxStatus::ChaincodeError as i32);

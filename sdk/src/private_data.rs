@@ -187,6 +187,12 @@ impl PeerSet {
             return;
         };
         acks.sort_by_key(|a| a.replica);
+        if acks.is_empty() {
+            // Nothing to countersign (the ledger refuses a countersignature of nothing).
+            signed.acks_signature = Vec::new();
+            signed.private_data_acks = acks;
+            return;
+        }
         let hash: [u8; 32] = sha2::Sha256::digest(&signed.transaction).into();
         let listed: Vec<(u32, &[u8])> = acks
             .iter()
