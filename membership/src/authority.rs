@@ -90,11 +90,6 @@ pub enum CaError {
     RecordCredentialRefused(&'static str),
     #[error("this enrollment has been issued its {0} record credentials, the most one may have")]
     TooManyRecordCredentials(u32),
-    #[error(
-        "this record credential is not due for renewal before {due_at} (Unix seconds): renew it \
-         in the last quarter of its lifetime or once it has lapsed"
-    )]
-    RecordCredentialNotDue { due_at: i64 },
 }
 
 /// The refusal of a name in the record credentials' range ([`is_reserved_name`]).
@@ -745,6 +740,19 @@ impl CertificateAuthority {
             // lapsed, ends its credentials too). The refusal names the credential alone:
             // nothing tells its holder (or a log) whose it is.
             return Err(CaError::IdentityRevoked(identity.name));
+        }
+        if !identity.record_of.is_empty() && !new_key {
+            // A credential renewing its own keys before its time gets the certificate it holds:
+            // no serial (and no budget at the peers) minted at will.
+            let held = match identity.certificate_serials.last() {
+                Some(serial) => self.store.certificate(serial)?,
+                None => None,
+            };
+            if let Some(held) = held
+                && let Some(issued) = self.held_until_due(&identity, &held, now)?
+            {
+                return Ok((issued, Vec::new()));
+            }
         }
         let reason = if key_compromise {
             v1::RevocationReason::KeyCompromise

@@ -99,9 +99,7 @@ pub fn to_status(error: CaError) -> Status {
         CaError::TooManyRecordCredentials(_) => Status::resource_exhausted(message),
         CaError::AlreadyExists(_) => Status::already_exists(message),
         CaError::NotFound(_) => Status::not_found(message),
-        CaError::AlreadyInitialized(_) | CaError::RecordCredentialNotDue { .. } => {
-            Status::failed_precondition(message)
-        }
+        CaError::AlreadyInitialized(_) => Status::failed_precondition(message),
         CaError::Store(_) | CaError::Io(_) | CaError::Build(_) => {
             tracing::error!(error = %message, "internal CA failure");
             Status::internal("internal CA failure; the CA's log has the details")

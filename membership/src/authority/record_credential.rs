@@ -135,24 +135,10 @@ impl CertificateAuthority {
                 }
             }
             // Renewed once due, not at will: every renewal is a new serial and a new
-            // certificate hash, which budgets at the peers are counted by. Asked again in the
-            // window it was renewed in (an answer lost on the way), the same certificate.
-            let due_at = medledger_crypto::renewal_due_at(
-                held_record.not_before_unix,
-                held_record.not_after_unix,
-            );
-            let lifetime = record_credential_lifetime(self.validity_seconds);
-            let window_start = now - now.rem_euclid(validity_window(lifetime));
-            if held_record.not_before_unix == window_start - medledger_crypto::BACKDATE_SECONDS {
-                return Ok(IssuedCertificate {
-                    name: credential.name,
-                    der: held_record.der,
-                    serial: held_record.serial,
-                    not_after_unix: held_record.not_after_unix,
-                });
-            }
-            if now < due_at {
-                return Err(CaError::RecordCredentialNotDue { due_at });
+            // certificate hash, which budgets at the peers are counted by. Asked before
+            // (an answer lost on the way, a retry), the certificate it holds comes back.
+            if let Some(held) = self.held_until_due(&credential, &held_record, now)? {
+                return Ok(held);
             }
             let (issued, _) = self.reissue(
                 credential,
@@ -197,6 +183,26 @@ impl CertificateAuthority {
         let (issued, _) =
             self.reissue(credential, subject_key, encryption_key, None, changes, now)?;
         Ok(issued)
+    }
+}
+
+impl CertificateAuthority {
+    /// A record credential's latest certificate `held`, while it is not due for renewal at
+    /// `now` ([`medledger_crypto::renewal_due_at`]): what a renewal asked before its time is
+    /// answered with (the same certificate, no new serial), through either door.
+    pub(crate) fn held_until_due(
+        &self,
+        credential: &IdentityRecord,
+        held: &crate::store::CertificateRecord,
+        now: i64,
+    ) -> Result<Option<IssuedCertificate>, CaError> {
+        let due_at = medledger_crypto::renewal_due_at(held.not_before_unix, held.not_after_unix);
+        Ok((!held.revoked && now < due_at).then(|| IssuedCertificate {
+            name: credential.name.clone(),
+            der: held.der.clone(),
+            serial: held.serial.clone(),
+            not_after_unix: held.not_after_unix,
+        }))
     }
 }
 
@@ -569,14 +575,20 @@ mod tests {
             let csr = build_signing_request(&key, &credential.name).unwrap();
             ca.issue_record_credential(who, &csr, &enc, Some(&credential.name), at)
         };
-        // Not due yet (a window later, well before the last quarter): refused, with when.
+        // Not due yet (a window later, well before the last quarter): the same certificate
+        // back, no new serial.
         let soon = NOW + validity_window(RECORD_CREDENTIAL_LIFETIME_SECONDS);
-        match renew(&jane, soon) {
-            Err(CaError::RecordCredentialNotDue { due_at }) => {
-                assert!(due_at > soon && due_at < issued.not_after_unix, "{due_at}");
-            }
-            other => panic!("renewed before due: {other:?}"),
-        }
+        let again = renew(&jane, soon).unwrap();
+        assert_eq!(again.der, issued.der);
+        assert_eq!(
+            ca.store
+                .identity(&credential.name)
+                .unwrap()
+                .unwrap()
+                .certificate_serials
+                .len(),
+            1
+        );
         // Its key compromised, the credential is revoked by serial: never renewed again
         // for that key, due or lapsed.
         ca.revoke(
@@ -622,6 +634,44 @@ mod tests {
             Err(CaError::IdentityRevoked(name)) => assert_eq!(name, second.name),
             other => panic!("a credential outlived its enrollment's certificate: {other:?}"),
         }
+    }
+
+    /// The other door (red team of the fixes): a credential renewing its own keys under its
+    /// own certificate before its time gets the certificate it holds, no new serial.
+    #[test]
+    fn a_credential_cannot_mint_serials_through_reenroll() {
+        let (_tmp, dir, ca) = new_ca();
+        let admin = admin(&ca, &dir);
+        let jane = jane(&ca, &admin);
+        let (key, csr, enc) = new_keys("jane.doe");
+        let issued = ca
+            .issue_record_credential(&jane, &csr, &enc, None, NOW)
+            .unwrap();
+        let credential = ca.authenticate(&issued.der, NOW).unwrap();
+        let same_keys = build_signing_request(&key, &credential.name).unwrap();
+        for at in [NOW + 1, NOW + 2] {
+            let (again, revoked) = ca
+                .reenroll(&credential, &same_keys, &enc, false, at)
+                .unwrap();
+            assert_eq!(again.der, issued.der, "at {at}");
+            assert!(revoked.is_empty());
+        }
+        let serials = |ca: &CertificateAuthority| {
+            ca.store
+                .identity(&credential.name)
+                .unwrap()
+                .unwrap()
+                .certificate_serials
+                .len()
+        };
+        assert_eq!(serials(&ca), 1);
+        // Once due, it renews.
+        let due = issued.not_after_unix - 60;
+        let (renewed, _) = ca
+            .reenroll(&credential, &same_keys, &enc, false, due)
+            .unwrap();
+        assert_ne!(renewed.der, issued.der);
+        assert_eq!(serials(&ca), 2);
     }
 
     #[test]
