@@ -637,6 +637,31 @@ impl Validator {
     }
 }
 
+/// A transaction's private commitments as the ledger takes them (docs/adr/0017 §1): at
+/// most [`medledger_crypto::MAX_PRIVATE_COMMITMENTS`], 32 bytes each, distinct. The
+/// validator's rule and a peer's `PutPrivateData` both check them so.
+///
+/// # Errors
+/// Words saying which is wrong.
+pub fn check_commitments(commitments: &[Vec<u8>]) -> Result<(), String> {
+    if commitments.len() > medledger_crypto::MAX_PRIVATE_COMMITMENTS {
+        return Err(format!(
+            "{} private commitments; at most {}",
+            commitments.len(),
+            medledger_crypto::MAX_PRIVATE_COMMITMENTS
+        ));
+    }
+    if commitments.iter().any(|c| c.len() != 32) {
+        return Err("a private commitment must be 32 bytes".into());
+    }
+    let distinct: std::collections::BTreeSet<&[u8]> =
+        commitments.iter().map(Vec::as_slice).collect();
+    if distinct.len() != commitments.len() {
+        return Err("the same private commitment twice".into());
+    }
+    Ok(())
+}
+
 /// The private-data rule (docs/adr/0017 §3), deterministic: every commitment 32 bytes and
 /// distinct, at most [`medledger_crypto::MAX_PRIVATE_COMMITMENTS`] (else `BadEnvelope`); no
 /// acknowledgments without commitments, at most one per replica of `configuration` (else
@@ -669,20 +694,8 @@ fn check_private_data(
             bad_acks("private-data acknowledgments without private commitments".into())
         };
     }
-    if commitments.len() > medledger_crypto::MAX_PRIVATE_COMMITMENTS {
-        return bad(format!(
-            "{} private commitments; at most {}",
-            commitments.len(),
-            medledger_crypto::MAX_PRIVATE_COMMITMENTS
-        ));
-    }
-    if commitments.iter().any(|c| c.len() != 32) {
-        return bad("a private commitment must be 32 bytes".into());
-    }
-    let distinct: std::collections::BTreeSet<&[u8]> =
-        commitments.iter().map(Vec::as_slice).collect();
-    if distinct.len() != commitments.len() {
-        return bad("the same private commitment twice".into());
+    if let Err(why) = check_commitments(commitments) {
+        return bad(why);
     }
     if acks.len() > configuration.peer_keys.len() {
         return bad_acks(format!(

@@ -744,11 +744,7 @@ impl CertificateAuthority {
         if !identity.record_of.is_empty() && !new_key {
             // A credential renewing its own keys before its time gets the certificate it holds:
             // no serial (and no budget at the peers) minted at will.
-            let held = match identity.certificate_serials.last() {
-                Some(serial) => self.store.certificate(serial)?,
-                None => None,
-            };
-            if let Some(held) = held
+            if let Some(held) = self.latest_certificate(&identity)?
                 && let Some(issued) = self.held_until_due(&identity, &held, now)?
             {
                 return Ok((issued, Vec::new()));
@@ -783,16 +779,43 @@ impl CertificateAuthority {
         if enrollment.revoked {
             return Ok(false);
         }
-        for serial in enrollment.certificate_serials.iter().rev() {
+        Ok(self.valid_certificate(&enrollment, now)?.is_some())
+    }
+
+    /// The newest of `identity`'s certificates that is neither revoked nor outside its
+    /// validity at `now`, if any.
+    ///
+    /// # Errors
+    /// The store failed.
+    fn valid_certificate(
+        &self,
+        identity: &IdentityRecord,
+        now: i64,
+    ) -> Result<Option<CertificateRecord>, CaError> {
+        for serial in identity.certificate_serials.iter().rev() {
             if let Some(c) = self.store.certificate(serial)?
                 && !c.revoked
                 && c.not_before_unix <= now
                 && now < c.not_after_unix
             {
-                return Ok(true);
+                return Ok(Some(c));
             }
         }
-        Ok(false)
+        Ok(None)
+    }
+
+    /// The last certificate issued to `identity`, if any (whatever its state).
+    ///
+    /// # Errors
+    /// The store failed.
+    pub(crate) fn latest_certificate(
+        &self,
+        identity: &IdentityRecord,
+    ) -> Result<Option<CertificateRecord>, CaError> {
+        match identity.certificate_serials.last() {
+            Some(serial) => Ok(self.store.certificate(serial)?),
+            None => Ok(None),
+        }
     }
 
     /// Issues `identity` (already checked, under the write lock) a certificate for
@@ -1131,14 +1154,8 @@ impl CertificateAuthority {
             .store
             .identity(name)?
             .ok_or_else(|| CaError::NotFound(format!("identity {name:?}")))?;
-        for serial in record.certificate_serials.iter().rev() {
-            if let Some(c) = self.store.certificate(serial)?
-                && !c.revoked
-                && c.not_before_unix <= now
-                && now < c.not_after_unix
-            {
-                return Ok(c.der);
-            }
+        if let Some(c) = self.valid_certificate(&record, now)? {
+            return Ok(c.der);
         }
         Err(CaError::NotFound(format!(
             "a valid certificate of {name:?} (not enrolled yet, expired or revoked)"

@@ -282,13 +282,7 @@ pub fn matched_values(
     if commitments.is_empty() {
         return Err("the transaction commits to no private value".into());
     }
-    if commitments.len() > medledger_crypto::MAX_PRIVATE_COMMITMENTS {
-        return Err(format!(
-            "{} private commitments; at most {}",
-            commitments.len(),
-            medledger_crypto::MAX_PRIVATE_COMMITMENTS
-        ));
-    }
+    medledger_execution::validate::check_commitments(commitments)?;
     if values.len() != commitments.len() {
         return Err(format!(
             "{} values for {} commitments: send one value for each",
@@ -296,16 +290,11 @@ pub fn matched_values(
             commitments.len()
         ));
     }
-    let mut wanted: BTreeMap<[u8; 32], usize> = BTreeMap::new();
-    for (i, c) in commitments.iter().enumerate() {
-        let c: [u8; 32] = c
-            .as_slice()
-            .try_into()
-            .map_err(|_| format!("commitment {i} is not 32 bytes"))?;
-        if wanted.insert(c, i).is_some() {
-            return Err(format!("commitment {i} is repeated"));
-        }
-    }
+    // Checked above: 32 bytes each, distinct.
+    let mut wanted: std::collections::BTreeSet<[u8; 32]> = commitments
+        .iter()
+        .filter_map(|c| <[u8; 32]>::try_from(c.as_slice()).ok())
+        .collect();
     let mut out = Vec::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
         let salt: [u8; PRIVATE_SALT_LEN] = v
@@ -320,7 +309,7 @@ pub fn matched_values(
             ));
         }
         let c = medledger_crypto::private_commitment(&salt, &v.value);
-        if wanted.remove(&c).is_none() {
+        if !wanted.remove(&c) {
             return Err(format!(
                 "value {i} matches none of the transaction's commitments (or one already matched)"
             ));

@@ -107,11 +107,9 @@ impl CertificateAuthority {
                 .identity(name)?
                 .filter(|c| c.record_of == enrollment.name && !c.revoked)
                 .ok_or(CaError::RecordCredentialRefused(NOT_YOURS))?;
-            let held_record = match credential.certificate_serials.last() {
-                Some(serial) => self.store.certificate(serial)?,
-                None => None,
-            }
-            .ok_or(CaError::RecordCredentialRefused(NOT_YOURS))?;
+            let held_record = self
+                .latest_certificate(&credential)?
+                .ok_or(CaError::RecordCredentialRefused(NOT_YOURS))?;
             let held = read_enrollment_certificate(&held_record.der, &self.root)?;
             if held.signing_key != subject_key || held.encryption_key != encryption_key {
                 return Err(CaError::RecordCredentialRefused(NOT_YOURS));
