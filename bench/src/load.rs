@@ -40,6 +40,7 @@ use medledger_devnet::{self as network, Layout};
 use medledger_proto::v1;
 use medledger_sdk::ca::{CaClient, TlsIdentity};
 use medledger_sdk::peer::PeerSet;
+use medledger_sdk::private_data::PrivateData;
 use medledger_sdk::wallet::Wallet;
 use prost::Message;
 use rand::{Rng, SeedableRng};
@@ -169,8 +170,10 @@ fn item_id(n: u64) -> String {
 }
 
 impl Pair {
-    fn grant_args(&self, rng: &mut impl Rng) -> Vec<u8> {
-        v1::GrantArgs {
+    /// A grant to a random clinician, its envelope as private data on a ledger that keeps
+    /// it (docs/adr/0017): the load's private transactions.
+    fn grant_args(&self, rng: &mut impl Rng) -> (Vec<u8>, PrivateData) {
+        let mut grant = v1::GrantArgs {
             pseudonym: self.pseudonym.clone(),
             grantee: format!("dr-{}", rng.gen_range(0..1000)),
             category: CATEGORY.into(),
@@ -181,8 +184,9 @@ impl Pair {
             // The size of a real HPKE envelope of the category key.
             key_envelope: vec![0x5a; 80],
             ..Default::default()
-        }
-        .encode_to_vec()
+        };
+        let private = self.patient.grant_envelope_private(&mut grant);
+        (grant.encode_to_vec(), private)
     }
 
     fn add_item_args(&self, n: u64) -> Vec<u8> {
@@ -230,8 +234,13 @@ impl Pair {
     async fn run(&self, op: Op, rng_seed: u64) -> (bool, String) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
         let mut added = None;
+        let mut private = PrivateData::new();
         let (peers, function, args) = match op {
-            Op::Grant => (&self.patient, "grant", self.grant_args(&mut rng)),
+            Op::Grant => {
+                let (args, values) = self.grant_args(&mut rng);
+                private = values;
+                (&self.patient, "grant", args)
+            }
             Op::AddItem => {
                 let n = self.next_item.fetch_add(1, Ordering::Relaxed);
                 added = Some(item_id(n));
@@ -249,7 +258,7 @@ impl Pair {
                 (&self.clinician, "record_access", args.encode_to_vec())
             }
         };
-        match peers.submit(function, args).await {
+        match peers.submit_maybe_private(function, args, &private).await {
             Ok(c) => {
                 if let Some(item) = added.filter(|_| c.is_valid()) {
                     // Later record_access operations may read it.
@@ -352,7 +361,7 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<(Vec<Arc<Pair>>,
                 .submit("register_patient", register.encode_to_vec())
                 .await?
                 .into_valid()?;
-            let grant = v1::GrantArgs {
+            let mut grant = v1::GrantArgs {
                 pseudonym: pair.pseudonym.clone(),
                 grantee: clinician_name,
                 category: CATEGORY.into(),
@@ -363,8 +372,9 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<(Vec<Arc<Pair>>,
                 key_envelope: vec![0x5a; 80],
                 ..Default::default()
             };
+            let private = pair.patient.grant_envelope_private(&mut grant);
             pair.patient
-                .submit("grant", grant.encode_to_vec())
+                .submit_maybe_private("grant", grant.encode_to_vec(), &private)
                 .await?
                 .into_valid()?;
             let n = pair.next_item.fetch_add(1, Ordering::Relaxed);

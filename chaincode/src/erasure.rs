@@ -6,7 +6,8 @@
 //! too large to erase. From the closing transaction on, every call on the record fails with
 //! `PatientErased`; the purge removes what is left to remove: items and study copies
 //! tombstoned with their file keys cleared, envelopes cleared, category keys, the key chain
-//! and private data deleted. The record's audit trail stays.
+//! and private data deleted; from ledger format 4 the private values behind envelopes and
+//! the key chain are purged from every peer (docs/adr/0017). The record's audit trail stays.
 //!
 //! The objects the purge tombstones (the record's files and its copies in studies) are then
 //! only deleted by the gateway, the one party that writes to the store. So the purge queues
@@ -220,8 +221,12 @@ fn step(
                 (PERMISSIONS | ENDED_PERMISSIONS, _) => {
                     let mut permission: Permission = decoded(key, bytes)?;
                     owe_study(stub, hex, &permission)?;
-                    if !permission.key_envelope.is_empty() {
+                    if !permission.key_envelope.is_empty()
+                        || !permission.key_envelope_commitment.is_empty()
+                    {
+                        crate::private::purge(stub, &permission.key_envelope_commitment)?;
                         permission.key_envelope.clear();
+                        permission.key_envelope_commitment.clear();
                         put(stub, key, &permission)?;
                     }
                 }
@@ -229,6 +234,13 @@ fn step(
                     if let Some(path) = tombstone_copy(stub, hex, study, key, bytes)? {
                         deleted.push(path);
                     }
+                }
+                (KEY_CHAIN, _) => {
+                    // From format 4 a link is the commitment to a private value.
+                    if stub.keeps_private_data() {
+                        crate::private::purge(stub, bytes)?;
+                    }
+                    stub.delete(key)?;
                 }
                 _ => stub.delete(key)?,
             }

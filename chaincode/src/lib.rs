@@ -27,6 +27,7 @@ pub mod erasure;
 pub mod error;
 pub mod keys;
 pub mod limits;
+pub mod private;
 mod queries;
 pub mod sealed;
 pub mod stub;
@@ -64,8 +65,9 @@ pub const TRANSACTIONS: [&str; 16] = [
 pub const GATEWAY_TRANSACTIONS: [&str; 2] = ["confirm_object_deletions", "purge_erased"];
 
 /// Read-only functions (answered from one peer's state).
-pub const QUERIES: [&str; 12] = [
+pub const QUERIES: [&str; 13] = [
     "get_record",
+    "access_keys",
     "list_permissions",
     "list_items",
     "audit_trail",
@@ -119,6 +121,8 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
         f if QUERIES.contains(&f) => Err(ChaincodeError::NotATransaction(f.to_string())),
         f => Err(ChaincodeError::UnknownFunction(f.to_string())),
     };
+    // Every private value the transaction carries is one a field refers to.
+    let result = result.and_then(|r| private::all_claimed(stub).map(|()| r));
     if let Err(error) = &result {
         stub.rollback();
         if let ChaincodeError::Denied {
@@ -133,17 +137,49 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
 }
 
 /// Checks, on the arguments alone (no state, no time), what must never reach a block: a peer
-/// runs it before ordering a submission, so that words a client should have sealed are
-/// refused before they are written anywhere. The chaincode refuses the same at execution,
-/// for a primary that orders them anyway. Today: an emergency access's reason in clear text
-/// (docs/adr/0013).
+/// runs it before ordering a submission, so that words a client should have sealed, and key
+/// material a client should have sent as private data, are refused before they are written
+/// anywhere. The chaincode refuses the same at execution, for a primary that orders them
+/// anyway. Today: an emergency access's reason in clear text (docs/adr/0013), and on a
+/// ledger that keeps private data (`keeps_private_data`: format 4, docs/adr/0017) a grant's
+/// or a rotation's key envelopes in clear.
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` naming the field, or arguments that do not decode.
-pub fn check_before_ordering(function: &str, args: &[u8]) -> Result<(), ChaincodeError> {
-    if function == "emergency_access" {
-        let args: medledger_proto::v1::EmergencyAccessArgs = decode(args)?;
-        sealed::refuse_clear_reason(&args.reason)?;
+pub fn check_before_ordering(
+    function: &str,
+    args: &[u8],
+    keeps_private_data: bool,
+) -> Result<(), ChaincodeError> {
+    use medledger_proto::v1;
+    let in_clear = |field: &'static str| {
+        ChaincodeError::invalid(
+            field,
+            "this ledger keeps key material as private data: send its commitment, and the \
+             value beside the transaction (PutPrivateData)",
+        )
+    };
+    match function {
+        "emergency_access" => {
+            let args: v1::EmergencyAccessArgs = decode(args)?;
+            sealed::refuse_clear_reason(&args.reason)?;
+        }
+        "grant" if keeps_private_data => {
+            let args: v1::GrantArgs = decode(args)?;
+            if !args.key_envelope.is_empty() {
+                return Err(in_clear("key_envelope"));
+            }
+        }
+        "rotate_category_key" if keeps_private_data => {
+            let args: v1::RotateCategoryKeyArgs = decode(args)?;
+            if !args.previous_key_envelope.is_empty() {
+                return Err(in_clear("previous_key_envelope"));
+            }
+            if args.envelopes.iter().any(|e| !e.key_envelope.is_empty()) {
+                return Err(in_clear("envelopes.key_envelope"));
+            }
+        }
+        _ => {}
     }
     Ok(())
 }
@@ -151,8 +187,10 @@ pub fn check_before_ordering(function: &str, args: &[u8]) -> Result<(), Chaincod
 /// Runs read-only `function` with encoded `args` on the stub's state.
 pub fn query(stub: &dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, ChaincodeError> {
     use queries as q;
+    use transactions as t;
     match function {
         "get_record" => decode(args).and_then(|a| q::get_record(stub, a)),
+        "access_keys" => decode(args).and_then(|a| t::access_keys(stub, a)),
         "list_permissions" => decode(args).and_then(|a| q::list_permissions(stub, a)),
         "list_items" => decode(args).and_then(|a| q::list_items(stub, a)),
         "audit_trail" => decode(args).and_then(|a| q::audit_trail(stub, a)),

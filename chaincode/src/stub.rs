@@ -7,7 +7,7 @@
 //! ([`Stub::rollback`]) and leaving behind only the audit entry of a denied attempt.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
 
@@ -101,6 +101,15 @@ pub enum StubError {
     /// A state key that cannot be stored (empty, or holding a NUL byte).
     #[error("invalid state key")]
     InvalidKey,
+    /// A transaction asked for a private value: they are read in queries only, since not
+    /// every peer holds every value (docs/adr/0017 §5), and execution must not depend on
+    /// what one peer holds.
+    #[error("private values are read in queries only")]
+    PrivateOnlyInQueries,
+    /// This peer does not hold the private value (it did not acknowledge it, or lost it,
+    /// or it was purged): the client asks another peer.
+    #[error("this peer does not hold that private value; ask another peer")]
+    PrivateValueUnavailable,
 }
 
 /// Most entries one scan or history call may return.
@@ -228,8 +237,31 @@ pub trait Stub {
     fn auditor_keys(&self) -> &[[u8; 32]];
     /// Publishes an event with the transaction (several per transaction are fine).
     fn emit_event(&mut self, name: &str, payload: Vec<u8>) -> Result<(), StubError>;
-    /// Forgets every write and event of this transaction so far.
+    /// Forgets every write, event, claim and purge of this transaction so far.
     fn rollback(&mut self);
+
+    /// Whether this ledger keeps private data (ledger format 4, docs/adr/0017): key
+    /// material then comes as commitments to private values, never in clear. An input of
+    /// consensus (the genesis fixes it).
+    fn keeps_private_data(&self) -> bool;
+    /// Claims `commitment` (32 bytes) for a field of this transaction's arguments: true
+    /// when the transaction carries it (`Transaction.private_commitments`, acknowledged by
+    /// f+1 peers) and no field claimed it before. A transaction that leaves a commitment
+    /// unclaimed is refused ([`crate::invoke`]): no peer keeps a value nothing refers to.
+    fn claim_private(&mut self, commitment: &[u8]) -> bool;
+    /// How many of this transaction's commitments no field has claimed.
+    fn unclaimed_private(&self) -> usize;
+    /// Queries only: the private value committed to by `commitment`, with its 32-byte
+    /// salt, checked against it: (salt, value).
+    ///
+    /// # Errors
+    /// [`StubError::PrivateOnlyInQueries`] in a transaction;
+    /// [`StubError::PrivateValueUnavailable`] when this peer does not hold it.
+    fn private_value(&self, commitment: &[u8; 32]) -> Result<([u8; 32], Vec<u8>), StubError>;
+    /// Deletes the private value committed to by `commitment` from every peer when this
+    /// transaction commits (an erasure's purge, docs/adr/0015); charged as a write. The
+    /// commitment stays wherever a block holds it.
+    fn purge_private(&mut self, commitment: &[u8; 32]) -> Result<(), StubError>;
 }
 
 /// An event a committed transaction emitted.
@@ -240,6 +272,9 @@ pub struct Event {
     pub payload: Vec<u8>,
 }
 
+/// Private values by commitment: (salt, value).
+type SaltedValues = BTreeMap<[u8; 32], ([u8; 32], Vec<u8>)>;
+
 /// An in-memory ledger for tests: committed state, key history and events.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryLedger {
@@ -248,6 +283,9 @@ pub struct MemoryLedger {
     events: Vec<Event>,
     transactions: u64,
     auditor_keys: Vec<[u8; 32]>,
+    /// Format 4: the private values committed transactions left, by commitment: (salt,
+    /// value).
+    private: Option<SaltedValues>,
 }
 
 impl MemoryLedger {
@@ -268,7 +306,53 @@ impl MemoryLedger {
             creator,
             tx_id,
             time,
+            private: PrivateOfTransaction::default(),
+            query: false,
         }
+    }
+
+    /// Starts a transaction as [`MemoryLedger::transaction`] does, carrying `values` as
+    /// private data (the ledger must keep it: [`MemoryLedger::keep_private_data`]).
+    /// Returns the stub and each value's commitment, in order. Committed, the values of
+    /// the commitments the chaincode claimed are kept.
+    pub fn private_transaction(
+        &mut self,
+        creator: Creator,
+        time: i64,
+        values: &[Vec<u8>],
+    ) -> (MemoryStub<'_>, Vec<[u8; 32]>) {
+        let mut pending = BTreeMap::new();
+        let mut commitments = Vec::with_capacity(values.len());
+        for (i, value) in values.iter().enumerate() {
+            let salt: [u8; 32] = Sha256::digest((i as u64).to_be_bytes()).into();
+            let commitment = medledger_crypto::private_commitment(&salt, value);
+            pending.insert(commitment, (salt, value.clone()));
+            commitments.push(commitment);
+        }
+        let mut stub = self.transaction(creator, time);
+        stub.private.values = pending;
+        (stub, commitments)
+    }
+
+    /// A read-only view for a query by `creator` at `time`: it reads private values.
+    pub fn query_stub(&mut self, creator: Creator, time: i64) -> MemoryStub<'_> {
+        let mut stub = self.transaction(creator, time);
+        stub.query = true;
+        stub
+    }
+
+    /// Makes this a ledger that keeps private data (format 4).
+    pub fn keep_private_data(&mut self) {
+        self.private.get_or_insert_with(BTreeMap::new);
+    }
+
+    /// The private values kept, by commitment (empty below format 4).
+    pub fn private_values(&self) -> BTreeMap<[u8; 32], Vec<u8>> {
+        self.private
+            .iter()
+            .flatten()
+            .map(|(commitment, (_, value))| (*commitment, value.clone()))
+            .collect()
     }
 
     pub fn state(&self) -> &BTreeMap<String, Vec<u8>> {
@@ -305,6 +389,15 @@ impl MemoryLedger {
     }
 }
 
+/// One transaction's private data, as a [`MemoryStub`] sees it.
+#[derive(Debug, Default)]
+struct PrivateOfTransaction {
+    /// The values the transaction carries, by commitment: (salt, value).
+    values: SaltedValues,
+    claimed: BTreeSet<[u8; 32]>,
+    purged: Vec<[u8; 32]>,
+}
+
 pub struct MemoryStub<'a> {
     ledger: &'a mut MemoryLedger,
     writes: BTreeMap<String, Option<Vec<u8>>>,
@@ -313,10 +406,23 @@ pub struct MemoryStub<'a> {
     creator: Creator,
     tx_id: Vec<u8>,
     time: i64,
+    private: PrivateOfTransaction,
+    /// A query's view: it reads private values, and is never committed.
+    query: bool,
 }
 
 impl MemoryStub<'_> {
     pub fn commit(self) {
+        if let Some(kept) = &mut self.ledger.private {
+            for commitment in &self.private.claimed {
+                if let Some(value) = self.private.values.get(commitment) {
+                    kept.insert(*commitment, value.clone());
+                }
+            }
+            for commitment in &self.private.purged {
+                kept.remove(commitment);
+            }
+        }
         for (key, value) in self.writes {
             self.ledger
                 .history
@@ -474,7 +580,45 @@ impl Stub for MemoryStub<'_> {
     fn rollback(&mut self) {
         self.writes.clear();
         self.events.clear();
+        self.private.claimed.clear();
+        self.private.purged.clear();
         self.budget.forget_writes();
+    }
+
+    fn keeps_private_data(&self) -> bool {
+        self.ledger.private.is_some()
+    }
+
+    fn claim_private(&mut self, commitment: &[u8]) -> bool {
+        let Ok(commitment) = <[u8; 32]>::try_from(commitment) else {
+            return false;
+        };
+        self.private.values.contains_key(&commitment) && self.private.claimed.insert(commitment)
+    }
+
+    fn unclaimed_private(&self) -> usize {
+        self.private
+            .values
+            .len()
+            .saturating_sub(self.private.claimed.len())
+    }
+
+    fn private_value(&self, commitment: &[u8; 32]) -> Result<([u8; 32], Vec<u8>), StubError> {
+        if !self.query {
+            return Err(StubError::PrivateOnlyInQueries);
+        }
+        self.ledger
+            .private
+            .as_ref()
+            .and_then(|kept| kept.get(commitment))
+            .cloned()
+            .ok_or(StubError::PrivateValueUnavailable)
+    }
+
+    fn purge_private(&mut self, commitment: &[u8; 32]) -> Result<(), StubError> {
+        self.budget.charge_write("private", Some(commitment))?;
+        self.private.purged.push(*commitment);
+        Ok(())
     }
 }
 

@@ -3,12 +3,12 @@
 //! one leaves only its audit entry (written by the dispatcher after rollback).
 
 use medledger_proto::v1::{
-    AddItemArgs, AuditAction, Category, CategoryKey, ClinicalItem, EmergencyAccessArgs,
-    EmergencyAccessEvent, GrantArgs, GrantResult, IdResult, Outcome, PatientRecord, Permission,
-    PrivateData, RecordAccessArgs, RecordAccessResult, RecordStudyAccessArgs,
-    RecordStudyAccessResult, RegisterCategoryArgs, RegisterPatientArgs, RegisterStudyArgs,
-    ReportStudyIncidentArgs, RevokeArgs, RevokeResult, Right, RotateCategoryKeyArgs,
-    SetPrivateDataArgs, ShareForStudyArgs, Study, StudyIncident, StudyItem,
+    AccessKeysArgs, AccessKeysResult, AddItemArgs, AuditAction, Category, CategoryKey,
+    ClinicalItem, EmergencyAccessArgs, EmergencyAccessEvent, GrantArgs, GrantResult, IdResult,
+    Outcome, PatientRecord, Permission, PrivateData, RecordAccessArgs, RecordAccessResult,
+    RecordStudyAccessArgs, RecordStudyAccessResult, RegisterCategoryArgs, RegisterPatientArgs,
+    RegisterStudyArgs, ReportStudyIncidentArgs, RevokeArgs, RevokeResult, Right,
+    RotateCategoryKeyArgs, SetPrivateDataArgs, ShareForStudyArgs, Study, StudyIncident, StudyItem,
 };
 use prost::Message;
 
@@ -300,13 +300,20 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
         ));
     }
     let needs_key = rights.contains(&Right::Read) || shares;
-    if needs_key && args.key_envelope.is_empty() {
+    let envelope = crate::private::take(
+        stub,
+        "key_envelope",
+        args.key_envelope,
+        &args.key_envelope_commitment,
+        MAX_ENVELOPE_LEN,
+    )?;
+    if needs_key && envelope.is_absent() {
         return Err(ChaincodeError::invalid(
             "key_envelope",
             "read and share need the category key wrapped to the grantee",
         ));
     }
-    limits::max_len("key_envelope", &args.key_envelope, MAX_ENVELOPE_LEN)?;
+    let (key_envelope, key_envelope_commitment) = envelope.into_fields();
     patient.require_owner(stub.creator(), AuditAction::Grant, &args.category)?;
     // After the owner check, so that anyone else's attempt is refused as theirs and audited
     // on the owner's trail.
@@ -332,7 +339,8 @@ pub fn grant(stub: &mut dyn Stub, args: GrantArgs) -> Result<Vec<u8>, ChaincodeE
         study_pseudonym: args.study_pseudonym,
         study_owner_key: args.study_owner_key,
         granted_at: t,
-        key_envelope: args.key_envelope,
+        key_envelope,
+        key_envelope_commitment,
         key_epoch: key.epoch,
         ..Permission::default()
     };
@@ -498,13 +506,21 @@ pub fn record_access(
     if let Some(permission) = used {
         entry.permission_id = permission.id.clone();
         entry.emergency = permission.emergency;
-        result.key_chain = key_chain(
+        // A ledger that keeps private data gives keys by the query `access_keys` alone: the
+        // envelope and the links are commitments here, and results are in the block.
+        let links = key_chain(
             stub,
             &patient.hex,
             &permission.category,
             permission.key_epoch,
             result.item.as_ref().map_or(0, |i| i.key_epoch),
         )?;
+        if stub.keeps_private_data() {
+            result.key_chain_commitments = links;
+        } else {
+            result.key_chain = links;
+        }
+        result.key_envelope_commitment = permission.key_envelope_commitment;
         result.key_envelope = permission.key_envelope;
         result.key_epoch = permission.key_epoch;
         result.permission_id = permission.id;
@@ -512,6 +528,69 @@ pub fn record_access(
     }
     patient.audit(stub, entry)?;
     patient.save(stub)?;
+    Ok(result.encode_to_vec())
+}
+
+/// Query `access_keys` ([`AccessKeysArgs`] → [`AccessKeysResult`]; docs/adr/0017 §5):
+/// for a clinician whose permission to read item `item_id`'s category is live now, that
+/// permission's key envelope and the key chain down to the item's epoch, read from this
+/// peer's private data (on a ledger below format 4, from state). The clinician records the
+/// access first (`record_access`), which the gateway requires before it serves the file.
+///
+/// # Errors
+/// `UnknownPatient`, `PatientErased`, `NotFound` (item); `Denied` (`WrongRole` for anyone
+/// but a clinician, `NoPermission`, `WindowNotStarted`, `WindowExpired`, `Revoked`);
+/// `UNAVAILABLE` when this peer does not hold a value (ask another peer).
+pub fn access_keys(stub: &dyn Stub, args: AccessKeysArgs) -> Result<Vec<u8>, ChaincodeError> {
+    let patient = load_patient(stub, &args.pseudonym)?;
+    limits::identifier("item_id", &args.item_id)?;
+    let item: ClinicalItem = get(stub, &keys::item(&patient.hex, &args.item_id))?
+        .ok_or_else(|| ChaincodeError::not_found("item", &args.item_id))?;
+    let creator = stub.creator();
+    if creator.role != Role::Clinician {
+        return Err(ChaincodeError::denied(Denial::WrongRole {
+            needed: Role::Clinician.as_str(),
+            actual: creator.role,
+        }));
+    }
+    let permission = decide(
+        stub,
+        &patient.hex,
+        &creator.name,
+        &item.category,
+        Right::Read,
+        None,
+        stub.time(),
+    )?
+    .map_err(ChaincodeError::denied)?;
+    let (key_envelope, key_envelope_salt) = crate::private::read(
+        stub,
+        &permission.key_envelope,
+        &permission.key_envelope_commitment,
+    )?;
+    let mut result = AccessKeysResult {
+        permission_id: permission.id,
+        key_envelope,
+        key_envelope_salt,
+        key_epoch: permission.key_epoch,
+        ..AccessKeysResult::default()
+    };
+    let links = key_chain(
+        stub,
+        &patient.hex,
+        &permission.category,
+        permission.key_epoch,
+        item.key_epoch,
+    )?;
+    for link in links {
+        let (value, salt) = if stub.keeps_private_data() {
+            crate::private::read(stub, &[], &link)?
+        } else {
+            (link, Vec::new())
+        };
+        result.key_chain.push(value);
+        result.key_chain_salts.push(salt);
+    }
     Ok(result.encode_to_vec())
 }
 
@@ -887,17 +966,23 @@ pub fn rotate_category_key(
     let mut key = category_key(stub, &patient, &args.category)?;
     limits::exact_len("public_key", &args.public_key, KEY_LEN)?;
     limits::exact_len("owner_signature", &args.owner_signature, SIGNATURE_LEN)?;
-    if args.previous_key_envelope.is_empty() {
-        return Err(ChaincodeError::invalid(
-            "previous_key_envelope",
-            "the current key wrapped to the new one is required (the key chain)",
-        ));
-    }
-    limits::max_len(
+    // The link is stored as given: the envelope below format 4, its commitment from 4 on.
+    let link = match crate::private::take(
+        stub,
         "previous_key_envelope",
-        &args.previous_key_envelope,
+        args.previous_key_envelope,
+        &args.previous_key_envelope_commitment,
         MAX_ENVELOPE_LEN,
-    )?;
+    )? {
+        crate::private::KeyMaterial::Absent => {
+            return Err(ChaincodeError::invalid(
+                "previous_key_envelope",
+                "the current key wrapped to the new one is required (the key chain)",
+            ));
+        }
+        crate::private::KeyMaterial::Clear(value) => value,
+        crate::private::KeyMaterial::Committed(commitment) => commitment.to_vec(),
+    };
     if args.public_key == key.public_key {
         return Err(ChaincodeError::invalid(
             "public_key",
@@ -936,15 +1021,20 @@ pub fn rotate_category_key(
                 format!("{} does not read or share", permission.id),
             ));
         }
-        if update.key_envelope.is_empty() {
-            return Err(ChaincodeError::invalid("envelopes", "an envelope is empty"));
-        }
-        limits::max_len(
+        let envelope = crate::private::take(
+            stub,
             "envelopes.key_envelope",
-            &update.key_envelope,
+            update.key_envelope.clone(),
+            &update.key_envelope_commitment,
             MAX_ENVELOPE_LEN,
         )?;
-        permission.key_envelope = update.key_envelope.clone();
+        if envelope.is_absent() {
+            return Err(ChaincodeError::invalid("envelopes", "an envelope is empty"));
+        }
+        // The envelope of the epoch before is the new one's and the key chain's to give:
+        // no peer keeps it longer.
+        crate::private::purge(stub, &permission.key_envelope_commitment)?;
+        (permission.key_envelope, permission.key_envelope_commitment) = envelope.into_fields();
         permission.key_epoch = key
             .epoch
             .checked_add(1)
@@ -975,7 +1065,7 @@ pub fn rotate_category_key(
     }
     stub.put(
         &keys::key_chain_link(&patient.hex, &args.category, key.epoch),
-        args.previous_key_envelope,
+        link,
     )?;
     key.epoch = next_epoch;
     key.public_key = args.public_key;

@@ -1332,10 +1332,12 @@ fn rotating_a_category_key_moves_readers_forward() {
         envelopes: vec![v1::EnvelopeUpdate {
             permission_id: keep.clone(),
             key_envelope: vec![0x11; 80],
+            key_envelope_commitment: Vec::new(),
         }],
         owner_signature: vec![0x77; 64],
         epoch: 2,
         previous_key_envelope: vec![0x33; 80],
+        previous_key_envelope_commitment: Vec::new(),
     };
     // The key chain is required: without it readers moved forward lose the earlier items.
     let no_chain = v1::RotateCategoryKeyArgs {
@@ -1394,6 +1396,7 @@ fn rotating_a_category_key_moves_readers_forward() {
         envelopes: vec![v1::EnvelopeUpdate {
             permission_id: "perm-99".into(),
             key_envelope: vec![1],
+            key_envelope_commitment: Vec::new(),
         }],
         ..args.clone()
     };
@@ -1427,6 +1430,7 @@ fn rotating_a_category_key_moves_readers_forward() {
         envelopes: vec![v1::EnvelopeUpdate {
             permission_id: emergency_id,
             key_envelope: vec![0x12; 80],
+            key_envelope_commitment: Vec::new(),
         }],
         ..args.clone()
     };

@@ -617,27 +617,28 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                 .as_deref()
                 .map(|s| keys.study_grant(s))
                 .unwrap_or_default();
+            let mut grant = v1::GrantArgs {
+                pseudonym: keys.pseudonym.to_vec(),
+                grantee: to.clone(),
+                category: category.clone(),
+                rights: rights.iter().map(|r| *r as i32).collect(),
+                from,
+                until,
+                key_envelope,
+                study_id: study.clone().unwrap_or_default(),
+                anonymize: *anonymize,
+                study_pseudonym,
+                from_commit,
+                duration_seconds,
+                study_owner_key,
+                study_owner_signature,
+                ..Default::default()
+            };
+            // A ledger that keeps private data takes the envelope beside the transaction,
+            // and only its commitment in it (docs/adr/0017).
+            let private = peers.grant_envelope_private(&mut grant);
             let committed = peers
-                .submit(
-                    "grant",
-                    v1::GrantArgs {
-                        pseudonym: keys.pseudonym.to_vec(),
-                        grantee: to.clone(),
-                        category: category.clone(),
-                        rights: rights.iter().map(|r| *r as i32).collect(),
-                        from,
-                        until,
-                        key_envelope,
-                        study_id: study.clone().unwrap_or_default(),
-                        anonymize: *anonymize,
-                        study_pseudonym,
-                        from_commit,
-                        duration_seconds,
-                        study_owner_key,
-                        study_owner_signature,
-                    }
-                    .encode_to_vec(),
-                )
+                .submit_maybe_private("grant", grant.encode_to_vec(), &private)
                 .await?
                 .into_valid()?;
             let v1::GrantResult { id, from, until } =

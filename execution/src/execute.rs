@@ -268,6 +268,17 @@ pub fn execute_block<S: WorldState + ?Sized>(
                     facts.certificates.insert(hash, der.clone());
                     commit.certificates.push((hash, der));
                 }
+                let keeps_private_data = format >= crate::genesis::PRIVATE_DATA_FORMAT;
+                let commitments = if keeps_private_data {
+                    valid
+                        .transaction
+                        .private_commitments
+                        .iter()
+                        .filter_map(|c| <[u8; 32]>::try_from(c.as_slice()).ok())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let mut stub = BlockStub::new(
                     state,
                     &block_writes,
@@ -276,18 +287,20 @@ pub fn execute_block<S: WorldState + ?Sized>(
                     tx_id,
                     time_s,
                     &auditor_keys,
-                );
+                )
+                .with_private_data(keeps_private_data, commitments);
                 let outcome = invoke_isolated(&mut stub, &valid.transaction);
                 // A failed read stops execution whatever the chaincode made of it (returned
                 // it, dropped it, or panicked): it is this host's fault, not an outcome.
                 if let Some(e) = stub.storage_failure() {
                     return Err(e);
                 }
-                let (writes, events) = match &outcome {
-                    Invoked::Panicked => (WriteSet::new(), Vec::new()),
+                let (writes, events, purges) = match &outcome {
+                    Invoked::Panicked => (WriteSet::new(), Vec::new(), Vec::new()),
                     _ => (
                         std::mem::take(&mut stub.writes),
                         std::mem::take(&mut stub.events),
+                        std::mem::take(&mut stub.purges),
                     ),
                 };
                 drop(stub);
@@ -311,6 +324,9 @@ pub fn execute_block<S: WorldState + ?Sized>(
                         Vec::new(),
                     ),
                 };
+                if status == TxStatus::Valid {
+                    commit.private_purges.extend(purges);
+                }
                 if status == TxStatus::Valid
                     && let Some(transaction_hash) = valid.private_data_hash
                 {

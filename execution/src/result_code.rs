@@ -37,6 +37,9 @@ pub fn chaincode_code(e: &ChaincodeError) -> ResultCode {
             ResultCode::AlreadyExists
         }
         ChaincodeError::Stub(StubError::OverBudget(_)) => ResultCode::ResourceExhausted,
+        // Queries only (a transaction never reads a private value: it gets
+        // `PrivateOnlyInQueries`, INTERNAL, on every peer alike).
+        ChaincodeError::Stub(StubError::PrivateValueUnavailable) => ResultCode::Unavailable,
         ChaincodeError::Overflow(_) => ResultCode::OutOfRange,
         ChaincodeError::Stub(_) | ChaincodeError::Corrupt(_) => ResultCode::Internal,
     }
@@ -61,6 +64,7 @@ mod tests {
             (ResultCode::OutOfRange, 11),
             (ResultCode::Unimplemented, 12),
             (ResultCode::Internal, 13),
+            (ResultCode::Unavailable, 14),
             (ResultCode::Unauthenticated, 16),
         ];
         for (code, number) in fixed {

@@ -127,6 +127,10 @@ pub struct BlockCommit {
     /// The private data of this block's valid transactions (docs/adr/0017): what the host
     /// moves from its pending store into its private column family in the block's write.
     pub private_data: Vec<PrivateDataOf>,
+    /// The private values this block's valid transactions purge (an erasure's steps, a
+    /// rotation's superseded envelopes), by commitment: deleted in the block's write, after
+    /// the values it stores.
+    pub private_purges: Vec<[u8; 32]>,
 }
 
 /// The private commitments of one valid transaction, and the hash its values are pending

@@ -9,6 +9,19 @@ use medledger_chaincode::{Creator, Stub};
 use crate::block::WriteSet;
 use crate::state::{HistoryEntry, StateError, WorldState};
 
+/// A host's private values (docs/adr/0017), read by queries: the `private` column family
+/// of a peer.
+pub trait PrivateValues {
+    /// The salt and the value committed to by `commitment`, if this host holds them.
+    ///
+    /// # Errors
+    /// The host's storage failed.
+    fn salted_value(&self, commitment: &[u8; 32]) -> Result<Option<SaltedValue>, StateError>;
+}
+
+/// A private value with the 32-byte salt of its commitment: (salt, value).
+pub type SaltedValue = ([u8; 32], Vec<u8>);
+
 fn check_limit(limit: usize) -> Result<(), StubError> {
     if limit > MAX_SCAN {
         return Err(StubError::LimitTooLarge {
@@ -33,6 +46,16 @@ pub struct BlockStub<'a, S: WorldState + ?Sized> {
     time_s: i64,
     auditor_keys: &'a [[u8; 32]],
     budget: Budget,
+    /// Ledger format 4: key material comes as commitments (docs/adr/0017).
+    keeps_private_data: bool,
+    /// The transaction's private commitments (checked by the validator: 32 bytes,
+    /// distinct, acknowledged), and those a field claimed.
+    private_commitments: Vec<[u8; 32]>,
+    claimed: std::collections::BTreeSet<[u8; 32]>,
+    /// The private values this transaction purges, for the host to delete at commit.
+    pub purges: Vec<[u8; 32]>,
+    /// A query's source of private values; `None` in a transaction.
+    private_values: Option<&'a dyn PrivateValues>,
     /// The first read of the committed state that failed: latched here, not only returned,
     /// so that a chaincode that drops the error (or panics after it) cannot turn a fault of
     /// this host's disk into a recorded outcome.
@@ -64,8 +87,28 @@ impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
             time_s,
             auditor_keys,
             budget: Budget::default(),
+            keeps_private_data: false,
+            private_commitments: Vec::new(),
+            claimed: std::collections::BTreeSet::new(),
+            purges: Vec::new(),
+            private_values: None,
             storage_failure: std::cell::RefCell::new(None),
         }
+    }
+
+    /// On a ledger that keeps private data (`keeps`: format 4), a transaction carrying
+    /// `commitments` (its `private_commitments`, as the validator accepted them).
+    pub fn with_private_data(mut self, keeps: bool, commitments: Vec<[u8; 32]>) -> Self {
+        self.keeps_private_data = keeps;
+        self.private_commitments = commitments;
+        self
+    }
+
+    /// A query reading private values from `values` (a ledger that keeps them).
+    pub fn reading_private(mut self, values: &'a dyn PrivateValues) -> Self {
+        self.keeps_private_data = true;
+        self.private_values = Some(values);
+        self
     }
 
     /// The first failed read of the committed state during this transaction, if any: the
@@ -268,7 +311,48 @@ impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
     fn rollback(&mut self) {
         self.writes.clear();
         self.events.clear();
+        self.claimed.clear();
+        self.purges.clear();
         self.budget.forget_writes();
+    }
+
+    fn keeps_private_data(&self) -> bool {
+        self.keeps_private_data
+    }
+
+    fn claim_private(&mut self, commitment: &[u8]) -> bool {
+        let Ok(commitment) = <[u8; 32]>::try_from(commitment) else {
+            return false;
+        };
+        self.private_commitments.contains(&commitment) && self.claimed.insert(commitment)
+    }
+
+    fn unclaimed_private(&self) -> usize {
+        self.private_commitments
+            .len()
+            .saturating_sub(self.claimed.len())
+    }
+
+    fn private_value(&self, commitment: &[u8; 32]) -> Result<([u8; 32], Vec<u8>), StubError> {
+        let Some(values) = self.private_values else {
+            return Err(StubError::PrivateOnlyInQueries);
+        };
+        let (salt, value) = values
+            .salted_value(commitment)
+            .map_err(|e| self.storage(e))?
+            .ok_or(StubError::PrivateValueUnavailable)?;
+        // What the host holds is believed only as far as it matches the commitment.
+        if medledger_crypto::private_commitment(&salt, &value) != *commitment {
+            return Err(StubError::PrivateValueUnavailable);
+        }
+        self.budget.charge_read([value.as_slice()])?;
+        Ok((salt, value))
+    }
+
+    fn purge_private(&mut self, commitment: &[u8; 32]) -> Result<(), StubError> {
+        self.budget.charge_write("private", Some(commitment))?;
+        self.purges.push(*commitment);
+        Ok(())
     }
 }
 

@@ -144,6 +144,8 @@ fn world_state_values() {
         reason: String::new(),
         // Empty (not a share grant): encoded as nothing, the golden value stands.
         study_owner_key: Vec::new(),
+        // Empty below ledger format 4: encoded as nothing, the golden value stands.
+        key_envelope_commitment: Vec::new(),
     };
     assert_eq!(
         sha256_hex(&permission.encode_to_vec()),

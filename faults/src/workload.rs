@@ -104,7 +104,7 @@ pub async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<PairHand
             .submit("register_patient", register.encode_to_vec())
             .await?
             .into_valid()?;
-        let grant = v1::GrantArgs {
+        let mut grant = v1::GrantArgs {
             pseudonym: pseudonym.to_vec(),
             grantee: clinician_name,
             category: CATEGORY.into(),
@@ -115,8 +115,9 @@ pub async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<PairHand
             key_envelope: vec![0x5a; 80],
             ..Default::default()
         };
+        let private = patient.grant_envelope_private(&mut grant);
         patient
-            .submit("grant", grant.encode_to_vec())
+            .submit_maybe_private("grant", grant.encode_to_vec(), &private)
             .await?
             .into_valid()?;
         let mut pair = Pair {
@@ -215,9 +216,10 @@ async fn client(
     while !stop.load(Ordering::SeqCst) {
         let roll = rng.gen_range(0..100);
         let grantee = format!("grantee-{}-{}", pair.index, pair.next);
+        let mut private = medledger_sdk::private_data::PrivateData::new();
         let (by_patient, function, args, revoked) = if roll < 30 {
             pair.next += 1;
-            let args = v1::GrantArgs {
+            let mut args = v1::GrantArgs {
                 pseudonym: pair.pseudonym.clone(),
                 grantee: grantee.clone(),
                 category: CATEGORY.into(),
@@ -228,6 +230,7 @@ async fn client(
                 key_envelope: vec![0x5a; 80],
                 ..Default::default()
             };
+            private = pair.patient.grant_envelope_private(&mut args);
             (true, "grant", args.encode_to_vec(), None)
         } else if roll < 50 && !pair.live.is_empty() {
             let (grantee, id) = pair.live.swap_remove(rng.gen_range(0..pair.live.len()));
@@ -252,7 +255,15 @@ async fn client(
         } else {
             &pair.clinician
         };
-        let (tx_id, envelope) = peers.signed(function, args).await;
+        // The private values go to the peers first: nothing is submitted (nor recorded)
+        // when too few acknowledge them, as a real client would find.
+        let (tx_id, envelope) = match peers.signed_private(function, args, &private).await {
+            Ok(signed) => signed,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(rng.gen_range(200..600))).await;
+                continue;
+            }
+        };
         let start_ms = started.elapsed().as_millis() as u64;
         let outcome =
             tokio::time::timeout(INVOCATION_TIMEOUT, peers.submit_envelope(envelope)).await;

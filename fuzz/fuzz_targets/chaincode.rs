@@ -103,7 +103,21 @@ fn text(u: &mut Unstructured<'_>, choices: &[&str]) -> arbitrary::Result<String>
 }
 
 /// Arguments for `function`: structured where the function takes numbers, else raw bytes.
-fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<u8>> {
+/// A commitment field: one of the transaction's `commitments` (a value it carries), empty,
+/// or anything.
+fn commitment(u: &mut Unstructured<'_>, commitments: &[[u8; 32]]) -> arbitrary::Result<Vec<u8>> {
+    Ok(match u.int_in_range(0..=3u8)? {
+        0 | 1 if !commitments.is_empty() => u.choose(commitments)?.to_vec(),
+        2 => Vec::new(),
+        _ => Vec::<u8>::arbitrary(u)?,
+    })
+}
+
+fn arguments(
+    u: &mut Unstructured<'_>,
+    function: &str,
+    commitments: &[[u8; 32]],
+) -> arbitrary::Result<Vec<u8>> {
     if u.ratio(1, 4)? {
         return Vec::<u8>::arbitrary(u);
     }
@@ -151,6 +165,7 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
                 duration_seconds: i64::arbitrary(u)?,
                 study_owner_key,
                 study_owner_signature,
+                key_envelope_commitment: commitment(u, commitments)?,
             }
             .encode_to_vec()
         }
@@ -208,15 +223,22 @@ fn arguments(u: &mut Unstructured<'_>, function: &str) -> arbitrary::Result<Vec<
                     Ok(v1::EnvelopeUpdate {
                         permission_id: text(u, &["perm-1", "perm-2"])?,
                         key_envelope: Vec::<u8>::arbitrary(u)?,
+                        key_envelope_commitment: commitment(u, commitments)?,
                     })
                 })
                 .collect::<arbitrary::Result<_>>()?,
             owner_signature: Vec::<u8>::arbitrary(u)?,
             epoch: u32::arbitrary(u)?,
             previous_key_envelope: Vec::<u8>::arbitrary(u)?,
+            previous_key_envelope_commitment: commitment(u, commitments)?,
         }
         .encode_to_vec(),
         "record_access" => v1::RecordAccessArgs {
+            pseudonym: pseudonym(u)?,
+            item_id: text(u, &["item-1", "item-2"])?,
+        }
+        .encode_to_vec(),
+        "access_keys" => v1::AccessKeysArgs {
             pseudonym: pseudonym(u)?,
             item_id: text(u, &["item-1", "item-2"])?,
         }
@@ -269,9 +291,13 @@ fn object_path(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
 const OWNER_KEYS: [[u8; 32]; 2] = [[0x41; 32], [0x42; 32]];
 const AUDITOR_KEY: [u8; 32] = [0x50; 32];
 
-fn setup() -> MemoryLedger {
+/// Two registered patients, on a ledger that keeps private data (format 4) when `private`.
+fn setup(private: bool) -> MemoryLedger {
     let mut ledger = MemoryLedger::new();
     ledger.set_auditor_keys(vec![AUDITOR_KEY]);
+    if private {
+        ledger.keep_private_data();
+    }
     for n in 1..=2u8 {
         let who = Creator {
             name: format!("patient-{n}"),
@@ -303,8 +329,11 @@ fn setup() -> MemoryLedger {
 }
 
 fn run(data: &[u8]) {
-    let mut ledger = setup();
     let mut u = Unstructured::new(data);
+    let Ok(private) = bool::arbitrary(&mut u) else {
+        return;
+    };
+    let mut ledger = setup(private);
     let mut time = T0;
     for _ in 0..32 {
         if u.is_empty() {
@@ -319,15 +348,30 @@ fn run(data: &[u8]) {
         let Ok(function) = u.choose(&all).copied() else {
             return;
         };
-        let Ok(args) = arguments(&mut u, function) else {
-            return;
-        };
-        let mut stub = ledger.transaction(who, time);
         if TRANSACTIONS.contains(&function) {
+            // On a private ledger, up to three private values beside the transaction.
+            let values: Vec<Vec<u8>> = if private {
+                let Ok(n) = u.int_in_range(0..=3u8) else {
+                    return;
+                };
+                (0..n)
+                    .map(|_| Vec::<u8>::arbitrary(&mut u).unwrap_or_default())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let (mut stub, commitments) = ledger.private_transaction(who, time, &values);
+            let Ok(args) = arguments(&mut u, function, &commitments) else {
+                return;
+            };
             let _ = invoke(&mut stub, function, &args);
             // Committed whatever the outcome, as a peer does.
             stub.commit();
         } else {
+            let Ok(args) = arguments(&mut u, function, &[]) else {
+                return;
+            };
+            let stub = ledger.query_stub(who, time);
             let _ = query(&stub, function, &args);
         }
     }

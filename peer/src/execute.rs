@@ -228,6 +228,20 @@ impl<'a> LedgerState<'a> {
     }
 }
 
+/// Queries read the private values this peer holds (docs/adr/0017 §5) from its `private`
+/// column family: the latest, not the snapshot's (a value purged since is gone).
+impl medledger_execution::stub::PrivateValues for LedgerState<'_> {
+    fn salted_value(
+        &self,
+        commitment: &[u8; 32],
+    ) -> Result<Option<medledger_execution::stub::SaltedValue>, StateError> {
+        Ok(self
+            .ledger
+            .private_value(commitment)?
+            .map(|salted| (salted.salt, salted.value)))
+    }
+}
+
 impl WorldState for LedgerState<'_> {
     fn header(&self, number: u64) -> Result<v1::BlockHeader, StateError> {
         Ok(self.ledger.header(number)?)

@@ -725,6 +725,10 @@ impl Ledger {
             stored.extend_from_slice(&salted.value);
             batch.put_cf(self.cf(CF_PRIVATE), commitment, stored);
         }
+        // After the puts: a value stored and purged by the same block is gone.
+        for commitment in &commit.private_purges {
+            batch.delete_cf(self.cf(CF_PRIVATE), commitment);
+        }
         batch.put_cf(self.cf(CF_META), META_HEIGHT, number.to_be_bytes());
         self.write_synced(batch)?;
         let time = commit.block.header.as_ref().map_or(i64::MIN, |h| h.time_ms);

@@ -465,6 +465,8 @@ pub async fn run(
                     medledger_chaincode::check_before_ordering(
                         &valid.transaction.function,
                         &valid.transaction.args,
+                        validator.ledger_format()
+                            >= medledger_execution::genesis::PRIVATE_DATA_FORMAT,
                     )
                     .is_ok()
                 }

@@ -394,6 +394,8 @@ impl LedgerService {
                 chaincode::check_before_ordering(
                     &valid.transaction.function,
                     &valid.transaction.args,
+                    self.validator.ledger_format()
+                        >= medledger_execution::genesis::PRIVATE_DATA_FORMAT,
                 )
                 .map_err(|e| chaincode_status(&e))?;
                 valid.identity.cert_hash
@@ -530,7 +532,7 @@ impl v1::ledger_server::Ledger for LedgerService {
             .configuration
             .get()
             .auditor_keys(|serial| view.is_revoked(serial));
-        let stub = BlockStub::new(
+        let mut stub = BlockStub::new(
             &view,
             &empty,
             &[],
@@ -539,6 +541,9 @@ impl v1::ledger_server::Ledger for LedgerService {
             medledger_tls::now_unix(),
             &auditor_keys,
         );
+        if self.validator.ledger_format() >= medledger_execution::genesis::PRIVATE_DATA_FORMAT {
+            stub = stub.reading_private(&view);
+        }
         let answer = chaincode::query(&stub, &request.function, &request.args);
         if self.lies.keys && request.function == "check_access" {
             let result = crate::lies::forged_keys(&answer.map_err(|e| chaincode_status(&e))?);

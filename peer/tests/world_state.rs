@@ -90,6 +90,7 @@ fn commit(rng: &mut Rng, number: u64, previous: &v1::BlockHeader) -> BlockCommit
         configuration: (rng.below(7) == 0).then(|| (number, vec![number as u8; 5], [3; 32])),
         ends_epoch: false,
         private_data: Vec::new(),
+        private_purges: Vec::new(),
     }
 }
 

@@ -535,6 +535,17 @@ pub async fn download_from(
             }
         }
     };
+    let mut access = access;
+    // A ledger that keeps private data puts no key in the access's result: the grantee
+    // reads them with a query, checked against the commitments the result holds.
+    if let (Source::Item { pseudonym, item_id }, Reader::Grantee(_)) = (source, &reader)
+        && peers.keeps_private_data()
+        && !access.permission_id.is_empty()
+    {
+        let keys = peers.access_keys(pseudonym, item_id, &access).await?;
+        access.key_envelope = keys.key_envelope;
+        access.key_chain = keys.key_chain;
+    }
     let item = access
         .item
         .clone()

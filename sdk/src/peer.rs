@@ -190,6 +190,9 @@ pub struct PeerSet {
     known_height: std::sync::atomic::AtomicU64,
 }
 
+/// A check of a query's answer the caller can make itself ([`PeerSet::query_until`]).
+type AcceptAnswer<'a> = &'a (dyn Fn(&v1::QueryResponse) -> Result<(), String> + Sync);
+
 /// Mutual TLS as this wallet, accepting servers of role peer under the wallet's root whose
 /// certificates are not in `revoked` (and, with `pins`, only those Ed25519 keys).
 pub fn client_tls(
@@ -641,6 +644,13 @@ impl PeerSet {
 
     fn parameters(&self) -> v1::ConsensusParameters {
         self.configuration().parameters
+    }
+
+    /// Whether the network keeps key material as private data (ledger format 4,
+    /// docs/adr/0017): grants and rotations then send envelopes beside the transaction
+    /// ([`PeerSet::submit_private`]), and a grantee reads them with the query `access_keys`.
+    pub fn keeps_private_data(&self) -> bool {
+        self.parameters().ledger_format >= medledger_execution::genesis::PRIVATE_DATA_FORMAT
     }
 
     /// Follows the configuration chain from the latest configuration known, asking every
@@ -1191,9 +1201,38 @@ impl PeerSet {
         function: &str,
         args: Vec<u8>,
     ) -> Result<v1::QueryResponse, ClientError> {
+        self.query_each(function, args, None).await
+    }
+
+    /// [`PeerSet::query`], for an answer the caller checks itself, such as a private value
+    /// against its commitment (docs/adr/0017), which one peer may lack or lie about: every
+    /// peer is asked in turn until one gives an answer `accept` takes; refusals and answers
+    /// it refuses are passed over, since any one peer's word may be a lie.
+    ///
+    /// # Errors
+    /// No peer gave an accepted answer: the first peer's refusal if any refused (what the
+    /// correct ones answer when nobody holds a right), else the last reason.
+    pub async fn query_until(
+        &self,
+        function: &str,
+        args: Vec<u8>,
+        accept: impl Fn(&v1::QueryResponse) -> Result<(), String> + Sync,
+    ) -> Result<v1::QueryResponse, ClientError> {
+        self.query_each(function, args, Some(&accept)).await
+    }
+
+    /// Asks the peers in turn. Without `accept`, the first answer or refusal is final and
+    /// only unreachable peers are passed over; with it, see [`PeerSet::query_until`].
+    async fn query_each(
+        &self,
+        function: &str,
+        args: Vec<u8>,
+        accept: Option<AcceptAnswer<'_>>,
+    ) -> Result<v1::QueryResponse, ClientError> {
         // A read-only client follows the configuration and the revocations too.
         self.refresh(CONFIGURATION_MAX_AGE).await;
         let mut last = None;
+        let mut refused = None;
         let min_height = self.query_floor().await;
         let links = self.links();
         for (i, client) in links.clients.iter().enumerate() {
@@ -1206,7 +1245,18 @@ impl PeerSet {
                 })
                 .await
             {
-                Ok(r) => return Ok(r.into_inner()),
+                Ok(r) => {
+                    let answer = r.into_inner();
+                    match accept.map_or(Ok(()), |accept| accept(&answer)) {
+                        Ok(()) => return Ok(answer),
+                        Err(why) => {
+                            last = Some(ClientError::Protocol(format!(
+                                "{}: {why}",
+                                links.addresses[i]
+                            )));
+                        }
+                    }
+                }
                 Err(s)
                     if matches!(
                         s.code(),
@@ -1218,10 +1268,15 @@ impl PeerSet {
                 {
                     last = Some(unreachable(&links.addresses[i], s.message()));
                 }
+                Err(s) if accept.is_some() => {
+                    refused.get_or_insert(ClientError::from_status(s));
+                }
                 Err(s) => return Err(ClientError::from_status(s)),
             }
         }
-        Err(last.unwrap_or_else(|| ClientError::Protocol("no peers".into())))
+        Err(refused
+            .or(last)
+            .unwrap_or_else(|| ClientError::Protocol("no peers".into())))
     }
 
     /// [`PeerSet::query_agreed`] with typed arguments and result.

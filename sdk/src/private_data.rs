@@ -166,8 +166,27 @@ impl PeerSet {
         args: Vec<u8>,
         private: &PrivateData,
     ) -> Result<Committed, ClientError> {
+        let (_, envelope) = self.signed_private(function, args, private).await?;
+        self.submit_envelope(envelope).await
+    }
+
+    /// The envelope [`PeerSet::submit_private`] submits, with its transaction id: signed,
+    /// committing to `private`'s values, which f+1 peers acknowledged holding. Without
+    /// values, a plain signed envelope ([`PeerSet::signed`]).
+    ///
+    /// # Errors
+    /// As [`PeerSet::put_private_data`].
+    pub async fn signed_private(
+        &self,
+        function: &str,
+        args: Vec<u8>,
+        private: &PrivateData,
+    ) -> Result<([u8; 32], v1::Envelope), ClientError> {
+        if private.values.is_empty() {
+            return Ok(self.signed(function, args).await);
+        }
         self.refresh(CONFIGURATION_MAX_AGE).await;
-        let (_, mut envelope) =
+        let (tx_id, mut envelope) =
             self.transaction_committing(function, args, private.commitments.clone());
         let acks = match &envelope.kind {
             Some(v1::envelope::Kind::Transaction(signed)) => {
@@ -176,7 +195,35 @@ impl PeerSet {
             _ => Vec::new(),
         };
         self.acknowledged(&mut envelope, acks);
-        self.submit_envelope(envelope).await
+        Ok((tx_id, envelope))
+    }
+
+    /// [`PeerSet::submit_private`] when `private` holds values, else a plain
+    /// [`PeerSet::submit`].
+    pub async fn submit_maybe_private(
+        &self,
+        function: &str,
+        args: Vec<u8>,
+        private: &PrivateData,
+    ) -> Result<Committed, ClientError> {
+        if private.values.is_empty() {
+            self.submit(function, args).await
+        } else {
+            self.submit_private(function, args, private).await
+        }
+    }
+
+    /// Moves `grant`'s key envelope into private data on a ledger that keeps it (format 4,
+    /// docs/adr/0017), its commitment in its place; returns the private data to send with
+    /// it (empty below format 4, or for a grant without an envelope).
+    pub fn grant_envelope_private(&self, grant: &mut v1::GrantArgs) -> PrivateData {
+        let mut private = PrivateData::new();
+        if !grant.key_envelope.is_empty() && self.keeps_private_data() {
+            grant.key_envelope_commitment = private
+                .add(std::mem::take(&mut grant.key_envelope))
+                .to_vec();
+        }
+        private
     }
 
     /// Puts `acks` into `envelope`'s signed transaction, in ascending replica order, with
@@ -207,4 +254,79 @@ impl PeerSet {
             .to_vec();
         signed.private_data_acks = acks;
     }
+
+    /// The keys that open item `item_id` of record `pseudonym` for this clinician, from the
+    /// query `access_keys` (docs/adr/0017 §5), each checked against the commitments of
+    /// `access`, the committed `record_access` that allowed the read: a peer that lacks a
+    /// value, or answers one the ledger did not commit to, is passed over for the next.
+    ///
+    /// # Errors
+    /// As [`PeerSet::query_until`]: no peer gave keys that match.
+    pub async fn access_keys(
+        &self,
+        pseudonym: &[u8; 32],
+        item_id: &str,
+        access: &v1::RecordAccessResult,
+    ) -> Result<v1::AccessKeysResult, ClientError> {
+        let args = v1::AccessKeysArgs {
+            pseudonym: pseudonym.to_vec(),
+            item_id: item_id.to_string(),
+        };
+        let answer = self
+            .query_until(
+                "access_keys",
+                prost::Message::encode_to_vec(&args),
+                |answer| {
+                    let keys: v1::AccessKeysResult =
+                        prost::Message::decode(answer.result.as_slice())
+                            .map_err(|e| e.to_string())?;
+                    keys_match(&keys, access)
+                },
+            )
+            .await?;
+        prost::Message::decode(answer.result.as_slice())
+            .map_err(|e| ClientError::Protocol(format!("access_keys answer: {e}")))
+    }
+}
+
+/// Whether `keys` are the ones committed access `access` names: the same permission and
+/// epoch, and every value matching its commitment under its salt.
+fn keys_match(keys: &v1::AccessKeysResult, access: &v1::RecordAccessResult) -> Result<(), String> {
+    if keys.permission_id != access.permission_id || keys.key_epoch != access.key_epoch {
+        return Err(format!(
+            "keys of permission {} at epoch {}, not of the access's {} at epoch {}",
+            keys.permission_id, keys.key_epoch, access.permission_id, access.key_epoch
+        ));
+    }
+    let matches = |value: &[u8], salt: &[u8], commitment: &[u8]| {
+        <[u8; medledger_crypto::PRIVATE_SALT_LEN]>::try_from(salt)
+            .is_ok_and(|salt| medledger_crypto::private_commitment(&salt, value)[..] == *commitment)
+    };
+    if access.key_envelope_commitment.is_empty() {
+        if !keys.key_envelope.is_empty() {
+            return Err("an envelope for a permission that holds none".into());
+        }
+    } else if !matches(
+        &keys.key_envelope,
+        &keys.key_envelope_salt,
+        &access.key_envelope_commitment,
+    ) {
+        return Err("an envelope that does not match its commitment".into());
+    }
+    if keys.key_chain.len() != access.key_chain_commitments.len()
+        || keys.key_chain_salts.len() != keys.key_chain.len()
+    {
+        return Err("a key chain of another length than the committed one".into());
+    }
+    for ((link, salt), commitment) in keys
+        .key_chain
+        .iter()
+        .zip(&keys.key_chain_salts)
+        .zip(&access.key_chain_commitments)
+    {
+        if !matches(link, salt, commitment) {
+            return Err("a key chain link that does not match its commitment".into());
+        }
+    }
+    Ok(())
 }

@@ -102,11 +102,34 @@ pub async fn rotate_category(
         envelopes.push(v1::EnvelopeUpdate {
             permission_id: p.id.clone(),
             key_envelope,
+            ..Default::default()
         });
         kept.push(p.grantee.clone());
     }
     // The key chain's link: the current key, wrapped to the new one.
-    let previous_key_envelope = keys.envelope_at(&new_public, category, current)?;
+    let mut previous_key_envelope = keys.envelope_at(&new_public, category, current)?;
+    // A ledger that keeps private data takes every envelope as a commitment, the envelopes
+    // going beside the transaction (docs/adr/0017).
+    let mut private = crate::private_data::PrivateData::new();
+    let mut previous_key_envelope_commitment = Vec::new();
+    if peers.keeps_private_data() {
+        if envelopes.len() >= medledger_crypto::MAX_PRIVATE_COMMITMENTS {
+            return Err(ClientError::Usage(format!(
+                "{} readers keep {category}: a rotation on this ledger re-wraps the key for \
+                 at most {} (revoke some first)",
+                envelopes.len(),
+                medledger_crypto::MAX_PRIVATE_COMMITMENTS - 1
+            )));
+        }
+        for update in &mut envelopes {
+            update.key_envelope_commitment = private
+                .add(std::mem::take(&mut update.key_envelope))
+                .to_vec();
+        }
+        previous_key_envelope_commitment = private
+            .add(std::mem::take(&mut previous_key_envelope))
+            .to_vec();
+    }
     let public_key = new_public.to_bytes().to_vec();
     let statement = category_key_statement(&pseudonym, category, epoch, &public_key);
     let owner_signature = wallet
@@ -114,20 +137,19 @@ pub async fn rotate_category(
         .sign(SignatureDomain::CategoryKey, &statement)
         .to_bytes()
         .to_vec();
+    let args = v1::RotateCategoryKeyArgs {
+        pseudonym,
+        category: category.to_string(),
+        public_key,
+        envelopes,
+        owner_signature,
+        epoch,
+        previous_key_envelope,
+        previous_key_envelope_commitment,
+    }
+    .encode_to_vec();
     let committed = peers
-        .submit(
-            "rotate_category_key",
-            v1::RotateCategoryKeyArgs {
-                pseudonym,
-                category: category.to_string(),
-                public_key,
-                envelopes,
-                owner_signature,
-                epoch,
-                previous_key_envelope,
-            }
-            .encode_to_vec(),
-        )
+        .submit_maybe_private("rotate_category_key", args, &private)
         .await?
         .into_valid()?;
     kept.sort();

@@ -15,10 +15,12 @@
 //!
 //! Left out, as the users' own: the wallets (`wallets/`: each holds its owner's keys and
 //! certificate) and the demo's work directory (the clinicians' source files and the
-//! researcher's download). The erased record's *wrapped* key material (grant envelopes and
-//! wrapped file keys) must be gone from the ledger's state, the gateway, the CA and the logs;
-//! the blocks, the key history and the PBFT log still carry the transactions that brought it
-//! (issue 20 item 5 moves it off them): those places are counted and printed, not failed.
+//! researcher's download). The erased record's *wrapped* key material must be gone from the
+//! ledger's state, the gateway, the CA and the logs. Its grant envelope is private data
+//! (docs/adr/0017): it was never in a block, and once purged it is in no column family of
+//! any peer (a peer's raw files may hold its bytes until RocksDB compacts them). Its wrapped
+//! file keys are still carried by the blocks, the key history and the PBFT log (issue 20
+//! item 5, step 3 moves them off): those places are counted and printed, not failed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,9 @@ use memchr::memmem::Finder;
 
 /// How near a name and a pseudonym may not be, in a raw file.
 const NEAR: usize = 4096;
+
+/// The label of the erased record's grant envelope, private data (docs/adr/0017).
+const PRIVATE_ENVELOPE: &str = "pat-c's grant envelope for dr-c (private data)";
 
 /// Something that must not be found, and what it is.
 struct Canary {
@@ -295,6 +300,24 @@ fn nothing_the_system_wrote_holds_a_patients_identifiers_plaintext_or_erased_key
                     )
                 })
                 .collect();
+            // A ledger that keeps private data holds the envelope apart (docs/adr/0017):
+            // the grantee reads it at query time.
+            if peers.keeps_private_data() {
+                let doctor = Wallet::open(&net.wallet("dr-c")).unwrap();
+                let doctor = PeerSet::connect(&doctor, &layout.peers[0]).await.unwrap();
+                let keys: v1::AccessKeysResult = doctor
+                    .query_as(
+                        "access_keys",
+                        v1::AccessKeysArgs {
+                            pseudonym: hex::decode(&pseudonym).unwrap(),
+                            item_id: item.clone(),
+                        },
+                    )
+                    .await
+                    .unwrap();
+                assert!(!keys.key_envelope.is_empty());
+                wrapped.push(canary(PRIVATE_ENVELOPE.to_string(), keys.key_envelope));
+            }
             wrapped.extend(items.items.iter().map(|i| {
                 canary(
                     format!("pat-c's wrapped file key of {}", i.id),
@@ -305,6 +328,10 @@ fn nothing_the_system_wrote_holds_a_patients_identifiers_plaintext_or_erased_key
         })
     };
     assert!(wrapped.len() >= 2, "an envelope and a wrapped file key");
+    assert!(
+        wrapped.iter().any(|c| c.label == PRIVATE_ENVELOPE),
+        "the network keeps private data"
+    );
     let credential = init["credential"].as_str().unwrap().to_string();
     net.ok(Some("pat-c"), &["patient", "erase", "--yes"]);
     assert!(!record_wallet.join("record-keys.json").exists());
@@ -374,6 +401,14 @@ fn nothing_the_system_wrote_holds_a_patients_identifiers_plaintext_or_erased_key
             || place.contains("column family pbft ")
             || (place.contains("/ledger/") && !place.contains(" column family "))
     };
+    // The envelope, private data from the start, was never in a block: at most in a
+    // peer's raw files (a RocksDB deletion leaves the bytes until compaction), never in a
+    // column family once purged.
+    let envelope_kept: Vec<&Hit> = hits
+        .iter()
+        .filter(|h| h.label == PRIVATE_ENVELOPE && h.place.contains(" column family "))
+        .collect();
+    assert!(envelope_kept.is_empty(), "{envelope_kept:?}");
     let (kept, elsewhere): (Vec<&Hit>, Vec<&Hit>) =
         hits.iter().partition(|h| transactions_kept(&h.place));
     assert!(

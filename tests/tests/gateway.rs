@@ -625,11 +625,29 @@ async fn a_revoked_reader_with_every_key_and_byte_cannot_open_what_comes_after()
         .into_iter()
         .find(|p| p.grantee == "dr-a")
         .unwrap();
+    // The envelope is private data (docs/adr/0017): dr-a reads it while the grant stands.
+    let keys: v1::AccessKeysResult = s
+        .peers("dr-a")
+        .await
+        .query_as(
+            "access_keys",
+            v1::AccessKeysArgs {
+                pseudonym: pseudonym.clone(),
+                item_id: old_item.clone(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        dr_a.key_envelope.is_empty(),
+        "no envelope in the ledger's state"
+    );
+    assert_eq!(keys.permission_id, dr_a.id);
     let wallet = Wallet::open(&s.net.acting_wallet("dr-a")).unwrap();
     let kept_key = EncryptionKey::from_bytes(
         *unwrap_key(
             &wallet.encryption,
-            &dr_a.key_envelope,
+            &keys.key_envelope,
             WrapContext::CategoryKey {
                 pseudonym: &pseudonym,
                 category: LAB,

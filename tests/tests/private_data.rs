@@ -15,7 +15,7 @@ use medledger_tests::TestNetwork;
 mod records;
 use prost::Message;
 use rand_core::RngCore;
-use records::{grant_args, register_args};
+use records::{item_args, read_grant_args, register_args};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -71,6 +71,35 @@ async fn refused(peers: &PeerSet, i: usize, envelope: v1::Envelope) -> tonic::St
         .expect_err("the peer must refuse this")
 }
 
+/// A read grant of record `pseudonym` to `grantee`, its envelope `envelope` sent as private
+/// data to peers `replicas` alone, acknowledged by them: (commitment, envelope to submit).
+async fn grant_acknowledged_by(
+    peers: &PeerSet,
+    replicas: &[usize],
+    pseudonym: &[u8; 32],
+    grantee: &str,
+    envelope: &[u8],
+) -> ([u8; 32], v1::Envelope) {
+    let mut private = PrivateData::new();
+    let commitment = private.add(envelope.to_vec());
+    let (_, mut grant) = peers.transaction_committing(
+        "grant",
+        read_grant_args(pseudonym, grantee, &commitment),
+        private.commitments().to_vec(),
+    );
+    let transaction = signed_of(&mut grant).transaction.clone();
+    let mut acks = Vec::new();
+    for &i in replicas {
+        acks.push(
+            put(peers, i, &transaction, private.values().to_vec())
+                .await
+                .unwrap(),
+        );
+    }
+    peers.acknowledged(&mut grant, acks);
+    (commitment, grant)
+}
+
 fn status_kind(status: &tonic::Status) -> Option<i32> {
     status
         .metadata()
@@ -89,34 +118,53 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         let peers = connect(&net, "patient").await;
         let mallory = connect(&net, "mallory").await;
 
-        // The happy path: a registration committing to one value, which no block carries.
+        // The happy path: a read grant whose key envelope is a private value, which no
+        // block carries.
+        let pseudonym: [u8; 32] = random();
+        let registered = peers
+            .submit("register_patient", register_args(&pseudonym))
+            .await
+            .unwrap();
+        assert!(registered.is_valid(), "{registered:?}");
         let secret: [u8; 48] = random();
         let mut private = PrivateData::new();
         let commitment = private.add(secret.to_vec());
-        let pseudonym: [u8; 32] = random();
         let committed = peers
-            .submit_private("register_patient", register_args(&pseudonym), &private)
+            .submit_private(
+                "grant",
+                read_grant_args(&pseudonym, "dr.a", &commitment),
+                &private,
+            )
             .await
             .unwrap();
         assert!(committed.is_valid(), "{committed:?}");
 
-        // The same values for a transaction the chaincode refuses (the record exists): held
-        // nowhere once it commits.
+        // Values for a transaction the chaincode refuses (no such record), and for one that
+        // refers to none of them: held nowhere once they commit.
         let refused_secret: [u8; 48] = random();
         let mut again = PrivateData::new();
         let refused_commitment = again.add(refused_secret.to_vec());
-        let duplicate = peers
-            .submit_private("register_patient", register_args(&pseudonym), &again)
+        let unknown = peers
+            .submit_private(
+                "grant",
+                read_grant_args(&random(), "dr.a", &refused_commitment),
+                &again,
+            )
             .await
             .unwrap();
-        assert!(!duplicate.is_valid(), "{duplicate:?}");
+        assert!(!unknown.is_valid(), "{unknown:?}");
+        let unreferenced = peers
+            .submit_private("register_patient", register_args(&random()), &again)
+            .await
+            .unwrap();
+        assert!(!unreferenced.is_valid(), "{unreferenced:?}");
 
         // PutPrivateData refusals, on one peer.
         let commitments = private.commitments().to_vec();
         // A grant on the record: valid once acknowledged (a patient registers one record).
         let (_, mut envelope) = peers.transaction_committing(
             "grant",
-            grant_args(&pseudonym, "dr.a"),
+            read_grant_args(&pseudonym, "dr.a", &commitment),
             commitments.clone(),
         );
         let transaction = signed_of(&mut envelope).transaction.clone();
@@ -228,7 +276,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         // Acknowledgments of another transaction with the same commitments.
         let (_, mut other) = peers.transaction_committing(
             "grant",
-            grant_args(&pseudonym, "dr.b"),
+            read_grant_args(&pseudonym, "dr.b", &commitment),
             commitments.clone(),
         );
         let other_tx = signed_of(&mut other).transaction.clone();
@@ -321,23 +369,8 @@ fn acknowledged_values_survive_a_restart_before_the_block() {
             .unwrap();
         assert!(registered.is_valid());
         let secret: [u8; 48] = random();
-        let mut private = PrivateData::new();
-        let commitment = private.add(secret.to_vec());
-        let (_, mut envelope) = peers.transaction_committing(
-            "grant",
-            grant_args(&pseudonym, "dr.a"),
-            private.commitments().to_vec(),
-        );
-        let transaction = signed_of(&mut envelope).transaction.clone();
-        let acks = vec![
-            put(&peers, 1, &transaction, private.values().to_vec())
-                .await
-                .unwrap(),
-            put(&peers, 2, &transaction, private.values().to_vec())
-                .await
-                .unwrap(),
-        ];
-        peers.acknowledged(&mut envelope, acks);
+        let (commitment, envelope) =
+            grant_acknowledged_by(&peers, &[1, 2], &pseudonym, "dr.a", &secret).await;
         (commitment, secret, envelope)
     });
     for i in [1, 2] {
@@ -374,4 +407,106 @@ fn acknowledged_values_survive_a_restart_before_the_block() {
             "peer{i}: taken in the block's write"
         );
     }
+}
+
+/// A grantee's keys are read at query time (docs/adr/0017 §5): a peer that did not
+/// acknowledge the envelope answers UNAVAILABLE, and the client takes it from a peer that
+/// holds it, checked against the commitment the committed access names; the access's
+/// result, in the block, holds no key.
+#[test]
+fn a_grantee_reads_the_envelope_from_a_peer_that_holds_it() {
+    let net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    net.member("dr-a", "clinician");
+    net.member("dr-b", "clinician");
+    let rt = runtime();
+    rt.block_on(async {
+        let patient = connect(&net, "patient").await;
+        let doctor = connect(&net, "dr-a").await;
+        let other = connect(&net, "dr-b").await;
+        let pseudonym: [u8; 32] = random();
+        assert!(
+            patient
+                .submit("register_patient", register_args(&pseudonym))
+                .await
+                .unwrap()
+                .is_valid()
+        );
+        // The envelope goes to peers 0 and 1 alone (f+1): peers 2 and 3 never hold it.
+        let envelope: [u8; 80] = random();
+        let (commitment, grant) =
+            grant_acknowledged_by(&patient, &[0, 1], &pseudonym, "dr-a", &envelope).await;
+        assert!(patient.submit_envelope(grant).await.unwrap().is_valid());
+        patient
+            .submit("add_item", item_args(&pseudonym, "item-0"))
+            .await
+            .unwrap()
+            .into_valid()
+            .unwrap();
+
+        let access = doctor
+            .submit(
+                "record_access",
+                v1::RecordAccessArgs {
+                    pseudonym: pseudonym.to_vec(),
+                    item_id: "item-0".into(),
+                }
+                .encode_to_vec(),
+            )
+            .await
+            .unwrap()
+            .into_valid()
+            .unwrap();
+        let height = access.block;
+        let access = v1::RecordAccessResult::decode(access.result.as_slice()).unwrap();
+        assert!(access.key_envelope.is_empty(), "no key in a block's result");
+        assert_eq!(access.key_envelope_commitment, commitment);
+
+        let args = v1::AccessKeysArgs {
+            pseudonym: pseudonym.to_vec(),
+            item_id: "item-0".into(),
+        };
+        // A peer that never held the envelope says so, for the client to ask another.
+        for i in [2, 3] {
+            let status = doctor
+                .peer(i)
+                .query(v1::QueryRequest {
+                    function: "access_keys".into(),
+                    args: args.encode_to_vec(),
+                    min_height: height,
+                })
+                .await
+                .expect_err("peers 2 and 3 do not hold the envelope");
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unavailable,
+                "peer{i}: {status:?}"
+            );
+        }
+        let keys = doctor
+            .access_keys(&pseudonym, "item-0", &access)
+            .await
+            .unwrap();
+        assert_eq!(keys.key_envelope, envelope);
+        // Another clinician is refused by every peer, the one that holds it included.
+        let status = other
+            .peer(0)
+            .query(v1::QueryRequest {
+                function: "access_keys".into(),
+                args: args.encode_to_vec(),
+                min_height: height,
+            })
+            .await
+            .expect_err("dr-b holds no permission");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        // Keys that do not match the committed access are passed over by the client.
+        let mut forged = access.clone();
+        forged.key_envelope_commitment = vec![9; 32];
+        assert!(
+            doctor
+                .access_keys(&pseudonym, "item-0", &forged)
+                .await
+                .is_err()
+        );
+    });
 }

@@ -166,6 +166,24 @@ impl World {
         result
     }
 
+    /// Runs a transaction carrying `values` as private data (the ledger keeps it:
+    /// `MemoryLedger::keep_private_data`); `build` makes its arguments from the values'
+    /// commitments. Commits it, as a peer does, success or not.
+    pub fn call_private<M: Message>(
+        &mut self,
+        who: &Creator,
+        t: i64,
+        function: &str,
+        values: &[Vec<u8>],
+        build: impl FnOnce(&[[u8; 32]]) -> M,
+    ) -> Result<Vec<u8>, ChaincodeError> {
+        let (mut stub, commitments) = self.ledger.private_transaction(who.clone(), t, values);
+        let args = build(&commitments);
+        let result = invoke(&mut stub, function, &args.encode_to_vec());
+        stub.commit();
+        result
+    }
+
     /// Runs a transaction and decodes its result.
     pub fn call_decode<M: Message, R: Message + Default>(
         &mut self,
@@ -185,7 +203,7 @@ impl World {
         function: &str,
         args: &M,
     ) -> Result<R, ChaincodeError> {
-        let stub = self.ledger.transaction(who.clone(), t);
+        let stub = self.ledger.query_stub(who.clone(), t);
         let bytes = query(&stub, function, &args.encode_to_vec())?;
         Ok(R::decode(bytes.as_slice()).expect("query results decode"))
     }
@@ -318,6 +336,7 @@ pub fn grant_args(
         } else {
             Vec::new()
         },
+        key_envelope_commitment: Vec::new(),
     }
 }
 

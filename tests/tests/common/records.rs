@@ -1,5 +1,6 @@
 //! Chaincode arguments the real-peer tests submit (shared by `peer.rs` and
 //! `private_data.rs`, each of which includes this file).
+#![allow(dead_code)] // each test binary that includes this file uses some of it
 
 use medledger_proto::v1;
 use prost::Message;
@@ -39,6 +40,30 @@ pub fn grant_args(pseudonym: &[u8; 32], grantee: &str) -> Vec<u8> {
         from: now - 60,
         until: now + 3600,
         ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// A read grant on record `pseudonym` to `grantee` for an hour, its key envelope sent as
+/// the private value committed to by `commitment` (docs/adr/0017).
+pub fn read_grant_args(pseudonym: &[u8; 32], grantee: &str, commitment: &[u8]) -> Vec<u8> {
+    let mut grant = v1::GrantArgs::decode(grant_args(pseudonym, grantee).as_slice()).unwrap();
+    grant.rights = vec![v1::Right::Read as i32];
+    grant.key_envelope_commitment = commitment.to_vec();
+    grant.encode_to_vec()
+}
+
+/// `add_item` of item `item_id` (lab-results, key epoch 1: the first) on record `pseudonym`.
+pub fn item_args(pseudonym: &[u8; 32], item_id: &str) -> Vec<u8> {
+    v1::AddItemArgs {
+        pseudonym: pseudonym.to_vec(),
+        item_id: item_id.into(),
+        category: "lab-results".into(),
+        path: format!("patients/{}/lab-results/{item_id}", hex::encode(pseudonym)),
+        sha256: vec![7; 32],
+        size: 1024,
+        wrapped_dek: vec![6; 80],
+        key_epoch: 1,
     }
     .encode_to_vec()
 }

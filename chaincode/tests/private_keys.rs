@@ -1,0 +1,365 @@
+//! Key material as private data (docs/adr/0017, step 2): on a ledger that keeps it, grant
+//! envelopes, a rotation's envelopes and the key chain's links reach state only as
+//! commitments; the values are kept apart, given back only by the query `access_keys` to a
+//! clinician whose permission is live, replaced at rotation and purged at erasure. Below
+//! format 4 nothing changes.
+
+mod common;
+
+use common::*;
+use medledger_chaincode::{ChaincodeError, Denial, check_before_ordering};
+use medledger_proto::v1::{self, Right};
+use prost::Message;
+
+const LAB: &str = "lab-results";
+const ENVELOPE: [u8; 80] = [0xe1; 80];
+
+/// A ledger that keeps private data, with patient 1 registered.
+fn private_world() -> World {
+    let mut w = World::new();
+    w.ledger.keep_private_data();
+    w.register_patient(1, T0);
+    w
+}
+
+/// Patient 1 grants `grantee` read on LAB for a day, the envelope `envelope` as private data.
+fn grant_private(w: &mut World, grantee: &str, envelope: &[u8], t: i64) -> String {
+    let result = w
+        .call_private(
+            &patient(1),
+            t,
+            "grant",
+            &[envelope.to_vec()],
+            |commitments| v1::GrantArgs {
+                key_envelope: Vec::new(),
+                key_envelope_commitment: commitments[0].to_vec(),
+                ..grant_args(1, grantee, LAB, &[Right::Read], T0, T0 + DAY)
+            },
+        )
+        .expect("the grant commits");
+    v1::GrantResult::decode(result.as_slice()).unwrap().id
+}
+
+fn keys_of(
+    w: &mut World,
+    who: &str,
+    item: &str,
+    t: i64,
+) -> Result<v1::AccessKeysResult, ChaincodeError> {
+    w.query(
+        &clinician(who),
+        t,
+        "access_keys",
+        &v1::AccessKeysArgs {
+            pseudonym: pseudonym(1),
+            item_id: item.into(),
+        },
+    )
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn invalid_field(result: Result<Vec<u8>, ChaincodeError>) -> &'static str {
+    match result {
+        Err(ChaincodeError::InvalidArgument { field, .. }) => field,
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_grant_envelope_is_kept_apart_and_given_to_its_grantee_alone() {
+    let mut w = private_world();
+    let id = grant_private(&mut w, "dr.a", &ENVELOPE, T0);
+    w.add_item(&patient(1), 1, "item-0", LAB, T0).unwrap();
+
+    // State, history and events hold the commitment, never the envelope.
+    assert!(!contains(&w.ledger.all_bytes(), &ENVELOPE));
+    let kept = w.ledger.private_values();
+    assert_eq!(kept.values().collect::<Vec<_>>(), [&ENVELOPE.to_vec()]);
+    let commitment = *kept.keys().next().unwrap();
+    assert!(contains(&w.ledger.all_bytes(), &commitment));
+
+    // The access's result (in the block) names the commitment and holds no key.
+    let access = w.access(&clinician("dr.a"), 1, "item-0", T0 + 1).unwrap();
+    assert!(access.key_envelope.is_empty());
+    assert_eq!(access.key_envelope_commitment, commitment);
+    assert_eq!(access.permission_id, id);
+
+    // The grantee's query gives the envelope and the salt that checks it.
+    let keys = keys_of(&mut w, "dr.a", "item-0", T0 + 1).unwrap();
+    assert_eq!(keys.key_envelope, ENVELOPE);
+    assert_eq!(keys.permission_id, id);
+    let salt: [u8; 32] = keys.key_envelope_salt.as_slice().try_into().unwrap();
+    assert_eq!(
+        medledger_crypto::private_commitment(&salt, &ENVELOPE),
+        commitment
+    );
+
+    // Nobody else: another clinician, the patient, a researcher; nor the grantee before
+    // the window opens, after it ends, or once revoked.
+    assert!(matches!(
+        denial(keys_of(&mut w, "dr.b", "item-0", T0 + 1)),
+        Denial::NoPermission { .. }
+    ));
+    for who in [patient(1), researcher("res"), auditor(), admin()] {
+        let answer: Result<v1::AccessKeysResult, _> = w.query(
+            &who,
+            T0 + 1,
+            "access_keys",
+            &v1::AccessKeysArgs {
+                pseudonym: pseudonym(1),
+                item_id: "item-0".into(),
+            },
+        );
+        assert!(
+            matches!(denial(answer), Denial::WrongRole { .. }),
+            "{}",
+            who.name
+        );
+    }
+    assert!(matches!(
+        denial(keys_of(&mut w, "dr.a", "item-0", T0 - 1)),
+        Denial::WindowNotStarted { .. }
+    ));
+    assert!(matches!(
+        denial(keys_of(&mut w, "dr.a", "item-0", T0 + DAY)),
+        Denial::WindowExpired { .. }
+    ));
+    w.call(
+        &patient(1),
+        T0 + 2,
+        "revoke",
+        &v1::RevokeArgs {
+            pseudonym: pseudonym(1),
+            permission_id: id,
+        },
+    )
+    .unwrap();
+    assert!(keys_of(&mut w, "dr.a", "item-0", T0 + 3).is_err());
+    assert!(matches!(
+        keys_of(&mut w, "dr.a", "missing", T0 + 1),
+        Err(ChaincodeError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn key_material_in_clear_or_uncommitted_is_refused_on_a_private_ledger() {
+    let mut w = private_world();
+    // The envelope in clear: refused before ordering and at execution alike.
+    let clear = grant_args(1, "dr.a", LAB, &[Right::Read], T0, T0 + DAY);
+    assert!(check_before_ordering("grant", &clear.encode_to_vec(), true).is_err());
+    assert!(check_before_ordering("grant", &clear.encode_to_vec(), false).is_ok());
+    assert_eq!(
+        invalid_field(w.call(&patient(1), T0, "grant", &clear)),
+        "key_envelope"
+    );
+
+    // A commitment the transaction does not carry, or of the wrong length.
+    for commitment in [vec![7u8; 32], vec![7u8; 31]] {
+        let args = v1::GrantArgs {
+            key_envelope: Vec::new(),
+            key_envelope_commitment: commitment,
+            ..clear.clone()
+        };
+        assert_eq!(
+            invalid_field(w.call(&patient(1), T0, "grant", &args)),
+            "key_envelope"
+        );
+    }
+    // Read without any envelope at all.
+    let none = v1::GrantArgs {
+        key_envelope: Vec::new(),
+        ..clear.clone()
+    };
+    assert_eq!(
+        invalid_field(w.call(&patient(1), T0, "grant", &none)),
+        "key_envelope"
+    );
+
+    // A value no field refers to: refused, and not kept.
+    let result = w.call_private(
+        &patient(1),
+        T0,
+        "grant",
+        &[ENVELOPE.to_vec(), vec![0x99; 40]],
+        |commitments| v1::GrantArgs {
+            key_envelope: Vec::new(),
+            key_envelope_commitment: commitments[0].to_vec(),
+            ..clear.clone()
+        },
+    );
+    assert_eq!(invalid_field(result), "private_commitments");
+    // A write-only grant carries no key, so no private value either.
+    let result = w.call_private(&patient(1), T0, "grant", &[ENVELOPE.to_vec()], |_| {
+        v1::GrantArgs {
+            key_envelope: Vec::new(),
+            ..grant_args(1, "dr.w", LAB, &[Right::Write], T0, T0 + DAY)
+        }
+    });
+    assert_eq!(invalid_field(result), "private_commitments");
+    // A function that takes no private data, carrying some.
+    let result = w.call_private(&patient(1), T0, "add_item", &[ENVELOPE.to_vec()], |_| {
+        item_args(1, "item-9", LAB, 1)
+    });
+    assert_eq!(invalid_field(result), "private_commitments");
+    // Refused by someone else than the owner: audited, nothing kept.
+    let result = w.call_private(&clinician("dr.x"), T0, "grant", &[ENVELOPE.to_vec()], |c| {
+        v1::GrantArgs {
+            key_envelope: Vec::new(),
+            key_envelope_commitment: c[0].to_vec(),
+            ..clear.clone()
+        }
+    });
+    assert!(matches!(denial(result), Denial::NotOwner));
+    assert!(w.ledger.private_values().is_empty());
+    assert!(!contains(&w.ledger.all_bytes(), &ENVELOPE));
+}
+
+/// A rotation keeping dr.keep: its new envelope and the key chain's link as private data.
+fn rotate_private(w: &mut World, keep: &str, t: i64) -> Result<Vec<u8>, ChaincodeError> {
+    let keep = keep.to_string();
+    w.call_private(
+        &patient(1),
+        t,
+        "rotate_category_key",
+        &[vec![0x11; 80], vec![0x33; 80]],
+        move |c| v1::RotateCategoryKeyArgs {
+            pseudonym: pseudonym(1),
+            category: LAB.into(),
+            public_key: vec![0x77; 32],
+            envelopes: vec![v1::EnvelopeUpdate {
+                permission_id: keep,
+                key_envelope: Vec::new(),
+                key_envelope_commitment: c[0].to_vec(),
+            }],
+            owner_signature: vec![0x77; 64],
+            epoch: 2,
+            previous_key_envelope: Vec::new(),
+            previous_key_envelope_commitment: c[1].to_vec(),
+        },
+    )
+}
+
+#[test]
+fn a_rotation_replaces_the_envelope_and_commits_the_key_chain() {
+    let mut w = private_world();
+    let keep = grant_private(&mut w, "dr.keep", &ENVELOPE, T0);
+    w.add_item(&patient(1), 1, "item-0", LAB, T0).unwrap();
+
+    // The same commitment named twice (the envelope and the link) is refused.
+    let twice = w.call_private(
+        &patient(1),
+        T0 + 1,
+        "rotate_category_key",
+        &[vec![0x11; 80]],
+        |c| v1::RotateCategoryKeyArgs {
+            pseudonym: pseudonym(1),
+            category: LAB.into(),
+            public_key: vec![0x77; 32],
+            envelopes: vec![v1::EnvelopeUpdate {
+                permission_id: keep.clone(),
+                key_envelope: Vec::new(),
+                key_envelope_commitment: c[0].to_vec(),
+            }],
+            owner_signature: vec![0x77; 64],
+            epoch: 2,
+            previous_key_envelope: Vec::new(),
+            previous_key_envelope_commitment: c[0].to_vec(),
+        },
+    );
+    assert_eq!(invalid_field(twice), "envelopes.key_envelope");
+
+    rotate_private(&mut w, &keep, T0 + 1).unwrap();
+    // The epoch-1 envelope is purged; the new one and the link are kept.
+    let kept: Vec<Vec<u8>> = w.ledger.private_values().into_values().collect();
+    assert!(!kept.contains(&ENVELOPE.to_vec()));
+    assert!(kept.contains(&vec![0x11; 80]) && kept.contains(&vec![0x33; 80]));
+    assert!(!contains(&w.ledger.all_bytes(), &[0x33; 80]));
+
+    // An item of epoch 1: the access names the link's commitment; the query gives it.
+    let access = w
+        .access(&clinician("dr.keep"), 1, "item-0", T0 + 2)
+        .unwrap();
+    assert!(access.key_chain.is_empty());
+    assert_eq!(access.key_chain_commitments.len(), 1);
+    let keys = keys_of(&mut w, "dr.keep", "item-0", T0 + 2).unwrap();
+    assert_eq!(keys.key_envelope, vec![0x11; 80]);
+    assert_eq!(keys.key_epoch, 2);
+    assert_eq!(keys.key_chain, vec![vec![0x33; 80]]);
+    let salt: [u8; 32] = keys.key_chain_salts[0].as_slice().try_into().unwrap();
+    assert_eq!(
+        medledger_crypto::private_commitment(&salt, &keys.key_chain[0])[..],
+        access.key_chain_commitments[0][..]
+    );
+}
+
+#[test]
+fn an_erasure_purges_every_private_value_of_the_record() {
+    let mut w = private_world();
+    let keep = grant_private(&mut w, "dr.keep", &ENVELOPE, T0);
+    grant_private(&mut w, "dr.other", &[0xe2; 80], T0);
+    rotate_private(&mut w, &keep, T0 + 1).unwrap();
+    // Another record's envelope stays.
+    w.register_patient(2, T0);
+    w.call_private(&patient(2), T0, "grant", &[vec![0xe3; 80]], |c| {
+        v1::GrantArgs {
+            key_envelope: Vec::new(),
+            key_envelope_commitment: c[0].to_vec(),
+            ..grant_args(2, "dr.keep", LAB, &[Right::Read], T0, T0 + DAY)
+        }
+    })
+    .unwrap();
+    assert_eq!(w.ledger.private_values().len(), 4);
+
+    let record = v1::PatientArgs {
+        pseudonym: pseudonym(1),
+    };
+    let erased: v1::ErasureResult = w
+        .call_decode(&patient(1), T0 + 2, "erase_patient", &record)
+        .unwrap();
+    assert!(erased.purge_complete);
+    let kept: Vec<Vec<u8>> = w.ledger.private_values().into_values().collect();
+    assert_eq!(kept, [vec![0xe3; 80]]);
+}
+
+#[test]
+fn below_format_4_the_envelope_stays_in_clear_and_a_commitment_is_ignored() {
+    let mut w = World::new();
+    w.register_patient(1, T0);
+    let args = v1::GrantArgs {
+        key_envelope_commitment: vec![7; 32],
+        ..grant_args(1, "dr.a", LAB, &[Right::Read], T0, T0 + DAY)
+    };
+    w.call(&patient(1), T0, "grant", &args).unwrap();
+    w.add_item(&patient(1), 1, "item-0", LAB, T0).unwrap();
+    let access = w.access(&clinician("dr.a"), 1, "item-0", T0 + 1).unwrap();
+    assert_eq!(access.key_envelope, vec![0xee; 80]);
+    assert!(access.key_envelope_commitment.is_empty());
+    // The query serves the same key from state, with no salt.
+    let keys = keys_of(&mut w, "dr.a", "item-0", T0 + 1).unwrap();
+    assert_eq!(keys.key_envelope, vec![0xee; 80]);
+    assert!(keys.key_envelope_salt.is_empty());
+}
+
+#[test]
+fn a_transaction_never_reads_a_private_value() {
+    use medledger_chaincode::Stub;
+    use medledger_chaincode::stub::StubError;
+    let mut w = private_world();
+    grant_private(&mut w, "dr.a", &ENVELOPE, T0);
+    let commitment = *w.ledger.private_values().keys().next().unwrap();
+    let tx = w.ledger.transaction(clinician("dr.a"), T0);
+    assert_eq!(
+        tx.private_value(&commitment),
+        Err(StubError::PrivateOnlyInQueries)
+    );
+    drop(tx);
+    let query = w.ledger.query_stub(clinician("dr.a"), T0);
+    assert_eq!(query.private_value(&commitment).unwrap().1, ENVELOPE);
+    assert_eq!(
+        query.private_value(&[0; 32]),
+        Err(StubError::PrivateValueUnavailable)
+    );
+}
