@@ -189,11 +189,12 @@ impl Pair {
         (grant.encode_to_vec(), private)
     }
 
-    fn add_item_args(&self, n: u64) -> Vec<u8> {
+    /// The pair's n-th item, its wrapped file key as private data on a ledger that keeps it.
+    fn add_item_args(&self, n: u64) -> (Vec<u8>, PrivateData) {
         let item_id = item_id(n);
         let mut sha256 = [0u8; 32];
         sha256[..8].copy_from_slice(&n.to_be_bytes());
-        v1::AddItemArgs {
+        let mut item = v1::AddItemArgs {
             pseudonym: self.pseudonym.clone(),
             path: format!(
                 "patients/{}/{CATEGORY}/{item_id}",
@@ -206,8 +207,10 @@ impl Pair {
             // The size of a real HPKE-wrapped file key.
             wrapped_dek: vec![0x5a; 80],
             key_epoch: 1,
-        }
-        .encode_to_vec()
+            ..Default::default()
+        };
+        let private = self.clinician.item_key_private(&mut item);
+        (item.encode_to_vec(), private)
     }
 
     /// The clinician asks whether it may read: a query, answered by one peer.
@@ -244,7 +247,9 @@ impl Pair {
             Op::AddItem => {
                 let n = self.next_item.fetch_add(1, Ordering::Relaxed);
                 added = Some(item_id(n));
-                (&self.clinician, "add_item", self.add_item_args(n))
+                let (args, values) = self.add_item_args(n);
+                private = values;
+                (&self.clinician, "add_item", args)
             }
             Op::CheckAccess => return self.check_access().await,
             Op::RecordAccess => {
@@ -378,8 +383,9 @@ async fn setup(layout: &Layout, count: usize) -> anyhow::Result<(Vec<Arc<Pair>>,
                 .await?
                 .into_valid()?;
             let n = pair.next_item.fetch_add(1, Ordering::Relaxed);
+            let (args, private) = pair.add_item_args(n);
             pair.clinician
-                .submit("add_item", pair.add_item_args(n))
+                .submit_maybe_private("add_item", args, &private)
                 .await?
                 .into_valid()?;
             pair.items.lock().await.push(item_id(n));

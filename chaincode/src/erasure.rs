@@ -211,10 +211,15 @@ fn step(
             match (cursor.phase, &study) {
                 (ITEMS, _) => {
                     let mut item: ClinicalItem = decoded(key, bytes)?;
-                    if !item.tombstoned || !item.wrapped_dek.is_empty() {
+                    if !item.tombstoned
+                        || !item.wrapped_dek.is_empty()
+                        || !item.wrapped_dek_commitment.is_empty()
+                    {
                         deleted.push(item.path.clone());
+                        crate::private::purge(stub, &item.wrapped_dek_commitment)?;
                         item.tombstoned = true;
                         item.wrapped_dek.clear();
+                        item.wrapped_dek_commitment.clear();
                         put(stub, key, &item)?;
                     }
                 }

@@ -142,7 +142,7 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
 /// anywhere. The chaincode refuses the same at execution, for a primary that orders them
 /// anyway. Today: an emergency access's reason in clear text (docs/adr/0013), and on a
 /// ledger that keeps private data (`keeps_private_data`: format 4, docs/adr/0017) a grant's
-/// or a rotation's key envelopes in clear.
+/// or a rotation's key envelopes, or an item's wrapped file key, in clear.
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` naming the field, or arguments that do not decode.
@@ -168,6 +168,12 @@ pub fn check_before_ordering(
             let args: v1::GrantArgs = decode(args)?;
             if !args.key_envelope.is_empty() {
                 return Err(in_clear("key_envelope"));
+            }
+        }
+        "add_item" if keeps_private_data => {
+            let args: v1::AddItemArgs = decode(args)?;
+            if !args.wrapped_dek.is_empty() {
+                return Err(in_clear("wrapped_dek"));
             }
         }
         "rotate_category_key" if keeps_private_data => {

@@ -434,7 +434,22 @@ pub fn add_item(stub: &mut dyn Stub, args: AddItemArgs) -> Result<Vec<u8>, Chain
             "must be patients/<pseudonym>/<category>/<item_id>",
         ));
     }
-    limits::stored_object(&args.sha256, args.size, &args.wrapped_dek, "category")?;
+    // What state keeps of the wrapped file key: the key below format 4, its commitment
+    // from 4 on (the key beside the transaction, docs/adr/0017).
+    let (wrapped_dek, wrapped_dek_commitment) = crate::private::take(
+        stub,
+        "wrapped_dek",
+        args.wrapped_dek,
+        &args.wrapped_dek_commitment,
+        MAX_ENVELOPE_LEN,
+    )?
+    .into_fields();
+    let stored_key = if wrapped_dek.is_empty() {
+        &wrapped_dek_commitment
+    } else {
+        &wrapped_dek
+    };
+    limits::stored_object(&args.sha256, args.size, stored_key, "category")?;
     if args.key_epoch != key.epoch {
         return Err(ChaincodeError::invalid(
             "key_epoch",
@@ -470,9 +485,10 @@ pub fn add_item(stub: &mut dyn Stub, args: AddItemArgs) -> Result<Vec<u8>, Chain
         sha256: args.sha256,
         size: args.size,
         created_at: stub.time(),
-        wrapped_dek: args.wrapped_dek,
+        wrapped_dek,
         key_epoch: args.key_epoch,
         tombstoned: false,
+        wrapped_dek_commitment,
     };
     put(stub, &keys::item(&patient.hex, &args.item_id), &item)?;
     let mut entry = allowed(AuditAction::AddItem, &args.category, &args.item_id);
@@ -533,9 +549,10 @@ pub fn record_access(
 
 /// Query `access_keys` ([`AccessKeysArgs`] → [`AccessKeysResult`]; docs/adr/0017 §5):
 /// for a clinician whose permission to read item `item_id`'s category is live now, that
-/// permission's key envelope and the key chain down to the item's epoch, read from this
-/// peer's private data (on a ledger below format 4, from state). The clinician records the
-/// access first (`record_access`), which the gateway requires before it serves the file.
+/// permission's key envelope, the key chain down to the item's epoch and the item's wrapped
+/// file key; for the record's owner, the wrapped file key alone. Read from this peer's
+/// private data (on a ledger below format 4, from state). The reader records the access
+/// first (`record_access`), which the gateway requires before it serves the file.
 ///
 /// # Errors
 /// `UnknownPatient`, `PatientErased`, `NotFound` (item); `Denied` (`WrongRole` for anyone
@@ -546,7 +563,18 @@ pub fn access_keys(stub: &dyn Stub, args: AccessKeysArgs) -> Result<Vec<u8>, Cha
     limits::identifier("item_id", &args.item_id)?;
     let item: ClinicalItem = get(stub, &keys::item(&patient.hex, &args.item_id))?
         .ok_or_else(|| ChaincodeError::not_found("item", &args.item_id))?;
+    let (wrapped_dek, wrapped_dek_salt) =
+        crate::private::read(stub, &item.wrapped_dek, &item.wrapped_dek_commitment)?;
     let creator = stub.creator();
+    // The owner holds the category keys: the wrapped file key is all it needs.
+    if patient.is_owner(creator) {
+        return Ok(AccessKeysResult {
+            wrapped_dek,
+            wrapped_dek_salt,
+            ..AccessKeysResult::default()
+        }
+        .encode_to_vec());
+    }
     if creator.role != Role::Clinician {
         return Err(ChaincodeError::denied(Denial::WrongRole {
             needed: Role::Clinician.as_str(),
@@ -573,6 +601,8 @@ pub fn access_keys(stub: &dyn Stub, args: AccessKeysArgs) -> Result<Vec<u8>, Cha
         key_envelope,
         key_envelope_salt,
         key_epoch: permission.key_epoch,
+        wrapped_dek,
+        wrapped_dek_salt,
         ..AccessKeysResult::default()
     };
     let links = key_chain(

@@ -63,6 +63,7 @@ fn the_uii_never_appears_in_any_stored_byte() {
         size: 2048,
         wrapped_dek: vec![6; 80],
         key_epoch: 1,
+        wrapped_dek_commitment: Vec::new(),
     };
     w.call(&clinician("dr.a"), T0 + 1, "add_item", &item)
         .unwrap();

@@ -13,6 +13,7 @@ use prost::Message;
 
 const LAB: &str = "lab-results";
 const ENVELOPE: [u8; 80] = [0xe1; 80];
+const WRAPPED: [u8; 80] = [0xd1; 80];
 
 /// A ledger that keeps private data, with patient 1 registered.
 fn private_world() -> World {
@@ -38,6 +39,24 @@ fn grant_private(w: &mut World, grantee: &str, envelope: &[u8], t: i64) -> Strin
         )
         .expect("the grant commits");
     v1::GrantResult::decode(result.as_slice()).unwrap().id
+}
+
+/// `who` adds item `item` to LAB (epoch 1), its wrapped file key `wrapped` as private data.
+fn add_item_private(
+    w: &mut World,
+    who: &medledger_chaincode::Creator,
+    item: &str,
+    wrapped: &[u8],
+    t: i64,
+) {
+    w.call_private(who, t, "add_item", &[wrapped.to_vec()], |c| {
+        v1::AddItemArgs {
+            wrapped_dek: Vec::new(),
+            wrapped_dek_commitment: c[0].to_vec(),
+            ..item_args(1, item, LAB, 1)
+        }
+    })
+    .expect("the item is added");
 }
 
 fn keys_of(
@@ -72,38 +91,65 @@ fn invalid_field(result: Result<Vec<u8>, ChaincodeError>) -> &'static str {
 fn a_grant_envelope_is_kept_apart_and_given_to_its_grantee_alone() {
     let mut w = private_world();
     let id = grant_private(&mut w, "dr.a", &ENVELOPE, T0);
-    w.add_item(&patient(1), 1, "item-0", LAB, T0).unwrap();
+    add_item_private(&mut w, &patient(1), "item-0", &WRAPPED, T0);
 
-    // State, history and events hold the commitment, never the envelope.
-    assert!(!contains(&w.ledger.all_bytes(), &ENVELOPE));
+    // State, history and events hold the commitments, never the envelope or the file key.
+    for secret in [&ENVELOPE, &WRAPPED] {
+        assert!(!contains(&w.ledger.all_bytes(), secret));
+    }
     let kept = w.ledger.private_values();
-    assert_eq!(kept.values().collect::<Vec<_>>(), [&ENVELOPE.to_vec()]);
-    let commitment = *kept.keys().next().unwrap();
+    assert_eq!(kept.len(), 2);
+    let commitment_of = |value: &[u8]| *kept.iter().find(|(_, v)| *v == value).unwrap().0;
+    let (commitment, item_commitment) = (commitment_of(&ENVELOPE), commitment_of(&WRAPPED));
     assert!(contains(&w.ledger.all_bytes(), &commitment));
 
-    // The access's result (in the block) names the commitment and holds no key.
+    // The access's result (in the block) names the commitments and holds no key.
     let access = w.access(&clinician("dr.a"), 1, "item-0", T0 + 1).unwrap();
     assert!(access.key_envelope.is_empty());
     assert_eq!(access.key_envelope_commitment, commitment);
     assert_eq!(access.permission_id, id);
+    let item = access.item.unwrap();
+    assert!(item.wrapped_dek.is_empty());
+    assert_eq!(item.wrapped_dek_commitment, item_commitment);
 
-    // The grantee's query gives the envelope and the salt that checks it.
+    // The grantee's query gives the envelope, the file key and the salts that check them.
     let keys = keys_of(&mut w, "dr.a", "item-0", T0 + 1).unwrap();
     assert_eq!(keys.key_envelope, ENVELOPE);
+    assert_eq!(keys.wrapped_dek, WRAPPED);
     assert_eq!(keys.permission_id, id);
     let salt: [u8; 32] = keys.key_envelope_salt.as_slice().try_into().unwrap();
     assert_eq!(
         medledger_crypto::private_commitment(&salt, &ENVELOPE),
         commitment
     );
+    let salt: [u8; 32] = keys.wrapped_dek_salt.as_slice().try_into().unwrap();
+    assert_eq!(
+        medledger_crypto::private_commitment(&salt, &WRAPPED),
+        item_commitment
+    );
 
-    // Nobody else: another clinician, the patient, a researcher; nor the grantee before
-    // the window opens, after it ends, or once revoked.
+    // The owner gets the file key alone (it holds the category keys).
+    let own: v1::AccessKeysResult = w
+        .query(
+            &patient(1),
+            T0 + 1,
+            "access_keys",
+            &v1::AccessKeysArgs {
+                pseudonym: pseudonym(1),
+                item_id: "item-0".into(),
+            },
+        )
+        .unwrap();
+    assert_eq!(own.wrapped_dek, WRAPPED);
+    assert!(own.key_envelope.is_empty() && own.permission_id.is_empty());
+
+    // Nobody else: another clinician, another patient, a researcher; nor the grantee
+    // before the window opens, after it ends, or once revoked.
     assert!(matches!(
         denial(keys_of(&mut w, "dr.b", "item-0", T0 + 1)),
         Denial::NoPermission { .. }
     ));
-    for who in [patient(1), researcher("res"), auditor(), admin()] {
+    for who in [patient(2), researcher("res"), auditor(), admin()] {
         let answer: Result<v1::AccessKeysResult, _> = w.query(
             &who,
             T0 + 1,
@@ -199,10 +245,24 @@ fn key_material_in_clear_or_uncommitted_is_refused_on_a_private_ledger() {
         }
     });
     assert_eq!(invalid_field(result), "private_commitments");
-    // A function that takes no private data, carrying some.
-    let result = w.call_private(&patient(1), T0, "add_item", &[ENVELOPE.to_vec()], |_| {
-        item_args(1, "item-9", LAB, 1)
-    });
+    // A file key in clear, refused before ordering and at execution.
+    let clear_item = item_args(1, "item-9", LAB, 1);
+    assert!(check_before_ordering("add_item", &clear_item.encode_to_vec(), true).is_err());
+    assert_eq!(
+        invalid_field(w.call(&patient(1), T0, "add_item", &clear_item)),
+        "wrapped_dek"
+    );
+    // A function that takes no private data (an admin's new category), carrying some.
+    let result = w.call_private(
+        &admin(),
+        T0,
+        "register_category",
+        &[ENVELOPE.to_vec()],
+        |_| v1::RegisterCategoryArgs {
+            name: "imaging".into(),
+            description: String::new(),
+        },
+    );
     assert_eq!(invalid_field(result), "private_commitments");
     // Refused by someone else than the owner: audited, nothing kept.
     let result = w.call_private(&clinician("dr.x"), T0, "grant", &[ENVELOPE.to_vec()], |c| {
@@ -246,7 +306,7 @@ fn rotate_private(w: &mut World, keep: &str, t: i64) -> Result<Vec<u8>, Chaincod
 fn a_rotation_replaces_the_envelope_and_commits_the_key_chain() {
     let mut w = private_world();
     let keep = grant_private(&mut w, "dr.keep", &ENVELOPE, T0);
-    w.add_item(&patient(1), 1, "item-0", LAB, T0).unwrap();
+    add_item_private(&mut w, &patient(1), "item-0", &WRAPPED, T0);
 
     // The same commitment named twice (the envelope and the link) is refused.
     let twice = w.call_private(
@@ -300,6 +360,7 @@ fn an_erasure_purges_every_private_value_of_the_record() {
     let mut w = private_world();
     let keep = grant_private(&mut w, "dr.keep", &ENVELOPE, T0);
     grant_private(&mut w, "dr.other", &[0xe2; 80], T0);
+    add_item_private(&mut w, &patient(1), "item-0", &WRAPPED, T0);
     rotate_private(&mut w, &keep, T0 + 1).unwrap();
     // Another record's envelope stays.
     w.register_patient(2, T0);
@@ -311,7 +372,7 @@ fn an_erasure_purges_every_private_value_of_the_record() {
         }
     })
     .unwrap();
-    assert_eq!(w.ledger.private_values().len(), 4);
+    assert_eq!(w.ledger.private_values().len(), 5);
 
     let record = v1::PatientArgs {
         pseudonym: pseudonym(1),
@@ -336,6 +397,7 @@ fn below_format_4_the_envelope_stays_in_clear_and_a_commitment_is_ignored() {
     w.add_item(&patient(1), 1, "item-0", LAB, T0).unwrap();
     let access = w.access(&clinician("dr.a"), 1, "item-0", T0 + 1).unwrap();
     assert_eq!(access.key_envelope, vec![0xee; 80]);
+    assert_eq!(access.item.unwrap().wrapped_dek, vec![6; 80]);
     assert!(access.key_envelope_commitment.is_empty());
     // The query serves the same key from state, with no salt.
     let keys = keys_of(&mut w, "dr.a", "item-0", T0 + 1).unwrap();

@@ -371,18 +371,23 @@ impl Validator {
         }
         // Before private data, the commitments were a field the builds ignored.
         let private_data_hash = if self.ledger_format() >= crate::genesis::PRIVATE_DATA_FORMAT {
-            check_private_data(&tx, signed, facts.configuration(), &identity.signing_key).map_err(
-                |(status, why, signed_by_creator)| {
-                    // Acknowledgments are outside the transaction's signature: whatever is
-                    // wrong with them (missing, dropped, or their countersignature) may be a
-                    // relaying peer's doing, so that refusal names no transaction.
-                    if signed_by_creator {
-                        refuse(status, why)
-                    } else {
-                        unattributed(status, why)
-                    }
-                },
-            )?
+            check_private_data(
+                self,
+                &tx,
+                signed,
+                facts.configuration(),
+                &identity.signing_key,
+            )
+            .map_err(|(status, why, signed_by_creator)| {
+                // Acknowledgments are outside the transaction's signature: whatever is
+                // wrong with them (missing, dropped, or their countersignature) may be a
+                // relaying peer's doing, so that refusal names no transaction.
+                if signed_by_creator {
+                    refuse(status, why)
+                } else {
+                    unattributed(status, why)
+                }
+            })?
         } else {
             None
         };
@@ -488,23 +493,32 @@ impl Validator {
         signed: &v1::SignedTransaction,
         identity: &EnrolledIdentity,
     ) -> Result<(), String> {
-        // Only a well-formed signature reaches the cache: the key below relies on its length.
-        let signature = Signature::from_slice(&signed.signature).map_err(|e| e.to_string())?;
-        let key = signature_cache_key(
-            &identity.signing_key.to_bytes(),
+        self.verify_cached(
+            SignatureDomain::Transaction,
+            &identity.signing_key,
             &signed.transaction,
             &signed.signature,
-        );
+        )
+    }
+
+    /// Verifies `signature` by `signer` over `message` in `domain`, once: a verification
+    /// that succeeded is remembered (the second validation of an envelope, at execution,
+    /// and a forward's screen cost a hash), keyed by all four so it vouches for nothing else.
+    fn verify_cached(
+        &self,
+        domain: SignatureDomain,
+        signer: &medledger_crypto::VerifyingKey,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), String> {
+        // Only a well-formed signature reaches the cache: the key below relies on its length.
+        let parsed = Signature::from_slice(signature).map_err(|e| e.to_string())?;
+        let key = signature_cache_key(domain, &signer.to_bytes(), message, signature);
         if self.caches().signatures.contains(&key) {
             return Ok(());
         }
-        identity
-            .signing_key
-            .verify(
-                SignatureDomain::Transaction,
-                &signed.transaction,
-                &signature,
-            )
+        signer
+            .verify(domain, message, &parsed)
             .map_err(|e| e.to_string())?;
         let mut caches = self.caches();
         if caches.signatures.len() >= CACHE_ENTRIES {
@@ -673,6 +687,7 @@ pub fn check_commitments(commitments: &[Vec<u8>]) -> Result<(), String> {
 /// cannot make another valid copy of the envelope. Returns that hash when there are
 /// commitments.
 fn check_private_data(
+    validator: &Validator,
     tx: &v1::Transaction,
     signed: &v1::SignedTransaction,
     configuration: &Configuration,
@@ -715,17 +730,14 @@ fn check_private_data(
             .iter()
             .map(|a| (a.replica, a.signature.as_slice()))
             .collect();
-        let countersigned = medledger_crypto::Signature::from_slice(&signed.acks_signature)
-            .ok()
-            .is_some_and(|signature| {
-                creator_key
-                    .verify(
-                        medledger_crypto::SignatureDomain::PrivateDataAcks,
-                        &medledger_crypto::private_data_acks_statement(&hash, &listed),
-                        &signature,
-                    )
-                    .is_ok()
-            });
+        let countersigned = validator
+            .verify_cached(
+                SignatureDomain::PrivateDataAcks,
+                creator_key,
+                &medledger_crypto::private_data_acks_statement(&hash, &listed),
+                &signed.acks_signature,
+            )
+            .is_ok();
         if !countersigned {
             return Err((
                 TxStatus::BadSignature,
@@ -736,6 +748,8 @@ fn check_private_data(
         }
     }
     let mut acknowledged = std::collections::BTreeSet::new();
+    let statement =
+        medledger_crypto::private_data_ack_statement(&configuration.network_id, &hash, commitments);
     for ack in acks {
         let Some(key) = usize::try_from(ack.replica)
             .ok()
@@ -746,14 +760,14 @@ fn check_private_data(
         if acknowledged.contains(&ack.replica) {
             continue;
         }
-        if medledger_crypto::verify_private_data_ack(
-            key,
-            &configuration.network_id,
-            &hash,
-            commitments,
-            &ack.signature,
-        )
-        .is_ok()
+        if validator
+            .verify_cached(
+                SignatureDomain::PrivateDataAck,
+                key,
+                &statement,
+                &ack.signature,
+            )
+            .is_ok()
         {
             acknowledged.insert(ack.replica);
         }
@@ -773,15 +787,24 @@ fn check_private_data(
     Ok(Some(hash))
 }
 
-/// The signature cache's key: SHA-256 over a domain label, the signer's public key, and the
-/// length-prefixed transaction and signature. Unambiguous: `(T, S)` and `(T‖S[..k], S[k..])`
-/// have different keys, so a cached verification can never vouch for other bytes (which would
-/// make one envelope valid on a peer that cached it and invalid on the others: a fork).
-fn signature_cache_key(signer: &[u8; 32], transaction: &[u8], signature: &[u8]) -> [u8; 32] {
+/// The signature cache's key: SHA-256 over a label, the length-prefixed tag of the
+/// signature's domain, the signer's public key, and the length-prefixed message and
+/// signature. Unambiguous: `(T, S)` and `(T‖S[..k], S[k..])` have different keys, and so do
+/// two domains, so a cached verification can never vouch for other bytes or another
+/// domain (which would make one envelope valid on a peer that cached it and invalid on the
+/// others: a fork).
+fn signature_cache_key(
+    domain: SignatureDomain,
+    signer: &[u8; 32],
+    message: &[u8],
+    signature: &[u8],
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"medledger/v1/signature-cache");
+    h.update((domain.tag().len() as u64).to_be_bytes());
+    h.update(domain.tag());
     h.update(signer);
-    for part in [transaction, signature] {
+    for part in [message, signature] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
     }
@@ -829,12 +852,23 @@ mod tests {
         let signer = [1u8; 32];
         let transaction = b"transaction bytes".to_vec();
         let signature = [7u8; 64];
-        let key = |t: &[u8], s: &[u8]| signature_cache_key(&signer, t, s);
+        let key =
+            |t: &[u8], s: &[u8]| signature_cache_key(SignatureDomain::Transaction, &signer, t, s);
         let whole = key(&transaction, &signature);
         for k in 1..=signature.len() {
             let mut shifted = transaction.clone();
             shifted.extend_from_slice(&signature[..k]);
             assert_ne!(whole, key(&shifted, &signature[k..]), "split at {k}");
         }
+        // Another domain, the same bytes: another key.
+        assert_ne!(
+            whole,
+            signature_cache_key(
+                SignatureDomain::PrivateDataAck,
+                &signer,
+                &transaction,
+                &signature
+            )
+        );
     }
 }

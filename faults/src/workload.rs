@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use medledger_devnet::{Layout, ensure_identity};
 use medledger_proto::v1;
 use medledger_sdk::peer::PeerSet;
+use medledger_sdk::private_data::PrivateData;
 use prost::Message;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -129,8 +130,11 @@ pub async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<PairHand
             live: Vec::new(),
             next: 0,
         };
-        let (function, args) = pair.add_item();
-        pair.clinician.submit(function, args).await?.into_valid()?;
+        let (function, args, private) = pair.add_item();
+        pair.clinician
+            .submit_maybe_private(function, args, &private)
+            .await?
+            .into_valid()?;
         pairs.push(PairHandle(pair));
     }
     Ok(pairs)
@@ -140,14 +144,14 @@ pub async fn setup(layout: &Layout, count: usize) -> anyhow::Result<Vec<PairHand
 pub struct PairHandle(Pair);
 
 impl Pair {
-    fn add_item(&mut self) -> (&'static str, Vec<u8>) {
+    fn add_item(&mut self) -> (&'static str, Vec<u8>, PrivateData) {
         let n = self.next;
         self.next += 1;
         let item_id = format!("item-{n}");
         self.items.push(item_id.clone());
         let mut sha256 = [0u8; 32];
         sha256[..8].copy_from_slice(&n.to_be_bytes());
-        let args = v1::AddItemArgs {
+        let mut args = v1::AddItemArgs {
             pseudonym: self.pseudonym.clone(),
             path: format!(
                 "patients/{}/{CATEGORY}/{item_id}",
@@ -159,8 +163,11 @@ impl Pair {
             size: 1_000,
             wrapped_dek: vec![0x5a; 80],
             key_epoch: 1,
+            ..Default::default()
         };
-        ("add_item", args.encode_to_vec())
+        // The wrapped file key as private data on a ledger that keeps it (docs/adr/0017).
+        let private = self.clinician.item_key_private(&mut args);
+        ("add_item", args.encode_to_vec(), private)
     }
 
     /// Whether the ledger, read at least at this client's last commit with f+1 peers
@@ -216,7 +223,7 @@ async fn client(
     while !stop.load(Ordering::SeqCst) {
         let roll = rng.gen_range(0..100);
         let grantee = format!("grantee-{}-{}", pair.index, pair.next);
-        let mut private = medledger_sdk::private_data::PrivateData::new();
+        let mut private = PrivateData::new();
         let (by_patient, function, args, revoked) = if roll < 30 {
             pair.next += 1;
             let mut args = v1::GrantArgs {
@@ -240,7 +247,8 @@ async fn client(
             };
             (true, "revoke", args.encode_to_vec(), Some((grantee, id)))
         } else if roll < 80 {
-            let (function, args) = pair.add_item();
+            let (function, args, values) = pair.add_item();
+            private = values;
             (false, function, args, None)
         } else {
             let item_id = pair.items[rng.gen_range(0..pair.items.len())].clone();

@@ -210,8 +210,9 @@ fn arguments(
             path: String::arbitrary(u)?,
             sha256: vec![3; 32],
             size: u64::arbitrary(u)?,
-            wrapped_dek: vec![4; 80],
+            wrapped_dek: if u.ratio(1, 2)? { vec![4; 80] } else { Vec::new() },
             key_epoch: u32::arbitrary(u)?,
+            wrapped_dek_commitment: commitment(u, commitments)?,
         }
         .encode_to_vec(),
         "rotate_category_key" => v1::RotateCategoryKeyArgs {

@@ -9,9 +9,10 @@
 //!   that go with the lie;
 //! - `votes`: signs block votes on a header other than the one it executed;
 //! - `keys`: answers `check_access` with a category key and a study key of its own (the keys
-//!   a clinician or researcher would encrypt a file to).
-//! - `stale`: answers every query (but `check_access` under `keys`) from the genesis state —
-//!   nothing registered, nothing granted — claiming its current height;
+//!   a clinician or researcher would encrypt a file to), and `access_keys` with an envelope
+//!   and a key chain of its own making (the keys a grantee would open a file with).
+//! - `stale`: answers every query (but `check_access` and `access_keys` under `keys`) from
+//!   the genesis state — nothing registered, nothing granted — claiming its current height;
 //! - `config`: serves a forged configuration chain: every real link with its configuration
 //!   altered (the longest transaction life, and itself as the only admin), and, before the
 //!   first real one, a configuration of its own making, voted by itself alone.
@@ -152,9 +153,21 @@ pub fn junk_revocations(from: u64) -> v1::GetRevocationsResponse {
     }
 }
 
-/// A `check_access` answer with the keys it names replaced by [`LIAR_KEY`].
-pub fn forged_keys(result: &[u8]) -> Vec<u8> {
+/// A `check_access` answer with the keys it names replaced by [`LIAR_KEY`]; an
+/// `access_keys` answer (docs/adr/0017) with the envelope and the key chain replaced by
+/// ones of the liar's making, under the real salts.
+pub fn forged_keys(function: &str, result: &[u8]) -> Vec<u8> {
     use prost::Message;
+    if function == "access_keys" {
+        let Ok(mut answer) = v1::AccessKeysResult::decode(result) else {
+            return result.to_vec();
+        };
+        answer.key_envelope = [LIAR_KEY.as_slice(), &[0x5a; 48]].concat();
+        for link in &mut answer.key_chain {
+            *link = [LIAR_KEY.as_slice(), &[0x5b; 48]].concat();
+        }
+        return answer.encode_to_vec();
+    }
     let Ok(mut answer) = v1::CheckAccessResult::decode(result) else {
         return result.to_vec();
     };

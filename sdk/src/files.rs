@@ -274,6 +274,7 @@ pub async fn upload_to(
         .await
         .map_err(|e| ClientError::Usage(e.to_string()))??;
     use medledger_chaincode::keys;
+    let mut private = crate::private_data::PrivateData::new();
     let (path, function, args) = match &target {
         Target::Item(destination) => {
             let path = keys::item_path(
@@ -281,7 +282,7 @@ pub async fn upload_to(
                 &destination.category,
                 &item_id,
             );
-            let args = v1::AddItemArgs {
+            let mut args = v1::AddItemArgs {
                 pseudonym: destination.pseudonym.to_vec(),
                 item_id: item_id.clone(),
                 category: destination.category.clone(),
@@ -290,9 +291,12 @@ pub async fn upload_to(
                 size,
                 wrapped_dek,
                 key_epoch: destination.key_epoch,
-            }
-            .encode_to_vec();
-            (path, "add_item", args)
+                ..Default::default()
+            };
+            // A ledger that keeps private data takes the wrapped file key beside the
+            // transaction (docs/adr/0017).
+            private = peers.item_key_private(&mut args);
+            (path, "add_item", args.encode_to_vec())
         }
         Target::StudyCopy(copy) => {
             let path = keys::study_item_path(
@@ -323,7 +327,8 @@ pub async fn upload_to(
             (path, "share_for_study", args)
         }
     };
-    let (_, envelope) = peers.signed(function, args).await;
+    // The private values go to the peers before the gateway submits the transaction.
+    let (_, envelope) = peers.signed_private(function, args, &private).await?;
 
     let (tx, rx) = tokio::sync::mpsc::channel::<v1::UploadRequest>(4);
     let reader = spool
@@ -530,21 +535,27 @@ pub async fn download_from(
                     wrapped_dek: copy.wrapped_dek,
                     key_epoch: 0,
                     tombstoned: copy.tombstoned,
+                    wrapped_dek_commitment: Vec::new(),
                 }),
                 ..Default::default()
             }
         }
     };
     let mut access = access;
-    // A ledger that keeps private data puts no key in the access's result: the grantee
+    // A ledger that keeps private data puts no key in the access's result: the reader
     // reads them with a query, checked against the commitments the result holds.
-    if let (Source::Item { pseudonym, item_id }, Reader::Grantee(_)) = (source, &reader)
+    if let (Source::Item { pseudonym, item_id }, Reader::Grantee(_) | Reader::Owner(_)) =
+        (source, &reader)
         && peers.keeps_private_data()
-        && !access.permission_id.is_empty()
     {
         let keys = peers.access_keys(pseudonym, item_id, &access).await?;
         access.key_envelope = keys.key_envelope;
         access.key_chain = keys.key_chain;
+        if let Some(item) = access.item.as_mut()
+            && !item.wrapped_dek_commitment.is_empty()
+        {
+            item.wrapped_dek = keys.wrapped_dek;
+        }
     }
     let item = access
         .item

@@ -14,9 +14,6 @@ use crate::peer::{CONFIGURATION_MAX_AGE, Committed, PeerSet};
 
 /// How long one peer may take to take the values and acknowledge them.
 const PUT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Once f+1 acknowledgments verified, how long the others are waited for: more holders
-/// than the least, without one silent peer holding every submission up.
-const MORE_ACKS_GRACE: Duration = Duration::from_millis(250);
 
 /// The private values of one transaction, each with a fresh 32-byte salt.
 #[derive(Default, Clone)]
@@ -67,8 +64,9 @@ impl PeerSet {
     /// them) to every peer in force, and returns the acknowledgments that verify (in
     /// ascending replica order): each of a distinct replica of the configuration this client
     /// follows, over the network, the transaction's hash and its commitments. A peer's
-    /// refusal or silence is passed over; once f+1 verified, the others have a quarter of a
-    /// second more.
+    /// refusal or silence is passed over. It returns as soon as f+1 verified, with those
+    /// alone (what the ledger needs, and each one more costs every peer a verification);
+    /// the other peers' calls go on unwaited for, so they hold the values too.
     ///
     /// # Errors
     /// [`ClientError::NoQuorum`]: fewer than f+1 acknowledgments verified (each peer's
@@ -97,15 +95,10 @@ impl PeerSet {
         let mut acks: Vec<v1::PrivateDataAck> = Vec::new();
         let mut detail = Vec::new();
         let needed = configuration.weak_quorum();
-        loop {
-            let next = if acks.len() >= needed {
-                tokio::time::timeout(MORE_ACKS_GRACE, calls.join_next())
-                    .await
-                    .unwrap_or(None)
-            } else {
-                calls.join_next().await
+        while acks.len() < needed {
+            let Some(joined) = calls.join_next().await else {
+                break;
             };
-            let Some(joined) = next else { break };
             let Ok((name, answer)) = joined else { continue };
             let ack = match answer {
                 Ok(Ok(response)) => response.into_inner().ack,
@@ -139,7 +132,9 @@ impl PeerSet {
                 None => detail.push(format!("{name}: an acknowledgment that does not verify")),
             }
         }
-        calls.abort_all();
+        // The other peers take the values all the same: their calls go on, unwaited for
+        // (a call dropped midway could be cut short at the peer).
+        calls.detach_all();
         acks.sort_by_key(|a| a.replica);
         if acks.len() < needed {
             return Err(ClientError::NoQuorum {
@@ -213,16 +208,41 @@ impl PeerSet {
         }
     }
 
-    /// Moves `grant`'s key envelope into private data on a ledger that keeps it (format 4,
-    /// docs/adr/0017), its commitment in its place; returns the private data to send with
-    /// it (empty below format 4, or for a grant without an envelope).
+    /// Moves key material `clear` into `private` on a ledger that keeps private data
+    /// (format 4, docs/adr/0017), setting `commitment` to its commitment; below format 4,
+    /// or when `clear` is empty, leaves both as they are.
+    pub fn keep_private(
+        &self,
+        clear: &mut Vec<u8>,
+        commitment: &mut Vec<u8>,
+        private: &mut PrivateData,
+    ) {
+        if !clear.is_empty() && self.keeps_private_data() {
+            *commitment = private.add(std::mem::take(clear)).to_vec();
+        }
+    }
+
+    /// Moves `grant`'s key envelope into private data ([`PeerSet::keep_private`]); returns
+    /// the private data to send with it.
     pub fn grant_envelope_private(&self, grant: &mut v1::GrantArgs) -> PrivateData {
         let mut private = PrivateData::new();
-        if !grant.key_envelope.is_empty() && self.keeps_private_data() {
-            grant.key_envelope_commitment = private
-                .add(std::mem::take(&mut grant.key_envelope))
-                .to_vec();
-        }
+        self.keep_private(
+            &mut grant.key_envelope,
+            &mut grant.key_envelope_commitment,
+            &mut private,
+        );
+        private
+    }
+
+    /// Moves `item`'s wrapped file key into private data ([`PeerSet::keep_private`]);
+    /// returns the private data to send with it.
+    pub fn item_key_private(&self, item: &mut v1::AddItemArgs) -> PrivateData {
+        let mut private = PrivateData::new();
+        self.keep_private(
+            &mut item.wrapped_dek,
+            &mut item.wrapped_dek_commitment,
+            &mut private,
+        );
         private
     }
 
@@ -255,10 +275,12 @@ impl PeerSet {
         signed.private_data_acks = acks;
     }
 
-    /// The keys that open item `item_id` of record `pseudonym` for this clinician, from the
-    /// query `access_keys` (docs/adr/0017 §5), each checked against the commitments of
-    /// `access`, the committed `record_access` that allowed the read: a peer that lacks a
-    /// value, or answers one the ledger did not commit to, is passed over for the next.
+    /// The keys that open item `item_id` of record `pseudonym` for this client (a
+    /// clinician: the envelope, the key chain and the wrapped file key; the owner: the
+    /// wrapped file key), from the query `access_keys` (docs/adr/0017 §5), each checked
+    /// against the commitments of `access`, the committed `record_access` that allowed the
+    /// read: a peer that lacks a value, or answers one the ledger did not commit to, is
+    /// passed over for the next.
     ///
     /// # Errors
     /// As [`PeerSet::query_until`]: no peer gave keys that match.
@@ -290,7 +312,8 @@ impl PeerSet {
 }
 
 /// Whether `keys` are the ones committed access `access` names: the same permission and
-/// epoch, and every value matching its commitment under its salt.
+/// epoch, and every value (envelope, links, wrapped file key) matching its commitment under
+/// its salt.
 fn keys_match(keys: &v1::AccessKeysResult, access: &v1::RecordAccessResult) -> Result<(), String> {
     if keys.permission_id != access.permission_id || keys.key_epoch != access.key_epoch {
         return Err(format!(
@@ -302,6 +325,16 @@ fn keys_match(keys: &v1::AccessKeysResult, access: &v1::RecordAccessResult) -> R
         <[u8; medledger_crypto::PRIVATE_SALT_LEN]>::try_from(salt)
             .is_ok_and(|salt| medledger_crypto::private_commitment(&salt, value)[..] == *commitment)
     };
+    let committed_dek = access
+        .item
+        .as_ref()
+        .map(|i| i.wrapped_dek_commitment.as_slice())
+        .unwrap_or_default();
+    if !committed_dek.is_empty()
+        && !matches(&keys.wrapped_dek, &keys.wrapped_dek_salt, committed_dek)
+    {
+        return Err("a wrapped file key that does not match its commitment".into());
+    }
     if access.key_envelope_commitment.is_empty() {
         if !keys.key_envelope.is_empty() {
             return Err("an envelope for a permission that holds none".into());

@@ -404,7 +404,7 @@ async fn the_gateway_finishes_the_purge_of_an_erasure_too_large_for_one_step() {
     for chunk in (0..items).collect::<Vec<_>>().chunks(8) {
         let adds = chunk.iter().map(|i| {
             let item_id = format!("bulk-{i:05}");
-            let args = v1::AddItemArgs {
+            let mut args = v1::AddItemArgs {
                 pseudonym: pseudonym.clone(),
                 path: format!("patients/{}/{LAB}/{item_id}", s.pseudonym),
                 item_id,
@@ -413,11 +413,14 @@ async fn the_gateway_finishes_the_purge_of_an_erasure_too_large_for_one_step() {
                 size: 1,
                 wrapped_dek: vec![9; 80],
                 key_epoch,
+                ..Default::default()
             };
+            // The wrapped file key as private data (docs/adr/0017).
+            let private = peers.item_key_private(&mut args);
             let peers = &peers;
             async move {
                 peers
-                    .submit("add_item", args.encode_to_vec())
+                    .submit_maybe_private("add_item", args.encode_to_vec(), &private)
                     .await
                     .and_then(|c| c.into_valid())
             }
@@ -676,10 +679,27 @@ async fn a_revoked_reader_with_every_key_and_byte_cannot_open_what_comes_after()
         .await
         .unwrap()
         .0;
-    let wrapped = |id: &str| {
-        let item = items.items.iter().find(|i| i.id == id).unwrap().clone();
-        (item.key_epoch, item.wrapped_dek)
-    };
+    // The wrapped file keys, private data: the owner reads them (docs/adr/0017).
+    let mut wrapped = std::collections::BTreeMap::new();
+    for id in [&old_item, &new_item] {
+        let item = items.items.iter().find(|i| &i.id == id).unwrap().clone();
+        assert!(
+            item.wrapped_dek.is_empty(),
+            "no file key in the ledger's state"
+        );
+        let keys: v1::AccessKeysResult = patient
+            .query_as(
+                "access_keys",
+                v1::AccessKeysArgs {
+                    pseudonym: pseudonym.clone(),
+                    item_id: id.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        wrapped.insert(id.clone(), (item.key_epoch, keys.wrapped_dek));
+    }
+    let wrapped = |id: &str| wrapped[id].clone();
     // dr-a's kept key opens the file key of the item from before...
     let (epoch, dek) = wrapped(&old_item);
     assert_eq!(epoch, 1);
@@ -1040,8 +1060,11 @@ async fn malformed_uploads_leave_nothing_behind() {
                     path: format!("patients/{}/{LAB}/{item}", hex::encode(keys.pseudonym)),
                     sha256: sha256.to_vec(),
                     size,
+                    // In clear: the gateway refuses each of these streams for its bytes
+                    // before any transaction reaches a peer.
                     wrapped_dek: vec![1; 80],
                     key_epoch: 1,
+                    ..Default::default()
                 }
                 .encode_to_vec(),
             )
@@ -1159,13 +1182,26 @@ async fn malformed_uploads_leave_nothing_behind() {
         "nothing stored: {:?}",
         files_under(&objects, &[])
     );
-    // The same stream, correct, from its signer: stored (the hand-made key envelope is
-    // never opened by the ledger).
+    // The same stream, correct, from its signer, the wrapped file key beside it as private
+    // data: stored (the hand-made key is never opened by the ledger).
+    let mut correct = v1::AddItemArgs {
+        pseudonym: keys.pseudonym.to_vec(),
+        item_id: item.into(),
+        category: LAB.into(),
+        path: format!("patients/{}/{LAB}/{item}", hex::encode(keys.pseudonym)),
+        sha256: digest.to_vec(),
+        size: 100_000,
+        wrapped_dek: vec![1; 80],
+        key_epoch: 1,
+        ..Default::default()
+    };
+    let private = peers.item_key_private(&mut correct);
+    let (_, signed) = peers
+        .signed_private("add_item", correct.encode_to_vec(), &private)
+        .await
+        .unwrap();
     let ok = client
-        .upload(tokio_stream::iter(vec![
-            envelope(add_item(digest, 100_000)),
-            chunk(&data),
-        ]))
+        .upload(tokio_stream::iter(vec![envelope(signed), chunk(&data)]))
         .await
         .unwrap()
         .into_inner();

@@ -437,8 +437,15 @@ fn a_grantee_reads_the_envelope_from_a_peer_that_holds_it() {
         let (commitment, grant) =
             grant_acknowledged_by(&patient, &[0, 1], &pseudonym, "dr-a", &envelope).await;
         assert!(patient.submit_envelope(grant).await.unwrap().is_valid());
+        // The item's wrapped file key goes beside the transaction too, to every peer.
+        let mut item = item_args(&pseudonym, "item-0");
+        let item_key = patient.item_key_private(&mut item);
+        assert!(
+            item.wrapped_dek.is_empty(),
+            "a format-4 network keeps private data"
+        );
         patient
-            .submit("add_item", item_args(&pseudonym, "item-0"))
+            .submit_maybe_private("add_item", item.encode_to_vec(), &item_key)
             .await
             .unwrap()
             .into_valid()
@@ -488,6 +495,13 @@ fn a_grantee_reads_the_envelope_from_a_peer_that_holds_it() {
             .await
             .unwrap();
         assert_eq!(keys.key_envelope, envelope);
+        assert_eq!(keys.wrapped_dek, [6; 80], "the item's wrapped file key");
+        assert!(access.item.as_ref().unwrap().wrapped_dek.is_empty());
+        // The owner reads the wrapped file key alone.
+        let own: v1::AccessKeysResult =
+            patient.query_as("access_keys", args.clone()).await.unwrap();
+        assert_eq!(own.wrapped_dek, [6; 80]);
+        assert!(own.key_envelope.is_empty());
         // Another clinician is refused by every peer, the one that holds it included.
         let status = other
             .peer(0)

@@ -376,6 +376,7 @@ pub fn item_args(n: u8, item: &str, category: &str, epoch: u32) -> v1::AddItemAr
         size: 1024,
         wrapped_dek: vec![6; 80],
         key_epoch: epoch,
+        wrapped_dek_commitment: Vec::new(),
     }
 }
 

@@ -54,7 +54,7 @@ pub fn read_grant_args(pseudonym: &[u8; 32], grantee: &str, commitment: &[u8]) -
 }
 
 /// `add_item` of item `item_id` (lab-results, key epoch 1: the first) on record `pseudonym`.
-pub fn item_args(pseudonym: &[u8; 32], item_id: &str) -> Vec<u8> {
+pub fn item_args(pseudonym: &[u8; 32], item_id: &str) -> v1::AddItemArgs {
     v1::AddItemArgs {
         pseudonym: pseudonym.to_vec(),
         item_id: item_id.into(),
@@ -64,6 +64,6 @@ pub fn item_args(pseudonym: &[u8; 32], item_id: &str) -> Vec<u8> {
         size: 1024,
         wrapped_dek: vec![6; 80],
         key_epoch: 1,
+        ..Default::default()
     }
-    .encode_to_vec()
 }
