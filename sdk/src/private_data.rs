@@ -14,12 +14,18 @@ use crate::peer::{CONFIGURATION_MAX_AGE, Committed, PeerSet};
 
 /// How long one peer may take to take the values and acknowledge them.
 const PUT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the peers asked may all stay silent before one more is asked.
+const WIDEN_AFTER: Duration = Duration::from_millis(500);
 
 /// The private values of one transaction, each with a fresh 32-byte salt.
 #[derive(Default, Clone)]
 pub struct PrivateData {
     values: Vec<v1::PrivateValue>,
     commitments: Vec<Vec<u8>>,
+    /// Which peers are asked first: those from a replica that this key (a record's
+    /// pseudonym) names on, so that every value of one record lands on the same peers and a
+    /// query that needs several finds them together; none: from a random one.
+    placement: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for PrivateData {
@@ -48,6 +54,12 @@ impl PrivateData {
         commitment
     }
 
+    /// Asks the peers for the values from the one `key` (a record's pseudonym) names on
+    /// ([`PeerSet::put_private_data`]): every value of one record lands on the same peers.
+    pub fn place_by(&mut self, key: &[u8]) {
+        self.placement = Some(key.to_vec());
+    }
+
     /// The commitments, in the order the values were added (32 bytes each).
     pub fn commitments(&self) -> &[Vec<u8>] {
         &self.commitments
@@ -63,10 +75,14 @@ impl PeerSet {
     /// Sends `private`'s values for `transaction` (encoded `v1::Transaction`, committing to
     /// them) to every peer in force, and returns the acknowledgments that verify (in
     /// ascending replica order): each of a distinct replica of the configuration this client
-    /// follows, over the network, the transaction's hash and its commitments. A peer's
-    /// refusal or silence is passed over. It returns as soon as f+1 verified, with those
-    /// alone (what the ledger needs, and each one more costs every peer a verification);
-    /// the other peers' calls go on unwaited for, so they hold the values too.
+    /// follows, over the network, the transaction's hash and its commitments. The values go
+    /// to f+1 peers first (from the one `private`'s placement names on, else a random
+    /// one), like Fabric's dissemination to
+    /// `requiredPeerCount`: one more peer is asked for each that refuses, fails or gives an
+    /// acknowledgment that does not verify, and whenever all asked stay silent for half a
+    /// second. It returns as soon as f+1 verified, with those alone (what the ledger needs;
+    /// each one more costs every peer a verification); calls still under way go on
+    /// unwaited for. Peers not asked learn the values by reconciliation (docs/adr/0017).
     ///
     /// # Errors
     /// [`ClientError::NoQuorum`]: fewer than f+1 acknowledgments verified (each peer's
@@ -79,7 +95,25 @@ impl PeerSet {
         let configuration = self.configuration();
         let hash: [u8; 32] = sha2::Sha256::digest(transaction).into();
         let mut calls = tokio::task::JoinSet::new();
-        for (name, mut client) in self.ledger_clients() {
+        // f+1 peers first, from a random one on (the load spread over the peers); one more
+        // for each that refuses or fails, and for each wait of WIDEN_AFTER without an answer.
+        let mut peers = self.ledger_clients();
+        if !peers.is_empty() {
+            let draw = match &private.placement {
+                Some(key) => {
+                    let digest = sha2::Sha256::digest(key);
+                    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+                }
+                None => rand_core::OsRng.next_u32(),
+            };
+            let start = draw as usize % peers.len();
+            peers.rotate_left(start);
+        }
+        let mut waiting = peers.into_iter();
+        let mut ask = |calls: &mut tokio::task::JoinSet<_>| {
+            let Some((name, mut client)) = waiting.next() else {
+                return false;
+            };
             let request = v1::PutPrivateDataRequest {
                 transaction: transaction.to_vec(),
                 values: private.values.clone(),
@@ -91,23 +125,42 @@ impl PeerSet {
                     tokio::time::timeout(PUT_TIMEOUT, client.put_private_data(request)).await;
                 (name, answer)
             });
-        }
+            true
+        };
         let mut acks: Vec<v1::PrivateDataAck> = Vec::new();
         let mut detail = Vec::new();
         let needed = configuration.weak_quorum();
+        for _ in 0..needed {
+            ask(&mut calls);
+        }
         while acks.len() < needed {
-            let Some(joined) = calls.join_next().await else {
-                break;
+            let joined = match tokio::time::timeout(WIDEN_AFTER, calls.join_next()).await {
+                Ok(Some(joined)) => joined,
+                Ok(None) => {
+                    if ask(&mut calls) {
+                        continue;
+                    }
+                    break;
+                }
+                Err(_) => {
+                    ask(&mut calls);
+                    continue;
+                }
             };
-            let Ok((name, answer)) = joined else { continue };
+            let Ok((name, answer)) = joined else {
+                ask(&mut calls);
+                continue;
+            };
             let ack = match answer {
                 Ok(Ok(response)) => response.into_inner().ack,
                 Ok(Err(status)) => {
                     detail.push(format!("{name}: {}", status.message()));
+                    ask(&mut calls);
                     continue;
                 }
                 Err(_) => {
                     detail.push(format!("{name}: no answer within {PUT_TIMEOUT:?}"));
+                    ask(&mut calls);
                     continue;
                 }
             };
@@ -129,7 +182,10 @@ impl PeerSet {
             });
             match verified {
                 Some(ack) => acks.push(ack),
-                None => detail.push(format!("{name}: an acknowledgment that does not verify")),
+                None => {
+                    detail.push(format!("{name}: an acknowledgment that does not verify"));
+                    ask(&mut calls);
+                }
             }
         }
         // The other peers take the values all the same: their calls go on, unwaited for
@@ -226,6 +282,7 @@ impl PeerSet {
     /// the private data to send with it.
     pub fn grant_envelope_private(&self, grant: &mut v1::GrantArgs) -> PrivateData {
         let mut private = PrivateData::new();
+        private.place_by(&grant.pseudonym);
         self.keep_private(
             &mut grant.key_envelope,
             &mut grant.key_envelope_commitment,
@@ -238,6 +295,7 @@ impl PeerSet {
     /// returns the private data to send with it.
     pub fn item_key_private(&self, item: &mut v1::AddItemArgs) -> PrivateData {
         let mut private = PrivateData::new();
+        private.place_by(&item.pseudonym);
         self.keep_private(
             &mut item.wrapped_dek,
             &mut item.wrapped_dek_commitment,

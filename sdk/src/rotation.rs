@@ -111,6 +111,7 @@ pub async fn rotate_category(
     // A ledger that keeps private data takes every envelope as a commitment, the envelopes
     // going beside the transaction (docs/adr/0017).
     let mut private = crate::private_data::PrivateData::new();
+    private.place_by(&keys.pseudonym);
     let mut previous_key_envelope_commitment = Vec::new();
     if peers.keeps_private_data() {
         if envelopes.len() >= medledger_crypto::MAX_PRIVATE_COMMITMENTS {

@@ -312,8 +312,8 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         ((commitment, secret), (refused_commitment, refused_secret))
     });
 
-    // Every peer acknowledged and holds the value; none holds the refused transaction's; no
-    // block of any peer carries either.
+    // The peers that acknowledged hold the value (f+1 at least); none holds the refused
+    // transaction's; no block of any peer carries either.
     let genesis = medledger_execution::genesis::Genesis::from_block(
         v1::Block::decode(std::fs::read(&net.genesis).unwrap().as_slice()).unwrap(),
     )
@@ -322,18 +322,19 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
     for peer in &mut net.peers {
         peer.kill();
     }
+    let mut holders = 0;
     for peer in &net.peers {
         let ledger = medledger_peer::ledger::Ledger::open(&peer.data_dir.join("ledger"), &genesis)
             .unwrap_or_else(|e| panic!("{}: {e}", peer.data_dir.display()));
-        let held = ledger
-            .private_value(&commitment)
-            .unwrap()
-            .expect("the value is held");
-        assert_eq!(held.value, secret);
-        assert_eq!(
-            medledger_crypto::private_commitment(&held.salt, &held.value),
-            commitment
-        );
+        // The values went to f+1 peers (more only when one failed): those hold them.
+        if let Some(held) = ledger.private_value(&commitment).unwrap() {
+            holders += 1;
+            assert_eq!(held.value, secret);
+            assert_eq!(
+                medledger_crypto::private_commitment(&held.salt, &held.value),
+                commitment
+            );
+        }
         // Positive control: the commitment, which the transaction does carry, is found.
         let mut commitment_seen = false;
         for number in 1..=ledger.height() {
@@ -350,6 +351,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         assert!(commitment_seen, "the scan finds what a block holds");
         assert!(ledger.private_value(&refused_commitment).unwrap().is_none());
     }
+    assert!(holders >= 2, "f+1 peers hold the value, {holders} do");
 }
 
 /// An acknowledgment vouches for values that survive a restart (docs/adr/0017 §4): two
