@@ -6,7 +6,7 @@
 //! too large to erase. From the closing transaction on, every call on the record fails with
 //! `PatientErased`; the purge removes what is left to remove: items and study copies
 //! tombstoned with their file keys cleared, envelopes cleared, category keys, the key chain
-//! and private data deleted; from ledger format 4 the private values behind envelopes and
+//! and private data deleted; from ledger format 5 the private values behind envelopes and
 //! the key chain are purged from every peer (docs/adr/0017). The record's audit trail stays.
 //!
 //! The objects the purge tombstones (the record's files and its copies in studies) are then
@@ -241,7 +241,7 @@ fn step(
                     }
                 }
                 (KEY_CHAIN, _) => {
-                    // From format 4 a link is the commitment to a private value.
+                    // From format 5 a link is the commitment to a private value.
                     if stub.keeps_private_data() {
                         crate::private::purge(stub, bytes)?;
                     }

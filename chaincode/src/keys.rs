@@ -88,6 +88,12 @@ pub fn item(p: &str, id: &str) -> String {
 pub fn items_prefix(p: &str) -> String {
     format!("patient/{p}/item/")
 }
+/// A commitment (hex) some record's field claimed (docs/adr/0017): kept for good, so that
+/// no other field, of this record or another, claims it again (and no purge of one deletes
+/// another's value).
+pub fn private_commitment(commitment_hex: &str) -> String {
+    format!("private-commitment/{commitment_hex}")
+}
 pub fn private_data(p: &str) -> String {
     format!("patient/{p}/private")
 }

@@ -141,7 +141,7 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
 /// material a client should have sent as private data, are refused before they are written
 /// anywhere. The chaincode refuses the same at execution, for a primary that orders them
 /// anyway. Today: an emergency access's reason in clear text (docs/adr/0013), and on a
-/// ledger that keeps private data (`keeps_private_data`: format 4, docs/adr/0017) a grant's
+/// ledger that keeps private data (`keeps_private_data`: format 5, docs/adr/0017) a grant's
 /// or a rotation's key envelopes, or an item's wrapped file key, in clear.
 ///
 /// # Errors

@@ -1,9 +1,9 @@
 //! Key material as private data (docs/adr/0017, after Fabric's private data collections).
-//! On a ledger that keeps private data (format 4), a field that holds key material — a
+//! On a ledger that keeps private data (format 5), a field that holds key material — a
 //! grant's envelope, a rotation's new envelopes, the key chain's link — comes as a salted
 //! commitment the transaction carries, never in clear; state keeps the commitment, every
 //! peer that acknowledged it keeps the value, and only a query gives the value back, to
-//! whom the function allows. Below format 4 the clear field is kept as before and the
+//! whom the function allows. Below format 5 the clear field is kept as before and the
 //! commitment field is ignored, as by the builds that wrote those chains.
 
 use crate::error::ChaincodeError;
@@ -15,9 +15,9 @@ use crate::stub::Stub;
 pub enum KeyMaterial {
     /// None given (a right that carries no key).
     Absent,
-    /// Below format 4: the value itself, at most the field's bound.
+    /// Below format 5: the value itself, at most the field's bound.
     Clear(Vec<u8>),
-    /// Format 4: the commitment (32 bytes) to a private value the transaction carries.
+    /// Format 5: the commitment (32 bytes) to a private value the transaction carries.
     Committed([u8; 32]),
 }
 
@@ -43,8 +43,9 @@ impl KeyMaterial {
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` naming `field`: key material in clear on a private-data ledger, a
-/// commitment that is not 32 bytes, not among the transaction's, or claimed twice, or a
-/// clear value over `max_len`.
+/// commitment that is not 32 bytes, not among the transaction's, claimed twice, or taken
+/// by the ledger before (`private-commitment/{c}` in state, kept for good), or a clear
+/// value over `max_len`.
 pub fn take(
     stub: &mut dyn Stub,
     field: &'static str,
@@ -82,6 +83,17 @@ pub fn take(
             "not one of this transaction's private commitments, or claimed by another field",
         ));
     }
+    // A commitment names one value of one field for good: the private column family is
+    // keyed by it, so a second claim (by another record, or after a purge) could make one
+    // record's purge delete another's value, or bring an erased value back.
+    let marker = crate::keys::private_commitment(&hex::encode(fixed));
+    if stub.get(&marker)?.is_some() {
+        return Err(ChaincodeError::invalid(
+            field,
+            "a commitment the ledger took before: draw a fresh salt for each value",
+        ));
+    }
+    stub.put(&marker, Vec::new())?;
     Ok(KeyMaterial::Committed(fixed))
 }
 
@@ -101,7 +113,7 @@ pub fn all_claimed(stub: &dyn Stub) -> Result<(), ChaincodeError> {
 }
 
 /// Queries only: the key material a record holds in its (`clear`, `commitment`) fields, as
-/// (value, salt) — the value itself and no salt below format 4, else the private value from
+/// (value, salt) — the value itself and no salt below format 5, else the private value from
 /// this peer and the salt the client checks it with.
 ///
 /// # Errors

@@ -240,7 +240,7 @@ pub trait Stub {
     /// Forgets every write, event, claim and purge of this transaction so far.
     fn rollback(&mut self);
 
-    /// Whether this ledger keeps private data (ledger format 4, docs/adr/0017): key
+    /// Whether this ledger keeps private data (ledger format 5, docs/adr/0017): key
     /// material then comes as commitments to private values, never in clear. An input of
     /// consensus (the genesis fixes it).
     fn keeps_private_data(&self) -> bool;
@@ -283,7 +283,7 @@ pub struct MemoryLedger {
     events: Vec<Event>,
     transactions: u64,
     auditor_keys: Vec<[u8; 32]>,
-    /// Format 4: the private values committed transactions left, by commitment: (salt,
+    /// Format 5: the private values committed transactions left, by commitment: (salt,
     /// value).
     private: Option<SaltedValues>,
 }
@@ -341,12 +341,19 @@ impl MemoryLedger {
         stub
     }
 
-    /// Makes this a ledger that keeps private data (format 4).
+    /// Makes this a ledger that keeps private data (format 5).
     pub fn keep_private_data(&mut self) {
         self.private.get_or_insert_with(BTreeMap::new);
     }
 
-    /// The private values kept, by commitment (empty below format 4).
+    /// Forgets the private value behind `commitment`, as a peer that never held it.
+    pub fn forget_private_value(&mut self, commitment: &[u8; 32]) {
+        if let Some(kept) = &mut self.private {
+            kept.remove(commitment);
+        }
+    }
+
+    /// The private values kept, by commitment (empty below format 5).
     pub fn private_values(&self) -> BTreeMap<[u8; 32], Vec<u8>> {
         self.private
             .iter()

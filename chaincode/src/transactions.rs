@@ -434,7 +434,7 @@ pub fn add_item(stub: &mut dyn Stub, args: AddItemArgs) -> Result<Vec<u8>, Chain
             "must be patients/<pseudonym>/<category>/<item_id>",
         ));
     }
-    // What state keeps of the wrapped file key: the key below format 4, its commitment
+    // What state keeps of the wrapped file key: the key below format 5, its commitment
     // from 4 on (the key beside the transaction, docs/adr/0017).
     let (wrapped_dek, wrapped_dek_commitment) = crate::private::take(
         stub,
@@ -551,7 +551,7 @@ pub fn record_access(
 /// for a clinician whose permission to read item `item_id`'s category is live now, that
 /// permission's key envelope, the key chain down to the item's epoch and the item's wrapped
 /// file key; for the record's owner, the wrapped file key alone. Read from this peer's
-/// private data (on a ledger below format 4, from state). The reader records the access
+/// private data (on a ledger below format 5, from state). The reader records the access
 /// first (`record_access`), which the gateway requires before it serves the file.
 ///
 /// # Errors
@@ -563,11 +563,11 @@ pub fn access_keys(stub: &dyn Stub, args: AccessKeysArgs) -> Result<Vec<u8>, Cha
     limits::identifier("item_id", &args.item_id)?;
     let item: ClinicalItem = get(stub, &keys::item(&patient.hex, &args.item_id))?
         .ok_or_else(|| ChaincodeError::not_found("item", &args.item_id))?;
-    let (wrapped_dek, wrapped_dek_salt) =
-        crate::private::read(stub, &item.wrapped_dek, &item.wrapped_dek_commitment)?;
     let creator = stub.creator();
     // The owner holds the category keys: the wrapped file key is all it needs.
     if patient.is_owner(creator) {
+        let (wrapped_dek, wrapped_dek_salt) =
+            crate::private::read(stub, &item.wrapped_dek, &item.wrapped_dek_commitment)?;
         return Ok(AccessKeysResult {
             wrapped_dek,
             wrapped_dek_salt,
@@ -591,6 +591,10 @@ pub fn access_keys(stub: &dyn Stub, args: AccessKeysArgs) -> Result<Vec<u8>, Cha
         stub.time(),
     )?
     .map_err(ChaincodeError::denied)?;
+    // Values are read once the caller is allowed: no one else learns whether this peer
+    // holds them.
+    let (wrapped_dek, wrapped_dek_salt) =
+        crate::private::read(stub, &item.wrapped_dek, &item.wrapped_dek_commitment)?;
     let (key_envelope, key_envelope_salt) = crate::private::read(
         stub,
         &permission.key_envelope,
@@ -996,7 +1000,7 @@ pub fn rotate_category_key(
     let mut key = category_key(stub, &patient, &args.category)?;
     limits::exact_len("public_key", &args.public_key, KEY_LEN)?;
     limits::exact_len("owner_signature", &args.owner_signature, SIGNATURE_LEN)?;
-    // The link is stored as given: the envelope below format 4, its commitment from 4 on.
+    // The link is stored as given: the envelope below format 5, its commitment from 5 on.
     let link = match crate::private::take(
         stub,
         "previous_key_envelope",
@@ -1026,7 +1030,16 @@ pub fn rotate_category_key(
         ));
     }
     let mut updated = Vec::new();
+    let mut named = std::collections::BTreeSet::new();
     for update in &args.envelopes {
+        // One envelope per permission: a second would be claimed and then overwritten,
+        // a value nothing refers to (and no erasure would find).
+        if !named.insert(update.permission_id.as_str()) {
+            return Err(ChaincodeError::invalid(
+                "envelopes",
+                format!("{} is named twice", update.permission_id),
+            ));
+        }
         let (stored_at, mut permission) = find_permission(stub, &patient, &update.permission_id)?;
         if permission.category != args.category || permission.revoked {
             return Err(ChaincodeError::invalid(

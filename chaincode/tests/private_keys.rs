@@ -425,3 +425,128 @@ fn a_transaction_never_reads_a_private_value() {
         Err(StubError::PrivateValueUnavailable)
     );
 }
+
+/// A red team of step 2: a commitment claimed by one record could be claimed again by
+/// another (the private column family is keyed by commitment alone), whose rotation or
+/// erasure then purged the first record's value from every peer. A commitment is now taken
+/// once, for good.
+#[test]
+fn a_commitment_is_taken_once_across_records_and_after_a_purge() {
+    let mut w = private_world();
+    w.register_patient(2, T0);
+    grant_private(&mut w, "dr.a", &ENVELOPE, T0);
+    let taken = *w.ledger.private_values().keys().next().unwrap();
+    // Patient 2 sends the same value under the same salt (a grantee of record 1 learns both
+    // from access_keys): the same commitment, refused.
+    let again = w.call_private(&patient(2), T0 + 1, "grant", &[ENVELOPE.to_vec()], |c| {
+        assert_eq!(
+            c[0], taken,
+            "the same value and salt make the same commitment"
+        );
+        v1::GrantArgs {
+            key_envelope: Vec::new(),
+            key_envelope_commitment: c[0].to_vec(),
+            ..grant_args(2, "dr.b", LAB, &[Right::Read], T0, T0 + DAY)
+        }
+    });
+    assert_eq!(invalid_field(again), "key_envelope");
+    // Record 2's erasure leaves record 1's envelope with every peer.
+    w.call(
+        &patient(2),
+        T0 + 2,
+        "erase_patient",
+        &v1::PatientArgs {
+            pseudonym: pseudonym(2),
+        },
+    )
+    .unwrap();
+    assert!(w.ledger.private_values().contains_key(&taken));
+    // Nor may record 1 itself claim it again once purged (an erased value coming back).
+    let record = v1::PatientArgs {
+        pseudonym: pseudonym(1),
+    };
+    w.call(&patient(1), T0 + 3, "erase_patient", &record)
+        .unwrap();
+    assert!(w.ledger.private_values().is_empty());
+    w.register_patient(3, T0 + 4);
+    let back = w.call_private(&patient(3), T0 + 4, "grant", &[ENVELOPE.to_vec()], |c| {
+        v1::GrantArgs {
+            key_envelope: Vec::new(),
+            key_envelope_commitment: c[0].to_vec(),
+            ..grant_args(3, "dr.a", LAB, &[Right::Read], T0, T0 + DAY)
+        }
+    });
+    assert_eq!(invalid_field(back), "key_envelope");
+}
+
+/// A red team of step 2: a rotation naming one permission twice claimed two envelopes and
+/// kept one, leaving a value nothing refers to, which no erasure would purge.
+#[test]
+fn a_rotation_names_each_permission_once() {
+    let mut w = private_world();
+    let keep = grant_private(&mut w, "dr.keep", &ENVELOPE, T0);
+    let twice = w.call_private(
+        &patient(1),
+        T0 + 1,
+        "rotate_category_key",
+        &[vec![0x11; 80], vec![0x12; 80], vec![0x33; 80]],
+        |c| v1::RotateCategoryKeyArgs {
+            pseudonym: pseudonym(1),
+            category: LAB.into(),
+            public_key: vec![0x77; 32],
+            envelopes: [c[0], c[1]]
+                .iter()
+                .map(|c| v1::EnvelopeUpdate {
+                    permission_id: keep.clone(),
+                    key_envelope: Vec::new(),
+                    key_envelope_commitment: c.to_vec(),
+                })
+                .collect(),
+            owner_signature: vec![0x77; 64],
+            epoch: 2,
+            previous_key_envelope: Vec::new(),
+            previous_key_envelope_commitment: c[2].to_vec(),
+        },
+    );
+    assert_eq!(invalid_field(twice), "envelopes");
+    assert_eq!(
+        w.ledger.private_values().len(),
+        1,
+        "only the grant's envelope"
+    );
+}
+
+/// A red team of step 2: `access_keys` read the file key before it checked the caller, so
+/// anyone learned whether a peer held it. A caller who may not read is refused as such.
+#[test]
+fn who_may_not_read_never_learns_whether_a_value_is_held() {
+    let mut w = private_world();
+    grant_private(&mut w, "dr.a", &ENVELOPE, T0);
+    add_item_private(&mut w, &patient(1), "item-0", &WRAPPED, T0);
+    let file_key = *w
+        .ledger
+        .private_values()
+        .iter()
+        .find(|(_, v)| v.as_slice() == WRAPPED)
+        .unwrap()
+        .0;
+    w.ledger.forget_private_value(&file_key);
+    let args = v1::AccessKeysArgs {
+        pseudonym: pseudonym(1),
+        item_id: "item-0".into(),
+    };
+    let researcher: Result<v1::AccessKeysResult, _> =
+        w.query(&researcher("res"), T0 + 1, "access_keys", &args);
+    assert!(matches!(denial(researcher), Denial::WrongRole { .. }));
+    assert!(matches!(
+        denial(keys_of(&mut w, "dr.b", "item-0", T0 + 1)),
+        Denial::NoPermission { .. }
+    ));
+    // The grantee learns it: this peer lacks the value, ask another.
+    assert!(matches!(
+        keys_of(&mut w, "dr.a", "item-0", T0 + 1),
+        Err(ChaincodeError::Stub(
+            medledger_chaincode::stub::StubError::PrivateValueUnavailable
+        ))
+    ));
+}

@@ -268,7 +268,7 @@ pub fn execute_block<S: WorldState + ?Sized>(
                     facts.certificates.insert(hash, der.clone());
                     commit.certificates.push((hash, der));
                 }
-                let keeps_private_data = format >= crate::genesis::PRIVATE_DATA_FORMAT;
+                let keeps_private_data = format >= crate::genesis::PRIVATE_KEYS_FORMAT;
                 let commitments = if keeps_private_data {
                     valid
                         .transaction

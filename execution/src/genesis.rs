@@ -61,8 +61,10 @@ pub struct GenesisPeerSpec {
 /// format-2 chain such a change stays `BAD_CONFIG_UPDATE`, as the builds that wrote those
 /// chains recorded it. Format 4 (docs/adr/0017): the encodings of format 3, and a
 /// transaction may commit to private values acknowledged by f + 1 peers
-/// ([`PRIVATE_DATA_FORMAT`]).
-pub const LEDGER_FORMAT: u32 = 4;
+/// ([`PRIVATE_DATA_FORMAT`]). Format 5: the encodings of format 4, and key material (grant
+/// and rotation envelopes, the key chain's links, items' wrapped file keys) is taken only as
+/// commitments to private values ([`PRIVATE_KEYS_FORMAT`]).
+pub const LEDGER_FORMAT: u32 = 5;
 /// The oldest ledger format this code reads (and re-executes in `ledger verify`).
 pub const OLDEST_LEDGER_FORMAT: u32 = 1;
 /// The oldest ledger format a peer of this build runs (a format-2 network goes on, with the
@@ -78,6 +80,11 @@ pub const MEMBERSHIP_CHANGES_FORMAT: u32 = 3;
 /// ignored a field they did not know, and an envelope carrying acknowledgments is not
 /// canonical (format 2 and 3) as it was to them.
 pub const PRIVATE_DATA_FORMAT: u32 = 4;
+/// The first ledger format whose chaincode takes key material only as commitments to
+/// private values, claimed once by one field and read by queries alone (docs/adr/0017,
+/// steps 2 and 3). Below it key material is kept in clear and the commitment fields are
+/// ignored, as the builds that wrote format-4 chains did.
+pub const PRIVATE_KEYS_FORMAT: u32 = 5;
 /// Default longest life of a transaction (ms): five minutes from the consensus time.
 pub const DEFAULT_MAX_TX_LIFETIME_MS: u64 = 300_000;
 pub use crate::config::TX_LIFETIME_BOUNDS_MS;

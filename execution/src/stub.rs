@@ -46,7 +46,7 @@ pub struct BlockStub<'a, S: WorldState + ?Sized> {
     time_s: i64,
     auditor_keys: &'a [[u8; 32]],
     budget: Budget,
-    /// Ledger format 4: key material comes as commitments (docs/adr/0017).
+    /// Ledger format 5: key material comes as commitments (docs/adr/0017).
     keeps_private_data: bool,
     /// The transaction's private commitments (checked by the validator: 32 bytes,
     /// distinct, acknowledged), and those a field claimed.
@@ -96,7 +96,7 @@ impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
         }
     }
 
-    /// On a ledger that keeps private data (`keeps`: format 4), a transaction carrying
+    /// On a ledger that keeps private data (`keeps`: format 5), a transaction carrying
     /// `commitments` (its `private_commitments`, as the validator accepted them).
     pub fn with_private_data(mut self, keeps: bool, commitments: Vec<[u8; 32]>) -> Self {
         self.keeps_private_data = keeps;

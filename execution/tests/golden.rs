@@ -78,7 +78,7 @@ fn block() -> v1::Block {
 
 #[test]
 fn new_networks_are_format_4_and_format_1_still_reads() {
-    assert_eq!(LEDGER_FORMAT, 4);
+    assert_eq!(LEDGER_FORMAT, 5);
     assert_eq!(medledger_execution::genesis::OLDEST_LEDGER_FORMAT, 1);
     let block = v1::Block::decode(FORMAT_1_GENESIS).unwrap();
     let genesis = medledger_execution::genesis::Genesis::from_block(block)

@@ -466,7 +466,7 @@ pub async fn run(
                         &valid.transaction.function,
                         &valid.transaction.args,
                         validator.ledger_format()
-                            >= medledger_execution::genesis::PRIVATE_DATA_FORMAT,
+                            >= medledger_execution::genesis::PRIVATE_KEYS_FORMAT,
                     )
                     .is_ok()
                 }

@@ -10,8 +10,11 @@ use std::sync::Mutex;
 
 use medledger_crypto::PRIVATE_SALT_LEN;
 
-/// Largest value taken (bytes): an envelope, a wrapped key or a sealed reason is far smaller.
-pub const MAX_VALUE_BYTES: usize = 128 << 10;
+/// Largest value taken (bytes): key material (an 80-byte envelope or wrapped key) and a
+/// sealed reason (a few hundred bytes) fit many times over. The chaincode bounds a clear
+/// envelope at 512 bytes but cannot see a committed value's length, so this bound is what
+/// keeps a grant's private value from costing every holder more than a few KiB.
+pub const MAX_VALUE_BYTES: usize = 4 << 10;
 /// Most bytes pending for one creator (by certificate hash).
 pub const MAX_CREATOR_BYTES: usize = 4 << 20;
 /// Most bytes pending in all.
@@ -486,9 +489,11 @@ mod tests {
         let per = MAX_VALUE_BYTES + VALUE_OVERHEAD + TRANSACTION_OVERHEAD;
         let fits = MAX_CREATOR_BYTES / per;
         for i in 0..fits {
+            let mut transaction = [0u8; 32];
+            transaction[..4].copy_from_slice(&(i as u32).to_be_bytes());
             store
                 .put(
-                    [i as u8; 32],
+                    transaction,
                     [9; 32],
                     1_000,
                     vec![value(MAX_VALUE_BYTES, i as u8)],

@@ -395,7 +395,7 @@ impl LedgerService {
                     &valid.transaction.function,
                     &valid.transaction.args,
                     self.validator.ledger_format()
-                        >= medledger_execution::genesis::PRIVATE_DATA_FORMAT,
+                        >= medledger_execution::genesis::PRIVATE_KEYS_FORMAT,
                 )
                 .map_err(|e| chaincode_status(&e))?;
                 valid.identity.cert_hash
@@ -541,7 +541,7 @@ impl v1::ledger_server::Ledger for LedgerService {
             medledger_tls::now_unix(),
             &auditor_keys,
         );
-        if self.validator.ledger_format() >= medledger_execution::genesis::PRIVATE_DATA_FORMAT {
+        if self.validator.ledger_format() >= medledger_execution::genesis::PRIVATE_KEYS_FORMAT {
             stub = stub.reading_private(&view);
         }
         let answer = chaincode::query(&stub, &request.function, &request.args);

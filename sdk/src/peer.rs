@@ -646,11 +646,12 @@ impl PeerSet {
         self.configuration().parameters
     }
 
-    /// Whether the network keeps key material as private data (ledger format 4,
-    /// docs/adr/0017): grants and rotations then send envelopes beside the transaction
-    /// ([`PeerSet::submit_private`]), and a grantee reads them with the query `access_keys`.
+    /// Whether the network keeps key material as private data (ledger format 5,
+    /// docs/adr/0017): grants, rotations and uploads then send key material beside the
+    /// transaction ([`PeerSet::submit_private`]), and readers get it with the query
+    /// `access_keys`.
     pub fn keeps_private_data(&self) -> bool {
-        self.parameters().ledger_format >= medledger_execution::genesis::PRIVATE_DATA_FORMAT
+        self.parameters().ledger_format >= medledger_execution::genesis::PRIVATE_KEYS_FORMAT
     }
 
     /// Follows the configuration chain from the latest configuration known, asking every

@@ -265,7 +265,7 @@ impl PeerSet {
     }
 
     /// Moves key material `clear` into `private` on a ledger that keeps private data
-    /// (format 4, docs/adr/0017), setting `commitment` to its commitment; below format 4,
+    /// (format 5, docs/adr/0017), setting `commitment` to its commitment; below format 5,
     /// or when `clear` is empty, leaves both as they are.
     pub fn keep_private(
         &self,

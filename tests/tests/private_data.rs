@@ -159,12 +159,15 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
             .unwrap();
         assert!(!unreferenced.is_valid(), "{unreferenced:?}");
 
-        // PutPrivateData refusals, on one peer.
+        // PutPrivateData refusals, on one peer, for a second grant with a value of its own
+        // (a commitment is taken once: the ledger refuses it a second time).
+        let mut private = PrivateData::new();
+        let second = private.add(random::<48>().to_vec());
         let commitments = private.commitments().to_vec();
         // A grant on the record: valid once acknowledged (a patient registers one record).
         let (_, mut envelope) = peers.transaction_committing(
             "grant",
-            read_grant_args(&pseudonym, "dr.a", &commitment),
+            read_grant_args(&pseudonym, "dr.a", &second),
             commitments.clone(),
         );
         let transaction = signed_of(&mut envelope).transaction.clone();
@@ -194,9 +197,9 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
             put(&peers, 1, b"not a transaction", good.clone()).await,
             "not a transaction",
         );
-        // Oversized: a transaction committing to a value past 128 KiB.
+        // Oversized: a transaction committing to a value past 4 KiB.
         let mut large = PrivateData::new();
-        large.add(vec![1; (128 << 10) + 1]);
+        large.add(vec![1; (4 << 10) + 1]);
         let (_, mut large_envelope) = peers.transaction_committing(
             "register_patient",
             register_args(&random()),
@@ -205,7 +208,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         let large_tx = signed_of(&mut large_envelope).transaction.clone();
         invalid(
             put(&peers, 1, &large_tx, large.values().to_vec()).await,
-            "a value past 128 KiB",
+            "a value past 4 KiB",
         );
         // Another patient cannot send a transaction's values.
         let status = put(&mallory, 1, &transaction, good.clone())
@@ -276,7 +279,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         // Acknowledgments of another transaction with the same commitments.
         let (_, mut other) = peers.transaction_committing(
             "grant",
-            read_grant_args(&pseudonym, "dr.b", &commitment),
+            read_grant_args(&pseudonym, "dr.b", &second),
             commitments.clone(),
         );
         let other_tx = signed_of(&mut other).transaction.clone();
