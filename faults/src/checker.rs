@@ -30,6 +30,14 @@ pub struct Verdict {
     pub failures: Vec<String>,
 }
 
+/// Refusals that may name no transaction (`TxResult.tx_id` empty): of the acknowledgments
+/// beside a signed transaction, which a relay could have changed (docs/adr/0017).
+const UNATTRIBUTED: [i32; 3] = [
+    TxStatus::PrivateDataUnacknowledged as i32,
+    TxStatus::BadEnvelope as i32,
+    TxStatus::BadSignature as i32,
+];
+
 /// Where each transaction id sits in a chain, duplicates' refusals left out: (block, status).
 type Locations = BTreeMap<String, Vec<(u64, i32)>>;
 
@@ -235,6 +243,14 @@ pub fn judge(chains: &[Chain], history: &[Invocation]) -> Verdict {
             Outcome::Acknowledged { block, status } => {
                 verdict.acknowledged += 1;
                 let expected = TxStatus::from_str_name(status).map(|s| s as i32);
+                // A refusal of what travels beside the signed transaction (its private-data
+                // acknowledgments, e.g. signed by a peer whose key a reconfiguration
+                // replaced before the block) names no transaction (docs/adr/0017): the
+                // chain holds it under no id, and must hold no commit of it either.
+                let unattributed = expected.is_some_and(|s| UNATTRIBUTED.contains(&s));
+                if unattributed && places.is_empty() {
+                    continue;
+                }
                 if places != [(*block, expected.unwrap_or(-1))] {
                     verdict.lost += 1;
                     verdict.failures.push(format!(
@@ -317,6 +333,24 @@ mod tests {
             ),
             (2, 2, 2, 1)
         );
+    }
+
+    /// A refusal of a transaction's acknowledgments names no transaction: it passes when
+    /// the chain holds no commit of that id, and fails when it does.
+    #[test]
+    fn an_unattributed_refusal_holds_no_commit() {
+        let refused = |tx: &str| Invocation {
+            outcome: Outcome::Acknowledged {
+                block: 1,
+                status: "TX_STATUS_PRIVATE_DATA_UNACKNOWLEDGED".into(),
+            },
+            ..acknowledged(tx, 1)
+        };
+        let chains = [chain(&[0, 1, 2], &[("later", 2)])];
+        let verdict = judge(&chains, &[refused("r")]);
+        assert!(verdict.failures.is_empty(), "{:?}", verdict.failures);
+        let verdict = judge(&chains, &[refused("later")]);
+        assert_eq!(verdict.lost, 1, "refused, yet committed: {:?}", verdict.failures);
     }
 
     #[test]
