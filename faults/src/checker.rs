@@ -350,7 +350,11 @@ mod tests {
         let verdict = judge(&chains, &[refused("r")]);
         assert!(verdict.failures.is_empty(), "{:?}", verdict.failures);
         let verdict = judge(&chains, &[refused("later")]);
-        assert_eq!(verdict.lost, 1, "refused, yet committed: {:?}", verdict.failures);
+        assert_eq!(
+            verdict.lost, 1,
+            "refused, yet committed: {:?}",
+            verdict.failures
+        );
     }
 
     #[test]
