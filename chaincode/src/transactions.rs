@@ -564,8 +564,11 @@ pub fn access_keys(stub: &dyn Stub, args: AccessKeysArgs) -> Result<Vec<u8>, Cha
     let item: ClinicalItem = get(stub, &keys::item(&patient.hex, &args.item_id))?
         .ok_or_else(|| ChaincodeError::not_found("item", &args.item_id))?;
     let creator = stub.creator();
-    // The owner holds the category keys: the wrapped file key is all it needs.
-    if patient.is_owner(creator) {
+    // The owner holds the category keys: the wrapped file key is all it needs. The owner
+    // by name and by the key the record was registered with (a certificate the CA issued
+    // in the owner's name with another key is not the owner), as rotation checks.
+    let owner_key = &patient.record.owner_key;
+    if patient.is_owner(creator) && (owner_key.is_empty() || *owner_key == creator.signing_key) {
         let (wrapped_dek, wrapped_dek_salt) =
             crate::private::read(stub, &item.wrapped_dek, &item.wrapped_dek_commitment)?;
         return Ok(AccessKeysResult {

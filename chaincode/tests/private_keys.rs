@@ -550,3 +550,22 @@ fn who_may_not_read_never_learns_whether_a_value_is_held() {
         ))
     ));
 }
+
+/// A red team of steps 2 and 3: `access_keys` knew the owner by name alone. A certificate
+/// in the owner's name with another key than the record was registered with is not the
+/// owner, here as for a rotation.
+#[test]
+fn the_owner_is_known_by_the_registered_key_too() {
+    let mut w = private_world();
+    add_item_private(&mut w, &patient(1), "item-0", &WRAPPED, T0);
+    let args = v1::AccessKeysArgs {
+        pseudonym: pseudonym(1),
+        item_id: "item-0".into(),
+    };
+    let own: v1::AccessKeysResult = w.query(&patient(1), T0 + 1, "access_keys", &args).unwrap();
+    assert_eq!(own.wrapped_dek, WRAPPED);
+    let mut other_key = patient(1);
+    other_key.signing_key = [0x5f; 32];
+    let answer: Result<v1::AccessKeysResult, _> = w.query(&other_key, T0 + 1, "access_keys", &args);
+    assert!(matches!(denial(answer), Denial::WrongRole { .. }));
+}

@@ -327,7 +327,11 @@ pub fn execute_block<S: WorldState + ?Sized>(
                 if status == TxStatus::Valid {
                     commit.private_purges.extend(purges);
                 }
+                // Values are kept from format 5 on, where a field refers to each (claimed)
+                // and an erasure purges it; on format 4 nothing would ever read or purge
+                // them.
                 if status == TxStatus::Valid
+                    && keeps_private_data
                     && let Some(transaction_hash) = valid.private_data_hash
                 {
                     commit.private_data.push(PrivateDataOf {

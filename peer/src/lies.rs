@@ -163,6 +163,9 @@ pub fn forged_keys(function: &str, result: &[u8]) -> Vec<u8> {
             return result.to_vec();
         };
         answer.key_envelope = [LIAR_KEY.as_slice(), &[0x5a; 48]].concat();
+        if !answer.wrapped_dek.is_empty() {
+            answer.wrapped_dek = [LIAR_KEY.as_slice(), &[0x5c; 48]].concat();
+        }
         for link in &mut answer.key_chain {
             *link = [LIAR_KEY.as_slice(), &[0x5b; 48]].concat();
         }

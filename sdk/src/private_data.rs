@@ -217,6 +217,23 @@ impl PeerSet {
         args: Vec<u8>,
         private: &PrivateData,
     ) -> Result<Committed, ClientError> {
+        let (_, envelope) = self.signed_private(function, args.clone(), private).await?;
+        let outcome = self.submit_envelope(envelope).await;
+        // Acknowledged by too few replicas of the configuration in force: this client
+        // followed an older one (the peers changed since). Such a refusal names no
+        // transaction and nothing was ordered under its id; once, with the configuration
+        // learned again, a new transaction takes its place.
+        let unacknowledged = match &outcome {
+            Ok(committed) => committed.status == v1::TxStatus::PrivateDataUnacknowledged,
+            Err(ClientError::Rejected { code, .. }) => *code == tonic::Code::FailedPrecondition,
+            Err(_) => false,
+        };
+        if !unacknowledged {
+            return outcome;
+        }
+        if self.learn_configuration(None).await.is_err() {
+            return outcome;
+        }
         let (_, envelope) = self.signed_private(function, args, private).await?;
         self.submit_envelope(envelope).await
     }
