@@ -92,6 +92,16 @@ impl PeerSet {
         transaction: &[u8],
         private: &PrivateData,
     ) -> Result<Vec<v1::PrivateDataAck>, ClientError> {
+        self.put_private_data_to(transaction, private, false).await
+    }
+
+    /// [`PeerSet::put_private_data`]; with `everyone`, every peer is asked at once.
+    async fn put_private_data_to(
+        &self,
+        transaction: &[u8],
+        private: &PrivateData,
+        everyone: bool,
+    ) -> Result<Vec<v1::PrivateDataAck>, ClientError> {
         let configuration = self.configuration();
         let hash: [u8; 32] = sha2::Sha256::digest(transaction).into();
         let mut calls = tokio::task::JoinSet::new();
@@ -130,8 +140,11 @@ impl PeerSet {
         let mut acks: Vec<v1::PrivateDataAck> = Vec::new();
         let mut detail = Vec::new();
         let needed = configuration.weak_quorum();
-        for _ in 0..needed {
-            ask(&mut calls);
+        let first_wave = if everyone { usize::MAX } else { needed };
+        for _ in 0..first_wave {
+            if !ask(&mut calls) {
+                break;
+            }
         }
         while acks.len() < needed {
             let joined = match tokio::time::timeout(WIDEN_AFTER, calls.join_next()).await {
@@ -254,16 +267,31 @@ impl PeerSet {
             return Ok(self.signed(function, args).await);
         }
         self.refresh(CONFIGURATION_MAX_AGE).await;
-        let (tx_id, mut envelope) =
-            self.transaction_committing(function, args, private.commitments.clone());
-        let acks = match &envelope.kind {
-            Some(v1::envelope::Kind::Transaction(signed)) => {
-                self.put_private_data(&signed.transaction, private).await?
+        let mut everyone = false;
+        loop {
+            let (tx_id, mut envelope) =
+                self.transaction_committing(function, args.clone(), private.commitments.clone());
+            let transaction = match &envelope.kind {
+                Some(v1::envelope::Kind::Transaction(signed)) => signed.transaction.clone(),
+                _ => Vec::new(),
+            };
+            match self
+                .put_private_data_to(&transaction, private, everyone)
+                .await
+            {
+                Ok(acks) => {
+                    self.acknowledged(&mut envelope, acks);
+                    return Ok((tx_id, envelope));
+                }
+                // Too few acknowledged (the peers may have changed, or been busy renewing):
+                // once more, with the configuration learned again and every peer asked.
+                Err(ClientError::NoQuorum { .. }) if !everyone => {
+                    everyone = true;
+                    let _ = self.learn_configuration(None).await;
+                }
+                Err(e) => return Err(e),
             }
-            _ => Vec::new(),
-        };
-        self.acknowledged(&mut envelope, acks);
-        Ok((tx_id, envelope))
+        }
     }
 
     /// [`PeerSet::submit_private`] when `private` holds values, else a plain
