@@ -695,6 +695,14 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
     }
     for e in &report.erasures {
         text.push_str(&match e.purged_at {
+            Some(at) if e.key_material_left > 0 => format!(
+                "  record {}  erased at {}, purged at {at}, but KEY MATERIAL LEFT in {} state \
+                 entries: {}\n",
+                e.pseudonym,
+                e.erased_at,
+                e.key_material_left,
+                e.key_material_keys.join(", ")
+            ),
             Some(at) => format!(
                 "  record {}  erased at {}, purged at {at}\n",
                 e.pseudonym, e.erased_at
@@ -756,6 +764,8 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
         })).collect::<Vec<_>>(),
         "erasures": report.erasures.iter().map(|e| json!({
             "pseudonym": e.pseudonym, "erased_at": e.erased_at, "purged_at": e.purged_at,
+            "key_material_left": e.key_material_left,
+            "key_material_keys": e.key_material_keys,
         })).collect::<Vec<_>>(),
         "objects": report.objects.as_ref().map(|o| o.iter().map(|v| json!({
             "path": v.path, "ok": v.state.ok(), "state": v.state.describe(),

@@ -146,7 +146,8 @@ pub struct Report {
     pub diverged_at: Option<u64>,
     /// Every erased record: when it was erased and when its purge completed. One whose
     /// purge is under way still holds key material in the state: a finding until the
-    /// gateway's `purge_erased` steps finish it (docs/adr/0015).
+    /// gateway's `purge_erased` steps finish it (docs/adr/0015). One whose purge completed
+    /// and whose entries still hold key material (found by scanning them) is a finding too.
     pub erasures: Vec<medledger_execution::audit::Erasure>,
     /// Blocks the named peer served that f+1 peers did not vote for, each replaced by
     /// another peer's proven copy (one line each, naming both): a finding about that peer,
@@ -157,7 +158,10 @@ pub struct Report {
 impl Report {
     pub fn ok(&self) -> bool {
         self.blocks.iter().all(BlockVerdict::ok)
-            && self.erasures.iter().all(|e| e.purged_at.is_some())
+            && self
+                .erasures
+                .iter()
+                .all(|e| e.purged_at.is_some() && e.key_material_left == 0)
             && self
                 .objects
                 .as_ref()

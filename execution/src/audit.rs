@@ -73,7 +73,18 @@ pub struct Erasure {
     /// When its purge completed (Unix seconds); `None` while it is under way (key material
     /// and file keys of the record are still in the state).
     pub purged_at: Option<i64>,
+    /// Once the purge says it completed: how many of the record's state entries still hold
+    /// key material (an item not tombstoned or with its file key or commitment, a
+    /// permission with its envelope or commitment, a category key, a key chain link, its
+    /// private data), found by scanning them rather than trusting the purge's cursor. 0
+    /// for a purge done as it should be; also 0 while it is under way (not looked at).
+    pub key_material_left: usize,
+    /// The first [`LISTED_LEFT`] of those entries' state keys.
+    pub key_material_keys: Vec<String>,
 }
+
+/// Most state keys an [`Erasure`] lists of those still holding key material.
+pub const LISTED_LEFT: usize = 16;
 
 /// Verifies a chain block by block against a pinned genesis, re-executing it in memory.
 pub struct Auditor {
@@ -328,12 +339,74 @@ impl Auditor {
                     pseudonym: pseudonym.to_string(),
                     erased_at: record.erased_at,
                     purged_at: (!under_way).then_some(record.purged_at),
+                    key_material_left: 0,
+                    key_material_keys: Vec::new(),
                 });
             }
             Ok(())
         })?;
+        for erasure in out.iter_mut().filter(|e| e.purged_at.is_some()) {
+            let (left, keys) = key_material_left(view, &erasure.pseudonym)?;
+            erasure.key_material_left = left;
+            erasure.key_material_keys = keys;
+        }
         Ok(out)
     }
+}
+
+/// The state entries of record `hex` (pseudonym, lowercase hex) that still hold key
+/// material, as [`Erasure::key_material_left`] counts them: (how many, the first
+/// [`LISTED_LEFT`] keys).
+///
+/// # Errors
+/// The state cannot be read, or holds an item or permission that does not decode.
+fn key_material_left(view: &MemoryState, hex: &str) -> Result<(usize, Vec<String>), StateError> {
+    use medledger_chaincode::keys;
+    let mut count = 0usize;
+    let mut listed = Vec::new();
+    let mut note = |key: String| {
+        count = count.saturating_add(1);
+        if listed.len() < LISTED_LEFT {
+            listed.push(key);
+        }
+    };
+    fn decode<M: Message + Default>(key: &str, value: &[u8]) -> Result<M, StateError> {
+        M::decode(value).map_err(|e| StateError(format!("{key}: {e}")))
+    }
+    each_under(view, &keys::items_prefix(hex), |key, value| {
+        let item: v1::ClinicalItem = decode(&key, &value)?;
+        if !item.tombstoned
+            || !item.wrapped_dek.is_empty()
+            || !item.wrapped_dek_commitment.is_empty()
+        {
+            note(key);
+        }
+        Ok(())
+    })?;
+    for prefix in [
+        keys::permissions_prefix(hex),
+        keys::ended_permissions_prefix(hex),
+    ] {
+        each_under(view, &prefix, |key, value| {
+            let permission: v1::Permission = decode(&key, &value)?;
+            if !permission.key_envelope.is_empty() || !permission.key_envelope_commitment.is_empty()
+            {
+                note(key);
+            }
+            Ok(())
+        })?;
+    }
+    for prefix in [keys::category_keys_prefix(hex), keys::key_chain_prefix(hex)] {
+        each_under(view, &prefix, |key, _| {
+            note(key);
+            Ok(())
+        })?;
+    }
+    let private = keys::private_data(hex);
+    if view.get(&private)?.is_some() {
+        note(private);
+    }
+    Ok((count, listed))
 }
 
 /// Calls `visit` on every entry of `view` under `prefix`, a page of 1,024 at a time, in key
@@ -381,4 +454,96 @@ fn same_outcome(stored: &v1::TxResult, again: &v1::TxResult) -> bool {
         ..r.clone()
     };
     outcome(stored) == outcome(again)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{BlockCommit, TxLocation};
+    use medledger_chaincode::keys;
+
+    /// A state at height 1 holding `entries`.
+    fn state_of(entries: Vec<(String, Vec<u8>)>) -> MemoryState {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/fixtures/genesis.pb");
+        let block = v1::Block::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
+        let mut state = MemoryState::new(&Genesis::from_block(block).unwrap());
+        let at = TxLocation { block: 1, index: 0 };
+        let commit = BlockCommit {
+            block: v1::Block {
+                header: Some(v1::BlockHeader {
+                    number: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            state: entries.into_iter().map(|(k, v)| (k, Some(v), at)).collect(),
+            ..Default::default()
+        };
+        state.apply(&commit).unwrap();
+        state
+    }
+
+    /// A purge said complete is checked entry by entry: what still holds key material is
+    /// counted and named, what the purge cleared is not, and another record's is not looked at.
+    #[test]
+    fn key_material_left_after_a_purge_is_found_by_scanning() {
+        let (p, other) = ("aa", "bb");
+        let item = |tombstoned: bool, commitment: Vec<u8>| {
+            v1::ClinicalItem {
+                tombstoned,
+                wrapped_dek_commitment: commitment,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let permission = |commitment: Vec<u8>| {
+            v1::Permission {
+                key_envelope_commitment: commitment,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let state = state_of(vec![
+            // Cleared as the purge clears: not counted.
+            (keys::item(p, "done"), item(true, Vec::new())),
+            (
+                keys::permission(p, "dr.a", "perm-1"),
+                permission(Vec::new()),
+            ),
+            // Left: an item not tombstoned, one tombstoned with its commitment, a permission
+            // with its envelope's commitment, an ended one, a category key, a link, the
+            // record's private data.
+            (keys::item(p, "live"), item(false, Vec::new())),
+            (keys::item(p, "keyed"), item(true, vec![1; 32])),
+            (
+                keys::permission(p, "dr.b", "perm-2"),
+                permission(vec![2; 32]),
+            ),
+            (
+                keys::ended_permission(p, "dr.c", "perm-3"),
+                permission(vec![3; 32]),
+            ),
+            (keys::category_key(p, "lab"), vec![4]),
+            (keys::key_chain_link(p, "lab", 1), vec![5; 32]),
+            (keys::private_data(p), vec![6]),
+            // Another record's: never counted for this one.
+            (keys::item(other, "live"), item(false, Vec::new())),
+            (keys::category_key(other, "lab"), vec![7]),
+        ]);
+        let (count, listed) = key_material_left(&state, p).unwrap();
+        assert_eq!(count, 7, "{listed:?}");
+        assert!(listed.contains(&keys::item(p, "live")));
+        assert!(listed.contains(&keys::private_data(p)));
+        assert!(!listed.contains(&keys::item(p, "done")));
+        assert!(
+            listed
+                .iter()
+                .all(|k| k.starts_with(&format!("patient/{p}/")))
+        );
+        let (none, _) = key_material_left(&state, "cc").unwrap();
+        assert_eq!(none, 0);
+        // An entry that does not decode is an error, not a pass.
+        let broken = state_of(vec![(keys::item(p, "x"), vec![0xff; 3])]);
+        assert!(key_material_left(&broken, p).is_err());
+    }
 }
