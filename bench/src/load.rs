@@ -237,7 +237,7 @@ impl Pair {
     async fn run(&self, op: Op, rng_seed: u64) -> (bool, String) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(rng_seed);
         let mut added = None;
-        let mut private = PrivateData::new();
+        let mut private = self.patient.private_data();
         let (peers, function, args) = match op {
             Op::Grant => {
                 let (args, values) = self.grant_args(&mut rng);

@@ -8,7 +8,7 @@
 
 use crate::error::ChaincodeError;
 use crate::limits::HASH_LEN;
-use crate::stub::Stub;
+use crate::stub::{Stub, StubError};
 
 /// Key material the chaincode stores, as the ledger's format has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,11 +114,13 @@ pub fn all_claimed(stub: &dyn Stub) -> Result<(), ChaincodeError> {
 
 /// Queries only: the key material a record holds in its (`clear`, `commitment`) fields, as
 /// (value, salt) — the value itself and no salt below format 5, else the private value from
-/// this peer and the salt the client checks it with.
+/// this peer and the salt the client checks it with, or both empty when this peer does not
+/// hold it. A peer answers each value it holds, and the client gathers the others from
+/// other peers: the values of one transaction may be held by peers that hold none of
+/// another's.
 ///
 /// # Errors
-/// `UNAVAILABLE` when this peer does not hold the value (the client asks another);
-/// `Corrupt` for a stored commitment that is not 32 bytes.
+/// `Corrupt` for a stored commitment that is not 32 bytes; the stub's other errors.
 pub fn read(
     stub: &dyn Stub,
     clear: &[u8],
@@ -129,8 +131,11 @@ pub fn read(
     }
     let fixed = <[u8; HASH_LEN]>::try_from(commitment)
         .map_err(|_| ChaincodeError::Corrupt("a stored private commitment".into()))?;
-    let (salt, value) = stub.private_value(&fixed)?;
-    Ok((value, salt.to_vec()))
+    match stub.private_value(&fixed) {
+        Ok((salt, value)) => Ok((value, salt.to_vec())),
+        Err(StubError::PrivateValueUnavailable) => Ok((Vec::new(), Vec::new())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Purges the private value behind a stored `commitment` (empty: none), for an erasure.

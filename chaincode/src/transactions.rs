@@ -362,6 +362,10 @@ pub fn revoke(stub: &mut dyn Stub, args: RevokeArgs) -> Result<Vec<u8>, Chaincod
     }
     permission.revoked = true;
     permission.revoked_at = stub.time();
+    // No query gives a revoked grantee the envelope again: it leaves every peer now, not at
+    // the record's erasure (format 5; the commitment stays, and an erasure's purge of it
+    // again is a no-op).
+    crate::private::purge(stub, &permission.key_envelope_commitment)?;
     // Out of the live index at once (a no-op rewrite for one already swept there).
     end_permission(stub, &patient.hex, &key, &permission)?;
     // The grantee's last standing permission gone: the record leaves their list.
@@ -556,8 +560,9 @@ pub fn record_access(
 ///
 /// # Errors
 /// `UnknownPatient`, `PatientErased`, `NotFound` (item); `Denied` (`WrongRole` for anyone
-/// but a clinician, `NoPermission`, `WindowNotStarted`, `WindowExpired`, `Revoked`);
-/// `UNAVAILABLE` when this peer does not hold a value (ask another peer).
+/// but a clinician, `NoPermission`, `WindowNotStarted`, `WindowExpired`, `Revoked`). A
+/// value this peer does not hold comes empty, with an empty salt: the client gathers it
+/// from another peer.
 pub fn access_keys(stub: &dyn Stub, args: AccessKeysArgs) -> Result<Vec<u8>, ChaincodeError> {
     let patient = load_patient(stub, &args.pseudonym)?;
     limits::identifier("item_id", &args.item_id)?;

@@ -47,7 +47,7 @@ pub use identity::{
 };
 pub use private_data::{
     MAX_PRIVATE_COMMITMENTS, PRIVATE_SALT_LEN, private_commitment, private_data_ack_statement,
-    private_data_acks_statement, sign_private_data_ack, verify_private_data_ack,
+    private_data_acks_statement, private_salt, sign_private_data_ack, verify_private_data_ack,
 };
 pub use pseudonym::{
     PSEUDONYM_LEN, PatientKey, Pseudonym, STUDY_PSEUDONYM_TAG, derive_pseudonym,

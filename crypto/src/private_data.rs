@@ -18,6 +18,31 @@ pub const MAX_PRIVATE_COMMITMENTS: usize = 64;
 /// The label hashed in front of every private value.
 const COMMITMENT_LABEL: &[u8] = b"medledger/v1/private-value";
 
+/// The label hashed in front of a salt's seed.
+const SALT_LABEL: &[u8] = b"medledger/v2/private-salt";
+
+/// The salt of a private value sent by the creator whose Ed25519 signing key is
+/// `creator_key` (32 bytes), from the `seed` it drew (32 random bytes): SHA-256(u64be(len
+/// label) ‖ label ‖ creator_key ‖ seed), label `medledger/v2/private-salt`.
+///
+/// Peers take a value only as its seed and derive the salt from the key of the caller that
+/// sends it, who must be the transaction's creator (docs/adr/0017). Whoever learns a value
+/// and its salt (a Byzantine peer that held it) cannot have its commitment acknowledged for
+/// a transaction of their own: the salt a correct peer derives for them differs, so they
+/// cannot claim another creator's commitment first and have the creator's transaction
+/// refused.
+pub fn private_salt(
+    creator_key: &[u8; 32],
+    seed: &[u8; PRIVATE_SALT_LEN],
+) -> [u8; PRIVATE_SALT_LEN] {
+    let mut h = Sha256::new();
+    h.update((SALT_LABEL.len() as u64).to_be_bytes());
+    h.update(SALT_LABEL);
+    h.update(creator_key);
+    h.update(seed);
+    h.finalize().into()
+}
+
 /// The commitment to `value` under `salt`: SHA-256(u64be(len label) ‖ label ‖ salt ‖
 /// u64be(len value) ‖ value), label `medledger/v1/private-value`. 32 bytes; what blocks,
 /// results and state hold in place of the value.
@@ -118,6 +143,24 @@ mod tests {
         assert_ne!(
             private_commitment(&[7; 32], b""),
             private_commitment(&[0; 32], b"")
+        );
+    }
+
+    #[test]
+    fn the_salt_is_the_documented_hash_of_the_creator_key_and_seed() {
+        // Computed apart (Python hashlib) from the formula in the docstring.
+        assert_eq!(
+            hex::encode(private_salt(&[3; 32], &[7; 32])),
+            "57cb6a8e7da6d9944bf8acb757c2b81bfbce3de04c8c081d4d553e5ed04981f9"
+        );
+        // Another creator sending the same seed gets another salt.
+        assert_ne!(
+            private_salt(&[4; 32], &[7; 32]),
+            private_salt(&[3; 32], &[7; 32])
+        );
+        assert_ne!(
+            private_salt(&[3; 32], &[8; 32]),
+            private_salt(&[3; 32], &[7; 32])
         );
     }
 

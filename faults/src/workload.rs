@@ -223,7 +223,7 @@ async fn client(
     while !stop.load(Ordering::SeqCst) {
         let roll = rng.gen_range(0..100);
         let grantee = format!("grantee-{}-{}", pair.index, pair.next);
-        let mut private = PrivateData::new();
+        let mut private = pair.patient.private_data();
         let (by_patient, function, args, revoked) = if roll < 30 {
             pair.next += 1;
             let mut args = v1::GrantArgs {

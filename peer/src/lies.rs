@@ -22,8 +22,13 @@
 //! - `blocks`: serves auditors blocks (past the genesis) whitewashed: every outcome turned
 //!   into a success (a denied emergency access, a refused grant, all shown as done), its
 //!   votes left as they were.
+//! - `withhold`: acknowledges private values (`PutPrivateData`) without keeping them, so a
+//!   transaction it acknowledged has one holder fewer than its acknowledgments say: readers
+//!   must find the values on the others (docs/adr/0017).
+//! - `stall`: holds every `Query` call open and never answers (not part of `all`: each
+//!   client it stalls waits a query timeout first).
 //!
-//! `all` is every kind. Lies it cannot tell yet are listed in docs/RELIABILITY.md.
+//! `all` is every kind but `stall`. Lies it cannot tell yet are listed in docs/RELIABILITY.md.
 
 use medledger_proto::v1;
 
@@ -41,6 +46,8 @@ pub struct Lies {
     pub stale: bool,
     pub revocations: bool,
     pub blocks: bool,
+    pub withhold: bool,
+    pub stall: bool,
 }
 
 impl Lies {
@@ -75,6 +82,8 @@ impl Lies {
                 "stale" => lies.stale = true,
                 "revocations" => lies.revocations = true,
                 "blocks" => lies.blocks = true,
+                "withhold" => lies.withhold = true,
+                "stall" => lies.stall = true,
                 "all" => {
                     lies = Lies {
                         genesis: true,
@@ -85,6 +94,8 @@ impl Lies {
                         stale: true,
                         revocations: true,
                         blocks: true,
+                        withhold: true,
+                        stall: lies.stall,
                     }
                 }
                 _ => {}

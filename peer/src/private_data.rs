@@ -72,7 +72,15 @@ pub enum PendingError {
     CreatorOverBudget { held: usize, more: usize },
     #[error("this peer holds {MAX_TOTAL_BYTES} bytes of pending private values; try later")]
     Full,
+    #[error("the transaction is already in a block: its values are not taken now")]
+    Committed,
 }
+
+/// How many transactions committed last are remembered as taken ([`PendingPrivateData::take`]):
+/// a put for one of them is refused under the store's lock, closing the moment between a
+/// block taking its values and its transaction index reaching the disk (which
+/// `PutPrivateData` checks too, for anything older). 2 MiB of hashes at most.
+const REMEMBERED_TAKEN: usize = 65_536;
 
 #[derive(Debug)]
 struct Pending {
@@ -90,6 +98,10 @@ struct Inner {
     by_expiry: std::collections::BTreeSet<(i64, [u8; 32])>,
     by_creator: BTreeMap<[u8; 32], usize>,
     total: usize,
+    /// Hashes of the transactions whose block took their values, oldest first, at most
+    /// [`REMEMBERED_TAKEN`], and the same as a set.
+    taken_order: std::collections::VecDeque<[u8; 32]>,
+    taken: std::collections::HashSet<[u8; 32]>,
 }
 
 impl Inner {
@@ -144,6 +156,9 @@ impl PendingPrivateData {
             return Err(PendingError::ValueTooLarge(v.value.len()));
         }
         let mut inner = self.lock();
+        if inner.taken.contains(&transaction_hash) {
+            return Err(PendingError::Committed);
+        }
         // What the backstop drops stays on disk until the next block's expiry pass misses
         // it; a restart restores it and the first block past it drops it again.
         let _ = Self::expire_locked(&mut inner, now_ms.saturating_sub(WALL_CLOCK_BACKSTOP_MS));
@@ -194,8 +209,25 @@ impl PendingPrivateData {
 
     /// The values held for the transaction whose hash is `transaction_hash`, removed from
     /// the pending store (it committed: they move to the ledger's private column family).
+    /// The transaction is remembered as taken: a later [`Self::put`] for it is refused
+    /// ([`PendingError::Committed`]).
     pub fn take(&self, transaction_hash: &[u8; 32]) -> Option<BTreeMap<[u8; 32], SaltedValue>> {
-        self.lock().remove(transaction_hash).map(|p| p.values)
+        let mut inner = self.lock();
+        if inner.taken.insert(*transaction_hash) {
+            inner.taken_order.push_back(*transaction_hash);
+            while inner.taken_order.len() > REMEMBERED_TAKEN {
+                if let Some(oldest) = inner.taken_order.pop_front() {
+                    inner.taken.remove(&oldest);
+                }
+            }
+        }
+        inner.remove(transaction_hash).map(|p| p.values)
+    }
+
+    /// The values held for the transaction whose hash is `transaction_hash`, dropped
+    /// without remembering it as taken: a put undone (its write to disk failed).
+    pub fn withdraw(&self, transaction_hash: &[u8; 32]) {
+        self.lock().remove(transaction_hash);
     }
 
     /// Drops what was kept past its transaction's expiry and grace at `block_time_ms`, the
@@ -271,14 +303,16 @@ impl PendingPrivateData {
     }
 }
 
-/// Pairs `values` (salt and value, as a client sent them) with `commitments` (a
-/// transaction's): each value must commit to one of them, each commitment must be matched
-/// exactly once, and every value must fit [`MAX_VALUE_BYTES`]. Returns the values by
-/// commitment.
+/// Pairs `values` (salt seed and value, as the creator whose signing key is `creator_key`
+/// sent them) with `commitments` (a transaction's): each value, under the salt derived from
+/// its seed and `creator_key` (`medledger_crypto::private_salt`), must commit to one of
+/// them, each commitment must be matched exactly once, and every value must fit
+/// [`MAX_VALUE_BYTES`]. Returns the values by commitment, with their salts.
 ///
 /// # Errors
 /// Words saying which value or commitment is wrong (the caller answers INVALID_ARGUMENT).
 pub fn matched_values(
+    creator_key: &[u8; 32],
     commitments: &[Vec<u8>],
     values: &[medledger_proto::v1::PrivateValue],
 ) -> Result<Vec<([u8; 32], SaltedValue)>, String> {
@@ -300,11 +334,13 @@ pub fn matched_values(
         .collect();
     let mut out = Vec::with_capacity(values.len());
     for (i, v) in values.iter().enumerate() {
-        let salt: [u8; PRIVATE_SALT_LEN] = v
-            .salt
-            .as_slice()
-            .try_into()
-            .map_err(|_| format!("value {i}: the salt must be {PRIVATE_SALT_LEN} bytes"))?;
+        let seed: [u8; PRIVATE_SALT_LEN] = v.salt_seed.as_slice().try_into().map_err(|_| {
+            format!(
+                "value {i}: the salt seed must be {PRIVATE_SALT_LEN} bytes (a client older \
+                     than this peer sends a salt in its place: upgrade it)"
+            )
+        })?;
+        let salt = medledger_crypto::private_salt(creator_key, &seed);
         if v.value.len() > MAX_VALUE_BYTES {
             return Err(format!(
                 "value {i}: {} bytes; at most {MAX_VALUE_BYTES}",
@@ -335,27 +371,47 @@ mod tests {
 
     #[test]
     fn each_value_must_match_one_commitment_exactly_once() {
+        const CREATOR: [u8; 32] = [5; 32];
         let sent = |tag: u8, value: &[u8]| PrivateValue {
-            salt: vec![tag; 32],
+            salt_seed: vec![tag; 32],
             value: value.to_vec(),
         };
         let c = |tag: u8, value: &[u8]| {
-            medledger_crypto::private_commitment(&[tag; 32], value).to_vec()
+            let salt = medledger_crypto::private_salt(&CREATOR, &[tag; 32]);
+            medledger_crypto::private_commitment(&salt, value).to_vec()
         };
         let commitments = vec![c(1, b"one"), c(2, b"two")];
-        let matched = matched_values(&commitments, &[sent(2, b"two"), sent(1, b"one")]).unwrap();
+        let matched =
+            matched_values(&CREATOR, &commitments, &[sent(2, b"two"), sent(1, b"one")]).unwrap();
         assert_eq!(matched.len(), 2);
         assert_eq!(matched[0].1.value, b"two");
+        assert_eq!(
+            matched[0].1.salt,
+            medledger_crypto::private_salt(&CREATOR, &[2; 32])
+        );
         let refused = |values: &[PrivateValue], commitments: &[Vec<u8>]| {
-            matched_values(commitments, values).unwrap_err()
+            matched_values(&CREATOR, commitments, values).unwrap_err()
         };
+        // Another creator sending the same seeds and values (one who learned them from a
+        // peer that held them) matches none of the commitments.
+        assert!(
+            matched_values(&[6; 32], &commitments, &[sent(1, b"one"), sent(2, b"two")])
+                .unwrap_err()
+                .contains("value 0")
+        );
+        // The salt itself sent as the seed does not match either.
+        let salt_as_seed = PrivateValue {
+            salt_seed: medledger_crypto::private_salt(&CREATOR, &[1; 32]).to_vec(),
+            value: b"one".to_vec(),
+        };
+        assert!(refused(&[salt_as_seed, sent(2, b"two")], &commitments).contains("value 0"));
         // Wrong value, wrong salt, one missing, one twice, a short salt, none at all.
         assert!(refused(&[sent(1, b"one"), sent(2, b"tw0")], &commitments).contains("value 1"));
         assert!(refused(&[sent(1, b"one"), sent(3, b"two")], &commitments).contains("value 1"));
         assert!(refused(&[sent(1, b"one")], &commitments).contains("1 values for 2"));
         assert!(refused(&[sent(1, b"one"), sent(1, b"one")], &commitments).contains("already"));
         let short = PrivateValue {
-            salt: vec![1; 31],
+            salt_seed: vec![1; 31],
             value: b"one".to_vec(),
         };
         assert!(refused(&[short, sent(2, b"two")], &commitments).contains("salt"));
@@ -390,6 +446,20 @@ mod tests {
         assert_eq!(taken.len(), 2);
         assert_eq!(taken[&value(20, 2).0], value(20, 2).1);
         assert!(store.take(&[1; 32]).is_none(), "taken once");
+        // Values sent after their block took the transaction's are refused, not held
+        // until they expire; a withdrawn put is not remembered as taken.
+        assert_eq!(
+            store.put([1; 32], [9; 32], 1_000, vec![value(10, 1)], 0),
+            Err(PendingError::Committed)
+        );
+        store
+            .put([3; 32], [9; 32], 1_000, vec![value(10, 4)], 0)
+            .unwrap();
+        store.withdraw(&[3; 32]);
+        store
+            .put([3; 32], [9; 32], 1_000, vec![value(10, 4)], 0)
+            .unwrap();
+        assert!(store.take(&[3; 32]).is_some());
         // Kept through the grace after expiry, then dropped.
         store.expire(5_000 + GRACE_MS);
         assert_eq!(

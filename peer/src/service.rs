@@ -502,6 +502,10 @@ impl v1::ledger_server::Ledger for LedgerService {
     ) -> Result<Response<v1::QueryResponse>, Status> {
         let identity = self.caller(&request)?;
         readers::auditor_named(&identity, &self.shared.configuration.get())?;
+        if self.lies.stall {
+            tracing::info!("lie told: a query held unanswered");
+            std::future::pending::<()>().await;
+        }
         let request = request.into_inner();
         if request.args.len() > chaincode::MAX_ARGS_BYTES {
             return Err(Status::out_of_range(format!(
@@ -883,8 +887,26 @@ impl v1::ledger_server::Ledger for LedgerService {
                 "the transaction expires further ahead than a transaction may live",
             ));
         }
-        let values = crate::private_data::matched_values(&tx.private_commitments, &request.values)
-            .map_err(Status::invalid_argument)?;
+        // Salts are derived from the caller's key (the creator's, checked above): a value
+        // learned from a holder cannot be acknowledged for another creator's transaction.
+        let values = crate::private_data::matched_values(
+            &caller.signing_key.to_bytes(),
+            &tx.private_commitments,
+            &request.values,
+        )
+        .map_err(Status::invalid_argument)?;
+        // A transaction already in a block took (or refused) its values there: values sent
+        // now would only wait, unreferenced, until they expire, perhaps past an erasure.
+        let tx_id = medledger_crypto::transaction_id(&tx.nonce, &tx.creator_cert_hash);
+        match self.ledger.tx_location(&tx_id) {
+            Ok(None) => {}
+            Ok(Some(_)) => {
+                return Err(Status::failed_precondition(
+                    "the transaction is already in a block: its values are not taken now",
+                ));
+            }
+            Err(e) => return Err(internal(e)),
+        }
         let Some(replica) = self
             .shared
             .status
@@ -898,6 +920,24 @@ impl v1::ledger_server::Ledger for LedgerService {
         };
         let transaction_hash: [u8; 32] =
             <sha2::Sha256 as sha2::Digest>::digest(&request.transaction).into();
+        let acknowledgment = || {
+            let signature = medledger_crypto::sign_private_data_ack(
+                &self.identity,
+                &self.genesis.network_id,
+                &transaction_hash,
+                &tx.private_commitments,
+            );
+            Response::new(v1::PutPrivateDataResponse {
+                ack: Some(v1::PrivateDataAck {
+                    replica,
+                    signature: signature.to_bytes().to_vec(),
+                }),
+            })
+        };
+        if self.lies.withhold {
+            tracing::info!("lie told: private values acknowledged and not kept");
+            return Ok(acknowledgment());
+        }
         let creator = caller.signing_key.to_bytes();
         let keep_until_ms = self
             .shared
@@ -913,6 +953,9 @@ impl v1::ledger_server::Ledger for LedgerService {
                 crate::private_data::PendingError::ValueTooLarge(_) => {
                     Status::invalid_argument(e.to_string())
                 }
+                crate::private_data::PendingError::Committed => {
+                    Status::failed_precondition(e.to_string())
+                }
                 _ => Status::resource_exhausted(e.to_string()),
             })?;
         // On disk, synced, before the acknowledgment vouches for them: a restart keeps them.
@@ -922,25 +965,14 @@ impl v1::ledger_server::Ledger for LedgerService {
         })
         .await;
         if !matches!(written, Ok(Ok(()))) {
-            self.shared.pending_private.take(&transaction_hash);
+            self.shared.pending_private.withdraw(&transaction_hash);
             return Err(internal(match written {
                 Ok(Err(e)) => e.to_string(),
                 Err(e) => e.to_string(),
                 Ok(Ok(())) => String::new(),
             }));
         }
-        let signature = medledger_crypto::sign_private_data_ack(
-            &self.identity,
-            &self.genesis.network_id,
-            &transaction_hash,
-            &tx.private_commitments,
-        );
-        Ok(Response::new(v1::PutPrivateDataResponse {
-            ack: Some(v1::PrivateDataAck {
-                replica,
-                signature: signature.to_bytes().to_vec(),
-            }),
-        }))
+        Ok(acknowledgment())
     }
 
     async fn get_status(

@@ -274,7 +274,7 @@ pub async fn upload_to(
         .await
         .map_err(|e| ClientError::Usage(e.to_string()))??;
     use medledger_chaincode::keys;
-    let mut private = crate::private_data::PrivateData::new();
+    let mut private = peers.private_data();
     let (path, function, args) = match &target {
         Target::Item(destination) => {
             let path = keys::item_path(

@@ -243,6 +243,11 @@ pub fn live_certificate(
 /// How long a peer may take to answer the first call of a connection.
 const FIRST_ANSWER: Duration = Duration::from_secs(5);
 
+/// How long one peer may take to answer a query asked of the peers in turn
+/// ([`PeerSet::query`], [`PeerSet::query_until`]) before the next is asked. A correct peer
+/// answers within its 2 s wait for the height asked, plus the query's own time.
+const QUERY_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The wallet's file holding the genesis block it is pinned to (encoded `v1::Block`).
 const GENESIS_FILE: &str = "network-genesis.pb";
 /// Where earlier versions kept the genesis block the first reachable peer served: trust on
@@ -939,6 +944,12 @@ impl PeerSet {
         Ok(())
     }
 
+    /// This client's Ed25519 signing key, public half (32 bytes): the creator key of every
+    /// transaction it signs.
+    pub fn signing_key(&self) -> [u8; 32] {
+        self.signing.verifying_key().to_bytes()
+    }
+
     /// Signs `message` for `domain` with this client's key.
     pub(crate) fn sign(
         &self,
@@ -1202,7 +1213,7 @@ impl PeerSet {
         function: &str,
         args: Vec<u8>,
     ) -> Result<v1::QueryResponse, ClientError> {
-        self.query_each(function, args, None).await
+        self.query_each(function, args, None, None).await
     }
 
     /// [`PeerSet::query`], for an answer the caller checks itself, such as a private value
@@ -1219,15 +1230,31 @@ impl PeerSet {
         args: Vec<u8>,
         accept: impl Fn(&v1::QueryResponse) -> Result<(), String> + Sync,
     ) -> Result<v1::QueryResponse, ClientError> {
-        self.query_each(function, args, Some(&accept)).await
+        self.query_each(function, args, None, Some(&accept)).await
     }
 
-    /// Asks the peers in turn. Without `accept`, the first answer or refusal is final and
-    /// only unreachable peers are passed over; with it, see [`PeerSet::query_until`].
+    /// [`PeerSet::query_until`], asking first the peer that private values placed by
+    /// `placement` (a record's pseudonym: [`crate::private_data::PrivateData::place_by`])
+    /// went to first, then the next ones in turn.
+    pub async fn query_until_from(
+        &self,
+        function: &str,
+        args: Vec<u8>,
+        placement: Option<&[u8]>,
+        accept: impl Fn(&v1::QueryResponse) -> Result<(), String> + Sync,
+    ) -> Result<v1::QueryResponse, ClientError> {
+        self.query_each(function, args, placement, Some(&accept))
+            .await
+    }
+
+    /// Asks the peers in turn (from the one `placement` names, else the first). Without
+    /// `accept`, the first answer or refusal is final and only unreachable peers are passed
+    /// over; with it, see [`PeerSet::query_until`].
     async fn query_each(
         &self,
         function: &str,
         args: Vec<u8>,
+        placement: Option<&[u8]>,
         accept: Option<AcceptAnswer<'_>>,
     ) -> Result<v1::QueryResponse, ClientError> {
         // A read-only client follows the configuration and the revocations too.
@@ -1236,16 +1263,25 @@ impl PeerSet {
         let mut refused = None;
         let min_height = self.query_floor().await;
         let links = self.links();
-        for (i, client) in links.clients.iter().enumerate() {
-            let mut client = client.clone();
-            match client
-                .query(v1::QueryRequest {
-                    function: function.to_string(),
-                    args: args.clone(),
-                    min_height,
-                })
-                .await
-            {
+        let count = links.clients.len();
+        let start = placement.map_or(0, |key| crate::private_data::placement_start(key, count));
+        for i in (0..count).map(|k| (start + k) % count) {
+            let mut client = links.clients[i].clone();
+            let mut request = tonic::Request::new(v1::QueryRequest {
+                function: function.to_string(),
+                args: args.clone(),
+                min_height,
+            });
+            request.set_timeout(QUERY_CALL_TIMEOUT);
+            // A peer that holds the call open without answering (a Byzantine one keeps its
+            // link alive) is passed over like an unreachable one.
+            let Ok(answered) =
+                tokio::time::timeout(QUERY_CALL_TIMEOUT, client.query(request)).await
+            else {
+                last = Some(unreachable(&links.addresses[i], "no answer in time"));
+                continue;
+            };
+            match answered {
                 Ok(r) => {
                     let answer = r.into_inner();
                     match accept.map_or(Ok(()), |accept| accept(&answer)) {

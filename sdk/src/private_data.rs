@@ -17,9 +17,12 @@ const PUT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the peers asked may all stay silent before one more is asked.
 const WIDEN_AFTER: Duration = Duration::from_millis(500);
 
-/// The private values of one transaction, each with a fresh 32-byte salt.
-#[derive(Default, Clone)]
+/// The private values of one transaction by one creator, each with a fresh 32-byte salt
+/// seed (the salt is derived from it and the creator's key: `medledger_crypto::private_salt`).
+#[derive(Clone)]
 pub struct PrivateData {
+    /// The Ed25519 key of the transaction's creator, who alone can send the values.
+    creator_key: [u8; 32],
     values: Vec<v1::PrivateValue>,
     commitments: Vec<Vec<u8>>,
     /// Which peers are asked first: those from a replica that this key (a record's
@@ -36,18 +39,26 @@ impl std::fmt::Debug for PrivateData {
 }
 
 impl PrivateData {
-    pub fn new() -> PrivateData {
-        PrivateData::default()
+    /// No values yet, for a transaction the creator whose signing key is `creator_key`
+    /// (Ed25519, 32 bytes) will sign and send: [`PeerSet::private_data`] for this client's.
+    pub fn new(creator_key: [u8; 32]) -> PrivateData {
+        PrivateData {
+            creator_key,
+            values: Vec::new(),
+            commitments: Vec::new(),
+            placement: None,
+        }
     }
 
-    /// Adds `value`; returns its commitment (`medledger_crypto::private_commitment` under a
-    /// salt drawn here), what the chaincode and the blocks see in its place.
+    /// Adds `value`; returns its commitment (`medledger_crypto::private_commitment` under
+    /// the salt of a seed drawn here), what the chaincode and the blocks see in its place.
     pub fn add(&mut self, value: Vec<u8>) -> [u8; 32] {
-        let mut salt = [0u8; medledger_crypto::PRIVATE_SALT_LEN];
-        rand_core::OsRng.fill_bytes(&mut salt);
+        let mut seed = [0u8; medledger_crypto::PRIVATE_SALT_LEN];
+        rand_core::OsRng.fill_bytes(&mut seed);
+        let salt = medledger_crypto::private_salt(&self.creator_key, &seed);
         let commitment = medledger_crypto::private_commitment(&salt, &value);
         self.values.push(v1::PrivateValue {
-            salt: salt.to_vec(),
+            salt_seed: seed.to_vec(),
             value,
         });
         self.commitments.push(commitment.to_vec());
@@ -65,13 +76,24 @@ impl PrivateData {
         &self.commitments
     }
 
-    /// The values with their salts, as sent to the peers.
+    /// Whether no value was added.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The values with their salt seeds, as sent to the peers.
     pub fn values(&self) -> &[v1::PrivateValue] {
         &self.values
     }
 }
 
 impl PeerSet {
+    /// Empty private data for a transaction of this client's ([`PrivateData::new`] under
+    /// its signing key).
+    pub fn private_data(&self) -> PrivateData {
+        PrivateData::new(self.signing_key())
+    }
+
     /// Sends `private`'s values for `transaction` (encoded `v1::Transaction`, committing to
     /// them) to every peer in force, and returns the acknowledgments that verify (in
     /// ascending replica order): each of a distinct replica of the configuration this client
@@ -109,14 +131,10 @@ impl PeerSet {
         // for each that refuses or fails, and for each wait of WIDEN_AFTER without an answer.
         let mut peers = self.ledger_clients();
         if !peers.is_empty() {
-            let draw = match &private.placement {
-                Some(key) => {
-                    let digest = sha2::Sha256::digest(key);
-                    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
-                }
-                None => rand_core::OsRng.next_u32(),
+            let start = match &private.placement {
+                Some(key) => placement_start(key, peers.len()),
+                None => rand_core::OsRng.next_u32() as usize % peers.len(),
             };
-            let start = draw as usize % peers.len();
             peers.rotate_left(start);
         }
         let mut waiting = peers.into_iter();
@@ -326,7 +344,7 @@ impl PeerSet {
     /// Moves `grant`'s key envelope into private data ([`PeerSet::keep_private`]); returns
     /// the private data to send with it.
     pub fn grant_envelope_private(&self, grant: &mut v1::GrantArgs) -> PrivateData {
-        let mut private = PrivateData::new();
+        let mut private = self.private_data();
         private.place_by(&grant.pseudonym);
         self.keep_private(
             &mut grant.key_envelope,
@@ -339,7 +357,7 @@ impl PeerSet {
     /// Moves `item`'s wrapped file key into private data ([`PeerSet::keep_private`]);
     /// returns the private data to send with it.
     pub fn item_key_private(&self, item: &mut v1::AddItemArgs) -> PrivateData {
-        let mut private = PrivateData::new();
+        let mut private = self.private_data();
         private.place_by(&item.pseudonym);
         self.keep_private(
             &mut item.wrapped_dek,
@@ -382,11 +400,14 @@ impl PeerSet {
     /// clinician: the envelope, the key chain and the wrapped file key; the owner: the
     /// wrapped file key), from the query `access_keys` (docs/adr/0017 §5), each checked
     /// against the commitments of `access`, the committed `record_access` that allowed the
-    /// read: a peer that lacks a value, or answers one the ledger did not commit to, is
-    /// passed over for the next.
+    /// read. A peer answers the values it holds (a put widened past a failed peer leaves
+    /// one record's values on different peers), so the peers are asked in turn, from the
+    /// one the record's values were placed on, and each value is taken from the first
+    /// answer whose value matches its commitment; an answer for another permission or
+    /// epoch, and a value that does not match, are passed over.
     ///
     /// # Errors
-    /// As [`PeerSet::query_until`]: no peer gave keys that match.
+    /// As [`PeerSet::query_until`]: the peers asked gave no match for some value.
     pub async fn access_keys(
         &self,
         pseudonym: &[u8; 32],
@@ -397,72 +418,241 @@ impl PeerSet {
             pseudonym: pseudonym.to_vec(),
             item_id: item_id.to_string(),
         };
-        let answer = self
-            .query_until(
-                "access_keys",
-                prost::Message::encode_to_vec(&args),
-                |answer| {
-                    let keys: v1::AccessKeysResult =
-                        prost::Message::decode(answer.result.as_slice())
-                            .map_err(|e| e.to_string())?;
-                    keys_match(&keys, access)
-                },
-            )
-            .await?;
-        prost::Message::decode(answer.result.as_slice())
-            .map_err(|e| ClientError::Protocol(format!("access_keys answer: {e}")))
+        let gathered = std::sync::Mutex::new(None);
+        self.query_until_from(
+            "access_keys",
+            prost::Message::encode_to_vec(&args),
+            Some(pseudonym.as_slice()),
+            |answer| {
+                let keys: v1::AccessKeysResult =
+                    prost::Message::decode(answer.result.as_slice()).map_err(|e| e.to_string())?;
+                let mut gathered = gathered.lock().unwrap_or_else(|p| p.into_inner());
+                gather_keys(&mut gathered, keys, access)
+            },
+        )
+        .await?;
+        let gathered = gathered.into_inner().unwrap_or_else(|p| p.into_inner());
+        gathered.ok_or_else(|| ClientError::Protocol("access_keys: no answer".into()))
     }
 }
 
-/// Whether `keys` are the ones committed access `access` names: the same permission and
-/// epoch, and every value (envelope, links, wrapped file key) matching its commitment under
-/// its salt.
-fn keys_match(keys: &v1::AccessKeysResult, access: &v1::RecordAccessResult) -> Result<(), String> {
+/// The index of the peer (of `peers`) a record's private values are placed on first: from
+/// SHA-256 of `key` (the record's pseudonym), so that puts and reads of one record meet.
+pub fn placement_start(key: &[u8], peers: usize) -> usize {
+    let digest = sha2::Sha256::digest(key);
+    let draw = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    draw as usize % peers.max(1)
+}
+
+/// Takes into `gathered` the values of one peer's `access_keys` answer `keys` that match the
+/// commitments of `access` (the committed access: same permission and epoch, as many
+/// chain links): each value whose slot is still open. `Ok` once every committed value is
+/// gathered; else why not yet (this answer's faults, or how many values are missing).
+fn gather_keys(
+    gathered: &mut Option<v1::AccessKeysResult>,
+    keys: v1::AccessKeysResult,
+    access: &v1::RecordAccessResult,
+) -> Result<(), String> {
     if keys.permission_id != access.permission_id || keys.key_epoch != access.key_epoch {
         return Err(format!(
             "keys of permission {} at epoch {}, not of the access's {} at epoch {}",
             keys.permission_id, keys.key_epoch, access.permission_id, access.key_epoch
         ));
     }
-    let matches = |value: &[u8], salt: &[u8], commitment: &[u8]| {
-        <[u8; medledger_crypto::PRIVATE_SALT_LEN]>::try_from(salt)
-            .is_ok_and(|salt| medledger_crypto::private_commitment(&salt, value)[..] == *commitment)
-    };
+    let links = access.key_chain_commitments.len();
+    if keys.key_chain.len() != links || keys.key_chain_salts.len() != links {
+        return Err("a key chain of another length than the committed one".into());
+    }
+    if access.key_envelope_commitment.is_empty() && !keys.key_envelope.is_empty() {
+        return Err("an envelope for a permission that holds none".into());
+    }
     let committed_dek = access
         .item
         .as_ref()
-        .map(|i| i.wrapped_dek_commitment.as_slice())
+        .map(|i| i.wrapped_dek_commitment.clone())
         .unwrap_or_default();
-    if !committed_dek.is_empty()
-        && !matches(&keys.wrapped_dek, &keys.wrapped_dek_salt, committed_dek)
-    {
-        return Err("a wrapped file key that does not match its commitment".into());
+    let first = gathered.is_none();
+    let into = gathered.get_or_insert_with(|| v1::AccessKeysResult {
+        permission_id: keys.permission_id.clone(),
+        key_epoch: keys.key_epoch,
+        key_chain: vec![Vec::new(); links],
+        key_chain_salts: vec![Vec::new(); links],
+        ..v1::AccessKeysResult::default()
+    });
+    // A file key with no commitment (none committed) is taken as the first peer gave it.
+    if committed_dek.is_empty() && first {
+        into.wrapped_dek = keys.wrapped_dek.clone();
     }
-    if access.key_envelope_commitment.is_empty() {
-        if !keys.key_envelope.is_empty() {
-            return Err("an envelope for a permission that holds none".into());
+    let mut missing = 0;
+    let mut wrong = 0;
+    let mut slot = |value: &mut Vec<u8>,
+                    salt: &mut Vec<u8>,
+                    offered: Vec<u8>,
+                    offered_salt: Vec<u8>,
+                    commitment: &[u8]| {
+        match take_if_committed(value, salt, offered, offered_salt, commitment) {
+            Slot::Held => {}
+            Slot::Missing => missing += 1,
+            Slot::Wrong => {
+                missing += 1;
+                wrong += 1;
+            }
         }
-    } else if !matches(
-        &keys.key_envelope,
-        &keys.key_envelope_salt,
+    };
+    slot(
+        &mut into.wrapped_dek,
+        &mut into.wrapped_dek_salt,
+        keys.wrapped_dek,
+        keys.wrapped_dek_salt,
+        &committed_dek,
+    );
+    slot(
+        &mut into.key_envelope,
+        &mut into.key_envelope_salt,
+        keys.key_envelope,
+        keys.key_envelope_salt,
         &access.key_envelope_commitment,
-    ) {
-        return Err("an envelope that does not match its commitment".into());
-    }
-    if keys.key_chain.len() != access.key_chain_commitments.len()
-        || keys.key_chain_salts.len() != keys.key_chain.len()
-    {
-        return Err("a key chain of another length than the committed one".into());
-    }
-    for ((link, salt), commitment) in keys
+    );
+    for (((value, salt), (offered, offered_salt)), commitment) in into
         .key_chain
-        .iter()
-        .zip(&keys.key_chain_salts)
+        .iter_mut()
+        .zip(into.key_chain_salts.iter_mut())
+        .zip(keys.key_chain.into_iter().zip(keys.key_chain_salts))
         .zip(&access.key_chain_commitments)
     {
-        if !matches(link, salt, commitment) {
-            return Err("a key chain link that does not match its commitment".into());
-        }
+        slot(value, salt, offered, offered_salt, commitment);
     }
-    Ok(())
+    match (missing, wrong) {
+        (0, _) => Ok(()),
+        (_, 0) => Err(format!(
+            "{missing} values not held by the peers asked so far"
+        )),
+        _ => Err(format!(
+            "{wrong} values that do not match their commitments ({missing} still missing)"
+        )),
+    }
+}
+
+/// What one slot of [`gather_keys`] holds after an answer.
+enum Slot {
+    /// Its value (or nothing was committed).
+    Held,
+    /// Nothing yet: the answer had no value.
+    Missing,
+    /// Nothing yet: the answer's value did not match the commitment.
+    Wrong,
+}
+
+/// Fills `value` and `salt` with `offered` under `offered_salt` when they match `commitment`
+/// and the slot is still open; a slot with no commitment is always held.
+fn take_if_committed(
+    value: &mut Vec<u8>,
+    salt: &mut Vec<u8>,
+    offered: Vec<u8>,
+    offered_salt: Vec<u8>,
+    commitment: &[u8],
+) -> Slot {
+    let matches = |value: &[u8], salt: &[u8]| {
+        <[u8; medledger_crypto::PRIVATE_SALT_LEN]>::try_from(salt)
+            .is_ok_and(|salt| medledger_crypto::private_commitment(&salt, value)[..] == *commitment)
+    };
+    if commitment.is_empty() || matches(value, salt) {
+        return Slot::Held;
+    }
+    if offered.is_empty() && offered_salt.is_empty() {
+        return Slot::Missing;
+    }
+    if !matches(&offered, &offered_salt) {
+        return Slot::Wrong;
+    }
+    *value = offered;
+    *salt = offered_salt;
+    Slot::Held
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value, its salt and its commitment.
+    fn committed(value: &[u8], tag: u8) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let salt = [tag; 32];
+        (
+            value.to_vec(),
+            salt.to_vec(),
+            medledger_crypto::private_commitment(&salt, value).to_vec(),
+        )
+    }
+
+    #[test]
+    fn keys_are_gathered_value_by_value_from_several_answers() {
+        let (envelope, envelope_salt, envelope_c) = committed(b"envelope", 1);
+        let (link, link_salt, link_c) = committed(b"link", 2);
+        let (dek, dek_salt, dek_c) = committed(b"file key", 3);
+        let access = v1::RecordAccessResult {
+            permission_id: "p1".into(),
+            key_epoch: 2,
+            key_envelope_commitment: envelope_c,
+            key_chain_commitments: vec![link_c],
+            item: Some(v1::ClinicalItem {
+                wrapped_dek_commitment: dek_c,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        type Held = (Vec<u8>, Vec<u8>);
+        let answer = |envelope: Held, link: Held, dek: Held| v1::AccessKeysResult {
+            permission_id: "p1".into(),
+            key_epoch: 2,
+            key_envelope: envelope.0,
+            key_envelope_salt: envelope.1,
+            key_chain: vec![link.0],
+            key_chain_salts: vec![link.1],
+            wrapped_dek: dek.0,
+            wrapped_dek_salt: dek.1,
+        };
+        let held = |value: &[u8], salt: &[u8]| (value.to_vec(), salt.to_vec());
+        let none = || (Vec::new(), Vec::new());
+        let mut gathered = None;
+        // One peer holds the envelope alone; another lies about the link and holds the
+        // file key; a third holds the link.
+        let first = gather_keys(
+            &mut gathered,
+            answer(held(&envelope, &envelope_salt), none(), none()),
+            &access,
+        );
+        assert!(first.unwrap_err().contains("2 values not held"));
+        let lying = gather_keys(
+            &mut gathered,
+            answer(none(), held(b"forged", &link_salt), held(&dek, &dek_salt)),
+            &access,
+        );
+        assert!(lying.unwrap_err().contains("1 values that do not match"));
+        // A forged envelope offered later does not displace the one gathered.
+        gather_keys(
+            &mut gathered,
+            answer(
+                held(b"forged", &envelope_salt),
+                held(&link, &link_salt),
+                none(),
+            ),
+            &access,
+        )
+        .unwrap();
+        let keys = gathered.unwrap();
+        assert_eq!(keys.key_envelope, envelope);
+        assert_eq!(keys.key_chain, vec![link]);
+        assert_eq!(keys.wrapped_dek, dek);
+
+        // Answers for another permission or epoch, or another chain length, are refused.
+        let mut gathered = None;
+        let mut other = answer(held(&envelope, &envelope_salt), none(), none());
+        other.permission_id = "p2".into();
+        assert!(gather_keys(&mut gathered, other, &access).is_err());
+        let mut short = answer(held(&envelope, &envelope_salt), none(), none());
+        short.key_chain.clear();
+        short.key_chain_salts.clear();
+        assert!(gather_keys(&mut gathered, short, &access).is_err());
+        assert!(gathered.is_none(), "nothing taken from a refused answer");
+    }
 }

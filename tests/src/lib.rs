@@ -310,6 +310,9 @@ pub struct PeerProcess {
     pub data_dir: PathBuf,
     pub genesis: PathBuf,
     pub log: PathBuf,
+    /// Variables set for the process at each (re)start, e.g. a lie
+    /// (`MEDLEDGER_FAULT_LIE`, debug builds).
+    pub env: Vec<(String, String)>,
 }
 
 impl PeerProcess {
@@ -334,6 +337,7 @@ impl PeerProcess {
             data_dir: data_dir.to_path_buf(),
             genesis: genesis.to_path_buf(),
             log: data_dir.with_extension("log"),
+            env: Vec::new(),
         };
         peer.restart();
         peer
@@ -350,6 +354,7 @@ impl PeerProcess {
             "RUST_LOG",
             std::env::var("PEER_LOG").unwrap_or_else(|_| "info".into()),
         );
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         let process = Process::start(command, &self.log, "medledger-peer listening on ")
             .unwrap_or_else(|e| panic!("on {}: {e}", self.address));
         self.process = Some(process);

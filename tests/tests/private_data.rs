@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use medledger_proto::v1;
 use medledger_sdk::peer::{PeerSet, TX_STATUS_METADATA};
-use medledger_sdk::private_data::PrivateData;
 use medledger_sdk::wallet::Wallet;
 use medledger_tests::TestNetwork;
 
@@ -80,14 +79,27 @@ async fn grant_acknowledged_by(
     grantee: &str,
     envelope: &[u8],
 ) -> ([u8; 32], v1::Envelope) {
-    let mut private = PrivateData::new();
-    let commitment = private.add(envelope.to_vec());
-    let (_, mut grant) = peers.transaction_committing(
-        "grant",
-        read_grant_args(pseudonym, grantee, &commitment),
-        private.commitments().to_vec(),
-    );
-    let transaction = signed_of(&mut grant).transaction.clone();
+    acknowledged_by(peers, replicas, "grant", envelope, |commitment| {
+        read_grant_args(pseudonym, grantee, commitment)
+    })
+    .await
+}
+
+/// A transaction calling `function` with the arguments `args` makes of the commitment to
+/// `value`, sent as private data to peers `replicas` alone and acknowledged by them:
+/// (commitment, envelope to submit).
+async fn acknowledged_by(
+    peers: &PeerSet,
+    replicas: &[usize],
+    function: &str,
+    value: &[u8],
+    args: impl FnOnce(&[u8; 32]) -> Vec<u8>,
+) -> ([u8; 32], v1::Envelope) {
+    let mut private = peers.private_data();
+    let commitment = private.add(value.to_vec());
+    let (_, mut envelope) =
+        peers.transaction_committing(function, args(&commitment), private.commitments().to_vec());
+    let transaction = signed_of(&mut envelope).transaction.clone();
     let mut acks = Vec::new();
     for &i in replicas {
         acks.push(
@@ -96,8 +108,32 @@ async fn grant_acknowledged_by(
                 .unwrap(),
         );
     }
-    peers.acknowledged(&mut grant, acks);
-    (commitment, grant)
+    peers.acknowledged(&mut envelope, acks);
+    (commitment, envelope)
+}
+
+/// `peers`' committed `record_access` of item `item_id` of record `pseudonym`: (the block
+/// it committed in, its result).
+async fn recorded_access(
+    peers: &PeerSet,
+    pseudonym: &[u8; 32],
+    item_id: &str,
+) -> (u64, v1::RecordAccessResult) {
+    let committed = peers
+        .submit(
+            "record_access",
+            v1::RecordAccessArgs {
+                pseudonym: pseudonym.to_vec(),
+                item_id: item_id.into(),
+            }
+            .encode_to_vec(),
+        )
+        .await
+        .unwrap()
+        .into_valid()
+        .unwrap();
+    let result = v1::RecordAccessResult::decode(committed.result.as_slice()).unwrap();
+    (committed.block, result)
 }
 
 fn status_kind(status: &tonic::Status) -> Option<i32> {
@@ -127,7 +163,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
             .unwrap();
         assert!(registered.is_valid(), "{registered:?}");
         let secret: [u8; 48] = random();
-        let mut private = PrivateData::new();
+        let mut private = peers.private_data();
         let commitment = private.add(secret.to_vec());
         let committed = peers
             .submit_private(
@@ -142,7 +178,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         // Values for a transaction the chaincode refuses (no such record), and for one that
         // refers to none of them: held nowhere once they commit.
         let refused_secret: [u8; 48] = random();
-        let mut again = PrivateData::new();
+        let mut again = peers.private_data();
         let refused_commitment = again.add(refused_secret.to_vec());
         let unknown = peers
             .submit_private(
@@ -161,7 +197,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
 
         // PutPrivateData refusals, on one peer, for a second grant with a value of its own
         // (a commitment is taken once: the ledger refuses it a second time).
-        let mut private = PrivateData::new();
+        let mut private = peers.private_data();
         let second = private.add(random::<48>().to_vec());
         let commitments = private.commitments().to_vec();
         // A grant on the record: valid once acknowledged (a patient registers one record).
@@ -187,7 +223,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
             "a value that is not the one committed to",
         );
         let mut salted = good.clone();
-        salted[0].salt[0] ^= 1;
+        salted[0].salt_seed[0] ^= 1;
         invalid(put(&peers, 1, &transaction, salted).await, "another salt");
         invalid(put(&peers, 1, &transaction, Vec::new()).await, "no value");
         let mut twice = good.clone();
@@ -198,7 +234,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
             "not a transaction",
         );
         // Oversized: a transaction committing to a value past 4 KiB.
-        let mut large = PrivateData::new();
+        let mut large = peers.private_data();
         large.add(vec![1; (4 << 10) + 1]);
         let (_, mut large_envelope) = peers.transaction_committing(
             "register_patient",
@@ -215,6 +251,28 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        // Nor, having learned the values and their seeds (from a Byzantine peer that held
+        // them), have the patient's commitment acknowledged for a transaction of her own,
+        // to claim it first and have the patient's grant refused: every peer derives her
+        // salts from her key, and they match no commitment.
+        let mallorys: [u8; 32] = random();
+        let registered = mallory
+            .submit("register_patient", register_args(&mallorys))
+            .await
+            .unwrap();
+        assert!(registered.is_valid(), "{registered:?}");
+        let (_, mut preclaim) = mallory.transaction_committing(
+            "grant",
+            read_grant_args(&mallorys, "dr.m", &second),
+            commitments.clone(),
+        );
+        let preclaim_tx = signed_of(&mut preclaim).transaction.clone();
+        for i in 0..4 {
+            invalid(
+                put(&mallory, i, &preclaim_tx, good.clone()).await,
+                "another creator's values for one's own transaction",
+            );
+        }
         // An expired transaction.
         let mut expired = v1::Transaction::decode(transaction.as_slice()).unwrap();
         expired.expires_at_ms = 1;
@@ -299,6 +357,11 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         // With the two, it commits.
         let accepted = peers.submit_envelope(with(vec![ack0, ack1])).await.unwrap();
         assert!(accepted.is_valid(), "{accepted:?}");
+        // Once it is in a block, its values are not taken again (they would only wait).
+        let status = put(&peers, 3, &transaction, good.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
 
         // Wait until every peer has every block, then read them.
         let height = accepted.block;
@@ -414,12 +477,13 @@ fn acknowledged_values_survive_a_restart_before_the_block() {
     }
 }
 
-/// A grantee's keys are read at query time (docs/adr/0017 §5): a peer that did not
-/// acknowledge the envelope answers UNAVAILABLE, and the client takes it from a peer that
-/// holds it, checked against the commitment the committed access names; the access's
-/// result, in the block, holds no key.
+/// A grantee's keys are read at query time (docs/adr/0017 §5): each peer answers the values
+/// it holds, and the client gathers them, each checked against the commitment the committed
+/// access names, even when no one peer holds them all (the envelope and the file key went
+/// to disjoint peers, as a put widened past failed peers leaves them); the access's result,
+/// in the block, holds no key.
 #[test]
-fn a_grantee_reads_the_envelope_from_a_peer_that_holds_it() {
+fn a_grantee_gathers_keys_that_different_peers_hold() {
     let net = TestNetwork::start(4);
     net.member("patient", "patient");
     net.member("dr-a", "clinician");
@@ -442,35 +506,27 @@ fn a_grantee_reads_the_envelope_from_a_peer_that_holds_it() {
         let (commitment, grant) =
             grant_acknowledged_by(&patient, &[0, 1], &pseudonym, "dr-a", &envelope).await;
         assert!(patient.submit_envelope(grant).await.unwrap().is_valid());
-        // The item's wrapped file key goes beside the transaction too, to every peer.
-        let mut item = item_args(&pseudonym, "item-0");
-        let item_key = patient.item_key_private(&mut item);
-        assert!(
-            item.wrapped_dek.is_empty(),
-            "a format-4 network keeps private data"
-        );
+        // The item's wrapped file key goes beside the transaction too, to peers 2 and 3
+        // alone: no peer holds both values.
+        let item = item_args(&pseudonym, "item-0");
+        let (_, add_item) =
+            acknowledged_by(&patient, &[2, 3], "add_item", &item.wrapped_dek, |c| {
+                v1::AddItemArgs {
+                    wrapped_dek: Vec::new(),
+                    wrapped_dek_commitment: c.to_vec(),
+                    ..item.clone()
+                }
+                .encode_to_vec()
+            })
+            .await;
         patient
-            .submit_maybe_private("add_item", item.encode_to_vec(), &item_key)
+            .submit_envelope(add_item)
             .await
             .unwrap()
             .into_valid()
             .unwrap();
 
-        let access = doctor
-            .submit(
-                "record_access",
-                v1::RecordAccessArgs {
-                    pseudonym: pseudonym.to_vec(),
-                    item_id: "item-0".into(),
-                }
-                .encode_to_vec(),
-            )
-            .await
-            .unwrap()
-            .into_valid()
-            .unwrap();
-        let height = access.block;
-        let access = v1::RecordAccessResult::decode(access.result.as_slice()).unwrap();
+        let (height, access) = recorded_access(&doctor, &pseudonym, "item-0").await;
         assert!(access.key_envelope.is_empty(), "no key in a block's result");
         assert_eq!(access.key_envelope_commitment, commitment);
 
@@ -478,9 +534,9 @@ fn a_grantee_reads_the_envelope_from_a_peer_that_holds_it() {
             pseudonym: pseudonym.to_vec(),
             item_id: "item-0".into(),
         };
-        // A peer that never held the envelope says so, for the client to ask another.
-        for i in [2, 3] {
-            let status = doctor
+        // Each peer answers the values it holds, and nothing in place of the others.
+        for i in 0..4 {
+            let answer = doctor
                 .peer(i)
                 .query(v1::QueryRequest {
                     function: "access_keys".into(),
@@ -488,12 +544,18 @@ fn a_grantee_reads_the_envelope_from_a_peer_that_holds_it() {
                     min_height: height,
                 })
                 .await
-                .expect_err("peers 2 and 3 do not hold the envelope");
+                .unwrap_or_else(|e| panic!("peer{i}: {e:?}"))
+                .into_inner();
+            let keys = v1::AccessKeysResult::decode(answer.result.as_slice()).unwrap();
+            let holds_envelope = i < 2;
+            assert_eq!(keys.key_envelope.is_empty(), !holds_envelope, "peer{i}");
             assert_eq!(
-                status.code(),
-                tonic::Code::Unavailable,
-                "peer{i}: {status:?}"
+                keys.key_envelope_salt.is_empty(),
+                !holds_envelope,
+                "peer{i}"
             );
+            assert_eq!(keys.wrapped_dek.is_empty(), holds_envelope, "peer{i}");
+            assert_eq!(keys.wrapped_dek_salt.is_empty(), holds_envelope, "peer{i}");
         }
         let keys = doctor
             .access_keys(&pseudonym, "item-0", &access)
@@ -502,9 +564,12 @@ fn a_grantee_reads_the_envelope_from_a_peer_that_holds_it() {
         assert_eq!(keys.key_envelope, envelope);
         assert_eq!(keys.wrapped_dek, [6; 80], "the item's wrapped file key");
         assert!(access.item.as_ref().unwrap().wrapped_dek.is_empty());
-        // The owner reads the wrapped file key alone.
-        let own: v1::AccessKeysResult =
-            patient.query_as("access_keys", args.clone()).await.unwrap();
+        // The owner reads the wrapped file key alone, from the peers that hold it.
+        let (_, own_access) = recorded_access(&patient, &pseudonym, "item-0").await;
+        let own = patient
+            .access_keys(&pseudonym, "item-0", &own_access)
+            .await
+            .unwrap();
         assert_eq!(own.wrapped_dek, [6; 80]);
         assert!(own.key_envelope.is_empty());
         // Another clinician is refused by every peer, the one that holds it included.
@@ -528,4 +593,90 @@ fn a_grantee_reads_the_envelope_from_a_peer_that_holds_it() {
                 .is_err()
         );
     });
+}
+
+/// A Byzantine peer that acknowledges private values without keeping them (lie `withhold`)
+/// and holds every query open without answering (lie `stall`), the first peer the record's
+/// values are placed on: its acknowledgment counts toward the f+1, so one correct peer
+/// holds each value, and the grantee still reads every key, gathered past the liar once
+/// its query times out.
+#[test]
+fn a_peer_that_acknowledges_without_keeping_is_passed_over() {
+    let mut net = TestNetwork::start(4);
+    net.member("patient", "patient");
+    net.member("dr-a", "clinician");
+    let rt = runtime();
+    let pseudonym: [u8; 32] = random();
+    let liar = rt.block_on(async {
+        let names = connect(&net, "patient").await.names();
+        names[medledger_sdk::private_data::placement_start(&pseudonym, names.len())].clone()
+    });
+    let index: usize = liar.strip_prefix("peer").unwrap().parse().unwrap();
+    net.peers[index].kill();
+    net.peers[index].env = vec![(
+        medledger_peer::lies::FAULT_LIE.to_string(),
+        format!("{liar}:withhold+stall"),
+    )];
+    net.peers[index].restart();
+    let (envelope_commitment, file_key_commitment) = rt.block_on(async {
+        let patient = connect(&net, "patient").await;
+        let doctor = connect(&net, "dr-a").await;
+        let registered = patient
+            .submit("register_patient", register_args(&pseudonym))
+            .await
+            .unwrap();
+        assert!(registered.is_valid(), "{registered:?}");
+        let envelope: [u8; 80] = random();
+        let mut private = patient.private_data();
+        private.place_by(&pseudonym);
+        let commitment = private.add(envelope.to_vec());
+        let granted = patient
+            .submit_private(
+                "grant",
+                read_grant_args(&pseudonym, "dr-a", &commitment),
+                &private,
+            )
+            .await
+            .unwrap();
+        assert!(granted.is_valid(), "{granted:?}");
+        let mut item = item_args(&pseudonym, "item-0");
+        let item_key = patient.item_key_private(&mut item);
+        patient
+            .submit_maybe_private("add_item", item.encode_to_vec(), &item_key)
+            .await
+            .unwrap()
+            .into_valid()
+            .unwrap();
+        let (_, access) = recorded_access(&doctor, &pseudonym, "item-0").await;
+        let keys = doctor
+            .access_keys(&pseudonym, "item-0", &access)
+            .await
+            .unwrap();
+        assert_eq!(keys.key_envelope, envelope);
+        assert_eq!(keys.wrapped_dek, [6; 80]);
+        (commitment, item_key.commitments()[0].clone())
+    });
+    let log = std::fs::read_to_string(&net.peers[index].log).unwrap();
+    for lie in [
+        "private values acknowledged and not kept",
+        "a query held unanswered",
+    ] {
+        assert!(
+            log.contains(&format!("lie told: {lie}")),
+            "{liar} was asked first and told: {lie}"
+        );
+    }
+    // The liar acknowledged both values and holds neither.
+    net.peers[index].kill();
+    let ledger =
+        medledger_peer::ledger::Ledger::open_read_only(&net.peers[index].data_dir.join("ledger"))
+            .unwrap();
+    assert!(
+        ledger
+            .private_value(&envelope_commitment)
+            .unwrap()
+            .is_none()
+    );
+    let file_key: [u8; 32] = file_key_commitment.as_slice().try_into().unwrap();
+    assert!(ledger.private_value(&file_key).unwrap().is_none());
 }
