@@ -16,6 +16,7 @@
 //! valid vote of a peer of the configuration in force on that block's header (votes are metadata: a block may
 //! carry none, but never a wrong one).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use medledger_proto::v1;
@@ -76,7 +77,8 @@ pub struct Erasure {
     /// Once the purge says it completed: how many of the record's state entries still hold
     /// key material (an item not tombstoned or with its file key or commitment, a
     /// permission with its envelope or commitment, a category key, a key chain link, its
-    /// private data), found by scanning them rather than trusting the purge's cursor. 0
+    /// private data, a copy of it in a study not tombstoned or with its wrapped file key),
+    /// found by scanning them rather than trusting the purge's cursor. 0
     /// for a purge done as it should be; also 0 while it is under way (not looked at).
     pub key_material_left: usize,
     /// The first [`LISTED_LEFT`] of those entries' state keys.
@@ -345,13 +347,64 @@ impl Auditor {
             }
             Ok(())
         })?;
+        let copies = if out.iter().any(|e| e.purged_at.is_some()) {
+            unpurged_study_copies(view)?
+        } else {
+            BTreeMap::new()
+        };
         for erasure in out.iter_mut().filter(|e| e.purged_at.is_some()) {
-            let (left, keys) = key_material_left(view, &erasure.pseudonym)?;
+            let (mut left, mut keys) = key_material_left(view, &erasure.pseudonym)?;
+            for copy in copies.get(&erasure.pseudonym).into_iter().flatten() {
+                left = left.saturating_add(1);
+                if keys.len() < LISTED_LEFT {
+                    keys.push(copy.clone());
+                }
+            }
             erasure.key_material_left = left;
             erasure.key_material_keys = keys;
         }
         Ok(out)
     }
+}
+
+/// Study copies not purged (not tombstoned, or still holding a wrapped file key), by the
+/// record they came from (pseudonym, lowercase hex): the copy's own source
+/// (`study-item-source/…`), else, for copies made before copies had one, the study
+/// pseudonym's (`study-source/…`). One scan for every erasure.
+///
+/// # Errors
+/// The state cannot be read, or holds a copy that does not decode.
+fn unpurged_study_copies(view: &MemoryState) -> Result<BTreeMap<String, Vec<String>>, StateError> {
+    use medledger_chaincode::keys;
+    let mut by_source: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    each_under(view, "study-item/", |key, value| {
+        let copy = v1::StudyItem::decode(value.as_slice())
+            .map_err(|e| StateError(format!("{key}: {e}")))?;
+        if copy.tombstoned && copy.wrapped_dek.is_empty() {
+            return Ok(());
+        }
+        let mut parts = key
+            .strip_prefix("study-item/")
+            .unwrap_or_default()
+            .splitn(3, '/');
+        let (Some(study), Some(study_pseudonym), Some(item)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Ok(());
+        };
+        let source = match view.get(&keys::study_item_source(study, study_pseudonym, item))? {
+            Some(source) => Some(source),
+            None => view.get(&keys::study_source(study, study_pseudonym))?,
+        };
+        if let Some(source) = source {
+            by_source
+                .entry(String::from_utf8_lossy(&source).into_owned())
+                .or_default()
+                .push(key);
+        }
+        Ok(())
+    })?;
+    Ok(by_source)
 }
 
 /// The state entries of record `hex` (pseudonym, lowercase hex) that still hold key
@@ -542,6 +595,52 @@ mod tests {
         );
         let (none, _) = key_material_left(&state, "cc").unwrap();
         assert_eq!(none, 0);
+        // Study copies: by their own source, else (older copies) by the study pseudonym's.
+        let copy = |tombstoned: bool, wrapped: &[u8]| {
+            v1::StudyItem {
+                tombstoned,
+                wrapped_dek: wrapped.to_vec(),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        let copies = state_of(vec![
+            (keys::study_item("s1", "sp", "kept"), copy(false, b"k")),
+            (
+                keys::study_item_source("s1", "sp", "kept"),
+                p.as_bytes().to_vec(),
+            ),
+            (keys::study_item("s1", "sp", "keyed"), copy(true, b"k")),
+            (
+                keys::study_item_source("s1", "sp", "keyed"),
+                p.as_bytes().to_vec(),
+            ),
+            (keys::study_item("s1", "sp", "done"), copy(true, b"")),
+            (
+                keys::study_item_source("s1", "sp", "done"),
+                p.as_bytes().to_vec(),
+            ),
+            (keys::study_item("s1", "sp", "theirs"), copy(false, b"k")),
+            (
+                keys::study_item_source("s1", "sp", "theirs"),
+                other.as_bytes().to_vec(),
+            ),
+            (keys::study_item("s2", "old", "legacy"), copy(false, b"k")),
+            (keys::study_source("s2", "old"), p.as_bytes().to_vec()),
+        ]);
+        let by_source = unpurged_study_copies(&copies).unwrap();
+        assert_eq!(
+            by_source[p],
+            vec![
+                keys::study_item("s1", "sp", "kept"),
+                keys::study_item("s1", "sp", "keyed"),
+                keys::study_item("s2", "old", "legacy"),
+            ]
+        );
+        assert_eq!(
+            by_source[other],
+            vec![keys::study_item("s1", "sp", "theirs")]
+        );
         // An entry that does not decode is an error, not a pass.
         let broken = state_of(vec![(keys::item(p, "x"), vec![0xff; 3])]);
         assert!(key_material_left(&broken, p).is_err());
