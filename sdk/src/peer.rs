@@ -1234,7 +1234,7 @@ impl PeerSet {
     }
 
     /// [`PeerSet::query_until`], asking first the peer that private values placed by
-    /// `placement` (a record's pseudonym: [`crate::private_data::PrivateData::place_by`])
+    /// `placement` (a record's pseudonym, as private data is placed by it: [`placement_start`])
     /// went to first, then the next ones in turn.
     pub async fn query_until_from(
         &self,
@@ -1264,7 +1264,7 @@ impl PeerSet {
         let min_height = self.query_floor().await;
         let links = self.links();
         let count = links.clients.len();
-        let start = placement.map_or(0, |key| crate::private_data::placement_start(key, count));
+        let start = placement.map_or(0, |key| placement_start(key, count));
         for i in (0..count).map(|k| (start + k) % count) {
             let mut client = links.clients[i].clone();
             let mut request = tonic::Request::new(v1::QueryRequest {
@@ -1575,6 +1575,16 @@ fn most_common(errors: &[(usize, tonic::Status)]) -> Option<(usize, tonic::Statu
         .values()
         .max_by_key(|(count, _)| *count)
         .map(|(count, idx)| (*count, errors[*idx].1.clone()))
+}
+
+/// The index of the peer (of `peers`) a record's private values are placed on first, and
+/// its keys asked of first: from SHA-256 of `key` (the record's pseudonym), so that puts and
+/// reads of one record meet (docs/adr/0017).
+pub fn placement_start(key: &[u8], peers: usize) -> usize {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(key);
+    let draw = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    draw as usize % peers.max(1)
 }
 
 /// A block header's hash, as the peers compute it (for block 0: the network's identity).

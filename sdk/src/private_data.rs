@@ -132,7 +132,7 @@ impl PeerSet {
         let mut peers = self.ledger_clients();
         if !peers.is_empty() {
             let start = match &private.placement {
-                Some(key) => placement_start(key, peers.len()),
+                Some(key) => crate::peer::placement_start(key, peers.len()),
                 None => rand_core::OsRng.next_u32() as usize % peers.len(),
             };
             peers.rotate_left(start);
@@ -434,14 +434,6 @@ impl PeerSet {
         let gathered = gathered.into_inner().unwrap_or_else(|p| p.into_inner());
         gathered.ok_or_else(|| ClientError::Protocol("access_keys: no answer".into()))
     }
-}
-
-/// The index of the peer (of `peers`) a record's private values are placed on first: from
-/// SHA-256 of `key` (the record's pseudonym), so that puts and reads of one record meet.
-pub fn placement_start(key: &[u8], peers: usize) -> usize {
-    let digest = sha2::Sha256::digest(key);
-    let draw = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    draw as usize % peers.max(1)
 }
 
 /// Takes into `gathered` the values of one peer's `access_keys` answer `keys` that match the

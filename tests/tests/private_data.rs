@@ -609,7 +609,7 @@ fn a_peer_that_acknowledges_without_keeping_is_passed_over() {
     let pseudonym: [u8; 32] = random();
     let liar = rt.block_on(async {
         let names = connect(&net, "patient").await.names();
-        names[medledger_sdk::private_data::placement_start(&pseudonym, names.len())].clone()
+        names[medledger_sdk::peer::placement_start(&pseudonym, names.len())].clone()
     });
     let index: usize = liar.strip_prefix("peer").unwrap().parse().unwrap();
     net.peers[index].kill();
