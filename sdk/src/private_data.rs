@@ -94,6 +94,14 @@ impl PeerSet {
         PrivateData::new(self.signing_key())
     }
 
+    /// [`PeerSet::private_data`] for values of record `pseudonym`, placed by it
+    /// ([`PrivateData::place_by`]): every value of one record lands on the same peers.
+    pub fn private_data_of(&self, pseudonym: &[u8]) -> PrivateData {
+        let mut private = self.private_data();
+        private.place_by(pseudonym);
+        private
+    }
+
     /// Sends `private`'s values for `transaction` (encoded `v1::Transaction`, committing to
     /// them) to every peer in force, and returns the acknowledgments that verify (in
     /// ascending replica order): each of a distinct replica of the configuration this client
@@ -344,8 +352,7 @@ impl PeerSet {
     /// Moves `grant`'s key envelope into private data ([`PeerSet::keep_private`]); returns
     /// the private data to send with it.
     pub fn grant_envelope_private(&self, grant: &mut v1::GrantArgs) -> PrivateData {
-        let mut private = self.private_data();
-        private.place_by(&grant.pseudonym);
+        let mut private = self.private_data_of(&grant.pseudonym);
         self.keep_private(
             &mut grant.key_envelope,
             &mut grant.key_envelope_commitment,
@@ -357,8 +364,7 @@ impl PeerSet {
     /// Moves `item`'s wrapped file key into private data ([`PeerSet::keep_private`]);
     /// returns the private data to send with it.
     pub fn item_key_private(&self, item: &mut v1::AddItemArgs) -> PrivateData {
-        let mut private = self.private_data();
-        private.place_by(&item.pseudonym);
+        let mut private = self.private_data_of(&item.pseudonym);
         self.keep_private(
             &mut item.wrapped_dek,
             &mut item.wrapped_dek_commitment,

@@ -110,8 +110,7 @@ pub async fn rotate_category(
     let mut previous_key_envelope = keys.envelope_at(&new_public, category, current)?;
     // A ledger that keeps private data takes every envelope as a commitment, the envelopes
     // going beside the transaction (docs/adr/0017).
-    let mut private = peers.private_data();
-    private.place_by(&keys.pseudonym);
+    let mut private = peers.private_data_of(&keys.pseudonym);
     let mut previous_key_envelope_commitment = Vec::new();
     if peers.keeps_private_data() {
         if envelopes.len() >= medledger_crypto::MAX_PRIVATE_COMMITMENTS {

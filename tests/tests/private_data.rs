@@ -627,8 +627,7 @@ fn a_peer_that_acknowledges_without_keeping_is_passed_over() {
             .unwrap();
         assert!(registered.is_valid(), "{registered:?}");
         let envelope: [u8; 80] = random();
-        let mut private = patient.private_data();
-        private.place_by(&pseudonym);
+        let mut private = patient.private_data_of(&pseudonym);
         let commitment = private.add(envelope.to_vec());
         let granted = patient
             .submit_private(
