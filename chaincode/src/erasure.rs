@@ -324,6 +324,8 @@ fn tombstone_copy(
     }
     copy.tombstoned = true;
     copy.wrapped_dek.clear();
+    crate::private::purge(stub, &copy.wrapped_dek_commitment)?;
+    copy.wrapped_dek_commitment.clear();
     put(stub, key, &copy)?;
     Ok(Some(copy.path))
 }

@@ -65,9 +65,10 @@ pub const TRANSACTIONS: [&str; 16] = [
 pub const GATEWAY_TRANSACTIONS: [&str; 2] = ["confirm_object_deletions", "purge_erased"];
 
 /// Read-only functions (answered from one peer's state).
-pub const QUERIES: [&str; 13] = [
+pub const QUERIES: [&str; 14] = [
     "get_record",
     "access_keys",
+    "study_access_keys",
     "list_permissions",
     "list_items",
     "audit_trail",
@@ -140,18 +141,21 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
 /// runs it before ordering a submission, so that words a client should have sealed, and key
 /// material a client should have sent as private data, are refused before they are written
 /// anywhere. The chaincode refuses the same at execution, for a primary that orders them
-/// anyway. Today: an emergency access's reason in clear text (docs/adr/0013), and on a
-/// ledger that keeps private data (`keeps_private_data`: format 5, docs/adr/0017) a grant's
-/// or a rotation's key envelopes, or an item's wrapped file key, in clear.
+/// anyway. Today: an emergency access's reason in clear text (docs/adr/0013), and the key
+/// material `private_keys` (the ledger's format, docs/adr/0017) takes only as commitments:
+/// from format 5 a grant's or a rotation's key envelopes and an item's wrapped file key,
+/// from format 6 a study copy's wrapped file key.
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` naming the field, or arguments that do not decode.
 pub fn check_before_ordering(
     function: &str,
     args: &[u8],
-    keeps_private_data: bool,
+    private_keys: private::PrivateKeys,
 ) -> Result<(), ChaincodeError> {
     use medledger_proto::v1;
+    use private::PrivateKeys;
+    let keeps_private_data = private_keys >= PrivateKeys::RecordKeys;
     let in_clear = |field: &'static str| {
         ChaincodeError::invalid(
             field,
@@ -172,6 +176,12 @@ pub fn check_before_ordering(
         }
         "add_item" if keeps_private_data => {
             let args: v1::AddItemArgs = decode(args)?;
+            if !args.wrapped_dek.is_empty() {
+                return Err(in_clear("wrapped_dek"));
+            }
+        }
+        "share_for_study" if private_keys >= PrivateKeys::StudyKeys => {
+            let args: v1::ShareForStudyArgs = decode(args)?;
             if !args.wrapped_dek.is_empty() {
                 return Err(in_clear("wrapped_dek"));
             }
@@ -197,6 +207,7 @@ pub fn query(stub: &dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, Ch
     match function {
         "get_record" => decode(args).and_then(|a| q::get_record(stub, a)),
         "access_keys" => decode(args).and_then(|a| t::access_keys(stub, a)),
+        "study_access_keys" => decode(args).and_then(|a| t::study_access_keys(stub, a)),
         "list_permissions" => decode(args).and_then(|a| q::list_permissions(stub, a)),
         "list_items" => decode(args).and_then(|a| q::list_items(stub, a)),
         "audit_trail" => decode(args).and_then(|a| q::audit_trail(stub, a)),

@@ -10,6 +10,8 @@ use crate::error::ChaincodeError;
 use crate::limits::HASH_LEN;
 use crate::stub::{Stub, StubError};
 
+pub use crate::stub::PrivateKeys;
+
 /// Key material the chaincode stores, as the ledger's format has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyMaterial {
@@ -53,7 +55,30 @@ pub fn take(
     commitment: &[u8],
     max_len: usize,
 ) -> Result<KeyMaterial, ChaincodeError> {
-    if !stub.keeps_private_data() {
+    take_since(
+        stub,
+        PrivateKeys::RecordKeys,
+        field,
+        clear,
+        commitment,
+        max_len,
+    )
+}
+
+/// [`take`] for a field that is private from the rules `since` on (below them, kept in
+/// clear as before).
+///
+/// # Errors
+/// As [`take`].
+pub fn take_since(
+    stub: &mut dyn Stub,
+    since: PrivateKeys,
+    field: &'static str,
+    clear: Vec<u8>,
+    commitment: &[u8],
+    max_len: usize,
+) -> Result<KeyMaterial, ChaincodeError> {
+    if stub.private_keys() < since {
         crate::limits::max_len(field, &clear, max_len)?;
         return Ok(if clear.is_empty() {
             KeyMaterial::Absent

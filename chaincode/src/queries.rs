@@ -280,6 +280,7 @@ pub fn study_items(stub: &dyn Stub, args: StudyArgs) -> Result<Vec<u8>, Chaincod
         if record.is_none_or(|r| r.erased) {
             item.tombstoned = true;
             item.wrapped_dek.clear();
+            item.wrapped_dek_commitment.clear();
         }
     }
     Ok(StudyItemList { items }.encode_to_vec())

@@ -240,10 +240,14 @@ pub trait Stub {
     /// Forgets every write, event, claim and purge of this transaction so far.
     fn rollback(&mut self);
 
-    /// Whether this ledger keeps private data (ledger format 5, docs/adr/0017): key
-    /// material then comes as commitments to private values, never in clear. An input of
-    /// consensus (the genesis fixes it).
-    fn keeps_private_data(&self) -> bool;
+    /// Which key material this ledger takes only as commitments to private values
+    /// (docs/adr/0017), by its format. An input of consensus (the genesis fixes it).
+    fn private_keys(&self) -> PrivateKeys;
+    /// Whether this ledger keeps private data (ledger format 5 on): key material then comes
+    /// as commitments to private values, never in clear.
+    fn keeps_private_data(&self) -> bool {
+        self.private_keys() >= PrivateKeys::RecordKeys
+    }
     /// Claims `commitment` (32 bytes) for a field of this transaction's arguments: true
     /// when the transaction carries it (`Transaction.private_commitments`, acknowledged by
     /// f+1 peers) and no field claimed it before. A transaction that leaves a commitment
@@ -262,6 +266,22 @@ pub trait Stub {
     /// transaction commits (an erasure's purge, docs/adr/0015); charged as a write. The
     /// commitment stays wherever a block holds it.
     fn purge_private(&mut self, commitment: &[u8; 32]) -> Result<(), StubError>;
+}
+
+/// Which key material a ledger takes only as commitments to private values, by its format
+/// (docs/adr/0017): an input of consensus, fixed in the genesis. Each step is a ledger
+/// format of its own, so that a chain re-executes with the rules of the builds that
+/// wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum PrivateKeys {
+    /// Below format 5: key material is kept in clear, commitment fields are ignored.
+    #[default]
+    None,
+    /// Format 5: grant and rotation envelopes, the key chain's links, items' wrapped file
+    /// keys.
+    RecordKeys,
+    /// Format 6: and study copies' wrapped file keys (wrapped to a study's key).
+    StudyKeys,
 }
 
 /// An event a committed transaction emitted.
@@ -286,6 +306,8 @@ pub struct MemoryLedger {
     /// Format 5: the private values committed transactions left, by commitment: (salt,
     /// value).
     private: Option<SaltedValues>,
+    /// Which key material the ledger keeps as private data (with `private`).
+    private_keys: PrivateKeys,
 }
 
 impl MemoryLedger {
@@ -341,9 +363,21 @@ impl MemoryLedger {
         stub
     }
 
-    /// Makes this a ledger that keeps private data (format 5).
+    /// Makes this a ledger that keeps private data, with the newest rules
+    /// ([`PrivateKeys::StudyKeys`], format 6).
     pub fn keep_private_data(&mut self) {
-        self.private.get_or_insert_with(BTreeMap::new);
+        self.keep_private_data_as(PrivateKeys::StudyKeys);
+    }
+
+    /// Makes this a ledger that keeps `keys` as private data (`None`: none, as below
+    /// format 5).
+    pub fn keep_private_data_as(&mut self, keys: PrivateKeys) {
+        self.private_keys = keys;
+        if keys == PrivateKeys::None {
+            self.private = None;
+        } else {
+            self.private.get_or_insert_with(BTreeMap::new);
+        }
     }
 
     /// Forgets the private value behind `commitment`, as a peer that never held it.
@@ -592,8 +626,8 @@ impl Stub for MemoryStub<'_> {
         self.budget.forget_writes();
     }
 
-    fn keeps_private_data(&self) -> bool {
-        self.ledger.private.is_some()
+    fn private_keys(&self) -> PrivateKeys {
+        self.ledger.private_keys
     }
 
     fn claim_private(&mut self, commitment: &[u8]) -> bool {

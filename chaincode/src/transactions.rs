@@ -671,7 +671,16 @@ pub fn share_for_study(
     if stub.get(&keys::study(&args.study_id))?.is_none() {
         return Err(ChaincodeError::not_found("study", &args.study_id));
     }
-    limits::stored_object(&args.sha256, args.size, &args.wrapped_dek, "study")?;
+    // Checked here, as before study keys were private (format 6), so that older chains
+    // re-execute alike: the key itself below format 6, its commitment from 6 on.
+    let declared_key = if args.wrapped_dek.is_empty()
+        && stub.private_keys() >= crate::private::PrivateKeys::StudyKeys
+    {
+        &args.wrapped_dek_commitment
+    } else {
+        &args.wrapped_dek
+    };
+    limits::stored_object(&args.sha256, args.size, declared_key, "study")?;
     limits::deidentification(
         args.anonymized,
         &args.deid_profile,
@@ -736,6 +745,17 @@ pub fn share_for_study(
             id: args.item_id,
         });
     }
+    // The copy's file key, wrapped to the study's key: in clear below format 6, as its
+    // commitment from 6 on (the key beside the transaction, docs/adr/0017).
+    let (wrapped_dek, wrapped_dek_commitment) = crate::private::take_since(
+        stub,
+        crate::private::PrivateKeys::StudyKeys,
+        "wrapped_dek",
+        args.wrapped_dek,
+        &args.wrapped_dek_commitment,
+        MAX_ENVELOPE_LEN,
+    )?
+    .into_fields();
     let item = StudyItem {
         study_id: args.study_id.clone(),
         study_pseudonym: permission.study_pseudonym.clone(),
@@ -744,7 +764,7 @@ pub fn share_for_study(
         path: args.path,
         sha256: args.sha256,
         size: args.size,
-        wrapped_dek: args.wrapped_dek,
+        wrapped_dek,
         shared_by: stub.creator().name.clone(),
         shared_at: stub.time(),
         anonymized: args.anonymized,
@@ -752,6 +772,7 @@ pub fn share_for_study(
         deid_profile: args.deid_profile,
         deid_profile_version: args.deid_profile_version,
         deid_year: args.deid_year,
+        wrapped_dek_commitment,
     };
     put(stub, &key, &item)?;
     stub.put(
@@ -792,6 +813,39 @@ pub fn record_study_access(
     patient.audit(stub, entry)?;
     patient.save(stub)?;
     Ok(RecordStudyAccessResult { item: Some(item) }.encode_to_vec())
+}
+
+/// Query: the file key of study copy `item_id` under `study_pseudonym` in `study_id`,
+/// wrapped to the study's key, for the study's researcher (docs/adr/0017): in
+/// `AccessKeysResult.wrapped_dek`, with its salt in `wrapped_dek_salt` on a ledger that
+/// keeps study keys as private data (format 6), checked by the client against the
+/// commitment of its committed `record_study_access`. Both empty when this peer does not
+/// hold the value: the client gathers it from another peer.
+///
+/// # Errors
+/// As `record_study_access`: `NotFound` (study, copy), `PatientErased` (the copy or its
+/// record erased), `Denied` (`NotStudyOwner`) for anyone but the study's researcher.
+pub fn study_access_keys(
+    stub: &dyn Stub,
+    args: RecordStudyAccessArgs,
+) -> Result<Vec<u8>, ChaincodeError> {
+    let StudyCopy { item, .. } = study_copy(
+        stub,
+        &args.study_id,
+        &args.study_pseudonym,
+        &args.item_id,
+        AuditAction::StudyAccess,
+    )?;
+    // Read once the caller is known to be allowed: no one else learns whether this peer
+    // holds the value.
+    let (wrapped_dek, wrapped_dek_salt) =
+        crate::private::read(stub, &item.wrapped_dek, &item.wrapped_dek_commitment)?;
+    Ok(AccessKeysResult {
+        wrapped_dek,
+        wrapped_dek_salt,
+        ..AccessKeysResult::default()
+    }
+    .encode_to_vec())
 }
 
 /// A study's researcher reports a copy its client refused (a copy recorded as
@@ -866,7 +920,7 @@ pub(crate) fn copy_source(
 /// Looks up study copy `item_id` of `study_pseudonym` in `study_id` for the study's
 /// researcher; anyone else is denied, audited as `action` on the patient's trail.
 fn study_copy(
-    stub: &mut dyn Stub,
+    stub: &dyn Stub,
     study_id: &str,
     study_pseudonym: &[u8],
     item_id: &str,

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use medledger_chaincode::private::PrivateKeys;
 use medledger_chaincode::{ChaincodeError, Denial, check_before_ordering};
 use medledger_proto::v1::{self, Right};
 use prost::Message;
@@ -202,8 +203,10 @@ fn key_material_in_clear_or_uncommitted_is_refused_on_a_private_ledger() {
     let mut w = private_world();
     // The envelope in clear: refused before ordering and at execution alike.
     let clear = grant_args(1, "dr.a", LAB, &[Right::Read], T0, T0 + DAY);
-    assert!(check_before_ordering("grant", &clear.encode_to_vec(), true).is_err());
-    assert!(check_before_ordering("grant", &clear.encode_to_vec(), false).is_ok());
+    assert!(
+        check_before_ordering("grant", &clear.encode_to_vec(), PrivateKeys::RecordKeys).is_err()
+    );
+    assert!(check_before_ordering("grant", &clear.encode_to_vec(), PrivateKeys::None).is_ok());
     assert_eq!(
         invalid_field(w.call(&patient(1), T0, "grant", &clear)),
         "key_envelope"
@@ -254,7 +257,14 @@ fn key_material_in_clear_or_uncommitted_is_refused_on_a_private_ledger() {
     assert_eq!(invalid_field(result), "private_commitments");
     // A file key in clear, refused before ordering and at execution.
     let clear_item = item_args(1, "item-9", LAB, 1);
-    assert!(check_before_ordering("add_item", &clear_item.encode_to_vec(), true).is_err());
+    assert!(
+        check_before_ordering(
+            "add_item",
+            &clear_item.encode_to_vec(),
+            PrivateKeys::RecordKeys
+        )
+        .is_err()
+    );
     assert_eq!(
         invalid_field(w.call(&patient(1), T0, "add_item", &clear_item)),
         "wrapped_dek"
@@ -574,4 +584,200 @@ fn the_owner_is_known_by_the_registered_key_too() {
     other_key.signing_key = [0x5f; 32];
     let answer: Result<v1::AccessKeysResult, _> = w.query(&other_key, T0 + 1, "access_keys", &args);
     assert!(matches!(denial(answer), Denial::WrongRole { .. }));
+}
+
+const STUDY_WRAPPED: [u8; 80] = [0x5d; 80];
+
+/// Patient 1 (on `w`) lets dr.a share LAB into study-1 (res-1's; res-2 registers study-2)
+/// and adds item-1: the envelope and the file key as private data when `private`.
+fn study_world(w: &mut World, private: bool) {
+    w.register_study("res-1", "study-1", T0);
+    w.register_study("res-2", "study-2", T0);
+    let share = grant_args(1, "dr.a", LAB, &[Right::Share], T0, T0 + DAY);
+    if !private {
+        w.call(&patient(1), T0, "grant", &share).unwrap();
+        w.add_item(&patient(1), 1, "item-1", LAB, T0).unwrap();
+        return;
+    }
+    w.call_private(&patient(1), T0, "grant", &[ENVELOPE.to_vec()], |c| {
+        v1::GrantArgs {
+            key_envelope: Vec::new(),
+            key_envelope_commitment: c[0].to_vec(),
+            ..share
+        }
+    })
+    .unwrap();
+    add_item_private(w, &patient(1), "item-1", &WRAPPED, T0);
+}
+
+/// `who` asks for study-1's copy s-1's file key.
+fn study_keys(w: &mut World, who: &str, t: i64) -> Result<v1::AccessKeysResult, ChaincodeError> {
+    w.query(&researcher(who), t, "study_access_keys", &study_copy_args())
+}
+
+fn study_copy_args() -> v1::RecordStudyAccessArgs {
+    v1::RecordStudyAccessArgs {
+        study_id: "study-1".into(),
+        study_pseudonym: study_pseudonym(1, "study-1"),
+        item_id: "s-1".into(),
+    }
+}
+
+#[test]
+fn a_study_copy_key_is_kept_apart_and_given_to_the_studys_researcher_alone() {
+    let mut w = private_world();
+    study_world(&mut w, true);
+    let dr = clinician("dr.a");
+
+    // In clear it is refused, before ordering and at execution.
+    let clear = share_args(1, "item-1", "study-1", "s-1", false);
+    assert_eq!(
+        invalid_field(w.call(&dr, T0 + 1, "share_for_study", &clear)),
+        "wrapped_dek"
+    );
+    for (rules, refused) in [
+        (PrivateKeys::StudyKeys, true),
+        (PrivateKeys::RecordKeys, false),
+        (PrivateKeys::None, false),
+    ] {
+        let checked = check_before_ordering("share_for_study", &clear.encode_to_vec(), rules);
+        assert_eq!(checked.is_err(), refused, "{rules:?}");
+    }
+
+    // As a commitment, the copy is recorded with it, and the key is nowhere in state,
+    // history or events.
+    w.call_private(
+        &dr,
+        T0 + 1,
+        "share_for_study",
+        &[STUDY_WRAPPED.to_vec()],
+        |c| v1::ShareForStudyArgs {
+            wrapped_dek: Vec::new(),
+            wrapped_dek_commitment: c[0].to_vec(),
+            ..share_args(1, "item-1", "study-1", "s-1", false)
+        },
+    )
+    .expect("the copy is shared");
+    assert!(!contains(&w.ledger.all_bytes(), &STUDY_WRAPPED));
+    let commitment = *w
+        .ledger
+        .private_values()
+        .iter()
+        .find(|(_, v)| v[..] == STUDY_WRAPPED)
+        .expect("the key is kept as private data")
+        .0;
+
+    // The committed access (its result is in the block) names the commitment, no key.
+    let access: v1::RecordStudyAccessResult = w
+        .call_decode(
+            &researcher("res-1"),
+            T0 + 2,
+            "record_study_access",
+            &study_copy_args(),
+        )
+        .unwrap();
+    let copy = access.item.unwrap();
+    assert!(copy.wrapped_dek.is_empty());
+    assert_eq!(copy.wrapped_dek_commitment, commitment);
+
+    // The researcher's query gives the key and the salt that checks it.
+    let keys = study_keys(&mut w, "res-1", T0 + 2).unwrap();
+    assert_eq!(keys.wrapped_dek, STUDY_WRAPPED);
+    let salt: [u8; 32] = keys.wrapped_dek_salt.as_slice().try_into().unwrap();
+    assert_eq!(
+        medledger_crypto::private_commitment(&salt, &keys.wrapped_dek),
+        commitment
+    );
+    // Nobody else gets it: another study's researcher, the sharing clinician, the patient.
+    for who in [researcher("res-2"), dr.clone(), patient(1)] {
+        let refused: Result<v1::AccessKeysResult, _> =
+            w.query(&who, T0 + 2, "study_access_keys", &study_copy_args());
+        assert!(
+            matches!(
+                refused,
+                Err(ChaincodeError::Denied {
+                    reason: Denial::NotStudyOwner(_),
+                    ..
+                })
+            ),
+            "{}: {refused:?}",
+            who.name
+        );
+    }
+    // A peer that does not hold it answers empty, no salt.
+    let mut lacking = World {
+        ledger: w.ledger.clone(),
+    };
+    lacking.ledger.forget_private_value(&commitment);
+    let keys = study_keys(&mut lacking, "res-1", T0 + 2).unwrap();
+    assert!(keys.wrapped_dek.is_empty() && keys.wrapped_dek_salt.is_empty());
+
+    // The record's erasure purges it and clears the copy's commitment.
+    let erased: v1::ErasureResult = w
+        .call_decode(
+            &patient(1),
+            T0 + 3,
+            "erase_patient",
+            &v1::PatientArgs {
+                pseudonym: pseudonym(1),
+            },
+        )
+        .unwrap();
+    assert!(erased.purge_complete);
+    assert!(
+        !w.ledger
+            .private_values()
+            .values()
+            .any(|v| v[..] == STUDY_WRAPPED)
+    );
+    let items: v1::StudyItemList = w
+        .query(
+            &researcher("res-1"),
+            T0 + 3,
+            "study_items",
+            &v1::StudyArgs {
+                study_id: "study-1".into(),
+            },
+        )
+        .unwrap();
+    assert!(
+        items.items.iter().all(|i| i.tombstoned
+            && i.wrapped_dek.is_empty()
+            && i.wrapped_dek_commitment.is_empty())
+    );
+    let after = study_keys(&mut w, "res-1", T0 + 3);
+    assert!(
+        matches!(after, Err(ChaincodeError::PatientErased)),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn below_format_6_a_study_copy_key_stays_in_clear() {
+    let mut w = World::new();
+    w.ledger.keep_private_data_as(PrivateKeys::RecordKeys);
+    w.register_patient(1, T0);
+    study_world(&mut w, true);
+    // Format 5 takes the key in clear, as the builds that wrote format-5 chains did, and
+    // ignores a commitment.
+    let args = v1::ShareForStudyArgs {
+        wrapped_dek_commitment: vec![7; 32],
+        ..share_args(1, "item-1", "study-1", "s-1", false)
+    };
+    w.call(&clinician("dr.a"), T0 + 1, "share_for_study", &args)
+        .unwrap();
+    let access: v1::RecordStudyAccessResult = w
+        .call_decode(
+            &researcher("res-1"),
+            T0 + 2,
+            "record_study_access",
+            &study_copy_args(),
+        )
+        .unwrap();
+    let copy = access.item.unwrap();
+    assert_eq!(copy.wrapped_dek, vec![4; 80]);
+    assert!(copy.wrapped_dek_commitment.is_empty());
+    let keys = study_keys(&mut w, "res-1", T0 + 2).unwrap();
+    assert_eq!(keys.wrapped_dek, vec![4; 80]);
+    assert!(keys.wrapped_dek_salt.is_empty());
 }

@@ -367,7 +367,8 @@ impl Auditor {
     }
 }
 
-/// Study copies not purged (not tombstoned, or still holding a wrapped file key), by the
+/// Study copies not purged (not tombstoned, or still holding a wrapped file key or its
+/// commitment), by the
 /// record they came from (pseudonym, lowercase hex): the copy's own source
 /// (`study-item-source/…`), else, for copies made before copies had one, the study
 /// pseudonym's (`study-source/…`). One scan for every erasure.
@@ -380,7 +381,8 @@ fn unpurged_study_copies(view: &MemoryState) -> Result<BTreeMap<String, Vec<Stri
     each_under(view, "study-item/", |key, value| {
         let copy = v1::StudyItem::decode(value.as_slice())
             .map_err(|e| StateError(format!("{key}: {e}")))?;
-        if copy.tombstoned && copy.wrapped_dek.is_empty() {
+        if copy.tombstoned && copy.wrapped_dek.is_empty() && copy.wrapped_dek_commitment.is_empty()
+        {
             return Ok(());
         }
         let mut parts = key

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use medledger_chaincode as chaincode;
+use medledger_chaincode::private::PrivateKeys;
 use medledger_pbft as pbft;
 use medledger_proto::v1;
 use v1::TxStatus;
@@ -268,7 +269,8 @@ pub fn execute_block<S: WorldState + ?Sized>(
                     facts.certificates.insert(hash, der.clone());
                     commit.certificates.push((hash, der));
                 }
-                let keeps_private_data = format >= crate::genesis::PRIVATE_KEYS_FORMAT;
+                let private_keys = crate::genesis::private_keys(format);
+                let keeps_private_data = private_keys >= PrivateKeys::RecordKeys;
                 let commitments = if keeps_private_data {
                     valid
                         .transaction
@@ -288,7 +290,7 @@ pub fn execute_block<S: WorldState + ?Sized>(
                     time_s,
                     &auditor_keys,
                 )
-                .with_private_data(keeps_private_data, commitments);
+                .with_private_data(private_keys, commitments);
                 let outcome = invoke_isolated(&mut stub, &valid.transaction);
                 // A failed read stops execution whatever the chaincode made of it (returned
                 // it, dropped it, or panicked): it is this host's fault, not an outcome.

@@ -63,8 +63,10 @@ pub struct GenesisPeerSpec {
 /// transaction may commit to private values acknowledged by f + 1 peers
 /// ([`PRIVATE_DATA_FORMAT`]). Format 5: the encodings of format 4, and key material (grant
 /// and rotation envelopes, the key chain's links, items' wrapped file keys) is taken only as
-/// commitments to private values ([`PRIVATE_KEYS_FORMAT`]).
-pub const LEDGER_FORMAT: u32 = 5;
+/// commitments to private values ([`PRIVATE_KEYS_FORMAT`]). Format 6: the encodings of
+/// format 5, and study copies' wrapped file keys are private too
+/// ([`PRIVATE_STUDY_KEYS_FORMAT`]).
+pub const LEDGER_FORMAT: u32 = 6;
 /// The oldest ledger format this code reads (and re-executes in `ledger verify`).
 pub const OLDEST_LEDGER_FORMAT: u32 = 1;
 /// The oldest ledger format a peer of this build runs (a format-2 network goes on, with the
@@ -85,6 +87,25 @@ pub const PRIVATE_DATA_FORMAT: u32 = 4;
 /// steps 2 and 3). Below it key material is kept in clear and the commitment fields are
 /// ignored, as the builds that wrote format-4 chains did.
 pub const PRIVATE_KEYS_FORMAT: u32 = 5;
+/// The first ledger format whose chaincode takes a study copy's wrapped file key (wrapped
+/// to the study's key) only as a commitment to a private value, read by the study's
+/// researcher with the query `study_access_keys` (docs/adr/0017, step 4). Below it that key
+/// is kept in clear, as format-5 builds did.
+pub const PRIVATE_STUDY_KEYS_FORMAT: u32 = 6;
+
+/// The key material a ledger of `format` takes only as commitments to private values: what
+/// the chaincode's rules ask of the format ([`PRIVATE_KEYS_FORMAT`],
+/// [`PRIVATE_STUDY_KEYS_FORMAT`]).
+pub fn private_keys(format: u32) -> medledger_chaincode::private::PrivateKeys {
+    use medledger_chaincode::private::PrivateKeys;
+    if format >= PRIVATE_STUDY_KEYS_FORMAT {
+        PrivateKeys::StudyKeys
+    } else if format >= PRIVATE_KEYS_FORMAT {
+        PrivateKeys::RecordKeys
+    } else {
+        PrivateKeys::None
+    }
+}
 /// Default longest life of a transaction (ms): five minutes from the consensus time.
 pub const DEFAULT_MAX_TX_LIFETIME_MS: u64 = 300_000;
 pub use crate::config::TX_LIFETIME_BOUNDS_MS;

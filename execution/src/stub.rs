@@ -3,6 +3,7 @@
 //! transaction's own writes. Nothing here is stored; the executor collects the writes and
 //! the host commits the whole block at once. Queries use it with empty overlays.
 
+use medledger_chaincode::private::PrivateKeys;
 use medledger_chaincode::stub::{Budget, KeyModification, MAX_SCAN, StubError};
 use medledger_chaincode::{Creator, Stub};
 
@@ -46,8 +47,8 @@ pub struct BlockStub<'a, S: WorldState + ?Sized> {
     time_s: i64,
     auditor_keys: &'a [[u8; 32]],
     budget: Budget,
-    /// Ledger format 5: key material comes as commitments (docs/adr/0017).
-    keeps_private_data: bool,
+    /// Which key material comes as commitments (docs/adr/0017), by the ledger's format.
+    private_keys: PrivateKeys,
     /// The transaction's private commitments (checked by the validator: 32 bytes,
     /// distinct, acknowledged), and those a field claimed.
     private_commitments: Vec<[u8; 32]>,
@@ -87,7 +88,7 @@ impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
             time_s,
             auditor_keys,
             budget: Budget::default(),
-            keeps_private_data: false,
+            private_keys: PrivateKeys::None,
             private_commitments: Vec::new(),
             claimed: std::collections::BTreeSet::new(),
             purges: Vec::new(),
@@ -96,17 +97,19 @@ impl<'a, S: WorldState + ?Sized> BlockStub<'a, S> {
         }
     }
 
-    /// On a ledger that keeps private data (`keeps`: format 5), a transaction carrying
-    /// `commitments` (its `private_commitments`, as the validator accepted them).
-    pub fn with_private_data(mut self, keeps: bool, commitments: Vec<[u8; 32]>) -> Self {
-        self.keeps_private_data = keeps;
+    /// On a ledger that keeps `keys` as private data ([`crate::genesis::private_keys`] of its
+    /// format), a transaction carrying `commitments` (its `private_commitments`, as the
+    /// validator accepted them).
+    pub fn with_private_data(mut self, keys: PrivateKeys, commitments: Vec<[u8; 32]>) -> Self {
+        self.private_keys = keys;
         self.private_commitments = commitments;
         self
     }
 
-    /// A query reading private values from `values` (a ledger that keeps them).
-    pub fn reading_private(mut self, values: &'a dyn PrivateValues) -> Self {
-        self.keeps_private_data = true;
+    /// A query reading private values from `values`, on a ledger that keeps `keys` as
+    /// private data.
+    pub fn reading_private(mut self, keys: PrivateKeys, values: &'a dyn PrivateValues) -> Self {
+        self.private_keys = keys;
         self.private_values = Some(values);
         self
     }
@@ -316,8 +319,8 @@ impl<S: WorldState + ?Sized> Stub for BlockStub<'_, S> {
         self.budget.forget_writes();
     }
 
-    fn keeps_private_data(&self) -> bool {
-        self.keeps_private_data
+    fn private_keys(&self) -> PrivateKeys {
+        self.private_keys
     }
 
     fn claim_private(&mut self, commitment: &[u8]) -> bool {

@@ -7,6 +7,7 @@
 //! as its protobuf arguments.
 
 use arbitrary::{Arbitrary, Unstructured};
+use medledger_chaincode::private::PrivateKeys;
 use medledger_chaincode::{
     Creator, CreatorAttribute, MemoryLedger, QUERIES, Role, TRANSACTIONS, invoke, query,
 };
@@ -196,11 +197,16 @@ fn arguments(
             },
             sha256: vec![3; 32],
             size: u64::arbitrary(u)?,
-            wrapped_dek: vec![4; 80],
+            wrapped_dek: if u.ratio(1, 2)? {
+                vec![4; 80]
+            } else {
+                Vec::new()
+            },
             anonymized: bool::arbitrary(u)?,
             deid_profile: text(u, &["safe-harbor-allowlist"])?,
             deid_profile_version: u32::arbitrary(u)?,
             deid_year: i32::arbitrary(u)?,
+            wrapped_dek_commitment: commitment(u, commitments)?,
         }
         .encode_to_vec(),
         "add_item" => v1::AddItemArgs {
@@ -210,7 +216,11 @@ fn arguments(
             path: String::arbitrary(u)?,
             sha256: vec![3; 32],
             size: u64::arbitrary(u)?,
-            wrapped_dek: if u.ratio(1, 2)? { vec![4; 80] } else { Vec::new() },
+            wrapped_dek: if u.ratio(1, 2)? {
+                vec![4; 80]
+            } else {
+                Vec::new()
+            },
             key_epoch: u32::arbitrary(u)?,
             wrapped_dek_commitment: commitment(u, commitments)?,
         }
@@ -292,13 +302,12 @@ fn object_path(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
 const OWNER_KEYS: [[u8; 32]; 2] = [[0x41; 32], [0x42; 32]];
 const AUDITOR_KEY: [u8; 32] = [0x50; 32];
 
-/// Two registered patients, on a ledger that keeps private data (format 4) when `private`.
-fn setup(private: bool) -> MemoryLedger {
+/// Two registered patients, on a ledger that keeps `private` key material as private data
+/// (none below format 5, record keys on format 5, study keys too from format 6).
+fn setup(private: PrivateKeys) -> MemoryLedger {
     let mut ledger = MemoryLedger::new();
     ledger.set_auditor_keys(vec![AUDITOR_KEY]);
-    if private {
-        ledger.keep_private_data();
-    }
+    ledger.keep_private_data_as(private);
     for n in 1..=2u8 {
         let who = Creator {
             name: format!("patient-{n}"),
@@ -331,9 +340,14 @@ fn setup(private: bool) -> MemoryLedger {
 
 fn run(data: &[u8]) {
     let mut u = Unstructured::new(data);
-    let Ok(private) = bool::arbitrary(&mut u) else {
+    let Ok(private) = u.choose(&[
+        PrivateKeys::None,
+        PrivateKeys::RecordKeys,
+        PrivateKeys::StudyKeys,
+    ]) else {
         return;
     };
+    let private = *private;
     let mut ledger = setup(private);
     let mut time = T0;
     for _ in 0..32 {
@@ -351,7 +365,7 @@ fn run(data: &[u8]) {
         };
         if TRANSACTIONS.contains(&function) {
             // On a private ledger, up to three private values beside the transaction.
-            let values: Vec<Vec<u8>> = if private {
+            let values: Vec<Vec<u8>> = if private != PrivateKeys::None {
                 let Ok(n) = u.int_in_range(0..=3u8) else {
                     return;
                 };

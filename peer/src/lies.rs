@@ -165,11 +165,12 @@ pub fn junk_revocations(from: u64) -> v1::GetRevocationsResponse {
 }
 
 /// A `check_access` answer with the keys it names replaced by [`LIAR_KEY`]; an
-/// `access_keys` answer (docs/adr/0017) with the envelope and the key chain replaced by
-/// ones of the liar's making, under the real salts.
+/// `access_keys` or `study_access_keys` answer (docs/adr/0017) with the envelope, the key
+/// chain and the wrapped file key replaced by ones of the liar's making, under the real
+/// salts.
 pub fn forged_keys(function: &str, result: &[u8]) -> Vec<u8> {
     use prost::Message;
-    if function == "access_keys" {
+    if matches!(function, "access_keys" | "study_access_keys") {
         let Ok(mut answer) = v1::AccessKeysResult::decode(result) else {
             return result.to_vec();
         };

@@ -465,8 +465,7 @@ pub async fn run(
                     medledger_chaincode::check_before_ordering(
                         &valid.transaction.function,
                         &valid.transaction.args,
-                        validator.ledger_format()
-                            >= medledger_execution::genesis::PRIVATE_KEYS_FORMAT,
+                        medledger_execution::genesis::private_keys(validator.ledger_format()),
                     )
                     .is_ok()
                 }

@@ -394,8 +394,7 @@ impl LedgerService {
                 chaincode::check_before_ordering(
                     &valid.transaction.function,
                     &valid.transaction.args,
-                    self.validator.ledger_format()
-                        >= medledger_execution::genesis::PRIVATE_KEYS_FORMAT,
+                    medledger_execution::genesis::private_keys(self.validator.ledger_format()),
                 )
                 .map_err(|e| chaincode_status(&e))?;
                 valid.identity.cert_hash
@@ -545,11 +544,18 @@ impl v1::ledger_server::Ledger for LedgerService {
             medledger_tls::now_unix(),
             &auditor_keys,
         );
-        if self.validator.ledger_format() >= medledger_execution::genesis::PRIVATE_KEYS_FORMAT {
-            stub = stub.reading_private(&view);
+        let private_keys =
+            medledger_execution::genesis::private_keys(self.validator.ledger_format());
+        if private_keys != medledger_chaincode::private::PrivateKeys::None {
+            stub = stub.reading_private(private_keys, &view);
         }
         let answer = chaincode::query(&stub, &request.function, &request.args);
-        if self.lies.keys && matches!(request.function.as_str(), "check_access" | "access_keys") {
+        if self.lies.keys
+            && matches!(
+                request.function.as_str(),
+                "check_access" | "access_keys" | "study_access_keys"
+            )
+        {
             let result = crate::lies::forged_keys(
                 &request.function,
                 &answer.map_err(|e| chaincode_status(&e))?,

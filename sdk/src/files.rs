@@ -274,7 +274,7 @@ pub async fn upload_to(
         .await
         .map_err(|e| ClientError::Usage(e.to_string()))??;
     use medledger_chaincode::keys;
-    let mut private = peers.private_data();
+    let private;
     let (path, function, args) = match &target {
         Target::Item(destination) => {
             let path = keys::item_path(
@@ -304,7 +304,7 @@ pub async fn upload_to(
                 &keys::pseudonym_hex(&copy.study_pseudonym),
                 &item_id,
             );
-            let args = v1::ShareForStudyArgs {
+            let mut args = v1::ShareForStudyArgs {
                 pseudonym: copy.pseudonym.to_vec(),
                 source_item_id: copy.source_item_id.clone(),
                 study_id: copy.study_id.clone(),
@@ -322,9 +322,12 @@ pub async fn upload_to(
                     .deidentified_as_of
                     .map_or(0, |_| medledger_deid::PROFILE_VERSION),
                 deid_year: copy.deidentified_as_of.unwrap_or(0),
-            }
-            .encode_to_vec();
-            (path, "share_for_study", args)
+                ..Default::default()
+            };
+            // A ledger that keeps study keys private takes the wrapped file key beside the
+            // transaction (format 6, docs/adr/0017).
+            private = peers.study_key_private(&mut args, &copy.study_pseudonym);
+            (path, "share_for_study", args.encode_to_vec())
         }
     };
     // The private values go to the peers before the gateway submits the transaction.
@@ -535,7 +538,7 @@ pub async fn download_from(
                     wrapped_dek: copy.wrapped_dek,
                     key_epoch: 0,
                     tombstoned: copy.tombstoned,
-                    wrapped_dek_commitment: Vec::new(),
+                    wrapped_dek_commitment: copy.wrapped_dek_commitment,
                 }),
                 ..Default::default()
             }
@@ -556,6 +559,24 @@ pub async fn download_from(
         {
             item.wrapped_dek = keys.wrapped_dek;
         }
+    }
+    // A study copy's file key likewise, on a ledger that keeps study keys private.
+    if let Source::StudyCopy {
+        study_id,
+        study_pseudonym,
+        item_id,
+    } = source
+        && let Some(item) = access.item.as_mut()
+        && !item.wrapped_dek_commitment.is_empty()
+    {
+        item.wrapped_dek = peers
+            .study_access_keys(
+                study_id,
+                study_pseudonym,
+                item_id,
+                &item.wrapped_dek_commitment,
+            )
+            .await?;
     }
     let item = access
         .item

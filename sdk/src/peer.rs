@@ -659,6 +659,13 @@ impl PeerSet {
         self.parameters().ledger_format >= medledger_execution::genesis::PRIVATE_KEYS_FORMAT
     }
 
+    /// Whether the network keeps study copies' wrapped file keys as private data too (ledger
+    /// format 6): a share sends the key beside the transaction, and the study's researcher
+    /// gets it with the query `study_access_keys`.
+    pub fn keeps_study_keys_private(&self) -> bool {
+        self.parameters().ledger_format >= medledger_execution::genesis::PRIVATE_STUDY_KEYS_FORMAT
+    }
+
     /// Follows the configuration chain from the latest configuration known, asking every
     /// peer at once: every link is checked against the configuration before it
     /// ([`ConfigChain::follow`]), so a peer can withhold links (the others serve them) but

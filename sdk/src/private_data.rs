@@ -373,6 +373,23 @@ impl PeerSet {
         private
     }
 
+    /// Moves a study copy's wrapped file key into private data on a ledger that keeps study
+    /// keys private (format 6), setting its commitment; returns the private data to send
+    /// with it, placed by `study_pseudonym`, the copy's (the one name of it its researcher
+    /// knows, so that their query starts at the peers that hold it).
+    pub fn study_key_private(
+        &self,
+        copy: &mut v1::ShareForStudyArgs,
+        study_pseudonym: &[u8],
+    ) -> PrivateData {
+        let mut private = self.private_data_of(study_pseudonym);
+        if self.keeps_study_keys_private() && !copy.wrapped_dek.is_empty() {
+            copy.wrapped_dek_commitment =
+                private.add(std::mem::take(&mut copy.wrapped_dek)).to_vec();
+        }
+        private
+    }
+
     /// Puts `acks` into `envelope`'s signed transaction, in ascending replica order, with
     /// this client's signature over them (domain `PrivateDataAcks`): what the ledger takes
     /// from the transaction's creator only, so that no relaying peer can change them.
@@ -439,6 +456,59 @@ impl PeerSet {
         .await?;
         let gathered = gathered.into_inner().unwrap_or_else(|p| p.into_inner());
         gathered.ok_or_else(|| ClientError::Protocol("access_keys: no answer".into()))
+    }
+}
+
+impl PeerSet {
+    /// The file key of study copy `item_id` under `study_pseudonym` in `study_id`, wrapped
+    /// to the study's key, for the study's researcher, from the query `study_access_keys`
+    /// (docs/adr/0017), checked against `commitment`, the one in the committed
+    /// `record_study_access` that allowed the read. The peers are asked in turn from the one
+    /// the study pseudonym places the value on; an answer without the value, or with one that
+    /// does not match, is passed over.
+    ///
+    /// # Errors
+    /// As [`PeerSet::query_until`]: no peer asked gave a value that matches.
+    pub async fn study_access_keys(
+        &self,
+        study_id: &str,
+        study_pseudonym: &[u8],
+        item_id: &str,
+        commitment: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
+        let args = v1::RecordStudyAccessArgs {
+            study_id: study_id.to_string(),
+            study_pseudonym: study_pseudonym.to_vec(),
+            item_id: item_id.to_string(),
+        };
+        let gathered = std::sync::Mutex::new((Vec::new(), Vec::new()));
+        self.query_until_from(
+            "study_access_keys",
+            prost::Message::encode_to_vec(&args),
+            Some(study_pseudonym),
+            |answer| {
+                let keys: v1::AccessKeysResult =
+                    prost::Message::decode(answer.result.as_slice()).map_err(|e| e.to_string())?;
+                let mut gathered = gathered.lock().unwrap_or_else(|p| p.into_inner());
+                let (value, salt) = &mut *gathered;
+                match take_if_committed(
+                    value,
+                    salt,
+                    keys.wrapped_dek,
+                    keys.wrapped_dek_salt,
+                    commitment,
+                ) {
+                    Slot::Held => Ok(()),
+                    Slot::Missing => Err("the study copy's file key is not held here".into()),
+                    Slot::Wrong => {
+                        Err("a study copy's file key that does not match its commitment".into())
+                    }
+                }
+            },
+        )
+        .await?;
+        let (value, _) = gathered.into_inner().unwrap_or_else(|p| p.into_inner());
+        Ok(value)
     }
 }
 

@@ -77,6 +77,34 @@ fn blocks_holding(data_dir: &Path, needle: &[u8]) -> Vec<u64> {
     found
 }
 
+/// The arguments of every valid `share_for_study` transaction in a peer's blocks (its
+/// RocksDB, opened read-only).
+fn shares_in_blocks(data_dir: &Path) -> Vec<v1::ShareForStudyArgs> {
+    let data_dir = data_dir.join("ledger");
+    let options = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&options, &data_dir).unwrap();
+    let db = rocksdb::DB::open_cf_for_read_only(&options, &data_dir, &cfs, false).unwrap();
+    let cf = db.cf_handle("blocks").unwrap();
+    let mut shares = Vec::new();
+    for entry in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let (_, value) = entry.unwrap();
+        let block = v1::Block::decode(value.as_ref()).unwrap();
+        for (envelope, result) in block.envelopes.iter().zip(&block.results) {
+            let envelope = v1::Envelope::decode(envelope.as_slice()).unwrap();
+            let Some(v1::envelope::Kind::Transaction(signed)) = envelope.kind else {
+                continue;
+            };
+            let transaction = v1::Transaction::decode(signed.transaction.as_slice()).unwrap();
+            if transaction.function == "share_for_study"
+                && result.status == v1::TxStatus::Valid as i32
+            {
+                shares.push(v1::ShareForStudyArgs::decode(transaction.args.as_slice()).unwrap());
+            }
+        }
+    }
+    shares
+}
+
 /// Rewrites block `number` in a stopped peer's RocksDB with `change` applied.
 fn tamper_block(data_dir: &Path, number: u64, change: impl FnOnce(&mut v1::Block)) {
     let data_dir = data_dir.join("ledger");
@@ -154,6 +182,12 @@ fn network_up_the_oncology_scenario_and_verify_catches_tampering() {
             "{identifier} in the study copy: {copy}"
         );
     }
+    // The copy's file key, wrapped to the study's key, reached the researcher as private
+    // data (ledger format 6): the share in the blocks carries its commitment alone.
+    let shares = shares_in_blocks(&net.path().join("peer0"));
+    assert_eq!(shares.len(), 1, "{shares:?}");
+    assert!(shares[0].wrapped_dek.is_empty(), "{:?}", shares[0]);
+    assert_eq!(shares[0].wrapped_dek_commitment.len(), 32);
 
     // A second patient by hand, whose objects stay: the auditor's material.
     for (name, role) in [("pat-b", "patient"), ("dr-b", "clinician")] {

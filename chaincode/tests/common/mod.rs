@@ -414,5 +414,6 @@ pub fn share_args(
         },
         deid_profile_version: u32::from(anonymized),
         deid_year: if anonymized { 2026 } else { 0 },
+        wrapped_dek_commitment: Vec::new(),
     }
 }
