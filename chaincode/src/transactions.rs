@@ -823,12 +823,21 @@ pub fn record_study_access(
 /// hold the value: the client gathers it from another peer.
 ///
 /// # Errors
-/// As `record_study_access`: `NotFound` (study, copy), `PatientErased` (the copy or its
-/// record erased), `Denied` (`NotStudyOwner`) for anyone but the study's researcher.
+/// `NotFound` (study), then `Denied` (`NotStudyOwner`) for anyone but the study's researcher
+/// (a researcher by role and name), before anything of the copy is looked at: no one else
+/// learns whether a copy exists or its record was erased. Then as `record_study_access`:
+/// `NotFound` (copy), `PatientErased` (the copy or its record erased).
 pub fn study_access_keys(
     stub: &dyn Stub,
     args: RecordStudyAccessArgs,
 ) -> Result<Vec<u8>, ChaincodeError> {
+    limits::identifier("study_id", &args.study_id)?;
+    let study: Study = get(stub, &keys::study(&args.study_id))?
+        .ok_or_else(|| ChaincodeError::not_found("study", &args.study_id))?;
+    let creator = stub.creator();
+    if creator.role != Role::Researcher || creator.name != study.researcher {
+        return Err(ChaincodeError::denied(Denial::NotStudyOwner(study.id)));
+    }
     let StudyCopy { item, .. } = study_copy(
         stub,
         &args.study_id,

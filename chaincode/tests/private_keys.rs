@@ -704,6 +704,23 @@ fn a_study_copy_key_is_kept_apart_and_given_to_the_studys_researcher_alone() {
             who.name
         );
     }
+    // Whether another copy exists, or its record was erased, is nobody else's to learn.
+    let probe = v1::RecordStudyAccessArgs {
+        item_id: "no-such-copy".into(),
+        ..study_copy_args()
+    };
+    let probed: Result<v1::AccessKeysResult, _> =
+        w.query(&researcher("res-2"), T0 + 2, "study_access_keys", &probe);
+    assert!(
+        matches!(
+            probed,
+            Err(ChaincodeError::Denied {
+                reason: Denial::NotStudyOwner(_),
+                ..
+            })
+        ),
+        "{probed:?}"
+    );
     // A peer that does not hold it answers empty, no salt.
     let mut lacking = World {
         ledger: w.ledger.clone(),

@@ -1183,9 +1183,12 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
                 peers.revocations(),
             )
             .await?;
-            let medledger_sdk::research::StudyFetch { fetched, refused } =
-                medledger_sdk::research::fetch(&peers, &mut gateway, &wallet, study, output)
-                    .await?;
+            let medledger_sdk::research::StudyFetch {
+                fetched,
+                refused,
+                unavailable,
+            } = medledger_sdk::research::fetch(&peers, &mut gateway, &wallet, study, output)
+                .await?;
             let mut text = format!(
                 "fetched {} item(s) of study {study} into {} (each access recorded)",
                 fetched.len(),
@@ -1211,6 +1214,13 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
                     r.item.item_id, r.why, r.incident_block
                 ));
             }
+            for u in &unavailable {
+                text.push_str(&format!(
+                    "\n  UNAVAILABLE {}: no peer gave its file key ({}); nothing fetched, no \
+                     access recorded: fetch again later",
+                    u.item.item_id, u.why
+                ));
+            }
             Ok(Output {
                 text,
                 json: json!({"study": study, "items": fetched.iter().map(|f| json!({
@@ -1221,6 +1231,10 @@ pub async fn run_researcher(cli: &Cli, command: &ResearcherCommand) -> Result<Ou
                 "refused": refused.iter().map(|r| json!({
                     "item": r.item.item_id, "why": r.why, "incident_block": r.incident_block,
                     "study_pseudonym": hex::encode(&r.item.study_pseudonym),
+                })).collect::<Vec<_>>(),
+                "unavailable": unavailable.iter().map(|u| json!({
+                    "item": u.item.item_id, "why": u.why,
+                    "study_pseudonym": hex::encode(&u.item.study_pseudonym),
                 })).collect::<Vec<_>>()}),
             })
         }

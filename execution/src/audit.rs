@@ -606,6 +606,13 @@ mod tests {
             }
             .encode_to_vec()
         };
+        // Format 6: a tombstoned copy still holding the commitment to its private file key.
+        let committed = v1::StudyItem {
+            tombstoned: true,
+            wrapped_dek_commitment: vec![7; 32],
+            ..Default::default()
+        }
+        .encode_to_vec();
         let copies = state_of(vec![
             (keys::study_item("s1", "sp", "kept"), copy(false, b"k")),
             (
@@ -615,6 +622,11 @@ mod tests {
             (keys::study_item("s1", "sp", "keyed"), copy(true, b"k")),
             (
                 keys::study_item_source("s1", "sp", "keyed"),
+                p.as_bytes().to_vec(),
+            ),
+            (keys::study_item("s1", "sp", "committed"), committed),
+            (
+                keys::study_item_source("s1", "sp", "committed"),
                 p.as_bytes().to_vec(),
             ),
             (keys::study_item("s1", "sp", "done"), copy(true, b"")),
@@ -634,6 +646,7 @@ mod tests {
         assert_eq!(
             by_source[p],
             vec![
+                keys::study_item("s1", "sp", "committed"),
                 keys::study_item("s1", "sp", "kept"),
                 keys::study_item("s1", "sp", "keyed"),
                 keys::study_item("s2", "old", "legacy"),

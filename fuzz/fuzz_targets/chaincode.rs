@@ -249,6 +249,34 @@ fn arguments(
             item_id: text(u, &["item-1", "item-2"])?,
         }
         .encode_to_vec(),
+        "record_study_access" | "study_access_keys" | "report_study_incident" => {
+            // A copy under a study pseudonym a grant above may prove, or anything.
+            let study_pseudonym = if u.ratio(3, 4)? {
+                let key = medledger_crypto::PatientKey::from_bytes([u.int_in_range(1..=3u8)?; 32]);
+                medledger_crypto::derive_study_pseudonym(&key, "study-1")
+                    .0
+                    .to_vec()
+            } else {
+                Vec::<u8>::arbitrary(u)?
+            };
+            let (study_id, item_id) = (text(u, &["study-1"])?, text(u, &["copy-1"])?);
+            if function == "report_study_incident" {
+                v1::ReportStudyIncidentArgs {
+                    study_id,
+                    study_pseudonym,
+                    item_id,
+                    incident: i32::arbitrary(u)?,
+                }
+                .encode_to_vec()
+            } else {
+                v1::RecordStudyAccessArgs {
+                    study_id,
+                    study_pseudonym,
+                    item_id,
+                }
+                .encode_to_vec()
+            }
+        }
         "access_keys" => v1::AccessKeysArgs {
             pseudonym: pseudonym(u)?,
             item_id: text(u, &["item-1", "item-2"])?,
@@ -302,8 +330,9 @@ fn object_path(u: &mut Unstructured<'_>) -> arbitrary::Result<String> {
 const OWNER_KEYS: [[u8; 32]; 2] = [[0x41; 32], [0x42; 32]];
 const AUDITOR_KEY: [u8; 32] = [0x50; 32];
 
-/// Two registered patients, on a ledger that keeps `private` key material as private data
-/// (none below format 5, record keys on format 5, study keys too from format 6).
+/// Two registered patients and study `study-1` of researcher `res-1`, on a ledger that keeps
+/// `private` key material as private data (none below format 5, record keys on format 5,
+/// study keys too from format 6).
 fn setup(private: PrivateKeys) -> MemoryLedger {
     let mut ledger = MemoryLedger::new();
     ledger.set_auditor_keys(vec![AUDITOR_KEY]);
@@ -335,6 +364,24 @@ fn setup(private: PrivateKeys) -> MemoryLedger {
         invoke(&mut stub, "register_patient", &args.encode_to_vec()).expect("registers");
         stub.commit();
     }
+    let researcher = Creator {
+        name: "res-1".into(),
+        role: Role::Researcher,
+        attributes: Vec::new(),
+        cert_hash: [1; 32],
+        encryption_key: [2; 32],
+        signing_key: [3; 32],
+    };
+    let study = v1::RegisterStudyArgs {
+        id: "study-1".into(),
+        title: "Dose response".into(),
+        protocol_hash: vec![9; 32],
+        study_key: vec![8; 32],
+        study_key_signature: vec![8; 64],
+    };
+    let mut stub = ledger.transaction(researcher, T0);
+    invoke(&mut stub, "register_study", &study.encode_to_vec()).expect("registers a study");
+    stub.commit();
     ledger
 }
 

@@ -27,6 +27,7 @@ pub struct FileConfig {
     pub metrics_listen: Option<SocketAddr>,
     pub ca_url: Option<String>,
     pub join: Option<Vec<String>>,
+    pub reconcile_seconds: Option<u64>,
 }
 
 impl FileConfig {
@@ -52,6 +53,9 @@ pub struct PeerConfig {
     /// in force catches up from, before the peers of the configuration it knows, and one of
     /// which must confirm the block it reached (docs/adr/0011 §6).
     pub join: Vec<crate::join::JoinPeer>,
+    /// How often this peer asks the others for committed private values it lacks
+    /// (`reconcile.rs`, docs/adr/0017 §7); `None`: never (`reconcile_seconds = 0`).
+    pub reconcile_every: Option<std::time::Duration>,
 }
 
 impl PeerConfig {
@@ -86,6 +90,15 @@ impl PeerConfig {
                 .iter()
                 .map(|text| text.parse().map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<_>>()?,
+            reconcile_every: match flags
+                .reconcile_seconds
+                .or(file.reconcile_seconds)
+                .unwrap_or(crate::reconcile::DEFAULT_RECONCILE_SECONDS)
+            {
+                0 => None,
+                s if s <= 86_400 => Some(std::time::Duration::from_secs(s)),
+                s => anyhow::bail!("reconcile_seconds {s}: at most a day (86400), or 0 for never"),
+            },
         })
     }
 }

@@ -54,7 +54,13 @@ pub const CF_PRIVATE: &str = "private";
 /// vouches for: transaction hash (32) ‖ commitment (32) → keep-until (i64 ms, big-endian) ‖
 /// creator key (32) ‖ salt (32) ‖ value. Deleted in the write of the block that takes them.
 pub const CF_PRIVATE_PENDING: &str = "private_pending";
-const ALL_CFS: [&str; 12] = [
+/// Committed private values this peer does not hold (docs/adr/0017 §7): commitment (32
+/// bytes) → the number (u64, big-endian) of the block that committed it. Written in that
+/// block's own write for each value of its valid transactions this peer was not given;
+/// deleted when reconciliation stores the value, or when a later block purges it (a value
+/// purged is never reconciled).
+pub const CF_PRIVATE_MISSING: &str = "private_missing";
+const ALL_CFS: [&str; 13] = [
     CF_BLOCKS,
     CF_STATE,
     CF_HISTORY,
@@ -67,6 +73,7 @@ const ALL_CFS: [&str; 12] = [
     CF_ENVELOPES,
     CF_PRIVATE,
     CF_PRIVATE_PENDING,
+    CF_PRIVATE_MISSING,
 ];
 
 const META_NETWORK_ID: &[u8] = b"network_id";
@@ -153,6 +160,14 @@ pub fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
+/// A private value as [`CF_PRIVATE`] stores it: salt ‖ value.
+fn stored_value(salted: &crate::private_data::SaltedValue) -> Vec<u8> {
+    let mut stored = Vec::with_capacity(salted.salt.len() + salted.value.len());
+    stored.extend_from_slice(&salted.salt);
+    stored.extend_from_slice(&salted.value);
+    stored
+}
+
 /// The key of a pending private value: transaction hash ‖ commitment.
 fn pending_key(transaction_hash: &[u8; 32], commitment: &[u8; 32]) -> [u8; 64] {
     let mut key = [0u8; 64];
@@ -178,6 +193,10 @@ pub struct Ledger {
     network_id: [u8; 32],
     /// A reader's scratch directory, removed with it.
     scratch: Option<std::path::PathBuf>,
+    /// Held by a block's write and by a reconciled value's, so that a value is stored only
+    /// while it is still missing: a block that purges it and the value reconciled cannot
+    /// interleave.
+    private_write: std::sync::Mutex<()>,
 }
 
 impl Drop for Ledger {
@@ -233,6 +252,7 @@ impl Ledger {
             head_time_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             network_id: genesis.network_id,
             scratch: None,
+            private_write: std::sync::Mutex::new(()),
         };
         match ledger.db.get_cf(ledger.cf(CF_META), META_NETWORK_ID)? {
             Some(found) if found.as_slice() == genesis.network_id.as_slice() => {}
@@ -544,6 +564,61 @@ impl Ledger {
         }))
     }
 
+    /// Up to `limit` commitments of committed values this peer lacks
+    /// ([`CF_PRIVATE_MISSING`]), in commitment order.
+    ///
+    /// # Errors
+    /// RocksDB failed, or an entry's key is not 32 bytes (corruption).
+    pub fn missing_private(&self, limit: usize) -> Result<Vec<[u8; 32]>> {
+        let Some(cf) = self.db.cf_handle(CF_PRIVATE_MISSING) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for entry in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = entry?;
+            out.push(
+                <[u8; 32]>::try_from(key.as_ref())
+                    .map_err(|_| corrupt("private_missing", "a key that is not 32 bytes"))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Stores `values` (commitment, salted value), each already checked against its
+    /// commitment, that reconciliation brought: each only while it is still missing here
+    /// (a block may have purged it since it was asked for), in one synced write. Returns
+    /// how many were stored.
+    ///
+    /// # Errors
+    /// RocksDB failed.
+    pub fn store_reconciled(
+        &self,
+        values: &[([u8; 32], crate::private_data::SaltedValue)],
+    ) -> Result<usize> {
+        let _private = self.private_write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut batch = WriteBatch::default();
+        let mut stored = 0;
+        for (commitment, salted) in values {
+            if self
+                .db
+                .get_cf(self.cf(CF_PRIVATE_MISSING), commitment)?
+                .is_none()
+            {
+                continue;
+            }
+            batch.put_cf(self.cf(CF_PRIVATE), commitment, stored_value(salted));
+            batch.delete_cf(self.cf(CF_PRIVATE_MISSING), commitment);
+            stored += 1;
+        }
+        if stored > 0 {
+            self.write_synced(batch)?;
+        }
+        Ok(stored)
+    }
+
     /// Writes `entries` (the pending values of the transaction hashing to
     /// `transaction_hash`, held until `keep_until_ms`, for `creator`'s key) synced: done
     /// before this peer acknowledges them.
@@ -720,17 +795,35 @@ impl Ledger {
             );
         }
         for (commitment, salted) in private {
-            let mut stored = Vec::with_capacity(salted.salt.len() + salted.value.len());
-            stored.extend_from_slice(&salted.salt);
-            stored.extend_from_slice(&salted.value);
-            batch.put_cf(self.cf(CF_PRIVATE), commitment, stored);
+            batch.put_cf(self.cf(CF_PRIVATE), commitment, stored_value(salted));
         }
-        // After the puts: a value stored and purged by the same block is gone.
+        // The values of its valid transactions this peer was not given: missing, until
+        // reconciliation brings them (docs/adr/0017 §7).
+        let held: std::collections::HashSet<&[u8; 32]> = private.iter().map(|(c, _)| c).collect();
+        for of in &commit.private_data {
+            for commitment in &of.commitments {
+                if let Ok(commitment) = <[u8; 32]>::try_from(commitment.as_slice())
+                    && !held.contains(&commitment)
+                {
+                    batch.put_cf(
+                        self.cf(CF_PRIVATE_MISSING),
+                        commitment,
+                        number.to_be_bytes(),
+                    );
+                }
+            }
+        }
+        // After the puts: a value stored and purged by the same block is gone, and no
+        // longer missing.
         for commitment in &commit.private_purges {
             batch.delete_cf(self.cf(CF_PRIVATE), commitment);
+            batch.delete_cf(self.cf(CF_PRIVATE_MISSING), commitment);
         }
         batch.put_cf(self.cf(CF_META), META_HEIGHT, number.to_be_bytes());
-        self.write_synced(batch)?;
+        {
+            let _private = self.private_write.lock().unwrap_or_else(|p| p.into_inner());
+            self.write_synced(batch)?;
+        }
         let time = commit.block.header.as_ref().map_or(i64::MIN, |h| h.time_ms);
         self.head_time_ms.store(time, Ordering::SeqCst);
         self.height.store(number, Ordering::SeqCst);
@@ -938,6 +1031,7 @@ impl Ledger {
             head_time_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             network_id,
             scratch: Some(scratch),
+            private_write: std::sync::Mutex::new(()),
         };
         ledger.load_height()?;
         Ok(ledger)

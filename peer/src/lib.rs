@@ -39,6 +39,7 @@ pub mod pbft_store;
 pub mod private_data;
 pub mod queue;
 pub mod readers;
+pub mod reconcile;
 pub mod renewal;
 pub mod replica_crypto;
 pub mod revocation_feed;

@@ -9,8 +9,9 @@
 //!   that go with the lie;
 //! - `votes`: signs block votes on a header other than the one it executed;
 //! - `keys`: answers `check_access` with a category key and a study key of its own (the keys
-//!   a clinician or researcher would encrypt a file to), and `access_keys` with an envelope
-//!   and a key chain of its own making (the keys a grantee would open a file with).
+//!   a clinician or researcher would encrypt a file to), `access_keys` with an envelope, a
+//!   key chain and a file key of its own making (the keys a grantee would open a file with),
+//!   and `study_access_keys` with a study copy's file key of its own making.
 //! - `stale`: answers every query (but `check_access` and `access_keys` under `keys`) from
 //!   the genesis state — nothing registered, nothing granted — claiming its current height;
 //! - `config`: serves a forged configuration chain: every real link with its configuration
@@ -175,8 +176,13 @@ pub fn forged_keys(function: &str, result: &[u8]) -> Vec<u8> {
             return result.to_vec();
         };
         answer.key_envelope = [LIAR_KEY.as_slice(), &[0x5a; 48]].concat();
-        if !answer.wrapped_dek.is_empty() {
+        // A study copy's key is all a study answer holds: forged whether held or not (a
+        // liar that withholds holds none), under a salt of the liar's.
+        if !answer.wrapped_dek.is_empty() || function == "study_access_keys" {
             answer.wrapped_dek = [LIAR_KEY.as_slice(), &[0x5c; 48]].concat();
+        }
+        if function == "study_access_keys" && answer.wrapped_dek_salt.is_empty() {
+            answer.wrapped_dek_salt = vec![0x5d; 32];
         }
         for link in &mut answer.key_chain {
             *link = [LIAR_KEY.as_slice(), &[0x5b; 48]].concat();

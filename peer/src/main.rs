@@ -95,6 +95,10 @@ enum Command {
         /// at that address.
         #[arg(long = "join", env = "MEDLEDGER_PEER_JOIN", value_delimiter = ',')]
         join: Vec<String>,
+        /// How often (seconds) to ask the other peers for committed private values this
+        /// peer lacks (docs/adr/0017 §7); 0: never. Default 5.
+        #[arg(long, env = "MEDLEDGER_PEER_RECONCILE_SECONDS")]
+        reconcile_seconds: Option<u64>,
     },
     /// Lists blocks from a data directory: number, header hash, state root, transactions.
     Blocks {
@@ -262,6 +266,7 @@ fn main() -> anyhow::Result<()> {
             metrics_listen,
             ca_url,
             join,
+            reconcile_seconds,
         } => {
             let file = match config {
                 Some(path) => FileConfig::read(&path)?,
@@ -275,6 +280,7 @@ fn main() -> anyhow::Result<()> {
                 metrics_listen,
                 ca_url,
                 join: (!join.is_empty()).then_some(join),
+                reconcile_seconds,
             };
             let config = PeerConfig::resolve(flags, file)?;
             let runtime = tokio::runtime::Runtime::new()?;

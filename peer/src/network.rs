@@ -198,6 +198,19 @@ impl Network {
     /// it missed while its streams were down. Each comes with its address, and the dialer
     /// pinning its key, for fetching blocks from it (`left_behind`).
     pub fn refusing(&self) -> Vec<(pbft::ReplicaId, String, Arc<rustls::ClientConfig>)> {
+        self.links_where(|link| link.refused.load(Ordering::Relaxed))
+    }
+
+    /// Every other replica of this peer's replica set: (replica id, address, a dialer
+    /// pinning its key), e.g. to reconcile private values from (`reconcile.rs`).
+    pub fn others(&self) -> Vec<(pbft::ReplicaId, String, Arc<rustls::ClientConfig>)> {
+        self.links_where(|_| true)
+    }
+
+    fn links_where(
+        &self,
+        keep: impl Fn(&Link) -> bool,
+    ) -> Vec<(pbft::ReplicaId, String, Arc<rustls::ClientConfig>)> {
         let links = self.links.read().unwrap_or_else(|p| p.into_inner());
         links
             .outbound
@@ -205,9 +218,7 @@ impl Network {
             .enumerate()
             .filter_map(|(i, link)| {
                 let link = link.as_ref()?;
-                link.refused
-                    .load(Ordering::Relaxed)
-                    .then(|| (i as pbft::ReplicaId, link.address.clone(), link.tls.clone()))
+                keep(link).then(|| (i as pbft::ReplicaId, link.address.clone(), link.tls.clone()))
             })
             .collect()
     }

@@ -289,6 +289,7 @@ pub async fn run(
         base.seq,
         lies.votes,
     ));
+    let withholds = lies.withhold;
     votes.remember_epochs(crate::execute::earlier_epochs(&ledger, &genesis)?);
 
     // TLS: servers check clients against the root and the ledger's revocations; replicas
@@ -525,6 +526,20 @@ pub async fn run(
             Vec::new()
         }
     };
+    // Committed private values this peer lacks come from the other replicas
+    // (docs/adr/0017 §7). A peer lying as `withhold` keeps none, and fetches none either.
+    let reconciler = match config.reconcile_every {
+        Some(every) if !withholds => Some(tokio::spawn(
+            crate::reconcile::Reconciler {
+                ledger: ledger.clone(),
+                network: network.clone(),
+                revoked: tls_revocations.clone(),
+                every,
+            }
+            .run(),
+        )),
+        _ => None,
+    };
     // A replica the others refuse reads the blocks it lacks from them (a change of the peers
     // it missed).
     let left_behind = tokio::spawn(
@@ -570,6 +585,9 @@ pub async fn run(
         task.abort();
     }
     left_behind.abort();
+    if let Some(task) = reconciler {
+        task.abort();
+    }
     let _ = stop.send(());
     // Replica streams and subscriptions never end by themselves: give calls in flight a
     // moment, then stop regardless.

@@ -560,7 +560,11 @@ impl v1::ledger_server::Ledger for LedgerService {
                 &request.function,
                 &answer.map_err(|e| chaincode_status(&e))?,
             );
-            tracing::info!("lie told: forged keys");
+            if request.function == "study_access_keys" {
+                tracing::info!("lie told: forged study keys");
+            } else {
+                tracing::info!("lie told: forged keys");
+            }
             return Ok(Response::new(v1::QueryResponse { result, height }));
         }
         if self.lies.stale {
@@ -823,6 +827,48 @@ impl v1::ledger_server::Ledger for LedgerService {
             return Ok(Response::new(v1::GetConfigChainResponse { links }));
         }
         Ok(Response::new(v1::GetConfigChainResponse { links }))
+    }
+
+    async fn get_private_data(
+        &self,
+        request: Request<v1::GetPrivateDataRequest>,
+    ) -> Result<Response<v1::GetPrivateDataResponse>, Status> {
+        let caller = self.caller(&request)?;
+        // The replicas in force keep every committed value (docs/adr/0017 §7): to them
+        // alone. A peer that left, or was never one, learns nothing here.
+        let configuration = self.shared.configuration.get();
+        if caller.role != Role::Peer || configuration.replica_of(&caller.signing_key).is_none() {
+            return Err(Status::permission_denied(
+                "private values are reconciled between the peers of the configuration in                  force only",
+            ));
+        }
+        let request = request.into_inner();
+        if request.commitments.len() > crate::reconcile::MAX_COMMITMENTS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "at most {} commitments a call",
+                crate::reconcile::MAX_COMMITMENTS_PER_CALL
+            )));
+        }
+        let mut values = Vec::new();
+        for commitment in &request.commitments {
+            if commitment.len() != 32 {
+                return Err(Status::invalid_argument("a commitment is 32 bytes"));
+            }
+            if let Some(held) = self.ledger.private_value(commitment).map_err(internal)? {
+                values.push(v1::CommittedPrivateValue {
+                    commitment: commitment.clone(),
+                    salt: held.salt.to_vec(),
+                    value: held.value,
+                });
+            }
+        }
+        if self.lies.keys {
+            for value in &mut values {
+                value.value = [crate::lies::LIAR_KEY.as_slice(), &[0x5e; 48]].concat();
+            }
+            tracing::info!("lie told: forged private values");
+        }
+        Ok(Response::new(v1::GetPrivateDataResponse { values }))
     }
 
     async fn put_private_data(

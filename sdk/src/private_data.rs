@@ -490,20 +490,7 @@ impl PeerSet {
                 let keys: v1::AccessKeysResult =
                     prost::Message::decode(answer.result.as_slice()).map_err(|e| e.to_string())?;
                 let mut gathered = gathered.lock().unwrap_or_else(|p| p.into_inner());
-                let (value, salt) = &mut *gathered;
-                match take_if_committed(
-                    value,
-                    salt,
-                    keys.wrapped_dek,
-                    keys.wrapped_dek_salt,
-                    commitment,
-                ) {
-                    Slot::Held => Ok(()),
-                    Slot::Missing => Err("the study copy's file key is not held here".into()),
-                    Slot::Wrong => {
-                        Err("a study copy's file key that does not match its commitment".into())
-                    }
-                }
+                gather_study_key(&mut gathered, keys, commitment)
             },
         )
         .await?;
@@ -601,6 +588,28 @@ fn gather_keys(
     }
 }
 
+/// Takes into `gathered` (value, salt) the study copy's file key of one peer's
+/// `study_access_keys` answer `keys` if it matches `commitment`. `Ok` once held; else why
+/// not (not held there, or not the committed value).
+fn gather_study_key(
+    gathered: &mut (Vec<u8>, Vec<u8>),
+    keys: v1::AccessKeysResult,
+    commitment: &[u8],
+) -> Result<(), String> {
+    let (value, salt) = gathered;
+    match take_if_committed(
+        value,
+        salt,
+        keys.wrapped_dek,
+        keys.wrapped_dek_salt,
+        commitment,
+    ) {
+        Slot::Held => Ok(()),
+        Slot::Missing => Err("the study copy's file key is not held here".into()),
+        Slot::Wrong => Err("a study copy's file key that does not match its commitment".into()),
+    }
+}
+
 /// What one slot of [`gather_keys`] holds after an answer.
 enum Slot {
     /// Its value (or nothing was committed).
@@ -650,6 +659,27 @@ mod tests {
             salt.to_vec(),
             medledger_crypto::private_commitment(&salt, value).to_vec(),
         )
+    }
+
+    #[test]
+    fn a_study_key_is_taken_only_when_it_matches_its_commitment() {
+        let (value, salt, commitment) = committed(b"study copy key", 1);
+        let mut gathered = (Vec::new(), Vec::new());
+        let answer = |value: &[u8], salt: &[u8]| v1::AccessKeysResult {
+            wrapped_dek: value.to_vec(),
+            wrapped_dek_salt: salt.to_vec(),
+            ..v1::AccessKeysResult::default()
+        };
+        // A peer that lacks it, then a liar's key under a salt of its own, then the key.
+        assert!(gather_study_key(&mut gathered, answer(&[], &[]), &commitment).is_err());
+        let lie = gather_study_key(&mut gathered, answer(&[0x5c; 80], &[0x5d; 32]), &commitment);
+        assert!(lie.unwrap_err().contains("does not match"));
+        assert!(gathered.0.is_empty());
+        gather_study_key(&mut gathered, answer(&value, &salt), &commitment).unwrap();
+        assert_eq!(gathered.0, value);
+        // Once held, a later lie does not replace it.
+        gather_study_key(&mut gathered, answer(&[0x5c; 80], &[0x5d; 32]), &commitment).unwrap();
+        assert_eq!(gathered.0, value);
     }
 
     #[test]

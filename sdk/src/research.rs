@@ -238,10 +238,19 @@ pub struct Refused {
     pub incident_block: u64,
 }
 
+/// A copy whose file key no peer asked could give (ledger format 6 keeps it as private
+/// data, docs/adr/0017): nothing of it was fetched and no access was recorded; a later
+/// fetch tries again.
+pub struct Unavailable {
+    pub item: v1::StudyItem,
+    pub why: String,
+}
+
 /// What a fetch of a study brought.
 pub struct StudyFetch {
     pub fetched: Vec<Fetched>,
     pub refused: Vec<Refused>,
+    pub unavailable: Vec<Unavailable>,
 }
 
 /// The researcher fetches every copy shared into `study_id` into `out_dir`, one committed
@@ -272,7 +281,27 @@ pub async fn fetch(
         .map_err(|e| ClientError::Usage(format!("{}: {e}", out_dir.display())))?;
     let mut fetched = Vec::new();
     let mut refused = Vec::new();
+    let mut unavailable = Vec::new();
     for item in items.into_iter().filter(|i| !i.tombstoned) {
+        // A key kept as private data is asked for before the access is recorded (its
+        // commitment is the one f+1 peers agreed on): a copy whose key no peer gives is
+        // skipped, not left as an access with nothing fetched, and the others go on.
+        if !item.wrapped_dek_commitment.is_empty()
+            && let Err(e) = peers
+                .study_access_keys(
+                    study_id,
+                    &item.study_pseudonym,
+                    &item.item_id,
+                    &item.wrapped_dek_commitment,
+                )
+                .await
+        {
+            unavailable.push(Unavailable {
+                item,
+                why: e.to_string(),
+            });
+            continue;
+        }
         let name = format!(
             "{}-{}{}",
             &hex::encode(&item.study_pseudonym)[..16],
@@ -323,5 +352,9 @@ pub async fn fetch(
             Err(e) => return Err(e),
         }
     }
-    Ok(StudyFetch { fetched, refused })
+    Ok(StudyFetch {
+        fetched,
+        refused,
+        unavailable,
+    })
 }

@@ -329,7 +329,20 @@ impl PeerProcess {
         address: &str,
         join: &[String],
     ) -> PeerProcess {
-        let mut peer = PeerProcess {
+        let mut peer = Self::unstarted(wallet, genesis, data_dir, address, join);
+        peer.restart();
+        peer
+    }
+
+    /// A peer not started yet ([`PeerProcess::restart`] starts it).
+    fn unstarted(
+        wallet: &Path,
+        genesis: &Path,
+        data_dir: &Path,
+        address: &str,
+        join: &[String],
+    ) -> PeerProcess {
+        PeerProcess {
             process: None,
             join: join.to_vec(),
             address: address.to_string(),
@@ -338,9 +351,7 @@ impl PeerProcess {
             genesis: genesis.to_path_buf(),
             log: data_dir.with_extension("log"),
             env: Vec::new(),
-        };
-        peer.restart();
-        peer
+        }
     }
 
     /// Starts the process (again) and waits until it listens.
@@ -427,8 +438,14 @@ impl TestNetwork {
     /// [`TestNetwork::start`] with more `medledger-peer genesis` options (consensus
     /// parameters), e.g. `["--max-tx-lifetime-ms", "10000"]`.
     pub fn start_with(n: usize, genesis_options: &[&str]) -> TestNetwork {
+        Self::start_with_env(n, genesis_options, &[])
+    }
+
+    /// [`TestNetwork::start_with`], every peer started with the variables `env` (e.g.
+    /// `MEDLEDGER_PEER_RECONCILE_SECONDS`, or a lie naming one peer), kept for its restarts.
+    pub fn start_with_env(n: usize, genesis_options: &[&str], env: &[(&str, &str)]) -> TestNetwork {
         let mut network = Self::start_ca_only();
-        network.start_peers(n, genesis_options);
+        network.start_peers(n, genesis_options, env);
         network
     }
 
@@ -452,7 +469,7 @@ impl TestNetwork {
         network
     }
 
-    fn start_peers(&mut self, n: usize, genesis_options: &[&str]) {
+    fn start_peers(&mut self, n: usize, genesis_options: &[&str], env: &[(&str, &str)]) {
         let network = self;
         let ca_dir = network.ca.dir.clone();
         let mut specs = Vec::new();
@@ -517,12 +534,13 @@ impl TestNetwork {
         for (i, address) in addresses.iter().enumerate() {
             let wallet = network.wallet(&format!("peer{i}"));
             let data = network.tmp.path().join(format!("peer{i}"));
-            network.peers.push(PeerProcess::start(
-                &wallet,
-                &network.genesis,
-                &data,
-                address,
-            ));
+            let mut peer = PeerProcess::unstarted(&wallet, &network.genesis, &data, address, &[]);
+            peer.env = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            peer.restart();
+            network.peers.push(peer);
         }
     }
 

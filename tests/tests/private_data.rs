@@ -16,6 +16,9 @@ use prost::Message;
 use rand_core::RngCore;
 use records::{item_args, read_grant_args, register_args};
 
+/// How often the peers reconcile private values (`medledger-peer serve --reconcile-seconds`).
+const RECONCILE_SECONDS: &str = "MEDLEDGER_PEER_RECONCILE_SECONDS";
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -484,7 +487,8 @@ fn acknowledged_values_survive_a_restart_before_the_block() {
 /// in the block, holds no key.
 #[test]
 fn a_grantee_gathers_keys_that_different_peers_hold() {
-    let net = TestNetwork::start(4);
+    // Without reconciliation, which would soon give every value to every peer.
+    let net = TestNetwork::start_with_env(4, &[], &[(RECONCILE_SECONDS, "0")]);
     net.member("patient", "patient");
     net.member("dr-a", "clinician");
     net.member("dr-b", "clinician");
@@ -678,4 +682,123 @@ fn a_peer_that_acknowledges_without_keeping_is_passed_over() {
     );
     let file_key: [u8; 32] = file_key_commitment.as_slice().try_into().unwrap();
     assert!(ledger.private_value(&file_key).unwrap().is_none());
+}
+
+/// Peer `i`'s private value of `commitment` and how many values it lacks, read from its
+/// RocksDB (a secondary instance: the peer may run).
+fn held_by(net: &TestNetwork, i: usize, commitment: &[u8; 32]) -> (Option<Vec<u8>>, usize) {
+    let ledger =
+        medledger_peer::ledger::Ledger::open_read_only(&net.peers[i].data_dir.join("ledger"))
+            .unwrap();
+    let held = ledger.private_value(commitment).unwrap().map(|v| {
+        assert_eq!(
+            medledger_crypto::private_commitment(&v.salt, &v.value),
+            *commitment,
+            "peer{i} holds a value that does not match its commitment"
+        );
+        v.value
+    });
+    (held, ledger.missing_private(1024).unwrap().len())
+}
+
+/// Waits up to 60 s for `done` (asked every half second).
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < until, "{what}: not within 60 s");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Reconciliation (docs/adr/0017 §7): values acknowledged by peers 0 and 3 alone reach
+/// peers 1 and 2 from them, each checked against its commitment. While peer 3 is down, the
+/// only holder is peer 0, which forges every value it serves (lie `keys`): nothing it sends
+/// is stored. Back up, peer 3 takes its values in the blocks it catches up on, and the
+/// others reconcile from it. A value purged (its grant revoked) before anyone reconciled it
+/// is never brought back, and nothing is left missing.
+#[test]
+fn peers_that_were_not_given_a_value_reconcile_it_from_the_others() {
+    let mut net = TestNetwork::start_with_env(
+        4,
+        &[],
+        &[
+            (RECONCILE_SECONDS, "1"),
+            (medledger_peer::lies::FAULT_LIE, "peer0:keys"),
+        ],
+    );
+    net.member("patient", "patient");
+    let rt = runtime();
+    let pseudonym: [u8; 32] = random();
+    // Two grants whose envelopes peers 0 and 3 alone acknowledge.
+    let kept_value: [u8; 80] = random();
+    let (kept, purged, first, second) = rt.block_on(async {
+        let patient = connect(&net, "patient").await;
+        assert!(
+            patient
+                .submit("register_patient", register_args(&pseudonym))
+                .await
+                .unwrap()
+                .is_valid()
+        );
+        let (kept, first) =
+            grant_acknowledged_by(&patient, &[0, 3], &pseudonym, "dr-a", &kept_value).await;
+        let (purged, second) =
+            grant_acknowledged_by(&patient, &[0, 3], &pseudonym, "dr-b", &random::<80>()).await;
+        (kept, purged, first, second)
+    });
+    // Peer 3 stops with both values pending on its disk; the grants commit without it, and
+    // the second is revoked, which purges its envelope.
+    net.peers[3].kill();
+    rt.block_on(async {
+        let patient = connect(&net, "patient").await;
+        assert!(patient.submit_envelope(first).await.unwrap().is_valid());
+        let granted = patient.submit_envelope(second).await.unwrap();
+        assert!(granted.is_valid(), "{granted:?}");
+        let id = v1::GrantResult::decode(granted.result.as_slice())
+            .unwrap()
+            .id;
+        let revoked = patient
+            .submit(
+                "revoke",
+                v1::RevokeArgs {
+                    pseudonym: pseudonym.to_vec(),
+                    permission_id: id,
+                }
+                .encode_to_vec(),
+            )
+            .await
+            .unwrap();
+        assert!(revoked.is_valid(), "{revoked:?}");
+    });
+
+    // Peers 1 and 2 asked the liar (the only holder up) and stored none of its forgeries.
+    eventually("the liar is asked", || {
+        std::fs::read_to_string(&net.peers[0].log)
+            .unwrap_or_default()
+            .contains("lie told: forged private values")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    for i in [1, 2] {
+        let (held, missing) = held_by(&net, i, &kept);
+        assert_eq!(held, None, "peer{i} took a forged value");
+        assert_eq!(
+            missing, 1,
+            "peer{i} lacks the kept value (the purged one is not missing)"
+        );
+    }
+
+    // Peer 3 comes back, catches up, and the others reconcile the kept value from it.
+    net.peers[3].restart();
+    for i in [1, 2, 3] {
+        eventually(&format!("peer{i} holds the kept value"), || {
+            held_by(&net, i, &kept) == (Some(kept_value.to_vec()), 0)
+        });
+    }
+    // The purged value: on no peer, the liar included, and missing nowhere.
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..4 {
+        let (held, missing) = held_by(&net, i, &purged);
+        assert_eq!(held, None, "peer{i} holds a purged value");
+        assert_eq!(missing, 0, "peer{i}");
+    }
 }
