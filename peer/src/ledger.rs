@@ -18,6 +18,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use medledger_proto::v1;
@@ -197,6 +198,17 @@ pub struct Ledger {
     /// while it is still missing: a block that purges it and the value reconciled cannot
     /// interleave.
     private_write: std::sync::Mutex<()>,
+    /// Purged private values whose bytes are still to be compacted out of the ledger's files
+    /// ([`Ledger::compact_purged_in_background`]).
+    purged_queue: Arc<PurgedQueue>,
+}
+
+/// Private values blocks purged, waiting to be compacted out of the ledger's files
+/// (docs/adr/0017 §6).
+#[derive(Default)]
+struct PurgedQueue {
+    purged: std::sync::Mutex<Vec<[u8; 32]>>,
+    wake: std::sync::Condvar,
 }
 
 impl Drop for Ledger {
@@ -253,6 +265,7 @@ impl Ledger {
             network_id: genesis.network_id,
             scratch: None,
             private_write: std::sync::Mutex::new(()),
+            purged_queue: Arc::default(),
         };
         match ledger.db.get_cf(ledger.cf(CF_META), META_NETWORK_ID)? {
             Some(found) if found.as_slice() == genesis.network_id.as_slice() => {}
@@ -564,25 +577,103 @@ impl Ledger {
         }))
     }
 
+    /// Starts the thread that compacts purged private values out of the ledger's files: a
+    /// RocksDB deletion only adds a tombstone, and the value stays in the write-ahead log and
+    /// in table files until they are rewritten. After each block that purges values (an
+    /// erasure's step, a revocation, a rotation), the thread flushes every column family (so
+    /// the write-ahead logs that held the values, at their put and at their commit, are
+    /// obsolete and deleted) and compacts the purged keys of `private`, and all of
+    /// `private_pending`, to the bottom level (so no table file keeps them). It runs beside
+    /// the consensus thread, never in a block's write, and ends with the ledger.
+    ///
+    /// # Errors
+    /// The thread could not be started.
+    pub fn compact_purged_in_background(self: &Arc<Self>) -> std::io::Result<()> {
+        let queue = self.purged_queue.clone();
+        let ledger = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("purged-compaction".into())
+            .spawn(move || {
+                loop {
+                    let purged = {
+                        let mut waiting = queue.purged.lock().unwrap_or_else(|p| p.into_inner());
+                        while waiting.is_empty() {
+                            waiting = queue.wake.wait(waiting).unwrap_or_else(|p| p.into_inner());
+                        }
+                        std::mem::take(&mut *waiting)
+                    };
+                    let Some(ledger) = ledger.upgrade() else {
+                        return;
+                    };
+                    match ledger.compact_purged(&purged) {
+                        Ok(()) => tracing::info!(
+                            values = purged.len(),
+                            "purged private values compacted out of the ledger's files"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "purged private values may stay in the ledger's files until \
+                             RocksDB compacts them"
+                        ),
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Flushes every column family and compacts `purged` out of `private`, and all of
+    /// `private_pending`, down to the bottom level
+    /// ([`Ledger::compact_purged_in_background`]).
+    ///
+    /// # Errors
+    /// RocksDB could not flush.
+    fn compact_purged(&self, purged: &[[u8; 32]]) -> Result<()> {
+        self.flush()?;
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for commitment in purged {
+            self.db.compact_range_cf_opt(
+                self.cf(CF_PRIVATE),
+                Some(commitment),
+                Some(commitment),
+                &options,
+            );
+        }
+        self.db.compact_range_cf_opt(
+            self.cf(CF_PRIVATE_PENDING),
+            None::<&[u8]>,
+            None::<&[u8]>,
+            &options,
+        );
+        Ok(())
+    }
+
     /// Up to `limit` commitments of committed values this peer lacks
-    /// ([`CF_PRIVATE_MISSING`]), in commitment order.
+    /// ([`CF_PRIVATE_MISSING`]), in commitment order, after `after` (none: from the first),
+    /// so that a caller walking them with a cursor reaches every one, however many it can
+    /// never find.
     ///
     /// # Errors
     /// RocksDB failed, or an entry's key is not 32 bytes (corruption).
-    pub fn missing_private(&self, limit: usize) -> Result<Vec<[u8; 32]>> {
+    pub fn missing_private(&self, after: Option<&[u8; 32]>, limit: usize) -> Result<Vec<[u8; 32]>> {
         let Some(cf) = self.db.cf_handle(CF_PRIVATE_MISSING) else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for entry in self.db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+        let mode = match after {
+            Some(after) => rocksdb::IteratorMode::From(after, rocksdb::Direction::Forward),
+            None => rocksdb::IteratorMode::Start,
+        };
+        for entry in self.db.iterator_cf(cf, mode) {
             if out.len() >= limit {
                 break;
             }
             let (key, _) = entry?;
-            out.push(
-                <[u8; 32]>::try_from(key.as_ref())
-                    .map_err(|_| corrupt("private_missing", "a key that is not 32 bytes"))?,
-            );
+            let commitment = <[u8; 32]>::try_from(key.as_ref())
+                .map_err(|_| corrupt("private_missing", "a key that is not 32 bytes"))?;
+            if Some(&commitment) != after {
+                out.push(commitment);
+            }
         }
         Ok(out)
     }
@@ -824,6 +915,14 @@ impl Ledger {
             let _private = self.private_write.lock().unwrap_or_else(|p| p.into_inner());
             self.write_synced(batch)?;
         }
+        if !commit.private_purges.is_empty() {
+            self.purged_queue
+                .purged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(&commit.private_purges);
+            self.purged_queue.wake.notify_one();
+        }
         let time = commit.block.header.as_ref().map_or(i64::MIN, |h| h.time_ms);
         self.head_time_ms.store(time, Ordering::SeqCst);
         self.height.store(number, Ordering::SeqCst);
@@ -1032,6 +1131,7 @@ impl Ledger {
             network_id,
             scratch: Some(scratch),
             private_write: std::sync::Mutex::new(()),
+            purged_queue: Arc::default(),
         };
         ledger.load_height()?;
         Ok(ledger)

@@ -81,6 +81,10 @@ pub async fn run(
     };
     let ledger = Arc::new(ledger);
     scrub_in_background(ledger.clone());
+    // Purged private values leave the ledger's files too, not only its column families.
+    ledger
+        .compact_purged_in_background()
+        .context("starting the compaction of purged private values")?;
     let validator = Arc::new(Validator::new(genesis.clone()));
     let revocations = Revocations::load(&ledger)?;
     let in_force = || {
@@ -271,7 +275,22 @@ pub async fn run(
     });
     // The values this peer acknowledged before it stopped, which blocks still to come may
     // take (docs/adr/0017 §4).
-    shared.pending_private.restore(ledger.pending_private()?);
+    let pending = ledger.pending_private()?;
+    // A peer that caught up by fetching blocks (`join`) committed them without its pending
+    // values: those still marked missing are stored now, as the driver would have (each
+    // matched its commitment when it was put).
+    let own: Vec<_> = pending
+        .iter()
+        .map(|e| (e.commitment, e.value.clone()))
+        .collect();
+    let stored = ledger.store_reconciled(&own)?;
+    if stored > 0 {
+        tracing::info!(
+            stored,
+            "private values of fetched blocks taken from the pending store"
+        );
+    }
+    shared.pending_private.restore(pending);
     let tls_revocations = shared.revocations.serials.clone();
     let lies = crate::lies::Lies::from_env(&me.name);
     if lies.any() {

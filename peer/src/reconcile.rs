@@ -8,81 +8,116 @@
 //! purged by an erasure in the meantime is never brought back.
 //!
 //! Who can lie here: the replica asked. A value is self-certifying (its commitment is
-//! `private_commitment(salt, value)`, in the block), so a forged one is dropped and costs
-//! the liar its turn; a replica that withholds values or stalls costs one call (bounded by
-//! [`CALL_TIMEOUT`]) per round, and each round starts with the next replica.
+//! `private_commitment(salt, value)`, in the block), so a forged one is dropped; an answer
+//! is bounded in bytes ([`MAX_ANSWER_BYTES`]) and in entries (no more than asked for), and
+//! a replica that withholds values or stalls costs one call of at most [`CALL_TIMEOUT`].
+//! The missing values are walked with a cursor, so values no peer can give (all their
+//! holders lost them) never hold up the others; rounds follow each other at once while they
+//! store values, and wait [`Reconciler::every`] once a whole pass stored none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use medledger_proto::v1;
+use medledger_proto::v1::ledger_client::LedgerClient;
 
-use crate::join::{CALL_TIMEOUT, ledger_client};
 use crate::ledger::Ledger;
 use crate::network::Network;
 use crate::private_data::{MAX_VALUE_BYTES, SaltedValue};
 
-/// How often a peer reconciles by default (seconds; `reconcile_seconds` in its
-/// configuration, 0 turning it off).
+/// How often a peer reconciles by default, once nothing more could be found (seconds;
+/// `reconcile_seconds` in its configuration, 0 turning it off).
 pub const DEFAULT_RECONCILE_SECONDS: u64 = 5;
-/// Most commitments asked for in one call (and one round): at most this many values of
-/// [`MAX_VALUE_BYTES`] come back, about 1 MiB.
+/// Most commitments asked for in one call (and one round).
 pub const MAX_COMMITMENTS_PER_CALL: usize = 256;
+/// Largest answer taken: [`MAX_COMMITMENTS_PER_CALL`] values of [`MAX_VALUE_BYTES`] with
+/// their commitments, salts and framing, with room to spare (about 2 MiB).
+pub const MAX_ANSWER_BYTES: usize = 2 * MAX_COMMITMENTS_PER_CALL * (MAX_VALUE_BYTES + 128);
+/// How long one replica may take to connect or to answer one call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the reconciler needs of the node.
 pub struct Reconciler {
     pub ledger: Arc<Ledger>,
     pub network: Arc<Network>,
     pub revoked: medledger_tls::SharedRevocations,
-    /// Time between rounds.
+    /// Time between passes that found nothing more.
     pub every: Duration,
 }
 
 impl Reconciler {
-    /// Runs until aborted: each round reads up to [`MAX_COMMITMENTS_PER_CALL`] missing
-    /// commitments and asks the other replicas in turn, from the next one each round,
-    /// until every one is found or all were asked.
+    /// Runs until aborted: each round takes up to [`MAX_COMMITMENTS_PER_CALL`] missing
+    /// commitments from the cursor on and asks the other replicas in turn, from the next one
+    /// each round, until every one is found or all were asked. A round that reaches the end
+    /// of the missing values starts the cursor again from the first; the task sleeps
+    /// [`Reconciler::every`] after a whole pass that stored nothing.
     pub async fn run(self) {
         let mut turn: usize = 0;
+        let mut cursor: Option<[u8; 32]> = None;
+        let mut stored_this_pass = 0usize;
         loop {
-            tokio::time::sleep(self.every).await;
-            let missing = match self.ledger.missing_private(MAX_COMMITMENTS_PER_CALL) {
-                Ok(missing) => missing,
-                Err(e) => {
+            let ledger = self.ledger.clone();
+            let after = cursor;
+            let missing = match tokio::task::spawn_blocking(move || {
+                ledger.missing_private(after.as_ref(), MAX_COMMITMENTS_PER_CALL)
+            })
+            .await
+            {
+                Ok(Ok(missing)) => missing,
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot read the missing private values");
+                    tokio::time::sleep(self.every).await;
                     continue;
                 }
+                Err(_) => return,
             };
-            if missing.is_empty() {
-                continue;
+            // The end of a pass: from the first again, after a pause if it found nothing.
+            cursor = missing.last().copied();
+            if missing.len() < MAX_COMMITMENTS_PER_CALL {
+                cursor = None;
+                if stored_this_pass == 0 {
+                    tokio::time::sleep(self.every).await;
+                }
+                stored_this_pass = 0;
+                if missing.is_empty() {
+                    continue;
+                }
             }
             let others = self.network.others();
             if others.is_empty() {
+                tokio::time::sleep(self.every).await;
                 continue;
             }
             turn = turn.wrapping_add(1);
             let (before, after) = others.split_at(turn % others.len());
-            let mut wanted: Vec<[u8; 32]> = missing;
+            let mut wanted: HashSet<[u8; 32]> = missing.into_iter().collect();
             for (replica, address, tls) in after.iter().chain(before).cloned() {
-                match self.ask(&address, tls, &wanted).await {
-                    Ok(found) => match self.ledger.store_reconciled(&found) {
-                        Ok(stored) => {
-                            metrics::counter!("medledger_private_values_reconciled_total")
-                                .increment(stored as u64);
-                            if stored > 0 {
-                                tracing::debug!(replica, stored, "private values reconciled");
-                            }
-                            wanted.retain(|c| !found.iter().any(|(f, _)| f == c));
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot store reconciled private values");
-                            break;
-                        }
-                    },
+                let found = match self.ask(&address, tls, &wanted).await {
+                    Ok(found) => found,
                     Err(e) => {
                         tracing::debug!(replica, %address, error = %e, "no private values");
+                        continue;
                     }
+                };
+                for (commitment, _) in &found {
+                    wanted.remove(commitment);
+                }
+                let ledger = self.ledger.clone();
+                match tokio::task::spawn_blocking(move || ledger.store_reconciled(&found)).await {
+                    Ok(Ok(stored)) => {
+                        metrics::counter!("medledger_private_values_reconciled_total")
+                            .increment(stored as u64);
+                        stored_this_pass += stored;
+                        if stored > 0 {
+                            tracing::debug!(replica, stored, "private values reconciled");
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot store reconciled private values");
+                        break;
+                    }
+                    Err(_) => return,
                 }
                 if wanted.is_empty() {
                     break;
@@ -96,9 +131,14 @@ impl Reconciler {
         &self,
         address: &str,
         tls: Arc<rustls::ClientConfig>,
-        wanted: &[[u8; 32]],
+        wanted: &HashSet<[u8; 32]>,
     ) -> Result<Vec<([u8; 32], SaltedValue)>, String> {
-        let mut client = ledger_client(address, tls, self.revoked.clone()).await?;
+        let connect = medledger_tls::connect(address, tls, self.revoked.clone());
+        let channel = tokio::time::timeout(CALL_TIMEOUT, connect)
+            .await
+            .map_err(|_| "connecting took too long".to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut client = LedgerClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
         let call = client.get_private_data(v1::GetPrivateDataRequest {
             commitments: wanted.iter().map(|c| c.to_vec()).collect(),
         });
@@ -107,6 +147,13 @@ impl Reconciler {
             .map_err(|_| "answering took too long".to_string())?
             .map_err(|s| s.to_string())?
             .into_inner();
+        if answer.values.len() > wanted.len() {
+            return Err(format!(
+                "{} values for {} commitments asked for",
+                answer.values.len(),
+                wanted.len()
+            ));
+        }
         Ok(checked(wanted, answer.values))
     }
 }
@@ -115,7 +162,7 @@ impl Reconciler {
 /// commitments (`medledger_crypto::private_commitment(salt, value)`), each once, at most
 /// [`MAX_VALUE_BYTES`] long. Anything else is dropped: a replica's word is not taken.
 pub fn checked(
-    wanted: &[[u8; 32]],
+    wanted: &HashSet<[u8; 32]>,
     values: Vec<v1::CommittedPrivateValue>,
 ) -> Vec<([u8; 32], SaltedValue)> {
     let mut found = BTreeMap::new();
@@ -158,12 +205,106 @@ mod tests {
         }
     }
 
+    /// A fresh ledger of the fixture network.
+    fn ledger() -> (tempfile::TempDir, Ledger) {
+        use prost::Message as _;
+        let bytes = std::fs::read(format!(
+            "{}/../fuzz/fixtures/genesis.pb",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let genesis =
+            crate::genesis::Genesis::from_block(v1::Block::decode(bytes.as_slice()).unwrap())
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), &genesis).unwrap();
+        (dir, ledger)
+    }
+
+    /// The next block of `ledger`, committing a valid transaction with `committed` values
+    /// (none given to this peer) and purging `purged`.
+    fn next_block(
+        ledger: &Ledger,
+        committed: &[[u8; 32]],
+        purged: &[[u8; 32]],
+    ) -> medledger_execution::state::BlockCommit {
+        medledger_execution::state::BlockCommit {
+            block: v1::Block {
+                header: Some(v1::BlockHeader {
+                    number: ledger.height() + 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            private_data: vec![medledger_execution::state::PrivateDataOf {
+                transaction_hash: [9; 32],
+                commitments: committed.iter().map(|c| c.to_vec()).collect(),
+            }],
+            private_purges: purged.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn salted(v: &v1::CommittedPrivateValue) -> ([u8; 32], SaltedValue) {
+        (
+            v.commitment.as_slice().try_into().unwrap(),
+            SaltedValue {
+                salt: v.salt.as_slice().try_into().unwrap(),
+                value: v.value.clone(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_value_is_stored_only_while_missing_and_never_after_its_purge() {
+        let (_dir, ledger) = ledger();
+        let (purged, kept) = (salted(&value(1)), salted(&value(2)));
+        // A block commits both, given to this peer neither: both missing.
+        ledger
+            .commit_block(
+                &next_block(&ledger, &[purged.0, kept.0], &[]),
+                &[],
+                &[],
+                &[],
+            )
+            .unwrap();
+        let mut missing = ledger.missing_private(None, 10).unwrap();
+        missing.sort();
+        let mut expected = vec![purged.0, kept.0];
+        expected.sort();
+        assert_eq!(missing, expected);
+        // The cursor walks on past the first.
+        assert_eq!(
+            ledger.missing_private(Some(&expected[0]), 10).unwrap(),
+            vec![expected[1]]
+        );
+        // The next block purges one; its value arrives after, and is not stored.
+        ledger
+            .commit_block(&next_block(&ledger, &[], &[purged.0]), &[], &[], &[])
+            .unwrap();
+        assert_eq!(ledger.missing_private(None, 10).unwrap(), vec![kept.0]);
+        assert_eq!(
+            ledger
+                .store_reconciled(&[purged.clone(), kept.clone()])
+                .unwrap(),
+            1
+        );
+        assert!(ledger.private_value(&purged.0).unwrap().is_none());
+        assert_eq!(
+            ledger.private_value(&kept.0).unwrap().unwrap().value,
+            kept.1.value
+        );
+        // Stored once: no longer missing, not stored again.
+        assert!(ledger.missing_private(None, 10).unwrap().is_empty());
+        assert_eq!(ledger.store_reconciled(&[kept]).unwrap(), 0);
+    }
+
     #[test]
     fn only_values_asked_for_that_match_their_commitments_are_kept() {
         let (good, other, forged_of) = (value(1), value(2), value(3));
         let c =
             |v: &v1::CommittedPrivateValue| <[u8; 32]>::try_from(v.commitment.as_slice()).unwrap();
-        let wanted = [c(&good), c(&forged_of)];
+        let wanted: HashSet<[u8; 32]> = [c(&good), c(&forged_of)].into_iter().collect();
         let forged = v1::CommittedPrivateValue {
             value: vec![0x5c; 40],
             ..forged_of.clone()
@@ -181,8 +322,8 @@ mod tests {
                 value,
             }
         };
-        let mut wanted_too = wanted.to_vec();
-        wanted_too.push(<[u8; 32]>::try_from(oversized.commitment.as_slice()).unwrap());
+        let mut wanted_too = wanted.clone();
+        wanted_too.insert(<[u8; 32]>::try_from(oversized.commitment.as_slice()).unwrap());
         let kept = checked(
             &wanted_too,
             vec![

@@ -839,9 +839,16 @@ impl v1::ledger_server::Ledger for LedgerService {
         let configuration = self.shared.configuration.get();
         if caller.role != Role::Peer || configuration.replica_of(&caller.signing_key).is_none() {
             return Err(Status::permission_denied(
-                "private values are reconciled between the peers of the configuration in                  force only",
+                "private values are reconciled between the peers of the configuration in force \
+                 only",
             ));
         }
+        // Bounded per caller like the values put (a Byzantine peer looping over every
+        // commitment spends its own budget).
+        let _admitted = self
+            .private_admission
+            .admit(caller.signing_key.to_bytes())
+            .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
         let request = request.into_inner();
         if request.commitments.len() > crate::reconcile::MAX_COMMITMENTS_PER_CALL {
             return Err(Status::invalid_argument(format!(
