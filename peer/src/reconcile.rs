@@ -12,8 +12,9 @@
 //! is bounded in bytes ([`MAX_ANSWER_BYTES`]) and in entries (no more than asked for), and
 //! a replica that withholds values or stalls costs one call of at most [`CALL_TIMEOUT`].
 //! The missing values are walked with a cursor, so values no peer can give (all their
-//! holders lost them) never hold up the others; rounds follow each other at once while they
-//! store values, and wait [`Reconciler::every`] once a whole pass stored none.
+//! holders lost them) never hold up the others; rounds follow each other at once
+//! (a page at a time) while full pages of them remain, and wait [`Reconciler::every`] at
+//! the end of each pass.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -50,12 +51,11 @@ impl Reconciler {
     /// Runs until aborted: each round takes up to [`MAX_COMMITMENTS_PER_CALL`] missing
     /// commitments from the cursor on and asks the other replicas in turn, from the next one
     /// each round, until every one is found or all were asked. A round that reaches the end
-    /// of the missing values starts the cursor again from the first; the task sleeps
-    /// [`Reconciler::every`] after a whole pass that stored nothing.
+    /// of the missing values ends the pass: the cursor starts again from the first, after
+    /// [`Reconciler::every`].
     pub async fn run(self) {
         let mut turn: usize = 0;
         let mut cursor: Option<[u8; 32]> = None;
-        let mut stored_this_pass = 0usize;
         loop {
             let ledger = self.ledger.clone();
             let after = cursor;
@@ -72,56 +72,61 @@ impl Reconciler {
                 }
                 Err(_) => return,
             };
-            // The end of a pass: from the first again, after a pause if it found nothing.
+            // A full page: the next one at once. The end of a pass: from the first again,
+            // after a pause (values missing meanwhile wait for it, and are asked for
+            // together).
             cursor = missing.last().copied();
-            if missing.len() < MAX_COMMITMENTS_PER_CALL {
+            let end_of_pass = missing.len() < MAX_COMMITMENTS_PER_CALL;
+            if end_of_pass {
                 cursor = None;
-                if stored_this_pass == 0 {
-                    tokio::time::sleep(self.every).await;
-                }
-                stored_this_pass = 0;
-                if missing.is_empty() {
+            }
+            if !missing.is_empty() {
+                self.round(&mut turn, missing).await;
+            }
+            if end_of_pass {
+                tokio::time::sleep(self.every).await;
+            }
+        }
+    }
+
+    /// Asks the other replicas for `missing`, one after the other from the next one each
+    /// round, storing what checks, until every value is found or all were asked.
+    async fn round(&self, turn: &mut usize, missing: Vec<[u8; 32]>) {
+        let others = self.network.others();
+        if others.is_empty() {
+            return;
+        }
+        *turn = turn.wrapping_add(1);
+        let (before, after) = others.split_at(*turn % others.len());
+        let mut wanted: HashSet<[u8; 32]> = missing.into_iter().collect();
+        for (replica, address, tls) in after.iter().chain(before).cloned() {
+            let found = match self.ask(&address, tls, &wanted).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::debug!(replica, %address, error = %e, "no private values");
                     continue;
                 }
+            };
+            for (commitment, _) in &found {
+                wanted.remove(commitment);
             }
-            let others = self.network.others();
-            if others.is_empty() {
-                tokio::time::sleep(self.every).await;
-                continue;
-            }
-            turn = turn.wrapping_add(1);
-            let (before, after) = others.split_at(turn % others.len());
-            let mut wanted: HashSet<[u8; 32]> = missing.into_iter().collect();
-            for (replica, address, tls) in after.iter().chain(before).cloned() {
-                let found = match self.ask(&address, tls, &wanted).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        tracing::debug!(replica, %address, error = %e, "no private values");
-                        continue;
+            let ledger = self.ledger.clone();
+            match tokio::task::spawn_blocking(move || ledger.store_reconciled(&found)).await {
+                Ok(Ok(stored)) => {
+                    metrics::counter!("medledger_private_values_reconciled_total")
+                        .increment(stored as u64);
+                    if stored > 0 {
+                        tracing::debug!(replica, stored, "private values reconciled");
                     }
-                };
-                for (commitment, _) in &found {
-                    wanted.remove(commitment);
                 }
-                let ledger = self.ledger.clone();
-                match tokio::task::spawn_blocking(move || ledger.store_reconciled(&found)).await {
-                    Ok(Ok(stored)) => {
-                        metrics::counter!("medledger_private_values_reconciled_total")
-                            .increment(stored as u64);
-                        stored_this_pass += stored;
-                        if stored > 0 {
-                            tracing::debug!(replica, stored, "private values reconciled");
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "cannot store reconciled private values");
-                        break;
-                    }
-                    Err(_) => return,
-                }
-                if wanted.is_empty() {
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot store reconciled private values");
                     break;
                 }
+                Err(_) => return,
+            }
+            if wanted.is_empty() {
+                break;
             }
         }
     }
