@@ -83,6 +83,13 @@ const META_REVOCATION_SEQUENCE: &[u8] = b"revocation_sequence";
 const META_CONFIGURATION: &[u8] = b"configuration";
 /// The number of the last block that changed the peers (docs/adr/0011); absent: none did.
 const META_EPOCH_BASE: &[u8] = b"epoch_base";
+/// `to-compact/` ‖ commitment: a private value a block purged whose bytes are still to be
+/// compacted out of the ledger's files ([`Ledger::compact_purged_in_background`]); written
+/// in the purging block's own write, deleted once compacted, so a restart resumes them.
+const META_TO_COMPACT: &[u8] = b"to-compact/";
+/// Least time between two compactions of purged values (one batch takes all purged since the
+/// last): bounds the rewriting that a run of revocations or erasures makes every peer do.
+pub const PURGED_COMPACTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The meta key of configuration `sequence`'s envelope hash.
 fn config_link_key(sequence: u64) -> Vec<u8> {
@@ -161,6 +168,11 @@ pub fn be_u64(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
 }
 
+/// The meta key marking `commitment` as to be compacted ([`META_TO_COMPACT`]).
+fn to_compact_key(commitment: &[u8; 32]) -> Vec<u8> {
+    [META_TO_COMPACT, commitment.as_slice()].concat()
+}
+
 /// A private value as [`CF_PRIVATE`] stores it: salt ‖ value.
 fn stored_value(salted: &crate::private_data::SaltedValue) -> Vec<u8> {
     let mut stored = Vec::with_capacity(salted.salt.len() + salted.value.len());
@@ -203,12 +215,30 @@ pub struct Ledger {
     purged_queue: Arc<PurgedQueue>,
 }
 
-/// Private values blocks purged, waiting to be compacted out of the ledger's files
-/// (docs/adr/0017 §6).
+/// Private values blocks purged, and pending values deleted, waiting to be compacted out of
+/// the ledger's files (docs/adr/0017 §6).
 #[derive(Default)]
 struct PurgedQueue {
-    purged: std::sync::Mutex<Vec<[u8; 32]>>,
+    waiting: std::sync::Mutex<Compactions>,
     wake: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Compactions {
+    /// Purged commitments of `private`.
+    purged: Vec<[u8; 32]>,
+    /// Pending values were deleted (expired: never committed, a value of an erased record
+    /// among them perhaps) since the last compaction of `private_pending`.
+    pending_deleted: bool,
+}
+
+impl PurgedQueue {
+    fn add(&self, purged: &[[u8; 32]], pending_deleted: bool) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.purged.extend_from_slice(purged);
+        waiting.pending_deleted |= pending_deleted;
+        self.wake.notify_one();
+    }
 }
 
 impl Drop for Ledger {
@@ -228,6 +258,10 @@ impl Ledger {
         options.create_missing_column_families(true);
         options.set_compression_type(rocksdb::DBCompressionType::Lz4);
         options.set_max_open_files(512);
+        // A flush and a compaction beside the one that purged private values runs
+        // (`compact_purged`): RocksDB's default of two jobs leaves one compaction slot, which a
+        // manual compaction would hold while level-0 files pile up toward a write stall.
+        options.set_max_background_jobs(4);
         // Every write is synced before it is acknowledged: a record torn at the log's end (a
         // crash during an unacknowledged write) is dropped, but a damaged record before it is
         // corruption, never silently the end of the log. RocksDB's default (point-in-time
@@ -242,9 +276,14 @@ impl Ledger {
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         lookups.set_block_based_table_factory(&table);
+        // Small table files for private values: compacting one purged key out rewrites the
+        // file that holds it, 8 MiB at most rather than RocksDB's 64.
+        let mut private = options.clone();
+        private.set_target_file_size_base(8 << 20);
         let cfs = ALL_CFS.iter().map(|name| {
             let cf_options = match *name {
                 CF_TX_INDEX | CF_ENVELOPES | CF_CERTIFICATES => lookups.clone(),
+                CF_PRIVATE => private.clone(),
                 _ => options.clone(),
             };
             ColumnFamilyDescriptor::new(*name, cf_options)
@@ -583,21 +622,43 @@ impl Ledger {
     /// erasure's step, a revocation, a rotation), the thread flushes every column family (so
     /// the write-ahead logs that held the values, at their put and at their commit, are
     /// obsolete and deleted) and compacts the purged keys of `private`, and all of
-    /// `private_pending`, to the bottom level (so no table file keeps them). It runs beside
-    /// the consensus thread, never in a block's write, and ends with the ledger.
+    /// `private_pending`, to the bottom level (so no table file keeps them); so it does too
+    /// after pending values expired (a value of a transaction that never committed). It runs
+    /// beside the consensus thread, never in a block's write, at most once every
+    /// [`PURGED_COMPACTION_INTERVAL`] (each run takes everything purged since the last, so a
+    /// run of revocations costs one), and ends with the ledger. The values a block purged are
+    /// marked in its own write (`to-compact/` in `meta`) until compacted, so a restart
+    /// resumes them; RocksDB's compaction reports no failure, so "compacted" means run.
     ///
     /// # Errors
     /// The thread could not be started.
     pub fn compact_purged_in_background(self: &Arc<Self>) -> std::io::Result<()> {
+        // Those a block purged before the last stop and not compacted yet.
+        let mut left = Vec::new();
+        for entry in self
+            .db
+            .prefix_iterator_cf(self.cf(CF_META), META_TO_COMPACT)
+        {
+            let Ok((key, _)) = entry else { break };
+            let Some(rest) = key.strip_prefix(META_TO_COMPACT) else {
+                break;
+            };
+            if let Ok(commitment) = <[u8; 32]>::try_from(rest) {
+                left.push(commitment);
+            }
+        }
+        if !left.is_empty() {
+            self.purged_queue.add(&left, true);
+        }
         let queue = self.purged_queue.clone();
         let ledger = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("purged-compaction".into())
             .spawn(move || {
                 loop {
-                    let purged = {
-                        let mut waiting = queue.purged.lock().unwrap_or_else(|p| p.into_inner());
-                        while waiting.is_empty() {
+                    let taken = {
+                        let mut waiting = queue.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                        while waiting.purged.is_empty() && !waiting.pending_deleted {
                             waiting = queue.wake.wait(waiting).unwrap_or_else(|p| p.into_inner());
                         }
                         std::mem::take(&mut *waiting)
@@ -605,32 +666,36 @@ impl Ledger {
                     let Some(ledger) = ledger.upgrade() else {
                         return;
                     };
-                    match ledger.compact_purged(&purged) {
+                    match ledger.compact_purged(&taken.purged) {
                         Ok(()) => tracing::info!(
-                            values = purged.len(),
+                            values = taken.purged.len(),
                             "purged private values compacted out of the ledger's files"
                         ),
-                        Err(e) => tracing::warn!(
-                            error = %e,
-                            "purged private values may stay in the ledger's files until \
-                             RocksDB compacts them"
-                        ),
+                        Err(e) => {
+                            tracing::warn!(
+                                error = %e,
+                                "purged private values not compacted yet: tried again later"
+                            );
+                            queue.add(&taken.purged, true);
+                        }
                     }
+                    drop(ledger);
+                    std::thread::sleep(PURGED_COMPACTION_INTERVAL);
                 }
             })?;
         Ok(())
     }
 
     /// Flushes every column family and compacts `purged` out of `private`, and all of
-    /// `private_pending`, down to the bottom level
+    /// `private_pending`, down to the bottom level; then forgets them as to be compacted
     /// ([`Ledger::compact_purged_in_background`]).
     ///
     /// # Errors
-    /// RocksDB could not flush.
+    /// RocksDB could not flush, or forget them.
     fn compact_purged(&self, purged: &[[u8; 32]]) -> Result<()> {
         self.flush()?;
         let mut options = rocksdb::CompactOptions::default();
-        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
         for commitment in purged {
             self.db.compact_range_cf_opt(
                 self.cf(CF_PRIVATE),
@@ -645,6 +710,11 @@ impl Ledger {
             None::<&[u8]>,
             &options,
         );
+        let mut done = WriteBatch::default();
+        for commitment in purged {
+            done.delete_cf(self.cf(CF_META), to_compact_key(commitment));
+        }
+        self.db.write(done)?;
         Ok(())
     }
 
@@ -756,6 +826,9 @@ impl Ledger {
             );
         }
         self.db.write(batch)?;
+        // Their bytes stay in the table files until compacted (a value of a transaction
+        // that never committed may be an erased record's).
+        self.purged_queue.add(&[], true);
         Ok(())
     }
 
@@ -905,10 +978,11 @@ impl Ledger {
             }
         }
         // After the puts: a value stored and purged by the same block is gone, and no
-        // longer missing.
+        // longer missing; its bytes are to be compacted out of the files.
         for commitment in &commit.private_purges {
             batch.delete_cf(self.cf(CF_PRIVATE), commitment);
             batch.delete_cf(self.cf(CF_PRIVATE_MISSING), commitment);
+            batch.put_cf(self.cf(CF_META), to_compact_key(commitment), []);
         }
         batch.put_cf(self.cf(CF_META), META_HEIGHT, number.to_be_bytes());
         {
@@ -916,12 +990,7 @@ impl Ledger {
             self.write_synced(batch)?;
         }
         if !commit.private_purges.is_empty() {
-            self.purged_queue
-                .purged
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(&commit.private_purges);
-            self.purged_queue.wake.notify_one();
+            self.purged_queue.add(&commit.private_purges, false);
         }
         let time = commit.block.header.as_ref().map_or(i64::MIN, |h| h.time_ms);
         self.head_time_ms.store(time, Ordering::SeqCst);
@@ -1135,5 +1204,99 @@ impl Ledger {
         };
         ledger.load_height()?;
         Ok(ledger)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether any file under `dir` holds `needle`, byte for byte.
+    fn on_disk(dir: &Path, needle: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                return on_disk(&path, needle);
+            }
+            std::fs::read(&path)
+                .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+        })
+    }
+
+    /// The next block of `ledger`: committing `stored` (given to this peer) and purging
+    /// `purged`.
+    fn commit(
+        ledger: &Ledger,
+        stored: &[([u8; 32], crate::private_data::SaltedValue)],
+        purged: &[[u8; 32]],
+    ) {
+        let commit = BlockCommit {
+            block: v1::Block {
+                header: Some(v1::BlockHeader {
+                    number: ledger.height() + 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            private_data: vec![medledger_execution::state::PrivateDataOf {
+                transaction_hash: [9; 32],
+                commitments: stored.iter().map(|(c, _)| c.to_vec()).collect(),
+            }],
+            private_purges: purged.to_vec(),
+            ..Default::default()
+        };
+        ledger.commit_block(&commit, &[], stored, &[]).unwrap();
+    }
+
+    #[test]
+    fn a_purged_value_is_compacted_out_of_every_file() {
+        let bytes = std::fs::read(format!(
+            "{}/../fuzz/fixtures/genesis.pb",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let genesis =
+            crate::genesis::Genesis::from_block(v1::Block::decode(bytes.as_slice()).unwrap())
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), &genesis).unwrap();
+        let salt = [3; 32];
+        let value: Vec<u8> = (0..80u8)
+            .map(|i| i.wrapping_mul(37).wrapping_add(11))
+            .collect();
+        let commitment = medledger_crypto::private_commitment(&salt, &value);
+        let salted = crate::private_data::SaltedValue {
+            salt,
+            value: value.clone(),
+        };
+        commit(&ledger, &[(commitment, salted)], &[]);
+        // In a table file, as after any flush (the positive control of the search).
+        ledger.flush().unwrap();
+        assert!(on_disk(dir.path(), &value));
+        // Purged: deleted from the column family at once; its bytes stay in the table file
+        // until the compaction, and are nowhere after it.
+        commit(&ledger, &[], &[commitment]);
+        assert!(ledger.private_value(&commitment).unwrap().is_none());
+        ledger.flush().unwrap();
+        assert!(
+            on_disk(dir.path(), &value),
+            "a deletion alone leaves the bytes"
+        );
+        ledger.compact_purged(&[commitment]).unwrap();
+        assert!(
+            !on_disk(dir.path(), &value),
+            "the purged value is still on disk"
+        );
+        // No longer marked as to be compacted.
+        assert_eq!(
+            ledger
+                .db
+                .prefix_iterator_cf(ledger.cf(CF_META), META_TO_COMPACT)
+                .filter_map(|e| e.ok())
+                .filter(|(k, _)| k.starts_with(META_TO_COMPACT))
+                .count(),
+            0
+        );
     }
 }

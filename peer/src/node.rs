@@ -440,6 +440,9 @@ pub async fn run(
         private_admission: medledger_tls::admission::Admission::new(
             crate::service::PUT_PRIVATE_LIMITS,
         ),
+        reconcile_admission: medledger_tls::admission::Admission::new(
+            crate::service::RECONCILE_LIMITS,
+        ),
     })
     .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
     let prewarm = {

@@ -70,6 +70,8 @@ pub struct LedgerService {
     /// Per-identity limits on `PutPrivateData` (by the caller's signing key): admitted
     /// before any decoding, hashing or signing.
     pub private_admission: Arc<medledger_tls::admission::Admission>,
+    /// `GetPrivateData` calls per peer ([`RECONCILE_LIMITS`]).
+    pub reconcile_admission: Arc<medledger_tls::admission::Admission>,
 }
 
 /// `PutPrivateData` calls one identity may make: as many as its submissions (each private
@@ -103,6 +105,16 @@ pub const READER_SUBSCRIBE_LIMITS: medledger_tls::admission::AdmissionLimits =
         rate_per_s: 1.0,
         burst: 8.0,
         max_in_flight: 8,
+        max_identities: 64,
+    };
+
+/// Reconciliation calls (`GetPrivateData`) one peer may make: 10 a second (bursts of 20),
+/// 2 under way; a correct peer makes one per page of 256 missing values.
+pub const RECONCILE_LIMITS: medledger_tls::admission::AdmissionLimits =
+    medledger_tls::admission::AdmissionLimits {
+        rate_per_s: 10.0,
+        burst: 20.0,
+        max_in_flight: 2,
         max_identities: 64,
     };
 
@@ -843,10 +855,10 @@ impl v1::ledger_server::Ledger for LedgerService {
                  only",
             ));
         }
-        // Bounded per caller like the values put (a Byzantine peer looping over every
-        // commitment spends its own budget).
+        // A correct peer asks a page at a time, a few a second at most: a Byzantine one
+        // looping over every commitment is held to that.
         let _admitted = self
-            .private_admission
+            .reconcile_admission
             .admit(caller.signing_key.to_bytes())
             .map_err(|refused| Status::resource_exhausted(refused.to_string()))?;
         let request = request.into_inner();
