@@ -1208,7 +1208,7 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Whether any file under `dir` holds `needle`, byte for byte.
@@ -1224,11 +1224,27 @@ mod tests {
         })
     }
 
-    /// The next block of `ledger`: committing `stored` (given to this peer) and purging
-    /// `purged`.
-    fn commit(
+    /// A fresh ledger of the fixture network (`fuzz/fixtures/genesis.pb`).
+    pub(crate) fn fixture_ledger() -> (tempfile::TempDir, Ledger) {
+        let bytes = std::fs::read(format!(
+            "{}/../fuzz/fixtures/genesis.pb",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let genesis =
+            crate::genesis::Genesis::from_block(v1::Block::decode(bytes.as_slice()).unwrap())
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = Ledger::open(dir.path(), &genesis).unwrap();
+        (dir, ledger)
+    }
+
+    /// Commits the next block of `ledger`: a valid transaction with the values `stored`
+    /// (given to this peer) and `missing` (not given), purging `purged`.
+    pub(crate) fn commit_private(
         ledger: &Ledger,
         stored: &[([u8; 32], crate::private_data::SaltedValue)],
+        missing: &[[u8; 32]],
         purged: &[[u8; 32]],
     ) {
         let commit = BlockCommit {
@@ -1241,7 +1257,12 @@ mod tests {
             },
             private_data: vec![medledger_execution::state::PrivateDataOf {
                 transaction_hash: [9; 32],
-                commitments: stored.iter().map(|(c, _)| c.to_vec()).collect(),
+                commitments: stored
+                    .iter()
+                    .map(|(c, _)| c)
+                    .chain(missing)
+                    .map(|c| c.to_vec())
+                    .collect(),
             }],
             private_purges: purged.to_vec(),
             ..Default::default()
@@ -1251,16 +1272,7 @@ mod tests {
 
     #[test]
     fn a_purged_value_is_compacted_out_of_every_file() {
-        let bytes = std::fs::read(format!(
-            "{}/../fuzz/fixtures/genesis.pb",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        let genesis =
-            crate::genesis::Genesis::from_block(v1::Block::decode(bytes.as_slice()).unwrap())
-                .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), &genesis).unwrap();
+        let (dir, ledger) = fixture_ledger();
         let salt = [3; 32];
         let value: Vec<u8> = (0..80u8)
             .map(|i| i.wrapping_mul(37).wrapping_add(11))
@@ -1270,13 +1282,13 @@ mod tests {
             salt,
             value: value.clone(),
         };
-        commit(&ledger, &[(commitment, salted)], &[]);
+        commit_private(&ledger, &[(commitment, salted)], &[], &[]);
         // In a table file, as after any flush (the positive control of the search).
         ledger.flush().unwrap();
         assert!(on_disk(dir.path(), &value));
         // Purged: deleted from the column family at once; its bytes stay in the table file
         // until the compaction, and are nowhere after it.
-        commit(&ledger, &[], &[commitment]);
+        commit_private(&ledger, &[], &[], &[commitment]);
         assert!(ledger.private_value(&commitment).unwrap().is_none());
         ledger.flush().unwrap();
         assert!(

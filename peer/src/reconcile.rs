@@ -199,6 +199,7 @@ pub fn checked(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::tests::{commit_private, fixture_ledger};
 
     fn value(tag: u8) -> v1::CommittedPrivateValue {
         let salt = [tag; 32];
@@ -207,46 +208,6 @@ mod tests {
             commitment: medledger_crypto::private_commitment(&salt, &value).to_vec(),
             salt: salt.to_vec(),
             value,
-        }
-    }
-
-    /// A fresh ledger of the fixture network.
-    fn ledger() -> (tempfile::TempDir, Ledger) {
-        use prost::Message as _;
-        let bytes = std::fs::read(format!(
-            "{}/../fuzz/fixtures/genesis.pb",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap();
-        let genesis =
-            crate::genesis::Genesis::from_block(v1::Block::decode(bytes.as_slice()).unwrap())
-                .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let ledger = Ledger::open(dir.path(), &genesis).unwrap();
-        (dir, ledger)
-    }
-
-    /// The next block of `ledger`, committing a valid transaction with `committed` values
-    /// (none given to this peer) and purging `purged`.
-    fn next_block(
-        ledger: &Ledger,
-        committed: &[[u8; 32]],
-        purged: &[[u8; 32]],
-    ) -> medledger_execution::state::BlockCommit {
-        medledger_execution::state::BlockCommit {
-            block: v1::Block {
-                header: Some(v1::BlockHeader {
-                    number: ledger.height() + 1,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-            private_data: vec![medledger_execution::state::PrivateDataOf {
-                transaction_hash: [9; 32],
-                commitments: committed.iter().map(|c| c.to_vec()).collect(),
-            }],
-            private_purges: purged.to_vec(),
-            ..Default::default()
         }
     }
 
@@ -262,17 +223,10 @@ mod tests {
 
     #[test]
     fn a_value_is_stored_only_while_missing_and_never_after_its_purge() {
-        let (_dir, ledger) = ledger();
+        let (_dir, ledger) = fixture_ledger();
         let (purged, kept) = (salted(&value(1)), salted(&value(2)));
         // A block commits both, given to this peer neither: both missing.
-        ledger
-            .commit_block(
-                &next_block(&ledger, &[purged.0, kept.0], &[]),
-                &[],
-                &[],
-                &[],
-            )
-            .unwrap();
+        commit_private(&ledger, &[], &[purged.0, kept.0], &[]);
         let mut missing = ledger.missing_private(None, 10).unwrap();
         missing.sort();
         let mut expected = vec![purged.0, kept.0];
@@ -284,9 +238,7 @@ mod tests {
             vec![expected[1]]
         );
         // The next block purges one; its value arrives after, and is not stored.
-        ledger
-            .commit_block(&next_block(&ledger, &[], &[purged.0]), &[], &[], &[])
-            .unwrap();
+        commit_private(&ledger, &[], &[], &[purged.0]);
         assert_eq!(ledger.missing_private(None, 10).unwrap(), vec![kept.0]);
         assert_eq!(
             ledger

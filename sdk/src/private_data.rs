@@ -344,9 +344,7 @@ impl PeerSet {
         commitment: &mut Vec<u8>,
         private: &mut PrivateData,
     ) {
-        if !clear.is_empty() && self.keeps_private_data() {
-            *commitment = private.add(std::mem::take(clear)).to_vec();
-        }
+        move_if(self.keeps_private_data(), clear, commitment, private);
     }
 
     /// Moves `grant`'s key envelope into private data ([`PeerSet::keep_private`]); returns
@@ -383,10 +381,12 @@ impl PeerSet {
         study_pseudonym: &[u8],
     ) -> PrivateData {
         let mut private = self.private_data_of(study_pseudonym);
-        if self.keeps_study_keys_private() && !copy.wrapped_dek.is_empty() {
-            copy.wrapped_dek_commitment =
-                private.add(std::mem::take(&mut copy.wrapped_dek)).to_vec();
-        }
+        move_if(
+            self.keeps_study_keys_private(),
+            &mut copy.wrapped_dek,
+            &mut copy.wrapped_dek_commitment,
+            &mut private,
+        );
         private
     }
 
@@ -496,6 +496,14 @@ impl PeerSet {
         .await?;
         let (value, _) = gathered.into_inner().unwrap_or_else(|p| p.into_inner());
         Ok(value)
+    }
+}
+
+/// When `keeps` (the ledger's format keeps this field private), moves key material `clear`
+/// into `private` and sets `commitment` to its commitment; an empty `clear` stays as it is.
+fn move_if(keeps: bool, clear: &mut Vec<u8>, commitment: &mut Vec<u8>, private: &mut PrivateData) {
+    if keeps && !clear.is_empty() {
+        *commitment = private.add(std::mem::take(clear)).to_vec();
     }
 }
 
