@@ -65,10 +65,11 @@ pub const TRANSACTIONS: [&str; 16] = [
 pub const GATEWAY_TRANSACTIONS: [&str; 2] = ["confirm_object_deletions", "purge_erased"];
 
 /// Read-only functions (answered from one peer's state).
-pub const QUERIES: [&str; 14] = [
+pub const QUERIES: [&str; 15] = [
     "get_record",
     "access_keys",
     "study_access_keys",
+    "sealed_reasons",
     "list_permissions",
     "list_items",
     "audit_trail",
@@ -144,7 +145,8 @@ pub fn invoke(stub: &mut dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8
 /// anyway. Today: an emergency access's reason in clear text (docs/adr/0013), and the key
 /// material `private_keys` (the ledger's format, docs/adr/0017) takes only as commitments:
 /// from format 5 a grant's or a rotation's key envelopes and an item's wrapped file key,
-/// from format 6 a study copy's wrapped file key.
+/// from format 6 a study copy's wrapped file key, from format 7 an emergency access's sealed
+/// reason (sent as private data, the block naming its readers and its commitment).
 ///
 /// # Errors
 /// `INVALID_ARGUMENT` naming the field, or arguments that do not decode.
@@ -167,6 +169,13 @@ pub fn check_before_ordering(
         "emergency_access" => {
             let args: v1::EmergencyAccessArgs = decode(args)?;
             sealed::refuse_clear_reason(&args.reason)?;
+            if private_keys >= PrivateKeys::FreeText && args.sealed_reason.is_some() {
+                return Err(ChaincodeError::invalid(
+                    "sealed_reason",
+                    "this ledger keeps free text as private data: send the sealed reason's \
+                     commitment, and the reason beside the transaction (PutPrivateData)",
+                ));
+            }
         }
         "grant" if keeps_private_data => {
             let args: v1::GrantArgs = decode(args)?;
@@ -211,6 +220,7 @@ pub fn query(stub: &dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, Ch
         "list_permissions" => decode(args).and_then(|a| q::list_permissions(stub, a)),
         "list_items" => decode(args).and_then(|a| q::list_items(stub, a)),
         "audit_trail" => decode(args).and_then(|a| q::audit_trail(stub, a)),
+        "sealed_reasons" => decode(args).and_then(|a| q::sealed_reasons(stub, a)),
         "check_access" => decode(args).and_then(|a| q::check_access(stub, a)),
         "list_patients_for_grantee" => {
             decode(args).and_then(|a| q::list_patients_for_grantee(stub, a))

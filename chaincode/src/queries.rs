@@ -4,8 +4,8 @@
 use medledger_proto::v1::{
     AuditEntry, AuditTrail, AuditTrailArgs, CategoryKey, CheckAccessArgs, CheckAccessResult,
     ClinicalItem, Empty, GetRecordResult, ItemList, PatientArgs, PatientList, PatientRecord,
-    Permission, PermissionList, PrivateData, ReasonReadersResult, Right, Study, StudyArgs,
-    StudyItem, StudyItemList, StudyList,
+    Permission, PermissionList, PrivateData, ReasonReadersResult, Right, SealedReasonValue,
+    SealedReasonsArgs, SealedReasonsResult, Study, StudyArgs, StudyItem, StudyItemList, StudyList,
 };
 use prost::Message;
 
@@ -144,6 +144,51 @@ pub fn audit_trail(stub: &dyn Stub, args: AuditTrailArgs) -> Result<Vec<u8>, Cha
         next_after_seq,
     }
     .encode_to_vec())
+}
+
+/// Query `sealed_reasons` ([`SealedReasonsArgs`] → [`SealedReasonsResult`]), ledger format 7
+/// (docs/adr/0017): the sealed reasons of a record's audit entries `seqs` that this peer
+/// holds as private data, each with the salt of its commitment, for the record's owner or
+/// an auditor. An entry without a reason and one this peer lacks are left out: the client
+/// asks the next peer, and checks each value against the commitment its audit entry holds
+/// (f+1 peers agree on the trail). The trail outlives an erasure for accountability, and so
+/// do its reasons (docs/adr/0013): an auditor still reads them then.
+///
+/// # Errors
+/// `UnknownPatient`; `PatientErased` for anyone but an auditor once the record is erased;
+/// `Denied` (`NotOwner`) for anyone but the owner or an auditor, before anything is read;
+/// `INVALID_ARGUMENT` for more than [`MAX_AUDIT_PAGE`] sequence numbers.
+pub fn sealed_reasons(stub: &dyn Stub, args: SealedReasonsArgs) -> Result<Vec<u8>, ChaincodeError> {
+    limits::exact_len("pseudonym", &args.pseudonym, limits::PSEUDONYM_LEN)?;
+    let hex = keys::pseudonym_hex(&args.pseudonym);
+    let record: PatientRecord =
+        get(stub, &keys::patient(&hex))?.ok_or(ChaincodeError::UnknownPatient)?;
+    let patient = Patient { hex, record };
+    if patient.record.erased && stub.creator().role != Role::Auditor {
+        return Err(ChaincodeError::PatientErased);
+    }
+    owner_or_auditor(stub, &patient)?;
+    if args.seqs.len() > MAX_AUDIT_PAGE {
+        return Err(ChaincodeError::invalid(
+            "seqs",
+            format!("at most {MAX_AUDIT_PAGE}"),
+        ));
+    }
+    let mut reasons = Vec::new();
+    for &seq in &args.seqs {
+        let key = keys::audit(&patient.hex, seq);
+        let Some(entry) = get::<AuditEntry>(stub, &key)? else {
+            continue;
+        };
+        if entry.sealed_reason_commitment.is_empty() {
+            continue;
+        }
+        let (value, salt) = crate::private::read(stub, &[], &entry.sealed_reason_commitment)?;
+        if !value.is_empty() {
+            reasons.push(SealedReasonValue { seq, value, salt });
+        }
+    }
+    Ok(SealedReasonsResult { reasons }.encode_to_vec())
 }
 
 /// May `grantee` use `right` on `category` now? Asked by the owner, an auditor or the

@@ -178,27 +178,74 @@ pub fn check_reason(
             ));
         }
     }
+    let keys: Vec<&[u8]> = sealed
+        .readers
+        .iter()
+        .map(|r| r.public_key.as_slice())
+        .collect();
+    exactly_the_readers(stub, record, &keys, "sealed_reason.readers")
+}
+
+/// Ledger format 7 (docs/adr/0017): checks the readers a private sealed reason about
+/// `record` names in the transaction (`EmergencyAccessArgs.sealed_reason_readers`): 1 to
+/// [`MAX_SEALED_READERS`] X25519 keys, each well formed and named once, exactly
+/// [`reason_readers`] (any, for a record without an owner key on a network that names no
+/// auditor). The sealed text itself is private: its readers' entries are the clinician's
+/// word, as the wrapped keys were before (no one but a reader can tell one that does not
+/// open).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` on `sealed_reason_readers`, as [`check_reason`].
+pub fn check_reader_keys(
+    stub: &dyn Stub,
+    record: &PatientRecord,
+    keys: &[Vec<u8>],
+) -> Result<(), ChaincodeError> {
+    if keys.is_empty() || keys.len() > MAX_SEALED_READERS {
+        return Err(ChaincodeError::invalid(
+            "sealed_reason_readers",
+            format!("1 to {MAX_SEALED_READERS}"),
+        ));
+    }
+    for (i, key) in keys.iter().enumerate() {
+        encryption_key("sealed_reason_readers", key)?;
+        if keys.iter().take(i).any(|k| k == key) {
+            return Err(ChaincodeError::invalid(
+                "sealed_reason_readers",
+                "a reader appears twice",
+            ));
+        }
+    }
+    let keys: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+    exactly_the_readers(stub, record, &keys, "sealed_reason_readers")
+}
+
+/// Checks that `keys` (distinct) are exactly [`reason_readers`] of `record`, or any when it
+/// names none; errors name `field`.
+fn exactly_the_readers(
+    stub: &dyn Stub,
+    record: &PatientRecord,
+    keys: &[&[u8]],
+    field: &'static str,
+) -> Result<(), ChaincodeError> {
     let expected = reason_readers(stub, record);
     if expected.is_empty() {
         return Ok(());
     }
-    if let Some(missing) = expected
-        .iter()
-        .find(|k| !sealed.readers.iter().any(|r| r.public_key == k.as_slice()))
-    {
+    if let Some(missing) = expected.iter().find(|k| !keys.contains(&k.as_slice())) {
         let who = if record.owner_encryption_key == missing.as_slice() {
             "the record's owner".to_string()
         } else {
             format!("the auditor with key {}", hex::encode(missing))
         };
         return Err(ChaincodeError::invalid(
-            "sealed_reason.readers",
+            field,
             format!("not sealed to {who}; ask the ledger for the readers again (reason_readers)"),
         ));
     }
-    if sealed.readers.len() != expected.len() {
+    if keys.len() != expected.len() {
         return Err(ChaincodeError::invalid(
-            "sealed_reason.readers",
+            field,
             "sealed to a key that is neither the record's owner nor a named auditor",
         ));
     }

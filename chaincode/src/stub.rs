@@ -282,6 +282,8 @@ pub enum PrivateKeys {
     RecordKeys,
     /// Format 6: and study copies' wrapped file keys (wrapped to a study's key).
     StudyKeys,
+    /// Format 7: and free text (an emergency access's sealed reason, docs/adr/0013).
+    FreeText,
 }
 
 /// An event a committed transaction emitted.
@@ -364,9 +366,9 @@ impl MemoryLedger {
     }
 
     /// Makes this a ledger that keeps private data, with the newest rules
-    /// ([`PrivateKeys::StudyKeys`], format 6).
+    /// ([`PrivateKeys::FreeText`], format 7).
     pub fn keep_private_data(&mut self) {
-        self.keep_private_data_as(PrivateKeys::StudyKeys);
+        self.keep_private_data_as(PrivateKeys::FreeText);
     }
 
     /// Makes this a ledger that keeps `keys` as private data (`None`: none, as below

@@ -1031,7 +1031,39 @@ pub fn emergency_access(
     // After the rules on who may ask, so that an attempt by someone who may not is on the
     // patient's trail whatever it carries.
     sealed::refuse_clear_reason(&args.reason)?;
-    sealed::check_reason(stub, &patient.record, args.sealed_reason.as_ref())?;
+    // From format 7 the sealed text is private data: the block names its readers and
+    // carries its commitment (docs/adr/0017).
+    let private_reason = stub.private_keys() >= crate::private::PrivateKeys::FreeText;
+    let commitment = if private_reason {
+        if args.sealed_reason.is_some() {
+            return Err(ChaincodeError::invalid(
+                "sealed_reason",
+                "this ledger keeps free text as private data: send the sealed reason's \
+                 commitment (sealed_reason_commitment) and the reason beside the transaction",
+            ));
+        }
+        sealed::check_reader_keys(stub, &patient.record, &args.sealed_reason_readers)?;
+        match crate::private::take_since(
+            stub,
+            crate::private::PrivateKeys::FreeText,
+            "sealed_reason_commitment",
+            Vec::new(),
+            &args.sealed_reason_commitment,
+            0,
+        )? {
+            crate::private::KeyMaterial::Committed(c) => c.to_vec(),
+            _ => {
+                return Err(ChaincodeError::invalid(
+                    "sealed_reason_commitment",
+                    "say why emergency access is needed, sealed to the patient and the \
+                     auditors, as private data",
+                ));
+            }
+        }
+    } else {
+        sealed::check_reason(stub, &patient.record, args.sealed_reason.as_ref())?;
+        Vec::new()
+    };
     let until = limits::add_i64("emergency window", t, duration)?;
     let permission = Permission {
         grantee: creator.name.clone(),
@@ -1048,7 +1080,15 @@ pub fn emergency_access(
     entry.emergency = true;
     entry.permission_id = id.clone();
     entry.sealed_reason = args.sealed_reason.clone();
+    entry.sealed_reason_commitment = commitment.clone();
     patient.audit(stub, entry)?;
+    // From format 7 the event names the entry, under which its readers ask for the reason
+    // (`sealed_reasons`); below it the event's bytes stay format 6's.
+    let audit_seq = if private_reason {
+        patient.record.next_audit_seq
+    } else {
+        0
+    };
     patient.save(stub)?;
     let event = EmergencyAccessEvent {
         pseudonym: patient.record.pseudonym.clone(),
@@ -1056,6 +1096,8 @@ pub fn emergency_access(
         category: args.category,
         until,
         sealed_reason: args.sealed_reason,
+        sealed_reason_commitment: commitment,
+        audit_seq,
         ..EmergencyAccessEvent::default()
     };
     stub.emit_event("emergency_access", event.encode_to_vec())?;

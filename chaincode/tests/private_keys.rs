@@ -77,17 +77,6 @@ fn keys_of(
     )
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn invalid_field(result: Result<Vec<u8>, ChaincodeError>) -> &'static str {
-    match result {
-        Err(ChaincodeError::InvalidArgument { field, .. }) => field,
-        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
-    }
-}
-
 #[test]
 fn a_grant_envelope_is_kept_apart_and_given_to_its_grantee_alone() {
     let mut w = private_world();

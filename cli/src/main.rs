@@ -763,7 +763,8 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
         }
         LedgerCommand::Emergencies { from, limit } => {
             let (blocks, cut) = proof_cli::proven_blocks(&peers, *from, *limit).await?;
-            let output = emergencies_output(&blocks, &wallet);
+            let private = private_reasons(&peers, &blocks).await;
+            let output = emergencies_output(&blocks, &wallet, &private);
             Ok(stopped_at(output, &cut, &blocks, *limit))
         }
         LedgerCommand::Blocks { from, limit } => {
@@ -840,54 +841,120 @@ fn stopped_at(mut output: Output, cut: &str, blocks: &[v1::Block], limit: u32) -
     output
 }
 
-/// Every emergency access the blocks record, from their events, with its reason opened by
-/// one of `wallet`'s keys (current or earlier: an auditor's key ring).
-fn emergencies_output(blocks: &[v1::Block], wallet: &Wallet) -> Output {
-    let mut rows = Vec::new();
-    let mut text = String::new();
-    for block in blocks {
-        let Some(header) = &block.header else {
-            continue;
-        };
-        for result in &block.results {
-            for event in result
+/// The emergency accesses' events in `blocks`.
+fn emergency_events(
+    blocks: &[v1::Block],
+) -> impl Iterator<Item = (&v1::Block, &v1::TxResult, v1::EmergencyAccessEvent)> {
+    blocks.iter().flat_map(|block| {
+        block.results.iter().flat_map(move |result| {
+            result
                 .events
                 .iter()
                 .filter(|e| e.name == "emergency_access")
-            {
-                let Ok(e) =
+                .filter_map(move |event| {
                     <v1::EmergencyAccessEvent as prost::Message>::decode(event.payload.as_slice())
-                else {
-                    continue;
-                };
-                let reason = medledger_sdk::reasons::shown(
-                    e.sealed_reason.as_ref(),
+                        .ok()
+                        .map(|e| (block, result, e))
+                })
+        })
+    })
+}
+
+/// A sealed reason kept as private data (ledger format 7), by (record, audit entry): the
+/// reason, or why none could be had (the record erased, no peer holding it).
+type PrivateReasons = std::collections::BTreeMap<(Vec<u8>, u64), Result<v1::SealedText, String>>;
+
+/// The sealed reasons the emergency accesses of `blocks` committed to as private data
+/// (ledger format 7), asked of the peers record by record (`sealed_reasons`, checked
+/// against each event's commitment).
+async fn private_reasons(
+    peers: &medledger_sdk::peer::PeerSet,
+    blocks: &[v1::Block],
+) -> PrivateReasons {
+    let mut wanted: std::collections::BTreeMap<Vec<u8>, Vec<(u64, Vec<u8>)>> =
+        std::collections::BTreeMap::new();
+    for (_, _, e) in emergency_events(blocks) {
+        if !e.sealed_reason_commitment.is_empty() {
+            wanted
+                .entry(e.pseudonym.clone())
+                .or_default()
+                .push((e.audit_seq, e.sealed_reason_commitment));
+        }
+    }
+    let mut found = PrivateReasons::new();
+    for (pseudonym, entries) in wanted {
+        let mut gathered = match peers.sealed_reasons(&pseudonym, &entries).await {
+            Ok(gathered) => gathered,
+            Err(e) => {
+                for (seq, _) in entries {
+                    found.insert(
+                        (pseudonym.clone(), seq),
+                        Err(format!("(sealed reason not available: {e})")),
+                    );
+                }
+                continue;
+            }
+        };
+        for (seq, _) in entries {
+            let reason = gathered
+                .remove(&seq)
+                .ok_or_else(|| medledger_sdk::reasons::UNAVAILABLE.to_string());
+            found.insert((pseudonym.clone(), seq), reason);
+        }
+    }
+    found
+}
+
+/// Every emergency access the blocks record, from their events, with its reason opened by
+/// one of `wallet`'s keys (current or earlier: an auditor's key ring); a reason kept as
+/// private data (ledger format 7) from `private`.
+fn emergencies_output(blocks: &[v1::Block], wallet: &Wallet, private: &PrivateReasons) -> Output {
+    let mut rows = Vec::new();
+    let mut text = String::new();
+    for (block, result, e) in emergency_events(blocks) {
+        let Some(header) = &block.header else {
+            continue;
+        };
+        let reason = if e.sealed_reason_commitment.is_empty() {
+            medledger_sdk::reasons::shown(
+                e.sealed_reason.as_ref(),
+                &e.pseudonym,
+                &e.category,
+                &e.clinician,
+                wallet.encryption_keys(),
+            )
+        } else {
+            match private.get(&(e.pseudonym.clone(), e.audit_seq)) {
+                Some(Ok(sealed)) => medledger_sdk::reasons::shown(
+                    Some(sealed),
                     &e.pseudonym,
                     &e.category,
                     &e.clinician,
                     wallet.encryption_keys(),
-                );
-                text.push_str(&format!(
-                    "\n  block {:<6} {}  {:<14} record {}  {:<20} until {}  — {}",
-                    header.number,
-                    format_time(header.time_ms / 1000),
-                    e.clinician,
-                    hex::encode(&e.pseudonym)
-                        .chars()
-                        .take(16)
-                        .collect::<String>(),
-                    e.category,
-                    format_time(e.until),
-                    reason
-                ));
-                rows.push(json!({
-                    "block": header.number, "time": format_time(header.time_ms / 1000),
-                    "tx_id": hex::encode(&result.tx_id), "clinician": e.clinician,
-                    "pseudonym": hex::encode(&e.pseudonym), "category": e.category,
-                    "until": format_time(e.until), "reason": reason,
-                }));
+                ),
+                Some(Err(why)) => why.clone(),
+                None => medledger_sdk::reasons::UNAVAILABLE.to_string(),
             }
-        }
+        };
+        text.push_str(&format!(
+            "\n  block {:<6} {}  {:<14} record {}  {:<20} until {}  — {}",
+            header.number,
+            format_time(header.time_ms / 1000),
+            e.clinician,
+            hex::encode(&e.pseudonym)
+                .chars()
+                .take(16)
+                .collect::<String>(),
+            e.category,
+            format_time(e.until),
+            reason
+        ));
+        rows.push(json!({
+            "block": header.number, "time": format_time(header.time_ms / 1000),
+            "tx_id": hex::encode(&result.tx_id), "clinician": e.clinician,
+            "pseudonym": hex::encode(&e.pseudonym), "category": e.category,
+            "until": format_time(e.until), "reason": reason,
+        }));
     }
     let last = blocks
         .last()

@@ -469,7 +469,21 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             let (keys, peers) = own_record(cli, &wallet).await?;
             let mut entries = audit_trail(&peers, &keys.pseudonym).await?;
             let record_key = keys.record_encryption_key();
+            let wanted: Vec<(u64, Vec<u8>)> = entries
+                .iter()
+                .filter(|e| !e.sealed_reason_commitment.is_empty())
+                .map(|e| (e.seq, e.sealed_reason_commitment.clone()))
+                .collect();
+            let mut private = peers.sealed_reasons(&keys.pseudonym, &wanted).await?;
             for e in &mut entries {
+                if !e.sealed_reason_commitment.is_empty() {
+                    // Ledger format 7: the sealed words are private data (docs/adr/0017).
+                    e.sealed_reason = private.remove(&e.seq);
+                    if e.sealed_reason.is_none() {
+                        e.reason = reasons::UNAVAILABLE.to_string();
+                        continue;
+                    }
+                }
                 if e.sealed_reason.is_none() {
                     // Words an older build stored in clear: shown, neutralised.
                     e.reason = reasons::neutralised(&e.reason);
@@ -1254,7 +1268,7 @@ async fn emergency_access(
     let mut readers = reasons::readers(peers, pseudonym).await?;
     let mut asked_again = false;
     loop {
-        let args = v1::EmergencyAccessArgs {
+        let mut args = v1::EmergencyAccessArgs {
             pseudonym: pseudonym.to_vec(),
             category: category.to_string(),
             sealed_reason: Some(reasons::seal(
@@ -1263,8 +1277,10 @@ async fn emergency_access(
             duration_seconds: duration_seconds.unwrap_or(0),
             ..Default::default()
         };
+        // From ledger format 7 the sealed words go beside the transaction, never in a block.
+        let private = peers.emergency_reason_private(&mut args);
         let committed = peers
-            .submit("emergency_access", args.encode_to_vec())
+            .submit_maybe_private("emergency_access", args.encode_to_vec(), &private)
             .await?;
         if !asked_again && !committed.is_valid() {
             asked_again = true;

@@ -65,8 +65,9 @@ pub struct GenesisPeerSpec {
 /// and rotation envelopes, the key chain's links, items' wrapped file keys) is taken only as
 /// commitments to private values ([`PRIVATE_KEYS_FORMAT`]). Format 6: the encodings of
 /// format 5, and study copies' wrapped file keys are private too
-/// ([`PRIVATE_STUDY_KEYS_FORMAT`]).
-pub const LEDGER_FORMAT: u32 = 6;
+/// ([`PRIVATE_STUDY_KEYS_FORMAT`]). Format 7: the encodings of format 6, and an emergency
+/// access's sealed reason is private too ([`PRIVATE_FREE_TEXT_FORMAT`]).
+pub const LEDGER_FORMAT: u32 = 7;
 /// The oldest ledger format this code reads (and re-executes in `ledger verify`).
 pub const OLDEST_LEDGER_FORMAT: u32 = 1;
 /// The oldest ledger format a peer of this build runs (a format-2 network goes on, with the
@@ -92,13 +93,21 @@ pub const PRIVATE_KEYS_FORMAT: u32 = 5;
 /// researcher with the query `study_access_keys` (docs/adr/0017, step 4). Below it that key
 /// is kept in clear, as format-5 builds did.
 pub const PRIVATE_STUDY_KEYS_FORMAT: u32 = 6;
+/// The first ledger format whose chaincode takes free text (an emergency access's reason,
+/// sealed to the patient and the auditors, docs/adr/0013) only as a commitment to a private
+/// value, read by the record's owner and the auditors with the query `sealed_reasons` and
+/// purged with the record's erasure (docs/adr/0017, step 4). Below it the sealed text is
+/// kept in the block, the audit entry and the event, as format-6 builds did.
+pub const PRIVATE_FREE_TEXT_FORMAT: u32 = 7;
 
 /// The key material a ledger of `format` takes only as commitments to private values: what
 /// the chaincode's rules ask of the format ([`PRIVATE_KEYS_FORMAT`],
-/// [`PRIVATE_STUDY_KEYS_FORMAT`]).
+/// [`PRIVATE_STUDY_KEYS_FORMAT`], [`PRIVATE_FREE_TEXT_FORMAT`]).
 pub fn private_keys(format: u32) -> medledger_chaincode::private::PrivateKeys {
     use medledger_chaincode::private::PrivateKeys;
-    if format >= PRIVATE_STUDY_KEYS_FORMAT {
+    if format >= PRIVATE_FREE_TEXT_FORMAT {
+        PrivateKeys::FreeText
+    } else if format >= PRIVATE_STUDY_KEYS_FORMAT {
         PrivateKeys::StudyKeys
     } else if format >= PRIVATE_KEYS_FORMAT {
         PrivateKeys::RecordKeys

@@ -1,4 +1,4 @@
-//! Golden bytes of ledger formats 1 and 2 (`genesis::LEDGER_FORMAT`; formats 3 to 6 encode
+//! Golden bytes of ledger formats 1 and 2 (`genesis::LEDGER_FORMAT`; formats 3 to 7 encode
 //! as 2 and differ in outcomes only, docs/adr/0011 and 0017): a block, a result,
 //! world-state values, the header hash, the transaction root and the state root, each for
 //! fixed inputs; for format 2 also the header hash, the result leaf, the result root, the
@@ -77,8 +77,8 @@ fn block() -> v1::Block {
 }
 
 #[test]
-fn new_networks_are_format_6_and_format_1_still_reads() {
-    assert_eq!(LEDGER_FORMAT, 6);
+fn new_networks_are_format_7_and_format_1_still_reads() {
+    assert_eq!(LEDGER_FORMAT, 7);
     assert_eq!(medledger_execution::genesis::OLDEST_LEDGER_FORMAT, 1);
     let block = v1::Block::decode(FORMAT_1_GENESIS).unwrap();
     let genesis = medledger_execution::genesis::Genesis::from_block(block)

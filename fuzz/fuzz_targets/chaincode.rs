@@ -180,6 +180,18 @@ fn arguments(
             },
             duration_seconds: i64::arbitrary(u)?,
             sealed_reason: sealed(u)?,
+            // Format 7: the reason's commitment and the readers it names.
+            sealed_reason_commitment: commitment(u, commitments)?,
+            sealed_reason_readers: (0..u.int_in_range(0..=4u8)?)
+                .map(|_| reader_key(u))
+                .collect::<arbitrary::Result<_>>()?,
+        }
+        .encode_to_vec(),
+        "sealed_reasons" => v1::SealedReasonsArgs {
+            pseudonym: pseudonym(u)?,
+            seqs: (0..u.int_in_range(0..=4u8)?)
+                .map(|_| u.int_in_range(0..=8u64))
+                .collect::<arbitrary::Result<_>>()?,
         }
         .encode_to_vec(),
         "share_for_study" => v1::ShareForStudyArgs {
@@ -391,6 +403,7 @@ fn run(data: &[u8]) {
         PrivateKeys::None,
         PrivateKeys::RecordKeys,
         PrivateKeys::StudyKeys,
+        PrivateKeys::FreeText,
     ]) else {
         return;
     };

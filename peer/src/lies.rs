@@ -11,7 +11,8 @@
 //! - `keys`: answers `check_access` with a category key and a study key of its own (the keys
 //!   a clinician or researcher would encrypt a file to), `access_keys` with an envelope, a
 //!   key chain and a file key of its own making (the keys a grantee would open a file with),
-//!   and `study_access_keys` with a study copy's file key of its own making.
+//!   `study_access_keys` with a study copy's file key of its own making, and
+//!   `sealed_reasons` with reasons of its own sealing (under the real salts).
 //! - `stale`: answers every query (but `check_access` and `access_keys` under `keys`) from
 //!   the genesis state — nothing registered, nothing granted — claiming its current height;
 //! - `config`: serves a forged configuration chain: every real link with its configuration
@@ -171,6 +172,24 @@ pub fn junk_revocations(from: u64) -> v1::GetRevocationsResponse {
 /// salts.
 pub fn forged_keys(function: &str, result: &[u8]) -> Vec<u8> {
     use prost::Message;
+    if function == "sealed_reasons" {
+        // Each reason replaced by one of the liar's sealing, under the real salt.
+        let Ok(mut answer) = v1::SealedReasonsResult::decode(result) else {
+            return result.to_vec();
+        };
+        for reason in &mut answer.reasons {
+            reason.value = v1::SealedText {
+                ciphertext: vec![0x5e; 40],
+                readers: vec![v1::SealedTextReader {
+                    public_key: LIAR_KEY.to_vec(),
+                    wrapped_key: vec![0x5f; 80],
+                }],
+                key_commitment: vec![0x60; 32],
+            }
+            .encode_to_vec();
+        }
+        return answer.encode_to_vec();
+    }
     if matches!(function, "access_keys" | "study_access_keys") {
         let Ok(mut answer) = v1::AccessKeysResult::decode(result) else {
             return result.to_vec();

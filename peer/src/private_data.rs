@@ -10,11 +10,12 @@ use std::sync::Mutex;
 
 use medledger_crypto::PRIVATE_SALT_LEN;
 
-/// Largest value taken (bytes): key material (an 80-byte envelope or wrapped key) and a
-/// sealed reason (a few hundred bytes) fit many times over. The chaincode bounds a clear
+/// Largest value taken (bytes): key material (an 80-byte envelope or wrapped key) fits many
+/// times over, and so does the largest sealed reason (ledger format 7: 512 bytes of text
+/// sealed to the owner and 32 auditors, 4,459 bytes encoded). The chaincode bounds a clear
 /// envelope at 512 bytes but cannot see a committed value's length, so this bound is what
-/// keeps a grant's private value from costing every holder more than a few KiB.
-pub const MAX_VALUE_BYTES: usize = 4 << 10;
+/// keeps a private value from costing every holder more than a few KiB.
+pub const MAX_VALUE_BYTES: usize = 8 << 10;
 /// Most bytes pending for one creator (by certificate hash).
 pub const MAX_CREATOR_BYTES: usize = 4 << 20;
 /// Most bytes pending in all.

@@ -33,8 +33,9 @@ pub const DEFAULT_RECONCILE_SECONDS: u64 = 5;
 /// Most commitments asked for in one call (and one round).
 pub const MAX_COMMITMENTS_PER_CALL: usize = 256;
 /// Largest answer taken: [`MAX_COMMITMENTS_PER_CALL`] values of [`MAX_VALUE_BYTES`] with
-/// their commitments, salts and framing, with room to spare (about 2 MiB).
-pub const MAX_ANSWER_BYTES: usize = 2 * MAX_COMMITMENTS_PER_CALL * (MAX_VALUE_BYTES + 128);
+/// their commitments, salts and framing (under 74 bytes a value), with room to spare
+/// (about 2 MiB).
+pub const MAX_ANSWER_BYTES: usize = MAX_COMMITMENTS_PER_CALL * (MAX_VALUE_BYTES + 128);
 /// How long one replica may take to connect or to answer one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 

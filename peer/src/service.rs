@@ -565,7 +565,7 @@ impl v1::ledger_server::Ledger for LedgerService {
         if self.lies.keys
             && matches!(
                 request.function.as_str(),
-                "check_access" | "access_keys" | "study_access_keys"
+                "check_access" | "access_keys" | "study_access_keys" | "sealed_reasons"
             )
         {
             let result = crate::lies::forged_keys(
@@ -574,6 +574,8 @@ impl v1::ledger_server::Ledger for LedgerService {
             );
             if request.function == "study_access_keys" {
                 tracing::info!("lie told: forged study keys");
+            } else if request.function == "sealed_reasons" {
+                tracing::info!("lie told: forged sealed reasons");
             } else {
                 tracing::info!("lie told: forged keys");
             }

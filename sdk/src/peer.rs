@@ -666,6 +666,14 @@ impl PeerSet {
         self.parameters().ledger_format >= medledger_execution::genesis::PRIVATE_STUDY_KEYS_FORMAT
     }
 
+    /// Whether the network keeps free text as private data too (ledger format 7): an
+    /// emergency access sends its sealed reason beside the transaction
+    /// ([`PeerSet::emergency_reason_private`]), and its readers get it with the query
+    /// `sealed_reasons` ([`PeerSet::sealed_reasons`]).
+    pub fn keeps_free_text_private(&self) -> bool {
+        self.parameters().ledger_format >= medledger_execution::genesis::PRIVATE_FREE_TEXT_FORMAT
+    }
+
     /// Follows the configuration chain from the latest configuration known, asking every
     /// peer at once: every link is checked against the configuration before it
     /// ([`ConfigChain::follow`]), so a peer can withhold links (the others serve them) but

@@ -390,6 +390,28 @@ impl PeerSet {
         private
     }
 
+    /// Moves an emergency access's sealed reason into private data on a ledger that keeps
+    /// free text private (format 7, docs/adr/0017): the arguments then carry its commitment
+    /// and its readers' keys (which the chaincode checks against the ones it names), and
+    /// the encoded `SealedText` goes beside the transaction, placed by the record. Below
+    /// format 7, or without a reason, leaves `args` as they are. Returns the private data to
+    /// send with them.
+    pub fn emergency_reason_private(&self, args: &mut v1::EmergencyAccessArgs) -> PrivateData {
+        let mut private = self.private_data_of(&args.pseudonym);
+        if self.keeps_free_text_private()
+            && let Some(sealed) = args.sealed_reason.take()
+        {
+            args.sealed_reason_readers = sealed
+                .readers
+                .iter()
+                .map(|r| r.public_key.clone())
+                .collect();
+            args.sealed_reason_commitment =
+                private.add(prost::Message::encode_to_vec(&sealed)).to_vec();
+        }
+        private
+    }
+
     /// Puts `acks` into `envelope`'s signed transaction, in ascending replica order, with
     /// this client's signature over them (domain `PrivateDataAcks`): what the ledger takes
     /// from the transaction's creator only, so that no relaying peer can change them.
@@ -496,6 +518,104 @@ impl PeerSet {
         .await?;
         let (value, _) = gathered.into_inner().unwrap_or_else(|p| p.into_inner());
         Ok(value)
+    }
+}
+
+impl PeerSet {
+    /// The sealed reasons of audit entries `wanted` ((sequence number, commitment) of each,
+    /// from the trail f+1 peers agreed on) of record `pseudonym`, by sequence number, from
+    /// the query `sealed_reasons` (ledger format 7, docs/adr/0017): the peers are asked in
+    /// turn from the one the record's values are placed on, and each reason is taken from
+    /// the first answer whose value matches its commitment and decodes. A reason no peer
+    /// asked gave is left out (the caller says so); so is one that does not match.
+    ///
+    /// # Errors
+    /// The peers' refusal (not the record's owner or an auditor, the record erased) when no
+    /// reason was gathered; [`ClientError::Protocol`] is never returned for reasons the
+    /// peers lack.
+    pub async fn sealed_reasons(
+        &self,
+        pseudonym: &[u8],
+        wanted: &[(u64, Vec<u8>)],
+    ) -> Result<std::collections::BTreeMap<u64, v1::SealedText>, ClientError> {
+        let mut gathered = std::collections::BTreeMap::new();
+        for page in wanted.chunks(medledger_chaincode::limits::MAX_AUDIT_PAGE) {
+            let args = v1::SealedReasonsArgs {
+                pseudonym: pseudonym.to_vec(),
+                seqs: page.iter().map(|(seq, _)| *seq).collect(),
+            };
+            let into = std::sync::Mutex::new(std::collections::BTreeMap::new());
+            let asked = self
+                .query_until_from(
+                    "sealed_reasons",
+                    prost::Message::encode_to_vec(&args),
+                    Some(pseudonym),
+                    |answer| {
+                        let reasons: v1::SealedReasonsResult =
+                            prost::Message::decode(answer.result.as_slice())
+                                .map_err(|e| e.to_string())?;
+                        let mut into = into.lock().unwrap_or_else(|p| p.into_inner());
+                        gather_reasons(&mut into, reasons, page)
+                    },
+                )
+                .await;
+            let into = into.into_inner().unwrap_or_else(|p| p.into_inner());
+            match asked {
+                Err(e) if into.is_empty() && !matches!(e, ClientError::Protocol(_)) => {
+                    return Err(e);
+                }
+                _ => gathered.extend(into),
+            }
+        }
+        Ok(gathered)
+    }
+}
+
+/// Takes into `gathered` the reasons of one peer's `sealed_reasons` answer that match the
+/// commitment `wanted` names for their sequence number and decode as a `SealedText`. `Ok`
+/// once every wanted reason is gathered; else how many are still missing.
+fn gather_reasons(
+    gathered: &mut std::collections::BTreeMap<u64, v1::SealedText>,
+    answer: v1::SealedReasonsResult,
+    wanted: &[(u64, Vec<u8>)],
+) -> Result<(), String> {
+    let mut wrong = 0usize;
+    for reason in answer.reasons {
+        let Some((_, commitment)) = wanted.iter().find(|(seq, _)| *seq == reason.seq) else {
+            continue;
+        };
+        if gathered.contains_key(&reason.seq) {
+            continue;
+        }
+        let Ok(salt) = <[u8; 32]>::try_from(reason.salt.as_slice()) else {
+            wrong += 1;
+            continue;
+        };
+        if medledger_crypto::private_commitment(&salt, &reason.value).as_slice()
+            != commitment.as_slice()
+        {
+            wrong += 1;
+            continue;
+        }
+        match <v1::SealedText as prost::Message>::decode(reason.value.as_slice()) {
+            Ok(sealed) => {
+                gathered.insert(reason.seq, sealed);
+            }
+            Err(_) => wrong += 1,
+        }
+    }
+    let missing = wanted
+        .iter()
+        .filter(|(seq, _)| !gathered.contains_key(seq))
+        .count();
+    match (missing, wrong) {
+        (0, _) => Ok(()),
+        (_, 0) => Err(format!(
+            "{missing} sealed reasons not held by the peers asked so far"
+        )),
+        _ => Err(format!(
+            "{wrong} sealed reasons that do not match their commitments ({missing} still missing)"
+        )),
     }
 }
 
@@ -688,6 +808,51 @@ mod tests {
         // Once held, a later lie does not replace it.
         gather_study_key(&mut gathered, answer(&[0x5c; 80], &[0x5d; 32]), &commitment).unwrap();
         assert_eq!(gathered.0, value);
+    }
+
+    #[test]
+    fn sealed_reasons_are_taken_only_when_they_match_and_gathered_across_answers() {
+        use prost::Message as _;
+        let reason = |n: u8| v1::SealedText {
+            ciphertext: vec![n; 40],
+            key_commitment: vec![n; 32],
+            ..v1::SealedText::default()
+        };
+        let (first, first_salt, first_c) = committed(&reason(1).encode_to_vec(), 1);
+        let (second, second_salt, second_c) = committed(&reason(2).encode_to_vec(), 2);
+        let (junk, junk_salt, junk_c) = committed(b"not a sealed text \xff\xff", 3);
+        let wanted = vec![(4, first_c), (9, second_c), (12, junk_c)];
+        let value = |seq: u64, value: &[u8], salt: &[u8]| v1::SealedReasonValue {
+            seq,
+            value: value.to_vec(),
+            salt: salt.to_vec(),
+        };
+        let mut gathered = std::collections::BTreeMap::new();
+        // A liar: its own sealing under the real salt, the other entry's value under this
+        // one's number, a value for an entry not asked for. Nothing taken.
+        let lie = v1::SealedReasonsResult {
+            reasons: vec![
+                value(4, &reason(7).encode_to_vec(), &first_salt),
+                value(9, &first, &first_salt),
+                value(5, &first, &first_salt),
+            ],
+        };
+        let said = gather_reasons(&mut gathered, lie, &wanted).unwrap_err();
+        assert!(said.contains("do not match"), "{said}");
+        assert!(gathered.is_empty());
+        // One peer holds the first, another the second; a value that matches its commitment
+        // but is no sealed text is not taken.
+        let one = v1::SealedReasonsResult {
+            reasons: vec![value(4, &first, &first_salt), value(12, &junk, &junk_salt)],
+        };
+        assert!(gather_reasons(&mut gathered, one, &wanted).is_err());
+        assert_eq!(gathered.get(&4), Some(&reason(1)));
+        let two = v1::SealedReasonsResult {
+            reasons: vec![value(9, &second, &second_salt)],
+        };
+        assert!(gather_reasons(&mut gathered, two, &wanted[..2]).is_ok());
+        assert_eq!(gathered.get(&9), Some(&reason(2)));
+        assert!(!gathered.contains_key(&12));
     }
 
     #[test]

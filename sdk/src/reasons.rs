@@ -12,6 +12,10 @@ use medledger_proto::v1;
 use crate::error::ClientError;
 use crate::peer::PeerSet;
 
+/// What a listing shows for a sealed reason kept as private data (ledger format 7) that no
+/// peer asked gave, or gave only in a form that does not match its commitment.
+pub const UNAVAILABLE: &str = "(sealed reason not given by any peer asked)";
+
 /// Longest reason, in UTF-8 bytes (the chaincode's `MAX_REASON_LEN`).
 pub const MAX_REASON_BYTES: usize = medledger_chaincode::limits::MAX_REASON_LEN;
 

@@ -970,7 +970,7 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
                 .await
                 .unwrap();
             assert_eq!(readers.len(), 2, "the owner and the one named auditor");
-            let args = v1::EmergencyAccessArgs {
+            let sealed_args = v1::EmergencyAccessArgs {
                 pseudonym: pseudonym.to_vec(),
                 category: "lab-results".into(),
                 sealed_reason: Some(
@@ -986,8 +986,18 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
                 duration_seconds: 60,
                 ..Default::default()
             };
+            // Ledger format 7: the sealed reason goes beside the transaction; in the block,
+            // as format 6 took it, it is refused by every peer before ordering.
+            assert!(dr_e.keeps_free_text_private());
+            let refused = dr_e
+                .submit("emergency_access", sealed_args.encode_to_vec())
+                .await;
+            assert!(refused.is_err(), "{refused:?}");
+            let mut args = sealed_args.clone();
+            let private = dr_e.emergency_reason_private(&mut args);
+            assert!(args.sealed_reason.is_none() && args.sealed_reason_commitment.len() == 32);
             // Left out, the auditor is not asked for; the chaincode refuses it.
-            let without_auditor = v1::EmergencyAccessArgs {
+            let mut without_auditor = v1::EmergencyAccessArgs {
                 sealed_reason: Some(
                     medledger_sdk::reasons::seal(
                         "unconscious on arrival",
@@ -998,10 +1008,15 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
                     )
                     .unwrap(),
                 ),
-                ..args.clone()
+                ..sealed_args.clone()
             };
+            let without = dr_e.emergency_reason_private(&mut without_auditor);
             let refused = dr_e
-                .submit("emergency_access", without_auditor.encode_to_vec())
+                .submit_private(
+                    "emergency_access",
+                    without_auditor.encode_to_vec(),
+                    &without,
+                )
                 .await
                 .unwrap();
             assert_eq!(
@@ -1016,11 +1031,11 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
                 ..args.clone()
             };
             let refused = dr_e
-                .submit("emergency_access", in_clear.encode_to_vec())
+                .submit_private("emergency_access", in_clear.encode_to_vec(), &private)
                 .await;
             assert!(refused.is_err(), "{refused:?}");
             let c = dr_e
-                .submit("emergency_access", args.encode_to_vec())
+                .submit_private("emergency_access", args.encode_to_vec(), &private)
                 .await
                 .unwrap();
             assert!(c.is_valid(), "{c:?}");
@@ -1059,11 +1074,28 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
         assert_eq!(e.events.len(), 1, "{e:?}");
         let event = v1::EmergencyAccessEvent::decode(e.events[0].payload.as_slice()).unwrap();
         assert_eq!(event.pseudonym, record.to_vec());
-        // The reason, sealed: Jane opens it with her record's key, the named auditor with
-        // theirs, the clinician who wrote it not at all; no block byte holds the words.
-        let sealed = event.sealed_reason.as_ref().expect("a sealed reason");
+        // The reason, sealed and private (format 7): the event holds its commitment; Jane
+        // reads it from the peers and opens it with her record's key, the named auditor
+        // with theirs, the clinician who wrote it neither; no block byte holds the words.
+        assert!(event.sealed_reason.is_none(), "{event:?}");
+        assert_eq!(event.sealed_reason_commitment.len(), 32);
+        let wanted = [(event.audit_seq, event.sealed_reason_commitment.clone())];
+        let mut read = jane.sealed_reasons(&record, &wanted).await.unwrap();
+        let sealed = read
+            .remove(&event.audit_seq)
+            .expect("Jane reads the reason");
+        let named_auditor = connect(&net, "auditor", 0).await;
+        let as_auditor = named_auditor
+            .sealed_reasons(&record, &wanted)
+            .await
+            .unwrap();
+        assert_eq!(as_auditor.get(&event.audit_seq), Some(&sealed));
+        assert!(
+            dr_e.sealed_reasons(&record, &wanted).await.is_err(),
+            "not a reader"
+        );
         let open = |keys: Vec<&medledger_crypto::EncryptionKey>| {
-            medledger_sdk::reasons::open(sealed, &record, "lab-results", "dr-e", keys)
+            medledger_sdk::reasons::open(&sealed, &record, "lab-results", "dr-e", keys)
         };
         let words = "unconscious on arrival";
         assert_eq!(open(vec![&record_key(&record)]).unwrap(), words);

@@ -236,9 +236,9 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
             put(&peers, 1, b"not a transaction", good.clone()).await,
             "not a transaction",
         );
-        // Oversized: a transaction committing to a value past 4 KiB.
+        // Oversized: a transaction committing to a value past 8 KiB.
         let mut large = peers.private_data();
-        large.add(vec![1; (4 << 10) + 1]);
+        large.add(vec![1; (8 << 10) + 1]);
         let (_, mut large_envelope) = peers.transaction_committing(
             "register_patient",
             register_args(&random()),
@@ -247,7 +247,7 @@ fn private_values_stay_off_the_blocks_with_the_peers_that_acknowledged_them() {
         let large_tx = signed_of(&mut large_envelope).transaction.clone();
         invalid(
             put(&peers, 1, &large_tx, large.values().to_vec()).await,
-            "a value past 4 KiB",
+            "a value past 8 KiB",
         );
         // Another patient cannot send a transaction's values.
         let status = put(&mallory, 1, &transaction, good.clone())

@@ -380,6 +380,19 @@ pub fn item_args(n: u8, item: &str, category: &str, epoch: u32) -> v1::AddItemAr
     }
 }
 
+/// Whether `needle` occurs in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The field an `INVALID_ARGUMENT` names; panics on any other result.
+pub fn invalid_field(result: Result<Vec<u8>, ChaincodeError>) -> &'static str {
+    match result {
+        Err(ChaincodeError::InvalidArgument { field, .. }) => field,
+        other => panic!("expected INVALID_ARGUMENT, got {other:?}"),
+    }
+}
+
 pub fn denial(result: Result<impl std::fmt::Debug, ChaincodeError>) -> medledger_chaincode::Denial {
     match result {
         Err(ChaincodeError::Denied { reason, .. }) => reason,
