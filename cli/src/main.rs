@@ -720,13 +720,31 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                             connected,
                             s.peers.len()
                         ));
-                        rows.push(json!({
+                        let mut row = json!({
                             "name": names[i], "address": addresses[i], "up": true,
                             "height": s.height, "view": s.view, "primary": s.primary,
                             "in_view_change": s.in_view_change,
                             "last_block_hash": hex::encode(&s.last_block_hash),
                             "connected_peers": connected,
-                        }));
+                        });
+                        // The ledger's readers (auditors) see what each peer holds and lacks
+                        // of the private values (docs/adr/0017, step 5).
+                        if let Some(p) = &s.private_data {
+                            text.push_str(&if p.last_pass_ms == 0 {
+                                "  private values: not reconciled yet".to_string()
+                            } else {
+                                format!(
+                                    "  private values missing: {} at {}",
+                                    p.missing,
+                                    format_time(p.last_pass_ms / 1000)
+                                )
+                            });
+                            row["private_values"] = json!({
+                                "missing": p.missing,
+                                "last_pass_ms": p.last_pass_ms,
+                            });
+                        }
+                        rows.push(row);
                     }
                     Err(e) => {
                         text.push_str(&format!(

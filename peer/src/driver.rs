@@ -74,6 +74,8 @@ pub struct Shared {
     pub configuration: Arc<crate::execute::ConfigurationInForce>,
     /// Private values acknowledged and not committed yet (docs/adr/0017).
     pub pending_private: crate::private_data::PendingPrivateData,
+    /// What the last reconciliation pass left missing (docs/adr/0017, step 5).
+    pub reconciliation: Arc<crate::reconcile::Progress>,
 }
 
 struct Waiter {

@@ -272,6 +272,7 @@ pub async fn run(
             base,
         )),
         pending_private: crate::private_data::PendingPrivateData::default(),
+        reconciliation: Arc::default(),
     });
     // The values this peer acknowledged before it stopped, which blocks still to come may
     // take (docs/adr/0017 §4).
@@ -557,6 +558,7 @@ pub async fn run(
                 network: network.clone(),
                 revoked: tls_revocations.clone(),
                 every,
+                progress: shared.reconciliation.clone(),
             }
             .run(),
         )),

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use medledger_proto::v1;
@@ -39,6 +40,33 @@ pub const MAX_ANSWER_BYTES: usize = MAX_COMMITMENTS_PER_CALL * (MAX_VALUE_BYTES 
 /// How long one replica may take to connect or to answer one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the last pass of reconciliation left (docs/adr/0017, step 5): how many committed
+/// values this peer still lacks after asking every other replica for them, and when that
+/// pass ended. Shared with the peer's status (`GetStatus`), the readers' report.
+#[derive(Debug, Default)]
+pub struct Progress {
+    missing: AtomicU64,
+    /// Unix ms; 0: no pass ended yet (or reconciliation is off).
+    last_pass_ms: AtomicI64,
+}
+
+impl Progress {
+    /// (values missing after the last pass, when it ended in Unix ms; 0: none yet).
+    pub fn last_pass(&self) -> (u64, i64) {
+        (
+            self.missing.load(Ordering::Relaxed),
+            self.last_pass_ms.load(Ordering::Relaxed),
+        )
+    }
+
+    fn pass_ended(&self, missing: u64) {
+        self.missing.store(missing, Ordering::Relaxed);
+        let now = crate::driver::now_ms().min(i64::MAX as u64) as i64;
+        self.last_pass_ms.store(now, Ordering::Relaxed);
+        metrics::gauge!("medledger_private_values_missing").set(missing as f64);
+    }
+}
+
 /// What the reconciler needs of the node.
 pub struct Reconciler {
     pub ledger: Arc<Ledger>,
@@ -46,6 +74,8 @@ pub struct Reconciler {
     pub revoked: medledger_tls::SharedRevocations,
     /// Time between passes that found nothing more.
     pub every: Duration,
+    /// Where each pass's end is told (the peer's status reads it).
+    pub progress: Arc<Progress>,
 }
 
 impl Reconciler {
@@ -57,6 +87,8 @@ impl Reconciler {
     pub async fn run(self) {
         let mut turn: usize = 0;
         let mut cursor: Option<[u8; 32]> = None;
+        // Values no replica gave in this pass so far.
+        let mut unavailable: u64 = 0;
         loop {
             let ledger = self.ledger.clone();
             let after = cursor;
@@ -82,20 +114,24 @@ impl Reconciler {
                 cursor = None;
             }
             if !missing.is_empty() {
-                self.round(&mut turn, missing).await;
+                let left = self.round(&mut turn, missing).await;
+                unavailable = unavailable.saturating_add(left as u64);
             }
             if end_of_pass {
+                self.progress.pass_ended(unavailable);
+                unavailable = 0;
                 tokio::time::sleep(self.every).await;
             }
         }
     }
 
     /// Asks the other replicas for `missing`, one after the other from the next one each
-    /// round, storing what checks, until every value is found or all were asked.
-    async fn round(&self, turn: &mut usize, missing: Vec<[u8; 32]>) {
+    /// round, storing what checks, until every value is found or all were asked. Returns
+    /// how many none gave.
+    async fn round(&self, turn: &mut usize, missing: Vec<[u8; 32]>) -> usize {
         let others = self.network.others();
         if others.is_empty() {
-            return;
+            return missing.len();
         }
         *turn = turn.wrapping_add(1);
         let (before, after) = others.split_at(*turn % others.len());
@@ -124,12 +160,13 @@ impl Reconciler {
                     tracing::warn!(error = %e, "cannot store reconciled private values");
                     break;
                 }
-                Err(_) => return,
+                Err(_) => return wanted.len(),
             }
             if wanted.is_empty() {
                 break;
             }
         }
+        wanted.len()
     }
 
     /// Asks the replica at `address` for the values of `wanted`; returns those that check.

@@ -1052,7 +1052,18 @@ impl v1::ledger_server::Ledger for LedgerService {
         &self,
         request: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::GetStatusResponse>, Status> {
-        self.caller(&request)?;
+        let caller = self.caller(&request)?;
+        // Only the ledger's readers learn how many private values the peer holds or lacks.
+        let private_data = match self.readable_up_to(&caller, "the peer's private data status") {
+            Ok(_) => {
+                let (missing, last_pass_ms) = self.shared.reconciliation.last_pass();
+                Some(v1::PrivateDataStatus {
+                    missing,
+                    last_pass_ms,
+                })
+            }
+            Err(_) => None,
+        };
         let status = self
             .shared
             .status
@@ -1087,6 +1098,7 @@ impl v1::ledger_server::Ledger for LedgerService {
             pending_requests: status.pending_requests,
             clock_ms: crate::driver::now_ms().min(i64::MAX as u64) as i64,
             clock_offset_from_primary_ms: status.clock_offset_from_primary_ms,
+            private_data,
         }))
     }
 }

@@ -703,6 +703,26 @@ fn held_by(net: &TestNetwork, i: usize, commitment: &[u8; 32]) -> (Option<Vec<u8
     (held, ledger.missing_private(None, 1024).unwrap().len())
 }
 
+/// Peer `i`'s report of its private values (docs/adr/0017, step 5), as `wallet` reads its
+/// status: `None` when the peer tells that caller nothing of them.
+fn private_status(
+    net: &TestNetwork,
+    rt: &tokio::runtime::Runtime,
+    wallet: &str,
+    i: usize,
+) -> Option<v1::PrivateDataStatus> {
+    rt.block_on(async {
+        connect(net, wallet)
+            .await
+            .peer(i)
+            .get_status(v1::GetStatusRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .private_data
+    })
+}
+
 /// Waits up to 60 s for `done` (asked every half second).
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let until = std::time::Instant::now() + Duration::from_secs(60);
@@ -787,6 +807,16 @@ fn peers_that_were_not_given_a_value_reconcile_it_from_the_others() {
             missing, 1,
             "peer{i} lacks the kept value (the purged one is not missing)"
         );
+        // Its report says so to the network's auditor, after a pass that asked everyone;
+        // a patient is told nothing of the private values.
+        let passed = private_status(&net, &rt, "auditor", i)
+            .unwrap()
+            .last_pass_ms;
+        eventually(&format!("peer{i} reports the value missing"), || {
+            let report = private_status(&net, &rt, "auditor", i).unwrap();
+            report.last_pass_ms > passed && report.missing == 1
+        });
+        assert_eq!(private_status(&net, &rt, "patient", i), None);
     }
 
     // Peer 3 comes back, catches up, and the others reconcile the kept value from it.
@@ -794,6 +824,10 @@ fn peers_that_were_not_given_a_value_reconcile_it_from_the_others() {
     for i in [1, 2, 3] {
         eventually(&format!("peer{i} holds the kept value"), || {
             held_by(&net, i, &kept) == (Some(kept_value.to_vec()), 0)
+        });
+        eventually(&format!("peer{i} reports nothing missing"), || {
+            let report = private_status(&net, &rt, "auditor", i).unwrap();
+            report.last_pass_ms > 0 && report.missing == 0
         });
     }
     // The purged value: on no peer, the liar included, and missing nowhere.

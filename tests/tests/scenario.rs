@@ -538,6 +538,15 @@ fn the_scenario_holds_when_the_first_peer_lies() {
     // nothing.
     let info = net.json(admin, &["ledger", "info"]);
     let height = info["peers"][1]["height"].as_u64().unwrap().to_string();
+    // Each peer's private data report is the readers': the admin is not shown it, the
+    // auditor is (a reconciliation pass ended on every honest peer while the demo ran).
+    assert!(info["peers"][1].get("private_values").is_none(), "{info}");
+    let audited = net.json(Some("auditor"), &["ledger", "info"]);
+    for i in 1..4 {
+        let report = &audited["peers"][i]["private_values"];
+        assert!(report["last_pass_ms"].as_i64().unwrap() > 0, "{audited}");
+        assert!(report["missing"].as_u64().is_some(), "{audited}");
+    }
     let proof = net.path().join("outcome.pb");
     let proof = proof.to_str().unwrap();
     // Blocks are the ledger's readers' (peers and auditors): the admin is refused them, the
