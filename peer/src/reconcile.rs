@@ -61,7 +61,9 @@ impl Progress {
 
     fn pass_ended(&self, missing: u64) {
         self.missing.store(missing, Ordering::Relaxed);
-        let now = crate::driver::now_ms().min(i64::MAX as u64) as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         self.last_pass_ms.store(now, Ordering::Relaxed);
         metrics::gauge!("medledger_private_values_missing").set(missing as f64);
     }
