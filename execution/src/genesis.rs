@@ -95,9 +95,9 @@ pub const PRIVATE_KEYS_FORMAT: u32 = 5;
 pub const PRIVATE_STUDY_KEYS_FORMAT: u32 = 6;
 /// The first ledger format whose chaincode takes free text (an emergency access's reason,
 /// sealed to the patient and the auditors, docs/adr/0013) only as a commitment to a private
-/// value, read by the record's owner and the auditors with the query `sealed_reasons` and
-/// purged with the record's erasure (docs/adr/0017, step 4). Below it the sealed text is
-/// kept in the block, the audit entry and the event, as format-6 builds did.
+/// value, read by the record's owner and the auditors with the query `sealed_reasons` (the
+/// auditors after the record's erasure too, docs/adr/0013 and 0017 step 4). Below it the
+/// sealed text is kept in the block, the audit entry and the event, as format-6 builds did.
 pub const PRIVATE_FREE_TEXT_FORMAT: u32 = 7;
 
 /// The key material a ledger of `format` takes only as commitments to private values: what
