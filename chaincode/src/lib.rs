@@ -209,6 +209,34 @@ pub fn check_before_ordering(
     Ok(())
 }
 
+/// Checks, on the arguments and the private values a peer is asked to acknowledge
+/// (`Ledger.PutPrivateData`, docs/adr/0017), what the chaincode cannot see at execution: the
+/// shape of a private value that a field of the arguments describes. `values` are the
+/// transaction's values by commitment (each already matched to its commitment). Today: an
+/// emergency access's private sealed reason ([`sealed::check_private_reason`]: a canonical
+/// `SealedText` sealed to exactly the readers the arguments name). Key material (80-byte
+/// envelopes and wrapped keys) is left to its readers, who alone can tell whether it opens.
+/// Chaincode logic never branches on these values; an honest peer's acknowledgment does.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the field, or arguments that do not decode.
+pub fn check_private_values(
+    function: &str,
+    args: &[u8],
+    values: &[([u8; 32], &[u8])],
+) -> Result<(), ChaincodeError> {
+    if function == "emergency_access" {
+        let args: medledger_proto::v1::EmergencyAccessArgs = decode(args)?;
+        if let Some((_, value)) = values
+            .iter()
+            .find(|(commitment, _)| commitment.as_slice() == args.sealed_reason_commitment)
+        {
+            sealed::check_private_reason(value, &args.sealed_reason_readers)?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs read-only `function` with encoded `args` on the stub's state.
 pub fn query(stub: &dyn Stub, function: &str, args: &[u8]) -> Result<Vec<u8>, ChaincodeError> {
     use queries as q;

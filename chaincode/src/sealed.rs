@@ -131,6 +131,23 @@ pub fn check_reason(
             "say why emergency access is needed, sealed to the patient and the auditors",
         ));
     };
+    check_shape(sealed)?;
+    let keys: Vec<&[u8]> = sealed
+        .readers
+        .iter()
+        .map(|r| r.public_key.as_slice())
+        .collect();
+    exactly_the_readers(stub, record, &keys, "sealed_reason.readers")
+}
+
+/// Checks a sealed text's shape, whoever its readers are: a text of 1 to
+/// [`MAX_REASON_LEN`] bytes and its tag, a [`KEY_COMMITMENT_LEN`]-byte key commitment, and 1
+/// to [`MAX_SEALED_READERS`] readers, each a well-formed X25519 key named once with a
+/// [`WRAPPED_KEY_LEN`]-byte wrapped key.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` naming the `sealed_reason` field at fault.
+fn check_shape(sealed: &SealedText) -> Result<(), ChaincodeError> {
     let len = sealed.ciphertext.len();
     if len <= SEALED_TAG_LEN || len > MAX_REASON_LEN + SEALED_TAG_LEN {
         return Err(ChaincodeError::invalid(
@@ -178,12 +195,40 @@ pub fn check_reason(
             ));
         }
     }
-    let keys: Vec<&[u8]> = sealed
-        .readers
-        .iter()
-        .map(|r| r.public_key.as_slice())
-        .collect();
-    exactly_the_readers(stub, record, &keys, "sealed_reason.readers")
+    Ok(())
+}
+
+/// Ledger format 7 (docs/adr/0017): checks a private sealed reason, as a peer asked to
+/// acknowledge it sees it (`PutPrivateData`), against the readers its transaction names
+/// (`EmergencyAccessArgs.sealed_reason_readers`, which the chaincode checks at execution):
+/// `value` must be a `SealedText` in its canonical encoding (nothing but its fields, so
+/// that no bytes ride along unseen), of [`check_shape`]'s shape, sealed to exactly `readers`
+/// in the same order. An honest peer acknowledges nothing else, and a transaction needs f+1
+/// acknowledgments, so a committed reason names its readers as the block does. (Whether
+/// each wrapped key opens only its reader can tell; the clinician's signed transaction is
+/// their evidence.)
+///
+/// # Errors
+/// `INVALID_ARGUMENT` on `sealed_reason` naming what is wrong.
+pub fn check_private_reason(value: &[u8], readers: &[Vec<u8>]) -> Result<(), ChaincodeError> {
+    use prost::Message;
+    let sealed = SealedText::decode(value)
+        .map_err(|e| ChaincodeError::invalid("sealed_reason", format!("not a SealedText: {e}")))?;
+    if sealed.encode_to_vec() != value {
+        return Err(ChaincodeError::invalid(
+            "sealed_reason",
+            "not in its canonical encoding (unknown or repeated fields)",
+        ));
+    }
+    check_shape(&sealed)?;
+    let named = sealed.readers.iter().map(|r| r.public_key.as_slice());
+    if !named.eq(readers.iter().map(Vec::as_slice)) {
+        return Err(ChaincodeError::invalid(
+            "sealed_reason.readers",
+            "not the readers the transaction names (sealed_reason_readers), in their order",
+        ));
+    }
+    Ok(())
 }
 
 /// Ledger format 7 (docs/adr/0017): checks the readers a private sealed reason about
@@ -266,5 +311,43 @@ mod tests {
         }
         assert!(encryption_key("k", &[9; 32]).is_ok());
         assert!(encryption_key("k", &[9; 31]).is_err());
+    }
+
+    #[test]
+    fn a_private_reason_must_be_a_canonical_sealed_text_to_the_readers_named_in_order() {
+        use medledger_proto::v1::SealedTextReader;
+        use prost::Message;
+        let sealed = |keys: &[[u8; 32]]| SealedText {
+            ciphertext: vec![1; 40],
+            readers: keys
+                .iter()
+                .map(|k| SealedTextReader {
+                    public_key: k.to_vec(),
+                    wrapped_key: vec![2; WRAPPED_KEY_LEN],
+                })
+                .collect(),
+            key_commitment: vec![3; KEY_COMMITMENT_LEN],
+        };
+        let (a, b) = ([9; 32], [10; 32]);
+        let named = [a.to_vec(), b.to_vec()];
+        let good = sealed(&[a, b]).encode_to_vec();
+        assert!(check_private_reason(&good, &named).is_ok());
+        assert!(
+            check_private_reason(&good, &named[..1]).is_err(),
+            "one left out"
+        );
+        assert!(check_private_reason(&sealed(&[b, a]).encode_to_vec(), &named).is_err());
+        assert!(check_private_reason(&sealed(&[a]).encode_to_vec(), &named).is_err());
+        assert!(check_private_reason(&sealed(&[a, b, [11; 32]]).encode_to_vec(), &named).is_err());
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(&[0x7a, 1, 0]);
+        assert!(
+            check_private_reason(&trailing, &named).is_err(),
+            "unknown field"
+        );
+        assert!(check_private_reason(b"\xffjunk", &named).is_err());
+        let mut no_text = sealed(&[a, b]);
+        no_text.ciphertext.truncate(SEALED_TAG_LEN);
+        assert!(check_private_reason(&no_text.encode_to_vec(), &named).is_err());
     }
 }

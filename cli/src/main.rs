@@ -21,6 +21,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use medledger_proto::v1;
 use medledger_sdk::ca::{CaClient, TlsIdentity};
 use medledger_sdk::error::ClientError;
+use medledger_sdk::private_data::GatheredReason;
 use medledger_sdk::wallet::{Wallet, default_wallet_dir, pem_decode, pem_encode, wallets_home};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -907,16 +908,20 @@ async fn private_reasons(
                 for (seq, _) in entries {
                     found.insert(
                         (pseudonym.clone(), seq),
-                        Err(format!("(sealed reason not available: {e})")),
+                        Err(medledger_sdk::reasons::not_available(&e.to_string())),
                     );
                 }
                 continue;
             }
         };
         for (seq, _) in entries {
-            let reason = gathered
-                .remove(&seq)
-                .ok_or_else(|| medledger_sdk::reasons::UNAVAILABLE.to_string());
+            let reason = match gathered.remove(&seq) {
+                Some(GatheredReason::Sealed(sealed)) => Ok(sealed),
+                Some(GatheredReason::NotASealedText) => {
+                    Err(medledger_sdk::reasons::NOT_A_SEALED_TEXT.to_string())
+                }
+                None => Err(medledger_sdk::reasons::UNAVAILABLE.to_string()),
+            };
             found.insert((pseudonym.clone(), seq), reason);
         }
     }

@@ -13,6 +13,7 @@ use medledger_sdk::error::ClientError;
 use medledger_sdk::files::{self, Destination, Reader};
 use medledger_sdk::patient::RecordKeys;
 use medledger_sdk::peer::PeerSet;
+use medledger_sdk::private_data::GatheredReason;
 use medledger_sdk::reasons;
 use medledger_sdk::record_credential;
 use medledger_sdk::wallet::Wallet;
@@ -474,14 +475,31 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                 .filter(|e| !e.sealed_reason_commitment.is_empty())
                 .map(|e| (e.seq, e.sealed_reason_commitment.clone()))
                 .collect();
-            let mut private = peers.sealed_reasons(&keys.pseudonym, &wanted).await?;
+            // The trail stands without its reasons: peers that refuse or lack them cost
+            // only the words, each entry saying why they are missing.
+            let (mut private, refused) = match peers.sealed_reasons(&keys.pseudonym, &wanted).await
+            {
+                Ok(private) => (private, None),
+                Err(e) => (
+                    Default::default(),
+                    Some(reasons::not_available(&e.to_string())),
+                ),
+            };
             for e in &mut entries {
                 if !e.sealed_reason_commitment.is_empty() {
                     // Ledger format 7: the sealed words are private data (docs/adr/0017).
-                    e.sealed_reason = private.remove(&e.seq);
-                    if e.sealed_reason.is_none() {
-                        e.reason = reasons::UNAVAILABLE.to_string();
-                        continue;
+                    match private.remove(&e.seq) {
+                        Some(GatheredReason::Sealed(sealed)) => e.sealed_reason = Some(sealed),
+                        Some(GatheredReason::NotASealedText) => {
+                            e.reason = reasons::NOT_A_SEALED_TEXT.to_string();
+                            continue;
+                        }
+                        None => {
+                            e.reason = refused
+                                .clone()
+                                .unwrap_or_else(|| reasons::UNAVAILABLE.to_string());
+                            continue;
+                        }
                     }
                 }
                 if e.sealed_reason.is_none() {

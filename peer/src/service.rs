@@ -968,6 +968,14 @@ impl v1::ledger_server::Ledger for LedgerService {
             &request.values,
         )
         .map_err(Status::invalid_argument)?;
+        // A value whose shape the arguments describe (a sealed reason's readers) is checked
+        // here: it is acknowledged, and so committed, only as the block will describe it.
+        let shapes: Vec<([u8; 32], &[u8])> = values
+            .iter()
+            .map(|(commitment, v)| (*commitment, v.value.as_slice()))
+            .collect();
+        medledger_chaincode::check_private_values(&tx.function, &tx.args, &shapes)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // A transaction already in a block took (or refused) its values there: values sent
         // now would only wait, unreferenced, until they expire, perhaps past an erasure.
         let tx_id = medledger_crypto::transaction_id(&tx.nonce, &tx.creator_cert_hash);

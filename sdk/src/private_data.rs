@@ -526,8 +526,11 @@ impl PeerSet {
     /// from the trail f+1 peers agreed on) of record `pseudonym`, by sequence number, from
     /// the query `sealed_reasons` (ledger format 7, docs/adr/0017): the peers are asked in
     /// turn from the one the record's values are placed on, and each reason is taken from
-    /// the first answer whose value matches its commitment and decodes. A reason no peer
-    /// asked gave is left out (the caller says so); so is one that does not match.
+    /// the first answer whose value matches its commitment. A value that matches but is not
+    /// a `SealedText` is the clinician's, committed as their reason: it is kept as
+    /// [`GatheredReason::NotASealedText`] (peers acknowledge no such value since they check
+    /// its shape; a chain written before they did may hold one). A reason no peer asked
+    /// gave is left out (the caller says so); so is one that does not match.
     ///
     /// # Errors
     /// The peers' refusal (not the record's owner or an auditor, the record erased) when no
@@ -537,7 +540,7 @@ impl PeerSet {
         &self,
         pseudonym: &[u8],
         wanted: &[(u64, Vec<u8>)],
-    ) -> Result<std::collections::BTreeMap<u64, v1::SealedText>, ClientError> {
+    ) -> Result<std::collections::BTreeMap<u64, GatheredReason>, ClientError> {
         let mut gathered = std::collections::BTreeMap::new();
         for page in wanted.chunks(medledger_chaincode::limits::MAX_AUDIT_PAGE) {
             let args = v1::SealedReasonsArgs {
@@ -571,11 +574,22 @@ impl PeerSet {
     }
 }
 
+/// A sealed reason as [`PeerSet::sealed_reasons`] gathered it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatheredReason {
+    /// The sealed text, as committed.
+    Sealed(v1::SealedText),
+    /// A value that matches the audit entry's commitment, so the clinician committed it as
+    /// their reason, but that is not a `SealedText`: nothing anyone can open.
+    NotASealedText,
+}
+
 /// Takes into `gathered` the reasons of one peer's `sealed_reasons` answer that match the
-/// commitment `wanted` names for their sequence number and decode as a `SealedText`. `Ok`
-/// once every wanted reason is gathered; else how many are still missing.
+/// commitment `wanted` names for their sequence number (as sealed texts, or as
+/// [`GatheredReason::NotASealedText`]). `Ok` once every wanted reason is gathered; else how
+/// many are still missing.
 fn gather_reasons(
-    gathered: &mut std::collections::BTreeMap<u64, v1::SealedText>,
+    gathered: &mut std::collections::BTreeMap<u64, GatheredReason>,
     answer: v1::SealedReasonsResult,
     wanted: &[(u64, Vec<u8>)],
 ) -> Result<(), String> {
@@ -597,12 +611,11 @@ fn gather_reasons(
             wrong += 1;
             continue;
         }
-        match <v1::SealedText as prost::Message>::decode(reason.value.as_slice()) {
-            Ok(sealed) => {
-                gathered.insert(reason.seq, sealed);
-            }
-            Err(_) => wrong += 1,
-        }
+        let sealed = match <v1::SealedText as prost::Message>::decode(reason.value.as_slice()) {
+            Ok(sealed) => GatheredReason::Sealed(sealed),
+            Err(_) => GatheredReason::NotASealedText,
+        };
+        gathered.insert(reason.seq, sealed);
     }
     let missing = wanted
         .iter()
@@ -841,18 +854,18 @@ mod tests {
         assert!(said.contains("do not match"), "{said}");
         assert!(gathered.is_empty());
         // One peer holds the first, another the second; a value that matches its commitment
-        // but is no sealed text is not taken.
+        // but is no sealed text is the clinician's, and said to be.
         let one = v1::SealedReasonsResult {
             reasons: vec![value(4, &first, &first_salt), value(12, &junk, &junk_salt)],
         };
         assert!(gather_reasons(&mut gathered, one, &wanted).is_err());
-        assert_eq!(gathered.get(&4), Some(&reason(1)));
+        assert_eq!(gathered.get(&4), Some(&GatheredReason::Sealed(reason(1))));
+        assert_eq!(gathered.get(&12), Some(&GatheredReason::NotASealedText));
         let two = v1::SealedReasonsResult {
             reasons: vec![value(9, &second, &second_salt)],
         };
-        assert!(gather_reasons(&mut gathered, two, &wanted[..2]).is_ok());
-        assert_eq!(gathered.get(&9), Some(&reason(2)));
-        assert!(!gathered.contains_key(&12));
+        assert!(gather_reasons(&mut gathered, two, &wanted).is_ok());
+        assert_eq!(gathered.get(&9), Some(&GatheredReason::Sealed(reason(2))));
     }
 
     #[test]

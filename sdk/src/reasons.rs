@@ -16,6 +16,17 @@ use crate::peer::PeerSet;
 /// peer asked gave, or gave only in a form that does not match its commitment.
 pub const UNAVAILABLE: &str = "(sealed reason not given by any peer asked)";
 
+/// What a listing shows for a sealed reason kept as private data whose committed value is
+/// not a sealed text: the clinician's transaction committed it as their reason.
+pub const NOT_A_SEALED_TEXT: &str =
+    "(the clinician committed, as the reason, a value that is not a sealed text)";
+
+/// What a listing shows for the sealed reasons of a record when the peers refused them all
+/// or none answered; `why` is a peer's word, shown neutralised.
+pub fn not_available(why: &str) -> String {
+    format!("(sealed reason not available: {})", neutralised(why))
+}
+
 /// Longest reason, in UTF-8 bytes (the chaincode's `MAX_REASON_LEN`).
 pub const MAX_REASON_BYTES: usize = medledger_chaincode::limits::MAX_REASON_LEN;
 
@@ -170,7 +181,7 @@ pub fn shown<'k>(
         None => String::new(),
         Some(sealed) => match open(sealed, pseudonym, category, author, keys) {
             Ok(words) => neutralised(&words),
-            Err(SealError::NotAReader) => "(reason sealed to the patient and the auditors)".into(),
+            Err(SealError::NotAReader) => "(reason not sealed to any of your keys)".into(),
             Err(e) => format!("(reason does not open: {e})"),
         },
     }

@@ -1081,15 +1081,22 @@ fn blocks_and_events_are_read_by_peers_and_auditors_only() {
         assert_eq!(event.sealed_reason_commitment.len(), 32);
         let wanted = [(event.audit_seq, event.sealed_reason_commitment.clone())];
         let mut read = jane.sealed_reasons(&record, &wanted).await.unwrap();
-        let sealed = read
-            .remove(&event.audit_seq)
-            .expect("Jane reads the reason");
+        let Some(medledger_sdk::private_data::GatheredReason::Sealed(sealed)) =
+            read.remove(&event.audit_seq)
+        else {
+            panic!("Jane reads the reason");
+        };
         let named_auditor = connect(&net, "auditor", 0).await;
         let as_auditor = named_auditor
             .sealed_reasons(&record, &wanted)
             .await
             .unwrap();
-        assert_eq!(as_auditor.get(&event.audit_seq), Some(&sealed));
+        assert_eq!(
+            as_auditor.get(&event.audit_seq),
+            Some(&medledger_sdk::private_data::GatheredReason::Sealed(
+                sealed.clone()
+            ))
+        );
         assert!(
             dr_e.sealed_reasons(&record, &wanted).await.is_err(),
             "not a reader"

@@ -838,3 +838,131 @@ fn peers_that_were_not_given_a_value_reconcile_it_from_the_others() {
         assert_eq!(missing, 0, "peer{i}");
     }
 }
+
+/// A private sealed reason (ledger format 7) is acknowledged only as its transaction
+/// describes it: a canonical `SealedText` sealed to exactly the readers the arguments name,
+/// in their order. Every peer refuses a reason that leaves a named reader out or adds one,
+/// names them in another order, is not a `SealedText`, or carries bytes beside its fields
+/// — so no such value gathers the f+1 acknowledgments a block needs.
+#[test]
+fn a_sealed_reason_is_acknowledged_only_as_its_transaction_names_its_readers() {
+    let net = TestNetwork::start(4);
+    net.member("dr-e", "clinician");
+    net.member("patient", "patient");
+    let rt = runtime();
+    rt.block_on(async {
+        // A first block, so that every peer knows itself a replica in force.
+        let registered = connect(&net, "patient")
+            .await
+            .submit("register_patient", register_args(&random()))
+            .await
+            .unwrap();
+        assert!(registered.is_valid(), "{registered:?}");
+        let doctor = connect(&net, "dr-e").await;
+        let reader = || {
+            let mut key: [u8; 32] = random();
+            key[31] &= 0x7f;
+            key.to_vec()
+        };
+        let (patient, auditor, stranger) = (reader(), reader(), reader());
+        let sealed_to = |keys: &[&Vec<u8>]| v1::SealedText {
+            ciphertext: random::<40>().to_vec(),
+            readers: keys
+                .iter()
+                .map(|k| v1::SealedTextReader {
+                    public_key: k.to_vec(),
+                    wrapped_key: random::<80>().to_vec(),
+                })
+                .collect(),
+            key_commitment: random::<32>().to_vec(),
+        };
+        // Put `value` as the reason of an emergency access naming `patient` and `auditor`,
+        // to every peer: what each answers.
+        let put_reason = |value: Vec<u8>| {
+            let doctor = &doctor;
+            let (patient, auditor) = (patient.clone(), auditor.clone());
+            async move {
+                let mut private = doctor.private_data();
+                let commitment = private.add(value);
+                let args = v1::EmergencyAccessArgs {
+                    pseudonym: random::<32>().to_vec(),
+                    category: "oncology".into(),
+                    duration_seconds: 3600,
+                    sealed_reason_commitment: commitment.to_vec(),
+                    sealed_reason_readers: vec![patient, auditor],
+                    ..Default::default()
+                };
+                let (_, mut envelope) = doctor.transaction_committing(
+                    "emergency_access",
+                    args.encode_to_vec(),
+                    private.commitments().to_vec(),
+                );
+                let transaction = signed_of(&mut envelope).transaction.clone();
+                let mut answers = Vec::new();
+                for i in 0..4 {
+                    answers.push(put(doctor, i, &transaction, private.values().to_vec()).await);
+                }
+                answers
+            }
+        };
+        let good = sealed_to(&[&patient, &auditor]).encode_to_vec();
+        // Every peer acknowledges it (a peer still starting says it is not a replica yet).
+        let mut tries = 0;
+        loop {
+            let answers = put_reason(good.clone()).await;
+            tries += 1;
+            let starting = answers.iter().any(|a| {
+                matches!(a, Err(s) if s.code() == tonic::Code::FailedPrecondition) && tries < 50
+            });
+            if !starting {
+                for answer in answers {
+                    answer.expect("a reason sealed to the readers named is acknowledged");
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let mut trailing = good.clone();
+        // An unknown field (number 15, length-delimited) the decoder would skip.
+        trailing.extend_from_slice(&[0x7a, 3, 1, 2, 3]);
+        let mut short_tag = sealed_to(&[&patient, &auditor]);
+        short_tag.ciphertext.truncate(16);
+        for (what, value) in [
+            (
+                "the patient left out",
+                sealed_to(&[&auditor]).encode_to_vec(),
+            ),
+            (
+                "a reader added",
+                sealed_to(&[&patient, &auditor, &stranger]).encode_to_vec(),
+            ),
+            (
+                "a reader in the patient's place",
+                sealed_to(&[&stranger, &auditor]).encode_to_vec(),
+            ),
+            (
+                "the readers in another order",
+                sealed_to(&[&auditor, &patient]).encode_to_vec(),
+            ),
+            (
+                "not a SealedText",
+                b"\xffjunk the clinician committed".to_vec(),
+            ),
+            ("bytes beside its fields", trailing),
+            ("no text", short_tag.encode_to_vec()),
+        ] {
+            for (i, answer) in put_reason(value).await.into_iter().enumerate() {
+                let status = answer.expect_err(what);
+                assert_eq!(
+                    status.code(),
+                    tonic::Code::InvalidArgument,
+                    "peer{i}, {what}: {status:?}"
+                );
+                assert!(
+                    status.message().contains("sealed_reason"),
+                    "peer{i}, {what}: {status:?}"
+                );
+            }
+        }
+    });
+}
