@@ -405,6 +405,13 @@ fn nothing_the_system_wrote_holds_a_patients_identifiers_plaintext_or_erased_key
         canary(format!("{jane}'s UII"), format!("MRN-{run}")),
         canary("pat-c's UII", uii.as_bytes()),
         canary("pat-c's uploaded file (plaintext)", plaintext.as_bytes()),
+        // Free text is sealed on the clinician's machine (docs/adr/0013) and, from ledger
+        // format 7, kept only as private data: its words (the demo's, cli/src/demo.rs) are
+        // nowhere in clear.
+        canary(
+            "the demo's emergency reason (clear text)",
+            "prior radiation unknown",
+        ),
     ];
     for file in [
         "history-and-physical.json",
