@@ -429,8 +429,16 @@ fn run(data: &[u8]) {
                 let Ok(n) = u.int_in_range(0..=3u8) else {
                     return;
                 };
+                // Half of them a sealed text, as a reason's private value is.
                 (0..n)
-                    .map(|_| Vec::<u8>::arbitrary(&mut u).unwrap_or_default())
+                    .map(|_| match u.ratio(1u8, 2u8) {
+                        Ok(true) => sealed(&mut u)
+                            .ok()
+                            .flatten()
+                            .map(|s| s.encode_to_vec())
+                            .unwrap_or_default(),
+                        _ => Vec::<u8>::arbitrary(&mut u).unwrap_or_default(),
+                    })
                     .collect()
             } else {
                 Vec::new()
@@ -439,6 +447,13 @@ fn run(data: &[u8]) {
             let Ok(args) = arguments(&mut u, function, &commitments) else {
                 return;
             };
+            // What an acknowledging peer checks of the values first (never panics).
+            let shapes: Vec<([u8; 32], &[u8])> = commitments
+                .iter()
+                .copied()
+                .zip(values.iter().map(Vec::as_slice))
+                .collect();
+            let _ = medledger_chaincode::check_private_values(function, &args, &shapes);
             let _ = invoke(&mut stub, function, &args);
             // Committed whatever the outcome, as a peer does.
             stub.commit();
