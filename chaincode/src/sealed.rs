@@ -198,6 +198,26 @@ fn check_shape(sealed: &SealedText) -> Result<(), ChaincodeError> {
     Ok(())
 }
 
+/// Decodes `value` as a `SealedText` in its canonical encoding (nothing but its fields, so
+/// that no bytes ride along unseen) and of [`check_shape`]'s shape, whoever its readers are:
+/// what a reader of a private sealed reason checks before showing it.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` on `sealed_reason` naming what is wrong.
+pub fn well_formed(value: &[u8]) -> Result<SealedText, ChaincodeError> {
+    use prost::Message;
+    let sealed = SealedText::decode(value)
+        .map_err(|e| ChaincodeError::invalid("sealed_reason", format!("not a SealedText: {e}")))?;
+    if sealed.encode_to_vec() != value {
+        return Err(ChaincodeError::invalid(
+            "sealed_reason",
+            "not in its canonical encoding (unknown or repeated fields)",
+        ));
+    }
+    check_shape(&sealed)?;
+    Ok(sealed)
+}
+
 /// Ledger format 7 (docs/adr/0017): checks a private sealed reason, as a peer asked to
 /// acknowledge it sees it (`PutPrivateData`), against the readers its transaction names
 /// (`EmergencyAccessArgs.sealed_reason_readers`, which the chaincode checks at execution):
@@ -211,16 +231,7 @@ fn check_shape(sealed: &SealedText) -> Result<(), ChaincodeError> {
 /// # Errors
 /// `INVALID_ARGUMENT` on `sealed_reason` naming what is wrong.
 pub fn check_private_reason(value: &[u8], readers: &[Vec<u8>]) -> Result<(), ChaincodeError> {
-    use prost::Message;
-    let sealed = SealedText::decode(value)
-        .map_err(|e| ChaincodeError::invalid("sealed_reason", format!("not a SealedText: {e}")))?;
-    if sealed.encode_to_vec() != value {
-        return Err(ChaincodeError::invalid(
-            "sealed_reason",
-            "not in its canonical encoding (unknown or repeated fields)",
-        ));
-    }
-    check_shape(&sealed)?;
+    let sealed = well_formed(value)?;
     let named = sealed.readers.iter().map(|r| r.public_key.as_slice());
     if !named.eq(readers.iter().map(Vec::as_slice)) {
         return Err(ChaincodeError::invalid(

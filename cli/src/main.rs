@@ -908,7 +908,7 @@ async fn private_reasons(
                 for (seq, _) in entries {
                     found.insert(
                         (pseudonym.clone(), seq),
-                        Err(medledger_sdk::reasons::not_available(&e.to_string())),
+                        Err(medledger_sdk::reasons::not_available(&e)),
                     );
                 }
                 continue;

@@ -480,10 +480,7 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             let (mut private, refused) = match peers.sealed_reasons(&keys.pseudonym, &wanted).await
             {
                 Ok(private) => (private, None),
-                Err(e) => (
-                    Default::default(),
-                    Some(reasons::not_available(&e.to_string())),
-                ),
+                Err(e) => (Default::default(), Some(reasons::not_available(&e))),
             };
             for e in &mut entries {
                 if !e.sealed_reason_commitment.is_empty() {

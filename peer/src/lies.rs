@@ -27,6 +27,10 @@
 //! - `withhold`: acknowledges private values (`PutPrivateData`) without keeping them, so a
 //!   transaction it acknowledged has one holder fewer than its acknowledgments say: readers
 //!   must find the values on the others (docs/adr/0017).
+//! - `unchecked`: acknowledges private values without checking the shapes their
+//!   transaction describes (an emergency access's sealed reason, docs/adr/0017), as a peer of
+//!   an older build, or a Byzantine one, would: f such peers must not be enough to commit a
+//!   reason that leaves a reader out.
 //! - `stall`: holds every `Query` call open and never answers (not part of `all`: each
 //!   client it stalls waits a query timeout first).
 //!
@@ -49,6 +53,7 @@ pub struct Lies {
     pub revocations: bool,
     pub blocks: bool,
     pub withhold: bool,
+    pub unchecked: bool,
     pub stall: bool,
 }
 
@@ -85,6 +90,7 @@ impl Lies {
                 "revocations" => lies.revocations = true,
                 "blocks" => lies.blocks = true,
                 "withhold" => lies.withhold = true,
+                "unchecked" => lies.unchecked = true,
                 "stall" => lies.stall = true,
                 "all" => {
                     lies = Lies {
@@ -97,6 +103,7 @@ impl Lies {
                         revocations: true,
                         blocks: true,
                         withhold: true,
+                        unchecked: true,
                         stall: lies.stall,
                     }
                 }

@@ -534,14 +534,16 @@ impl PeerSet {
     ///
     /// # Errors
     /// The peers' refusal (not the record's owner or an auditor, the record erased) when no
-    /// reason was gathered; [`ClientError::Protocol`] is never returned for reasons the
-    /// peers lack.
+    /// reason of any page was gathered; [`ClientError::Protocol`] is never returned for
+    /// reasons the peers lack. One peer's refusal can make this an error: a caller shows its
+    /// kind ([`crate::reasons::not_available`]), not a peer's words.
     pub async fn sealed_reasons(
         &self,
         pseudonym: &[u8],
         wanted: &[(u64, Vec<u8>)],
     ) -> Result<std::collections::BTreeMap<u64, GatheredReason>, ClientError> {
         let mut gathered = std::collections::BTreeMap::new();
+        let mut refused = None;
         for page in wanted.chunks(medledger_chaincode::limits::MAX_AUDIT_PAGE) {
             let args = v1::SealedReasonsArgs {
                 pseudonym: pseudonym.to_vec(),
@@ -563,14 +565,20 @@ impl PeerSet {
                 )
                 .await;
             let into = into.into_inner().unwrap_or_else(|p| p.into_inner());
-            match asked {
-                Err(e) if into.is_empty() && !matches!(e, ClientError::Protocol(_)) => {
-                    return Err(e);
-                }
-                _ => gathered.extend(into),
+            if let Err(e) = asked
+                && into.is_empty()
+                && !matches!(e, ClientError::Protocol(_))
+            {
+                refused.get_or_insert(e);
             }
+            gathered.extend(into);
         }
-        Ok(gathered)
+        // A page refused costs that page's words only; the refusal is returned when it is
+        // all there is.
+        match refused {
+            Some(e) if gathered.is_empty() => Err(e),
+            _ => Ok(gathered),
+        }
     }
 }
 
@@ -580,7 +588,8 @@ pub enum GatheredReason {
     /// The sealed text, as committed.
     Sealed(v1::SealedText),
     /// A value that matches the audit entry's commitment, so the clinician committed it as
-    /// their reason, but that is not a `SealedText`: nothing anyone can open.
+    /// their reason, but that is not a well-formed `SealedText` (canonically encoded, of the
+    /// shape the peers check): shown as the clinician's, never opened.
     NotASealedText,
 }
 
@@ -611,7 +620,9 @@ fn gather_reasons(
             wrong += 1;
             continue;
         }
-        let sealed = match <v1::SealedText as prost::Message>::decode(reason.value.as_slice()) {
+        // The shape the acknowledging peers check; a value committed past peers that did
+        // not check it (an older build) is the clinician's, said to be.
+        let sealed = match medledger_chaincode::sealed::well_formed(&reason.value) {
             Ok(sealed) => GatheredReason::Sealed(sealed),
             Err(_) => GatheredReason::NotASealedText,
         };
@@ -829,12 +840,19 @@ mod tests {
         let reason = |n: u8| v1::SealedText {
             ciphertext: vec![n; 40],
             key_commitment: vec![n; 32],
-            ..v1::SealedText::default()
+            readers: vec![v1::SealedTextReader {
+                public_key: vec![9; 32],
+                wrapped_key: vec![n; 80],
+            }],
         };
         let (first, first_salt, first_c) = committed(&reason(1).encode_to_vec(), 1);
         let (second, second_salt, second_c) = committed(&reason(2).encode_to_vec(), 2);
         let (junk, junk_salt, junk_c) = committed(b"not a sealed text \xff\xff", 3);
-        let wanted = vec![(4, first_c), (9, second_c), (12, junk_c)];
+        // A sealed text with bytes beside its fields (an unknown field 15): not well formed.
+        let mut trailing = reason(3).encode_to_vec();
+        trailing.extend_from_slice(&[0x7a, 1, 0]);
+        let (trailing, trailing_salt, trailing_c) = committed(&trailing, 5);
+        let wanted = vec![(4, first_c), (9, second_c), (12, junk_c), (13, trailing_c)];
         let value = |seq: u64, value: &[u8], salt: &[u8]| v1::SealedReasonValue {
             seq,
             value: value.to_vec(),
@@ -856,11 +874,16 @@ mod tests {
         // One peer holds the first, another the second; a value that matches its commitment
         // but is no sealed text is the clinician's, and said to be.
         let one = v1::SealedReasonsResult {
-            reasons: vec![value(4, &first, &first_salt), value(12, &junk, &junk_salt)],
+            reasons: vec![
+                value(4, &first, &first_salt),
+                value(12, &junk, &junk_salt),
+                value(13, &trailing, &trailing_salt),
+            ],
         };
         assert!(gather_reasons(&mut gathered, one, &wanted).is_err());
         assert_eq!(gathered.get(&4), Some(&GatheredReason::Sealed(reason(1))));
         assert_eq!(gathered.get(&12), Some(&GatheredReason::NotASealedText));
+        assert_eq!(gathered.get(&13), Some(&GatheredReason::NotASealedText));
         let two = v1::SealedReasonsResult {
             reasons: vec![value(9, &second, &second_salt)],
         };

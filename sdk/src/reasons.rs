@@ -17,14 +17,15 @@ use crate::peer::PeerSet;
 pub const UNAVAILABLE: &str = "(sealed reason not given by any peer asked)";
 
 /// What a listing shows for a sealed reason kept as private data whose committed value is
-/// not a sealed text: the clinician's transaction committed it as their reason.
+/// not a well-formed sealed text: the clinician's transaction committed it as their reason.
 pub const NOT_A_SEALED_TEXT: &str =
-    "(the clinician committed, as the reason, a value that is not a sealed text)";
+    "(the clinician committed, as the reason, a value that is not a well-formed sealed text)";
 
 /// What a listing shows for the sealed reasons of a record when the peers refused them all
-/// or none answered; `why` is a peer's word, shown neutralised.
-pub fn not_available(why: &str) -> String {
-    format!("(sealed reason not available: {})", neutralised(why))
+/// or none answered: the refusal's kind, never a peer's words (one peer's refusal can be
+/// all there is, and its message is its own).
+pub fn not_available(why: &ClientError) -> String {
+    format!("(sealed reason not available: {})", why.kind())
 }
 
 /// Longest reason, in UTF-8 bytes (the chaincode's `MAX_REASON_LEN`).

@@ -966,3 +966,82 @@ fn a_sealed_reason_is_acknowledged_only_as_its_transaction_names_its_readers() {
         }
     });
 }
+
+/// A Byzantine peer (lie `unchecked`: an older build, or a liar) acknowledges a sealed
+/// reason that leaves the patient out; the three correct peers refuse it. One
+/// acknowledgment is fewer than the f+1 a block needs: the transaction is refused as
+/// unacknowledged, and nothing is committed.
+#[test]
+fn one_peer_that_acknowledges_unchecked_reasons_cannot_commit_one() {
+    let net = TestNetwork::start_with_env(
+        4,
+        &[],
+        &[(medledger_peer::lies::FAULT_LIE, "peer1:unchecked")],
+    );
+    net.member("dr-e", "clinician");
+    net.member("patient", "patient");
+    let rt = runtime();
+    rt.block_on(async {
+        let registered = connect(&net, "patient")
+            .await
+            .submit("register_patient", register_args(&random()))
+            .await
+            .unwrap();
+        assert!(registered.is_valid(), "{registered:?}");
+        let doctor = connect(&net, "dr-e").await;
+        let key = || {
+            let mut key: [u8; 32] = random();
+            key[31] &= 0x7f;
+            key.to_vec()
+        };
+        let (patient, auditor) = (key(), key());
+        // Sealed to the auditor alone; the arguments name the patient too.
+        let left_out = v1::SealedText {
+            ciphertext: random::<40>().to_vec(),
+            readers: vec![v1::SealedTextReader {
+                public_key: auditor.clone(),
+                wrapped_key: random::<80>().to_vec(),
+            }],
+            key_commitment: random::<32>().to_vec(),
+        };
+        let mut private = doctor.private_data();
+        let commitment = private.add(left_out.encode_to_vec());
+        let args = v1::EmergencyAccessArgs {
+            pseudonym: random::<32>().to_vec(),
+            category: "oncology".into(),
+            duration_seconds: 3600,
+            sealed_reason_commitment: commitment.to_vec(),
+            sealed_reason_readers: vec![patient, auditor],
+            ..Default::default()
+        };
+        let (_, mut envelope) = doctor.transaction_committing(
+            "emergency_access",
+            args.encode_to_vec(),
+            private.commitments().to_vec(),
+        );
+        let transaction = signed_of(&mut envelope).transaction.clone();
+        let mut acks = Vec::new();
+        for i in 0..4 {
+            match put(&doctor, i, &transaction, private.values().to_vec()).await {
+                Ok(ack) => {
+                    assert_eq!(i, 1, "only the liar acknowledges it");
+                    acks.push(ack);
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+                }
+            }
+        }
+        assert_eq!(acks.len(), 1);
+        doctor.acknowledged(&mut envelope, acks);
+        let status = refused(&doctor, 0, envelope).await;
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        assert_eq!(
+            status_kind(&status),
+            Some(v1::TxStatus::PrivateDataUnacknowledged as i32),
+            "{status:?}"
+        );
+    });
+    let log = std::fs::read_to_string(&net.peers[1].log).unwrap();
+    assert!(log.contains("lie told: private values acknowledged unchecked"));
+}
