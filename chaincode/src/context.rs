@@ -109,13 +109,23 @@ pub fn allowed(action: AuditAction, category: &str, item: &str) -> AuditEntry {
 
 /// Loads the record of `pseudonym`: it must exist and not be erased.
 pub fn load_patient(stub: &dyn Stub, pseudonym: &[u8]) -> Result<Patient, ChaincodeError> {
+    let patient = load_record(stub, pseudonym)?;
+    if patient.record.erased {
+        return Err(ChaincodeError::PatientErased);
+    }
+    Ok(patient)
+}
+
+/// The record of `pseudonym` (32 bytes), erased or not: for what outlives an erasure (its
+/// purge, the trail's sealed reasons).
+///
+/// # Errors
+/// `INVALID_ARGUMENT` for a pseudonym of another length; `UnknownPatient`.
+pub fn load_record(stub: &dyn Stub, pseudonym: &[u8]) -> Result<Patient, ChaincodeError> {
     limits::exact_len("pseudonym", pseudonym, PSEUDONYM_LEN)?;
     let hex = keys::pseudonym_hex(pseudonym);
     let record: PatientRecord =
         get(stub, &keys::patient(&hex))?.ok_or(ChaincodeError::UnknownPatient)?;
-    if record.erased {
-        return Err(ChaincodeError::PatientErased);
-    }
     Ok(Patient { hex, record })
 }
 

@@ -25,10 +25,9 @@ use medledger_proto::v1::{
 };
 use prost::Message;
 
-use crate::context::{allowed, get, load_patient, put};
+use crate::context::{Patient, allowed, get, load_patient, load_record, put};
 use crate::error::{ChaincodeError, Denial};
 use crate::keys;
-use crate::limits::{self, PSEUDONYM_LEN};
 use crate::stub::{Role, Stub};
 
 /// Most entries one purge step looks at (items, permissions, study copies, keys): each
@@ -89,10 +88,7 @@ pub fn erase_patient(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, 
 /// `UnknownPatient`; `InvalidArgument` (`pseudonym`) when the record is not erased or its
 /// purge is complete; `Denied` (`WrongRole`) for anyone else.
 pub fn purge_erased(stub: &mut dyn Stub, args: PatientArgs) -> Result<Vec<u8>, ChaincodeError> {
-    limits::exact_len("pseudonym", &args.pseudonym, PSEUDONYM_LEN)?;
-    let hex = keys::pseudonym_hex(&args.pseudonym);
-    let mut record: PatientRecord =
-        get(stub, &keys::patient(&hex))?.ok_or(ChaincodeError::UnknownPatient)?;
+    let Patient { hex, mut record } = load_record(stub, &args.pseudonym)?;
     let creator = stub.creator();
     let owner = creator.role == Role::Patient && creator.name == record.owner;
     if creator.role != Role::Gateway && !owner {

@@ -159,11 +159,7 @@ pub fn audit_trail(stub: &dyn Stub, args: AuditTrailArgs) -> Result<Vec<u8>, Cha
 /// `Denied` (`NotOwner`) for anyone but the owner or an auditor, before anything is read;
 /// `INVALID_ARGUMENT` for more than [`MAX_AUDIT_PAGE`] sequence numbers.
 pub fn sealed_reasons(stub: &dyn Stub, args: SealedReasonsArgs) -> Result<Vec<u8>, ChaincodeError> {
-    limits::exact_len("pseudonym", &args.pseudonym, limits::PSEUDONYM_LEN)?;
-    let hex = keys::pseudonym_hex(&args.pseudonym);
-    let record: PatientRecord =
-        get(stub, &keys::patient(&hex))?.ok_or(ChaincodeError::UnknownPatient)?;
-    let patient = Patient { hex, record };
+    let patient = crate::context::load_record(stub, &args.pseudonym)?;
     if patient.record.erased && stub.creator().role != Role::Auditor {
         return Err(ChaincodeError::PatientErased);
     }

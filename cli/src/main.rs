@@ -782,8 +782,9 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
         }
         LedgerCommand::Emergencies { from, limit } => {
             let (blocks, cut) = proof_cli::proven_blocks(&peers, *from, *limit).await?;
-            let private = private_reasons(&peers, &blocks).await;
-            let output = emergencies_output(&blocks, &wallet, &private);
+            let events: Vec<EmergencyEvent<'_>> = emergency_events(&blocks).collect();
+            let private = private_reasons(&peers, &events).await;
+            let output = emergencies_output(&blocks, &events, &wallet, &private);
             Ok(stopped_at(output, &cut, &blocks, *limit))
         }
         LedgerCommand::Blocks { from, limit } => {
@@ -861,9 +862,11 @@ fn stopped_at(mut output: Output, cut: &str, blocks: &[v1::Block], limit: u32) -
 }
 
 /// The emergency accesses' events in `blocks`.
-fn emergency_events(
-    blocks: &[v1::Block],
-) -> impl Iterator<Item = (&v1::Block, &v1::TxResult, v1::EmergencyAccessEvent)> {
+/// An emergency access as a block's event records it: the block, the transaction's
+/// outcome, the event.
+type EmergencyEvent<'a> = (&'a v1::Block, &'a v1::TxResult, v1::EmergencyAccessEvent);
+
+fn emergency_events(blocks: &[v1::Block]) -> impl Iterator<Item = EmergencyEvent<'_>> {
     blocks.iter().flat_map(|block| {
         block.results.iter().flat_map(move |result| {
             result
@@ -888,16 +891,16 @@ type PrivateReasons = std::collections::BTreeMap<(Vec<u8>, u64), Result<v1::Seal
 /// against each event's commitment).
 async fn private_reasons(
     peers: &medledger_sdk::peer::PeerSet,
-    blocks: &[v1::Block],
+    events: &[EmergencyEvent<'_>],
 ) -> PrivateReasons {
     let mut wanted: std::collections::BTreeMap<Vec<u8>, Vec<(u64, Vec<u8>)>> =
         std::collections::BTreeMap::new();
-    for (_, _, e) in emergency_events(blocks) {
+    for (_, _, e) in events {
         if !e.sealed_reason_commitment.is_empty() {
             wanted
                 .entry(e.pseudonym.clone())
                 .or_default()
-                .push((e.audit_seq, e.sealed_reason_commitment));
+                .push((e.audit_seq, e.sealed_reason_commitment.clone()));
         }
     }
     let mut found = PrivateReasons::new();
@@ -928,13 +931,18 @@ async fn private_reasons(
     found
 }
 
-/// Every emergency access the blocks record, from their events, with its reason opened by
+/// Every emergency access `blocks` record (`events`, from them), with its reason opened by
 /// one of `wallet`'s keys (current or earlier: an auditor's key ring); a reason kept as
 /// private data (ledger format 7) from `private`.
-fn emergencies_output(blocks: &[v1::Block], wallet: &Wallet, private: &PrivateReasons) -> Output {
+fn emergencies_output(
+    blocks: &[v1::Block],
+    events: &[EmergencyEvent<'_>],
+    wallet: &Wallet,
+    private: &PrivateReasons,
+) -> Output {
     let mut rows = Vec::new();
     let mut text = String::new();
-    for (block, result, e) in emergency_events(blocks) {
+    for (block, result, e) in events {
         let Some(header) = &block.header else {
             continue;
         };
