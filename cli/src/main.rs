@@ -740,9 +740,16 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                                     format_time(p.last_pass_ms / 1000)
                                 )
                             });
+                            if p.purged_uncompacted > 0 {
+                                text.push_str(&format!(
+                                    "; purged, still in its files until compacted: {}",
+                                    p.purged_uncompacted
+                                ));
+                            }
                             row["private_values"] = json!({
                                 "missing": p.missing,
                                 "last_pass_ms": p.last_pass_ms,
+                                "purged_uncompacted": p.purged_uncompacted,
                             });
                         }
                         rows.push(row);

@@ -714,6 +714,21 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
             ),
         });
     }
+    for p in &report.peer_private {
+        text.push_str(&match &p.status {
+            Ok(s) if s.purged_uncompacted > 0 => format!(
+                "  peer {}  private values: {} missing; {} PURGED BUT STILL IN ITS FILES until \
+                 its next compaction (the peer's word)\n",
+                p.peer, s.missing, s.purged_uncompacted
+            ),
+            Ok(s) => format!(
+                "  peer {}  private values: {} missing; none purged left in its files (the \
+                 peer's word)\n",
+                p.peer, s.missing
+            ),
+            Err(why) => format!("  peer {}  private values: {why}\n", p.peer),
+        });
+    }
     match &report.objects {
         Some(objects) => {
             for o in objects {
@@ -767,6 +782,13 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
             "key_material_left": e.key_material_left,
             "key_material_keys": e.key_material_keys,
         })).collect::<Vec<_>>(),
+        "peer_private": report.peer_private.iter().map(|p| match &p.status {
+            Ok(s) => json!({
+                "peer": p.peer, "missing": s.missing, "last_pass_ms": s.last_pass_ms,
+                "purged_uncompacted": s.purged_uncompacted,
+            }),
+            Err(why) => json!({"peer": p.peer, "error": why}),
+        }).collect::<Vec<_>>(),
         "objects": report.objects.as_ref().map(|o| o.iter().map(|v| json!({
             "path": v.path, "ok": v.state.ok(), "state": v.state.describe(),
         })).collect::<Vec<_>>()),

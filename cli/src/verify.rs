@@ -153,6 +153,18 @@ pub struct Report {
     /// another peer's proven copy (one line each, naming both): a finding about that peer,
     /// not about the ledger.
     pub substituted: Vec<String>,
+    /// What each peer reports of its private values (docs/adr/0017 step 5), when the blocks
+    /// came from the peers: committed values it lacks, and purged values whose bytes are
+    /// still in its files until its next compaction (an erased record's key material among
+    /// them). Each peer's own word, shown as such: information, not part of [`Report::ok`]
+    /// (a compaction follows a purge within a minute; a count that stays is a finding).
+    pub peer_private: Vec<PeerPrivate>,
+}
+
+/// One peer's report of its private values, or why there is none (down, refused).
+pub struct PeerPrivate {
+    pub peer: String,
+    pub status: Result<v1::PrivateDataStatus, String>,
 }
 
 impl Report {
@@ -233,6 +245,11 @@ pub async fn verify(
     let erasures = auditor
         .erasures()
         .map_err(|e| ClientError::Protocol(format!("reading the re-executed state: {e}")))?;
+    let peer_private = match source {
+        BlockSource::Peer { peers, .. } => private_reports(peers).await,
+        #[cfg(feature = "data-dir")]
+        BlockSource::DataDir(_) => Vec::new(),
+    };
     Ok(Report {
         network_id,
         blocks,
@@ -240,7 +257,32 @@ pub async fn verify(
         erasures,
         diverged_at: auditor.diverged_at(),
         substituted,
+        peer_private,
     })
+}
+
+/// Every peer's report of its private values (`GetStatus.private_data`), each asked for at
+/// most [`BLOCKS_CALL_TIMEOUT`]; none when the caller is not one of the ledger's readers.
+async fn private_reports(peers: &PeerSet) -> Vec<PeerPrivate> {
+    let mut reports = Vec::new();
+    for (i, peer) in peers.names().into_iter().enumerate() {
+        let asked = tokio::time::timeout(
+            BLOCKS_CALL_TIMEOUT,
+            peers.peer(i).get_status(v1::GetStatusRequest {}),
+        )
+        .await;
+        let status = match asked {
+            // Only the ledger's readers (peers and auditors) get a report: no line for others.
+            Ok(Ok(answer)) => match answer.into_inner().private_data {
+                Some(report) => Ok(report),
+                None => continue,
+            },
+            Ok(Err(status)) => Err(format!("refused: {:?}", status.code())),
+            Err(_) => Err("no answer in time".to_string()),
+        };
+        reports.push(PeerPrivate { peer, status });
+    }
+    reports
 }
 
 /// Checks each block of `page`, served by peer `source` of `peers`, whole against f+1

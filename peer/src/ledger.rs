@@ -221,6 +221,8 @@ pub struct Ledger {
 struct PurgedQueue {
     waiting: std::sync::Mutex<Compactions>,
     wake: std::sync::Condvar,
+    /// Purged values the compaction under way took (their bytes may still be in files).
+    compacting: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -233,6 +235,14 @@ struct Compactions {
 }
 
 impl PurgedQueue {
+    /// Purged values whose bytes may still be in the ledger's files: waiting for a
+    /// compaction, or in the one under way.
+    fn uncompacted(&self) -> u64 {
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        (waiting.purged.len() as u64)
+            .saturating_add(self.compacting.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
     fn add(&self, purged: &[[u8; 32]], pending_deleted: bool) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         waiting.purged.extend_from_slice(purged);
@@ -661,12 +671,26 @@ impl Ledger {
                         while waiting.purged.is_empty() && !waiting.pending_deleted {
                             waiting = queue.wake.wait(waiting).unwrap_or_else(|p| p.into_inner());
                         }
-                        std::mem::take(&mut *waiting)
+                        let taken = std::mem::take(&mut *waiting);
+                        queue.compacting.store(
+                            taken.purged.len() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        taken
                     };
                     let Some(ledger) = ledger.upgrade() else {
                         return;
                     };
-                    match ledger.compact_purged(&taken.purged) {
+                    let compacted = ledger.compact_purged(&taken.purged);
+                    // Back in the queue before the count drops, when not compacted: the
+                    // count never reads low.
+                    if compacted.is_err() {
+                        queue.add(&taken.purged, true);
+                    }
+                    queue
+                        .compacting
+                        .store(0, std::sync::atomic::Ordering::Relaxed);
+                    match compacted {
                         Ok(()) => tracing::info!(
                             values = taken.purged.len(),
                             "purged private values compacted out of the ledger's files"
@@ -676,7 +700,6 @@ impl Ledger {
                                 error = %e,
                                 "purged private values not compacted yet: tried again later"
                             );
-                            queue.add(&taken.purged, true);
                         }
                     }
                     drop(ledger);
@@ -684,6 +707,15 @@ impl Ledger {
                 }
             })?;
         Ok(())
+    }
+
+    /// How many private values blocks purged whose bytes may still be in this ledger's files
+    /// (write-ahead log, table files): waiting for [`Ledger::compact_purged_in_background`]'s
+    /// next run (at most [`PURGED_COMPACTION_INTERVAL`] after the last), in the one under
+    /// way, or left by a failed one. 0 when every purged value was compacted out, and in a
+    /// ledger whose compaction thread does not run (a reader).
+    pub fn purged_uncompacted(&self) -> u64 {
+        self.purged_queue.uncompacted()
     }
 
     /// Flushes every column family and compacts `purged` out of `private`, and all of
@@ -1310,5 +1342,28 @@ pub(crate) mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn purged_values_are_counted_until_the_background_compaction_ran() {
+        let (dir, ledger) = fixture_ledger();
+        let ledger = Arc::new(ledger);
+        let value = vec![0x5a; 80];
+        let commitment = medledger_crypto::private_commitment(&[4; 32], &value);
+        let salted = crate::private_data::SaltedValue {
+            salt: [4; 32],
+            value: value.clone(),
+        };
+        commit_private(&ledger, &[(commitment, salted)], &[], &[]);
+        assert_eq!(ledger.purged_uncompacted(), 0, "nothing purged yet");
+        commit_private(&ledger, &[], &[], &[commitment]);
+        assert!(ledger.purged_uncompacted() >= 1, "purged, not compacted");
+        ledger.compact_purged_in_background().unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while ledger.purged_uncompacted() > 0 && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(ledger.purged_uncompacted(), 0, "compacted");
+        assert!(!on_disk(dir.path(), &value), "and out of every file");
     }
 }

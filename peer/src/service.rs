@@ -1072,6 +1072,7 @@ impl v1::ledger_server::Ledger for LedgerService {
                 Some(v1::PrivateDataStatus {
                     missing,
                     last_pass_ms,
+                    purged_uncompacted: self.ledger.purged_uncompacted(),
                 })
             }
             Err(_) => None,

@@ -472,6 +472,30 @@ fn nothing_the_system_wrote_holds_a_patients_identifiers_plaintext_or_erased_key
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // And the peers say so to the auditor's `ledger verify`: no purged value left in any
+    // peer's files (the count drops as each compaction returns).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let verified = net.json(Some("auditor"), &["ledger", "verify", "--skip-objects"]);
+        let reports = verified["peer_private"].as_array().unwrap().clone();
+        assert_eq!(reports.len(), 4, "{verified}");
+        let left: u64 = reports
+            .iter()
+            .map(|r| {
+                r["purged_uncompacted"]
+                    .as_u64()
+                    .expect("an auditor's report")
+            })
+            .sum();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "peers still report purged values in their files: {verified}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
     // The scan finds what is there: the record credential's name, in the blocks it signed
     // (decoded from the compressed tables); and below, the commitments to the wrapped key
     // material in the blocks that carried them.
