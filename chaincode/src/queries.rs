@@ -155,8 +155,9 @@ pub fn audit_trail(stub: &dyn Stub, args: AuditTrailArgs) -> Result<Vec<u8>, Cha
 /// do its reasons (docs/adr/0013): an auditor still reads them then.
 ///
 /// # Errors
-/// `UnknownPatient`; `PatientErased` for anyone but an auditor once the record is erased;
-/// `Denied` (`NotOwner`) for anyone but the owner or an auditor, before anything is read;
+/// `UnknownPatient`; `PatientErased` for anyone but an auditor once the record is erased
+/// (both, as for every query of a record, before the caller is checked); then `Denied`
+/// (`NotOwner`) for anyone but the owner or an auditor, before any entry is read;
 /// `INVALID_ARGUMENT` for more than [`MAX_AUDIT_PAGE`] sequence numbers.
 pub fn sealed_reasons(stub: &dyn Stub, args: SealedReasonsArgs) -> Result<Vec<u8>, ChaincodeError> {
     let patient = crate::context::load_record(stub, &args.pseudonym)?;

@@ -700,11 +700,30 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                 hex::encode(&configuration.hash[..8]),
             );
             let (names, addresses) = (peers.names(), peers.addresses());
-            for i in 0..names.len() {
-                let status = peers.peer(i).get_status(v1::GetStatusRequest {}).await;
+            // Every peer at once, each for 20 s at most: a peer that holds the call open
+            // costs its own line only.
+            let statuses = futures_util::future::join_all((0..names.len()).map(|i| {
+                let mut client = peers.peer(i);
+                async move {
+                    match tokio::time::timeout(
+                        verify::BLOCKS_CALL_TIMEOUT,
+                        client.get_status(v1::GetStatusRequest {}),
+                    )
+                    .await
+                    {
+                        Ok(Ok(answer)) => Ok(answer.into_inner()),
+                        // The peer's words are its own: shown neutralised.
+                        Ok(Err(e)) => Err(medledger_sdk::reasons::neutralised(
+                            &e.message().chars().take(200).collect::<String>(),
+                        )),
+                        Err(_) => Err("no answer in 20 s".to_string()),
+                    }
+                }
+            }))
+            .await;
+            for (i, status) in statuses.into_iter().enumerate() {
                 match status {
                     Ok(s) => {
-                        let s = s.into_inner();
                         let connected = s.peers.iter().filter(|p| p.connected).count();
                         text.push_str(&format!(
                             "\n  {:<10} {:<22} height {:<8} view {:<4} primary {}{}  links {}/{}",
@@ -757,9 +776,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                     Err(e) => {
                         text.push_str(&format!(
                             "\n  {:<10} {:<22} DOWN ({})",
-                            names[i],
-                            addresses[i],
-                            e.message()
+                            names[i], addresses[i], e
                         ));
                         rows.push(json!({"name": names[i], "address": addresses[i], "up": false}));
                     }

@@ -261,28 +261,43 @@ pub async fn verify(
     })
 }
 
-/// Every peer's report of its private values (`GetStatus.private_data`), each asked for at
-/// most [`BLOCKS_CALL_TIMEOUT`]; none when the caller is not one of the ledger's readers.
+/// Every peer's report of its private values (`GetStatus.private_data`), all asked at once,
+/// each for at most [`BLOCKS_CALL_TIMEOUT`]; none when no peer counts the caller among the
+/// ledger's readers. When one does, a peer that gives no report is named as such.
 async fn private_reports(peers: &PeerSet) -> Vec<PeerPrivate> {
-    let mut reports = Vec::new();
-    for (i, peer) in peers.names().into_iter().enumerate() {
-        let asked = tokio::time::timeout(
-            BLOCKS_CALL_TIMEOUT,
-            peers.peer(i).get_status(v1::GetStatusRequest {}),
-        )
-        .await;
-        let status = match asked {
-            // Only the ledger's readers (peers and auditors) get a report: no line for others.
-            Ok(Ok(answer)) => match answer.into_inner().private_data {
-                Some(report) => Ok(report),
-                None => continue,
-            },
-            Ok(Err(status)) => Err(format!("refused: {:?}", status.code())),
-            Err(_) => Err("no answer in time".to_string()),
-        };
-        reports.push(PeerPrivate { peer, status });
+    let names = peers.names();
+    let asked = futures_util::future::join_all((0..names.len()).map(|i| {
+        let mut client = peers.peer(i);
+        async move {
+            match tokio::time::timeout(
+                BLOCKS_CALL_TIMEOUT,
+                client.get_status(v1::GetStatusRequest {}),
+            )
+            .await
+            {
+                Ok(Ok(answer)) => Ok(answer.into_inner().private_data),
+                Ok(Err(status)) => Err(format!("refused: {:?}", status.code())),
+                Err(_) => Err("no answer in time".to_string()),
+            }
+        }
+    }))
+    .await;
+    if !asked.iter().any(|a| matches!(a, Ok(Some(_)))) {
+        return Vec::new();
     }
-    reports
+    names
+        .into_iter()
+        .zip(asked)
+        .map(|(peer, asked)| PeerPrivate {
+            peer,
+            status: asked.and_then(|report| {
+                report.ok_or_else(|| {
+                    "no report (other peers count this wallet among the ledger's readers)"
+                        .to_string()
+                })
+            }),
+        })
+        .collect()
 }
 
 /// Checks each block of `page`, served by peer `source` of `peers`, whole against f+1

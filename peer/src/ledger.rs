@@ -684,16 +684,21 @@ impl Ledger {
                     let compacted = ledger.compact_purged(&taken.purged);
                     // Back in the queue before the count drops, when not compacted: the
                     // count never reads low.
-                    if compacted.is_err() {
+                    if !matches!(compacted, Ok(true)) {
                         queue.add(&taken.purged, true);
                     }
                     queue
                         .compacting
                         .store(0, std::sync::atomic::Ordering::Relaxed);
                     match compacted {
-                        Ok(()) => tracing::info!(
+                        Ok(true) => tracing::info!(
                             values = taken.purged.len(),
                             "purged private values compacted out of the ledger's files"
+                        ),
+                        Ok(false) => tracing::info!(
+                            values = taken.purged.len(),
+                            "purged private values compacted while a reader's snapshot may \
+                             keep them: compacted again later"
                         ),
                         Err(e) => {
                             tracing::warn!(
@@ -720,11 +725,17 @@ impl Ledger {
 
     /// Flushes every column family and compacts `purged` out of `private`, and all of
     /// `private_pending`, down to the bottom level; then forgets them as to be compacted
-    /// ([`Ledger::compact_purged_in_background`]).
+    /// ([`Ledger::compact_purged_in_background`]) and returns true. A snapshot older than
+    /// the compaction (a query's view of the state, taken before the purge committed) keeps
+    /// the version it sees through any compaction: when one is still open afterwards, the
+    /// values stay marked and this returns false, to be compacted again.
     ///
     /// # Errors
-    /// RocksDB could not flush, or forget them.
-    fn compact_purged(&self, purged: &[[u8; 32]]) -> Result<()> {
+    /// RocksDB could not flush, read its oldest snapshot, or forget them.
+    fn compact_purged(&self, purged: &[[u8; 32]]) -> Result<bool> {
+        // Every purge of `purged` is at or below this sequence number (its block committed
+        // before the purge was queued).
+        let purged_by = self.db.latest_sequence_number();
         self.flush()?;
         let mut options = rocksdb::CompactOptions::default();
         options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
@@ -742,12 +753,21 @@ impl Ledger {
             None::<&[u8]>,
             &options,
         );
+        // 0: no snapshot open. One taken after `purged_by` sees the deletions and keeps
+        // nothing of the values.
+        let oldest_snapshot = self
+            .db
+            .property_int_value("rocksdb.oldest-snapshot-sequence")?
+            .unwrap_or(0);
+        if oldest_snapshot != 0 && oldest_snapshot <= purged_by {
+            return Ok(false);
+        }
         let mut done = WriteBatch::default();
         for commitment in purged {
             done.delete_cf(self.cf(CF_META), to_compact_key(commitment));
         }
         self.db.write(done)?;
-        Ok(())
+        Ok(true)
     }
 
     /// Up to `limit` commitments of committed values this peer lacks
@@ -1327,7 +1347,7 @@ pub(crate) mod tests {
             on_disk(dir.path(), &value),
             "a deletion alone leaves the bytes"
         );
-        ledger.compact_purged(&[commitment]).unwrap();
+        assert!(ledger.compact_purged(&[commitment]).unwrap());
         assert!(
             !on_disk(dir.path(), &value),
             "the purged value is still on disk"
@@ -1365,5 +1385,33 @@ pub(crate) mod tests {
         }
         assert_eq!(ledger.purged_uncompacted(), 0, "compacted");
         assert!(!on_disk(dir.path(), &value), "and out of every file");
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_purge_keeps_the_values_marked_until_it_closes() {
+        let (dir, ledger) = fixture_ledger();
+        let value: Vec<u8> = (0..80u8)
+            .map(|i| i.wrapping_mul(53).wrapping_add(7))
+            .collect();
+        let commitment = medledger_crypto::private_commitment(&[6; 32], &value);
+        let salted = crate::private_data::SaltedValue {
+            salt: [6; 32],
+            value: value.clone(),
+        };
+        commit_private(&ledger, &[(commitment, salted)], &[], &[]);
+        // A query's view, opened before the purge commits, is still open at the compaction.
+        let snapshot = ledger.db.snapshot();
+        commit_private(&ledger, &[], &[], &[commitment]);
+        assert!(
+            !ledger.compact_purged(&[commitment]).unwrap(),
+            "a compaction under an older snapshot is not taken for done"
+        );
+        assert!(on_disk(dir.path(), &value), "the snapshot keeps the bytes");
+        drop(snapshot);
+        assert!(ledger.compact_purged(&[commitment]).unwrap());
+        assert!(
+            !on_disk(dir.path(), &value),
+            "gone once the snapshot closed"
+        );
     }
 }

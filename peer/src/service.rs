@@ -1065,9 +1065,11 @@ impl v1::ledger_server::Ledger for LedgerService {
         request: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::GetStatusResponse>, Status> {
         let caller = self.caller(&request)?;
-        // Only the ledger's readers learn how many private values the peer holds or lacks.
+        // Only the ledger's readers in force learn how many private values the peer lacks or
+        // purged: not a peer that left (read up to its removal), which would learn when
+        // later purges happen.
         let private_data = match self.readable_up_to(&caller, "the peer's private data status") {
-            Ok(_) => {
+            Ok(u64::MAX) => {
                 let (missing, last_pass_ms) = self.shared.reconciliation.last_pass();
                 Some(v1::PrivateDataStatus {
                     missing,
@@ -1075,7 +1077,7 @@ impl v1::ledger_server::Ledger for LedgerService {
                     purged_uncompacted: self.ledger.purged_uncompacted(),
                 })
             }
-            Err(_) => None,
+            Ok(_) | Err(_) => None,
         };
         let status = self
             .shared

@@ -602,6 +602,15 @@ fn gather_reasons(
     answer: v1::SealedReasonsResult,
     wanted: &[(u64, Vec<u8>)],
 ) -> Result<(), String> {
+    // One reason per sequence number asked at most: a longer answer is refused whole
+    // before any of it costs a hash.
+    if answer.reasons.len() > wanted.len() {
+        return Err(format!(
+            "{} sealed reasons for {} asked",
+            answer.reasons.len(),
+            wanted.len()
+        ));
+    }
     let mut wrong = 0usize;
     for reason in answer.reasons {
         let Some((_, commitment)) = wanted.iter().find(|(seq, _)| *seq == reason.seq) else {
@@ -868,6 +877,13 @@ mod tests {
                 value(5, &first, &first_salt),
             ],
         };
+        // More reasons than asked: refused whole, even the matching one in it.
+        let flood = v1::SealedReasonsResult {
+            reasons: (0..5).map(|_| value(4, &first, &first_salt)).collect(),
+        };
+        let said = gather_reasons(&mut gathered, flood, &wanted).unwrap_err();
+        assert!(said.contains("5 sealed reasons for 4 asked"), "{said}");
+        assert!(gathered.is_empty());
         let said = gather_reasons(&mut gathered, lie, &wanted).unwrap_err();
         assert!(said.contains("do not match"), "{said}");
         assert!(gathered.is_empty());

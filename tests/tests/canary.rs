@@ -101,7 +101,9 @@ fn search(bytes: &[u8], place: &str, canaries: &[Canary], pairs: &[Pair], hits: 
 }
 
 /// Every entry of the RocksDB at `dir` (opened read-only: its process may run), column
-/// family by column family, decompressed; key and value searched as one.
+/// family by column family, decompressed; key and value searched as one. The running peer
+/// may compact a table file away while it is read (its purged values are compacted in the
+/// background): the read starts again, up to five times.
 fn search_rocksdb(
     dir: &Path,
     canaries: &[Canary],
@@ -109,14 +111,44 @@ fn search_rocksdb(
     hits: &mut Vec<Hit>,
     per_family: &mut BTreeMap<String, usize>,
 ) {
+    let mut tries = 0;
+    loop {
+        let mut found = Vec::new();
+        let mut counted = BTreeMap::new();
+        match read_rocksdb(dir, canaries, pairs, &mut found, &mut counted) {
+            Ok(()) => {
+                hits.append(&mut found);
+                for (family, entries) in counted {
+                    *per_family.entry(family).or_default() += entries;
+                }
+                return;
+            }
+            Err(e) if tries < 5 => {
+                tries += 1;
+                eprintln!("{}: {e}; read again", dir.display());
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => panic!("{}: {e}", dir.display()),
+        }
+    }
+}
+
+/// One read of [`search_rocksdb`].
+fn read_rocksdb(
+    dir: &Path,
+    canaries: &[Canary],
+    pairs: &[Pair],
+    hits: &mut Vec<Hit>,
+    per_family: &mut BTreeMap<String, usize>,
+) -> Result<(), rocksdb::Error> {
     let options = rocksdb::Options::default();
-    let families = rocksdb::DB::list_cf(&options, dir).unwrap();
-    let db = rocksdb::DB::open_cf_for_read_only(&options, dir, &families, false).unwrap();
+    let families = rocksdb::DB::list_cf(&options, dir)?;
+    let db = rocksdb::DB::open_cf_for_read_only(&options, dir, &families, false)?;
     for family in &families {
-        let cf = db.cf_handle(family).unwrap();
+        let cf = db.cf_handle(family).expect("a family the database listed");
         let mut entries = 0;
         for entry in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
-            let (key, value) = entry.unwrap();
+            let (key, value) = entry?;
             entries += 1;
             let mut both = key.to_vec();
             both.extend_from_slice(&value);
@@ -131,6 +163,7 @@ fn search_rocksdb(
         }
         *per_family.entry(family.clone()).or_default() += entries;
     }
+    Ok(())
 }
 
 /// Everything under `root` but `skip`: each file raw, and each RocksDB decoded.

@@ -839,6 +839,69 @@ fn peers_that_were_not_given_a_value_reconcile_it_from_the_others() {
     }
 }
 
+/// An X25519 public key a reason can be sealed to (random, its top bit clear).
+fn reader_key() -> Vec<u8> {
+    let mut key: [u8; 32] = random();
+    key[31] &= 0x7f;
+    key.to_vec()
+}
+
+/// A sealed text of the shape the peers check, to `keys` (random bytes: nobody opens it).
+fn sealed_to(keys: &[&Vec<u8>]) -> v1::SealedText {
+    v1::SealedText {
+        ciphertext: random::<40>().to_vec(),
+        readers: keys
+            .iter()
+            .map(|k| v1::SealedTextReader {
+                public_key: k.to_vec(),
+                wrapped_key: random::<80>().to_vec(),
+            })
+            .collect(),
+        key_commitment: random::<32>().to_vec(),
+    }
+}
+
+/// A patient registered by `net`'s wallet "patient": a first block, so that every peer
+/// knows itself a replica in force.
+async fn first_block(net: &TestNetwork) {
+    let registered = connect(net, "patient")
+        .await
+        .submit("register_patient", register_args(&random()))
+        .await
+        .unwrap();
+    assert!(registered.is_valid(), "{registered:?}");
+}
+
+/// An emergency access by `doctor` whose private reason is `value` and whose arguments name
+/// `readers`, put to every peer: (its envelope, each peer's answer).
+async fn put_reason(
+    doctor: &PeerSet,
+    value: Vec<u8>,
+    readers: &[&Vec<u8>],
+) -> (v1::Envelope, Vec<Result<v1::PrivateDataAck, tonic::Status>>) {
+    let mut private = doctor.private_data();
+    let commitment = private.add(value);
+    let args = v1::EmergencyAccessArgs {
+        pseudonym: random::<32>().to_vec(),
+        category: "oncology".into(),
+        duration_seconds: 3600,
+        sealed_reason_commitment: commitment.to_vec(),
+        sealed_reason_readers: readers.iter().map(|k| k.to_vec()).collect(),
+        ..Default::default()
+    };
+    let (_, mut envelope) = doctor.transaction_committing(
+        "emergency_access",
+        args.encode_to_vec(),
+        private.commitments().to_vec(),
+    );
+    let transaction = signed_of(&mut envelope).transaction.clone();
+    let mut answers = Vec::new();
+    for i in 0..4 {
+        answers.push(put(doctor, i, &transaction, private.values().to_vec()).await);
+    }
+    (envelope, answers)
+}
+
 /// A private sealed reason (ledger format 7) is acknowledged only as its transaction
 /// describes it: a canonical `SealedText` sealed to exactly the readers the arguments name,
 /// in their order. Every peer refuses a reason that leaves a named reader out or adds one,
@@ -851,65 +914,15 @@ fn a_sealed_reason_is_acknowledged_only_as_its_transaction_names_its_readers() {
     net.member("patient", "patient");
     let rt = runtime();
     rt.block_on(async {
-        // A first block, so that every peer knows itself a replica in force.
-        let registered = connect(&net, "patient")
-            .await
-            .submit("register_patient", register_args(&random()))
-            .await
-            .unwrap();
-        assert!(registered.is_valid(), "{registered:?}");
+        first_block(&net).await;
         let doctor = connect(&net, "dr-e").await;
-        let reader = || {
-            let mut key: [u8; 32] = random();
-            key[31] &= 0x7f;
-            key.to_vec()
-        };
-        let (patient, auditor, stranger) = (reader(), reader(), reader());
-        let sealed_to = |keys: &[&Vec<u8>]| v1::SealedText {
-            ciphertext: random::<40>().to_vec(),
-            readers: keys
-                .iter()
-                .map(|k| v1::SealedTextReader {
-                    public_key: k.to_vec(),
-                    wrapped_key: random::<80>().to_vec(),
-                })
-                .collect(),
-            key_commitment: random::<32>().to_vec(),
-        };
-        // Put `value` as the reason of an emergency access naming `patient` and `auditor`,
-        // to every peer: what each answers.
-        let put_reason = |value: Vec<u8>| {
-            let doctor = &doctor;
-            let (patient, auditor) = (patient.clone(), auditor.clone());
-            async move {
-                let mut private = doctor.private_data();
-                let commitment = private.add(value);
-                let args = v1::EmergencyAccessArgs {
-                    pseudonym: random::<32>().to_vec(),
-                    category: "oncology".into(),
-                    duration_seconds: 3600,
-                    sealed_reason_commitment: commitment.to_vec(),
-                    sealed_reason_readers: vec![patient, auditor],
-                    ..Default::default()
-                };
-                let (_, mut envelope) = doctor.transaction_committing(
-                    "emergency_access",
-                    args.encode_to_vec(),
-                    private.commitments().to_vec(),
-                );
-                let transaction = signed_of(&mut envelope).transaction.clone();
-                let mut answers = Vec::new();
-                for i in 0..4 {
-                    answers.push(put(doctor, i, &transaction, private.values().to_vec()).await);
-                }
-                answers
-            }
-        };
-        let good = sealed_to(&[&patient, &auditor]).encode_to_vec();
+        let (patient, auditor, stranger) = (reader_key(), reader_key(), reader_key());
+        let named = [&patient, &auditor];
+        let good = sealed_to(&named).encode_to_vec();
         // Every peer acknowledges it (a peer still starting says it is not a replica yet).
         let mut tries = 0;
         loop {
-            let answers = put_reason(good.clone()).await;
+            let (_, answers) = put_reason(&doctor, good.clone(), &named).await;
             tries += 1;
             let starting = answers.iter().any(|a| {
                 matches!(a, Err(s) if s.code() == tonic::Code::FailedPrecondition) && tries < 50
@@ -925,7 +938,7 @@ fn a_sealed_reason_is_acknowledged_only_as_its_transaction_names_its_readers() {
         let mut trailing = good.clone();
         // An unknown field (number 15, length-delimited) the decoder would skip.
         trailing.extend_from_slice(&[0x7a, 3, 1, 2, 3]);
-        let mut short_tag = sealed_to(&[&patient, &auditor]);
+        let mut short_tag = sealed_to(&named);
         short_tag.ciphertext.truncate(16);
         for (what, value) in [
             (
@@ -951,7 +964,8 @@ fn a_sealed_reason_is_acknowledged_only_as_its_transaction_names_its_readers() {
             ("bytes beside its fields", trailing),
             ("no text", short_tag.encode_to_vec()),
         ] {
-            for (i, answer) in put_reason(value).await.into_iter().enumerate() {
+            let (_, answers) = put_reason(&doctor, value, &named).await;
+            for (i, answer) in answers.into_iter().enumerate() {
                 let status = answer.expect_err(what);
                 assert_eq!(
                     status.code(),
@@ -982,47 +996,15 @@ fn one_peer_that_acknowledges_unchecked_reasons_cannot_commit_one() {
     net.member("patient", "patient");
     let rt = runtime();
     rt.block_on(async {
-        let registered = connect(&net, "patient")
-            .await
-            .submit("register_patient", register_args(&random()))
-            .await
-            .unwrap();
-        assert!(registered.is_valid(), "{registered:?}");
+        first_block(&net).await;
         let doctor = connect(&net, "dr-e").await;
-        let key = || {
-            let mut key: [u8; 32] = random();
-            key[31] &= 0x7f;
-            key.to_vec()
-        };
-        let (patient, auditor) = (key(), key());
+        let (patient, auditor) = (reader_key(), reader_key());
         // Sealed to the auditor alone; the arguments name the patient too.
-        let left_out = v1::SealedText {
-            ciphertext: random::<40>().to_vec(),
-            readers: vec![v1::SealedTextReader {
-                public_key: auditor.clone(),
-                wrapped_key: random::<80>().to_vec(),
-            }],
-            key_commitment: random::<32>().to_vec(),
-        };
-        let mut private = doctor.private_data();
-        let commitment = private.add(left_out.encode_to_vec());
-        let args = v1::EmergencyAccessArgs {
-            pseudonym: random::<32>().to_vec(),
-            category: "oncology".into(),
-            duration_seconds: 3600,
-            sealed_reason_commitment: commitment.to_vec(),
-            sealed_reason_readers: vec![patient, auditor],
-            ..Default::default()
-        };
-        let (_, mut envelope) = doctor.transaction_committing(
-            "emergency_access",
-            args.encode_to_vec(),
-            private.commitments().to_vec(),
-        );
-        let transaction = signed_of(&mut envelope).transaction.clone();
+        let left_out = sealed_to(&[&auditor]).encode_to_vec();
+        let (mut envelope, answers) = put_reason(&doctor, left_out, &[&patient, &auditor]).await;
         let mut acks = Vec::new();
-        for i in 0..4 {
-            match put(&doctor, i, &transaction, private.values().to_vec()).await {
+        for (i, answer) in answers.into_iter().enumerate() {
+            match answer {
                 Ok(ack) => {
                     assert_eq!(i, 1, "only the liar acknowledges it");
                     acks.push(ack);
