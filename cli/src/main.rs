@@ -935,7 +935,7 @@ async fn private_reasons(
                 for (seq, _) in entries {
                     found.insert(
                         (pseudonym.clone(), seq),
-                        Err(medledger_sdk::reasons::not_available(&e)),
+                        Err(medledger_sdk::reasons::not_available(e.kind())),
                     );
                 }
                 continue;
@@ -946,6 +946,9 @@ async fn private_reasons(
                 Some(GatheredReason::Sealed(sealed)) => Ok(sealed),
                 Some(GatheredReason::NotASealedText) => {
                     Err(medledger_sdk::reasons::NOT_A_SEALED_TEXT.to_string())
+                }
+                Some(GatheredReason::Refused(kind)) => {
+                    Err(medledger_sdk::reasons::not_available(kind))
                 }
                 None => Err(medledger_sdk::reasons::UNAVAILABLE.to_string()),
             };

@@ -480,7 +480,7 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
             let (mut private, refused) = match peers.sealed_reasons(&keys.pseudonym, &wanted).await
             {
                 Ok(private) => (private, None),
-                Err(e) => (Default::default(), Some(reasons::not_available(&e))),
+                Err(e) => (Default::default(), Some(reasons::not_available(e.kind()))),
             };
             for e in &mut entries {
                 if !e.sealed_reason_commitment.is_empty() {
@@ -489,6 +489,10 @@ pub async fn run_patient(cli: &Cli, command: &PatientCommand) -> Result<Output, 
                         Some(GatheredReason::Sealed(sealed)) => e.sealed_reason = Some(sealed),
                         Some(GatheredReason::NotASealedText) => {
                             e.reason = reasons::NOT_A_SEALED_TEXT.to_string();
+                            continue;
+                        }
+                        Some(GatheredReason::Refused(kind)) => {
+                            e.reason = reasons::not_available(kind);
                             continue;
                         }
                         None => {

@@ -533,10 +533,11 @@ impl PeerSet {
     /// gave is left out (the caller says so); so is one that does not match.
     ///
     /// # Errors
-    /// The peers' refusal (not the record's owner or an auditor, the record erased) when no
-    /// reason of any page was gathered; [`ClientError::Protocol`] is never returned for
-    /// reasons the peers lack. One peer's refusal can make this an error: a caller shows its
-    /// kind ([`crate::reasons::not_available`]), not a peer's words.
+    /// The peers' refusal (not the record's owner or an auditor, the record erased) when
+    /// every page was refused; a page refused beside others answered gives its entries
+    /// [`GatheredReason::Refused`]. [`ClientError::Protocol`] is never returned for reasons
+    /// the peers lack. One peer's refusal can be all there is: a caller shows its kind
+    /// ([`crate::reasons::not_available`]), not a peer's words.
     pub async fn sealed_reasons(
         &self,
         pseudonym: &[u8],
@@ -564,19 +565,28 @@ impl PeerSet {
                     },
                 )
                 .await;
-            let into = into.into_inner().unwrap_or_else(|p| p.into_inner());
+            let mut into = into.into_inner().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = asked
                 && into.is_empty()
                 && !matches!(e, ClientError::Protocol(_))
             {
+                // A page refused costs that page's words only, each entry saying so.
+                for (seq, _) in page {
+                    into.insert(*seq, GatheredReason::Refused(e.kind()));
+                }
                 refused.get_or_insert(e);
             }
             gathered.extend(into);
         }
-        // A page refused costs that page's words only; the refusal is returned when it is
-        // all there is.
+        // The refusal itself, when it is all there is.
         match refused {
-            Some(e) if gathered.is_empty() => Err(e),
+            Some(e)
+                if gathered
+                    .values()
+                    .all(|r| matches!(r, GatheredReason::Refused(_))) =>
+            {
+                Err(e)
+            }
             _ => Ok(gathered),
         }
     }
@@ -591,6 +601,9 @@ pub enum GatheredReason {
     /// their reason, but that is not a well-formed `SealedText` (canonically encoded, of the
     /// shape the peers check): shown as the clinician's, never opened.
     NotASealedText,
+    /// Its page of the query was refused ([`ClientError::kind`] of the refusal), while
+    /// another page was answered.
+    Refused(&'static str),
 }
 
 /// Takes into `gathered` the reasons of one peer's `sealed_reasons` answer that match the

@@ -21,11 +21,11 @@ pub const UNAVAILABLE: &str = "(sealed reason not given by any peer asked)";
 pub const NOT_A_SEALED_TEXT: &str =
     "(the clinician committed, as the reason, a value that is not a well-formed sealed text)";
 
-/// What a listing shows for the sealed reasons of a record when the peers refused them all
-/// or none answered: the refusal's kind, never a peer's words (one peer's refusal can be
-/// all there is, and its message is its own).
-pub fn not_available(why: &ClientError) -> String {
-    format!("(sealed reason not available: {})", why.kind())
+/// What a listing shows for a sealed reason whose query the peers refused, or none
+/// answered: the refusal's kind ([`ClientError::kind`]), never a peer's words (one peer's
+/// refusal can be all there is, and its message is its own).
+pub fn not_available(kind: &str) -> String {
+    format!("(sealed reason not available: {kind})")
 }
 
 /// Longest reason, in UTF-8 bytes (the chaincode's `MAX_REASON_LEN`).
