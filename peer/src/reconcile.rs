@@ -40,6 +40,74 @@ pub const MAX_ANSWER_BYTES: usize = MAX_COMMITMENTS_PER_CALL * (MAX_VALUE_BYTES 
 /// How long one replica may take to connect or to answer one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most passes a value no replica gave is left out of before it is asked for again: after
+/// the first pass that asked every replica in vain it is asked in the next, then after 2, 4,
+/// 8 and at most 16 passes (80 s at the default 5 s): values whose holders all lost them
+/// cost a sixteenth of the calls, and a value a replica regains waits at most that long.
+pub const MAX_BACKOFF_PASSES: u64 = 16;
+/// Most values whose backoff is remembered (about 60 bytes each, some 6 MiB): past it, the
+/// others are asked for every pass, as before.
+pub const MAX_BACKOFF_ENTRIES: usize = 100_000;
+
+/// One value asked for in vain.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    /// Passes in a row that asked every replica in vain.
+    misses: u32,
+    /// The first pass that asks for it again.
+    next: u64,
+    /// The last pass that found it missing.
+    seen: u64,
+}
+
+/// Which missing values a pass asks for ([`MAX_BACKOFF_PASSES`]).
+#[derive(Debug, Default)]
+struct Backoff {
+    waiting: std::collections::HashMap<[u8; 32], Waiting>,
+}
+
+impl Backoff {
+    /// Whether pass `pass` asks for `commitment` (missing in it).
+    fn due(&mut self, commitment: &[u8; 32], pass: u64) -> bool {
+        match self.waiting.get_mut(commitment) {
+            Some(waiting) => {
+                waiting.seen = pass;
+                waiting.next <= pass
+            }
+            None => true,
+        }
+    }
+
+    /// Pass `pass` asked every replica for `commitment`, in vain.
+    fn missed(&mut self, commitment: [u8; 32], pass: u64) {
+        if !self.waiting.contains_key(&commitment) && self.waiting.len() >= MAX_BACKOFF_ENTRIES {
+            return;
+        }
+        let waiting = self.waiting.entry(commitment).or_insert(Waiting {
+            misses: 0,
+            next: pass,
+            seen: pass,
+        });
+        waiting.misses = waiting.misses.saturating_add(1);
+        let wait = 1u64
+            .checked_shl(waiting.misses.saturating_sub(1))
+            .unwrap_or(u64::MAX)
+            .min(MAX_BACKOFF_PASSES);
+        waiting.next = pass.saturating_add(wait);
+        waiting.seen = pass;
+    }
+
+    /// A replica gave `commitment`'s value.
+    fn found(&mut self, commitment: &[u8; 32]) {
+        self.waiting.remove(commitment);
+    }
+
+    /// Pass `pass` ended: values it did not find missing (stored, or purged) are forgotten.
+    fn end_pass(&mut self, pass: u64) {
+        self.waiting.retain(|_, waiting| waiting.seen == pass);
+    }
+}
+
 /// What the last pass of reconciliation left (docs/adr/0017, step 5): how many committed
 /// values this peer still lacks after asking every other replica for them, and when that
 /// pass ended. Shared with the peer's status (`GetStatus`), the readers' report.
@@ -89,8 +157,10 @@ impl Reconciler {
     pub async fn run(self) {
         let mut turn: usize = 0;
         let mut cursor: Option<[u8; 32]> = None;
-        // Values no replica gave in this pass so far.
+        // Values no replica gave in this pass so far, or in the last pass that asked.
         let mut unavailable: u64 = 0;
+        let mut backoff = Backoff::default();
+        let mut pass: u64 = 0;
         loop {
             let ledger = self.ledger.clone();
             let after = cursor;
@@ -115,13 +185,25 @@ impl Reconciler {
             if end_of_pass {
                 cursor = None;
             }
-            if !missing.is_empty() {
-                let left = self.round(&mut turn, missing).await;
-                unavailable = unavailable.saturating_add(left as u64);
+            let (due, waiting): (Vec<[u8; 32]>, Vec<[u8; 32]>) =
+                missing.into_iter().partition(|c| backoff.due(c, pass));
+            unavailable = unavailable.saturating_add(waiting.len() as u64);
+            if !due.is_empty() {
+                let left = self.round(&mut turn, due.clone()).await;
+                for commitment in due {
+                    if left.contains(&commitment) {
+                        backoff.missed(commitment, pass);
+                    } else {
+                        backoff.found(&commitment);
+                    }
+                }
+                unavailable = unavailable.saturating_add(left.len() as u64);
             }
             if end_of_pass {
                 self.progress.pass_ended(unavailable);
                 unavailable = 0;
+                backoff.end_pass(pass);
+                pass = pass.wrapping_add(1);
                 tokio::time::sleep(self.every).await;
             }
         }
@@ -129,11 +211,11 @@ impl Reconciler {
 
     /// Asks the other replicas for `missing`, one after the other from the next one each
     /// round, storing what checks, until every value is found or all were asked. Returns
-    /// how many none gave.
-    async fn round(&self, turn: &mut usize, missing: Vec<[u8; 32]>) -> usize {
+    /// those none gave.
+    async fn round(&self, turn: &mut usize, missing: Vec<[u8; 32]>) -> HashSet<[u8; 32]> {
         let others = self.network.others();
         if others.is_empty() {
-            return missing.len();
+            return missing.into_iter().collect();
         }
         *turn = turn.wrapping_add(1);
         let (before, after) = others.split_at(*turn % others.len());
@@ -162,13 +244,13 @@ impl Reconciler {
                     tracing::warn!(error = %e, "cannot store reconciled private values");
                     break;
                 }
-                Err(_) => return wanted.len(),
+                Err(_) => return wanted,
             }
             if wanted.is_empty() {
                 break;
             }
         }
-        wanted.len()
+        wanted
     }
 
     /// Asks the replica at `address` for the values of `wanted`; returns those that check.
@@ -240,6 +322,34 @@ pub fn checked(
 mod tests {
     use super::*;
     use crate::ledger::tests::{commit_private, fixture_ledger};
+
+    #[test]
+    fn a_value_asked_in_vain_is_asked_less_and_less_often_until_found() {
+        let mut backoff = Backoff::default();
+        let (lost, other) = ([1; 32], [2; 32]);
+        // The passes that ask for `lost`, given that every ask is in vain.
+        let mut asked = Vec::new();
+        for pass in 0..64 {
+            if backoff.due(&lost, pass) {
+                asked.push(pass);
+                backoff.missed(lost, pass);
+            }
+            assert!(
+                backoff.due(&other, pass),
+                "a value never missed is always asked"
+            );
+            backoff.end_pass(pass);
+        }
+        // The next pass, then 2, 4, 8 and 16 passes later, then every 16th.
+        assert_eq!(asked, [0, 1, 3, 7, 15, 31, 47, 63]);
+        // Found: asked for again at once the next time it is missing.
+        backoff.found(&lost);
+        assert!(backoff.due(&lost, 64));
+        // A value no longer missing (stored, purged) is forgotten at the end of a pass.
+        backoff.missed(other, 64);
+        backoff.end_pass(65);
+        assert!(backoff.waiting.is_empty());
+    }
 
     fn value(tag: u8) -> v1::CommittedPrivateValue {
         let salt = [tag; 32];
