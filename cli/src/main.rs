@@ -712,10 +712,8 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                     .await
                     {
                         Ok(Ok(answer)) => Ok(answer.into_inner()),
-                        // The peer's words are its own: shown neutralised.
-                        Ok(Err(e)) => Err(medledger_sdk::reasons::neutralised(
-                            &e.message().chars().take(200).collect::<String>(),
-                        )),
+                        // The kind of refusal, not the peer's words (they are its own).
+                        Ok(Err(e)) => Err(format!("{:?}", e.code())),
                         Err(_) => Err("no answer in 20 s".to_string()),
                     }
                 }

@@ -717,8 +717,8 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
     for p in &report.peer_private {
         text.push_str(&match &p.status {
             Ok(s) if s.purged_uncompacted > 0 => format!(
-                "  peer {}  private values: {} missing; {} PURGED BUT STILL IN ITS FILES until \
-                 its next compaction (the peer's word)\n",
+                "  peer {}  private values: {} missing; {} purged, still in its files until \
+                 its next compaction, within a minute of the purge (the peer's word)\n",
                 p.peer, s.missing, s.purged_uncompacted
             ),
             Ok(s) => format!(

@@ -282,7 +282,10 @@ async fn private_reports(peers: &PeerSet) -> Vec<PeerPrivate> {
         }
     }))
     .await;
-    if !asked.iter().any(|a| matches!(a, Ok(Some(_)))) {
+    // Reports from fewer than f+1 peers: the caller is not one of the ledger's readers (a
+    // Byzantine peer's report alone says nothing about the others).
+    let reports = asked.iter().filter(|a| matches!(a, Ok(Some(_)))).count();
+    if reports < peers.votes_needed() {
         return Vec::new();
     }
     names
@@ -292,7 +295,8 @@ async fn private_reports(peers: &PeerSet) -> Vec<PeerPrivate> {
             peer,
             status: asked.and_then(|report| {
                 report.ok_or_else(|| {
-                    "no report (other peers count this wallet among the ledger's readers)"
+                    "no report, though f+1 other peers count this wallet among the ledger's \
+                     readers"
                         .to_string()
                 })
             }),

@@ -726,16 +726,27 @@ impl Ledger {
     /// Flushes every column family and compacts `purged` out of `private`, and all of
     /// `private_pending`, down to the bottom level; then forgets them as to be compacted
     /// ([`Ledger::compact_purged_in_background`]) and returns true. A snapshot older than
-    /// the compaction (a query's view of the state, taken before the purge committed) keeps
-    /// the version it sees through any compaction: when one is still open afterwards, the
-    /// values stay marked and this returns false, to be compacted again.
+    /// the purges (a query's view of the state, taken before the purge committed) keeps the
+    /// version it sees through any compaction: while one is open, nothing is compacted, the
+    /// values stay marked, and this returns false, to be tried again.
     ///
     /// # Errors
     /// RocksDB could not flush, read its oldest snapshot, or forget them.
     fn compact_purged(&self, purged: &[[u8; 32]]) -> Result<bool> {
         // Every purge of `purged` is at or below this sequence number (its block committed
-        // before the purge was queued).
+        // before the purge was queued). A snapshot below it may see a value's put; RocksDB
+        // copies the open snapshots when a compaction job starts, so the check comes first:
+        // any snapshot taken later is at or above it and sees the deletions. With one open,
+        // nothing is compacted now (no rewrite that would keep the bytes anyway).
         let purged_by = self.db.latest_sequence_number();
+        // 0: no snapshot open.
+        let oldest_snapshot = self
+            .db
+            .property_int_value("rocksdb.oldest-snapshot-sequence")?
+            .unwrap_or(0);
+        if oldest_snapshot != 0 && oldest_snapshot < purged_by {
+            return Ok(false);
+        }
         self.flush()?;
         let mut options = rocksdb::CompactOptions::default();
         options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
@@ -753,15 +764,6 @@ impl Ledger {
             None::<&[u8]>,
             &options,
         );
-        // 0: no snapshot open. One taken after `purged_by` sees the deletions and keeps
-        // nothing of the values.
-        let oldest_snapshot = self
-            .db
-            .property_int_value("rocksdb.oldest-snapshot-sequence")?
-            .unwrap_or(0);
-        if oldest_snapshot != 0 && oldest_snapshot <= purged_by {
-            return Ok(false);
-        }
         let mut done = WriteBatch::default();
         for commitment in purged {
             done.delete_cf(self.cf(CF_META), to_compact_key(commitment));

@@ -40,10 +40,12 @@ pub const MAX_ANSWER_BYTES: usize = MAX_COMMITMENTS_PER_CALL * (MAX_VALUE_BYTES 
 /// How long one replica may take to connect or to answer one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most passes a value no replica gave is left out of before it is asked for again: after
-/// the first pass that asked every replica in vain it is asked in the next, then after 2, 4,
-/// 8 and at most 16 passes (80 s at the default 5 s): values whose holders all lost them
-/// cost a sixteenth of the calls, and a value a replica regains waits at most that long.
+/// Most passes a value every replica answered without is left out of before it is asked for
+/// again: after the first such pass it is asked in the next, then after 2, 4, 8 and at most
+/// 16 passes (a pass is `reconcile_seconds`, 5 s by default, plus its calls: up to 10 s for
+/// each stalling replica and page): values whose holders all lost them cost a sixteenth of
+/// the calls, and a value a replica regains waits at most 16 passes. A replica that refused,
+/// timed out or was unreachable in a round backs off nothing of it (it may hold the values).
 pub const MAX_BACKOFF_PASSES: u64 = 16;
 /// Most values whose backoff is remembered (about 60 bytes each, some 6 MiB): past it, the
 /// others are asked for every pass, as before.
@@ -189,12 +191,15 @@ impl Reconciler {
                 missing.into_iter().partition(|c| backoff.due(c, pass));
             unavailable = unavailable.saturating_add(waiting.len() as u64);
             if !due.is_empty() {
-                let left = self.round(&mut turn, due.clone()).await;
+                let (left, every_replica_answered) = self.round(&mut turn, due.clone()).await;
                 for commitment in due {
-                    if left.contains(&commitment) {
-                        backoff.missed(commitment, pass);
-                    } else {
+                    if !left.contains(&commitment) {
                         backoff.found(&commitment);
+                    } else if every_replica_answered {
+                        // Only a value every replica answered without is backed off: a
+                        // replica that refused (busy), timed out or was unreachable may
+                        // hold it.
+                        backoff.missed(commitment, pass);
                     }
                 }
                 unavailable = unavailable.saturating_add(left.len() as u64);
@@ -211,12 +216,14 @@ impl Reconciler {
 
     /// Asks the other replicas for `missing`, one after the other from the next one each
     /// round, storing what checks, until every value is found or all were asked. Returns
-    /// those none gave.
-    async fn round(&self, turn: &mut usize, missing: Vec<[u8; 32]>) -> HashSet<[u8; 32]> {
+    /// those none gave, and whether every replica asked answered (none refused, timed out,
+    /// was unreachable, and every value found was stored).
+    async fn round(&self, turn: &mut usize, missing: Vec<[u8; 32]>) -> (HashSet<[u8; 32]>, bool) {
         let others = self.network.others();
         if others.is_empty() {
-            return missing.into_iter().collect();
+            return (missing.into_iter().collect(), false);
         }
+        let mut every_replica_answered = true;
         *turn = turn.wrapping_add(1);
         let (before, after) = others.split_at(*turn % others.len());
         let mut wanted: HashSet<[u8; 32]> = missing.into_iter().collect();
@@ -225,6 +232,7 @@ impl Reconciler {
                 Ok(found) => found,
                 Err(e) => {
                     tracing::debug!(replica, %address, error = %e, "no private values");
+                    every_replica_answered = false;
                     continue;
                 }
             };
@@ -242,15 +250,15 @@ impl Reconciler {
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot store reconciled private values");
-                    break;
+                    return (wanted, false);
                 }
-                Err(_) => return wanted,
+                Err(_) => return (wanted, false),
             }
             if wanted.is_empty() {
                 break;
             }
         }
-        wanted
+        (wanted, every_replica_answered)
     }
 
     /// Asks the replica at `address` for the values of `wanted`; returns those that check.

@@ -551,6 +551,8 @@ impl PeerSet {
                 seqs: page.iter().map(|(seq, _)| *seq).collect(),
             };
             let into = std::sync::Mutex::new(std::collections::BTreeMap::new());
+            // Whether any peer answered this page (with reasons or without them).
+            let answered = std::sync::atomic::AtomicBool::new(false);
             let asked = self
                 .query_until_from(
                     "sealed_reasons",
@@ -560,17 +562,20 @@ impl PeerSet {
                         let reasons: v1::SealedReasonsResult =
                             prost::Message::decode(answer.result.as_slice())
                                 .map_err(|e| e.to_string())?;
+                        answered.store(true, std::sync::atomic::Ordering::Relaxed);
                         let mut into = into.lock().unwrap_or_else(|p| p.into_inner());
                         gather_reasons(&mut into, reasons, page)
                     },
                 )
                 .await;
             let mut into = into.into_inner().unwrap_or_else(|p| p.into_inner());
+            // A page refused by every peer that was asked (one that answered "not held"
+            // outranks another's refusal) costs that page's words only, each entry saying so.
             if let Err(e) = asked
                 && into.is_empty()
+                && !answered.load(std::sync::atomic::Ordering::Relaxed)
                 && !matches!(e, ClientError::Protocol(_))
             {
-                // A page refused costs that page's words only, each entry saying so.
                 for (seq, _) in page {
                     into.insert(*seq, GatheredReason::Refused(e.kind()));
                 }
