@@ -759,7 +759,7 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                             });
                             if p.purged_uncompacted > 0 {
                                 text.push_str(&format!(
-                                    "; purged, still in its files until compacted: {}",
+                                    "; deleted by purges, not yet compacted off its disk: {}",
                                     p.purged_uncompacted
                                 ));
                             }

@@ -717,13 +717,14 @@ pub async fn run_verify(cli: &Cli, args: &VerifyArgs) -> Result<Output, ClientEr
     for p in &report.peer_private {
         text.push_str(&match &p.status {
             Ok(s) if s.purged_uncompacted > 0 => format!(
-                "  peer {}  private values: {} missing; {} purged, still in its files until \
-                 its next compaction, within a minute of the purge (the peer's word)\n",
+                "  peer {}  private values: {} missing; {} deleted by purges (an erased \
+                 record's key material among them) not yet compacted off its disk, expected \
+                 within a minute (as the peer reports it)\n",
                 p.peer, s.missing, s.purged_uncompacted
             ),
             Ok(s) => format!(
-                "  peer {}  private values: {} missing; none purged left in its files (the \
-                 peer's word)\n",
+                "  peer {}  private values: {} missing; nothing deleted by purges left on its \
+                 disk (as the peer reports it)\n",
                 p.peer, s.missing
             ),
             Err(why) => format!("  peer {}  private values: {why}\n", p.peer),
