@@ -700,26 +700,15 @@ async fn run_ledger(cli: &Cli, command: &LedgerCommand) -> Result<Output, Client
                 hex::encode(&configuration.hash[..8]),
             );
             let (names, addresses) = (peers.names(), peers.addresses());
-            // Every peer at once, each for 20 s at most: a peer that holds the call open
-            // costs its own line only.
-            let statuses = futures_util::future::join_all((0..names.len()).map(|i| {
-                let mut client = peers.peer(i);
-                async move {
-                    match tokio::time::timeout(
-                        verify::BLOCKS_CALL_TIMEOUT,
-                        client.get_status(v1::GetStatusRequest {}),
-                    )
-                    .await
-                    {
-                        Ok(Ok(answer)) => Ok(answer.into_inner()),
-                        // The kind of refusal, not the peer's words (they are its own).
-                        Ok(Err(e)) => Err(format!("{:?}", e.code())),
-                        Err(_) => Err("no answer in 20 s".to_string()),
-                    }
-                }
-            }))
-            .await;
-            for (i, status) in statuses.into_iter().enumerate() {
+            // Every peer at once, each for 20 s at most; a refusal by its kind, not the
+            // peer's words (they are its own).
+            let statuses = verify::statuses(&peers).await.into_iter().map(|s| {
+                s.map_err(|code| match code {
+                    Some(code) => format!("{code:?}"),
+                    None => "no answer in 20 s".to_string(),
+                })
+            });
+            for (i, status) in statuses.enumerate() {
                 match status {
                     Ok(s) => {
                         let connected = s.peers.iter().filter(|p| p.connected).count();

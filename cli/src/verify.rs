@@ -261,12 +261,12 @@ pub async fn verify(
     })
 }
 
-/// Every peer's report of its private values (`GetStatus.private_data`), all asked at once,
-/// each for at most [`BLOCKS_CALL_TIMEOUT`]; none when no peer counts the caller among the
-/// ledger's readers. When one does, a peer that gives no report is named as such.
-async fn private_reports(peers: &PeerSet) -> Vec<PeerPrivate> {
-    let names = peers.names();
-    let asked = futures_util::future::join_all((0..names.len()).map(|i| {
+/// Every peer's `GetStatus`, in the order of [`PeerSet::names`], all asked at once, each for
+/// at most [`BLOCKS_CALL_TIMEOUT`] (a peer that holds the call open costs its own answer
+/// only): the answer, or the refusal's code (`None`: no answer in time). A refusal's words
+/// are the peer's own and are not kept.
+pub async fn statuses(peers: &PeerSet) -> Vec<Result<v1::GetStatusResponse, Option<tonic::Code>>> {
+    futures_util::future::join_all((0..peers.names().len()).map(|i| {
         let mut client = peers.peer(i);
         async move {
             match tokio::time::timeout(
@@ -275,13 +275,29 @@ async fn private_reports(peers: &PeerSet) -> Vec<PeerPrivate> {
             )
             .await
             {
-                Ok(Ok(answer)) => Ok(answer.into_inner().private_data),
-                Ok(Err(status)) => Err(format!("refused: {:?}", status.code())),
-                Err(_) => Err("no answer in time".to_string()),
+                Ok(Ok(answer)) => Ok(answer.into_inner()),
+                Ok(Err(status)) => Err(Some(status.code())),
+                Err(_) => Err(None),
             }
         }
     }))
-    .await;
+    .await
+}
+
+/// Every peer's report of its private values (`GetStatus.private_data`), all asked at once,
+/// each for at most [`BLOCKS_CALL_TIMEOUT`]; none when no peer counts the caller among the
+/// ledger's readers. When one does, a peer that gives no report is named as such.
+async fn private_reports(peers: &PeerSet) -> Vec<PeerPrivate> {
+    let names = peers.names();
+    let asked: Vec<Result<Option<v1::PrivateDataStatus>, String>> = statuses(peers)
+        .await
+        .into_iter()
+        .map(|asked| match asked {
+            Ok(answer) => Ok(answer.private_data),
+            Err(Some(code)) => Err(format!("refused: {code:?}")),
+            Err(None) => Err("no answer in time".to_string()),
+        })
+        .collect();
     // Reports from fewer than f+1 peers: the caller is not one of the ledger's readers (a
     // Byzantine peer's report alone says nothing about the others).
     let reports = asked.iter().filter(|a| matches!(a, Ok(Some(_)))).count();
